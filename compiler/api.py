@@ -1,0 +1,53 @@
+"""The compiler as a library: what `twelvefold check` and `twelvefold compile` do, importable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .check import PromptLoader, check, no_prompts
+from .codegen import generate
+from .diagnostics import Diagnostic, has_errors
+from .parser import parse
+from .program import Program
+from .prompts import PromptDirectory, find_prompts_dir
+
+
+@dataclass(frozen=True)
+class Compilation:
+    path: str
+    source_text: str
+    program: Program | None
+    diagnostics: list[Diagnostic]
+    files: dict[str, str] = field(default_factory=dict)
+    """Generated modules by file name; empty when there are errors."""
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.diagnostics)
+
+
+def compile_text(
+    text: str, path: str = "<agent>", *, load_prompt: PromptLoader = no_prompts, generate_code: bool = True
+) -> Compilation:
+    """Parse, check and (when there are no errors) generate. Pure: reads prompts only via `load_prompt`."""
+    source, diagnostics = parse(text, path)
+    if has_errors(diagnostics):
+        return Compilation(path, text, None, diagnostics)
+    program, found = check(source, load_prompt=load_prompt, source_text=text)
+    diagnostics = diagnostics + found
+    files: dict[str, str] = {}
+    if program is not None and generate_code and not has_errors(diagnostics):
+        files = generate(program)
+    return Compilation(path, text, program, diagnostics, files)
+
+
+def compile_file(
+    path: Path, *, prompts_dir: Path | None = None, generate_code: bool = True, display_path: str | None = None
+) -> Compilation:
+    """Compile one .agent file, with prompts resolved as LANGUAGE.md says."""
+    text = path.read_text(encoding="utf-8")
+    loader = PromptDirectory(prompts_dir or find_prompts_dir(path))
+    return compile_text(
+        text, display_path or str(path), load_prompt=loader, generate_code=generate_code
+    )

@@ -1,0 +1,194 @@
+"""Diagnostics: one value type for every stage, rendered for people or as JSON.
+
+A stage never prints. It returns its findings as `Diagnostic` values; the CLI renders
+them in the rustc/Elm style (`path:line:col: error[E101]: message`, the source line, a
+caret under the span, `help:`) or as JSON for editors and tools.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A region of a source file. Lines and columns start at 1; `end_column` is exclusive."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    @staticmethod
+    def point(line: int, column: int) -> Span:
+        return Span(line, column, line, column + 1)
+
+    def __str__(self) -> str:
+        return f"{self.line}:{self.column}"
+
+
+UNKNOWN_SPAN = Span(1, 1, 1, 1)
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A secondary place that helps explain a diagnostic ("first declared here")."""
+
+    span: Span
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    severity: Severity
+    code: str
+    message: str
+    path: str
+    span: Span
+    label: str = ""
+    help: str = ""
+    notes: tuple[Label, ...] = field(default=())
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity.value,
+            "code": self.code,
+            "message": self.message,
+            "path": self.path,
+            "line": self.span.line,
+            "column": self.span.column,
+            "end_line": self.span.end_line,
+            "end_column": self.span.end_column,
+            "label": self.label,
+            "help": self.help,
+            "notes": [
+                {"line": n.span.line, "column": n.span.column, "message": n.message}
+                for n in self.notes
+            ],
+        }
+
+
+class CompilerBug(Exception):
+    """An internal error: not the user's fault, and reported as such."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            f"internal compiler error: {message}\n"
+            "This is a bug in twelvefold; please report it with the .agent file that caused it."
+        )
+
+
+def error(
+    code: str, message: str, path: str, span: Span, *, label: str = "", help: str = ""
+) -> Diagnostic:
+    return Diagnostic(Severity.ERROR, code, message, path, span, label, help)
+
+
+def warning(
+    code: str, message: str, path: str, span: Span, *, label: str = "", help: str = ""
+) -> Diagnostic:
+    return Diagnostic(Severity.WARNING, code, message, path, span, label, help)
+
+
+def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
+    return any(d.is_error for d in diagnostics)
+
+
+def sort_key(d: Diagnostic) -> tuple[str, int, int, str]:
+    return (d.path, d.span.line, d.span.column, d.code)
+
+
+# ---- rendering ---------------------------------------------------------------
+
+
+def render(diagnostic: Diagnostic, source: str | None) -> str:
+    """Render one diagnostic for a terminal: header, source line with a caret, notes, help."""
+    d = diagnostic
+    lines = [f"{d.path}:{d.span.line}:{d.span.column}: {d.severity.value}[{d.code}]: {d.message}"]
+    source_lines = source.splitlines() if source is not None else []
+    gutter = len(str(max([d.span.line, *(n.span.line for n in d.notes)])))
+    pad = " " * gutter
+
+    def excerpt(span: Span, marker: str, text: str) -> list[str]:
+        if not 1 <= span.line <= len(source_lines):
+            return []
+        line = source_lines[span.line - 1].expandtabs(1)
+        last = span.end_column if span.end_line == span.line else len(line) + 1
+        width = max(1, last - span.column)
+        underline = " " * (span.column - 1) + marker * width
+        suffix = f" {text}" if text else ""
+        return [
+            f"{span.line:>{gutter}} | {line}",
+            f"{pad} | {underline}{suffix}",
+        ]
+
+    body = excerpt(d.span, "^", d.label)
+    if body:
+        lines.append(f"{pad} |")
+        lines.extend(body)
+    for note in d.notes:
+        lines.extend(excerpt(note.span, "-", note.message) or [f"{pad} = note: {note.message}"])
+    if d.help:
+        lines.append(f"{pad} = help: {d.help}")
+    return "\n".join(lines)
+
+
+def render_all(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str]) -> str:
+    return "\n\n".join(render(d, sources.get(d.path)) for d in diagnostics)
+
+
+def render_json(diagnostics: Sequence[Diagnostic]) -> str:
+    return json.dumps([d.to_json() for d in diagnostics], indent=2)
+
+
+def summary(diagnostics: Sequence[Diagnostic]) -> str:
+    errors = sum(d.is_error for d in diagnostics)
+    warnings = len(diagnostics) - errors
+
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    return f"{plural(errors, 'error')}, {plural(warnings, 'warning')}"
+
+
+# ---- suggestions -------------------------------------------------------------
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance, case-insensitive for the comparison of letters."""
+    a, b = a.lower(), b.lower()
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def closest(name: str, candidates: Iterable[str], limit: int = 3) -> list[str]:
+    """Known names close enough to `name` to be what the user meant, best first."""
+    threshold = max(1, len(name) // 3)
+    scored = sorted((edit_distance(name, c), c) for c in set(candidates) if c != name)
+    return [c for distance, c in scored if distance <= threshold][:limit]
+
+
+def did_you_mean(name: str, candidates: Iterable[str], what: str = "") -> str:
+    options = closest(name, candidates)
+    if not options:
+        return ""
+    quoted = " or ".join(f"`{o}`" for o in options)
+    return f"did you mean {quoted}?" if not what else f"did you mean {what} {quoted}?"

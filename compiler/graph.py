@@ -1,0 +1,80 @@
+"""Build the state graph of an agent: one node per step, one edge per transition.
+
+Edges to names that do not resolve are left out; the name checks report them.
+The `max_errors` and `max_steps` escalations become edges from every step that can
+fail or act, because that is where a thread can really go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import networkx as nx
+
+from . import nodes as n
+from .program import Edge, EdgeKind
+
+
+def build_graph(agent: n.AgentDecl | None, steps: Mapping[str, n.Step]) -> nx.MultiDiGraph:
+    graph = nx.MultiDiGraph()
+    for name, step in steps.items():
+        graph.add_node(name, step=step, kind=step.kind, span=step.span)
+    for edge in _edges(agent, steps):
+        if edge.target in steps:
+            graph.add_edge(edge.source, edge.target, key=edge.order, edge=edge)
+    return graph
+
+
+def _edges(agent: n.AgentDecl | None, steps: Mapping[str, n.Step]) -> Iterator[Edge]:
+    for name, step in steps.items():
+        yield from _step_edges(name, step)
+        if agent is None or isinstance(step, n.FinalStep):
+            continue
+        if agent.max_errors and agent.max_errors.target and can_fail(step):
+            yield Edge(name, agent.max_errors.target.text, "max_errors", agent.max_errors.span,
+                       order=1000)  # fmt: skip
+        if agent.max_steps and agent.max_steps.target:
+            yield Edge(name, agent.max_steps.target.text, "max_steps", agent.max_steps.span,
+                       order=1001)  # fmt: skip
+
+
+def can_fail(step: n.Step) -> bool:
+    """Model calls and tools can fail; so can a person who does not answer in time."""
+    if isinstance(step, n.LlmStep | n.ToolStep):
+        return True
+    return isinstance(step, n.HumanStep) and step.timeout is not None
+
+
+def _step_edges(name: str, step: n.Step) -> Iterator[Edge]:
+    order = 0
+
+    def edge(goto: n.Goto | None, kind: EdgeKind) -> Iterator[Edge]:
+        nonlocal order
+        if goto is not None:
+            order += 1
+            yield Edge(name, goto.target.text, kind, goto.span, order=order)
+
+    match step:
+        case n.LlmStep(rules=rules):
+            earlier: dict[str, list[n.Expr]] = {}
+            for rule in rules:
+                order += 1
+                excluded = tuple(earlier.get(rule.type.text, ()))
+                yield Edge(
+                    name, rule.target.text, "output", rule.span,
+                    type=rule.type.text, guard=rule.guard, excluded=excluded, order=order,
+                )  # fmt: skip
+                if rule.guard is not None:
+                    earlier.setdefault(rule.type.text, []).append(rule.guard)
+            yield from edge(step.on_error, "error")
+        case n.ToolStep():
+            yield from edge(step.next, "next")
+            yield from edge(step.on_error, "error")
+        case n.ApprovalStep():
+            yield from edge(step.on_approved, "approved")
+            yield from edge(step.on_rejected, "rejected")
+        case n.HumanStep():
+            yield from edge(step.next, "next")
+            yield from edge(step.on_error, "error")
+        case n.FinalStep():
+            pass

@@ -1,0 +1,352 @@
+"""The .agent syntax tree: immutable, typed, every node with its span.
+
+Equality ignores spans (like Jinja2's nodes), so two programs that differ only in
+layout compare equal; this is what the parser tests and the mutation tests rely on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal as TypingLiteral
+
+from .diagnostics import UNKNOWN_SPAN as UNKNOWN_SPAN
+from .diagnostics import Span
+
+
+def _span() -> Span:
+    return field(default=UNKNOWN_SPAN, compare=False, repr=False)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """An identifier as written, with where it was written."""
+
+    text: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A string literal, already unescaped."""
+
+    value: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    """A number as written: an int when written without a decimal point."""
+
+    value: int | float
+    span: Span = _span()
+
+    @property
+    def is_whole(self) -> bool:
+        return isinstance(self.value, int)
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    seconds: float
+    text: str
+    span: Span = _span()
+
+
+# ---- types -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NamedType:
+    """A built-in scalar (`string int float bool`) or a declared type."""
+
+    name: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class ListType:
+    item: TypeExpr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class MapType:
+    key: NamedType
+    value: TypeExpr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class LiteralUnion:
+    """`"a" | "b"`: an enum of string literals."""
+
+    values: tuple[str, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class OptionalType:
+    """`T?`: the value may be null, and defaults to null."""
+
+    inner: TypeExpr
+    span: Span = _span()
+
+
+TypeExpr = NamedType | ListType | MapType | LiteralUnion | OptionalType
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDecl:
+    name: Name
+    type: TypeExpr
+    description: str | None = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class TypeDecl:
+    name: Name
+    description: str | None
+    fields: tuple[FieldDecl, ...]
+    span: Span = _span()
+
+
+# ---- guard expressions -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """Field access on the incoming value: `env`, `commit.sha`."""
+
+    parts: tuple[str, ...]
+    span: Span = _span()
+
+    def __str__(self) -> str:
+        return ".".join(self.parts)
+
+
+LiteralValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    value: LiteralValue
+    span: Span = _span()
+
+
+Operand = Path | Literal
+CompareOp = TypingLiteral["==", "!=", "<", "<=", ">", ">="]
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    op: CompareOp
+    left: Operand
+    right: Operand
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """`x in [..]` or, negated, `x not in [..]`."""
+
+    value: Operand
+    options: tuple[Literal, ...]
+    negated: bool
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Truthy:
+    """A bare operand used as a condition; only `bool` fields and literals are allowed."""
+
+    value: Operand
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    operand: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    operands: tuple[Expr, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    operands: tuple[Expr, ...]
+    span: Span = _span()
+
+
+Expr = Compare | Member | Truthy | Not | And | Or
+
+
+# ---- transitions and settings ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Goto:
+    """An edge to another state: `next decide`, `on error -> decide`, `on approved -> deploy`."""
+
+    target: Name
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRule:
+    """`on TYPE [if GUARD] -> STATE` in an llm step."""
+
+    type: Name
+    guard: Expr | None
+    target: Name
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    attempts: Number
+    backoff: Duration | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class RequiresApproval:
+    guard: Expr | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Ceiling:
+    """`max_steps N [-> STATE]` or `max_errors N -> STATE`."""
+
+    limit: Number
+    target: Name | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class RenderTemplate:
+    """`render EVENT_KIND "template.j2"` in a context block."""
+
+    event: Name
+    template: Text
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class ContextDecl:
+    format: Name | None = None
+    keep_last: Number | None = None
+    drop_resolved_errors: bool = False
+    budget_tokens: Number | None = None
+    renders: tuple[RenderTemplate, ...] = ()
+    span: Span = _span()
+
+
+# ---- declarations --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDecl:
+    name: Name
+    description: str | None
+    input: Name | None
+    start: Name | None
+    max_steps: Ceiling | None
+    max_errors: Ceiling | None
+    context: ContextDecl | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class LlmStep:
+    name: Name
+    outputs: tuple[Name, ...]
+    prompt: Text | None
+    model: Text | None
+    retries: Number | None
+    temperature: Number | None
+    rules: tuple[OutputRule, ...]
+    on_error: Goto | None
+    span: Span = _span()
+    kind: TypingLiteral["llm"] = field(default="llm", init=False)
+
+    @property
+    def input(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStep:
+    name: Name
+    input: Name | None
+    output: Name
+    function: Text
+    next: Goto | None
+    on_error: Goto | None
+    retry: Retry | None
+    timeout: Duration | None
+    requires_approval: RequiresApproval | None
+    span: Span = _span()
+    kind: TypingLiteral["tool"] = field(default="tool", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalStep:
+    name: Name
+    input: Name | None
+    ask: Text | None
+    approvers: tuple[Text, ...]
+    timeout: Duration | None
+    on_approved: Goto | None
+    on_rejected: Goto | None
+    span: Span = _span()
+    kind: TypingLiteral["approval"] = field(default="approval", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HumanStep:
+    name: Name
+    input: Name | None
+    ask: Text | None
+    next: Goto | None
+    timeout: Duration | None
+    on_error: Goto | None
+    span: Span = _span()
+    kind: TypingLiteral["human"] = field(default="human", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FinalStep:
+    name: Name
+    input: Name | None
+    span: Span = _span()
+    kind: TypingLiteral["final"] = field(default="final", init=False)
+
+
+Step = LlmStep | ToolStep | ApprovalStep | HumanStep | FinalStep
+StepKind = TypingLiteral["llm", "tool", "approval", "human", "final"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """Everything declared in one .agent file, in source order."""
+
+    path: str
+    agents: tuple[AgentDecl, ...]
+    types: tuple[TypeDecl, ...]
+    steps: tuple[Step, ...]
+
+    @property
+    def agent(self) -> AgentDecl | None:
+        return self.agents[0] if self.agents else None
+
+
+BUILTIN_SCALARS = ("string", "int", "float", "bool")
+"""Scalar type names; `Answer` is the one built-in record type (what a person replies)."""
+
+ANSWER_TYPE = "Answer"

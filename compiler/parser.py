@@ -1,0 +1,419 @@
+"""Stage 1: source text -> `SourceFile` (the syntax tree) and syntax diagnostics.
+
+Lark parses with LALR and a contextual lexer (grammar/agent.lark); a Transformer
+builds the typed, frozen nodes of nodes.py with a span on every node. Settings inside
+a block may come in any order; the builder collects them and reports repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from functools import cache
+from typing import Any, TypeVar
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedInput
+from lark.lexer import PatternStr
+from lark.tree import Meta
+
+from twelvefold.grammar import grammar_text
+
+from . import nodes as n
+from .diagnostics import Diagnostic, Span, error
+from .syntax_errors import describe_syntax_error
+
+
+@cache
+def _lark() -> Lark:
+    return Lark(
+        grammar_text(),
+        parser="lalr",
+        lexer="contextual",
+        strict=True,
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+def parse(text: str, path: str = "<agent>") -> tuple[n.SourceFile, list[Diagnostic]]:
+    """Parse one .agent file. On a syntax error the file is empty and one diagnostic says why."""
+    empty = n.SourceFile(path, (), (), ())
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedInput as exc:
+        return empty, [describe_syntax_error(exc, text, path, _keyword_text)]
+    builder = _Builder(path)
+    source = builder.transform(tree)
+    assert isinstance(source, n.SourceFile)
+    return source, builder.diagnostics
+
+
+def _keyword_text(terminal: str) -> str | None:
+    """`NEXT` -> `next`: the literal text of an anonymous keyword terminal, if it is one."""
+    for term in _lark().terminals:
+        if term.name == terminal and isinstance(term.pattern, PatternStr):
+            return str(term.pattern.value)
+    return None
+
+
+# ---- spans -------------------------------------------------------------------
+
+
+def _token_span(token: Token) -> Span:
+    return Span(
+        token.line or 1,
+        token.column or 1,
+        token.end_line or token.line or 1,
+        token.end_column or (token.column or 1) + len(token),
+    )
+
+
+def _meta_span(meta: Meta) -> Span:
+    if getattr(meta, "empty", True):
+        return Span(1, 1, 1, 1)
+    return Span(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+# ---- the builder ---------------------------------------------------------------
+
+T = TypeVar("T")
+_Setting = tuple[str, Any, Span]
+_meta_args = v_args(meta=True)
+
+
+class _Builder(Transformer[Token, Any]):
+    """Builds nodes bottom-up. Settings become `(key, value, span)` until their block collects them."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.file = path
+        self.diagnostics: list[Diagnostic] = []
+
+    # -- leaves --------------------------------------------------------------
+
+    def NAME(self, token: Token) -> n.Name:  # noqa: N802 (Lark calls terminals by their name)
+        return n.Name(str(token), _token_span(token))
+
+    def STRING(self, token: Token) -> n.Text:  # noqa: N802
+        span = _token_span(token)
+        try:
+            value = json.loads(str(token))
+        except json.JSONDecodeError:
+            bad = re.search(r"\\[^\"\\/bfnrtu]|\\u(?![0-9a-fA-F]{4})", str(token))
+            self.diagnostics.append(
+                error(
+                    "E004",
+                    "invalid escape in a string",
+                    self.file,
+                    span,
+                    label=f"`{bad.group(0)}` is not an escape" if bad else "",
+                    help='the escapes are \\" \\\\ \\n \\t \\r \\/ \\b \\f and \\uXXXX; '
+                    "write a backslash as \\\\",
+                )
+            )
+            value = str(token)[1:-1]
+        return n.Text(value, span)
+
+    def NUMBER(self, token: Token) -> n.Number:  # noqa: N802
+        text = str(token)
+        value: int | float = float(text) if "." in text else int(text)
+        return n.Number(value, _token_span(token))
+
+    def DURATION(self, token: Token) -> n.Duration:  # noqa: N802
+        text = str(token)
+        match = re.fullmatch(r"([0-9.]+)(ms|s|m|h|d)", text)
+        assert match is not None  # the grammar's DURATION guarantees the shape
+        seconds = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[
+            match.group(2)
+        ]
+        return n.Duration(seconds, text, _token_span(token))
+
+    # -- types ---------------------------------------------------------------
+
+    @_meta_args
+    def named_type(self, meta: Meta, children: list[Any]) -> n.NamedType:
+        (name,) = children
+        return n.NamedType(name.text, _meta_span(meta))
+
+    @_meta_args
+    def list_type(self, meta: Meta, children: list[Any]) -> n.ListType:
+        return n.ListType(children[0], _meta_span(meta))
+
+    @_meta_args
+    def map_type(self, meta: Meta, children: list[Any]) -> n.MapType:
+        key, value = children
+        return n.MapType(key, value, _meta_span(meta))
+
+    @_meta_args
+    def literal_union(self, meta: Meta, children: list[n.Text]) -> n.LiteralUnion:
+        return n.LiteralUnion(tuple(t.value for t in children), _meta_span(meta))
+
+    @_meta_args
+    def type_expr(self, meta: Meta, children: list[Any]) -> n.TypeExpr:
+        inner, optional = children
+        if optional is None:
+            return inner  # type: ignore[no-any-return]
+        return n.OptionalType(inner, _meta_span(meta))
+
+    @_meta_args
+    def field(self, meta: Meta, children: list[Any]) -> n.FieldDecl:
+        name, type_, description = children
+        return n.FieldDecl(name, type_, description.value if description else None, _meta_span(meta))
+
+    @_meta_args
+    def type_decl(self, meta: Meta, children: list[Any]) -> n.TypeDecl:
+        name, description, *fields = children
+        return n.TypeDecl(
+            name, description.value if description else None, tuple(fields), _meta_span(meta)
+        )
+
+    # -- guards --------------------------------------------------------------
+
+    @_meta_args
+    def path(self, meta: Meta, children: list[n.Name]) -> n.Path:
+        return n.Path(tuple(c.text for c in children), _meta_span(meta))
+
+    @_meta_args
+    def string(self, meta: Meta, children: list[n.Text]) -> n.Literal:
+        return n.Literal(children[0].value, _meta_span(meta))
+
+    @_meta_args
+    def number(self, meta: Meta, children: list[Any]) -> n.Literal:
+        return n.Literal(children[0].value, _meta_span(meta))
+
+    @_meta_args
+    def true(self, meta: Meta, children: list[Any]) -> n.Literal:
+        return n.Literal(True, _meta_span(meta))
+
+    @_meta_args
+    def false(self, meta: Meta, children: list[Any]) -> n.Literal:
+        return n.Literal(False, _meta_span(meta))
+
+    @_meta_args
+    def null(self, meta: Meta, children: list[Any]) -> n.Literal:
+        return n.Literal(None, _meta_span(meta))
+
+    def list_literal(self, children: list[Any]) -> tuple[n.Literal, ...]:
+        return tuple(c for c in children if c is not None)
+
+    @_meta_args
+    def compare(self, meta: Meta, children: list[Any]) -> n.Compare:
+        left, op, right = children
+        return n.Compare(str(op), left, right, _meta_span(meta))  # type: ignore[arg-type]
+
+    @_meta_args
+    def member(self, meta: Meta, children: list[Any]) -> n.Member:
+        return n.Member(children[0], children[1], False, _meta_span(meta))
+
+    @_meta_args
+    def non_member(self, meta: Meta, children: list[Any]) -> n.Member:
+        return n.Member(children[0], children[1], True, _meta_span(meta))
+
+    @_meta_args
+    def truthy(self, meta: Meta, children: list[Any]) -> n.Truthy:
+        return n.Truthy(children[0], _meta_span(meta))
+
+    @_meta_args
+    def negation(self, meta: Meta, children: list[Any]) -> n.Not:
+        return n.Not(children[0], _meta_span(meta))
+
+    @_meta_args
+    def and_expr(self, meta: Meta, children: list[Any]) -> n.And:
+        return n.And(tuple(children), _meta_span(meta))
+
+    @_meta_args
+    def or_expr(self, meta: Meta, children: list[Any]) -> n.Or:
+        return n.Or(tuple(children), _meta_span(meta))
+
+    def guard(self, children: list[Any]) -> n.Expr:
+        return children[0]  # type: ignore[no-any-return]
+
+    # -- settings: (key, value, span) until the block collects them ---------------
+
+    def _setting(key: str, build: Callable[[list[Any], Span], Any]) -> Any:  # type: ignore[misc]
+        @_meta_args
+        def method(self: _Builder, meta: Meta, children: list[Any]) -> _Setting:
+            span = _meta_span(meta)
+            return (key, build(children, span), span)
+
+        return method
+
+    input_setting = _setting("input", lambda c, s: c[0])
+    start_setting = _setting("start", lambda c, s: c[0])
+    max_steps = _setting("max_steps", lambda c, s: n.Ceiling(c[0], c[2], s))
+    max_errors = _setting("max_errors", lambda c, s: n.Ceiling(c[0], c[2], s))
+    ctx_format = _setting("format", lambda c, s: c[0])
+    ctx_keep_last = _setting("keep_last", lambda c, s: c[0])
+    ctx_drop_resolved = _setting("drop_resolved_errors", lambda c, s: True)
+    ctx_budget = _setting("budget_tokens", lambda c, s: c[0])
+    ctx_render = _setting("render", lambda c, s: n.RenderTemplate(c[0], c[1], s))
+    prompt = _setting("prompt", lambda c, s: c[0])
+    model = _setting("model", lambda c, s: c[0])
+    retries = _setting("retries", lambda c, s: c[0])
+    temperature = _setting("temperature", lambda c, s: c[0])
+    on_output = _setting("rule", lambda c, s: n.OutputRule(c[0], c[1], c[3], s))
+    on_error = _setting("on_error", lambda c, s: n.Goto(c[1], s))
+    next = _setting("next", lambda c, s: n.Goto(c[0], s))
+    retry = _setting("retry", lambda c, s: n.Retry(c[0], c[1], s))
+    timeout = _setting("timeout", lambda c, s: c[0])
+    requires_approval = _setting("requires_approval", lambda c, s: n.RequiresApproval(c[0], s))
+    ask = _setting("ask", lambda c, s: c[0])
+    approvers = _setting("approvers", lambda c, s: tuple(c))
+    on_approved = _setting("on_approved", lambda c, s: n.Goto(c[1], s))
+    on_rejected = _setting("on_rejected", lambda c, s: n.Goto(c[1], s))
+
+    del _setting
+
+    def input_decl(self, children: list[n.Name]) -> n.Name:
+        return children[0]
+
+    # -- blocks --------------------------------------------------------------
+
+    def _collect(
+        self, settings: list[_Setting], block: str, repeatable: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
+        """Settings by key. A repeat of a single-valued setting is an error; the first one wins."""
+        found: dict[str, Any] = {}
+        first_span: dict[str, Span] = {}
+        for key, value, span in settings:
+            if key in repeatable:
+                found.setdefault(key, []).append(value)
+            elif key in found:
+                shown = key.replace("_", " ")
+                self.diagnostics.append(
+                    error(
+                        "E006",
+                        f"`{shown}` is set twice in {block}",
+                        self.file,
+                        span,
+                        label="second setting",
+                        help=f"keep one `{shown}`; the first is at line {first_span[key].line}",
+                    )
+                )
+            else:
+                found[key] = value
+                first_span[key] = span
+        return found
+
+    @_meta_args
+    def context(self, meta: Meta, children: list[_Setting]) -> _Setting:
+        span = _meta_span(meta)
+        s = self._collect(children, "the context block", frozenset({"render"}))
+        decl = n.ContextDecl(
+            format=s.get("format"),
+            keep_last=s.get("keep_last"),
+            drop_resolved_errors=s.get("drop_resolved_errors", False),
+            budget_tokens=s.get("budget_tokens"),
+            renders=tuple(s.get("render", [])),
+            span=span,
+        )
+        return ("context", decl, span)
+
+    @_meta_args
+    def agent(self, meta: Meta, children: list[Any]) -> n.AgentDecl:
+        name, description, *settings = children
+        s = self._collect(settings, f"agent `{name.text}`")
+        return n.AgentDecl(
+            name=name,
+            description=description.value if description else None,
+            input=s.get("input"),
+            start=s.get("start"),
+            max_steps=s.get("max_steps"),
+            max_errors=s.get("max_errors"),
+            context=s.get("context"),
+            span=_meta_span(meta),
+        )
+
+    @_meta_args
+    def llm(self, meta: Meta, children: list[Any]) -> n.LlmStep:
+        name, _arrow, *rest = children
+        outputs = tuple(c for c in rest if isinstance(c, n.Name))
+        settings = [c for c in rest if isinstance(c, tuple)]
+        s = self._collect(settings, f"llm `{name.text}`", frozenset({"rule"}))
+        return n.LlmStep(
+            name=name,
+            outputs=outputs,
+            prompt=s.get("prompt"),
+            model=s.get("model"),
+            retries=s.get("retries"),
+            temperature=s.get("temperature"),
+            rules=tuple(s.get("rule", [])),
+            on_error=s.get("on_error"),
+            span=_meta_span(meta),
+        )
+
+    @_meta_args
+    def tool(self, meta: Meta, children: list[Any]) -> n.ToolStep:
+        name, input_, _arrow, output, function, *settings = children
+        s = self._collect([c for c in settings if c is not None], f"tool `{name.text}`")
+        return n.ToolStep(
+            name=name,
+            input=input_,
+            output=output,
+            function=function,
+            next=s.get("next"),
+            on_error=s.get("on_error"),
+            retry=s.get("retry"),
+            timeout=s.get("timeout"),
+            requires_approval=s.get("requires_approval"),
+            span=_meta_span(meta),
+        )
+
+    @_meta_args
+    def approval(self, meta: Meta, children: list[Any]) -> n.ApprovalStep:
+        name, input_, *settings = children
+        s = self._collect(settings, f"approval `{name.text}`")
+        return n.ApprovalStep(
+            name=name,
+            input=input_,
+            ask=s.get("ask"),
+            approvers=s.get("approvers", ()),
+            timeout=s.get("timeout"),
+            on_approved=s.get("on_approved"),
+            on_rejected=s.get("on_rejected"),
+            span=_meta_span(meta),
+        )
+
+    @_meta_args
+    def human(self, meta: Meta, children: list[Any]) -> n.HumanStep:
+        name, input_, *settings = children
+        s = self._collect(settings, f"human `{name.text}`")
+        return n.HumanStep(
+            name=name,
+            input=input_,
+            ask=s.get("ask"),
+            next=s.get("next"),
+            timeout=s.get("timeout"),
+            on_error=s.get("on_error"),
+            span=_meta_span(meta),
+        )
+
+    @_meta_args
+    def final(self, meta: Meta, children: list[Any]) -> n.FinalStep:
+        name, input_ = children
+        return n.FinalStep(name=name, input=input_, span=_meta_span(meta))
+
+    def start(self, children: list[Any]) -> n.SourceFile:
+        return n.SourceFile(
+            path=self.file,
+            agents=tuple(_only(children, n.AgentDecl)),
+            types=tuple(_only(children, n.TypeDecl)),
+            steps=tuple(
+                c
+                for c in children
+                if isinstance(c, n.LlmStep | n.ToolStep | n.ApprovalStep | n.HumanStep | n.FinalStep)
+            ),
+        )
+
+    def ARROW(self, token: Token) -> str:  # noqa: N802
+        return "->"
+
+    def __default__(self, data: Any, children: list[Any], meta: Any) -> Any:
+        raise AssertionError(f"grammar rule {data!r} has no builder")  # pragma: no cover
+
+
+def _only(items: list[Any], kind: type[T]) -> Iterator[T]:
+    return (i for i in items if isinstance(i, kind))
+

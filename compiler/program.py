@@ -1,0 +1,80 @@
+"""The checked program: what codegen and the graph renderers consume.
+
+`check()` builds it from a `SourceFile`; later stages never look at raw Lark trees.
+The graph is a networkx MultiDiGraph over state names whose edges carry an `Edge`
+(under the attribute "edge"), so graph questions are asked of networkx, not re-derived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import networkx as nx
+
+from . import nodes as n
+from .diagnostics import Span
+
+EdgeKind = Literal["output", "next", "error", "approved", "rejected", "max_errors", "max_steps"]
+
+FAILURE_EDGES: frozenset[EdgeKind] = frozenset({"error", "max_errors"})
+"""Edges that pass the source step's incoming value on unchanged (with `rejected`, `max_steps`)."""
+PASS_THROUGH_EDGES: frozenset[EdgeKind] = frozenset(
+    {"error", "rejected", "max_errors", "max_steps", "approved"}
+)
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    kind: EdgeKind
+    span: Span
+    type: str | None = None
+    """For `output` edges: the llm output type the rule routes."""
+    guard: n.Expr | None = None
+    """The rule's own guard."""
+    excluded: tuple[n.Expr, ...] = ()
+    """Guards of earlier rules for the same type, which cannot hold on this edge."""
+    order: int = 0
+    """Position among the source's edges, so codegen keeps the rules' order."""
+
+
+@dataclass(frozen=True)
+class PromptFile:
+    """A prompt template found under the prompts directory."""
+
+    name: str
+    """As written in the .agent file, relative to the prompts directory."""
+    path: Path
+    text: str
+
+
+@dataclass(frozen=True)
+class Program:
+    source: n.SourceFile
+    agent: n.AgentDecl
+    types: dict[str, n.TypeDecl]
+    steps: dict[str, n.Step]
+    graph: nx.MultiDiGraph
+    prompts: dict[str, PromptFile] = field(default_factory=dict)
+    """By the step that uses it."""
+    source_text: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.agent.name.text
+
+    @property
+    def start(self) -> str:
+        return self.agent.start.text if self.agent.start else next(iter(self.steps))
+
+    def edges(self) -> list[Edge]:
+        """All edges in a stable order: by source state (source order), then rule order."""
+        position = {name: i for i, name in enumerate(self.steps)}
+        found = [data["edge"] for _, _, data in self.graph.edges(data=True)]
+        return sorted(found, key=lambda e: (position[e.source], e.order))
+
+    def edges_from(self, state: str) -> list[Edge]:
+        return [e for e in self.edges() if e.source == state]

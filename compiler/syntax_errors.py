@@ -1,0 +1,232 @@
+"""Syntax errors in a user's words: what was expected, what was found, which block is open.
+
+Lark reports terminal names (`RBRACE`, `NAME`); users should read `}` and "a name".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from .diagnostics import Diagnostic, Span, error
+
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "STRING": 'a string in double quotes ("...")',
+    "NUMBER": "a number",
+    "DURATION": "a duration such as `30s` or `5m`",
+    "ARROW": "`->`",
+    "COMPARE": "a comparison (`==`, `!=`, `<`, `<=`, `>`, `>=`)",
+    "OPTIONAL": "`?`",
+    "$END": "the end of the file",
+}
+
+# Blocks a user opens with `{`, by the keyword that starts their header.
+_BLOCK_KEYWORDS = ("agent", "type", "llm", "tool", "approval", "human", "context")
+KEYWORDS = frozenset(
+    {
+        *_BLOCK_KEYWORDS,
+        "final", "input", "start", "max_steps", "max_errors", "format", "keep", "last", "drop",
+        "resolved", "errors", "budget", "tokens", "render", "list", "map", "prompt", "model",
+        "retries", "temperature", "on", "error", "next", "retry", "backoff", "timeout",
+        "requires", "ask", "approvers", "approved", "rejected", "if", "and", "or", "not", "in",
+        "true", "false", "null",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OpenBlock:
+    header: str
+    line: int
+
+
+def describe_syntax_error(
+    exc: UnexpectedInput, text: str, path: str, keyword_text: Callable[[str], str | None]
+) -> Diagnostic:
+    def word(terminal: str) -> str:
+        if terminal in _TERMINAL_WORDS:
+            return _TERMINAL_WORDS[terminal]
+        literal = keyword_text(terminal)
+        return f"`{literal}`" if literal is not None else terminal.lower()
+
+    if isinstance(exc, UnexpectedToken) and exc.token.type == "$END" or isinstance(
+        exc, UnexpectedEOF
+    ):
+        return _end_of_file(text, path, exc, word)
+    if isinstance(exc, UnexpectedToken):
+        return _unexpected_token(exc, text, path, word)
+    if isinstance(exc, UnexpectedCharacters):
+        return _unexpected_character(exc, text, path, word)
+    span = Span.point(exc.line or 1, exc.column or 1)  # pragma: no cover - lark raises the above
+    return error("E001", "syntax error", path, span)  # pragma: no cover
+
+
+def _expected(exc: UnexpectedInput, word: Callable[[str], str]) -> str:
+    names = getattr(exc, "accepts", None) or getattr(exc, "expected", None) or set()
+    words = sorted({word(t) for t in names}, key=lambda w: (not w.startswith("`"), w))
+    if not words:
+        return "nothing more"
+    if len(words) == 1:
+        return words[0]
+    if len(words) > 8:
+        words = [*words[:8], "…"]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _inside(block: OpenBlock | None) -> str:
+    return f" in `{block.header}` (opened at line {block.line})" if block else ""
+
+
+def _unexpected_token(
+    exc: UnexpectedToken, text: str, path: str, word: Callable[[str], str]
+) -> Diagnostic:
+    token = exc.token
+    found = str(token)
+    line, column = token.line or 1, token.column or 1
+    span = Span(line, column, token.end_line or line, token.end_column or column + len(found))
+    block = _open_block(text, token.start_pos or 0)
+    expected = getattr(exc, "accepts", None) or exc.expected
+    expected_text = _expected(exc, word)
+    help_ = f"write {expected_text} here"
+    label = f"expected {expected_text}"
+
+    if "DURATION" in expected and token.type == "NUMBER":
+        return error(
+            "E001",
+            f"`{found}` needs a unit",
+            path,
+            span,
+            label="a duration",
+            help=f"write `{found}s` for seconds (units: ms, s, m, h, d)",
+        )
+    if "NAME" in expected and found in KEYWORDS:
+        return error(
+            "E001",
+            f"`{found}` is a keyword and cannot be used as a name here",
+            path,
+            span,
+            label="a keyword",
+            help=f"choose another name, such as `{found}_step` or `my_{found}`",
+        )
+    if token.type == "RBRACE" and block is not None:
+        label = f"`{block.header}` is not finished"
+    if "ARROW" in expected and found in {"=>", "=", ":"}:
+        help_ = "transitions are written with `->`"
+    return error(
+        "E001",
+        f"unexpected `{found}`{_inside(block)}",
+        path,
+        span,
+        label=label,
+        help=help_,
+    )
+
+
+def _unexpected_character(
+    exc: UnexpectedCharacters, text: str, path: str, word: Callable[[str], str]
+) -> Diagnostic:
+    line, column = exc.line or 1, exc.column or 1
+    position = exc.pos_in_stream or 0
+    char = text[position] if position < len(text) else ""
+    block = _open_block(text, position)
+    expected_text = _expected(exc, word) if getattr(exc, "allowed", None) else ""
+    if char == '"':
+        rest = text[position:].split("\n", 1)[0]
+        return error(
+            "E002",
+            "this string is not closed on its line",
+            path,
+            Span(line, column, line, column + len(rest)),
+            label="string starts here",
+            help='strings are one line long; close it with `"` (write a newline as \\n)',
+        )
+    allowed = getattr(exc, "allowed", None) or set()
+    if "DURATION" in allowed and re.match(r"[0-9]", char):
+        number = re.match(r"[0-9.]+", text[position:])
+        shown = number.group(0) if number else char
+        return error(
+            "E001",
+            f"`{shown}` needs a unit",
+            path,
+            Span(line, column, line, column + len(shown)),
+            label="a duration",
+            help=f"write `{shown}s` for seconds (units: ms, s, m, h, d)",
+        )
+    help_ = f"write {expected_text} here" if expected_text else "remove this character"
+    if char == "=" and text[position : position + 2] == "=>":
+        help_ = "transitions are written with `->`"
+    shown = char if char.strip() else repr(char)
+    return error(
+        "E002",
+        f"unexpected character `{shown}`{_inside(block)}",
+        path,
+        Span.point(line, column),
+        label=f"expected {expected_text}" if expected_text else "",
+        help=help_,
+    )
+
+
+def _end_of_file(
+    text: str, path: str, exc: UnexpectedInput, word: Callable[[str], str]
+) -> Diagnostic:
+    lines = text.splitlines() or [""]
+    last_line = len(lines)
+    span = Span.point(last_line, len(lines[-1]) + 1)
+    block = _open_block(text, len(text))
+    if block is not None:
+        return error(
+            "E003",
+            f"the file ends inside `{block.header}` (opened at line {block.line})",
+            path,
+            span,
+            label="end of file",
+            help=f"close `{block.header}` with `}}`",
+        )
+    return error(
+        "E003",
+        "the file ends in the middle of a declaration",
+        path,
+        span,
+        label=f"expected {_expected(exc, word)}",
+        help="finish the declaration",
+    )
+
+
+_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*|[A-Za-z_][A-Za-z0-9_]*|\{|\}|\n|.', re.S)
+
+
+def _open_block(text: str, until: int) -> OpenBlock | None:
+    """The innermost block still open at offset `until`: its header (`tool deploy`) and line."""
+    stack: list[OpenBlock] = []
+    recent: list[tuple[str, int]] = []  # words since the last brace, with their lines
+    line = 1
+    for match in _TOKEN.finditer(text, 0, until):
+        token = match.group(0)
+        if token == "\n":
+            line += 1
+        elif token == "{":
+            header = _header(recent)
+            stack.append(OpenBlock(header[0], header[1] or line))
+            recent = []
+        elif token == "}":
+            if stack:
+                stack.pop()
+            recent = []
+        elif token[0].isalpha() or token[0] == "_":
+            recent.append((token, line))
+    return stack[-1] if stack else None
+
+
+def _header(words: list[tuple[str, int]]) -> tuple[str, int]:
+    for index in range(len(words) - 1, -1, -1):
+        keyword, line = words[index]
+        if keyword in _BLOCK_KEYWORDS:
+            if keyword == "context":
+                return "context", line
+            name = words[index + 1][0] if index + 1 < len(words) else ""
+            return f"{keyword} {name}".strip(), line
+    return "block", words[-1][1] if words else 0

@@ -1,0 +1,61 @@
+"""twelvefold.runtime: what generated reducer modules import, and the runtime that runs them.
+
+Generated modules import only names listed in `__all__` here.
+"""
+
+from .spec import AgentSpec, ContextSpec, EdgeSpec, StateSpec
+from .types import (
+    Action,
+    Answer,
+    Answered,
+    Approved,
+    AwaitAnswer,
+    AwaitApproval,
+    CallModel,
+    CallTool,
+    ErrorInfo,
+    Event,
+    Fail,
+    Finish,
+    IllegalEvent,
+    ModelOutput,
+    Notified,
+    Rejected,
+    Retried,
+    Started,
+    State,
+    StepFailed,
+    ToolResult,
+    ToolStarted,
+    Usage,
+)
+
+__all__ = [
+    "Action",
+    "AgentSpec",
+    "Answer",
+    "Answered",
+    "Approved",
+    "AwaitAnswer",
+    "AwaitApproval",
+    "CallModel",
+    "CallTool",
+    "ContextSpec",
+    "EdgeSpec",
+    "ErrorInfo",
+    "Event",
+    "Fail",
+    "Finish",
+    "IllegalEvent",
+    "ModelOutput",
+    "Notified",
+    "Rejected",
+    "Retried",
+    "Started",
+    "State",
+    "StateSpec",
+    "StepFailed",
+    "ToolResult",
+    "ToolStarted",
+    "Usage",
+]

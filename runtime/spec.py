@@ -1,0 +1,205 @@
+"""`AgentSpec`: a compiled agent as data, and the bookkeeping every reducer shares.
+
+A generated module routes events to states in code the user can read; what is the
+same for every agent (counting steps and errors, escalating at the ceilings, failing,
+recording notifications and tool starts) lives here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from .types import (
+    Answer,
+    ErrorInfo,
+    Event,
+    IllegalEvent,
+    Notified,
+    Retried,
+    Started,
+    State,
+    Status,
+    StepFailed,
+    ToolStarted,
+)
+
+StepKind = Literal["llm", "tool", "approval", "human", "final"]
+EdgeKind = Literal["output", "next", "error", "approved", "rejected", "max_errors", "max_steps"]
+
+_WAITING_KINDS = frozenset({"approval", "human"})
+
+
+@dataclass(frozen=True, slots=True)
+class StateSpec:
+    kind: StepKind
+    line: int
+    """Where the state is declared in the .agent file."""
+    input: str | None = None
+    """The declared input type, or None for a step that accepts whatever arrives."""
+    output: str | None = None
+    outputs: tuple[str, ...] = ()
+    requires_approval: Callable[[Any], bool] | None = None
+    """For a tool marked `requires approval [if GUARD]`: whether its input needs one."""
+    prompt: str | None = None
+    function: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSpec:
+    source: str
+    target: str
+    kind: EdgeKind
+    type: str | None = None
+    guard: str | None = None
+    """The guard as canonical .agent text, for people and pictures."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSpec:
+    format: Literal["xml", "yaml", "json"] = "xml"
+    keep_last: int | None = None
+    drop_resolved_errors: bool = False
+    budget_tokens: int | None = None
+    renders: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    name: str
+    description: str | None
+    source: str
+    start: str
+    input_type: type[Any]
+    types: Mapping[str, type[BaseModel]]
+    states: Mapping[str, StateSpec]
+    edges: tuple[EdgeSpec, ...]
+    max_steps: int | None = None
+    on_max_steps: str | None = None
+    max_errors: int | None = None
+    on_max_errors: str | None = None
+    context: ContextSpec = field(default_factory=ContextSpec)
+
+    # ---- the shared parts of reduce ---------------------------------------------
+
+    def begin(self, input: Any) -> State:
+        """The state after `Started`: the input arrives at the start state."""
+        return State(
+            step=self.start, value=input, status=self._status_at(self.start), input=input
+        )
+
+    def check(self, state: State, event: Event) -> None:
+        """Reject what cannot happen now, whatever the step: see `IllegalEvent`."""
+        if event.step != state.step:
+            raise IllegalEvent(state, event, f"the thread is at `{state.step}`")
+        if state.status == "finished":
+            raise IllegalEvent(state, event, "the thread has finished")
+        if isinstance(event, Started):
+            raise IllegalEvent(state, event, "the thread has already started")
+        if state.status == "failed" and not isinstance(event, Retried):
+            raise IllegalEvent(state, event, "the thread has failed; retry it first")
+
+    def bookkeeping(self, state: State, event: Event) -> State | None:
+        """Events that record progress without moving the thread; None for the others."""
+        if isinstance(event, Retried):
+            if state.status != "failed":
+                raise IllegalEvent(state, event, "only a failed thread can be retried")
+            return self._copy(state, status=self._status_at(state.step), error=None)
+        if isinstance(event, Notified):
+            if state.status != "waiting" or state.notified:
+                raise IllegalEvent(state, event, "nobody is waiting to be told")
+            return self._copy(state, notified=True)
+        if isinstance(event, ToolStarted):
+            if self.states[state.step].kind != "tool":
+                raise IllegalEvent(state, event, f"`{state.step}` is not a tool")
+            return self._copy(state, tool_key=event.key)
+        return None
+
+    def move(self, state: State, event: Event, target: str, value: Any) -> State:
+        """A step completed without failing: go to `target` carrying `value`."""
+        return self._arrive(state, target, value, steps=state.steps + 1, errors=0)
+
+    def fail(self, state: State, event: StepFailed, on_error: str | None) -> State:
+        """A step failed: escalate at the error ceiling, else follow `on error`, else fail.
+
+        Failures pass the step's incoming value on unchanged; the error itself stays in
+        the log, where the context window shows it.
+        """
+        errors = state.errors + 1
+        steps = state.steps + 1
+        if self.max_errors is not None and self.on_max_errors and errors >= self.max_errors:
+            return self._arrive(state, self.on_max_errors, state.value, steps=steps, errors=0)
+        if on_error is not None:
+            return self._arrive(state, on_error, state.value, steps=steps, errors=errors)
+        return State(
+            step=state.step,
+            value=state.value,
+            status="failed",
+            input=state.input,
+            steps=steps,
+            errors=errors,
+            seq=state.seq + 1,
+            error=event.error,
+        )
+
+    def answer_type(self) -> type[Answer]:
+        return Answer
+
+    # ---- helpers ------------------------------------------------------------------
+
+    def _arrive(self, state: State, target: str, value: Any, *, steps: int, errors: int) -> State:
+        kind = self.states[target].kind
+        if kind != "final" and self.max_steps is not None and steps >= self.max_steps:
+            # The next action would exceed the budget: hand the thread over, or stop it.
+            if self.on_max_steps is None:
+                return State(
+                    step=state.step,
+                    value=state.value,
+                    status="failed",
+                    input=state.input,
+                    steps=steps,
+                    errors=errors,
+                    seq=state.seq + 1,
+                    error=ErrorInfo("StepBudgetExhausted", "step budget exhausted"),
+                )
+            target, value, steps = self.on_max_steps, state.value, 0
+        return State(
+            step=target,
+            value=value,
+            status=self._status_at(target),
+            input=state.input,
+            steps=steps,
+            errors=errors,
+            seq=state.seq + 1,
+        )
+
+    def _status_at(self, step: str) -> Status:
+        kind = self.states[step].kind
+        if kind == "final":
+            return "finished"
+        return "waiting" if kind in _WAITING_KINDS else "running"
+
+    @staticmethod
+    def _copy(
+        state: State,
+        *,
+        status: Status | None = None,
+        error: ErrorInfo | None = None,
+        notified: bool | None = None,
+        tool_key: str | None = None,
+    ) -> State:
+        return State(
+            step=state.step,
+            value=state.value,
+            status=status or state.status,
+            input=state.input,
+            steps=state.steps,
+            errors=state.errors,
+            seq=state.seq + 1,
+            error=error if status is not None else state.error,
+            tool_key=tool_key if tool_key is not None else state.tool_key,
+            notified=notified if notified is not None else state.notified,
+        )

@@ -1,0 +1,231 @@
+"""The values a generated reducer works with: thread state, events, actions.
+
+Everything here is immutable. Events are what happened (the log is the only state);
+actions are what the runtime must do next. Both are plain frozen dataclasses so that
+`reduce` stays cheap and obviously pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+Status = Literal["running", "waiting", "finished", "failed"]
+
+
+class Answer(BaseModel):
+    """What a person replies to a `human` step."""
+
+    text: str
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """A failure as the context window shows it: type and message, never a stack trace."""
+
+    type: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Cost of one model or tool step, where known."""
+
+    latency_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+
+
+# ---- events --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Something that happened to a thread at `step`. `at` and `usage` never affect `reduce`."""
+
+    step: str
+    at: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Started(Event):
+    """The thread was launched with `input`; always the first event."""
+
+    input: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelOutput(Event):
+    """An llm step's output: one value of its declared union, already validated."""
+
+    output: BaseModel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolStarted(Event):
+    """The runtime is about to call a tool with this idempotency key (written first, durably)."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolResult(Event):
+    result: BaseModel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFailed(Event):
+    """A model whose output stayed invalid, a tool that raised, a timeout."""
+
+    error: ErrorInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notified(Event):
+    """People were told that the thread waits for them (so a restart does not tell them twice)."""
+
+    channels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approved(Event):
+    by: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejected(Event):
+    by: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answered(Event):
+    answer: Answer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retried(Event):
+    """A failed thread is tried again from the step that failed."""
+
+    by: str | None = None
+
+
+EVENT_KINDS: dict[str, type[Event]] = {
+    "started": Started,
+    "model_output": ModelOutput,
+    "tool_started": ToolStarted,
+    "tool_result": ToolResult,
+    "step_failed": StepFailed,
+    "notified": Notified,
+    "approved": Approved,
+    "rejected": Rejected,
+    "answered": Answered,
+    "retried": Retried,
+}
+KIND_OF_EVENT: dict[type[Event], str] = {cls: kind for kind, cls in EVENT_KINDS.items()}
+
+
+# ---- state ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """A thread at one moment: always `replay(events)`, never stored on its own."""
+
+    step: str
+    """The state the thread is at."""
+    value: Any
+    """The value that arrived at `step` (the thread's input at the start)."""
+    status: Status
+    input: Any
+    steps: int = 0
+    """Actions completed since the start or the last `max_steps` escalation."""
+    errors: int = 0
+    """Consecutive failures; any step that completes without failing resets it."""
+    seq: int = 1
+    """How many events made this state (the `Started` event is number 1)."""
+    error: ErrorInfo | None = None
+    """Why the thread failed, when `status == "failed"`."""
+    tool_key: str | None = None
+    """Idempotency key of a tool call that was started and has no result yet."""
+    notified: bool = False
+
+
+# ---- actions -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Action:
+    step: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallModel(Action):
+    value: Any
+    outputs: tuple[type[BaseModel], ...]
+    prompt: str | None
+    model: str | None = None
+    retries: int = 0
+    temperature: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallTool(Action):
+    function: str
+    """`module:function`, imported by the runtime, never by the compiler."""
+    value: Any
+    """The typed input, or None for a tool declared without one."""
+    output: type[BaseModel]
+    retries: int = 0
+    backoff_seconds: float = 0.0
+    timeout_seconds: float | None = None
+    started_key: str | None = None
+    """Set when a call was started and never answered: a crash happened in between."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AwaitApproval(Action):
+    value: Any
+    ask: str
+    """A Jinja2 template over the value's fields."""
+    approvers: tuple[str, ...] = ()
+    timeout_seconds: float | None = None
+    notified: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AwaitAnswer(Action):
+    value: Any
+    ask: str
+    timeout_seconds: float | None = None
+    notified: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finish(Action):
+    result: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fail(Action):
+    error: ErrorInfo
+
+
+class IllegalEvent(Exception):
+    """An event that cannot happen in the thread's current state. Nothing was changed."""
+
+    def __init__(self, state: State, event: Event, reason: str = "") -> None:
+        kind = KIND_OF_EVENT.get(type(event), type(event).__name__)
+        why = reason or f"a {state.status} thread at `{state.step}` cannot take it"
+        super().__init__(f"illegal `{kind}` event for step `{event.step}`: {why}")
+        self.state = state
+        self.event = event

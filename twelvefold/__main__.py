@@ -1,0 +1,3 @@
+from twelvefold.cli import main
+
+main()

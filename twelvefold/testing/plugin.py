@@ -1,0 +1,1 @@
+"""pytest plugin entry point (property tests for .agent files land with the testing issue)."""
