@@ -1,14 +1,514 @@
-"""Stage 3: `Program` -> {file name: Python source}. (Being written; see generate().)"""
+"""Stage 3: `Program` -> {file name: Python source}. Writes nothing itself.
+
+As in betterproto: everything a template needs (names, annotations, guard code,
+comments) is computed here into a small view model; the Jinja2 template only lays it
+out. Output goes through ruff's formatter when it is installed, so identical input
+gives byte-identical, formatted output.
+"""
 
 from __future__ import annotations
 
-from .program import Program
+import shutil
+import textwrap
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import PurePath
+
+import jinja2
+import networkx as nx
+
+from twelvefold import __version__
+
+from . import nodes as n
+from .diagnostics import CompilerBug
+from .guard_python import GuardCompiler
+from .graph import can_fail
+from .guard_text import guard_text
+from .program import Edge, Program
+from .pynames import attribute_name, class_name, comment, docstring, function_name, py_str
+
+_SCALARS = {"string": "str", "int": "int", "float": "float", "bool": "bool"}
 
 
 def module_name(agent_name: str) -> str:
-    """The generated module's file stem: the agent's name, made a safe Python identifier."""
-    return agent_name if agent_name.isidentifier() else "agent_" + agent_name
+    """The generated module's file stem: the agent's name (already an identifier)."""
+    return class_name(agent_name).lower() if not agent_name.isidentifier() else agent_name
+
+
+# ---- the view model -----------------------------------------------------------
+
+
+@dataclass
+class FieldView:
+    attribute: str
+    annotation: str
+    default: str | None
+    """The right-hand side of the field's assignment, or None for a required field."""
+
+
+@dataclass
+class ModelView:
+    name: str
+    docstring: str | None
+    fields: list[FieldView]
+    needs_config: bool
+
+
+@dataclass
+class CaseView:
+    pattern: str
+    guard: str | None
+    body: str
+
+
+@dataclass
+class StateView:
+    name: str
+    kind: str
+    origin: list[str]
+    """`deploybot.agent:24: llm decide -> ...`: the declaration's first line, wrapped."""
+    action_function: str
+    reduce_function: str
+    action: str
+    cases: list[CaseView]
+    approval_guard: ApprovalGuardView | None = None
+
+
+@dataclass
+class ApprovalGuardView:
+    function: str
+    parameter: str
+    annotation: str
+    expression: str
+    origin: list[str]
+
+
+@dataclass
+class ModuleView:
+    version: str
+    source: str
+    agent: str
+    description: str | None
+    input_annotation: str
+    models: list[ModelView]
+    states: list[StateView]
+    spec: str
+    runtime_imports: list[str]
+    exports: list[str]
+    uses_field: bool = False
+    uses_config: bool = False
+    uses_literal: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+# ---- generation -------------------------------------------------------------------
 
 
 def generate(program: Program) -> dict[str, str]:
-    raise NotImplementedError("codegen lands next")
+    view = _ModuleBuilder(program).build()
+    text = _template().render(m=view)
+    return {f"{module_name(program.name)}.py": _format(text)}
+
+
+@cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("twelvefold.compiler", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env.get_template("module.py.j2")
+
+
+def _format(source: str) -> str:
+    """Format with ruff when it is available; the unformatted text is valid Python too."""
+    ruff = shutil.which("ruff") or shutil.which("ruff", path=str(PurePath(sys.executable).parent))
+    if ruff is None:
+        return source
+    result = subprocess.run(
+        [ruff, "format", "--isolated", "--line-length", "100", "--stdin-filename", "agent.py", "-"],
+        input=source,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise CompilerBug(f"generated code does not format:\n{result.stderr}")
+    return result.stdout
+
+
+class _ModuleBuilder:
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.types = program.types
+        self.source_name = PurePath(program.source.path).name
+        self.lines = program.source_text.splitlines()
+        self.imports: set[str] = {"AgentSpec", "Event", "IllegalEvent", "Started", "State"}
+        self.imports |= {"Action", "StateSpec", "EdgeSpec", "Fail"}
+        self.uses_field = False
+        self.uses_literal = False
+        self.uses_config = False
+
+    def build(self) -> ModuleView:
+        models = [self._model(self.types[name]) for name in self._types_in_dependency_order()]
+        states = [self._state(step) for step in self.program.steps.values()]
+        spec = self._spec()
+        agent = self.program.agent
+        return ModuleView(
+            version=__version__,
+            source=self.source_name,
+            agent=self.program.name,
+            description=docstring(agent.description) if agent.description else None,
+            input_annotation=self._input_annotation(),
+            models=models,
+            states=states,
+            spec=spec,
+            runtime_imports=sorted(self.imports),
+            exports=_isort_order(["AGENT", *(m.name for m in models), *_PUBLIC_FUNCTIONS]),
+            uses_field=self.uses_field,
+            uses_config=self.uses_config,
+            uses_literal=self.uses_literal,
+        )
+
+    # -- types ---------------------------------------------------------------
+
+    def _types_in_dependency_order(self) -> list[str]:
+        """Referenced types before the types that use them; source order otherwise."""
+        graph = nx.DiGraph()
+        order = list(self.types)
+        graph.add_nodes_from(order)
+        for name, decl in self.types.items():
+            for f in decl.fields:
+                for used in _named_types(f.type):
+                    if used in self.types and used != name:
+                        graph.add_edge(used, name)
+        position = {name: i for i, name in enumerate(order)}
+        try:
+            return list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
+        except nx.NetworkXUnfeasible:  # mutually recursive types: pydantic resolves them lazily
+            return order
+
+    def _annotation(self, expr: n.TypeExpr) -> str:
+        match expr:
+            case n.NamedType(name=name):
+                if name in _SCALARS:
+                    return _SCALARS[name]
+                if name == n.ANSWER_TYPE:
+                    self.imports.add("Answer")
+                    return "Answer"
+                return class_name(name)
+            case n.ListType(item=item):
+                return f"list[{self._annotation(item)}]"
+            case n.MapType(value=value):
+                return f"dict[str, {self._annotation(value)}]"
+            case n.LiteralUnion(values=values):
+                self.uses_literal = True
+                return f"Literal[{', '.join(py_str(v) for v in values)}]"
+            case n.OptionalType(inner=inner):
+                return f"{self._annotation(inner)} | None"
+        raise CompilerBug(f"unknown type expression {expr!r}")
+
+    def _model(self, decl: n.TypeDecl) -> ModelView:
+        fields = []
+        needs_config = False
+        for f in decl.fields:
+            attribute = attribute_name(f.name.text)
+            arguments = []
+            if isinstance(f.type, n.OptionalType):
+                arguments.append("default=None")
+            if attribute != f.name.text:
+                arguments.append(f"alias={py_str(f.name.text)}")
+                needs_config = True
+            if f.description:
+                arguments.append(f"description={py_str(f.description)}")
+            default = None
+            if arguments == ["default=None"]:
+                default = "None"
+            elif arguments:
+                self.uses_field = True
+                default = f"Field({', '.join(arguments)})"
+            fields.append(FieldView(attribute, self._annotation(f.type), default))
+        self.uses_config |= needs_config
+        return ModelView(
+            name=class_name(decl.name.text),
+            docstring=docstring(decl.description) if decl.description else None,
+            fields=fields,
+            needs_config=needs_config,
+        )
+
+    def _input_annotation(self) -> str:
+        agent = self.program.agent
+        if agent.input is None or agent.input.text == "string":
+            return "str"
+        return self._annotation(n.NamedType(agent.input.text))
+
+    # -- states --------------------------------------------------------------
+
+    def _origin(self, step: n.Step) -> list[str]:
+        line = step.span.line
+        text = self.lines[line - 1].strip() if 0 < line <= len(self.lines) else step.name.text
+        return _comment_lines(f"{self.source_name}:{line}: {text}")
+
+    def _state(self, step: n.Step) -> StateView:
+        name = step.name.text
+        view = StateView(
+            name=name,
+            kind=step.kind,
+            origin=self._origin(step),
+            action_function=function_name(name, "action"),
+            reduce_function=function_name(name, "reduce"),
+            action=self._action(step),
+            cases=self._cases(step),
+        )
+        if isinstance(step, n.ToolStep) and step.requires_approval is not None:
+            view.approval_guard = self._approval_guard(step, step.requires_approval)
+        return view
+
+    def _action(self, step: n.Step) -> str:
+        name = py_str(step.name.text)
+        match step:
+            case n.LlmStep():
+                self.imports.add("CallModel")
+                outputs = ", ".join(class_name(o.text) for o in step.outputs)
+                arguments = [
+                    f"step={name}",
+                    "value=state.value",
+                    f"outputs=({outputs},)" if len(step.outputs) == 1 else f"outputs=({outputs})",
+                    f"prompt={py_str(step.prompt.value) if step.prompt else None}",
+                ]
+                if step.model:
+                    arguments.append(f"model={py_str(step.model.value)}")
+                if step.retries:
+                    arguments.append(f"retries={int(step.retries.value)}")
+                if step.temperature is not None:
+                    arguments.append(f"temperature={float(step.temperature.value)!r}")
+                return f"CallModel({', '.join(arguments)})"
+            case n.ToolStep():
+                self.imports.add("CallTool")
+                arguments = [
+                    f"step={name}",
+                    f"function={py_str(step.function.value)}",
+                    "value=state.value" if step.input else "value=None",
+                    f"output={self._output_class(step.output.text)}",
+                ]
+                if step.retry:
+                    arguments.append(f"retries={int(step.retry.attempts.value)}")
+                    if step.retry.backoff:
+                        arguments.append(f"backoff_seconds={step.retry.backoff.seconds!r}")
+                if step.timeout:
+                    arguments.append(f"timeout_seconds={step.timeout.seconds!r}")
+                arguments.append("started_key=state.tool_key")
+                return f"CallTool({', '.join(arguments)})"
+            case n.ApprovalStep():
+                self.imports.add("AwaitApproval")
+                ask = step.ask.value if step.ask else f"Approve `{step.name.text}`?"
+                arguments = [f"step={name}", "value=state.value", f"ask={py_str(ask)}"]
+                if step.approvers:
+                    listed = ", ".join(py_str(a.value) for a in step.approvers)
+                    arguments.append(f"approvers=({listed},)")
+                if step.timeout:
+                    arguments.append(f"timeout_seconds={step.timeout.seconds!r}")
+                arguments.append("notified=state.notified")
+                return f"AwaitApproval({', '.join(arguments)})"
+            case n.HumanStep():
+                self.imports.add("AwaitAnswer")
+                ask = step.ask.value if step.ask else ""
+                arguments = [f"step={name}", "value=state.value", f"ask={py_str(ask)}"]
+                if step.timeout:
+                    arguments.append(f"timeout_seconds={step.timeout.seconds!r}")
+                arguments.append("notified=state.notified")
+                return f"AwaitAnswer({', '.join(arguments)})"
+            case n.FinalStep():
+                self.imports.add("Finish")
+                return f"Finish(step={name}, result=state.value)"
+        raise CompilerBug(f"unknown step {step!r}")
+
+    def _output_class(self, type_name: str) -> str:
+        if type_name == n.ANSWER_TYPE:
+            self.imports.add("Answer")
+            return "Answer"
+        return class_name(type_name)
+
+    def _cases(self, step: n.Step) -> list[CaseView]:
+        cases: list[CaseView] = []
+        for edge in self.program.edges_from(step.name.text):
+            case = self._case(step, edge)
+            if case is not None:
+                cases.append(case)
+        if can_fail(step) and not any(
+            e.kind == "error" for e in self.program.edges_from(step.name.text)
+        ):
+            # No `on error`: the error ceiling or a failed thread (AgentSpec.fail decides).
+            self.imports.add("StepFailed")
+            cases.append(CaseView("StepFailed()", None, "AGENT.fail(state, event, on_error=None)"))
+        return cases
+
+    def _case(self, step: n.Step, edge: Edge) -> CaseView | None:
+        target = py_str(edge.target)
+        match edge.kind:
+            case "output":
+                self.imports.add("ModelOutput")
+                assert edge.type is not None
+                cls = self._output_class(edge.type)
+                guard = None
+                if edge.guard is not None:
+                    guard = GuardCompiler(self.types, edge.type, "output").compile(edge.guard)
+                return CaseView(
+                    f"ModelOutput(output={cls}() as output)",
+                    guard,
+                    f"AGENT.move(state, event, {target}, output)",
+                )
+            case "next" if isinstance(step, n.ToolStep):
+                self.imports.add("ToolResult")
+                cls = self._output_class(step.output.text)
+                return CaseView(
+                    f"ToolResult(result={cls}() as result)",
+                    None,
+                    f"AGENT.move(state, event, {target}, result)",
+                )
+            case "next":
+                self.imports.add("Answered")
+                return CaseView(
+                    "Answered(answer=answer)", None, f"AGENT.move(state, event, {target}, answer)"
+                )
+            case "error":
+                self.imports.add("StepFailed")
+                return CaseView("StepFailed()", None, f"AGENT.fail(state, event, on_error={target})")
+            case "approved":
+                self.imports.add("Approved")
+                return CaseView("Approved()", None, f"AGENT.move(state, event, {target}, state.value)")
+            case "rejected":
+                self.imports.add("Rejected")
+                return CaseView("Rejected()", None, f"AGENT.move(state, event, {target}, state.value)")
+        return None  # escalation edges are AgentSpec's business, not the state's
+
+    def _approval_guard(self, step: n.ToolStep, requires: n.RequiresApproval) -> ApprovalGuardView:
+        input_type = step.input.text if step.input else None
+        annotation = self._output_class(input_type) if input_type else "object"
+        expression = "True"
+        if requires.guard is not None:
+            expression = GuardCompiler(self.types, input_type, "value").compile(requires.guard)
+        line = requires.span.line
+        text = self.lines[line - 1].strip() if 0 < line <= len(self.lines) else "requires approval"
+        return ApprovalGuardView(
+            function=function_name(step.name.text, "needs_approval"),
+            parameter="value",
+            annotation=annotation,
+            expression=expression,
+            origin=_comment_lines(f"{self.source_name}:{line}: {text}"),
+        )
+
+    # -- AGENT ---------------------------------------------------------------
+
+    def _spec(self) -> str:
+        program = self.program
+        agent = program.agent
+        types = ", ".join(
+            f"{py_str(name)}: {class_name(name)}" for name in self.types
+        )
+        states = []
+        for name, step in program.steps.items():
+            arguments = [py_str(step.kind), f"line={step.span.line}"]
+            if step.input is not None:
+                arguments.append(f"input={py_str(step.input.text)}")
+            match step:
+                case n.LlmStep():
+                    outputs = ", ".join(py_str(o.text) for o in step.outputs)
+                    arguments.append(f"outputs=({outputs},)")
+                    if step.prompt:
+                        arguments.append(f"prompt={py_str(step.prompt.value)}")
+                case n.ToolStep():
+                    arguments.append(f"output={py_str(step.output.text)}")
+                    arguments.append(f"function={py_str(step.function.value)}")
+                    if step.requires_approval is not None:
+                        arguments.append(
+                            f"requires_approval={function_name(name, 'needs_approval')}"
+                        )
+                case n.HumanStep():
+                    arguments.append(f"output={py_str(n.ANSWER_TYPE)}")
+            states.append(f"{py_str(name)}: StateSpec({', '.join(arguments)})")
+        edges = []
+        for edge in program.edges():
+            arguments = [py_str(edge.source), py_str(edge.target), py_str(edge.kind)]
+            if edge.type:
+                arguments.append(f"type={py_str(edge.type)}")
+            if edge.guard is not None:
+                arguments.append(f"guard={py_str(guard_text(edge.guard))}")
+            edges.append(f"EdgeSpec({', '.join(arguments)})")
+        settings = [
+            f"name={py_str(program.name)}",
+            f"description={py_str(agent.description) if agent.description else None}",
+            f"source={py_str(self.source_name)}",
+            f"start={py_str(program.start)}",
+            f"input_type={self._input_annotation()}",
+            f"types={{{types}}}",
+            "states={" + ", ".join(states) + ",}",
+            "edges=(" + ", ".join(edges) + ",)",
+        ]
+        if agent.max_steps:
+            settings.append(f"max_steps={int(agent.max_steps.limit.value)}")
+            if agent.max_steps.target:
+                settings.append(f"on_max_steps={py_str(agent.max_steps.target.text)}")
+        if agent.max_errors:
+            settings.append(f"max_errors={int(agent.max_errors.limit.value)}")
+            if agent.max_errors.target:
+                settings.append(f"on_max_errors={py_str(agent.max_errors.target.text)}")
+        if agent.context is not None:
+            settings.append(f"context={self._context(agent.context)}")
+        return "AgentSpec(" + ", ".join(settings) + ",)"
+
+    def _context(self, context: n.ContextDecl) -> str:
+        self.imports.add("ContextSpec")
+        arguments = []
+        if context.format is not None:
+            arguments.append(f"format={py_str(context.format.text)}")
+        if context.keep_last is not None:
+            arguments.append(f"keep_last={int(context.keep_last.value)}")
+        if context.drop_resolved_errors:
+            arguments.append("drop_resolved_errors=True")
+        if context.budget_tokens is not None:
+            arguments.append(f"budget_tokens={int(context.budget_tokens.value)}")
+        if context.renders:
+            renders = ", ".join(
+                f"{py_str(r.event.text)}: {py_str(r.template.value)}" for r in context.renders
+            )
+            arguments.append(f"renders={{{renders}}}")
+        return f"ContextSpec({', '.join(arguments)})"
+
+
+_PUBLIC_FUNCTIONS = ("initial_state", "next_action", "reduce", "replay")
+
+
+def _isort_order(names: list[str]) -> list[str]:
+    """The order ruff's RUF022 expects of `__all__`: CONSTANTS, Classes, then functions."""
+
+    def key(name: str) -> tuple[int, str]:
+        group = 0 if name.isupper() else 1 if name[:1].isupper() else 2
+        return group, name
+
+    return sorted(names, key=key)
+
+
+def _comment_lines(text: str) -> list[str]:
+    """A source line restated as comment lines that fit the line length."""
+    return textwrap.wrap(comment(text), width=96, subsequent_indent="  ") or [""]
+
+
+def _named_types(expr: n.TypeExpr) -> list[str]:
+    match expr:
+        case n.NamedType(name=name):
+            return [name]
+        case n.ListType(item=item):
+            return _named_types(item)
+        case n.MapType(value=value):
+            return _named_types(value)
+        case n.OptionalType(inner=inner):
+            return _named_types(inner)
+    return []
+
+

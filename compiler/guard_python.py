@@ -1,0 +1,108 @@
+"""Guards compiled from the AST to Python expressions over one variable.
+
+LANGUAGE.md: a comparison with a null optional field is false, except `== null` and
+`!= null`. So every optional field on a path is tested for None before it is compared,
+and a null anywhere along a path makes the whole path null.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from . import nodes as n
+from .pynames import attribute_name, py_str
+
+
+class GuardCompiler:
+    """Compiles guards for values of one declared type, reached as `variable`."""
+
+    def __init__(self, types: Mapping[str, n.TypeDecl], type_name: str | None, variable: str):
+        self.types = types
+        self.type_name = type_name
+        self.variable = variable
+
+    def compile(self, expr: n.Expr) -> str:
+        match expr:
+            case n.Compare(op=op, left=left, right=right):
+                return self._compare(op, left, right)
+            case n.Member(value=value, options=options, negated=negated):
+                listed = ", ".join(_literal(o.value) for o in options)
+                container = f"({listed},)" if len(options) == 1 else f"({listed})"
+                test = f"{self._access(value)} {'not in' if negated else 'in'} {container}"
+                return _guarded(self._null_checks(value), test)
+            case n.Truthy(value=value):
+                return _guarded(self._null_checks(value), f"{self._access(value)} is True")
+            case n.Not(operand=operand):
+                return f"not ({self.compile(operand)})"
+            case n.And(operands=operands):
+                return " and ".join(f"({self.compile(o)})" for o in operands)
+            case n.Or(operands=operands):
+                return " or ".join(f"({self.compile(o)})" for o in operands)
+        raise AssertionError(f"unknown guard node {expr!r}")  # pragma: no cover
+
+    def _compare(self, op: str, left: n.Operand, right: n.Operand) -> str:
+        null_side = _null_literal(left) or _null_literal(right)
+        if null_side and op in ("==", "!="):
+            path = left if isinstance(left, n.Path) else right
+            if not isinstance(path, n.Path):
+                return "True" if (op == "==") else "False"  # null == null
+            prefixes = self._optional_prefixes(path) + [self._access(path)]
+            if op == "==":
+                return " or ".join(f"{p} is None" for p in _unique(prefixes))
+            return " and ".join(f"{p} is not None" for p in _unique(prefixes))
+        test = f"{self._access(left)} {op} {self._access(right)}"
+        return _guarded(self._null_checks(left) + self._null_checks(right), test)
+
+    def _access(self, operand: n.Operand) -> str:
+        if isinstance(operand, n.Literal):
+            return _literal(operand.value)
+        return ".".join([self.variable, *(attribute_name(p) for p in operand.parts)])
+
+    def _null_checks(self, operand: n.Operand) -> list[str]:
+        if not isinstance(operand, n.Path):
+            return []
+        return [f"{p} is not None" for p in self._optional_prefixes(operand, include_last=True)]
+
+    def _optional_prefixes(self, path: n.Path, include_last: bool = False) -> list[str]:
+        """Accesses along `path` whose field is optional (so may be None), outermost first."""
+        found: list[str] = []
+        current = self.type_name
+        access = self.variable
+        for index, part in enumerate(path.parts):
+            access = f"{access}.{attribute_name(part)}"
+            field_type = _field_type(self.types, current, part)
+            is_last = index == len(path.parts) - 1
+            if isinstance(field_type, n.OptionalType):
+                if include_last or not is_last:
+                    found.append(access)
+                field_type = field_type.inner
+            current = field_type.name if isinstance(field_type, n.NamedType) else None
+        return found
+
+
+def _field_type(types: Mapping[str, n.TypeDecl], type_name: str | None, field: str) -> n.TypeExpr | None:
+    decl = types.get(type_name or "")
+    if decl is None:
+        return None
+    for f in decl.fields:
+        if f.name.text == field:
+            return f.type
+    return None
+
+
+def _guarded(checks: list[str], test: str) -> str:
+    return " and ".join([*_unique(checks), test])
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _null_literal(operand: n.Operand) -> bool:
+    return isinstance(operand, n.Literal) and operand.value is None
+
+
+def _literal(value: n.LiteralValue) -> str:
+    if isinstance(value, str):
+        return py_str(value)
+    return repr(value)

@@ -1,0 +1,1 @@
+"""calculator's tools: plain Python functions the runtime calls with typed values."""

@@ -1,0 +1,1 @@
+"""deploybot's tools: plain Python functions the runtime calls with typed values."""
