@@ -1,0 +1,175 @@
+"""Cassettes: a run's model outputs recorded to a file, and replayed with no network.
+
+A cassette is a JSON-lines file, one model call per line, in the order the calls happened:
+
+    {"agent": "deploybot", "step": "decide", "seq": 1, "type": "ListGitTags", "output": {}}
+    {"agent": "deploybot", "step": "decide", "seq": 3, "type": "DeployBackend",
+     "output": {"tag": "v1.2.3", "env": "production"}, "messages_sha256": "9f2c..."}
+
+`type` names one of the step's output types and `output` is its value; a call that failed
+is recorded as `"error": {"type": ..., "message": ...}` instead and replays as that failure.
+`messages_sha256` is for information only (it shows when a prompt changed); replay ignores it.
+
+The matching rule. A call is answered by the entry with the same agent, step and `seq` (the
+thread's event count when the call was made), so a run and its later resumes, in separate
+processes, replay the same way. An entry without `seq` (written by hand) answers the calls
+of its agent and step that no `seq` entry answers, in file order. When several entries
+claim the same call, the last one wins (re-recording appends). A call that nothing answers
+fails with `CassetteMiss`, which names the step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .model import Model, ModelError, ModelReply, ModelRequest
+from .types import ErrorInfo, Usage
+
+
+class CassetteError(Exception):
+    """The cassette file cannot be read, or cannot answer a call."""
+
+
+class CassetteMiss(CassetteError):
+    """No entry of the cassette answers this model call."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    agent: str
+    step: str
+    seq: int | None
+    type: str | None
+    output: Any
+    error: ErrorInfo | None
+    line: int
+
+
+def messages_digest(messages: list[dict[str, str]]) -> str:
+    encoded = json.dumps(messages, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def entry_json(request: ModelRequest, reply: ModelReply | None, error: ErrorInfo | None) -> str:
+    """One cassette line for a call and its outcome."""
+    record: dict[str, Any] = {
+        "agent": request.agent.name,
+        "step": request.action.step,
+        "seq": request.seq,
+    }
+    if reply is not None:
+        record["type"] = type(reply.output).__name__
+        record["output"] = reply.output.model_dump(mode="json")
+    if error is not None:
+        record["error"] = {"type": error.type, "message": error.message}
+    record["messages_sha256"] = messages_digest(request.messages)
+    return json.dumps(record, ensure_ascii=False)
+
+
+def read_cassette(path: Path) -> list[Entry]:
+    entries = []
+    text = path.read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            error = record.get("error")
+            entries.append(
+                Entry(
+                    agent=record["agent"],
+                    step=record["step"],
+                    seq=record.get("seq"),
+                    type=record.get("type"),
+                    output=record.get("output", {}),
+                    error=ErrorInfo(error["type"], error.get("message", "")) if error else None,
+                    line=number,
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CassetteError(f"{path}:{number}: not a cassette entry ({exc})") from exc
+    return entries
+
+
+class CassettePlayer:
+    """A `Model` that answers from a cassette file and never touches the network."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        entries = read_cassette(self.path)
+        self._by_seq: dict[tuple[str, str, int], Entry] = {}
+        self._in_order: defaultdict[tuple[str, str], deque[Entry]] = defaultdict(deque)
+        for entry in entries:
+            if entry.seq is None:
+                self._in_order[(entry.agent, entry.step)].append(entry)
+            else:
+                self._by_seq[(entry.agent, entry.step, entry.seq)] = entry
+        self._recorded = entries
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        entry = self._find(request)
+        if entry.error is not None:
+            raise ModelError(entry.error)
+        return ModelReply(self._output(request, entry), Usage(latency_ms=0.0))
+
+    def _find(self, request: ModelRequest) -> Entry:
+        agent, step = request.agent.name, request.action.step
+        entry = self._by_seq.get((agent, step, request.seq))
+        if entry is not None:
+            return entry
+        queue = self._in_order.get((agent, step))
+        if queue:
+            return queue.popleft()
+        recorded = sorted(
+            e.seq for e in self._recorded if (e.agent, e.step) == (agent, step) and e.seq
+        )
+        has = f"it has `{step}` at seq {recorded}" if recorded else f"it has no `{step}` calls"
+        raise CassetteMiss(
+            f"cassette {self.path} has no answer for step `{step}` of agent `{agent}` "
+            f"at seq {request.seq} (thread {request.thread_id}); {has}. "
+            "Re-record it with --record, or add an entry."
+        )
+
+    def _output(self, request: ModelRequest, entry: Entry) -> BaseModel:
+        outputs = {t.__name__: t for t in request.action.outputs}
+        declared = outputs.get(entry.type or "")
+        where = f"{self.path}:{entry.line}"
+        if declared is None:
+            raise CassetteError(
+                f"{where}: step `{entry.step}` cannot output `{entry.type}`; "
+                f"it outputs {' | '.join(outputs)}"
+            )
+        try:
+            return declared.model_validate(entry.output)
+        except ValidationError as exc:
+            raise CassetteError(f"{where}: invalid `{entry.type}` output: {exc}") from exc
+
+
+class CassetteRecorder:
+    """A `Model` that passes calls to a real one and appends each outcome to a cassette."""
+
+    def __init__(self, model: Model, path: Path | str) -> None:
+        self.model = model
+        self.path = Path(path)
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        try:
+            reply = await self.model.complete(request)
+        except ModelError as exc:
+            self._append(entry_json(request, None, exc.error))
+            raise
+        self._append(entry_json(request, reply, None))
+        return reply
+
+    def _append(self, line: str) -> None:
+        # Appended and flushed per call, so a run that crashes keeps what it recorded.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as file:
+            file.write(line + "\n")

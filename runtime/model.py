@@ -1,0 +1,231 @@
+"""The model side of an `llm` step: one request in, one validated output of the step's union out.
+
+`Model` is the seam the loop calls. `OpenAIModel` is instructor on the openai client (any
+OpenAI-compatible endpoint); cassettes (cassette.py) are `Model`s too. openai and instructor
+are imported only when a real model is called, so importing a generated module stays cheap.
+
+The response schema. An `llm` step whose output is one type asks for that type directly: the
+tool is named after the type and described by the type's description. A step with several
+output types asks for one tool named after the step with a single field, `choice`, whose
+value is one of the types tagged with a discriminator field (`"type": "DeployBackend"`), so
+types with the same fields (Add and Subtract) stay distinguishable. The tag is removed before
+the output reaches the reducer, which receives an instance of the declared class itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from .spec import AgentSpec
+from .types import CallModel, ErrorInfo, Usage
+
+DEFAULT_MODEL = "gpt-4o-mini"
+"""Used when neither `--model`, the step's `model` nor OPENAI_MODEL names one."""
+
+ModelMode = Literal["tools", "json"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """What the loop asks of the model at one `llm` step of one thread."""
+
+    agent: AgentSpec
+    action: CallModel
+    messages: list[dict[str, str]]
+    thread_id: str
+    seq: int
+    """The thread's event count when the call is made (cassettes key on it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReply:
+    output: BaseModel
+    """An instance of exactly one of `action.outputs`."""
+    usage: Usage
+
+
+class ModelError(Exception):
+    """The model could not produce a valid output (after its retries), or could not be reached."""
+
+    def __init__(self, error: ErrorInfo) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Model(Protocol):
+    async def complete(self, request: ModelRequest) -> ModelReply: ...
+
+
+# ---- the response model ------------------------------------------------------------
+
+DISCRIMINATOR_NAMES = ("type", "kind", "variant", "output_type")
+"""The tag field of a union's choices: the first name no output type uses as a field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseShape:
+    """The pydantic model the model is asked for, and how to get the declared value back."""
+
+    model: type[BaseModel]
+    outputs: tuple[type[BaseModel], ...]
+    tag: str | None
+    """The discriminator field, or None when the step has a single output type."""
+
+    def unwrap(self, parsed: BaseModel) -> BaseModel:
+        if self.tag is None:
+            return parsed
+        choice: BaseModel = parsed.choice  # type: ignore[attr-defined]
+        declared = next(t for t in self.outputs if t.__name__ == getattr(choice, self.tag))
+        return declared.model_validate(choice.model_dump(exclude={self.tag}))
+
+
+@functools.lru_cache(maxsize=256)
+def response_shape(step: str, outputs: tuple[type[BaseModel], ...]) -> ResponseShape:
+    """The response model for an `llm` step's declared union (see the module docstring)."""
+    if not outputs:
+        raise ValueError(f"llm step `{step}` declares no output types")
+    if len(outputs) == 1:
+        return ResponseShape(outputs[0], outputs, None)
+    used = {name for t in outputs for name in t.model_fields}
+    tag = next((n for n in DISCRIMINATOR_NAMES if n not in used), None)
+    if tag is None:  # pragma: no cover - every candidate is a field of some output type
+        raise ValueError(f"llm step `{step}`: no free discriminator name among {used}")
+    choices = tuple(_tagged(t, tag) for t in outputs)
+    choice: Any = Annotated[Union[choices], Field(discriminator=tag)]  # noqa: UP007
+    wrapper = create_model(
+        step,
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=" | ".join(t.__name__ for t in outputs),
+        choice=(choice, ...),
+    )
+    return ResponseShape(wrapper, outputs, tag)
+
+
+def _tagged(declared: type[BaseModel], tag: str) -> type[BaseModel]:
+    """`declared`'s fields after a constant tag naming it; extra keys are refused."""
+    fields: dict[str, Any] = {tag: (Literal[declared.__name__], ...)}
+    fields.update({name: (f.annotation, f) for name, f in declared.model_fields.items()})
+    tagged: type[BaseModel] = create_model(
+        declared.__name__,
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=declared.__doc__,
+        **fields,
+    )
+    return tagged
+
+
+def resolve_model_name(override: str | None, action: CallModel) -> str:
+    """`--model` (the constructor), then the step's `model`, then OPENAI_MODEL, then a default."""
+    return override or action.model or os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL
+
+
+# ---- OpenAI-compatible endpoints through instructor -----------------------------------
+
+
+class OpenAIModel:
+    """Any OpenAI-compatible chat-completions endpoint, validated by instructor.
+
+    `mode="tools"` (the default) asks for a forced tool call; `mode="json"` asks for JSON
+    content, for endpoints without tool calling (instructor then adds a system paragraph with
+    the schema: `twelvefold prompt --mode json` shows it). A malformed output is re-asked with
+    the validation error `action.retries` times, then the call fails with `ModelError`.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        mode: ModelMode = "tools",
+    ) -> None:
+        self.model = model
+        self.base_url = base_url
+        self.api_key = api_key
+        self.mode: ModelMode = mode
+        self._client: Any = None
+
+    def _instructor(self) -> Any:
+        if self._client is None:
+            self._client = _make_client(self.base_url, self.api_key, self.mode)
+        return self._client
+
+    def request_arguments(self, request: ModelRequest) -> dict[str, Any]:
+        """The arguments given to instructor's `create` (before instructor adds the schema)."""
+        shape = response_shape(request.action.step, request.action.outputs)
+        arguments: dict[str, Any] = {
+            "model": resolve_model_name(self.model, request.action),
+            "messages": [dict(m) for m in request.messages],
+            "response_model": shape.model,
+            # instructor counts attempts; `retries N` means N re-asks after the first try.
+            "max_retries": request.action.retries + 1,
+        }
+        if request.action.temperature is not None:
+            arguments["temperature"] = request.action.temperature
+        return arguments
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        from instructor.core.exceptions import InstructorRetryException
+        from openai import OpenAIError
+
+        shape = response_shape(request.action.step, request.action.outputs)
+        arguments = self.request_arguments(request)
+        arguments["response_model"] = shape.model
+        started = time.perf_counter()
+        try:
+            parsed, completion = await self._instructor().chat.completions.create_with_completion(
+                **arguments
+            )
+        except InstructorRetryException as exc:
+            raise ModelError(_invalid_output(request.action, exc)) from exc
+        except OpenAIError as exc:
+            raise ModelError(ErrorInfo(type(exc).__name__, _first_line(str(exc)))) from exc
+        latency_ms = (time.perf_counter() - started) * 1000
+        return ModelReply(shape.unwrap(parsed), _usage(completion, latency_ms))
+
+
+def _make_client(base_url: str | None, api_key: str | None, mode: ModelMode) -> Any:
+    import instructor
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(
+        base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
+        # A local endpoint needs no key; the openai client insists on one.
+        api_key=api_key or os.environ.get("OPENAI_API_KEY") or "unset",
+    )
+    return instructor.from_openai(
+        client, mode=instructor.Mode.TOOLS if mode == "tools" else instructor.Mode.JSON
+    )
+
+
+def _usage(completion: Any, latency_ms: float) -> Usage:
+    usage = getattr(completion, "usage", None)
+    return Usage(
+        latency_ms=latency_ms,
+        input_tokens=getattr(usage, "prompt_tokens", None),
+        output_tokens=getattr(usage, "completion_tokens", None),
+    )
+
+
+def _invalid_output(action: CallModel, exc: Any) -> ErrorInfo:
+    attempts = getattr(exc, "n_attempts", action.retries + 1)
+    cause = exc.__cause__ or exc
+    detail = _first_lines(str(cause), 6)
+    return ErrorInfo(
+        "InvalidOutput",
+        f"no valid output for `{action.step}` after {attempts} attempt(s): {detail}",
+    )
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _first_lines(text: str, n: int) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "; ".join(line.strip() for line in lines[:n])
