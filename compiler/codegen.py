@@ -378,13 +378,19 @@ class _ModuleBuilder:
                 )
             case "error":
                 self.imports.add("StepFailed")
-                return CaseView("StepFailed()", None, f"AGENT.fail(state, event, on_error={target})")
+                return CaseView(
+                    "StepFailed()", None, f"AGENT.fail(state, event, on_error={target})"
+                )
             case "approved":
                 self.imports.add("Approved")
-                return CaseView("Approved()", None, f"AGENT.move(state, event, {target}, state.value)")
+                return CaseView(
+                    "Approved()", None, f"AGENT.move(state, event, {target}, state.value)"
+                )
             case "rejected":
                 self.imports.add("Rejected")
-                return CaseView("Rejected()", None, f"AGENT.move(state, event, {target}, state.value)")
+                return CaseView(
+                    "Rejected()", None, f"AGENT.move(state, event, {target}, state.value)"
+                )
         return None  # escalation edges are AgentSpec's business, not the state's
 
     def _approval_guard(self, step: n.ToolStep, requires: n.RequiresApproval) -> ApprovalGuardView:
@@ -408,9 +414,7 @@ class _ModuleBuilder:
     def _spec(self) -> str:
         program = self.program
         agent = program.agent
-        types = ", ".join(
-            f"{py_str(name)}: {class_name(name)}" for name in self.types
-        )
+        types = ", ".join(f"{py_str(name)}: {class_name(name)}" for name in self.types)
         states = []
         for name, step in program.steps.items():
             arguments = [py_str(step.kind), f"line={step.span.line}"]
@@ -510,5 +514,3 @@ def _named_types(expr: n.TypeExpr) -> list[str]:
         case n.OptionalType(inner=inner):
             return _named_types(inner)
     return []
-
-

@@ -33,12 +33,29 @@ class GuardCompiler:
             case n.Truthy(value=value):
                 return _guarded(self._null_checks(value), f"{self._access(value)} is True")
             case n.Not(operand=operand):
-                return f"not ({self.compile(operand)})"
+                return self._negate(operand)
             case n.And(operands=operands):
                 return " and ".join(f"({self.compile(o)})" for o in operands)
             case n.Or(operands=operands):
                 return " or ".join(f"({self.compile(o)})" for o in operands)
         raise AssertionError(f"unknown guard node {expr!r}")  # pragma: no cover
+
+    def _negate(self, operand: n.Expr) -> str:
+        """`not` of a plain test flips its operator, the spelling a linter expects; a test
+        with null checks stays wrapped, since a null makes the inner test false."""
+        plain = not isinstance(operand, n.Compare | n.Member | n.Truthy) or any(
+            self._null_checks(o) for o in _operands(operand)
+        )
+        if plain or _null_comparison(operand):
+            return f"not ({self.compile(operand)})"
+        match operand:
+            case n.Compare(op=op, left=left, right=right):
+                return f"{self._access(left)} {_INVERSE[op]} {self._access(right)}"
+            case n.Member(negated=negated):
+                return self.compile(n.Member(operand.value, operand.options, not negated))
+            case n.Truthy(value=value):
+                return f"{self._access(value)} is not True"
+        raise AssertionError(operand)  # pragma: no cover
 
     def _compare(self, op: str, left: n.Operand, right: n.Operand) -> str:
         null_side = _null_literal(left) or _null_literal(right)
@@ -80,7 +97,9 @@ class GuardCompiler:
         return found
 
 
-def _field_type(types: Mapping[str, n.TypeDecl], type_name: str | None, field: str) -> n.TypeExpr | None:
+def _field_type(
+    types: Mapping[str, n.TypeDecl], type_name: str | None, field: str
+) -> n.TypeExpr | None:
     decl = types.get(type_name or "")
     if decl is None:
         return None
@@ -88,6 +107,22 @@ def _field_type(types: Mapping[str, n.TypeDecl], type_name: str | None, field: s
         if f.name.text == field:
             return f.type
     return None
+
+
+_INVERSE = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+
+
+def _operands(expr: n.Expr) -> list[n.Operand]:
+    match expr:
+        case n.Compare(left=left, right=right):
+            return [left, right]
+        case n.Member(value=value) | n.Truthy(value=value):
+            return [value]
+    return []
+
+
+def _null_comparison(expr: n.Expr) -> bool:
+    return isinstance(expr, n.Compare) and any(_null_literal(o) for o in (expr.left, expr.right))
 
 
 def _guarded(checks: list[str], test: str) -> str:

@@ -14,7 +14,6 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from .types import (
-    Answer,
     ErrorInfo,
     Event,
     IllegalEvent,
@@ -87,9 +86,7 @@ class AgentSpec:
 
     def begin(self, input: Any) -> State:
         """The state after `Started`: the input arrives at the start state."""
-        return State(
-            step=self.start, value=input, status=self._status_at(self.start), input=input
-        )
+        return State(step=self.start, value=input, status=self._status_at(self.start), input=input)
 
     def check(self, state: State, event: Event) -> None:
         """Reject what cannot happen now, whatever the step: see `IllegalEvent`."""
@@ -119,8 +116,14 @@ class AgentSpec:
         return None
 
     def move(self, state: State, event: Event, target: str, value: Any) -> State:
-        """A step completed without failing: go to `target` carrying `value`."""
-        return self._arrive(state, target, value, steps=state.steps + 1, errors=0)
+        """A step completed without failing: go to `target` carrying `value`.
+
+        A completed tool, approval or answer resets the consecutive-error count. A model
+        output does not: after a failing tool the model deciding to try again is not the
+        work succeeding, and counting on is what lets `max_errors` end such a loop.
+        """
+        errors = state.errors if self.states[state.step].kind == "llm" else 0
+        return self._arrive(state, target, value, steps=state.steps + 1, errors=errors)
 
     def fail(self, state: State, event: StepFailed, on_error: str | None) -> State:
         """A step failed: escalate at the error ceiling, else follow `on error`, else fail.
@@ -144,9 +147,6 @@ class AgentSpec:
             seq=state.seq + 1,
             error=event.error,
         )
-
-    def answer_type(self) -> type[Answer]:
-        return Answer
 
     # ---- helpers ------------------------------------------------------------------
 

@@ -1,0 +1,187 @@
+"""The generated modules: typed, lint-clean, importable, and safe from hostile input."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.support.generated import ROOT, import_generated
+from twelvefold.compiler import compile_text
+from twelvefold.runtime import ModelOutput
+
+GOLDEN = ROOT / "tests" / "golden"
+MODULES = sorted([*GOLDEN.glob("*/expected.py"), *GOLDEN.glob("examples/*.py")])
+TOOLS = Path(sys.executable).parent
+
+
+def _typecheck_tree(tmp: Path) -> Path:
+    """The package as mypy must see it: twelvefold/{compiler,runtime} mapped from the repo."""
+    package = tmp / "typecheck" / "twelvefold"
+    package.mkdir(parents=True)
+    for folder in ("compiler", "runtime", "grammar"):
+        (package / folder).symlink_to(ROOT / folder)
+    for entry in (ROOT / "twelvefold").iterdir():
+        (package / entry.name).symlink_to(entry)
+    return package.parent
+
+
+@pytest.mark.slow
+def test_generated_modules_pass_mypy_strict(tmp_path: Path) -> None:
+    search_path = _typecheck_tree(tmp_path)
+    copies = []
+    for index, module in enumerate(MODULES):
+        copy = tmp_path / f"generated_{index}_{module.parent.name}_{module.stem}.py"
+        copy.write_text(module.read_text())
+        copies.append(str(copy))
+    result = subprocess.run(
+        [
+            str(TOOLS / "mypy"),
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            str(tmp_path / "c"),
+            *copies,
+        ],
+        capture_output=True,
+        text=True,
+        env={"MYPYPATH": str(search_path), "PATH": str(TOOLS)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_modules_pass_ruff_check_and_format() -> None:
+    files = [str(m) for m in MODULES]
+    common = ["--isolated", "--line-length", "100"]
+    checked = subprocess.run(
+        [str(TOOLS / "ruff"), "check", *common, "--select", "E,F,W,I,B,UP,SIM,RUF", *files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout
+    formatted = subprocess.run(
+        [str(TOOLS / "ruff"), "format", "--check", *common, *files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert formatted.returncode == 0, formatted.stdout
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: f"{m.parent.name}/{m.name}")
+def test_generated_modules_import_without_warnings(module: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"golden_{module.parent.name}", module)
+    assert spec and spec.loader
+    loaded = importlib.util.module_from_spec(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spec.loader.exec_module(loaded)
+    assert set(loaded.AGENT.states) == set(loaded._ACTIONS)
+
+
+@pytest.fixture(scope="module")
+def tricky(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    case = GOLDEN / "tricky_names"
+    return import_generated(case / "input.agent", tmp_path_factory.mktemp("t"), case / "prompts")
+
+
+def test_hostile_strings_stay_data(tricky: ModuleType) -> None:
+    assert (
+        tricky.AGENT.description == 'Quotes " and \\ backslashes; """ triple quotes and a\nnewline'
+    )
+    assert tricky.Request.__doc__ == 'ends with a quote"'
+    schema = tricky.Request.model_json_schema()
+    assert schema["properties"]["type"]["enum"] == ['a"b', "c'd", "\u2028"]
+
+
+def test_fields_named_like_keywords_keep_their_names_on_the_wire(tricky: ModuleType) -> None:
+    request = tricky.Request.model_validate(
+        {"from": "me", "model_config": "x", "json": True, "type": "c'd"}
+    )
+    assert request.from_ == "me" and request.class_ is None
+    assert set(request.model_dump(by_alias=True)) == {
+        "from",
+        "class",
+        "model_config",
+        "json",
+        "type",
+    }
+    assert set(tricky.Request.model_json_schema()["properties"]) >= {"from", "class", "json"}
+
+
+def test_types_named_like_runtime_names_and_builtins_are_renamed(tricky: ModuleType) -> None:
+    assert tricky.AGENT.types == {
+        "Request": tricky.Request,
+        "State": tricky.State_,
+        "list": tricky.list_,
+    }
+
+
+def test_guard_with_negative_number_and_membership(tricky: ModuleType) -> None:
+    state = tricky.initial_state(
+        tricky.Request(from_="a", model_config_="b", json_=False, type="c'd")
+    )
+    route = lambda value: (
+        tricky.reduce(state, ModelOutput(step="decide", output=tricky.State_(value=value))).step
+    )  # noqa: E731
+    assert route(0.0) == "done"
+    assert route(2.0) == "finish_list"  # excluded by `not (value in [2, 3])`
+    assert route(-2.0) == "finish_list"
+
+
+@pytest.fixture(scope="module")
+def triage(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    case = GOLDEN / "guards"
+    return import_generated(case / "input.agent", tmp_path_factory.mktemp("g"), case / "prompts")
+
+
+@pytest.mark.parametrize(
+    ("ticket", "target"),
+    [
+        ({"severity": 3, "customer": {"tier": "enterprise", "name": "Acme"}}, "page"),
+        ({"severity": 2, "customer": {"tier": "enterprise", "name": "Acme"}}, "file"),
+        # A null optional field makes a comparison false instead of raising.
+        ({"severity": 5, "customer": None}, "file"),
+        ({"severity": 1, "customer": None, "note": "call me"}, "page"),
+        ({"severity": 1, "customer": {"tier": "free"}, "urgent": True}, "page"),
+    ],
+)
+def test_guards_over_optional_fields(
+    triage: ModuleType, ticket: dict[str, object], target: str
+) -> None:
+    value = triage.Ticket.model_validate({"tags": [], "urgent": False, **ticket})
+    state = triage.reduce(triage.initial_state("t"), ModelOutput(step="classify", output=value))
+    assert state.step == target
+
+
+def test_a_name_cannot_inject_code() -> None:
+    # Strings go through literals; an identifier can only be an identifier (the grammar's NAME).
+    source = """
+agent a "x\\"); import os; os.system(\\"echo pwned" { start s max_steps 2 }
+type Out "\\"\\"\\"\\nimport os\\n" { v: "\\"); import os #" }
+llm s -> Out { prompt "p.j2" on Out -> f }
+final f(Out)
+"""
+    result = compile_text(source, "a.agent")
+    assert result.ok, result.diagnostics
+    (module,) = result.files.values()
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(ast.parse(module))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported <= {"__future__", "collections.abc", "typing", "pydantic", "twelvefold.runtime"}
+    calls = {
+        ast.unparse(node.func) for node in ast.walk(ast.parse(module)) if isinstance(node, ast.Call)
+    }
+    assert not any("system" in call for call in calls)
