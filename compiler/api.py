@@ -28,9 +28,13 @@ class Compilation:
 
 
 def compile_text(
-    text: str, path: str = "<agent>", *, load_prompt: PromptLoader = no_prompts, generate_code: bool = True
+    text: str,
+    path: str = "<agent>",
+    *,
+    load_prompt: PromptLoader = no_prompts,
+    generate_code: bool = True,
 ) -> Compilation:
-    """Parse, check and (when there are no errors) generate. Pure: reads prompts only via `load_prompt`."""
+    """Parse, check and, when there are no errors, generate. Reads prompts only via `load_prompt`."""
     source, diagnostics = parse(text, path)
     if has_errors(diagnostics):
         return Compilation(path, text, None, diagnostics)
@@ -43,7 +47,11 @@ def compile_text(
 
 
 def compile_file(
-    path: Path, *, prompts_dir: Path | None = None, generate_code: bool = True, display_path: str | None = None
+    path: Path,
+    *,
+    prompts_dir: Path | None = None,
+    generate_code: bool = True,
+    display_path: str | None = None,
 ) -> Compilation:
     """Compile one .agent file, with prompts resolved as LANGUAGE.md says."""
     text = path.read_text(encoding="utf-8")

@@ -63,7 +63,7 @@ class GuardCompiler:
             path = left if isinstance(left, n.Path) else right
             if not isinstance(path, n.Path):
                 return "True" if (op == "==") else "False"  # null == null
-            prefixes = self._optional_prefixes(path) + [self._access(path)]
+            prefixes = [*self._optional_prefixes(path), self._access(path)]
             if op == "==":
                 return " or ".join(f"{p} is None" for p in _unique(prefixes))
             return " and ".join(f"{p} is not None" for p in _unique(prefixes))

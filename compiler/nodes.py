@@ -14,7 +14,7 @@ from .diagnostics import Span
 
 
 def _span() -> Span:
-    return field(default=UNKNOWN_SPAN, compare=False, repr=False)  # type: ignore[no-any-return]
+    return field(default=UNKNOWN_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,7 +84,7 @@ _meta_args = v_args(meta=True)
 
 
 class _Builder(Transformer[Token, Any]):
-    """Builds nodes bottom-up. Settings become `(key, value, span)` until their block collects them."""
+    """Builds nodes bottom-up; settings are `(key, value, span)` until their block collects them."""
 
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -93,10 +93,10 @@ class _Builder(Transformer[Token, Any]):
 
     # -- leaves --------------------------------------------------------------
 
-    def NAME(self, token: Token) -> n.Name:  # noqa: N802 (Lark calls terminals by their name)
+    def NAME(self, token: Token) -> n.Name:
         return n.Name(str(token), _token_span(token))
 
-    def STRING(self, token: Token) -> n.Text:  # noqa: N802
+    def STRING(self, token: Token) -> n.Text:
         span = _token_span(token)
         try:
             value = json.loads(str(token))
@@ -116,18 +116,19 @@ class _Builder(Transformer[Token, Any]):
             value = str(token)[1:-1]
         return n.Text(value, span)
 
-    def NUMBER(self, token: Token) -> n.Number:  # noqa: N802
+    def NUMBER(self, token: Token) -> n.Number:
         text = str(token)
         value: int | float = float(text) if "." in text else int(text)
         return n.Number(value, _token_span(token))
 
-    def DURATION(self, token: Token) -> n.Duration:  # noqa: N802
+    def DURATION(self, token: Token) -> n.Duration:
         text = str(token)
         match = re.fullmatch(r"([0-9.]+)(ms|s|m|h|d)", text)
         assert match is not None  # the grammar's DURATION guarantees the shape
-        seconds = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[
-            match.group(2)
-        ]
+        seconds = (
+            float(match.group(1))
+            * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        )
         return n.Duration(seconds, text, _token_span(token))
 
     # -- types ---------------------------------------------------------------
@@ -160,7 +161,9 @@ class _Builder(Transformer[Token, Any]):
     @_meta_args
     def field(self, meta: Meta, children: list[Any]) -> n.FieldDecl:
         name, type_, description = children
-        return n.FieldDecl(name, type_, description.value if description else None, _meta_span(meta))
+        return n.FieldDecl(
+            name, type_, description.value if description else None, _meta_span(meta)
+        )
 
     @_meta_args
     def type_decl(self, meta: Meta, children: list[Any]) -> n.TypeDecl:
@@ -403,11 +406,13 @@ class _Builder(Transformer[Token, Any]):
             steps=tuple(
                 c
                 for c in children
-                if isinstance(c, n.LlmStep | n.ToolStep | n.ApprovalStep | n.HumanStep | n.FinalStep)
+                if isinstance(
+                    c, n.LlmStep | n.ToolStep | n.ApprovalStep | n.HumanStep | n.FinalStep
+                )
             ),
         )
 
-    def ARROW(self, token: Token) -> str:  # noqa: N802
+    def ARROW(self, token: Token) -> str:
         return "->"
 
     def __default__(self, data: Any, children: list[Any], meta: Any) -> Any:
@@ -416,4 +421,3 @@ class _Builder(Transformer[Token, Any]):
 
 def _only(items: list[Any], kind: type[T]) -> Iterator[T]:
     return (i for i in items if isinstance(i, kind))
-

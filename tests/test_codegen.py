@@ -130,9 +130,11 @@ def test_guard_with_negative_number_and_membership(tricky: ModuleType) -> None:
     state = tricky.initial_state(
         tricky.Request(from_="a", model_config_="b", json_=False, type="c'd")
     )
-    route = lambda value: (
-        tricky.reduce(state, ModelOutput(step="decide", output=tricky.State_(value=value))).step
-    )  # noqa: E731
+
+    def route(value: float) -> str:
+        event = ModelOutput(step="decide", output=tricky.State_(value=value))
+        return str(tricky.reduce(state, event).step)
+
     assert route(0.0) == "done"
     assert route(2.0) == "finish_list"  # excluded by `not (value in [2, 3])`
     assert route(-2.0) == "finish_list"
