@@ -153,9 +153,7 @@ def _edge_taken(program: Program, event: Event, target: str | None, in_a_row: in
         and in_a_row >= ceiling.limit.value
     ):
         expected = "max_errors"
-    candidates = [
-        e for e in program.edges_from(event.step) if target is None or e.target == target
-    ]
+    candidates = [e for e in program.edges_from(event.step) if target is None or e.target == target]
     fitting = [e for e in candidates if e.kind == expected and _fits_output(e, event)]
     if target is None:
         return fitting[0] if len({e.target for e in fitting}) == 1 else None
