@@ -34,7 +34,7 @@ def compile_text(
     load_prompt: PromptLoader = no_prompts,
     generate_code: bool = True,
 ) -> Compilation:
-    """Parse, check and, when there are no errors, generate. Reads prompts only via `load_prompt`."""
+    """Parse, check and, without errors, generate. Reads prompts only through `load_prompt`."""
     source, diagnostics = parse(text, path)
     if has_errors(diagnostics):
         return Compilation(path, text, None, diagnostics)
