@@ -53,7 +53,7 @@ def describe_syntax_error(
         literal = keyword_text(terminal)
         return f"`{literal}`" if literal is not None else terminal.lower()
 
-    if isinstance(exc, UnexpectedToken) and exc.token.type == "$END" or isinstance(
+    if (isinstance(exc, UnexpectedToken) and exc.token.type == "$END") or isinstance(
         exc, UnexpectedEOF
     ):
         return _end_of_file(text, path, exc, word)
@@ -112,8 +112,6 @@ def _unexpected_token(
             label="a keyword",
             help=f"choose another name, such as `{found}_step` or `my_{found}`",
         )
-    if token.type == "RBRACE" and block is not None:
-        label = f"`{block.header}` is not finished"
     if "ARROW" in expected and found in {"=>", "=", ":"}:
         help_ = "transitions are written with `->`"
     return error(
