@@ -118,10 +118,8 @@ class TypeTable:
                 return MapOf(self.resolve(value))
             case n.LiteralUnion(values=values):
                 return LiteralsOf(values)
-            case n.OptionalType(inner=inner):
-                inner_type = self.resolve(inner)
-                return inner_type if isinstance(inner_type, OptionalOf) else OptionalOf(inner_type)
-        return UNKNOWN  # pragma: no cover - the match is exhaustive
+        inner_type = self.resolve(expr.inner)  # the one case left: `T?`
+        return inner_type if isinstance(inner_type, OptionalOf) else OptionalOf(inner_type)
 
     def fields(self, record: Record) -> dict[str, Resolved]:
         """A record's fields by name; the first declaration wins when a name repeats."""

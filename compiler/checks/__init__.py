@@ -1,8 +1,20 @@
 """The static checks, one small function each, and the registry that runs them all.
 
 A check takes the program (and the prompt loader, for the ones that read templates)
-and returns its diagnostics. Add a check by writing the function in the module of
-its family and listing it in CHECKS.
+and returns its diagnostics. Checks never assume another check passed: each skips
+what it cannot judge (an unknown name, a missing setting), because those are reported
+once, where they are written. Add a check by writing the function in the module of its
+family and listing it in CHECKS.
+
+    names.py         E1xx  names resolve, no duplicates, settings present and in range
+    routing.py       E2xx  exhaustive routing, reachable rules, well-typed guards
+    reachability.py  E3xx  reachable from start, can finish
+    typeflow.py      E4xx  values arriving at a step are of its declared type
+    templates.py     E403, E7xx  ask and prompt templates
+    approval.py      E5xx  approval dominance
+    loops.py         E6xx  bounded loops
+    size.py          W8xx  agents that are probably two
+    unused.py        W9xx  unused types and states
 """
 
 from __future__ import annotations
@@ -11,11 +23,48 @@ from collections.abc import Callable, Iterable
 
 from ..diagnostics import Diagnostic
 from ..program import Program, PromptFile
+from . import approval, loops, names, reachability, routing, size, templates, typeflow, unused
 
 PromptLoader = Callable[[str], PromptFile | None]
 Check = Callable[[Program, PromptLoader], Iterable[Diagnostic]]
 
-CHECKS: list[Check] = []
+CHECKS: list[Check] = [
+    # E1xx
+    names.duplicate_declarations,
+    names.reserved_names,
+    names.unknown_states,
+    names.missing_start,
+    names.unknown_types,
+    names.map_keys,
+    names.llm_outputs_are_records,
+    names.function_paths,
+    names.number_settings,
+    names.context_settings,
+    names.required_settings,
+    # E2xx
+    routing.exhaustive_routing,
+    routing.rules_name_outputs,
+    routing.unreachable_rules,
+    routing.guard_types,
+    # E3xx
+    reachability.reachable_from_start,
+    reachability.can_finish,
+    # E4xx
+    typeflow.values_match_inputs,
+    templates.ask_templates,
+    # E5xx
+    approval.approval_dominates,
+    # E6xx
+    loops.cycles_pass_a_decision,
+    loops.cycles_are_bounded,
+    # E7xx
+    templates.prompt_templates,
+    templates.render_templates,
+    # W8xx, W9xx
+    size.agent_size,
+    unused.unused_types,
+    unused.unused_states,
+]
 
 
 def run_checks(program: Program, load_prompt: PromptLoader) -> list[Diagnostic]:

@@ -1,0 +1,97 @@
+"""E5xx: a tool that requires approval is entered only after a person approved.
+
+For a tool marked `requires approval [if GUARD]`, every edge into it other than an
+approval's `on approved` is a way around the person, unless GUARD cannot hold for the
+value that edge carries. An llm rule carries its own guard and the negation of the
+earlier guards for the same type (`Edge.excluded`), so
+
+    on DeployBackend if env == "production" -> approve_deploy
+    on DeployBackend -> deploy
+
+leaves only "staging" on the second edge, and `requires approval if env == "production"`
+cannot hold there. `guards.can_hold` decides it: exactly over literal unions and bools,
+conservatively (it can hold) over anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .. import nodes as n
+from .. import types as t
+from ..diagnostics import Diagnostic, Span, error
+from ..guards import can_hold
+from ..program import Edge, Program
+from .common import input_type, type_table, with_note
+from .typeflow import arriving_types, carried_types
+
+
+def approval_dominates(program: Program, _: object) -> Iterator[Diagnostic]:
+    table = type_table(program)
+    arriving = arriving_types(program)
+    path = program.source.path
+    for name, step in program.steps.items():
+        if not isinstance(step, n.ToolStep) or step.requires_approval is None:
+            continue
+        requirement = step.requires_approval
+        condition = [requirement.guard] if requirement.guard is not None else []
+        if program.agent.start and program.start == name:
+            root = table.named(input_type(program))
+            if can_hold(condition, [], root, table):
+                yield _bypass(
+                    path, name, program.agent.start.span, requirement, "the thread's input"
+                )
+        seen: set[Span] = set()
+        for _source, _target, data in program.graph.in_edges(name, data=True):
+            edge: Edge = data["edge"]
+            if edge.kind == "approved" or edge.span in seen:
+                continue
+            if _can_bypass(program, edge, condition, arriving, table):
+                seen.add(edge.span)
+                yield _bypass(path, name, edge.span, requirement, _what(edge))
+
+
+def _can_bypass(
+    program: Program,
+    edge: Edge,
+    condition: list[n.Expr],
+    arriving: dict[str, frozenset[str]],
+    table: t.TypeTable,
+) -> bool:
+    if edge.kind == "output" and edge.type is not None:
+        holds = [*condition, *([edge.guard] if edge.guard is not None else [])]
+        return can_hold(holds, edge.excluded, table.named(edge.type), table)
+    carried = carried_types(program, edge, arriving[edge.source])
+    roots: list[t.Resolved] = [table.named(name) for name in sorted(carried)] or [t.UNKNOWN]
+    return any(can_hold(condition, [], root, table) for root in roots)
+
+
+def _what(edge: Edge) -> str:
+    return {
+        "output": f"this `{edge.type}` rule",
+        "next": "this `next`",
+        "error": "this `on error`",
+        "rejected": "this `on rejected`",
+        "max_errors": "the `max_errors` escalation",
+        "max_steps": "the `max_steps` escalation",
+    }.get(edge.kind, "this edge")
+
+
+def _bypass(
+    path: str, tool: str, span: Span, requirement: n.RequiresApproval, what: str
+) -> Diagnostic:
+    when = " when its condition holds" if requirement.guard is not None else ""
+    return with_note(
+        error(
+            "E501",
+            f"{what} enters `{tool}` without an approval, but `{tool}` requires one{when}",
+            path,
+            span,
+            label="bypasses the approval",
+            help=f"route these values through an approval step whose `on approved` goes to "
+            f"`{tool}`, e.g. `approval approve_{tool}(...) {{ on approved -> {tool} "
+            f"on rejected -> ... }}`",
+        ),
+        requirement.span,
+        "approval required here",
+    )

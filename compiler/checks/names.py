@@ -1,0 +1,375 @@
+"""E1xx: names resolve, nothing is declared twice, settings are present and in range."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+
+from twelvefold.runtime.types import EVENT_KINDS
+
+from .. import nodes as n
+from .. import types as t
+from ..diagnostics import Diagnostic, did_you_mean, error
+from ..program import Program
+from ..syntax_errors import KEYWORDS
+from .common import declared_input, gotos, type_table, with_note
+
+FUNCTION_PATH = re.compile(
+    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
+)
+CONTEXT_FORMATS = ("xml", "yaml", "json")
+RESERVED_TYPE_NAMES = (*n.BUILTIN_SCALARS, n.ANSWER_TYPE, "list", "map")
+
+
+# ---- declarations ----------------------------------------------------------------
+
+
+def duplicate_declarations(program: Program, _: object) -> Iterator[Diagnostic]:
+    """Agents, types, states, fields and llm outputs are each declared once."""
+    path = program.source.path
+    source = program.source
+    if len(source.agents) > 1:
+        first = source.agents[0]
+        for agent in source.agents[1:]:
+            yield with_note(
+                error(
+                    "E116",
+                    f"a second agent `{agent.name.text}` in one file",
+                    path,
+                    agent.name.span,
+                    label="second agent",
+                    help="a file declares one agent; move this one to its own .agent file",
+                ),
+                first.name.span,
+                f"agent `{first.name.text}` is declared here",
+            )
+    yield from _repeats(path, "type", [d.name for d in source.types])
+    yield from _repeats(path, "state", [s.name for s in source.steps])
+    for type_decl in source.types:
+        yield from _repeats(
+            path, f"field of `{type_decl.name.text}`", [f.name for f in type_decl.fields], "E103"
+        )
+    for step in source.steps:
+        if isinstance(step, n.LlmStep):
+            yield from _repeats(path, f"output of `{step.name.text}`", step.outputs)
+
+
+def _repeats(
+    path: str, what: str, names: Sequence[n.Name], code: str = "E102"
+) -> Iterator[Diagnostic]:
+    first: dict[str, n.Name] = {}
+    for name in names:
+        if name.text not in first:
+            first[name.text] = name
+            continue
+        yield with_note(
+            error(
+                code,
+                f"the {what} `{name.text}` is declared twice",
+                path,
+                name.span,
+                label="declared again here",
+                help="rename or remove one of them; the first is at line "
+                f"{first[name.text].span.line}",
+            ),
+            first[name.text].span,
+            "first declared here",
+        )
+
+
+def reserved_names(program: Program, _: object) -> Iterator[Diagnostic]:
+    """State and type names are not keywords, and types do not reuse built-in type names."""
+    path = program.source.path
+    for name, what in [
+        *((d.name, "type") for d in program.source.types),
+        *((s.name, "state") for s in program.source.steps),
+    ]:
+        if name.text in KEYWORDS:
+            yield error(
+                "E107",
+                f"`{name.text}` is a keyword and cannot name a {what}",
+                path,
+                name.span,
+                label="a keyword",
+                help=f"choose another name, such as `{name.text}_{what}`",
+            )
+    for type_decl in program.source.types:
+        name = type_decl.name
+        if name.text in RESERVED_TYPE_NAMES and name.text not in KEYWORDS:
+            yield error(
+                "E115",
+                f"`{name.text}` is a built-in type and cannot be declared again",
+                path,
+                name.span,
+                label="a built-in type",
+                help=f"choose another name, such as `My{name.text[:1].upper()}{name.text[1:]}`",
+            )
+
+
+# ---- references ------------------------------------------------------------------
+
+
+def unknown_states(program: Program, _: object) -> Iterator[Diagnostic]:
+    """Every state a transition, `start` or a ceiling names is declared."""
+    path = program.source.path
+    agent = program.agent
+    references: list[tuple[n.Name, str]] = []
+    if agent.start:
+        references.append((agent.start, "`start`"))
+    for ceiling, what in ((agent.max_steps, "`max_steps`"), (agent.max_errors, "`max_errors`")):
+        if ceiling and ceiling.target:
+            references.append((ceiling.target, what))
+    for step in program.source.steps:
+        references.extend((target, f"`{step.name.text}`") for target in gotos(step))
+    for name, where in references:
+        if name.text not in program.steps:
+            yield error(
+                "E104",
+                f"{where} goes to `{name.text}`, which is not a state",
+                path,
+                name.span,
+                label="no such state",
+                help=did_you_mean(name.text, program.steps)
+                or f"declare a state named `{name.text}`, or go to one of: "
+                + ", ".join(f"`{s}`" for s in program.steps),
+            )
+
+
+def missing_start(program: Program, _: object) -> Iterator[Diagnostic]:
+    if program.agent.start is None:
+        first = next(iter(program.steps), "FIRST_STEP")
+        yield error(
+            "E106",
+            f"agent `{program.name}` does not say where a thread starts",
+            program.source.path,
+            program.agent.name.span,
+            label="no `start`",
+            help=f"add `start {first}` to the agent block",
+        )
+
+
+def unknown_types(program: Program, _: object) -> Iterator[Diagnostic]:
+    """Every type a step, a field or the agent's input names is a built-in or declared type."""
+    table = type_table(program)
+    path = program.source.path
+    references: list[n.Name] = []
+    if program.agent.input:
+        references.append(program.agent.input)
+    for step in program.source.steps:
+        if isinstance(step, n.LlmStep):
+            references.extend(step.outputs)
+        if isinstance(step, n.ToolStep):
+            references.append(step.output)
+        if (declared := declared_input(step)) is not None:
+            references.append(declared)
+    for type_decl in program.source.types:
+        for field_decl in type_decl.fields:
+            references.extend(_named_types(field_decl.type))
+    for name in references:
+        if not table.known(name.text):
+            yield error(
+                "E105",
+                f"unknown type `{name.text}`",
+                path,
+                name.span,
+                label="not a declared or built-in type",
+                help=did_you_mean(name.text, table.names())
+                or f"declare it: `type {name.text} {{ ... }}`, or use string, int, float or bool",
+            )
+
+
+def _named_types(expr: n.TypeExpr) -> Iterator[n.Name]:
+    match expr:
+        case n.NamedType(name=name, span=span):
+            yield n.Name(name, span)
+        case n.ListType(item=item):
+            yield from _named_types(item)
+        case n.MapType(key=key, value=value):
+            yield from _named_types(key)
+            yield from _named_types(value)
+        case n.OptionalType(inner=inner):
+            yield from _named_types(inner)
+        case n.LiteralUnion():
+            pass
+
+
+def map_keys(program: Program, _: object) -> Iterator[Diagnostic]:
+    for type_decl in program.source.types:
+        for field_decl in type_decl.fields:
+            yield from _map_keys(program.source.path, field_decl.type)
+
+
+def _map_keys(path: str, expr: n.TypeExpr) -> Iterator[Diagnostic]:
+    match expr:
+        case n.MapType(key=key, value=value):
+            if key.name != "string":
+                yield error(
+                    "E117",
+                    f"map keys must be strings, not `{key.name}`",
+                    path,
+                    key.span,
+                    label="a map key type",
+                    help=f"write `map[string, ...]`, or use `list[{key.name}]` of records",
+                )
+            yield from _map_keys(path, value)
+        case n.ListType(item=inner) | n.OptionalType(inner=inner):
+            yield from _map_keys(path, inner)
+
+
+def llm_outputs_are_records(program: Program, _: object) -> Iterator[Diagnostic]:
+    """A model answers with one of the declared record types, so its output can be routed."""
+    for step in program.source.steps:
+        if not isinstance(step, n.LlmStep):
+            continue
+        for output in step.outputs:
+            if output.text in program.types:
+                continue
+            if output.text in t.SCALARS or output.text == n.ANSWER_TYPE:
+                yield error(
+                    "E113",
+                    f"llm `{step.name.text}` cannot answer with `{output.text}`",
+                    program.source.path,
+                    output.span,
+                    label="not a declared type",
+                    help=f"declare a record for it, e.g. `type Reply {{ text: {output.text} }}` "
+                    "and list `Reply` instead"
+                    if output.text in t.SCALARS
+                    else "declare your own record type with the fields you need",
+                )
+
+
+def function_paths(program: Program, _: object) -> Iterator[Diagnostic]:
+    """`"package.module:function"`: a dotted module path, a colon, a function name."""
+    for step in program.source.steps:
+        if isinstance(step, n.ToolStep) and not FUNCTION_PATH.fullmatch(step.function.value):
+            yield error(
+                "E108",
+                f'"{step.function.value}" is not a `module:function` path',
+                program.source.path,
+                step.function.span,
+                label='expected "package.module:function"',
+                help=f'write the module and the function name, e.g. "tools.{program.name}:'
+                f'{step.name.text}"',
+            )
+
+
+# ---- settings ------------------------------------------------------------------
+
+
+def number_settings(program: Program, _: object) -> Iterator[Diagnostic]:
+    """Counts are whole numbers: ceilings and budgets positive, retries zero or more."""
+    path = program.source.path
+    agent = program.agent
+    positive: list[tuple[n.Number | None, str]] = [
+        (agent.max_steps.limit if agent.max_steps else None, "max_steps"),
+        (agent.max_errors.limit if agent.max_errors else None, "max_errors"),
+    ]
+    if agent.context:
+        positive.append((agent.context.keep_last, "keep last"))
+        positive.append((agent.context.budget_tokens, "budget"))
+    at_least_zero: list[tuple[n.Number | None, str]] = []
+    for step in program.source.steps:
+        if isinstance(step, n.LlmStep):
+            at_least_zero.append((step.retries, "retries"))
+            yield from _temperature(path, step.temperature)
+        if isinstance(step, n.ToolStep) and step.retry:
+            at_least_zero.append((step.retry.attempts, "retry"))
+    for number, what in positive:
+        yield from _whole(path, number, what, minimum=1)
+    for number, what in at_least_zero:
+        yield from _whole(path, number, what, minimum=0)
+
+
+def _whole(path: str, number: n.Number | None, what: str, minimum: int) -> Iterable[Diagnostic]:
+    if number is None or (number.is_whole and number.value >= minimum):
+        return []
+    kind = "a positive whole number" if minimum == 1 else "a whole number, 0 or more"
+    return [
+        error(
+            "E109",
+            f"`{what}` must be {kind}, not {number.value}",
+            path,
+            number.span,
+            label=f"expected {kind}",
+            help=f"write e.g. `{what} {max(minimum, round(abs(number.value)) or minimum)}`",
+        )
+    ]
+
+
+def _temperature(path: str, number: n.Number | None) -> Iterable[Diagnostic]:
+    if number is None or 0 <= number.value <= 2:
+        return []
+    return [
+        error(
+            "E110",
+            f"temperature {number.value} is outside 0..2",
+            path,
+            number.span,
+            label="out of range",
+            help="use a temperature from 0 (most deterministic) to 2, e.g. `temperature 0.2`",
+        )
+    ]
+
+
+def context_settings(program: Program, _: object) -> Iterator[Diagnostic]:
+    """`format` is xml, yaml or json; `render` names a step or an event kind."""
+    context = program.agent.context
+    if context is None:
+        return
+    path = program.source.path
+    if context.format and context.format.text not in CONTEXT_FORMATS:
+        yield error(
+            "E111",
+            f"unknown context format `{context.format.text}`",
+            path,
+            context.format.span,
+            label="not a format",
+            help=did_you_mean(context.format.text, CONTEXT_FORMATS)
+            or "use one of `xml`, `yaml`, `json`",
+        )
+    renderable = [*program.steps, *EVENT_KINDS]
+    for render in context.renders:
+        if render.event.text not in renderable:
+            yield error(
+                "E112",
+                f"`render {render.event.text}`: no step or event kind is called "
+                f"`{render.event.text}`",
+                path,
+                render.event.span,
+                label="nothing renders under this name",
+                help=did_you_mean(render.event.text, renderable)
+                or "name a step (its events) or an event kind: " + ", ".join(EVENT_KINDS),
+            )
+
+
+def required_settings(program: Program, _: object) -> Iterator[Diagnostic]:
+    """The settings without which a step cannot run: a prompt, a successor, both approval edges."""
+    path = program.source.path
+    for step in program.source.steps:
+        for setting, example in _missing(step, program):
+            yield error(
+                "E114",
+                f"{step.kind} `{step.name.text}` has no `{setting}`",
+                path,
+                step.name.span,
+                label=f"needs `{setting}`",
+                help=f"add `{example}` to its block",
+            )
+
+
+def _missing(step: n.Step, program: Program) -> Iterator[tuple[str, str]]:
+    some_state = program.start
+    match step:
+        case n.LlmStep():
+            if step.prompt is None:
+                yield "prompt", f'prompt "{program.name}/{step.name.text}.j2"'
+        case n.ToolStep() | n.HumanStep():
+            if step.next is None:
+                yield "next", f"next {some_state}"
+        case n.ApprovalStep():
+            if step.on_approved is None:
+                yield "on approved", "on approved -> NEXT_STATE"
+            if step.on_rejected is None:
+                yield "on rejected", f"on rejected -> {some_state}"
+        case n.FinalStep():
+            pass

@@ -1,0 +1,196 @@
+"""E7xx (and E403): templates exist, parse as Jinja2 and read only what they will be given.
+
+- An llm `prompt` reads the variables the runtime provides to prompts (PROMPT_VARIABLES).
+- A context `render` template reads the variables of one rendered event (RENDER_VARIABLES).
+- An `ask` of an approval or human step reads the fields of its incoming value, nested
+  paths included; a step without a declared input has nothing to read (E403).
+
+A template's own names (`{% set %}`, loop variables) are always fine; jinja2's meta
+analysis leaves them out (template_vars.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .. import nodes as n
+from .. import types as t
+from ..diagnostics import Diagnostic, Span, did_you_mean, error
+from ..program import Program, PromptFile
+from ..template_vars import Analysis, VariableUse, analyse
+from .common import type_table
+
+PROMPT_VARIABLES = ("context", "events", "input", "last", "agent", "step")
+"""LANGUAGE.md: what an llm step's prompt template may use."""
+RENDER_VARIABLES = ("event", "kind", "step", "value", "agent")
+"""What a `render` template in the context block is given for the one event it renders."""
+
+Loader = Callable[[str], PromptFile | None]
+
+
+def prompt_templates(program: Program, load_prompt: Loader) -> Iterator[Diagnostic]:
+    for step in program.steps.values():
+        if isinstance(step, n.LlmStep) and step.prompt is not None:
+            found = program.prompts.get(step.name.text) or load_prompt(step.prompt.value)
+            yield from _template_file(
+                program, step.prompt, found, load_prompt, PROMPT_VARIABLES, "prompt"
+            )
+
+
+def render_templates(program: Program, load_prompt: Loader) -> Iterator[Diagnostic]:
+    context = program.agent.context
+    for render in context.renders if context else ():
+        found = load_prompt(render.template.value)
+        yield from _template_file(
+            program, render.template, found, load_prompt, RENDER_VARIABLES, "render template"
+        )
+
+
+def _template_file(
+    program: Program,
+    name: n.Text,
+    found: PromptFile | None,
+    load_prompt: Loader,
+    allowed: tuple[str, ...],
+    what: str,
+) -> Iterator[Diagnostic]:
+    path = program.source.path
+    if found is None:
+        nearby = _files_beside(load_prompt)
+        yield error(
+            "E701",
+            f'{what} "{name.value}" does not exist',
+            path,
+            name.span,
+            label="no such file under the prompts directory",
+            help=did_you_mean(name.value, nearby).replace("`", '"')
+            or f"create it under the prompts directory{_root_text(load_prompt)}, "
+            "or pass `--prompts DIR`",
+        )
+        return
+    analysis = analyse(found.text)
+    if analysis.problem is not None:
+        yield _syntax_error(path, name.span, f'{what} "{name.value}"', analysis)
+        return
+    for use in analysis.uses:
+        if use.path[0] in allowed:
+            continue
+        yield error(
+            "E703",
+            f'{what} "{name.value}" line {use.line} uses `{use.path[0]}`, which it is not given',
+            path,
+            name.span,
+            label=f"`{use.path[0]}` is undefined at line {use.line} of the template",
+            help=did_you_mean(use.path[0], allowed)
+            or "a "
+            + what
+            + " can use "
+            + ", ".join(f"`{v}`" for v in allowed)
+            + (" (the incoming value is `last`)" if what == "prompt" else ""),
+        )
+
+
+def _syntax_error(path: str, span: Span, what: str, analysis: Analysis) -> Diagnostic:
+    assert analysis.problem is not None
+    return error(
+        "E702",
+        f"{what} is not a valid Jinja2 template: {analysis.problem.message} "
+        f"(line {analysis.problem.line} of the template)",
+        path,
+        span,
+        label=f"template error at its line {analysis.problem.line}",
+        help="fix the template syntax; `{{ name }}` prints a value, "
+        "`{% if %}...{% endif %}` and `{% for %}...{% endfor %}` must be closed",
+    )
+
+
+def _root_text(load_prompt: Loader) -> str:
+    root = getattr(load_prompt, "root", None)
+    return f" ({root})" if isinstance(root, Path) else ""
+
+
+def _files_beside(load_prompt: Loader) -> list[str]:
+    """Template names under the loader's folder, when it has one, for suggestions."""
+    root = getattr(load_prompt, "root", None)
+    if not isinstance(root, Path) or not root.is_dir():
+        return []
+    return [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()][:500]
+
+
+# ---- ask templates -------------------------------------------------------------
+
+
+def ask_templates(program: Program, _: object) -> Iterator[Diagnostic]:
+    table = type_table(program)
+    for step in program.steps.values():
+        if isinstance(step, n.ApprovalStep | n.HumanStep) and step.ask is not None:
+            yield from _ask(program, table, step, step.ask)
+
+
+def _ask(
+    program: Program, table: t.TypeTable, step: n.ApprovalStep | n.HumanStep, ask: n.Text
+) -> Iterator[Diagnostic]:
+    path = program.source.path
+    analysis = analyse(ask.value)
+    if analysis.problem is not None:
+        yield _syntax_error(path, ask.span, "this `ask`", analysis)
+        return
+    root = table.named(step.input.text) if step.input else None
+    for use in analysis.uses:
+        span = _span_in_string(program.source_text, ask.span, use)
+        if root is None:
+            yield error(
+                "E403",
+                f"`{'.'.join(use.path)}` is not defined: {step.kind} `{step.name.text}` "
+                "takes no input",
+                path,
+                span,
+                label="nothing to read this from",
+                help=f"declare the input it reads, e.g. `{step.kind} {step.name.text}(TYPE)`, "
+                "or write the text without variables",
+            )
+            continue
+        found = table.lookup_path(root, use.path)
+        if found.ok:
+            continue
+        assert found.failed_at is not None
+        missing = use.path[found.failed_at]
+        owner = found.parent
+        if isinstance(owner, t.Record):
+            choices = ", ".join(f"`{c}`" for c in found.choices) or "none"
+            yield error(
+                "E403",
+                f"`{owner}` has no field `{missing}`",
+                path,
+                span,
+                label=f"`{'.'.join(use.path[: found.failed_at + 1])}` does not exist",
+                help=did_you_mean(missing, found.choices)
+                or f"the fields of `{owner}` are: {choices}",
+            )
+        else:
+            shown = ".".join(use.path[: found.failed_at]) or "the input"
+            yield error(
+                "E403",
+                f"{shown} is a {owner} and has no field `{missing}`",
+                path,
+                span,
+                label="not a field",
+                help=f"a {step.kind} step's `ask` reads the fields of its input type",
+            )
+
+
+def _span_in_string(source_text: str, string: Span, use: VariableUse) -> Span:
+    """Where `use` is written inside a one-line string literal; the whole string otherwise."""
+    lines = source_text.splitlines()
+    if string.line != string.end_line or not 1 <= string.line <= len(lines):
+        return string
+    line = lines[string.line - 1]
+    pattern = r"\s*\.\s*".join(re.escape(p) for p in use.path)
+    match = re.compile(rf"(?<![\w.]){pattern}(?!\w)").search(
+        line, string.column - 1, string.end_column - 1
+    )
+    if match is None:
+        return string
+    return Span(string.line, match.start() + 1, string.line, match.end() + 1)

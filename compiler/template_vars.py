@@ -1,0 +1,85 @@
+"""What a Jinja2 template reads from its context: names, and the attribute paths under them.
+
+`analyse` parses a template with Jinja2's own parser and returns either the syntax
+error (message and line) or every use of a variable the template does not define
+itself, as a path (`commit.sha`) with the line it is on. Names the template binds
+(`{% set %}`, loop variables, macro arguments) are left out by
+`jinja2.meta.find_undeclared_variables`; a path is followed only from a name that is
+bound nowhere in the template, so a loop variable that shadows a field is never
+mistaken for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+
+from jinja2 import Environment, TemplateSyntaxError, meta
+from jinja2 import nodes as j
+
+
+@dataclass(frozen=True, slots=True)
+class VariableUse:
+    path: tuple[str, ...]
+    """`("commit", "sha")` for `{{ commit.sha }}`; only literal attribute and key steps."""
+    line: int
+    """Line inside the template, starting at 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateProblem:
+    message: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    uses: tuple[VariableUse, ...] = ()
+    problem: TemplateProblem | None = None
+
+
+@cache
+def _environment() -> Environment:
+    # Parsing only; autoescape and undefined handling do not change what a template reads.
+    return Environment()
+
+
+def analyse(source: str) -> Analysis:
+    environment = _environment()
+    try:
+        tree = environment.parse(source)
+        free = meta.find_undeclared_variables(tree)
+    except TemplateSyntaxError as exc:
+        return Analysis(problem=TemplateProblem(exc.message or "syntax error", exc.lineno or 1))
+    bound = {node.name for node in tree.find_all(j.Name) if node.ctx != "load"}
+    uses = sorted(
+        {use for use in _uses(tree) if use.path[0] in free},
+        key=lambda u: (u.line, u.path),
+    )
+    # A name bound somewhere (e.g. by `{% set %}` after a first use) is checked by name only.
+    trimmed = [VariableUse(u.path[:1], u.line) if u.path[0] in bound else u for u in uses]
+    return Analysis(uses=tuple(dict.fromkeys(trimmed)))
+
+
+def _uses(node: j.Node) -> Iterator[VariableUse]:
+    path = _path(node)
+    if path is not None:
+        yield VariableUse(path, node.lineno)
+        return
+    for child in node.iter_child_nodes():
+        yield from _uses(child)
+
+
+def _path(node: j.Node) -> tuple[str, ...] | None:
+    """`a.b["c"]` as ("a", "b", "c") when it is a chain rooted at a loaded name."""
+    if isinstance(node, j.Name) and node.ctx == "load":
+        return (node.name,)
+    if isinstance(node, j.Getattr):
+        inner = _path(node.node)
+        return None if inner is None else (*inner, node.attr)
+    if isinstance(node, j.Getitem) and isinstance(node.arg, j.Const):
+        inner = _path(node.node)
+        key = node.arg.value
+        return None if inner is None or not isinstance(key, str) else (*inner, key)
+    return None
