@@ -1,0 +1,156 @@
+"""Lossless JSON for events and states.
+
+An event is stored as one flat JSON object: its `kind`, `step`, `at`, `usage` (when
+known) and its payload fields. Typed values (a pydantic model of the agent's, or the
+built-in `Answer`) are tagged with their type name, `{"type": "DeployBackend", "value":
+{...}}`, so they decode to the same class; plain JSON values (the usual string input)
+are written as they are. `decode(encode(x)) == x` for every event and state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+from pydantic import BaseModel
+
+from .spec import AgentSpec
+from .types import (
+    EVENT_KINDS,
+    KIND_OF_EVENT,
+    Answer,
+    ErrorInfo,
+    Event,
+    State,
+    Usage,
+)
+
+_BUILT_IN_TYPES: dict[str, type[BaseModel]] = {"Answer": Answer}
+_USAGE_FIELDS = tuple(f.name for f in fields(Usage))
+# Payload fields by event class, computed once: encoding is on every step's path.
+_PAYLOAD: dict[type[Event], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls) if f.name not in ("step", "at", "usage"))
+    for cls in EVENT_KINDS.values()
+}
+
+
+class CodecError(ValueError):
+    """Stored JSON that does not decode for this agent (an unknown kind or type name)."""
+
+
+class Codec:
+    """Encodes and decodes one agent's events and states; types are looked up by name."""
+
+    def __init__(self, spec: AgentSpec | None = None) -> None:
+        declared = dict(spec.types) if spec is not None else {}
+        self.types: dict[str, type[BaseModel]] = {**_BUILT_IN_TYPES, **declared}
+        self._names: dict[type[BaseModel], str] = {cls: n for n, cls in self.types.items()}
+
+    # ---- values -------------------------------------------------------------------
+
+    def encode_value(self, value: Any) -> Any:
+        if isinstance(value, BaseModel):
+            name = self._names.get(type(value), type(value).__name__)
+            return {"type": name, "value": value.model_dump(mode="json")}
+        if isinstance(value, dict):
+            # A plain mapping is tagged too, so it cannot be mistaken for a typed value.
+            return {"type": None, "value": value}
+        if isinstance(value, list | tuple):
+            return [self.encode_value(item) for item in value]
+        return value
+
+    def decode_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            name = data.get("type")
+            if name is None:
+                return data["value"]
+            cls = self.types.get(name)
+            if cls is None:
+                raise CodecError(f"unknown type `{name}` (not declared by this agent)")
+            return cls.model_validate(data["value"])
+        if isinstance(data, list):
+            return [self.decode_value(item) for item in data]
+        return data
+
+    # ---- events -------------------------------------------------------------------
+
+    def encode_event(self, event: Event) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": KIND_OF_EVENT[type(event)], "step": event.step}
+        if event.at is not None:
+            data["at"] = event.at
+        if event.usage is not None:
+            data["usage"] = _encode_usage(event.usage)
+        for name in _PAYLOAD[type(event)]:
+            value = getattr(event, name)
+            if isinstance(value, ErrorInfo):
+                data[name] = {"type": value.type, "message": value.message}
+            elif isinstance(value, tuple):
+                data[name] = list(value)  # Notified.channels: plain strings
+            else:
+                data[name] = self.encode_value(value)
+        return data
+
+    def decode_event(self, data: Mapping[str, Any]) -> Event:
+        kind = data.get("kind")
+        cls = EVENT_KINDS.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            raise CodecError(f"unknown event kind {kind!r}")
+        args: dict[str, Any] = {"step": data["step"], "at": data.get("at")}
+        if "usage" in data:
+            args["usage"] = Usage(**data["usage"])
+        for name in _PAYLOAD[cls]:
+            if name not in data:
+                continue  # a field left at its default
+            value = data[name]
+            if name == "error":
+                args[name] = ErrorInfo(value["type"], value["message"])
+            elif name == "channels":
+                args[name] = tuple(value)
+            else:
+                args[name] = self.decode_value(value)
+        return cls(**args)
+
+    def dumps_event(self, event: Event) -> str:
+        return json.dumps(self.encode_event(event), separators=(",", ":"), ensure_ascii=False)
+
+    def loads_event(self, text: str | bytes) -> Event:
+        return self.decode_event(json.loads(text))
+
+    # ---- states -------------------------------------------------------------------
+
+    def encode_state(self, state: State) -> dict[str, Any]:
+        return {
+            "step": state.step,
+            "value": self.encode_value(state.value),
+            "status": state.status,
+            "input": self.encode_value(state.input),
+            "steps": state.steps,
+            "errors": state.errors,
+            "seq": state.seq,
+            "error": None
+            if state.error is None
+            else {"type": state.error.type, "message": state.error.message},
+            "tool_key": state.tool_key,
+            "notified": state.notified,
+        }
+
+    def decode_state(self, data: Mapping[str, Any]) -> State:
+        error = data.get("error")
+        return State(
+            step=data["step"],
+            value=self.decode_value(data["value"]),
+            status=data["status"],
+            input=self.decode_value(data["input"]),
+            steps=data["steps"],
+            errors=data["errors"],
+            seq=data["seq"],
+            error=None if error is None else ErrorInfo(error["type"], error["message"]),
+            tool_key=data.get("tool_key"),
+            notified=data.get("notified", False),
+        )
+
+
+def _encode_usage(usage: Usage) -> dict[str, Any]:
+    return {n: v for n in _USAGE_FIELDS if (v := getattr(usage, n)) is not None}

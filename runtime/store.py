@@ -1,0 +1,307 @@
+"""Where threads live: an append-only event log per thread, behind a small interface.
+
+Every store keeps the same promise: `append(thread_id, expected_seq, events, ...)` adds
+the events atomically, and only if the thread holds exactly `expected_seq` events;
+otherwise it raises `Conflict` and adds nothing. That single check is what makes two
+resumes of one thread safe (optimistic concurrency): whoever appends second learns that
+the thread moved on and must reload. A PostgreSQL store implements the same five
+methods with `SELECT ... FOR UPDATE` on the thread row, or a unique (thread, seq) key.
+
+Stores also keep a small row per thread (agent, status, step, times) so that listing
+threads never replays a log.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from .codec import Codec
+from .types import Event, Status
+
+
+class Conflict(Exception):
+    """The thread moved on since it was loaded: another process appended first."""
+
+    def __init__(self, thread_id: str, expected_seq: int, actual_seq: int) -> None:
+        super().__init__(
+            f"thread {thread_id} changed while this process worked on it: expected "
+            f"{expected_seq} events, found {actual_seq} (another process resumed it first; "
+            "reload it and try again)"
+        )
+        self.thread_id = thread_id
+        self.expected_seq = expected_seq
+        self.actual_seq = actual_seq
+
+
+class ThreadNotFound(LookupError):
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"no thread {thread_id!r} in this store")
+        self.thread_id = thread_id
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    """A thread as a listing shows it; updated with every append."""
+
+    id: str
+    agent: str
+    """The agent's name."""
+    origin: str
+    """How to load the agent again: a `.agent` file's path or a module name."""
+    status: Status
+    step: str
+    seq: int
+    """How many events the thread holds."""
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What an append changes in the thread's listing row: the state after the events."""
+
+    status: Status
+    step: str
+
+
+class EventStore(Protocol):
+    def create(self, info: ThreadInfo, events: Sequence[Event], codec: Codec) -> None:
+        """Store a new thread with its first events (`info.seq == len(events)`)."""
+
+    def append(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        codec: Codec,
+        head: Head,
+    ) -> None:
+        """Add events atomically if the thread holds `expected_seq` events, else `Conflict`."""
+
+    def load(self, thread_id: str, codec: Codec) -> list[Event]:
+        """Every event of the thread, in order."""
+
+    def info(self, thread_id: str) -> ThreadInfo: ...
+
+    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
+        """Threads, most recently updated first."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+# ---- in memory -------------------------------------------------------------------------
+
+
+class MemoryStore:
+    """Threads in a dict, events kept as the immutable objects they are. For tests and
+    short-lived processes; nothing survives the process."""
+
+    def __init__(self) -> None:
+        self._infos: dict[str, ThreadInfo] = {}
+        self._events: dict[str, list[Event]] = {}
+        self._lock = threading.Lock()
+
+    def create(self, info: ThreadInfo, events: Sequence[Event], codec: Codec) -> None:
+        with self._lock:
+            if info.id in self._infos:
+                raise Conflict(info.id, 0, self._infos[info.id].seq)
+            self._infos[info.id] = info
+            self._events[info.id] = list(events)
+
+    def append(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        codec: Codec,
+        head: Head,
+    ) -> None:
+        with self._lock:
+            log = self._log(thread_id)
+            if len(log) != expected_seq:
+                raise Conflict(thread_id, expected_seq, len(log))
+            log.extend(events)
+            info = self._infos[thread_id]
+            at = events[-1].at if events and events[-1].at else now_iso()
+            self._infos[thread_id] = replace(
+                info, status=head.status, step=head.step, seq=len(log), updated_at=at
+            )
+
+    def load(self, thread_id: str, codec: Codec) -> list[Event]:
+        with self._lock:
+            return list(self._log(thread_id))
+
+    def info(self, thread_id: str) -> ThreadInfo:
+        with self._lock:
+            self._log(thread_id)
+            return self._infos[thread_id]
+
+    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
+        with self._lock:
+            found = [i for i in self._infos.values() if status is None or i.status == status]
+        return sorted(found, key=lambda i: i.updated_at, reverse=True)
+
+    def _log(self, thread_id: str) -> list[Event]:
+        log = self._events.get(thread_id)
+        if log is None:
+            raise ThreadNotFound(thread_id)
+        return log
+
+
+# ---- SQLite ------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS threads (
+    num        INTEGER PRIMARY KEY,
+    id         TEXT NOT NULL UNIQUE,
+    agent      TEXT NOT NULL,
+    origin     TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    step       TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS threads_by_update ON threads (updated_at);
+-- One row per event; `thread` is threads.num, so a long thread id is not repeated.
+CREATE TABLE IF NOT EXISTS events (
+    thread INTEGER NOT NULL,
+    seq    INTEGER NOT NULL,
+    body   TEXT NOT NULL,
+    PRIMARY KEY (thread, seq)
+) WITHOUT ROWID;
+"""
+
+_INFO_COLUMNS = "id, agent, origin, status, step, seq, created_at, updated_at"
+
+
+class SqliteStore:
+    """One SQLite file in WAL mode with `synchronous=FULL`: an append has reached the
+    disk when `append` returns, and readers never block the writer.
+
+    Safe to share between threads of one process (calls are serialized) and between
+    processes (each append is one `BEGIN IMMEDIATE` transaction that checks the
+    sequence number first). Open a new store in each process; do not carry one across
+    `fork`.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
+        self.path = Path(path)
+        if self.path.parent != Path(""):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
+        # exactly what the code shows.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def create(self, info: ThreadInfo, events: Sequence[Event], codec: Codec) -> None:
+        bodies = [codec.dumps_event(e) for e in events]
+        with self._lock, self._transaction():
+            try:
+                cursor = self._db.execute(
+                    f"INSERT INTO threads ({_INFO_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    _info_row(info),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(info.id, 0, -1) from None
+            self._insert_events(cursor.lastrowid or 0, 0, bodies)
+
+    def append(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        codec: Codec,
+        head: Head,
+    ) -> None:
+        bodies = [codec.dumps_event(e) for e in events]
+        at = events[-1].at if events and events[-1].at else now_iso()
+        with self._lock, self._transaction():
+            num, seq = self._position(thread_id)
+            if seq != expected_seq:
+                raise Conflict(thread_id, expected_seq, seq)
+            self._insert_events(num, seq, bodies)
+            self._db.execute(
+                "UPDATE threads SET status = ?, step = ?, seq = ?, updated_at = ? WHERE num = ?",
+                (head.status, head.step, seq + len(bodies), at, num),
+            )
+
+    def load(self, thread_id: str, codec: Codec) -> list[Event]:
+        with self._lock:
+            num, _ = self._position(thread_id)
+            rows = self._db.execute(
+                "SELECT body FROM events WHERE thread = ? ORDER BY seq", (num,)
+            ).fetchall()
+        return [codec.loads_event(body) for (body,) in rows]
+
+    def info(self, thread_id: str) -> ThreadInfo:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_INFO_COLUMNS} FROM threads WHERE id = ?", (thread_id,)
+            ).fetchone()
+        if row is None:
+            raise ThreadNotFound(thread_id)
+        return ThreadInfo(*row)
+
+    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
+        query = f"SELECT {_INFO_COLUMNS} FROM threads"
+        params: tuple[str, ...] = ()
+        if status is not None:
+            query, params = query + " WHERE status = ?", (status,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY updated_at DESC", params).fetchall()
+        return [ThreadInfo(*row) for row in rows]
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def _position(self, thread_id: str) -> tuple[int, int]:
+        row = self._db.execute("SELECT num, seq FROM threads WHERE id = ?", (thread_id,)).fetchone()
+        if row is None:
+            raise ThreadNotFound(thread_id)
+        return int(row[0]), int(row[1])
+
+    def _insert_events(self, num: int, after_seq: int, bodies: Sequence[str]) -> None:
+        self._db.executemany(
+            "INSERT INTO events (thread, seq, body) VALUES (?, ?, ?)",
+            [(num, after_seq + i, body) for i, body in enumerate(bodies, start=1)],
+        )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+def _info_row(info: ThreadInfo) -> tuple[str | int, ...]:
+    return tuple(getattr(info, name) for name in _INFO_COLUMNS.split(", "))
+
+
+class _Transaction:
+    """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` on any exception.
+
+    IMMEDIATE takes the write lock before the sequence check, so no other process can
+    append between the check and the insert.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")

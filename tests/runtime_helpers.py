@@ -1,0 +1,58 @@
+"""Shared pieces of the runtime tests: a scripted model, a recording notifier, agents."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from twelvefold.runtime.model import ModelReply, ModelRequest
+from twelvefold.runtime.types import Usage
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+FIXTURES = Path(__file__).resolve().parent / "runtime_fixtures"
+
+
+class ScriptedModel:
+    """Answers each call with the next output: a dict `{"type": Name, ...fields}`, a
+    model instance, or a function of the request (which survives a process restart,
+    unlike a position in a list)."""
+
+    def __init__(self, outputs: Sequence[Any] | Callable[[ModelRequest], Any]) -> None:
+        self.outputs = outputs if callable(outputs) else list(outputs)
+        self.requests: list[ModelRequest] = []
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        self.requests.append(request)
+        if callable(self.outputs):
+            output = self.outputs(request)
+        else:
+            if not self.outputs:
+                raise AssertionError(f"the script has no output left for `{request.action.step}`")
+            output = self.outputs.pop(0)
+        return ModelReply(as_output(request, output), Usage(input_tokens=10, output_tokens=5))
+
+
+def as_output(request: ModelRequest, output: Any) -> BaseModel:
+    if isinstance(output, BaseModel):
+        return output
+    fields = dict(output)
+    name = fields.pop("type")
+    (cls,) = [t for t in request.action.outputs if t.__name__ == name]
+    return cls.model_validate(fields)
+
+
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.notices: list[Any] = []
+
+    async def notify(self, notice: Any) -> list[str]:
+        self.notices.append(notice)
+        return ["test"]
+
+
+def no_messages(*_: Any) -> list[dict[str, str]]:
+    return []
