@@ -81,6 +81,8 @@ def _node_label(view: GraphView, node: NodeView) -> str:
         lines.append(_escape(f"🔒 requires approval{condition}"))
     if node.unlocks:
         lines.append(_escape(f"🔑 unlocks {', '.join(node.unlocks)}"))
+    if node.escalation:
+        lines.append(_escape(f"escalation: {node.escalation}"))
     if not node.reachable:
         lines.append("<i>unreachable</i>")
     if view.traced:

@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-COMMAND_MODULES = ["build"]
+COMMAND_MODULES = ["build", "graph"]
 
 
 def register_all(cli: click.Group) -> None:

@@ -1,0 +1,198 @@
+"""`twelvefold graph`: draw an agent, and optionally where one of its threads went."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from twelvefold.compiler import Compilation, compile_file
+from twelvefold.compiler.diagnostics import render_all, summary
+from twelvefold.compiler.render import (
+    GraphvizFailed,
+    GraphvizMissing,
+    Trace,
+    graph_view,
+    overlay,
+    render_image,
+    to_dot,
+    to_mermaid,
+)
+from twelvefold.runtime.types import Event
+
+FORMATS = ("mermaid", "dot", "svg", "png")
+SUFFIXES = {".mmd": "mermaid", ".mermaid": "mermaid", ".dot": "dot", ".gv": "dot"}
+SUFFIXES |= {".svg": "svg", ".png": "png"}
+DEFAULT_DB = Path(".twelvefold") / "threads.db"
+
+
+@click.command()
+@click.argument("agent", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(FORMATS),
+    help="Picture format (default: from the -o suffix, else mermaid).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write; text formats print to stdout without it.",
+)
+@click.option("--thread", "thread_id", help="Overlay this thread's path (from the store).")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_DB,
+    show_default=True,
+    help="The SQLite store that holds --thread.",
+)
+@click.option(
+    "--events",
+    "events_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Overlay the path of an event log: a JSON list of events in the store's format.",
+)
+@click.option(
+    "--prompts",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder that prompt paths resolve under (default: the nearest prompts/).",
+)
+def graph(
+    agent: Path,
+    output_format: str | None,
+    output: Path | None,
+    thread_id: str | None,
+    db: Path,
+    events_file: Path | None,
+    prompts: Path | None,
+) -> None:
+    """Draw AGENT's states and transitions as Mermaid, DOT, SVG or PNG.
+
+    With --thread or --events, the picture also shows where that thread went: the
+    states and edges it visited (with counts), where errors happened, and the state
+    it is at now.
+    """
+    if thread_id is not None and events_file is not None:
+        raise click.UsageError("give --thread or --events, not both")
+    chosen = output_format or _format_from_suffix(output) or "mermaid"
+    if chosen == "png" and output is None and sys.stdout.isatty():
+        raise click.UsageError("a PNG cannot go to a terminal; give -o FILE.png")
+
+    compilation = compile_file(agent, prompts_dir=prompts, generate_code=False)
+    _report(compilation)
+    if not compilation.ok or compilation.program is None:
+        sys.exit(1)
+    program = compilation.program
+
+    trace: Trace | None = None
+    if thread_id is not None or events_file is not None:
+        events, state = _load_thread(agent, prompts, thread_id, db, events_file)
+        trace = overlay(program, events, state)
+        for source, target in trace.unexplained:
+            click.echo(
+                f"warning: the thread moved from `{source}` to `{target}`, "
+                "which this agent has no edge for (was the agent changed?)",
+                err=True,
+            )
+
+    view = graph_view(program, trace)
+    try:
+        picture: str | bytes = (
+            to_mermaid(view)
+            if chosen == "mermaid"
+            else to_dot(view)
+            if chosen == "dot"
+            else render_image(to_dot(view), "svg" if chosen == "svg" else "png")
+        )
+    except GraphvizMissing as missing:
+        click.echo(f"error: {missing}", err=True)
+        sys.exit(1)
+    except GraphvizFailed as failed:  # pragma: no cover - a bug in our DOT output
+        click.echo(f"error: this is a bug in twelvefold: {failed}", err=True)
+        sys.exit(1)
+    _write(picture, output)
+
+
+def _format_from_suffix(output: Path | None) -> str | None:
+    return SUFFIXES.get(output.suffix.lower()) if output is not None else None
+
+
+def _report(compilation: Compilation) -> None:
+    if compilation.diagnostics:
+        sources = {compilation.path: compilation.source_text}
+        click.echo(render_all(compilation.diagnostics, sources), err=True)
+        click.echo(f"\n{summary(compilation.diagnostics)}", err=True)
+
+
+def _load_thread(
+    agent: Path,
+    prompts: Path | None,
+    thread_id: str | None,
+    db: Path,
+    events_file: Path | None,
+) -> tuple[Sequence[Event], Any]:
+    """The thread's events and `replay(events)` by the agent's generated reducer."""
+    from twelvefold.runtime.codec import CodecError
+    from twelvefold.runtime.loading import AgentLoadError, load_agent
+    from twelvefold.runtime.store import SqliteStore, ThreadNotFound
+    from twelvefold.runtime.types import IllegalEvent
+
+    try:
+        loaded = load_agent(agent, prompts_dir=prompts)
+    except AgentLoadError as failed:
+        click.echo(f"error: {failed}", err=True)
+        sys.exit(1)
+    try:
+        if events_file is not None:
+            data = json.loads(events_file.read_text(encoding="utf-8"))
+            if not isinstance(data, list):
+                raise click.BadParameter("must hold a JSON list of events", param_hint="--events")
+            events = [loaded.codec.decode_event(item) for item in data]
+        else:
+            if not db.is_file():
+                click.echo(f"error: no thread store at {db} (give --db PATH)", err=True)
+                sys.exit(1)
+            store = SqliteStore(db)
+            try:
+                events = store.load(str(thread_id), loaded.codec)
+            finally:
+                store.close()
+    except (CodecError, ValueError, KeyError) as bad:
+        click.echo(f"error: the event log does not decode for this agent: {bad}", err=True)
+        sys.exit(1)
+    except ThreadNotFound as missing:
+        click.echo(f"error: {missing}", err=True)
+        sys.exit(1)
+    if not events:
+        return events, None
+    try:
+        return events, loaded.module.replay(events)
+    except IllegalEvent as illegal:
+        click.echo(
+            f"warning: the reducer rejects this log ({illegal}); drawing it as logged", err=True
+        )
+        return events, None
+
+
+def _write(picture: str | bytes, output: Path | None) -> None:
+    if output is not None:
+        if isinstance(picture, str):
+            output.write_text(picture, encoding="utf-8")
+        else:
+            output.write_bytes(picture)
+        click.echo(f"wrote {output}", err=True)
+    elif isinstance(picture, str):
+        click.echo(picture, nl=False)
+    else:
+        sys.stdout.buffer.write(picture)
+        sys.stdout.flush()
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(graph)
