@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .spec import AgentSpec
 from .types import CallModel, ErrorInfo, Usage
@@ -78,8 +78,9 @@ class ResponseShape:
     """The discriminator field, or None when the step has a single output type."""
 
     def unwrap(self, parsed: BaseModel) -> BaseModel:
+        """The declared class's own instance (instructor and the tag use look-alike classes)."""
         if self.tag is None:
-            return parsed
+            return self.outputs[0].model_validate(parsed.model_dump())
         choice: BaseModel = parsed.choice  # type: ignore[attr-defined]
         declared = next(t for t in self.outputs if t.__name__ == getattr(choice, self.tag))
         return declared.model_validate(choice.model_dump(exclude={self.tag}))
@@ -91,7 +92,7 @@ def response_shape(step: str, outputs: tuple[type[BaseModel], ...]) -> ResponseS
     if not outputs:
         raise ValueError(f"llm step `{step}` declares no output types")
     if len(outputs) == 1:
-        return ResponseShape(outputs[0], outputs, None)
+        return ResponseShape(_strict_copy(outputs[0], tag=None), outputs, None)
     used = {name for t in outputs for name in t.model_fields}
     tag = next((n for n in DISCRIMINATOR_NAMES if n not in used), None)
     if tag is None:  # pragma: no cover - every candidate is a field of some output type
@@ -108,16 +109,20 @@ def response_shape(step: str, outputs: tuple[type[BaseModel], ...]) -> ResponseS
 
 
 def _tagged(declared: type[BaseModel], tag: str) -> type[BaseModel]:
-    """`declared`'s fields after a constant tag naming it; extra keys are refused."""
-    fields: dict[str, Any] = {tag: (Literal[declared.__name__], ...)}
+    return _strict_copy(declared, tag)
+
+
+def _strict_copy(declared: type[BaseModel], tag: str | None) -> type[BaseModel]:
+    """`declared`'s fields, after a constant `tag` field naming it; extra keys are refused."""
+    fields: dict[str, Any] = {tag: (Literal[declared.__name__], ...)} if tag else {}
     fields.update({name: (f.annotation, f) for name, f in declared.model_fields.items()})
-    tagged: type[BaseModel] = create_model(
+    copy: type[BaseModel] = create_model(
         declared.__name__,
         __config__=ConfigDict(extra="forbid"),
         __doc__=declared.__doc__,
         **fields,
     )
-    return tagged
+    return copy
 
 
 def resolve_model_name(override: str | None, action: CallModel) -> str:
@@ -135,6 +140,7 @@ class OpenAIModel:
     content, for endpoints without tool calling (instructor then adds a system paragraph with
     the schema: `twelvefold prompt --mode json` shows it). A malformed output is re-asked with
     the validation error `action.retries` times, then the call fails with `ModelError`.
+    `transport_retries` is the openai client's own retrying of connection errors, 429 and 5xx.
     """
 
     def __init__(
@@ -143,8 +149,11 @@ class OpenAIModel:
         base_url: str | None = None,
         api_key: str | None = None,
         mode: ModelMode = "tools",
+        *,
+        transport_retries: int = 2,
     ) -> None:
         self.model = model
+        self.transport_retries = transport_retries
         self.base_url = base_url
         self.api_key = api_key
         self.mode: ModelMode = mode
@@ -152,7 +161,9 @@ class OpenAIModel:
 
     def _instructor(self) -> Any:
         if self._client is None:
-            self._client = _make_client(self.base_url, self.api_key, self.mode)
+            self._client = _make_client(
+                self.base_url, self.api_key, self.mode, self.transport_retries
+            )
         return self._client
 
     def request_arguments(self, request: ModelRequest) -> dict[str, Any]:
@@ -162,8 +173,8 @@ class OpenAIModel:
             "model": resolve_model_name(self.model, request.action),
             "messages": [dict(m) for m in request.messages],
             "response_model": shape.model,
-            # instructor counts attempts; `retries N` means N re-asks after the first try.
-            "max_retries": request.action.retries + 1,
+            # `retries N`: N re-asks after the first try, as instructor counts them.
+            "max_retries": request.action.retries,
         }
         if request.action.temperature is not None:
             arguments["temperature"] = request.action.temperature
@@ -182,14 +193,19 @@ class OpenAIModel:
                 **arguments
             )
         except InstructorRetryException as exc:
+            # instructor re-asks only on invalid output; an API error ends the call at once.
+            if isinstance(exc.__cause__, OpenAIError):
+                raise ModelError(_api_error(exc.__cause__)) from exc
             raise ModelError(_invalid_output(request.action, exc)) from exc
         except OpenAIError as exc:
-            raise ModelError(ErrorInfo(type(exc).__name__, _first_line(str(exc)))) from exc
+            raise ModelError(_api_error(exc)) from exc
         latency_ms = (time.perf_counter() - started) * 1000
         return ModelReply(shape.unwrap(parsed), _usage(completion, latency_ms))
 
 
-def _make_client(base_url: str | None, api_key: str | None, mode: ModelMode) -> Any:
+def _make_client(
+    base_url: str | None, api_key: str | None, mode: ModelMode, transport_retries: int
+) -> Any:
     import instructor
     from openai import AsyncOpenAI
 
@@ -197,6 +213,8 @@ def _make_client(base_url: str | None, api_key: str | None, mode: ModelMode) -> 
         base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
         # A local endpoint needs no key; the openai client insists on one.
         api_key=api_key or os.environ.get("OPENAI_API_KEY") or "unset",
+        # Connection errors, 429 and 5xx are retried by the openai client with backoff.
+        max_retries=transport_retries,
     )
     return instructor.from_openai(
         client, mode=instructor.Mode.TOOLS if mode == "tools" else instructor.Mode.JSON
@@ -212,20 +230,27 @@ def _usage(completion: Any, latency_ms: float) -> Usage:
     )
 
 
-def _invalid_output(action: CallModel, exc: Any) -> ErrorInfo:
+def _invalid_output(action: CallModel, exc: Exception) -> ErrorInfo:
     attempts = getattr(exc, "n_attempts", action.retries + 1)
     cause = exc.__cause__ or exc
-    detail = _first_lines(str(cause), 6)
+    if isinstance(cause, ValidationError):
+        problems = [
+            f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in cause.errors()[:5]
+        ]
+        detail = "; ".join(problems)
+    else:
+        detail = _first_line(str(cause))
     return ErrorInfo(
         "InvalidOutput",
         f"no valid output for `{action.step}` after {attempts} attempt(s): {detail}",
     )
 
 
+def _api_error(exc: Exception) -> ErrorInfo:
+    body = getattr(exc, "body", None)
+    message = body.get("message") if isinstance(body, dict) else None
+    return ErrorInfo(type(exc).__name__, _first_line(str(message or exc)))
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
-
-
-def _first_lines(text: str, n: int) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return "; ".join(line.strip() for line in lines[:n])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.openai_server import openai_server  # noqa: F401  (a fixture)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

@@ -1,0 +1,176 @@
+"""A scripted OpenAI-compatible chat-completions server on loopback, for tests.
+
+Tests talk to it through the real openai + instructor client. Replies are scripted in
+advance (`reply_tool`, `reply_json`, `reply_error`) and served in order; when the script is
+empty, `responder` (a function of the request body) answers, else the server answers 500 and
+says the script ran out. Every request body is kept in `requests`, so a test can assert what
+the model was sent: messages, tools, the validation error fed back on a retry.
+
+    with ScriptedOpenAI() as server:
+        server.reply_tool({"choice": {"type": "Add", "a": 1, "b": 2}})
+        model = OpenAIModel(base_url=server.base_url, api_key="test")
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer: a tool call, JSON (or any) content, or an HTTP error."""
+
+    arguments: Any = None
+    """Tool-call arguments (a dict is JSON-encoded; a string is sent as is, even if broken)."""
+    content: str | None = None
+    tool_name: str | None = None
+    """Defaults to the function the request forces with `tool_choice`."""
+    status: int = 200
+    error: str | None = None
+    usage: tuple[int, int] = (11, 7)
+    """(prompt_tokens, completion_tokens)."""
+
+
+Responder = Callable[[dict[str, Any]], Reply]
+
+
+@dataclass
+class ScriptedOpenAI:
+    """The server; use as a context manager (or the `openai_server` fixture)."""
+
+    script: deque[Reply] = field(default_factory=deque)
+    responder: Responder | None = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ---- scripting --------------------------------------------------------------------
+
+    def reply_tool(
+        self, arguments: Any, *, name: str | None = None, usage: tuple[int, int] = (11, 7)
+    ) -> None:
+        self.script.append(Reply(arguments=arguments, tool_name=name, usage=usage))
+
+    def reply_json(self, content: Any, *, usage: tuple[int, int] = (11, 7)) -> None:
+        text = content if isinstance(content, str) else json.dumps(content)
+        self.script.append(Reply(content=text, usage=usage))
+
+    def reply_error(self, status: int, message: str) -> None:
+        self.script.append(Reply(status=status, error=message))
+
+    # ---- serving ----------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "the server is not running"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    def start(self) -> ScriptedOpenAI:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="scripted-openai", daemon=True).start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> ScriptedOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.requests.append(body)
+            reply = self.script.popleft() if self.script else None
+        if reply is None and self.responder is not None:
+            reply = self.responder(body)
+        if reply is None:
+            return 500, _error_body("the scripted server has no reply left for this request")
+        if reply.status != 200:
+            return reply.status, _error_body(reply.error or "scripted error")
+        return 200, completion(body, reply, n=len(self.requests))
+
+
+def completion(request: dict[str, Any], reply: Reply, n: int) -> dict[str, Any]:
+    """A chat.completion object as the OpenAI API returns it."""
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    finish_reason = "stop"
+    if reply.arguments is not None:
+        arguments = reply.arguments
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        forced = request.get("tool_choice")
+        name = reply.tool_name or (
+            forced["function"]["name"] if isinstance(forced, dict) else "unknown"
+        )
+        message["tool_calls"] = [
+            {
+                "id": f"call_{n}",
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
+        ]
+        finish_reason = "tool_calls"
+    prompt_tokens, completion_tokens = reply.usage
+    return {
+        "id": f"chatcmpl-{n}",
+        "object": "chat.completion",
+        "created": 1_700_000_000 + n,
+        "model": request.get("model", "scripted"),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def _error_body(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "scripted_error", "code": None}}
+
+
+def _handler_for(server: ScriptedOpenAI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if not self.path.rstrip("/").endswith("/chat/completions"):
+                status, payload = 404, _error_body(f"no route {self.path}")
+            else:
+                status, payload = server.answer(body)
+            data = json.dumps(payload).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet: pytest shows the requests through `server.requests`
+
+    return Handler
+
+
+@pytest.fixture
+def openai_server() -> Iterator[ScriptedOpenAI]:
+    """A running scripted server; stopped after the test."""
+    with ScriptedOpenAI() as server:
+        yield server

@@ -1,0 +1,269 @@
+"""OpenAIModel through the real openai + instructor client against a scripted server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel, Field
+
+from tests.support.openai_server import ScriptedOpenAI
+from twelvefold.runtime import AgentSpec, CallModel, StateSpec
+from twelvefold.runtime.model import (
+    DEFAULT_MODEL,
+    ModelError,
+    ModelReply,
+    ModelRequest,
+    OpenAIModel,
+    resolve_model_name,
+    response_shape,
+)
+
+
+class Add(BaseModel):
+    """Add two numbers."""
+
+    a: float
+    b: float
+
+
+class Subtract(BaseModel):
+    """Subtract b from a."""
+
+    a: float
+    b: float
+
+
+class DeployBackend(BaseModel):
+    """Deploy one tagged backend build."""
+
+    tag: str = Field(description="an existing git tag")
+    env: Literal["staging", "production"]
+
+
+class ListGitTags(BaseModel):
+    """List the git tags that can be deployed."""
+
+
+AGENT = AgentSpec(
+    name="calc",
+    description=None,
+    source="calc.agent",
+    start="decide",
+    input_type=str,
+    types={"Add": Add, "Subtract": Subtract},
+    states={"decide": StateSpec(kind="llm", line=1, outputs=("Add", "Subtract"))},
+    edges=(),
+)
+
+
+def request(
+    *outputs: type[BaseModel], retries: int = 0, model: str | None = None, seq: int = 1
+) -> ModelRequest:
+    action = CallModel(
+        step="decide",
+        value="x",
+        outputs=outputs or (Add, Subtract),
+        prompt="calc/decide.j2",
+        model=model,
+        retries=retries,
+    )
+    messages = [
+        {"role": "system", "content": "You are a calculator."},
+        {"role": "user", "content": "<user_input>add 1 and 2</user_input>"},
+    ]
+    return ModelRequest(AGENT, action, messages, thread_id="t1", seq=seq)
+
+
+def complete(model: OpenAIModel, req: ModelRequest) -> ModelReply:
+    return asyncio.run(model.complete(req))
+
+
+def client(server: ScriptedOpenAI, mode: Literal["tools", "json"] = "tools") -> OpenAIModel:
+    return OpenAIModel(
+        model="test-model", base_url=server.base_url, api_key="k", mode=mode, transport_retries=0
+    )
+
+
+def test_a_valid_tool_call_becomes_the_declared_type(openai_server: ScriptedOpenAI) -> None:
+    openai_server.reply_tool({"choice": {"type": "Subtract", "a": 5, "b": 3}}, usage=(120, 9))
+    reply = complete(client(openai_server), request())
+    assert type(reply.output) is Subtract
+    assert reply.output == Subtract(a=5, b=3)
+    assert reply.usage.input_tokens == 120
+    assert reply.usage.output_tokens == 9
+    assert reply.usage.latency_ms is not None and reply.usage.latency_ms >= 0
+
+    (sent,) = openai_server.requests
+    assert sent["model"] == "test-model"
+    assert sent["messages"] == request().messages  # exactly the rendered messages, nothing added
+    (tool,) = sent["tools"]
+    assert tool["function"]["name"] == "decide"
+    assert tool["function"]["description"] == "Add | Subtract"
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "decide"}}
+    choice = tool["function"]["parameters"]["properties"]["choice"]
+    assert choice["discriminator"]["propertyName"] == "type"
+    defs = tool["function"]["parameters"]["$defs"]
+    assert defs["Add"]["description"] == "Add two numbers."
+    assert defs["Add"]["properties"]["type"]["const"] == "Add"
+
+
+def test_a_single_output_type_is_asked_for_directly(openai_server: ScriptedOpenAI) -> None:
+    openai_server.reply_tool({"tag": "v1.2.3", "env": "staging"})
+    reply = complete(client(openai_server), request(DeployBackend))
+    assert reply.output == DeployBackend(tag="v1.2.3", env="staging")
+    function = openai_server.requests[0]["tools"][0]["function"]
+    assert function["name"] == "DeployBackend"
+    assert function["description"] == "Deploy one tagged backend build."
+    assert function["parameters"]["properties"]["tag"]["description"] == "an existing git tag"
+
+
+def test_an_empty_type_is_a_valid_choice(openai_server: ScriptedOpenAI) -> None:
+    openai_server.reply_tool({"choice": {"type": "ListGitTags"}})
+    reply = complete(client(openai_server), request(ListGitTags, DeployBackend))
+    assert reply.output == ListGitTags()
+
+
+def test_a_malformed_output_is_re_asked_with_the_validation_error(
+    openai_server: ScriptedOpenAI,
+) -> None:
+    openai_server.reply_tool({"choice": {"type": "Add", "a": "one", "b": 2}})
+    openai_server.reply_tool({"choice": {"type": "Add", "a": 1, "b": 2}})
+    reply = complete(client(openai_server), request(retries=1))
+    assert reply.output == Add(a=1, b=2)
+
+    first, second = openai_server.requests
+    assert len(second["messages"]) > len(first["messages"])
+    fed_back = json.dumps(second["messages"][len(first["messages"]) :])
+    assert "choice.Add.a" in fed_back  # the failing field, as pydantic names it
+    assert "valid number" in fed_back
+
+
+def test_same_fields_of_another_type_are_not_mistaken(openai_server: ScriptedOpenAI) -> None:
+    # Add and Subtract have the same fields; only the tag tells them apart, and a wrong or
+    # missing tag is a validation error, not a silent guess.
+    openai_server.reply_tool({"choice": {"a": 1, "b": 2}})
+    openai_server.reply_tool({"choice": {"type": "Add", "a": 1, "b": 2, "c": 3}})
+    with pytest.raises(ModelError) as raised:
+        complete(client(openai_server), request(retries=1))
+    assert raised.value.error.type == "InvalidOutput"
+    assert len(openai_server.requests) == 2
+
+
+def test_still_invalid_after_the_retries_is_a_model_error(openai_server: ScriptedOpenAI) -> None:
+    for _ in range(3):
+        openai_server.reply_tool({"choice": {"type": "Multiply", "a": 1, "b": 2}})
+    with pytest.raises(ModelError) as raised:
+        complete(client(openai_server), request(retries=2))
+    error = raised.value.error
+    assert error.type == "InvalidOutput"
+    assert "`decide`" in error.message and "3 attempt" in error.message
+    assert "'Multiply'" in error.message  # what was wrong, in pydantic's words
+    assert "\n" not in str(error)  # compact: it goes into the context window as one line
+    assert len(openai_server.requests) == 3  # the first try and two re-asks, no more
+
+
+def test_no_retries_means_one_attempt(openai_server: ScriptedOpenAI) -> None:
+    openai_server.reply_tool("{not json")
+    openai_server.reply_tool({"choice": {"type": "Add", "a": 1, "b": 2}})
+    with pytest.raises(ModelError):
+        complete(client(openai_server), request(retries=0))
+    assert len(openai_server.requests) == 1
+
+
+def test_an_unreachable_endpoint_is_a_model_error() -> None:
+    with ScriptedOpenAI() as server:
+        base_url = server.base_url
+    model = OpenAIModel(model="m", base_url=base_url, api_key="k", transport_retries=0)
+    with pytest.raises(ModelError) as raised:
+        complete(model, request())
+    assert raised.value.error.type == "APIConnectionError"
+
+
+def test_a_server_error_is_a_model_error(openai_server: ScriptedOpenAI) -> None:
+    openai_server.reply_error(400, "model `nope` does not exist")
+    with pytest.raises(ModelError) as raised:
+        complete(client(openai_server), request())
+    assert raised.value.error.type == "BadRequestError"
+    assert "does not exist" in raised.value.error.message
+
+
+def test_json_mode_asks_for_json_content(openai_server: ScriptedOpenAI) -> None:
+    openai_server.reply_json({"choice": {"type": "Add", "a": 2, "b": 40}}, usage=(50, 5))
+    reply = complete(client(openai_server, mode="json"), request())
+    assert reply.output == Add(a=2, b=40)
+    assert reply.usage.input_tokens == 50
+    (sent,) = openai_server.requests
+    assert "tools" not in sent
+    assert sent["response_format"] == {"type": "json_object"}
+    # instructor states the schema in the system message; `twelvefold prompt` shows it.
+    assert '"discriminator"' in sent["messages"][0]["content"]
+
+
+def test_json_mode_re_asks_too(openai_server: ScriptedOpenAI) -> None:
+    openai_server.reply_json("this is not json")
+    openai_server.reply_json({"choice": {"type": "Add", "a": 2, "b": 40}})
+    reply = complete(client(openai_server, mode="json"), request(retries=1))
+    assert reply.output == Add(a=2, b=40)
+    assert len(openai_server.requests) == 2
+
+
+def test_model_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    action = request(model="from-step").action
+    monkeypatch.setenv("OPENAI_MODEL", "from-env")
+    assert resolve_model_name("from-flag", action) == "from-flag"
+    assert resolve_model_name(None, action) == "from-step"
+    assert resolve_model_name(None, request().action) == "from-env"
+    monkeypatch.delenv("OPENAI_MODEL")
+    assert resolve_model_name(None, request().action) == DEFAULT_MODEL
+
+
+def test_environment_configures_the_endpoint(
+    openai_server: ScriptedOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "from-env")
+    monkeypatch.setenv("OPENAI_MODEL", "env-model")
+    openai_server.reply_tool({"choice": {"type": "Add", "a": 1, "b": 1}})
+    complete(OpenAIModel(transport_retries=0), request())
+    assert openai_server.requests[0]["model"] == "env-model"
+
+
+def test_the_response_model_refuses_what_the_union_does_not_allow() -> None:
+    shape = response_shape("decide", (Add, Subtract))
+    good = shape.model.model_validate({"choice": {"type": "Add", "a": 1, "b": 2}})
+    assert type(shape.unwrap(good)) is Add
+    for bad in (
+        {"choice": {"a": 1, "b": 2}},  # no tag
+        {"choice": {"type": "Divide", "a": 1, "b": 2}},  # not in the union
+        {"choice": {"type": "Add", "a": 1, "b": 2, "extra": 0}},  # unknown field
+        {"choice": {"type": "Add", "a": 1}},  # missing field
+        {"type": "Add", "a": 1, "b": 2},  # not wrapped
+    ):
+        with pytest.raises(ValueError):
+            shape.model.model_validate(bad)
+
+
+def test_a_field_called_type_moves_the_tag() -> None:
+    class Event(BaseModel):
+        type: str
+
+    shape = response_shape("decide", (Event, Add))
+    assert shape.tag == "kind"
+    parsed = shape.model.model_validate({"choice": {"kind": "Event", "type": "push"}})
+    assert shape.unwrap(parsed) == Event(type="push")
+
+
+def test_importing_the_runtime_does_not_import_openai_or_instructor() -> None:
+    code = (
+        "import sys, twelvefold.runtime, twelvefold.runtime.model, twelvefold.runtime.context,"
+        " twelvefold.runtime.cassette, twelvefold.runtime.notify;"
+        "print(sorted(m for m in ('openai', 'instructor') if m in sys.modules))"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
