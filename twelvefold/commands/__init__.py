@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-COMMAND_MODULES = ["build", "graph"]
+COMMAND_MODULES = ["build", "graph", "run"]
 
 
 def register_all(cli: click.Group) -> None:

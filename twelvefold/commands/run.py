@@ -1,0 +1,363 @@
+"""`twelvefold run`, `resume`, `threads` and `show`: threads from the command line.
+
+Threads live in a SQLite file, `.twelvefold/threads.db` in the current directory unless
+--db or TWELVEFOLD_DB says otherwise, so a thread launched by one command can be resumed
+by another, any time later.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from twelvefold.runtime.api import InputError, Runtime, ThreadView, plain
+from twelvefold.runtime.loading import AgentLoadError
+from twelvefold.runtime.loop import Thread
+from twelvefold.runtime.store import Conflict, SqliteStore, ThreadInfo, ThreadNotFound
+from twelvefold.runtime.types import (
+    KIND_OF_EVENT,
+    Answered,
+    Approved,
+    Event,
+    IllegalEvent,
+    ModelOutput,
+    Notified,
+    Rejected,
+    Retried,
+    Started,
+    StepFailed,
+    ToolResult,
+    ToolStarted,
+)
+
+DEFAULT_DB = Path(".twelvefold") / "threads.db"
+SUMMARY_WIDTH = 72
+
+
+class CommandError(Exception):
+    """A problem to report in one line and exit 1 with (never a traceback)."""
+
+
+# ---- printing events ------------------------------------------------------------------
+
+
+def summarize(event: Event) -> str:
+    """One line about an event, for people watching a run."""
+    match event:
+        case Started(input=value):
+            text = _compact(value)
+        case ModelOutput(output=output):
+            text = f"{type(output).__name__} {_compact(output)}"
+        case ToolStarted(key=key):
+            text = f"key {key}"
+        case ToolResult(result=result):
+            text = _compact(result)
+        case StepFailed(error=error):
+            text = str(error)
+        case Notified(channels=channels):
+            text = "told " + (", ".join(channels) or "nobody")
+        case Approved(by=by, comment=comment) | Rejected(by=by, comment=comment):
+            text = " ".join(p for p in (f"by {by}" if by else "", comment or "") if p)
+        case Answered(answer=answer):
+            text = answer.text
+        case Retried(by=by):
+            text = f"by {by}" if by else ""
+        case _:
+            text = ""
+    return text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 1] + "…"
+
+
+def event_line(seq: int, event: Event) -> str:
+    kind = KIND_OF_EVENT[type(event)]
+    cost = []
+    if event.usage is not None:
+        if event.usage.latency_ms is not None:
+            cost.append(f"{event.usage.latency_ms:.3g} ms")
+        if event.usage.input_tokens is not None or event.usage.output_tokens is not None:
+            cost.append(f"{event.usage.input_tokens or 0}→{event.usage.output_tokens or 0} tok")
+        if event.usage.cost_usd is not None:
+            cost.append(f"${event.usage.cost_usd:.4f}")
+    line = f"{seq:>4}  {event.step:<16} {kind:<13} {summarize(event)}"
+    return f"{line}  ({', '.join(cost)})" if cost else line
+
+
+def _compact(value: Any) -> str:
+    data = plain(value)
+    if isinstance(data, str):
+        return data
+    return json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
+
+
+def print_view(view: ThreadView, db: Path) -> None:
+    where = f"thread {view.id} ({view.agent})"
+    if view.status == "finished":
+        click.echo(f"\n{where} finished: {_compact(view.output)}")
+    elif view.status == "waiting":
+        click.echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
+        hint = "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer"
+        click.echo(f"  resume: twelvefold resume {view.id} {hint}")
+    elif view.status == "failed":
+        click.echo(f"\n{where} failed at `{view.step}`: {view.error}")
+        click.echo(f"  retry: twelvefold resume {view.id} --retry")
+    else:
+        click.echo(f"\n{where} is running at `{view.step}`")
+    click.echo(f"  stored in {db}")
+
+
+# ---- the runtime the commands share ---------------------------------------------------
+
+
+def make_model(cassette: Path | None, record: Path | None, model: str | None) -> Any:
+    """--cassette replays recorded outputs; --record records the real model's; else the
+    real model (loaded only when a step calls it)."""
+    if cassette is not None:
+        from twelvefold.runtime.cassette import CassettePlayer
+
+        return CassettePlayer(cassette)
+    if record is None and model is None:
+        return None
+    from twelvefold.runtime.model import OpenAIModel
+
+    real = OpenAIModel(model=model)
+    if record is None:
+        return real
+    from twelvefold.runtime.cassette import CassetteRecorder
+
+    return CassetteRecorder(real, record)
+
+
+@contextmanager
+def runtime(
+    db: Path, *, model: Any = None, paths: tuple[Path, ...] = (), quiet: bool = False
+) -> Iterator[Runtime]:
+    def echo(thread: Thread, event: Event) -> None:
+        click.echo(event_line(len(thread.events), event))
+
+    store = SqliteStore(db)
+    hook: Callable[[Thread, Event], None] | None = None if quiet else echo
+    with Runtime(store, model=model, tool_paths=paths, on_event=hook) as rt:
+        try:
+            yield rt
+        finally:
+            store.close()
+
+
+def finish(view: ThreadView, db: Path, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(view.to_json(), ensure_ascii=False))
+    else:
+        print_view(view, db)
+    sys.exit(1 if view.status == "failed" else 0)
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Turn what a user can get wrong into one clear line and exit code 1."""
+    try:
+        yield
+    except (
+        AgentLoadError,
+        Conflict,
+        IllegalEvent,
+        InputError,
+        ThreadNotFound,
+        CommandError,
+    ) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
+        if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
+            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            sys.exit(1)
+        raise
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+DB = click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="TWELVEFOLD_DB",
+    default=DEFAULT_DB,
+    show_default=True,
+    help="The SQLite file threads are stored in (or TWELVEFOLD_DB).",
+)
+JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+MODEL_OPTIONS = [
+    click.option("--model", help="Model name (overrides the agent's)."),
+    click.option(
+        "--cassette",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Replay model outputs from this cassette (no network).",
+    ),
+    click.option(
+        "--record",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Record the model's outputs to this cassette.",
+    ),
+    click.option(
+        "--path",
+        "paths",
+        multiple=True,
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="Another folder to import tools from (repeatable).",
+    ),
+]
+
+
+def model_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(MODEL_OPTIONS):
+        function = option(function)
+    return function
+
+
+def _check_model_flags(cassette: Path | None, record: Path | None) -> None:
+    if cassette is not None and record is not None:
+        raise click.UsageError("give --cassette or --record, not both")
+
+
+@click.command()
+@click.argument("agent")
+@click.option("--input", "input_text", required=True, help="The thread's input.")
+@DB
+@model_options
+@JSON
+def run(
+    agent: str,
+    input_text: str,
+    db: Path,
+    model: str | None,
+    cassette: Path | None,
+    record: Path | None,
+    paths: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Launch a thread of AGENT (a .agent file or a generated module) and run it until it
+    waits for a person, finishes or fails."""
+    _check_model_flags(cassette, record)
+    with (
+        reported(),
+        runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
+    ):
+        view = rt.launch(agent, input_text)
+    finish(view, db, as_json)
+
+
+@click.command()
+@click.argument("thread")
+@click.option("--approve", is_flag=True, help="Approve the step the thread waits at.")
+@click.option("--reject", is_flag=True, help="Reject it (give a --comment).")
+@click.option("--comment", help="Why; the model sees it in its context.")
+@click.option("--answer", help="Answer the question the thread waits on.")
+@click.option("--retry", is_flag=True, help="Try a failed thread again from its failed step.")
+@click.option("--by", help="Who approves, rejects or answers.")
+@DB
+@model_options
+@JSON
+def resume(
+    thread: str,
+    approve: bool,
+    reject: bool,
+    comment: str | None,
+    answer: str | None,
+    retry: bool,
+    by: str | None,
+    db: Path,
+    model: str | None,
+    cassette: Path | None,
+    record: Path | None,
+    paths: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Continue THREAD: approve, reject, answer or retry it. With none of these, continue
+    a thread whose process stopped while it was running."""
+    _check_model_flags(cassette, record)
+    if approve + reject + (answer is not None) + retry > 1:
+        raise click.UsageError("give one of --approve, --reject, --answer or --retry")
+    if reject and not comment:
+        raise click.UsageError("--reject needs a --comment saying why")
+    with (
+        reported(),
+        runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
+    ):
+        if retry:
+            view = rt.retry(thread, by=by)
+        else:
+            view = rt.resume(
+                thread, approve=approve, reject=reject, comment=comment, answer=answer, by=by
+            )
+    finish(view, db, as_json)
+
+
+@click.command()
+@click.option("--status", type=click.Choice(["running", "waiting", "finished", "failed"]))
+@DB
+@JSON
+def threads(status: str | None, db: Path, as_json: bool) -> None:
+    """List threads, most recently updated first."""
+    if not db.exists():
+        found: list[ThreadInfo] = []
+    else:
+        store = SqliteStore(db)
+        try:
+            found = store.threads(status)  # type: ignore[arg-type]
+        finally:
+            store.close()
+    if as_json:
+        click.echo(json.dumps([_info_json(i) for i in found]))
+        return
+    if not found:
+        click.echo(f"no threads in {db}")
+        return
+    click.echo(f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6}  UPDATED")
+    for i in found:
+        click.echo(
+            f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6}  {i.updated_at}"
+        )
+
+
+def _info_json(info: ThreadInfo) -> dict[str, Any]:
+    return {
+        "thread_id": info.id,
+        "agent": info.agent,
+        "origin": info.origin,
+        "status": info.status,
+        "step": info.step,
+        "events": info.seq,
+        "created_at": info.created_at,
+        "updated_at": info.updated_at,
+    }
+
+
+@click.command()
+@click.argument("thread")
+@DB
+@JSON
+def show(thread: str, db: Path, as_json: bool) -> None:
+    """Print THREAD's event log and where it stands."""
+    if not db.exists():
+        click.echo(f"error: no thread store at {db}", err=True)
+        sys.exit(1)
+    with reported(), runtime(db, quiet=True) as rt:
+        view = rt.get(thread)
+        events = rt.events(thread)
+        codec = rt.agent(rt.store.info(thread).origin).codec
+    if as_json:
+        data = view.to_json()
+        data["log"] = [codec.encode_event(e) for e in events]
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    for seq, event in enumerate(events, start=1):
+        click.echo(event_line(seq, event))
+    print_view(view, db)
+
+
+def register(cli: click.Group) -> None:
+    for command in (run, resume, threads, show):
+        cli.add_command(command)
