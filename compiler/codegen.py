@@ -9,9 +9,9 @@ gives byte-identical, formatted output.
 from __future__ import annotations
 
 import shutil
-import textwrap
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import PurePath
@@ -23,8 +23,8 @@ from twelvefold import __version__
 
 from . import nodes as n
 from .diagnostics import CompilerBug
-from .guard_python import GuardCompiler
 from .graph import can_fail
+from .guard_python import GuardCompiler
 from .guard_text import guard_text
 from .program import Edge, Program
 from .pynames import attribute_name, class_name, comment, docstring, function_name, py_str
