@@ -146,21 +146,22 @@ def xml_escape(text: str) -> str:
 
 
 _PLAIN_SAFE = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ._-/@+=~'()!?$%*"
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ._-/@+=~'()!?$%*:#"
 )
 _LOOKS_LIKE_OTHER = frozenset({"true", "false", "null", ""})
 
 
 def compact(value: Any, *, top: bool = False) -> str:
-    """A value in the compact form `tags: [v1.2.3, v1.2.2]`; strings are quoted (JSON) when
-    they hold anything that could be read as structure (newlines, brackets, commas, colons)."""
+    """A value in the compact form `tags: [v1.2.3, v1.2.2]`. Strings inside a structure are
+    quoted (JSON) when they hold anything that could be read as structure: newlines,
+    brackets, commas, `: `. A string that is a whole element's content is left as it is."""
     if isinstance(value, dict):
         items = [f"{k}: {compact(v)}" for k, v in value.items()]
         return "\n".join(items) if top else "{" + ", ".join(items) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(compact(v) for v in value) + "]"
     if isinstance(value, str):
-        if top and "\n" not in value:
+        if top:  # the whole content of an element: its boundary is the format's to protect
             return value
         return value if _is_plain_string(value) else json.dumps(value, ensure_ascii=False)
     return json.dumps(value, ensure_ascii=False)
@@ -168,6 +169,8 @@ def compact(value: Any, *, top: bool = False) -> str:
 
 def _is_plain_string(text: str) -> bool:
     if text.strip() != text or text.lower() in _LOOKS_LIKE_OTHER or _is_number(text):
+        return False
+    if ": " in text or text.endswith(":"):  # would read as a key (a URL's colon is fine)
         return False
     return all(c in _PLAIN_SAFE or ord(c) > 127 for c in text)
 

@@ -77,7 +77,9 @@ class ScriptedOpenAI:
     def start(self) -> ScriptedOpenAI:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, name="scripted-openai", daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="scripted-openai", daemon=True
+        ).start()
         self._server = server
         return self
 
