@@ -72,9 +72,11 @@ class Program:
 
     def edges(self) -> list[Edge]:
         """All edges in a stable order: by source state (source order), then rule order."""
-        position = {name: i for i, name in enumerate(self.steps)}
-        found = [data["edge"] for _, _, data in self.graph.edges(data=True)]
-        return sorted(found, key=lambda e: (position[e.source], e.order))
+        return [edge for state in self.steps for edge in self.edges_from(state)]
 
     def edges_from(self, state: str) -> list[Edge]:
-        return [e for e in self.edges() if e.source == state]
+        """A state's outgoing edges in the order its rules were written."""
+        if state not in self.graph:
+            return []
+        found = [data["edge"] for _, _, data in self.graph.out_edges(state, data=True)]
+        return sorted(found, key=lambda e: e.order)

@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 
 from tests.support.generated import ROOT, import_generated
-from twelvefold.compiler import compile_text
+from twelvefold.compiler import PromptFile, compile_text
 from twelvefold.runtime import ModelOutput
 
 GOLDEN = ROOT / "tests" / "golden"
@@ -122,7 +122,7 @@ def test_types_named_like_runtime_names_and_builtins_are_renamed(tricky: ModuleT
     assert tricky.AGENT.types == {
         "Request": tricky.Request,
         "State": tricky.State_,
-        "list": tricky.list_,
+        "dict": tricky.dict_,
     }
 
 
@@ -173,7 +173,8 @@ type Out "\\"\\"\\"\\nimport os\\n" { v: "\\"); import os #" }
 llm s -> Out { prompt "p.j2" on Out -> f }
 final f(Out)
 """
-    result = compile_text(source, "a.agent")
+    prompt = PromptFile("p.j2", Path("p.j2"), "{{ context }}")
+    result = compile_text(source, "a.agent", load_prompt=lambda name: prompt)
     assert result.ok, result.diagnostics
     (module,) = result.files.values()
     imported = {

@@ -34,8 +34,8 @@ __all__ = [
     "AGENT",
     "Request",
     "State_",
+    "dict_",
     "initial_state",
-    "list_",
     "next_action",
     "reduce",
     "replay",
@@ -60,7 +60,7 @@ class State_(BaseModel):
     value: float
 
 
-class list_(BaseModel):
+class dict_(BaseModel):
     """a builtin's name"""
 
     items: list[dict[str, State_ | None]]
@@ -72,14 +72,14 @@ AGENT = AgentSpec(
     source="input.agent",
     start="decide",
     input_type=Request,
-    types={"Request": Request, "State": State_, "list": list_},
+    types={"Request": Request, "State": State_, "dict": dict_},
     states={
         "decide": StateSpec(
             "llm",
             line=18,
             outputs=(
                 "State",
-                "list",
+                "dict",
             ),
             prompt="tricky/decide.j2",
         ),
@@ -91,7 +91,7 @@ AGENT = AgentSpec(
             "decide", "done", "output", type="State", guard="value > -1.5 and not value in [2, 3]"
         ),
         EdgeSpec("decide", "finish_list", "output", type="State"),
-        EdgeSpec("decide", "finish_list", "output", type="list"),
+        EdgeSpec("decide", "finish_list", "output", type="dict"),
     ),
     max_steps=5,
 )
@@ -130,10 +130,10 @@ def replay(events: Iterable[Event]) -> State:
     return state
 
 
-# input.agent:18: llm decide -> State | list {
+# input.agent:18: llm decide -> State | dict {
 def _decide_action(state: State) -> Action:
     return CallModel(
-        step="decide", value=state.value, outputs=(State_, list_), prompt="tricky/decide.j2"
+        step="decide", value=state.value, outputs=(State_, dict_), prompt="tricky/decide.j2"
     )
 
 
@@ -145,7 +145,7 @@ def _decide_reduce(state: State, event: Event) -> State:
             return AGENT.move(state, event, "done", output)
         case ModelOutput(output=State_() as output):
             return AGENT.move(state, event, "finish_list", output)
-        case ModelOutput(output=list_() as output):
+        case ModelOutput(output=dict_() as output):
             return AGENT.move(state, event, "finish_list", output)
         case StepFailed():
             return AGENT.fail(state, event, on_error=None)

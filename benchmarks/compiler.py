@@ -1,0 +1,69 @@
+"""Check + compile time of synthetic agents with 10, 100 and 1,000 states.
+
+Whole process: `twelvefold compile` as a user runs it (interpreter start-up and imports
+included). In process: parse, check and generate, best of several runs, per state.
+Target (issue 2): 1,000 states in under 2 s, growth close to linear.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from twelvefold.compiler import compile_file
+
+from .synthetic import write_synthetic
+
+SIZES = (10, 100, 1000)
+
+
+def _best(runs: int, work: object) -> float:
+    assert callable(work)
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main() -> None:
+    print("## Compiler: check + compile of synthetic agents\n")
+    print(
+        "| states | whole process (s) | in process (ms) | per state (µs) | vs 10 states, per state |"
+    )
+    print("|---:|---:|---:|---:|---:|")
+    baseline = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in SIZES:
+            folder = Path(tmp) / str(size)
+            folder.mkdir()
+            agent = write_synthetic(folder, size)
+            result = compile_file(agent)
+            assert result.ok, [d for d in result.diagnostics if d.is_error][:3]
+            states = len(result.program.steps) if result.program else size
+            command = [
+                sys.executable,
+                "-m",
+                "twelvefold",
+                "compile",
+                str(agent),
+                "-o",
+                str(folder / "out"),
+            ]
+            whole = _best(3, lambda: subprocess.run(command, check=True, capture_output=True))
+            inside = _best(3 if size >= 1000 else 10, lambda: compile_file(agent))
+            per_state = inside / states * 1e6
+            baseline = baseline or per_state
+            print(
+                f"| {states} | {whole:.2f} | {inside * 1e3:.1f} | {per_state:.0f} "
+                f"| {per_state / baseline:.2f}× |"
+            )
+    print()
+
+
+if __name__ == "__main__":
+    main()

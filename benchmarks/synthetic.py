@@ -1,0 +1,65 @@
+"""Synthetic agents of any size, shaped like real ones: hubs of an llm step with tools that
+return to it, an approval before a sensitive tool, a question to a person, and a hand-off
+to the next hub. Every state is reachable and can finish, so the checks do their full work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STATES_PER_HUB = 6  # decide, lookup, approve, act, ask, hand_off
+
+
+def synthetic_agent(states: int) -> str:
+    hubs = max(1, (states - 2) // STATES_PER_HUB)
+    lines = [
+        f'agent synthetic{states} "A synthetic agent of about {states} states." {{',
+        f"  max_steps {10 * states} -> escalate",
+        "  max_errors 3 -> escalate",
+        "  start decide_0",
+        "}",
+        'type Done "Finished." { message: string }',
+        "type Result { value: float?, notes: list[string] }",
+    ]
+    for i in range(hubs):
+        following = f"decide_{i + 1}" if i + 1 < hubs else "handed_off"
+        lines += [
+            f'type Lookup_{i} "Look something up." {{ query: string }}',
+            f'type Act_{i} "Do something." {{ target: string, env: "test" | "live" }}',
+            f'type Ask_{i} "Ask a person." {{ question: string }}',
+            f'type Next_{i} "Hand over." {{ reason: string }}',
+            f"llm decide_{i} -> Lookup_{i} | Act_{i} | Ask_{i} | Next_{i} | Done {{",
+            '  prompt "synthetic/decide.j2"',
+            f"  on Lookup_{i} -> lookup_{i}",
+            f'  on Act_{i} if env == "live" -> approve_{i}',
+            f"  on Act_{i} -> act_{i}",
+            f"  on Ask_{i} -> ask_{i}",
+            f"  on Next_{i} -> hand_off_{i}",
+            "  on Done -> done",
+            "}",
+            f'tool lookup_{i}(Lookup_{i}) -> Result = "synthetic.tools:lookup" {{ next decide_{i} }}',
+            f'approval approve_{i}(Act_{i}) {{ ask "Act on {{{{ target }}}}?" '
+            f"on approved -> act_{i} on rejected -> decide_{i} }}",
+            f'tool act_{i}(Act_{i}) -> Result = "synthetic.tools:act" {{',
+            '  requires approval if env == "live"',
+            f"  next decide_{i}",
+            f"  on error -> decide_{i}",
+            "}",
+            f'human ask_{i}(Ask_{i}) {{ ask "{{{{ question }}}}" next decide_{i} }}',
+            f'tool hand_off_{i}(Next_{i}) -> Result = "synthetic.tools:hand_off" {{ next {following} }}',
+        ]
+    lines += [
+        'human escalate { ask "Stuck; please advise." next decide_0 }',
+        "final done(Done)",
+        "final handed_off",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_synthetic(folder: Path, states: int) -> Path:
+    """The agent file and its prompt, in `folder`."""
+    prompts = folder / "prompts" / "synthetic"
+    prompts.mkdir(parents=True, exist_ok=True)
+    (prompts / "decide.j2").write_text("{{ context }}\nDecide what to do next.\n")
+    agent = folder / f"synthetic{states}.agent"
+    agent.write_text(synthetic_agent(states))
+    return agent
