@@ -56,3 +56,18 @@ class RecordingNotifier:
 
 def no_messages(*_: Any) -> list[dict[str, str]]:
     return []
+
+
+def counter_model(target: int, *, poke_every: int = 2) -> Callable[[ModelRequest], Any]:
+    """The counter agent's decisions as a function of the value at `decide`, so a model
+    restarted in another process continues exactly where the log says."""
+
+    def decide(request: ModelRequest) -> Any:
+        value = request.action.value
+        n = value.n if isinstance(value, BaseModel) else 0
+        if n >= target:
+            return {"type": "Done", "n": n}
+        kind = "Poke" if poke_every and n % poke_every == poke_every - 1 else "Bump"
+        return {"type": kind, "n": n}
+
+    return decide

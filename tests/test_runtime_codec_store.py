@@ -1,0 +1,171 @@
+"""The event codec (lossless at every prefix of a thread) and the stores' promises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.runtime_helpers import EXAMPLES, RecordingNotifier, ScriptedModel
+from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.codec import Codec, CodecError
+from twelvefold.runtime.store import (
+    Conflict,
+    EventStore,
+    Head,
+    MemoryStore,
+    SqliteStore,
+    ThreadInfo,
+    ThreadNotFound,
+)
+from twelvefold.runtime.types import (
+    Answered,
+    ErrorInfo,
+    Retried,
+    Started,
+    StepFailed,
+    ToolStarted,
+    Usage,
+)
+
+DEPLOYBOT = EXAMPLES / "deploybot.agent"
+
+
+def a_varied_thread(tmp_path: Path) -> tuple[Runtime, str]:
+    """A deploybot thread with every kind of event: outputs, tools, a failure, a
+    rejection, an answer, an approval, a retry."""
+    model = ScriptedModel(
+        [
+            {"type": "ListGitTags"},
+            {"type": "DeployBackend", "tag": "v9", "env": "staging"},  # fails: no such tag
+            {"type": "RequestMoreInformation", "question": "which tag?"},
+            {"type": "DeployBackend", "tag": "v1.2.3", "env": "production"},
+            {"type": "DeployBackend", "tag": "v1.2.2", "env": "production"},
+            {"type": "DoneForNow", "message": "deployed v1.2.2 — ünïcode <ok>"},
+        ]
+    )
+    rt = Runtime(
+        MemoryStore(), model=model, notifier=RecordingNotifier(), cache_dir=tmp_path / "cache"
+    )
+    view = rt.launch(DEPLOYBOT, "deploy to production")
+    assert view.waiting_for == "answer"
+    view = rt.resume(view.id, answer="v1.2.3 please", by="ana")
+    view = rt.resume(view.id, reject=True, comment="use v1.2.2 instead", by="bo")
+    view = rt.resume(view.id, approve=True, comment="go")
+    assert view.status == "finished", view
+    return rt, view.id
+
+
+def test_every_prefix_of_a_thread_round_trips_through_json(tmp_path: Path) -> None:
+    rt, thread_id = a_varied_thread(tmp_path)
+    events = rt.events(thread_id)
+    agent = rt.agent(DEPLOYBOT)
+    codec = agent.codec
+    kinds = {type(e).__name__ for e in events}
+    assert {"ModelOutput", "ToolResult", "StepFailed", "Answered", "Rejected", "Approved"} <= kinds
+    for n in range(1, len(events) + 1):
+        prefix = events[:n]
+        text = [json.dumps(codec.encode_event(e)) for e in prefix]
+        decoded = [codec.decode_event(json.loads(t)) for t in text]
+        assert decoded == prefix
+        state = agent.module.replay(prefix)
+        assert agent.module.replay(decoded) == state
+        assert codec.decode_state(json.loads(json.dumps(codec.encode_state(state)))) == state
+
+
+def test_bookkeeping_events_and_typed_inputs_round_trip() -> None:
+    codec = Codec()
+    for event in [
+        Started(step="s", input={"type": "not a tag", "value": 1}),
+        Started(step="s", input=[1, 2.5, None, "x"]),
+        StepFailed(
+            step="s",
+            at="2025-01-01T00:00:00Z",
+            error=ErrorInfo("E", "m"),
+            usage=Usage(1.5, 3, 4, 0.01),
+        ),
+        ToolStarted(step="s", key="k"),
+        Retried(step="s", by="me"),
+    ]:
+        assert codec.loads_event(codec.dumps_event(event)) == event
+
+
+def test_a_codec_that_does_not_know_the_types_refuses_instead_of_guessing(tmp_path: Path) -> None:
+    rt, thread_id = a_varied_thread(tmp_path)
+    typed = rt.agent(DEPLOYBOT).codec
+    untyped = Codec()  # knows only Answer
+    encoded = [typed.dumps_event(e) for e in rt.events(thread_id)]
+    with pytest.raises(CodecError, match="unknown type `ListGitTags`"):
+        [untyped.loads_event(text) for text in encoded]
+    with pytest.raises(CodecError, match="unknown event kind"):
+        untyped.loads_event('{"kind": "exploded", "step": "x"}')
+
+
+# ---- stores -------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> EventStore:
+    if request.param == "memory":
+        return MemoryStore()
+    return SqliteStore(tmp_path / "threads.db")
+
+
+def _info(thread_id: str, at: str = "2025-01-01T00:00:00Z") -> ThreadInfo:
+    return ThreadInfo(thread_id, "demo", "demo.agent", "running", "a", 1, at, at)
+
+
+def _answered(text: str) -> Answered:
+    from twelvefold.runtime.types import Answer
+
+    return Answered(step="a", at="2025-01-02T00:00:00Z", answer=Answer(text=text))
+
+
+def test_append_is_guarded_by_the_expected_sequence_number(store: EventStore) -> None:
+    codec = Codec()
+    store.create(_info("t1"), [Started(step="a", input="hi")], codec)
+    store.append("t1", 1, [_answered("one"), _answered("two")], codec, Head("waiting", "b"))
+    with pytest.raises(Conflict, match="expected 1 events, found 3"):
+        store.append("t1", 1, [_answered("late")], codec, Head("running", "a"))
+    assert [getattr(e, "answer", None) and e.answer.text for e in store.load("t1", codec)] == [  # type: ignore[attr-defined]
+        None,
+        "one",
+        "two",
+    ]
+    info = store.info("t1")
+    assert (info.status, info.step, info.seq) == ("waiting", "b", 3)
+
+
+def test_threads_are_listed_by_status_most_recent_first(store: EventStore) -> None:
+    codec = Codec()
+    store.create(_info("old", "2025-01-01T00:00:00Z"), [Started(step="a", input="x")], codec)
+    store.create(_info("new", "2025-01-03T00:00:00Z"), [Started(step="a", input="y")], codec)
+    store.append("old", 1, [_answered("done")], codec, Head("finished", "end"))
+    assert [i.id for i in store.threads()] == ["new", "old"]  # old's append is dated 01-02
+    assert [i.id for i in store.threads("finished")] == ["old"]
+    with pytest.raises(Conflict):
+        store.create(_info("old"), [Started(step="a", input="again")], codec)
+
+
+def test_unknown_threads_are_reported_by_id(store: EventStore) -> None:
+    with pytest.raises(ThreadNotFound, match="nope"):
+        store.load("nope", Codec())
+    with pytest.raises(ThreadNotFound):
+        store.append("nope", 0, [], Codec(), Head("running", "a"))
+    with pytest.raises(ThreadNotFound):
+        store.info("nope")
+
+
+def test_sqlite_store_is_one_durable_wal_file_shared_between_connections(tmp_path: Path) -> None:
+    path = tmp_path / "threads.db"
+    first, second = SqliteStore(path), SqliteStore(path)
+    codec = Codec()
+    first.create(_info("t"), [Started(step="a", input="hi")], codec)
+    second.append("t", 1, [_answered("from the second")], codec, Head("running", "a"))
+    with pytest.raises(Conflict):
+        first.append("t", 1, [_answered("stale")], codec, Head("running", "a"))
+    assert len(first.load("t", codec)) == 2
+    mode = first._db.execute("PRAGMA journal_mode").fetchone()[0]
+    sync = first._db.execute("PRAGMA synchronous").fetchone()[0]
+    assert (mode, sync) == ("wal", 2)  # 2 is FULL
