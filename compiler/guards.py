@@ -7,8 +7,9 @@ true for a value that travels this edge?": fields whose values can be listed (li
 unions and `bool`, with `null` when optional) are enumerated exactly; every other
 comparison is unknown, and unknown counts as "can hold" — the safe side.
 
-The meaning of a guard (`evaluate`) follows LANGUAGE.md: a comparison with a `null`
-field is false, except `== null` / `!= null`; a bare `null` is false.
+The meaning of a guard (`evaluate`) follows LANGUAGE.md and the generated code
+(guard_python.py): a comparison with a `null` field is false, `in` and `not in`
+included, except `== null` / `!= null`; a bare operand holds only when it is `true`.
 """
 
 from __future__ import annotations
@@ -322,14 +323,15 @@ def evaluate(expr: n.Expr, env: Mapping[tuple[str, ...], Value]) -> Truth:
             v = _value(value, env)
             return None if isinstance(v, _Unknown) else v is True
         case n.Compare(op=op, left=left, right=right):
-            return _compare(op, _value(left, env), _value(right, env))
+            null_test = _is_null_literal(left) or _is_null_literal(right)
+            return _compare(op, _value(left, env), _value(right, env), null_test)
     # The one case left: `x in [..]` / `x not in [..]`.
     v = _value(expr.value, env)
     if isinstance(v, _Unknown):
         return None
     values = [o.value for o in expr.options]
     if v is None:
-        return None in values and not expr.negated
+        return False  # a null field is in no list, and not "not in" one either
     return (v not in values) if expr.negated else (v in values)
 
 
@@ -339,15 +341,22 @@ def _value(operand: n.Operand, env: Mapping[tuple[str, ...], Value]) -> Value:
     return env.get(operand.parts, UNKNOWN)
 
 
-def _compare(op: n.CompareOp, a: Value, b: Value) -> Truth:
+def _is_null_literal(operand: n.Operand) -> bool:
+    return isinstance(operand, n.Literal) and operand.value is None
+
+
+def _compare(op: n.CompareOp, a: Value, b: Value, null_test: bool) -> Truth:
+    """`null_test`: one side is the literal `null`, the one comparison a null field passes."""
     if isinstance(a, _Unknown) or isinstance(b, _Unknown):
         return None
+    if null_test:
+        return a == b if op == "==" else a != b if op == "!=" else False
+    if a is None or b is None:
+        return False
     if op == "==":
         return a == b
     if op == "!=":
         return a != b
-    if a is None or b is None:
-        return False
     try:
         if op == "<":
             return a < b  # type: ignore[operator]

@@ -43,15 +43,14 @@ def duplicate_declarations(program: Program, _: object) -> Iterator[Diagnostic]:
                 first.name.span,
                 f"agent `{first.name.text}` is declared here",
             )
-    yield from _repeats(path, "type", [d.name for d in source.types])
-    yield from _repeats(path, "state", [s.name for s in source.steps])
+    yield from _repeats(path, "type `{}`", [d.name for d in source.types])
+    yield from _repeats(path, "state `{}`", [s.name for s in source.steps])
     for type_decl in source.types:
-        yield from _repeats(
-            path, f"field of `{type_decl.name.text}`", [f.name for f in type_decl.fields], "E103"
-        )
+        what = "field `{}` of `" + type_decl.name.text + "`"
+        yield from _repeats(path, what, [f.name for f in type_decl.fields], "E103")
     for step in source.steps:
         if isinstance(step, n.LlmStep):
-            yield from _repeats(path, f"output of `{step.name.text}`", step.outputs)
+            yield from _repeats(path, "output `{}` of `" + step.name.text + "`", step.outputs)
 
 
 def _repeats(
@@ -65,7 +64,7 @@ def _repeats(
         yield with_note(
             error(
                 code,
-                f"the {what} `{name.text}` is declared twice",
+                f"the {what.format(name.text)} is declared twice",
                 path,
                 name.span,
                 label="declared again here",

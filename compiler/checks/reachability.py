@@ -21,8 +21,10 @@ from .loops import own_graph
 
 def reachable_from_start(program: Program, _: object) -> Iterator[Diagnostic]:
     start = program.start
-    if start not in program.steps:
-        return  # an unknown start is reported by the name checks
+    if start not in program.steps or any(
+        has_unresolved_target(program, state) for state in program.steps
+    ):
+        return  # an unknown start or a misspelt transition is reported by the name checks
     reached = nx.descendants(program.graph, start) | {start}
     targeted = {target for _, target in program.graph.edges()}
     for name, step in program.steps.items():

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from .. import nodes as n
 from ..diagnostics import Diagnostic, warning
 from ..program import Program
-from .common import declared_input
+from .common import declared_input, has_unresolved_target
 
 
 def unused_types(program: Program, _: object) -> Iterator[Diagnostic]:
@@ -17,6 +17,7 @@ def unused_types(program: Program, _: object) -> Iterator[Diagnostic]:
     for step in program.source.steps:
         if isinstance(step, n.LlmStep):
             used.update(o.text for o in step.outputs)
+            used.update(rule.type.text for rule in step.rules)
         if isinstance(step, n.ToolStep):
             used.add(step.output.text)
         if (declared := declared_input(step)) is not None:
@@ -54,6 +55,8 @@ def _type_names(expr: n.TypeExpr) -> Iterator[str]:
 
 def unused_states(program: Program, _: object) -> Iterator[Diagnostic]:
     """A state no transition, `start` or escalation leads to."""
+    if any(has_unresolved_target(program, state) for state in program.steps):
+        return  # a misspelt transition may be the one meant to lead here
     targeted = {target for _, target in program.graph.edges()} | {program.start}
     for name, step in program.steps.items():
         if name not in targeted:
