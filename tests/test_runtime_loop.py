@@ -194,7 +194,7 @@ def test_fork_copies_a_prefix_that_then_goes_its_own_way(tmp_path: Path, ledger:
     model, notifier = deploy_model(), RecordingNotifier()
     rt = Runtime(model=model, notifier=notifier, cache_dir=tmp_path)
     view = rt.launch(DEPLOYBOT, "deploy v1.2.3 to production")
-    waiting = [i for i, e in enumerate(rt.events(view.id), 1) if isinstance(e, Notified)][0]
+    waiting = next(i for i, e in enumerate(rt.events(view.id), 1) if isinstance(e, Notified))
     rt.resume(view.id, approve=True)
     fork = rt.fork(view.id, waiting)
     assert rt.replay(view.id, upto=waiting) == rt.replay(fork)
