@@ -1,0 +1,1 @@
+"""Documentation helpers: `python -m docs.make_graphs` renders docs/images/."""
