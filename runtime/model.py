@@ -14,6 +14,7 @@ the output reaches the reducer, which receives an instance of the declared class
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import time
@@ -158,13 +159,24 @@ class OpenAIModel:
         self.api_key = api_key
         self.mode: ModelMode = mode
         self._client: Any = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     def _instructor(self) -> Any:
-        if self._client is None:
+        # The openai client's connection pool belongs to one event loop; the synchronous API
+        # may run each call in a fresh loop, so a new loop gets a new client.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
             self._client = _make_client(
                 self.base_url, self.api_key, self.mode, self.transport_retries
             )
+            self._client_loop = loop
         return self._client
+
+    async def aclose(self) -> None:
+        """Close the connection pool (optional: an exiting process closes it anyway)."""
+        if self._client is not None and self._client_loop is asyncio.get_running_loop():
+            await self._client.client.close()
+        self._client = None
 
     def request_arguments(self, request: ModelRequest) -> dict[str, Any]:
         """The arguments given to instructor's `create` (before instructor adds the schema)."""

@@ -1,0 +1,198 @@
+"""Cassettes: record real model outputs (through openai + instructor), replay with no server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from tests.support.openai_server import ScriptedOpenAI
+from twelvefold.runtime import AgentSpec, CallModel, StateSpec
+from twelvefold.runtime.cassette import (
+    CassetteError,
+    CassetteMiss,
+    CassettePlayer,
+    CassetteRecorder,
+    messages_digest,
+)
+from twelvefold.runtime.model import Model, ModelError, ModelReply, ModelRequest, OpenAIModel
+
+
+class Multiply(BaseModel):
+    """Multiply two numbers."""
+
+    a: float
+    b: float
+
+
+class DoneForNow(BaseModel):
+    message: str
+
+
+AGENT = AgentSpec(
+    name="calculator",
+    description=None,
+    source="calculator.agent",
+    start="decide",
+    input_type=str,
+    types={"Multiply": Multiply, "DoneForNow": DoneForNow},
+    states={"decide": StateSpec(kind="llm", line=1, outputs=("Multiply", "DoneForNow"))},
+    edges=(),
+)
+
+
+def request(seq: int, text: str = "multiply 3 and 4", step: str = "decide") -> ModelRequest:
+    action = CallModel(
+        step=step, value=text, outputs=(Multiply, DoneForNow), prompt=None, retries=1
+    )
+    return ModelRequest(AGENT, action, [{"role": "user", "content": text}], "thread-1", seq)
+
+
+def complete(model: Model, req: ModelRequest) -> ModelReply:
+    return asyncio.run(model.complete(req))
+
+
+def test_record_then_replay_with_the_server_stopped(tmp_path: Path) -> None:
+    cassette = tmp_path / "calc.jsonl"
+    with ScriptedOpenAI() as server:
+        server.reply_tool({"choice": {"type": "Multiply", "a": 3, "b": 4}})
+        server.reply_tool({"choice": {"type": "DoneForNow", "message": "3 × 4 = 12"}})
+        real = OpenAIModel(base_url=server.base_url, api_key="k", transport_retries=0)
+        recorder = CassetteRecorder(real, cassette)
+        recorded = [complete(recorder, request(1)), complete(recorder, request(4, "12"))]
+
+    lines = [json.loads(line) for line in cassette.read_text().splitlines()]
+    assert lines == [
+        {
+            "agent": "calculator",
+            "step": "decide",
+            "seq": 1,
+            "type": "Multiply",
+            "output": {"a": 3.0, "b": 4.0},
+            "messages_sha256": messages_digest(request(1).messages),
+        },
+        {
+            "agent": "calculator",
+            "step": "decide",
+            "seq": 4,
+            "type": "DoneForNow",
+            "output": {"message": "3 × 4 = 12"},
+            "messages_sha256": messages_digest(request(4, "12").messages),
+        },
+    ]
+
+    # The server is gone: a real model call now fails, the cassette still answers.
+    with pytest.raises(ModelError):
+        complete(OpenAIModel(base_url=server_url(), api_key="k", transport_retries=0), request(1))
+    player = CassettePlayer(cassette)
+    # Matched by seq, so the order of the calls does not matter (a resume in a new process).
+    assert complete(player, request(4)).output == recorded[1].output
+    assert complete(player, request(1)).output == recorded[0].output
+    assert type(complete(player, request(1)).output) is Multiply
+
+
+def server_url() -> str:
+    with ScriptedOpenAI() as server:
+        return server.base_url  # stopped on exit: nothing listens there any more
+
+
+def test_a_miss_names_the_step_and_what_the_cassette_has(tmp_path: Path) -> None:
+    cassette = tmp_path / "c.jsonl"
+    cassette.write_text(
+        '{"agent": "calculator", "step": "decide", "seq": 1, "type": "Multiply",'
+        ' "output": {"a": 3, "b": 4}}\n'
+    )
+    player = CassettePlayer(cassette)
+    with pytest.raises(CassetteMiss) as raised:
+        complete(player, request(7))
+    message = str(raised.value)
+    assert "step `decide`" in message and "seq 7" in message and "[1]" in message
+    with pytest.raises(CassetteMiss, match="step `review`.*no `review` calls"):
+        complete(player, request(1, step="review"))
+
+
+def test_hand_written_entries_without_seq_answer_in_order(tmp_path: Path) -> None:
+    cassette = tmp_path / "c.jsonl"
+    cassette.write_text(
+        '{"agent": "calculator", "step": "decide", "type": "Multiply", "output": {"a": 1, "b": 2}}\n'
+        "\n"
+        '{"agent": "calculator", "step": "decide", "type": "DoneForNow", "output": {"message": "2"}}\n'
+    )
+    player = CassettePlayer(cassette)
+    assert complete(player, request(1)).output == Multiply(a=1, b=2)
+    assert complete(player, request(4)).output == DoneForNow(message="2")
+    with pytest.raises(CassetteMiss):
+        complete(player, request(6))
+
+
+def test_an_edited_output_is_validated_against_the_step(tmp_path: Path) -> None:
+    cassette = tmp_path / "c.jsonl"
+    cassette.write_text(
+        '{"agent": "calculator", "step": "decide", "seq": 1, "type": "Divide", "output": {}}\n'
+        '{"agent": "calculator", "step": "decide", "seq": 2, "type": "Multiply",'
+        ' "output": {"a": "three"}}\n'
+    )
+    player = CassettePlayer(cassette)
+    with pytest.raises(CassetteError, match=r"c.jsonl:1: step `decide` cannot output `Divide`"):
+        complete(player, request(1))
+    with pytest.raises(CassetteError, match=r"c.jsonl:2: invalid `Multiply` output"):
+        complete(player, request(2))
+
+
+def test_a_failed_call_is_recorded_and_replays_as_the_same_failure(tmp_path: Path) -> None:
+    cassette = tmp_path / "c.jsonl"
+    with ScriptedOpenAI() as server:
+        server.reply_tool({"choice": {"type": "Multiply"}})
+        server.reply_tool({"choice": {"type": "Multiply", "a": 1}})
+        real = OpenAIModel(base_url=server.base_url, api_key="k", transport_retries=0)
+        with pytest.raises(ModelError) as recorded:
+            complete(CassetteRecorder(real, cassette), request(1))
+    with pytest.raises(ModelError) as replayed:
+        complete(CassettePlayer(cassette), request(1))
+    assert replayed.value.error == recorded.value.error
+    assert replayed.value.error.type == "InvalidOutput"
+
+
+def test_a_broken_line_is_reported_with_its_position(tmp_path: Path) -> None:
+    cassette = tmp_path / "c.jsonl"
+    cassette.write_text('{"agent": "calculator", "step": "decide"}\n{"step": "decide"}\n')
+    with pytest.raises(CassetteError, match=r"c.jsonl:2: not a cassette entry"):
+        CassettePlayer(cassette)
+
+
+def test_a_deploybot_run_recorded_then_replayed_through_the_runtime(tmp_path: Path) -> None:
+    import io
+
+    from tests.support.generated import EXAMPLES
+    from twelvefold.runtime.api import Runtime
+    from twelvefold.runtime.notify import LogNotifier
+
+    cassette = tmp_path / "deploy.jsonl"
+    agent_file = EXAMPLES / "deploybot.agent"
+
+    def run(model: Model) -> list[str]:
+        quiet = LogNotifier(io.StringIO())
+        with Runtime(model=model, notifier=quiet, cache_dir=tmp_path / "cache") as runtime:
+            waiting = runtime.launch(agent_file, "deploy v1.2.3 to production")
+            assert (waiting.status, waiting.step) == ("waiting", "approve_deploy")
+            done = runtime.resume(waiting.id, approve=True, by="alice")
+            assert done.status == "finished"
+            return [type(e).__name__ for e in runtime.events(done.id)]
+
+    with ScriptedOpenAI() as server:
+        server.reply_tool({"choice": {"type": "ListGitTags"}})
+        server.reply_tool(
+            {"choice": {"type": "DeployBackend", "tag": "v1.2.3", "env": "production"}}
+        )
+        server.reply_tool({"choice": {"type": "DoneForNow", "message": "v1.2.3 is live"}})
+        real = OpenAIModel(base_url=server.base_url, api_key="k", transport_retries=0)
+        recorded = run(CassetteRecorder(real, cassette))
+        assert len(server.requests) == 3
+        # The second decision saw the tool's result in its context.
+        assert "<list_tags_result>" in json.dumps(server.requests[1]["messages"])
+
+    assert run(CassettePlayer(cassette)) == recorded
+    assert [json.loads(line)["seq"] for line in cassette.read_text().splitlines()] == [1, 4, 9]
