@@ -110,16 +110,18 @@ def test_a_miss_names_the_step_and_what_the_cassette_has(tmp_path: Path) -> None
         complete(player, request(7))
     message = str(raised.value)
     assert "step `decide`" in message and "seq 7" in message and "[1]" in message
-    with pytest.raises(CassetteMiss, match="step `review`.*no `review` calls"):
+    with pytest.raises(CassetteMiss, match=r"step `review`.*no `review` calls"):
         complete(player, request(1, step="review"))
 
 
 def test_hand_written_entries_without_seq_answer_in_order(tmp_path: Path) -> None:
     cassette = tmp_path / "c.jsonl"
     cassette.write_text(
-        '{"agent": "calculator", "step": "decide", "type": "Multiply", "output": {"a": 1, "b": 2}}\n'
+        '{"agent": "calculator", "step": "decide", "type": "Multiply",'
+        ' "output": {"a": 1, "b": 2}}\n'
         "\n"
-        '{"agent": "calculator", "step": "decide", "type": "DoneForNow", "output": {"message": "2"}}\n'
+        '{"agent": "calculator", "step": "decide", "type": "DoneForNow",'
+        ' "output": {"message": "2"}}\n'
     )
     player = CassettePlayer(cassette)
     assert complete(player, request(1)).output == Multiply(a=1, b=2)
