@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from twelvefold.compiler import compile_file
@@ -20,8 +22,7 @@ from .synthetic import write_synthetic
 SIZES = (10, 100, 1000)
 
 
-def _best(runs: int, work: object) -> float:
-    assert callable(work)
+def _best(runs: int, work: Callable[[], object]) -> float:
     best = float("inf")
     for _ in range(runs):
         started = time.perf_counter()
@@ -32,9 +33,7 @@ def _best(runs: int, work: object) -> float:
 
 def main() -> None:
     print("## Compiler: check + compile of synthetic agents\n")
-    print(
-        "| states | whole process (s) | in process (ms) | per state (µs) | vs 10 states, per state |"
-    )
+    print("| states | whole process (s) | in process (ms) | per state (µs) | per state vs 10 |")
     print("|---:|---:|---:|---:|---:|")
     baseline = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,8 +53,8 @@ def main() -> None:
                 "-o",
                 str(folder / "out"),
             ]
-            whole = _best(3, lambda: subprocess.run(command, check=True, capture_output=True))
-            inside = _best(3 if size >= 1000 else 10, lambda: compile_file(agent))
+            whole = _best(3, partial(subprocess.run, command, check=True, capture_output=True))
+            inside = _best(3 if size >= 1000 else 10, partial(compile_file, agent))
             per_state = inside / states * 1e6
             baseline = baseline or per_state
             print(

@@ -36,7 +36,9 @@ def synthetic_agent(states: int) -> str:
             f"  on Next_{i} -> hand_off_{i}",
             "  on Done -> done",
             "}",
-            f'tool lookup_{i}(Lookup_{i}) -> Result = "synthetic.tools:lookup" {{ next decide_{i} }}',
+            f'tool lookup_{i}(Lookup_{i}) -> Result = "synthetic.tools:lookup" {{',
+            f"  next decide_{i}",
+            "}",
             f'approval approve_{i}(Act_{i}) {{ ask "Act on {{{{ target }}}}?" '
             f"on approved -> act_{i} on rejected -> decide_{i} }}",
             f'tool act_{i}(Act_{i}) -> Result = "synthetic.tools:act" {{',
@@ -45,7 +47,9 @@ def synthetic_agent(states: int) -> str:
             f"  on error -> decide_{i}",
             "}",
             f'human ask_{i}(Ask_{i}) {{ ask "{{{{ question }}}}" next decide_{i} }}',
-            f'tool hand_off_{i}(Next_{i}) -> Result = "synthetic.tools:hand_off" {{ next {following} }}',
+            f'tool hand_off_{i}(Next_{i}) -> Result = "synthetic.tools:hand_off" {{',
+            f"  next {following}",
+            "}",
         ]
     lines += [
         'human escalate { ask "Stuck; please advise." next decide_0 }',

@@ -34,6 +34,9 @@ def _lark() -> Lark:
         strict=True,
         propagate_positions=True,
         maybe_placeholders=True,
+        # Building the LALR tables takes a quarter of a second; Lark keeps them in a
+        # temporary file keyed by the grammar's hash, so later processes load them.
+        cache=True,
     )
 
 
