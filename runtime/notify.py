@@ -238,12 +238,15 @@ def notifier_from_env(environ: Mapping[str, str] | None = None) -> MultiNotifier
     if url := env.get("TWELVEFOLD_NOTIFY_SLACK"):
         channels.append(SlackNotifier(url))
     if host := env.get("TWELVEFOLD_SMTP_HOST"):
+        recipients = [a.strip() for a in env.get("TWELVEFOLD_SMTP_TO", "").split(",")]
+        if not any(recipients):
+            raise ValueError("TWELVEFOLD_SMTP_HOST is set but TWELVEFOLD_SMTP_TO names nobody")
         channels.append(
             EmailNotifier(
                 host,
                 int(env.get("TWELVEFOLD_SMTP_PORT", "25")),
                 env.get("TWELVEFOLD_SMTP_FROM", "twelvefold@localhost"),
-                [a.strip() for a in env.get("TWELVEFOLD_SMTP_TO", "").split(",") if a.strip()],
+                [a for a in recipients if a],
                 username=env.get("TWELVEFOLD_SMTP_USER"),
                 password=env.get("TWELVEFOLD_SMTP_PASSWORD"),
                 starttls=env.get("TWELVEFOLD_SMTP_STARTTLS", "0") in ("1", "true", "yes"),
