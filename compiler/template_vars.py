@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from jinja2 import Environment, TemplateSyntaxError, meta
 from jinja2 import nodes as j
@@ -45,6 +45,7 @@ def _environment() -> Environment:
     return Environment()
 
 
+@lru_cache(maxsize=1024)  # agents repeat the same short `ask` texts
 def analyse(source: str) -> Analysis:
     environment = _environment()
     try:

@@ -39,8 +39,8 @@ def arriving_types(program: Program) -> dict[str, frozenset[str]]:
 
 def carried_types(program: Program, edge: Edge, at_source: frozenset[str] | set[str]) -> set[str]:
     """The types of the values that travel `edge`, given those that arrive at its source."""
-    table = type_table(program)
     step = program.steps[edge.source]
+    table = type_table(program)
     carried: set[str]
     if edge.kind == "output" and edge.type is not None:
         carried = {edge.type}
@@ -49,7 +49,7 @@ def carried_types(program: Program, edge: Edge, at_source: frozenset[str] | set[
     elif edge.kind == "next" and isinstance(step, n.HumanStep):
         carried = {n.ANSWER_TYPE}
     else:
-        carried = set(at_source)
+        return set(at_source)  # already resolved: they came along other edges
     # A type that does not resolve is reported by the name checks; it carries no judgement.
     return {name for name in carried if table.known(name)}
 
