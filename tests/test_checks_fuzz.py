@@ -22,7 +22,7 @@ EXAMPLES = [
     p.read_text(encoding="utf-8")
     for p in sorted((Path(__file__).parent.parent / "examples").glob("*.agent"))
 ]
-TOKEN = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"|[A-Za-z_][A-Za-z0-9_]*|->|[0-9]+|\S')
+TOKEN = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"|[A-Za-z_][A-Za-z0-9_]*|->|[=!<>]=|[0-9]+|\S')
 
 
 def tokens_of(text: str) -> list[str]:
