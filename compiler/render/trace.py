@@ -32,6 +32,7 @@ from twelvefold.runtime.types import (
     ToolResult,
 )
 
+from ..nodes import Ceiling
 from ..program import Edge, EdgeKind, Program
 
 COMPLETING_EVENTS = (ModelOutput, ToolResult, StepFailed, Approved, Rejected, Answered)
@@ -71,68 +72,115 @@ def overlay(program: Program, events: Sequence[Event], state: State | None = Non
     """Lay `events` over `program`'s graph. `state`, when given, is `replay(events)`."""
     if not events:
         return Trace()
-    visits: Counter[str] = Counter({events[0].step: 1})
-    taken: Counter[Edge] = Counter()
-    errors: Counter[str] = Counter()
-    unexplained: list[tuple[str, str]] = []
-    in_a_row = 0  # consecutive failures, which decide between `on error` and `max_errors`
-
-    def move(event: Event, target: str | None) -> Edge | None:
-        edge = _edge_taken(program, event, target, in_a_row)
-        if edge is not None:
-            taken[edge] += 1
-            visits[edge.target] += 1
-        elif target is not None and target != event.step:
-            unexplained.append((event.step, target))
-            visits[target] += 1
-        return edge
-
+    walk = _Walk(program)
+    walk.visits[events[0].step] += 1
     for event, following in pairwise(events):
-        in_a_row = _count_failures(event, in_a_row)
-        if isinstance(event, StepFailed):
-            errors[event.step] += 1
-        if isinstance(event, COMPLETING_EVENTS):
-            move(event, following.step)
-        elif following.step != event.step:
-            unexplained.append((event.step, following.step))
-            visits[following.step] += 1
+        walk.take(event, following.step)
 
     last = events[-1]
-    in_a_row = _count_failures(last, in_a_row)
-    if isinstance(last, StepFailed):
-        errors[last.step] += 1
     position: str | None
     status: Status | None
     if state is not None:
-        if isinstance(last, COMPLETING_EVENTS):
-            move(last, state.step)
+        walk.take(last, state.step)
         position, status = state.step, state.status
     elif isinstance(last, COMPLETING_EVENTS):
-        edge = move(last, None)
+        edge = walk.take(last, None)
         if edge is not None:
             position, status = edge.target, _status_on_arrival(program, edge.target)
-        elif isinstance(last, StepFailed):
+        elif isinstance(last, StepFailed) or walk.out_of_steps:
             position, status = last.step, "failed"
         else:
             position, status = None, None
     else:
+        walk.take(last, last.step)
         position = last.step
         status = "waiting" if isinstance(last, Notified) else _status_on_arrival(program, last.step)
     return Trace(
-        visits=dict(visits),
-        edges=dict(taken),
-        errors=dict(errors),
+        visits=dict(walk.visits),
+        edges=dict(walk.taken),
+        errors=dict(walk.errors),
         position=position,
         status=status,
         last_step=last.step,
-        unexplained=tuple(unexplained),
+        unexplained=tuple(walk.unexplained),
     )
 
 
-def _count_failures(event: Event, in_a_row: int) -> int:
-    if isinstance(event, StepFailed):
-        return in_a_row + 1
-    return 0 if isinstance(event, COMPLETING_EVENTS) else in_a_row
+class _Walk:
+    """The counts gathered while walking a log, and the two counters the reducer keeps
+    (consecutive failures, steps since the last step-ceiling escalation) because they
+    decide whether a move was an escalation."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.visits: Counter[str] = Counter()
+        self.taken: Counter[Edge] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.unexplained: list[tuple[str, str]] = []
+        self.in_a_row = 0
+        self.steps = 0
+        self.out_of_steps = False
+
+    def take(self, event: Event, target: str | None) -> Edge | None:
+        """Apply `event`; `target` is the step the thread is at next (None: unknown)."""
+        if not isinstance(event, COMPLETING_EVENTS):
+            if target is not None and target != event.step:
+                self._unexplained(event.step, target)
+            return None
+        self.steps += 1
+        if isinstance(event, StepFailed):
+            self.errors[event.step] += 1
+            self.in_a_row += 1
+        elif not isinstance(event, ModelOutput):
+            # Like the reducer: a completed tool, approval or answer ends a run of
+            # failures; a model output does not (the model retrying is not success).
+            self.in_a_row = 0
+        edge = self._edge_taken(event, target)
+        if edge is not None:
+            self.taken[edge] += 1
+            self.visits[edge.target] += 1
+            if edge.kind in _ESCALATIONS:
+                self.in_a_row = 0
+            if edge.kind == "max_steps":
+                self.steps = 0
+        elif target is not None and target != event.step:
+            self._unexplained(event.step, target)
+        return edge
+
+    def _unexplained(self, source: str, target: str) -> None:
+        self.unexplained.append((source, target))
+        self.visits[target] += 1
+
+    def _edge_taken(self, event: Event, target: str | None) -> Edge | None:
+        """The edge `event` sent the thread along: to `target` when known, else the only
+        edge that fits."""
+        leaving = self.program.edges_from(event.step)
+        expected = _LEAVES_BY[type(event)]
+        if isinstance(event, StepFailed) and _reached(self.program.agent.max_errors, self.in_a_row):
+            expected = "max_errors"
+        natural = [e for e in leaving if e.kind == expected and _fits_output(e, event)]
+        arrives_at_final = all(self.program.steps[e.target].kind == "final" for e in natural)
+        self.out_of_steps = False
+        if natural and not arrives_at_final and _reached(self.program.agent.max_steps, self.steps):
+            # The step ceiling: the thread goes to its target instead, or fails here.
+            self.out_of_steps = True
+            natural = [e for e in leaving if e.kind == "max_steps"]
+        fitting = [e for e in natural if target is None or e.target == target]
+        if target is None:
+            return fitting[0] if len({e.target for e in fitting}) == 1 else None
+        if fitting:
+            return fitting[0]
+        # A log from an agent that has changed since: take any edge that explains the move.
+        others = [e for e in leaving if e.target == target and e.kind in _ESCALATIONS]
+        return others[0] if others else None
+
+
+def _reached(ceiling: Ceiling | None, count: int) -> bool:
+    return (
+        ceiling is not None
+        and isinstance(ceiling.limit.value, int)
+        and count >= ceiling.limit.value
+    )
 
 
 def _status_on_arrival(program: Program, step: str) -> Status:
@@ -140,28 +188,6 @@ def _status_on_arrival(program: Program, step: str) -> Status:
     if kind == "final":
         return "finished"
     return "waiting" if kind in ("approval", "human") else "running"
-
-
-def _edge_taken(program: Program, event: Event, target: str | None, in_a_row: int) -> Edge | None:
-    """The edge `event` sent the thread along: to `target` when known, else the only one fitting."""
-    expected = _LEAVES_BY.get(type(event))
-    ceiling = program.agent.max_errors
-    if (
-        isinstance(event, StepFailed)
-        and ceiling is not None
-        and isinstance(ceiling.limit.value, int)
-        and in_a_row >= ceiling.limit.value
-    ):
-        expected = "max_errors"
-    candidates = [e for e in program.edges_from(event.step) if target is None or e.target == target]
-    fitting = [e for e in candidates if e.kind == expected and _fits_output(e, event)]
-    if target is None:
-        return fitting[0] if len({e.target for e in fitting}) == 1 else None
-    if fitting:
-        return fitting[0]
-    # The step ceiling can interrupt any step; nothing in the event says so but the target.
-    escalations = [e for e in candidates if e.kind in _ESCALATIONS]
-    return escalations[0] if escalations else None
 
 
 def _fits_output(edge: Edge, event: Event) -> bool:
