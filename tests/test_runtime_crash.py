@@ -1,0 +1,310 @@
+"""Crash safety and racing resumes, with real processes and a real SQLite file.
+
+1. A counter thread is run by a child process that is SIGKILLed at a random moment, again
+   and again; each new child resumes it. Afterwards no event is lost or duplicated and no
+   tool that takes no idempotency key ran more often than the log says it started.
+2. Two processes resume one waiting thread at the same moment: one wins, the other gets
+   `Conflict`, and the deploy runs once.
+
+Each check also runs against a deliberately broken store and must find the breakage: the
+guarantees come from the store's atomic, sequence-guarded, durable append.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.runtime_helpers import (
+    EXAMPLES,
+    FIXTURES,
+    RecordingNotifier,
+    ScriptedModel,
+    counter_model,
+    no_messages,
+)
+from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.store import Conflict, Head, SqliteStore
+from twelvefold.runtime.types import (
+    Approved,
+    Event,
+    ModelOutput,
+    StepFailed,
+    ToolResult,
+    ToolStarted,
+)
+
+TARGET = 24
+KILLS = 20
+FORK = multiprocessing.get_context("fork")
+
+
+class LazyCommitStore(SqliteStore):
+    """Broken on purpose: commits every fourth append (a tempting speed-up), so a crash
+    loses up to three appends the runtime believed durable."""
+
+    pending = 0
+
+    def append(
+        self, thread_id: str, expected_seq: int, events: Sequence[Event], codec: Codec, head: Head
+    ) -> None:
+        bodies = [codec.dumps_event(e) for e in events]
+        with self._lock:
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            num, seq = self._position(thread_id)
+            if seq != expected_seq:
+                raise Conflict(thread_id, expected_seq, seq)
+            self._insert_events(num, seq, bodies)
+            self._db.execute(
+                "UPDATE threads SET status = ?, step = ?, seq = ? WHERE num = ?",
+                (head.status, head.step, seq + len(bodies), num),
+            )
+            self.pending += 1
+            if self.pending % 4 == 0:
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+        super().close()
+
+
+class UnguardedStore(SqliteStore):
+    """Broken on purpose: appends at the end of the log whatever the caller replayed."""
+
+    def append(
+        self, thread_id: str, expected_seq: int, events: Sequence[Event], codec: Codec, head: Head
+    ) -> None:
+        bodies = [codec.dumps_event(e) for e in events]
+        with self._lock, self._transaction():
+            num, seq = self._position(thread_id)  # and no comparison with expected_seq
+            self._insert_events(num, seq, bodies)
+            self._db.execute(
+                "UPDATE threads SET status = ?, step = ?, seq = ? WHERE num = ?",
+                (head.status, head.step, seq + len(bodies), num),
+            )
+
+
+class BarrierStore(SqliteStore):
+    """Holds each process after it loaded the thread until the other one has too, so the
+    two resumes really overlap."""
+
+    barrier: Any = None
+
+    def load(self, thread_id: str, codec: Codec) -> list[Event]:
+        events = super().load(thread_id, codec)
+        if self.barrier is not None:
+            self.barrier.wait(timeout=10)
+        return events
+
+
+# ---- 1. kill -9 at random points ------------------------------------------------------
+
+
+def counter_worker(
+    store_class: type[SqliteStore], db: Path, cache: Path, thread_id: str, acks: int
+) -> None:
+    def acknowledge(thread: Any, event: Event) -> None:
+        # Tell the parent each event the store has accepted: it must survive the kill.
+        os.write(acks, f"{len(thread.events)}\n".encode())
+
+    store = store_class(db)
+    model = ScriptedModel(counter_model(TARGET, poke_every=3))
+    rt = Runtime(store, model=model, messages=no_messages, cache_dir=cache, on_event=acknowledge)
+    view = rt.get(thread_id)
+    if view.status == "failed":  # an interrupted call of a tool without a key: retry it
+        rt.retry(thread_id, by="test")
+    elif view.status == "running":
+        rt.resume(thread_id)
+    store.close()
+    os._exit(0)
+
+
+def kill_again_and_again(
+    store_class: type[SqliteStore], tmp_path: Path, seed: int
+) -> tuple[list[str], int]:
+    """Run the counter thread to the end under random SIGKILLs; return what went wrong
+    and how many kills hit a running process."""
+    db, cache, logs = tmp_path / "threads.db", tmp_path / "cache", tmp_path / "logs"
+    logs.mkdir()
+    os.environ["COUNTER_LOG"] = str(logs)
+    os.environ["COUNTER_SLEEP"] = "0.0005"
+    setup = store_class(db)
+    rt = Runtime(setup, model=ScriptedModel([]), messages=no_messages, cache_dir=cache)
+    agent = rt.agent(FIXTURES / "counter.agent")
+    from twelvefold.runtime.loop import started
+
+    thread_id = "counted"
+    from twelvefold.runtime.store import ThreadInfo
+
+    first = started(agent, "count")
+    setup.create(
+        ThreadInfo(thread_id, agent.name, agent.origin, "running", "decide", 1, "t", "t"),
+        [first],
+        agent.codec,
+    )
+    setup.close()
+
+    chance = random.Random(seed)
+    problems, killed = [], 0
+    for attempt in range(KILLS + 3):
+        read, write = os.pipe()
+        child = FORK.Process(target=counter_worker, args=(store_class, db, cache, thread_id, write))
+        child.start()
+        os.close(write)
+        if attempt < KILLS:
+            child.join(chance.uniform(0.002, 0.05))
+            if child.is_alive():
+                os.kill(child.pid or 0, signal.SIGKILL)
+                killed += 1
+        child.join()  # the last few run to the end (an interrupted tool needs a retry)
+        with os.fdopen(read) as pipe:
+            acknowledged = max((int(line) for line in pipe.read().split()), default=0)
+        stored = sqlite3.connect(db).execute("SELECT max(seq) FROM events").fetchone()[0]
+        if stored < acknowledged:
+            problems.append(
+                f"kill {attempt}: event {acknowledged} was acknowledged, {stored} stored"
+            )
+    return problems + audit(db, agent, thread_id, logs), killed
+
+
+def audit(db: Path, agent: Any, thread_id: str, logs: Path) -> list[str]:
+    problems = []
+    store = SqliteStore(db)
+    events = store.load(thread_id, agent.codec)
+    store.close()
+    seqs = [row[0] for row in sqlite3.connect(db).execute("SELECT seq FROM events ORDER BY seq")]
+    if seqs != list(range(1, len(seqs) + 1)):
+        problems.append(f"sequence numbers have gaps: {seqs}")
+    try:
+        state = agent.module.replay(events)
+    except Exception as exc:
+        return [*problems, f"the log does not replay: {exc}"]
+    if state.status != "finished" or state.value.n != TARGET:
+        problems.append(f"the thread did not finish at {TARGET}: {state}")
+    counts = [e.result.n for e in events if isinstance(e, ToolResult)]
+    if counts != list(range(1, TARGET + 1)):
+        problems.append(f"tool results lost or duplicated: {counts}")
+    decided = [e.output.n for e in events if isinstance(e, ModelOutput)]
+    if decided != list(range(TARGET + 1)):
+        problems.append(f"model outputs lost or duplicated: {decided}")
+    bump_keys = {e.key for e in events if isinstance(e, ToolStarted) and e.step == "bump"}
+    ran_with_keys = set(_lines(logs / "bump.log"))
+    if ran_with_keys != bump_keys:
+        problems.append(f"bump ran with keys {ran_with_keys ^ bump_keys} the log does not show")
+    poke_starts = sum(isinstance(e, ToolStarted) and e.step == "poke" for e in events)
+    poke_runs = len(_lines(logs / "poke.log"))
+    if poke_runs > poke_starts:
+        problems.append(f"poke (no idempotency key) ran {poke_runs} times for {poke_starts} starts")
+    interrupted = [e for e in events if isinstance(e, StepFailed)]
+    if any(e.step != "poke" or e.error.type != "Interrupted" for e in interrupted):
+        problems.append(f"unexpected failures: {interrupted}")
+    return problems
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    problems, killed = kill_again_and_again(SqliteStore, tmp_path, seed=7)
+    assert problems == []
+    assert killed >= KILLS // 2, "most kills must land in the middle of a run"
+
+
+def test_the_kill_test_catches_a_store_that_commits_lazily(tmp_path: Path) -> None:
+    problems, _ = kill_again_and_again(LazyCommitStore, tmp_path, seed=7)
+    assert any("acknowledged" in p for p in problems), (
+        "a store that loses appends in a crash must fail the kill test"
+    )
+
+
+# ---- 2. two resumes at once -------------------------------------------------------------
+
+
+def approve_worker(
+    store_class: type[SqliteStore],
+    db: Path,
+    cache: Path,
+    thread_id: str,
+    barrier: Any,
+    results: Any,
+) -> None:
+    store = store_class(db)
+    if isinstance(store, BarrierStore):
+        store.barrier = barrier
+    model = ScriptedModel(lambda request: {"type": "DoneForNow", "message": "deployed"})
+    rt = Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=cache)
+    try:
+        rt.resume(thread_id, approve=True, by=f"pid {os.getpid()}")
+        results.put("resumed")
+    except Conflict as exc:
+        results.put(f"conflict: {exc}")
+    except Exception as exc:
+        results.put(f"error: {type(exc).__name__}: {exc}")
+    results.close()
+    results.join_thread()  # flush before os._exit skips the usual shutdown
+    os._exit(0)
+
+
+def race(store_class: type[SqliteStore], tmp_path: Path) -> list[str]:
+    db, cache, ledger = tmp_path / "threads.db", tmp_path / "cache", tmp_path / "ledger.jsonl"
+    os.environ["DEPLOYBOT_LEDGER"] = str(ledger)
+    store = SqliteStore(db)
+    model = ScriptedModel([{"type": "DeployBackend", "tag": "v1.2.3", "env": "production"}])
+    rt = Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=cache)
+    view = rt.launch(EXAMPLES / "deploybot.agent", "deploy v1.2.3 to production")
+    agent = rt.agent(EXAMPLES / "deploybot.agent")
+    store.close()
+    assert view.waiting_for == "approval"
+
+    barrier, results = FORK.Barrier(2), FORK.Queue()
+    racer = type("Racer", (BarrierStore, store_class), {})
+    children = [
+        FORK.Process(target=approve_worker, args=(racer, db, cache, view.id, barrier, results))
+        for _ in range(2)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(20)
+    outcomes = sorted(results.get(timeout=5) for _ in children)
+
+    problems = []
+    if [o.split(":")[0] for o in outcomes] != ["conflict", "resumed"]:
+        problems.append(f"expected one resume and one conflict, got {outcomes}")
+    store = SqliteStore(db)
+    events = store.load(view.id, agent.codec)
+    store.close()
+    if sum(isinstance(e, Approved) for e in events) != 1:
+        problems.append("the approval was applied twice")
+    if len(_lines(ledger)) != 1:
+        problems.append(f"deployed {len(_lines(ledger))} times")
+    return problems
+
+
+def test_two_processes_resuming_one_thread_one_wins_the_other_gets_a_conflict(
+    tmp_path: Path,
+) -> None:
+    assert race(SqliteStore, tmp_path) == []
+
+
+def test_the_race_test_catches_a_store_that_ignores_the_expected_sequence(tmp_path: Path) -> None:
+    assert race(UnguardedStore, tmp_path) != []
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    for name in ("COUNTER_LOG", "COUNTER_SLEEP", "DEPLOYBOT_LEDGER"):
+        monkeypatch.delenv(name, raising=False)
+    return lambda: None
