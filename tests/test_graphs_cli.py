@@ -1,0 +1,124 @@
+"""`twelvefold graph` end to end: real files, a real SQLite store, the real `dot`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pydot
+import pytest
+from click.testing import CliRunner
+
+from twelvefold.cli import cli
+from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.loading import load_agent
+from twelvefold.runtime.store import SqliteStore, ThreadInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOYBOT = str(ROOT / "examples" / "deploybot.agent")
+THREAD_LOG = ROOT / "docs" / "images" / "deploybot-thread.json"
+
+needs_dot = pytest.mark.skipif(
+    shutil.which("dot") is None,
+    reason="Graphviz's `dot` is not on PATH (`make system-deps` installs Debian graphviz)",
+)
+
+
+@pytest.fixture(autouse=True)
+def in_a_scratch_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command caches compiled agents under ./.twelvefold; keep that out of the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["graph", *args], env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_mermaid_goes_to_stdout_by_default() -> None:
+    code, out, _ = run(DEPLOYBOT)
+    assert code == 0
+    assert out.splitlines()[1] == "flowchart TD"
+    assert 'approve_deploy ==>|"approved"| deploy' in out
+
+
+def test_dot_parses_and_the_format_follows_the_output_suffix(tmp_path: Path) -> None:
+    code, _, err = run(DEPLOYBOT, "-o", str(tmp_path / "bot.dot"))
+    assert code == 0 and "wrote" in err
+    (graph,) = pydot.graph_from_dot_data((tmp_path / "bot.dot").read_text())
+    assert graph.get_node('"deploy"')
+
+
+@needs_dot
+def test_png_and_svg_files(tmp_path: Path) -> None:
+    assert run(DEPLOYBOT, "--format", "png", "-o", str(tmp_path / "a.png"))[0] == 0
+    assert (tmp_path / "a.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    code, out, _ = run(DEPLOYBOT, "--format", "svg")
+    assert code == 0 and out.lstrip().startswith("<?xml")
+
+
+def test_without_dot_svg_says_how_to_install_graphviz(tmp_path: Path) -> None:
+    # A PATH with nothing on it (CliRunner sets it for the call): the lookup finds no `dot`.
+    code, out, err = run(DEPLOYBOT, "--format", "svg", env={"PATH": str(tmp_path)})
+    assert code == 1
+    assert out == ""
+    assert "Graphviz" in err and "apt-get install graphviz" in err
+    assert "Traceback" not in err
+
+
+def test_an_agent_with_errors_prints_diagnostics_and_exits_1(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.agent"
+    broken.write_text(
+        'agent broken { start first }\ntype Out {}\ntool first -> Out = "m:f" { next nowhere }\n'
+        "final done(Out)\n"
+    )
+    code, out, err = run(str(broken))
+    assert code == 1
+    assert out == ""
+    assert "error[" in err and "nowhere" in err and "broken.agent:3:" in err
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    log = tmp_path / "log.json"
+    log.write_text("[]")
+    assert run(DEPLOYBOT, "--thread", "t1", "--events", str(log))[0] == 2
+    assert run(DEPLOYBOT, "--format", "gif")[0] == 2
+    assert run(str(tmp_path / "missing.agent"))[0] == 2
+
+
+def test_events_file_overlays_the_thread() -> None:
+    code, out, _ = run(DEPLOYBOT, "--format", "dot", "--events", str(THREAD_LOG))
+    assert code == 0
+    (graph,) = pydot.graph_from_dot_data(out)
+    here = graph.get_node('"approve_deploy"')[0].get("class").strip('"').split()
+    assert {"here", "waiting"} <= set(here)
+    assert "errors" in graph.get_node('"deploy"')[0].get("class")
+
+
+def test_thread_from_the_sqlite_store(tmp_path: Path) -> None:
+    agent = load_agent(Path(DEPLOYBOT), cache_dir=tmp_path / "cache")
+    codec: Codec = agent.codec
+    events = [codec.decode_event(item) for item in json.loads(THREAD_LOG.read_text())]
+    db = tmp_path / "threads.db"
+    store = SqliteStore(db)
+    info = ThreadInfo("t-42", "deploybot", DEPLOYBOT, "waiting", "approve_deploy", 9, "t", "t")
+    store.create(info, events, codec)
+    store.close()
+
+    code, out, err = run(DEPLOYBOT, "--format", "mermaid", "--thread", "t-42", "--db", str(db))
+    assert code == 0, err
+    assert "class approve_deploy here_waiting" in out
+    assert "visited ×3" in out
+
+    code, _, err = run(DEPLOYBOT, "--thread", "nope", "--db", str(db))
+    assert code == 1 and "nope" in err
+    code, _, err = run(DEPLOYBOT, "--thread", "t-42", "--db", str(tmp_path / "none.db"))
+    assert code == 1 and "no thread store" in err
+
+
+def test_an_event_log_for_another_agent_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    log = tmp_path / "log.json"
+    log.write_text(json.dumps([{"kind": "started", "step": "decide", "input": "x"}, {"kind": "?"}]))
+    code, _, err = run(DEPLOYBOT, "--events", str(log))
+    assert code == 1 and "does not decode" in err
