@@ -1,0 +1,401 @@
+"""Write docs/diagnostics.md from the invalid programs in tests/invalid/.
+
+`python -m docs.make_diagnostics` (or `--check`).
+
+Each code's section shows the program of `tests/invalid/<CODE>_*.agent` (its
+`# error: ...` expectation comments left out), the diagnostic the compiler really
+prints for it, and how to fix it. The rendered output is never written by hand: the
+test in tests/test_checks_docs.py regenerates the page and fails when it is stale.
+
+    python -m docs.make_diagnostics           write docs/diagnostics.md
+    python -m docs.make_diagnostics --check   exit 1 when docs/diagnostics.md is stale
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from twelvefold.compiler import compile_text
+from twelvefold.compiler.diagnostics import render
+from twelvefold.compiler.prompts import PromptDirectory
+
+ROOT = Path(__file__).resolve().parent.parent
+INVALID = ROOT / "tests" / "invalid"
+PAGE = ROOT / "docs" / "diagnostics.md"
+EXPECTATION = re.compile(r"\s*# (error|warning): [EW]\d{3}.*$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    title: str
+    why: str
+    fix: str
+
+
+FAMILIES = {
+    "E0": "Syntax",
+    "E1": "Names and settings",
+    "E2": "Routing and guards",
+    "W2": "Routing and guards",
+    "E3": "Reachability",
+    "W3": "Reachability",
+    "E4": "Type flow",
+    "E5": "Approval dominance",
+    "E6": "Bounded loops",
+    "E7": "Templates",
+    "W8": "Size",
+    "W9": "Unused declarations",
+}
+
+ENTRIES: dict[str, Entry] = {
+    "E001": Entry(
+        "unexpected token",
+        "The parser met a word or symbol that cannot come next. The message names the block "
+        "that is still open and what could come instead.",
+        "Write what the label expects; transitions are written `->`, durations need a unit.",
+    ),
+    "E002": Entry(
+        "unexpected character or unclosed string",
+        'A character that no token starts with, or a string whose closing `"` is missing. '
+        "Strings are one line long.",
+        "Close the string on its line (write a newline as `\\n`), or remove the character.",
+    ),
+    "E003": Entry(
+        "the file ends inside a block",
+        "A `{` was never closed, or the last declaration is cut short.",
+        "Close the block named in the message with `}`.",
+    ),
+    "E004": Entry(
+        "invalid escape in a string",
+        "Strings use JSON's escapes; `\\o` and friends are not escapes.",
+        "Write a backslash as `\\\\`, or use a forward slash in paths.",
+    ),
+    "E006": Entry(
+        "a setting is given twice",
+        "A single-valued setting (`prompt`, `next`, `start`, ...) appears twice in one block. "
+        "The first one would win, silently.",
+        "Keep one of them.",
+    ),
+    "E101": Entry(
+        "no agent",
+        "Every `.agent` file declares exactly one agent: its name, input and start state.",
+        'Start the file with `agent NAME "what it does" { start FIRST_STEP }`.',
+    ),
+    "E102": Entry(
+        "declared twice",
+        "Two types, two states, or an llm output listed twice, share a name. A secondary "
+        "label points at the first declaration.",
+        "Rename or remove one of them.",
+    ),
+    "E103": Entry(
+        "a field declared twice",
+        "A type has two fields with the same name.",
+        "Rename or remove one of the fields.",
+    ),
+    "E104": Entry(
+        "unknown state",
+        "A transition, `start`, or `max_steps`/`max_errors` names a state that is not "
+        "declared. Close names are suggested.",
+        "Fix the spelling, or declare the state.",
+    ),
+    "E105": Entry(
+        "unknown type",
+        "A step's input or output, a field, or the agent's `input` names a type that is "
+        "neither declared nor built in (`string int float bool Answer`).",
+        "Fix the spelling, or declare the type.",
+    ),
+    "E106": Entry(
+        "no start state",
+        "The agent block does not say where a thread starts.",
+        "Add `start STATE` to the agent block.",
+    ),
+    "E107": Entry(
+        "keyword as a name",
+        "States and types cannot be named like a keyword (`next`, `final`, `on`, ...); fields can.",
+        "Choose another name.",
+    ),
+    "E108": Entry(
+        "malformed `module:function`",
+        'A tool names its Python function as `"package.module:function"`: dotted '
+        "identifiers, a colon, an identifier. The compiler never imports it.",
+        'Write the module path and the function, e.g. `"deploybot.tools:deploy_backend"`.',
+    ),
+    "E109": Entry(
+        "not a whole number in range",
+        "`max_steps`, `max_errors`, `keep last` and `budget` are positive whole numbers; "
+        "`retries` and `retry` are whole numbers, 0 or more.",
+        "Write a whole number in range.",
+    ),
+    "E110": Entry(
+        "temperature out of range",
+        "Model temperatures go from 0 to 2.",
+        "Use a temperature between 0 and 2.",
+    ),
+    "E111": Entry(
+        "unknown context format",
+        "The context window renders as `xml` (the default), `yaml` or `json`.",
+        "Use one of the three.",
+    ),
+    "E112": Entry(
+        "`render` names nothing",
+        'A `render NAME "template"` line in the context block names a step (its events) '
+        "or an event kind (`started`, `model_output`, `tool_result`, `step_failed`, ...).",
+        "Name an existing step or an event kind.",
+    ),
+    "E113": Entry(
+        "llm output is not a record",
+        "An llm step answers with one of the declared record types, so that the answer can "
+        "be validated and routed. Built-in scalars and `Answer` are not model outputs.",
+        "Declare a record type holding the value and list it instead.",
+    ),
+    "E114": Entry(
+        "a required setting is missing",
+        "An llm step needs a `prompt`; a tool and a human step need `next`; an approval "
+        "needs `on approved` and `on rejected`.",
+        "Add the setting the message names.",
+    ),
+    "E115": Entry(
+        "a type named like a built-in",
+        "`string`, `int`, `float`, `bool` and `Answer` are built in; a declaration of the "
+        "same name would shadow them.",
+        "Choose another name.",
+    ),
+    "E116": Entry(
+        "a second agent",
+        "A file declares one agent; the compiler writes one module per agent file.",
+        "Move the second agent to its own file.",
+    ),
+    "E117": Entry(
+        "map key that is not a string",
+        "Maps are JSON objects, so their keys are strings: `map[string, T]`.",
+        "Use `map[string, T]`, or a list of records.",
+    ),
+    "E201": Entry(
+        "an output type is never routed",
+        "An llm step lists a type among its outputs but no `on TYPE` rule routes it: the "
+        "model could answer with it and the thread would have nowhere to go.",
+        "Add `on TYPE -> STATE`, or remove the type from the outputs.",
+    ),
+    "E202": Entry(
+        "every rule for a type has a guard",
+        "When none of the guards holds, the value has nowhere to go.",
+        "End the type's rules with one that has no guard.",
+    ),
+    "E203": Entry(
+        "a rule for a type the step cannot produce",
+        "`on TYPE` names a type that is not among the step's outputs, so it never fires.",
+        "Add the type to the outputs, or remove the rule.",
+    ),
+    "E204": Entry(
+        "unknown field in a guard",
+        "A guard reads a field the routed type (or the tool's input) does not have; nested "
+        "paths are followed through records. Close names are suggested.",
+        "Fix the field name.",
+    ),
+    "E205": Entry(
+        "comparison of different types",
+        "Guards compare strings with strings, numbers with numbers and bools with bools; "
+        "lists, maps and records are not compared, and bools have no order.",
+        "Compare the field with a value of its own type.",
+    ),
+    "E206": Entry(
+        "a literal outside a literal union",
+        "The field is a union of string literals and the value is none of them, so the "
+        "comparison is constant. Usually a typo.",
+        "Use one of the union's members.",
+    ),
+    "E207": Entry(
+        "misuse of null",
+        "Only optional fields (`T?`) can be null, and only `== null` / `!= null` test for "
+        "it; every other comparison with a null field is false.",
+        "Compare optional fields with `== null` / `!= null`; drop null tests on required ones.",
+    ),
+    "E208": Entry(
+        "a condition that is not a bool",
+        "A bare operand as a condition (`if urgent`) must be a `bool` field or literal.",
+        'Compare the value instead, e.g. `if note != null` or `if name == "x"`.',
+    ),
+    "W209": Entry(
+        "a rule that never fires",
+        "Rules are tried in order; after a rule without a guard, later rules for the same "
+        "type are never reached.",
+        "Move the rule above the unguarded one, or remove it.",
+    ),
+    "W301": Entry(
+        "unreachable state",
+        "No path from `start` leads to this state (the `max_errors`/`max_steps` targets "
+        "count as reachable from every step that can fail or act), though some other "
+        "unreachable state does.",
+        "Route a reachable state to it, or remove it.",
+    ),
+    "E302": Entry(
+        "a thread can never finish",
+        "From this state no sequence of transitions reaches a `final` state (running out "
+        "of `max_steps` does not count as finishing).",
+        "Give the state, or one it leads to, a way to a final state.",
+    ),
+    "E303": Entry(
+        "no final state",
+        "Without a `final` state no thread can finish.",
+        "Add a `final` state and route to it.",
+    ),
+    "E401": Entry(
+        "a value of the wrong type arrives",
+        "A step with a declared input receives a value of another type along this edge. "
+        "llm rules carry their type, a tool's `next` its output, a human's `next` an "
+        "`Answer`; errors, rejections, approvals and the ceilings pass the incoming value "
+        "through unchanged; the start state receives the agent's `input`.",
+        "Route only values of the declared type there, or drop the step's input type so it "
+        "accepts anything.",
+    ),
+    "E403": Entry(
+        "an `ask` reads an unknown field",
+        "An approval's or human step's `ask` template reads the fields of its incoming "
+        "value, nested paths included; a step without a declared input has no fields.",
+        "Fix the field name, or declare the step's input type.",
+    ),
+    "E501": Entry(
+        "approval bypassed",
+        "A tool marked `requires approval [if GUARD]` is entered along an edge that is not "
+        "an approval's `on approved`, and GUARD can hold for the value it carries. An llm "
+        "rule carries its guard and the negation of the earlier guards for the same type; "
+        "literal-union and bool fields are decided exactly, other fields are assumed to "
+        "hold. `on rejected` and `on error` edges never count as approval.",
+        "Route those values through an approval step whose `on approved` leads to the tool.",
+    ),
+    "E601": Entry(
+        "a loop of tools only",
+        "A cycle that passes through no llm, approval or human state spins without anyone "
+        "deciding whether to go round again.",
+        "Send one of its steps back to a model or a person.",
+    ),
+    "E602": Entry(
+        "a loop without `max_steps`",
+        "An agent whose graph has a cycle must bound the steps a thread can take.",
+        "Add `max_steps N [-> STATE]` to the agent block.",
+    ),
+    "E603": Entry(
+        "an error loop without `max_errors`",
+        "An `on error` edge on a cycle retries a failing step forever.",
+        "Add `max_errors N -> STATE` to the agent block.",
+    ),
+    "E701": Entry(
+        "prompt template not found",
+        "The template is looked up under the prompts directory (`--prompts DIR`, or the "
+        "nearest `prompts/` folder). Close file names are suggested.",
+        "Fix the path, or create the template.",
+    ),
+    "E702": Entry(
+        "template syntax error",
+        "A prompt, `render` or `ask` template is not valid Jinja2. The message gives the "
+        "line inside the template; the caret points at the step that uses it.",
+        "Fix the template; close every `{{ }}`, `{% if %}` and `{% for %}`.",
+    ),
+    "E703": Entry(
+        "unknown variable in a template",
+        "An llm prompt can use `context`, `events`, `input`, `last`, `agent` and `step`; a "
+        "`render` template `event`, `kind`, `step`, `value` and `agent`; plus the names the "
+        "template sets itself.",
+        "Use one of the provided variables (the incoming value is `last`).",
+    ),
+    "W801": Entry(
+        "too many states",
+        "An agent with more than 12 states is probably two agents.",
+        "Split off a part with its own input and result.",
+    ),
+    "W802": Entry(
+        "a long path",
+        "A path from `start` that visits more than 10 transitions without repeating a "
+        "state suggests the agent does two jobs.",
+        "Split the agent, or let one llm step decide more at once.",
+    ),
+    "W901": Entry(
+        "unused type",
+        "No step, field or agent input uses this type.",
+        "Use it or remove it.",
+    ),
+    "W902": Entry(
+        "unused state",
+        "No transition, `start` or escalation leads to this state.",
+        "Route a state to it, or remove it.",
+    ),
+}
+
+
+def example_file(code: str) -> Path:
+    found = sorted(INVALID.glob(f"{code}_*.agent"))
+    if not found:
+        raise SystemExit(f"no tests/invalid/{code}_*.agent for {code}")
+    return found[0]
+
+
+def strip_expectations(text: str) -> str:
+    return "\n".join(EXPECTATION.sub("", line) for line in text.splitlines()) + "\n"
+
+
+def section(code: str, entry: Entry) -> str:
+    path = example_file(code)
+    text = strip_expectations(path.read_text(encoding="utf-8"))
+    result = compile_text(
+        text, path.name, load_prompt=PromptDirectory(INVALID / "prompts"), generate_code=False
+    )
+    shown = [render(d, text) for d in result.diagnostics if d.code == code]
+    if not shown:
+        raise SystemExit(f"{path.name} does not report {code} once its comments are stripped")
+    return "\n".join(
+        [
+            f"### {code}: {entry.title}",
+            "",
+            entry.why,
+            "",
+            f"```agent\n{text.rstrip()}\n```",
+            "",
+            "```text\n" + "\n\n".join(shown) + "\n```",
+            "",
+            f"**Fix.** {entry.fix}",
+            "",
+            f"Test program: `tests/invalid/{path.name}`.",
+            "",
+        ]
+    )
+
+
+def page() -> str:
+    parts = [
+        "# Diagnostics",
+        "",
+        "Every diagnostic twelvefold reports, with a program that triggers it, the output of",
+        "`twelvefold check` for that program, and the fix. Errors (`E`) stop compilation;",
+        "warnings (`W`) do not. The first line of each diagnostic is",
+        "`path:line:col: error[CODE]: message`; `--format json` gives the same as data.",
+        "",
+        "This page is generated by `python -m docs.make_diagnostics` from the programs in",
+        "`tests/invalid/`; a test fails when it is out of date.",
+        "",
+    ]
+    family = ""
+    for code in sorted(ENTRIES, key=lambda c: (c[1:], c)):
+        name = FAMILIES[code[:2]]
+        if name != family:
+            family = name
+            parts += [f"## {name}", ""]
+        parts.append(section(code, ENTRIES[code]))
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = page()
+    if "--check" in argv:
+        if PAGE.read_text(encoding="utf-8") != text:
+            print("docs/diagnostics.md is stale: run `python -m docs.make_diagnostics`")
+            return 1
+        return 0
+    PAGE.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
