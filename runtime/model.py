@@ -15,8 +15,12 @@ the output reaches the reducer, which receives an instance of the declared class
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import json
+import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol, Union
@@ -192,6 +196,35 @@ class OpenAIModel:
             arguments["temperature"] = request.action.temperature
         return arguments
 
+    async def preview(self, request: ModelRequest) -> dict[str, Any]:
+        """The exact chat-completions request this call would send, without sending it.
+
+        instructor builds the request as for a real call (tools, schema, its JSON-mode
+        system paragraph) and hands it to a hook that keeps it; the client points at a
+        loopback port held open but not listening, so the send itself is refused at once.
+        """
+        import instructor
+
+        captured: list[dict[str, Any]] = []
+        with socket.socket() as closed_port:
+            closed_port.bind(("127.0.0.1", 0))
+            host, port = closed_port.getsockname()[:2]
+            client = _make_client(f"http://{host}:{port}/v1", "preview", self.mode, 0)
+            client.on("completion:kwargs", lambda *_, **kwargs: captured.append(kwargs))
+            arguments = self.request_arguments(request)
+            arguments["max_retries"] = 0
+            quiet = logging.getLogger("instructor")
+            level = quiet.level
+            quiet.setLevel(logging.CRITICAL)  # the refusal is expected: do not log it
+            try:
+                with contextlib.suppress(Exception):
+                    await client.chat.completions.create_with_completion(**arguments)
+            finally:
+                quiet.setLevel(level)
+        if not captured:  # pragma: no cover - instructor changed its hooks
+            raise RuntimeError(f"instructor {instructor.__version__} did not show its request")
+        return {k: v for k, v in captured[0].items() if _is_json(v)}
+
     async def complete(self, request: ModelRequest) -> ModelReply:
         from instructor.core.exceptions import InstructorRetryException
         from openai import OpenAIError
@@ -262,6 +295,14 @@ def _api_error(exc: Exception) -> ErrorInfo:
     body = getattr(exc, "body", None)
     message = body.get("message") if isinstance(body, dict) else None
     return ErrorInfo(type(exc).__name__, _first_line(str(message or exc)))
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _first_line(text: str) -> str:

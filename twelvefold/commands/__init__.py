@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-COMMAND_MODULES = ["build", "graph", "run"]
+COMMAND_MODULES = ["build", "graph", "run", "prompt"]
 
 
 def register_all(cli: click.Group) -> None:

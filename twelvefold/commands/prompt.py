@@ -1,0 +1,166 @@
+"""`twelvefold prompt`: the exact request an `llm` step would send, without sending it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_DB = Path(".twelvefold") / "threads.db"
+
+
+@click.command()
+@click.argument("agent_ref", metavar="AGENT")
+@click.argument("step")
+@click.option("--thread", "thread_id", help="Use this stored thread's events.")
+@click.option("--input", "text", help="Show the step for a fresh thread launched with TEXT.")
+@click.option(
+    "--prompts",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder that prompt paths resolve under (default: the nearest prompts/).",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="TWELVEFOLD_DB",
+    default=DEFAULT_DB,
+    show_default=True,
+    help="The SQLite file threads are stored in (or TWELVEFOLD_DB).",
+)
+@click.option("--model", help="The model name to show (as `run --model`).")
+@click.option(
+    "--mode",
+    type=click.Choice(["tools", "json"]),
+    default="tools",
+    show_default=True,
+    help="Tool calling, or JSON content for endpoints without tools.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the request body as JSON.")
+def prompt(
+    agent_ref: str,
+    step: str,
+    thread_id: str | None,
+    text: str | None,
+    prompts: Path | None,
+    db: Path,
+    model: str | None,
+    mode: str,
+    as_json: bool,
+) -> None:
+    """Print the messages and the schema AGENT's llm STEP would send to the model.
+
+    For a stored thread (--thread) the context is its event log; for a fresh thread
+    (--input) it is the input alone. Nothing is sent: this is what `run` would send.
+    """
+    if (thread_id is None) == (text is None):
+        raise click.UsageError("give --thread THREAD or --input TEXT")
+    try:
+        body = asyncio.run(
+            _request_body(agent_ref, step, thread_id, text, prompts, db, model, mode)
+        )
+    except click.ClickException:
+        raise
+    except Exception as exc:  # a missing thread, a template error: one clear line
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(body, indent=2, ensure_ascii=False) if as_json else render(body))
+
+
+async def _request_body(
+    agent_ref: str,
+    step: str,
+    thread_id: str | None,
+    text: str | None,
+    prompts: Path | None,
+    db: Path,
+    model_name: str | None,
+    mode: str,
+) -> dict[str, Any]:
+    from twelvefold.runtime.api import typed_input
+    from twelvefold.runtime.context import build_messages
+    from twelvefold.runtime.loading import load_agent
+    from twelvefold.runtime.model import ModelRequest, OpenAIModel
+    from twelvefold.runtime.types import Event, Started
+
+    agent = load_agent(agent_ref, prompts_dir=prompts)
+    spec = agent.spec
+    if step not in spec.states or spec.states[step].kind != "llm":
+        llm_steps = ", ".join(n for n, s in spec.states.items() if s.kind == "llm")
+        raise click.BadParameter(f"`{step}` is not an llm step of {spec.name} ({llm_steps})")
+    events: list[Event]
+    if thread_id is not None:
+        events = list(_stored_events(db, thread_id))
+    else:
+        events = [Started(step=spec.start, input=typed_input(agent, text))]
+    action = _call_at(agent.module, events, step)
+    prompts_dir = prompts or agent.prompts_dir or Path("prompts")
+    messages = build_messages(spec, action, events, prompts_dir)
+    request = ModelRequest(spec, action, messages, thread_id or "(new)", len(events))
+    client = OpenAIModel(model=model_name, mode="json" if mode == "json" else "tools")
+    return await client.preview(request)
+
+
+def _stored_events(db: Path, thread_id: str) -> list[Any]:
+    from twelvefold.runtime.codec import Codec
+    from twelvefold.runtime.loading import load_agent
+    from twelvefold.runtime.store import SqliteStore
+
+    if not db.exists():
+        raise click.ClickException(f"no thread store at {db}")
+    store = SqliteStore(db)
+    try:
+        info = store.info(thread_id)
+        codec: Codec = load_agent(info.origin).codec
+        return list(store.load(thread_id, codec))
+    finally:
+        store.close()
+
+
+def _call_at(module: Any, events: list[Any], step: str) -> Any:
+    """The CallModel for `step`: the thread's own next action when it is there, else the
+    step's call built from the generated module as if the thread's current value arrived."""
+    from twelvefold.runtime.types import CallModel
+
+    state = module.replay(events)
+    action = module.next_action(state) if state.status == "running" else None
+    if isinstance(action, CallModel) and action.step == step:
+        return action
+    from dataclasses import replace
+
+    arrived = replace(state, step=step, status="running")
+    action = module.next_action(arrived)
+    if not isinstance(action, CallModel):  # pragma: no cover - checked by the caller
+        raise click.ClickException(f"`{step}` does not call the model")
+    click.echo(
+        f"note: the thread is at `{state.step}` ({state.status}); showing `{step}` "
+        "with its events so far",
+        err=True,
+    )
+    return action
+
+
+def render(body: dict[str, Any]) -> str:
+    """Messages as readable text, then the schema the output must match."""
+    lines = [f"model: {body.get('model')}"]
+    for message in body.get("messages", []):
+        lines += ["", f"── {message['role']} " + "─" * 60, str(message.get("content", ""))]
+    for tool in body.get("tools", []):
+        function = tool["function"]
+        lines += [
+            "",
+            f"── tool `{function['name']}`: {function.get('description', '')} " + "─" * 20,
+        ]
+        lines.append(json.dumps(function["parameters"], indent=2, ensure_ascii=False))
+    if "tool_choice" in body:
+        lines += ["", f"tool_choice: {json.dumps(body['tool_choice'])}"]
+    if "response_format" in body:
+        lines += ["", f"response_format: {json.dumps(body['response_format'])}"]
+    return "\n".join(lines)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(prompt)
