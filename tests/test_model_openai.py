@@ -267,3 +267,19 @@ def test_importing_the_runtime_does_not_import_openai_or_instructor() -> None:
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("mode", ["tools", "json"])
+def test_preview_is_exactly_what_a_real_call_sends(
+    openai_server: ScriptedOpenAI, mode: Literal["tools", "json"]
+) -> None:
+    model = client(openai_server, mode=mode)
+    shown = asyncio.run(model.preview(request()))
+    assert openai_server.requests == []  # the preview sent nothing
+    if mode == "tools":
+        openai_server.reply_tool({"choice": {"type": "Add", "a": 1, "b": 2}})
+    else:
+        openai_server.reply_json({"choice": {"type": "Add", "a": 1, "b": 2}})
+    complete(model, request())
+    (sent,) = openai_server.requests
+    assert shown == sent
