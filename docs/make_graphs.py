@@ -34,6 +34,9 @@ EXAMPLES = ROOT / "examples"
 AGENTS = ("deploybot", "calculator")
 THREAD = "deploybot-thread"
 MANIFEST = "graphs.json"
+GUIDE = ROOT / "docs" / "graphs.md"
+"""Shows calculator's Mermaid inline, so GitHub renders it on the page."""
+INLINE = "calculator"
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ def write_all(images: Path = IMAGES) -> None:
     (images / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def stale(images: Path = IMAGES) -> list[str]:
+def stale(images: Path = IMAGES, guide: Path = GUIDE) -> list[str]:
     """What is out of date in `images`, as sentences; empty when everything is current."""
     problems = []
     manifest_path = images / MANIFEST
@@ -130,6 +133,8 @@ def stale(images: Path = IMAGES) -> list[str]:
             path = images / f"{picture.stem}.{image_format}"
             if not path.is_file() or entry.get(image_format) != digest(path.read_bytes()):
                 problems.append(f"{path.name} is not the image `make graphs` rendered")
+        if picture.stem == INLINE and f"```mermaid\n{picture.mermaid}```" not in guide.read_text():
+            problems.append(f"{guide.name}'s mermaid block is not the current {INLINE}.mmd")
     return problems
 
 

@@ -29,9 +29,12 @@ def test_the_staleness_check_catches_an_outdated_or_edited_picture(tmp_path: Pat
     png = tmp_path / "calculator.png"
     png.write_bytes(png.read_bytes() + b"\0")
     (tmp_path / "deploybot-thread.mmd").unlink()
+    guide = tmp_path / "graphs.md"
+    guide.write_text(make_graphs.GUIDE.read_text().replace("flowchart TD", "flowchart LR"))
 
-    problems = make_graphs.stale(tmp_path)
+    problems = make_graphs.stale(tmp_path, guide)
     assert "deploybot.dot differs from what the renderer makes now" in problems
     assert "calculator.png is not the image `make graphs` rendered" in problems
     assert "deploybot-thread.mmd differs from what the renderer makes now" in problems
-    assert len(problems) == 3
+    assert "graphs.md's mermaid block is not the current calculator.mmd" in problems
+    assert len(problems) == 4
