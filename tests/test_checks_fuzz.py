@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from twelvefold.compiler import compile_text
@@ -55,6 +55,9 @@ def compile_quietly(text: str) -> list[Diagnostic]:
 
 @FUZZ
 @given(st.text(max_size=300))
+@example("agent a { }")  # no states at all, so not even a default start
+@example("agent a { start x } type T { f: T } final x(T)")
+@example('agent a { start d input Answer } human d(Answer) { ask "{{ by.x }}" next d }')
 def test_arbitrary_text(text: str) -> None:
     compile_quietly(text)
 

@@ -22,7 +22,7 @@ from .. import types as t
 from ..diagnostics import Diagnostic, Span, error
 from ..guards import can_hold
 from ..program import Edge, Program
-from .common import input_type, type_table, with_note
+from .common import input_type, start_state, type_table, with_note
 from .typeflow import arriving_types, carried_types
 
 
@@ -35,7 +35,7 @@ def approval_dominates(program: Program, _: object) -> Iterator[Diagnostic]:
             continue
         requirement = step.requires_approval
         condition = [requirement.guard] if requirement.guard is not None else []
-        if program.agent.start and program.start == name:
+        if program.agent.start and start_state(program) == name:
             root = table.named(input_type(program))
             if can_hold(condition, [], root, table):
                 yield _bypass(

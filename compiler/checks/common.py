@@ -20,6 +20,13 @@ def type_table(program: Program) -> t.TypeTable:
     return t.TypeTable(program.types)
 
 
+def start_state(program: Program) -> str | None:
+    """Where a thread starts: `start`, else (as codegen does) the first state, if there is one."""
+    if program.agent.start is not None:
+        return program.agent.start.text
+    return next(iter(program.steps), None)
+
+
 def input_type(program: Program) -> str:
     """The type of the value a thread is launched with (`input TYPE`, default `string`)."""
     return program.agent.input.text if program.agent.input else "string"

@@ -12,7 +12,7 @@ from .. import types as t
 from ..diagnostics import Diagnostic, did_you_mean, error
 from ..program import Program
 from ..syntax_errors import KEYWORDS
-from .common import declared_input, gotos, type_table, with_note
+from .common import declared_input, gotos, start_state, type_table, with_note
 
 FUNCTION_PATH = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
@@ -357,7 +357,7 @@ def required_settings(program: Program, _: object) -> Iterator[Diagnostic]:
 
 
 def _missing(step: n.Step, program: Program) -> Iterator[tuple[str, str]]:
-    some_state = program.start
+    some_state = start_state(program) or "STATE"
     match step:
         case n.LlmStep():
             if step.prompt is None:

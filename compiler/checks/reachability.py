@@ -15,14 +15,16 @@ import networkx as nx
 from .. import nodes as n
 from ..diagnostics import Diagnostic, error, warning
 from ..program import Program
-from .common import has_unresolved_target, misses_successor
+from .common import has_unresolved_target, misses_successor, start_state
 from .loops import own_graph
 
 
 def reachable_from_start(program: Program, _: object) -> Iterator[Diagnostic]:
-    start = program.start
-    if start not in program.steps or any(
-        has_unresolved_target(program, state) for state in program.steps
+    start = start_state(program)
+    if (
+        start is None
+        or start not in program.steps
+        or any(has_unresolved_target(program, state) for state in program.steps)
     ):
         return  # an unknown start or a misspelt transition is reported by the name checks
     reached = nx.descendants(program.graph, start) | {start}

@@ -8,6 +8,7 @@ import networkx as nx
 
 from ..diagnostics import Diagnostic, warning
 from ..program import Program
+from .common import start_state
 from .loops import own_graph
 
 MAX_STATES = 12
@@ -28,7 +29,8 @@ def agent_size(program: Program, _: object) -> Iterator[Diagnostic]:
             help="an agent this large is probably two; split off a part that has its own "
             "input and result",
         )
-    path = long_path(own_graph(program), program.start)
+    start = start_state(program)
+    path = long_path(own_graph(program), start) if start is not None else None
     if path is not None:
         yield warning(
             "W802",

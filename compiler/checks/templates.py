@@ -170,7 +170,8 @@ def _ask(
                 or f"the fields of `{owner}` are: {choices}",
             )
         else:
-            shown = ".".join(use.path[: found.failed_at]) or "the input"
+            owner_path = ".".join(use.path[: found.failed_at])
+            shown = f"`{owner_path}`" if owner_path else "the input"
             yield error(
                 "E403",
                 f"{shown} is a {owner} and has no field `{missing}`",

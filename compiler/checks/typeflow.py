@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from .. import nodes as n
 from ..diagnostics import Diagnostic, Span, error
 from ..program import Edge, Program
-from .common import declared_input, input_type, type_table, with_note
+from .common import declared_input, input_type, start_state, type_table, with_note
 
 
 def arriving_types(program: Program) -> dict[str, frozenset[str]]:
@@ -23,8 +23,8 @@ def arriving_types(program: Program) -> dict[str, frozenset[str]]:
     table = type_table(program)
     arriving: dict[str, set[str]] = {state: set() for state in program.steps}
     queue: deque[str] = deque()
-    start, first = program.start, input_type(program)
-    if start in arriving and table.known(first):
+    start, first = start_state(program), input_type(program)
+    if start is not None and start in arriving and table.known(first):
         arriving[start].add(first)
         queue.append(start)
     while queue:
@@ -60,7 +60,7 @@ def values_match_inputs(program: Program, _: object) -> Iterator[Diagnostic]:
     table = type_table(program)
     path = program.source.path
     agent = program.agent
-    start = program.steps.get(program.start)
+    start = program.steps.get(start_state(program) or "")
     if agent.start and start is not None:
         expected = declared_input(start)
         first = input_type(program)

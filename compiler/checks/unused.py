@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from .. import nodes as n
 from ..diagnostics import Diagnostic, warning
 from ..program import Program
-from .common import declared_input, has_unresolved_target
+from .common import declared_input, has_unresolved_target, start_state
 
 
 def unused_types(program: Program, _: object) -> Iterator[Diagnostic]:
@@ -57,7 +57,7 @@ def unused_states(program: Program, _: object) -> Iterator[Diagnostic]:
     """A state no transition, `start` or escalation leads to."""
     if any(has_unresolved_target(program, state) for state in program.steps):
         return  # a misspelt transition may be the one meant to lead here
-    targeted = {target for _, target in program.graph.edges()} | {program.start}
+    targeted = {target for _, target in program.graph.edges()} | {start_state(program)}
     for name, step in program.steps.items():
         if name not in targeted:
             yield warning(
