@@ -168,15 +168,19 @@ def summary(diagnostics: Sequence[Diagnostic]) -> str:
 
 
 def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance, case-insensitive for the comparison of letters."""
+    """Edits from `a` to `b`: insert, delete, substitute, or swap two neighbours (`dnoe`).
+
+    The optimal-string-alignment distance, ignoring case, since typos are what it ranks.
+    """
     a, b = a.lower(), b.lower()
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
+    rows = [list(range(len(b) + 1))] + [[i] + [0] * len(b) for i in range(1, len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            rows[i][j] = min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                rows[i][j] = min(rows[i][j], rows[i - 2][j - 2] + 1)
+    return rows[len(a)][len(b)]
 
 
 def closest(name: str, candidates: Iterable[str], limit: int = 3) -> list[str]:

@@ -68,7 +68,10 @@ class Program:
 
     @property
     def start(self) -> str:
-        return self.agent.start.text if self.agent.start else next(iter(self.steps))
+        """The declared start, else the first state; "" for an agent with no states (E106)."""
+        if self.agent.start is not None:
+            return self.agent.start.text
+        return next(iter(self.steps), "")
 
     def edges(self) -> list[Edge]:
         """All edges in a stable order: by source state (source order), then rule order."""

@@ -182,3 +182,12 @@ def test_a_syntax_error_names_the_open_block_in_words() -> None:
     assert "tool deploy" in diagnostic.message and "line 2" in diagnostic.message
     assert "NAME" not in diagnostic.message + diagnostic.label + diagnostic.help
     assert "a name" in diagnostic.label
+
+
+def test_suggestions_rank_close_names_and_catch_swapped_letters() -> None:
+    from twelvefold.compiler.diagnostics import closest, edit_distance
+
+    assert edit_distance("dnoe", "done") == 1
+    assert edit_distance("kitten", "sitting") == 3
+    assert closest("dnoe", ["done", "decide", "deploy"]) == ["done"]
+    assert closest("zzz", ["done"]) == []
