@@ -29,7 +29,7 @@ from . import tools
 from .codec import Codec
 from .model import Model, ModelError, ModelRequest
 from .spec import AgentSpec
-from .store import EventStore, Head, MemoryStore, ThreadInfo, now_iso
+from .store import EventStore, Head, ThreadInfo, now_iso
 from .types import (
     Action,
     AwaitAnswer,
@@ -136,7 +136,7 @@ class Engine:
         self.model = model
         self.notifier = notifier
         self.toolbox = tools.ToolBox(tool_paths)
-        self.offload = offload and not isinstance(store, MemoryStore)
+        self.offload = offload and getattr(store, "blocking", True)
         self.on_event = on_event
 
     # ---- threads ------------------------------------------------------------------

@@ -104,15 +104,19 @@ class MemoryStore:
     """Threads in a dict, events kept as the immutable objects they are. For tests and
     short-lived processes; nothing survives the process."""
 
+    blocking = False
+
     def __init__(self) -> None:
         self._infos: dict[str, ThreadInfo] = {}
+        self._heads: dict[str, tuple[Head, str]] = {}
+        """The listing row's changing part, kept apart so an append costs a tuple."""
         self._events: dict[str, list[Event]] = {}
         self._lock = threading.Lock()
 
     def create(self, info: ThreadInfo, events: Sequence[Event], codec: Codec) -> None:
         with self._lock:
             if info.id in self._infos:
-                raise Conflict(info.id, 0, self._infos[info.id].seq)
+                raise Conflict(info.id, 0, len(self._events[info.id]))
             self._infos[info.id] = info
             self._events[info.id] = list(events)
 
@@ -129,11 +133,7 @@ class MemoryStore:
             if len(log) != expected_seq:
                 raise Conflict(thread_id, expected_seq, len(log))
             log.extend(events)
-            info = self._infos[thread_id]
-            at = events[-1].at if events and events[-1].at else now_iso()
-            self._infos[thread_id] = replace(
-                info, status=head.status, step=head.step, seq=len(log), updated_at=at
-            )
+            self._heads[thread_id] = (head, (events[-1].at if events else None) or now_iso())
 
     def load(self, thread_id: str, codec: Codec) -> list[Event]:
         with self._lock:
@@ -142,12 +142,21 @@ class MemoryStore:
     def info(self, thread_id: str) -> ThreadInfo:
         with self._lock:
             self._log(thread_id)
-            return self._infos[thread_id]
+            return self._info(thread_id)
 
     def threads(self, status: Status | None = None) -> list[ThreadInfo]:
         with self._lock:
-            found = [i for i in self._infos.values() if status is None or i.status == status]
+            infos = [self._info(thread_id) for thread_id in self._infos]
+        found = [i for i in infos if status is None or i.status == status]
         return sorted(found, key=lambda i: i.updated_at, reverse=True)
+
+    def _info(self, thread_id: str) -> ThreadInfo:
+        info = self._infos[thread_id]
+        seq = len(self._events[thread_id])
+        if thread_id not in self._heads:
+            return replace(info, seq=seq)
+        head, at = self._heads[thread_id]
+        return replace(info, status=head.status, step=head.step, seq=seq, updated_at=at)
 
     def _log(self, thread_id: str) -> list[Event]:
         log = self._events.get(thread_id)
@@ -170,7 +179,6 @@ CREATE TABLE IF NOT EXISTS threads (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS threads_by_update ON threads (updated_at);
 -- One row per event; `thread` is threads.num, so a long thread id is not repeated.
 CREATE TABLE IF NOT EXISTS events (
     thread INTEGER NOT NULL,
@@ -192,6 +200,8 @@ class SqliteStore:
     sequence number first). Open a new store in each process; do not carry one across
     `fork`.
     """
+
+    blocking = True
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path)

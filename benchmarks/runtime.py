@@ -1,0 +1,276 @@
+"""The runtime's cost per step, replay, resume, storage and import, beside the physical
+limits measured in the same run.
+
+The agent is tests/runtime_fixtures/counter.agent: `decide` (an llm step) chooses `Bump`,
+the `bump` tool adds one, back to `decide`, until a target. The model is instant (a
+function of the value) and so is the tool; a "step" is one action, a model call or a tool
+call, and a tool call appends two events (`ToolStarted`, then its result). Prompt
+rendering is left out (its cost belongs to the context window the agent declares; the
+loop is what is measured here).
+
+Physical limits: a bare Python loop doing the same work (`next_action`, the same model
+and tool functions, building the same events, `reduce`) with no runtime around it; and a
+bare SQLite insert-and-commit of the same event JSON, WAL with synchronous=FULL.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.loop import Agent, Thread, started
+from twelvefold.runtime.model import ModelReply, ModelRequest
+from twelvefold.runtime.store import MemoryStore, SqliteStore, ThreadInfo, now_iso
+from twelvefold.runtime.types import (
+    CallModel,
+    CallTool,
+    Event,
+    ModelOutput,
+    ToolResult,
+    ToolStarted,
+    Usage,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "runtime_fixtures"
+COUNTER = FIXTURES / "counter.agent"
+
+
+class InstantModel:
+    """Bump until the target, then Done: no I/O, no waiting."""
+
+    def __init__(self, agent: Agent, target: int) -> None:
+        self.bump, self.done = agent.spec.types["Bump"], agent.spec.types["Done"]
+        self.target = target
+        self.usage = Usage(latency_ms=0.0)
+
+    def decide(self, value: Any) -> BaseModel:
+        n = value.n if isinstance(value, BaseModel) else 0
+        return self.done(n=n) if n >= self.target else self.bump(n=n)
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        return ModelReply(self.decide(request.action.value), self.usage)
+
+
+def no_messages(*_: Any) -> list[dict[str, str]]:
+    return []
+
+
+def _runtime(store: Any, agent: Agent, steps: int) -> Runtime:
+    return Runtime(
+        store,
+        model=InstantModel(agent, steps // 2),
+        messages=no_messages,
+        tool_paths=[FIXTURES],
+    )
+
+
+def run_thread(store: Any, agent: Agent, steps: int) -> float:
+    """Seconds per step for one thread of `steps` actions, launched and run to the end."""
+    rt = _runtime(store, agent, steps)
+    started_at = time.perf_counter()
+    view = rt.launch(agent, "count")
+    elapsed = time.perf_counter() - started_at
+    assert view.status == "finished", view
+    rt.close()
+    return elapsed / (steps + 1)
+
+
+def bare_loop(agent: Agent, steps: int) -> float:
+    """The same work with nothing around it: what a step cannot cost less than."""
+    from twelvefold.runtime.tools import ToolBox
+
+    module, model = agent.module, InstantModel(agent, steps // 2)
+    tool = ToolBox([FIXTURES]).resolve("counter_tools:bump").function
+    output_type = agent.spec.types["Count"]
+    events: list[Event] = [started(agent, "count")]
+    state = module.replay(events)
+    began = time.perf_counter()
+    while state.status == "running":
+        action = module.next_action(state)
+        if isinstance(action, CallModel):
+            event: Event = ModelOutput(
+                step=action.step, at=now_iso(), output=model.decide(action.value)
+            )
+        elif isinstance(action, CallTool):
+            key = f"t:{action.step}:{state.seq + 1}"
+            mark = ToolStarted(step=action.step, at=now_iso(), key=key)
+            state = module.reduce(state, mark)
+            events.append(mark)
+            result = output_type.model_validate(tool(action.value, idempotency_key=key))
+            event = ToolResult(step=action.step, at=now_iso(), result=result)
+        state = module.reduce(state, event)
+        events.append(event)
+    return (time.perf_counter() - began) / (steps + 1)
+
+
+def bare_sqlite(path: Path, bodies: list[str]) -> float:
+    """Seconds per insert-and-commit of one event, at the store's durability."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("CREATE TABLE e (t INTEGER, s INTEGER, body TEXT, PRIMARY KEY (t, s)) WITHOUT ROWID")
+    began = time.perf_counter()
+    for seq, body in enumerate(bodies, start=1):
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO e VALUES (1, ?, ?)", (seq, body))
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - began
+    db.close()
+    return elapsed / len(bodies)
+
+
+def a_log(agent: Agent, steps: int) -> list[Event]:
+    """The events of a finished counter thread of `steps` actions (built in memory)."""
+    store = MemoryStore()
+    rt = _runtime(store, agent, steps)
+    view = rt.launch(agent, "count")
+    return rt.events(view.id)
+
+
+def best(runs: int, work: Callable[[], float]) -> float:
+    return min(work() for _ in range(runs))
+
+
+def import_time(module_path: Path) -> tuple[float, float, bool]:
+    """Seconds to import the generated module with the runtime's API, beside the bare
+    interpreter; and whether openai or instructor were loaded by it."""
+    probe = (
+        "import sys, time, importlib.util as u; t = time.perf_counter();"
+        f"s = u.spec_from_file_location('agent', {str(module_path)!r}); m = u.module_from_spec(s);"
+        "sys.modules['agent'] = m; s.loader.exec_module(m); import twelvefold.runtime.api;"
+        "print(time.perf_counter() - t, 'openai' in sys.modules or 'instructor' in sys.modules)"
+    )
+    timings = []
+    for _ in range(5):
+        began = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        )
+        whole = time.perf_counter() - began
+        inside, heavy = out.stdout.split()
+        timings.append((float(inside), whole, heavy == "True"))
+    inside = min(t[0] for t in timings)
+    whole = min(t[1] for t in timings)
+    return inside, whole, any(t[2] for t in timings)
+
+
+def main() -> None:
+    os.environ.pop("COUNTER_LOG", None)  # the counter's tools are instant without it
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        rt = Runtime(cache_dir=folder / "cache")
+        agent = rt.agent(COUNTER)
+
+        print("## Runtime\n")
+        print("Per step (one model call or one tool call), an instant model and tool:\n")
+        columns = ["runtime, memory", "bare Python loop", "overhead"]
+        print("| thread | " + " | ".join(f"{c} (µs/step)" for c in columns) + " |")
+        print("|---:|---:|---:|---:|")
+        for steps in (100, 10_000):
+            runs = 20 if steps == 100 else 3
+            memory = min(run_thread(MemoryStore(), agent, steps) for _ in range(runs))
+            bare = min(bare_loop(agent, steps) for _ in range(runs))
+            figures = [memory * 1e6, bare * 1e6, (memory - bare) * 1e6]
+            print(f"| {steps:,} steps | " + " | ".join(f"{f:.1f}" for f in figures) + " |")
+
+        print("\nDurable (SQLite, WAL, synchronous=FULL), per appended event:\n")
+        print("| thread | runtime (µs/event) | bare insert+commit (µs/event) | ratio |")
+        print("|---:|---:|---:|---:|")
+        for steps in (100, 10_000):
+            db = folder / f"run-{steps}.db"
+            per_step = run_thread(SqliteStore(db), agent, steps)
+            events = a_log(agent, steps)
+            per_event = per_step * (steps + 1) / len(events)
+            bodies = [agent.codec.dumps_event(e) for e in events]
+            bare = bare_sqlite(folder / f"bare-{steps}.db", bodies)
+            thread = f"{steps:,} steps ({len(events):,} events)"
+            ratio = per_event / bare
+            print(f"| {thread} | {per_event * 1e6:.0f} | {bare * 1e6:.0f} | {ratio:.2f}× |")
+            if steps == 10_000:
+                storage = bytes_per_event(db, bodies)
+
+        big = a_log(agent, 66_666)  # 100,000 events
+        replay = best(3, lambda: _timed(lambda: agent.module.replay(big)))
+        store = SqliteStore(folder / "replay.db")
+        _copy(store, agent, "big", big)
+        load = best(3, lambda: _timed(lambda: agent.module.replay(store.load("big", agent.codec))))
+        print("\n| replay of a 100,000-event log | events/s |")
+        print("|---|---:|")
+        print(f"| `replay(events)` in memory | {len(big) / replay:,.0f} |")
+        print(f"| load from SQLite + decode + replay | {len(big) / load:,.0f} |")
+
+        print("\n| resume a thread (load, decode, replay, next action) | ms |")
+        print("|---|---:|")
+        for size in (1_000, 10_000):
+            _copy(store, agent, f"t{size}", big[:size])
+            resume = partial(_resume_point, store, agent, f"t{size}")
+            seconds = min(_timed(resume) for _ in range(5))
+            print(f"| {size:,} events | {seconds * 1e3:.2f} |")
+        store.close()
+
+        stored, own = storage
+        print("\n| storage (10,000-step thread) | bytes/event |")
+        print("|---|---:|")
+        print(f"| SQLite file (after checkpoint) | {stored:.0f} |")
+        print(f"| the events' own JSON | {own:.0f} |")
+        print(f"| ratio | {stored / own:.2f}× |")
+
+        generated = next((folder / "cache").glob("counter-*.py"))
+        inside, whole, heavy = import_time(generated)
+        bare_python = min(
+            _timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True))
+            for _ in range(5)
+        )
+        print("\n| import a generated module + twelvefold.runtime.api | ms |")
+        print("|---|---:|")
+        print(f"| the import itself | {inside * 1e3:.0f} |")
+        alone = f"`python -c 'pass'` alone: {bare_python * 1e3:.0f}"
+        print(f"| whole process ({alone}) | {whole * 1e3:.0f} |")
+        print(f"| openai or instructor loaded | {'yes (bad)' if heavy else 'no'} |")
+        print()
+
+
+def bytes_per_event(db: Path, bodies: list[str]) -> tuple[float, float]:
+    connection = sqlite3.connect(db)
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    size = db.stat().st_size + sum(p.stat().st_size for p in db.parent.glob(db.name + "-*"))
+    own = sum(len(b.encode()) for b in bodies) / len(bodies)
+    return size / len(bodies), own
+
+
+def _copy(store: SqliteStore, agent: Agent, thread_id: str, events: list[Event]) -> None:
+    state = agent.module.replay(events)
+    at = now_iso()
+    info = ThreadInfo(
+        thread_id, agent.name, agent.origin, state.status, state.step, len(events), at, at
+    )
+    store.create(info, events, agent.codec)
+
+
+def _resume_point(store: SqliteStore, agent: Agent, thread_id: str) -> None:
+    events = store.load(thread_id, agent.codec)
+    thread = Thread(thread_id, agent, events, agent.module.replay(events))
+    agent.module.next_action(thread.state)
+
+
+def _timed(work: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    work()
+    return time.perf_counter() - began
+
+
+if __name__ == "__main__":
+    main()
