@@ -23,11 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import tools
 from .codec import Codec
 from .model import Model, ModelError, ModelRequest
+
+if TYPE_CHECKING:
+    from .notify import Notice  # notify.py loads only when a thread waits
 from .spec import AgentSpec
 from .store import EventStore, Head, ThreadInfo, now_iso
 from .types import (
@@ -106,7 +109,7 @@ class Thread:
 
 
 class Notifier(Protocol):
-    async def notify(self, notice: Any) -> list[str]: ...
+    async def notify(self, notice: Notice) -> list[str]: ...
 
 
 EventHook = Callable[[Thread, Event], None]
@@ -276,32 +279,9 @@ def question(action: AwaitApproval | AwaitAnswer) -> str:
         return action.ask
 
 
-@dataclass(frozen=True)
-class _Notice:
-    """Stands in for notify.Notice until that module is present."""
+def notice(thread: Thread, action: AwaitApproval | AwaitAnswer) -> Notice:
+    from .notify import Notice
 
-    thread_id: str
-    agent: str
-    step: str
-    kind: str
-    text: str
-    value: Any
-    approvers: tuple[str, ...]
-
-
-class _StderrNotifier:
-    async def notify(self, notice: Any) -> list[str]:
-        import sys
-
-        print(f"[{notice.thread_id}] {notice.agent}.{notice.step}: {notice.text}", file=sys.stderr)
-        return ["log"]
-
-
-def notice(thread: Thread, action: AwaitApproval | AwaitAnswer) -> Any:
-    try:
-        from .notify import Notice
-    except ImportError:
-        Notice = _Notice  # type: ignore[assignment,misc]
     return Notice(
         thread_id=thread.id,
         agent=thread.agent.name,
@@ -314,10 +294,8 @@ def notice(thread: Thread, action: AwaitApproval | AwaitAnswer) -> Any:
 
 
 def default_notifier() -> Notifier:
-    try:
-        from .notify import LogNotifier
-    except ImportError:
-        return _StderrNotifier()
+    from .notify import LogNotifier
+
     return LogNotifier()
 
 

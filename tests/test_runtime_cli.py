@@ -1,0 +1,111 @@
+"""`twelvefold run`, `resume`, `threads` and `show` as a user calls them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.runtime_helpers import EXAMPLES
+from twelvefold.cli import cli
+
+CASSETTE = [
+    {"agent": "deploybot", "step": "decide", "seq": 1, "type": "ListGitTags", "output": {}},
+    {
+        "agent": "deploybot",
+        "step": "decide",
+        "seq": 4,
+        "type": "DeployBackend",
+        "output": {"tag": "v1.2.3", "env": "production"},
+    },
+    {
+        "agent": "deploybot",
+        "step": "decide",
+        "seq": 9,
+        "type": "DoneForNow",
+        "output": {"message": "deployed v1.2.3"},
+    },
+]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TWELVEFOLD_DB", raising=False)
+    (tmp_path / "deploy.jsonl").write_text("\n".join(json.dumps(e) for e in CASSETTE) + "\n")
+    return tmp_path
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_run_pauses_resume_finishes_and_show_prints_the_log(workdir: Path) -> None:
+    agent = str(EXAMPLES / "deploybot.agent")
+    code, out = invoke(
+        "run",
+        agent,
+        "--input",
+        "deploy v1.2.3 to production",
+        "--cassette",
+        "deploy.jsonl",
+        "--json",
+    )
+    assert code == 0, out
+    view = json.loads(out.splitlines()[-1])
+    assert (view["status"], view["step"], view["waiting_for"]) == (
+        "waiting",
+        "approve_deploy",
+        "approval",
+    )
+    assert (workdir / ".twelvefold" / "threads.db").exists()
+
+    code, out = invoke("threads", "--json")
+    assert [t["status"] for t in json.loads(out)] == ["waiting"]
+
+    code, out = invoke("resume", view["thread_id"], "--approve", "--cassette", "deploy.jsonl")
+    assert code == 0, out
+    assert "tool_result" in out and "finished" in out
+
+    code, out = invoke("show", view["thread_id"], "--json")
+    shown = json.loads(out)
+    assert shown["status"] == "finished" and shown["output"] == {"message": "deployed v1.2.3"}
+    assert [e["kind"] for e in shown["log"]][-2:] == ["tool_result", "model_output"]
+    assert shown["log"][0] == {
+        **shown["log"][0],
+        "kind": "started",
+        "input": "deploy v1.2.3 to production",
+    }
+
+
+def test_mistakes_are_one_line_and_exit_1_usage_is_2(workdir: Path) -> None:
+    code, out = invoke("run", "missing.agent", "--input", "x")
+    assert (code, out.strip()) == (1, "error: no such file: missing.agent")
+    code, out = invoke("resume", "nope", "--approve")
+    assert code == 1 and "no thread 'nope'" in out and "Traceback" not in out
+    code, _ = invoke("resume", "nope", "--approve", "--reject", "--comment", "x")
+    assert code == 2
+    code, _ = invoke("resume", "nope", "--reject")
+    assert code == 2
+
+
+def test_a_failed_thread_exits_1(workdir: Path) -> None:
+    agent = str(EXAMPLES / "deploybot.agent")
+    (workdir / "bad.jsonl").write_text(
+        json.dumps(
+            {
+                "agent": "deploybot",
+                "step": "decide",
+                "seq": 1,
+                "error": {"type": "InvalidOutput", "message": "no valid output"},
+            }
+        )
+        + "\n"
+    )
+    code, out = invoke("run", agent, "--input", "hi", "--cassette", "bad.jsonl", "--json")
+    assert code == 1
+    view = json.loads(out.splitlines()[-1])
+    assert view["status"] == "failed" and view["error"]["type"] == "InvalidOutput"
