@@ -43,7 +43,7 @@ from twelvefold.runtime.types import (
     ToolStarted,
 )
 
-TARGET = 24
+TARGET = 60
 KILLS = 20
 FORK = multiprocessing.get_context("fork")
 
@@ -163,7 +163,7 @@ def kill_again_and_again(
         child.start()
         os.close(write)
         if attempt < KILLS:
-            child.join(chance.uniform(0.002, 0.05))
+            child.join(chance.uniform(0.001, 0.012))
             if child.is_alive():
                 os.kill(child.pid or 0, signal.SIGKILL)
                 killed += 1
