@@ -131,10 +131,12 @@ def counter_worker(
 
 
 def kill_again_and_again(
-    store_class: type[SqliteStore], tmp_path: Path, seed: int
+    store_class: type[SqliteStore], tmp_path: Path, seed: int, after_acks: int | None = None
 ) -> tuple[list[str], int]:
-    """Run the counter thread to the end under random SIGKILLs; return what went wrong
-    and how many kills hit a running process."""
+    """Run the counter thread to the end under SIGKILLs; return what went wrong and how
+    many kills hit a running process. Kills land at random times, or, with `after_acks`,
+    right after the child acknowledged that many appends (a point that does not depend
+    on how loaded the machine is)."""
     db, cache, logs = tmp_path / "threads.db", tmp_path / "cache", tmp_path / "logs"
     logs.mkdir()
     os.environ["COUNTER_LOG"] = str(logs)
@@ -162,14 +164,22 @@ def kill_again_and_again(
         child = FORK.Process(target=counter_worker, args=(store_class, db, cache, thread_id, write))
         child.start()
         os.close(write)
-        if attempt < KILLS:
-            child.join(chance.uniform(0.001, 0.012))
-            if child.is_alive():
-                os.kill(child.pid or 0, signal.SIGKILL)
-                killed += 1
-        child.join()  # the last few run to the end (an interrupted tool needs a retry)
+        seen: list[int] = []
         with os.fdopen(read) as pipe:
-            acknowledged = max((int(line) for line in pipe.read().split()), default=0)
+            if attempt < KILLS:
+                if after_acks is None:
+                    child.join(chance.uniform(0.001, 0.012))
+                else:
+                    for line in pipe:  # blocks until the child acknowledges or exits
+                        seen.append(int(line))
+                        if len(seen) >= after_acks:
+                            break
+                if child.is_alive():
+                    os.kill(child.pid or 0, signal.SIGKILL)
+                    killed += 1
+            child.join()  # the last few run to the end (an interrupted tool needs a retry)
+            seen.extend(int(line) for line in pipe.read().split())
+        acknowledged = max(seen, default=0)
         stored = sqlite3.connect(db).execute("SELECT max(seq) FROM events").fetchone()[0]
         if stored < acknowledged:
             problems.append(
@@ -223,7 +233,7 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path: Path) -> N
 
 
 def test_the_kill_test_catches_a_store_that_commits_lazily(tmp_path: Path) -> None:
-    problems, _ = kill_again_and_again(LazyCommitStore, tmp_path, seed=7)
+    problems, _ = kill_again_and_again(LazyCommitStore, tmp_path, seed=7, after_acks=2)
     assert any("acknowledged" in p for p in problems), (
         "a store that loses appends in a crash must fail the kill test"
     )
