@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .check import PromptLoader, check, no_prompts
+from .check import check, no_prompts
 from .codegen import generate
 from .diagnostics import Diagnostic, has_errors
 from .parser import parse
-from .program import Program
+from .program import Program, PromptLoader
 from .prompts import PromptDirectory, find_prompts_dir
 
 

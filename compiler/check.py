@@ -7,16 +7,11 @@ every problem in a file rather than the first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from . import nodes as n
 from .checks import run_checks
 from .diagnostics import Diagnostic, error, sort_key
 from .graph import build_graph
-from .program import Program, PromptFile
-
-PromptLoader = Callable[[str], PromptFile | None]
-"""Finds a prompt template by the name a step gives it; None when there is no such file."""
+from .program import Program, PromptFile, PromptLoader
 
 
 def no_prompts(name: str) -> PromptFile | None:

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import PurePath
 
@@ -79,7 +79,6 @@ class StateView:
 @dataclass
 class ApprovalGuardView:
     function: str
-    parameter: str
     annotation: str
     expression: str
     origin: list[str]
@@ -100,7 +99,6 @@ class ModuleView:
     uses_field: bool = False
     uses_config: bool = False
     uses_literal: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 # ---- generation -------------------------------------------------------------------
@@ -403,7 +401,6 @@ class _ModuleBuilder:
         text = self.lines[line - 1].strip() if 0 < line <= len(self.lines) else "requires approval"
         return ApprovalGuardView(
             function=function_name(step.name.text, "needs_approval"),
-            parameter="value",
             annotation=annotation,
             expression=expression,
             origin=_comment_lines(f"{self.source_name}:{line}: {text}"),

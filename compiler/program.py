@@ -7,6 +7,7 @@ The graph is a networkx MultiDiGraph over state names whose edges carry an `Edge
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -49,6 +50,10 @@ class PromptFile:
     """As written in the .agent file, relative to the prompts directory."""
     path: Path
     text: str
+
+
+PromptLoader = Callable[[str], PromptFile | None]
+"""Finds a prompt template by the name a step gives it; None when there is no such file."""
 
 
 @dataclass(frozen=True)

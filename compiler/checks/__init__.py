@@ -22,10 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ..diagnostics import Diagnostic
-from ..program import Program, PromptFile
+from ..program import Program, PromptLoader
 from . import approval, loops, names, reachability, routing, size, templates, typeflow, unused
 
-PromptLoader = Callable[[str], PromptFile | None]
 Check = Callable[[Program, PromptLoader], Iterable[Diagnostic]]
 
 CHECKS: list[Check] = [
