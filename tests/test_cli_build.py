@@ -1,0 +1,100 @@
+"""`twelvefold check` and `twelvefold compile` as a user runs them: output, files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TWELVEFOLD = [sys.executable, "-m", "twelvefold"]
+
+BROKEN = """agent a { start decide max_steps 5 }
+type Out { v: int }
+llm decide -> Out { prompt "p.j2" on Out -> dnoe }
+final done(Out)
+"""
+
+
+def run(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TWELVEFOLD, *arguments], cwd=cwd, capture_output=True, text=True, check=False
+    )
+
+
+def test_check_passes_on_the_examples() -> None:
+    result = run("check", "examples/deploybot.agent", "examples/calculator.agent")
+    assert result.returncode == 0, result.stderr
+    assert "ok: 2 files checked" in result.stderr
+
+
+def test_check_reports_every_error_with_a_caret_and_help(tmp_path: Path) -> None:
+    (tmp_path / "prompts").mkdir()
+    agent = tmp_path / "a.agent"
+    agent.write_text(BROKEN)
+    result = run("check", str(agent))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    # Sorted by position; both errors are reported, not just the first.
+    assert lines[0] == f'{agent}:3:28: error[E701]: prompt "p.j2" does not exist'
+    assert f"{agent}:3:45: error[E104]: unknown state `dnoe`" in lines
+    assert any(line.strip().startswith("|") and "^" in line for line in lines)
+    assert "did you mean `done`?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_json_gives_the_same_diagnostics_as_data(tmp_path: Path) -> None:
+    agent = tmp_path / "a.agent"
+    agent.write_text(BROKEN)
+    result = run("check", "--format", "json", "--prompts", str(tmp_path), str(agent))
+    assert result.returncode == 1
+    found = {(d["code"], d["line"], d["column"]) for d in json.loads(result.stdout)}
+    assert ("E104", 3, 45) in found and ("E701", 3, 28) in found
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert run("check").returncode == 2
+    assert run("check", str(tmp_path / "missing.agent")).returncode == 2
+    assert run("compile", "--format", "yaml", "examples/deploybot.agent").returncode == 2
+
+
+def test_compile_writes_one_module_per_agent(tmp_path: Path) -> None:
+    result = run(
+        "compile", "examples/deploybot.agent", "examples/calculator.agent", "-o", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calculator.py", "deploybot.py"]
+    expected = (ROOT / "tests" / "golden" / "examples" / "deploybot.py").read_text()
+    assert (tmp_path / "deploybot.py").read_text() == expected
+
+
+def test_compile_writes_nothing_when_there_are_errors(tmp_path: Path) -> None:
+    agent = tmp_path / "a.agent"
+    agent.write_text(BROKEN)
+    out = tmp_path / "out"
+    assert run("compile", str(agent), "-o", str(out)).returncode == 1
+    assert not out.exists()
+
+
+def test_check_and_compile_never_import_the_tools(tmp_path: Path) -> None:
+    # A tool module with a side effect on import: the compiler must not run user code.
+    package = tmp_path / "evil"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    marker = tmp_path / "imported"
+    (package / "tools.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\ndef f(x): ...\n")
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "p.j2").write_text("{{ context }}")
+    agent = tmp_path / "a.agent"
+    agent.write_text(
+        "agent a { start decide max_steps 5 }\ntype Out { v: int }\n"
+        'llm decide -> Out { prompt "p.j2" on Out -> act }\n'
+        'tool act(Out) -> Out = "evil.tools:f" { next done }\nfinal done(Out)\n'
+    )
+    assert run("check", str(agent), cwd=tmp_path).returncode == 0
+    assert run("compile", str(agent), "-o", str(tmp_path / "out"), cwd=tmp_path).returncode == 0
+    assert not marker.exists()
+    # The marker does work: importing the module the way the runtime would creates it.
+    subprocess.run([sys.executable, "-c", "import evil.tools"], cwd=tmp_path, check=True)
+    assert marker.exists()
