@@ -38,7 +38,7 @@ def test_check_reports_every_error_with_a_caret_and_help(tmp_path: Path) -> None
     lines = result.stderr.splitlines()
     # Sorted by position; both errors are reported, not just the first.
     assert lines[0] == f'{agent}:3:28: error[E701]: prompt "p.j2" does not exist'
-    assert f"{agent}:3:45: error[E104]: unknown state `dnoe`" in lines
+    assert f"{agent}:3:45: error[E104]: `decide` goes to `dnoe`, which is not a state" in lines
     assert any(line.strip().startswith("|") and "^" in line for line in lines)
     assert "did you mean `done`?" in result.stderr
     assert "Traceback" not in result.stderr
