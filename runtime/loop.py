@@ -294,9 +294,10 @@ def notice(thread: Thread, action: AwaitApproval | AwaitAnswer) -> Notice:
 
 
 def default_notifier() -> Notifier:
-    from .notify import LogNotifier
+    """The channels TWELVEFOLD_NOTIFY_* / TWELVEFOLD_SMTP_* configure (stderr by default)."""
+    from .notify import notifier_from_env
 
-    return LogNotifier()
+    return notifier_from_env()
 
 
 def _since(started: float) -> Usage:
