@@ -91,6 +91,21 @@ def test_bookkeeping_events_and_typed_inputs_round_trip() -> None:
         assert codec.loads_event(codec.dumps_event(event)) == event
 
 
+def test_stored_text_is_plain_json_either_way() -> None:
+    """Events are written by pydantic-core's serializer; the text must still be the JSON
+    Python's json module reads, and text it wrote (older stores) must still decode."""
+    codec = Codec()
+    event = Started(
+        step="s",
+        at="2025-01-01T00:00:00.000001Z",
+        input={"type": None, "big": 10**30, "inf": float("inf"), "tiny": 1e-05, "ü": "<é>"},
+    )
+    text = codec.dumps_event(event)
+    assert "ü" in text and " " not in text  # compact, not ASCII-escaped
+    assert codec.decode_event(json.loads(text)) == event
+    assert codec.loads_event(json.dumps(codec.encode_event(event))) == event
+
+
 def test_a_codec_that_does_not_know_the_types_refuses_instead_of_guessing(tmp_path: Path) -> None:
     rt, thread_id = a_varied_thread(tmp_path)
     typed = rt.agent(DEPLOYBOT).codec
