@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -202,7 +202,7 @@ class Engine:
 
             self.messages = build_messages
         agent = thread.agent
-        prompts = agent.prompts_dir or Path("prompts")
+        prompts = agent.prompts_dir or _PROMPTS
         messages = self.messages(agent.spec, action, thread.events, prompts)
         request = ModelRequest(agent.spec, action, messages, thread.id, len(thread.events))
         started = time.perf_counter()
@@ -213,8 +213,10 @@ class Engine:
                 step=action.step, at=now_iso(), usage=_since(started), error=exc.error
             )
         usage = reply.usage
-        if usage.latency_ms is None or usage.latency_ms == 0.0:
-            usage = replace(usage, latency_ms=_since(started).latency_ms)
+        if not usage.latency_ms:  # not measured by the model: the call as the loop saw it
+            usage = Usage(
+                _ms_since(started), usage.input_tokens, usage.output_tokens, usage.cost_usd
+            )
         return ModelOutput(step=action.step, at=now_iso(), usage=usage, output=reply.output)
 
     async def _call_tool(self, thread: Thread, action: CallTool) -> Event:
@@ -301,7 +303,15 @@ def default_notifier() -> Notifier:
 
 
 def _since(started: float) -> Usage:
-    return Usage(latency_ms=round((time.perf_counter() - started) * 1000, 3))
+    return Usage(latency_ms=_ms_since(started))
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+_PROMPTS = Path("prompts")
+"""Where prompt files are looked up for an agent loaded without a prompts directory."""
 
 
 def _folders(agent: Agent) -> tuple[Path, ...]:

@@ -106,6 +106,20 @@ def test_stored_text_is_plain_json_either_way() -> None:
     assert codec.loads_event(json.dumps(codec.encode_event(event))) == event
 
 
+def test_event_times_are_utc_iso_with_microseconds() -> None:
+    from datetime import UTC, datetime
+
+    from twelvefold.runtime.store import now_iso
+
+    before = datetime.now(UTC)
+    stamps = [now_iso() for _ in range(1000)]
+    after = datetime.now(UTC)
+    assert all(len(s) == 27 and s.endswith("Z") for s in stamps)
+    moments = [datetime.fromisoformat(s.replace("Z", "+00:00")) for s in stamps]
+    assert before <= moments[0] and moments == sorted(moments) and moments[-1] <= after
+    assert stamps[0] == moments[0].isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def test_a_codec_that_does_not_know_the_types_refuses_instead_of_guessing(tmp_path: Path) -> None:
     rt, thread_id = a_varied_thread(tmp_path)
     typed = rt.agent(DEPLOYBOT).codec
