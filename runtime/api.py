@@ -17,16 +17,18 @@ import json
 import secrets
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from . import timeouts
 from .loading import load_agent
 from .loop import Agent, Engine, EventHook, MessageBuilder, Notifier, Thread, question, started
 from .model import Model
-from .store import EventStore, MemoryStore, ThreadInfo
+from .store import Conflict, EventStore, MemoryStore, ThreadInfo
 from .store import now_iso as _now
 from .types import (
     Answer,
@@ -40,6 +42,7 @@ from .types import (
     Retried,
     State,
     Status,
+    StepFailed,
 )
 
 AgentRef = Agent | ModuleType | str | Path
@@ -82,6 +85,34 @@ class ThreadView:
             if self.error is None
             else {"type": self.error.type, "message": self.error.message},
         }
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """One thread whose wait ran out (see `AsyncRuntime.expire`)."""
+
+    thread_id: str
+    step: str
+    """The step it waited at."""
+    event: Event | None
+    """What was recorded: `Rejected(by="timeout")` or `StepFailed(Timeout)`; None when the
+    thread could not even be loaded."""
+    view: ThreadView | None
+    """Where the thread stands after it ran on."""
+    problem: str | None = None
+    """Why it could not be loaded, or could not run on after the timeout was recorded (it
+    is then `running`: `resume` it once the cause is fixed)."""
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"thread_id": self.thread_id}
+        if self.view is not None:
+            data = self.view.to_json()
+        outcome: dict[str, Any] | None = None
+        if isinstance(self.event, Rejected):
+            outcome = {"rejected": self.event.comment}
+        elif isinstance(self.event, StepFailed):
+            outcome = {"failed": str(self.event.error)}
+        return {**data, "expired_step": self.step, "expired": outcome, "problem": self.problem}
 
 
 def view_of(thread: Thread) -> ThreadView:
@@ -227,6 +258,36 @@ class AsyncRuntime:
         fork = await self.engine.create(thread.agent, thread.events[:at_event], new_thread_id())
         return fork.id
 
+    async def expire(self, now: datetime | str | None = None) -> list[Expiry]:
+        """Time out the waiting threads whose wait has run out by `now` (the clock unless
+        given) and run each on: an approval's timeout is a rejection (`by="timeout"`,
+        comment "no decision within 30m"), a human step's a failure ("Timeout: no answer
+        within 4h"). See runtime/timeouts.py. A thread someone decides at the same moment
+        is left to them (the store's conflict check picks one)."""
+        moment = timeouts.as_moment(now)
+        expired: list[Expiry] = []
+        for info in await self.threads("waiting"):
+            try:
+                thread = await self._load(info.id, None)
+                state = thread.state
+                action = thread.agent.module.next_action(state)
+                event = timeouts.overdue(state, action, thread.events, moment)
+                if event is None:
+                    continue
+                await self.engine.record(thread, event)
+            except Conflict:
+                continue  # a person (or another sweep) got there first
+            except Exception as exc:  # one broken thread must not stop the sweep
+                expired.append(Expiry(info.id, info.step, None, None, _problem(exc)))
+                continue
+            problem = None
+            try:
+                await self.engine.advance(thread)
+            except Exception as exc:
+                problem = _problem(exc)
+            expired.append(Expiry(thread.id, event.step, event, view_of(thread), problem))
+        return expired
+
     async def threads(self, status: Status | None = None) -> list[ThreadInfo]:
         found: list[ThreadInfo] = await self.engine._io(self.store.threads, status)
         return found
@@ -280,6 +341,9 @@ class Runtime:
     def fork(self, thread_id: str, at_event: int, **options: Any) -> str:
         return self._run(self.aio.fork(thread_id, at_event, **options))
 
+    def expire(self, now: datetime | str | None = None) -> list[Expiry]:
+        return self._run(self.aio.expire(now))
+
     def threads(self, status: Status | None = None) -> list[ThreadInfo]:
         return self.store.threads(status)
 
@@ -328,6 +392,10 @@ def typed_input(agent: Agent, value: Any) -> Any:
         except (ValueError, TypeError):
             raise InputError(f"{agent.name} takes a {declared.__name__} input") from None
     return value
+
+
+def _problem(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def new_thread_id() -> str:

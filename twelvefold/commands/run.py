@@ -1,4 +1,4 @@
-"""`twelvefold run`, `resume`, `threads` and `show`: threads from the command line.
+"""`twelvefold run`, `resume`, `expire`, `threads` and `show`: threads from the command line.
 
 Threads live in a SQLite file, `.twelvefold/threads.db` in the current directory unless
 --db or TWELVEFOLD_DB says otherwise, so a thread launched by one command can be resumed
@@ -16,10 +16,11 @@ from typing import Any
 
 import click
 
-from twelvefold.runtime.api import InputError, Runtime, ThreadView, plain
+from twelvefold.runtime.api import Expiry, InputError, Runtime, ThreadView, plain
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
 from twelvefold.runtime.store import Conflict, SqliteStore, ThreadInfo, ThreadNotFound
+from twelvefold.runtime.timeouts import parse_time
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
     Answered,
@@ -296,6 +297,70 @@ def resume(
 
 
 @click.command()
+@click.option(
+    "--now",
+    help="Judge deadlines as of this ISO 8601 time instead of the clock (UTC unless it says).",
+)
+@DB
+@model_options
+@JSON
+def expire(
+    now: str | None,
+    db: Path,
+    model: str | None,
+    cassette: Path | None,
+    record: Path | None,
+    paths: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Time out the waiting threads past their step's `timeout`, and run them on.
+
+    An approval nobody decided counts as a rejection; a question nobody answered is a
+    failure of the human step. Run it from cron or a scheduler, every minute or so.
+    """
+    _check_model_flags(cassette, record)
+    if now is not None:
+        try:
+            parse_time(now)
+        except ValueError:
+            raise click.BadParameter(f"not an ISO 8601 time: {now}", param_hint="--now") from None
+    if not db.exists():
+        found: list[Expiry] = []
+    else:
+        with (
+            reported(),
+            runtime(
+                db, model=make_model(cassette, record, model), paths=paths, quiet=as_json
+            ) as rt,
+        ):
+            found = rt.expire(now)
+    if as_json:
+        click.echo(json.dumps([e.to_json() for e in found], ensure_ascii=False))
+    elif not found:
+        click.echo("no waiting thread is past its deadline")
+    for expiry in found if not as_json else ():
+        click.echo(expiry_line(expiry))
+    sys.exit(1 if any(e.problem is not None for e in found) else 0)
+
+
+def expiry_line(expiry: Expiry) -> str:
+    """What became of one timed-out thread, in one line."""
+    head = f"thread {expiry.thread_id}: `{expiry.step}` timed out"
+    if isinstance(expiry.event, Rejected):
+        head += f", rejected ({expiry.event.comment})"
+    elif isinstance(expiry.event, StepFailed):
+        head += f", failed ({expiry.event.error})"
+    if expiry.problem is not None:
+        return f"{head}; could not go on: {expiry.problem}"
+    assert expiry.view is not None
+    view = expiry.view
+    where = {"finished": "finished", "failed": f"failed at `{view.step}`"}.get(
+        view.status, f"{view.status} at `{view.step}`"
+    )
+    return f"{head}; now {where}"
+
+
+@click.command()
 @click.option("--status", type=click.Choice(["running", "waiting", "finished", "failed"]))
 @DB
 @JSON
@@ -359,5 +424,5 @@ def show(thread: str, db: Path, as_json: bool) -> None:
 
 
 def register(cli: click.Group) -> None:
-    for command in (run, resume, threads, show):
+    for command in (run, resume, expire, threads, show):
         cli.add_command(command)
