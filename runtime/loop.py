@@ -18,6 +18,7 @@ was interrupted, for a person to decide.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -80,9 +81,13 @@ class Agent:
     """Where its tools are imported from (beside the current directory and --path)."""
     prompts_dir: Path | None = None
     codec: Codec = field(init=False)
+    reducer: str | None = field(init=False)
+    """A fingerprint of the generated module's source: a state snapshot is used only if
+    this very reducer computed it (None: a module without a file never uses snapshots)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codec", Codec(self.module.AGENT))
+        object.__setattr__(self, "reducer", _fingerprint(self.module))
 
     @property
     def spec(self) -> AgentSpec:
@@ -157,21 +162,29 @@ class Engine:
         return thread
 
     async def load(self, agent: Agent, thread_id: str) -> Thread:
+        """The thread's events and its state: from the store's snapshot when this reducer
+        made it from exactly these events, else by replaying the log."""
         events = await self._io(self.store.load, thread_id, agent.codec)
+        snapshot = await self._io(self.store.snapshot, thread_id)
+        # The snapshot is written in each append's transaction; the count is checked anyway
+        # (a store that does not keep one up to date must not be believed).
+        if snapshot and snapshot.reducer == agent.reducer and snapshot.seq == len(events):
+            return Thread(thread_id, agent, events, agent.codec.decode_state(snapshot.state))
         return Thread(thread_id, agent, events, agent.module.replay(events))
 
     async def record(self, thread: Thread, event: Event) -> None:
         """Reduce first (an impossible event raises and nothing is stored), then append
         with the sequence number we replayed to: if another process got there first the
         store raises `Conflict` and this process stops."""
-        state = thread.agent.module.reduce(thread.state, event)
+        agent = thread.agent
+        state = agent.module.reduce(thread.state, event)
         await self._io(
             self.store.append,
             thread.id,
             len(thread.events),
             (event,),
-            thread.agent.codec,
-            Head(state.status, state.step),
+            agent.codec,
+            Head(state.status, state.step, state, agent.reducer),
         )
         thread.events.append(event)
         thread.state = state
@@ -300,6 +313,15 @@ def default_notifier() -> Notifier:
     from .notify import notifier_from_env
 
     return notifier_from_env()
+
+
+def _fingerprint(module: AgentModule | ModuleType) -> str | None:
+    file = getattr(module, "__file__", None)
+    try:
+        source = Path(file).read_bytes() if file else None
+    except OSError:
+        return None
+    return hashlib.sha256(source).hexdigest()[:16] if source is not None else None
 
 
 def _since(started: float) -> Usage:

@@ -8,11 +8,13 @@ the thread moved on and must reload. A PostgreSQL store implements the same five
 methods with `SELECT ... FOR UPDATE` on the thread row, or a unique (thread, seq) key.
 
 Stores also keep a small row per thread (agent, status, step, times) so that listing
-threads never replays a log.
+threads never replays a log; the SQLite store keeps in it a snapshot of the state the
+log replays to, so that resuming a thread need not replay it either (a cache: `Snapshot`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -20,10 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from pydantic_core import from_json, to_json
 
 from .codec import Codec
-from .types import Event, Status
+from .types import Event, State, Status
 
 
 class Conflict(Exception):
@@ -64,11 +68,29 @@ class ThreadInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state a thread's log replays to, kept beside the log so that resuming a
+    thread skips the replay. A cache, never the source of truth: the loop uses it only
+    when it was computed by the same reducer (`Agent.reducer`) from exactly the events
+    the thread holds (`seq`), and replays the log otherwise."""
+
+    reducer: str
+    """Fingerprint of the generated module whose `reduce` computed it."""
+    seq: int
+    state: dict[str, Any]
+    """`Codec.encode_state` of the state."""
+
+
+@dataclass(frozen=True, slots=True)
 class Head:
     """What an append changes in the thread's listing row: the state after the events."""
 
     status: Status
     step: str
+    state: State | None = None
+    """The whole state, for a store that keeps a `Snapshot` (SQLite encodes it)."""
+    reducer: str | None = None
+    """Which reducer computed `state` (`Agent.reducer`); without one, no snapshot."""
 
 
 class EventStore(Protocol):
@@ -87,6 +109,10 @@ class EventStore(Protocol):
 
     def load(self, thread_id: str, codec: Codec) -> list[Event]:
         """Every event of the thread, in order."""
+
+    def snapshot(self, thread_id: str) -> Snapshot | None:
+        """The snapshot the last append left, if the store keeps one (check it before
+        trusting it: `Snapshot`)."""
 
     def info(self, thread_id: str) -> ThreadInfo: ...
 
@@ -154,6 +180,9 @@ class MemoryStore:
         with self._lock:
             return list(self._log(thread_id))
 
+    def snapshot(self, thread_id: str) -> Snapshot | None:
+        return None  # the events are kept as objects; replaying them is the cheap part
+
     def info(self, thread_id: str) -> ThreadInfo:
         with self._lock:
             self._log(thread_id)
@@ -192,7 +221,8 @@ CREATE TABLE IF NOT EXISTS threads (
     step       TEXT NOT NULL,
     seq        INTEGER NOT NULL,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    snapshot   TEXT  -- JSON of a Snapshot of the state after the last append, or NULL
 );
 -- One row per event; `thread` is threads.num, so a long thread id is not repeated.
 CREATE TABLE IF NOT EXISTS events (
@@ -230,6 +260,7 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.executescript(_SCHEMA)
+        self._add_snapshot_column()
 
     def close(self) -> None:
         with self._lock:
@@ -257,14 +288,16 @@ class SqliteStore:
     ) -> None:
         bodies = [codec.dumps_event(e) for e in events]
         at = events[-1].at if events and events[-1].at else now_iso()
+        snapshot = _dumps_snapshot(head, codec)
         with self._lock, self._transaction():
             num, seq = self._position(thread_id)
             if seq != expected_seq:
                 raise Conflict(thread_id, expected_seq, seq)
             self._insert_events(num, seq, bodies)
             self._db.execute(
-                "UPDATE threads SET status = ?, step = ?, seq = ?, updated_at = ? WHERE num = ?",
-                (head.status, head.step, seq + len(bodies), at, num),
+                "UPDATE threads SET status = ?, step = ?, seq = ?, updated_at = ?, snapshot = ?"
+                " WHERE num = ?",
+                (head.status, head.step, seq + len(bodies), at, snapshot, num),
             )
 
     def load(self, thread_id: str, codec: Codec) -> list[Event]:
@@ -274,6 +307,16 @@ class SqliteStore:
                 "SELECT body FROM events WHERE thread = ? ORDER BY seq", (num,)
             ).fetchall()
         return [codec.loads_event(body) for (body,) in rows]
+
+    def snapshot(self, thread_id: str) -> Snapshot | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT snapshot FROM threads WHERE id = ?", (thread_id,)
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        data = from_json(row[0])
+        return Snapshot(data["reducer"], data["seq"], data["state"])
 
     def info(self, thread_id: str) -> ThreadInfo:
         with self._lock:
@@ -295,6 +338,13 @@ class SqliteStore:
 
     # ---- helpers -----------------------------------------------------------------------
 
+    def _add_snapshot_column(self) -> None:
+        """Files written before snapshots existed get the column (NULL: replay)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(threads)")}
+        if "snapshot" not in columns:
+            with contextlib.suppress(sqlite3.OperationalError):  # another process did it
+                self._db.execute("ALTER TABLE threads ADD COLUMN snapshot TEXT")
+
     def _position(self, thread_id: str) -> tuple[int, int]:
         row = self._db.execute("SELECT num, seq FROM threads WHERE id = ?", (thread_id,)).fetchone()
         if row is None:
@@ -309,6 +359,15 @@ class SqliteStore:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _dumps_snapshot(head: Head, codec: Codec) -> str | None:
+    """The snapshot column: the state after the append, or NULL (the loop replays)."""
+    if head.state is None or head.reducer is None:
+        return None
+    state = codec.encode_state(head.state)
+    data = {"reducer": head.reducer, "seq": head.state.seq, "state": state}
+    return to_json(data, inf_nan_mode="constants").decode()
 
 
 def _info_row(info: ThreadInfo) -> tuple[str | int, ...]:

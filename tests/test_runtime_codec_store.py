@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,79 @@ def test_sqlite_store_is_one_durable_wal_file_shared_between_connections(tmp_pat
     mode = first._db.execute("PRAGMA journal_mode").fetchone()[0]
     sync = first._db.execute("PRAGMA synchronous").fetchone()[0]
     assert (mode, sync) == ("wal", 2)  # 2 is FULL
+
+
+# ---- state snapshots (a cache beside the log) ----------------------------------------------
+
+
+def _set_snapshot(db: Path, thread_id: str, reducer: str, seq: int, state: object) -> None:
+    import sqlite3
+
+    text = json.dumps({"reducer": reducer, "seq": seq, "state": state})
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE threads SET snapshot = ? WHERE id = ?", (text, thread_id))
+
+
+def test_a_thread_resumes_from_its_snapshot_only_when_it_matches_the_log(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "threads.db"
+    store = SqliteStore(db)
+    model = ScriptedModel([{"type": "DeployBackend", "tag": "v1.2.3", "env": "production"}])
+    rt = Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=tmp_path / "c")
+    view = rt.launch(DEPLOYBOT, "deploy v1.2.3 to production")
+    agent = rt.agent(DEPLOYBOT)
+    events = rt.events(view.id)
+    replayed = agent.module.replay(events)
+    assert view.waiting_for == "approval" and agent.reducer is not None
+
+    snapshot = store.snapshot(view.id)  # the last append left one, made from the whole log
+    assert snapshot is not None and snapshot.seq == len(events) == replayed.seq
+    assert agent.codec.decode_state(snapshot.state) == replayed
+    assert rt.get(view.id).state == replayed
+
+    # A snapshot is trusted when its reducer and event count match (so a wrong one would
+    # be believed: this is what the checks below guard against) ...
+    lie = agent.codec.encode_state(replace(replayed, step="done", status="finished"))
+    _set_snapshot(db, view.id, agent.reducer, len(events), lie)
+    assert rt.get(view.id).state.status == "finished"
+    # ... and ignored, the log replayed, when another reducer made it or the log moved on.
+    _set_snapshot(db, view.id, "another-reducer", len(events), lie)
+    assert rt.get(view.id).state == replayed
+    _set_snapshot(db, view.id, agent.reducer, len(events) - 1, lie)
+    assert rt.get(view.id).state == replayed
+
+    # Going on writes a new one with each append.
+    model.outputs.append({"type": "DoneForNow", "message": "deployed"})
+    view = rt.resume(view.id, approve=True)
+    assert view.status == "finished"
+    final = store.snapshot(view.id)
+    assert final is not None and final.seq == view.seq
+    assert agent.codec.decode_state(final.state) == agent.module.replay(rt.events(view.id))
+
+
+def test_a_store_file_from_before_snapshots_gets_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as connection:
+        old_schema = _SQLITE_SCHEMA_BEFORE_SNAPSHOTS
+        connection.executescript(old_schema)
+    store = SqliteStore(db)
+    codec = Codec()
+    store.create(_info("t"), [Started(step="a", input="x")], codec)
+    store.append("t", 1, [_answered("a")], codec, Head("waiting", "b"))
+    assert store.snapshot("t") is None and len(store.load("t", codec)) == 2
+
+
+_SQLITE_SCHEMA_BEFORE_SNAPSHOTS = """
+CREATE TABLE threads (
+    num INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, agent TEXT NOT NULL,
+    origin TEXT NOT NULL, status TEXT NOT NULL, step TEXT NOT NULL, seq INTEGER NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE TABLE events (
+    thread INTEGER NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (thread, seq)
+) WITHOUT ROWID;
+"""
