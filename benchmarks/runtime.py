@@ -8,13 +8,16 @@ call, and a tool call appends two events (`ToolStarted`, then its result). Promp
 rendering is left out (its cost belongs to the context window the agent declares; the
 loop is what is measured here).
 
-Physical limits: a bare Python loop doing the same work (`next_action`, the same model
-and tool functions, building the same events, `reduce`) with no runtime around it; and a
-bare SQLite insert-and-commit of the same event JSON, WAL with synchronous=FULL.
+Physical limits: a bare Python loop doing the same logical work with plain values (decide,
+record the start of the tool call, call it, record its result; a list for the log and a
+tuple for the state), and a bare SQLite insert-and-commit of the same event JSON, WAL with
+synchronous=FULL. Between the two, the generated reducer alone (`next_action`, the same
+model and tool functions, the same event objects, `reduce`) with no runtime around it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -29,9 +32,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from twelvefold.runtime.api import Runtime
-from twelvefold.runtime.loop import Agent, Thread, started
+from twelvefold.runtime.loop import Agent, Engine, started
 from twelvefold.runtime.model import ModelReply, ModelRequest
-from twelvefold.runtime.store import MemoryStore, SqliteStore, ThreadInfo, now_iso
+from twelvefold.runtime.store import Head, MemoryStore, SqliteStore, ThreadInfo, now_iso
 from twelvefold.runtime.types import (
     CallModel,
     CallTool,
@@ -87,8 +90,29 @@ def run_thread(store: Any, agent: Agent, steps: int) -> float:
     return elapsed / (steps + 1)
 
 
-def bare_loop(agent: Agent, steps: int) -> float:
-    """The same work with nothing around it: what a step cannot cost less than."""
+def bare_python(steps: int) -> float:
+    """The loop's logical work in plain Python: what a step cannot cost less than."""
+    target = steps // 2
+    log: list[tuple[str, str, object]] = []
+    state = ("decide", 0)
+    began = time.perf_counter()
+    while True:
+        at, n = state
+        if at == "decide":  # the model: bump until the target, then done
+            choice = "done" if n >= target else "bump"
+            log.append(("model_output", at, (choice, n)))
+            if choice == "done":
+                break
+            state = ("bump", n)
+        else:  # the tool, its start recorded first
+            log.append(("tool_started", at, f"t:{at}:{len(log) + 1}"))
+            log.append(("tool_result", at, n + 1))
+            state = ("decide", n + 1)
+    return (time.perf_counter() - began) / (steps + 1)
+
+
+def reducer_alone(agent: Agent, steps: int) -> float:
+    """The generated reducer and the same event objects, with no runtime around them."""
     from twelvefold.runtime.tools import ToolBox
 
     module, model = agent.module, InstantModel(agent, steps // 2)
@@ -175,15 +199,16 @@ def main() -> None:
 
         print("## Runtime\n")
         print("Per step (one model call or one tool call), an instant model and tool:\n")
-        columns = ["runtime, memory", "bare Python loop", "overhead"]
+        columns = ["runtime, memory", "reducer alone", "bare Python loop"]
         print("| thread | " + " | ".join(f"{c} (µs/step)" for c in columns) + " |")
         print("|---:|---:|---:|---:|")
         for steps in (100, 10_000):
             runs = 20 if steps == 100 else 3
             memory = min(run_thread(MemoryStore(), agent, steps) for _ in range(runs))
-            bare = min(bare_loop(agent, steps) for _ in range(runs))
-            figures = [memory * 1e6, bare * 1e6, (memory - bare) * 1e6]
-            print(f"| {steps:,} steps | " + " | ".join(f"{f:.1f}" for f in figures) + " |")
+            reducer = min(reducer_alone(agent, steps) for _ in range(runs))
+            bare = min(bare_python(steps) for _ in range(runs))
+            figures = [memory * 1e6, reducer * 1e6, bare * 1e6]
+            print(f"| {steps:,} steps | " + " | ".join(f"{f:.2f}" for f in figures) + " |")
 
         print("\nDurable (SQLite, WAL, synchronous=FULL), per appended event:\n")
         print("| thread | runtime (µs/event) | bare insert+commit (µs/event) | ratio |")
@@ -211,13 +236,15 @@ def main() -> None:
         print(f"| `replay(events)` in memory | {len(big) / replay:,.0f} |")
         print(f"| load from SQLite + decode + replay | {len(big) / load:,.0f} |")
 
-        print("\n| resume a thread (load, decode, replay, next action) | ms |")
+        print("\n| resume a thread (load, decode, state, next action) | ms |")
         print("|---|---:|")
+        engine, loop = Engine(store), asyncio.new_event_loop()
         for size in (1_000, 10_000):
             _copy(store, agent, f"t{size}", big[:size])
-            resume = partial(_resume_point, store, agent, f"t{size}")
+            resume = partial(_resume_point, loop, engine, agent, f"t{size}")
             seconds = min(_timed(resume) for _ in range(5))
             print(f"| {size:,} events | {seconds * 1e3:.2f} |")
+        loop.close()
         store.close()
 
         stored, own = storage
@@ -229,14 +256,14 @@ def main() -> None:
 
         generated = next((folder / "cache").glob("counter-*.py"))
         inside, whole, heavy = import_time(generated)
-        bare_python = min(
+        python_alone = min(
             _timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True))
             for _ in range(5)
         )
         print("\n| import a generated module + twelvefold.runtime.api | ms |")
         print("|---|---:|")
         print(f"| the import itself | {inside * 1e3:.0f} |")
-        alone = f"`python -c 'pass'` alone: {bare_python * 1e3:.0f}"
+        alone = f"`python -c 'pass'` alone: {python_alone * 1e3:.0f}"
         print(f"| whole process ({alone}) | {whole * 1e3:.0f} |")
         print(f"| openai or instructor loaded | {'yes (bad)' if heavy else 'no'} |")
         print()
@@ -252,17 +279,21 @@ def bytes_per_event(db: Path, bodies: list[str]) -> tuple[float, float]:
 
 
 def _copy(store: SqliteStore, agent: Agent, thread_id: str, events: list[Event]) -> None:
-    state = agent.module.replay(events)
+    """Store a log as the loop leaves it: the first event, then appends (here one, with
+    the state after the last event, as each append of the loop writes it)."""
+    first = agent.module.replay(events[:1])
     at = now_iso()
-    info = ThreadInfo(
-        thread_id, agent.name, agent.origin, state.status, state.step, len(events), at, at
-    )
-    store.create(info, events, agent.codec)
+    info = ThreadInfo(thread_id, agent.name, agent.origin, first.status, first.step, 1, at, at)
+    store.create(info, events[:1], agent.codec)
+    state = agent.module.replay(events)
+    head = Head(state.status, state.step, state, agent.reducer)
+    store.append(thread_id, 1, events[1:], agent.codec, head)
 
 
-def _resume_point(store: SqliteStore, agent: Agent, thread_id: str) -> None:
-    events = store.load(thread_id, agent.codec)
-    thread = Thread(thread_id, agent, events, agent.module.replay(events))
+def _resume_point(
+    loop: asyncio.AbstractEventLoop, engine: Engine, agent: Agent, thread_id: str
+) -> None:
+    thread = loop.run_until_complete(engine.load(agent, thread_id))
     agent.module.next_action(thread.state)
 
 
