@@ -4,7 +4,7 @@ Every store keeps the same promise: `append(thread_id, expected_seq, events, ...
 the events atomically, and only if the thread holds exactly `expected_seq` events;
 otherwise it raises `Conflict` and adds nothing. That single check is what makes two
 resumes of one thread safe (optimistic concurrency): whoever appends second learns that
-the thread moved on and must reload. A PostgreSQL store implements the same five
+the thread moved on and must reload. A PostgreSQL store implements the same six
 methods with `SELECT ... FOR UPDATE` on the thread row, or a unique (thread, seq) key.
 
 Stores also keep a small row per thread (agent, status, step, times) so that listing
