@@ -12,7 +12,8 @@ HELPERS = {"synthetic"}  # modules that build inputs rather than measure
 
 def main() -> None:
     folder = Path(__file__).parent
-    names = sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if m.name not in HELPERS)
+    found = pkgutil.iter_modules([str(folder)])
+    names = sorted(m.name for m in found if m.name not in HELPERS and not m.name.startswith("_"))
     chosen = sys.argv[1:] or names
     for name in chosen:
         module = importlib.import_module(f"benchmarks.{name}")
