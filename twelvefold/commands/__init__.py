@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-COMMAND_MODULES = ["build", "graph", "run", "prompt"]
+COMMAND_MODULES = ["build", "graph", "run", "prompt", "testcmd"]
 
 
 def register_all(cli: click.Group) -> None:

@@ -1,0 +1,140 @@
+"""Deliberately broken reducers: generated modules with one small hand edit each.
+
+Each bug is a textual patch applied to the compiler's current output (never a committed
+copy), so the fixtures follow codegen; a patch whose text is no longer in the generated
+module fails loudly instead of silently testing the correct reducer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from twelvefold.compiler import compile_file
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+PROMPTS = ROOT / "prompts"
+
+_BEFORE_INITIAL_STATE = "\n\ndef initial_state("
+
+
+@dataclass(frozen=True)
+class Bug:
+    name: str
+    agent: str
+    """The example it is planted in: `deploybot` or `calculator`."""
+    patches: tuple[tuple[str, str], ...]
+    """(text in the generated module, replacement); each must occur at least once."""
+    caught_by: str
+    """The property that must catch it."""
+    why: str
+
+
+BUGS: dict[str, Bug] = {
+    bug.name: bug
+    for bug in (
+        Bug(
+            "skip_approval",
+            "deploybot",
+            (
+                (
+                    'return AGENT.move(state, event, "approve_deploy", output)',
+                    'return AGENT.move(state, event, "deploy", output)',
+                ),
+            ),
+            "approval_before_sensitive_tools",
+            "a production deploy goes straight to the tool",
+        ),
+        Bug(
+            "skip_division_approval",
+            "calculator",
+            (
+                (
+                    'return AGENT.move(state, event, "approve_divide", output)',
+                    'return AGENT.move(state, event, "divide", output)',
+                ),
+            ),
+            "approval_before_sensitive_tools",
+            "a division goes straight to the tool",
+        ),
+        Bug(
+            "double_count_errors",
+            "deploybot",
+            (
+                ("AGENT.fail(state, event,", "AGENT.fail(_counted_twice(state), event,"),
+                (
+                    _BEFORE_INITIAL_STATE,
+                    "\n\ndef _counted_twice(state: State) -> State:\n"
+                    '    return __import__("dataclasses").replace(state, errors=state.errors + 1)\n'
+                    + _BEFORE_INITIAL_STATE,
+                ),
+            ),
+            "max_errors_ceiling",
+            "every failure counts twice, so the thread escalates early",
+        ),
+        Bug(
+            "mutate_state",
+            "deploybot",
+            (
+                (
+                    "    return _REDUCERS[state.step](state, event)\n",
+                    "    new = _REDUCERS[state.step](state, event)\n"
+                    '    object.__setattr__(state, "errors", new.errors)  # keep it current\n'
+                    "    return new\n",
+                ),
+            ),
+            "pure_and_deterministic",
+            "reduce writes the new error count into the state it was given",
+        ),
+        Bug(
+            "ignore_max_steps",
+            "calculator",
+            (
+                ("AGENT.move(", "_UNBOUNDED.move("),
+                ("AGENT.fail(", "_UNBOUNDED.fail("),
+                (
+                    _BEFORE_INITIAL_STATE,
+                    '\n\n_UNBOUNDED = __import__("dataclasses").replace(AGENT, max_steps=None)\n'
+                    + _BEFORE_INITIAL_STATE,
+                ),
+            ),
+            "max_steps_ceiling",
+            "moves are computed with a copy of the spec that lost its step budget",
+        ),
+    )
+}
+
+
+class StalePatch(AssertionError):
+    """The generated module no longer contains the text a bug patches."""
+
+
+def broken_source(bug: Bug) -> str:
+    result = compile_file(EXAMPLES / f"{bug.agent}.agent", prompts_dir=PROMPTS)
+    ((_, source),) = result.files.items()
+    for old, new in bug.patches:
+        if old not in source:
+            raise StalePatch(f"{bug.name}: {old!r} is not in the generated {bug.agent}.py")
+        source = source.replace(old, new)
+    return source
+
+
+def import_source(source: str, name: str, into: Path) -> ModuleType:
+    path = into / f"{name}.py"
+    path.write_text(source, encoding="utf-8")
+    module_name = f"_broken_{name}_{abs(hash(str(into)))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def broken_module(name: str, into: Path) -> ModuleType:
+    bug = BUGS[name]
+    return import_source(broken_source(bug), name, into)

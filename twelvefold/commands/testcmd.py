@@ -1,0 +1,81 @@
+"""`twelvefold test`: property-test agents' generated reducers and print their coverage."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import click
+
+from twelvefold.runtime.loading import AgentLoadError
+from twelvefold.testing.invariants import InvariantLoadError, find_invariants
+from twelvefold.testing.runner import DEFAULT_EXAMPLES
+from twelvefold.testing.subject import load_subject
+from twelvefold.testing.suite import render, run_suite
+
+
+@click.command("test")
+@click.argument(
+    "agents",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--examples",
+    type=click.IntRange(min=1),
+    default=DEFAULT_EXAMPLES,
+    show_default=True,
+    help="Random threads per property.",
+)
+@click.option("--seed", type=int, help="Seed for the random threads (default: a new one, printed).")
+@click.option("--paths", is_flag=True, help="Print the shortest event log that takes each edge.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Also fail on unreachable max_errors/max_steps edges (else they are notes).",
+)
+@click.option(
+    "--prompts",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder that prompt paths resolve under (default: the nearest prompts/).",
+)
+def test(
+    agents: tuple[Path, ...],
+    examples: int,
+    seed: int | None,
+    paths: bool,
+    strict: bool,
+    prompts: Path | None,
+) -> None:
+    """Check the properties every AGENT's reducer must have, on generated threads.
+
+    AGENT is an .agent file (or a generated module's .py file). Invariants are the
+    `invariant_*(state, events)` functions in AGENT_invariants.py or invariants.py beside
+    it. Exit status 1 when a property fails or an edge cannot be reached.
+    """
+    chosen_seed = seed if seed is not None else random.randrange(2**32)
+    failed = False
+    for index, agent in enumerate(agents):
+        if index:
+            click.echo()
+        try:
+            subject = load_subject(agent, prompts_dir=prompts)
+            invariants = find_invariants(agent)
+        except (AgentLoadError, InvariantLoadError) as broken:
+            click.echo(f"error: {broken}", err=True)
+            failed = True
+            continue
+        report = run_suite(
+            subject, examples=examples, seed=chosen_seed, invariants=invariants, strict=strict
+        )
+        click.echo(render(report, paths=paths))
+        failed = failed or not report.ok
+    if failed:
+        click.echo(f"\nfailed (reproduce with --seed {chosen_seed})", err=True)
+        sys.exit(1)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(test)

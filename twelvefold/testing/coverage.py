@@ -1,0 +1,432 @@
+"""Which parts of an agent a set of threads exercised, and the shortest way to reach the rest.
+
+Every move a thread makes is matched to one of `AGENT.edges` (the checked graph): an
+output to its `on TYPE` rule, a failure to `on error` or the `max_errors` escalation, an
+action past the budget to `max_steps`. Coverage counts states, edges and (llm step,
+output type) pairs seen.
+
+`explore` is a breadth-first search over the reducer's states, driven by a few
+representative events per state (in the manner of XState's model-based testing): it finds
+the shortest legal event log that takes each edge. An edge it cannot reach within its
+bound is reported, and `twelvefold test` fails on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import types
+import typing
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from twelvefold.runtime.spec import EdgeSpec
+from twelvefold.runtime.types import (
+    Answer,
+    Answered,
+    Approved,
+    ErrorInfo,
+    Event,
+    ModelOutput,
+    Rejected,
+    Retried,
+    Started,
+    State,
+    StepFailed,
+    ToolResult,
+    ToolStarted,
+)
+
+from .subject import Subject
+
+ACTION_EVENTS = (ModelOutput, ToolResult, StepFailed, Approved, Rejected, Answered)
+"""Events that complete an action (and so count against `max_steps`)."""
+
+_EDGE_KIND_OF: dict[type[Event], str] = {
+    ModelOutput: "output",
+    ToolResult: "next",
+    Answered: "next",
+    Approved: "approved",
+    Rejected: "rejected",
+}
+
+
+# ---- matching moves to edges -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Move:
+    """One applied event: the state before and after, and the edges it followed."""
+
+    before: State
+    event: Event
+    after: State
+    edges: tuple[int, ...]
+    """Indices into `AGENT.edges`; empty for bookkeeping and for failing in place."""
+    problem: str | None = None
+    """Set when the thread moved along no declared edge."""
+
+
+def type_name(subject: Subject, value: Any) -> str:
+    for name, cls in subject.spec.types.items():
+        if type(value) is cls:
+            return name
+    return type(value).__name__
+
+
+def match_edges(subject: Subject, before: State, event: Event, after: State) -> Move:
+    spec = subject.spec
+    source, target = before.step, after.step
+    if not isinstance(event, ACTION_EVENTS):
+        problem = None if source == target else f"a `{_kind(event)}` event moved the thread"
+        return Move(before, event, after, (), problem)
+    if after.status == "failed" and source == target:
+        return Move(before, event, after, ())  # failed in place: no edge, a failed thread
+    budget = spec.max_steps
+    if (
+        budget is not None
+        and spec.on_max_steps == target
+        and after.steps == 0
+        and before.steps + 1 >= budget
+    ):
+        return Move(before, event, after, _find(subject, source, target, "max_steps"))
+    if isinstance(event, StepFailed):
+        kind = "error"
+        if (
+            spec.max_errors is not None
+            and spec.on_max_errors == target
+            and before.errors + 1 >= spec.max_errors
+        ):
+            kind = "max_errors"
+        found = _find(subject, source, target, kind)
+    else:
+        kind = _EDGE_KIND_OF[type(event)]
+        output = type_name(subject, event.output) if isinstance(event, ModelOutput) else None
+        found = _find(subject, source, target, kind, output)
+    if not found:
+        what = f"`{kind}` ({output})" if isinstance(event, ModelOutput) else f"`{kind}`"
+        problem = f"moved from `{source}` to `{target}` on {what}: no such edge in AGENT.edges"
+        return Move(before, event, after, (), problem)
+    return Move(before, event, after, found)
+
+
+def _find(
+    subject: Subject, source: str, target: str, kind: str, output: str | None = None
+) -> tuple[int, ...]:
+    # Two rules for one type to one target (different guards) are one edge to a reader.
+    for index, edge in subject.edges_from(source):
+        if edge.target == target and edge.kind == kind and edge.type == output:
+            return (index,)
+    return ()
+
+
+def _kind(event: Event) -> str:
+    from twelvefold.runtime.types import KIND_OF_EVENT
+
+    return KIND_OF_EVENT.get(type(event), type(event).__name__)
+
+
+def walk(subject: Subject, events: Sequence[Event]) -> Iterator[Move]:
+    """The moves of a log, as the reducer under test makes them (stops where it raises)."""
+    if not events or not isinstance(events[0], Started):
+        return
+    try:
+        state = subject.initial_state(events[0].input)
+        for event in events[1:]:
+            after = subject.reduce(state, event)
+            yield match_edges(subject, state, event, after)
+            state = after
+    except Exception:
+        return
+
+
+# ---- coverage ----------------------------------------------------------------------
+
+
+@dataclass
+class Coverage:
+    subject: Subject
+    states: set[str] = field(default_factory=set)
+    edges: set[int] = field(default_factory=set)
+    outputs: set[tuple[str, str]] = field(default_factory=set)
+    threads: int = 0
+
+    def record(self, events: Sequence[Event]) -> None:
+        self.threads += 1
+        self.states.add(self.subject.spec.start)
+        for move in walk(self.subject, events):
+            self.states.add(move.after.step)
+            self.edges.update(move.edges)
+            if isinstance(move.event, ModelOutput):
+                self.outputs.add((move.before.step, type_name(self.subject, move.event.output)))
+
+    def all_outputs(self) -> list[tuple[str, str]]:
+        return [
+            (name, output)
+            for name, state in self.subject.spec.states.items()
+            for output in state.outputs
+        ]
+
+    def summary(self) -> dict[str, tuple[int, int]]:
+        spec = self.subject.spec
+        outputs = self.all_outputs()
+        return {
+            "states": (len(self.states & set(spec.states)), len(spec.states)),
+            "edges": (len(self.edges), len(spec.edges)),
+            "output types": (len(self.outputs & set(outputs)), len(outputs)),
+        }
+
+    def missed(self) -> dict[str, list[str]]:
+        spec = self.subject.spec
+        return {
+            "states": [s for s in spec.states if s not in self.states],
+            "edges": [describe_edge(e) for i, e in enumerate(spec.edges) if i not in self.edges],
+            "output types": [
+                f"{s} -> {t}" for s, t in self.all_outputs() if (s, t) not in self.outputs
+            ],
+        }
+
+
+def describe_edge(edge: EdgeSpec) -> str:
+    match edge.kind:
+        case "output":
+            label = f"on {edge.type}" + (f" if {edge.guard}" if edge.guard else "")
+        case "next":
+            label = "next"
+        case "error":
+            label = "on error"
+        case "approved" | "rejected":
+            label = f"on {edge.kind}"
+        case _:
+            label = edge.kind
+    return f"{edge.source} --{label}--> {edge.target}"
+
+
+# ---- representative values ---------------------------------------------------------
+
+_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+_PRODUCT_LIMIT = 48
+
+
+@dataclass(frozen=True)
+class Constants:
+    """Literals the agent's guards compare with, so that representatives straddle them."""
+
+    strings: tuple[str, ...] = ()
+    numbers: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, edges: Iterable[EdgeSpec]) -> Constants:
+        guards = [e.guard for e in edges if e.guard]
+        strings = sorted({json.loads(f'"{s}"') for g in guards for s in _STRING.findall(g)})
+        text = [_STRING.sub("", g) for g in guards]
+        numbers = sorted({float(n) for g in text for n in _NUMBER.findall(g)})
+        return cls(tuple(strings), tuple(numbers))
+
+
+def representatives(annotation: Any, constants: Constants, depth: int = 0) -> list[Any]:
+    """A few values of a field type, the simplest first: every literal member, both
+    booleans, null and a value, numbers either side of the guards' constants."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is str:
+        return ["", *constants.strings, "x"][:6]
+    if annotation is bool:
+        return [False, True]
+    if annotation is int:
+        whole = {int(c) + d for c in constants.numbers for d in (-1, 0, 1)}
+        return sorted({0, 1} | whole)[:8]
+    if annotation is float:
+        near = {c + d for c in constants.numbers for d in (-0.5, 0.0, 0.5)}
+        return sorted({0.0, 1.0} | near)[:8]
+    if annotation is type(None):
+        return [None]
+    if origin is Literal:
+        return list(args)
+    if origin in (typing.Union, types.UnionType):
+        values: list[Any] = []
+        for option in args:
+            values += representatives(option, constants, depth)[:3]
+        return values
+    if origin is list:
+        if depth >= 2:
+            return [[]]
+        return [[], *[[v] for v in representatives(args[0], constants, depth + 1)[:1]]]
+    if origin is dict:
+        if depth >= 2:
+            return [{}]
+        return [{}, *[{"k": v} for v in representatives(args[1], constants, depth + 1)[:1]]]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return model_representatives(annotation, constants, depth + 1)
+    return [None, "x"]
+
+
+def model_representatives(
+    cls: type[BaseModel], constants: Constants, depth: int = 0
+) -> list[BaseModel]:
+    """Every combination of the fields' representatives when there are few, else a base
+    value and each field varied on its own."""
+    domains = {
+        info.alias or name: representatives(info.annotation, constants, depth) or [None]
+        for name, info in cls.model_fields.items()
+    }
+    keys = list(domains)
+    size = 1
+    for domain in domains.values():
+        size *= len(domain)
+    if size <= _PRODUCT_LIMIT:
+        combos = [dict(zip(keys, c, strict=True)) for c in itertools.product(*domains.values())]
+    else:
+        base = {k: d[0] for k, d in domains.items()}
+        combos = [base] + [{**base, k: v} for k, d in domains.items() for v in d[1:]]
+    built: list[BaseModel] = []
+    for combo in combos:
+        try:
+            built.append(cls.model_validate(combo))
+        except ValueError:
+            continue  # a recursive type cut short at the depth limit
+    return built
+
+
+# ---- shortest paths ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exploration:
+    paths: dict[int, tuple[Event, ...]]
+    """For each edge reached, the shortest log (from `Started`) whose last event takes it."""
+    explored: int
+    """States visited."""
+    exhausted: bool
+    """True when every reachable state was visited (so a missing edge is unreachable);
+    False when the search stopped at its bound first."""
+
+    def unreached(self, subject: Subject) -> list[int]:
+        return [i for i in range(len(subject.spec.edges)) if i not in self.paths]
+
+
+class _Steps:
+    """The representative moves of each state: event groups applied together (a tool's
+    start and its result are one step of the search)."""
+
+    def __init__(self, subject: Subject) -> None:
+        self.subject = subject
+        constants = Constants.of(subject.spec.edges)
+        # Values only matter to the search where a guard routes on them; one value of
+        # every other type keeps the state space small enough to search exhaustively.
+        guarded = {e.type for e in subject.spec.edges if e.guard is not None}
+        self._outputs = {
+            name: model_representatives(_type(subject, name), constants)[
+                : None if name in guarded else 1
+            ]
+            for name in subject.spec.types
+        }
+        self._outputs["Answer"] = [Answer(text="ok")]
+
+    def at(self, state: State) -> list[tuple[Event, ...]]:
+        step, kind = state.step, self.subject.kind_of(state.step)
+        if kind is None or state.status == "finished":
+            return []
+        if state.status == "failed":
+            return [(Retried(step=step),)]
+        failure = StepFailed(step=step, error=ErrorInfo("RuntimeError", "boom"))
+        spec_state = self.subject.spec.states[step]
+        if kind == "llm":
+            groups: list[tuple[Event, ...]] = [
+                (ModelOutput(step=step, output=value),)
+                for name in spec_state.outputs
+                for value in self._outputs[name]
+            ]
+            return [*groups, (failure,)]
+        if kind == "tool":
+            assert spec_state.output is not None
+            start = ToolStarted(step=step, key="key")
+            result = ToolResult(step=step, result=self._outputs[spec_state.output][0])
+            return [(start, result), (start, failure)]
+        if kind == "approval":
+            return [(Approved(step=step),), (Rejected(step=step, comment="no"),)]
+        answers: list[tuple[Event, ...]] = [(Answered(step=step, answer=Answer(text="ok")),)]
+        return answers + ([(failure,)] if self.subject.can_fail(state) else [])
+
+
+def _type(subject: Subject, name: str) -> type[BaseModel]:
+    return Answer if name == "Answer" else subject.spec.types[name]
+
+
+def _key(subject: Subject, state: State) -> str:
+    data = subject.codec.encode_state(state)
+    del data["seq"]
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def explore(subject: Subject, max_states: int = 20_000) -> Exploration:
+    """Breadth-first search for the shortest log that takes each edge."""
+    spec = subject.spec
+    steps = _Steps(subject)
+    wanted = len(spec.edges)
+    start_input: Any = "" if spec.input_type is str else _first_input(subject)
+    root = subject.initial_state(start_input)
+    first: tuple[Event, ...] = (Started(step=spec.start, input=start_input),)
+    # Logs are rebuilt from parent links: (parent key, events that led here).
+    parents: dict[str, tuple[str | None, tuple[Event, ...]]] = {_key(subject, root): (None, first)}
+    paths: dict[int, tuple[Event, ...]] = {}
+    queue: deque[tuple[str, State]] = deque([(_key(subject, root), root)])
+    dropped = False
+
+    def log_to(key: str) -> tuple[Event, ...]:
+        chunks: list[tuple[Event, ...]] = []
+        current: str | None = key
+        while current is not None:
+            parent, chunk = parents[current]
+            chunks.append(chunk)
+            current = parent
+        return tuple(e for chunk in reversed(chunks) for e in chunk)
+
+    while queue and len(paths) < wanted:
+        key, state = queue.popleft()
+        for group in steps.at(state):
+            current, moves = state, []
+            try:
+                for event in group:
+                    after = subject.reduce(current, event)
+                    moves.append(match_edges(subject, current, event, after))
+                    current = after
+            except Exception:
+                continue  # a refused legal event: the properties report it
+            new_edges = [i for m in moves for i in m.edges if i not in paths]
+            if new_edges:
+                log = log_to(key) + group
+                for index in new_edges:
+                    paths[index] = log
+            next_key = _key(subject, current)
+            if next_key in parents or _past_budget(spec.max_steps, current):
+                continue
+            if len(parents) >= max_states:
+                dropped = True
+                continue
+            parents[next_key] = (key, group)
+            queue.append((next_key, current))
+    complete = len(paths) == wanted or (not queue and not dropped)
+    return Exploration(paths, len(parents), exhausted=complete)
+
+
+def _past_budget(budget: int | None, state: State) -> bool:
+    """A thread failed for its step budget can be retried, one action at a time, forever;
+    past the budget there is nothing new to see, and stopping there keeps the search finite
+    (an agent with a cycle must declare `max_steps`)."""
+    return budget is not None and state.steps > budget
+
+
+def _first_input(subject: Subject) -> Any:
+    input_type = subject.spec.input_type
+    if isinstance(input_type, type) and issubclass(input_type, BaseModel):
+        found = model_representatives(input_type, Constants())
+        if found:
+            return found[0]
+    return ""

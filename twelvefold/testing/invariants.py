@@ -1,0 +1,71 @@
+"""User invariants: plain functions over a thread's state and event log, found beside the agent.
+
+For `agents/deploybot.agent`, the functions named `invariant_*` in
+`agents/deploybot_invariants.py` and in `agents/invariants.py` are run on every prefix of
+every generated thread. One fails by raising `AssertionError` (a plain `assert`) or by
+returning False:
+
+    def invariant_production_needs_a_tag(state, events):
+        assert not (state.step == "deploy" and state.value.env == "production"
+                    and not state.value.tag)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twelvefold.runtime.types import Event, State
+
+InvariantFunction = Callable[[State, Sequence[Event]], Any]
+PREFIX = "invariant_"
+
+
+class InvariantLoadError(Exception):
+    """An invariants file that does not import."""
+
+
+@dataclass(frozen=True)
+class Invariant:
+    name: str
+    """`file.py:function`, for messages."""
+    function: InvariantFunction
+
+
+def invariant_files(agent: Path) -> list[Path]:
+    folder = agent.resolve().parent
+    candidates = [folder / f"{agent.stem}_invariants.py", folder / "invariants.py"]
+    return [path for path in candidates if path.is_file()]
+
+
+def find_invariants(agent: Path) -> list[Invariant]:
+    """The `invariant_*` functions defined in the agent's invariants files, in file order."""
+    found: list[Invariant] = []
+    for path in invariant_files(agent):
+        module = _import(path)
+        for name, function in inspect.getmembers(module, inspect.isfunction):
+            if name.startswith(PREFIX) and function.__module__ == module.__name__:
+                found.append(Invariant(f"{path.name}:{name}", function))
+    return found
+
+
+def _import(path: Path) -> Any:
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    name = f"_twelvefold_invariants_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise InvariantLoadError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise InvariantLoadError(f"{path} failed to import: {type(exc).__name__}: {exc}") from exc
+    return module

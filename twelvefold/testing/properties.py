@@ -1,0 +1,572 @@
+"""The properties every generated reducer must have, as plain checks over one event log.
+
+Each check takes the module under test and a `Case` (a legal log, maybe with an illegal
+event for one of its prefixes) and raises `PropertyFailed` naming the event where the
+property broke. What the reducer must do is taken from `AGENT` and docs/language.md and
+counted here independently (actions, consecutive failures, the event that let a
+sensitive tool run), never read back from the state the reducer produced.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.types import (
+    KIND_OF_EVENT,
+    Answer,
+    Answered,
+    Approved,
+    CallTool,
+    ErrorInfo,
+    Event,
+    Finish,
+    IllegalEvent,
+    ModelOutput,
+    Notified,
+    Rejected,
+    Retried,
+    Started,
+    State,
+    StepFailed,
+    ToolResult,
+    ToolStarted,
+)
+
+from .coverage import ACTION_EVENTS, match_edges
+from .invariants import Invariant
+from .strategies import Case
+from .subject import Subject
+
+
+class PropertyFailed(AssertionError):
+    """A property does not hold for this log; `at` is the index of the event that broke it."""
+
+    def __init__(
+        self,
+        message: str,
+        events: Sequence[Event] = (),
+        at: int | None = None,
+        extra: Event | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.events = tuple(events)
+        self.at = at
+        self.extra = extra
+
+    def located(self, events: Sequence[Event], extra: Event | None = None) -> PropertyFailed:
+        return PropertyFailed(self.message, events, self.at, extra or self.extra)
+
+    def __str__(self) -> str:
+        lines = [self.message]
+        if self.events:
+            lines += ["", "events:"]
+            for index, event in enumerate(self.events):
+                marker = "  <-- here" if index == self.at else ""
+                lines.append(f"  {index:>3}  {format_event(event)}{marker}")
+        if self.extra is not None:
+            where = f" after event {self.at}" if self.at is not None else ""
+            lines.append(f"  then{where}: {format_event(self.extra)}")
+        return "\n".join(lines)
+
+
+def format_event(event: Event) -> str:
+    """`model_output @decide DeployBackend(tag='', env='production')`: kind, step, payload."""
+    kind = KIND_OF_EVENT.get(type(event), type(event).__name__)
+    parts = [f"{kind:<13} @{event.step}"]
+    match event:
+        case Started(input=value):
+            parts.append(_show(value))
+        case ModelOutput(output=value) | ToolResult(result=value):
+            parts.append(_show(value))
+        case StepFailed(error=error):
+            parts.append(str(error))
+        case ToolStarted(key=key):
+            parts.append(f"key={key!r}")
+        case Notified(channels=channels):
+            parts.append(f"channels={list(channels)}")
+        case Approved(by=by, comment=comment) | Rejected(by=by, comment=comment):
+            parts.append(f"by={by!r} comment={comment!r}")
+        case Answered(answer=answer):
+            parts.append(_show(answer))
+        case Retried(by=by):
+            parts.append(f"by={by!r}")
+    return " ".join(parts)
+
+
+def _show(value: Any) -> str:
+    return repr(value) if not isinstance(value, BaseModel) else f"{value!r}"
+
+
+# ---- shared helpers ----------------------------------------------------------------
+
+
+def fold(subject: Subject, events: Sequence[Event]) -> list[State]:
+    """`states[i]` is the state after `events[: i + 1]`. A legal event the reducer refuses
+    is a failure of its own."""
+    first = events[0]
+    assert isinstance(first, Started)
+    states = [subject.initial_state(first.input)]
+    for index, event in enumerate(events[1:], start=1):
+        try:
+            states.append(subject.reduce(states[-1], event))
+        except IllegalEvent as refused:
+            raise PropertyFailed(
+                f"reduce refused a legal event: {refused}", events, index
+            ) from refused
+    return states
+
+
+def _json(codec: Codec, state: State) -> str:
+    return json.dumps(codec.encode_state(state), sort_keys=True)
+
+
+def _entered_by(events: Sequence[Event], states: Sequence[State], index: int) -> int:
+    """The index of the event that brought the thread to the step it is at after
+    `events[index]`: bookkeeping events, and failures that left the thread failed where it
+    was, are passed over (a retried step was entered by what entered it the first time)."""
+    j = index
+    while j >= 1:
+        event, before, after = events[j], states[j - 1], states[j]
+        failed_in_place = after.status == "failed" and after.step == before.step
+        if isinstance(event, ACTION_EVENTS) and not failed_in_place:
+            return j
+        j -= 1
+    return 0
+
+
+# ---- the properties ----------------------------------------------------------------
+
+Check = Callable[[Subject, Case], None]
+
+
+@dataclass(frozen=True)
+class Property:
+    name: str
+    doc: str
+    check: Check
+
+
+def pure_and_deterministic(subject: Subject, case: Case) -> None:
+    """`reduce` changes neither the state nor the event it is given, and gives equal
+    results for equal inputs."""
+    events = case.events
+    started = events[0]
+    assert isinstance(started, Started)
+    state = subject.initial_state(copy.deepcopy(started.input))
+    for index, event in enumerate(events[1:], start=1):
+        state_copy, state_json = copy.deepcopy(state), _json(subject.codec, state)
+        event_copy = copy.deepcopy(event)
+        try:
+            first = subject.reduce(state, event)
+        except IllegalEvent as refused:
+            raise PropertyFailed(
+                f"reduce refused a legal event: {refused}", events, index
+            ) from None
+        if state != state_copy or _json(subject.codec, state) != state_json:
+            raise PropertyFailed(
+                f"reduce changed the state it was given\n  before: {state_copy}\n  after:  {state}",
+                events,
+                index,
+            )
+        if event != event_copy:
+            raise PropertyFailed("reduce changed the event it was given", events, index)
+        second = subject.reduce(copy.deepcopy(state_copy), event_copy)
+        if first != second:
+            raise PropertyFailed(
+                f"reduce gave two results for one input\n  first:  {first}\n  second: {second}",
+                events,
+                index,
+            )
+        state = first
+
+
+def replay_equals_fold(subject: Subject, case: Case) -> None:
+    """`replay(events[:i])` is the step-by-step fold, and `seq` counts the events."""
+    events = case.events
+    states = fold(subject, events)
+    for index, state in enumerate(states):
+        replayed = subject.replay(events[: index + 1])
+        if replayed != state:
+            raise PropertyFailed(
+                f"replay differs from reduce folded over the same log\n"
+                f"  replay: {replayed}\n  fold:   {state}",
+                events,
+                index,
+            )
+        if state.seq != index + 1:
+            raise PropertyFailed(
+                f"state.seq is {state.seq} after {index + 1} events", events, index
+            )
+
+
+def json_round_trip(subject: Subject, case: Case) -> None:
+    """Every event and every state survive JSON (decoded by a fresh codec, as another
+    process would) unchanged."""
+    events = case.events
+    states = fold(subject, events)
+    writer, reader = subject.codec, Codec(subject.spec)
+    for index, (event, state) in enumerate(zip(events, states, strict=True)):
+        decoded = reader.loads_event(writer.dumps_event(event))
+        if decoded != event:
+            raise PropertyFailed(
+                f"the event changed through JSON\n  was:  {event}\n  read: {decoded}",
+                events,
+                index,
+            )
+        text = json.dumps(writer.encode_state(state))
+        restored = reader.decode_state(json.loads(text))
+        if restored != state:
+            raise PropertyFailed(
+                f"the state changed through JSON\n  was:  {state}\n  read: {restored}",
+                events,
+                index,
+            )
+
+
+def illegal_events_raise(subject: Subject, case: Case) -> None:
+    """An event that cannot happen raises `IllegalEvent` and leaves the state as it was."""
+    if case.illegal is None:
+        return
+    events = case.events[: case.illegal_at + 1]
+    state = fold(subject, events)[-1]
+    before, before_json = copy.deepcopy(state), _json(subject.codec, state)
+    try:
+        after = subject.reduce(state, case.illegal)
+    except IllegalEvent:
+        pass
+    except Exception as crashed:
+        raise PropertyFailed(
+            f"an illegal event raised {type(crashed).__name__}: {crashed}, not IllegalEvent",
+            events,
+            len(events) - 1,
+            case.illegal,
+        ) from crashed
+    else:
+        raise PropertyFailed(
+            f"an illegal event was accepted (the thread moved to {after.step}, {after.status})",
+            events,
+            len(events) - 1,
+            case.illegal,
+        )
+    if state != before or _json(subject.codec, state) != before_json:
+        raise PropertyFailed(
+            f"refusing an illegal event changed the state\n  before: {before}\n  after:  {state}",
+            events,
+            len(events) - 1,
+            case.illegal,
+        )
+
+
+def approval_before_sensitive_tools(subject: Subject, case: Case) -> None:
+    """A tool whose `requires approval` guard holds for its input is the next action only
+    when the thread got there by an approval's `on approved` for that very value."""
+    events = case.events
+    states = fold(subject, events)
+    for index, state in enumerate(states):
+        action = subject.next_action(state)
+        if not isinstance(action, CallTool):
+            continue
+        spec_state = subject.spec.states.get(action.step)
+        needs = spec_state.requires_approval if spec_state is not None else None
+        if needs is None or not needs(action.value):
+            continue
+        entry = _entered_by(events, states, index)
+        before = states[entry - 1] if entry >= 1 else None
+        if (
+            entry >= 1
+            and isinstance(events[entry], Approved)
+            and before is not None
+            and subject.kind_of(before.step) == "approval"
+            and states[entry].step == action.step
+            and before.value == action.value
+        ):
+            continue
+        how = format_event(events[entry]) if entry >= 1 else "the start"
+        raise PropertyFailed(
+            f"`{action.step}` requires approval for {action.value!r} and is the next action, "
+            f"but the thread got there by {how}, not by an approval of that value",
+            events,
+            index,
+        )
+
+
+def max_steps_ceiling(subject: Subject, case: Case) -> None:
+    """Actions are counted; the one that reaches `max_steps` sends the thread to the
+    `max_steps` target with the step's incoming value (the count starts again) or fails it."""
+    spec = subject.spec
+    events = case.events
+    states = fold(subject, events)
+    budget, target = spec.max_steps, spec.on_max_steps
+    count = 0
+    for index in range(1, len(events)):
+        event, before, after = events[index], states[index - 1], states[index]
+        if not isinstance(event, ACTION_EVENTS):
+            continue
+        count += 1
+        if budget is not None and count >= budget and after.status != "finished":
+            failed_here = after.status == "failed" and after.step == before.step
+            if target is not None and not failed_here:
+                if after.step != target or after.steps != 0 or after.value != before.value:
+                    raise PropertyFailed(
+                        f"after {count} actions (max_steps {budget}) the thread is at "
+                        f"`{after.step}` with steps={after.steps}; it should be at "
+                        f"`{target}` with the step count reset and the incoming value",
+                        events,
+                        index,
+                    )
+                count = 0
+            elif target is None and not failed_here:
+                raise PropertyFailed(
+                    f"after {count} actions (max_steps {budget}, no target) the thread is "
+                    f"{after.status} at `{after.step}`; it should have failed",
+                    events,
+                    index,
+                )
+        if after.steps != count:
+            raise PropertyFailed(
+                f"state.steps is {after.steps}, but {count} actions completed since the "
+                "start or the last max_steps escalation",
+                events,
+                index,
+            )
+
+
+def max_errors_ceiling(subject: Subject, case: Case) -> None:
+    """Consecutive failures are counted (a completed tool, approval or answer resets the
+    count, a model output does not); the one that reaches `max_errors` escalates."""
+    spec = subject.spec
+    events = case.events
+    states = fold(subject, events)
+    ceiling, target = spec.max_errors, spec.on_max_errors
+    count = 0
+    for index in range(1, len(events)):
+        event, before, after = events[index], states[index - 1], states[index]
+        if isinstance(event, StepFailed):
+            count += 1
+        elif isinstance(event, ToolResult | Approved | Rejected | Answered):
+            count = 0
+        escalates = ceiling is not None and target is not None and count >= ceiling
+        if isinstance(event, StepFailed) and escalates:
+            escalated_to = {target, spec.on_max_steps} - {None}
+            # With the step budget spent too and no max_steps target, the budget wins
+            # (a person's answer is an action too): max_steps_ceiling checks that.
+            out_of_budget = (
+                spec.on_max_steps is None
+                and after.error is not None
+                and after.error.type == "StepBudgetExhausted"
+            )
+            if out_of_budget:
+                pass
+            elif after.step not in escalated_to or after.status == "failed":
+                raise PropertyFailed(
+                    f"after {count} consecutive failures (max_errors {ceiling}) the "
+                    f"thread is {after.status} at `{after.step}`; it should have gone "
+                    f"to `{target}`",
+                    events,
+                    index,
+                )
+            elif after.value != before.value:
+                raise PropertyFailed(
+                    "the max_errors escalation did not carry the failing step's "
+                    f"incoming value\n  incoming: {before.value!r}\n  carried:  "
+                    f"{after.value!r}",
+                    events,
+                    index,
+                )
+            count = 0
+        if after.errors != count:
+            raise PropertyFailed(
+                f"state.errors is {after.errors}, but the thread has failed {count} "
+                "time(s) in a row",
+                events,
+                index,
+            )
+
+
+def moves_follow_edges(subject: Subject, case: Case) -> None:
+    """Every move is one of AGENT's edges, carries what docs/language.md says flows along
+    it, and leaves the thread with the status its new step has."""
+    events = case.events
+    states = fold(subject, events)
+    for index in range(1, len(events)):
+        event, before, after = events[index], states[index - 1], states[index]
+        move = match_edges(subject, before, event, after)
+        if move.problem is not None:
+            raise PropertyFailed(move.problem, events, index)
+        for edge_index in move.edges:
+            edge = subject.spec.edges[edge_index]
+            expected = _carried(edge.kind, before, event)
+            if after.value != expected:
+                raise PropertyFailed(
+                    f"the `{edge.kind}` edge {edge.source} -> {edge.target} carried "
+                    f"{after.value!r}, expected {expected!r}",
+                    events,
+                    index,
+                )
+        if after.status != "failed" and after.status != _status_at(subject, after.step):
+            raise PropertyFailed(
+                f"the thread is {after.status} at `{after.step}`, a "
+                f"{subject.kind_of(after.step)} step",
+                events,
+                index,
+            )
+
+
+def _carried(kind: str, before: State, event: Event) -> Any:
+    match event:
+        case ModelOutput(output=output) if kind == "output":
+            return output
+        case ToolResult(result=result) if kind == "next":
+            return result
+        case Answered(answer=answer) if kind == "next":
+            return answer
+    return before.value  # approvals, rejections, failures and escalations pass it on
+
+
+def _status_at(subject: Subject, step: str) -> str:
+    kind = subject.kind_of(step)
+    return {"final": "finished", "approval": "waiting", "human": "waiting"}.get(
+        kind or "", "running"
+    )
+
+
+def final_is_absorbing(subject: Subject, case: Case) -> None:
+    """A finished thread takes no event of any kind and asks only to finish."""
+    events = case.events
+    states = fold(subject, events)
+    for index, state in enumerate(states):
+        if state.status != "finished":
+            continue
+        action = subject.next_action(state)
+        if not isinstance(action, Finish) or action.result != state.value:
+            raise PropertyFailed(
+                f"a finished thread's next action is {action}, not Finish({state.value!r})",
+                events,
+                index,
+            )
+        for probe in probes(subject, state.step):
+            before = copy.deepcopy(state)
+            try:
+                after = subject.reduce(state, probe)
+            except IllegalEvent:
+                if state != before:
+                    raise PropertyFailed(
+                        "refusing an event changed a finished thread", events, index, probe
+                    ) from None
+                continue
+            raise PropertyFailed(
+                f"a finished thread took an event (now {after.status} at `{after.step}`)",
+                events,
+                index,
+                probe,
+            )
+
+
+def probes(subject: Subject, step: str) -> list[Event]:
+    """One event of every kind, addressed to `step`."""
+    any_output: BaseModel = Answer(text="x")
+    for cls in subject.spec.types.values():
+        try:
+            any_output = cls.model_construct()
+        except Exception:  # pragma: no cover - model_construct does not validate
+            continue
+        break
+    return [
+        ModelOutput(step=step, output=any_output),
+        ToolStarted(step=step, key="k"),
+        ToolResult(step=step, result=any_output),
+        StepFailed(step=step, error=ErrorInfo("RuntimeError", "late")),
+        Notified(step=step),
+        Approved(step=step),
+        Rejected(step=step),
+        Answered(step=step, answer=Answer(text="late")),
+        Retried(step=step),
+        Started(step=step, input="again"),
+    ]
+
+
+def resume_equals_uninterrupted(subject: Subject, case: Case) -> None:
+    """Stopping where a runtime stops (waiting for a person, failed, or mid-tool), writing
+    the log or the state as JSON and going on from it gives the same thread."""
+    events = case.events
+    states = fold(subject, events)
+    writer = subject.codec
+    end = states[-1]
+    for index, state in enumerate(states):
+        if state.status not in ("waiting", "failed") and state.tool_key is None:
+            continue
+        reader = Codec(subject.spec)
+        stored = [reader.loads_event(writer.dumps_event(e)) for e in events[: index + 1]]
+        resumed = subject.replay(stored)
+        from_state = reader.decode_state(json.loads(json.dumps(writer.encode_state(state))))
+        for later in events[index + 1 :]:
+            later = reader.loads_event(writer.dumps_event(later))
+            resumed = subject.reduce(resumed, later)
+            from_state = subject.reduce(from_state, later)
+        for how, got in (("the replayed log", resumed), ("the stored state", from_state)):
+            if got != end:
+                raise PropertyFailed(
+                    f"paused after event {index} and resumed from {how}, the thread ends "
+                    f"differently\n  resumed:       {got}\n  uninterrupted: {end}",
+                    events,
+                    index,
+                )
+
+
+def invariants_hold(invariants: Sequence[Invariant]) -> Check:
+    """The user's `invariant_*(state, events)` functions, on every prefix."""
+
+    def check(subject: Subject, case: Case) -> None:
+        events = case.events
+        states = fold(subject, events)
+        for index, state in enumerate(states):
+            prefix = events[: index + 1]
+            for invariant in invariants:
+                try:
+                    held = invariant.function(state, prefix)
+                except AssertionError as broken:
+                    raise PropertyFailed(
+                        f"{invariant.name} failed: {broken}", events, index
+                    ) from broken
+                if held is False:
+                    raise PropertyFailed(f"{invariant.name} returned False", events, index)
+
+    return check
+
+
+PROPERTIES: tuple[Property, ...] = tuple(
+    Property(check.__name__, (check.__doc__ or "").split("\n\n")[0].strip(), check)
+    for check in (
+        pure_and_deterministic,
+        replay_equals_fold,
+        json_round_trip,
+        illegal_events_raise,
+        approval_before_sensitive_tools,
+        max_steps_ceiling,
+        max_errors_ceiling,
+        moves_follow_edges,
+        final_is_absorbing,
+        resume_equals_uninterrupted,
+    )
+)
+
+
+def properties_for(invariants: Sequence[Invariant] = ()) -> list[Property]:
+    """The built-in properties, and one for the user's invariants when there are any."""
+    found = list(PROPERTIES)
+    if invariants:
+        names = ", ".join(i.name for i in invariants)
+        found.append(
+            Property(
+                "user_invariants", f"hold on every prefix: {names}", invariants_hold(invariants)
+            )
+        )
+    return found

@@ -1,0 +1,216 @@
+"""Running the properties: Hypothesis for random threads (shrunk to a minimal failing log),
+then the shortest paths to every edge, which reach the ceilings deterministically."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import hypothesis
+from hypothesis import HealthCheck, Verbosity, given, settings
+from hypothesis.errors import Flaky
+
+from twelvefold.runtime.types import Event, Started
+
+from .coverage import Coverage
+from .properties import Property, PropertyFailed
+from .strategies import Case, cases, is_legal
+from .subject import Subject
+
+DEFAULT_EXAMPLES = 100
+
+
+@dataclass(frozen=True)
+class Outcome:
+    prop: Property
+    failure: PropertyFailed | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def check_case(subject: Subject, prop: Property, case: Case) -> None:
+    """Run one check; anything it raises becomes a `PropertyFailed` that shows the log."""
+    try:
+        prop.check(subject, case)
+    except PropertyFailed as failed:
+        if failed.events:
+            raise
+        raise failed.located(case.events, case.illegal) from failed
+    except Exception as crashed:
+        raise PropertyFailed(
+            f"{type(crashed).__name__}: {crashed}", case.events, None, case.illegal
+        ) from crashed
+
+
+def _settings(examples: int, seed: int | None) -> settings:
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=seed is None,
+        verbosity=Verbosity.quiet,
+        report_multiple_bugs=False,
+        print_blob=False,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+            HealthCheck.filter_too_much,
+        ],
+    )
+
+
+def _run(test: Callable[[], None], seed: int | None) -> None:
+    if seed is not None:
+        test = hypothesis.seed(seed)(test)
+    test()
+
+
+def run_property(
+    subject: Subject,
+    prop: Property,
+    *,
+    examples: int = DEFAULT_EXAMPLES,
+    seed: int | None = None,
+    coverage: Coverage | None = None,
+    paths: Sequence[Sequence[Event]] = (),
+    max_events: int | None = None,
+) -> Outcome:
+    """Check `prop` on `examples` random threads (shrinking a failure to a minimal log),
+    then on each of `paths`."""
+
+    def body(case: Case) -> None:
+        if coverage is not None:
+            coverage.record(case.events)
+        check_case(subject, prop, case)
+
+    test = _settings(examples, seed)(given(cases(subject, max_events))(body))
+    try:
+        _run(test, seed)
+    except PropertyFailed as failed:
+        return Outcome(prop, minimize(subject, prop, failed))
+    except Flaky as flaky:
+        return Outcome(
+            prop,
+            PropertyFailed(
+                "the same log passed once and failed once: the reducer is not deterministic "
+                f"({type(flaky).__name__}: {flaky})"
+            ),
+        )
+    for path in paths:
+        try:
+            check_case(subject, prop, Case(tuple(path)))
+        except PropertyFailed as failed:
+            return Outcome(prop, minimize(subject, prop, failed))
+    return Outcome(prop, None)
+
+
+def run_properties(
+    subject: Subject,
+    props: Sequence[Property],
+    *,
+    examples: int = DEFAULT_EXAMPLES,
+    seed: int | None = None,
+    coverage: Coverage | None = None,
+    paths: Sequence[Sequence[Event]] = (),
+    max_events: int | None = None,
+) -> list[Outcome]:
+    """All of `props` on the same threads: one screening run checks every property on
+    each generated log (cheap when they all hold); each property that fails is then run
+    on its own, so that Hypothesis shrinks the log for that property."""
+    failing: dict[str, PropertyFailed] = {}
+
+    def screen(case: Case) -> None:
+        if coverage is not None:
+            coverage.record(case.events)
+        for prop in props:
+            if prop.name not in failing:
+                try:
+                    check_case(subject, prop, case)
+                except PropertyFailed as failed:
+                    failing[prop.name] = failed
+
+    _run(_settings(examples, seed)(given(cases(subject, max_events))(screen)), seed)
+    for path in paths:
+        screen(Case(tuple(path)))
+    outcomes: list[Outcome] = []
+    for prop in props:
+        if prop.name not in failing:
+            outcomes.append(Outcome(prop))
+            continue
+        targeted = run_property(
+            subject, prop, examples=examples, seed=seed, paths=paths, max_events=max_events
+        )
+        if targeted.ok:  # the targeted run drew other threads: keep what screening found
+            targeted = Outcome(prop, minimize(subject, prop, failing[prop.name]))
+        outcomes.append(targeted)
+    return outcomes
+
+
+# ---- a last shrink, on whole events ------------------------------------------------
+
+
+def _case_for(prop: Property, events: Sequence[Event], failed: PropertyFailed) -> Case:
+    if failed.extra is not None and prop.name == "illegal_events_raise":
+        return Case(tuple(events), len(events) - 1, failed.extra)
+    return Case(tuple(events))
+
+
+def _is_legal_log(subject: Subject, events: Sequence[Event]) -> bool:
+    first = events[0]
+    if not isinstance(first, Started):
+        return False
+    try:
+        state = subject.initial_state(first.input)
+        for event in events[1:]:
+            if not is_legal(subject, state, event):
+                return False
+            state = subject.reduce(state, event)
+    except Exception:
+        return True  # the reducer broke on a legal event: that is for the property to say
+    return True
+
+
+def _fails(
+    subject: Subject, prop: Property, events: Sequence[Event], failed: PropertyFailed
+) -> PropertyFailed | None:
+    if not _is_legal_log(subject, events):
+        return None
+    try:
+        check_case(subject, prop, _case_for(prop, events, failed))
+    except PropertyFailed as again:
+        return again
+    return None
+
+
+def minimize(
+    subject: Subject, prop: Property, failed: PropertyFailed, budget: int = 1500
+) -> PropertyFailed:
+    """Drop stretches of events while the log stays legal and `prop` still fails.
+
+    Hypothesis shrinks the choices that generated a log; a detour early in the walk (a
+    few rounds through a loop) changes every later choice, and it can stop there. Here
+    whole events are removed, the longest stretches first, until none can go.
+    """
+    events = list(failed.events)
+    if len(events) < 2:
+        return failed
+    if prop.name == "illegal_events_raise" and failed.at is not None:
+        events = events[: failed.at + 1]
+    best = failed
+    progress = True
+    while progress and budget > 0:
+        progress = False
+        for size in range(len(events) - 1, 0, -1):
+            start = 1
+            while start + size <= len(events) and budget > 0:
+                candidate = events[:start] + events[start + size :]
+                budget -= 1
+                found = _fails(subject, prop, candidate, failed)
+                if found is not None:
+                    events, best, progress = candidate, found, True
+                else:
+                    start += 1
+    return best

@@ -1,0 +1,99 @@
+"""The thing under test: a generated reducer module, with what the properties need beside it.
+
+Properties never trust the module to describe itself correctly beyond `AGENT`: they run
+its `reduce`, `replay`, `initial_state` and `next_action` and compare what they do with
+what `AGENT` (the checked graph) and docs/language.md say must happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.spec import AgentSpec, EdgeSpec
+from twelvefold.runtime.types import Action, Event, State
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A generated module under test."""
+
+    module: ModuleType
+    origin: str
+    """Where it came from, for messages: the `.agent` path or the module's name."""
+    directory: Path | None = None
+    """The agent's folder, where user invariants are looked for."""
+    codec: Codec = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "codec", Codec(self.spec))
+
+    @property
+    def spec(self) -> AgentSpec:
+        spec: AgentSpec = self.module.AGENT
+        return spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def initial_state(self, value: Any) -> State:
+        state: State = self.module.initial_state(value)
+        return state
+
+    def reduce(self, state: State, event: Event) -> State:
+        new: State = self.module.reduce(state, event)
+        return new
+
+    def replay(self, events: Sequence[Event]) -> State:
+        state: State = self.module.replay(events)
+        return state
+
+    def next_action(self, state: State) -> Action:
+        action: Action = self.module.next_action(state)
+        return action
+
+    # ---- the graph, as AGENT declares it --------------------------------------------
+
+    def edges_from(self, step: str) -> list[tuple[int, EdgeSpec]]:
+        return [(i, e) for i, e in enumerate(self.spec.edges) if e.source == step]
+
+    def kind_of(self, step: str) -> str | None:
+        state = self.spec.states.get(step)
+        return state.kind if state is not None else None
+
+    def is_final(self, step: str) -> bool:
+        return self.kind_of(step) == "final"
+
+    def can_fail(self, state: State) -> bool:
+        """Whether a `StepFailed` is something this step can produce (see compiler/graph.py's
+        `can_fail`: model calls and tools, and a person who does not answer in time)."""
+        kind = self.kind_of(state.step)
+        if kind in ("llm", "tool"):
+            return True
+        if kind != "human":
+            return False
+        if any(e.kind in ("error", "max_errors") for _, e in self.edges_from(state.step)):
+            return True
+        try:
+            action = self.next_action(state)
+        except Exception:
+            return False
+        return getattr(action, "timeout_seconds", None) is not None
+
+
+def load_subject(
+    path: Path, *, prompts_dir: Path | None = None, cache_dir: Path | None = None
+) -> Subject:
+    """Compile (through the runtime's cache) and import an `.agent` file, or import a
+    generated module's `.py` file. Raises `AgentLoadError` with the compiler's report."""
+    from twelvefold.runtime.loading import load_agent
+
+    loaded = load_agent(path, cache_dir=cache_dir, prompts_dir=prompts_dir)
+    module = loaded.module
+    assert isinstance(module, ModuleType)
+    return Subject(module=module, origin=str(path), directory=path.resolve().parent)
