@@ -105,6 +105,27 @@ BUGS: dict[str, Bug] = {
             "max_steps_ceiling",
             "moves are computed with a copy of the spec that lost its step budget",
         ),
+        Bug(
+            "skip_step_check",
+            "deploybot",
+            (("    AGENT.check(state, event)\n", ""),),
+            "illegal_events_raise",
+            "reduce no longer checks that an event is for the thread's step, or too late",
+        ),
+        Bug(
+            "replay_skips_notifications",
+            "deploybot",
+            (
+                (
+                    "    for event in log:\n        state = reduce(state, event)\n",
+                    "    for event in log:\n"
+                    '        if type(event).__name__ != "Notified":\n'
+                    "            state = reduce(state, event)\n",
+                ),
+            ),
+            "replay_equals_fold",
+            "replay leaves out the events that only record that people were told",
+        ),
     )
 }
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
 import types
 import typing
@@ -108,11 +109,55 @@ def match_edges(subject: Subject, before: State, event: Event, after: State) -> 
         kind = _EDGE_KIND_OF[type(event)]
         output = type_name(subject, event.output) if isinstance(event, ModelOutput) else None
         found = _find(subject, source, target, kind, output)
+        if isinstance(event, ModelOutput):
+            routed = route(subject, source, event.output)
+            if routed is not None and subject.spec.edges[routed].target != target:
+                rule = describe_edge(subject.spec.edges[routed])
+                problem = f"the output went to `{target}`, but the first rule that holds is {rule}"
+                return Move(before, event, after, (), problem)
+            if routed is not None:
+                found = (routed,)
     if not found:
         what = f"`{kind}` ({output})" if isinstance(event, ModelOutput) else f"`{kind}`"
         problem = f"moved from `{source}` to `{target}` on {what}: no such edge in AGENT.edges"
         return Move(before, event, after, (), problem)
     return Move(before, event, after, found)
+
+
+def route(subject: Subject, source: str, output: BaseModel) -> int | None:
+    """The edge the `on TYPE [if GUARD]` rules send `output` along: the first whose guard
+    holds, evaluated with the compiler's own guard semantics (a null optional field fails
+    every comparison but `== null`). None when the guards are not at hand."""
+    program = subject.program
+    if program is None:
+        return None
+    from twelvefold.compiler.guards import evaluate, paths_in
+
+    name = type_name(subject, output)
+    data = output.model_dump(mode="json", by_alias=True)
+    edges = program.edges()
+    if len(edges) != len(subject.spec.edges):
+        return None  # not this module's program
+    for index, edge in enumerate(edges):
+        if edge.source != source or edge.kind != "output" or edge.type != name:
+            continue
+        if edge.guard is None:
+            return index
+        env = {path: _field(data, path) for path in paths_in(edge.guard)}
+        holds = evaluate(edge.guard, env)
+        if holds is None:
+            return None
+        if holds:
+            return index
+    return None
+
+
+def _field(data: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if data is None:
+            return None
+        data = data[part]
+    return data
 
 
 def _find(
@@ -252,8 +297,8 @@ def representatives(annotation: Any, constants: Constants, depth: int = 0) -> li
     if origin in (typing.Union, types.UnionType):
         values: list[Any] = []
         for option in args:
-            values += representatives(option, constants, depth)[:3]
-        return values
+            values += representatives(option, constants, depth)
+        return values[:16]
     if origin is list:
         if depth >= 2:
             return [[]]
@@ -318,16 +363,22 @@ class _Steps:
     def __init__(self, subject: Subject) -> None:
         self.subject = subject
         constants = Constants.of(subject.spec.edges)
-        # Values only matter to the search where a guard routes on them; one value of
-        # every other type keeps the state space small enough to search exhaustively.
-        guarded = {e.type for e in subject.spec.edges if e.guard is not None}
-        self._outputs = {
-            name: model_representatives(_type(subject, name), constants)[
-                : None if name in guarded else 1
-            ]
+        self._first = {
+            name: model_representatives(_type(subject, name), constants)[:1]
             for name in subject.spec.types
         }
-        self._outputs["Answer"] = [Answer(text="ok")]
+        self._first["Answer"] = [Answer(text="ok")]
+        guarded = {e.type for e in subject.spec.edges if e.guard is not None}
+        # Per llm step and output type, one value for each rule it can be routed by:
+        # values only matter to the search where a guard routes on them.
+        self._outputs: dict[tuple[str, str], list[BaseModel]] = {}
+        for step, spec_state in subject.spec.states.items():
+            for name in spec_state.outputs:
+                if name in guarded:
+                    pool = candidates(_type(subject, name), constants)
+                    self._outputs[step, name] = _one_per_rule(subject, step, pool)
+                else:
+                    self._outputs[step, name] = self._first[name]
 
     def at(self, state: State) -> list[tuple[Event, ...]]:
         step, kind = state.step, self.subject.kind_of(state.step)
@@ -341,18 +392,57 @@ class _Steps:
             groups: list[tuple[Event, ...]] = [
                 (ModelOutput(step=step, output=value),)
                 for name in spec_state.outputs
-                for value in self._outputs[name]
+                for value in self._outputs[step, name]
             ]
             return [*groups, (failure,)]
         if kind == "tool":
             assert spec_state.output is not None
             start = ToolStarted(step=step, key="key")
-            result = ToolResult(step=step, result=self._outputs[spec_state.output][0])
+            result = ToolResult(step=step, result=self._first[spec_state.output][0])
             return [(start, result), (start, failure)]
         if kind == "approval":
             return [(Approved(step=step),), (Rejected(step=step, comment="no"),)]
         answers: list[tuple[Event, ...]] = [(Answered(step=step, answer=Answer(text="ok")),)]
         return answers + ([(failure,)] if self.subject.can_fail(state) else [])
+
+
+def candidates(cls: type[BaseModel], constants: Constants, tries: int = 400) -> list[BaseModel]:
+    """The representatives, then random combinations of the fields' representatives (with
+    a fixed seed: the search must give the same paths on every run)."""
+    found = model_representatives(cls, constants)
+    rng = random.Random(0)
+    for _ in range(tries):
+        try:
+            found.append(cls.model_validate(_random_value(cls, constants, rng, 0)))
+        except ValueError:
+            continue
+    return found
+
+
+def _random_value(annotation: Any, constants: Constants, rng: random.Random, depth: int) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {
+            info.alias or name: _random_value(info.annotation, constants, rng, depth + 1)
+            for name, info in annotation.model_fields.items()
+        }
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return _random_value(rng.choice(args), constants, rng, depth)
+    if origin is list and depth < 3:
+        return [_random_value(args[0], constants, rng, depth + 1)] if rng.random() < 0.5 else []
+    domain = representatives(annotation, constants, depth) or [None]
+    value = rng.choice(domain)
+    return value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
+
+
+def _one_per_rule(subject: Subject, step: str, pool: list[BaseModel]) -> list[BaseModel]:
+    if subject.program is None:
+        return pool[:_PRODUCT_LIMIT]
+    chosen: dict[int | None, BaseModel] = {}
+    for value in pool:
+        chosen.setdefault(route(subject, step, value), value)
+    return list(chosen.values())
 
 
 def _type(subject: Subject, name: str) -> type[BaseModel]:

@@ -11,26 +11,35 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twelvefold.runtime.codec import Codec
 from twelvefold.runtime.spec import AgentSpec, EdgeSpec
 from twelvefold.runtime.types import Action, Event, State
 
+if TYPE_CHECKING:
+    from twelvefold.compiler.program import Program
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)
 class Subject:
-    """A generated module under test."""
+    """A generated module under test. Hashed by identity: strategies are cached per subject."""
 
     module: ModuleType
     origin: str
     """Where it came from, for messages: the `.agent` path or the module's name."""
     directory: Path | None = None
     """The agent's folder, where user invariants are looked for."""
+    program: Program | None = None
+    """The checked program, when the `.agent` source is at hand: its edges carry the
+    guards as syntax trees, so that routing can be checked rule by rule."""
     codec: Codec = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codec", Codec(self.spec))
+
+    def __repr__(self) -> str:  # Hypothesis prints the strategy's arguments
+        return f"Subject({self.origin!r})"
 
     @property
     def spec(self) -> AgentSpec:
@@ -96,4 +105,11 @@ def load_subject(
     loaded = load_agent(path, cache_dir=cache_dir, prompts_dir=prompts_dir)
     module = loaded.module
     assert isinstance(module, ModuleType)
-    return Subject(module=module, origin=str(path), directory=path.resolve().parent)
+    program = checked_program(path, prompts_dir) if path.suffix == ".agent" else None
+    return Subject(module, str(path), path.resolve().parent, program)
+
+
+def checked_program(path: Path, prompts_dir: Path | None = None) -> Program | None:
+    from twelvefold.compiler import compile_file
+
+    return compile_file(path, prompts_dir=prompts_dir, generate_code=False).program
