@@ -7,14 +7,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import hypothesis
-from hypothesis import HealthCheck, Verbosity, given, settings
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis.errors import Flaky
 
 from twelvefold.runtime.types import Event, Started
 
 from .coverage import Coverage
 from .properties import Property, PropertyFailed
-from .strategies import Case, cases, is_legal
+from .strategies import Case, cases, is_legal, simpler_events
 from .subject import Subject
 
 DEFAULT_EXAMPLES = 100
@@ -45,8 +45,12 @@ def check_case(subject: Subject, prop: Property, case: Case) -> None:
 
 
 def _settings(examples: int, seed: int | None) -> settings:
+    # No Hypothesis shrinking: its shrinker works on the choices that made a log, and a
+    # walk's later choices all depend on its earlier ones, so it is slow here and stops
+    # early. `minimize` shrinks whole events and payloads instead.
     return settings(
         max_examples=examples,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
         deadline=None,
         database=None,
         derandomize=seed is None,
@@ -186,31 +190,68 @@ def _fails(
 
 
 def minimize(
-    subject: Subject, prop: Property, failed: PropertyFailed, budget: int = 1500
+    subject: Subject, prop: Property, failed: PropertyFailed, budget: int = 3000
 ) -> PropertyFailed:
-    """Drop stretches of events while the log stays legal and `prop` still fails.
-
-    Hypothesis shrinks the choices that generated a log; a detour early in the walk (a
-    few rounds through a loop) changes every later choice, and it can stop there. Here
-    whole events are removed, the longest stretches first, until none can go.
+    """The smallest log (and simplest payloads) that still breaks `prop`: cut the log after
+    the event that broke it, drop stretches of events while the log stays legal and the
+    property still fails, then give each event the simplest payload that keeps it failing.
     """
     events = list(failed.events)
     if len(events) < 2:
         return failed
-    if prop.name == "illegal_events_raise" and failed.at is not None:
-        events = events[: failed.at + 1]
     best = failed
+    state = _Search(subject, prop, failed, budget)
+    if failed.at is not None and failed.at + 1 < len(events):
+        cut = events[: failed.at + 1]
+        found = state.fails(cut)
+        if found is not None:
+            events, best = cut, found
+    events, best = _drop_stretches(state, events, best)
+    events, best = _simplify_payloads(state, events, best)
+    return best
+
+
+class _Search:
+    def __init__(
+        self, subject: Subject, prop: Property, failed: PropertyFailed, budget: int
+    ) -> None:
+        self.subject, self.prop, self.failed, self.budget = subject, prop, failed, budget
+
+    def fails(self, events: Sequence[Event]) -> PropertyFailed | None:
+        if self.budget <= 0:
+            return None
+        self.budget -= 1
+        return _fails(self.subject, self.prop, events, self.failed)
+
+
+def _drop_stretches(
+    search: _Search, events: list[Event], best: PropertyFailed
+) -> tuple[list[Event], PropertyFailed]:
     progress = True
-    while progress and budget > 0:
+    while progress and search.budget > 0:
         progress = False
         for size in range(len(events) - 1, 0, -1):
             start = 1
-            while start + size <= len(events) and budget > 0:
+            while start + size <= len(events) and search.budget > 0:
                 candidate = events[:start] + events[start + size :]
-                budget -= 1
-                found = _fails(subject, prop, candidate, failed)
+                found = search.fails(candidate)
                 if found is not None:
                     events, best, progress = candidate, found, True
                 else:
                     start += 1
-    return best
+    return events, best
+
+
+def _simplify_payloads(
+    search: _Search, events: list[Event], best: PropertyFailed
+) -> tuple[list[Event], PropertyFailed]:
+    for index in range(len(events)):
+        for simpler in simpler_events(search.subject, events[index]):
+            if simpler == events[index]:
+                break
+            candidate = [*events[:index], simpler, *events[index + 1 :]]
+            found = search.fails(candidate)
+            if found is not None:
+                events, best = candidate, found
+                break
+    return events, best

@@ -18,7 +18,7 @@ import functools
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any, Literal
 
@@ -417,3 +417,34 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
         case Answered():
             return kind == "human"
     return False
+
+
+def simpler_events(subject: Subject, event: Event) -> list[Event]:
+    """Simpler versions of `event`, simplest first: no time or usage, empty texts, the
+    first representatives of its value's type (which straddle the guards' constants)."""
+    from .coverage import Constants, model_representatives
+
+    plain = replace(event, at=None, usage=None)
+    match plain:
+        case Started(input=value) if isinstance(value, BaseModel):
+            values = model_representatives(type(value), Constants.of(subject.spec.edges))
+            return [replace(plain, input=v) for v in values[:16]] + [plain]
+        case Started():
+            return [replace(plain, input=""), plain]
+        case ModelOutput(output=value) | ToolResult(result=value):
+            values = model_representatives(type(value), Constants.of(subject.spec.edges))
+            name = "output" if isinstance(plain, ModelOutput) else "result"
+            return [replace(plain, **{name: v}) for v in values[:16]] + [plain]
+        case StepFailed():
+            return [replace(plain, error=ErrorInfo("RuntimeError", "")), plain]
+        case ToolStarted():
+            return [replace(plain, key="k"), plain]
+        case Notified():
+            return [replace(plain, channels=()), plain]
+        case Approved() | Rejected():
+            return [replace(plain, by=None, comment=None), plain]
+        case Answered():
+            return [replace(plain, answer=Answer(text="")), plain]
+        case Retried():
+            return [replace(plain, by=None), plain]
+    return [plain]

@@ -1,0 +1,125 @@
+"""Each deliberately broken reducer is caught by the property meant to catch it, with a
+minimal failing log; the correct module passes that property with the same settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.broken_reducers import BUGS, EXAMPLES, PROMPTS, StalePatch, broken_module, broken_source
+from tests.support.generated import import_generated
+from twelvefold.runtime.types import (
+    Approved,
+    ModelOutput,
+    Notified,
+    StepFailed,
+    ToolResult,
+)
+from twelvefold.testing.coverage import ACTION_EVENTS
+from twelvefold.testing.properties import PROPERTIES, PropertyFailed
+from twelvefold.testing.runner import run_property
+from twelvefold.testing.subject import Subject, checked_program
+
+BY_NAME = {p.name: p for p in PROPERTIES}
+EXAMPLES_PER_RUN = 60
+
+
+def _subject(module: object, agent: str) -> Subject:
+    program = checked_program(EXAMPLES / f"{agent}.agent", PROMPTS)
+    return Subject(module, agent, program=program)  # type: ignore[arg-type]
+
+
+def _caught(name: str, tmp_path: Path) -> PropertyFailed:
+    bug = BUGS[name]
+    subject = _subject(broken_module(name, tmp_path), bug.agent)
+    outcome = run_property(subject, BY_NAME[bug.caught_by], examples=EXAMPLES_PER_RUN, seed=0)
+    assert outcome.failure is not None, f"{name} was not caught by {bug.caught_by}"
+    return outcome.failure
+
+
+@pytest.mark.parametrize("agent", ["deploybot", "calculator"])
+def test_the_correct_modules_pass_every_property_the_bugs_are_caught_by(
+    agent: str, tmp_path: Path
+) -> None:
+    subject = _subject(import_generated(EXAMPLES / f"{agent}.agent", tmp_path), agent)
+    for name in sorted({b.caught_by for b in BUGS.values()}):
+        outcome = run_property(subject, BY_NAME[name], examples=EXAMPLES_PER_RUN, seed=0)
+        assert outcome.ok, outcome.failure
+
+
+def test_skipping_an_approval_is_caught_at_the_model_output(tmp_path: Path) -> None:
+    failure = _caught("skip_approval", tmp_path)
+    assert len(failure.events) == 2 and failure.at == 1
+    (output,) = [e for e in failure.events if isinstance(e, ModelOutput)]
+    assert type(output.output).__name__ == "DeployBackend"
+    assert output.output.env == "production"  # type: ignore[attr-defined]
+    assert "requires approval" in str(failure)
+
+
+def test_skipping_the_division_approval_is_caught(tmp_path: Path) -> None:
+    failure = _caught("skip_division_approval", tmp_path)
+    assert len(failure.events) == 2
+    assert type(failure.events[1].output).__name__ == "Divide"  # type: ignore[attr-defined]
+
+
+def test_double_counted_errors_are_caught_at_the_first_failure(tmp_path: Path) -> None:
+    failure = _caught("double_count_errors", tmp_path)
+    assert len(failure.events) <= 3
+    assert isinstance(failure.events[-1], StepFailed) and failure.at == len(failure.events) - 1
+    assert "state.errors is 2, but the thread has failed 1 time(s) in a row" in str(failure)
+
+
+def test_mutating_the_given_state_is_caught_at_the_first_failure(tmp_path: Path) -> None:
+    failure = _caught("mutate_state", tmp_path)
+    assert len(failure.events) <= 3 and isinstance(failure.events[-1], StepFailed)
+    assert "reduce changed the state it was given" in str(failure)
+
+
+def test_ignoring_max_steps_is_caught_at_the_sixteenth_action(tmp_path: Path) -> None:
+    failure = _caught("ignore_max_steps", tmp_path)
+    actions = [e for e in failure.events if isinstance(e, ACTION_EVENTS)]
+    assert len(actions) == 16  # calculator's max_steps: no shorter log can show it
+    assert failure.at == len(failure.events) - 1
+    assert "max_steps 16, no target" in str(failure)
+
+
+def test_a_reducer_without_its_step_check_takes_illegal_events(tmp_path: Path) -> None:
+    failure = _caught("skip_step_check", tmp_path)
+    assert failure.extra is not None and len(failure.events) <= 2
+    assert "then after event" in str(failure)
+
+
+def test_a_replay_that_drops_events_differs_from_the_fold(tmp_path: Path) -> None:
+    failure = _caught("replay_skips_notifications", tmp_path)
+    assert any(isinstance(e, Notified) for e in failure.events)
+    assert len(failure.events) <= 4
+    assert "replay differs" in str(failure)
+
+
+def test_the_failure_shows_the_event_log_readably(tmp_path: Path) -> None:
+    text = str(_caught("skip_approval", tmp_path))
+    assert "events:" in text
+    assert "model_output  @decide DeployBackend(tag='', env='production')  <-- here" in text
+
+
+def test_a_patch_that_no_longer_applies_fails_loudly() -> None:
+    bug = BUGS["skip_approval"]
+    stale = type(bug)(bug.name, bug.agent, (("no such text", "x"),), bug.caught_by, bug.why)
+    with pytest.raises(StalePatch):
+        broken_source(stale)
+
+
+def test_every_patch_changes_the_generated_module() -> None:
+    from twelvefold.compiler import compile_file
+
+    for bug in BUGS.values():
+        (original,) = compile_file(
+            EXAMPLES / f"{bug.agent}.agent", prompts_dir=PROMPTS
+        ).files.values()
+        assert broken_source(bug) != original
+
+
+def test_approvals_in_the_broken_example_logs_are_real_events() -> None:
+    # The minimal example types are the runtime's own: nothing is a stand-in.
+    assert {Approved, ToolResult} <= set(ACTION_EVENTS)
