@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any, Literal
@@ -419,7 +419,7 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
     return False
 
 
-def simpler_events(subject: Subject, event: Event) -> list[Event]:
+def simpler_events(subject: Subject, event: Event) -> Sequence[Event]:
     """Simpler versions of `event`, simplest first: no time or usage, empty texts, the
     first representatives of its value's type (which straddle the guards' constants)."""
     from .coverage import Constants, model_representatives
@@ -431,10 +431,12 @@ def simpler_events(subject: Subject, event: Event) -> list[Event]:
             return [replace(plain, input=v) for v in values[:16]] + [plain]
         case Started():
             return [replace(plain, input=""), plain]
-        case ModelOutput(output=value) | ToolResult(result=value):
+        case ModelOutput(output=value):
             values = model_representatives(type(value), Constants.of(subject.spec.edges))
-            name = "output" if isinstance(plain, ModelOutput) else "result"
-            return [replace(plain, **{name: v}) for v in values[:16]] + [plain]
+            return [replace(plain, output=v) for v in values[:16]] + [plain]
+        case ToolResult(result=value):
+            values = model_representatives(type(value), Constants.of(subject.spec.edges))
+            return [replace(plain, result=v) for v in values[:16]] + [plain]
         case StepFailed():
             return [replace(plain, error=ErrorInfo("RuntimeError", "")), plain]
         case ToolStarted():
