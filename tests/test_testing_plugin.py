@@ -1,0 +1,113 @@
+"""The pytest plugin and `twelvefold test`, run for real on an agent in a scratch folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.broken_reducers import BUGS, broken_source
+from tests.support.generated import EXAMPLES, PROMPTS
+from twelvefold.cli import cli
+
+HOLDS = """
+def invariant_production_deploys_come_from_an_approval(state, events):
+    if state.step == "deploy" and state.value.env == "production" and state.tool_key is None:
+        assert type(events[-1]).__name__ in ("Approved", "StepFailed", "Retried")
+
+
+def helper_not_an_invariant(state, events):
+    raise AssertionError("never collected: not named invariant_*")
+"""
+BREAKS = """
+def invariant_never_lists_tags(state, events):
+    assert state.step != "list_tags", "listed the tags"
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    shutil.copy(EXAMPLES / "deploybot.agent", tmp_path / "deploybot.agent")
+    shutil.copytree(PROMPTS, tmp_path / "prompts")
+    (tmp_path / "deploybot_invariants.py").write_text(HOLDS)
+    return tmp_path
+
+
+def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--agents-examples",
+            "15",
+            *args,
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_the_plugin_runs_one_test_per_property_with_the_users_invariants(project: Path) -> None:
+    result = _pytest(project, "--agents", ".", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "12 passed" in result.stdout  # 10 properties, user_invariants, edges_reachable
+
+
+def test_a_broken_invariant_fails_its_test_with_the_log(project: Path) -> None:
+    (project / "invariants.py").write_text(BREAKS)
+    result = _pytest(project, "--agents", ".", ".", "-rf")
+    assert result.returncode == 1
+    assert "1 failed, 11 passed" in result.stdout
+    assert "invariants.py:invariant_never_lists_tags failed: listed the tags" in result.stdout
+    assert "model_output  @decide ListGitTags()  <-- here" in result.stdout
+
+
+def test_agent_files_are_not_collected_unless_asked_for(project: Path) -> None:
+    result = _pytest(project, ".")
+    assert result.returncode == 5  # no tests collected
+    named = _pytest(project, "deploybot.agent")
+    assert named.returncode == 0 and "12 passed" in named.stdout
+
+
+def test_the_cli_prints_coverage_and_paths(project: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["test", str(project / "deploybot.agent"), "--examples", "15", "--seed", "1", "--paths"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "ok    max_steps_ceiling" in result.output
+    assert "ok    user_invariants" in result.output
+    assert "shortest paths reach 21/21 edges" in result.output
+    assert "deploy --on error--> decide  (4 events)" in result.output
+
+
+def test_the_cli_fails_with_a_minimal_example_for_a_broken_module(tmp_path: Path) -> None:
+    module = tmp_path / "deploybot.py"
+    module.write_text(broken_source(BUGS["skip_approval"]))
+    result = CliRunner().invoke(cli, ["test", str(module), "--examples", "20", "--seed", "0"])
+    assert result.exit_code == 1
+    assert "FAIL  approval_before_sensitive_tools" in result.output
+    assert "approval_before_sensitive_tools fails; minimal failing example:" in result.output
+    assert (
+        "model_output  @decide DeployBackend(tag='', env='production')  <-- here" in result.output
+    )
+    assert "error: approve_deploy --on approved--> deploy: no legal log takes it" in result.output
+    assert "reproduce with --seed 0" in result.output
+
+
+def test_the_cli_needs_an_agent() -> None:
+    result = CliRunner().invoke(cli, ["test"])
+    assert result.exit_code == 2

@@ -1,0 +1,83 @@
+"""Generated threads are legal and accepted; generated illegal events are refused; values
+of every field type validate and survive JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support.generated import EXAMPLES, PROMPTS, import_generated
+from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.types import IllegalEvent, Started
+from twelvefold.testing.strategies import (
+    cases,
+    is_legal,
+    models,
+    threads,
+)
+from twelvefold.testing.subject import Subject
+
+GOLDEN = Path(__file__).parent / "golden"
+AGENTS = {
+    "deploybot": (EXAMPLES / "deploybot.agent", PROMPTS),
+    "calculator": (EXAMPLES / "calculator.agent", PROMPTS),
+    "tricky": (GOLDEN / "tricky_names" / "input.agent", GOLDEN / "tricky_names" / "prompts"),
+    "guards": (GOLDEN / "guards" / "input.agent", GOLDEN / "guards" / "prompts"),
+}
+FAST = settings(
+    max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
+
+
+@pytest.fixture(scope="module", params=sorted(AGENTS))
+def subject(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Subject:
+    agent, prompts = AGENTS[request.param]
+    module = import_generated(agent, tmp_path_factory.mktemp(request.param), prompts)
+    return Subject(module, request.param)
+
+
+def test_generated_threads_are_legal_and_accepted(subject: Subject) -> None:
+    @FAST
+    @given(threads(subject))
+    def check(events: tuple[object, ...]) -> None:
+        first = events[0]
+        assert isinstance(first, Started) and first.step == subject.spec.start
+        state = subject.initial_state(first.input)
+        for event in events[1:]:
+            assert is_legal(subject, state, event), event  # type: ignore[arg-type]
+            state = subject.reduce(state, event)  # type: ignore[arg-type]
+
+    check()
+
+
+def test_generated_illegal_events_are_refused_without_a_change(subject: Subject) -> None:
+    @FAST
+    @given(cases(subject))
+    def check(case: object) -> None:
+        illegal = case.illegal  # type: ignore[attr-defined]
+        if illegal is None:
+            return
+        state = subject.replay(case.events[: case.illegal_at + 1])  # type: ignore[attr-defined]
+        assert not is_legal(subject, state, illegal)
+        with pytest.raises(IllegalEvent):
+            subject.reduce(state, illegal)
+
+    check()
+
+
+def test_values_of_every_declared_type_validate_and_round_trip(subject: Subject) -> None:
+    codec = Codec(subject.spec)
+
+    @FAST
+    @given(
+        st.sampled_from(sorted(subject.spec.types)).flatmap(
+            lambda name: models(subject.spec.types[name])
+        )
+    )
+    def check(value: object) -> None:
+        assert codec.decode_value(codec.encode_value(value)) == value
+
+    check()
