@@ -45,7 +45,7 @@ def invariant_files(agent: Path) -> list[Path]:
 
 
 def find_invariants(agent: Path) -> list[Invariant]:
-    """The `invariant_*` functions defined in the agent's invariants files, in file order."""
+    """The `invariant_*` functions defined in the agent's invariants files (by name)."""
     found: list[Invariant] = []
     for path in invariant_files(agent):
         module = _import(path)

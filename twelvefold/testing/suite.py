@@ -108,4 +108,4 @@ def render(report: SuiteReport, *, paths: bool = False) -> str:
                 continue
             lines.append(f"  {describe_edge(edge)}  ({len(path)} events)")
             lines += [f"      {format_event(event)}" for event in path]
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
