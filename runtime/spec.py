@@ -8,7 +8,7 @@ recording notifications and tool starts) lives here, once.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -30,6 +30,7 @@ StepKind = Literal["llm", "tool", "approval", "human", "final"]
 EdgeKind = Literal["output", "next", "error", "approved", "rejected", "max_errors", "max_steps"]
 
 _WAITING_KINDS = frozenset({"approval", "human"})
+BUDGET_EXHAUSTED = ErrorInfo("StepBudgetExhausted", "step budget exhausted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,11 @@ class AgentSpec:
         if isinstance(event, Retried):
             if state.status != "failed":
                 raise IllegalEvent(state, event, "only a failed thread can be retried")
-            return self._copy(state, status=self._status_at(state.step), error=None)
+            resumed = self._copy(state, status=self._status_at(state.step), error=None)
+            if state.error is not None and state.error.type == BUDGET_EXHAUSTED.type:
+                # A person chose to go on after the budget ran out: give it back.
+                return replace(resumed, steps=0)
+            return resumed
         if isinstance(event, Notified):
             if state.status != "waiting" or state.notified:
                 raise IllegalEvent(state, event, "nobody is waiting to be told")
@@ -155,15 +160,17 @@ class AgentSpec:
         if kind != "final" and self.max_steps is not None and steps >= self.max_steps:
             # The next action would exceed the budget: hand the thread over, or stop it.
             if self.on_max_steps is None:
+                # Stop where the thread was going, with what it carried: the step that
+                # just completed must not run again when someone retries the thread.
                 return State(
-                    step=state.step,
-                    value=state.value,
+                    step=target,
+                    value=value,
                     status="failed",
                     input=state.input,
                     steps=steps,
                     errors=errors,
                     seq=state.seq + 1,
-                    error=ErrorInfo("StepBudgetExhausted", "step budget exhausted"),
+                    error=BUDGET_EXHAUSTED,
                 )
             target, value, steps = self.on_max_steps, state.value, 0
         return State(

@@ -268,3 +268,9 @@ def test_calculator_max_steps_without_target_fails_the_thread(tmp_path: Path) ->
     thread.tool(m.Number(value=2))
     assert thread.state.status == "failed"
     assert thread.state.error == ErrorInfo("StepBudgetExhausted", "step budget exhausted")
+    # The tool's work is done: the thread stopped where it was going, not where it was,
+    # so a retry asks the model again instead of running `add` a second time.
+    assert (thread.state.step, thread.state.value) == ("decide", m.Number(value=2))
+    thread.apply(Retried(step="decide"))
+    assert isinstance(thread.action, CallModel)
+    assert thread.state.steps == 0  # a person chose to go on: a fresh budget

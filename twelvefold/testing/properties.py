@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.spec import BUDGET_EXHAUSTED
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
     Answer,
@@ -308,6 +309,8 @@ def max_steps_ceiling(subject: Subject, case: Case) -> None:
     count = 0
     for index in range(1, len(events)):
         event, before, after = events[index], states[index - 1], states[index]
+        if isinstance(event, Retried) and before.error == BUDGET_EXHAUSTED:
+            count = 0  # a person chose to go on after the budget ran out
         if not isinstance(event, ACTION_EVENTS):
             continue
         count += 1
@@ -323,7 +326,7 @@ def max_steps_ceiling(subject: Subject, case: Case) -> None:
                         index,
                     )
                 count = 0
-            elif target is None and not failed_here:
+            elif target is None and after.status != "failed":
                 raise PropertyFailed(
                     f"after {count} actions (max_steps {budget}, no target) the thread is "
                     f"{after.status} at `{after.step}`; it should have failed",
