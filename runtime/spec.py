@@ -30,6 +30,7 @@ StepKind = Literal["llm", "tool", "approval", "human", "final"]
 EdgeKind = Literal["output", "next", "error", "approved", "rejected", "max_errors", "max_steps"]
 
 _WAITING_KINDS = frozenset({"approval", "human"})
+_RESETS_ERRORS = frozenset({"tool", "human"})
 BUDGET_EXHAUSTED = ErrorInfo("StepBudgetExhausted", "step budget exhausted")
 
 
@@ -123,11 +124,12 @@ class AgentSpec:
     def move(self, state: State, event: Event, target: str, value: Any) -> State:
         """A step completed without failing: go to `target` carrying `value`.
 
-        A completed tool, approval or answer resets the consecutive-error count. A model
-        output does not: after a failing tool the model deciding to try again is not the
-        work succeeding, and counting on is what lets `max_errors` end such a loop.
+        A tool's result or a person's answer resets the consecutive-error count. A model's
+        output or an approval does not: after a failing tool, the model deciding to try
+        again (and someone letting it) is not the work succeeding, and counting on is what
+        lets `max_errors` end such a loop.
         """
-        errors = state.errors if self.states[state.step].kind == "llm" else 0
+        errors = 0 if self.states[state.step].kind in _RESETS_ERRORS else state.errors
         return self._arrive(state, target, value, steps=state.steps + 1, errors=errors)
 
     def fail(self, state: State, event: StepFailed, on_error: str | None) -> State:

@@ -23,13 +23,30 @@ def test_examples_pass_every_property(agent: str, tmp_path: Path) -> None:
     states, edges, outputs = report.coverage.summary().values()
     assert states[0] == states[1] and outputs[0] == outputs[1]
     unreached = [describe_edge(subject.spec.edges[i]) for i in report.unreachable()]
-    if agent == "deploybot":
-        assert unreached == [] and edges[0] == edges[1]
-    else:
-        # Only the approval leads to `divide`, and a completed approval resets the error
-        # count, so divide's own failures can never reach max_errors 3.
-        assert unreached == ["divide --max_errors--> escalate"]
-        assert report.exploration.exhausted
-        assert "note: divide --max_errors--> escalate: no legal log takes it" in render(report)
-        strict = run_suite(subject, examples=5, seed=0, strict=True)
-        assert not strict.ok and strict.blocking_unreachable() == report.unreachable()
+    assert unreached == [] and edges[0] == edges[1]
+
+
+# `act` is only entered after a person answers, which resets the error count, and its
+# failure goes straight back to that person: it can never fail twice in a row. And `stuck`
+# is only entered through a ceiling, with a fresh step budget, so it cannot exhaust one.
+ANSWER_RESETS = """
+agent patient { max_steps 10 -> stuck  max_errors 2 -> stuck  start ask_user }
+type Out { v: int }
+human ask_user { ask "What now?" next act }
+tool act -> Out = "patient.tools:act" { next done  on error -> ask_user }
+human stuck { ask "Stuck." next ask_user }
+final done(Out)
+"""
+
+
+def test_an_unreachable_escalation_edge_is_a_note_unless_strict(tmp_path: Path) -> None:
+    agent = tmp_path / "patient.agent"
+    agent.write_text(ANSWER_RESETS)
+    subject = load_subject(agent, prompts_dir=tmp_path, cache_dir=tmp_path / "cache")
+    report = run_suite(subject, examples=20, seed=0)
+    unreached = [describe_edge(subject.spec.edges[i]) for i in report.unreachable()]
+    assert unreached == ["act --max_errors--> stuck", "stuck --max_steps--> stuck"]
+    assert report.ok and report.exploration.exhausted
+    assert "note: act --max_errors--> stuck: no legal log takes it" in render(report)
+    strict = run_suite(subject, examples=5, seed=0, strict=True)
+    assert not strict.ok and strict.blocking_unreachable() == report.unreachable()

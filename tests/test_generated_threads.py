@@ -274,3 +274,16 @@ def test_calculator_max_steps_without_target_fails_the_thread(tmp_path: Path) ->
     thread.apply(Retried(step="decide"))
     assert isinstance(thread.action, CallModel)
     assert thread.state.steps == 0  # a person chose to go on: a fresh budget
+
+
+def test_approvals_do_not_reset_the_error_count(calculator: ModuleType) -> None:
+    # Division by zero, approved each time: the third failure hands the thread to a person.
+    m = calculator
+    thread = Thread(m, "divide 1 by 0")
+    for attempt in (1, 2, 3):
+        thread.model(m.Divide(a=1, b=0))
+        thread.apply(Approved(step="approve_divide"))
+        thread.fail("ZeroDivisionError: cannot divide 1.0 by zero")
+        if attempt < 3:
+            assert (thread.state.step, thread.state.errors) == ("decide", attempt)
+    assert (thread.state.step, thread.state.status) == ("escalate", "waiting")

@@ -131,9 +131,9 @@ class _Walk:
         if isinstance(event, StepFailed):
             self.errors[event.step] += 1
             self.in_a_row += 1
-        elif not isinstance(event, ModelOutput):
-            # Like the reducer: a completed tool, approval or answer ends a run of
-            # failures; a model output does not (the model retrying is not success).
+        elif isinstance(event, ToolResult | Answered):
+            # Like the reducer: a tool's result or a person's answer ends a run of
+            # failures; a model output or an approval does not.
             self.in_a_row = 0
         edge = self._edge_taken(event, target)
         if edge is not None:

@@ -343,7 +343,7 @@ def max_steps_ceiling(subject: Subject, case: Case) -> None:
 
 
 def max_errors_ceiling(subject: Subject, case: Case) -> None:
-    """Consecutive failures are counted (a completed tool, approval or answer resets the
+    """Consecutive failures are counted (a tool's result or a person's answer resets the
     count, a model output does not); the one that reaches `max_errors` escalates."""
     spec = subject.spec
     events = case.events
@@ -354,7 +354,7 @@ def max_errors_ceiling(subject: Subject, case: Case) -> None:
         event, before, after = events[index], states[index - 1], states[index]
         if isinstance(event, StepFailed):
             count += 1
-        elif isinstance(event, ToolResult | Approved | Rejected | Answered):
+        elif isinstance(event, ToolResult | Answered):
             count = 0
         escalates = ceiling is not None and target is not None and count >= ceiling
         if isinstance(event, StepFailed) and escalates:
