@@ -41,7 +41,7 @@ def load_agent(
         path = Path(text).resolve()
         if not path.is_file():
             raise AgentLoadError(f"no such file: {text}")
-        return _from_module(_import_file(path, f"_twelvefold_{path.stem}"), str(path), prompts_dir)
+        return _from_module(import_file(path, f"_twelvefold_{path.stem}"), str(path), prompts_dir)
     try:
         module = importlib.import_module(text)
     except ImportError as exc:
@@ -60,7 +60,7 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
     target = cache_dir / f"{path.stem}-{digest}.py"
     if not target.is_file():
         _write_atomically(target, _compile(path, prompts_dir))
-    module = _import_file(target, f"_twelvefold_{path.stem}_{digest}")
+    module = import_file(target, f"_twelvefold_{path.stem}_{digest}")
     return Agent(
         module=module,
         origin=str(path),
@@ -94,7 +94,8 @@ def _from_module(module: ModuleType, origin: str, prompts_dir: Path | None) -> A
     )
 
 
-def _import_file(path: Path, module_name: str) -> ModuleType:
+def import_file(path: Path, module_name: str) -> ModuleType:
+    """Import a Python file as `module_name` (once: a second call returns the same module)."""
     loaded = sys.modules.get(module_name)
     if loaded is not None:
         return loaded

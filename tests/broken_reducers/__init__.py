@@ -7,13 +7,12 @@ module fails loudly instead of silently testing the correct reducer.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from twelvefold.compiler import compile_file
+from twelvefold.runtime.loading import import_file
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -147,13 +146,7 @@ def broken_source(bug: Bug) -> str:
 def import_source(source: str, name: str, into: Path) -> ModuleType:
     path = into / f"{name}.py"
     path.write_text(source, encoding="utf-8")
-    module_name = f"_broken_{name}_{abs(hash(str(into)))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_file(path, f"_broken_{name}_{abs(hash(str(into)))}")
 
 
 def broken_module(name: str, into: Path) -> ModuleType:

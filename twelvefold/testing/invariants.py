@@ -13,14 +13,13 @@ returning False:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twelvefold.runtime.loading import AgentLoadError, import_file
 from twelvefold.runtime.types import Event, State
 
 InvariantFunction = Callable[[State, Sequence[Event]], Any]
@@ -58,14 +57,7 @@ def find_invariants(agent: Path) -> list[Invariant]:
 def _import(path: Path) -> Any:
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
     name = f"_twelvefold_invariants_{path.stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise InvariantLoadError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise InvariantLoadError(f"{path} failed to import: {type(exc).__name__}: {exc}") from exc
-    return module
+        return import_file(path, name)
+    except AgentLoadError as exc:
+        raise InvariantLoadError(str(exc)) from exc
