@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.e2e import model, notifier, rt  # noqa: F401  (fixtures of the e2e tests)
 from tests.support.openai_server import openai_server  # noqa: F401  (a fixture)
 
 

@@ -4,7 +4,6 @@ instructor client against the scripted OpenAI-compatible server on loopback, SQL
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,26 +28,6 @@ CALCULATOR = EXAMPLES / "calculator.agent"
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One compiled calculator for the whole file."""
     return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture
-def notifier() -> RecordingNotifier:
-    return RecordingNotifier()
-
-
-@pytest.fixture
-def rt(
-    openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path, notifier: RecordingNotifier
-) -> Iterator[Runtime]:
-    with runtime(openai_server, tmp_path / "threads.db", cache, notifier) as opened:
-        yield opened
-
-
-@pytest.fixture
-def model(openai_server: ScriptedOpenAI) -> Iterator[ModelTurns]:
-    turns = ModelTurns(openai_server)
-    yield turns
-    turns.check()
 
 
 def kinds(rt: Runtime, thread_id: str) -> list[str]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.runtime_helpers import EXAMPLES, RecordingNotifier
-from tests.support.e2e import ModelTurns, runtime
+from tests.support.e2e import ModelTurns
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.types import Approved, ModelOutput, Rejected, StepFailed, ToolStarted
@@ -35,26 +34,6 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DEPLOYBOT_LEDGER", str(path))
     monkeypatch.delenv("DEPLOYBOT_TAGS", raising=False)
     return path
-
-
-@pytest.fixture
-def notifier() -> RecordingNotifier:
-    return RecordingNotifier()
-
-
-@pytest.fixture
-def rt(
-    openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path, notifier: RecordingNotifier
-) -> Iterator[Runtime]:
-    with runtime(openai_server, tmp_path / "threads.db", cache, notifier) as opened:
-        yield opened
-
-
-@pytest.fixture
-def model(openai_server: ScriptedOpenAI) -> Iterator[ModelTurns]:
-    turns = ModelTurns(openai_server)
-    yield turns
-    turns.check()
 
 
 def deploys(ledger: Path) -> list[dict[str, str]]:

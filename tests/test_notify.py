@@ -6,16 +6,15 @@ import asyncio
 import io
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 import pytest
 from aiosmtpd.controller import Controller
 from pydantic import BaseModel
 
+from tests.support.receivers import HttpReceiver
 from twelvefold.runtime.notify import (
     EmailNotifier,
     LogNotifier,
@@ -42,37 +41,6 @@ NOTICE = Notice(
     value=DeployBackend(tag="v1.2.3", env="production"),
     approvers=("release-managers",),
 )
-
-
-class HttpReceiver:
-    """Records the requests POSTed to it; answers `status`."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.received: list[tuple[str, dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.received.append((self.path, dict(self.headers), body))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def url(self, path: str) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}{path}"
-
-    def json(self, index: int = 0) -> Any:
-        return json.loads(self.received[index][2])
 
 
 @pytest.fixture

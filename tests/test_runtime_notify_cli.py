@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.runtime_helpers import EXAMPLES
-from tests.test_notify import HttpReceiver
+from tests.support.receivers import HttpReceiver
 from twelvefold.cli import cli
 
 CASSETTE = [

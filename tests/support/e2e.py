@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.runtime_helpers import RecordingNotifier
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.runtime.api import Runtime
@@ -98,3 +100,26 @@ def runtime(
             yield rt
         finally:
             store.close()
+
+
+# ---- fixtures the end-to-end files share (each file gives its own module-scoped `cache`) ----
+
+
+@pytest.fixture
+def notifier() -> RecordingNotifier:
+    return RecordingNotifier()
+
+
+@pytest.fixture
+def rt(
+    openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path, notifier: RecordingNotifier
+) -> Iterator[Runtime]:
+    with runtime(openai_server, tmp_path / "threads.db", cache, notifier) as opened:
+        yield opened
+
+
+@pytest.fixture
+def model(openai_server: ScriptedOpenAI) -> Iterator[ModelTurns]:
+    turns = ModelTurns(openai_server)
+    yield turns
+    turns.check()

@@ -344,7 +344,8 @@ def max_steps_ceiling(subject: Subject, case: Case) -> None:
 
 def max_errors_ceiling(subject: Subject, case: Case) -> None:
     """Consecutive failures are counted (a tool's result or a person's answer resets the
-    count, a model output does not); the one that reaches `max_errors` escalates."""
+    count; a model output or an approval does not); the one that reaches `max_errors`
+    escalates."""
     spec = subject.spec
     events = case.events
     states = fold(subject, events)
@@ -361,11 +362,7 @@ def max_errors_ceiling(subject: Subject, case: Case) -> None:
             escalated_to = {target, spec.on_max_steps} - {None}
             # With the step budget spent too and no max_steps target, the budget wins
             # (a person's answer is an action too): max_steps_ceiling checks that.
-            out_of_budget = (
-                spec.on_max_steps is None
-                and after.error is not None
-                and after.error.type == "StepBudgetExhausted"
-            )
+            out_of_budget = spec.on_max_steps is None and after.error == BUDGET_EXHAUSTED
             if out_of_budget:
                 pass
             elif after.step not in escalated_to or after.status == "failed":
