@@ -43,6 +43,10 @@ _PAYLOAD: dict[type[Event], tuple[str, ...]] = {
 }
 
 
+_STRING_TUPLES = frozenset({"channels", "failed"})
+"""Payload fields that hold a tuple of plain strings (stored as a JSON list)."""
+
+
 class CodecError(ValueError):
     """Stored JSON that does not decode for this agent (an unknown kind or type name)."""
 
@@ -94,7 +98,7 @@ class Codec:
             if isinstance(value, ErrorInfo):
                 data[name] = {"type": value.type, "message": value.message}
             elif isinstance(value, tuple):
-                data[name] = list(value)  # Notified.channels: plain strings
+                data[name] = list(value)  # Notified.channels and .failed: plain strings
             else:
                 data[name] = self.encode_value(value)
         return data
@@ -113,7 +117,7 @@ class Codec:
             value = data[name]
             if name == "error":
                 args[name] = ErrorInfo(value["type"], value["message"])
-            elif name == "channels":
+            elif name in _STRING_TUPLES:
                 args[name] = tuple(value)
             else:
                 args[name] = self.decode_value(value)
@@ -141,6 +145,9 @@ class Codec:
             else {"type": state.error.type, "message": state.error.message},
             "tool_key": state.tool_key,
             "notified": state.notified,
+            "request": state.request,
+            "notices": state.notices,
+            "retry_key": state.retry_key,
         }
 
     def decode_state(self, data: Mapping[str, Any]) -> State:
@@ -156,6 +163,9 @@ class Codec:
             error=None if error is None else ErrorInfo(error["type"], error["message"]),
             tool_key=data.get("tool_key"),
             notified=data.get("notified", False),
+            request=data.get("request"),
+            notices=data.get("notices", 0),
+            retry_key=data.get("retry_key"),
         )
 
 

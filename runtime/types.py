@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-Status = Literal["running", "waiting", "finished", "failed"]
+Status = Literal["running", "waiting", "finished", "failed", "cancelled"]
 
 
 class Answer(BaseModel):
@@ -86,6 +86,10 @@ class StepFailed(Event):
     """A model whose output stayed invalid, a tool that raised, a timeout."""
 
     error: ErrorInfo
+    key: str | None = None
+    """The idempotency key of a tool call whose outcome is unknown (it timed out or was
+    interrupted, so it may have run): any further attempt of that call reuses it. None
+    when the step is known to have failed without running its side effect to the end."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,22 +97,37 @@ class Notified(Event):
     """People were told that the thread waits for them (so a restart does not tell them twice)."""
 
     channels: tuple[str, ...] = ()
+    """The channels that took the notice."""
+    failed: tuple[str, ...] = ()
+    """The channels that could not deliver it, each as `name: reason` (no secrets)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Approved(Event):
+class Decision(Event):
+    """What a person decided about a pending request (see `State.request`)."""
+
+    request: str | None = None
+    """The request the decision answers; it must be the one pending (`State.request`)."""
+    via: str | None = None
+    """Where the decision came from: `cli (os user NAME)`, `api`, `http`, `timeout`."""
+    config: str | None = None
+    """The configuration that allowed it: `path#sha256-prefix`, or None without one."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approved(Decision):
     by: str | None = None
     comment: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Rejected(Event):
+class Rejected(Decision):
     by: str | None = None
     comment: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Answered(Event):
+class Answered(Decision):
     answer: Answer
 
 
@@ -117,6 +136,31 @@ class Retried(Event):
     """A failed thread is tried again from the step that failed."""
 
     by: str | None = None
+    key: str | None = None
+    """For a failed tool call: the idempotency key the new attempt reuses (the failed
+    call's, when its outcome is unknown or the person asked to reuse it); None for a
+    new call with a new key."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forked(Event):
+    """The first event of a fork after the events it copied: the fork gets its own
+    request (and notice, and deadline) where it waits, and never inherits a decision
+    or a tool call in flight."""
+
+    parent: str
+    """The thread it was forked from."""
+    parent_seq: int
+    """How many of the parent's events it copied."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancelled(Event):
+    """Someone ended the thread on purpose; its pending request is withdrawn."""
+
+    by: str | None = None
+    reason: str | None = None
+    via: str | None = None
 
 
 EVENT_KINDS: dict[str, type[Event]] = {
@@ -130,6 +174,8 @@ EVENT_KINDS: dict[str, type[Event]] = {
     "rejected": Rejected,
     "answered": Answered,
     "retried": Retried,
+    "forked": Forked,
+    "cancelled": Cancelled,
 }
 KIND_OF_EVENT: dict[type[Event], str] = {cls: kind for kind, cls in EVENT_KINDS.items()}
 
@@ -158,6 +204,14 @@ class State:
     tool_key: str | None = None
     """Idempotency key of a tool call that was started and has no result yet."""
     notified: bool = False
+    """Whether a notice about the pending request reached at least one channel."""
+    request: str | None = None
+    """While waiting: the id of the pending request, `{step}-{seq}` (`seq` of the event
+    that opened the wait). A decision must name it; a new wait gets a new id."""
+    notices: int = 0
+    """Failed attempts to deliver a notice about the pending request."""
+    retry_key: str | None = None
+    """The idempotency key the next call at this tool step reuses (`Retried.key`)."""
 
 
 # ---- actions -------------------------------------------------------------------
@@ -200,6 +254,8 @@ class AwaitApproval(Action):
     approvers: tuple[str, ...] = ()
     timeout_seconds: float | None = None
     notified: bool = False
+    request: str | None = None
+    """The pending request's id (`State.request`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,6 +264,8 @@ class AwaitAnswer(Action):
     ask: str
     timeout_seconds: float | None = None
     notified: bool = False
+    request: str | None = None
+    """The pending request's id (`State.request`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,101 @@
+"""A project's twelvefold configuration: `twelvefold.toml`, or `[tool.twelvefold]` in
+`pyproject.toml` (the convention of Python's tools, PEP 518), found at or above a folder.
+
+    # pyproject.toml (in twelvefold.toml, the same keys without the prefix)
+    [tool.twelvefold.approvers]
+    release-managers = ["carol", "dan"]
+
+The nearest folder that has either file wins; in one folder `twelvefold.toml` wins over
+`pyproject.toml` (a `pyproject.toml` without a `[tool.twelvefold]` table does not count,
+so the search goes on upwards). Secrets never come from these files: webhook secrets,
+passwords and tokens are read from the environment only.
+
+The file is read anew each time `find_config` is called, so a decision checks the
+approvers as they are at that moment (a revoked approver is revoked at once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "twelvefold.toml"
+PYPROJECT = "pyproject.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be read or does not have the documented shape."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The settings in force for an agent; empty when no file configures twelvefold."""
+
+    path: Path | None = None
+    """The file they came from."""
+    digest: str | None = None
+    """The first 16 hex digits of the SHA-256 of that file's bytes."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """The whole table: the top level of twelvefold.toml, or `[tool.twelvefold]`."""
+
+    @property
+    def approvers(self) -> Mapping[str, tuple[str, ...]]:
+        """Groups of people who may decide approvals: group name -> people."""
+        table = self.settings.get("approvers", {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{self.path}: `approvers` must be a table of group = [people]")
+        groups: dict[str, tuple[str, ...]] = {}
+        for group, people in table.items():
+            if not isinstance(people, list) or not all(isinstance(p, str) for p in people):
+                raise ConfigError(f"{self.path}: approvers group `{group}` must be a list of names")
+            groups[str(group)] = tuple(people)
+        return groups
+
+    @property
+    def reference(self) -> str | None:
+        """How a decision records the configuration that allowed it: `path#digest`."""
+        return None if self.path is None else f"{self.path}#{self.digest}"
+
+
+def find_config(start: Path) -> Config:
+    """The configuration for files in `start` (a folder, or a file whose folder is used).
+
+    Raises `ConfigError` when the nearest configuration file is not valid TOML.
+    """
+    folder = start if start.is_dir() else start.parent
+    for candidate in [folder.resolve(), *folder.resolve().parents]:
+        found = _read(candidate / CONFIG_FILE, tool_table=False) or _read(
+            candidate / PYPROJECT, tool_table=True
+        )
+        if found is not None:
+            return found
+    return Config()
+
+
+def _read(path: Path, *, tool_table: bool) -> Config | None:
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    try:
+        document = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    table: Any = document
+    if tool_table:
+        table = document.get("tool", {})
+        table = table.get("twelvefold") if isinstance(table, dict) else None
+        if table is None:
+            return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.twelvefold] must be a table")
+    return Config(path, hashlib.sha256(data).hexdigest()[:16], table)
+
+
+__all__ = ["CONFIG_FILE", "Config", "ConfigError", "find_config"]
