@@ -8,6 +8,7 @@ from pathlib import Path
 from .check import check, no_prompts
 from .codegen import generate
 from .diagnostics import Diagnostic, has_errors
+from .limits import UTF8_BOM, first_unencodable, not_utf8, read_source
 from .parser import parse
 from .program import Program, PromptLoader
 from .prompts import PromptDirectory, find_prompts_dir
@@ -34,7 +35,16 @@ def compile_text(
     load_prompt: PromptLoader = no_prompts,
     generate_code: bool = True,
 ) -> Compilation:
-    """Parse, check and, without errors, generate. Reads prompts only through `load_prompt`."""
+    """Parse, check and, without errors, generate. Reads prompts only through `load_prompt`.
+
+    A leading byte-order mark is dropped; text no UTF-8 file can hold (a lone surrogate)
+    is E007, as undecodable bytes are for `compile_file`.
+    """
+    text = text.removeprefix(UTF8_BOM)
+    unencodable = first_unencodable(text)
+    if unencodable is not None:
+        offset, character = unencodable
+        return Compilation(path, text, None, [not_utf8(path, text[:offset], character)])
     source, diagnostics = parse(text, path)
     if has_errors(diagnostics):
         return Compilation(path, text, None, diagnostics)
@@ -53,9 +63,14 @@ def compile_file(
     generate_code: bool = True,
     display_path: str | None = None,
 ) -> Compilation:
-    """Compile one .agent file, with prompts resolved as LANGUAGE.md says."""
-    text = path.read_text(encoding="utf-8")
+    """Compile one .agent file, with prompts resolved as LANGUAGE.md says.
+
+    A file that cannot be read as text (not a regular file, over the size limit, not
+    UTF-8) is one diagnostic in the result, never an exception; see `limits.read_source`.
+    """
+    shown = display_path or str(path)
+    text, unreadable = read_source(path, shown)
+    if unreadable:
+        return Compilation(shown, text, None, unreadable)
     loader = PromptDirectory(prompts_dir or find_prompts_dir(path))
-    return compile_text(
-        text, display_path or str(path), load_prompt=loader, generate_code=generate_code
-    )
+    return compile_text(text, shown, load_prompt=loader, generate_code=generate_code)
