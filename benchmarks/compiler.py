@@ -3,6 +3,10 @@
 Whole process: `twelvefold compile` as a user runs it (interpreter start-up and imports
 included). In process: parse, check and generate, best of several runs, per state.
 Target (issue 2): 1,000 states in under 2 s, growth close to linear.
+
+Then the hub (benchmarks/synthetic.py `hub_agent`): one llm step with 1,000 output types and
+1,000 tools, half behind approvals — the shape that made type flow and approval dominance
+quadratic. Target (issue 9): checks and compiles in under 2 s, whole process.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from twelvefold.compiler import compile_file
 
-from .synthetic import write_synthetic
+from .synthetic import write_hub, write_synthetic
 
 SIZES = (10, 100, 1000)
 
@@ -61,6 +65,27 @@ def main() -> None:
                 f"| {states} | {whole:.2f} | {inside * 1e3:.1f} | {per_state:.0f} "
                 f"| {per_state / baseline:.2f}× |"
             )
+    print()
+    _hub()
+
+
+def _hub() -> None:
+    print("## Compiler: the hub (one llm step, 1,000 tools)\n")
+    print("| tools | states | whole process (s) | in process (ms) |")
+    print("|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for tools in (100, 1000):
+            folder = Path(tmp) / str(tools)
+            folder.mkdir()
+            agent = write_hub(folder, tools)
+            result = compile_file(agent)
+            assert result.ok, [d for d in result.diagnostics if d.is_error][:3]
+            states = len(result.program.steps) if result.program else 0
+            command = [sys.executable, "-m", "twelvefold", "compile", str(agent)]
+            command += ["-o", str(folder / "out")]
+            whole = _best(3, partial(subprocess.run, command, check=True, capture_output=True))
+            inside = _best(3, partial(compile_file, agent))
+            print(f"| {tools:,} | {states:,} | {whole:.2f} | {inside * 1e3:.0f} |")
     print()
 
 

@@ -216,7 +216,10 @@ class Engine:
             self.messages = build_messages
         agent = thread.agent
         prompts = agent.prompts_dir or _PROMPTS
-        messages = self.messages(agent.spec, action, thread.events, prompts)
+        try:
+            messages = self.messages(agent.spec, action, thread.events, prompts)
+        except Exception as exc:  # noqa: BLE001 - the user's template raised: the step failed
+            return StepFailed(step=action.step, at=now_iso(), error=_prompt_error(action, exc))
         request = ModelRequest(agent.spec, action, messages, thread.id, len(thread.events))
         started = time.perf_counter()
         try:
@@ -322,6 +325,16 @@ def _fingerprint(module: AgentModule | ModuleType) -> str | None:
     except OSError:
         return None
     return hashlib.sha256(source).hexdigest()[:16] if source is not None else None
+
+
+def _prompt_error(action: CallModel, exc: Exception) -> ErrorInfo:
+    """One line for a prompt that could not be rendered (missing, unreadable, or raising)."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return ErrorInfo(
+        "PromptError",
+        f"prompt `{action.prompt}` could not be rendered: {type(exc).__name__}"
+        + (f": {detail}" if detail else ""),
+    )
 
 
 def _since(started: float) -> Usage:
