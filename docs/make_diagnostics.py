@@ -95,7 +95,7 @@ ENTRIES: dict[str, Entry] = {
         "A `.agent` file is UTF-8 text (a leading byte-order mark is fine). The position is "
         "that of the first byte that is not.",
         "Save the file as UTF-8.",
-        file=("latin1.agent", b'agent caf\xe9 { start done }\nfinal done\n'),
+        file=("latin1.agent", b"agent caf\xe9 { start done }\nfinal done\n"),
     ),
     "E008": Entry(
         "the file cannot be read",

@@ -115,6 +115,42 @@ class Expiry:
         return {**data, "expired_step": self.step, "expired": outcome, "problem": self.problem}
 
 
+_DECISION_WORDS = {Approved: "an approval", Rejected: "a rejection", Answered: "an answer"}
+
+
+def decision_misfit(thread: Thread, decision: Event) -> str | None:
+    """Why `decision` does not fit what the thread waits for, in words, with how to resume
+    it; None when it fits. Checked before the reducer, whose "illegal event" is no answer
+    for a person."""
+    view = view_of(thread)
+    given = _DECISION_WORDS.get(type(decision), "that")
+    fits = {"approval": (Approved, Rejected), "answer": (Answered,)}
+    if view.waiting_for is not None and isinstance(decision, fits[view.waiting_for]):
+        return None
+    where = f"thread {thread.id}"
+    if view.waiting_for == "approval":
+        return (
+            f"{where} waits for an approval at `{view.step}`, not {given}: resume it with "
+            f"`twelvefold resume {thread.id} --approve` or `--reject --comment WHY`"
+        )
+    if view.waiting_for == "answer":
+        return (
+            f"{where} waits for an answer at `{view.step}`, not {given}: resume it with "
+            f"`twelvefold resume {thread.id} --answer TEXT`"
+        )
+    if view.status == "failed":
+        return (
+            f"{where} failed at `{view.step}` and waits for no decision: try it again with "
+            f"`twelvefold resume {thread.id} --retry`"
+        )
+    if view.status == "finished":
+        return f"{where} has finished; it waits for no decision"
+    return (
+        f"{where} is running at `{view.step}` and waits for no decision: continue it with "
+        f"`twelvefold resume {thread.id}`"
+    )
+
+
 def view_of(thread: Thread) -> ThreadView:
     state = thread.state
     waiting_for: Literal["approval", "answer"] | None = None
@@ -225,6 +261,9 @@ class AsyncRuntime:
             reply = answer if isinstance(answer, Answer) else Answer(text=answer, by=by)
             event = Answered(step=step, at=_now(), answer=reply)
         if event is not None:
+            misfit = decision_misfit(thread, event)
+            if misfit is not None:
+                raise InputError(misfit)
             await self.engine.record(thread, event)
         return view_of(await self.engine.advance(thread))
 

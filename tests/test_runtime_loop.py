@@ -22,7 +22,6 @@ from twelvefold.runtime.loop import INTERRUPTED
 from twelvefold.runtime.store import Head, MemoryStore, SqliteStore
 from twelvefold.runtime.types import (
     Approved,
-    IllegalEvent,
     ModelOutput,
     Notified,
     StepFailed,
@@ -181,8 +180,13 @@ def test_an_event_the_thread_cannot_take_is_refused_and_nothing_is_stored(
     model = ScriptedModel([{"type": "RequestMoreInformation", "question": "which tag?"}])
     rt = Runtime(model=model, notifier=RecordingNotifier(), cache_dir=tmp_path)
     view = rt.launch(DEPLOYBOT, "deploy")
-    with pytest.raises(IllegalEvent, match="illegal `approved` event"):
+    with pytest.raises(InputError) as wrong:
         rt.resume(view.id, approve=True)
+    # In words: what the thread waits for, and how to give it (not "illegal `approved` event").
+    assert str(wrong.value) == (
+        f"thread {view.id} waits for an answer at `{view.step}`, not an approval: resume it "
+        f"with `twelvefold resume {view.id} --answer TEXT`"
+    )
     assert rt.get(view.id).seq == view.seq
     with pytest.raises(InputError):
         rt.resume(view.id, approve=True, answer="both")

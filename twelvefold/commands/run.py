@@ -8,6 +8,7 @@ by another, any time later.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +20,13 @@ import click
 from twelvefold.runtime.api import Expiry, InputError, Runtime, ThreadView, plain
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
-from twelvefold.runtime.store import Conflict, SqliteStore, ThreadInfo, ThreadNotFound
+from twelvefold.runtime.store import (
+    Conflict,
+    SqliteStore,
+    StoreError,
+    ThreadInfo,
+    ThreadNotFound,
+)
 from twelvefold.runtime.timeouts import parse_time
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
@@ -101,7 +108,11 @@ def print_view(view: ThreadView, db: Path) -> None:
         click.echo(f"\n{where} finished: {_compact(view.output)}")
     elif view.status == "waiting":
         click.echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
-        hint = "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer"
+        hint = (
+            "--approve | --reject --comment C"
+            if view.waiting_for == "approval"
+            else "--answer TEXT"
+        )
         click.echo(f"  resume: twelvefold resume {view.id} {hint}")
     elif view.status == "failed":
         click.echo(f"\n{where} failed at `{view.step}`: {view.error}")
@@ -135,12 +146,20 @@ def make_model(cassette: Path | None, record: Path | None, model: str | None) ->
 
 @contextmanager
 def runtime(
-    db: Path, *, model: Any = None, paths: tuple[Path, ...] = (), quiet: bool = False
+    db: Path,
+    *,
+    model: Any = None,
+    paths: tuple[Path, ...] = (),
+    quiet: bool = False,
+    create: bool = False,
 ) -> Iterator[Runtime]:
+    """A runtime on the store at `db`; only a command that launches threads (`create`)
+    makes a store that does not exist yet, the others say it is missing."""
+
     def echo(thread: Thread, event: Event) -> None:
         click.echo(event_line(len(thread.events), event))
 
-    store = SqliteStore(db)
+    store = SqliteStore(db, create=create)
     hook: Callable[[Thread, Event], None] | None = None if quiet else echo
     with Runtime(store, model=model, tool_paths=paths, on_event=hook) as rt:
         try:
@@ -167,10 +186,14 @@ def reported() -> Iterator[None]:
         Conflict,
         IllegalEvent,
         InputError,
+        StoreError,
         ThreadNotFound,
         CommandError,
     ) as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
+        click.echo(f"error: the thread store cannot be used: {exc}", err=True)
         sys.exit(1)
     except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
         if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
@@ -244,7 +267,13 @@ def run(
     _check_model_flags(cassette, record)
     with (
         reported(),
-        runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
+        runtime(
+            db,
+            model=make_model(cassette, record, model),
+            paths=paths,
+            quiet=as_json,
+            create=True,
+        ) as rt,
     ):
         view = rt.launch(agent, input_text)
     finish(view, db, as_json)
@@ -366,10 +395,8 @@ def expiry_line(expiry: Expiry) -> str:
 @JSON
 def threads(status: str | None, db: Path, as_json: bool) -> None:
     """List threads, most recently updated first."""
-    if not db.exists():
-        found: list[ThreadInfo] = []
-    else:
-        store = SqliteStore(db)
+    with reported():
+        store = SqliteStore(db, create=False)
         try:
             found = store.threads(status)  # type: ignore[arg-type]
         finally:
@@ -406,9 +433,6 @@ def _info_json(info: ThreadInfo) -> dict[str, Any]:
 @JSON
 def show(thread: str, db: Path, as_json: bool) -> None:
     """Print THREAD's event log and where it stands."""
-    if not db.exists():
-        click.echo(f"error: no thread store at {db}", err=True)
-        sys.exit(1)
     with reported(), runtime(db, quiet=True) as rt:
         view = rt.get(thread)
         events = rt.events(thread)
