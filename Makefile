@@ -2,6 +2,7 @@
 #   make demo    run the main example offline (a recorded cassette stands in for the model)
 #   make test    run every test
 #   make lint    ruff + mypy --strict
+#   make fuzz    the CLI fuzz test with many more inputs than `make test` runs
 #   make bench   benchmarks (figures go to docs/benchmarks.md by hand, see that page)
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ STAMP  := $(VENV)/.installed
 # folders (compiler/, runtime/, grammar/) are mapped to twelvefold.* only at install time.
 TYPES  := build/typecheck
 
-.PHONY: all setup system-deps demo test lint bench graphs clean typecheck-tree
+.PHONY: all setup system-deps demo test fuzz lint bench graphs clean typecheck-tree
 
 all: test
 
@@ -36,6 +37,13 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# FUZZ_COUNT inputs (default 5000) from FUZZ_SEED; a failure names its seed and keeps its input.
+FUZZ_COUNT ?= 5000
+FUZZ_SEED  ?= 20261130
+fuzz: setup
+	TWELVEFOLD_FUZZ_COUNT=$(FUZZ_COUNT) TWELVEFOLD_FUZZ_SEED=$(FUZZ_SEED) \
+	  $(BIN)/python -m pytest -q tests/test_cli_fuzz.py
 
 typecheck-tree:
 	@mkdir -p $(TYPES)/twelvefold
