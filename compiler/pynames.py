@@ -72,4 +72,12 @@ def docstring(text: str) -> str:
     """The inside of a triple-quoted docstring, with nothing that could close it early."""
     safe = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
     safe = "".join(ch if ch.isprintable() or ch == "\n" else " " for ch in safe)
-    return safe[:-1] + '\\"' if safe.endswith('"') else safe
+    # A raw quote just before the closing `"""` would close it early, so each quote of a
+    # trailing run is escaped, unless it already is: an odd number of backslashes before it.
+    tail = ""
+    while safe.endswith('"'):
+        body = safe[:-1]
+        if (len(body) - len(body.rstrip("\\"))) % 2:
+            break
+        tail, safe = '\\"' + tail, body
+    return safe + tail
