@@ -207,3 +207,46 @@ def test_type_flow_follows_each_edge_once(monkeypatch: pytest.MonkeyPatch) -> No
     assert result.program is not None
     edges = result.program.graph.number_of_edges()
     assert calls <= 3 * edges  # once to follow the edges, at most twice more to judge them
+
+
+# ---- --format json is one JSON document, usage errors included ------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "--format", "json", "missing.agent"],
+        ["check", "missing.agent", "--format=json"],
+        ["check", "--format", "json"],
+        ["check", "--format", "json", "--no-such-option", "a.agent"],
+        ["compile", "--format", "json", "missing.agent"],
+    ],
+)
+def test_usage_errors_are_a_json_document_with_format_json(
+    args: list[str], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(folder)
+    (folder / "a.agent").write_text(OK)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    (entry,) = json.loads(result.stdout)
+    assert entry["code"] == "usage" and entry["severity"] == "error" and entry["message"]
+    assert "--help" in str(entry["help"])
+    text = CliRunner().invoke(cli, [a for a in args if "json" not in a and a != "--format"])
+    assert text.exit_code == 2 and text.stdout == ""  # without it: click's usage, on stderr
+
+
+def test_an_unwritable_output_folder_is_one_line_or_one_json_entry(folder: Path) -> None:
+    source = folder / "a.agent"
+    source.write_text(OK)
+    blocked = folder / "file"
+    blocked.write_text("a file where the folder should be")
+    result = CliRunner().invoke(cli, ["compile", str(source), "-o", str(blocked / "out")])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: cannot write to {blocked / 'out'}")
+    result = CliRunner().invoke(
+        cli, ["compile", "--format", "json", str(source), "-o", str(blocked / "out")]
+    )
+    assert result.exit_code == 1
+    (entry,) = json.loads(result.stdout)
+    assert entry["code"] == "usage" and "cannot write" in str(entry["message"])
