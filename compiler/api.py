@@ -7,11 +7,12 @@ from pathlib import Path
 
 from .check import check, no_prompts
 from .codegen import generate
-from .diagnostics import Diagnostic, has_errors
+from .diagnostics import UNKNOWN_SPAN, Diagnostic, error, has_errors
 from .limits import UTF8_BOM, first_unencodable, not_utf8, read_source
+from .nodes import LlmStep, SourceFile
 from .parser import parse
 from .program import Program, PromptLoader
-from .prompts import PromptDirectory, find_prompts_dir
+from .prompts import PromptDirectory, PromptUnreadable, find_prompts_dir
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,35 @@ def compile_text(
     source, diagnostics = parse(text, path)
     if has_errors(diagnostics):
         return Compilation(path, text, None, diagnostics)
-    program, found = check(source, load_prompt=load_prompt, source_text=text)
+    try:
+        program, found = check(source, load_prompt=load_prompt, source_text=text)
+    except PromptUnreadable as exc:
+        return Compilation(path, text, None, [*diagnostics, _unreadable_prompt(exc, source)])
     diagnostics = diagnostics + found
     files: dict[str, str] = {}
     if program is not None and generate_code and not has_errors(diagnostics):
         files = generate(program)
     return Compilation(path, text, program, diagnostics, files)
+
+
+def _unreadable_prompt(exc: PromptUnreadable, source: SourceFile) -> Diagnostic:
+    """E704 where the file names the prompt (a step's `prompt`, else a `render`)."""
+    named = [
+        step.prompt
+        for step in source.steps
+        if isinstance(step, LlmStep) and step.prompt is not None
+    ]
+    if source.agent is not None and source.agent.context is not None:
+        named += [render.template for render in source.agent.context.renders]
+    span = next((t.span for t in named if t.value == exc.name), UNKNOWN_SPAN)
+    return error(
+        "E704",
+        str(exc),
+        source.path,
+        span,
+        label="cannot be read",
+        help="save the template as UTF-8 text of at most 1 MiB, readable by this user",
+    )
 
 
 def compile_file(

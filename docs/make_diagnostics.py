@@ -334,6 +334,12 @@ ENTRIES: dict[str, Entry] = {
         "template sets itself.",
         "Use one of the provided variables (the incoming value is `last`).",
     ),
+    "E704": Entry(
+        "a prompt that cannot be read",
+        "The template file exists but is not UTF-8 text, is larger than 1 MiB, or cannot be "
+        "opened. Found while checking, not when a thread first reaches the step.",
+        "Save the template as UTF-8 text.",
+    ),
     "W801": Entry(
         "too many states",
         "An agent with more than 12 states is probably two agents.",
