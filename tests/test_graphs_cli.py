@@ -126,7 +126,7 @@ def test_an_event_log_for_another_agent_is_an_error_not_a_traceback(tmp_path: Pa
 
 def test_a_log_the_reducer_refuses_is_drawn_up_to_there_with_a_warning(tmp_path: Path) -> None:
     log = tmp_path / "log.json"
-    events = json.loads(THREAD_LOG.read_text())[:2] + [{"kind": "notified", "step": "done"}]
+    events = [*json.loads(THREAD_LOG.read_text())[:2], {"kind": "notified", "step": "done"}]
     log.write_text(json.dumps(events))
     code, out, err = run(DEPLOYBOT, "--format", "mermaid", "--events", str(log))
     assert code == 0, err
