@@ -8,6 +8,7 @@ overwritten at random offsets (a fixed seed) or edited with sqlite3."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -271,3 +272,20 @@ def test_a_failed_rollback_does_not_hide_the_error_that_caused_it(tmp_path: Path
         "ROLLBACK failed as well: cannot rollback - no transaction is active"
     ]
     store.close()
+
+
+# ---- run: the agent file itself ------------------------------------------------------------
+
+
+def test_run_on_an_agent_file_that_is_not_text_is_its_diagnostic(tmp_path: Path) -> None:
+    agent = tmp_path / "a.agent"
+    agent.write_bytes(b"agent caf\xe9 { start done }\nfinal done\n")
+    db = tmp_path / "threads.db"
+    result = invoke("run", str(agent), "--input", "x", "--db", str(db))
+    assert_one_clear_line_or_success(result)
+    assert result.exit_code == 1 and "error[E007]" in result.output
+    fifo = tmp_path / "b.agent"
+    os.mkfifo(fifo)
+    result = invoke("run", str(fifo), "--input", "x", "--db", str(db))
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: not a regular file: {fifo}"
