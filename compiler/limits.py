@@ -23,8 +23,9 @@ MAX_STRING_CHARS = 8192
 """Longest string, after escapes: descriptions, `ask` templates, guard literals, paths."""
 MAX_NESTING = 32
 """Deepest nesting of `list[`/`map[` in a type, or of `not` in a guard."""
-MAX_NUMBER_DIGITS = 15
-"""Most digits in a number (a double holds 15 exactly)."""
+MAX_NUMBER_DIGITS = 32
+"""Most digits in a number: room for any float a guard prints back (`0.0000012345678901234567`),
+far from the thousands that make `int()` slow."""
 MAX_DURATION_SECONDS = 366 * 24 * 3600
 """Longest duration (`timeout`, `backoff`): a year."""
 

@@ -107,7 +107,7 @@ ENTRIES: dict[str, Entry] = {
     "E009": Entry(
         "over a limit of the language",
         "A name longer than 128 characters, a string longer than 8,192, a number with more "
-        "than 15 digits, a duration over a year (`366d`), or `not` / `list[` / `map[` nested "
+        "than 32 digits, a duration over a year (`366d`), or `not` / `list[` / `map[` nested "
         "more than 32 deep. The limits are far above any real agent and keep every stage "
         "fast and shallow (docs/language.md, Limits).",
         "Shorten it; name an inner type instead of nesting it; drop pairs of `not`.",
