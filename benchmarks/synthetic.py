@@ -61,11 +61,16 @@ def synthetic_agent(states: int) -> str:
 
 def write_synthetic(folder: Path, states: int) -> Path:
     """The agent file and its prompt, in `folder`."""
+    return _write(folder, f"synthetic{states}.agent", synthetic_agent(states))
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    """An agent file and the prompt its llm steps share, in `folder`."""
     prompts = folder / "prompts" / "synthetic"
     prompts.mkdir(parents=True, exist_ok=True)
     (prompts / "decide.j2").write_text("{{ context }}\nDecide what to do next.\n")
-    agent = folder / f"synthetic{states}.agent"
-    agent.write_text(synthetic_agent(states))
+    agent = folder / name
+    agent.write_text(text)
     return agent
 
 
@@ -109,9 +114,4 @@ def hub_agent(tools: int) -> str:
 
 def write_hub(folder: Path, tools: int) -> Path:
     """The hub agent file and its prompt, in `folder`."""
-    prompts = folder / "prompts" / "synthetic"
-    prompts.mkdir(parents=True, exist_ok=True)
-    (prompts / "decide.j2").write_text("{{ context }}\nDecide what to do next.\n")
-    agent = folder / f"hub{tools}.agent"
-    agent.write_text(hub_agent(tools))
-    return agent
+    return _write(folder, f"hub{tools}.agent", hub_agent(tools))

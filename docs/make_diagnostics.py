@@ -389,19 +389,15 @@ def file_section(code: str, entry: Entry) -> str:
     rendered = [render(d, None) for d in result.diagnostics if d.code == code]
     if not rendered:
         raise SystemExit(f"{shown} does not report {code}")
+    shown_output = f"```text\n$ twelvefold check {shown}\n" + "\n\n".join(rendered) + "\n```"
+    return _section_text(code, entry, [shown_output], "Tested by `tests/test_cli_input.py`.")
+
+
+def _section_text(code: str, entry: Entry, examples: list[str], source: str) -> str:
     return "\n".join(
-        [
-            f"### {code}: {entry.title}",
-            "",
-            entry.why,
-            "",
-            f"```text\n$ twelvefold check {shown}\n" + "\n\n".join(rendered) + "\n```",
-            "",
-            f"**Fix.** {entry.fix}",
-            "",
-            "Tested by `tests/test_cli_input.py`.",
-            "",
-        ]
+        [f"### {code}: {entry.title}", "", entry.why, ""]
+        + [line for example in examples for line in (example, "")]
+        + [f"**Fix.** {entry.fix}", "", source, ""]
     )
 
 
@@ -416,21 +412,11 @@ def section(code: str, entry: Entry) -> str:
     shown = [render(d, text) for d in result.diagnostics if d.code == code]
     if not shown:
         raise SystemExit(f"{path.name} does not report {code} once its comments are stripped")
-    return "\n".join(
-        [
-            f"### {code}: {entry.title}",
-            "",
-            entry.why,
-            "",
-            f"```agent\n{text.rstrip()}\n```",
-            "",
-            "```text\n" + "\n\n".join(shown) + "\n```",
-            "",
-            f"**Fix.** {entry.fix}",
-            "",
-            f"Test program: `tests/invalid/{path.name}`.",
-            "",
-        ]
+    return _section_text(
+        code,
+        entry,
+        [f"```agent\n{text.rstrip()}\n```", "```text\n" + "\n\n".join(shown) + "\n```"],
+        f"Test program: `tests/invalid/{path.name}`.",
     )
 
 

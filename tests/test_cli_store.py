@@ -17,29 +17,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.runtime_helpers import EXAMPLES
+from tests.runtime_helpers import EXAMPLES, write_cassette
 from twelvefold.cli import cli
 from twelvefold.runtime.codec import Codec
 from twelvefold.runtime.store import SqliteStore, StoreError, StoreNotFound, ThreadInfo
 from twelvefold.runtime.types import Started
-
-CASSETTE = [
-    {"agent": "deploybot", "step": "decide", "seq": 1, "type": "ListGitTags", "output": {}},
-    {
-        "agent": "deploybot",
-        "step": "decide",
-        "seq": 4,
-        "type": "DeployBackend",
-        "output": {"tag": "v1.2.3", "env": "production"},
-    },
-    {
-        "agent": "deploybot",
-        "step": "decide",
-        "seq": 9,
-        "type": "DoneForNow",
-        "output": {"message": "deployed v1.2.3"},
-    },
-]
 
 
 def invoke(*args: str) -> Result:
@@ -60,8 +42,7 @@ def assert_one_clear_line_or_success(result: Result) -> None:
 def waiting_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A real store holding one deploybot thread that waits for an approval."""
     folder = tmp_path_factory.mktemp("store")
-    cassette = folder / "deploy.jsonl"
-    cassette.write_text("\n".join(json.dumps(e) for e in CASSETTE) + "\n")
+    cassette = write_cassette(folder / "deploy.jsonl")
     db = folder / "threads.db"
     result = invoke(
         "run",
@@ -89,8 +70,7 @@ def copy_of(store: tuple[Path, str], folder: Path) -> tuple[Path, str]:
 
 
 def commands(db: Path, thread: str) -> list[list[str]]:
-    cassette = db.parent / "deploy.jsonl"
-    cassette.write_text("\n".join(json.dumps(e) for e in CASSETTE) + "\n")
+    cassette = write_cassette(db.parent / "deploy.jsonl")
     return [
         ["show", thread, "--db", str(db)],
         ["show", thread, "--db", str(db), "--json"],
