@@ -106,6 +106,14 @@ def test_a_store_that_does_not_exist_is_named_and_not_created(
     assert not db.parent.exists()
 
 
+def test_graph_of_events_that_are_not_events_is_one_line(tmp_path: Path) -> None:
+    events = tmp_path / "events.json"
+    events.write_text('[1, "x", {"kind": 5}]')
+    result = invoke("graph", str(EXAMPLES / "deploybot.agent"), "--events", str(events))
+    assert result.exit_code == 1
+    assert result.output.startswith("error: the event log does not decode for this agent")
+
+
 def test_the_library_refuses_a_missing_store_only_when_asked(tmp_path: Path) -> None:
     with pytest.raises(StoreNotFound):
         SqliteStore(tmp_path / "missing.db", create=False)
@@ -122,7 +130,8 @@ def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
     db.write_bytes(b"this is not SQLite\n" * 100)
     with pytest.raises(StoreError, match="is not a thread store SQLite can open"):
         SqliteStore(db)
-    for args in commands(db, "th-1"):
+    graph = ["graph", str(EXAMPLES / "deploybot.agent"), "--thread", "th-1", "--db", str(db)]
+    for args in [*commands(db, "th-1"), graph]:
         result = invoke(*args)
         assert result.exit_code == 1
         assert_one_clear_line_or_success(result)
