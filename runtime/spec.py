@@ -23,6 +23,7 @@ from .types import (
     State,
     Status,
     StepFailed,
+    ToolResult,
     ToolStarted,
 )
 
@@ -100,6 +101,9 @@ class AgentSpec:
             raise IllegalEvent(state, event, "the thread has already started")
         if state.status == "failed" and not isinstance(event, Retried):
             raise IllegalEvent(state, event, "the thread has failed; retry it first")
+        if isinstance(event, ToolResult) and state.tool_key is None:
+            # The runtime records a call's start before it runs it (runtime/loop.py).
+            raise IllegalEvent(state, event, f"no call of `{state.step}` was started")
 
     def bookkeeping(self, state: State, event: Event) -> State | None:
         """Events that record progress without moving the thread; None for the others."""
@@ -118,6 +122,11 @@ class AgentSpec:
         if isinstance(event, ToolStarted):
             if self.states[state.step].kind != "tool":
                 raise IllegalEvent(state, event, f"`{state.step}` is not a tool")
+            if state.tool_key is not None:
+                # One call, one key: a call in flight is recovered under its own key.
+                raise IllegalEvent(
+                    state, event, f"a call is already in flight with key {state.tool_key!r}"
+                )
             return self._copy(state, tool_key=event.key)
         return None
 
