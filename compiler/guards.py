@@ -7,9 +7,12 @@ true for a value that travels this edge?": fields whose values can be listed (li
 unions and `bool`, with `null` when optional) are enumerated exactly; every other
 comparison is unknown, and unknown counts as "can hold" — the safe side.
 
-The meaning of a guard (`evaluate`) follows LANGUAGE.md and the generated code
-(guard_python.py): a comparison with a `null` field is false, `in` and `not in`
-included, except `== null` / `!= null`; a bare operand holds only when it is `true`.
+The meaning of a guard (`evaluate`) is docs/language.md's table, which the generated
+code (guard_python.py) follows too: `==` treats null as a value equal only to null and
+`!=` is always its opposite; `in [..]` is "equal to one of" and `not in` its opposite;
+an ordering with a null (or NaN) side is false; a bare operand holds only when it is
+`true`. So with a null field `x == "a"` is false, `x != "a"` true, and `not (x == "a")`
+answers as `x != "a"` does.
 """
 
 from __future__ import annotations
@@ -323,16 +326,13 @@ def evaluate(expr: n.Expr, env: Mapping[tuple[str, ...], Value]) -> Truth:
             v = _value(value, env)
             return None if isinstance(v, _Unknown) else v is True
         case n.Compare(op=op, left=left, right=right):
-            null_test = _is_null_literal(left) or _is_null_literal(right)
-            return _compare(op, _value(left, env), _value(right, env), null_test)
+            return _compare(op, _value(left, env), _value(right, env))
     # The one case left: `x in [..]` / `x not in [..]`.
     v = _value(expr.value, env)
     if isinstance(v, _Unknown):
         return None
-    values = [o.value for o in expr.options]
-    if v is None:
-        return False  # a null field is in no list, and not "not in" one either
-    return (v not in values) if expr.negated else (v in values)
+    inside = any(_equal(v, o.value) for o in expr.options)
+    return not inside if expr.negated else inside
 
 
 def _value(operand: n.Operand, env: Mapping[tuple[str, ...], Value]) -> Value:
@@ -341,22 +341,15 @@ def _value(operand: n.Operand, env: Mapping[tuple[str, ...], Value]) -> Value:
     return env.get(operand.parts, UNKNOWN)
 
 
-def _is_null_literal(operand: n.Operand) -> bool:
-    return isinstance(operand, n.Literal) and operand.value is None
-
-
-def _compare(op: n.CompareOp, a: Value, b: Value, null_test: bool) -> Truth:
-    """`null_test`: one side is the literal `null`, the one comparison a null field passes."""
+def _compare(op: n.CompareOp, a: Value, b: Value) -> Truth:
     if isinstance(a, _Unknown) or isinstance(b, _Unknown):
         return None
-    if null_test:
-        return a == b if op == "==" else a != b if op == "!=" else False
-    if a is None or b is None:
-        return False
     if op == "==":
-        return a == b
+        return _equal(a, b)
     if op == "!=":
-        return a != b
+        return not _equal(a, b)
+    if a is None or b is None:
+        return False  # null has no order
     try:
         if op == "<":
             return a < b  # type: ignore[operator]
@@ -367,6 +360,13 @@ def _compare(op: n.CompareOp, a: Value, b: Value, null_test: bool) -> Truth:
         return a >= b  # type: ignore[operator]
     except TypeError:
         return None
+
+
+def _equal(a: n.LiteralValue, b: n.LiteralValue) -> bool:
+    """`==` of the language: null equals only null; NaN equals nothing, itself included."""
+    if a is None or b is None:
+        return a is b
+    return a == b
 
 
 def paths_in(expr: n.Expr) -> Iterator[tuple[str, ...]]:

@@ -133,8 +133,9 @@ def test_can_hold_is_exact_over_literal_unions_and_bools() -> None:
     assert can_hold([production], [guard("urgent")], ROOT, TABLE) is True
     assert can_hold([guard("urgent and not urgent")], [], ROOT, TABLE) is False
     assert can_hold([guard('stage == "c"')], [guard('stage in ["a", "b"]')], ROOT, TABLE)
-    # `stage not in [...]` is false for a null stage, so a null stage gets past it.
-    assert can_hold([guard("stage == null")], [guard('stage not in ["a"]')], ROOT, TABLE)
+    # A null stage is "not in" a list of values, so it cannot get past such a guard.
+    assert not can_hold([guard("stage == null")], [guard('stage not in ["a"]')], ROOT, TABLE)
+    assert can_hold([guard("stage == null")], [guard('stage in ["a"]')], ROOT, TABLE)
     assert not can_hold([guard("stage == null")], [guard("stage == null")], ROOT, TABLE)
 
 
@@ -144,15 +145,19 @@ def test_can_hold_is_conservative_elsewhere() -> None:
     assert can_hold([guard('name == "x"')], [], t.UNKNOWN, TABLE) is True
 
 
-def test_null_comparisons_are_false_except_null_tests() -> None:
+def test_null_is_a_value_equal_only_to_null() -> None:
+    """Issue 8 item 8: `x != v` and `not (x == v)` agree for null."""
     env = {("note",): None}
     assert evaluate(guard('note == "x"'), env) is False
-    assert evaluate(guard('note != "x"'), env) is False
+    assert evaluate(guard('note != "x"'), env) is True
+    assert evaluate(guard('not (note == "x")'), env) is True
     assert evaluate(guard('note in ["x"]'), env) is False
-    assert evaluate(guard('note not in ["x"]'), env) is False
+    assert evaluate(guard('note not in ["x"]'), env) is True
+    assert evaluate(guard('note in ["x", null]'), env) is True
     assert evaluate(guard("note == null"), env) is True
     assert evaluate(guard("note != null"), env) is False
-    assert evaluate(guard('not note == "x"'), env) is True
+    assert evaluate(guard('note < "m"'), env) is False
+    assert evaluate(guard('not (note < "m")'), env) is True
 
 
 # ---- evaluate agrees with the generated code -------------------------------------
