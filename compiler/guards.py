@@ -398,6 +398,42 @@ def _domain(resolved: t.Resolved) -> list[Value] | None:
     return [*values, None] if t.is_optional(resolved) else values
 
 
+Domains = dict[tuple[str, ...], list[Value]]
+"""For each field path: the values to try, UNKNOWN standing for "any value" of a field
+whose values cannot be listed."""
+
+
+def _domains(
+    paths: Sequence[tuple[str, ...]], root: t.Resolved | None, table: t.TypeTable
+) -> Domains:
+    """What each path can be: listed values, else UNKNOWN, with None where it is optional."""
+    domains: Domains = {}
+    for path in paths:
+        found = table.lookup_path(root, path) if root is not None else None
+        domain = _domain(found.type) if found is not None and found.ok else None
+        if domain is not None:
+            domains[path] = domain
+        elif found is not None and found.ok and t.is_optional(found.type):
+            domains[path] = [UNKNOWN, None]
+        else:
+            domains[path] = [UNKNOWN]
+    return domains
+
+
+def _environments(domains: Domains) -> Iterator[dict[tuple[str, ...], Value]] | None:
+    """Every combination of the domains' values; None when there are too many to try."""
+    count = 1
+    for domain in domains.values():
+        count *= len(domain)
+    if count > MAX_ASSIGNMENTS:
+        return None
+    keys = list(domains)
+    return (
+        dict(zip(keys, combination, strict=True))
+        for combination in itertools.product(*(domains[k] for k in keys))
+    )
+
+
 def can_hold(
     holds: Sequence[n.Expr],
     fails: Sequence[n.Expr],
@@ -410,23 +446,86 @@ def can_hold(
     comparisons unknown, and unknown is taken to hold.
     """
     exprs = [*holds, *fails]
-    paths = sorted({p for e in exprs for p in paths_in(e)})
-    domains: dict[tuple[str, ...], list[Value]] = {}
-    for path in paths:
-        found = table.lookup_path(root, path) if root is not None else None
-        domain = _domain(found.type) if found is not None and found.ok else None
-        if domain is not None:
-            domains[path] = domain
-    count = 1
-    for domain in domains.values():
-        count *= len(domain)
-    if count > MAX_ASSIGNMENTS:
+    domains = _domains(sorted({p for e in exprs for p in paths_in(e)}), root, table)
+    environments = _environments(domains)
+    if environments is None:
         return True
-    keys = list(domains)
-    for combination in itertools.product(*(domains[k] for k in keys)):
-        env = dict(zip(keys, combination, strict=True))
-        if all(evaluate(e, env) is not False for e in holds) and all(
-            evaluate(e, env) is not True for e in fails
+    return any(
+        all(evaluate(e, env) is not False for e in holds)
+        and all(evaluate(e, env) is not True for e in fails)
+        for env in environments
+    )
+
+
+def null_skips(guard: n.Expr, root: t.Resolved | None, table: t.TypeTable) -> list[str]:
+    """The optional fields whose null makes `guard` false where a value would make it
+    true: for `requires approval if GUARD`, a missing value that skips the approval.
+
+    Returned as `.agent` paths (`amount`, `customer`), outermost first. A field the guard
+    itself tests for null (`amount == null or ...`, `customer.name != null and ...`) is
+    left out: the guard says what a missing value means. Exact over literal unions and
+    bools like `can_hold`; a comparison it cannot decide counts as "a value could make it
+    true", and a guard with too many combinations to try reports nothing.
+    """
+    if root is None:
+        return []
+    paths = sorted(set(paths_in(guard)))
+    tested = set(_null_tested(guard))
+    found: list[str] = []
+    for optional in _optional_prefixes(paths, root, table):
+        if any(p[: len(optional)] == optional for p in tested):
+            continue
+        under = [p for p in paths if p[: len(optional)] == optional]
+        others = _environments(_domains([p for p in paths if p not in under], root, table))
+        present = _domains(under, root, table)
+        if optional in present:  # the field itself: any value but null
+            present[optional] = [v for v in present[optional] if v is not None]
+        if others is None:
+            continue
+        for env in others:
+            missing = {**env, **dict.fromkeys(under, None)}
+            if evaluate(guard, missing) is not False:
+                continue
+            values = _environments(present)
+            if values is not None and any(
+                evaluate(guard, {**env, **value}) is not False for value in values
+            ):
+                found.append(".".join(optional))
+                break
+    return found
+
+
+def _optional_prefixes(
+    paths: Sequence[tuple[str, ...]], root: t.Resolved, table: t.TypeTable
+) -> list[tuple[str, ...]]:
+    """The prefixes of `paths` whose last field is declared optional, outermost first."""
+    found: dict[tuple[str, ...], None] = {}
+    for path in paths:
+        for end in range(1, len(path) + 1):
+            parent = table.lookup_path(root, path[: end - 1]) if end > 1 else t.PathLookup(root)
+            record = t.strip_optional(parent.type)
+            if not parent.ok or not isinstance(record, t.Record):
+                break
+            field = table.fields(record).get(path[end - 1])
+            if field is None:
+                break
+            if t.is_optional(field):
+                found[path[:end]] = None
+    return sorted(found, key=lambda p: (len(p), p))
+
+
+def _null_tested(expr: n.Expr) -> Iterator[tuple[str, ...]]:
+    """Paths the guard compares with the literal `null` (directly or in a list)."""
+    match expr:
+        case n.Not(operand=operand):
+            yield from _null_tested(operand)
+        case n.And(operands=operands) | n.Or(operands=operands):
+            for operand in operands:
+                yield from _null_tested(operand)
+        case n.Compare(left=n.Path() as path, right=n.Literal(value=None)) | n.Compare(
+            left=n.Literal(value=None), right=n.Path() as path
         ):
-            return True
-    return False
+            yield path.parts
+        case n.Member(value=n.Path() as path, options=options):
+            if any(o.value is None for o in options):
+                yield path.parts

@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
+import networkx as nx
+
 from .. import nodes as n
 from .. import types as t
 from ..diagnostics import Diagnostic, Label, Span
-from ..program import Program
+from ..guards import GuardScope, can_hold, type_guard
+from ..program import Edge, Program
 
 
 def with_note(diagnostic: Diagnostic, span: Span, message: str) -> Diagnostic:
@@ -73,3 +76,29 @@ def misses_successor(step: n.Step) -> bool:
         case n.LlmStep():
             return not step.rules
     return False
+
+
+def can_fire(edge: Edge, table: t.TypeTable) -> bool:
+    """Can a thread take this edge? An llm rule only when its guard can hold while every
+    earlier rule's guard for the type fails: decided by `guards.can_hold`, the enumeration
+    approval dominance uses, so exact over literal unions and bools and "yes" over the
+    rest. Every other edge can."""
+    if edge.kind != "output" or edge.type is None:
+        return True
+    holds = [edge.guard] if edge.guard is not None else []
+    root = table.named(edge.type)
+    scope = GuardScope(root, table, "", "")
+    if any(type_guard(guard, scope) for guard in [*holds, *edge.excluded]):
+        return True  # an ill-typed guard (E2xx) is reported as that, not judged here
+    return can_hold(holds, edge.excluded, root, table)
+
+
+def live_graph(program: Program) -> nx.MultiDiGraph:
+    """The graph without the rules that can never fire."""
+    table = type_table(program)
+    graph = nx.MultiDiGraph()
+    graph.add_nodes_from(program.graph.nodes(data=True))
+    for source, target, key, data in program.graph.edges(keys=True, data=True):
+        if can_fire(data["edge"], table):
+            graph.add_edge(source, target, key=key, **data)
+    return graph
