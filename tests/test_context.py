@@ -31,7 +31,13 @@ from twelvefold.runtime import (
     ToolStarted,
 )
 from twelvefold.runtime import context as context_module
-from twelvefold.runtime.context import build_messages, context_events, render_ask, render_context
+from twelvefold.runtime.context import (
+    AskRenderError,
+    build_messages,
+    context_events,
+    render_ask,
+    render_context,
+)
 
 
 class ListGitTags(BaseModel):
@@ -305,7 +311,7 @@ def test_render_ask_uses_the_value_fields() -> None:
         "Deploy v1.2.3 to production?"
     )
     assert render_ask("Please advise.", None) == "Please advise."
-    with pytest.raises(jinja2.UndefinedError):
+    with pytest.raises(AskRenderError, match="'question' is undefined"):
         render_ask("{{ question }}", PRODUCTION)
 
 
