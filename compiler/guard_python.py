@@ -85,7 +85,8 @@ class GuardCompiler:
                 if isinstance(side, n.Path)
                 for p in self._optional_prefixes(side, include_last=True)
             ]
-            return " and ".join([*_unique(checks), f"{self._access(left)} {op} {self._access(right)}"])
+            test = f"{self._access(left)} {op} {self._access(right)}"
+            return " and ".join([*_unique(checks), test])
         if isinstance(left, n.Path) and isinstance(right, n.Path):
             return f"{self._value(left)} {op} {self._value(right)}"
         path = left if isinstance(left, n.Path) else right

@@ -522,8 +522,9 @@ def _null_tested(expr: n.Expr) -> Iterator[tuple[str, ...]]:
         case n.And(operands=operands) | n.Or(operands=operands):
             for operand in operands:
                 yield from _null_tested(operand)
-        case n.Compare(left=n.Path() as path, right=n.Literal(value=None)) | n.Compare(
-            left=n.Literal(value=None), right=n.Path() as path
+        case (
+            n.Compare(left=n.Path() as path, right=n.Literal(value=None))
+            | n.Compare(left=n.Literal(value=None), right=n.Path() as path)
         ):
             yield path.parts
         case n.Member(value=n.Path() as path, options=options):

@@ -349,7 +349,6 @@ NOT_GIVEN = "(none)"
 """How a null value reads in an `ask`: a person deciding must see that it is missing."""
 
 
-
 class AskRenderError(Exception):
     """An `ask` that cannot be rendered over the value its step waits with (an unknown
     name, a Jinja2 error): the person is never shown the raw template instead."""

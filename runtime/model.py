@@ -123,7 +123,7 @@ def _strict_copy(declared: type[BaseModel], tag: str | None) -> type[BaseModel]:
     fields.update({name: (f.annotation, f) for name, f in declared.model_fields.items()})
     # The declared class's config comes along (e.g. `allow_inf_nan=False`): what the
     # declared class would refuse must be refused here, where instructor re-asks.
-    config = ConfigDict(**{**declared.model_config, "extra": "forbid"})  # type: ignore[typeddict-item]
+    config = ConfigDict(**{**declared.model_config, "extra": "forbid"})
     copy: type[BaseModel] = create_model(
         declared.__name__,
         __config__=config,

@@ -183,7 +183,7 @@ def test_a_guard_that_can_hold_fires() -> None:
 
 def test_a_guard_that_earlier_guards_already_cover_never_fires() -> None:
     text = NEVER.replace(
-        '  on Done if GUARD -> other\n',
+        "  on Done if GUARD -> other\n",
         '  on Done if size != "large" -> done\n  on Done if size == "small" -> other\n',
     )
     assert sorted(d.code for d in diagnose(text)) == ["W209", "W301"]

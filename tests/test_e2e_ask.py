@@ -53,10 +53,10 @@ tool move(Move) -> Done = "transfer_tools:move" {
 final done(Done)
 """
 
-TOOLS = '''
+TOOLS = """
 def move(value):
     return {"message": f"moved {value.amount} from {value.from_}"}
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,8 @@ def test_the_python_attribute_name_is_not_an_ask_field(tmp_path: Path) -> None:
 def test_a_null_record_and_a_null_field_read_as_none(
     rt: Runtime, model: ModelTurns, notifier: RecordingNotifier, tmp_path: Path
 ) -> None:
-    agent = write_agent(tmp_path, "{{ customer.name }}|{{ customer }}|{% if customer %}y{% endif %}")
+    ask = "{{ customer.name }}|{{ customer }}|{% if customer %}y{% endif %}"
+    agent = write_agent(tmp_path, ask)
     model.then({**MOVE, "customer": {"name": None}})
     rt.launch(agent, "move 5")
     (notice,) = notifier.notices

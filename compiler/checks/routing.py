@@ -77,8 +77,10 @@ def unreachable_rules(program: Program, _: object) -> Iterator[Diagnostic]:
         catch_all: dict[str, n.OutputRule] = {}
         for rule in step.rules:
             earlier = catch_all.get(rule.type.text)
-            if earlier is None and rule.guard is not None and not _rule_can_fire(
-                program, step, rule, table
+            if (
+                earlier is None
+                and rule.guard is not None
+                and not _rule_can_fire(program, step, rule, table)
             ):
                 yield warning(
                     "W209",
