@@ -369,20 +369,24 @@ def _equal(a: n.LiteralValue, b: n.LiteralValue) -> bool:
     return a == b
 
 
-def paths_in(expr: n.Expr) -> Iterator[tuple[str, ...]]:
+def tests_in(expr: n.Expr) -> Iterator[n.Compare | n.Member | n.Truthy]:
+    """The comparisons, memberships and bare operands under `not`, `and` and `or`."""
     match expr:
         case n.Not(operand=operand):
-            yield from paths_in(operand)
+            yield from tests_in(operand)
         case n.And(operands=operands) | n.Or(operands=operands):
             for operand in operands:
-                yield from paths_in(operand)
-        case n.Truthy(value=value) | n.Member(value=value):
-            if isinstance(value, n.Path):
-                yield value.parts
-        case n.Compare(left=left, right=right):
-            for side in (left, right):
-                if isinstance(side, n.Path):
-                    yield side.parts
+                yield from tests_in(operand)
+        case n.Compare() | n.Member() | n.Truthy():
+            yield expr
+
+
+def paths_in(expr: n.Expr) -> Iterator[tuple[str, ...]]:
+    for test in tests_in(expr):
+        sides = (test.left, test.right) if isinstance(test, n.Compare) else (test.value,)
+        for side in sides:
+            if isinstance(side, n.Path):
+                yield side.parts
 
 
 def _domain(resolved: t.Resolved) -> list[Value] | None:
@@ -516,17 +520,13 @@ def _optional_prefixes(
 
 def _null_tested(expr: n.Expr) -> Iterator[tuple[str, ...]]:
     """Paths the guard compares with the literal `null` (directly or in a list)."""
-    match expr:
-        case n.Not(operand=operand):
-            yield from _null_tested(operand)
-        case n.And(operands=operands) | n.Or(operands=operands):
-            for operand in operands:
-                yield from _null_tested(operand)
-        case (
-            n.Compare(left=n.Path() as path, right=n.Literal(value=None))
-            | n.Compare(left=n.Literal(value=None), right=n.Path() as path)
-        ):
-            yield path.parts
-        case n.Member(value=n.Path() as path, options=options):
-            if any(o.value is None for o in options):
+    for test in tests_in(expr):
+        match test:
+            case (
+                n.Compare(left=n.Path() as path, right=n.Literal(value=None))
+                | n.Compare(left=n.Literal(value=None), right=n.Path() as path)
+            ):
                 yield path.parts
+            case n.Member(value=n.Path() as path, options=options):
+                if any(o.value is None for o in options):
+                    yield path.parts

@@ -1,22 +1,16 @@
 """Guards: typing (E204–E208), their meaning, and deciding whether they can hold.
 
 `evaluate` is the checker's model of a guard; the generated code is the real thing
-(guard_python.py). A property test holds the two to the same answer on every value,
-so approval dominance reasons about the guards that actually run.
+(guard_python.py). The property test in test_guard_semantics.py holds the two (and the
+documented table) to the same answer on every value, so approval dominance reasons
+about the guards that actually run.
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from twelvefold.compiler import nodes as n
 from twelvefold.compiler import parse
 from twelvefold.compiler import types as t
-from twelvefold.compiler.guard_python import GuardCompiler
 from twelvefold.compiler.guards import GuardScope, can_hold, evaluate, type_guard
 
 SOURCE = """
@@ -160,57 +154,5 @@ def test_null_is_a_value_equal_only_to_null() -> None:
     assert evaluate(guard('not (note < "m")'), env) is True
 
 
-# ---- evaluate agrees with the generated code -------------------------------------
-
-FIELDS: dict[tuple[str, ...], list[Any]] = {
-    ("env",): ["staging", "production"],
-    ("stage",): ["a", "b", "c", None],
-    ("urgent",): [True, False],
-    ("count",): [-1, 0, 3],
-    ("note",): ["x", None],
-}
-LITERALS: dict[tuple[str, ...], list[n.LiteralValue]] = {
-    ("env",): ["staging", "production"],
-    ("stage",): ["a", "b", "c", None],
-    ("urgent",): [True, False],
-    ("count",): [-1, 0, 3],
-    ("note",): ["x", "y", None],
-}
-
-
-@st.composite
-def atoms(draw: st.DrawFn) -> n.Expr:
-    path = draw(st.sampled_from(sorted(FIELDS)))
-    operand = n.Path(path)
-    literal = n.Literal(draw(st.sampled_from(LITERALS[path])))
-    if path == ("urgent",) and draw(st.booleans()):
-        return n.Truthy(operand)
-    if draw(st.booleans()):
-        options = tuple(
-            n.Literal(v) for v in draw(st.lists(st.sampled_from(LITERALS[path]), min_size=1))
-        )
-        return n.Member(operand, options, draw(st.booleans()))
-    ops: list[n.CompareOp] = ["==", "!="]
-    if path == ("count",):
-        ops += ["<", "<=", ">", ">="]
-    return n.Compare(draw(st.sampled_from(ops)), operand, literal)
-
-
-expressions = st.recursive(
-    atoms(),
-    lambda inner: st.one_of(
-        inner.map(n.Not),
-        st.lists(inner, min_size=2, max_size=3).map(lambda xs: n.And(tuple(xs))),
-        st.lists(inner, min_size=2, max_size=3).map(lambda xs: n.Or(tuple(xs))),
-    ),
-    max_leaves=6,
-)
-assignments = st.fixed_dictionaries({k: st.sampled_from(v) for k, v in FIELDS.items()})
-
-
-@settings(max_examples=300, deadline=None)
-@given(expressions, assignments)
-def test_evaluate_agrees_with_the_generated_guard(expr: n.Expr, values: dict[Any, Any]) -> None:
-    python = GuardCompiler(TYPES, "T", "v").compile(expr)
-    v = SimpleNamespace(**{path[0]: value for path, value in values.items()})
-    assert evaluate(expr, values) == eval(python, {"v": v})  # our own generated code
+# The generated code, this evaluator and the documented semantics are held to the same
+# answer on every value by the property test in tests/test_guard_semantics.py.
