@@ -18,6 +18,7 @@ answers as `x != "a"` does.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,9 @@ from .diagnostics import Diagnostic, did_you_mean, error
 
 MAX_ASSIGNMENTS = 4096
 """Above this many combinations of enumerable values, `can_hold` stops and says yes."""
+MAX_RULE_TRIALS = 100_000
+"""Above this many (combinations x rules), `rules_that_fire` says every rule can fire: the
+check stays fast on any input, and "it can fire" is the side that reports nothing false."""
 
 
 class _Unknown:
@@ -459,6 +463,42 @@ def can_hold(
         and all(evaluate(e, env) is not True for e in fails)
         for env in environments
     )
+
+
+def rules_that_fire(
+    guards: Sequence[n.Expr | None], root: t.Resolved | None, table: t.TypeTable
+) -> list[bool]:
+    """For rules tried in order (None: a rule without a guard), whether each can fire:
+    its guard can hold while every earlier guard fails. The same answers as `can_hold([g],
+    earlier)` rule by rule, found in one pass over the combinations of values, so a step
+    with many rules costs (combinations x rules), not that times the rules again."""
+    reads = [sorted(set(paths_in(g))) if g is not None else [] for g in guards]
+    domains = _domains(sorted({p for r in reads for p in r}), root, table)
+    environments = _environments(domains)
+    if environments is None or math.prod(map(len, domains.values())) * len(guards) > (
+        MAX_RULE_TRIALS
+    ):
+        return [True] * len(guards)
+    # A guard's truth depends only on the fields it reads: each is evaluated once per
+    # combination of those, however many combinations of the others there are.
+    known: list[dict[tuple[Value, ...], Truth]] = [{} for _ in guards]
+    fires = [False] * len(guards)
+    for env in environments:
+        for index, guard in enumerate(guards):
+            if guard is None:
+                truth: Truth = True
+            else:
+                key = tuple(env[p] for p in reads[index])
+                if key not in known[index]:
+                    known[index][key] = evaluate(guard, env)
+                truth = known[index][key]
+            if truth is not False:
+                fires[index] = True
+            if truth is True:
+                break  # the later rules are not tried for this value
+        if all(fires):
+            break
+    return fires
 
 
 def null_skips(guard: n.Expr, root: t.Resolved | None, table: t.TypeTable) -> list[str]:

@@ -31,7 +31,14 @@ from twelvefold.compiler import compile_text
 from twelvefold.compiler import nodes as n
 from twelvefold.compiler import types as t
 from twelvefold.compiler.guard_text import guard_text
-from twelvefold.compiler.guards import GuardScope, evaluate, type_guard
+from twelvefold.compiler.guards import (
+    MAX_RULE_TRIALS,
+    GuardScope,
+    can_hold,
+    evaluate,
+    rules_that_fire,
+    type_guard,
+)
 from twelvefold.compiler.prompts import PromptDirectory
 from twelvefold.runtime.loading import import_file
 from twelvefold.runtime.types import ModelOutput, State
@@ -369,3 +376,26 @@ def test_every_value_of_the_tables_is_tried() -> None:
     assert any(isinstance(v, float) and math.isnan(v) for v in flat)
     assert math.inf in flat and -math.inf in flat and "" in flat and None in flat
     assert any(isinstance(v, int | float) and v < 0 for v in flat)
+
+
+# ---- which rules can fire: one pass equals the rule-by-rule question ----------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(guards, min_size=1, max_size=4))
+def test_rules_that_fire_answers_as_can_hold_rule_by_rule(written: list[n.Expr]) -> None:
+    assume(all(well_typed(g) for g in written))
+    rules: list[n.Expr | None] = [*written, None]  # a step's rules end unguarded
+    root = t.Record("T")
+    expected = [
+        can_hold([g] if g is not None else [], written[:i], root, TABLE)
+        for i, g in enumerate(rules)
+    ]
+    assert rules_that_fire(rules, root, TABLE) == expected
+
+
+def test_too_many_combinations_are_not_judged() -> None:
+    never = parsed('env == "staging" and env == "production"')
+    assert rules_that_fire([never, None], t.Record("T"), TABLE) == [False, True]
+    many = [never] * (MAX_RULE_TRIALS // 2 + 1)
+    assert all(rules_that_fire(many, t.Record("T"), TABLE))

@@ -10,7 +10,7 @@ import networkx as nx
 from .. import nodes as n
 from .. import types as t
 from ..diagnostics import Diagnostic, Label, Span
-from ..guards import GuardScope, can_hold, type_guard
+from ..guards import GuardScope, rules_that_fire, type_guard
 from ..program import Edge, Program
 
 
@@ -78,27 +78,39 @@ def misses_successor(step: n.Step) -> bool:
     return False
 
 
-def can_fire(edge: Edge, table: t.TypeTable) -> bool:
-    """Can a thread take this edge? An llm rule only when its guard can hold while every
-    earlier rule's guard for the type fails: decided by `guards.can_hold`, the enumeration
-    approval dominance uses, so exact over literal unions and bools and "yes" over the
-    rest. Every other edge can."""
-    if edge.kind != "output" or edge.type is None:
-        return True
-    holds = [edge.guard] if edge.guard is not None else []
-    root = table.named(edge.type)
-    scope = GuardScope(root, table, "", "")
-    if any(type_guard(guard, scope) for guard in [*holds, *edge.excluded]):
-        return True  # an ill-typed guard (E2xx) is reported as that, not judged here
-    return can_hold(holds, edge.excluded, root, table)
+def rules_that_never_fire(program: Program) -> set[tuple[str, Span]]:
+    """The llm rules (state, span) no value can take: the guard cannot hold once every
+    earlier guard for the type failed. Decided by `guards.rules_that_fire`, the same
+    enumeration approval dominance uses: exact over literal unions and bools, "it can"
+    over the rest. A type with an ill-typed guard (E2xx, reported as that) is not judged."""
+    table = type_table(program)
+    dead: set[tuple[str, Span]] = set()
+    for state, step in program.steps.items():
+        if not isinstance(step, n.LlmStep):
+            continue
+        by_type: dict[str, list[Edge]] = {}
+        for edge in program.edges_from(state):
+            if edge.kind == "output" and edge.type is not None:
+                by_type.setdefault(edge.type, []).append(edge)
+        for type_name, edges in by_type.items():
+            root = table.named(type_name)
+            scope = GuardScope(root, table, "", "")
+            guards = [edge.guard for edge in edges]
+            if any(type_guard(g, scope) for g in guards if g is not None):
+                continue
+            fires = rules_that_fire(guards, root, table)
+            for edge, fired in zip(edges, fires, strict=True):
+                if not fired:
+                    dead.add((state, edge.span))
+    return dead
 
 
 def live_graph(program: Program) -> nx.MultiDiGraph:
     """The graph without the rules that can never fire."""
-    table = type_table(program)
+    dead = rules_that_never_fire(program)
     graph = nx.MultiDiGraph()
     graph.add_nodes_from(program.graph.nodes(data=True))
     for source, target, key, data in program.graph.edges(keys=True, data=True):
-        if can_fire(data["edge"], table):
+        if (source, data["edge"].span) not in dead:
             graph.add_edge(source, target, key=key, **data)
     return graph

@@ -9,7 +9,7 @@ from .. import types as t
 from ..diagnostics import Diagnostic, did_you_mean, error, warning
 from ..guards import GuardScope, type_guard
 from ..program import Program
-from .common import can_fire, type_table, with_note
+from .common import rules_that_never_fire, type_table, with_note
 
 
 def exhaustive_routing(program: Program, _: object) -> Iterator[Diagnostic]:
@@ -70,18 +70,14 @@ def rules_name_outputs(program: Program, _: object) -> Iterator[Diagnostic]:
 
 def unreachable_rules(program: Program, _: object) -> Iterator[Diagnostic]:
     """A rule after an unguarded rule for the same type never fires; nor does a guarded
-    rule whose guard cannot hold once the earlier rules' guards failed (`can_fire`)."""
+    rule whose guard cannot hold once the earlier rules' guards failed."""
     path = program.source.path
-    table = type_table(program)
+    dead = rules_that_never_fire(program)
     for step in _llm_steps(program):
         catch_all: dict[str, n.OutputRule] = {}
         for rule in step.rules:
             earlier = catch_all.get(rule.type.text)
-            if (
-                earlier is None
-                and rule.guard is not None
-                and not _rule_can_fire(program, step, rule, table)
-            ):
+            if earlier is None and rule.guard is not None and (step.name.text, rule.span) in dead:
                 yield warning(
                     "W209",
                     f"this rule for `{rule.type.text}` never fires: no `{rule.type.text}` "
@@ -131,16 +127,6 @@ def guard_types(program: Program, _: object) -> Iterator[Diagnostic]:
             root = table.named(step.input.text) if step.input else None
             subject = f"tool `{step.name.text}`"
             yield from type_guard(guard, GuardScope(root, table, path, subject))
-
-
-def _rule_can_fire(
-    program: Program, step: n.LlmStep, rule: n.OutputRule, table: t.TypeTable
-) -> bool:
-    """`can_fire` of the rule's edge in the program graph (which knows the earlier guards)."""
-    for edge in program.edges_from(step.name.text):
-        if edge.kind == "output" and edge.span == rule.span:
-            return can_fire(edge, table)
-    return True  # not in the graph (a type the step never answers): reported elsewhere
 
 
 def _llm_steps(program: Program) -> Iterator[n.LlmStep]:
