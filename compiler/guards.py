@@ -34,6 +34,9 @@ check stays fast on any input, and "it can fire" is the side that reports nothin
 
 
 class _Unknown:
+    """A value that cannot be listed (a number, a string): any value but null, which the
+    enumeration tries on its own where a field is optional."""
+
     def __repr__(self) -> str:
         return "UNKNOWN"
 
@@ -346,14 +349,17 @@ def _value(operand: n.Operand, env: Mapping[tuple[str, ...], Value]) -> Value:
 
 
 def _compare(op: n.CompareOp, a: Value, b: Value) -> Truth:
+    if a is None or b is None:
+        # Decided even against UNKNOWN, which is never null (null is tried on its own).
+        if op in ("==", "!="):
+            return (a is b) == (op == "==")
+        return False  # null has no order
     if isinstance(a, _Unknown) or isinstance(b, _Unknown):
         return None
     if op == "==":
         return _equal(a, b)
     if op == "!=":
         return not _equal(a, b)
-    if a is None or b is None:
-        return False  # null has no order
     try:
         if op == "<":
             return a < b  # type: ignore[operator]
@@ -508,8 +514,9 @@ def null_skips(guard: n.Expr, root: t.Resolved | None, table: t.TypeTable) -> li
     Returned as `.agent` paths (`amount`, `customer`), outermost first. A field the guard
     itself tests for null (`amount == null or ...`, `customer.name != null and ...`) is
     left out: the guard says what a missing value means. Exact over literal unions and
-    bools like `can_hold`; a comparison it cannot decide counts as "a value could make it
-    true", and a guard with too many combinations to try reports nothing.
+    bools like `can_hold`. A comparison it cannot decide counts both ways (it could be
+    false while the field is null, and true once it is not), so every real skip is
+    reported; a guard with too many combinations to try reports nothing.
     """
     if root is None:
         return []
@@ -520,22 +527,23 @@ def null_skips(guard: n.Expr, root: t.Resolved | None, table: t.TypeTable) -> li
         if any(p[: len(optional)] == optional for p in tested):
             continue
         under = [p for p in paths if p[: len(optional)] == optional]
+        present_domains = _domains(under, root, table)
+        if optional in present_domains:  # the field itself: any value but null
+            present_domains[optional] = [v for v in present_domains[optional] if v is not None]
         others = _environments(_domains([p for p in paths if p not in under], root, table))
-        present = _domains(under, root, table)
-        if optional in present:  # the field itself: any value but null
-            present[optional] = [v for v in present[optional] if v is not None]
-        if others is None:
+        present = _environments(present_domains)
+        if others is None or present is None:
             continue
-        for env in others:
-            missing = {**env, **dict.fromkeys(under, None)}
-            if evaluate(guard, missing) is not False:
-                continue
-            values = _environments(present)
-            if values is not None and any(
-                evaluate(guard, {**env, **value}) is not False for value in values
-            ):
-                found.append(".".join(optional))
-                break
+        others_list, present_list = list(others), list(present)
+        if len(others_list) * len(present_list) > MAX_ASSIGNMENTS:
+            continue  # too many to try: not decided, nothing reported
+        missing = dict.fromkeys(under, None)
+        if any(
+            evaluate(guard, {**env, **missing}) is not True
+            and any(evaluate(guard, {**env, **value}) is not False for value in present_list)
+            for env in others_list
+        ):
+            found.append(".".join(optional))
     return found
 
 

@@ -36,6 +36,7 @@ from twelvefold.compiler.guards import (
     GuardScope,
     can_hold,
     evaluate,
+    null_skips,
     rules_that_fire,
     type_guard,
 )
@@ -399,3 +400,51 @@ def test_too_many_combinations_are_not_judged() -> None:
     assert rules_that_fire([never, None], t.Record("T"), TABLE) == [False, True]
     many = [never] * (MAX_RULE_TRIALS // 2 + 1)
     assert all(rules_that_fire(many, t.Record("T"), TABLE))
+
+
+# ---- E502 finds every null that skips an approval -----------------------------------------
+
+OPTIONAL_VALUES: dict[str, list[Any]] = {
+    "stage": ["a", "b", "c"],
+    "flag": [True, False],
+    "amount": [*SPECIAL, -1.5, 0.0, 1000.0, 1000.5],
+    "note": ["", "x"],
+    "inner": [{"level": lv, "tag": tag} for lv in ("low", "high") for tag in (None, "", "x")],
+}
+
+
+def null_tested(expr: n.Expr) -> set[tuple[str, ...]]:
+    """The paths the guard compares with `null` itself (`== null`, `!= null`, `in [null]`)."""
+    found: set[tuple[str, ...]] = set()
+    match expr:
+        case n.Not(operand=operand):
+            found |= null_tested(operand)
+        case n.And(operands=operands) | n.Or(operands=operands):
+            for operand in operands:
+                found |= null_tested(operand)
+        case n.Compare(left=left, right=right):
+            for a, b in ((left, right), (right, left)):
+                if isinstance(a, n.Path) and isinstance(b, n.Literal) and b.value is None:
+                    found.add(a.parts)
+        case n.Member(value=n.Path() as path, options=options):
+            if any(o.value is None for o in options):
+                found.add(path.parts)
+    return found
+
+
+@settings(max_examples=200, deadline=None)
+@given(guards, values())
+def test_every_null_that_skips_the_approval_is_reported(
+    expr: n.Expr, value: dict[str, Any]
+) -> None:
+    """A witness found by brute force (the field null: the guard is false; some value of
+    it: true) is always reported, unless the guard tests that field for null itself."""
+    assume(well_typed(expr))
+    reported = null_skips(expr, t.Record("T"), TABLE)
+    for field, choices in OPTIONAL_VALUES.items():
+        if any(p[0] == field for p in null_tested(expr)):
+            continue
+        if documented(expr, {**value, field: None}):
+            continue
+        if any(documented(expr, {**value, field: choice}) for choice in choices):
+            assert field in reported, (guard_text(expr), field, value)
