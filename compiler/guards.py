@@ -427,10 +427,10 @@ def _domains(
         domain = _domain(found.type) if found is not None and found.ok else None
         if domain is not None:
             domains[path] = domain
-        elif found is not None and found.ok and t.is_optional(found.type):
-            domains[path] = [UNKNOWN, None]
+        elif found is not None and found.ok and not isinstance(found.type, t.Unknown):
+            domains[path] = [UNKNOWN, None] if t.is_optional(found.type) else [UNKNOWN]
         else:
-            domains[path] = [UNKNOWN]
+            domains[path] = [UNKNOWN, None]  # nothing known about it: it may be null too
     return domains
 
 

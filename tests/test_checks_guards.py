@@ -156,3 +156,11 @@ def test_null_is_a_value_equal_only_to_null() -> None:
 
 # The generated code, this evaluator and the documented semantics are held to the same
 # answer on every value by the property test in tests/test_guard_semantics.py.
+
+
+def test_a_field_of_an_unknown_type_may_be_null() -> None:
+    # Approval dominance over a value whose type is not known: `== null` can hold.
+    assert can_hold([guard("amount == null")], [], t.UNKNOWN, TABLE)
+    assert can_hold([guard("amount != null")], [], t.UNKNOWN, TABLE)
+    # A known, required field is never null.
+    assert not can_hold([guard("count == null")], [], ROOT, TABLE)
