@@ -34,6 +34,9 @@ _WAITING_KINDS = frozenset({"approval", "human"})
 _RESETS_ERRORS = frozenset({"tool", "human"})
 BUDGET_EXHAUSTED = ErrorInfo("StepBudgetExhausted", "step budget exhausted")
 
+ASK_NOT_SHOWN = "AskNotShown"
+"""The error type of a pause whose `ask` could not be rendered (runtime/context.py)."""
+
 
 @dataclass(frozen=True, slots=True)
 class StateSpec:
@@ -115,6 +118,12 @@ class AgentSpec:
                 # A person chose to go on after the budget ran out: give it back.
                 return replace(resumed, steps=0)
             return resumed
+        if isinstance(event, StepFailed) and event.error.type == ASK_NOT_SHOWN:
+            # The pause could not show its question (runtime/context.render_ask): nobody
+            # was told, and nobody may decide on it; the thread fails until it is fixed.
+            if state.status != "waiting" or state.notified:
+                raise IllegalEvent(state, event, "only an untold pause can fail to ask")
+            return self._copy(state, status="failed", error=event.error)
         if isinstance(event, Notified):
             if state.status != "waiting" or state.notified:
                 raise IllegalEvent(state, event, "nobody is waiting to be told")
