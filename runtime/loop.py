@@ -195,8 +195,9 @@ class Engine:
     async def advance(self, thread: Thread) -> Thread:
         """Perform actions until the thread waits for a person, finishes or fails."""
         next_action = thread.agent.module.next_action
+        told = False  # one notice attempt per advance: a dead channel is retried by `expire`
         while thread.state.status == "running" or (
-            thread.state.status == "waiting" and not thread.state.notified
+            thread.state.status == "waiting" and not thread.state.notified and not told
         ):
             action = next_action(thread.state)
             if isinstance(action, CallModel):
@@ -204,6 +205,7 @@ class Engine:
             elif isinstance(action, CallTool):
                 await self.record(thread, await self._call_tool(thread, action))
             elif isinstance(action, AwaitApproval | AwaitAnswer):
+                told = True
                 await self.record(thread, await self._notify(thread, action))
             else:  # Finish, Fail: the status already says so
                 break
@@ -253,8 +255,23 @@ class Engine:
         return ToolResult(step=step, at=now_iso(), usage=outcome.usage, result=outcome.result)
 
     async def _notify(self, thread: Thread, action: AwaitApproval | AwaitAnswer) -> Event:
-        channels = await self._notifier().notify(notice(thread, action))
-        return Notified(step=action.step, at=now_iso(), channels=tuple(channels))
+        """Tell people, and record who was told and who could not be, whatever happens:
+        the thread waits either way (a pause never depends on a channel being up)."""
+        from .notify import NotifyError, failure, scrub
+
+        notifier: Notifier | None = None
+        channels: tuple[str, ...]
+        failed: tuple[str, ...]
+        try:
+            notifier = self._notifier()
+            channels, failed = tuple(await notifier.notify(notice(thread, action))), ()
+        except NotifyError as exc:
+            channels, failed = exc.delivered, exc.failed
+        except Exception as exc:  # a configuration error, a broken custom notifier
+            channels, failed = (), (failure(notifier, exc),)
+        secrets = tuple(getattr(notifier, "secrets", ()))
+        failed = tuple(scrub(reason, secrets) for reason in failed)
+        return Notified(step=action.step, at=now_iso(), channels=channels, failed=failed)
 
     # ---- helpers ------------------------------------------------------------------
 
@@ -305,6 +322,7 @@ def notice(thread: Thread, action: AwaitApproval | AwaitAnswer) -> Notice:
         text=question(action),
         value=action.value,
         approvers=action.approvers if isinstance(action, AwaitApproval) else (),
+        request=thread.state.request,
     )
 
 

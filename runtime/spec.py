@@ -106,7 +106,7 @@ class AgentSpec:
         if isinstance(event, Retried):
             if state.status != "failed":
                 raise IllegalEvent(state, event, "only a failed thread can be retried")
-            resumed = self._copy(state, status=self._status_at(state.step), error=None)
+            resumed = self._copy(state, status=self._status_at(state.step), error=None, notices=0)
             if state.error is not None and state.error.type == BUDGET_EXHAUSTED.type:
                 # A person chose to go on after the budget ran out: give it back.
                 return replace(resumed, steps=0)
@@ -114,7 +114,11 @@ class AgentSpec:
         if isinstance(event, Notified):
             if state.status != "waiting" or state.notified:
                 raise IllegalEvent(state, event, "nobody is waiting to be told")
-            return self._copy(state, notified=True)
+            if event.delivered:
+                return self._copy(state, notified=True)
+            # Nobody was told: the thread still waits; `expire` tries again (with backoff,
+            # counting these attempts) until someone is told or the deadline passes.
+            return self._copy(state, notices=state.notices + 1)
         if isinstance(event, ToolStarted):
             if self.states[state.step].kind != "tool":
                 raise IllegalEvent(state, event, f"`{state.step}` is not a tool")
@@ -199,6 +203,7 @@ class AgentSpec:
         error: ErrorInfo | None = None,
         notified: bool | None = None,
         tool_key: str | None = None,
+        notices: int | None = None,
     ) -> State:
         return State(
             step=state.step,
@@ -211,4 +216,6 @@ class AgentSpec:
             error=error if status is not None else state.error,
             tool_key=tool_key if tool_key is not None else state.tool_key,
             notified=notified if notified is not None else state.notified,
+            request=state.request,
+            notices=notices if notices is not None else state.notices,
         )

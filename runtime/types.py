@@ -101,6 +101,14 @@ class Notified(Event):
     failed: tuple[str, ...] = ()
     """The channels that could not deliver it, each as `name: reason` (no secrets)."""
 
+    @property
+    def delivered(self) -> bool:
+        """Whether the notice reached someone: a channel other than the stderr log took
+        it, or no channel failed. A log line alone counts only where it is the one channel
+        configured (a person at the terminal); with no channel configured at all, nothing
+        could fail and the pause is visible only in `threads` and the printed view."""
+        return not self.failed or any(channel != "log" for channel in self.channels)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision(Event):
