@@ -315,8 +315,9 @@ class AsyncRuntime:
                 if event is None:
                     due = timeouts.next_notice(state, action, thread.events)
                     if due is not None and moment >= due:
-                        await self.engine.advance(thread)  # one notice attempt
-                        told = thread.events[-1]
+                        assert isinstance(action, AwaitApproval | AwaitAnswer)  # it waits
+                        told = await self.engine.notify(thread, action, at=timeouts.iso(moment))
+                        await self.engine.record(thread, told)
                         swept.append(Expiry(thread.id, state.step, told, view_of(thread)))
                     continue
                 await self.engine.record(thread, event)

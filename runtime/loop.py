@@ -206,7 +206,7 @@ class Engine:
                 await self.record(thread, await self._call_tool(thread, action))
             elif isinstance(action, AwaitApproval | AwaitAnswer):
                 told = True
-                await self.record(thread, await self._notify(thread, action))
+                await self.record(thread, await self.notify(thread, action))
             else:  # Finish, Fail: the status already says so
                 break
         return thread
@@ -254,9 +254,13 @@ class Engine:
         assert outcome.result is not None
         return ToolResult(step=step, at=now_iso(), usage=outcome.usage, result=outcome.result)
 
-    async def _notify(self, thread: Thread, action: AwaitApproval | AwaitAnswer) -> Event:
-        """Tell people, and record who was told and who could not be, whatever happens:
-        the thread waits either way (a pause never depends on a channel being up)."""
+    async def notify(
+        self, thread: Thread, action: AwaitApproval | AwaitAnswer, *, at: str | None = None
+    ) -> Notified:
+        """Tell people about the pending request: the `Notified` event to record, with the
+        channels that took the notice and the failed ones, whatever happens (it never
+        raises: a pause never depends on a channel being up). `at` is when (the clock
+        unless given: `expire --now` gives its own)."""
         from .notify import NotifyError, failure, scrub
 
         notifier: Notifier | None = None
@@ -271,7 +275,7 @@ class Engine:
             channels, failed = (), (failure(notifier, exc),)
         secrets = tuple(getattr(notifier, "secrets", ()))
         failed = tuple(scrub(reason, secrets) for reason in failed)
-        return Notified(step=action.step, at=now_iso(), channels=channels, failed=failed)
+        return Notified(step=action.step, at=at or now_iso(), channels=channels, failed=failed)
 
     # ---- helpers ------------------------------------------------------------------
 
