@@ -24,7 +24,7 @@ from twelvefold.cli import cli
 from twelvefold.commands.run import expiry_line
 from twelvefold.runtime.api import AsyncRuntime, Expiry, Runtime
 from twelvefold.runtime.codec import Codec
-from twelvefold.runtime.notify import LogNotifier, MultiNotifier, WebhookNotifier
+from twelvefold.runtime.notify import LogNotifier, MultiNotifier, NotifyError, WebhookNotifier
 from twelvefold.runtime.store import Head, SqliteStore
 from twelvefold.runtime.timeouts import describe_duration, parse_time
 from twelvefold.runtime.types import (
@@ -431,3 +431,29 @@ def test_a_wait_whose_process_stopped_before_telling_anyone_is_told_by_the_sweep
     swept = rt.expire(now=paused_at(rt, "orphan"))  # due at once: no attempt yet
     assert [(e.thread_id, type(e.event).__name__) for e in swept] == [("orphan", "Notified")]
     assert rt.get("orphan").state.notified
+
+
+class LoopedOnADeadChannel(BaseException):
+    """Raised past the loop's `except Exception` so a tight retry loop fails, not hangs."""
+
+
+class DeadChannel:
+    name = "webhook"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def notify(self, notice: object) -> list[str]:
+        self.calls += 1
+        if self.calls > 2:
+            raise LoopedOnADeadChannel(f"notified {self.calls} times in one advance")
+        raise NotifyError("webhook: POST to http://127.0.0.1:9 failed: refused")
+
+
+def test_one_advance_tries_a_dead_channel_once(store: SqliteStore, cache: Path) -> None:
+    channel = DeadChannel()
+    rt = Runtime(store, model=ScriptedModel([CHANGE]), notifier=channel, cache_dir=cache)
+    view = rt.launch(PATIENCE, "tidy the schema")
+    assert (view.status, view.untold, channel.calls) == ("waiting", True, 1)
+    resumed = rt.resume(view.id)  # a resume without a decision tries once more, no more
+    assert (resumed.untold, resumed.state.notices, channel.calls) == (True, 2, 2)
