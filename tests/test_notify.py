@@ -18,7 +18,7 @@ from aiosmtpd.controller import Controller
 from pydantic import BaseModel
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.support.receivers import HttpReceiver
+from tests.support.receivers import HttpReceiver, dead_port
 from twelvefold.runtime.notify import (
     EmailNotifier,
     LogNotifier,
@@ -363,13 +363,6 @@ def test_the_environment_chooses_implicit_tls_on_port_465() -> None:
 
 
 # ---- every channel down: every failure reported, no secret in any of them ----------------
-
-
-def dead_port() -> int:
-    """A loopback port with nothing listening on it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_every_failed_channel_is_reported_and_no_message_shows_a_secret() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.runtime_helpers import EXAMPLES
-from tests.support.receivers import HttpReceiver
+from tests.support.receivers import HttpReceiver, dead_port
 from twelvefold.cli import cli
 from twelvefold.commands.run import EXIT_UNTOLD
 
@@ -86,13 +85,6 @@ def test_without_the_variable_nothing_is_posted(workdir: Path, receiver: HttpRec
     assert view["status"] == "waiting"
     assert receiver.received == []
     assert "told nobody" in log  # the log channel is off too, so no channel took it
-
-
-def dead_port() -> int:
-    """A loopback port with nothing listening on it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_a_dead_channel_still_pauses_the_thread_and_run_says_who_was_not_told(
