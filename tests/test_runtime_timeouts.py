@@ -11,11 +11,13 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from standardwebhooks import Webhook
 
 from tests.runtime_helpers import EXAMPLES, FIXTURES, RecordingNotifier, ScriptedModel
@@ -24,15 +26,27 @@ from twelvefold.cli import cli
 from twelvefold.commands.run import expiry_line
 from twelvefold.runtime.api import AsyncRuntime, Expiry, Runtime
 from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.loading import load_agent
+from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.notify import LogNotifier, MultiNotifier, NotifyError, WebhookNotifier
 from twelvefold.runtime.store import Head, SqliteStore
-from twelvefold.runtime.timeouts import describe_duration, parse_time
+from twelvefold.runtime.timeouts import (
+    deadline,
+    describe_duration,
+    iso,
+    next_notice,
+    notice_backoff,
+    overdue,
+    parse_time,
+)
 from twelvefold.runtime.types import (
     Approved,
     ErrorInfo,
     Event,
+    ModelOutput,
     Notified,
     Rejected,
+    Started,
     StepFailed,
     ToolStarted,
 )
@@ -457,3 +471,74 @@ def test_one_advance_tries_a_dead_channel_once(store: SqliteStore, cache: Path) 
     assert (view.status, view.untold, channel.calls) == ("waiting", True, 1)
     resumed = rt.resume(view.id)  # a resume without a decision tries once more, no more
     assert (resumed.untold, resumed.state.notices, channel.calls) == (True, 2, 2)
+
+
+# ---- the rule, over any run of notice outcomes (the real reducer of the patience agent) ---
+
+PAUSE = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+FAILURES = st.lists(st.sampled_from(["webhook: answered 500", "slack: refused", "email: down"]))
+
+
+@st.composite
+def notice_runs(draw: st.DrawFn) -> list[Notified]:
+    """Failed attempts at increasing times (with or without the log line), then perhaps
+    one that reached someone."""
+    count = draw(st.integers(0, 6))
+    gaps = draw(st.lists(st.integers(1, 3 * 3600), min_size=count + 1, max_size=count + 1))
+    moments = [PAUSE + timedelta(seconds=sum(gaps[: i + 1])) for i in range(count + 1)]
+    run = [
+        Notified(
+            step="approve_change",
+            at=iso(moment),
+            channels=("log",) if draw(st.booleans()) else (),
+            failed=tuple(draw(FAILURES.filter(bool))),
+        )
+        for moment in moments[:count]
+    ]
+    if draw(st.booleans()):
+        told = draw(st.sampled_from([("webhook",), ("log",), ("log", "slack")]))
+        failed = () if told == ("log",) else tuple(draw(FAILURES))
+        run.append(
+            Notified(step="approve_change", at=iso(moments[-1]), channels=told, failed=failed)
+        )
+    return run
+
+
+@given(run=notice_runs())
+@settings(max_examples=150, deadline=None)
+def test_a_wait_ends_by_its_deadline_from_the_pause_and_only_a_delivered_notice_lets_it_reject(
+    patience: Agent, run: list[Notified]
+) -> None:
+    module = patience.module
+    change = patience.spec.types["Change"](what="x")
+    events: list[Event] = [
+        Started(step="decide", at=iso(PAUSE - timedelta(seconds=1)), input="x"),
+        ModelOutput(step="decide", at=iso(PAUSE), output=change),
+        *run,
+    ]
+    state = module.replay(events)
+    action = module.next_action(state)
+    delivered = any(e.delivered for e in run)
+    assert state.status == "waiting" and state.notified is delivered
+    assert state.notices == sum(not e.delivered for e in run)
+
+    limit = PAUSE + timedelta(minutes=30)
+    assert deadline(state, action, events) == limit  # from the pause, whatever the notices
+    assert overdue(state, action, events, limit - timedelta(microseconds=1)) is None
+    ended = overdue(state, action, events, limit)
+    if delivered:
+        assert isinstance(ended, Rejected) and ended.by == "timeout"
+        assert next_notice(state, action, events) is None
+    else:
+        assert isinstance(ended, StepFailed) and ended.error.type == "NotDelivered"
+        due = next_notice(state, action, events)
+        last = parse_time(events[-1].at or "")
+        assert due == last + notice_backoff(state.notices)
+        assert notice_backoff(state.notices) <= timedelta(hours=1)
+    assert ended is not None
+    assert module.reduce(state, ended).status in ("running", "failed", "waiting")
+
+
+@pytest.fixture(scope="module")
+def patience(cache: Path) -> Agent:
+    return load_agent(PATIENCE, cache_dir=cache)
