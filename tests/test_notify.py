@@ -8,13 +8,16 @@ import io
 import json
 import re
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import replace
 from email import message_from_bytes
 from typing import Any, Literal
 
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from pydantic import BaseModel
 from standardwebhooks import Webhook, WebhookVerificationError
 
@@ -411,3 +414,72 @@ def test_what_counts_as_delivered(
     channels: tuple[str, ...], failed: tuple[str, ...], delivered: bool
 ) -> None:
     assert Notified(step="s", channels=channels, failed=failed).delivered is delivered
+
+
+class TlsSmtp:
+    """aiosmtpd that requires STARTTLS and a login, with a certificate from a throwaway CA
+    that `trusting` (and nothing else) trusts. `logins` records each login and whether
+    the connection was encrypted when it came."""
+
+    def __init__(self) -> None:
+        ca = trustme.CA()
+        server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_side)
+        self.trusting = ssl.create_default_context()
+        ca.configure_trust(self.trusting)
+        self.inbox = Inbox()
+        self.logins: list[tuple[bytes, bytes, bool]] = []
+        self.controller = Controller(
+            self.inbox,
+            hostname="127.0.0.1",
+            port=dead_port(),
+            tls_context=server_side,
+            require_starttls=True,
+            auth_required=True,
+            authenticator=self.authenticate,
+        )
+
+    def authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        self.logins.append((data.login, data.password, session.ssl is not None))
+        return AuthResult(success=(data.login, data.password) == (b"bot", b"hunter2"))
+
+
+@pytest.fixture
+def tls_smtp() -> Iterator[TlsSmtp]:
+    server = TlsSmtp()
+    server.controller.start()
+    yield server
+    server.controller.stop()
+
+
+def test_a_login_goes_over_starttls_with_the_certificate_checked(tls_smtp: TlsSmtp) -> None:
+    port = tls_smtp.controller.port
+    notifier = EmailNotifier(
+        "127.0.0.1",
+        port,
+        "bot@x.io",
+        ["rm@x.io"],
+        username="bot",
+        password="hunter2",
+        starttls=True,
+        context=tls_smtp.trusting,
+    )
+    assert notify(notifier) == ["email"]
+    assert tls_smtp.logins == [(b"bot", b"hunter2", True)]  # the password, encrypted
+    assert len(tls_smtp.inbox.messages) == 1
+
+    untrusted = EmailNotifier(  # the system's authorities do not know this certificate
+        "127.0.0.1",
+        port,
+        "bot@x.io",
+        ["rm@x.io"],
+        username="bot",
+        password="hunter2",
+        starttls=True,
+    )
+    with pytest.raises(NotifyError, match="CERTIFICATE_VERIFY_FAILED") as caught:
+        notify(untrusted)
+    assert "hunter2" not in str(caught.value)
+    assert len(tls_smtp.logins) == 1, "no password went to a server we could not verify"
