@@ -421,7 +421,7 @@ class TlsSmtp:
     that `trusting` (and nothing else) trusts. `logins` records each login and whether
     the connection was encrypted when it came."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, implicit: bool = False) -> None:
         ca = trustme.CA()
         server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1").configure_cert(server_side)
@@ -433,8 +433,11 @@ class TlsSmtp:
             self.inbox,
             hostname="127.0.0.1",
             port=dead_port(),
-            tls_context=server_side,
-            require_starttls=True,
+            tls_context=None if implicit else server_side,
+            require_starttls=not implicit,
+            ssl_context=server_side if implicit else None,
+            # aiosmtpd counts only STARTTLS as TLS for AUTH; `logins` shows the session's.
+            auth_require_tls=not implicit,
             auth_required=True,
             authenticator=self.authenticate,
         )
@@ -442,7 +445,8 @@ class TlsSmtp:
     def authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
     ) -> AuthResult:
-        self.logins.append((data.login, data.password, session.ssl is not None))
+        encrypted = session.ssl is not None or server.transport.get_extra_info("ssl_object")
+        self.logins.append((data.login, data.password, bool(encrypted)))
         return AuthResult(success=(data.login, data.password) == (b"bot", b"hunter2"))
 
 
@@ -483,3 +487,19 @@ def test_a_login_goes_over_starttls_with_the_certificate_checked(tls_smtp: TlsSm
         notify(untrusted)
     assert "hunter2" not in str(caught.value)
     assert len(tls_smtp.logins) == 1, "no password went to a server we could not verify"
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_a_login_goes_over_implicit_tls() -> None:
+    server = TlsSmtp(implicit=True)
+    server.controller.start()
+    try:
+        notifier = EmailNotifier(
+            "127.0.0.1", server.controller.port, "bot@x.io", ["rm@x.io"],
+            username="bot", password="hunter2", tls=True, context=server.trusting,
+        )  # fmt: skip
+        assert notify(notifier) == ["email"]
+    finally:
+        server.controller.stop()
+    assert server.logins == [(b"bot", b"hunter2", True)]
+    assert len(server.inbox.messages) == 1
