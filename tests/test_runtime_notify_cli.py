@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from tests.runtime_helpers import EXAMPLES
 from tests.support.receivers import HttpReceiver, dead_port
 from twelvefold.cli import cli
 from twelvefold.commands.run import EXIT_UNTOLD
+from twelvefold.runtime.timeouts import parse_time
 
 CASSETTE = [
     {"agent": "deploybot", "step": "decide", "seq": 1, "type": "ListGitTags", "output": {}},
@@ -137,3 +139,41 @@ def test_run_prints_the_thread_it_started_even_when_nobody_could_be_told(
     assert f"warning: thread {listed['thread_id']} waits but no notice reached anyone" in (
         result.stderr
     )
+
+
+def test_expire_retries_the_notice_and_says_so_until_the_channel_is_back(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = HttpReceiver(status=500)
+    monkeypatch.setenv("TWELVEFOLD_NOTIFY_WEBHOOK", receiver.url("/hooks/T0KEN"))
+    agent = str(EXAMPLES / "deploybot.agent")
+    args = ["run", agent, "--input", "deploy v1.2.3 to production", "--cassette", "deploy.jsonl"]
+    runner = CliRunner()
+    try:
+        launched = runner.invoke(cli, [*args, "--json"])
+        assert launched.exit_code == EXIT_UNTOLD, launched.output
+        thread = json.loads(launched.stdout.splitlines()[-1])["thread_id"]
+        log = json.loads(runner.invoke(cli, ["show", thread, "--json"]).output)["log"]
+        tried = parse_time(log[-1]["at"])
+
+        early = runner.invoke(cli, ["expire", "--now", (tried + timedelta(seconds=30)).isoformat()])
+        assert (early.exit_code, len(receiver.received)) == (0, 1), early.output  # backoff
+        again = tried + timedelta(minutes=1)
+        failed = runner.invoke(cli, ["expire", "--now", again.isoformat()])
+        assert failed.exit_code == EXIT_UNTOLD, failed.output
+        port = receiver.server.server_address[1]
+        assert failed.stdout.splitlines()[-1] == (
+            f"thread {thread}: notice about `approve_deploy` tried again, nobody was told: "
+            f"webhook: POST to http://127.0.0.1:{port} answered 500"
+        )
+        receiver.status = 200
+        back = runner.invoke(cli, ["expire", "--now", (again + timedelta(minutes=2)).isoformat()])
+        assert back.exit_code == 0, back.output
+        assert back.stdout.splitlines()[-1].endswith("tried again, told webhook")
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+    assert len(receiver.received) == 3
+    assert all("T0KEN" not in out for out in (launched.output, failed.output, back.output))
+    view = json.loads(runner.invoke(cli, ["show", thread, "--json"]).output)
+    assert (view["status"], view["notified"]) == ("waiting", True)
