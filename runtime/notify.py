@@ -50,12 +50,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
+from .types import LOG_CHANNEL
+
 NoticeKind = Literal["approval", "human"]
 
 TIMEOUT_SECONDS = 10.0
-LOG_CHANNEL = "log"
-"""The stderr channel's name: where other channels are configured, a notice that reached
-only this one was not delivered (see `Notified.delivered`)."""
 
 
 @dataclass(frozen=True, slots=True)
