@@ -326,7 +326,7 @@ def notice(thread: Thread, action: AwaitApproval | AwaitAnswer) -> Notice:
         text=question(action),
         value=action.value,
         approvers=action.approvers if isinstance(action, AwaitApproval) else (),
-        request=thread.state.request,
+        request=action.request,
     )
 
 

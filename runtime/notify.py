@@ -69,7 +69,7 @@ class Notice:
     """What waits for a decision (the value that arrived at the step)."""
     approvers: tuple[str, ...] = ()
     request: str | None = None
-    """The pending request's id (`State.request`); a decision names it."""
+    """The pending request's id: the decision must name it (`--request`)."""
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)

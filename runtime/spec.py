@@ -106,7 +106,7 @@ class AgentSpec:
         if isinstance(event, Retried):
             if state.status != "failed":
                 raise IllegalEvent(state, event, "only a failed thread can be retried")
-            resumed = self._copy(state, status=self._status_at(state.step), error=None, notices=0)
+            resumed = self._copy(state, status=self._status_at(state.step), error=None)
             if state.error is not None and state.error.type == BUDGET_EXHAUSTED.type:
                 # A person chose to go on after the budget ran out: give it back.
                 return replace(resumed, steps=0)
@@ -218,4 +218,5 @@ class AgentSpec:
             notified=notified if notified is not None else state.notified,
             request=state.request,
             notices=notices if notices is not None else state.notices,
+            retry_key=state.retry_key,
         )

@@ -107,19 +107,17 @@ def print_view(view: ThreadView, db: Path) -> None:
         click.echo(f"\n{where} finished: {_compact(view.output)}")
     elif view.status == "waiting":
         click.echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
-        if view.state.request is not None:
-            click.echo(f"  request: {view.state.request}")
         hint = "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer"
         click.echo(f"  resume: twelvefold resume {view.id} {hint}")
-        if view.untold:
-            click.echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
-            click.echo("  `twelvefold expire` tries the notice again (run it from cron)")
     elif view.status == "failed":
         click.echo(f"\n{where} failed at `{view.step}`: {view.error}")
         click.echo(f"  retry: twelvefold resume {view.id} --retry")
     else:
         click.echo(f"\n{where} is running at `{view.step}`")
     click.echo(f"  stored in {db}")
+    if view.untold:
+        click.echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
+        click.echo("  `twelvefold expire` tries the notice again (run it from cron)")
 
 
 # ---- the runtime the commands share ---------------------------------------------------
