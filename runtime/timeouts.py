@@ -16,7 +16,7 @@ the `max_errors` escalation, or a failed thread that `resume --retry` puts to pe
 A notice that no channel took (`State.notified` false) is tried again by the sweep, with
 backoff: the first retry is due `NOTICE_BACKOFF` after the last attempt, each further one
 twice as long after the one before, at most `NOTICE_BACKOFF_LIMIT` apart. A wait whose
-process stopped before anyone was even tried is due at once.
+process stopped before anyone was even tried is due `NOTICE_BACKOFF` after the pause.
 
 A waiting thread holds no process, so nothing inside the runtime can notice the time
 passing: something outside calls `Runtime.expire()` (`twelvefold expire`, from cron or a
@@ -111,11 +111,11 @@ def next_notice(
 def notice_backoff(
     failures: int, *, backoff: timedelta = NOTICE_BACKOFF, limit: timedelta = NOTICE_BACKOFF_LIMIT
 ) -> timedelta:
-    """How long after the last attempt the next one waits: nothing before the first
-    attempt, then `backoff`, twice that, four times ... at most `limit`."""
-    if failures <= 0:
-        return timedelta(0)
-    growth: int = 2 ** min(failures - 1, 32)
+    """How long after the last attempt (or the pause) the next one waits: `backoff`, then
+    twice that, four times ... at most `limit`. The first attempt from a sweep (the process
+    that paused the thread stopped before telling anyone) also waits `backoff`, so a sweep
+    never races a process that is still telling people."""
+    growth: int = 2 ** min(max(failures - 1, 0), 32)
     return min(backoff * growth, limit)
 
 
