@@ -84,6 +84,13 @@ def smtp_server() -> Iterator[tuple[Controller, Inbox]]:
     controller.stop()
 
 
+def bot_mailer(port: int, **options: Any) -> EmailNotifier:
+    """An email channel on loopback that logs in as `bot` with the password `hunter2`."""
+    return EmailNotifier(
+        "127.0.0.1", port, "bot@x.io", ["rm@x.io"], username="bot", password="hunter2", **options
+    )
+
+
 def notify(notifier: Any, notice: Notice = NOTICE) -> list[str]:
     return asyncio.run(notifier.notify(notice))
 
@@ -327,9 +334,7 @@ def test_slack_text_is_shown_literally(text: str, shown: str) -> None:
 
 def test_a_password_is_never_sent_without_tls(smtp_server: tuple[Controller, Inbox]) -> None:
     controller, inbox = smtp_server
-    notifier = EmailNotifier(
-        "127.0.0.1", controller.port, "a@b", ["c@d"], username="bot", password="hunter2"
-    )
+    notifier = bot_mailer(controller.port)
     with pytest.raises(NotifyError, match="refusing to send the SMTP password") as caught:
         notify(notifier)
     assert "hunter2" not in str(caught.value)
@@ -340,15 +345,7 @@ def test_starttls_that_the_server_does_not_offer_stops_before_the_login(
     smtp_server: tuple[Controller, Inbox],
 ) -> None:
     controller, inbox = smtp_server  # aiosmtpd without a TLS context offers no STARTTLS
-    notifier = EmailNotifier(
-        "127.0.0.1",
-        controller.port,
-        "a@b",
-        ["c@d"],
-        username="bot",
-        password="hunter2",
-        starttls=True,
-    )
+    notifier = bot_mailer(controller.port, starttls=True)
     with pytest.raises(NotifyError, match="STARTTLS") as caught:
         notify(notifier)
     assert "hunter2" not in str(caught.value)
@@ -378,9 +375,7 @@ def test_every_failed_channel_is_reported_and_no_message_shows_a_secret() -> Non
                 LogNotifier(stream),
                 WebhookNotifier(f"http://hook:s3cr3t@127.0.0.1:{port}/h/T0KEN?sig=abc"),
                 SlackNotifier(refusing.url("/services/T0001/B0002/XOXBSLACKTOKEN")),
-                EmailNotifier(
-                    "127.0.0.1", port, "a@b", ["c@d"], username="bot", password="hunter2"
-                ),
+                bot_mailer(port),
             ]
         )
         with pytest.raises(NotifyError) as caught:
@@ -460,29 +455,12 @@ def tls_smtp() -> Iterator[TlsSmtp]:
 
 def test_a_login_goes_over_starttls_with_the_certificate_checked(tls_smtp: TlsSmtp) -> None:
     port = tls_smtp.controller.port
-    notifier = EmailNotifier(
-        "127.0.0.1",
-        port,
-        "bot@x.io",
-        ["rm@x.io"],
-        username="bot",
-        password="hunter2",
-        starttls=True,
-        context=tls_smtp.trusting,
-    )
+    notifier = bot_mailer(port, starttls=True, context=tls_smtp.trusting)
     assert notify(notifier) == ["email"]
     assert tls_smtp.logins == [(b"bot", b"hunter2", True)]  # the password, encrypted
     assert len(tls_smtp.inbox.messages) == 1
 
-    untrusted = EmailNotifier(  # the system's authorities do not know this certificate
-        "127.0.0.1",
-        port,
-        "bot@x.io",
-        ["rm@x.io"],
-        username="bot",
-        password="hunter2",
-        starttls=True,
-    )
+    untrusted = bot_mailer(port, starttls=True)  # the system's authorities do not know it
     with pytest.raises(NotifyError, match="CERTIFICATE_VERIFY_FAILED") as caught:
         notify(untrusted)
     assert "hunter2" not in str(caught.value)
@@ -494,10 +472,7 @@ def test_a_login_goes_over_implicit_tls() -> None:
     server = TlsSmtp(implicit=True)
     server.controller.start()
     try:
-        notifier = EmailNotifier(
-            "127.0.0.1", server.controller.port, "bot@x.io", ["rm@x.io"],
-            username="bot", password="hunter2", tls=True, context=server.trusting,
-        )  # fmt: skip
+        notifier = bot_mailer(server.controller.port, tls=True, context=server.trusting)
         assert notify(notifier) == ["email"]
     finally:
         server.controller.stop()
