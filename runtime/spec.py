@@ -127,7 +127,11 @@ class AgentSpec:
         if isinstance(event, Notified):
             if state.status != "waiting" or state.notified:
                 raise IllegalEvent(state, event, "nobody is waiting to be told")
-            return self._copy(state, notified=True)
+            if event.delivered:
+                return self._copy(state, notified=True)
+            # Nobody was told: the thread still waits; `expire` tries again (with backoff,
+            # counting these attempts) until someone is told or the deadline passes.
+            return self._copy(state, notices=state.notices + 1)
         if isinstance(event, ToolStarted):
             if self.states[state.step].kind != "tool":
                 raise IllegalEvent(state, event, f"`{state.step}` is not a tool")
@@ -217,6 +221,7 @@ class AgentSpec:
         error: ErrorInfo | None = None,
         notified: bool | None = None,
         tool_key: str | None = None,
+        notices: int | None = None,
     ) -> State:
         return State(
             step=state.step,
@@ -229,4 +234,7 @@ class AgentSpec:
             error=error if status is not None else state.error,
             tool_key=tool_key if tool_key is not None else state.tool_key,
             notified=notified if notified is not None else state.notified,
+            request=state.request,
+            notices=notices if notices is not None else state.notices,
+            retry_key=state.retry_key,
         )

@@ -97,8 +97,10 @@ def format_event(event: Event) -> str:
             parts.append(str(error))
         case ToolStarted(key=key):
             parts.append(f"key={key!r}")
-        case Notified(channels=channels):
-            parts.append(f"channels={list(channels)}")
+        case Notified(channels=channels, failed=failed):
+            parts.append(
+                f"channels={list(channels)}" + (f" failed={list(failed)}" if failed else "")
+            )
         case Approved(by=by, comment=comment) | Rejected(by=by, comment=comment):
             parts.append(f"by={by!r} comment={comment!r}")
         case Answered(answer=answer):
