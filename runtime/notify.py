@@ -50,6 +50,8 @@ class Notice:
     value: Any
     """What waits for a decision (the value that arrived at the step)."""
     approvers: tuple[str, ...] = ()
+    request: str | None = None
+    """The pending request's id: the decision must name it (`--request`)."""
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -64,9 +66,12 @@ class Notice:
 
     @property
     def how_to_resume(self) -> str:
+        named = f" --request {self.request}" if self.request else ""
         if self.kind == "approval":
-            return f"twelvefold resume {self.thread_id} --approve  |  --reject --comment TEXT"
-        return f"twelvefold resume {self.thread_id} --answer TEXT"
+            return (
+                f"twelvefold resume {self.thread_id}{named} --approve  |  --reject --comment TEXT"
+            )
+        return f"twelvefold resume {self.thread_id}{named} --answer TEXT"
 
 
 class NotifyError(Exception):

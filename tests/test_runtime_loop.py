@@ -78,7 +78,7 @@ def test_a_thread_pauses_for_approval_and_another_runtime_resumes_it(
 
     # A different runtime (as a different process would) with the same store.
     second = Runtime(SqliteStore(db), model=model, notifier=notifier, cache_dir=cache)
-    done = second.resume(view.id, approve=True, comment="ship it", by="ana")
+    done = second.resume(view.id, request=view.request, approve=True, comment="ship it", by="ana")
     assert done.status == "finished" and done.output.message == "deployed v1.2.3"
     assert [json.loads(line)["tag"] for line in ledger.read_text().splitlines()] == ["v1.2.3"]
 
@@ -107,7 +107,7 @@ def test_a_rejection_and_its_comment_reach_the_models_context(tmp_path: Path, le
     )
     rt = Runtime(model=model, notifier=RecordingNotifier(), cache_dir=tmp_path / "cache")
     view = rt.launch(DEPLOYBOT, "deploy v1.2.3 to production")
-    view = rt.resume(view.id, reject=True, comment="freeze until Monday")
+    view = rt.resume(view.id, request=view.request, reject=True, comment="freeze until Monday")
     assert view.status == "finished"
     last_prompt = "\n".join(m["content"] for m in model.requests[-1].messages)
     assert "freeze until Monday" in last_prompt
@@ -124,7 +124,7 @@ def test_three_failures_in_a_row_escalate_to_a_person(tmp_path: Path, ledger: Pa
     assert [str(f.error) for f in failures] == [
         "LookupError: no tag 'v0.0.0'; run list_tags to see the tags"
     ] * 3
-    assert rt.resume(view.id, answer="stop trying").status == "finished"
+    assert rt.resume(view.id, request=view.request, answer="stop trying").status == "finished"
 
 
 def test_a_start_without_a_result_reruns_a_keyed_tool_with_the_same_key(
@@ -182,10 +182,10 @@ def test_an_event_the_thread_cannot_take_is_refused_and_nothing_is_stored(
     rt = Runtime(model=model, notifier=RecordingNotifier(), cache_dir=tmp_path)
     view = rt.launch(DEPLOYBOT, "deploy")
     with pytest.raises(IllegalEvent, match="illegal `approved` event"):
-        rt.resume(view.id, approve=True)
+        rt.resume(view.id, request=view.request, approve=True)
     assert rt.get(view.id).seq == view.seq
     with pytest.raises(InputError):
-        rt.resume(view.id, approve=True, answer="both")
+        rt.resume(view.id, request=view.request, approve=True, answer="both")
     with pytest.raises(InputError):
         rt.launch(DEPLOYBOT, 42)
 
@@ -195,7 +195,7 @@ def test_fork_copies_a_prefix_that_then_goes_its_own_way(tmp_path: Path, ledger:
     rt = Runtime(model=model, notifier=notifier, cache_dir=tmp_path)
     view = rt.launch(DEPLOYBOT, "deploy v1.2.3 to production")
     waiting = next(i for i, e in enumerate(rt.events(view.id), 1) if isinstance(e, Notified))
-    rt.resume(view.id, approve=True)
+    rt.resume(view.id, request=view.request, approve=True)
     fork = rt.fork(view.id, waiting)
     assert rt.replay(view.id, upto=waiting) == rt.replay(fork)
     model.outputs = [{"type": "DoneForNow", "message": "not today"}]
@@ -213,7 +213,7 @@ def test_the_async_runtime_runs_threads_on_an_event_loop(tmp_path: Path, ledger:
             cache_dir=tmp_path / "cache",
         )
         view = await rt.launch(DEPLOYBOT, "deploy v1.2.3 to production")
-        done = await rt.resume(view.id, approve=True)
+        done = await rt.resume(view.id, request=view.request, approve=True)
         return view.status, done.status
 
     assert asyncio.run(scenario()) == ("waiting", "finished")

@@ -91,7 +91,7 @@ def test_a_decision_in_time_is_not_overridden(store: SqliteStore, cache: Path) -
     rt = runtime(store, cache, model)
     view = rt.launch(PATIENCE, "tidy the schema")
     began = waiting_since(rt, view.id)
-    done = rt.resume(view.id, approve=True, by="ana")
+    done = rt.resume(view.id, request=view.request, approve=True, by="ana")
     assert done.status == "finished"
     assert rt.expire(now=began + timedelta(hours=1)) == []
     assert rt.get(view.id).seq == done.seq

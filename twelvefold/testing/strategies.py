@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from twelvefold.runtime.types import (
     Answer,
     Answered,
+    Decision,
     Approved,
     ErrorInfo,
     Event,
@@ -364,6 +365,9 @@ def threads(draw: st.DrawFn, subject: Subject, max_events: int | None = None) ->
             break
         move = draw(st.sampled_from(moves))
         event = draw(move.events)
+        if isinstance(event, Decision):
+            # A decision answers the request pending now (the reducer refuses any other).
+            event = replace(event, request=state.request)
         events.append(event)
         try:
             state = subject.reduce(state, event)
@@ -413,9 +417,9 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
         case StepFailed():
             return kind in ("llm", "tool") or (kind == "human" and subject.can_fail(state))
         case Approved() | Rejected():
-            return kind == "approval"
+            return kind == "approval" and event.request == state.request
         case Answered():
-            return kind == "human"
+            return kind == "human" and event.request == state.request
     return False
 
 
