@@ -68,10 +68,12 @@ def main() -> None:
     if thread["status"] != "waiting":
         sys.exit(f"demo: expected the thread to wait for approval, it is {thread['status']}")
 
-    say("Later, in another process: a release manager approves")
+    say(f"Later, in another process: a release manager approves request {thread['request']}")
+    # The decision names the request it was made on, and `ana` must be a release manager
+    # (examples/twelvefold.toml): anything else is refused and nothing is recorded.
     twelvefold(
-        "resume", thread["thread_id"], "--approve", "--by", "ana", "--comment",
-        "release window is open", "--db", database, *model,
+        "resume", thread["thread_id"], "--request", thread["request"], "--approve",
+        "--by", "ana", "--comment", "release window is open", "--db", database, *model,
     )  # fmt: skip
 
     say("The thread's event log: the only state there is")

@@ -299,6 +299,14 @@ class AsyncRuntime:
         await self.engine.record(thread, event)
         return view_of(thread)
 
+    async def retry(
+        self, thread_id: str, *, by: str | None = None, agent: AgentRef | None = None
+    ) -> ThreadView:
+        """Try a failed thread again from the step that failed."""
+        thread = await self._load(thread_id, agent)
+        await self.engine.record(thread, Retried(step=thread.state.step, at=_now(), by=by))
+        return view_of(await self.engine.advance(thread))
+
     async def get(self, thread_id: str, *, agent: AgentRef | None = None) -> ThreadView:
         return view_of(await self._load(thread_id, agent))
 

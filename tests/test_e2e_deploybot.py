@@ -96,12 +96,12 @@ def test_a_rejected_deploy_never_runs_and_the_comment_reaches_the_model(
     view = rt.launch(DEPLOYBOT, "deploy v1.2.3 to production")
     assert view.step == "approve_deploy"
 
-    done = rt.resume(view.id, request=view.request, reject=True, comment="freeze on production; use staging", by="rm")
+    done = rt.resume(view.id, request=view.request, reject=True, comment="freeze on production; use staging", by="carol")
     assert done.status == "finished"
     assert done.output.message == "deployed: https://staging.deploybot.example/releases/v1.2.3"
     assert [(d["tag"], d["env"]) for d in deploys(ledger)] == [("v1.2.3", "staging")]
     rejected = next(e for e in rt.events(view.id) if isinstance(e, Rejected))
-    assert (rejected.by, rejected.comment) == ("rm", "freeze on production; use staging")
+    assert (rejected.by, rejected.comment) == ("carol", "freeze on production; use staging")
     assert "<approve_deploy_rejected>" in model.contexts[1]
     assert "<approve_deploy_rejected>" not in model.contexts[0]
 

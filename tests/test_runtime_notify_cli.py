@@ -73,6 +73,7 @@ def test_run_posts_the_approval_notice_to_the_configured_webhook(
         "text": "Deploy v1.2.3 to production?",
         "value": {"tag": "v1.2.3", "env": "production"},
         "approvers": ["release-managers"],
+        "request": "approve_deploy-5",
     }
     assert "notified      told webhook" in log  # the Notified event names the channel
 

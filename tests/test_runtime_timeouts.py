@@ -169,7 +169,8 @@ def test_a_person_deciding_during_the_sweep_wins(tmp_path: Path, cache: Path) ->
 
     def approve(thread_id: str, events: list[Event], codec: Codec) -> None:
         other = SqliteStore(db)
-        approved = Approved(step="approve_change", at=events[-1].at, by="ana")
+        pending = f"approve_change-{len(events) - 1}"  # opened by the arrival, before Notified
+        approved = Approved(step="approve_change", at=events[-1].at, by="ana", request=pending)
         other.append(thread_id, len(events), (approved,), codec, Head("running", "apply"))
         other.close()
 

@@ -94,9 +94,10 @@ def summarize(event: Event) -> str:
             text = " ".join(p for p in (f"by {by}" if by else "", reason or "") if p)
         case _:
             text = ""
-    if isinstance(event, Decision) and event.request:
-        text = f"[{event.request}] {text}".rstrip()
-    return text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 1] + "…"
+    text = text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 1] + "…"
+    if isinstance(event, Decision) and event.request:  # never cut off: it says what was decided
+        text = f"{text} (request {event.request})".lstrip()
+    return text
 
 
 def event_line(seq: int, event: Event) -> str:
