@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from tests.support.e2e import ModelTurns
 from tests.support.openai_server import ScriptedOpenAI
 from twelvefold.cli import cli
+from twelvefold.compiler import compile_file
 from twelvefold.runtime.api import (
     InputError,
     NotAnApprover,
@@ -342,6 +343,18 @@ def test_the_python_api_warns_about_an_unenforced_group(
     with pytest.warns(UnenforcedApprovers, match="cfo"):
         rt.resume(view.id, request=view.request, approve=True)
     assert shop.refunds() == [("A1", 5.0)]
+
+
+def test_check_warns_about_a_group_the_configuration_does_not_define(shop: Shop) -> None:
+    def w510(path: Path) -> list[str]:
+        found = compile_file(path, generate_code=False).diagnostics
+        return [d.message for d in found if d.code == "W510"]
+
+    assert w510(shop.agent) == []  # cfo = ["carol"]
+    shop.approvers('finance = ["carol"]')
+    assert w510(shop.agent) == ["approvers group `cfo` is not defined in twelvefold.toml"]
+    shop.config.unlink()  # no configuration at all: nothing to check against
+    assert w510(shop.agent) == []
 
 
 # ---- 5. forks -----------------------------------------------------------------------------
