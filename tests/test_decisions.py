@@ -249,6 +249,47 @@ def test_the_cli_names_the_request_and_refuses_a_decision_without_it(
     assert approved.via is not None and approved.via.startswith("cli (os user ")
 
 
+def on_a_terminal(command: list[str], typed: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    """Run `command` with a pseudo-terminal as stdin and stdout, `typed` already typed."""
+    main, secondary = os.openpty()
+    process = subprocess.Popen(
+        command, stdin=secondary, stdout=secondary, stderr=secondary, env=env, cwd=cwd
+    )
+    os.close(secondary)
+    os.write(main, typed.encode())
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # EIO: the process exited and closed its side
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    return process.wait(timeout=120), shown.decode(errors="replace")
+
+
+def test_at_a_terminal_the_pending_request_is_shown_and_confirmed(
+    rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    model.then(refund("B2", 5000), DONE)
+    view = rt.launch(shop.agent, "refund")
+    command = [sys.executable, "-m", "twelvefold", "resume", view.id, "--approve", "--by", "carol"]
+    env = {**os.environ, **cli_env, "REFUND_LEDGER": str(shop.ledger)}
+
+    code, shown = on_a_terminal(command, "n\n", env, tmp_path)
+    assert code == 1 and f"request {view.request}" in shown and "Refund 5000.0 on order B2?" in shown
+    assert '"order": "B2"' in shown and "nothing was decided" in shown
+    assert rt.get(view.id).seq == view.seq and shop.refunds() == []
+
+    code, shown = on_a_terminal(command, "y\n", env, tmp_path)
+    assert code == 0, shown
+    assert shop.refunds() == [("B2", 5000.0)]
+    approved = next(e for e in rt.events(view.id) if isinstance(e, Approved))
+    assert approved.request == view.request
+
+
 def test_the_printed_hint_and_the_notice_name_the_request(
     rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
 ) -> None:
