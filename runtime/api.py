@@ -270,14 +270,18 @@ class AsyncRuntime:
                 wanted = "an approval or a rejection" if approval else "an answer"
                 raise InputError(f"`{step}` waits for {wanted}")
             config = allowed_config(thread, action, by)
-            decided = {"request": request, "via": via, "config": config.reference}
-            if approve:
-                event = Approved(step=step, at=_now(), by=by, comment=comment, **decided)
-            elif reject:
-                event = Rejected(step=step, at=_now(), by=by, comment=comment, **decided)
+            at, reference = _now(), config.reference
+            if approve or reject:
+                kind = Approved if approve else Rejected
+                event = kind(
+                    step=step, at=at, by=by, comment=comment,
+                    request=request, via=via, config=reference,
+                )  # fmt: skip
             else:
                 reply = answer if isinstance(answer, Answer) else Answer(text=str(answer), by=by)
-                event = Answered(step=step, at=_now(), answer=reply, **decided)
+                event = Answered(
+                    step=step, at=at, answer=reply, request=request, via=via, config=reference
+                )
         if event is not None:
             await self.engine.record(thread, event)
         return view_of(await self.engine.advance(thread))

@@ -221,9 +221,7 @@ class AgentSpec:
     @staticmethod
     def _reopen(state: State) -> State:
         """`state` (already counted) waits anew: a new request, nobody told yet."""
-        return replace(
-            state, request=request_id(state.step, state.seq), notified=False, notices=0
-        )
+        return replace(state, request=request_id(state.step, state.seq), notified=False, notices=0)
 
     def _status_at(self, step: str) -> Status:
         kind = self.states[step].kind

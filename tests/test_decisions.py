@@ -249,7 +249,9 @@ def test_the_cli_names_the_request_and_refuses_a_decision_without_it(
     assert approved.via is not None and approved.via.startswith("cli (os user ")
 
 
-def on_a_terminal(command: list[str], typed: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
+def on_a_terminal(
+    command: list[str], typed: str, env: dict[str, str], cwd: Path
+) -> tuple[int, str]:
     """Run `command` with a pseudo-terminal as stdin and stdout, `typed` already typed."""
     main, secondary = os.openpty()
     process = subprocess.Popen(
@@ -279,7 +281,9 @@ def test_at_a_terminal_the_pending_request_is_shown_and_confirmed(
     env = {**os.environ, **cli_env, "REFUND_LEDGER": str(shop.ledger)}
 
     code, shown = on_a_terminal(command, "n\n", env, tmp_path)
-    assert code == 1 and f"request {view.request}" in shown and "Refund 5000.0 on order B2?" in shown
+    assert (
+        code == 1 and f"request {view.request}" in shown and "Refund 5000.0 on order B2?" in shown
+    )
     assert '"order": "B2"' in shown and "nothing was decided" in shown
     assert rt.get(view.id).seq == view.seq and shop.refunds() == []
 
@@ -313,7 +317,14 @@ def test_two_processes_deciding_one_request_exactly_one_lands(
     ]  # fmt: skip
     env = {**os.environ, **cli_env, "REFUND_LEDGER": str(shop.ledger)}
     racers = [
-        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: E501
+        subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outcomes = [(p.wait(timeout=120), p.communicate()[1]) for p in racers]
@@ -346,9 +357,7 @@ def test_only_a_member_of_the_approvers_group_decides(
     assert shop.refunds() == [("B2", 5000.0)]
 
 
-def test_a_revoked_approver_is_refused_at_once(
-    rt: Runtime, model: ModelTurns, shop: Shop
-) -> None:
+def test_a_revoked_approver_is_refused_at_once(rt: Runtime, model: ModelTurns, shop: Shop) -> None:
     model.then(refund("B2", 5000), DONE)
     view = rt.launch(shop.agent, "refund")
     shop.approvers('cfo = ["dave"]')  # carol leaves; the same runtime keeps running

@@ -142,7 +142,9 @@ def test_divide_rejected_with_a_comment_and_the_next_proposal_follows_it(
     view = rt.launch(CALCULATOR, "divide 3 by 4")
     assert (view.step, view.question) == ("approve_divide", "Divide 3.0 by 4.0?")
 
-    view = rt.resume(view.id, request=view.request, reject=True, comment="use 5 instead of 4", by="bob")
+    view = rt.resume(
+        view.id, request=view.request, reject=True, comment="use 5 instead of 4", by="bob"
+    )
     assert (view.status, view.step, view.question) == (
         "waiting",
         "approve_divide",

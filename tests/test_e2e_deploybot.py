@@ -96,7 +96,13 @@ def test_a_rejected_deploy_never_runs_and_the_comment_reaches_the_model(
     view = rt.launch(DEPLOYBOT, "deploy v1.2.3 to production")
     assert view.step == "approve_deploy"
 
-    done = rt.resume(view.id, request=view.request, reject=True, comment="freeze on production; use staging", by="carol")
+    done = rt.resume(
+        view.id,
+        request=view.request,
+        reject=True,
+        comment="freeze on production; use staging",
+        by="carol",
+    )
     assert done.status == "finished"
     assert done.output.message == "deployed: https://staging.deploybot.example/releases/v1.2.3"
     assert [(d["tag"], d["env"]) for d in deploys(ledger)] == [("v1.2.3", "staging")]
@@ -139,7 +145,9 @@ def test_three_failed_deploys_in_a_row_escalate_to_a_person(
     assert deploys(ledger) == []
     assert [n.step for n in notifier.notices] == ["escalate"]
 
-    done = rt.resume(view.id, request=view.request, answer="v9.9.9 does not exist; deploy v1.2.2", by="ops")
+    done = rt.resume(
+        view.id, request=view.request, answer="v9.9.9 does not exist; deploy v1.2.2", by="ops"
+    )
     assert done.status == "finished"
     assert [(d["tag"], d["env"]) for d in deploys(ledger)] == [("v1.2.2", "staging")]
 

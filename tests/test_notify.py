@@ -105,7 +105,10 @@ def test_slack_posts_an_incoming_webhook_payload(http_receiver: HttpReceiver) ->
         "text": "Deploy v1.2.3 to production?",
     }
     context = json.dumps(payload["blocks"][2])
-    assert "release-managers" in context and "twelvefold resume th-1 --request approve_deploy-4 --approve" in context
+    assert (
+        "release-managers" in context
+        and "twelvefold resume th-1 --request approve_deploy-4 --approve" in context
+    )
 
 
 def test_a_webhook_that_refuses_is_a_notify_error() -> None:
@@ -129,7 +132,10 @@ def test_email_goes_through_a_real_smtp_server(smtp_server: tuple[Controller, In
     assert "deploybot waits for approval at `approve_deploy`" in message["Subject"]
     body = message.get_payload(decode=True).decode()
     assert body.startswith("Deploy v1.2.3 to production?")
-    assert '"env": "production"' in body and "twelvefold resume th-1 --request approve_deploy-4 --approve" in body
+    assert (
+        '"env": "production"' in body
+        and "twelvefold resume th-1 --request approve_deploy-4 --approve" in body
+    )
 
 
 def test_an_unreachable_smtp_server_is_a_notify_error() -> None:

@@ -74,7 +74,9 @@ def test_a_stored_thread_shows_its_rejection_in_the_context(tmp_path: Path) -> N
     quiet = LogNotifier(io.StringIO())
     with Runtime(store, model=CassettePlayer(cassette), notifier=quiet) as runtime:
         waiting = runtime.launch(DEPLOYBOT, "deploy v1.2.3 to production")
-        asking = runtime.resume(waiting.id, request=waiting.request, reject=True, by="carol", comment="staging first")
+        asking = runtime.resume(
+            waiting.id, request=waiting.request, reject=True, by="carol", comment="staging first"
+        )
         assert asking.step == "ask_user"
     store.close()
 

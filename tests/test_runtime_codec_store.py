@@ -52,7 +52,9 @@ def a_varied_thread(tmp_path: Path) -> tuple[Runtime, str]:
     view = rt.launch(DEPLOYBOT, "deploy to production")
     assert view.waiting_for == "answer"
     view = rt.resume(view.id, request=view.request, answer="v1.2.3 please", by="ana")
-    view = rt.resume(view.id, request=view.request, reject=True, comment="use v1.2.2 instead", by="carol")
+    view = rt.resume(
+        view.id, request=view.request, reject=True, comment="use v1.2.2 instead", by="carol"
+    )
     view = rt.resume(view.id, request=view.request, approve=True, comment="go", by="ana")
     assert view.status == "finished", view
     return rt, view.id

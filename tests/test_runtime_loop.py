@@ -107,7 +107,9 @@ def test_a_rejection_and_its_comment_reach_the_models_context(tmp_path: Path, le
     )
     rt = Runtime(model=model, notifier=RecordingNotifier(), cache_dir=tmp_path / "cache")
     view = rt.launch(DEPLOYBOT, "deploy v1.2.3 to production")
-    view = rt.resume(view.id, request=view.request, reject=True, by="ana", comment="freeze until Monday")
+    view = rt.resume(
+        view.id, request=view.request, reject=True, by="ana", comment="freeze until Monday"
+    )
     assert view.status == "finished"
     last_prompt = "\n".join(m["content"] for m in model.requests[-1].messages)
     assert "freeze until Monday" in last_prompt
@@ -206,9 +208,7 @@ def test_fork_copies_a_prefix_that_then_goes_its_own_way(tmp_path: Path, ledger:
     # Its own request, and nobody told about it yet (issue 8, item 5).
     assert copy.request != parent.request and not copy.notified
     model.outputs = [{"type": "DoneForNow", "message": "not today"}]
-    forked = rt.resume(
-        fork, request=copy.request, reject=True, comment="not today", by="ana"
-    )
+    forked = rt.resume(fork, request=copy.request, reject=True, comment="not today", by="ana")
     assert forked.output.message == "not today"
     assert rt.get(view.id).output.message == "deployed v1.2.3"
 

@@ -119,7 +119,7 @@ def approvers_are_defined(program: Program, _: object) -> Iterator[Diagnostic]:
                 program.source.path,
                 group.span,
                 label=f"{program.config_name} defines {known}",
-                help=f"add `{group.value} = [\"name\", ...]` under [approvers] in "
+                help=f'add `{group.value} = ["name", ...]` under [approvers] in '
                 f"{program.config_name} ([tool.twelvefold.approvers] in pyproject.toml); "
                 "until then the runtime cannot check who decides for it",
             )

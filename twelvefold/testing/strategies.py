@@ -28,8 +28,8 @@ from pydantic import BaseModel
 from twelvefold.runtime.types import (
     Answer,
     Answered,
-    Decision,
     Approved,
+    Decision,
     ErrorInfo,
     Event,
     ModelOutput,
