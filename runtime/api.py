@@ -543,7 +543,7 @@ def fork_log(thread: Thread, at_event: int) -> list[Event]:
         *prefix,
         Forked(step=state.step, at=at, parent=thread.id, parent_seq=len(prefix)),
     ]
-    if state.tool_key is not None and spec.states[state.step].kind == "tool":
+    if state.status == "running" and state.tool_key is not None:
         # The parent's call may have run: the fork must not run it again on its own.
         interrupted = ErrorInfo(
             INTERRUPTED.type,
