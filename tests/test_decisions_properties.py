@@ -21,8 +21,8 @@ from twelvefold.runtime.loading import load_agent
 from twelvefold.runtime.loop import INTERRUPTED, Agent, Thread
 from twelvefold.runtime.types import (
     Approved,
-    Cancelled,
     CallTool,
+    Cancelled,
     Event,
     Forked,
     IllegalEvent,
