@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tests.runtime_helpers import RecordingNotifier
 from tests.support.e2e import ModelTurns
 from tests.support.openai_server import ScriptedOpenAI
 from twelvefold.cli import cli
@@ -34,11 +35,14 @@ from twelvefold.runtime.api import (
 )
 from twelvefold.runtime.loop import INTERRUPTED
 from twelvefold.runtime.types import (
+    Answer,
+    Answered,
     Approved,
     Cancelled,
     Forked,
     IllegalEvent,
     Rejected,
+    Retried,
     StepFailed,
     ToolResult,
     ToolStarted,
@@ -336,6 +340,33 @@ def test_two_processes_deciding_one_request_exactly_one_lands(
     assert rt.get(view.id).question == "Refund 700.0 on order C3?"
 
 
+def test_a_retried_wait_is_a_new_request(tmp_path: Path) -> None:
+    agent = tmp_path / "asker.agent"
+    agent.write_text(
+        "agent asker { input string start question }\n"
+        'human question { ask "Which order?" timeout 1h next done }\n'
+        "final done\n"
+    )
+    with Runtime(notifier=RecordingNotifier(), cache_dir=tmp_path / "cache") as rt:
+        view = rt.launch(agent, "hi")
+        assert view.request == "question-1"
+        thread = rt.agent(agent)
+        failed = thread.module.reduce(
+            view.state, StepFailed(step="question", error=INTERRUPTED)
+        )  # as a timeout records it
+        assert (failed.status, failed.request) == ("failed", None)
+        retried = thread.module.reduce(failed, Retried(step="question"))
+        assert (retried.status, retried.request, retried.notified) == (
+            "waiting",
+            "question-4",
+            False,
+        )
+        with pytest.raises(IllegalEvent, match="the pending request is `question-4`"):
+            thread.module.reduce(
+                retried, Answered(step="question", answer=Answer(text="A1"), request="question-1")
+            )
+
+
 # ---- 2. only approvers decide -----------------------------------------------------------------
 
 
@@ -368,6 +399,19 @@ def test_a_revoked_approver_is_refused_at_once(rt: Runtime, model: ModelTurns, s
     assert done.status == "finished" and shop.refunds() == [("B2", 5000.0)]
     approved = next(e for e in rt.events(view.id) if isinstance(e, Approved))
     assert approved.config == f"{shop.config}#{_digest(shop.config)}"
+
+
+def test_a_configuration_that_cannot_be_read_refuses_the_decision(
+    rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
+) -> None:
+    model.then(refund("B2", 5000))
+    view = rt.launch(shop.agent, "refund")
+    shop.config.write_text("[approvers\ncfo = 'carol'\n")
+    code, _, err = twelvefold(
+        "resume", view.id, "--approve", "--request", str(view.request), "--by", "carol"
+    )
+    assert code == 1 and "cannot check who may decide" in err and "not valid TOML" in err
+    assert "Traceback" not in err and rt.get(view.id).seq == view.seq
 
 
 def test_a_group_no_configuration_defines_is_accepted_with_a_loud_warning(
