@@ -234,6 +234,8 @@ def test_the_cli_names_the_request_and_refuses_a_decision_without_it(
     assert json.loads(out)["request"] == request
     code, out, _ = twelvefold("threads", "--json")
     assert [t["request"] for t in json.loads(out)] == [request]
+    code, out, _ = twelvefold("threads")
+    assert out.splitlines()[1].split()[-1] == request
 
     # No terminal and no --request: refused, naming the pending request.
     code, out, err = twelvefold("resume", view["thread_id"], "--approve", "--by", "carol")

@@ -522,10 +522,14 @@ def threads(status: str | None, db: Path, as_json: bool) -> None:
     if not found:
         click.echo(f"no threads in {db}")
         return
-    click.echo(f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6}  UPDATED")
+    click.echo(
+        f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6}  "
+        f"{'UPDATED':<27} REQUEST"
+    )
     for i in found:
         click.echo(
-            f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6}  {i.updated_at}"
+            f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6}  "
+            f"{i.updated_at:<27} {i.request or '-'}"
         )
 
 
