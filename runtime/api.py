@@ -469,7 +469,7 @@ def pending_action(thread: Thread, request: str | None) -> AwaitApproval | Await
     if pending is None:
         raise RequestNotPending(
             f"thread {thread.id} is {state.status} at `{state.step}`: no request is pending"
-            + (f" (request `{request}` is no longer pending)" if request else "")
+            + (f" (request `{shown(request)}` is no longer pending)" if request else "")
         )
     if request is None:
         raise RequestNotPending(
@@ -477,7 +477,7 @@ def pending_action(thread: Thread, request: str | None) -> AwaitApproval | Await
         )
     if request != pending:
         raise RequestNotPending(
-            f"request `{request}` of thread {thread.id} is no longer pending "
+            f"request `{shown(request)}` of thread {thread.id} is no longer pending "
             f"(it was decided or replaced); the pending request is `{pending}`"
         )
     action = thread.agent.module.next_action(state)
@@ -517,12 +517,18 @@ def allowed_config(thread: Thread, action: AwaitApproval | AwaitAnswer, by: str 
         )
         return config
     if by is None or not any(by in groups[group] for group in defined):
-        who = "nobody (give by= / --by)" if by is None else f"`{by}`"
+        who = "nobody (give by= / --by)" if by is None else f"`{shown(by)}`"
         raise NotAnApprover(
             f"`{action.step}` may be decided only by a member of "
             f"{', '.join(defined)} (as {config.path} says); {who} is not one"
         )
     return config
+
+
+def shown(text: str) -> str:
+    """A string someone typed, safe to print in an error: control characters (terminal
+    escapes, newlines) come out escaped."""
+    return text if text.isprintable() else ascii(text)[1:-1]
 
 
 def fork_log(thread: Thread, at_event: int) -> list[Event]:

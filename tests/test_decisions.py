@@ -244,6 +244,10 @@ def test_the_cli_names_the_request_and_refuses_a_decision_without_it(
         "resume", view["thread_id"], "--approve", "--by", "carol", "--request", "approve_refund-9"
     )
     assert code == 1 and f"the pending request is `{request}`" in err
+    code, out, err = twelvefold(
+        "resume", view["thread_id"], "--approve", "--by", "carol", "--request", "\x1b[2J\nx"
+    )
+    assert code == 1 and "\x1b" not in err and "`\\x1b[2J\\nx`" in err
     assert rt.get(view["thread_id"]).seq == view["events"] and shop.refunds() == []
 
     code, out, err = twelvefold(
