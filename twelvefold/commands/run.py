@@ -350,7 +350,7 @@ def resume(
             view = rt.retry(thread, by=by)
         else:
             if deciding and request is None:
-                request = confirmed_request(rt.get(thread), approve, reject)
+                request = confirmed_request(rt.get(thread), approve, reject, as_json)
             with warnings.catch_warnings(record=True) as warned:
                 warnings.simplefilter("always", UnenforcedApprovers)
                 view = rt.resume(
@@ -368,14 +368,15 @@ def resume(
     finish(view, db, as_json)
 
 
-def confirmed_request(view: ThreadView, approve: bool, reject: bool) -> str:
+def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bool) -> str:
     """The pending request, once a person at a terminal has seen it and confirmed; else
-    a `CommandError` naming it (no terminal to ask on, or nothing pending)."""
+    a `CommandError` naming it (no terminal to ask on, --json output that a question would
+    corrupt, or nothing pending)."""
     if view.status != "waiting" or view.request is None:
         raise CommandError(
             f"thread {view.id} is {view.status} at `{view.step}`: no request is pending"
         )
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if as_json or not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CommandError(
             f"name the request you decide: thread {view.id} waits on request "
             f"`{view.request}` ({view.question}); add --request {view.request}"
