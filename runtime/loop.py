@@ -154,7 +154,15 @@ class Engine:
         state = agent.module.replay(events)
         at = events[0].at or now_iso()
         info = ThreadInfo(
-            thread_id, agent.name, agent.origin, state.status, state.step, len(events), at, at
+            thread_id,
+            agent.name,
+            agent.origin,
+            state.status,
+            state.step,
+            len(events),
+            at,
+            at,
+            request=state.request,
         )
         await self._io(self.store.create, info, events, agent.codec)
         thread = Thread(thread_id, agent, list(events), state)
@@ -198,7 +206,7 @@ class Engine:
             len(thread.events),
             (event,),
             agent.codec,
-            Head(state.status, state.step, state, agent.reducer),
+            Head(state.status, state.step, state, agent.reducer, request=state.request),
         )
         thread.events.append(event)
         thread.state = state
