@@ -296,7 +296,8 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.executescript(_SCHEMA)
             self._add_later_columns()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            # UnicodeDecodeError: SQLite's own message quoting the damaged bytes.
             self._db.close()
             raise StoreError(f"{self.path} is not a thread store SQLite can open: {exc}") from exc
 
@@ -375,7 +376,7 @@ class SqliteStore:
             ).fetchone()
         if row is None:
             raise ThreadNotFound(thread_id)
-        return ThreadInfo(*row)
+        return _thread_info(row, self.path)
 
     def threads(self, status: Status | None = None) -> list[ThreadInfo]:
         query = f"SELECT {_INFO_COLUMNS} FROM threads"
@@ -384,7 +385,7 @@ class SqliteStore:
             query, params = query + " WHERE status = ?", (status,)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY updated_at DESC", params).fetchall()
-        return [ThreadInfo(*row) for row in rows]
+        return [_thread_info(row, self.path) for row in rows]
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -423,6 +424,21 @@ def _dumps_snapshot(head: Head, codec: Codec) -> str | None:
 
 
 _INFO_PLACES = ", ".join("?" for _ in _INFO_COLUMNS.split(", "))
+
+
+def _thread_info(row: Sequence[Any], path: Path) -> ThreadInfo:
+    """A `threads` row as a `ThreadInfo`, or `StoreError` when a damaged file holds a value
+    of the wrong kind (a NULL name, a text count) that would fail far from here."""
+    info = ThreadInfo(*row)
+    texts = (info.id, info.agent, info.origin, info.status, info.step)
+    texts += (info.created_at, info.updated_at)
+    if (
+        not all(isinstance(v, str) for v in texts)
+        or not isinstance(info.seq, int)
+        or not isinstance(info.request, str | None)
+    ):
+        raise StoreError(f"{path} holds a damaged thread row ({info.id!r}); it cannot be listed")
+    return info
 
 
 def _info_row(info: ThreadInfo) -> tuple[str | int | None, ...]:

@@ -204,6 +204,23 @@ def test_hand_edited_event_json_gives_one_line_never_a_traceback(
         assert_one_clear_line_or_success(invoke(*args))
 
 
+@pytest.mark.parametrize(
+    ("column", "value"), [("step", b"\xff"), ("agent", b"a"), ("seq", "many"), ("updated_at", b"")]
+)
+def test_a_damaged_thread_row_is_one_line(
+    waiting_store: tuple[Path, str], tmp_path: Path, column: str, value: object
+) -> None:
+    """Values of the wrong kind, as a damaged page can leave them (SQLite keeps a blob or a
+    word in any column)."""
+    db, thread = copy_of(waiting_store, tmp_path)
+    with sqlite3.connect(db) as connection:
+        connection.execute(f"UPDATE threads SET {column} = ?", (value,))
+    for args in commands(db, thread):
+        assert_one_clear_line_or_success(invoke(*args))
+    result = invoke("threads", "--db", str(db))
+    assert result.exit_code == 1 and "damaged thread row" in result.output
+
+
 def test_a_hand_edited_snapshot_is_ignored_and_the_log_replayed(
     waiting_store: tuple[Path, str], tmp_path: Path
 ) -> None:

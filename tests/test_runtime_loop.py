@@ -22,6 +22,7 @@ from twelvefold.runtime.loop import INTERRUPTED
 from twelvefold.runtime.store import Head, MemoryStore, SqliteStore
 from twelvefold.runtime.types import (
     Approved,
+    IllegalEvent,
     ModelOutput,
     Notified,
     StepFailed,
