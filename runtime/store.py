@@ -430,8 +430,8 @@ def _thread_info(row: Sequence[Any], path: Path) -> ThreadInfo:
     """A `threads` row as a `ThreadInfo`, or `StoreError` when a damaged file holds a value
     of the wrong kind (a NULL name, a text count) that would fail far from here."""
     info = ThreadInfo(*row)
-    texts = (info.id, info.agent, info.origin, info.status, info.step)
-    texts += (info.created_at, info.updated_at)
+    texts = [info.id, info.agent, info.origin, info.status, info.step]
+    texts += [info.created_at, info.updated_at]
     if (
         not all(isinstance(v, str) for v in texts)
         or not isinstance(info.seq, int)
