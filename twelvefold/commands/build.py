@@ -91,8 +91,3 @@ def compile_(
         return
     for path in written:
         click.echo(f"wrote {path}", err=True)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(check)
-    cli.add_command(compile_)

@@ -192,7 +192,3 @@ def _write(picture: str | bytes, output: Path | None) -> None:
     else:
         sys.stdout.buffer.write(picture)
         sys.stdout.flush()
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(graph)

@@ -160,7 +160,3 @@ def render(body: dict[str, Any]) -> str:
     if "response_format" in body:
         lines += ["", f"response_format: {json.dumps(body['response_format'])}"]
     return "\n".join(lines)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(prompt)

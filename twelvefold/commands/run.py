@@ -421,8 +421,3 @@ def show(thread: str, db: Path, as_json: bool) -> None:
     for seq, event in enumerate(events, start=1):
         click.echo(event_line(seq, event))
     print_view(view, db)
-
-
-def register(cli: click.Group) -> None:
-    for command in (run, resume, expire, threads, show):
-        cli.add_command(command)

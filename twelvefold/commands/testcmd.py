@@ -75,7 +75,3 @@ def test(
     if failed:
         click.echo(f"\nfailed (reproduce with --seed {chosen_seed})", err=True)
         sys.exit(1)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(test)
