@@ -91,3 +91,14 @@ def test_help_and_version_import_nothing_heavy(flag: str) -> None:
     heavy = [m for m in loaded if m.startswith(HEAVY)]
     assert heavy == [], f"{flag} imports {heavy[:8]}"
     assert "Usage" in result.stdout or "version" in result.stdout
+
+
+def test_the_pytest_plugin_imports_nothing_heavy_until_an_agent_file_is_collected() -> None:
+    # pytest loads the plugin in every project of the environment (the pytest11 entry point).
+    probe = "import json, sys, twelvefold.testing.plugin\nprint(json.dumps(sorted(sys.modules)))\n"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    itself = {"twelvefold.testing", "twelvefold.testing.plugin"}
+    heavy = [m for m in json.loads(result.stdout) if m.startswith(HEAVY) and m not in itself]
+    assert heavy == [], f"the plugin imports {heavy[:8]}"

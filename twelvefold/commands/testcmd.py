@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from twelvefold.runtime.loading import AgentLoadError
+from twelvefold.testing import DEFAULT_EXAMPLES
 from twelvefold.testing.invariants import InvariantLoadError, find_invariants
-from twelvefold.testing.runner import DEFAULT_EXAMPLES
 from twelvefold.testing.subject import load_subject
 from twelvefold.testing.suite import render, run_suite
 
