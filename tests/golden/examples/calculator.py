@@ -203,10 +203,11 @@ def next_action(state: State) -> Action:
 def replay(events: Iterable[Event]) -> State:
     """The state a log leads to: `reduce` folded over it, from its `Started` event."""
     log = iter(events)
-    first = next(log, None)
-    if not isinstance(first, Started):
-        raise ValueError("a thread's log must start with a Started event")
-    state = initial_state(first.input)
+    match next(log, None):
+        case Started(input=value):
+            state = initial_state(value)
+        case _:
+            raise ValueError("a thread's log must start with a Started event")
     for event in log:
         state = reduce(state, event)
     return state
