@@ -22,7 +22,7 @@ import networkx as nx
 from twelvefold import __version__
 
 from . import nodes as n
-from .diagnostics import CompilerBug
+from .diagnostics import CompilerBug, Span
 from .graph import can_fail
 from .guard_python import GuardCompiler
 from .guard_text import guard_text
@@ -61,6 +61,8 @@ class CaseView:
     pattern: str
     guard: str | None
     body: str
+    rule: list[str]
+    """The `.agent` rule this case implements, restated as comment lines."""
 
 
 @dataclass
@@ -145,7 +147,9 @@ class _ModuleBuilder:
         self.program = program
         self.types = program.types
         self.source_name = PurePath(program.source.path).name
-        self.lines = program.source_text.splitlines()
+        # Lines as the parser counts them (only "\n" ends one), not str.splitlines(), which
+        # also splits at form feeds, "\r" and other characters a comment may hold.
+        self.lines = program.source_text.split("\n")
         self.imports: set[str] = {"AgentSpec", "Event", "IllegalEvent", "Started", "State"}
         self.imports |= {"Action", "StateSpec", "EdgeSpec", "Fail"}
         self.uses_field = False
@@ -159,7 +163,7 @@ class _ModuleBuilder:
         agent = self.program.agent
         return ModuleView(
             version=__version__,
-            source=self.source_name,
+            source=comment(self.source_name),
             agent=self.program.name,
             description=docstring(agent.description) if agent.description else None,
             input_annotation=self._input_annotation(),
@@ -250,7 +254,21 @@ class _ModuleBuilder:
     def _origin(self, step: n.Step) -> list[str]:
         line = step.span.line
         text = self.lines[line - 1].strip() if 0 < line <= len(self.lines) else step.name.text
+        text = text.removesuffix("{").rstrip()  # the body's rules are restated above each case
         return _comment_lines(f"{self.source_name}:{line}: {text}")
+
+    def _rule(self, span: Span) -> list[str]:
+        """The source text under `span` (a rule such as `on Deploy if ... -> approve`), as
+        comment lines; a rule written over several lines is joined into one."""
+        rows = self.lines[span.line - 1 : span.end_line]
+        if not rows:
+            return _comment_lines(f"{self.source_name}:{span.line}")
+        if len(rows) == 1:
+            rows = [rows[0][span.column - 1 : span.end_column - 1]]
+        else:
+            rows = [rows[0][span.column - 1 :], *rows[1:-1], rows[-1][: span.end_column - 1]]
+        text = " ".join(" ".join(row.split()) for row in rows if row.strip())
+        return _comment_lines(f"{self.source_name}:{span.line}: {text}")
 
     def _state(self, step: n.Step) -> StateView:
         name = step.name.text
@@ -343,11 +361,15 @@ class _ModuleBuilder:
         ):
             # No `on error`: the error ceiling or a failed thread (AgentSpec.fail decides).
             self.imports.add("StepFailed")
-            cases.append(CaseView("StepFailed()", None, "AGENT.fail(state, event, on_error=None)"))
+            rule = ["no `on error`: the agent's max_errors rule, else the thread fails"]
+            cases.append(
+                CaseView("StepFailed()", None, "AGENT.fail(state, event, on_error=None)", rule)
+            )
         return cases
 
     def _case(self, step: n.Step, edge: Edge) -> CaseView | None:
         target = py_str(edge.target)
+        rule = self._rule(edge.span)
         match edge.kind:
             case "output":
                 self.imports.add("ModelOutput")
@@ -360,6 +382,7 @@ class _ModuleBuilder:
                     f"ModelOutput(output={cls}() as output)",
                     guard,
                     f"AGENT.move(state, event, {target}, output)",
+                    rule,
                 )
             case "next" if isinstance(step, n.ToolStep):
                 self.imports.add("ToolResult")
@@ -368,26 +391,30 @@ class _ModuleBuilder:
                     f"ToolResult(result={cls}() as result)",
                     None,
                     f"AGENT.move(state, event, {target}, result)",
+                    rule,
                 )
             case "next":
                 self.imports.add("Answered")
                 return CaseView(
-                    "Answered(answer=answer)", None, f"AGENT.move(state, event, {target}, answer)"
+                    "Answered(answer=answer)",
+                    None,
+                    f"AGENT.move(state, event, {target}, answer)",
+                    rule,
                 )
             case "error":
                 self.imports.add("StepFailed")
                 return CaseView(
-                    "StepFailed()", None, f"AGENT.fail(state, event, on_error={target})"
+                    "StepFailed()", None, f"AGENT.fail(state, event, on_error={target})", rule
                 )
             case "approved":
                 self.imports.add("Approved")
                 return CaseView(
-                    "Approved()", None, f"AGENT.move(state, event, {target}, state.value)"
+                    "Approved()", None, f"AGENT.move(state, event, {target}, state.value)", rule
                 )
             case "rejected":
                 self.imports.add("Rejected")
                 return CaseView(
-                    "Rejected()", None, f"AGENT.move(state, event, {target}, state.value)"
+                    "Rejected()", None, f"AGENT.move(state, event, {target}, state.value)", rule
                 )
         return None  # escalation edges are AgentSpec's business, not the state's
 
