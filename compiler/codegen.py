@@ -2,15 +2,13 @@
 
 As in betterproto: everything a template needs (names, annotations, guard code,
 comments) is computed here into a small view model; the Jinja2 template only lays it
-out. Output goes through ruff's formatter when it is installed, so identical input
-gives byte-identical, formatted output.
+out. Output always goes through ruff's formatter (generation fails without it), so
+identical input gives byte-identical, formatted output.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass
 from functools import cache
@@ -125,18 +123,49 @@ def _template() -> jinja2.Template:
     return env.get_template("module.py.j2")
 
 
+class FormatterUnavailable(Exception):
+    """ruff, which formats every generated module, cannot be found or run.
+
+    Formatting is part of the contract (a module's layout is byte-stable and lint-clean, and
+    `AGENT` is readable rather than one line of thousands of characters), so generation
+    fails instead of writing an unformatted module. ruff is a dependency of twelvefold; this
+    means a broken installation.
+    """
+
+
 def _format(source: str) -> str:
-    """Format with ruff when it is available; the unformatted text is valid Python too."""
-    ruff = shutil.which("ruff") or shutil.which("ruff", path=str(PurePath(sys.executable).parent))
-    if ruff is None:
-        return source
-    result = subprocess.run(
-        [ruff, "format", "--isolated", "--line-length", "100", "--stdin-filename", "agent.py", "-"],
-        input=source,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """The module laid out by ruff's formatter, the version pinned in pyproject.toml.
+
+    Raises FormatterUnavailable when ruff is missing; CompilerBug when it rejects the text.
+    """
+    try:
+        from ruff.__main__ import find_ruff_bin
+
+        ruff = find_ruff_bin()
+    except (ImportError, FileNotFoundError) as exc:
+        raise FormatterUnavailable(
+            "cannot format the generated module: ruff is not installed "
+            "(it is a dependency of twelvefold: reinstall twelvefold, or `pip install ruff`)"
+        ) from exc
+    try:
+        result = subprocess.run(
+            [
+                ruff,
+                "format",
+                "--isolated",
+                "--line-length",
+                "100",
+                "--stdin-filename",
+                "agent.py",
+                "-",
+            ],
+            input=source,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        raise FormatterUnavailable(f"cannot format the generated module: {ruff}: {exc}") from exc
     if result.returncode != 0:
         raise CompilerBug(f"generated code does not format:\n{result.stderr}")
     return result.stdout

@@ -71,9 +71,13 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
 
 def _compile(path: Path, prompts_dir: Path | None) -> str:
     from twelvefold.compiler import compile_file
+    from twelvefold.compiler.codegen import FormatterUnavailable
     from twelvefold.compiler.diagnostics import render_all
 
-    result = compile_file(path, prompts_dir=prompts_dir)
+    try:
+        result = compile_file(path, prompts_dir=prompts_dir)
+    except FormatterUnavailable as exc:
+        raise AgentLoadError(f"{path}: {exc}") from exc
     if not result.ok:
         report = render_all(result.diagnostics, {result.path: result.source_text})
         raise AgentLoadError(f"{path} does not compile:\n{report}")

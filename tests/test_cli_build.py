@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TWELVEFOLD = [sys.executable, "-m", "twelvefold"]
 
@@ -98,3 +100,32 @@ def test_check_and_compile_never_import_the_tools(tmp_path: Path) -> None:
     # The marker does work: importing the module the way the runtime would creates it.
     subprocess.run([sys.executable, "-c", "import evil.tools"], cwd=tmp_path, check=True)
     assert marker.exists()
+
+
+_WITHOUT_RUFF = """
+import sys
+sys.modules["ruff"] = None  # an environment where ruff is not installed
+from twelvefold.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("command", ["compile", "run"])
+def test_generation_fails_cleanly_without_ruff_rather_than_writing_an_unformatted_module(
+    command: str, tmp_path: Path
+) -> None:
+    agent = Path(__file__).resolve().parents[1] / "examples" / "deploybot.agent"
+    arguments = {
+        "compile": ["compile", str(agent), "-o", str(tmp_path / "out")],
+        "run": ["run", str(agent), "--input", "hi", "--db", str(tmp_path / "t.db")],
+    }[command]
+    result = subprocess.run(  # cwd: a fresh .twelvefold/cache, so `run` has to compile
+        [sys.executable, "-c", _WITHOUT_RUFF, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "ruff is not installed" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

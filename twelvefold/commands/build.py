@@ -8,13 +8,18 @@ from pathlib import Path
 import click
 
 from twelvefold.compiler import Compilation, compile_file
+from twelvefold.compiler.codegen import FormatterUnavailable
 from twelvefold.compiler.diagnostics import render_all, render_json, summary
 
 
 def _compile_all(
     files: tuple[Path, ...], prompts: Path | None, generate_code: bool
 ) -> list[Compilation]:
-    return [compile_file(f, prompts_dir=prompts, generate_code=generate_code) for f in files]
+    try:
+        return [compile_file(f, prompts_dir=prompts, generate_code=generate_code) for f in files]
+    except FormatterUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 def _report(results: list[Compilation], output_format: str) -> int:
