@@ -215,9 +215,9 @@ class _ModuleBuilder:
         graph.add_nodes_from(order)
         for name, decl in self.types.items():
             for f in decl.fields:
-                for used in _named_types(f.type):
-                    if used in self.types and used != name:
-                        graph.add_edge(used, name)
+                for used in n.named_types(f.type):
+                    if used.name in self.types and used.name != name:
+                        graph.add_edge(used.name, name)
         position = {name: i for i, name in enumerate(order)}
         try:
             return list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
@@ -554,16 +554,3 @@ def _isort_order(names: list[str]) -> list[str]:
 def _comment_lines(text: str) -> list[str]:
     """A source line restated as comment lines that fit the line length."""
     return textwrap.wrap(comment(text), width=96, subsequent_indent="  ") or [""]
-
-
-def _named_types(expr: n.TypeExpr) -> list[str]:
-    match expr:
-        case n.NamedType(name=name):
-            return [name]
-        case n.ListType(item=item):
-            return _named_types(item)
-        case n.MapType(value=value):
-            return _named_types(value)
-        case n.OptionalType(inner=inner):
-            return _named_types(inner)
-    return []

@@ -127,7 +127,8 @@ def _write_atomically(target: Path, content: str) -> None:
 
 def find_prompts_dir(start: Path) -> Path:
     """The first `prompts/` folder in `start` or its parents, else `./prompts`
-    (LANGUAGE.md's rule, repeated here so running an agent needs no compiler)."""
+    (LANGUAGE.md's rule; defined here, where running an agent needs no compiler, and used
+    by the compiler too)."""
     for folder in [start.resolve(), *start.resolve().parents]:
         if (folder / PROMPTS_FOLDER).is_dir():
             return folder / PROMPTS_FOLDER

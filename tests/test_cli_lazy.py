@@ -102,3 +102,14 @@ def test_the_pytest_plugin_imports_nothing_heavy_until_an_agent_file_is_collecte
     itself = {"twelvefold.testing", "twelvefold.testing.plugin"}
     heavy = [m for m in json.loads(result.stdout) if m.startswith(HEAVY) and m not in itself]
     assert heavy == [], f"the plugin imports {heavy[:8]}"
+
+
+def test_every_db_option_is_the_shared_one() -> None:
+    # One default and one environment variable for every command that opens the store.
+    from twelvefold.commands.options import DEFAULT_DB
+
+    for name, (_, _, command) in _defined_commands().items():
+        for param in command.params:
+            if param.name == "db":
+                assert isinstance(param, click.Option)
+                assert (param.default, param.envvar) == (DEFAULT_DB, "TWELVEFOLD_DB"), name

@@ -207,3 +207,16 @@ final f(Out)
         ast.unparse(node.func) for node in ast.walk(ast.parse(module)) if isinstance(node, ast.Call)
     }
     assert not any("system" in call for call in calls)
+
+
+def test_step_and_edge_kinds_are_the_runtimes() -> None:
+    # Defined once, in runtime/spec.py; the compiler's step classes and edges use them.
+    from typing import get_args
+
+    from twelvefold.compiler import nodes as n
+    from twelvefold.compiler.program import EdgeKind
+    from twelvefold.runtime import spec
+
+    assert n.StepKind is spec.StepKind and EdgeKind is spec.EdgeKind
+    kinds = {cls.__dataclass_fields__["kind"].default for cls in get_args(n.Step)}
+    assert kinds == set(get_args(spec.StepKind))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from twelvefold.commands.options import PROMPTS
 from twelvefold.compiler import Compilation, compile_file
 from twelvefold.compiler.codegen import FormatterUnavailable
 from twelvefold.compiler.diagnostics import render_all, render_json, summary
@@ -36,11 +37,6 @@ def _report(results: list[Compilation], output_format: str) -> int:
 
 FILES = click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-PROMPTS = click.option(
-    "--prompts",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder that prompt paths resolve under (default: the nearest prompts/).",
 )
 FORMAT = click.option(
     "--format",

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from twelvefold.commands.options import DB
 from twelvefold.runtime.api import Expiry, InputError, Runtime, ThreadView, plain
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
@@ -37,7 +38,6 @@ from twelvefold.runtime.types import (
     ToolStarted,
 )
 
-DEFAULT_DB = Path(".twelvefold") / "threads.db"
 SUMMARY_WIDTH = 72
 
 
@@ -181,14 +181,6 @@ def reported() -> Iterator[None]:
 
 # ---- commands ---------------------------------------------------------------------------
 
-DB = click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="TWELVEFOLD_DB",
-    default=DEFAULT_DB,
-    show_default=True,
-    help="The SQLite file threads are stored in (or TWELVEFOLD_DB).",
-)
 JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 MODEL_OPTIONS = [
     click.option("--model", help="Model name (overrides the agent's)."),

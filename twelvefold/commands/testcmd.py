@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from twelvefold.commands.options import PROMPTS
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.testing import DEFAULT_EXAMPLES
 from twelvefold.testing.invariants import InvariantLoadError, find_invariants
@@ -36,11 +37,7 @@ from twelvefold.testing.suite import render, run_suite
     is_flag=True,
     help="Also fail on unreachable max_errors/max_steps edges (else they are notes).",
 )
-@click.option(
-    "--prompts",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder that prompt paths resolve under (default: the nearest prompts/).",
-)
+@PROMPTS
 def test(
     agents: tuple[Path, ...],
     examples: int,
