@@ -109,3 +109,12 @@ def test_a_failed_thread_exits_1(workdir: Path) -> None:
     assert code == 1
     view = json.loads(out.splitlines()[-1])
     assert view["status"] == "failed" and view["error"]["type"] == "InvalidOutput"
+
+
+@pytest.mark.parametrize(
+    ("ms", "shown"), [(1090.4, "1,090 ms"), (12.0, "12 ms"), (0.42, "0.4 ms"), (0.0, "0.0 ms")]
+)
+def test_latency_reads_as_milliseconds_never_in_exponent_notation(ms: float, shown: str) -> None:
+    from twelvefold.commands.run import latency_text
+
+    assert latency_text(ms) == shown

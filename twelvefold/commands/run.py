@@ -74,12 +74,18 @@ def summarize(event: Event) -> str:
     return text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 1] + "…"
 
 
+def latency_text(ms: float) -> str:
+    """`1,090 ms`, `12 ms`, `0.4 ms`: whole milliseconds with thousands separators (never
+    `1.09e+03`), one decimal below 10 ms."""
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:,.0f} ms"
+
+
 def event_line(seq: int, event: Event) -> str:
     kind = KIND_OF_EVENT[type(event)]
     cost = []
     if event.usage is not None:
         if event.usage.latency_ms is not None:
-            cost.append(f"{event.usage.latency_ms:.3g} ms")
+            cost.append(latency_text(event.usage.latency_ms))
         if event.usage.input_tokens is not None or event.usage.output_tokens is not None:
             cost.append(f"{event.usage.input_tokens or 0}→{event.usage.output_tokens or 0} tok")
         if event.usage.cost_usd is not None:
