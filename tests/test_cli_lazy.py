@@ -13,6 +13,7 @@ import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -113,3 +114,16 @@ def test_every_db_option_is_the_shared_one() -> None:
             if param.name == "db":
                 assert isinstance(param, click.Option)
                 assert (param.default, param.envvar) == (DEFAULT_DB, "TWELVEFOLD_DB"), name
+
+
+@pytest.mark.parametrize("folder", ["compiler", "runtime", "grammar"])
+def test_the_repositorys_folders_are_never_importable_under_a_second_name(folder: str) -> None:
+    # From the checkout's root `compiler/` is on sys.path as a bare name; it is
+    # twelvefold.compiler and nothing else (else two copies of every class could meet).
+    root = Path(commands.__file__).resolve().parents[2]
+    probe = f"import twelvefold.{folder}\nimport {folder}\n"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert f"ImportError: import twelvefold.{folder}, not {folder}" in result.stderr
