@@ -2,6 +2,7 @@
 #   make demo    run the main example offline (a recorded cassette stands in for the model)
 #   make test    run every test
 #   make lint    ruff + mypy --strict
+#   make test-install   pip install . into a fresh virtualenv and use it (slow; CI runs it)
 #   make bench   benchmarks (figures go to docs/benchmarks.md by hand, see that page)
 
 PYTHON ?= python3
@@ -16,7 +17,7 @@ STAMP  := $(VENV)/.installed
 # rebuilt when the set of files changes (LINKED records it), which `make setup` checks.
 EDITABLE := --config-settings editable_mode=strict
 LINKED   := $(VENV)/.linked-files
-PACKAGED := twelvefold compiler runtime grammar
+LIST_FILES := find twelvefold compiler runtime grammar -type f ! -name '*.pyc' | sort
 # setuptools announces every editable install with a multi-line warning; it says nothing here.
 QUIET_PIP := PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip install --quiet
 
@@ -28,11 +29,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(QUIET_PIP) --upgrade pip
 	$(QUIET_PIP) -e '.[dev]' $(EDITABLE)
-	rm -f $(LINKED)
+	$(LIST_FILES) > $(LINKED)
 	touch $(STAMP)
 
 linked-files: $(STAMP)
-	@find $(PACKAGED) -type f ! -name '*.pyc' | sort > $(LINKED).new
+	@$(LIST_FILES) > $(LINKED).new
 	@cmp -s $(LINKED).new $(LINKED) || { echo "files added or removed: refreshing the editable install"; \
 	  $(QUIET_PIP) --no-deps -e . $(EDITABLE) && mv $(LINKED).new $(LINKED); }
 	@rm -f $(LINKED).new
