@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from twelvefold.runtime.templates import confined_file
+
 from .program import PromptFile
 
 PROMPTS_FOLDER = "prompts"
@@ -23,13 +25,14 @@ def find_prompts_dir(agent_file: Path, cwd: Path | None = None) -> Path:
 
 
 class PromptDirectory:
-    """Loads prompt templates from one folder, refusing names that climb out of it."""
+    """Loads prompt templates from one folder, refusing names that climb out of it
+    (runtime/templates.py's `confined_file`: the rule the runtime's loader applies too)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def __call__(self, name: str) -> PromptFile | None:
-        path = (self.root / name).resolve()
-        if not path.is_relative_to(self.root.resolve()) or not path.is_file():
+        path = confined_file(self.root, name)
+        if path is None:
             return None
         return PromptFile(name=name, path=path, text=path.read_text(encoding="utf-8"))

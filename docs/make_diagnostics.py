@@ -301,6 +301,20 @@ ENTRIES: dict[str, Entry] = {
         "template sets itself.",
         "Use one of the provided variables (the incoming value is `last`).",
     ),
+    "E704": Entry(
+        "a template reads Python internals",
+        "Templates render in Jinja2's sandbox, which refuses attributes that start with `_` "
+        "(`__class__`, `__globals__`): they reach Python's internals, never the data a "
+        "template is given. `check` reports them before a run rather than failing it.",
+        "Read the value's fields; a template cannot run code.",
+    ),
+    "E705": Entry(
+        "a template load that cannot be checked",
+        "`{% include %}`, `{% extends %}` and `{% import %}` are checked like the template "
+        "itself, so they must name a file inside the prompts folder with a string literal; "
+        "an `ask` string loads no files.",
+        "Write the file name as a literal, or put the text in the `ask` itself.",
+    ),
     "W801": Entry(
         "too many states",
         "An agent with more than 12 states is probably two agents.",

@@ -34,6 +34,8 @@ from typing import Any, Literal, Protocol, TextIO
 
 from pydantic import BaseModel
 
+from .terminal import for_terminal
+
 NoticeKind = Literal["approval", "human"]
 
 TIMEOUT_SECONDS = 10.0
@@ -94,7 +96,8 @@ class LogNotifier:
 
     async def notify(self, notice: Notice) -> list[str]:
         stream = self.stream or sys.stderr
-        stream.write(f"[twelvefold] {notice.title}: {notice.text}\n  {notice.how_to_resume}\n")
+        line = f"[twelvefold] {notice.title}: {notice.text}\n  {notice.how_to_resume}\n"
+        stream.write(for_terminal(line))
         stream.flush()
         return ["log"]
 

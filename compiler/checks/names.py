@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 
+from twelvefold.runtime.context import INPUT_ENTRY, entry_name
 from twelvefold.runtime.types import EVENT_KINDS
 
 from .. import nodes as n
@@ -326,7 +327,7 @@ def context_settings(program: Program, _: object) -> Iterator[Diagnostic]:
             help=did_you_mean(context.format.text, CONTEXT_FORMATS)
             or "use one of `xml`, `yaml`, `json`",
         )
-    renderable = [*program.steps, *EVENT_KINDS]
+    renderable = [*_entry_names(program), *program.steps, *EVENT_KINDS]
     for render in context.renders:
         if render.event.text not in renderable:
             yield error(
@@ -337,8 +338,29 @@ def context_settings(program: Program, _: object) -> Iterator[Diagnostic]:
                 render.event.span,
                 label="nothing renders under this name",
                 help=did_you_mean(render.event.text, renderable)
-                or "name a step (its events) or an event kind: " + ", ".join(EVENT_KINDS),
+                or "name an entry (`list_tags_result`), a step (its events) or an event kind: "
+                + ", ".join(EVENT_KINDS),
             )
+
+
+_ENTRY_KINDS = {
+    "llm": ("step_failed",),
+    "tool": ("tool_result", "step_failed"),
+    "approval": ("approved", "rejected", "step_failed"),
+    "human": ("answered", "step_failed"),
+    "final": (),
+}
+"""The events each kind of step adds to the log that the context shows."""
+
+
+def _entry_names(program: Program) -> list[str]:
+    """Every element name the context can show (`list_tags_result`, `Deploy`, `user_input`)."""
+    names = {INPUT_ENTRY: None}
+    for step in program.steps.values():
+        if isinstance(step, n.LlmStep):
+            names.update(dict.fromkeys(o.text for o in step.outputs))
+        names.update(dict.fromkeys(entry_name(k, step.name.text) for k in _ENTRY_KINDS[step.kind]))
+    return list(names)
 
 
 def required_settings(program: Program, _: object) -> Iterator[Diagnostic]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from twelvefold.commands.output import echo
 from twelvefold.runtime.api import Expiry, InputError, Runtime, ThreadView, plain
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
@@ -98,17 +99,17 @@ def _compact(value: Any) -> str:
 def print_view(view: ThreadView, db: Path) -> None:
     where = f"thread {view.id} ({view.agent})"
     if view.status == "finished":
-        click.echo(f"\n{where} finished: {_compact(view.output)}")
+        echo(f"\n{where} finished: {_compact(view.output)}")
     elif view.status == "waiting":
-        click.echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
+        echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
         hint = "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer"
-        click.echo(f"  resume: twelvefold resume {view.id} {hint}")
+        echo(f"  resume: twelvefold resume {view.id} {hint}")
     elif view.status == "failed":
-        click.echo(f"\n{where} failed at `{view.step}`: {view.error}")
-        click.echo(f"  retry: twelvefold resume {view.id} --retry")
+        echo(f"\n{where} failed at `{view.step}`: {view.error}")
+        echo(f"  retry: twelvefold resume {view.id} --retry")
     else:
-        click.echo(f"\n{where} is running at `{view.step}`")
-    click.echo(f"  stored in {db}")
+        echo(f"\n{where} is running at `{view.step}`")
+    echo(f"  stored in {db}")
 
 
 # ---- the runtime the commands share ---------------------------------------------------
@@ -137,11 +138,11 @@ def make_model(cassette: Path | None, record: Path | None, model: str | None) ->
 def runtime(
     db: Path, *, model: Any = None, paths: tuple[Path, ...] = (), quiet: bool = False
 ) -> Iterator[Runtime]:
-    def echo(thread: Thread, event: Event) -> None:
-        click.echo(event_line(len(thread.events), event))
+    def print_event(thread: Thread, event: Event) -> None:
+        echo(event_line(len(thread.events), event))
 
     store = SqliteStore(db)
-    hook: Callable[[Thread, Event], None] | None = None if quiet else echo
+    hook: Callable[[Thread, Event], None] | None = None if quiet else print_event
     with Runtime(store, model=model, tool_paths=paths, on_event=hook) as rt:
         try:
             yield rt
@@ -151,7 +152,7 @@ def runtime(
 
 def finish(view: ThreadView, db: Path, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(view.to_json(), ensure_ascii=False))
+        echo(json.dumps(view.to_json(), ensure_ascii=False))
     else:
         print_view(view, db)
     sys.exit(1 if view.status == "failed" else 0)
@@ -170,11 +171,11 @@ def reported() -> Iterator[None]:
         ThreadNotFound,
         CommandError,
     ) as exc:
-        click.echo(f"error: {exc}", err=True)
+        echo(f"error: {exc}", err=True)
         sys.exit(1)
     except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
         if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
-            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            echo(f"error: {type(exc).__name__}: {exc}", err=True)
             sys.exit(1)
         raise
 
@@ -335,11 +336,11 @@ def expire(
         ):
             found = rt.expire(now)
     if as_json:
-        click.echo(json.dumps([e.to_json() for e in found], ensure_ascii=False))
+        echo(json.dumps([e.to_json() for e in found], ensure_ascii=False))
     elif not found:
-        click.echo("no waiting thread is past its deadline")
+        echo("no waiting thread is past its deadline")
     for expiry in found if not as_json else ():
-        click.echo(expiry_line(expiry))
+        echo(expiry_line(expiry))
     sys.exit(1 if any(e.problem is not None for e in found) else 0)
 
 
@@ -375,16 +376,14 @@ def threads(status: str | None, db: Path, as_json: bool) -> None:
         finally:
             store.close()
     if as_json:
-        click.echo(json.dumps([_info_json(i) for i in found]))
+        echo(json.dumps([_info_json(i) for i in found]))
         return
     if not found:
-        click.echo(f"no threads in {db}")
+        echo(f"no threads in {db}")
         return
-    click.echo(f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6}  UPDATED")
+    echo(f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6}  UPDATED")
     for i in found:
-        click.echo(
-            f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6}  {i.updated_at}"
-        )
+        echo(f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6}  {i.updated_at}")
 
 
 def _info_json(info: ThreadInfo) -> dict[str, Any]:
@@ -407,7 +406,7 @@ def _info_json(info: ThreadInfo) -> dict[str, Any]:
 def show(thread: str, db: Path, as_json: bool) -> None:
     """Print THREAD's event log and where it stands."""
     if not db.exists():
-        click.echo(f"error: no thread store at {db}", err=True)
+        echo(f"error: no thread store at {db}", err=True)
         sys.exit(1)
     with reported(), runtime(db, quiet=True) as rt:
         view = rt.get(thread)
@@ -416,10 +415,10 @@ def show(thread: str, db: Path, as_json: bool) -> None:
     if as_json:
         data = view.to_json()
         data["log"] = [codec.encode_event(e) for e in events]
-        click.echo(json.dumps(data, ensure_ascii=False))
+        echo(json.dumps(data, ensure_ascii=False))
         return
     for seq, event in enumerate(events, start=1):
-        click.echo(event_line(seq, event))
+        echo(event_line(seq, event))
     print_view(view, db)
 
 
