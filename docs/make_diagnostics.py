@@ -113,8 +113,10 @@ ENTRIES: dict[str, Entry] = {
         "Add `start STATE` to the agent block.",
     ),
     "E107": Entry(
-        "keyword as a name",
-        "States and types cannot be named like a keyword (`next`, `final`, `on`, ...); fields can.",
+        "a reserved word as a name",
+        "Keywords are keywords only where the grammar expects them, so states and fields may be "
+        "called `next`, `drop` or `input`. A type cannot be called `error` (`on error` is the "
+        "error edge), `list` or `map` (type constructors).",
         "Choose another name.",
     ),
     "E108": Entry(

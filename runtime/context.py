@@ -34,6 +34,7 @@ import jinja2
 from markupsafe import Markup
 from pydantic import BaseModel
 
+from .names import declared_name
 from .spec import AgentSpec
 from .templates import PromptsLoader, sandboxed
 from .types import (
@@ -105,7 +106,8 @@ def context_event(event: Event) -> ContextEvent | None:
     if isinstance(event, Started):
         return ContextEvent(kind, event.step, INPUT_ENTRY, plain(event.input))
     if isinstance(event, ModelOutput):
-        return ContextEvent(kind, event.step, type(event.output).__name__, plain(event.output))
+        name = declared_name(type(event.output))
+        return ContextEvent(kind, event.step, name, plain(event.output))
     if isinstance(event, ToolResult):
         return ContextEvent(kind, event.step, entry_name(kind, event.step), plain(event.result))
     if isinstance(event, StepFailed):

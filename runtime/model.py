@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from .names import declared_name
 from .spec import AgentSpec
 from .types import CallModel, ErrorInfo, Usage
 
@@ -70,7 +71,8 @@ class Model(Protocol):
 # ---- the response model ------------------------------------------------------------
 
 DISCRIMINATOR_NAMES = ("type", "kind", "variant", "output_type")
-"""The tag field of a union's choices: the first name no output type uses as a field."""
+"""The tag field of a union's choices: the first name no output type uses as a field (when
+every one is a field, `output_type` with underscores added until it is free)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +87,10 @@ class ResponseShape:
     def unwrap(self, parsed: BaseModel) -> BaseModel:
         """The declared class's own instance (instructor and the tag use look-alike classes)."""
         if self.tag is None:
-            return self.outputs[0].model_validate(parsed.model_dump())
+            return self.outputs[0].model_validate(parsed.model_dump(by_alias=True))
         choice: BaseModel = parsed.choice  # type: ignore[attr-defined]
-        declared = next(t for t in self.outputs if t.__name__ == getattr(choice, self.tag))
-        return declared.model_validate(choice.model_dump(exclude={self.tag}))
+        declared = next(t for t in self.outputs if declared_name(t) == getattr(choice, self.tag))
+        return declared.model_validate(choice.model_dump(exclude={self.tag}, by_alias=True))
 
 
 @functools.lru_cache(maxsize=256)
@@ -98,19 +100,29 @@ def response_shape(step: str, outputs: tuple[type[BaseModel], ...]) -> ResponseS
         raise ValueError(f"llm step `{step}` declares no output types")
     if len(outputs) == 1:
         return ResponseShape(_strict_copy(outputs[0], tag=None), outputs, None)
-    used = {name for t in outputs for name in t.model_fields}
-    tag = next((n for n in DISCRIMINATOR_NAMES if n not in used), None)
-    if tag is None:  # pragma: no cover - every candidate is a field of some output type
-        raise ValueError(f"llm step `{step}`: no free discriminator name among {used}")
+    used = {f.alias or name for t in outputs for name, f in t.model_fields.items()}
+    used |= {name for t in outputs for name in t.model_fields}
+    tag = discriminator(used)
     choices = tuple(_tagged(t, tag) for t in outputs)
     choice: Any = Annotated[Union[choices], Field(discriminator=tag)]  # noqa: UP007
     wrapper = create_model(
         step,
         __config__=ConfigDict(extra="forbid"),
-        __doc__=" | ".join(t.__name__ for t in outputs),
+        __doc__=" | ".join(declared_name(t) for t in outputs),
         choice=(choice, ...),
     )
     return ResponseShape(wrapper, outputs, tag)
+
+
+def discriminator(field_names: set[str]) -> str:
+    """The tag field for a union whose types use `field_names` (see DISCRIMINATOR_NAMES)."""
+    tag = next((n for n in DISCRIMINATOR_NAMES if n not in field_names), None)
+    if tag is not None:
+        return tag
+    tag = DISCRIMINATOR_NAMES[-1]
+    while tag in field_names:
+        tag += "_"
+    return tag
 
 
 def _tagged(declared: type[BaseModel], tag: str) -> type[BaseModel]:
@@ -119,15 +131,25 @@ def _tagged(declared: type[BaseModel], tag: str) -> type[BaseModel]:
 
 def _strict_copy(declared: type[BaseModel], tag: str | None) -> type[BaseModel]:
     """`declared`'s fields, after a constant `tag` field naming it; extra keys are refused."""
-    fields: dict[str, Any] = {tag: (Literal[declared.__name__], ...)} if tag else {}
+    name = declared_name(declared)
+    fields: dict[str, Any] = {tag: (Literal[name], ...)} if tag else {}
     fields.update({name: (f.annotation, f) for name, f in declared.model_fields.items()})
     copy: type[BaseModel] = create_model(
-        declared.__name__,
-        __config__=ConfigDict(extra="forbid"),
+        name,
+        __config__=ConfigDict(
+            extra="forbid",
+            populate_by_name=True,
+            # No description is no description: instructor would write its own sentence.
+            json_schema_extra=_keep_description_empty,
+        ),
         __doc__=declared.__doc__,
         **fields,
     )
     return copy
+
+
+def _keep_description_empty(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    schema.setdefault("description", "")
 
 
 def resolve_model_name(override: str | None, action: CallModel) -> str:

@@ -128,7 +128,9 @@ def test_types_named_like_runtime_names_and_builtins_are_renamed(tricky: ModuleT
 
 def test_guard_with_negative_number_and_membership(tricky: ModuleType) -> None:
     state = tricky.initial_state(
-        tricky.Request(from_="a", model_config_="b", json_=False, type="c'd")
+        tricky.Request.model_validate(
+            {"from": "a", "model_config": "b", "json": False, "type": "c'd"}
+        )
     )
 
     def route(value: float) -> str:

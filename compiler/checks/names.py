@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from functools import cache
 
 from twelvefold.runtime.context import INPUT_ENTRY, entry_name
 from twelvefold.runtime.types import EVENT_KINDS
@@ -11,6 +12,7 @@ from twelvefold.runtime.types import EVENT_KINDS
 from .. import nodes as n
 from .. import types as t
 from ..diagnostics import Diagnostic, did_you_mean, error
+from ..parser import parse
 from ..program import Program
 from ..syntax_errors import KEYWORDS
 from .common import declared_input, gotos, start_state, type_table, with_note
@@ -19,7 +21,40 @@ FUNCTION_PATH = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
 )
 CONTEXT_FORMATS = ("xml", "yaml", "json")
-RESERVED_TYPE_NAMES = (*n.BUILTIN_SCALARS, n.ANSWER_TYPE, "list", "map")
+BUILT_IN_TYPE_NAMES = (*n.BUILTIN_SCALARS, n.ANSWER_TYPE)
+
+# Programs that use one name in every place a state (or a type) name can be written. The
+# lexer is contextual, so a keyword can name a state or a type unless the parser also
+# accepts the keyword where that name is written (`on error` beside `on TYPE`); which
+# words those are is asked of the grammar itself, not listed by hand.
+_STATE_PROBE = """agent a { input T start X max_steps 3 -> X max_errors 2 -> X }
+type T { x: string }
+llm X -> T { prompt "p" on T if x == "a" -> X_b on error -> X }
+tool X_b(T) -> T = "m:f" { next X_c on error -> X }
+approval X_c(T) { on approved -> X_d on rejected -> X }
+human X_d(T) { next X on error -> X }
+final X_e(T)
+""".replace("X", "{name}")
+_TYPE_PROBE = """agent a { input X start s }
+type X { x: X? y: list[X] z: map[string, X] }
+llm s -> X | X { prompt "p" on X if x.x == null -> s on error -> s }
+tool t(X) -> X = "m:f" { next s }
+approval v(X) { on approved -> s on rejected -> s }
+final e(X)
+""".replace("X", "{name}")
+
+
+@cache
+def reserved_words() -> dict[str, frozenset[str]]:
+    """{"state": words no state may be called, "type": words no type may be called}."""
+
+    def fails(probe: str, word: str) -> bool:
+        return bool(parse(probe.replace("{name}", word))[1])
+
+    return {
+        "state": frozenset(w for w in KEYWORDS if fails(_STATE_PROBE, w)),
+        "type": frozenset(w for w in KEYWORDS if fails(_TYPE_PROBE, w)),
+    }
 
 
 # ---- declarations ----------------------------------------------------------------
@@ -78,13 +113,14 @@ def _repeats(
 
 
 def reserved_names(program: Program, _: object) -> Iterator[Diagnostic]:
-    """State and type names are not keywords, and types do not reuse built-in type names."""
+    """State and type names are not reserved words, and types do not reuse built-in type names."""
     path = program.source.path
+    reserved = reserved_words()
     for name, what in [
         *((d.name, "type") for d in program.source.types),
         *((s.name, "state") for s in program.source.steps),
     ]:
-        if name.text in KEYWORDS:
+        if name.text in reserved[what]:
             yield error(
                 "E107",
                 f"`{name.text}` is a keyword and cannot name a {what}",
@@ -95,7 +131,7 @@ def reserved_names(program: Program, _: object) -> Iterator[Diagnostic]:
             )
     for type_decl in program.source.types:
         name = type_decl.name
-        if name.text in RESERVED_TYPE_NAMES and name.text not in KEYWORDS:
+        if name.text in BUILT_IN_TYPE_NAMES:
             yield error(
                 "E115",
                 f"`{name.text}` is a built-in type and cannot be declared again",

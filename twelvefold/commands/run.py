@@ -20,6 +20,7 @@ from twelvefold.commands.output import echo
 from twelvefold.runtime.api import Expiry, InputError, Runtime, ThreadView, plain
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
+from twelvefold.runtime.names import declared_name
 from twelvefold.runtime.store import Conflict, SqliteStore, ThreadInfo, ThreadNotFound
 from twelvefold.runtime.timeouts import parse_time
 from twelvefold.runtime.types import (
@@ -55,7 +56,7 @@ def summarize(event: Event) -> str:
         case Started(input=value):
             text = _compact(value)
         case ModelOutput(output=output):
-            text = f"{type(output).__name__} {_compact(output)}"
+            text = f"{declared_name(type(output))} {_compact(output)}"
         case ToolStarted(key=key):
             text = f"key {key}"
         case ToolResult(result=result):

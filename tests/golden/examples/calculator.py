@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from twelvefold.runtime import (
     Action,
     AgentSpec,
@@ -54,12 +54,16 @@ __all__ = [
 class Add(BaseModel):
     """Add two numbers."""
 
+    model_config = ConfigDict(extra="forbid")
+
     a: float
     b: float
 
 
 class Subtract(BaseModel):
     """Subtract b from a."""
+
+    model_config = ConfigDict(extra="forbid")
 
     a: float
     b: float
@@ -68,12 +72,16 @@ class Subtract(BaseModel):
 class Multiply(BaseModel):
     """Multiply two numbers."""
 
+    model_config = ConfigDict(extra="forbid")
+
     a: float
     b: float
 
 
 class Divide(BaseModel):
     """Divide a by b."""
+
+    model_config = ConfigDict(extra="forbid")
 
     a: float
     b: float
@@ -82,16 +90,22 @@ class Divide(BaseModel):
 class ClarificationRequest(BaseModel):
     """Ask the user for more information."""
 
+    model_config = ConfigDict(extra="forbid")
+
     message: str
 
 
 class DoneForNow(BaseModel):
     """Tell the user what was worked out; the work is done."""
 
+    model_config = ConfigDict(extra="forbid")
+
     message: str = Field(description="the answer, with the result in it")
 
 
 class Number(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     value: float
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from twelvefold.runtime import (
     Action,
     AgentSpec,
@@ -54,9 +54,13 @@ __all__ = [
 class ListGitTags(BaseModel):
     """List the git tags that can be deployed."""
 
+    model_config = ConfigDict(extra="forbid")
+
 
 class DeployBackend(BaseModel):
     """Deploy one tagged backend build."""
+
+    model_config = ConfigDict(extra="forbid")
 
     tag: str = Field(description="an existing git tag")
     env: Literal["staging", "production"]
@@ -65,20 +69,28 @@ class DeployBackend(BaseModel):
 class RequestMoreInformation(BaseModel):
     """Ask the user for something you need to go on."""
 
+    model_config = ConfigDict(extra="forbid")
+
     question: str
 
 
 class DoneForNow(BaseModel):
     """Tell the user the outcome; the work is finished."""
 
+    model_config = ConfigDict(extra="forbid")
+
     message: str
 
 
 class GitTags(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     tags: list[str]
 
 
 class DeployResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     url: str
     took_seconds: float | None = None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from twelvefold.runtime import (
     Action,
     AgentSpec,
@@ -47,11 +47,15 @@ __all__ = [
 
 
 class Customer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     tier: Literal["free", "pro", "enterprise"]
     name: str | None = None
 
 
 class Ticket(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     severity: int
     customer: Customer | None = None
     tags: list[str]
@@ -60,6 +64,8 @@ class Ticket(BaseModel):
 
 
 class Done(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     summary: str
 
 

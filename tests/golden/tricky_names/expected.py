@@ -45,23 +45,27 @@ __all__ = [
 class Request(BaseModel):
     """ends with a quote\""""
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     from_: str = Field(alias="from", description="a Python keyword as a field")
     class_: int | None = Field(default=None, alias="class")
-    model_config_: str = Field(alias="model_config", description="clashes with pydantic")
+    field_model_config: str = Field(alias="model_config", description="clashes with pydantic")
     json_: bool = Field(alias="json", description="shadows a BaseModel method")
-    type: Literal['a"b', "c'd", "\u2028"]
+    type_: Literal['a"b', "c'd", "\u2028"] = Field(alias="type")
 
 
 class State_(BaseModel):
     """clashes with the runtime's State"""
+
+    model_config = ConfigDict(extra="forbid", title="State")
 
     value: float
 
 
 class dict_(BaseModel):
     """a builtin's name"""
+
+    model_config = ConfigDict(extra="forbid", title="dict")
 
     items: list[dict[str, State_ | None]]
 
