@@ -64,7 +64,16 @@ PROTECTED_PREFIX = "model_"
 
 
 def _is_reserved_anywhere(name: str) -> bool:
-    return name in RESERVED or (name.startswith("__") and name.endswith("__"))
+    return name in RESERVED or _is_dunder(name)
+
+
+def _is_dunder(name: str) -> bool:
+    """`__all__`, `__init__`: Python's own special names (and any it may add later)."""
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def _class_candidate(name: str) -> str:
+    return (name.strip("_") or "Type") + "_" if _is_dunder(name) else name + "_"
 
 
 def state_function_names(state: str) -> list[str]:
@@ -97,7 +106,10 @@ def python_names(types: Iterable[n.TypeDecl], states: Iterable[str]) -> PythonNa
     decls = list(types)
     taken = set(RESERVED) | {f for s in states for f in state_function_names(s)}
     classes = _allocate(
-        [d.name.text for d in decls], lambda name: not _is_reserved_anywhere(name), taken
+        [d.name.text for d in decls],
+        lambda name: not _is_reserved_anywhere(name),
+        taken,
+        spell=_class_candidate,
     )
     # Annotations and `Field(...)` in a class body read these, so a field (a class
     # attribute) must not rebind them: `float: float | None` would make the type None.
@@ -134,8 +146,10 @@ def _allocate(
     names: list[str],
     usable: Callable[[str], bool],
     taken: set[str],
-    spell: Callable[[str], str] = lambda name: name + "_",
+    spell: Callable[[str], str],
 ) -> dict[str, str]:
+    """Each name itself when `usable` and free, else `spell(name)` plus underscores until
+    it is. `spell` must give a name that trailing underscores can make usable."""
     result: dict[str, str] = {}
     for name in names:  # first the names that can stay as they are
         if usable(name) and name not in taken and name not in result.values():
@@ -147,6 +161,8 @@ def _allocate(
         candidate = spell(name)
         while candidate in used or not usable(candidate):
             candidate += "_"
+            if len(candidate) > len(name) + len(used) + 8:  # pragma: no cover - a spell bug
+                raise ValueError(f"no Python name for `{name}`")
         result[name] = candidate
         used.add(candidate)
     return {name: result[name] for name in names}

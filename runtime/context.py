@@ -137,6 +137,17 @@ def plain(value: Any) -> Any:
     return value
 
 
+def template_value(value: Any) -> Any:
+    """A value as templates read it: plain data under the .agent's field names (`from`,
+    never `from_`), null fields kept so that `{{ last.note }}` of a null note is not an
+    undefined name."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    if isinstance(value, list | tuple):
+        return [template_value(v) for v in value]
+    return value
+
+
 # ---- compaction --------------------------------------------------------------------------
 
 
@@ -317,8 +328,8 @@ def build_messages(
     variables = {
         "context": context,
         "events": views,
-        "input": started.input if started is not None else None,
-        "last": action.value,
+        "input": template_value(started.input if started is not None else None),
+        "last": template_value(action.value),
         "agent": AgentView(agent.name, agent.description),
         "step": action.step,
     }
@@ -413,7 +424,7 @@ _ASK_ENVIRONMENT = sandboxed()
 def render_ask(template: str, value: Any) -> str:
     """An approval's or a human step's `ask`, over the incoming value's fields."""
     if isinstance(value, BaseModel):
-        variables = {name: getattr(value, name) for name in type(value).model_fields}
+        variables = template_value(value)
     elif isinstance(value, Mapping):
         variables = {str(k): v for k, v in value.items()}
     else:

@@ -107,7 +107,7 @@ def response_shape(step: str, outputs: tuple[type[BaseModel], ...]) -> ResponseS
     choice: Any = Annotated[Union[choices], Field(discriminator=tag)]  # noqa: UP007
     wrapper = create_model(
         step,
-        __config__=ConfigDict(extra="forbid"),
+        __base__=_Response,
         __doc__=" | ".join(declared_name(t) for t in outputs),
         choice=(choice, ...),
     )
@@ -135,21 +135,67 @@ def _strict_copy(declared: type[BaseModel], tag: str | None) -> type[BaseModel]:
     fields: dict[str, Any] = {tag: (Literal[name], ...)} if tag else {}
     fields.update({name: (f.annotation, f) for name, f in declared.model_fields.items()})
     copy: type[BaseModel] = create_model(
-        name,
-        __config__=ConfigDict(
-            extra="forbid",
-            populate_by_name=True,
-            # No description is no description: instructor would write its own sentence.
-            json_schema_extra=_keep_description_empty,
-        ),
-        __doc__=declared.__doc__,
-        **fields,
+        name, __base__=_Response, __doc__=declared.__doc__, **fields
     )
     return copy
 
 
 def _keep_description_empty(schema: dict[str, Any], cls: type[BaseModel]) -> None:
     schema.setdefault("description", "")
+
+
+class _Response(BaseModel):
+    """The base of the models a request asks for: strict, and described only by the user.
+
+    Its schema names `$defs` by the declared types' names: pydantic would qualify a name
+    shared by two classes (the tagged copy and the declared class a recursive field
+    refers to) with their module paths, which hold the generated module's cache hash, so
+    editing a comment would change the schema the model sees.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        # No description is no description: instructor would write its own sentence.
+        json_schema_extra=_keep_description_empty,
+    )
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return readable_defs(super().model_json_schema(*args, **kwargs))
+
+
+def readable_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with each `$defs` entry keyed by its title (`Tree`, then `Tree_2` for a
+    second class of that name, in pydantic's order) and every reference following it
+    (`$ref`s and a discriminator's mapping)."""
+    defs = schema.get("$defs")
+    if not isinstance(defs, dict):
+        return schema
+    renamed: dict[str, str] = {}
+    for key, definition in defs.items():
+        base = str(definition.get("title") or key)
+        name, number = base, 2
+        while name in renamed.values():
+            name, number = f"{base}_{number}", number + 1
+        renamed[key] = name
+
+    def follow(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: follow(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [follow(v) for v in node]
+        return _ref(renamed, node) if isinstance(node, str) else node
+
+    result: dict[str, Any] = follow({k: v for k, v in schema.items() if k != "$defs"})
+    result["$defs"] = {renamed[k]: follow(v) for k, v in defs.items()}
+    return result
+
+
+def _ref(renamed: dict[str, str], ref: str) -> str:
+    prefix = "#/$defs/"
+    key = ref.removeprefix(prefix)
+    return prefix + renamed[key] if ref.startswith(prefix) and key in renamed else ref
 
 
 def resolve_model_name(override: str | None, action: CallModel) -> str:
