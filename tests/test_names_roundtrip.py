@@ -129,7 +129,8 @@ def test_an_agent_named_like_a_module_does_not_shadow_it(tmp_path: Path) -> None
     for name in ("json", "pydantic", "typing", "os", "twelvefold"):
         agent = tmp_path / f"{name}.agent"
         agent.write_text(
-            f'agent {name} {{ start s }}\ntype O {{ v: int }}\nllm s -> O {{ prompt "p.j2" on O -> f }}\nfinal f(O)\n'
+            f"agent {name} {{ start s }}\ntype O {{ v: int }}\n"
+            'llm s -> O { prompt "p.j2" on O -> f }\nfinal f(O)\n'
         )
         (tmp_path / "p.j2").write_text("{{ context }}")
         result = compile_file(agent, prompts_dir=tmp_path)
