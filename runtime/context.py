@@ -177,13 +177,37 @@ def estimate_tokens(text: str) -> int:
 
 
 def within_budget(events: Sequence[ContextEvent], budget: int) -> list[ContextEvent]:
-    """Drop the oldest events (never the input) until the entries fit in `budget` tokens."""
+    """Drop the oldest events (never the input) until the entries fit in `budget` tokens.
+
+    The newest entry is never dropped whole: when it alone does not fit beside the input,
+    it is cut to what fits and marked (`TRUNCATED`), so the model still sees that it
+    happened and how it began.
+    """
     head = [e for e in events[:1] if e.kind == "started"]
     rest = list(events[len(head) :])
     total = sum(estimate_tokens(e.text) for e in [*head, *rest])
     while rest and total > budget:
+        if len(rest) == 1:
+            room = budget - sum(estimate_tokens(e.text) for e in head)
+            rest[0] = truncated(rest[0], room * CHARS_PER_TOKEN)
+            break
         total -= estimate_tokens(rest.pop(0).text)
     return head + rest
+
+
+TRUNCATED = "… [truncated: {shown} of {total} characters]"
+"""The marker a cut entry ends with (before its closing tag, in xml)."""
+
+
+def truncated(view: ContextEvent, chars: int) -> ContextEvent:
+    """`view` with its rendered entry cut to about `chars` characters, marked."""
+    text = str(view.text)
+    closing = f"</{view.name}>"
+    body, end = (text[: -len(closing)], closing) if text.endswith(closing) else (text, "")
+    marker_room = len(TRUNCATED) + 2 * len(str(len(body))) + len(end)
+    shown = max(0, min(len(body), chars - marker_room))
+    marker = TRUNCATED.format(shown=shown, total=len(body))
+    return _with_text(view, body[:shown] + marker + end)
 
 
 # ---- formats -----------------------------------------------------------------------------

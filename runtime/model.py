@@ -262,6 +262,9 @@ class OpenAIModel:
         }
         if request.action.temperature is not None:
             arguments["temperature"] = request.action.temperature
+        if self.mode == "tools":
+            # One step, one decision: a second tool call would have nowhere to go.
+            arguments["parallel_tool_calls"] = False
         return arguments
 
     async def preview(self, request: ModelRequest) -> dict[str, Any]:
@@ -313,6 +316,15 @@ class OpenAIModel:
         except OpenAIError as exc:
             raise ModelError(_api_error(exc)) from exc
         latency_ms = (time.perf_counter() - started) * 1000
+        calls = _tool_calls(completion)
+        if calls > 1:  # asked for one; never drop the others without a trace
+            raise ModelError(
+                ErrorInfo(
+                    "InvalidOutput",
+                    f"the model made {calls} tool calls at `{request.action.step}`; "
+                    "one was asked for (parallel_tool_calls: false)",
+                )
+            )
         return ModelReply(shape.unwrap(parsed), _usage(completion, latency_ms))
 
 
@@ -332,6 +344,12 @@ def _make_client(
     return instructor.from_openai(
         client, mode=instructor.Mode.TOOLS if mode == "tools" else instructor.Mode.JSON
     )
+
+
+def _tool_calls(completion: Any) -> int:
+    choices = getattr(completion, "choices", None) or []
+    message = getattr(choices[0], "message", None) if choices else None
+    return len(getattr(message, "tool_calls", None) or [])
 
 
 def _usage(completion: Any, latency_ms: float) -> Usage:

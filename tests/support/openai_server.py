@@ -37,6 +37,9 @@ class Reply:
     error: str | None = None
     usage: tuple[int, int] = (11, 7)
     """(prompt_tokens, completion_tokens)."""
+    calls: int = 1
+    """How many tool calls the message carries (each with `arguments`): a model that
+    ignores `parallel_tool_calls: false`."""
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -122,10 +125,11 @@ def completion(request: dict[str, Any], reply: Reply, n: int) -> dict[str, Any]:
         )
         message["tool_calls"] = [
             {
-                "id": f"call_{n}",
+                "id": f"call_{n}_{index}",
                 "type": "function",
                 "function": {"name": name, "arguments": arguments},
             }
+            for index in range(reply.calls)
         ]
         finish_reason = "tool_calls"
     prompt_tokens, completion_tokens = reply.usage
