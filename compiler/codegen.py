@@ -248,6 +248,11 @@ class _ModuleBuilder:
         config = ['extra="forbid"']
         if needs_config:
             config.append("populate_by_name=True")
+        if any(_has_float(f.type) for f in decl.fields):
+            # docs/language.md: NaN and the infinities are not numbers a model may answer
+            # (an amount of NaN slips past every ordering guard); validation refuses them,
+            # so the model is asked again like for any other malformed output.
+            config.append("allow_inf_nan=False")
         if name != decl.name.text:  # the declared name stays the one the model sees
             config.append(f"title={py_str(decl.name.text)}")
         return ModelView(
@@ -533,3 +538,17 @@ def _named_types(expr: n.TypeExpr) -> list[str]:
         case n.OptionalType(inner=inner):
             return _named_types(inner)
     return []
+
+
+def _has_float(expr: n.TypeExpr) -> bool:
+    """A field type that holds a float anywhere (`float?`, `list[float]`, a map's values)."""
+    match expr:
+        case n.NamedType(name=name):
+            return name == "float"
+        case n.OptionalType(inner=inner):
+            return _has_float(inner)
+        case n.ListType(item=item):
+            return _has_float(item)
+        case n.MapType(value=value):
+            return _has_float(value)
+    return False

@@ -85,6 +85,7 @@ def analyse(source: str) -> Analysis:
 def _unsafe(tree: j.Template) -> tuple[VariableUse, ...]:
     found = []
     for node in tree.find_all((j.Getattr, j.Getitem)):
+        assert isinstance(node, j.Getattr | j.Getitem)
         attr = node.attr if isinstance(node, j.Getattr) else _const_key(node)
         if attr is not None and unsafe_attribute(attr):
             found.append(VariableUse((*(_path(node.node) or ("…",)), attr), node.lineno))
@@ -110,6 +111,7 @@ _LOADS = {j.Include: "include", j.Extends: "extends", j.Import: "import", j.From
 def _loads(tree: j.Template) -> tuple[TemplateLoad, ...]:
     found = []
     for node in tree.find_all(tuple(_LOADS)):
+        assert isinstance(node, j.Include | j.Extends | j.Import | j.FromImport)
         target = node.template
         name = (
             target.value if isinstance(target, j.Const) and isinstance(target.value, str) else None

@@ -124,7 +124,12 @@ def view_of(thread: Thread) -> ThreadView:
         action = thread.agent.module.next_action(state)
         if isinstance(action, AwaitApproval | AwaitAnswer):
             waiting_for = "approval" if isinstance(action, AwaitApproval) else "answer"
-            asked = question(action)
+            from .context import AskRenderError  # jinja2 loads only when a thread waits
+
+            try:
+                asked = question(action)
+            except AskRenderError as exc:  # a pause told under an older runtime
+                asked = f"(this question cannot be shown: {exc})"
     return ThreadView(
         id=thread.id,
         agent=thread.agent.name,

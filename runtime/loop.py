@@ -32,7 +32,7 @@ from .model import Model, ModelError, ModelRequest
 
 if TYPE_CHECKING:
     from .notify import Notice  # notify.py loads only when a thread waits
-from .spec import AgentSpec
+from .spec import ASK_NOT_SHOWN, AgentSpec
 from .store import EventStore, Head, ThreadInfo, now_iso
 from .types import (
     Action,
@@ -253,7 +253,16 @@ class Engine:
         return ToolResult(step=step, at=now_iso(), usage=outcome.usage, result=outcome.result)
 
     async def _notify(self, thread: Thread, action: AwaitApproval | AwaitAnswer) -> Event:
-        channels = await self._notifier().notify(notice(thread, action))
+        from .context import AskRenderError
+
+        try:
+            told = notice(thread, action)
+        except AskRenderError as exc:
+            # Nobody may decide on text that does not show the values: the pause fails,
+            # in the log, before any channel is used (fix the `ask`, then retry).
+            error = ErrorInfo(ASK_NOT_SHOWN, f"the `ask` of `{action.step}` cannot be shown: {exc}")
+            return StepFailed(step=action.step, at=now_iso(), error=error)
+        channels = await self._notifier().notify(told)
         return Notified(step=action.step, at=now_iso(), channels=tuple(channels))
 
     # ---- helpers ------------------------------------------------------------------
@@ -285,13 +294,13 @@ def started(agent: Agent, input: Any) -> Started:
 
 
 def question(action: AwaitApproval | AwaitAnswer) -> str:
-    """The `ask` template rendered over the waiting step's value."""
+    """The `ask` template rendered over the waiting step's value.
+
+    Raises context.AskRenderError when it cannot be: the raw template is never shown.
+    """
     from .context import render_ask
 
-    try:
-        return render_ask(action.ask, action.value)
-    except Exception:  # a template the checker passed but this value cannot fill
-        return action.ask
+    return render_ask(action.ask, action.value)
 
 
 def notice(thread: Thread, action: AwaitApproval | AwaitAnswer) -> Notice:

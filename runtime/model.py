@@ -131,11 +131,19 @@ def _tagged(declared: type[BaseModel], tag: str) -> type[BaseModel]:
 
 def _strict_copy(declared: type[BaseModel], tag: str | None) -> type[BaseModel]:
     """`declared`'s fields, after a constant `tag` field naming it; extra keys are refused."""
-    name = declared_name(declared)
-    fields: dict[str, Any] = {tag: (Literal[name], ...)} if tag else {}
+    declared_as = declared_name(declared)
+    fields: dict[str, Any] = {tag: (Literal[declared_as], ...)} if tag else {}
     fields.update({name: (f.annotation, f) for name, f in declared.model_fields.items()})
+    # The declared class's config comes along (e.g. `allow_inf_nan=False`): what the
+    # declared class would refuse must be refused here, where instructor re-asks.
+    # (Config given as class keywords: pydantic merges them over _Response's own config.)
+    config = {**declared.model_config, "extra": "forbid"}
     copy: type[BaseModel] = create_model(
-        name, __base__=_Response, __doc__=declared.__doc__, **fields
+        declared_as,
+        __base__=_Response,
+        __doc__=declared.__doc__,
+        __cls_kwargs__=config,
+        **fields,
     )
     return copy
 

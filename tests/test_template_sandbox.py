@@ -21,6 +21,7 @@ from twelvefold.compiler import compile_file, compile_text
 from twelvefold.compiler.prompts import PromptDirectory
 from twelvefold.runtime import Started, ToolResult
 from twelvefold.runtime.context import (
+    AskRenderError,
     ContextEvent,
     build_messages,
     render_ask,
@@ -81,8 +82,9 @@ def test_render_ask_refuses_python_internals(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SecurityError):
+    with pytest.raises(AskRenderError) as refused:
         render_ask(EXPLOIT, {"tag": "v1"})
+    assert isinstance(refused.value.__cause__, SecurityError)
     assert not (tmp_path / "MARKER").exists()
 
 

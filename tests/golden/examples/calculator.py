@@ -54,7 +54,7 @@ __all__ = [
 class Add(BaseModel):
     """Add two numbers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     a: float
     b: float
@@ -63,7 +63,7 @@ class Add(BaseModel):
 class Subtract(BaseModel):
     """Subtract b from a."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     a: float
     b: float
@@ -72,7 +72,7 @@ class Subtract(BaseModel):
 class Multiply(BaseModel):
     """Multiply two numbers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     a: float
     b: float
@@ -81,7 +81,7 @@ class Multiply(BaseModel):
 class Divide(BaseModel):
     """Divide a by b."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     a: float
     b: float
@@ -104,7 +104,7 @@ class DoneForNow(BaseModel):
 
 
 class Number(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     value: float
 

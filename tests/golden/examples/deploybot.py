@@ -89,7 +89,7 @@ class GitTags(BaseModel):
 
 
 class DeployResult(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     url: str
     took_seconds: float | None = None

@@ -77,7 +77,7 @@ class Request(BaseModel):
 class State_(BaseModel):
     """clashes with the runtime's State"""
 
-    model_config = ConfigDict(extra="forbid", title="State")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="State")
 
     value: float
 
@@ -97,7 +97,7 @@ class Event_(BaseModel):
 
 
 class Out(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     float_: float | None = Field(default=None, alias="float")
     Field_: str | None = Field(default=None, alias="Field", description="read by the class body")
