@@ -168,3 +168,32 @@ def _loaded(source: str, folder: Path) -> Any:
     agent = folder / "a.agent"
     agent.write_text(source)
     return import_generated(agent, folder / "out", folder / "prompts")
+
+
+def test_json_input_refuses_unknown_keys_at_every_level(rt: Runtime) -> None:
+    from twelvefold.runtime.api import InputError
+
+    with pytest.raises(InputError, match="extra"):
+        rt.launch(MAIL, {"from": "bob", "surprise": 1})
+    with pytest.raises(InputError, match="extra"):
+        rt.launch(MAIL, '{"from": "bob", "surprise": 1}')
+
+
+def test_the_reserved_words_are_derived_from_the_grammar_and_documented() -> None:
+    from lark.lexer import PatternStr
+
+    from twelvefold.compiler.checks.names import reserved_words
+    from twelvefold.compiler.parser import _lark
+    from twelvefold.compiler.syntax_errors import KEYWORDS
+
+    literal = {
+        str(t.pattern.value)
+        for t in _lark().terminals
+        if isinstance(t.pattern, PatternStr) and str(t.pattern.value).isidentifier()
+    }
+    assert literal == KEYWORDS
+    reserved = reserved_words()
+    assert reserved == {"state": frozenset(), "type": frozenset({"error", "list", "map"})}
+    language = (Path(__file__).parents[1] / "docs" / "language.md").read_text()
+    for word in reserved["type"]:
+        assert f"`{word}`" in language.split("The reserved words are few")[1][:400]

@@ -12,9 +12,8 @@ from twelvefold.runtime.types import EVENT_KINDS
 from .. import nodes as n
 from .. import types as t
 from ..diagnostics import Diagnostic, did_you_mean, error
-from ..parser import parse
+from ..parser import keywords_beside_names, parse
 from ..program import Program
-from ..syntax_errors import KEYWORDS
 from .common import declared_input, gotos, start_state, type_table, with_note
 
 FUNCTION_PATH = re.compile(
@@ -51,9 +50,12 @@ def reserved_words() -> dict[str, frozenset[str]]:
     def fails(probe: str, word: str) -> bool:
         return bool(parse(probe.replace("{name}", word))[1])
 
+    # Only a keyword the parser accepts in some state where it also accepts a name can
+    # collide with one; the others need no probe (this keeps the check cheap).
+    candidates = keywords_beside_names()
     return {
-        "state": frozenset(w for w in KEYWORDS if fails(_STATE_PROBE, w)),
-        "type": frozenset(w for w in KEYWORDS if fails(_TYPE_PROBE, w)),
+        "state": frozenset(w for w in candidates if fails(_STATE_PROBE, w)),
+        "type": frozenset(w for w in candidates if fails(_TYPE_PROBE, w)),
     }
 
 
