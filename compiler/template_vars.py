@@ -22,6 +22,7 @@ from functools import cache, lru_cache
 
 from jinja2 import Environment, TemplateSyntaxError, meta
 from jinja2 import nodes as j
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from twelvefold.runtime.templates import unsafe_attribute
 
@@ -60,8 +61,9 @@ class Analysis:
 
 @cache
 def _environment() -> Environment:
-    # Parsing only; autoescape and undefined handling do not change what a template reads.
-    return Environment()
+    # Parsing only, with the class templates render in (runtime/templates.py); autoescape
+    # and undefined handling do not change what a template reads.
+    return ImmutableSandboxedEnvironment()
 
 
 @lru_cache(maxsize=1024)  # agents repeat the same short `ask` texts

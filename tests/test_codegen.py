@@ -221,3 +221,17 @@ final f(Out)
         ast.unparse(node.func) for node in ast.walk(ast.parse(module)) if isinstance(node, ast.Call)
     }
     assert not any("system" in call for call in calls)
+
+
+def test_types_named_like_generated_names_run(tricky: ModuleType) -> None:
+    """`type _d_action` beside a state `d`, `type _ACTIONS`, `type reduce`: the module's own
+    functions and tables are untouched, so a thread runs through the state `d`."""
+    request = tricky.Request.model_validate(
+        {"from": "a", "model_config": "b", "json": False, "type": "c'd"}
+    )
+    state = tricky.initial_state(request)
+    out = tricky.Out.model_validate({"float": 2.0})
+    moved = tricky.reduce(state, ModelOutput(step="decide", output=out))
+    assert moved.step == "d"
+    action = tricky.next_action(moved)
+    assert action.function == "tricky_tools:d" and action.output is tricky.reduce_
