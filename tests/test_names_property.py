@@ -5,6 +5,7 @@ get a diagnostic. Never a broken module (issue 9 §3)."""
 
 from __future__ import annotations
 
+import ast
 import builtins
 import keyword
 import warnings
@@ -14,7 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twelvefold.compiler import PromptFile, compile_text
-from twelvefold.compiler.pynames import GENERATED_NAMES, IMPORTED_NAMES
+from twelvefold.compiler.pynames import (
+    GENERATED_NAMES,
+    IMPORTED_NAMES,
+    RESERVED,
+    state_function_names,
+)
 from twelvefold.runtime.loading import import_file
 
 HOSTILE = sorted(
@@ -89,6 +95,7 @@ def test_hostile_names_compile_to_a_clean_module_or_a_diagnostic(
         assert all(d.span.line >= 1 for d in result.diagnostics)
         return
     ((file_name, module_text),) = result.files.items()
+    _check_top_level_names(module_text, module_states(source))
     path = tmp_path / f"{abs(hash(source))}_{file_name}"
     path.write_text(module_text)
     with warnings.catch_warnings():
@@ -104,3 +111,34 @@ def test_hostile_names_compile_to_a_clean_module_or_a_diagnostic(
         assert list(schema.get("properties", {})) == fields
         value = cls.model_validate({f: None for f in fields})
         assert value.model_dump(by_alias=True) == {f: None for f in fields}
+
+
+def module_states(source: str) -> list[str]:
+    return [
+        line.split()[1].split("(")[0]
+        for line in source.splitlines()
+        if line.startswith(("llm ", "final "))
+    ]
+
+
+def _check_top_level_names(text: str, states: list[str]) -> None:
+    """Every name the module binds at its top level is bound once, and is a class, a
+    per-state function or one of pynames.RESERVED: the reserved set cannot fall behind
+    what module.py.j2 writes."""
+    bound: list[str] = []
+    classes: set[str] = set()
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.ImportFrom | ast.Import):
+            bound += [(a.asname or a.name).split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ClassDef):
+            bound.append(node.name)
+            classes.add(node.name)
+        elif isinstance(node, ast.FunctionDef):
+            bound.append(node.name)
+        elif isinstance(node, ast.Assign):
+            bound += [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            bound.append(node.target.id)
+    assert len(bound) == len(set(bound)), sorted(n for n in bound if bound.count(n) > 1)
+    functions = {f for s in states for f in state_function_names(s)}
+    assert set(bound) - classes - functions <= RESERVED, set(bound) - classes - functions - RESERVED
