@@ -107,7 +107,9 @@ def python_names(types: Iterable[n.TypeDecl], states: Iterable[str]) -> PythonNa
     taken = set(RESERVED) | {f for s in states for f in state_function_names(s)}
     classes = _allocate(
         [d.name.text for d in decls],
-        lambda name: not _is_reserved_anywhere(name),
+        # A class body binds `model_config` (and BaseModel's names are its attributes), so
+        # an annotation in it could not reach a class of one of those names.
+        lambda name: not _is_reserved_anywhere(name) and name not in _BASEMODEL_ATTRIBUTES,
         taken,
         spell=_class_candidate,
     )

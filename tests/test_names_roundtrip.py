@@ -62,7 +62,7 @@ def test_from_round_trips_through_schema_context_ask_json_and_notice(
     assert output["output"] == {"type": "State", "value": {"from": "ana", "note": None}}
     decoded = [codec.decode_event(e) for e in encoded]
     assert decoded == rt.events(view.id)
-    done = rt.resume(view.id, approve=True)
+    done = rt.resume(view.id, approve=True, request=view.request)
     assert done.to_json()["output"] == {"from": "ana", "note": None}  # `run --json`
 
 

@@ -306,7 +306,9 @@ def _drop_reduce(state: State, event: Event) -> State:
 
 # input.agent:49: human next { next last }
 def _next_action(state: State) -> Action:
-    return AwaitAnswer(step="next", value=state.value, ask="", notified=state.notified)
+    return AwaitAnswer(
+        step="next", value=state.value, ask="", notified=state.notified, request=state.request
+    )
 
 
 def _next_reduce(state: State, event: Event) -> State:
