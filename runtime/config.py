@@ -56,6 +56,19 @@ class Config:
         return groups
 
     @property
+    def allow_stdlib(self) -> tuple[str, ...]:
+        """Standard-library modules that tools may name, e.g.
+        `[tool.twelvefold.tools] allow_stdlib = ["json"]`. None by default: a tool such as
+        `"sys:exit"` or `"code:interact"` is refused (see runtime/tools.py)."""
+        table = self.settings.get("tools", {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{self.path}: `tools` must be a table")
+        names = table.get("allow_stdlib", [])
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise ConfigError(f"{self.path}: `tools.allow_stdlib` must be a list of module names")
+        return tuple(names)
+
+    @property
     def reference(self) -> str | None:
         """How a decision records the configuration that allowed it: `path#digest`."""
         return None if self.path is None else f"{self.path}#{self.digest}"

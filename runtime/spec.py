@@ -106,7 +106,15 @@ class AgentSpec:
         if isinstance(event, Retried):
             if state.status != "failed":
                 raise IllegalEvent(state, event, "only a failed thread can be retried")
+            if state.retry_key is not None and event.key != state.retry_key:
+                # The failed call may have run: one logical call keeps one key.
+                raise IllegalEvent(
+                    state,
+                    event,
+                    f"the failed call's outcome is unknown; retry it with key {state.retry_key}",
+                )
             resumed = self._copy(state, status=self._status_at(state.step), error=None)
+            resumed = replace(resumed, retry_key=event.key)
             if state.error is not None and state.error.type == BUDGET_EXHAUSTED.type:
                 # A person chose to go on after the budget ran out: give it back.
                 return replace(resumed, steps=0)
@@ -118,7 +126,8 @@ class AgentSpec:
         if isinstance(event, ToolStarted):
             if self.states[state.step].kind != "tool":
                 raise IllegalEvent(state, event, f"`{state.step}` is not a tool")
-            return self._copy(state, tool_key=event.key)
+            # The retry's key (if any) is now the started call's: `tool_key` carries it.
+            return replace(self._copy(state, tool_key=event.key), retry_key=None)
         return None
 
     def move(self, state: State, event: Event, target: str, value: Any) -> State:
@@ -136,7 +145,9 @@ class AgentSpec:
         """A step failed: escalate at the error ceiling, else follow `on error`, else fail.
 
         Failures pass the step's incoming value on unchanged; the error itself stays in
-        the log, where the context window shows it.
+        the log, where the context window shows it. A thread that fails keeps the key of
+        a tool call whose outcome is unknown (`StepFailed.key`) as `retry_key`: a
+        `Retried` event must then carry that key (one logical call, one key).
         """
         errors = state.errors + 1
         steps = state.steps + 1
@@ -153,6 +164,8 @@ class AgentSpec:
             errors=errors,
             seq=state.seq + 1,
             error=event.error,
+            # A call whose outcome is unknown: a retry must reuse its key.
+            retry_key=event.key,
         )
 
     # ---- helpers ------------------------------------------------------------------

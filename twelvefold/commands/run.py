@@ -257,6 +257,12 @@ def run(
 @click.option("--comment", help="Why; the model sees it in its context.")
 @click.option("--answer", help="Answer the question the thread waits on.")
 @click.option("--retry", is_flag=True, help="Try a failed thread again from its failed step.")
+@click.option(
+    "--reuse-key",
+    is_flag=True,
+    help="With --retry after a tool returned an error: call it again with the failed "
+    "call's idempotency key instead of a new one.",
+)
 @click.option("--by", help="Who approves, rejects or answers.")
 @DB
 @model_options
@@ -268,6 +274,7 @@ def resume(
     comment: str | None,
     answer: str | None,
     retry: bool,
+    reuse_key: bool,
     by: str | None,
     db: Path,
     model: str | None,
@@ -281,6 +288,8 @@ def resume(
     _check_model_flags(cassette, record)
     if approve + reject + (answer is not None) + retry > 1:
         raise click.UsageError("give one of --approve, --reject, --answer or --retry")
+    if reuse_key and not retry:
+        raise click.UsageError("--reuse-key goes with --retry")
     if reject and not comment:
         raise click.UsageError("--reject needs a --comment saying why")
     with (
@@ -288,7 +297,7 @@ def resume(
         runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
     ):
         if retry:
-            view = rt.retry(thread, by=by)
+            view = rt.retry(thread, by=by, reuse_key=reuse_key)
         else:
             view = rt.resume(
                 thread, approve=approve, reject=reject, comment=comment, answer=answer, by=by

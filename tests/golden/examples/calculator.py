@@ -250,6 +250,7 @@ def _add_action(state: State) -> Action:
         value=state.value,
         output=Number,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 
@@ -271,6 +272,7 @@ def _subtract_action(state: State) -> Action:
         value=state.value,
         output=Number,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 
@@ -292,6 +294,7 @@ def _multiply_action(state: State) -> Action:
         value=state.value,
         output=Number,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 
@@ -331,6 +334,7 @@ def _divide_action(state: State) -> Action:
         value=state.value,
         output=Number,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 
