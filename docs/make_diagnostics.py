@@ -173,6 +173,15 @@ ENTRIES: dict[str, Entry] = {
         "Maps are JSON objects, so their keys are strings: `map[string, T]`.",
         "Use `map[string, T]`, or a list of records.",
     ),
+    "E118": Entry(
+        "a standard-library module as a tool",
+        "A tool is your own function. One that names a standard-library module "
+        '(`"sys:exit"`, `"os:abort"`, `"code:interact"`) could end or take over the process, '
+        "so the runtime refuses it and the check reports it, by the module's name alone "
+        "(the compiler never imports a tool).",
+        "Point the tool at your own function (which may call the library), or allow the "
+        'module by name in the configuration: `[tool.twelvefold.tools] allow_stdlib = ["json"]`.',
+    ),
     "E201": Entry(
         "an output type is never routed",
         "An llm step lists a type among its outputs but no `on TYPE` rule routes it: the "

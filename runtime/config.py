@@ -17,6 +17,7 @@ approvers as they are at that moment (a revoked approver is revoked at once).
 from __future__ import annotations
 
 import hashlib
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -74,6 +75,13 @@ class Config:
         return None if self.path is None else f"{self.path}#{self.digest}"
 
 
+def stdlib_module(reference: str) -> str | None:
+    """The standard-library top-level module a tool's `module:function` names, or None
+    (`sys.stdlib_module_names`; such a tool needs `Config.allow_stdlib`)."""
+    top = reference.partition(":")[0].partition(".")[0]
+    return top if top in sys.stdlib_module_names else None
+
+
 def find_config(start: Path) -> Config:
     """The configuration for files in `start` (a folder, or a file whose folder is used).
 
@@ -111,4 +119,4 @@ def _read(path: Path, *, tool_table: bool) -> Config | None:
     return Config(path, hashlib.sha256(data).hexdigest()[:16], table)
 
 
-__all__ = ["CONFIG_FILE", "Config", "ConfigError", "find_config"]
+__all__ = ["CONFIG_FILE", "Config", "ConfigError", "find_config", "stdlib_module"]

@@ -46,6 +46,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .config import stdlib_module
 from .types import CallTool, ErrorInfo, Usage
 
 _MESSAGE_LIMIT = 500
@@ -107,12 +108,6 @@ class ToolBox:
         if tool is None:
             tool = self._cache[cache_key] = _import(reference, folders, allow_stdlib)
         return tool
-
-
-def stdlib_module(reference: str) -> str | None:
-    """The standard-library top-level module `module:function` names, or None."""
-    top = reference.partition(":")[0].partition(".")[0]
-    return top if top in sys.stdlib_module_names else None
 
 
 def _import(reference: str, folders: Sequence[Path], allow_stdlib: Collection[str]) -> Tool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
+from twelvefold.runtime.config import ConfigError, find_config, stdlib_module
 from twelvefold.runtime.types import EVENT_KINDS
 
 from .. import nodes as n
@@ -250,6 +252,47 @@ def function_paths(program: Program, _: object) -> Iterator[Diagnostic]:
                 help=f'write the module and the function name, e.g. "tools.{program.name}:'
                 f'{step.name.text}"',
             )
+
+
+def stdlib_tools(program: Program, _: object) -> Iterator[Diagnostic]:
+    """A tool is the user's own function, never a standard-library one such as `"sys:exit"`,
+    `"os:abort"` or `"code:interact"` (issue 9 §2), unless the project's configuration
+    allows that module by name (`[tool.twelvefold.tools] allow_stdlib`). Decided by the
+    module's name alone, as the runtime decides it: `check` never imports a tool."""
+    allowed: tuple[str, ...] | None = None
+    for step in program.source.steps:
+        if not isinstance(step, n.ToolStep) or not FUNCTION_PATH.fullmatch(step.function.value):
+            continue
+        module = stdlib_module(step.function.value)
+        if module is None:
+            continue
+        if allowed is None:
+            allowed = _allowed_stdlib(program.source.path)
+        if module in allowed:
+            continue
+        yield error(
+            "E118",
+            f"tool `{step.name.text}` names the standard-library module `{module}`",
+            program.source.path,
+            step.function.span,
+            label="not your own function",
+            help=f'point it at a function of your own, e.g. "tools.{program.name}:'
+            f'{step.name.text}", or allow the module in twelvefold.toml: '
+            f'`[tools] allow_stdlib = ["{module}"]`',
+        )
+
+
+def _allowed_stdlib(path: str) -> tuple[str, ...]:
+    """What the configuration beside an existing .agent file allows (nothing for a
+    source that is not a file, or whose configuration cannot be read: the runtime
+    reports that)."""
+    file = Path(path)
+    if not file.is_file():
+        return ()
+    try:
+        return find_config(file).allow_stdlib
+    except ConfigError:
+        return ()
 
 
 # ---- settings ------------------------------------------------------------------
