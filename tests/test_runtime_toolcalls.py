@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.support.e2e import ModelTurns, runtime
-from tests.support.openai_server import ScriptedOpenAI
+from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.cli import cli
 from twelvefold.runtime import tools
 from twelvefold.runtime.api import InputError, Runtime
@@ -579,3 +581,56 @@ def test_check_reports_a_stdlib_tool_unless_the_configuration_allows_it(tmp_path
     (folder / "pyproject.toml").write_text('[tool.twelvefold.tools]\nallow_stdlib = ["code"]\n')
     result = CliRunner().invoke(cli, ["check", str(agent)])
     assert "E118" not in result.output, result.output
+
+
+# ---- property: a keyed call never sees two keys -------------------------------------------
+
+OUTCOMES = st.lists(
+    st.tuples(st.sampled_from(["decline", "wrong", "ok"]), st.booleans()), min_size=1, max_size=5
+)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(outcomes=OUTCOMES)
+def test_property_a_keyed_call_never_sees_two_keys(
+    project: Path,
+    shared: Runtime,
+    openai_server: ScriptedOpenAI,
+    outcomes: list[tuple[str, bool]],
+) -> None:
+    """Whatever the tool does (says no, returns the wrong shape, succeeds) and however a
+    person retries (with or without --reuse-key), every attempt of one logical call has the
+    call's one key, in the log and as the tool sees it: only after the tool said no, and
+    only unless the person asks to reuse the key, does a retry start a new call."""
+    asked: list[int] = []
+
+    def decide(_: dict[str, object]) -> Reply:
+        asked.append(1)
+        return Reply(arguments={"choice": REFUND if len(asked) == 1 else DONE})
+
+    openai_server.responder = decide
+    Path(os.environ["REFUND_LOG"]).unlink(missing_ok=True)
+    (mode, _), *later = outcomes
+    os.environ["REFUND_MODE"] = mode
+    view = shared.launch(project / "patient.agent", "refund order A1")
+    attempts = [(mode, False)]  # the tool's behaviour at each attempt, and `--reuse-key`
+    for mode, reuse in later:
+        if view.status != "failed":
+            break
+        os.environ["REFUND_MODE"] = mode
+        view = shared.retry(view.id, reuse_key=reuse)
+        attempts.append((mode, reuse))
+
+    keys = [
+        e.key for e in shared.events(view.id) if isinstance(e, ToolStarted) and e.step == "refund"
+    ]
+    assert refund_calls() == keys  # each attempt ran once, with the key its start recorded
+    assert len(keys) == len(attempts)
+    for i in range(1, len(keys)):
+        (before, _), (_, reuse) = attempts[i - 1], attempts[i]
+        same_call = before == "wrong" or reuse  # it ran (or the person asked): one call
+        assert (keys[i] == keys[i - 1]) == same_call, (attempts, keys)
