@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -251,7 +251,11 @@ def test_a_keyless_tool_that_timed_out_is_not_run_again_automatically(
 
 
 def test_retry_2_runs_a_tool_that_returned_the_wrong_shape_once(
-    project: Path, shared: Runtime, model: ModelTurns, monkeypatch: pytest.MonkeyPatch
+    project: Path,
+    db: Path,
+    shared: Runtime,
+    model: ModelTurns,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Issue 8 item 4: three payments and one `tool_started` in the log.
     monkeypatch.setenv("REFUND_MODE", "wrong")
@@ -261,8 +265,13 @@ def test_retry_2_runs_a_tool_that_returned_the_wrong_shape_once(
     assert view.status == "failed" and view.error is not None
     assert view.error.type == "ValidationError"
     assert refund_calls() == [key]
-    # It ran: the result could not be read, so a retry reuses its key.
+    # It ran: the result could not be read, so a retry reuses its key (and says so).
     assert view.state.retry_key == key
+    result = CliRunner().invoke(cli, ["resume", view.id, "--retry", "--db", str(db)])
+    assert result.exit_code == 1, result.output  # failed again, the same way
+    assert f"retried       reusing key {key}" in result.output
+    assert f"a retry reuses its key {key}" in result.output
+    assert refund_calls() == [key, key]
 
 
 def test_a_returned_error_then_a_persons_retry_is_a_new_call_unless_they_reuse_the_key(
@@ -373,40 +382,43 @@ def crash_inside_the_tool(
     child.join()
 
 
-def test_after_a_crash_a_keyed_call_runs_again_with_its_key(
+@pytest.fixture
+def crash(
     project: Path,
-    shared: Runtime,
     db: Path,
     cache: Path,
     model: ModelTurns,
     openai_server: ScriptedOpenAI,
     monkeypatch: pytest.MonkeyPatch,
+) -> Callable[[str, str], None]:
+    """`crash(agent, thread_id)`: launch the thread in a child process, kill it inside the
+    tool (after its `tool_started`), and let tools return normally from then on."""
+
+    def crashed(agent: str, thread_id: str) -> None:
+        monkeypatch.setenv("REFUND_MODE", "block")
+        model.then(REFUND, DONE)
+        crash_inside_the_tool(openai_server, db, cache, project / f"{agent}.agent", thread_id)
+        monkeypatch.setenv("REFUND_MODE", "ok")
+
+    return crashed
+
+
+def test_after_a_crash_a_keyed_call_runs_again_with_its_key(
+    crash: Callable[[str, str], None], shared: Runtime
 ) -> None:
-    monkeypatch.setenv("REFUND_MODE", "block")
-    model.then(REFUND, DONE)
-    crash_inside_the_tool(openai_server, db, cache, project / "patient.agent", "crashed")
+    crash("patient", "crashed")
     key = "crashed:refund:5"
     assert refund_calls() == [key]
-    monkeypatch.setenv("REFUND_MODE", "ok")
     assert shared.resume("crashed").status == "finished"
     assert refund_calls() == [key, key]
     assert tool_events(shared, "crashed")[2:] == [(5, "ToolStarted", key), (6, "ToolResult", None)]
 
 
 def test_after_a_crash_a_keyless_call_is_interrupted_and_a_persons_retry_keeps_its_key(
-    project: Path,
-    shared: Runtime,
-    db: Path,
-    cache: Path,
-    model: ModelTurns,
-    openai_server: ScriptedOpenAI,
-    monkeypatch: pytest.MonkeyPatch,
+    crash: Callable[[str, str], None], shared: Runtime
 ) -> None:
-    monkeypatch.setenv("REFUND_MODE", "block")
-    model.then(REFUND, DONE)
-    crash_inside_the_tool(openai_server, db, cache, project / "patient_payments.agent", "cut")
+    crash("patient_payments", "cut")
     key = "cut:refund:5"
-    monkeypatch.setenv("REFUND_MODE", "ok")
     view = shared.resume("cut")
     assert view.status == "failed" and view.error is not None
     assert view.error.type == "Interrupted"

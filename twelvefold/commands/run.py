@@ -67,8 +67,9 @@ def summarize(event: Event) -> str:
             text = " ".join(p for p in (f"by {by}" if by else "", comment or "") if p)
         case Answered(answer=answer):
             text = answer.text
-        case Retried(by=by):
-            text = f"by {by}" if by else ""
+        case Retried(by=by, key=key):
+            reusing = f"reusing key {key}" if key else ""
+            text = " ".join(p for p in (f"by {by}" if by else "", reusing) if p)
         case _:
             text = ""
     return text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 1] + "…"
@@ -106,6 +107,8 @@ def print_view(view: ThreadView, db: Path) -> None:
     elif view.status == "failed":
         click.echo(f"\n{where} failed at `{view.step}`: {view.error}")
         click.echo(f"  retry: twelvefold resume {view.id} --retry")
+        if view.state.retry_key is not None:  # see docs/runtime.md, one call one key
+            click.echo(f"  (the call may have run: a retry reuses its key {view.state.retry_key})")
     else:
         click.echo(f"\n{where} is running at `{view.step}`")
     click.echo(f"  stored in {db}")
