@@ -124,13 +124,13 @@ def _import(reference: str, folders: Sequence[Path], allow_stdlib: Collection[st
         )
     try:
         module = _import_module(parts, folders)
-    except ToolImportError:
+        function = getattr(module, function_name, None)
+    except KeyboardInterrupt:
         raise
-    except Exception as exc:  # ImportError, or anything the module raises as it loads
+    except BaseException as exc:  # ImportError, or whatever the module raises as it loads
         raise ToolImportError(
             f"cannot import `{module_name}` for tool `{reference}`: {describe(exc)}"
         ) from None
-    function = getattr(module, function_name, None)
     if not callable(function):
         raise ToolImportError(f"`{module_name}` has no function `{function_name}`")
     try:

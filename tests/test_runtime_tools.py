@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,6 +163,25 @@ def test_base_exceptions_from_a_tool_are_failures_never_an_exit(
     outcome = run(function, Count(n=1), offload=offload, timeout_seconds=timeout)
     assert outcome.error is not None and outcome.error.type == kind
     assert not outcome.unknown
+
+
+def test_keyboard_interrupt_in_the_main_thread_stops_the_process_elsewhere_it_is_a_failure() -> (
+    None
+):
+    # In the main thread it is Ctrl-C: it propagates, leaving the call started without a
+    # result (the next process treats it as after a crash). On a worker thread only the
+    # tool can have raised it: a step failure.
+    with pytest.raises(KeyboardInterrupt):
+        run("interrupts", Count(n=1), key="t:ki:1")
+    assert not tools.running("t:ki:1")
+    outcome = run("interrupts", Count(n=1), key="t:ki:2", offload=True)
+    assert outcome.error is not None and outcome.error.type == "KeyboardInterrupt"
+
+
+def test_a_module_that_exits_while_it_loads_is_an_import_error(tmp_path: Path) -> None:
+    (tmp_path / "quitting.py").write_text("import sys\nsys.exit(3)\n")
+    with pytest.raises(tools.ToolImportError, match="cannot import `quitting`.*SystemExit"):
+        tools.ToolBox([tmp_path]).resolve("quitting:act")
 
 
 def test_an_exception_whose_message_cannot_be_read_is_still_described() -> None:

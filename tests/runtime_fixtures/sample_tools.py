@@ -95,3 +95,8 @@ def wrong_shape(value: Any) -> dict[str, Any]:
 
 def not_a_model(value: Any) -> int:
     return 3
+
+
+def interrupts(value: Any) -> dict[str, Any]:
+    calls.append(("interrupts",))
+    raise KeyboardInterrupt
