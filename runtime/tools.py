@@ -224,6 +224,10 @@ class _TimedOut(Exception):
     """The attempt did not return in time and may still be running."""
 
 
+class _StillRunning(Exception):
+    """An earlier attempt of the same call is still running in this process."""
+
+
 # ---- one call: attempts, retries, the key in flight ------------------------------
 
 _IN_FLIGHT: dict[str, threading.Event] = {}
@@ -273,8 +277,6 @@ async def call(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Outc
     timeout always does. Times are seconds.
     """
     started = time.perf_counter()
-    if running(key):
-        return Outcome(None, _still_running(tool, key), _usage(started), unknown=True)
     error: ErrorInfo | None = None
     unknown = False
     for attempt in range(action.retries + 1):
@@ -290,6 +292,8 @@ async def call(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Outc
             if not tool.accepts_key or not await _returned(key, action.timeout_seconds):
                 break  # it may have run, or may still be running: never start another
             continue
+        except _StillRunning:
+            return Outcome(None, _still_running(tool, key), _usage(started), unknown=True)
         try:
             result = coerce(raw, action.output)
         except Exception as exc:  # the tool ran; trying again could repeat its work
@@ -321,15 +325,16 @@ def _usage(started: float) -> Usage:
 
 async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Any:
     """One attempt. Raises `_Raised` with what the tool raised, `_TimedOut` when it did
-    not return within the timeout; `KeyboardInterrupt` (Ctrl-C in the main thread) and
+    not return within the timeout, `_StillRunning` when an attempt with this key has not
+    returned yet (none is started then); `KeyboardInterrupt` (Ctrl-C in the main thread) and
     the cancellation of the caller's own task pass through."""
     takes = tool.takes_input and action.value is not None
     args: tuple[Any, ...] = (action.value,) if takes else ()
     kwargs: dict[str, Any] = {"idempotency_key": key} if tool.accepts_key else {}
     timeout = action.timeout_seconds
     done = _enter(key)
-    if done is None:  # the caller checked; only a racing call of the same key gets here
-        raise _Raised(RuntimeError(_still_running(tool, key).message))
+    if done is None:
+        raise _StillRunning
     if tool.is_async:
         try:
             value, error = await asyncio.wait_for(_guarded(tool, args, kwargs), timeout)

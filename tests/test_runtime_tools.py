@@ -126,6 +126,19 @@ def test_abandoned_timed_out_attempts_never_overlap_a_new_attempt_of_the_call(
     assert sample_module()["most_inside"][0] == 1
 
 
+def test_an_async_tool_is_cancelled_at_its_timeout_so_a_keyed_one_is_retried_at_once() -> None:
+    outcome = run("hangs_once", Count(n=6), key="t:h:1", timeout_seconds=0.05, retries=1)
+    assert outcome.result == Count(n=6)
+    assert calls() == [("hangs_once", "t:h:1"), ("hangs_once", "t:h:1")]
+    assert not tools.running("t:h:1")
+
+
+def test_an_async_tool_without_a_key_is_not_retried_after_a_timeout() -> None:
+    outcome = run("hangs_once_keyless", Count(n=6), key="t:h:2", timeout_seconds=0.05, retries=1)
+    assert outcome.error is not None and outcome.error.type == "TimeoutError" and outcome.unknown
+    assert calls() == [("hangs_once_keyless",)]
+
+
 def test_async_tools_are_awaited() -> None:
     assert run("async_tool", Count(n=4)).result == Count(n=8)
 

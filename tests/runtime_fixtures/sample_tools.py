@@ -100,3 +100,18 @@ def not_a_model(value: Any) -> int:
 def interrupts(value: Any) -> dict[str, Any]:
     calls.append(("interrupts",))
     raise KeyboardInterrupt
+
+
+async def hangs_once(value: Any, idempotency_key: str) -> dict[str, Any]:
+    """Never returns on its first call (until cancelled); returns on the next."""
+    calls.append(("hangs_once", idempotency_key))
+    if len(calls) == 1:
+        await asyncio.Event().wait()
+    return {"n": value.n}
+
+
+async def hangs_once_keyless(value: Any) -> dict[str, Any]:
+    calls.append(("hangs_once_keyless",))
+    if len(calls) == 1:
+        await asyncio.Event().wait()
+    return {"n": value.n}
