@@ -193,7 +193,7 @@ def test_keyboard_interrupt_in_the_main_thread_stops_the_process_elsewhere_it_is
 
 def test_a_module_that_exits_while_it_loads_is_an_import_error(tmp_path: Path) -> None:
     (tmp_path / "quitting.py").write_text("import sys\nsys.exit(3)\n")
-    with pytest.raises(tools.ToolImportError, match="cannot import `quitting`.*SystemExit"):
+    with pytest.raises(tools.ToolImportError, match=r"cannot import `quitting`.*SystemExit"):
         tools.ToolBox([tmp_path]).resolve("quitting:act")
 
 
