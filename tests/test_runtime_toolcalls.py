@@ -324,13 +324,16 @@ def test_resume_retry_reuse_key_on_the_command_line(
 
 
 def test_reuse_key_without_a_failed_tool_call_is_refused(
-    project: Path, shared: Runtime, model: ModelTurns
+    project: Path, db: Path, shared: Runtime, model: ModelTurns
 ) -> None:
     model.then(REFUND, DONE)
     view = shared.launch(project / "refunds.agent", "refund order A1")
     assert view.status == "finished"
     with pytest.raises(InputError, match="no failed tool call"):
         shared.retry(view.id, reuse_key=True)
+    result = CliRunner().invoke(cli, ["resume", view.id, "--retry", "--reuse-key", "--db", str(db)])
+    assert result.exit_code == 1 and "no failed tool call at `done`" in result.output
+    assert len(shared.events(view.id)) == view.seq  # nothing recorded
 
 
 def test_the_reducer_refuses_a_retry_that_would_give_an_unknown_outcome_a_new_key(
