@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import tools
 from .codec import Codec
-from .config import ConfigError, find_config
+from .config import ConfigError, find_config, stdlib_module
 from .model import Model, ModelError, ModelRequest
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ class Engine:
             tool = self.toolbox.resolve(
                 action.function,
                 _folders(thread.agent),
-                allow_stdlib=_allowed_stdlib(thread.agent),
+                allow_stdlib=_allowed_stdlib(thread.agent, action.function),
             )
         except (tools.ToolImportError, ConfigError) as exc:
             # After a crash the call's outcome is still unknown: keep its key.
@@ -359,10 +359,11 @@ def _folders(agent: Agent) -> tuple[Path, ...]:
     return (agent.directory,) if agent.directory is not None else ()
 
 
-def _allowed_stdlib(agent: Agent) -> tuple[str, ...]:
-    """The standard-library modules the agent's configuration lets tools name (read at
-    each call, like every setting; raises `ConfigError`)."""
-    if agent.directory is None:
+def _allowed_stdlib(agent: Agent, reference: str) -> tuple[str, ...]:
+    """The standard-library modules the agent's configuration lets its tools name, read
+    at each call of a tool that names one (like every setting; raises `ConfigError`).
+    Other tools never need the configuration, so their calls do not read it."""
+    if agent.directory is None or stdlib_module(reference) is None:
         return ()
     return find_config(agent.directory).allow_stdlib
 

@@ -102,10 +102,10 @@ class ToolBox:
         on the normal import path. Raises `ToolImportError` (never another exception) when
         it cannot be found, or when it names a standard-library module not listed in
         `allow_stdlib`."""
-        folders = tuple(p.resolve() for p in (*agent_folders, *self.paths))
-        cache_key = (folders, reference, frozenset(allow_stdlib))
+        cache_key = (tuple(agent_folders), reference, frozenset(allow_stdlib))
         tool = self._cache.get(cache_key)
         if tool is None:
+            folders = [p.resolve() for p in (*agent_folders, *self.paths)]
             tool = self._cache[cache_key] = _import(reference, folders, allow_stdlib)
         return tool
 
