@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twelvefold.compiler import compile_text
+from twelvefold.compiler.api import configured_approver_groups
 from twelvefold.compiler.diagnostics import render
 from twelvefold.compiler.prompts import PromptDirectory
 
@@ -44,6 +45,7 @@ FAMILIES = {
     "W3": "Reachability",
     "E4": "Type flow",
     "E5": "Approval dominance",
+    "W5": "Approval dominance",
     "E6": "Bounded loops",
     "E7": "Templates",
     "W8": "Size",
@@ -230,8 +232,11 @@ ENTRIES: dict[str, Entry] = {
     "W209": Entry(
         "a rule that never fires",
         "Rules are tried in order; after a rule without a guard, later rules for the same "
-        "type are never reached.",
-        "Move the rule above the unguarded one, or remove it.",
+        "type are never reached. A guarded rule never fires either when no value passes its "
+        "guard while failing every earlier guard for the type; literal-union and bool fields "
+        "are decided exactly, as for approval dominance (a state only such rules lead to is "
+        "unreachable, W301).",
+        "Move the rule above the unguarded one, fix its guard, or remove it.",
     ),
     "W301": Entry(
         "unreachable state",
@@ -274,6 +279,31 @@ ENTRIES: dict[str, Entry] = {
         "literal-union and bool fields are decided exactly, other fields are assumed to "
         "hold. `on rejected` and `on error` edges never count as approval.",
         "Route those values through an approval step whose `on approved` leads to the tool.",
+    ),
+    "E502": Entry(
+        "a missing value skips the approval",
+        "The condition of `requires approval if GUARD` is false when an optional field it "
+        "reads is null, while some value of that field makes it true: a model that leaves "
+        "the field out gets past the person. A guard that tests the field for null itself "
+        "(`== null`, `!= null`) says what a missing value means and is not reported.",
+        "Ask for approval when the value is missing (`amount == null or amount > 1000`), or "
+        "say on purpose that it needs none (`amount != null and amount > 1000`).",
+    ),
+    "E503": Entry(
+        "an approval that shows nothing",
+        "An approval whose `on approved` enters a tool marked `requires approval` declares "
+        "no input, so its `ask` cannot show the value the tool will run with: the person "
+        "approves without seeing it.",
+        "Declare the tool's input type on the approval and show its fields in the `ask`.",
+    ),
+    "W510": Entry(
+        "approvers group not defined",
+        "The project has a configuration (the nearest `twelvefold.toml`, or "
+        "`[tool.twelvefold]` in `pyproject.toml`, at or above the .agent file) and it does "
+        "not define this `approvers` group. The runtime cannot enforce a group it does not "
+        "know: it accepts anyone's decision and says loudly that the group is not enforced.",
+        "Define the group under `[approvers]` (`[tool.twelvefold.approvers]` in "
+        "pyproject.toml), or fix its name.",
     ),
     "E601": Entry(
         "a loop of tools only",
@@ -348,8 +378,14 @@ def strip_expectations(text: str) -> str:
 def section(code: str, entry: Entry) -> str:
     path = example_file(code)
     text = strip_expectations(path.read_text(encoding="utf-8"))
+    groups, config_name = configured_approver_groups(path)
     result = compile_text(
-        text, path.name, load_prompt=PromptDirectory(INVALID / "prompts"), generate_code=False
+        text,
+        path.name,
+        load_prompt=PromptDirectory(INVALID / "prompts"),
+        generate_code=False,
+        approver_groups=groups,
+        config_name=config_name,
     )
     shown = [render(d, text) for d in result.diagnostics if d.code == code]
     if not shown:

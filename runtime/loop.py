@@ -33,7 +33,7 @@ from .model import Model, ModelError, ModelRequest
 
 if TYPE_CHECKING:
     from .notify import Notice  # notify.py loads only when a thread waits
-from .spec import AgentSpec
+from .spec import ASK_NOT_SHOWN, AgentSpec
 from .store import EventStore, Head, ThreadInfo, now_iso
 from .types import (
     Action,
@@ -154,7 +154,15 @@ class Engine:
         state = agent.module.replay(events)
         at = events[0].at or now_iso()
         info = ThreadInfo(
-            thread_id, agent.name, agent.origin, state.status, state.step, len(events), at, at
+            thread_id,
+            agent.name,
+            agent.origin,
+            state.status,
+            state.step,
+            len(events),
+            at,
+            at,
+            request=state.request,
         )
         await self._io(self.store.create, info, events, agent.codec)
         thread = Thread(thread_id, agent, list(events), state)
@@ -185,7 +193,7 @@ class Engine:
             len(thread.events),
             (event,),
             agent.codec,
-            Head(state.status, state.step, state, agent.reducer),
+            Head(state.status, state.step, state, agent.reducer, request=state.request),
         )
         thread.events.append(event)
         thread.state = state
@@ -196,8 +204,9 @@ class Engine:
     async def advance(self, thread: Thread) -> Thread:
         """Perform actions until the thread waits for a person, finishes or fails."""
         next_action = thread.agent.module.next_action
+        told = False  # one notice attempt per advance: a dead channel is retried by `expire`
         while thread.state.status == "running" or (
-            thread.state.status == "waiting" and not thread.state.notified
+            thread.state.status == "waiting" and not thread.state.notified and not told
         ):
             action = next_action(thread.state)
             if isinstance(action, CallModel):
@@ -205,7 +214,8 @@ class Engine:
             elif isinstance(action, CallTool):
                 await self.record(thread, await self._call_tool(thread, action))
             elif isinstance(action, AwaitApproval | AwaitAnswer):
-                await self.record(thread, await self._notify(thread, action))
+                told = True
+                await self.record(thread, await self.notify(thread, action))
             else:  # Finish, Fail: the status already says so
                 break
         return thread
@@ -271,9 +281,36 @@ class Engine:
         assert outcome.result is not None
         return ToolResult(step=step, at=now_iso(), usage=outcome.usage, result=outcome.result)
 
-    async def _notify(self, thread: Thread, action: AwaitApproval | AwaitAnswer) -> Event:
-        channels = await self._notifier().notify(notice(thread, action))
-        return Notified(step=action.step, at=now_iso(), channels=tuple(channels))
+    async def notify(
+        self, thread: Thread, action: AwaitApproval | AwaitAnswer, *, at: str | None = None
+    ) -> Notified | StepFailed:
+        """Tell people about the pending request: the `Notified` event to record, with the
+        channels that took the notice and the failed ones, whatever happens (it never
+        raises: a pause never depends on a channel being up). `at` is when (the clock
+        unless given: `expire --now` gives its own). An `ask` that cannot be shown with
+        the values is a `StepFailed` instead, before any channel is used: nobody may
+        decide on text that does not show what they decide (fix the `ask`, then retry)."""
+        from .context import AskRenderError
+        from .notify import NotifyError, failure, scrub
+
+        try:
+            told = notice(thread, action)
+        except AskRenderError as exc:
+            error = ErrorInfo(ASK_NOT_SHOWN, f"the `ask` of `{action.step}` cannot be shown: {exc}")
+            return StepFailed(step=action.step, at=at or now_iso(), error=error)
+        notifier: Notifier | None = None
+        channels: tuple[str, ...]
+        failed: tuple[str, ...]
+        try:
+            notifier = self._notifier()
+            channels, failed = tuple(await notifier.notify(told)), ()
+        except NotifyError as exc:
+            channels, failed = exc.delivered, exc.failed
+        except Exception as exc:  # a configuration error, a broken custom notifier
+            channels, failed = (), (failure(notifier, exc),)
+        secrets = tuple(getattr(notifier, "secrets", ()))
+        failed = tuple(scrub(reason, secrets) for reason in failed)
+        return Notified(step=action.step, at=at or now_iso(), channels=channels, failed=failed)
 
     # ---- helpers ------------------------------------------------------------------
 
@@ -304,13 +341,13 @@ def started(agent: Agent, input: Any) -> Started:
 
 
 def question(action: AwaitApproval | AwaitAnswer) -> str:
-    """The `ask` template rendered over the waiting step's value."""
+    """The `ask` template rendered over the waiting step's value.
+
+    Raises context.AskRenderError when it cannot be: the raw template is never shown.
+    """
     from .context import render_ask
 
-    try:
-        return render_ask(action.ask, action.value)
-    except Exception:  # a template the checker passed but this value cannot fill
-        return action.ask
+    return render_ask(action.ask, action.value)
 
 
 def notice(thread: Thread, action: AwaitApproval | AwaitAnswer) -> Notice:
@@ -324,6 +361,7 @@ def notice(thread: Thread, action: AwaitApproval | AwaitAnswer) -> Notice:
         text=question(action),
         value=action.value,
         approvers=action.approvers if isinstance(action, AwaitApproval) else (),
+        request=action.request,
     )
 
 

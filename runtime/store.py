@@ -65,6 +65,8 @@ class ThreadInfo:
     """How many events the thread holds."""
     created_at: str
     updated_at: str
+    request: str | None = None
+    """The pending request's id while the thread waits (`State.request`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,8 @@ class Head:
     """The whole state, for a store that keeps a `Snapshot` (SQLite encodes it)."""
     reducer: str | None = None
     """Which reducer computed `state` (`Agent.reducer`); without one, no snapshot."""
+    request: str | None = None
+    """The pending request after the events (`State.request`), for listings."""
 
 
 class EventStore(Protocol):
@@ -200,7 +204,14 @@ class MemoryStore:
         if thread_id not in self._heads:
             return replace(info, seq=seq)
         head, at = self._heads[thread_id]
-        return replace(info, status=head.status, step=head.step, seq=seq, updated_at=at)
+        return replace(
+            info,
+            status=head.status,
+            step=head.step,
+            seq=seq,
+            updated_at=at,
+            request=head.request,
+        )
 
     def _log(self, thread_id: str) -> list[Event]:
         log = self._events.get(thread_id)
@@ -222,7 +233,8 @@ CREATE TABLE IF NOT EXISTS threads (
     seq        INTEGER NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    snapshot   TEXT  -- JSON of a Snapshot of the state after the last append, or NULL
+    snapshot   TEXT, -- JSON of a Snapshot of the state after the last append, or NULL
+    request    TEXT  -- the pending request's id while waiting, else NULL
 );
 -- One row per event; `thread` is threads.num, so a long thread id is not repeated.
 CREATE TABLE IF NOT EXISTS events (
@@ -233,7 +245,9 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 """
 
-_INFO_COLUMNS = "id, agent, origin, status, step, seq, created_at, updated_at"
+_INFO_COLUMNS = "id, agent, origin, status, step, seq, created_at, updated_at, request"
+_LATER_COLUMNS = {"snapshot": "TEXT", "request": "TEXT"}
+"""Columns added after the first release: older files get them (NULL) when opened."""
 
 
 class SqliteStore:
@@ -260,7 +274,7 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.executescript(_SCHEMA)
-        self._add_snapshot_column()
+        self._add_later_columns()
 
     def close(self) -> None:
         with self._lock:
@@ -271,7 +285,7 @@ class SqliteStore:
         with self._lock, self._transaction():
             try:
                 cursor = self._db.execute(
-                    f"INSERT INTO threads ({_INFO_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO threads ({_INFO_COLUMNS}) VALUES ({_INFO_PLACES})",
                     _info_row(info),
                 )
             except sqlite3.IntegrityError:
@@ -295,9 +309,9 @@ class SqliteStore:
                 raise Conflict(thread_id, expected_seq, seq)
             self._insert_events(num, seq, bodies)
             self._db.execute(
-                "UPDATE threads SET status = ?, step = ?, seq = ?, updated_at = ?, snapshot = ?"
-                " WHERE num = ?",
-                (head.status, head.step, seq + len(bodies), at, snapshot, num),
+                "UPDATE threads SET status = ?, step = ?, seq = ?, updated_at = ?, snapshot = ?,"
+                " request = ? WHERE num = ?",
+                (head.status, head.step, seq + len(bodies), at, snapshot, head.request, num),
             )
 
     def load(self, thread_id: str, codec: Codec) -> list[Event]:
@@ -338,12 +352,14 @@ class SqliteStore:
 
     # ---- helpers -----------------------------------------------------------------------
 
-    def _add_snapshot_column(self) -> None:
-        """Files written before snapshots existed get the column (NULL: replay)."""
+    def _add_later_columns(self) -> None:
+        """Files written before a column existed get it (NULL: no snapshot, so replay;
+        no request listed until the next append)."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(threads)")}
-        if "snapshot" not in columns:
-            with contextlib.suppress(sqlite3.OperationalError):  # another process did it
-                self._db.execute("ALTER TABLE threads ADD COLUMN snapshot TEXT")
+        for name, kind in _LATER_COLUMNS.items():
+            if name not in columns:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process did it
+                    self._db.execute(f"ALTER TABLE threads ADD COLUMN {name} {kind}")
 
     def _position(self, thread_id: str) -> tuple[int, int]:
         row = self._db.execute("SELECT num, seq FROM threads WHERE id = ?", (thread_id,)).fetchone()
@@ -370,7 +386,10 @@ def _dumps_snapshot(head: Head, codec: Codec) -> str | None:
     return to_json(data, inf_nan_mode="constants").decode()
 
 
-def _info_row(info: ThreadInfo) -> tuple[str | int, ...]:
+_INFO_PLACES = ", ".join("?" for _ in _INFO_COLUMNS.split(", "))
+
+
+def _info_row(info: ThreadInfo) -> tuple[str | int | None, ...]:
     return tuple(getattr(info, name) for name in _INFO_COLUMNS.split(", "))
 
 

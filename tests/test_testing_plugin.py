@@ -63,14 +63,14 @@ def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_plugin_runs_one_test_per_property_with_the_users_invariants(project: Path) -> None:
     result = _pytest(project, "--agents", ".", ".")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "12 passed" in result.stdout  # 10 properties, user_invariants, edges_reachable
+    assert "13 passed" in result.stdout  # 11 properties, user_invariants, edges_reachable
 
 
 def test_a_broken_invariant_fails_its_test_with_the_log(project: Path) -> None:
     (project / "invariants.py").write_text(BREAKS)
     result = _pytest(project, "--agents", ".", ".", "-rf")
     assert result.returncode == 1
-    assert "1 failed, 11 passed" in result.stdout
+    assert "1 failed, 12 passed" in result.stdout
     assert "invariants.py:invariant_never_lists_tags failed: listed the tags" in result.stdout
     assert "model_output  @decide ListGitTags()  <-- here" in result.stdout
 
@@ -79,7 +79,7 @@ def test_agent_files_are_not_collected_unless_asked_for(project: Path) -> None:
     result = _pytest(project, ".")
     assert result.returncode == 5  # no tests collected
     named = _pytest(project, "deploybot.agent")
-    assert named.returncode == 0 and "12 passed" in named.stdout
+    assert named.returncode == 0 and "13 passed" in named.stdout
 
 
 def test_the_cli_prints_coverage_and_paths(project: Path) -> None:
@@ -111,3 +111,56 @@ def test_the_cli_fails_with_a_minimal_example_for_a_broken_module(tmp_path: Path
 def test_the_cli_needs_an_agent() -> None:
     result = CliRunner().invoke(cli, ["test"])
     assert result.exit_code == 2
+
+
+def test_two_modules_with_one_file_name_are_each_tested(tmp_path: Path) -> None:
+    from twelvefold.compiler import compile_file
+
+    (good_source,) = compile_file(EXAMPLES / "deploybot.agent", prompts_dir=PROMPTS).files.values()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "deploybot.py").write_text(good_source)
+    (tmp_path / "b" / "deploybot.py").write_text(broken_source(BUGS["skip_approval"]))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "test",
+            *(str(tmp_path / folder / "deploybot.py") for folder in "ab"),
+            *("--examples", "20", "--seed", "0"),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    _, first, second = result.output.split("deploybot (")
+    assert "FAIL" not in first.split("coverage")[0]
+    assert "FAIL  approval_before_sensitive_tools" in second
+
+
+def test_a_module_is_judged_against_its_source_when_it_can_be_found(tmp_path: Path) -> None:
+    module = tmp_path / "deploybot.py"
+    module.write_text(broken_source(BUGS["agent_raises_max_steps"]))
+    alone = CliRunner().invoke(cli, ["test", str(module), "--examples", "10", "--seed", "0"])
+    assert "note: no .agent source found for it" in alone.output
+    assert "--source FILE" in alone.output
+
+    judged = CliRunner().invoke(
+        cli,
+        [
+            *("test", str(module), "--source", str(EXAMPLES / "deploybot.agent")),
+            *("--examples", "10", "--seed", "0", "--prompts", str(PROMPTS)),
+        ],
+    )
+    assert judged.exit_code == 1, judged.output
+    assert "judged against its source" in judged.output
+    assert "FAIL  agrees_with_source" in judged.output
+    assert "max_steps is 25, the source says 24" in judged.output
+
+    shutil.copy(EXAMPLES / "deploybot.agent", tmp_path / "deploybot.agent")
+    shutil.copytree(PROMPTS, tmp_path / "prompts")
+    beside = CliRunner().invoke(cli, ["test", str(module), "--examples", "10", "--seed", "0"])
+    assert beside.exit_code == 1 and "max_steps is 25, the source says 24" in beside.output
+
+
+def test_source_goes_with_one_module() -> None:
+    agent = str(EXAMPLES / "deploybot.agent")
+    result = CliRunner().invoke(cli, ["test", agent, "--source", agent])
+    assert result.exit_code == 2 and "--source goes with exactly one" in result.output

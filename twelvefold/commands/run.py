@@ -1,14 +1,23 @@
-"""`twelvefold run`, `resume`, `expire`, `threads` and `show`: threads from the command line.
+"""`twelvefold run`, `resume`, `fork`, `cancel`, `expire`, `threads` and `show`: threads
+from the command line.
 
 Threads live in a SQLite file, `.twelvefold/threads.db` in the current directory unless
 --db or TWELVEFOLD_DB says otherwise, so a thread launched by one command can be resumed
 by another, any time later.
+
+A decision names the request it answers (`--request ID`, printed wherever a thread waits).
+Without it, a person at a terminal is shown the pending request and asked to confirm;
+without a terminal the command refuses and names the pending request. The local CLI is
+an operator's tool: `--by` says who decides (there is no default, so an approval with
+`approvers` needs `--by` naming a member), and each decision records `cli (os user NAME)`.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +25,14 @@ from typing import Any
 
 import click
 
-from twelvefold.runtime.api import Expiry, InputError, Runtime, ThreadView, plain
+from twelvefold.runtime.api import (
+    Expiry,
+    InputError,
+    Runtime,
+    ThreadView,
+    UnenforcedApprovers,
+    plain,
+)
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
 from twelvefold.runtime.store import Conflict, SqliteStore, ThreadInfo, ThreadNotFound
@@ -25,7 +41,10 @@ from twelvefold.runtime.types import (
     KIND_OF_EVENT,
     Answered,
     Approved,
+    Cancelled,
+    Decision,
     Event,
+    Forked,
     IllegalEvent,
     ModelOutput,
     Notified,
@@ -39,6 +58,10 @@ from twelvefold.runtime.types import (
 
 DEFAULT_DB = Path(".twelvefold") / "threads.db"
 SUMMARY_WIDTH = 72
+EXIT_UNTOLD = 3
+"""`run`/`resume`: the thread waits for a person but no notice reached anyone (the pause
+is stored; `expire` tries the notice again). `expire`: some request is still untold or was
+never delivered. 1 stays "failed or could not be done"."""
 
 
 class CommandError(Exception):
@@ -61,8 +84,10 @@ def summarize(event: Event) -> str:
             text = _compact(result)
         case StepFailed(error=error):
             text = str(error)
-        case Notified(channels=channels):
+        case Notified(channels=channels, failed=failed):
             text = "told " + (", ".join(channels) or "nobody")
+            if failed:
+                text += "; failed " + ", ".join(f.split(":", 1)[0] for f in failed)
         case Approved(by=by, comment=comment) | Rejected(by=by, comment=comment):
             text = " ".join(p for p in (f"by {by}" if by else "", comment or "") if p)
         case Answered(answer=answer):
@@ -70,9 +95,16 @@ def summarize(event: Event) -> str:
         case Retried(by=by, key=key):
             reusing = f"reusing key {key}" if key else ""
             text = " ".join(p for p in (f"by {by}" if by else "", reusing) if p)
+        case Forked(parent=parent, parent_seq=parent_seq):
+            text = f"from {parent} after event {parent_seq}"
+        case Cancelled(by=by, reason=reason):
+            text = " ".join(p for p in (f"by {by}" if by else "", reason or "") if p)
         case _:
             text = ""
-    return text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 1] + "…"
+    text = text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 1] + "…"
+    if isinstance(event, Decision) and event.request:  # never cut off: it says what was decided
+        text = f"{text} (request {event.request})".lstrip()
+    return text
 
 
 def event_line(seq: int, event: Event) -> str:
@@ -102,16 +134,36 @@ def print_view(view: ThreadView, db: Path) -> None:
         click.echo(f"\n{where} finished: {_compact(view.output)}")
     elif view.status == "waiting":
         click.echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
-        hint = "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer"
-        click.echo(f"  resume: twelvefold resume {view.id} {hint}")
+        click.echo(f"  request: {view.request}")
+        click.echo(f"  resume: {resume_hint(view)}")
     elif view.status == "failed":
         click.echo(f"\n{where} failed at `{view.step}`: {view.error}")
         click.echo(f"  retry: twelvefold resume {view.id} --retry")
         if view.state.retry_key is not None:  # see docs/runtime.md, one call one key
             click.echo(f"  (the call may have run: a retry reuses its key {view.state.retry_key})")
+    elif view.status == "cancelled":
+        click.echo(f"\n{where} was cancelled at `{view.step}`")
     else:
         click.echo(f"\n{where} is running at `{view.step}`")
     click.echo(f"  stored in {db}")
+    if view.untold:
+        click.echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
+        click.echo("  `twelvefold expire` tries the notice again (run it from cron)")
+
+
+def resume_hint(view: ThreadView) -> str:
+    """The command that decides a waiting thread's pending request."""
+    decide = "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer T"
+    return f"twelvefold resume {view.id} --request {view.request} {decide}"
+
+
+def cli_via() -> str:
+    """How a CLI decision records where it came from: the OS user at the terminal."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment or the passwd file
+        user = "unknown"
+    return f"cli (os user {user})"
 
 
 # ---- the runtime the commands share ---------------------------------------------------
@@ -157,7 +209,9 @@ def finish(view: ThreadView, db: Path, as_json: bool) -> None:
         click.echo(json.dumps(view.to_json(), ensure_ascii=False))
     else:
         print_view(view, db)
-    sys.exit(1 if view.status == "failed" else 0)
+    if view.untold:
+        click.echo(f"warning: thread {view.id} waits but no notice reached anyone", err=True)
+    sys.exit(1 if view.status == "failed" else EXIT_UNTOLD if view.untold else 0)
 
 
 @contextmanager
@@ -266,7 +320,16 @@ def run(
     help="With --retry after a tool returned an error: call it again with the failed "
     "call's idempotency key instead of a new one.",
 )
-@click.option("--by", help="Who approves, rejects or answers.")
+@click.option(
+    "--request",
+    help="The request you decide (printed where the thread waits). Without it you are "
+    "shown the pending request and asked to confirm (a terminal only).",
+)
+@click.option(
+    "--by",
+    help="Who approves, rejects or answers. No default: an approval with `approvers` "
+    "needs a member of one of its groups.",
+)
 @DB
 @model_options
 @JSON
@@ -278,6 +341,7 @@ def resume(
     answer: str | None,
     retry: bool,
     reuse_key: bool,
+    request: str | None,
     by: str | None,
     db: Path,
     model: str | None,
@@ -287,14 +351,20 @@ def resume(
     as_json: bool,
 ) -> None:
     """Continue THREAD: approve, reject, answer or retry it. With none of these, continue
-    a thread whose process stopped while it was running."""
+    a thread whose process stopped while it was running.
+
+    A decision names the request it answers (--request); one for a request that is no
+    longer pending is refused (exit 1) and nothing is recorded."""
     _check_model_flags(cassette, record)
+    deciding = approve or reject or answer is not None
     if approve + reject + (answer is not None) + retry > 1:
         raise click.UsageError("give one of --approve, --reject, --answer or --retry")
     if reuse_key and not retry:
         raise click.UsageError("--reuse-key goes with --retry")
     if reject and not comment:
         raise click.UsageError("--reject needs a --comment saying why")
+    if request is not None and not deciding:
+        raise click.UsageError("--request goes with --approve, --reject or --answer")
     with (
         reported(),
         runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
@@ -302,10 +372,92 @@ def resume(
         if retry:
             view = rt.retry(thread, by=by, reuse_key=reuse_key)
         else:
-            view = rt.resume(
-                thread, approve=approve, reject=reject, comment=comment, answer=answer, by=by
-            )
+            if deciding and request is None:
+                request = confirmed_request(rt.get(thread), approve, reject, as_json)
+            with warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter("always", UnenforcedApprovers)
+                view = rt.resume(
+                    thread,
+                    approve=approve,
+                    reject=reject,
+                    comment=comment,
+                    answer=answer,
+                    by=by,
+                    request=request,
+                    via=cli_via(),
+                )
+            for warning in warned:
+                click.echo(f"WARNING: {warning.message}", err=True)
     finish(view, db, as_json)
+
+
+def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bool) -> str:
+    """The pending request, once a person at a terminal has seen it and confirmed; else
+    a `CommandError` naming it (no terminal to ask on, --json output that a question would
+    corrupt, or nothing pending)."""
+    if view.status != "waiting" or view.request is None:
+        raise CommandError(
+            f"thread {view.id} is {view.status} at `{view.step}`: no request is pending"
+        )
+    if as_json or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CommandError(
+            f"name the request you decide: thread {view.id} waits on request "
+            f"`{view.request}` ({view.question}); add --request {view.request}"
+        )
+    click.echo(f"thread {view.id} ({view.agent}) waits at `{view.step}`, request {view.request}:")
+    click.echo(f"  {view.question}")
+    value = plain(view.state.value)
+    if value is not None:
+        click.echo(f"  value: {json.dumps(value, ensure_ascii=False)}")
+    verb = "Approve" if approve else "Reject" if reject else "Answer"
+    if not click.confirm(f"{verb} request {view.request}?", default=False):
+        raise CommandError("nothing was decided")
+    return view.request
+
+
+@click.command()
+@click.argument("thread")
+@click.option(
+    "--at",
+    "at_event",
+    type=int,
+    required=True,
+    help="Keep the first N events of THREAD (see `twelvefold show`).",
+)
+@DB
+@JSON
+def fork(thread: str, at_event: int, db: Path, as_json: bool) -> None:
+    """Start a new thread from the first N events of THREAD; it does not run until resumed.
+
+    A fork never re-uses a decision or repeats a side effect: a fork just after an
+    approval asks for a new one, a fork at a pause gets its own request and notice, and
+    a tool call in flight at the fork point is recorded as interrupted."""
+    require_store(db)
+    with reported(), runtime(db, quiet=True) as rt:
+        view = rt.get(rt.fork(thread, at_event))
+    if as_json:
+        click.echo(json.dumps({**view.to_json(), "forked_from": thread}, ensure_ascii=False))
+        return
+    click.echo(f"forked thread {thread} after event {at_event} as {view.id}")
+    print_view(view, db)
+
+
+@click.command()
+@click.argument("thread")
+@click.option("--reason", required=True, help="Why the thread is ended (kept in its log).")
+@click.option("--by", help="Who cancels it.")
+@DB
+@JSON
+def cancel(thread: str, reason: str, by: str | None, db: Path, as_json: bool) -> None:
+    """End THREAD on purpose: its pending request is withdrawn, and any later decision
+    for it is refused. The log records who cancelled it, why, and from where."""
+    require_store(db)
+    with reported(), runtime(db, quiet=True) as rt:
+        view = rt.cancel(thread, reason=reason, by=by, via=cli_via())
+    if as_json:
+        click.echo(json.dumps(view.to_json(), ensure_ascii=False))
+        return
+    print_view(view, db)
 
 
 @click.command()
@@ -325,10 +477,13 @@ def expire(
     paths: tuple[Path, ...],
     as_json: bool,
 ) -> None:
-    """Time out the waiting threads past their step's `timeout`, and run them on.
+    """Time out the waiting threads past their step's `timeout`, and run them on; try
+    again the notices no channel took.
 
     An approval nobody decided counts as a rejection; a question nobody answered is a
-    failure of the human step. Run it from cron or a scheduler, every minute or so.
+    failure of the human step; a request no notice ever reached fails its step
+    (NotDelivered). Deadlines count from the pause. Run it from cron or a scheduler, every
+    minute or so. Exits 3 when a request is still untold or was never delivered.
     """
     _check_model_flags(cassette, record)
     if now is not None:
@@ -352,12 +507,21 @@ def expire(
         click.echo("no waiting thread is past its deadline")
     for expiry in found if not as_json else ():
         click.echo(expiry_line(expiry))
-    sys.exit(1 if any(e.problem is not None for e in found) else 0)
+    untold = any(e.never_delivered or (e.view is not None and e.view.untold) for e in found)
+    sys.exit(1 if any(e.problem is not None for e in found) else EXIT_UNTOLD if untold else 0)
 
 
 def expiry_line(expiry: Expiry) -> str:
-    """What became of one timed-out thread, in one line."""
+    """What became of one swept thread, in one line."""
+    if isinstance(expiry.event, Notified):
+        told = expiry.event
+        head = f"thread {expiry.thread_id}: notice about `{expiry.step}` tried again"
+        if told.delivered:
+            return f"{head}, told {', '.join(told.channels) or 'nobody'}"
+        return f"{head}, nobody was told: {'; '.join(told.failed)}"
     head = f"thread {expiry.thread_id}: `{expiry.step}` timed out"
+    if expiry.never_delivered:
+        head = f"thread {expiry.thread_id}: `{expiry.step}` was never delivered"
     if isinstance(expiry.event, Rejected):
         head += f", rejected ({expiry.event.comment})"
     elif isinstance(expiry.event, StepFailed):
@@ -373,7 +537,9 @@ def expiry_line(expiry: Expiry) -> str:
 
 
 @click.command()
-@click.option("--status", type=click.Choice(["running", "waiting", "finished", "failed"]))
+@click.option(
+    "--status", type=click.Choice(["running", "waiting", "finished", "failed", "cancelled"])
+)
 @DB
 @JSON
 def threads(status: str | None, db: Path, as_json: bool) -> None:
@@ -392,10 +558,14 @@ def threads(status: str | None, db: Path, as_json: bool) -> None:
     if not found:
         click.echo(f"no threads in {db}")
         return
-    click.echo(f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6}  UPDATED")
+    click.echo(
+        f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6}  "
+        f"{'UPDATED':<27} REQUEST"
+    )
     for i in found:
         click.echo(
-            f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6}  {i.updated_at}"
+            f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6}  "
+            f"{i.updated_at:<27} {i.request or '-'}"
         )
 
 
@@ -407,6 +577,7 @@ def _info_json(info: ThreadInfo) -> dict[str, Any]:
         "status": info.status,
         "step": info.step,
         "events": info.seq,
+        "request": info.request,
         "created_at": info.created_at,
         "updated_at": info.updated_at,
     }
@@ -418,9 +589,7 @@ def _info_json(info: ThreadInfo) -> dict[str, Any]:
 @JSON
 def show(thread: str, db: Path, as_json: bool) -> None:
     """Print THREAD's event log and where it stands."""
-    if not db.exists():
-        click.echo(f"error: no thread store at {db}", err=True)
-        sys.exit(1)
+    require_store(db)
     with reported(), runtime(db, quiet=True) as rt:
         view = rt.get(thread)
         events = rt.events(thread)
@@ -435,6 +604,13 @@ def show(thread: str, db: Path, as_json: bool) -> None:
     print_view(view, db)
 
 
+def require_store(db: Path) -> None:
+    """Exit 1 with one line when there is no thread store to read (nothing is created)."""
+    if not db.exists():
+        click.echo(f"error: no thread store at {db}", err=True)
+        sys.exit(1)
+
+
 def register(cli: click.Group) -> None:
-    for command in (run, resume, expire, threads, show):
+    for command in (run, resume, fork, cancel, expire, threads, show):
         cli.add_command(command)

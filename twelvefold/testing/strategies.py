@@ -14,6 +14,7 @@ take, a second `Started`, anything after the thread finished.
 
 from __future__ import annotations
 
+import copy
 import functools
 import types
 import typing
@@ -29,6 +30,7 @@ from twelvefold.runtime.types import (
     Answer,
     Answered,
     Approved,
+    Decision,
     ErrorInfo,
     Event,
     ModelOutput,
@@ -158,7 +160,8 @@ def tool_started(step: str) -> st.SearchStrategy[Event]:
 
 def notified_events(step: str) -> st.SearchStrategy[Event]:
     channels = st.lists(st.sampled_from(["log", "email", "webhook"]), max_size=2).map(tuple)
-    return _event(Notified, step, channels=channels)
+    failed = st.lists(st.sampled_from(["slack: answered 500", "email: refused"]), max_size=1)
+    return _event(Notified, step, channels=channels, failed=failed.map(tuple))
 
 
 def approved(step: str) -> st.SearchStrategy[Event]:
@@ -191,7 +194,7 @@ class Move:
 def legal_moves(subject: Subject, state: State) -> list[Move]:
     """The events that can happen to a thread in `state`, simplest first (Hypothesis
     shrinks towards the first)."""
-    can_fail = subject.kind_of(state.step) == "human" and subject.can_fail(state)
+    can_fail = _waits(subject, state.step) and subject.can_fail(state)
     shape = (state.step, state.status, state.tool_key is None, state.notified, can_fail)
     return list(_legal_moves(subject, shape))
 
@@ -223,6 +226,8 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
     elif kind == "approval":
         moves.append(Move("approved", approved(step), "approved"))
         moves.append(Move("rejected", rejected(step), "rejected"))
+        if can_fail:
+            moves.append(Move("failure", step_failed(step), "error"))
     elif kind == "human":
         moves.append(Move("answered", answered(step), "next"))
         if can_fail:
@@ -230,6 +235,10 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
     if status == "waiting" and not notified:
         moves.append(Move("notified", notified_events(step)))
     return tuple(moves)
+
+
+def _waits(subject: Subject, step: str) -> bool:
+    return subject.kind_of(step) in ("human", "approval")
 
 
 def finishes(subject: Subject, step: str, move: Move) -> bool:
@@ -246,7 +255,7 @@ def finishes(subject: Subject, step: str, move: Move) -> bool:
 
 def illegal_events(subject: Subject, state: State) -> st.SearchStrategy[Event]:
     """Events `reduce` must refuse in `state` (and change nothing)."""
-    can_fail = subject.kind_of(state.step) == "human" and subject.can_fail(state)
+    can_fail = _waits(subject, state.step) and subject.can_fail(state)
     return _illegal_events(subject, state.step, state.status, state.notified, can_fail)
 
 
@@ -309,7 +318,7 @@ def _wrong_kinds(
         wrong += [approved(step), rejected(step)]
     if kind not in ("human",):
         wrong.append(answered(step))
-    if kind == "approval" or (kind == "human" and not can_fail):
+    if kind in ("approval", "human") and not can_fail:
         wrong.append(step_failed(step))
     return wrong
 
@@ -364,9 +373,15 @@ def threads(draw: st.DrawFn, subject: Subject, max_events: int | None = None) ->
             break
         move = draw(st.sampled_from(moves))
         event = draw(move.events)
+        if isinstance(event, Decision):
+            # A decision answers the request pending now (the reducer refuses any other).
+            event = replace(event, request=state.request)
         events.append(event)
         try:
-            state = subject.reduce(state, event)
+            # The reducer gets a copy: a reducer that edits the event it is given must
+            # not edit the log too, or the purity property would compare the edited
+            # event with a copy of itself.
+            state = subject.reduce(state, copy.deepcopy(event))
         except Exception:
             break
     return tuple(events)
@@ -378,7 +393,7 @@ def cases(draw: st.DrawFn, subject: Subject, max_events: int | None = None) -> C
     events = draw(threads(subject, max_events))
     at = draw(st.integers(min_value=0, max_value=len(events) - 1))
     try:
-        state = subject.replay(events[: at + 1])
+        state = subject.replay(copy.deepcopy(events[: at + 1]))
     except Exception:
         return Case(events)
     return Case(events, at, draw(illegal_events(subject, state)))
@@ -411,11 +426,13 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
                 and type(result) is type_named(subject, spec_state.output)
             )
         case StepFailed():
-            return kind in ("llm", "tool") or (kind == "human" and subject.can_fail(state))
+            return kind in ("llm", "tool") or (
+                kind in ("human", "approval") and subject.can_fail(state)
+            )
         case Approved() | Rejected():
-            return kind == "approval"
+            return kind == "approval" and event.request == state.request
         case Answered():
-            return kind == "human"
+            return kind == "human" and event.request == state.request
     return False
 
 

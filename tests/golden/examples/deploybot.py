@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from twelvefold.runtime import (
     Action,
     AgentSpec,
@@ -79,6 +79,8 @@ class GitTags(BaseModel):
 
 
 class DeployResult(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     url: str
     took_seconds: float | None = None
 
@@ -258,6 +260,7 @@ def _approve_deploy_action(state: State) -> Action:
         ask="Deploy {{ tag }} to {{ env }}?",
         approvers=("release-managers",),
         notified=state.notified,
+        request=state.request,
     )
 
 
@@ -295,7 +298,11 @@ def _deploy_reduce(state: State, event: Event) -> State:
 # deploybot.agent:51: human ask_user(RequestMoreInformation) {
 def _ask_user_action(state: State) -> Action:
     return AwaitAnswer(
-        step="ask_user", value=state.value, ask="{{ question }}", notified=state.notified
+        step="ask_user",
+        value=state.value,
+        ask="{{ question }}",
+        notified=state.notified,
+        request=state.request,
     )
 
 
@@ -313,6 +320,7 @@ def _escalate_action(state: State) -> Action:
         value=state.value,
         ask="deploybot is stuck after repeated failures. Please take over or advise.",
         notified=state.notified,
+        request=state.request,
     )
 
 

@@ -181,6 +181,7 @@ def _page_action(state: State) -> Action:
         ask="Page on-call for {{ customer.name }} (severity {{ severity }})?",
         timeout_seconds=1800.0,
         notified=state.notified,
+        request=state.request,
     )
 
 
@@ -190,6 +191,8 @@ def _page_reduce(state: State, event: Event) -> State:
             return AGENT.move(state, event, "file", state.value)
         case Rejected():
             return AGENT.move(state, event, "file", state.value)
+        case StepFailed():
+            return AGENT.fail(state, event, on_error=None)
     raise IllegalEvent(state, event)
 
 
