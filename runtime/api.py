@@ -64,6 +64,7 @@ from .types import (
     State,
     Status,
     StepFailed,
+    ToolStarted,
 )
 
 AgentRef = Agent | ModuleType | str | Path
@@ -360,11 +361,24 @@ class AsyncRuntime:
         return view_of(thread)
 
     async def retry(
-        self, thread_id: str, *, by: str | None = None, agent: AgentRef | None = None
+        self,
+        thread_id: str,
+        *,
+        by: str | None = None,
+        reuse_key: bool = False,
+        agent: AgentRef | None = None,
     ) -> ThreadView:
-        """Try a failed thread again from the step that failed."""
+        """Try a failed thread again from the step that failed.
+
+        A tool call whose outcome is unknown (it timed out, was interrupted, or returned
+        a result of the wrong shape) is tried again with its idempotency key. After a
+        tool returned an error, the retry is a new call with a new key (so a declined
+        payment can be tried again), unless `reuse_key` asks for the failed call's key.
+        Raises `InputError` when `reuse_key` is given and the step made no tool call.
+        """
         thread = await self._load(thread_id, agent)
-        await self.engine.record(thread, Retried(step=thread.state.step, at=_now(), by=by))
+        key = retry_key(thread, reuse_key=reuse_key)
+        await self.engine.record(thread, Retried(step=thread.state.step, at=_now(), by=by, key=key))
         return view_of(await self.engine.advance(thread))
 
     async def get(self, thread_id: str, *, agent: AgentRef | None = None) -> ThreadView:
@@ -649,6 +663,22 @@ def typed_input(agent: Agent, value: Any) -> Any:
         except (ValueError, TypeError):
             raise InputError(f"{agent.name} takes a {declared.__name__} input") from None
     return value
+
+
+def retry_key(thread: Thread, *, reuse_key: bool) -> str | None:
+    """The idempotency key a retry of `thread` records (`Retried.key`): the failed call's
+    when its outcome is unknown (`State.retry_key`) or when `reuse_key` asks for it; None
+    (a new call, a new key) otherwise."""
+    state = thread.state
+    if state.retry_key is not None or not reuse_key:
+        return state.retry_key
+    # The failed call's `ToolStarted` is the event right before its `StepFailed`.
+    match thread.events[-2:]:
+        case [ToolStarted(step=started_at, key=key), StepFailed(step=failed_at)] if (
+            started_at == failed_at == state.step and state.status == "failed"
+        ):
+            return key
+    raise InputError(f"there is no failed tool call at `{state.step}` whose key could be reused")
 
 
 def _problem(exc: Exception) -> str:

@@ -101,8 +101,9 @@ def summarize(event: Event) -> str:
             text = " ".join(p for p in (f"by {by}" if by else "", comment or "") if p)
         case Answered(answer=answer):
             text = answer.text
-        case Retried(by=by):
-            text = f"by {by}" if by else ""
+        case Retried(by=by, key=key):
+            reusing = f"reusing key {key}" if key else ""
+            text = " ".join(p for p in (f"by {by}" if by else "", reusing) if p)
         case Forked(parent=parent, parent_seq=parent_seq):
             text = f"from {parent} after event {parent_seq}"
         case Cancelled(by=by, reason=reason):
@@ -153,6 +154,8 @@ def print_view(view: ThreadView, db: Path) -> None:
     elif view.status == "failed":
         echo(f"\n{where} failed at `{view.step}`: {view.error}")
         echo(f"  retry: twelvefold resume {view.id} --retry")
+        if view.state.retry_key is not None:  # see docs/runtime.md, one call one key
+            echo(f"  (the call may have run: a retry reuses its key {view.state.retry_key})")
     elif view.status == "cancelled":
         echo(f"\n{where} was cancelled at `{view.step}`")
     else:
@@ -339,6 +342,12 @@ def run(
 @click.option("--answer", help="Answer the question the thread waits on.")
 @click.option("--retry", is_flag=True, help="Try a failed thread again from its failed step.")
 @click.option(
+    "--reuse-key",
+    is_flag=True,
+    help="With --retry after a tool returned an error: call it again with the failed "
+    "call's idempotency key instead of a new one.",
+)
+@click.option(
     "--request",
     help="The request you decide (printed where the thread waits). Without it you are "
     "shown the pending request and asked to confirm (a terminal only).",
@@ -358,6 +367,7 @@ def resume(
     comment: str | None,
     answer: str | None,
     retry: bool,
+    reuse_key: bool,
     request: str | None,
     by: str | None,
     db: Path,
@@ -376,6 +386,8 @@ def resume(
     deciding = approve or reject or answer is not None
     if approve + reject + (answer is not None) + retry > 1:
         raise click.UsageError("give one of --approve, --reject, --answer or --retry")
+    if reuse_key and not retry:
+        raise click.UsageError("--reuse-key goes with --retry")
     if reject and not comment:
         raise click.UsageError("--reject needs a --comment saying why")
     if request is not None and not deciding:
@@ -385,7 +397,7 @@ def resume(
         runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
     ):
         if retry:
-            view = rt.retry(thread, by=by)
+            view = rt.retry(thread, by=by, reuse_key=reuse_key)
         else:
             if deciding and request is None:
                 request = confirmed_request(rt.get(thread), approve, reject, as_json)
