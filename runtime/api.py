@@ -468,12 +468,14 @@ class AsyncRuntime:
             loaded = self.agent(agent)
             if loaded.name != info.agent:
                 raise InputError(
-                    f"thread {thread_id} runs agent `{shown(info.agent)}`, but "
+                    f"thread {shown(thread_id)} runs agent `{shown(info.agent)}`, but "
                     f"{shown(loaded.origin)} is agent `{loaded.name}`"
                 )
             return loaded
         reference = recorded_agent(info.origin, self.places)
-        missing = f"thread {thread_id}'s agent `{shown(info.agent)}` is not at {shown(reference)}"
+        missing = (
+            f"thread {shown(thread_id)}'s agent `{shown(info.agent)}` is not at {shown(reference)}"
+        )
         if reference != info.origin:
             missing += f" (recorded as {shown(info.origin)}, relative to the thread store's folder)"
         advice = "; pass --agent PATH (agent= in the API) to name where it is now"
