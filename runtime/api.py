@@ -465,6 +465,9 @@ class AsyncRuntime:
         """
         info = await self.info(thread_id)
         if agent is not None:
+            named = str(agent) if isinstance(agent, str | Path) else None
+            if named is not None and is_file_reference(named) and not Path(named).is_file():
+                raise AgentMissing(f"no agent at {shown(named)} (the agent named for it)")
             loaded = self.agent(agent)
             if loaded.name != info.agent:
                 raise InputError(

@@ -161,6 +161,8 @@ def test_agent_flag_names_the_agent_where_it_is_now(tmp_path: Path) -> None:
     flag = ("--agent", "moved/deploybot.agent")
 
     assert cli(project, "show", thread, *flag).returncode == 0
+    line = one_line_error(cli(project, "show", thread, "--agent", "gone\x1b[2J.agent"))
+    assert line == "error: no agent at gone\\x1b[2J.agent (the agent named for it)"
     swept = cli(project, "expire")
     assert swept.returncode == 1 and "--agent PATH" in swept.stdout, swept.stdout
     swept = cli(project, "expire", *flag)
