@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime_helpers import EXAMPLES, ROOT
-from tests.test_runtime_cli import CASSETTE
+from tests.runtime_helpers import EXAMPLES, ROOT, write_cassette
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.loading import AgentMissing
 from twelvefold.runtime.store import SqliteStore
@@ -36,7 +35,7 @@ def make_project(folder: Path) -> Path:
     shutil.copytree(EXAMPLES / "deploybot", folder / "agents" / "deploybot")
     shutil.copytree(ROOT / "prompts" / "deploybot", folder / "prompts" / "deploybot")
     shutil.copy(EXAMPLES / "twelvefold.toml", folder / "twelvefold.toml")
-    (folder / "deploy.jsonl").write_text("\n".join(json.dumps(e) for e in CASSETTE) + "\n")
+    write_cassette(folder / "deploy.jsonl")
     return folder
 
 
