@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from twelvefold.commands.options import DB
+from twelvefold.commands.options import AGENT, DB
 from twelvefold.commands.output import echo
 from twelvefold.runtime.api import (
     Expiry,
@@ -357,6 +357,7 @@ def run(
     help="Who approves, rejects or answers. No default: an approval with `approvers` "
     "needs a member of one of its groups.",
 )
+@AGENT
 @DB
 @model_options
 @JSON
@@ -370,6 +371,7 @@ def resume(
     reuse_key: bool,
     request: str | None,
     by: str | None,
+    agent: str | None,
     db: Path,
     model: str | None,
     cassette: Path | None,
@@ -397,10 +399,10 @@ def resume(
         runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
     ):
         if retry:
-            view = rt.retry(thread, by=by, reuse_key=reuse_key)
+            view = rt.retry(thread, by=by, reuse_key=reuse_key, agent=agent)
         else:
             if deciding and request is None:
-                request = confirmed_request(rt.get(thread), approve, reject, as_json)
+                request = confirmed_request(rt.get(thread, agent=agent), approve, reject, as_json)
             with warnings.catch_warnings(record=True) as warned:
                 warnings.simplefilter("always", UnenforcedApprovers)
                 view = rt.resume(
@@ -412,6 +414,7 @@ def resume(
                     by=by,
                     request=request,
                     via=cli_via(),
+                    agent=agent,
                 )
             for warning in warned:
                 echo(f"WARNING: {warning.message}", err=True)
@@ -451,16 +454,17 @@ def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bo
     required=True,
     help="Keep the first N events of THREAD (see `twelvefold show`).",
 )
+@AGENT
 @DB
 @JSON
-def fork(thread: str, at_event: int, db: Path, as_json: bool) -> None:
+def fork(thread: str, at_event: int, agent: str | None, db: Path, as_json: bool) -> None:
     """Start a new thread from the first N events of THREAD; it does not run until resumed.
 
     A fork never re-uses a decision or repeats a side effect: a fork just after an
     approval asks for a new one, a fork at a pause gets its own request and notice, and
     a tool call in flight at the fork point is recorded as interrupted."""
     with reported(), runtime(db, quiet=True) as rt:
-        view = rt.get(rt.fork(thread, at_event))
+        view = rt.get(rt.fork(thread, at_event, agent=agent), agent=agent)
     if as_json:
         echo(json.dumps({**view.to_json(), "forked_from": thread}, ensure_ascii=False))
         return
@@ -472,13 +476,16 @@ def fork(thread: str, at_event: int, db: Path, as_json: bool) -> None:
 @click.argument("thread")
 @click.option("--reason", required=True, help="Why the thread is ended (kept in its log).")
 @click.option("--by", help="Who cancels it.")
+@AGENT
 @DB
 @JSON
-def cancel(thread: str, reason: str, by: str | None, db: Path, as_json: bool) -> None:
+def cancel(
+    thread: str, reason: str, by: str | None, agent: str | None, db: Path, as_json: bool
+) -> None:
     """End THREAD on purpose: its pending request is withdrawn, and any later decision
     for it is refused. The log records who cancelled it, why, and from where."""
     with reported(), runtime(db, quiet=True) as rt:
-        view = rt.cancel(thread, reason=reason, by=by, via=cli_via())
+        view = rt.cancel(thread, reason=reason, by=by, via=cli_via(), agent=agent)
     if as_json:
         echo(json.dumps(view.to_json(), ensure_ascii=False))
         return
@@ -490,11 +497,20 @@ def cancel(thread: str, reason: str, by: str | None, db: Path, as_json: bool) ->
     "--now",
     help="Judge deadlines as of this ISO 8601 time instead of the clock (UTC unless it says).",
 )
+@click.option(
+    "--agent",
+    "agents",
+    metavar="PATH",
+    multiple=True,
+    help="Load the threads of this agent (matched by its name) from PATH instead of the "
+    "place each recorded, e.g. after the agent was moved (repeatable).",
+)
 @DB
 @model_options
 @JSON
 def expire(
     now: str | None,
+    agents: tuple[str, ...],
     db: Path,
     model: str | None,
     cassette: Path | None,
@@ -525,7 +541,7 @@ def expire(
                 db, model=make_model(cassette, record, model), paths=paths, quiet=as_json
             ) as rt,
         ):
-            found = rt.expire(now)
+            found = rt.expire(now, agents=agents)
     if as_json:
         echo(json.dumps([e.to_json() for e in found], ensure_ascii=False))
     elif not found:
@@ -608,14 +624,16 @@ def _info_json(info: ThreadInfo) -> dict[str, Any]:
 
 @click.command()
 @click.argument("thread")
+@AGENT
 @DB
 @JSON
-def show(thread: str, db: Path, as_json: bool) -> None:
+def show(thread: str, agent: str | None, db: Path, as_json: bool) -> None:
     """Print THREAD's event log and where it stands."""
     with reported(), runtime(db, quiet=True) as rt:
-        view = rt.get(thread)
-        events = rt.events(thread)
-        codec = rt.agent(rt.store.info(thread).origin).codec
+        loaded = rt.agent_of(thread, agent)
+        view = rt.get(thread, agent=loaded)
+        events = rt.events(thread, agent=loaded)
+        codec = loaded.codec
     if as_json:
         data = view.to_json()
         data["log"] = [codec.encode_event(e) for e in events]
