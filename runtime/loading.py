@@ -2,12 +2,15 @@
 module's file path, or an importable module name.
 
 Compiled modules are written to `<cache>/<stem>-<hash>.py`, where the hash covers the
-`.agent` text and the twelvefold version, so an unchanged agent is never compiled twice
-and the compiler is not even imported on that path.
+`.agent` text, the twelvefold version and the compiler's own files (its sources, templates
+and grammar: a changed compiler under an unchanged version number must not serve modules
+it would no longer generate), so an unchanged agent is never compiled twice and the
+compiler is not even imported on that path.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -104,7 +107,7 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
     path = path.resolve()
     # Hashed as bytes, in chunks: a file that is not UTF-8 or is huge is the compiler's to
     # refuse (E007, E008) with a diagnostic, not this line's to crash on or to hold whole.
-    hasher = hashlib.sha256(f"{__version__}\n".encode())
+    hasher = hashlib.sha256(f"{__version__}\n{compiler_fingerprint()}\n".encode())
     with path.open("rb") as file:
         for chunk in iter(lambda: file.read(1 << 16), b""):
             hasher.update(chunk)
@@ -119,6 +122,23 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
         directory=path.parent,
         prompts_dir=prompts_dir or find_prompts_dir(path.parent),
     )
+
+
+@functools.cache
+def compiler_fingerprint() -> str:
+    """A hash of the files the compiler generates modules with (`*.py`, `*.j2`, `*.lark`
+    of twelvefold.compiler and twelvefold.grammar), read without importing them."""
+    hasher = hashlib.sha256()
+    for package in ("twelvefold.compiler", "twelvefold.grammar"):
+        spec = importlib.util.find_spec(package)
+        folders = (spec.submodule_search_locations or []) if spec is not None else []
+        for folder in folders:
+            root = Path(folder)
+            for file in sorted(root.rglob("*")):
+                if file.suffix in (".py", ".j2", ".lark") and file.is_file():
+                    hasher.update(f"{file.relative_to(root)}\n".encode())
+                    hasher.update(file.read_bytes())
+    return hasher.hexdigest()[:16]
 
 
 def _compile(path: Path, prompts_dir: Path | None) -> str:
