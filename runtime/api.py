@@ -149,7 +149,9 @@ class AsyncRuntime:
     """Launch and resume threads from asyncio code (the HTTP server builds on this).
 
     `offload` runs SQLite calls and synchronous tools in worker threads so the event
-    loop keeps serving while a thread works.
+    loop keeps serving while a thread works. `lease_seconds` is how long this process's
+    lease on a thread it advances lasts unrenewed (TWELVEFOLD_LEASE_SECONDS, else 30 s;
+    see runtime/lease.py).
     """
 
     def __init__(
@@ -163,6 +165,7 @@ class AsyncRuntime:
         on_event: EventHook | None = None,
         messages: MessageBuilder | None = None,
         offload: bool = True,
+        lease_seconds: float | None = None,
     ) -> None:
         self.store: EventStore = store if store is not None else MemoryStore()
         self.engine = Engine(
@@ -173,6 +176,7 @@ class AsyncRuntime:
             offload=offload,
             on_event=on_event,
             messages=messages,
+            lease_seconds=lease_seconds,
         )
         self.cache_dir = cache_dir
         self._agents: dict[str, Agent] = {}
@@ -252,10 +256,13 @@ class AsyncRuntime:
     async def fork(self, thread_id: str, at_event: int, *, agent: AgentRef | None = None) -> str:
         """A new thread whose log is the first `at_event` events of this one. It does not
         run: resume it (or give it its approval or answer) to go on from there."""
+        await self.engine.check_free(thread_id)  # a thread being advanced is refused
         thread = await self._load(thread_id, agent)
         if not 1 <= at_event <= len(thread.events):
             raise InputError(f"a fork point is an event number from 1 to {len(thread.events)}")
-        fork = await self.engine.create(thread.agent, thread.events[:at_event], new_thread_id())
+        fork = await self.engine.create(
+            thread.agent, thread.events[:at_event], new_thread_id(), hold=False
+        )
         return fork.id
 
     async def expire(self, now: datetime | str | None = None) -> list[Expiry]:

@@ -13,11 +13,18 @@ repeated is a tool call, so a `ToolStarted(key)` event is appended *before* the 
 runs; a later process that finds a start without a result re-runs the tool only if it
 takes an idempotency key (and passes the same key), and otherwise records that the call
 was interrupted, for a person to decide.
+
+Ownership: a process advances a thread only under its lease (runtime/lease.py), renewed
+in the background while a model or tool call runs; every append carries it, so a process
+that lost the thread (it stalled past its lease and another took over) writes nothing
+more. Loading verifies the log's hash chain (runtime/integrity.py) and uses a snapshot
+only when its seal proves it is the fold of exactly these events by this reducer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -26,8 +33,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import lease as leases
 from . import tools
 from .codec import Codec
+from .integrity import LogError, UnreadableLog
 from .model import Model, ModelError, ModelRequest
 
 if TYPE_CHECKING:
@@ -42,6 +51,7 @@ from .types import (
     CallTool,
     ErrorInfo,
     Event,
+    IllegalEvent,
     ModelOutput,
     Notified,
     Started,
@@ -111,6 +121,22 @@ class Thread:
     agent: Agent
     events: list[Event]
     state: State
+    lease: leases.Lease | None = None
+    """The lease this process holds on the thread while it advances it (else None)."""
+
+
+class AgentChanged(LogError):
+    """The agent's reducer changed since the thread was written, and the thread's log does
+    not replay under the new one: it is refused rather than run on a state nobody had."""
+
+    def __init__(self, thread_id: str, agent: Agent, written_by: str, problem: str) -> None:
+        super().__init__(
+            f"thread {thread_id} was written by another version of agent {agent.name} "
+            f"(reducer {written_by}, now {agent.reducer or 'unknown'}) and its log does not "
+            f"replay under this one: {problem}. Run it with the agent as it was when the "
+            "thread was written, or fork it before the event that no longer fits"
+        )
+        self.thread_id = thread_id
 
 
 class Notifier(Protocol):
@@ -138,8 +164,13 @@ class Engine:
         offload: bool = False,
         on_event: EventHook | None = None,
         messages: MessageBuilder | None = None,
+        lease_seconds: float | None = None,
     ) -> None:
         self.store = store
+        self.lease_seconds = leases.lease_seconds(lease_seconds)
+        """How long a lease lasts unrenewed (TWELVEFOLD_LEASE_SECONDS, 30 s by default)."""
+        self.owner = leases.new_owner()
+        """This engine's name in leases: `host:pid:random`."""
         self.messages = messages
         self.model = model
         self.notifier = notifier
@@ -149,64 +180,141 @@ class Engine:
 
     # ---- threads ------------------------------------------------------------------
 
-    async def create(self, agent: Agent, events: Sequence[Event], thread_id: str) -> Thread:
+    async def create(
+        self, agent: Agent, events: Sequence[Event], thread_id: str, *, hold: bool = True
+    ) -> Thread:
+        """Store a new thread; with `hold` (launch), under a lease this process holds
+        until `advance` lets it go, so nobody else can touch it in between. A thread that
+        is not run at once (a fork) is created with `hold=False`."""
         state = agent.module.replay(events)
         at = events[0].at or now_iso()
         info = ThreadInfo(
             thread_id, agent.name, agent.origin, state.status, state.step, len(events), at, at
         )
-        await self._io(self.store.create, info, events, agent.codec)
-        thread = Thread(thread_id, agent, list(events), state)
+        owner = self.owner if hold else None
+        lease = await self._io(
+            self.store.create,
+            info,
+            events,
+            agent.codec,
+            reducer=agent.reducer,
+            owner=owner,
+            seconds=self.lease_seconds,
+        )
+        thread = Thread(thread_id, agent, list(events), state, lease)
         for event in events:
             self._announce(thread, event)
         return thread
 
     async def load(self, agent: Agent, thread_id: str) -> Thread:
-        """The thread's events and its state: from the store's snapshot when this reducer
-        made it from exactly these events, else by replaying the log."""
-        events = await self._io(self.store.load, thread_id, agent.codec)
-        snapshot = await self._io(self.store.snapshot, thread_id)
-        # The snapshot is written in each append's transaction; the count is checked anyway
-        # (a store that does not keep one up to date must not be believed).
-        if snapshot and snapshot.reducer == agent.reducer and snapshot.seq == len(events):
+        """The thread's events (their hash chain verified: `BrokenLog` otherwise) and its
+        state: from the store's snapshot when its seal proves it is of exactly these events
+        and this very reducer made it, else by replaying the log. A log written by another
+        reducer is replayed whole under this one and refused (`AgentChanged`) unless every
+        event fits."""
+        try:
+            restored = await self._io(self.store.restore, thread_id, agent.codec)
+        except UnreadableLog as exc:
+            if exc.reducer is not None and exc.reducer != agent.reducer:
+                raise AgentChanged(thread_id, agent, exc.reducer, exc.problem) from None
+            raise
+        events, snapshot = restored.events, restored.snapshot
+        if (
+            snapshot is not None
+            and agent.reducer is not None
+            and snapshot.reducer == agent.reducer
+            and snapshot.seq == len(events)
+        ):
             return Thread(thread_id, agent, events, agent.codec.decode_state(snapshot.state))
-        return Thread(thread_id, agent, events, agent.module.replay(events))
+        written_by = restored.reducer
+        if written_by is None or written_by == agent.reducer:
+            return Thread(thread_id, agent, events, agent.module.replay(events))
+        try:
+            state = agent.module.replay(events)
+        except IllegalEvent as exc:
+            raise AgentChanged(thread_id, agent, written_by, str(exc)) from None
+        except Exception as exc:  # a reducer that cannot even fold this log
+            raise AgentChanged(
+                thread_id, agent, written_by, f"{type(exc).__name__}: {exc}"
+            ) from None
+        return Thread(thread_id, agent, events, state)
+
+    async def check_free(self, thread_id: str) -> None:
+        """`LeaseHeld` if a process holds the thread now (for work that reads a thread to
+        start other work from it, such as a fork)."""
+        held = await self._io(self.store.lease, thread_id)
+        if held is not None:
+            raise leases.LeaseHeld(thread_id, held.owner, held.expires)
 
     async def record(self, thread: Thread, event: Event) -> None:
         """Reduce first (an impossible event raises and nothing is stored), then append
         with the sequence number we replayed to: if another process got there first the
-        store raises `Conflict` and this process stops."""
+        store raises `Conflict` and this process stops.
+
+        Every append is made under the thread's lease. Outside `advance` (a decision, a
+        retry, an expiry) this takes the lease (`LeaseHeld` if a process holds it: nothing
+        is recorded) and keeps it only while the thread has work to do, for the `advance`
+        that follows."""
         agent = thread.agent
         state = agent.module.reduce(thread.state, event)
-        await self._io(
-            self.store.append,
-            thread.id,
-            len(thread.events),
-            (event,),
-            agent.codec,
-            Head(state.status, state.step, state, agent.reducer),
-        )
+        took = thread.lease is None
+        if took:
+            thread.lease = await self._io(
+                self.store.acquire, thread.id, self.owner, self.lease_seconds
+            )
+        try:
+            await self._io(
+                self.store.append,
+                thread.id,
+                len(thread.events),
+                (event,),
+                agent.codec,
+                Head(state.status, state.step, state, agent.reducer),
+                thread.lease,
+            )
+        except BaseException:
+            if took:
+                self._release(thread)
+            raise
         thread.events.append(event)
         thread.state = state
+        if took and not _has_work(state):
+            self._release(thread)
         self._announce(thread, event)
 
     # ---- the loop -----------------------------------------------------------------
 
     async def advance(self, thread: Thread) -> Thread:
-        """Perform actions until the thread waits for a person, finishes or fails."""
+        """Perform actions until the thread waits for a person, finishes or fails.
+
+        Holds the thread's lease throughout (taking it unless `create` or `record` left
+        it; `LeaseHeld` if another process holds it), renews it in the background, starts
+        no new call once a renewal failed (`LeaseLost`), and lets it go when the thread
+        stops or anything goes wrong."""
+        if not _has_work(thread.state):
+            self._release(thread)
+            return thread
+        if thread.lease is None:
+            thread.lease = await self._io(
+                self.store.acquire, thread.id, self.owner, self.lease_seconds
+            )
+        renewer = leases.Renewer(self.store, thread.lease, self.lease_seconds)
         next_action = thread.agent.module.next_action
-        while thread.state.status == "running" or (
-            thread.state.status == "waiting" and not thread.state.notified
-        ):
-            action = next_action(thread.state)
-            if isinstance(action, CallModel):
-                await self.record(thread, await self._call_model(thread, action))
-            elif isinstance(action, CallTool):
-                await self.record(thread, await self._call_tool(thread, action))
-            elif isinstance(action, AwaitApproval | AwaitAnswer):
-                await self.record(thread, await self._notify(thread, action))
-            else:  # Finish, Fail: the status already says so
-                break
+        try:
+            while _has_work(thread.state):
+                renewer.check()  # lost the lease: start nothing more
+                action = next_action(thread.state)
+                if isinstance(action, CallModel):
+                    await self.record(thread, await self._call_model(thread, action))
+                elif isinstance(action, CallTool):
+                    await self.record(thread, await self._call_tool(thread, action))
+                elif isinstance(action, AwaitApproval | AwaitAnswer):
+                    await self.record(thread, await self._notify(thread, action))
+                else:  # Finish, Fail: the status already says so
+                    break
+        finally:
+            thread.lease = renewer.stop()
+            self._release(thread)
         return thread
 
     async def _call_model(self, thread: Thread, action: CallModel) -> Event:
@@ -270,14 +378,27 @@ class Engine:
             self.notifier = default_notifier()
         return self.notifier
 
-    async def _io(self, function: Callable[..., Any], *args: Any) -> Any:
+    async def _io(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self.offload:
-            return await asyncio.to_thread(function, *args)
-        return function(*args)
+            return await asyncio.to_thread(function, *args, **kwargs)
+        return function(*args, **kwargs)
+
+    def _release(self, thread: Thread) -> None:
+        """Give the thread's lease up (synchronously: this runs in `finally` blocks, even
+        while a task is being cancelled). A failure only means it lapses on its own."""
+        lease, thread.lease = thread.lease, None
+        if lease is not None:
+            with contextlib.suppress(Exception):  # the lease lapses by itself
+                self.store.release(lease)
 
     def _announce(self, thread: Thread, event: Event) -> None:
         if self.on_event is not None:
             self.on_event(thread, event)
+
+
+def _has_work(state: State) -> bool:
+    """Whether `advance` would act: running, or waiting with nobody told yet."""
+    return state.status == "running" or (state.status == "waiting" and not state.notified)
 
 
 def started(agent: Agent, input: Any) -> Started:
@@ -340,4 +461,13 @@ def _folders(agent: Agent) -> tuple[Path, ...]:
     return (agent.directory,) if agent.directory is not None else ()
 
 
-__all__ = ["INTERRUPTED", "Agent", "AgentModule", "Engine", "Thread", "ToolResult", "started"]
+__all__ = [
+    "INTERRUPTED",
+    "Agent",
+    "AgentChanged",
+    "AgentModule",
+    "Engine",
+    "Thread",
+    "ToolResult",
+    "started",
+]

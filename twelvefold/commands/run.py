@@ -17,6 +17,8 @@ from typing import Any
 import click
 
 from twelvefold.runtime.api import Expiry, InputError, Runtime, ThreadView, plain
+from twelvefold.runtime.integrity import LogError
+from twelvefold.runtime.lease import LeaseError
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
 from twelvefold.runtime.store import Conflict, SqliteStore, ThreadInfo, ThreadNotFound
@@ -166,6 +168,8 @@ def reported() -> Iterator[None]:
         AgentLoadError,
         Conflict,
         IllegalEvent,
+        LeaseError,
+        LogError,
         InputError,
         ThreadNotFound,
         CommandError,
