@@ -236,7 +236,7 @@ def main() -> None:
         print(f"| `replay(events)` in memory | {len(big) / replay:,.0f} |")
         print(f"| load from SQLite + decode + replay | {len(big) / load:,.0f} |")
 
-        print("\n| resume a thread (load, decode, state, next action) | ms |")
+        print("\n| resume a thread (load, verify the chain, decode, state, next action) | ms |")
         print("|---|---:|")
         engine, loop = Engine(store), asyncio.new_event_loop()
         for size in (1_000, 10_000):
