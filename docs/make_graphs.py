@@ -83,7 +83,7 @@ def traced_picture(program: Program, encoded: Sequence[dict[str, Any]]) -> Pictu
     with tempfile.TemporaryDirectory() as cache:
         agent = load_agent(EXAMPLES / "deploybot.agent", cache_dir=Path(cache))
         events = [agent.codec.decode_event(item) for item in encoded]
-        view = graph_view(program, overlay(program, events, agent.module.replay(events)))
+        view = graph_view(program, overlay(program, events, agent.module))
     return Picture(THREAD, to_dot(view), to_mermaid(view))
 
 

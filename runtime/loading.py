@@ -41,7 +41,11 @@ def load_agent(
         path = Path(text).resolve()
         if not path.is_file():
             raise AgentLoadError(f"no such file: {text}")
-        return _from_module(import_file(path, f"_twelvefold_{path.stem}"), str(path), prompts_dir)
+        # Named by the file's place and content: two modules with one file name (or one
+        # file edited between loads) never share an entry in sys.modules.
+        digest = hashlib.sha256(f"{path}\n".encode() + path.read_bytes()).hexdigest()[:16]
+        module = import_file(path, f"_twelvefold_{path.stem}_{digest}")
+        return _from_module(module, str(path), prompts_dir)
     try:
         module = importlib.import_module(text)
     except ImportError as exc:

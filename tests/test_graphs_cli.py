@@ -122,3 +122,13 @@ def test_an_event_log_for_another_agent_is_an_error_not_a_traceback(tmp_path: Pa
     log.write_text(json.dumps([{"kind": "started", "step": "decide", "input": "x"}, {"kind": "?"}]))
     code, _, err = run(DEPLOYBOT, "--events", str(log))
     assert code == 1 and "does not decode" in err
+
+
+def test_a_log_the_reducer_refuses_is_drawn_up_to_there_with_a_warning(tmp_path: Path) -> None:
+    log = tmp_path / "log.json"
+    events = [*json.loads(THREAD_LOG.read_text())[:2], {"kind": "notified", "step": "done"}]
+    log.write_text(json.dumps(events))
+    code, out, err = run(DEPLOYBOT, "--format", "mermaid", "--events", str(log))
+    assert code == 0, err
+    assert "refuses this log at event 3" in err and "was the agent changed?" in err
+    assert "class list_tags here" in out

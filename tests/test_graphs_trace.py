@@ -1,11 +1,10 @@
-"""The trace overlay: hand-made deploybot event logs laid over its graph.
-
-Each log is checked twice: once inferring where the thread is from the graph alone, and
-once against the generated reducer's own `replay`, which must agree.
+"""The trace overlay: hand-made deploybot event logs laid over its graph, folded through
+the generated reducer itself (so the picture cannot disagree with what the reducer did).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +28,7 @@ from twelvefold.runtime.types import (
     Rejected,
     Retried,
     Started,
+    State,
     StepFailed,
     ToolResult,
     ToolStarted,
@@ -130,7 +130,7 @@ LOGS: dict[str, Log] = {
 
 
 def test_a_paused_thread(program: Program, module: Any) -> None:
-    trace = overlay(program, paused_for_approval(module))
+    trace = overlay(program, paused_for_approval(module), module)
     assert trace.visits == {"decide": 3, "list_tags": 1, "deploy": 1, "approve_deploy": 1}
     assert edge_counts(program, trace) == {
         ("decide", "list_tags", "output"): 1,
@@ -147,7 +147,7 @@ def test_a_paused_thread(program: Program, module: Any) -> None:
 
 
 def test_a_finished_thread(program: Program, module: Any) -> None:
-    trace = overlay(program, finished(module))
+    trace = overlay(program, finished(module), module)
     counts = edge_counts(program, trace)
     assert counts[("decide", "approve_deploy", "output")] == 2
     assert counts[("approve_deploy", "decide", "rejected")] == 1
@@ -160,14 +160,14 @@ def test_a_finished_thread(program: Program, module: Any) -> None:
 
 
 def test_a_failed_thread_stays_where_it_failed(program: Program, module: Any) -> None:
-    trace = overlay(program, failed(module))
+    trace = overlay(program, failed(module), module)
     assert (trace.position, trace.status) == ("list_tags", "failed")
     assert trace.errors == {"list_tags": 1}
     assert ("list_tags", "decide", "next") not in edge_counts(program, trace)
 
 
 def test_the_third_failure_in_a_row_escalates(program: Program, module: Any) -> None:
-    trace = overlay(program, escalated(module))
+    trace = overlay(program, escalated(module), module)
     counts = edge_counts(program, trace)
     assert counts[("deploy", "decide", "error")] == 1
     assert counts[("decide", "escalate", "max_errors")] == 1
@@ -176,7 +176,7 @@ def test_the_third_failure_in_a_row_escalates(program: Program, module: Any) -> 
 
 
 def test_the_step_ceiling_escalates(program: Program, module: Any) -> None:
-    trace = overlay(program, out_of_steps(module))
+    trace = overlay(program, out_of_steps(module), module)
     counts = edge_counts(program, trace)
     assert counts[("list_tags", "escalate", "max_steps")] == 1
     assert counts[("list_tags", "decide", "next")] == 11
@@ -184,30 +184,59 @@ def test_the_step_ceiling_escalates(program: Program, module: Any) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(LOGS))
-def test_the_inferred_position_agrees_with_the_generated_reducer(
+def test_the_position_is_where_the_generated_reducer_says(
     name: str, program: Program, module: Any
 ) -> None:
     events = LOGS[name](module)
     state = module.replay(events)
-    inferred = overlay(program, events)
-    replayed = overlay(program, events, state)
-    assert (inferred.position, inferred.status) == (state.step, state.status)
-    assert inferred == replayed
+    trace = overlay(program, events, module)
+    assert (trace.position, trace.status) == (state.step, state.status)
+    assert trace.refused is None and trace.unexplained == ()
 
 
-def test_an_empty_log_draws_nothing(program: Program) -> None:
-    assert overlay(program, []) == Trace()
+def test_an_empty_log_draws_nothing(program: Program, module: Any) -> None:
+    assert overlay(program, [], module) == Trace()
 
 
-def test_a_move_the_graph_cannot_explain_is_reported(program: Program, module: Any) -> None:
-    events = [Started(step="decide", input="x"), Notified(step="done")]
-    trace = overlay(program, events)
+def test_a_log_the_reducer_refuses_is_drawn_up_to_there(program: Program, module: Any) -> None:
+    events = [
+        Started(step="decide", input="x"),
+        ModelOutput(step="decide", output=module.ListGitTags()),
+        Notified(step="done"),
+    ]
+    trace = overlay(program, events, module)
+    assert trace.refused is not None and trace.refused.startswith("event 3:")
+    assert "the thread is at `list_tags`" in trace.refused
+    assert (trace.position, trace.visits) == ("list_tags", {"decide": 1, "list_tags": 1})
+
+
+def test_a_reducer_that_moves_along_no_edge_of_its_graph_is_reported(
+    program: Program, module: Any
+) -> None:
+    class Disagrees:
+        """The generated reducer, edited to send a tool list to `done`."""
+
+        AGENT = module.AGENT
+        initial_state = staticmethod(module.initial_state)
+
+        @staticmethod
+        def reduce(state: State, event: Event) -> State:
+            after: State = module.reduce(state, event)
+            if after.step == "list_tags":
+                return dataclasses.replace(after, step="done", status="finished")
+            return after
+
+    events = [
+        Started(step="decide", input="x"),
+        ModelOutput(step="decide", output=module.ListGitTags()),
+    ]
+    trace = overlay(program, events, Disagrees())
     assert trace.unexplained == (("decide", "done"),)
     assert trace.visits == {"decide": 1, "done": 1}
 
 
 def test_the_rendered_overlay_marks_path_position_and_errors(program: Program, module: Any) -> None:
-    view = graph_view(program, overlay(program, paused_for_approval(module)))
+    view = graph_view(program, overlay(program, paused_for_approval(module), module))
     (graph,) = pydot.graph_from_dot_data(to_dot(view))
 
     def classes(name: str) -> set[str]:
@@ -238,7 +267,7 @@ def test_the_rendered_overlay_marks_path_position_and_errors(program: Program, m
 
 
 def test_a_renderer_that_forgets_the_trace_is_caught(program: Program, module: Any) -> None:
-    traced = to_dot(graph_view(program, overlay(program, paused_for_approval(module))))
+    traced = to_dot(graph_view(program, overlay(program, paused_for_approval(module), module)))
     untraced = to_dot(graph_view(program))
     assert "here" in traced and "visited" in traced
     assert "visited" not in untraced and " here" not in untraced

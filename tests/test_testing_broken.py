@@ -25,14 +25,22 @@ BY_NAME = {p.name: p for p in PROPERTIES}
 EXAMPLES_PER_RUN = 60
 
 
-def _subject(module: object, agent: str) -> Subject:
-    program = checked_program(EXAMPLES / f"{agent}.agent", PROMPTS)
-    return Subject(module, agent, program=program)  # type: ignore[arg-type]
+def _subject(module: object, agent: str, reference: object = None) -> Subject:
+    source = EXAMPLES / f"{agent}.agent"
+    program = checked_program(source, PROMPTS)
+    return Subject(
+        module,  # type: ignore[arg-type]
+        agent,
+        program=program,
+        reference=reference,  # type: ignore[arg-type]
+        source=source,
+    )
 
 
 def _caught(name: str, tmp_path: Path) -> PropertyFailed:
     bug = BUGS[name]
-    subject = _subject(broken_module(name, tmp_path), bug.agent)
+    reference = import_generated(EXAMPLES / f"{bug.agent}.agent", tmp_path / "source")
+    subject = _subject(broken_module(name, tmp_path), bug.agent, reference)
     outcome = run_property(subject, BY_NAME[bug.caught_by], examples=EXAMPLES_PER_RUN, seed=0)
     assert outcome.failure is not None, f"{name} was not caught by {bug.caught_by}"
     return outcome.failure
@@ -42,7 +50,9 @@ def _caught(name: str, tmp_path: Path) -> PropertyFailed:
 def test_the_correct_modules_pass_every_property_the_bugs_are_caught_by(
     agent: str, tmp_path: Path
 ) -> None:
-    subject = _subject(import_generated(EXAMPLES / f"{agent}.agent", tmp_path), agent)
+    module = import_generated(EXAMPLES / f"{agent}.agent", tmp_path)
+    reference = import_generated(EXAMPLES / f"{agent}.agent", tmp_path / "source")
+    subject = _subject(module, agent, reference)
     for name in sorted({b.caught_by for b in BUGS.values()}):
         outcome = run_property(subject, BY_NAME[name], examples=EXAMPLES_PER_RUN, seed=0)
         assert outcome.ok, outcome.failure
@@ -74,6 +84,12 @@ def test_mutating_the_given_state_is_caught_at_the_first_failure(tmp_path: Path)
     failure = _caught("mutate_state", tmp_path)
     assert len(failure.events) <= 3 and isinstance(failure.events[-1], StepFailed)
     assert "reduce changed the state it was given" in str(failure)
+
+
+def test_editing_the_given_event_is_caught(tmp_path: Path) -> None:
+    failure = _caught("mutate_event", tmp_path)
+    assert "reduce changed the event it was given" in failure.message
+    assert isinstance(failure.events[failure.at or 0], ModelOutput)
 
 
 def test_ignoring_max_steps_is_caught_at_the_sixteenth_action(tmp_path: Path) -> None:
@@ -123,3 +139,29 @@ def test_every_patch_changes_the_generated_module() -> None:
 def test_approvals_in_the_broken_example_logs_are_real_events() -> None:
     # The minimal example types are the runtime's own: nothing is a stand-in.
     assert {Approved, ToolResult} <= set(ACTION_EVENTS)
+
+
+DISAGREEING = sorted(n for n, bug in BUGS.items() if bug.caught_by == "agrees_with_source")
+
+
+@pytest.mark.parametrize("name", DISAGREEING)
+def test_a_module_that_disagrees_with_its_source_is_caught(name: str, tmp_path: Path) -> None:
+    failure = _caught(name, tmp_path)
+    assert "source" in failure.message
+
+
+def test_an_edited_agent_is_reported_field_by_field(tmp_path: Path) -> None:
+    message = _caught("agent_drops_requires_approval", tmp_path).message
+    assert "AGENT disagrees with its source" in message
+    assert "state deploy: the source requires approval" in message
+    message = _caught("agent_raises_max_steps", tmp_path).message
+    assert "max_steps is 25, the source says 24" in message
+
+
+def test_an_action_that_calls_another_function_is_caught_where_it_is_asked_for(
+    tmp_path: Path,
+) -> None:
+    failure = _caught("list_tags_calls_deploy", tmp_path)
+    assert "next action differs" in failure.message
+    assert "deploybot.tools:deploy_backend" in failure.message
+    assert isinstance(failure.events[-1], ModelOutput)

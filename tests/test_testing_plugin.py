@@ -111,3 +111,56 @@ def test_the_cli_fails_with_a_minimal_example_for_a_broken_module(tmp_path: Path
 def test_the_cli_needs_an_agent() -> None:
     result = CliRunner().invoke(cli, ["test"])
     assert result.exit_code == 2
+
+
+def test_two_modules_with_one_file_name_are_each_tested(tmp_path: Path) -> None:
+    from twelvefold.compiler import compile_file
+
+    (good_source,) = compile_file(EXAMPLES / "deploybot.agent", prompts_dir=PROMPTS).files.values()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "deploybot.py").write_text(good_source)
+    (tmp_path / "b" / "deploybot.py").write_text(broken_source(BUGS["skip_approval"]))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "test",
+            *(str(tmp_path / folder / "deploybot.py") for folder in "ab"),
+            *("--examples", "20", "--seed", "0"),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    _, first, second = result.output.split("deploybot (")
+    assert "FAIL" not in first.split("coverage")[0]
+    assert "FAIL  approval_before_sensitive_tools" in second
+
+
+def test_a_module_is_judged_against_its_source_when_it_can_be_found(tmp_path: Path) -> None:
+    module = tmp_path / "deploybot.py"
+    module.write_text(broken_source(BUGS["agent_raises_max_steps"]))
+    alone = CliRunner().invoke(cli, ["test", str(module), "--examples", "10", "--seed", "0"])
+    assert "note: no .agent source found for it" in alone.output
+    assert "--source FILE" in alone.output
+
+    judged = CliRunner().invoke(
+        cli,
+        [
+            *("test", str(module), "--source", str(EXAMPLES / "deploybot.agent")),
+            *("--examples", "10", "--seed", "0", "--prompts", str(PROMPTS)),
+        ],
+    )
+    assert judged.exit_code == 1, judged.output
+    assert "judged against its source" in judged.output
+    assert "FAIL  agrees_with_source" in judged.output
+    assert "max_steps is 25, the source says 24" in judged.output
+
+    shutil.copy(EXAMPLES / "deploybot.agent", tmp_path / "deploybot.agent")
+    shutil.copytree(PROMPTS, tmp_path / "prompts")
+    beside = CliRunner().invoke(cli, ["test", str(module), "--examples", "10", "--seed", "0"])
+    assert beside.exit_code == 1 and "max_steps is 25, the source says 24" in beside.output
+
+
+def test_source_goes_with_one_module() -> None:
+    agent = str(EXAMPLES / "deploybot.agent")
+    result = CliRunner().invoke(cli, ["test", agent, "--source", agent])
+    assert result.exit_code == 2 and "--source goes with exactly one" in result.output

@@ -1,7 +1,7 @@
 """Pictures of an agent: its checked graph as Mermaid, DOT, SVG or PNG, optionally with
 the path one thread took laid over it.
 
-    view = graph_view(program, overlay(program, events))   # view.py, trace.py
+    view = graph_view(program, overlay(program, events, module))   # view.py, trace.py
     to_dot(view) / to_mermaid(view)                         # dot.py, mermaid.py
     render_image(to_dot(view), "svg")                       # graphviz.py: runs `dot`
 """

@@ -90,6 +90,21 @@ BUGS: dict[str, Bug] = {
             "reduce writes the new error count into the state it was given",
         ),
         Bug(
+            "mutate_event",
+            "deploybot",
+            (
+                (
+                    "    AGENT.check(state, event)\n",
+                    "    AGENT.check(state, event)\n"
+                    "    if isinstance(event, ModelOutput) and hasattr(event.output, 'tag'):\n"
+                    "        event.output.tag = event.output.tag.upper()\n",
+                ),
+            ),
+            "pure_and_deterministic",
+            "reduce upper-cases the tag in the model output it is given (idempotent, so a "
+            "log the strategies had already handed to it would hide the edit)",
+        ),
+        Bug(
             "ignore_max_steps",
             "calculator",
             (
@@ -124,6 +139,71 @@ BUGS: dict[str, Bug] = {
             ),
             "replay_equals_fold",
             "replay leaves out the events that only record that people were told",
+        ),
+        Bug(
+            "agent_drops_requires_approval",
+            "deploybot",
+            (("            requires_approval=_deploy_needs_approval,\n", ""),),
+            "agrees_with_source",
+            "AGENT no longer says that `deploy` needs approval, so nothing checks it",
+        ),
+        Bug(
+            "agent_raises_max_steps",
+            "deploybot",
+            (("    max_steps=24,", "    max_steps=25,"),),
+            "agrees_with_source",
+            "AGENT allows one more step than the source",
+        ),
+        Bug(
+            "agent_drops_max_errors_target",
+            "deploybot",
+            (('    on_max_errors="escalate",\n', ""),),
+            "agrees_with_source",
+            "the max_errors ceiling lost its target: failures pile up instead of escalating",
+        ),
+        Bug(
+            "list_tags_calls_deploy",
+            "deploybot",
+            (
+                (
+                    '        function="deploybot.tools:list_git_tags",\n        value=state.value,',
+                    '        function="deploybot.tools:deploy_backend",\n'
+                    "        value=state.value,",
+                ),
+            ),
+            "agrees_with_source",
+            "the list_tags action calls the deploy tool's function",
+        ),
+        Bug(
+            "model_not_offered_done",
+            "deploybot",
+            (
+                (
+                    "outputs=(ListGitTags, DeployBackend, RequestMoreInformation, DoneForNow),",
+                    "outputs=(ListGitTags, DeployBackend, RequestMoreInformation),",
+                ),
+            ),
+            "agrees_with_source",
+            "the model call no longer offers DoneForNow, so the thread cannot finish",
+        ),
+        Bug(
+            "model_retries_dropped",
+            "deploybot",
+            (("        retries=2,\n", "        retries=0,\n"),),
+            "agrees_with_source",
+            "a malformed model output is no longer re-asked",
+        ),
+        Bug(
+            "deploy_loses_started_key",
+            "deploybot",
+            (
+                (
+                    "output=DeployResult,\n        started_key=state.tool_key,",
+                    "output=DeployResult,",
+                ),
+            ),
+            "agrees_with_source",
+            "after a crash mid-deploy the runtime would run it again under a fresh key",
         ),
     )
 }

@@ -18,6 +18,7 @@ def import_generated(agent_file: Path, into: Path, prompts_dir: Path | None = No
     errors = [d for d in result.diagnostics if d.is_error]
     assert not errors, errors
     ((name, source),) = result.files.items()
+    into.mkdir(parents=True, exist_ok=True)
     path = into / name
     path.write_text(source)
     return import_file(path, f"_generated_{path.stem}_{abs(hash(str(into)))}")

@@ -92,8 +92,14 @@ def graph(
 
     trace: Trace | None = None
     if thread_id is not None or events_file is not None:
-        events, state = _load_thread(agent, prompts, thread_id, db, events_file)
-        trace = overlay(program, events, state)
+        events, module = _load_thread(agent, prompts, thread_id, db, events_file)
+        trace = overlay(program, events, module)
+        if trace.refused is not None:
+            click.echo(
+                f"warning: the reducer refuses this log at {trace.refused}; "
+                "drawing it up to there (was the agent changed?)",
+                err=True,
+            )
         for source, target in trace.unexplained:
             click.echo(
                 f"warning: the thread moved from `{source}` to `{target}`, "
@@ -137,11 +143,10 @@ def _load_thread(
     db: Path,
     events_file: Path | None,
 ) -> tuple[Sequence[Event], Any]:
-    """The thread's events and `replay(events)` by the agent's generated reducer."""
+    """The thread's events and the agent's generated reducer module."""
     from twelvefold.runtime.codec import CodecError
     from twelvefold.runtime.loading import AgentLoadError, load_agent
     from twelvefold.runtime.store import SqliteStore, ThreadNotFound
-    from twelvefold.runtime.types import IllegalEvent
 
     try:
         loaded = load_agent(agent, prompts_dir=prompts)
@@ -169,15 +174,7 @@ def _load_thread(
     except ThreadNotFound as missing:
         click.echo(f"error: {missing}", err=True)
         sys.exit(1)
-    if not events:
-        return events, None
-    try:
-        return events, loaded.module.replay(events)
-    except IllegalEvent as illegal:
-        click.echo(
-            f"warning: the reducer rejects this log ({illegal}); drawing it as logged", err=True
-        )
-        return events, None
+    return events, loaded.module
 
 
 def _write(picture: str | bytes, output: Path | None) -> None:

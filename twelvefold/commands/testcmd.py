@@ -37,6 +37,12 @@ from twelvefold.testing.suite import render, run_suite
     help="Also fail on unreachable max_errors/max_steps edges (else they are notes).",
 )
 @click.option(
+    "--source",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The .agent file a generated .py AGENT was compiled from (default: the file its "
+    "header names, beside it); the module is judged against it.",
+)
+@click.option(
     "--prompts",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder that prompt paths resolve under (default: the nearest prompts/).",
@@ -47,6 +53,7 @@ def test(
     seed: int | None,
     paths: bool,
     strict: bool,
+    source: Path | None,
     prompts: Path | None,
 ) -> None:
     """Check the properties every AGENT's reducer must have, on generated threads.
@@ -55,13 +62,15 @@ def test(
     `invariant_*(state, events)` functions in AGENT_invariants.py or invariants.py beside
     it. Exit status 1 when a property fails or an edge cannot be reached.
     """
+    if source is not None and (len(agents) != 1 or agents[0].suffix != ".py"):
+        raise click.UsageError("--source goes with exactly one generated .py module")
     chosen_seed = seed if seed is not None else random.randrange(2**32)
     failed = False
     for index, agent in enumerate(agents):
         if index:
             click.echo()
         try:
-            subject = load_subject(agent, prompts_dir=prompts)
+            subject = load_subject(agent, prompts_dir=prompts, source=source)
             invariants = find_invariants(agent)
         except (AgentLoadError, InvariantLoadError) as broken:
             click.echo(f"error: {broken}", err=True)

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from twelvefold.compiler import moves
+from twelvefold.compiler.moves import ACTION_EVENTS, Move, describe_edge
 from twelvefold.runtime.spec import EdgeSpec
 from twelvefold.runtime.types import (
     Answer,
@@ -45,149 +47,25 @@ from twelvefold.runtime.types import (
 
 from .subject import Subject
 
-ACTION_EVENTS = (ModelOutput, ToolResult, StepFailed, Approved, Rejected, Answered)
-"""Events that complete an action (and so count against `max_steps`)."""
-
-_EDGE_KIND_OF: dict[type[Event], str] = {
-    ModelOutput: "output",
-    ToolResult: "next",
-    Answered: "next",
-    Approved: "approved",
-    Rejected: "rejected",
-}
-
-
-# ---- matching moves to edges -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Move:
-    """One applied event: the state before and after, and the edges it followed."""
-
-    before: State
-    event: Event
-    after: State
-    edges: tuple[int, ...]
-    """Indices into `AGENT.edges`; empty for bookkeeping and for failing in place."""
-    problem: str | None = None
-    """Set when the thread moved along no declared edge."""
-
-
-def type_name(subject: Subject, value: Any) -> str:
-    for name, cls in subject.spec.types.items():
-        if type(value) is cls:
-            return name
-    return type(value).__name__
+__all__ = ["ACTION_EVENTS", "Coverage", "Exploration", "Move", "describe_edge", "explore", "walk"]
 
 
 def match_edges(subject: Subject, before: State, event: Event, after: State) -> Move:
-    spec = subject.spec
-    source, target = before.step, after.step
-    if not isinstance(event, ACTION_EVENTS):
-        problem = None if source == target else f"a `{_kind(event)}` event moved the thread"
-        return Move(before, event, after, (), problem)
-    if after.status == "failed" and source == target:
-        return Move(before, event, after, ())  # failed in place: no edge, a failed thread
-    budget = spec.max_steps
-    if (
-        budget is not None
-        and spec.on_max_steps == target
-        and after.steps == 0
-        and before.steps + 1 >= budget
-    ):
-        return Move(before, event, after, _find(subject, source, target, "max_steps"))
-    if isinstance(event, StepFailed):
-        kind = "error"
-        if (
-            spec.max_errors is not None
-            and spec.on_max_errors == target
-            and before.errors + 1 >= spec.max_errors
-        ):
-            kind = "max_errors"
-        found = _find(subject, source, target, kind)
-    else:
-        kind = _EDGE_KIND_OF[type(event)]
-        output = type_name(subject, event.output) if isinstance(event, ModelOutput) else None
-        found = _find(subject, source, target, kind, output)
-        if isinstance(event, ModelOutput):
-            routed = route(subject, source, event.output)
-            if routed is not None and subject.spec.edges[routed].target != target:
-                rule = describe_edge(subject.spec.edges[routed])
-                problem = f"the output went to `{target}`, but the first rule that holds is {rule}"
-                return Move(before, event, after, (), problem)
-            if routed is not None:
-                found = (routed,)
-    if not found:
-        what = f"`{kind}` ({output})" if isinstance(event, ModelOutput) else f"`{kind}`"
-        problem = f"moved from `{source}` to `{target}` on {what}: no such edge in AGENT.edges"
-        return Move(before, event, after, (), problem)
-    return Move(before, event, after, found)
+    """The edge a move of the reducer under test took (compiler/moves.py)."""
+    return moves.match_edges(subject.spec, subject.program, before, event, after)
 
 
 def route(subject: Subject, source: str, output: BaseModel) -> int | None:
-    """The edge the `on TYPE [if GUARD]` rules send `output` along: the first whose guard
-    holds, evaluated with the compiler's own guard semantics (a null optional field fails
-    every comparison but `== null`). None when the guards are not at hand."""
-    program = subject.program
-    if program is None:
-        return None
-    from twelvefold.compiler.guards import evaluate, paths_in
-
-    name = type_name(subject, output)
-    data = output.model_dump(mode="json", by_alias=True)
-    edges = program.edges()
-    if len(edges) != len(subject.spec.edges):
-        return None  # not this module's program
-    for index, edge in enumerate(edges):
-        if edge.source != source or edge.kind != "output" or edge.type != name:
-            continue
-        if edge.guard is None:
-            return index
-        env = {path: _field(data, path) for path in paths_in(edge.guard)}
-        holds = evaluate(edge.guard, env)
-        if holds is None:
-            return None
-        if holds:
-            return index
-    return None
+    return moves.route(subject.spec, subject.program, source, output)
 
 
-def _field(data: Any, path: tuple[str, ...]) -> Any:
-    for part in path:
-        if data is None:
-            return None
-        data = data[part]
-    return data
-
-
-def _find(
-    subject: Subject, source: str, target: str, kind: str, output: str | None = None
-) -> tuple[int, ...]:
-    # Two rules for one type to one target (different guards) are one edge to a reader.
-    for index, edge in subject.edges_from(source):
-        if edge.target == target and edge.kind == kind and edge.type == output:
-            return (index,)
-    return ()
-
-
-def _kind(event: Event) -> str:
-    from twelvefold.runtime.types import KIND_OF_EVENT
-
-    return KIND_OF_EVENT.get(type(event), type(event).__name__)
+def type_name(subject: Subject, value: Any) -> str:
+    return moves.type_name(subject.spec, value)
 
 
 def walk(subject: Subject, events: Sequence[Event]) -> Iterator[Move]:
     """The moves of a log, as the reducer under test makes them (stops where it raises)."""
-    if not events or not isinstance(events[0], Started):
-        return
-    try:
-        state = subject.initial_state(events[0].input)
-        for event in events[1:]:
-            after = subject.reduce(state, event)
-            yield match_edges(subject, state, event, after)
-            state = after
-    except Exception:
-        return
+    return moves.walk(subject.module, events, subject.program)
 
 
 # ---- coverage ----------------------------------------------------------------------
@@ -235,21 +113,6 @@ class Coverage:
                 f"{s} -> {t}" for s, t in self.all_outputs() if (s, t) not in self.outputs
             ],
         }
-
-
-def describe_edge(edge: EdgeSpec) -> str:
-    match edge.kind:
-        case "output":
-            label = f"on {edge.type}" + (f" if {edge.guard}" if edge.guard else "")
-        case "next":
-            label = "next"
-        case "error":
-            label = "on error"
-        case "approved" | "rejected":
-            label = f"on {edge.kind}"
-        case _:
-            label = edge.kind
-    return f"{edge.source} --{label}--> {edge.target}"
 
 
 # ---- representative values ---------------------------------------------------------

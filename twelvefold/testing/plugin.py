@@ -83,7 +83,7 @@ class AgentFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         self._subject = load_subject(self.path)
         invariants = find_invariants(self.path)
-        for prop in properties_for(invariants):
+        for prop in properties_for(self._subject, invariants):
             yield PropertyItem.from_parent(self, name=prop.name)
         yield PropertyItem.from_parent(self, name=REACHABLE)
 

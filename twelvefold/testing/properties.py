@@ -42,6 +42,7 @@ from twelvefold.runtime.types import (
 
 from .coverage import ACTION_EVENTS, match_edges
 from .invariants import Invariant
+from .oracle import agrees_with_source
 from .strategies import Case
 from .subject import Subject
 
@@ -555,13 +556,18 @@ PROPERTIES: tuple[Property, ...] = tuple(
         moves_follow_edges,
         final_is_absorbing,
         resume_equals_uninterrupted,
+        agrees_with_source,
     )
 )
 
 
-def properties_for(invariants: Sequence[Invariant] = ()) -> list[Property]:
-    """The built-in properties, and one for the user's invariants when there are any."""
-    found = list(PROPERTIES)
+def properties_for(subject: Subject, invariants: Sequence[Invariant] = ()) -> list[Property]:
+    """The built-in properties, and one for the user's invariants when there are any.
+    `agrees_with_source` only where there is a source to disagree with: a module compiled
+    from the `.agent` file at hand agrees with it by construction."""
+    found = [
+        p for p in PROPERTIES if p.check is not agrees_with_source or subject.reference is not None
+    ]
     if invariants:
         names = ", ".join(i.name for i in invariants)
         found.append(

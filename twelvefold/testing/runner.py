@@ -233,13 +233,38 @@ def _drop_stretches(
         for size in range(len(events) - 1, 0, -1):
             start = 1
             while start + size <= len(events) and search.budget > 0:
-                candidate = events[:start] + events[start + size :]
+                candidate = _repaired(search.subject, events[:start] + events[start + size :])
                 found = search.fails(candidate)
                 if found is not None:
                     events, best, progress = candidate, found, True
                 else:
                     start += 1
     return events, best
+
+
+def _repaired(subject: Subject, events: list[Event]) -> list[Event]:
+    """`events` without the ones that are no longer legal where they now stand.
+
+    Dropping a stretch can leave a later event stranded (a retry of a failure that is
+    gone); without this repair, a failure that needs two removals at once (the stretch and
+    the retry after it) would stay a local minimum."""
+    first = events[0]
+    if not isinstance(first, Started):
+        return events
+    try:
+        state = subject.initial_state(first.input)
+    except Exception:
+        return events
+    kept: list[Event] = [first]
+    for index, event in enumerate(events[1:], start=1):
+        if not is_legal(subject, state, event):
+            continue
+        kept.append(event)
+        try:
+            state = subject.reduce(state, event)
+        except Exception:  # the reducer broke on a legal event: the property will say so
+            return kept + events[index + 1 :]
+    return kept
 
 
 def _simplify_payloads(

@@ -1,8 +1,11 @@
 """The thing under test: a generated reducer module, with what the properties need beside it.
 
-Properties never trust the module to describe itself correctly beyond `AGENT`: they run
-its `reduce`, `replay`, `initial_state` and `next_action` and compare what they do with
-what `AGENT` (the checked graph) and docs/language.md say must happen.
+Properties run the module's `reduce`, `replay`, `initial_state` and `next_action` and
+compare what they do with what `AGENT` (the checked graph) and docs/language.md say must
+happen. A module that describes itself wrongly (an `AGENT` edited together with the code)
+would pass those checks, so when the `.agent` source is at hand the module is also
+judged against it: `reference` is the module compiled afresh from that source, and
+`agrees_with_source` compares the two, graph and behaviour.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ class Subject:
     program: Program | None = None
     """The checked program, when the `.agent` source is at hand: its edges carry the
     guards as syntax trees, so that routing can be checked rule by rule."""
+    reference: ModuleType | None = None
+    """The module compiled afresh from the `.agent` source, when the module under test is
+    a `.py` file whose source was found: the oracle it must agree with."""
+    source: Path | None = None
+    """The `.agent` file the module was (or should have been) generated from."""
     codec: Codec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,17 +104,48 @@ class Subject:
 
 
 def load_subject(
-    path: Path, *, prompts_dir: Path | None = None, cache_dir: Path | None = None
+    path: Path,
+    *,
+    prompts_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    source: Path | None = None,
 ) -> Subject:
     """Compile (through the runtime's cache) and import an `.agent` file, or import a
-    generated module's `.py` file. Raises `AgentLoadError` with the compiler's report."""
+    generated module's `.py` file. A `.py` file is judged against its `.agent` source too:
+    `source`, or the file its header names (`AGENT.source`) beside it. Raises
+    `AgentLoadError` with the compiler's report."""
     from twelvefold.runtime.loading import load_agent
 
     loaded = load_agent(path, cache_dir=cache_dir, prompts_dir=prompts_dir)
     module = loaded.module
     assert isinstance(module, ModuleType)
-    program = checked_program(path, prompts_dir) if path.suffix == ".agent" else None
-    return Subject(module, str(path), path.resolve().parent, program)
+    if path.suffix == ".agent":
+        program = checked_program(path, prompts_dir)
+        return Subject(
+            module, str(path), path.resolve().parent, program=program, source=path.resolve()
+        )
+    found = source or _source_beside(path, module)
+    if found is None:
+        return Subject(module, str(path), path.resolve().parent)
+    reference = load_agent(found, cache_dir=cache_dir, prompts_dir=prompts_dir).module
+    assert isinstance(reference, ModuleType)
+    program = checked_program(found, prompts_dir)
+    return Subject(
+        module,
+        str(path),
+        path.resolve().parent,
+        program=program,
+        reference=reference,
+        source=found.resolve(),
+    )
+
+
+def _source_beside(path: Path, module: ModuleType) -> Path | None:
+    named = getattr(getattr(module, "AGENT", None), "source", None)
+    if not isinstance(named, str) or Path(named).name != named:
+        return None
+    candidate = path.resolve().parent / named
+    return candidate if candidate.is_file() else None
 
 
 def checked_program(path: Path, prompts_dir: Path | None = None) -> Program | None:

@@ -59,7 +59,7 @@ def run_suite(
     coverage = Coverage(subject)
     outcomes = run_properties(
         subject,
-        properties_for(invariants),
+        properties_for(subject, invariants),
         examples=examples,
         seed=seed,
         coverage=coverage,
@@ -74,6 +74,14 @@ def render(report: SuiteReport, *, paths: bool = False) -> str:
     subject = report.subject
     seed = f", seed {report.seed}" if report.seed is not None else ""
     lines = [f"{subject.name} ({subject.origin}): {report.examples} threads per property{seed}"]
+    if subject.source is None:
+        lines.append(
+            f"  note: no .agent source found for it (its header names {subject.spec.source}); "
+            "it is judged by its own AGENT only — give --source FILE to check it against "
+            "the source"
+        )
+    elif subject.reference is not None:
+        lines.append(f"  judged against its source {subject.source}")
     for outcome in report.outcomes:
         mark = "ok  " if outcome.ok else "FAIL"
         lines.append(f"  {mark}  {outcome.prop.name}")
