@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import lease as leases
 from . import tools
 from .codec import Codec
-from .integrity import LogError, UnreadableLog
+from .integrity import BrokenLog, LogError, UnreadableLog
 from .model import Model, ModelError, ModelRequest
 
 if TYPE_CHECKING:
@@ -123,6 +123,9 @@ class Thread:
     state: State
     lease: leases.Lease | None = None
     """The lease this process holds on the thread while it advances it (else None)."""
+    unproven: bool = False
+    """The state comes from a snapshot sealed without a key: it is checked against the
+    log (replayed once) before any tool runs on it."""
 
 
 class AgentChanged(LogError):
@@ -225,7 +228,8 @@ class Engine:
             and snapshot.reducer == agent.reducer
             and snapshot.seq == len(events)
         ):
-            return Thread(thread_id, agent, events, agent.codec.decode_state(snapshot.state))
+            state = agent.codec.decode_state(snapshot.state)
+            return Thread(thread_id, agent, events, state, unproven=not restored.keyed)
         written_by = restored.reducer
         if written_by is None or written_by == agent.reducer:
             return Thread(thread_id, agent, events, agent.module.replay(events))
@@ -307,6 +311,7 @@ class Engine:
                 if isinstance(action, CallModel):
                     await self.record(thread, await self._call_model(thread, action))
                 elif isinstance(action, CallTool):
+                    self._prove(thread)  # a side effect never rests on a forgeable cache
                     await self.record(thread, await self._call_tool(thread, action))
                 elif isinstance(action, AwaitApproval | AwaitAnswer):
                     await self.record(thread, await self._notify(thread, action))
@@ -382,6 +387,18 @@ class Engine:
         if self.offload:
             return await asyncio.to_thread(function, *args, **kwargs)
         return function(*args, **kwargs)
+
+    def _prove(self, thread: Thread) -> None:
+        """Replay the log once when the state came from a snapshot sealed without a key,
+        and refuse the thread (`BrokenLog`) if the two differ: someone re-sealed an edited
+        snapshot. Reached only on the way to a tool call, so resuming stays cheap."""
+        if not thread.unproven:
+            return
+        if thread.agent.module.replay(thread.events) != thread.state:
+            raise BrokenLog(
+                thread.id, len(thread.events), "its snapshot does not match its events"
+            )
+        thread.unproven = False
 
     def _release(self, thread: Thread) -> None:
         """Give the thread's lease up (synchronously: this runs in `finally` blocks, even

@@ -101,6 +101,10 @@ class Restored:
     """A snapshot proven to be of exactly `events` (see `Snapshot`), or None."""
     reducer: str | None
     """The fingerprint of the reducer that last appended to the log (None: unknown)."""
+    keyed: bool = False
+    """Whether the snapshot's seal is keyed (TWELVEFOLD_LOG_KEY): without a key, anyone
+    who can write the file can compute a seal, so the loop checks such a snapshot against
+    the log before it lets a tool run (`Engine.advance`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,7 +518,7 @@ class SqliteStore:
             )
         events = _decode(thread_id, codec, rows, reducer)
         proven = self._proven_snapshot(thread_id, snapshot, snapshot_seal, chain_head, seq)
-        return Restored(events, proven, reducer)
+        return Restored(events, proven, reducer, self.chain.keyed)
 
     def snapshot(self, thread_id: str) -> Snapshot | None:
         with self._lock:

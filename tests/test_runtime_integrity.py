@@ -11,6 +11,7 @@ agent changed replays under the new reducer only if its whole log still fits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from twelvefold.runtime.codec import Codec
 from twelvefold.runtime.integrity import BrokenLog, Chain, LogError
 from twelvefold.runtime.loop import AgentChanged
 from twelvefold.runtime.model import OpenAIModel
-from twelvefold.runtime.store import Snapshot, SqliteStore
+from twelvefold.runtime.store import Restored, Snapshot, SqliteStore
 from twelvefold.runtime.types import Approved
 
 DEPLOYBOT = EXAMPLES / "deploybot.agent"
@@ -54,7 +55,10 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 class TrustingStore(SqliteStore):
     """Broken on purpose: believes the snapshot on its sequence number alone (what the
-    issue found)."""
+    issue found), and tells the loop it need not check it."""
+
+    def restore(self, thread_id: str, codec: Codec) -> Restored:
+        return replace(super().restore(thread_id, codec), keyed=True)
 
     def _proven_snapshot(
         self, thread_id: str, text: str | None, seal: bytes | None, head: bytes, seq: int
@@ -157,6 +161,51 @@ def test_with_a_key_a_snapshot_resealed_with_the_plain_hash_is_ignored(
     with deploybot(openai_server, db, cache) as rt:
         view = rt.resume(thread_id)
     assert (view.status, deploys(ledger)) == ("waiting", 0)
+
+
+class OverconfidentStore(SqliteStore):
+    """Broken on purpose: reports every snapshot as sealed with a key, so the loop never
+    checks one against the log."""
+
+    def restore(self, thread_id: str, codec: Codec) -> Restored:
+        return replace(super().restore(thread_id, codec), keyed=True)
+
+
+def resume_after_resealed_snapshot(
+    server: ScriptedOpenAI, tmp_path: Path, cache: Path, store_class: type[SqliteStore]
+) -> int:
+    """Without a key, someone who read integrity.py edits the snapshot and computes its
+    seal again; resume. Returns how many deploys ran."""
+    db = tmp_path / "threads.db"
+    thread_id = waiting_for_approval(server, db, cache)
+    edit_snapshot_state(db, thread_id, cache, step="deploy", status="running", notified=False)
+    with sqlite3.connect(db) as connection:
+        (text,) = connection.execute("SELECT snapshot FROM threads").fetchone()
+        connection.execute(
+            "UPDATE threads SET snapshot_seal = ?", (Chain(None).seal(thread_id, text),)
+        )
+    ModelTurns(server).then({"type": "DoneForNow", "message": "deployed"})
+    with deploybot(server, db, cache, store_class) as rt:
+        with contextlib.suppress(BrokenLog):
+            rt.resume(thread_id)
+        assert not any(isinstance(e, Approved) for e in rt.events(thread_id))
+    return deploys(tmp_path / "ledger.jsonl")
+
+
+def test_without_a_key_a_resealed_snapshot_is_checked_against_the_log_before_a_tool_runs(
+    openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path, ledger: Path
+) -> None:
+    assert resume_after_resealed_snapshot(openai_server, tmp_path, cache, SqliteStore) == 0
+    with deploybot(openai_server, tmp_path / "threads.db", cache) as rt:
+        (info,) = rt.threads()
+        with pytest.raises(BrokenLog, match="snapshot does not match its events"):
+            rt.resume(info.id)
+
+
+def test_the_resealed_snapshot_test_catches_a_loop_that_trusts_every_seal(
+    openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path, ledger: Path
+) -> None:
+    assert resume_after_resealed_snapshot(openai_server, tmp_path, cache, OverconfidentStore) == 1
 
 
 # ---- edited events --------------------------------------------------------------------

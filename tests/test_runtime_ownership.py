@@ -466,3 +466,38 @@ def test_the_fencing_test_catches_a_store_that_ignores_the_lease_on_append(
     folder: Path, openai_server: ScriptedOpenAI
 ) -> None:
     assert stalled_owner_wakes_up(FencelessStore, folder, openai_server) != []
+
+
+class FailingRenewals(MemoryStore):
+    """A store that cannot renew leases (its disk is gone); `tried` is set at the first try."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tried = threading.Event()
+
+    def renew(self, lease: Lease, seconds: float) -> Lease:
+        self.tried.set()
+        raise OSError("the store's disk is gone")
+
+
+def test_a_process_that_could_not_renew_starts_no_new_call(
+    tmp_path: Path, openai_server: ScriptedOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLOW_DIR", str(tmp_path))
+    (tmp_path / "release").touch()  # a tool that ran anyway would not hold the test up
+    store = FailingRenewals()
+
+    def answer_after_the_failed_renewal(body: dict[str, Any]) -> Reply:
+        store.tried.wait(60)  # the model call is in flight when the renewal fails
+        return Reply(arguments={"choice": {"type": "Keyed", "n": 0}})
+
+    openai_server.responder = answer_after_the_failed_renewal
+    model = OpenAIModel(
+        model="scripted-model", base_url=openai_server.base_url, api_key="test", transport_retries=0
+    )
+    rt = Runtime(store, model=model, cache_dir=tmp_path / "cache", lease_seconds=3)
+    with pytest.raises(LeaseLost, match="no longer holds its lease"):
+        rt.launch(SLOW, "go", thread_id="t")
+    assert lines(tmp_path / "entered.log") == []
+    assert not any(isinstance(e, ToolStarted) for e in store.load("t", Codec()))
+    assert store.lease("t") is None  # let go on the way out
