@@ -395,9 +395,7 @@ class Engine:
         if not thread.unproven:
             return
         if thread.agent.module.replay(thread.events) != thread.state:
-            raise BrokenLog(
-                thread.id, len(thread.events), "its snapshot does not match its events"
-            )
+            raise BrokenLog(thread.id, len(thread.events), "its snapshot does not match its events")
         thread.unproven = False
 
     def _release(self, thread: Thread) -> None:
