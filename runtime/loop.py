@@ -228,19 +228,24 @@ class Engine:
             and snapshot.reducer == agent.reducer
             and snapshot.seq == len(events)
         ):
-            state = agent.codec.decode_state(snapshot.state)
-            return Thread(thread_id, agent, events, state, unproven=not restored.keyed)
+            try:
+                state = agent.codec.decode_state(snapshot.state)
+            except Exception:  # a forged state that does not decode: replay instead
+                state = None
+            if state is not None:
+                return Thread(thread_id, agent, events, state, unproven=not restored.keyed)
         written_by = restored.reducer
-        if written_by is None or written_by == agent.reducer:
-            return Thread(thread_id, agent, events, agent.module.replay(events))
+        changed = written_by is not None and written_by != agent.reducer
         try:
             state = agent.module.replay(events)
-        except IllegalEvent as exc:
-            raise AgentChanged(thread_id, agent, written_by, str(exc)) from None
-        except Exception as exc:  # a reducer that cannot even fold this log
-            raise AgentChanged(
-                thread_id, agent, written_by, f"{type(exc).__name__}: {exc}"
-            ) from None
+        except Exception as exc:
+            problem = str(exc) if isinstance(exc, IllegalEvent) else f"{type(exc).__name__}: {exc}"
+            if changed:
+                assert written_by is not None
+                raise AgentChanged(thread_id, agent, written_by, problem) from None
+            if isinstance(exc, IllegalEvent):
+                raise
+            raise UnreadableLog(thread_id, f"its log does not replay ({problem})") from None
         return Thread(thread_id, agent, events, state)
 
     async def check_free(self, thread_id: str) -> None:

@@ -732,9 +732,15 @@ class SqliteStore:
         count, this runtime and this event format; else None (the loop replays)."""
         if text is None or not self.chain.sealed(seal, thread_id, text):
             return None
-        data = from_json(text)
+        try:
+            data = from_json(text)
+        except ValueError:  # sealed, yet not JSON: a forged seal (no key); replay instead
+            return None
         if (
-            data.get("head") != chain_head.hex()
+            not isinstance(data, dict)
+            or not isinstance(data.get("state"), dict)
+            or not isinstance(data.get("reducer"), str)
+            or data.get("head") != chain_head.hex()
             or data.get("seq") != seq
             or data.get("runtime") != runtime_version()
             or data.get("format") != EVENT_FORMAT

@@ -22,10 +22,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.runtime_helpers import EXAMPLES, RecordingNotifier
 from tests.support.e2e import ModelTurns
-from tests.support.openai_server import ScriptedOpenAI
+from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.cli import cli
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.codec import Codec
@@ -33,7 +35,7 @@ from twelvefold.runtime.integrity import BrokenLog, Chain, LogError
 from twelvefold.runtime.loop import AgentChanged
 from twelvefold.runtime.model import OpenAIModel
 from twelvefold.runtime.store import Restored, Snapshot, SqliteStore
-from twelvefold.runtime.types import Approved
+from twelvefold.runtime.types import Approved, IllegalEvent
 
 DEPLOYBOT = EXAMPLES / "deploybot.agent"
 PROPOSAL = {"type": "DeployBackend", "tag": "v1.2.3", "env": "production"}
@@ -387,3 +389,134 @@ def test_a_changed_agent_runs_a_thread_only_if_its_whole_log_replays(
     assert "another version of agent changing" in result.output
     assert len(store.load(other.id, rt.agent(source).codec)) == before
     store.close()
+
+
+# ---- any hand edit: a thread may fail, a gated tool never runs unapproved ------------------
+
+EDITS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("snapshot"),
+            st.sampled_from(["deploy", "decide", "approve_deploy", "done"]),
+            st.sampled_from(["running", "waiting", "finished"]),
+            st.booleans(),  # re-seal it with the plain hash
+        ),
+        st.tuples(st.just("approve"), st.integers(0, 8), st.booleans()),  # insert, re-chain
+        st.tuples(st.just("delete"), st.integers(0, 8), st.booleans()),  # delete, fix seq
+        st.tuples(st.just("null hash"), st.integers(0, 8)),
+        st.tuples(st.just("seq"), st.integers(-2, 2)),
+        st.tuples(st.just("garbage snapshot"), st.booleans()),
+        st.tuples(st.just("rechain")),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+def apply_edit(db: Path, thread_id: str, edit: tuple[Any, ...], cache: Path) -> None:
+    plain = Chain(None)
+    with sqlite3.connect(db) as connection:
+        num, seq = connection.execute(
+            "SELECT num, seq FROM threads WHERE id = ?", (thread_id,)
+        ).fetchone()
+    kind = edit[0]
+    if kind == "snapshot":
+        _, step, status, reseal = edit
+        with contextlib.suppress(ValueError, KeyError, TypeError):  # an earlier edit broke it
+            edit_snapshot_state(db, thread_id, cache, step=step, status=status, notified=False)
+        if reseal:
+            reseal_snapshot(db, thread_id, plain)
+    elif kind == "approve":
+        _, at, again = edit
+        approved = Approved(step="approve_deploy", at="2026-01-01T00:00:00Z", by="mallory")
+        with sqlite3.connect(db) as connection:
+            position = min(at, seq) + 1
+            connection.execute(
+                "UPDATE events SET seq = seq + 1000 WHERE thread = ? AND seq >= ?", (num, position)
+            )
+            connection.execute(
+                "UPDATE events SET seq = seq - 999 WHERE thread = ? AND seq >= 1000", (num,)
+            )
+            connection.execute(
+                "INSERT INTO events (thread, seq, body) VALUES (?, ?, ?)",
+                (num, position, Codec().dumps_event(approved)),
+            )
+            connection.execute("UPDATE threads SET seq = seq + 1 WHERE num = ?", (num,))
+        if again:
+            rechain(db, thread_id, plain)
+    elif kind == "delete":
+        _, at, fix = edit
+        with sqlite3.connect(db) as connection:
+            connection.execute("DELETE FROM events WHERE thread = ? AND seq = ?", (num, at + 1))
+            if fix:
+                connection.execute("UPDATE threads SET seq = seq - 1 WHERE num = ?", (num,))
+    elif kind == "null hash":
+        with sqlite3.connect(db) as connection:
+            connection.execute(
+                "UPDATE events SET hash = NULL WHERE thread = ? AND seq = ?", (num, edit[1] + 1)
+            )
+    elif kind == "seq":
+        with sqlite3.connect(db) as connection:
+            connection.execute("UPDATE threads SET seq = seq + ? WHERE num = ?", (edit[1], num))
+    elif kind == "garbage snapshot":
+        with sqlite3.connect(db) as connection:
+            connection.execute("UPDATE threads SET snapshot = '{\"state\": [1, 2'")
+        if edit[1]:
+            reseal_snapshot(db, thread_id, plain)
+    else:
+        rechain(db, thread_id, plain)
+
+
+def reseal_snapshot(db: Path, thread_id: str, chain: Chain) -> None:
+    with sqlite3.connect(db) as connection:
+        (text,) = connection.execute("SELECT snapshot FROM threads").fetchone()
+        if text is not None:
+            seal = chain.seal(thread_id, text)
+            connection.execute("UPDATE threads SET snapshot_seal = ?", (seal,))
+
+
+def approvals_stored(db: Path) -> int:
+    with sqlite3.connect(db) as connection:
+        bodies = [row[0] for row in connection.execute("SELECT body FROM events")]
+    return sum('"approved"' in body for body in bodies)
+
+
+@pytest.mark.parametrize("key", [None, "the operator's key"])
+def test_no_hand_edit_runs_the_gated_tool_without_an_approval_in_the_log(
+    key: str | None,
+    openai_server: ScriptedOpenAI,
+    tmp_path: Path,
+    cache: Path,
+    ledger: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if key is not None:
+        monkeypatch.setenv("TWELVEFOLD_LOG_KEY", key)
+    template = tmp_path / "template.db"
+    thread_id = waiting_for_approval(openai_server, template, cache)
+    openai_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "DoneForNow", "message": "done"}}
+    )
+    runs = iter(range(10_000))
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(edits=EDITS)
+    def check(edits: list[tuple[Any, ...]]) -> None:
+        db = tmp_path / f"edited-{next(runs)}.db"
+        with sqlite3.connect(template) as source, sqlite3.connect(db) as target:
+            source.backup(target)
+        for edit in edits:
+            apply_edit(db, thread_id, edit, cache)
+        ledger.unlink(missing_ok=True)
+        allowed = contextlib.suppress(LogError, IllegalEvent)  # failing to load is allowed
+        with deploybot(openai_server, db, cache) as rt, allowed:
+            rt.resume(thread_id)
+        if deploys(ledger):
+            assert approvals_stored(db) > 0, f"deployed without an approval after {edits}"
+            assert key is None, f"with a key, a forged log ran the tool after {edits}"
+
+    check()
