@@ -500,23 +500,27 @@ class SqliteStore:
             if row is None:
                 raise ThreadNotFound(thread_id)
             num, seq, format, reducer, head_seal, snapshot, snapshot_seal = row
-            rows = self._db.execute(
-                "SELECT body, hash FROM events WHERE thread = ? ORDER BY seq", (num,)
-            ).fetchall()
+            bodies = [
+                body
+                for (body,) in self._db.execute(
+                    "SELECT body FROM events WHERE thread = ? ORDER BY seq", (num,)
+                )
+            ]
         if format is not None and format > EVENT_FORMAT:
             raise UnreadableLog(
                 thread_id,
                 f"it was written in event format {format} by a newer twelvefold; this one "
                 f"reads format {EVENT_FORMAT} (upgrade twelvefold to run it)",
             )
-        chain_head = self.chain.verify(thread_id, rows)
-        if len(rows) != seq or not self.chain.sealed(
+        # The chain recomputed over the bodies must end at the head the row is sealed
+        # with: one comparison proves every event (the per-event hashes are read only to
+        # name the first event that does not match).
+        chain_head = self.chain.head(thread_id, bodies)
+        if len(bodies) != seq or not self.chain.sealed(
             head_seal, thread_id, seq, chain_head, format, reducer
         ):
-            raise BrokenLog(
-                thread_id, len(rows), "the thread's row does not match its events (cut or edited)"
-            )
-        events = _decode(thread_id, codec, rows, reducer)
+            raise self._broken(num, thread_id, bodies)
+        events = _decode(thread_id, codec, bodies, reducer)
         proven = self._proven_snapshot(thread_id, snapshot, snapshot_seal, chain_head, seq)
         return Restored(events, proven, reducer, self.chain.keyed)
 
@@ -673,6 +677,24 @@ class SqliteStore:
             ),
         )
 
+    def _broken(self, num: int, thread_id: str, bodies: Sequence[str]) -> BrokenLog:
+        """Why a log does not verify: the first event that does not match its stored hash
+        (`Chain.verify` raises it), else the row that does not match its events."""
+        with self._lock:
+            hashes = [
+                digest
+                for (digest,) in self._db.execute(
+                    "SELECT hash FROM events WHERE thread = ? ORDER BY seq", (num,)
+                )
+            ]
+        try:
+            self.chain.verify(thread_id, zip(bodies, hashes, strict=False))
+        except BrokenLog as exc:
+            return exc
+        return BrokenLog(
+            thread_id, len(bodies), "the thread's row does not match its events (cut or edited)"
+        )
+
     def _position(self, thread_id: str) -> tuple[int, int]:
         row = self._db.execute("SELECT num, seq FROM threads WHERE id = ?", (thread_id,)).fetchone()
         if row is None:
@@ -773,13 +795,13 @@ class SqliteStore:
 
 
 def _decode(
-    thread_id: str, codec: Codec, rows: Sequence[tuple[str, bytes]], reducer: str | None
+    thread_id: str, codec: Codec, bodies: Sequence[str], reducer: str | None
 ) -> list[Event]:
     loads = codec.loads_event
     try:
-        return [loads(body) for body, _ in rows]
+        return [loads(body) for body in bodies]
     except Exception as exc:  # a type the agent no longer declares, a field it dropped
-        seq = next(i for i, (body, _) in enumerate(rows, start=1) if not _decodes(codec, body))
+        seq = next(i for i, body in enumerate(bodies, start=1) if not _decodes(codec, body))
         raise UnreadableLog(
             thread_id,
             f"event {seq} does not fit the agent as it is now ({_brief(exc)})",
