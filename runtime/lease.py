@@ -9,7 +9,7 @@ append carries the lease it was made under, and the store refuses it once that l
 lapsed or another process took the thread over (fencing): a process that stalled past its
 lease can never write after its successor.
 
-The owner renews its lease in the background (`Renewer`) while a model or a tool call
+The owner renews its lease in the background (`Renewals`) while a model or a tool call
 runs, and starts no new call once a renewal failed.
 """
 
@@ -117,44 +117,66 @@ def lease_seconds(value: float | str | None = None) -> float:
     return seconds
 
 
-class Renewer:
-    """Renews a lease every `seconds / 3` in a background thread (a real thread: a
-    synchronous tool may hold the event loop for as long as it runs).
+class Held:
+    """One lease an engine holds while it advances a thread (see `Renewals`)."""
 
-    `check()` raises `LeaseLost` once a renewal failed; the loop calls it before every
-    new model or tool call.
-    """
-
-    def __init__(self, store: LeaseStore, lease: Lease, seconds: float) -> None:
+    def __init__(self, lease: Lease) -> None:
         self.lease = lease
-        self._store = store
-        self._seconds = seconds
-        self._problem: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="twelvefold-lease", daemon=True)
-        self._thread.start()
+        self.problem: str | None = None
+        """Why the last renewal failed; once set, the lease is given up for lost."""
 
     def check(self) -> None:
-        if self._problem is not None:
-            raise LeaseLost(self.lease.thread_id, self.lease.owner, self._problem)
+        """`LeaseLost` once a renewal failed; the loop calls it before every new call."""
+        if self.problem is not None:
+            raise LeaseLost(self.lease.thread_id, self.lease.owner, self.problem)
 
-    def stop(self) -> Lease:
+
+class Renewals:
+    """Renews every lease an engine holds, every `seconds / 3`, from one background
+    thread (a real thread: a synchronous tool may hold the event loop for as long as it
+    runs). The thread starts with the first lease held and ends when none is left, so an
+    idle engine costs nothing and a busy server one thread, not one per thread it runs.
+    """
+
+    def __init__(self, store: LeaseStore, seconds: float) -> None:
+        self._store = store
+        self._seconds = seconds
+        self._held: dict[int, Held] = {}
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    def hold(self, lease: Lease) -> Held:
+        held = Held(lease)
+        with self._lock:
+            self._held[id(held)] = held
+            if self._worker is None or not self._worker.is_alive():  # (or lost in a fork)
+                self._worker = threading.Thread(
+                    target=self._run, name="twelvefold-leases", daemon=True
+                )
+                self._worker.start()
+        return held
+
+    def drop(self, held: Held) -> Lease:
         """Stop renewing; the lease as last renewed."""
-        self._stop.set()
-        self._thread.join()
-        return self.lease
+        with self._lock:
+            self._held.pop(id(held), None)
+        return held.lease
 
     def _run(self) -> None:
-        interval = self._seconds / RENEWALS_PER_LEASE
-        while not self._stop.wait(interval):
-            try:
-                self.lease = self._store.renew(self.lease, self._seconds)
-            except LeaseLost as exc:
-                self._problem = exc.why
-                return
-            except Exception as exc:  # the store is unreachable: the lease will lapse
-                self._problem = f"could not renew it: {type(exc).__name__}: {exc}"
-                return
+        while True:
+            time.sleep(self._seconds / RENEWALS_PER_LEASE)
+            with self._lock:
+                if not self._held:
+                    self._worker = None
+                    return
+                current = [h for h in self._held.values() if h.problem is None]
+            for held in current:
+                try:
+                    held.lease = self._store.renew(held.lease, self._seconds)
+                except LeaseLost as exc:
+                    held.problem = exc.why
+                except Exception as exc:  # the store is unreachable: the lease will lapse
+                    held.problem = f"could not renew it: {type(exc).__name__}: {exc}"
 
 
 def extended(lease: Lease, expires: float) -> Lease:
@@ -169,12 +191,13 @@ def now() -> float:
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "LEASE_VARIABLE",
+    "Held",
     "Lease",
     "LeaseError",
     "LeaseHeld",
     "LeaseLost",
     "LeaseSettingError",
-    "Renewer",
+    "Renewals",
     "lease_seconds",
     "new_owner",
 ]

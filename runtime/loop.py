@@ -174,6 +174,7 @@ class Engine:
         """How long a lease lasts unrenewed (TWELVEFOLD_LEASE_SECONDS, 30 s by default)."""
         self.owner = leases.new_owner()
         """This engine's name in leases: `host:pid:random`."""
+        self.renewals = leases.Renewals(store, self.lease_seconds)
         self.messages = messages
         self.model = model
         self.notifier = notifier
@@ -307,11 +308,11 @@ class Engine:
             thread.lease = await self._io(
                 self.store.acquire, thread.id, self.owner, self.lease_seconds
             )
-        renewer = leases.Renewer(self.store, thread.lease, self.lease_seconds)
+        held = self.renewals.hold(thread.lease)
         next_action = thread.agent.module.next_action
         try:
             while _has_work(thread.state):
-                renewer.check()  # lost the lease: start nothing more
+                held.check()  # lost the lease: start nothing more
                 action = next_action(thread.state)
                 if isinstance(action, CallModel):
                     await self.record(thread, await self._call_model(thread, action))
@@ -323,7 +324,7 @@ class Engine:
                 else:  # Finish, Fail: the status already says so
                     break
         finally:
-            thread.lease = renewer.stop()
+            thread.lease = self.renewals.drop(held)
             self._release(thread)
         return thread
 
