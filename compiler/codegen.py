@@ -53,7 +53,8 @@ class ModelView:
     name: str
     docstring: str | None
     fields: list[FieldView]
-    needs_config: bool
+    config: str | None
+    """The arguments of `model_config = ConfigDict(...)`, or None for no config."""
 
 
 @dataclass
@@ -231,12 +232,18 @@ class _ModuleBuilder:
                 self.uses_field = True
                 default = f"Field({', '.join(arguments)})"
             fields.append(FieldView(attribute, self._annotation(f.type), default))
-        self.uses_config |= needs_config
+        config = ["populate_by_name=True"] if needs_config else []
+        if any(_has_float(f.type) for f in decl.fields):
+            # docs/language.md: NaN and the infinities are not numbers a model may answer
+            # (an amount of NaN slips past every ordering guard); validation refuses them,
+            # so the model is asked again like for any other malformed output.
+            config.append("allow_inf_nan=False")
+        self.uses_config |= bool(config)
         return ModelView(
             name=class_name(decl.name.text),
             docstring=docstring(decl.description) if decl.description else None,
             fields=fields,
-            needs_config=needs_config,
+            config=", ".join(config) or None,
         )
 
     def _input_annotation(self) -> str:
@@ -511,3 +518,17 @@ def _named_types(expr: n.TypeExpr) -> list[str]:
         case n.OptionalType(inner=inner):
             return _named_types(inner)
     return []
+
+
+def _has_float(expr: n.TypeExpr) -> bool:
+    """A field type that holds a float anywhere (`float?`, `list[float]`, a map's values)."""
+    match expr:
+        case n.NamedType(name=name):
+            return name == "float"
+        case n.OptionalType(inner=inner):
+            return _has_float(inner)
+        case n.ListType(item=item):
+            return _has_float(item)
+        case n.MapType(value=value):
+            return _has_float(value)
+    return False

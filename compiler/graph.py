@@ -39,10 +39,12 @@ def _edges(agent: n.AgentDecl | None, steps: Mapping[str, n.Step]) -> Iterator[E
 
 
 def can_fail(step: n.Step) -> bool:
-    """Model calls and tools can fail; so can a person who does not answer in time."""
+    """Model calls and tools can fail; so can a wait with a `timeout`: a person who does
+    not answer in time, or a request whose deadline passes before any notice reached
+    anyone (`NotDelivered`, runtime/timeouts.py), at a human or an approval step."""
     if isinstance(step, n.LlmStep | n.ToolStep):
         return True
-    return isinstance(step, n.HumanStep) and step.timeout is not None
+    return isinstance(step, n.HumanStep | n.ApprovalStep) and step.timeout is not None
 
 
 def _step_edges(name: str, step: n.Step) -> Iterator[Edge]:

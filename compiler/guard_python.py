@@ -1,8 +1,23 @@
 """Guards compiled from the AST to Python expressions over one variable.
 
-LANGUAGE.md: a comparison with a null optional field is false, except `== null` and
-`!= null`. So every optional field on a path is tested for None before it is compared,
-and a null anywhere along a path makes the whole path null.
+The meaning is LANGUAGE.md's null semantics (docs/language.md, "Guards and missing
+values"), the same that `guards.evaluate` gives the checker:
+
+- `==` and `!=` treat null as a value equal only to null, and `!=` is always the
+  opposite of `==`: with a null field `x == "a"` is false and `x != "a"` true;
+- `in [..]` is "equal to one of", `not in [..]` its opposite;
+- an ordering (`< <= > >=`) with a null side is false — and so is one with NaN;
+- a null anywhere along a path makes the whole path null.
+
+Python's own `==`, `!=`, `in` and `is True` already answer so for None, so a test on a
+field is written plainly; only the optional records *on the way* to it are tested
+first (reading through a None would raise), with the answer the test gives for null:
+`v.customer is None or v.customer.tier != "pro"`. An ordering tests the field itself
+too. `not` is flipped into the opposite test only where that test answers the
+opposite for every value, null and NaN included (`==`/`!=`, `in`/`not in`, a bare
+bool); an ordering stays `not (...)`, since `not (a <= 1000)` holds for a NaN or null
+`a` and `a > 1000` does not. Comparisons of two literals are decided here, by the
+checker's evaluator, so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -10,7 +25,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from . import nodes as n
+from .guards import evaluate
 from .pynames import attribute_name, py_str
+
+_ORDERINGS = ("<", "<=", ">", ">=")
 
 
 class GuardCompiler:
@@ -26,12 +44,9 @@ class GuardCompiler:
             case n.Compare(op=op, left=left, right=right):
                 return self._compare(op, left, right)
             case n.Member(value=value, options=options, negated=negated):
-                listed = ", ".join(_literal(o.value) for o in options)
-                container = f"({listed},)" if len(options) == 1 else f"({listed})"
-                test = f"{self._access(value)} {'not in' if negated else 'in'} {container}"
-                return _guarded(self._null_checks(value), test)
+                return self._member(value, options, negated)
             case n.Truthy(value=value):
-                return _guarded(self._null_checks(value), f"{self._access(value)} is True")
+                return self._truthy(value, negated=False)
             case n.Not(operand=operand):
                 return self._negate(operand)
             case n.And(operands=operands):
@@ -41,44 +56,83 @@ class GuardCompiler:
         raise AssertionError(f"unknown guard node {expr!r}")  # pragma: no cover
 
     def _negate(self, operand: n.Expr) -> str:
-        """`not` of a plain test flips its operator, the spelling a linter expects; a test
-        with null checks stays wrapped, since a null makes the inner test false."""
-        plain = not isinstance(operand, n.Compare | n.Member | n.Truthy) or any(
-            self._null_checks(o) for o in _operands(operand)
-        )
-        if plain or _null_comparison(operand):
-            return f"not ({self.compile(operand)})"
+        """The opposite test where one answers the opposite for every value; else `not`."""
         match operand:
-            case n.Compare(op=op, left=left, right=right):
-                return f"{self._access(left)} {_INVERSE[op]} {self._access(right)}"
-            case n.Member(negated=negated):
-                return self.compile(n.Member(operand.value, operand.options, not negated))
+            case n.Compare(op="==" | "!=" as op, left=left, right=right):
+                return self._compare("!=" if op == "==" else "==", left, right)
+            case n.Member(value=value, options=options, negated=negated):
+                return self._member(value, options, not negated)
             case n.Truthy(value=value):
-                return f"{self._access(value)} is not True"
-        raise AssertionError(operand)  # pragma: no cover
+                return self._truthy(value, negated=True)
+        return f"not ({self.compile(operand)})"
 
-    def _compare(self, op: str, left: n.Operand, right: n.Operand) -> str:
-        null_side = _null_literal(left) or _null_literal(right)
-        if null_side and op in ("==", "!="):
+    def _compare(self, op: n.CompareOp, left: n.Operand, right: n.Operand) -> str:
+        if isinstance(left, n.Literal) and isinstance(right, n.Literal):
+            return _constant(n.Compare(op, left, right))
+        if _null_literal(left) or _null_literal(right):
+            # `== null` / `!= null` (the checker allows no ordering with null).
             path = left if isinstance(left, n.Path) else right
-            if not isinstance(path, n.Path):
-                return "True" if (op == "==") else "False"  # null == null
-            prefixes = [*self._optional_prefixes(path), self._access(path)]
+            assert isinstance(path, n.Path)
+            prefixes = self._optional_prefixes(path, include_last=True) or [self._access(path)]
             if op == "==":
-                return " or ".join(f"{p} is None" for p in _unique(prefixes))
-            return " and ".join(f"{p} is not None" for p in _unique(prefixes))
+                return " or ".join(f"{p} is None" for p in prefixes)
+            return " and ".join(f"{p} is not None" for p in prefixes)
+        if op in _ORDERINGS:
+            # Python raises on None < 1: test every optional step, the field included.
+            checks = [
+                f"{p} is not None"
+                for side in (left, right)
+                if isinstance(side, n.Path)
+                for p in self._optional_prefixes(side, include_last=True)
+            ]
+            test = f"{self._access(left)} {op} {self._access(right)}"
+            return " and ".join([*_unique(checks), test])
+        if isinstance(left, n.Path) and isinstance(right, n.Path):
+            return f"{self._value(left)} {op} {self._value(right)}"
+        path = left if isinstance(left, n.Path) else right
+        assert isinstance(path, n.Path)
         test = f"{self._access(left)} {op} {self._access(right)}"
-        return _guarded(self._null_checks(left) + self._null_checks(right), test)
+        # A null path: `== "v"` is false, `!= "v"` true (the literal is not null here).
+        return self._through(path, test, null_answer=op == "!=")
+
+    def _member(self, value: n.Operand, options: tuple[n.Literal, ...], negated: bool) -> str:
+        member = n.Member(value, options, negated)
+        if isinstance(value, n.Literal):
+            return _constant(member)
+        listed = ", ".join(_literal(o.value) for o in options)
+        container = f"({listed},)" if len(options) == 1 else f"({listed})"
+        test = f"{self._access(value)} {'not in' if negated else 'in'} {container}"
+        return self._through(value, test, null_answer=evaluate(member, {value.parts: None}) is True)
+
+    def _truthy(self, value: n.Operand, negated: bool) -> str:
+        if isinstance(value, n.Literal):
+            truthy = n.Truthy(value)
+            return _constant(n.Not(truthy) if negated else truthy)
+        test = f"{self._access(value)} {'is not' if negated else 'is'} True"
+        return self._through(value, test, null_answer=negated)
+
+    def _through(self, path: n.Path, test: str, null_answer: bool) -> str:
+        """`test` on `path`, read only when no optional record on the way is None; when
+        one is, the path is null and the answer is `null_answer`."""
+        prefixes = self._optional_prefixes(path)
+        if not prefixes:
+            return test
+        if null_answer:
+            return " or ".join([*(f"{p} is None" for p in prefixes), test])
+        return " and ".join([*(f"{p} is not None" for p in prefixes), test])
+
+    def _value(self, path: n.Path) -> str:
+        """The path's value, None when an optional record on the way is None."""
+        prefixes = self._optional_prefixes(path)
+        if not prefixes:
+            return self._access(path)
+        missing = " or ".join(f"{p} is None" for p in prefixes)
+        return f"(None if {missing} else {self._access(path)})"
 
     def _access(self, operand: n.Operand) -> str:
         if isinstance(operand, n.Literal):
             return _literal(operand.value)
         return ".".join([self.variable, *(attribute_name(p) for p in operand.parts)])
-
-    def _null_checks(self, operand: n.Operand) -> list[str]:
-        if not isinstance(operand, n.Path):
-            return []
-        return [f"{p} is not None" for p in self._optional_prefixes(operand, include_last=True)]
 
     def _optional_prefixes(self, path: n.Path, include_last: bool = False) -> list[str]:
         """Accesses along `path` whose field is optional (so may be None), outermost first."""
@@ -109,24 +163,9 @@ def _field_type(
     return None
 
 
-_INVERSE = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
-
-
-def _operands(expr: n.Expr) -> list[n.Operand]:
-    match expr:
-        case n.Compare(left=left, right=right):
-            return [left, right]
-        case n.Member(value=value) | n.Truthy(value=value):
-            return [value]
-    return []
-
-
-def _null_comparison(expr: n.Expr) -> bool:
-    return isinstance(expr, n.Compare) and any(_null_literal(o) for o in (expr.left, expr.right))
-
-
-def _guarded(checks: list[str], test: str) -> str:
-    return " and ".join([*_unique(checks), test])
+def _constant(expr: n.Expr) -> str:
+    """A guard over literals only, decided now by the checker's own evaluator."""
+    return "True" if evaluate(expr, {}) is True else "False"
 
 
 def _unique(items: list[str]) -> list[str]:

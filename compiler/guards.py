@@ -7,14 +7,18 @@ true for a value that travels this edge?": fields whose values can be listed (li
 unions and `bool`, with `null` when optional) are enumerated exactly; every other
 comparison is unknown, and unknown counts as "can hold" — the safe side.
 
-The meaning of a guard (`evaluate`) follows LANGUAGE.md and the generated code
-(guard_python.py): a comparison with a `null` field is false, `in` and `not in`
-included, except `== null` / `!= null`; a bare operand holds only when it is `true`.
+The meaning of a guard (`evaluate`) is docs/language.md's table, which the generated
+code (guard_python.py) follows too: `==` treats null as a value equal only to null and
+`!=` is always its opposite; `in [..]` is "equal to one of" and `not in` its opposite;
+an ordering with a null (or NaN) side is false; a bare operand holds only when it is
+`true`. So with a null field `x == "a"` is false, `x != "a"` true, and `not (x == "a")`
+answers as `x != "a"` does.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,9 +28,15 @@ from .diagnostics import Diagnostic, did_you_mean, error
 
 MAX_ASSIGNMENTS = 4096
 """Above this many combinations of enumerable values, `can_hold` stops and says yes."""
+MAX_RULE_TRIALS = 100_000
+"""Above this many (combinations x rules), `rules_that_fire` says every rule can fire: the
+check stays fast on any input, and "it can fire" is the side that reports nothing false."""
 
 
 class _Unknown:
+    """A value that cannot be listed (a number, a string): any value but null, which the
+    enumeration tries on its own where a field is optional."""
+
     def __repr__(self) -> str:
         return "UNKNOWN"
 
@@ -323,16 +333,13 @@ def evaluate(expr: n.Expr, env: Mapping[tuple[str, ...], Value]) -> Truth:
             v = _value(value, env)
             return None if isinstance(v, _Unknown) else v is True
         case n.Compare(op=op, left=left, right=right):
-            null_test = _is_null_literal(left) or _is_null_literal(right)
-            return _compare(op, _value(left, env), _value(right, env), null_test)
+            return _compare(op, _value(left, env), _value(right, env))
     # The one case left: `x in [..]` / `x not in [..]`.
     v = _value(expr.value, env)
     if isinstance(v, _Unknown):
         return None
-    values = [o.value for o in expr.options]
-    if v is None:
-        return False  # a null field is in no list, and not "not in" one either
-    return (v not in values) if expr.negated else (v in values)
+    inside = any(_equal(v, o.value) for o in expr.options)
+    return not inside if expr.negated else inside
 
 
 def _value(operand: n.Operand, env: Mapping[tuple[str, ...], Value]) -> Value:
@@ -341,22 +348,18 @@ def _value(operand: n.Operand, env: Mapping[tuple[str, ...], Value]) -> Value:
     return env.get(operand.parts, UNKNOWN)
 
 
-def _is_null_literal(operand: n.Operand) -> bool:
-    return isinstance(operand, n.Literal) and operand.value is None
-
-
-def _compare(op: n.CompareOp, a: Value, b: Value, null_test: bool) -> Truth:
-    """`null_test`: one side is the literal `null`, the one comparison a null field passes."""
+def _compare(op: n.CompareOp, a: Value, b: Value) -> Truth:
+    if a is None or b is None:
+        # Decided even against UNKNOWN, which is never null (null is tried on its own).
+        if op in ("==", "!="):
+            return (a is b) == (op == "==")
+        return False  # null has no order
     if isinstance(a, _Unknown) or isinstance(b, _Unknown):
         return None
-    if null_test:
-        return a == b if op == "==" else a != b if op == "!=" else False
-    if a is None or b is None:
-        return False
     if op == "==":
-        return a == b
+        return _equal(a, b)
     if op == "!=":
-        return a != b
+        return not _equal(a, b)
     try:
         if op == "<":
             return a < b  # type: ignore[operator]
@@ -369,20 +372,31 @@ def _compare(op: n.CompareOp, a: Value, b: Value, null_test: bool) -> Truth:
         return None
 
 
-def paths_in(expr: n.Expr) -> Iterator[tuple[str, ...]]:
+def _equal(a: n.LiteralValue, b: n.LiteralValue) -> bool:
+    """`==` of the language: null equals only null; NaN equals nothing, itself included."""
+    if a is None or b is None:
+        return a is b
+    return a == b
+
+
+def tests_in(expr: n.Expr) -> Iterator[n.Compare | n.Member | n.Truthy]:
+    """The comparisons, memberships and bare operands under `not`, `and` and `or`."""
     match expr:
         case n.Not(operand=operand):
-            yield from paths_in(operand)
+            yield from tests_in(operand)
         case n.And(operands=operands) | n.Or(operands=operands):
             for operand in operands:
-                yield from paths_in(operand)
-        case n.Truthy(value=value) | n.Member(value=value):
-            if isinstance(value, n.Path):
-                yield value.parts
-        case n.Compare(left=left, right=right):
-            for side in (left, right):
-                if isinstance(side, n.Path):
-                    yield side.parts
+                yield from tests_in(operand)
+        case n.Compare() | n.Member() | n.Truthy():
+            yield expr
+
+
+def paths_in(expr: n.Expr) -> Iterator[tuple[str, ...]]:
+    for test in tests_in(expr):
+        sides = (test.left, test.right) if isinstance(test, n.Compare) else (test.value,)
+        for side in sides:
+            if isinstance(side, n.Path):
+                yield side.parts
 
 
 def _domain(resolved: t.Resolved) -> list[Value] | None:
@@ -398,6 +412,42 @@ def _domain(resolved: t.Resolved) -> list[Value] | None:
     return [*values, None] if t.is_optional(resolved) else values
 
 
+Domains = dict[tuple[str, ...], list[Value]]
+"""For each field path: the values to try, UNKNOWN standing for "any value" of a field
+whose values cannot be listed."""
+
+
+def _domains(
+    paths: Sequence[tuple[str, ...]], root: t.Resolved | None, table: t.TypeTable
+) -> Domains:
+    """What each path can be: listed values, else UNKNOWN, with None where it is optional."""
+    domains: Domains = {}
+    for path in paths:
+        found = table.lookup_path(root, path) if root is not None else None
+        domain = _domain(found.type) if found is not None and found.ok else None
+        if domain is not None:
+            domains[path] = domain
+        elif found is not None and found.ok and not isinstance(found.type, t.Unknown):
+            domains[path] = [UNKNOWN, None] if t.is_optional(found.type) else [UNKNOWN]
+        else:
+            domains[path] = [UNKNOWN, None]  # nothing known about it: it may be null too
+    return domains
+
+
+def _environments(domains: Domains) -> Iterator[dict[tuple[str, ...], Value]] | None:
+    """Every combination of the domains' values; None when there are too many to try."""
+    count = 1
+    for domain in domains.values():
+        count *= len(domain)
+    if count > MAX_ASSIGNMENTS:
+        return None
+    keys = list(domains)
+    return (
+        dict(zip(keys, combination, strict=True))
+        for combination in itertools.product(*(domains[k] for k in keys))
+    )
+
+
 def can_hold(
     holds: Sequence[n.Expr],
     fails: Sequence[n.Expr],
@@ -410,23 +460,121 @@ def can_hold(
     comparisons unknown, and unknown is taken to hold.
     """
     exprs = [*holds, *fails]
-    paths = sorted({p for e in exprs for p in paths_in(e)})
-    domains: dict[tuple[str, ...], list[Value]] = {}
-    for path in paths:
-        found = table.lookup_path(root, path) if root is not None else None
-        domain = _domain(found.type) if found is not None and found.ok else None
-        if domain is not None:
-            domains[path] = domain
-    count = 1
-    for domain in domains.values():
-        count *= len(domain)
-    if count > MAX_ASSIGNMENTS:
+    domains = _domains(sorted({p for e in exprs for p in paths_in(e)}), root, table)
+    environments = _environments(domains)
+    if environments is None:
         return True
-    keys = list(domains)
-    for combination in itertools.product(*(domains[k] for k in keys)):
-        env = dict(zip(keys, combination, strict=True))
-        if all(evaluate(e, env) is not False for e in holds) and all(
-            evaluate(e, env) is not True for e in fails
+    return any(
+        all(evaluate(e, env) is not False for e in holds)
+        and all(evaluate(e, env) is not True for e in fails)
+        for env in environments
+    )
+
+
+def rules_that_fire(
+    guards: Sequence[n.Expr | None], root: t.Resolved | None, table: t.TypeTable
+) -> list[bool]:
+    """For rules tried in order (None: a rule without a guard), whether each can fire:
+    its guard can hold while every earlier guard fails. The same answers as `can_hold([g],
+    earlier)` rule by rule, found in one pass over the combinations of values, so a step
+    with many rules costs (combinations x rules), not that times the rules again."""
+    reads = [sorted(set(paths_in(g))) if g is not None else [] for g in guards]
+    domains = _domains(sorted({p for r in reads for p in r}), root, table)
+    environments = _environments(domains)
+    if environments is None or math.prod(map(len, domains.values())) * len(guards) > (
+        MAX_RULE_TRIALS
+    ):
+        return [True] * len(guards)
+    # A guard's truth depends only on the fields it reads: each is evaluated once per
+    # combination of those, however many combinations of the others there are.
+    known: list[dict[tuple[Value, ...], Truth]] = [{} for _ in guards]
+    fires = [False] * len(guards)
+    for env in environments:
+        for index, guard in enumerate(guards):
+            if guard is None:
+                truth: Truth = True
+            else:
+                key = tuple(env[p] for p in reads[index])
+                if key not in known[index]:
+                    known[index][key] = evaluate(guard, env)
+                truth = known[index][key]
+            if truth is not False:
+                fires[index] = True
+            if truth is True:
+                break  # the later rules are not tried for this value
+        if all(fires):
+            break
+    return fires
+
+
+def null_skips(guard: n.Expr, root: t.Resolved | None, table: t.TypeTable) -> list[str]:
+    """The optional fields whose null makes `guard` false where a value would make it
+    true: for `requires approval if GUARD`, a missing value that skips the approval.
+
+    Returned as `.agent` paths (`amount`, `customer`), outermost first. A field the guard
+    itself tests for null (`amount == null or ...`, `customer.name != null and ...`) is
+    left out: the guard says what a missing value means. Exact over literal unions and
+    bools like `can_hold`. A comparison it cannot decide counts both ways (it could be
+    false while the field is null, and true once it is not), so every real skip is
+    reported; a guard with too many combinations to try reports nothing.
+    """
+    if root is None:
+        return []
+    paths = sorted(set(paths_in(guard)))
+    tested = set(_null_tested(guard))
+    found: list[str] = []
+    for optional in _optional_prefixes(paths, root, table):
+        if any(p[: len(optional)] == optional for p in tested):
+            continue
+        under = [p for p in paths if p[: len(optional)] == optional]
+        present_domains = _domains(under, root, table)
+        if optional in present_domains:  # the field itself: any value but null
+            present_domains[optional] = [v for v in present_domains[optional] if v is not None]
+        others = _environments(_domains([p for p in paths if p not in under], root, table))
+        present = _environments(present_domains)
+        if others is None or present is None:
+            continue
+        others_list, present_list = list(others), list(present)
+        if len(others_list) * len(present_list) > MAX_ASSIGNMENTS:
+            continue  # too many to try: not decided, nothing reported
+        missing = dict.fromkeys(under, None)
+        if any(
+            evaluate(guard, {**env, **missing}) is not True
+            and any(evaluate(guard, {**env, **value}) is not False for value in present_list)
+            for env in others_list
         ):
-            return True
-    return False
+            found.append(".".join(optional))
+    return found
+
+
+def _optional_prefixes(
+    paths: Sequence[tuple[str, ...]], root: t.Resolved, table: t.TypeTable
+) -> list[tuple[str, ...]]:
+    """The prefixes of `paths` whose last field is declared optional, outermost first."""
+    found: dict[tuple[str, ...], None] = {}
+    for path in paths:
+        for end in range(1, len(path) + 1):
+            parent = table.lookup_path(root, path[: end - 1]) if end > 1 else t.PathLookup(root)
+            record = t.strip_optional(parent.type)
+            if not parent.ok or not isinstance(record, t.Record):
+                break
+            field = table.fields(record).get(path[end - 1])
+            if field is None:
+                break
+            if t.is_optional(field):
+                found[path[:end]] = None
+    return sorted(found, key=lambda p: (len(p), p))
+
+
+def _null_tested(expr: n.Expr) -> Iterator[tuple[str, ...]]:
+    """Paths the guard compares with the literal `null` (directly or in a list)."""
+    for test in tests_in(expr):
+        match test:
+            case (
+                n.Compare(left=n.Path() as path, right=n.Literal(value=None))
+                | n.Compare(left=n.Literal(value=None), right=n.Path() as path)
+            ):
+                yield path.parts
+            case n.Member(value=n.Path() as path, options=options):
+                if any(o.value is None for o in options):
+                    yield path.parts

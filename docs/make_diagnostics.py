@@ -221,8 +221,11 @@ ENTRIES: dict[str, Entry] = {
     "W209": Entry(
         "a rule that never fires",
         "Rules are tried in order; after a rule without a guard, later rules for the same "
-        "type are never reached.",
-        "Move the rule above the unguarded one, or remove it.",
+        "type are never reached. A guarded rule never fires either when no value passes its "
+        "guard while failing every earlier guard for the type; literal-union and bool fields "
+        "are decided exactly, as for approval dominance (a state only such rules lead to is "
+        "unreachable, W301).",
+        "Move the rule above the unguarded one, fix its guard, or remove it.",
     ),
     "W301": Entry(
         "unreachable state",
@@ -265,6 +268,22 @@ ENTRIES: dict[str, Entry] = {
         "literal-union and bool fields are decided exactly, other fields are assumed to "
         "hold. `on rejected` and `on error` edges never count as approval.",
         "Route those values through an approval step whose `on approved` leads to the tool.",
+    ),
+    "E502": Entry(
+        "a missing value skips the approval",
+        "The condition of `requires approval if GUARD` is false when an optional field it "
+        "reads is null, while some value of that field makes it true: a model that leaves "
+        "the field out gets past the person. A guard that tests the field for null itself "
+        "(`== null`, `!= null`) says what a missing value means and is not reported.",
+        "Ask for approval when the value is missing (`amount == null or amount > 1000`), or "
+        "say on purpose that it needs none (`amount != null and amount > 1000`).",
+    ),
+    "E503": Entry(
+        "an approval that shows nothing",
+        "An approval whose `on approved` enters a tool marked `requires approval` declares "
+        "no input, so its `ask` cannot show the value the tool will run with: the person "
+        "approves without seeing it.",
+        "Declare the tool's input type on the approval and show its fields in the `ask`.",
     ),
     "E601": Entry(
         "a loop of tools only",

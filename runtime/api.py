@@ -38,6 +38,7 @@ from .types import (
     AwaitApproval,
     ErrorInfo,
     Event,
+    Notified,
     Rejected,
     Retried,
     State,
@@ -70,6 +71,14 @@ class ThreadView:
     """The thread's result, when finished."""
     error: ErrorInfo | None
     state: State
+    notice_failed: tuple[str, ...] = ()
+    """While waiting and nobody was told: why each channel failed at the last attempt
+    (`"name: reason"`, no secrets); `expire` tries again (runtime/timeouts.py)."""
+
+    @property
+    def untold(self) -> bool:
+        """Whether the thread waits for a person no notice has reached yet."""
+        return self.status == "waiting" and not self.state.notified
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +93,8 @@ class ThreadView:
             "error": None
             if self.error is None
             else {"type": self.error.type, "message": self.error.message},
+            "notified": self.state.notified if self.status == "waiting" else None,
+            "notice_failed": list(self.notice_failed),
         }
 
 
@@ -95,8 +106,9 @@ class Expiry:
     step: str
     """The step it waited at."""
     event: Event | None
-    """What was recorded: `Rejected(by="timeout")` or `StepFailed(Timeout)`; None when the
-    thread could not even be loaded."""
+    """What was recorded: `Rejected(by="timeout")`, `StepFailed(Timeout)`,
+    `StepFailed(NotDelivered)` (the deadline passed before anyone was told), or a
+    `Notified` (a failed notice tried again); None when the thread could not be loaded."""
     view: ThreadView | None
     """Where the thread stands after it ran on."""
     problem: str | None = None
@@ -108,11 +120,29 @@ class Expiry:
         if self.view is not None:
             data = self.view.to_json()
         outcome: dict[str, Any] | None = None
+        notice: dict[str, Any] | None = None
         if isinstance(self.event, Rejected):
             outcome = {"rejected": self.event.comment}
         elif isinstance(self.event, StepFailed):
             outcome = {"failed": str(self.event.error)}
-        return {**data, "expired_step": self.step, "expired": outcome, "problem": self.problem}
+            if self.never_delivered:
+                outcome["never_delivered"] = True
+        elif isinstance(self.event, Notified):
+            notice = {"channels": list(self.event.channels), "failed": list(self.event.failed)}
+        return {
+            **data,
+            "expired_step": self.step,
+            "expired": outcome,
+            "notice_retried": notice,
+            "problem": self.problem,
+        }
+
+    @property
+    def never_delivered(self) -> bool:
+        """Whether the request's deadline passed before any notice reached anyone."""
+        return (
+            isinstance(self.event, StepFailed) and self.event.error.type == timeouts.NOT_DELIVERED
+        )
 
 
 def view_of(thread: Thread) -> ThreadView:
@@ -123,7 +153,16 @@ def view_of(thread: Thread) -> ThreadView:
         action = thread.agent.module.next_action(state)
         if isinstance(action, AwaitApproval | AwaitAnswer):
             waiting_for = "approval" if isinstance(action, AwaitApproval) else "answer"
-            asked = question(action)
+            from .context import AskRenderError  # jinja2 loads only when a thread waits
+
+            try:
+                asked = question(action)
+            except AskRenderError as exc:  # a pause told under an older runtime
+                asked = f"(this question cannot be shown: {exc})"
+    failed: tuple[str, ...] = ()
+    if state.status == "waiting" and not state.notified:
+        last = thread.events[-1] if thread.events else None
+        failed = last.failed if isinstance(last, Notified) else ()
     return ThreadView(
         id=thread.id,
         agent=thread.agent.name,
@@ -135,6 +174,7 @@ def view_of(thread: Thread) -> ThreadView:
         output=state.value if state.status == "finished" else None,
         error=state.error,
         state=state,
+        notice_failed=failed,
     )
 
 
@@ -266,13 +306,18 @@ class AsyncRuntime:
         return fork.id
 
     async def expire(self, now: datetime | str | None = None) -> list[Expiry]:
-        """Time out the waiting threads whose wait has run out by `now` (the clock unless
-        given) and run each on: an approval's timeout is a rejection (`by="timeout"`,
-        comment "no decision within 30m"), a human step's a failure ("Timeout: no answer
-        within 4h"). See runtime/timeouts.py. A thread someone decides at the same moment
-        is left to them (the store's conflict check picks one)."""
+        """Sweep the waiting threads at `now` (the clock unless given): time out those whose
+        wait has run out and run each on, and try again the notices no channel took.
+
+        A deadline counts from the pause. An approval's timeout is a rejection
+        (`by="timeout"`, comment "no decision within 30m"), a human step's a failure
+        ("Timeout: no answer within 4h"); a request nobody was ever told about fails its
+        step with `NotDelivered` instead. A failed notice is tried again once its backoff
+        has passed (one attempt per sweep). See runtime/timeouts.py. A thread someone
+        decides at the same moment is left to them (the store's conflict check picks one).
+        Returns one `Expiry` per thread the sweep changed."""
         moment = timeouts.as_moment(now)
-        expired: list[Expiry] = []
+        swept: list[Expiry] = []
         for info in await self.threads("waiting"):
             try:
                 thread = await self._load(info.id, None)
@@ -280,20 +325,27 @@ class AsyncRuntime:
                 action = thread.agent.module.next_action(state)
                 event = timeouts.overdue(state, action, thread.events, moment)
                 if event is None:
+                    due = timeouts.next_notice(state, action, thread.events)
+                    if due is not None and moment >= due:
+                        assert isinstance(action, AwaitApproval | AwaitAnswer)  # it waits
+                        await self.engine.check_free(thread.id)  # nobody is advancing it
+                        told = await self.engine.notify(thread, action, at=timeouts.iso(moment))
+                        await self.engine.record(thread, told)
+                        swept.append(Expiry(thread.id, state.step, told, view_of(thread)))
                     continue
                 await self.engine.record(thread, event)
             except Conflict:
                 continue  # a person (or another sweep) got there first
             except Exception as exc:  # one broken thread must not stop the sweep
-                expired.append(Expiry(info.id, info.step, None, None, _problem(exc)))
+                swept.append(Expiry(info.id, info.step, None, None, _problem(exc)))
                 continue
             problem = None
             try:
                 await self.engine.advance(thread)
             except Exception as exc:
                 problem = _problem(exc)
-            expired.append(Expiry(thread.id, event.step, event, view_of(thread), problem))
-        return expired
+            swept.append(Expiry(thread.id, event.step, event, view_of(thread), problem))
+        return swept
 
     async def threads(self, status: Status | None = None) -> list[ThreadInfo]:
         found: list[ThreadInfo] = await self.engine._io(self.store.threads, status)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -345,13 +345,108 @@ def _with_text(view: ContextEvent, text: str) -> ContextEvent:
 
 _ASK_ENVIRONMENT = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
+NOT_GIVEN = "(none)"
+"""How a null value reads in an `ask`: a person deciding must see that it is missing."""
+
+
+class AskRenderError(Exception):
+    """An `ask` that cannot be rendered over the value its step waits with (an unknown
+    name, a Jinja2 error): the person is never shown the raw template instead."""
+
+
+class _Missing:
+    """A null in an `ask`: reads as NOT_GIVEN, and so does any field read through it
+    (`{{ customer.name }}` with no customer), while `{% if customer %}` is false."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return NOT_GIVEN
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or isinstance(other, _Missing)
+
+    def __hash__(self) -> int:
+        return hash(None)
+
+    def __getattr__(self, name: str) -> _Missing:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self
+
+    def __getitem__(self, key: object) -> _Missing:
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+
+_MISSING = _Missing()
+
+
+class _Fields:
+    """A record in an `ask`, read by its `.agent` field names (`{{ from }}` for the
+    attribute `from_`); printed whole, it is its JSON under those names. It has no
+    public attributes of its own, so no field name is shadowed by a method."""
+
+    __slots__ = ("_text", "_values")
+
+    def __init__(self, values: dict[str, Any], text: str) -> None:
+        self._values = values
+        self._text = text
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __str__(self) -> str:
+        return self._text
+
+
+def _shown(value: Any) -> Any:
+    """`value` as an `ask` reads it: records by field name, nulls as NOT_GIVEN."""
+    if value is None:
+        return _MISSING
+    if isinstance(value, BaseModel):
+        text = json.dumps(value.model_dump(mode="json", by_alias=True), ensure_ascii=False)
+        return _Fields(_fields_of(value), text)
+    if isinstance(value, Mapping):
+        return {k: _shown(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown(v) for v in value]
+    return value
+
+
+def _fields_of(value: BaseModel) -> dict[str, Any]:
+    """A model's fields under their `.agent` names (the alias, where Python renamed one)."""
+    return {
+        info.alias or name: _shown(getattr(value, name))
+        for name, info in type(value).model_fields.items()
+    }
+
 
 def render_ask(template: str, value: Any) -> str:
-    """An approval's or a human step's `ask`, over the incoming value's fields."""
+    """An approval's or a human step's `ask`, over the incoming value's fields.
+
+    Fields are named as in the `.agent` file, nested paths included; a null reads as
+    NOT_GIVEN. Raises AskRenderError (never returns the template unrendered) when the
+    template cannot be filled from this value.
+    """
     if isinstance(value, BaseModel):
-        variables = {name: getattr(value, name) for name in type(value).model_fields}
+        variables = _fields_of(value)
     elif isinstance(value, Mapping):
-        variables = {str(k): v for k, v in value.items()}
+        variables = {str(k): _shown(v) for k, v in value.items()}
     else:
         variables = {}
-    return _ASK_ENVIRONMENT.from_string(template).render(variables)
+    try:
+        return _ASK_ENVIRONMENT.from_string(template).render(variables)
+    except Exception as exc:  # any failure to fill it in: the template is not shown
+        raise AskRenderError(f"{type(exc).__name__}: {exc}") from exc

@@ -41,7 +41,7 @@ from .model import Model, ModelError, ModelRequest
 
 if TYPE_CHECKING:
     from .notify import Notice  # notify.py loads only when a thread waits
-from .spec import AgentSpec
+from .spec import ASK_NOT_SHOWN, AgentSpec
 from .store import EventStore, Head, ThreadInfo, now_iso
 from .types import (
     Action,
@@ -310,8 +310,9 @@ class Engine:
             )
         held = self.renewals.hold(thread.lease)
         next_action = thread.agent.module.next_action
+        told = False  # one notice attempt per advance: a dead channel is retried by `expire`
         try:
-            while _has_work(thread.state):
+            while _has_work(thread.state) and not (told and thread.state.status == "waiting"):
                 held.check()  # lost the lease: start nothing more
                 action = next_action(thread.state)
                 if isinstance(action, CallModel):
@@ -320,7 +321,8 @@ class Engine:
                     self._prove(thread)  # a side effect never rests on a forgeable cache
                     await self.record(thread, await self._call_tool(thread, action))
                 elif isinstance(action, AwaitApproval | AwaitAnswer):
-                    await self.record(thread, await self._notify(thread, action))
+                    told = True
+                    await self.record(thread, await self.notify(thread, action))
                 else:  # Finish, Fail: the status already says so
                     break
         finally:
@@ -371,9 +373,36 @@ class Engine:
         assert outcome.result is not None
         return ToolResult(step=step, at=now_iso(), usage=outcome.usage, result=outcome.result)
 
-    async def _notify(self, thread: Thread, action: AwaitApproval | AwaitAnswer) -> Event:
-        channels = await self._notifier().notify(notice(thread, action))
-        return Notified(step=action.step, at=now_iso(), channels=tuple(channels))
+    async def notify(
+        self, thread: Thread, action: AwaitApproval | AwaitAnswer, *, at: str | None = None
+    ) -> Notified | StepFailed:
+        """Tell people about the pending request: the `Notified` event to record, with the
+        channels that took the notice and the failed ones, whatever happens (it never
+        raises: a pause never depends on a channel being up). `at` is when (the clock
+        unless given: `expire --now` gives its own). An `ask` that cannot be shown with
+        the values is a `StepFailed` instead, before any channel is used: nobody may
+        decide on text that does not show what they decide (fix the `ask`, then retry)."""
+        from .context import AskRenderError
+        from .notify import NotifyError, failure, scrub
+
+        try:
+            told = notice(thread, action)
+        except AskRenderError as exc:
+            error = ErrorInfo(ASK_NOT_SHOWN, f"the `ask` of `{action.step}` cannot be shown: {exc}")
+            return StepFailed(step=action.step, at=at or now_iso(), error=error)
+        notifier: Notifier | None = None
+        channels: tuple[str, ...]
+        failed: tuple[str, ...]
+        try:
+            notifier = self._notifier()
+            channels, failed = tuple(await notifier.notify(told)), ()
+        except NotifyError as exc:
+            channels, failed = exc.delivered, exc.failed
+        except Exception as exc:  # a configuration error, a broken custom notifier
+            channels, failed = (), (failure(notifier, exc),)
+        secrets = tuple(getattr(notifier, "secrets", ()))
+        failed = tuple(scrub(reason, secrets) for reason in failed)
+        return Notified(step=action.step, at=at or now_iso(), channels=channels, failed=failed)
 
     # ---- helpers ------------------------------------------------------------------
 
@@ -427,13 +456,13 @@ def started(agent: Agent, input: Any) -> Started:
 
 
 def question(action: AwaitApproval | AwaitAnswer) -> str:
-    """The `ask` template rendered over the waiting step's value."""
+    """The `ask` template rendered over the waiting step's value.
+
+    Raises context.AskRenderError when it cannot be: the raw template is never shown.
+    """
     from .context import render_ask
 
-    try:
-        return render_ask(action.ask, action.value)
-    except Exception:  # a template the checker passed but this value cannot fill
-        return action.ask
+    return render_ask(action.ask, action.value)
 
 
 def notice(thread: Thread, action: AwaitApproval | AwaitAnswer) -> Notice:
@@ -447,6 +476,7 @@ def notice(thread: Thread, action: AwaitApproval | AwaitAnswer) -> Notice:
         text=question(action),
         value=action.value,
         approvers=action.approvers if isinstance(action, AwaitApproval) else (),
+        request=action.request,
     )
 
 

@@ -121,9 +121,12 @@ def _strict_copy(declared: type[BaseModel], tag: str | None) -> type[BaseModel]:
     """`declared`'s fields, after a constant `tag` field naming it; extra keys are refused."""
     fields: dict[str, Any] = {tag: (Literal[declared.__name__], ...)} if tag else {}
     fields.update({name: (f.annotation, f) for name, f in declared.model_fields.items()})
+    # The declared class's config comes along (e.g. `allow_inf_nan=False`): what the
+    # declared class would refuse must be refused here, where instructor re-asks.
+    config = ConfigDict(**{**declared.model_config, "extra": "forbid"})
     copy: type[BaseModel] = create_model(
         declared.__name__,
-        __config__=ConfigDict(extra="forbid"),
+        __config__=config,
         __doc__=declared.__doc__,
         **fields,
     )

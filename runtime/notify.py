@@ -1,38 +1,56 @@
 """Telling people that a thread waits for them: log, webhook, Slack, email.
 
-A `Notifier` sends one `Notice` and returns the names of the channels that took it; the loop
-records them in a `Notified` event, so a restarted process does not tell people twice. A
-channel that fails raises `NotifyError`; `MultiNotifier` tries every channel and fails only
-when none took the notice.
+A `Notifier` sends one `Notice` and returns the names of the channels that took it. A
+channel that fails raises `NotifyError`; `MultiNotifier` tries every channel and, when any
+of them failed, raises a `NotifyError` that names the channels that took the notice anyway
+(`delivered`) and those that did not (`failed`, each `"name: reason"`). The loop records both
+in a `Notified` event, so a restarted process does not tell people twice and `expire` knows
+whom to try again (runtime/timeouts.py).
 
-Configuration from the environment (`notifier_from_env`):
+No reason ever carries a secret: a channel is named by its kind and host (never a URL's
+path, where Slack and many webhooks keep their token), and `MultiNotifier` scrubs every
+channel's secrets from what it reports, whatever a library put in its error text.
+
+Configuration from the environment (`notifier_from_env`; secrets come from there only):
 
     TWELVEFOLD_NOTIFY_LOG=0          turn the stderr log channel off (on by default)
-    TWELVEFOLD_NOTIFY_WEBHOOK=URL    POST the notice as JSON to URL
+    TWELVEFOLD_NOTIFY_WEBHOOK=URL    POST the notice as JSON to URL (Standard Webhooks) ...
+    TWELVEFOLD_WEBHOOK_SECRET=whsec_BASE64   ... signed with this secret
     TWELVEFOLD_NOTIFY_SLACK=URL      POST a Slack incoming-webhook payload to URL
     TWELVEFOLD_SMTP_HOST=HOST        send email through this SMTP server ...
     TWELVEFOLD_SMTP_PORT=25          ... on this port
     TWELVEFOLD_SMTP_FROM=ADDRESS     ... from this address
     TWELVEFOLD_SMTP_TO=A,B           ... to these addresses
     TWELVEFOLD_SMTP_USER / TWELVEFOLD_SMTP_PASSWORD   login, when the server wants one
-    TWELVEFOLD_SMTP_STARTTLS=1       upgrade the connection with STARTTLS first
+    TWELVEFOLD_SMTP_STARTTLS=1       upgrade the connection with STARTTLS first, or
+    TWELVEFOLD_SMTP_TLS=1            connect with TLS from the start (port 465)
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
 import json
 import os
+import re
 import smtplib
+import ssl
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
 from typing import Any, Literal, Protocol, TextIO
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
+
+from .types import LOG_CHANNEL
 
 NoticeKind = Literal["approval", "human"]
 
@@ -50,6 +68,8 @@ class Notice:
     value: Any
     """What waits for a decision (the value that arrived at the step)."""
     approvers: tuple[str, ...] = ()
+    request: str | None = None
+    """The pending request's id: the decision must name it (`--request`)."""
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -68,9 +88,27 @@ class Notice:
             return f"twelvefold resume {self.thread_id} --approve  |  --reject --comment TEXT"
         return f"twelvefold resume {self.thread_id} --answer TEXT"
 
+    @property
+    def id(self) -> str:
+        """One id per notice, the same on every retry of it (Standard Webhooks'
+        `webhook-id`, which receivers use to drop duplicates): a digest of the thread and
+        the request, `msg_` and 32 hex digits."""
+        pending = self.request or self.step
+        digest = hashlib.sha256(f"{self.thread_id}\n{pending}".encode()).hexdigest()
+        return f"msg_{digest[:32]}"
+
 
 class NotifyError(Exception):
-    """A channel could not deliver a notice."""
+    """A channel could not deliver a notice. From `MultiNotifier`: at least one channel
+    failed; `delivered` names those that took the notice, `failed` the others, each as
+    `"name: reason"` (no secrets)."""
+
+    def __init__(
+        self, message: str, *, delivered: Sequence[str] = (), failed: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message)
+        self.delivered = tuple(delivered)
+        self.failed = tuple(failed) or (message,)
 
 
 class Notifier(Protocol):
@@ -83,69 +121,166 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def where(url: str) -> str:
+    """A URL as a message may show it: scheme, host and port, never its user, password,
+    path or query (where Slack and many webhook URLs carry their token)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "an unreadable URL"
+    return f"{parts.scheme or '?'}://{host}{port}"
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """`text` with every secret (and any URL's path, query and credentials) taken out."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "[secret]")
+    return re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+", lambda m: where(m.group(0)), text)
+
+
 # ---- channels ----------------------------------------------------------------------------
 
 
 class LogNotifier:
     """Writes the notice to stderr (or any text stream)."""
 
+    name = LOG_CHANNEL
+    secrets: tuple[str, ...] = ()
+
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
 
     async def notify(self, notice: Notice) -> list[str]:
         stream = self.stream or sys.stderr
-        stream.write(f"[twelvefold] {notice.title}: {notice.text}\n  {notice.how_to_resume}\n")
-        stream.flush()
-        return ["log"]
+        request = f" [request {notice.request}]" if notice.request else ""
+        try:
+            stream.write(
+                f"[twelvefold] {notice.title}{request}: {notice.text}\n  {notice.how_to_resume}\n"
+            )
+            stream.flush()
+        except (OSError, ValueError) as exc:  # a closed or broken stream
+            raise NotifyError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+        return [self.name]
 
 
 class WebhookNotifier:
-    """POSTs the notice as a JSON object: thread_id, agent, step, kind, text, value, approvers."""
+    """POSTs the notice as a JSON object (thread_id, agent, step, kind, text, value,
+    approvers, request), as Standard Webhooks (https://www.standardwebhooks.com) says:
+    headers `webhook-id` (`Notice.id`, the same on every retry), `webhook-timestamp` (unix
+    seconds) and, with a secret, `webhook-signature: v1,<base64 HMAC-SHA256 of
+    "{id}.{timestamp}.{body}">`. The secret is `whsec_` and base64 (or bare base64).
+
+    Raises `ValueError` at construction for a secret that is not base64."""
 
     name = "webhook"
 
-    def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, url: str, headers: Mapping[str, str] | None = None, *, secret: str | None = None
+    ) -> None:
         self.url = url
         self.headers = dict(headers or {})
+        self.key = signing_key(secret) if secret else None
+        self.secrets = tuple(s for s in (url, secret) if s)
 
     def payload(self, notice: Notice) -> dict[str, Any]:
         return notice.as_json()
 
+    def signed_headers(self, notice: Notice, body: bytes, now: float) -> dict[str, str]:
+        """The Standard Webhooks headers for `body` sent at `now` (unix seconds)."""
+        timestamp = str(int(now))
+        headers = {"webhook-id": notice.id, "webhook-timestamp": timestamp}
+        if self.key is not None:
+            signed = f"{notice.id}.{timestamp}.".encode() + body
+            digest = hmac.new(self.key, signed, hashlib.sha256).digest()
+            headers["webhook-signature"] = "v1," + base64.b64encode(digest).decode("ascii")
+        return headers
+
     async def notify(self, notice: Notice) -> list[str]:
-        body = json.dumps(self.payload(notice)).encode("utf-8")
-        await asyncio.to_thread(_post_json, self.url, body, self.headers)
+        body = json.dumps(self.payload(notice), ensure_ascii=False).encode("utf-8")
+        headers = {**self.headers, **self.signed_headers(notice, body, time.time())}
+        await asyncio.to_thread(_post_json, self.name, self.url, body, headers)
         return [self.name]
 
 
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (`whsec_` + base64). Raises
+    `ValueError` (without the secret in it) when it is not base64 or is empty."""
+    encoded = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the webhook secret is not whsec_ followed by base64") from None
+    if not key:
+        raise ValueError("the webhook secret is empty")
+    return key
+
+
 class SlackNotifier(WebhookNotifier):
-    """POSTs a Slack incoming-webhook payload (`text` plus `blocks`)."""
+    """POSTs a Slack incoming-webhook payload (`text` plus `blocks`). Everything that came
+    from a model, a tool or a person is escaped for mrkdwn (`slack_text`), so
+    no value can mention `@channel`, show a link that reads as something else, or close the
+    code block it is shown in. Not signed: Slack checks nothing; the URL is the secret."""
 
     name = "slack"
 
+    def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(url, headers)
+
+    def signed_headers(self, notice: Notice, body: bytes, now: float) -> dict[str, str]:
+        return {}
+
     def payload(self, notice: Notice) -> dict[str, Any]:
-        value = json.dumps(_plain(notice.value), indent=2, ensure_ascii=False)
-        approvers = ", ".join(notice.approvers) or "anyone allowed"
+        value = slack_text(json.dumps(_plain(notice.value), indent=2, ensure_ascii=False))
+        approvers = slack_text(", ".join(notice.approvers) or "anyone allowed")
+        title, text = slack_text(notice.title), slack_text(notice.text)
+        request = f"\nrequest `{slack_text(notice.request)}`" if notice.request else ""
         return {
-            "text": f"{notice.title}: {notice.text}",
+            "text": f"{title}: {text}",
+            "unfurl_links": False,
+            "unfurl_media": False,
             "blocks": [
                 {"type": "header", "text": {"type": "plain_text", "text": notice.text[:150]}},
                 {
                     "type": "section",
-                    "text": {"type": "mrkdwn", "text": f"*{notice.title}*\n```{value}```"},
+                    "text": {
+                        "type": "mrkdwn",
+                        "text": f"*{title}*{request}\n{text}\n```{value}```",
+                    },
                 },
                 {
                     "type": "context",
                     "elements": [
                         {"type": "mrkdwn", "text": f"approvers: {approvers}"},
-                        {"type": "mrkdwn", "text": f"`{notice.how_to_resume}`"},
+                        {"type": "mrkdwn", "text": f"`{slack_text(notice.how_to_resume)}`"},
                     ],
                 },
             ],
         }
 
 
+_MENTION = re.compile(r"@(?=\w)")
+_GRAVE = "\u02cb"  # MODIFIER LETTER GRAVE ACCENT: looks like a backtick, is not markup
+_WORD_JOINER = "\u2060"
+
+
+def slack_text(text: str) -> str:
+    """`text` as Slack mrkdwn shows it literally (https://api.slack.com/reference/surfaces/
+    formatting#escaping): `&`, `<`, `>` as entities, so `<!channel>` and `<url|label>` links
+    are plain text; `@name` broken with a word joiner, so `@channel` mentions nobody; and
+    backticks replaced, so no value opens or closes code."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MENTION.sub("@" + _WORD_JOINER, escaped).replace("`", _GRAVE)
+
+
 class EmailNotifier:
-    """Sends the notice as a plain-text email over SMTP (the stdlib client, in a thread)."""
+    """Sends the notice as a plain-text email over SMTP (the stdlib client, in a thread).
+
+    A login goes only over TLS: STARTTLS (`starttls=True`) or TLS from the first byte
+    (`tls=True`), with the server's certificate checked against the system's authorities
+    (`context` to trust others). Without either, a notifier with a username refuses to
+    send (`NotifyError`) rather than send the password in clear text."""
 
     name = "email"
 
@@ -159,9 +294,13 @@ class EmailNotifier:
         username: str | None = None,
         password: str | None = None,
         starttls: bool = False,
+        tls: bool = False,
+        context: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port, self.sender, self.to = host, port, sender, list(to)
-        self.username, self.password, self.starttls = username, password, starttls
+        self.username, self.password = username, password
+        self.starttls, self.tls, self.context = starttls, tls, context
+        self.secrets = tuple(s for s in (password,) if s)
 
     def message(self, notice: Notice) -> EmailMessage:
         message = EmailMessage()
@@ -170,32 +309,54 @@ class EmailNotifier:
         message["To"] = ", ".join(self.to)
         value = json.dumps(_plain(notice.value), indent=2, ensure_ascii=False)
         approvers = ", ".join(notice.approvers) or "anyone allowed"
+        request = f"request: {notice.request}\n" if notice.request else ""
         message.set_content(
-            f"{notice.text}\n\n{value}\n\napprovers: {approvers}\n\n{notice.how_to_resume}\n"
+            f"{notice.text}\n\n{value}\n\napprovers: {approvers}\n{request}\n"
+            f"{notice.how_to_resume}\n"
         )
         return message
 
     async def notify(self, notice: Notice) -> list[str]:
+        if self.username and not (self.starttls or self.tls):
+            raise NotifyError(
+                f"{self.name}: refusing to send the SMTP password to {self.host}:{self.port} "
+                "in clear text; set TWELVEFOLD_SMTP_STARTTLS=1 or TWELVEFOLD_SMTP_TLS=1"
+            )
         await asyncio.to_thread(self._send, self.message(notice))
         return [self.name]
 
     def _send(self, message: EmailMessage) -> None:
+        context = self.context or ssl.create_default_context()
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=TIMEOUT_SECONDS) as smtp:
-                if self.starttls:
-                    smtp.starttls()
+            smtp = (
+                smtplib.SMTP_SSL(self.host, self.port, timeout=TIMEOUT_SECONDS, context=context)
+                if self.tls
+                else smtplib.SMTP(self.host, self.port, timeout=TIMEOUT_SECONDS)
+            )
+            with smtp:
+                if self.starttls and not self.tls:
+                    # Raises when the server offers no STARTTLS: never go on in clear text.
+                    smtp.starttls(context=context)
                 if self.username:
                     smtp.login(self.username, self.password or "")
                 smtp.send_message(message)
         except (OSError, smtplib.SMTPException) as exc:
-            raise NotifyError(f"email via {self.host}:{self.port}: {exc}") from exc
+            reason = f"{type(exc).__name__}: {exc}"
+            raise NotifyError(
+                f"{self.name}: SMTP via {self.host}:{self.port} failed: {reason}"
+            ) from exc
 
 
 class MultiNotifier:
-    """Every channel in turn; fails only when none of them took the notice."""
+    """Every channel in turn. Returns the channels that took the notice when none failed;
+    when any failed, raises `NotifyError` with `delivered` and `failed` (see there)."""
 
     def __init__(self, channels: Sequence[Notifier]) -> None:
         self.channels = list(channels)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for c in self.channels for s in getattr(c, "secrets", ()))
 
     async def notify(self, notice: Notice) -> list[str]:
         delivered: list[str] = []
@@ -203,14 +364,26 @@ class MultiNotifier:
         for channel in self.channels:
             try:
                 delivered += await channel.notify(notice)
-            except NotifyError as exc:
-                failures.append(str(exc))
-        if failures and not delivered:
-            raise NotifyError("; ".join(failures))
+            except Exception as exc:  # one broken channel must not keep the others quiet
+                failures.append(failure(channel, exc))
+        if failures:
+            failures = [scrub(reason, self.secrets) for reason in failures]
+            raise NotifyError("; ".join(failures), delivered=delivered, failed=failures)
         return delivered
 
 
-def _post_json(url: str, body: bytes, headers: Mapping[str, str]) -> None:
+def failure(channel: object, exc: BaseException) -> str:
+    """`"name: reason"` for a channel that raised: our own `NotifyError`s already read so;
+    anything else is named by the channel (`configuration` when there was none: the
+    notifier could not be built) and the error's type."""
+    if isinstance(exc, NotifyError):
+        return str(exc)
+    default = "configuration" if channel is None else type(channel).__name__
+    name = getattr(channel, "name", None) or default
+    return f"{name}: {type(exc).__name__}: {exc}"
+
+
+def _post_json(name: str, url: str, body: bytes, headers: Mapping[str, str]) -> None:
     request = urllib.request.Request(
         url,
         data=body,
@@ -220,36 +393,55 @@ def _post_json(url: str, body: bytes, headers: Mapping[str, str]) -> None:
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
             response.read()
-    except (OSError, urllib.error.URLError) as exc:  # HTTPError is a URLError
-        raise NotifyError(f"POST {url}: {exc}") from exc
+    except urllib.error.HTTPError as exc:
+        raise NotifyError(f"{name}: POST to {where(url)} answered {exc.code}") from exc
+    except (OSError, ValueError) as exc:  # URLError is an OSError; a bad URL a ValueError
+        reason = scrub(str(getattr(exc, "reason", exc)), (url,))
+        raise NotifyError(f"{name}: POST to {where(url)} failed: {reason}") from exc
 
 
 # ---- configuration -----------------------------------------------------------------------
 
 
 def notifier_from_env(environ: Mapping[str, str] | None = None) -> MultiNotifier:
-    """The channels the environment configures (see the module docstring)."""
+    """The channels the environment configures (see the module docstring). Raises
+    `ValueError` for a configuration that cannot work (email without recipients, a webhook
+    secret that is not base64); the message never shows a secret."""
     env = os.environ if environ is None else environ
     channels: list[Notifier] = []
-    if env.get("TWELVEFOLD_NOTIFY_LOG", "1") not in ("0", "false", "no", "off"):
+    if not _off(env.get("TWELVEFOLD_NOTIFY_LOG", "1")):
         channels.append(LogNotifier())
     if url := env.get("TWELVEFOLD_NOTIFY_WEBHOOK"):
-        channels.append(WebhookNotifier(url))
+        secret = env.get("TWELVEFOLD_WEBHOOK_SECRET") or None
+        try:
+            channels.append(WebhookNotifier(url, secret=secret))
+        except ValueError as exc:
+            raise ValueError(f"TWELVEFOLD_WEBHOOK_SECRET: {exc}") from None
     if url := env.get("TWELVEFOLD_NOTIFY_SLACK"):
         channels.append(SlackNotifier(url))
     if host := env.get("TWELVEFOLD_SMTP_HOST"):
         recipients = [a.strip() for a in env.get("TWELVEFOLD_SMTP_TO", "").split(",")]
         if not any(recipients):
             raise ValueError("TWELVEFOLD_SMTP_HOST is set but TWELVEFOLD_SMTP_TO names nobody")
+        tls = _on(env.get("TWELVEFOLD_SMTP_TLS", "0"))
         channels.append(
             EmailNotifier(
                 host,
-                int(env.get("TWELVEFOLD_SMTP_PORT", "25")),
+                int(env.get("TWELVEFOLD_SMTP_PORT", "465" if tls else "25")),
                 env.get("TWELVEFOLD_SMTP_FROM", "twelvefold@localhost"),
                 [a for a in recipients if a],
                 username=env.get("TWELVEFOLD_SMTP_USER"),
                 password=env.get("TWELVEFOLD_SMTP_PASSWORD"),
-                starttls=env.get("TWELVEFOLD_SMTP_STARTTLS", "0") in ("1", "true", "yes"),
+                starttls=_on(env.get("TWELVEFOLD_SMTP_STARTTLS", "0")),
+                tls=tls,
             )
         )
     return MultiNotifier(channels)
+
+
+def _on(flag: str) -> bool:
+    return flag.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _off(flag: str) -> bool:
+    return flag.strip().lower() in ("0", "false", "no", "off")

@@ -23,6 +23,7 @@ from .types import (
     State,
     Status,
     StepFailed,
+    ToolResult,
     ToolStarted,
 )
 
@@ -32,6 +33,9 @@ EdgeKind = Literal["output", "next", "error", "approved", "rejected", "max_error
 _WAITING_KINDS = frozenset({"approval", "human"})
 _RESETS_ERRORS = frozenset({"tool", "human"})
 BUDGET_EXHAUSTED = ErrorInfo("StepBudgetExhausted", "step budget exhausted")
+
+ASK_NOT_SHOWN = "AskNotShown"
+"""The error type of a pause whose `ask` could not be rendered (runtime/context.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,9 @@ class AgentSpec:
             raise IllegalEvent(state, event, "the thread has already started")
         if state.status == "failed" and not isinstance(event, Retried):
             raise IllegalEvent(state, event, "the thread has failed; retry it first")
+        if isinstance(event, ToolResult) and state.tool_key is None:
+            # The runtime records a call's start before it runs it (runtime/loop.py).
+            raise IllegalEvent(state, event, f"no call of `{state.step}` was started")
 
     def bookkeeping(self, state: State, event: Event) -> State | None:
         """Events that record progress without moving the thread; None for the others."""
@@ -111,13 +118,28 @@ class AgentSpec:
                 # A person chose to go on after the budget ran out: give it back.
                 return replace(resumed, steps=0)
             return resumed
+        if isinstance(event, StepFailed) and event.error.type == ASK_NOT_SHOWN:
+            # The pause could not show its question (runtime/context.render_ask): nobody
+            # was told, and nobody may decide on it; the thread fails until it is fixed.
+            if state.status != "waiting" or state.notified:
+                raise IllegalEvent(state, event, "only an untold pause can fail to ask")
+            return self._copy(state, status="failed", error=event.error)
         if isinstance(event, Notified):
             if state.status != "waiting" or state.notified:
                 raise IllegalEvent(state, event, "nobody is waiting to be told")
-            return self._copy(state, notified=True)
+            if event.delivered:
+                return self._copy(state, notified=True)
+            # Nobody was told: the thread still waits; `expire` tries again (with backoff,
+            # counting these attempts) until someone is told or the deadline passes.
+            return self._copy(state, notices=state.notices + 1)
         if isinstance(event, ToolStarted):
             if self.states[state.step].kind != "tool":
                 raise IllegalEvent(state, event, f"`{state.step}` is not a tool")
+            if state.tool_key is not None:
+                # One call, one key: a call in flight is recovered under its own key.
+                raise IllegalEvent(
+                    state, event, f"a call is already in flight with key {state.tool_key!r}"
+                )
             return self._copy(state, tool_key=event.key)
         return None
 
@@ -199,6 +221,7 @@ class AgentSpec:
         error: ErrorInfo | None = None,
         notified: bool | None = None,
         tool_key: str | None = None,
+        notices: int | None = None,
     ) -> State:
         return State(
             step=state.step,
@@ -211,4 +234,7 @@ class AgentSpec:
             error=error if status is not None else state.error,
             tool_key=tool_key if tool_key is not None else state.tool_key,
             notified=notified if notified is not None else state.notified,
+            request=state.request,
+            notices=notices if notices is not None else state.notices,
+            retry_key=state.retry_key,
         )

@@ -1,18 +1,28 @@
-"""Pause timeouts: an approval or a question nobody answers in time.
+"""Pause timeouts and notice retries: an approval or a question nobody answers in time,
+and a notice no channel took.
 
 An `approval` with `timeout D` that gets no decision within D counts as a rejection, with a
 comment saying so; a `human` step with `timeout D` that gets no answer within D is a failure
 (its `on error`, the `max_errors` escalation, or a failed thread). LANGUAGE.md, "approval"
-and "human".
+and "human". The wait begins at the pause: the event that opened it (the arrival at the
+step, or a `Retried` or `Forked` that reopened it), not when people were told, so a notice
+that is late or never gets out does not stretch the deadline.
+
+A request whose deadline passes before any notice about it was delivered was put to nobody:
+it is neither rejected nor answered by the timeout but recorded as never delivered
+(`StepFailed` with error type `NotDelivered`), which fails the step visibly (its `on error`,
+the `max_errors` escalation, or a failed thread that `resume --retry` puts to people again).
+
+A notice that no channel took (`State.notified` false) is tried again by the sweep, with
+backoff: the first retry is due `NOTICE_BACKOFF` after the last attempt, each further one
+twice as long after the one before, at most `NOTICE_BACKOFF_LIMIT` apart. A wait whose
+process stopped before anyone was even tried is due `NOTICE_BACKOFF` after the pause.
 
 A waiting thread holds no process, so nothing inside the runtime can notice the time
 passing: something outside calls `Runtime.expire()` (`twelvefold expire`, from cron or a
-scheduler), which finds the waiting threads past their deadline and continues them with the
-event a person would otherwise have caused. The wait begins when people were told (the
-`Notified` event's `at`), or when a failed waiting step was retried; a thread whose process
-stopped before telling anyone has not begun waiting (resume it to tell them).
-
-Everything here is a pure function of a thread's state and log; api.py does the I/O.
+scheduler; later the server's timer), which finds the waiting threads past their deadline
+or due a notice and continues them. Everything here is a pure function of a thread's state
+and log; api.py does the I/O.
 """
 
 from __future__ import annotations
@@ -28,17 +38,21 @@ from .types import (
     Event,
     Notified,
     Rejected,
-    Retried,
     State,
     StepFailed,
 )
 
 TIMEOUT_BY = "timeout"
 """Who rejected an approval that timed out (`Rejected.by`)."""
+NOT_DELIVERED = "NotDelivered"
+"""The error type of a request whose deadline passed before any notice reached anyone."""
+NOTICE_BACKOFF = timedelta(minutes=1)
+NOTICE_BACKOFF_LIMIT = timedelta(hours=1)
 
 
 def overdue(state: State, action: Action, events: Sequence[Event], now: datetime) -> Event | None:
-    """The event that ends the thread's wait at `now`, or None while it may go on waiting.
+    """The event that ends the thread's wait at `now`, or None while it may go on waiting:
+    a timeout (`timeout_event`) when people were told, else `never_delivered`.
 
     `action` is `next_action(state)`; `events` is the thread's log.
     """
@@ -46,29 +60,78 @@ def overdue(state: State, action: Action, events: Sequence[Event], now: datetime
     if limit is None or now < limit:
         return None
     assert isinstance(action, AwaitApproval | AwaitAnswer)  # deadline() checked it
+    if not state.notified:
+        return never_delivered(action, events, iso(now))
     return timeout_event(action, iso(now))
 
 
 def deadline(state: State, action: Action, events: Sequence[Event]) -> datetime | None:
-    """When the thread's current wait runs out; None when it does not wait, has no
-    `timeout`, or has not begun waiting (nobody was told yet)."""
-    if state.status != "waiting" or not state.notified:
+    """When the thread's current wait runs out; None when it does not wait or has no
+    `timeout`. Counted from the pause (`wait_began`), whether or not anyone was told."""
+    if state.status != "waiting":
         return None
     if not isinstance(action, AwaitApproval | AwaitAnswer) or action.timeout_seconds is None:
         return None
-    began = wait_began(events, state.step)
+    began = wait_began(events)
     if began is None:
         return None
     return began + timedelta(seconds=action.timeout_seconds)
 
 
-def wait_began(events: Sequence[Event], step: str) -> datetime | None:
-    """When the current wait at `step` began: the latest `Notified` (people were told) or
-    `Retried` (a timed-out step was given another go) there."""
-    for event in reversed(events):
-        if isinstance(event, Notified | Retried) and event.step == step and event.at:
-            return parse_time(event.at)
-    return None
+def wait_began(events: Sequence[Event]) -> datetime | None:
+    """When the current wait began: the time of the event that opened it. While a thread
+    waits only notices are recorded, so that is the latest event that is not a `Notified`
+    (an arrival at the step, or a `Retried` or `Forked` that reopened the wait)."""
+    index = _opening_index(events)
+    opened = events[index] if index >= 0 else None
+    return parse_time(opened.at) if opened is not None and opened.at else None
+
+
+def next_notice(
+    state: State,
+    action: Action,
+    events: Sequence[Event],
+    *,
+    backoff: timedelta = NOTICE_BACKOFF,
+    limit: timedelta = NOTICE_BACKOFF_LIMIT,
+) -> datetime | None:
+    """When a notice about the pending request is next due; None when none is needed (the
+    thread does not wait, or someone was told). `state.notices` attempts have failed: the
+    next is due `notice_backoff(state.notices)` after the last of them (or the pause)."""
+    if state.status != "waiting" or state.notified:
+        return None
+    if not isinstance(action, AwaitApproval | AwaitAnswer):
+        return None
+    last = events[-1] if events else None  # the last attempt, or the pause itself
+    if last is None or not last.at:
+        return None
+    return parse_time(last.at) + notice_backoff(state.notices, backoff=backoff, limit=limit)
+
+
+def notice_backoff(
+    failures: int, *, backoff: timedelta = NOTICE_BACKOFF, limit: timedelta = NOTICE_BACKOFF_LIMIT
+) -> timedelta:
+    """How long after the last attempt (or the pause) the next one waits: `backoff`, then
+    twice that, four times ... at most `limit`. The first attempt from a sweep (the process
+    that paused the thread stopped before telling anyone) also waits `backoff`, so a sweep
+    never races a process that is still telling people."""
+    growth: int = 2 ** min(max(failures - 1, 0), 32)
+    return min(backoff * growth, limit)
+
+
+def never_delivered(
+    action: AwaitApproval | AwaitAnswer, events: Sequence[Event], at: str
+) -> StepFailed:
+    """What a wait records when its deadline passed before any notice reached anyone:
+    a failure of the step (never a rejection or an answer nobody gave), naming the last
+    reasons the channels gave."""
+    assert action.timeout_seconds is not None
+    limit = describe_duration(action.timeout_seconds)
+    attempts = [e for e in events[_opening_index(events) + 1 :] if isinstance(e, Notified)]
+    why = f"; last: {', '.join(attempts[-1].failed)}" if attempts and attempts[-1].failed else ""
+    tries = f"{len(attempts)} attempt{'s' if len(attempts) != 1 else ''}"
+    message = f"the request reached no notification channel within {limit} ({tries}{why})"
+    return StepFailed(step=action.step, at=at, error=ErrorInfo(NOT_DELIVERED, message))
 
 
 def timeout_event(action: AwaitApproval | AwaitAnswer, at: str) -> Rejected | StepFailed:
@@ -82,6 +145,14 @@ def timeout_event(action: AwaitApproval | AwaitAnswer, at: str) -> Rejected | St
     return StepFailed(
         step=action.step, at=at, error=ErrorInfo("Timeout", f"no answer within {limit}")
     )
+
+
+def _opening_index(events: Sequence[Event]) -> int:
+    """The index of the event that opened the current wait (-1 for none)."""
+    index = len(events) - 1
+    while index >= 0 and isinstance(events[index], Notified):
+        index -= 1
+    return index
 
 
 # ---- times and durations -----------------------------------------------------------------

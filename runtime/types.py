@@ -92,6 +92,10 @@ class StepFailed(Event):
     when the step is known to have failed without running its side effect to the end."""
 
 
+LOG_CHANNEL = "log"
+"""The stderr channel's name (runtime/notify.py's `LogNotifier`): see `Notified.delivered`."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Notified(Event):
     """People were told that the thread waits for them (so a restart does not tell them twice)."""
@@ -100,6 +104,14 @@ class Notified(Event):
     """The channels that took the notice."""
     failed: tuple[str, ...] = ()
     """The channels that could not deliver it, each as `name: reason` (no secrets)."""
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the notice reached someone: a channel other than the stderr log took
+        it, or no channel failed. A log line alone counts only where it is the one channel
+        configured (a person at the terminal); with no channel configured at all, nothing
+        could fail and the pause is visible only in `threads` and the printed view."""
+        return not self.failed or any(channel != LOG_CHANNEL for channel in self.channels)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,7 +31,13 @@ from twelvefold.runtime import (
     ToolStarted,
 )
 from twelvefold.runtime import context as context_module
-from twelvefold.runtime.context import build_messages, context_events, render_ask, render_context
+from twelvefold.runtime.context import (
+    AskRenderError,
+    build_messages,
+    context_events,
+    render_ask,
+    render_context,
+)
 
 
 class ListGitTags(BaseModel):
@@ -305,7 +311,7 @@ def test_render_ask_uses_the_value_fields() -> None:
         "Deploy v1.2.3 to production?"
     )
     assert render_ask("Please advise.", None) == "Please advise."
-    with pytest.raises(jinja2.UndefinedError):
+    with pytest.raises(AskRenderError, match="'question' is undefined"):
         render_ask("{{ question }}", PRODUCTION)
 
 
@@ -318,3 +324,33 @@ def test_a_multiline_input_stays_readable_and_inside_its_element() -> None:
     )
     yaml = context_of(with_context(format="yaml"), [Started(step="decide", input=text)])
     assert yaml == f"- user_input: {json.dumps(text)}"
+
+
+def test_render_ask_reads_agent_names_nested_and_shows_nulls_readably() -> None:
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class Line(BaseModel):
+        model_config = ConfigDict(populate_by_name=True)
+        from_: str = Field(alias="from")
+        note: str | None = None
+
+    class Order(BaseModel):
+        items: list[Line]
+        keys: str
+        labels: dict[str, str | None]
+        lines: Line | None = None
+
+    order = Order(
+        items=[Line(from_="a"), Line(from_="b", note="n")],
+        keys="k",
+        labels={"x": None},
+        lines=Line(from_="c"),
+    )
+    shown = render_ask(
+        "{% for i in items %}{{ i.from }}:{{ i.note }};{% endfor %}"
+        "{{ keys }} {{ labels.x }} {{ lines.from }} {{ lines.note.anything }}",
+        order,
+    )
+    assert shown == "a:(none);b:n;k (none) c (none)"
+    with pytest.raises(AskRenderError, match="from_"):
+        render_ask("{{ lines.from_ }}", order)

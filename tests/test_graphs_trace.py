@@ -116,6 +116,7 @@ def out_of_steps(m: Any) -> list[Event]:
     events: list[Event] = [Started(step="decide", input="list tags, forever")]
     for _ in range(12):
         events.append(ModelOutput(step="decide", output=m.ListGitTags()))
+        events.append(ToolStarted(step="list_tags", key="k"))
         events.append(ToolResult(step="list_tags", result=m.GitTags(tags=[])))
     return events
 

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
+import re
 import socket
+import ssl
 from collections.abc import Iterator
+from dataclasses import replace
 from email import message_from_bytes
 from typing import Any, Literal
 
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from pydantic import BaseModel
+from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.support.receivers import HttpReceiver
+from tests.support.receivers import HttpReceiver, dead_port
 from twelvefold.runtime.notify import (
     EmailNotifier,
     LogNotifier,
@@ -24,7 +31,9 @@ from twelvefold.runtime.notify import (
     SlackNotifier,
     WebhookNotifier,
     notifier_from_env,
+    slack_text,
 )
+from twelvefold.runtime.types import Notified
 
 
 class DeployBackend(BaseModel):
@@ -40,7 +49,10 @@ NOTICE = Notice(
     text="Deploy v1.2.3 to production?",
     value=DeployBackend(tag="v1.2.3", env="production"),
     approvers=("release-managers",),
+    request="approve_deploy-4",
 )
+SECRET = "whsec_" + base64.b64encode(b"a 32-byte key for the test suite").decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"somebody else's key, not ours!!").decode()
 
 
 @pytest.fixture
@@ -72,6 +84,13 @@ def smtp_server() -> Iterator[tuple[Controller, Inbox]]:
     controller.stop()
 
 
+def bot_mailer(port: int, **options: Any) -> EmailNotifier:
+    """An email channel on loopback that logs in as `bot` with the password `hunter2`."""
+    return EmailNotifier(
+        "127.0.0.1", port, "bot@x.io", ["rm@x.io"], username="bot", password="hunter2", **options
+    )
+
+
 def notify(notifier: Any, notice: Notice = NOTICE) -> list[str]:
     return asyncio.run(notifier.notify(notice))
 
@@ -90,6 +109,7 @@ def test_webhook_posts_the_notice_as_json(http_receiver: HttpReceiver) -> None:
         "text": "Deploy v1.2.3 to production?",
         "value": {"tag": "v1.2.3", "env": "production"},
         "approvers": ["release-managers"],
+        "request": "approve_deploy-4",
     }
 
 
@@ -109,8 +129,10 @@ def test_slack_posts_an_incoming_webhook_payload(http_receiver: HttpReceiver) ->
 def test_a_webhook_that_refuses_is_a_notify_error() -> None:
     receiver = HttpReceiver(status=500)
     try:
-        with pytest.raises(NotifyError, match=r"POST http://127\.0\.0\.1"):
-            notify(WebhookNotifier(receiver.url("/down")))
+        with pytest.raises(NotifyError) as caught:
+            notify(WebhookNotifier(receiver.url("/down/t0ken")))
+        port = receiver.server.server_address[1]
+        assert str(caught.value) == f"webhook: POST to http://127.0.0.1:{port} answered 500"
         assert len(receiver.received) == 1
     finally:
         receiver.server.shutdown()
@@ -131,7 +153,7 @@ def test_email_goes_through_a_real_smtp_server(smtp_server: tuple[Controller, In
 
 
 def test_an_unreachable_smtp_server_is_a_notify_error() -> None:
-    with pytest.raises(NotifyError, match=r"email via 127\.0\.0\.1:1"):
+    with pytest.raises(NotifyError, match=r"^email: SMTP via 127\.0\.0\.1:1 failed: "):
         notify(EmailNotifier("127.0.0.1", 1, "a@b", ["c@d"]))
 
 
@@ -143,7 +165,7 @@ def test_log_writes_what_to_run() -> None:
     assert "twelvefold resume th-2 --answer TEXT" in stream.getvalue()
 
 
-def test_multi_delivers_to_every_channel_and_survives_one_failing(
+def test_multi_tries_every_channel_and_reports_the_one_that_failed(
     http_receiver: HttpReceiver,
 ) -> None:
     channels = MultiNotifier(
@@ -153,10 +175,13 @@ def test_multi_delivers_to_every_channel_and_survives_one_failing(
             SlackNotifier(http_receiver.url("/b")),
         ]
     )
-    assert notify(channels) == ["webhook", "slack"]
+    with pytest.raises(NotifyError) as caught:
+        notify(channels)
+    assert caught.value.delivered == ("webhook", "slack")
+    (failed,) = caught.value.failed
+    assert failed.startswith("email: SMTP via 127.0.0.1:1 failed: ")
     assert [path for path, _, _ in http_receiver.received] == ["/a", "/b"]
-    with pytest.raises(NotifyError):
-        notify(MultiNotifier([EmailNotifier("127.0.0.1", 1, "a@b", ["c@d"])]))
+    assert notify(MultiNotifier([WebhookNotifier(http_receiver.url("/c"))])) == ["webhook"]
 
 
 def test_the_environment_configures_the_channels(
@@ -183,3 +208,273 @@ def test_the_environment_configures_the_channels(
 def test_email_without_recipients_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="TWELVEFOLD_SMTP_TO"):
         notifier_from_env({"TWELVEFOLD_SMTP_HOST": "127.0.0.1"})
+
+
+# ---- Standard Webhooks: checked by the `standardwebhooks` package, not by our own code ------
+
+
+def lowered(headers: dict[str, str]) -> dict[str, str]:
+    """HTTP header names are case-insensitive (urllib sends `Webhook-id`)."""
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def test_a_signed_webhook_verifies_with_the_standard_webhooks_library(
+    http_receiver: HttpReceiver,
+) -> None:
+    notify(WebhookNotifier(http_receiver.url("/hook"), secret=SECRET))
+    ((_, sent, body),) = http_receiver.received
+    headers = lowered(sent)
+    assert Webhook(SECRET).verify(body, headers) == http_receiver.json()
+    assert re.fullmatch(r"msg_[0-9a-f]{32}", headers["webhook-id"])
+    assert re.fullmatch(r"[0-9]+", headers["webhook-timestamp"])
+    assert headers["webhook-signature"].startswith("v1,")
+
+
+def test_a_wrong_secret_or_a_changed_body_fails_verification(http_receiver: HttpReceiver) -> None:
+    notify(WebhookNotifier(http_receiver.url("/hook"), secret=SECRET))
+    ((_, headers, body),) = http_receiver.received
+    with pytest.raises(WebhookVerificationError):
+        Webhook(OTHER_SECRET).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body.replace(b"production", b"staging"), headers)
+    unsigned = {k: v for k, v in lowered(headers).items() if k != "webhook-signature"}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body, unsigned)
+
+
+def test_the_webhook_id_is_one_per_notice_and_kept_across_its_retries(
+    http_receiver: HttpReceiver,
+) -> None:
+    channel = WebhookNotifier(http_receiver.url("/hook"), secret=SECRET)
+    notify(channel)
+    notify(channel)  # the same notice, tried again
+    notify(channel, replace(NOTICE, request="approve_deploy-9"))
+    notify(channel, replace(NOTICE, thread_id="th-2"))
+    ids = [lowered(headers)["webhook-id"] for _, headers, _ in http_receiver.received]
+    assert ids[0] == ids[1]
+    assert len({ids[0], ids[2], ids[3]}) == 3
+    for _, headers, body in http_receiver.received:  # each attempt is signed afresh
+        Webhook(SECRET).verify(body, headers)
+
+
+def test_without_a_secret_the_webhook_is_identified_but_unsigned(
+    http_receiver: HttpReceiver,
+) -> None:
+    notify(WebhookNotifier(http_receiver.url("/hook")))
+    ((_, sent, _),) = http_receiver.received
+    headers = lowered(sent)
+    assert "webhook-id" in headers and "webhook-timestamp" in headers
+    assert "webhook-signature" not in headers
+
+
+def test_a_secret_that_is_not_base64_is_refused_without_showing_it() -> None:
+    with pytest.raises(ValueError, match="TWELVEFOLD_WEBHOOK_SECRET") as caught:
+        notifier_from_env(
+            {
+                "TWELVEFOLD_NOTIFY_WEBHOOK": "http://127.0.0.1:1/hook",
+                "TWELVEFOLD_WEBHOOK_SECRET": "whsec_not*base64*hunter2",
+            }
+        )
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_environment_signs_webhooks_with_its_secret(http_receiver: HttpReceiver) -> None:
+    notifier = notifier_from_env(
+        {
+            "TWELVEFOLD_NOTIFY_LOG": "0",
+            "TWELVEFOLD_NOTIFY_WEBHOOK": http_receiver.url("/hook"),
+            "TWELVEFOLD_WEBHOOK_SECRET": SECRET,
+        }
+    )
+    assert notify(notifier) == ["webhook"]
+    ((_, headers, body),) = http_receiver.received
+    Webhook(SECRET).verify(body, headers)
+
+
+# ---- Slack: what a model wrote is shown, never acted on -------------------------------------
+
+HOSTILE = (
+    "done```\n*Approved by the CFO* <!channel> @channel @here "
+    "<https://evil.example/pay|https://bank.example/approve> & more"
+)
+
+
+def test_slack_escapes_a_model_value_that_tries_to_break_out(http_receiver: HttpReceiver) -> None:
+    hostile = replace(NOTICE, text=f"Deploy {HOSTILE}?", value={"tag": HOSTILE})
+    notify(SlackNotifier(http_receiver.url("/services/T/B/X")), hostile)
+    payload = http_receiver.json()
+    section = payload["blocks"][1]["text"]["text"]
+    mrkdwn = [payload["text"], section, *(e["text"] for e in payload["blocks"][2]["elements"])]
+    for text in mrkdwn:
+        assert "<!channel>" not in text and "<https://" not in text and "<" not in text
+        assert not re.search(r"@(channel|here)\b", text), text
+    # The value stays inside its code block: exactly the block's own two fences.
+    assert section.count("```") == 2 and section.endswith("```")
+    assert "&lt;!channel&gt;" in section and "&amp; more" in section
+    assert "https://evil.example/pay|https://bank.example/approve" in section  # shown, inert
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("a & b", "a &amp; b"),
+        ("<!here>", "&lt;!here&gt;"),
+        ("<@U123>", "&lt;@\u2060U123&gt;"),
+        ("@channel", "@\u2060channel"),
+        ("```", "\u02cb\u02cb\u02cb"),
+        ("plain text", "plain text"),
+    ],
+)
+def test_slack_text_is_shown_literally(text: str, shown: str) -> None:
+    assert slack_text(text) == shown
+
+
+# ---- email: a password only over TLS ----------------------------------------------------
+
+
+def test_a_password_is_never_sent_without_tls(smtp_server: tuple[Controller, Inbox]) -> None:
+    controller, inbox = smtp_server
+    notifier = bot_mailer(controller.port)
+    with pytest.raises(NotifyError, match="refusing to send the SMTP password") as caught:
+        notify(notifier)
+    assert "hunter2" not in str(caught.value)
+    assert inbox.messages == []
+
+
+def test_starttls_that_the_server_does_not_offer_stops_before_the_login(
+    smtp_server: tuple[Controller, Inbox],
+) -> None:
+    controller, inbox = smtp_server  # aiosmtpd without a TLS context offers no STARTTLS
+    notifier = bot_mailer(controller.port, starttls=True)
+    with pytest.raises(NotifyError, match="STARTTLS") as caught:
+        notify(notifier)
+    assert "hunter2" not in str(caught.value)
+    assert inbox.messages == []
+
+
+def test_the_environment_chooses_implicit_tls_on_port_465() -> None:
+    notifier = notifier_from_env(
+        {"TWELVEFOLD_NOTIFY_LOG": "0", "TWELVEFOLD_SMTP_HOST": "mx", "TWELVEFOLD_SMTP_TO": "a@b"}
+        | {"TWELVEFOLD_SMTP_TLS": "1", "TWELVEFOLD_SMTP_USER": "u"}
+    )
+    (channel,) = notifier.channels
+    assert isinstance(channel, EmailNotifier)
+    assert (channel.tls, channel.port) == (True, 465)
+
+
+# ---- every channel down: every failure reported, no secret in any of them ----------------
+
+
+def test_every_failed_channel_is_reported_and_no_message_shows_a_secret() -> None:
+    port = dead_port()
+    refusing = HttpReceiver(status=500)
+    stream = io.StringIO()
+    try:
+        notifier = MultiNotifier(
+            [
+                LogNotifier(stream),
+                WebhookNotifier(f"http://hook:s3cr3t@127.0.0.1:{port}/h/T0KEN?sig=abc"),
+                SlackNotifier(refusing.url("/services/T0001/B0002/XOXBSLACKTOKEN")),
+                bot_mailer(port),
+            ]
+        )
+        with pytest.raises(NotifyError) as caught:
+            notify(notifier)
+    finally:
+        refusing.server.shutdown()
+        refusing.server.server_close()
+    error = caught.value
+    assert error.delivered == ("log",)
+    assert [reason.split(":", 1)[0] for reason in error.failed] == ["webhook", "slack", "email"]
+    shown = " ".join([str(error), *error.failed])
+    for secret in ("s3cr3t", "T0KEN", "sig=abc", "XOXBSLACKTOKEN", "T0001", "hunter2"):
+        assert secret not in shown, shown
+    # The log line went out, but where other channels are configured it tells nobody.
+    assert "deploybot waits for approval" in stream.getvalue()
+    told = Notified(step="s", channels=error.delivered, failed=error.failed)
+    assert not told.delivered
+
+
+@pytest.mark.parametrize(
+    ("channels", "failed", "delivered"),
+    [
+        (("log",), (), True),  # a log-only setup: a person at the terminal
+        (("log",), ("webhook: answered 500",), False),
+        ((), ("webhook: answered 500",), False),
+        (("webhook",), ("slack: answered 500",), True),
+        ((), (), True),  # no channel configured: nothing could fail
+    ],
+)
+def test_what_counts_as_delivered(
+    channels: tuple[str, ...], failed: tuple[str, ...], delivered: bool
+) -> None:
+    assert Notified(step="s", channels=channels, failed=failed).delivered is delivered
+
+
+class TlsSmtp:
+    """aiosmtpd that requires STARTTLS and a login, with a certificate from a throwaway CA
+    that `trusting` (and nothing else) trusts. `logins` records each login and whether
+    the connection was encrypted when it came."""
+
+    def __init__(self, *, implicit: bool = False) -> None:
+        ca = trustme.CA()
+        server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_side)
+        self.trusting = ssl.create_default_context()
+        ca.configure_trust(self.trusting)
+        self.inbox = Inbox()
+        self.logins: list[tuple[bytes, bytes, bool]] = []
+        self.controller = Controller(
+            self.inbox,
+            hostname="127.0.0.1",
+            port=dead_port(),
+            tls_context=None if implicit else server_side,
+            require_starttls=not implicit,
+            ssl_context=server_side if implicit else None,
+            # aiosmtpd counts only STARTTLS as TLS for AUTH; `logins` shows the session's.
+            auth_require_tls=not implicit,
+            auth_required=True,
+            authenticator=self.authenticate,
+        )
+
+    def authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        encrypted = session.ssl is not None or server.transport.get_extra_info("ssl_object")
+        self.logins.append((data.login, data.password, bool(encrypted)))
+        return AuthResult(success=(data.login, data.password) == (b"bot", b"hunter2"))
+
+
+@pytest.fixture
+def tls_smtp() -> Iterator[TlsSmtp]:
+    server = TlsSmtp()
+    server.controller.start()
+    yield server
+    server.controller.stop()
+
+
+def test_a_login_goes_over_starttls_with_the_certificate_checked(tls_smtp: TlsSmtp) -> None:
+    port = tls_smtp.controller.port
+    notifier = bot_mailer(port, starttls=True, context=tls_smtp.trusting)
+    assert notify(notifier) == ["email"]
+    assert tls_smtp.logins == [(b"bot", b"hunter2", True)]  # the password, encrypted
+    assert len(tls_smtp.inbox.messages) == 1
+
+    untrusted = bot_mailer(port, starttls=True)  # the system's authorities do not know it
+    with pytest.raises(NotifyError, match="CERTIFICATE_VERIFY_FAILED") as caught:
+        notify(untrusted)
+    assert "hunter2" not in str(caught.value)
+    assert len(tls_smtp.logins) == 1, "no password went to a server we could not verify"
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_a_login_goes_over_implicit_tls() -> None:
+    server = TlsSmtp(implicit=True)
+    server.controller.start()
+    try:
+        notifier = bot_mailer(server.controller.port, tls=True, context=server.trusting)
+        assert notify(notifier) == ["email"]
+    finally:
+        server.controller.stop()
+    assert server.logins == [(b"bot", b"hunter2", True)]
+    assert len(server.inbox.messages) == 1

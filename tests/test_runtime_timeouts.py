@@ -6,27 +6,47 @@ clock, so nothing sleeps."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from standardwebhooks import Webhook
 
 from tests.runtime_helpers import EXAMPLES, FIXTURES, RecordingNotifier, ScriptedModel
+from tests.support.receivers import HttpReceiver
 from twelvefold.cli import cli
 from twelvefold.commands.run import expiry_line
 from twelvefold.runtime.api import AsyncRuntime, Expiry, Runtime
 from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.loading import load_agent
+from twelvefold.runtime.loop import Agent
+from twelvefold.runtime.notify import LogNotifier, MultiNotifier, NotifyError, WebhookNotifier
 from twelvefold.runtime.store import Head, Restored, SqliteStore
-from twelvefold.runtime.timeouts import describe_duration, parse_time
+from twelvefold.runtime.timeouts import (
+    deadline,
+    describe_duration,
+    iso,
+    next_notice,
+    notice_backoff,
+    overdue,
+    parse_time,
+)
 from twelvefold.runtime.types import (
     Approved,
     ErrorInfo,
     Event,
+    ModelOutput,
     Notified,
     Rejected,
+    Started,
     StepFailed,
     ToolStarted,
 )
@@ -34,6 +54,8 @@ from twelvefold.runtime.types import (
 PATIENCE = FIXTURES / "patience.agent"
 CHANGE = {"type": "Change", "what": "rename the table"}
 QUESTION = {"type": "Question", "text": "Which table?"}
+DONE = {"type": "Done", "message": "left it alone"}
+SECRET = "whsec_" + base64.b64encode(b"the patience agent's webhook key").decode()
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +75,12 @@ def runtime(store: SqliteStore, cache: Path, model: ScriptedModel) -> Runtime:
 
 
 def waiting_since(rt: Runtime, thread_id: str) -> datetime:
-    """When people were last told about the thread (its wait began)."""
-    told = [e for e in rt.events(thread_id) if isinstance(e, Notified)]
-    assert told and told[-1].at
-    return parse_time(told[-1].at)
+    """When the thread's current wait began: the pause (the event that opened it)."""
+    events = rt.events(thread_id)
+    assert isinstance(events[-1], Notified), "people were told"
+    opened = [e for e in events if not isinstance(e, Notified)][-1]
+    assert opened.at
+    return parse_time(opened.at)
 
 
 def test_an_approval_with_no_decision_in_time_counts_as_a_rejection(
@@ -279,3 +303,245 @@ def test_the_async_runtime_expires_too(tmp_path: Path, cache: Path) -> None:
         store.close()
 
     asyncio.run(scenario())
+
+
+# ---- a dead notification channel: the pause holds, the notice is retried, never lost ------
+
+
+@pytest.fixture
+def flaky() -> Iterator[HttpReceiver]:
+    """A webhook receiver that answers 500 until a test sets its `status` to 200."""
+    receiver = HttpReceiver(status=500)
+    yield receiver
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+def with_channels(store: SqliteStore, cache: Path, model: ScriptedModel, url: str) -> Runtime:
+    """A runtime whose notices go to the log (a stream) and a signed webhook at `url`."""
+    channels = MultiNotifier([LogNotifier(io.StringIO()), WebhookNotifier(url, secret=SECRET)])
+    return Runtime(store, model=model, notifier=channels, cache_dir=cache)
+
+
+def attempts(rt: Runtime, thread_id: str) -> list[Notified]:
+    return [e for e in rt.events(thread_id) if isinstance(e, Notified)]
+
+
+def paused_at(rt: Runtime, thread_id: str) -> datetime:
+    """When the wait began: the event that opened it, whatever became of the notices."""
+    opened = [e for e in rt.events(thread_id) if not isinstance(e, Notified)][-1]
+    assert opened.at
+    return parse_time(opened.at)
+
+
+def test_a_dead_channel_leaves_the_thread_waiting_after_one_attempt(
+    store: SqliteStore, cache: Path, flaky: HttpReceiver
+) -> None:
+    rt = with_channels(store, cache, ScriptedModel([CHANGE]), flaky.url("/hook"))
+    view = rt.launch(PATIENCE, "tidy the schema")
+    assert (view.status, view.step, view.untold) == ("waiting", "approve_change", True)
+    port = flaky.server.server_address[1]
+    assert view.notice_failed == (f"webhook: POST to http://127.0.0.1:{port} answered 500",)
+    (told,) = attempts(rt, view.id)  # one attempt, no tight loop on a dead channel
+    assert told.channels == ("log",) and not told.delivered  # the log line alone tells nobody
+    assert (view.state.notified, view.state.notices) == (False, 1)
+    assert len(flaky.received) == 1
+    assert view.to_json()["notified"] is False
+    assert view.to_json()["notice_failed"] == list(view.notice_failed)
+
+
+def test_expire_retries_a_failed_notice_with_backoff_until_it_is_delivered(
+    store: SqliteStore, cache: Path, flaky: HttpReceiver
+) -> None:
+    rt = with_channels(store, cache, ScriptedModel([CHANGE]), flaky.url("/hook"))
+    view = rt.launch(PATIENCE, "tidy the schema")
+    first = parse_time(attempts(rt, view.id)[-1].at or "")
+
+    assert rt.expire(now=first + timedelta(seconds=59)) == []  # backoff: 1 minute
+    assert len(flaky.received) == 1
+    (retried,) = rt.expire(now=first + timedelta(minutes=1))
+    assert isinstance(retried.event, Notified) and not retried.event.delivered
+    assert retried.view is not None and retried.view.untold
+    assert retried.view.state.notices == 2 and len(flaky.received) == 2
+    assert "nobody was told" in expiry_line(retried)
+
+    second = first + timedelta(minutes=1)
+    assert rt.expire(now=second + timedelta(seconds=119)) == []  # then 2 minutes
+    flaky.status = 200  # the channel is back
+    (delivered,) = rt.expire(now=second + timedelta(minutes=2))
+    assert isinstance(delivered.event, Notified) and delivered.event.delivered
+    assert delivered.event.channels == ("log", "webhook") and delivered.event.failed == ()
+    assert delivered.view is not None and not delivered.view.untold
+    assert expiry_line(delivered).endswith("tried again, told log, webhook")
+
+    # Every attempt was the same notice: one webhook-id, each signed afresh.
+    ids = {headers["Webhook-Id"] for _, headers, _ in flaky.received}
+    assert len(ids) == 1 and len(flaky.received) == 3
+    for _, headers, body in flaky.received:
+        Webhook(SECRET).verify(body, headers)
+    assert rt.expire(now=second + timedelta(minutes=20)) == [], "told: nothing more to do"
+
+
+def test_a_deadline_counts_from_the_pause_not_from_the_notice(
+    store: SqliteStore, cache: Path, flaky: HttpReceiver
+) -> None:
+    rt = with_channels(store, cache, ScriptedModel([CHANGE, DONE]), flaky.url("/hook"))
+    view = rt.launch(PATIENCE, "tidy the schema")
+    paused = paused_at(rt, view.id)
+    flaky.status = 200
+    (late,) = rt.expire(now=paused + timedelta(minutes=20))  # told 20 minutes late
+    assert isinstance(late.event, Notified) and late.event.delivered
+
+    (expiry,) = rt.expire(now=paused + timedelta(minutes=30))  # not 20 + 30
+    assert isinstance(expiry.event, Rejected) and expiry.event.by == "timeout"
+    assert expiry.view is not None and expiry.view.status == "finished"
+
+
+def test_a_request_nobody_was_told_about_is_never_delivered_not_rejected(
+    store: SqliteStore, cache: Path, flaky: HttpReceiver
+) -> None:
+    model = ScriptedModel([CHANGE])
+    rt = with_channels(store, cache, model, flaky.url("/hook"))
+    view = rt.launch(PATIENCE, "tidy the schema")
+    paused = paused_at(rt, view.id)
+    assert len(rt.expire(now=paused + timedelta(minutes=5))) == 1  # a retry, failed too
+
+    (expiry,) = rt.expire(now=paused + timedelta(minutes=30))
+    assert expiry.never_delivered and expiry.problem is None
+    assert isinstance(expiry.event, StepFailed)
+    assert expiry.event.error.type == "NotDelivered"
+    port = flaky.server.server_address[1]
+    assert expiry.event.error.message == (
+        "the request reached no notification channel within 30m (2 attempts; last: "
+        f"webhook: POST to http://127.0.0.1:{port} answered 500)"
+    )
+    assert expiry.view is not None
+    assert (expiry.view.status, expiry.view.step) == ("failed", "approve_change")
+    events = rt.events(view.id)
+    assert not any(isinstance(e, Rejected | ToolStarted) for e in events)
+    assert len(model.requests) == 1, "the model was not told of a rejection nobody made"
+    assert "was never delivered" in expiry_line(expiry)
+    assert expiry.to_json()["expired"]["never_delivered"] is True
+
+    # Retried, the request is put to people again, with a new deadline from the retry.
+    flaky.status = 200
+    retried = rt.retry(view.id, by="ops")
+    assert (retried.status, retried.untold) == ("waiting", False)
+    again = paused_at(rt, view.id)
+    assert type(rt.events(view.id)[-2]).__name__ == "Retried"
+    assert rt.expire(now=again + timedelta(minutes=29)) == []
+
+
+def test_a_wait_whose_process_stopped_before_telling_anyone_is_told_by_the_sweep(
+    store: SqliteStore, cache: Path, flaky: HttpReceiver
+) -> None:
+    rt = with_channels(store, cache, ScriptedModel([CHANGE]), flaky.url("/hook"))
+    view = rt.launch(PATIENCE, "tidy the schema")
+    # The same log without its notice: the process died between the pause and telling.
+    codec = rt.agent(PATIENCE).codec
+    events = [e for e in rt.events(view.id) if not isinstance(e, Notified)]
+    store.create(replace(store.info(view.id), id="orphan", seq=len(events)), events, codec)
+    flaky.status = 200
+    paused = paused_at(rt, "orphan")
+    # Not at once: the process that paused it may still be telling people.
+    assert rt.expire(now=paused + timedelta(seconds=59)) == []
+    swept = rt.expire(now=paused + timedelta(minutes=1))
+    assert [(e.thread_id, type(e.event).__name__) for e in swept] == [("orphan", "Notified")]
+    assert rt.get("orphan").state.notified
+
+
+class LoopedOnADeadChannel(BaseException):
+    """Raised past the loop's `except Exception` so a tight retry loop fails, not hangs."""
+
+
+class DeadChannel:
+    name = "webhook"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def notify(self, notice: object) -> list[str]:
+        self.calls += 1
+        if self.calls > 2:
+            raise LoopedOnADeadChannel(f"notified {self.calls} times in one advance")
+        raise NotifyError("webhook: POST to http://127.0.0.1:9 failed: refused")
+
+
+def test_one_advance_tries_a_dead_channel_once(store: SqliteStore, cache: Path) -> None:
+    channel = DeadChannel()
+    rt = Runtime(store, model=ScriptedModel([CHANGE]), notifier=channel, cache_dir=cache)
+    view = rt.launch(PATIENCE, "tidy the schema")
+    assert (view.status, view.untold, channel.calls) == ("waiting", True, 1)
+    resumed = rt.resume(view.id)  # a resume without a decision tries once more, no more
+    assert (resumed.untold, resumed.state.notices, channel.calls) == (True, 2, 2)
+
+
+# ---- the rule, over any run of notice outcomes (the real reducer of the patience agent) ---
+
+PAUSE = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+FAILURES = st.lists(st.sampled_from(["webhook: answered 500", "slack: refused", "email: down"]))
+
+
+@st.composite
+def notice_runs(draw: st.DrawFn) -> list[Notified]:
+    """Failed attempts at increasing times (with or without the log line), then perhaps
+    one that reached someone."""
+    count = draw(st.integers(0, 6))
+    gaps = draw(st.lists(st.integers(1, 3 * 3600), min_size=count + 1, max_size=count + 1))
+    moments = [PAUSE + timedelta(seconds=sum(gaps[: i + 1])) for i in range(count + 1)]
+    run = [
+        Notified(
+            step="approve_change",
+            at=iso(moment),
+            channels=("log",) if draw(st.booleans()) else (),
+            failed=tuple(draw(FAILURES.filter(bool))),
+        )
+        for moment in moments[:count]
+    ]
+    if draw(st.booleans()):
+        told = draw(st.sampled_from([("webhook",), ("log",), ("log", "slack")]))
+        failed = () if told == ("log",) else tuple(draw(FAILURES))
+        run.append(
+            Notified(step="approve_change", at=iso(moments[-1]), channels=told, failed=failed)
+        )
+    return run
+
+
+@given(run=notice_runs())
+@settings(max_examples=150, deadline=None)
+def test_a_wait_ends_by_its_deadline_from_the_pause_and_only_a_delivered_notice_lets_it_reject(
+    patience: Agent, run: list[Notified]
+) -> None:
+    module = patience.module
+    change = patience.spec.types["Change"](what="x")
+    events: list[Event] = [
+        Started(step="decide", at=iso(PAUSE - timedelta(seconds=1)), input="x"),
+        ModelOutput(step="decide", at=iso(PAUSE), output=change),
+        *run,
+    ]
+    state = module.replay(events)
+    action = module.next_action(state)
+    delivered = any(e.delivered for e in run)
+    assert state.status == "waiting" and state.notified is delivered
+    assert state.notices == sum(not e.delivered for e in run)
+
+    limit = PAUSE + timedelta(minutes=30)
+    assert deadline(state, action, events) == limit  # from the pause, whatever the notices
+    assert overdue(state, action, events, limit - timedelta(microseconds=1)) is None
+    ended = overdue(state, action, events, limit)
+    if delivered:
+        assert isinstance(ended, Rejected) and ended.by == "timeout"
+        assert next_notice(state, action, events) is None
+    else:
+        assert isinstance(ended, StepFailed) and ended.error.type == "NotDelivered"
+        due = next_notice(state, action, events)
+        last = parse_time(events[-1].at or "")
+        assert due == last + notice_backoff(state.notices)
+        assert notice_backoff(state.notices) <= timedelta(hours=1)
+    assert ended is not None
+    assert module.reduce(state, ended).status in ("running", "failed", "waiting")
+
+
+@pytest.fixture(scope="module")
+def patience(cache: Path) -> Agent:
+    return load_agent(PATIENCE, cache_dir=cache)

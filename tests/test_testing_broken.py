@@ -16,7 +16,7 @@ from twelvefold.runtime.types import (
     StepFailed,
     ToolResult,
 )
-from twelvefold.testing.coverage import ACTION_EVENTS
+from twelvefold.testing.coverage import ACTION_EVENTS, explore
 from twelvefold.testing.properties import PROPERTIES, PropertyFailed
 from twelvefold.testing.runner import run_property
 from twelvefold.testing.subject import Subject, checked_program
@@ -41,7 +41,9 @@ def _caught(name: str, tmp_path: Path) -> PropertyFailed:
     bug = BUGS[name]
     reference = import_generated(EXAMPLES / f"{bug.agent}.agent", tmp_path / "source")
     subject = _subject(broken_module(name, tmp_path), bug.agent, reference)
-    outcome = run_property(subject, BY_NAME[bug.caught_by], examples=EXAMPLES_PER_RUN, seed=0)
+    paths = list(explore(subject).paths.values())
+    prop = BY_NAME[bug.caught_by]
+    outcome = run_property(subject, prop, examples=EXAMPLES_PER_RUN, seed=0, paths=paths)
     assert outcome.failure is not None, f"{name} was not caught by {bug.caught_by}"
     return outcome.failure
 
@@ -165,3 +167,21 @@ def test_an_action_that_calls_another_function_is_caught_where_it_is_asked_for(
     assert "next action differs" in failure.message
     assert "deploybot.tools:deploy_backend" in failure.message
     assert isinstance(failure.events[-1], ModelOutput)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["answer_taken_as_approval", "deploy_takes_any_result", "undeclared_output_taken_as_done"],
+)
+def test_illegal_events_aimed_along_the_shortest_paths_are_refused(
+    name: str, tmp_path: Path
+) -> None:
+    failure = _caught(name, tmp_path)
+    assert failure.extra is not None
+    assert "an illegal event was accepted" in failure.message
+
+
+def test_an_action_that_forgets_what_the_state_holds_is_caught(tmp_path: Path) -> None:
+    failure = _caught("approval_forgets_it_told_people", tmp_path)
+    assert "does not say whether people were told" in failure.message
+    assert isinstance(failure.events[-1], Notified)

@@ -11,7 +11,7 @@ family and listing it in CHECKS.
     reachability.py  E3xx  reachable from start, can finish
     typeflow.py      E4xx  values arriving at a step are of its declared type
     templates.py     E403, E7xx  ask and prompt templates
-    approval.py      E5xx  approval dominance
+    approval.py      E5xx  approval dominance, null skipping it, approvals that show the value
     loops.py         E6xx  bounded loops
     size.py          W8xx  agents that are probably two
     unused.py        W9xx  unused types and states
@@ -53,6 +53,8 @@ CHECKS: list[Check] = [
     templates.ask_templates,
     # E5xx
     approval.approval_dominates,
+    approval.null_cannot_skip,
+    approval.approval_shows_the_input,
     # E6xx
     loops.cycles_pass_a_decision,
     loops.cycles_are_bounded,

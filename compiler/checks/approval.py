@@ -11,6 +11,14 @@ earlier guards for the same type (`Edge.excluded`), so
 leaves only "staging" on the second edge, and `requires approval if env == "production"`
 cannot hold there. `guards.can_hold` decides it: exactly over literal unions and bools,
 conservatively (it can hold) over anything else.
+
+Two more holes are closed here (issue 8, "approval semantics without holes"):
+
+- E502: a guard that a missing value makes false, e.g. `requires approval if amount >
+  1000` with `amount: float?` — a null amount (the model left it out) skips the person.
+  `guards.null_skips` finds every such optional field; the fix says what null means.
+- E503: an approval in front of a sensitive tool that does not take the tool's input:
+  its `ask` cannot show the values the person is approving.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from collections.abc import Iterator
 from .. import nodes as n
 from .. import types as t
 from ..diagnostics import Diagnostic, Span, error
-from ..guards import can_hold
+from ..guard_text import guard_text
+from ..guards import can_hold, null_skips
 from ..program import Edge, Program
 from .common import input_type, start_state, type_table, with_note
 from .typeflow import arriving_types, carried_types
@@ -95,3 +104,58 @@ def _bypass(
         requirement.span,
         "approval required here",
     )
+
+
+def null_cannot_skip(program: Program, _: object) -> Iterator[Diagnostic]:
+    """E502: `requires approval if GUARD` holds when a field GUARD reads is missing."""
+    table = type_table(program)
+    for name, step in program.steps.items():
+        if not isinstance(step, n.ToolStep) or step.requires_approval is None:
+            continue
+        guard = step.requires_approval.guard
+        if guard is None or step.input is None:
+            continue
+        for field in null_skips(guard, table.named(step.input.text), table):
+            yield error(
+                "E502",
+                f"a missing `{field}` skips the approval of `{name}`: the condition is false "
+                f"when `{field}` is null",
+                program.source.path,
+                guard.span,
+                label=f"false when `{field}` is null",
+                help=f"ask for approval when it is missing: `requires approval if {field} == "
+                f"null or {guard_text(guard)}` (or write `{field} != null and ...` if a "
+                "missing value needs no approval)",
+            )
+
+
+def approval_shows_the_input(program: Program, _: object) -> Iterator[Diagnostic]:
+    """E503: the approval in front of a sensitive tool takes (and can show) its input."""
+    path = program.source.path
+    for name, step in program.steps.items():
+        if not isinstance(step, n.ToolStep) or step.requires_approval is None:
+            continue
+        if step.input is None:
+            continue  # the tool takes nothing: there is no value to show
+        for source, _target, data in program.graph.in_edges(name, data=True):
+            edge: Edge = data["edge"]
+            approval = program.steps.get(source)
+            if edge.kind != "approved" or not isinstance(approval, n.ApprovalStep):
+                continue
+            if approval.input is not None:
+                continue  # a different type is E401's business
+            tool_input = step.input.text
+            yield with_note(
+                error(
+                    "E503",
+                    f"approval `{source}` takes no input, so the person approving `{name}` "
+                    f"never sees the `{tool_input}` it runs with",
+                    path,
+                    approval.name.span,
+                    label="shows nothing of the value",
+                    help=f"declare the tool's input and show it: `approval {source}"
+                    f'({tool_input}) {{ ask "... {{{{ FIELD }}}} ..." ... }}`',
+                ),
+                step.requires_approval.span,
+                "approval required here",
+            )

@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
+import networkx as nx
+
 from .. import nodes as n
 from .. import types as t
 from ..diagnostics import Diagnostic, Label, Span
-from ..program import Program
+from ..guards import GuardScope, rules_that_fire, type_guard
+from ..program import Edge, Program
 
 
 def with_note(diagnostic: Diagnostic, span: Span, message: str) -> Diagnostic:
@@ -73,3 +76,41 @@ def misses_successor(step: n.Step) -> bool:
         case n.LlmStep():
             return not step.rules
     return False
+
+
+def rules_that_never_fire(program: Program) -> set[tuple[str, Span]]:
+    """The llm rules (state, span) no value can take: the guard cannot hold once every
+    earlier guard for the type failed. Decided by `guards.rules_that_fire`, the same
+    enumeration approval dominance uses: exact over literal unions and bools, "it can"
+    over the rest. A type with an ill-typed guard (E2xx, reported as that) is not judged."""
+    table = type_table(program)
+    dead: set[tuple[str, Span]] = set()
+    for state, step in program.steps.items():
+        if not isinstance(step, n.LlmStep):
+            continue
+        by_type: dict[str, list[Edge]] = {}
+        for edge in program.edges_from(state):
+            if edge.kind == "output" and edge.type is not None:
+                by_type.setdefault(edge.type, []).append(edge)
+        for type_name, edges in by_type.items():
+            root = table.named(type_name)
+            scope = GuardScope(root, table, "", "")
+            guards = [edge.guard for edge in edges]
+            if any(type_guard(g, scope) for g in guards if g is not None):
+                continue
+            fires = rules_that_fire(guards, root, table)
+            for edge, fired in zip(edges, fires, strict=True):
+                if not fired:
+                    dead.add((state, edge.span))
+    return dead
+
+
+def live_graph(program: Program) -> nx.MultiDiGraph:
+    """The graph without the rules that can never fire."""
+    dead = rules_that_never_fire(program)
+    graph = nx.MultiDiGraph()
+    graph.add_nodes_from(program.graph.nodes(data=True))
+    for source, target, key, data in program.graph.edges(keys=True, data=True):
+        if (source, data["edge"].span) not in dead:
+            graph.add_edge(source, target, key=key, **data)
+    return graph

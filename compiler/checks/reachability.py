@@ -2,7 +2,9 @@
 
 Reachability from `start` counts the `max_errors` / `max_steps` escalations (the graph
 has them as edges from every step that can fail or act), so an `escalate` state that
-only they lead to is reachable. Finishing does not count them: a state whose only way
+only they lead to is reachable. It does not count an llm rule that can never fire
+(`common.can_fire`: its guard cannot hold once the earlier rules' guards failed), so a
+state only such rules lead to is unreachable. Finishing does not count them: a state whose only way
 to a `final` is running out of budget is a thread that cannot finish on its own.
 """
 
@@ -15,7 +17,7 @@ import networkx as nx
 from .. import nodes as n
 from ..diagnostics import Diagnostic, error, warning
 from ..program import Program
-from .common import has_unresolved_target, misses_successor, start_state
+from .common import has_unresolved_target, live_graph, misses_successor, start_state
 from .loops import own_graph
 
 
@@ -27,7 +29,7 @@ def reachable_from_start(program: Program, _: object) -> Iterator[Diagnostic]:
         or any(has_unresolved_target(program, state) for state in program.steps)
     ):
         return  # an unknown start or a misspelt transition is reported by the name checks
-    reached = nx.descendants(program.graph, start) | {start}
+    reached = nx.descendants(live_graph(program), start) | {start}
     targeted = {target for _, target in program.graph.edges()}
     for name, step in program.steps.items():
         # A state nothing refers to at all is reported as unused (W902) instead.

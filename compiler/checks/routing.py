@@ -9,7 +9,7 @@ from .. import types as t
 from ..diagnostics import Diagnostic, did_you_mean, error, warning
 from ..guards import GuardScope, type_guard
 from ..program import Program
-from .common import type_table, with_note
+from .common import rules_that_never_fire, type_table, with_note
 
 
 def exhaustive_routing(program: Program, _: object) -> Iterator[Diagnostic]:
@@ -69,13 +69,26 @@ def rules_name_outputs(program: Program, _: object) -> Iterator[Diagnostic]:
 
 
 def unreachable_rules(program: Program, _: object) -> Iterator[Diagnostic]:
-    """A rule after an unguarded rule for the same type never fires."""
+    """A rule after an unguarded rule for the same type never fires; nor does a guarded
+    rule whose guard cannot hold once the earlier rules' guards failed."""
     path = program.source.path
+    dead = rules_that_never_fire(program)
     for step in _llm_steps(program):
         catch_all: dict[str, n.OutputRule] = {}
         for rule in step.rules:
             earlier = catch_all.get(rule.type.text)
-            if earlier is not None:
+            if earlier is None and rule.guard is not None and (step.name.text, rule.span) in dead:
+                yield warning(
+                    "W209",
+                    f"this rule for `{rule.type.text}` never fires: no `{rule.type.text}` "
+                    "passes its guard and fails every earlier guard for the type",
+                    path,
+                    rule.span,
+                    label="its guard can never hold here",
+                    help="fix the guard (e.g. `==` where `!=` was meant, `or` for `and`), "
+                    "or remove the rule",
+                )
+            elif earlier is not None:
                 yield with_note(
                     warning(
                         "W209",

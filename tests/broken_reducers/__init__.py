@@ -105,6 +105,50 @@ BUGS: dict[str, Bug] = {
             "log the strategies had already handed to it would hide the edit)",
         ),
         Bug(
+            "answer_taken_as_approval",
+            "deploybot",
+            (("        case Approved():", "        case Approved() | Answered():"),),
+            "illegal_events_raise",
+            "a person's answer at the approval step is taken as an approval",
+        ),
+        Bug(
+            "deploy_takes_any_result",
+            "deploybot",
+            (
+                (
+                    "        case ToolResult(result=DeployResult() as result):",
+                    "        case ToolResult(result=result):",
+                ),
+            ),
+            "illegal_events_raise",
+            "a tool result of any type is taken as the deploy's result",
+        ),
+        Bug(
+            "undeclared_output_taken_as_done",
+            "deploybot",
+            (
+                (
+                    "        case ModelOutput(output=DoneForNow() as output):",
+                    "        case ModelOutput(output=output):",
+                ),
+            ),
+            "illegal_events_raise",
+            "a model output of a type the step does not declare finishes the thread",
+        ),
+        Bug(
+            "approval_forgets_it_told_people",
+            "deploybot",
+            (
+                (
+                    '        approvers=("release-managers",),\n        notified=state.notified,',
+                    '        approvers=("release-managers",),\n        notified=False,',
+                ),
+            ),
+            "actions_follow_the_graph",
+            "the approval's action never says people were told, so the runtime tells them "
+            "again on every resume",
+        ),
+        Bug(
             "ignore_max_steps",
             "calculator",
             (

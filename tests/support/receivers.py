@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,3 +38,10 @@ class HttpReceiver:
 
     def json(self, index: int = 0) -> Any:
         return json.loads(self.received[index][2])
+
+
+def dead_port() -> int:
+    """A loopback port with nothing listening on it (a channel that is down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

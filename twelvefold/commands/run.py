@@ -41,6 +41,10 @@ from twelvefold.runtime.types import (
 
 DEFAULT_DB = Path(".twelvefold") / "threads.db"
 SUMMARY_WIDTH = 72
+EXIT_UNTOLD = 3
+"""`run`/`resume`: the thread waits for a person but no notice reached anyone (the pause
+is stored; `expire` tries the notice again). `expire`: some request is still untold or was
+never delivered. 1 stays "failed or could not be done"."""
 
 
 class CommandError(Exception):
@@ -63,8 +67,10 @@ def summarize(event: Event) -> str:
             text = _compact(result)
         case StepFailed(error=error):
             text = str(error)
-        case Notified(channels=channels):
+        case Notified(channels=channels, failed=failed):
             text = "told " + (", ".join(channels) or "nobody")
+            if failed:
+                text += "; failed " + ", ".join(f.split(":", 1)[0] for f in failed)
         case Approved(by=by, comment=comment) | Rejected(by=by, comment=comment):
             text = " ".join(p for p in (f"by {by}" if by else "", comment or "") if p)
         case Answered(answer=answer):
@@ -111,6 +117,9 @@ def print_view(view: ThreadView, db: Path) -> None:
     else:
         click.echo(f"\n{where} is running at `{view.step}`")
     click.echo(f"  stored in {db}")
+    if view.untold:
+        click.echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
+        click.echo("  `twelvefold expire` tries the notice again (run it from cron)")
 
 
 # ---- the runtime the commands share ---------------------------------------------------
@@ -156,7 +165,9 @@ def finish(view: ThreadView, db: Path, as_json: bool) -> None:
         click.echo(json.dumps(view.to_json(), ensure_ascii=False))
     else:
         print_view(view, db)
-    sys.exit(1 if view.status == "failed" else 0)
+    if view.untold:
+        click.echo(f"warning: thread {view.id} waits but no notice reached anyone", err=True)
+    sys.exit(1 if view.status == "failed" else EXIT_UNTOLD if view.untold else 0)
 
 
 @contextmanager
@@ -317,10 +328,13 @@ def expire(
     paths: tuple[Path, ...],
     as_json: bool,
 ) -> None:
-    """Time out the waiting threads past their step's `timeout`, and run them on.
+    """Time out the waiting threads past their step's `timeout`, and run them on; try
+    again the notices no channel took.
 
     An approval nobody decided counts as a rejection; a question nobody answered is a
-    failure of the human step. Run it from cron or a scheduler, every minute or so.
+    failure of the human step; a request no notice ever reached fails its step
+    (NotDelivered). Deadlines count from the pause. Run it from cron or a scheduler, every
+    minute or so. Exits 3 when a request is still untold or was never delivered.
     """
     _check_model_flags(cassette, record)
     if now is not None:
@@ -344,12 +358,21 @@ def expire(
         click.echo("no waiting thread is past its deadline")
     for expiry in found if not as_json else ():
         click.echo(expiry_line(expiry))
-    sys.exit(1 if any(e.problem is not None for e in found) else 0)
+    untold = any(e.never_delivered or (e.view is not None and e.view.untold) for e in found)
+    sys.exit(1 if any(e.problem is not None for e in found) else EXIT_UNTOLD if untold else 0)
 
 
 def expiry_line(expiry: Expiry) -> str:
-    """What became of one timed-out thread, in one line."""
+    """What became of one swept thread, in one line."""
+    if isinstance(expiry.event, Notified):
+        told = expiry.event
+        head = f"thread {expiry.thread_id}: notice about `{expiry.step}` tried again"
+        if told.delivered:
+            return f"{head}, told {', '.join(told.channels) or 'nobody'}"
+        return f"{head}, nobody was told: {'; '.join(told.failed)}"
     head = f"thread {expiry.thread_id}: `{expiry.step}` timed out"
+    if expiry.never_delivered:
+        head = f"thread {expiry.thread_id}: `{expiry.step}` was never delivered"
     if isinstance(expiry.event, Rejected):
         head += f", rejected ({expiry.event.comment})"
     elif isinstance(expiry.event, StepFailed):

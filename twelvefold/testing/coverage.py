@@ -264,7 +264,11 @@ class _Steps:
             result = ToolResult(step=step, result=self._first[spec_state.output][0])
             return [(start, result), (start, failure)]
         if kind == "approval":
-            return [(Approved(step=step),), (Rejected(step=step, comment="no"),)]
+            decisions: list[tuple[Event, ...]] = [
+                (Approved(step=step),),
+                (Rejected(step=step, comment="no"),),
+            ]
+            return decisions + ([(failure,)] if self.subject.can_fail(state) else [])
         answers: list[tuple[Event, ...]] = [(Answered(step=step, answer=Answer(text="ok")),)]
         return answers + ([(failure,)] if self.subject.can_fail(state) else [])
 

@@ -21,12 +21,17 @@ from twelvefold.runtime.codec import Codec
 from twelvefold.runtime.spec import BUDGET_EXHAUSTED
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
+    Action,
     Answer,
     Answered,
     Approved,
+    AwaitAnswer,
+    AwaitApproval,
+    CallModel,
     CallTool,
     ErrorInfo,
     Event,
+    Fail,
     Finish,
     IllegalEvent,
     ModelOutput,
@@ -92,8 +97,10 @@ def format_event(event: Event) -> str:
             parts.append(str(error))
         case ToolStarted(key=key):
             parts.append(f"key={key!r}")
-        case Notified(channels=channels):
-            parts.append(f"channels={list(channels)}")
+        case Notified(channels=channels, failed=failed):
+            parts.append(
+                f"channels={list(channels)}" + (f" failed={list(failed)}" if failed else "")
+            )
         case Approved(by=by, comment=comment) | Rejected(by=by, comment=comment):
             parts.append(f"by={by!r} comment={comment!r}")
         case Answered(answer=answer):
@@ -154,6 +161,8 @@ class Property:
     name: str
     doc: str
     check: Check
+    judges_illegal_events: bool = False
+    """Whether it looks at `Case.illegal` (the runner aims extra illegal events at it)."""
 
 
 def pure_and_deterministic(subject: Subject, case: Case) -> None:
@@ -421,6 +430,73 @@ def moves_follow_edges(subject: Subject, case: Case) -> None:
             )
 
 
+def actions_follow_the_graph(subject: Subject, case: Case) -> None:
+    """Every next action is the one its step's kind and declaration in `AGENT` call for,
+    and carries what the state holds: the value that arrived, the model's declared output
+    types and prompt, the tool's function and output type, the key of a call in flight,
+    the pending request; a failed thread asks only to fail."""
+    events = case.events
+    states = fold(subject, events)
+    for index, state in enumerate(states):
+        action = subject.next_action(state)
+        problem = _action_problem(subject, state, action)
+        if problem is not None:
+            raise PropertyFailed(
+                f"the next action at `{state.step}` {problem}\n  action: {action}", events, index
+            )
+
+
+_ACTION_OF_KIND: dict[str, type[Action]] = {
+    "llm": CallModel,
+    "tool": CallTool,
+    "approval": AwaitApproval,
+    "human": AwaitAnswer,
+    "final": Finish,
+}
+
+
+def _action_problem(subject: Subject, state: State, action: Action) -> str | None:
+    if action.step != state.step:
+        return f"is for another step, `{action.step}`"
+    if state.status == "failed":
+        if isinstance(action, Fail) and action.error == state.error:
+            return None
+        return "should be Fail with the thread's error: the thread has failed"
+    kind = subject.kind_of(state.step)
+    expected = _ACTION_OF_KIND.get(kind or "")
+    if expected is None or type(action) is not expected:
+        wanted = expected.__name__ if expected else "nothing"
+        return f"is a {type(action).__name__}; a {kind} step asks for {wanted}"
+    declared = subject.spec.states[state.step]
+    carried = action.result if isinstance(action, Finish) else getattr(action, "value", None)
+    # A tool declared without an input is called with none (docs/language.md).
+    arrived = None if isinstance(action, CallTool) and declared.input is None else state.value
+    if carried != arrived:
+        return f"carries {carried!r}, not {arrived!r} (what arrived at the step)"
+    names = {cls: name for name, cls in subject.spec.types.items()}
+    if isinstance(action, CallModel):
+        offered = tuple(names.get(cls, cls.__name__) for cls in action.outputs)
+        if offered != declared.outputs:
+            return f"offers {offered}, the step declares {declared.outputs}"
+        if action.prompt != declared.prompt:
+            return f"renders {action.prompt!r}, the step declares {declared.prompt!r}"
+    elif isinstance(action, CallTool):
+        if action.function != declared.function:
+            return f"calls {action.function!r}, the step declares {declared.function!r}"
+        if names.get(action.output, action.output.__name__) != declared.output:
+            return f"expects {action.output.__name__}, the step declares {declared.output}"
+        if action.started_key != state.tool_key:
+            return (
+                f"carries the key {action.started_key!r}, the call in flight has {state.tool_key!r}"
+            )
+    elif isinstance(action, AwaitApproval | AwaitAnswer) and action.notified != state.notified:
+        return "does not say whether people were told"
+    pending = getattr(action, "request", None)
+    if isinstance(action, AwaitApproval | AwaitAnswer) and pending != state.request:
+        return f"names the request {pending!r}, the thread waits on {state.request!r}"
+    return None
+
+
 def _carried(kind: str, before: State, event: Event) -> Any:
     match event:
         case ModelOutput(output=output) if kind == "output":
@@ -544,7 +620,12 @@ def invariants_hold(invariants: Sequence[Invariant]) -> Check:
 
 
 PROPERTIES: tuple[Property, ...] = tuple(
-    Property(check.__name__, (check.__doc__ or "").split("\n\n")[0].strip(), check)
+    Property(
+        check.__name__,
+        (check.__doc__ or "").split("\n\n")[0].strip(),
+        check,
+        judges_illegal_events=check in (illegal_events_raise, agrees_with_source),
+    )
     for check in (
         pure_and_deterministic,
         replay_equals_fold,
@@ -554,6 +635,7 @@ PROPERTIES: tuple[Property, ...] = tuple(
         max_steps_ceiling,
         max_errors_ceiling,
         moves_follow_edges,
+        actions_follow_the_graph,
         final_is_absorbing,
         resume_equals_uninterrupted,
         agrees_with_source,

@@ -3,7 +3,9 @@ then the shortest paths to every edge, which reach the ceilings deterministicall
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import copy
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import hypothesis
@@ -13,7 +15,7 @@ from hypothesis.errors import Flaky
 from twelvefold.runtime.types import Event, Started
 
 from .coverage import Coverage
-from .properties import Property, PropertyFailed
+from .properties import Property, PropertyFailed, probes
 from .strategies import Case, cases, is_legal, simpler_events
 from .subject import Subject
 
@@ -103,12 +105,30 @@ def run_property(
                 f"({type(flaky).__name__}: {flaky})"
             ),
         )
-    for path in paths:
+    aimed = aimed_cases(subject, paths) if prop.judges_illegal_events else iter(())
+    for case in itertools.chain((Case(tuple(path)) for path in paths), aimed):
         try:
-            check_case(subject, prop, Case(tuple(path)))
+            check_case(subject, prop, case)
         except PropertyFailed as failed:
             return Outcome(prop, minimize(subject, prop, failed))
     return Outcome(prop, None)
+
+
+def aimed_cases(subject: Subject, paths: Sequence[Sequence[Event]]) -> Iterator[Case]:
+    """Each shortest path with an illegal event of every kind aimed at the state after
+    each of its prefixes (for that state's step and for another): random threads draw one
+    illegal event each, and seldom on these paths, which take every edge of the graph."""
+    for path in paths:
+        for at in range(len(path)):
+            try:
+                state = subject.replay(copy.deepcopy(list(path[: at + 1])))
+            except Exception:
+                break  # the property run on the plain path reports it
+            others = [s for s in subject.spec.states if s != state.step][:1]
+            for step in [state.step, *others]:
+                for probe in probes(subject, step):
+                    if not is_legal(subject, state, probe):
+                        yield Case(tuple(path), at, probe)
 
 
 def run_properties(
@@ -129,6 +149,9 @@ def run_properties(
     def screen(case: Case) -> None:
         if coverage is not None:
             coverage.record(case.events)
+        screen_with(case, props)
+
+    def screen_with(case: Case, props: Sequence[Property]) -> None:
         for prop in props:
             if prop.name not in failing:
                 try:
@@ -139,6 +162,9 @@ def run_properties(
     _run(_settings(examples, seed)(given(cases(subject, max_events))(screen)), seed)
     for path in paths:
         screen(Case(tuple(path)))
+    judges = [prop for prop in props if prop.judges_illegal_events]
+    for case in aimed_cases(subject, paths):
+        screen_with(case, judges)
     outcomes: list[Outcome] = []
     for prop in props:
         if prop.name not in failing:
@@ -177,13 +203,23 @@ def _is_legal_log(subject: Subject, events: Sequence[Event]) -> bool:
     return True
 
 
+def _legal_at_the_end(subject: Subject, events: Sequence[Event], event: Event) -> bool:
+    try:
+        return is_legal(subject, subject.replay(copy.deepcopy(list(events))), event)
+    except Exception:
+        return False
+
+
 def _fails(
     subject: Subject, prop: Property, events: Sequence[Event], failed: PropertyFailed
 ) -> PropertyFailed | None:
     if not _is_legal_log(subject, events):
         return None
+    case = _case_for(prop, events, failed)
+    if case.illegal is not None and _legal_at_the_end(subject, events, case.illegal):
+        return None  # shrinking moved the illegal event to where it is legal
     try:
-        check_case(subject, prop, _case_for(prop, events, failed))
+        check_case(subject, prop, case)
     except PropertyFailed as again:
         return again
     return None

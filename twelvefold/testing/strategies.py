@@ -159,7 +159,8 @@ def tool_started(step: str) -> st.SearchStrategy[Event]:
 
 def notified_events(step: str) -> st.SearchStrategy[Event]:
     channels = st.lists(st.sampled_from(["log", "email", "webhook"]), max_size=2).map(tuple)
-    return _event(Notified, step, channels=channels)
+    failed = st.lists(st.sampled_from(["slack: answered 500", "email: refused"]), max_size=1)
+    return _event(Notified, step, channels=channels, failed=failed.map(tuple))
 
 
 def approved(step: str) -> st.SearchStrategy[Event]:
@@ -192,7 +193,7 @@ class Move:
 def legal_moves(subject: Subject, state: State) -> list[Move]:
     """The events that can happen to a thread in `state`, simplest first (Hypothesis
     shrinks towards the first)."""
-    can_fail = subject.kind_of(state.step) == "human" and subject.can_fail(state)
+    can_fail = _waits(subject, state.step) and subject.can_fail(state)
     shape = (state.step, state.status, state.tool_key is None, state.notified, can_fail)
     return list(_legal_moves(subject, shape))
 
@@ -224,6 +225,8 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
     elif kind == "approval":
         moves.append(Move("approved", approved(step), "approved"))
         moves.append(Move("rejected", rejected(step), "rejected"))
+        if can_fail:
+            moves.append(Move("failure", step_failed(step), "error"))
     elif kind == "human":
         moves.append(Move("answered", answered(step), "next"))
         if can_fail:
@@ -231,6 +234,10 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
     if status == "waiting" and not notified:
         moves.append(Move("notified", notified_events(step)))
     return tuple(moves)
+
+
+def _waits(subject: Subject, step: str) -> bool:
+    return subject.kind_of(step) in ("human", "approval")
 
 
 def finishes(subject: Subject, step: str, move: Move) -> bool:
@@ -247,7 +254,7 @@ def finishes(subject: Subject, step: str, move: Move) -> bool:
 
 def illegal_events(subject: Subject, state: State) -> st.SearchStrategy[Event]:
     """Events `reduce` must refuse in `state` (and change nothing)."""
-    can_fail = subject.kind_of(state.step) == "human" and subject.can_fail(state)
+    can_fail = _waits(subject, state.step) and subject.can_fail(state)
     return _illegal_events(subject, state.step, state.status, state.notified, can_fail)
 
 
@@ -310,7 +317,7 @@ def _wrong_kinds(
         wrong += [approved(step), rejected(step)]
     if kind not in ("human",):
         wrong.append(answered(step))
-    if kind == "approval" or (kind == "human" and not can_fail):
+    if kind in ("approval", "human") and not can_fail:
         wrong.append(step_failed(step))
     return wrong
 
@@ -415,7 +422,9 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
                 and type(result) is type_named(subject, spec_state.output)
             )
         case StepFailed():
-            return kind in ("llm", "tool") or (kind == "human" and subject.can_fail(state))
+            return kind in ("llm", "tool") or (
+                kind in ("human", "approval") and subject.can_fail(state)
+            )
         case Approved() | Rejected():
             return kind == "approval"
         case Answered():

@@ -88,11 +88,12 @@ class Subject:
 
     def can_fail(self, state: State) -> bool:
         """Whether a `StepFailed` is something this step can produce (see compiler/graph.py's
-        `can_fail`: model calls and tools, and a person who does not answer in time)."""
+        `can_fail`: model calls and tools, and a wait with a timeout: a person who does not
+        answer in time, a request no notice reached)."""
         kind = self.kind_of(state.step)
         if kind in ("llm", "tool"):
             return True
-        if kind != "human":
+        if kind not in ("human", "approval"):
             return False
         if any(e.kind in ("error", "max_errors") for _, e in self.edges_from(state.step)):
             return True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from twelvefold.runtime import (
     Action,
     AgentSpec,
@@ -54,12 +54,16 @@ __all__ = [
 class Add(BaseModel):
     """Add two numbers."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     a: float
     b: float
 
 
 class Subtract(BaseModel):
     """Subtract b from a."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     a: float
     b: float
@@ -68,12 +72,16 @@ class Subtract(BaseModel):
 class Multiply(BaseModel):
     """Multiply two numbers."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     a: float
     b: float
 
 
 class Divide(BaseModel):
     """Divide a by b."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     a: float
     b: float
@@ -92,6 +100,8 @@ class DoneForNow(BaseModel):
 
 
 class Number(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     value: float
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from twelvefold.runtime import (
     Action,
     AgentSpec,
@@ -79,6 +79,8 @@ class GitTags(BaseModel):
 
 
 class DeployResult(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     url: str
     took_seconds: float | None = None
 

@@ -190,6 +190,8 @@ def _page_reduce(state: State, event: Event) -> State:
             return AGENT.move(state, event, "file", state.value)
         case Rejected():
             return AGENT.move(state, event, "file", state.value)
+        case StepFailed():
+            return AGENT.fail(state, event, on_error=None)
     raise IllegalEvent(state, event)
 
 

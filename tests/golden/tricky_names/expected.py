@@ -57,6 +57,8 @@ class Request(BaseModel):
 class State_(BaseModel):
     """clashes with the runtime's State"""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     value: float
 
 
