@@ -1,14 +1,17 @@
 """The log is the truth: a hash chain over a thread's stored events, and seals that tie a
 snapshot (and the thread's row) to exactly the events they were computed from.
 
-Each stored event carries `hash_n = H(hash_{n-1} || body_n)`, where `body_n` is the event's
-JSON as stored and `hash_0 = H("twelvefold log" || thread id)`. H is SHA-256, or
-HMAC-SHA-256 under `TWELVEFOLD_LOG_KEY` when that is set in the environment (never read
-from a file: it is a secret). Without a key the chain catches accidental and partial
-edits (an event changed, a snapshot changed without recomputing its hash, a log cut
-short); with one it also resists someone who can write the database but does not know
-the key. Loading a thread recomputes the chain; a mismatch refuses the thread
-(`BrokenLog`) rather than run on a log nobody wrote.
+Each stored event carries `hash_n = SHA-256(hash_{n-1} || body_n)`, where `body_n` is the
+event's JSON as stored and `hash_0 = SHA-256("twelvefold log" || thread id)`. The thread's
+row seals the head of the chain (with the event count, format and reducer) and each
+snapshot seals its fields: SHA-256, or HMAC-SHA-256 under `TWELVEFOLD_LOG_KEY` when that is
+set in the environment (never read from a file: it is a secret). A MAC over the chain's
+head is a MAC over every event before it (hash-then-MAC), so a keyed store resists
+someone who can write the database but does not know the key, while loading still costs
+one plain SHA-256 per event (an HMAC per event costs about five times as much). Without a
+key the chain catches accidental and partial edits (an event changed, a snapshot changed
+without recomputing its seal, a log cut short). Loading a thread recomputes the chain; a
+mismatch refuses the thread (`BrokenLog`) rather than run on a log nobody wrote.
 
 The event format (`EVENT_FORMAT`) and the runtime version (`runtime_version()`) are stored
 with each thread and inside each snapshot, so a snapshot written by other code is never
@@ -62,7 +65,8 @@ class UnreadableLog(LogError):
 
 
 class Chain:
-    """The hash (or, with a key, HMAC) the store chains events and seals rows with."""
+    """The SHA-256 chain the store links events with, and the seal (HMAC-SHA-256 with a
+    key, SHA-256 without) it ties rows and snapshots to the chain's head with."""
 
     def __init__(self, key: bytes | None = None) -> None:
         self.keyed = key is not None
@@ -70,41 +74,27 @@ class Chain:
 
     @classmethod
     def from_env(cls) -> Chain:
-        """SHA-256, or HMAC-SHA-256 keyed by TWELVEFOLD_LOG_KEY (UTF-8) when it is set."""
+        """Seals keyed by TWELVEFOLD_LOG_KEY (UTF-8) when it is set, plain otherwise."""
         key = os.environ.get(KEY_VARIABLE)
         return cls(key.encode() if key else None)
 
-    def digest(self, *parts: bytes) -> bytes:
-        """H(parts concatenated): 32 bytes."""
-        if self._base is None:
-            return hashlib.sha256(b"".join(parts)).digest()
-        mac = self._base.copy()
-        for part in parts:
-            mac.update(part)
-        return mac.digest()
-
     def genesis(self, thread_id: str) -> bytes:
         """hash_0: binds the chain to its thread, so a log moved to another thread fails."""
-        return self.digest(b"twelvefold log\0", thread_id.encode())
+        return hashlib.sha256(b"twelvefold log\0" + thread_id.encode()).digest()
 
     def links(self, previous: bytes, bodies: Iterable[str]) -> list[bytes]:
         """hash_n for each body in turn, starting after `previous`."""
         hashes = []
         for body in bodies:
-            previous = self.digest(previous, body.encode())
+            previous = hashlib.sha256(previous + body.encode()).digest()
             hashes.append(previous)
         return hashes
 
     def head(self, thread_id: str, bodies: Iterable[str]) -> bytes:
         """The chain's head over a whole log: hash_n of its last event (hash_0 if none)."""
-        previous = self.genesis(thread_id)
-        if self._base is None:  # the common case, kept free of per-call indirection
-            sha256 = hashlib.sha256
-            for body in bodies:
-                previous = sha256(previous + body.encode()).digest()
-            return previous
+        previous, sha256 = self.genesis(thread_id), hashlib.sha256
         for body in bodies:
-            previous = self.digest(previous, body.encode())
+            previous = sha256(previous + body.encode()).digest()
         return previous
 
     def verify(self, thread_id: str, rows: Iterable[tuple[str, bytes | None]]) -> bytes:
@@ -112,8 +102,8 @@ class Chain:
         `BrokenLog` naming the first event that does not match."""
         previous = self.genesis(thread_id)
         for seq, (body, stored) in enumerate(rows, start=1):
-            previous = self.digest(previous, body.encode())
-            if not hmac.compare_digest(previous, stored or b""):
+            previous = hashlib.sha256(previous + body.encode()).digest()
+            if previous != stored:
                 raise BrokenLog(thread_id, seq, "an event does not match its hash")
         return previous
 
@@ -126,7 +116,12 @@ class Chain:
             if field is None:
                 data = b"\xff"
             parts += [len(data).to_bytes(4, "big"), data]
-        return self.digest(b"twelvefold seal\0", *parts)
+        message = b"twelvefold seal\0" + b"".join(parts)
+        if self._base is None:
+            return hashlib.sha256(message).digest()
+        mac = self._base.copy()
+        mac.update(message)
+        return mac.digest()
 
     def sealed(self, seal: bytes | None, *fields: str | int | bytes | None) -> bool:
         return seal is not None and hmac.compare_digest(seal, self.seal(*fields))
