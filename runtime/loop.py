@@ -257,22 +257,22 @@ class Engine:
             raise leases.LeaseHeld(thread_id, held.owner, held.expires)
 
     async def record(self, thread: Thread, event: Event) -> None:
-        """Reduce first (an impossible event raises and nothing is stored), then append
-        with the sequence number we replayed to: if another process got there first the
-        store raises `Conflict` and this process stops.
+        """Reduce (an impossible event raises and nothing is stored), then append with
+        the sequence number we replayed to: if another process got there first the store
+        raises `Conflict` and this process stops.
 
         Every append is made under the thread's lease. Outside `advance` (a decision, a
-        retry, an expiry) this takes the lease (`LeaseHeld` if a process holds it: nothing
-        is recorded) and keeps it only while the thread has work to do, for the `advance`
-        that follows."""
+        retry, an expiry, a cancel) this first takes the lease (`LeaseHeld` if a process
+        holds it, before anything else is judged: nothing is recorded) and keeps it only
+        while the thread has work to do, for the `advance` that follows."""
         agent = thread.agent
-        state = agent.module.reduce(thread.state, event)
         took = thread.lease is None
         if took:
             thread.lease = await self._io(
                 self.store.acquire, thread.id, self.owner, self.lease_seconds
             )
         try:
+            state = agent.module.reduce(thread.state, event)
             await self._io(
                 self.store.append,
                 thread.id,

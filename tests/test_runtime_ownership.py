@@ -266,6 +266,16 @@ def test_resume_from_a_second_process_is_refused_while_the_first_is_inside_a_too
     assert err.count("\n") == 1 and err.startswith("error: "), err  # one line, no traceback
     assert f"thread {thread_id} is being advanced by " in err
     assert f":{first.pid}:" in err and "lease until 20" in err
+    # A person's retry or decision, and a fork, are refused the same way.
+    code, out, err = run_cli(folder, openai_server, "resume", thread_id, "--retry")
+    assert code == 1 and f":{first.pid}:" in err and err.count("\n") == 1, out + err
+    store = SqliteStore(folder / "threads.db")
+    rt = Runtime(store, cache_dir=folder / ".cache")
+    with pytest.raises(LeaseHeld, match=f":{first.pid}:"):
+        rt.fork(thread_id, 1)
+    with pytest.raises(LeaseHeld, match=f":{first.pid}:"):
+        rt.resume(thread_id, approve=True)
+    store.close()
     assert len(lines(folder / "entered.log")) == 1  # the tool did not start a second time
 
     (folder / "release").touch()
