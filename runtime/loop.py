@@ -264,7 +264,7 @@ class Engine:
         Every append is made under the thread's lease. Outside `advance` (a decision, a
         retry, an expiry, a cancel) this first takes the lease (`LeaseHeld` if a process
         holds it, before anything else is judged: nothing is recorded) and keeps it only
-        while the thread has work to do, for the `advance` that follows."""
+        while the thread is running, for the `advance` that follows."""
         agent = thread.agent
         took = thread.lease is None
         if took:
@@ -288,7 +288,7 @@ class Engine:
             raise
         thread.events.append(event)
         thread.state = state
-        if took and not _has_work(state):
+        if took and state.status != "running":  # no `advance` needs it (a notice: at once)
             self._release(thread)
         self._announce(thread, event)
 
