@@ -7,6 +7,8 @@ every problem in a file rather than the first.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from . import nodes as n
 from .checks import run_checks
 from .diagnostics import Diagnostic, error, sort_key
@@ -19,9 +21,18 @@ def no_prompts(name: str) -> PromptFile | None:
 
 
 def check(
-    source: n.SourceFile, *, load_prompt: PromptLoader = no_prompts, source_text: str = ""
+    source: n.SourceFile,
+    *,
+    load_prompt: PromptLoader = no_prompts,
+    source_text: str = "",
+    approver_groups: Collection[str] | None = None,
+    config_name: str = "",
 ) -> tuple[Program | None, list[Diagnostic]]:
-    """Resolve and check one file. The program is None only when there is no agent to check."""
+    """Resolve and check one file. The program is None only when there is no agent to check.
+
+    `approver_groups` are the groups the project's configuration (`config_name`) defines,
+    read by the caller (this stays pure); None when the project has no configuration.
+    """
     agent = source.agent
     if agent is None:
         return None, [
@@ -53,6 +64,8 @@ def check(
         graph=build_graph(agent, steps),
         prompts=prompts,
         source_text=source_text,
+        approver_groups=None if approver_groups is None else frozenset(approver_groups),
+        config_name=config_name,
     )
     diagnostics = sorted(run_checks(program, load_prompt), key=sort_key)
     return program, diagnostics

@@ -319,6 +319,7 @@ class _ModuleBuilder:
                 if step.timeout:
                     arguments.append(f"timeout_seconds={step.timeout.seconds!r}")
                 arguments.append("notified=state.notified")
+                arguments.append("request=state.request")
                 return f"AwaitApproval({', '.join(arguments)})"
             case n.HumanStep():
                 self.imports.add("AwaitAnswer")
@@ -327,6 +328,7 @@ class _ModuleBuilder:
                 if step.timeout:
                     arguments.append(f"timeout_seconds={step.timeout.seconds!r}")
                 arguments.append("notified=state.notified")
+                arguments.append("request=state.request")
                 return f"AwaitAnswer({', '.join(arguments)})"
             case n.FinalStep():
                 self.imports.add("Finish")

@@ -66,6 +66,11 @@ class Program:
     prompts: dict[str, PromptFile] = field(default_factory=dict)
     """By the step that uses it."""
     source_text: str = ""
+    approver_groups: frozenset[str] | None = None
+    """The approvers groups the project's configuration defines (runtime/config.py), or
+    None when there is no configuration (then no group is checked)."""
+    config_name: str = ""
+    """The configuration file, as diagnostics name it."""
 
     @property
     def name(self) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twelvefold.compiler import compile_text
+from twelvefold.compiler.api import configured_approver_groups
 from twelvefold.compiler.diagnostics import render
 from twelvefold.compiler.prompts import PromptDirectory
 
@@ -44,6 +45,7 @@ FAMILIES = {
     "W3": "Reachability",
     "E4": "Type flow",
     "E5": "Approval dominance",
+    "W5": "Approval dominance",
     "E6": "Bounded loops",
     "E7": "Templates",
     "W8": "Size",
@@ -285,6 +287,15 @@ ENTRIES: dict[str, Entry] = {
         "approves without seeing it.",
         "Declare the tool's input type on the approval and show its fields in the `ask`.",
     ),
+    "W510": Entry(
+        "approvers group not defined",
+        "The project has a configuration (the nearest `twelvefold.toml`, or "
+        "`[tool.twelvefold]` in `pyproject.toml`, at or above the .agent file) and it does "
+        "not define this `approvers` group. The runtime cannot enforce a group it does not "
+        "know: it accepts anyone's decision and says loudly that the group is not enforced.",
+        "Define the group under `[approvers]` (`[tool.twelvefold.approvers]` in "
+        "pyproject.toml), or fix its name.",
+    ),
     "E601": Entry(
         "a loop of tools only",
         "A cycle that passes through no llm, approval or human state spins without anyone "
@@ -358,8 +369,14 @@ def strip_expectations(text: str) -> str:
 def section(code: str, entry: Entry) -> str:
     path = example_file(code)
     text = strip_expectations(path.read_text(encoding="utf-8"))
+    groups, config_name = configured_approver_groups(path)
     result = compile_text(
-        text, path.name, load_prompt=PromptDirectory(INVALID / "prompts"), generate_code=False
+        text,
+        path.name,
+        load_prompt=PromptDirectory(INVALID / "prompts"),
+        generate_code=False,
+        approver_groups=groups,
+        config_name=config_name,
     )
     shown = [render(d, text) for d in result.diagnostics if d.code == code]
     if not shown:

@@ -31,12 +31,18 @@ def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
 
-def twelvefold(*arguments: str, capture: bool = False) -> str:
+def twelvefold(*arguments: str, capture: bool = False, refused: bool = False) -> str:
+    """Run the CLI as a user would; exit the demo if it fails (or, with `refused`, if it
+    does not exit 1)."""
     shown = " ".join(shlex.quote(a) for a in ("twelvefold", *arguments))
     print(f"$ {shown}", flush=True)
     result = subprocess.run(
         [TWELVEFOLD, *arguments], cwd=ROOT, text=True, capture_output=capture, check=False
     )
+    if refused:
+        if result.returncode != 1:
+            sys.exit(f"demo: `{shown}` should have been refused; it exited {result.returncode}")
+        return ""
     if result.returncode != 0:
         if capture:
             print(result.stdout, result.stderr, sep="\n")
@@ -68,10 +74,18 @@ def main() -> None:
     if thread["status"] != "waiting":
         sys.exit(f"demo: expected the thread to wait for approval, it is {thread['status']}")
 
-    say("Later, in another process: a release manager approves")
+    say("Someone who is not a release manager tries to approve it: refused, nothing recorded")
     twelvefold(
-        "resume", thread["thread_id"], "--approve", "--by", "ana", "--comment",
-        "release window is open", "--db", database, *model,
+        "resume", thread["thread_id"], "--request", thread["request"], "--approve",
+        "--by", "intern", "--db", database, *model, refused=True,
+    )  # fmt: skip
+
+    say(f"Later, in another process: a release manager approves request {thread['request']}")
+    # The decision names the request it was made on, and `ana` must be a release manager
+    # (examples/twelvefold.toml): anything else is refused and nothing is recorded.
+    twelvefold(
+        "resume", thread["thread_id"], "--request", thread["request"], "--approve",
+        "--by", "ana", "--comment", "release window is open", "--db", database, *model,
     )  # fmt: skip
 
     say("The thread's event log: the only state there is")

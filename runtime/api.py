@@ -7,7 +7,12 @@ paused thread holds nothing in memory:
     rt = Runtime(SqliteStore("threads.db"), model=CassettePlayer("demo.jsonl"))
     view = rt.launch("examples/deploybot.agent", "deploy v1.2.3 to production")
     view.status, view.waiting_for           # ("waiting", "approval")
-    rt.resume(view.id, approve=True, comment="go")
+    rt.resume(view.id, approve=True, request=view.request, by="carol", comment="go")
+
+A decision names the request it answers (`ThreadView.request`); one for a request that is
+no longer pending is refused (`RequestNotPending`) and nothing is recorded. An approval
+that declares `approvers` takes decisions only from members of those groups, as the
+project's configuration (runtime/config.py) says at the moment of the decision.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import warnings
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +31,19 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from . import timeouts
+from .config import Config, ConfigError, find_config
 from .loading import load_agent
-from .loop import Agent, Engine, EventHook, MessageBuilder, Notifier, Thread, question, started
+from .loop import (
+    INTERRUPTED,
+    Agent,
+    Engine,
+    EventHook,
+    MessageBuilder,
+    Notifier,
+    Thread,
+    question,
+    started,
+)
 from .model import Model
 from .store import Conflict, EventStore, MemoryStore, ThreadInfo
 from .store import now_iso as _now
@@ -36,8 +53,10 @@ from .types import (
     Approved,
     AwaitAnswer,
     AwaitApproval,
+    Cancelled,
     ErrorInfo,
     Event,
+    Forked,
     Notified,
     Rejected,
     Retried,
@@ -54,6 +73,21 @@ class InputError(ValueError):
     """The input does not fit the agent, or a resume does not fit the thread."""
 
 
+class RequestNotPending(InputError):
+    """A decision names a request that is not the thread's pending one (it was decided,
+    withdrawn or replaced by a newer one), or names none. Nothing was recorded."""
+
+
+class NotAnApprover(InputError):
+    """The person deciding an approval is not in any of its `approvers` groups, as the
+    configuration defines them now. Nothing was recorded."""
+
+
+class UnenforcedApprovers(UserWarning):
+    """An approval's `approvers` groups are defined in no configuration, so who decides
+    it is not checked (the local CLI and library accept it; the server will refuse)."""
+
+
 @dataclass(frozen=True)
 class ThreadView:
     """Where a thread stands, as the CLI's --json and the HTTP API show it."""
@@ -65,6 +99,8 @@ class ThreadView:
     seq: int
     """How many events the thread holds."""
     waiting_for: Literal["approval", "answer"] | None
+    request: str | None
+    """The pending request's id while waiting: a decision must name it."""
     question: str | None
     """What the person is asked (the step's `ask`, rendered), when waiting."""
     output: Any
@@ -88,6 +124,7 @@ class ThreadView:
             "step": self.step,
             "events": self.seq,
             "waiting_for": self.waiting_for,
+            "request": self.request,
             "question": self.question,
             "output": plain(self.output),
             "error": None
@@ -170,6 +207,7 @@ def view_of(thread: Thread) -> ThreadView:
         step=state.step,
         seq=state.seq,
         waiting_for=waiting_for,
+        request=state.request if waiting_for is not None else None,
         question=asked,
         output=state.value if state.status == "finished" else None,
         error=state.error,
@@ -250,27 +288,66 @@ class AsyncRuntime:
         comment: str | None = None,
         answer: str | Answer | None = None,
         by: str | None = None,
+        request: str | None = None,
+        via: str = "api",
         agent: AgentRef | None = None,
     ) -> ThreadView:
         """Give a waiting thread its approval, rejection or answer and run it on.
 
-        With none of them, continue a thread that is running (one whose process died).
+        A decision must name the pending `request` (`ThreadView.request`); otherwise
+        `RequestNotPending` is raised. An approval that declares `approvers` is decided
+        only `by` a member of one of those groups (`NotAnApprover`), read from the
+        configuration at this moment; groups no configuration defines are not enforced
+        (an `UnenforcedApprovers` warning says so). `via` records where the decision came
+        from (the CLI passes `cli (os user NAME)`). With no decision at all, continue a
+        thread that is running (one whose process died). `LeaseHeld` while another
+        process is advancing the thread (nothing is recorded).
         """
         if approve + reject + (answer is not None) > 1:
             raise InputError("give one of approve, reject or answer")
+        await self.engine.check_free(thread_id)  # a process advancing it: say who, first
         thread = await self._load(thread_id, agent)
         step = thread.state.step
         event: Event | None = None
-        if approve:
-            event = Approved(step=step, at=_now(), by=by, comment=comment)
-        elif reject:
-            event = Rejected(step=step, at=_now(), by=by, comment=comment)
-        elif answer is not None:
-            reply = answer if isinstance(answer, Answer) else Answer(text=answer, by=by)
-            event = Answered(step=step, at=_now(), answer=reply)
+        if approve or reject or answer is not None:
+            action = pending_action(thread, request)
+            approval = isinstance(action, AwaitApproval)
+            if approval != (approve or reject):
+                wanted = "an approval or a rejection" if approval else "an answer"
+                raise InputError(f"`{step}` waits for {wanted}")
+            config = allowed_config(thread, action, by)
+            at, reference = _now(), config.reference
+            if approve or reject:
+                kind = Approved if approve else Rejected
+                event = kind(
+                    step=step, at=at, by=by, comment=comment,
+                    request=request, via=via, config=reference,
+                )  # fmt: skip
+            else:
+                reply = answer if isinstance(answer, Answer) else Answer(text=str(answer), by=by)
+                event = Answered(
+                    step=step, at=at, answer=reply, request=request, via=via, config=reference
+                )
         if event is not None:
             await self.engine.record(thread, event)
         return view_of(await self.engine.advance(thread))
+
+    async def cancel(
+        self,
+        thread_id: str,
+        *,
+        reason: str,
+        by: str | None = None,
+        via: str = "api",
+        agent: AgentRef | None = None,
+    ) -> ThreadView:
+        """End a thread on purpose: its pending request is withdrawn (a later decision
+        for it is refused) and the log records who cancelled it, why and from where.
+        A finished or already cancelled thread cannot be cancelled (`IllegalEvent`)."""
+        thread = await self._load(thread_id, agent)
+        event = Cancelled(step=thread.state.step, at=_now(), by=by, reason=reason, via=via)
+        await self.engine.record(thread, event)
+        return view_of(thread)
 
     async def retry(
         self, thread_id: str, *, by: str | None = None, agent: AgentRef | None = None
@@ -294,15 +371,26 @@ class AsyncRuntime:
         return thread.agent.module.replay(thread.events[:upto])
 
     async def fork(self, thread_id: str, at_event: int, *, agent: AgentRef | None = None) -> str:
-        """A new thread whose log is the first `at_event` events of this one. It does not
-        run: resume it (or give it its approval or answer) to go on from there."""
+        """A new thread whose log is the first `at_event` events of this one, then a
+        `Forked` event. It does not run: resume it (or decide its request) to go on.
+
+        A fork never carries a decision or a side effect forward (issue 8, item 5):
+        - ending just after an `Approved` that moved the thread into a tool not yet
+          started, it drops that approval: the fork waits at the approval again;
+        - waiting (at an approval or a question), it gets its own request, notice and
+          deadline (`Forked` opens them);
+        - ending between a tool's `ToolStarted` and its result, the call is recorded as
+          interrupted (`StepFailed` with the call's key): it runs again only through a
+          person's retry, with the same key.
+        Raises `InputError` for an event number outside 1..len(log), `LeaseHeld` while
+        another process is advancing the thread.
+        """
         await self.engine.check_free(thread_id)  # a thread being advanced is refused
         thread = await self._load(thread_id, agent)
         if not 1 <= at_event <= len(thread.events):
             raise InputError(f"a fork point is an event number from 1 to {len(thread.events)}")
-        fork = await self.engine.create(
-            thread.agent, thread.events[:at_event], new_thread_id(), hold=False
-        )
+        events = fork_log(thread, at_event)
+        fork = await self.engine.create(thread.agent, events, new_thread_id(), hold=False)
         return fork.id
 
     async def expire(self, now: datetime | str | None = None) -> list[Expiry]:
@@ -400,6 +488,9 @@ class Runtime:
     def fork(self, thread_id: str, at_event: int, **options: Any) -> str:
         return self._run(self.aio.fork(thread_id, at_event, **options))
 
+    def cancel(self, thread_id: str, **options: Any) -> ThreadView:
+        return self._run(self.aio.cancel(thread_id, **options))
+
     def expire(self, now: datetime | str | None = None) -> list[Expiry]:
         return self._run(self.aio.expire(now))
 
@@ -428,6 +519,106 @@ class Runtime:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(coroutine)
+
+
+def pending_action(thread: Thread, request: str | None) -> AwaitApproval | AwaitAnswer:
+    """What the thread waits for, if `request` is the pending request; else
+    `RequestNotPending`, naming the request that is pending (if any)."""
+    state = thread.state
+    pending = state.request if state.status == "waiting" else None
+    if pending is None:
+        raise RequestNotPending(
+            f"thread {thread.id} is {state.status} at `{state.step}`: no request is pending"
+            + (f" (request `{shown(request)}` is no longer pending)" if request else "")
+        )
+    if request is None:
+        raise RequestNotPending(
+            f"name the request you decide: thread {thread.id} waits on request `{pending}`"
+        )
+    if request != pending:
+        raise RequestNotPending(
+            f"request `{shown(request)}` of thread {thread.id} is no longer pending "
+            f"(it was decided or replaced); the pending request is `{pending}`"
+        )
+    action = thread.agent.module.next_action(state)
+    if not isinstance(action, AwaitApproval | AwaitAnswer):  # a reducer/spec mismatch
+        raise RequestNotPending(f"thread {thread.id} waits for nothing a person can decide")
+    return action
+
+
+def allowed_config(thread: Thread, action: AwaitApproval | AwaitAnswer, by: str | None) -> Config:
+    """The configuration in force for the thread's agent, read now; raises `NotAnApprover`
+    when an approval declares `approvers` that it defines and `by` is in none of them.
+
+    Groups the configuration does not define cannot be checked: when none of the declared
+    groups is defined the decision is accepted with an `UnenforcedApprovers` warning; when
+    some are, only their members may decide (an undefined group vouches for nobody).
+    Answering a human step needs no approver.
+    """
+    directory = thread.agent.directory or Path.cwd()
+    try:
+        config = find_config(directory)
+        groups = config.approvers
+    except ConfigError as exc:
+        raise InputError(f"cannot check who may decide: {exc}") from None
+    if not isinstance(action, AwaitApproval) or not action.approvers:
+        return config
+    declared = action.approvers
+    defined = [group for group in declared if group in groups]
+    if not defined:
+        where = config.path or f"no twelvefold.toml or [tool.twelvefold] above {directory}"
+        warnings.warn(
+            UnenforcedApprovers(
+                f"approvers {', '.join(declared)} of `{action.step}` are not defined in "
+                f"{where}: who decides is NOT checked (define them under "
+                "[tool.twelvefold.approvers])"
+            ),
+            stacklevel=3,
+        )
+        return config
+    if by is None or not any(by in groups[group] for group in defined):
+        who = "nobody (give by= / --by)" if by is None else f"`{shown(by)}`"
+        raise NotAnApprover(
+            f"`{action.step}` may be decided only by a member of "
+            f"{', '.join(defined)} (as {config.path} says); {who} is not one"
+        )
+    return config
+
+
+def shown(text: str) -> str:
+    """A string someone typed, safe to print in an error: control characters (terminal
+    escapes, newlines) come out escaped."""
+    return text if text.isprintable() else ascii(text)[1:-1]
+
+
+def fork_log(thread: Thread, at_event: int) -> list[Event]:
+    """The log a fork of `thread` at `at_event` starts from: see `AsyncRuntime.fork`."""
+    module, spec = thread.agent.module, thread.agent.spec
+    prefix = list(thread.events[:at_event])
+    state = module.replay(prefix)
+    if (
+        isinstance(prefix[-1], Approved)
+        and spec.states[state.step].kind == "tool"
+        and state.tool_key is None
+    ):
+        # The approval was given for the parent's request: the fork asks anew.
+        prefix.pop()
+        state = module.replay(prefix)
+    at = _now()
+    events: list[Event] = [
+        *prefix,
+        Forked(step=state.step, at=at, parent=thread.id, parent_seq=len(prefix)),
+    ]
+    if state.status == "running" and state.tool_key is not None:
+        # The parent's call may have run: the fork must not run it again on its own.
+        interrupted = ErrorInfo(
+            INTERRUPTED.type,
+            f"forked from thread {thread.id} while this call was in flight: it may or may "
+            "not have run, so the fork does not run it (retry the fork to run it again "
+            "with the same key)",
+        )
+        events.append(StepFailed(step=state.step, at=at, error=interrupted, key=state.tool_key))
+    return events
 
 
 def typed_input(agent: Agent, value: Any) -> Any:

@@ -193,7 +193,15 @@ class Engine:
         state = agent.module.replay(events)
         at = events[0].at or now_iso()
         info = ThreadInfo(
-            thread_id, agent.name, agent.origin, state.status, state.step, len(events), at, at
+            thread_id,
+            agent.name,
+            agent.origin,
+            state.status,
+            state.step,
+            len(events),
+            at,
+            at,
+            request=state.request,
         )
         owner = self.owner if hold else None
         lease = await self._io(
@@ -279,7 +287,7 @@ class Engine:
                 len(thread.events),
                 (event,),
                 agent.codec,
-                Head(state.status, state.step, state, agent.reducer),
+                Head(state.status, state.step, state, agent.reducer, request=state.request),
                 thread.lease,
             )
         except BaseException:

@@ -84,9 +84,12 @@ class Notice:
 
     @property
     def how_to_resume(self) -> str:
+        named = f" --request {self.request}" if self.request else ""
         if self.kind == "approval":
-            return f"twelvefold resume {self.thread_id} --approve  |  --reject --comment TEXT"
-        return f"twelvefold resume {self.thread_id} --answer TEXT"
+            return (
+                f"twelvefold resume {self.thread_id}{named} --approve  |  --reject --comment TEXT"
+            )
+        return f"twelvefold resume {self.thread_id}{named} --answer TEXT"
 
     @property
     def id(self) -> str:

@@ -14,8 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from .types import (
+    Cancelled,
+    Decision,
     ErrorInfo,
     Event,
+    Forked,
     IllegalEvent,
     Notified,
     Retried,
@@ -92,21 +95,39 @@ class AgentSpec:
 
     def begin(self, input: Any) -> State:
         """The state after `Started`: the input arrives at the start state."""
-        return State(step=self.start, value=input, status=self._status_at(self.start), input=input)
+        status = self._status_at(self.start)
+        return State(
+            step=self.start,
+            value=input,
+            status=status,
+            input=input,
+            request=request_id(self.start, 1) if status == "waiting" else None,
+        )
 
     def check(self, state: State, event: Event) -> None:
-        """Reject what cannot happen now, whatever the step: see `IllegalEvent`."""
+        """Reject what cannot happen now, whatever the step: see `IllegalEvent`.
+
+        A decision must name the pending request (`State.request`): one made on an
+        earlier request at the same step, or delivered twice, is refused (issue 8).
+        A `Forked` may follow any prefix; after `Cancelled` nothing else may happen.
+        """
         if event.step != state.step:
             raise IllegalEvent(state, event, f"the thread is at `{state.step}`")
+        if isinstance(event, Forked):
+            return
         if state.status == "finished":
             raise IllegalEvent(state, event, "the thread has finished")
+        if state.status == "cancelled":
+            raise IllegalEvent(state, event, "the thread was cancelled")
         if isinstance(event, Started):
             raise IllegalEvent(state, event, "the thread has already started")
-        if state.status == "failed" and not isinstance(event, Retried):
+        if state.status == "failed" and not isinstance(event, Retried | Cancelled):
             raise IllegalEvent(state, event, "the thread has failed; retry it first")
         if isinstance(event, ToolResult) and state.tool_key is None:
             # The runtime records a call's start before it runs it (runtime/loop.py).
             raise IllegalEvent(state, event, f"no call of `{state.step}` was started")
+        if isinstance(event, Decision) and event.request != state.request:
+            raise IllegalEvent(state, event, pending_reason(state, event.request))
 
     def bookkeeping(self, state: State, event: Event) -> State | None:
         """Events that record progress without moving the thread; None for the others."""
@@ -114,6 +135,8 @@ class AgentSpec:
             if state.status != "failed":
                 raise IllegalEvent(state, event, "only a failed thread can be retried")
             resumed = self._copy(state, status=self._status_at(state.step), error=None)
+            if resumed.status == "waiting":
+                resumed = self._reopen(resumed)  # a new wait: a new request, a new notice
             if state.error is not None and state.error.type == BUDGET_EXHAUSTED.type:
                 # A person chose to go on after the budget ran out: give it back.
                 return replace(resumed, steps=0)
@@ -132,6 +155,14 @@ class AgentSpec:
             # Nobody was told: the thread still waits; `expire` tries again (with backoff,
             # counting these attempts) until someone is told or the deadline passes.
             return self._copy(state, notices=state.notices + 1)
+        if isinstance(event, Forked):
+            forked = self._copy(state)
+            # A fork's wait is its own: a decision or notice for the parent's request
+            # never counts for it (issue 8, item 5).
+            return self._reopen(forked) if forked.status == "waiting" else forked
+        if isinstance(event, Cancelled):
+            cancelled = self._copy(state, status="cancelled", error=state.error)
+            return replace(cancelled, request=None, notified=False, notices=0)
         if isinstance(event, ToolStarted):
             if self.states[state.step].kind != "tool":
                 raise IllegalEvent(state, event, f"`{state.step}` is not a tool")
@@ -197,15 +228,22 @@ class AgentSpec:
                     error=BUDGET_EXHAUSTED,
                 )
             target, value, steps = self.on_max_steps, state.value, 0
+        status = self._status_at(target)
         return State(
             step=target,
             value=value,
-            status=self._status_at(target),
+            status=status,
             input=state.input,
             steps=steps,
             errors=errors,
             seq=state.seq + 1,
+            request=request_id(target, state.seq + 1) if status == "waiting" else None,
         )
+
+    @staticmethod
+    def _reopen(state: State) -> State:
+        """`state` (already counted) waits anew: a new request, nobody told yet."""
+        return replace(state, request=request_id(state.step, state.seq), notified=False, notices=0)
 
     def _status_at(self, step: str) -> Status:
         kind = self.states[step].kind
@@ -238,3 +276,16 @@ class AgentSpec:
             notices=notices if notices is not None else state.notices,
             retry_key=state.retry_key,
         )
+
+
+def request_id(step: str, seq: int) -> str:
+    """The id of the request opened at `step` by the event that made state number `seq`."""
+    return f"{step}-{seq}"
+
+
+def pending_reason(state: State, named: str | None) -> str:
+    """Why a decision naming `named` does not fit `state` (for errors people read)."""
+    asked = f"request `{named}`" if named is not None else "no request"
+    if state.request is None:
+        return f"it names {asked}, but no request is pending"
+    return f"it names {asked}, but the pending request is `{state.request}`"

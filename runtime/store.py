@@ -74,6 +74,8 @@ class ThreadInfo:
     """How many events the thread holds."""
     created_at: str
     updated_at: str
+    request: str | None = None
+    """The pending request's id while the thread waits (`State.request`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,8 @@ class Head:
     """The whole state, for a store that keeps a `Snapshot` (SQLite encodes it)."""
     reducer: str | None = None
     """Which reducer computed `state` (`Agent.reducer`); without one, no snapshot."""
+    request: str | None = None
+    """The pending request after the events (`State.request`), for listings."""
 
 
 class EventStore(Protocol):
@@ -325,7 +329,14 @@ class MemoryStore:
         if thread_id not in self._heads:
             return replace(info, seq=seq)
         head, at = self._heads[thread_id]
-        return replace(info, status=head.status, step=head.step, seq=seq, updated_at=at)
+        return replace(
+            info,
+            status=head.status,
+            step=head.step,
+            seq=seq,
+            updated_at=at,
+            request=head.request,
+        )
 
     def _log(self, thread_id: str) -> list[Event]:
         log = self._events.get(thread_id)
@@ -370,7 +381,8 @@ CREATE TABLE IF NOT EXISTS threads (
     seq        INTEGER NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    snapshot   TEXT  -- JSON of a Snapshot of the state after the last append, or NULL
+    snapshot   TEXT, -- JSON of a Snapshot of the state after the last append, or NULL
+    request    TEXT  -- the pending request's id while waiting, else NULL
 );
 -- One row per event; `thread` is threads.num, so a long thread id is not repeated.
 CREATE TABLE IF NOT EXISTS events (
@@ -383,6 +395,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 _ADDED_COLUMNS = (
     ("threads", "snapshot", "TEXT"),
+    ("threads", "request", "TEXT"),  # the pending request's id while waiting, else NULL
     ("threads", "snapshot_seal", "BLOB"),  # Chain.seal over the thread id and the snapshot
     ("threads", "format", "INTEGER"),  # EVENT_FORMAT of the log
     ("threads", "reducer", "TEXT"),  # fingerprint of the reducer that last appended
@@ -390,10 +403,10 @@ _ADDED_COLUMNS = (
     ("threads", "lease_owner", "TEXT"),  # NULL: nobody holds the thread
     ("threads", "lease_token", "INTEGER NOT NULL DEFAULT 0"),  # the fencing token
     ("threads", "lease_until", "REAL"),  # unix seconds on SQLite's clock
-    ("events", "hash", "BLOB"),  # hash_n = H(hash_{n-1} || body_n)
+    ("events", "hash", "BLOB"),  # hash_n = SHA-256(hash_{n-1} || body_n)
 )
 """Columns added since the first release: files written before gain them when opened
-(`_upgrade`), in the same order a new file creates them."""
+(`_upgrade`)."""
 
 SCHEMA_VERSION = 2
 """`PRAGMA user_version` of a file whose events are all chained (1 never existed)."""
@@ -401,7 +414,7 @@ SCHEMA_VERSION = 2
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 """The store's clock, in unix seconds: every lease decision is made with this one."""
 
-_INFO_COLUMNS = "id, agent, origin, status, step, seq, created_at, updated_at"
+_INFO_COLUMNS = "id, agent, origin, status, step, seq, created_at, updated_at, request"
 
 
 class SqliteStore:
@@ -457,7 +470,7 @@ class SqliteStore:
                 cursor = self._db.execute(
                     f"INSERT INTO threads ({_INFO_COLUMNS}, format, reducer, head_seal,"
                     f" lease_owner, lease_token, lease_until) VALUES"
-                    f" (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {_NOW} + ?)",
+                    f" ({_INFO_PLACES}, ?, ?, ?, ?, ?, {_NOW} + ?)",
                     (*_info_row(info), EVENT_FORMAT, reducer, seal, owner, 1, length),
                 )
             except sqlite3.IntegrityError:
@@ -662,7 +675,8 @@ class SqliteStore:
         snapshot, snapshot_seal = self._sealed_snapshot(thread_id, chain_head, head, codec)
         self._db.execute(
             "UPDATE threads SET status = ?, step = ?, seq = ?, updated_at = ?, snapshot = ?,"
-            " snapshot_seal = ?, format = ?, reducer = ?, head_seal = ? WHERE num = ?",
+            " snapshot_seal = ?, request = ?, format = ?, reducer = ?, head_seal = ?"
+            " WHERE num = ?",
             (
                 head.status,
                 head.step,
@@ -670,6 +684,7 @@ class SqliteStore:
                 at,
                 snapshot,
                 snapshot_seal,
+                head.request,
                 EVENT_FORMAT,
                 head.reducer,
                 self._head_seal(thread_id, new_seq, chain_head, head.reducer),
@@ -822,7 +837,10 @@ def _brief(exc: Exception) -> str:
     return text if len(text) <= 200 else text[:199] + "…"
 
 
-def _info_row(info: ThreadInfo) -> tuple[str | int, ...]:
+_INFO_PLACES = ", ".join("?" for _ in _INFO_COLUMNS.split(", "))
+
+
+def _info_row(info: ThreadInfo) -> tuple[str | int | None, ...]:
     return tuple(getattr(info, name) for name in _INFO_COLUMNS.split(", "))
 
 

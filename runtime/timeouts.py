@@ -139,8 +139,14 @@ def timeout_event(action: AwaitApproval | AwaitAnswer, at: str) -> Rejected | St
     assert action.timeout_seconds is not None
     limit = describe_duration(action.timeout_seconds)
     if isinstance(action, AwaitApproval):
+        # A decision like any other: it names the request it ends (issue 8).
         return Rejected(
-            step=action.step, at=at, by=TIMEOUT_BY, comment=f"no decision within {limit}"
+            step=action.step,
+            at=at,
+            by=TIMEOUT_BY,
+            comment=f"no decision within {limit}",
+            request=action.request,
+            via=TIMEOUT_BY,
         )
     return StepFailed(
         step=action.step, at=at, error=ErrorInfo("Timeout", f"no answer within {limit}")

@@ -180,7 +180,7 @@ def test_a_deploybot_run_recorded_then_replayed_through_the_runtime(tmp_path: Pa
         with Runtime(model=model, notifier=quiet, cache_dir=tmp_path / "cache") as runtime:
             waiting = runtime.launch(agent_file, "deploy v1.2.3 to production")
             assert (waiting.status, waiting.step) == ("waiting", "approve_deploy")
-            done = runtime.resume(waiting.id, approve=True, by="alice")
+            done = runtime.resume(waiting.id, request=waiting.request, approve=True, by="carol")
             assert done.status == "finished"
             return [type(e).__name__ for e in runtime.events(done.id)]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from twelvefold.compiler import compile_text
+from twelvefold.compiler.api import configured_approver_groups
 from twelvefold.compiler.diagnostics import Diagnostic
 from twelvefold.compiler.prompts import PromptDirectory
 
@@ -37,7 +38,15 @@ def reported(diagnostics: list[Diagnostic]) -> set[tuple[int, str, str]]:
 def check_file(path: Path) -> list[Diagnostic]:
     text = path.read_text(encoding="utf-8")
     loader = PromptDirectory(INVALID / "prompts")
-    return compile_text(text, path.name, load_prompt=loader, generate_code=False).diagnostics
+    groups, config_name = configured_approver_groups(path)  # tests/invalid/twelvefold.toml
+    return compile_text(
+        text,
+        path.name,
+        load_prompt=loader,
+        generate_code=False,
+        approver_groups=groups,
+        config_name=config_name,
+    ).diagnostics
 
 
 @pytest.mark.parametrize("path", PROGRAMS, ids=[p.stem for p in PROGRAMS])

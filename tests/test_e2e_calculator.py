@@ -105,7 +105,7 @@ def test_a_chain_multiply_divide_approved_add_done(
 
     # Approved later, by another runtime on the same database (as another process would).
     with runtime(openai_server, db, cache) as second:
-        done = second.resume(view.id, approve=True, by="ana")
+        done = second.resume(view.id, request=view.request, approve=True, by="ana")
         assert done.status == "finished"
         assert done.output.message == "(3 * 4) / 2 + 1 = 7"
         results = [
@@ -142,7 +142,9 @@ def test_divide_rejected_with_a_comment_and_the_next_proposal_follows_it(
     view = rt.launch(CALCULATOR, "divide 3 by 4")
     assert (view.step, view.question) == ("approve_divide", "Divide 3.0 by 4.0?")
 
-    view = rt.resume(view.id, reject=True, comment="use 5 instead of 4", by="bob")
+    view = rt.resume(
+        view.id, request=view.request, reject=True, comment="use 5 instead of 4", by="bob"
+    )
     assert (view.status, view.step, view.question) == (
         "waiting",
         "approve_divide",
@@ -154,7 +156,7 @@ def test_divide_rejected_with_a_comment_and_the_next_proposal_follows_it(
     assert rejection in model.contexts[1]
     assert "<divide_result>" not in model.contexts[1], "the rejected division never ran"
 
-    done = rt.resume(view.id, approve=True)
+    done = rt.resume(view.id, request=view.request, approve=True)
     assert done.status == "finished" and done.output.message == "3 / 5 = 0.6"
     divisions = [e.result.value for e in rt.events(view.id) if isinstance(e, ToolResult)]
     assert divisions == [0.6]
@@ -179,7 +181,7 @@ def test_a_clarification_answered_with_lets_try_12_instead(
     view = rt.launch(CALCULATOR, "multiply 3 by the usual")
     assert (view.status, view.step, view.waiting_for) == ("waiting", "ask_user", "answer")
 
-    done = rt.resume(view.id, answer="lets try 12 instead", by="carol")
+    done = rt.resume(view.id, request=view.request, answer="lets try 12 instead", by="carol")
     assert done.status == "finished" and done.output.message == "3 times 12 is 36"
     answered = next(e for e in rt.events(view.id) if isinstance(e, Answered))
     assert (answered.answer.text, answered.answer.by) == ("lets try 12 instead", "carol")

@@ -68,7 +68,7 @@ def test_a_production_deploy_waits_for_approval_then_runs(
     (notice,) = notifier.notices
     assert (notice.kind, notice.approvers) == ("approval", ("release-managers",))
 
-    done = rt.resume(view.id, approve=True, comment="go", by="ana")
+    done = rt.resume(view.id, request=view.request, approve=True, comment="go", by="ana")
     assert done.status == "finished"
     assert done.output.message == "deployed: https://production.deploybot.example/releases/v1.2.3"
     (deploy,) = deploys(ledger)
@@ -96,12 +96,18 @@ def test_a_rejected_deploy_never_runs_and_the_comment_reaches_the_model(
     view = rt.launch(DEPLOYBOT, "deploy v1.2.3 to production")
     assert view.step == "approve_deploy"
 
-    done = rt.resume(view.id, reject=True, comment="freeze on production; use staging", by="rm")
+    done = rt.resume(
+        view.id,
+        request=view.request,
+        reject=True,
+        comment="freeze on production; use staging",
+        by="carol",
+    )
     assert done.status == "finished"
     assert done.output.message == "deployed: https://staging.deploybot.example/releases/v1.2.3"
     assert [(d["tag"], d["env"]) for d in deploys(ledger)] == [("v1.2.3", "staging")]
     rejected = next(e for e in rt.events(view.id) if isinstance(e, Rejected))
-    assert (rejected.by, rejected.comment) == ("rm", "freeze on production; use staging")
+    assert (rejected.by, rejected.comment) == ("carol", "freeze on production; use staging")
     assert "<approve_deploy_rejected>" in model.contexts[1]
     assert "<approve_deploy_rejected>" not in model.contexts[0]
 
@@ -139,7 +145,9 @@ def test_three_failed_deploys_in_a_row_escalate_to_a_person(
     assert deploys(ledger) == []
     assert [n.step for n in notifier.notices] == ["escalate"]
 
-    done = rt.resume(view.id, answer="v9.9.9 does not exist; deploy v1.2.2", by="ops")
+    done = rt.resume(
+        view.id, request=view.request, answer="v9.9.9 does not exist; deploy v1.2.2", by="ops"
+    )
     assert done.status == "finished"
     assert [(d["tag"], d["env"]) for d in deploys(ledger)] == [("v1.2.2", "staging")]
 

@@ -101,7 +101,9 @@ def test_production_deploy_waits_for_approval_then_deploys(deploybot: ModuleType
     thread.apply(Notified(step="approve_deploy", channels=("log",)))
     assert thread.action.notified
 
-    thread.apply(Approved(step="approve_deploy", by="ana", comment="go"))
+    thread.apply(
+        Approved(step="approve_deploy", request=thread.state.request, by="ana", comment="go")
+    )
     action = thread.action
     assert isinstance(action, CallTool) and action.step == "deploy" and action.value == request
     assert m.AGENT.states["deploy"].requires_approval(action.value) is True
@@ -124,7 +126,11 @@ def test_rejection_returns_to_the_model_with_the_request(deploybot: ModuleType) 
     thread = Thread(deploybot, "deploy v1.2.3 to production")
     request = deploybot.DeployBackend(tag="v1.2.3", env="production")
     thread.model(request)
-    thread.apply(Rejected(step="approve_deploy", by="ana", comment="not on a Friday"))
+    thread.apply(
+        Rejected(
+            step="approve_deploy", request=thread.state.request, by="ana", comment="not on a Friday"
+        )
+    )
     assert (thread.state.step, thread.state.value, thread.state.status) == (
         "decide",
         request,
@@ -151,7 +157,13 @@ def test_tool_errors_go_back_to_the_model_until_the_ceiling_escalates(
         0,
     )
     assert isinstance(thread.action, AwaitAnswer)
-    thread.apply(Answered(step="escalate", answer=Answer(text="use v1.2.3", by="ana")))
+    thread.apply(
+        Answered(
+            step="escalate",
+            request=thread.state.request,
+            answer=Answer(text="use v1.2.3", by="ana"),
+        )
+    )
     assert thread.state.step == "decide" and thread.state.value == Answer(
         text="use v1.2.3", by="ana"
     )
@@ -242,7 +254,7 @@ def test_calculator_chain_multiply_divide_approved_add_done(calculator: ModuleTy
     assert (
         thread.state.step == "approve_divide" and thread.action.ask == "Divide {{ a }} by {{ b }}?"
     )
-    thread.apply(Approved(step="approve_divide"))
+    thread.apply(Approved(step="approve_divide", request=thread.state.request))
     thread.tool(m.Number(value=6))
     thread.model(m.Add(a=6, b=1))
     thread.tool(m.Number(value=7))
@@ -254,7 +266,11 @@ def test_calculator_clarification_is_answered(calculator: ModuleType) -> None:
     thread = Thread(calculator, "hello!")
     thread.model(calculator.ClarificationRequest(message="what should I calculate?"))
     assert isinstance(thread.action, AwaitAnswer) and thread.action.ask == "{{ message }}"
-    thread.apply(Answered(step="ask_user", answer=Answer(text="lets try 12 instead")))
+    thread.apply(
+        Answered(
+            step="ask_user", request=thread.state.request, answer=Answer(text="lets try 12 instead")
+        )
+    )
     assert thread.state.step == "decide"
 
 
@@ -282,7 +298,7 @@ def test_approvals_do_not_reset_the_error_count(calculator: ModuleType) -> None:
     thread = Thread(m, "divide 1 by 0")
     for attempt in (1, 2, 3):
         thread.model(m.Divide(a=1, b=0))
-        thread.apply(Approved(step="approve_divide"))
+        thread.apply(Approved(step="approve_divide", request=thread.state.request))
         thread.fail("ZeroDivisionError: cannot divide 1.0 by zero")
         if attempt < 3:
             assert (thread.state.step, thread.state.errors) == ("decide", attempt)

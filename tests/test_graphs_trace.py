@@ -76,11 +76,13 @@ def finished(m: Any) -> list[Event]:
     return [
         Started(step="decide", input="what can I deploy?"),
         ModelOutput(step="decide", output=m.RequestMoreInformation(question="which env?")),
-        Answered(step="ask_user", answer=Answer(text="production")),
+        Answered(step="ask_user", answer=Answer(text="production"), request="ask_user-2"),
         ModelOutput(step="decide", output=m.DeployBackend(tag="v2", env="production")),
-        Rejected(step="approve_deploy", by="ana", comment="not on a Friday"),
+        Rejected(
+            step="approve_deploy", by="ana", comment="not on a Friday", request="approve_deploy-4"
+        ),
         ModelOutput(step="decide", output=m.DeployBackend(tag="v2", env="production")),
-        Approved(step="approve_deploy", by="ana"),
+        Approved(step="approve_deploy", by="ana", request="approve_deploy-6"),
         ToolStarted(step="deploy", key="k"),
         ToolResult(step="deploy", result=m.DeployResult(url="https://x", took_seconds=3.0)),
         ModelOutput(step="decide", output=m.DoneForNow(message="deployed v2")),

@@ -123,7 +123,10 @@ def test_slack_posts_an_incoming_webhook_payload(http_receiver: HttpReceiver) ->
         "text": "Deploy v1.2.3 to production?",
     }
     context = json.dumps(payload["blocks"][2])
-    assert "release-managers" in context and "twelvefold resume th-1 --approve" in context
+    assert (
+        "release-managers" in context
+        and "twelvefold resume th-1 --request approve_deploy-4 --approve" in context
+    )
 
 
 def test_a_webhook_that_refuses_is_a_notify_error() -> None:
@@ -149,7 +152,10 @@ def test_email_goes_through_a_real_smtp_server(smtp_server: tuple[Controller, In
     assert "deploybot waits for approval at `approve_deploy`" in message["Subject"]
     body = message.get_payload(decode=True).decode()
     assert body.startswith("Deploy v1.2.3 to production?")
-    assert '"env": "production"' in body and "twelvefold resume th-1 --approve" in body
+    assert (
+        '"env": "production"' in body
+        and "twelvefold resume th-1 --request approve_deploy-4 --approve" in body
+    )
 
 
 def test_an_unreachable_smtp_server_is_a_notify_error() -> None:
@@ -159,10 +165,12 @@ def test_an_unreachable_smtp_server_is_a_notify_error() -> None:
 
 def test_log_writes_what_to_run() -> None:
     stream = io.StringIO()
-    human = Notice("th-2", "calculator", "ask_user", "human", "Which number?", None)
+    human = Notice(
+        "th-2", "calculator", "ask_user", "human", "Which number?", None, request="ask_user-2"
+    )
     assert notify(LogNotifier(stream), human) == ["log"]
     assert "calculator waits for an answer at `ask_user`" in stream.getvalue()
-    assert "twelvefold resume th-2 --answer TEXT" in stream.getvalue()
+    assert "twelvefold resume th-2 --request ask_user-2 --answer TEXT" in stream.getvalue()
 
 
 def test_multi_tries_every_channel_and_reports_the_one_that_failed(

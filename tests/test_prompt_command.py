@@ -74,14 +74,16 @@ def test_a_stored_thread_shows_its_rejection_in_the_context(tmp_path: Path) -> N
     quiet = LogNotifier(io.StringIO())
     with Runtime(store, model=CassettePlayer(cassette), notifier=quiet) as runtime:
         waiting = runtime.launch(DEPLOYBOT, "deploy v1.2.3 to production")
-        asking = runtime.resume(waiting.id, reject=True, by="alice", comment="staging first")
+        asking = runtime.resume(
+            waiting.id, request=waiting.request, reject=True, by="carol", comment="staging first"
+        )
         assert asking.step == "ask_user"
     store.close()
 
     body = prompt("--thread", asking.id, "--db", str(db))
     user = body["messages"][1]["content"]  # type: ignore[index]
     assert "<list_tags_result>tags: [v1.2.3, v1.2.2, v1.2.1]</list_tags_result>" in user
-    assert "<approve_deploy_rejected>\nby: alice\ncomment: staging first\n" in user
+    assert "<approve_deploy_rejected>\nby: carol\ncomment: staging first\n" in user
 
 
 def test_a_step_that_is_not_an_llm_step_is_refused() -> None:

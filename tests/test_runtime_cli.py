@@ -63,10 +63,23 @@ def test_run_pauses_resume_finishes_and_show_prints_the_log(workdir: Path) -> No
     )
     assert (workdir / ".twelvefold" / "threads.db").exists()
 
+    assert view["request"] == "approve_deploy-5"
     code, out = invoke("threads", "--json")
-    assert [t["status"] for t in json.loads(out)] == ["waiting"]
+    assert [(t["status"], t["request"]) for t in json.loads(out)] == [
+        ("waiting", "approve_deploy-5")
+    ]
 
-    code, out = invoke("resume", view["thread_id"], "--approve", "--cassette", "deploy.jsonl")
+    code, out = invoke(
+        "resume",
+        view["thread_id"],
+        "--approve",
+        "--request",
+        view["request"],
+        "--by",
+        "ana",
+        "--cassette",
+        "deploy.jsonl",
+    )
     assert code == 0, out
     assert "tool_result" in out and "finished" in out
 

@@ -51,9 +51,11 @@ def a_varied_thread(tmp_path: Path) -> tuple[Runtime, str]:
     )
     view = rt.launch(DEPLOYBOT, "deploy to production")
     assert view.waiting_for == "answer"
-    view = rt.resume(view.id, answer="v1.2.3 please", by="ana")
-    view = rt.resume(view.id, reject=True, comment="use v1.2.2 instead", by="bo")
-    view = rt.resume(view.id, approve=True, comment="go")
+    view = rt.resume(view.id, request=view.request, answer="v1.2.3 please", by="ana")
+    view = rt.resume(
+        view.id, request=view.request, reject=True, comment="use v1.2.2 instead", by="carol"
+    )
+    view = rt.resume(view.id, request=view.request, approve=True, comment="go", by="ana")
     assert view.status == "finished", view
     return rt, view.id
 
@@ -271,7 +273,7 @@ def test_a_thread_resumes_from_its_snapshot_only_when_it_is_proven_for_the_log(
 
     # Going on writes a new one with each append.
     model.outputs.append({"type": "DoneForNow", "message": "deployed"})
-    view = rt.resume(view.id, approve=True)
+    view = rt.resume(view.id, request=view.request, approve=True, by="ana")
     assert view.status == "finished"
     final = store.snapshot(view.id)
     assert final is not None and final.seq == view.seq

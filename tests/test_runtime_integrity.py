@@ -234,8 +234,17 @@ def rechain(db: Path, thread_id: str, chain: Chain) -> None:
         )
 
 
+def forged_approval(db: Path, thread_id: str) -> Approved:
+    """An approval of the thread's pending request, as a forger who read the row writes it."""
+    with sqlite3.connect(db) as connection:
+        (request,) = connection.execute(
+            "SELECT request FROM threads WHERE id = ?", (thread_id,)
+        ).fetchone()
+    return Approved(step="approve_deploy", at="2026-01-01T00:00:00Z", by="mallory", request=request)
+
+
 def insert_approval(db: Path, thread_id: str) -> None:
-    approved = Approved(step="approve_deploy", at="2026-01-01T00:00:00Z", by="mallory")
+    approved = forged_approval(db, thread_id)
     with sqlite3.connect(db) as connection:
         num, seq = connection.execute(
             "SELECT num, seq FROM threads WHERE id = ?", (thread_id,)
@@ -362,7 +371,7 @@ def test_a_changed_agent_runs_a_thread_only_if_its_whole_log_replays(
     store = SqliteStore(db)
     rt = Runtime(store, notifier=RecordingNotifier(), cache_dir=tmp_path / "cache")
     old = rt.launch(source, "hello")
-    rt.resume(old.id, answer="Ana")
+    old = rt.resume(old.id, answer="Ana", request=old.request)
     other = rt.launch(source, "hello again")
     store.close()
 
@@ -371,7 +380,7 @@ def test_a_changed_agent_runs_a_thread_only_if_its_whole_log_replays(
     store = SqliteStore(db)
     rt = Runtime(store, notifier=RecordingNotifier(), cache_dir=tmp_path / "cache")
     assert rt.get(old.id).step == "second"
-    assert rt.resume(old.id, answer="Lisbon").status == "finished"
+    assert rt.resume(old.id, answer="Lisbon", request=old.request).status == "finished"
     store.close()
 
     # A step renamed: the log of the thread that passed it no longer fits; it is refused
@@ -383,7 +392,9 @@ def test_a_changed_agent_runs_a_thread_only_if_its_whole_log_replays(
         rt.get(other.id)
     before = len(store.load(other.id, rt.agent(source).codec))
     result = CliRunner().invoke(
-        cli, ["resume", other.id, "--answer", "Ana", "--db", str(db)], catch_exceptions=False
+        cli,
+        ["resume", other.id, "--answer", "Ana", "--request", str(other.request), "--db", str(db)],
+        catch_exceptions=False,
     )
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
     assert "another version of agent changing" in result.output
@@ -428,7 +439,7 @@ def apply_edit(db: Path, thread_id: str, edit: tuple[Any, ...], cache: Path) -> 
             reseal_snapshot(db, thread_id, plain)
     elif kind == "approve":
         _, at, again = edit
-        approved = Approved(step="approve_deploy", at="2026-01-01T00:00:00Z", by="mallory")
+        approved = forged_approval(db, thread_id)
         with sqlite3.connect(db) as connection:
             position = min(at, seq) + 1
             connection.execute(

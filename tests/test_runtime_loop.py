@@ -78,7 +78,7 @@ def test_a_thread_pauses_for_approval_and_another_runtime_resumes_it(
 
     # A different runtime (as a different process would) with the same store.
     second = Runtime(SqliteStore(db), model=model, notifier=notifier, cache_dir=cache)
-    done = second.resume(view.id, approve=True, comment="ship it", by="ana")
+    done = second.resume(view.id, request=view.request, approve=True, comment="ship it", by="ana")
     assert done.status == "finished" and done.output.message == "deployed v1.2.3"
     assert [json.loads(line)["tag"] for line in ledger.read_text().splitlines()] == ["v1.2.3"]
 
@@ -107,7 +107,9 @@ def test_a_rejection_and_its_comment_reach_the_models_context(tmp_path: Path, le
     )
     rt = Runtime(model=model, notifier=RecordingNotifier(), cache_dir=tmp_path / "cache")
     view = rt.launch(DEPLOYBOT, "deploy v1.2.3 to production")
-    view = rt.resume(view.id, reject=True, comment="freeze until Monday")
+    view = rt.resume(
+        view.id, request=view.request, reject=True, by="ana", comment="freeze until Monday"
+    )
     assert view.status == "finished"
     last_prompt = "\n".join(m["content"] for m in model.requests[-1].messages)
     assert "freeze until Monday" in last_prompt
@@ -124,7 +126,7 @@ def test_three_failures_in_a_row_escalate_to_a_person(tmp_path: Path, ledger: Pa
     assert [str(f.error) for f in failures] == [
         "LookupError: no tag 'v0.0.0'; run list_tags to see the tags"
     ] * 3
-    assert rt.resume(view.id, answer="stop trying").status == "finished"
+    assert rt.resume(view.id, request=view.request, answer="stop trying").status == "finished"
 
 
 def test_a_start_without_a_result_reruns_a_keyed_tool_with_the_same_key(
@@ -181,11 +183,15 @@ def test_an_event_the_thread_cannot_take_is_refused_and_nothing_is_stored(
     model = ScriptedModel([{"type": "RequestMoreInformation", "question": "which tag?"}])
     rt = Runtime(model=model, notifier=RecordingNotifier(), cache_dir=tmp_path)
     view = rt.launch(DEPLOYBOT, "deploy")
-    with pytest.raises(IllegalEvent, match="illegal `approved` event"):
-        rt.resume(view.id, approve=True)
+    with pytest.raises(InputError, match="`ask_user` waits for an answer"):
+        rt.resume(view.id, request=view.request, approve=True, by="ana")
+    with pytest.raises(IllegalEvent, match="illegal `approved` event"):  # the reducer too
+        rt.agent(DEPLOYBOT).module.reduce(
+            view.state, Approved(step="ask_user", request=view.request)
+        )
     assert rt.get(view.id).seq == view.seq
     with pytest.raises(InputError):
-        rt.resume(view.id, approve=True, answer="both")
+        rt.resume(view.id, request=view.request, approve=True, answer="both")
     with pytest.raises(InputError):
         rt.launch(DEPLOYBOT, 42)
 
@@ -195,11 +201,14 @@ def test_fork_copies_a_prefix_that_then_goes_its_own_way(tmp_path: Path, ledger:
     rt = Runtime(model=model, notifier=notifier, cache_dir=tmp_path)
     view = rt.launch(DEPLOYBOT, "deploy v1.2.3 to production")
     waiting = next(i for i, e in enumerate(rt.events(view.id), 1) if isinstance(e, Notified))
-    rt.resume(view.id, approve=True)
+    rt.resume(view.id, request=view.request, approve=True, by="ana")
     fork = rt.fork(view.id, waiting)
-    assert rt.replay(view.id, upto=waiting) == rt.replay(fork)
+    parent, copy = rt.replay(view.id, upto=waiting), rt.replay(fork)
+    assert (copy.step, copy.status, copy.value) == (parent.step, parent.status, parent.value)
+    # Its own request, and nobody told about it yet (issue 8, item 5).
+    assert copy.request != parent.request and not copy.notified
     model.outputs = [{"type": "DoneForNow", "message": "not today"}]
-    forked = rt.resume(fork, reject=True, comment="not today")
+    forked = rt.resume(fork, request=copy.request, reject=True, comment="not today", by="ana")
     assert forked.output.message == "not today"
     assert rt.get(view.id).output.message == "deployed v1.2.3"
 
@@ -213,7 +222,7 @@ def test_the_async_runtime_runs_threads_on_an_event_loop(tmp_path: Path, ledger:
             cache_dir=tmp_path / "cache",
         )
         view = await rt.launch(DEPLOYBOT, "deploy v1.2.3 to production")
-        done = await rt.resume(view.id, approve=True)
+        done = await rt.resume(view.id, request=view.request, approve=True, by="ana")
         return view.status, done.status
 
     assert asyncio.run(scenario()) == ("waiting", "finished")

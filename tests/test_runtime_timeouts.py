@@ -115,7 +115,7 @@ def test_a_decision_in_time_is_not_overridden(store: SqliteStore, cache: Path) -
     rt = runtime(store, cache, model)
     view = rt.launch(PATIENCE, "tidy the schema")
     began = waiting_since(rt, view.id)
-    done = rt.resume(view.id, approve=True, by="ana")
+    done = rt.resume(view.id, request=view.request, approve=True, by="ana")
     assert done.status == "finished"
     assert rt.expire(now=began + timedelta(hours=1)) == []
     assert rt.get(view.id).seq == done.seq
@@ -193,7 +193,8 @@ def test_a_person_deciding_during_the_sweep_wins(tmp_path: Path, cache: Path) ->
 
     def approve(thread_id: str, events: list[Event], codec: Codec) -> None:
         other = SqliteStore(db)
-        approved = Approved(step="approve_change", at=events[-1].at, by="ana")
+        pending = f"approve_change-{len(events) - 1}"  # opened by the arrival, before Notified
+        approved = Approved(step="approve_change", at=events[-1].at, by="ana", request=pending)
         other.append(thread_id, len(events), (approved,), codec, Head("running", "apply"))
         other.close()
 

@@ -11,7 +11,8 @@ family and listing it in CHECKS.
     reachability.py  E3xx  reachable from start, can finish
     typeflow.py      E4xx  values arriving at a step are of its declared type
     templates.py     E403, E7xx  ask and prompt templates
-    approval.py      E5xx  approval dominance, null skipping it, approvals that show the value
+    approval.py      E5xx  approval dominance, null skipping it, approvals that show the
+                           value; W510 approvers the configuration lacks
     loops.py         E6xx  bounded loops
     size.py          W8xx  agents that are probably two
     unused.py        W9xx  unused types and states
@@ -55,6 +56,7 @@ CHECKS: list[Check] = [
     approval.approval_dominates,
     approval.null_cannot_skip,
     approval.approval_shows_the_input,
+    approval.approvers_are_defined,
     # E6xx
     loops.cycles_pass_a_decision,
     loops.cycles_are_bounded,

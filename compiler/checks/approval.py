@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 from .. import nodes as n
 from .. import types as t
-from ..diagnostics import Diagnostic, Span, error
+from ..diagnostics import Diagnostic, Span, error, warning
 from ..guard_text import guard_text
 from ..guards import can_hold, null_skips
 from ..program import Edge, Program
@@ -158,4 +158,32 @@ def approval_shows_the_input(program: Program, _: object) -> Iterator[Diagnostic
                 ),
                 step.requires_approval.span,
                 "approval required here",
+            )
+
+
+def approvers_are_defined(program: Program, _: object) -> Iterator[Diagnostic]:
+    """W510: an `approvers` group the project's configuration does not define.
+
+    Only when the project has a configuration (`Program.approver_groups`): the runtime
+    cannot enforce such a group, so anyone's decision is accepted, with a warning.
+    """
+    defined = program.approver_groups
+    if defined is None:
+        return
+    for step in program.steps.values():
+        if not isinstance(step, n.ApprovalStep):
+            continue
+        for group in step.approvers:
+            if group.value in defined:
+                continue
+            known = ", ".join(sorted(defined)) or "no groups"
+            yield warning(
+                "W510",
+                f"approvers group `{group.value}` is not defined in {program.config_name}",
+                program.source.path,
+                group.span,
+                label=f"{program.config_name} defines {known}",
+                help=f'add `{group.value} = ["name", ...]` under [approvers] in '
+                f"{program.config_name} ([tool.twelvefold.approvers] in pyproject.toml); "
+                "until then the runtime cannot check who decides for it",
             )

@@ -1,14 +1,23 @@
-"""`twelvefold run`, `resume`, `expire`, `threads` and `show`: threads from the command line.
+"""`twelvefold run`, `resume`, `fork`, `cancel`, `expire`, `threads` and `show`: threads
+from the command line.
 
 Threads live in a SQLite file, `.twelvefold/threads.db` in the current directory unless
 --db or TWELVEFOLD_DB says otherwise, so a thread launched by one command can be resumed
 by another, any time later.
+
+A decision names the request it answers (`--request ID`, printed wherever a thread waits).
+Without it, a person at a terminal is shown the pending request and asked to confirm;
+without a terminal the command refuses and names the pending request. The local CLI is
+an operator's tool: `--by` says who decides (there is no default, so an approval with
+`approvers` needs `--by` naming a member), and each decision records `cli (os user NAME)`.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +25,14 @@ from typing import Any
 
 import click
 
-from twelvefold.runtime.api import Expiry, InputError, Runtime, ThreadView, plain
+from twelvefold.runtime.api import (
+    Expiry,
+    InputError,
+    Runtime,
+    ThreadView,
+    UnenforcedApprovers,
+    plain,
+)
 from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseError
 from twelvefold.runtime.loading import AgentLoadError
@@ -27,7 +43,10 @@ from twelvefold.runtime.types import (
     KIND_OF_EVENT,
     Answered,
     Approved,
+    Cancelled,
+    Decision,
     Event,
+    Forked,
     IllegalEvent,
     ModelOutput,
     Notified,
@@ -77,9 +96,16 @@ def summarize(event: Event) -> str:
             text = answer.text
         case Retried(by=by):
             text = f"by {by}" if by else ""
+        case Forked(parent=parent, parent_seq=parent_seq):
+            text = f"from {parent} after event {parent_seq}"
+        case Cancelled(by=by, reason=reason):
+            text = " ".join(p for p in (f"by {by}" if by else "", reason or "") if p)
         case _:
             text = ""
-    return text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 1] + "…"
+    text = text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 1] + "…"
+    if isinstance(event, Decision) and event.request:  # never cut off: it says what was decided
+        text = f"{text} (request {event.request})".lstrip()
+    return text
 
 
 def event_line(seq: int, event: Event) -> str:
@@ -109,17 +135,34 @@ def print_view(view: ThreadView, db: Path) -> None:
         click.echo(f"\n{where} finished: {_compact(view.output)}")
     elif view.status == "waiting":
         click.echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
-        hint = "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer"
-        click.echo(f"  resume: twelvefold resume {view.id} {hint}")
+        click.echo(f"  request: {view.request}")
+        click.echo(f"  resume: {resume_hint(view)}")
     elif view.status == "failed":
         click.echo(f"\n{where} failed at `{view.step}`: {view.error}")
         click.echo(f"  retry: twelvefold resume {view.id} --retry")
+    elif view.status == "cancelled":
+        click.echo(f"\n{where} was cancelled at `{view.step}`")
     else:
         click.echo(f"\n{where} is running at `{view.step}`")
     click.echo(f"  stored in {db}")
     if view.untold:
         click.echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
         click.echo("  `twelvefold expire` tries the notice again (run it from cron)")
+
+
+def resume_hint(view: ThreadView) -> str:
+    """The command that decides a waiting thread's pending request."""
+    decide = "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer T"
+    return f"twelvefold resume {view.id} --request {view.request} {decide}"
+
+
+def cli_via() -> str:
+    """How a CLI decision records where it came from: the OS user at the terminal."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment or the passwd file
+        user = "unknown"
+    return f"cli (os user {user})"
 
 
 # ---- the runtime the commands share ---------------------------------------------------
@@ -272,7 +315,16 @@ def run(
 @click.option("--comment", help="Why; the model sees it in its context.")
 @click.option("--answer", help="Answer the question the thread waits on.")
 @click.option("--retry", is_flag=True, help="Try a failed thread again from its failed step.")
-@click.option("--by", help="Who approves, rejects or answers.")
+@click.option(
+    "--request",
+    help="The request you decide (printed where the thread waits). Without it you are "
+    "shown the pending request and asked to confirm (a terminal only).",
+)
+@click.option(
+    "--by",
+    help="Who approves, rejects or answers. No default: an approval with `approvers` "
+    "needs a member of one of its groups.",
+)
 @DB
 @model_options
 @JSON
@@ -283,6 +335,7 @@ def resume(
     comment: str | None,
     answer: str | None,
     retry: bool,
+    request: str | None,
     by: str | None,
     db: Path,
     model: str | None,
@@ -292,12 +345,18 @@ def resume(
     as_json: bool,
 ) -> None:
     """Continue THREAD: approve, reject, answer or retry it. With none of these, continue
-    a thread whose process stopped while it was running."""
+    a thread whose process stopped while it was running.
+
+    A decision names the request it answers (--request); one for a request that is no
+    longer pending is refused (exit 1) and nothing is recorded."""
     _check_model_flags(cassette, record)
+    deciding = approve or reject or answer is not None
     if approve + reject + (answer is not None) + retry > 1:
         raise click.UsageError("give one of --approve, --reject, --answer or --retry")
     if reject and not comment:
         raise click.UsageError("--reject needs a --comment saying why")
+    if request is not None and not deciding:
+        raise click.UsageError("--request goes with --approve, --reject or --answer")
     with (
         reported(),
         runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
@@ -305,10 +364,92 @@ def resume(
         if retry:
             view = rt.retry(thread, by=by)
         else:
-            view = rt.resume(
-                thread, approve=approve, reject=reject, comment=comment, answer=answer, by=by
-            )
+            if deciding and request is None:
+                request = confirmed_request(rt.get(thread), approve, reject, as_json)
+            with warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter("always", UnenforcedApprovers)
+                view = rt.resume(
+                    thread,
+                    approve=approve,
+                    reject=reject,
+                    comment=comment,
+                    answer=answer,
+                    by=by,
+                    request=request,
+                    via=cli_via(),
+                )
+            for warning in warned:
+                click.echo(f"WARNING: {warning.message}", err=True)
     finish(view, db, as_json)
+
+
+def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bool) -> str:
+    """The pending request, once a person at a terminal has seen it and confirmed; else
+    a `CommandError` naming it (no terminal to ask on, --json output that a question would
+    corrupt, or nothing pending)."""
+    if view.status != "waiting" or view.request is None:
+        raise CommandError(
+            f"thread {view.id} is {view.status} at `{view.step}`: no request is pending"
+        )
+    if as_json or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CommandError(
+            f"name the request you decide: thread {view.id} waits on request "
+            f"`{view.request}` ({view.question}); add --request {view.request}"
+        )
+    click.echo(f"thread {view.id} ({view.agent}) waits at `{view.step}`, request {view.request}:")
+    click.echo(f"  {view.question}")
+    value = plain(view.state.value)
+    if value is not None:
+        click.echo(f"  value: {json.dumps(value, ensure_ascii=False)}")
+    verb = "Approve" if approve else "Reject" if reject else "Answer"
+    if not click.confirm(f"{verb} request {view.request}?", default=False):
+        raise CommandError("nothing was decided")
+    return view.request
+
+
+@click.command()
+@click.argument("thread")
+@click.option(
+    "--at",
+    "at_event",
+    type=int,
+    required=True,
+    help="Keep the first N events of THREAD (see `twelvefold show`).",
+)
+@DB
+@JSON
+def fork(thread: str, at_event: int, db: Path, as_json: bool) -> None:
+    """Start a new thread from the first N events of THREAD; it does not run until resumed.
+
+    A fork never re-uses a decision or repeats a side effect: a fork just after an
+    approval asks for a new one, a fork at a pause gets its own request and notice, and
+    a tool call in flight at the fork point is recorded as interrupted."""
+    require_store(db)
+    with reported(), runtime(db, quiet=True) as rt:
+        view = rt.get(rt.fork(thread, at_event))
+    if as_json:
+        click.echo(json.dumps({**view.to_json(), "forked_from": thread}, ensure_ascii=False))
+        return
+    click.echo(f"forked thread {thread} after event {at_event} as {view.id}")
+    print_view(view, db)
+
+
+@click.command()
+@click.argument("thread")
+@click.option("--reason", required=True, help="Why the thread is ended (kept in its log).")
+@click.option("--by", help="Who cancels it.")
+@DB
+@JSON
+def cancel(thread: str, reason: str, by: str | None, db: Path, as_json: bool) -> None:
+    """End THREAD on purpose: its pending request is withdrawn, and any later decision
+    for it is refused. The log records who cancelled it, why, and from where."""
+    require_store(db)
+    with reported(), runtime(db, quiet=True) as rt:
+        view = rt.cancel(thread, reason=reason, by=by, via=cli_via())
+    if as_json:
+        click.echo(json.dumps(view.to_json(), ensure_ascii=False))
+        return
+    print_view(view, db)
 
 
 @click.command()
@@ -388,7 +529,9 @@ def expiry_line(expiry: Expiry) -> str:
 
 
 @click.command()
-@click.option("--status", type=click.Choice(["running", "waiting", "finished", "failed"]))
+@click.option(
+    "--status", type=click.Choice(["running", "waiting", "finished", "failed", "cancelled"])
+)
 @DB
 @JSON
 def threads(status: str | None, db: Path, as_json: bool) -> None:
@@ -407,10 +550,14 @@ def threads(status: str | None, db: Path, as_json: bool) -> None:
     if not found:
         click.echo(f"no threads in {db}")
         return
-    click.echo(f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6}  UPDATED")
+    click.echo(
+        f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6}  "
+        f"{'UPDATED':<27} REQUEST"
+    )
     for i in found:
         click.echo(
-            f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6}  {i.updated_at}"
+            f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6}  "
+            f"{i.updated_at:<27} {i.request or '-'}"
         )
 
 
@@ -422,6 +569,7 @@ def _info_json(info: ThreadInfo) -> dict[str, Any]:
         "status": info.status,
         "step": info.step,
         "events": info.seq,
+        "request": info.request,
         "created_at": info.created_at,
         "updated_at": info.updated_at,
     }
@@ -433,9 +581,7 @@ def _info_json(info: ThreadInfo) -> dict[str, Any]:
 @JSON
 def show(thread: str, db: Path, as_json: bool) -> None:
     """Print THREAD's event log and where it stands."""
-    if not db.exists():
-        click.echo(f"error: no thread store at {db}", err=True)
-        sys.exit(1)
+    require_store(db)
     with reported(), runtime(db, quiet=True) as rt:
         view = rt.get(thread)
         events = rt.events(thread)
@@ -450,6 +596,13 @@ def show(thread: str, db: Path, as_json: bool) -> None:
     print_view(view, db)
 
 
+def require_store(db: Path) -> None:
+    """Exit 1 with one line when there is no thread store to read (nothing is created)."""
+    if not db.exists():
+        click.echo(f"error: no thread store at {db}", err=True)
+        sys.exit(1)
+
+
 def register(cli: click.Group) -> None:
-    for command in (run, resume, expire, threads, show):
+    for command in (run, resume, fork, cancel, expire, threads, show):
         cli.add_command(command)

@@ -263,13 +263,15 @@ class _Steps:
             start = ToolStarted(step=step, key="key")
             result = ToolResult(step=step, result=self._first[spec_state.output][0])
             return [(start, result), (start, failure)]
+        request = state.request  # a decision answers the pending request
         if kind == "approval":
             decisions: list[tuple[Event, ...]] = [
-                (Approved(step=step),),
-                (Rejected(step=step, comment="no"),),
+                (Approved(step=step, request=request),),
+                (Rejected(step=step, comment="no", request=request),),
             ]
             return decisions + ([(failure,)] if self.subject.can_fail(state) else [])
-        answers: list[tuple[Event, ...]] = [(Answered(step=step, answer=Answer(text="ok")),)]
+        ok = Answer(text="ok")
+        answers: list[tuple[Event, ...]] = [(Answered(step=step, answer=ok, request=request),)]
         return answers + ([(failure,)] if self.subject.can_fail(state) else [])
 
 

@@ -529,7 +529,7 @@ def final_is_absorbing(subject: Subject, case: Case) -> None:
                 events,
                 index,
             )
-        for probe in probes(subject, state.step):
+        for probe in probes(subject, state.step, state.request):
             before = copy.deepcopy(state)
             try:
                 after = subject.reduce(state, probe)
@@ -547,8 +547,10 @@ def final_is_absorbing(subject: Subject, case: Case) -> None:
             )
 
 
-def probes(subject: Subject, step: str) -> list[Event]:
-    """One event of every kind, addressed to `step`."""
+def probes(subject: Subject, step: str, request: str | None = None) -> list[Event]:
+    """One event of every kind, addressed to `step`; decisions name `request` (the pending
+    one, so that only the kind of event can make them illegal) and, when it is given,
+    name no request too."""
     any_output: BaseModel = Answer(text="x")
     for cls in subject.spec.types.values():
         try:
@@ -556,15 +558,21 @@ def probes(subject: Subject, step: str) -> list[Event]:
         except Exception:  # pragma: no cover - model_construct does not validate
             continue
         break
+    named = [request, None] if request is not None else [None]
+    decisions: list[Event] = []
+    for name in named:
+        decisions += [
+            Approved(step=step, request=name),
+            Rejected(step=step, request=name),
+            Answered(step=step, answer=Answer(text="late"), request=name),
+        ]
     return [
         ModelOutput(step=step, output=any_output),
         ToolStarted(step=step, key="k"),
         ToolResult(step=step, result=any_output),
         StepFailed(step=step, error=ErrorInfo("RuntimeError", "late")),
         Notified(step=step),
-        Approved(step=step),
-        Rejected(step=step),
-        Answered(step=step, answer=Answer(text="late")),
+        *decisions,
         Retried(step=step),
         Started(step=step, input="again"),
     ]

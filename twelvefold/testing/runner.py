@@ -126,7 +126,7 @@ def aimed_cases(subject: Subject, paths: Sequence[Sequence[Event]]) -> Iterator[
                 break  # the property run on the plain path reports it
             others = [s for s in subject.spec.states if s != state.step][:1]
             for step in [state.step, *others]:
-                for probe in probes(subject, step):
+                for probe in probes(subject, step, state.request):
                     if not is_legal(subject, state, probe):
                         yield Case(tuple(path), at, probe)
 

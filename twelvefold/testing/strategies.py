@@ -30,6 +30,7 @@ from twelvefold.runtime.types import (
     Answer,
     Answered,
     Approved,
+    Decision,
     ErrorInfo,
     Event,
     ModelOutput,
@@ -372,6 +373,9 @@ def threads(draw: st.DrawFn, subject: Subject, max_events: int | None = None) ->
             break
         move = draw(st.sampled_from(moves))
         event = draw(move.events)
+        if isinstance(event, Decision):
+            # A decision answers the request pending now (the reducer refuses any other).
+            event = replace(event, request=state.request)
         events.append(event)
         try:
             # The reducer gets a copy: a reducer that edits the event it is given must
@@ -426,9 +430,9 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
                 kind in ("human", "approval") and subject.can_fail(state)
             )
         case Approved() | Rejected():
-            return kind == "approval"
+            return kind == "approval" and event.request == state.request
         case Answered():
-            return kind == "human"
+            return kind == "human" and event.request == state.request
     return False
 
 

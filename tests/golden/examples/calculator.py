@@ -321,6 +321,7 @@ def _approve_divide_action(state: State) -> Action:
         value=state.value,
         ask="Divide {{ a }} by {{ b }}?",
         notified=state.notified,
+        request=state.request,
     )
 
 
@@ -356,7 +357,11 @@ def _divide_reduce(state: State, event: Event) -> State:
 # calculator.agent:45: human ask_user(ClarificationRequest) {
 def _ask_user_action(state: State) -> Action:
     return AwaitAnswer(
-        step="ask_user", value=state.value, ask="{{ message }}", notified=state.notified
+        step="ask_user",
+        value=state.value,
+        ask="{{ message }}",
+        notified=state.notified,
+        request=state.request,
     )
 
 
@@ -374,6 +379,7 @@ def _escalate_action(state: State) -> Action:
         value=state.value,
         ask="The calculator keeps failing. Please advise.",
         notified=state.notified,
+        request=state.request,
     )
 
 

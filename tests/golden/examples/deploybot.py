@@ -259,6 +259,7 @@ def _approve_deploy_action(state: State) -> Action:
         ask="Deploy {{ tag }} to {{ env }}?",
         approvers=("release-managers",),
         notified=state.notified,
+        request=state.request,
     )
 
 
@@ -295,7 +296,11 @@ def _deploy_reduce(state: State, event: Event) -> State:
 # deploybot.agent:51: human ask_user(RequestMoreInformation) {
 def _ask_user_action(state: State) -> Action:
     return AwaitAnswer(
-        step="ask_user", value=state.value, ask="{{ question }}", notified=state.notified
+        step="ask_user",
+        value=state.value,
+        ask="{{ question }}",
+        notified=state.notified,
+        request=state.request,
     )
 
 
@@ -313,6 +318,7 @@ def _escalate_action(state: State) -> Action:
         value=state.value,
         ask="deploybot is stuck after repeated failures. Please take over or advise.",
         notified=state.notified,
+        request=state.request,
     )
 
 

@@ -181,6 +181,7 @@ def _page_action(state: State) -> Action:
         ask="Page on-call for {{ customer.name }} (severity {{ severity }})?",
         timeout_seconds=1800.0,
         notified=state.notified,
+        request=state.request,
     )
 
 
