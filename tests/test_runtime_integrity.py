@@ -114,18 +114,25 @@ def edit_snapshot_state(db: Path, thread_id: str, cache: Path, **changes: Any) -
 
 
 def resume_after_snapshot_edit(
-    server: ScriptedOpenAI, tmp_path: Path, cache: Path, store_class: type[SqliteStore]
+    server: ScriptedOpenAI,
+    tmp_path: Path,
+    cache: Path,
+    store_class: type[SqliteStore],
+    reseal: bool = False,
 ) -> int:
-    """The issue's example: the snapshot alone says the approval passed; resume. Returns
-    how many deploys ran."""
+    """The issue's example: the snapshot alone says the approval passed (with `reseal`,
+    its seal computed again by someone who read integrity.py, as anyone can without a
+    key); resume. Returns how many deploys ran."""
     db = tmp_path / "threads.db"
     thread_id = waiting_for_approval(server, db, cache)
     edit_snapshot_state(db, thread_id, cache, step="deploy", status="running", notified=False)
+    if reseal:
+        reseal_snapshot(db, thread_id, Chain(None))
     ModelTurns(server).then({"type": "DoneForNow", "message": "deployed"})
     with deploybot(server, db, cache, store_class) as rt:
-        rt.resume(thread_id)
-        events = rt.events(thread_id)
-    assert not any(isinstance(e, Approved) for e in events)
+        with contextlib.suppress(BrokenLog):
+            rt.resume(thread_id)
+        assert not any(isinstance(e, Approved) for e in rt.events(thread_id))
     return deploys(tmp_path / "ledger.jsonl")
 
 
@@ -173,31 +180,10 @@ class OverconfidentStore(SqliteStore):
         return replace(super().restore(thread_id, codec), keyed=True)
 
 
-def resume_after_resealed_snapshot(
-    server: ScriptedOpenAI, tmp_path: Path, cache: Path, store_class: type[SqliteStore]
-) -> int:
-    """Without a key, someone who read integrity.py edits the snapshot and computes its
-    seal again; resume. Returns how many deploys ran."""
-    db = tmp_path / "threads.db"
-    thread_id = waiting_for_approval(server, db, cache)
-    edit_snapshot_state(db, thread_id, cache, step="deploy", status="running", notified=False)
-    with sqlite3.connect(db) as connection:
-        (text,) = connection.execute("SELECT snapshot FROM threads").fetchone()
-        connection.execute(
-            "UPDATE threads SET snapshot_seal = ?", (Chain(None).seal(thread_id, text),)
-        )
-    ModelTurns(server).then({"type": "DoneForNow", "message": "deployed"})
-    with deploybot(server, db, cache, store_class) as rt:
-        with contextlib.suppress(BrokenLog):
-            rt.resume(thread_id)
-        assert not any(isinstance(e, Approved) for e in rt.events(thread_id))
-    return deploys(tmp_path / "ledger.jsonl")
-
-
 def test_without_a_key_a_resealed_snapshot_is_checked_against_the_log_before_a_tool_runs(
     openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path, ledger: Path
 ) -> None:
-    assert resume_after_resealed_snapshot(openai_server, tmp_path, cache, SqliteStore) == 0
+    assert resume_after_snapshot_edit(openai_server, tmp_path, cache, SqliteStore, True) == 0
     with deploybot(openai_server, tmp_path / "threads.db", cache) as rt:
         (info,) = rt.threads()
         with pytest.raises(BrokenLog, match="snapshot does not match its events"):
@@ -207,7 +193,7 @@ def test_without_a_key_a_resealed_snapshot_is_checked_against_the_log_before_a_t
 def test_the_resealed_snapshot_test_catches_a_loop_that_trusts_every_seal(
     openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path, ledger: Path
 ) -> None:
-    assert resume_after_resealed_snapshot(openai_server, tmp_path, cache, OverconfidentStore) == 1
+    assert resume_after_snapshot_edit(openai_server, tmp_path, cache, OverconfidentStore, True) == 1
 
 
 # ---- edited events --------------------------------------------------------------------

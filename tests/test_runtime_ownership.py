@@ -252,14 +252,21 @@ def run_cli(folder: Path, server: ScriptedOpenAI, *args: str) -> tuple[int, str,
     return process.returncode, out, err
 
 
+def run_into_the_tool(
+    folder: Path, server: ScriptedOpenAI, kind: str
+) -> tuple[subprocess.Popen[str], str]:
+    """Process A: `twelvefold run` the slow agent until it is inside the `kind` tool."""
+    SlowModel(server, kind)
+    first = start_cli(folder, server, "run", str(SLOW), "--input", "go")
+    wait_for(lambda: len(lines(folder / "entered.log")) == 1, "process A to enter the tool")
+    return first, only_thread(folder / "threads.db")
+
+
 @pytest.mark.parametrize("kind", ["Keyless", "Keyed"])
 def test_resume_from_a_second_process_is_refused_while_the_first_is_inside_a_tool(
     kind: str, folder: Path, openai_server: ScriptedOpenAI
 ) -> None:
-    SlowModel(openai_server, kind)
-    first = start_cli(folder, openai_server, "run", str(SLOW), "--input", "go")
-    wait_for(lambda: len(lines(folder / "entered.log")) == 1, "process A to enter the tool")
-    thread_id = only_thread(folder / "threads.db")
+    first, thread_id = run_into_the_tool(folder, openai_server, kind)
 
     code, out, err = run_cli(folder, openai_server, "resume", thread_id)
     assert code == 1, out + err
@@ -292,10 +299,7 @@ def test_resume_from_a_second_process_is_refused_while_the_first_is_inside_a_too
 def test_after_the_owner_is_killed_and_its_lease_lapses_a_resume_takes_over(
     kind: str, folder: Path, openai_server: ScriptedOpenAI
 ) -> None:
-    SlowModel(openai_server, kind)
-    first = start_cli(folder, openai_server, "run", str(SLOW), "--input", "go")
-    wait_for(lambda: len(lines(folder / "entered.log")) == 1, "process A to enter the tool")
-    thread_id = only_thread(folder / "threads.db")
+    first, thread_id = run_into_the_tool(folder, openai_server, kind)
     first.kill()
     first.communicate(timeout=60)
     wait_for(lambda: lease_of(folder / "threads.db", thread_id) is None, "A's lease to lapse")
