@@ -2,27 +2,43 @@
 #   make demo    run the main example offline (a recorded cassette stands in for the model)
 #   make test    run every test
 #   make lint    ruff + mypy --strict
+#   make test-install   pip install . into a fresh virtualenv and use it (slow; CI runs it)
 #   make bench   benchmarks (figures go to docs/benchmarks.md by hand, see that page)
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# mypy sees the package through a tree of links, because the repository's top-level
-# folders (compiler/, runtime/, grammar/) are mapped to twelvefold.* only at install time.
-TYPES  := build/typecheck
+# The repository's top-level folders (compiler/, runtime/, grammar/) are twelvefold.* through
+# the links twelvefold/{compiler,runtime,grammar} inside the checkout, and through
+# pyproject.toml's package-dir once installed. A strict editable install maps them through a
+# tree of links under build/ that mypy can read from any folder (the default editable mode
+# uses an import hook that mypy cannot follow). That tree lists files, not folders: it is
+# rebuilt when the set of files changes (LINKED records it), which `make setup` checks.
+EDITABLE := --config-settings editable_mode=strict
+LINKED   := $(VENV)/.linked-files
+LIST_FILES := find twelvefold compiler runtime grammar -type f ! -name '*.pyc' | sort
+# setuptools announces every editable install with a multi-line warning; it says nothing here.
+QUIET_PIP := PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip install --quiet
 
-.PHONY: all setup system-deps demo test lint bench graphs clean typecheck-tree
+.PHONY: all setup system-deps linked-files demo test test-install lint bench graphs clean
 
 all: test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(QUIET_PIP) --upgrade pip
+	$(QUIET_PIP) -e '.[dev]' $(EDITABLE)
+	$(LIST_FILES) > $(LINKED)
 	touch $(STAMP)
 
-setup: $(STAMP) system-deps
+linked-files: $(STAMP)
+	@$(LIST_FILES) > $(LINKED).new
+	@cmp -s $(LINKED).new $(LINKED) || { echo "files added or removed: refreshing the editable install"; \
+	  $(QUIET_PIP) --no-deps -e . $(EDITABLE) && mv $(LINKED).new $(LINKED); }
+	@rm -f $(LINKED).new
+
+setup: linked-files system-deps
 
 # Debian packages the tests use for real: Graphviz's dot.
 system-deps:
@@ -37,15 +53,14 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-typecheck-tree:
-	@mkdir -p $(TYPES)/twelvefold
-	@for d in compiler runtime grammar; do ln -sfn ../../../$$d $(TYPES)/twelvefold/$$d; done
-	@for f in twelvefold/*; do ln -sfn ../../../$$f $(TYPES)/twelvefold/$$(basename $$f); done
+# `pip install .` (no extras) into a fresh virtualenv: every command and a user's pytest work.
+test-install: setup
+	$(BIN)/python -m pytest -q -m install tests/test_install.py
 
-lint: $(STAMP) typecheck-tree
+lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	MYPYPATH=$(TYPES) $(BIN)/mypy -p twelvefold
+	$(BIN)/mypy -p twelvefold
 
 bench: setup
 	$(BIN)/python -m benchmarks

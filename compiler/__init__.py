@@ -9,6 +9,11 @@ The stages are pure functions, each in its own module:
 `compile_text` and `compile_file` run them in order, as `twelvefold compile` does.
 """
 
+if __name__ != "twelvefold.compiler":  # pragma: no cover - what the guard refuses
+    # The repository shows this folder at its top; it is a part of the twelvefold package
+    # and must never be importable under a second name (two copies of every class).
+    raise ImportError(f"import twelvefold.compiler, not {__name__}")
+
 from .api import Compilation, compile_file, compile_text
 from .check import check
 from .codegen import generate, module_name

@@ -2,15 +2,13 @@
 
 As in betterproto: everything a template needs (names, annotations, guard code,
 comments) is computed here into a small view model; the Jinja2 template only lays it
-out. Output goes through ruff's formatter when it is installed, so identical input
-gives byte-identical, formatted output.
+out. Output always goes through ruff's formatter (generation fails without it), so
+identical input gives byte-identical, formatted output.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass
 from functools import cache
@@ -22,7 +20,7 @@ import networkx as nx
 from twelvefold import __version__
 
 from . import nodes as n
-from .diagnostics import CompilerBug
+from .diagnostics import CompilerBug, Span
 from .graph import can_fail
 from .guard_python import GuardCompiler
 from .guard_text import guard_text
@@ -62,6 +60,8 @@ class CaseView:
     pattern: str
     guard: str | None
     body: str
+    rule: list[str]
+    """The `.agent` rule this case implements, restated as comment lines."""
 
 
 @dataclass
@@ -124,18 +124,49 @@ def _template() -> jinja2.Template:
     return env.get_template("module.py.j2")
 
 
+class FormatterUnavailable(Exception):
+    """ruff, which formats every generated module, cannot be found or run.
+
+    Formatting is part of the contract (a module's layout is byte-stable and lint-clean, and
+    `AGENT` is readable rather than one line of thousands of characters), so generation
+    fails instead of writing an unformatted module. ruff is a dependency of twelvefold; this
+    means a broken installation.
+    """
+
+
 def _format(source: str) -> str:
-    """Format with ruff when it is available; the unformatted text is valid Python too."""
-    ruff = shutil.which("ruff") or shutil.which("ruff", path=str(PurePath(sys.executable).parent))
-    if ruff is None:
-        return source
-    result = subprocess.run(
-        [ruff, "format", "--isolated", "--line-length", "100", "--stdin-filename", "agent.py", "-"],
-        input=source,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """The module laid out by ruff's formatter, the version pinned in pyproject.toml.
+
+    Raises FormatterUnavailable when ruff is missing; CompilerBug when it rejects the text.
+    """
+    try:
+        from ruff.__main__ import find_ruff_bin
+
+        ruff = find_ruff_bin()
+    except (ImportError, FileNotFoundError) as exc:
+        raise FormatterUnavailable(
+            "cannot format the generated module: ruff is not installed "
+            "(it is a dependency of twelvefold: reinstall twelvefold, or `pip install ruff`)"
+        ) from exc
+    try:
+        result = subprocess.run(
+            [
+                ruff,
+                "format",
+                "--isolated",
+                "--line-length",
+                "100",
+                "--stdin-filename",
+                "agent.py",
+                "-",
+            ],
+            input=source,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        raise FormatterUnavailable(f"cannot format the generated module: {ruff}: {exc}") from exc
     if result.returncode != 0:
         raise CompilerBug(f"generated code does not format:\n{result.stderr}")
     return result.stdout
@@ -146,7 +177,9 @@ class _ModuleBuilder:
         self.program = program
         self.types = program.types
         self.source_name = PurePath(program.source.path).name
-        self.lines = program.source_text.splitlines()
+        # Lines as the parser counts them (only "\n" ends one), not str.splitlines(), which
+        # also splits at form feeds, "\r" and other characters a comment may hold.
+        self.lines = program.source_text.split("\n")
         self.imports: set[str] = {"AgentSpec", "Event", "IllegalEvent", "Started", "State"}
         self.imports |= {"Action", "StateSpec", "EdgeSpec", "Fail"}
         self.uses_field = False
@@ -160,7 +193,7 @@ class _ModuleBuilder:
         agent = self.program.agent
         return ModuleView(
             version=__version__,
-            source=self.source_name,
+            source=comment(self.source_name),
             agent=self.program.name,
             description=docstring(agent.description) if agent.description else None,
             input_annotation=self._input_annotation(),
@@ -183,9 +216,9 @@ class _ModuleBuilder:
         graph.add_nodes_from(order)
         for name, decl in self.types.items():
             for f in decl.fields:
-                for used in _named_types(f.type):
-                    if used in self.types and used != name:
-                        graph.add_edge(used, name)
+                for used in n.named_types(f.type):
+                    if used.name in self.types and used.name != name:
+                        graph.add_edge(used.name, name)
         position = {name: i for i, name in enumerate(order)}
         try:
             return list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
@@ -257,7 +290,21 @@ class _ModuleBuilder:
     def _origin(self, step: n.Step) -> list[str]:
         line = step.span.line
         text = self.lines[line - 1].strip() if 0 < line <= len(self.lines) else step.name.text
+        text = text.removesuffix("{").rstrip()  # the body's rules are restated above each case
         return _comment_lines(f"{self.source_name}:{line}: {text}")
+
+    def _rule(self, span: Span) -> list[str]:
+        """The source text under `span` (a rule such as `on Deploy if ... -> approve`), as
+        comment lines; a rule written over several lines is joined into one."""
+        rows = self.lines[span.line - 1 : span.end_line]
+        if not rows:
+            return _comment_lines(f"{self.source_name}:{span.line}")
+        if len(rows) == 1:
+            rows = [rows[0][span.column - 1 : span.end_column - 1]]
+        else:
+            rows = [rows[0][span.column - 1 :], *rows[1:-1], rows[-1][: span.end_column - 1]]
+        text = " ".join(" ".join(row.split()) for row in rows if row.strip())
+        return _comment_lines(f"{self.source_name}:{span.line}: {text}")
 
     def _state(self, step: n.Step) -> StateView:
         name = step.name.text
@@ -352,11 +399,15 @@ class _ModuleBuilder:
         ):
             # No `on error`: the error ceiling or a failed thread (AgentSpec.fail decides).
             self.imports.add("StepFailed")
-            cases.append(CaseView("StepFailed()", None, "AGENT.fail(state, event, on_error=None)"))
+            rule = ["no `on error`: the agent's max_errors rule, else the thread fails"]
+            cases.append(
+                CaseView("StepFailed()", None, "AGENT.fail(state, event, on_error=None)", rule)
+            )
         return cases
 
     def _case(self, step: n.Step, edge: Edge) -> CaseView | None:
         target = py_str(edge.target)
+        rule = self._rule(edge.span)
         match edge.kind:
             case "output":
                 self.imports.add("ModelOutput")
@@ -369,6 +420,7 @@ class _ModuleBuilder:
                     f"ModelOutput(output={cls}() as output)",
                     guard,
                     f"AGENT.move(state, event, {target}, output)",
+                    rule,
                 )
             case "next" if isinstance(step, n.ToolStep):
                 self.imports.add("ToolResult")
@@ -377,26 +429,30 @@ class _ModuleBuilder:
                     f"ToolResult(result={cls}() as result)",
                     None,
                     f"AGENT.move(state, event, {target}, result)",
+                    rule,
                 )
             case "next":
                 self.imports.add("Answered")
                 return CaseView(
-                    "Answered(answer=answer)", None, f"AGENT.move(state, event, {target}, answer)"
+                    "Answered(answer=answer)",
+                    None,
+                    f"AGENT.move(state, event, {target}, answer)",
+                    rule,
                 )
             case "error":
                 self.imports.add("StepFailed")
                 return CaseView(
-                    "StepFailed()", None, f"AGENT.fail(state, event, on_error={target})"
+                    "StepFailed()", None, f"AGENT.fail(state, event, on_error={target})", rule
                 )
             case "approved":
                 self.imports.add("Approved")
                 return CaseView(
-                    "Approved()", None, f"AGENT.move(state, event, {target}, state.value)"
+                    "Approved()", None, f"AGENT.move(state, event, {target}, state.value)", rule
                 )
             case "rejected":
                 self.imports.add("Rejected")
                 return CaseView(
-                    "Rejected()", None, f"AGENT.move(state, event, {target}, state.value)"
+                    "Rejected()", None, f"AGENT.move(state, event, {target}, state.value)", rule
                 )
         return None  # escalation edges are AgentSpec's business, not the state's
 
@@ -507,19 +563,6 @@ def _isort_order(names: list[str]) -> list[str]:
 def _comment_lines(text: str) -> list[str]:
     """A source line restated as comment lines that fit the line length."""
     return textwrap.wrap(comment(text), width=96, subsequent_indent="  ") or [""]
-
-
-def _named_types(expr: n.TypeExpr) -> list[str]:
-    match expr:
-        case n.NamedType(name=name):
-            return [name]
-        case n.ListType(item=item):
-            return _named_types(item)
-        case n.MapType(value=value):
-            return _named_types(value)
-        case n.OptionalType(inner=inner):
-            return _named_types(inner)
-    return []
 
 
 def _has_float(expr: n.TypeExpr) -> bool:

@@ -6,8 +6,11 @@ layout compare equal; this is what the parser tests and the mutation tests rely 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal as TypingLiteral
+
+from twelvefold.runtime.spec import StepKind as StepKind
 
 from .diagnostics import UNKNOWN_SPAN as UNKNOWN_SPAN
 from .diagnostics import Span
@@ -93,6 +96,22 @@ class OptionalType:
 
 
 TypeExpr = NamedType | ListType | MapType | LiteralUnion | OptionalType
+
+
+def named_types(expr: TypeExpr) -> Iterator[NamedType]:
+    """Every type name a type expression refers to (`list[Tag]?` -> `Tag`), scalars included."""
+    match expr:
+        case NamedType():
+            yield expr
+        case ListType(item=item):
+            yield from named_types(item)
+        case MapType(key=key, value=value):
+            yield from named_types(key)
+            yield from named_types(value)
+        case OptionalType(inner=inner):
+            yield from named_types(inner)
+        case LiteralUnion():
+            pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +348,7 @@ class FinalStep:
 
 
 Step = LlmStep | ToolStep | ApprovalStep | HumanStep | FinalStep
-StepKind = TypingLiteral["llm", "tool", "approval", "human", "final"]
+# The step kinds are the runtime's (StateSpec.kind); each step class above is one of them.
 
 
 @dataclass(frozen=True, slots=True)

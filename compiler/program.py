@@ -10,20 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import networkx as nx
 
+from twelvefold.runtime.spec import EdgeKind as EdgeKind
+
 from . import nodes as n
 from .diagnostics import Span
-
-EdgeKind = Literal["output", "next", "error", "approved", "rejected", "max_errors", "max_steps"]
-
-FAILURE_EDGES: frozenset[EdgeKind] = frozenset({"error", "max_errors"})
-"""Edges that pass the source step's incoming value on unchanged (with `rejected`, `max_steps`)."""
-PASS_THROUGH_EDGES: frozenset[EdgeKind] = frozenset(
-    {"error", "rejected", "max_errors", "max_steps", "approved"}
-)
 
 
 @dataclass(frozen=True)

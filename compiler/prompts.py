@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from twelvefold.runtime.loading import PROMPTS_FOLDER as PROMPTS_FOLDER
+from twelvefold.runtime.loading import find_prompts_dir as _find_from
+
 from .program import PromptFile
 
-PROMPTS_FOLDER = "prompts"
 
-
-def find_prompts_dir(agent_file: Path, cwd: Path | None = None) -> Path:
-    for folder in [agent_file.resolve().parent, *agent_file.resolve().parents]:
-        candidate = folder / PROMPTS_FOLDER
-        if candidate.is_dir():
-            return candidate
-    return (cwd or Path.cwd()) / PROMPTS_FOLDER
+def find_prompts_dir(agent_file: Path) -> Path:
+    """The prompts folder for an .agent file: the runtime's rule (runtime/loading.py), which
+    must be the same rule, started from the file's folder."""
+    return _find_from(agent_file.resolve().parent)
 
 
 class PromptDirectory:

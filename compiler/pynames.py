@@ -8,7 +8,6 @@ clash, and every string becomes a literal.
 from __future__ import annotations
 
 import builtins
-import json
 import keyword
 
 from pydantic import BaseModel
@@ -52,24 +51,48 @@ def function_name(state: str, role: str) -> str:
     return f"_{state}_{role}"
 
 
+def escaped(text: str, quote: str = "") -> str:
+    """`text` with every character that could end or change what it sits in escaped.
+
+    The one escaping of user text into generated code: string literals (`py_str`),
+    docstrings (`docstring`) and `#` comments (`comment`) all use it, so that a name, a
+    description, a file name or a restated source line can never end its literal or its
+    comment line, start an escape Python would interpret (`\\N{...}`), or carry a line break
+    (`\\n`, `\\r`, form feed, `\\u2028`, ...) or an unencodable lone surrogate into the file.
+    Backslashes and `quote` get a backslash; characters that are not printable become `\\xNN`,
+    `\\uNNNN` or `\\UNNNNNNNN`, which read back as the same text in a literal.
+    """
+    out = []
+    for char in text:
+        if char == "\\" or char == quote:
+            out.append("\\" + char)
+        elif char in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def py_str(value: str) -> str:
     """A Python string literal for any text, in the quotes ruff's formatter prefers."""
-    body = json.dumps(value, ensure_ascii=False)[1:-1]
-    # Characters Python treats as line breaks inside source but JSON leaves alone.
-    for char in ("\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85"):
-        body = body.replace(char, f"\\u{ord(char):04x}")
-    if '"' in value and "'" not in value:
-        return "'" + body.replace('\\"', '"') + "'"
-    return '"' + body + '"'
+    quote = "'" if '"' in value and "'" not in value else '"'
+    return quote + escaped(value, quote) + quote
 
 
 def comment(text: str) -> str:
-    """Text made safe for a `#` comment: nothing in it can end the comment line."""
-    return "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    """Text for a `#` comment: escaped as in a literal, so nothing in it can end the line."""
+    return escaped(text).strip()
 
 
 def docstring(text: str) -> str:
-    """The inside of a triple-quoted docstring, with nothing that could close it early."""
-    safe = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    safe = "".join(ch if ch.isprintable() or ch == "\n" else " " for ch in safe)
-    return safe[:-1] + '\\"' if safe.endswith('"') else safe
+    """The inside of a triple-quoted docstring: every `"` escaped, so none can close it."""
+    return escaped(text, quote='"')

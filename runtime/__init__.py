@@ -3,6 +3,11 @@
 Generated modules import only names listed in `__all__` here.
 """
 
+if __name__ != "twelvefold.runtime":  # pragma: no cover - what the guard refuses
+    # The repository shows this folder at its top; it is a part of the twelvefold package
+    # and must never be importable under a second name (two copies of every class).
+    raise ImportError(f"import twelvefold.runtime, not {__name__}")
+
 from .spec import AgentSpec, ContextSpec, EdgeSpec, StateSpec
 from .types import (
     Action,

@@ -75,9 +75,13 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
 
 def _compile(path: Path, prompts_dir: Path | None) -> str:
     from twelvefold.compiler import compile_file
+    from twelvefold.compiler.codegen import FormatterUnavailable
     from twelvefold.compiler.diagnostics import render_all
 
-    result = compile_file(path, prompts_dir=prompts_dir)
+    try:
+        result = compile_file(path, prompts_dir=prompts_dir)
+    except FormatterUnavailable as exc:
+        raise AgentLoadError(f"{path}: {exc}") from exc
     if not result.ok:
         report = render_all(result.diagnostics, {result.path: result.source_text})
         raise AgentLoadError(f"{path} does not compile:\n{report}")
@@ -127,7 +131,8 @@ def _write_atomically(target: Path, content: str) -> None:
 
 def find_prompts_dir(start: Path) -> Path:
     """The first `prompts/` folder in `start` or its parents, else `./prompts`
-    (LANGUAGE.md's rule, repeated here so running an agent needs no compiler)."""
+    (LANGUAGE.md's rule; defined here, where running an agent needs no compiler, and used
+    by the compiler too)."""
     for folder in [start.resolve(), *start.resolve().parents]:
         if (folder / PROMPTS_FOLDER).is_dir():
             return folder / PROMPTS_FOLDER

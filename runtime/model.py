@@ -30,6 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from .spec import AgentSpec
 from .types import CallModel, ErrorInfo, Usage
 
+# instructor logs each failed attempt (a reply that does not validate, a retry) at WARNING
+# and above; with no logging configured, Python would print those lines on stderr beside
+# our own messages. The outcome reaches the user as a step failure in the log instead. A
+# NullHandler keeps them off stderr without hiding them from an application that configures
+# logging (they still propagate to its handlers).
+logging.getLogger("instructor").addHandler(logging.NullHandler())
+
 DEFAULT_MODEL = "gpt-4o-mini"
 """Used when neither `--model`, the step's `model` nor OPENAI_MODEL names one."""
 

@@ -155,3 +155,27 @@ final f1(W)
     found = codes(text)
     assert found and all(c[0] in "EW" for c in found)
     assert {"E104", "E105", "E109", "E111", "E112", "E115", "E204", "E206"} <= set(found)
+
+
+def test_wrong_input_help_never_suggests_a_tool_without_its_input() -> None:
+    # A tool declared without `(IN)` is called with no argument, so dropping the input type
+    # is no fix for a tool (issue 9 §7); for a `final` step it is.
+    source = """
+agent a { max_steps 20  start decide }
+type Query { text: string }
+type Other { n: int }
+type Result { rows: list[string] }
+llm decide -> Query | Other {
+  prompt "deploybot/decide.j2"
+  on Query -> search
+  on Other -> search
+}
+tool search(Query) -> Result = "tools.db:search" { next done }
+final done(Query)
+"""
+    found = [d for d in diagnose(source) if d.code == "E401"]
+    assert {d.help for d in found} == {
+        "send only `Query` values to `search`, and route `Other` to a step that takes it",
+        "send only `Query` values to `done`, or drop its input type to accept anything: "
+        "`final done`",
+    }, [d.help for d in found]

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TWELVEFOLD = [sys.executable, "-m", "twelvefold"]
 
@@ -98,3 +100,75 @@ def test_check_and_compile_never_import_the_tools(tmp_path: Path) -> None:
     # The marker does work: importing the module the way the runtime would creates it.
     subprocess.run([sys.executable, "-c", "import evil.tools"], cwd=tmp_path, check=True)
     assert marker.exists()
+
+
+_WITHOUT_RUFF = """
+import sys
+sys.modules["ruff"] = None  # an environment where ruff is not installed
+from twelvefold.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("command", ["compile", "run"])
+def test_generation_fails_cleanly_without_ruff_rather_than_writing_an_unformatted_module(
+    command: str, tmp_path: Path
+) -> None:
+    agent = Path(__file__).resolve().parents[1] / "examples" / "deploybot.agent"
+    arguments = {
+        "compile": ["compile", str(agent), "-o", str(tmp_path / "out")],
+        "run": ["run", str(agent), "--input", "hi", "--db", str(tmp_path / "t.db")],
+    }[command]
+    result = subprocess.run(  # cwd: a fresh .twelvefold/cache, so `run` has to compile
+        [sys.executable, "-c", _WITHOUT_RUFF, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "ruff is not installed" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_compile_check_passes_on_fresh_modules_and_writes_nothing(tmp_path: Path) -> None:
+    agents = ["examples/deploybot.agent", "examples/calculator.agent"]
+    out = tmp_path / "gen"
+    assert run("compile", *agents, "-o", str(out)).returncode == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    result = run("compile", "--check", *agents, "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "ok: 2 modules up to date" in result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        # AGENT edited by hand: the module now disagrees with its .agent file.
+        (lambda text: text.replace("max_steps=24", "max_steps=25"), "its AGENT disagrees with"),
+        (lambda text: text.replace("requires_approval=", "requires_approval=None and "), "AGENT"),
+        # Code edited, AGENT intact: still stale.
+        (lambda text: text.replace('"production"', '"staging"', 1), "differs from what"),
+        (lambda text: text + "\n", "differs from what"),
+        (lambda text: "", "AGENT"),
+    ],
+)
+def test_compile_check_fails_on_a_stale_or_edited_module(
+    tmp_path: Path, edit: object, reason: str
+) -> None:
+    out = tmp_path / "gen"
+    assert run("compile", "examples/deploybot.agent", "-o", str(out)).returncode == 0
+    module = out / "deploybot.py"
+    assert callable(edit)
+    module.write_text(edit(module.read_text()))
+    result = run("compile", "--check", "examples/deploybot.agent", "-o", str(out))
+    assert result.returncode == 1
+    assert f"stale: {module}" in result.stderr and reason in result.stderr, result.stderr
+
+
+def test_compile_check_fails_on_a_missing_module(tmp_path: Path) -> None:
+    result = run("compile", "--check", "examples/deploybot.agent", "-o", str(tmp_path))
+    assert result.returncode == 1
+    assert f"missing: {tmp_path / 'deploybot.py'}" in result.stderr
+    assert list(tmp_path.iterdir()) == []

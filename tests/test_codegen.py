@@ -20,59 +20,78 @@ MODULES = sorted([*GOLDEN.glob("*/expected.py"), *GOLDEN.glob("examples/*.py")])
 TOOLS = Path(sys.executable).parent
 
 
-def _typecheck_tree(tmp: Path) -> Path:
-    """The package as mypy must see it: twelvefold/{compiler,runtime} mapped from the repo."""
-    package = tmp / "typecheck" / "twelvefold"
-    package.mkdir(parents=True)
-    for folder in ("compiler", "runtime", "grammar"):
-        (package / folder).symlink_to(ROOT / folder)
-    for entry in (ROOT / "twelvefold").iterdir():
-        (package / entry.name).symlink_to(entry)
-    return package.parent
+def _user_folder(tmp: Path) -> tuple[Path, list[str]]:
+    """Each generated module copied into a folder with no configuration, as a user's repository
+    holds it: no pyproject.toml, ruff.toml, mypy.ini or setup.cfg, here or above."""
+    folder = tmp / "user"
+    folder.mkdir()
+    names = []
+    for index, module in enumerate(MODULES):
+        name = f"generated_{index}_{module.parent.name}_{module.stem}"
+        (folder / f"{name}.py").write_text(module.read_text())
+        names.append(name)
+    above = [p for p in [folder, *folder.parents] for c in CONFIGS if (p / c).exists()]
+    assert not above, f"configuration above the user's folder: {above}"
+    return folder, names
+
+
+CONFIGS = ("pyproject.toml", "ruff.toml", ".ruff.toml", "mypy.ini", ".mypy.ini", "setup.cfg")
+CLEAN_ENV = {"PATH": str(TOOLS), "HOME": "/nonexistent"}
+"""No user configuration either: ruff and mypy also read files under the home folder."""
 
 
 @pytest.mark.slow
-def test_generated_modules_pass_mypy_strict(tmp_path: Path) -> None:
-    search_path = _typecheck_tree(tmp_path)
-    copies = []
-    for index, module in enumerate(MODULES):
-        copy = tmp_path / f"generated_{index}_{module.parent.name}_{module.stem}.py"
-        copy.write_text(module.read_text())
-        copies.append(str(copy))
+def test_generated_modules_pass_mypy_strict_without_configuration(tmp_path: Path) -> None:
+    # mypy finds twelvefold.runtime as a user's mypy does: through the installed package.
+    folder, names = _user_folder(tmp_path)
     result = subprocess.run(
-        [
-            str(TOOLS / "mypy"),
-            "--strict",
-            "--no-incremental",
-            "--cache-dir",
-            str(tmp_path / "c"),
-            *copies,
-        ],
+        [str(TOOLS / "mypy"), "--strict", "--no-incremental", *(f"{n}.py" for n in names)],
+        cwd=folder,
         capture_output=True,
         text=True,
-        env={"MYPYPATH": str(search_path), "PATH": str(TOOLS)},
+        env=CLEAN_ENV,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_generated_modules_pass_ruff_check_and_format() -> None:
-    files = [str(m) for m in MODULES]
-    common = ["--isolated", "--line-length", "100"]
+def test_generated_modules_pass_default_ruff_check_and_format(tmp_path: Path) -> None:
+    # Ruff's default rules and line length: what `ruff check` does in a repository without
+    # configuration (--isolated also ignores any configuration it could find).
+    folder, names = _user_folder(tmp_path)
+    files = [f"{n}.py" for n in names]
     checked = subprocess.run(
-        [str(TOOLS / "ruff"), "check", *common, "--select", "E,F,W,I,B,UP,SIM,RUF", *files],
+        [str(TOOLS / "ruff"), "check", "--isolated", "--no-cache", *files],
+        cwd=folder,
         capture_output=True,
         text=True,
+        env=CLEAN_ENV,
         check=False,
     )
-    assert checked.returncode == 0, checked.stdout
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     formatted = subprocess.run(
-        [str(TOOLS / "ruff"), "format", "--check", *common, *files],
+        [str(TOOLS / "ruff"), "format", "--check", "--isolated", "--line-length", "100", *files],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env=CLEAN_ENV,
+        check=False,
+    )
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
+def test_generated_modules_import_under_python_w_error(tmp_path: Path) -> None:
+    # A fresh interpreter with every warning an error, as `python -W error` runs a user's code.
+    folder, names = _user_folder(tmp_path)
+    probe = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", probe, *names],
+        cwd=folder,
         capture_output=True,
         text=True,
         check=False,
     )
-    assert formatted.returncode == 0, formatted.stdout
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: f"{m.parent.name}/{m.name}")
@@ -188,3 +207,16 @@ final f(Out)
         ast.unparse(node.func) for node in ast.walk(ast.parse(module)) if isinstance(node, ast.Call)
     }
     assert not any("system" in call for call in calls)
+
+
+def test_step_and_edge_kinds_are_the_runtimes() -> None:
+    # Defined once, in runtime/spec.py; the compiler's step classes and edges use them.
+    from typing import get_args
+
+    from twelvefold.compiler import nodes as n
+    from twelvefold.compiler.program import EdgeKind
+    from twelvefold.runtime import spec
+
+    assert n.StepKind is spec.StepKind and EdgeKind is spec.EdgeKind
+    kinds = {cls.__dataclass_fields__["kind"].default for cls in get_args(n.Step)}
+    assert kinds == set(get_args(spec.StepKind))

@@ -111,6 +111,10 @@ def test_thread_from_the_sqlite_store(tmp_path: Path) -> None:
     assert "class approve_deploy here_waiting" in out
     assert "visited ×3" in out
 
+    # TWELVEFOLD_DB names the store for `graph` as for every other command.
+    code, out, err = run(DEPLOYBOT, "--thread", "t-42", env={"TWELVEFOLD_DB": str(db)})
+    assert code == 0 and "class approve_deploy here_waiting" in out, err
+
     code, _, err = run(DEPLOYBOT, "--thread", "nope", "--db", str(db))
     assert code == 1 and "nope" in err
     code, _, err = run(DEPLOYBOT, "--thread", "t-42", "--db", str(tmp_path / "none.db"))

@@ -122,3 +122,32 @@ def test_a_failed_thread_exits_1(workdir: Path) -> None:
     assert code == 1
     view = json.loads(out.splitlines()[-1])
     assert view["status"] == "failed" and view["error"]["type"] == "InvalidOutput"
+
+
+@pytest.mark.parametrize(
+    ("ms", "shown"), [(1090.4, "1,090 ms"), (12.0, "12 ms"), (0.42, "0.4 ms"), (0.0, "0.0 ms")]
+)
+def test_latency_reads_as_milliseconds_never_in_exponent_notation(ms: float, shown: str) -> None:
+    from twelvefold.commands.run import latency_text
+
+    assert latency_text(ms) == shown
+
+
+def test_instructors_own_log_lines_stay_off_stderr_unless_logging_is_configured() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import logging, sys\n"
+        "import twelvefold.runtime.model\n"
+        "logging.getLogger('instructor').error('Validation Error found: ...')\n"
+        "if sys.argv[1:] == ['configured']:\n"
+        "    logging.basicConfig()\n"
+        "    logging.getLogger('instructor').error('shown when configured')\n"
+    )
+    bare = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert bare.returncode == 0 and bare.stderr == ""
+    configured = subprocess.run(
+        [sys.executable, "-c", probe, "configured"], capture_output=True, text=True
+    )
+    assert "shown when configured" in configured.stderr

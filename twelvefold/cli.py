@@ -10,16 +10,13 @@ import sys
 import click
 
 from . import __version__
-from .commands import register_all
+from .commands import LazyGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="twelvefold")
 def cli() -> None:
-    """Compile, check, run and serve .agent files."""
-
-
-register_all(cli)
+    """Compile, check, test and run .agent files."""
 
 
 def main() -> None:

@@ -163,7 +163,7 @@ def unknown_types(program: Program, _: object) -> Iterator[Diagnostic]:
             references.append(declared)
     for type_decl in program.source.types:
         for field_decl in type_decl.fields:
-            references.extend(_named_types(field_decl.type))
+            references.extend(n.Name(t.name, t.span) for t in n.named_types(field_decl.type))
     for name in references:
         if not table.known(name.text):
             yield error(
@@ -175,21 +175,6 @@ def unknown_types(program: Program, _: object) -> Iterator[Diagnostic]:
                 help=did_you_mean(name.text, table.names())
                 or f"declare it: `type {name.text} {{ ... }}`, or use string, int, float or bool",
             )
-
-
-def _named_types(expr: n.TypeExpr) -> Iterator[n.Name]:
-    match expr:
-        case n.NamedType(name=name, span=span):
-            yield n.Name(name, span)
-        case n.ListType(item=item):
-            yield from _named_types(item)
-        case n.MapType(key=key, value=value):
-            yield from _named_types(key)
-            yield from _named_types(value)
-        case n.OptionalType(inner=inner):
-            yield from _named_types(inner)
-        case n.LiteralUnion():
-            pass
 
 
 def map_keys(program: Program, _: object) -> Iterator[Diagnostic]:

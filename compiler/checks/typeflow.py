@@ -105,10 +105,21 @@ def values_match_inputs(program: Program, _: object) -> Iterator[Diagnostic]:
                 path,
                 span,
                 label=f"carries {shown}",
-                help=f"send only `{expected.text}` values to `{target_name}`, or drop its "
-                f"input type to accept anything: `{program.steps[target_name].kind} "
-                f"{target_name}`",
+                help=_wrong_input_help(program.steps[target_name], expected.text, shown),
             ),
             expected.span,
             "declared input",
         )
+
+
+def _wrong_input_help(target: n.Step, expected: str, shown: str) -> str:
+    """E401's fix. Only a `final` step may drop its input type to take anything: any other
+    step without `(IN)` is called with no value (a tool with no argument), so it would then
+    fail at run time rather than here."""
+    name = target.name.text
+    if isinstance(target, n.FinalStep):
+        return (
+            f"send only `{expected}` values to `{name}`, "
+            f"or drop its input type to accept anything: `final {name}`"
+        )
+    return f"send only `{expected}` values to `{name}`, and route {shown} to a step that takes it"

@@ -1,15 +1,102 @@
-"""Subcommand families. Each module defines `register(cli)`; list new modules here."""
+"""Subcommands, loaded only when they run.
+
+Each command lives in a module of this package. `twelvefold --help` and `--version` must
+start in well under a second, so nothing here imports the compiler, the runtime or a
+command's module: `LAZY_COMMANDS` names where each command is and says its one-line help,
+and `LazyGroup` imports a module the first time one of its commands is asked for (click's
+documented lazy-loading pattern). tests/test_cli_lazy.py checks that every line here still
+matches the command it names.
+"""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 import click
 
-COMMAND_MODULES = ["build", "graph", "run", "prompt", "testcmd"]
+
+@dataclass(frozen=True)
+class LazyCommand:
+    module: str
+    """The module in this package that defines the command."""
+    attribute: str
+    """The click command's name in that module."""
+    summary: str
+    """The first line of the command's docstring, as `--help` lists it."""
 
 
-def register_all(cli: click.Group) -> None:
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
-        module.register(cli)
+LAZY_COMMANDS: dict[str, LazyCommand] = {
+    "check": LazyCommand("build", "check", "Parse and check agents; print diagnostics."),
+    "compile": LazyCommand(
+        "build", "compile_", "Compile agents to plain Python reducer modules, one per agent."
+    ),
+    "graph": LazyCommand(
+        "graph", "graph", "Draw AGENT's states and transitions as Mermaid, DOT, SVG or PNG."
+    ),
+    "prompt": LazyCommand(
+        "prompt",
+        "prompt",
+        "Print the messages and the schema AGENT's llm STEP would send to the model.",
+    ),
+    "run": LazyCommand(
+        "run",
+        "run",
+        "Launch a thread of AGENT (a .agent file or a generated module) and run it until it"
+        " waits for a person, finishes or fails.",
+    ),
+    "resume": LazyCommand("run", "resume", "Continue THREAD: approve, reject, answer or retry it."),
+    "fork": LazyCommand(
+        "run",
+        "fork",
+        "Start a new thread from the first N events of THREAD; it does not run until resumed.",
+    ),
+    "cancel": LazyCommand(
+        "run",
+        "cancel",
+        "End THREAD on purpose: its pending request is withdrawn, and any later decision for"
+        " it is refused.",
+    ),
+    "expire": LazyCommand(
+        "run",
+        "expire",
+        "Time out the waiting threads past their step's `timeout`, and run them on; try again"
+        " the notices no channel took.",
+    ),
+    "threads": LazyCommand("run", "threads", "List threads, most recently updated first."),
+    "show": LazyCommand("run", "show", "Print THREAD's event log and where it stands."),
+    "test": LazyCommand(
+        "testcmd",
+        "test",
+        "Check the properties every AGENT's reducer must have, on generated threads.",
+    ),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use; `--help` lists them without that."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(LAZY_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = LAZY_COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module = importlib.import_module(f"{__name__}.{entry.module}")
+        command = getattr(module, entry.attribute)
+        if not isinstance(command, click.Command):  # pragma: no cover - a wrong table entry
+            raise TypeError(f"{module.__name__}.{entry.attribute} is not a click command")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [(name, _short_help(LAZY_COMMANDS[name].summary, limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _short_help(summary: str, limit: int) -> str:
+    """The summary shortened as click shortens a loaded command's help in the same list."""
+    return click.Command(None, help=summary).get_short_help_str(limit)

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from twelvefold.commands.options import DB, PROMPTS
 from twelvefold.compiler import Compilation, compile_file
 from twelvefold.compiler.diagnostics import render_all, summary
 from twelvefold.compiler.render import (
@@ -27,7 +28,6 @@ from twelvefold.runtime.types import Event
 FORMATS = ("mermaid", "dot", "svg", "png")
 SUFFIXES = {".mmd": "mermaid", ".mermaid": "mermaid", ".dot": "dot", ".gv": "dot"}
 SUFFIXES |= {".svg": "svg", ".png": "png"}
-DEFAULT_DB = Path(".twelvefold") / "threads.db"
 
 
 @click.command()
@@ -45,24 +45,14 @@ DEFAULT_DB = Path(".twelvefold") / "threads.db"
     help="File to write; text formats print to stdout without it.",
 )
 @click.option("--thread", "thread_id", help="Overlay this thread's path (from the store).")
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_DB,
-    show_default=True,
-    help="The SQLite store that holds --thread.",
-)
+@DB
 @click.option(
     "--events",
     "events_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Overlay the path of an event log: a JSON list of events in the store's format.",
 )
-@click.option(
-    "--prompts",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder that prompt paths resolve under (default: the nearest prompts/).",
-)
+@PROMPTS
 def graph(
     agent: Path,
     output_format: str | None,
@@ -189,7 +179,3 @@ def _write(picture: str | bytes, output: Path | None) -> None:
     else:
         sys.stdout.buffer.write(picture)
         sys.stdout.flush()
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(graph)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-DEFAULT_DB = Path(".twelvefold") / "threads.db"
+from twelvefold.commands.options import DB, PROMPTS
 
 
 @click.command()
@@ -18,19 +18,8 @@ DEFAULT_DB = Path(".twelvefold") / "threads.db"
 @click.argument("step")
 @click.option("--thread", "thread_id", help="Use this stored thread's events.")
 @click.option("--input", "text", help="Show the step for a fresh thread launched with TEXT.")
-@click.option(
-    "--prompts",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder that prompt paths resolve under (default: the nearest prompts/).",
-)
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="TWELVEFOLD_DB",
-    default=DEFAULT_DB,
-    show_default=True,
-    help="The SQLite file threads are stored in (or TWELVEFOLD_DB).",
-)
+@PROMPTS
+@DB
 @click.option("--model", help="The model name to show (as `run --model`).")
 @click.option(
     "--mode",
@@ -160,7 +149,3 @@ def render(body: dict[str, Any]) -> str:
     if "response_format" in body:
         lines += ["", f"response_format: {json.dumps(body['response_format'])}"]
     return "\n".join(lines)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(prompt)

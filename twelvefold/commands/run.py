@@ -25,6 +25,7 @@ from typing import Any
 
 import click
 
+from twelvefold.commands.options import DB
 from twelvefold.runtime.api import (
     Expiry,
     InputError,
@@ -58,7 +59,6 @@ from twelvefold.runtime.types import (
     ToolStarted,
 )
 
-DEFAULT_DB = Path(".twelvefold") / "threads.db"
 SUMMARY_WIDTH = 72
 EXIT_UNTOLD = 3
 """`run`/`resume`: the thread waits for a person but no notice reached anyone (the pause
@@ -108,12 +108,18 @@ def summarize(event: Event) -> str:
     return text
 
 
+def latency_text(ms: float) -> str:
+    """`1,090 ms`, `12 ms`, `0.4 ms`: whole milliseconds with thousands separators (never
+    `1.09e+03`), one decimal below 10 ms."""
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:,.0f} ms"
+
+
 def event_line(seq: int, event: Event) -> str:
     kind = KIND_OF_EVENT[type(event)]
     cost = []
     if event.usage is not None:
         if event.usage.latency_ms is not None:
-            cost.append(f"{event.usage.latency_ms:.3g} ms")
+            cost.append(latency_text(event.usage.latency_ms))
         if event.usage.input_tokens is not None or event.usage.output_tokens is not None:
             cost.append(f"{event.usage.input_tokens or 0}→{event.usage.output_tokens or 0} tok")
         if event.usage.cost_usd is not None:
@@ -239,14 +245,6 @@ def reported() -> Iterator[None]:
 
 # ---- commands ---------------------------------------------------------------------------
 
-DB = click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="TWELVEFOLD_DB",
-    default=DEFAULT_DB,
-    show_default=True,
-    help="The SQLite file threads are stored in (or TWELVEFOLD_DB).",
-)
 JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 MODEL_OPTIONS = [
     click.option("--model", help="Model name (overrides the agent's)."),
@@ -601,8 +599,3 @@ def require_store(db: Path) -> None:
     if not db.exists():
         click.echo(f"error: no thread store at {db}", err=True)
         sys.exit(1)
-
-
-def register(cli: click.Group) -> None:
-    for command in (run, resume, fork, cancel, expire, threads, show):
-        cli.add_command(command)

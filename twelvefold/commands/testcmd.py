@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
+from twelvefold.commands.options import PROMPTS
 from twelvefold.runtime.loading import AgentLoadError
+from twelvefold.testing import DEFAULT_EXAMPLES
 from twelvefold.testing.invariants import InvariantLoadError, find_invariants
-from twelvefold.testing.runner import DEFAULT_EXAMPLES
 from twelvefold.testing.subject import load_subject
 from twelvefold.testing.suite import render, run_suite
 
@@ -42,11 +43,7 @@ from twelvefold.testing.suite import render, run_suite
     help="The .agent file a generated .py AGENT was compiled from (default: the file its "
     "header names, beside it); the module is judged against it.",
 )
-@click.option(
-    "--prompts",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder that prompt paths resolve under (default: the nearest prompts/).",
-)
+@PROMPTS
 def test(
     agents: tuple[Path, ...],
     examples: int,
@@ -84,7 +81,3 @@ def test(
     if failed:
         click.echo(f"\nfailed (reproduce with --seed {chosen_seed})", err=True)
         sys.exit(1)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(test)

@@ -10,21 +10,25 @@ broken (a compiler's own test fixtures). An `.agent` file is collected when it i
 Each file yields one item per property (`deploybot.agent::max_steps_ceiling`), one for the
 user's invariants when there are any, and `edges_reachable`. The properties share one
 run of generated threads per file.
+
+pytest loads this plugin in every project of an environment where twelvefold is installed,
+so importing it costs nothing and can break nothing: the compiler, the runtime and
+hypothesis are imported only when an `.agent` file is actually collected.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .invariants import find_invariants
-from .properties import PropertyFailed, properties_for
-from .runner import DEFAULT_EXAMPLES
-from .subject import Subject, load_subject
-from .suite import SuiteReport, run_suite
+from . import DEFAULT_EXAMPLES
+
+if TYPE_CHECKING:
+    from .subject import Subject
+    from .suite import SuiteReport
 
 INI_AGENTS = "twelvefold_agents"
 INI_EXAMPLES = "twelvefold_examples"
@@ -81,6 +85,10 @@ class AgentFile(pytest.File):
     _report: SuiteReport | None = None
 
     def collect(self) -> Iterator[pytest.Item]:
+        from .invariants import find_invariants
+        from .properties import properties_for
+        from .subject import load_subject
+
         self._subject = load_subject(self.path)
         invariants = find_invariants(self.path)
         for prop in properties_for(self._subject, invariants):
@@ -88,6 +96,9 @@ class AgentFile(pytest.File):
         yield PropertyItem.from_parent(self, name=REACHABLE)
 
     def report(self) -> SuiteReport:
+        from .invariants import find_invariants
+        from .suite import run_suite
+
         if self._report is None:
             assert self._subject is not None
             config = self.config
@@ -124,6 +135,8 @@ class PropertyItem(pytest.Item):
             raise outcome.failure
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        from .properties import PropertyFailed
+
         if isinstance(excinfo.value, PropertyFailed | AgentTestFailed):
             return f"{self.name}: {excinfo.value}"
         return str(super().repr_failure(excinfo))

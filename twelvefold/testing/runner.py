@@ -14,12 +14,11 @@ from hypothesis.errors import Flaky
 
 from twelvefold.runtime.types import Event, Started
 
+from . import DEFAULT_EXAMPLES
 from .coverage import Coverage
 from .properties import Property, PropertyFailed, probes
 from .strategies import Case, cases, is_legal, simpler_events
 from .subject import Subject
-
-DEFAULT_EXAMPLES = 100
 
 
 @dataclass(frozen=True)
