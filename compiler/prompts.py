@@ -12,6 +12,7 @@ from pathlib import Path
 from twelvefold.runtime.loading import PROMPTS_FOLDER as PROMPTS_FOLDER
 from twelvefold.runtime.loading import find_prompts_dir as _find_from
 
+from .limits import read_source
 from .program import PromptFile
 
 
@@ -28,7 +29,23 @@ class PromptDirectory:
         self.root = root
 
     def __call__(self, name: str) -> PromptFile | None:
-        path = (self.root / name).resolve()
+        """The template, None when there is no such file; `PromptUnreadable` when there is
+        one that cannot be read as text (not UTF-8, over the size limit, no permission)."""
+        try:
+            path = (self.root / name).resolve()
+        except (OSError, ValueError):  # a name no file system can hold
+            return None
         if not path.is_relative_to(self.root.resolve()) or not path.is_file():
             return None
-        return PromptFile(name=name, path=path, text=path.read_text(encoding="utf-8"))
+        text, problems = read_source(path, name)
+        if problems:
+            raise PromptUnreadable(name, problems[0].message.removeprefix("this file "))
+        return PromptFile(name=name, path=path, text=text)
+
+
+class PromptUnreadable(Exception):
+    """A prompt file exists but is not text the compiler can read."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f'prompt "{name}" {reason}')
+        self.name = name

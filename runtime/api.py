@@ -182,6 +182,21 @@ class Expiry:
         )
 
 
+def wrong_decision(thread: Thread, action: AwaitApproval | AwaitAnswer, given: str) -> str:
+    """A decision of the wrong kind for what the thread waits for, in words, with how to
+    resume it (the reducer's "illegal `answered` event" is no answer for a person)."""
+    resume = f"twelvefold resume {thread.id} --request {action.request}"
+    if isinstance(action, AwaitApproval):
+        return (
+            f"thread {thread.id} waits for an approval at `{action.step}`, not {given}: "
+            f"resume it with `{resume} --approve` or `--reject --comment WHY`"
+        )
+    return (
+        f"thread {thread.id} waits for an answer at `{action.step}`, not {given}: "
+        f"resume it with `{resume} --answer TEXT`"
+    )
+
+
 def view_of(thread: Thread) -> ThreadView:
     state = thread.state
     waiting_for: Literal["approval", "answer"] | None = None
@@ -313,8 +328,8 @@ class AsyncRuntime:
             action = pending_action(thread, request)
             approval = isinstance(action, AwaitApproval)
             if approval != (approve or reject):
-                wanted = "an approval or a rejection" if approval else "an answer"
-                raise InputError(f"`{step}` waits for {wanted}")
+                given = "an answer" if answer is not None else "an approval or a rejection"
+                raise InputError(wrong_decision(thread, action, given))
             config = allowed_config(thread, action, by)
             at, reference = _now(), config.reference
             if approve or reject:

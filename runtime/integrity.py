@@ -123,8 +123,9 @@ class Chain:
         mac.update(message)
         return mac.digest()
 
-    def sealed(self, seal: bytes | None, *fields: str | int | bytes | None) -> bool:
-        return seal is not None and hmac.compare_digest(seal, self.seal(*fields))
+    def sealed(self, seal: object, *fields: str | int | bytes | None) -> bool:
+        """Whether `seal` (as read from the file: any type) is the seal of `fields`."""
+        return isinstance(seal, bytes) and hmac.compare_digest(seal, self.seal(*fields))
 
 
 @cache

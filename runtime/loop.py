@@ -42,7 +42,7 @@ from .model import Model, ModelError, ModelRequest
 if TYPE_CHECKING:
     from .notify import Notice  # notify.py loads only when a thread waits
 from .spec import ASK_NOT_SHOWN, AgentSpec
-from .store import EventStore, Head, ThreadInfo, now_iso
+from .store import EventStore, Head, StoreError, ThreadInfo, now_iso
 from .types import (
     Action,
     AwaitAnswer,
@@ -252,9 +252,11 @@ class Engine:
             if changed:
                 assert written_by is not None
                 raise AgentChanged(thread_id, agent, written_by, problem) from None
-            if isinstance(exc, IllegalEvent):
-                raise
-            raise UnreadableLog(thread_id, f"its log does not replay ({problem})") from None
+            # Events this reducer would never have accepted: the log was edited or damaged.
+            raise StoreError(
+                f"thread {thread_id}: its log does not replay ({problem}); the log was changed "
+                "outside twelvefold"
+            ) from exc
         return Thread(thread_id, agent, events, state)
 
     async def check_free(self, thread_id: str) -> None:
@@ -345,7 +347,10 @@ class Engine:
             self.messages = build_messages
         agent = thread.agent
         prompts = agent.prompts_dir or _PROMPTS
-        messages = self.messages(agent.spec, action, thread.events, prompts)
+        try:
+            messages = self.messages(agent.spec, action, thread.events, prompts)
+        except Exception as exc:  # the user's template is missing or raised: the step failed
+            return StepFailed(step=action.step, at=now_iso(), error=_prompt_error(action, exc))
         request = ModelRequest(agent.spec, action, messages, thread.id, len(thread.events))
         started = time.perf_counter()
         try:
@@ -502,6 +507,16 @@ def _fingerprint(module: AgentModule | ModuleType) -> str | None:
     except OSError:
         return None
     return hashlib.sha256(source).hexdigest()[:16] if source is not None else None
+
+
+def _prompt_error(action: CallModel, exc: Exception) -> ErrorInfo:
+    """One line for a prompt that could not be rendered (missing, unreadable, or raising)."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return ErrorInfo(
+        "PromptError",
+        f"prompt `{action.prompt}` could not be rendered: {type(exc).__name__}"
+        + (f": {detail}" if detail else ""),
+    )
 
 
 def _since(started: float) -> Usage:

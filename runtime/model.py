@@ -236,7 +236,11 @@ class OpenAIModel:
         return {k: v for k, v in captured[0].items() if _is_json(v)}
 
     async def complete(self, request: ModelRequest) -> ModelReply:
-        from instructor.core.exceptions import InstructorRetryException
+        from instructor.core.exceptions import (
+            IncompleteOutputException,
+            InstructorError,
+            InstructorRetryException,
+        )
         from openai import OpenAIError
 
         shape = response_shape(request.action.step, request.action.outputs)
@@ -252,8 +256,20 @@ class OpenAIModel:
             if isinstance(exc.__cause__, OpenAIError):
                 raise ModelError(_api_error(exc.__cause__)) from exc
             raise ModelError(_invalid_output(request.action, exc)) from exc
+        except IncompleteOutputException as exc:
+            # finish_reason "length": the reply was cut off at the token limit. A re-ask
+            # would be cut off the same way, so the step fails and `on error` decides.
+            raise ModelError(
+                ErrorInfo(
+                    "IncompleteOutput",
+                    f"the model's reply for `{request.action.step}` was cut off at its token "
+                    "limit (finish_reason: length)",
+                )
+            ) from exc
         except OpenAIError as exc:
             raise ModelError(_api_error(exc)) from exc
+        except InstructorError as exc:  # any other way instructor gives up is a failed call
+            raise ModelError(ErrorInfo(type(exc).__name__, _first_line(str(exc)))) from exc
         latency_ms = (time.perf_counter() - started) * 1000
         return ModelReply(shape.unwrap(parsed), _usage(completion, latency_ms))
 

@@ -283,3 +283,21 @@ def test_preview_is_exactly_what_a_real_call_sends(
     complete(model, request())
     (sent,) = openai_server.requests
     assert shown == sent
+
+
+@pytest.mark.parametrize("mode", ["tools", "json"])
+def test_a_reply_cut_off_at_the_token_limit_is_a_model_error(
+    openai_server: ScriptedOpenAI, mode: Literal["tools", "json"]
+) -> None:
+    """finish_reason "length" (instructor's IncompleteOutputException) fails the call with one
+    line, so the loop records a step failure and `on error` is taken; it is not re-asked."""
+    cut = '{"choice": {"type": "Add", "a": 1'
+    if mode == "tools":
+        openai_server.reply_tool(cut, finish_reason="length")
+    else:
+        openai_server.reply_json(cut, finish_reason="length")
+    with pytest.raises(ModelError) as raised:
+        complete(client(openai_server, mode=mode), request(retries=2))
+    assert raised.value.error.type == "IncompleteOutput"
+    assert "cut off" in raised.value.error.message and "\n" not in raised.value.error.message
+    assert len(openai_server.requests) == 1

@@ -34,7 +34,7 @@ from twelvefold.runtime.codec import Codec
 from twelvefold.runtime.integrity import BrokenLog, Chain, LogError
 from twelvefold.runtime.loop import AgentChanged
 from twelvefold.runtime.model import OpenAIModel
-from twelvefold.runtime.store import Restored, Snapshot, SqliteStore
+from twelvefold.runtime.store import Restored, Snapshot, SqliteStore, StoreError
 from twelvefold.runtime.types import Approved, IllegalEvent
 
 DEPLOYBOT = EXAMPLES / "deploybot.agent"
@@ -509,7 +509,7 @@ def test_no_hand_edit_runs_the_gated_tool_without_an_approval_in_the_log(
         for edit in edits:
             apply_edit(db, thread_id, edit, cache)
         ledger.unlink(missing_ok=True)
-        allowed = contextlib.suppress(LogError, IllegalEvent)  # failing to load is allowed
+        allowed = contextlib.suppress(LogError, IllegalEvent, StoreError)  # failing is allowed
         with deploybot(openai_server, db, cache) as rt, allowed:
             rt.resume(thread_id)
         if deploys(ledger):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
 
 from .. import nodes as n
@@ -182,9 +183,16 @@ def _ask(
             )
 
 
+@lru_cache(maxsize=2)
+def _lines(source_text: str) -> list[str]:
+    """The file's lines, split once per file rather than once per variable of every `ask`
+    (which made the check quadratic in the file's size)."""
+    return source_text.splitlines()
+
+
 def _span_in_string(source_text: str, string: Span, use: VariableUse) -> Span:
     """Where `use` is written inside a one-line string literal; the whole string otherwise."""
-    lines = source_text.splitlines()
+    lines = _lines(source_text)
     if string.line != string.end_line or not 1 <= string.line <= len(lines):
         return string
     line = lines[string.line - 1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import sqlite3
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -38,7 +39,13 @@ from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseError
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
-from twelvefold.runtime.store import Conflict, SqliteStore, ThreadInfo, ThreadNotFound
+from twelvefold.runtime.store import (
+    Conflict,
+    SqliteStore,
+    StoreError,
+    ThreadInfo,
+    ThreadNotFound,
+)
 from twelvefold.runtime.timeouts import parse_time
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
@@ -158,7 +165,9 @@ def print_view(view: ThreadView, db: Path) -> None:
 
 def resume_hint(view: ThreadView) -> str:
     """The command that decides a waiting thread's pending request."""
-    decide = "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer T"
+    decide = (
+        "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer TEXT"
+    )
     return f"twelvefold resume {view.id} --request {view.request} {decide}"
 
 
@@ -195,12 +204,20 @@ def make_model(cassette: Path | None, record: Path | None, model: str | None) ->
 
 @contextmanager
 def runtime(
-    db: Path, *, model: Any = None, paths: tuple[Path, ...] = (), quiet: bool = False
+    db: Path,
+    *,
+    model: Any = None,
+    paths: tuple[Path, ...] = (),
+    quiet: bool = False,
+    create: bool = False,
 ) -> Iterator[Runtime]:
+    """A runtime on the store at `db`; only a command that launches threads (`create`)
+    makes a store that does not exist yet, the others say it is missing."""
+
     def echo(thread: Thread, event: Event) -> None:
         click.echo(event_line(len(thread.events), event))
 
-    store = SqliteStore(db)
+    store = SqliteStore(db, create=create)
     hook: Callable[[Thread, Event], None] | None = None if quiet else echo
     with Runtime(store, model=model, tool_paths=paths, on_event=hook) as rt:
         try:
@@ -231,10 +248,14 @@ def reported() -> Iterator[None]:
         LeaseError,
         LogError,
         InputError,
+        StoreError,
         ThreadNotFound,
         CommandError,
     ) as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
+        click.echo(f"error: the thread store cannot be used: {exc}", err=True)
         sys.exit(1)
     except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
         if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
@@ -300,7 +321,13 @@ def run(
     _check_model_flags(cassette, record)
     with (
         reported(),
-        runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
+        runtime(
+            db,
+            model=make_model(cassette, record, model),
+            paths=paths,
+            quiet=as_json,
+            create=True,
+        ) as rt,
     ):
         view = rt.launch(agent, input_text)
     finish(view, db, as_json)
@@ -422,7 +449,6 @@ def fork(thread: str, at_event: int, db: Path, as_json: bool) -> None:
     A fork never re-uses a decision or repeats a side effect: a fork just after an
     approval asks for a new one, a fork at a pause gets its own request and notice, and
     a tool call in flight at the fork point is recorded as interrupted."""
-    require_store(db)
     with reported(), runtime(db, quiet=True) as rt:
         view = rt.get(rt.fork(thread, at_event))
     if as_json:
@@ -441,7 +467,6 @@ def fork(thread: str, at_event: int, db: Path, as_json: bool) -> None:
 def cancel(thread: str, reason: str, by: str | None, db: Path, as_json: bool) -> None:
     """End THREAD on purpose: its pending request is withdrawn, and any later decision
     for it is refused. The log records who cancelled it, why, and from where."""
-    require_store(db)
     with reported(), runtime(db, quiet=True) as rt:
         view = rt.cancel(thread, reason=reason, by=by, via=cli_via())
     if as_json:
@@ -534,10 +559,8 @@ def expiry_line(expiry: Expiry) -> str:
 @JSON
 def threads(status: str | None, db: Path, as_json: bool) -> None:
     """List threads, most recently updated first."""
-    if not db.exists():
-        found: list[ThreadInfo] = []
-    else:
-        store = SqliteStore(db)
+    with reported():
+        store = SqliteStore(db, create=False)
         try:
             found = store.threads(status)  # type: ignore[arg-type]
         finally:
@@ -579,7 +602,6 @@ def _info_json(info: ThreadInfo) -> dict[str, Any]:
 @JSON
 def show(thread: str, db: Path, as_json: bool) -> None:
     """Print THREAD's event log and where it stands."""
-    require_store(db)
     with reported(), runtime(db, quiet=True) as rt:
         view = rt.get(thread)
         events = rt.events(thread)
@@ -592,10 +614,3 @@ def show(thread: str, db: Path, as_json: bool) -> None:
     for seq, event in enumerate(events, start=1):
         click.echo(event_line(seq, event))
     print_view(view, db)
-
-
-def require_store(db: Path) -> None:
-    """Exit 1 with one line when there is no thread store to read (nothing is created)."""
-    if not db.exists():
-        click.echo(f"error: no thread store at {db}", err=True)
-        sys.exit(1)
