@@ -71,7 +71,7 @@ def compile_text(
 
 
 def _unreadable_prompt(exc: PromptUnreadable, source: SourceFile) -> Diagnostic:
-    """E704 where the file names the prompt (a step's `prompt`, else a `render`)."""
+    """E706 where the file names the prompt (a step's `prompt`, else a `render`)."""
     named = [
         step.prompt
         for step in source.steps
@@ -81,7 +81,7 @@ def _unreadable_prompt(exc: PromptUnreadable, source: SourceFile) -> Diagnostic:
         named += [render.template for render in source.agent.context.renders]
     span = next((t.span for t in named if t.value == exc.name), UNKNOWN_SPAN)
     return error(
-        "E704",
+        "E706",
         str(exc),
         source.path,
         span,

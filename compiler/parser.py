@@ -103,6 +103,25 @@ def _keyword_text(terminal: str) -> str | None:
     return None
 
 
+def keywords_beside_names() -> frozenset[str]:
+    """Keywords the LALR tables accept in a parser state that also accepts a NAME: the
+    only places where the contextual lexer reads such a word as the keyword, not a name."""
+    lark = _lark()
+    keywords = {
+        t.name: str(t.pattern.value)
+        for t in lark.terminals
+        if isinstance(t.pattern, PatternStr) and str(t.pattern.value).isidentifier()
+    }
+    states = lark.parser.parser.parser.parse_table.states
+    return frozenset(
+        keywords[terminal]
+        for actions in states.values()
+        if "NAME" in actions
+        for terminal in actions
+        if terminal in keywords
+    )
+
+
 # ---- spans -------------------------------------------------------------------
 
 

@@ -148,8 +148,10 @@ ENTRIES: dict[str, Entry] = {
         "Add `start STATE` to the agent block.",
     ),
     "E107": Entry(
-        "keyword as a name",
-        "States and types cannot be named like a keyword (`next`, `final`, `on`, ...); fields can.",
+        "a reserved word as a name",
+        "Keywords are keywords only where the grammar expects them, so states and fields may be "
+        "called `next`, `drop` or `input`. A type cannot be called `error` (`on error` is the "
+        "error edge), `list` or `map` (type constructors).",
         "Choose another name.",
     ),
     "E108": Entry(
@@ -365,6 +367,20 @@ ENTRIES: dict[str, Entry] = {
         "Use one of the provided variables (the incoming value is `last`).",
     ),
     "E704": Entry(
+        "a template reads Python internals",
+        "Templates render in Jinja2's sandbox, which refuses attributes that start with `_` "
+        "(`__class__`, `__globals__`): they reach Python's internals, never the data a "
+        "template is given. `check` reports them before a run rather than failing it.",
+        "Read the value's fields; a template cannot run code.",
+    ),
+    "E705": Entry(
+        "a template load that cannot be checked",
+        "`{% include %}`, `{% extends %}` and `{% import %}` are checked like the template "
+        "itself, so they must name a file inside the prompts folder with a string literal; "
+        "an `ask` string loads no files.",
+        "Write the file name as a literal, or put the text in the `ask` itself.",
+    ),
+    "E706": Entry(
         "a prompt that cannot be read",
         "The template file exists but is not UTF-8 text, is larger than 1 MiB, or cannot be "
         "opened. Found while checking, not when a thread first reaches the step.",

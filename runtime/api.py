@@ -45,6 +45,7 @@ from .loop import (
     started,
 )
 from .model import Model
+from .names import declared_name
 from .store import Conflict, EventStore, MemoryStore, ThreadInfo
 from .store import now_iso as _now
 from .types import (
@@ -234,7 +235,7 @@ def view_of(thread: Thread) -> ThreadView:
 def plain(value: Any) -> Any:
     """A value as plain JSON (a model's fields, not its type tag)."""
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", by_alias=True)
     return value
 
 
@@ -648,7 +649,7 @@ def typed_input(agent: Agent, value: Any) -> Any:
                 return declared.model_validate_json(value)
             return declared.model_validate(value)
     except ValidationError as exc:
-        raise InputError(f"the input is not a valid {declared.__name__}: {exc}") from None
+        raise InputError(f"the input is not a valid {declared_name(declared)}: {exc}") from None
     if declared is str and not isinstance(value, str):
         raise InputError(f"{agent.name} takes a string input, not {type(value).__name__}")
     if declared in (int, float) and isinstance(value, str):

@@ -64,7 +64,8 @@ class Codec:
     def encode_value(self, value: Any) -> Any:
         if isinstance(value, BaseModel):
             name = self._names.get(type(value), type(value).__name__)
-            return {"type": name, "value": value.model_dump(mode="json")}
+            # by_alias: fields are stored under their .agent names (`from`, not `from_`).
+            return {"type": name, "value": value.model_dump(mode="json", by_alias=True)}
         if isinstance(value, dict):
             # A plain mapping is tagged too, so it cannot be mistaken for a typed value.
             return {"type": None, "value": value}

@@ -301,3 +301,27 @@ def test_a_reply_cut_off_at_the_token_limit_is_a_model_error(
     assert raised.value.error.type == "IncompleteOutput"
     assert "cut off" in raised.value.error.message and "\n" not in raised.value.error.message
     assert len(openai_server.requests) == 1
+
+
+class Undescribed(BaseModel):
+    tag: str
+
+
+def test_a_type_without_a_description_gets_no_invented_one(openai_server: ScriptedOpenAI) -> None:
+    """Issue 9 §7: instructor wrote "Correctly extracted `X` with all the required ..."."""
+    openai_server.reply_tool({"tag": "v1"})
+    complete(client(openai_server), request(Undescribed))
+    function = openai_server.requests[0]["tools"][0]["function"]
+    assert function["description"] == ""
+    assert "Correctly" not in json.dumps(openai_server.requests[0])
+
+
+def test_one_tool_call_is_asked_for_and_a_second_is_never_dropped_silently(
+    openai_server: ScriptedOpenAI,
+) -> None:
+    from tests.support.openai_server import Reply
+
+    openai_server.script.append(Reply(arguments={"tag": "v1"}, calls=2))
+    with pytest.raises(ModelError, match="2 tool calls"):
+        complete(client(openai_server), request(Undescribed))
+    assert openai_server.requests[0]["parallel_tool_calls"] is False

@@ -40,6 +40,9 @@ class Reply:
     finish_reason: str | None = None
     """Overrides the natural one (`tool_calls` or `stop`): `length` is a reply cut off at the
     token limit."""
+    calls: int = 1
+    """How many tool calls the message carries (each with `arguments`): a model that
+    ignores `parallel_tool_calls: false`."""
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -134,10 +137,11 @@ def completion(request: dict[str, Any], reply: Reply, n: int) -> dict[str, Any]:
         )
         message["tool_calls"] = [
             {
-                "id": f"call_{n}",
+                "id": f"call_{n}_{index}",
                 "type": "function",
                 "function": {"name": name, "arguments": arguments},
             }
+            for index in range(reply.calls)
         ]
         finish_reason = "tool_calls"
     finish_reason = reply.finish_reason or finish_reason
