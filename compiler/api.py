@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .check import check, no_prompts
 from .codegen import generate
@@ -38,9 +39,12 @@ def compile_text(
     generate_code: bool = True,
     approver_groups: Collection[str] | None = None,
     config_name: str = "",
+    allow_stdlib: Collection[str] = (),
 ) -> Compilation:
     """Parse, check and, without errors, generate. Reads prompts only through `load_prompt`;
-    `approver_groups` are those the project's configuration defines (None: it has none).
+    the project's configuration comes in read (`project_settings`): `approver_groups` are
+    the groups it defines (None: it has none), `allow_stdlib` the standard-library modules
+    it lets tools name.
 
     A leading byte-order mark is dropped; text no UTF-8 file can hold (a lone surrogate)
     is E007, as undecodable bytes are for `compile_file`.
@@ -60,6 +64,7 @@ def compile_text(
             source_text=text,
             approver_groups=approver_groups,
             config_name=config_name,
+            allow_stdlib=allow_stdlib,
         )
     except PromptUnreadable as exc:
         return Compilation(path, text, None, [*diagnostics, _unreadable_prompt(exc, source)])
@@ -109,28 +114,37 @@ def compile_file(
     if unreadable:
         return Compilation(shown, text, None, unreadable)
     loader = PromptDirectory(prompts_dir or find_prompts_dir(path))
-    groups, config_name = configured_approver_groups(path)
     return compile_text(
         text,
         shown,
         load_prompt=loader,
         generate_code=generate_code,
-        approver_groups=groups,
-        config_name=config_name,
+        **project_settings(path)._asdict(),
     )
 
 
-def configured_approver_groups(path: Path) -> tuple[frozenset[str] | None, str]:
-    """The approvers groups the configuration for `path` defines, and its file name; None
-    without a configuration, or with one that cannot be read (the runtime then refuses
-    decisions that need it, saying why)."""
+class ProjectSettings(NamedTuple):
+    """What the compiler takes from the project's configuration (runtime/config.py)."""
+
+    approver_groups: frozenset[str] | None = None
+    """The approvers groups it defines; None without a configuration (nothing checked)."""
+    config_name: str = ""
+    """Its file name, as diagnostics name it."""
+    allow_stdlib: tuple[str, ...] = ()
+    """Standard-library modules tools may name (`[tools] allow_stdlib`)."""
+
+
+def project_settings(path: Path) -> ProjectSettings:
+    """The configuration for `path`, read once; empty without one, or with one that cannot
+    be read (the runtime then refuses what needs it, saying why)."""
     from twelvefold.runtime.config import ConfigError, find_config
 
     try:
         config = find_config(path)
         groups = frozenset(config.approvers)
+        allowed = config.allow_stdlib
     except ConfigError:
-        return None, ""
+        return ProjectSettings()
     if config.path is None:
-        return None, ""
-    return groups, config.path.name
+        return ProjectSettings()
+    return ProjectSettings(groups, config.path.name, allowed)

@@ -371,6 +371,7 @@ class _ModuleBuilder:
                 if step.timeout:
                     arguments.append(f"timeout_seconds={step.timeout.seconds!r}")
                 arguments.append("started_key=state.tool_key")
+                arguments.append("retry_key=state.retry_key")
                 return f"CallTool({', '.join(arguments)})"
             case n.ApprovalStep():
                 self.imports.add("AwaitApproval")

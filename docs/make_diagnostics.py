@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twelvefold.compiler import compile_file, compile_text
-from twelvefold.compiler.api import configured_approver_groups
+from twelvefold.compiler.api import project_settings
 from twelvefold.compiler.diagnostics import render
 from twelvefold.compiler.prompts import PromptDirectory
 
@@ -209,6 +209,15 @@ ENTRIES: dict[str, Entry] = {
         "map key that is not a string",
         "Maps are JSON objects, so their keys are strings: `map[string, T]`.",
         "Use `map[string, T]`, or a list of records.",
+    ),
+    "E118": Entry(
+        "a standard-library module as a tool",
+        "A tool is your own function. One that names a standard-library module "
+        '(`"sys:exit"`, `"os:abort"`, `"code:interact"`) could end or take over the process, '
+        "so the runtime refuses it and the check reports it, by the module's name alone "
+        "(the compiler never imports a tool).",
+        "Point the tool at your own function (which may call the library), or allow the "
+        'module by name in the configuration: `[tool.twelvefold.tools] allow_stdlib = ["json"]`.',
     ),
     "E201": Entry(
         "an output type is never routed",
@@ -452,16 +461,15 @@ def section(code: str, entry: Entry) -> str:
         return file_section(code, entry)
     path = example_file(code)
     text = strip_expectations(path.read_text(encoding="utf-8"))
-    groups, config_name = configured_approver_groups(path)
     result = compile_text(
         text,
         path.name,
         load_prompt=PromptDirectory(INVALID / "prompts"),
         generate_code=False,
-        approver_groups=groups,
-        config_name=config_name,
+        **project_settings(path)._asdict(),  # tests/invalid/twelvefold.toml
     )
-    shown = [render(d, text) for d in result.diagnostics if d.code == code]
+    # A message may name a folder of this checkout: show it as the reader's checkout has it.
+    shown = [render(d, text).replace(f"{ROOT}/", "") for d in result.diagnostics if d.code == code]
     if not shown:
         raise SystemExit(f"{path.name} does not report {code} once its comments are stripped")
     return _section_text(

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import lease as leases
 from . import tools
 from .codec import Codec
+from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
 from .model import Model, ModelError, ModelRequest
 
@@ -88,7 +89,7 @@ class Agent:
     origin: str
     """How another process loads it again: a `.agent` path or a module name/path."""
     directory: Path | None = None
-    """Where its tools are imported from (beside the current directory and --path)."""
+    """Where its tools are looked up first (then --path folders, then the import path)."""
     prompts_dir: Path | None = None
     codec: Codec = field(init=False)
     reducer: str | None = field(init=False)
@@ -367,22 +368,40 @@ class Engine:
         return ModelOutput(step=action.step, at=now_iso(), usage=usage, output=reply.output)
 
     async def _call_tool(self, thread: Thread, action: CallTool) -> Event:
+        """One logical call, one key: `f"{thread}:{step}:{seq}"`, `seq` being the number
+        of the call's first `ToolStarted`. A person's retry of a call whose outcome is
+        unknown carries that key (`action.retry_key`) and records it again; a process
+        that finds the call started without a result (`action.started_key`) re-runs it
+        with the key if the tool takes one, and otherwise records it as interrupted."""
         step = action.step
         try:
-            tool = self.toolbox.resolve(action.function, _folders(thread.agent))
-        except tools.ToolImportError as exc:
-            return StepFailed(step=step, at=now_iso(), error=tools.describe(exc))
+            tool = self.toolbox.resolve(
+                action.function,
+                _folders(thread.agent),
+                allow_stdlib=_allowed_stdlib(thread.agent, action.function),
+            )
+        except (tools.ToolImportError, ConfigError) as exc:
+            # After a crash the call's outcome is still unknown: keep its key.
+            return StepFailed(
+                step=step, at=now_iso(), error=tools.describe(exc), key=action.started_key
+            )
         key = action.started_key
         if key is None:
-            key = f"{thread.id}:{step}:{len(thread.events) + 1}"
+            key = action.retry_key or f"{thread.id}:{step}:{len(thread.events) + 1}"
             await self.record(thread, ToolStarted(step=step, at=now_iso(), key=key))
         elif not tool.accepts_key:
             # Started in a process that died before recording the result: running it
             # again could repeat its side effect, and nothing can tell us it is safe.
-            return StepFailed(step=step, at=now_iso(), error=INTERRUPTED)
+            return StepFailed(step=step, at=now_iso(), error=INTERRUPTED, key=key)
         outcome = await tools.call(tool, action, key, offload=self.offload)
         if outcome.error is not None:
-            return StepFailed(step=step, at=now_iso(), usage=outcome.usage, error=outcome.error)
+            return StepFailed(
+                step=step,
+                at=now_iso(),
+                usage=outcome.usage,
+                error=outcome.error,
+                key=key if outcome.unknown else None,
+            )
         assert outcome.result is not None
         return ToolResult(step=step, at=now_iso(), usage=outcome.usage, result=outcome.result)
 
@@ -533,6 +552,15 @@ _PROMPTS = Path("prompts")
 
 def _folders(agent: Agent) -> tuple[Path, ...]:
     return (agent.directory,) if agent.directory is not None else ()
+
+
+def _allowed_stdlib(agent: Agent, reference: str) -> tuple[str, ...]:
+    """The standard-library modules the agent's configuration lets its tools name, read
+    at each call of a tool that names one (like every setting; raises `ConfigError`).
+    Other tools never need the configuration, so their calls do not read it."""
+    if agent.directory is None or stdlib_module(reference) is None:
+        return ()
+    return find_config(agent.directory).allow_stdlib
 
 
 __all__ = [

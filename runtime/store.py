@@ -80,7 +80,8 @@ class ThreadInfo:
     agent: str
     """The agent's name."""
     origin: str
-    """How to load the agent again: a `.agent` file's path or a module name."""
+    """How to load the agent again: a module name, or a file's path relative to the
+    SQLite store's folder (absolute in older rows and in memory; runtime/loading.py)."""
     status: Status
     step: str
     seq: int

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 
+from twelvefold.runtime.config import stdlib_module
 from twelvefold.runtime.context import INPUT_ENTRY, entry_name
 from twelvefold.runtime.types import EVENT_KINDS
 
@@ -274,6 +275,31 @@ def function_paths(program: Program, _: object) -> Iterator[Diagnostic]:
                 help=f'write the module and the function name, e.g. "tools.{program.name}:'
                 f'{step.name.text}"',
             )
+
+
+def stdlib_tools(program: Program, _: object) -> Iterator[Diagnostic]:
+    """A tool is the user's own function, never a standard-library one such as `"sys:exit"`,
+    `"os:abort"` or `"code:interact"` (issue 9 §2), unless the project's configuration
+    allows that module by name (`[tool.twelvefold.tools] allow_stdlib`). Decided by the
+    module's name alone, as the runtime decides it: `check` never imports a tool."""
+    for step in program.source.steps:
+        if not isinstance(step, n.ToolStep) or not FUNCTION_PATH.fullmatch(step.function.value):
+            continue
+        module = stdlib_module(step.function.value)
+        if module is None:
+            continue
+        if module in program.allow_stdlib:
+            continue
+        yield error(
+            "E118",
+            f"tool `{step.name.text}` names the standard-library module `{module}`",
+            program.source.path,
+            step.function.span,
+            label="not your own function",
+            help=f'point it at a function of your own, e.g. "tools.{program.name}:'
+            f'{step.name.text}", or allow the module in twelvefold.toml: '
+            f'`[tools] allow_stdlib = ["{module}"]`',
+        )
 
 
 # ---- settings ------------------------------------------------------------------

@@ -83,7 +83,7 @@ async def _request_body(
         raise click.BadParameter(f"`{step}` is not an llm step of {spec.name} ({llm_steps})")
     events: list[Event]
     if thread_id is not None:
-        events = list(_stored_events(db, thread_id))
+        events = list(_stored_events(db, thread_id, agent.codec))
     else:
         events = [Started(step=spec.start, input=typed_input(agent, text))]
     action = _call_at(agent.module, events, step)
@@ -94,17 +94,15 @@ async def _request_body(
     return await client.preview(request)
 
 
-def _stored_events(db: Path, thread_id: str) -> list[Any]:
-    from twelvefold.runtime.codec import Codec
-    from twelvefold.runtime.loading import load_agent
+def _stored_events(db: Path, thread_id: str, codec: Any) -> list[Any]:
+    """The thread's log, decoded by the agent the command names (AGENT, not the place the
+    thread recorded: that place may be gone after the project moved)."""
     from twelvefold.runtime.store import SqliteStore
 
     if not db.exists():
         raise click.ClickException(f"no thread store at {db}")
     store = SqliteStore(db)
     try:
-        info = store.info(thread_id)
-        codec: Codec = load_agent(info.origin).codec
         return list(store.load(thread_id, codec))
     finally:
         store.close()

@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from twelvefold.commands.options import DB
+from twelvefold.commands.options import AGENT, DB
 from twelvefold.commands.output import echo
 from twelvefold.runtime.api import (
     Expiry,
@@ -103,8 +103,9 @@ def summarize(event: Event) -> str:
             text = " ".join(p for p in (f"by {by}" if by else "", comment or "") if p)
         case Answered(answer=answer):
             text = answer.text
-        case Retried(by=by):
-            text = f"by {by}" if by else ""
+        case Retried(by=by, key=key):
+            reusing = f"reusing key {key}" if key else ""
+            text = " ".join(p for p in (f"by {by}" if by else "", reusing) if p)
         case Forked(parent=parent, parent_seq=parent_seq):
             text = f"from {parent} after event {parent_seq}"
         case Cancelled(by=by, reason=reason):
@@ -155,6 +156,8 @@ def print_view(view: ThreadView, db: Path) -> None:
     elif view.status == "failed":
         echo(f"\n{where} failed at `{view.step}`: {view.error}")
         echo(f"  retry: twelvefold resume {view.id} --retry")
+        if view.state.retry_key is not None:  # see docs/runtime.md, one call one key
+            echo(f"  (the call may have run: a retry reuses its key {view.state.retry_key})")
     elif view.status == "cancelled":
         echo(f"\n{where} was cancelled at `{view.step}`")
     else:
@@ -343,6 +346,12 @@ def run(
 @click.option("--answer", help="Answer the question the thread waits on.")
 @click.option("--retry", is_flag=True, help="Try a failed thread again from its failed step.")
 @click.option(
+    "--reuse-key",
+    is_flag=True,
+    help="With --retry after a tool returned an error: call it again with the failed "
+    "call's idempotency key instead of a new one.",
+)
+@click.option(
     "--request",
     help="The request you decide (printed where the thread waits). Without it you are "
     "shown the pending request and asked to confirm (a terminal only).",
@@ -352,6 +361,7 @@ def run(
     help="Who approves, rejects or answers. No default: an approval with `approvers` "
     "needs a member of one of its groups.",
 )
+@AGENT
 @DB
 @model_options
 @JSON
@@ -362,8 +372,10 @@ def resume(
     comment: str | None,
     answer: str | None,
     retry: bool,
+    reuse_key: bool,
     request: str | None,
     by: str | None,
+    agent: str | None,
     db: Path,
     model: str | None,
     cassette: Path | None,
@@ -380,6 +392,8 @@ def resume(
     deciding = approve or reject or answer is not None
     if approve + reject + (answer is not None) + retry > 1:
         raise click.UsageError("give one of --approve, --reject, --answer or --retry")
+    if reuse_key and not retry:
+        raise click.UsageError("--reuse-key goes with --retry")
     if reject and not comment:
         raise click.UsageError("--reject needs a --comment saying why")
     if request is not None and not deciding:
@@ -389,10 +403,10 @@ def resume(
         runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
     ):
         if retry:
-            view = rt.retry(thread, by=by)
+            view = rt.retry(thread, by=by, reuse_key=reuse_key, agent=agent)
         else:
             if deciding and request is None:
-                request = confirmed_request(rt.get(thread), approve, reject, as_json)
+                request = confirmed_request(rt.get(thread, agent=agent), approve, reject, as_json)
             with warnings.catch_warnings(record=True) as warned:
                 warnings.simplefilter("always", UnenforcedApprovers)
                 view = rt.resume(
@@ -404,6 +418,7 @@ def resume(
                     by=by,
                     request=request,
                     via=cli_via(),
+                    agent=agent,
                 )
             for warning in warned:
                 echo(f"WARNING: {warning.message}", err=True)
@@ -443,16 +458,17 @@ def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bo
     required=True,
     help="Keep the first N events of THREAD (see `twelvefold show`).",
 )
+@AGENT
 @DB
 @JSON
-def fork(thread: str, at_event: int, db: Path, as_json: bool) -> None:
+def fork(thread: str, at_event: int, agent: str | None, db: Path, as_json: bool) -> None:
     """Start a new thread from the first N events of THREAD; it does not run until resumed.
 
     A fork never re-uses a decision or repeats a side effect: a fork just after an
     approval asks for a new one, a fork at a pause gets its own request and notice, and
     a tool call in flight at the fork point is recorded as interrupted."""
     with reported(), runtime(db, quiet=True) as rt:
-        view = rt.get(rt.fork(thread, at_event))
+        view = rt.get(rt.fork(thread, at_event, agent=agent), agent=agent)
     if as_json:
         echo(json.dumps({**view.to_json(), "forked_from": thread}, ensure_ascii=False))
         return
@@ -464,13 +480,16 @@ def fork(thread: str, at_event: int, db: Path, as_json: bool) -> None:
 @click.argument("thread")
 @click.option("--reason", required=True, help="Why the thread is ended (kept in its log).")
 @click.option("--by", help="Who cancels it.")
+@AGENT
 @DB
 @JSON
-def cancel(thread: str, reason: str, by: str | None, db: Path, as_json: bool) -> None:
+def cancel(
+    thread: str, reason: str, by: str | None, agent: str | None, db: Path, as_json: bool
+) -> None:
     """End THREAD on purpose: its pending request is withdrawn, and any later decision
     for it is refused. The log records who cancelled it, why, and from where."""
     with reported(), runtime(db, quiet=True) as rt:
-        view = rt.cancel(thread, reason=reason, by=by, via=cli_via())
+        view = rt.cancel(thread, reason=reason, by=by, via=cli_via(), agent=agent)
     if as_json:
         echo(json.dumps(view.to_json(), ensure_ascii=False))
         return
@@ -482,11 +501,20 @@ def cancel(thread: str, reason: str, by: str | None, db: Path, as_json: bool) ->
     "--now",
     help="Judge deadlines as of this ISO 8601 time instead of the clock (UTC unless it says).",
 )
+@click.option(
+    "--agent",
+    "agents",
+    metavar="PATH",
+    multiple=True,
+    help="Load the threads of this agent (matched by its name) from PATH instead of the "
+    "place each recorded, e.g. after the agent was moved (repeatable).",
+)
 @DB
 @model_options
 @JSON
 def expire(
     now: str | None,
+    agents: tuple[str, ...],
     db: Path,
     model: str | None,
     cassette: Path | None,
@@ -517,7 +545,7 @@ def expire(
                 db, model=make_model(cassette, record, model), paths=paths, quiet=as_json
             ) as rt,
         ):
-            found = rt.expire(now)
+            found = rt.expire(now, agents=agents)
     if as_json:
         echo(json.dumps([e.to_json() for e in found], ensure_ascii=False))
     elif not found:
@@ -600,14 +628,16 @@ def _info_json(info: ThreadInfo) -> dict[str, Any]:
 
 @click.command()
 @click.argument("thread")
+@AGENT
 @DB
 @JSON
-def show(thread: str, db: Path, as_json: bool) -> None:
+def show(thread: str, agent: str | None, db: Path, as_json: bool) -> None:
     """Print THREAD's event log and where it stands."""
     with reported(), runtime(db, quiet=True) as rt:
-        view = rt.get(thread)
-        events = rt.events(thread)
-        codec = rt.agent(rt.store.info(thread).origin).codec
+        loaded = rt.agent_of(thread, agent)
+        view = rt.get(thread, agent=loaded)
+        events = rt.events(thread, agent=loaded)
+        codec = loaded.codec
     if as_json:
         data = view.to_json()
         data["log"] = [codec.encode_event(e) for e in events]

@@ -273,6 +273,7 @@ def _add_action(state: State) -> Action:
         value=state.value,
         output=Number,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 
@@ -296,6 +297,7 @@ def _subtract_action(state: State) -> Action:
         value=state.value,
         output=Number,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 
@@ -319,6 +321,7 @@ def _multiply_action(state: State) -> Action:
         value=state.value,
         output=Number,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 
@@ -363,6 +366,7 @@ def _divide_action(state: State) -> Action:
         value=state.value,
         output=Number,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 

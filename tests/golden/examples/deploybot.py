@@ -257,6 +257,7 @@ def _list_tags_action(state: State) -> Action:
         value=state.value,
         output=GitTags,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 
@@ -303,6 +304,7 @@ def _deploy_action(state: State) -> Action:
         value=state.value,
         output=DeployResult,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 

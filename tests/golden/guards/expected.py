@@ -224,6 +224,7 @@ def _file_action(state: State) -> Action:
         backoff_seconds=0.5,
         timeout_seconds=10.0,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 

@@ -280,6 +280,7 @@ def _d_action(state: State) -> Action:
         value=state.value,
         output=reduce_,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 
@@ -302,6 +303,7 @@ def _drop_action(state: State) -> Action:
         value=state.value,
         output=_ACTIONS_,
         started_key=state.tool_key,
+        retry_key=state.retry_key,
     )
 
 
