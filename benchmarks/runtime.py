@@ -236,14 +236,20 @@ def main() -> None:
         print(f"| `replay(events)` in memory | {len(big) / replay:,.0f} |")
         print(f"| load from SQLite + decode + replay | {len(big) / load:,.0f} |")
 
-        print("\n| resume a thread (load, decode, state, next action) | ms |")
-        print("|---|---:|")
+        print(
+            "\n| resume a thread (load, verify the chain, decode, state, next action) | ms"
+            " | of which the hash chain (ms) |"
+        )
+        print("|---|---:|---:|")
         engine, loop = Engine(store), asyncio.new_event_loop()
         for size in (1_000, 10_000):
             _copy(store, agent, f"t{size}", big[:size])
             resume = partial(_resume_point, loop, engine, agent, f"t{size}")
             seconds = min(_timed(resume) for _ in range(5))
-            print(f"| {size:,} events | {seconds * 1e3:.2f} |")
+            bodies = [agent.codec.dumps_event(e) for e in big[:size]]
+            chain = min(_timed(partial(store.chain.head, f"t{size}", bodies)) for _ in range(5))
+            share = f"{chain * 1e3:.2f} ({chain / seconds:.0%})"
+            print(f"| {size:,} events | {seconds * 1e3:.2f} | {share} |")
         loop.close()
         store.close()
 

@@ -257,7 +257,9 @@ class AsyncRuntime:
     """Launch and resume threads from asyncio code (the HTTP server builds on this).
 
     `offload` runs SQLite calls and synchronous tools in worker threads so the event
-    loop keeps serving while a thread works.
+    loop keeps serving while a thread works. `lease_seconds` is how long this process's
+    lease on a thread it advances lasts unrenewed (TWELVEFOLD_LEASE_SECONDS, else 30 s;
+    see runtime/lease.py).
     """
 
     def __init__(
@@ -271,6 +273,7 @@ class AsyncRuntime:
         on_event: EventHook | None = None,
         messages: MessageBuilder | None = None,
         offload: bool = True,
+        lease_seconds: float | None = None,
     ) -> None:
         self.store: EventStore = store if store is not None else MemoryStore()
         self.engine = Engine(
@@ -281,6 +284,7 @@ class AsyncRuntime:
             offload=offload,
             on_event=on_event,
             messages=messages,
+            lease_seconds=lease_seconds,
         )
         self.cache_dir = cache_dir
         self.places = store_folder(self.store)
@@ -328,10 +332,12 @@ class AsyncRuntime:
         configuration at this moment; groups no configuration defines are not enforced
         (an `UnenforcedApprovers` warning says so). `via` records where the decision came
         from (the CLI passes `cli (os user NAME)`). With no decision at all, continue a
-        thread that is running (one whose process died).
+        thread that is running (one whose process died). `LeaseHeld` while another
+        process is advancing the thread (nothing is recorded).
         """
         if approve + reject + (answer is not None) > 1:
             raise InputError("give one of approve, reject or answer")
+        await self.engine.check_free(thread_id)  # a process advancing it: say who, first
         thread = await self._load(thread_id, agent)
         step = thread.state.step
         event: Event | None = None
@@ -421,13 +427,17 @@ class AsyncRuntime:
         - ending between a tool's `ToolStarted` and its result, the call is recorded as
           interrupted (`StepFailed` with the call's key): it runs again only through a
           person's retry, with the same key.
-        Raises `InputError` for an event number outside 1..len(log).
+        Raises `InputError` for an event number outside 1..len(log), `LeaseHeld` while
+        another process is advancing the thread.
         """
+        await self.engine.check_free(thread_id)  # a thread being advanced is refused
         thread = await self._load(thread_id, agent)
         if not 1 <= at_event <= len(thread.events):
             raise InputError(f"a fork point is an event number from 1 to {len(thread.events)}")
         events = fork_log(thread, at_event)
-        fork = await self.engine.create(self._as_recorded(thread.agent), events, new_thread_id())
+        fork = await self.engine.create(
+            self._as_recorded(thread.agent), events, new_thread_id(), hold=False
+        )
         return fork.id
 
     async def expire(
@@ -458,6 +468,7 @@ class AsyncRuntime:
                     due = timeouts.next_notice(state, action, thread.events)
                     if due is not None and moment >= due:
                         assert isinstance(action, AwaitApproval | AwaitAnswer)  # it waits
+                        await self.engine.check_free(thread.id)  # nobody is advancing it
                         told = await self.engine.notify(thread, action, at=timeouts.iso(moment))
                         await self.engine.record(thread, told)
                         swept.append(Expiry(thread.id, state.step, told, view_of(thread)))

@@ -13,11 +13,18 @@ repeated is a tool call, so a `ToolStarted(key)` event is appended *before* the 
 runs; a later process that finds a start without a result re-runs the tool only if it
 takes an idempotency key (and passes the same key), and otherwise records that the call
 was interrupted, for a person to decide.
+
+Ownership: a process advances a thread only under its lease (runtime/lease.py), renewed
+in the background while a model or tool call runs; every append carries it, so a process
+that lost the thread (it stalled past its lease and another took over) writes nothing
+more. Loading verifies the log's hash chain (runtime/integrity.py) and uses a snapshot
+only when its seal proves it is the fold of exactly these events by this reducer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -26,9 +33,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import lease as leases
 from . import tools
 from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
+from .integrity import BrokenLog, LogError, UnreadableLog
 from .model import Model, ModelError, ModelRequest
 
 if TYPE_CHECKING:
@@ -113,6 +122,25 @@ class Thread:
     agent: Agent
     events: list[Event]
     state: State
+    lease: leases.Lease | None = None
+    """The lease this process holds on the thread while it advances it (else None)."""
+    unproven: bool = False
+    """The state comes from a snapshot sealed without a key: it is checked against the
+    log (replayed once) before any tool runs on it."""
+
+
+class AgentChanged(LogError):
+    """The agent's reducer changed since the thread was written, and the thread's log does
+    not replay under the new one: it is refused rather than run on a state nobody had."""
+
+    def __init__(self, thread_id: str, agent: Agent, written_by: str, problem: str) -> None:
+        super().__init__(
+            f"thread {thread_id} was written by another version of agent {agent.name} "
+            f"(reducer {written_by}, now {agent.reducer or 'unknown'}) and its log does not "
+            f"replay under this one: {problem}. Run it with the agent as it was when the "
+            "thread was written, or fork it before the event that no longer fits"
+        )
+        self.thread_id = thread_id
 
 
 class Notifier(Protocol):
@@ -140,8 +168,14 @@ class Engine:
         offload: bool = False,
         on_event: EventHook | None = None,
         messages: MessageBuilder | None = None,
+        lease_seconds: float | None = None,
     ) -> None:
         self.store = store
+        self.lease_seconds = leases.lease_seconds(lease_seconds)
+        """How long a lease lasts unrenewed (TWELVEFOLD_LEASE_SECONDS, 30 s by default)."""
+        self.owner = leases.new_owner()
+        """This engine's name in leases: `host:pid:random`."""
+        self.renewals = leases.Renewals(store, self.lease_seconds)
         self.messages = messages
         self.model = model
         self.notifier = notifier
@@ -151,7 +185,12 @@ class Engine:
 
     # ---- threads ------------------------------------------------------------------
 
-    async def create(self, agent: Agent, events: Sequence[Event], thread_id: str) -> Thread:
+    async def create(
+        self, agent: Agent, events: Sequence[Event], thread_id: str, *, hold: bool = True
+    ) -> Thread:
+        """Store a new thread; with `hold` (launch), under a lease this process holds
+        until `advance` lets it go, so nobody else can touch it in between. A thread that
+        is not run at once (a fork) is created with `hold=False`."""
         state = agent.module.replay(events)
         at = events[0].at or now_iso()
         info = ThreadInfo(
@@ -165,73 +204,141 @@ class Engine:
             at,
             request=state.request,
         )
-        await self._io(self.store.create, info, events, agent.codec)
-        thread = Thread(thread_id, agent, list(events), state)
+        owner = self.owner if hold else None
+        lease = await self._io(
+            self.store.create,
+            info,
+            events,
+            agent.codec,
+            reducer=agent.reducer,
+            owner=owner,
+            seconds=self.lease_seconds,
+        )
+        thread = Thread(thread_id, agent, list(events), state, lease)
         for event in events:
             self._announce(thread, event)
         return thread
 
     async def load(self, agent: Agent, thread_id: str) -> Thread:
-        """The thread's events and its state: from the store's snapshot when this reducer
-        made it from exactly these events, else by replaying the log."""
-        events = await self._io(self.store.load, thread_id, agent.codec)
-        snapshot = await self._io(self.store.snapshot, thread_id)
-        # The snapshot is written in each append's transaction; the count is checked anyway
-        # (a store that does not keep one up to date must not be believed).
-        if snapshot and snapshot.reducer == agent.reducer and snapshot.seq == len(events):
+        """The thread's events (their hash chain verified: `BrokenLog` otherwise) and its
+        state: from the store's snapshot when its seal proves it is of exactly these events
+        and this very reducer made it, else by replaying the log. A log written by another
+        reducer is replayed whole under this one and refused (`AgentChanged`) unless every
+        event fits."""
+        try:
+            restored = await self._io(self.store.restore, thread_id, agent.codec)
+        except UnreadableLog as exc:
+            if exc.reducer is not None and exc.reducer != agent.reducer:
+                raise AgentChanged(thread_id, agent, exc.reducer, exc.problem) from None
+            raise
+        events, snapshot = restored.events, restored.snapshot
+        if (
+            snapshot is not None
+            and agent.reducer is not None
+            and snapshot.reducer == agent.reducer
+            and snapshot.seq == len(events)
+        ):
             try:
                 state = agent.codec.decode_state(snapshot.state)
-            except (ValueError, KeyError, TypeError, AttributeError):
-                pass  # a snapshot edited by hand is a lost shortcut: replay the log
-            else:
-                return Thread(thread_id, agent, events, state)
+            except Exception:  # a forged state that does not decode: replay instead
+                state = None
+            if state is not None:
+                return Thread(thread_id, agent, events, state, unproven=not restored.keyed)
+        written_by = restored.reducer
+        changed = written_by is not None and written_by != agent.reducer
         try:
             state = agent.module.replay(events)
-        except (IllegalEvent, ValueError, TypeError, AttributeError, KeyError) as exc:
+        except Exception as exc:
+            problem = str(exc) if isinstance(exc, IllegalEvent) else f"{type(exc).__name__}: {exc}"
+            if changed:
+                assert written_by is not None
+                raise AgentChanged(thread_id, agent, written_by, problem) from None
             # Events this reducer would never have accepted: the log was edited or damaged.
             raise StoreError(
-                f"thread {thread_id}: its log does not replay ({exc}); the log was changed "
+                f"thread {thread_id}: its log does not replay ({problem}); the log was changed "
                 "outside twelvefold"
             ) from exc
         return Thread(thread_id, agent, events, state)
 
+    async def check_free(self, thread_id: str) -> None:
+        """`LeaseHeld` if a process holds the thread now (for work that reads a thread to
+        start other work from it, such as a fork)."""
+        held = await self._io(self.store.lease, thread_id)
+        if held is not None:
+            raise leases.LeaseHeld(thread_id, held.owner, held.expires)
+
     async def record(self, thread: Thread, event: Event) -> None:
-        """Reduce first (an impossible event raises and nothing is stored), then append
-        with the sequence number we replayed to: if another process got there first the
-        store raises `Conflict` and this process stops."""
+        """Reduce (an impossible event raises and nothing is stored), then append with
+        the sequence number we replayed to: if another process got there first the store
+        raises `Conflict` and this process stops.
+
+        Every append is made under the thread's lease. Outside `advance` (a decision, a
+        retry, an expiry, a cancel) this first takes the lease (`LeaseHeld` if a process
+        holds it, before anything else is judged: nothing is recorded) and keeps it only
+        while the thread is running, for the `advance` that follows."""
         agent = thread.agent
-        state = agent.module.reduce(thread.state, event)
-        await self._io(
-            self.store.append,
-            thread.id,
-            len(thread.events),
-            (event,),
-            agent.codec,
-            Head(state.status, state.step, state, agent.reducer, request=state.request),
-        )
+        took = thread.lease is None
+        if took:
+            thread.lease = await self._io(
+                self.store.acquire, thread.id, self.owner, self.lease_seconds
+            )
+        try:
+            state = agent.module.reduce(thread.state, event)
+            await self._io(
+                self.store.append,
+                thread.id,
+                len(thread.events),
+                (event,),
+                agent.codec,
+                Head(state.status, state.step, state, agent.reducer, request=state.request),
+                thread.lease,
+            )
+        except BaseException:
+            if took:
+                self._release(thread)
+            raise
         thread.events.append(event)
         thread.state = state
+        if took and state.status != "running":  # no `advance` needs it (a notice: at once)
+            self._release(thread)
         self._announce(thread, event)
 
     # ---- the loop -----------------------------------------------------------------
 
     async def advance(self, thread: Thread) -> Thread:
-        """Perform actions until the thread waits for a person, finishes or fails."""
+        """Perform actions until the thread waits for a person, finishes or fails.
+
+        Holds the thread's lease throughout (taking it unless `create` or `record` left
+        it; `LeaseHeld` if another process holds it), renews it in the background, starts
+        no new call once a renewal failed (`LeaseLost`), and lets it go when the thread
+        stops or anything goes wrong."""
+        if not _has_work(thread.state):
+            self._release(thread)
+            return thread
+        if thread.lease is None:
+            thread.lease = await self._io(
+                self.store.acquire, thread.id, self.owner, self.lease_seconds
+            )
+        held = self.renewals.hold(thread.lease)
         next_action = thread.agent.module.next_action
         told = False  # one notice attempt per advance: a dead channel is retried by `expire`
-        while thread.state.status == "running" or (
-            thread.state.status == "waiting" and not thread.state.notified and not told
-        ):
-            action = next_action(thread.state)
-            if isinstance(action, CallModel):
-                await self.record(thread, await self._call_model(thread, action))
-            elif isinstance(action, CallTool):
-                await self.record(thread, await self._call_tool(thread, action))
-            elif isinstance(action, AwaitApproval | AwaitAnswer):
-                told = True
-                await self.record(thread, await self.notify(thread, action))
-            else:  # Finish, Fail: the status already says so
-                break
+        try:
+            while _has_work(thread.state) and not (told and thread.state.status == "waiting"):
+                held.check()  # lost the lease: start nothing more
+                action = next_action(thread.state)
+                if isinstance(action, CallModel):
+                    await self.record(thread, await self._call_model(thread, action))
+                elif isinstance(action, CallTool):
+                    self._prove(thread)  # a side effect never rests on a forgeable cache
+                    await self.record(thread, await self._call_tool(thread, action))
+                elif isinstance(action, AwaitApproval | AwaitAnswer):
+                    told = True
+                    await self.record(thread, await self.notify(thread, action))
+                else:  # Finish, Fail: the status already says so
+                    break
+        finally:
+            thread.lease = self.renewals.drop(held)
+            self._release(thread)
         return thread
 
     async def _call_model(self, thread: Thread, action: CallModel) -> Event:
@@ -343,14 +450,37 @@ class Engine:
             self.notifier = default_notifier()
         return self.notifier
 
-    async def _io(self, function: Callable[..., Any], *args: Any) -> Any:
+    async def _io(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self.offload:
-            return await asyncio.to_thread(function, *args)
-        return function(*args)
+            return await asyncio.to_thread(function, *args, **kwargs)
+        return function(*args, **kwargs)
+
+    def _prove(self, thread: Thread) -> None:
+        """Replay the log once when the state came from a snapshot sealed without a key,
+        and refuse the thread (`BrokenLog`) if the two differ: someone re-sealed an edited
+        snapshot. Reached only on the way to a tool call, so resuming stays cheap."""
+        if not thread.unproven:
+            return
+        if thread.agent.module.replay(thread.events) != thread.state:
+            raise BrokenLog(thread.id, len(thread.events), "its snapshot does not match its events")
+        thread.unproven = False
+
+    def _release(self, thread: Thread) -> None:
+        """Give the thread's lease up (synchronously: this runs in `finally` blocks, even
+        while a task is being cancelled). A failure only means it lapses on its own."""
+        lease, thread.lease = thread.lease, None
+        if lease is not None:
+            with contextlib.suppress(Exception):  # the lease lapses by itself
+                self.store.release(lease)
 
     def _announce(self, thread: Thread, event: Event) -> None:
         if self.on_event is not None:
             self.on_event(thread, event)
+
+
+def _has_work(state: State) -> bool:
+    """Whether `advance` would act: running, or waiting with nobody told yet."""
+    return state.status == "running" or (state.status == "waiting" and not state.notified)
 
 
 def started(agent: Agent, input: Any) -> Started:
@@ -433,4 +563,13 @@ def _allowed_stdlib(agent: Agent, reference: str) -> tuple[str, ...]:
     return find_config(agent.directory).allow_stdlib
 
 
-__all__ = ["INTERRUPTED", "Agent", "AgentModule", "Engine", "Thread", "ToolResult", "started"]
+__all__ = [
+    "INTERRUPTED",
+    "Agent",
+    "AgentChanged",
+    "AgentModule",
+    "Engine",
+    "Thread",
+    "ToolResult",
+    "started",
+]

@@ -206,15 +206,27 @@ def test_sqlite_store_is_one_durable_wal_file_shared_between_connections(tmp_pat
 # ---- state snapshots (a cache beside the log) ----------------------------------------------
 
 
-def _set_snapshot(db: Path, thread_id: str, reducer: str, seq: int, state: object) -> None:
+def _set_snapshot(
+    db: Path, thread_id: str, sealed_by: SqliteStore | None, **fields: object
+) -> None:
+    """Replace the stored snapshot's fields by hand; re-seal it as the store would when
+    `sealed_by` is given (someone who knows the chain's key), else leave the old seal."""
     import sqlite3
 
-    text = json.dumps({"reducer": reducer, "seq": seq, "state": state})
     with sqlite3.connect(db) as connection:
-        connection.execute("UPDATE threads SET snapshot = ? WHERE id = ?", (text, thread_id))
+        (text,) = connection.execute(
+            "SELECT snapshot FROM threads WHERE id = ?", (thread_id,)
+        ).fetchone()
+        edited = json.dumps({**json.loads(text), **fields})
+        connection.execute("UPDATE threads SET snapshot = ? WHERE id = ?", (edited, thread_id))
+        if sealed_by is not None:
+            seal = sealed_by.chain.seal(thread_id, edited)
+            connection.execute(
+                "UPDATE threads SET snapshot_seal = ? WHERE id = ?", (seal, thread_id)
+            )
 
 
-def test_a_thread_resumes_from_its_snapshot_only_when_it_matches_the_log(
+def test_a_thread_resumes_from_its_snapshot_only_when_it_is_proven_for_the_log(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "threads.db"
@@ -232,16 +244,32 @@ def test_a_thread_resumes_from_its_snapshot_only_when_it_matches_the_log(
     assert agent.codec.decode_state(snapshot.state) == replayed
     assert rt.get(view.id).state == replayed
 
-    # A snapshot is trusted when its reducer and event count match (so a wrong one would
-    # be believed: this is what the checks below guard against) ...
+    # A snapshot sealed for exactly this log is used (so a wrong one that still carried a
+    # good seal would be believed: only the key keeps it out, see test_runtime_integrity) ...
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        (text,) = connection.execute("SELECT snapshot FROM threads").fetchone()
+    original = json.loads(text)
     lie = agent.codec.encode_state(replace(replayed, step="done", status="finished"))
-    _set_snapshot(db, view.id, agent.reducer, len(events), lie)
+    _set_snapshot(db, view.id, store, state=lie)
     assert rt.get(view.id).state.status == "finished"
-    # ... and ignored, the log replayed, when another reducer made it or the log moved on.
-    _set_snapshot(db, view.id, "another-reducer", len(events), lie)
+    # ... and ignored, the log replayed, when its seal does not hold, another reducer or
+    # another runtime made it, or it was computed at another point of the log.
+    _set_snapshot(db, view.id, None, state={**lie, "step": "elsewhere"})
     assert rt.get(view.id).state == replayed
-    _set_snapshot(db, view.id, agent.reducer, len(events) - 1, lie)
-    assert rt.get(view.id).state == replayed
+    for wrong in (
+        {"reducer": "another-reducer"},
+        {"runtime": "0.0.1+elsewhere"},
+        {"seq": len(events) - 1},
+        {"head": "00" * 32},
+        {"format": 99},
+    ):
+        _set_snapshot(db, view.id, store, **{**original, "state": lie})
+        assert rt.get(view.id).state.status == "finished"
+        _set_snapshot(db, view.id, store, **wrong)
+        assert rt.get(view.id).state == replayed, wrong
+    _set_snapshot(db, view.id, store, **original)
 
     # Going on writes a new one with each append.
     model.outputs.append({"type": "DoneForNow", "message": "deployed"})
@@ -252,18 +280,32 @@ def test_a_thread_resumes_from_its_snapshot_only_when_it_matches_the_log(
     assert agent.codec.decode_state(final.state) == agent.module.replay(rt.events(view.id))
 
 
-def test_a_store_file_from_before_snapshots_gets_the_column(tmp_path: Path) -> None:
+def test_a_store_file_from_before_chains_is_upgraded_once_and_then_verified(
+    tmp_path: Path,
+) -> None:
     import sqlite3
 
     db = tmp_path / "old.db"
     with sqlite3.connect(db) as connection:
-        old_schema = _SQLITE_SCHEMA_BEFORE_SNAPSHOTS
-        connection.executescript(old_schema)
+        connection.executescript(_SQLITE_SCHEMA_BEFORE_SNAPSHOTS)
+        connection.execute(
+            "INSERT INTO threads VALUES (1, 't', 'a', 'o', 'waiting', 'b', 2, 'x', 'x')"
+        )
+        codec = Codec()
+        for seq, event in enumerate([Started(step="a", input="x"), _answered("a")], start=1):
+            connection.execute(
+                "INSERT INTO events VALUES (1, ?, ?)", (seq, codec.dumps_event(event))
+            )
     store = SqliteStore(db)
-    codec = Codec()
-    store.create(_info("t"), [Started(step="a", input="x")], codec)
-    store.append("t", 1, [_answered("a")], codec, Head("waiting", "b"))
-    assert store.snapshot("t") is None and len(store.load("t", codec)) == 2
+    assert len(store.load("t", codec)) == 2  # chained when opened
+    store.append("t", 2, [_answered("b")], codec, Head("waiting", "b"))
+    assert store.snapshot("t") is None and len(store.load("t", codec)) == 3
+    assert SqliteStore(db).load("t", codec) == store.load("t", codec)  # not upgraded twice
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert connection.execute("SELECT count(*) FROM events WHERE hash IS NULL").fetchone() == (
+            0,
+        )
 
 
 _SQLITE_SCHEMA_BEFORE_SNAPSHOTS = """

@@ -12,11 +12,13 @@ guarantees come from the store's atomic, sequence-guarded, durable append.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import random
 import signal
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,8 @@ from tests.runtime_helpers import (
 )
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.codec import Codec
-from twelvefold.runtime.store import Conflict, Head, SqliteStore
+from twelvefold.runtime.lease import Lease, LeaseHeld, LeaseLost
+from twelvefold.runtime.store import Conflict, Head, Restored, SqliteStore
 from twelvefold.runtime.types import (
     Approved,
     Event,
@@ -45,6 +48,9 @@ from twelvefold.runtime.types import (
 
 TARGET = 60
 KILLS = 20
+LEASE = 0.5
+"""Seconds a killed child's lease lasts: the next child waits for it to lapse, then takes
+the thread over (a live child renews it every third of that)."""
 FORK = multiprocessing.get_context("fork")
 
 
@@ -55,20 +61,21 @@ class LazyCommitStore(SqliteStore):
     pending = 0
 
     def append(
-        self, thread_id: str, expected_seq: int, events: Sequence[Event], codec: Codec, head: Head
+        self,
+        thread_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        codec: Codec,
+        head: Head,
+        lease: Lease | None = None,
     ) -> None:
-        bodies = [codec.dumps_event(e) for e in events]
         with self._lock:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
             num, seq = self._position(thread_id)
             if seq != expected_seq:
                 raise Conflict(thread_id, expected_seq, seq)
-            self._insert_events(num, seq, bodies)
-            self._db.execute(
-                "UPDATE threads SET status = ?, step = ?, seq = ? WHERE num = ?",
-                (head.status, head.step, seq + len(bodies), num),
-            )
+            self._write(num, thread_id, seq, events, codec, head)
             self.pending += 1
             if self.pending % 4 == 0:
                 self._db.execute("COMMIT")
@@ -78,34 +85,47 @@ class LazyCommitStore(SqliteStore):
             self._db.execute("COMMIT")
         super().close()
 
+    def _transaction(self) -> Any:
+        # Leases are taken and renewed inside the transaction left open, if there is one.
+        return contextlib.nullcontext() if self._db.in_transaction else super()._transaction()
+
 
 class UnguardedStore(SqliteStore):
     """Broken on purpose: appends at the end of the log whatever the caller replayed."""
 
     def append(
-        self, thread_id: str, expected_seq: int, events: Sequence[Event], codec: Codec, head: Head
+        self,
+        thread_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        codec: Codec,
+        head: Head,
+        lease: Lease | None = None,
     ) -> None:
-        bodies = [codec.dumps_event(e) for e in events]
         with self._lock, self._transaction():
             num, seq = self._position(thread_id)  # and no comparison with expected_seq
-            self._insert_events(num, seq, bodies)
-            self._db.execute(
-                "UPDATE threads SET status = ?, step = ?, seq = ? WHERE num = ?",
-                (head.status, head.step, seq + len(bodies), num),
-            )
+            self._write(num, thread_id, seq, events, codec, head)
 
 
 class BarrierStore(SqliteStore):
     """Holds each process after it loaded the thread until the other one has too, so the
-    two resumes really overlap."""
+    two resumes really overlap; then lets the second take the thread's lease only after
+    the first finished with it (`after`), so the second appends on what it loaded before
+    the first moved the thread on: what only the sequence check can catch."""
 
     barrier: Any = None
+    after: Any = None
 
-    def load(self, thread_id: str, codec: Codec) -> list[Event]:
-        events = super().load(thread_id, codec)
+    def acquire(self, thread_id: str, owner: str, seconds: float) -> Lease:
+        if self.after is not None:
+            self.after.wait(timeout=20)
+        return super().acquire(thread_id, owner, seconds)
+
+    def restore(self, thread_id: str, codec: Codec) -> Restored:
+        restored = super().restore(thread_id, codec)
         if self.barrier is not None:
             self.barrier.wait(timeout=10)
-        return events
+        return restored
 
 
 # ---- 1. kill -9 at random points ------------------------------------------------------
@@ -120,12 +140,28 @@ def counter_worker(
 
     store = store_class(db)
     model = ScriptedModel(counter_model(TARGET, poke_every=3))
-    rt = Runtime(store, model=model, messages=no_messages, cache_dir=cache, on_event=acknowledge)
-    view = rt.get(thread_id)
-    if view.status == "failed":  # an interrupted call of a tool without a key: retry it
-        rt.retry(thread_id, by="test")
-    elif view.status == "running":
-        rt.resume(thread_id)
+    rt = Runtime(
+        store,
+        model=model,
+        messages=no_messages,
+        cache_dir=cache,
+        on_event=acknowledge,
+        lease_seconds=LEASE,
+    )
+    for _ in range(50):
+        try:
+            view = rt.get(thread_id)
+            if view.status == "failed":  # an interrupted call of a keyless tool: retry it
+                rt.retry(thread_id, by="test")
+            elif view.status == "running":
+                rt.resume(thread_id)
+            else:
+                break
+        except LeaseHeld:  # the killed child's lease: wait until it lapses, then take over
+            while store.lease(thread_id) is not None:
+                time.sleep(0.02)
+        except LeaseLost:  # this child stalled past its lease: load the thread again
+            continue
     store.close()
     os._exit(0)
 
@@ -249,10 +285,13 @@ def approve_worker(
     thread_id: str,
     barrier: Any,
     results: Any,
+    first_done: Any,
+    second: bool,
 ) -> None:
     store = store_class(db)
     if isinstance(store, BarrierStore):
         store.barrier = barrier
+        store.after = first_done if second else None
     model = ScriptedModel(lambda request: {"type": "DoneForNow", "message": "deployed"})
     rt = Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=cache)
     try:
@@ -264,6 +303,9 @@ def approve_worker(
         results.put(f"conflict: {exc}")
     except Exception as exc:
         results.put(f"error: {type(exc).__name__}: {exc}")
+    finally:
+        if not second:
+            first_done.set()
     results.close()
     results.join_thread()  # flush before os._exit skips the usual shutdown
     os._exit(0)
@@ -280,11 +322,14 @@ def race(store_class: type[SqliteStore], tmp_path: Path) -> list[str]:
     store.close()
     assert view.waiting_for == "approval"
 
-    barrier, results = FORK.Barrier(2), FORK.Queue()
+    barrier, results, first_done = FORK.Barrier(2), FORK.Queue(), FORK.Event()
     racer = type("Racer", (BarrierStore, store_class), {})
     children = [
-        FORK.Process(target=approve_worker, args=(racer, db, cache, view.id, barrier, results))
-        for _ in range(2)
+        FORK.Process(
+            target=approve_worker,
+            args=(racer, db, cache, view.id, barrier, results, first_done, second),
+        )
+        for second in (False, True)
     ]
     for child in children:
         child.start()

@@ -29,7 +29,7 @@ from twelvefold.runtime.codec import Codec
 from twelvefold.runtime.loading import load_agent
 from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.notify import LogNotifier, MultiNotifier, NotifyError, WebhookNotifier
-from twelvefold.runtime.store import Head, SqliteStore
+from twelvefold.runtime.store import Head, Restored, SqliteStore
 from twelvefold.runtime.timeouts import (
     deadline,
     describe_duration,
@@ -176,12 +176,12 @@ class DecidedMeanwhile(SqliteStore):
 
     person: Callable[[str, list[Event], Codec], None] | None = None
 
-    def load(self, thread_id: str, codec: Codec) -> list[Event]:
-        events = super().load(thread_id, codec)
+    def restore(self, thread_id: str, codec: Codec) -> Restored:
+        restored = super().restore(thread_id, codec)
         if self.person is not None:
             decide, self.person = self.person, None
-            decide(thread_id, events, codec)
-        return events
+            decide(thread_id, restored.events, codec)
+        return restored
 
 
 def test_a_person_deciding_during_the_sweep_wins(tmp_path: Path, cache: Path) -> None:

@@ -36,6 +36,8 @@ from twelvefold.runtime.api import (
     UnenforcedApprovers,
     plain,
 )
+from twelvefold.runtime.integrity import LogError
+from twelvefold.runtime.lease import LeaseError
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
 from twelvefold.runtime.names import declared_name
@@ -248,6 +250,8 @@ def reported() -> Iterator[None]:
         AgentLoadError,
         Conflict,
         IllegalEvent,
+        LeaseError,
+        LogError,
         InputError,
         StoreError,
         ThreadNotFound,
