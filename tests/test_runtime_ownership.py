@@ -23,8 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import pytest
 
 from tests.runtime_helpers import FIXTURES, RecordingNotifier
 from tests.support.openai_server import Reply, ScriptedOpenAI
+from tests.support.waiting import wait_for
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.codec import Codec
 from twelvefold.runtime.lease import Lease, LeaseHeld, LeaseLost, LeaseSettingError
@@ -155,16 +155,6 @@ def test_lease_lengths_come_from_the_setting_and_bad_ones_are_refused(
 
 
 # ---- the processes -----------------------------------------------------------------------
-
-
-def wait_for(condition: Callable[[], bool], what: str, limit: float = 90.0) -> None:
-    """Poll until `condition` holds. Not a timed assertion: the limit only stops a broken
-    build from hanging the suite."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 def lines(path: Path) -> list[str]:

@@ -23,9 +23,11 @@ from hypothesis import strategies as st
 
 from tests.support.e2e import ModelTurns, runtime
 from tests.support.openai_server import Reply, ScriptedOpenAI
+from tests.support.waiting import wait_for
 from twelvefold.cli import cli
 from twelvefold.runtime import tools
 from twelvefold.runtime.api import InputError, Runtime
+from twelvefold.runtime.store import SqliteStore
 from twelvefold.runtime.types import (
     IllegalEvent,
     Retried,
@@ -399,9 +401,17 @@ def crash(
 
     def crashed(agent: str, thread_id: str) -> None:
         monkeypatch.setenv("REFUND_MODE", "block")
+        monkeypatch.setenv("TWELVEFOLD_LEASE_SECONDS", "1")  # the child's lease: short
         model.then(REFUND, DONE)
         crash_inside_the_tool(openai_server, db, cache, project / f"{agent}.agent", thread_id)
         monkeypatch.setenv("REFUND_MODE", "ok")
+        # The dead child's lease is what says it died: the next process takes over once
+        # it lapses (docs/runtime.md, "Ownership").
+        store = SqliteStore(db)
+        try:
+            wait_for(lambda: store.lease(thread_id) is None, "the dead child's lease to lapse")
+        finally:
+            store.close()
 
     return crashed
 

@@ -12,7 +12,7 @@ import hypothesis
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis.errors import Flaky
 
-from twelvefold.runtime.types import Event, Started
+from twelvefold.runtime.types import Event, Notified, Started
 
 from . import DEFAULT_EXAMPLES
 from .coverage import Coverage
@@ -105,12 +105,44 @@ def run_property(
             ),
         )
     aimed = aimed_cases(subject, paths) if prop.judges_illegal_events else iter(())
-    for case in itertools.chain((Case(tuple(path)) for path in paths), aimed):
+    for case in itertools.chain(path_cases(subject, paths), aimed):
         try:
             check_case(subject, prop, case)
         except PropertyFailed as failed:
             return Outcome(prop, minimize(subject, prop, failed))
     return Outcome(prop, None)
+
+
+def path_cases(subject: Subject, paths: Sequence[Sequence[Event]]) -> Iterator[Case]:
+    """Each shortest path as it is, then with people told at every pause on it: the
+    shortest paths take every edge but never record a notice, and what a pause looks like
+    once someone was told (`notified`, its action) is as much the reducer's business."""
+    for path in paths:
+        yield Case(tuple(path))
+    for path in paths:
+        told = _told_at_every_pause(subject, path)
+        if len(told) != len(path):
+            yield Case(told)
+
+
+def _told_at_every_pause(subject: Subject, path: Sequence[Event]) -> tuple[Event, ...]:
+    events: list[Event] = []
+    try:
+        state = None
+        for event in path:
+            events.append(event)
+            state = (
+                subject.initial_state(event.input)
+                if state is None and isinstance(event, Started)
+                else subject.reduce(state, copy.deepcopy(event))  # type: ignore[arg-type]
+            )
+            if state.status == "waiting" and not state.notified:
+                notice = Notified(step=state.step, channels=("log",))
+                events.append(notice)
+                state = subject.reduce(state, notice)
+    except Exception:
+        return tuple(path)  # the plain path's case reports what broke
+    return tuple(events)
 
 
 def aimed_cases(subject: Subject, paths: Sequence[Sequence[Event]]) -> Iterator[Case]:
@@ -159,8 +191,8 @@ def run_properties(
                     failing[prop.name] = failed
 
     _run(_settings(examples, seed)(given(cases(subject, max_events))(screen)), seed)
-    for path in paths:
-        screen(Case(tuple(path)))
+    for case in path_cases(subject, paths):
+        screen(case)
     judges = [prop for prop in props if prop.judges_illegal_events]
     for case in aimed_cases(subject, paths):
         screen_with(case, judges)
