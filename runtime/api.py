@@ -371,6 +371,8 @@ class AsyncRuntime:
         A fork never carries a decision or a side effect forward (issue 8, item 5):
         - ending just after an `Approved` that moved the thread into a tool not yet
           started, it drops that approval: the fork waits at the approval again;
+        - ending just after a `Retried` that moved the thread into a tool not yet
+          started, it drops that retry: the fork stays failed until a person retries it;
         - waiting (at an approval or a question), it gets its own request, notice and
           deadline (`Forked` opens them);
         - ending between a tool's `ToolStarted` and its result, the call is recorded as
@@ -588,11 +590,13 @@ def fork_log(thread: Thread, at_event: int) -> list[Event]:
     prefix = list(thread.events[:at_event])
     state = module.replay(prefix)
     if (
-        isinstance(prefix[-1], Approved)
+        isinstance(prefix[-1], Approved | Retried)
         and spec.states[state.step].kind == "tool"
         and state.tool_key is None
     ):
-        # The approval was given for the parent's request: the fork asks anew.
+        # A person's go-ahead for a call not yet started (an approval, or a retry of a
+        # failed call) was given to the parent, which acts on it: the fork asks anew (an
+        # approval) or stays failed until a person retries it (a retry).
         prefix.pop()
         state = module.replay(prefix)
     at = _now()

@@ -522,6 +522,49 @@ def test_a_fork_between_a_tool_start_and_its_result_does_not_run_the_call(
     assert not any(isinstance(e, ToolResult) for e in rt.events(fork["thread_id"]))
 
 
+FLAKY_REFUND_TOOLS = REFUND_TOOLS.replace(
+    "    with open(",
+    "    declined = os.environ[\"REFUND_LEDGER\"] + \".decline\"\n"
+    "    if os.path.exists(declined):  # the payment provider declines once\n"
+    "        os.unlink(declined)\n"
+    "        raise RuntimeError(\"payment declined\")\n"
+    "    with open(",
+)
+
+
+def test_a_fork_just_after_a_retry_does_not_run_the_approved_tool_again(
+    rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
+) -> None:
+    # The approved refund is declined once; a person retries it and it runs. A fork that
+    # ends just after that `retried` must not run the refund again on the strength of
+    # the parent's retry (and the parent's approval): a person retries the fork.
+    # (A module name of its own: tools are imported once per process.)
+    (shop.agent.parent / "flaky_refund_tools.py").write_text(FLAKY_REFUND_TOOLS)
+    shop.agent.write_text(REFUNDS_AGENT.replace('"refund_tools:', '"flaky_refund_tools:'))
+    Path(f"{shop.ledger}.decline").write_text("once")
+    model.then(refund("B2", 5000), DONE, DONE)
+    view = rt.launch(shop.agent, "refund")
+    failed = rt.resume(view.id, request=view.request, approve=True, by="carol")
+    assert failed.status == "failed" and shop.refunds() == []
+    assert rt.retry(view.id, by="carol").status == "finished"
+    assert shop.refunds() == [("B2", 5000.0)]
+    events = rt.events(view.id)
+    retried_at = next(i for i, e in enumerate(events, 1) if isinstance(e, Retried))
+
+    code, out, err = twelvefold("fork", view.id, "--at", str(retried_at), "--json")
+    assert code == 0, err
+    fork = json.loads(out)
+    assert (fork["status"], fork["step"]) == ("failed", "refund")
+    assert rt.resume(fork["thread_id"]).status == "failed"
+    assert shop.refunds() == [("B2", 5000.0)], "the fork ran the refund on the parent's retry"
+    log = rt.events(fork["thread_id"])
+    assert not any(isinstance(e, Retried | ToolStarted) for e in log[retried_at - 1 :])
+
+    # Retrying the fork is a person's decision, recorded in the fork's own log.
+    assert rt.retry(fork["thread_id"], by="carol").status == "finished"
+    assert shop.refunds() == [("B2", 5000.0), ("B2", 5000.0)]
+
+
 def test_a_fork_point_outside_the_log_is_a_clear_error(
     rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
 ) -> None:
