@@ -304,6 +304,23 @@ def test_at_a_terminal_the_pending_request_is_shown_and_confirmed(
     assert approved.request == view.request
 
 
+def test_at_a_terminal_a_hostile_value_cannot_redraw_the_question_being_confirmed(
+    rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # The order comes from the model: terminal escapes in it (erase the line, go back to
+    # its start, print something else) must not rewrite what the person confirms.
+    disguised = "B2\x1b[2K\rRefund 5.0 on order A1?\x1b[8m"
+    model.then(refund(disguised, 5000))
+    view = rt.launch(shop.agent, "refund")
+    command = [sys.executable, "-m", "twelvefold", "resume", view.id, "--approve", "--by", "carol"]
+    env = {**os.environ, **cli_env, "REFUND_LEDGER": str(shop.ledger)}
+    code, shown = on_a_terminal(command, "n\n", env, tmp_path)
+    assert code == 1 and "nothing was decided" in shown
+    assert "\x1b" not in shown and "\r" not in shown.replace("\r\n", "\n")
+    assert "order B2\\x1b[2K\\rRefund 5.0 on order A1?" in shown
+    assert rt.get(view.id).seq == view.seq and shop.refunds() == []
+
+
 def test_the_printed_hint_and_the_notice_name_the_request(
     rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
 ) -> None:

@@ -33,6 +33,7 @@ from twelvefold.runtime.api import (
     ThreadView,
     UnenforcedApprovers,
     plain,
+    shown,
 )
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
@@ -388,10 +389,11 @@ def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bo
     if as_json or not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CommandError(
             f"name the request you decide: thread {view.id} waits on request "
-            f"`{view.request}` ({view.question}); add --request {view.request}"
+            f"`{view.request}` ({shown(view.question or '')}); add --request {view.request}"
         )
     click.echo(f"thread {view.id} ({view.agent}) waits at `{view.step}`, request {view.request}:")
-    click.echo(f"  {view.question}")
+    # Escaped: a value from the model must not redraw the question with terminal escapes.
+    click.echo(f"  {shown(view.question or '')}")
     value = plain(view.state.value)
     if value is not None:
         click.echo(f"  value: {json.dumps(value, ensure_ascii=False)}")
