@@ -38,7 +38,7 @@ from twelvefold.runtime.api import (
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
 from twelvefold.runtime.store import Conflict, SqliteStore, ThreadInfo, ThreadNotFound
-from twelvefold.runtime.timeouts import parse_time
+from twelvefold.runtime.timeouts import as_moment
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
     Answered,
@@ -476,9 +476,11 @@ def expire(
     _check_model_flags(cassette, record)
     if now is not None:
         try:
-            parse_time(now)
-        except ValueError:
-            raise click.BadParameter(f"not an ISO 8601 time: {now}", param_hint="--now") from None
+            as_moment(now)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"not an ISO 8601 time in range: {shown(now)} ({exc})", param_hint="--now"
+            ) from None
     if not db.exists():
         found: list[Expiry] = []
     else:
@@ -507,6 +509,8 @@ def expiry_line(expiry: Expiry) -> str:
         if told.delivered:
             return f"{head}, told {', '.join(told.channels) or 'nobody'}"
         return f"{head}, nobody was told: {'; '.join(told.failed)}"
+    if expiry.event is None:  # nothing was recorded: the thread could not even be swept
+        return f"thread {expiry.thread_id}: `{expiry.step}` could not be swept: {expiry.problem}"
     head = f"thread {expiry.thread_id}: `{expiry.step}` timed out"
     if expiry.never_delivered:
         head = f"thread {expiry.thread_id}: `{expiry.step}` was never delivered"
