@@ -541,10 +541,10 @@ def test_a_fork_between_a_tool_start_and_its_result_does_not_run_the_call(
 
 FLAKY_REFUND_TOOLS = REFUND_TOOLS.replace(
     "    with open(",
-    "    declined = os.environ[\"REFUND_LEDGER\"] + \".decline\"\n"
+    '    declined = os.environ["REFUND_LEDGER"] + ".decline"\n'
     "    if os.path.exists(declined):  # the payment provider declines once\n"
     "        os.unlink(declined)\n"
-    "        raise RuntimeError(\"payment declined\")\n"
+    '        raise RuntimeError("payment declined")\n'
     "    with open(",
 )
 
