@@ -158,9 +158,13 @@ class LogNotifier:
     async def notify(self, notice: Notice) -> list[str]:
         stream = self.stream or sys.stderr
         request = f" [request {notice.request}]" if notice.request else ""
+        # The value as JSON, whatever the `ask` shows of it: the person decides on it.
+        value = _plain(notice.value)
+        shown = "" if value is None else f"  value: {json.dumps(value, ensure_ascii=False)}\n"
         try:
             stream.write(
-                f"[twelvefold] {notice.title}{request}: {notice.text}\n  {notice.how_to_resume}\n"
+                f"[twelvefold] {notice.title}{request}: {notice.text}\n{shown}"
+                f"  {notice.how_to_resume}\n"
             )
             stream.flush()
         except (OSError, ValueError) as exc:  # a closed or broken stream

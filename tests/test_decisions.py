@@ -331,6 +331,23 @@ def test_the_printed_hint_and_the_notice_name_the_request(
     assert "twelvefold resume" in err and "--request approve_refund-2" in err  # the log notice
 
 
+def test_the_terminal_shows_the_value_decided_even_when_the_ask_shows_none(
+    rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
+) -> None:
+    # `ask "Refund it?"` names no field: a person deciding from `run`'s output or the
+    # log notice must still see the order and the amount they approve.
+    shop.agent.write_text(
+        REFUNDS_AGENT.replace("Refund {{ amount }} on order {{ order }}?", "Refund it?")
+    )
+    model.then(refund("B2\x1b[2J", 5000))
+    code, out, err = twelvefold("run", str(shop.agent), "--input", "refund")
+    assert code == 0, err
+    shown = '  value: {"order": "B2\\u001b[2J", "amount": 5000.0}'
+    assert "for approval: Refund it?\n" + shown + "\n" in out
+    assert "Refund it?\n" + shown + "\n" in err  # the log notice
+    assert "\x1b" not in out + err
+
+
 def test_two_processes_deciding_one_request_exactly_one_lands(
     rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -140,6 +140,8 @@ def print_view(view: ThreadView, db: Path) -> None:
         click.echo(f"\n{where} finished: {_compact(view.output)}")
     elif view.status == "waiting":
         click.echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
+        if (shown_value := value_line(view)) is not None:
+            click.echo(shown_value)
         click.echo(f"  request: {view.request}")
         click.echo(f"  resume: {resume_hint(view)}")
     elif view.status == "failed":
@@ -153,6 +155,13 @@ def print_view(view: ThreadView, db: Path) -> None:
     if view.untold:
         click.echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
         click.echo("  `twelvefold expire` tries the notice again (run it from cron)")
+
+
+def value_line(view: ThreadView) -> str | None:
+    """`  value: {...}`: what a waiting thread's request decides, shown whatever its `ask`
+    names (JSON, so control characters come out escaped); None when it carries nothing."""
+    value = plain(view.state.value)
+    return None if value is None else f"  value: {json.dumps(value, ensure_ascii=False)}"
 
 
 def resume_hint(view: ThreadView) -> str:
@@ -394,9 +403,8 @@ def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bo
     click.echo(f"thread {view.id} ({view.agent}) waits at `{view.step}`, request {view.request}:")
     # Escaped: a value from the model must not redraw the question with terminal escapes.
     click.echo(f"  {shown(view.question or '')}")
-    value = plain(view.state.value)
-    if value is not None:
-        click.echo(f"  value: {json.dumps(value, ensure_ascii=False)}")
+    if (shown_value := value_line(view)) is not None:
+        click.echo(shown_value)
     verb = "Approve" if approve else "Reject" if reject else "Answer"
     if not click.confirm(f"{verb} request {view.request}?", default=False):
         raise CommandError("nothing was decided")
