@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import warnings
 from collections.abc import Coroutine, Sequence
@@ -633,9 +634,13 @@ def typed_input(agent: Agent, value: Any) -> Any:
         raise InputError(f"{agent.name} takes a string input, not {type(value).__name__}")
     if declared in (int, float) and isinstance(value, str):
         try:
-            return declared(json.loads(value))
+            value = declared(json.loads(value))
         except (ValueError, TypeError):
             raise InputError(f"{agent.name} takes a {declared.__name__} input") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        # As for every float field (docs/language.md): NaN answers false to every
+        # comparison and, like the infinities, has no JSON form to store or show.
+        raise InputError(f"the input {value} is not a finite number")
     return value
 
 

@@ -151,3 +151,21 @@ def test_instructors_own_log_lines_stay_off_stderr_unless_logging_is_configured(
         [sys.executable, "-c", probe, "configured"], capture_output=True, text=True
     )
     assert "shown when configured" in configured.stderr
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_number_input_that_is_not_finite_is_refused_before_anything_is_stored(
+    workdir: Path, text: str
+) -> None:
+    # NaN answers false to every comparison a guard makes, and it has no JSON form: a
+    # stored `"input": NaN` made `show --json` print what no strict JSON parser reads.
+    (workdir / "measure.agent").write_text(
+        "agent measure { input float start confirm }\n"
+        'human confirm { ask "Go on?" next done }\n'
+        "final done\n"
+    )
+    code, output = invoke("run", "measure.agent", "--input", text, "--json")
+    assert code == 1 and "is not a finite number" in output and "Traceback" not in output
+    assert json.loads(invoke("threads", "--json")[1]) == []
+    code, output = invoke("run", "measure.agent", "--input", "2.5", "--json")
+    assert code == 0, output
