@@ -338,7 +338,10 @@ class AsyncRuntime:
     ) -> ThreadView:
         """End a thread on purpose: its pending request is withdrawn (a later decision
         for it is refused) and the log records who cancelled it, why and from where.
-        A finished or already cancelled thread cannot be cancelled (`IllegalEvent`)."""
+        A finished or already cancelled thread cannot be cancelled (`IllegalEvent`); a
+        blank `reason` is an `InputError` (the log must say why)."""
+        if not reason.strip():
+            raise InputError("say why the thread is cancelled: the reason is kept in its log")
         thread = await self._load(thread_id, agent)
         event = Cancelled(step=thread.state.step, at=_now(), by=by, reason=reason, via=via)
         await self.engine.record(thread, event)

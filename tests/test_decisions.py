@@ -645,6 +645,19 @@ def test_a_cancelled_thread_takes_no_more_decisions(
     assert [t["thread_id"] for t in json.loads(out)] == [view.id]
 
 
+def test_a_cancellation_says_why(
+    rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
+) -> None:
+    model.then(refund("B2", 5000))
+    view = rt.launch(shop.agent, "refund")
+    for reason in ("", "  \n"):
+        code, _, err = twelvefold("cancel", view.id, "--reason", reason)
+        assert code == 1 and "say why" in err and "Traceback" not in err
+    with pytest.raises(InputError, match="say why"):
+        rt.cancel(view.id, reason="")
+    assert rt.get(view.id).status == "waiting" and rt.get(view.id).seq == view.seq
+
+
 def _digest(path: Path) -> str:
     import hashlib
 
