@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .check import check, no_prompts
 from .codegen import generate
-from .diagnostics import Diagnostic, has_errors
+from .diagnostics import UNKNOWN_SPAN, Diagnostic, error, has_errors
+from .limits import UTF8_BOM, first_unencodable, not_utf8, read_source
+from .nodes import LlmStep, SourceFile
 from .parser import parse
 from .program import Program, PromptLoader
-from .prompts import PromptDirectory, find_prompts_dir
+from .prompts import PromptDirectory, PromptUnreadable, find_prompts_dir
 
 
 @dataclass(frozen=True)
@@ -36,24 +39,60 @@ def compile_text(
     generate_code: bool = True,
     approver_groups: Collection[str] | None = None,
     config_name: str = "",
+    allow_stdlib: Collection[str] = (),
 ) -> Compilation:
     """Parse, check and, without errors, generate. Reads prompts only through `load_prompt`;
-    `approver_groups` are those the project's configuration defines (None: it has none)."""
+    the project's configuration comes in read (`project_settings`): `approver_groups` are
+    the groups it defines (None: it has none), `allow_stdlib` the standard-library modules
+    it lets tools name.
+
+    A leading byte-order mark is dropped; text no UTF-8 file can hold (a lone surrogate)
+    is E007, as undecodable bytes are for `compile_file`.
+    """
+    text = text.removeprefix(UTF8_BOM)
+    unencodable = first_unencodable(text)
+    if unencodable is not None:
+        offset, character = unencodable
+        return Compilation(path, text, None, [not_utf8(path, text[:offset], character)])
     source, diagnostics = parse(text, path)
     if has_errors(diagnostics):
         return Compilation(path, text, None, diagnostics)
-    program, found = check(
-        source,
-        load_prompt=load_prompt,
-        source_text=text,
-        approver_groups=approver_groups,
-        config_name=config_name,
-    )
+    try:
+        program, found = check(
+            source,
+            load_prompt=load_prompt,
+            source_text=text,
+            approver_groups=approver_groups,
+            config_name=config_name,
+            allow_stdlib=allow_stdlib,
+        )
+    except PromptUnreadable as exc:
+        return Compilation(path, text, None, [*diagnostics, _unreadable_prompt(exc, source)])
     diagnostics = diagnostics + found
     files: dict[str, str] = {}
     if program is not None and generate_code and not has_errors(diagnostics):
         files = generate(program)
     return Compilation(path, text, program, diagnostics, files)
+
+
+def _unreadable_prompt(exc: PromptUnreadable, source: SourceFile) -> Diagnostic:
+    """E706 where the file names the prompt (a step's `prompt`, else a `render`)."""
+    named = [
+        step.prompt
+        for step in source.steps
+        if isinstance(step, LlmStep) and step.prompt is not None
+    ]
+    if source.agent is not None and source.agent.context is not None:
+        named += [render.template for render in source.agent.context.renders]
+    span = next((t.span for t in named if t.value == exc.name), UNKNOWN_SPAN)
+    return error(
+        "E706",
+        str(exc),
+        source.path,
+        span,
+        label="cannot be read",
+        help="save the template as UTF-8 text of at most 1 MiB, readable by this user",
+    )
 
 
 def compile_file(
@@ -65,31 +104,47 @@ def compile_file(
 ) -> Compilation:
     """Compile one .agent file, with prompts resolved as LANGUAGE.md says and the approvers
     groups of the project's configuration (twelvefold.toml or [tool.twelvefold] at or above
-    the file; docs/runtime.md) checked."""
-    text = path.read_text(encoding="utf-8")
+    the file; docs/runtime.md) checked.
+
+    A file that cannot be read as text (not a regular file, over the size limit, not
+    UTF-8) is one diagnostic in the result, never an exception; see `limits.read_source`.
+    """
+    shown = display_path or str(path)
+    text, unreadable = read_source(path, shown)
+    if unreadable:
+        return Compilation(shown, text, None, unreadable)
     loader = PromptDirectory(prompts_dir or find_prompts_dir(path))
-    groups, config_name = configured_approver_groups(path)
     return compile_text(
         text,
-        display_path or str(path),
+        shown,
         load_prompt=loader,
         generate_code=generate_code,
-        approver_groups=groups,
-        config_name=config_name,
+        **project_settings(path)._asdict(),
     )
 
 
-def configured_approver_groups(path: Path) -> tuple[frozenset[str] | None, str]:
-    """The approvers groups the configuration for `path` defines, and its file name; None
-    without a configuration, or with one that cannot be read (the runtime then refuses
-    decisions that need it, saying why)."""
+class ProjectSettings(NamedTuple):
+    """What the compiler takes from the project's configuration (runtime/config.py)."""
+
+    approver_groups: frozenset[str] | None = None
+    """The approvers groups it defines; None without a configuration (nothing checked)."""
+    config_name: str = ""
+    """Its file name, as diagnostics name it."""
+    allow_stdlib: tuple[str, ...] = ()
+    """Standard-library modules tools may name (`[tools] allow_stdlib`)."""
+
+
+def project_settings(path: Path) -> ProjectSettings:
+    """The configuration for `path`, read once; empty without one, or with one that cannot
+    be read (the runtime then refuses what needs it, saying why)."""
     from twelvefold.runtime.config import ConfigError, find_config
 
     try:
         config = find_config(path)
         groups = frozenset(config.approvers)
+        allowed = config.allow_stdlib
     except ConfigError:
-        return None, ""
+        return ProjectSettings()
     if config.path is None:
-        return None, ""
-    return groups, config.path.name
+        return ProjectSettings()
+    return ProjectSettings(groups, config.path.name, allowed)

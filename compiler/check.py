@@ -27,6 +27,7 @@ def check(
     source_text: str = "",
     approver_groups: Collection[str] | None = None,
     config_name: str = "",
+    allow_stdlib: Collection[str] = (),
 ) -> tuple[Program | None, list[Diagnostic]]:
     """Resolve and check one file. The program is None only when there is no agent to check.
 
@@ -66,6 +67,7 @@ def check(
         source_text=source_text,
         approver_groups=None if approver_groups is None else frozenset(approver_groups),
         config_name=config_name,
+        allow_stdlib=frozenset(allow_stdlib),
     )
     diagnostics = sorted(run_checks(program, load_prompt), key=sort_key)
     return program, diagnostics

@@ -64,6 +64,8 @@ class Program:
     None when there is no configuration (then no group is checked)."""
     config_name: str = ""
     """The configuration file, as diagnostics name it."""
+    allow_stdlib: frozenset[str] = frozenset()
+    """Standard-library modules the configuration lets tools name."""
 
     @property
     def name(self) -> str:

@@ -23,7 +23,7 @@ import math
 import secrets
 import warnings
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -33,7 +33,14 @@ from pydantic import BaseModel, ValidationError
 
 from . import timeouts
 from .config import Config, ConfigError, find_config
-from .loading import load_agent
+from .loading import (
+    AgentLoadError,
+    AgentMissing,
+    is_file_reference,
+    load_agent,
+    recorded_agent,
+    recorded_place,
+)
 from .loop import (
     INTERRUPTED,
     Agent,
@@ -46,7 +53,8 @@ from .loop import (
     started,
 )
 from .model import Model
-from .store import Conflict, EventStore, MemoryStore, ThreadInfo
+from .names import declared_name
+from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo
 from .store import now_iso as _now
 from .types import (
     Answer,
@@ -64,6 +72,7 @@ from .types import (
     State,
     Status,
     StepFailed,
+    ToolStarted,
 )
 
 AgentRef = Agent | ModuleType | str | Path
@@ -183,6 +192,21 @@ class Expiry:
         )
 
 
+def wrong_decision(thread: Thread, action: AwaitApproval | AwaitAnswer, given: str) -> str:
+    """A decision of the wrong kind for what the thread waits for, in words, with how to
+    resume it (the reducer's "illegal `answered` event" is no answer for a person)."""
+    resume = f"twelvefold resume {thread.id} --request {action.request}"
+    if isinstance(action, AwaitApproval):
+        return (
+            f"thread {thread.id} waits for an approval at `{action.step}`, not {given}: "
+            f"resume it with `{resume} --approve` or `--reject --comment WHY`"
+        )
+    return (
+        f"thread {thread.id} waits for an answer at `{action.step}`, not {given}: "
+        f"resume it with `{resume} --answer TEXT`"
+    )
+
+
 def view_of(thread: Thread) -> ThreadView:
     state = thread.state
     waiting_for: Literal["approval", "answer"] | None = None
@@ -217,10 +241,16 @@ def view_of(thread: Thread) -> ThreadView:
     )
 
 
+def store_folder(store: EventStore) -> Path | None:
+    """The folder a thread records its agent's place relative to: the SQLite file's
+    folder; None (places stay absolute) for a store that has no file."""
+    return store.path.resolve().parent if isinstance(store, SqliteStore) else None
+
+
 def plain(value: Any) -> Any:
     """A value as plain JSON (a model's fields, not its type tag)."""
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", by_alias=True)
     return value
 
 
@@ -254,6 +284,8 @@ class AsyncRuntime:
             messages=messages,
         )
         self.cache_dir = cache_dir
+        self.places = store_folder(self.store)
+        """The folder threads record their agent's place relative to (None: absolute)."""
         self._agents: dict[str, Agent] = {}
 
     def agent(self, reference: AgentRef) -> Agent:
@@ -272,7 +304,7 @@ class AsyncRuntime:
         loaded = self.agent(agent)
         value = typed_input(loaded, input)
         thread = await self.engine.create(
-            loaded, [started(loaded, value)], thread_id or new_thread_id()
+            self._as_recorded(loaded), [started(loaded, value)], thread_id or new_thread_id()
         )
         return view_of(await self.engine.advance(thread))
 
@@ -308,8 +340,8 @@ class AsyncRuntime:
             action = pending_action(thread, request)
             approval = isinstance(action, AwaitApproval)
             if approval != (approve or reject):
-                wanted = "an approval or a rejection" if approval else "an answer"
-                raise InputError(f"`{step}` waits for {wanted}")
+                given = "an answer" if answer is not None else "an approval or a rejection"
+                raise InputError(wrong_decision(thread, action, given))
             config = allowed_config(thread, action, by)
             at, reference = _now(), config.reference
             if approve or reject:
@@ -348,11 +380,24 @@ class AsyncRuntime:
         return view_of(thread)
 
     async def retry(
-        self, thread_id: str, *, by: str | None = None, agent: AgentRef | None = None
+        self,
+        thread_id: str,
+        *,
+        by: str | None = None,
+        reuse_key: bool = False,
+        agent: AgentRef | None = None,
     ) -> ThreadView:
-        """Try a failed thread again from the step that failed."""
+        """Try a failed thread again from the step that failed.
+
+        A tool call whose outcome is unknown (it timed out, was interrupted, or returned
+        a result of the wrong shape) is tried again with its idempotency key. After a
+        tool returned an error, the retry is a new call with a new key (so a declined
+        payment can be tried again), unless `reuse_key` asks for the failed call's key.
+        Raises `InputError` when `reuse_key` is given and the step made no tool call.
+        """
         thread = await self._load(thread_id, agent)
-        await self.engine.record(thread, Retried(step=thread.state.step, at=_now(), by=by))
+        key = retry_key(thread, reuse_key=reuse_key)
+        await self.engine.record(thread, Retried(step=thread.state.step, at=_now(), by=by, key=key))
         return view_of(await self.engine.advance(thread))
 
     async def get(self, thread_id: str, *, agent: AgentRef | None = None) -> ThreadView:
@@ -388,10 +433,12 @@ class AsyncRuntime:
         if not 1 <= at_event <= len(thread.events):
             raise InputError(f"a fork point is an event number from 1 to {len(thread.events)}")
         events = fork_log(thread, at_event)
-        fork = await self.engine.create(thread.agent, events, new_thread_id())
+        fork = await self.engine.create(self._as_recorded(thread.agent), events, new_thread_id())
         return fork.id
 
-    async def expire(self, now: datetime | str | None = None) -> list[Expiry]:
+    async def expire(
+        self, now: datetime | str | None = None, *, agents: Sequence[AgentRef] = ()
+    ) -> list[Expiry]:
         """Sweep the waiting threads at `now` (the clock unless given): time out those whose
         wait has run out and run each on, and try again the notices no channel took.
 
@@ -401,12 +448,15 @@ class AsyncRuntime:
         step with `NotDelivered` instead. A failed notice is tried again once its backoff
         has passed (one attempt per sweep). See runtime/timeouts.py. A thread someone
         decides at the same moment is left to them (the store's conflict check picks one).
-        Returns one `Expiry` per thread the sweep changed."""
+        Returns one `Expiry` per thread the sweep changed. A thread whose agent has the
+        name of one of `agents` is loaded with that one instead of from the place it
+        recorded (`AsyncRuntime.agent_of`)."""
         moment = timeouts.as_moment(now)
+        named = {loaded.name: loaded for loaded in map(self.agent, agents)}
         swept: list[Expiry] = []
         for info in await self.threads("waiting"):
             try:
-                thread = await self._load(info.id, None)
+                thread = await self._load(info.id, named.get(info.agent))
                 state = thread.state
                 action = thread.agent.module.next_action(state)
                 event = timeouts.overdue(state, action, thread.events, moment)
@@ -440,10 +490,50 @@ class AsyncRuntime:
         info: ThreadInfo = await self.engine._io(self.store.info, thread_id)
         return info
 
+    async def agent_of(self, thread_id: str, agent: AgentRef | None = None) -> Agent:
+        """The agent thread `thread_id` runs with: `agent` when given, else the one at the
+        place the thread recorded (`ThreadInfo.origin`, a file's place relative to the
+        thread store's folder: `recorded_agent`).
+
+        Raises `AgentMissing` (one line, naming the recorded place and `--agent`) when the
+        recorded place holds no agent any more, and `InputError` when `agent` is not the
+        agent the thread ran (another name): a thread never runs on with a stranger.
+        """
+        info = await self.info(thread_id)
+        if agent is not None:
+            named = str(agent) if isinstance(agent, str | Path) else None
+            if named is not None and is_file_reference(named) and not Path(named).is_file():
+                raise AgentMissing(f"no agent at {shown(named)} (the agent named for it)")
+            loaded = self.agent(agent)
+            if loaded.name != info.agent:
+                raise InputError(
+                    f"thread {shown(thread_id)} runs agent `{shown(info.agent)}`, but "
+                    f"{shown(loaded.origin)} is agent `{loaded.name}`"
+                )
+            return loaded
+        reference = recorded_agent(info.origin, self.places)
+        missing = (
+            f"thread {shown(thread_id)}'s agent `{shown(info.agent)}` is not at {shown(reference)}"
+        )
+        if reference != info.origin:
+            missing += f" (recorded as {shown(info.origin)}, relative to the thread store's folder)"
+        advice = "; pass --agent PATH (agent= in the API) to name where it is now"
+        if is_file_reference(reference) and not Path(reference).is_file():
+            raise AgentMissing(missing + advice)
+        try:
+            return self.agent(reference)
+        except AgentLoadError as exc:
+            if is_file_reference(reference):
+                raise  # it is there but does not load: that is what to fix
+            raise AgentMissing(f"{shown(str(exc))}{advice}") from None
+
     async def _load(self, thread_id: str, agent: AgentRef | None) -> Thread:
-        if agent is None:
-            agent = (await self.info(thread_id)).origin
-        return await self.engine.load(self.agent(agent), thread_id)
+        return await self.engine.load(await self.agent_of(thread_id, agent), thread_id)
+
+    def _as_recorded(self, agent: Agent) -> Agent:
+        """`agent` carrying the place a new thread records for it (`recorded_place`)."""
+        place = recorded_place(agent.origin, self.places)
+        return agent if place == agent.origin else replace(agent, origin=place)
 
 
 class Runtime:
@@ -463,6 +553,9 @@ class Runtime:
 
     def agent(self, reference: AgentRef) -> Agent:
         return self.aio.agent(reference)
+
+    def agent_of(self, thread_id: str, agent: AgentRef | None = None) -> Agent:
+        return self._run(self.aio.agent_of(thread_id, agent))
 
     def launch(self, agent: AgentRef, input: Any, *, thread_id: str | None = None) -> ThreadView:
         return self._run(self.aio.launch(agent, input, thread_id=thread_id))
@@ -488,8 +581,10 @@ class Runtime:
     def cancel(self, thread_id: str, **options: Any) -> ThreadView:
         return self._run(self.aio.cancel(thread_id, **options))
 
-    def expire(self, now: datetime | str | None = None) -> list[Expiry]:
-        return self._run(self.aio.expire(now))
+    def expire(
+        self, now: datetime | str | None = None, *, agents: Sequence[AgentRef] = ()
+    ) -> list[Expiry]:
+        return self._run(self.aio.expire(now, agents=agents))
 
     def threads(self, status: Status | None = None) -> list[ThreadInfo]:
         return self.store.threads(status)
@@ -632,7 +727,7 @@ def typed_input(agent: Agent, value: Any) -> Any:
                 return declared.model_validate_json(value)
             return declared.model_validate(value)
     except ValidationError as exc:
-        raise InputError(f"the input is not a valid {declared.__name__}: {exc}") from None
+        raise InputError(f"the input is not a valid {declared_name(declared)}: {exc}") from None
     if declared is str and not isinstance(value, str):
         raise InputError(f"{agent.name} takes a string input, not {type(value).__name__}")
     if declared in (int, float) and isinstance(value, str):
@@ -645,6 +740,22 @@ def typed_input(agent: Agent, value: Any) -> Any:
         # comparison and, like the infinities, has no JSON form to store or show.
         raise InputError(f"the input {value} is not a finite number")
     return value
+
+
+def retry_key(thread: Thread, *, reuse_key: bool) -> str | None:
+    """The idempotency key a retry of `thread` records (`Retried.key`): the failed call's
+    when its outcome is unknown (`State.retry_key`) or when `reuse_key` asks for it; None
+    (a new call, a new key) otherwise."""
+    state = thread.state
+    if state.retry_key is not None or not reuse_key:
+        return state.retry_key
+    # The failed call's `ToolStarted` is the event right before its `StepFailed`.
+    match thread.events[-2:]:
+        case [ToolStarted(step=started_at, key=key), StepFailed(step=failed_at)] if (
+            started_at == failed_at == state.step and state.status == "failed"
+        ):
+            return key
+    raise InputError(f"there is no failed tool call at `{state.step}` whose key could be reused")
 
 
 def _problem(exc: Exception) -> str:

@@ -17,6 +17,7 @@ approvers as they are at that moment (a revoked approver is revoked at once).
 from __future__ import annotations
 
 import hashlib
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,9 +57,29 @@ class Config:
         return groups
 
     @property
+    def allow_stdlib(self) -> tuple[str, ...]:
+        """Standard-library modules that tools may name, e.g.
+        `[tool.twelvefold.tools] allow_stdlib = ["json"]`. None by default: a tool such as
+        `"sys:exit"` or `"code:interact"` is refused (see runtime/tools.py)."""
+        table = self.settings.get("tools", {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{self.path}: `tools` must be a table")
+        names = table.get("allow_stdlib", [])
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise ConfigError(f"{self.path}: `tools.allow_stdlib` must be a list of module names")
+        return tuple(names)
+
+    @property
     def reference(self) -> str | None:
         """How a decision records the configuration that allowed it: `path#digest`."""
         return None if self.path is None else f"{self.path}#{self.digest}"
+
+
+def stdlib_module(reference: str) -> str | None:
+    """The standard-library top-level module a tool's `module:function` names, or None
+    (`sys.stdlib_module_names`; such a tool needs `Config.allow_stdlib`)."""
+    top = reference.partition(":")[0].partition(".")[0]
+    return top if top in sys.stdlib_module_names else None
 
 
 def find_config(start: Path) -> Config:
@@ -98,4 +119,4 @@ def _read(path: Path, *, tool_table: bool) -> Config | None:
     return Config(path, hashlib.sha256(data).hexdigest()[:16], table)
 
 
-__all__ = ["CONFIG_FILE", "Config", "ConfigError", "find_config"]
+__all__ = ["CONFIG_FILE", "Config", "ConfigError", "find_config", "stdlib_module"]

@@ -26,6 +26,48 @@ class AgentLoadError(Exception):
     """The agent could not be loaded: a missing file, compile errors, a broken module."""
 
 
+class AgentMissing(AgentLoadError):
+    """A thread's agent is no longer where the thread recorded it (the project moved, the
+    file was deleted or renamed): the caller must name it (`agent=`, `--agent PATH`)."""
+
+
+# ---- where a thread's agent is ----------------------------------------------------------
+# A thread records the place its agent was loaded from (ThreadInfo.origin) so that any
+# later process loads the same agent. A file's place is recorded relative to the folder
+# of the thread store (docs/runtime.md, "Where a thread finds its agent"): the store is
+# the one place every command is given, it moves with the project in the default layout
+# (.twelvefold/threads.db inside it), and its folder does not change meaning when the
+# current directory or a configuration file does.
+
+
+def is_file_reference(origin: str) -> bool:
+    """Whether an agent reference names a file (`.agent` or `.py`) rather than a module."""
+    return origin.endswith((".agent", ".py"))
+
+
+def recorded_place(origin: str, base: Path | None) -> str:
+    """What a thread records for an agent loaded from `origin` (an absolute file path or
+    a module name): a file as a POSIX path relative to `base` (the thread store's folder),
+    a module name as it is. Stays absolute when there is no `base` (a store in memory) or
+    no relative path leads there (another drive)."""
+    if base is None or not is_file_reference(origin) or not Path(origin).is_absolute():
+        return origin
+    try:
+        return Path(os.path.relpath(origin, base.resolve())).as_posix()
+    except ValueError:
+        return origin
+
+
+def recorded_agent(origin: str, base: Path | None) -> str:
+    """The agent reference a thread's recorded place means now: a relative file path is
+    joined to `base` (the thread store's folder; the current directory without one); an
+    absolute path (rows written before places were relative) or a module name is kept."""
+    if not is_file_reference(origin) or Path(origin).is_absolute() or base is None:
+        return origin
+    # Lexically: `base` is resolved, so a `..` step leaves the folder it names.
+    return os.path.normpath(base.resolve() / origin)
+
+
 def load_agent(
     reference: str | Path | ModuleType,
     *,
@@ -57,10 +99,16 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
     from twelvefold import __version__
 
     if not path.is_file():
-        raise AgentLoadError(f"no such file: {path}")
+        what = "not a regular file" if path.exists() else "no such file"
+        raise AgentLoadError(f"{what}: {path}")
     path = path.resolve()
-    source = path.read_text(encoding="utf-8")
-    digest = hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()[:16]
+    # Hashed as bytes, in chunks: a file that is not UTF-8 or is huge is the compiler's to
+    # refuse (E007, E008) with a diagnostic, not this line's to crash on or to hold whole.
+    hasher = hashlib.sha256(f"{__version__}\n".encode())
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 16), b""):
+            hasher.update(chunk)
+    digest = hasher.hexdigest()[:16]
     target = cache_dir / f"{path.stem}-{digest}.py"
     if not target.is_file():
         _write_atomically(target, _compile(path, prompts_dir))

@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import tools
 from .codec import Codec
+from .config import ConfigError, find_config, stdlib_module
 from .model import Model, ModelError, ModelRequest
 
 if TYPE_CHECKING:
     from .notify import Notice  # notify.py loads only when a thread waits
 from .spec import ASK_NOT_SHOWN, AgentSpec
-from .store import EventStore, Head, ThreadInfo, now_iso
+from .store import EventStore, Head, StoreError, ThreadInfo, now_iso
 from .types import (
     Action,
     AwaitAnswer,
@@ -42,6 +43,7 @@ from .types import (
     CallTool,
     ErrorInfo,
     Event,
+    IllegalEvent,
     ModelOutput,
     Notified,
     Started,
@@ -78,7 +80,7 @@ class Agent:
     origin: str
     """How another process loads it again: a `.agent` path or a module name/path."""
     directory: Path | None = None
-    """Where its tools are imported from (beside the current directory and --path)."""
+    """Where its tools are looked up first (then --path folders, then the import path)."""
     prompts_dir: Path | None = None
     codec: Codec = field(init=False)
     reducer: str | None = field(init=False)
@@ -177,8 +179,21 @@ class Engine:
         # The snapshot is written in each append's transaction; the count is checked anyway
         # (a store that does not keep one up to date must not be believed).
         if snapshot and snapshot.reducer == agent.reducer and snapshot.seq == len(events):
-            return Thread(thread_id, agent, events, agent.codec.decode_state(snapshot.state))
-        return Thread(thread_id, agent, events, agent.module.replay(events))
+            try:
+                state = agent.codec.decode_state(snapshot.state)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass  # a snapshot edited by hand is a lost shortcut: replay the log
+            else:
+                return Thread(thread_id, agent, events, state)
+        try:
+            state = agent.module.replay(events)
+        except (IllegalEvent, ValueError, TypeError, AttributeError, KeyError) as exc:
+            # Events this reducer would never have accepted: the log was edited or damaged.
+            raise StoreError(
+                f"thread {thread_id}: its log does not replay ({exc}); the log was changed "
+                "outside twelvefold"
+            ) from exc
+        return Thread(thread_id, agent, events, state)
 
     async def record(self, thread: Thread, event: Event) -> None:
         """Reduce first (an impossible event raises and nothing is stored), then append
@@ -226,7 +241,10 @@ class Engine:
             self.messages = build_messages
         agent = thread.agent
         prompts = agent.prompts_dir or _PROMPTS
-        messages = self.messages(agent.spec, action, thread.events, prompts)
+        try:
+            messages = self.messages(agent.spec, action, thread.events, prompts)
+        except Exception as exc:  # the user's template is missing or raised: the step failed
+            return StepFailed(step=action.step, at=now_iso(), error=_prompt_error(action, exc))
         request = ModelRequest(agent.spec, action, messages, thread.id, len(thread.events))
         started = time.perf_counter()
         try:
@@ -243,22 +261,40 @@ class Engine:
         return ModelOutput(step=action.step, at=now_iso(), usage=usage, output=reply.output)
 
     async def _call_tool(self, thread: Thread, action: CallTool) -> Event:
+        """One logical call, one key: `f"{thread}:{step}:{seq}"`, `seq` being the number
+        of the call's first `ToolStarted`. A person's retry of a call whose outcome is
+        unknown carries that key (`action.retry_key`) and records it again; a process
+        that finds the call started without a result (`action.started_key`) re-runs it
+        with the key if the tool takes one, and otherwise records it as interrupted."""
         step = action.step
         try:
-            tool = self.toolbox.resolve(action.function, _folders(thread.agent))
-        except tools.ToolImportError as exc:
-            return StepFailed(step=step, at=now_iso(), error=tools.describe(exc))
+            tool = self.toolbox.resolve(
+                action.function,
+                _folders(thread.agent),
+                allow_stdlib=_allowed_stdlib(thread.agent, action.function),
+            )
+        except (tools.ToolImportError, ConfigError) as exc:
+            # After a crash the call's outcome is still unknown: keep its key.
+            return StepFailed(
+                step=step, at=now_iso(), error=tools.describe(exc), key=action.started_key
+            )
         key = action.started_key
         if key is None:
-            key = f"{thread.id}:{step}:{len(thread.events) + 1}"
+            key = action.retry_key or f"{thread.id}:{step}:{len(thread.events) + 1}"
             await self.record(thread, ToolStarted(step=step, at=now_iso(), key=key))
         elif not tool.accepts_key:
             # Started in a process that died before recording the result: running it
             # again could repeat its side effect, and nothing can tell us it is safe.
-            return StepFailed(step=step, at=now_iso(), error=INTERRUPTED)
+            return StepFailed(step=step, at=now_iso(), error=INTERRUPTED, key=key)
         outcome = await tools.call(tool, action, key, offload=self.offload)
         if outcome.error is not None:
-            return StepFailed(step=step, at=now_iso(), usage=outcome.usage, error=outcome.error)
+            return StepFailed(
+                step=step,
+                at=now_iso(),
+                usage=outcome.usage,
+                error=outcome.error,
+                key=key if outcome.unknown else None,
+            )
         assert outcome.result is not None
         return ToolResult(step=step, at=now_iso(), usage=outcome.usage, result=outcome.result)
 
@@ -362,6 +398,16 @@ def _fingerprint(module: AgentModule | ModuleType) -> str | None:
     return hashlib.sha256(source).hexdigest()[:16] if source is not None else None
 
 
+def _prompt_error(action: CallModel, exc: Exception) -> ErrorInfo:
+    """One line for a prompt that could not be rendered (missing, unreadable, or raising)."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return ErrorInfo(
+        "PromptError",
+        f"prompt `{action.prompt}` could not be rendered: {type(exc).__name__}"
+        + (f": {detail}" if detail else ""),
+    )
+
+
 def _since(started: float) -> Usage:
     return Usage(latency_ms=_ms_since(started))
 
@@ -376,6 +422,15 @@ _PROMPTS = Path("prompts")
 
 def _folders(agent: Agent) -> tuple[Path, ...]:
     return (agent.directory,) if agent.directory is not None else ()
+
+
+def _allowed_stdlib(agent: Agent, reference: str) -> tuple[str, ...]:
+    """The standard-library modules the agent's configuration lets its tools name, read
+    at each call of a tool that names one (like every setting; raises `ConfigError`).
+    Other tools never need the configuration, so their calls do not read it."""
+    if agent.directory is None or stdlib_module(reference) is None:
+        return ()
+    return find_config(agent.directory).allow_stdlib
 
 
 __all__ = ["INTERRUPTED", "Agent", "AgentModule", "Engine", "Thread", "ToolResult", "started"]

@@ -134,7 +134,15 @@ class AgentSpec:
         if isinstance(event, Retried):
             if state.status != "failed":
                 raise IllegalEvent(state, event, "only a failed thread can be retried")
+            if state.retry_key is not None and event.key != state.retry_key:
+                # The failed call may have run: one logical call keeps one key.
+                raise IllegalEvent(
+                    state,
+                    event,
+                    f"the failed call's outcome is unknown; retry it with key {state.retry_key}",
+                )
             resumed = self._copy(state, status=self._status_at(state.step), error=None)
+            resumed = replace(resumed, retry_key=event.key)  # the key its next call reuses
             if resumed.status == "waiting":
                 resumed = self._reopen(resumed)  # a new wait: a new request, a new notice
             if state.error is not None and state.error.type == BUDGET_EXHAUSTED.type:
@@ -171,7 +179,8 @@ class AgentSpec:
                 raise IllegalEvent(
                     state, event, f"a call is already in flight with key {state.tool_key!r}"
                 )
-            return self._copy(state, tool_key=event.key)
+            # The retry's key (if any) is now the started call's: `tool_key` carries it.
+            return replace(self._copy(state, tool_key=event.key), retry_key=None)
         return None
 
     def move(self, state: State, event: Event, target: str, value: Any) -> State:
@@ -189,7 +198,9 @@ class AgentSpec:
         """A step failed: escalate at the error ceiling, else follow `on error`, else fail.
 
         Failures pass the step's incoming value on unchanged; the error itself stays in
-        the log, where the context window shows it.
+        the log, where the context window shows it. A thread that fails keeps the key of
+        a tool call whose outcome is unknown (`StepFailed.key`) as `retry_key`: a
+        `Retried` event must then carry that key (one logical call, one key).
         """
         errors = state.errors + 1
         steps = state.steps + 1
@@ -206,6 +217,8 @@ class AgentSpec:
             errors=errors,
             seq=state.seq + 1,
             error=event.error,
+            # A call whose outcome is unknown: a retry must reuse its key.
+            retry_key=event.key,
         )
 
     # ---- helpers ------------------------------------------------------------------

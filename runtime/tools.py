@@ -1,35 +1,62 @@
-"""Calling the user's tool functions: import by `module:function`, typed input, retries,
-timeouts, and failures turned into `ErrorInfo` (type and message, never a stack trace).
+"""Calling the user's tool functions: resolve `module:function` per agent, typed input,
+retries, timeouts, and failures turned into `ErrorInfo` (type and message, never a stack
+trace).
 
-A tool that declares a parameter named `idempotency_key` receives one, derived from the
-thread and the step; the same call (its retries, and a re-run after a crash) always gets
-the same key, so the tool can make its side effect happen once.
+One logical call has one idempotency key, for every attempt: in-process retries, a
+re-run after a crash and a person's retry while the outcome is unknown (see
+docs/runtime.md, "Tools and idempotency keys"). A tool that declares a parameter named
+`idempotency_key` receives it, so the tool can make its side effect happen once.
+
+Attempts of one call never overlap. A synchronous tool with a `timeout` runs on a worker
+thread, which cannot be stopped: when it times out it is abandoned but may still be
+running, so its key stays in `_IN_FLIGHT` until it returns, and no further attempt of that
+call starts in this process meanwhile (an in-process retry waits for it at most one more
+`timeout`; a later call with the key fails at once with `StillRunning`). We chose this
+over running such tools in a subprocess that could be killed: a tool keeps sharing its
+process with the application (connections, caches, test doubles are real objects), and a
+killed process can leave a side effect half done just the same, so the key is needed
+either way. An async tool is cancelled at its timeout, so it does not linger.
+
+Tool modules resolve per agent (issue 9 §2, §7): the agent's folder, then the `--path`
+folders, then the normal import path (installed packages, PYTHONPATH). A module found in
+one of those folders is imported under a private package name per folder, so two agents
+that both name `"tools:act"` each get their own function and a `tools.py` in the current
+directory never stands in for the agent's own. Standard-library modules are refused
+unless the configuration allows them by name (`Config.allow_stdlib`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .config import stdlib_module
 from .types import CallTool, ErrorInfo, Usage
 
 _MESSAGE_LIMIT = 500
+_PRIVATE_PREFIX = "_twelvefold_tools_"
+"""Tool modules found in an agent's or a --path folder live under
+`_twelvefold_tools_<digest of the folder>.<module>` in `sys.modules`."""
 
 
 class ToolImportError(Exception):
-    """`module:function` could not be imported."""
+    """`module:function` could not be imported, or names a module a tool may not be."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,42 +77,66 @@ class Outcome:
     result: BaseModel | None
     error: ErrorInfo | None
     usage: Usage
+    unknown: bool = False
+    """Whether the tool may have done its work although no result can be used: an attempt
+    timed out (or is still running), or the tool returned a value of the wrong shape. A
+    further attempt of this call must reuse its key."""
 
 
 class ToolBox:
-    """Finds tool functions on the search path and caches them by `module:function`."""
+    """Finds tool functions and caches them by the folders searched and `module:function`."""
 
     def __init__(self, paths: Sequence[str | Path] = ()) -> None:
         self.paths = [Path(p) for p in paths]
-        self._cache: dict[str, Tool] = {}
+        self._cache: dict[tuple[tuple[Path, ...], str, frozenset[str]], Tool] = {}
 
-    def resolve(self, reference: str, extra_paths: Sequence[Path] = ()) -> Tool:
-        tool = self._cache.get(reference)
+    def resolve(
+        self,
+        reference: str,
+        agent_folders: Sequence[Path] = (),
+        *,
+        allow_stdlib: Collection[str] = (),
+    ) -> Tool:
+        """The function `reference` names for an agent whose own folders are
+        `agent_folders`: looked up there first, then in this box's `--path` folders, then
+        on the normal import path. Raises `ToolImportError` (never another exception) when
+        it cannot be found, or when it names a standard-library module not listed in
+        `allow_stdlib`."""
+        cache_key = (tuple(agent_folders), reference, frozenset(allow_stdlib))
+        tool = self._cache.get(cache_key)
         if tool is None:
-            tool = self._cache[reference] = _import(reference, [*self.paths, *extra_paths])
+            folders = [p.resolve() for p in (*agent_folders, *self.paths)]
+            tool = self._cache[cache_key] = _import(reference, folders, allow_stdlib)
         return tool
 
 
-def _import(reference: str, paths: Sequence[Path]) -> Tool:
+def _import(reference: str, folders: Sequence[Path], allow_stdlib: Collection[str]) -> Tool:
     module_name, _, function_name = reference.partition(":")
-    if not module_name or not function_name:
+    parts = module_name.split(".")
+    if not function_name.isidentifier() or not all(part.isidentifier() for part in parts):
         raise ToolImportError(f"`{reference}` is not of the form module:function")
-    # The current directory, the agent's directory and --path folders, in that order
-    # of precedence after anything the user put on sys.path themselves.
-    for folder in [Path.cwd(), *paths]:
-        entry = str(folder.resolve())
-        if entry not in sys.path:
-            sys.path.append(entry)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
+    stdlib = stdlib_module(reference)
+    if stdlib is not None and stdlib not in allow_stdlib:
         raise ToolImportError(
-            f"cannot import `{module_name}` for tool `{reference}`: {exc}"
-        ) from exc
-    function = getattr(module, function_name, None)
+            f"`{reference}` names the standard-library module `{stdlib}`; a tool must be "
+            f'your own function (to allow it, add `allow_stdlib = ["{stdlib}"]` under '
+            "[tool.twelvefold.tools] in the project's configuration)"
+        )
+    try:
+        module = _import_module(parts, folders)
+        function = getattr(module, function_name, None)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # ImportError, or whatever the module raises as it loads
+        raise ToolImportError(
+            f"cannot import `{module_name}` for tool `{reference}`: {describe(exc)}"
+        ) from None
     if not callable(function):
         raise ToolImportError(f"`{module_name}` has no function `{function_name}`")
-    parameters = inspect.signature(function).parameters
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError) as exc:
+        raise ToolImportError(f"cannot inspect tool `{reference}`: {describe(exc)}") from None
     positional = [
         p
         for p in parameters.values()
@@ -101,16 +152,48 @@ def _import(reference: str, paths: Sequence[Path]) -> Tool:
     )
 
 
+def _import_module(parts: Sequence[str], folders: Sequence[Path]) -> types.ModuleType:
+    """The module from the first folder that has its top-level package or file, under
+    that folder's private package; else from the normal import path."""
+    top = parts[0]
+    for folder in folders:
+        if (folder / f"{top}.py").is_file() or (folder / top).is_dir():
+            private = _private_package(folder)
+            return importlib.import_module(".".join([private, *parts]))
+    return importlib.import_module(".".join(parts))
+
+
+def _private_package(folder: Path) -> str:
+    """A package whose only search location is `folder`, registered once per folder: the
+    import system finds `tools.py` or a `tools/` package there and nowhere else, and a
+    relative import inside a tools package stays inside it."""
+    name = _PRIVATE_PREFIX + hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+    if name not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package
+    return name
+
+
 def describe(exc: BaseException) -> ErrorInfo:
-    """An exception as the context window shows it: its type and a one-line message."""
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "value"
-        message = f"{exc.error_count()} validation error(s); {where}: {first['msg']}"
-    elif isinstance(exc, TimeoutError):
-        message = str(exc) or "timed out"
-    else:
-        message = " ".join(str(exc).split())
+    """An exception as the context window shows it: its type and a one-line message.
+
+    Never raises, whatever the exception's `__str__` does (a tool's exceptions are input
+    like any other)."""
+    try:
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "value"
+            message = f"{exc.error_count()} validation error(s); {where}: {first['msg']}"
+        elif isinstance(exc, TimeoutError):
+            message = str(exc) or "timed out"
+        elif isinstance(exc, SystemExit):
+            message = f"the tool tried to end the process (exit code {exc.code!r})"
+        else:
+            message = " ".join(str(exc).split())
+    except Exception:
+        message = "(its message could not be read)"
     if len(message) > _MESSAGE_LIMIT:
         message = message[: _MESSAGE_LIMIT - 1] + "…"
     return ErrorInfo(type(exc).__name__, message)
@@ -121,7 +204,7 @@ def coerce(result: Any, output: type[BaseModel]) -> BaseModel:
     if isinstance(result, output):
         return result
     if isinstance(result, BaseModel):
-        result = result.model_dump()
+        result = result.model_dump(by_alias=True)
     if isinstance(result, dict):
         return output.model_validate(result)
     raise TypeError(
@@ -129,26 +212,111 @@ def coerce(result: Any, output: type[BaseModel]) -> BaseModel:
     )
 
 
-async def call(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Outcome:
-    """Call the tool with retries (exponential backoff) and a timeout per attempt.
+class _Raised(Exception):
+    """The tool raised `error` (any BaseException: SystemExit too): the attempt failed."""
 
-    `offload` runs a synchronous tool in a worker thread so an event loop stays free;
-    a timeout always does (a thread cannot be stopped, so a hung tool is abandoned and
-    the step fails).
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _TimedOut(Exception):
+    """The attempt did not return in time and may still be running."""
+
+
+class _StillRunning(Exception):
+    """An earlier attempt of the same call is still running in this process."""
+
+
+# ---- one call: attempts, retries, the key in flight ------------------------------
+
+_IN_FLIGHT: dict[str, threading.Event] = {}
+"""Keys of attempts running in this process, each with an event set when it returns."""
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+def running(key: str) -> bool:
+    """Whether an attempt of the call with this key is running in this process (an
+    abandoned, timed-out one included)."""
+    with _IN_FLIGHT_LOCK:
+        return key in _IN_FLIGHT
+
+
+def _enter(key: str) -> threading.Event | None:
+    """Mark an attempt of `key` as running; None when one already is."""
+    with _IN_FLIGHT_LOCK:
+        if key in _IN_FLIGHT:
+            return None
+        done = _IN_FLIGHT[key] = threading.Event()
+        return done
+
+
+def _leave(key: str, done: threading.Event) -> None:
+    with _IN_FLIGHT_LOCK:
+        if _IN_FLIGHT.get(key) is done:
+            del _IN_FLIGHT[key]
+    done.set()
+
+
+async def call(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Outcome:
+    """Call the tool: up to `1 + action.retries` attempts with exponential backoff, each
+    limited to `action.timeout_seconds`, all with the one `key`; then check the result.
+
+    - A tool that raises (any `BaseException` but a `KeyboardInterrupt` in the main
+      thread, which is the person stopping the process) fails the attempt; the error is
+      the last attempt's.
+    - A result of the wrong shape fails the step at once, never retried: the tool ran.
+    - An attempt that times out may still be running. A tool without an idempotency key
+      is then never tried again automatically (it may have done its work); one with a
+      key is tried again only after the abandoned attempt returned (waiting for it at
+      most one more timeout), so two attempts of one call never overlap.
+    - A call whose key has an attempt still running in this process fails at once with
+      `StillRunning`.
+
+    `offload` runs a synchronous tool on a worker thread so an event loop stays free; a
+    timeout always does. Times are seconds.
     """
     started = time.perf_counter()
     error: ErrorInfo | None = None
+    unknown = False
     for attempt in range(action.retries + 1):
         if attempt:
             await asyncio.sleep(action.backoff_seconds * 2 ** (attempt - 1))
         try:
             raw = await _attempt(tool, action, key, offload=offload)
-            result = coerce(raw, action.output)
-        except Exception as exc:
-            error = describe(exc)
+        except _Raised as exc:
+            error, unknown = describe(exc.error), False
             continue
+        except _TimedOut as exc:
+            error, unknown = describe(TimeoutError(str(exc))), True
+            if not tool.accepts_key or not await _returned(key, action.timeout_seconds):
+                break  # it may have run, or may still be running: never start another
+            continue
+        except _StillRunning:
+            return Outcome(None, _still_running(tool, key), _usage(started), unknown=True)
+        try:
+            result = coerce(raw, action.output)
+        except Exception as exc:  # the tool ran; trying again could repeat its work
+            return Outcome(None, describe(exc), _usage(started), unknown=True)
         return Outcome(result, None, _usage(started))
-    return Outcome(None, error, _usage(started))
+    return Outcome(None, error, _usage(started), unknown=unknown)
+
+
+def _still_running(tool: Tool, key: str) -> ErrorInfo:
+    return ErrorInfo(
+        "StillRunning",
+        f"an earlier attempt of `{tool.name}` with key {key} timed out and is still running "
+        "in this process; retry once it has returned",
+    )
+
+
+async def _returned(key: str, timeout: float | None) -> bool:
+    """Wait (at most `timeout` seconds) for an abandoned attempt of `key` to return."""
+    with _IN_FLIGHT_LOCK:
+        done = _IN_FLIGHT.get(key)
+    if done is None:
+        return True
+    return await asyncio.to_thread(done.wait, timeout)
 
 
 def _usage(started: float) -> Usage:
@@ -156,51 +324,89 @@ def _usage(started: float) -> Usage:
 
 
 async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Any:
+    """One attempt. Raises `_Raised` with what the tool raised, `_TimedOut` when it did
+    not return within the timeout, `_StillRunning` when an attempt with this key has not
+    returned yet (none is started then); `KeyboardInterrupt` (Ctrl-C in the main thread) and
+    the cancellation of the caller's own task pass through."""
     takes = tool.takes_input and action.value is not None
     args: tuple[Any, ...] = (action.value,) if takes else ()
     kwargs: dict[str, Any] = {"idempotency_key": key} if tool.accepts_key else {}
     timeout = action.timeout_seconds
+    done = _enter(key)
+    if done is None:
+        raise _StillRunning
     if tool.is_async:
-        coroutine = tool.function(*args, **kwargs)
-        if timeout is None:
-            return await coroutine
-        return await asyncio.wait_for(coroutine, timeout)
-    if timeout is None and not offload:
-        return tool.function(*args, **kwargs)
-    future = _in_daemon_thread(tool.function, args, kwargs)
-    if timeout is None:
-        return await future
+        try:
+            value, error = await asyncio.wait_for(_guarded(tool, args, kwargs), timeout)
+        except TimeoutError:
+            raise _TimedOut(f"`{tool.name}` did not return within {timeout:g}s") from None
+        finally:
+            _leave(key, done)  # cancelled at its timeout: it is no longer running
+    elif timeout is None and not offload:
+        try:
+            value, error = tool.function(*args, **kwargs), None
+        except KeyboardInterrupt:
+            raise  # Ctrl-C: the call stays started without a result, as after a crash
+        except BaseException as exc:
+            value, error = None, exc
+        finally:
+            _leave(key, done)
+    else:
+        future = _in_daemon_thread(tool.function, args, kwargs, lambda: _leave(key, done))
+        try:
+            value, error = await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            # Abandoned, not stopped: the key stays in flight until the thread returns.
+            raise _TimedOut(f"`{tool.name}` did not return within {timeout:g}s") from None
+    if error is not None:
+        raise _Raised(error)
+    return value
+
+
+async def _guarded(
+    tool: Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, BaseException | None]:
+    """Await an async tool inside a task of our own, catching what it raises: asyncio
+    would carry a SystemExit raised in a task out of the event loop."""
     try:
-        return await asyncio.wait_for(future, timeout)
-    except TimeoutError:
-        raise TimeoutError(f"`{tool.name}` did not return within {timeout:g}s") from None
+        return await tool.function(*args, **kwargs), None
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # our timeout, or our caller cancelled
+        return None, asyncio.CancelledError("the tool raised CancelledError")
+    except BaseException as exc:
+        return None, exc
 
 
 def _in_daemon_thread(
-    function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> asyncio.Future[Any]:
-    """Run `function` on a daemon thread: unlike the default executor, a tool that never
-    returns does not keep the process alive at exit."""
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    returned: Callable[[], None],
+) -> asyncio.Future[tuple[Any, BaseException | None]]:
+    """Run `function` on a daemon thread and resolve to `(value, exception)`: unlike the
+    default executor, a tool that never returns does not keep the process alive at exit.
+    `returned` is called on that thread once the function returns or raises, whoever
+    still waits for it. Nothing the tool raises (SystemExit included) escapes the thread."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
+    future: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
 
-    def settle(value: Any, exc: BaseException | None) -> None:
-        if future.done():
-            return  # timed out and abandoned
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(value)
+    def settle(outcome: tuple[Any, BaseException | None]) -> None:
+        if not future.done():  # else: timed out and abandoned
+            future.set_result(outcome)
 
     def work() -> None:
-        value, error = None, None
+        outcome: tuple[Any, BaseException | None]
         try:
-            value = function(*args, **kwargs)
-        except BaseException as exc:
-            error = exc
+            outcome = (function(*args, **kwargs), None)
+        except BaseException as exc:  # only the tool can raise here, even KeyboardInterrupt
+            outcome = (None, exc)
+        finally:
+            returned()
         # A closed loop raises RuntimeError: nobody waits for this tool any more.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, value, error)
+            loop.call_soon_threadsafe(settle, outcome)
 
     threading.Thread(target=work, name=f"tool-{os.getpid()}", daemon=True).start()
     return future

@@ -256,6 +256,9 @@ class CallTool(Action):
     timeout_seconds: float | None = None
     started_key: str | None = None
     """Set when a call was started and never answered: a crash happened in between."""
+    retry_key: str | None = None
+    """Set when a person retried a call whose outcome is unknown (or asked to reuse its
+    key): the new attempt records and passes this key instead of a new one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from twelvefold.compiler import compile_text
-from twelvefold.compiler.api import configured_approver_groups
+from twelvefold.compiler.api import project_settings
 from twelvefold.compiler.diagnostics import Diagnostic
 from twelvefold.compiler.prompts import PromptDirectory
 
@@ -38,14 +38,12 @@ def reported(diagnostics: list[Diagnostic]) -> set[tuple[int, str, str]]:
 def check_file(path: Path) -> list[Diagnostic]:
     text = path.read_text(encoding="utf-8")
     loader = PromptDirectory(INVALID / "prompts")
-    groups, config_name = configured_approver_groups(path)  # tests/invalid/twelvefold.toml
     return compile_text(
         text,
         path.name,
         load_prompt=loader,
         generate_code=False,
-        approver_groups=groups,
-        config_name=config_name,
+        **project_settings(path)._asdict(),  # tests/invalid/twelvefold.toml
     ).diagnostics
 
 

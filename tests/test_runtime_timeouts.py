@@ -9,7 +9,6 @@ import asyncio
 import base64
 import io
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -550,35 +549,6 @@ def patience(cache: Path) -> Agent:
 
 
 # ---- the end of time: a sweep never fails on a deadline it cannot represent ----------------
-
-
-def test_a_deadline_past_the_year_9999_never_fails_the_sweep(
-    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # `timeout 3000000d` passes `check`; its deadline (some 8,200 years on) is past what a
-    # datetime holds. Every sweep reported the thread as "timed out; could not go on:
-    # OverflowError" and exited 1, every minute, for a wait that had not timed out.
-    shutil.copytree(FIXTURES / "prompts", tmp_path / "prompts")
-    shutil.copy(FIXTURES / "patience_tools.py", tmp_path)
-    agent = tmp_path / "patience.agent"
-    agent.write_text(PATIENCE.read_text().replace("timeout 30m", "timeout 3000000d"))
-    store = SqliteStore(tmp_path / "threads.db")
-    rt = Runtime(
-        store, model=ScriptedModel([CHANGE]), notifier=RecordingNotifier(), cache_dir=cache
-    )
-    view = rt.launch(agent, "tidy")
-    assert view.status == "waiting"
-    assert rt.expire() == []
-    assert rt.expire(now=datetime(9999, 12, 31, 23, 59, tzinfo=UTC)) == []
-    store.close()
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TWELVEFOLD_DB", str(tmp_path / "threads.db"))
-    result = CliRunner().invoke(cli, ["expire"])
-    assert (result.exit_code, result.output.strip()) == (
-        0,
-        "no waiting thread is past its deadline",
-    )
 
 
 def test_a_notice_tried_at_the_end_of_time_never_fails_the_sweep(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,30 +19,48 @@ class Count(BaseModel):
     n: int
 
 
-def run(function: str, value: Any = None, **options: Any) -> tools.Outcome:
+def run(
+    function: str,
+    value: Any = None,
+    *,
+    key: str = "thread:s:3",
+    offload: bool = False,
+    **options: Any,
+) -> tools.Outcome:
     box = tools.ToolBox([FIXTURES])
     action = CallTool(
         step="s", function=f"sample_tools:{function}", value=value, output=Count, **options
     )
-    return asyncio.run(
-        tools.call(box.resolve(action.function), action, "thread:s:3", offload=False)
-    )
+    return asyncio.run(tools.call(box.resolve(action.function), action, key, offload=offload))
+
+
+def release(*keys: str) -> None:
+    """Open the blocking tools' barrier and wait until their abandoned attempts return."""
+    sample_module()["barrier"].set()
+    for key in keys:
+        in_flight = tools._IN_FLIGHT.get(key)
+        if in_flight is not None:
+            assert in_flight.wait(60), f"the attempt of {key} never returned"
+        assert not tools.running(key)
+
+
+def sample_module() -> Any:
+    """The fixture module as the runtime imported it (privately, for FIXTURES' agents)."""
+    return tools.ToolBox([FIXTURES]).resolve("sample_tools:keyed").function.__globals__
 
 
 @pytest.fixture(autouse=True)
-def fresh_calls() -> None:
-    import sys
-
-    sys.path.insert(0, str(FIXTURES))
-    import sample_tools  # type: ignore[import-not-found]
-
-    sample_tools.calls.clear()
+def fresh_calls() -> Iterator[None]:
+    module = sample_module()
+    module["calls"].clear()
+    module["barrier"].clear()
+    module["most_inside"][0] = 0
+    yield
+    module["barrier"].set()  # never leave a blocked tool behind
 
 
 def calls() -> list[Any]:
-    import sample_tools
-
-    return list(sample_tools.calls)
+    return list(sample_module()["calls"])
 
 
 def test_the_typed_input_and_the_key_are_passed_and_a_dict_becomes_the_output() -> None:
@@ -70,10 +90,53 @@ def test_a_failure_is_its_type_and_a_one_line_message() -> None:
     assert str(flaky.error) == "ConnectionError: cluster unreachable"
 
 
-def test_a_timeout_is_a_failure() -> None:
-    outcome = run("slow", Count(n=1), timeout_seconds=0.05)
+def test_a_timeout_is_a_failure_and_a_keyless_tool_is_not_tried_again() -> None:
+    # `retry 2`: a tool without a key that timed out may have done its work (or still
+    # be doing it), so it is never started again automatically.
+    outcome = run("slow", Count(n=1), key="t:slow:3", timeout_seconds=0.05, retries=2)
     assert outcome.error is not None and outcome.error.type == "TimeoutError"
     assert "did not return within 0.05s" in outcome.error.message
+    assert outcome.unknown
+    assert calls() == [("slow",)]
+    release("t:slow:3")
+
+
+@pytest.mark.parametrize("offload", [False, True])
+def test_abandoned_timed_out_attempts_never_overlap_a_new_attempt_of_the_call(
+    offload: bool,
+) -> None:
+    # Issue 8 item 4: with `timeout` the abandoned attempts kept running while new ones
+    # started (three attempts of one payment at once).
+    key = f"t:pay:{offload}"
+    outcome = run(
+        "slow_keyed", Count(n=1), key=key, timeout_seconds=0.05, retries=2, offload=offload
+    )
+    assert outcome.error is not None and outcome.error.type == "TimeoutError"
+    assert outcome.unknown
+    assert calls() == [("slow_keyed", key)]  # the first attempt still runs: no second
+    assert tools.running(key)
+    # A person's retry in this process while it still runs: refused, nothing started.
+    again = run("slow_keyed", Count(n=1), key=key, timeout_seconds=0.05)
+    assert again.error is not None and again.error.type == "StillRunning" and again.unknown
+    assert calls() == [("slow_keyed", key)]
+    release(key)
+    # Once it returned, the call may be tried again, with the same key.
+    assert run("slow_keyed", Count(n=3), key=key, timeout_seconds=5).result == Count(n=3)
+    assert calls() == [("slow_keyed", key), ("slow_keyed", key)]
+    assert sample_module()["most_inside"][0] == 1
+
+
+def test_an_async_tool_is_cancelled_at_its_timeout_so_a_keyed_one_is_retried_at_once() -> None:
+    outcome = run("hangs_once", Count(n=6), key="t:h:1", timeout_seconds=0.05, retries=1)
+    assert outcome.result == Count(n=6)
+    assert calls() == [("hangs_once", "t:h:1"), ("hangs_once", "t:h:1")]
+    assert not tools.running("t:h:1")
+
+
+def test_an_async_tool_without_a_key_is_not_retried_after_a_timeout() -> None:
+    outcome = run("hangs_once_keyless", Count(n=6), key="t:h:2", timeout_seconds=0.05, retries=1)
+    assert outcome.error is not None and outcome.error.type == "TimeoutError" and outcome.unknown
+    assert calls() == [("hangs_once_keyless",)]
 
 
 def test_async_tools_are_awaited() -> None:
@@ -84,6 +147,60 @@ def test_results_of_the_wrong_shape_fail_the_step() -> None:
     assert run("wrong_shape", Count(n=1)).error.type == "ValidationError"  # type: ignore[union-attr]
     error = run("not_a_model", Count(n=1)).error
     assert error is not None and error.message.startswith("returned int, expected Count")
+
+
+def test_a_tool_that_returned_the_wrong_shape_is_not_run_again() -> None:
+    # Issue 8 item 4: `retry 2` ran a tool that succeeded three times because the check
+    # of its output sat inside the retry loop.
+    outcome = run("wrong_shape", Count(n=1), retries=2)
+    assert outcome.error is not None and outcome.error.type == "ValidationError"
+    assert outcome.unknown  # it ran: a retry must reuse its key
+    assert calls() == [("wrong_shape",)]
+
+
+@pytest.mark.parametrize(
+    ("function", "offload", "timeout", "kind"),
+    [
+        ("exits", False, None, "SystemExit"),
+        ("exits", True, None, "SystemExit"),
+        ("exits", False, 5.0, "SystemExit"),
+        ("async_exits", False, None, "SystemExit"),
+        ("async_exits", False, 5.0, "SystemExit"),
+        ("generator_exit", False, None, "GeneratorExit"),
+        ("generator_exit", True, 5.0, "GeneratorExit"),
+    ],
+)
+def test_base_exceptions_from_a_tool_are_failures_never_an_exit(
+    function: str, offload: bool, timeout: float | None, kind: str
+) -> None:
+    outcome = run(function, Count(n=1), offload=offload, timeout_seconds=timeout)
+    assert outcome.error is not None and outcome.error.type == kind
+    assert not outcome.unknown
+
+
+def test_keyboard_interrupt_in_the_main_thread_stops_the_process_elsewhere_it_is_a_failure() -> (
+    None
+):
+    # In the main thread it is Ctrl-C: it propagates, leaving the call started without a
+    # result (the next process treats it as after a crash). On a worker thread only the
+    # tool can have raised it: a step failure.
+    with pytest.raises(KeyboardInterrupt):
+        run("interrupts", Count(n=1), key="t:ki:1")
+    assert not tools.running("t:ki:1")
+    outcome = run("interrupts", Count(n=1), key="t:ki:2", offload=True)
+    assert outcome.error is not None and outcome.error.type == "KeyboardInterrupt"
+
+
+def test_a_module_that_exits_while_it_loads_is_an_import_error(tmp_path: Path) -> None:
+    (tmp_path / "quitting.py").write_text("import sys\nsys.exit(3)\n")
+    with pytest.raises(tools.ToolImportError, match=r"cannot import `quitting`.*SystemExit"):
+        tools.ToolBox([tmp_path]).resolve("quitting:act")
+
+
+def test_an_exception_whose_message_cannot_be_read_is_still_described() -> None:
+    error = run("unprintable", Count(n=1)).error
+    assert error is not None and error.type == "Unprintable"
+    assert "could not be read" in error.message
 
 
 def test_unknown_tools_are_named() -> None:

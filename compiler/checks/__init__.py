@@ -38,6 +38,7 @@ CHECKS: list[Check] = [
     names.map_keys,
     names.llm_outputs_are_records,
     names.function_paths,
+    names.stdlib_tools,
     names.number_settings,
     names.context_settings,
     names.required_settings,

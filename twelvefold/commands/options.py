@@ -24,3 +24,11 @@ PROMPTS = click.option(
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder that prompt paths resolve under (default: the nearest prompts/).",
 )
+
+AGENT = click.option(
+    "--agent",
+    "agent",
+    metavar="PATH",
+    help="Load the thread's agent from PATH (a .agent file or a generated module) instead of "
+    "the place the thread recorded, e.g. after the agent was moved.",
+)

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from twelvefold.commands.options import DB, PROMPTS
+from twelvefold.commands.output import echo
 
 
 @click.command()
@@ -54,9 +55,9 @@ def prompt(
     except click.ClickException:
         raise
     except Exception as exc:  # a missing thread, a template error: one clear line
-        click.echo(f"error: {exc}", err=True)
+        echo(f"error: {exc}", err=True)
         sys.exit(1)
-    click.echo(json.dumps(body, indent=2, ensure_ascii=False) if as_json else render(body))
+    echo(json.dumps(body, indent=2, ensure_ascii=False) if as_json else render(body))
 
 
 async def _request_body(
@@ -82,7 +83,7 @@ async def _request_body(
         raise click.BadParameter(f"`{step}` is not an llm step of {spec.name} ({llm_steps})")
     events: list[Event]
     if thread_id is not None:
-        events = list(_stored_events(db, thread_id))
+        events = list(_stored_events(db, thread_id, agent.codec))
     else:
         events = [Started(step=spec.start, input=typed_input(agent, text))]
     action = _call_at(agent.module, events, step)
@@ -93,17 +94,15 @@ async def _request_body(
     return await client.preview(request)
 
 
-def _stored_events(db: Path, thread_id: str) -> list[Any]:
-    from twelvefold.runtime.codec import Codec
-    from twelvefold.runtime.loading import load_agent
+def _stored_events(db: Path, thread_id: str, codec: Any) -> list[Any]:
+    """The thread's log, decoded by the agent the command names (AGENT, not the place the
+    thread recorded: that place may be gone after the project moved)."""
     from twelvefold.runtime.store import SqliteStore
 
     if not db.exists():
         raise click.ClickException(f"no thread store at {db}")
     store = SqliteStore(db)
     try:
-        info = store.info(thread_id)
-        codec: Codec = load_agent(info.origin).codec
         return list(store.load(thread_id, codec))
     finally:
         store.close()
@@ -124,7 +123,7 @@ def _call_at(module: Any, events: list[Any], step: str) -> Any:
     action = module.next_action(arrived)
     if not isinstance(action, CallModel):  # pragma: no cover - checked by the caller
         raise click.ClickException(f"`{step}` does not call the model")
-    click.echo(
+    echo(
         f"note: the thread is at `{state.step}` ({state.status}); showing `{step}` "
         "with its events so far",
         err=True,

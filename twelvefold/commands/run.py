@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import sqlite3
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,7 +26,8 @@ from typing import Any
 
 import click
 
-from twelvefold.commands.options import DB
+from twelvefold.commands.options import AGENT, DB
+from twelvefold.commands.output import echo
 from twelvefold.runtime.api import (
     Expiry,
     InputError,
@@ -37,7 +39,14 @@ from twelvefold.runtime.api import (
 )
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
-from twelvefold.runtime.store import Conflict, SqliteStore, ThreadInfo, ThreadNotFound
+from twelvefold.runtime.names import declared_name
+from twelvefold.runtime.store import (
+    Conflict,
+    SqliteStore,
+    StoreError,
+    ThreadInfo,
+    ThreadNotFound,
+)
 from twelvefold.runtime.timeouts import as_moment
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
@@ -78,7 +87,7 @@ def summarize(event: Event) -> str:
         case Started(input=value):
             text = _compact(value)
         case ModelOutput(output=output):
-            text = f"{type(output).__name__} {_compact(output)}"
+            text = f"{declared_name(type(output))} {_compact(output)}"
         case ToolStarted(key=key):
             text = f"key {key}"
         case ToolResult(result=result):
@@ -93,8 +102,9 @@ def summarize(event: Event) -> str:
             text = " ".join(p for p in (f"by {by}" if by else "", comment or "") if p)
         case Answered(answer=answer):
             text = answer.text
-        case Retried(by=by):
-            text = f"by {by}" if by else ""
+        case Retried(by=by, key=key):
+            reusing = f"reusing key {key}" if key else ""
+            text = " ".join(p for p in (f"by {by}" if by else "", reusing) if p)
         case Forked(parent=parent, parent_seq=parent_seq):
             text = f"from {parent} after event {parent_seq}"
         case Cancelled(by=by, reason=reason):
@@ -137,24 +147,26 @@ def _compact(value: Any) -> str:
 def print_view(view: ThreadView, db: Path) -> None:
     where = f"thread {view.id} ({view.agent})"
     if view.status == "finished":
-        click.echo(f"\n{where} finished: {_compact(view.output)}")
+        echo(f"\n{where} finished: {_compact(view.output)}")
     elif view.status == "waiting":
-        click.echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
+        echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
         if (shown_value := value_line(view)) is not None:
-            click.echo(shown_value)
-        click.echo(f"  request: {view.request}")
-        click.echo(f"  resume: {resume_hint(view)}")
+            echo(shown_value)
+        echo(f"  request: {view.request}")
+        echo(f"  resume: {resume_hint(view)}")
     elif view.status == "failed":
-        click.echo(f"\n{where} failed at `{view.step}`: {view.error}")
-        click.echo(f"  retry: twelvefold resume {view.id} --retry")
+        echo(f"\n{where} failed at `{view.step}`: {view.error}")
+        echo(f"  retry: twelvefold resume {view.id} --retry")
+        if view.state.retry_key is not None:  # see docs/runtime.md, one call one key
+            echo(f"  (the call may have run: a retry reuses its key {view.state.retry_key})")
     elif view.status == "cancelled":
-        click.echo(f"\n{where} was cancelled at `{view.step}`")
+        echo(f"\n{where} was cancelled at `{view.step}`")
     else:
-        click.echo(f"\n{where} is running at `{view.step}`")
-    click.echo(f"  stored in {db}")
+        echo(f"\n{where} is running at `{view.step}`")
+    echo(f"  stored in {db}")
     if view.untold:
-        click.echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
-        click.echo("  `twelvefold expire` tries the notice again (run it from cron)")
+        echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
+        echo("  `twelvefold expire` tries the notice again (run it from cron)")
 
 
 def value_line(view: ThreadView) -> str | None:
@@ -166,7 +178,9 @@ def value_line(view: ThreadView) -> str | None:
 
 def resume_hint(view: ThreadView) -> str:
     """The command that decides a waiting thread's pending request."""
-    decide = "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer T"
+    decide = (
+        "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer TEXT"
+    )
     return f"twelvefold resume {view.id} --request {view.request} {decide}"
 
 
@@ -203,13 +217,21 @@ def make_model(cassette: Path | None, record: Path | None, model: str | None) ->
 
 @contextmanager
 def runtime(
-    db: Path, *, model: Any = None, paths: tuple[Path, ...] = (), quiet: bool = False
+    db: Path,
+    *,
+    model: Any = None,
+    paths: tuple[Path, ...] = (),
+    quiet: bool = False,
+    create: bool = False,
 ) -> Iterator[Runtime]:
-    def echo(thread: Thread, event: Event) -> None:
-        click.echo(event_line(len(thread.events), event))
+    """A runtime on the store at `db`; only a command that launches threads (`create`)
+    makes a store that does not exist yet, the others say it is missing."""
 
-    store = SqliteStore(db)
-    hook: Callable[[Thread, Event], None] | None = None if quiet else echo
+    def print_event(thread: Thread, event: Event) -> None:
+        echo(event_line(len(thread.events), event))
+
+    store = SqliteStore(db, create=create)
+    hook: Callable[[Thread, Event], None] | None = None if quiet else print_event
     with Runtime(store, model=model, tool_paths=paths, on_event=hook) as rt:
         try:
             yield rt
@@ -219,11 +241,11 @@ def runtime(
 
 def finish(view: ThreadView, db: Path, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(view.to_json(), ensure_ascii=False))
+        echo(json.dumps(view.to_json(), ensure_ascii=False))
     else:
         print_view(view, db)
     if view.untold:
-        click.echo(f"warning: thread {view.id} waits but no notice reached anyone", err=True)
+        echo(f"warning: thread {view.id} waits but no notice reached anyone", err=True)
     sys.exit(1 if view.status == "failed" else EXIT_UNTOLD if view.untold else 0)
 
 
@@ -237,14 +259,18 @@ def reported() -> Iterator[None]:
         Conflict,
         IllegalEvent,
         InputError,
+        StoreError,
         ThreadNotFound,
         CommandError,
     ) as exc:
-        click.echo(f"error: {exc}", err=True)
+        echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
+        echo(f"error: the thread store cannot be used: {exc}", err=True)
         sys.exit(1)
     except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
         if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
-            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            echo(f"error: {type(exc).__name__}: {exc}", err=True)
             sys.exit(1)
         raise
 
@@ -306,7 +332,13 @@ def run(
     _check_model_flags(cassette, record)
     with (
         reported(),
-        runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
+        runtime(
+            db,
+            model=make_model(cassette, record, model),
+            paths=paths,
+            quiet=as_json,
+            create=True,
+        ) as rt,
     ):
         view = rt.launch(agent, input_text)
     finish(view, db, as_json)
@@ -320,6 +352,12 @@ def run(
 @click.option("--answer", help="Answer the question the thread waits on.")
 @click.option("--retry", is_flag=True, help="Try a failed thread again from its failed step.")
 @click.option(
+    "--reuse-key",
+    is_flag=True,
+    help="With --retry after a tool returned an error: call it again with the failed "
+    "call's idempotency key instead of a new one.",
+)
+@click.option(
     "--request",
     help="The request you decide (printed where the thread waits). Without it you are "
     "shown the pending request and asked to confirm (a terminal only).",
@@ -329,6 +367,7 @@ def run(
     help="Who approves, rejects or answers. No default: an approval with `approvers` "
     "needs a member of one of its groups.",
 )
+@AGENT
 @DB
 @model_options
 @JSON
@@ -339,8 +378,10 @@ def resume(
     comment: str | None,
     answer: str | None,
     retry: bool,
+    reuse_key: bool,
     request: str | None,
     by: str | None,
+    agent: str | None,
     db: Path,
     model: str | None,
     cassette: Path | None,
@@ -357,6 +398,8 @@ def resume(
     deciding = approve or reject or answer is not None
     if approve + reject + (answer is not None) + retry > 1:
         raise click.UsageError("give one of --approve, --reject, --answer or --retry")
+    if reuse_key and not retry:
+        raise click.UsageError("--reuse-key goes with --retry")
     if reject and not comment:
         raise click.UsageError("--reject needs a --comment saying why")
     if request is not None and not deciding:
@@ -366,10 +409,10 @@ def resume(
         runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
     ):
         if retry:
-            view = rt.retry(thread, by=by)
+            view = rt.retry(thread, by=by, reuse_key=reuse_key, agent=agent)
         else:
             if deciding and request is None:
-                request = confirmed_request(rt.get(thread), approve, reject, as_json)
+                request = confirmed_request(rt.get(thread, agent=agent), approve, reject, as_json)
             with warnings.catch_warnings(record=True) as warned:
                 warnings.simplefilter("always", UnenforcedApprovers)
                 view = rt.resume(
@@ -381,9 +424,10 @@ def resume(
                     by=by,
                     request=request,
                     via=cli_via(),
+                    agent=agent,
                 )
             for warning in warned:
-                click.echo(f"WARNING: {warning.message}", err=True)
+                echo(f"WARNING: {warning.message}", err=True)
     finish(view, db, as_json)
 
 
@@ -400,11 +444,10 @@ def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bo
             f"name the request you decide: thread {view.id} waits on request "
             f"`{view.request}` ({shown(view.question or '')}); add --request {view.request}"
         )
-    click.echo(f"thread {view.id} ({view.agent}) waits at `{view.step}`, request {view.request}:")
-    # Escaped: a value from the model must not redraw the question with terminal escapes.
-    click.echo(f"  {shown(view.question or '')}")
+    echo(f"thread {view.id} ({view.agent}) waits at `{view.step}`, request {view.request}:")
+    echo(f"  {view.question}")  # `echo` escapes what could drive the terminal
     if (shown_value := value_line(view)) is not None:
-        click.echo(shown_value)
+        echo(shown_value)
     verb = "Approve" if approve else "Reject" if reject else "Answer"
     if not click.confirm(f"{verb} request {view.request}?", default=False):
         raise CommandError("nothing was decided")
@@ -420,21 +463,21 @@ def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bo
     required=True,
     help="Keep the first N events of THREAD (see `twelvefold show`).",
 )
+@AGENT
 @DB
 @JSON
-def fork(thread: str, at_event: int, db: Path, as_json: bool) -> None:
+def fork(thread: str, at_event: int, agent: str | None, db: Path, as_json: bool) -> None:
     """Start a new thread from the first N events of THREAD; it does not run until resumed.
 
     A fork never re-uses a decision or repeats a side effect: a fork just after an
     approval asks for a new one, a fork at a pause gets its own request and notice, and
     a tool call in flight at the fork point is recorded as interrupted."""
-    require_store(db)
     with reported(), runtime(db, quiet=True) as rt:
-        view = rt.get(rt.fork(thread, at_event))
+        view = rt.get(rt.fork(thread, at_event, agent=agent), agent=agent)
     if as_json:
-        click.echo(json.dumps({**view.to_json(), "forked_from": thread}, ensure_ascii=False))
+        echo(json.dumps({**view.to_json(), "forked_from": thread}, ensure_ascii=False))
         return
-    click.echo(f"forked thread {thread} after event {at_event} as {view.id}")
+    echo(f"forked thread {thread} after event {at_event} as {view.id}")
     print_view(view, db)
 
 
@@ -442,16 +485,18 @@ def fork(thread: str, at_event: int, db: Path, as_json: bool) -> None:
 @click.argument("thread")
 @click.option("--reason", required=True, help="Why the thread is ended (kept in its log).")
 @click.option("--by", help="Who cancels it.")
+@AGENT
 @DB
 @JSON
-def cancel(thread: str, reason: str, by: str | None, db: Path, as_json: bool) -> None:
+def cancel(
+    thread: str, reason: str, by: str | None, agent: str | None, db: Path, as_json: bool
+) -> None:
     """End THREAD on purpose: its pending request is withdrawn, and any later decision
     for it is refused. The log records who cancelled it, why, and from where."""
-    require_store(db)
     with reported(), runtime(db, quiet=True) as rt:
-        view = rt.cancel(thread, reason=reason, by=by, via=cli_via())
+        view = rt.cancel(thread, reason=reason, by=by, via=cli_via(), agent=agent)
     if as_json:
-        click.echo(json.dumps(view.to_json(), ensure_ascii=False))
+        echo(json.dumps(view.to_json(), ensure_ascii=False))
         return
     print_view(view, db)
 
@@ -461,11 +506,20 @@ def cancel(thread: str, reason: str, by: str | None, db: Path, as_json: bool) ->
     "--now",
     help="Judge deadlines as of this ISO 8601 time instead of the clock (UTC unless it says).",
 )
+@click.option(
+    "--agent",
+    "agents",
+    metavar="PATH",
+    multiple=True,
+    help="Load the threads of this agent (matched by its name) from PATH instead of the "
+    "place each recorded, e.g. after the agent was moved (repeatable).",
+)
 @DB
 @model_options
 @JSON
 def expire(
     now: str | None,
+    agents: tuple[str, ...],
     db: Path,
     model: str | None,
     cassette: Path | None,
@@ -498,13 +552,13 @@ def expire(
                 db, model=make_model(cassette, record, model), paths=paths, quiet=as_json
             ) as rt,
         ):
-            found = rt.expire(now)
+            found = rt.expire(now, agents=agents)
     if as_json:
-        click.echo(json.dumps([e.to_json() for e in found], ensure_ascii=False))
+        echo(json.dumps([e.to_json() for e in found], ensure_ascii=False))
     elif not found:
-        click.echo("no waiting thread is past its deadline")
+        echo("no waiting thread is past its deadline")
     for expiry in found if not as_json else ():
-        click.echo(expiry_line(expiry))
+        echo(expiry_line(expiry))
     untold = any(e.never_delivered or (e.view is not None and e.view.untold) for e in found)
     sys.exit(1 if any(e.problem is not None for e in found) else EXIT_UNTOLD if untold else 0)
 
@@ -544,26 +598,24 @@ def expiry_line(expiry: Expiry) -> str:
 @JSON
 def threads(status: str | None, db: Path, as_json: bool) -> None:
     """List threads, most recently updated first."""
-    if not db.exists():
-        found: list[ThreadInfo] = []
-    else:
-        store = SqliteStore(db)
+    with reported():
+        store = SqliteStore(db, create=False)
         try:
             found = store.threads(status)  # type: ignore[arg-type]
         finally:
             store.close()
     if as_json:
-        click.echo(json.dumps([_info_json(i) for i in found]))
+        echo(json.dumps([_info_json(i) for i in found]))
         return
     if not found:
-        click.echo(f"no threads in {db}")
+        echo(f"no threads in {db}")
         return
-    click.echo(
+    echo(
         f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6}  "
         f"{'UPDATED':<27} REQUEST"
     )
     for i in found:
-        click.echo(
+        echo(
             f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6}  "
             f"{i.updated_at:<27} {i.request or '-'}"
         )
@@ -585,27 +637,21 @@ def _info_json(info: ThreadInfo) -> dict[str, Any]:
 
 @click.command()
 @click.argument("thread")
+@AGENT
 @DB
 @JSON
-def show(thread: str, db: Path, as_json: bool) -> None:
+def show(thread: str, agent: str | None, db: Path, as_json: bool) -> None:
     """Print THREAD's event log and where it stands."""
-    require_store(db)
     with reported(), runtime(db, quiet=True) as rt:
-        view = rt.get(thread)
-        events = rt.events(thread)
-        codec = rt.agent(rt.store.info(thread).origin).codec
+        loaded = rt.agent_of(thread, agent)
+        view = rt.get(thread, agent=loaded)
+        events = rt.events(thread, agent=loaded)
+        codec = loaded.codec
     if as_json:
         data = view.to_json()
         data["log"] = [codec.encode_event(e) for e in events]
-        click.echo(json.dumps(data, ensure_ascii=False))
+        echo(json.dumps(data, ensure_ascii=False))
         return
     for seq, event in enumerate(events, start=1):
-        click.echo(event_line(seq, event))
+        echo(event_line(seq, event))
     print_view(view, db)
-
-
-def require_store(db: Path) -> None:
-    """Exit 1 with one line when there is no thread store to read (nothing is created)."""
-    if not db.exists():
-        click.echo(f"error: no thread store at {db}", err=True)
-        sys.exit(1)
