@@ -187,7 +187,8 @@ NEVER = datetime.max.replace(tzinfo=UTC)
 
 def later(moment: datetime, seconds: float) -> datetime:
     """`seconds` after `moment`, or `NEVER` when that is past the last representable
-    moment (a notice attempt stored by `expire --now` near the year 9999): a sweep must not fail on it, every minute, for ever."""
+    moment (a notice attempt stored by `expire --now` near the year 9999): a sweep must not
+    fail on it, every minute, for ever."""
     try:
         return moment + timedelta(seconds=seconds)
     except OverflowError:
