@@ -535,7 +535,7 @@ class _ModuleBuilder:
             f"input_type={self._input_annotation()}",
             f"types={{{types}}}",
             "states={" + ", ".join(states) + ",}",
-            "edges=(" + ", ".join(edges) + ",)",
+            "edges=(" + "".join(f"{edge}, " for edge in edges) + ")",  # `()` when none
         ]
         if agent.max_steps:
             settings.append(f"max_steps={int(agent.max_steps.limit.value)}")

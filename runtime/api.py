@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import warnings
 from collections.abc import Coroutine, Sequence
@@ -375,7 +376,10 @@ class AsyncRuntime:
     ) -> ThreadView:
         """End a thread on purpose: its pending request is withdrawn (a later decision
         for it is refused) and the log records who cancelled it, why and from where.
-        A finished or already cancelled thread cannot be cancelled (`IllegalEvent`)."""
+        A finished or already cancelled thread cannot be cancelled (`IllegalEvent`); a
+        blank `reason` is an `InputError` (the log must say why)."""
+        if not reason.strip():
+            raise InputError("say why the thread is cancelled: the reason is kept in its log")
         thread = await self._load(thread_id, agent)
         event = Cancelled(step=thread.state.step, at=_now(), by=by, reason=reason, via=via)
         await self.engine.record(thread, event)
@@ -422,6 +426,8 @@ class AsyncRuntime:
         A fork never carries a decision or a side effect forward (issue 8, item 5):
         - ending just after an `Approved` that moved the thread into a tool not yet
           started, it drops that approval: the fork waits at the approval again;
+        - ending just after a `Retried` that moved the thread into a tool not yet
+          started, it drops that retry: the fork stays failed until a person retries it;
         - waiting (at an approval or a question), it gets its own request, notice and
           deadline (`Forked` opens them);
         - ending between a tool's `ToolStarted` and its result, the call is recorded as
@@ -694,11 +700,13 @@ def fork_log(thread: Thread, at_event: int) -> list[Event]:
     prefix = list(thread.events[:at_event])
     state = module.replay(prefix)
     if (
-        isinstance(prefix[-1], Approved)
+        isinstance(prefix[-1], Approved | Retried)
         and spec.states[state.step].kind == "tool"
         and state.tool_key is None
     ):
-        # The approval was given for the parent's request: the fork asks anew.
+        # A person's go-ahead for a call not yet started (an approval, or a retry of a
+        # failed call) was given to the parent, which acts on it: the fork asks anew (an
+        # approval) or stays failed until a person retries it (a retry).
         prefix.pop()
         state = module.replay(prefix)
     at = _now()
@@ -735,9 +743,13 @@ def typed_input(agent: Agent, value: Any) -> Any:
         raise InputError(f"{agent.name} takes a string input, not {type(value).__name__}")
     if declared in (int, float) and isinstance(value, str):
         try:
-            return declared(json.loads(value))
+            value = declared(json.loads(value))
         except (ValueError, TypeError):
             raise InputError(f"{agent.name} takes a {declared.__name__} input") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        # As for every float field (docs/language.md): NaN answers false to every
+        # comparison and, like the infinities, has no JSON form to store or show.
+        raise InputError(f"the input {value} is not a finite number")
     return value
 
 

@@ -159,7 +159,13 @@ class LogNotifier:
     async def notify(self, notice: Notice) -> list[str]:
         stream = self.stream or sys.stderr
         request = f" [request {notice.request}]" if notice.request else ""
-        line = f"[twelvefold] {notice.title}{request}: {notice.text}\n  {notice.how_to_resume}\n"
+        # The value as JSON, whatever the `ask` shows of it: the person decides on it.
+        value = _plain(notice.value)
+        shown = "" if value is None else f"  value: {json.dumps(value, ensure_ascii=False)}\n"
+        line = (
+            f"[twelvefold] {notice.title}{request}: {notice.text}\n{shown}"
+            f"  {notice.how_to_resume}\n"
+        )
         try:
             stream.write(for_terminal(line))
             stream.flush()
@@ -239,28 +245,47 @@ class SlackNotifier(WebhookNotifier):
         approvers = slack_text(", ".join(notice.approvers) or "anyone allowed")
         title, text = slack_text(notice.title), slack_text(notice.text)
         request = f"\nrequest `{slack_text(notice.request)}`" if notice.request else ""
+        # Slack refuses (400) a whole message whose section or context text is longer than
+        # SLACK_TEXT_LIMIT, so a long value from a model would keep every notice from being
+        # delivered: what does not fit is cut, saying where the whole of it is shown.
+        cut = f"… (cut: `twelvefold show {slack_text(notice.thread_id)}` shows all)"
+        head = f"*{title}*{request}\n"
+        text = _fit(text, SLACK_TEXT_LIMIT // 3, cut)
+        room = SLACK_TEXT_LIMIT - len(head) - len(text) - len("\n``````")
+        section = f"{head}{text}\n```{_fit(value, room, cut)}```"
         return {
             "text": f"{title}: {text}",
             "unfurl_links": False,
             "unfurl_media": False,
             "blocks": [
                 {"type": "header", "text": {"type": "plain_text", "text": notice.text[:150]}},
-                {
-                    "type": "section",
-                    "text": {
-                        "type": "mrkdwn",
-                        "text": f"*{title}*{request}\n{text}\n```{value}```",
-                    },
-                },
+                {"type": "section", "text": {"type": "mrkdwn", "text": section}},
                 {
                     "type": "context",
                     "elements": [
-                        {"type": "mrkdwn", "text": f"approvers: {approvers}"},
+                        {"type": "mrkdwn", "text": _fit(f"approvers: {approvers}", 1000, "…")},
                         {"type": "mrkdwn", "text": f"`{slack_text(notice.how_to_resume)}`"},
                     ],
                 },
             ],
         }
+
+
+SLACK_TEXT_LIMIT = 3000
+"""The most characters Slack takes in one text object of a section or context block
+(https://api.slack.com/reference/block-kit/blocks#section)."""
+
+
+def _fit(escaped: str, limit: int, cut: str) -> str:
+    """`escaped` (mrkdwn from `slack_text`) in at most `limit` characters: cut, ending
+    with `cut`, when longer, never inside an `&amp;`-style entity."""
+    if len(escaped) <= limit:
+        return escaped
+    kept = escaped[: max(0, limit - len(cut))]
+    entity = kept.rfind("&")
+    if entity != -1 and ";" not in kept[entity:]:
+        kept = kept[:entity]
+    return kept + cut
 
 
 _MENTION = re.compile(r"@(?=\w)")

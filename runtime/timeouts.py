@@ -75,7 +75,7 @@ def deadline(state: State, action: Action, events: Sequence[Event]) -> datetime 
     began = wait_began(events)
     if began is None:
         return None
-    return began + timedelta(seconds=action.timeout_seconds)
+    return later(began, action.timeout_seconds)
 
 
 def wait_began(events: Sequence[Event]) -> datetime | None:
@@ -105,7 +105,8 @@ def next_notice(
     last = events[-1] if events else None  # the last attempt, or the pause itself
     if last is None or not last.at:
         return None
-    return parse_time(last.at) + notice_backoff(state.notices, backoff=backoff, limit=limit)
+    wait = notice_backoff(state.notices, backoff=backoff, limit=limit)
+    return later(parse_time(last.at), wait.total_seconds())
 
 
 def notice_backoff(
@@ -180,6 +181,20 @@ def describe_duration(seconds: float) -> str:
     return "".join(parts)
 
 
+NEVER = datetime.max.replace(tzinfo=UTC)
+"""The latest moment a datetime holds: a deadline past it is never reached."""
+
+
+def later(moment: datetime, seconds: float) -> datetime:
+    """`seconds` after `moment`, or `NEVER` when that is past the last representable
+    moment (a notice attempt stored by `expire --now` near the year 9999): a sweep must not
+    fail on it, every minute, for ever."""
+    try:
+        return moment + timedelta(seconds=seconds)
+    except OverflowError:
+        return NEVER
+
+
 def parse_time(text: str) -> datetime:
     """An event's `at` (ISO 8601; UTC when it names no zone) as an aware datetime."""
     moment = datetime.fromisoformat(text)
@@ -187,12 +202,17 @@ def parse_time(text: str) -> datetime:
 
 
 def as_moment(now: datetime | str | None) -> datetime:
-    """`now` for `expire`: an aware datetime (naive ones are UTC), ISO text, or the clock."""
+    """`now` for `expire`: an aware datetime (naive ones are UTC), ISO text, or the clock,
+    as a UTC datetime. Raises ValueError for text that is not ISO 8601 or a moment with
+    no UTC form."""
     if now is None:
         return datetime.now(UTC)
-    if isinstance(now, str):
-        return parse_time(now)
-    return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    moment = parse_time(now) if isinstance(now, str) else now
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    try:  # in UTC, as events store it: 9999-12-31T23:00-05:00 has no such form
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{moment.isoformat()} is outside the years 1 to 9999 in UTC") from None
 
 
 def iso(moment: datetime) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -304,6 +305,23 @@ def test_at_a_terminal_the_pending_request_is_shown_and_confirmed(
     assert approved.request == view.request
 
 
+def test_at_a_terminal_a_hostile_value_cannot_redraw_the_question_being_confirmed(
+    rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # The order comes from the model: terminal escapes in it (erase the line, go back to
+    # its start, print something else) must not rewrite what the person confirms.
+    disguised = "B2\x1b[2K\rRefund 5.0 on order A1?\x1b[8m"
+    model.then(refund(disguised, 5000))
+    view = rt.launch(shop.agent, "refund")
+    command = [sys.executable, "-m", "twelvefold", "resume", view.id, "--approve", "--by", "carol"]
+    env = {**os.environ, **cli_env, "REFUND_LEDGER": str(shop.ledger)}
+    code, shown = on_a_terminal(command, "n\n", env, tmp_path)
+    assert code == 1 and "nothing was decided" in shown
+    assert "\x1b" not in shown and "\r" not in shown.replace("\r\n", "\n")
+    assert re.search(r"order B2\\(x1b|u001b)\[2K\\(r|u000d)Refund 5.0 on order A1\?", shown)
+    assert rt.get(view.id).seq == view.seq and shop.refunds() == []
+
+
 def test_the_printed_hint_and_the_notice_name_the_request(
     rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
 ) -> None:
@@ -312,6 +330,23 @@ def test_the_printed_hint_and_the_notice_name_the_request(
     assert code == 0, err
     assert "--request approve_refund-2 --approve" in out
     assert "twelvefold resume" in err and "--request approve_refund-2" in err  # the log notice
+
+
+def test_the_terminal_shows_the_value_decided_even_when_the_ask_shows_none(
+    rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
+) -> None:
+    # `ask "Refund it?"` names no field: a person deciding from `run`'s output or the
+    # log notice must still see the order and the amount they approve.
+    shop.agent.write_text(
+        REFUNDS_AGENT.replace("Refund {{ amount }} on order {{ order }}?", "Refund it?")
+    )
+    model.then(refund("B2\x1b[2J", 5000))
+    code, out, err = twelvefold("run", str(shop.agent), "--input", "refund")
+    assert code == 0, err
+    shown = '  value: {"order": "B2\\u001b[2J", "amount": 5000.0}'
+    assert "for approval: Refund it?\n" + shown + "\n" in out
+    assert "Refund it?\n" + shown + "\n" in err  # the log notice
+    assert "\x1b" not in out + err
 
 
 def test_two_processes_deciding_one_request_exactly_one_lands(
@@ -522,6 +557,49 @@ def test_a_fork_between_a_tool_start_and_its_result_does_not_run_the_call(
     assert not any(isinstance(e, ToolResult) for e in rt.events(fork["thread_id"]))
 
 
+FLAKY_REFUND_TOOLS = REFUND_TOOLS.replace(
+    "    with open(",
+    '    declined = os.environ["REFUND_LEDGER"] + ".decline"\n'
+    "    if os.path.exists(declined):  # the payment provider declines once\n"
+    "        os.unlink(declined)\n"
+    '        raise RuntimeError("payment declined")\n'
+    "    with open(",
+)
+
+
+def test_a_fork_just_after_a_retry_does_not_run_the_approved_tool_again(
+    rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
+) -> None:
+    # The approved refund is declined once; a person retries it and it runs. A fork that
+    # ends just after that `retried` must not run the refund again on the strength of
+    # the parent's retry (and the parent's approval): a person retries the fork.
+    # (A module name of its own: tools are imported once per process.)
+    (shop.agent.parent / "flaky_refund_tools.py").write_text(FLAKY_REFUND_TOOLS)
+    shop.agent.write_text(REFUNDS_AGENT.replace('"refund_tools:', '"flaky_refund_tools:'))
+    Path(f"{shop.ledger}.decline").write_text("once")
+    model.then(refund("B2", 5000), DONE, DONE)
+    view = rt.launch(shop.agent, "refund")
+    failed = rt.resume(view.id, request=view.request, approve=True, by="carol")
+    assert failed.status == "failed" and shop.refunds() == []
+    assert rt.retry(view.id, by="carol").status == "finished"
+    assert shop.refunds() == [("B2", 5000.0)]
+    events = rt.events(view.id)
+    retried_at = next(i for i, e in enumerate(events, 1) if isinstance(e, Retried))
+
+    code, out, err = twelvefold("fork", view.id, "--at", str(retried_at), "--json")
+    assert code == 0, err
+    fork = json.loads(out)
+    assert (fork["status"], fork["step"]) == ("failed", "refund")
+    assert rt.resume(fork["thread_id"]).status == "failed"
+    assert shop.refunds() == [("B2", 5000.0)], "the fork ran the refund on the parent's retry"
+    log = rt.events(fork["thread_id"])
+    assert not any(isinstance(e, Retried | ToolStarted) for e in log[retried_at - 1 :])
+
+    # Retrying the fork is a person's decision, recorded in the fork's own log.
+    assert rt.retry(fork["thread_id"], by="carol").status == "finished"
+    assert shop.refunds() == [("B2", 5000.0), ("B2", 5000.0)]
+
+
 def test_a_fork_point_outside_the_log_is_a_clear_error(
     rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
 ) -> None:
@@ -566,6 +644,19 @@ def test_a_cancelled_thread_takes_no_more_decisions(
     assert shop.refunds() == []
     code, out, _ = twelvefold("threads", "--status", "cancelled", "--json")
     assert [t["thread_id"] for t in json.loads(out)] == [view.id]
+
+
+def test_a_cancellation_says_why(
+    rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
+) -> None:
+    model.then(refund("B2", 5000))
+    view = rt.launch(shop.agent, "refund")
+    for reason in ("", "  \n"):
+        code, _, err = twelvefold("cancel", view.id, "--reason", reason)
+        assert code == 1 and "say why" in err and "Traceback" not in err
+    with pytest.raises(InputError, match="say why"):
+        rt.cancel(view.id, reason="")
+    assert rt.get(view.id).status == "waiting" and rt.get(view.id).seq == view.seq
 
 
 def _digest(path: Path) -> str:

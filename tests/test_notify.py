@@ -322,6 +322,24 @@ def test_slack_escapes_a_model_value_that_tries_to_break_out(http_receiver: Http
     assert "https://evil.example/pay|https://bank.example/approve" in section  # shown, inert
 
 
+def test_a_long_value_still_fits_slacks_limits(http_receiver: HttpReceiver) -> None:
+    # Slack answers 400 to a message whose section or context text passes 3,000
+    # characters (its Block Kit reference), header text 150: a long value from the model
+    # must not keep every notice about the request from being delivered.
+    long = "<&>" * 3000
+    hostile = replace(NOTICE, text=f"Deploy {long}?", value={"tag": long}, approvers=("x" * 4000,))
+    notify(SlackNotifier(http_receiver.url("/services/T/B/X")), hostile)
+    blocks = http_receiver.json()["blocks"]
+    assert len(blocks[0]["text"]["text"]) <= 150
+    texts = [blocks[1]["text"]["text"], *(e["text"] for e in blocks[2]["elements"])]
+    assert all(len(text) <= 3000 for text in texts), [len(text) for text in texts]
+    section = texts[0]
+    assert section.count("```") == 2 and section.endswith("```"), "the value stays in its block"
+    assert "twelvefold show th-1` shows all)```" in section
+    assert not re.search(r"&[a-z]{0,3}…", section), "no entity is cut in half"
+    assert "request `approve_deploy-4`" in section
+
+
 @pytest.mark.parametrize(
     ("text", "shown"),
     [

@@ -133,3 +133,34 @@ def test_instructors_own_log_lines_stay_off_stderr_unless_logging_is_configured(
         [sys.executable, "-c", probe, "configured"], capture_output=True, text=True
     )
     assert "shown when configured" in configured.stderr
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_number_input_that_is_not_finite_is_refused_before_anything_is_stored(
+    workdir: Path, text: str
+) -> None:
+    # NaN answers false to every comparison a guard makes, and it has no JSON form: a
+    # stored `"input": NaN` made `show --json` print what no strict JSON parser reads.
+    (workdir / "measure.agent").write_text(
+        "agent measure { input float start confirm }\n"
+        'human confirm { ask "Go on?" next done }\n'
+        "final done\n"
+    )
+    code, output = invoke("run", "measure.agent", "--input", text, "--json")
+    assert code == 1 and "is not a finite number" in output and "Traceback" not in output
+    assert json.loads(invoke("threads", "--json")[1]) == []
+    code, output = invoke("run", "measure.agent", "--input", "2.5", "--json")
+    assert code == 0, output
+
+
+def test_an_agent_with_no_edges_compiles_and_runs(workdir: Path) -> None:
+    # `check` passes an agent that starts at its final state; its module's empty edge
+    # list was written `(,)` and `run` died with an internal compiler error.
+    (workdir / "echo.agent").write_text("agent echo { input string start done }\nfinal done\n")
+    code, output = invoke("check", "echo.agent")
+    assert code == 0, output
+    code, output = invoke("run", "echo.agent", "--input", "hello", "--json")
+    assert code == 0 and "Traceback" not in output, output
+    assert json.loads(output)["status"] == "finished"
+    code, output = invoke("compile", "echo.agent", "-o", "out")
+    assert code == 0 and (workdir / "out" / "echo.py").is_file(), output

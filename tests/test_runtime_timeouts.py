@@ -546,3 +546,40 @@ def test_a_wait_ends_by_its_deadline_from_the_pause_and_only_a_delivered_notice_
 @pytest.fixture(scope="module")
 def patience(cache: Path) -> Agent:
     return load_agent(PATIENCE, cache_dir=cache)
+
+
+# ---- the end of time: a sweep never fails on a deadline it cannot represent ----------------
+
+
+def test_a_notice_tried_at_the_end_of_time_never_fails_the_sweep(
+    store: SqliteStore, cache: Path
+) -> None:
+    # `expire --now 9999-12-31T23:59:00Z` stores its notice attempt at that moment; the
+    # next attempt's backoff is past the end of time, which must mean "not due", not an
+    # OverflowError on every later sweep.
+    broken = io.StringIO()
+    broken.close()  # the only channel fails
+    asks = ScriptedModel([{"type": "ClarificationRequest", "message": "Which numbers?"}])
+    rt = Runtime(store, model=asks, notifier=LogNotifier(broken), cache_dir=cache)
+    view = rt.launch(EXAMPLES / "calculator.agent", "hello!")  # a question with no timeout
+    assert view.untold
+    (retried,) = rt.expire(now="9999-12-31T23:58:00Z")
+    assert retried.problem is None and isinstance(retried.event, Notified)
+    assert rt.expire(now="9999-12-31T23:59:59Z") == []
+
+
+@pytest.mark.parametrize("now", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+05:00"])
+def test_expire_refuses_a_now_with_no_utc_form(
+    now: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWELVEFOLD_DB", str(tmp_path / "threads.db"))
+    result = CliRunner().invoke(cli, ["expire", "--now", now])
+    assert result.exit_code == 2 and "--now" in result.output and "Traceback" not in result.output
+    assert "outside the years 1 to 9999" in result.output
+
+
+def test_a_thread_that_could_not_be_swept_is_not_said_to_have_timed_out() -> None:
+    stuck = Expiry("t1", "approve_change", None, None, "AgentLoadError: no such file")
+    assert expiry_line(stuck) == (
+        "thread t1: `approve_change` could not be swept: AgentLoadError: no such file"
+    )

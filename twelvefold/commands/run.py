@@ -35,6 +35,7 @@ from twelvefold.runtime.api import (
     ThreadView,
     UnenforcedApprovers,
     plain,
+    shown,
 )
 from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseError
@@ -48,7 +49,7 @@ from twelvefold.runtime.store import (
     ThreadInfo,
     ThreadNotFound,
 )
-from twelvefold.runtime.timeouts import parse_time
+from twelvefold.runtime.timeouts import as_moment
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
     Answered,
@@ -151,6 +152,8 @@ def print_view(view: ThreadView, db: Path) -> None:
         echo(f"\n{where} finished: {_compact(view.output)}")
     elif view.status == "waiting":
         echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
+        if (shown_value := value_line(view)) is not None:
+            echo(shown_value)
         echo(f"  request: {view.request}")
         echo(f"  resume: {resume_hint(view)}")
     elif view.status == "failed":
@@ -166,6 +169,13 @@ def print_view(view: ThreadView, db: Path) -> None:
     if view.untold:
         echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
         echo("  `twelvefold expire` tries the notice again (run it from cron)")
+
+
+def value_line(view: ThreadView) -> str | None:
+    """`  value: {...}`: what a waiting thread's request decides, shown whatever its `ask`
+    names (JSON, so control characters come out escaped); None when it carries nothing."""
+    value = plain(view.state.value)
+    return None if value is None else f"  value: {json.dumps(value, ensure_ascii=False)}"
 
 
 def resume_hint(view: ThreadView) -> str:
@@ -436,13 +446,12 @@ def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bo
     if as_json or not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CommandError(
             f"name the request you decide: thread {view.id} waits on request "
-            f"`{view.request}` ({view.question}); add --request {view.request}"
+            f"`{view.request}` ({shown(view.question or '')}); add --request {view.request}"
         )
     echo(f"thread {view.id} ({view.agent}) waits at `{view.step}`, request {view.request}:")
-    echo(f"  {view.question}")
-    value = plain(view.state.value)
-    if value is not None:
-        echo(f"  value: {json.dumps(value, ensure_ascii=False)}")
+    echo(f"  {view.question}")  # `echo` escapes what could drive the terminal
+    if (shown_value := value_line(view)) is not None:
+        echo(shown_value)
     verb = "Approve" if approve else "Reject" if reject else "Answer"
     if not click.confirm(f"{verb} request {view.request}?", default=False):
         raise CommandError("nothing was decided")
@@ -533,9 +542,11 @@ def expire(
     _check_model_flags(cassette, record)
     if now is not None:
         try:
-            parse_time(now)
-        except ValueError:
-            raise click.BadParameter(f"not an ISO 8601 time: {now}", param_hint="--now") from None
+            as_moment(now)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"not an ISO 8601 time in range: {shown(now)} ({exc})", param_hint="--now"
+            ) from None
     if not db.exists():
         found: list[Expiry] = []
     else:
@@ -564,6 +575,8 @@ def expiry_line(expiry: Expiry) -> str:
         if told.delivered:
             return f"{head}, told {', '.join(told.channels) or 'nobody'}"
         return f"{head}, nobody was told: {'; '.join(told.failed)}"
+    if expiry.event is None:  # nothing was recorded: the thread could not even be swept
+        return f"thread {expiry.thread_id}: `{expiry.step}` could not be swept: {expiry.problem}"
     head = f"thread {expiry.thread_id}: `{expiry.step}` timed out"
     if expiry.never_delivered:
         head = f"thread {expiry.thread_id}: `{expiry.step}` was never delivered"
