@@ -144,11 +144,13 @@ def compiler_fingerprint() -> str:
 def _compile(path: Path, prompts_dir: Path | None) -> str:
     from twelvefold.compiler import compile_file
     from twelvefold.compiler.codegen import FormatterUnavailable
-    from twelvefold.compiler.diagnostics import render_all
+    from twelvefold.compiler.diagnostics import CompilerBug, render_all
 
     try:
         result = compile_file(path, prompts_dir=prompts_dir)
     except FormatterUnavailable as exc:
+        raise AgentLoadError(f"{path}: {exc}") from exc
+    except CompilerBug as exc:  # one line for the person; the report is for us
         raise AgentLoadError(f"{path}: {exc}") from exc
     if not result.ok:
         report = render_all(result.diagnostics, {result.path: result.source_text})

@@ -14,6 +14,7 @@ an operator's tool: `--by` says who decides (there is no default, so an approval
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import sqlite3
@@ -227,14 +228,17 @@ def runtime(
     create: bool = False,
 ) -> Iterator[Runtime]:
     """A runtime on the store at `db`; only a command that launches threads (`create`)
-    makes a store that does not exist yet, the others say it is missing."""
+    makes a store that does not exist yet, the others say it is missing. With `quiet`
+    (a command printing one JSON document), what tools print goes to stderr, so it cannot
+    corrupt that document."""
 
     def print_event(thread: Thread, event: Event) -> None:
         echo(event_line(len(thread.events), event))
 
     store = SqliteStore(db, create=create)
     hook: Callable[[Thread, Event], None] | None = None if quiet else print_event
-    with Runtime(store, model=model, tool_paths=paths, on_event=hook) as rt:
+    keep_stdout = contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext()
+    with Runtime(store, model=model, tool_paths=paths, on_event=hook) as rt, keep_stdout:
         try:
             yield rt
         finally:
