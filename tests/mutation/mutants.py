@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the patches quote generated code, whose lines are up to 100 wide)
 """The committed mutants: each one small textual patch with an id.
 
 `target` is `deploybot` or `calculator` (a patch over the compiler's current output for
@@ -35,8 +36,8 @@ _D: Target = "deploybot"
 _C: Target = "calculator"
 _S: Target = "spec"
 
-_DEPLOY_ANSWER = '# deploybot.agent:53: next decide\n        case Answered(answer=answer):\n'
-_ESCALATE_ANSWER = '# deploybot.agent:58: next decide\n        case Answered(answer=answer):\n'
+_DEPLOY_ANSWER = "# deploybot.agent:53: next decide\n        case Answered(answer=answer):\n"
+_ESCALATE_ANSWER = "# deploybot.agent:58: next decide\n        case Answered(answer=answer):\n"
 _MOVE_DECIDE = '            return AGENT.move(state, event, "decide", answer)'
 _DECIDE_FAILS = (
     '"done", output)\n        # no `on error`: the agent\'s max_errors rule, else the thread fails\n'
@@ -211,7 +212,12 @@ GENERATED: tuple[Mutant, ...] = (
         'advise.",\n        notified=state.notified,\n        request=state.request,',
         'advise.",\n        notified=state.notified,\n        request=None,',
     ),
-    _m("d-finish-input", _D, 'Finish(step="done", result=state.value)', 'Finish(step="done", result=state.input)'),
+    _m(
+        "d-finish-input",
+        _D,
+        'Finish(step="done", result=state.value)',
+        'Finish(step="done", result=state.input)',
+    ),
     _m("d-actions-table", _D, '"deploy": _deploy_action,', '"deploy": _list_tags_action,'),
     _m(
         "d-reducers-table",
@@ -262,7 +268,12 @@ GENERATED: tuple[Mutant, ...] = (
         "model_config = ConfigDict(allow_inf_nan=False)\n\n    url: str",
         "url: str",
     ),
-    _m("d-description", _D, 'description="Deploys backend builds on request."', 'description="Deploys."'),
+    _m(
+        "d-description",
+        _D,
+        'description="Deploys backend builds on request."',
+        'description="Deploys."',
+    ),
     _m(
         "d-literal-widened",
         _D,
@@ -370,7 +381,12 @@ GENERATED: tuple[Mutant, ...] = (
 
 SPEC: tuple[Mutant, ...] = (
     # ---- begin -------------------------------------------------------------------------
-    _m("s-begin-value", _S, "step=self.start,\n            value=input,", "step=self.start,\n            value=None,"),
+    _m(
+        "s-begin-value",
+        _S,
+        "step=self.start,\n            value=input,",
+        "step=self.start,\n            value=None,",
+    ),
     _m("s-begin-input", _S, "            input=input,\n", "            input=None,\n"),
     # ---- check -------------------------------------------------------------------------
     _m("s-check-step", _S, "if event.step != state.step:", "if False:"),
@@ -378,7 +394,7 @@ SPEC: tuple[Mutant, ...] = (
         "s-check-finished",
         _S,
         'if state.status == "finished":',
-        'if state.status == "finished" and not isinstance(event, Notified):',
+        'if state.status == "finished" and not isinstance(event, Decision):',
     ),
     _m(
         "s-check-started",
@@ -479,7 +495,12 @@ SPEC: tuple[Mutant, ...] = (
         'return self._reopen(forked) if forked.status == "waiting" else forked',
         "return forked",
     ),
-    _m("s-cancel-status", _S, 'status="cancelled", error=state.error', 'status="failed", error=state.error'),
+    _m(
+        "s-cancel-status",
+        _S,
+        'status="cancelled", error=state.error',
+        'status="failed", error=state.error',
+    ),
     _m(
         "s-cancel-keeps-request",
         _S,
@@ -500,7 +521,9 @@ SPEC: tuple[Mutant, ...] = (
     ),
     _m("s-started-key", _S, "tool_key=event.key)", "tool_key=event.key + '-1')"),
     # ---- move --------------------------------------------------------------------------
-    _m("s-move-resets-always", _S, "errors = 0 if self.states", "errors = 0 if True or self.states"),
+    _m(
+        "s-move-resets-always", _S, "errors = 0 if self.states", "errors = 0 if True or self.states"
+    ),
     _m("s-move-never-resets", _S, 'frozenset({"tool", "human"})', "frozenset()"),
     _m("s-answer-keeps-errors", _S, 'frozenset({"tool", "human"})', 'frozenset({"tool"})'),
     _m(
