@@ -541,6 +541,11 @@ def _held_problem(events: Sequence[Event], states: Sequence[State], index: int) 
             return f"counts {state.notices} failed notice(s); the log has {untold}"
     elif state.status in ("running", "finished") and state.request is not None:
         return f"names the request {state.request!r} but waits for nobody"
+    if state.status != "failed" and state.error is not None:
+        return f"is {state.status} but still holds the error {state.error}"
+    last = events[index]
+    if isinstance(last, StepFailed) and state.status == "failed" and state.error != last.error:
+        return f"failed with {last.error} but holds the error {state.error}"
     key = _key_in_flight(events, index)
     if state.tool_key != key:
         return f"holds the call key {state.tool_key!r}; the log's call in flight has {key!r}"
@@ -629,7 +634,8 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
         except Exception:  # pragma: no cover - model_construct does not validate
             continue
         break
-    named = [request, None] if request is not None else [None]
+    # A request nobody opened (ids count from seq 1): a stale or forged decision.
+    named = [request, None, f"{step}-0"] if request is not None else [None, f"{step}-0"]
     decisions: list[Event] = []
     for name in named:
         decisions += [
@@ -637,10 +643,15 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
             Rejected(step=step, request=name),
             Answered(step=step, answer=Answer(text="late"), request=name),
         ]
+    declared = subject.spec.states.get(step)
+    output = declared.output if declared is not None and declared.kind == "tool" else None
+    # The tool's own result type: refused only because no call was started.
+    own_result = subject.spec.types[output].model_construct() if output else any_output
     return [
         ModelOutput(step=step, output=any_output),
         ToolStarted(step=step, key="k"),
         ToolResult(step=step, result=any_output),
+        ToolResult(step=step, result=own_result),
         StepFailed(step=step, error=ErrorInfo("RuntimeError", "late")),
         Notified(step=step),
         *decisions,
