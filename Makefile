@@ -2,6 +2,7 @@
 #   make demo    run the main example offline (a recorded cassette stands in for the model)
 #   make test    run every test
 #   make lint    ruff + mypy --strict
+#   make fuzz    the CLI fuzz test with many more inputs than `make test` runs
 #   make test-install   pip install . into a fresh virtualenv and use it (slow; CI runs it)
 #   make bench   benchmarks (figures go to docs/benchmarks.md by hand, see that page)
 #   make mutants the mutation score of the properties (slow; never part of make test)
@@ -22,7 +23,11 @@ LIST_FILES := find twelvefold compiler runtime grammar -type f ! -name '*.pyc' |
 # setuptools announces every editable install with a multi-line warning; it says nothing here.
 QUIET_PIP := PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip install --quiet
 
+<<<<<<< HEAD
 .PHONY: all setup system-deps linked-files demo test test-install lint bench mutants graphs clean
+=======
+.PHONY: all setup system-deps linked-files demo test test-install fuzz lint bench graphs clean
+>>>>>>> main
 
 all: test
 
@@ -57,6 +62,14 @@ test: setup
 # `pip install .` (no extras) into a fresh virtualenv: every command and a user's pytest work.
 test-install: setup
 	$(BIN)/python -m pytest -q -m install tests/test_install.py
+
+# FUZZ_COUNT inputs (default 5000) from FUZZ_SEED; a failure names its seed and keeps its input.
+FUZZ_COUNT ?= 5000
+FUZZ_SEED  ?= 20261130
+fuzz: setup
+	TWELVEFOLD_FUZZ_COUNT=$(FUZZ_COUNT) TWELVEFOLD_FUZZ_SEED=$(FUZZ_SEED) \
+	  $(BIN)/python -m pytest -q tests/test_cli_fuzz.py
+
 
 lint: setup
 	$(BIN)/ruff check .

@@ -61,9 +61,57 @@ def synthetic_agent(states: int) -> str:
 
 def write_synthetic(folder: Path, states: int) -> Path:
     """The agent file and its prompt, in `folder`."""
+    return _write(folder, f"synthetic{states}.agent", synthetic_agent(states))
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    """An agent file and the prompt its llm steps share, in `folder`."""
     prompts = folder / "prompts" / "synthetic"
     prompts.mkdir(parents=True, exist_ok=True)
     (prompts / "decide.j2").write_text("{{ context }}\nDecide what to do next.\n")
-    agent = folder / f"synthetic{states}.agent"
-    agent.write_text(synthetic_agent(states))
+    agent = folder / name
+    agent.write_text(text)
     return agent
+
+
+def hub_agent(tools: int) -> str:
+    """One llm step that can answer with any of `tools` types, each routed to its own tool
+    that returns to it; every other tool requires approval for live values and has an
+    approval in front. The shape that made type flow and approval dominance quadratic
+    (issue 9: 1,000 tools took 3.9 s)."""
+    outputs = " | ".join(f"Call_{i}" for i in range(tools))
+    lines = [
+        f'agent hub{tools} "One hub with {tools} tools." {{',
+        f"  max_steps {10 * tools} -> escalate",
+        "  max_errors 3 -> escalate",
+        "  start decide",
+        "}",
+        'type Done "Finished." { message: string }',
+        "type Result { value: float? }",
+        f"llm decide -> {outputs} | Done {{",
+        '  prompt "synthetic/decide.j2"',
+        "  on Done -> done",
+    ]
+    for i in range(tools):
+        if i % 2:
+            lines.append(f'  on Call_{i} if env == "live" -> approve_{i}')
+        lines.append(f"  on Call_{i} -> call_{i}")
+    lines.append("}")
+    for i in range(tools):
+        lines.append(f'type Call_{i} "Call tool {i}." {{ target: string, env: "test" | "live" }}')
+        lines.append(f'tool call_{i}(Call_{i}) -> Result = "synthetic.tools:call" {{')
+        if i % 2:
+            lines.append('  requires approval if env == "live"')
+        lines += ["  next decide", "}"]
+        if i % 2:
+            lines.append(
+                f'approval approve_{i}(Call_{i}) {{ ask "Call {{{{ target }}}}?" '
+                f"on approved -> call_{i} on rejected -> decide }}"
+            )
+    lines += ['human escalate { ask "Stuck; please advise." next decide }', "final done(Done)"]
+    return "\n".join(lines) + "\n"
+
+
+def write_hub(folder: Path, tools: int) -> Path:
+    """The hub agent file and its prompt, in `folder`."""
+    return _write(folder, f"hub{tools}.agent", hub_agent(tools))

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from .check import check, no_prompts
 from .codegen import generate
-from .diagnostics import Diagnostic, has_errors
+from .diagnostics import UNKNOWN_SPAN, Diagnostic, error, has_errors
+from .limits import UTF8_BOM, first_unencodable, not_utf8, read_source
+from .nodes import LlmStep, SourceFile
 from .parser import parse
 from .program import Program, PromptLoader
-from .prompts import PromptDirectory, find_prompts_dir
+from .prompts import PromptDirectory, PromptUnreadable, find_prompts_dir
 
 
 @dataclass(frozen=True)
@@ -38,22 +40,54 @@ def compile_text(
     config_name: str = "",
 ) -> Compilation:
     """Parse, check and, without errors, generate. Reads prompts only through `load_prompt`;
-    `approver_groups` are those the project's configuration defines (None: it has none)."""
+    `approver_groups` are those the project's configuration defines (None: it has none).
+
+    A leading byte-order mark is dropped; text no UTF-8 file can hold (a lone surrogate)
+    is E007, as undecodable bytes are for `compile_file`.
+    """
+    text = text.removeprefix(UTF8_BOM)
+    unencodable = first_unencodable(text)
+    if unencodable is not None:
+        offset, character = unencodable
+        return Compilation(path, text, None, [not_utf8(path, text[:offset], character)])
     source, diagnostics = parse(text, path)
     if has_errors(diagnostics):
         return Compilation(path, text, None, diagnostics)
-    program, found = check(
-        source,
-        load_prompt=load_prompt,
-        source_text=text,
-        approver_groups=approver_groups,
-        config_name=config_name,
-    )
+    try:
+        program, found = check(
+            source,
+            load_prompt=load_prompt,
+            source_text=text,
+            approver_groups=approver_groups,
+            config_name=config_name,
+        )
+    except PromptUnreadable as exc:
+        return Compilation(path, text, None, [*diagnostics, _unreadable_prompt(exc, source)])
     diagnostics = diagnostics + found
     files: dict[str, str] = {}
     if program is not None and generate_code and not has_errors(diagnostics):
         files = generate(program)
     return Compilation(path, text, program, diagnostics, files)
+
+
+def _unreadable_prompt(exc: PromptUnreadable, source: SourceFile) -> Diagnostic:
+    """E706 where the file names the prompt (a step's `prompt`, else a `render`)."""
+    named = [
+        step.prompt
+        for step in source.steps
+        if isinstance(step, LlmStep) and step.prompt is not None
+    ]
+    if source.agent is not None and source.agent.context is not None:
+        named += [render.template for render in source.agent.context.renders]
+    span = next((t.span for t in named if t.value == exc.name), UNKNOWN_SPAN)
+    return error(
+        "E706",
+        str(exc),
+        source.path,
+        span,
+        label="cannot be read",
+        help="save the template as UTF-8 text of at most 1 MiB, readable by this user",
+    )
 
 
 def compile_file(
@@ -65,13 +99,20 @@ def compile_file(
 ) -> Compilation:
     """Compile one .agent file, with prompts resolved as LANGUAGE.md says and the approvers
     groups of the project's configuration (twelvefold.toml or [tool.twelvefold] at or above
-    the file; docs/runtime.md) checked."""
-    text = path.read_text(encoding="utf-8")
+    the file; docs/runtime.md) checked.
+
+    A file that cannot be read as text (not a regular file, over the size limit, not
+    UTF-8) is one diagnostic in the result, never an exception; see `limits.read_source`.
+    """
+    shown = display_path or str(path)
+    text, unreadable = read_source(path, shown)
+    if unreadable:
+        return Compilation(shown, text, None, unreadable)
     loader = PromptDirectory(prompts_dir or find_prompts_dir(path))
     groups, config_name = configured_approver_groups(path)
     return compile_text(
         text,
-        display_path or str(path),
+        shown,
         load_prompt=loader,
         generate_code=generate_code,
         approver_groups=groups,

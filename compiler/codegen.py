@@ -25,14 +25,22 @@ from .graph import can_fail
 from .guard_python import GuardCompiler
 from .guard_text import guard_text
 from .program import Edge, Program
-from .pynames import attribute_name, class_name, comment, docstring, function_name, py_str
+from .pynames import (
+    comment,
+    docstring,
+    function_name,
+    module_file_stem,
+    py_str,
+    python_names,
+)
 
 _SCALARS = {"string": "str", "int": "int", "float": "float", "bool": "bool"}
 
 
 def module_name(agent_name: str) -> str:
-    """The generated module's file stem: the agent's name (already an identifier)."""
-    return class_name(agent_name).lower() if not agent_name.isidentifier() else agent_name
+    """The generated module's file stem: the agent's name (already an identifier), unless
+    that would shadow a module (pynames.module_file_stem)."""
+    return module_file_stem(agent_name)
 
 
 # ---- the view model -----------------------------------------------------------
@@ -51,8 +59,8 @@ class ModelView:
     name: str
     docstring: str | None
     fields: list[FieldView]
-    config: str | None
-    """The arguments of `model_config = ConfigDict(...)`, or None for no config."""
+    config: str
+    """The arguments of the class's `ConfigDict`."""
 
 
 @dataclass
@@ -177,6 +185,7 @@ class _ModuleBuilder:
         self.program = program
         self.types = program.types
         self.source_name = PurePath(program.source.path).name
+        self.names = python_names(self.types.values(), program.steps)
         # Lines as the parser counts them (only "\n" ends one), not str.splitlines(), which
         # also splits at form feeds, "\r" and other characters a comment may hold.
         self.lines = program.source_text.split("\n")
@@ -233,7 +242,7 @@ class _ModuleBuilder:
                 if name == n.ANSWER_TYPE:
                     self.imports.add("Answer")
                     return "Answer"
-                return class_name(name)
+                return self.names.classes[name]
             case n.ListType(item=item):
                 return f"list[{self._annotation(item)}]"
             case n.MapType(value=value):
@@ -248,8 +257,9 @@ class _ModuleBuilder:
     def _model(self, decl: n.TypeDecl) -> ModelView:
         fields = []
         needs_config = False
+        attributes = self.names.attributes[decl.name.text]
         for f in decl.fields:
-            attribute = attribute_name(f.name.text)
+            attribute = attributes[f.name.text]
             arguments = []
             if isinstance(f.type, n.OptionalType):
                 arguments.append("default=None")
@@ -265,18 +275,24 @@ class _ModuleBuilder:
                 self.uses_field = True
                 default = f"Field({', '.join(arguments)})"
             fields.append(FieldView(attribute, self._annotation(f.type), default))
-        config = ["populate_by_name=True"] if needs_config else []
+        self.uses_config = True
+        name = self.names.classes[decl.name.text]
+        # Unknown keys are errors at every level (LANGUAGE.md), not only at the top.
+        config = ['extra="forbid"']
+        if needs_config:
+            config.append("populate_by_name=True")
         if any(_has_float(f.type) for f in decl.fields):
             # docs/language.md: NaN and the infinities are not numbers a model may answer
             # (an amount of NaN slips past every ordering guard); validation refuses them,
             # so the model is asked again like for any other malformed output.
             config.append("allow_inf_nan=False")
-        self.uses_config |= bool(config)
+        if name != decl.name.text:  # the declared name stays the one the model sees
+            config.append(f"title={py_str(decl.name.text)}")
         return ModelView(
-            name=class_name(decl.name.text),
+            name=name,
             docstring=docstring(decl.description) if decl.description else None,
             fields=fields,
-            config=", ".join(config) or None,
+            config=", ".join(config),
         )
 
     def _input_annotation(self) -> str:
@@ -326,7 +342,7 @@ class _ModuleBuilder:
         match step:
             case n.LlmStep():
                 self.imports.add("CallModel")
-                outputs = ", ".join(class_name(o.text) for o in step.outputs)
+                outputs = ", ".join(self.names.classes[o.text] for o in step.outputs)
                 arguments = [
                     f"step={name}",
                     "value=state.value",
@@ -386,7 +402,7 @@ class _ModuleBuilder:
         if type_name == n.ANSWER_TYPE:
             self.imports.add("Answer")
             return "Answer"
-        return class_name(type_name)
+        return self.names.classes[type_name]
 
     def _cases(self, step: n.Step) -> list[CaseView]:
         cases: list[CaseView] = []
@@ -415,7 +431,9 @@ class _ModuleBuilder:
                 cls = self._output_class(edge.type)
                 guard = None
                 if edge.guard is not None:
-                    guard = GuardCompiler(self.types, edge.type, "output").compile(edge.guard)
+                    guard = GuardCompiler(self.types, edge.type, "output", self.names).compile(
+                        edge.guard
+                    )
                 return CaseView(
                     f"ModelOutput(output={cls}() as output)",
                     guard,
@@ -461,7 +479,9 @@ class _ModuleBuilder:
         annotation = self._output_class(input_type) if input_type else "object"
         expression = "True"
         if requires.guard is not None:
-            expression = GuardCompiler(self.types, input_type, "value").compile(requires.guard)
+            expression = GuardCompiler(self.types, input_type, "value", self.names).compile(
+                requires.guard
+            )
         line = requires.span.line
         text = self.lines[line - 1].strip() if 0 < line <= len(self.lines) else "requires approval"
         return ApprovalGuardView(
@@ -476,7 +496,7 @@ class _ModuleBuilder:
     def _spec(self) -> str:
         program = self.program
         agent = program.agent
-        types = ", ".join(f"{py_str(name)}: {class_name(name)}" for name in self.types)
+        types = ", ".join(f"{py_str(name)}: {self.names.classes[name]}" for name in self.types)
         states = []
         for name, step in program.steps.items():
             arguments = [py_str(step.kind), f"line={step.span.line}"]

@@ -8,6 +8,7 @@ caret under the span, `help:`) or as JSON for editors and tools.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -113,6 +114,9 @@ def sort_key(d: Diagnostic) -> tuple[str, int, int, str]:
 
 # ---- rendering ---------------------------------------------------------------
 
+EXCERPT_CHARS = 120
+"""The most of a source line a diagnostic shows; a longer line is cut around the span."""
+
 
 def render(diagnostic: Diagnostic, source: str | None) -> str:
     """Render one diagnostic for a terminal: header, source line with a caret, notes, help."""
@@ -128,7 +132,18 @@ def render(diagnostic: Diagnostic, source: str | None) -> str:
         line = source_lines[span.line - 1].expandtabs(1)
         last = span.end_column if span.end_line == span.line else len(line) + 1
         width = max(1, last - span.column)
-        underline = " " * (span.column - 1) + marker * width
+        column = span.column
+        if len(line) > EXCERPT_CHARS:  # show a window around the span, not a megabyte
+            start = max(0, column - 1 - EXCERPT_CHARS // 4)
+            clipped = line[start : start + EXCERPT_CHARS]
+            line = (
+                ("…" if start else "")
+                + clipped
+                + ("…" if start + EXCERPT_CHARS < len(line) else "")
+            )
+            column = column - start + (1 if start else 0)
+            width = max(1, min(width, len(line) - column + 1))
+        underline = " " * (column - 1) + marker * width
         suffix = f" {text}" if text else ""
         return [
             f"{span.line:>{gutter}} | {line}",
@@ -167,10 +182,16 @@ def summary(diagnostics: Sequence[Diagnostic]) -> str:
 # ---- suggestions -------------------------------------------------------------
 
 
-def edit_distance(a: str, b: str) -> int:
+SUGGESTION_NAME_LIMIT = 64
+"""Names longer than this get no "did you mean": a typo is short, and the distance is quadratic."""
+
+
+def edit_distance(a: str, b: str, bound: int | None = None) -> int:
     """Edits from `a` to `b`: insert, delete, substitute, or swap two neighbours (`dnoe`).
 
     The optimal-string-alignment distance, ignoring case, since typos are what it ranks.
+    With `bound`, any result above it may be returned as `bound + 1` (the search stops once
+    every cell of a row exceeds it).
     """
     a, b = a.lower(), b.lower()
     rows = [list(range(len(b) + 1))] + [[i] + [0] * len(b) for i in range(1, len(a) + 1)]
@@ -180,13 +201,38 @@ def edit_distance(a: str, b: str) -> int:
             rows[i][j] = min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost)
             if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
                 rows[i][j] = min(rows[i][j], rows[i - 2][j - 2] + 1)
+        if bound is not None and min(rows[i]) > bound:
+            return bound + 1
     return rows[len(a)][len(b)]
 
 
+def _could_be_within(a: str, b: str, threshold: int) -> bool:
+    """A cheap lower bound on `edit_distance(a, b)`: each edit changes the length by at most
+    one and adds or removes at most one letter of each kind, so a pair that fails either
+    count cannot be within `threshold`."""
+    if abs(len(a) - len(b)) > threshold:
+        return False
+    missing = Counter(a.lower())
+    missing.subtract(b.lower())
+    return sum(c for c in missing.values() if c > 0) <= threshold and (
+        sum(-c for c in missing.values() if c < 0) <= threshold
+    )
+
+
 def closest(name: str, candidates: Iterable[str], limit: int = 3) -> list[str]:
-    """Known names close enough to `name` to be what the user meant, best first."""
+    """Known names close enough to `name` to be what the user meant, best first.
+
+    Linear in the candidates for any name: names over SUGGESTION_NAME_LIMIT characters get
+    no suggestion, and a letter-count prefilter skips candidates that cannot be close.
+    """
+    if len(name) > SUGGESTION_NAME_LIMIT:
+        return []
     threshold = max(1, len(name) // 3)
-    scored = sorted((edit_distance(name, c), c) for c in set(candidates) if c != name)
+    scored = sorted(
+        (edit_distance(name, c, threshold), c)
+        for c in set(candidates)
+        if c != name and _could_be_within(name, c, threshold)
+    )
     return [c for distance, c in scored if distance <= threshold][:limit]
 
 

@@ -26,18 +26,29 @@ from collections.abc import Mapping
 
 from . import nodes as n
 from .guards import evaluate
-from .pynames import attribute_name, py_str
+from .pynames import PythonNames, py_str, python_names
 
 _ORDERINGS = ("<", "<=", ">", ">=")
 
 
 class GuardCompiler:
-    """Compiles guards for values of one declared type, reached as `variable`."""
+    """Compiles guards for values of one declared type, reached as `variable`.
 
-    def __init__(self, types: Mapping[str, n.TypeDecl], type_name: str | None, variable: str):
+    A path's fields are read through their Python attributes (`names`, pynames.py: `from`
+    is `from_`); without `names`, the program's types are named as codegen names them.
+    """
+
+    def __init__(
+        self,
+        types: Mapping[str, n.TypeDecl],
+        type_name: str | None,
+        variable: str,
+        names: PythonNames | None = None,
+    ):
         self.types = types
         self.type_name = type_name
         self.variable = variable
+        self.names = names or python_names(types.values(), ())
 
     def compile(self, expr: n.Expr) -> str:
         match expr:
@@ -132,23 +143,42 @@ class GuardCompiler:
     def _access(self, operand: n.Operand) -> str:
         if isinstance(operand, n.Literal):
             return _literal(operand.value)
-        return ".".join([self.variable, *(attribute_name(p) for p in operand.parts)])
+        return self._walk(operand)[-1]
 
     def _optional_prefixes(self, path: n.Path, include_last: bool = False) -> list[str]:
         """Accesses along `path` whose field is optional (so may be None), outermost first."""
+        accesses = self._walk(path)
         found: list[str] = []
-        current = self.type_name
-        access = self.variable
-        for index, part in enumerate(path.parts):
-            access = f"{access}.{attribute_name(part)}"
-            field_type = _field_type(self.types, current, part)
+        for index, (access, field_type) in enumerate(
+            zip(accesses, self._field_types(path), strict=True)
+        ):
             is_last = index == len(path.parts) - 1
-            if isinstance(field_type, n.OptionalType):
-                if include_last or not is_last:
-                    found.append(access)
-                field_type = field_type.inner
-            current = field_type.name if isinstance(field_type, n.NamedType) else None
+            if isinstance(field_type, n.OptionalType) and (include_last or not is_last):
+                found.append(access)
         return found
+
+    def _field_types(self, path: n.Path) -> list[n.TypeExpr | None]:
+        """The declared type of each field along `path`."""
+        found: list[n.TypeExpr | None] = []
+        current = self.type_name
+        for part in path.parts:
+            field_type = _field_type(self.types, current, part)
+            found.append(field_type)
+            inner = field_type.inner if isinstance(field_type, n.OptionalType) else field_type
+            current = inner.name if isinstance(inner, n.NamedType) else None
+        return found
+
+    def _walk(self, path: n.Path) -> list[str]:
+        """`output.from_`, `output.from_.name`: the Python access after each part of `path`."""
+        accesses: list[str] = []
+        access = self.variable
+        owner = self.type_name
+        for part, field_type in zip(path.parts, self._field_types(path), strict=True):
+            access = f"{access}.{self.names.attribute(owner, part)}"
+            accesses.append(access)
+            inner = field_type.inner if isinstance(field_type, n.OptionalType) else field_type
+            owner = inner.name if isinstance(inner, n.NamedType) else None
+        return accesses
 
 
 def _field_type(

@@ -16,12 +16,19 @@ from typing import Any, TypeVar
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedInput
 from lark.lexer import PatternStr
-from lark.tree import Meta
+from lark.tree import Meta, Tree
 
 from twelvefold.grammar import grammar_text
 
 from . import nodes as n
 from .diagnostics import Diagnostic, Span, error
+from .limits import (
+    MAX_DURATION_SECONDS,
+    MAX_NAME_CHARS,
+    MAX_NESTING,
+    MAX_NUMBER_DIGITS,
+    MAX_STRING_CHARS,
+)
 from .syntax_errors import describe_syntax_error
 
 
@@ -47,10 +54,45 @@ def parse(text: str, path: str = "<agent>") -> tuple[n.SourceFile, list[Diagnost
         tree = _lark().parse(text)
     except UnexpectedInput as exc:
         return empty, [describe_syntax_error(exc, text, path, _keyword_text)]
+    too_deep = _too_deep(tree, path)
+    if too_deep is not None:
+        return empty, [too_deep]
     builder = _Builder(path)
     source = builder.transform(tree)
     assert isinstance(source, n.SourceFile)
     return source, builder.diagnostics
+
+
+_NESTING_RULES = frozenset({"negation", "list_type", "map_type"})
+# Lone surrogates decode from `\\ud800` escapes; NUL ends a path at the operating system.
+_FORBIDDEN_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def _too_deep(tree: Tree[Token], path: str) -> Diagnostic | None:
+    """E009 at the first construct nested more than MAX_NESTING deep, found without
+    recursion: the builder (a Lark Transformer) recurses once per level, so it must not
+    see a tree deeper than Python's stack."""
+    stack: list[tuple[Tree[Token] | Token, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, Tree):
+            continue
+        depth += node.data in _NESTING_RULES
+        if depth > MAX_NESTING:
+            negation = node.data == "negation"
+            return error(
+                "E009",
+                f"{'`not`' if negation else '`list[` and `map[`'} nested more than "
+                f"{MAX_NESTING} deep",
+                path,
+                _meta_span(node.meta),
+                label="too deep",
+                help="`not not x` is `x`: drop pairs of `not`"
+                if negation
+                else "name an inner part: declare a `type` for it and use its name",
+            )
+        stack.extend((child, depth) for child in node.children)
+    return None
 
 
 def _keyword_text(terminal: str) -> str | None:
@@ -59,6 +101,25 @@ def _keyword_text(terminal: str) -> str | None:
         if term.name == terminal and isinstance(term.pattern, PatternStr):
             return str(term.pattern.value)
     return None
+
+
+def keywords_beside_names() -> frozenset[str]:
+    """Keywords the LALR tables accept in a parser state that also accepts a NAME: the
+    only places where the contextual lexer reads such a word as the keyword, not a name."""
+    lark = _lark()
+    keywords = {
+        t.name: str(t.pattern.value)
+        for t in lark.terminals
+        if isinstance(t.pattern, PatternStr) and str(t.pattern.value).isidentifier()
+    }
+    states = lark.parser.parser.parser.parse_table.states
+    return frozenset(
+        keywords[terminal]
+        for actions in states.values()
+        if "NAME" in actions
+        for terminal in actions
+        if terminal in keywords
+    )
 
 
 # ---- spans -------------------------------------------------------------------
@@ -97,7 +158,19 @@ class _Builder(Transformer[Token, Any]):
     # -- leaves --------------------------------------------------------------
 
     def NAME(self, token: Token) -> n.Name:
+        if len(token) > MAX_NAME_CHARS:
+            self._over_limit(
+                token,
+                f"this name is {len(token):,} characters long; the limit is {MAX_NAME_CHARS}",
+                "use a shorter name",
+            )
         return n.Name(str(token), _token_span(token))
+
+    def _over_limit(self, token: Token, message: str, fix: str) -> None:
+        span = _token_span(token)
+        self.diagnostics.append(
+            error("E009", message, self.file, span, label="over a limit", help=fix)
+        )
 
     def STRING(self, token: Token) -> n.Text:
         span = _token_span(token)
@@ -117,10 +190,34 @@ class _Builder(Transformer[Token, Any]):
                 )
             )
             value = str(token)[1:-1]
+        if len(value) > MAX_STRING_CHARS:
+            self._over_limit(
+                token,
+                f"this string is {len(value):,} characters long; the limit is {MAX_STRING_CHARS:,}",
+                "shorten it; a long prompt belongs in a template file under prompts/",
+            )
+        forbidden = _FORBIDDEN_CHARACTER.search(value)
+        if forbidden is not None:
+            nul = forbidden.group(0) == "\0"
+            self.diagnostics.append(
+                error(
+                    "E005",
+                    f"a string may not hold U+{ord(forbidden.group(0)):04X}",
+                    self.file,
+                    span,
+                    label="NUL" if nul else "half of a surrogate pair, alone",
+                    help="remove the `\\u0000`; no name, path or text needs it"
+                    if nul
+                    else "write the character itself, or both halves of its pair "
+                    "(`\\ud83d\\ude00`)",
+                )
+            )
         return n.Text(value, span)
 
     def NUMBER(self, token: Token) -> n.Number:
         text = str(token)
+        if self._too_many_digits(token, text):
+            return n.Number(0, _token_span(token))
         value: int | float = float(text) if "." in text else int(text)
         return n.Number(value, _token_span(token))
 
@@ -128,11 +225,30 @@ class _Builder(Transformer[Token, Any]):
         text = str(token)
         match = re.fullmatch(r"([0-9.]+)(ms|s|m|h|d)", text)
         assert match is not None  # the grammar's DURATION guarantees the shape
+        if self._too_many_digits(token, match.group(1)):
+            return n.Duration(0, text, _token_span(token))
         seconds = (
             float(match.group(1))
             * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
         )
+        if seconds > MAX_DURATION_SECONDS:
+            self._over_limit(
+                token,
+                f"`{text}` is longer than a year, the longest duration",
+                "use at most `366d`; a person who may take longer is better asked again",
+            )
         return n.Duration(seconds, text, _token_span(token))
+
+    def _too_many_digits(self, token: Token, number: str) -> bool:
+        digits = sum(c.isdigit() for c in number)
+        if digits <= MAX_NUMBER_DIGITS:
+            return False
+        self._over_limit(
+            token,
+            f"this number has {digits:,} digits; the limit is {MAX_NUMBER_DIGITS}",
+            "write a smaller number; no setting needs one this large",
+        )
+        return True
 
     # -- types ---------------------------------------------------------------
 

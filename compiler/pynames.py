@@ -8,42 +8,188 @@ clash, and every string becomes a literal.
 from __future__ import annotations
 
 import builtins
+import importlib.metadata
 import keyword
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-# Names the generated module defines or imports itself; a user type called one of these
-# is renamed with a trailing underscore.
-MODULE_NAMES = frozenset(
-    {
-        "AGENT", "Action", "AgentSpec", "Answer", "Answered", "Approved", "AwaitAnswer",
-        "AwaitApproval", "BaseModel", "CallModel", "CallTool", "Callable", "ConfigDict",
-        "ContextSpec", "EdgeSpec", "Event", "Fail", "Field", "Finish", "IllegalEvent",
-        "Iterable", "Literal", "ModelOutput", "Rejected", "Started", "State", "StateSpec",
-        "StepFailed", "ToolResult", "always", "annotations", "initial_state", "next_action",
-        "reduce", "replay",
-    }
+from twelvefold import runtime
+
+from . import nodes as n
+
+# ---- the one reserved set -------------------------------------------------------------
+# Every name the generated module binds or reads at its top level, from its sources:
+# Python itself, the imports module.py.j2 writes, and the names it defines. A declared
+# type's class, a field's attribute and the module's file name never take one of these.
+
+SOFT_KEYWORDS = ("_", "case", "match", "type")
+"""Python's soft keywords (fixed here: `keyword.softkwlist` differs between versions, and
+generated code must not)."""
+IMPORTED_MODULES = ("__future__", "collections", "typing", "pydantic", "twelvefold")
+"""Top-level modules the generated module imports (module.py.j2)."""
+IMPORTED_NAMES = (
+    "annotations", "Callable", "Iterable", "Literal", "BaseModel", "ConfigDict", "Field",
+    *runtime.__all__,
 )  # fmt: skip
+"""What module.py.j2 imports: its own names, and every name the runtime exports."""
+GENERATED_NAMES = (
+    "AGENT", "initial_state", "next_action", "reduce", "replay", "_ACTIONS", "_REDUCERS",
+    "__all__",
+)  # fmt: skip
+"""What module.py.j2 defines at the top level besides classes and per-state functions."""
+STATE_FUNCTION_ROLES = ("action", "reduce", "needs_approval")
+"""The per-state functions module.py.j2 defines: `_{state}_{role}`."""
+BUILTIN_NAMES = frozenset(dir(builtins))
+
+RESERVED = frozenset(
+    {
+        *keyword.kwlist,
+        *SOFT_KEYWORDS,
+        *BUILTIN_NAMES,
+        *IMPORTED_MODULES,
+        *IMPORTED_NAMES,
+        *GENERATED_NAMES,
+    }
+)
+"""Names no declared type's class may take (a field's attribute avoids these too)."""
+
 _BASEMODEL_ATTRIBUTES = frozenset(dir(BaseModel))
+PROTECTED_PREFIX = "model_"
+"""pydantic warns about fields whose name starts with a protected namespace (`model_dump`)."""
+
+
+def _is_reserved_anywhere(name: str) -> bool:
+    return name in RESERVED or _is_dunder(name)
+
+
+def _is_dunder(name: str) -> bool:
+    """`__all__`, `__init__`: Python's own special names (and any it may add later)."""
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def _class_candidate(name: str) -> str:
+    return (name.strip("_") or "Type") + "_" if _is_dunder(name) else name + "_"
+
+
+def state_function_names(state: str) -> list[str]:
+    return [function_name(state, role) for role in STATE_FUNCTION_ROLES]
+
+
+# ---- allocation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PythonNames:
+    """The Python spelling of every declared type and field of one program.
+
+    `classes`: declared type name -> class name. `attributes`: declared type name ->
+    {field name as declared -> attribute}. A name keeps its spelling unless it is reserved
+    or taken; then it gains trailing underscores (`from` -> `from_`; `_x` -> `x_`) until it
+    is free, and a name that needs no change is never displaced by one that does, so two
+    declared names never share one Python name.
+    """
+
+    classes: Mapping[str, str]
+    attributes: Mapping[str, Mapping[str, str]]
+
+    def attribute(self, type_name: str | None, field: str) -> str:
+        return self.attributes.get(type_name or "", {}).get(field, field)
+
+
+def python_names(types: Iterable[n.TypeDecl], states: Iterable[str]) -> PythonNames:
+    """Names for a program's types (classes) and their fields (attributes); see PythonNames."""
+    decls = list(types)
+    taken = set(RESERVED) | {f for s in states for f in state_function_names(s)}
+    classes = _allocate(
+        [d.name.text for d in decls],
+        # A class body binds `model_config` (and BaseModel's names are its attributes), so
+        # an annotation in it could not reach a class of one of those names.
+        lambda name: not _is_reserved_anywhere(name) and name not in _BASEMODEL_ATTRIBUTES,
+        taken,
+        spell=_class_candidate,
+    )
+    # Annotations and `Field(...)` in a class body read these, so a field (a class
+    # attribute) must not rebind them: `float: float | None` would make the type None.
+    annotation_names = RESERVED | set(classes.values())
+    attributes = {
+        d.name.text: _allocate(
+            [f.name.text for f in d.fields],
+            lambda name: _attribute_ok(name, annotation_names),
+            set(annotation_names),
+            spell=_attribute_candidate,
+        )
+        for d in decls
+    }
+    return PythonNames(classes, attributes)
+
+
+def _attribute_ok(name: str, reserved: frozenset[str] | set[str]) -> bool:
+    return not (
+        name in reserved
+        or name in _BASEMODEL_ATTRIBUTES
+        or name.startswith(("_", PROTECTED_PREFIX))
+    )
+
+
+def _attribute_candidate(name: str) -> str:
+    """A field name's first Python spelling when it cannot be used as it is."""
+    stripped = name.lstrip("_") or "field"  # `_x` would be a private attribute, not a field
+    if stripped.startswith(PROTECTED_PREFIX):
+        stripped = "field_" + stripped
+    return stripped if stripped != name and stripped.isidentifier() else stripped + "_"
+
+
+def _allocate(
+    names: list[str],
+    usable: Callable[[str], bool],
+    taken: set[str],
+    spell: Callable[[str], str],
+) -> dict[str, str]:
+    """Each name itself when `usable` and free, else `spell(name)` plus underscores until
+    it is. `spell` must give a name that trailing underscores can make usable."""
+    result: dict[str, str] = {}
+    for name in names:  # first the names that can stay as they are
+        if usable(name) and name not in taken and name not in result.values():
+            result[name] = name
+    used = taken | set(result.values())
+    for name in names:
+        if name in result:
+            continue
+        candidate = spell(name)
+        while candidate in used or not usable(candidate):
+            candidate += "_"
+            if len(candidate) > len(name) + len(used) + 8:  # pragma: no cover - a spell bug
+                raise ValueError(f"no Python name for `{name}`")
+        result[name] = candidate
+        used.add(candidate)
+    return {name: result[name] for name in names}
 
 
 def class_name(name: str) -> str:
-    """The Python class for a declared type."""
-    if keyword.iskeyword(name) or name in MODULE_NAMES or hasattr(builtins, name):
-        return name + "_"
-    return name
+    """The Python class for a declared type, taken alone (python_names decides for a
+    program, where names may also collide with each other)."""
+    return python_names([n.TypeDecl(n.Name(name), None, ())], []).classes[name]
 
 
-def attribute_name(name: str) -> str:
-    """The pydantic attribute for a field; the .agent spelling stays as its alias."""
-    if (
-        keyword.iskeyword(name)
-        or keyword.issoftkeyword(name)
-        or name in _BASEMODEL_ATTRIBUTES
-        or name.startswith(("model_", "_"))
-    ):
-        return name.lstrip("_") + "_" if name.startswith("_") else name + "_"
-    return name
+def module_file_stem(agent_name: str) -> str:
+    """The generated module's file stem: the agent's name, unless importing the module by
+    that name would shadow the standard library or a module it imports (`agent json`)."""
+    shadowed = {*sys.stdlib_module_names, *IMPORTED_MODULES, *_dependency_modules()}
+    return agent_name + "_agent" if agent_name.lower() in shadowed else agent_name
+
+
+def _dependency_modules() -> set[str]:
+    """twelvefold's installed dependencies, as import names (`pydantic-core` -> pydantic_core)."""
+    try:
+        required = importlib.metadata.requires("twelvefold") or []
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        required = []
+    names = (re.match(r"[A-Za-z0-9_.\-]+", r) for r in required)
+    return {m.group().replace("-", "_").lower() for m in names if m}
 
 
 def function_name(state: str, role: str) -> str:

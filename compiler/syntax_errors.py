@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
+from twelvefold.grammar import grammar_text
+
 from .diagnostics import Diagnostic, Span, error
 
 _TERMINAL_WORDS = {
@@ -26,16 +28,10 @@ _TERMINAL_WORDS = {
 
 # Blocks a user opens with `{`, by the keyword that starts their header.
 _BLOCK_KEYWORDS = ("agent", "type", "llm", "tool", "approval", "human", "context")
-KEYWORDS = frozenset(
-    {
-        *_BLOCK_KEYWORDS,
-        "final", "input", "start", "max_steps", "max_errors", "format", "keep", "last", "drop",
-        "resolved", "errors", "budget", "tokens", "render", "list", "map", "prompt", "model",
-        "retries", "temperature", "on", "error", "next", "retry", "backoff", "timeout",
-        "requires", "ask", "approvers", "approved", "rejected", "if", "and", "or", "not", "in",
-        "true", "false", "null",
-    }
-)  # fmt: skip
+KEYWORDS = frozenset(re.findall(r'"([A-Za-z_][A-Za-z0-9_]*)"', grammar_text()))
+"""Every word the grammar (grammar/agent.lark) writes as a literal: `"agent"`, `"on"`, ...
+The lexer is contextual, so most of them are keywords only where the parser expects
+them; compiler/checks/names.py decides which ones a name really cannot be."""
 
 
 @dataclass(frozen=True)

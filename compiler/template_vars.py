@@ -7,6 +7,11 @@ itself, as a path (`commit.sha`) with the line it is on. Names the template bind
 `jinja2.meta.find_undeclared_variables`; a path is followed only from a name that is
 bound nowhere in the template, so a loop variable that shadows a field is never
 mistaken for it.
+
+It also lists what the sandbox would refuse at run time whatever the value
+(`unsafe`: an attribute starting with `_`, runtime/templates.py), and every template
+the file loads (`{% include %}`, `{% extends %}`, `{% import %}`), so the checker can
+follow them: a load whose name is not a literal string has `name` None.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from functools import cache, lru_cache
 
 from jinja2 import Environment, TemplateSyntaxError, meta
 from jinja2 import nodes as j
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from twelvefold.runtime.templates import unsafe_attribute
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +42,28 @@ class TemplateProblem:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateLoad:
+    kind: str
+    """`include`, `extends` or `import`."""
+    name: str | None
+    """The template it names, or None when that is not a literal string."""
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
 class Analysis:
     uses: tuple[VariableUse, ...] = ()
     problem: TemplateProblem | None = None
+    unsafe: tuple[VariableUse, ...] = ()
+    """Attribute steps the sandbox refuses on any value: the path up to the refused step."""
+    loads: tuple[TemplateLoad, ...] = ()
 
 
 @cache
 def _environment() -> Environment:
-    # Parsing only; autoescape and undefined handling do not change what a template reads.
-    return Environment()
+    # Parsing only, with the class templates render in (runtime/templates.py); autoescape
+    # and undefined handling do not change what a template reads.
+    return ImmutableSandboxedEnvironment()
 
 
 @lru_cache(maxsize=1024)  # agents repeat the same short `ask` texts
@@ -60,7 +81,45 @@ def analyse(source: str) -> Analysis:
     )
     # A name bound somewhere (e.g. by `{% set %}` after a first use) is checked by name only.
     trimmed = [VariableUse(u.path[:1], u.line) if u.path[0] in bound else u for u in uses]
-    return Analysis(uses=tuple(dict.fromkeys(trimmed)))
+    return Analysis(uses=tuple(dict.fromkeys(trimmed)), unsafe=_unsafe(tree), loads=_loads(tree))
+
+
+def _unsafe(tree: j.Template) -> tuple[VariableUse, ...]:
+    found = []
+    for node in tree.find_all((j.Getattr, j.Getitem)):
+        assert isinstance(node, j.Getattr | j.Getitem)
+        attr = node.attr if isinstance(node, j.Getattr) else _const_key(node)
+        if attr is not None and unsafe_attribute(attr):
+            found.append(VariableUse((*(_path(node.node) or ("…",)), attr), node.lineno))
+    # `a.__init__.__globals__` is one refusal: the first step the sandbox stops at.
+    first: list[VariableUse] = []
+    for use in sorted(set(found), key=lambda u: (u.line, len(u.path), u.path)):
+        if not any(u.line == use.line and use.path[: len(u.path)] == u.path for u in first):
+            first.append(use)
+    return tuple(sorted(first, key=lambda u: (u.line, u.path)))
+
+
+def _const_key(node: j.Getitem) -> str | None:
+    return (
+        node.arg.value
+        if isinstance(node.arg, j.Const) and isinstance(node.arg.value, str)
+        else None
+    )
+
+
+_LOADS = {j.Include: "include", j.Extends: "extends", j.Import: "import", j.FromImport: "import"}
+
+
+def _loads(tree: j.Template) -> tuple[TemplateLoad, ...]:
+    found = []
+    for node in tree.find_all(tuple(_LOADS)):
+        assert isinstance(node, j.Include | j.Extends | j.Import | j.FromImport)
+        target = node.template
+        name = (
+            target.value if isinstance(target, j.Const) and isinstance(target.value, str) else None
+        )
+        found.append(TemplateLoad(_LOADS[type(node)], name, node.lineno))
+    return tuple(found)
 
 
 def _uses(node: j.Node) -> Iterator[VariableUse]:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from twelvefold.compiler import compile_text
+from twelvefold.compiler import compile_file, compile_text
 from twelvefold.compiler.api import configured_approver_groups
 from twelvefold.compiler.diagnostics import render
 from twelvefold.compiler.prompts import PromptDirectory
@@ -34,6 +35,10 @@ class Entry:
     title: str
     why: str
     fix: str
+    file: tuple[str, bytes | Path] | None = None
+    """For codes about the file itself rather than its text (no tests/invalid/ program can
+    show them): the name shown and the bytes of the file, or a path to check as it is.
+    The CLI tests in tests/test_cli_input.py cover these codes."""
 
 
 FAMILIES = {
@@ -81,6 +86,34 @@ ENTRIES: dict[str, Entry] = {
         "The first one would win, silently.",
         "Keep one of them.",
     ),
+    "E005": Entry(
+        "a character a string may not hold",
+        "A string decodes to NUL (`\\u0000`) or to half of a surrogate pair on its own "
+        "(`\\ud800`). Neither can reach a file path, a schema or a generated module intact.",
+        "Remove it, or write the character itself (or both halves of its pair).",
+    ),
+    "E007": Entry(
+        "the file is not UTF-8 text",
+        "A `.agent` file is UTF-8 text (a leading byte-order mark is fine). The position is "
+        "that of the first byte that is not.",
+        "Save the file as UTF-8.",
+        file=("latin1.agent", b"agent caf\xe9 { start done }\nfinal done\n"),
+    ),
+    "E008": Entry(
+        "the file cannot be read",
+        "The input is not a regular file (a folder, a FIFO, a device such as `/dev/zero`), "
+        "is larger than 1 MiB, or cannot be opened. It is refused without being read.",
+        "Give the path of the `.agent` file itself; split an agent that large.",
+        file=("/dev/zero", Path("/dev/zero")),
+    ),
+    "E009": Entry(
+        "over a limit of the language",
+        "A name longer than 128 characters, a string longer than 8,192, a number with more "
+        "than 32 digits, a duration over a year (`366d`), or `not` / `list[` / `map[` nested "
+        "more than 32 deep. The limits are far above any real agent and keep every stage "
+        "fast and shallow (docs/language.md, Limits).",
+        "Shorten it; name an inner type instead of nesting it; drop pairs of `not`.",
+    ),
     "E101": Entry(
         "no agent",
         "Every `.agent` file declares exactly one agent: its name, input and start state.",
@@ -115,8 +148,10 @@ ENTRIES: dict[str, Entry] = {
         "Add `start STATE` to the agent block.",
     ),
     "E107": Entry(
-        "keyword as a name",
-        "States and types cannot be named like a keyword (`next`, `final`, `on`, ...); fields can.",
+        "a reserved word as a name",
+        "Keywords are keywords only where the grammar expects them, so states and fields may be "
+        "called `next`, `drop` or `input`. A type cannot be called `error` (`on error` is the "
+        "error edge), `list` or `map` (type constructors).",
         "Choose another name.",
     ),
     "E108": Entry(
@@ -331,6 +366,26 @@ ENTRIES: dict[str, Entry] = {
         "template sets itself.",
         "Use one of the provided variables (the incoming value is `last`).",
     ),
+    "E704": Entry(
+        "a template reads Python internals",
+        "Templates render in Jinja2's sandbox, which refuses attributes that start with `_` "
+        "(`__class__`, `__globals__`): they reach Python's internals, never the data a "
+        "template is given. `check` reports them before a run rather than failing it.",
+        "Read the value's fields; a template cannot run code.",
+    ),
+    "E705": Entry(
+        "a template load that cannot be checked",
+        "`{% include %}`, `{% extends %}` and `{% import %}` are checked like the template "
+        "itself, so they must name a file inside the prompts folder with a string literal; "
+        "an `ask` string loads no files.",
+        "Write the file name as a literal, or put the text in the `ask` itself.",
+    ),
+    "E706": Entry(
+        "a prompt that cannot be read",
+        "The template file exists but is not UTF-8 text, is larger than 1 MiB, or cannot be "
+        "opened. Found while checking, not when a thread first reaches the step.",
+        "Save the template as UTF-8 text.",
+    ),
     "W801": Entry(
         "too many states",
         "An agent with more than 12 states is probably two agents.",
@@ -366,7 +421,35 @@ def strip_expectations(text: str) -> str:
     return "\n".join(EXPECTATION.sub("", line) for line in text.splitlines()) + "\n"
 
 
+def file_section(code: str, entry: Entry) -> str:
+    """A code about the file itself: the command and what it prints."""
+    assert entry.file is not None
+    shown, content = entry.file
+    with tempfile.TemporaryDirectory() as folder:
+        if isinstance(content, bytes):
+            path = Path(folder) / shown
+            path.write_bytes(content)
+        else:
+            path = content
+        result = compile_file(path, display_path=shown, generate_code=False)
+    rendered = [render(d, None) for d in result.diagnostics if d.code == code]
+    if not rendered:
+        raise SystemExit(f"{shown} does not report {code}")
+    shown_output = f"```text\n$ twelvefold check {shown}\n" + "\n\n".join(rendered) + "\n```"
+    return _section_text(code, entry, [shown_output], "Tested by `tests/test_cli_input.py`.")
+
+
+def _section_text(code: str, entry: Entry, examples: list[str], source: str) -> str:
+    return "\n".join(
+        [f"### {code}: {entry.title}", "", entry.why, ""]
+        + [line for example in examples for line in (example, "")]
+        + [f"**Fix.** {entry.fix}", "", source, ""]
+    )
+
+
 def section(code: str, entry: Entry) -> str:
+    if entry.file is not None:
+        return file_section(code, entry)
     path = example_file(code)
     text = strip_expectations(path.read_text(encoding="utf-8"))
     groups, config_name = configured_approver_groups(path)
@@ -381,21 +464,11 @@ def section(code: str, entry: Entry) -> str:
     shown = [render(d, text) for d in result.diagnostics if d.code == code]
     if not shown:
         raise SystemExit(f"{path.name} does not report {code} once its comments are stripped")
-    return "\n".join(
-        [
-            f"### {code}: {entry.title}",
-            "",
-            entry.why,
-            "",
-            f"```agent\n{text.rstrip()}\n```",
-            "",
-            "```text\n" + "\n\n".join(shown) + "\n```",
-            "",
-            f"**Fix.** {entry.fix}",
-            "",
-            f"Test program: `tests/invalid/{path.name}`.",
-            "",
-        ]
+    return _section_text(
+        code,
+        entry,
+        [f"```agent\n{text.rstrip()}\n```", "```text\n" + "\n\n".join(shown) + "\n```"],
+        f"Test program: `tests/invalid/{path.name}`.",
     )
 
 
@@ -407,6 +480,9 @@ def page() -> str:
         "`twelvefold check` for that program, and the fix. Errors (`E`) stop compilation;",
         "warnings (`W`) do not. The first line of each diagnostic is",
         "`path:line:col: error[CODE]: message`; `--format json` gives the same as data.",
+        "With `--format json`, stdout is always one JSON list: a usage error (a missing file,",
+        "an unknown option; exit 2) or an output folder `compile` cannot write to (exit 1) is",
+        'an entry of the same shape with the code `"usage"` and no position (line 0).',
         "",
         "This page is generated by `python -m docs.make_diagnostics` from the programs in",
         "`tests/invalid/`; a test fails when it is out of date.",

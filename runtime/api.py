@@ -45,6 +45,7 @@ from .loop import (
     started,
 )
 from .model import Model
+from .names import declared_name
 from .store import Conflict, EventStore, MemoryStore, ThreadInfo
 from .store import now_iso as _now
 from .types import (
@@ -182,6 +183,21 @@ class Expiry:
         )
 
 
+def wrong_decision(thread: Thread, action: AwaitApproval | AwaitAnswer, given: str) -> str:
+    """A decision of the wrong kind for what the thread waits for, in words, with how to
+    resume it (the reducer's "illegal `answered` event" is no answer for a person)."""
+    resume = f"twelvefold resume {thread.id} --request {action.request}"
+    if isinstance(action, AwaitApproval):
+        return (
+            f"thread {thread.id} waits for an approval at `{action.step}`, not {given}: "
+            f"resume it with `{resume} --approve` or `--reject --comment WHY`"
+        )
+    return (
+        f"thread {thread.id} waits for an answer at `{action.step}`, not {given}: "
+        f"resume it with `{resume} --answer TEXT`"
+    )
+
+
 def view_of(thread: Thread) -> ThreadView:
     state = thread.state
     waiting_for: Literal["approval", "answer"] | None = None
@@ -219,7 +235,7 @@ def view_of(thread: Thread) -> ThreadView:
 def plain(value: Any) -> Any:
     """A value as plain JSON (a model's fields, not its type tag)."""
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", by_alias=True)
     return value
 
 
@@ -307,8 +323,8 @@ class AsyncRuntime:
             action = pending_action(thread, request)
             approval = isinstance(action, AwaitApproval)
             if approval != (approve or reject):
-                wanted = "an approval or a rejection" if approval else "an answer"
-                raise InputError(f"`{step}` waits for {wanted}")
+                given = "an answer" if answer is not None else "an approval or a rejection"
+                raise InputError(wrong_decision(thread, action, given))
             config = allowed_config(thread, action, by)
             at, reference = _now(), config.reference
             if approve or reject:
@@ -624,7 +640,7 @@ def typed_input(agent: Agent, value: Any) -> Any:
                 return declared.model_validate_json(value)
             return declared.model_validate(value)
     except ValidationError as exc:
-        raise InputError(f"the input is not a valid {declared.__name__}: {exc}") from None
+        raise InputError(f"the input is not a valid {declared_name(declared)}: {exc}") from None
     if declared is str and not isinstance(value, str):
         raise InputError(f"{agent.name} takes a string input, not {type(value).__name__}")
     if declared in (int, float) and isinstance(value, str):

@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .model import Model, ModelError, ModelReply, ModelRequest
+from .names import declared_name
 from .types import ErrorInfo, Usage
 
 
@@ -65,8 +66,8 @@ def entry_json(request: ModelRequest, reply: ModelReply | None, error: ErrorInfo
         "seq": request.seq,
     }
     if reply is not None:
-        record["type"] = type(reply.output).__name__
-        record["output"] = reply.output.model_dump(mode="json")
+        record["type"] = declared_name(type(reply.output))
+        record["output"] = reply.output.model_dump(mode="json", by_alias=True)
     if error is not None:
         record["error"] = {"type": error.type, "message": error.message}
     record["messages_sha256"] = messages_digest(request.messages)
@@ -138,7 +139,7 @@ class CassettePlayer:
         )
 
     def _output(self, request: ModelRequest, entry: Entry) -> BaseModel:
-        outputs = {t.__name__: t for t in request.action.outputs}
+        outputs = {declared_name(t): t for t in request.action.outputs}
         declared = outputs.get(entry.type or "")
         where = f"{self.path}:{entry.line}"
         if declared is None:

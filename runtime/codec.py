@@ -64,7 +64,8 @@ class Codec:
     def encode_value(self, value: Any) -> Any:
         if isinstance(value, BaseModel):
             name = self._names.get(type(value), type(value).__name__)
-            return {"type": name, "value": value.model_dump(mode="json")}
+            # by_alias: fields are stored under their .agent names (`from`, not `from_`).
+            return {"type": name, "value": value.model_dump(mode="json", by_alias=True)}
         if isinstance(value, dict):
             # A plain mapping is tagged too, so it cannot be mistaken for a typed value.
             return {"type": None, "value": value}
@@ -109,14 +110,20 @@ class Codec:
         if cls is None:
             raise CodecError(f"unknown event kind {kind!r}")
         args: dict[str, Any] = {"step": data["step"], "at": data.get("at")}
+        _expect(args["step"], str, "step")
+        _expect(args["at"], str | None, "at")
         if "usage" in data:
             args["usage"] = Usage(**data["usage"])
+            for name in _USAGE_FIELDS:
+                _expect(getattr(args["usage"], name), int | float | None, f"usage.{name}")
         for name in _PAYLOAD[cls]:
             if name not in data:
                 continue  # a field left at its default
             value = data[name]
             if name == "error":
                 args[name] = ErrorInfo(value["type"], value["message"])
+                _expect(args[name].type, str, "error.type")
+                _expect(args[name].message, str, "error.message")
             elif name in _STRING_TUPLES:
                 args[name] = tuple(value)
             else:
@@ -127,7 +134,17 @@ class Codec:
         return to_json(self.encode_event(event), inf_nan_mode="constants").decode()
 
     def loads_event(self, text: str | bytes) -> Event:
-        return self.decode_event(from_json(text))
+        """One stored event. Anything that is not one (broken JSON, a missing or mistyped
+        field: a log edited by hand) is `CodecError`, never another exception."""
+        try:
+            return self.decode_event(from_json(text))
+        except CodecError:
+            raise
+        except KeyError as exc:
+            raise CodecError(f"an event without its `{exc.args[0]}` field") from exc
+        except (ValueError, TypeError, AttributeError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise CodecError(f"not an event: {type(exc).__name__}: {detail}") from exc
 
     # ---- states -------------------------------------------------------------------
 
@@ -167,6 +184,12 @@ class Codec:
             notices=data.get("notices", 0),
             retry_key=data.get("retry_key"),
         )
+
+
+def _expect(value: Any, kind: Any, field: str) -> None:
+    """A stored field has the type the event declares (a hand-edited log may not)."""
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise CodecError(f"an event whose `{field}` is {type(value).__name__}")
 
 
 def _encode_usage(usage: Usage) -> dict[str, Any]:

@@ -6,10 +6,17 @@ Two things happen here, both visible to the user:
    `context { }` block chooses (compact XML-like by default), after its compaction rules
    (drop resolved errors, keep the last N events, a token budget). Values are escaped for
    the format, so no tool result or user input can forge an event boundary.
-2. The step's prompt file (Jinja2, StrictUndefined) renders the messages. A file that
-   defines `{% block system %}` and/or `{% block user %}` sends those blocks as a system and
-   a user message; a file without blocks is the user message. Each message is stripped of
-   surrounding whitespace. Nothing else is added: the runtime writes no prompt text.
+2. The step's prompt file (Jinja2's sandbox, StrictUndefined: templates.py) renders the
+   messages. A file that defines `{% block system %}` and/or `{% block user %}` sends those
+   blocks as a system and a user message; a file without blocks is the user message. Each
+   message is stripped of surrounding whitespace. Nothing else is added: the runtime writes
+   no prompt text.
+
+Escaping is the same for every variable a prompt prints: `{{ context }}` and an entry's
+`{{ e.text }}` are already rendered for the format; anything else (`{{ input }}`,
+`{{ last.tag }}`, `{{ e.value }}`) is printed as the context would print it, escaped for
+the format (`for_prompt`), so a value can never forge an entry or an element. `| safe`
+prints a value as it is, for a template that wants that explicitly.
 """
 
 from __future__ import annotations
@@ -17,15 +24,19 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from pydantic import BaseModel
 
+from .names import declared_name
 from .spec import AgentSpec
+from .templates import PromptsLoader, sandboxed
 from .types import (
     KIND_OF_EVENT,
     Answered,
@@ -38,6 +49,11 @@ from .types import (
     StepFailed,
     ToolResult,
 )
+
+PROMPT_VARIABLES = ("context", "events", "input", "last", "agent", "step")
+"""What an llm step's prompt template is given (the compiler checks templates against it)."""
+RENDER_VARIABLES = ("event", "kind", "step", "name", "value", "agent")
+"""What a context `render` template is given for the one event it renders."""
 
 MESSAGE_BLOCKS = ("system", "user")
 """Jinja2 blocks that a prompt file may define, in the order the messages are sent."""
@@ -66,37 +82,69 @@ class ContextEvent:
     """The entry as rendered into `context`."""
 
 
+INPUT_ENTRY = "user_input"
+"""The element name of the thread's input."""
+ENTRY_SUFFIXES = {
+    "tool_result": "result",
+    "step_failed": "error",
+    "approved": "approved",
+    "rejected": "rejected",
+    "answered": "answer",
+}
+"""Event kind -> the suffix of its entry's element name after the step (`deploy_error`);
+a model output's element is its type's declared name instead."""
+
+
+def entry_name(kind: str, step: str) -> str:
+    """`list_tags_result`: the element name of a step's event of `kind` (ENTRY_SUFFIXES)."""
+    return f"{step}_{ENTRY_SUFFIXES[kind]}"
+
+
 def context_event(event: Event) -> ContextEvent | None:
     """The context's view of an event; None for bookkeeping the model need not see."""
     kind = KIND_OF_EVENT.get(type(event), type(event).__name__)
     if isinstance(event, Started):
-        return ContextEvent(kind, event.step, "user_input", plain(event.input))
+        return ContextEvent(kind, event.step, INPUT_ENTRY, plain(event.input))
     if isinstance(event, ModelOutput):
-        return ContextEvent(kind, event.step, type(event.output).__name__, plain(event.output))
+        name = declared_name(type(event.output))
+        return ContextEvent(kind, event.step, name, plain(event.output))
     if isinstance(event, ToolResult):
-        return ContextEvent(kind, event.step, f"{event.step}_result", plain(event.result))
+        return ContextEvent(kind, event.step, entry_name(kind, event.step), plain(event.result))
     if isinstance(event, StepFailed):
-        return ContextEvent(kind, event.step, f"{event.step}_error", str(event.error))
+        return ContextEvent(kind, event.step, entry_name(kind, event.step), str(event.error))
     if isinstance(event, Approved | Rejected):
         verdict = "approved" if isinstance(event, Approved) else "rejected"
         fields = {"by": event.by, "comment": event.comment}
         value = {k: v for k, v in fields.items() if v is not None}
-        return ContextEvent(kind, event.step, f"{event.step}_{verdict}", value)
+        return ContextEvent(kind, event.step, entry_name(verdict, event.step), value)
     if isinstance(event, Answered):
         answer = event.answer
         answered: Any = answer.text if answer.by is None else {"text": answer.text, "by": answer.by}
-        return ContextEvent(kind, event.step, f"{event.step}_answer", answered)
+        return ContextEvent(kind, event.step, entry_name(kind, event.step), answered)
     return None  # ToolStarted, Notified, Retried: how the runtime works, not what happened
 
 
 def plain(value: Any) -> Any:
     """JSON-like data for a value: models become dicts without their null fields."""
     if isinstance(value, BaseModel):
-        return {k: plain(v) for k, v in value.model_dump(mode="json").items() if v is not None}
+        # by_alias: a field is shown under its .agent name (`from`), never its Python one.
+        data = value.model_dump(mode="json", by_alias=True)
+        return {k: plain(v) for k, v in data.items() if v is not None}
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
+    return value
+
+
+def template_value(value: Any) -> Any:
+    """A value as templates read it: plain data under the .agent's field names (`from`,
+    never `from_`), null fields kept so that `{{ last.note }}` of a null note is not an
+    undefined name."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    if isinstance(value, list | tuple):
+        return [template_value(v) for v in value]
     return value
 
 
@@ -129,13 +177,37 @@ def estimate_tokens(text: str) -> int:
 
 
 def within_budget(events: Sequence[ContextEvent], budget: int) -> list[ContextEvent]:
-    """Drop the oldest events (never the input) until the entries fit in `budget` tokens."""
+    """Drop the oldest events (never the input) until the entries fit in `budget` tokens.
+
+    The newest entry is never dropped whole: when it alone does not fit beside the input,
+    it is cut to what fits and marked (`TRUNCATED`), so the model still sees that it
+    happened and how it began.
+    """
     head = [e for e in events[:1] if e.kind == "started"]
     rest = list(events[len(head) :])
     total = sum(estimate_tokens(e.text) for e in [*head, *rest])
     while rest and total > budget:
+        if len(rest) == 1:
+            room = budget - sum(estimate_tokens(e.text) for e in head)
+            rest[0] = truncated(rest[0], room * CHARS_PER_TOKEN)
+            break
         total -= estimate_tokens(rest.pop(0).text)
     return head + rest
+
+
+TRUNCATED = "… [truncated: {shown} of {total} characters]"
+"""The marker a cut entry ends with (before its closing tag, in xml)."""
+
+
+def truncated(view: ContextEvent, chars: int) -> ContextEvent:
+    """`view` with its rendered entry cut to about `chars` characters, marked."""
+    text = str(view.text)
+    closing = f"</{view.name}>"
+    body, end = (text[: -len(closing)], closing) if text.endswith(closing) else (text, "")
+    marker_room = len(TRUNCATED) + 2 * len(str(len(body))) + len(end)
+    shown = max(0, min(len(body), chars - marker_room))
+    marker = TRUNCATED.format(shown=shown, total=len(body))
+    return _with_text(view, body[:shown] + marker + end)
 
 
 # ---- formats -----------------------------------------------------------------------------
@@ -156,7 +228,7 @@ def compact(value: Any, *, top: bool = False) -> str:
     quoted (JSON) when they hold anything that could be read as structure: newlines,
     brackets, commas, `: `. A string that is a whole element's content is left as it is."""
     if isinstance(value, dict):
-        items = [f"{k}: {compact(v)}" for k, v in value.items()]
+        items = [f"{compact_key(k)}: {compact(v)}" for k, v in value.items()]
         return "\n".join(items) if top else "{" + ", ".join(items) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(compact(v) for v in value) + "]"
@@ -165,6 +237,15 @@ def compact(value: Any, *, top: bool = False) -> str:
             return value
         return value if _is_plain_string(value) else json.dumps(value, ensure_ascii=False)
     return json.dumps(value, ensure_ascii=False)
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
+def compact_key(key: str) -> str:
+    """A map key as the compact form writes it: bare when it is a simple word, else quoted
+    (JSON), so a key with a newline or `: ` cannot start a line or an item of its own."""
+    return key if _PLAIN_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
 
 
 def _is_plain_string(text: str) -> bool:
@@ -196,7 +277,7 @@ def render_yaml(event: ContextEvent) -> str:
     """A YAML list item; strings with newlines are quoted, so no value starts a new item."""
     value = event.value
     if isinstance(value, dict) and value:
-        lines = [f"  {k}: {compact(v)}" for k, v in value.items()]
+        lines = [f"  {compact_key(k)}: {compact(v)}" for k, v in value.items()]
         return f"- {event.name}:\n" + "\n".join(lines)
     if isinstance(value, dict):
         return f"- {event.name}: {{}}"
@@ -234,8 +315,29 @@ def context_events(
     return views
 
 
-def render_context(views: Sequence[ContextEvent]) -> str:
-    return "\n".join(v.text for v in views)
+def render_context(views: Sequence[ContextEvent]) -> Markup:
+    """The entries joined, marked as rendered: a prompt prints it without escaping again."""
+    return Markup("\n".join(v.text for v in views))
+
+
+def for_prompt(format: str, value: Any) -> Any:
+    """What `{{ value }}` prints in a prompt of a context in `format` (Jinja2's `finalize`).
+
+    Rendered text (`context`, an entry's `text`, `| safe`) as it is; an event view as its
+    entry; anything else as the context shows values (models as their fields under their
+    .agent names, never a Python repr), escaped for the format: `<`, `>` and `&` in xml,
+    quoted (JSON) when it could read as structure in yaml and json.
+    """
+    if isinstance(value, Markup | jinja2.Undefined):
+        return value  # an undefined name raises when printed, as StrictUndefined does
+    if isinstance(value, ContextEvent):
+        return str(value.text)
+    if isinstance(value, AgentView):
+        value = value.name
+    data = plain(value)
+    if format == "xml":
+        return xml_escape(compact(data, top=True))
+    return compact(data)
 
 
 def build_messages(
@@ -250,12 +352,14 @@ def build_messages(
     variables = {
         "context": context,
         "events": views,
-        "input": started.input if started is not None else None,
-        "last": action.value,
+        "input": template_value(started.input if started is not None else None),
+        "last": template_value(action.value),
         "agent": AgentView(agent.name, agent.description),
         "step": action.step,
     }
-    template = _prompt_environment(str(prompts_dir)).get_template(action.prompt)
+    template = _prompt_environment(str(prompts_dir), agent.context.format).get_template(
+        action.prompt
+    )
     return render_messages(template, variables)
 
 
@@ -284,14 +388,9 @@ class AgentView:
 
 
 @functools.lru_cache(maxsize=32)
-def _prompt_environment(prompts_dir: str) -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(prompts_dir),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=False,
-        autoescape=False,
+def _prompt_environment(prompts_dir: str, format: str) -> jinja2.Environment:
+    return sandboxed(
+        PromptsLoader(Path(prompts_dir)), finalize=functools.partial(for_prompt, format)
     )
 
 
@@ -299,13 +398,7 @@ def _prompt_environment(prompts_dir: str) -> jinja2.Environment:
 def _entry_environment(prompts_dir: str) -> jinja2.Environment:
     # Per-event templates are written in the context's markup, so their values are
     # escaped like the built-in entries are: a hostile value stays a value.
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(prompts_dir),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=True,
-    )
+    return sandboxed(PromptsLoader(Path(prompts_dir)), autoescape=True)
 
 
 def _entry_renderer(agent: AgentSpec, prompts_dir: Path) -> Callable[[ContextEvent], str]:
@@ -329,21 +422,27 @@ def _entry_renderer(agent: AgentSpec, prompts_dir: Path) -> Callable[[ContextEve
             return default(view)
         template = environment.get_template(name)
         value = view.value
-        return template.render(
-            event=view, value=value, step=view.step, kind=view.kind, name=view.name
-        ).strip()
+        variables = {
+            "event": view,
+            "kind": view.kind,
+            "step": view.step,
+            "name": view.name,
+            "value": value,
+            "agent": AgentView(agent.name, agent.description),
+        }
+        return template.render(variables).strip()
 
     return render
 
 
 def _with_text(view: ContextEvent, text: str) -> ContextEvent:
-    return ContextEvent(view.kind, view.step, view.name, view.value, text)
+    return ContextEvent(view.kind, view.step, view.name, view.value, Markup(text))
 
 
 # ---- `ask` strings -----------------------------------------------------------------------
 
 
-_ASK_ENVIRONMENT = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+_ASK_ENVIRONMENT = sandboxed()
 
 NOT_GIVEN = "(none)"
 """How a null value reads in an `ask`: a person deciding must see that it is missing."""

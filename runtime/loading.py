@@ -57,10 +57,16 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
     from twelvefold import __version__
 
     if not path.is_file():
-        raise AgentLoadError(f"no such file: {path}")
+        what = "not a regular file" if path.exists() else "no such file"
+        raise AgentLoadError(f"{what}: {path}")
     path = path.resolve()
-    source = path.read_text(encoding="utf-8")
-    digest = hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()[:16]
+    # Hashed as bytes, in chunks: a file that is not UTF-8 or is huge is the compiler's to
+    # refuse (E007, E008) with a diagnostic, not this line's to crash on or to hold whole.
+    hasher = hashlib.sha256(f"{__version__}\n".encode())
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 16), b""):
+            hasher.update(chunk)
+    digest = hasher.hexdigest()[:16]
     target = cache_dir / f"{path.stem}-{digest}.py"
     if not target.is_file():
         _write_atomically(target, _compile(path, prompts_dir))

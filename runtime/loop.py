@@ -33,7 +33,7 @@ from .model import Model, ModelError, ModelRequest
 if TYPE_CHECKING:
     from .notify import Notice  # notify.py loads only when a thread waits
 from .spec import ASK_NOT_SHOWN, AgentSpec
-from .store import EventStore, Head, ThreadInfo, now_iso
+from .store import EventStore, Head, StoreError, ThreadInfo, now_iso
 from .types import (
     Action,
     AwaitAnswer,
@@ -42,6 +42,7 @@ from .types import (
     CallTool,
     ErrorInfo,
     Event,
+    IllegalEvent,
     ModelOutput,
     Notified,
     Started,
@@ -177,8 +178,21 @@ class Engine:
         # The snapshot is written in each append's transaction; the count is checked anyway
         # (a store that does not keep one up to date must not be believed).
         if snapshot and snapshot.reducer == agent.reducer and snapshot.seq == len(events):
-            return Thread(thread_id, agent, events, agent.codec.decode_state(snapshot.state))
-        return Thread(thread_id, agent, events, agent.module.replay(events))
+            try:
+                state = agent.codec.decode_state(snapshot.state)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass  # a snapshot edited by hand is a lost shortcut: replay the log
+            else:
+                return Thread(thread_id, agent, events, state)
+        try:
+            state = agent.module.replay(events)
+        except (IllegalEvent, ValueError, TypeError, AttributeError, KeyError) as exc:
+            # Events this reducer would never have accepted: the log was edited or damaged.
+            raise StoreError(
+                f"thread {thread_id}: its log does not replay ({exc}); the log was changed "
+                "outside twelvefold"
+            ) from exc
+        return Thread(thread_id, agent, events, state)
 
     async def record(self, thread: Thread, event: Event) -> None:
         """Reduce first (an impossible event raises and nothing is stored), then append
@@ -226,7 +240,10 @@ class Engine:
             self.messages = build_messages
         agent = thread.agent
         prompts = agent.prompts_dir or _PROMPTS
-        messages = self.messages(agent.spec, action, thread.events, prompts)
+        try:
+            messages = self.messages(agent.spec, action, thread.events, prompts)
+        except Exception as exc:  # the user's template is missing or raised: the step failed
+            return StepFailed(step=action.step, at=now_iso(), error=_prompt_error(action, exc))
         request = ModelRequest(agent.spec, action, messages, thread.id, len(thread.events))
         started = time.perf_counter()
         try:
@@ -360,6 +377,16 @@ def _fingerprint(module: AgentModule | ModuleType) -> str | None:
     except OSError:
         return None
     return hashlib.sha256(source).hexdigest()[:16] if source is not None else None
+
+
+def _prompt_error(action: CallModel, exc: Exception) -> ErrorInfo:
+    """One line for a prompt that could not be rendered (missing, unreadable, or raising)."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return ErrorInfo(
+        "PromptError",
+        f"prompt `{action.prompt}` could not be rendered: {type(exc).__name__}"
+        + (f": {detail}" if detail else ""),
+    )
 
 
 def _since(started: float) -> Usage:

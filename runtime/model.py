@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from .names import declared_name
 from .spec import AgentSpec
 from .types import CallModel, ErrorInfo, Usage
 
@@ -77,7 +78,8 @@ class Model(Protocol):
 # ---- the response model ------------------------------------------------------------
 
 DISCRIMINATOR_NAMES = ("type", "kind", "variant", "output_type")
-"""The tag field of a union's choices: the first name no output type uses as a field."""
+"""The tag field of a union's choices: the first name no output type uses as a field (when
+every one is a field, `output_type` with underscores added until it is free)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +94,10 @@ class ResponseShape:
     def unwrap(self, parsed: BaseModel) -> BaseModel:
         """The declared class's own instance (instructor and the tag use look-alike classes)."""
         if self.tag is None:
-            return self.outputs[0].model_validate(parsed.model_dump())
+            return self.outputs[0].model_validate(parsed.model_dump(by_alias=True))
         choice: BaseModel = parsed.choice  # type: ignore[attr-defined]
-        declared = next(t for t in self.outputs if t.__name__ == getattr(choice, self.tag))
-        return declared.model_validate(choice.model_dump(exclude={self.tag}))
+        declared = next(t for t in self.outputs if declared_name(t) == getattr(choice, self.tag))
+        return declared.model_validate(choice.model_dump(exclude={self.tag}, by_alias=True))
 
 
 @functools.lru_cache(maxsize=256)
@@ -105,19 +107,29 @@ def response_shape(step: str, outputs: tuple[type[BaseModel], ...]) -> ResponseS
         raise ValueError(f"llm step `{step}` declares no output types")
     if len(outputs) == 1:
         return ResponseShape(_strict_copy(outputs[0], tag=None), outputs, None)
-    used = {name for t in outputs for name in t.model_fields}
-    tag = next((n for n in DISCRIMINATOR_NAMES if n not in used), None)
-    if tag is None:  # pragma: no cover - every candidate is a field of some output type
-        raise ValueError(f"llm step `{step}`: no free discriminator name among {used}")
+    used = {f.alias or name for t in outputs for name, f in t.model_fields.items()}
+    used |= {name for t in outputs for name in t.model_fields}
+    tag = discriminator(used)
     choices = tuple(_tagged(t, tag) for t in outputs)
     choice: Any = Annotated[Union[choices], Field(discriminator=tag)]  # noqa: UP007
     wrapper = create_model(
         step,
-        __config__=ConfigDict(extra="forbid"),
-        __doc__=" | ".join(t.__name__ for t in outputs),
+        __base__=_Response,
+        __doc__=" | ".join(declared_name(t) for t in outputs),
         choice=(choice, ...),
     )
     return ResponseShape(wrapper, outputs, tag)
+
+
+def discriminator(field_names: set[str]) -> str:
+    """The tag field for a union whose types use `field_names` (see DISCRIMINATOR_NAMES)."""
+    tag = next((n for n in DISCRIMINATOR_NAMES if n not in field_names), None)
+    if tag is not None:
+        return tag
+    tag = DISCRIMINATOR_NAMES[-1]
+    while tag in field_names:
+        tag += "_"
+    return tag
 
 
 def _tagged(declared: type[BaseModel], tag: str) -> type[BaseModel]:
@@ -126,18 +138,79 @@ def _tagged(declared: type[BaseModel], tag: str) -> type[BaseModel]:
 
 def _strict_copy(declared: type[BaseModel], tag: str | None) -> type[BaseModel]:
     """`declared`'s fields, after a constant `tag` field naming it; extra keys are refused."""
-    fields: dict[str, Any] = {tag: (Literal[declared.__name__], ...)} if tag else {}
+    declared_as = declared_name(declared)
+    fields: dict[str, Any] = {tag: (Literal[declared_as], ...)} if tag else {}
     fields.update({name: (f.annotation, f) for name, f in declared.model_fields.items()})
     # The declared class's config comes along (e.g. `allow_inf_nan=False`): what the
     # declared class would refuse must be refused here, where instructor re-asks.
-    config = ConfigDict(**{**declared.model_config, "extra": "forbid"})
+    # (Config given as class keywords: pydantic merges them over _Response's own config.)
+    config = {**declared.model_config, "extra": "forbid"}
     copy: type[BaseModel] = create_model(
-        declared.__name__,
-        __config__=config,
+        declared_as,
+        __base__=_Response,
         __doc__=declared.__doc__,
+        __cls_kwargs__=config,
         **fields,
     )
     return copy
+
+
+def _keep_description_empty(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    schema.setdefault("description", "")
+
+
+class _Response(BaseModel):
+    """The base of the models a request asks for: strict, and described only by the user.
+
+    Its schema names `$defs` by the declared types' names: pydantic would qualify a name
+    shared by two classes (the tagged copy and the declared class a recursive field
+    refers to) with their module paths, which hold the generated module's cache hash, so
+    editing a comment would change the schema the model sees.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        # No description is no description: instructor would write its own sentence.
+        json_schema_extra=_keep_description_empty,
+    )
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return readable_defs(super().model_json_schema(*args, **kwargs))
+
+
+def readable_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with each `$defs` entry keyed by its title (`Tree`, then `Tree_2` for a
+    second class of that name, in pydantic's order) and every reference following it
+    (`$ref`s and a discriminator's mapping)."""
+    defs = schema.get("$defs")
+    if not isinstance(defs, dict):
+        return schema
+    renamed: dict[str, str] = {}
+    for key, definition in defs.items():
+        base = str(definition.get("title") or key)
+        name, number = base, 2
+        while name in renamed.values():
+            name, number = f"{base}_{number}", number + 1
+        renamed[key] = name
+
+    def follow(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: follow(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [follow(v) for v in node]
+        return _ref(renamed, node) if isinstance(node, str) else node
+
+    result: dict[str, Any] = follow({k: v for k, v in schema.items() if k != "$defs"})
+    result["$defs"] = {renamed[k]: follow(v) for k, v in defs.items()}
+    return result
+
+
+def _ref(renamed: dict[str, str], ref: str) -> str:
+    prefix = "#/$defs/"
+    key = ref.removeprefix(prefix)
+    return prefix + renamed[key] if ref.startswith(prefix) and key in renamed else ref
 
 
 def resolve_model_name(override: str | None, action: CallModel) -> str:
@@ -204,6 +277,9 @@ class OpenAIModel:
         }
         if request.action.temperature is not None:
             arguments["temperature"] = request.action.temperature
+        if self.mode == "tools":
+            # One step, one decision: a second tool call would have nowhere to go.
+            arguments["parallel_tool_calls"] = False
         return arguments
 
     async def preview(self, request: ModelRequest) -> dict[str, Any]:
@@ -236,7 +312,11 @@ class OpenAIModel:
         return {k: v for k, v in captured[0].items() if _is_json(v)}
 
     async def complete(self, request: ModelRequest) -> ModelReply:
-        from instructor.core.exceptions import InstructorRetryException
+        from instructor.core.exceptions import (
+            IncompleteOutputException,
+            InstructorError,
+            InstructorRetryException,
+        )
         from openai import OpenAIError
 
         shape = response_shape(request.action.step, request.action.outputs)
@@ -252,9 +332,30 @@ class OpenAIModel:
             if isinstance(exc.__cause__, OpenAIError):
                 raise ModelError(_api_error(exc.__cause__)) from exc
             raise ModelError(_invalid_output(request.action, exc)) from exc
+        except IncompleteOutputException as exc:
+            # finish_reason "length": the reply was cut off at the token limit. A re-ask
+            # would be cut off the same way, so the step fails and `on error` decides.
+            raise ModelError(
+                ErrorInfo(
+                    "IncompleteOutput",
+                    f"the model's reply for `{request.action.step}` was cut off at its token "
+                    "limit (finish_reason: length)",
+                )
+            ) from exc
         except OpenAIError as exc:
             raise ModelError(_api_error(exc)) from exc
+        except InstructorError as exc:  # any other way instructor gives up is a failed call
+            raise ModelError(ErrorInfo(type(exc).__name__, _first_line(str(exc)))) from exc
         latency_ms = (time.perf_counter() - started) * 1000
+        calls = _tool_calls(completion)
+        if calls > 1:  # asked for one; never drop the others without a trace
+            raise ModelError(
+                ErrorInfo(
+                    "InvalidOutput",
+                    f"the model made {calls} tool calls at `{request.action.step}`; "
+                    "one was asked for (parallel_tool_calls: false)",
+                )
+            )
         return ModelReply(shape.unwrap(parsed), _usage(completion, latency_ms))
 
 
@@ -274,6 +375,12 @@ def _make_client(
     return instructor.from_openai(
         client, mode=instructor.Mode.TOOLS if mode == "tools" else instructor.Mode.JSON
     )
+
+
+def _tool_calls(completion: Any) -> int:
+    choices = getattr(completion, "choices", None) or []
+    message = getattr(choices[0], "message", None) if choices else None
+    return len(getattr(message, "tool_calls", None) or [])
 
 
 def _usage(completion: Any, latency_ms: float) -> Usage:

@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
+from .terminal import for_terminal
 from .types import LOG_CHANNEL
 
 NoticeKind = Literal["approval", "human"]
@@ -120,7 +121,7 @@ class Notifier(Protocol):
 
 def _plain(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", by_alias=True)
     return value
 
 
@@ -158,10 +159,9 @@ class LogNotifier:
     async def notify(self, notice: Notice) -> list[str]:
         stream = self.stream or sys.stderr
         request = f" [request {notice.request}]" if notice.request else ""
+        line = f"[twelvefold] {notice.title}{request}: {notice.text}\n  {notice.how_to_resume}\n"
         try:
-            stream.write(
-                f"[twelvefold] {notice.title}{request}: {notice.text}\n  {notice.how_to_resume}\n"
-            )
+            stream.write(for_terminal(line))
             stream.flush()
         except (OSError, ValueError) as exc:  # a closed or broken stream
             raise NotifyError(f"{self.name}: {type(exc).__name__}: {exc}") from exc

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from pydantic_core import from_json, to_json
 
-from .codec import Codec
+from .codec import Codec, CodecError
 from .types import Event, State, Status
 
 
@@ -42,6 +42,19 @@ class Conflict(Exception):
         self.thread_id = thread_id
         self.expected_seq = expected_seq
         self.actual_seq = actual_seq
+
+
+class StoreError(Exception):
+    """The thread store cannot be used as it is: missing, not a database, or holding data
+    twelvefold did not write. The message is one line for a person."""
+
+
+class StoreNotFound(StoreError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"no thread store at {path} (`twelvefold run` creates one; check --db or TWELVEFOLD_DB)"
+        )
+        self.path = path
 
 
 class ThreadNotFound(LookupError):
@@ -262,19 +275,31 @@ class SqliteStore:
 
     blocking = True
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout_ms: int = 10_000, create: bool = True
+    ) -> None:
+        """Open the store at `path`; with `create=False` a missing file is `StoreNotFound`
+        rather than a new empty store (only launching a thread should make one). A file
+        SQLite cannot open as a database is `StoreError`."""
         self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreNotFound(self.path)
         if self.path.parent != Path(""):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
         # exactly what the code shows.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
-        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
-        self._db.executescript(_SCHEMA)
-        self._add_later_columns()
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.executescript(_SCHEMA)
+            self._add_later_columns()
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            # UnicodeDecodeError: SQLite's own message quoting the damaged bytes.
+            self._db.close()
+            raise StoreError(f"{self.path} is not a thread store SQLite can open: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -320,7 +345,16 @@ class SqliteStore:
             rows = self._db.execute(
                 "SELECT body FROM events WHERE thread = ? ORDER BY seq", (num,)
             ).fetchall()
-        return [codec.loads_event(body) for (body,) in rows]
+        events = []
+        for seq, (body,) in enumerate(rows, start=1):
+            try:
+                events.append(codec.loads_event(body))
+            except CodecError as exc:
+                raise StoreError(
+                    f"thread {thread_id}: event {seq} in {self.path} cannot be read ({exc}); "
+                    "the log was changed outside twelvefold"
+                ) from exc
+        return events
 
     def snapshot(self, thread_id: str) -> Snapshot | None:
         with self._lock:
@@ -329,8 +363,11 @@ class SqliteStore:
             ).fetchone()
         if row is None or row[0] is None:
             return None
-        data = from_json(row[0])
-        return Snapshot(data["reducer"], data["seq"], data["state"])
+        try:
+            data = from_json(row[0])
+            return Snapshot(str(data["reducer"]), int(data["seq"]), dict(data["state"]))
+        except (ValueError, KeyError, TypeError):
+            return None  # a damaged snapshot is only a lost shortcut: the log is replayed
 
     def info(self, thread_id: str) -> ThreadInfo:
         with self._lock:
@@ -339,7 +376,7 @@ class SqliteStore:
             ).fetchone()
         if row is None:
             raise ThreadNotFound(thread_id)
-        return ThreadInfo(*row)
+        return _thread_info(row, self.path)
 
     def threads(self, status: Status | None = None) -> list[ThreadInfo]:
         query = f"SELECT {_INFO_COLUMNS} FROM threads"
@@ -348,7 +385,7 @@ class SqliteStore:
             query, params = query + " WHERE status = ?", (status,)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY updated_at DESC", params).fetchall()
-        return [ThreadInfo(*row) for row in rows]
+        return [_thread_info(row, self.path) for row in rows]
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -389,6 +426,21 @@ def _dumps_snapshot(head: Head, codec: Codec) -> str | None:
 _INFO_PLACES = ", ".join("?" for _ in _INFO_COLUMNS.split(", "))
 
 
+def _thread_info(row: Sequence[Any], path: Path) -> ThreadInfo:
+    """A `threads` row as a `ThreadInfo`, or `StoreError` when a damaged file holds a value
+    of the wrong kind (a NULL name, a text count) that would fail far from here."""
+    info = ThreadInfo(*row)
+    texts = [info.id, info.agent, info.origin, info.status, info.step]
+    texts += [info.created_at, info.updated_at]
+    if (
+        not all(isinstance(v, str) for v in texts)
+        or not isinstance(info.seq, int)
+        or not isinstance(info.request, str | None)
+    ):
+        raise StoreError(f"{path} holds a damaged thread row ({info.id!r}); it cannot be listed")
+    return info
+
+
 def _info_row(info: ThreadInfo) -> tuple[str | int | None, ...]:
     return tuple(getattr(info, name) for name in _INFO_COLUMNS.split(", "))
 
@@ -406,5 +458,14 @@ class _Transaction:
     def __enter__(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            self._db.execute("COMMIT")
+            return
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as rollback_failed:
+            # A full disk can fail the ROLLBACK too (SQLite has then rolled back itself).
+            # The error that stopped the transaction is what the caller must see; the
+            # failed ROLLBACK is told beside it, not instead of it.
+            exc.add_note(f"ROLLBACK failed as well: {rollback_failed}")

@@ -121,7 +121,7 @@ def coerce(result: Any, output: type[BaseModel]) -> BaseModel:
     if isinstance(result, output):
         return result
     if isinstance(result, BaseModel):
-        result = result.model_dump()
+        result = result.model_dump(by_alias=True)
     if isinstance(result, dict):
         return output.model_validate(result)
     raise TypeError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,31 @@ from twelvefold.runtime.types import Usage
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 FIXTURES = Path(__file__).resolve().parent / "runtime_fixtures"
+
+DEPLOY_CASSETTE: list[dict[str, Any]] = [
+    {"agent": "deploybot", "step": "decide", "seq": 1, "type": "ListGitTags", "output": {}},
+    {
+        "agent": "deploybot",
+        "step": "decide",
+        "seq": 4,
+        "type": "DeployBackend",
+        "output": {"tag": "v1.2.3", "env": "production"},
+    },
+    {
+        "agent": "deploybot",
+        "step": "decide",
+        "seq": 9,
+        "type": "DoneForNow",
+        "output": {"message": "deployed v1.2.3"},
+    },
+]
+"""deploybot's model outputs for "deploy v1.2.3 to production": list the tags, deploy (an
+approval waits in between), done."""
+
+
+def write_cassette(path: Path, entries: list[dict[str, Any]] = DEPLOY_CASSETTE) -> Path:
+    path.write_text("\n".join(json.dumps(e) for e in entries) + "\n")
+    return path
 
 
 class ScriptedModel:

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from pydantic import ValidationError
 
 from tests.support.generated import ROOT, import_generated
 from twelvefold.compiler import PromptFile, compile_text
@@ -123,18 +124,22 @@ def test_hostile_strings_stay_data(tricky: ModuleType) -> None:
 
 
 def test_fields_named_like_keywords_keep_their_names_on_the_wire(tricky: ModuleType) -> None:
-    request = tricky.Request.model_validate(
-        {"from": "me", "model_config": "x", "json": True, "type": "c'd"}
-    )
-    assert request.from_ == "me" and request.class_ is None
-    assert set(request.model_dump(by_alias=True)) == {
-        "from",
-        "class",
-        "model_config",
-        "json",
-        "type",
+    wire = {
+        "from": "me",
+        "from_": "also me",
+        "model_config": "x",
+        "model_dump": "d",
+        "json": True,
+        "json_": 3,
+        "_x": 1,
+        "x_": 2,
+        "type": "c'd",
     }
-    assert set(tricky.Request.model_json_schema()["properties"]) >= {"from", "class", "json"}
+    request = tricky.Request.model_validate(wire)
+    assert request.from__ == "me" and request.from_ == "also me" and request.class_ is None
+    assert (request.json__, request.json_, request.x, request.x_) == (True, 3, 1, 2)
+    assert request.model_dump(by_alias=True, exclude_none=True) == wire  # nothing merged
+    assert set(tricky.Request.model_json_schema()["properties"]) == {*wire, "class"}
 
 
 def test_types_named_like_runtime_names_and_builtins_are_renamed(tricky: ModuleType) -> None:
@@ -142,12 +147,40 @@ def test_types_named_like_runtime_names_and_builtins_are_renamed(tricky: ModuleT
         "Request": tricky.Request,
         "State": tricky.State_,
         "dict": tricky.dict_,
+        "Out": tricky.Out,
+        "Event": tricky.Event_,
+        "reduce": tricky.reduce_,
+        "_ACTIONS": tricky._ACTIONS_,
+        "_d_action": tricky._d_action_,
+        "__all__": tricky.all_,
+        "pydantic": tricky.pydantic_,
     }
+    assert callable(tricky._d_action) and isinstance(tricky._ACTIONS, dict)
+    for name, cls in tricky.AGENT.types.items():
+        assert cls.model_json_schema()["title"] == name
+
+
+def test_fields_named_like_what_a_class_body_reads_keep_their_types(tricky: ModuleType) -> None:
+    out = tricky.Out.model_validate({"float": 1.5, "Field": "f", "str": "s", "Literal": 1})
+    assert (out.float_, out.Field_, out.str_, out.Literal_) == (1.5, "f", "s", 1)
+    with pytest.raises(ValidationError):
+        tricky.Out.model_validate({"float": "not a number"})
+    nested = tricky.Out.model_validate({"State": {"value": 1}})
+    assert isinstance(nested.State__, tricky.State_)
+
+
+def test_unknown_keys_are_errors_at_every_level(tricky: ModuleType) -> None:
+    with pytest.raises(ValidationError, match="extra"):
+        tricky.Out.model_validate({"State": {"value": 1, "surprise": 2}})
+    with pytest.raises(ValidationError, match="extra"):
+        tricky.Out.model_validate({"surprise": 2})
 
 
 def test_guard_with_negative_number_and_membership(tricky: ModuleType) -> None:
     state = tricky.initial_state(
-        tricky.Request(from_="a", model_config_="b", json_=False, type="c'd")
+        tricky.Request.model_validate(
+            {"from": "a", "model_config": "b", "json": False, "type": "c'd"}
+        )
     )
 
     def route(value: float) -> str:
@@ -207,6 +240,20 @@ final f(Out)
         ast.unparse(node.func) for node in ast.walk(ast.parse(module)) if isinstance(node, ast.Call)
     }
     assert not any("system" in call for call in calls)
+
+
+def test_types_named_like_generated_names_run(tricky: ModuleType) -> None:
+    """`type _d_action` beside a state `d`, `type _ACTIONS`, `type reduce`: the module's own
+    functions and tables are untouched, so a thread runs through the state `d`."""
+    request = tricky.Request.model_validate(
+        {"from": "a", "model_config": "b", "json": False, "type": "c'd"}
+    )
+    state = tricky.initial_state(request)
+    out = tricky.Out.model_validate({"float": 2.0})
+    moved = tricky.reduce(state, ModelOutput(step="decide", output=out))
+    assert moved.step == "d"
+    action = tricky.next_action(moved)
+    assert action.function == "tricky_tools:d" and action.output is tricky.reduce_
 
 
 def test_step_and_edge_kinds_are_the_runtimes() -> None:

@@ -54,12 +54,13 @@ TEXT = st.lists(
     st.one_of(st.sampled_from(PIECES), st.text(max_size=8)), min_size=1, max_size=6
 ).map("".join)
 """Hostile text: the pieces above mixed with arbitrary characters (lone surrogates too)."""
-CLEAN = st.characters(blacklist_categories=("Cs",))
-"""Text a UTF-8 .agent file can hold (a lone surrogate cannot be encoded in one)."""
+CLEAN = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+"""Text a UTF-8 .agent file can hold in a string (a lone surrogate cannot be encoded in one;
+a NUL is refused, E005)."""
 SOURCE_TEXT = (
     st.lists(st.one_of(st.sampled_from(PIECES), st.text(CLEAN, max_size=8)), min_size=1, max_size=6)
     .map("".join)
-    .filter(bool)
+    .filter(lambda text: text and "\x00" not in text)
 )
 
 AGENT = """# {c1}

@@ -16,8 +16,12 @@ LITERALS = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(10**12), 10**12),
-    st.floats(allow_nan=False, allow_infinity=False, width=64).filter(lambda f: f == f),
-    st.text(st.characters(exclude_categories=["Cs"]), max_size=12),
+    # Floats a guard can spell within the language's limits (32 digits, docs/language.md).
+    st.floats(allow_nan=False, allow_infinity=False, width=64).filter(
+        lambda f: f == 0 or 1e-6 <= abs(f) < 1e15
+    ),
+    # Strings hold no NUL and no lone surrogate (E005).
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12),
 ).map(lambda value: n.Literal(value))
 OPERANDS = st.one_of(
     st.lists(NAMES, min_size=1, max_size=3).map(lambda p: n.Path(tuple(p))), LITERALS

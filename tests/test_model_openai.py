@@ -283,3 +283,45 @@ def test_preview_is_exactly_what_a_real_call_sends(
     complete(model, request())
     (sent,) = openai_server.requests
     assert shown == sent
+
+
+@pytest.mark.parametrize("mode", ["tools", "json"])
+def test_a_reply_cut_off_at_the_token_limit_is_a_model_error(
+    openai_server: ScriptedOpenAI, mode: Literal["tools", "json"]
+) -> None:
+    """finish_reason "length" (instructor's IncompleteOutputException) fails the call with one
+    line, so the loop records a step failure and `on error` is taken; it is not re-asked."""
+    cut = '{"choice": {"type": "Add", "a": 1'
+    if mode == "tools":
+        openai_server.reply_tool(cut, finish_reason="length")
+    else:
+        openai_server.reply_json(cut, finish_reason="length")
+    with pytest.raises(ModelError) as raised:
+        complete(client(openai_server, mode=mode), request(retries=2))
+    assert raised.value.error.type == "IncompleteOutput"
+    assert "cut off" in raised.value.error.message and "\n" not in raised.value.error.message
+    assert len(openai_server.requests) == 1
+
+
+class Undescribed(BaseModel):
+    tag: str
+
+
+def test_a_type_without_a_description_gets_no_invented_one(openai_server: ScriptedOpenAI) -> None:
+    """Issue 9 §7: instructor wrote "Correctly extracted `X` with all the required ..."."""
+    openai_server.reply_tool({"tag": "v1"})
+    complete(client(openai_server), request(Undescribed))
+    function = openai_server.requests[0]["tools"][0]["function"]
+    assert function["description"] == ""
+    assert "Correctly" not in json.dumps(openai_server.requests[0])
+
+
+def test_one_tool_call_is_asked_for_and_a_second_is_never_dropped_silently(
+    openai_server: ScriptedOpenAI,
+) -> None:
+    from tests.support.openai_server import Reply
+
+    openai_server.script.append(Reply(arguments={"tag": "v1"}, calls=2))
+    with pytest.raises(ModelError, match="2 tool calls"):
+        complete(client(openai_server), request(Undescribed))
+    assert openai_server.requests[0]["parallel_tool_calls"] is False

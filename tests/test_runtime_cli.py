@@ -8,33 +8,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.runtime_helpers import EXAMPLES
+from tests.runtime_helpers import EXAMPLES, write_cassette
 from twelvefold.cli import cli
-
-CASSETTE = [
-    {"agent": "deploybot", "step": "decide", "seq": 1, "type": "ListGitTags", "output": {}},
-    {
-        "agent": "deploybot",
-        "step": "decide",
-        "seq": 4,
-        "type": "DeployBackend",
-        "output": {"tag": "v1.2.3", "env": "production"},
-    },
-    {
-        "agent": "deploybot",
-        "step": "decide",
-        "seq": 9,
-        "type": "DoneForNow",
-        "output": {"message": "deployed v1.2.3"},
-    },
-]
 
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TWELVEFOLD_DB", raising=False)
-    (tmp_path / "deploy.jsonl").write_text("\n".join(json.dumps(e) for e in CASSETTE) + "\n")
+    write_cassette(tmp_path / "deploy.jsonl")
     return tmp_path
 
 

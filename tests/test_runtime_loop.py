@@ -183,8 +183,13 @@ def test_an_event_the_thread_cannot_take_is_refused_and_nothing_is_stored(
     model = ScriptedModel([{"type": "RequestMoreInformation", "question": "which tag?"}])
     rt = Runtime(model=model, notifier=RecordingNotifier(), cache_dir=tmp_path)
     view = rt.launch(DEPLOYBOT, "deploy")
-    with pytest.raises(InputError, match="`ask_user` waits for an answer"):
+    with pytest.raises(InputError) as wrong:
         rt.resume(view.id, request=view.request, approve=True, by="ana")
+    # In words: what the thread waits for, and how to give it (not "illegal `approved` event").
+    assert str(wrong.value) == (
+        f"thread {view.id} waits for an answer at `ask_user`, not an approval or a rejection: "
+        f"resume it with `twelvefold resume {view.id} --request {view.request} --answer TEXT`"
+    )
     with pytest.raises(IllegalEvent, match="illegal `approved` event"):  # the reducer too
         rt.agent(DEPLOYBOT).module.reduce(
             view.state, Approved(step="ask_user", request=view.request)

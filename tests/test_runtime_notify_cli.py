@@ -11,22 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.runtime_helpers import EXAMPLES
+from tests.runtime_helpers import DEPLOY_CASSETTE, EXAMPLES, write_cassette
 from tests.support.receivers import HttpReceiver, dead_port
 from twelvefold.cli import cli
 from twelvefold.commands.run import EXIT_UNTOLD
 from twelvefold.runtime.timeouts import parse_time
-
-CASSETTE = [
-    {"agent": "deploybot", "step": "decide", "seq": 1, "type": "ListGitTags", "output": {}},
-    {
-        "agent": "deploybot",
-        "step": "decide",
-        "seq": 4,
-        "type": "DeployBackend",
-        "output": {"tag": "v1.2.3", "env": "production"},
-    },
-]
 
 
 @pytest.fixture
@@ -44,7 +33,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("TWELVEFOLD_SMTP_HOST", raising=False)
     monkeypatch.setenv("TWELVEFOLD_NOTIFY_LOG", "0")
-    (tmp_path / "deploy.jsonl").write_text("\n".join(json.dumps(e) for e in CASSETTE) + "\n")
+    write_cassette(tmp_path / "deploy.jsonl", DEPLOY_CASSETTE[:2])
     return tmp_path
 
 

@@ -17,6 +17,7 @@ from twelvefold.runtime.types import (
     ToolResult,
 )
 from twelvefold.testing.coverage import ACTION_EVENTS, explore
+from twelvefold.testing.oracle import source_paths
 from twelvefold.testing.properties import PROPERTIES, PropertyFailed
 from twelvefold.testing.runner import run_property
 from twelvefold.testing.subject import Subject, checked_program
@@ -41,7 +42,7 @@ def _caught(name: str, tmp_path: Path) -> PropertyFailed:
     bug = BUGS[name]
     reference = import_generated(EXAMPLES / f"{bug.agent}.agent", tmp_path / "source")
     subject = _subject(broken_module(name, tmp_path), bug.agent, reference)
-    paths = list(explore(subject).paths.values())
+    paths = [*explore(subject).paths.values(), *source_paths(subject)]
     prop = BY_NAME[bug.caught_by]
     outcome = run_property(subject, prop, examples=EXAMPLES_PER_RUN, seed=0, paths=paths)
     assert outcome.failure is not None, f"{name} was not caught by {bug.caught_by}"

@@ -4,21 +4,59 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from functools import cache
 
+from twelvefold.runtime.context import INPUT_ENTRY, entry_name
 from twelvefold.runtime.types import EVENT_KINDS
 
 from .. import nodes as n
 from .. import types as t
 from ..diagnostics import Diagnostic, did_you_mean, error
+from ..parser import keywords_beside_names, parse
 from ..program import Program
-from ..syntax_errors import KEYWORDS
 from .common import declared_input, gotos, start_state, type_table, with_note
 
 FUNCTION_PATH = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
 )
 CONTEXT_FORMATS = ("xml", "yaml", "json")
-RESERVED_TYPE_NAMES = (*n.BUILTIN_SCALARS, n.ANSWER_TYPE, "list", "map")
+BUILT_IN_TYPE_NAMES = (*n.BUILTIN_SCALARS, n.ANSWER_TYPE)
+
+# Programs that use one name in every place a state (or a type) name can be written. The
+# lexer is contextual, so a keyword can name a state or a type unless the parser also
+# accepts the keyword where that name is written (`on error` beside `on TYPE`); which
+# words those are is asked of the grammar itself, not listed by hand.
+_STATE_PROBE = """agent a { input T start X max_steps 3 -> X max_errors 2 -> X }
+type T { x: string }
+llm X -> T { prompt "p" on T if x == "a" -> X_b on error -> X }
+tool X_b(T) -> T = "m:f" { next X_c on error -> X }
+approval X_c(T) { on approved -> X_d on rejected -> X }
+human X_d(T) { next X on error -> X }
+final X_e(T)
+""".replace("X", "{name}")
+_TYPE_PROBE = """agent a { input X start s }
+type X { x: X? y: list[X] z: map[string, X] }
+llm s -> X | X { prompt "p" on X if x.x == null -> s on error -> s }
+tool t(X) -> X = "m:f" { next s }
+approval v(X) { on approved -> s on rejected -> s }
+final e(X)
+""".replace("X", "{name}")
+
+
+@cache
+def reserved_words() -> dict[str, frozenset[str]]:
+    """{"state": words no state may be called, "type": words no type may be called}."""
+
+    def fails(probe: str, word: str) -> bool:
+        return bool(parse(probe.replace("{name}", word))[1])
+
+    # Only a keyword the parser accepts in some state where it also accepts a name can
+    # collide with one; the others need no probe (this keeps the check cheap).
+    candidates = keywords_beside_names()
+    return {
+        "state": frozenset(w for w in candidates if fails(_STATE_PROBE, w)),
+        "type": frozenset(w for w in candidates if fails(_TYPE_PROBE, w)),
+    }
 
 
 # ---- declarations ----------------------------------------------------------------
@@ -77,13 +115,14 @@ def _repeats(
 
 
 def reserved_names(program: Program, _: object) -> Iterator[Diagnostic]:
-    """State and type names are not keywords, and types do not reuse built-in type names."""
+    """State and type names are not reserved words, and types do not reuse built-in type names."""
     path = program.source.path
+    reserved = reserved_words()
     for name, what in [
         *((d.name, "type") for d in program.source.types),
         *((s.name, "state") for s in program.source.steps),
     ]:
-        if name.text in KEYWORDS:
+        if name.text in reserved[what]:
             yield error(
                 "E107",
                 f"`{name.text}` is a keyword and cannot name a {what}",
@@ -94,7 +133,7 @@ def reserved_names(program: Program, _: object) -> Iterator[Diagnostic]:
             )
     for type_decl in program.source.types:
         name = type_decl.name
-        if name.text in RESERVED_TYPE_NAMES and name.text not in KEYWORDS:
+        if name.text in BUILT_IN_TYPE_NAMES:
             yield error(
                 "E115",
                 f"`{name.text}` is a built-in type and cannot be declared again",
@@ -311,7 +350,7 @@ def context_settings(program: Program, _: object) -> Iterator[Diagnostic]:
             help=did_you_mean(context.format.text, CONTEXT_FORMATS)
             or "use one of `xml`, `yaml`, `json`",
         )
-    renderable = [*program.steps, *EVENT_KINDS]
+    renderable = [*_entry_names(program), *program.steps, *EVENT_KINDS]
     for render in context.renders:
         if render.event.text not in renderable:
             yield error(
@@ -322,8 +361,29 @@ def context_settings(program: Program, _: object) -> Iterator[Diagnostic]:
                 render.event.span,
                 label="nothing renders under this name",
                 help=did_you_mean(render.event.text, renderable)
-                or "name a step (its events) or an event kind: " + ", ".join(EVENT_KINDS),
+                or "name an entry (`list_tags_result`), a step (its events) or an event kind: "
+                + ", ".join(EVENT_KINDS),
             )
+
+
+_ENTRY_KINDS = {
+    "llm": ("step_failed",),
+    "tool": ("tool_result", "step_failed"),
+    "approval": ("approved", "rejected", "step_failed"),
+    "human": ("answered", "step_failed"),
+    "final": (),
+}
+"""The events each kind of step adds to the log that the context shows."""
+
+
+def _entry_names(program: Program) -> list[str]:
+    """Every element name the context can show (`list_tags_result`, `Deploy`, `user_input`)."""
+    names = {INPUT_ENTRY: None}
+    for step in program.steps.values():
+        if isinstance(step, n.LlmStep):
+            names.update(dict.fromkeys(o.text for o in step.outputs))
+        names.update(dict.fromkeys(entry_name(k, step.name.text) for k in _ENTRY_KINDS[step.kind]))
+    return list(names)
 
 
 def required_settings(program: Program, _: object) -> Iterator[Diagnostic]:

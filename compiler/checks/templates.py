@@ -7,13 +7,23 @@
 
 A template's own names (`{% set %}`, loop variables) are always fine; jinja2's meta
 analysis leaves them out (template_vars.py).
+
+Templates render in Jinja2's sandbox (runtime/templates.py); an attribute it refuses on
+any value (`__class__`, `_private`) is reported here (E704) rather than at run time. A
+file a template loads (`{% include %}`, `{% extends %}`, `{% import %}`) is checked like
+the template itself, under the same prompts folder rule; its name must be a literal
+string so that it can be (E705), and an `ask` string loads nothing.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
+
+from twelvefold.runtime.context import PROMPT_VARIABLES, RENDER_VARIABLES
+from twelvefold.runtime.templates import unsafe_attribute
 
 from .. import nodes as n
 from .. import types as t
@@ -21,11 +31,6 @@ from ..diagnostics import Diagnostic, Span, did_you_mean, error
 from ..program import Program, PromptFile
 from ..template_vars import Analysis, VariableUse, analyse
 from .common import type_table
-
-PROMPT_VARIABLES = ("context", "events", "input", "last", "agent", "step")
-"""LANGUAGE.md: what an llm step's prompt template may use."""
-RENDER_VARIABLES = ("event", "kind", "step", "value", "agent")
-"""What a `render` template in the context block is given for the one event it renders."""
 
 Loader = Callable[[str], PromptFile | None]
 
@@ -70,18 +75,35 @@ def _template_file(
             "or pass `--prompts DIR`",
         )
         return
+    yield from _template_tree(
+        path, name.span, f'{what} "{name.value}"', found, load_prompt, allowed, what, set()
+    )
+
+
+def _template_tree(
+    path: str,
+    span: Span,
+    shown: str,
+    found: PromptFile,
+    load_prompt: Loader,
+    allowed: tuple[str, ...],
+    what: str,
+    seen: set[str],
+) -> Iterator[Diagnostic]:
+    """One template file and, once each, the files it loads: syntax, variables, safety."""
+    seen.add(found.name)
     analysis = analyse(found.text)
     if analysis.problem is not None:
-        yield _syntax_error(path, name.span, f'{what} "{name.value}"', analysis)
+        yield _syntax_error(path, span, shown, analysis)
         return
     for use in analysis.uses:
         if use.path[0] in allowed:
             continue
         yield error(
             "E703",
-            f'{what} "{name.value}" line {use.line} uses `{use.path[0]}`, which it is not given',
+            f"{shown} line {use.line} uses `{use.path[0]}`, which it is not given",
             path,
-            name.span,
+            span,
             label=f"`{use.path[0]}` is undefined at line {use.line} of the template",
             help=did_you_mean(use.path[0], allowed)
             or "a "
@@ -90,6 +112,66 @@ def _template_file(
             + ", ".join(f"`{v}`" for v in allowed)
             + (" (the incoming value is `last`)" if what == "prompt" else ""),
         )
+    yield from (_unsafe(path, span, shown, use) for use in analysis.unsafe)
+    for load in analysis.loads:
+        if load.name is None:
+            yield _dynamic_load(path, span, shown, load.kind, load.line)
+            continue
+        if load.name in seen:
+            continue
+        loaded = load_prompt(load.name)
+        if loaded is None:
+            yield error(
+                "E701",
+                f'{shown} line {load.line}: `{{% {load.kind} %}}` names "{load.name}", '
+                "which is not a file inside the prompts directory",
+                path,
+                span,
+                label=f"missing template at line {load.line} of the template",
+                help="name a file relative to the prompts directory"
+                f"{_root_text(load_prompt)}; `..`, absolute paths and links that lead "
+                "outside it are refused",
+            )
+            continue
+        yield from _template_tree(
+            path,
+            span,
+            f'"{load.name}" ({_PAST[load.kind]} by {shown})',
+            loaded,
+            load_prompt,
+            allowed,
+            what,
+            seen,
+        )
+
+
+_PAST = {"include": "included", "extends": "extended", "import": "imported"}
+
+
+def _unsafe(path: str, span: Span, shown: str, use: VariableUse) -> Diagnostic:
+    written = ".".join(use.path)
+    return error(
+        "E704",
+        f"{shown} line {use.line} reads `{use.path[-1]}` (in `{written}`), which templates "
+        "may not read",
+        path,
+        span,
+        label=f"refused by the template sandbox at line {use.line} of the template",
+        help="templates render in Jinja2's sandbox: attributes that start with `_` are "
+        "Python internals, never data; read the value's fields instead",
+    )
+
+
+def _dynamic_load(path: str, span: Span, shown: str, kind: str, line: int) -> Diagnostic:
+    return error(
+        "E705",
+        f"{shown} line {line}: `{{% {kind} %}}` must name its template with a string literal",
+        path,
+        span,
+        label=f"not checkable at line {line} of the template",
+        help=f'write the file name as a literal, e.g. `{{% {kind} "shared/header.j2" %}}`, so '
+        "that `check` can read it",
+    )
 
 
 def _syntax_error(path: str, span: Span, what: str, analysis: Analysis) -> Diagnostic:
@@ -137,6 +219,16 @@ def _ask(
     if analysis.problem is not None:
         yield _syntax_error(path, ask.span, "this `ask`", analysis)
         return
+    yield from (_unsafe(path, ask.span, "this `ask`", use) for use in analysis.unsafe)
+    for load in analysis.loads:
+        yield error(
+            "E705",
+            f"this `ask` line {load.line}: `{{% {load.kind} %}}` cannot be used in an `ask`",
+            path,
+            ask.span,
+            label="an `ask` loads no files",
+            help="write the whole text in the `ask` string; prompt files may include others",
+        )
     root = table.named(step.input.text) if step.input else None
     for use in analysis.uses:
         span = _span_in_string(program.source_text, ask.span, use)
@@ -152,6 +244,8 @@ def _ask(
                 "or write the text without variables",
             )
             continue
+        if any(unsafe_attribute(part) for part in use.path):
+            continue  # E704 above
         found = table.lookup_path(root, use.path)
         if found.ok:
             continue
@@ -182,9 +276,16 @@ def _ask(
             )
 
 
+@lru_cache(maxsize=2)
+def _lines(source_text: str) -> list[str]:
+    """The file's lines, split once per file rather than once per variable of every `ask`
+    (which made the check quadratic in the file's size)."""
+    return source_text.splitlines()
+
+
 def _span_in_string(source_text: str, string: Span, use: VariableUse) -> Span:
     """Where `use` is written inside a one-line string literal; the whole string otherwise."""
-    lines = source_text.splitlines()
+    lines = _lines(source_text)
     if string.line != string.end_line or not 1 <= string.line <= len(lines):
         return string
     line = lines[string.line - 1]

@@ -9,6 +9,7 @@ passes on whatever arrived at its source. The start state receives the agent's i
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Iterator
 
@@ -19,38 +20,75 @@ from .common import declared_input, input_type, start_state, type_table, with_no
 
 
 def arriving_types(program: Program) -> dict[str, frozenset[str]]:
-    """For each state, the names of the types whose values can arrive at it."""
+    """For each state, the names of the types whose values can arrive at it.
+
+    Linear in edges plus (edge, type) pairs: a state passes on only the types that are new
+    to it, and an edge that carries a fixed type (an llm rule, a tool's or a human's `next`)
+    is followed once. Computed once per program; several checks ask.
+    """
+    cached = _ARRIVING.get(id(program))
+    if cached is not None and cached[0]() is program:
+        return cached[1]
     table = type_table(program)
     arriving: dict[str, set[str]] = {state: set() for state in program.steps}
-    queue: deque[str] = deque()
+    queue: deque[tuple[str, set[str]]] = deque()
+
+    def arrive(state: str, types: set[str]) -> None:
+        new = types - arriving[state]
+        if new:
+            arriving[state] |= new
+            queue.append((state, new))
+
     start, first = start_state(program), input_type(program)
     if start is not None and start in arriving and table.known(first):
-        arriving[start].add(first)
-        queue.append(start)
+        arrive(start, {first})
+    # Each state's edges split once: fixed-type edges are followed on the first visit only,
+    # pass-through edges on every visit with just the new types.
+    passing: dict[str, list[str]] = {state: [] for state in program.steps}
+    fixed: dict[str, list[tuple[str, set[str]]]] = {state: [] for state in program.steps}
+    for source, target, data in program.graph.edges(data=True):
+        carried = _fixed_type(program, data["edge"])
+        if carried is None:
+            passing[source].append(target)
+        else:
+            fixed[source].append((target, {name for name in carried if table.known(name)}))
+    followed: set[str] = set()
     while queue:
-        state = queue.popleft()
-        for _, target, data in program.graph.out_edges(state, data=True):
-            new = carried_types(program, data["edge"], arriving[state]) - arriving[target]
-            if new:
-                arriving[target] |= new
-                queue.append(target)
-    return {state: frozenset(types) for state, types in arriving.items()}
+        state, new = queue.popleft()
+        for target in passing[state]:
+            arrive(target, new)
+        if state not in followed:
+            followed.add(state)
+            for target, carried in fixed[state]:
+                arrive(target, carried)
+    result = {state: frozenset(types) for state, types in arriving.items()}
+    _ARRIVING.clear()  # one program at a time: the cache never grows
+    _ARRIVING[id(program)] = (weakref.ref(program), result)
+    return result
+
+
+_ARRIVING: dict[int, tuple[weakref.ref[Program], dict[str, frozenset[str]]]] = {}
+
+
+def _fixed_type(program: Program, edge: Edge) -> set[str] | None:
+    """The type an edge always carries, or None when it passes on what arrived at its source."""
+    step = program.steps[edge.source]
+    if edge.kind == "output" and edge.type is not None:
+        return {edge.type}
+    if edge.kind == "next" and isinstance(step, n.ToolStep):
+        return {step.output.text}
+    if edge.kind == "next" and isinstance(step, n.HumanStep):
+        return {n.ANSWER_TYPE}
+    return None
 
 
 def carried_types(program: Program, edge: Edge, at_source: frozenset[str] | set[str]) -> set[str]:
     """The types of the values that travel `edge`, given those that arrive at its source."""
-    step = program.steps[edge.source]
-    table = type_table(program)
-    carried: set[str]
-    if edge.kind == "output" and edge.type is not None:
-        carried = {edge.type}
-    elif edge.kind == "next" and isinstance(step, n.ToolStep):
-        carried = {step.output.text}
-    elif edge.kind == "next" and isinstance(step, n.HumanStep):
-        carried = {n.ANSWER_TYPE}
-    else:
+    carried = _fixed_type(program, edge)
+    if carried is None:
         return set(at_source)  # already resolved: they came along other edges
     # A type that does not resolve is reported by the name checks; it carries no judgement.
+    table = type_table(program)
     return {name for name in carried if table.known(name)}
 
 

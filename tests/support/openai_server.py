@@ -37,6 +37,12 @@ class Reply:
     error: str | None = None
     usage: tuple[int, int] = (11, 7)
     """(prompt_tokens, completion_tokens)."""
+    finish_reason: str | None = None
+    """Overrides the natural one (`tool_calls` or `stop`): `length` is a reply cut off at the
+    token limit."""
+    calls: int = 1
+    """How many tool calls the message carries (each with `arguments`): a model that
+    ignores `parallel_tool_calls: false`."""
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -55,13 +61,22 @@ class ScriptedOpenAI:
     # ---- scripting --------------------------------------------------------------------
 
     def reply_tool(
-        self, arguments: Any, *, name: str | None = None, usage: tuple[int, int] = (11, 7)
+        self,
+        arguments: Any,
+        *,
+        name: str | None = None,
+        usage: tuple[int, int] = (11, 7),
+        finish_reason: str | None = None,
     ) -> None:
-        self.script.append(Reply(arguments=arguments, tool_name=name, usage=usage))
+        self.script.append(
+            Reply(arguments=arguments, tool_name=name, usage=usage, finish_reason=finish_reason)
+        )
 
-    def reply_json(self, content: Any, *, usage: tuple[int, int] = (11, 7)) -> None:
+    def reply_json(
+        self, content: Any, *, usage: tuple[int, int] = (11, 7), finish_reason: str | None = None
+    ) -> None:
         text = content if isinstance(content, str) else json.dumps(content)
-        self.script.append(Reply(content=text, usage=usage))
+        self.script.append(Reply(content=text, usage=usage, finish_reason=finish_reason))
 
     def reply_error(self, status: int, message: str) -> None:
         self.script.append(Reply(status=status, error=message))
@@ -122,12 +137,14 @@ def completion(request: dict[str, Any], reply: Reply, n: int) -> dict[str, Any]:
         )
         message["tool_calls"] = [
             {
-                "id": f"call_{n}",
+                "id": f"call_{n}_{index}",
                 "type": "function",
                 "function": {"name": name, "arguments": arguments},
             }
+            for index in range(reply.calls)
         ]
         finish_reason = "tool_calls"
+    finish_reason = reply.finish_reason or finish_reason
     prompt_tokens, completion_tokens = reply.usage
     return {
         "id": f"chatcmpl-{n}",

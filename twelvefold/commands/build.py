@@ -3,31 +3,89 @@
 from __future__ import annotations
 
 import ast
+import itertools
+import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from twelvefold.commands.options import PROMPTS
 from twelvefold.compiler import Compilation, compile_file
 from twelvefold.compiler.codegen import FormatterUnavailable
-from twelvefold.compiler.diagnostics import render_all, render_json, summary
+from twelvefold.compiler.diagnostics import render_all, summary
+
+
+class _DiagnosingCommand(click.Command):
+    """A command whose usage errors (a missing file, an unknown option) are a JSON document
+    on stdout too when `--format json` was asked for, so a tool reading stdout always gets
+    one; the exit code stays 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        wants_json = _asks_for_json(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if not wants_json:
+                raise
+            shown = _usage_diagnostic(exc.format_message(), help=f"see `{ctx.command_path} --help`")
+            click.echo(json.dumps([shown], indent=2))
+            ctx.exit(exc.exit_code)
+
+
+def _asks_for_json(args: list[str]) -> bool:
+    return any(
+        arg == "--format=json" or (arg == "--format" and following == "json")
+        for arg, following in itertools.pairwise([*args, ""])
+    )
+
+
+def _usage_diagnostic(message: str, path: str = "", help: str = "") -> dict[str, object]:
+    """A problem that is not the compiler's (usage, an unwritable folder) in the shape of a
+    diagnostic's JSON (`Diagnostic.to_json`)."""
+    return {
+        "severity": "error",
+        "code": "usage",
+        "message": message,
+        "path": path,
+        "line": 0,
+        "column": 0,
+        "end_line": 0,
+        "end_column": 0,
+        "label": "",
+        "help": help,
+        "notes": [],
+    }
+
+
+def _fail(message: str, output_format: str, path: str = "") -> NoReturn:
+    """Exit 1 with one line, or one JSON document with `--format json`."""
+    if output_format == "json":
+        click.echo(json.dumps([_usage_diagnostic(message, path)], indent=2))
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(1)
 
 
 def _compile_all(
-    files: tuple[Path, ...], prompts: Path | None, generate_code: bool
+    files: tuple[Path, ...], prompts: Path | None, generate_code: bool, output_format: str
 ) -> list[Compilation]:
     try:
         return [compile_file(f, prompts_dir=prompts, generate_code=generate_code) for f in files]
     except FormatterUnavailable as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        _fail(str(exc), output_format)
 
 
-def _report(results: list[Compilation], output_format: str) -> int:
+def _report(
+    results: list[Compilation], output_format: str, extra: Sequence[dict[str, object]] = ()
+) -> int:
+    """Print the diagnostics (JSON: one document on stdout, with `extra` problems that are
+    not the compiler's); 0 when no file has errors."""
     diagnostics = [d for r in results for d in r.diagnostics]
     if output_format == "json":
-        click.echo(render_json(diagnostics))
+        click.echo(json.dumps([*(d.to_json() for d in diagnostics), *extra], indent=2))
     elif diagnostics:
         sources = {r.path: r.source_text for r in results}
         click.echo(render_all(diagnostics, sources), err=True)
@@ -48,20 +106,20 @@ FORMAT = click.option(
 )
 
 
-@click.command()
+@click.command(cls=_DiagnosingCommand)
 @FILES
 @PROMPTS
 @FORMAT
 def check(files: tuple[Path, ...], prompts: Path | None, output_format: str) -> None:
     """Parse and check agents; print diagnostics. Exit 1 when there are errors."""
-    results = _compile_all(files, prompts, generate_code=False)
+    results = _compile_all(files, prompts, generate_code=False, output_format=output_format)
     code = _report(results, output_format)
     if code == 0 and output_format == "text":
         click.echo(f"ok: {len(files)} file{'s' if len(files) != 1 else ''} checked", err=True)
     sys.exit(code)
 
 
-@click.command("compile")
+@click.command("compile", cls=_DiagnosingCommand)
 @FILES
 @click.option(
     "-o",
@@ -88,23 +146,38 @@ def compile_(
     output_format: str,
 ) -> None:
     """Compile agents to plain Python reducer modules, one per agent."""
-    results = _compile_all(files, prompts, generate_code=True)
-    code = _report(results, output_format)
-    if code != 0:
-        sys.exit(code)
+    results = _compile_all(files, prompts, generate_code=True, output_format=output_format)
+    if not all(r.ok for r in results):
+        sys.exit(_report(results, output_format))
     if check_only:
+        _report(results, output_format)
         sys.exit(_check_committed(results, output_dir))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for result in results:
-        for name, content in result.files.items():
-            target = output_dir / name
-            target.write_text(content, encoding="utf-8")
-            written.append(str(target))
+    written, problem = _write(results, output_dir)
     if output_format == "json":
-        return
-    for path in written:
-        click.echo(f"wrote {path}", err=True)
+        extra = [_usage_diagnostic(problem, str(output_dir))] if problem else []
+        _report(results, output_format, extra)
+    else:
+        _report(results, output_format)
+        if problem:
+            click.echo(f"error: {problem}", err=True)
+        for path in written:
+            click.echo(f"wrote {path}", err=True)
+    sys.exit(1 if problem else 0)
+
+
+def _write(results: list[Compilation], output_dir: Path) -> tuple[list[str], str | None]:
+    """Write the generated modules; the paths written, and what stopped the writing."""
+    written: list[str] = []
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for result in results:
+            for name, content in result.files.items():
+                target = output_dir / name
+                target.write_text(content, encoding="utf-8")
+                written.append(str(target))
+    except OSError as exc:
+        return written, f"cannot write to {output_dir}: {exc.strerror or exc}"
+    return written, None
 
 
 def _check_committed(results: list[Compilation], output_dir: Path) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,7 +137,7 @@ def _load_thread(
     """The thread's events and the agent's generated reducer module."""
     from twelvefold.runtime.codec import CodecError
     from twelvefold.runtime.loading import AgentLoadError, load_agent
-    from twelvefold.runtime.store import SqliteStore, ThreadNotFound
+    from twelvefold.runtime.store import SqliteStore, StoreError, ThreadNotFound
 
     try:
         loaded = load_agent(agent, prompts_dir=prompts)
@@ -153,13 +154,16 @@ def _load_thread(
             if not db.is_file():
                 click.echo(f"error: no thread store at {db} (give --db PATH)", err=True)
                 sys.exit(1)
-            store = SqliteStore(db)
+            store = SqliteStore(db, create=False)
             try:
                 events = store.load(str(thread_id), loaded.codec)
             finally:
                 store.close()
-    except (CodecError, ValueError, KeyError) as bad:
+    except (CodecError, ValueError, KeyError, TypeError, AttributeError) as bad:
         click.echo(f"error: the event log does not decode for this agent: {bad}", err=True)
+        sys.exit(1)
+    except (StoreError, sqlite3.Error) as bad:  # a damaged store: SQLite's words, one line
+        click.echo(f"error: {bad}", err=True)
         sys.exit(1)
     except ThreadNotFound as missing:
         click.echo(f"error: {missing}", err=True)

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from twelvefold.commands.options import DB, PROMPTS
+from twelvefold.commands.output import echo
 
 
 @click.command()
@@ -54,9 +55,9 @@ def prompt(
     except click.ClickException:
         raise
     except Exception as exc:  # a missing thread, a template error: one clear line
-        click.echo(f"error: {exc}", err=True)
+        echo(f"error: {exc}", err=True)
         sys.exit(1)
-    click.echo(json.dumps(body, indent=2, ensure_ascii=False) if as_json else render(body))
+    echo(json.dumps(body, indent=2, ensure_ascii=False) if as_json else render(body))
 
 
 async def _request_body(
@@ -124,7 +125,7 @@ def _call_at(module: Any, events: list[Any], step: str) -> Any:
     action = module.next_action(arrived)
     if not isinstance(action, CallModel):  # pragma: no cover - checked by the caller
         raise click.ClickException(f"`{step}` does not call the model")
-    click.echo(
+    echo(
         f"note: the thread is at `{state.step}` ({state.status}); showing `{step}` "
         "with its events so far",
         err=True,

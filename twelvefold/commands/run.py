@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import sqlite3
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from typing import Any
 import click
 
 from twelvefold.commands.options import DB
+from twelvefold.commands.output import echo
 from twelvefold.runtime.api import (
     Expiry,
     InputError,
@@ -36,7 +38,14 @@ from twelvefold.runtime.api import (
 )
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import Thread
-from twelvefold.runtime.store import Conflict, SqliteStore, ThreadInfo, ThreadNotFound
+from twelvefold.runtime.names import declared_name
+from twelvefold.runtime.store import (
+    Conflict,
+    SqliteStore,
+    StoreError,
+    ThreadInfo,
+    ThreadNotFound,
+)
 from twelvefold.runtime.timeouts import parse_time
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
@@ -77,7 +86,7 @@ def summarize(event: Event) -> str:
         case Started(input=value):
             text = _compact(value)
         case ModelOutput(output=output):
-            text = f"{type(output).__name__} {_compact(output)}"
+            text = f"{declared_name(type(output))} {_compact(output)}"
         case ToolStarted(key=key):
             text = f"key {key}"
         case ToolResult(result=result):
@@ -136,27 +145,29 @@ def _compact(value: Any) -> str:
 def print_view(view: ThreadView, db: Path) -> None:
     where = f"thread {view.id} ({view.agent})"
     if view.status == "finished":
-        click.echo(f"\n{where} finished: {_compact(view.output)}")
+        echo(f"\n{where} finished: {_compact(view.output)}")
     elif view.status == "waiting":
-        click.echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
-        click.echo(f"  request: {view.request}")
-        click.echo(f"  resume: {resume_hint(view)}")
+        echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
+        echo(f"  request: {view.request}")
+        echo(f"  resume: {resume_hint(view)}")
     elif view.status == "failed":
-        click.echo(f"\n{where} failed at `{view.step}`: {view.error}")
-        click.echo(f"  retry: twelvefold resume {view.id} --retry")
+        echo(f"\n{where} failed at `{view.step}`: {view.error}")
+        echo(f"  retry: twelvefold resume {view.id} --retry")
     elif view.status == "cancelled":
-        click.echo(f"\n{where} was cancelled at `{view.step}`")
+        echo(f"\n{where} was cancelled at `{view.step}`")
     else:
-        click.echo(f"\n{where} is running at `{view.step}`")
-    click.echo(f"  stored in {db}")
+        echo(f"\n{where} is running at `{view.step}`")
+    echo(f"  stored in {db}")
     if view.untold:
-        click.echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
-        click.echo("  `twelvefold expire` tries the notice again (run it from cron)")
+        echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
+        echo("  `twelvefold expire` tries the notice again (run it from cron)")
 
 
 def resume_hint(view: ThreadView) -> str:
     """The command that decides a waiting thread's pending request."""
-    decide = "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer T"
+    decide = (
+        "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer TEXT"
+    )
     return f"twelvefold resume {view.id} --request {view.request} {decide}"
 
 
@@ -193,13 +204,21 @@ def make_model(cassette: Path | None, record: Path | None, model: str | None) ->
 
 @contextmanager
 def runtime(
-    db: Path, *, model: Any = None, paths: tuple[Path, ...] = (), quiet: bool = False
+    db: Path,
+    *,
+    model: Any = None,
+    paths: tuple[Path, ...] = (),
+    quiet: bool = False,
+    create: bool = False,
 ) -> Iterator[Runtime]:
-    def echo(thread: Thread, event: Event) -> None:
-        click.echo(event_line(len(thread.events), event))
+    """A runtime on the store at `db`; only a command that launches threads (`create`)
+    makes a store that does not exist yet, the others say it is missing."""
 
-    store = SqliteStore(db)
-    hook: Callable[[Thread, Event], None] | None = None if quiet else echo
+    def print_event(thread: Thread, event: Event) -> None:
+        echo(event_line(len(thread.events), event))
+
+    store = SqliteStore(db, create=create)
+    hook: Callable[[Thread, Event], None] | None = None if quiet else print_event
     with Runtime(store, model=model, tool_paths=paths, on_event=hook) as rt:
         try:
             yield rt
@@ -209,11 +228,11 @@ def runtime(
 
 def finish(view: ThreadView, db: Path, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(view.to_json(), ensure_ascii=False))
+        echo(json.dumps(view.to_json(), ensure_ascii=False))
     else:
         print_view(view, db)
     if view.untold:
-        click.echo(f"warning: thread {view.id} waits but no notice reached anyone", err=True)
+        echo(f"warning: thread {view.id} waits but no notice reached anyone", err=True)
     sys.exit(1 if view.status == "failed" else EXIT_UNTOLD if view.untold else 0)
 
 
@@ -227,14 +246,18 @@ def reported() -> Iterator[None]:
         Conflict,
         IllegalEvent,
         InputError,
+        StoreError,
         ThreadNotFound,
         CommandError,
     ) as exc:
-        click.echo(f"error: {exc}", err=True)
+        echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
+        echo(f"error: the thread store cannot be used: {exc}", err=True)
         sys.exit(1)
     except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
         if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
-            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            echo(f"error: {type(exc).__name__}: {exc}", err=True)
             sys.exit(1)
         raise
 
@@ -296,7 +319,13 @@ def run(
     _check_model_flags(cassette, record)
     with (
         reported(),
-        runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
+        runtime(
+            db,
+            model=make_model(cassette, record, model),
+            paths=paths,
+            quiet=as_json,
+            create=True,
+        ) as rt,
     ):
         view = rt.launch(agent, input_text)
     finish(view, db, as_json)
@@ -373,7 +402,7 @@ def resume(
                     via=cli_via(),
                 )
             for warning in warned:
-                click.echo(f"WARNING: {warning.message}", err=True)
+                echo(f"WARNING: {warning.message}", err=True)
     finish(view, db, as_json)
 
 
@@ -390,11 +419,11 @@ def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bo
             f"name the request you decide: thread {view.id} waits on request "
             f"`{view.request}` ({view.question}); add --request {view.request}"
         )
-    click.echo(f"thread {view.id} ({view.agent}) waits at `{view.step}`, request {view.request}:")
-    click.echo(f"  {view.question}")
+    echo(f"thread {view.id} ({view.agent}) waits at `{view.step}`, request {view.request}:")
+    echo(f"  {view.question}")
     value = plain(view.state.value)
     if value is not None:
-        click.echo(f"  value: {json.dumps(value, ensure_ascii=False)}")
+        echo(f"  value: {json.dumps(value, ensure_ascii=False)}")
     verb = "Approve" if approve else "Reject" if reject else "Answer"
     if not click.confirm(f"{verb} request {view.request}?", default=False):
         raise CommandError("nothing was decided")
@@ -418,13 +447,12 @@ def fork(thread: str, at_event: int, db: Path, as_json: bool) -> None:
     A fork never re-uses a decision or repeats a side effect: a fork just after an
     approval asks for a new one, a fork at a pause gets its own request and notice, and
     a tool call in flight at the fork point is recorded as interrupted."""
-    require_store(db)
     with reported(), runtime(db, quiet=True) as rt:
         view = rt.get(rt.fork(thread, at_event))
     if as_json:
-        click.echo(json.dumps({**view.to_json(), "forked_from": thread}, ensure_ascii=False))
+        echo(json.dumps({**view.to_json(), "forked_from": thread}, ensure_ascii=False))
         return
-    click.echo(f"forked thread {thread} after event {at_event} as {view.id}")
+    echo(f"forked thread {thread} after event {at_event} as {view.id}")
     print_view(view, db)
 
 
@@ -437,11 +465,10 @@ def fork(thread: str, at_event: int, db: Path, as_json: bool) -> None:
 def cancel(thread: str, reason: str, by: str | None, db: Path, as_json: bool) -> None:
     """End THREAD on purpose: its pending request is withdrawn, and any later decision
     for it is refused. The log records who cancelled it, why, and from where."""
-    require_store(db)
     with reported(), runtime(db, quiet=True) as rt:
         view = rt.cancel(thread, reason=reason, by=by, via=cli_via())
     if as_json:
-        click.echo(json.dumps(view.to_json(), ensure_ascii=False))
+        echo(json.dumps(view.to_json(), ensure_ascii=False))
         return
     print_view(view, db)
 
@@ -488,11 +515,11 @@ def expire(
         ):
             found = rt.expire(now)
     if as_json:
-        click.echo(json.dumps([e.to_json() for e in found], ensure_ascii=False))
+        echo(json.dumps([e.to_json() for e in found], ensure_ascii=False))
     elif not found:
-        click.echo("no waiting thread is past its deadline")
+        echo("no waiting thread is past its deadline")
     for expiry in found if not as_json else ():
-        click.echo(expiry_line(expiry))
+        echo(expiry_line(expiry))
     untold = any(e.never_delivered or (e.view is not None and e.view.untold) for e in found)
     sys.exit(1 if any(e.problem is not None for e in found) else EXIT_UNTOLD if untold else 0)
 
@@ -530,26 +557,24 @@ def expiry_line(expiry: Expiry) -> str:
 @JSON
 def threads(status: str | None, db: Path, as_json: bool) -> None:
     """List threads, most recently updated first."""
-    if not db.exists():
-        found: list[ThreadInfo] = []
-    else:
-        store = SqliteStore(db)
+    with reported():
+        store = SqliteStore(db, create=False)
         try:
             found = store.threads(status)  # type: ignore[arg-type]
         finally:
             store.close()
     if as_json:
-        click.echo(json.dumps([_info_json(i) for i in found]))
+        echo(json.dumps([_info_json(i) for i in found]))
         return
     if not found:
-        click.echo(f"no threads in {db}")
+        echo(f"no threads in {db}")
         return
-    click.echo(
+    echo(
         f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6}  "
         f"{'UPDATED':<27} REQUEST"
     )
     for i in found:
-        click.echo(
+        echo(
             f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6}  "
             f"{i.updated_at:<27} {i.request or '-'}"
         )
@@ -575,7 +600,6 @@ def _info_json(info: ThreadInfo) -> dict[str, Any]:
 @JSON
 def show(thread: str, db: Path, as_json: bool) -> None:
     """Print THREAD's event log and where it stands."""
-    require_store(db)
     with reported(), runtime(db, quiet=True) as rt:
         view = rt.get(thread)
         events = rt.events(thread)
@@ -583,15 +607,8 @@ def show(thread: str, db: Path, as_json: bool) -> None:
     if as_json:
         data = view.to_json()
         data["log"] = [codec.encode_event(e) for e in events]
-        click.echo(json.dumps(data, ensure_ascii=False))
+        echo(json.dumps(data, ensure_ascii=False))
         return
     for seq, event in enumerate(events, start=1):
-        click.echo(event_line(seq, event))
+        echo(event_line(seq, event))
     print_view(view, db)
-
-
-def require_store(db: Path) -> None:
-    """Exit 1 with one line when there is no thread store to read (nothing is created)."""
-    if not db.exists():
-        click.echo(f"error: no thread store at {db}", err=True)
-        sys.exit(1)

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.codec import Codec, CodecError
 from twelvefold.runtime.spec import AgentSpec, StateSpec
 from twelvefold.runtime.types import Action, CallTool, ErrorInfo, Event, IllegalEvent, Started
 
@@ -206,6 +206,26 @@ def _crossed(translated: Any, event: Event) -> Event:
     except (ValueError, TypeError, KeyError):
         return event
     return crossed
+
+
+def source_paths(subject: Subject) -> list[tuple[Event, ...]]:
+    """The shortest logs to every edge of the source's graph, found by exploring the module
+    compiled from the source and translated for the module under test: a module that has
+    lost an edge (a ceiling it ignores) is still driven down the path that should take it.
+    Empty without a source."""
+    from .coverage import explore
+
+    if subject.reference is None:
+        return []
+    truth = Subject(subject.reference, subject.origin, program=subject.program)
+    theirs, mine = truth.codec, subject.codec
+    paths = []
+    for path in explore(truth).paths.values():
+        try:
+            paths.append(tuple(mine.decode_event(theirs.encode_event(e)) for e in path))
+        except CodecError:
+            continue  # a type the module does not declare: agrees_with_source says so
+    return paths
 
 
 def _outcome(codec: Codec, reduce: Any, state: Any, event: Event) -> Any:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from . import DEFAULT_EXAMPLES
 from .coverage import Coverage, Exploration, describe_edge, explore
 from .invariants import Invariant
+from .oracle import source_paths
 from .properties import format_event, properties_for
 from .runner import Outcome, run_properties
 from .subject import Subject
@@ -64,7 +65,7 @@ def run_suite(
         examples=examples,
         seed=seed,
         coverage=coverage,
-        paths=list(exploration.paths.values()),
+        paths=[*exploration.paths.values(), *source_paths(subject)],
     )
     return SuiteReport(
         subject, outcomes, coverage, exploration, examples, seed, tuple(invariants), strict

@@ -55,9 +55,13 @@ __all__ = [
 class ListGitTags(BaseModel):
     """List the git tags that can be deployed."""
 
+    model_config = ConfigDict(extra="forbid")
+
 
 class DeployBackend(BaseModel):
     """Deploy one tagged backend build."""
+
+    model_config = ConfigDict(extra="forbid")
 
     tag: str = Field(description="an existing git tag")
     env: Literal["staging", "production"]
@@ -66,21 +70,27 @@ class DeployBackend(BaseModel):
 class RequestMoreInformation(BaseModel):
     """Ask the user for something you need to go on."""
 
+    model_config = ConfigDict(extra="forbid")
+
     question: str
 
 
 class DoneForNow(BaseModel):
     """Tell the user the outcome; the work is finished."""
 
+    model_config = ConfigDict(extra="forbid")
+
     message: str
 
 
 class GitTags(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     tags: list[str]
 
 
 class DeployResult(BaseModel):
-    model_config = ConfigDict(allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     url: str
     took_seconds: float | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from twelvefold.runtime import (
     Action,
     AgentSpec,
@@ -48,11 +48,15 @@ __all__ = [
 
 
 class Customer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     tier: Literal["free", "pro", "enterprise"]
     name: str | None = None
 
 
 class Ticket(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     severity: int
     customer: Customer | None = None
     tags: list[str]
@@ -61,6 +65,8 @@ class Ticket(BaseModel):
 
 
 class Done(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     summary: str
 
 

@@ -17,7 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from twelvefold.runtime import (
     Action,
     AgentSpec,
+    Answered,
+    AwaitAnswer,
     CallModel,
+    CallTool,
     EdgeSpec,
     Event,
     Fail,
@@ -28,16 +31,24 @@ from twelvefold.runtime import (
     State,
     StateSpec,
     StepFailed,
+    ToolResult,
 )
 
 __all__ = [
     "AGENT",
+    "_ACTIONS_",
+    "Event_",
+    "Out",
     "Request",
     "State_",
+    "_d_action_",
+    "all_",
     "dict_",
     "initial_state",
     "next_action",
+    "pydantic_",
     "reduce",
+    "reduce_",
     "replay",
 ]
 
@@ -45,19 +56,28 @@ __all__ = [
 class Request(BaseModel):
     """ends with a quote\""""
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: str = Field(alias="from", description="a Python keyword as a field")
+    from__: str = Field(alias="from", description="a Python keyword as a field")
+    from_: str | None = Field(
+        default=None, description="the Python spelling of `from`, declared too"
+    )
     class_: int | None = Field(default=None, alias="class")
-    model_config_: str = Field(alias="model_config", description="clashes with pydantic")
-    json_: bool = Field(alias="json", description="shadows a BaseModel method")
-    type: Literal['a"b', "c'd", "\u2028"]
+    field_model_config: str = Field(alias="model_config", description="clashes with pydantic")
+    field_model_dump: str | None = Field(
+        default=None, alias="model_dump", description="pydantic warns about model_ fields"
+    )
+    json__: bool = Field(alias="json", description="shadows a BaseModel method")
+    json_: int | None = None
+    x: int | None = Field(default=None, alias="_x")
+    x_: int | None = None
+    type_: Literal['a"b', "c'd", "\u2028"] = Field(alias="type")
 
 
 class State_(BaseModel):
     """clashes with the runtime's State"""
 
-    model_config = ConfigDict(allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="State")
 
     value: float
 
@@ -65,7 +85,58 @@ class State_(BaseModel):
 class dict_(BaseModel):
     """a builtin's name"""
 
+    model_config = ConfigDict(extra="forbid", title="dict")
+
     items: list[dict[str, State_ | None]]
+
+
+class Event_(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, title="Event")
+
+    reduce__: int | None = Field(default=None, alias="reduce")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+    float_: float | None = Field(default=None, alias="float")
+    Field_: str | None = Field(default=None, alias="Field", description="read by the class body")
+    str_: str | None = Field(default=None, alias="str")
+    Literal_: int | None = Field(default=None, alias="Literal")
+    State__: State_ | None = Field(
+        default=None, alias="State", description="a field named like a declared type"
+    )
+    Event__: Event_ | None = Field(default=None, alias="Event")
+
+
+class reduce_(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, title="reduce")
+
+    ACTIONS: int | None = Field(default=None, alias="_ACTIONS")
+
+
+class _ACTIONS_(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, title="_ACTIONS")
+
+    all__: int | None = Field(default=None, alias="__all__")
+
+
+class _d_action_(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="_d_action")
+
+    d: int | None = None
+
+
+class all_(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="__all__")
+
+    x: int | None = None
+
+
+class pydantic_(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, title="pydantic")
+
+    typing_: int | None = Field(default=None, alias="typing")
 
 
 AGENT = AgentSpec(
@@ -74,19 +145,41 @@ AGENT = AgentSpec(
     source="input.agent",
     start="decide",
     input_type=Request,
-    types={"Request": Request, "State": State_, "dict": dict_},
+    types={
+        "Request": Request,
+        "State": State_,
+        "dict": dict_,
+        "Out": Out,
+        "Event": Event_,
+        "reduce": reduce_,
+        "_ACTIONS": _ACTIONS_,
+        "_d_action": _d_action_,
+        "__all__": all_,
+        "pydantic": pydantic_,
+    },
     states={
         "decide": StateSpec(
             "llm",
-            line=18,
+            line=37,
             outputs=(
                 "State",
                 "dict",
+                "Out",
+                "Event",
             ),
             prompt="tricky/decide.j2",
         ),
-        "done": StateSpec("final", line=25, input="State"),
-        "finish_list": StateSpec("final", line=26),
+        "d": StateSpec("tool", line=47, input="Out", output="reduce", function="tricky_tools:d"),
+        "drop": StateSpec(
+            "tool", line=48, input="Out", output="_ACTIONS", function="tricky_tools:drop"
+        ),
+        "next": StateSpec("human", line=49, output="Answer"),
+        "last": StateSpec("final", line=50),
+        "done": StateSpec("final", line=51, input="State"),
+        "finish_list": StateSpec("final", line=52),
+        "unused_types": StateSpec("final", line=53, input="_d_action"),
+        "more": StateSpec("final", line=54, input="__all__"),
+        "most": StateSpec("final", line=55, input="pydantic"),
     },
     edges=(
         EdgeSpec(
@@ -94,6 +187,12 @@ AGENT = AgentSpec(
         ),
         EdgeSpec("decide", "finish_list", "output", type="State"),
         EdgeSpec("decide", "finish_list", "output", type="dict"),
+        EdgeSpec("decide", "d", "output", type="Out", guard="float != null and float > 1"),
+        EdgeSpec("decide", "drop", "output", type="Out"),
+        EdgeSpec("decide", "next", "output", type="Event"),
+        EdgeSpec("d", "next", "next"),
+        EdgeSpec("drop", "last", "next"),
+        EdgeSpec("next", "last", "next"),
     ),
     max_steps=5,
 )
@@ -133,47 +232,150 @@ def replay(events: Iterable[Event]) -> State:
     return state
 
 
-# input.agent:18: llm decide -> State | dict
+# input.agent:37: llm decide -> State | dict | Out | Event
 def _decide_action(state: State) -> Action:
     return CallModel(
-        step="decide", value=state.value, outputs=(State_, dict_), prompt="tricky/decide.j2"
+        step="decide",
+        value=state.value,
+        outputs=(State_, dict_, Out, Event_),
+        prompt="tricky/decide.j2",
     )
 
 
 def _decide_reduce(state: State, event: Event) -> State:
     match event:
-        # input.agent:20: on State if value > -1.5 and not (value in [2, 3]) -> done
+        # input.agent:39: on State if value > -1.5 and not (value in [2, 3]) -> done
         case ModelOutput(output=State_() as output) if (output.value > -1.5) and (
             output.value not in (2, 3)
         ):
             return AGENT.move(state, event, "done", output)
-        # input.agent:21: on State -> finish_list
+        # input.agent:40: on State -> finish_list
         case ModelOutput(output=State_() as output):
             return AGENT.move(state, event, "finish_list", output)
-        # input.agent:22: on dict -> finish_list
+        # input.agent:41: on dict -> finish_list
         case ModelOutput(output=dict_() as output):
             return AGENT.move(state, event, "finish_list", output)
+        # input.agent:42: on Out if float != null and float > 1 -> d
+        case ModelOutput(output=Out() as output) if (output.float_ is not None) and (
+            output.float_ is not None and output.float_ > 1
+        ):
+            return AGENT.move(state, event, "d", output)
+        # input.agent:43: on Out -> drop
+        case ModelOutput(output=Out() as output):
+            return AGENT.move(state, event, "drop", output)
+        # input.agent:44: on Event -> next
+        case ModelOutput(output=Event_() as output):
+            return AGENT.move(state, event, "next", output)
         # no `on error`: the agent's max_errors rule, else the thread fails
         case StepFailed():
             return AGENT.fail(state, event, on_error=None)
     raise IllegalEvent(state, event)
 
 
-# input.agent:25: final done(State)
+# input.agent:47: tool d(Out) -> reduce = "tricky_tools:d" { next next }
+def _d_action(state: State) -> Action:
+    return CallTool(
+        step="d",
+        function="tricky_tools:d",
+        value=state.value,
+        output=reduce_,
+        started_key=state.tool_key,
+    )
+
+
+def _d_reduce(state: State, event: Event) -> State:
+    match event:
+        # input.agent:47: next next
+        case ToolResult(result=reduce_() as result):
+            return AGENT.move(state, event, "next", result)
+        # no `on error`: the agent's max_errors rule, else the thread fails
+        case StepFailed():
+            return AGENT.fail(state, event, on_error=None)
+    raise IllegalEvent(state, event)
+
+
+# input.agent:48: tool drop(Out) -> _ACTIONS = "tricky_tools:drop" { next last }
+def _drop_action(state: State) -> Action:
+    return CallTool(
+        step="drop",
+        function="tricky_tools:drop",
+        value=state.value,
+        output=_ACTIONS_,
+        started_key=state.tool_key,
+    )
+
+
+def _drop_reduce(state: State, event: Event) -> State:
+    match event:
+        # input.agent:48: next last
+        case ToolResult(result=_ACTIONS_() as result):
+            return AGENT.move(state, event, "last", result)
+        # no `on error`: the agent's max_errors rule, else the thread fails
+        case StepFailed():
+            return AGENT.fail(state, event, on_error=None)
+    raise IllegalEvent(state, event)
+
+
+# input.agent:49: human next { next last }
+def _next_action(state: State) -> Action:
+    return AwaitAnswer(
+        step="next", value=state.value, ask="", notified=state.notified, request=state.request
+    )
+
+
+def _next_reduce(state: State, event: Event) -> State:
+    match event:
+        # input.agent:49: next last
+        case Answered(answer=answer):
+            return AGENT.move(state, event, "last", answer)
+    raise IllegalEvent(state, event)
+
+
+# input.agent:50: final last
+def _last_action(state: State) -> Action:
+    return Finish(step="last", result=state.value)
+
+
+# input.agent:51: final done(State)
 def _done_action(state: State) -> Action:
     return Finish(step="done", result=state.value)
 
 
-# input.agent:26: final finish_list
+# input.agent:52: final finish_list
 def _finish_list_action(state: State) -> Action:
     return Finish(step="finish_list", result=state.value)
 
 
+# input.agent:53: final unused_types(_d_action)
+def _unused_types_action(state: State) -> Action:
+    return Finish(step="unused_types", result=state.value)
+
+
+# input.agent:54: final more(__all__)
+def _more_action(state: State) -> Action:
+    return Finish(step="more", result=state.value)
+
+
+# input.agent:55: final most(pydantic)
+def _most_action(state: State) -> Action:
+    return Finish(step="most", result=state.value)
+
+
 _ACTIONS: dict[str, Callable[[State], Action]] = {
     "decide": _decide_action,
+    "d": _d_action,
+    "drop": _drop_action,
+    "next": _next_action,
+    "last": _last_action,
     "done": _done_action,
     "finish_list": _finish_list_action,
+    "unused_types": _unused_types_action,
+    "more": _more_action,
+    "most": _most_action,
 }
 _REDUCERS: dict[str, Callable[[State, Event], State]] = {
     "decide": _decide_reduce,
+    "d": _d_reduce,
+    "drop": _drop_reduce,
+    "next": _next_reduce,
 }

@@ -1,0 +1,26 @@
+"""Text on its way to a terminal: no value may drive the terminal that shows it.
+
+Values in a thread (model output, tool results, a person's comment, an `ask`) reach
+`run`, `show` and the log notifier. Printed raw, an ESC or CSI sequence recolours or
+clears the screen, an OSC 8 sequence hides a link behind innocent text, `\\r` overwrites
+a line, and a bidi override reverses what the reader sees. `for_terminal` is the one
+place that neutralises them; every command's output and the log channel go through it.
+"""
+
+from __future__ import annotations
+
+import re
+
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROLS = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
+"""C0 controls but `\\t` and `\\n`, DEL, C1 controls (`\\x9b` is a one-byte CSI), Unicode
+line separators and the bidi controls (the Trojan Source set)."""
+
+
+def for_terminal(text: str) -> str:
+    """`text` with every control character written as its `\\uXXXX` escape.
+
+    The escape is visible on a terminal, and inside a JSON string it is the same JSON
+    (it decodes to the same character), so `--json` output stays exact.
+    """
+    return _CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

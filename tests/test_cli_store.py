@@ -1,0 +1,297 @@
+"""The thread store as a user can break it: a path that does not exist, a damaged SQLite
+file, event JSON edited by hand, a ROLLBACK that fails. Every command answers with one line
+and exit 1 (or works), never a traceback; only `run` creates a store.
+
+The damaged files are real: a store written by `twelvefold run` and then truncated,
+overwritten at random offsets (a fixed seed) or edited with sqlite3."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.runtime_helpers import EXAMPLES, write_cassette
+from twelvefold.cli import cli
+from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.store import SqliteStore, StoreError, StoreNotFound, ThreadInfo
+from twelvefold.runtime.types import Started
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def assert_one_clear_line_or_success(result: Result) -> None:
+    """Exit 0, or exit 1 with one `error:` line; never an exception out of the command."""
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"the command raised {result.exception!r}:\n{result.output}")
+    assert "Traceback" not in result.output
+    assert result.exit_code in (0, 1), result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) <= 1, result.output  # else exit 1 is a thread that failed, shown
+
+
+@pytest.fixture(scope="module")
+def waiting_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A real store holding one deploybot thread that waits for an approval."""
+    folder = tmp_path_factory.mktemp("store")
+    cassette = write_cassette(folder / "deploy.jsonl")
+    db = folder / "threads.db"
+    result = invoke(
+        "run",
+        str(EXAMPLES / "deploybot.agent"),
+        "--input",
+        "deploy v1.2.3 to production",
+        "--cassette",
+        str(cassette),
+        "--db",
+        str(db),
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    # One file: fold the write-ahead log in, so damaging the file damages the data.
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return db, json.loads(result.output.splitlines()[-1])["thread_id"]
+
+
+def copy_of(store: tuple[Path, str], folder: Path) -> tuple[Path, str]:
+    db, thread = store
+    target = folder / "threads.db"
+    shutil.copy(db, target)
+    return target, thread
+
+
+def commands(db: Path, thread: str) -> list[list[str]]:
+    cassette = write_cassette(db.parent / "deploy.jsonl")
+    return [
+        ["show", thread, "--db", str(db)],
+        ["show", thread, "--db", str(db), "--json"],
+        ["threads", "--db", str(db)],
+        ["resume", thread, "--approve", "--db", str(db), "--cassette", str(cassette)],
+    ]
+
+
+# ---- a store that is not there ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["resume", "th-1", "--approve"],
+        ["resume", "th-1"],
+        ["show", "th-1"],
+        ["show", "th-1", "--json"],
+        ["threads"],
+        ["threads", "--json"],
+    ],
+)
+def test_a_store_that_does_not_exist_is_named_and_not_created(
+    tmp_path: Path, args: list[str]
+) -> None:
+    db = tmp_path / "nowhere" / "x.db"
+    result = invoke(*args, "--db", str(db))
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"error: no thread store at {db} (`twelvefold run` creates one; check --db or "
+        "TWELVEFOLD_DB)"
+    )
+    assert not db.parent.exists()
+
+
+def test_graph_of_events_that_are_not_events_is_one_line(tmp_path: Path) -> None:
+    events = tmp_path / "events.json"
+    events.write_text('[1, "x", {"kind": 5}]')
+    result = invoke("graph", str(EXAMPLES / "deploybot.agent"), "--events", str(events))
+    assert result.exit_code == 1
+    assert result.output.startswith("error: the event log does not decode for this agent")
+
+
+def test_the_library_refuses_a_missing_store_only_when_asked(tmp_path: Path) -> None:
+    with pytest.raises(StoreNotFound):
+        SqliteStore(tmp_path / "missing.db", create=False)
+    assert not (tmp_path / "missing.db").exists()
+    SqliteStore(tmp_path / "made.db").close()  # the default still creates one
+    assert (tmp_path / "made.db").is_file()
+
+
+# ---- a damaged file --------------------------------------------------------------------
+
+
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "threads.db"
+    db.write_bytes(b"this is not SQLite\n" * 100)
+    with pytest.raises(StoreError, match="is not a thread store SQLite can open"):
+        SqliteStore(db)
+    graph = ["graph", str(EXAMPLES / "deploybot.agent"), "--thread", "th-1", "--db", str(db)]
+    for args in [*commands(db, "th-1"), graph]:
+        result = invoke(*args)
+        assert result.exit_code == 1
+        assert_one_clear_line_or_success(result)
+
+
+def damaged_copies(store: tuple[Path, str], folder: Path, count: int) -> list[Path]:
+    """Copies of the store, each truncated or overwritten in a few places (seeded)."""
+    rng = random.Random(9)
+    data = store[0].read_bytes()
+    copies = []
+    for i in range(count):
+        damaged = bytearray(data)
+        if i % 3 == 0:
+            damaged = damaged[: rng.randrange(1, len(data))]
+        else:
+            for _ in range(rng.randrange(1, 8)):
+                at = rng.randrange(len(damaged))
+                size = rng.choice([1, 4, 64, 512])
+                damaged[at : at + size] = rng.randbytes(min(size, len(damaged) - at))
+        target = folder / f"damaged{i}.db"
+        target.write_bytes(bytes(damaged))
+        copies.append(target)
+    return copies
+
+
+def test_damaged_sqlite_files_give_one_line_never_a_traceback(
+    waiting_store: tuple[Path, str], tmp_path: Path
+) -> None:
+    failures = 0
+    for db in damaged_copies(waiting_store, tmp_path, 24):
+        for args in commands(db, waiting_store[1]):
+            result = invoke(*args)
+            assert_one_clear_line_or_success(result)
+            failures += result.exit_code == 1
+    assert failures  # the damage was real: some commands could not go on
+
+
+# ---- event JSON edited by hand -----------------------------------------------------------
+
+EDITS = [
+    lambda body: "{not json",
+    lambda body: "",
+    lambda body: "[]",
+    lambda body: "{}",
+    lambda body: json.dumps({**json.loads(body), "kind": "no_such_event"}),
+    lambda body: json.dumps({**json.loads(body), "kind": 5}),
+    lambda body: json.dumps({k: v for k, v in json.loads(body).items() if k != "step"}),
+    lambda body: json.dumps({**json.loads(body), "step": "no_such_step"}),
+    lambda body: json.dumps({**json.loads(body), "step": ["a"]}),
+    lambda body: json.dumps({**json.loads(body), "usage": "fast"}),
+    lambda body: json.dumps({**json.loads(body), "usage": {"tokens": 1}}),
+    lambda body: json.dumps({**json.loads(body), "output": {"type": "Nope"}}),
+    lambda body: json.dumps({**json.loads(body), "output": 5}),
+    lambda body: json.dumps({**json.loads(body), "error": "boom"}),
+    lambda body: json.dumps({**json.loads(body), "kind": "approved"}),
+]
+
+
+@pytest.mark.parametrize("edit", range(len(EDITS)))
+@pytest.mark.parametrize("seq", [1, 2, 4])
+def test_hand_edited_event_json_gives_one_line_never_a_traceback(
+    waiting_store: tuple[Path, str], tmp_path: Path, edit: int, seq: int
+) -> None:
+    db, thread = copy_of(waiting_store, tmp_path)
+    with sqlite3.connect(db) as connection:
+        (body,) = connection.execute("SELECT body FROM events WHERE seq = ?", (seq,)).fetchone()
+        connection.execute("UPDATE events SET body = ? WHERE seq = ?", (EDITS[edit](body), seq))
+        connection.execute("UPDATE threads SET snapshot = NULL")
+    for args in commands(db, thread):
+        assert_one_clear_line_or_success(invoke(*args))
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("step", b"\xff"), ("agent", b"a"), ("seq", "many"), ("updated_at", b"")]
+)
+def test_a_damaged_thread_row_is_one_line(
+    waiting_store: tuple[Path, str], tmp_path: Path, column: str, value: object
+) -> None:
+    """Values of the wrong kind, as a damaged page can leave them (SQLite keeps a blob or a
+    word in any column)."""
+    db, thread = copy_of(waiting_store, tmp_path)
+    with sqlite3.connect(db) as connection:
+        connection.execute(f"UPDATE threads SET {column} = ?", (value,))
+    for args in commands(db, thread):
+        assert_one_clear_line_or_success(invoke(*args))
+    result = invoke("threads", "--db", str(db))
+    assert result.exit_code == 1 and "damaged thread row" in result.output
+
+
+def test_a_hand_edited_snapshot_is_ignored_and_the_log_replayed(
+    waiting_store: tuple[Path, str], tmp_path: Path
+) -> None:
+    db, thread = copy_of(waiting_store, tmp_path)
+    for snapshot in ["{not json", '{"reducer": 1}', '{"reducer": "x", "seq": 1, "state": 5}']:
+        with sqlite3.connect(db) as connection:
+            connection.execute("UPDATE threads SET snapshot = ?", (snapshot,))
+        result = invoke("show", thread, "--db", str(db), "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["status"] == "waiting"
+
+
+def test_an_unreadable_event_names_the_thread_and_the_event(
+    waiting_store: tuple[Path, str], tmp_path: Path
+) -> None:
+    db, thread = copy_of(waiting_store, tmp_path)
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE events SET body = '{not json' WHERE seq = 2")
+    result = invoke("show", thread, "--db", str(db))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: thread {thread}: event 2 in {db} cannot be read")
+    assert "the log was changed outside twelvefold" in result.output
+
+
+# ---- a ROLLBACK that fails -------------------------------------------------------------------
+
+
+class _FullDisk:
+    """A connection whose writes fail as on a full disk, and whose ROLLBACK fails too
+    (broken on purpose: SQLite itself cannot be made to fail a ROLLBACK on demand)."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql.startswith("ROLLBACK"):
+            raise sqlite3.OperationalError("cannot rollback - no transaction is active")
+        return self.real.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: object) -> sqlite3.Cursor:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_a_failed_rollback_does_not_hide_the_error_that_caused_it(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "threads.db")
+    codec = Codec()
+    info = ThreadInfo("th-1", "a", "a.agent", "running", "s", 1, "t", "t")
+    store._db = _FullDisk(store._db)  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full") as raised:
+        store.create(info, [Started(step="s", at="t", input="x")], codec)
+    assert raised.value.__notes__ == [
+        "ROLLBACK failed as well: cannot rollback - no transaction is active"
+    ]
+    store.close()
+
+
+# ---- run: the agent file itself ------------------------------------------------------------
+
+
+def test_run_on_an_agent_file_that_is_not_text_is_its_diagnostic(tmp_path: Path) -> None:
+    agent = tmp_path / "a.agent"
+    agent.write_bytes(b"agent caf\xe9 { start done }\nfinal done\n")
+    db = tmp_path / "threads.db"
+    result = invoke("run", str(agent), "--input", "x", "--db", str(db))
+    assert_one_clear_line_or_success(result)
+    assert result.exit_code == 1 and "error[E007]" in result.output
+    fifo = tmp_path / "b.agent"
+    os.mkfifo(fifo)
+    result = invoke("run", str(fifo), "--input", "x", "--db", str(db))
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: not a regular file: {fifo}"
