@@ -23,11 +23,7 @@ LIST_FILES := find twelvefold compiler runtime grammar -type f ! -name '*.pyc' |
 # setuptools announces every editable install with a multi-line warning; it says nothing here.
 QUIET_PIP := PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip install --quiet
 
-<<<<<<< HEAD
-.PHONY: all setup system-deps linked-files demo test test-install lint bench mutants graphs clean
-=======
-.PHONY: all setup system-deps linked-files demo test test-install fuzz lint bench graphs clean
->>>>>>> main
+.PHONY: all setup system-deps linked-files demo test test-install fuzz lint bench mutants graphs clean
 
 all: test
 
