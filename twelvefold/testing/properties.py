@@ -447,7 +447,7 @@ def actions_follow_the_graph(subject: Subject, case: Case) -> None:
     events = case.events
     states = fold(subject, events)
     for index, state in enumerate(states):
-        held = _held_problem(events, states, index)
+        held = _held_problem(events, states, index, subject.spec.max_steps)
         if held is not None:
             raise PropertyFailed(
                 f"the state at `{state.step}` {held}\n  state: {state}", events, index
@@ -511,7 +511,9 @@ def _action_problem(subject: Subject, state: State, action: Action) -> str | Non
     return None
 
 
-def _held_problem(events: Sequence[Event], states: Sequence[State], index: int) -> str | None:
+def _held_problem(
+    events: Sequence[Event], states: Sequence[State], index: int, subject_max_steps: int | None
+) -> str | None:
     """How what `states[index]` holds differs from what its log says, or None.
 
     Derived from the events alone (runtime/types.State documents each field): the input
@@ -544,7 +546,14 @@ def _held_problem(events: Sequence[Event], states: Sequence[State], index: int) 
     if state.status != "failed" and state.error is not None:
         return f"is {state.status} but still holds the error {state.error}"
     last = events[index]
-    if isinstance(last, StepFailed) and state.status == "failed" and state.error != last.error:
+    # Its `on error` target would have gone past the step budget: the budget's error.
+    exhausted = state.error == BUDGET_EXHAUSTED and state.steps >= (subject_max_steps or 0) > 0
+    if (
+        isinstance(last, StepFailed)
+        and state.status == "failed"
+        and not exhausted
+        and state.error != last.error
+    ):
         return f"failed with {last.error} but holds the error {state.error}"
     key = _key_in_flight(events, index)
     if state.tool_key != key:
