@@ -15,6 +15,7 @@ out, 1 otherwise, 2 usage.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -94,8 +95,20 @@ def judge(
     patched.write_text(text, encoding="utf-8")
     command = judge_command(mutant, patched, seed=seed, examples=examples)
     try:
+        # Run in the mutant's own folder: `.agent` files compile into a fresh cache there,
+        # so the judge is always the current compiler's output, never an older cached one.
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        }
         run = subprocess.run(
-            command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+            command,
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return Outcome(mutant, "timed out", f"after {timeout:g} s")
