@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("ids", nargs="*", help="mutant ids (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="processes at once (default 2)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--examples", type=int, default=100)
+    parser.add_argument("--examples", type=int, default=20, help="threads per property")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
     args = parser.parse_args(argv)
     unknown = [i for i in args.ids if i not in MUTANTS]
