@@ -89,6 +89,9 @@ def _type_differences(
     for name in tested.keys() & reference.keys():
         if _schema(tested[name]) != _schema(reference[name]):
             found.append(f"type {name} has another JSON schema than the source's")
+        elif dict(tested[name].model_config) != dict(reference[name].model_config):
+            # Not in the schema, but what values it takes: extra keys, NaN and infinity.
+            found.append(f"type {name} has another model_config than the source's")
     return sorted(found)
 
 
