@@ -253,6 +253,18 @@ BUGS: dict[str, Bug] = {
         # Found by the mutation harness (tests/mutation, `make mutants`): what the state
         # holds is checked against the log, not against the action that reads it.
         Bug(
+            "deploy_result_allows_nan",
+            "deploybot",
+            (
+                (
+                    'model_config = ConfigDict(extra="forbid", allow_inf_nan=False)\n\n    url: str',
+                    'model_config = ConfigDict(extra="forbid")\n\n    url: str',
+                ),
+            ),
+            "agrees_with_source",
+            "DeployResult takes NaN (not in its JSON schema, so only its model_config shows it)",
+        ),
+        Bug(
             "replay_takes_a_headless_log",
             "deploybot",
             (
