@@ -5,6 +5,7 @@
 #   make fuzz    the CLI fuzz test with many more inputs than `make test` runs
 #   make test-install   pip install . into a fresh virtualenv and use it (slow; CI runs it)
 #   make bench   benchmarks (figures go to docs/benchmarks.md by hand, see that page)
+#   make mutants the mutation score of the properties (slow; never part of make test)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -22,7 +23,7 @@ LIST_FILES := find twelvefold compiler runtime grammar -type f ! -name '*.pyc' |
 # setuptools announces every editable install with a multi-line warning; it says nothing here.
 QUIET_PIP := PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip install --quiet
 
-.PHONY: all setup system-deps linked-files demo test test-install fuzz lint bench graphs clean
+.PHONY: all setup system-deps linked-files demo test test-install fuzz lint bench mutants graphs clean
 
 all: test
 
@@ -73,6 +74,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks
+
+# Every committed mutant (tests/mutation/mutants.py) judged by `twelvefold test`, two at a time.
+mutants: setup
+	$(BIN)/python -m tests.mutation --jobs 2
 
 graphs: setup
 	$(BIN)/python -m docs.make_graphs

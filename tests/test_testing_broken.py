@@ -56,8 +56,11 @@ def test_the_correct_modules_pass_every_property_the_bugs_are_caught_by(
     module = import_generated(EXAMPLES / f"{agent}.agent", tmp_path)
     reference = import_generated(EXAMPLES / f"{agent}.agent", tmp_path / "source")
     subject = _subject(module, agent, reference)
+    paths = list(explore(subject).paths.values())  # the illegal events aimed along them too
     for name in sorted({b.caught_by for b in BUGS.values()}):
-        outcome = run_property(subject, BY_NAME[name], examples=EXAMPLES_PER_RUN, seed=0)
+        outcome = run_property(
+            subject, BY_NAME[name], examples=EXAMPLES_PER_RUN, seed=0, paths=paths
+        )
         assert outcome.ok, outcome.failure
 
 
@@ -186,3 +189,30 @@ def test_an_action_that_forgets_what_the_state_holds_is_caught(tmp_path: Path) -
     failure = _caught("approval_forgets_it_told_people", tmp_path)
     assert "does not say whether people were told" in failure.message
     assert isinstance(failure.events[-1], Notified)
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("replay_takes_a_headless_log", "replay took a log without its started event"),
+        ("forgets_the_input", "the thread was started with"),
+        ("request_named_off_by_one", "the log opened"),
+        ("retry_keeps_the_error", "but still holds the error"),
+        ("failure_records_another_error", "but holds the error Error"),
+    ],
+)
+def test_what_the_state_holds_is_checked_against_the_log(
+    name: str, says: str, tmp_path: Path
+) -> None:
+    assert says in _caught(name, tmp_path).message
+
+
+@pytest.mark.parametrize(
+    "name", ["decision_request_ignored", "second_notice_taken", "result_without_a_start"]
+)
+def test_the_aimed_events_reach_stale_requests_told_waits_and_unstarted_calls(
+    name: str, tmp_path: Path
+) -> None:
+    failure = _caught(name, tmp_path)
+    assert failure.extra is not None
+    assert "an illegal event was accepted" in failure.message

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the patches quote generated code and add lines up to 120 wide)
 """Deliberately broken reducers: generated modules with one small hand edit each.
 
 Each bug is a textual patch applied to the compiler's current output (never a committed
@@ -248,6 +249,141 @@ BUGS: dict[str, Bug] = {
             ),
             "agrees_with_source",
             "after a crash mid-deploy the runtime would run it again under a fresh key",
+        ),
+        # Found by the mutation harness (tests/mutation, `make mutants`): what the state
+        # holds is checked against the log, not against the action that reads it.
+        Bug(
+            "deploy_result_allows_nan",
+            "deploybot",
+            (
+                (
+                    'model_config = ConfigDict(extra="forbid", allow_inf_nan=False)\n\n    url: str',
+                    'model_config = ConfigDict(extra="forbid")\n\n    url: str',
+                ),
+            ),
+            "agrees_with_source",
+            "DeployResult takes NaN (not in its JSON schema, so only its model_config shows it)",
+        ),
+        Bug(
+            "replay_takes_a_headless_log",
+            "deploybot",
+            (
+                (
+                    "        case _:\n            raise ValueError(\"a thread's log must start with a "
+                    'Started event")',
+                    '        case _:\n            state = initial_state("")',
+                ),
+            ),
+            "replay_equals_fold",
+            "replay makes up a thread for a log that lost its Started event",
+        ),
+        Bug(
+            "forgets_the_input",
+            "deploybot",
+            (
+                (
+                    "    return AGENT.begin(value)",
+                    '    return __import__("dataclasses").replace(AGENT.begin(value), input="?")',
+                ),
+            ),
+            "actions_follow_the_graph",
+            "the thread keeps another input than the one it was started with",
+        ),
+        Bug(
+            "request_named_off_by_one",
+            "deploybot",
+            (
+                (
+                    "    return _REDUCERS[state.step](state, event)\n",
+                    "    return _renamed(_REDUCERS[state.step](state, event))\n",
+                ),
+                (
+                    _BEFORE_INITIAL_STATE,
+                    "\n\ndef _renamed(state: State) -> State:\n"
+                    "    if state.request is None:\n        return state\n"
+                    '    return __import__("dataclasses").replace(state, request=f"{state.step}-{state.seq - 1}")\n'
+                    + _BEFORE_INITIAL_STATE,
+                ),
+            ),
+            "actions_follow_the_graph",
+            "a wait's request is named after the state before the event that opened it "
+            "(its action names the same id, so only the log shows it)",
+        ),
+        Bug(
+            "decision_request_ignored",
+            "deploybot",
+            (
+                (
+                    "    AGENT.check(state, event)\n",
+                    "    if isinstance(event, Approved | Rejected | Answered):\n"
+                    '        event = __import__("dataclasses").replace(event, request=state.request)\n'
+                    "    AGENT.check(state, event)\n",
+                ),
+            ),
+            "illegal_events_raise",
+            "a decision is taken whatever request it names (a stale one from an earlier wait)",
+        ),
+        Bug(
+            "retry_keeps_the_error",
+            "deploybot",
+            (
+                (
+                    "    if recorded is not None:\n        return recorded\n",
+                    "    if recorded is not None:\n"
+                    '        if type(event).__name__ == "Retried":\n'
+                    '            return __import__("dataclasses").replace(recorded, error=state.error)\n'
+                    "        return recorded\n",
+                ),
+            ),
+            "actions_follow_the_graph",
+            "a retried thread goes on holding the error it failed with",
+        ),
+        Bug(
+            "failure_records_another_error",
+            "deploybot",
+            (
+                ("AGENT.fail(state, event,", "_misrecorded(state, event,"),
+                (
+                    _BEFORE_INITIAL_STATE,
+                    "\n\ndef _misrecorded(state: State, event: StepFailed, on_error: str | None) -> State:\n"
+                    "    failed = AGENT.fail(state, event, on_error)\n"
+                    '    if failed.status != "failed":\n        return failed\n'
+                    '    other = __import__("twelvefold.runtime", fromlist=["ErrorInfo"]).ErrorInfo("Error", "")\n'
+                    '    return __import__("dataclasses").replace(failed, error=other)\n'
+                    + _BEFORE_INITIAL_STATE,
+                ),
+            ),
+            "actions_follow_the_graph",
+            "a failed thread holds (and its Fail action reports) another error than the one "
+            "it failed with",
+        ),
+        Bug(
+            "second_notice_taken",
+            "deploybot",
+            (
+                (
+                    "    AGENT.check(state, event)\n",
+                    '    if type(event).__name__ == "Notified" and state.notified:\n'
+                    '        return __import__("dataclasses").replace(state, seq=state.seq + 1)\n'
+                    "    AGENT.check(state, event)\n",
+                ),
+            ),
+            "illegal_events_raise",
+            "a second notice for a wait whose people were told is recorded, not refused",
+        ),
+        Bug(
+            "result_without_a_start",
+            "calculator",
+            (
+                (
+                    "    AGENT.check(state, event)\n",
+                    '    if type(event).__name__ == "ToolResult" and state.tool_key is None:\n'
+                    '        state = __import__("dataclasses").replace(state, tool_key="k")\n'
+                    "    AGENT.check(state, event)\n",
+                ),
+            ),
+            "illegal_events_raise",
+            "a tool's result is taken though no call of the tool was started",
         ),
     )
 }

@@ -33,6 +33,7 @@ from twelvefold.runtime.types import (
     Event,
     Fail,
     Finish,
+    Forked,
     IllegalEvent,
     ModelOutput,
     Notified,
@@ -216,6 +217,14 @@ def replay_equals_fold(subject: Subject, case: Case) -> None:
             raise PropertyFailed(
                 f"state.seq is {state.seq} after {index + 1} events", events, index
             )
+    # The generated `replay` documents that a log must start with its `Started` event.
+    try:
+        headless = subject.replay(events[1:])
+    except ValueError:
+        return
+    raise PropertyFailed(
+        f"replay took a log without its started event and gave {headless}", events, 0
+    )
 
 
 def json_round_trip(subject: Subject, case: Case) -> None:
@@ -438,6 +447,11 @@ def actions_follow_the_graph(subject: Subject, case: Case) -> None:
     events = case.events
     states = fold(subject, events)
     for index, state in enumerate(states):
+        held = _held_problem(events, states, index, subject.spec.max_steps)
+        if held is not None:
+            raise PropertyFailed(
+                f"the state at `{state.step}` {held}\n  state: {state}", events, index
+            )
         action = subject.next_action(state)
         problem = _action_problem(subject, state, action)
         if problem is not None:
@@ -494,6 +508,77 @@ def _action_problem(subject: Subject, state: State, action: Action) -> str | Non
     pending = getattr(action, "request", None)
     if isinstance(action, AwaitApproval | AwaitAnswer) and pending != state.request:
         return f"names the request {pending!r}, the thread waits on {state.request!r}"
+    return None
+
+
+def _held_problem(
+    events: Sequence[Event], states: Sequence[State], index: int, subject_max_steps: int | None
+) -> str | None:
+    """How what `states[index]` holds differs from what its log says, or None.
+
+    Derived from the events alone (runtime/types.State documents each field): the input
+    is the `Started` event's, and the start state's value; a waiting thread's request is
+    `f"{step}-{seq}"` with the `seq` of the state made by the event that opened the wait,
+    and it says people were told when a delivered notice came after that event, counting
+    the undelivered ones; a running or finished thread has no request; the key of a call
+    in flight is the last `tool_started` since the step last completed or failed.
+    """
+    state, started = states[index], events[0]
+    assert isinstance(started, Started)
+    if state.input != started.input:
+        return f"holds the input {state.input!r}; the thread was started with {started.input!r}"
+    if index == 0 and state.value != started.input:
+        return f"holds {state.value!r}; the input {started.input!r} arrives at the start step"
+    opened = _wait_opened_by(events, states, index)
+    notices = [e for e in events[opened + 1 : index + 1] if isinstance(e, Notified)]
+    if state.status == "waiting":
+        request = f"{state.step}-{opened + 1}"
+        told = any(n.delivered for n in notices)
+        untold = sum(not n.delivered for n in notices)
+        if state.request != request:
+            return f"waits on the request {state.request!r}; the log opened {request!r}"
+        if state.notified != told:
+            return f"says people were told: {state.notified}; the log says {told}"
+        if state.notices != untold:
+            return f"counts {state.notices} failed notice(s); the log has {untold}"
+    elif state.status in ("running", "finished") and state.request is not None:
+        return f"names the request {state.request!r} but waits for nobody"
+    if state.status != "failed" and state.error is not None:
+        return f"is {state.status} but still holds the error {state.error}"
+    last = events[index]
+    # Its `on error` target would have gone past the step budget: the budget's error.
+    exhausted = state.error == BUDGET_EXHAUSTED and state.steps >= (subject_max_steps or 0) > 0
+    if (
+        isinstance(last, StepFailed)
+        and state.status == "failed"
+        and not exhausted
+        and state.error != last.error
+    ):
+        return f"failed with {last.error} but holds the error {state.error}"
+    key = _key_in_flight(events, index)
+    if state.tool_key != key:
+        return f"holds the call key {state.tool_key!r}; the log's call in flight has {key!r}"
+    return None
+
+
+def _wait_opened_by(events: Sequence[Event], states: Sequence[State], index: int) -> int:
+    """The index of the event that opened the wait the thread is in after `events[index]`:
+    an arrival at a waiting step, or a retry or a fork that reopened it; 0 for `Started`."""
+    for j in range(index, 0, -1):
+        event = events[j]
+        if isinstance(event, Retried | Forked):
+            return j
+        if isinstance(event, ACTION_EVENTS) and states[j].status == "waiting":
+            return j
+    return 0
+
+
+def _key_in_flight(events: Sequence[Event], index: int) -> str | None:
+    for event in reversed(events[1 : index + 1]):
+        if isinstance(event, ToolStarted):
+            return event.key
+        if isinstance(event, ACTION_EVENTS):
+            return None
     return None
 
 
@@ -558,7 +643,8 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
         except Exception:  # pragma: no cover - model_construct does not validate
             continue
         break
-    named = [request, None] if request is not None else [None]
+    # A request nobody opened (ids count from seq 1): a stale or forged decision.
+    named = [request, None, f"{step}-0"] if request is not None else [None, f"{step}-0"]
     decisions: list[Event] = []
     for name in named:
         decisions += [
@@ -566,10 +652,15 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
             Rejected(step=step, request=name),
             Answered(step=step, answer=Answer(text="late"), request=name),
         ]
+    declared = subject.spec.states.get(step)
+    output = declared.output if declared is not None and declared.kind == "tool" else None
+    # The tool's own result type: refused only because no call was started.
+    own_result = subject.spec.types[output].model_construct() if output else any_output
     return [
         ModelOutput(step=step, output=any_output),
         ToolStarted(step=step, key="k"),
         ToolResult(step=step, result=any_output),
+        ToolResult(step=step, result=own_result),
         StepFailed(step=step, error=ErrorInfo("RuntimeError", "late")),
         Notified(step=step),
         *decisions,

@@ -160,6 +160,16 @@ def aimed_cases(subject: Subject, paths: Sequence[Sequence[Event]]) -> Iterator[
                 for probe in probes(subject, step, state.request):
                     if not is_legal(subject, state, probe):
                         yield Case(tuple(path), at, probe)
+            if state.status == "waiting" and not state.notified:
+                # The shortest paths tell nobody: aim at a wait whose people were told too.
+                told = (*path[: at + 1], Notified(step=state.step, channels=("log",)))
+                try:
+                    told_state = subject.replay(copy.deepcopy(list(told)))
+                except Exception:
+                    continue  # the reducer refused a legal notice: the properties say so
+                for probe in probes(subject, state.step, told_state.request):
+                    if not is_legal(subject, told_state, probe):
+                        yield Case(told, at + 1, probe)
 
 
 def run_properties(

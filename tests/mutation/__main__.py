@@ -1,0 +1,3 @@
+from tests.mutation.run import main
+
+main()
