@@ -198,6 +198,20 @@ class EventStore(Protocol):
         """Threads, most recently updated first."""
 
 
+_LARGEST_TOKEN = 2**63 - 2
+"""SQLite's largest INTEGER less one: the next lease's token must still fit."""
+
+
+def _sound_lease(holder: object, token: object, until: object) -> bool:
+    """Whether a row's lease columns hold what twelvefold writes there (a hand edit may not)."""
+    return (
+        (holder is None or isinstance(holder, str))
+        and type(token) is int
+        and 0 <= token <= _LARGEST_TOKEN
+        and (until is None or type(until) in (int, float))
+    )
+
+
 def now_iso() -> str:
     """The current time as events store it: `2025-06-01T09:12:03.125000Z` (UTC, µs).
 
@@ -593,6 +607,11 @@ class SqliteStore:
             if row is None:
                 raise ThreadNotFound(thread_id)
             num, holder, token, until, now = row
+            if not _sound_lease(holder, token, until):
+                raise StoreError(
+                    f"thread {thread_id}'s lease columns are damaged (edited outside"
+                    " twelvefold); nothing was done. Restore the database from a backup"
+                )
             if holder is not None and until is not None and until > now:
                 raise LeaseHeld(thread_id, holder, until)
             expires = now + length

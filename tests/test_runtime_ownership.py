@@ -42,6 +42,7 @@ from twelvefold.runtime.store import (
     Head,
     MemoryStore,
     SqliteStore,
+    StoreError,
     ThreadInfo,
 )
 from twelvefold.runtime.types import (
@@ -533,4 +534,28 @@ def test_a_hand_edited_lease_time_is_a_refusal_or_a_takeover_not_a_traceback(
         assert "lease until " in str(held.value)
     else:
         assert store.acquire("t", "me", 60).owner == "me"
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("token", "until"), [("abc", None), (2**63 - 1, None), (1, "zz"), (1, b"\x00")]
+)
+def test_hand_edited_lease_columns_are_a_store_error_not_a_traceback(
+    tmp_path: Path, token: object, until: object
+) -> None:
+    # Found by the red team: a lease_token that is text or the largest SQLite integer, or a
+    # lease_until that is text, raised TypeError / OverflowError from `resume`.
+    import sqlite3
+
+    store = SqliteStore(tmp_path / "threads.db")
+    _thread(store)
+    db = sqlite3.connect(tmp_path / "threads.db")
+    with db:
+        db.execute(
+            "UPDATE threads SET lease_owner = 'x', lease_token = ?, lease_until = ? WHERE id = 't'",
+            (token, until),
+        )
+    db.close()
+    with pytest.raises(StoreError, match="lease"):
+        store.acquire("t", "me", 60)
     store.close()
