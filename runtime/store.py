@@ -202,14 +202,21 @@ _LARGEST_TOKEN = 2**63 - 2
 """SQLite's largest INTEGER less one: the next lease's token must still fit."""
 
 
-def _sound_lease(holder: object, token: object, until: object) -> bool:
-    """Whether a row's lease columns hold what twelvefold writes there (a hand edit may not)."""
-    return (
+def _check_lease_columns(thread_id: str, holder: object, token: object, until: object) -> None:
+    """Refuse a row whose lease columns hold what twelvefold never writes (a hand edit).
+
+    Raises StoreError (one line for the CLI) rather than a TypeError or OverflowError later.
+    """
+    if not (
         (holder is None or isinstance(holder, str))
         and type(token) is int
         and 0 <= token <= _LARGEST_TOKEN
         and (until is None or type(until) in (int, float))
-    )
+    ):
+        raise StoreError(
+            f"thread {thread_id}'s lease columns are damaged (edited outside"
+            " twelvefold); nothing was done. Restore the database from a backup"
+        )
 
 
 def now_iso() -> str:
@@ -607,11 +614,7 @@ class SqliteStore:
             if row is None:
                 raise ThreadNotFound(thread_id)
             num, holder, token, until, now = row
-            if not _sound_lease(holder, token, until):
-                raise StoreError(
-                    f"thread {thread_id}'s lease columns are damaged (edited outside"
-                    " twelvefold); nothing was done. Restore the database from a backup"
-                )
+            _check_lease_columns(thread_id, holder, token, until)
             if holder is not None and until is not None and until > now:
                 raise LeaseHeld(thread_id, holder, until)
             expires = now + length
@@ -647,6 +650,7 @@ class SqliteStore:
         if row is None:
             raise ThreadNotFound(thread_id)
         holder, token, until, now = row
+        _check_lease_columns(thread_id, holder, token, until)
         if holder is None or until is None or until <= now:
             return None
         return Lease(thread_id, holder, token, until)
@@ -776,6 +780,7 @@ class SqliteStore:
             f"SELECT lease_owner, lease_token, lease_until, {_NOW} FROM threads WHERE num = ?",
             (num,),
         ).fetchone()
+        _check_lease_columns(thread_id, holder, token, until)
         check_lease(thread_id, lease, holder, token, until, now)
         return float(now)
 

@@ -558,4 +558,6 @@ def test_hand_edited_lease_columns_are_a_store_error_not_a_traceback(
     db.close()
     with pytest.raises(StoreError, match="lease"):
         store.acquire("t", "me", 60)
+    with pytest.raises(StoreError, match="lease"):  # `fork` and `cancel` look at it first
+        store.lease("t")
     store.close()
