@@ -88,8 +88,15 @@ class LeaseStore(Protocol):
 
 
 def iso(seconds: float) -> str:
-    """Unix seconds as `2026-11-30T16:30:00.125000Z`."""
-    moment = datetime.fromtimestamp(seconds, UTC)
+    """Unix seconds as `2026-11-30T16:30:00.125000Z`.
+
+    A time datetime cannot hold (a lease_until edited by hand in the SQLite file, or NaN)
+    is worded as the raw number rather than raising while a refusal is being written.
+    """
+    try:
+        moment = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, ValueError, OSError):
+        return f"{seconds!r} unix seconds"
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -198,6 +198,27 @@ class EventStore(Protocol):
         """Threads, most recently updated first."""
 
 
+_LARGEST_TOKEN = 2**63 - 2
+"""SQLite's largest INTEGER less one: the next lease's token must still fit."""
+
+
+def _check_lease_columns(thread_id: str, holder: object, token: object, until: object) -> None:
+    """Refuse a row whose lease columns hold what twelvefold never writes (a hand edit).
+
+    Raises StoreError (one line for the CLI) rather than a TypeError or OverflowError later.
+    """
+    if not (
+        (holder is None or isinstance(holder, str))
+        and type(token) is int
+        and 0 <= token <= _LARGEST_TOKEN
+        and (until is None or type(until) in (int, float))
+    ):
+        raise StoreError(
+            f"thread {thread_id}'s lease columns are damaged (edited outside"
+            " twelvefold); nothing was done. Restore the database from a backup"
+        )
+
+
 def now_iso() -> str:
     """The current time as events store it: `2025-06-01T09:12:03.125000Z` (UTC, µs).
 
@@ -593,6 +614,7 @@ class SqliteStore:
             if row is None:
                 raise ThreadNotFound(thread_id)
             num, holder, token, until, now = row
+            _check_lease_columns(thread_id, holder, token, until)
             if holder is not None and until is not None and until > now:
                 raise LeaseHeld(thread_id, holder, until)
             expires = now + length
@@ -628,6 +650,7 @@ class SqliteStore:
         if row is None:
             raise ThreadNotFound(thread_id)
         holder, token, until, now = row
+        _check_lease_columns(thread_id, holder, token, until)
         if holder is None or until is None or until <= now:
             return None
         return Lease(thread_id, holder, token, until)
@@ -757,6 +780,7 @@ class SqliteStore:
             f"SELECT lease_owner, lease_token, lease_until, {_NOW} FROM threads WHERE num = ?",
             (num,),
         ).fetchone()
+        _check_lease_columns(thread_id, holder, token, until)
         check_lease(thread_id, lease, holder, token, until, now)
         return float(now)
 

@@ -42,6 +42,7 @@ from twelvefold.runtime.store import (
     Head,
     MemoryStore,
     SqliteStore,
+    StoreError,
     ThreadInfo,
 )
 from twelvefold.runtime.types import (
@@ -509,3 +510,54 @@ def test_a_process_that_could_not_renew_starts_no_new_call(
     assert lines(tmp_path / "entered.log") == []
     assert not any(isinstance(e, ToolStarted) for e in store.load("t", Codec()))
     assert store.lease("t") is None  # let go on the way out
+
+
+@pytest.mark.parametrize("until", [1e308, -1e308])
+def test_a_hand_edited_lease_time_is_a_refusal_or_a_takeover_not_a_traceback(
+    tmp_path: Path, until: float
+) -> None:
+    # Found by the red team: a lease_until out of datetime's range (edited by hand in the
+    # SQLite file) raised OverflowError while the refusal was being worded.
+    import sqlite3
+
+    store = SqliteStore(tmp_path / "threads.db")
+    _thread(store)
+    db = sqlite3.connect(tmp_path / "threads.db")
+    with db:
+        db.execute(
+            "UPDATE threads SET lease_owner = 'someone', lease_until = ? WHERE id = 't'", (until,)
+        )
+    db.close()
+    if until > 0:
+        with pytest.raises(LeaseHeld, match="someone") as held:
+            store.acquire("t", "me", 60)
+        assert "lease until " in str(held.value)
+    else:
+        assert store.acquire("t", "me", 60).owner == "me"
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("token", "until"), [("abc", None), (2**63 - 1, None), (1, "zz"), (1, b"\x00")]
+)
+def test_hand_edited_lease_columns_are_a_store_error_not_a_traceback(
+    tmp_path: Path, token: object, until: object
+) -> None:
+    # Found by the red team: a lease_token that is text or the largest SQLite integer, or a
+    # lease_until that is text, raised TypeError / OverflowError from `resume`.
+    import sqlite3
+
+    store = SqliteStore(tmp_path / "threads.db")
+    _thread(store)
+    db = sqlite3.connect(tmp_path / "threads.db")
+    with db:
+        db.execute(
+            "UPDATE threads SET lease_owner = 'x', lease_token = ?, lease_until = ? WHERE id = 't'",
+            (token, until),
+        )
+    db.close()
+    with pytest.raises(StoreError, match="lease"):
+        store.acquire("t", "me", 60)
+    with pytest.raises(StoreError, match="lease"):  # `fork` and `cancel` look at it first
+        store.lease("t")
+    store.close()
