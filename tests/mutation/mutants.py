@@ -569,8 +569,8 @@ SPEC: tuple[Mutant, ...] = (
     _m(
         "s-failed-error",
         _S,
-        "            error=event.error,\n        )",
-        "            error=BUDGET_EXHAUSTED,\n        )",
+        "            error=event.error,\n            # A call whose outcome",
+        "            error=BUDGET_EXHAUSTED,\n            # A call whose outcome",
     ),
     _m(
         "s-failed-seq",
