@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support.openai_server import ScriptedOpenAI
-from tests.support.server import Served, deploy_project, served
+from tests.support.server import Served, served
 
 pytestmark = pytest.mark.anyio
 
