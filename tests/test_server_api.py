@@ -396,3 +396,24 @@ async def eventually(condition: Any, what: str, limit: float = 90.0) -> None:
     with anyio.fail_after(limit):
         while not await condition():
             await anyio.sleep(0.05)
+
+
+async def test_hostile_ids_names_and_inputs_come_back_as_plain_json(s: Served) -> None:
+    async with s.client("ana") as client:
+        for path in ["/v1/threads/%1b%5b2J%0a", "/v1/agents/%1b%5b2J/threads"]:
+            response = await client.request(
+                "GET" if "threads/" in path and "agents" not in path else "POST",
+                path,
+                json={"input": "x"},
+            )
+            assert_problem(response, 404)
+            assert "\x1b" not in response.json()["detail"] and "\n" not in response.json()["detail"]
+        hostile = '<script>alert(1)</script>\x00\u2028"}\n{"x": 1'
+        launched = await client.post(
+            "/v1/agents/deploybot/threads?wait=true", json={"input": hostile}
+        )
+        assert launched.status_code == 200, launched.text
+        (started,) = [
+            e for e in await events(s, launched.json()["thread_id"]) if e["kind"] == "started"
+        ]
+        assert started["input"] == hostile
