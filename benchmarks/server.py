@@ -44,7 +44,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +91,8 @@ class Ledger:
     decided: dict[str, tuple[str, int]] = field(default_factory=dict)
     """thread id -> (the request approved, events in the decision's 200 view)."""
     deciding: set[str] = field(default_factory=set)
+    warm_up: set[str] = field(default_factory=set)
+    """Threads run before the clock started (left out of the audit's count)."""
     refused: list[str] = field(default_factory=list)
     """Calls answered with an unexpected status (each a line)."""
     timings: dict[str, list[float]] = field(default_factory=dict)
@@ -155,11 +156,12 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / ticks
 
     def stop(self) -> None:
-        """SIGTERM and wait (a profiled server writes its profile on the way out); kill
-        -9 after 60 s."""
+        """SIGTERM and wait; kill -9 after 60 s. A profiled server gets SIGINT instead:
+        uvicorn raises the signal it stopped on again once it has shut down, and only
+        SIGINT (a KeyboardInterrupt) lets cProfile write its file on the way out."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(signal.SIGINT if self.profile else signal.SIGTERM)
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -285,6 +287,34 @@ async def _approve_until_done(
         await asyncio.sleep(0.1)
 
 
+def _warm_up(url: str, tokens: dict[str, str], ledger: Ledger) -> float:
+    """One thread launched and approved with `?wait=true` before the clock starts (the
+    first model call imports openai and instructor); its seconds, launch to finished."""
+    began = time.perf_counter()
+    with (
+        httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {tokens['bob']}"}, timeout=120
+        ) as bob,
+        httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {tokens['ana']}"}, timeout=120
+        ) as ana,
+    ):
+        launched = bob.post(
+            f"/v1/agents/{AGENT}/threads", params={"wait": "true"}, json={"input": "warm up"}
+        ).json()
+        ledger.warm_up.add(launched.get("thread_id", ""))
+        if launched.get("status") != "waiting":
+            raise BenchFailed(f"the warm-up thread did not pause for approval: {launched}")
+        decided = ana.post(
+            f"/v1/threads/{launched['thread_id']}/decisions",
+            params={"wait": "true"},
+            json={"request": launched["request"], "decision": "approve"},
+        ).json()
+        if decided.get("status") != "finished":
+            raise BenchFailed(f"the warm-up thread did not finish: {decided}")
+    return time.perf_counter() - began
+
+
 async def _drive(url: str, tokens: dict[str, str], settings: Settings, ledger: Ledger) -> None:
     limits = httpx.Limits(max_connections=settings.clients + 2)
 
@@ -342,6 +372,7 @@ def _audit(
     store = SqliteStore(db, create=False)
     try:
         stored_ids = {info.id for info in store.threads() if info.agent == AGENT}
+        stored_ids -= ledger.warm_up
         for thread_id in sorted(set(ledger.launched) - stored_ids):
             audit.lose(ledger.launched[thread_id], f"{thread_id}: acknowledged, not stored")
         for thread_id in sorted(stored_ids - set(ledger.launched)):
@@ -372,19 +403,25 @@ def _audit_thread(
     view, events = over_http.get(thread_id, ({}, []))
     numbers = [event.get("seq") for event in events]
     if numbers != list(range(1, len(events) + 1)):
-        audit.lose(len(set(range(1, len(events) + 1)) - set(numbers)) or 1,
-                   f"{thread_id}: numbered {numbers}, not 1..{len(events)}")  # fmt: skip
+        audit.lose(
+            len(set(range(1, len(events) + 1)) - set(numbers)) or 1,
+            f"{thread_id}: numbered {numbers}, not 1..{len(events)}",
+        )
     if len(events) != len(stored):
-        audit.lose(abs(len(stored) - len(events)),
-                   f"{thread_id}: {len(events)} events over HTTP, {len(stored)} stored")  # fmt: skip
+        audit.lose(
+            abs(len(stored) - len(events)),
+            f"{thread_id}: {len(events)} events over HTTP, {len(stored)} stored",
+        )
     for seq, (sent, kept) in enumerate(zip(events, stored, strict=False), start=1):
         if {k: v for k, v in sent.items() if k != "seq"} != agent.codec.encode_event(kept):
             audit.lose(1, f"{thread_id}: event {seq} over HTTP differs from the stored one")
     if not events or events[0].get("kind") != "started":
         audit.lose(1, f"{thread_id}: the log does not begin with `started`")
     if max(acknowledged, view.get("events", 0)) > len(stored):
-        audit.lose(max(acknowledged, view["events"]) - len(stored),
-                   f"{thread_id}: acknowledged more events than the log holds")  # fmt: skip
+        audit.lose(
+            max(acknowledged, view["events"]) - len(stored),
+            f"{thread_id}: acknowledged more events than the log holds",
+        )
     decided = ledger.decided.get(thread_id)
     if decided is None:
         audit.problems.append(f"{thread_id}: never approved")
@@ -434,7 +471,9 @@ def _report(
     )
     print("| figure | value |")
     print("|---|---:|")
-    print(f"| threads/s, first launch to last finished ({elapsed:.1f} s) | {threads / elapsed:.1f} |")
+    print(
+        f"| threads/s, first launch to last finished ({elapsed:.1f} s) | {threads / elapsed:.1f} |"
+    )
     print(f"| launches acknowledged/s ({launching:.1f} s for all) | {threads / launching:.1f} |")
     print(f"| bound set by --concurrency and the model's latency (threads/s) | {bound:.1f} |")
     rows = [
@@ -451,8 +490,10 @@ def _report(
         print(f"| server CPU time per thread (ms) | {cpu / max(1, threads) * 1e3:.1f} |")
     print(f"| benchmark process CPU (clients, probe, model server) (s) | {bench_cpu:.1f} |")
     before, after = loads
-    print(f"| load average (1 min) before / after, {os.cpu_count()} cores "
-          f"| {before[0]:.2f} / {after[0]:.2f} |")  # fmt: skip
+    print(
+        f"| load average (1 min) before / after, {os.cpu_count()} cores "
+        f"| {before[0]:.2f} / {after[0]:.2f} |"
+    )
     print()
     problems = audit.problems + ledger.refused + probe.errors
     if problems:
@@ -483,8 +524,7 @@ def run(settings: Settings) -> None:
         "TWELVEFOLD_DB": "",
         "NO_PROXY": "127.0.0.1",
     }
-    server = Server(project, db, folder / "serve.log", env, settings.concurrency,
-                    settings.profile)  # fmt: skip
+    server = Server(project, db, folder / "serve.log", env, settings.concurrency, settings.profile)
     try:
         tokens = {person: make_token(db, person) for person in ("bob", "ana")}
         agent = Runtime(cache_dir=folder / "cache").agent(agent_file)
@@ -492,6 +532,8 @@ def run(settings: Settings) -> None:
         bench_before = resource.getrusage(resource.RUSAGE_SELF)
         server.start()
         ledger = Ledger()
+        warm_up = _warm_up(server.url, tokens, ledger)
+        cpu_at_start = server.cpu_seconds()
         probe = Probe(server.url, tokens["ana"], ledger)
         probe.start()
         try:
@@ -499,7 +541,8 @@ def run(settings: Settings) -> None:
         finally:
             probe.stopping.set()
             probe.join(timeout=120)
-        cpu = server.cpu_seconds()
+        cpu_now = server.cpu_seconds()
+        cpu = None if cpu_now is None or cpu_at_start is None else cpu_now - cpu_at_start
         loads_after = os.getloadavg()
         bench_after = resource.getrusage(resource.RUSAGE_SELF)
         bench_cpu = (bench_after.ru_utime - bench_before.ru_utime) + (
@@ -511,6 +554,10 @@ def run(settings: Settings) -> None:
         server.stop()
         audit = _audit(ledger, over_http, db, agent)
         _report(settings, ledger, probe, audit, cpu, (loads_before, loads_after), bench_cpu)
+        print(
+            f"The warm-up thread, before the clock (the first model call imports openai and "
+            f"instructor on the server's event loop): {warm_up:.1f} s launch to finished.\n"
+        )
         if settings.profile:
             _print_profile(settings.profile)
         kept = bool(audit.lost or audit.problems or ledger.refused)
