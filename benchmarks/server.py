@@ -555,8 +555,8 @@ def run(settings: Settings) -> None:
         audit = _audit(ledger, over_http, db, agent)
         _report(settings, ledger, probe, audit, cpu, (loads_before, loads_after), bench_cpu)
         print(
-            f"The warm-up thread, before the clock (the first model call imports openai and "
-            f"instructor on the server's event loop): {warm_up:.1f} s launch to finished.\n"
+            f"The warm-up thread, before the clock (the server's first thread and model "
+            f"call): {warm_up:.1f} s launch to finished.\n"
         )
         if settings.profile:
             _print_profile(settings.profile)
