@@ -222,7 +222,9 @@ ENTRIES: dict[str, Entry] = {
     "E201": Entry(
         "an output type is never routed",
         "An llm step lists a type among its outputs but no `on TYPE` rule routes it: the "
-        "model could answer with it and the thread would have nowhere to go.",
+        "model could answer with it and the thread would have nowhere to go. The same holds "
+        "for a tool that routes its result by rules: each member of its result union needs "
+        "a rule.",
         "Add `on TYPE -> STATE`, or remove the type from the outputs.",
     ),
     "E202": Entry(
@@ -272,6 +274,13 @@ ENTRIES: dict[str, Entry] = {
         "are decided exactly, as for approval dominance (a state only such rules lead to is "
         "unreachable, W301).",
         "Move the rule above the unguarded one, fix its guard, or remove it.",
+    ),
+    "E210": Entry(
+        "a tool with both `next` and rules",
+        "A tool's result goes on either by `next STATE` (every result the same way) or by "
+        "`on TYPE [if GUARD] -> STATE` rules, as an llm step's output does; with both, a reader "
+        "could not tell which one a result takes.",
+        "Replace `next` with a last rule without a guard for the type.",
     ),
     "W301": Entry(
         "unreachable state",

@@ -7,7 +7,8 @@ once, where they are written. Add a check by writing the function in the module 
 family and listing it in CHECKS.
 
     names.py         E1xx  names resolve, no duplicates, settings present and in range
-    routing.py       E2xx  exhaustive routing, reachable rules, well-typed guards
+    routing.py       E2xx  exhaustive routing (llm outputs, tool results), reachable rules,
+                           well-typed guards
     reachability.py  E3xx  reachable from start, can finish
     typeflow.py      E4xx  values arriving at a step are of its declared type
     templates.py     E403, E7xx  ask and prompt templates
@@ -47,6 +48,7 @@ CHECKS: list[Check] = [
     routing.rules_name_outputs,
     routing.unreachable_rules,
     routing.guard_types,
+    routing.next_or_rules,
     # E3xx
     reachability.reachable_from_start,
     reachability.can_finish,

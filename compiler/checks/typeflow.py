@@ -1,7 +1,7 @@
 """E4xx: the values that can arrive at a step are of the type it declares.
 
-What flows along an edge (LANGUAGE.md, "Transitions and guards"): an llm rule carries
-its type, a tool's `next` its output, a human's `next` an `Answer`; every other edge
+What flows along an edge (LANGUAGE.md, "Transitions and guards"): an llm rule or a tool's
+rule carries its type, a tool's `next` its result (any member of a union), a human's `next` an `Answer`; every other edge
 (`on error`, `on approved`, `on rejected`, the `max_errors` / `max_steps` escalations)
 passes on whatever arrived at its source. The start state receives the agent's input.
 `arriving_types` computes the fixed point of that over the graph.
@@ -76,7 +76,7 @@ def _fixed_type(program: Program, edge: Edge) -> set[str] | None:
     if edge.kind == "output" and edge.type is not None:
         return {edge.type}
     if edge.kind == "next" and isinstance(step, n.ToolStep):
-        return {step.output.text}
+        return {output.text for output in step.outputs}
     if edge.kind == "next" and isinstance(step, n.HumanStep):
         return {n.ANSWER_TYPE}
     return None
