@@ -4,8 +4,8 @@ The generated reducer decides where a thread goes; this module only explains eac
 made in the graph's terms, so that pictures (render/trace.py) and coverage
 (twelvefold.testing) agree with the reducer by construction instead of re-deriving its
 rules. A move is read from the state before and after the event: an output goes along
-its `on TYPE` rule (so does a result of a tool that routes by rules), a failure along `on error` or the `max_errors` escalation, an action
-past the budget along `max_steps`.
+its `on TYPE` rule (so does a result of a tool that routes by rules), a failure along
+`on error` or the `max_errors` escalation, an action past the budget along `max_steps`.
 """
 
 from __future__ import annotations

@@ -60,9 +60,9 @@ def test_a_model_with_a_members_name_is_that_member() -> None:
 
 
 def test_a_dict_that_fits_no_member_fails_naming_the_members() -> None:
-    with pytest.raises(ValueError, match="none of Found | NotFound"):
+    with pytest.raises(ValueError, match=r"none of Found \| NotFound"):
         coerce({"tier": "enterprise"}, Found, MEMBERS)
-    with pytest.raises(TypeError, match="one of Found | NotFound"):
+    with pytest.raises(TypeError, match=r"one of Found \| NotFound"):
         coerce(["not", "a", "record"], Found, MEMBERS)
 
 

@@ -1,10 +1,11 @@
 """E4xx: the values that can arrive at a step are of the type it declares.
 
 What flows along an edge (LANGUAGE.md, "Transitions and guards"): an llm rule or a tool's
-rule carries its type, a tool's `next` its result (any member of a union), a human's `next` an `Answer`; every other edge
-(`on error`, `on approved`, `on rejected`, the `max_errors` / `max_steps` escalations)
-passes on whatever arrived at its source. The start state receives the agent's input.
-`arriving_types` computes the fixed point of that over the graph.
+rule carries its type, a tool's `next` its result (any member of a union), a human's
+`next` an `Answer`; every other edge (`on error`, `on approved`, `on rejected`, the
+`max_errors` / `max_steps` escalations) passes on whatever arrived at its source. The
+start state receives the agent's input. `arriving_types` computes the fixed point of
+that over the graph.
 """
 
 from __future__ import annotations
