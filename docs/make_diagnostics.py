@@ -27,7 +27,7 @@ from twelvefold.compiler.prompts import PromptDirectory
 ROOT = Path(__file__).resolve().parent.parent
 INVALID = ROOT / "tests" / "invalid"
 PAGE = ROOT / "docs" / "diagnostics.md"
-EXPECTATION = re.compile(r"\s*# (error|warning): [EW]\d{3}.*$")
+EXPECTATION = re.compile(r"\s*# (error|warning|note): [EW]\d{3}.*$")
 
 
 @dataclass(frozen=True)
@@ -339,6 +339,24 @@ ENTRIES: dict[str, Entry] = {
         "no input, so its `ask` cannot show the value the tool will run with: the person "
         "approves without seeing it.",
         "Declare the tool's input type on the approval and show its fields in the `ask`.",
+    ),
+    "E504": Entry(
+        "the model decides its own approval",
+        "A guard that decides whether a tool marked `requires approval` is reached without an "
+        "`on approved` edge (its `requires approval if`, or a routing rule on a path into it) "
+        "reads a field of the model's output that restates a fact a tool established "
+        "earlier: a field of the same name and kind as one of the result of a tool that can "
+        "run before. The model copied it, and a model that misquotes it (by mistake, or "
+        "because a customer's email told it to) skips the approval while the approval proof "
+        "still passes. A guard choosing between two approvals, or between an approval and a "
+        "person, is not reported; nor is a guard on the action's own argument that the model "
+        "chooses (deploybot's `env`), which restates no tool's fact. An intended case is "
+        "acknowledged with `# trusts model: FIELD` on the guard's line: it is then a note. "
+        "`twelvefold check --explain-approvals` lists every value that decides each approval "
+        "and where it comes from.",
+        'Route on the tool\'s result (`on Customer if tier == "enterprise" -> ...` in the '
+        "tool), where the value is the tool's own; or acknowledge it with "
+        "`# trusts model: FIELD`.",
     ),
     "W510": Entry(
         "approvers group not defined",

@@ -14,6 +14,8 @@ family and listing it in CHECKS.
     templates.py     E403, E7xx  ask and prompt templates
     approval.py      E5xx  approval dominance, null skipping it, approvals that show the
                            value; W510 approvers the configuration lacks
+    origins.py       E504  the model cannot decide its own approval (a note when the
+                           file says `# trusts model: FIELD`)
     loops.py         E6xx  bounded loops
     size.py          W8xx  agents that are probably two
     unused.py        W9xx  unused types and states
@@ -25,7 +27,18 @@ from collections.abc import Callable, Iterable
 
 from ..diagnostics import Diagnostic
 from ..program import Program, PromptLoader
-from . import approval, loops, names, reachability, routing, size, templates, typeflow, unused
+from . import (
+    approval,
+    loops,
+    names,
+    origins,
+    reachability,
+    routing,
+    size,
+    templates,
+    typeflow,
+    unused,
+)
 
 Check = Callable[[Program, PromptLoader], Iterable[Diagnostic]]
 
@@ -60,6 +73,7 @@ CHECKS: list[Check] = [
     approval.null_cannot_skip,
     approval.approval_shows_the_input,
     approval.approvers_are_defined,
+    origins.model_cannot_decide_its_approval,
     # E6xx
     loops.cycles_pass_a_decision,
     loops.cycles_are_bounded,
