@@ -185,7 +185,9 @@ ENTRIES: dict[str, Entry] = {
     "E113": Entry(
         "llm output is not a record",
         "An llm step answers with one of the declared record types, so that the answer can "
-        "be validated and routed. Built-in scalars and `Answer` are not model outputs.",
+        "be validated and routed. Built-in scalars and `Answer` are not model outputs. The "
+        "same holds for the members of a tool's result that is a union or is routed by "
+        "rules: the result's type is what picks the rule.",
         "Declare a record type holding the value and list it instead.",
     ),
     "E114": Entry(
