@@ -108,7 +108,8 @@ def match_edges(
             routed = route(spec, program, source, routed_value)
             if routed is not None and spec.edges[routed].target != target:
                 rule = describe_edge(spec.edges[routed])
-                problem = f"the output went to `{target}`, but the first rule that holds is {rule}"
+                what = "result" if isinstance(event, ToolResult) else "output"
+                problem = f"the {what} went to `{target}`, but the first rule that holds is {rule}"
                 return Move(before, event, after, (), problem)
             if routed is not None:
                 found = (routed,)

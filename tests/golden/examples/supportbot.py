@@ -95,7 +95,7 @@ class Sent(BaseModel):
     message_id: str
 
 
-# supportbot.agent:69: requires approval
+# supportbot.agent:68: requires approval
 def _send_enterprise_reply_needs_approval(value: Reply) -> bool:
     return True
 
@@ -116,31 +116,31 @@ AGENT = AgentSpec(
     states={
         "lookup": StateSpec(
             "tool",
-            line=35,
+            line=34,
             input="Ticket",
             output="Customer",
             outputs=("Customer", "UnknownCustomer"),
             function="supportbot.tools:lookup_customer",
         ),
-        "draft": StateSpec("llm", line=42, outputs=("Reply",), prompt="supportbot/draft.j2"),
+        "draft": StateSpec("llm", line=41, outputs=("Reply",), prompt="supportbot/draft.j2"),
         "draft_enterprise": StateSpec(
-            "llm", line=49, outputs=("Reply",), prompt="supportbot/draft.j2"
+            "llm", line=48, outputs=("Reply",), prompt="supportbot/draft.j2"
         ),
-        "approve_reply": StateSpec("approval", line=56, input="Reply"),
+        "approve_reply": StateSpec("approval", line=55, input="Reply"),
         "send_reply": StateSpec(
-            "tool", line=63, input="Reply", output="Sent", function="supportbot.tools:send_reply"
+            "tool", line=62, input="Reply", output="Sent", function="supportbot.tools:send_reply"
         ),
         "send_enterprise_reply": StateSpec(
             "tool",
-            line=68,
+            line=67,
             input="Reply",
             output="Sent",
             function="supportbot.tools:send_reply",
             requires_approval=_send_enterprise_reply_needs_approval,
         ),
-        "escalate": StateSpec("human", line=74, output="Answer"),
-        "done": StateSpec("final", line=79, input="Sent"),
-        "closed": StateSpec("final", line=80, input="Answer"),
+        "escalate": StateSpec("human", line=73, output="Answer"),
+        "done": StateSpec("final", line=78, input="Sent"),
+        "closed": StateSpec("final", line=79, input="Answer"),
     },
     edges=(
         EdgeSpec(
@@ -149,32 +149,17 @@ AGENT = AgentSpec(
         EdgeSpec("lookup", "draft", "output", type="Customer"),
         EdgeSpec("lookup", "escalate", "output", type="UnknownCustomer"),
         EdgeSpec("lookup", "escalate", "error"),
-        EdgeSpec("lookup", "escalate", "max_errors"),
-        EdgeSpec("lookup", "escalate", "max_steps"),
         EdgeSpec("draft", "send_reply", "output", type="Reply"),
-        EdgeSpec("draft", "escalate", "max_errors"),
-        EdgeSpec("draft", "escalate", "max_steps"),
         EdgeSpec("draft_enterprise", "approve_reply", "output", type="Reply"),
-        EdgeSpec("draft_enterprise", "escalate", "max_errors"),
-        EdgeSpec("draft_enterprise", "escalate", "max_steps"),
         EdgeSpec("approve_reply", "send_enterprise_reply", "approved"),
         EdgeSpec("approve_reply", "draft_enterprise", "rejected"),
-        EdgeSpec("approve_reply", "escalate", "max_steps"),
         EdgeSpec("send_reply", "done", "next"),
         EdgeSpec("send_reply", "escalate", "error"),
-        EdgeSpec("send_reply", "escalate", "max_errors"),
-        EdgeSpec("send_reply", "escalate", "max_steps"),
         EdgeSpec("send_enterprise_reply", "done", "next"),
         EdgeSpec("send_enterprise_reply", "escalate", "error"),
-        EdgeSpec("send_enterprise_reply", "escalate", "max_errors"),
-        EdgeSpec("send_enterprise_reply", "escalate", "max_steps"),
         EdgeSpec("escalate", "closed", "next"),
-        EdgeSpec("escalate", "escalate", "max_steps"),
     ),
     max_steps=20,
-    on_max_steps="escalate",
-    max_errors=3,
-    on_max_errors="escalate",
 )
 
 
@@ -212,7 +197,7 @@ def replay(events: Iterable[Event]) -> State:
     return state
 
 
-# supportbot.agent:35: tool lookup(Ticket) -> Customer | UnknownCustomer =
+# supportbot.agent:34: tool lookup(Ticket) -> Customer | UnknownCustomer =
 #   "supportbot.tools:lookup_customer"
 def _lookup_action(state: State) -> Action:
     return CallTool(
@@ -228,22 +213,22 @@ def _lookup_action(state: State) -> Action:
 
 def _lookup_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:36: on Customer if tier == "enterprise" -> draft_enterprise
+        # supportbot.agent:35: on Customer if tier == "enterprise" -> draft_enterprise
         case ToolResult(result=Customer() as result) if result.tier == "enterprise":
             return AGENT.move(state, event, "draft_enterprise", result)
-        # supportbot.agent:37: on Customer -> draft
+        # supportbot.agent:36: on Customer -> draft
         case ToolResult(result=Customer() as result):
             return AGENT.move(state, event, "draft", result)
-        # supportbot.agent:38: on UnknownCustomer -> escalate
+        # supportbot.agent:37: on UnknownCustomer -> escalate
         case ToolResult(result=UnknownCustomer() as result):
             return AGENT.move(state, event, "escalate", result)
-        # supportbot.agent:39: on error -> escalate
+        # supportbot.agent:38: on error -> escalate
         case StepFailed():
             return AGENT.fail(state, event, on_error="escalate")
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:42: llm draft -> Reply
+# supportbot.agent:41: llm draft -> Reply
 def _draft_action(state: State) -> Action:
     return CallModel(
         step="draft",
@@ -257,7 +242,7 @@ def _draft_action(state: State) -> Action:
 
 def _draft_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:46: on Reply -> send_reply
+        # supportbot.agent:45: on Reply -> send_reply
         case ModelOutput(output=Reply() as output):
             return AGENT.move(state, event, "send_reply", output)
         # no `on error`: the agent's max_errors rule, else the thread fails
@@ -266,7 +251,7 @@ def _draft_reduce(state: State, event: Event) -> State:
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:49: llm draft_enterprise -> Reply
+# supportbot.agent:48: llm draft_enterprise -> Reply
 def _draft_enterprise_action(state: State) -> Action:
     return CallModel(
         step="draft_enterprise",
@@ -280,7 +265,7 @@ def _draft_enterprise_action(state: State) -> Action:
 
 def _draft_enterprise_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:53: on Reply -> approve_reply
+        # supportbot.agent:52: on Reply -> approve_reply
         case ModelOutput(output=Reply() as output):
             return AGENT.move(state, event, "approve_reply", output)
         # no `on error`: the agent's max_errors rule, else the thread fails
@@ -289,7 +274,7 @@ def _draft_enterprise_reduce(state: State, event: Event) -> State:
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:56: approval approve_reply(Reply)
+# supportbot.agent:55: approval approve_reply(Reply)
 def _approve_reply_action(state: State) -> Action:
     return AwaitApproval(
         step="approve_reply",
@@ -303,16 +288,16 @@ def _approve_reply_action(state: State) -> Action:
 
 def _approve_reply_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:59: on approved -> send_enterprise_reply
+        # supportbot.agent:58: on approved -> send_enterprise_reply
         case Approved():
             return AGENT.move(state, event, "send_enterprise_reply", state.value)
-        # supportbot.agent:60: on rejected -> draft_enterprise
+        # supportbot.agent:59: on rejected -> draft_enterprise
         case Rejected():
             return AGENT.move(state, event, "draft_enterprise", state.value)
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:63: tool send_reply(Reply) -> Sent = "supportbot.tools:send_reply"
+# supportbot.agent:62: tool send_reply(Reply) -> Sent = "supportbot.tools:send_reply"
 def _send_reply_action(state: State) -> Action:
     return CallTool(
         step="send_reply",
@@ -326,16 +311,16 @@ def _send_reply_action(state: State) -> Action:
 
 def _send_reply_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:64: next done
+        # supportbot.agent:63: next done
         case ToolResult(result=Sent() as result):
             return AGENT.move(state, event, "done", result)
-        # supportbot.agent:65: on error -> escalate
+        # supportbot.agent:64: on error -> escalate
         case StepFailed():
             return AGENT.fail(state, event, on_error="escalate")
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:68: tool send_enterprise_reply(Reply) -> Sent = "supportbot.tools:send_reply"
+# supportbot.agent:67: tool send_enterprise_reply(Reply) -> Sent = "supportbot.tools:send_reply"
 def _send_enterprise_reply_action(state: State) -> Action:
     return CallTool(
         step="send_enterprise_reply",
@@ -349,16 +334,16 @@ def _send_enterprise_reply_action(state: State) -> Action:
 
 def _send_enterprise_reply_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:70: next done
+        # supportbot.agent:69: next done
         case ToolResult(result=Sent() as result):
             return AGENT.move(state, event, "done", result)
-        # supportbot.agent:71: on error -> escalate
+        # supportbot.agent:70: on error -> escalate
         case StepFailed():
             return AGENT.fail(state, event, on_error="escalate")
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:74: human escalate
+# supportbot.agent:73: human escalate
 def _escalate_action(state: State) -> Action:
     return AwaitAnswer(
         step="escalate",
@@ -371,18 +356,18 @@ def _escalate_action(state: State) -> Action:
 
 def _escalate_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:76: next closed
+        # supportbot.agent:75: next closed
         case Answered(answer=answer):
             return AGENT.move(state, event, "closed", answer)
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:79: final done(Sent)
+# supportbot.agent:78: final done(Sent)
 def _done_action(state: State) -> Action:
     return Finish(step="done", result=state.value)
 
 
-# supportbot.agent:80: final closed(Answer)
+# supportbot.agent:79: final closed(Answer)
 def _closed_action(state: State) -> Action:
     return Finish(step="closed", result=state.value)
 
