@@ -133,10 +133,10 @@ def _produced(program: Program, edge: Edge) -> set[Arrival] | None:
 
 @dataclass(frozen=True)
 class DecidingValue:
-    """A field a guard reads that decides whether a sensitive tool's approval is asked."""
+    """A field a guard reads that decides whether sensitive tools' approvals are asked."""
 
-    tool: str
-    """The sensitive tool."""
+    tools: tuple[str, ...]
+    """The sensitive tools whose approval it decides."""
     guard: n.Expr
     where: str
     """`requires approval` or the rule, as people read it (`draft: on Reply if ...`)."""
@@ -163,6 +163,13 @@ def deciding_values(program: Program) -> list[DecidingValue]:
         for name, step in program.steps.items()
         if isinstance(step, n.ToolStep) and step.requires_approval is not None
     ]
+    facts = _Facts(program, table)
+    choices = [
+        (state, edge, others)
+        for state, step in program.steps.items()
+        if isinstance(step, n.LlmStep | n.ToolStep)
+        for edge, others in _rule_choices(program, state)
+    ]
     found: list[DecidingValue] = []
     for tool in sensitive:
         step = program.steps[tool]
@@ -170,18 +177,23 @@ def deciding_values(program: Program) -> list[DecidingValue]:
         guard = step.requires_approval.guard
         unapproved = _unapproved_arrivals(program, tool, arriving)
         if guard is not None and unapproved:
-            found += _values(program, table, tool, guard, "requires approval", unapproved, tool)
-        for state, rule_step in program.steps.items():
-            if not isinstance(rule_step, n.LlmStep | n.ToolStep):
-                continue
-            for edge, others in _rule_choices(program, state):
-                assert edge.guard is not None and edge.type is not None
-                if not _decides(program, tool, edge, others):
-                    continue
-                origin = Origin("tool" if isinstance(rule_step, n.ToolStep) else "model", state)
-                where = f"{state}: on {edge.type} if {guard_text(edge.guard)}"
-                arrivals = frozenset({(edge.type, origin)})
-                found += _values(program, table, tool, edge.guard, where, arrivals, state)
+            found += _values(facts, (tool,), guard, "requires approval", unapproved, tool)
+    backwards = _direct_predecessors(program)
+    direct = {tool: _reaching_directly(backwards, tool) for tool in sensitive}
+    for state, edge, others in choices:
+        assert edge.guard is not None and edge.type is not None
+        targets = [edge.target, *(other.target for other in others)]
+        # Tools whose approval the guard's outcome decides: one way reaches them directly,
+        # another does not.
+        decided = tuple(
+            tool for tool in sensitive if len({target in direct[tool] for target in targets}) == 2
+        )
+        if not decided:
+            continue
+        kind: OriginKind = "tool" if isinstance(program.steps[state], n.ToolStep) else "model"
+        where = f"{state}: on {edge.type} if {guard_text(edge.guard)}"
+        arrivals = frozenset({(edge.type, Origin(kind, state))})
+        found += _values(facts, decided, edge.guard, where, arrivals, state)
     return found
 
 
@@ -214,48 +226,45 @@ def _rule_choices(program: Program, state: str) -> Iterator[tuple[Edge, list[Edg
                 yield edge, edges[index + 1 :]
 
 
-def _decides(program: Program, tool: str, edge: Edge, others: list[Edge]) -> bool:
-    """Whether the guard's outcome changes whether `tool` is reached without an approval."""
-    direct = {_reaches_directly(program, edge.target, tool)}
-    direct |= {_reaches_directly(program, other.target, tool) for other in others}
-    return len(direct) == 2
-
-
-def _reaches_directly(program: Program, start: str, tool: str) -> bool:
-    """`tool` is reached from `start` without an approval or a person looking on the way:
-    through tools and model calls only (not past an approval or a human step, and not by
-    the escalations, which lead to people)."""
-    if start == tool:
-        return True
-    seen = {start}
-    pending = [start]
-    while pending:
-        state = pending.pop()
-        if isinstance(program.steps[state], n.ApprovalStep | n.HumanStep):
+def _direct_predecessors(program: Program) -> dict[str, list[str]]:
+    """For each state, the states that lead to it with nobody looking: the edges out of
+    tools and model calls, but not `on approved` nor the escalations (which lead to
+    people), and nothing out of an approval or a human step."""
+    backwards: dict[str, list[str]] = {state: [] for state in program.steps}
+    for source, target, data in program.graph.edges(data=True):
+        if data["edge"].kind in ("approved", "max_errors", "max_steps"):
             continue
-        for _source, target, data in program.graph.out_edges(state, data=True):
-            if data["edge"].kind in ("approved", "max_errors", "max_steps"):
-                continue
-            if target == tool:
-                return True
-            if target not in seen:
-                seen.add(target)
-                pending.append(target)
-    return False
+        if isinstance(program.steps[source], n.ApprovalStep | n.HumanStep):
+            continue
+        backwards[target].append(source)
+    return backwards
+
+
+def _reaching_directly(backwards: dict[str, list[str]], tool: str) -> set[str]:
+    """The states from which `tool` is reached without an approval or a person looking on
+    the way (through tools and model calls only): one walk back from the tool, so a
+    guard's outcome is judged by lookups."""
+    found = {tool}
+    pending = [tool]
+    while pending:
+        for source in backwards[pending.pop()]:
+            if source not in found:
+                found.add(source)
+                pending.append(source)
+    return found
 
 
 def _values(
-    program: Program,
-    table: t.TypeTable,
-    tool: str,
+    facts: _Facts,
+    tools: tuple[str, ...],
     guard: n.Expr,
     where: str,
     arrivals: frozenset[Arrival],
     at: str,
 ) -> list[DecidingValue]:
     """The fields `guard` reads, each with its origins and the tool facts it restates."""
-    facts = _tool_facts(program, table, at)
-    acknowledged = _acknowledged(program.source_text, guard.span)
+    table = facts.table
+    acknowledged = _acknowledged(facts.lines, guard.span)
     found: list[DecidingValue] = []
     for path in dict.fromkeys(paths_in(guard)):
         origins: set[Origin] = set()
@@ -266,11 +275,11 @@ def _values(
                 continue
             origins.add(origin)
             if origin.kind == "model":
-                restates |= facts.get((path[-1], _kind(lookup.type)), set())
+                restates |= facts.before(at).get((path[-1], _kind(lookup.type)), set())
         shown = ".".join(path)
         found.append(
             DecidingValue(
-                tool,
+                tools,
                 guard,
                 where,
                 shown,
@@ -282,23 +291,43 @@ def _values(
     return found
 
 
-def _tool_facts(program: Program, table: t.TypeTable, at: str) -> dict[tuple[str, str], set[str]]:
-    """(field name, kind) -> the tools that can run before `at` and return such a field
-    (at any depth of their result types)."""
-    start = start_state(program)
-    if start is None or at not in program.graph:
-        return {}
-    reachable = {start} | nx.descendants(program.graph, start)
-    before = nx.ancestors(program.graph, at) & reachable
-    facts: dict[tuple[str, str], set[str]] = {}
-    for state in sorted(before):
-        step = program.steps[state]
+class _Facts:
+    """What the tools establish: (field name, kind) -> the tools that can run before a
+    state and return such a field (at any depth of their result types). Each tool's
+    fields and each state's answer are computed once."""
+
+    def __init__(self, program: Program, table: t.TypeTable) -> None:
+        self.program = program
+        self.table = table
+        self.lines = program.source_text.splitlines()
+        start = start_state(program)
+        self._reachable: set[str] = set()
+        if start is not None and start in program.graph:
+            self._reachable = {start} | nx.descendants(program.graph, start)
+        self._fields: dict[str, set[tuple[str, str]]] = {}
+        self._before: dict[str, dict[tuple[str, str], set[str]]] = {}
+
+    def before(self, at: str) -> dict[tuple[str, str], set[str]]:
+        cached = self._before.get(at)
+        if cached is not None:
+            return cached
+        facts: dict[tuple[str, str], set[str]] = {}
+        if at in self.program.graph:
+            for state in sorted(nx.ancestors(self.program.graph, at) & self._reachable):
+                for fact in self._tool_fields(state):
+                    facts.setdefault(fact, set()).add(state)
+        self._before[at] = facts
+        return facts
+
+    def _tool_fields(self, state: str) -> set[tuple[str, str]]:
+        step = self.program.steps[state]
         if not isinstance(step, n.ToolStep):
-            continue
-        for output in step.outputs:
-            for name, kind in _fields_within(table, output.text):
-                facts.setdefault((name, kind), set()).add(state)
-    return facts
+            return set()
+        if state not in self._fields:
+            self._fields[state] = {
+                fact for output in step.outputs for fact in _fields_within(self.table, output.text)
+            }
+        return self._fields[state]
 
 
 def _fields_within(table: t.TypeTable, type_name: str) -> Iterator[tuple[str, str]]:
@@ -334,11 +363,10 @@ def _kind(resolved: t.Resolved) -> str:
     return "unknown"
 
 
-def _acknowledged(source_text: str, span: Span) -> set[str]:
+def _acknowledged(lines: list[str], span: Span) -> set[str]:
     """Field names acknowledged by `# trusts model: ...` on the guard's lines."""
-    lines = source_text.splitlines()[span.line - 1 : span.end_line]
     names: set[str] = set()
-    for line in lines:
+    for line in lines[span.line - 1 : span.end_line]:
         for match in ACKNOWLEDGEMENT.finditer(line):
             names |= {name.strip() for name in match.group(1).split(",")}
     return names
@@ -365,7 +393,7 @@ def _diagnostic(program: Program, value: DecidingValue) -> Diagnostic:
     fact = ", ".join(f"`{s}`" for s in value.restates)
     field = value.field
     message = (
-        f"the model's `{field}` decides whether `{value.tool}` needs approval, but "
+        f"the model's `{field}` decides whether {_names(value.tools)} needs approval, but "
         f"`{field}` restates what {fact} returned: a model that misquotes it skips the approval"
     )
     tool = value.restates[0]
@@ -387,6 +415,12 @@ def _diagnostic(program: Program, value: DecidingValue) -> Diagnostic:
             help="the model decides this approval on purpose; a tool's result would not",
         )
     return error("E504", message, program.source.path, value.guard.span, label=label, help=help)
+
+
+def _names(tools: tuple[str, ...]) -> str:
+    """`send`, or `send` (and 3 more tools), for a message."""
+    more = len(tools) - 1
+    return f"`{tools[0]}`" + (f" (and {more} more tool{'s' if more > 1 else ''})" if more else "")
 
 
 def _result_with(program: Program, tool: str, field: str) -> str:
@@ -414,7 +448,7 @@ def explain_approvals(program: Program) -> str:
             f"if {guard_text(requirement.guard)}" if requirement.guard is not None else "always"
         )
         lines.append(f"{program.source.path}: tool `{name}` requires approval {condition}")
-        mine = [v for v in values if v.tool == name]
+        mine = [v for v in values if name in v.tools]
         if not mine:
             lines.append("  decided by no value: every way in passes an approval")
         for value in mine:

@@ -158,13 +158,14 @@ def _explanations_json(results: list[Compilation]) -> list[dict[str, object]]:
                 {
                     "severity": "info",
                     "code": "explain-approvals",
-                    "message": f"`{value.field}` in {value.where} decides `{value.tool}`",
+                    "message": f"`{value.field}` in {value.where} decides the approval of "
+                    + ", ".join(f"`{tool}`" for tool in value.tools),
                     "path": result.path,
                     "line": span.line,
                     "column": span.column,
                     "end_line": span.end_line,
                     "end_column": span.end_column,
-                    "tool": value.tool,
+                    "tools": list(value.tools),
                     "field": value.field,
                     "origins": [{"kind": o.kind, "step": o.step} for o in value.origins],
                     "restates": list(value.restates),
