@@ -9,7 +9,7 @@ from twelvefold.compiler.parser import parse
 def test_a_union_result_and_rules_parse_into_the_tool() -> None:
     source, diagnostics = parse(
         'tool find(Q) -> Found | Missing = "m:f" {\n'
-        '  on Found if score > 1 -> a  on Found -> b\n'
+        "  on Found if score > 1 -> a  on Found -> b\n"
         "  on Missing -> c  on error -> d  retry 2\n"
         "}"
     )
