@@ -32,7 +32,6 @@ An intended case is acknowledged in the file with a comment on the guard's line,
 from __future__ import annotations
 
 import re
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -46,6 +45,7 @@ from ..guard_text import guard_text
 from ..guards import paths_in
 from ..program import Edge, Program
 from .common import input_type, start_state, type_table
+from .typeflow import flow
 
 OriginKind = Literal["model", "tool", "person", "input"]
 TRUSTED: frozenset[OriginKind] = frozenset({"tool", "person"})
@@ -82,36 +82,9 @@ Arrival = tuple[str, Origin]
 def arriving_origins(program: Program) -> dict[str, frozenset[Arrival]]:
     """For each state, the (type, origin) pairs of the values that can arrive at it: a
     fixed point over the graph, like typeflow.arriving_types, with each value's origin."""
-    arriving: dict[str, set[Arrival]] = {state: set() for state in program.steps}
-    queue: deque[tuple[str, set[Arrival]]] = deque()
-
-    def arrive(state: str, values: set[Arrival]) -> None:
-        new = values - arriving[state]
-        if new:
-            arriving[state] |= new
-            queue.append((state, new))
-
-    start = start_state(program)
-    if start is not None and start in arriving:
-        arrive(start, {(input_type(program), Origin("input", start))})
-    produced: dict[str, list[tuple[str, set[Arrival]]]] = {s: [] for s in program.steps}
-    passing: dict[str, list[str]] = {s: [] for s in program.steps}
-    for source, target, data in program.graph.edges(data=True):
-        made = _produced(program, data["edge"])
-        if made is None:
-            passing[source].append(target)
-        else:
-            produced[source].append((target, made))
-    followed: set[str] = set()
-    while queue:
-        state, new = queue.popleft()
-        for target in passing[state]:
-            arrive(target, new)
-        if state not in followed:
-            followed.add(state)
-            for target, made in produced[state]:
-                arrive(target, made)
-    return {state: frozenset(values) for state, values in arriving.items()}
+    start = start_state(program) or ""
+    started = {(input_type(program), Origin("input", start))}
+    return flow(program, started, lambda edge: _produced(program, edge))
 
 
 def _produced(program: Program, edge: Edge) -> set[Arrival] | None:
