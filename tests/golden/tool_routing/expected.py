@@ -65,6 +65,7 @@ class Found(BaseModel):
     id_: str = Field(alias="id")
     owner: Owner | None = None
     score: int
+    region: str
 
 
 class Missing(BaseModel):
@@ -95,24 +96,26 @@ AGENT = AgentSpec(
             outputs=("Found", "Missing"),
             function="router.tools:find",
         ),
-        "check": StateSpec("tool", line=23, output="Checked", function="router.tools:check"),
+        "check": StateSpec("tool", line=24, output="Checked", function="router.tools:check"),
         "either": StateSpec(
             "tool",
-            line=28,
+            line=29,
             input="Query",
             output="Found",
             outputs=("Found", "Missing"),
             function="router.tools:find",
         ),
-        "decide": StateSpec("llm", line=32, outputs=("Query",), prompt="router/decide.j2"),
-        "done": StateSpec("final", line=37),
-        "gone": StateSpec("final", line=38, input="Missing"),
+        "decide": StateSpec("llm", line=33, outputs=("Query",), prompt="router/decide.j2"),
+        "done": StateSpec("final", line=38),
+        "gone": StateSpec("final", line=39, input="Missing"),
+        "gone_eu": StateSpec("final", line=40, input="Found"),
     },
     edges=(
         EdgeSpec(
             "find", "check", "output", type="Found", guard='owner.plan == "paid" and owner.verified'
         ),
         EdgeSpec("find", "check", "output", type="Found", guard="score > 10"),
+        EdgeSpec("find", "gone_eu", "output", type="Found", guard='region == "eu-west"'),
         EdgeSpec("find", "decide", "output", type="Found"),
         EdgeSpec("find", "gone", "output", type="Missing"),
         EdgeSpec("find", "decide", "error"),
@@ -182,19 +185,22 @@ def _find_reduce(state: State, event: Event) -> State:
         # input.agent:17: on Found if score > 10 -> check
         case ToolResult(result=Found() as result) if result.score > 10:
             return AGENT.move(state, event, "check", result)
-        # input.agent:18: on Found -> decide
+        # input.agent:18: on Found if region == "eu-west" -> gone_eu
+        case ToolResult(result=Found() as result) if result.region == "eu-west":
+            return AGENT.move(state, event, "gone_eu", result)
+        # input.agent:19: on Found -> decide
         case ToolResult(result=Found() as result):
             return AGENT.move(state, event, "decide", result)
-        # input.agent:19: on Missing -> gone
+        # input.agent:20: on Missing -> gone
         case ToolResult(result=Missing() as result):
             return AGENT.move(state, event, "gone", result)
-        # input.agent:20: on error -> decide
+        # input.agent:21: on error -> decide
         case StepFailed():
             return AGENT.fail(state, event, on_error="decide")
     raise IllegalEvent(state, event)
 
 
-# input.agent:23: tool check -> Checked = "router.tools:check"
+# input.agent:24: tool check -> Checked = "router.tools:check"
 def _check_action(state: State) -> Action:
     return CallTool(
         step="check",
@@ -208,10 +214,10 @@ def _check_action(state: State) -> Action:
 
 def _check_reduce(state: State, event: Event) -> State:
     match event:
-        # input.agent:24: on Checked if ok -> done
+        # input.agent:25: on Checked if ok -> done
         case ToolResult(result=Checked() as result) if result.ok is True:
             return AGENT.move(state, event, "done", result)
-        # input.agent:25: on Checked -> decide
+        # input.agent:26: on Checked -> decide
         case ToolResult(result=Checked() as result):
             return AGENT.move(state, event, "decide", result)
         # no `on error`: the agent's max_errors rule, else the thread fails
@@ -220,7 +226,7 @@ def _check_reduce(state: State, event: Event) -> State:
     raise IllegalEvent(state, event)
 
 
-# input.agent:28: tool either(Query) -> Found | Missing = "router.tools:find"
+# input.agent:29: tool either(Query) -> Found | Missing = "router.tools:find"
 def _either_action(state: State) -> Action:
     return CallTool(
         step="either",
@@ -235,7 +241,7 @@ def _either_action(state: State) -> Action:
 
 def _either_reduce(state: State, event: Event) -> State:
     match event:
-        # input.agent:29: next done
+        # input.agent:30: next done
         case ToolResult(result=Found() | Missing() as result):
             return AGENT.move(state, event, "done", result)
         # no `on error`: the agent's max_errors rule, else the thread fails
@@ -244,14 +250,14 @@ def _either_reduce(state: State, event: Event) -> State:
     raise IllegalEvent(state, event)
 
 
-# input.agent:32: llm decide -> Query
+# input.agent:33: llm decide -> Query
 def _decide_action(state: State) -> Action:
     return CallModel(step="decide", value=state.value, outputs=(Query,), prompt="router/decide.j2")
 
 
 def _decide_reduce(state: State, event: Event) -> State:
     match event:
-        # input.agent:34: on Query -> either
+        # input.agent:35: on Query -> either
         case ModelOutput(output=Query() as output):
             return AGENT.move(state, event, "either", output)
         # no `on error`: the agent's max_errors rule, else the thread fails
@@ -260,14 +266,19 @@ def _decide_reduce(state: State, event: Event) -> State:
     raise IllegalEvent(state, event)
 
 
-# input.agent:37: final done
+# input.agent:38: final done
 def _done_action(state: State) -> Action:
     return Finish(step="done", result=state.value)
 
 
-# input.agent:38: final gone(Missing)
+# input.agent:39: final gone(Missing)
 def _gone_action(state: State) -> Action:
     return Finish(step="gone", result=state.value)
+
+
+# input.agent:40: final gone_eu(Found)
+def _gone_eu_action(state: State) -> Action:
+    return Finish(step="gone_eu", result=state.value)
 
 
 _ACTIONS: dict[str, Callable[[State], Action]] = {
@@ -277,6 +288,7 @@ _ACTIONS: dict[str, Callable[[State], Action]] = {
     "decide": _decide_action,
     "done": _done_action,
     "gone": _gone_action,
+    "gone_eu": _gone_eu_action,
 }
 _REDUCERS: dict[str, Callable[[State, Event], State]] = {
     "find": _find_reduce,
