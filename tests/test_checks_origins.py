@@ -70,6 +70,13 @@ def test_an_acknowledgement_turns_the_error_into_a_note() -> None:
     assert e504(both) == [(14, "note"), (23, "note")]
     result = compile_text(both, "t.agent", load_prompt=PROMPTS, generate_code=True)
     assert result.ok and result.files, "notes do not stop compilation"
+    # Only a comment acknowledges, not a string that reads like one.
+    quoted = change(
+        OLD_SPELLING,
+        'on Reply if tier == "enterprise" -> approve_reply',
+        'on Reply if tier == "enterprise" and text != "# trusts model: tier" -> approve_reply',
+    )
+    assert e504(quoted) == [(14, "error"), (23, "error")]
     # Acknowledging another field acknowledges nothing.
     other = change(OLD_SPELLING, "-> approve_reply  # error: E504",
                    "-> approve_reply  # trusts model: text")  # fmt: skip

@@ -54,6 +54,8 @@ ACKNOWLEDGEMENT = re.compile(
     r"#\s*trusts\s+model\s*:\s*([A-Za-z_][A-Za-z0-9_.]*(?:\s*,\s*[A-Za-z_][A-Za-z0-9_.]*)*)"
 )
 """`# trusts model: tier, plan` on a guard's line: the author knows the model decides."""
+_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+"""A string literal as the grammar's STRING token reads it."""
 
 
 @dataclass(frozen=True, order=True)
@@ -340,7 +342,8 @@ def _acknowledged(lines: list[str], span: Span) -> set[str]:
     """Field names acknowledged by `# trusts model: ...` on the guard's lines."""
     names: set[str] = set()
     for line in lines[span.line - 1 : span.end_line]:
-        for match in ACKNOWLEDGEMENT.finditer(line):
+        # Only a comment acknowledges: a string that reads `# trusts model: x` does not.
+        for match in ACKNOWLEDGEMENT.finditer(_STRING.sub('""', line)):
             names |= {name.strip() for name in match.group(1).split(",")}
     return names
 
