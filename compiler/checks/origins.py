@@ -32,6 +32,7 @@ An intended case is acknowledged in the file with a comment on the guard's line,
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -250,7 +251,8 @@ def _values(
                 continue
             origins.add(origin)
             if origin.kind == "model":
-                restates |= facts.before(at).get((path[-1], _kind(lookup.type)), set())
+                tool = facts.restated((path[-1], _kind(lookup.type)), at)
+                restates |= {tool} if tool is not None else set()
         shown = ".".join(path)
         found.append(
             DecidingValue(
@@ -267,42 +269,50 @@ def _values(
 
 
 class _Facts:
-    """What the tools establish: (field name, kind) -> the tools that can run before a
-    state and return such a field (at any depth of their result types). Each tool's
-    fields and each state's answer are computed once."""
+    """What the tools establish: for a fact (field name, kind), the tool returning it
+    (at any depth of its result type) that runs nearest before each state on some path.
+
+    One forward walk per fact a guard asks about, from every tool that returns it (each
+    reachable from the start), so the check stays linear in the graph per fact rather
+    than walking back from every guard.
+    """
 
     def __init__(self, program: Program, table: t.TypeTable) -> None:
         self.program = program
         self.table = table
         self.lines = program.source_text.splitlines()
         start = start_state(program)
-        self._reachable: set[str] = set()
+        reachable: set[str] = set()
         if start is not None and start in program.graph:
-            self._reachable = {start} | nx.descendants(program.graph, start)
-        self._fields: dict[str, set[tuple[str, str]]] = {}
-        self._before: dict[str, dict[tuple[str, str], set[str]]] = {}
+            reachable = {start} | nx.descendants(program.graph, start)
+        self._tools: dict[tuple[str, str], list[str]] = {}
+        for state, step in program.steps.items():  # source order: the nearest tie wins
+            if isinstance(step, n.ToolStep) and state in reachable:
+                fields = {f for o in step.outputs for f in _fields_within(table, o.text)}
+                for fact in fields:
+                    self._tools.setdefault(fact, []).append(state)
+        self._nearest: dict[tuple[str, str], dict[str, str]] = {}
 
-    def before(self, at: str) -> dict[tuple[str, str], set[str]]:
-        cached = self._before.get(at)
-        if cached is not None:
-            return cached
-        facts: dict[tuple[str, str], set[str]] = {}
-        if at in self.program.graph:
-            for state in sorted(nx.ancestors(self.program.graph, at) & self._reachable):
-                for fact in self._tool_fields(state):
-                    facts.setdefault(fact, set()).add(state)
-        self._before[at] = facts
-        return facts
+    def restated(self, fact: tuple[str, str], at: str) -> str | None:
+        """The tool returning `fact` that can run before `at`, or None."""
+        nearest = self._nearest.get(fact)
+        if nearest is None:
+            nearest = self._nearest[fact] = self._walk(self._tools.get(fact, []))
+        return nearest.get(at)
 
-    def _tool_fields(self, state: str) -> set[tuple[str, str]]:
-        step = self.program.steps[state]
-        if not isinstance(step, n.ToolStep):
-            return set()
-        if state not in self._fields:
-            self._fields[state] = {
-                fact for output in step.outputs for fact in _fields_within(self.table, output.text)
-            }
-        return self._fields[state]
+    def _walk(self, tools: list[str]) -> dict[str, str]:
+        """Breadth first from the tools' successors: each state, the first tool to reach it."""
+        nearest: dict[str, str] = {}
+        queue: deque[tuple[str, str]] = deque()
+        for tool in tools:
+            queue.extend((target, tool) for target in self.program.graph.successors(tool))
+        while queue:
+            state, tool = queue.popleft()
+            if state in nearest:
+                continue
+            nearest[state] = tool
+            queue.extend((target, tool) for target in self.program.graph.successors(state))
+        return nearest
 
 
 def _fields_within(table: t.TypeTable, type_name: str) -> Iterator[tuple[str, str]]:
