@@ -4,28 +4,9 @@ small, deliberate change to it."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from tests.test_checks_programs import REPO, change, codes, diagnose
 
-from twelvefold.compiler import compile_text
-from twelvefold.compiler.diagnostics import Diagnostic
-from twelvefold.compiler.prompts import PromptDirectory
-
-REPO = Path(__file__).parent.parent
-PROMPTS = PromptDirectory(REPO / "prompts")
 SUPPORTBOT = (REPO / "examples" / "supportbot.agent").read_text(encoding="utf-8")
-
-
-def diagnose(text: str) -> list[Diagnostic]:
-    return compile_text(text, "test.agent", load_prompt=PROMPTS, generate_code=False).diagnostics
-
-
-def codes(text: str) -> list[str]:
-    return sorted(d.code for d in diagnose(text))
-
-
-def change(text: str, old: str, new: str) -> str:
-    assert old in text, f"the example no longer contains {old!r}"
-    return text.replace(old, new, 1)
 
 
 def test_the_example_routes_on_its_tools_result_cleanly() -> None:
