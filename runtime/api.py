@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from . import timeouts
+from . import timeouts, tracing
 from .config import Config, ConfigError, find_config
 from .loading import (
     AgentLoadError,
@@ -56,6 +56,7 @@ from .model import Model
 from .names import declared_name
 from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo
 from .store import now_iso as _now
+from .usage import Totals, records, totals
 from .types import (
     Answer,
     Answered,
@@ -120,6 +121,8 @@ class ThreadView:
     notice_failed: tuple[str, ...] = ()
     """While waiting and nobody was told: why each channel failed at the last attempt
     (`"name: reason"`, no secrets); `expire` tries again (runtime/timeouts.py)."""
+    usage: Totals = Totals()
+    """What the thread cost so far: steps, tokens, USD, time waiting for people."""
 
     @property
     def untold(self) -> bool:
@@ -142,6 +145,7 @@ class ThreadView:
             else {"type": self.error.type, "message": self.error.message},
             "notified": self.state.notified if self.status == "waiting" else None,
             "notice_failed": list(self.notice_failed),
+            "usage": self.usage.to_json(),
         }
 
 
@@ -238,6 +242,7 @@ def view_of(thread: Thread) -> ThreadView:
         error=state.error,
         state=state,
         notice_failed=failed,
+        usage=totals(records(thread.events)),
     )
 
 
@@ -307,10 +312,19 @@ class AsyncRuntime:
         """Start a thread and run it until it waits for a person, finishes or fails."""
         loaded = self.agent(agent)
         value = typed_input(loaded, input)
-        thread = await self.engine.create(
-            self._as_recorded(loaded), [started(loaded, value)], thread_id or new_thread_id()
-        )
-        return view_of(await self.engine.advance(thread))
+        thread_id = thread_id or new_thread_id()
+        run = self.engine.open_run(loaded, thread_id)  # its traceparent goes into `Started`
+        try:
+            thread = await self.engine.create(
+                self._as_recorded(loaded),
+                [started(loaded, value, trace=tracing.traceparent(run))],
+                thread_id,
+            )
+        except BaseException as exc:
+            if run is not None:
+                tracing.end_run(run, loaded.module.initial_state(value), exc)
+            raise
+        return view_of(await self.engine.advance(thread, run=run))
 
     async def resume(
         self,
@@ -362,6 +376,7 @@ class AsyncRuntime:
                     step=step, at=at, answer=reply, request=request, via=via, config=reference
                 )
         if event is not None:
+            event = replace(event, trace=self._trace_wait(thread, event))
             await self.engine.record(thread, event)
         return view_of(await self.engine.advance(thread))
 
@@ -382,7 +397,10 @@ class AsyncRuntime:
             raise InputError("say why the thread is cancelled: the reason is kept in its log")
         thread = await self._load(thread_id, agent)
         event = Cancelled(step=thread.state.step, at=_now(), by=by, reason=reason, via=via)
+        waiting = thread.state.status == "waiting"
         await self.engine.record(thread, event)
+        if waiting:  # the wait ended: its span says so (nothing runs after it)
+            self._trace_wait(thread, event, before=len(thread.events) - 1)
         return view_of(thread)
 
     async def retry(
@@ -479,6 +497,8 @@ class AsyncRuntime:
                         await self.engine.record(thread, told)
                         swept.append(Expiry(thread.id, state.step, told, view_of(thread)))
                     continue
+                if isinstance(event, Rejected):  # a timeout ended the wait
+                    event = replace(event, trace=self._trace_wait(thread, event))
                 await self.engine.record(thread, event)
             except Conflict:
                 continue  # a person (or another sweep) got there first
@@ -540,6 +560,30 @@ class AsyncRuntime:
 
     async def _load(self, thread_id: str, agent: AgentRef | None) -> Thread:
         return await self.engine.load(await self.agent_of(thread_id, agent), thread_id)
+
+    def _trace_wait(
+        self, thread: Thread, ended_by: Approved | Rejected | Answered | Cancelled, before: int = -1
+    ) -> str | None:
+        """Record the span of the wait `ended_by` ends (runtime/tracing.py) and return its
+        traceparent for the decision to carry; None when tracing is off. `before`: how many
+        of the thread's events precede `ended_by` (all of them unless it was recorded)."""
+        found = tracing.tracer()
+        if found is None:
+            return None
+        events = thread.events if before < 0 else thread.events[:before]
+        state = thread.state if before < 0 else thread.agent.module.replay(events)
+        action = thread.agent.module.next_action(state) if state.status == "waiting" else None
+        kind = "question" if isinstance(action, AwaitAnswer) else "approval"
+        span = tracing.record_wait(
+            found,
+            agent=thread.agent.name,
+            thread_id=thread.id,
+            events=events,
+            ended_by=ended_by,
+            request=state.request,
+            kind=kind,
+        )
+        return tracing.traceparent(span)
 
     def _as_recorded(self, agent: Agent) -> Agent:
         """`agent` carrying the place a new thread records for it (`recorded_place`)."""
