@@ -189,7 +189,10 @@ def start_chat(
         attributes["gen_ai.input.messages"] = _clip(
             json.dumps(
                 [
-                    {"role": m.get("role"), "parts": [{"type": "text", "content": m.get("content")}]}
+                    {
+                        "role": m.get("role"),
+                        "parts": [{"type": "text", "content": m.get("content")}],
+                    }
                     for m in messages
                 ],
                 ensure_ascii=False,
@@ -321,9 +324,13 @@ def record_wait(
         context=trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent else None,
         kind=trace.SpanKind.INTERNAL,
         attributes={k: v for k, v in attributes.items() if v is not None},
-        start_time=opened if opened is not None and closed is not None and closed >= opened else None,
+        start_time=opened
+        if opened is not None and closed is not None and closed >= opened
+        else None,
     )
-    span.end(end_time=closed if opened is not None and closed is not None and closed >= opened else None)
+    span.end(
+        end_time=closed if opened is not None and closed is not None and closed >= opened else None
+    )
     return span
 
 

@@ -86,7 +86,9 @@ class Prices:
         price = self.price(model)
         if price is None or (usage.input_tokens is None and usage.output_tokens is None):
             return None
-        dollars = ((usage.input_tokens or 0) * price[0] + (usage.output_tokens or 0) * price[1]) / 1e6
+        dollars = (
+            (usage.input_tokens or 0) * price[0] + (usage.output_tokens or 0) * price[1]
+        ) / 1e6
         return round(dollars, 9)
 
 
@@ -127,7 +129,7 @@ class Totals:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
-    """The sum of the priced calls' costs (USD)."""
+    """The sum of the priced calls' costs (USD); in JSON, null when no call was priced."""
     unpriced_calls: int = 0
     """Model calls whose cost is unknown (a model without a price, or no token counts):
     `cost_usd` leaves them out."""
@@ -153,7 +155,7 @@ class Totals:
             "model_calls": self.model_calls,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
-            "cost_usd": self.cost_usd,
+            "cost_usd": None if self.unpriced_calls == self.model_calls > 0 else self.cost_usd,
             "unpriced_calls": self.unpriced_calls,
             "waited_seconds": round(self.waited_seconds, 3),
         }
@@ -202,6 +204,13 @@ def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
     return Totals(steps, calls, tokens_in, tokens_out, round(cost, 9), unpriced, waited)
 
 
+def by_thread(
+    rows: Mapping[str, Iterable[Record]], *, now: datetime | None = None
+) -> dict[str, Totals]:
+    """`totals` of each thread of a store's `usage_records()`."""
+    return {thread_id: totals(log, now=now) for thread_id, log in rows.items()}
+
+
 def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
@@ -228,4 +237,12 @@ def _seconds(start: datetime | None, end: datetime | None) -> float:
         return 0.0
 
 
-__all__ = ["DEFAULT_PRICES", "PRICES_AS_OF", "Prices", "Totals", "records", "totals"]
+__all__ = [
+    "DEFAULT_PRICES",
+    "PRICES_AS_OF",
+    "Prices",
+    "Totals",
+    "by_thread",
+    "records",
+    "totals",
+]

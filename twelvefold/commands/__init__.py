@@ -65,6 +65,11 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     ),
     "threads": LazyCommand("run", "threads", "List threads, most recently updated first."),
     "show": LazyCommand("run", "show", "Print THREAD's event log and where it stands."),
+    "stats": LazyCommand(
+        "stats",
+        "stats",
+        "Print per agent: threads by status, steps, tokens, cost, time waiting for people.",
+    ),
     "test": LazyCommand(
         "testcmd",
         "test",
