@@ -23,7 +23,7 @@ import math
 import secrets
 import warnings
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -56,7 +56,6 @@ from .model import Model
 from .names import declared_name
 from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo
 from .store import now_iso as _now
-from .usage import Totals, records, totals
 from .types import (
     Answer,
     Answered,
@@ -75,6 +74,7 @@ from .types import (
     StepFailed,
     ToolStarted,
 )
+from .usage import Totals, records, totals
 
 AgentRef = Agent | ModuleType | str | Path
 T = TypeVar("T")
@@ -121,7 +121,7 @@ class ThreadView:
     notice_failed: tuple[str, ...] = ()
     """While waiting and nobody was told: why each channel failed at the last attempt
     (`"name: reason"`, no secrets); `expire` tries again (runtime/timeouts.py)."""
-    usage: Totals = Totals()
+    usage: Totals = field(default_factory=Totals)
     """What the thread cost so far: steps, tokens, USD, time waiting for people."""
 
     @property
@@ -355,7 +355,7 @@ class AsyncRuntime:
         await self.engine.check_free(thread_id)  # a process advancing it: say who, first
         thread = await self._load(thread_id, agent)
         step = thread.state.step
-        event: Event | None = None
+        event: Approved | Rejected | Answered | None = None
         if approve or reject or answer is not None:
             action = pending_action(thread, request)
             approval = isinstance(action, AwaitApproval)
@@ -365,7 +365,7 @@ class AsyncRuntime:
             config = allowed_config(thread, action, by)
             at, reference = _now(), config.reference
             if approve or reject:
-                kind = Approved if approve else Rejected
+                kind: type[Approved | Rejected] = Approved if approve else Rejected
                 event = kind(
                     step=step, at=at, by=by, comment=comment,
                     request=request, via=via, config=reference,

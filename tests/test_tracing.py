@@ -138,11 +138,14 @@ def test_one_trace_across_a_pause_and_a_resume_in_another_runtime(
     for s in [first, second, wait, *chats, listing, deploy]:
         assert s.attributes is not None
         assert s.attributes["gen_ai.conversation.id"] == thread_id
-    assert dict(first.attributes or {}).items() >= {
-        "gen_ai.operation.name": "invoke_agent",
-        "gen_ai.agent.name": "deploybot",
-        "twelvefold.thread.status": "waiting",
-    }.items()
+    assert (
+        dict(first.attributes or {}).items()
+        >= {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": "deploybot",
+            "twelvefold.thread.status": "waiting",
+        }.items()
+    )
     assert (second.attributes or {})["twelvefold.thread.status"] == "finished"
     (paused,) = first.events
     assert paused.name == "twelvefold.paused"

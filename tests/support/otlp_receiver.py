@@ -118,7 +118,7 @@ def _value(value: Any) -> Any:
 
 def _handler_for(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             if self.path != "/v1/traces":
                 self._answer(404, b"")
                 return
