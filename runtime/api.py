@@ -24,6 +24,7 @@ import secrets
 import warnings
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -121,8 +122,14 @@ class ThreadView:
     notice_failed: tuple[str, ...] = ()
     """While waiting and nobody was told: why each channel failed at the last attempt
     (`"name: reason"`, no secrets); `expire` tries again (runtime/timeouts.py)."""
-    usage: Totals = field(default_factory=Totals)
-    """What the thread cost so far: steps, tokens, USD, time waiting for people."""
+    log: Sequence[Event] = field(default=(), repr=False, compare=False)
+    """The thread's events (what `usage` adds up)."""
+
+    @cached_property
+    def usage(self) -> Totals:
+        """What the thread cost so far: steps, tokens, USD, time waiting for people
+        (added up when first asked for: the loop never pays for it)."""
+        return totals(records(self.log))
 
     @property
     def untold(self) -> bool:
@@ -242,7 +249,7 @@ def view_of(thread: Thread) -> ThreadView:
         error=state.error,
         state=state,
         notice_failed=failed,
-        usage=totals(records(thread.events)),
+        log=tuple(thread.events),
     )
 
 

@@ -62,7 +62,7 @@ from .types import (
     ToolStarted,
     Usage,
 )
-from .usage import Prices
+from .usage import Prices, prices_for
 
 INTERRUPTED = ErrorInfo(
     "Interrupted",
@@ -185,7 +185,9 @@ class Engine:
         self.toolbox = tools.ToolBox(tool_paths)
         self.offload = offload and getattr(store, "blocking", True)
         self.on_event = on_event
-        self._prices: dict[Path | None, Prices] = {}
+        self._resolved: Model | None = None
+        self._resolver: Callable[[CallModel], Any] | None = None
+        """`requested_model` of the model in use, when it has one (see `_requested_model`)."""
 
     # ---- threads ------------------------------------------------------------------
 
@@ -389,7 +391,7 @@ class Engine:
         except ConfigError as exc:  # read before the call: a paid reply is never lost to it
             return StepFailed(step=action.step, at=now_iso(), error=tools.describe(exc))
         model = self._model()
-        requested = _requested_model(model, action)
+        requested = _requested_model(self._resolver, action)
         request = ModelRequest(agent.spec, action, messages, thread.id, len(thread.events))
         span = None
         if thread.run is not None and (tracer := tracing.tracer()) is not None:
@@ -541,16 +543,15 @@ class Engine:
             from .model import OpenAIModel  # openai and instructor load here, not before
 
             self.model = OpenAIModel()
+        if self._resolved is not self.model:  # looked up once per model, not per call
+            self._resolved = self.model
+            self._resolver = getattr(self.model, "requested_model", None)
         return self.model
 
     def _price_table(self, agent: Agent) -> Prices:
-        """The prices for the agent's folder (runtime/usage.py), read once per engine:
-        unlike approvers, a price changed mid-run only changes what reports say."""
-        prices = self._prices.get(agent.directory)
-        if prices is None:
-            prices = Prices.of(find_config(agent.directory or Path.cwd()))
-            self._prices[agent.directory] = prices
-        return prices
+        """The prices for the agent's folder (the current one for an agent loaded from a
+        module), read once per process (runtime/usage.py, `prices_for`)."""
+        return prices_for(agent.directory or Path.cwd())
 
     def _notifier(self) -> Notifier:
         if self.notifier is None:
@@ -645,10 +646,9 @@ def _prompt_error(action: CallModel, exc: Exception) -> ErrorInfo:
     )
 
 
-def _requested_model(model: Model, action: CallModel) -> str | None:
-    """The model a call asks for: the model's own resolution when it has one (the real
-    client's `--model`, the step's `model`, OPENAI_MODEL), else the step's `model`."""
-    resolve = getattr(model, "requested_model", None)
+def _requested_model(resolve: Callable[[CallModel], Any] | None, action: CallModel) -> str | None:
+    """The model a call asks for: the model's own `requested_model` when it has one (the
+    real client's `--model`, the step's `model`, OPENAI_MODEL), else the step's `model`."""
     if callable(resolve):
         name = resolve(action)
         return name if isinstance(name, str) else None
@@ -661,7 +661,7 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
     usage = reply.usage
     latency = usage.latency_ms or _ms_since(started)
     cost = usage.cost_usd
-    if cost is None:
+    if cost is None and (usage.input_tokens is not None or usage.output_tokens is not None):
         known = requested if prices.price(requested) is not None else reply.model
         cost = prices.cost(known, usage)
     if latency == usage.latency_ms and cost == usage.cost_usd:

@@ -21,9 +21,10 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, find_config
 from .types import KIND_OF_EVENT, Event, Usage
 
 PRICES_AS_OF = "2025-08"
@@ -90,6 +91,21 @@ class Prices:
             (usage.input_tokens or 0) * price[0] + (usage.output_tokens or 0) * price[1]
         ) / 1e6
         return round(dollars, 9)
+
+
+_READ: dict[Path, Prices] = {}
+"""The prices read for each folder in this process (see `prices_for`)."""
+
+
+def prices_for(folder: Path) -> Prices:
+    """The prices in force for agents in `folder`: read from its configuration the first
+    time this process asks (`ConfigError` if they are not valid: asked again next time),
+    then kept. A price is a report, not a permission (unlike approvers, read at every
+    decision), so a changed table takes effect when the process restarts."""
+    found = _READ.get(folder)
+    if found is None:
+        found = _READ[folder] = Prices.of(find_config(folder))
+    return found
 
 
 def _price(where: object, model: str, entry: Any) -> tuple[float, float]:
@@ -243,6 +259,7 @@ __all__ = [
     "Prices",
     "Totals",
     "by_thread",
+    "prices_for",
     "records",
     "totals",
 ]
