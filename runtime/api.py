@@ -24,8 +24,8 @@ import secrets
 import warnings
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, TypeVar
