@@ -107,14 +107,16 @@ def test_a_model_without_a_price_has_an_unknown_cost_never_a_guessed_one(
 def test_a_broken_price_table_fails_the_step_before_the_model_is_paid(
     openai_server: ScriptedOpenAI, project: Path
 ) -> None:
-    (project / "twelvefold.toml").write_text('[prices]\n"gpt-4o-mini" = { input = -1 }\n')
+    (project / "twelvefold.toml").write_text(
+        '[prices]\n"gpt-4o-mini" = { input = -1, output = 1 }\n'
+    )
     with runtime_for(openai_server, project / "t.db", "gpt-4o-mini") as rt:
         view = rt.launch(project / "calculator.agent", "3 times 4")
         events = rt.events(view.id)
     assert view.status == "failed"
     (failed,) = [e for e in events if isinstance(e, StepFailed)]
     assert failed.error.type == "ConfigError"
-    assert "prices.gpt-4o-mini" in failed.error.message
+    assert "prices.gpt-4o-mini" in failed.error.message and "`input` is -1" in failed.error.message
     assert openai_server.requests == []
 
 
