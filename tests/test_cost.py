@@ -10,6 +10,7 @@ import math
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -47,19 +48,20 @@ def runtime_for(server: ScriptedOpenAI, db: Path, model: str) -> Runtime:
     return Runtime(SqliteStore(db), model=real, notifier=RecordingNotifier())
 
 
-def multiply_then_done(server: ScriptedOpenAI) -> None:
+def multiply_then_done(server: ScriptedOpenAI, project: Path, model: str) -> tuple[Any, list[Any]]:
+    """Run `3 times 4` on the calculator copy with `model`: its view and its events."""
     ModelTurns(server).then(
         {"type": "Multiply", "a": 3, "b": 4}, {"type": "DoneForNow", "message": "12"}
     )
+    with runtime_for(server, project / "t.db", model) as rt:
+        view = rt.launch(project / "calculator.agent", "3 times 4")
+        return view, rt.events(view.id)
 
 
 def test_each_model_step_records_its_tokens_and_cost_and_the_view_adds_them_up(
     openai_server: ScriptedOpenAI, project: Path
 ) -> None:
-    multiply_then_done(openai_server)
-    with runtime_for(openai_server, project / "t.db", "gpt-4o-mini") as rt:
-        view = rt.launch(project / "calculator.agent", "3 times 4")
-        events = rt.events(view.id)
+    view, events = multiply_then_done(openai_server, project, "gpt-4o-mini")
     assert view.status == "finished"
     calls = [e for e in events if isinstance(e, ModelOutput)]
     assert len(calls) == 2
@@ -85,9 +87,7 @@ def test_the_projects_price_table_overrides_the_defaults(
         '[prices]\n"gpt-4o-mini" = { input = 1000, output = 2000 }\n'
         '"house-model" = { input = 0, output = 0 }\n'
     )
-    multiply_then_done(openai_server)
-    with runtime_for(openai_server, project / "t.db", "gpt-4o-mini-2024-07-18") as rt:
-        view = rt.launch(project / "calculator.agent", "3 times 4")
+    view, _ = multiply_then_done(openai_server, project, "gpt-4o-mini-2024-07-18")
     # Priced by the longest configured name it starts with (a dated model version).
     assert view.usage.cost_usd == pytest.approx(2 * (11 * 1000 + 7 * 2000) / 1e6)
 
@@ -95,10 +95,7 @@ def test_the_projects_price_table_overrides_the_defaults(
 def test_a_model_without_a_price_has_an_unknown_cost_never_a_guessed_one(
     openai_server: ScriptedOpenAI, project: Path
 ) -> None:
-    multiply_then_done(openai_server)
-    with runtime_for(openai_server, project / "t.db", "scripted-model") as rt:
-        view = rt.launch(project / "calculator.agent", "3 times 4")
-        events = rt.events(view.id)
+    view, events = multiply_then_done(openai_server, project, "scripted-model")
     assert all(e.usage.cost_usd is None for e in events if isinstance(e, ModelOutput) and e.usage)
     usage = view.to_json()["usage"]
     assert (usage["cost_usd"], usage["unpriced_calls"], usage["input_tokens"]) == (None, 2, 22)

@@ -83,6 +83,14 @@ def parent_id(span: ReadableSpan) -> int | None:
     return span.parent.span_id if span.parent is not None else None
 
 
+@pytest.fixture
+def paused_and_resumed(
+    openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path, ledger: Path
+) -> Any:
+    """Runs `pause_and_resume_in_two_runtimes` when called (after a test set its env)."""
+    return lambda: pause_and_resume_in_two_runtimes(openai_server, tmp_path, cache)
+
+
 def pause_and_resume_in_two_runtimes(
     openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path
 ) -> tuple[str, list[Any]]:
@@ -100,13 +108,9 @@ def pause_and_resume_in_two_runtimes(
 
 
 def test_one_trace_across_a_pause_and_a_resume_in_another_runtime(
-    spans: InMemorySpanExporter,
-    openai_server: ScriptedOpenAI,
-    tmp_path: Path,
-    cache: Path,
-    ledger: Path,
+    spans: InMemorySpanExporter, paused_and_resumed: Any
 ) -> None:
-    thread_id, events = pause_and_resume_in_two_runtimes(openai_server, tmp_path, cache)
+    thread_id, events = paused_and_resumed()
     found = spans.get_finished_spans()
 
     first, second = named(found, "invoke_agent deploybot")
@@ -188,13 +192,9 @@ CONTENT_KEYS = {
 
 
 def test_no_prompt_or_tool_content_in_spans_unless_opted_in(
-    spans: InMemorySpanExporter,
-    openai_server: ScriptedOpenAI,
-    tmp_path: Path,
-    cache: Path,
-    ledger: Path,
+    spans: InMemorySpanExporter, paused_and_resumed: Any
 ) -> None:
-    pause_and_resume_in_two_runtimes(openai_server, tmp_path, cache)
+    paused_and_resumed()
     found = spans.get_finished_spans()
     assert found
     for s in found:
@@ -203,15 +203,10 @@ def test_no_prompt_or_tool_content_in_spans_unless_opted_in(
 
 
 def test_content_in_spans_when_opted_in(
-    spans: InMemorySpanExporter,
-    openai_server: ScriptedOpenAI,
-    tmp_path: Path,
-    cache: Path,
-    ledger: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    spans: InMemorySpanExporter, paused_and_resumed: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(tracing.CAPTURE_CONTENT, "true")
-    pause_and_resume_in_two_runtimes(openai_server, tmp_path, cache)
+    paused_and_resumed()
     found = spans.get_finished_spans()
     chat = dict(named(found, "chat scripted-model")[0].attributes or {})
     messages = json.loads(chat["gen_ai.input.messages"])
@@ -226,10 +221,10 @@ def test_content_in_spans_when_opted_in(
 
 
 def test_an_untraced_log_is_what_an_older_runtime_wrote(
-    openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path, ledger: Path
+    paused_and_resumed: Any, tmp_path: Path
 ) -> None:
     assert tracing.tracer() is None
-    pause_and_resume_in_two_runtimes(openai_server, tmp_path, cache)
+    paused_and_resumed()
     with sqlite3.connect(tmp_path / "threads.db") as db:
         bodies = [row[0] for row in db.execute("SELECT body FROM events")]
     assert bodies and not any('"trace"' in body for body in bodies)
