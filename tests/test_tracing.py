@@ -275,6 +275,40 @@ def test_an_edited_trace_context_starts_a_new_trace_rather_than_fail(
     assert tracing.traceparent(wait) is not None
 
 
+def test_a_question_answered_and_a_wait_cancelled_are_spans_too(
+    spans: InMemorySpanExporter, openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path
+) -> None:
+    ModelTurns(openai_server).then(
+        {"type": "ClarificationRequest", "message": "What?"},
+        {"type": "DoneForNow", "message": "ok"},
+        {"type": "ClarificationRequest", "message": "What now?"},
+    )
+    with runtime(openai_server, tmp_path / "threads.db", cache) as rt:
+        asked = rt.launch(CALCULATOR, "hello")
+        rt.resume(asked.id, request=asked.request, answer="2 + 2", by="bo")
+        again = rt.launch(CALCULATOR, "hello again")
+        rt.cancel(again.id, reason="wrong ticket", by="ops")
+        answered = next(e for e in rt.events(asked.id) if getattr(e, "answer", None))
+    answer_wait, cancelled_wait = named(spans.get_finished_spans(), "await_answer ask_user")
+    assert dict(answer_wait.attributes or {}).items() >= {
+        "gen_ai.conversation.id": asked.id,
+        "twelvefold.request.id": asked.request,
+        "twelvefold.request.kind": "question",
+        "twelvefold.decision": "answered",
+        "twelvefold.decision.by": "bo",
+    }.items()
+    assert answered.trace == tracing.traceparent(_as_span(answer_wait))
+    assert dict(cancelled_wait.attributes or {}).items() >= {
+        "gen_ai.conversation.id": again.id,
+        "twelvefold.request.id": again.request,
+        "twelvefold.decision": "cancelled",
+        "twelvefold.decision.by": "ops",
+    }.items()
+    runs = named(spans.get_finished_spans(), "invoke_agent calculator")
+    resumed = next(r for r in runs if (r.attributes or {})["twelvefold.resumed"])
+    assert parent_id(resumed) == span_id(answer_wait)
+
+
 # ---- exporting from the CLI over OTLP/HTTP ------------------------------------------------
 
 
