@@ -290,20 +290,26 @@ def test_a_question_answered_and_a_wait_cancelled_are_spans_too(
         rt.cancel(again.id, reason="wrong ticket", by="ops")
         answered = next(e for e in rt.events(asked.id) if getattr(e, "answer", None))
     answer_wait, cancelled_wait = named(spans.get_finished_spans(), "await_answer ask_user")
-    assert dict(answer_wait.attributes or {}).items() >= {
-        "gen_ai.conversation.id": asked.id,
-        "twelvefold.request.id": asked.request,
-        "twelvefold.request.kind": "question",
-        "twelvefold.decision": "answered",
-        "twelvefold.decision.by": "bo",
-    }.items()
+    assert (
+        dict(answer_wait.attributes or {}).items()
+        >= {
+            "gen_ai.conversation.id": asked.id,
+            "twelvefold.request.id": asked.request,
+            "twelvefold.request.kind": "question",
+            "twelvefold.decision": "answered",
+            "twelvefold.decision.by": "bo",
+        }.items()
+    )
     assert answered.trace == tracing.traceparent(_as_span(answer_wait))
-    assert dict(cancelled_wait.attributes or {}).items() >= {
-        "gen_ai.conversation.id": again.id,
-        "twelvefold.request.id": again.request,
-        "twelvefold.decision": "cancelled",
-        "twelvefold.decision.by": "ops",
-    }.items()
+    assert (
+        dict(cancelled_wait.attributes or {}).items()
+        >= {
+            "gen_ai.conversation.id": again.id,
+            "twelvefold.request.id": again.request,
+            "twelvefold.decision": "cancelled",
+            "twelvefold.decision.by": "ops",
+        }.items()
+    )
     runs = named(spans.get_finished_spans(), "invoke_agent calculator")
     resumed = next(r for r in runs if (r.attributes or {})["twelvefold.resumed"])
     assert parent_id(resumed) == span_id(answer_wait)
@@ -373,3 +379,24 @@ def test_exporting_without_the_sdk_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         "error: exporting traces needs the OpenTelemetry SDK: pip install 'twelvefold[otel]'"
     ]
+
+
+def test_an_untraced_process_never_imports_opentelemetry(tmp_path: Path) -> None:
+    """Tracing off costs no import (OpenTelemetry's API takes ~25 ms to load): a thread
+    launched and run to the end in a fresh process leaves it unloaded."""
+    probe = (
+        "import sys; from pathlib import Path\n"
+        "from benchmarks.runtime import COUNTER, run_thread\n"
+        "from twelvefold.runtime.api import Runtime\n"
+        "from twelvefold.runtime.store import MemoryStore\n"
+        f"agent = Runtime(cache_dir=Path({str(tmp_path)!r})).agent(COUNTER)\n"
+        "run_thread(MemoryStore(), agent, 10)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
