@@ -315,6 +315,22 @@ def test_a_question_answered_and_a_wait_cancelled_are_spans_too(
     assert parent_id(resumed) == span_id(answer_wait)
 
 
+def test_a_failed_model_call_and_a_failed_thread_are_error_spans(
+    spans: InMemorySpanExporter, openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path
+) -> None:
+    openai_server.reply_error(400, "the prompt is too long")
+    with runtime(openai_server, tmp_path / "threads.db", cache) as rt:
+        view = rt.launch(CALCULATOR, "hello")
+    assert view.status == "failed"
+    (chat,) = named(spans.get_finished_spans(), "chat scripted-model")
+    (run,) = named(spans.get_finished_spans(), "invoke_agent calculator")
+    for failed in (chat, run):
+        assert failed.status.status_code == trace.StatusCode.ERROR
+        assert (failed.attributes or {})["error.type"] == "BadRequestError"
+    assert "gen_ai.usage.input_tokens" not in (chat.attributes or {})
+    assert (run.attributes or {})["twelvefold.thread.status"] == "failed"
+
+
 # ---- exporting from the CLI over OTLP/HTTP ------------------------------------------------
 
 
