@@ -506,6 +506,8 @@ class AsyncRuntime:
                     continue
                 if isinstance(event, Rejected):  # a timeout ended the wait
                     event = replace(event, trace=self._trace_wait(thread, event))
+                elif isinstance(event, StepFailed):  # the wait's span only (nothing stores it)
+                    self._trace_wait(thread, event)
                 await self.engine.record(thread, event)
             except Conflict:
                 continue  # a person (or another sweep) got there first
@@ -569,7 +571,10 @@ class AsyncRuntime:
         return await self.engine.load(await self.agent_of(thread_id, agent), thread_id)
 
     def _trace_wait(
-        self, thread: Thread, ended_by: Approved | Rejected | Answered | Cancelled, before: int = -1
+        self,
+        thread: Thread,
+        ended_by: Approved | Rejected | Answered | Cancelled | StepFailed,
+        before: int = -1,
     ) -> str | None:
         """Record the span of the wait `ended_by` ends (runtime/tracing.py) and return its
         traceparent for the decision to carry; None when tracing is off. `before`: how many

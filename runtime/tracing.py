@@ -43,6 +43,7 @@ from .types import (
     Rejected,
     Started,
     State,
+    StepFailed,
 )
 
 if TYPE_CHECKING:
@@ -281,15 +282,15 @@ def record_wait(
     agent: str,
     thread_id: str,
     events: Sequence[Event],
-    ended_by: Decision | Cancelled,
+    ended_by: Decision | Cancelled | StepFailed,
     request: str | None,
     kind: str,
 ) -> Span:
     """The span of a wait for a person, made (already ended) by the process that records
     what ended it: from the wait's first notice to `ended_by`, child of the run that
     paused. Attributes: `twelvefold.request.id`, `.request.kind` (approval or question),
-    `.decision` (approved, rejected, answered, cancelled), `.decision.by`, `.decision.via`,
-    `.wait.seconds`."""
+    `.decision` (approved, rejected, answered, cancelled; `timed_out` or `not_delivered` for a
+    question's timeout), `.decision.by`, `.decision.via`, `.wait.seconds`."""
     from opentelemetry import trace
 
     notice = _wait_notice(events)
@@ -304,6 +305,8 @@ def record_wait(
         Answered: "answered",
         Cancelled: "cancelled",
     }.get(type(ended_by), "decided")
+    if isinstance(ended_by, StepFailed):
+        decision = "not_delivered" if ended_by.error.type == "NotDelivered" else "timed_out"
     by = getattr(ended_by, "by", None)
     if isinstance(ended_by, Answered):
         by = ended_by.answer.by

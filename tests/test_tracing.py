@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +22,25 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
-from tests.runtime_helpers import EXAMPLES
+from tests.runtime_helpers import EXAMPLES, FIXTURES, RecordingNotifier, ScriptedModel
 from tests.support.e2e import ModelTurns, runtime
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.test_e2e_deploybot import newest_listed_tag, report_the_url
 from twelvefold.runtime import tracing
+from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.codec import Codec, CodecError
-from twelvefold.runtime.types import Approved, Notified, Started
+from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.timeouts import parse_time
+from twelvefold.runtime.types import Approved, Notified, Rejected, Started
 
 DEPLOYBOT = EXAMPLES / "deploybot.agent"
 CALCULATOR = EXAMPLES / "calculator.agent"
 REPO = Path(__file__).resolve().parents[1]
+PATIENCE = FIXTURES / "patience.agent"
+CHANGE = {"type": "Change", "what": "rename the table"}
+QUESTION = {"type": "Question", "text": "Which table?"}
+DONE = {"type": "Done", "message": "left it alone"}
 
 
 @pytest.fixture(scope="module")
@@ -329,6 +337,42 @@ def test_a_failed_model_call_and_a_failed_thread_are_error_spans(
         assert (failed.attributes or {})["error.type"] == "BadRequestError"
     assert "gen_ai.usage.input_tokens" not in (chat.attributes or {})
     assert (run.attributes or {})["twelvefold.thread.status"] == "failed"
+
+
+def test_waits_that_time_out_are_spans_of_their_whole_length(
+    spans: InMemorySpanExporter, tmp_path: Path, cache: Path
+) -> None:
+    """`expire` (patience fixture: approval `timeout 30m`, question `timeout 4h`) records
+    the wait's span from the notice to the moment it ran out; the run after it is its child."""
+    model = ScriptedModel([CHANGE, QUESTION, DONE, DONE])
+    store = SqliteStore(tmp_path / "threads.db")
+    with Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=cache) as rt:
+        approval = rt.launch(PATIENCE, "tidy the schema")
+        question = rt.launch(PATIENCE, "ask me")
+        began = max(
+            parse_time(e.at)  # type: ignore[arg-type]
+            for thread_id in (approval.id, question.id)
+            for e in rt.events(thread_id)
+            if isinstance(e, Notified)
+        )
+        rt.expire(now=began + timedelta(hours=5))
+        rejected = next(e for e in rt.events(approval.id) if isinstance(e, Rejected))
+    store.close()
+    found = spans.get_finished_spans()
+    (timed_out_approval,) = named(found, "await_approval approve_change")
+    (timed_out_question,) = named(found, "await_answer ask_user")
+    approval_wait = dict(timed_out_approval.attributes or {})
+    assert (approval_wait["twelvefold.decision"], approval_wait["twelvefold.decision.by"]) == (
+        "rejected",
+        "timeout",
+    )
+    assert approval_wait["twelvefold.wait.seconds"] >= 5 * 3600 - 60
+    assert rejected.trace == tracing.traceparent(_as_span(timed_out_approval))
+    question_wait = dict(timed_out_question.attributes or {})
+    assert question_wait["twelvefold.decision"] == "timed_out"
+    assert question_wait["gen_ai.conversation.id"] == question.id
+    runs = named(found, "invoke_agent patience")
+    assert any(parent_id(r) == span_id(timed_out_approval) for r in runs)
 
 
 # ---- exporting from the CLI over OTLP/HTTP ------------------------------------------------
