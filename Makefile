@@ -42,12 +42,17 @@ linked-files: $(STAMP)
 
 setup: linked-files system-deps
 
-# Debian packages the tests use for real: Graphviz's dot.
+# Debian packages the tests use for real: Graphviz's dot, and Chromium for the inbox's
+# browser tests (driven by playwright; `playwright install` cannot download a browser here).
 system-deps:
 	@command -v dot >/dev/null 2>&1 || { \
 	  echo "installing graphviz (dot) with apt-get"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
 	  || echo "could not install graphviz; graph rendering tests will say why they skip"; }
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium with apt-get"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "could not install chromium; the inbox's browser tests will say why they skip"; }
 
 demo: setup
 	$(BIN)/python -m examples.demo

@@ -56,7 +56,8 @@ from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.templates import sandboxed
 from twelvefold.runtime.types import KIND_OF_EVENT, Event
 
-from .service import Caller, ServiceError, Service
+from .api import LOCAL_PERSON
+from .service import Caller, Service, ServiceError
 from .sessions import Session, SessionStore, same_secret
 from .tokens import TokenStore
 
@@ -228,7 +229,8 @@ class _Visitor:
 
     @property
     def caller(self) -> Caller:
-        return Caller(self.session.person, "inbox", self.session.credential)
+        credential = self.session.credential
+        return Caller(self.session.person, "inbox", None if credential is None else f"token {credential}")
 
 
 class _Refused(Exception):
@@ -240,18 +242,15 @@ class _Refused(Exception):
         self.message = message
 
 
-def router(
-    service: Service,
-    *,
-    tokens: TokenStore,
-    sessions: SessionStore | None = None,
-) -> APIRouter:
-    """The inbox's routes, to include at the app's root. `sessions` defaults to the
-    `inbox_sessions` table of the service's store file (in memory for a memory store).
+def router(service: Service, *, sessions: SessionStore | None = None) -> APIRouter:
+    """The inbox's routes, to include at the app's root. People sign in with a token of
+    the app's `state.tokens` (app.py); without one (`--insecure-local`) the sign-in form
+    signs in as `local`. `sessions` defaults to the `inbox_sessions` table of the
+    service's store file (in memory for a memory store).
 
     None of the routes is in the OpenAPI document: they are pages, not the API."""
     sessions = sessions if sessions is not None else SessionStore(service.store_path)
-    pages = _Pages(service, tokens, sessions)
+    pages = _Pages(service, sessions)
     routes = APIRouter(route_class=_SecuredRoute, include_in_schema=False)
     routes.add_api_route("/", pages.inbox, methods=["GET"])
     routes.add_api_route("/signin", pages.signin_form, methods=["GET"])
@@ -265,9 +264,8 @@ def router(
 
 
 class _Pages:
-    def __init__(self, service: Service, tokens: TokenStore, sessions: SessionStore) -> None:
+    def __init__(self, service: Service, sessions: SessionStore) -> None:
         self.service = service
-        self.tokens = tokens
         self.sessions = sessions
         self.templates = _environment()
         self.css = resources.files(__package__).joinpath("static/inbox.css").read_bytes()
@@ -366,13 +364,17 @@ class _Pages:
             return self._signin_page(
                 request, 403, target, "The sign-in form expired; please try again."
             )
-        token = form.get("token", "").strip()
-        found = await asyncio.to_thread(self.tokens.identify, token)
-        if found is None:
-            return self._signin_page(
-                request, 401, target, "That token is not valid (or it was revoked)."
-            )
-        session_id = await asyncio.to_thread(self.sessions.open, found.person, found.id)
+        tokens = _tokens(request)
+        if tokens is None:  # --insecure-local: everyone is `local`, as in the API
+            person, credential = LOCAL_PERSON, None
+        else:
+            found = await asyncio.to_thread(tokens.identify, form.get("token", "").strip())
+            if found is None:
+                return self._signin_page(
+                    request, 401, target, "That token is not valid (or it was revoked)."
+                )
+            person, credential = found.person, found.id
+        session_id = await asyncio.to_thread(self.sessions.open, person, credential)
         response = RedirectResponse(_root(request) + target, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
@@ -407,15 +409,17 @@ class _Pages:
         session = await asyncio.to_thread(self.sessions.find, session_id)
         if session is None:
             return None
-        if session.credential is not None and not await asyncio.to_thread(
-            self._token_live, session.credential
-        ):
+        tokens = _tokens(request)
+        if tokens is None:
+            alive = session.credential is None
+        else:
+            alive = session.credential is not None and await asyncio.to_thread(
+                _token_live, tokens, session.credential
+            )
+        if not alive:
             await asyncio.to_thread(self.sessions.close, session_id)
             return None
         return _Visitor(session_id, session)
-
-    def _token_live(self, credential: str) -> bool:
-        return any(t.id == credential and not t.revoked for t in self.tokens.list())
 
     async def _posted(self, request: Request) -> tuple[_Visitor, Mapping[str, str]]:
         """The visitor and the form of a POST that passed the CSRF checks; `_Refused`
@@ -486,7 +490,12 @@ class _Pages:
         nonce = request.cookies.get(SIGNIN_COOKIE)
         if nonce is None or not (16 <= len(nonce) <= 64) or not nonce.isascii():
             nonce = secrets.token_urlsafe(24)
-        context = {"csrf": nonce, "next": target, "message_kind": "error"}
+        context = {
+            "csrf": nonce,
+            "next": target,
+            "message_kind": "error",
+            "local": _tokens(request) is None,
+        }
         response = self._page(request, None, "signin.html", status, context, message)
         response.set_cookie(
             SIGNIN_COOKIE,
@@ -589,6 +598,16 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def _tokens(request: Request) -> TokenStore | None:
+    """The app's token store (app.py keeps it in `state`); None: --insecure-local."""
+    return getattr(request.app.state, "tokens", None)
+
+
+def _token_live(tokens: TokenStore, credential: str) -> bool:
+    """Whether the token with id `credential` exists and is not revoked."""
+    return any(t.id == credential and not t.revoked for t in tokens.list())
+
+
 def _said(refused: ServiceError) -> str:
     return f"{refused.title}: {refused.detail}"
 
@@ -607,9 +626,16 @@ def _cookie_path(request: Request) -> str:
 
 
 def _secure(request: Request) -> bool:
-    """Whether the browser reached us over https (uvicorn rewrites the scheme from a
-    trusted proxy's X-Forwarded-Proto: --proxy-headers, --forwarded-allow-ips)."""
-    return request.url.scheme == "https"
+    """Whether the browser reached us over https: directly, or through a proxy that ends
+    TLS and says so with `X-Forwarded-Proto: https`. Believing that header can only make
+    the cookie stricter (a `Secure` cookie is never sent over plain http)."""
+    return "https" in _schemes(request)
+
+
+def _schemes(request: Request) -> set[str]:
+    """The scheme of this request, and the one a proxy in front says the browser used."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return {request.url.scheme} | ({forwarded} if forwarded in ("http", "https") else set())
 
 
 def _same_origin(request: Request) -> bool:
@@ -617,18 +643,19 @@ def _same_origin(request: Request) -> bool:
 
     Browsers send `Origin` on every cross-site POST; a request without it is checked by
     its `Referer`, and one without either (a client that sends neither) is left to the
-    CSRF token alone."""
-    own = f"{request.url.scheme}://{request.url.netloc}".lower()
+    CSRF token alone. A page cannot make a browser send `X-Forwarded-Proto` with a form,
+    so taking the proxy's word for the scheme opens nothing."""
+    own = {f"{scheme}://{request.url.netloc}".lower() for scheme in _schemes(request)}
     origin = request.headers.get("origin")
     if origin is not None:
-        return origin.lower() == own
+        return origin.lower() in own
     referer = request.headers.get("referer")
     if referer is not None:
         try:
             parts = urlsplit(referer)
         except ValueError:
             return False
-        return f"{parts.scheme}://{parts.netloc}".lower() == own
+        return f"{parts.scheme}://{parts.netloc}".lower() in own
     return True
 
 
