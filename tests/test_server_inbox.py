@@ -469,5 +469,7 @@ async def test_the_graph_is_an_svg_with_the_threads_path_and_its_own_sandbox(
         svg = graph.text
         assert "<svg" in svg and "approve_deploy" in svg
         assert "<script" not in svg and "onload" not in svg
-        assert "now: waiting" in html.unescape(svg) or "×" in svg or "waiting" in svg
+        # the overlay: where the thread went and where it waits now
+        assert "visited ×1" in html.unescape(svg)
+        assert re.search(r'<g id="node\d+" class="node approval visited here waiting"', svg), svg
         assert missing.status_code == 404
