@@ -53,7 +53,10 @@ def deploy_project(folder: Path, config: str = DEPLOY_CONFIG) -> Path:
 
 
 def deploy_choice(context: str) -> dict[str, Any]:
-    """What the scripted deploybot model answers, from what it was sent."""
+    """What the scripted deploybot model answers, from what it was sent. An input that
+    says ASK ME gets a question first (answer it with a text holding ANSWERED)."""
+    if "ASK ME" in context and "ANSWERED" not in context:
+        return {"type": "RequestMoreInformation", "question": "which build?"}
     if "<list_tags_result>" not in context:
         return {"type": "ListGitTags"}
     if "url: " not in context:

@@ -46,7 +46,7 @@ def store_path(db: Path, store_url: str | None) -> Path:
         sys.exit(1)
 
 
-def DB(function: Callable[..., Any]) -> Callable[..., Any]:  # noqa: N802 - a decorator like the others
+def DB(function: Callable[..., Any]) -> Callable[..., Any]:
     """`--db FILE` and `--store URL` (one spelling of the store works everywhere); the
     command receives `db`, the file either names."""
 

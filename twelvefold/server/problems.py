@@ -83,9 +83,11 @@ def install(app: FastAPI) -> None:
             {"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg"))}
             for error in exc.errors()
         ]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(first["loc"])
-        return problem(422, f"{where}: {first['msg']}" if where else first["msg"], errors=errors)
+        detail = "the request does not validate"
+        if errors:
+            where, message = ".".join(errors[0]["loc"]), str(errors[0]["msg"])
+            detail = f"{where}: {message}" if where else message
+        return problem(422, detail, errors=errors)
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:

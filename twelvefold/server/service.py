@@ -489,8 +489,8 @@ class Service:
                 )
         elif policy.default_approvers and not policy.member(person, policy.default_approvers):
             raise Forbidden(
-                f"requests without approvers are decided by members of "
-                f"{', '.join(policy.default_approvers)}; `{shown(person)}` is not one"
+                "requests without approvers are decided by members of the default "
+                f"approvers {', '.join(policy.default_approvers)}; `{shown(person)}` is not one"
             )
         if (
             approving
