@@ -125,6 +125,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _tagged(value: Any) -> Any:
+    """An event's field for the history: a typed value says its type (which of its
+    outputs the model chose matters as much as the fields, and `ListGitTags {}` has none)."""
+    if isinstance(value, BaseModel):
+        return {"type": type(value).__name__, "value": _jsonable(value)}
+    return _jsonable(value)
+
+
 @dataclass(frozen=True)
 class EventRow:
     seq: int
@@ -139,7 +147,7 @@ def event_rows(events: Sequence[Event], first_seq: int = 1) -> list[EventRow]:
     rows = []
     for seq, event in enumerate(events, first_seq):
         payload = {
-            f.name: _jsonable(getattr(event, f.name))
+            f.name: _tagged(getattr(event, f.name))
             for f in dataclasses.fields(event)
             if f.name not in ("step", "at", "usage") and getattr(event, f.name) is not None
         }
