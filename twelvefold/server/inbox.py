@@ -38,7 +38,7 @@ import dataclasses
 import json
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -216,7 +216,7 @@ class _SecuredRoute(APIRoute):
     """Adds the security headers to every response of the inbox's routes (a response that
     sets its own policy, like the SVG's, keeps it)."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def secured(request: Request) -> Response:
@@ -238,7 +238,9 @@ class _Visitor:
     @property
     def caller(self) -> Caller:
         credential = self.session.credential
-        return Caller(self.session.person, "inbox", None if credential is None else f"token {credential}")
+        return Caller(
+            self.session.person, "inbox", None if credential is None else f"token {credential}"
+        )
 
 
 class _Refused(Exception):
@@ -469,9 +471,7 @@ class _Pages:
             output=None if view.output is None else pretty(view.output),
             error=None if view.error is None else f"{view.error.type}: {view.error.message}",
             events=event_rows(events),
-            card=request_card(
-                root, view, events, may_decide=self.service.may_decide(caller, view)
-            ),
+            card=request_card(root, view, events, may_decide=self.service.may_decide(caller, view)),
         )
         refresh = REFRESH_SECONDS if view.status == "running" else None
         context = {"page": page, "refresh": refresh, "message_kind": kind}
