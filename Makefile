@@ -6,6 +6,7 @@
 #   make test-install   pip install . into a fresh virtualenv and use it (slow; CI runs it)
 #   make bench   benchmarks (figures go to docs/benchmarks.md by hand, see that page)
 #   make mutants the mutation score of the properties (slow; never part of make test)
+#   make screenshots  retake the inbox's pictures in docs/images/ (headless Chromium)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -23,7 +24,7 @@ LIST_FILES := find twelvefold compiler runtime grammar -type f ! -name '*.pyc' |
 # setuptools announces every editable install with a multi-line warning; it says nothing here.
 QUIET_PIP := PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip install --quiet
 
-.PHONY: all setup system-deps linked-files demo test test-install fuzz lint bench mutants graphs clean
+.PHONY: all setup system-deps linked-files demo test test-install fuzz lint bench mutants graphs screenshots clean
 
 all: test
 
@@ -86,6 +87,10 @@ mutants: setup
 
 graphs: setup
 	$(BIN)/python -m docs.make_graphs
+
+# docs/images/inbox-{phone,desktop}.png, from the inbox's browser test (headless Chromium).
+screenshots: setup
+	TWELVEFOLD_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_server_inbox_browser.py
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache
