@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,7 +106,7 @@ def serve(
             "and reads every thread.",
             err=True,
         )
-    uvicorn.Server(
+    server = uvicorn.Server(
         uvicorn.Config(
             app,
             host=host,
@@ -114,7 +115,17 @@ def serve(
             proxy_headers=False,
             server_header=False,
         )
-    ).run()
+    )
+    server.run()
+    if not server.started:  # the port was taken, or the lifespan failed: uvicorn said why
+        sys.exit(1)
+    # Every thread's lease is let go and its log is on disk (Service.stop). A tool call
+    # still blocked in a worker thread after the grace period would keep the interpreter
+    # from exiting (it joins worker threads); the next server runs the call again under
+    # its key, or records it as interrupted, so exit now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _app(
