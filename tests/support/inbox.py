@@ -1,8 +1,7 @@
 """The inbox's test pieces: a browser-like httpx client that signs in through the real
 sign-in form, hostile values, and the rule for tests that need a real part (Chromium).
 
-    async with inbox_client(s.app) as browser:
-        await sign_in(browser, s.token("ana"))
+    async with signed_in(s, "ana") as browser:   # s: tests/support/server.py's Served
         page = await browser.get("/")
 """
 
@@ -55,6 +54,15 @@ async def inbox_client(app: Any, base_url: str = "http://testserver") -> AsyncIt
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url=base_url, follow_redirects=False
     ) as client:
+        yield client
+
+
+@asynccontextmanager
+async def signed_in(served: Any, person: str) -> AsyncIterator[Any]:
+    """An inbox client for `served` (tests/support/server.py) signed in as `person`."""
+    async with inbox_client(served.app) as client:
+        signed = await sign_in(client, served.token(person))
+        assert signed.status_code == 303, signed.text
         yield client
 
 
