@@ -290,14 +290,17 @@ class _Pages:
         root = _root(request)
         try:
             views = await self.service.pending(visitor.caller)
-            cards = []
-            for view in views:
-                events = await self.service.events(visitor.caller, view.id)
-                card = request_card(root, view, events, may_decide=True)
-                if card is not None:
-                    cards.append(card)
         except ServiceError as refused:
             return self._page(request, visitor, "error.html", refused.status, {}, _said(refused))
+        cards = []
+        for view in views:
+            try:
+                events = await self.service.events(visitor.caller, view.id)
+            except ServiceError:  # gone or unreadable since it was listed: not shown
+                continue
+            card = request_card(root, view, events, may_decide=True)
+            if card is not None:
+                cards.append(card)
         return self._page(request, visitor, "inbox.html", 200, {"cards": cards}, None)
 
     async def thread(self, request: Request, thread_id: str) -> Response:
