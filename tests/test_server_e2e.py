@@ -229,3 +229,32 @@ def test_sigterm_lets_go_and_a_restart_runs_the_thread_on(
             "the restarted server to finish the thread",
         )
     assert len(ledger(setup)) == 1
+
+
+def test_a_keyless_call_in_flight_at_kill_9_fails_as_interrupted_until_retried(
+    setup: dict[str, Any], servers: list[ServeProcess]
+) -> None:
+    setup["gate"].touch()
+    list_gate = setup["gate"].parent / "list-gate"
+    setup["env"]["DEPLOYBOT_LIST_GATE"] = str(list_gate)
+    first = serve(setup, servers)
+    with first.client(setup["bob"]) as bob:
+        view = json_of(bob.post("/v1/agents/deploybot/threads", json={"input": "deploy"}), 202)
+    wait_for(lambda: Path(f"{list_gate}.started").exists(), "list_tags to start")
+    first.kill()
+    list_gate.touch()
+    second = serve(setup, servers)
+    thread = view["thread_id"]
+    with second.client(setup["bob"]) as bob, second.client(setup["ana"]) as ana:
+        wait_for(
+            lambda: bob.get(f"/v1/threads/{thread}").json()["status"] == "failed",
+            "the interrupted call to fail the thread",
+        )
+        failed = json_of(bob.get(f"/v1/threads/{thread}"))
+        assert (failed["step"], failed["error"]["type"]) == ("list_tags", "Interrupted"), failed
+        retried = ana.post(f"/v1/threads/{thread}/retry?wait=true")
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["status"] == "waiting"
+        logged = json_of(bob.get(f"/v1/threads/{thread}/events"))
+    assert [e["seq"] for e in logged] == list(range(1, len(logged) + 1))
+    assert [e["by"] for e in logged if e["kind"] == "retried"] == ["ana"]

@@ -106,7 +106,17 @@ def gated(project: Path) -> None:
         "        while not Path(gate).exists():\n"
         "            time.sleep(0.02)\n"
     )
-    tools.write_text(source.replace(marker, gate + marker))
+    source = source.replace(marker, gate + marker)
+    listing = '    configured = os.environ.get("DEPLOYBOT_TAGS")\n'
+    assert listing in source
+    list_gate = (  # the keyless list_tags, held the same way by DEPLOYBOT_LIST_GATE
+        '    list_gate = os.environ.get("DEPLOYBOT_LIST_GATE")\n'
+        "    if list_gate:\n"
+        '        Path(f"{list_gate}.started").touch()\n'
+        "        while not Path(list_gate).exists():\n"
+        "            time.sleep(0.02)\n"
+    )
+    tools.write_text(source.replace(listing, list_gate + listing, 1))
 
 
 def started_deploys(gate: Path) -> list[Path]:
