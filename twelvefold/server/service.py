@@ -289,6 +289,10 @@ class Service:
             if late:
                 await asyncio.wait(late, timeout=grace)
         self.launches.close()
+        close = getattr(self.runtime.engine.model, "aclose", None)
+        if close is not None:  # the model client's connection pool belongs to this loop
+            with contextlib.suppress(Exception):
+                await close()
 
     def on_settled(self, callback: Settled) -> None:
         """Call `callback(view)` each time a background run of a thread stops (waiting,
