@@ -22,7 +22,7 @@ from twelvefold.server.inbox import SESSION_COOKIE, SIGNIN_COOKIE, _local_target
 from twelvefold.server.service import Caller
 from twelvefold.server.sessions import SessionStore, csrf_token
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
 
 
 @pytest.fixture
