@@ -18,6 +18,7 @@ import pytest
 from tests.support.inbox import HOSTILE, hidden_fields, inbox_client, sign_in, signed_in
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from tests.support.server import Served, deploy_choice, served
+from twelvefold.runtime.store import StoreError
 from twelvefold.server.inbox import SESSION_COOKIE, SIGNIN_COOKIE, _local_target, visible
 from twelvefold.server.service import Caller
 from twelvefold.server.sessions import SessionStore, csrf_token
@@ -198,6 +199,13 @@ def test_sessions_expire_after_their_lifetime(tmp_path: Path) -> None:
     now[0] -= 30  # gone for good: the expired row was deleted
     assert store.find(session_id) is None
     assert store.find("") is None and store.find("x" * 1000) is None
+
+
+def test_a_file_that_is_no_database_is_a_store_error(tmp_path: Path) -> None:
+    damaged = tmp_path / "threads.db"
+    damaged.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(StoreError, match="is not a store SQLite can open"):
+        SessionStore(damaged)
 
 
 async def test_a_link_to_a_page_comes_back_to_it_after_signing_in_and_never_elsewhere(

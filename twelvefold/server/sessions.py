@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from twelvefold.runtime.store import StoreError
+
 DEFAULT_LIFETIME = 12 * 3600.0
 """Seconds a session lasts after sign-in: a working day, then sign in again."""
 
@@ -71,7 +73,8 @@ class SessionStore:
     sessions in memory (a server on a memory store).
 
     Safe to share between threads of one process (calls are serialized). `clock` gives Unix
-    time in seconds; tests pass their own to make sessions expire.
+    time in seconds; tests pass their own to make sessions expire. A file SQLite cannot
+    open is `StoreError` (one line, as for the thread store).
     """
 
     def __init__(
@@ -84,13 +87,16 @@ class SessionStore:
         self.lifetime = lifetime
         self.clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else Path(path),
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        self._db.execute(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(
+                ":memory:" if path is None else Path(path),
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db.execute(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} is not a store SQLite can open: {exc}") from None
 
     def close_store(self) -> None:
         self._db.close()
