@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.inbox import HOSTILE, hidden_fields, inbox_client, sign_in, signed_in
+from tests.support.inbox import (
+    HOSTILE,
+    hidden_fields,
+    inbox_client,
+    require_part,
+    sign_in,
+    signed_in,
+)
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from tests.support.server import Served, deploy_choice, served
 from twelvefold.runtime.store import StoreError
@@ -421,8 +428,8 @@ async def test_every_response_carries_the_security_headers(s: Served) -> None:
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's `dot` is not on PATH")
 async def test_the_graph_is_an_svg_with_the_threads_path_and_its_own_sandbox(s: Served) -> None:
+    require_part(shutil.which("dot") is not None, "Graphviz's `dot`", "`make system-deps`")
     view = await waiting_thread(s)
     async with inbox_client(s.app) as browser:
         assert (await browser.get(f"/threads/{view.id}/graph.svg")).status_code == 401
