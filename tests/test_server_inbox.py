@@ -224,11 +224,9 @@ async def test_a_link_to_a_page_comes_back_to_it_after_signing_in_and_never_else
         assert sent.headers["location"] == f"/signin?next=%2Fthreads%2F{view.id}"
         signed = await sign_in(browser, s.token("ana"), next_page=f"/threads/{view.id}")
         assert signed.headers["location"] == f"/threads/{view.id}"
-
-
-for elsewhere in ("//evil.example/x", "https://evil.example", "/\\evil.example", "x", ""):
-    assert _local_target(elsewhere) == "/"
-assert _local_target("/threads/t-1?decided=approve") == "/threads/t-1?decided=approve"
+    for elsewhere in ("//evil.example/x", "https://evil.example", "/\\evil.example", "x", ""):
+        assert _local_target(elsewhere) == "/"
+    assert _local_target("/threads/t-1?decided=approve") == "/threads/t-1?decided=approve"
 
 
 # ---- deciding ---------------------------------------------------------------------------
