@@ -157,6 +157,12 @@ def _app(
             f"note: no API token yet: `twelvefold token create PERSON --db {db}` makes one",
             err=True,
         )
+    # The first model call would import openai and instructor (seconds of CPU) on the
+    # event loop, and every API call would wait meanwhile (benchmarks/server.py showed a
+    # 5-7 s stall): a server pays for that import once, before it listens.
+    import instructor  # noqa: F401
+    import openai  # noqa: F401
+
     service = Service(runtime, agents, concurrency=concurrency, sweep_seconds=sweep_seconds)
     names = ", ".join(sorted(agents))
     echo(f"serving {names} from {db}", err=True)
