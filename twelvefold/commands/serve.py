@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +68,12 @@ def is_loopback(host: str) -> bool:
     type=click.FloatRange(0.05, 3600),
     help="How often the timer expires timed-out waits and retries failed notices.",
 )
+@click.option(
+    "--public-url",
+    metavar="URL",
+    help="Where people reach this server (https://…): notices link to the inbox there "
+    "(sets TWELVEFOLD_PUBLIC_URL; else [tool.twelvefold.server] public_url).",
+)
 @model_options
 def serve(
     places: tuple[str, ...],
@@ -77,6 +84,7 @@ def serve(
     insecure_local: bool,
     grace: float,
     sweep_seconds: float,
+    public_url: str | None,
     model: str | None,
     cassette: Path | None,
     record: Path | None,
@@ -92,6 +100,8 @@ def serve(
             err=True,
         )
         sys.exit(1)
+    if public_url is not None:
+        os.environ["TWELVEFOLD_PUBLIC_URL"] = public_url  # read with the configuration
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     with reported():
         app = _app(places, db, concurrency, insecure_local, grace, sweep_seconds,
@@ -149,7 +159,11 @@ def _app(
     service = Service(runtime, agents, concurrency=concurrency, sweep_seconds=sweep_seconds)
     names = ", ".join(sorted(agents))
     echo(f"serving {names} from {db}", err=True)
-    return create_app(service, tokens=tokens, manage=True, grace=grace)
+    try:  # the Slack app, replies and schedules check their configuration here
+        return create_app(service, tokens=tokens, manage=True, grace=grace)
+    except ServeError as exc:
+        echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @click.group()

@@ -30,6 +30,7 @@ Slack on loopback).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -39,6 +40,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -462,6 +464,10 @@ def notice_of(service: Service, view: ThreadView) -> Notice | None:
 # ---- the route -----------------------------------------------------------------------
 
 
+APPS: weakref.WeakKeyDictionary[Service, SlackApp] = weakref.WeakKeyDictionary()
+"""The Slack app of each service (the tests wait on its background work)."""
+
+
 class SlackApp:
     """What /v1/hooks/slack does, over one service."""
 
@@ -482,6 +488,7 @@ class SlackApp:
         if self.bot is not None:
             self.replies.senders["slack"] = self._reply_in_slack
             service.on_settled(self.bot.close_decided)
+        APPS[service] = self
 
     def later(self, work: Callable[[], Any]) -> None:
         """Run `work()` (a coroutine) in the background, keeping a reference to it."""
@@ -842,6 +849,8 @@ def router(
             yield
         finally:
             await scheduler.stop()
+            with contextlib.suppress(TimeoutError):  # Slack calls are bounded (10 s each)
+                await asyncio.wait_for(slack.idle(), timeout=15)
 
     routes = APIRouter(lifespan=lifespan)
 
