@@ -164,9 +164,11 @@ def test_verify_accepts_what_slack_sdk_signs_and_nothing_else() -> None:
             verify(SECRET, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"],
                    sent, at)  # fmt: skip
         assert name
-    for timestamp, signature in [(None, good["X-Slack-Signature"]), (good["X-Slack-Request-Timestamp"], None), ("1e9", good["X-Slack-Signature"]), ("-5", good["X-Slack-Signature"])]:  # fmt: skip
+    stamp, signature = good["X-Slack-Request-Timestamp"], good["X-Slack-Signature"]
+    for timestamp, signature_sent in [(None, signature), (stamp, None), ("1e9", signature),
+                                      ("-5", signature), (stamp, signature.upper())]:  # fmt: skip
         with pytest.raises(BadSignature):
-            verify(SECRET, timestamp, signature, body, now)
+            verify(SECRET, timestamp, signature_sent, body, now)
     # Four minutes late is still Slack (its advice: refuse past five).
     late = signed(body, at=now - 240)
     verify(SECRET, late["X-Slack-Request-Timestamp"], late["X-Slack-Signature"], body, now)
@@ -413,8 +415,8 @@ async def test_a_mention_launches_and_answers_in_its_thread(
     # Slack's retry of the same event launches nothing more.
     async with s.client() as client:
         body = json.dumps(event).encode()
-        await client.post("/v1/hooks/slack", content=body, headers={
-            "Content-Type": "application/json", "X-Slack-Retry-Num": "1", **signed(body)})  # fmt: skip
+        retry = {"Content-Type": "application/json", "X-Slack-Retry-Num": "1", **signed(body)}
+        await client.post("/v1/hooks/slack", content=body, headers=retry)
     await slack_app(s).idle()
     assert len(await s.service.threads(Caller("ana", "http"))) == 1
 
