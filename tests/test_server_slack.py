@@ -440,6 +440,38 @@ async def test_launches_from_slack_are_refused_plainly(
     assert await s.service.threads(Caller("ana", "http")) == []
 
 
+async def test_signed_but_malformed_requests_are_4xx_or_ignored_never_a_500(
+    s: Served, slack_server: ScriptedSlack
+) -> None:
+    view = await paused(s)
+    deep = "[" * 20_000 + "]" * 20_000  # deeper than Python's recursion limit
+    bodies = [
+        (form(payload=deep), "form"),
+        (form(payload="not json"), "form"),
+        (form(payload="[1, 2]"), "form"),
+        (interaction({"type": "block_actions", "actions": ["x"], "user": 5}), "form"),
+        (interaction({"type": "block_actions", "user": {"id": "U0ANA"}, "actions": [
+            {"action_id": APPROVE, "value": deep}]}), "form"),
+        (interaction({"type": "block_actions", "user": {"id": "U0ANA"}, "actions": [
+            {"action_id": APPROVE, "value": '{"thread": "../../etc", "request": "r"}'}]}), "form"),
+        (interaction({"type": "view_submission", "user": {"id": "U0ANA"}, "view": {
+            "callback_id": REJECT, "private_metadata": deep}}), "form"),
+        (interaction({"type": "view_submission", "view": []}), "form"),
+        (form(something="else"), "form"),
+        (deep.encode(), "json"),
+        (b"[]", "json"),
+        (json.dumps({"type": "event_callback", "event": {"text": 5}}).encode(), "json"),
+    ]  # fmt: skip
+    for body, kind in bodies:
+        content_type = "application/json" if kind == "json" else "application/x-www-form-urlencoded"
+        response = await post(s, body, content_type=content_type)
+        assert response.status_code in (200, 400), (body[:80], response.text)
+        if response.status_code == 400:
+            assert response.headers["content-type"] == "application/problem+json"
+    still = await s.service.view(Caller("ana", "http"), view["thread_id"])
+    assert still.status == "waiting" and still.request == view["request"]
+
+
 # ---- escaping ------------------------------------------------------------------------
 
 

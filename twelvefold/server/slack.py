@@ -523,7 +523,7 @@ class SlackApp:
         if "payload" in form:
             try:
                 payload = json.loads(form["payload"])
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
                 return problem(400, "the interaction payload is not JSON")
             if not isinstance(payload, dict):
                 return problem(400, "the interaction payload is not an object")
@@ -576,7 +576,8 @@ class SlackApp:
         if action == APPROVE:
             await self._approve(person, user, channel, thread_id, request)
             return
-        assert self.bot is not None
+        if self.bot is None:  # without a bot no buttons were posted: a forged press
+            return
         view = modal(action, value, channel=channel or None, ts=ts or None)
         try:
             await self.bot.call("views.open", trigger_id=trigger, view=view)
@@ -590,7 +591,7 @@ class SlackApp:
         action = _text(view.get("callback_id"))
         try:
             metadata = json.loads(_text(view.get("private_metadata")) or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
             metadata = {}
         target = _request_of(_text(metadata.get("v")) if isinstance(metadata, dict) else "")
         if target is None or action not in (REJECT, ANSWER):
@@ -670,7 +671,7 @@ class SlackApp:
     async def _event(self, request: Request, body: bytes) -> Response:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
             return problem(400, "the event is not JSON")
         if not isinstance(data, dict):
             return problem(400, "the event is not an object")
@@ -743,7 +744,8 @@ class SlackApp:
     async def _reply_in_slack(self, view: ThreadView, address: str) -> None:
         """The `slack` reply sender: the request with its buttons when the thread waits,
         how it ended otherwise, in the Slack thread it was launched from."""
-        assert self.bot is not None
+        if self.bot is None:
+            raise RuntimeError("no Slack bot token: cannot reply in Slack")
         where = json.loads(address)
         channel, thread_ts = str(where["channel"]), where.get("thread_ts")
         told = notice_of(self.service, view) if view.status == "waiting" else None
@@ -766,7 +768,7 @@ async def _logged(work: Any) -> None:
 def _request_of(value: str) -> tuple[str, str] | None:
     try:
         data = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict):
         return None
@@ -799,7 +801,7 @@ def _input(given: str) -> Any:
     if given.startswith(("{", "[")):
         try:
             return json.loads(given)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
             pass
     return given
 
