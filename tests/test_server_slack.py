@@ -441,7 +441,7 @@ async def test_launches_from_slack_are_refused_plainly(
 
 
 async def test_signed_but_malformed_requests_are_4xx_or_ignored_never_a_500(
-    s: Served, slack_server: ScriptedSlack
+    s: Served, slack_server: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     view = await paused(s)
     deep = "[" * 20_000 + "]" * 20_000  # deeper than Python's recursion limit
@@ -470,6 +470,8 @@ async def test_signed_but_malformed_requests_are_4xx_or_ignored_never_a_500(
             assert response.headers["content-type"] == "application/problem+json"
     still = await s.service.view(Caller("ana", "http"), view["thread_id"])
     assert still.status == "waiting" and still.request == view["request"]
+    # Nor did the work done in the background after answering Slack break on them.
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
 
 
 # ---- escaping ------------------------------------------------------------------------
