@@ -238,6 +238,19 @@ async def test_bad_bodies_are_422_problems(s: Served) -> None:
         )
         assert response.status_code == 413 and response.headers["content-type"] == PROBLEM
 
+        async def chunked() -> Any:  # no Content-Length: counted as it arrives
+            yield b'{"input": "'
+            for _ in range(200):
+                yield b"x" * 8192
+            yield b'"}'
+
+        response = await client.post(
+            "/v1/agents/deploybot/threads",
+            content=chunked(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert_problem(response, 413)
+
 
 async def test_launchers_and_readers_narrow_who_may_launch_and_read(
     tmp_path: Path, openai_server: ScriptedOpenAI
@@ -346,3 +359,61 @@ async def test_openapi_documents_the_contract(s: Served) -> None:
         "/healthz",
     }
     assert "HTTPBearer" in document["components"]["securitySchemes"]
+
+
+async def test_the_timer_expires_waits_and_on_settled_hears_of_every_stop(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    agent = deploy_project(tmp_path / "p")
+    source = agent.read_text()
+    agent.write_text(
+        source.replace(
+            '  approvers "release-managers"\n', '  approvers "release-managers"\n  timeout 1s\n'
+        )
+    )
+    async with served(agent, tmp_path / "threads.db", openai_server, sweep_seconds=0.1) as s:
+        heard: list[tuple[str, str]] = []
+
+        async def settled(view: Any) -> None:
+            heard.append((view.id, view.status))
+
+        s.service.on_settled(settled)
+        view = await launch(s, "bob")
+        assert (view["thread_id"], "waiting") in heard
+
+        async def timed_out() -> bool:
+            found = await events(s, view["thread_id"])
+            return any(e["kind"] == "rejected" and e["by"] == "timeout" for e in found)
+
+        await eventually(timed_out, "the server's timer to time the approval out")
+        assert heard.count((view["thread_id"], "waiting")) >= 2  # ran on, and paused again
+
+
+async def eventually(condition: Any, what: str, limit: float = 90.0) -> None:
+    """Wait for an async condition (a bound for a broken build, not a timed assertion)."""
+    import anyio
+
+    with anyio.fail_after(limit):
+        while not await condition():
+            await anyio.sleep(0.05)
+
+
+async def test_hostile_ids_names_and_inputs_come_back_as_plain_json(s: Served) -> None:
+    async with s.client("ana") as client:
+        for path in ["/v1/threads/%1b%5b2J%0a", "/v1/agents/%1b%5b2J/threads"]:
+            response = await client.request(
+                "GET" if "threads/" in path and "agents" not in path else "POST",
+                path,
+                json={"input": "x"},
+            )
+            assert_problem(response, 404)
+            assert "\x1b" not in response.json()["detail"] and "\n" not in response.json()["detail"]
+        hostile = '<script>alert(1)</script>\x00\u2028"}\n{"x": 1'
+        launched = await client.post(
+            "/v1/agents/deploybot/threads?wait=true", json={"input": hostile}
+        )
+        assert launched.status_code == 200, launched.text
+        (started,) = [
+            e for e in await events(s, launched.json()["thread_id"]) if e["kind"] == "started"
+        ]
+        assert started["input"] == hostile

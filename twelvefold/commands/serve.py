@@ -115,7 +115,7 @@ def serve(
             "and reads every thread.",
             err=True,
         )
-    uvicorn.Server(
+    server = uvicorn.Server(
         uvicorn.Config(
             app,
             host=host,
@@ -124,7 +124,17 @@ def serve(
             proxy_headers=False,
             server_header=False,
         )
-    ).run()
+    )
+    server.run()
+    if not server.started:  # the port was taken, or the lifespan failed: uvicorn said why
+        sys.exit(1)
+    # Every thread's lease is let go and its log is on disk (Service.stop). A tool call
+    # still blocked in a worker thread after the grace period would keep the interpreter
+    # from exiting (it joins worker threads); the next server runs the call again under
+    # its key, or records it as interrupted, so exit now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _app(

@@ -245,8 +245,9 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
 
         async def sent() -> AsyncIterator[str]:
             async for seq, event in service.follow(who, thread_id, after=after):
-                data = json.dumps({"seq": seq, **agent.codec.encode_event(event)})
-                yield f"id: {seq}\nevent: {type(event).__name__}\ndata: {data}\n\n"
+                encoded = agent.codec.encode_event(event)
+                data = json.dumps({"seq": seq, **encoded})
+                yield f"id: {seq}\nevent: {encoded['kind']}\ndata: {data}\n\n"
             final = await service.view(who, thread_id)
             yield f"event: end\ndata: {json.dumps(ThreadOut.of(final).model_dump())}\n\n"
 

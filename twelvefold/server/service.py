@@ -366,7 +366,7 @@ class Service:
             for seq, event in enumerate(thread.events[seen:], start=seen + 1):
                 yield seq, event
             seen = max(seen, len(thread.events))
-            if thread.state.status != "running" and not active:
+            if (thread.state.status != "running" and not active) or self.stopping:
                 return
             with contextlib.suppress(TimeoutError):  # another process may append: look again
                 await asyncio.wait_for(changed.wait(), timeout=1.0)
