@@ -22,8 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
-import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,6 +34,7 @@ from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.config import ConfigError, find_config
 from twelvefold.runtime.notify import NotifyError, _post_json, signing_key, standard_webhook_headers
 from twelvefold.server.service import BadInput, ServeError, Service
+from twelvefold.server.tables import Table
 
 log = logging.getLogger("twelvefold.server")
 
@@ -59,19 +58,15 @@ class Target:
     replied_seq: int
 
 
-class ReplyTargets:
+class ReplyTargets(Table):
     """`server_replies`: thread -> where its replies go (in the store's SQLite file)."""
 
     def __init__(self, path: Path | None) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else path, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        self._db.execute(
+        super().__init__(
+            path,
             "CREATE TABLE IF NOT EXISTS server_replies (thread_id TEXT NOT NULL,"
             " kind TEXT NOT NULL, address TEXT NOT NULL, replied_seq INTEGER NOT NULL"
-            " DEFAULT 0, PRIMARY KEY (thread_id, kind, address))"
+            " DEFAULT 0, PRIMARY KEY (thread_id, kind, address))",
         )
 
     def add(self, thread_id: str, kind: str, address: str) -> None:
@@ -97,9 +92,6 @@ class ReplyTargets:
                 " WHERE thread_id = ? AND kind = ? AND address = ?",
                 (seq, target.thread_id, target.kind, target.address),
             )
-
-    def close(self) -> None:
-        self._db.close()
 
 
 class Replies:

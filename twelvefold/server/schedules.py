@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +31,7 @@ from croniter import croniter
 
 from twelvefold.server.replies import server_tables
 from twelvefold.server.service import Caller, ServeError, Service, ServiceError
+from twelvefold.server.tables import Table
 
 log = logging.getLogger("twelvefold.server")
 
@@ -97,18 +96,14 @@ def schedules_of(service: Service) -> list[Schedule]:
     return list(found.values())
 
 
-class ScheduleRuns:
+class ScheduleRuns(Table):
     """`server_schedule_runs`: schedule name -> when it last fired, and what it launched."""
 
     def __init__(self, path: Path | None) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else path, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        self._db.execute(
+        super().__init__(
+            path,
             "CREATE TABLE IF NOT EXISTS server_schedule_runs (name TEXT PRIMARY KEY,"
-            " fired_at TEXT NOT NULL, thread_id TEXT)"
+            " fired_at TEXT NOT NULL, thread_id TEXT)",
         )
 
     def last(self, name: str) -> datetime | None:
@@ -129,9 +124,6 @@ class ScheduleRuns:
                 "INSERT OR REPLACE INTO server_schedule_runs VALUES (?, ?, ?)",
                 (name, at.astimezone(UTC).isoformat(), thread_id),
             )
-
-    def close(self) -> None:
-        self._db.close()
 
 
 class Scheduler:

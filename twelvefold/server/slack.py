@@ -37,8 +37,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
-import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -77,6 +75,7 @@ from twelvefold.runtime.types import (
 from twelvefold.server.problems import problem
 from twelvefold.server.replies import Replies, replies
 from twelvefold.server.service import Caller, Service, ServiceError
+from twelvefold.server.tables import Table
 
 log = logging.getLogger("twelvefold.server")
 
@@ -279,20 +278,16 @@ def modal(action: str, value: str, *, channel: str | None, ts: str | None) -> di
 # ---- the bot -------------------------------------------------------------------------
 
 
-class SlackMessages:
+class SlackMessages(Table):
     """`slack_messages`: the messages that carry a request's buttons (in the store's
     SQLite file), so they can be updated once the request is decided."""
 
     def __init__(self, path: Path | None) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else path, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        self._db.execute(
+        super().__init__(
+            path,
             "CREATE TABLE IF NOT EXISTS slack_messages (channel TEXT NOT NULL, ts TEXT NOT NULL,"
             " thread_id TEXT NOT NULL, request TEXT NOT NULL, title TEXT NOT NULL,"
-            " closed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (channel, ts))"
+            " closed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (channel, ts))",
         )
 
     def add(self, channel: str, ts: str, thread_id: str, request: str, title: str) -> None:
@@ -317,9 +312,6 @@ class SlackMessages:
             self._db.execute(
                 "UPDATE slack_messages SET closed = 1 WHERE channel = ? AND ts = ?", (channel, ts)
             )
-
-    def close(self) -> None:
-        self._db.close()
 
 
 class SlackBot:
@@ -641,7 +633,14 @@ class SlackApp:
             await self._tell(channel, user, "this request's thread is not on this server")
             return None
         agent = self.service.agents.get(info.agent)
-        person = slack_users(agent).get(user) if agent is not None else None
+        if agent is None:
+            await self._tell(channel, user, "this request's thread is not on this server")
+            return None
+        return await self._person(agent, user, channel)
+
+    async def _person(self, agent: Agent, user: str, channel: str | None) -> str | None:
+        """The person `user` is for `agent`; None (and the user told) when unmapped."""
+        person = slack_users(agent).get(user)
         if person is None:
             await self._tell(
                 channel,
@@ -704,14 +703,8 @@ class SlackApp:
                 f"no agent `{slack_text(agent_name)}` here; try {names}",
             )
             return
-        person = slack_users(agent).get(user)
+        person = await self._person(agent, user, channel)
         if person is None:
-            await self._tell(
-                channel,
-                user,
-                f"your Slack account (`{slack_text(user)}`) is not mapped to a person on this "
-                "server: ask for it in `[tool.twelvefold.slack] users`",
-            )
             return
         caller = Caller(person, "slack", f"slack user {user}")
         try:
