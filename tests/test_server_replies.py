@@ -130,3 +130,21 @@ async def test_a_public_url_that_could_not_prefix_a_link_stops_the_server(s: Ser
             public_url_of(s.service, {"TWELVEFOLD_PUBLIC_URL": bad})
     assert public_url_of(s.service, {}) is None
     assert json.dumps(public_url_of(s.service, {"TWELVEFOLD_PUBLIC_URL": PUBLIC}))
+
+
+async def test_a_reply_that_fails_is_sent_the_next_time_nothing_lost(s: Served) -> None:
+    receiver = HttpReceiver(status=503)
+    told = replies(s.service)
+    told.delays = ()  # no second attempts within one settle: the next settle tries again
+    response = await launch(s, webhook=receiver.url("/flaky"))
+    view = response.json()
+    assert len(receiver.received) == 1
+    [target] = told.targets.of(view["thread_id"])
+    assert target.replied_seq == 0, "a failed reply is not marked sent"
+    receiver.status = 200
+    current = await s.service.view(Caller("ana", "http"), view["thread_id"])
+    await told.settled(current)
+    assert len(receiver.received) == 2
+    assert verified(receiver, 1)["thread"]["status"] == "waiting"
+    [target] = told.targets.of(view["thread_id"])
+    assert target.replied_seq == view["events"]

@@ -7,6 +7,7 @@ openai client against the scripted model server).
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,7 +18,13 @@ import pytest
 
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.server import DEPLOY_CONFIG, Served, deploy_project, served
-from twelvefold.server.schedules import Schedule, Scheduler, parse_schedules, schedules_of
+from twelvefold.server.schedules import (
+    Schedule,
+    Scheduler,
+    ScheduleRuns,
+    parse_schedules,
+    schedules_of,
+)
 from twelvefold.server.service import Caller, ServeError
 
 pytestmark = pytest.mark.anyio
@@ -120,3 +127,19 @@ def test_serve_with_a_bad_cron_expression_exits_1_with_one_line(tmp_path: Path) 
         "understands"
     ], result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_the_app_runs_the_schedules_and_a_missed_one_fires_once_on_start(
+    s: Served, tmp_path: Path
+) -> None:
+    # The previous server last fired it three hours ago, then went down.
+    runs = ScheduleRuns(tmp_path / "threads.db")
+    runs.fired("hourly-deploy", datetime.now(UTC) - timedelta(hours=3))
+    runs.close()
+    async with s.app.router.lifespan_context(s.app):
+        for _ in range(3000):  # not a timed assertion: only a broken build waits this long
+            if await s.service.threads(Caller("ana", "http")):
+                break
+            await asyncio.sleep(0.02)
+    [info] = await s.service.threads(Caller("ana", "http"))
+    assert s.service.launches.launcher(info.id) == "schedule:hourly-deploy"
