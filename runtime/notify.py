@@ -277,7 +277,7 @@ def slack_payload(notice: Notice) -> dict[str, Any]:
         "unfurl_links": False,
         "unfurl_media": False,
         "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": notice.text[:150]}},
+            {"type": "header", "text": {"type": "plain_text", "text": _header(notice)}},
             {"type": "section", "text": {"type": "mrkdwn", "text": section}},
             {
                 "type": "context",
@@ -289,6 +289,11 @@ def slack_payload(notice: Notice) -> dict[str, Any]:
             },
         ],
     }
+
+
+def _header(notice: Notice) -> str:
+    """A header's text: Slack refuses an empty one, or one past 150 characters."""
+    return (notice.text.strip() or notice.title)[:150]
 
 
 def _link_element(link: str | None) -> list[dict[str, str]]:

@@ -506,3 +506,6 @@ def test_hostile_values_are_escaped_and_kept_within_block_kit_limits() -> None:
     assert "&lt;!channel&gt;" in dumped and "&amp;amp;" in dumped
     assert "<https://twelvefold.example/threads/t-1|open in the inbox>" in dumped
     assert len(message["text"]) <= 40_000
+    # An `ask` that renders empty still makes a message Slack takes.
+    blank = request_message(Notice("t-2", "a", "s", "human", "  ", None, request="r-2"))
+    assert block_problems(blank["blocks"]) == []
