@@ -148,3 +148,34 @@ async def test_a_reply_that_fails_is_sent_the_next_time_nothing_lost(s: Served) 
     assert verified(receiver, 1)["thread"]["status"] == "waiting"
     [target] = told.targets.of(view["thread_id"])
     assert target.replied_seq == view["events"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        ("TWELVEFOLD_PUBLIC_URL", "javascript:alert(1)", "error: the public URL must be"),
+        ("TWELVEFOLD_SMTP_HOST", "mail.example", "error: notifications: TWELVEFOLD_SMTP_HOST"),
+        (
+            "TWELVEFOLD_WEBHOOK_SECRET",
+            "whsec_!!!",
+            "error: TWELVEFOLD_WEBHOOK_SECRET: the webhook secret",
+        ),
+    ],
+)
+def test_serve_with_settings_that_cannot_work_exits_1_with_one_line(
+    deploy_agent: Path, tmp_path: Path, variable: str, value: str, line: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, variable: value, "TWELVEFOLD_SMTP_TO": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "twelvefold", "serve", str(deploy_agent), "--db",
+         str(tmp_path / "threads.db"), "--port", "0"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    errors = [text for text in result.stderr.splitlines() if text.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(line), result.stderr
+    assert "Traceback" not in result.stderr

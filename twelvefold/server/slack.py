@@ -74,7 +74,7 @@ from twelvefold.runtime.types import (
 )
 from twelvefold.server.problems import problem
 from twelvefold.server.replies import Replies, replies
-from twelvefold.server.service import Caller, Service, ServiceError
+from twelvefold.server.service import Caller, ServeError, Service, ServiceError
 from twelvefold.server.tables import Table
 
 log = logging.getLogger("twelvefold.server")
@@ -426,7 +426,10 @@ def install_notices(service: Service, bot: SlackBot | None, links: Replies) -> N
     engine = service.runtime.engine
     if isinstance(engine.notifier, Linked):
         return
-    inner: Notifier = engine._notifier()
+    try:
+        inner: Notifier = engine._notifier()
+    except ValueError as exc:  # TWELVEFOLD_NOTIFY_* / SMTP settings that cannot work
+        raise ServeError(f"notifications: {exc}") from None
     if bot is not None and bot.settings.channel:
         channels = list(inner.channels) if isinstance(inner, MultiNotifier) else [inner]
         inner = MultiNotifier([*channels, SlackChannel(bot, bot.settings.channel)])
