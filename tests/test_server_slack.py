@@ -59,6 +59,7 @@ async def s(
     monkeypatch.setenv("TWELVEFOLD_SLACK_CHANNEL", CHANNEL)
     monkeypatch.setenv("TWELVEFOLD_SLACK_API_URL", slack_server.api_url)
     monkeypatch.setenv("TWELVEFOLD_NOTIFY_LOG", "0")
+    monkeypatch.setenv("TWELVEFOLD_PUBLIC_URL", "https://tf.example")
     agent = deploy_project(tmp_path / "project", CONFIG)
     async with served(agent, tmp_path / "threads.db", openai_server) as running:
         yield running
@@ -244,6 +245,8 @@ async def test_a_notice_is_posted_with_buttons_and_an_approver_press_decides_it(
     }
     expected = {"thread": view["thread_id"], "request": view["request"]}
     assert values == {APPROVE: expected, REJECT: expected}
+    link = f"<https://tf.example/threads/{view['thread_id']}|open in the inbox>"
+    assert link in json.dumps(message["blocks"])
 
     response = await post(s, press("U0ANA", APPROVE, message))
     assert response.status_code == 200, response.text
