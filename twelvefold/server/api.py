@@ -92,12 +92,17 @@ class EventOut(BaseModel):
     step: str
 
 
+WEBHOOK_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
+"""An absolute http(s) URL in printable ASCII (non-ASCII hosts in their xn-- form)."""
+
+
 class LaunchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     input: Any = Field(description="The thread's input: a string, or the agent's input type.")
     webhook: str | None = Field(
         None,
         max_length=2000,
+        pattern=WEBHOOK_PATTERN,
         description="An http(s) URL to POST the thread view to (Standard Webhooks, signed) "
         "each time it pauses or ends (docs/server.md, Webhooks).",
     )
