@@ -16,7 +16,7 @@ import pytest
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.server import DEPLOY_CONFIG, Served, deploy_project, served
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
 PROBLEM = "application/problem+json"
 
 

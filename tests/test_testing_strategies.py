@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from tests.support.generated import EXAMPLES, PROMPTS, import_generated
 from twelvefold.runtime.codec import Codec
-from twelvefold.runtime.types import IllegalEvent, Started
+from twelvefold.runtime.types import IllegalEvent, Started, ToolStarted
 from twelvefold.testing.strategies import (
     cases,
     is_legal,
+    legal_moves,
     models,
     threads,
 )
@@ -26,6 +27,8 @@ AGENTS = {
     "calculator": (EXAMPLES / "calculator.agent", PROMPTS),
     "tricky": (GOLDEN / "tricky_names" / "input.agent", GOLDEN / "tricky_names" / "prompts"),
     "guards": (GOLDEN / "guards" / "input.agent", GOLDEN / "guards" / "prompts"),
+    "supportbot": (EXAMPLES / "supportbot.agent", PROMPTS),
+    "tool_routing": (GOLDEN / "tool_routing" / "input.agent", GOLDEN / "tool_routing" / "prompts"),
 }
 FAST = settings(
     max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
@@ -81,3 +84,29 @@ def test_values_of_every_declared_type_validate_and_round_trip(subject: Subject)
         assert codec.decode_value(codec.encode_value(value)) == value
 
     check()
+
+
+def test_tool_results_of_every_member_with_the_guards_values(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # tests/golden/tool_routing: `find` returns Found | Missing and routes Found on
+    # `region == "eu-west"` (a string: random text would all but never be "eu-west").
+    agent, prompts = AGENTS["tool_routing"]
+    subject = Subject(import_generated(agent, tmp_path_factory.mktemp("routing"), prompts), "r")
+    state = subject.initial_state(subject.spec.types["Query"](id="q"))
+    state = subject.reduce(state, ToolStarted(step="find", key="k"))
+    moves = {move.label: move for move in legal_moves(subject, state)}
+    assert {"tool result Found", "tool result Missing"} <= set(moves)
+    assert (moves["tool result Found"].edge_kind, moves["tool result Found"].type_name) == (
+        "output",
+        "Found",
+    )
+    seen: set[str] = set()
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(moves["tool result Found"].events)
+    def draw(event: object) -> None:
+        seen.add(event.result.region)  # type: ignore[attr-defined]
+
+    draw()
+    assert "eu-west" in seen

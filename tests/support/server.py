@@ -14,6 +14,7 @@ client against the scripted server) and its app, and starts and stops it:
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import shutil
@@ -145,6 +146,15 @@ async def served(
         # itself on a later test's loop, and that test would fail on "loop is closed".
         await model.aclose()
         tokens.close()
+
+
+@pytest.fixture
+def collected() -> None:
+    """Collect garbage before an async server test starts its event loop. An openai
+    client some earlier test left unclosed (the synchronous Runtime opens one per event
+    loop) schedules its own closing on whatever loop runs when it is collected; inside a
+    test's loop that fails ("Event loop is closed") and anyio fails the test for it."""
+    gc.collect()
 
 
 @pytest.fixture

@@ -251,6 +251,8 @@ class Service:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
+        """Set when an event of a followed thread is stored (`follow` waits on it)."""
+        self._followers: dict[str, int] = {}
         self._settled: list[Settled] = []
         self._timer: asyncio.Task[None] | None = None
         self.stopping = False
@@ -289,6 +291,10 @@ class Service:
             if late:
                 await asyncio.wait(late, timeout=grace)
         self.launches.close()
+        close = getattr(self.runtime.engine.model, "aclose", None)
+        if close is not None:  # the model client's connection pool belongs to this loop
+            with contextlib.suppress(Exception):
+                await close()
 
     def on_settled(self, callback: Settled) -> None:
         """Call `callback(view)` each time a background run of a thread stops (waiting,
@@ -357,19 +363,26 @@ class Service:
         it. Raises the same errors as `events` before the first event."""
         agent = await self._readable(caller, thread_id)
         seen = max(0, after)
-        while True:
-            changed = self._changed.setdefault(thread_id, asyncio.Event())
-            changed.clear()
-            active = thread_id in self._tasks
-            with _translated():
-                thread = await self.runtime.engine.load(agent, thread_id)
-            for seq, event in enumerate(thread.events[seen:], start=seen + 1):
-                yield seq, event
-            seen = max(seen, len(thread.events))
-            if (thread.state.status != "running" and not active) or self.stopping:
-                return
-            with contextlib.suppress(TimeoutError):  # another process may append: look again
-                await asyncio.wait_for(changed.wait(), timeout=1.0)
+        changed = self._changed.setdefault(thread_id, asyncio.Event())
+        self._followers[thread_id] = self._followers.get(thread_id, 0) + 1
+        try:
+            while True:
+                changed.clear()
+                active = thread_id in self._tasks
+                with _translated():
+                    thread = await self.runtime.engine.load(agent, thread_id)
+                for seq, event in enumerate(thread.events[seen:], start=seen + 1):
+                    yield seq, event
+                seen = max(seen, len(thread.events))
+                if (thread.state.status != "running" and not active) or self.stopping:
+                    return
+                with contextlib.suppress(TimeoutError):  # another process may append
+                    await asyncio.wait_for(changed.wait(), timeout=1.0)
+        finally:  # the last follower of a thread lets its wake-up event go
+            self._followers[thread_id] -= 1
+            if not self._followers[thread_id]:
+                del self._followers[thread_id]
+                self._changed.pop(thread_id, None)
 
     async def decide(
         self,
