@@ -20,7 +20,7 @@ from tests.support.server import Served, served
 from twelvefold.server.replies import ReplyTargets, public_url_of, replies
 from twelvefold.server.service import Caller, ServeError
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
 SECRET = "whsec_" + base64.b64encode(b"a secret of thirty-two bytes....").decode()
 PUBLIC = "https://twelvefold.example/base"
 

@@ -27,7 +27,7 @@ from twelvefold.server.schedules import (
 )
 from twelvefold.server.service import Caller, ServeError
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
 HOURLY = (
     DEPLOY_CONFIG
     + """

@@ -36,7 +36,7 @@ from twelvefold.server.slack import (
     verify,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "C0APPROVALS"
 CONFIG = DEPLOY_CONFIG + '\n[slack]\nusers = { U0ANA = "ana", U0BOB = "bob", U0CAROL = "carol" }\n'
