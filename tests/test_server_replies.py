@@ -16,13 +16,14 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.receivers import HttpReceiver
-from tests.support.server import Served, served
+from tests.support.server import DEPLOY_CONFIG, Served, deploy_project, served
 from twelvefold.server.replies import ReplyTargets, public_url_of, replies
 from twelvefold.server.service import Caller, ServeError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
 SECRET = "whsec_" + base64.b64encode(b"a secret of thirty-two bytes....").decode()
 PUBLIC = "https://twelvefold.example/base"
+LOOPBACK_HOOKS = DEPLOY_CONFIG + '[server]\nwebhook_hosts = ["127.0.0.1"]\n'
 
 
 @pytest.fixture
@@ -32,7 +33,6 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def s(
-    deploy_agent: Path,
     tmp_path: Path,
     openai_server: ScriptedOpenAI,
     monkeypatch: pytest.MonkeyPatch,
@@ -40,7 +40,8 @@ async def s(
     monkeypatch.setenv("TWELVEFOLD_WEBHOOK_SECRET", SECRET)
     monkeypatch.setenv("TWELVEFOLD_PUBLIC_URL", PUBLIC + "/")
     monkeypatch.delenv("TWELVEFOLD_SLACK_BOT_TOKEN", raising=False)
-    async with served(deploy_agent, tmp_path / "threads.db", openai_server) as running:
+    agent = deploy_project(tmp_path / "project", LOOPBACK_HOOKS)
+    async with served(agent, tmp_path / "threads.db", openai_server) as running:
         yield running
 
 
@@ -179,3 +180,35 @@ def test_serve_with_settings_that_cannot_work_exits_1_with_one_line(
     errors = [text for text in result.stderr.splitlines() if text.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(line), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/x",
+        "http://localhost/x",
+        "http://2130706433/x",  # 127.0.0.1 as one number
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/x",
+        "http://192.168.1.1/x",
+        "http://0.0.0.0/x",
+        "http://[::1]/x",
+        "http://[::ffff:127.0.0.1]/x",
+        "http://no-such-host.invalid/x",
+    ],
+)
+async def test_a_webhook_to_a_private_host_is_refused_without_webhook_hosts(
+    deploy_agent: Path, tmp_path: Path, openai_server: ScriptedOpenAI, url: str
+) -> None:
+    async with served(deploy_agent, tmp_path / "threads.db", openai_server) as s:
+        response = await launch(s, webhook=url)
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert await s.service.threads(Caller("bob", "http")) == []  # nothing launched
+
+
+async def test_webhook_hosts_allows_only_the_hosts_it_names(s: Served) -> None:
+    for url in ("http://localhost:9/x", "http://10.0.0.1/x", "https://example.com/x"):
+        response = await launch(s, webhook=url)
+        assert response.status_code == 422, response.text
+        assert "webhook_hosts" in response.json()["detail"]

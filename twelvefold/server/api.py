@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.store import ThreadInfo
-from twelvefold.server.replies import check_webhook_url, replies
+from twelvefold.server.replies import replies
 from twelvefold.server.service import BadInput, Caller, Service, Unauthorized
 from twelvefold.server.tokens import TokenStore
 
@@ -190,7 +190,7 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
     ) -> ThreadOut:
         """Launch a thread of `agent`; it runs in the background."""
         if body.webhook is not None:
-            check_webhook_url(body.webhook)  # refused before anything is launched
+            await replies(service).check_webhook(body.webhook)  # before anything is launched
         view = await service.launch(who, agent, body.input)
         if body.webhook is not None:
             replies(service).webhook(view.id, body.webhook)  # before the run can settle

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import json
 import logging
 import os
+import socket
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -104,9 +106,11 @@ class Replies:
         *,
         public_url: str | None = None,
         webhook_secret: str | None = None,
+        webhook_hosts: frozenset[str] | None = None,
         delays: tuple[float, ...] = ATTEMPT_DELAYS,
     ) -> None:
         self.service = service
+        self.webhook_hosts = webhook_hosts
         self.targets = ReplyTargets(service.store_path)
         self.public_url = public_url
         self.key = signing_key(webhook_secret) if webhook_secret else None
@@ -124,6 +128,12 @@ class Replies:
         recorded before the background run can settle."""
         check_webhook_url(url)
         self.targets.add(thread_id, WEBHOOK, url)
+
+    async def check_webhook(self, url: str) -> None:
+        """`BadInput` unless replies may go to `url` (`check_webhook_url`, then
+        `check_webhook_host` with the configured `webhook_hosts`, off the event loop)."""
+        check_webhook_url(url)
+        await asyncio.to_thread(check_webhook_host, url, self.webhook_hosts)
 
     async def settled(self, view: ThreadView) -> None:
         """Send `view` to each target of its thread not told of it yet."""
@@ -146,6 +156,8 @@ class Replies:
         message_id = reply_id(view)
         for delay in (0.0, *self.delays):
             await asyncio.sleep(delay)
+            # checked again before each attempt: a name may resolve elsewhere by now
+            await asyncio.to_thread(check_webhook_host, url, self.webhook_hosts)
             headers = standard_webhook_headers(message_id, body, time.time(), self.key)
             try:
                 await asyncio.to_thread(_post_json, WEBHOOK, url, body, headers)
@@ -174,6 +186,51 @@ def check_webhook_url(url: str) -> None:
         ok = False
     if not ok or len(url) > MAX_URL or not url.isprintable() or " " in url:
         raise BadInput("`webhook` must be an absolute http:// or https:// URL")
+
+
+def check_webhook_host(url: str, allowed: frozenset[str] | None) -> None:
+    """`BadInput` unless the server may POST to `url`'s host (an SSRF guard: a token
+    holder names the URL). With `[tool.twelvefold.server] webhook_hosts` (`allowed`,
+    lowercase host names or IP literals) the host must be one of them, and nothing else is
+    checked. Without it, every address the host resolves to must be a public (global
+    unicast) one: loopback, private (RFC 1918, RFC 4193), link-local (cloud metadata at
+    169.254.169.254), shared, reserved and multicast addresses are refused, and so is a
+    host that does not resolve. Blocking (DNS): call it off the event loop where it
+    matters."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if allowed is not None:
+        if host not in allowed:
+            raise BadInput(
+                f"`webhook` host {host!r} is not in [tool.twelvefold.server] webhook_hosts"
+            )
+        return
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        raise BadInput(f"`webhook` host {host!r} does not resolve") from None
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        if not (mapped or address).is_global or (mapped or address).is_multicast:
+            raise BadInput(
+                f"`webhook` host {host!r} is not a public address; name it in"
+                " [tool.twelvefold.server] webhook_hosts to allow it"
+            )
+
+
+def webhook_hosts_of(service: Service) -> frozenset[str] | None:
+    """`[tool.twelvefold.server] webhook_hosts` of the served agents' configurations (the
+    union; lowercase), or None when none says. `ServeError` for one not a list of
+    strings."""
+    hosts: set[str] | None = None
+    for table in server_tables(service, "server"):
+        value = table.get("webhook_hosts")
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+            raise ServeError("[tool.twelvefold.server] webhook_hosts must be a list of host names")
+        hosts = (hosts or set()) | {h.lower().rstrip(".") for h in value}
+    return None if hosts is None else frozenset(hosts)
 
 
 def inbox_link(public_url: str | None, thread_id: str) -> str | None:
@@ -252,6 +309,7 @@ def replies(service: Service, environ: Mapping[str, str] | None = None) -> Repli
                 service,
                 public_url=public_url_of(service, env),
                 webhook_secret=env.get("TWELVEFOLD_WEBHOOK_SECRET") or None,
+                webhook_hosts=webhook_hosts_of(service),
             )
         except ValueError as exc:
             raise ServeError(f"TWELVEFOLD_WEBHOOK_SECRET: {exc}") from None
