@@ -188,6 +188,11 @@ def _group_names(config: Config, table: Mapping[str, Any], key: str) -> tuple[st
     return tuple(value)
 
 
+MAX_FORK_DEPTH = 1000
+"""How many generations of forks the four-eyes rule follows back (a bound, not a limit
+anyone should reach)."""
+
+
 class Launches:
     """Who launched each thread through the server (`server_launches`, in the store's
     SQLite file): the four-eyes rule needs it. Threads launched elsewhere (the CLI) have
@@ -203,6 +208,12 @@ class Launches:
             "CREATE TABLE IF NOT EXISTS server_launches (thread_id TEXT PRIMARY KEY,"
             " person TEXT NOT NULL, via TEXT NOT NULL, at TEXT NOT NULL)"
         )
+        # A fork holds its parent's events (and so its pending request): whoever launched
+        # an ancestor is a launcher of the fork too, for the four-eyes rule.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS server_forks (thread_id TEXT PRIMARY KEY,"
+            " parent TEXT NOT NULL)"
+        )
 
     def record(self, thread_id: str, caller: Caller) -> None:
         with self._lock:
@@ -210,6 +221,28 @@ class Launches:
                 "INSERT OR REPLACE INTO server_launches VALUES (?, ?, ?, ?)",
                 (thread_id, caller.person, caller.recorded_via, now_iso()),
             )
+
+    def forked(self, fork_id: str, parent: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO server_forks VALUES (?, ?)", (fork_id, parent))
+
+    def launchers(self, thread_id: str) -> set[str]:
+        """Who launched the thread or any thread it was forked from (at most
+        MAX_FORK_DEPTH generations back)."""
+        people: set[str] = set()
+        current: str | None = thread_id
+        for _ in range(MAX_FORK_DEPTH):
+            if current is None:
+                break
+            person = self.launcher(current)
+            if person is not None:
+                people.add(person)
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT parent FROM server_forks WHERE thread_id = ?", (current,)
+                ).fetchone()
+            current = None if row is None else str(row[0])
+        return people
 
     def launcher(self, thread_id: str) -> str | None:
         with self._lock:
@@ -445,6 +478,7 @@ class Service:
         with _translated():
             fork_id = await self.runtime.fork(thread_id, at, agent=agent)
             self.launches.record(fork_id, caller)
+            self.launches.forked(fork_id, thread_id)
             return await self.runtime.get(fork_id, agent=agent)
 
     async def cancel(self, caller: Caller, thread_id: str, *, reason: str) -> ThreadView:
@@ -509,7 +543,7 @@ class Service:
             approving
             and view.waiting_for == "approval"
             and not policy.allow_self_approval
-            and self.launches.launcher(view.id) == person
+            and person in self.launches.launchers(view.id)
         ):
             raise Forbidden(
                 f"`{shown(person)}` launched thread {view.id} and may not approve it too "
