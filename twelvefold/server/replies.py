@@ -35,7 +35,7 @@ from urllib.parse import quote, urlsplit
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.config import ConfigError, find_config
 from twelvefold.runtime.notify import NotifyError, _post_json, signing_key, standard_webhook_headers
-from twelvefold.server.service import BadInput, ServeError, Service
+from twelvefold.server.service import BadInput, Forbidden, ServeError, Service
 from twelvefold.server.tables import Table
 
 log = logging.getLogger("twelvefold.server")
@@ -130,7 +130,7 @@ class Replies:
         self.targets.add(thread_id, WEBHOOK, url)
 
     async def check_webhook(self, url: str) -> None:
-        """`BadInput` unless replies may go to `url` (`check_webhook_url`, then
+        """`BadInput` / `Forbidden` unless replies may go to `url` (`check_webhook_url`, then
         `check_webhook_host` with the configured `webhook_hosts`, off the event loop)."""
         check_webhook_url(url)
         await asyncio.to_thread(check_webhook_host, url, self.webhook_hosts)
@@ -189,7 +189,7 @@ def check_webhook_url(url: str) -> None:
 
 
 def check_webhook_host(url: str, allowed: frozenset[str] | None) -> None:
-    """`BadInput` unless the server may POST to `url`'s host (an SSRF guard: a token
+    """`Forbidden` (403) unless the server may POST to `url`'s host (an SSRF guard: a token
     holder names the URL). With `[tool.twelvefold.server] webhook_hosts` (`allowed`,
     lowercase host names or IP literals) the host must be one of them, and nothing else is
     checked. Without it, every address the host resolves to must be a public (global
@@ -200,19 +200,19 @@ def check_webhook_host(url: str, allowed: frozenset[str] | None) -> None:
     host = (urlsplit(url).hostname or "").lower().rstrip(".")
     if allowed is not None:
         if host not in allowed:
-            raise BadInput(
+            raise Forbidden(
                 f"`webhook` host {host!r} is not in [tool.twelvefold.server] webhook_hosts"
             )
         return
     try:
         found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
-        raise BadInput(f"`webhook` host {host!r} does not resolve") from None
+        raise Forbidden(f"`webhook` host {host!r} does not resolve") from None
     for *_, sockaddr in found:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         mapped = getattr(address, "ipv4_mapped", None)
         if not (mapped or address).is_global or (mapped or address).is_multicast:
-            raise BadInput(
+            raise Forbidden(
                 f"`webhook` host {host!r} is not a public address; name it in"
                 " [tool.twelvefold.server] webhook_hosts to allow it"
             )
