@@ -3,13 +3,14 @@ regression test: the real service and app over the scripted model server."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.server import deploy_project, served
-from tests.test_server_api import assert_problem, decide, launch
+from tests.test_server_api import assert_problem, decide, events, launch
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
 
@@ -39,3 +40,19 @@ async def test_four_eyes_holds_on_a_fork_someone_else_made(
         assert_problem(await decide(s, "ana", fork), 403, "four eyes")
         assert_problem(await decide(s, "carol", fork), 403, "four eyes")  # she forked it
         assert (await decide(s, "dave", fork)).json()["status"] == "finished"
+
+
+async def test_two_decisions_racing_on_one_request_exactly_one_wins(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    agent = deploy_project(tmp_path / "race")
+    async with served(agent, tmp_path / "threads.db", openai_server) as s:
+        for _ in range(3):  # bounded: a few rounds to give the race a chance
+            view = await launch(s, "bob")
+            first, second = await asyncio.gather(
+                decide(s, "ana", view), decide(s, "carol", view, "reject", comment="no")
+            )
+            statuses = sorted([first.status_code, second.status_code])
+            assert statuses == [200, 409], (first.text, second.text)
+            kinds = [e["kind"] for e in await events(s, view["thread_id"])]
+            assert sum(k in ("approved", "rejected") for k in kinds) == 1, kinds
