@@ -444,6 +444,18 @@ def failure(channel: object, exc: BaseException) -> str:
     return f"{name}: {type(exc).__name__}: {exc}"
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A webhook that answers with a redirect has failed: following it would send the
+    request (as a GET) to a host nobody checked (a way around the server's webhook host
+    rule, server/replies.py)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def _post_json(name: str, url: str, body: bytes, headers: Mapping[str, str]) -> None:
     request = urllib.request.Request(
         url,
@@ -452,7 +464,7 @@ def _post_json(name: str, url: str, body: bytes, headers: Mapping[str, str]) -> 
         headers={"Content-Type": "application/json", **headers},
     )
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+        with _OPENER.open(request, timeout=TIMEOUT_SECONDS) as response:
             response.read()
     except urllib.error.HTTPError as exc:
         raise NotifyError(f"{name}: POST to {where(url)} answered {exc.code}") from exc

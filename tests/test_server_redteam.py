@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.openai_server import ScriptedOpenAI
+from tests.support.receivers import HttpReceiver
 from tests.support.server import deploy_project, served
 from tests.test_server_api import assert_problem, decide, events, launch
+from twelvefold.runtime.notify import NotifyError, _post_json
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
 
@@ -56,3 +58,14 @@ async def test_two_decisions_racing_on_one_request_exactly_one_wins(
             assert statuses == [200, 409], (first.text, second.text)
             kinds = [e["kind"] for e in await events(s, view["thread_id"])]
             assert sum(k in ("approved", "rejected") for k in kinds) == 1, kinds
+
+
+def test_a_webhook_that_redirects_has_failed_and_the_redirect_is_not_followed() -> None:
+    # else a public webhook could answer `302 Location: http://169.254.169.254/...` and
+    # the server would send a request to a host its webhook host rule never checked
+    inside = HttpReceiver()
+    hook = HttpReceiver(302, location=inside.url("/internal"))
+    with pytest.raises(NotifyError, match="302"):
+        _post_json("webhook", hook.url("/hook"), b"{}", {})
+    assert len(hook.received) == 1
+    assert inside.received == []

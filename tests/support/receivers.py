@@ -10,10 +10,12 @@ from typing import Any
 
 
 class HttpReceiver:
-    """Records the requests POSTed to it; answers `status`."""
+    """Records the requests POSTed (or GET) to it; answers `status` (with `Location:
+    location` when given, a redirect)."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, location: str | None = None) -> None:
         self.status = status
+        self.location = location
         self.received: list[tuple[str, dict[str, str], bytes]] = []
         receiver = self
 
@@ -22,9 +24,14 @@ class HttpReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 receiver.received.append((self.path, dict(self.headers), body))
                 self.send_response(receiver.status)
+                if receiver.location is not None:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
+
+            def do_GET(self) -> None:
+                self.do_POST()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
