@@ -197,6 +197,8 @@ def unknown_types(program: Program, _: object) -> Iterator[Diagnostic]:
     for step in program.source.steps:
         if isinstance(step, n.LlmStep | n.ToolStep):
             references.extend(step.outputs)
+        if isinstance(step, n.WaitStep):
+            references.append(step.event)
         if (declared := declared_input(step)) is not None:
             references.append(declared)
     for type_decl in program.source.types:
@@ -401,6 +403,8 @@ _ENTRY_KINDS = {
     "tool": ("tool_result", "step_failed"),
     "approval": ("approved", "rejected", "step_failed"),
     "human": ("answered", "step_failed"),
+    "wait": ("signalled",),
+    "sleep": (),
     "final": (),
 }
 """The events each kind of step adds to the log that the context shows."""
@@ -440,9 +444,11 @@ def _missing(step: n.Step, program: Program) -> Iterator[tuple[str, str]]:
         case n.ToolStep():
             if step.next is None and not step.rules:
                 yield "next", f"next {some_state}"
-        case n.HumanStep():
+        case n.HumanStep() | n.WaitStep():
             if step.next is None:
                 yield "next", f"next {some_state}"
+        case n.SleepStep():
+            pass  # the grammar requires its `next`
         case n.ApprovalStep():
             if step.on_approved is None:
                 yield "on approved", "on approved -> NEXT_STATE"
