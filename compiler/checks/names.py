@@ -268,6 +268,48 @@ def llm_outputs_are_records(program: Program, _: object) -> Iterator[Diagnostic]
                 )
 
 
+def waits_are_for_records(program: Program, _: object) -> Iterator[Diagnostic]:
+    """A wait waits for an event of a declared record type: what `send` validates the
+    event's JSON against and what the event's `next` state receives."""
+    for step in program.source.steps:
+        if not isinstance(step, n.WaitStep):
+            continue
+        event = step.event
+        if event.text in t.SCALARS or event.text == n.ANSWER_TYPE:
+            yield error(
+                "E119",
+                f"wait `{step.name.text}` cannot wait for `{event.text}`",
+                program.source.path,
+                event.span,
+                label="not a declared record type",
+                help=f"declare the event, e.g. `type {step.name.text.title().replace('_', '')}"
+                f"Event {{ value: {event.text if event.text in t.SCALARS else 'string'} }}`"
+                " and wait for it",
+            )
+
+
+def timers_take_time(program: Program, _: object) -> Iterator[Diagnostic]:
+    """A sleep's duration and a wait's timeout are longer than zero: a timer of no length
+    would fire at the first `expire` and is surely a typo."""
+    for step in program.source.steps:
+        match step:
+            case n.SleepStep(duration=duration):
+                what = f"sleep `{step.name.text}`"
+            case n.WaitStep(timeout=n.WaitTimeout(duration=duration)):
+                what = f"the timeout of wait `{step.name.text}`"
+            case _:
+                continue
+        if duration.seconds <= 0:
+            yield error(
+                "E120",
+                f"{what} lasts no time",
+                program.source.path,
+                duration.span,
+                label=f"`{duration.text}` is zero",
+                help="give a duration longer than zero, e.g. `10m`, `2h` or `3d`",
+            )
+
+
 def function_paths(program: Program, _: object) -> Iterator[Diagnostic]:
     """`"package.module:function"`: a dotted module path, a colon, a function name."""
     for step in program.source.steps:
