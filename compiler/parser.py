@@ -552,7 +552,14 @@ class _Builder(Transformer[Token, Any]):
                 c
                 for c in children
                 if isinstance(
-                    c, n.LlmStep | n.ToolStep | n.ApprovalStep | n.HumanStep | n.WaitStep | n.SleepStep | n.FinalStep
+                    c,
+                    n.LlmStep
+                    | n.ToolStep
+                    | n.ApprovalStep
+                    | n.HumanStep
+                    | n.WaitStep
+                    | n.SleepStep
+                    | n.FinalStep,
                 )
             ),
         )

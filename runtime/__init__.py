@@ -36,8 +36,8 @@ from .types import (
     Started,
     State,
     StepFailed,
-    ToolResult,
     TimerFired,
+    ToolResult,
     ToolStarted,
     Usage,
 )

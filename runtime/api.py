@@ -73,9 +73,9 @@ from .types import (
     Signalled,
     Sleep,
     State,
-    TimerFired,
     Status,
     StepFailed,
+    TimerFired,
     ToolStarted,
 )
 
@@ -737,9 +737,7 @@ def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
     declared = agent.spec.types.get(type)
     if declared is None:
         known = ", ".join(sorted(agent.spec.types)) or "none"
-        raise InputError(
-            f"{agent.name} declares no type `{shown(type)}` (its types: {known})"
-        )
+        raise InputError(f"{agent.name} declares no type `{shown(type)}` (its types: {known})")
     try:
         if isinstance(value, declared):
             return value

@@ -67,7 +67,11 @@ def test_a_payment_then_the_cool_off_then_the_thank_you(
         view.id, "PaymentReceived", json.dumps(paid(invoice.invoice_id)),
         request=view.request, idempotency_key="evt-1",
     )  # fmt: skip
-    assert (sleeping.status, sleeping.step, sleeping.waiting_for) == ("waiting", "cool_off", "timer")
+    assert (sleeping.status, sleeping.step, sleeping.waiting_for) == (
+        "waiting",
+        "cool_off",
+        "timer",
+    )
     assert sleeping.wake_at is not None
     wake = parse_time(sleeping.wake_at)
 

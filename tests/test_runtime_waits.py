@@ -20,7 +20,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from tests.runtime_helpers import EXAMPLES, ScriptedModel, no_messages
@@ -46,7 +45,9 @@ def paid(n: int) -> dict[str, object]:
     return {"invoice_id": f"inv-{n}", "amount_cents": 100 + n, "reference": f"pay-{n}"}
 
 
-def sender(store_class: type[SqliteStore], db: Path, cache: Path, ids: list[str], acks: int) -> None:
+def sender(
+    store_class: type[SqliteStore], db: Path, cache: Path, ids: list[str], acks: int
+) -> None:
     def acknowledge(thread: Thread, event: Event) -> None:
         os.write(acks, f"{thread.id} {len(thread.events)}\n".encode())
 
@@ -129,7 +130,9 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 def test_send_delivers_refuses_and_drops_duplicates(tmp_path: Path) -> None:
     db = str(tmp_path / "t.db")
-    code, out, _ = invoke("run", str(PAYMENT), "--input", json.dumps(order(1)), "--db", db, "--json")
+    code, out, _ = invoke(
+        "run", str(PAYMENT), "--input", json.dumps(order(1)), "--db", db, "--json"
+    )
     assert code == 0, out
     view = json.loads(out.splitlines()[-1])
     assert (view["waiting_for"], view["event_type"]) == ("event", "PaymentReceived")

@@ -157,7 +157,9 @@ def edge_label(program: Program, edge: Edge) -> str:
             return edge.kind
         case "timeout":
             step = program.steps[edge.source]
-            limit = step.timeout.duration.text if isinstance(step, n.WaitStep) and step.timeout else ""
+            limit = (
+                step.timeout.duration.text if isinstance(step, n.WaitStep) and step.timeout else ""
+            )
             return f"timeout {limit}".strip()
         case "max_errors" | "max_steps":
             # Escalations leave from nearly every state; their target's label names the

@@ -161,7 +161,9 @@ def print_view(view: ThreadView, db: Path) -> None:
             echo(f"  until: {view.wake_at} (`twelvefold expire` wakes it then)")
         echo(f"  request: {view.request}")
         if view.waiting_for == "event":
-            echo(f"  send: twelvefold send {view.id} {view.event_type} JSON --request {view.request}")
+            echo(
+                f"  send: twelvefold send {view.id} {view.event_type} JSON --request {view.request}"
+            )
     elif view.status == "waiting":
         echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
         if (shown_value := value_line(view)) is not None:

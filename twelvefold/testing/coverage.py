@@ -240,7 +240,9 @@ class _Steps:
         # by: values only matter to the search where a guard routes on them.
         self._outputs: dict[tuple[str, str], list[BaseModel]] = {}
         for step, spec_state in subject.spec.states.items():
-            names = spec_state.results if spec_state.kind in ("tool", "wait") else spec_state.outputs
+            names = (
+                spec_state.results if spec_state.kind in ("tool", "wait") else spec_state.outputs
+            )
             for name in names:
                 if name in guarded:
                     pool = candidates(_type(subject, name), constants)

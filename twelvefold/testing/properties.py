@@ -608,9 +608,7 @@ def _carried(kind: str, before: State, event: Event) -> Any:
 def _status_at(subject: Subject, step: str) -> str:
     kind = subject.kind_of(step)
     waiting = dict.fromkeys(("approval", "human", "wait", "sleep"), "waiting")
-    return {"final": "finished", **waiting}.get(
-        kind or "", "running"
-    )
+    return {"final": "finished", **waiting}.get(kind or "", "running")
 
 
 def final_is_absorbing(subject: Subject, case: Case) -> None:
