@@ -415,6 +415,7 @@ class AsyncRuntime:
         by: str | None = None,
         via: str = "api",
         agent: AgentRef | None = None,
+        run: bool = True,
     ) -> ThreadView:
         """Deliver an outside event to a thread that waits for it (a `wait ... for TYPE`
         step) and run the thread on. Shapes: `type` is a type name the agent declares;
@@ -426,7 +427,8 @@ class AsyncRuntime:
         not the pending one (`RequestNotPending`, 409). With `idempotency_key`, a second
         delivery of the same key to the thread is dropped: nothing is recorded and the
         thread's view is returned as it stands (so a sender may retry after a crash or a
-        lost reply). `LeaseHeld` while another process advances the thread.
+        lost reply). `LeaseHeld` while another process advances the thread. With
+        `run=False`, only record the event (a later `resume(thread_id)` runs it on).
         """
         if idempotency_key is not None and not idempotency_key.strip():
             raise InputError("an idempotency key must not be blank")
@@ -451,7 +453,7 @@ class AsyncRuntime:
                 thread = await self._load(thread_id, agent)
                 continue
             break
-        return view_of(await self.engine.advance(thread))
+        return view_of(await self._ran(thread, run))
 
     async def cancel(
         self,
