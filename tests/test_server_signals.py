@@ -73,8 +73,8 @@ async def test_an_event_is_delivered_once_and_a_repeat_is_dropped(s: Served) -> 
     signals = [e for e in logged if e["kind"] == "signalled"]
     assert len(signals) == 1 and signals[0]["key"] == "evt-1" and signals[0]["by"] == "ana"
     # Without the key, the same event again is for a thread that no longer waits for it.
-    assert_problem(await signal(s, view["thread_id"], {"type": "PaymentReceived",
-                                                        "value": PAID}), 409, "does not wait")  # fmt: skip
+    keyless = await signal(s, view["thread_id"], {"type": "PaymentReceived", "value": PAID})
+    assert_problem(keyless, 409, "does not wait")
 
 
 async def test_wrong_events_are_refused_and_recorded_nowhere(s: Served) -> None:
