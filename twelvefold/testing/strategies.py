@@ -277,6 +277,11 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
     return tuple(moves)
 
 
+def _has_timers(subject: Subject) -> bool:
+    """Whether the agent has a wait or a sleep (outside events and timers matter to it)."""
+    return any(state.kind in ("wait", "sleep") for state in subject.spec.states.values())
+
+
 def _has_timeout(subject: Subject, step: str) -> bool:
     """Whether a wait step can time out (`timeout D -> STATE`)."""
     return any(e.kind == "timeout" for _, e in subject.edges_from(step))
@@ -313,6 +318,7 @@ def _illegal_events(
     any_type = st.sampled_from(sorted(subject.spec.types)).flatmap(
         lambda name: models(type_named(subject, name))
     )
+    timed = _has_timers(subject)
     every_kind: list[Callable[[str], st.SearchStrategy[Event]]] = [
         lambda s: _event(ModelOutput, s, output=any_type),
         lambda s: _event(ToolResult, s, result=any_type),
@@ -323,10 +329,15 @@ def _illegal_events(
         rejected,
         answered,
         retried,
-        timer_fired,
-        lambda s: _event(Signalled, s, type=st.just("Answer"), value=_answers),
         lambda s: _event(Started, s, input=_text),
     ]
+    if timed:
+        # Outside events and timer firings; an agent without waits meets them in the
+        # probes aimed along every path (properties.probes), keeping its random draws.
+        every_kind[-1:-1] = [
+            timer_fired,
+            lambda s: _event(Signalled, s, type=st.just("Answer"), value=_answers),
+        ]
     # Any kind, addressed to another step; a second Started.
     candidates: list[st.SearchStrategy[Event]] = [make(elsewhere) for make in every_kind]
     candidates.append(_event(Started, step, input=_text))
@@ -367,6 +378,8 @@ def _wrong_kinds(
         wrong.append(answered(step))
     if kind in ("approval", "human", "wait", "sleep") and not can_fail:
         wrong.append(step_failed(step))
+    if not _has_timers(subject):
+        return wrong  # see _illegal_events: the probes cover these agents
     if kind != "wait":
         wrong += [signalled(subject, step, n) for n in declared[:2]]
     else:
