@@ -67,6 +67,9 @@ async def test_an_event_is_delivered_once_and_a_repeat_is_dropped(s: Served) -> 
     after = delivered.json()
     assert (after["step"], after["waiting_for"]) == ("cool_off", "timer")
     assert after["wake_at"] is not None
+    async with s.client("ana") as client:
+        pending = (await client.get("/v1/requests")).json()
+    assert pending == [], "a sleep (or a wait for an event) is no person's request"
     again = await signal(s, view["thread_id"], body)
     assert again.status_code == 200 and again.json()["events"] == after["events"]
     logged = await events(s, view["thread_id"])

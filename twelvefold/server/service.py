@@ -497,7 +497,9 @@ class Service:
             except Exception as exc:  # one damaged thread must not hide the others
                 log.warning("thread %s cannot be shown: %s", info.id, exc)
                 continue
-            if view.request is not None and self.may_decide(caller, view):
+            # A wait for an outside event or a sleep is no person's to decide.
+            asks_a_person = view.waiting_for in ("approval", "answer")
+            if asks_a_person and view.request is not None and self.may_decide(caller, view):
                 found.append(view)
         return found
 
