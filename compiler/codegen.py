@@ -397,6 +397,23 @@ class _ModuleBuilder:
                 arguments.append("notified=state.notified")
                 arguments.append("request=state.request")
                 return f"AwaitAnswer({', '.join(arguments)})"
+            case n.WaitStep():
+                self.imports.add("AwaitSignal")
+                arguments = [
+                    f"step={name}",
+                    "value=state.value",
+                    f"event={self._output_class(step.event.text)}",
+                ]
+                if step.timeout:
+                    arguments.append(f"timeout_seconds={step.timeout.duration.seconds!r}")
+                arguments.append("request=state.request")
+                return f"AwaitSignal({', '.join(arguments)})"
+            case n.SleepStep():
+                self.imports.add("Sleep")
+                return (
+                    f"Sleep(step={name}, value=state.value, "
+                    f"seconds={step.duration.seconds!r}, request=state.request)"
+                )
             case n.FinalStep():
                 self.imports.add("Finish")
                 return f"Finish(step={name}, result=state.value)"
@@ -456,6 +473,22 @@ class _ModuleBuilder:
                     None,
                     f"AGENT.move(state, event, {target}, result)",
                     rule,
+                )
+            case "next" if isinstance(step, n.WaitStep):
+                # Only an event of the type it waits for moves it; `send` checked the shape.
+                self.imports.add("Signalled")
+                cls = self._output_class(step.event.text)
+                return CaseView(
+                    f"Signalled(value={cls}() as signal)",
+                    None,
+                    f"AGENT.move(state, event, {target}, signal)",
+                    rule,
+                )
+            case "next" | "timeout" if isinstance(step, n.SleepStep | n.WaitStep):
+                # The timer ran out: the value that arrived at the step goes on.
+                self.imports.add("TimerFired")
+                return CaseView(
+                    "TimerFired()", None, f"AGENT.move(state, event, {target}, state.value)", rule
                 )
             case "next":
                 self.imports.add("Answered")
@@ -528,6 +561,12 @@ class _ModuleBuilder:
                         )
                 case n.HumanStep():
                     arguments.append(f"output={py_str(n.ANSWER_TYPE)}")
+                case n.WaitStep():
+                    arguments.append(f"output={py_str(step.event.text)}")
+                    if step.timeout is not None:
+                        arguments.append(f"seconds={step.timeout.duration.seconds!r}")
+                case n.SleepStep():
+                    arguments.append(f"seconds={step.duration.seconds!r}")
             states.append(f"{py_str(name)}: StateSpec({', '.join(arguments)})")
         edges = []
         for edge in program.edges():

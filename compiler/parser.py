@@ -385,6 +385,7 @@ class _Builder(Transformer[Token, Any]):
     approvers = _setting("approvers", lambda c, s: tuple(c))
     on_approved = _setting("on_approved", lambda c, s: n.Goto(c[1], s))
     on_rejected = _setting("on_rejected", lambda c, s: n.Goto(c[1], s))
+    wait_timeout = _setting("wait_timeout", lambda c, s: n.WaitTimeout(c[0], c[2], s))
 
     del _setting
 
@@ -518,6 +519,26 @@ class _Builder(Transformer[Token, Any]):
         )
 
     @_meta_args
+    def wait(self, meta: Meta, children: list[Any]) -> n.WaitStep:
+        name, input_, event, *settings = children
+        s = self._collect(settings, f"wait `{name.text}`")
+        return n.WaitStep(
+            name=name,
+            input=input_,
+            event=event,
+            next=s.get("next"),
+            timeout=s.get("wait_timeout"),
+            span=_meta_span(meta),
+        )
+
+    @_meta_args
+    def sleep(self, meta: Meta, children: list[Any]) -> n.SleepStep:
+        name, input_, duration, goto = children
+        return n.SleepStep(
+            name=name, input=input_, duration=duration, next=goto[1], span=_meta_span(meta)
+        )
+
+    @_meta_args
     def final(self, meta: Meta, children: list[Any]) -> n.FinalStep:
         name, input_ = children
         return n.FinalStep(name=name, input=input_, span=_meta_span(meta))
@@ -531,7 +552,14 @@ class _Builder(Transformer[Token, Any]):
                 c
                 for c in children
                 if isinstance(
-                    c, n.LlmStep | n.ToolStep | n.ApprovalStep | n.HumanStep | n.FinalStep
+                    c,
+                    n.LlmStep
+                    | n.ToolStep
+                    | n.ApprovalStep
+                    | n.HumanStep
+                    | n.WaitStep
+                    | n.SleepStep
+                    | n.FinalStep,
                 )
             ),
         )

@@ -192,7 +192,7 @@ ENTRIES: dict[str, Entry] = {
     ),
     "E114": Entry(
         "a required setting is missing",
-        "An llm step needs a `prompt`; a tool and a human step need `next`; an approval "
+        "An llm step needs a `prompt`; a tool, a human step and a wait need `next`; an approval "
         "needs `on approved` and `on rejected`.",
         "Add the setting the message names.",
     ),
@@ -220,6 +220,20 @@ ENTRIES: dict[str, Entry] = {
         "(the compiler never imports a tool).",
         "Point the tool at your own function (which may call the library), or allow the "
         'module by name in the configuration: `[tool.twelvefold.tools] allow_stdlib = ["json"]`.',
+    ),
+    "E119": Entry(
+        "a wait for something that is not a record",
+        "`wait NAME for TYPE` pauses until an outside event of TYPE is delivered "
+        "(`twelvefold send`, `Runtime.send`). The event is validated against TYPE, so TYPE "
+        "is one of the file's record types; built-in scalars and `Answer` are not events.",
+        "Declare a record type for the event and wait for it.",
+    ),
+    "E120": Entry(
+        "a timer of no length",
+        "A `sleep` lasts its duration and a wait's `timeout D -> STATE` fires after D; a "
+        "duration of zero would fire at the first `twelvefold expire`, which is surely not "
+        "what was meant.",
+        "Give a duration longer than zero (`10m`, `2h`, `3d`).",
     ),
     "E201": Entry(
         "an output type is never routed",

@@ -45,6 +45,7 @@ from .types import (
     Event,
     ModelOutput,
     Rejected,
+    Signalled,
     Started,
     StepFailed,
     ToolResult,
@@ -90,6 +91,7 @@ ENTRY_SUFFIXES = {
     "approved": "approved",
     "rejected": "rejected",
     "answered": "answer",
+    "signalled": "event",
 }
 """Event kind -> the suffix of its entry's element name after the step (`deploy_error`);
 a model output's element is its type's declared name instead."""
@@ -121,7 +123,10 @@ def context_event(event: Event) -> ContextEvent | None:
         answer = event.answer
         answered: Any = answer.text if answer.by is None else {"text": answer.text, "by": answer.by}
         return ContextEvent(kind, event.step, entry_name(kind, event.step), answered)
-    return None  # ToolStarted, Notified, Retried: how the runtime works, not what happened
+    if isinstance(event, Signalled):
+        # The event's value, as validated; its idempotency key is the sender's bookkeeping.
+        return ContextEvent(kind, event.step, entry_name(kind, event.step), plain(event.value))
+    return None  # ToolStarted, Notified, Retried, TimerFired: how the runtime works
 
 
 def plain(value: Any) -> Any:

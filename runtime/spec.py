@@ -30,11 +30,13 @@ from .types import (
     ToolStarted,
 )
 
-StepKind = Literal["llm", "tool", "approval", "human", "final"]
-EdgeKind = Literal["output", "next", "error", "approved", "rejected", "max_errors", "max_steps"]
+StepKind = Literal["llm", "tool", "approval", "human", "wait", "sleep", "final"]
+EdgeKind = Literal[
+    "output", "next", "error", "approved", "rejected", "timeout", "max_errors", "max_steps"
+]
 
-_WAITING_KINDS = frozenset({"approval", "human"})
-_RESETS_ERRORS = frozenset({"tool", "human"})
+_WAITING_KINDS = frozenset({"approval", "human", "wait", "sleep"})
+_RESETS_ERRORS = frozenset({"tool", "human", "wait"})
 BUDGET_EXHAUSTED = ErrorInfo("StepBudgetExhausted", "step budget exhausted")
 
 ASK_NOT_SHOWN = "AskNotShown"
@@ -49,13 +51,16 @@ class StateSpec:
     input: str | None = None
     """The declared input type, or None for a step that accepts whatever arrives."""
     output: str | None = None
-    """A tool's result type (the first member of a union), a human step's `Answer`."""
+    """A tool's result type (the first member of a union), a human step's `Answer`, the
+    event type a wait step waits for."""
     outputs: tuple[str, ...] = ()
     """An llm step's output types; a tool's result types when they are a union."""
     requires_approval: Callable[[Any], bool] | None = None
     """For a tool marked `requires approval [if GUARD]`: whether its input needs one."""
     prompt: str | None = None
     function: str | None = None
+    seconds: float | None = None
+    """A sleep's duration; a wait's timeout (None: it waits until the event comes)."""
 
     @property
     def results(self) -> tuple[str, ...]:

@@ -153,6 +153,25 @@ class Answered(Decision):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Signalled(Decision):
+    """An outside event delivered to a `wait` step (`twelvefold send`, `Runtime.send`),
+    already validated against the type it waits for."""
+
+    type: str
+    """The event's declared type name (`PaymentReceived`)."""
+    value: BaseModel
+    key: str | None = None
+    """The sender's idempotency key: a second delivery with the same key is dropped."""
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(Decision):
+    """A durable timer ran out (`expire` records it): a `sleep` step's duration, or a
+    `wait` step's `timeout` with no event delivered. It names the request it ends."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Retried(Event):
     """A failed thread is tried again from the step that failed."""
 
@@ -195,6 +214,8 @@ EVENT_KINDS: dict[str, type[Event]] = {
     "rejected": Rejected,
     "answered": Answered,
     "retried": Retried,
+    "signalled": Signalled,
+    "timer_fired": TimerFired,
     "forked": Forked,
     "cancelled": Cancelled,
 }
@@ -291,6 +312,28 @@ class AwaitAnswer(Action):
     ask: str
     timeout_seconds: float | None = None
     notified: bool = False
+    request: str | None = None
+    """The pending request's id (`State.request`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AwaitSignal(Action):
+    """Wait for an outside event of type `event`; with `timeout_seconds`, `expire` records
+    a `TimerFired` once that long has passed since the pause."""
+
+    value: Any
+    event: type[BaseModel]
+    timeout_seconds: float | None = None
+    request: str | None = None
+    """The pending request's id (`State.request`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sleep(Action):
+    """Wait `seconds` from the pause; `expire` records the `TimerFired` that wakes it."""
+
+    value: Any
+    seconds: float
     request: str | None = None
     """The pending request's id (`State.request`)."""
 

@@ -51,6 +51,8 @@ CHECKS: list[Check] = [
     names.unknown_types,
     names.map_keys,
     names.llm_outputs_are_records,
+    names.waits_are_for_records,
+    names.timers_take_time,
     names.function_paths,
     names.stdlib_tools,
     names.number_settings,

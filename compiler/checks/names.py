@@ -197,6 +197,8 @@ def unknown_types(program: Program, _: object) -> Iterator[Diagnostic]:
     for step in program.source.steps:
         if isinstance(step, n.LlmStep | n.ToolStep):
             references.extend(step.outputs)
+        if isinstance(step, n.WaitStep):
+            references.append(step.event)
         if (declared := declared_input(step)) is not None:
             references.append(declared)
     for type_decl in program.source.types:
@@ -264,6 +266,48 @@ def llm_outputs_are_records(program: Program, _: object) -> Iterator[Diagnostic]
                     if output.text in t.SCALARS
                     else "declare your own record type with the fields you need",
                 )
+
+
+def waits_are_for_records(program: Program, _: object) -> Iterator[Diagnostic]:
+    """A wait waits for an event of a declared record type: what `send` validates the
+    event's JSON against and what the event's `next` state receives."""
+    for step in program.source.steps:
+        if not isinstance(step, n.WaitStep):
+            continue
+        event = step.event
+        if event.text in t.SCALARS or event.text == n.ANSWER_TYPE:
+            yield error(
+                "E119",
+                f"wait `{step.name.text}` cannot wait for `{event.text}`",
+                program.source.path,
+                event.span,
+                label="not a declared record type",
+                help=f"declare the event, e.g. `type {step.name.text.title().replace('_', '')}"
+                f"Event {{ value: {event.text if event.text in t.SCALARS else 'string'} }}`"
+                " and wait for it",
+            )
+
+
+def timers_take_time(program: Program, _: object) -> Iterator[Diagnostic]:
+    """A sleep's duration and a wait's timeout are longer than zero: a timer of no length
+    would fire at the first `expire` and is surely a typo."""
+    for step in program.source.steps:
+        match step:
+            case n.SleepStep(duration=duration):
+                what = f"sleep `{step.name.text}`"
+            case n.WaitStep(timeout=n.WaitTimeout(duration=duration)):
+                what = f"the timeout of wait `{step.name.text}`"
+            case _:
+                continue
+        if duration.seconds <= 0:
+            yield error(
+                "E120",
+                f"{what} lasts no time",
+                program.source.path,
+                duration.span,
+                label=f"`{duration.text}` is zero",
+                help="give a duration longer than zero, e.g. `10m`, `2h` or `3d`",
+            )
 
 
 def function_paths(program: Program, _: object) -> Iterator[Diagnostic]:
@@ -401,6 +445,8 @@ _ENTRY_KINDS = {
     "tool": ("tool_result", "step_failed"),
     "approval": ("approved", "rejected", "step_failed"),
     "human": ("answered", "step_failed"),
+    "wait": ("signalled",),
+    "sleep": (),
     "final": (),
 }
 """The events each kind of step adds to the log that the context shows."""
@@ -440,9 +486,11 @@ def _missing(step: n.Step, program: Program) -> Iterator[tuple[str, str]]:
         case n.ToolStep():
             if step.next is None and not step.rules:
                 yield "next", f"next {some_state}"
-        case n.HumanStep():
+        case n.HumanStep() | n.WaitStep():
             if step.next is None:
                 yield "next", f"next {some_state}"
+        case n.SleepStep():
+            pass  # the grammar requires its `next`
         case n.ApprovalStep():
             if step.on_approved is None:
                 yield "on approved", "on approved -> NEXT_STATE"

@@ -27,6 +27,7 @@ from twelvefold.runtime.types import (
     Approved,
     AwaitAnswer,
     AwaitApproval,
+    AwaitSignal,
     CallModel,
     CallTool,
     ErrorInfo,
@@ -39,9 +40,12 @@ from twelvefold.runtime.types import (
     Notified,
     Rejected,
     Retried,
+    Signalled,
+    Sleep,
     Started,
     State,
     StepFailed,
+    TimerFired,
     ToolResult,
     ToolStarted,
 )
@@ -465,6 +469,8 @@ _ACTION_OF_KIND: dict[str, type[Action]] = {
     "tool": CallTool,
     "approval": AwaitApproval,
     "human": AwaitAnswer,
+    "wait": AwaitSignal,
+    "sleep": Sleep,
     "final": Finish,
 }
 
@@ -509,7 +515,8 @@ def _action_problem(subject: Subject, state: State, action: Action) -> str | Non
     elif isinstance(action, AwaitApproval | AwaitAnswer) and action.notified != state.notified:
         return "does not say whether people were told"
     pending = getattr(action, "request", None)
-    if isinstance(action, AwaitApproval | AwaitAnswer) and pending != state.request:
+    waits = AwaitApproval | AwaitAnswer | AwaitSignal | Sleep
+    if isinstance(action, waits) and pending != state.request:
         return f"names the request {pending!r}, the thread waits on {state.request!r}"
     return None
 
@@ -593,14 +600,15 @@ def _carried(kind: str, before: State, event: Event) -> Any:
             return result
         case Answered(answer=answer) if kind == "next":
             return answer
+        case Signalled(value=value) if kind == "next":
+            return value
     return before.value  # approvals, rejections, failures and escalations pass it on
 
 
 def _status_at(subject: Subject, step: str) -> str:
     kind = subject.kind_of(step)
-    return {"final": "finished", "approval": "waiting", "human": "waiting"}.get(
-        kind or "", "running"
-    )
+    waiting = dict.fromkeys(("approval", "human", "wait", "sleep"), "waiting")
+    return {"final": "finished", **waiting}.get(kind or "", "running")
 
 
 def final_is_absorbing(subject: Subject, case: Case) -> None:
@@ -654,6 +662,8 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
             Approved(step=step, request=name),
             Rejected(step=step, request=name),
             Answered(step=step, answer=Answer(text="late"), request=name),
+            TimerFired(step=step, request=name),
+            Signalled(step=step, type="Answer", value=Answer(text="x"), request=name),
         ]
     declared = subject.spec.states.get(step)
     output = declared.output if declared is not None and declared.kind == "tool" else None

@@ -37,9 +37,11 @@ from twelvefold.runtime.types import (
     Notified,
     Rejected,
     Retried,
+    Signalled,
     Started,
     State,
     StepFailed,
+    TimerFired,
     ToolResult,
     ToolStarted,
     Usage,
@@ -194,6 +196,17 @@ def retried(step: str) -> st.SearchStrategy[Event]:
     return _event(Retried, step, by=_names)
 
 
+def signalled(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
+    """An outside event of `type_name` delivered to `step` (with or without a key)."""
+    value = routed_values(subject, type_name)
+    key = st.none() | st.text(min_size=1, max_size=12)
+    return _event(Signalled, step, type=st.just(type_name), value=value, key=key, by=_names)
+
+
+def timer_fired(step: str) -> st.SearchStrategy[Event]:
+    return _event(TimerFired, step)
+
+
 @dataclass(frozen=True)
 class Move:
     """One kind of event that can happen at a state, and the edges it may follow."""
@@ -252,9 +265,26 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
         moves.append(Move("answered", answered(step), "next"))
         if can_fail:
             moves.append(Move("failure", step_failed(step), "error"))
+    elif kind == "wait":
+        name = spec_state.output or ""
+        moves.append(Move(f"event {name}", signalled(subject, step, name), "next"))
+        if _has_timeout(subject, step):
+            moves.append(Move("timer fired", timer_fired(step), "timeout"))
+    elif kind == "sleep":
+        moves.append(Move("timer fired", timer_fired(step), "next"))
     if status == "waiting" and not notified:
         moves.append(Move("notified", notified_events(step)))
     return tuple(moves)
+
+
+def _has_timers(subject: Subject) -> bool:
+    """Whether the agent has a wait or a sleep (outside events and timers matter to it)."""
+    return any(state.kind in ("wait", "sleep") for state in subject.spec.states.values())
+
+
+def _has_timeout(subject: Subject, step: str) -> bool:
+    """Whether a wait step can time out (`timeout D -> STATE`)."""
+    return any(e.kind == "timeout" for _, e in subject.edges_from(step))
 
 
 def _waits(subject: Subject, step: str) -> bool:
@@ -288,6 +318,7 @@ def _illegal_events(
     any_type = st.sampled_from(sorted(subject.spec.types)).flatmap(
         lambda name: models(type_named(subject, name))
     )
+    timed = _has_timers(subject)
     every_kind: list[Callable[[str], st.SearchStrategy[Event]]] = [
         lambda s: _event(ModelOutput, s, output=any_type),
         lambda s: _event(ToolResult, s, result=any_type),
@@ -300,6 +331,13 @@ def _illegal_events(
         retried,
         lambda s: _event(Started, s, input=_text),
     ]
+    if timed:
+        # Outside events and timer firings; an agent without waits meets them in the
+        # probes aimed along every path (properties.probes), keeping its random draws.
+        every_kind[-1:-1] = [
+            timer_fired,
+            lambda s: _event(Signalled, s, type=st.just("Answer"), value=_answers),
+        ]
     # Any kind, addressed to another step; a second Started.
     candidates: list[st.SearchStrategy[Event]] = [make(elsewhere) for make in every_kind]
     candidates.append(_event(Started, step, input=_text))
@@ -338,8 +376,19 @@ def _wrong_kinds(
         wrong += [approved(step), rejected(step)]
     if kind not in ("human",):
         wrong.append(answered(step))
-    if kind in ("approval", "human") and not can_fail:
+    if kind in ("approval", "human", "wait", "sleep") and not can_fail:
         wrong.append(step_failed(step))
+    if not _has_timers(subject):
+        return wrong  # see _illegal_events: the probes cover these agents
+    if kind != "wait":
+        wrong += [signalled(subject, step, n) for n in declared[:2]]
+    else:
+        # An event of a type the step does not wait for (the runtime refuses it before
+        # the reducer sees it; the reducer must refuse it too).
+        others = [n for n in declared if n != spec_state.output]
+        wrong += [signalled(subject, step, n) for n in others[:2]]
+    if kind not in ("wait", "sleep") or (kind == "wait" and not _has_timeout(subject, step)):
+        wrong.append(timer_fired(step))
     return wrong
 
 
@@ -452,6 +501,15 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
             return kind == "approval" and event.request == state.request
         case Answered():
             return kind == "human" and event.request == state.request
+        case Signalled(value=value):
+            return (
+                kind == "wait"
+                and type(value) is type_named(subject, spec_state.output or "Answer")
+                and event.request == state.request
+            )
+        case TimerFired():
+            timed = kind == "sleep" or (kind == "wait" and _has_timeout(subject, state.step))
+            return timed and event.request == state.request
     return False
 
 
@@ -485,4 +543,7 @@ def simpler_events(subject: Subject, event: Event) -> Sequence[Event]:
             return [replace(plain, answer=Answer(text="")), plain]
         case Retried():
             return [replace(plain, by=None), plain]
+        case Signalled(value=value):
+            values = model_representatives(type(value), Constants.of(subject.spec.edges))
+            return [replace(plain, value=v, key=None, by=None) for v in values[:16]] + [plain]
     return [plain]
