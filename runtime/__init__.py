@@ -8,6 +8,7 @@ if __name__ != "twelvefold.runtime":  # pragma: no cover - what the guard refuse
     # and must never be importable under a second name (two copies of every class).
     raise ImportError(f"import twelvefold.runtime, not {__name__}")
 
+from .redact import SECRET
 from .spec import AgentSpec, ContextSpec, EdgeSpec, StateSpec
 from .types import (
     Action,
@@ -28,6 +29,7 @@ from .types import (
     IllegalEvent,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
     Started,
@@ -36,6 +38,7 @@ from .types import (
     ToolResult,
     ToolStarted,
     Usage,
+    Verdict,
 )
 
 __all__ = [
@@ -60,8 +63,10 @@ __all__ = [
     "IllegalEvent",
     "ModelOutput",
     "Notified",
+    "OutputRejected",
     "Rejected",
     "Retried",
+    "SECRET",
     "Started",
     "State",
     "StateSpec",
@@ -69,4 +74,5 @@ __all__ = [
     "ToolResult",
     "ToolStarted",
     "Usage",
+    "Verdict",
 ]

@@ -53,6 +53,7 @@ CHECKS: list[Check] = [
     names.llm_outputs_are_records,
     names.function_paths,
     names.stdlib_tools,
+    names.checks_have_retries,
     names.number_settings,
     names.context_settings,
     names.required_settings,

@@ -657,7 +657,7 @@ def show(thread: str, agent: str | None, db: Path, as_json: bool) -> None:
         codec = loaded.codec
     if as_json:
         data = view.to_json()
-        data["log"] = [codec.encode_event(e) for e in events]
+        data["log"] = [codec.encode_event(e, redact=True) for e in events]
         echo(json.dumps(data, ensure_ascii=False))
         return
     for seq, event in enumerate(events, start=1):
