@@ -211,7 +211,7 @@ class _ModuleBuilder:
             models=models,
             states=states,
             spec=spec,
-            runtime_imports=sorted(self.imports),
+            runtime_imports=_isort_order(sorted(self.imports)),
             exports=_isort_order(["AGENT", *(m.name for m in models), *_PUBLIC_FUNCTIONS]),
             uses_field=self.uses_field,
             uses_config=self.uses_config,
@@ -531,6 +531,10 @@ class _ModuleBuilder:
                     arguments.append(f"outputs=({outputs},)")
                     if step.prompt:
                         arguments.append(f"prompt={py_str(step.prompt.value)}")
+                    checks = [v.function.value for v in step.validators]
+                    checks += ["judge"] if step.judge is not None else []
+                    if checks:
+                        arguments.append(f"checks=({''.join(f'{py_str(c)}, ' for c in checks)})")
                 case n.ToolStep():
                     arguments.append(f"output={py_str(step.outputs[0].text)}")
                     if len(step.outputs) > 1:

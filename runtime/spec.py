@@ -57,6 +57,10 @@ class StateSpec:
     """For a tool marked `requires approval [if GUARD]`: whether its input needs one."""
     prompt: str | None = None
     function: str | None = None
+    checks: tuple[str, ...] = ()
+    """An llm step's checks before dispatch, in the order they run: each `validate`
+    function's `module:function`, then `judge` (runtime/checks.py). Only a step with
+    checks can take an `OutputRejected`."""
 
     @property
     def results(self) -> tuple[str, ...]:
@@ -167,8 +171,8 @@ class AgentSpec:
                 raise IllegalEvent(state, event, "only an untold pause can fail to ask")
             return self._copy(state, status="failed", error=event.error)
         if isinstance(event, OutputRejected):
-            if self.states[state.step].kind != "llm" or state.status != "running":
-                raise IllegalEvent(state, event, f"`{state.step}` is not a running llm step")
+            if not self.states[state.step].checks or state.status != "running":
+                raise IllegalEvent(state, event, f"`{state.step}` has no checks to refuse it")
             # Nothing moves: the model is asked again, one retry fewer (runtime/loop.py).
             return replace(self._copy(state), rejections=state.rejections + 1)
         if isinstance(event, Notified):

@@ -65,3 +65,30 @@ def test_tools_that_route_pass_every_property_and_take_every_rule(tmp_path: Path
     states, edges, outputs = report.coverage.summary().values()
     assert states[0] == states[1] and outputs[0] == outputs[1] and outputs[1] == 5
     assert report.unreachable() == [] and edges[0] == edges[1]
+
+
+def test_checks_before_dispatch_pass_every_property_with_rejections(tmp_path: Path) -> None:
+    # tests/golden/checks: the walks draw rejections (`OutputRejected`) at the steps that
+    # have checks, which move nothing and count; at a step without checks one is illegal.
+    from twelvefold.runtime.types import OutputRejected
+    from twelvefold.testing.strategies import threads
+
+    golden = Path(__file__).parent / "golden" / "checks"
+    subject = load_subject(golden / "input.agent", prompts_dir=golden / "prompts",
+                           cache_dir=tmp_path)  # fmt: skip
+    report = run_suite(subject, examples=60, seed=0)
+    failures = [str(o.failure) for o in report.failed]
+    assert not failures, "\n\n".join(failures)
+    assert report.unreachable() == []
+
+    from hypothesis import HealthCheck, given, settings
+
+    seen: list[int] = []
+
+    @settings(max_examples=40, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(threads(subject))
+    def count(events: tuple[object, ...]) -> None:
+        seen.append(sum(isinstance(e, OutputRejected) for e in events))
+
+    count()
+    assert sum(seen) > 0, "the walks never drew a rejection"

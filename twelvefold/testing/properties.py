@@ -37,6 +37,7 @@ from twelvefold.runtime.types import (
     IllegalEvent,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
     Started,
@@ -96,6 +97,8 @@ def format_event(event: Event) -> str:
             parts.append(_show(value))
         case StepFailed(error=error):
             parts.append(str(error))
+        case OutputRejected(output=value, by=by, reason=reason):
+            parts.append(f"{_show(value)} by={by!r} reason={reason!r}")
         case ToolStarted(key=key):
             parts.append(f"key={key!r}")
         case Notified(channels=channels, failed=failed):
