@@ -42,6 +42,7 @@ from .types import (
 )
 
 __all__ = [
+    "SECRET",
     "Action",
     "AgentSpec",
     "Answer",
@@ -66,7 +67,6 @@ __all__ = [
     "OutputRejected",
     "Rejected",
     "Retried",
-    "SECRET",
     "Started",
     "State",
     "StateSpec",

@@ -393,9 +393,7 @@ class Engine:
                 ).function
             except (tools.ToolImportError, ConfigError) as exc:
                 raise checks.CheckFailed(tools.describe(exc)) from exc
-            refusal = await checks.run_validator(
-                reference, function, output, offload=self.offload
-            )
+            refusal = await checks.run_validator(reference, function, output, offload=self.offload)
             if refusal is not None:
                 return refusal
         if action.judge is None:
