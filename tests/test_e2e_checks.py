@@ -162,3 +162,18 @@ def test_a_rejection_survives_a_restart_and_still_counts(
     assert [type(e).__name__ for e in events_before].count("OutputRejected") == 1
     assert state.step == "gave_up"
     assert "must be positive" in context(openai_server.requests[1])
+
+
+def test_show_prints_the_rejection_and_the_context_can_render_it(
+    rt: Runtime, model: ModelTurns, paid: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from twelvefold.cli import cli
+
+    model.then(refund(-5), refund(30), verdict(True, "fine"))
+    done = rt.launch(REFUNDS, CLAIM)
+    result = CliRunner().invoke(cli, ["show", done.id, "--db", str(tmp_path / "threads.db")])
+    assert result.exit_code == 0, result.output
+    (line,) = [row for row in result.output.splitlines() if "output_rejected" in row]
+    assert "Refund refused by checks:refund_is_sane: a refund must be positive" in line

@@ -463,6 +463,8 @@ def _entry_names(program: Program) -> list[str]:
         if isinstance(step, n.LlmStep):
             names.update(dict.fromkeys(o.text for o in step.outputs))
         names.update(dict.fromkeys(entry_name(k, step.name.text) for k in _ENTRY_KINDS[step.kind]))
+        if isinstance(step, n.LlmStep) and (step.validators or step.judge is not None):
+            names[entry_name("output_rejected", step.name.text)] = None
     return list(names)
 
 

@@ -62,6 +62,7 @@ from twelvefold.runtime.types import (
     IllegalEvent,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
     Started,
@@ -97,6 +98,8 @@ def summarize(event: Event) -> str:
             text = _compact(result)
         case StepFailed(error=error):
             text = str(error)
+        case OutputRejected(output=output, by=by, reason=reason):
+            text = f"{declared_name(type(output))} refused by {by}: {reason}"
         case Notified(channels=channels, failed=failed):
             text = "told " + (", ".join(channels) or "nobody")
             if failed:
