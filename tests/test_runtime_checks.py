@@ -64,3 +64,27 @@ def test_a_verdict_accepts_or_refuses_with_its_reason() -> None:
     assert judged(Verdict(accept=True, reason="fine")) is None
     refusal = judged(Verdict(accept=False, reason="too big"))
     assert refusal is not None and (refusal.by, refusal.reason) == ("judge", "too big")
+
+
+def test_a_snapshot_written_before_rejections_existed_still_decodes() -> None:
+    from twelvefold.runtime.codec import Codec
+    from twelvefold.runtime.types import State
+
+    codec = Codec()
+    state = State(step="decide", value=None, status="running", input="hi", rejections=2)
+    stored = codec.encode_state(state)
+    assert codec.decode_state(stored) == state
+    del stored["rejections"]  # as an older twelvefold wrote it
+    assert codec.decode_state(stored).rejections == 0
+
+
+def test_an_output_rejected_event_round_trips_through_the_codec() -> None:
+    from twelvefold.runtime.codec import Codec
+    from twelvefold.runtime.types import OutputRejected
+
+    codec = Codec()
+    codec.types["Refund"] = Refund
+    event = OutputRejected(step="decide", output=ONE, by="m:f", reason="no")
+    text = codec.dumps_event(event)
+    assert '"kind":"output_rejected"' in text
+    assert codec.loads_event(text) == event
