@@ -16,6 +16,7 @@ import click
 from twelvefold.commands.options import DB
 from twelvefold.commands.output import echo
 from twelvefold.commands.run import make_model, model_options, reported
+from twelvefold.runtime.tracing import configure_from_env
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -95,6 +96,8 @@ def serve(
         sys.exit(1)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     with reported():
+        # Spans go where OTEL_EXPORTER_OTLP_* say (docs/observability.md); flushed at exit.
+        flush_spans = configure_from_env()
         app = _app(places, db, concurrency, insecure_local, grace, sweep_seconds,
                    make_model(cassette, record, model), paths)  # fmt: skip
     import uvicorn
@@ -117,6 +120,8 @@ def serve(
         )
     )
     server.run()
+    if flush_spans is not None:
+        flush_spans()
     if not server.started:  # the port was taken, or the lifespan failed: uvicorn said why
         sys.exit(1)
     # Every thread's lease is let go and its log is on disk (Service.stop). A tool call
