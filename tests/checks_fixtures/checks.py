@@ -22,3 +22,9 @@ def pay(refund: Any) -> dict[str, str]:
         with open(paid, "a", encoding="utf-8") as out:
             out.write(f"{refund.amount}\n")
     return {"id": f"r-{refund.amount}"}
+
+
+def charge(claim: Any) -> dict[str, str]:
+    """Charge with the claim's key (the tool gets the real value) and return a token."""
+    assert claim.api_key.startswith("sk-"), "the tool is given the secret itself"
+    return {"id": f"c-{claim.order}", "token": f"tok-for-{claim.api_key}"}
