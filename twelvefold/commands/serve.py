@@ -69,6 +69,12 @@ def is_loopback(host: str) -> bool:
     type=click.FloatRange(0.05, 3600),
     help="How often the timer expires timed-out waits and retries failed notices.",
 )
+@click.option(
+    "--public-url",
+    metavar="URL",
+    help="Where people reach this server (https://…): notices link to the inbox there "
+    "(sets TWELVEFOLD_PUBLIC_URL; else [tool.twelvefold.server] public_url).",
+)
 @model_options
 def serve(
     places: tuple[str, ...],
@@ -79,6 +85,7 @@ def serve(
     insecure_local: bool,
     grace: float,
     sweep_seconds: float,
+    public_url: str | None,
     model: str | None,
     cassette: Path | None,
     record: Path | None,
@@ -94,6 +101,8 @@ def serve(
             err=True,
         )
         sys.exit(1)
+    if public_url is not None:
+        os.environ["TWELVEFOLD_PUBLIC_URL"] = public_url  # read with the configuration
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     with reported():
         # Spans go where OTEL_EXPORTER_OTLP_* say (docs/observability.md); flushed at exit.
@@ -171,7 +180,11 @@ def _app(
     service = Service(runtime, agents, concurrency=concurrency, sweep_seconds=sweep_seconds)
     names = ", ".join(sorted(agents))
     echo(f"serving {names} from {db}", err=True)
-    return create_app(service, tokens=tokens, manage=True, grace=grace)
+    try:  # the Slack app, replies and schedules check their configuration here
+        return create_app(service, tokens=tokens, manage=True, grace=grace)
+    except ServeError as exc:
+        echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @click.group()
