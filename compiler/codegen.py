@@ -106,6 +106,7 @@ class ModuleView:
     runtime_imports: list[str]
     exports: list[str]
     uses_field: bool = False
+    uses_annotated: bool = False
     uses_config: bool = False
     uses_literal: bool = False
 
@@ -194,6 +195,7 @@ class _ModuleBuilder:
         self.uses_field = False
         self.uses_literal = False
         self.uses_config = False
+        self.uses_annotated = False
 
     def build(self) -> ModuleView:
         models = [self._model(self.types[name]) for name in self._types_in_dependency_order()]
@@ -209,11 +211,12 @@ class _ModuleBuilder:
             models=models,
             states=states,
             spec=spec,
-            runtime_imports=sorted(self.imports),
+            runtime_imports=_isort_order(sorted(self.imports)),
             exports=_isort_order(["AGENT", *(m.name for m in models), *_PUBLIC_FUNCTIONS]),
             uses_field=self.uses_field,
             uses_config=self.uses_config,
             uses_literal=self.uses_literal,
+            uses_annotated=self.uses_annotated,
         )
 
     # -- types ---------------------------------------------------------------
@@ -274,7 +277,12 @@ class _ModuleBuilder:
             elif arguments:
                 self.uses_field = True
                 default = f"Field({', '.join(arguments)})"
-            fields.append(FieldView(attribute, self._annotation(f.type), default))
+            annotation = self._annotation(f.type)
+            if f.secret:  # never shown (runtime/redact.py); validated like any other field
+                self.uses_annotated = True
+                self.imports.add("SECRET")
+                annotation = f"Annotated[{annotation}, SECRET]"
+            fields.append(FieldView(attribute, annotation, default))
         self.uses_config = True
         name = self.names.classes[decl.name.text]
         # Unknown keys are errors at every level (LANGUAGE.md), not only at the top.
@@ -355,6 +363,13 @@ class _ModuleBuilder:
                     arguments.append(f"retries={int(step.retries.value)}")
                 if step.temperature is not None:
                     arguments.append(f"temperature={float(step.temperature.value)!r}")
+                if step.validators:
+                    checks = ", ".join(py_str(v.function.value) for v in step.validators)
+                    arguments.append(f"validators=({checks},)")
+                if step.judge is not None:
+                    arguments.append(f"judge={py_str(step.judge.prompt.value)}")
+                if step.validators or step.judge is not None:
+                    arguments.append("rejections=state.rejections")
                 return f"CallModel({', '.join(arguments)})"
             case n.ToolStep():
                 self.imports.add("CallTool")
@@ -549,6 +564,10 @@ class _ModuleBuilder:
                     arguments.append(f"outputs=({outputs},)")
                     if step.prompt:
                         arguments.append(f"prompt={py_str(step.prompt.value)}")
+                    checks = [v.function.value for v in step.validators]
+                    checks += ["judge"] if step.judge is not None else []
+                    if checks:
+                        arguments.append(f"checks=({''.join(f'{py_str(c)}, ' for c in checks)})")
                 case n.ToolStep():
                     arguments.append(f"output={py_str(step.outputs[0].text)}")
                     if len(step.outputs) > 1:

@@ -120,6 +120,8 @@ class FieldDecl:
     type: TypeExpr
     description: str | None = None
     span: Span = _span()
+    secret: bool = False
+    """`api_key: string secret`: never shown (runtime/redact.py), kept in the log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,23 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Validate:
+    """`validate "module:function"`: the user's check of an llm step's output."""
+
+    function: Text
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Judge:
+    """`judge "prompt.j2"`: a second model call (the step's model) whose `Verdict`
+    accepts or rejects an llm step's output."""
+
+    prompt: Text
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
 class RequiresApproval:
     guard: Expr | None
     span: Span = _span()
@@ -293,6 +312,9 @@ class LlmStep:
     on_error: Goto | None
     span: Span = _span()
     kind: TypingLiteral["llm"] = field(default="llm", init=False)
+    validators: tuple[Validate, ...] = ()
+    """Checks before dispatch, in the order written."""
+    judge: Judge | None = None
 
     @property
     def input(self) -> None:

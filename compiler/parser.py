@@ -279,10 +279,17 @@ class _Builder(Transformer[Token, Any]):
 
     @_meta_args
     def field(self, meta: Meta, children: list[Any]) -> n.FieldDecl:
-        name, type_, description = children
+        name, type_, secret, description = children
         return n.FieldDecl(
-            name, type_, description.value if description else None, _meta_span(meta)
+            name,
+            type_,
+            description.value if description else None,
+            _meta_span(meta),
+            secret=secret is not None,
         )
+
+    def SECRET(self, token: Token) -> bool:
+        return True
 
     @_meta_args
     def type_decl(self, meta: Meta, children: list[Any]) -> n.TypeDecl:
@@ -377,6 +384,8 @@ class _Builder(Transformer[Token, Any]):
     temperature = _setting("temperature", lambda c, s: c[0])
     on_output = _setting("rule", lambda c, s: n.OutputRule(c[0], c[1], c[3], s))
     on_error = _setting("on_error", lambda c, s: n.Goto(c[1], s))
+    validate = _setting("validate", lambda c, s: n.Validate(c[0], s))
+    judge = _setting("judge", lambda c, s: n.Judge(c[0], s))
     next = _setting("next", lambda c, s: n.Goto(c[0], s))
     retry = _setting("retry", lambda c, s: n.Retry(c[0], c[1], s))
     timeout = _setting("timeout", lambda c, s: c[0])
@@ -454,7 +463,7 @@ class _Builder(Transformer[Token, Any]):
         name, _arrow, *rest = children
         outputs = tuple(c for c in rest if isinstance(c, n.Name))
         settings = [c for c in rest if isinstance(c, tuple)]
-        s = self._collect(settings, f"llm `{name.text}`", frozenset({"rule"}))
+        s = self._collect(settings, f"llm `{name.text}`", frozenset({"rule", "validate"}))
         return n.LlmStep(
             name=name,
             outputs=outputs,
@@ -465,6 +474,8 @@ class _Builder(Transformer[Token, Any]):
             rules=tuple(s.get("rule", [])),
             on_error=s.get("on_error"),
             span=_meta_span(meta),
+            validators=tuple(s.get("validate", [])),
+            judge=s.get("judge"),
         )
 
     @_meta_args

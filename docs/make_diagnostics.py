@@ -44,6 +44,7 @@ class Entry:
 FAMILIES = {
     "E0": "Syntax",
     "E1": "Names and settings",
+    "W1": "Names and settings",
     "E2": "Routing and guards",
     "W2": "Routing and guards",
     "E3": "Reachability",
@@ -213,8 +214,9 @@ ENTRIES: dict[str, Entry] = {
         "Use `map[string, T]`, or a list of records.",
     ),
     "E118": Entry(
-        "a standard-library module as a tool",
-        "A tool is your own function. One that names a standard-library module "
+        "a standard-library module as a tool or a validator",
+        "A tool (or a `validate` check) is your own function. One that names a "
+        "standard-library module "
         '(`"sys:exit"`, `"os:abort"`, `"code:interact"`) could end or take over the process, '
         "so the runtime refuses it and the check reports it, by the module's name alone "
         "(the compiler never imports a tool).",
@@ -281,6 +283,14 @@ ENTRIES: dict[str, Entry] = {
         "a condition that is not a bool",
         "A bare operand as a condition (`if urgent`) must be a `bool` field or literal.",
         'Compare the value instead, e.g. `if note != null` or `if name == "x"`.',
+    ),
+    "W119": Entry(
+        "checks before dispatch without retries",
+        "An llm step names `validate` functions or a `judge` but has no `retries`: the first "
+        "refusal fails the step (and its `on error` decides), so the model never sees the "
+        "reason and never gets to fix its output.",
+        "Add `retries N` to the step: each refusal goes back to the model with its reason and "
+        "uses one retry. Keep it at zero only if failing at once is what you want.",
     ),
     "W209": Entry(
         "a rule that never fires",

@@ -8,6 +8,7 @@ if __name__ != "twelvefold.runtime":  # pragma: no cover - what the guard refuse
     # and must never be importable under a second name (two copies of every class).
     raise ImportError(f"import twelvefold.runtime, not {__name__}")
 
+from .redact import SECRET
 from .spec import AgentSpec, ContextSpec, EdgeSpec, StateSpec
 from .types import (
     Action,
@@ -29,6 +30,7 @@ from .types import (
     IllegalEvent,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
     Signalled,
@@ -40,9 +42,11 @@ from .types import (
     ToolResult,
     ToolStarted,
     Usage,
+    Verdict,
 )
 
 __all__ = [
+    "SECRET",
     "Action",
     "AgentSpec",
     "Answer",
@@ -65,6 +69,7 @@ __all__ = [
     "IllegalEvent",
     "ModelOutput",
     "Notified",
+    "OutputRejected",
     "Rejected",
     "Retried",
     "Signalled",
@@ -77,4 +82,5 @@ __all__ = [
     "ToolResult",
     "ToolStarted",
     "Usage",
+    "Verdict",
 ]

@@ -55,6 +55,7 @@ from .loop import (
 )
 from .model import Model
 from .names import declared_name
+from .redact import shown_value
 from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo
 from .store import now_iso as _now
 from .types import (
@@ -290,10 +291,9 @@ def store_folder(store: EventStore) -> Path | None:
 
 
 def plain(value: Any) -> Any:
-    """A value as plain JSON (a model's fields, not its type tag)."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", by_alias=True)
-    return value
+    """A value as plain JSON for showing (a model's fields, not its type tag), its secret
+    fields redacted (runtime/redact.py)."""
+    return shown_value(value)
 
 
 class AsyncRuntime:

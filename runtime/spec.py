@@ -21,6 +21,7 @@ from .types import (
     Forked,
     IllegalEvent,
     Notified,
+    OutputRejected,
     Retried,
     Started,
     State,
@@ -61,6 +62,10 @@ class StateSpec:
     function: str | None = None
     seconds: float | None = None
     """A sleep's duration; a wait's timeout (None: it waits until the event comes)."""
+    checks: tuple[str, ...] = ()
+    """An llm step's checks before dispatch, in the order they run: each `validate`
+    function's `module:function`, then `judge` (runtime/checks.py). Only a step with
+    checks can take an `OutputRejected`."""
 
     @property
     def results(self) -> tuple[str, ...]:
@@ -156,7 +161,8 @@ class AgentSpec:
                     f"the failed call's outcome is unknown; retry it with key {state.retry_key}",
                 )
             resumed = self._copy(state, status=self._status_at(state.step), error=None)
-            resumed = replace(resumed, retry_key=event.key)  # the key its next call reuses
+            # The key its next call reuses; a retried llm step gets its `retries` back.
+            resumed = replace(resumed, retry_key=event.key, rejections=0)
             if resumed.status == "waiting":
                 resumed = self._reopen(resumed)  # a new wait: a new request, a new notice
             if state.error is not None and state.error.type == BUDGET_EXHAUSTED.type:
@@ -169,6 +175,11 @@ class AgentSpec:
             if state.status != "waiting" or state.notified:
                 raise IllegalEvent(state, event, "only an untold pause can fail to ask")
             return self._copy(state, status="failed", error=event.error)
+        if isinstance(event, OutputRejected):
+            if not self.states[state.step].checks or state.status != "running":
+                raise IllegalEvent(state, event, f"`{state.step}` has no checks to refuse it")
+            # Nothing moves: the model is asked again, one retry fewer (runtime/loop.py).
+            return replace(self._copy(state), rejections=state.rejections + 1)
         if isinstance(event, Notified):
             if state.status != "waiting" or state.notified:
                 raise IllegalEvent(state, event, "nobody is waiting to be told")
@@ -302,6 +313,7 @@ class AgentSpec:
             request=state.request,
             notices=notices if notices is not None else state.notices,
             retry_key=state.retry_key,
+            rejections=state.rejections,
         )
 
 

@@ -95,6 +95,27 @@ class StepFailed(Event):
     when the step is known to have failed without running its side effect to the end."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputRejected(Event):
+    """A check before dispatch (`validate`, `judge`) refused an llm step's output: nothing
+    was dispatched; the model is asked again with the rejection in its context, and each
+    rejection counts against the step's `retries` (`State.rejections`)."""
+
+    output: BaseModel
+    """The output that was refused (kept for the record; never dispatched)."""
+    by: str
+    """Who refused it: the validator's `module:function`, or `judge`."""
+    reason: str
+    """Why, in the validator's or the judge's words (the model reads it)."""
+
+
+class Verdict(BaseModel):
+    """What a `judge` answers about an llm step's output (runtime/checks.py)."""
+
+    accept: bool
+    reason: str
+
+
 LOG_CHANNEL = "log"
 """The stderr channel's name (runtime/notify.py's `LogNotifier`): see `Notified.delivered`."""
 
@@ -209,6 +230,7 @@ EVENT_KINDS: dict[str, type[Event]] = {
     "tool_started": ToolStarted,
     "tool_result": ToolResult,
     "step_failed": StepFailed,
+    "output_rejected": OutputRejected,
     "notified": Notified,
     "approved": Approved,
     "rejected": Rejected,
@@ -254,6 +276,8 @@ class State:
     """Failed attempts to deliver a notice about the pending request."""
     retry_key: str | None = None
     """The idempotency key the next call at this tool step reuses (`Retried.key`)."""
+    rejections: int = 0
+    """Outputs the checks before dispatch refused at this visit of an llm step."""
 
 
 # ---- actions -------------------------------------------------------------------
@@ -272,6 +296,13 @@ class CallModel(Action):
     model: str | None = None
     retries: int = 0
     temperature: float | None = None
+    validators: tuple[str, ...] = ()
+    """`validate "module:function"` checks, run in order on the output before dispatch."""
+    judge: str | None = None
+    """`judge "prompt.j2"`: a prompt whose model call answers a `Verdict` on the output."""
+    rejections: int = 0
+    """Outputs already refused at this visit (`State.rejections`): they count against
+    `retries`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

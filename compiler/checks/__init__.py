@@ -55,6 +55,7 @@ CHECKS: list[Check] = [
     names.timers_take_time,
     names.function_paths,
     names.stdlib_tools,
+    names.checks_have_retries,
     names.number_settings,
     names.context_settings,
     names.required_settings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cache
 
 from twelvefold.runtime.config import stdlib_module
@@ -12,7 +13,7 @@ from twelvefold.runtime.types import EVENT_KINDS
 
 from .. import nodes as n
 from .. import types as t
-from ..diagnostics import Diagnostic, did_you_mean, error
+from ..diagnostics import Diagnostic, Span, did_you_mean, error, warning
 from ..parser import keywords_beside_names, parse
 from ..program import Program
 from .common import declared_input, gotos, start_state, type_table, with_note
@@ -310,44 +311,93 @@ def timers_take_time(program: Program, _: object) -> Iterator[Diagnostic]:
             )
 
 
-def function_paths(program: Program, _: object) -> Iterator[Diagnostic]:
-    """`"package.module:function"`: a dotted module path, a colon, a function name."""
+@dataclass(frozen=True, slots=True)
+class FunctionReference:
+    """A `module:function` the runtime imports: a tool's function or a step's validator."""
+
+    what: str
+    """How a message names its owner: "tool `lookup`", "validator of llm `decide`"."""
+    path: n.Text
+    example: str
+    """A path of the user's own that would do, for help lines."""
+
+
+def function_references(program: Program) -> Iterator[FunctionReference]:
+    """Every `module:function` in the file: tools' functions, then `validate` checks."""
     for step in program.source.steps:
-        if isinstance(step, n.ToolStep) and not FUNCTION_PATH.fullmatch(step.function.value):
+        if isinstance(step, n.ToolStep):
+            example = f"tools.{program.name}:{step.name.text}"
+            yield FunctionReference(f"tool `{step.name.text}`", step.function, example)
+        elif isinstance(step, n.LlmStep):
+            for check in step.validators:
+                example = f"checks.{program.name}:{step.name.text}_is_sane"
+                what = f"validator of llm `{step.name.text}`"
+                yield FunctionReference(what, check.function, example)
+
+
+def function_paths(program: Program, _: object) -> Iterator[Diagnostic]:
+    """`"package.module:function"`: a dotted module path, a colon, a function name (a
+    tool's function and a `validate` check alike)."""
+    for reference in function_references(program):
+        if not FUNCTION_PATH.fullmatch(reference.path.value):
             yield error(
                 "E108",
-                f'"{step.function.value}" is not a `module:function` path',
+                f'"{reference.path.value}" is not a `module:function` path',
                 program.source.path,
-                step.function.span,
+                reference.path.span,
                 label='expected "package.module:function"',
-                help=f'write the module and the function name, e.g. "tools.{program.name}:'
-                f'{step.name.text}"',
+                help=f'write the module and the function name, e.g. "{reference.example}"',
             )
 
 
 def stdlib_tools(program: Program, _: object) -> Iterator[Diagnostic]:
-    """A tool is the user's own function, never a standard-library one such as `"sys:exit"`,
-    `"os:abort"` or `"code:interact"` (issue 9 §2), unless the project's configuration
-    allows that module by name (`[tool.twelvefold.tools] allow_stdlib`). Decided by the
-    module's name alone, as the runtime decides it: `check` never imports a tool."""
-    for step in program.source.steps:
-        if not isinstance(step, n.ToolStep) or not FUNCTION_PATH.fullmatch(step.function.value):
+    """A tool (or a validator) is the user's own function, never a standard-library one
+    such as `"sys:exit"`, `"os:abort"` or `"code:interact"` (issue 9 §2), unless the
+    project's configuration allows that module by name (`[tool.twelvefold.tools]
+    allow_stdlib`). Decided by the module's name alone, as the runtime decides it: `check`
+    never imports a tool."""
+    for reference in function_references(program):
+        if not FUNCTION_PATH.fullmatch(reference.path.value):
             continue
-        module = stdlib_module(step.function.value)
+        module = stdlib_module(reference.path.value)
         if module is None:
             continue
         if module in program.allow_stdlib:
             continue
         yield error(
             "E118",
-            f"tool `{step.name.text}` names the standard-library module `{module}`",
+            f"{reference.what} names the standard-library module `{module}`",
             program.source.path,
-            step.function.span,
+            reference.path.span,
             label="not your own function",
-            help=f'point it at a function of your own, e.g. "tools.{program.name}:'
-            f'{step.name.text}", or allow the module in twelvefold.toml: '
-            f'`[tools] allow_stdlib = ["{module}"]`',
+            help=f'point it at a function of your own, e.g. "{reference.example}", or allow '
+            f'the module in twelvefold.toml: `[tools] allow_stdlib = ["{module}"]`',
         )
+
+
+def checks_have_retries(program: Program, _: object) -> Iterator[Diagnostic]:
+    """An llm step with checks before dispatch (`validate`, `judge`) and no `retries`:
+    the first refusal fails the step, the model never sees why. A warning: failing at
+    once (and letting `on error` decide) may be meant."""
+    for step in program.source.steps:
+        if not isinstance(step, n.LlmStep) or not (step.validators or step.judge):
+            continue
+        if step.retries is not None and step.retries.value != 0:
+            continue
+        first = step.validators[0].span if step.validators else _judge_span(step)
+        yield warning(
+            "W119",
+            f"llm `{step.name.text}` checks its output but has no retries",
+            program.source.path,
+            first,
+            label="a refusal fails the step at once",
+            help="add `retries 2` to its block, so a refused output goes back to the model "
+            "with the reason (each refusal uses one retry)",
+        )
+
+
+def _judge_span(step: n.LlmStep) -> Span:
+    return step.judge.span if step.judge is not None else step.span
 
 
 # ---- settings ------------------------------------------------------------------
@@ -459,6 +509,8 @@ def _entry_names(program: Program) -> list[str]:
         if isinstance(step, n.LlmStep):
             names.update(dict.fromkeys(o.text for o in step.outputs))
         names.update(dict.fromkeys(entry_name(k, step.name.text) for k in _ENTRY_KINDS[step.kind]))
+        if isinstance(step, n.LlmStep) and (step.validators or step.judge is not None):
+            names[entry_name("output_rejected", step.name.text)] = None
     return list(names)
 
 

@@ -63,6 +63,7 @@ from twelvefold.runtime.types import (
     IllegalEvent,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
     Signalled,
@@ -100,6 +101,8 @@ def summarize(event: Event) -> str:
             text = _compact(result)
         case StepFailed(error=error):
             text = str(error)
+        case OutputRejected(output=output, by=by, reason=reason):
+            text = f"{declared_name(type(output))} refused by {by}: {reason}"
         case Notified(channels=channels, failed=failed):
             text = "told " + (", ".join(channels) or "nobody")
             if failed:
@@ -757,7 +760,7 @@ def show(thread: str, agent: str | None, db: Path, as_json: bool) -> None:
         codec = loaded.codec
     if as_json:
         data = view.to_json()
-        data["log"] = [codec.encode_event(e) for e in events]
+        data["log"] = [codec.encode_event(e, redact=True) for e in events]
         echo(json.dumps(data, ensure_ascii=False))
         return
     for seq, event in enumerate(events, start=1):

@@ -239,7 +239,8 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         agent = service.agents[(await service.view(who, thread_id)).agent]
         found = await service.events(who, thread_id, after=after)
         return [
-            EventOut.model_validate({"seq": seq, **agent.codec.encode_event(event)})
+            # Shown, not stored: secret fields read as "[secret]" (runtime/redact.py).
+            EventOut.model_validate({"seq": seq, **agent.codec.encode_event(event, redact=True)})
             for seq, event in enumerate(found, start=after + 1)
         ]
 
@@ -268,7 +269,7 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
 
         async def sent() -> AsyncIterator[str]:
             async for seq, event in service.follow(who, thread_id, after=after):
-                encoded = agent.codec.encode_event(event)
+                encoded = agent.codec.encode_event(event, redact=True)  # secrets hidden
                 data = json.dumps({"seq": seq, **encoded})
                 yield f"id: {seq}\nevent: {encoded['kind']}\ndata: {data}\n\n"
             final = await service.view(who, thread_id)

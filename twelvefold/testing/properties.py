@@ -38,6 +38,7 @@ from twelvefold.runtime.types import (
     IllegalEvent,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
     Signalled,
@@ -100,6 +101,8 @@ def format_event(event: Event) -> str:
             parts.append(_show(value))
         case StepFailed(error=error):
             parts.append(str(error))
+        case OutputRejected(output=value, by=by, reason=reason):
+            parts.append(f"{_show(value)} by={by!r} reason={reason!r}")
         case ToolStarted(key=key):
             parts.append(f"key={key!r}")
         case Notified(channels=channels, failed=failed):

@@ -35,6 +35,7 @@ from twelvefold.runtime.types import (
     Event,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
     Signalled,
@@ -166,6 +167,18 @@ def routed_values(subject: Subject, type_name: str) -> st.SearchStrategy[BaseMod
     return models(cls) | st.sampled_from(chosen) if chosen else models(cls)
 
 
+def output_rejected(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
+    """A check before dispatch refusing an output of `type_name` (one of its checks)."""
+    checks = subject.spec.states[step].checks
+    return _event(
+        OutputRejected,
+        step,
+        output=routed_values(subject, type_name),
+        by=st.sampled_from(checks) if checks else st.just("judge"),
+        reason=_text,
+    )
+
+
 def step_failed(step: str) -> st.SearchStrategy[Event]:
     return _event(StepFailed, step, error=_errors)
 
@@ -241,6 +254,8 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
         for name in spec_state.outputs:
             out = model_output(subject, step, name)
             moves.append(Move(f"output {name}", out, "output", name))
+            if spec_state.checks:  # refused before dispatch: the model is asked again
+                moves.append(Move(f"rejected {name}", output_rejected(subject, step, name)))
         moves.append(Move("failure", step_failed(step), "error"))
     elif kind == "tool":
         if no_tool_key:
@@ -315,9 +330,7 @@ def _illegal_events(
 ) -> st.SearchStrategy[Event]:
     kind = subject.kind_of(step)
     elsewhere = next((s for s in subject.spec.states if s != step), "nowhere")
-    any_type = st.sampled_from(sorted(subject.spec.types)).flatmap(
-        lambda name: models(type_named(subject, name))
-    )
+    any_type = any_model(subject)
     timed = _has_timers(subject)
     every_kind: list[Callable[[str], st.SearchStrategy[Event]]] = [
         lambda s: _event(ModelOutput, s, output=any_type),
@@ -355,12 +368,23 @@ def _illegal_events(
     return st.sampled_from(candidates).flatmap(lambda strategy: strategy)
 
 
+def any_model(subject: Subject) -> st.SearchStrategy[BaseModel]:
+    """A value of any type the agent declares."""
+    return st.sampled_from(sorted(subject.spec.types)).flatmap(
+        lambda name: models(type_named(subject, name))
+    )
+
+
 def _wrong_kinds(
     subject: Subject, step: str, kind: str, can_fail: bool
 ) -> list[st.SearchStrategy[Event]]:
     spec_state = subject.spec.states[step]
     declared = sorted(subject.spec.types)
     wrong: list[st.SearchStrategy[Event]] = []
+    if not spec_state.checks and declared:
+        # Only a step with checks before dispatch can refuse an output.
+        refused = _event(OutputRejected, step, output=any_model(subject), by=_names, reason=_text)
+        wrong.append(refused)
     if kind != "llm":
         wrong.append(model_output(subject, step, declared[0]) if declared else st.nothing())
     else:
@@ -485,6 +509,8 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
             return kind == "llm" and any(
                 type(output) is type_named(subject, name) for name in spec_state.outputs
             )
+        case OutputRejected():
+            return bool(spec_state.checks) and state.status == "running"
         case ToolStarted():
             return kind == "tool" and state.tool_key is None
         case ToolResult(result=result):
@@ -525,7 +551,7 @@ def simpler_events(subject: Subject, event: Event) -> Sequence[Event]:
             return [replace(plain, input=v) for v in values[:16]] + [plain]
         case Started():
             return [replace(plain, input=""), plain]
-        case ModelOutput(output=value):
+        case ModelOutput(output=value) | OutputRejected(output=value):
             values = model_representatives(type(value), Constants.of(subject.spec.edges))
             return [replace(plain, output=v) for v in values[:16]] + [plain]
         case ToolResult(result=value):
