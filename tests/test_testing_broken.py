@@ -11,6 +11,7 @@ from tests.broken_reducers import BUGS, EXAMPLES, PROMPTS, StalePatch, broken_mo
 from tests.support.generated import import_generated
 from twelvefold.runtime.types import (
     Approved,
+    Event,
     ModelOutput,
     Notified,
     StepFailed,
@@ -18,7 +19,7 @@ from twelvefold.runtime.types import (
 )
 from twelvefold.testing.coverage import ACTION_EVENTS, explore
 from twelvefold.testing.oracle import source_paths
-from twelvefold.testing.properties import PROPERTIES, PropertyFailed
+from twelvefold.testing.properties import PROPERTIES, Property, PropertyFailed
 from twelvefold.testing.runner import aimed_cases, check_case, run_property
 from twelvefold.testing.subject import Subject, checked_program
 
@@ -38,12 +39,18 @@ def _subject(module: object, agent: str, reference: object = None) -> Subject:
     )
 
 
-def _caught(name: str, tmp_path: Path) -> PropertyFailed:
+def _broken(name: str, tmp_path: Path) -> tuple[Subject, list[tuple[Event, ...]], Property]:
+    """The broken module, the paths aimed along, and the property meant to catch it."""
     bug = BUGS[name]
     reference = import_generated(EXAMPLES / f"{bug.agent}.agent", tmp_path / "source")
     subject = _subject(broken_module(name, tmp_path), bug.agent, reference)
     paths = [*explore(subject).paths.values(), *source_paths(subject)]
-    prop = BY_NAME[bug.caught_by]
+    return subject, paths, BY_NAME[bug.caught_by]
+
+
+def _caught(name: str, tmp_path: Path) -> PropertyFailed:
+    subject, paths, prop = _broken(name, tmp_path)
+    bug = BUGS[name]
     outcome = run_property(subject, prop, examples=EXAMPLES_PER_RUN, seed=0, paths=paths)
     assert outcome.failure is not None, f"{name} was not caught by {bug.caught_by}"
     return outcome.failure
@@ -227,11 +234,7 @@ def test_the_aimed_events_alone_catch_each_illegal_event_bug(name: str, tmp_path
     # mixes in constants from every module imported so far), so a bug that only random
     # threads find is caught or missed depending on which tests ran first. The aimed
     # events must catch these whatever ran before.
-    bug = BUGS[name]
-    reference = import_generated(EXAMPLES / f"{bug.agent}.agent", tmp_path / "source")
-    subject = _subject(broken_module(name, tmp_path), bug.agent, reference)
-    paths = [*explore(subject).paths.values(), *source_paths(subject)]
-    prop = BY_NAME[bug.caught_by]
+    subject, paths, prop = _broken(name, tmp_path)
     caught = []
     for case in aimed_cases(subject, paths):
         try:
