@@ -27,6 +27,7 @@ from twelvefold.runtime.types import (
     Approved,
     AwaitAnswer,
     AwaitApproval,
+    AwaitSignal,
     CallModel,
     CallTool,
     ErrorInfo,
@@ -37,11 +38,15 @@ from twelvefold.runtime.types import (
     IllegalEvent,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
+    Signalled,
+    Sleep,
     Started,
     State,
     StepFailed,
+    TimerFired,
     ToolResult,
     ToolStarted,
 )
@@ -96,6 +101,8 @@ def format_event(event: Event) -> str:
             parts.append(_show(value))
         case StepFailed(error=error):
             parts.append(str(error))
+        case OutputRejected(output=value, by=by, reason=reason):
+            parts.append(f"{_show(value)} by={by!r} reason={reason!r}")
         case ToolStarted(key=key):
             parts.append(f"key={key!r}")
         case Notified(channels=channels, failed=failed):
@@ -465,6 +472,8 @@ _ACTION_OF_KIND: dict[str, type[Action]] = {
     "tool": CallTool,
     "approval": AwaitApproval,
     "human": AwaitAnswer,
+    "wait": AwaitSignal,
+    "sleep": Sleep,
     "final": Finish,
 }
 
@@ -509,7 +518,8 @@ def _action_problem(subject: Subject, state: State, action: Action) -> str | Non
     elif isinstance(action, AwaitApproval | AwaitAnswer) and action.notified != state.notified:
         return "does not say whether people were told"
     pending = getattr(action, "request", None)
-    if isinstance(action, AwaitApproval | AwaitAnswer) and pending != state.request:
+    waits = AwaitApproval | AwaitAnswer | AwaitSignal | Sleep
+    if isinstance(action, waits) and pending != state.request:
         return f"names the request {pending!r}, the thread waits on {state.request!r}"
     return None
 
@@ -593,14 +603,15 @@ def _carried(kind: str, before: State, event: Event) -> Any:
             return result
         case Answered(answer=answer) if kind == "next":
             return answer
+        case Signalled(value=value) if kind == "next":
+            return value
     return before.value  # approvals, rejections, failures and escalations pass it on
 
 
 def _status_at(subject: Subject, step: str) -> str:
     kind = subject.kind_of(step)
-    return {"final": "finished", "approval": "waiting", "human": "waiting"}.get(
-        kind or "", "running"
-    )
+    waiting = dict.fromkeys(("approval", "human", "wait", "sleep"), "waiting")
+    return {"final": "finished", **waiting}.get(kind or "", "running")
 
 
 def final_is_absorbing(subject: Subject, case: Case) -> None:
@@ -638,14 +649,15 @@ def final_is_absorbing(subject: Subject, case: Case) -> None:
 def probes(subject: Subject, step: str, request: str | None = None) -> list[Event]:
     """One event of every kind, addressed to `step`; decisions name `request` (the pending
     one, so that only the kind of event can make them illegal) and, when it is given,
-    name no request too."""
-    any_output: BaseModel = Answer(text="x")
+    name no request too. Model outputs and tool results come once per type (and as an
+    `Answer`): a step that declares some types must refuse the others, and that is checked
+    here on every path, not left to what random threads happen to draw."""
+    payloads: list[BaseModel] = [Answer(text="x")]
     for cls in subject.spec.types.values():
         try:
-            any_output = cls.model_construct()
+            payloads.append(cls.model_construct())
         except Exception:  # pragma: no cover - model_construct does not validate
             continue
-        break
     # A request nobody opened (ids count from seq 1): a stale or forged decision.
     named = [request, None, f"{step}-0"] if request is not None else [None, f"{step}-0"]
     decisions: list[Event] = []
@@ -654,16 +666,14 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
             Approved(step=step, request=name),
             Rejected(step=step, request=name),
             Answered(step=step, answer=Answer(text="late"), request=name),
+            TimerFired(step=step, request=name),
+            Signalled(step=step, type="Answer", value=Answer(text="x"), request=name),
         ]
-    declared = subject.spec.states.get(step)
-    output = declared.output if declared is not None and declared.kind == "tool" else None
-    # The tool's own result type: refused only because no call was started.
-    own_result = subject.spec.types[output].model_construct() if output else any_output
     return [
-        ModelOutput(step=step, output=any_output),
+        *(ModelOutput(step=step, output=payload) for payload in payloads),
         ToolStarted(step=step, key="k"),
-        ToolResult(step=step, result=any_output),
-        ToolResult(step=step, result=own_result),
+        # The tool's own result type among them: refused when no call was started.
+        *(ToolResult(step=step, result=payload) for payload in payloads),
         StepFailed(step=step, error=ErrorInfo("RuntimeError", "late")),
         Notified(step=step),
         *decisions,

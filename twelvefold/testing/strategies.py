@@ -35,17 +35,23 @@ from twelvefold.runtime.types import (
     Event,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
+    Signalled,
     Started,
     State,
     StepFailed,
+    TimerFired,
     ToolResult,
     ToolStarted,
     Usage,
 )
 
 from .subject import Subject
+
+if typing.TYPE_CHECKING:
+    from .coverage import Constants
 
 MAX_DEPTH = 3
 """How deep nested (possibly recursive) types are built before lists empty and optionals
@@ -57,40 +63,49 @@ _text = st.text(max_size=12)
 _names = st.none() | st.sampled_from(["ana", "bo", "release-managers"]) | _text
 
 
-def values_of(annotation: Any, depth: int = 0) -> st.SearchStrategy[Any]:
+def values_of(
+    annotation: Any, depth: int = 0, near: Constants | None = None
+) -> st.SearchStrategy[Any]:
     """Values of a pydantic field annotation as the generated modules write them:
-    str/int/float/bool, Literal, `T | None`, list, dict[str, T], nested models."""
+    str/int/float/bool, Literal, `T | None`, list, dict[str, T], nested models.
+
+    With `near` (the constants an agent's guards compare with), every string, integer and
+    float field, however deep, draws one of those constants (or a number either side of
+    one) half of the time: random text is all but never "eu-west", and a guard
+    `region == "eu-west"` must be taken whichever field it reads."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is str:
-        return _text
+        return _near(_text, near.strings if near else ())
     if annotation is bool:
         return st.booleans()
     if annotation is int:
-        return st.integers(min_value=-(2**53), max_value=2**53)
+        whole = sorted({int(c) + d for c in near.numbers for d in (-1, 0, 1)} if near else ())
+        return _near(st.integers(min_value=-(2**53), max_value=2**53), whole)
     if annotation is float:
         # JSON (and every model API) has no NaN or infinity.
-        return st.floats(allow_nan=False, allow_infinity=False)
+        close = sorted({c + d for c in near.numbers for d in (-0.5, 0.0, 0.5)} if near else ())
+        return _near(st.floats(allow_nan=False, allow_infinity=False), close)
     if annotation is type(None):
         return st.none()
     if origin is Literal:
         return st.sampled_from(args)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
-        inner = st.one_of([values_of(a, depth) for a in options])
+        inner = st.one_of([values_of(a, depth, near) for a in options])
         if len(options) < len(args):
             return st.none() if depth >= MAX_DEPTH else st.none() | inner
         return inner
     if origin is list:
         if depth >= MAX_DEPTH:
             return st.just([])
-        return st.lists(values_of(args[0], depth + 1), max_size=3)
+        return st.lists(values_of(args[0], depth + 1, near), max_size=3)
     if origin is dict:
         if depth >= MAX_DEPTH:
             return st.just({})
-        return st.dictionaries(_text, values_of(args[1], depth + 1), max_size=3)
+        return st.dictionaries(_text, values_of(args[1], depth + 1, near), max_size=3)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return models(annotation, depth + 1)
+        return models(annotation, depth + 1, near)
     # `Any` (an untyped value): any JSON value.
     return st.recursive(
         st.none() | st.booleans() | st.integers() | _text,
@@ -99,14 +114,21 @@ def values_of(annotation: Any, depth: int = 0) -> st.SearchStrategy[Any]:
     )
 
 
-def models(cls: type[BaseModel], depth: int = 0) -> st.SearchStrategy[BaseModel]:
+def models(
+    cls: type[BaseModel], depth: int = 0, near: Constants | None = None
+) -> st.SearchStrategy[BaseModel]:
     """Instances of a generated pydantic model, built through validation (by alias: a field
-    `from` is the attribute `from_` with the alias "from")."""
+    `from` is the attribute `from_` with the alias "from"); `near` as in `values_of`."""
     fields = {
-        info.alias or name: values_of(info.annotation, depth)
+        info.alias or name: values_of(info.annotation, depth, near)
         for name, info in cls.model_fields.items()
     }
     return st.fixed_dictionaries(fields).map(cls.model_validate)
+
+
+def _near(arbitrary: st.SearchStrategy[Any], constants: Sequence[Any]) -> st.SearchStrategy[Any]:
+    # The constants first: Hypothesis shrinks towards the first branch.
+    return st.sampled_from(constants) | arbitrary if constants else arbitrary
 
 
 def type_named(subject: Subject, name: str) -> type[BaseModel]:
@@ -151,17 +173,36 @@ def tool_result(subject: Subject, step: str, type_name: str) -> st.SearchStrateg
 
 
 def routed_values(subject: Subject, type_name: str) -> st.SearchStrategy[BaseModel]:
-    """Values of a type that rules route (an llm output, a tool result): arbitrary ones,
-    and representatives that straddle the constants the agent's guards compare with
-    (`tier == "enterprise"` on a `string` field gets "enterprise" and its neighbours), so
-    that every guarded rule is taken, not only the ones random text happens to reach."""
+    """Values of a type that rules route (an llm output, a tool result): values whose
+    fields are each the guards' constants half of the time (`tier == "enterprise"` on a
+    `string` field gets "enterprise"), and representatives that straddle those constants
+    in combination (the guard `plan == "paid" and verified` needs both), so that every
+    guarded rule is taken, not only the ones random text happens to reach.
+
+    Every representative can be drawn (none is cut off for a type with many fields), and
+    a `string` field of the type draws each of the guards' n string constants with a
+    probability of at least 1 / 4n, whichever field it is."""
     cls = type_named(subject, type_name)
     if not any(e.guard and e.type == type_name for e in subject.spec.edges):
         return models(cls)
     from .coverage import Constants, model_representatives
 
-    chosen = model_representatives(cls, Constants.of(subject.spec.edges))[:32]
-    return models(cls) | st.sampled_from(chosen) if chosen else models(cls)
+    constants = Constants.of(subject.spec.edges)
+    near = models(cls, near=constants)
+    chosen = model_representatives(cls, constants)
+    return near | st.sampled_from(chosen) if chosen else near
+
+
+def output_rejected(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
+    """A check before dispatch refusing an output of `type_name` (one of its checks)."""
+    checks = subject.spec.states[step].checks
+    return _event(
+        OutputRejected,
+        step,
+        output=routed_values(subject, type_name),
+        by=st.sampled_from(checks) if checks else st.just("judge"),
+        reason=_text,
+    )
 
 
 def step_failed(step: str) -> st.SearchStrategy[Event]:
@@ -192,6 +233,17 @@ def answered(step: str) -> st.SearchStrategy[Event]:
 
 def retried(step: str) -> st.SearchStrategy[Event]:
     return _event(Retried, step, by=_names)
+
+
+def signalled(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
+    """An outside event of `type_name` delivered to `step` (with or without a key)."""
+    value = routed_values(subject, type_name)
+    key = st.none() | st.text(min_size=1, max_size=12)
+    return _event(Signalled, step, type=st.just(type_name), value=value, key=key, by=_names)
+
+
+def timer_fired(step: str) -> st.SearchStrategy[Event]:
+    return _event(TimerFired, step)
 
 
 @dataclass(frozen=True)
@@ -228,6 +280,8 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
         for name in spec_state.outputs:
             out = model_output(subject, step, name)
             moves.append(Move(f"output {name}", out, "output", name))
+            if spec_state.checks:  # refused before dispatch: the model is asked again
+                moves.append(Move(f"rejected {name}", output_rejected(subject, step, name)))
         moves.append(Move("failure", step_failed(step), "error"))
     elif kind == "tool":
         if no_tool_key:
@@ -252,9 +306,26 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
         moves.append(Move("answered", answered(step), "next"))
         if can_fail:
             moves.append(Move("failure", step_failed(step), "error"))
+    elif kind == "wait":
+        name = spec_state.output or ""
+        moves.append(Move(f"event {name}", signalled(subject, step, name), "next"))
+        if _has_timeout(subject, step):
+            moves.append(Move("timer fired", timer_fired(step), "timeout"))
+    elif kind == "sleep":
+        moves.append(Move("timer fired", timer_fired(step), "next"))
     if status == "waiting" and not notified:
         moves.append(Move("notified", notified_events(step)))
     return tuple(moves)
+
+
+def _has_timers(subject: Subject) -> bool:
+    """Whether the agent has a wait or a sleep (outside events and timers matter to it)."""
+    return any(state.kind in ("wait", "sleep") for state in subject.spec.states.values())
+
+
+def _has_timeout(subject: Subject, step: str) -> bool:
+    """Whether a wait step can time out (`timeout D -> STATE`)."""
+    return any(e.kind == "timeout" for _, e in subject.edges_from(step))
 
 
 def _waits(subject: Subject, step: str) -> bool:
@@ -285,9 +356,8 @@ def _illegal_events(
 ) -> st.SearchStrategy[Event]:
     kind = subject.kind_of(step)
     elsewhere = next((s for s in subject.spec.states if s != step), "nowhere")
-    any_type = st.sampled_from(sorted(subject.spec.types)).flatmap(
-        lambda name: models(type_named(subject, name))
-    )
+    any_type = any_model(subject)
+    timed = _has_timers(subject)
     every_kind: list[Callable[[str], st.SearchStrategy[Event]]] = [
         lambda s: _event(ModelOutput, s, output=any_type),
         lambda s: _event(ToolResult, s, result=any_type),
@@ -300,6 +370,13 @@ def _illegal_events(
         retried,
         lambda s: _event(Started, s, input=_text),
     ]
+    if timed:
+        # Outside events and timer firings; an agent without waits meets them in the
+        # probes aimed along every path (properties.probes), keeping its random draws.
+        every_kind[-1:-1] = [
+            timer_fired,
+            lambda s: _event(Signalled, s, type=st.just("Answer"), value=_answers),
+        ]
     # Any kind, addressed to another step; a second Started.
     candidates: list[st.SearchStrategy[Event]] = [make(elsewhere) for make in every_kind]
     candidates.append(_event(Started, step, input=_text))
@@ -317,12 +394,23 @@ def _illegal_events(
     return st.sampled_from(candidates).flatmap(lambda strategy: strategy)
 
 
+def any_model(subject: Subject) -> st.SearchStrategy[BaseModel]:
+    """A value of any type the agent declares."""
+    return st.sampled_from(sorted(subject.spec.types)).flatmap(
+        lambda name: models(type_named(subject, name))
+    )
+
+
 def _wrong_kinds(
     subject: Subject, step: str, kind: str, can_fail: bool
 ) -> list[st.SearchStrategy[Event]]:
     spec_state = subject.spec.states[step]
     declared = sorted(subject.spec.types)
     wrong: list[st.SearchStrategy[Event]] = []
+    if not spec_state.checks and declared:
+        # Only a step with checks before dispatch can refuse an output.
+        refused = _event(OutputRejected, step, output=any_model(subject), by=_names, reason=_text)
+        wrong.append(refused)
     if kind != "llm":
         wrong.append(model_output(subject, step, declared[0]) if declared else st.nothing())
     else:
@@ -338,8 +426,19 @@ def _wrong_kinds(
         wrong += [approved(step), rejected(step)]
     if kind not in ("human",):
         wrong.append(answered(step))
-    if kind in ("approval", "human") and not can_fail:
+    if kind in ("approval", "human", "wait", "sleep") and not can_fail:
         wrong.append(step_failed(step))
+    if not _has_timers(subject):
+        return wrong  # see _illegal_events: the probes cover these agents
+    if kind != "wait":
+        wrong += [signalled(subject, step, n) for n in declared[:2]]
+    else:
+        # An event of a type the step does not wait for (the runtime refuses it before
+        # the reducer sees it; the reducer must refuse it too).
+        others = [n for n in declared if n != spec_state.output]
+        wrong += [signalled(subject, step, n) for n in others[:2]]
+    if kind not in ("wait", "sleep") or (kind == "wait" and not _has_timeout(subject, step)):
+        wrong.append(timer_fired(step))
     return wrong
 
 
@@ -436,6 +535,8 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
             return kind == "llm" and any(
                 type(output) is type_named(subject, name) for name in spec_state.outputs
             )
+        case OutputRejected():
+            return bool(spec_state.checks) and state.status == "running"
         case ToolStarted():
             return kind == "tool" and state.tool_key is None
         case ToolResult(result=result):
@@ -452,6 +553,15 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
             return kind == "approval" and event.request == state.request
         case Answered():
             return kind == "human" and event.request == state.request
+        case Signalled(value=value):
+            return (
+                kind == "wait"
+                and type(value) is type_named(subject, spec_state.output or "Answer")
+                and event.request == state.request
+            )
+        case TimerFired():
+            timed = kind == "sleep" or (kind == "wait" and _has_timeout(subject, state.step))
+            return timed and event.request == state.request
     return False
 
 
@@ -467,7 +577,7 @@ def simpler_events(subject: Subject, event: Event) -> Sequence[Event]:
             return [replace(plain, input=v) for v in values[:16]] + [plain]
         case Started():
             return [replace(plain, input=""), plain]
-        case ModelOutput(output=value):
+        case ModelOutput(output=value) | OutputRejected(output=value):
             values = model_representatives(type(value), Constants.of(subject.spec.edges))
             return [replace(plain, output=v) for v in values[:16]] + [plain]
         case ToolResult(result=value):
@@ -485,4 +595,7 @@ def simpler_events(subject: Subject, event: Event) -> Sequence[Event]:
             return [replace(plain, answer=Answer(text="")), plain]
         case Retried():
             return [replace(plain, by=None), plain]
+        case Signalled(value=value):
+            values = model_representatives(type(value), Constants.of(subject.spec.edges))
+            return [replace(plain, value=v, key=None, by=None) for v in values[:16]] + [plain]
     return [plain]
