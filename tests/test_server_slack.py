@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
@@ -141,8 +142,16 @@ def _ts_of(slack: ScriptedSlack, arguments: dict[str, Any]) -> str:
 
 
 async def settled(s: Served, thread_id: str) -> Any:
-    view = await s.service.wait(Caller("ana", "http"), thread_id, 30)
-    await slack_app(s).idle()
+    """The thread once the Slack work started so far (a press's decision runs in the
+    background: Slack wants its answer within 3 s), the run it caused and the replies that
+    run sent are all done."""
+    await slack_app(s).idle()  # the decision is recorded and its run submitted
+    with anyio.fail_after(180):  # a bound for a broken build on a loaded machine
+        while True:  # `wait` gives up after its own limit (30 s) while the run goes on
+            view = await s.service.wait(Caller("ana", "http"), thread_id, 30)
+            if view.status != "running":  # its run, on_settled included, is done
+                break
+    await slack_app(s).idle()  # the replies on_settled started
     return view
 
 
