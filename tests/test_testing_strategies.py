@@ -11,9 +11,13 @@ from hypothesis import strategies as st
 
 from tests.support.generated import EXAMPLES, PROMPTS, import_generated
 from twelvefold.runtime.codec import Codec
-from twelvefold.runtime.types import IllegalEvent, Started
+from twelvefold.runtime.types import Cancelled, Event, Forked, IllegalEvent, Started
+from twelvefold.testing.coverage import budget_paths, explore
+from twelvefold.testing.properties import is_action
+from twelvefold.testing.runner import path_cases
 from twelvefold.testing.strategies import (
     cases,
+    is_ask_not_shown,
     is_legal,
     models,
     threads,
@@ -81,3 +85,66 @@ def test_values_of_every_declared_type_validate_and_round_trip(subject: Subject)
         assert codec.decode_value(codec.encode_value(value)) == value
 
     check()
+
+
+def test_threads_meet_forks_cancels_and_unshown_asks(subject: Subject) -> None:
+    # What happens beside the graph is drawn too: a fork, a cancel (after which only
+    # forks follow) and, at an untold wait, an ask that could not be shown.
+    seen: set[str] = set()
+
+    @settings(FAST, max_examples=200)
+    @given(threads(subject))
+    def collect(events: tuple[Event, ...]) -> None:
+        for index, event in enumerate(events):
+            if isinstance(event, Forked):
+                seen.add("forked")
+            elif isinstance(event, Cancelled):
+                seen.add("cancelled")
+                assert all(isinstance(e, Forked) for e in events[index + 1 :])
+            elif is_ask_not_shown(event):
+                seen.add("ask not shown")
+
+    collect()
+    assert {"forked", "cancelled"} <= seen
+    if subject.name in ("deploybot", "calculator"):
+        assert "ask not shown" in seen
+
+
+def test_woven_paths_fork_cancel_and_fail_to_ask_at_every_state(subject: Subject) -> None:
+    paths = list(explore(subject).paths.values())
+    cases = list(path_cases(subject, paths))
+    woven = [c.events for c in cases[len(paths) :]]
+    kinds = {type(e).__name__ for events in woven for e in events}
+    assert {"Forked", "Cancelled"} <= kinds
+    if any(s.kind in ("approval", "human") for s in subject.spec.states.values()):
+        assert any(is_ask_not_shown(e) for events in woven for e in events)
+    for events in woven:  # every woven log is legal, and the reducer takes all of it
+        state = subject.initial_state(events[0].input)  # type: ignore[attr-defined]
+        for event in events[1:]:
+            assert is_legal(subject, state, event), event
+            state = subject.reduce(state, event)
+
+
+def test_budget_paths_end_with_the_action_that_reaches_max_steps(subject: Subject) -> None:
+    budget = subject.spec.max_steps
+    paths = budget_paths(subject)
+    if budget is None:
+        assert paths == []
+        return
+    assert paths
+    finals = 0
+    for path in paths:
+        before = subject.replay(path[:-1])
+        after = subject.reduce(before, path[-1])
+        assert before.steps == budget - 1 and is_action(path[-1])
+        finals += after.status == "finished"
+    assert finals, "some path reaches a final step with the budget's last action"
+
+
+def test_a_spec_with_max_errors_but_no_target_is_refused(subject: Subject) -> None:
+    # The grammar always names the max_errors target; a hand-written AGENT without one
+    # would silently ignore the ceiling, so it does not load at all.
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="max_errors needs a target"):
+        replace(subject.spec, max_errors=2, on_max_errors=None)

@@ -371,7 +371,8 @@ def _past_budget_problem(
     `going` is where the graph sends that action, and what it carries (None: it fails in
     place, or the rule that routes it is not at hand)."""
     budget, target = subject.spec.max_steps, subject.spec.on_max_steps
-    where = f"after {count} actions (max_steps {budget}) the thread is {after.status} at "
+    ceiling = f"max_steps {budget}" + (", no target" if target is None else "")
+    where = f"after {count} actions ({ceiling}) the thread is {after.status} at "
     if going is not None and subject.is_final(going[0]):
         if after.step != going[0] or after.status != "finished":
             return (
