@@ -32,6 +32,7 @@ from typing import Any, Literal
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from twelvefold.runtime.spec import ASK_NOT_SHOWN
 from twelvefold.runtime.types import (
     Answer,
     Answered,
@@ -52,8 +53,6 @@ from twelvefold.runtime.types import (
     ToolStarted,
     Usage,
 )
-
-from twelvefold.runtime.spec import ASK_NOT_SHOWN
 
 from .subject import Subject
 
