@@ -362,8 +362,11 @@ class _ModuleBuilder:
                     f"step={name}",
                     f"function={py_str(step.function.value)}",
                     "value=state.value" if step.input else "value=None",
-                    f"output={self._output_class(step.output.text)}",
+                    f"output={self._output_class(step.outputs[0].text)}",
                 ]
+                if len(step.outputs) > 1:
+                    members = ", ".join(self._output_class(o.text) for o in step.outputs)
+                    arguments.append(f"outputs=({members})")
                 if step.retry:
                     arguments.append(f"retries={int(step.retry.attempts.value)}")
                     if step.retry.backoff:
@@ -427,25 +430,29 @@ class _ModuleBuilder:
         rule = self._rule(edge.span)
         match edge.kind:
             case "output":
-                self.imports.add("ModelOutput")
+                # An llm output and a routed tool result match the same way: by type, then guard.
                 assert edge.type is not None
+                event, value = (
+                    ("ToolResult", "result") if step.kind == "tool" else ("ModelOutput", "output")
+                )
+                self.imports.add(event)
                 cls = self._output_class(edge.type)
                 guard = None
                 if edge.guard is not None:
-                    guard = GuardCompiler(self.types, edge.type, "output", self.names).compile(
+                    guard = GuardCompiler(self.types, edge.type, value, self.names).compile(
                         edge.guard
                     )
                 return CaseView(
-                    f"ModelOutput(output={cls}() as output)",
+                    f"{event}({value}={cls}() as {value})",
                     guard,
-                    f"AGENT.move(state, event, {target}, output)",
+                    f"AGENT.move(state, event, {target}, {value})",
                     rule,
                 )
             case "next" if isinstance(step, n.ToolStep):
                 self.imports.add("ToolResult")
-                cls = self._output_class(step.output.text)
+                classes = " | ".join(f"{self._output_class(o.text)}()" for o in step.outputs)
                 return CaseView(
-                    f"ToolResult(result={cls}() as result)",
+                    f"ToolResult(result={classes} as result)",
                     None,
                     f"AGENT.move(state, event, {target}, result)",
                     rule,
@@ -510,7 +517,10 @@ class _ModuleBuilder:
                     if step.prompt:
                         arguments.append(f"prompt={py_str(step.prompt.value)}")
                 case n.ToolStep():
-                    arguments.append(f"output={py_str(step.output.text)}")
+                    arguments.append(f"output={py_str(step.outputs[0].text)}")
+                    if len(step.outputs) > 1:
+                        outputs = ", ".join(py_str(o.text) for o in step.outputs)
+                        arguments.append(f"outputs=({outputs})")
                     arguments.append(f"function={py_str(step.function.value)}")
                     if step.requires_approval is not None:
                         arguments.append(

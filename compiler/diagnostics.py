@@ -38,6 +38,8 @@ UNKNOWN_SPAN = Span(1, 1, 1, 1)
 class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
+    NOTE = "note"
+    """A finding the file acknowledged on purpose (e.g. `# trusts model: tier`, E504)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,12 @@ def warning(
     code: str, message: str, path: str, span: Span, *, label: str = "", help: str = ""
 ) -> Diagnostic:
     return Diagnostic(Severity.WARNING, code, message, path, span, label, help)
+
+
+def note(
+    code: str, message: str, path: str, span: Span, *, label: str = "", help: str = ""
+) -> Diagnostic:
+    return Diagnostic(Severity.NOTE, code, message, path, span, label, help)
 
 
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
@@ -171,12 +179,14 @@ def render_json(diagnostics: Sequence[Diagnostic]) -> str:
 
 def summary(diagnostics: Sequence[Diagnostic]) -> str:
     errors = sum(d.is_error for d in diagnostics)
-    warnings = len(diagnostics) - errors
+    notes = sum(d.severity is Severity.NOTE for d in diagnostics)
+    warnings = len(diagnostics) - errors - notes
 
     def plural(n: int, word: str) -> str:
         return f"{n} {word}{'' if n == 1 else 's'}"
 
-    return f"{plural(errors, 'error')}, {plural(warnings, 'warning')}"
+    counted = f"{plural(errors, 'error')}, {plural(warnings, 'warning')}"
+    return f"{counted}, {plural(notes, 'note')}" if notes else counted
 
 
 # ---- suggestions -------------------------------------------------------------

@@ -56,21 +56,28 @@ def _step_edges(name: str, step: n.Step) -> Iterator[Edge]:
             order += 1
             yield Edge(name, goto.target.text, kind, goto.span, order=order)
 
+    def rules(rules: tuple[n.OutputRule, ...]) -> Iterator[Edge]:
+        # An llm output and a routed tool result alike: each rule carries its own guard
+        # and the guards of the earlier rules for its type, which failed on this edge.
+        nonlocal order
+        earlier: dict[str, list[n.Expr]] = {}
+        for rule in rules:
+            order += 1
+            excluded = tuple(earlier.get(rule.type.text, ()))
+            yield Edge(
+                name, rule.target.text, "output", rule.span,
+                type=rule.type.text, guard=rule.guard, excluded=excluded, order=order,
+            )  # fmt: skip
+            if rule.guard is not None:
+                earlier.setdefault(rule.type.text, []).append(rule.guard)
+
     match step:
-        case n.LlmStep(rules=rules):
-            earlier: dict[str, list[n.Expr]] = {}
-            for rule in rules:
-                order += 1
-                excluded = tuple(earlier.get(rule.type.text, ()))
-                yield Edge(
-                    name, rule.target.text, "output", rule.span,
-                    type=rule.type.text, guard=rule.guard, excluded=excluded, order=order,
-                )  # fmt: skip
-                if rule.guard is not None:
-                    earlier.setdefault(rule.type.text, []).append(rule.guard)
+        case n.LlmStep():
+            yield from rules(step.rules)
             yield from edge(step.on_error, "error")
         case n.ToolStep():
             yield from edge(step.next, "next")
+            yield from rules(step.rules)
             yield from edge(step.on_error, "error")
         case n.ApprovalStep():
             yield from edge(step.on_approved, "approved")

@@ -4,8 +4,8 @@ The generated reducer decides where a thread goes; this module only explains eac
 made in the graph's terms, so that pictures (render/trace.py) and coverage
 (twelvefold.testing) agree with the reducer by construction instead of re-deriving its
 rules. A move is read from the state before and after the event: an output goes along
-its `on TYPE` rule, a failure along `on error` or the `max_errors` escalation, an action
-past the budget along `max_steps`.
+its `on TYPE` rule (so does a result of a tool that routes by rules), a failure along
+`on error` or the `max_errors` escalation, an action past the budget along `max_steps`.
 """
 
 from __future__ import annotations
@@ -99,13 +99,17 @@ def match_edges(
         found = _find(spec, source, target, kind)
     else:
         kind = _EDGE_KIND_OF[type(event)]
-        output = type_name(spec, event.output) if isinstance(event, ModelOutput) else None
+        routed_value = _routed_value(spec, source, event)
+        if routed_value is not None:
+            kind = "output"  # an llm output, or a result of a tool that routes by rules
+            output = type_name(spec, routed_value)
         found = _find(spec, source, target, kind, output)
-        if isinstance(event, ModelOutput):
-            routed = route(spec, program, source, event.output)
+        if routed_value is not None:
+            routed = route(spec, program, source, routed_value)
             if routed is not None and spec.edges[routed].target != target:
                 rule = describe_edge(spec.edges[routed])
-                problem = f"the output went to `{target}`, but the first rule that holds is {rule}"
+                what = "result" if isinstance(event, ToolResult) else "output"
+                problem = f"the {what} went to `{target}`, but the first rule that holds is {rule}"
                 return Move(before, event, after, (), problem)
             if routed is not None:
                 found = (routed,)
@@ -114,6 +118,18 @@ def match_edges(
         problem = f"moved from `{source}` to `{target}` on {what}: no such edge in AGENT.edges"
         return Move(before, event, after, (), problem)
     return Move(before, event, after, found)
+
+
+def _routed_value(spec: AgentSpec, source: str, event: Event) -> BaseModel | None:
+    """The value `on TYPE` rules route: a model's output, or the result of a tool written
+    with rules (a tool with `next` sends every result along that one edge)."""
+    if isinstance(event, ModelOutput):
+        return event.output
+    if isinstance(event, ToolResult) and any(
+        e.source == source and e.kind == "output" for e in spec.edges
+    ):
+        return event.result
+    return None
 
 
 @dataclass(frozen=True)
@@ -175,7 +191,8 @@ def _refusal(module: Reducer, events: Sequence[Event], state: State | None, inde
 
 
 def route(spec: AgentSpec, program: Program | None, source: str, output: BaseModel) -> int | None:
-    """The edge the `on TYPE [if GUARD]` rules send `output` along: the first whose guard
+    """The edge the `on TYPE [if GUARD]` rules (of an llm step, or of a tool that routes its
+    result) send `output` along: the first whose guard
     holds, evaluated with the compiler's own guard semantics. None when the guards are not
     at hand."""
     if program is None:

@@ -217,7 +217,7 @@ class Goto:
 
 @dataclass(frozen=True, slots=True)
 class OutputRule:
-    """`on TYPE [if GUARD] -> STATE` in an llm step."""
+    """`on TYPE [if GUARD] -> STATE` in an llm step, or in a tool that routes its result."""
 
     type: Name
     guard: Expr | None
@@ -303,15 +303,23 @@ class LlmStep:
 class ToolStep:
     name: Name
     input: Name | None
-    output: Name
+    outputs: tuple[Name, ...]
+    """The result's type, or the members of a union (`-> Found | NotFound`)."""
     function: Text
     next: Goto | None
     on_error: Goto | None
     retry: Retry | None
     timeout: Duration | None
     requires_approval: RequiresApproval | None
+    rules: tuple[OutputRule, ...] = ()
+    """`on TYPE [if GUARD] -> STATE`: the result routed by its type, instead of `next`."""
     span: Span = _span()
     kind: TypingLiteral["tool"] = field(default="tool", init=False)
+
+    @property
+    def routes(self) -> bool:
+        """Whether the result is routed by rules (`on TYPE -> STATE`) rather than `next`."""
+        return bool(self.rules)
 
 
 @dataclass(frozen=True, slots=True)

@@ -468,13 +468,18 @@ class _Builder(Transformer[Token, Any]):
 
     @_meta_args
     def tool(self, meta: Meta, children: list[Any]) -> n.ToolStep:
-        name, input_, _arrow, output, function, *settings = children
-        s = self._collect([c for c in settings if c is not None], f"tool `{name.text}`")
+        name, input_, _arrow, *rest = children
+        at = next(i for i, c in enumerate(rest) if isinstance(c, n.Text))
+        outputs, function, settings = tuple(rest[:at]), rest[at], rest[at + 1 :]
+        s = self._collect(
+            [c for c in settings if c is not None], f"tool `{name.text}`", frozenset({"rule"})
+        )
         return n.ToolStep(
             name=name,
             input=input_,
-            output=output,
+            outputs=outputs,
             function=function,
+            rules=tuple(s.get("rule", [])),
             next=s.get("next"),
             on_error=s.get("on_error"),
             retry=s.get("retry"),

@@ -26,7 +26,7 @@ class Edge:
     kind: EdgeKind
     span: Span
     type: str | None = None
-    """For `output` edges: the llm output type the rule routes."""
+    """For `output` edges: the type the rule routes (an llm output or a tool result)."""
     guard: n.Expr | None = None
     """The rule's own guard."""
     excluded: tuple[n.Expr, ...] = ()

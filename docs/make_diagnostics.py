@@ -27,7 +27,7 @@ from twelvefold.compiler.prompts import PromptDirectory
 ROOT = Path(__file__).resolve().parent.parent
 INVALID = ROOT / "tests" / "invalid"
 PAGE = ROOT / "docs" / "diagnostics.md"
-EXPECTATION = re.compile(r"\s*# (error|warning): [EW]\d{3}.*$")
+EXPECTATION = re.compile(r"\s*# (error|warning|note): [EW]\d{3}.*$")
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,9 @@ ENTRIES: dict[str, Entry] = {
     "E113": Entry(
         "llm output is not a record",
         "An llm step answers with one of the declared record types, so that the answer can "
-        "be validated and routed. Built-in scalars and `Answer` are not model outputs.",
+        "be validated and routed. Built-in scalars and `Answer` are not model outputs. The "
+        "same holds for the members of a tool's result that is a union or is routed by "
+        "rules: the result's type is what picks the rule.",
         "Declare a record type holding the value and list it instead.",
     ),
     "E114": Entry(
@@ -222,7 +224,9 @@ ENTRIES: dict[str, Entry] = {
     "E201": Entry(
         "an output type is never routed",
         "An llm step lists a type among its outputs but no `on TYPE` rule routes it: the "
-        "model could answer with it and the thread would have nowhere to go.",
+        "model could answer with it and the thread would have nowhere to go. The same holds "
+        "for a tool that routes its result by rules: each member of its result union needs "
+        "a rule.",
         "Add `on TYPE -> STATE`, or remove the type from the outputs.",
     ),
     "E202": Entry(
@@ -272,6 +276,13 @@ ENTRIES: dict[str, Entry] = {
         "are decided exactly, as for approval dominance (a state only such rules lead to is "
         "unreachable, W301).",
         "Move the rule above the unguarded one, fix its guard, or remove it.",
+    ),
+    "E210": Entry(
+        "a tool with both `next` and rules",
+        "A tool's result goes on either by `next STATE` (every result the same way) or by "
+        "`on TYPE [if GUARD] -> STATE` rules, as an llm step's output does; with both, a reader "
+        "could not tell which one a result takes.",
+        "Replace `next` with a last rule without a guard for the type.",
     ),
     "W301": Entry(
         "unreachable state",
@@ -330,6 +341,24 @@ ENTRIES: dict[str, Entry] = {
         "no input, so its `ask` cannot show the value the tool will run with: the person "
         "approves without seeing it.",
         "Declare the tool's input type on the approval and show its fields in the `ask`.",
+    ),
+    "E504": Entry(
+        "the model decides its own approval",
+        "A guard that decides whether a tool marked `requires approval` is reached without an "
+        "`on approved` edge (its `requires approval if`, or a routing rule on a path into it) "
+        "reads a field of the model's output that restates a fact a tool established "
+        "earlier: a field of the same name and kind as one of the result of a tool that can "
+        "run before. The model copied it, and a model that misquotes it (by mistake, or "
+        "because a customer's email told it to) skips the approval while the approval proof "
+        "still passes. A guard choosing between two approvals, or between an approval and a "
+        "person, is not reported; nor is a guard on the action's own argument that the model "
+        "chooses (deploybot's `env`), which restates no tool's fact. An intended case is "
+        "acknowledged with `# trusts model: FIELD` on the guard's line: it is then a note. "
+        "`twelvefold check --explain-approvals` lists every value that decides each approval "
+        "and where it comes from.",
+        'Route on the tool\'s result (`on Customer if tier == "enterprise" -> ...` in the '
+        "tool), where the value is the tool's own; or acknowledge it with "
+        "`# trusts model: FIELD`.",
     ),
     "W510": Entry(
         "approvers group not defined",

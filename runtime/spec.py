@@ -49,11 +49,20 @@ class StateSpec:
     input: str | None = None
     """The declared input type, or None for a step that accepts whatever arrives."""
     output: str | None = None
+    """A tool's result type (the first member of a union), a human step's `Answer`."""
     outputs: tuple[str, ...] = ()
+    """An llm step's output types; a tool's result types when they are a union."""
     requires_approval: Callable[[Any], bool] | None = None
     """For a tool marked `requires approval [if GUARD]`: whether its input needs one."""
     prompt: str | None = None
     function: str | None = None
+
+    @property
+    def results(self) -> tuple[str, ...]:
+        """Every type a tool's result (or a person's answer) may be: one, or a union's members."""
+        if self.outputs and self.kind == "tool":
+            return self.outputs
+        return (self.output,) if self.output is not None else ()
 
 
 @dataclass(frozen=True, slots=True)

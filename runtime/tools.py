@@ -47,6 +47,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .config import stdlib_module
+from .names import declared_name
 from .types import CallTool, ErrorInfo, Usage
 
 _MESSAGE_LIMIT = 500
@@ -199,17 +200,61 @@ def describe(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(type(exc).__name__, message)
 
 
-def coerce(result: Any, output: type[BaseModel]) -> BaseModel:
-    """A tool may return its declared model, a dict, or another model with the same fields."""
-    if isinstance(result, output):
+def coerce(
+    result: Any, output: type[BaseModel], members: tuple[type[BaseModel], ...] = ()
+) -> BaseModel:
+    """A tool may return its declared model, a dict, or another model with the same fields.
+
+    For a result declared as a union (`members`, e.g. `-> Found | NotFound`) it may return
+    an instance of a member, a model with a member's declared name, or a dict that is valid
+    for exactly one member (the generated models forbid extra fields). A dict that fits
+    none, or more than one, is a `TypeError` / `ValueError` naming the members: the step
+    fails (its outcome is in the log) rather than the result being routed by a guess.
+    """
+    if not members:
+        if isinstance(result, output):
+            return result
+        if isinstance(result, BaseModel):
+            result = result.model_dump(by_alias=True)
+        if isinstance(result, dict):
+            return output.model_validate(result)
+        raise TypeError(
+            f"returned {type(result).__name__}, expected {output.__name__} or a dict of its fields"
+        )
+    return _coerce_member(result, members)
+
+
+def _coerce_member(result: Any, members: tuple[type[BaseModel], ...]) -> BaseModel:
+    shown = " | ".join(declared_name(m) for m in members)
+    if isinstance(result, BaseModel) and type(result) in members:
         return result
     if isinstance(result, BaseModel):
-        result = result.model_dump(by_alias=True)
-    if isinstance(result, dict):
-        return output.model_validate(result)
-    raise TypeError(
-        f"returned {type(result).__name__}, expected {output.__name__} or a dict of its fields"
+        named = [m for m in members if declared_name(m) == declared_name(type(result))]
+        data = result.model_dump(by_alias=True)
+        if named:
+            return named[0].model_validate(data)
+        result = data
+    if not isinstance(result, dict):
+        raise TypeError(f"returned {type(result).__name__}, expected one of {shown} or a dict")
+    fits: list[BaseModel] = []
+    for member in members:
+        try:
+            fits.append(member.model_validate(result))
+        except ValidationError:
+            continue
+    if len(fits) == 1:
+        return fits[0]
+    if not fits:
+        raise ValueError(f"the result is none of {shown}: {_fields(result)}")
+    both = " and ".join(declared_name(type(f)) for f in fits)
+    raise ValueError(
+        f"the result could be {both}: return an instance of the one you mean, not a dict"
     )
+
+
+def _fields(result: dict[Any, Any]) -> str:
+    keys = ", ".join(repr(str(k))[:40] for k in list(result)[:8])
+    return f"a dict with keys {keys}" if keys else "an empty dict"
 
 
 class _Raised(Exception):
@@ -295,7 +340,7 @@ async def call(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Outc
         except _StillRunning:
             return Outcome(None, _still_running(tool, key), _usage(started), unknown=True)
         try:
-            result = coerce(raw, action.output)
+            result = coerce(raw, action.output, action.outputs)
         except Exception as exc:  # the tool ran; trying again could repeat its work
             return Outcome(None, describe(exc), _usage(started), unknown=True)
         return Outcome(result, None, _usage(started))

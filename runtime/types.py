@@ -251,6 +251,9 @@ class CallTool(Action):
     value: Any
     """The typed input, or None for a tool declared without one."""
     output: type[BaseModel]
+    outputs: tuple[type[BaseModel], ...] = ()
+    """For a tool whose result is a union (`-> Found | NotFound`): every member, `output`
+    first; empty for a single result type."""
     retries: int = 0
     backoff_seconds: float = 0.0
     timeout_seconds: float | None = None

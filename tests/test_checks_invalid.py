@@ -20,7 +20,7 @@ from twelvefold.compiler.prompts import PromptDirectory
 
 INVALID = Path(__file__).parent / "invalid"
 PROGRAMS = sorted(INVALID.glob("*.agent"))
-EXPECTATION = re.compile(r"\b(error|warning): ([EW]\d{3})\b")
+EXPECTATION = re.compile(r"\b(error|warning|note): ([EW]\d{3})\b")
 
 
 def expected(text: str) -> set[tuple[int, str, str]]:

@@ -13,7 +13,7 @@ from twelvefold.testing.subject import load_subject
 from twelvefold.testing.suite import render, run_suite
 
 
-@pytest.mark.parametrize("agent", ["deploybot", "calculator"])
+@pytest.mark.parametrize("agent", ["deploybot", "calculator", "supportbot"])
 def test_examples_pass_every_property(agent: str, tmp_path: Path) -> None:
     subject = load_subject(EXAMPLES / f"{agent}.agent", prompts_dir=PROMPTS, cache_dir=tmp_path)
     report = run_suite(subject, examples=60, seed=0)
@@ -50,3 +50,18 @@ def test_an_unreachable_escalation_edge_is_a_note_unless_strict(tmp_path: Path) 
     assert "note: act --max_errors--> stuck: no legal log takes it" in render(report)
     strict = run_suite(subject, examples=5, seed=0, strict=True)
     assert not strict.ok and strict.blocking_unreachable() == report.unreachable()
+
+
+def test_tools_that_route_pass_every_property_and_take_every_rule(tmp_path: Path) -> None:
+    # tests/golden/tool_routing: a union routed by guards on a nested record and an int,
+    # a routed single type, and a union passed on whole by `next`. The walks draw each
+    # member of each result, with values either side of the guards' constants.
+    golden = Path(__file__).parent / "golden" / "tool_routing"
+    subject = load_subject(golden / "input.agent", prompts_dir=golden / "prompts",
+                           cache_dir=tmp_path)  # fmt: skip
+    report = run_suite(subject, examples=60, seed=0)
+    failures = [str(o.failure) for o in report.failed]
+    assert not failures, "\n\n".join(failures)
+    states, edges, outputs = report.coverage.summary().values()
+    assert states[0] == states[1] and outputs[0] == outputs[1] and outputs[1] == 5
+    assert report.unreachable() == [] and edges[0] == edges[1]

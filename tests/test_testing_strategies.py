@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.support.generated import EXAMPLES, PROMPTS, import_generated
 from twelvefold.runtime.codec import Codec
-from twelvefold.runtime.types import Cancelled, Event, Forked, IllegalEvent, Started
+from twelvefold.runtime.types import Cancelled, Event, Forked, IllegalEvent, Started, ToolStarted
 from twelvefold.testing.coverage import budget_paths, explore
 from twelvefold.testing.properties import is_action
 from twelvefold.testing.runner import path_cases
@@ -19,6 +19,7 @@ from twelvefold.testing.strategies import (
     cases,
     is_ask_not_shown,
     is_legal,
+    legal_moves,
     models,
     threads,
 )
@@ -30,6 +31,8 @@ AGENTS = {
     "calculator": (EXAMPLES / "calculator.agent", PROMPTS),
     "tricky": (GOLDEN / "tricky_names" / "input.agent", GOLDEN / "tricky_names" / "prompts"),
     "guards": (GOLDEN / "guards" / "input.agent", GOLDEN / "guards" / "prompts"),
+    "supportbot": (EXAMPLES / "supportbot.agent", PROMPTS),
+    "tool_routing": (GOLDEN / "tool_routing" / "input.agent", GOLDEN / "tool_routing" / "prompts"),
 }
 FAST = settings(
     max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
@@ -148,3 +151,29 @@ def test_a_spec_with_max_errors_but_no_target_is_refused(subject: Subject) -> No
 
     with pytest.raises(ValueError, match="max_errors needs a target"):
         replace(subject.spec, max_errors=2, on_max_errors=None)
+
+
+def test_tool_results_of_every_member_with_the_guards_values(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # tests/golden/tool_routing: `find` returns Found | Missing and routes Found on
+    # `region == "eu-west"` (a string: random text would all but never be "eu-west").
+    agent, prompts = AGENTS["tool_routing"]
+    subject = Subject(import_generated(agent, tmp_path_factory.mktemp("routing"), prompts), "r")
+    state = subject.initial_state(subject.spec.types["Query"](id="q"))
+    state = subject.reduce(state, ToolStarted(step="find", key="k"))
+    moves = {move.label: move for move in legal_moves(subject, state)}
+    assert {"tool result Found", "tool result Missing"} <= set(moves)
+    assert (moves["tool result Found"].edge_kind, moves["tool result Found"].type_name) == (
+        "output",
+        "Found",
+    )
+    seen: set[str] = set()
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(moves["tool result Found"].events)
+    def draw(event: object) -> None:
+        seen.add(event.result.region)  # type: ignore[attr-defined]
+
+    draw()
+    assert "eu-west" in seen

@@ -7,12 +7,15 @@ once, where they are written. Add a check by writing the function in the module 
 family and listing it in CHECKS.
 
     names.py         E1xx  names resolve, no duplicates, settings present and in range
-    routing.py       E2xx  exhaustive routing, reachable rules, well-typed guards
+    routing.py       E2xx  exhaustive routing (llm outputs, tool results), reachable rules,
+                           well-typed guards
     reachability.py  E3xx  reachable from start, can finish
     typeflow.py      E4xx  values arriving at a step are of its declared type
     templates.py     E403, E7xx  ask and prompt templates
     approval.py      E5xx  approval dominance, null skipping it, approvals that show the
                            value; W510 approvers the configuration lacks
+    origins.py       E504  the model cannot decide its own approval (a note when the
+                           file says `# trusts model: FIELD`)
     loops.py         E6xx  bounded loops
     size.py          W8xx  agents that are probably two
     unused.py        W9xx  unused types and states
@@ -24,7 +27,18 @@ from collections.abc import Callable, Iterable
 
 from ..diagnostics import Diagnostic
 from ..program import Program, PromptLoader
-from . import approval, loops, names, reachability, routing, size, templates, typeflow, unused
+from . import (
+    approval,
+    loops,
+    names,
+    origins,
+    reachability,
+    routing,
+    size,
+    templates,
+    typeflow,
+    unused,
+)
 
 Check = Callable[[Program, PromptLoader], Iterable[Diagnostic]]
 
@@ -47,6 +61,7 @@ CHECKS: list[Check] = [
     routing.rules_name_outputs,
     routing.unreachable_rules,
     routing.guard_types,
+    routing.next_or_rules,
     # E3xx
     reachability.reachable_from_start,
     reachability.can_finish,
@@ -58,6 +73,7 @@ CHECKS: list[Check] = [
     approval.null_cannot_skip,
     approval.approval_shows_the_input,
     approval.approvers_are_defined,
+    origins.model_cannot_decide_its_approval,
     # E6xx
     loops.cycles_pass_a_decision,
     loops.cycles_are_bounded,

@@ -48,7 +48,14 @@ def gotos(step: n.Step) -> Iterator[n.Name]:
                 yield rule.target
             if on_error:
                 yield on_error.target
-        case n.ToolStep() | n.HumanStep():
+        case n.ToolStep():
+            if step.next:
+                yield step.next.target
+            for rule in step.rules:
+                yield rule.target
+            if step.on_error:
+                yield step.on_error.target
+        case n.HumanStep():
             for goto in (step.next, step.on_error):
                 if goto:
                     yield goto.target
@@ -69,7 +76,9 @@ def has_unresolved_target(program: Program, state: str) -> bool:
 def misses_successor(step: n.Step) -> bool:
     """The step lacks the transition it must have (reported by the required-settings check)."""
     match step:
-        case n.ToolStep() | n.HumanStep():
+        case n.ToolStep():
+            return step.next is None and not step.rules
+        case n.HumanStep():
             return step.next is None
         case n.ApprovalStep():
             return step.on_approved is None or step.on_rejected is None
@@ -79,14 +88,14 @@ def misses_successor(step: n.Step) -> bool:
 
 
 def rules_that_never_fire(program: Program) -> set[tuple[str, Span]]:
-    """The llm rules (state, span) no value can take: the guard cannot hold once every
+    """The llm and tool rules (state, span) no value can take: the guard cannot hold once every
     earlier guard for the type failed. Decided by `guards.rules_that_fire`, the same
     enumeration approval dominance uses: exact over literal unions and bools, "it can"
     over the rest. A type with an ill-typed guard (E2xx, reported as that) is not judged."""
     table = type_table(program)
     dead: set[tuple[str, Span]] = set()
     for state, step in program.steps.items():
-        if not isinstance(step, n.LlmStep):
+        if not isinstance(step, n.LlmStep | n.ToolStep):
             continue
         by_type: dict[str, list[Edge]] = {}
         for edge in program.edges_from(state):

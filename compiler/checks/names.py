@@ -88,7 +88,7 @@ def duplicate_declarations(program: Program, _: object) -> Iterator[Diagnostic]:
         what = "field `{}` of `" + type_decl.name.text + "`"
         yield from _repeats(path, what, [f.name for f in type_decl.fields], "E103")
     for step in source.steps:
-        if isinstance(step, n.LlmStep):
+        if isinstance(step, n.LlmStep | n.ToolStep):
             yield from _repeats(path, "output `{}` of `" + step.name.text + "`", step.outputs)
 
 
@@ -195,10 +195,8 @@ def unknown_types(program: Program, _: object) -> Iterator[Diagnostic]:
     if program.agent.input:
         references.append(program.agent.input)
     for step in program.source.steps:
-        if isinstance(step, n.LlmStep):
+        if isinstance(step, n.LlmStep | n.ToolStep):
             references.extend(step.outputs)
-        if isinstance(step, n.ToolStep):
-            references.append(step.output)
         if (declared := declared_input(step)) is not None:
             references.append(declared)
     for type_decl in program.source.types:
@@ -241,9 +239,15 @@ def _map_keys(path: str, expr: n.TypeExpr) -> Iterator[Diagnostic]:
 
 
 def llm_outputs_are_records(program: Program, _: object) -> Iterator[Diagnostic]:
-    """A model answers with one of the declared record types, so its output can be routed."""
+    """A model answers with one of the declared record types, so its output can be routed;
+    so does a tool whose result is a union or is routed by rules (the result's type is
+    what picks the rule)."""
     for step in program.source.steps:
-        if not isinstance(step, n.LlmStep):
+        if isinstance(step, n.ToolStep) and (len(step.outputs) > 1 or step.routes):
+            verb = "route a result of type"
+        elif isinstance(step, n.LlmStep):
+            verb = "answer with"
+        else:
             continue
         for output in step.outputs:
             if output.text in program.types:
@@ -251,7 +255,7 @@ def llm_outputs_are_records(program: Program, _: object) -> Iterator[Diagnostic]
             if output.text in t.SCALARS or output.text == n.ANSWER_TYPE:
                 yield error(
                     "E113",
-                    f"llm `{step.name.text}` cannot answer with `{output.text}`",
+                    f"{step.kind} `{step.name.text}` cannot {verb} `{output.text}`",
                     program.source.path,
                     output.span,
                     label="not a declared type",
@@ -433,7 +437,10 @@ def _missing(step: n.Step, program: Program) -> Iterator[tuple[str, str]]:
         case n.LlmStep():
             if step.prompt is None:
                 yield "prompt", f'prompt "{program.name}/{step.name.text}.j2"'
-        case n.ToolStep() | n.HumanStep():
+        case n.ToolStep():
+            if step.next is None and not step.rules:
+                yield "next", f"next {some_state}"
+        case n.HumanStep():
             if step.next is None:
                 yield "next", f"next {some_state}"
         case n.ApprovalStep():

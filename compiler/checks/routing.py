@@ -1,4 +1,6 @@
-"""E2xx: every llm output is routed, every rule can fire, and guards are well typed."""
+"""E2xx: every llm output and routed tool result is routed, every rule can fire, and
+guards are well typed. A tool routes its result by rules exactly as an llm step routes
+its output (`on TYPE [if GUARD] -> STATE`), so both are judged by the same checks."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from .common import rules_that_never_fire, type_table, with_note
 def exhaustive_routing(program: Program, _: object) -> Iterator[Diagnostic]:
     """Each output type has a rule, and a type whose rules are all guarded ends unguarded."""
     path = program.source.path
-    for step in _llm_steps(program):
+    for step in _routed_steps(program):
+        if isinstance(step, n.ToolStep) and step.next is not None:
+            continue  # `next` and rules at once: E210 says which to keep
         rules_by_type: dict[str, list[n.OutputRule]] = {}
         for rule in step.rules:
             rules_by_type.setdefault(rule.type.text, []).append(rule)
@@ -28,7 +32,8 @@ def exhaustive_routing(program: Program, _: object) -> Iterator[Diagnostic]:
             if not rules:
                 yield error(
                     "E201",
-                    f"llm `{step.name.text}` can answer `{output.text}`, but no rule routes it",
+                    f"{step.kind} `{step.name.text}` can {_verb(step)} `{output.text}`, "
+                    "but no rule routes it",
                     path,
                     output.span,
                     label="never routed",
@@ -50,7 +55,7 @@ def exhaustive_routing(program: Program, _: object) -> Iterator[Diagnostic]:
 def rules_name_outputs(program: Program, _: object) -> Iterator[Diagnostic]:
     """A rule routes a type the step can produce."""
     path = program.source.path
-    for step in _llm_steps(program):
+    for step in _routed_steps(program):
         outputs = [o.text for o in step.outputs]
         for rule in step.rules:
             if rule.type.text in outputs:
@@ -58,7 +63,7 @@ def rules_name_outputs(program: Program, _: object) -> Iterator[Diagnostic]:
             shown = " | ".join(outputs)
             yield error(
                 "E203",
-                f"llm `{step.name.text}` never answers `{rule.type.text}`",
+                f"{step.kind} `{step.name.text}` never {_verb(step, 's')} `{rule.type.text}`",
                 path,
                 rule.type.span,
                 label=f"not one of {shown}",
@@ -73,7 +78,7 @@ def unreachable_rules(program: Program, _: object) -> Iterator[Diagnostic]:
     rule whose guard cannot hold once the earlier rules' guards failed."""
     path = program.source.path
     dead = rules_that_never_fire(program)
-    for step in _llm_steps(program):
+    for step in _routed_steps(program):
         catch_all: dict[str, n.OutputRule] = {}
         for rule in step.rules:
             earlier = catch_all.get(rule.type.text)
@@ -111,7 +116,7 @@ def guard_types(program: Program, _: object) -> Iterator[Diagnostic]:
     table = type_table(program)
     path = program.source.path
     for step in program.source.steps:
-        if isinstance(step, n.LlmStep):
+        if isinstance(step, n.LlmStep | n.ToolStep):
             outputs = {o.text for o in step.outputs}
             for rule in step.rules:
                 if rule.guard is None or rule.type.text not in outputs:
@@ -120,7 +125,7 @@ def guard_types(program: Program, _: object) -> Iterator[Diagnostic]:
                     continue  # not a record: reported by the output checks
                 scope = GuardScope(t.Record(rule.type.text), table, path, f"`{rule.type.text}`")
                 yield from type_guard(rule.guard, scope)
-        elif isinstance(step, n.ToolStep) and step.requires_approval:
+        if isinstance(step, n.ToolStep) and step.requires_approval:
             guard = step.requires_approval.guard
             if guard is None:
                 continue
@@ -129,8 +134,38 @@ def guard_types(program: Program, _: object) -> Iterator[Diagnostic]:
             yield from type_guard(guard, GuardScope(root, table, path, subject))
 
 
-def _llm_steps(program: Program) -> Iterator[n.LlmStep]:
+def next_or_rules(program: Program, _: object) -> Iterator[Diagnostic]:
+    """E210: a tool's result goes on by `next` or by `on TYPE` rules, not both: with both,
+    a reader could not tell which one a result takes."""
+    for step in program.steps.values():
+        if not isinstance(step, n.ToolStep) or step.next is None or not step.rules:
+            continue
+        first = step.rules[0]
+        yield with_note(
+            error(
+                "E210",
+                f"tool `{step.name.text}` has both `next` and `on` rules for its result",
+                program.source.path,
+                step.next.span,
+                label="`next` and rules both route the result",
+                help=f"replace `next {step.next.target.text}` with a last rule without a guard, "
+                f"e.g. `on {first.type.text} -> {step.next.target.text}`",
+            ),
+            first.span,
+            "the first rule",
+        )
+
+
+def _routed_steps(program: Program) -> Iterator[n.LlmStep | n.ToolStep]:
+    """Steps whose result is routed by `on TYPE` rules: every llm step, and the tools
+    written with rules (a tool with `next` sends every result the same way)."""
     # Only the first declaration of a name is checked; the duplicate is reported on its own.
     for step in program.steps.values():
-        if isinstance(step, n.LlmStep):
+        if isinstance(step, n.LlmStep) or (isinstance(step, n.ToolStep) and step.routes):
             yield step
+
+
+def _verb(step: n.Step, ending: str = "") -> str:
+    if isinstance(step, n.ToolStep):
+        return "return" + ending
+    return "answer" + ending

@@ -1,17 +1,19 @@
 """E4xx: the values that can arrive at a step are of the type it declares.
 
-What flows along an edge (LANGUAGE.md, "Transitions and guards"): an llm rule carries
-its type, a tool's `next` its output, a human's `next` an `Answer`; every other edge
-(`on error`, `on approved`, `on rejected`, the `max_errors` / `max_steps` escalations)
-passes on whatever arrived at its source. The start state receives the agent's input.
-`arriving_types` computes the fixed point of that over the graph.
+What flows along an edge (LANGUAGE.md, "Transitions and guards"): an llm rule or a tool's
+rule carries its type, a tool's `next` its result (any member of a union), a human's
+`next` an `Answer`; every other edge (`on error`, `on approved`, `on rejected`, the
+`max_errors` / `max_steps` escalations) passes on whatever arrived at its source. The
+start state receives the agent's input. `arriving_types` computes the fixed point of
+that over the graph.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
+from typing import TypeVar
 
 from .. import nodes as n
 from ..diagnostics import Diagnostic, Span, error
@@ -30,28 +32,56 @@ def arriving_types(program: Program) -> dict[str, frozenset[str]]:
     if cached is not None and cached[0]() is program:
         return cached[1]
     table = type_table(program)
-    arriving: dict[str, set[str]] = {state: set() for state in program.steps}
-    queue: deque[tuple[str, set[str]]] = deque()
+    first = input_type(program)
 
-    def arrive(state: str, types: set[str]) -> None:
-        new = types - arriving[state]
+    def carried(edge: Edge) -> set[str] | None:
+        names = _fixed_type(program, edge)
+        return None if names is None else {name for name in names if table.known(name)}
+
+    result = flow(program, {first} if table.known(first) else set(), carried)
+    _ARRIVING.clear()  # one program at a time: the cache never grows
+    _ARRIVING[id(program)] = (weakref.ref(program), result)
+    return result
+
+
+_ARRIVING: dict[int, tuple[weakref.ref[Program], dict[str, frozenset[str]]]] = {}
+
+V = TypeVar("V", bound=Hashable)
+
+
+def flow(
+    program: Program, started: set[V], made: Callable[[Edge], set[V] | None]
+) -> dict[str, frozenset[V]]:
+    """For each state, the values (type names, or anything hashable that describes them)
+    that can arrive at it: `started` at the start state, then along every edge either
+    what the edge's source makes (`made(edge)`, when not None) or what arrived at the
+    source, passed on unchanged.
+
+    Linear in edges plus (edge, value) pairs: a state passes on only the values that are
+    new to it, and an edge that makes its own is followed once.
+    """
+    arriving: dict[str, set[V]] = {state: set() for state in program.steps}
+    queue: deque[tuple[str, set[V]]] = deque()
+
+    def arrive(state: str, values: set[V]) -> None:
+        new = values - arriving[state]
         if new:
             arriving[state] |= new
             queue.append((state, new))
 
-    start, first = start_state(program), input_type(program)
-    if start is not None and start in arriving and table.known(first):
-        arrive(start, {first})
-    # Each state's edges split once: fixed-type edges are followed on the first visit only,
-    # pass-through edges on every visit with just the new types.
+    start = start_state(program)
+    if start is not None and start in arriving:
+        arrive(start, started)
+    # Each state's edges split once: making edges are followed on the first visit only,
+    # pass-through edges on every visit with just the new values.
     passing: dict[str, list[str]] = {state: [] for state in program.steps}
-    fixed: dict[str, list[tuple[str, set[str]]]] = {state: [] for state in program.steps}
+    making: dict[str, list[tuple[str, set[V]]]] = {state: [] for state in program.steps}
     for source, target, data in program.graph.edges(data=True):
-        carried = _fixed_type(program, data["edge"])
-        if carried is None:
+        values = made(data["edge"])
+        if values is None:
             passing[source].append(target)
         else:
-            fixed[source].append((target, {name for name in carried if table.known(name)}))
+            making[source].append((target, values))
     followed: set[str] = set()
     while queue:
         state, new = queue.popleft()
@@ -59,15 +89,9 @@ def arriving_types(program: Program) -> dict[str, frozenset[str]]:
             arrive(target, new)
         if state not in followed:
             followed.add(state)
-            for target, carried in fixed[state]:
-                arrive(target, carried)
-    result = {state: frozenset(types) for state, types in arriving.items()}
-    _ARRIVING.clear()  # one program at a time: the cache never grows
-    _ARRIVING[id(program)] = (weakref.ref(program), result)
-    return result
-
-
-_ARRIVING: dict[int, tuple[weakref.ref[Program], dict[str, frozenset[str]]]] = {}
+            for target, values in making[state]:
+                arrive(target, values)
+    return {state: frozenset(values) for state, values in arriving.items()}
 
 
 def _fixed_type(program: Program, edge: Edge) -> set[str] | None:
@@ -76,7 +100,7 @@ def _fixed_type(program: Program, edge: Edge) -> set[str] | None:
     if edge.kind == "output" and edge.type is not None:
         return {edge.type}
     if edge.kind == "next" and isinstance(step, n.ToolStep):
-        return {step.output.text}
+        return {output.text for output in step.outputs}
     if edge.kind == "next" and isinstance(step, n.HumanStep):
         return {n.ANSWER_TYPE}
     return None

@@ -15,11 +15,9 @@ def unused_types(program: Program, _: object) -> Iterator[Diagnostic]:
     if program.agent.input:
         used.add(program.agent.input.text)
     for step in program.source.steps:
-        if isinstance(step, n.LlmStep):
+        if isinstance(step, n.LlmStep | n.ToolStep):
             used.update(o.text for o in step.outputs)
             used.update(rule.type.text for rule in step.rules)
-        if isinstance(step, n.ToolStep):
-            used.add(step.output.text)
         if (declared := declared_input(step)) is not None:
             used.add(declared.text)
     # Types used only inside used types are used too.

@@ -126,9 +126,9 @@ def step_detail(step: n.Step) -> str:
     match step:
         case n.LlmStep(model=model):
             return f"llm · {model.value}" if model else "llm"
-        case n.ToolStep(input=input, output=output):
+        case n.ToolStep(input=input, outputs=outputs):
             argument = f"({input.text})" if input else ""
-            return f"tool{argument} → {output.text}"
+            return f"tool{argument} → {' | '.join(o.text for o in outputs)}"
         case n.ApprovalStep(approvers=approvers):
             people = ", ".join(a.value for a in approvers)
             return f"approval · {people}" if people else "approval"

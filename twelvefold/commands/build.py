@@ -126,13 +126,69 @@ FORMAT = click.option(
 @FILES
 @PROMPTS
 @FORMAT
-def check(files: tuple[Path, ...], prompts: Path | None, output_format: str) -> None:
+@click.option(
+    "--explain-approvals",
+    is_flag=True,
+    help="Also list, per tool that requires approval, the values that decide it and where "
+    "each comes from (a model, a tool, a person).",
+)
+def check(
+    files: tuple[Path, ...], prompts: Path | None, output_format: str, explain_approvals: bool
+) -> None:
     """Parse and check agents; print diagnostics. Exit 1 when there are errors."""
     results = _compile_all(files, prompts, generate_code=False, output_format=output_format)
-    code = _report(results, output_format)
+    if explain_approvals and output_format == "json":
+        code = _report(results, output_format, _explanations_json(results))
+    else:
+        code = _report(results, output_format)
+    if explain_approvals and output_format == "text":
+        _explain(results)
     if code == 0 and output_format == "text":
         click.echo(f"ok: {len(files)} file{'s' if len(files) != 1 else ''} checked", err=True)
     sys.exit(code)
+
+
+def _explain(results: list[Compilation]) -> None:
+    """The approvals' deciding values on stdout (compiler/checks/origins.py)."""
+    from twelvefold.compiler.checks.origins import explain_approvals
+
+    for result in results:
+        if result.program is not None:
+            click.echo(
+                explain_approvals(result.program) or f"{result.path}: no tool requires approval"
+            )
+
+
+def _explanations_json(results: list[Compilation]) -> list[dict[str, object]]:
+    """The deciding values as JSON entries beside the diagnostics (`"severity": "info"`,
+    code `explain-approvals`), one per value."""
+    from twelvefold.compiler.checks.origins import deciding_values
+
+    entries: list[dict[str, object]] = []
+    for result in results:
+        if result.program is None:
+            continue
+        for value in deciding_values(result.program):
+            span = value.guard.span
+            entries.append(
+                {
+                    "severity": "info",
+                    "code": "explain-approvals",
+                    "message": f"`{value.field}` in {value.where} decides the approval of "
+                    + ", ".join(f"`{tool}`" for tool in value.tools),
+                    "path": result.path,
+                    "line": span.line,
+                    "column": span.column,
+                    "end_line": span.end_line,
+                    "end_column": span.end_column,
+                    "tools": list(value.tools),
+                    "field": value.field,
+                    "origins": [{"kind": o.kind, "step": o.step} for o in value.origins],
+                    "restates": list(value.restates),
+                    "acknowledged": value.acknowledged,
+                }
+            )
+    return entries
 
 
 @click.command("compile", cls=_DiagnosingCommand)

@@ -96,6 +96,8 @@ class Coverage:
             self.edges.update(move.edges)
             if isinstance(move.event, ModelOutput):
                 self.outputs.add((move.before.step, type_name(self.subject, move.event.output)))
+            elif isinstance(move.event, ToolResult):
+                self.outputs.add((move.before.step, type_name(self.subject, move.event.result)))
 
     def all_outputs(self) -> list[tuple[str, str]]:
         return [
@@ -241,11 +243,12 @@ class _Steps:
         }
         self._first["Answer"] = [Answer(text="ok")]
         guarded = {e.type for e in subject.spec.edges if e.guard is not None}
-        # Per llm step and output type, one value for each rule it can be routed by:
-        # values only matter to the search where a guard routes on them.
+        # Per llm step or tool and output type, one value for each rule it can be routed
+        # by: values only matter to the search where a guard routes on them.
         self._outputs: dict[tuple[str, str], list[BaseModel]] = {}
         for step, spec_state in subject.spec.states.items():
-            for name in spec_state.outputs:
+            names = spec_state.results if spec_state.kind == "tool" else spec_state.outputs
+            for name in names:
                 if name in guarded:
                     pool = candidates(_type(subject, name), constants)
                     self._outputs[step, name] = _one_per_rule(subject, step, pool)
@@ -268,10 +271,13 @@ class _Steps:
             ]
             return [*groups, (failure,)]
         if kind == "tool":
-            assert spec_state.output is not None
             start = ToolStarted(step=step, key="key")
-            result = ToolResult(step=step, result=self._first[spec_state.output][0])
-            return [(start, result), (start, failure)]
+            results: list[tuple[Event, ...]] = [
+                (start, ToolResult(step=step, result=value))
+                for name in spec_state.results
+                for value in self._outputs[step, name]
+            ]
+            return [*results, (start, failure)]
         request = state.request  # a decision answers the pending request
         if kind == "approval":
             decisions: list[tuple[Event, ...]] = [

@@ -577,6 +577,9 @@ def _action_problem(subject: Subject, state: State, action: Action) -> str | Non
             return f"calls {action.function!r}, the step declares {declared.function!r}"
         if names.get(action.output, action.output.__name__) != declared.output:
             return f"expects {action.output.__name__}, the step declares {declared.output}"
+        members = tuple(names.get(cls, cls.__name__) for cls in action.outputs)
+        if members != declared.outputs:
+            return f"expects one of {members}, the step declares {declared.outputs}"
         if action.started_key != state.tool_key:
             return (
                 f"carries the key {action.started_key!r}, the call in flight has {state.tool_key!r}"
@@ -679,7 +682,7 @@ def _carried(kind: str, before: State, event: Event) -> Any:
     match event:
         case ModelOutput(output=output) if kind == "output":
             return output
-        case ToolResult(result=result) if kind == "next":
+        case ToolResult(result=result) if kind in ("next", "output"):
             return result
         case Answered(answer=answer) if kind == "next":
             return answer
