@@ -72,3 +72,17 @@ def test_json_commands_print_an_error_object_when_they_fail(project: Path, args:
     document = json.loads(result.stdout)
     assert set(document) == {"error"} and document["error"]["message"]
     assert result.stderr.startswith("error: ")
+
+
+def test_a_configuration_error_in_a_hostile_folder_prints_no_terminal_escape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "red\x1b[31mteam\x07"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "calculator.agent", folder / "calculator.agent")
+    (folder / "twelvefold.toml").write_text("[approvers\n", encoding="utf-8")
+    monkeypatch.chdir(folder)
+    result = CliRunner().invoke(cli, ["check", "calculator.agent", "--prompts", str(PROMPTS)])
+    assert result.exit_code == 1
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "red\\x1b[31mteam\\x07" in result.stderr

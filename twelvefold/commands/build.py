@@ -81,7 +81,15 @@ def _check_config(files: tuple[Path, ...], output_format: str) -> None:
             config.approvers  # noqa: B018 - reading them validates their shape
             config.allow_stdlib  # noqa: B018
         except ConfigError as exc:
-            _fail(str(exc), output_format, str(exc).partition(": ")[0])
+            # The message holds a folder name, which can hold terminal escapes: printed
+            # escaped, never raw (the JSON document carries it as it is).
+            message = str(exc)
+            shown = message if message.isprintable() else ascii(message)[1:-1]
+            _fail(
+                shown if output_format == "text" else message,
+                output_format,
+                message.partition(": ")[0],
+            )
 
 
 def _compile_all(
