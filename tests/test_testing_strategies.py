@@ -11,7 +11,16 @@ from hypothesis import strategies as st
 
 from tests.support.generated import EXAMPLES, PROMPTS, import_generated
 from twelvefold.runtime.codec import Codec
-from twelvefold.runtime.types import Cancelled, Event, Forked, IllegalEvent, Started, ToolStarted
+from twelvefold.runtime.spec import BUDGET_EXHAUSTED
+from twelvefold.runtime.types import (
+    Cancelled,
+    Event,
+    Forked,
+    IllegalEvent,
+    Retried,
+    Started,
+    ToolStarted,
+)
 from twelvefold.testing.coverage import budget_paths, explore
 from twelvefold.testing.properties import is_action
 from twelvefold.testing.runner import path_cases
@@ -136,12 +145,18 @@ def test_budget_paths_end_with_the_action_that_reaches_max_steps(subject: Subjec
         return
     assert paths
     finals = 0
+    retried = 0
     for path in paths:
+        if isinstance(path[-1], Retried):  # the budget failed the thread: a person goes on
+            retried += 1
+            path = path[:-1]
+            assert subject.replay(path).error == BUDGET_EXHAUSTED
         before = subject.replay(path[:-1])
         after = subject.reduce(before, path[-1])
         assert before.steps == budget - 1 and is_action(path[-1])
         finals += after.status == "finished"
     assert finals, "some path reaches a final step with the budget's last action"
+    assert retried or subject.spec.on_max_steps is not None
 
 
 def test_a_spec_with_max_errors_but_no_target_is_refused(subject: Subject) -> None:

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from twelvefold.compiler import moves
 from twelvefold.compiler.moves import ACTION_EVENTS, Move, describe_edge
-from twelvefold.runtime.spec import EdgeSpec
+from twelvefold.runtime.spec import BUDGET_EXHAUSTED, EdgeSpec
 from twelvefold.runtime.types import (
     Answer,
     Answered,
@@ -418,7 +418,9 @@ def budget_paths(subject: Subject, max_states: int = 20_000) -> list[tuple[Event
         log = logs[key(state)]
         for position, group in enumerate(steps.at(state)):
             if state.steps + 1 == budget and state.status != "failed":
-                found.setdefault((state.step, position), log + group)
+                found.setdefault(
+                    (state.step, position), log + group + _go_on(subject, group, state)
+                )
                 continue
             current = state
             try:
@@ -431,6 +433,19 @@ def budget_paths(subject: Subject, max_states: int = 20_000) -> list[tuple[Event
             logs[key(current)] = log + group
             queue.append(current)
     return list(found.values())
+
+
+def _go_on(subject: Subject, group: tuple[Event, ...], state: State) -> tuple[Event, ...]:
+    """A person's retry, when `group` left the thread failed for its budget: what a
+    retried thread counts from is as much the budget's business."""
+    try:
+        for event in group:
+            state = subject.reduce(state, event)
+    except Exception:
+        return ()
+    if state.status == "failed" and state.error == BUDGET_EXHAUSTED:
+        return (Retried(step=state.step, by="ana"),)
+    return ()
 
 
 def _past_budget(budget: int | None, state: State) -> bool:

@@ -345,6 +345,13 @@ def max_steps_ceiling(subject: Subject, case: Case) -> None:
         if isinstance(event, Retried) and before.error == BUDGET_EXHAUSTED:
             count = 0  # a person chose to go on after the budget ran out
         if not is_action(event):
+            if after.steps != count:  # bookkeeping counts nothing (a retry may reset)
+                raise PropertyFailed(
+                    f"state.steps is {after.steps} after a `{format_event(event).split()[0]}` "
+                    f"event; the log counts {count} actions",
+                    events,
+                    index,
+                )
             continue
         count += 1
         if budget is not None and count >= budget:
