@@ -717,22 +717,29 @@ def final_is_absorbing(subject: Subject, case: Case) -> None:
                 events,
                 index,
             )
-        for probe in probes(subject, state.step, state.request):
-            before = copy.deepcopy(state)
-            try:
-                after = subject.reduce(state, probe)
-            except IllegalEvent:
-                if state != before:
-                    raise PropertyFailed(
-                        "refusing an event changed a finished thread", events, index, probe
-                    ) from None
-                continue
-            raise PropertyFailed(
-                f"a finished thread took an event (now {after.status} at `{after.step}`)",
-                events,
-                index,
-                probe,
-            )
+        _refuses_every_probe(subject, events, index, state, "finished")
+
+
+def _refuses_every_probe(
+    subject: Subject, events: Sequence[Event], index: int, state: State, what: str
+) -> None:
+    """`state` (a `what` thread) refuses one event of every kind, and stays as it was."""
+    for probe in probes(subject, state.step, state.request):
+        before = copy.deepcopy(state)
+        try:
+            after = subject.reduce(state, probe)
+        except IllegalEvent:
+            if state != before:
+                raise PropertyFailed(
+                    f"refusing an event changed a {what} thread", events, index, probe
+                ) from None
+            continue
+        raise PropertyFailed(
+            f"a {what} thread took an event (now {after.status} at `{after.step}`)",
+            events,
+            index,
+            probe,
+        )
 
 
 def forks_and_cancels(subject: Subject, case: Case) -> None:
@@ -767,24 +774,8 @@ def forks_and_cancels(subject: Subject, case: Case) -> None:
                 index,
             )
     for index, state in enumerate(states):
-        if state.status != "cancelled":
-            continue
-        for probe in probes(subject, state.step, state.request):
-            before_probe = copy.deepcopy(state)
-            try:
-                taken = subject.reduce(state, probe)
-            except IllegalEvent:
-                if state != before_probe:
-                    raise PropertyFailed(
-                        "refusing an event changed a cancelled thread", events, index, probe
-                    ) from None
-                continue
-            raise PropertyFailed(
-                f"a cancelled thread took an event (now {taken.status} at `{taken.step}`)",
-                events,
-                index,
-                probe,
-            )
+        if state.status == "cancelled":
+            _refuses_every_probe(subject, events, index, state, "cancelled")
 
 
 def probes(subject: Subject, step: str, request: str | None = None) -> list[Event]:
