@@ -302,15 +302,22 @@ class AsyncRuntime:
         return self._agents[key]
 
     async def launch(
-        self, agent: AgentRef, input: Any, *, thread_id: str | None = None
+        self, agent: AgentRef, input: Any, *, thread_id: str | None = None, run: bool = True
     ) -> ThreadView:
-        """Start a thread and run it until it waits for a person, finishes or fails."""
+        """Start a thread and run it until it waits for a person, finishes or fails.
+
+        With `run=False` the thread is only stored (`running`, no lease held): a later
+        `resume(thread_id)` runs it (the server launches this way and runs it in the
+        background)."""
         loaded = self.agent(agent)
         value = typed_input(loaded, input)
         thread = await self.engine.create(
-            self._as_recorded(loaded), [started(loaded, value)], thread_id or new_thread_id()
+            self._as_recorded(loaded),
+            [started(loaded, value)],
+            thread_id or new_thread_id(),
+            hold=run,
         )
-        return view_of(await self.engine.advance(thread))
+        return view_of(await self._ran(thread, run))
 
     async def resume(
         self,
@@ -324,8 +331,10 @@ class AsyncRuntime:
         request: str | None = None,
         via: str = "api",
         agent: AgentRef | None = None,
+        run: bool = True,
     ) -> ThreadView:
-        """Give a waiting thread its approval, rejection or answer and run it on.
+        """Give a waiting thread its approval, rejection or answer and run it on (with
+        `run=False`, only record the decision: a later `resume(thread_id)` runs it on).
 
         A decision must name the pending `request` (`ThreadView.request`); otherwise
         `RequestNotPending` is raised. An approval that declares `approvers` is decided
@@ -363,7 +372,7 @@ class AsyncRuntime:
                 )
         if event is not None:
             await self.engine.record(thread, event)
-        return view_of(await self.engine.advance(thread))
+        return view_of(await self._ran(thread, run))
 
     async def cancel(
         self,
@@ -392,8 +401,10 @@ class AsyncRuntime:
         by: str | None = None,
         reuse_key: bool = False,
         agent: AgentRef | None = None,
+        run: bool = True,
     ) -> ThreadView:
-        """Try a failed thread again from the step that failed.
+        """Try a failed thread again from the step that failed (with `run=False`, only
+        record the retry: a later `resume(thread_id)` runs it).
 
         A tool call whose outcome is unknown (it timed out, was interrupted, or returned
         a result of the wrong shape) is tried again with its idempotency key. After a
@@ -404,7 +415,15 @@ class AsyncRuntime:
         thread = await self._load(thread_id, agent)
         key = retry_key(thread, reuse_key=reuse_key)
         await self.engine.record(thread, Retried(step=thread.state.step, at=_now(), by=by, key=key))
-        return view_of(await self.engine.advance(thread))
+        return view_of(await self._ran(thread, run))
+
+    async def _ran(self, thread: Thread, run: bool) -> Thread:
+        """`thread` advanced; without `run`, as it stands with its lease let go (the
+        `resume` that runs it later takes one anew)."""
+        if run:
+            return await self.engine.advance(thread)
+        self.engine._release(thread)
+        return thread
 
     async def get(self, thread_id: str, *, agent: AgentRef | None = None) -> ThreadView:
         return view_of(await self._load(thread_id, agent))

@@ -942,3 +942,39 @@ class _Transaction:
             # The error that stopped the transaction is what the caller must see; the
             # failed ROLLBACK is told beside it, not instead of it.
             exc.add_note(f"ROLLBACK failed as well: {rollback_failed}")
+
+
+SQLITE_SCHEME = "sqlite:///"
+
+
+def store_file(url: str) -> Path:
+    """The SQLite file a store URL names, as SQLAlchemy spells it: `sqlite:///rel/t.db`
+    is relative to the current folder, `sqlite:////abs/t.db` (four slashes) absolute.
+    A bare path (no `scheme://`) is a file path, as `--db` takes it.
+
+    Raises `StoreError` (one line) for another scheme: `postgresql://` arrives with the
+    scale-out work, and anything else is not a store twelvefold knows."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        if not url:
+            raise StoreError("a store URL is sqlite:///PATH (relative) or sqlite:////PATH")
+        return Path(url)
+    if scheme.lower() in ("postgresql", "postgres") or scheme.lower().startswith("postgresql+"):
+        raise StoreError(
+            "PostgreSQL stores arrive with the scale-out work; use sqlite:///PATH for now"
+        )
+    if scheme.lower() != "sqlite" or not rest.startswith("/"):
+        shown = url if url.isprintable() else ascii(url)[1:-1]
+        raise StoreError(
+            f"not a store URL twelvefold knows: {shown} (use sqlite:///relative/threads.db "
+            "or sqlite:////absolute/threads.db)"
+        )
+    path = rest[1:].partition("?")[0]
+    if not path:
+        raise StoreError("a sqlite:/// store URL names a file: sqlite:///PATH")
+    return Path(path)
+
+
+def open_store(url: str, *, create: bool = True) -> SqliteStore:
+    """The store a URL names (`store_file`), opened as `SqliteStore(path, create=create)`."""
+    return SqliteStore(store_file(url), create=create)

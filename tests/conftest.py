@@ -6,6 +6,7 @@ import pytest
 
 from tests.support.e2e import model, notifier, rt  # noqa: F401  (fixtures of the e2e tests)
 from tests.support.openai_server import openai_server  # noqa: F401  (a fixture)
+from tests.support.server import collected, deploy_agent  # noqa: F401  (server test fixtures)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

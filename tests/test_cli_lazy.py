@@ -42,8 +42,18 @@ def _defined_commands() -> dict[str, tuple[str, str, click.Command]]:
     found: dict[str, tuple[str, str, click.Command]] = {}
     for info in pkgutil.iter_modules(commands.__path__):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        nested = {  # `token create` is a subcommand of `token`, not a command of its own
+            id(child)
+            for group in vars(module).values()
+            if isinstance(group, click.Group)
+            for child in group.commands.values()
+        }
         for attribute, value in vars(module).items():
-            if isinstance(value, click.Command) and value.name is not None:
+            if (
+                isinstance(value, click.Command)
+                and value.name is not None
+                and id(value) not in nested
+            ):
                 found[value.name] = (info.name, attribute, value)
     return found
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,12 @@ class Reply:
 Responder = Callable[[dict[str, Any]], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256
+    """The listen backlog (socketserver's default is 5): a client opening many
+    connections at once would otherwise see some refused and retried a second later."""
+
+
 @dataclass
 class ScriptedOpenAI:
     """The server; use as a context manager (or the `openai_server` fixture)."""
@@ -55,6 +62,10 @@ class ScriptedOpenAI:
     script: deque[Reply] = field(default_factory=deque)
     responder: Responder | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    latency: float = 0.0
+    """Seconds each completion takes before it is answered (a model that thinks; the
+    load benchmark uses 0.05). Each request waits in its own server thread, so
+    concurrent requests wait side by side, as they would at a real API."""
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -90,7 +101,7 @@ class ScriptedOpenAI:
         return f"http://{host!s}:{port}/v1"
 
     def start(self) -> ScriptedOpenAI:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        server = _Server(("127.0.0.1", 0), _handler_for(self))
         server.daemon_threads = True
         threading.Thread(
             target=server.serve_forever, args=(0.05,), name="scripted-openai", daemon=True
@@ -174,6 +185,8 @@ def _handler_for(server: ScriptedOpenAI) -> type[BaseHTTPRequestHandler]:
             if not self.path.rstrip("/").endswith("/chat/completions"):
                 status, payload = 404, _error_body(f"no route {self.path}")
             else:
+                if server.latency > 0:
+                    time.sleep(server.latency)
                 status, payload = server.answer(body)
             data = json.dumps(payload).encode("utf-8")
             self.send_response(status)

@@ -63,6 +63,12 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
         "Time out the waiting threads past their step's `timeout`, and run them on; try again"
         " the notices no channel took.",
     ),
+    "serve": LazyCommand(
+        "serve",
+        "serve",
+        "Serve AGENT_OR_DIR... over HTTP: the API, the inbox, background runs and timers.",
+    ),
+    "token": LazyCommand("serve", "token", "Create, list and revoke the server's API tokens."),
     "threads": LazyCommand("run", "threads", "List threads, most recently updated first."),
     "show": LazyCommand("run", "show", "Print THREAD's event log and where it stands."),
     "test": LazyCommand(

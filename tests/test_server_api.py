@@ -1,0 +1,419 @@
+"""The HTTP API through httpx against the app (in process), with the real service, SQLite
+and the real openai client against the scripted model server: every route and every
+rule of who may do what (docs/server.md, "Who may do what").
+
+The app runs with httpx's ASGI transport, which re-raises any exception the app lets
+escape: a bug that would be a 500 fails the test that meets it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.openai_server import ScriptedOpenAI
+from tests.support.server import DEPLOY_CONFIG, Served, deploy_project, served
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def launch(s: Served, person: str = "bob", text: str = "deploy to production") -> Any:
+    """A deploybot thread launched by `person`, once it waits (for an approval)."""
+    async with s.client(person) as client:
+        response = await client.post("/v1/agents/deploybot/threads?wait=true", json={"input": text})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def decide(s: Served, person: str, view: Any, decision: str = "approve", **more: Any) -> Any:
+    async with s.client(person) as client:
+        return await client.post(
+            f"/v1/threads/{view['thread_id']}/decisions?wait=true",
+            json={"request": view["request"], "decision": decision, **more},
+        )
+
+
+async def events(s: Served, thread_id: str) -> list[Any]:
+    async with s.client("ana") as client:
+        response = await client.get(f"/v1/threads/{thread_id}/events")
+    assert response.status_code == 200, response.text
+    found: list[Any] = response.json()
+    return found
+
+
+def assert_problem(response: Any, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["type"] == "about:blank"
+    assert "Traceback" not in response.text
+    for word in words:
+        assert word in body["detail"], body
+
+
+@pytest.fixture
+async def s(deploy_agent: Path, tmp_path: Path, openai_server: ScriptedOpenAI) -> Any:
+    async with served(deploy_agent, tmp_path / "threads.db", openai_server) as running:
+        yield running
+
+
+async def test_launch_pause_approve_finish_records_the_person_behind_the_token(s: Served) -> None:
+    view = await launch(s, "bob")
+    assert (view["status"], view["waiting_for"], view["question"]) == (
+        "waiting",
+        "approval",
+        "Deploy v1.2.3 to production?",
+    )
+    decided = await decide(s, "ana", view, comment="go")
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["status"] == "finished"
+    assert decided.json()["output"]["message"].startswith("deployed: https://production")
+    token = s.tokens.identify(s.token("ana"))
+    assert token is not None
+    (approved,) = [e for e in await events(s, view["thread_id"]) if e["kind"] == "approved"]
+    assert (approved["by"], approved["via"], approved["comment"]) == (
+        "ana",
+        f"http (token {token.id})",
+        "go",
+    )
+
+
+async def test_a_launch_answers_202_at_once_and_runs_in_the_background(s: Served) -> None:
+    async with s.client("bob") as client:
+        response = await client.post("/v1/agents/deploybot/threads", json={"input": "deploy"})
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "running"
+        view = await s.service.wait(s.caller("bob"), response.json()["thread_id"], 60)
+    assert view.status == "waiting"
+
+
+async def test_every_call_but_healthz_needs_a_live_token(s: Served) -> None:
+    async with s.client() as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        for method, path in [
+            ("GET", "/v1/threads"),
+            ("GET", "/v1/threads/x"),
+            ("GET", "/v1/requests"),
+            ("POST", "/v1/agents/deploybot/threads"),
+        ]:
+            response = await client.request(method, path, json={"input": "x"})
+            assert_problem(response, 401, "Bearer")
+            assert response.headers["www-authenticate"] == "Bearer"
+        for wrong in [
+            "Bearer nope",
+            "Basic YW5hOng=",
+            "Bearer tf_00000000_x",
+            "Bearer " + "a" * 5000,
+        ]:
+            response = await client.get("/v1/threads", headers={"Authorization": wrong})
+            assert_problem(response, 401)
+    token = s.token("ana")
+    (row,) = [t for t in s.tokens.list() if t.person == "ana"]
+    async with s.client("ana") as client:
+        assert (await client.get("/v1/threads")).status_code == 200
+        assert s.tokens.revoke(row.id)
+        assert_problem(await client.get("/v1/threads"), 401, "revoked")
+    assert s.tokens.verify(token) is None
+
+
+async def test_only_an_approver_decides_and_a_refusal_records_nothing(s: Served) -> None:
+    view = await launch(s, "bob")
+    before = len(await events(s, view["thread_id"]))
+    for person in ["dave", "bob"]:  # not in release-managers (bob launched it, too)
+        assert_problem(await decide(s, person, view), 403, "release-managers")
+    assert len(await events(s, view["thread_id"])) == before
+    assert (await decide(s, "carol", view)).json()["status"] == "finished"
+
+
+async def test_four_eyes_a_launcher_may_not_approve_their_own_thread(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    agent = deploy_project(tmp_path / "strict")
+    async with served(agent, tmp_path / "threads.db", openai_server) as s:
+        view = await launch(s, "ana")
+        assert_problem(await decide(s, "ana", view), 403, "four eyes")
+        async with s.client("ana") as client:
+            assert (await client.get("/v1/requests")).json() == []
+        async with s.client("carol") as client:
+            assert [v["thread_id"] for v in (await client.get("/v1/requests")).json()] == [
+                view["thread_id"]
+            ]
+        rejected = await decide(s, "ana", view, "reject", comment="not today")
+        assert rejected.status_code == 200, rejected.text
+    allowing = deploy_project(
+        tmp_path / "lenient", DEPLOY_CONFIG + "[server]\nallow_self_approval = true\n"
+    )
+    async with served(allowing, tmp_path / "other.db", openai_server) as s:
+        view = await launch(s, "ana")
+        assert (await decide(s, "ana", view)).json()["status"] == "finished"
+
+
+async def test_the_server_refuses_decisions_on_groups_the_configuration_does_not_define(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    agent = deploy_project(tmp_path / "p", '[approvers]\nops = ["ana"]\n')
+    async with served(agent, tmp_path / "threads.db", openai_server) as s:
+        view = await launch(s, "bob")
+        for person in ["ana", "carol", "bob"]:
+            assert_problem(await decide(s, person, view), 403, "does not define")
+        async with s.client("ana") as client:
+            assert (await client.get("/v1/requests")).json() == []
+
+
+async def test_a_request_without_approvers_goes_to_the_default_group_else_to_anyone(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    grouped = deploy_project(
+        tmp_path / "g", DEPLOY_CONFIG + '[server]\ndefault_approvers = "release-managers"\n'
+    )
+    async with served(grouped, tmp_path / "g.db", openai_server) as s:
+        view = await launch(s, "bob", "deploy, ASK ME first")
+        assert view["waiting_for"] == "answer"
+        assert_problem(await decide(s, "dave", view, "answer", answer="ANSWERED"), 403, "default")
+        answered = await decide(s, "carol", view, "answer", answer="ANSWERED v1.2.3")
+        assert answered.json()["waiting_for"] == "approval", answered.text
+    anyone = deploy_project(tmp_path / "a")
+    async with served(anyone, tmp_path / "a.db", openai_server) as s:
+        view = await launch(s, "bob", "deploy, ASK ME first")
+        answered = await decide(s, "dave", view, "answer", answer="ANSWERED v1.2.3")
+        assert answered.json()["waiting_for"] == "approval", answered.text
+        (event,) = [e for e in await events(s, view["thread_id"]) if e["kind"] == "answered"]
+        assert event["answer"]["value"]["by"] == "dave"
+
+
+async def test_a_stale_or_wrong_request_is_409_and_a_wrong_kind_422(s: Served) -> None:
+    view = await launch(s, "bob")
+    wrong = dict(view, request="approve_deploy-1")
+    assert_problem(await decide(s, "ana", wrong), 409, "no longer pending")
+    assert_problem(await decide(s, "ana", view, "answer", answer="x"), 422, "approval")
+    assert (await decide(s, "ana", view)).status_code == 200
+    assert_problem(await decide(s, "carol", view), 409)
+
+
+async def test_unknown_threads_agents_and_paths_are_404_and_wrong_methods_405(s: Served) -> None:
+    async with s.client("ana") as client:
+        assert_problem(await client.get("/v1/threads/nope"), 404, "nope")
+        assert_problem(await client.get("/v1/threads/nope/events"), 404)
+        assert_problem(await client.get("/v1/threads/nope/stream"), 404)
+        assert_problem(await client.post("/v1/threads/nope/cancel", json={"reason": "x"}), 404)
+        response = await client.post("/v1/agents/nobody/threads", json={"input": "x"})
+        assert_problem(response, 404, "nobody")
+        assert_problem(await client.get("/v2/elsewhere"), 404)
+        response = await client.delete("/v1/threads")
+        assert_problem(response, 405)
+        assert "GET" in response.headers["allow"]
+
+
+async def test_bad_bodies_are_422_problems(s: Served) -> None:
+    view = await launch(s, "bob")
+    decisions = f"/v1/threads/{view['thread_id']}/decisions"
+    async with s.client("ana") as client:
+        for body in [
+            {"request": view["request"]},
+            {"request": view["request"], "decision": "maybe"},
+            {"request": view["request"], "decision": "approve", "by": "carol"},
+            {"request": 5, "decision": "approve"},
+            [],
+        ]:
+            assert_problem(await client.post(decisions, json=body), 422)
+        response = await client.post(decisions, content=b"{not json", headers={
+            "Content-Type": "application/json"})  # fmt: skip
+        assert_problem(response, 422)
+        response = await client.post("/v1/agents/deploybot/threads", json={"input": 5})
+        assert_problem(response, 422, "string")
+        response = await client.post(f"/v1/threads/{view['thread_id']}/fork", json={"at": 0})
+        assert_problem(response, 422)
+        response = await client.get("/v1/threads?status=sleeping")
+        assert_problem(response, 422)
+        response = await client.post(
+            "/v1/agents/deploybot/threads", json={"input": "x" * (2 * 1024 * 1024)}
+        )
+        assert response.status_code == 413 and response.headers["content-type"] == PROBLEM
+
+        async def chunked() -> Any:  # no Content-Length: counted as it arrives
+            yield b'{"input": "'
+            for _ in range(200):
+                yield b"x" * 8192
+            yield b'"}'
+
+        response = await client.post(
+            "/v1/agents/deploybot/threads",
+            content=chunked(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert_problem(response, 413)
+
+
+async def test_launchers_and_readers_narrow_who_may_launch_and_read(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    config = (
+        DEPLOY_CONFIG
+        + 'devs = ["bob"]\n[server]\nlaunchers = ["devs"]\nreaders = ["devs", "release-managers"]\n'
+    )
+    agent = deploy_project(tmp_path / "p", config)
+    async with served(agent, tmp_path / "threads.db", openai_server) as s:
+        async with s.client("dave") as client:
+            response = await client.post("/v1/agents/deploybot/threads", json={"input": "x"})
+            assert_problem(response, 403, "devs")
+        view = await launch(s, "bob")
+        async with s.client("dave") as client:
+            assert_problem(await client.get(f"/v1/threads/{view['thread_id']}"), 404)
+            assert (await client.get("/v1/threads")).json() == []
+        async with s.client("ana") as client:
+            assert (await client.get(f"/v1/threads/{view['thread_id']}")).status_code == 200
+            response = await client.post("/v1/agents/deploybot/threads", json={"input": "x"})
+            assert_problem(response, 403, "devs")
+
+
+async def test_retry_fork_and_cancel_need_the_right_to_decide(s: Served) -> None:
+    view = await launch(s, "bob")
+    thread = view["thread_id"]
+    async with s.client("bob") as client:
+        assert_problem(await client.post(f"/v1/threads/{thread}/cancel", json={"reason": "x"}), 403)
+        assert_problem(await client.post(f"/v1/threads/{thread}/fork", json={"at": 2}), 403)
+        assert_problem(await client.post(f"/v1/threads/{thread}/retry"), 403)
+    async with s.client("ana") as client:
+        forked = await client.post(f"/v1/threads/{thread}/fork", json={"at": view["events"]})
+        assert forked.status_code == 201, forked.text
+        assert forked.json()["thread_id"] != thread
+        assert_problem(
+            await client.post(f"/v1/threads/{thread}/fork", json={"at": 999}), 422, "event number"
+        )
+        assert_problem(await client.post(f"/v1/threads/{thread}/retry"), 409, "failed")
+        cancelled = await client.post(f"/v1/threads/{thread}/cancel", json={"reason": "wrong tag"})
+        assert cancelled.json()["status"] == "cancelled", cancelled.text
+        again = await client.post(f"/v1/threads/{thread}/cancel", json={"reason": "again"})
+        assert_problem(again, 409)
+    assert_problem(await decide(s, "ana", view), 409)
+    (event,) = [e for e in await events(s, thread) if e["kind"] == "cancelled"]
+    assert (event["by"], event["reason"]) == ("ana", "wrong tag")
+
+
+async def test_listing_filters_by_status_and_agent(s: Served) -> None:
+    waiting = await launch(s, "bob")
+    done = await launch(s, "bob")
+    await decide(s, "ana", done)
+    async with s.client("ana") as client:
+        listed = (await client.get("/v1/threads?status=waiting")).json()
+        assert [t["thread_id"] for t in listed] == [waiting["thread_id"]]
+        assert {
+            t["thread_id"] for t in (await client.get("/v1/threads?agent=deploybot")).json()
+        } == {
+            waiting["thread_id"],
+            done["thread_id"],
+        }
+        assert (await client.get("/v1/threads?agent=other")).json() == []
+
+
+async def test_the_stream_sends_every_event_once_in_order_and_resumes(s: Served) -> None:
+    view = await launch(s, "bob")
+    logged = await events(s, view["thread_id"])
+    async with s.client("ana") as client:
+        whole = await client.get(f"/v1/threads/{view['thread_id']}/stream")
+        rest = await client.get(
+            f"/v1/threads/{view['thread_id']}/stream", headers={"Last-Event-ID": "3"}
+        )
+        bad = await client.get(
+            f"/v1/threads/{view['thread_id']}/stream", headers={"Last-Event-ID": "x"}
+        )
+    assert whole.headers["content-type"].startswith("text/event-stream")
+    sent = sse(whole.text)
+    assert [int(e["id"]) for e in sent if "id" in e] == [e["seq"] for e in logged]
+    assert [e["event"] for e in sent][-1] == "end"
+    assert [int(e["id"]) for e in sse(rest.text) if "id" in e] == list(range(4, len(logged) + 1))
+    assert_problem(bad, 422, "Last-Event-ID")
+
+
+def sse(text: str) -> list[dict[str, str]]:
+    """Server-sent events (WHATWG HTML, "Server-sent events"): blocks of `field: value`."""
+    found = []
+    for block in text.split("\n\n"):
+        if block.strip():
+            found.append(dict(line.split(": ", 1) for line in block.splitlines()))
+    return found
+
+
+async def test_openapi_documents_the_contract(s: Served) -> None:
+    async with s.client() as client:
+        document = (await client.get("/openapi.json")).json()
+    assert set(document["paths"]) >= {
+        "/v1/agents/{agent}/threads",
+        "/v1/threads",
+        "/v1/threads/{thread_id}",
+        "/v1/threads/{thread_id}/events",
+        "/v1/threads/{thread_id}/stream",
+        "/v1/threads/{thread_id}/decisions",
+        "/v1/threads/{thread_id}/retry",
+        "/v1/threads/{thread_id}/fork",
+        "/v1/threads/{thread_id}/cancel",
+        "/v1/requests",
+        "/healthz",
+    }
+    assert "HTTPBearer" in document["components"]["securitySchemes"]
+
+
+async def test_the_timer_expires_waits_and_on_settled_hears_of_every_stop(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    agent = deploy_project(tmp_path / "p")
+    source = agent.read_text()
+    agent.write_text(
+        source.replace(
+            '  approvers "release-managers"\n', '  approvers "release-managers"\n  timeout 1s\n'
+        )
+    )
+    async with served(agent, tmp_path / "threads.db", openai_server, sweep_seconds=0.1) as s:
+        heard: list[tuple[str, str]] = []
+
+        async def settled(view: Any) -> None:
+            heard.append((view.id, view.status))
+
+        s.service.on_settled(settled)
+        view = await launch(s, "bob")
+        assert (view["thread_id"], "waiting") in heard
+
+        async def timed_out() -> bool:
+            found = await events(s, view["thread_id"])
+            return any(e["kind"] == "rejected" and e["by"] == "timeout" for e in found)
+
+        await eventually(timed_out, "the server's timer to time the approval out")
+        assert heard.count((view["thread_id"], "waiting")) >= 2  # ran on, and paused again
+
+
+async def eventually(condition: Any, what: str, limit: float = 90.0) -> None:
+    """Wait for an async condition (a bound for a broken build, not a timed assertion)."""
+    import anyio
+
+    with anyio.fail_after(limit):
+        while not await condition():
+            await anyio.sleep(0.05)
+
+
+async def test_hostile_ids_names_and_inputs_come_back_as_plain_json(s: Served) -> None:
+    async with s.client("ana") as client:
+        for path in ["/v1/threads/%1b%5b2J%0a", "/v1/agents/%1b%5b2J/threads"]:
+            response = await client.request(
+                "GET" if "threads/" in path and "agents" not in path else "POST",
+                path,
+                json={"input": "x"},
+            )
+            assert_problem(response, 404)
+            assert "\x1b" not in response.json()["detail"] and "\n" not in response.json()["detail"]
+        hostile = '<script>alert(1)</script>\x00\u2028"}\n{"x": 1'
+        launched = await client.post(
+            "/v1/agents/deploybot/threads?wait=true", json={"input": hostile}
+        )
+        assert launched.status_code == 200, launched.text
+        (started,) = [
+            e for e in await events(s, launched.json()["thread_id"]) if e["kind"] == "started"
+        ]
+        assert started["input"] == hostile

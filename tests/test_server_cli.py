@@ -1,0 +1,113 @@
+"""`twelvefold token` and `serve`'s refusals, and `--store URL` wherever `--db` is taken."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.runtime_helpers import EXAMPLES, write_cassette
+from twelvefold.cli import cli
+from twelvefold.runtime.store import StoreError, store_file
+from twelvefold.server.tokens import TokenStore
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TWELVEFOLD_DB", raising=False)
+    monkeypatch.delenv("TWELVEFOLD_STORE", raising=False)
+    return tmp_path
+
+
+def test_store_urls_are_sqlalchemy_style() -> None:
+    assert store_file("sqlite:///threads.db") == Path("threads.db")
+    assert store_file("sqlite:///data/t.db") == Path("data/t.db")
+    assert store_file("sqlite:////var/t.db") == Path("/var/t.db")
+    assert store_file("plain/t.db") == Path("plain/t.db")
+    with pytest.raises(StoreError, match="PostgreSQL stores arrive with the scale-out work"):
+        store_file("postgresql://db.example/twelvefold")
+    for wrong in ["sqlite://relative.db", "sqlite:///", "mysql://x/y", "", "http://x/\x1b[2J"]:
+        with pytest.raises(StoreError) as caught:
+            store_file(wrong)
+        assert "\x1b" not in str(caught.value)
+
+
+def test_every_db_command_takes_a_store_url(workdir: Path) -> None:
+    write_cassette(workdir / "deploy.jsonl")
+    code, out, err = invoke(
+        "run", str(EXAMPLES / "deploybot.agent"), "--input", "deploy v1.2.3 to production",
+        "--cassette", "deploy.jsonl", "--json", "--store", "sqlite:///data/threads.db",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (workdir / "data" / "threads.db").is_file()
+    thread = json.loads(out.splitlines()[-1])["thread_id"]
+    absolute = f"sqlite:///{workdir / 'data' / 'threads.db'}"
+    for args in [("threads", "--json"), ("show", thread, "--json")]:
+        code, out, err = invoke(*args, "--store", absolute)
+        assert code == 0, err
+        assert thread in out
+    code, _, err = invoke("threads", "--store", "postgresql://x/y")
+    assert code == 1 and "PostgreSQL stores arrive with the scale-out work" in err
+    code, _, err = invoke("serve", str(EXAMPLES), "--store", "postgresql://x/y")
+    assert code == 1 and "PostgreSQL" in err
+
+
+def test_tokens_are_printed_once_and_stored_only_as_hashes(workdir: Path) -> None:
+    code, out, err = invoke("token", "create", "carol", "--store", "sqlite:///t.db")
+    assert code == 0, err
+    token = out.strip()
+    assert token.startswith("tf_") and len(token) > 40
+    assert token.encode() not in (workdir / "t.db").read_bytes()
+    tokens = TokenStore(workdir / "t.db")
+    try:
+        assert tokens.verify(token) == "carol"
+        assert tokens.verify(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+        (info,) = tokens.list()
+    finally:
+        tokens.close()
+    code, out, _ = invoke("token", "list", "--db", "t.db", "--json")
+    assert json.loads(out) == [
+        {"id": info.id, "person": "carol", "created_at": info.created_at, "revoked_at": None}
+    ]
+    assert token not in out
+    assert invoke("token", "revoke", info.id, "--db", "t.db")[0] == 0
+    code, _, err = invoke("token", "revoke", info.id, "--db", "t.db")
+    assert code == 1 and "no live token" in err
+    tokens = TokenStore(workdir / "t.db")
+    try:
+        assert tokens.verify(token) is None
+    finally:
+        tokens.close()
+
+
+def test_token_refusals_are_one_line(workdir: Path) -> None:
+    for person in ["", " carol", "car\nol", "\x1b[2J"]:
+        code, out, err = invoke("token", "create", person, "--db", "t.db")
+        assert (code, out) == (1, ""), person
+        assert err.startswith("error: ") and "\x1b" not in err
+    code, _, err = invoke("token", "list", "--db", "missing.db")
+    assert code == 1 and "no store" in err
+
+
+def test_serve_refuses_what_it_cannot_serve_safely(workdir: Path) -> None:
+    code, _, err = invoke("serve", str(EXAMPLES), "--insecure-local", "--host", "0.0.0.0")
+    assert code == 1 and "loopback" in err
+    twin = workdir / "twin"
+    twin.mkdir()
+    (twin / "deploybot.agent").write_text((EXAMPLES / "deploybot.agent").read_text())
+    code, _, err = invoke("serve", str(EXAMPLES / "deploybot.agent"), str(twin))
+    assert code == 1 and "two agents are named `deploybot`" in err
+    empty = workdir / "empty"
+    empty.mkdir()
+    code, _, err = invoke("serve", str(empty))
+    assert code == 1 and "holds no .agent file" in err
+    code, _, err = invoke("serve", str(workdir / "nowhere.agent"))
+    assert code == 1 and err.startswith("error: ")

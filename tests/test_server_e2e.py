@@ -1,0 +1,260 @@
+"""`twelvefold serve` as a user runs it: a real process on loopback, tokens made with
+`twelvefold token create`, the real openai client against the scripted model server,
+SQLite. Launch, pause, approve, finish; the SSE stream; kill -9 and SIGTERM while
+threads run, and a new server finishing every thread with nothing lost and no keyed
+side effect run twice.
+
+The deploy tool is deploybot's own, copied with a barrier (`gated`): it waits for a
+gate file, so a test holds deploys in flight while it kills or stops the server. The
+ledger (DEPLOYBOT_LEDGER) records each deploy's idempotency key once per time it really
+wrote, so a deploy run twice under two keys shows as two lines.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.openai_server import ScriptedOpenAI
+from tests.support.serve_process import (
+    ServeProcess,
+    gated,
+    json_of,
+    make_token,
+    started_deploys,
+)
+from tests.support.server import deploy_project, deploy_responder
+from tests.support.waiting import wait_for
+
+
+@pytest.fixture
+def setup(tmp_path: Path, openai_server: ScriptedOpenAI) -> dict[str, Any]:
+    openai_server.responder = deploy_responder
+    project = tmp_path / "project"
+    deploy_project(project)
+    gated(project)
+    gate = tmp_path / "gate"
+    env = {
+        "OPENAI_BASE_URL": openai_server.base_url,
+        "OPENAI_API_KEY": "test",
+        "DEPLOYBOT_LEDGER": str(tmp_path / "ledger.jsonl"),
+        "DEPLOYBOT_GATE": str(gate),
+        "TWELVEFOLD_LEASE_SECONDS": "2",
+        "TWELVEFOLD_DB": "",
+    }
+    db = tmp_path / "threads.db"
+    return {
+        "project": project,
+        "db": db,
+        "env": env,
+        "gate": gate,
+        "ledger": tmp_path / "ledger.jsonl",
+        "bob": make_token(db, "bob"),
+        "ana": make_token(db, "ana"),
+        "log": tmp_path / "serve.log",
+    }
+
+
+@pytest.fixture
+def servers(setup: dict[str, Any]) -> Iterator[list[ServeProcess]]:
+    started: list[ServeProcess] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def serve(setup: dict[str, Any], servers: list[ServeProcess], *args: str) -> ServeProcess:
+    server = ServeProcess([setup["project"]], setup["db"], setup["env"], setup["log"], args)
+    servers.append(server.start())
+    return server
+
+
+def ledger(setup: dict[str, Any]) -> list[dict[str, str]]:
+    path: Path = setup["ledger"]
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def launch_waiting(client: httpx.Client, count: int) -> list[Any]:
+    views = [
+        json_of(client.post("/v1/agents/deploybot/threads", json={"input": "deploy"}), 202)
+        for _ in range(count)
+    ]
+
+    def all_waiting() -> bool:
+        return all(
+            client.get(f"/v1/threads/{v['thread_id']}").json()["status"] == "waiting" for v in views
+        )
+
+    wait_for(all_waiting, "every thread to pause")
+    return [client.get(f"/v1/threads/{v['thread_id']}").json() for v in views]
+
+
+def sse_events(response: httpx.Response) -> list[dict[str, str]]:
+    """The events of a text/event-stream response, read as they arrive."""
+    found: list[dict[str, str]] = []
+    block: dict[str, str] = {}
+    for line in response.iter_lines():
+        if not line:
+            if block:
+                found.append(block)
+            block = {}
+            continue
+        field, _, value = line.partition(": ")
+        block[field] = value
+    return found
+
+
+def test_launch_pause_approve_finish_over_http(
+    setup: dict[str, Any], servers: list[ServeProcess]
+) -> None:
+    (setup["gate"]).touch()  # deploys go straight through
+    server = serve(setup, servers)
+    with server.client(setup["bob"]) as bob, server.client(setup["ana"]) as ana:
+        assert bob.get("/v1/threads/x").status_code == 404
+        with server.client(None) as anonymous:
+            refused = anonymous.get("/v1/threads")
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        launched = json_of(bob.post("/v1/agents/deploybot/threads", json={"input": "deploy"}), 202)
+        thread = launched["thread_id"]
+        # The stream opened at once follows the thread as it runs, and ends at the pause.
+        with bob.stream("GET", f"/v1/threads/{thread}/stream") as response:
+            assert response.status_code == 200
+            first = sse_events(response)
+        view = json_of(bob.get(f"/v1/threads/{thread}"))
+        assert (view["status"], view["waiting_for"]) == ("waiting", "approval")
+        assert [int(e["id"]) for e in first if "id" in e] == list(range(1, view["events"] + 1))
+        assert first[-1]["event"] == "end"
+        assert json.loads(first[-1]["data"])["status"] == "waiting"
+
+        assert bob.post(f"/v1/threads/{thread}/decisions", json={
+            "request": view["request"], "decision": "approve"}).status_code == 403  # fmt: skip
+        decided = ana.post(
+            f"/v1/threads/{thread}/decisions",
+            json={"request": view["request"], "decision": "approve"},
+        )
+        assert decided.status_code == 200, decided.text
+        stale = ana.post(
+            f"/v1/threads/{thread}/decisions",
+            json={"request": view["request"], "decision": "approve"},
+        )
+        assert stale.status_code == 409, stale.text
+        with bob.stream(
+            "GET", f"/v1/threads/{thread}/stream", headers={"Last-Event-ID": str(view["events"])}
+        ) as response:
+            rest = sse_events(response)
+        done = json_of(bob.get(f"/v1/threads/{thread}"))
+        assert done["status"] == "finished", done
+        ids = [int(e["id"]) for e in rest if "id" in e]
+        assert ids == list(range(view["events"] + 1, done["events"] + 1))
+        logged = json_of(bob.get(f"/v1/threads/{thread}/events"))
+        assert [e["seq"] for e in logged] == list(range(1, done["events"] + 1))
+        streamed = [json.loads(e["data"]) for e in first + rest if "id" in e]
+        assert streamed == logged
+        assert [e["event"] for e in first + rest if "id" in e] == [e["kind"] for e in logged]
+    assert len(ledger(setup)) == 1
+
+
+def test_a_new_server_finishes_every_thread_after_kill_9(
+    setup: dict[str, Any], servers: list[ServeProcess]
+) -> None:
+    count = 3
+    first = serve(setup, servers)
+    with first.client(setup["bob"]) as bob, first.client(setup["ana"]) as ana:
+        views = launch_waiting(bob, count)
+        for view in views:
+            decided = ana.post(
+                f"/v1/threads/{view['thread_id']}/decisions",
+                json={"request": view["request"], "decision": "approve"},
+            )
+            assert decided.status_code == 200, decided.text
+    wait_for(lambda: len(started_deploys(setup["gate"])) == count, "every deploy to start")
+    first.kill()  # every deploy is in flight: ToolStarted stored, no result
+    assert ledger(setup) == []
+    setup["gate"].touch()
+    second = serve(setup, servers)
+    with second.client(setup["bob"]) as bob:
+
+        def finished() -> bool:
+            return all(
+                bob.get(f"/v1/threads/{v['thread_id']}").json()["status"] == "finished"
+                for v in views
+            )
+
+        wait_for(finished, "the new server to finish every thread")
+        keys = []
+        for view in views:
+            logged = json_of(bob.get(f"/v1/threads/{view['thread_id']}/events"))
+            assert [e["seq"] for e in logged] == list(range(1, len(logged) + 1))
+            (key,) = {
+                e["key"] for e in logged if e["kind"] == "tool_started" and e["step"] == "deploy"
+            }
+            keys.append(key)
+    assert sorted(entry["key"] for entry in ledger(setup)) == sorted(keys)
+    assert len(ledger(setup)) == count, "a keyed deploy ran twice"
+
+
+def test_sigterm_lets_go_and_a_restart_runs_the_thread_on(
+    setup: dict[str, Any], servers: list[ServeProcess]
+) -> None:
+    first = serve(setup, servers, "--grace", "1")
+    with first.client(setup["bob"]) as bob, first.client(setup["ana"]) as ana:
+        (view,) = launch_waiting(bob, 1)
+        ana.post(
+            f"/v1/threads/{view['thread_id']}/decisions",
+            json={"request": view["request"], "decision": "approve"},
+        )
+    wait_for(lambda: len(started_deploys(setup["gate"])) == 1, "the deploy to start")
+    # uvicorn shuts down, then re-raises SIGTERM (so a supervisor sees how it ended).
+    assert first.terminate() in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in setup["log"].read_text()
+    from twelvefold.runtime.store import SqliteStore
+
+    store = SqliteStore(setup["db"], create=False)
+    try:
+        assert store.info(view["thread_id"]).status == "running"
+        assert store.lease(view["thread_id"]) is None, "the stopped server kept its lease"
+    finally:
+        store.close()
+    setup["gate"].touch()
+    second = serve(setup, servers)
+    with second.client(setup["bob"]) as bob:
+        wait_for(
+            lambda: bob.get(f"/v1/threads/{view['thread_id']}").json()["status"] == "finished",
+            "the restarted server to finish the thread",
+        )
+    assert len(ledger(setup)) == 1
+
+
+def test_a_keyless_call_in_flight_at_kill_9_fails_as_interrupted_until_retried(
+    setup: dict[str, Any], servers: list[ServeProcess]
+) -> None:
+    setup["gate"].touch()
+    list_gate = setup["gate"].parent / "list-gate"
+    setup["env"]["DEPLOYBOT_LIST_GATE"] = str(list_gate)
+    first = serve(setup, servers)
+    with first.client(setup["bob"]) as bob:
+        view = json_of(bob.post("/v1/agents/deploybot/threads", json={"input": "deploy"}), 202)
+    wait_for(lambda: Path(f"{list_gate}.started").exists(), "list_tags to start")
+    first.kill()
+    list_gate.touch()
+    second = serve(setup, servers)
+    thread = view["thread_id"]
+    with second.client(setup["bob"]) as bob, second.client(setup["ana"]) as ana:
+        wait_for(
+            lambda: bob.get(f"/v1/threads/{thread}").json()["status"] == "failed",
+            "the interrupted call to fail the thread",
+        )
+        failed = json_of(bob.get(f"/v1/threads/{thread}"))
+        assert (failed["step"], failed["error"]["type"]) == ("list_tags", "Interrupted"), failed
+        retried = ana.post(f"/v1/threads/{thread}/retry?wait=true")
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["status"] == "waiting"
+        logged = json_of(bob.get(f"/v1/threads/{thread}/events"))
+    assert [e["seq"] for e in logged] == list(range(1, len(logged) + 1))
+    assert [e["by"] for e in logged if e["kind"] == "retried"] == ["ana"]

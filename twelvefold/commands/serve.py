@@ -1,0 +1,259 @@
+"""`twelvefold serve` and `twelvefold token`: the HTTP server and its API tokens
+(docs/server.md). fastapi and uvicorn are imported only when `serve` runs."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from twelvefold.commands.options import DB
+from twelvefold.commands.output import echo
+from twelvefold.commands.run import make_model, model_options, reported
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from twelvefold.server.tokens import TokenInfo
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names only this machine (127.0.0.0/8, ::1, `localhost`)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@click.argument("places", nargs=-1, required=True, metavar="AGENT_OR_DIR...")
+@DB
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port."
+)
+@click.option(
+    "--concurrency",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="How many threads run at once; the rest queue.",
+)
+@click.option(
+    "--insecure-local",
+    is_flag=True,
+    help="Serve without tokens (every caller is `local`); only on a loopback --host.",
+)
+@click.option(
+    "--grace",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds running steps get to finish on SIGTERM before their leases are let go.",
+)
+@click.option(
+    "--sweep-seconds",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(0.05, 3600),
+    help="How often the timer expires timed-out waits and retries failed notices.",
+)
+@model_options
+def serve(
+    places: tuple[str, ...],
+    db: Path,
+    host: str,
+    port: int,
+    concurrency: int,
+    insecure_local: bool,
+    grace: float,
+    sweep_seconds: float,
+    model: str | None,
+    cassette: Path | None,
+    record: Path | None,
+    paths: tuple[Path, ...],
+) -> None:
+    """Serve AGENT_OR_DIR... over HTTP: the API, the inbox, background runs and timers."""
+    if cassette is not None and record is not None:
+        raise click.UsageError("give --cassette or --record, not both")
+    if insecure_local and not is_loopback(host):
+        echo(
+            f"error: --insecure-local serves without authentication, so only on a loopback "
+            f"address (127.0.0.1, ::1, localhost), not {host}",
+            err=True,
+        )
+        sys.exit(1)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    with reported():
+        app = _app(places, db, concurrency, insecure_local, grace, sweep_seconds,
+                   make_model(cassette, record, model), paths)  # fmt: skip
+    import uvicorn
+
+    if insecure_local:
+        echo(
+            "WARNING: --insecure-local: NO AUTHENTICATION. Anyone who can reach "
+            f"http://{host}:{port} on this machine acts as `local`, decides every approval "
+            "and reads every thread.",
+            err=True,
+        )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            timeout_graceful_shutdown=max(1, int(grace)),
+            proxy_headers=False,
+            server_header=False,
+        )
+    )
+    server.run()
+    if not server.started:  # the port was taken, or the lifespan failed: uvicorn said why
+        sys.exit(1)
+    # Every thread's lease is let go and its log is on disk (Service.stop). A tool call
+    # still blocked in a worker thread after the grace period would keep the interpreter
+    # from exiting (it joins worker threads); the next server runs the call again under
+    # its key, or records it as interrupted, so exit now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _app(
+    places: tuple[str, ...],
+    db: Path,
+    concurrency: int,
+    insecure_local: bool,
+    grace: float,
+    sweep_seconds: float,
+    model: object,
+    paths: tuple[Path, ...],
+) -> FastAPI:
+    from twelvefold.runtime.api import AsyncRuntime
+    from twelvefold.runtime.store import SqliteStore
+    from twelvefold.server.app import create_app
+    from twelvefold.server.service import ServeError, Service, served_agents
+    from twelvefold.server.tokens import TokenStore
+
+    store = SqliteStore(db)
+    runtime = AsyncRuntime(store, model=model, tool_paths=paths)  # type: ignore[arg-type]
+    try:
+        agents = served_agents(runtime, places)
+    except ServeError as exc:
+        echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    tokens = None if insecure_local else TokenStore(db)
+    if tokens is not None and not any(not t.revoked for t in tokens.list()):
+        echo(
+            f"note: no API token yet: `twelvefold token create PERSON --db {db}` makes one",
+            err=True,
+        )
+    # The first model call would import openai and instructor (seconds of CPU) on the
+    # event loop, and every API call would wait meanwhile (benchmarks/server.py showed a
+    # 5-7 s stall): a server pays for that import once, before it listens.
+    import instructor  # noqa: F401
+    import openai  # noqa: F401
+
+    service = Service(runtime, agents, concurrency=concurrency, sweep_seconds=sweep_seconds)
+    names = ", ".join(sorted(agents))
+    echo(f"serving {names} from {db}", err=True)
+    return create_app(service, tokens=tokens, manage=True, grace=grace)
+
+
+@click.group()
+def token() -> None:
+    """Create, list and revoke the server's API tokens."""
+
+
+@token.command("create")
+@click.argument("person")
+@DB
+def token_create(person: str, db: Path) -> None:
+    """Print a new token for PERSON (shown once; only its hash is stored)."""
+    from twelvefold.server.tokens import TokenStore, check_person
+
+    try:
+        check_person(person)
+    except ValueError as exc:
+        echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    with reported():
+        tokens = TokenStore(db)
+        try:
+            made = tokens.create(person)
+        finally:
+            tokens.close()
+    echo(made)
+    echo(f"(a token for {person}; it is shown only now, keep it secret)", err=True)
+
+
+@token.command("list")
+@DB
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+def token_list(db: Path, as_json: bool) -> None:
+    """List the tokens: id, person, created, revoked (never the token)."""
+    found = _tokens(db)
+    if as_json:
+        rows = [
+            {"id": t.id, "person": t.person, "created_at": t.created_at, "revoked_at": t.revoked_at}
+            for t in found
+        ]
+        echo(json.dumps(rows, ensure_ascii=False))
+        return
+    if not found:
+        echo(f"no tokens in {db}")
+        return
+    echo(f"{'ID':<9} {'CREATED':<27} {'REVOKED':<27} PERSON")
+    for t in found:
+        echo(f"{t.id:<9} {t.created_at:<27} {t.revoked_at or '-':<27} {_printable(t.person)}")
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID")
+@DB
+def token_revoke(token_id: str, db: Path) -> None:
+    """Revoke the token with this ID (from `token list`): it stops working at once."""
+    from twelvefold.server.tokens import TokenStore
+
+    _check_store(db)
+    with reported():
+        tokens = TokenStore(db)
+        try:
+            revoked = tokens.revoke(token_id)
+        finally:
+            tokens.close()
+    if not revoked:
+        echo(f"error: no live token {_printable(token_id)} in {db}", err=True)
+        sys.exit(1)
+    echo(f"revoked token {token_id}")
+
+
+def _tokens(db: Path) -> list[TokenInfo]:
+    from twelvefold.server.tokens import TokenStore
+
+    _check_store(db)
+    with reported():
+        tokens = TokenStore(db)
+        try:
+            return tokens.list()
+        finally:
+            tokens.close()
+
+
+def _check_store(db: Path) -> None:
+    if not db.is_file():
+        echo(f"error: no store at {db} (`twelvefold token create` makes one)", err=True)
+        sys.exit(1)
+
+
+def _printable(text: str) -> str:
+    return text if text.isprintable() else ascii(text)[1:-1]

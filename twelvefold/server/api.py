@@ -1,0 +1,315 @@
+"""The HTTP API under /v1 (issue 10's table; these paths are a contract).
+
+Every route but /healthz needs `Authorization: Bearer TOKEN` (tokens.py); the person
+behind the token is the caller, and the service (service.py) decides what they may do.
+Request and response bodies are pydantic models, so /openapi.json describes them as
+they are. A thread is shown as `ThreadOut`, the JSON of `twelvefold run --json`.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations, and
+# `Who` is local to `router`.
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from twelvefold.runtime.api import ThreadView
+from twelvefold.runtime.store import ThreadInfo
+from twelvefold.server.service import BadInput, Caller, Service, Unauthorized
+from twelvefold.server.tokens import TokenStore
+
+StatusName = Literal["running", "waiting", "finished", "failed", "cancelled"]
+ThreadId = Annotated[str, Path(min_length=1, max_length=100, description="The thread's id.")]
+WAIT = Query(False, description="Answer once the thread pauses or ends (bounded; else 202).")
+LOCAL_PERSON = "local"
+"""The caller of a server started with --insecure-local (no tokens)."""
+
+
+class ErrorOut(BaseModel):
+    type: str
+    message: str
+
+
+class ThreadOut(BaseModel):
+    """Where a thread stands (the JSON of `twelvefold run --json`)."""
+
+    thread_id: str
+    agent: str
+    status: StatusName
+    step: str
+    events: int = Field(description="How many events the thread holds.")
+    waiting_for: Literal["approval", "answer"] | None
+    request: str | None = Field(description="The pending request (a decision names it).")
+    question: str | None
+    output: Any = Field(None, description="The thread's result, when finished.")
+    error: ErrorOut | None
+    notified: bool | None
+    notice_failed: list[str]
+
+    @classmethod
+    def of(cls, view: ThreadView) -> "ThreadOut":
+        return cls.model_validate(view.to_json())
+
+
+class ThreadSummary(BaseModel):
+    """A thread as a listing shows it."""
+
+    thread_id: str
+    agent: str
+    status: StatusName
+    step: str
+    events: int
+    request: str | None
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, info: ThreadInfo) -> "ThreadSummary":
+        return cls(
+            thread_id=info.id,
+            agent=info.agent,
+            status=info.status,
+            step=info.step,
+            events=info.seq,
+            request=info.request,
+            created_at=info.created_at,
+            updated_at=info.updated_at,
+        )
+
+
+class EventOut(BaseModel):
+    """One event of a thread's log, as `twelvefold show --json` writes it, with its
+    number (`seq`, from 1)."""
+
+    model_config = ConfigDict(extra="allow")
+    seq: int
+    kind: str
+    step: str
+
+
+class LaunchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: Any = Field(description="The thread's input: a string, or the agent's input type.")
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request: str = Field(min_length=1, max_length=200, description="The pending request.")
+    decision: Literal["approve", "reject", "answer"]
+    comment: str | None = Field(None, max_length=10_000)
+    answer: str | None = Field(None, max_length=100_000)
+
+
+class RetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reuse_key: bool = Field(False, description="Run the failed tool call with its key.")
+
+
+class ForkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    at: int = Field(ge=1, le=1_000_000, description="Keep the first `at` events.")
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=10_000)
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457 problem details)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {"application/problem+json": {}}}
+    for code in (401, 403, 404, 409, 413, 422, 503)
+}
+
+
+def router(service: Service, tokens: TokenStore | None) -> APIRouter:
+    """The /v1 routes and /healthz over `service`; `tokens` None: no authentication
+    (every caller is `local`)."""
+    bearer = HTTPBearer(auto_error=False, description="A token from `twelvefold token create`.")
+
+    def caller(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Caller:
+        if tokens is None:
+            return Caller(LOCAL_PERSON, "http")
+        if credentials is None:
+            raise Unauthorized("send `Authorization: Bearer TOKEN` (twelvefold token create)")
+        found = tokens.identify(credentials.credentials)
+        if found is None:
+            raise Unauthorized("this token is not valid (unknown, or revoked)")
+        return Caller(found.person, "http", f"token {found.id}")
+
+    Who = Annotated[Caller, Depends(caller)]
+    api = APIRouter(responses=ERRORS)
+
+    @api.get("/healthz", tags=["server"])
+    async def healthz() -> Health:
+        """Liveness: the process answers."""
+        return Health(status="ok")
+
+    @api.post(
+        "/v1/agents/{agent}/threads",
+        status_code=202,
+        responses={200: {"model": ThreadOut, "description": "Paused or ended (`wait`)."}},
+        tags=["threads"],
+    )
+    async def launch(
+        who: Who,
+        body: LaunchIn,
+        response: Response,
+        agent: Annotated[str, Path(min_length=1, max_length=200)],
+        wait: bool = WAIT,
+    ) -> ThreadOut:
+        """Launch a thread of `agent`; it runs in the background."""
+        view = await service.launch(who, agent, body.input)
+        return await _maybe_waited(service, who, view, wait, response)
+
+    @api.get("/v1/threads", tags=["threads"])
+    async def list_threads(
+        who: Who,
+        status: StatusName | None = None,
+        agent: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> list[ThreadSummary]:
+        """The threads the caller may read, most recently updated first."""
+        found = await service.threads(who, status=status, agent=agent)
+        return [ThreadSummary.of(info) for info in found]
+
+    @api.get("/v1/threads/{thread_id}", tags=["threads"])
+    async def view(who: Who, thread_id: ThreadId) -> ThreadOut:
+        """Where the thread stands."""
+        return ThreadOut.of(await service.view(who, thread_id))
+
+    @api.get("/v1/threads/{thread_id}/events", tags=["threads"])
+    async def events(
+        who: Who,
+        thread_id: ThreadId,
+        after: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> list[EventOut]:
+        """The thread's event log (after the first `after` events)."""
+        agent = service.agents[(await service.view(who, thread_id)).agent]
+        found = await service.events(who, thread_id, after=after)
+        return [
+            EventOut.model_validate({"seq": seq, **agent.codec.encode_event(event)})
+            for seq, event in enumerate(found, start=after + 1)
+        ]
+
+    @api.get(
+        "/v1/threads/{thread_id}/stream",
+        tags=["threads"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "Events."}},
+    )
+    async def stream(
+        who: Who,
+        thread_id: ThreadId,
+        request: Request,
+        last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+        after: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> StreamingResponse:
+        """Server-sent events: each event (`id` = its seq, `event` = its kind, `data` =
+        its JSON) as it is appended; resumes after `Last-Event-ID` (or `after`); ends,
+        with an `end` event carrying the thread view, once the thread pauses or ends."""
+        if last_event_id is not None:
+            if not last_event_id.strip().isdigit():
+                raise BadInput("Last-Event-ID is the number of the last event received")
+            after = int(last_event_id.strip())
+        view = await service.view(who, thread_id)  # 404/403 before the stream opens
+        agent = service.agents[view.agent]
+
+        async def sent() -> AsyncIterator[str]:
+            async for seq, event in service.follow(who, thread_id, after=after):
+                encoded = agent.codec.encode_event(event)
+                data = json.dumps({"seq": seq, **encoded})
+                yield f"id: {seq}\nevent: {encoded['kind']}\ndata: {data}\n\n"
+            final = await service.view(who, thread_id)
+            yield f"event: end\ndata: {json.dumps(ThreadOut.of(final).model_dump())}\n\n"
+
+        return StreamingResponse(
+            sent(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @api.post("/v1/threads/{thread_id}/decisions", tags=["decisions"])
+    async def decide(
+        who: Who,
+        thread_id: ThreadId,
+        body: DecisionIn,
+        response: Response,
+        wait: bool = WAIT,
+    ) -> ThreadOut:
+        """Approve, reject or answer the pending request. The view is the thread just
+        after the decision (it runs on in the background; `wait` waits for it)."""
+        view = await service.decide(
+            who,
+            thread_id,
+            request=body.request,
+            decision=body.decision,
+            comment=body.comment,
+            answer=body.answer,
+        )
+        return await _maybe_waited(service, who, view, wait, response, accepted=200)
+
+    @api.post("/v1/threads/{thread_id}/retry", tags=["decisions"])
+    async def retry(
+        who: Who,
+        thread_id: ThreadId,
+        response: Response,
+        body: RetryIn | None = None,
+        wait: bool = WAIT,
+    ) -> ThreadOut:
+        """Try a failed thread again from its failed step (in the background)."""
+        reuse = body.reuse_key if body is not None else False
+        view = await service.retry(who, thread_id, reuse_key=reuse)
+        return await _maybe_waited(service, who, view, wait, response, accepted=200)
+
+    @api.post("/v1/threads/{thread_id}/fork", status_code=201, tags=["decisions"])
+    async def fork(who: Who, thread_id: ThreadId, body: ForkIn) -> ThreadOut:
+        """A new thread from the first `at` events; it waits or stays failed until
+        someone decides or retries it."""
+        return ThreadOut.of(await service.fork(who, thread_id, at=body.at))
+
+    @api.post("/v1/threads/{thread_id}/cancel", tags=["decisions"])
+    async def cancel(who: Who, thread_id: ThreadId, body: CancelIn) -> ThreadOut:
+        """End the thread on purpose; its pending request is withdrawn."""
+        return ThreadOut.of(await service.cancel(who, thread_id, reason=body.reason))
+
+    @api.get("/v1/requests", tags=["decisions"])
+    async def requests(who: Who) -> list[ThreadOut]:
+        """The waiting threads whose request the caller may decide (the inbox as data)."""
+        return [ThreadOut.of(view) for view in await service.pending(who)]
+
+    return api
+
+
+async def _maybe_waited(
+    service: Service,
+    who: Caller,
+    view: ThreadView,
+    wait: bool,
+    response: Response,
+    *,
+    accepted: int = 202,
+) -> ThreadOut:
+    """The view; with `wait`, the view once the thread stops running (200), or as it
+    stands when the wait limit passed (`accepted`)."""
+    if wait:
+        view = await service.wait(who, view.id, service.wait_limit)
+        response.status_code = 200 if view.status != "running" else accepted
+    return ThreadOut.of(view)

@@ -1,0 +1,64 @@
+"""`create_app(service, tokens=...)`: the FastAPI application `twelvefold serve` runs.
+
+It includes the API router (api.py) and, when their modules are present, the inbox
+(inbox.py) and Slack (slack.py) routers, each built by a function taking the service.
+Every error is an RFC 9457 problem-details document (problems.py). The service starts
+and stops with the application's lifespan (when `manage` is true)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from twelvefold import __version__
+from twelvefold.server import api, problems
+from twelvefold.server.service import Service
+from twelvefold.server.tokens import TokenStore
+
+OPTIONAL_ROUTERS = ("inbox", "slack")
+"""Modules of twelvefold.server whose `router(service)` the app includes when present."""
+
+
+def create_app(
+    service: Service,
+    *,
+    tokens: TokenStore | None,
+    manage: bool = False,
+    grace: float = 10.0,
+) -> FastAPI:
+    """The application over `service`. `tokens` authenticates API calls; None serves
+    without authentication (`--insecure-local`: every caller is `local`). With `manage`,
+    the lifespan starts the service and stops it (`grace` seconds for running steps)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage:
+            await service.start()
+        try:
+            yield
+        finally:
+            if manage:
+                await service.stop(grace)
+
+    app = FastAPI(
+        title="twelvefold",
+        version=__version__,
+        description="Launch, watch and decide twelvefold threads over HTTP (docs/server.md).",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.tokens = tokens
+    problems.install(app)
+    app.include_router(api.router(service, tokens))
+    for name in OPTIONAL_ROUTERS:
+        try:
+            module = importlib.import_module(f"twelvefold.server.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"twelvefold.server.{name}":
+                raise
+            continue
+        app.include_router(module.router(service))
+    return app

@@ -1,0 +1,698 @@
+"""The server's one place that decides who may do what, and that talks to the runtime.
+
+The HTTP API, the inbox and Slack all call a `Service`; none of them touches the runtime
+or judges a permission on its own. Every caller is a person (`Caller`, from a token or a
+signed-in session). The policy (docs/server.md, "Who may do what"), read from the
+agent's configuration (runtime/config.py) at each call, so a change applies at once:
+
+- launch and read: anyone, unless `[tool.twelvefold.server] launchers` / `readers` name
+  groups (of `[tool.twelvefold.approvers]`) that narrow it;
+- decide an approval that names `approvers`: only a member of those groups; the server
+  refuses a decision when one of them is not defined (the CLI only warns);
+- decide an approval naming no approvers, or answer a question: a member of the
+  `default_approvers` groups when that is set, else anyone;
+- four eyes: nobody approves a request on a thread they launched, unless
+  `allow_self_approval = true` (who launched a thread is kept in `server_launches`);
+- retry, fork and cancel: whoever may decide the thread's pending request, or a member
+  of the `default_approvers` groups, or (without that setting) of any approvers group;
+  anyone when the configuration defines no group at all.
+
+Work runs in the background (`Runner`): a launch or a decision is recorded at once (so a
+refusal comes back at once) and the thread runs on as an asyncio task, at most
+`concurrency` at a time, each under the runtime's ownership lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from twelvefold.runtime.api import (
+    AsyncRuntime,
+    Expiry,
+    InputError,
+    NotAnApprover,
+    RequestNotPending,
+    ThreadView,
+    UnenforcedApprovers,
+    shown,
+)
+from twelvefold.runtime.config import Config, ConfigError, find_config
+from twelvefold.runtime.integrity import LogError
+from twelvefold.runtime.lease import LeaseError, LeaseHeld, LeaseLost
+from twelvefold.runtime.loading import AgentLoadError
+from twelvefold.runtime.loop import Agent, Thread
+from twelvefold.runtime.store import (
+    Conflict,
+    SqliteStore,
+    StoreError,
+    ThreadInfo,
+    ThreadNotFound,
+    now_iso,
+)
+from twelvefold.runtime.types import Event, IllegalEvent, Notified, Status
+
+log = logging.getLogger("twelvefold.server")
+
+Decision = Literal["approve", "reject", "answer"]
+Settled = Callable[[ThreadView], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls: a person, and where the call came from."""
+
+    person: str
+    via: str
+    """"http", "inbox" or "slack"."""
+    credential: str | None = None
+    """Which token (its id) or account it came through; recorded with a decision."""
+
+    @property
+    def recorded_via(self) -> str:
+        """How a decision records where it came from: `http (token 1a2b3c4d)`."""
+        return self.via if self.credential is None else f"{self.via} ({self.credential})"
+
+
+class ServiceError(Exception):
+    """A call the service refuses; `status` is the HTTP status, `title` a short summary
+    (RFC 9457 problem details), `detail` one line for a person."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class Unauthorized(ServiceError):
+    """No credentials, or ones that name nobody (the API answers with
+    `WWW-Authenticate: Bearer`, RFC 6750)."""
+
+    status, title = 401, "Unauthorized"
+
+
+class NotFound(ServiceError):
+    status, title = 404, "Not found"
+
+
+class Forbidden(ServiceError):
+    status, title = 403, "Forbidden"
+
+
+class Stale(ServiceError):
+    status, title = 409, "Request no longer pending"
+
+
+class Busy(ServiceError):
+    status, title = 409, "Thread busy"
+
+
+class WrongState(ServiceError):
+    status, title = 409, "Not possible now"
+
+
+class BadInput(ServiceError):
+    status, title = 422, "Invalid input"
+
+
+class Unavailable(ServiceError):
+    status, title = 503, "Unavailable"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """`[tool.twelvefold.server]` and the approvers groups, as one configuration says."""
+
+    config: Config
+    groups: Mapping[str, tuple[str, ...]]
+    default_approvers: tuple[str, ...] = ()
+    allow_self_approval: bool = False
+    launchers: tuple[str, ...] | None = None
+    readers: tuple[str, ...] | None = None
+
+    @classmethod
+    def at(cls, folder: Path) -> Policy:
+        """The policy for an agent in `folder`, read now. `Unavailable` when the
+        configuration cannot be read or has the wrong shape."""
+        try:
+            config = find_config(folder)
+            groups = config.approvers
+            table = config.settings.get("server", {})
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"{config.path}: [tool.twelvefold.server] must be a table")
+            self_approval = table.get("allow_self_approval", False)
+            if not isinstance(self_approval, bool):
+                raise ConfigError(f"{config.path}: server.allow_self_approval must be true/false")
+            return cls(
+                config,
+                groups,
+                _group_names(config, table, "default_approvers") or (),
+                self_approval,
+                _group_names(config, table, "launchers"),
+                _group_names(config, table, "readers"),
+            )
+        except ConfigError as exc:
+            raise Unavailable(f"the server's configuration cannot be used: {exc}") from None
+
+    def member(self, person: str, names: Sequence[str]) -> bool:
+        """Whether `person` is in one of the groups `names` (an undefined group: nobody)."""
+        return any(person in self.groups.get(name, ()) for name in names)
+
+    def may_operate(self, person: str) -> bool:
+        """Retry, fork and cancel (besides deciding the pending request)."""
+        if self.default_approvers:
+            return self.member(person, self.default_approvers)
+        if not self.groups:
+            return True
+        return self.member(person, list(self.groups))
+
+
+def _group_names(config: Config, table: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ConfigError(f"{config.path}: server.{key} must be a group name or a list of them")
+    return tuple(value)
+
+
+class Launches:
+    """Who launched each thread through the server (`server_launches`, in the store's
+    SQLite file): the four-eyes rule needs it. Threads launched elsewhere (the CLI) have
+    no launcher here, so the rule does not apply to them."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            ":memory:" if path is None else path, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA busy_timeout = 10000")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS server_launches (thread_id TEXT PRIMARY KEY,"
+            " person TEXT NOT NULL, via TEXT NOT NULL, at TEXT NOT NULL)"
+        )
+
+    def record(self, thread_id: str, caller: Caller) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO server_launches VALUES (?, ?, ?, ?)",
+                (thread_id, caller.person, caller.recorded_via, now_iso()),
+            )
+
+    def launcher(self, thread_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT person FROM server_launches WHERE thread_id = ?", (thread_id,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class Service:
+    """The served agents over one runtime, with the policy and the background runner.
+
+    `start()` (in the app's lifespan) picks up threads left running and starts the timer;
+    `stop(grace)` stops taking work and lets running steps finish for up to `grace`
+    seconds, then cancels the rest (their leases are let go; a restart picks them up)."""
+
+    def __init__(
+        self,
+        runtime: AsyncRuntime,
+        agents: Mapping[str, Agent],
+        *,
+        concurrency: int = 8,
+        sweep_seconds: float = 15.0,
+        wait_limit: float = 30.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency is at least 1")
+        self.runtime = runtime
+        self.agents: Mapping[str, Agent] = dict(agents)
+        self.sweep_seconds = sweep_seconds
+        self.wait_limit = wait_limit
+        """The longest `wait` (and `?wait=true`) waits, in seconds."""
+        store = runtime.store
+        self.store_path: Path | None = store.path if isinstance(store, SqliteStore) else None
+        self.launches = Launches(self.store_path)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        """Set when an event of a followed thread is stored (`follow` waits on it)."""
+        self._followers: dict[str, int] = {}
+        self._settled: list[Settled] = []
+        self._timer: asyncio.Task[None] | None = None
+        self.stopping = False
+        hooked = runtime.engine.on_event
+
+        def announce(thread: Thread, event: Event) -> None:
+            if hooked is not None:
+                hooked(thread, event)
+            self._wake(thread.id)
+
+        runtime.engine.on_event = announce
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run on the threads left `running` (a previous server died or stopped) and
+        start the timer that expires waits and retries notices."""
+        for info in await self.runtime.threads("running"):
+            if info.agent in self.agents:
+                self._submit(info.id)
+        if self.sweep_seconds > 0:
+            self._timer = asyncio.create_task(self._sweeping())
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Take no more work; wait up to `grace` seconds for running threads to stop at a
+        step's end, then cancel them (their leases are let go; `start` on the next
+        server runs them on: nothing is lost)."""
+        self.stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
+        running = list(self._tasks.values())
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=grace)
+        self.launches.close()
+        close = getattr(self.runtime.engine.model, "aclose", None)
+        if close is not None:  # the model client's connection pool belongs to this loop
+            with contextlib.suppress(Exception):
+                await close()
+
+    def on_settled(self, callback: Settled) -> None:
+        """Call `callback(view)` each time a background run of a thread stops (waiting,
+        finished, failed or cancelled), and after the timer ran a thread on."""
+        self._settled.append(callback)
+
+    # ---- calls --------------------------------------------------------------------
+
+    async def launch(self, caller: Caller, agent: str, input: Any) -> ThreadView:
+        """Store a new thread of `agent` and run it in the background. The view is the
+        thread as launched (`running`, one event). `NotFound` for an agent not served,
+        `Forbidden` outside `launchers`, `BadInput` for an input that does not fit."""
+        served = self._agent(agent)
+        policy = Policy.at(_folder(served))
+        if policy.launchers is not None and not policy.member(caller.person, policy.launchers):
+            raise Forbidden(
+                f"only members of {', '.join(policy.launchers)} may launch `{served.name}`"
+            )
+        if self.stopping:
+            raise Unavailable("the server is shutting down; launch again in a moment")
+        with _translated():
+            view = await self.runtime.launch(served, input, run=False)
+        self.launches.record(view.id, caller)
+        self._submit(view.id)
+        return view
+
+    async def wait(self, caller: Caller, thread_id: str, seconds: float) -> ThreadView:
+        """The thread once it is not running (or once this server stops running it), or
+        as it stands after `seconds` (at most `wait_limit`)."""
+        await self._readable(caller, thread_id)
+        task = self._tasks.get(thread_id)
+        if task is not None:
+            await asyncio.wait({task}, timeout=max(0.0, min(seconds, self.wait_limit)))
+        return await self.view(caller, thread_id)
+
+    async def view(self, caller: Caller, thread_id: str) -> ThreadView:
+        agent = await self._readable(caller, thread_id)
+        with _translated():
+            return await self.runtime.get(thread_id, agent=agent)
+
+    async def threads(
+        self, caller: Caller, *, status: Status | None = None, agent: str | None = None
+    ) -> list[ThreadInfo]:
+        """The threads of the served agents the caller may read, most recent first."""
+        with _translated():
+            found = await self.runtime.threads(status)
+        readable = {name for name in self.agents if self._may_read(caller, self.agents[name])}
+        return [
+            info
+            for info in found
+            if info.agent in readable and (agent is None or info.agent == agent)
+        ]
+
+    async def events(self, caller: Caller, thread_id: str, *, after: int = 0) -> list[Event]:
+        """The thread's events after the first `after`."""
+        agent = await self._readable(caller, thread_id)
+        with _translated():
+            events = await self.runtime.events(thread_id, agent=agent)
+        return events[max(0, after) :]
+
+    async def follow(
+        self, caller: Caller, thread_id: str, *, after: int = 0
+    ) -> AsyncIterator[tuple[int, Event]]:
+        """Each event after the first `after` as `(seq, event)` (seq counts from 1), as it
+        is appended; ends once the thread is not running and this server is not running
+        it. Raises the same errors as `events` before the first event."""
+        agent = await self._readable(caller, thread_id)
+        seen = max(0, after)
+        changed = self._changed.setdefault(thread_id, asyncio.Event())
+        self._followers[thread_id] = self._followers.get(thread_id, 0) + 1
+        try:
+            while True:
+                changed.clear()
+                active = thread_id in self._tasks
+                with _translated():
+                    thread = await self.runtime.engine.load(agent, thread_id)
+                for seq, event in enumerate(thread.events[seen:], start=seen + 1):
+                    yield seq, event
+                seen = max(seen, len(thread.events))
+                if (thread.state.status != "running" and not active) or self.stopping:
+                    return
+                with contextlib.suppress(TimeoutError):  # another process may append
+                    await asyncio.wait_for(changed.wait(), timeout=1.0)
+        finally:  # the last follower of a thread lets its wake-up event go
+            self._followers[thread_id] -= 1
+            if not self._followers[thread_id]:
+                del self._followers[thread_id]
+                self._changed.pop(thread_id, None)
+
+    async def decide(
+        self,
+        caller: Caller,
+        thread_id: str,
+        *,
+        request: str,
+        decision: Decision,
+        comment: str | None = None,
+        answer: str | None = None,
+    ) -> ThreadView:
+        """Record a decision at once and run the thread on in the background. The view
+        is the thread just after the decision (usually `running`). `Stale` when `request`
+        is not the pending request, `Forbidden` when the caller may not decide it,
+        `BadInput` for a decision of the wrong kind, `Busy` while a process advances it."""
+        agent = await self._readable(caller, thread_id)
+        with _translated():
+            current = await self.runtime.get(thread_id, agent=agent)
+        if current.request != request:
+            raise Stale(
+                f"request `{shown(request)}` of thread {thread_id} is no longer pending"
+                + (f"; the pending request is `{current.request}`" if current.request else "")
+            )
+        if decision == "answer" and answer is None:
+            raise BadInput("an answer needs `answer`")
+        if decision != "answer" and answer is not None:
+            raise BadInput("`answer` goes only with decision `answer`")
+        self._check_decider(caller, current, approving=decision != "reject")
+        with _translated(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnenforcedApprovers)  # refused above
+            view = await self.runtime.resume(
+                thread_id,
+                approve=decision == "approve",
+                reject=decision == "reject",
+                answer=answer,
+                comment=comment,
+                by=caller.person,
+                request=request,
+                via=caller.recorded_via,
+                agent=agent,
+                run=False,
+            )
+        self._submit(thread_id)
+        return view
+
+    async def retry(self, caller: Caller, thread_id: str, *, reuse_key: bool = False) -> ThreadView:
+        """Record a retry of a failed thread and run it in the background."""
+        agent = await self._operable(caller, thread_id)
+        with _translated():
+            view = await self.runtime.retry(
+                thread_id, by=caller.person, reuse_key=reuse_key, agent=agent, run=False
+            )
+        self._submit(thread_id)
+        return view
+
+    async def fork(self, caller: Caller, thread_id: str, *, at: int) -> ThreadView:
+        """A new thread from the first `at` events (it does not run; the caller is its
+        launcher for the four-eyes rule)."""
+        agent = await self._operable(caller, thread_id)
+        with _translated():
+            fork_id = await self.runtime.fork(thread_id, at, agent=agent)
+            self.launches.record(fork_id, caller)
+            return await self.runtime.get(fork_id, agent=agent)
+
+    async def cancel(self, caller: Caller, thread_id: str, *, reason: str) -> ThreadView:
+        agent = await self._operable(caller, thread_id)
+        with _translated():
+            view = await self.runtime.cancel(
+                thread_id, reason=reason, by=caller.person, via=caller.recorded_via, agent=agent
+            )
+        await self._notify_settled(view)
+        return view
+
+    async def pending(self, caller: Caller) -> list[ThreadView]:
+        """The waiting threads whose request the caller may decide, most recent first."""
+        found: list[ThreadView] = []
+        for info in await self.threads(caller, status="waiting"):
+            try:
+                view = await self.runtime.get(info.id, agent=self.agents[info.agent])
+            except Exception as exc:  # one damaged thread must not hide the others
+                log.warning("thread %s cannot be shown: %s", info.id, exc)
+                continue
+            if view.request is not None and self.may_decide(caller, view):
+                found.append(view)
+        return found
+
+    def may_decide(self, caller: Caller, view: ThreadView) -> bool:
+        """Whether the caller may move the thread's pending request on (approve it or
+        answer it); rejecting is also allowed to the thread's own launcher."""
+        try:
+            self._check_decider(caller, view, approving=True)
+        except ServiceError:
+            return False
+        return True
+
+    # ---- policy -------------------------------------------------------------------
+
+    def _check_decider(self, caller: Caller, view: ThreadView, *, approving: bool) -> None:
+        if view.status != "waiting" or view.request is None:
+            raise Stale(f"thread {view.id} is {view.status}: no request is pending")
+        agent = self._agent(view.agent)
+        policy = Policy.at(_folder(agent))
+        approvers = _approvers(agent, view)
+        person = caller.person
+        if approvers:
+            undefined = [group for group in approvers if group not in policy.groups]
+            if undefined:
+                raise Forbidden(
+                    f"`{view.step}` names approvers {', '.join(undefined)} that the server's "
+                    "configuration does not define: nobody may decide it here (define them "
+                    "under [tool.twelvefold.approvers])"
+                )
+            if not policy.member(person, approvers):
+                raise Forbidden(
+                    f"`{view.step}` may be decided only by a member of {', '.join(approvers)}"
+                    f"; `{shown(person)}` is not one"
+                )
+        elif policy.default_approvers and not policy.member(person, policy.default_approvers):
+            raise Forbidden(
+                "requests without approvers are decided by members of the default "
+                f"approvers {', '.join(policy.default_approvers)}; `{shown(person)}` is not one"
+            )
+        if (
+            approving
+            and view.waiting_for == "approval"
+            and not policy.allow_self_approval
+            and self.launches.launcher(view.id) == person
+        ):
+            raise Forbidden(
+                f"`{shown(person)}` launched thread {view.id} and may not approve it too "
+                "(four eyes; [tool.twelvefold.server] allow_self_approval = true allows it)"
+            )
+
+    def _may_read(self, caller: Caller, agent: Agent) -> bool:
+        policy = Policy.at(_folder(agent))
+        return policy.readers is None or policy.member(caller.person, policy.readers)
+
+    async def _readable(self, caller: Caller, thread_id: str) -> Agent:
+        """The served agent of a thread the caller may read; `NotFound` otherwise (a
+        thread of another agent, or one the caller may not read, is not shown)."""
+        with _translated():
+            info = await self.runtime.info(thread_id)
+        agent = self.agents.get(info.agent)
+        if agent is None or not self._may_read(caller, agent):
+            raise NotFound(f"no thread {shown(thread_id)} here")
+        return agent
+
+    async def _operable(self, caller: Caller, thread_id: str) -> Agent:
+        agent = await self._readable(caller, thread_id)
+        policy = Policy.at(_folder(agent))
+        if policy.may_operate(caller.person):
+            return agent
+        with _translated():
+            view = await self.runtime.get(thread_id, agent=agent)
+        if view.request is not None and self.may_decide(caller, view):
+            return agent
+        raise Forbidden(
+            f"`{shown(caller.person)}` may not retry, fork or cancel thread {thread_id} "
+            "(that needs the right to decide its requests)"
+        )
+
+    def _agent(self, name: str) -> Agent:
+        agent = self.agents.get(name)
+        if agent is None:
+            raise NotFound(f"this server serves no agent `{shown(name)}`")
+        return agent
+
+    # ---- the background runner -----------------------------------------------------
+
+    def _submit(self, thread_id: str) -> None:
+        """Run the thread on in the background (once: a run already under way or
+        queued covers it)."""
+        if self.stopping or thread_id in self._tasks:
+            return
+        task = asyncio.create_task(self._run(thread_id), name=f"thread {thread_id}")
+        self._tasks[thread_id] = task
+
+    async def _run(self, thread_id: str) -> None:
+        view: ThreadView | None = None
+        try:
+            async with self._slots:
+                while not self.stopping:
+                    try:
+                        info = await self.runtime.info(thread_id)
+                        agent = self.agents[info.agent]
+                        view = await self.runtime.resume(thread_id, agent=agent)
+                        break
+                    except LeaseHeld as held:  # a dead process's lease: wait until it lapses
+                        log.info("%s", held)
+                        await asyncio.sleep(_seconds_until(held.until))
+                    except (LeaseLost, Conflict) as exc:  # another process took over
+                        log.warning("%s", exc)
+                        break
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("thread %s stopped on an error (it stays as its log says)", thread_id)
+        finally:
+            self._tasks.pop(thread_id, None)
+            self._wake(thread_id)
+        if view is not None:
+            await self._notify_settled(view)
+
+    async def _notify_settled(self, view: ThreadView) -> None:
+        for callback in list(self._settled):
+            try:
+                await callback(view)
+            except Exception:
+                log.exception("an on_settled callback failed for thread %s", view.id)
+
+    def _wake(self, thread_id: str) -> None:
+        changed = self._changed.get(thread_id)
+        if changed is not None:
+            changed.set()
+
+    async def _sweeping(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(self.sweep_seconds)
+            await self.sweep()
+
+    async def sweep(self) -> list[Expiry]:
+        """One timer tick: `AsyncRuntime.expire` over the served agents (timed-out waits
+        run on, failed notices tried again)."""
+        try:
+            swept = await self.runtime.expire(agents=list(self.agents.values()))
+        except Exception:
+            log.exception("the expiry sweep failed; the next tick tries again")
+            return []
+        for expiry in swept:
+            if expiry.problem is not None:
+                log.warning("thread %s: %s", expiry.thread_id, expiry.problem)
+            if expiry.view is not None and not isinstance(expiry.event, Notified):
+                await self._notify_settled(expiry.view)
+        return swept
+
+
+def _approvers(agent: Agent, view: ThreadView) -> tuple[str, ...]:
+    from twelvefold.runtime.types import AwaitApproval
+
+    action = agent.module.next_action(view.state)
+    return action.approvers if isinstance(action, AwaitApproval) else ()
+
+
+def _folder(agent: Agent) -> Path:
+    return agent.directory or Path.cwd()
+
+
+def _seconds_until(until: str) -> float:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(until)
+    except ValueError:
+        return 1.0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return min(60.0, max(0.2, (moment - datetime.now(UTC)).total_seconds() + 0.1))
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """The runtime's errors as the service's (each one line for a person)."""
+    try:
+        yield
+    except ServiceError:
+        raise
+    except ThreadNotFound as exc:
+        raise NotFound(f"no thread {shown(exc.thread_id)} here") from None
+    except RequestNotPending as exc:
+        raise Stale(str(exc)) from None
+    except NotAnApprover as exc:
+        raise Forbidden(str(exc)) from None
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
+    except (LeaseError, Conflict) as exc:
+        raise Busy(str(exc)) from None
+    except IllegalEvent as exc:
+        raise WrongState(str(exc)) from None
+    except (AgentLoadError, LogError, StoreError, sqlite3.Error) as exc:
+        raise Unavailable(f"{type(exc).__name__}: {exc}") from None
+
+
+class ServeError(Exception):
+    """What stops `serve` from starting, in one line (no agent, two with one name)."""
+
+
+def served_agents(runtime: AsyncRuntime, places: Sequence[str | Path]) -> dict[str, Agent]:
+    """The agents to serve, by `agent NAME`: each place is a `.agent` file, a generated
+    module, or a folder (its `*.agent` files, sorted). Raises `ServeError` when a folder
+    holds no agent or two agents share a name, and `AgentLoadError` for one that does
+    not load."""
+    agents: dict[str, Agent] = {}
+    for place in places:
+        folder = Path(place)
+        if folder.is_dir():
+            files = sorted(folder.glob("*.agent"))
+            if not files:
+                raise ServeError(f"{shown(str(folder))} holds no .agent file")
+            references: list[str | Path] = list(files)
+        else:
+            references = [place]
+        for reference in references:
+            agent = runtime.agent(reference)
+            other = agents.get(agent.name)
+            if other is not None and other.origin != agent.origin:
+                raise ServeError(
+                    f"two agents are named `{agent.name}`: {shown(other.origin)} and "
+                    f"{shown(agent.origin)}; serve one of them"
+                )
+            agents[agent.name] = agent
+    if not agents:
+        raise ServeError("name at least one agent (a .agent file or a folder of them)")
+    return agents
