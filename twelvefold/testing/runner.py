@@ -29,7 +29,7 @@ from twelvefold.runtime.types import (
 from . import DEFAULT_EXAMPLES
 from .coverage import Coverage
 from .properties import Property, PropertyFailed, probes
-from .strategies import Case, cases, is_legal, simpler_events
+from .strategies import Case, cases, forks_here, is_legal, simpler_events
 from .subject import Subject
 
 
@@ -153,6 +153,8 @@ Weave = Callable[[Subject, State], list[Event]]
 
 
 def _fork_everywhere(subject: Subject, state: State) -> list[Event]:
+    if not forks_here(subject, state.step, state.status, state.tool_key):
+        return []
     return [Forked(step=state.step, parent="parent", parent_seq=state.seq)]
 
 

@@ -287,10 +287,19 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
     return tuple(moves)
 
 
+def forks_here(subject: Subject, step: str, status: str, tool_key: str | None = None) -> bool:
+    """Whether the runtime writes a fork at this state: never at a tool step whose call is
+    not started yet (runtime/api.fork_log drops the approval or retry that led there, so
+    the fork is taken one event earlier)."""
+    return not (subject.kind_of(step) == "tool" and status == "running" and tool_key is None)
+
+
 def side_moves(subject: Subject, state: State) -> list[Move]:
     """What can happen to a thread in `state` beside its graph: a fork (any time), a
     cancel (until it finishes or is cancelled), an `ask` that could not be shown (at a
     wait nobody was told of)."""
+    if state.tool_key is not None:
+        return [Move("forked", forked(state.step)), Move("cancelled", cancelled(state.step))]
     return list(_side_moves(subject, state.step, state.status, state.notified))
 
 
@@ -298,7 +307,7 @@ def side_moves(subject: Subject, state: State) -> list[Move]:
 def _side_moves(subject: Subject, step: str, status: str, notified: bool) -> tuple[Move, ...]:
     if subject.kind_of(step) is None:
         return ()
-    moves = [Move("forked", forked(step))]
+    moves = [Move("forked", forked(step))] if forks_here(subject, step, status) else []
     if status not in ("finished", "cancelled"):
         moves.append(Move("cancelled", cancelled(step)))
     if status == "waiting" and not notified:
