@@ -6,6 +6,7 @@
 #   make test-install   pip install . into a fresh virtualenv and use it (slow; CI runs it)
 #   make bench   benchmarks (figures go to docs/benchmarks.md by hand, see that page)
 #   make mutants the mutation score of the properties (slow; never part of make test)
+#   make screenshots  retake the inbox's pictures in docs/images/ (headless Chromium)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -23,7 +24,7 @@ LIST_FILES := find twelvefold compiler runtime grammar -type f ! -name '*.pyc' |
 # setuptools announces every editable install with a multi-line warning; it says nothing here.
 QUIET_PIP := PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip install --quiet
 
-.PHONY: all setup system-deps linked-files demo test test-install fuzz lint bench mutants graphs clean
+.PHONY: all setup system-deps linked-files demo test test-install fuzz lint bench mutants graphs screenshots clean
 
 all: test
 
@@ -42,12 +43,17 @@ linked-files: $(STAMP)
 
 setup: linked-files system-deps
 
-# Debian packages the tests use for real: Graphviz's dot.
+# Debian packages the tests use for real: Graphviz's dot, and Chromium for the inbox's
+# browser tests (driven by playwright; `playwright install` cannot download a browser here).
 system-deps:
 	@command -v dot >/dev/null 2>&1 || { \
 	  echo "installing graphviz (dot) with apt-get"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
 	  || echo "could not install graphviz; graph rendering tests will say why they skip"; }
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium with apt-get"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "could not install chromium; the inbox's browser tests will say why they skip"; }
 
 demo: setup
 	$(BIN)/python -m examples.demo
@@ -81,6 +87,10 @@ mutants: setup
 
 graphs: setup
 	$(BIN)/python -m docs.make_graphs
+
+# docs/images/inbox-{phone,desktop}.png, from the inbox's browser test (headless Chromium).
+screenshots: setup
+	TWELVEFOLD_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_server_inbox_browser.py
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

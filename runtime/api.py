@@ -23,15 +23,16 @@ import math
 import secrets
 import warnings
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from . import timeouts
+from . import timeouts, tracing
 from .config import Config, ConfigError, find_config
 from .loading import (
     AgentLoadError,
@@ -74,6 +75,7 @@ from .types import (
     StepFailed,
     ToolStarted,
 )
+from .usage import Totals, records, totals
 
 AgentRef = Agent | ModuleType | str | Path
 T = TypeVar("T")
@@ -120,6 +122,14 @@ class ThreadView:
     notice_failed: tuple[str, ...] = ()
     """While waiting and nobody was told: why each channel failed at the last attempt
     (`"name: reason"`, no secrets); `expire` tries again (runtime/timeouts.py)."""
+    log: Sequence[Event] = field(default=(), repr=False, compare=False)
+    """The thread's events (what `usage` adds up)."""
+
+    @cached_property
+    def usage(self) -> Totals:
+        """What the thread cost so far: steps, tokens, USD, time waiting for people
+        (added up when first asked for: the loop never pays for it)."""
+        return totals(records(self.log))
 
     @property
     def untold(self) -> bool:
@@ -142,6 +152,7 @@ class ThreadView:
             else {"type": self.error.type, "message": self.error.message},
             "notified": self.state.notified if self.status == "waiting" else None,
             "notice_failed": list(self.notice_failed),
+            "usage": self.usage.to_json(),
         }
 
 
@@ -238,6 +249,7 @@ def view_of(thread: Thread) -> ThreadView:
         error=state.error,
         state=state,
         notice_failed=failed,
+        log=tuple(thread.events),
     )
 
 
@@ -311,13 +323,24 @@ class AsyncRuntime:
         background)."""
         loaded = self.agent(agent)
         value = typed_input(loaded, input)
-        thread = await self.engine.create(
-            self._as_recorded(loaded),
-            [started(loaded, value)],
-            thread_id or new_thread_id(),
-            hold=run,
-        )
-        return view_of(await self._ran(thread, run))
+        thread_id = thread_id or new_thread_id()
+        # Only a launch that runs the thread now opens its run's span (its traceparent goes
+        # into `Started`); a stored-only launch is traced by the resume that runs it.
+        span = self.engine.open_run(loaded, thread_id) if run else None
+        try:
+            thread = await self.engine.create(
+                self._as_recorded(loaded),
+                [started(loaded, value, trace=tracing.traceparent(span))],
+                thread_id,
+                hold=run,
+            )
+        except BaseException as exc:
+            if span is not None:
+                tracing.end_run(span, loaded.module.initial_state(value), exc)
+            raise
+        if not run:
+            return view_of(await self._ran(thread, run=False))
+        return view_of(await self.engine.advance(thread, run=span))
 
     async def resume(
         self,
@@ -350,7 +373,7 @@ class AsyncRuntime:
         await self.engine.check_free(thread_id)  # a process advancing it: say who, first
         thread = await self._load(thread_id, agent)
         step = thread.state.step
-        event: Event | None = None
+        event: Approved | Rejected | Answered | None = None
         if approve or reject or answer is not None:
             action = pending_action(thread, request)
             approval = isinstance(action, AwaitApproval)
@@ -360,7 +383,7 @@ class AsyncRuntime:
             config = allowed_config(thread, action, by)
             at, reference = _now(), config.reference
             if approve or reject:
-                kind = Approved if approve else Rejected
+                kind: type[Approved | Rejected] = Approved if approve else Rejected
                 event = kind(
                     step=step, at=at, by=by, comment=comment,
                     request=request, via=via, config=reference,
@@ -371,6 +394,7 @@ class AsyncRuntime:
                     step=step, at=at, answer=reply, request=request, via=via, config=reference
                 )
         if event is not None:
+            event = replace(event, trace=self._trace_wait(thread, event))
             await self.engine.record(thread, event)
         return view_of(await self._ran(thread, run))
 
@@ -391,7 +415,10 @@ class AsyncRuntime:
             raise InputError("say why the thread is cancelled: the reason is kept in its log")
         thread = await self._load(thread_id, agent)
         event = Cancelled(step=thread.state.step, at=_now(), by=by, reason=reason, via=via)
+        waiting = thread.state.status == "waiting"
         await self.engine.record(thread, event)
+        if waiting:  # the wait ended: its span says so (nothing runs after it)
+            self._trace_wait(thread, event, before=len(thread.events) - 1)
         return view_of(thread)
 
     async def retry(
@@ -498,6 +525,10 @@ class AsyncRuntime:
                         await self.engine.record(thread, told)
                         swept.append(Expiry(thread.id, state.step, told, view_of(thread)))
                     continue
+                if isinstance(event, Rejected):  # a timeout ended the wait
+                    event = replace(event, trace=self._trace_wait(thread, event))
+                elif isinstance(event, StepFailed):  # the wait's span only (nothing stores it)
+                    self._trace_wait(thread, event)
                 await self.engine.record(thread, event)
             except Conflict:
                 continue  # a person (or another sweep) got there first
@@ -559,6 +590,33 @@ class AsyncRuntime:
 
     async def _load(self, thread_id: str, agent: AgentRef | None) -> Thread:
         return await self.engine.load(await self.agent_of(thread_id, agent), thread_id)
+
+    def _trace_wait(
+        self,
+        thread: Thread,
+        ended_by: Approved | Rejected | Answered | Cancelled | StepFailed,
+        before: int = -1,
+    ) -> str | None:
+        """Record the span of the wait `ended_by` ends (runtime/tracing.py) and return its
+        traceparent for the decision to carry; None when tracing is off. `before`: how many
+        of the thread's events precede `ended_by` (all of them unless it was recorded)."""
+        found = tracing.tracer()
+        if found is None:
+            return None
+        events = thread.events if before < 0 else thread.events[:before]
+        state = thread.state if before < 0 else thread.agent.module.replay(events)
+        action = thread.agent.module.next_action(state) if state.status == "waiting" else None
+        kind = "question" if isinstance(action, AwaitAnswer) else "approval"
+        span = tracing.record_wait(
+            found,
+            agent=thread.agent.name,
+            thread_id=thread.id,
+            events=events,
+            ended_by=ended_by,
+            request=state.request,
+            kind=kind,
+        )
+        return tracing.traceparent(span)
 
     def _as_recorded(self, agent: Agent) -> Agent:
         """`agent` carrying the place a new thread records for it (`recorded_place`)."""

@@ -46,6 +46,10 @@ _PAYLOAD: dict[type[Event], tuple[str, ...]] = {
 _STRING_TUPLES = frozenset({"channels", "failed"})
 """Payload fields that hold a tuple of plain strings (stored as a JSON list)."""
 
+_OMITTED_WHEN_NONE = frozenset({"trace"})
+"""Payload fields added after the first release that are left out of the JSON when unset,
+so an untraced thread's log is byte for byte what an older runtime wrote."""
+
 
 class CodecError(ValueError):
     """Stored JSON that does not decode for this agent (an unknown kind or type name)."""
@@ -96,6 +100,8 @@ class Codec:
             data["usage"] = _encode_usage(event.usage)
         for name in _PAYLOAD[type(event)]:
             value = getattr(event, name)
+            if value is None and name in _OMITTED_WHEN_NONE:
+                continue
             if isinstance(value, ErrorInfo):
                 data[name] = {"type": value.type, "message": value.message}
             elif isinstance(value, tuple):
@@ -126,6 +132,9 @@ class Codec:
                 _expect(args[name].message, str, "error.message")
             elif name in _STRING_TUPLES:
                 args[name] = tuple(value)
+            elif name in _OMITTED_WHEN_NONE:
+                _expect(value, str | None, name)
+                args[name] = value
             else:
                 args[name] = self.decode_value(value)
         return cls(**args)

@@ -34,11 +34,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import lease as leases
-from . import tools
+from . import tools, tracing
 from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
-from .model import Model, ModelError, ModelRequest
+from .model import Model, ModelError, ModelReply, ModelRequest
 
 if TYPE_CHECKING:
     from .notify import Notice  # notify.py loads only when a thread waits
@@ -62,6 +62,7 @@ from .types import (
     ToolStarted,
     Usage,
 )
+from .usage import Prices, prices_for
 
 INTERRUPTED = ErrorInfo(
     "Interrupted",
@@ -127,6 +128,8 @@ class Thread:
     unproven: bool = False
     """The state comes from a snapshot sealed without a key: it is checked against the
     log (replayed once) before any tool runs on it."""
+    run: Any = None
+    """The OpenTelemetry span of the run advancing it, when traced (runtime/tracing.py)."""
 
 
 class AgentChanged(LogError):
@@ -182,6 +185,9 @@ class Engine:
         self.toolbox = tools.ToolBox(tool_paths)
         self.offload = offload and getattr(store, "blocking", True)
         self.on_event = on_event
+        self._resolved: Model | None = None
+        self._resolver: Callable[[CallModel], Any] | None = None
+        """`requested_model` of the model in use, when it has one (see `_requested_model`)."""
 
     # ---- threads ------------------------------------------------------------------
 
@@ -305,16 +311,44 @@ class Engine:
 
     # ---- the loop -----------------------------------------------------------------
 
-    async def advance(self, thread: Thread) -> Thread:
+    def open_run(self, agent: Agent, thread_id: str, events: Sequence[Event] = ()) -> Any:
+        """The span of a run about to start (None when tracing is off): `launch` opens it
+        before the `Started` event that records it; `advance` opens its own otherwise."""
+        found = tracing.tracer()
+        if found is None:
+            return None
+        return tracing.start_run(found, agent.name, thread_id, events)
+
+    async def advance(self, thread: Thread, *, run: Any = None) -> Thread:
         """Perform actions until the thread waits for a person, finishes or fails.
 
         Holds the thread's lease throughout (taking it unless `create` or `record` left
         it; `LeaseHeld` if another process holds it), renews it in the background, starts
         no new call once a renewal failed (`LeaseLost`), and lets it go when the thread
-        stops or anything goes wrong."""
+        stops or anything goes wrong. Traced (runtime/tracing.py) in the span `run` when
+        given, else in a new `invoke_agent` span when tracing is on."""
         if not _has_work(thread.state):
             self._release(thread)
+            if run is not None:
+                tracing.end_run(run, thread.state)
             return thread
+        if run is None:
+            run = self.open_run(thread.agent, thread.id, thread.events)
+        if run is None:
+            return await self._advance(thread)
+        thread.run = run
+        failure: BaseException | None = None
+        try:
+            with tracing.in_span(run):
+                return await self._advance(thread)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            thread.run = None
+            tracing.end_run(run, thread.state, failure)
+
+    async def _advance(self, thread: Thread) -> Thread:
         if thread.lease is None:
             thread.lease = await self._io(
                 self.store.acquire, thread.id, self.owner, self.lease_seconds
@@ -352,18 +386,55 @@ class Engine:
             messages = self.messages(agent.spec, action, thread.events, prompts)
         except Exception as exc:  # the user's template is missing or raised: the step failed
             return StepFailed(step=action.step, at=now_iso(), error=_prompt_error(action, exc))
+        try:
+            prices = self._price_table(agent)
+        except ConfigError as exc:  # read before the call: a paid reply is never lost to it
+            return StepFailed(step=action.step, at=now_iso(), error=tools.describe(exc))
+        model = self._model()
+        requested = _requested_model(self._resolver, action)
         request = ModelRequest(agent.spec, action, messages, thread.id, len(thread.events))
+        span = None
+        if thread.run is not None and (tracer := tracing.tracer()) is not None:
+            span = tracing.start_chat(
+                tracer,
+                thread.run,
+                thread_id=thread.id,
+                step=action.step,
+                model=requested,
+                temperature=action.temperature,
+                messages=messages,
+            )
         started = time.perf_counter()
         try:
-            reply = await self._model().complete(request)
-        except ModelError as exc:
+            if span is None:
+                reply = await model.complete(request)
+            else:
+                with tracing.in_span(span):
+                    reply = await model.complete(request)
+        except BaseException as exc:
+            error = exc.error if isinstance(exc, ModelError) else ErrorInfo(type(exc).__name__, "")
+            if span is not None:
+                tracing.end_chat(
+                    span, response_model=None, response_id=None, finish_reasons=(),
+                    input_tokens=None, output_tokens=None, cost_usd=None, error=error,
+                )  # fmt: skip
+            if not isinstance(exc, ModelError):
+                raise
             return StepFailed(
                 step=action.step, at=now_iso(), usage=_since(started), error=exc.error
             )
-        usage = reply.usage
-        if not usage.latency_ms:  # not measured by the model: the call as the loop saw it
-            usage = Usage(
-                _ms_since(started), usage.input_tokens, usage.output_tokens, usage.cost_usd
+        usage = _priced(reply, requested, prices, started)
+        if span is not None:
+            output = reply.output
+            tracing.end_chat(
+                span,
+                response_model=reply.model,
+                response_id=reply.response_id,
+                finish_reasons=reply.finish_reasons,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=usage.cost_usd,
+                output=lambda: output.model_dump(mode="json", by_alias=True),
             )
         return ModelOutput(step=action.step, at=now_iso(), usage=usage, output=reply.output)
 
@@ -393,7 +464,30 @@ class Engine:
             # Started in a process that died before recording the result: running it
             # again could repeat its side effect, and nothing can tell us it is safe.
             return StepFailed(step=step, at=now_iso(), error=INTERRUPTED, key=key)
-        outcome = await tools.call(tool, action, key, offload=self.offload)
+        span = None
+        if thread.run is not None and (tracer := tracing.tracer()) is not None:
+            span = tracing.start_tool(
+                tracer, thread.run, thread_id=thread.id, step=step, function=action.function
+            )
+            with tracing.in_span(span):
+                try:
+                    outcome = await tools.call(tool, action, key, offload=self.offload)
+                except BaseException as exc:
+                    tracing.end_tool(
+                        span, key=key, arguments=lambda: _plain(action.value), result=None,
+                        error=ErrorInfo(type(exc).__name__, ""),
+                    )  # fmt: skip
+                    raise
+            result = outcome.result
+            tracing.end_tool(
+                span,
+                key=key,
+                arguments=lambda: _plain(action.value),
+                result=lambda: _plain(result),
+                error=outcome.error,
+            )
+        else:
+            outcome = await tools.call(tool, action, key, offload=self.offload)
         if outcome.error is not None:
             return StepFailed(
                 step=step,
@@ -434,7 +528,13 @@ class Engine:
             channels, failed = (), (failure(notifier, exc),)
         secrets = tuple(getattr(notifier, "secrets", ()))
         failed = tuple(scrub(reason, secrets) for reason in failed)
-        return Notified(step=action.step, at=at or now_iso(), channels=channels, failed=failed)
+        return Notified(
+            step=action.step,
+            at=at or now_iso(),
+            channels=channels,
+            failed=failed,
+            trace=tracing.traceparent(thread.run),
+        )
 
     # ---- helpers ------------------------------------------------------------------
 
@@ -443,7 +543,15 @@ class Engine:
             from .model import OpenAIModel  # openai and instructor load here, not before
 
             self.model = OpenAIModel()
+        if self._resolved is not self.model:  # looked up once per model, not per call
+            self._resolved = self.model
+            self._resolver = getattr(self.model, "requested_model", None)
         return self.model
+
+    def _price_table(self, agent: Agent) -> Prices:
+        """The prices for the agent's folder (the current one for an agent loaded from a
+        module), read once per process (runtime/usage.py, `prices_for`)."""
+        return prices_for(agent.directory or Path.cwd())
 
     def _notifier(self) -> Notifier:
         if self.notifier is None:
@@ -483,8 +591,8 @@ def _has_work(state: State) -> bool:
     return state.status == "running" or (state.status == "waiting" and not state.notified)
 
 
-def started(agent: Agent, input: Any) -> Started:
-    return Started(step=agent.spec.start, at=now_iso(), input=input)
+def started(agent: Agent, input: Any, *, trace: str | None = None) -> Started:
+    return Started(step=agent.spec.start, at=now_iso(), input=input, trace=trace)
 
 
 def question(action: AwaitApproval | AwaitAnswer) -> str:
@@ -536,6 +644,35 @@ def _prompt_error(action: CallModel, exc: Exception) -> ErrorInfo:
         f"prompt `{action.prompt}` could not be rendered: {type(exc).__name__}"
         + (f": {detail}" if detail else ""),
     )
+
+
+def _requested_model(resolve: Callable[[CallModel], Any] | None, action: CallModel) -> str | None:
+    """The model a call asks for: the model's own `requested_model` when it has one (the
+    real client's `--model`, the step's `model`, OPENAI_MODEL), else the step's `model`."""
+    if callable(resolve):
+        name = resolve(action)
+        return name if isinstance(name, str) else None
+    return action.model
+
+
+def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: float) -> Usage:
+    """The reply's usage with the latency the loop saw (when the model measured none) and
+    its cost: priced by the model asked for, else by the one that answered."""
+    usage = reply.usage
+    latency = usage.latency_ms or _ms_since(started)
+    cost = usage.cost_usd
+    if cost is None and (usage.input_tokens is not None or usage.output_tokens is not None):
+        known = requested if prices.price(requested) is not None else reply.model
+        cost = prices.cost(known, usage)
+    if latency == usage.latency_ms and cost == usage.cost_usd:
+        return usage
+    return Usage(latency, usage.input_tokens, usage.output_tokens, cost)
+
+
+def _plain(value: Any) -> Any:
+    from pydantic import BaseModel
+
+    return value.model_dump(mode="json", by_alias=True) if isinstance(value, BaseModel) else value
 
 
 def _since(started: float) -> Usage:

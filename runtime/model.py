@@ -61,6 +61,10 @@ class ModelReply:
     output: BaseModel
     """An instance of exactly one of `action.outputs`."""
     usage: Usage
+    model: str | None = None
+    """The model that answered, as the provider names it (for prices and traces)."""
+    response_id: str | None = None
+    finish_reasons: tuple[str, ...] = ()
 
 
 class ModelError(Exception):
@@ -356,7 +360,21 @@ class OpenAIModel:
                     "one was asked for (parallel_tool_calls: false)",
                 )
             )
-        return ModelReply(shape.unwrap(parsed), _usage(completion, latency_ms))
+        return ModelReply(
+            shape.unwrap(parsed),
+            _usage(completion, latency_ms),
+            model=_text(getattr(completion, "model", None)),
+            response_id=_text(getattr(completion, "id", None)),
+            finish_reasons=tuple(
+                reason
+                for choice in getattr(completion, "choices", None) or []
+                if (reason := _text(getattr(choice, "finish_reason", None))) is not None
+            ),
+        )
+
+    def requested_model(self, action: CallModel) -> str:
+        """The model this call asks for (`resolve_model_name`)."""
+        return resolve_model_name(self.model, action)
 
 
 def _make_client(
@@ -377,6 +395,11 @@ def _make_client(
     )
 
 
+def _text(value: Any) -> str | None:
+    """A string the provider sent, cut to 200 characters (it ends up in logs and spans)."""
+    return value[:200] if isinstance(value, str) and value else None
+
+
 def _tool_calls(completion: Any) -> int:
     choices = getattr(completion, "choices", None) or []
     message = getattr(choices[0], "message", None) if choices else None
@@ -387,9 +410,14 @@ def _usage(completion: Any, latency_ms: float) -> Usage:
     usage = getattr(completion, "usage", None)
     return Usage(
         latency_ms=latency_ms,
-        input_tokens=getattr(usage, "prompt_tokens", None),
-        output_tokens=getattr(usage, "completion_tokens", None),
+        input_tokens=_tokens(getattr(usage, "prompt_tokens", None)),
+        output_tokens=_tokens(getattr(usage, "completion_tokens", None)),
     )
+
+
+def _tokens(value: Any) -> int | None:
+    """A token count as the provider reported it, or None when it sent no count."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _invalid_output(action: CallModel, exc: Exception) -> ErrorInfo:

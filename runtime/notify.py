@@ -71,11 +71,15 @@ class Notice:
     approvers: tuple[str, ...] = ()
     request: str | None = None
     """The pending request's id: the decision must name it (`--request`)."""
+    link: str | None = None
+    """Where a person decides it in a browser (the server's inbox), when known."""
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["value"] = _plain(self.value)
         data["approvers"] = list(self.approvers)
+        if self.link is None:
+            del data["link"]
         return data
 
     @property
@@ -164,7 +168,7 @@ class LogNotifier:
         shown = "" if value is None else f"  value: {json.dumps(value, ensure_ascii=False)}\n"
         line = (
             f"[twelvefold] {notice.title}{request}: {notice.text}\n{shown}"
-            f"  {notice.how_to_resume}\n"
+            f"  {notice.how_to_resume}\n" + (f"  {notice.link}\n" if notice.link else "")
         )
         try:
             stream.write(for_terminal(line))
@@ -198,19 +202,28 @@ class WebhookNotifier:
 
     def signed_headers(self, notice: Notice, body: bytes, now: float) -> dict[str, str]:
         """The Standard Webhooks headers for `body` sent at `now` (unix seconds)."""
-        timestamp = str(int(now))
-        headers = {"webhook-id": notice.id, "webhook-timestamp": timestamp}
-        if self.key is not None:
-            signed = f"{notice.id}.{timestamp}.".encode() + body
-            digest = hmac.new(self.key, signed, hashlib.sha256).digest()
-            headers["webhook-signature"] = "v1," + base64.b64encode(digest).decode("ascii")
-        return headers
+        return standard_webhook_headers(notice.id, body, now, self.key)
 
     async def notify(self, notice: Notice) -> list[str]:
         body = json.dumps(self.payload(notice), ensure_ascii=False).encode("utf-8")
         headers = {**self.headers, **self.signed_headers(notice, body, time.time())}
         await asyncio.to_thread(_post_json, self.name, self.url, body, headers)
         return [self.name]
+
+
+def standard_webhook_headers(
+    message_id: str, body: bytes, now: float, key: bytes | None
+) -> dict[str, str]:
+    """Standard Webhooks' headers for `body` sent at `now` (unix seconds): `webhook-id`,
+    `webhook-timestamp` and, with a `key` (`signing_key`), `webhook-signature:
+    v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`."""
+    timestamp = str(int(now))
+    headers = {"webhook-id": message_id, "webhook-timestamp": timestamp}
+    if key is not None:
+        signed = f"{message_id}.{timestamp}.".encode() + body
+        digest = hmac.new(key, signed, hashlib.sha256).digest()
+        headers["webhook-signature"] = "v1," + base64.b64encode(digest).decode("ascii")
+    return headers
 
 
 def signing_key(secret: str) -> bytes:
@@ -241,34 +254,54 @@ class SlackNotifier(WebhookNotifier):
         return {}
 
     def payload(self, notice: Notice) -> dict[str, Any]:
-        value = slack_text(json.dumps(_plain(notice.value), indent=2, ensure_ascii=False))
-        approvers = slack_text(", ".join(notice.approvers) or "anyone allowed")
-        title, text = slack_text(notice.title), slack_text(notice.text)
-        request = f"\nrequest `{slack_text(notice.request)}`" if notice.request else ""
-        # Slack refuses (400) a whole message whose section or context text is longer than
-        # SLACK_TEXT_LIMIT, so a long value from a model would keep every notice from being
-        # delivered: what does not fit is cut, saying where the whole of it is shown.
-        cut = f"… (cut: `twelvefold show {slack_text(notice.thread_id)}` shows all)"
-        head = f"*{title}*{request}\n"
-        text = _fit(text, SLACK_TEXT_LIMIT // 3, cut)
-        room = SLACK_TEXT_LIMIT - len(head) - len(text) - len("\n``````")
-        section = f"{head}{text}\n```{_fit(value, room, cut)}```"
-        return {
-            "text": f"{title}: {text}",
-            "unfurl_links": False,
-            "unfurl_media": False,
-            "blocks": [
-                {"type": "header", "text": {"type": "plain_text", "text": notice.text[:150]}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": section}},
-                {
-                    "type": "context",
-                    "elements": [
-                        {"type": "mrkdwn", "text": _fit(f"approvers: {approvers}", 1000, "…")},
-                        {"type": "mrkdwn", "text": f"`{slack_text(notice.how_to_resume)}`"},
-                    ],
-                },
-            ],
-        }
+        return slack_payload(notice)
+
+
+def slack_payload(notice: Notice) -> dict[str, Any]:
+    """The notice as a Slack message (`text` and `blocks`), every outside value escaped
+    for mrkdwn and cut to Block Kit's limits; with a `link`, a context line points to it."""
+    value = slack_text(json.dumps(_plain(notice.value), indent=2, ensure_ascii=False))
+    approvers = slack_text(", ".join(notice.approvers) or "anyone allowed")
+    title, text = slack_text(notice.title), slack_text(notice.text)
+    request = f"\nrequest `{slack_text(notice.request)}`" if notice.request else ""
+    # Slack refuses (400) a whole message whose section or context text is longer than
+    # SLACK_TEXT_LIMIT, so a long value from a model would keep every notice from being
+    # delivered: what does not fit is cut, saying where the whole of it is shown.
+    cut = f"… (cut: `twelvefold show {slack_text(notice.thread_id)}` shows all)"
+    head = f"*{title}*{request}\n"
+    text = _fit(text, SLACK_TEXT_LIMIT // 3, cut)
+    room = SLACK_TEXT_LIMIT - len(head) - len(text) - len("\n``````")
+    section = f"{head}{text}\n```{_fit(value, room, cut)}```"
+    return {
+        "text": f"{title}: {text}",
+        "unfurl_links": False,
+        "unfurl_media": False,
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": _header(notice)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": section}},
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": _fit(f"approvers: {approvers}", 1000, "…")},
+                    {"type": "mrkdwn", "text": f"`{slack_text(notice.how_to_resume)}`"},
+                    *_link_element(notice.link),
+                ],
+            },
+        ],
+    }
+
+
+def _header(notice: Notice) -> str:
+    """A header's text: Slack refuses an empty one, or one past 150 characters."""
+    return (notice.text.strip() or notice.title)[:150]
+
+
+def _link_element(link: str | None) -> list[dict[str, str]]:
+    """A context element linking to `link`; none when there is no link or it could break
+    out of Slack's `<url|label>` markup (a server's own URL never holds `<`, `>` or `|`)."""
+    if link is None or any(c in link for c in "<>| \n") or len(link) > 2000:
+        return []
+    return [{"type": "mrkdwn", "text": f"<{link.replace('&', '&amp;')}|open in the inbox>"}]
 
 
 SLACK_TEXT_LIMIT = 3000
@@ -340,7 +373,7 @@ class EmailNotifier:
         request = f"request: {notice.request}\n" if notice.request else ""
         message.set_content(
             f"{notice.text}\n\n{value}\n\napprovers: {approvers}\n{request}\n"
-            f"{notice.how_to_resume}\n"
+            f"{notice.how_to_resume}\n" + (f"{notice.link}\n" if notice.link else "")
         )
         return message
 

@@ -36,7 +36,7 @@ from . import lease as leases
 from .codec import Codec
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
-from .types import Event, State, Status
+from .types import KIND_OF_EVENT, Event, State, Status, Usage
 
 
 class Conflict(Exception):
@@ -348,6 +348,15 @@ class MemoryStore:
         found = [i for i in infos if status is None or i.status == status]
         return sorted(found, key=lambda i: i.updated_at, reverse=True)
 
+    def usage_records(self) -> dict[str, list[UsageRecord]]:
+        """Every thread's `(kind, at, usage)` per event, in order (runtime/usage.py)."""
+        with self._lock:
+            logs = {thread_id: list(log) for thread_id, log in self._events.items()}
+        return {
+            thread_id: [(KIND_OF_EVENT[type(e)], e.at, e.usage) for e in log]
+            for thread_id, log in logs.items()
+        }
+
     def _take(self, thread_id: str, owner: str, seconds: float | None) -> Lease:
         _, token, _ = self._leases[thread_id]
         expires = leases.now() + leases.lease_seconds(seconds)
@@ -450,6 +459,25 @@ _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 """The store's clock, in unix seconds: every lease decision is made with this one."""
 
 _INFO_COLUMNS = "id, agent, origin, status, step, seq, created_at, updated_at, request"
+
+_USAGE_QUERY = """
+SELECT t.id,
+       CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.kind') END,
+       CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.at') END,
+       CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.usage.latency_ms') END,
+       CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.usage.input_tokens') END,
+       CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.usage.output_tokens') END,
+       CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.usage.cost_usd') END
+FROM events e JOIN threads t ON t.num = e.thread
+ORDER BY e.thread, e.seq
+"""
+
+UsageRecord = tuple[str, str | None, Usage | None]
+"""One event as reports see it: its kind, when, and its usage."""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class SqliteStore:
@@ -672,6 +700,28 @@ class SqliteStore:
         with self._lock:
             rows = self._db.execute(query + " ORDER BY updated_at DESC", params).fetchall()
         return [_thread_info(row, self.path) for row in rows]
+
+    def usage_records(self) -> dict[str, list[UsageRecord]]:
+        """Every thread's `(kind, at, usage)` per event, in order, read by SQLite from the
+        stored JSON without decoding events (so without loading any agent): for reports
+        (`twelvefold threads`, `stats`; runtime/usage.py). A row that is not JSON, or a
+        usage field that is not a number, counts as absent; the log is not verified."""
+        with self._lock:
+            rows = self._db.execute(_USAGE_QUERY).fetchall()
+        found: dict[str, list[UsageRecord]] = {}
+        for thread_id, kind, at, latency, tokens_in, tokens_out, cost in rows:
+            if not isinstance(kind, str):
+                continue
+            numbers = [v if _is_number(v) else None for v in (latency, tokens_in, tokens_out)]
+            usage = Usage(
+                numbers[0],
+                tokens_in if isinstance(numbers[1], int) else None,
+                tokens_out if isinstance(numbers[2], int) else None,
+                cost if _is_number(cost) else None,
+            )
+            when = at if isinstance(at, str) else None
+            found.setdefault(str(thread_id), []).append((kind, when, usage))
+        return found
 
     # ---- helpers -----------------------------------------------------------------------
 

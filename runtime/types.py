@@ -60,6 +60,9 @@ class Started(Event):
     """The thread was launched with `input`; always the first event."""
 
     input: Any
+    trace: str | None = None
+    """The W3C `traceparent` of the span of the run that launched it, when traced: every
+    later run of the thread joins that trace (docs/observability.md)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +107,9 @@ class Notified(Event):
     """The channels that took the notice."""
     failed: tuple[str, ...] = ()
     """The channels that could not deliver it, each as `name: reason` (no secrets)."""
+    trace: str | None = None
+    """The W3C `traceparent` of the run that paused, when traced: the wait's span is its
+    child, and the run resumed after the decision links to it."""
 
     @property
     def delivered(self) -> bool:
@@ -124,6 +130,9 @@ class Decision(Event):
     """Where the decision came from: `cli (os user NAME)`, `api`, `http`, `timeout`."""
     config: str | None = None
     """The configuration that allowed it: `path#sha256-prefix`, or None without one."""
+    trace: str | None = None
+    """The W3C `traceparent` of the wait's span (from the notice to this decision), when
+    traced: the run that follows is its child."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

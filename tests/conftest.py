@@ -7,6 +7,7 @@ import pytest
 from tests.support.e2e import model, notifier, rt  # noqa: F401  (fixtures of the e2e tests)
 from tests.support.openai_server import openai_server  # noqa: F401  (a fixture)
 from tests.support.server import collected, deploy_agent  # noqa: F401  (server test fixtures)
+from tests.support.slack_server import slack_server  # noqa: F401  (a fixture of the Slack tests)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -122,9 +122,10 @@ async def served(
     if model_server.responder is None:
         model_server.responder = deploy_responder
     notifier = RecordingNotifier()
+    model = OpenAIModel(base_url=model_server.base_url, api_key="test")
     runtime = AsyncRuntime(
         SqliteStore(store),
-        model=OpenAIModel(base_url=model_server.base_url, api_key="test"),
+        model=model,
         notifier=notifier,
     )
     places = project if isinstance(project, list) else [project]
@@ -141,6 +142,9 @@ async def served(
         yield Served(service, app, tokens, notifier)
     finally:
         await service.stop(grace=10)
+        # Closed on this loop: left to the garbage collector, openai's client would close
+        # itself on a later test's loop, and that test would fail on "loop is closed".
+        await model.aclose()
         tokens.close()
 
 

@@ -71,6 +71,11 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "token": LazyCommand("serve", "token", "Create, list and revoke the server's API tokens."),
     "threads": LazyCommand("run", "threads", "List threads, most recently updated first."),
     "show": LazyCommand("run", "show", "Print THREAD's event log and where it stands."),
+    "stats": LazyCommand(
+        "stats",
+        "stats",
+        "Print per agent: threads by status, steps, tokens, cost, time waiting for people.",
+    ),
     "test": LazyCommand(
         "testcmd",
         "test",

@@ -51,6 +51,7 @@ from twelvefold.runtime.store import (
     ThreadNotFound,
 )
 from twelvefold.runtime.timeouts import as_moment
+from twelvefold.runtime.tracing import TracingUnavailable, configure_from_env
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
     Answered,
@@ -69,6 +70,7 @@ from twelvefold.runtime.types import (
     ToolResult,
     ToolStarted,
 )
+from twelvefold.runtime.usage import Totals, by_thread
 
 SUMMARY_WIDTH = 72
 EXIT_UNTOLD = 3
@@ -166,10 +168,39 @@ def print_view(view: ThreadView, db: Path) -> None:
         echo(f"\n{where} was cancelled at `{view.step}`")
     else:
         echo(f"\n{where} is running at `{view.step}`")
+    if (spent := usage_line(view)) is not None:
+        echo(spent)
     echo(f"  stored in {db}")
     if view.untold:
         echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
         echo("  `twelvefold expire` tries the notice again (run it from cron)")
+
+
+def usage_line(view: ThreadView) -> str | None:
+    """`  usage: 3 steps, 2 model calls, 1,204→310 tokens, $0.0004, waited 2.0 h`; None
+    before the first step."""
+    usage = view.usage
+    if not usage.steps and not usage.waited_seconds:
+        return None
+    parts = [f"{usage.steps} step{'s' if usage.steps != 1 else ''}"]
+    if usage.model_calls:
+        parts.append(f"{usage.model_calls} model call{'s' if usage.model_calls != 1 else ''}")
+        parts.append(f"{usage.input_tokens:,}→{usage.output_tokens:,} tokens")
+        parts.append(usage.cost_text)
+    if usage.waited_seconds:
+        parts.append(f"waited {duration_text(usage.waited_seconds)}")
+    return "  usage: " + ", ".join(parts)
+
+
+def duration_text(seconds: float) -> str:
+    """`12 s`, `4.5 min`, `2.0 h`, `3.1 d`."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
 
 
 def value_line(view: ThreadView) -> str | None:
@@ -235,14 +266,19 @@ def runtime(
     def print_event(thread: Thread, event: Event) -> None:
         echo(event_line(len(thread.events), event))
 
-    store = SqliteStore(db, create=create)
-    hook: Callable[[Thread, Event], None] | None = None if quiet else print_event
-    keep_stdout = contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext()
-    with Runtime(store, model=model, tool_paths=paths, on_event=hook) as rt, keep_stdout:
-        try:
-            yield rt
-        finally:
-            store.close()
+    shutdown = configure_from_env()  # OTEL_EXPORTER_OTLP_* (docs/observability.md)
+    try:
+        store = SqliteStore(db, create=create)
+        hook: Callable[[Thread, Event], None] | None = None if quiet else print_event
+        keep_stdout = contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext()
+        with Runtime(store, model=model, tool_paths=paths, on_event=hook) as rt, keep_stdout:
+            try:
+                yield rt
+            finally:
+                store.close()
+    finally:
+        if shutdown is not None:
+            shutdown()  # exports the spans still queued before the process exits
 
 
 def finish(view: ThreadView, db: Path, as_json: bool) -> None:
@@ -280,6 +316,7 @@ def reported(as_json: bool = False) -> Iterator[None]:
         StoreError,
         ThreadNotFound,
         CommandError,
+        TracingUnavailable,
     ) as exc:
         problem(f"error: {exc}", type(exc).__name__, str(exc))
     except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
@@ -627,26 +664,30 @@ def threads(status: str | None, db: Path, as_json: bool) -> None:
         store = SqliteStore(db, create=False)
         try:
             found = store.threads(status)  # type: ignore[arg-type]
+            spent = by_thread(store.usage_records())
         finally:
             store.close()
     if as_json:
-        echo(json.dumps([_info_json(i) for i in found]))
+        echo(json.dumps([_info_json(i, spent.get(i.id, Totals())) for i in found]))
         return
     if not found:
         echo(f"no threads in {db}")
         return
     echo(
-        f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6}  "
-        f"{'UPDATED':<27} REQUEST"
+        f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6} "
+        f"{'TOKENS':>9} {'COST':>9}  {'UPDATED':<27} REQUEST"
     )
     for i in found:
+        usage = spent.get(i.id, Totals())
+        tokens = f"{usage.input_tokens + usage.output_tokens:,}" if usage.model_calls else "-"
+        cost = usage.cost_text if usage.model_calls else "-"
         echo(
-            f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6}  "
-            f"{i.updated_at:<27} {i.request or '-'}"
+            f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6} "
+            f"{tokens:>9} {cost:>9}  {i.updated_at:<27} {i.request or '-'}"
         )
 
 
-def _info_json(info: ThreadInfo) -> dict[str, Any]:
+def _info_json(info: ThreadInfo, usage: Totals) -> dict[str, Any]:
     return {
         "thread_id": info.id,
         "agent": info.agent,
@@ -657,6 +698,7 @@ def _info_json(info: ThreadInfo) -> dict[str, Any]:
         "request": info.request,
         "created_at": info.created_at,
         "updated_at": info.updated_at,
+        "usage": usage.to_json(),
     }
 
 

@@ -16,6 +16,7 @@ import click
 from twelvefold.commands.options import DB
 from twelvefold.commands.output import echo
 from twelvefold.commands.run import make_model, model_options, reported
+from twelvefold.runtime.tracing import configure_from_env
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -68,6 +69,12 @@ def is_loopback(host: str) -> bool:
     type=click.FloatRange(0.05, 3600),
     help="How often the timer expires timed-out waits and retries failed notices.",
 )
+@click.option(
+    "--public-url",
+    metavar="URL",
+    help="Where people reach this server (https://…): notices link to the inbox there "
+    "(sets TWELVEFOLD_PUBLIC_URL; else [tool.twelvefold.server] public_url).",
+)
 @model_options
 def serve(
     places: tuple[str, ...],
@@ -78,6 +85,7 @@ def serve(
     insecure_local: bool,
     grace: float,
     sweep_seconds: float,
+    public_url: str | None,
     model: str | None,
     cassette: Path | None,
     record: Path | None,
@@ -93,8 +101,12 @@ def serve(
             err=True,
         )
         sys.exit(1)
+    if public_url is not None:
+        os.environ["TWELVEFOLD_PUBLIC_URL"] = public_url  # read with the configuration
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     with reported():
+        # Spans go where OTEL_EXPORTER_OTLP_* say (docs/observability.md); flushed at exit.
+        flush_spans = configure_from_env()
         app = _app(places, db, concurrency, insecure_local, grace, sweep_seconds,
                    make_model(cassette, record, model), paths)  # fmt: skip
     import uvicorn
@@ -117,6 +129,8 @@ def serve(
         )
     )
     server.run()
+    if flush_spans is not None:
+        flush_spans()
     if not server.started:  # the port was taken, or the lifespan failed: uvicorn said why
         sys.exit(1)
     # Every thread's lease is let go and its log is on disk (Service.stop). A tool call
@@ -166,7 +180,11 @@ def _app(
     service = Service(runtime, agents, concurrency=concurrency, sweep_seconds=sweep_seconds)
     names = ", ".join(sorted(agents))
     echo(f"serving {names} from {db}", err=True)
-    return create_app(service, tokens=tokens, manage=True, grace=grace)
+    try:  # the Slack app, replies and schedules check their configuration here
+        return create_app(service, tokens=tokens, manage=True, grace=grace)
+    except ServeError as exc:
+        echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @click.group()

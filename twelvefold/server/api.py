@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.store import ThreadInfo
+from twelvefold.server.replies import check_webhook_url, replies
 from twelvefold.server.service import BadInput, Caller, Service, Unauthorized
 from twelvefold.server.tokens import TokenStore
 
@@ -91,9 +92,20 @@ class EventOut(BaseModel):
     step: str
 
 
+WEBHOOK_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
+"""An absolute http(s) URL in printable ASCII (non-ASCII hosts in their xn-- form)."""
+
+
 class LaunchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     input: Any = Field(description="The thread's input: a string, or the agent's input type.")
+    webhook: str | None = Field(
+        None,
+        max_length=2000,
+        pattern=WEBHOOK_PATTERN,
+        description="An http(s) URL to POST the thread view to (Standard Webhooks, signed) "
+        "each time it pauses or ends (docs/server.md, Webhooks).",
+    )
 
 
 class DecisionIn(BaseModel):
@@ -177,7 +189,11 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         wait: bool = WAIT,
     ) -> ThreadOut:
         """Launch a thread of `agent`; it runs in the background."""
+        if body.webhook is not None:
+            check_webhook_url(body.webhook)  # refused before anything is launched
         view = await service.launch(who, agent, body.input)
+        if body.webhook is not None:
+            replies(service).webhook(view.id, body.webhook)  # before the run can settle
         return await _maybe_waited(service, who, view, wait, response)
 
     @api.get("/v1/threads", tags=["threads"])

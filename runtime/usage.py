@@ -1,0 +1,265 @@
+"""What threads cost: prices per model, the cost of one model call, totals over a log.
+
+Prices are US dollars per million tokens, input and output apart, from
+`[tool.twelvefold.prices]` (or `[prices]` in twelvefold.toml) over `DEFAULT_PRICES`:
+
+    [tool.twelvefold.prices]
+    "gpt-4o-mini" = { input = 0.15, output = 0.60 }
+    "my-local-model" = { input = 0, output = 0 }
+
+A model is priced by its exact name, else by the longest priced name it starts with
+followed by `-` (`gpt-4o-mini-2024-07-18` is priced as `gpt-4o-mini`). A model no entry
+prices has no cost (`None`, shown as unknown), never a guessed one.
+
+Totals are computed from events (a loaded thread) or from the bare `(kind, at, usage)` of
+stored rows (`twelvefold threads` and `stats`, which load no agent), by one function.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, find_config
+from .types import KIND_OF_EVENT, Event, Usage
+
+PRICES_AS_OF = "2025-08"
+"""When `DEFAULT_PRICES` were copied from the providers' public price lists."""
+
+DEFAULT_PRICES: Mapping[str, tuple[float, float]] = {
+    # model: (USD per million input tokens, USD per million output tokens). Approximate
+    # list prices as of PRICES_AS_OF, without cached-input or batch discounts: set your
+    # own in [tool.twelvefold.prices] for the prices you pay.
+    "gpt-5": (1.25, 10.00),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "o3": (2.00, 8.00),
+    "o3-mini": (1.10, 4.40),
+    "o4-mini": (1.10, 4.40),
+    "claude-opus-4": (15.00, 75.00),
+    "claude-sonnet-4": (3.00, 15.00),
+    "claude-3-5-haiku": (0.80, 4.00),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """A price table: model name -> (input, output) USD per million tokens."""
+
+    table: Mapping[str, tuple[float, float]]
+
+    @classmethod
+    def of(cls, config: Config) -> Prices:
+        """`DEFAULT_PRICES` under the configuration's `prices` table; `ConfigError` when
+        an entry is not `{ input = N, output = N }` with finite N >= 0."""
+        given = config.settings.get("prices", {})
+        where = config.path or "the configuration"
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"{where}: `prices` must be a table of model = {{ input, output }}")
+        table = dict(DEFAULT_PRICES)
+        for model, entry in given.items():
+            table[str(model)] = _price(where, str(model), entry)
+        return cls(table)
+
+    def price(self, model: str | None) -> tuple[float, float] | None:
+        """The (input, output) price of `model`, by exact name then longest `name-` prefix."""
+        if not model:
+            return None
+        found = self.table.get(model)
+        if found is not None:
+            return found
+        best = max(
+            (name for name in self.table if model.startswith(name + "-")), key=len, default=None
+        )
+        return None if best is None else self.table[best]
+
+    def cost(self, model: str | None, usage: Usage) -> float | None:
+        """USD for one call's tokens (rounded to 1e-9), or None: unpriced, or no tokens."""
+        price = self.price(model)
+        if price is None or (usage.input_tokens is None and usage.output_tokens is None):
+            return None
+        dollars = (
+            (usage.input_tokens or 0) * price[0] + (usage.output_tokens or 0) * price[1]
+        ) / 1e6
+        return round(dollars, 9)
+
+
+_READ: dict[Path, Prices] = {}
+"""The prices read for each folder in this process (see `prices_for`)."""
+
+
+def prices_for(folder: Path) -> Prices:
+    """The prices in force for agents in `folder`: read from its configuration the first
+    time this process asks (`ConfigError` if they are not valid: asked again next time),
+    then kept. A price is a report, not a permission (unlike approvers, read at every
+    decision), so a changed table takes effect when the process restarts."""
+    found = _READ.get(folder)
+    if found is None:
+        found = _READ[folder] = Prices.of(find_config(folder))
+    return found
+
+
+def _price(where: object, model: str, entry: Any) -> tuple[float, float]:
+    def number(key: str) -> float:
+        value = entry.get(key) if isinstance(entry, Mapping) else None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ConfigError(
+                f"{where}: prices.{model} must be {{ input = N, output = N }} in USD per "
+                f"million tokens (N a number >= 0); its `{key}` is {value!r}"
+            )
+        return float(value)
+
+    return number("input"), number("output")
+
+
+# ---- totals ------------------------------------------------------------------------
+
+MODEL_STEPS = frozenset({"model_output"})
+ACTION_STEPS = frozenset({"model_output", "tool_result", "step_failed"})
+"""Events that end an action (a model or tool call, or its failure): a thread's steps."""
+_WAIT_ENDS = frozenset({"approved", "rejected", "answered", "cancelled", "step_failed"})
+"""Events that end a wait: a decision, a cancel, a timeout or an undelivered notice."""
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What one thread (or several, added up) cost so far."""
+
+    steps: int = 0
+    """Actions completed or failed (model calls, tool calls)."""
+    model_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    """The sum of the priced calls' costs (USD); in JSON, null when no call was priced."""
+    unpriced_calls: int = 0
+    """Model calls whose cost is unknown (a model without a price, or no token counts):
+    `cost_usd` leaves them out."""
+    waited_seconds: float = 0.0
+    """Time spent waiting for people: from each notice to the decision (or to `now` for
+    a wait still open when the totals were taken)."""
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(
+            self.steps + other.steps,
+            self.model_calls + other.model_calls,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            round(self.cost_usd + other.cost_usd, 9),
+            self.unpriced_calls + other.unpriced_calls,
+            self.waited_seconds + other.waited_seconds,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The `usage` object of a thread's JSON (docs/runtime.md, "Cost")."""
+        return {
+            "steps": self.steps,
+            "model_calls": self.model_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": None if self.unpriced_calls == self.model_calls > 0 else self.cost_usd,
+            "unpriced_calls": self.unpriced_calls,
+            "waited_seconds": round(self.waited_seconds, 3),
+        }
+
+    @property
+    def cost_text(self) -> str:
+        """`$0.0123`, `$0.0123+?` when some calls are unpriced, `?` when none is priced."""
+        if self.unpriced_calls and not self.cost_usd:
+            return "?"
+        return f"${self.cost_usd:.4f}" + ("+?" if self.unpriced_calls else "")
+
+
+Record = tuple[str, str | None, Usage | None]
+"""One stored event as the totals see it: (kind, at, usage)."""
+
+
+def records(events: Iterable[Event]) -> Iterable[Record]:
+    return ((KIND_OF_EVENT[type(e)], e.at, e.usage) for e in events)
+
+
+def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
+    """Add up one thread's log. A timestamp that does not parse (a hand-edited log) makes
+    that wait count as zero rather than fail: these are reports, not the log's truth."""
+    steps = calls = tokens_in = tokens_out = unpriced = 0
+    cost = waited = 0.0
+    opened: datetime | None = None
+    for kind, at, usage in rows:
+        if kind in ACTION_STEPS:
+            steps += 1
+        if kind in MODEL_STEPS:
+            calls += 1
+            if usage is not None:
+                tokens_in += _count(usage.input_tokens)
+                tokens_out += _count(usage.output_tokens)
+            if usage is not None and _finite(usage.cost_usd):
+                cost += float(usage.cost_usd)  # type: ignore[arg-type]
+            else:
+                unpriced += 1
+        if kind == "notified" and opened is None:
+            opened = _when(at)
+        elif kind in _WAIT_ENDS and opened is not None:
+            waited += _seconds(opened, _when(at))
+            opened = None
+    if opened is not None:
+        waited += _seconds(opened, now or datetime.now(opened.tzinfo))
+    return Totals(steps, calls, tokens_in, tokens_out, round(cost, 9), unpriced, waited)
+
+
+def by_thread(
+    rows: Mapping[str, Iterable[Record]], *, now: datetime | None = None
+) -> dict[str, Totals]:
+    """`totals` of each thread of a store's `usage_records()`."""
+    return {thread_id: totals(log, now=now) for thread_id, log in rows.items()}
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _when(at: str | None) -> datetime | None:
+    if not isinstance(at, str):
+        return None
+    try:
+        return datetime.fromisoformat(at)
+    except ValueError:
+        return None
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float:
+    if start is None or end is None:
+        return 0.0
+    try:
+        return max(0.0, (end - start).total_seconds())
+    except TypeError:  # one with a time zone, one without (edited by hand)
+        return 0.0
+
+
+__all__ = [
+    "DEFAULT_PRICES",
+    "PRICES_AS_OF",
+    "Prices",
+    "Totals",
+    "by_thread",
+    "prices_for",
+    "records",
+    "totals",
+]

@@ -1,0 +1,248 @@
+"""Cost (runtime/usage.py, docs/runtime.md "Cost"): tokens and USD on every model step's
+event, priced from `[prices]` over the defaults; totals per thread in the view, `show`,
+`threads`, and `twelvefold stats` over a store. The model is the real openai + instructor
+client against the scripted server (11 input and 7 output tokens per reply)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tests.runtime_helpers import EXAMPLES, RecordingNotifier
+from tests.support.e2e import ModelTurns
+from tests.support.openai_server import ScriptedOpenAI
+from twelvefold.cli import cli
+from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.config import Config, ConfigError
+from twelvefold.runtime.model import OpenAIModel
+from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.types import ModelOutput, StepFailed, Usage
+from twelvefold.runtime.usage import DEFAULT_PRICES, Prices, Totals, records, totals
+
+REPO = Path(__file__).resolve().parents[1]
+MINI_IN, MINI_OUT = DEFAULT_PRICES["gpt-4o-mini"]
+ONE_CALL = 11 * MINI_IN / 1e6 + 7 * MINI_OUT / 1e6
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the calculator example (agent, tools, prompts) in its own folder, so a
+    test can give it a configuration of its own."""
+    shutil.copy(EXAMPLES / "calculator.agent", tmp_path / "calculator.agent")
+    shutil.copytree(EXAMPLES / "calculator", tmp_path / "calculator")
+    shutil.copytree(REPO / "prompts", tmp_path / "prompts")
+    (tmp_path / "twelvefold.toml").write_text("")
+    return tmp_path
+
+
+def runtime_for(server: ScriptedOpenAI, db: Path, model: str) -> Runtime:
+    real = OpenAIModel(model=model, base_url=server.base_url, api_key="t", transport_retries=0)
+    return Runtime(SqliteStore(db), model=real, notifier=RecordingNotifier())
+
+
+def multiply_then_done(server: ScriptedOpenAI, project: Path, model: str) -> tuple[Any, list[Any]]:
+    """Run `3 times 4` on the calculator copy with `model`: its view and its events."""
+    ModelTurns(server).then(
+        {"type": "Multiply", "a": 3, "b": 4}, {"type": "DoneForNow", "message": "12"}
+    )
+    with runtime_for(server, project / "t.db", model) as rt:
+        view = rt.launch(project / "calculator.agent", "3 times 4")
+        return view, rt.events(view.id)
+
+
+def test_each_model_step_records_its_tokens_and_cost_and_the_view_adds_them_up(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    view, events = multiply_then_done(openai_server, project, "gpt-4o-mini")
+    assert view.status == "finished"
+    calls = [e for e in events if isinstance(e, ModelOutput)]
+    assert len(calls) == 2
+    for call in calls:
+        assert call.usage is not None
+        assert (call.usage.input_tokens, call.usage.output_tokens) == (11, 7)
+        assert call.usage.cost_usd == pytest.approx(ONE_CALL)
+    assert view.to_json()["usage"] == {
+        "steps": 3,  # two model calls and the tool call
+        "model_calls": 2,
+        "input_tokens": 22,
+        "output_tokens": 14,
+        "cost_usd": pytest.approx(2 * ONE_CALL),
+        "unpriced_calls": 0,
+        "waited_seconds": 0.0,
+    }
+
+
+def test_the_projects_price_table_overrides_the_defaults(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    (project / "twelvefold.toml").write_text(
+        '[prices]\n"gpt-4o-mini" = { input = 1000, output = 2000 }\n'
+        '"house-model" = { input = 0, output = 0 }\n'
+    )
+    view, _ = multiply_then_done(openai_server, project, "gpt-4o-mini-2024-07-18")
+    # Priced by the longest configured name it starts with (a dated model version).
+    assert view.usage.cost_usd == pytest.approx(2 * (11 * 1000 + 7 * 2000) / 1e6)
+
+
+def test_a_model_without_a_price_has_an_unknown_cost_never_a_guessed_one(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    view, events = multiply_then_done(openai_server, project, "scripted-model")
+    assert all(e.usage.cost_usd is None for e in events if isinstance(e, ModelOutput) and e.usage)
+    usage = view.to_json()["usage"]
+    assert (usage["cost_usd"], usage["unpriced_calls"], usage["input_tokens"]) == (None, 2, 22)
+
+
+def test_a_broken_price_table_fails_the_step_before_the_model_is_paid(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    (project / "twelvefold.toml").write_text(
+        '[prices]\n"gpt-4o-mini" = { input = -1, output = 1 }\n'
+    )
+    with runtime_for(openai_server, project / "t.db", "gpt-4o-mini") as rt:
+        view = rt.launch(project / "calculator.agent", "3 times 4")
+        events = rt.events(view.id)
+    assert view.status == "failed"
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "ConfigError"
+    assert "prices.gpt-4o-mini" in failed.error.message and "`input` is -1" in failed.error.message
+    assert openai_server.requests == []
+
+
+def test_price_lookup_and_validation() -> None:
+    prices = Prices.of(Config(settings={"prices": {"gpt-4o": {"input": 1, "output": 2}}}))
+    assert prices.price("gpt-4o") == (1.0, 2.0)
+    assert prices.price("gpt-4o-2024-08-06") == (1.0, 2.0)
+    assert prices.price("gpt-4o-mini-2024-07-18") == DEFAULT_PRICES["gpt-4o-mini"]
+    assert prices.price("gpt-4ox") is None
+    assert prices.price(None) is None
+    assert prices.cost("gpt-4o", Usage(input_tokens=1_000_000, output_tokens=500_000)) == 2.0
+    assert prices.cost("gpt-4o", Usage(latency_ms=3.0)) is None  # no token counts
+    for bad in ({"input": 1}, {"input": True, "output": 1}, {"input": math.nan, "output": 1}, 3):
+        with pytest.raises(ConfigError, match=r"prices\.m must be"):
+            Prices.of(Config(settings={"prices": {"m": bad}}))
+    with pytest.raises(ConfigError, match="`prices` must be a table"):
+        Prices.of(Config(settings={"prices": ["gpt-4o"]}))
+
+
+def test_totals_of_an_old_log_without_usage_are_zero() -> None:
+    """Events as a runtime before cost wrote them: no usage at all, or latency only."""
+    codec = Codec()
+    old = [
+        '{"kind": "started", "step": "s", "input": "x"}',
+        '{"kind": "model_output", "step": "s", "output": "a"}',
+        '{"kind": "model_output", "step": "s", "usage": {"latency_ms": 3.5}, "output": "b"}',
+    ]
+    found = totals(records(codec.loads_event(line) for line in old))
+    assert found == Totals(steps=2, model_calls=2, unpriced_calls=2)
+    assert found.to_json()["cost_usd"] is None
+    assert found.cost_text == "?"
+
+
+def test_waiting_time_runs_from_the_first_notice_to_the_decision() -> None:
+    rows = [
+        ("started", "2025-06-01T09:00:00.000000Z", None),
+        ("model_output", "2025-06-01T09:00:01.000000Z", Usage(1.0, 5, 6, 0.5)),
+        ("notified", "2025-06-01T09:00:02.000000Z", None),
+        ("notified", "2025-06-01T10:00:02.000000Z", None),  # a notice tried again
+        ("approved", "2025-06-01T11:00:02.000000Z", None),
+        ("notified", "not a time", None),  # edited by hand: counts as no time
+        ("answered", "2025-06-01T12:00:02.000000Z", None),
+    ]
+    found = totals(rows)
+    assert (found.waited_seconds, found.cost_usd, found.input_tokens) == (7200.0, 0.5, 5)
+
+
+# ---- the CLI ----------------------------------------------------------------------------
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def store_with_threads(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, str, str]:
+    """One finished calculator thread and one waiting for an answer (both priced)."""
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER", "TWELVEFOLD_DB"):
+        monkeypatch.delenv(name, raising=False)
+    db = project / "threads.db"
+    turns = ModelTurns(openai_server)
+    turns.then({"type": "Multiply", "a": 3, "b": 4}, {"type": "DoneForNow", "message": "12"})
+    turns.then({"type": "ClarificationRequest", "message": "What?"})
+    ids = []
+    for text in ("3 times 4", "hello"):
+        code, out = invoke(
+            "run", "calculator.agent", "--input", text, "--db", str(db),
+            "--model", "gpt-4o-mini", "--json",
+        )  # fmt: skip
+        assert code in (0, 3), out
+        ids.append(json.loads(out.splitlines()[-1])["thread_id"])
+    return db, ids[0], ids[1]
+
+
+def test_show_threads_and_stats_report_tokens_and_cost(
+    store_with_threads: tuple[Path, str, str],
+) -> None:
+    db, finished, waiting = store_with_threads
+    code, out = invoke("show", finished, "--db", str(db))
+    assert code == 0, out
+    assert "  usage: 3 steps, 2 model calls, 22→14 tokens, $0.0000" in out
+    assert f"${ONE_CALL:.4f}" in out  # each model step's own line
+
+    code, out = invoke("threads", "--db", str(db), "--json")
+    listed = {t["thread_id"]: t["usage"] for t in json.loads(out)}
+    assert listed[finished]["cost_usd"] == pytest.approx(2 * ONE_CALL)
+    assert (listed[waiting]["model_calls"], listed[waiting]["input_tokens"]) == (1, 11)
+    code, out = invoke("threads", "--db", str(db))
+    header, *rows = out.splitlines()
+    assert "TOKENS" in header and "COST" in header
+    assert any(finished in row and " 36 " in row for row in rows)
+
+    code, out = invoke("stats", "--db", str(db), "--json")
+    assert code == 0, out
+    stats = json.loads(out)["calculator"]
+    assert stats["threads"] == {
+        "running": 0, "waiting": 1, "finished": 1, "failed": 0, "cancelled": 0,
+    }  # fmt: skip
+    assert stats["usage"]["steps"] == 4
+    assert stats["usage"]["model_calls"] == 3
+    assert (stats["usage"]["input_tokens"], stats["usage"]["output_tokens"]) == (33, 21)
+    assert stats["usage"]["cost_usd"] == pytest.approx(3 * ONE_CALL)
+    assert stats["usage"]["waited_seconds"] >= 0
+    code, out = invoke("stats", "--db", str(db))
+    header, row = out.splitlines()
+    assert row.split()[:8] == ["calculator", "0", "1", "1", "0", "0", "4", "3"]
+
+
+def test_reports_survive_a_damaged_row(store_with_threads: tuple[Path, str, str]) -> None:
+    db, _, _ = store_with_threads
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE events SET body = 'not json' WHERE seq = 2")
+        conn.execute(
+            "UPDATE events SET body = json_set(body, '$.usage.input_tokens', 'many') WHERE seq = 4"
+        )
+    code, out = invoke("stats", "--db", str(db), "--json")
+    assert code == 0, out
+    assert json.loads(out)["calculator"]["usage"]["steps"] >= 1
+    code, out = invoke("threads", "--db", str(db))
+    assert code == 0, out
+
+
+def test_stats_on_a_missing_store_is_one_line(tmp_path: Path) -> None:
+    code, out = invoke("stats", "--db", str(tmp_path / "none.db"))
+    assert code == 1
+    assert out.startswith("error: ") and len(out.strip().splitlines()) == 1

@@ -1,0 +1,181 @@
+"""Replies to a launch's `webhook` and the inbox link in notices (docs/server.md,
+"Webhooks"): the real service and app, a real HTTP receiver on loopback, and the
+signatures checked by the `standardwebhooks` package, not by our own code.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from tests.support.openai_server import ScriptedOpenAI
+from tests.support.receivers import HttpReceiver
+from tests.support.server import Served, served
+from twelvefold.server.replies import ReplyTargets, public_url_of, replies
+from twelvefold.server.service import Caller, ServeError
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
+SECRET = "whsec_" + base64.b64encode(b"a secret of thirty-two bytes....").decode()
+PUBLIC = "https://twelvefold.example/base"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def s(
+    deploy_agent: Path,
+    tmp_path: Path,
+    openai_server: ScriptedOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Served]:
+    monkeypatch.setenv("TWELVEFOLD_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("TWELVEFOLD_PUBLIC_URL", PUBLIC + "/")
+    monkeypatch.delenv("TWELVEFOLD_SLACK_BOT_TOKEN", raising=False)
+    async with served(deploy_agent, tmp_path / "threads.db", openai_server) as running:
+        yield running
+
+
+async def launch(s: Served, **body: Any) -> Any:
+    async with s.client("bob") as client:
+        return await client.post(
+            "/v1/agents/deploybot/threads?wait=true", json={"input": "deploy", **body}
+        )
+
+
+def verified(receiver: HttpReceiver, index: int) -> Any:
+    _, headers, body = receiver.received[index]
+    return Webhook(SECRET).verify(body, {k.lower(): v for k, v in headers.items()})
+
+
+async def test_a_launch_webhook_is_told_when_the_thread_pauses_and_when_it_ends(
+    s: Served,
+) -> None:
+    receiver = HttpReceiver()
+    response = await launch(s, webhook=receiver.url("/hooks/twelvefold?k=1"))
+    assert response.status_code == 200, response.text
+    view = response.json()
+    assert len(receiver.received) == 1
+    path, headers, body = receiver.received[0]
+    assert path == "/hooks/twelvefold?k=1"
+    paused = verified(receiver, 0)
+    assert paused["type"] == "thread.settled"
+    assert paused["thread"]["status"] == "waiting"
+    assert paused["thread"]["request"] == view["request"]
+    assert paused["link"] == f"{PUBLIC}/threads/{view['thread_id']}"
+    with pytest.raises(WebhookVerificationError):  # the oracle does check
+        lowered = {k.lower(): v for k, v in headers.items()}
+        Webhook(SECRET).verify(body.replace(b"waiting", b"finished"), lowered)
+
+    async with s.client("ana") as client:
+        decided = await client.post(
+            f"/v1/threads/{view['thread_id']}/decisions?wait=true",
+            json={"request": view["request"], "decision": "approve"},
+        )
+    assert decided.status_code == 200
+    assert len(receiver.received) == 2
+    ended = verified(receiver, 1)
+    assert ended["thread"]["status"] == "finished"
+    assert ended["thread"]["output"]["message"].startswith("deployed:")
+    ids = {str({k.lower(): v for k, v in r[1].items()}["webhook-id"]) for r in receiver.received}
+    assert len(ids) == 2, "one id per point in the thread"
+
+
+async def test_a_launch_with_a_webhook_that_is_no_http_url_is_refused_before_it_runs(
+    s: Served,
+) -> None:
+    for bad in ["file:///etc/passwd", "javascript:alert(1)", "/relative", "http://", "x" * 3000]:
+        response = await launch(s, webhook=bad)
+        assert response.status_code == 422, (bad, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+    assert await s.service.threads(Caller("ana", "http")) == []
+
+
+async def test_reply_targets_survive_a_restart_and_a_view_is_sent_once(
+    s: Served, tmp_path: Path
+) -> None:
+    receiver = HttpReceiver()
+    response = await launch(s, webhook=receiver.url("/once"))
+    view = response.json()
+    assert len(receiver.received) == 1
+    # Another server over the same file sees the target, and that it was told.
+    again = ReplyTargets(tmp_path / "threads.db")
+    [target] = again.of(view["thread_id"])
+    assert (target.kind, target.address) == ("webhook", receiver.url("/once"))
+    assert target.replied_seq == view["events"]
+    again.close()
+    current = await s.service.view(Caller("ana", "http"), view["thread_id"])
+    await replies(s.service).settled(current)  # a second settle of the same point
+    assert len(receiver.received) == 1
+
+
+async def test_notices_carry_the_link_to_the_inbox(s: Served) -> None:
+    view = (await launch(s)).json()
+    [notice] = s.notifier.notices
+    assert notice.link == f"{PUBLIC}/threads/{view['thread_id']}"
+    assert notice.as_json()["link"] == notice.link
+
+
+async def test_a_public_url_that_could_not_prefix_a_link_stops_the_server(s: Served) -> None:
+    for bad in ["javascript:alert(1)", "https://x.example/<!channel>", "ftp://x", "https://a|b"]:
+        with pytest.raises(ServeError, match="public URL"):
+            public_url_of(s.service, {"TWELVEFOLD_PUBLIC_URL": bad})
+    assert public_url_of(s.service, {}) is None
+    assert json.dumps(public_url_of(s.service, {"TWELVEFOLD_PUBLIC_URL": PUBLIC}))
+
+
+async def test_a_reply_that_fails_is_sent_the_next_time_nothing_lost(s: Served) -> None:
+    receiver = HttpReceiver(status=503)
+    told = replies(s.service)
+    told.delays = ()  # no second attempts within one settle: the next settle tries again
+    response = await launch(s, webhook=receiver.url("/flaky"))
+    view = response.json()
+    assert len(receiver.received) == 1
+    [target] = told.targets.of(view["thread_id"])
+    assert target.replied_seq == 0, "a failed reply is not marked sent"
+    receiver.status = 200
+    current = await s.service.view(Caller("ana", "http"), view["thread_id"])
+    await told.settled(current)
+    assert len(receiver.received) == 2
+    assert verified(receiver, 1)["thread"]["status"] == "waiting"
+    [target] = told.targets.of(view["thread_id"])
+    assert target.replied_seq == view["events"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        ("TWELVEFOLD_PUBLIC_URL", "javascript:alert(1)", "error: the public URL must be"),
+        ("TWELVEFOLD_SMTP_HOST", "mail.example", "error: notifications: TWELVEFOLD_SMTP_HOST"),
+        (
+            "TWELVEFOLD_WEBHOOK_SECRET",
+            "whsec_!!!",
+            "error: TWELVEFOLD_WEBHOOK_SECRET: the webhook secret",
+        ),
+    ],
+)
+def test_serve_with_settings_that_cannot_work_exits_1_with_one_line(
+    deploy_agent: Path, tmp_path: Path, variable: str, value: str, line: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, variable: value, "TWELVEFOLD_SMTP_TO": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "twelvefold", "serve", str(deploy_agent), "--db",
+         str(tmp_path / "threads.db"), "--port", "0"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    errors = [text for text in result.stderr.splitlines() if text.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(line), result.stderr
+    assert "Traceback" not in result.stderr

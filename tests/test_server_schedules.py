@@ -1,0 +1,145 @@
+"""Schedules (docs/server.md, "Schedules"): croniter's idea of the next fire, the last
+fire kept in the store's SQLite file, a schedule missed while the server was down run
+once on start (not once per miss), and a bad entry a one-line start-up error. The clock
+is given to the scheduler (no sleeps); the launches are real (service, SQLite, the real
+openai client against the scripted model server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.support.openai_server import ScriptedOpenAI
+from tests.support.server import DEPLOY_CONFIG, Served, deploy_project, served
+from twelvefold.server.schedules import (
+    Schedule,
+    Scheduler,
+    ScheduleRuns,
+    parse_schedules,
+    schedules_of,
+)
+from twelvefold.server.service import Caller, ServeError
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
+HOURLY = (
+    DEPLOY_CONFIG
+    + """
+[schedules.hourly-deploy]
+agent = "deploybot"
+cron = "0 * * * *"
+input = "deploy to staging"
+"""
+)
+T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def s(tmp_path: Path, openai_server: ScriptedOpenAI) -> AsyncIterator[Served]:
+    agent = deploy_project(tmp_path / "project", HOURLY)
+    async with served(agent, tmp_path / "threads.db", openai_server) as running:
+        yield running
+
+
+def test_the_next_and_latest_fire_are_croniter_s() -> None:
+    weekdays = Schedule("s", "a", "0 7 * * 1-5", "")
+    friday = datetime(2026, 11, 6, 8, 0, tzinfo=UTC)  # a Friday
+    assert weekdays.next(friday) == datetime(2026, 11, 9, 7, 0, tzinfo=UTC)  # Monday
+    assert weekdays.latest(friday) == datetime(2026, 11, 6, 7, 0, tzinfo=UTC)
+    on_the_dot = datetime(2026, 11, 6, 7, 0, tzinfo=UTC)
+    assert weekdays.latest(on_the_dot) == on_the_dot
+
+
+async def test_a_schedule_fires_once_when_due_and_once_for_any_number_of_misses(
+    s: Served, tmp_path: Path
+) -> None:
+    [schedule] = schedules_of(s.service)
+    assert (schedule.name, schedule.agent, schedule.input) == (
+        "hourly-deploy",
+        "deploybot",
+        "deploy to staging",
+    )
+    scheduler = Scheduler(s.service, [schedule])
+    assert await scheduler.tick(T0) == [], "a new schedule counts from now"
+    assert await scheduler.tick(T0 + timedelta(minutes=20)) == []
+    [(name, thread_id)] = await scheduler.tick(T0 + timedelta(minutes=31))  # 10:00 passed
+    assert name == "hourly-deploy"
+    assert s.service.launches.launcher(thread_id) == "schedule:hourly-deploy"
+    view = await s.service.view(Caller("ana", "http"), thread_id)
+    assert view.agent == "deploybot"
+    assert await scheduler.tick(T0 + timedelta(minutes=59)) == []
+    scheduler.runs.close()
+
+    # The server was down for ten days (240 fires missed): a new one fires once on start.
+    later = Scheduler(s.service, [schedule])
+    assert len(await later.tick(T0 + timedelta(days=10))) == 1
+    assert await later.tick(T0 + timedelta(days=10, minutes=5)) == []
+    assert len(await later.tick(T0 + timedelta(days=10, minutes=31))) == 1
+    later.runs.close()
+    assert len(await s.service.threads(Caller("ana", "http"))) == 3
+
+
+async def test_a_schedule_waits_at_most_until_its_next_fire(s: Served) -> None:
+    scheduler = Scheduler(s.service, schedules_of(s.service))
+    assert scheduler.wait_after(T0) == 60.0
+    assert scheduler.wait_after(T0.replace(minute=59, second=50)) == 10.0
+    scheduler.runs.close()
+
+
+def test_bad_schedules_are_one_line_errors() -> None:
+    served = {"deploybot": object()}
+    cases = {
+        "not a cron expression": {"x": {"agent": "deploybot", "cron": "every monday"}},
+        "does not serve": {"x": {"agent": "nobody", "cron": "* * * * *"}},
+        "must be a table": {"x": "deploybot"},
+        "unknown key": {"x": {"agent": "deploybot", "cron": "* * * * *", "when": 1}},
+        "needs agent": {"x": {"cron": "* * * * *"}},
+    }
+    for words, table in cases.items():
+        with pytest.raises(ServeError, match=words):
+            parse_schedules(table, served)
+    assert parse_schedules({"x": {"agent": "deploybot", "cron": "*/5 * * * *"}}, served)
+
+
+def test_serve_with_a_bad_cron_expression_exits_1_with_one_line(tmp_path: Path) -> None:
+    bad = HOURLY.replace('cron = "0 * * * *"', 'cron = "61 * * * *"')
+    agent = deploy_project(tmp_path / "project", bad)
+    result = subprocess.run(
+        [sys.executable, "-m", "twelvefold", "serve", str(agent), "--db",
+         str(tmp_path / "threads.db"), "--port", "0"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: schedule `hourly-deploy`: '61 * * * *' is not a cron expression croniter "
+        "understands"
+    ], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_the_app_runs_the_schedules_and_a_missed_one_fires_once_on_start(
+    s: Served, tmp_path: Path
+) -> None:
+    # The previous server last fired it three hours ago, then went down.
+    runs = ScheduleRuns(tmp_path / "threads.db")
+    runs.fired("hourly-deploy", datetime.now(UTC) - timedelta(hours=3))
+    runs.close()
+    async with s.app.router.lifespan_context(s.app):
+        for _ in range(3000):  # not a timed assertion: only a broken build waits this long
+            if await s.service.threads(Caller("ana", "http")):
+                break
+            await asyncio.sleep(0.02)
+    [info] = await s.service.threads(Caller("ana", "http"))
+    assert s.service.launches.launcher(info.id) == "schedule:hourly-deploy"

@@ -1,0 +1,93 @@
+"""`twelvefold stats`: what the threads in a store cost, per agent.
+
+Read from the stored rows without loading any agent (runtime/usage.py): threads by
+status, steps, model calls, tokens, cost, and the time threads waited for people (a wait
+still open counts up to now).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from twelvefold.commands.options import DB
+from twelvefold.commands.output import echo
+from twelvefold.commands.run import JSON, duration_text, reported
+from twelvefold.runtime.api import shown
+from twelvefold.runtime.store import SqliteStore, ThreadInfo
+from twelvefold.runtime.usage import Totals, by_thread
+
+STATUSES = ("running", "waiting", "finished", "failed", "cancelled")
+
+
+@dataclass
+class AgentStats:
+    """One agent's threads in a store, added up."""
+
+    threads: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    usage: Totals = field(default_factory=Totals)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"threads": dict(self.threads), "usage": self.usage.to_json()}
+
+
+def gather(infos: list[ThreadInfo], spent: dict[str, Totals]) -> dict[str, AgentStats]:
+    """Per agent name (sorted): the count of its threads by status and their totals."""
+    found: dict[str, AgentStats] = {}
+    for info in infos:
+        stats = found.setdefault(info.agent, AgentStats())
+        stats.threads[info.status] = stats.threads.get(info.status, 0) + 1
+        stats.usage = stats.usage + spent.get(info.id, Totals())
+    return dict(sorted(found.items()))
+
+
+@click.command()
+@DB
+@JSON
+def stats(db: Path, as_json: bool) -> None:
+    """Print per agent: threads by status, steps, tokens, cost, time waiting for people."""
+    with reported():
+        store = SqliteStore(db, create=False)
+        try:
+            per_agent = gather(store.threads(), by_thread(store.usage_records()))
+        finally:
+            store.close()
+    if as_json:
+        echo(json.dumps({name: s.to_json() for name, s in per_agent.items()}))
+        return
+    if not per_agent:
+        echo(f"no threads in {db}")
+        return
+    echo(
+        f"{'AGENT':<16} {'RUN':>4} {'WAIT':>4} {'DONE':>5} {'FAIL':>4} {'CANC':>4} "
+        f"{'STEPS':>6} {'CALLS':>6} {'TOKENS IN':>10} {'TOKENS OUT':>10} {'COST':>10}  WAITED"
+    )
+    total = AgentStats()
+    for name, s in per_agent.items():
+        echo(_row(shown(name), s))
+        total.usage = total.usage + s.usage
+        for status, count in s.threads.items():
+            total.threads[status] = total.threads.get(status, 0) + count
+    if len(per_agent) > 1:
+        echo(_row("(all)", total))
+    if total.usage.unpriced_calls:
+        echo(
+            f"{total.usage.unpriced_calls} model call(s) have no price: set one in "
+            "[tool.twelvefold.prices] (docs/runtime.md, Cost)"
+        )
+
+
+def _row(name: str, s: AgentStats) -> str:
+    t, u = s.threads, s.usage
+    waited = duration_text(u.waited_seconds) if u.waited_seconds else "-"
+    cost = u.cost_text if u.model_calls else "-"
+    return (
+        f"{name[:16]:<16} {t.get('running', 0):>4} {t.get('waiting', 0):>4} "
+        f"{t.get('finished', 0):>5} {t.get('failed', 0):>4} {t.get('cancelled', 0):>4} "
+        f"{u.steps:>6} {u.model_calls:>6} "
+        f"{u.input_tokens:>10,} {u.output_tokens:>10,} {cost:>10}  {waited}"
+    )

@@ -1,0 +1,260 @@
+"""Replies to whoever launched a thread: when it pauses or ends, the server tells the
+place the launch named (docs/server.md, "Webhooks").
+
+A reply target is kept per thread in `server_replies`, in the store's SQLite file, so a
+restarted server still replies: a `webhook` URL a launch over HTTP named (a Standard
+Webhooks POST, signed like the notices, runtime/notify.py), or a Slack thread a slash
+command or mention came from (slack.py registers how to post there). Each target keeps
+how far the thread was when it was last told (`replied_seq`): a view is sent once, and
+a restart does not send it again.
+
+    POST {webhook}
+    webhook-id: msg_<32 hex>     (the same on every attempt at one view of one thread)
+    webhook-timestamp: <unix seconds>
+    webhook-signature: v1,<base64>   (with TWELVEFOLD_WEBHOOK_SECRET)
+    {"type": "thread.settled", "thread": <the thread view>, "link": <inbox URL or null>}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from twelvefold.runtime.api import ThreadView
+from twelvefold.runtime.config import ConfigError, find_config
+from twelvefold.runtime.notify import NotifyError, _post_json, signing_key, standard_webhook_headers
+from twelvefold.server.service import BadInput, ServeError, Service
+from twelvefold.server.tables import Table
+
+log = logging.getLogger("twelvefold.server")
+
+WEBHOOK = "webhook"
+ATTEMPT_DELAYS = (1.0, 5.0)
+"""Seconds before the second and third attempt at a webhook reply that failed."""
+MAX_URL = 2000
+
+Sender = Callable[[ThreadView, str], Awaitable[None]]
+"""Sends a view to one target's address; raises on failure (the reply is tried again
+the next time the thread settles)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    thread_id: str
+    kind: str
+    """`webhook` or `slack`."""
+    address: str
+    """The URL, or (Slack) a JSON object naming the channel and thread."""
+    replied_seq: int
+
+
+class ReplyTargets(Table):
+    """`server_replies`: thread -> where its replies go (in the store's SQLite file)."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(
+            path,
+            "CREATE TABLE IF NOT EXISTS server_replies (thread_id TEXT NOT NULL,"
+            " kind TEXT NOT NULL, address TEXT NOT NULL, replied_seq INTEGER NOT NULL"
+            " DEFAULT 0, PRIMARY KEY (thread_id, kind, address))",
+        )
+
+    def add(self, thread_id: str, kind: str, address: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO server_replies VALUES (?, ?, ?, 0)",
+                (thread_id, kind, address),
+            )
+
+    def of(self, thread_id: str) -> list[Target]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT thread_id, kind, address, replied_seq FROM server_replies"
+                " WHERE thread_id = ? ORDER BY rowid",
+                (thread_id,),
+            ).fetchall()
+        return [Target(str(t), str(k), str(a), int(s)) for t, k, a, s in rows]
+
+    def replied(self, target: Target, seq: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE server_replies SET replied_seq = max(replied_seq, ?)"
+                " WHERE thread_id = ? AND kind = ? AND address = ?",
+                (seq, target.thread_id, target.kind, target.address),
+            )
+
+
+class Replies:
+    """The reply targets of one service and how to send to each kind. `settled` is
+    registered with `Service.on_settled` (see `replies`)."""
+
+    def __init__(
+        self,
+        service: Service,
+        *,
+        public_url: str | None = None,
+        webhook_secret: str | None = None,
+        delays: tuple[float, ...] = ATTEMPT_DELAYS,
+    ) -> None:
+        self.service = service
+        self.targets = ReplyTargets(service.store_path)
+        self.public_url = public_url
+        self.key = signing_key(webhook_secret) if webhook_secret else None
+        self.delays = delays
+        self.senders: dict[str, Sender] = {WEBHOOK: self._send_webhook}
+
+    def link(self, thread_id: str) -> str | None:
+        """The thread's page in the inbox (`{public_url}/threads/{id}`, where its pending
+        request is decided), when the server knows its public URL."""
+        return inbox_link(self.public_url, thread_id)
+
+    def webhook(self, thread_id: str, url: str) -> None:
+        """Reply to `url` when the thread pauses or ends. `BadInput` for a URL that is
+        not absolute http(s). Synchronous on purpose: called right after `launch`, it is
+        recorded before the background run can settle."""
+        check_webhook_url(url)
+        self.targets.add(thread_id, WEBHOOK, url)
+
+    async def settled(self, view: ThreadView) -> None:
+        """Send `view` to each target of its thread not told of it yet."""
+        for target in self.targets.of(view.id):
+            sender = self.senders.get(target.kind)
+            if sender is None or target.replied_seq >= view.seq:
+                continue
+            try:
+                await sender(view, target.address)
+            except Exception as exc:  # one broken target must not keep the others quiet
+                log.warning("thread %s: the %s reply failed: %s", view.id, target.kind, exc)
+                continue
+            self.targets.replied(target, view.seq)
+
+    def payload(self, view: ThreadView) -> dict[str, Any]:
+        return {"type": "thread.settled", "thread": view.to_json(), "link": self.link(view.id)}
+
+    async def _send_webhook(self, view: ThreadView, url: str) -> None:
+        body = json.dumps(self.payload(view), ensure_ascii=False, default=str).encode("utf-8")
+        message_id = reply_id(view)
+        for delay in (0.0, *self.delays):
+            await asyncio.sleep(delay)
+            headers = standard_webhook_headers(message_id, body, time.time(), self.key)
+            try:
+                await asyncio.to_thread(_post_json, WEBHOOK, url, body, headers)
+                return
+            except NotifyError as exc:
+                failure = exc
+        raise failure
+
+    def close(self) -> None:
+        self.targets.close()
+
+
+def reply_id(view: ThreadView) -> str:
+    """The `webhook-id` of a reply: one per thread and point in it (`msg_` + 32 hex), the
+    same on every attempt, so a receiver can drop a duplicate."""
+    digest = hashlib.sha256(f"{view.id}\n{view.seq}".encode()).hexdigest()
+    return f"msg_{digest[:32]}"
+
+
+def check_webhook_url(url: str) -> None:
+    """`BadInput` unless `url` is an absolute http(s) URL of at most MAX_URL characters."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok or len(url) > MAX_URL or not url.isprintable() or " " in url:
+        raise BadInput("`webhook` must be an absolute http:// or https:// URL")
+
+
+def inbox_link(public_url: str | None, thread_id: str) -> str | None:
+    if public_url is None:
+        return None
+    return f"{public_url.rstrip('/')}/threads/{quote(thread_id, safe='')}"
+
+
+def check_public_url(url: str) -> str:
+    """`url` if it can prefix links in notices (absolute http(s), nothing that could end
+    Slack's `<url|label>` markup); `ServeError` otherwise."""
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or any(c in url for c in "<>|\"' \\")
+        or not url.isprintable()
+    ):
+        raise ServeError(f"the public URL must be an absolute http(s) URL, not {url!r}")
+    return url.rstrip("/")
+
+
+def public_url_of(service: Service, environ: Mapping[str, str] | None = None) -> str | None:
+    """The server's public URL: TWELVEFOLD_PUBLIC_URL (what `--public-url` sets), else
+    `[tool.twelvefold.server] public_url` of the served agents' configuration; None when
+    neither says. `ServeError` for one that cannot be used."""
+    env = os.environ if environ is None else environ
+    found = env.get("TWELVEFOLD_PUBLIC_URL") or None
+    if found is None:
+        for table in server_tables(service, "server"):
+            value = table.get("public_url")
+            if value is not None:
+                if not isinstance(value, str):
+                    raise ServeError("[tool.twelvefold.server] public_url must be a string")
+                found = value
+                break
+    return None if found is None else check_public_url(found)
+
+
+def server_tables(service: Service, name: str) -> list[Mapping[str, Any]]:
+    """`[tool.twelvefold.NAME]` of each configuration the served agents use (each file
+    once). `ServeError` for a configuration that cannot be read or a NAME not a table."""
+    tables: list[Mapping[str, Any]] = []
+    seen: set[Path | None] = set()
+    for agent in service.agents.values():
+        try:
+            config = find_config(agent.directory or Path.cwd())
+        except ConfigError as exc:
+            raise ServeError(str(exc)) from None
+        if config.path in seen:
+            continue
+        seen.add(config.path)
+        table = config.settings.get(name)
+        if table is None:
+            continue
+        if not isinstance(table, Mapping):
+            raise ServeError(f"{config.path}: [tool.twelvefold.{name}] must be a table")
+        tables.append(table)
+    return tables
+
+
+_REPLIES: weakref.WeakKeyDictionary[Service, Replies] = weakref.WeakKeyDictionary()
+
+
+def replies(service: Service, environ: Mapping[str, str] | None = None) -> Replies:
+    """The one `Replies` of `service`, made (and registered with `on_settled`) on first
+    use, with the public URL and TWELVEFOLD_WEBHOOK_SECRET from the environment and
+    configuration. `ServeError` for a public URL or secret that cannot be used."""
+    made = _REPLIES.get(service)
+    if made is None:
+        env = os.environ if environ is None else environ
+        try:
+            made = Replies(
+                service,
+                public_url=public_url_of(service, env),
+                webhook_secret=env.get("TWELVEFOLD_WEBHOOK_SECRET") or None,
+            )
+        except ValueError as exc:
+            raise ServeError(f"TWELVEFOLD_WEBHOOK_SECRET: {exc}") from None
+        _REPLIES[service] = made
+        service.on_settled(made.settled)
+    return made

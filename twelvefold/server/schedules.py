@@ -1,0 +1,198 @@
+"""Launching agents on a schedule (docs/server.md, "Schedules").
+
+    [tool.twelvefold.schedules.morning-report]   # the schedule's name
+    agent = "reporter"          # an agent this server serves (`agent NAME`)
+    cron = "0 7 * * 1-5"        # a cron expression (croniter), in UTC
+    input = "yesterday's sales" # the thread's input (any TOML value)
+
+Each schedule launches its agent as the person `schedule:NAME`. The last time each one
+fired is kept in `server_schedule_runs` (the store's SQLite file): a server that was down
+while a schedule came due launches it once on start, however many times it was missed,
+and a schedule seen for the first time starts counting from now (nothing fires for the
+past). A fire is recorded before its launch, so a crash between the two loses that one
+run rather than running it twice.
+
+A cron expression croniter does not take, an agent the server does not serve or an
+entry of the wrong shape stops the server from starting (`ServeError`, one line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from croniter import croniter
+
+from twelvefold.server.replies import server_tables
+from twelvefold.server.service import Caller, ServeError, Service, ServiceError
+from twelvefold.server.tables import Table
+
+log = logging.getLogger("twelvefold.server")
+
+LONGEST_SLEEP = 60.0
+"""The scheduler looks at the clock at least this often (seconds), so a clock that jumps
+does not leave a schedule waiting long."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    agent: str
+    cron: str
+    input: Any
+
+    @property
+    def person(self) -> str:
+        return f"schedule:{self.name}"
+
+    def latest(self, now: datetime) -> datetime:
+        """The latest time at or before `now` the expression names (UTC)."""
+        after = now + timedelta(seconds=1)
+        return croniter(self.cron, after).get_prev(datetime).astimezone(UTC)
+
+    def next(self, now: datetime) -> datetime:
+        """The first time after `now` the expression names (UTC)."""
+        return croniter(self.cron, now).get_next(datetime).astimezone(UTC)
+
+
+def parse_schedules(table: Mapping[str, Any], served: Mapping[str, object]) -> list[Schedule]:
+    """The schedules of one `[tool.twelvefold.schedules]` table. `ServeError` (one line)
+    for an entry that is not a table of agent, cron and input, a cron expression croniter
+    refuses, or an agent not in `served`."""
+    schedules: list[Schedule] = []
+    for name, entry in table.items():
+        where = f"schedule `{name}`"
+        if not isinstance(entry, Mapping):
+            raise ServeError(f"{where} must be a table with agent, cron and input")
+        unknown = sorted(set(entry) - {"agent", "cron", "input"})
+        if unknown:
+            raise ServeError(f"{where}: unknown key {unknown[0]} (agent, cron, input)")
+        agent, cron = entry.get("agent"), entry.get("cron")
+        if not isinstance(agent, str) or not isinstance(cron, str):
+            raise ServeError(f'{where} needs agent = "NAME" and cron = "EXPRESSION"')
+        if agent not in served:
+            raise ServeError(f"{where} names agent `{agent}`, which this server does not serve")
+        if not croniter.is_valid(cron):
+            raise ServeError(f"{where}: {cron!r} is not a cron expression croniter understands")
+        schedules.append(Schedule(str(name), agent, cron, entry.get("input", "")))
+    return schedules
+
+
+def schedules_of(service: Service) -> list[Schedule]:
+    """Every schedule in the served agents' configuration (each file once). `ServeError`
+    as `parse_schedules`, and for two schedules with one name."""
+    found: dict[str, Schedule] = {}
+    for table in server_tables(service, "schedules"):
+        for schedule in parse_schedules(table, service.agents):
+            if schedule.name in found and found[schedule.name] != schedule:
+                raise ServeError(f"two schedules are named `{schedule.name}`")
+            found[schedule.name] = schedule
+    return list(found.values())
+
+
+class ScheduleRuns(Table):
+    """`server_schedule_runs`: schedule name -> when it last fired, and what it launched."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(
+            path,
+            "CREATE TABLE IF NOT EXISTS server_schedule_runs (name TEXT PRIMARY KEY,"
+            " fired_at TEXT NOT NULL, thread_id TEXT)",
+        )
+
+    def last(self, name: str) -> datetime | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT fired_at FROM server_schedule_runs WHERE name = ?", (name,)
+            ).fetchone()
+        if row is None:
+            return None
+        try:
+            return datetime.fromisoformat(str(row[0])).astimezone(UTC)
+        except ValueError:  # an edited row: count from now rather than fire for the past
+            return None
+
+    def fired(self, name: str, at: datetime, thread_id: str | None = None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO server_schedule_runs VALUES (?, ?, ?)",
+                (name, at.astimezone(UTC).isoformat(), thread_id),
+            )
+
+
+class Scheduler:
+    """Launches each schedule when it comes due. `tick(now)` does one look (the tests
+    give it the time); `run()` ticks until cancelled."""
+
+    def __init__(
+        self,
+        service: Service,
+        schedules: list[Schedule],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.service = service
+        self.schedules = schedules
+        self.clock = clock
+        self.runs = ScheduleRuns(service.store_path)
+        self._task: asyncio.Task[None] | None = None
+
+    async def tick(self, now: datetime) -> list[tuple[str, str]]:
+        """Launch each schedule that came due since it last fired (once, however many
+        times it came due); `(schedule name, thread id)` for each launch."""
+        launched: list[tuple[str, str]] = []
+        for schedule in self.schedules:
+            last = self.runs.last(schedule.name)
+            if last is None:  # first seen: count from now
+                self.runs.fired(schedule.name, now)
+                continue
+            due = schedule.latest(now)
+            if due <= last:
+                continue
+            self.runs.fired(schedule.name, due)
+            caller = Caller(schedule.person, "schedule")
+            try:
+                view = await self.service.launch(caller, schedule.agent, schedule.input)
+            except ServiceError as exc:
+                log.warning("schedule %s could not launch %s: %s", schedule.name,
+                            schedule.agent, exc.detail)  # fmt: skip
+                continue
+            self.runs.fired(schedule.name, due, view.id)
+            log.info("schedule %s launched thread %s", schedule.name, view.id)
+            launched.append((schedule.name, view.id))
+        return launched
+
+    def wait_after(self, now: datetime) -> float:
+        """Seconds to sleep after a tick at `now`: until the next schedule is due, at
+        most LONGEST_SLEEP."""
+        if not self.schedules:
+            return LONGEST_SLEEP
+        soonest = min(schedule.next(now) for schedule in self.schedules)
+        return min(LONGEST_SLEEP, max(0.5, (soonest - now).total_seconds()))
+
+    async def run(self) -> None:
+        while not self.service.stopping:
+            now = self.clock()
+            try:
+                await self.tick(now)
+            except Exception:
+                log.exception("the scheduler's tick failed; the next one tries again")
+            await asyncio.sleep(self.wait_after(now))
+
+    def start(self) -> None:
+        if self.schedules and self._task is None:
+            self._task = asyncio.create_task(self.run(), name="schedules")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.runs.close()
