@@ -16,7 +16,7 @@ from twelvefold.runtime.types import (
     StepFailed,
     ToolResult,
 )
-from twelvefold.testing.coverage import ACTION_EVENTS, explore
+from twelvefold.testing.coverage import ACTION_EVENTS, budget_paths, explore
 from twelvefold.testing.oracle import source_paths
 from twelvefold.testing.properties import PROPERTIES, PropertyFailed
 from twelvefold.testing.runner import run_property
@@ -44,7 +44,14 @@ def _caught(name: str, tmp_path: Path) -> PropertyFailed:
     subject = _subject(broken_module(name, tmp_path), bug.agent, reference)
     paths = [*explore(subject).paths.values(), *source_paths(subject)]
     prop = BY_NAME[bug.caught_by]
-    outcome = run_property(subject, prop, examples=EXAMPLES_PER_RUN, seed=0, paths=paths)
+    outcome = run_property(  # as `twelvefold test` runs it: the budget paths too
+        subject,
+        prop,
+        examples=EXAMPLES_PER_RUN,
+        seed=0,
+        paths=paths,
+        long_paths=budget_paths(subject),
+    )
     assert outcome.failure is not None, f"{name} was not caught by {bug.caught_by}"
     return outcome.failure
 
