@@ -802,8 +802,16 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
     output = declared.output if declared is not None and declared.kind == "tool" else None
     # The tool's own result type: refused only because no call was started.
     own_result = subject.spec.types[output].model_construct() if output else any_output
+    # A model output of every type: the one a step does not declare is what a reducer that
+    # takes any output would accept (the first type alone may be one the step declares).
+    outputs: list[BaseModel] = []
+    for cls in subject.spec.types.values():
+        try:
+            outputs.append(cls.model_construct())
+        except Exception:  # pragma: no cover - model_construct does not validate
+            continue
     return [
-        ModelOutput(step=step, output=any_output),
+        *(ModelOutput(step=step, output=output) for output in outputs or [any_output]),
         ToolStarted(step=step, key="k"),
         ToolResult(step=step, result=any_output),
         ToolResult(step=step, result=own_result),
