@@ -106,6 +106,7 @@ class ModuleView:
     runtime_imports: list[str]
     exports: list[str]
     uses_field: bool = False
+    uses_annotated: bool = False
     uses_config: bool = False
     uses_literal: bool = False
 
@@ -194,6 +195,7 @@ class _ModuleBuilder:
         self.uses_field = False
         self.uses_literal = False
         self.uses_config = False
+        self.uses_annotated = False
 
     def build(self) -> ModuleView:
         models = [self._model(self.types[name]) for name in self._types_in_dependency_order()]
@@ -209,11 +211,12 @@ class _ModuleBuilder:
             models=models,
             states=states,
             spec=spec,
-            runtime_imports=sorted(self.imports),
+            runtime_imports=_isort_order(sorted(self.imports)),
             exports=_isort_order(["AGENT", *(m.name for m in models), *_PUBLIC_FUNCTIONS]),
             uses_field=self.uses_field,
             uses_config=self.uses_config,
             uses_literal=self.uses_literal,
+            uses_annotated=self.uses_annotated,
         )
 
     # -- types ---------------------------------------------------------------
@@ -274,7 +277,12 @@ class _ModuleBuilder:
             elif arguments:
                 self.uses_field = True
                 default = f"Field({', '.join(arguments)})"
-            fields.append(FieldView(attribute, self._annotation(f.type), default))
+            annotation = self._annotation(f.type)
+            if f.secret:  # never shown (runtime/redact.py); validated like any other field
+                self.uses_annotated = True
+                self.imports.add("SECRET")
+                annotation = f"Annotated[{annotation}, SECRET]"
+            fields.append(FieldView(attribute, annotation, default))
         self.uses_config = True
         name = self.names.classes[decl.name.text]
         # Unknown keys are errors at every level (LANGUAGE.md), not only at the top.
@@ -355,6 +363,13 @@ class _ModuleBuilder:
                     arguments.append(f"retries={int(step.retries.value)}")
                 if step.temperature is not None:
                     arguments.append(f"temperature={float(step.temperature.value)!r}")
+                if step.validators:
+                    checks = ", ".join(py_str(v.function.value) for v in step.validators)
+                    arguments.append(f"validators=({checks},)")
+                if step.judge is not None:
+                    arguments.append(f"judge={py_str(step.judge.prompt.value)}")
+                if step.validators or step.judge is not None:
+                    arguments.append("rejections=state.rejections")
                 return f"CallModel({', '.join(arguments)})"
             case n.ToolStep():
                 self.imports.add("CallTool")
@@ -397,6 +412,23 @@ class _ModuleBuilder:
                 arguments.append("notified=state.notified")
                 arguments.append("request=state.request")
                 return f"AwaitAnswer({', '.join(arguments)})"
+            case n.WaitStep():
+                self.imports.add("AwaitSignal")
+                arguments = [
+                    f"step={name}",
+                    "value=state.value",
+                    f"event={self._output_class(step.event.text)}",
+                ]
+                if step.timeout:
+                    arguments.append(f"timeout_seconds={step.timeout.duration.seconds!r}")
+                arguments.append("request=state.request")
+                return f"AwaitSignal({', '.join(arguments)})"
+            case n.SleepStep():
+                self.imports.add("Sleep")
+                return (
+                    f"Sleep(step={name}, value=state.value, "
+                    f"seconds={step.duration.seconds!r}, request=state.request)"
+                )
             case n.FinalStep():
                 self.imports.add("Finish")
                 return f"Finish(step={name}, result=state.value)"
@@ -457,6 +489,22 @@ class _ModuleBuilder:
                     f"AGENT.move(state, event, {target}, result)",
                     rule,
                 )
+            case "next" if isinstance(step, n.WaitStep):
+                # Only an event of the type it waits for moves it; `send` checked the shape.
+                self.imports.add("Signalled")
+                cls = self._output_class(step.event.text)
+                return CaseView(
+                    f"Signalled(value={cls}() as signal)",
+                    None,
+                    f"AGENT.move(state, event, {target}, signal)",
+                    rule,
+                )
+            case "next" | "timeout" if isinstance(step, n.SleepStep | n.WaitStep):
+                # The timer ran out: the value that arrived at the step goes on.
+                self.imports.add("TimerFired")
+                return CaseView(
+                    "TimerFired()", None, f"AGENT.move(state, event, {target}, state.value)", rule
+                )
             case "next":
                 self.imports.add("Answered")
                 return CaseView(
@@ -516,6 +564,10 @@ class _ModuleBuilder:
                     arguments.append(f"outputs=({outputs},)")
                     if step.prompt:
                         arguments.append(f"prompt={py_str(step.prompt.value)}")
+                    checks = [v.function.value for v in step.validators]
+                    checks += ["judge"] if step.judge is not None else []
+                    if checks:
+                        arguments.append(f"checks=({''.join(f'{py_str(c)}, ' for c in checks)})")
                 case n.ToolStep():
                     arguments.append(f"output={py_str(step.outputs[0].text)}")
                     if len(step.outputs) > 1:
@@ -528,6 +580,12 @@ class _ModuleBuilder:
                         )
                 case n.HumanStep():
                     arguments.append(f"output={py_str(n.ANSWER_TYPE)}")
+                case n.WaitStep():
+                    arguments.append(f"output={py_str(step.event.text)}")
+                    if step.timeout is not None:
+                        arguments.append(f"seconds={step.timeout.duration.seconds!r}")
+                case n.SleepStep():
+                    arguments.append(f"seconds={step.duration.seconds!r}")
             states.append(f"{py_str(name)}: StateSpec({', '.join(arguments)})")
         edges = []
         for edge in program.edges():

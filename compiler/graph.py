@@ -85,5 +85,13 @@ def _step_edges(name: str, step: n.Step) -> Iterator[Edge]:
         case n.HumanStep():
             yield from edge(step.next, "next")
             yield from edge(step.on_error, "error")
+        case n.WaitStep():
+            yield from edge(step.next, "next")
+            if step.timeout is not None:
+                order += 1
+                yield Edge(name, step.timeout.target.text, "timeout", step.timeout.span,
+                           order=order)  # fmt: skip
+        case n.SleepStep():
+            yield from edge(step.next, "next")
         case n.FinalStep():
             pass

@@ -24,16 +24,20 @@ from twelvefold.runtime.types import (
     Event,
     ModelOutput,
     Rejected,
+    Signalled,
     Started,
     State,
     StepFailed,
+    TimerFired,
     ToolResult,
 )
 
 if TYPE_CHECKING:
     from .program import Program
 
-ACTION_EVENTS = (ModelOutput, ToolResult, StepFailed, Approved, Rejected, Answered)
+ACTION_EVENTS = (
+    ModelOutput, ToolResult, StepFailed, Approved, Rejected, Answered, Signalled, TimerFired,
+)  # fmt: skip
 """Events that complete an action (and so count against `max_steps`)."""
 
 _EDGE_KIND_OF: dict[type[Event], str] = {
@@ -42,6 +46,8 @@ _EDGE_KIND_OF: dict[type[Event], str] = {
     Answered: "next",
     Approved: "approved",
     Rejected: "rejected",
+    Signalled: "next",
+    TimerFired: "next",  # a sleep's; at a wait, its `timeout` (see match_edges)
 }
 
 
@@ -99,6 +105,8 @@ def match_edges(
         found = _find(spec, source, target, kind)
     else:
         kind = _EDGE_KIND_OF[type(event)]
+        if isinstance(event, TimerFired) and spec.states[source].kind == "wait":
+            kind = "timeout"
         routed_value = _routed_value(spec, source, event)
         if routed_value is not None:
             kind = "output"  # an llm output, or a result of a tool that routes by rules
@@ -236,6 +244,8 @@ def describe_edge(edge: EdgeSpec) -> str:
             label = "on error"
         case "approved" | "rejected":
             label = f"on {edge.kind}"
+        case "timeout":
+            label = "timeout"
         case _:
             label = edge.kind
     return f"{edge.source} --{label}--> {edge.target}"

@@ -120,6 +120,8 @@ class FieldDecl:
     type: TypeExpr
     description: str | None = None
     span: Span = _span()
+    secret: bool = False
+    """`api_key: string secret`: never shown (runtime/redact.py), kept in the log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,23 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Validate:
+    """`validate "module:function"`: the user's check of an llm step's output."""
+
+    function: Text
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Judge:
+    """`judge "prompt.j2"`: a second model call (the step's model) whose `Verdict`
+    accepts or rejects an llm step's output."""
+
+    prompt: Text
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
 class RequiresApproval:
     guard: Expr | None
     span: Span = _span()
@@ -293,6 +312,9 @@ class LlmStep:
     on_error: Goto | None
     span: Span = _span()
     kind: TypingLiteral["llm"] = field(default="llm", init=False)
+    validators: tuple[Validate, ...] = ()
+    """Checks before dispatch, in the order written."""
+    judge: Judge | None = None
 
     @property
     def input(self) -> None:
@@ -348,6 +370,41 @@ class HumanStep:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitTimeout:
+    """`timeout D -> STATE` in a wait: where the thread goes when no event came within D."""
+
+    duration: Duration
+    target: Name
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class WaitStep:
+    """`wait NAME(IN) for TYPE { next STATE  timeout D -> STATE }`: an outside event."""
+
+    name: Name
+    input: Name | None
+    event: Name
+    """The declared type of the event it waits for; the event's value goes on by `next`."""
+    next: Goto | None
+    timeout: WaitTimeout | None
+    span: Span = _span()
+    kind: TypingLiteral["wait"] = field(default="wait", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SleepStep:
+    """`sleep NAME(IN) DURATION next STATE`: a durable timer; the value it got goes on."""
+
+    name: Name
+    input: Name | None
+    duration: Duration
+    next: Goto | None
+    span: Span = _span()
+    kind: TypingLiteral["sleep"] = field(default="sleep", init=False)
+
+
+@dataclass(frozen=True, slots=True)
 class FinalStep:
     name: Name
     input: Name | None
@@ -355,7 +412,7 @@ class FinalStep:
     kind: TypingLiteral["final"] = field(default="final", init=False)
 
 
-Step = LlmStep | ToolStep | ApprovalStep | HumanStep | FinalStep
+Step = LlmStep | ToolStep | ApprovalStep | HumanStep | WaitStep | SleepStep | FinalStep
 # The step kinds are the runtime's (StateSpec.kind); each step class above is one of them.
 
 

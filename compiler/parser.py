@@ -279,10 +279,17 @@ class _Builder(Transformer[Token, Any]):
 
     @_meta_args
     def field(self, meta: Meta, children: list[Any]) -> n.FieldDecl:
-        name, type_, description = children
+        name, type_, secret, description = children
         return n.FieldDecl(
-            name, type_, description.value if description else None, _meta_span(meta)
+            name,
+            type_,
+            description.value if description else None,
+            _meta_span(meta),
+            secret=secret is not None,
         )
+
+    def SECRET(self, token: Token) -> bool:
+        return True
 
     @_meta_args
     def type_decl(self, meta: Meta, children: list[Any]) -> n.TypeDecl:
@@ -377,6 +384,8 @@ class _Builder(Transformer[Token, Any]):
     temperature = _setting("temperature", lambda c, s: c[0])
     on_output = _setting("rule", lambda c, s: n.OutputRule(c[0], c[1], c[3], s))
     on_error = _setting("on_error", lambda c, s: n.Goto(c[1], s))
+    validate = _setting("validate", lambda c, s: n.Validate(c[0], s))
+    judge = _setting("judge", lambda c, s: n.Judge(c[0], s))
     next = _setting("next", lambda c, s: n.Goto(c[0], s))
     retry = _setting("retry", lambda c, s: n.Retry(c[0], c[1], s))
     timeout = _setting("timeout", lambda c, s: c[0])
@@ -385,6 +394,7 @@ class _Builder(Transformer[Token, Any]):
     approvers = _setting("approvers", lambda c, s: tuple(c))
     on_approved = _setting("on_approved", lambda c, s: n.Goto(c[1], s))
     on_rejected = _setting("on_rejected", lambda c, s: n.Goto(c[1], s))
+    wait_timeout = _setting("wait_timeout", lambda c, s: n.WaitTimeout(c[0], c[2], s))
 
     del _setting
 
@@ -453,7 +463,7 @@ class _Builder(Transformer[Token, Any]):
         name, _arrow, *rest = children
         outputs = tuple(c for c in rest if isinstance(c, n.Name))
         settings = [c for c in rest if isinstance(c, tuple)]
-        s = self._collect(settings, f"llm `{name.text}`", frozenset({"rule"}))
+        s = self._collect(settings, f"llm `{name.text}`", frozenset({"rule", "validate"}))
         return n.LlmStep(
             name=name,
             outputs=outputs,
@@ -464,6 +474,8 @@ class _Builder(Transformer[Token, Any]):
             rules=tuple(s.get("rule", [])),
             on_error=s.get("on_error"),
             span=_meta_span(meta),
+            validators=tuple(s.get("validate", [])),
+            judge=s.get("judge"),
         )
 
     @_meta_args
@@ -518,6 +530,26 @@ class _Builder(Transformer[Token, Any]):
         )
 
     @_meta_args
+    def wait(self, meta: Meta, children: list[Any]) -> n.WaitStep:
+        name, input_, event, *settings = children
+        s = self._collect(settings, f"wait `{name.text}`")
+        return n.WaitStep(
+            name=name,
+            input=input_,
+            event=event,
+            next=s.get("next"),
+            timeout=s.get("wait_timeout"),
+            span=_meta_span(meta),
+        )
+
+    @_meta_args
+    def sleep(self, meta: Meta, children: list[Any]) -> n.SleepStep:
+        name, input_, duration, goto = children
+        return n.SleepStep(
+            name=name, input=input_, duration=duration, next=goto[1], span=_meta_span(meta)
+        )
+
+    @_meta_args
     def final(self, meta: Meta, children: list[Any]) -> n.FinalStep:
         name, input_ = children
         return n.FinalStep(name=name, input=input_, span=_meta_span(meta))
@@ -531,7 +563,14 @@ class _Builder(Transformer[Token, Any]):
                 c
                 for c in children
                 if isinstance(
-                    c, n.LlmStep | n.ToolStep | n.ApprovalStep | n.HumanStep | n.FinalStep
+                    c,
+                    n.LlmStep
+                    | n.ToolStep
+                    | n.ApprovalStep
+                    | n.HumanStep
+                    | n.WaitStep
+                    | n.SleepStep
+                    | n.FinalStep,
                 )
             ),
         )

@@ -44,6 +44,7 @@ class Entry:
 FAMILIES = {
     "E0": "Syntax",
     "E1": "Names and settings",
+    "W1": "Names and settings",
     "E2": "Routing and guards",
     "W2": "Routing and guards",
     "E3": "Reachability",
@@ -192,7 +193,7 @@ ENTRIES: dict[str, Entry] = {
     ),
     "E114": Entry(
         "a required setting is missing",
-        "An llm step needs a `prompt`; a tool and a human step need `next`; an approval "
+        "An llm step needs a `prompt`; a tool, a human step and a wait need `next`; an approval "
         "needs `on approved` and `on rejected`.",
         "Add the setting the message names.",
     ),
@@ -213,13 +214,28 @@ ENTRIES: dict[str, Entry] = {
         "Use `map[string, T]`, or a list of records.",
     ),
     "E118": Entry(
-        "a standard-library module as a tool",
-        "A tool is your own function. One that names a standard-library module "
+        "a standard-library module as a tool or a validator",
+        "A tool (or a `validate` check) is your own function. One that names a "
+        "standard-library module "
         '(`"sys:exit"`, `"os:abort"`, `"code:interact"`) could end or take over the process, '
         "so the runtime refuses it and the check reports it, by the module's name alone "
         "(the compiler never imports a tool).",
         "Point the tool at your own function (which may call the library), or allow the "
         'module by name in the configuration: `[tool.twelvefold.tools] allow_stdlib = ["json"]`.',
+    ),
+    "E119": Entry(
+        "a wait for something that is not a record",
+        "`wait NAME for TYPE` pauses until an outside event of TYPE is delivered "
+        "(`twelvefold send`, `Runtime.send`). The event is validated against TYPE, so TYPE "
+        "is one of the file's record types; built-in scalars and `Answer` are not events.",
+        "Declare a record type for the event and wait for it.",
+    ),
+    "E120": Entry(
+        "a timer of no length",
+        "A `sleep` lasts its duration and a wait's `timeout D -> STATE` fires after D; a "
+        "duration of zero would fire at the first `twelvefold expire`, which is surely not "
+        "what was meant.",
+        "Give a duration longer than zero (`10m`, `2h`, `3d`).",
     ),
     "E201": Entry(
         "an output type is never routed",
@@ -267,6 +283,14 @@ ENTRIES: dict[str, Entry] = {
         "a condition that is not a bool",
         "A bare operand as a condition (`if urgent`) must be a `bool` field or literal.",
         'Compare the value instead, e.g. `if note != null` or `if name == "x"`.',
+    ),
+    "W119": Entry(
+        "checks before dispatch without retries",
+        "An llm step names `validate` functions or a `judge` but has no `retries`: the first "
+        "refusal fails the step (and its `on error` decides), so the model never sees the "
+        "reason and never gets to fix its output.",
+        "Add `retries N` to the step: each refusal goes back to the model with its reason and "
+        "uses one retry. Keep it at zero only if failing at once is what you want.",
     ),
     "W209": Entry(
         "a rule that never fires",

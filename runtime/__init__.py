@@ -8,6 +8,7 @@ if __name__ != "twelvefold.runtime":  # pragma: no cover - what the guard refuse
     # and must never be importable under a second name (two copies of every class).
     raise ImportError(f"import twelvefold.runtime, not {__name__}")
 
+from .redact import SECRET
 from .spec import AgentSpec, ContextSpec, EdgeSpec, StateSpec
 from .types import (
     Action,
@@ -16,6 +17,7 @@ from .types import (
     Approved,
     AwaitAnswer,
     AwaitApproval,
+    AwaitSignal,
     CallModel,
     CallTool,
     Cancelled,
@@ -28,17 +30,23 @@ from .types import (
     IllegalEvent,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
+    Signalled,
+    Sleep,
     Started,
     State,
     StepFailed,
+    TimerFired,
     ToolResult,
     ToolStarted,
     Usage,
+    Verdict,
 )
 
 __all__ = [
+    "SECRET",
     "Action",
     "AgentSpec",
     "Answer",
@@ -46,6 +54,7 @@ __all__ = [
     "Approved",
     "AwaitAnswer",
     "AwaitApproval",
+    "AwaitSignal",
     "CallModel",
     "CallTool",
     "Cancelled",
@@ -60,13 +69,18 @@ __all__ = [
     "IllegalEvent",
     "ModelOutput",
     "Notified",
+    "OutputRejected",
     "Rejected",
     "Retried",
+    "Signalled",
+    "Sleep",
     "Started",
     "State",
     "StateSpec",
     "StepFailed",
+    "TimerFired",
     "ToolResult",
     "ToolStarted",
     "Usage",
+    "Verdict",
 ]

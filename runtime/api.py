@@ -55,6 +55,7 @@ from .loop import (
 )
 from .model import Model
 from .names import declared_name
+from .redact import shown_value
 from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo
 from .store import now_iso as _now
 from .types import (
@@ -63,6 +64,7 @@ from .types import (
     Approved,
     AwaitAnswer,
     AwaitApproval,
+    AwaitSignal,
     Cancelled,
     ErrorInfo,
     Event,
@@ -70,9 +72,12 @@ from .types import (
     Notified,
     Rejected,
     Retried,
+    Signalled,
+    Sleep,
     State,
     Status,
     StepFailed,
+    TimerFired,
     ToolStarted,
 )
 from .usage import Totals, records, totals
@@ -88,6 +93,12 @@ class InputError(ValueError):
 class RequestNotPending(InputError):
     """A decision names a request that is not the thread's pending one (it was decided,
     withdrawn or replaced by a newer one), or names none. Nothing was recorded."""
+
+
+class NotWaiting(RequestNotPending):
+    """An outside event for a thread that does not wait for it now (it waits for another
+    type, waits for a person, or is not waiting at all). Nothing was recorded; over HTTP
+    this is a 409."""
 
 
 class NotAnApprover(InputError):
@@ -110,7 +121,9 @@ class ThreadView:
     step: str
     seq: int
     """How many events the thread holds."""
-    waiting_for: Literal["approval", "answer"] | None
+    waiting_for: Literal["approval", "answer", "event", "timer"] | None
+    """What would end the wait: a person's decision or answer, an outside event of type
+    `event_type` (`send`), or the clock (a `sleep`, woken by `expire`)."""
     request: str | None
     """The pending request's id while waiting: a decision must name it."""
     question: str | None
@@ -119,6 +132,11 @@ class ThreadView:
     """The thread's result, when finished."""
     error: ErrorInfo | None
     state: State
+    event_type: str | None = None
+    """While waiting for an outside event: the type it waits for (`PaymentReceived`)."""
+    wake_at: str | None = None
+    """While waiting for an event with a `timeout`, or sleeping: when `expire` ends the
+    wait (ISO 8601, UTC)."""
     notice_failed: tuple[str, ...] = ()
     """While waiting and nobody was told: why each channel failed at the last attempt
     (`"name: reason"`, no secrets); `expire` tries again (runtime/timeouts.py)."""
@@ -134,7 +152,7 @@ class ThreadView:
     @property
     def untold(self) -> bool:
         """Whether the thread waits for a person no notice has reached yet."""
-        return self.status == "waiting" and not self.state.notified
+        return self.waiting_for in ("approval", "answer") and not self.state.notified
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -150,7 +168,11 @@ class ThreadView:
             "error": None
             if self.error is None
             else {"type": self.error.type, "message": self.error.message},
-            "notified": self.state.notified if self.status == "waiting" else None,
+            "notified": (
+                self.state.notified if self.waiting_for in ("approval", "answer") else None
+            ),
+            "event_type": self.event_type,
+            "wake_at": self.wake_at,
             "notice_failed": list(self.notice_failed),
             "usage": self.usage.to_json(),
         }
@@ -185,6 +207,8 @@ class Expiry:
             outcome = {"failed": str(self.event.error)}
             if self.never_delivered:
                 outcome["never_delivered"] = True
+        elif isinstance(self.event, TimerFired):
+            outcome = {"timer_fired": self.event.request}
         elif isinstance(self.event, Notified):
             notice = {"channels": list(self.event.channels), "failed": list(self.event.failed)}
         return {
@@ -220,11 +244,16 @@ def wrong_decision(thread: Thread, action: AwaitApproval | AwaitAnswer, given: s
 
 def view_of(thread: Thread) -> ThreadView:
     state = thread.state
-    waiting_for: Literal["approval", "answer"] | None = None
-    asked = None
+    waiting_for: Literal["approval", "answer", "event", "timer"] | None = None
+    asked = event_type = wake_at = None
     if state.status == "waiting":
         action = thread.agent.module.next_action(state)
-        if isinstance(action, AwaitApproval | AwaitAnswer):
+        if isinstance(action, AwaitSignal | Sleep):
+            waiting_for = "event" if isinstance(action, AwaitSignal) else "timer"
+            event_type = declared_name(action.event) if isinstance(action, AwaitSignal) else None
+            due = timeouts.deadline(state, action, thread.events)
+            wake_at = timeouts.iso(due) if due is not None else None
+        elif isinstance(action, AwaitApproval | AwaitAnswer):
             waiting_for = "approval" if isinstance(action, AwaitApproval) else "answer"
             from .context import AskRenderError  # jinja2 loads only when a thread waits
 
@@ -233,7 +262,7 @@ def view_of(thread: Thread) -> ThreadView:
             except AskRenderError as exc:  # a pause told under an older runtime
                 asked = f"(this question cannot be shown: {exc})"
     failed: tuple[str, ...] = ()
-    if state.status == "waiting" and not state.notified:
+    if waiting_for in ("approval", "answer") and not state.notified:
         last = thread.events[-1] if thread.events else None
         failed = last.failed if isinstance(last, Notified) else ()
     return ThreadView(
@@ -248,6 +277,8 @@ def view_of(thread: Thread) -> ThreadView:
         output=state.value if state.status == "finished" else None,
         error=state.error,
         state=state,
+        event_type=event_type,
+        wake_at=wake_at,
         notice_failed=failed,
         log=tuple(thread.events),
     )
@@ -260,10 +291,9 @@ def store_folder(store: EventStore) -> Path | None:
 
 
 def plain(value: Any) -> Any:
-    """A value as plain JSON (a model's fields, not its type tag)."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", by_alias=True)
-    return value
+    """A value as plain JSON for showing (a model's fields, not its type tag), its secret
+    fields redacted (runtime/redact.py)."""
+    return shown_value(value)
 
 
 class AsyncRuntime:
@@ -396,6 +426,57 @@ class AsyncRuntime:
         if event is not None:
             event = replace(event, trace=self._trace_wait(thread, event))
             await self.engine.record(thread, event)
+        return view_of(await self._ran(thread, run))
+
+    async def send(
+        self,
+        thread_id: str,
+        type: str,
+        value: Any,
+        *,
+        request: str | None = None,
+        idempotency_key: str | None = None,
+        by: str | None = None,
+        via: str = "api",
+        agent: AgentRef | None = None,
+        run: bool = True,
+    ) -> ThreadView:
+        """Deliver an outside event to a thread that waits for it (a `wait ... for TYPE`
+        step) and run the thread on. Shapes: `type` is a type name the agent declares;
+        `value` is that type's model, a dict, or JSON text.
+
+        Refused with nothing recorded: a `type` the agent does not declare or a `value`
+        that does not validate against it (`InputError`, HTTP 422); a thread that does not
+        wait for an event of that type now (`NotWaiting`, HTTP 409); a `request` that is
+        not the pending one (`RequestNotPending`, 409). With `idempotency_key`, a second
+        delivery of the same key to the thread is dropped: nothing is recorded and the
+        thread's view is returned as it stands (so a sender may retry after a crash or a
+        lost reply). `LeaseHeld` while another process advances the thread. With
+        `run=False`, only record the event (a later `resume(thread_id)` runs it on).
+        """
+        if idempotency_key is not None and not idempotency_key.strip():
+            raise InputError("an idempotency key must not be blank")
+        await self.engine.check_free(thread_id)
+        thread = await self._load(thread_id, agent)
+        signal = typed_event(thread.agent, type, value)
+        for attempt in (1, 2):
+            if idempotency_key is not None and delivered(thread, idempotency_key):
+                return view_of(thread)  # a duplicate: dropped
+            action = awaited_signal(thread, type, request)
+            event = Signalled(
+                step=action.step, at=_now(), type=type, value=signal, key=idempotency_key,
+                request=thread.state.request, by=by, via=via,
+            )  # fmt: skip
+            try:
+                await self.engine.record(thread, event)
+            except Conflict:
+                if attempt == 2:
+                    raise
+                # Someone else wrote first (maybe the same event, sent twice at once):
+                # judge again against the log as it now is.
+                thread = await self._load(thread_id, agent)
+                continue
+            break
         return view_of(await self._ran(thread, run))
 
     async def cancel(
@@ -666,6 +747,9 @@ class Runtime:
     def fork(self, thread_id: str, at_event: int, **options: Any) -> str:
         return self._run(self.aio.fork(thread_id, at_event, **options))
 
+    def send(self, thread_id: str, type: str, value: Any, **options: Any) -> ThreadView:
+        return self._run(self.aio.send(thread_id, type, value, **options))
+
     def cancel(self, thread_id: str, **options: Any) -> ThreadView:
         return self._run(self.aio.cancel(thread_id, **options))
 
@@ -723,6 +807,53 @@ def pending_action(thread: Thread, request: str | None) -> AwaitApproval | Await
     action = thread.agent.module.next_action(state)
     if not isinstance(action, AwaitApproval | AwaitAnswer):  # a reducer/spec mismatch
         raise RequestNotPending(f"thread {thread.id} waits for nothing a person can decide")
+    return action
+
+
+def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
+    """`value` as the agent's declared type named `type`; `InputError` for a type the agent
+    does not declare or a value of the wrong shape (given as the model, a dict or JSON)."""
+    declared = agent.spec.types.get(type)
+    if declared is None:
+        known = ", ".join(sorted(agent.spec.types)) or "none"
+        raise InputError(f"{agent.name} declares no type `{shown(type)}` (its types: {known})")
+    try:
+        if isinstance(value, declared):
+            return value
+        if isinstance(value, str | bytes):
+            return declared.model_validate_json(value)
+        return declared.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'value'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise InputError(f"the event is not a valid {type}: {shown(problems)}") from None
+
+
+def delivered(thread: Thread, key: str) -> bool:
+    """Whether an event with idempotency key `key` was already delivered to the thread."""
+    return any(isinstance(event, Signalled) and event.key == key for event in thread.events)
+
+
+def awaited_signal(thread: Thread, type: str, request: str | None) -> AwaitSignal:
+    """What the thread waits for, if it is an event of `type` (and `request`, when named,
+    is the pending request); else `NotWaiting` / `RequestNotPending`."""
+    state = thread.state
+    action = thread.agent.module.next_action(state) if state.status == "waiting" else None
+    if not isinstance(action, AwaitSignal):
+        at = f"{state.status} at `{state.step}`"
+        raise NotWaiting(f"thread {thread.id} does not wait for an event: it is {at}")
+    expected = declared_name(action.event)
+    if thread.agent.spec.types.get(type) is not action.event:
+        raise NotWaiting(
+            f"thread {thread.id} waits at `{state.step}` for {expected}, not {shown(type)}"
+        )
+    if request is not None and request != state.request:
+        raise RequestNotPending(
+            f"request `{shown(request)}` of thread {thread.id} is no longer pending "
+            f"(it was decided or replaced); the pending request is `{state.request}`"
+        )
     return action
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import from_json, to_json
 
+from .redact import shown_value
 from .spec import AgentSpec
 from .types import (
     EVENT_KINDS,
@@ -65,16 +66,19 @@ class Codec:
 
     # ---- values -------------------------------------------------------------------
 
-    def encode_value(self, value: Any) -> Any:
+    def encode_value(self, value: Any, *, redact: bool = False) -> Any:
+        """`value` as stored JSON; `redact=True` for showing it (`show --json`): secret
+        fields then read as `redact.REDACTED`, and the result is never decoded."""
         if isinstance(value, BaseModel):
             name = self._names.get(type(value), type(value).__name__)
             # by_alias: fields are stored under their .agent names (`from`, not `from_`).
-            return {"type": name, "value": value.model_dump(mode="json", by_alias=True)}
+            data = shown_value(value) if redact else value.model_dump(mode="json", by_alias=True)
+            return {"type": name, "value": data}
         if isinstance(value, dict):
             # A plain mapping is tagged too, so it cannot be mistaken for a typed value.
             return {"type": None, "value": value}
         if isinstance(value, list | tuple):
-            return [self.encode_value(item) for item in value]
+            return [self.encode_value(item, redact=redact) for item in value]
         return value
 
     def decode_value(self, data: Any) -> Any:
@@ -92,7 +96,8 @@ class Codec:
 
     # ---- events -------------------------------------------------------------------
 
-    def encode_event(self, event: Event) -> dict[str, Any]:
+    def encode_event(self, event: Event, *, redact: bool = False) -> dict[str, Any]:
+        """`event` as stored JSON; `redact=True` to show it (see `encode_value`)."""
         data: dict[str, Any] = {"kind": KIND_OF_EVENT[type(event)], "step": event.step}
         if event.at is not None:
             data["at"] = event.at
@@ -107,7 +112,7 @@ class Codec:
             elif isinstance(value, tuple):
                 data[name] = list(value)  # Notified.channels and .failed: plain strings
             else:
-                data[name] = self.encode_value(value)
+                data[name] = self.encode_value(value, redact=redact)
         return data
 
     def decode_event(self, data: Mapping[str, Any]) -> Event:
@@ -174,6 +179,7 @@ class Codec:
             "request": state.request,
             "notices": state.notices,
             "retry_key": state.retry_key,
+            "rejections": state.rejections,
         }
 
     def decode_state(self, data: Mapping[str, Any]) -> State:
@@ -192,6 +198,7 @@ class Codec:
             request=data.get("request"),
             notices=data.get("notices", 0),
             retry_key=data.get("retry_key"),
+            rejections=data.get("rejections", 0),
         )
 
 

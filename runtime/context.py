@@ -35,6 +35,7 @@ from markupsafe import Markup
 from pydantic import BaseModel
 
 from .names import declared_name
+from .redact import has_secrets, shown_value
 from .spec import AgentSpec
 from .templates import PromptsLoader, sandboxed
 from .types import (
@@ -44,7 +45,9 @@ from .types import (
     CallModel,
     Event,
     ModelOutput,
+    OutputRejected,
     Rejected,
+    Signalled,
     Started,
     StepFailed,
     ToolResult,
@@ -52,6 +55,8 @@ from .types import (
 
 PROMPT_VARIABLES = ("context", "events", "input", "last", "agent", "step")
 """What an llm step's prompt template is given (the compiler checks templates against it)."""
+JUDGE_VARIABLES = (*PROMPT_VARIABLES, "output")
+"""What a `judge` prompt is given: a prompt's variables and the `output` it judges."""
 RENDER_VARIABLES = ("event", "kind", "step", "name", "value", "agent")
 """What a context `render` template is given for the one event it renders."""
 
@@ -87,9 +92,11 @@ INPUT_ENTRY = "user_input"
 ENTRY_SUFFIXES = {
     "tool_result": "result",
     "step_failed": "error",
+    "output_rejected": "rejected_output",
     "approved": "approved",
     "rejected": "rejected",
     "answered": "answer",
+    "signalled": "event",
 }
 """Event kind -> the suffix of its entry's element name after the step (`deploy_error`);
 a model output's element is its type's declared name instead."""
@@ -112,6 +119,11 @@ def context_event(event: Event) -> ContextEvent | None:
         return ContextEvent(kind, event.step, entry_name(kind, event.step), plain(event.result))
     if isinstance(event, StepFailed):
         return ContextEvent(kind, event.step, entry_name(kind, event.step), str(event.error))
+    if isinstance(event, OutputRejected):
+        # Like a validation error: what was refused, by which check, and why.
+        refused = {declared_name(type(event.output)): plain(event.output)}
+        value = {"by": event.by, "reason": event.reason, "output": refused}
+        return ContextEvent(kind, event.step, entry_name(kind, event.step), value)
     if isinstance(event, Approved | Rejected):
         verdict = "approved" if isinstance(event, Approved) else "rejected"
         fields = {"by": event.by, "comment": event.comment}
@@ -121,14 +133,20 @@ def context_event(event: Event) -> ContextEvent | None:
         answer = event.answer
         answered: Any = answer.text if answer.by is None else {"text": answer.text, "by": answer.by}
         return ContextEvent(kind, event.step, entry_name(kind, event.step), answered)
-    return None  # ToolStarted, Notified, Retried: how the runtime works, not what happened
+    if isinstance(event, Signalled):
+        # The event's value, as validated; its idempotency key is the sender's bookkeeping.
+        return ContextEvent(kind, event.step, entry_name(kind, event.step), plain(event.value))
+    return None  # ToolStarted, Notified, Retried, TimerFired: how the runtime works
 
 
 def plain(value: Any) -> Any:
-    """JSON-like data for a value: models become dicts without their null fields."""
+    """JSON-like data for a value: models become dicts without their null fields, their
+    secret fields redacted (runtime/redact.py: the context never shows a secret)."""
+    if isinstance(value, ShownRecord):
+        value = value.shown
     if isinstance(value, BaseModel):
-        # by_alias: a field is shown under its .agent name (`from`), never its Python one.
-        data = value.model_dump(mode="json", by_alias=True)
+        # Under its .agent names (`from`), never its Python ones; secrets redacted.
+        data = shown_value(value)
         return {k: plain(v) for k, v in data.items() if v is not None}
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items() if v is not None}
@@ -137,15 +155,48 @@ def plain(value: Any) -> Any:
     return value
 
 
+class ShownRecord(dict[str, Any]):
+    """A record holding secret fields, as a prompt template reads it: naming a field
+    (`{{ input.api_key }}`) gives its value, printing the record whole (`{{ input }}`,
+    `| tojson`) shows `shown`, its secrets redacted (runtime/redact.py)."""
+
+    __slots__ = ("shown",)
+
+    def __init__(self, values: dict[str, Any], shown: Any) -> None:
+        super().__init__(values)
+        self.shown = shown
+
+
 def template_value(value: Any) -> Any:
     """A value as templates read it: plain data under the .agent's field names (`from`,
     never `from_`), null fields kept so that `{{ last.note }}` of a null note is not an
-    undefined name."""
+    undefined name. A record with secret fields is a `ShownRecord`."""
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", by_alias=True)
+        if not has_secrets(value):
+            return value.model_dump(mode="json", by_alias=True)
+        fields = {
+            info.alias or name: template_value(getattr(value, name))
+            for name, info in type(value).model_fields.items()
+        }
+        return ShownRecord(fields, shown_value(value))
     if isinstance(value, list | tuple):
         return [template_value(v) for v in value]
     return value
+
+
+def _redacted_json(value: Any, **options: Any) -> str:
+    """`| tojson` in a prompt: a record printed whole keeps its secrets hidden."""
+
+    def shown(item: Any) -> Any:
+        if isinstance(item, ShownRecord):
+            return item.shown
+        if isinstance(item, dict):
+            return {k: shown(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [shown(v) for v in item]
+        return item
+
+    return json.dumps(shown(value), **options)
 
 
 # ---- compaction --------------------------------------------------------------------------
@@ -158,7 +209,8 @@ def drop_resolved_errors(events: Sequence[ContextEvent]) -> list[ContextEvent]:
     for event in reversed(events):
         if event.kind in ("tool_result", "model_output"):
             succeeded_after.add(event.step)
-        if event.kind == "step_failed" and event.step in succeeded_after:
+        resolved = event.kind in ("step_failed", "output_rejected")
+        if resolved and event.step in succeeded_after:
             continue
         kept.append(event)
     kept.reverse()
@@ -341,9 +393,15 @@ def for_prompt(format: str, value: Any) -> Any:
 
 
 def build_messages(
-    agent: AgentSpec, action: CallModel, events: Sequence[Event], prompts_dir: Path
+    agent: AgentSpec,
+    action: CallModel,
+    events: Sequence[Event],
+    prompts_dir: Path,
+    *,
+    extra: Mapping[str, Any] | None = None,
 ) -> list[dict[str, str]]:
-    """The messages for `action` (an `llm` step) given the thread's events so far."""
+    """The messages for `action` (an `llm` step) given the thread's events so far.
+    `extra`: more prompt variables (a judge's prompt reads `output`: runtime/checks.py)."""
     views = context_events(agent, events, prompts_dir)
     context = render_context(views)
     if action.prompt is None:
@@ -356,6 +414,7 @@ def build_messages(
         "last": template_value(action.value),
         "agent": AgentView(agent.name, agent.description),
         "step": action.step,
+        **(extra or {}),
     }
     template = _prompt_environment(str(prompts_dir), agent.context.format).get_template(
         action.prompt
@@ -389,9 +448,11 @@ class AgentView:
 
 @functools.lru_cache(maxsize=32)
 def _prompt_environment(prompts_dir: str, format: str) -> jinja2.Environment:
-    return sandboxed(
+    environment = sandboxed(
         PromptsLoader(Path(prompts_dir)), finalize=functools.partial(for_prompt, format)
     )
+    environment.policies["json.dumps_function"] = _redacted_json
+    return environment
 
 
 @functools.lru_cache(maxsize=32)
@@ -515,7 +576,8 @@ def _shown(value: Any) -> Any:
     if value is None:
         return _MISSING
     if isinstance(value, BaseModel):
-        text = json.dumps(value.model_dump(mode="json", by_alias=True), ensure_ascii=False)
+        # Printed whole, a record hides its secrets; `{{ api_key }}` names one explicitly.
+        text = json.dumps(shown_value(value), ensure_ascii=False)
         return _Fields(_fields_of(value), text)
     if isinstance(value, Mapping):
         return {k: _shown(v) for k, v in value.items()}

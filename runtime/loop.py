@@ -28,17 +28,20 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pydantic import BaseModel
+
+from . import checks, tools, tracing
 from . import lease as leases
-from . import tools, tracing
 from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
 from .model import Model, ModelError, ModelReply, ModelRequest
+from .redact import shown_value
 
 if TYPE_CHECKING:
     from .notify import Notice  # notify.py loads only when a thread waits
@@ -55,12 +58,14 @@ from .types import (
     IllegalEvent,
     ModelOutput,
     Notified,
+    OutputRejected,
     Started,
     State,
     StepFailed,
     ToolResult,
     ToolStarted,
     Usage,
+    Verdict,
 )
 from .usage import Prices, prices_for
 
@@ -434,9 +439,111 @@ class Engine:
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cost_usd=usage.cost_usd,
-                output=lambda: output.model_dump(mode="json", by_alias=True),
+                output=lambda: shown_value(output),  # a span never shows a secret
             )
+        if action.validators or action.judge is not None:
+            try:
+                refusal = await self._check_output(thread, action, reply.output)
+            except checks.CheckFailed as exc:
+                return StepFailed(step=action.step, at=now_iso(), usage=usage, error=exc.error)
+            if refusal is not None:
+                return await self._rejected(thread, action, reply.output, refusal, usage)
         return ModelOutput(step=action.step, at=now_iso(), usage=usage, output=reply.output)
+
+    async def _check_output(
+        self, thread: Thread, action: CallModel, output: BaseModel
+    ) -> checks.Refusal | None:
+        """The checks before dispatch (runtime/checks.py), in order: each `validate`
+        function, then the judge. The first refusal ends them. Raises `CheckFailed` when a
+        validator cannot be found or breaks."""
+        for reference in action.validators:
+            try:
+                function = self.toolbox.resolve(
+                    reference,
+                    _folders(thread.agent),
+                    allow_stdlib=_allowed_stdlib(thread.agent, reference),
+                ).function
+            except (tools.ToolImportError, ConfigError) as exc:
+                raise checks.CheckFailed(tools.describe(exc)) from exc
+            refusal = await checks.run_validator(reference, function, output, offload=self.offload)
+            if refusal is not None:
+                return refusal
+        if action.judge is None:
+            return None
+        return checks.judged(await self._judge(thread, action, output))
+
+    async def _judge(self, thread: Thread, action: CallModel, output: BaseModel) -> Verdict:
+        """The judge's verdict on `output`: a model call through the same `Model`, its
+        prompt given the step's variables and `output`. A judge that cannot answer (its
+        prompt, the endpoint, an invalid verdict) raises `CheckFailed`: the step fails."""
+        from .context import build_messages, template_value
+
+        assert action.judge is not None
+        judge = replace(
+            action,
+            step=f"{action.step}.{checks.JUDGE}",
+            outputs=(Verdict,),
+            prompt=action.judge,
+            validators=(),
+            judge=None,
+            rejections=0,
+        )
+        prompts = thread.agent.prompts_dir or _PROMPTS
+        try:
+            messages = build_messages(
+                thread.agent.spec,
+                judge,
+                thread.events,
+                prompts,
+                extra={"output": template_value(output)},
+            )
+        except Exception as exc:
+            raise checks.CheckFailed(_prompt_error(judge, exc)) from exc
+        request = ModelRequest(thread.agent.spec, judge, messages, thread.id, len(thread.events))
+        try:
+            reply = await self._model().complete(request)
+        except ModelError as exc:
+            error = exc.error
+            raise checks.CheckFailed(
+                ErrorInfo("JudgeError", f"the judge of `{action.step}` gave no verdict: {error}")
+            ) from exc
+        verdict = reply.output
+        if not isinstance(verdict, Verdict):  # a Model that answered another type
+            verdict = Verdict.model_validate(verdict.model_dump())
+        return verdict
+
+    async def _rejected(
+        self,
+        thread: Thread,
+        action: CallModel,
+        output: BaseModel,
+        refusal: checks.Refusal,
+        usage: Usage,
+    ) -> Event:
+        """The event for a refused output: the `OutputRejected` itself while the step has
+        retries left (the loop then asks the model again), else the rejection recorded and
+        a `StepFailed(Rejected)` returned: the step's `on error` decides."""
+        rejected = OutputRejected(
+            step=action.step,
+            at=now_iso(),
+            usage=usage,
+            output=output,
+            by=refusal.by,
+            reason=refusal.reason,
+        )
+        if action.rejections < action.retries:
+            return rejected
+        await self.record(thread, rejected)
+        attempts = action.rejections + 1
+        return StepFailed(
+            step=action.step,
+            at=now_iso(),
+            error=ErrorInfo(
+                "Rejected",
+                f"no accepted output for `{action.step}` after {attempts} rejection(s); "
+                f"last by `{refusal.by}`: {refusal.reason}",
+            ),
+        )
 
     async def _call_tool(self, thread: Thread, action: CallTool) -> Event:
         """One logical call, one key: `f"{thread}:{step}:{seq}"`, `seq` being the number
@@ -670,9 +777,8 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
 
 
 def _plain(value: Any) -> Any:
-    from pydantic import BaseModel
-
-    return value.model_dump(mode="json", by_alias=True) if isinstance(value, BaseModel) else value
+    """A value as a span shows it: secret fields redacted (runtime/redact.py)."""
+    return shown_value(value)
 
 
 def _since(started: float) -> Usage:

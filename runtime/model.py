@@ -277,7 +277,8 @@ class OpenAIModel:
             "messages": [dict(m) for m in request.messages],
             "response_model": shape.model,
             # `retries N`: N re-asks after the first try, as instructor counts them.
-            "max_retries": request.action.retries,
+            # Outputs the checks before dispatch refused used some of them up.
+            "max_retries": max(0, request.action.retries - request.action.rejections),
         }
         if request.action.temperature is not None:
             arguments["temperature"] = request.action.temperature

@@ -48,8 +48,7 @@ from email.message import EmailMessage
 from typing import Any, Literal, Protocol, TextIO
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel
-
+from .redact import shown_value
 from .terminal import for_terminal
 from .types import LOG_CHANNEL
 
@@ -124,9 +123,8 @@ class Notifier(Protocol):
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", by_alias=True)
-    return value
+    """The value a notice shows: secret fields redacted (runtime/redact.py)."""
+    return shown_value(value)
 
 
 def where(url: str) -> str:

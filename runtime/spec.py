@@ -21,6 +21,7 @@ from .types import (
     Forked,
     IllegalEvent,
     Notified,
+    OutputRejected,
     Retried,
     Started,
     State,
@@ -30,11 +31,13 @@ from .types import (
     ToolStarted,
 )
 
-StepKind = Literal["llm", "tool", "approval", "human", "final"]
-EdgeKind = Literal["output", "next", "error", "approved", "rejected", "max_errors", "max_steps"]
+StepKind = Literal["llm", "tool", "approval", "human", "wait", "sleep", "final"]
+EdgeKind = Literal[
+    "output", "next", "error", "approved", "rejected", "timeout", "max_errors", "max_steps"
+]
 
-_WAITING_KINDS = frozenset({"approval", "human"})
-_RESETS_ERRORS = frozenset({"tool", "human"})
+_WAITING_KINDS = frozenset({"approval", "human", "wait", "sleep"})
+_RESETS_ERRORS = frozenset({"tool", "human", "wait"})
 BUDGET_EXHAUSTED = ErrorInfo("StepBudgetExhausted", "step budget exhausted")
 
 ASK_NOT_SHOWN = "AskNotShown"
@@ -49,13 +52,20 @@ class StateSpec:
     input: str | None = None
     """The declared input type, or None for a step that accepts whatever arrives."""
     output: str | None = None
-    """A tool's result type (the first member of a union), a human step's `Answer`."""
+    """A tool's result type (the first member of a union), a human step's `Answer`, the
+    event type a wait step waits for."""
     outputs: tuple[str, ...] = ()
     """An llm step's output types; a tool's result types when they are a union."""
     requires_approval: Callable[[Any], bool] | None = None
     """For a tool marked `requires approval [if GUARD]`: whether its input needs one."""
     prompt: str | None = None
     function: str | None = None
+    seconds: float | None = None
+    """A sleep's duration; a wait's timeout (None: it waits until the event comes)."""
+    checks: tuple[str, ...] = ()
+    """An llm step's checks before dispatch, in the order they run: each `validate`
+    function's `module:function`, then `judge` (runtime/checks.py). Only a step with
+    checks can take an `OutputRejected`."""
 
     @property
     def results(self) -> tuple[str, ...]:
@@ -158,7 +168,8 @@ class AgentSpec:
                     f"the failed call's outcome is unknown; retry it with key {state.retry_key}",
                 )
             resumed = self._copy(state, status=self._status_at(state.step), error=None)
-            resumed = replace(resumed, retry_key=event.key)  # the key its next call reuses
+            # The key its next call reuses; a retried llm step gets its `retries` back.
+            resumed = replace(resumed, retry_key=event.key, rejections=0)
             if resumed.status == "waiting":
                 resumed = self._reopen(resumed)  # a new wait: a new request, a new notice
             if state.error is not None and state.error.type == BUDGET_EXHAUSTED.type:
@@ -171,6 +182,11 @@ class AgentSpec:
             if state.status != "waiting" or state.notified:
                 raise IllegalEvent(state, event, "only an untold pause can fail to ask")
             return self._copy(state, status="failed", error=event.error)
+        if isinstance(event, OutputRejected):
+            if not self.states[state.step].checks or state.status != "running":
+                raise IllegalEvent(state, event, f"`{state.step}` has no checks to refuse it")
+            # Nothing moves: the model is asked again, one retry fewer (runtime/loop.py).
+            return replace(self._copy(state), rejections=state.rejections + 1)
         if isinstance(event, Notified):
             if state.status != "waiting" or state.notified:
                 raise IllegalEvent(state, event, "nobody is waiting to be told")
@@ -304,6 +320,7 @@ class AgentSpec:
             request=state.request,
             notices=notices if notices is not None else state.notices,
             retry_key=state.retry_key,
+            rejections=state.rejections,
         )
 
 

@@ -34,12 +34,15 @@ from .types import (
     Action,
     AwaitAnswer,
     AwaitApproval,
+    AwaitSignal,
     ErrorInfo,
     Event,
     Notified,
     Rejected,
+    Sleep,
     State,
     StepFailed,
+    TimerFired,
 )
 
 TIMEOUT_BY = "timeout"
@@ -59,6 +62,9 @@ def overdue(state: State, action: Action, events: Sequence[Event], now: datetime
     limit = deadline(state, action, events)
     if limit is None or now < limit:
         return None
+    if isinstance(action, AwaitSignal | Sleep):
+        # A timer: nobody needed telling, the time alone ends the wait.
+        return timer_fired(action, iso(now))
     assert isinstance(action, AwaitApproval | AwaitAnswer)  # deadline() checked it
     if not state.notified:
         return never_delivered(action, events, iso(now))
@@ -70,12 +76,28 @@ def deadline(state: State, action: Action, events: Sequence[Event]) -> datetime 
     `timeout`. Counted from the pause (`wait_began`), whether or not anyone was told."""
     if state.status != "waiting":
         return None
-    if not isinstance(action, AwaitApproval | AwaitAnswer) or action.timeout_seconds is None:
+    seconds = _limit(action)
+    if seconds is None:
         return None
     began = wait_began(events)
     if began is None:
         return None
-    return later(began, action.timeout_seconds)
+    return later(began, seconds)
+
+
+def _limit(action: Action) -> float | None:
+    """How long the action may wait from the pause: a timeout, a sleep's duration."""
+    if isinstance(action, Sleep):
+        return action.seconds
+    if isinstance(action, AwaitApproval | AwaitAnswer | AwaitSignal):
+        return action.timeout_seconds
+    return None
+
+
+def timer_fired(action: AwaitSignal | Sleep, at: str) -> TimerFired:
+    """What a sleep that is over, or a wait whose `timeout` ran out, records: a decision
+    of the clock, naming the request it ends (so a second sweep cannot fire it twice)."""
+    return TimerFired(step=action.step, at=at, request=action.request, via=TIMEOUT_BY)
 
 
 def wait_began(events: Sequence[Event]) -> datetime | None:

@@ -95,6 +95,27 @@ class StepFailed(Event):
     when the step is known to have failed without running its side effect to the end."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputRejected(Event):
+    """A check before dispatch (`validate`, `judge`) refused an llm step's output: nothing
+    was dispatched; the model is asked again with the rejection in its context, and each
+    rejection counts against the step's `retries` (`State.rejections`)."""
+
+    output: BaseModel
+    """The output that was refused (kept for the record; never dispatched)."""
+    by: str
+    """Who refused it: the validator's `module:function`, or `judge`."""
+    reason: str
+    """Why, in the validator's or the judge's words (the model reads it)."""
+
+
+class Verdict(BaseModel):
+    """What a `judge` answers about an llm step's output (runtime/checks.py)."""
+
+    accept: bool
+    reason: str
+
+
 LOG_CHANNEL = "log"
 """The stderr channel's name (runtime/notify.py's `LogNotifier`): see `Notified.delivered`."""
 
@@ -153,6 +174,25 @@ class Answered(Decision):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Signalled(Decision):
+    """An outside event delivered to a `wait` step (`twelvefold send`, `Runtime.send`),
+    already validated against the type it waits for."""
+
+    type: str
+    """The event's declared type name (`PaymentReceived`)."""
+    value: BaseModel
+    key: str | None = None
+    """The sender's idempotency key: a second delivery with the same key is dropped."""
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(Decision):
+    """A durable timer ran out (`expire` records it): a `sleep` step's duration, or a
+    `wait` step's `timeout` with no event delivered. It names the request it ends."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Retried(Event):
     """A failed thread is tried again from the step that failed."""
 
@@ -190,11 +230,14 @@ EVENT_KINDS: dict[str, type[Event]] = {
     "tool_started": ToolStarted,
     "tool_result": ToolResult,
     "step_failed": StepFailed,
+    "output_rejected": OutputRejected,
     "notified": Notified,
     "approved": Approved,
     "rejected": Rejected,
     "answered": Answered,
     "retried": Retried,
+    "signalled": Signalled,
+    "timer_fired": TimerFired,
     "forked": Forked,
     "cancelled": Cancelled,
 }
@@ -233,6 +276,8 @@ class State:
     """Failed attempts to deliver a notice about the pending request."""
     retry_key: str | None = None
     """The idempotency key the next call at this tool step reuses (`Retried.key`)."""
+    rejections: int = 0
+    """Outputs the checks before dispatch refused at this visit of an llm step."""
 
 
 # ---- actions -------------------------------------------------------------------
@@ -251,6 +296,13 @@ class CallModel(Action):
     model: str | None = None
     retries: int = 0
     temperature: float | None = None
+    validators: tuple[str, ...] = ()
+    """`validate "module:function"` checks, run in order on the output before dispatch."""
+    judge: str | None = None
+    """`judge "prompt.j2"`: a prompt whose model call answers a `Verdict` on the output."""
+    rejections: int = 0
+    """Outputs already refused at this visit (`State.rejections`): they count against
+    `retries`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -291,6 +343,28 @@ class AwaitAnswer(Action):
     ask: str
     timeout_seconds: float | None = None
     notified: bool = False
+    request: str | None = None
+    """The pending request's id (`State.request`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AwaitSignal(Action):
+    """Wait for an outside event of type `event`; with `timeout_seconds`, `expire` records
+    a `TimerFired` once that long has passed since the pause."""
+
+    value: Any
+    event: type[BaseModel]
+    timeout_seconds: float | None = None
+    request: str | None = None
+    """The pending request's id (`State.request`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sleep(Action):
+    """Wait `seconds` from the pause; `expire` records the `TimerFired` that wakes it."""
+
+    value: Any
+    seconds: float
     request: str | None = None
     """The pending request's id (`State.request`)."""
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from tests.support.generated import EXAMPLES, PROMPTS
+from twelvefold.runtime.types import OutputRejected
 from twelvefold.testing.coverage import describe_edge
-from twelvefold.testing.subject import load_subject
-from twelvefold.testing.suite import render, run_suite
+from twelvefold.testing.strategies import threads
+from twelvefold.testing.subject import Subject, load_subject
+from twelvefold.testing.suite import SuiteReport, render, run_suite
 
 
 @pytest.mark.parametrize("agent", ["deploybot", "calculator", "supportbot"])
@@ -52,16 +55,38 @@ def test_an_unreachable_escalation_edge_is_a_note_unless_strict(tmp_path: Path) 
     assert not strict.ok and strict.blocking_unreachable() == report.unreachable()
 
 
-def test_tools_that_route_pass_every_property_and_take_every_rule(tmp_path: Path) -> None:
-    # tests/golden/tool_routing: a union routed by guards on a nested record and an int,
-    # a routed single type, and a union passed on whole by `next`. The walks draw each
-    # member of each result, with values either side of the guards' constants.
-    golden = Path(__file__).parent / "golden" / "tool_routing"
+def golden_suite(name: str, tmp_path: Path) -> tuple[Subject, SuiteReport]:
+    """tests/golden/NAME's agent under every property; fails on any failed property."""
+    golden = Path(__file__).parent / "golden" / name
     subject = load_subject(golden / "input.agent", prompts_dir=golden / "prompts",
                            cache_dir=tmp_path)  # fmt: skip
     report = run_suite(subject, examples=60, seed=0)
     failures = [str(o.failure) for o in report.failed]
     assert not failures, "\n\n".join(failures)
+    return subject, report
+
+
+def test_tools_that_route_pass_every_property_and_take_every_rule(tmp_path: Path) -> None:
+    # tests/golden/tool_routing: a union routed by guards on a nested record and an int,
+    # a routed single type, and a union passed on whole by `next`. The walks draw each
+    # member of each result, with values either side of the guards' constants.
+    _, report = golden_suite("tool_routing", tmp_path)
     states, edges, outputs = report.coverage.summary().values()
     assert states[0] == states[1] and outputs[0] == outputs[1] and outputs[1] == 5
     assert report.unreachable() == [] and edges[0] == edges[1]
+
+
+def test_checks_before_dispatch_pass_every_property_with_rejections(tmp_path: Path) -> None:
+    # tests/golden/checks: the walks draw rejections (`OutputRejected`) at the steps that
+    # have checks, which move nothing and count; at a step without checks one is illegal.
+    subject, report = golden_suite("checks", tmp_path)
+    assert report.unreachable() == []
+    seen: list[int] = []
+
+    @settings(max_examples=40, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(threads(subject))
+    def count(events: tuple[object, ...]) -> None:
+        seen.append(sum(isinstance(e, OutputRejected) for e in events))
+
+    count()
+    assert sum(seen) > 0, "the walks never drew a rejection"

@@ -13,7 +13,9 @@ from twelvefold.runtime.types import (
     Approved,
     ModelOutput,
     Notified,
+    Signalled,
     StepFailed,
+    TimerFired,
     ToolResult,
 )
 from twelvefold.testing.coverage import ACTION_EVENTS, budget_paths, explore
@@ -56,7 +58,7 @@ def _caught(name: str, tmp_path: Path) -> PropertyFailed:
     return outcome.failure
 
 
-@pytest.mark.parametrize("agent", ["deploybot", "calculator"])
+@pytest.mark.parametrize("agent", ["deploybot", "calculator", "payment"])
 def test_the_correct_modules_pass_every_property_the_bugs_are_caught_by(
     agent: str, tmp_path: Path
 ) -> None:
@@ -223,3 +225,19 @@ def test_the_aimed_events_reach_stale_requests_told_waits_and_unstarted_calls(
     failure = _caught(name, tmp_path)
     assert failure.extra is not None
     assert "an illegal event was accepted" in failure.message
+
+
+def test_an_event_of_the_wrong_type_moving_a_wait_is_caught(tmp_path: Path) -> None:
+    failure = _caught("any_event_pays", tmp_path)
+    assert isinstance(failure.extra, Signalled)
+    assert type(failure.extra.value).__name__ != "PaymentReceived"
+
+
+def test_a_timeout_taken_as_a_payment_is_caught(tmp_path: Path) -> None:
+    failure = _caught("timeout_counts_as_paid", tmp_path)
+    assert isinstance(failure.events[failure.at or 0], TimerFired)
+
+
+def test_a_wait_that_names_no_request_is_caught(tmp_path: Path) -> None:
+    failure = _caught("sleep_ignores_its_request", tmp_path)
+    assert "names the request None" in str(failure)

@@ -24,12 +24,13 @@ from opentelemetry.util._once import Once
 
 from tests.runtime_helpers import EXAMPLES, FIXTURES, RecordingNotifier, ScriptedModel
 from tests.support.e2e import ModelTurns, runtime
-from tests.support.openai_server import ScriptedOpenAI
+from tests.support.openai_server import Reply, ScriptedOpenAI
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.test_e2e_deploybot import newest_listed_tag, report_the_url
 from twelvefold.runtime import tracing
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.codec import Codec, CodecError
+from twelvefold.runtime.redact import REDACTED
 from twelvefold.runtime.store import SqliteStore
 from twelvefold.runtime.timeouts import parse_time
 from twelvefold.runtime.types import Approved, Notified, Rejected, Started
@@ -460,3 +461,32 @@ def test_an_untraced_process_never_imports_opentelemetry(tmp_path: Path) -> None
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+SECRETS = Path(__file__).parent / "checks_fixtures"
+SECRET_KEY = "sk-live-in-a-span-do-not-show"
+SECRET_CLAIM = {"order": "o-17", "amount": 40.0, "api_key": SECRET_KEY}
+
+
+def test_spans_never_carry_a_secret_even_with_content_captured(
+    rt: Runtime,
+    model: ModelTurns,
+    spans: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Secret fields (docs/language.md; tests/test_secrets.py covers the other views).
+    # OpenTelemetry spans with prompts, outputs, tool arguments and results captured: the
+    # tool is given the key and returns a token made from it; neither shows in any span.
+    monkeypatch.setenv(tracing.CAPTURE_CONTENT, "true")
+    model.then(Reply(arguments={"text": "charged"}))
+    done = rt.launch(SECRETS / "keyed.agent", SECRET_CLAIM)
+    assert done.status == "finished", done.error
+    (_, charged, *_) = rt.events(done.id)[1:]
+    assert charged.result.token == f"tok-for-{SECRET_KEY}", "the log keeps the tool's secret"
+    exported = spans.get_finished_spans()
+    tool_spans = [s for s in exported if "gen_ai.tool.call.arguments" in s.attributes]
+    assert tool_spans, "content capture is on: the tool span carries its arguments"
+    for span in exported:
+        text = json.dumps(dict(span.attributes or {}), default=str)
+        assert SECRET_KEY not in text, span.name
+    assert REDACTED in json.dumps(dict(tool_spans[0].attributes), default=str)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cache
 
 from twelvefold.runtime.config import stdlib_module
@@ -12,7 +13,7 @@ from twelvefold.runtime.types import EVENT_KINDS
 
 from .. import nodes as n
 from .. import types as t
-from ..diagnostics import Diagnostic, did_you_mean, error
+from ..diagnostics import Diagnostic, Span, did_you_mean, error, warning
 from ..parser import keywords_beside_names, parse
 from ..program import Program
 from .common import declared_input, gotos, start_state, type_table, with_note
@@ -197,6 +198,8 @@ def unknown_types(program: Program, _: object) -> Iterator[Diagnostic]:
     for step in program.source.steps:
         if isinstance(step, n.LlmStep | n.ToolStep):
             references.extend(step.outputs)
+        if isinstance(step, n.WaitStep):
+            references.append(step.event)
         if (declared := declared_input(step)) is not None:
             references.append(declared)
     for type_decl in program.source.types:
@@ -266,44 +269,135 @@ def llm_outputs_are_records(program: Program, _: object) -> Iterator[Diagnostic]
                 )
 
 
-def function_paths(program: Program, _: object) -> Iterator[Diagnostic]:
-    """`"package.module:function"`: a dotted module path, a colon, a function name."""
+def waits_are_for_records(program: Program, _: object) -> Iterator[Diagnostic]:
+    """A wait waits for an event of a declared record type: what `send` validates the
+    event's JSON against and what the event's `next` state receives."""
     for step in program.source.steps:
-        if isinstance(step, n.ToolStep) and not FUNCTION_PATH.fullmatch(step.function.value):
+        if not isinstance(step, n.WaitStep):
+            continue
+        event = step.event
+        if event.text in t.SCALARS or event.text == n.ANSWER_TYPE:
+            yield error(
+                "E119",
+                f"wait `{step.name.text}` cannot wait for `{event.text}`",
+                program.source.path,
+                event.span,
+                label="not a declared record type",
+                help=f"declare the event, e.g. `type {step.name.text.title().replace('_', '')}"
+                f"Event {{ value: {event.text if event.text in t.SCALARS else 'string'} }}`"
+                " and wait for it",
+            )
+
+
+def timers_take_time(program: Program, _: object) -> Iterator[Diagnostic]:
+    """A sleep's duration and a wait's timeout are longer than zero: a timer of no length
+    would fire at the first `expire` and is surely a typo."""
+    for step in program.source.steps:
+        match step:
+            case n.SleepStep(duration=duration):
+                what = f"sleep `{step.name.text}`"
+            case n.WaitStep(timeout=n.WaitTimeout(duration=duration)):
+                what = f"the timeout of wait `{step.name.text}`"
+            case _:
+                continue
+        if duration.seconds <= 0:
+            yield error(
+                "E120",
+                f"{what} lasts no time",
+                program.source.path,
+                duration.span,
+                label=f"`{duration.text}` is zero",
+                help="give a duration longer than zero, e.g. `10m`, `2h` or `3d`",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionReference:
+    """A `module:function` the runtime imports: a tool's function or a step's validator."""
+
+    what: str
+    """How a message names its owner: "tool `lookup`", "validator of llm `decide`"."""
+    path: n.Text
+    example: str
+    """A path of the user's own that would do, for help lines."""
+
+
+def function_references(program: Program) -> Iterator[FunctionReference]:
+    """Every `module:function` in the file: tools' functions, then `validate` checks."""
+    for step in program.source.steps:
+        if isinstance(step, n.ToolStep):
+            example = f"tools.{program.name}:{step.name.text}"
+            yield FunctionReference(f"tool `{step.name.text}`", step.function, example)
+        elif isinstance(step, n.LlmStep):
+            for check in step.validators:
+                example = f"checks.{program.name}:{step.name.text}_is_sane"
+                what = f"validator of llm `{step.name.text}`"
+                yield FunctionReference(what, check.function, example)
+
+
+def function_paths(program: Program, _: object) -> Iterator[Diagnostic]:
+    """`"package.module:function"`: a dotted module path, a colon, a function name (a
+    tool's function and a `validate` check alike)."""
+    for reference in function_references(program):
+        if not FUNCTION_PATH.fullmatch(reference.path.value):
             yield error(
                 "E108",
-                f'"{step.function.value}" is not a `module:function` path',
+                f'"{reference.path.value}" is not a `module:function` path',
                 program.source.path,
-                step.function.span,
+                reference.path.span,
                 label='expected "package.module:function"',
-                help=f'write the module and the function name, e.g. "tools.{program.name}:'
-                f'{step.name.text}"',
+                help=f'write the module and the function name, e.g. "{reference.example}"',
             )
 
 
 def stdlib_tools(program: Program, _: object) -> Iterator[Diagnostic]:
-    """A tool is the user's own function, never a standard-library one such as `"sys:exit"`,
-    `"os:abort"` or `"code:interact"` (issue 9 §2), unless the project's configuration
-    allows that module by name (`[tool.twelvefold.tools] allow_stdlib`). Decided by the
-    module's name alone, as the runtime decides it: `check` never imports a tool."""
-    for step in program.source.steps:
-        if not isinstance(step, n.ToolStep) or not FUNCTION_PATH.fullmatch(step.function.value):
+    """A tool (or a validator) is the user's own function, never a standard-library one
+    such as `"sys:exit"`, `"os:abort"` or `"code:interact"` (issue 9 §2), unless the
+    project's configuration allows that module by name (`[tool.twelvefold.tools]
+    allow_stdlib`). Decided by the module's name alone, as the runtime decides it: `check`
+    never imports a tool."""
+    for reference in function_references(program):
+        if not FUNCTION_PATH.fullmatch(reference.path.value):
             continue
-        module = stdlib_module(step.function.value)
+        module = stdlib_module(reference.path.value)
         if module is None:
             continue
         if module in program.allow_stdlib:
             continue
         yield error(
             "E118",
-            f"tool `{step.name.text}` names the standard-library module `{module}`",
+            f"{reference.what} names the standard-library module `{module}`",
             program.source.path,
-            step.function.span,
+            reference.path.span,
             label="not your own function",
-            help=f'point it at a function of your own, e.g. "tools.{program.name}:'
-            f'{step.name.text}", or allow the module in twelvefold.toml: '
-            f'`[tools] allow_stdlib = ["{module}"]`',
+            help=f'point it at a function of your own, e.g. "{reference.example}", or allow '
+            f'the module in twelvefold.toml: `[tools] allow_stdlib = ["{module}"]`',
         )
+
+
+def checks_have_retries(program: Program, _: object) -> Iterator[Diagnostic]:
+    """An llm step with checks before dispatch (`validate`, `judge`) and no `retries`:
+    the first refusal fails the step, the model never sees why. A warning: failing at
+    once (and letting `on error` decide) may be meant."""
+    for step in program.source.steps:
+        if not isinstance(step, n.LlmStep) or not (step.validators or step.judge):
+            continue
+        if step.retries is not None and step.retries.value != 0:
+            continue
+        first = step.validators[0].span if step.validators else _judge_span(step)
+        yield warning(
+            "W119",
+            f"llm `{step.name.text}` checks its output but has no retries",
+            program.source.path,
+            first,
+            label="a refusal fails the step at once",
+            help="add `retries 2` to its block, so a refused output goes back to the model "
+            "with the reason (each refusal uses one retry)",
+        )
+
+
+def _judge_span(step: n.LlmStep) -> Span:
+    return step.judge.span if step.judge is not None else step.span
 
 
 # ---- settings ------------------------------------------------------------------
@@ -401,6 +495,8 @@ _ENTRY_KINDS = {
     "tool": ("tool_result", "step_failed"),
     "approval": ("approved", "rejected", "step_failed"),
     "human": ("answered", "step_failed"),
+    "wait": ("signalled",),
+    "sleep": (),
     "final": (),
 }
 """The events each kind of step adds to the log that the context shows."""
@@ -413,6 +509,8 @@ def _entry_names(program: Program) -> list[str]:
         if isinstance(step, n.LlmStep):
             names.update(dict.fromkeys(o.text for o in step.outputs))
         names.update(dict.fromkeys(entry_name(k, step.name.text) for k in _ENTRY_KINDS[step.kind]))
+        if isinstance(step, n.LlmStep) and (step.validators or step.judge is not None):
+            names[entry_name("output_rejected", step.name.text)] = None
     return list(names)
 
 
@@ -440,9 +538,11 @@ def _missing(step: n.Step, program: Program) -> Iterator[tuple[str, str]]:
         case n.ToolStep():
             if step.next is None and not step.rules:
                 yield "next", f"next {some_state}"
-        case n.HumanStep():
+        case n.HumanStep() | n.WaitStep():
             if step.next is None:
                 yield "next", f"next {some_state}"
+        case n.SleepStep():
+            pass  # the grammar requires its `next`
         case n.ApprovalStep():
             if step.on_approved is None:
                 yield "on approved", "on approved -> NEXT_STATE"

@@ -48,8 +48,8 @@ from ..program import Edge, Program
 from .common import input_type, start_state, type_table
 from .typeflow import flow
 
-OriginKind = Literal["model", "tool", "person", "input"]
-TRUSTED: frozenset[OriginKind] = frozenset({"tool", "person"})
+OriginKind = Literal["model", "tool", "person", "event", "input"]
+TRUSTED: frozenset[OriginKind] = frozenset({"tool", "person", "event"})
 
 ACKNOWLEDGEMENT = re.compile(
     r"#\s*trusts\s+model\s*:\s*([A-Za-z_][A-Za-z0-9_.]*(?:\s*,\s*[A-Za-z_][A-Za-z0-9_.]*)*)"
@@ -75,6 +75,8 @@ class Origin:
                 return f"the result of tool `{self.step}` (trusted)"
             case "person":
                 return f"a person's answer at `{self.step}` (trusted)"
+            case "event":
+                return f"the outside event delivered to wait `{self.step}` (trusted)"
         return "the thread's input"
 
 
@@ -101,6 +103,9 @@ def _produced(program: Program, edge: Edge) -> set[Arrival] | None:
         return {(o.text, Origin("tool", edge.source)) for o in step.outputs}
     if edge.kind == "next" and isinstance(step, n.HumanStep):
         return {(n.ANSWER_TYPE, Origin("person", edge.source))}
+    if edge.kind == "next" and isinstance(step, n.WaitStep):
+        # Delivered from outside, validated against its type, by someone allowed to send.
+        return {(step.event.text, Origin("event", edge.source))}
     return None
 
 

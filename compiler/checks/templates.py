@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from twelvefold.runtime.context import PROMPT_VARIABLES, RENDER_VARIABLES
+from twelvefold.runtime.context import JUDGE_VARIABLES, PROMPT_VARIABLES, RENDER_VARIABLES
 from twelvefold.runtime.templates import unsafe_attribute
 
 from .. import nodes as n
@@ -41,6 +41,11 @@ def prompt_templates(program: Program, load_prompt: Loader) -> Iterator[Diagnost
             found = program.prompts.get(step.name.text) or load_prompt(step.prompt.value)
             yield from _template_file(
                 program, step.prompt, found, load_prompt, PROMPT_VARIABLES, "prompt"
+            )
+        if isinstance(step, n.LlmStep) and step.judge is not None:
+            found = load_prompt(step.judge.prompt.value)
+            yield from _template_file(
+                program, step.judge.prompt, found, load_prompt, JUDGE_VARIABLES, "judge prompt"
             )
 
 

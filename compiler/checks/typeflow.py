@@ -103,6 +103,8 @@ def _fixed_type(program: Program, edge: Edge) -> set[str] | None:
         return {output.text for output in step.outputs}
     if edge.kind == "next" and isinstance(step, n.HumanStep):
         return {n.ANSWER_TYPE}
+    if edge.kind == "next" and isinstance(step, n.WaitStep):
+        return {step.event.text}
     return None
 
 

@@ -18,6 +18,8 @@ def unused_types(program: Program, _: object) -> Iterator[Diagnostic]:
         if isinstance(step, n.LlmStep | n.ToolStep):
             used.update(o.text for o in step.outputs)
             used.update(rule.type.text for rule in step.rules)
+        if isinstance(step, n.WaitStep):
+            used.add(step.event.text)
         if (declared := declared_input(step)) is not None:
             used.add(declared.text)
     # Types used only inside used types are used too.

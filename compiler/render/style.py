@@ -22,6 +22,8 @@ KIND_COLOURS: dict[n.StepKind, tuple[str, str]] = {
     "tool": ("#e3f4e1", "#2e7d32"),
     "approval": ("#fff0d4", "#b86e00"),
     "human": ("#f3e5f5", "#7b1fa2"),
+    "wait": ("#e0f7fa", "#00838f"),
+    "sleep": ("#e0f7fa", "#00838f"),
     "final": ("#eceff1", "#37474f"),
 }
 
@@ -34,6 +36,7 @@ EDGE_COLOURS: dict[EdgeKind, str] = {
     "error": "#c62828",
     "approved": "#2e7d32",
     "rejected": "#e65100",
+    "timeout": "#00838f",
     "max_errors": "#8e24aa",
     "max_steps": "#8e24aa",
 }
@@ -44,6 +47,7 @@ EDGE_LINES: dict[EdgeKind, Line] = {
     "error": "dashed",
     "approved": "solid",
     "rejected": "solid",
+    "timeout": "dashed",
     "max_errors": "dotted",
     "max_steps": "dotted",
 }

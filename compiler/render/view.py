@@ -134,6 +134,10 @@ def step_detail(step: n.Step) -> str:
             return f"approval · {people}" if people else "approval"
         case n.HumanStep(input=input):
             return f"human({input.text})" if input else "human"
+        case n.WaitStep(event=event):
+            return f"wait for {event.text}"
+        case n.SleepStep(duration=duration):
+            return f"sleep {duration.text}"
         case n.FinalStep(input=input):
             return f"final({input.text})" if input else "final"
 
@@ -151,6 +155,12 @@ def edge_label(program: Program, edge: Edge) -> str:
             return "on error"
         case "approved" | "rejected":
             return edge.kind
+        case "timeout":
+            step = program.steps[edge.source]
+            limit = (
+                step.timeout.duration.text if isinstance(step, n.WaitStep) and step.timeout else ""
+            )
+            return f"timeout {limit}".strip()
         case "max_errors" | "max_steps":
             # Escalations leave from nearly every state; their target's label names the
             # ceilings once (see `_escalation_text`) instead of a label on every edge.

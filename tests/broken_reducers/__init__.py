@@ -26,7 +26,7 @@ _BEFORE_INITIAL_STATE = "\n\ndef initial_state("
 class Bug:
     name: str
     agent: str
-    """The example it is planted in: `deploybot` or `calculator`."""
+    """The example it is planted in: `deploybot`, `calculator` or `payment`."""
     patches: tuple[tuple[str, str], ...]
     """(text in the generated module, replacement); each must occur at least once."""
     caught_by: str
@@ -250,6 +250,42 @@ BUGS: dict[str, Bug] = {
             ),
             "agrees_with_source",
             "after a crash mid-deploy the runtime would run it again under a fresh key",
+        ),
+        Bug(
+            "any_event_pays",
+            "payment",
+            (
+                (
+                    "case Signalled(value=PaymentReceived() as signal):",
+                    "case Signalled(value=signal):",
+                ),
+            ),
+            "illegal_events_raise",
+            "an outside event of any type moves the wait on, as if the payment had come",
+        ),
+        Bug(
+            "timeout_counts_as_paid",
+            "payment",
+            (
+                (
+                    'case TimerFired():\n            return AGENT.move(state, event, "unpaid",',
+                    'case TimerFired():\n            return AGENT.move(state, event, "cool_off",',
+                ),
+            ),
+            "moves_follow_edges",
+            "a wait whose timeout ran out goes on as if the payment had arrived",
+        ),
+        Bug(
+            "sleep_ignores_its_request",
+            "payment",
+            (
+                (
+                    "        request=state.request,\n    )\n\n\ndef _await",
+                    "        request=None,\n    )\n\n\ndef _await",
+                ),
+            ),
+            "actions_follow_the_graph",
+            "a wait's action names no request, so a timer or an event could not name it",
         ),
         # Found by the mutation harness (tests/mutation, `make mutants`): what the state
         # holds is checked against the log, not against the action that reads it.

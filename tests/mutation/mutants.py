@@ -524,8 +524,13 @@ SPEC: tuple[Mutant, ...] = (
     _m(
         "s-move-resets-always", _S, "errors = 0 if self.states", "errors = 0 if True or self.states"
     ),
-    _m("s-move-never-resets", _S, 'frozenset({"tool", "human"})', "frozenset()"),
-    _m("s-answer-keeps-errors", _S, 'frozenset({"tool", "human"})', 'frozenset({"tool"})'),
+    _m("s-move-never-resets", _S, 'frozenset({"tool", "human", "wait"})', "frozenset()"),
+    _m(
+        "s-answer-keeps-errors",
+        _S,
+        'frozenset({"tool", "human", "wait"})',
+        'frozenset({"tool", "wait"})',
+    ),
     _m(
         "s-move-not-counted",
         _S,
@@ -649,7 +654,12 @@ SPEC: tuple[Mutant, ...] = (
         "state.seq), notified=False, notices=0)",
         "state.seq), notified=False, notices=state.notices)",
     ),
-    _m("s-human-not-waiting", _S, 'frozenset({"approval", "human"})', 'frozenset({"approval"})'),
+    _m(
+        "s-human-not-waiting",
+        _S,
+        'frozenset({"approval", "human", "wait", "sleep"})',
+        'frozenset({"approval", "wait", "sleep"})',
+    ),
     _m("s-final-running", _S, '            return "finished"', '            return "running"'),
     # ---- _copy, request_id ---------------------------------------------------------------
     _m("s-copy-status", _S, "status=status or state.status,", "status=state.status,"),

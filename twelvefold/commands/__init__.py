@@ -51,6 +51,11 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
         "fork",
         "Start a new thread from the first N events of THREAD; it does not run until resumed.",
     ),
+    "send": LazyCommand(
+        "run",
+        "send",
+        "Deliver an outside event (VALUE: JSON of type TYPE) to THREAD and run it on.",
+    ),
     "cancel": LazyCommand(
         "run",
         "cancel",

@@ -63,8 +63,10 @@ from twelvefold.runtime.types import (
     IllegalEvent,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
+    Signalled,
     Started,
     StepFailed,
     ToolResult,
@@ -99,6 +101,8 @@ def summarize(event: Event) -> str:
             text = _compact(result)
         case StepFailed(error=error):
             text = str(error)
+        case OutputRejected(output=output, by=by, reason=reason):
+            text = f"{declared_name(type(output))} refused by {by}: {reason}"
         case Notified(channels=channels, failed=failed):
             text = "told " + (", ".join(channels) or "nobody")
             if failed:
@@ -107,6 +111,8 @@ def summarize(event: Event) -> str:
             text = " ".join(p for p in (f"by {by}" if by else "", comment or "") if p)
         case Answered(answer=answer):
             text = answer.text
+        case Signalled(type=kind, value=value, key=key):
+            text = f"{kind} {_compact(value)}" + (f" key {key}" if key else "")
         case Retried(by=by, key=key):
             reusing = f"reusing key {key}" if key else ""
             text = " ".join(p for p in (f"by {by}" if by else "", reusing) if p)
@@ -153,6 +159,16 @@ def print_view(view: ThreadView, db: Path) -> None:
     where = f"thread {view.id} ({view.agent})"
     if view.status == "finished":
         echo(f"\n{where} finished: {_compact(view.output)}")
+    elif view.waiting_for in ("event", "timer"):
+        what = f"an event {view.event_type}" if view.waiting_for == "event" else "its timer"
+        echo(f"\n{where} waits at `{view.step}` for {what}")
+        if view.wake_at is not None:
+            echo(f"  until: {view.wake_at} (`twelvefold expire` wakes it then)")
+        echo(f"  request: {view.request}")
+        if view.waiting_for == "event":
+            echo(
+                f"  send: twelvefold send {view.id} {view.event_type} JSON --request {view.request}"
+            )
     elif view.status == "waiting":
         echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
         if (shown_value := value_line(view)) is not None:
@@ -555,6 +571,51 @@ def cancel(
 
 
 @click.command()
+@click.argument("thread")
+@click.argument("type_name", metavar="TYPE")
+@click.argument("value")
+@click.option("--request", help="The pending request the event is for (refused if another).")
+@click.option(
+    "--idempotency-key", help="Deliver at most once: a second send with this key is dropped."
+)
+@click.option("--by", help="Who sends it (kept in the log).")
+@AGENT
+@DB
+@model_options
+@JSON
+def send(
+    thread: str,
+    type_name: str,
+    value: str,
+    request: str | None,
+    idempotency_key: str | None,
+    by: str | None,
+    agent: str | None,
+    db: Path,
+    model: str | None,
+    cassette: Path | None,
+    record: Path | None,
+    paths: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Deliver an outside event (VALUE: JSON of type TYPE) to THREAD and run it on.
+
+    Refused, with nothing recorded, when TYPE is not one of the agent's types or VALUE
+    does not fit it, or when the thread does not wait for a TYPE event now.
+    """
+    _check_model_flags(cassette, record)
+    with (
+        reported(),
+        runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
+    ):
+        view = rt.send(
+            thread, type_name, value, request=request, idempotency_key=idempotency_key,
+            by=by, via=cli_via(), agent=agent,
+        )  # fmt: skip
+    finish(view, db, as_json)
+
+
+@click.command()
 @click.option(
     "--now",
     help="Judge deadlines as of this ISO 8601 time instead of the clock (UTC unless it says).",
@@ -716,7 +777,7 @@ def show(thread: str, agent: str | None, db: Path, as_json: bool) -> None:
         codec = loaded.codec
     if as_json:
         data = view.to_json()
-        data["log"] = [codec.encode_event(e) for e in events]
+        data["log"] = [codec.encode_event(e, redact=True) for e in events]
         echo(json.dumps(data, ensure_ascii=False))
         return
     for seq, event in enumerate(events, start=1):

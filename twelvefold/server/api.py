@@ -43,13 +43,19 @@ class ThreadOut(BaseModel):
     status: StatusName
     step: str
     events: int = Field(description="How many events the thread holds.")
-    waiting_for: Literal["approval", "answer"] | None
+    waiting_for: Literal["approval", "answer", "event", "timer"] | None
     request: str | None = Field(description="The pending request (a decision names it).")
     question: str | None
     output: Any = Field(None, description="The thread's result, when finished.")
     error: ErrorOut | None
     notified: bool | None
     notice_failed: list[str]
+    event_type: str | None = Field(
+        None, description="While waiting for an outside event: its type (send it to /signals)."
+    )
+    wake_at: str | None = Field(
+        None, description="When a sleep or a wait's timeout ends the wait (ISO 8601, UTC)."
+    )
 
     @classmethod
     def of(cls, view: ThreadView) -> "ThreadOut":
@@ -114,6 +120,18 @@ class DecisionIn(BaseModel):
     decision: Literal["approve", "reject", "answer"]
     comment: str | None = Field(None, max_length=10_000)
     answer: str | None = Field(None, max_length=100_000)
+
+
+class SignalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(min_length=1, max_length=200, description="The event's declared type.")
+    value: Any = Field(description="The event, as a JSON object of that type.")
+    request: str | None = Field(
+        None, min_length=1, max_length=200, description="The pending request it is for."
+    )
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=200, description="A second event with it is dropped."
+    )
 
 
 class RetryIn(BaseModel):
@@ -221,7 +239,8 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         agent = service.agents[(await service.view(who, thread_id)).agent]
         found = await service.events(who, thread_id, after=after)
         return [
-            EventOut.model_validate({"seq": seq, **agent.codec.encode_event(event)})
+            # Shown, not stored: secret fields read as "[secret]" (runtime/redact.py).
+            EventOut.model_validate({"seq": seq, **agent.codec.encode_event(event, redact=True)})
             for seq, event in enumerate(found, start=after + 1)
         ]
 
@@ -250,7 +269,7 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
 
         async def sent() -> AsyncIterator[str]:
             async for seq, event in service.follow(who, thread_id, after=after):
-                encoded = agent.codec.encode_event(event)
+                encoded = agent.codec.encode_event(event, redact=True)  # secrets hidden
                 data = json.dumps({"seq": seq, **encoded})
                 yield f"id: {seq}\nevent: {encoded['kind']}\ndata: {data}\n\n"
             final = await service.view(who, thread_id)
@@ -280,6 +299,24 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
             comment=body.comment,
             answer=body.answer,
         )
+        return await _maybe_waited(service, who, view, wait, response, accepted=200)
+
+    @api.post("/v1/threads/{thread_id}/signals", tags=["decisions"])
+    async def signal(
+        who: Who,
+        thread_id: ThreadId,
+        body: SignalIn,
+        response: Response,
+        wait: bool = WAIT,
+    ) -> ThreadOut:
+        """Deliver an outside event to a thread that waits for it (a `wait ... for TYPE`
+        step). 422 for a type the agent does not declare or a value of the wrong shape,
+        409 when the thread does not wait for it now; a repeated `idempotency_key` is
+        dropped (the thread as it stands)."""
+        view = await service.send(
+            who, thread_id, type=body.type, value=body.value,
+            request=body.request, idempotency_key=body.idempotency_key,
+        )  # fmt: skip
         return await _maybe_waited(service, who, view, wait, response, accepted=200)
 
     @api.post("/v1/threads/{thread_id}/retry", tags=["decisions"])

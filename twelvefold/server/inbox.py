@@ -53,6 +53,7 @@ from pydantic import BaseModel
 
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.loop import Agent
+from twelvefold.runtime.redact import shown_value
 from twelvefold.runtime.templates import sandboxed
 from twelvefold.runtime.types import KIND_OF_EVENT, Event
 
@@ -115,7 +116,7 @@ def pretty(value: Any) -> str:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", by_alias=True)
+        return shown_value(value)  # secret fields read as "[secret]" (runtime/redact.py)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, list | tuple):

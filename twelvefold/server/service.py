@@ -40,6 +40,7 @@ from twelvefold.runtime.api import (
     Expiry,
     InputError,
     NotAnApprover,
+    NotWaiting,
     RequestNotPending,
     ThreadView,
     UnenforcedApprovers,
@@ -428,6 +429,37 @@ class Service:
         self._submit(thread_id)
         return view
 
+    async def send(
+        self,
+        caller: Caller,
+        thread_id: str,
+        *,
+        type: str,
+        value: Any,
+        request: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> ThreadView:
+        """Deliver an outside event to a thread's `wait` (runtime `AsyncRuntime.send`) and
+        run it on in the background. Who may: whoever may decide the thread's pending
+        request (a wait names no approvers, so the `default_approvers` rule). Refusals:
+        `BadInput` (422) for a type the agent does not declare or a value of the wrong
+        shape, `WrongState` (409) when the thread does not wait for that type now, `Stale`
+        (409) for a `request` that is not pending, `Busy` while a process advances it. A
+        duplicate `idempotency_key` is dropped: the view as it stands, nothing recorded."""
+        agent = await self._readable(caller, thread_id)
+        with _translated():
+            current = await self.runtime.get(thread_id, agent=agent)
+        if current.waiting_for == "event":
+            self._check_decider(caller, current, approving=False)
+        with _translated():
+            view = await self.runtime.send(
+                thread_id, type, value, request=request, idempotency_key=idempotency_key,
+                by=caller.person, via=caller.recorded_via, agent=agent, run=False,
+            )  # fmt: skip
+        if view.seq != current.seq:  # recorded (a dropped duplicate changes nothing)
+            self._submit(thread_id)
+        return view
+
     async def retry(self, caller: Caller, thread_id: str, *, reuse_key: bool = False) -> ThreadView:
         """Record a retry of a failed thread and run it in the background."""
         agent = await self._operable(caller, thread_id)
@@ -465,7 +497,9 @@ class Service:
             except Exception as exc:  # one damaged thread must not hide the others
                 log.warning("thread %s cannot be shown: %s", info.id, exc)
                 continue
-            if view.request is not None and self.may_decide(caller, view):
+            # A wait for an outside event or a sleep is no person's to decide.
+            asks_a_person = view.waiting_for in ("approval", "answer")
+            if asks_a_person and view.request is not None and self.may_decide(caller, view):
                 found.append(view)
         return found
 
@@ -651,6 +685,8 @@ def _translated() -> Iterator[None]:
         raise
     except ThreadNotFound as exc:
         raise NotFound(f"no thread {shown(exc.thread_id)} here") from None
+    except NotWaiting as exc:  # a RequestNotPending, but nothing was pending for it
+        raise WrongState(str(exc)) from None
     except RequestNotPending as exc:
         raise Stale(str(exc)) from None
     except NotAnApprover as exc:

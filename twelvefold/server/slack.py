@@ -63,6 +63,7 @@ from twelvefold.runtime.notify import (
     slack_payload,
     slack_text,
 )
+from twelvefold.runtime.redact import shown_value
 from twelvefold.runtime.types import (
     Answered,
     Approved,
@@ -218,8 +219,8 @@ def settled_text(view: ThreadView) -> str:
 
 
 def _plain(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    return dump(mode="json", by_alias=True) if callable(dump) else value
+    """A value as Slack shows it: secret fields redacted (runtime/redact.py)."""
+    return shown_value(value)
 
 
 def decided_line(event: Event | None, request: str) -> str:

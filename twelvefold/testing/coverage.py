@@ -38,9 +38,11 @@ from twelvefold.runtime.types import (
     ModelOutput,
     Rejected,
     Retried,
+    Signalled,
     Started,
     State,
     StepFailed,
+    TimerFired,
     ToolResult,
     ToolStarted,
 )
@@ -247,7 +249,9 @@ class _Steps:
         # by: values only matter to the search where a guard routes on them.
         self._outputs: dict[tuple[str, str], list[BaseModel]] = {}
         for step, spec_state in subject.spec.states.items():
-            names = spec_state.results if spec_state.kind == "tool" else spec_state.outputs
+            names = (
+                spec_state.results if spec_state.kind in ("tool", "wait") else spec_state.outputs
+            )
             for name in names:
                 if name in guarded:
                     pool = candidates(_type(subject, name), constants)
@@ -285,6 +289,17 @@ class _Steps:
                 (Rejected(step=step, comment="no", request=request),),
             ]
             return decisions + ([(failure,)] if self.subject.can_fail(state) else [])
+        if kind in ("wait", "sleep"):
+            timer: list[tuple[Event, ...]] = [(TimerFired(step=step, request=request),)]
+            if kind == "sleep":
+                return timer
+            timed = any(e.kind == "timeout" for _, e in self.subject.edges_from(step))
+            name = spec_state.output or ""
+            signals: list[tuple[Event, ...]] = [
+                (Signalled(step=step, type=name, value=value, request=request),)
+                for value in self._outputs[step, name]
+            ]
+            return signals + (timer if timed else [])
         ok = Answer(text="ok")
         answers: list[tuple[Event, ...]] = [(Answered(step=step, answer=ok, request=request),)]
         return answers + ([(failure,)] if self.subject.can_fail(state) else [])

@@ -27,6 +27,7 @@ from twelvefold.runtime.types import (
     Approved,
     AwaitAnswer,
     AwaitApproval,
+    AwaitSignal,
     CallModel,
     CallTool,
     Cancelled,
@@ -38,11 +39,15 @@ from twelvefold.runtime.types import (
     IllegalEvent,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
+    Signalled,
+    Sleep,
     Started,
     State,
     StepFailed,
+    TimerFired,
     ToolResult,
     ToolStarted,
 )
@@ -97,6 +102,8 @@ def format_event(event: Event) -> str:
             parts.append(_show(value))
         case StepFailed(error=error):
             parts.append(str(error))
+        case OutputRejected(output=value, by=by, reason=reason):
+            parts.append(f"{_show(value)} by={by!r} reason={reason!r}")
         case ToolStarted(key=key):
             parts.append(f"key={key!r}")
         case Notified(channels=channels, failed=failed):
@@ -550,6 +557,8 @@ _ACTION_OF_KIND: dict[str, type[Action]] = {
     "tool": CallTool,
     "approval": AwaitApproval,
     "human": AwaitAnswer,
+    "wait": AwaitSignal,
+    "sleep": Sleep,
     "final": Finish,
 }
 
@@ -594,7 +603,8 @@ def _action_problem(subject: Subject, state: State, action: Action) -> str | Non
     elif isinstance(action, AwaitApproval | AwaitAnswer) and action.notified != state.notified:
         return "does not say whether people were told"
     pending = getattr(action, "request", None)
-    if isinstance(action, AwaitApproval | AwaitAnswer) and pending != state.request:
+    waits = AwaitApproval | AwaitAnswer | AwaitSignal | Sleep
+    if isinstance(action, waits) and pending != state.request:
         return f"names the request {pending!r}, the thread waits on {state.request!r}"
     return None
 
@@ -693,14 +703,15 @@ def _carried(kind: str, before: State, event: Event) -> Any:
             return result
         case Answered(answer=answer) if kind == "next":
             return answer
+        case Signalled(value=value) if kind == "next":
+            return value
     return before.value  # approvals, rejections, failures and escalations pass it on
 
 
 def _status_at(subject: Subject, step: str) -> str:
     kind = subject.kind_of(step)
-    return {"final": "finished", "approval": "waiting", "human": "waiting"}.get(
-        kind or "", "running"
-    )
+    waiting = dict.fromkeys(("approval", "human", "wait", "sleep"), "waiting")
+    return {"final": "finished", **waiting}.get(kind or "", "running")
 
 
 def final_is_absorbing(subject: Subject, case: Case) -> None:
@@ -797,6 +808,8 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
             Approved(step=step, request=name),
             Rejected(step=step, request=name),
             Answered(step=step, answer=Answer(text="late"), request=name),
+            TimerFired(step=step, request=name),
+            Signalled(step=step, type="Answer", value=Answer(text="x"), request=name),
         ]
     declared = subject.spec.states.get(step)
     output = declared.output if declared is not None and declared.kind == "tool" else None

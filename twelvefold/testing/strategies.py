@@ -44,11 +44,14 @@ from twelvefold.runtime.types import (
     Forked,
     ModelOutput,
     Notified,
+    OutputRejected,
     Rejected,
     Retried,
+    Signalled,
     Started,
     State,
     StepFailed,
+    TimerFired,
     ToolResult,
     ToolStarted,
     Usage,
@@ -173,6 +176,18 @@ def routed_values(subject: Subject, type_name: str) -> st.SearchStrategy[BaseMod
     return models(cls) | st.sampled_from(chosen) if chosen else models(cls)
 
 
+def output_rejected(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
+    """A check before dispatch refusing an output of `type_name` (one of its checks)."""
+    checks = subject.spec.states[step].checks
+    return _event(
+        OutputRejected,
+        step,
+        output=routed_values(subject, type_name),
+        by=st.sampled_from(checks) if checks else st.just("judge"),
+        reason=_text,
+    )
+
+
 def step_failed(step: str) -> st.SearchStrategy[Event]:
     return _event(StepFailed, step, error=_errors)
 
@@ -224,6 +239,17 @@ def is_ask_not_shown(event: Event) -> bool:
     return isinstance(event, StepFailed) and event.error.type == ASK_NOT_SHOWN
 
 
+def signalled(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
+    """An outside event of `type_name` delivered to `step` (with or without a key)."""
+    value = routed_values(subject, type_name)
+    key = st.none() | st.text(min_size=1, max_size=12)
+    return _event(Signalled, step, type=st.just(type_name), value=value, key=key, by=_names)
+
+
+def timer_fired(step: str) -> st.SearchStrategy[Event]:
+    return _event(TimerFired, step)
+
+
 @dataclass(frozen=True)
 class Move:
     """One kind of event that can happen at a state, and the edges it may follow."""
@@ -258,6 +284,8 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
         for name in spec_state.outputs:
             out = model_output(subject, step, name)
             moves.append(Move(f"output {name}", out, "output", name))
+            if spec_state.checks:  # refused before dispatch: the model is asked again
+                moves.append(Move(f"rejected {name}", output_rejected(subject, step, name)))
         moves.append(Move("failure", step_failed(step), "error"))
     elif kind == "tool":
         if no_tool_key:
@@ -282,6 +310,13 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
         moves.append(Move("answered", answered(step), "next"))
         if can_fail:
             moves.append(Move("failure", step_failed(step), "error"))
+    elif kind == "wait":
+        name = spec_state.output or ""
+        moves.append(Move(f"event {name}", signalled(subject, step, name), "next"))
+        if _has_timeout(subject, step):
+            moves.append(Move("timer fired", timer_fired(step), "timeout"))
+    elif kind == "sleep":
+        moves.append(Move("timer fired", timer_fired(step), "next"))
     if status == "waiting" and not notified:
         moves.append(Move("notified", notified_events(step)))
     return tuple(moves)
@@ -315,6 +350,16 @@ def _side_moves(subject: Subject, step: str, status: str, notified: bool) -> tup
     return tuple(moves)
 
 
+def _has_timers(subject: Subject) -> bool:
+    """Whether the agent has a wait or a sleep (outside events and timers matter to it)."""
+    return any(state.kind in ("wait", "sleep") for state in subject.spec.states.values())
+
+
+def _has_timeout(subject: Subject, step: str) -> bool:
+    """Whether a wait step can time out (`timeout D -> STATE`)."""
+    return any(e.kind == "timeout" for _, e in subject.edges_from(step))
+
+
 def _waits(subject: Subject, step: str) -> bool:
     return subject.kind_of(step) in ("human", "approval")
 
@@ -343,9 +388,8 @@ def _illegal_events(
 ) -> st.SearchStrategy[Event]:
     kind = subject.kind_of(step)
     elsewhere = next((s for s in subject.spec.states if s != step), "nowhere")
-    any_type = st.sampled_from(sorted(subject.spec.types)).flatmap(
-        lambda name: models(type_named(subject, name))
-    )
+    any_type = any_model(subject)
+    timed = _has_timers(subject)
     every_kind: list[Callable[[str], st.SearchStrategy[Event]]] = [
         lambda s: _event(ModelOutput, s, output=any_type),
         lambda s: _event(ToolResult, s, result=any_type),
@@ -360,6 +404,13 @@ def _illegal_events(
         cancelled,
         ask_not_shown,
     ]
+    if timed:
+        # Outside events and timer firings; an agent without waits meets them in the
+        # probes aimed along every path (properties.probes), keeping its random draws.
+        every_kind[-1:-1] = [
+            timer_fired,
+            lambda s: _event(Signalled, s, type=st.just("Answer"), value=_answers),
+        ]
     # Any kind, addressed to another step (a fork too); a second Started.
     candidates: list[st.SearchStrategy[Event]] = [make(elsewhere) for make in every_kind]
     candidates += [forked(elsewhere), _event(Started, step, input=_text)]
@@ -377,12 +428,23 @@ def _illegal_events(
     return st.sampled_from(candidates).flatmap(lambda strategy: strategy)
 
 
+def any_model(subject: Subject) -> st.SearchStrategy[BaseModel]:
+    """A value of any type the agent declares."""
+    return st.sampled_from(sorted(subject.spec.types)).flatmap(
+        lambda name: models(type_named(subject, name))
+    )
+
+
 def _wrong_kinds(
     subject: Subject, step: str, kind: str, can_fail: bool
 ) -> list[st.SearchStrategy[Event]]:
     spec_state = subject.spec.states[step]
     declared = sorted(subject.spec.types)
     wrong: list[st.SearchStrategy[Event]] = []
+    if not spec_state.checks and declared:
+        # Only a step with checks before dispatch can refuse an output.
+        refused = _event(OutputRejected, step, output=any_model(subject), by=_names, reason=_text)
+        wrong.append(refused)
     if kind != "llm":
         wrong.append(model_output(subject, step, declared[0]) if declared else st.nothing())
     else:
@@ -398,8 +460,19 @@ def _wrong_kinds(
         wrong += [approved(step), rejected(step)]
     if kind not in ("human",):
         wrong.append(answered(step))
-    if kind in ("approval", "human") and not can_fail:
+    if kind in ("approval", "human", "wait", "sleep") and not can_fail:
         wrong.append(step_failed(step))
+    if not _has_timers(subject):
+        return wrong  # see _illegal_events: the probes cover these agents
+    if kind != "wait":
+        wrong += [signalled(subject, step, n) for n in declared[:2]]
+    else:
+        # An event of a type the step does not wait for (the runtime refuses it before
+        # the reducer sees it; the reducer must refuse it too).
+        others = [n for n in declared if n != spec_state.output]
+        wrong += [signalled(subject, step, n) for n in others[:2]]
+    if kind not in ("wait", "sleep") or (kind == "wait" and not _has_timeout(subject, step)):
+        wrong.append(timer_fired(step))
     return wrong
 
 
@@ -508,6 +581,8 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
             return kind == "llm" and any(
                 type(output) is type_named(subject, name) for name in spec_state.outputs
             )
+        case OutputRejected():
+            return bool(spec_state.checks) and state.status == "running"
         case ToolStarted():
             return kind == "tool" and state.tool_key is None
         case ToolResult(result=result):
@@ -524,6 +599,15 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
             return kind == "approval" and event.request == state.request
         case Answered():
             return kind == "human" and event.request == state.request
+        case Signalled(value=value):
+            return (
+                kind == "wait"
+                and type(value) is type_named(subject, spec_state.output or "Answer")
+                and event.request == state.request
+            )
+        case TimerFired():
+            timed = kind == "sleep" or (kind == "wait" and _has_timeout(subject, state.step))
+            return timed and event.request == state.request
     return False
 
 
@@ -539,7 +623,7 @@ def simpler_events(subject: Subject, event: Event) -> Sequence[Event]:
             return [replace(plain, input=v) for v in values[:16]] + [plain]
         case Started():
             return [replace(plain, input=""), plain]
-        case ModelOutput(output=value):
+        case ModelOutput(output=value) | OutputRejected(output=value):
             values = model_representatives(type(value), Constants.of(subject.spec.edges))
             return [replace(plain, output=v) for v in values[:16]] + [plain]
         case ToolResult(result=value):
@@ -560,4 +644,7 @@ def simpler_events(subject: Subject, event: Event) -> Sequence[Event]:
             return [replace(plain, by=None), plain]
         case Cancelled():
             return [replace(plain, by=None, reason="", via=None), plain]
+        case Signalled(value=value):
+            values = model_representatives(type(value), Constants.of(subject.spec.edges))
+            return [replace(plain, value=v, key=None, by=None) for v in values[:16]] + [plain]
     return [plain]

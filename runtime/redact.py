@@ -1,0 +1,107 @@
+"""Sensitive fields: the one place that decides what a shown value looks like.
+
+A field declared `secret` in a `.agent` file (`api_key: string secret`) is generated as
+`Annotated[str, SECRET]`. The log stores its value (the reducer and the tools need it);
+everything that *shows* a value to a person or to the model shows `REDACTED` in its place:
+`ThreadView.to_json`, `show` and its `--json` log, notices (stderr, webhook, Slack, email),
+the context window and the `events` a prompt reads, and any template that prints a record
+whole. A template that names the field itself (`{{ input.api_key }}`, `{{ api_key }}` in an
+`ask`) is asking for it explicitly and gets the value (docs/language.md, "Secret fields").
+
+Every new place that shows a value (the HTTP server's views, the inbox, Slack messages,
+OpenTelemetry span attributes) calls `shown_value` on it: a value that goes out any other
+way is a leak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+
+class Secret:
+    """The marker of a secret field: `Annotated[str, SECRET]` (pydantic keeps it in
+    `FieldInfo.metadata`; it changes neither validation nor the JSON schema)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SECRET"
+
+
+SECRET = Secret()
+REDACTED = "[secret]"
+"""What a secret field's value reads as wherever it is shown (a null stays null)."""
+
+
+def is_secret(info: FieldInfo) -> bool:
+    """Whether a pydantic field was declared `secret`."""
+    return any(isinstance(item, Secret) for item in info.metadata)
+
+
+def secret_fields(cls: type[BaseModel]) -> frozenset[str]:
+    """The `.agent` names (aliases where Python renamed a field) of `cls`'s secret fields."""
+    return frozenset(
+        info.alias or name for name, info in cls.model_fields.items() if is_secret(info)
+    )
+
+
+def has_secrets(value: Any) -> bool:
+    """Whether `value` (a record, or lists/maps of them) holds any secret field at all."""
+    if isinstance(value, BaseModel):
+        return any(
+            is_secret(info) or has_secrets(getattr(value, name))
+            for name, info in type(value).model_fields.items()
+        )
+    if isinstance(value, Mapping):
+        return any(has_secrets(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(has_secrets(v) for v in value)
+    return False
+
+
+def shown_value(value: Any) -> Any:
+    """`value` as plain JSON data for showing: records become dicts under their `.agent`
+    field names, with every secret field's value (at any depth) replaced by `REDACTED`.
+
+    Values that are not records pass through (lists and maps are walked). A null secret
+    stays null: that a field is missing is not a secret.
+    """
+    if isinstance(value, BaseModel):
+        shown: dict[str, Any] = {}
+        for name, info in type(value).model_fields.items():
+            item = getattr(value, name)
+            key = info.alias or name
+            if is_secret(info) and item is not None:
+                shown[key] = REDACTED
+            else:
+                shown[key] = shown_value(item)
+        return shown
+    if isinstance(value, Mapping):
+        return {str(k): shown_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [shown_value(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    # Anything else pydantic knows how to dump (dates, enums) as it would dump it.
+    return _dumped(value)
+
+
+def _dumped(value: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(type(value)).dump_python(value, mode="json")
+
+
+__all__ = [
+    "REDACTED",
+    "SECRET",
+    "Secret",
+    "has_secrets",
+    "is_secret",
+    "secret_fields",
+    "shown_value",
+]

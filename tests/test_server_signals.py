@@ -1,0 +1,100 @@
+"""POST /v1/threads/{id}/signals through httpx against the app, with the real service,
+SQLite and the real openai client against the scripted model server: an outside event
+for examples/payment.agent's `wait` (issue 12, item 4). 422 for a wrong type or shape,
+409 when the thread does not wait for it, a repeated idempotency key dropped; every
+refusal leaves the log as it was.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.runtime_helpers import EXAMPLES
+from tests.support.openai_server import ScriptedOpenAI
+from tests.support.server import Served, served
+from tests.test_server_api import assert_problem, events
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
+ORDER = {"order_id": "o-1", "email": "ana@example.com", "amount_cents": 1250}
+PAID = {"invoice_id": "inv-1", "amount_cents": 1250, "reference": "pay-77"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def payment_project(folder: Path, config: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(EXAMPLES / "payment.agent", folder / "payment.agent")
+    shutil.copytree(EXAMPLES / "payment", folder / "payment", dirs_exist_ok=True)
+    shutil.copytree(EXAMPLES.parent / "prompts" / "payment", folder / "prompts" / "payment")
+    (folder / "twelvefold.toml").write_text(config)
+    return folder / "payment.agent"
+
+
+@pytest.fixture
+async def s(tmp_path: Path, openai_server: ScriptedOpenAI) -> Any:
+    project = payment_project(tmp_path / "project")
+    async with served(project, tmp_path / "threads.db", openai_server) as running:
+        yield running
+
+
+async def waiting(s: Served) -> Any:
+    async with s.client("bob") as client:
+        response = await client.post("/v1/agents/payment/threads?wait=true", json={"input": ORDER})
+    assert response.status_code == 200, response.text
+    view = response.json()
+    assert (view["waiting_for"], view["event_type"]) == ("event", "PaymentReceived")
+    return view
+
+
+async def signal(s: Served, thread_id: str, body: Any, person: str = "ana") -> Any:
+    async with s.client(person) as client:
+        return await client.post(f"/v1/threads/{thread_id}/signals?wait=true", json=body)
+
+
+async def test_an_event_is_delivered_once_and_a_repeat_is_dropped(s: Served) -> None:
+    view = await waiting(s)
+    body = {"type": "PaymentReceived", "value": PAID, "request": view["request"],
+            "idempotency_key": "evt-1"}  # fmt: skip
+    delivered = await signal(s, view["thread_id"], body)
+    assert delivered.status_code == 200, delivered.text
+    after = delivered.json()
+    assert (after["step"], after["waiting_for"]) == ("cool_off", "timer")
+    assert after["wake_at"] is not None
+    async with s.client("ana") as client:
+        pending = (await client.get("/v1/requests")).json()
+    assert pending == [], "a sleep (or a wait for an event) is no person's request"
+    again = await signal(s, view["thread_id"], body)
+    assert again.status_code == 200 and again.json()["events"] == after["events"]
+    logged = await events(s, view["thread_id"])
+    signals = [e for e in logged if e["kind"] == "signalled"]
+    assert len(signals) == 1 and signals[0]["key"] == "evt-1" and signals[0]["by"] == "ana"
+    # Without the key, the same event again is for a thread that no longer waits for it.
+    keyless = await signal(s, view["thread_id"], {"type": "PaymentReceived", "value": PAID})
+    assert_problem(keyless, 409, "does not wait")
+
+
+async def test_wrong_events_are_refused_and_recorded_nowhere(s: Served) -> None:
+    view = await waiting(s)
+    thread = view["thread_id"]
+    before = await events(s, thread)
+    invoice = {"invoice_id": "i", "order_id": "o", "amount_cents": 1}
+    for body, status, words in [
+        ({"type": "Refund", "value": {}}, 422, ["declares no type `Refund`"]),
+        ({"type": "PaymentReceived", "value": {"invoice_id": 3}}, 422, ["not a valid"]),
+        ({"type": "PaymentReceived", "value": "<b>"}, 422, ["not a valid"]),
+        ({"type": "Invoice", "value": invoice}, 409, ["for PaymentReceived, not Invoice"]),
+        ({"type": "PaymentReceived", "value": PAID, "request": "await_payment-1"}, 409,
+         ["no longer pending"]),
+    ]:  # fmt: skip
+        assert_problem(await signal(s, thread, body), status, *words)
+    bad_body = await signal(s, thread, {"type": "PaymentReceived", "value": PAID, "extra": 1})
+    assert bad_body.status_code == 422
+    assert await events(s, thread) == before
+    assert_problem(await signal(s, "no-such-thread", {"type": "X", "value": {}}), 404)
