@@ -102,9 +102,12 @@ def test_values_of_every_declared_type_validate_and_round_trip(subject: Subject)
 def test_threads_meet_forks_cancels_and_unshown_asks(subject: Subject) -> None:
     # What happens beside the graph is drawn too: a fork, a cancel (after which only
     # forks follow) and, at an untold wait, an ask that could not be shown.
+    # An unshown ask is drawn at an untold wait about once in 36 steps there: with random
+    # seeds 200 threads of calculator (one approval, reached by a division) sometimes meet
+    # none, so the draws are fixed; the woven paths below meet it at every wait.
     seen: set[str] = set()
 
-    @settings(FAST, max_examples=200)
+    @settings(FAST, max_examples=200, derandomize=True)
     @given(threads(subject))
     def collect(events: tuple[Event, ...]) -> None:
         for index, event in enumerate(events):
