@@ -792,14 +792,15 @@ def forks_and_cancels(subject: Subject, case: Case) -> None:
 def probes(subject: Subject, step: str, request: str | None = None) -> list[Event]:
     """One event of every kind, addressed to `step`; decisions name `request` (the pending
     one, so that only the kind of event can make them illegal) and, when it is given,
-    name no request too."""
-    any_output: BaseModel = Answer(text="x")
+    name no request too. Model outputs and tool results come once per type (and as an
+    `Answer`): a step that declares some types must refuse the others, and that is checked
+    here on every path, not left to what random threads happen to draw."""
+    payloads: list[BaseModel] = [Answer(text="x")]
     for cls in subject.spec.types.values():
         try:
-            any_output = cls.model_construct()
+            payloads.append(cls.model_construct())
         except Exception:  # pragma: no cover - model_construct does not validate
             continue
-        break
     # A request nobody opened (ids count from seq 1): a stale or forged decision.
     named = [request, None, f"{step}-0"] if request is not None else [None, f"{step}-0"]
     decisions: list[Event] = []
@@ -811,23 +812,11 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
             TimerFired(step=step, request=name),
             Signalled(step=step, type="Answer", value=Answer(text="x"), request=name),
         ]
-    declared = subject.spec.states.get(step)
-    output = declared.output if declared is not None and declared.kind == "tool" else None
-    # The tool's own result type: refused only because no call was started.
-    own_result = subject.spec.types[output].model_construct() if output else any_output
-    # A model output of every type: the one a step does not declare is what a reducer that
-    # takes any output would accept (the first type alone may be one the step declares).
-    outputs: list[BaseModel] = []
-    for cls in subject.spec.types.values():
-        try:
-            outputs.append(cls.model_construct())
-        except Exception:  # pragma: no cover - model_construct does not validate
-            continue
     return [
-        *(ModelOutput(step=step, output=output) for output in outputs or [any_output]),
+        *(ModelOutput(step=step, output=payload) for payload in payloads),
         ToolStarted(step=step, key="k"),
-        ToolResult(step=step, result=any_output),
-        ToolResult(step=step, result=own_result),
+        # The tool's own result type among them: refused when no call was started.
+        *(ToolResult(step=step, result=payload) for payload in payloads),
         StepFailed(step=step, error=ErrorInfo("RuntimeError", "late")),
         StepFailed(step=step, error=ErrorInfo(ASK_NOT_SHOWN, "late")),
         Notified(step=step),

@@ -59,6 +59,9 @@ from twelvefold.runtime.types import (
 
 from .subject import Subject
 
+if typing.TYPE_CHECKING:
+    from .coverage import Constants
+
 MAX_DEPTH = 3
 """How deep nested (possibly recursive) types are built before lists empty and optionals
 go null."""
@@ -69,40 +72,49 @@ _text = st.text(max_size=12)
 _names = st.none() | st.sampled_from(["ana", "bo", "release-managers"]) | _text
 
 
-def values_of(annotation: Any, depth: int = 0) -> st.SearchStrategy[Any]:
+def values_of(
+    annotation: Any, depth: int = 0, near: Constants | None = None
+) -> st.SearchStrategy[Any]:
     """Values of a pydantic field annotation as the generated modules write them:
-    str/int/float/bool, Literal, `T | None`, list, dict[str, T], nested models."""
+    str/int/float/bool, Literal, `T | None`, list, dict[str, T], nested models.
+
+    With `near` (the constants an agent's guards compare with), every string, integer and
+    float field, however deep, draws one of those constants (or a number either side of
+    one) half of the time: random text is all but never "eu-west", and a guard
+    `region == "eu-west"` must be taken whichever field it reads."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is str:
-        return _text
+        return _near(_text, near.strings if near else ())
     if annotation is bool:
         return st.booleans()
     if annotation is int:
-        return st.integers(min_value=-(2**53), max_value=2**53)
+        whole = sorted({int(c) + d for c in near.numbers for d in (-1, 0, 1)} if near else ())
+        return _near(st.integers(min_value=-(2**53), max_value=2**53), whole)
     if annotation is float:
         # JSON (and every model API) has no NaN or infinity.
-        return st.floats(allow_nan=False, allow_infinity=False)
+        close = sorted({c + d for c in near.numbers for d in (-0.5, 0.0, 0.5)} if near else ())
+        return _near(st.floats(allow_nan=False, allow_infinity=False), close)
     if annotation is type(None):
         return st.none()
     if origin is Literal:
         return st.sampled_from(args)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
-        inner = st.one_of([values_of(a, depth) for a in options])
+        inner = st.one_of([values_of(a, depth, near) for a in options])
         if len(options) < len(args):
             return st.none() if depth >= MAX_DEPTH else st.none() | inner
         return inner
     if origin is list:
         if depth >= MAX_DEPTH:
             return st.just([])
-        return st.lists(values_of(args[0], depth + 1), max_size=3)
+        return st.lists(values_of(args[0], depth + 1, near), max_size=3)
     if origin is dict:
         if depth >= MAX_DEPTH:
             return st.just({})
-        return st.dictionaries(_text, values_of(args[1], depth + 1), max_size=3)
+        return st.dictionaries(_text, values_of(args[1], depth + 1, near), max_size=3)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return models(annotation, depth + 1)
+        return models(annotation, depth + 1, near)
     # `Any` (an untyped value): any JSON value.
     return st.recursive(
         st.none() | st.booleans() | st.integers() | _text,
@@ -111,14 +123,21 @@ def values_of(annotation: Any, depth: int = 0) -> st.SearchStrategy[Any]:
     )
 
 
-def models(cls: type[BaseModel], depth: int = 0) -> st.SearchStrategy[BaseModel]:
+def models(
+    cls: type[BaseModel], depth: int = 0, near: Constants | None = None
+) -> st.SearchStrategy[BaseModel]:
     """Instances of a generated pydantic model, built through validation (by alias: a field
-    `from` is the attribute `from_` with the alias "from")."""
+    `from` is the attribute `from_` with the alias "from"); `near` as in `values_of`."""
     fields = {
-        info.alias or name: values_of(info.annotation, depth)
+        info.alias or name: values_of(info.annotation, depth, near)
         for name, info in cls.model_fields.items()
     }
     return st.fixed_dictionaries(fields).map(cls.model_validate)
+
+
+def _near(arbitrary: st.SearchStrategy[Any], constants: Sequence[Any]) -> st.SearchStrategy[Any]:
+    # The constants first: Hypothesis shrinks towards the first branch.
+    return st.sampled_from(constants) | arbitrary if constants else arbitrary
 
 
 def type_named(subject: Subject, name: str) -> type[BaseModel]:
@@ -163,17 +182,24 @@ def tool_result(subject: Subject, step: str, type_name: str) -> st.SearchStrateg
 
 
 def routed_values(subject: Subject, type_name: str) -> st.SearchStrategy[BaseModel]:
-    """Values of a type that rules route (an llm output, a tool result): arbitrary ones,
-    and representatives that straddle the constants the agent's guards compare with
-    (`tier == "enterprise"` on a `string` field gets "enterprise" and its neighbours), so
-    that every guarded rule is taken, not only the ones random text happens to reach."""
+    """Values of a type that rules route (an llm output, a tool result): values whose
+    fields are each the guards' constants half of the time (`tier == "enterprise"` on a
+    `string` field gets "enterprise"), and representatives that straddle those constants
+    in combination (the guard `plan == "paid" and verified` needs both), so that every
+    guarded rule is taken, not only the ones random text happens to reach.
+
+    Every representative can be drawn (none is cut off for a type with many fields), and
+    a `string` field of the type draws each of the guards' n string constants with a
+    probability of at least 1 / 4n, whichever field it is."""
     cls = type_named(subject, type_name)
     if not any(e.guard and e.type == type_name for e in subject.spec.edges):
         return models(cls)
     from .coverage import Constants, model_representatives
 
-    chosen = model_representatives(cls, Constants.of(subject.spec.edges))[:32]
-    return models(cls) | st.sampled_from(chosen) if chosen else models(cls)
+    constants = Constants.of(subject.spec.edges)
+    near = models(cls, near=constants)
+    chosen = model_representatives(cls, constants)
+    return near | st.sampled_from(chosen) if chosen else near
 
 
 def output_rejected(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
