@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, create_model
 
@@ -122,8 +122,14 @@ def test_threads_meet_forks_cancels_and_unshown_asks(subject: Subject) -> None:
 
     collect()
     assert {"forked", "cancelled"} <= seen
-    if subject.name in ("deploybot", "calculator"):
-        assert "ask not shown" in seen
+    if subject.name in ("deploybot", "calculator") and "ask not shown" not in seen:
+        # Rare by design (see above), and Hypothesis's draws shift with what the process
+        # imported, so look for one until found (`find` fails if none turns up).
+        find(
+            threads(subject),
+            lambda events: any(is_ask_not_shown(e) for e in events),
+            settings=settings(FAST, max_examples=3000, database=None),
+        )
 
 
 def test_woven_paths_fork_cancel_and_fail_to_ask_at_every_state(subject: Subject) -> None:
