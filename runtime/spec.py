@@ -110,6 +110,13 @@ class AgentSpec:
     on_max_errors: str | None = None
     context: ContextSpec = field(default_factory=ContextSpec)
 
+    def __post_init__(self) -> None:
+        # `max_errors N -> STATE` always names its target (grammar/agent.lark); a ceiling
+        # without one would have no rule to follow, so a hand-written spec is refused here
+        # rather than silently ignored at the ceiling.
+        if self.max_errors is not None and self.on_max_errors is None:
+            raise ValueError(f"agent {self.name}: max_errors needs a target (on_max_errors)")
+
     # ---- the shared parts of reduce ---------------------------------------------
 
     def begin(self, input: Any) -> State:

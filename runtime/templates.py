@@ -19,12 +19,24 @@ loader uses it too).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+MAX_RENDERED_ITEMS = 1_000_000
+"""The most characters (or items) one `*` in a template may build: `{{ "a" * 10**10 }}`
+would take the process's memory before any size check on the output could see it."""
+MAX_INT_BITS = 100_000
+"""The largest integer (in bits, about 30,000 digits) one `*` or `**` may compute:
+`{{ 9**9**9 }}` would take minutes."""
+_HUGE_WIDTH = re.compile(r"\d{7,}")
+"""A width or precision of a million or more in a format string (`{:>999999999}`,
+`%999999999s`): each builds a string of that size."""
 
 
 def confined_file(root: Path, name: str) -> Path | None:
@@ -64,6 +76,62 @@ class PromptsLoader(jinja2.BaseLoader):
         return text, str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
 
 
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, plus bounds on what one operator may build: the sandbox
+    stops a template reaching Python internals, not one asking for a gigabyte string or
+    a number with a billion digits. A bound passed is a `SecurityError`, like any other
+    thing the sandbox refuses."""
+
+    intercepted_binops = frozenset(["*", "**", "%"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "%" and isinstance(left, str):
+            _check_format(left)
+        elif operator == "*":
+            _check_repeat(left, right)
+            _check_repeat(right, left)
+            both_ints = _is_int(left) and _is_int(right)
+            if both_ints and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
+                raise SecurityError("the product is too large to compute in a template")
+        elif operator == "**" and _is_int(left) and _is_int(right):
+            bits = right * abs(left).bit_length() if abs(left) > 1 else 0
+            if bits > MAX_INT_BITS:
+                raise SecurityError("the power is too large to compute in a template")
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # `"{:>999999999}".format(1)`: the sandbox wraps str.format when it is looked up.
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_format(value.__self__)
+        return wrapped
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_repeat(sequence: Any, times: Any) -> None:
+    repeatable = isinstance(sequence, str | list | tuple) and _is_int(times)
+    if repeatable and len(sequence) * times > MAX_RENDERED_ITEMS:
+        raise SecurityError(
+            f"repeating a {type(sequence).__name__} {times} times is too large for a template"
+        )
+
+
+def _check_format(text: str) -> None:
+    if _HUGE_WIDTH.search(text):
+        raise SecurityError("a format width or precision of a million or more in a template")
+
+
+def _bounded_format(value: Any, *args: Any, **kwargs: Any) -> str:
+    """Jinja2's `format` filter (`%`-formatting), with the sandbox's width bound."""
+    if isinstance(value, str):
+        _check_format(value)
+    formatted: str = jinja2.filters.do_format(value, *args, **kwargs)
+    return formatted
+
+
 def sandboxed(
     loader: jinja2.BaseLoader | None = None,
     *,
@@ -71,8 +139,9 @@ def sandboxed(
     finalize: Callable[[Any], Any] | None = None,
     keep_trailing_newline: bool = False,
 ) -> jinja2.Environment:
-    """The one way a user's template gets an environment: sandboxed, StrictUndefined."""
-    return ImmutableSandboxedEnvironment(
+    """The one way a user's template gets an environment: sandboxed (with bounds on what
+    one operator may build, `_BoundedSandbox`), StrictUndefined."""
+    environment = _BoundedSandbox(
         loader=loader,
         undefined=jinja2.StrictUndefined,
         trim_blocks=loader is not None,
@@ -81,6 +150,8 @@ def sandboxed(
         autoescape=autoescape,
         finalize=finalize,
     )
+    environment.filters["format"] = _bounded_format
+    return environment
 
 
 @functools.cache

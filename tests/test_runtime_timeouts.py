@@ -271,7 +271,8 @@ def test_twelvefold_expire_times_out_overdue_threads(
     later = (told_at + timedelta(minutes=31)).isoformat()
     result = runner.invoke(cli, ["expire", "--now", later, "--cassette", str(cassette), "--json"])
     assert result.exit_code == 0, result.output
-    (expired,) = json.loads(result.output)
+    (expired,) = json.loads(result.stdout)  # the look-ahead warning goes to stderr
+    assert "ahead of the clock" in result.stderr
     assert expired["thread_id"] == thread
     assert expired["expired_step"] == "approve_change"
     assert expired["expired"] == {"rejected": "no decision within 30m"}

@@ -330,3 +330,32 @@ def test_a_small_budget_truncates_an_oversized_entry_instead_of_losing_it() -> N
     assert context.endswith("characters]</list_tags_result>")
     assert "… [truncated: " in context and "tags: [v0, v1" in context
     assert len(context) / 4 <= 40
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ 'a' * 100000000 }}",
+        "{{ 100000000 * 'a' }}",
+        "{{ [1] * 10**8 }}",
+        "{{ 10**1000000 }}",
+        "{{ '{:>999999999}'.format(1) }}",
+        "{{ '{x:>99999999}'.format_map({'x': 1}) }}",
+        "{{ '%999999999s' % 1 }}",
+        "{{ '%999999999s' | format(1) }}",
+    ],
+)
+def test_a_template_cannot_build_something_huge(template: str) -> None:
+    # The sandbox keeps a template from Python's internals; these bounds keep it from
+    # taking the memory or the CPU (red team): refused before anything is built.
+    from twelvefold.runtime.context import AskRenderError, render_ask
+
+    with pytest.raises(AskRenderError, match="SecurityError"):
+        render_ask(template, {})
+
+
+def test_ordinary_arithmetic_and_formatting_still_render() -> None:
+    from twelvefold.runtime.context import render_ask
+
+    text = "{{ 2**10 }} {{ 'ab'*3 }} {{ '%5s'|format('x') }} {{ '{:>4}'.format(1) }} {{ 7 % 3 }}"
+    assert render_ask(text, {}) == "1024 ababab     x    1 1"

@@ -19,7 +19,7 @@ from twelvefold.runtime.types import (
     TimerFired,
     ToolResult,
 )
-from twelvefold.testing.coverage import ACTION_EVENTS, explore
+from twelvefold.testing.coverage import ACTION_EVENTS, budget_paths, explore
 from twelvefold.testing.oracle import source_paths
 from twelvefold.testing.properties import PROPERTIES, Property, PropertyFailed
 from twelvefold.testing.runner import aimed_cases, check_case, run_property
@@ -53,7 +53,14 @@ def _broken(name: str, tmp_path: Path) -> tuple[Subject, list[tuple[Event, ...]]
 def _caught(name: str, tmp_path: Path) -> PropertyFailed:
     subject, paths, prop = _broken(name, tmp_path)
     bug = BUGS[name]
-    outcome = run_property(subject, prop, examples=EXAMPLES_PER_RUN, seed=0, paths=paths)
+    outcome = run_property(  # as `twelvefold test` runs it: the budget paths too
+        subject,
+        prop,
+        examples=EXAMPLES_PER_RUN,
+        seed=0,
+        paths=paths,
+        long_paths=budget_paths(subject),
+    )
     assert outcome.failure is not None, f"{name} was not caught by {bug.caught_by}"
     return outcome.failure
 

@@ -200,11 +200,12 @@ BUGS: dict[str, Bug] = {
             "AGENT allows one more step than the source",
         ),
         Bug(
-            "agent_drops_max_errors_target",
+            "agent_moves_max_errors_target",
             "deploybot",
-            (('    on_max_errors="escalate",\n', ""),),
+            (('    on_max_errors="escalate",\n', '    on_max_errors="decide",\n'),),
             "agrees_with_source",
-            "the max_errors ceiling lost its target: failures pile up instead of escalating",
+            "the max_errors ceiling hands the thread back to the model instead of a person "
+            "(a module with no target at all does not import: AgentSpec refuses it)",
         ),
         Bug(
             "list_tags_calls_deploy",

@@ -552,6 +552,9 @@ SPEC: tuple[Mutant, ...] = (
         _S,
         "self.max_errors is not None and self.on_max_errors and",
         "self.max_errors is not None and",
+        equivalent="AgentSpec.__post_init__ refuses max_errors without on_max_errors (the "
+        "grammar requires `max_errors N -> STATE`), so the dropped test is always true when "
+        "it is reached; it stays only to narrow the type for mypy",
     ),
     _m(
         "s-escalate-keeps-errors",

@@ -69,9 +69,33 @@ def _fail(message: str, output_format: str, path: str = "") -> NoReturn:
     sys.exit(1)
 
 
+def _check_config(files: tuple[Path, ...], output_format: str) -> None:
+    """Exit 1 naming the file (and, for TOML syntax, the line) when the configuration that
+    applies to one of `files` cannot be read or has the wrong shape: the compiler would
+    otherwise check the agent as if there were none, and the runtime refuse it later."""
+    from twelvefold.runtime.config import ConfigError, find_config
+
+    for path in files:
+        try:
+            config = find_config(path)
+            config.approvers  # noqa: B018 - reading them validates their shape
+            config.allow_stdlib  # noqa: B018
+        except ConfigError as exc:
+            # The message holds a folder name, which can hold terminal escapes: printed
+            # escaped, never raw (the JSON document carries it as it is).
+            message = str(exc)
+            shown = message if message.isprintable() else ascii(message)[1:-1]
+            _fail(
+                shown if output_format == "text" else message,
+                output_format,
+                message.partition(": ")[0],
+            )
+
+
 def _compile_all(
     files: tuple[Path, ...], prompts: Path | None, generate_code: bool, output_format: str
 ) -> list[Compilation]:
+    _check_config(files, output_format)
     try:
         return [compile_file(f, prompts_dir=prompts, generate_code=generate_code) for f in files]
     except FormatterUnavailable as exc:

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -308,8 +308,18 @@ def finish(view: ThreadView, db: Path, as_json: bool) -> None:
 
 
 @contextmanager
-def reported() -> Iterator[None]:
-    """Turn what a user can get wrong into one clear line and exit code 1."""
+def reported(as_json: bool = False) -> Iterator[None]:
+    """Turn what a user can get wrong into one clear line on stderr and exit code 1; with
+    `as_json`, stdout gets one JSON object too, `{"error": {"type", "message"}}` (the shape
+    of a failed thread's `error`, with no `thread_id`), so a script reading stdout always
+    has a document to parse (docs/runtime.md)."""
+
+    def problem(line: str, kind: str, message: str) -> NoReturn:
+        echo(line, err=True)
+        if as_json:
+            echo(json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False))
+        sys.exit(1)
+
     try:
         yield
     except (
@@ -324,15 +334,13 @@ def reported() -> Iterator[None]:
         CommandError,
         TracingUnavailable,
     ) as exc:
-        echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        problem(f"error: {exc}", type(exc).__name__, str(exc))
     except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
-        echo(f"error: the thread store cannot be used: {exc}", err=True)
-        sys.exit(1)
+        message = f"the thread store cannot be used: {exc}"
+        problem(f"error: {message}", "StoreError", message)
     except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
         if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
-            echo(f"error: {type(exc).__name__}: {exc}", err=True)
-            sys.exit(1)
+            problem(f"error: {type(exc).__name__}: {exc}", type(exc).__name__, str(exc))
         raise
 
 
@@ -392,7 +400,7 @@ def run(
     waits for a person, finishes or fails."""
     _check_model_flags(cassette, record)
     with (
-        reported(),
+        reported(as_json),
         runtime(
             db,
             model=make_model(cassette, record, model),
@@ -466,7 +474,7 @@ def resume(
     if request is not None and not deciding:
         raise click.UsageError("--request goes with --approve, --reject or --answer")
     with (
-        reported(),
+        reported(as_json),
         runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
     ):
         if retry:
@@ -533,7 +541,7 @@ def fork(thread: str, at_event: int, agent: str | None, db: Path, as_json: bool)
     A fork never re-uses a decision or repeats a side effect: a fork just after an
     approval asks for a new one, a fork at a pause gets its own request and notice, and
     a tool call in flight at the fork point is recorded as interrupted."""
-    with reported(), runtime(db, quiet=True) as rt:
+    with reported(as_json), runtime(db, quiet=True) as rt:
         view = rt.get(rt.fork(thread, at_event, agent=agent), agent=agent)
     if as_json:
         echo(json.dumps({**view.to_json(), "forked_from": thread}, ensure_ascii=False))
@@ -554,7 +562,7 @@ def cancel(
 ) -> None:
     """End THREAD on purpose: its pending request is withdrawn, and any later decision
     for it is refused. The log records who cancelled it, why, and from where."""
-    with reported(), runtime(db, quiet=True) as rt:
+    with reported(as_json), runtime(db, quiet=True) as rt:
         view = rt.cancel(thread, reason=reason, by=by, via=cli_via(), agent=agent)
     if as_json:
         echo(json.dumps(view.to_json(), ensure_ascii=False))
@@ -644,16 +652,25 @@ def expire(
     _check_model_flags(cassette, record)
     if now is not None:
         try:
-            as_moment(now)
+            moment = as_moment(now)
         except ValueError as exc:
             raise click.BadParameter(
                 f"not an ISO 8601 time in range: {shown(now)} ({exc})", param_hint="--now"
             ) from None
+        ahead = moment - as_moment(None)
+        if ahead.total_seconds() > 0:
+            # Allowed (tests and rehearsals look ahead instead of sleeping), but never
+            # silently: every wait it times out is timed out before its real deadline.
+            click.echo(
+                f"warning: --now {moment.isoformat()} is {ahead} ahead of the clock: "
+                "waits are timed out before their real deadlines",
+                err=True,
+            )
     if not db.exists():
         found: list[Expiry] = []
     else:
         with (
-            reported(),
+            reported(as_json),
             runtime(
                 db, model=make_model(cassette, record, model), paths=paths, quiet=as_json
             ) as rt,
@@ -704,7 +721,7 @@ def expiry_line(expiry: Expiry) -> str:
 @JSON
 def threads(status: str | None, db: Path, as_json: bool) -> None:
     """List threads, most recently updated first."""
-    with reported():
+    with reported(as_json):
         store = SqliteStore(db, create=False)
         try:
             found = store.threads(status)  # type: ignore[arg-type]
@@ -753,7 +770,7 @@ def _info_json(info: ThreadInfo, usage: Totals) -> dict[str, Any]:
 @JSON
 def show(thread: str, agent: str | None, db: Path, as_json: bool) -> None:
     """Print THREAD's event log and where it stands."""
-    with reported(), runtime(db, quiet=True) as rt:
+    with reported(as_json), runtime(db, quiet=True) as rt:
         loaded = rt.agent_of(thread, agent)
         view = rt.get(thread, agent=loaded)
         events = rt.events(thread, agent=loaded)

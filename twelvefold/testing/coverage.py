@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from twelvefold.compiler import moves
 from twelvefold.compiler.moves import ACTION_EVENTS, Move, describe_edge
-from twelvefold.runtime.spec import EdgeSpec
+from twelvefold.runtime.spec import BUDGET_EXHAUSTED, EdgeSpec
 from twelvefold.runtime.types import (
     Answer,
     Answered,
@@ -49,7 +49,16 @@ from twelvefold.runtime.types import (
 
 from .subject import Subject
 
-__all__ = ["ACTION_EVENTS", "Coverage", "Exploration", "Move", "describe_edge", "explore", "walk"]
+__all__ = [
+    "ACTION_EVENTS",
+    "Coverage",
+    "Exploration",
+    "Move",
+    "budget_paths",
+    "describe_edge",
+    "explore",
+    "walk",
+]
 
 
 def match_edges(subject: Subject, before: State, event: Event, after: State) -> Move:
@@ -394,6 +403,64 @@ def explore(subject: Subject, max_states: int = 20_000) -> Exploration:
             queue.append((next_key, current))
     complete = len(paths) == wanted or (not queue and not dropped)
     return Exploration(paths, len(parents), exhausted=complete)
+
+
+def budget_paths(subject: Subject, max_states: int = 20_000) -> list[tuple[Event, ...]]:
+    """For each step and each representative move there, a log whose last action is the
+    one that reaches `max_steps` (none without a step budget).
+
+    What a thread does at its budget depends on where that last action goes (a final step
+    finishes it whatever the count; elsewhere it goes to the `max_steps` target or stops
+    failed where it was going), and random threads seldom arrive there by every move. The
+    search is breadth-first over (step, status, action count, call in flight), so it needs
+    no more states than the budget has actions."""
+    budget = subject.spec.max_steps
+    if budget is None:
+        return []
+    steps = _Steps(subject)
+    start_input: Any = "" if subject.spec.input_type is str else _first_input(subject)
+    first: tuple[Event, ...] = (Started(step=subject.spec.start, input=start_input),)
+
+    def key(state: State) -> tuple[str, str, int, bool]:
+        return (state.step, state.status, state.steps, state.tool_key is None)
+
+    root = subject.initial_state(start_input)
+    logs: dict[tuple[str, str, int, bool], tuple[Event, ...]] = {key(root): first}
+    queue: deque[State] = deque([root])
+    found: dict[tuple[str, int], tuple[Event, ...]] = {}
+    while queue and len(logs) < max_states:
+        state = queue.popleft()
+        log = logs[key(state)]
+        for position, group in enumerate(steps.at(state)):
+            if state.steps + 1 == budget and state.status != "failed":
+                found.setdefault(
+                    (state.step, position), log + group + _go_on(subject, group, state)
+                )
+                continue
+            current = state
+            try:
+                for event in group:
+                    current = subject.reduce(current, event)
+            except Exception:
+                continue  # a refused legal event: the properties report it
+            if current.steps >= budget or key(current) in logs:
+                continue
+            logs[key(current)] = log + group
+            queue.append(current)
+    return list(found.values())
+
+
+def _go_on(subject: Subject, group: tuple[Event, ...], state: State) -> tuple[Event, ...]:
+    """A person's retry, when `group` left the thread failed for its budget: what a
+    retried thread counts from is as much the budget's business."""
+    try:
+        for event in group:
+            state = subject.reduce(state, event)
+    except Exception:
+        return ()
+    if state.status == "failed" and state.error == BUDGET_EXHAUSTED:
+        return (Retried(step=state.step, by="ana"),)
+    return ()
 
 
 def _past_budget(budget: int | None, state: State) -> bool:

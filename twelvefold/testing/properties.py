@@ -12,13 +12,13 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel
 
 from twelvefold.runtime.codec import Codec
-from twelvefold.runtime.spec import BUDGET_EXHAUSTED
+from twelvefold.runtime.spec import ASK_NOT_SHOWN, BUDGET_EXHAUSTED
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
     Action,
@@ -30,6 +30,7 @@ from twelvefold.runtime.types import (
     AwaitSignal,
     CallModel,
     CallTool,
+    Cancelled,
     ErrorInfo,
     Event,
     Fail,
@@ -51,10 +52,10 @@ from twelvefold.runtime.types import (
     ToolStarted,
 )
 
-from .coverage import ACTION_EVENTS, match_edges
+from .coverage import ACTION_EVENTS, match_edges, route
 from .invariants import Invariant
 from .oracle import agrees_with_source
-from .strategies import Case
+from .strategies import Case, is_ask_not_shown
 from .subject import Subject
 
 
@@ -115,6 +116,10 @@ def format_event(event: Event) -> str:
             parts.append(_show(answer))
         case Retried(by=by):
             parts.append(f"by={by!r}")
+        case Forked(parent=parent, parent_seq=parent_seq):
+            parts.append(f"parent={parent!r} parent_seq={parent_seq}")
+        case Cancelled(by=by, reason=reason):
+            parts.append(f"by={by!r} reason={reason!r}")
     return " ".join(parts)
 
 
@@ -141,6 +146,13 @@ def fold(subject: Subject, events: Sequence[Event]) -> list[State]:
     return states
 
 
+def is_action(event: Event) -> bool:
+    """Whether `event` completes an action (counted against `max_steps`, and a failure
+    against `max_errors`): an `ask` that could not be shown is bookkeeping (docs/language.md:
+    the pause fails in place until someone retries it)."""
+    return isinstance(event, ACTION_EVENTS) and not is_ask_not_shown(event)
+
+
 def _json(codec: Codec, state: State) -> str:
     return json.dumps(codec.encode_state(state), sort_keys=True)
 
@@ -153,7 +165,7 @@ def _entered_by(events: Sequence[Event], states: Sequence[State], index: int) ->
     while j >= 1:
         event, before, after = events[j], states[j - 1], states[j]
         failed_in_place = after.status == "failed" and after.step == before.step
-        if isinstance(event, ACTION_EVENTS) and not failed_in_place:
+        if is_action(event) and not failed_in_place:
             return j
         j -= 1
     return 0
@@ -327,7 +339,9 @@ def approval_before_sensitive_tools(subject: Subject, case: Case) -> None:
 
 def max_steps_ceiling(subject: Subject, case: Case) -> None:
     """Actions are counted; the one that reaches `max_steps` sends the thread to the
-    `max_steps` target with the step's incoming value (the count starts again) or fails it."""
+    `max_steps` target with the step's incoming value (the count starts again) or fails it
+    where it was going, with what it carried; an action that reaches a final step finishes
+    the thread whatever the count."""
     spec = subject.spec
     events = case.events
     states = fold(subject, events)
@@ -337,28 +351,24 @@ def max_steps_ceiling(subject: Subject, case: Case) -> None:
         event, before, after = events[index], states[index - 1], states[index]
         if isinstance(event, Retried) and before.error == BUDGET_EXHAUSTED:
             count = 0  # a person chose to go on after the budget ran out
-        if not isinstance(event, ACTION_EVENTS):
-            continue
-        count += 1
-        if budget is not None and count >= budget and after.status != "finished":
-            failed_here = after.status == "failed" and after.step == before.step
-            if target is not None and not failed_here:
-                if after.step != target or after.steps != 0 or after.value != before.value:
-                    raise PropertyFailed(
-                        f"after {count} actions (max_steps {budget}) the thread is at "
-                        f"`{after.step}` with steps={after.steps}; it should be at "
-                        f"`{target}` with the step count reset and the incoming value",
-                        events,
-                        index,
-                    )
-                count = 0
-            elif target is None and after.status != "failed":
+        if not is_action(event):
+            if after.steps != count:  # bookkeeping counts nothing (a retry may reset)
                 raise PropertyFailed(
-                    f"after {count} actions (max_steps {budget}, no target) the thread is "
-                    f"{after.status} at `{after.step}`; it should have failed",
+                    f"state.steps is {after.steps} after a `{format_event(event).split()[0]}` "
+                    f"event; the log counts {count} actions",
                     events,
                     index,
                 )
+            continue
+        count += 1
+        if budget is not None and count >= budget:
+            going = destination(subject, before, event)
+            problem = _past_budget_problem(subject, before, after, going, count)
+            if problem is not None:
+                raise PropertyFailed(problem, events, index)
+            failed_here = after.status == "failed" and after.step == before.step
+            if target is not None and not failed_here and after.status != "finished":
+                count = 0
         if after.steps != count:
             raise PropertyFailed(
                 f"state.steps is {after.steps}, but {count} actions completed since the "
@@ -366,6 +376,79 @@ def max_steps_ceiling(subject: Subject, case: Case) -> None:
                 events,
                 index,
             )
+
+
+def _past_budget_problem(
+    subject: Subject, before: State, after: State, going: tuple[str, Any] | None, count: int
+) -> str | None:
+    """How a move made by the action that reached the budget breaks the rule, or None.
+    `going` is where the graph sends that action, and what it carries (None: it fails in
+    place, or the rule that routes it is not at hand)."""
+    budget, target = subject.spec.max_steps, subject.spec.on_max_steps
+    ceiling = f"max_steps {budget}" + (", no target" if target is None else "")
+    where = f"after {count} actions ({ceiling}) the thread is {after.status} at "
+    if going is not None and subject.is_final(going[0]):
+        if after.step != going[0] or after.status != "finished":
+            return (
+                f"{where}`{after.step}`; the action went to the final step `{going[0]}`, "
+                "which finishes the thread whatever the count"
+            )
+        return None
+    if after.status == "finished":
+        return None  # where it went is not known here: moves_follow_edges judges that
+    if going is None and after.status == "failed" and after.step == before.step:
+        return None  # failed in place: no move, so no budget to apply
+    if target is not None:
+        if after.step != target or after.steps != 0 or after.value != before.value:
+            return (
+                f"{where}`{after.step}` with steps={after.steps}; it should be at "
+                f"`{target}` with the step count reset and the incoming value"
+            )
+        return None
+    if after.status != "failed" or after.error != BUDGET_EXHAUSTED:
+        return f"{where}`{after.step}` with the error {after.error}; it should have failed"
+    if going is not None and (after.step != going[0] or after.value != going[1]):
+        return (
+            f"{where}`{after.step}` holding {after.value!r}; it should stop where it was "
+            f"going, `{going[0]}`, with what it carried, {going[1]!r}"
+        )
+    return None
+
+
+def destination(subject: Subject, before: State, event: Event) -> tuple[str, Any] | None:
+    """Where `AGENT`'s graph sends the action `event` completes at `before`, budget aside,
+    and the value it carries there; None when the step fails in place (a failure with no
+    `on error` below the error ceiling) or the rule is not at hand (two guarded rules for
+    one output type, and no checked program to evaluate them)."""
+    spec, step = subject.spec, before.step
+    if isinstance(event, StepFailed):
+        ceiling = spec.max_errors is not None and before.errors + 1 >= spec.max_errors
+        if ceiling and spec.on_max_errors is not None:
+            return spec.on_max_errors, before.value
+        kind: str = "error"
+    elif isinstance(event, ModelOutput):
+        routed = route(subject, step, event.output)
+        if routed is not None:
+            return spec.edges[routed].target, event.output
+        kind = "output"
+    else:
+        kind = {ToolResult: "next", Answered: "next", Approved: "approved"}.get(
+            type(event), "rejected"
+        )
+    targets = {
+        e.target
+        for _, e in subject.edges_from(step)
+        if e.kind == kind
+        and (not isinstance(event, ModelOutput) or e.type == _type_of(subject, event.output))
+    }
+    if len(targets) != 1:
+        return None
+    return targets.pop(), _carried(kind, before, event)
+
+
+def _type_of(subject: Subject, value: Any) -> str:
+    names = {cls: name for name, cls in subject.spec.types.items()}
+    return names.get(type(value), type(value).__name__)
 
 
 def max_errors_ceiling(subject: Subject, case: Case) -> None:
@@ -379,12 +462,12 @@ def max_errors_ceiling(subject: Subject, case: Case) -> None:
     count = 0
     for index in range(1, len(events)):
         event, before, after = events[index], states[index - 1], states[index]
-        if isinstance(event, StepFailed):
+        if isinstance(event, StepFailed) and is_action(event):
             count += 1
         elif isinstance(event, ToolResult | Answered):
             count = 0
         escalates = ceiling is not None and target is not None and count >= ceiling
-        if isinstance(event, StepFailed) and escalates:
+        if isinstance(event, StepFailed) and is_action(event) and escalates:
             escalated_to = {target, spec.on_max_steps} - {None}
             # With the step budget spent too and no max_steps target, the budget wins
             # (a person's answer is an action too): max_steps_ceiling checks that.
@@ -437,7 +520,9 @@ def moves_follow_edges(subject: Subject, case: Case) -> None:
                     events,
                     index,
                 )
-        if after.status != "failed" and after.status != _status_at(subject, after.step):
+        if after.status not in ("failed", "cancelled") and after.status != _status_at(
+            subject, after.step
+        ):
             raise PropertyFailed(
                 f"the thread is {after.status} at `{after.step}`, a "
                 f"{subject.kind_of(after.step)} step",
@@ -533,7 +618,9 @@ def _held_problem(
     is the `Started` event's, and the start state's value; a waiting thread's request is
     `f"{step}-{seq}"` with the `seq` of the state made by the event that opened the wait,
     and it says people were told when a delivered notice came after that event, counting
-    the undelivered ones; a running or finished thread has no request; the key of a call
+    the undelivered ones; a running, finished or cancelled thread has no request; a thread
+    is cancelled exactly when its log holds a `cancelled` event; a failed thread holds an
+    error, and an `ask` that could not be shown fails the pause in place; the key of a call
     in flight is the last `tool_started` since the step last completed or failed.
     """
     state, started = states[index], events[0]
@@ -554,11 +641,24 @@ def _held_problem(
             return f"says people were told: {state.notified}; the log says {told}"
         if state.notices != untold:
             return f"counts {state.notices} failed notice(s); the log has {untold}"
-    elif state.status in ("running", "finished") and state.request is not None:
+    elif state.status in ("running", "finished", "cancelled") and state.request is not None:
         return f"names the request {state.request!r} but waits for nobody"
-    if state.status != "failed" and state.error is not None:
+    cancelled = any(isinstance(e, Cancelled) for e in events[1 : index + 1])
+    if cancelled != (state.status == "cancelled"):
+        says = "was cancelled" if cancelled else "was never cancelled"
+        return f"is {state.status}, but the log says the thread {says}"
+    if state.status not in ("failed", "cancelled") and state.error is not None:
         return f"is {state.status} but still holds the error {state.error}"
+    if state.status == "failed" and state.error is None:
+        return "is failed but holds no error: a failed thread says why"
     last = events[index]
+    if is_ask_not_shown(last) and (
+        state.status != "failed" or state.step != states[index - 1].step
+    ):
+        return (
+            f"is {state.status} at `{state.step}` after its `ask` could not be shown; the "
+            f"pause fails where it is, `{states[index - 1].step}`, until someone retries it"
+        )
     # Its `on error` target would have gone past the step budget: the budget's error.
     exhausted = state.error == BUDGET_EXHAUSTED and state.steps >= (subject_max_steps or 0) > 0
     if (
@@ -628,22 +728,65 @@ def final_is_absorbing(subject: Subject, case: Case) -> None:
                 events,
                 index,
             )
-        for probe in probes(subject, state.step, state.request):
-            before = copy.deepcopy(state)
-            try:
-                after = subject.reduce(state, probe)
-            except IllegalEvent:
-                if state != before:
-                    raise PropertyFailed(
-                        "refusing an event changed a finished thread", events, index, probe
-                    ) from None
-                continue
+        _refuses_every_probe(subject, events, index, state, "finished")
+
+
+def _refuses_every_probe(
+    subject: Subject, events: Sequence[Event], index: int, state: State, what: str
+) -> None:
+    """`state` (a `what` thread) refuses one event of every kind, and stays as it was."""
+    for probe in probes(subject, state.step, state.request):
+        before = copy.deepcopy(state)
+        try:
+            after = subject.reduce(state, probe)
+        except IllegalEvent:
+            if state != before:
+                raise PropertyFailed(
+                    f"refusing an event changed a {what} thread", events, index, probe
+                ) from None
+            continue
+        raise PropertyFailed(
+            f"a {what} thread took an event (now {after.status} at `{after.step}`)",
+            events,
+            index,
+            probe,
+        )
+
+
+def forks_and_cancels(subject: Subject, case: Case) -> None:
+    """A fork changes nothing but the wait (a fork that waits gets a request of its own,
+    and nobody has been told of it); a cancel stops the thread where it is (status
+    `cancelled`, no request pending, nobody to tell, its error kept), and a cancelled
+    thread refuses every event but a fork."""
+    events = case.events
+    states = fold(subject, events)
+    for index in range(1, len(events)):
+        event, before, after = events[index], states[index - 1], states[index]
+        expected: State | None = None
+        if isinstance(event, Forked):
+            expected = replace(before, seq=before.seq + 1)
+            if before.status == "waiting":
+                own = f"{before.step}-{before.seq + 1}"
+                expected = replace(expected, request=own, notified=False, notices=0)
+        elif isinstance(event, Cancelled):
+            expected = replace(
+                before,
+                seq=before.seq + 1,
+                status="cancelled",
+                request=None,
+                notified=False,
+                notices=0,
+            )
+        if expected is not None and after != expected:
             raise PropertyFailed(
-                f"a finished thread took an event (now {after.status} at `{after.step}`)",
+                f"a `{format_event(event).split()[0]}` event changed more than it should"
+                f"\n  before:   {before}\n  after:    {after}\n  expected: {expected}",
                 events,
                 index,
-                probe,
             )
+    for index, state in enumerate(states):
+        if state.status == "cancelled":
+            _refuses_every_probe(subject, events, index, state, "cancelled")
 
 
 def probes(subject: Subject, step: str, request: str | None = None) -> list[Event]:
@@ -675,7 +818,9 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
         # The tool's own result type among them: refused when no call was started.
         *(ToolResult(step=step, result=payload) for payload in payloads),
         StepFailed(step=step, error=ErrorInfo("RuntimeError", "late")),
+        StepFailed(step=step, error=ErrorInfo(ASK_NOT_SHOWN, "late")),
         Notified(step=step),
+        Cancelled(step=step, reason="late"),
         *decisions,
         Retried(step=step),
         Started(step=step, input="again"),
@@ -749,6 +894,7 @@ PROPERTIES: tuple[Property, ...] = tuple(
         moves_follow_edges,
         actions_follow_the_graph,
         final_is_absorbing,
+        forks_and_cancels,
         resume_equals_uninterrupted,
         agrees_with_source,
     )

@@ -6,18 +6,30 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import hypothesis
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis.errors import Flaky
 
-from twelvefold.runtime.types import Event, Notified, Started
+from twelvefold.runtime.spec import ASK_NOT_SHOWN
+from twelvefold.runtime.types import (
+    Cancelled,
+    Decision,
+    ErrorInfo,
+    Event,
+    Forked,
+    Notified,
+    Retried,
+    Started,
+    State,
+    StepFailed,
+)
 
 from . import DEFAULT_EXAMPLES
 from .coverage import Coverage
 from .properties import Property, PropertyFailed, probes
-from .strategies import Case, cases, is_legal, simpler_events
+from .strategies import Case, cases, forks_here, is_legal, simpler_events
 from .subject import Subject
 
 
@@ -32,9 +44,12 @@ class Outcome:
 
 
 def check_case(subject: Subject, prop: Property, case: Case) -> None:
-    """Run one check; anything it raises becomes a `PropertyFailed` that shows the log."""
+    """Run one check; anything it raises becomes a `PropertyFailed` that shows the log.
+    The check gets its own copy of the log: a reducer that edits the events it is given
+    must not edit the drawn example (Hypothesis replays it to confirm a failure, and the
+    screening run hands the same log to every property)."""
     try:
-        prop.check(subject, case)
+        prop.check(subject, copy.deepcopy(case))
     except PropertyFailed as failed:
         if failed.events:
             raise
@@ -82,9 +97,10 @@ def run_property(
     coverage: Coverage | None = None,
     paths: Sequence[Sequence[Event]] = (),
     max_events: int | None = None,
+    long_paths: Sequence[Sequence[Event]] = (),
 ) -> Outcome:
     """Check `prop` on `examples` random threads (shrinking a failure to a minimal log),
-    then on each of `paths`."""
+    then on each of `paths` (and their variants, `path_cases`) and `long_paths`."""
 
     def body(case: Case) -> None:
         if coverage is not None:
@@ -92,10 +108,11 @@ def run_property(
         check_case(subject, prop, case)
 
     test = _settings(examples, seed)(given(cases(subject, max_events))(body))
+    drawn: PropertyFailed | None = None
     try:
         _run(test, seed)
     except PropertyFailed as failed:
-        return Outcome(prop, minimize(subject, prop, failed))
+        drawn = minimize(subject, prop, failed)
     except Flaky as flaky:
         return Outcome(
             prop,
@@ -104,25 +121,118 @@ def run_property(
                 f"({type(flaky).__name__}: {flaky})"
             ),
         )
+    # The paths are checked even after a random thread failed: `minimize` only cuts and
+    # simplifies the log it is given, and a path may break the property in fewer events
+    # than any log that random thread shrinks to. The shorter minimal example is shown.
     aimed = aimed_cases(subject, paths) if prop.judges_illegal_events else iter(())
-    for case in itertools.chain(path_cases(subject, paths), aimed):
+    for case in itertools.chain(path_cases(subject, paths, long_paths), aimed):
         try:
             check_case(subject, prop, case)
         except PropertyFailed as failed:
-            return Outcome(prop, minimize(subject, prop, failed))
-    return Outcome(prop, None)
+            walked = minimize(subject, prop, failed)
+            if drawn is None or len(walked.events) < len(drawn.events):
+                return Outcome(prop, walked)
+            break
+    return Outcome(prop, drawn)
 
 
-def path_cases(subject: Subject, paths: Sequence[Sequence[Event]]) -> Iterator[Case]:
+def path_cases(
+    subject: Subject, paths: Sequence[Sequence[Event]], long_paths: Sequence[Sequence[Event]] = ()
+) -> Iterator[Case]:
     """Each shortest path as it is, then with people told at every pause on it: the
     shortest paths take every edge but never record a notice, and what a pause looks like
-    once someone was told (`notified`, its action) is as much the reducer's business."""
+    once someone was told (`notified`, its action) is as much the reducer's business.
+    Then each with what happens beside the graph woven in (`beside_the_graph`), and each
+    of `long_paths` (logs that reach the step budget) as it is."""
     for path in paths:
         yield Case(tuple(path))
     for path in paths:
         told = _told_at_every_pause(subject, path)
         if len(told) != len(path):
             yield Case(told)
+    for path in paths:
+        for weave in WEAVES:
+            woven = _woven(subject, path, weave)
+            if len(woven) != len(path):
+                yield Case(woven)
+    for path in long_paths:
+        yield Case(tuple(path))
+
+
+Weave = Callable[[Subject, State], list[Event]]
+
+
+def _fork_everywhere(subject: Subject, state: State) -> list[Event]:
+    if not forks_here(subject, state.step, state.status, state.tool_key):
+        return []
+    return [Forked(step=state.step, parent="parent", parent_seq=state.seq)]
+
+
+def _fork_a_told_pause(subject: Subject, state: State) -> list[Event]:
+    """At an untold pause: a notice that got nowhere, one that got through, then a fork
+    (whose wait is its own: nobody told, nothing counted)."""
+    if state.status != "waiting" or state.notified:
+        return []
+    return [
+        Notified(step=state.step, channels=("log",), failed=("email: refused",)),
+        Notified(step=state.step, channels=("email",)),
+        Forked(step=state.step, parent="parent", parent_seq=state.seq + 2),
+    ]
+
+
+def _ask_not_shown(subject: Subject, state: State) -> list[Event]:
+    """At an untold pause: its `ask` could not be shown, and a person retries it."""
+    if state.status != "waiting" or state.notified:
+        return []
+    error = ErrorInfo(ASK_NOT_SHOWN, "the ask could not be rendered")
+    return [StepFailed(step=state.step, error=error), Retried(step=state.step)]
+
+
+WEAVES: tuple[Weave, ...] = (_fork_everywhere, _fork_a_told_pause, _ask_not_shown)
+"""What happens beside the graph, woven into a path after each of its events: the
+shortest paths never record a fork or an unshown `ask`, and random threads meet them at
+a few states only. A cancel is put at the end of every path (`_woven`)."""
+
+
+def _woven(subject: Subject, path: Sequence[Event], weave: Weave) -> tuple[Event, ...]:
+    """`path` with `weave`'s events after each of its events, its decisions re-aimed at
+    the request pending where they now stand (a fork opens a new one), then a cancel and
+    a fork of the cancelled thread. A log the reducer breaks on ends with the event it
+    broke on, for the properties to report."""
+    first = path[0]
+    assert isinstance(first, Started)
+    events: list[Event] = [first]
+    try:
+        state = subject.initial_state(first.input)
+    except Exception:
+        return tuple(path)
+    for event in [*path[1:], None]:
+        if event is None:  # the end: cancel the thread, then fork the cancelled thread
+            if state.status == "finished":
+                break
+            extras: list[Event] = [
+                Cancelled(step=state.step, by="ana", reason="not needed"),
+                Forked(step=state.step, parent="parent", parent_seq=state.seq + 1),
+            ]
+        else:
+            if isinstance(event, Decision):
+                event = replace(event, request=state.request)
+            extras = [event]
+        for extra in extras:
+            events.append(extra)
+            try:
+                state = subject.reduce(state, copy.deepcopy(extra))
+            except Exception:
+                return tuple(events)
+        if event is None:
+            break
+        for extra in weave(subject, state):
+            events.append(extra)
+            try:
+                state = subject.reduce(state, copy.deepcopy(extra))
+            except Exception:
+                return tuple(events)
+    return tuple(events)
 
 
 def _told_at_every_pause(subject: Subject, path: Sequence[Event]) -> tuple[Event, ...]:
@@ -181,6 +291,7 @@ def run_properties(
     coverage: Coverage | None = None,
     paths: Sequence[Sequence[Event]] = (),
     max_events: int | None = None,
+    long_paths: Sequence[Sequence[Event]] = (),
 ) -> list[Outcome]:
     """All of `props` on the same threads: one screening run checks every property on
     each generated log (cheap when they all hold); each property that fails is then run
@@ -201,7 +312,7 @@ def run_properties(
                     failing[prop.name] = failed
 
     _run(_settings(examples, seed)(given(cases(subject, max_events))(screen)), seed)
-    for case in path_cases(subject, paths):
+    for case in path_cases(subject, paths, long_paths):
         screen(case)
     judges = [prop for prop in props if prop.judges_illegal_events]
     for case in aimed_cases(subject, paths):
@@ -212,7 +323,13 @@ def run_properties(
             outcomes.append(Outcome(prop))
             continue
         targeted = run_property(
-            subject, prop, examples=examples, seed=seed, paths=paths, max_events=max_events
+            subject,
+            prop,
+            examples=examples,
+            seed=seed,
+            paths=paths,
+            max_events=max_events,
+            long_paths=long_paths,
         )
         if targeted.ok:  # the targeted run drew other threads: keep what screening found
             targeted = Outcome(prop, minimize(subject, prop, failing[prop.name]))

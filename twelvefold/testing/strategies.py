@@ -8,8 +8,14 @@ and feeds it to the reducer under test to learn where the thread went. What can 
 where is read from `AGENT` (the checked graph), never from the generated code, so a
 reducer that refuses a legal event is caught too.
 
+Now and then (one event in twelve) the walk records what people and the runtime do
+beside the graph instead: a `forked` event (a fork's log is its parent's prefix and
+this), a `cancelled` one, or a pause whose `ask` could not be shown (`step_failed` of type
+`AskNotShown` at an untold wait). After a cancel only forks follow.
+
 Illegal events are the complement: events for another step, kinds the state cannot
-take, a second `Started`, anything after the thread finished.
+take, a second `Started`, anything after the thread finished or was cancelled (a fork
+aside).
 """
 
 from __future__ import annotations
@@ -26,13 +32,16 @@ from typing import Any, Literal
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from twelvefold.runtime.spec import ASK_NOT_SHOWN
 from twelvefold.runtime.types import (
     Answer,
     Answered,
     Approved,
+    Cancelled,
     Decision,
     ErrorInfo,
     Event,
+    Forked,
     ModelOutput,
     Notified,
     OutputRejected,
@@ -235,6 +244,27 @@ def retried(step: str) -> st.SearchStrategy[Event]:
     return _event(Retried, step, by=_names)
 
 
+def forked(step: str) -> st.SearchStrategy[Event]:
+    parents = st.sampled_from(["t-parent", "0123456789abcdef"])
+    return _event(Forked, step, parent=parents, parent_seq=st.integers(1, 200))
+
+
+def cancelled(step: str) -> st.SearchStrategy[Event]:
+    return _event(Cancelled, step, by=_names, reason=_text, via=st.sampled_from(["cli", "api"]))
+
+
+def ask_not_shown(step: str) -> st.SearchStrategy[Event]:
+    """The runtime's record of a pause whose `ask` failed to render (runtime/context.py)."""
+    error = st.builds(ErrorInfo, st.just(ASK_NOT_SHOWN), _text)
+    return _event(StepFailed, step, error=error)
+
+
+def is_ask_not_shown(event: Event) -> bool:
+    """A `step_failed` that records an unshown `ask`: bookkeeping, not an action (it
+    counts neither as a step nor as an error; runtime/spec.py)."""
+    return isinstance(event, StepFailed) and event.error.type == ASK_NOT_SHOWN
+
+
 def signalled(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
     """An outside event of `type_name` delivered to `step` (with or without a key)."""
     value = routed_values(subject, type_name)
@@ -270,7 +300,7 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
     # Built once per kind of state: making strategies costs far more than drawing from them.
     step, status, no_tool_key, notified, can_fail = shape
     kind = subject.kind_of(step)
-    if kind is None or status == "finished":
+    if kind is None or status in ("finished", "cancelled"):
         return ()
     if status == "failed":
         return (Move("retried", retried(step)),)
@@ -315,6 +345,34 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
         moves.append(Move("timer fired", timer_fired(step), "next"))
     if status == "waiting" and not notified:
         moves.append(Move("notified", notified_events(step)))
+    return tuple(moves)
+
+
+def forks_here(subject: Subject, step: str, status: str, tool_key: str | None = None) -> bool:
+    """Whether the runtime writes a fork at this state: never at a tool step whose call is
+    not started yet (runtime/api.fork_log drops the approval or retry that led there, so
+    the fork is taken one event earlier)."""
+    return not (subject.kind_of(step) == "tool" and status == "running" and tool_key is None)
+
+
+def side_moves(subject: Subject, state: State) -> list[Move]:
+    """What can happen to a thread in `state` beside its graph: a fork (any time), a
+    cancel (until it finishes or is cancelled), an `ask` that could not be shown (at a
+    wait nobody was told of)."""
+    if state.tool_key is not None:
+        return [Move("forked", forked(state.step)), Move("cancelled", cancelled(state.step))]
+    return list(_side_moves(subject, state.step, state.status, state.notified))
+
+
+@functools.lru_cache(maxsize=4096)
+def _side_moves(subject: Subject, step: str, status: str, notified: bool) -> tuple[Move, ...]:
+    if subject.kind_of(step) is None:
+        return ()
+    moves = [Move("forked", forked(step))] if forks_here(subject, step, status) else []
+    if status not in ("finished", "cancelled"):
+        moves.append(Move("cancelled", cancelled(step)))
+    if status == "waiting" and not notified:
+        moves.append(Move("ask not shown", ask_not_shown(step)))
     return tuple(moves)
 
 
@@ -369,6 +427,8 @@ def _illegal_events(
         answered,
         retried,
         lambda s: _event(Started, s, input=_text),
+        cancelled,
+        ask_not_shown,
     ]
     if timed:
         # Outside events and timer firings; an agent without waits meets them in the
@@ -377,17 +437,17 @@ def _illegal_events(
             timer_fired,
             lambda s: _event(Signalled, s, type=st.just("Answer"), value=_answers),
         ]
-    # Any kind, addressed to another step; a second Started.
+    # Any kind, addressed to another step (a fork too); a second Started.
     candidates: list[st.SearchStrategy[Event]] = [make(elsewhere) for make in every_kind]
-    candidates.append(_event(Started, step, input=_text))
-    if status == "finished" or kind is None:
+    candidates += [forked(elsewhere), _event(Started, step, input=_text)]
+    if status in ("finished", "cancelled") or kind is None:
         candidates += [make(step) for make in every_kind]
     elif status == "failed":
-        candidates += [make(step) for make in every_kind if make is not retried]
+        candidates += [make(step) for make in every_kind if make not in (retried, cancelled)]
     else:
         candidates.append(retried(step))
         if status != "waiting" or notified:
-            candidates.append(notified_events(step))
+            candidates += [notified_events(step), ask_not_shown(step)]
         if kind != "tool":
             candidates.append(tool_started(step))
         candidates += _wrong_kinds(subject, step, kind, can_fail)
@@ -462,6 +522,7 @@ def default_length(subject: Subject) -> int:
 
 
 _stop = st.integers(min_value=0, max_value=19)
+_aside = st.integers(min_value=0, max_value=11)
 
 
 @st.composite
@@ -488,6 +549,8 @@ def threads(draw: st.DrawFn, subject: Subject, max_events: int | None = None) ->
         moves = legal_moves(subject, state)
         if keep_going:
             moves = [m for m in moves if not finishes(subject, state.step, m)] or moves
+        if draw(_aside) == 0:
+            moves = side_moves(subject, state)
         if not moves:
             break
         move = draw(st.sampled_from(moves))
@@ -519,15 +582,24 @@ def cases(draw: st.DrawFn, subject: Subject, max_events: int | None = None) -> C
 
 
 def is_legal(subject: Subject, state: State, event: Event) -> bool:
-    """Whether `event` is one `legal_moves(state)` could have produced (payloads aside)."""
+    """Whether `event` is one `legal_moves(state)` or `side_moves(state)` could have
+    produced (payloads aside)."""
     if event.step != state.step:
         return False
     step, kind = state.step, subject.kind_of(state.step)
-    if kind is None or state.status == "finished":
+    if kind is None:
         return False
+    if isinstance(event, Forked):
+        return True
+    if state.status in ("finished", "cancelled"):
+        return False
+    if isinstance(event, Cancelled):
+        return True
     if state.status == "failed":
         return isinstance(event, Retried)
     if isinstance(event, Notified):
+        return state.status == "waiting" and not state.notified
+    if is_ask_not_shown(event):
         return state.status == "waiting" and not state.notified
     spec_state = subject.spec.states[step]
     match event:
@@ -583,8 +655,9 @@ def simpler_events(subject: Subject, event: Event) -> Sequence[Event]:
         case ToolResult(result=value):
             values = model_representatives(type(value), Constants.of(subject.spec.edges))
             return [replace(plain, result=v) for v in values[:16]] + [plain]
-        case StepFailed():
-            return [replace(plain, error=ErrorInfo("RuntimeError", "")), plain]
+        case StepFailed(error=error):
+            kept = error.type if error.type == ASK_NOT_SHOWN else "RuntimeError"
+            return [replace(plain, error=ErrorInfo(kept, "")), plain]
         case ToolStarted():
             return [replace(plain, key="k"), plain]
         case Notified():
@@ -595,6 +668,8 @@ def simpler_events(subject: Subject, event: Event) -> Sequence[Event]:
             return [replace(plain, answer=Answer(text="")), plain]
         case Retried():
             return [replace(plain, by=None), plain]
+        case Cancelled():
+            return [replace(plain, by=None, reason="", via=None), plain]
         case Signalled(value=value):
             values = model_representatives(type(value), Constants.of(subject.spec.edges))
             return [replace(plain, value=v, key=None, by=None) for v in values[:16]] + [plain]

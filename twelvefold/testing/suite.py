@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import DEFAULT_EXAMPLES
-from .coverage import Coverage, Exploration, describe_edge, explore
+from .coverage import Coverage, Exploration, budget_paths, describe_edge, explore
 from .invariants import Invariant
 from .oracle import source_paths
 from .properties import format_event, properties_for
@@ -66,6 +66,7 @@ def run_suite(
         seed=seed,
         coverage=coverage,
         paths=[*exploration.paths.values(), *source_paths(subject)],
+        long_paths=budget_paths(subject),
     )
     return SuiteReport(
         subject, outcomes, coverage, exploration, examples, seed, tuple(invariants), strict
