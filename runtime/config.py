@@ -104,6 +104,21 @@ def _read(path: Path, *, tool_table: bool) -> Config | None:
         return None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    # Read at every decision (a revoked approver is refused at once), parsed only when the
+    # bytes changed: the server asks for its policy many times a second.
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    key = (path, tool_table, digest)
+    if key not in _PARSED:
+        if len(_PARSED) >= 64:
+            _PARSED.clear()
+        _PARSED[key] = _parse(path, data, digest, tool_table=tool_table)
+    return _PARSED[key]
+
+
+_PARSED: dict[tuple[Path, bool, str], Config | None] = {}
+
+
+def _parse(path: Path, data: bytes, digest: str, *, tool_table: bool) -> Config | None:
     try:
         document = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -116,7 +131,7 @@ def _read(path: Path, *, tool_table: bool) -> Config | None:
             return None
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.twelvefold] must be a table")
-    return Config(path, hashlib.sha256(data).hexdigest()[:16], table)
+    return Config(path, digest, table)
 
 
 __all__ = ["CONFIG_FILE", "Config", "ConfigError", "find_config", "stdlib_module"]
