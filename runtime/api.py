@@ -592,37 +592,54 @@ class AsyncRuntime:
         named = {loaded.name: loaded for loaded in map(self.agent, agents)}
         swept: list[Expiry] = []
         for info in await self.threads("waiting"):
-            try:
-                thread = await self._load(info.id, named.get(info.agent))
-                state = thread.state
-                action = thread.agent.module.next_action(state)
-                event = timeouts.overdue(state, action, thread.events, moment)
-                if event is None:
-                    due = timeouts.next_notice(state, action, thread.events)
-                    if due is not None and moment >= due:
-                        assert isinstance(action, AwaitApproval | AwaitAnswer)  # it waits
-                        await self.engine.check_free(thread.id)  # nobody is advancing it
-                        told = await self.engine.notify(thread, action, at=timeouts.iso(moment))
-                        await self.engine.record(thread, told)
-                        swept.append(Expiry(thread.id, state.step, told, view_of(thread)))
-                    continue
-                if isinstance(event, Rejected):  # a timeout ended the wait
-                    event = replace(event, trace=self._trace_wait(thread, event))
-                elif isinstance(event, StepFailed):  # the wait's span only (nothing stores it)
-                    self._trace_wait(thread, event)
-                await self.engine.record(thread, event)
-            except Conflict:
-                continue  # a person (or another sweep) got there first
-            except Exception as exc:  # one broken thread must not stop the sweep
-                swept.append(Expiry(info.id, info.step, None, None, _problem(exc)))
-                continue
-            problem = None
-            try:
-                await self.engine.advance(thread)
-            except Exception as exc:
-                problem = _problem(exc)
-            swept.append(Expiry(thread.id, event.step, event, view_of(thread), problem))
+            expiry = await self._expire_one(info, named.get(info.agent), moment)
+            if expiry is not None:
+                swept.append(expiry)
         return swept
+
+    async def expire_thread(
+        self, thread_id: str, now: datetime | str | None = None, *, agent: AgentRef | None = None
+    ) -> Expiry | None:
+        """`expire` for one thread (a worker's timer job, twelvefold/server/queue.py): None
+        when its wait has not run out and no notice is due (or it does not wait)."""
+        info = await self.info(thread_id)
+        if info.status != "waiting":
+            return None
+        loaded = None if agent is None else self.agent(agent)
+        return await self._expire_one(info, loaded, timeouts.as_moment(now))
+
+    async def _expire_one(
+        self, info: ThreadInfo, agent: Agent | None, moment: datetime
+    ) -> Expiry | None:
+        try:
+            thread = await self._load(info.id, agent)
+            state = thread.state
+            action = thread.agent.module.next_action(state)
+            event = timeouts.overdue(state, action, thread.events, moment)
+            if event is None:
+                due = timeouts.next_notice(state, action, thread.events)
+                if due is not None and moment >= due:
+                    assert isinstance(action, AwaitApproval | AwaitAnswer)  # it waits
+                    await self.engine.check_free(thread.id)  # nobody is advancing it
+                    told = await self.engine.notify(thread, action, at=timeouts.iso(moment))
+                    await self.engine.record(thread, told)
+                    return Expiry(thread.id, state.step, told, view_of(thread))
+                return None
+            if isinstance(event, Rejected):  # a timeout ended the wait
+                event = replace(event, trace=self._trace_wait(thread, event))
+            elif isinstance(event, StepFailed):  # the wait's span only (nothing stores it)
+                self._trace_wait(thread, event)
+            await self.engine.record(thread, event)
+        except Conflict:
+            return None  # a person (or another sweep) got there first
+        except Exception as exc:  # one broken thread must not stop the sweep
+            return Expiry(info.id, info.step, None, None, _problem(exc))
+        problem = None
+        try:
+            await self.engine.advance(thread)
+        except Exception as exc:
+            problem = _problem(exc)
+        return Expiry(thread.id, event.step, event, view_of(thread), problem)
 
     async def threads(self, status: Status | None = None) -> list[ThreadInfo]:
         found: list[ThreadInfo] = await self.engine._io(self.store.threads, status)

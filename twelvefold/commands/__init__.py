@@ -73,6 +73,11 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
         "serve",
         "Serve AGENT_OR_DIR... over HTTP: the API, the inbox, background runs and timers.",
     ),
+    "worker": LazyCommand(
+        "worker",
+        "worker",
+        "Run the threads of AGENT_OR_DIR... from the job queue (PostgreSQL) until SIGTERM.",
+    ),
     "token": LazyCommand("serve", "token", "Create, list and revoke the server's API tokens."),
     "threads": LazyCommand("run", "threads", "List threads, most recently updated first."),
     "show": LazyCommand("run", "show", "Print THREAD's event log and where it stands."),

@@ -1,0 +1,165 @@
+"""`twelvefold worker`: take thread jobs from the queue and run them (docs/deploy.md).
+procrastinate and psycopg are imported only when the command runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from twelvefold.commands.output import echo
+from twelvefold.commands.run import make_model, model_options, reported
+from twelvefold.runtime.tracing import configure_from_env
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(POSTGRES_SCHEMES)
+
+
+@click.command()
+@click.argument("places", nargs=-1, required=True, metavar="AGENT_OR_DIR...")
+@click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    envvar="TWELVEFOLD_STORE",
+    required=True,
+    help="The thread store: postgresql://… (or TWELVEFOLD_STORE).",
+)
+@click.option(
+    "--queue",
+    "queue_url",
+    metavar="URL",
+    envvar="TWELVEFOLD_QUEUE",
+    help="The job queue's PostgreSQL database (default: the store's).",
+)
+@click.option(
+    "--concurrency",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="How many jobs (threads) this worker runs at once.",
+)
+@click.option(
+    "--grace",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds running jobs get to finish on SIGTERM before their leases are let go.",
+)
+@click.option(
+    "--sweep-seconds",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(0.05, 3600),
+    help="How often stalled jobs are retried and running threads woken.",
+)
+@model_options
+def worker(
+    places: tuple[str, ...],
+    store_url: str,
+    queue_url: str | None,
+    concurrency: int,
+    grace: float,
+    sweep_seconds: float,
+    model: str | None,
+    cassette: Path | None,
+    record: Path | None,
+    paths: tuple[Path, ...],
+) -> None:
+    """Run the threads of AGENT_OR_DIR... from the job queue (PostgreSQL) until SIGTERM."""
+    if cassette is not None and record is not None:
+        raise click.UsageError("give --cassette or --record, not both")
+    queue_url = queue_url or store_url
+    if not is_postgres(queue_url):
+        echo(
+            "error: a worker takes its jobs from PostgreSQL: give --store postgresql://… "
+            "(or --queue postgresql://… beside another store)",
+            err=True,
+        )
+        sys.exit(1)
+    try:
+        import procrastinate  # noqa: F401
+        import psycopg  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - both are core dependencies
+        echo(f"error: `twelvefold worker` needs {exc.name}: pip install twelvefold", err=True)
+        sys.exit(1)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)
+    with reported():
+        flush_spans = configure_from_env()
+        code = asyncio.run(
+            _work(places, store_url, queue_url, concurrency, grace, sweep_seconds,
+                  make_model(cassette, record, model), paths)
+        )  # fmt: skip
+    if flush_spans is not None:
+        flush_spans()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A tool call still blocked in a worker thread after the grace period would keep the
+    # interpreter from exiting; its lease is let go and the next worker takes over.
+    os._exit(code)
+
+
+async def _work(
+    places: tuple[str, ...],
+    store_url: str,
+    queue_url: str,
+    concurrency: int,
+    grace: float,
+    sweep_seconds: float,
+    model: object,
+    paths: tuple[Path, ...],
+) -> int:
+    from twelvefold.runtime.api import AsyncRuntime
+    from twelvefold.runtime.store import open_store
+    from twelvefold.server.queue import (
+        Queue,
+        QueueUnavailable,
+        Work,
+        check_schema,
+        make_app,
+        run_worker,
+    )
+    from twelvefold.server.service import ServeError, served_agents
+
+    store = open_store(store_url, create=False)
+    runtime = AsyncRuntime(store, model=model, tool_paths=paths)  # type: ignore[arg-type]
+    try:
+        agents = served_agents(runtime, places)
+    except ServeError as exc:
+        echo(f"error: {exc}", err=True)
+        return 1
+    import instructor  # noqa: F401  (imported once before the first job, as `serve` does)
+    import openai  # noqa: F401
+
+    app = make_app(queue_url, pool_size=concurrency + 2)
+    try:
+        async with app.open_async():
+            await check_schema(app)
+            work = Work(runtime, agents, Queue(app))
+            echo(f"worker: running {', '.join(sorted(agents))} from the queue", err=True)
+            await run_worker(
+                work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds
+            )
+    except QueueUnavailable as exc:
+        echo(f"error: {exc}", err=True)
+        return 1
+    except OSError as exc:
+        echo(f"error: the job queue's database cannot be reached: {exc}", err=True)
+        return 1
+    finally:
+        close = getattr(runtime.engine.model, "aclose", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:  # noqa: BLE001 - closing a pool at exit
+                pass
+    echo("worker: stopped", err=True)
+    return 0

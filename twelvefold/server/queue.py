@@ -1,0 +1,322 @@
+"""Threads run by workers on a job queue: procrastinate on PostgreSQL (docs/deploy.md).
+
+With a PostgreSQL store, `twelvefold serve` records launches and decisions and enqueues a
+job; `twelvefold worker` processes on any number of machines take the jobs and advance the
+threads. Two kinds of job:
+
+- `twelvefold.advance(thread_id)`, a wake-up: run the thread on until it waits, finishes or
+  fails. At most one is pending (`todo`) per thread: its `queueing_lock` is
+  `thread:ID` (procrastinate's unique index covers every job still to do, so a second
+  wake-up while one is pending is dropped: the pending one covers it).
+- `twelvefold.timer(thread_id, request, seq)`, a scheduled job (`schedule_at`): when a
+  waiting thread's deadline passes (an approval or question `timeout`, a `sleep`, a
+  `wait … timeout`) or a failed notice is due again, expire that one thread
+  (`AsyncRuntime.expire_thread`). Each timer has its own lock, `timer:ID:REQUEST:SEQ`, never
+  the thread's: a timer days ahead must not block the thread's wake-ups. A timer whose
+  request is no longer pending, or whose thread moved on (`seq`), does nothing.
+
+Correctness never comes from the queue. A job may run twice (a worker died after the
+work and before procrastinate marked it done, or a stalled job is retried) or two jobs of
+one thread may run at once on two machines: the thread's ownership lease
+(runtime/lease.py) lets one process advance it, and the store's sequence check refuses an
+append made on a stale log. procrastinate's own per-key `lock` is not used (it has open
+reports of jobs stuck behind a lock whose holder died).
+
+A worker killed with SIGKILL leaves its jobs `doing` forever; every worker, every
+`sweep_seconds`, retries the jobs of workers whose heartbeat stopped
+(`JobManager.get_stalled_jobs`) and enqueues a wake-up for every thread still `running`
+in the store, so a thread whose process died is picked up once its lease lapses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from twelvefold.runtime import timeouts
+from twelvefold.runtime.lease import LeaseHeld, LeaseLost
+from twelvefold.runtime.store import Conflict, ThreadNotFound
+
+if TYPE_CHECKING:
+    import procrastinate
+
+    from twelvefold.runtime.api import AsyncRuntime, ThreadView
+    from twelvefold.runtime.loop import Agent
+
+log = logging.getLogger("twelvefold.worker")
+
+QUEUE = "twelvefold"
+ADVANCE = "twelvefold.advance"
+TIMER = "twelvefold.timer"
+WORK = "twelvefold"
+"""The key of the `Work` in a job's `additional_context`."""
+LEASE_RETRY_SECONDS = 2.0
+"""How long a wake-up that found the thread's lease held waits before it tries again
+(the holder is alive and renewing, or dead and its lease lapses)."""
+
+
+class QueueUnavailable(Exception):
+    """The queue's database cannot be reached, or has no (or an old) procrastinate schema;
+    one line for the CLI."""
+
+
+def thread_lock(thread_id: str) -> str:
+    return f"thread:{thread_id}"
+
+
+def timer_lock(thread_id: str, request: str | None, seq: int) -> str:
+    return f"timer:{thread_id}:{request or '-'}:{seq}"
+
+
+def make_app(conninfo: str, *, pool_size: int = 4) -> procrastinate.App:
+    """A procrastinate app on `conninfo` (`postgresql://…`) with the two tasks registered
+    (the tasks need a `Work` in the worker's `additional_context`). Open it with
+    `async with app.open_async():`."""
+    import procrastinate
+
+    connector = procrastinate.PsycopgConnector(
+        conninfo=conninfo, min_size=1, max_size=max(2, pool_size)
+    )
+    app = procrastinate.App(connector=connector)
+    app.task(name=ADVANCE, queue=QUEUE, pass_context=True)(_advance_job)
+    app.task(name=TIMER, queue=QUEUE, pass_context=True)(_timer_job)
+    return app
+
+
+async def check_schema(app: procrastinate.App) -> None:
+    """`QueueUnavailable` (one line) when the database cannot be reached or procrastinate's
+    schema is not applied (`twelvefold db upgrade` applies it)."""
+    import psycopg
+
+    try:
+        async with app.connector.pool.connection() as connection:  # type: ignore[attr-defined]
+            row = await (
+                await connection.execute(
+                    "SELECT to_regclass('procrastinate_jobs') IS NOT NULL"
+                    " AND to_regclass('procrastinate_workers') IS NOT NULL"
+                )
+            ).fetchone()
+    except (psycopg.Error, OSError) as exc:
+        raise QueueUnavailable(f"the job queue's database cannot be reached: {exc}") from None
+    if not row or not row[0]:
+        raise QueueUnavailable(
+            "the database has no job queue schema, or an old one: run `twelvefold db upgrade`"
+        )
+
+
+def apply_schema(conninfo: str) -> bool:
+    """Apply procrastinate's schema to `conninfo` unless it is there already (`twelvefold
+    db upgrade`). True when it was applied now."""
+    import procrastinate
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        row = connection.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+        if row and row[0]:
+            return False
+    sync_app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=conninfo))
+    with sync_app.open():
+        sync_app.schema_manager.apply_schema()
+    return True
+
+
+class Queue:
+    """The enqueuing side (`serve`, and workers themselves): wake-ups and timers."""
+
+    def __init__(self, app: procrastinate.App) -> None:
+        self.app = app
+
+    async def wake(self, thread_id: str, *, delay: float = 0.0) -> None:
+        """Enqueue a wake-up of the thread (dropped when one is already pending)."""
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        options: dict[str, Any] = {"queueing_lock": thread_lock(thread_id)}
+        if delay > 0:
+            options["schedule_in"] = {"seconds": delay}
+        with contextlib.suppress(AlreadyEnqueued):
+            await self.app.configure_task(ADVANCE, **options).defer_async(thread_id=thread_id)
+
+    async def time(self, view: ThreadView, agent: Agent) -> datetime | None:
+        """Schedule the timer of a waiting thread's current wait, if it has one (a
+        deadline, or a notice to try again). The moment it fires, or None."""
+        if view.status != "waiting":
+            return None
+        due = next_due(view, agent)
+        if due is None:
+            return None
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        deferrer = self.app.configure_task(
+            TIMER,
+            queueing_lock=timer_lock(view.id, view.request, view.seq),
+            schedule_at=due,
+        )
+        with contextlib.suppress(AlreadyEnqueued):
+            await deferrer.defer_async(thread_id=view.id, request=view.request, seq=view.seq)
+        return due
+
+
+def next_due(view: ThreadView, agent: Agent) -> datetime | None:
+    """When the waiting thread's timer should fire: its deadline or its next notice,
+    whichever is first (runtime/timeouts.py); None when it has neither."""
+    state = view.state
+    action = agent.module.next_action(state)
+    moments = [
+        moment
+        for moment in (
+            timeouts.deadline(state, action, view.log),
+            timeouts.next_notice(state, action, view.log),
+        )
+        if moment is not None
+    ]
+    if not moments:
+        return None
+    return min(moments).astimezone(UTC)
+
+
+@dataclass
+class Work:
+    """What a worker's jobs run with: the runtime, the served agents, the queue."""
+
+    runtime: AsyncRuntime
+    agents: Mapping[str, Agent]
+    queue: Queue
+
+    async def advance(self, thread_id: str) -> None:
+        """Run the thread on (a wake-up). Another process holding its lease: try again in
+        a moment. A thread this worker does not serve, or gone: nothing."""
+        try:
+            info = await self.runtime.info(thread_id)
+        except ThreadNotFound:
+            return
+        agent = self.agents.get(info.agent)
+        if agent is None:
+            log.warning("thread %s is of agent %s, which this worker does not run",
+                        thread_id, info.agent)  # fmt: skip
+            return
+        if info.status != "running":
+            await self._settled(thread_id, agent)
+            return
+        try:
+            view = await self.runtime.resume(thread_id, agent=agent)
+        except LeaseHeld as held:
+            log.info("%s", held)
+            await self.queue.wake(thread_id, delay=LEASE_RETRY_SECONDS)
+            return
+        except (LeaseLost, Conflict) as exc:  # another process took over: it goes on
+            log.warning("%s", exc)
+            return
+        await self.queue.time(view, agent)
+
+    async def fire(self, thread_id: str, request: str | None, seq: int) -> None:
+        """A timer: expire the thread if it still waits on the same request at the same
+        place in its log; else nothing (its wait was decided, or it moved on)."""
+        try:
+            info = await self.runtime.info(thread_id)
+        except ThreadNotFound:
+            return
+        agent = self.agents.get(info.agent)
+        if agent is None or info.status != "waiting":
+            return
+        view = await self.runtime.get(thread_id, agent=agent)
+        if view.request != request or view.seq != seq and not _notices_only(view, seq):
+            return
+        try:
+            expiry = await self.runtime.expire_thread(thread_id, agent=agent)
+        except LeaseHeld:
+            await self.queue.wake(thread_id, delay=LEASE_RETRY_SECONDS)
+            return
+        if expiry is not None and expiry.problem is not None:
+            log.warning("thread %s: %s", thread_id, expiry.problem)
+        await self._settled(thread_id, agent)
+
+    async def _settled(self, thread_id: str, agent: Agent) -> None:
+        """A thread not running: make sure its wait's timer is scheduled."""
+        with contextlib.suppress(ThreadNotFound):
+            view = await self.runtime.get(thread_id, agent=agent)
+            if view.status == "running":
+                await self.queue.wake(thread_id)
+            else:
+                await self.queue.time(view, agent)
+
+    async def sweep(self) -> None:
+        """Retry the jobs of workers that stopped sending heartbeats, and wake every
+        thread still `running` (its process may have died; the lease decides)."""
+        manager = self.queue.app.job_manager
+        try:
+            for job in await manager.get_stalled_jobs():
+                assert job.id is not None
+                with contextlib.suppress(Exception):  # another worker retried it first
+                    await manager.retry_job(job)
+            for info in await self.runtime.threads("running"):
+                if info.agent in self.agents:
+                    await self.queue.wake(info.id)
+        except Exception:
+            log.exception("the worker's sweep failed; the next one tries again")
+
+    async def schedule_waiting(self) -> None:
+        """Schedule the timers of every waiting thread (a worker starting: threads paused
+        by the CLI, or before the queue existed)."""
+        for info in await self.runtime.threads("waiting"):
+            agent = self.agents.get(info.agent)
+            if agent is None:
+                continue
+            with contextlib.suppress(Exception):
+                view = await self.runtime.get(info.id, agent=agent)
+                await self.queue.time(view, agent)
+
+
+def _notices_only(view: ThreadView, seq: int) -> bool:
+    """Whether what was appended since `seq` is only notices (the wait is the same one)."""
+    from twelvefold.runtime.types import Notified
+
+    return view.seq > seq and all(isinstance(e, Notified) for e in view.log[seq:])
+
+
+async def _advance_job(context: Any, thread_id: str) -> None:
+    work: Work = context.additional_context[WORK]
+    await work.advance(thread_id)
+
+
+async def _timer_job(context: Any, thread_id: str, request: str | None, seq: int) -> None:
+    work: Work = context.additional_context[WORK]
+    await work.fire(thread_id, request, seq)
+
+
+async def run_worker(
+    work: Work, *, concurrency: int, grace: float, sweep_seconds: float, name: str | None = None
+) -> None:
+    """Take jobs until SIGTERM or SIGINT (procrastinate's handlers: stop taking jobs, let
+    running ones finish for `grace` seconds, then cancel them; a cancelled run lets its
+    lease go). Sweeps every `sweep_seconds` meanwhile."""
+    heartbeat = max(0.5, min(10.0, sweep_seconds / 3))
+
+    async def sweeping() -> None:
+        await work.schedule_waiting()
+        while True:
+            await work.sweep()
+            await asyncio.sleep(sweep_seconds)
+
+    sweeper = asyncio.create_task(sweeping(), name="twelvefold sweep")
+    try:
+        await work.queue.app.run_worker_async(
+            queues=[QUEUE],
+            concurrency=concurrency,
+            name=name,
+            shutdown_graceful_timeout=grace,
+            additional_context={WORK: work},
+            update_heartbeat_interval=heartbeat,
+            stalled_worker_timeout=heartbeat * 3,
+            fetch_job_polling_interval=min(5.0, sweep_seconds),
+            delete_jobs="successful",
+            install_signal_handlers=True,
+        )
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
