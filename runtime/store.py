@@ -21,14 +21,15 @@ every stored event to the one before it and seals the thread's row and its snaps
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic_core import from_json, to_json
 
@@ -36,7 +37,11 @@ from . import lease as leases
 from .codec import Codec
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
+from .schema import SchemaError, upgrade_sqlite
 from .types import KIND_OF_EVENT, Event, State, Status, Usage
+
+if TYPE_CHECKING:
+    from .pgstore import PostgresStore
 
 
 class Conflict(Exception):
@@ -414,47 +419,6 @@ def check_lease(
 
 # ---- SQLite ------------------------------------------------------------------------------
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS threads (
-    num        INTEGER PRIMARY KEY,
-    id         TEXT NOT NULL UNIQUE,
-    agent      TEXT NOT NULL,
-    origin     TEXT NOT NULL,
-    status     TEXT NOT NULL,
-    step       TEXT NOT NULL,
-    seq        INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    snapshot   TEXT, -- JSON of a Snapshot of the state after the last append, or NULL
-    request    TEXT  -- the pending request's id while waiting, else NULL
-);
--- One row per event; `thread` is threads.num, so a long thread id is not repeated.
-CREATE TABLE IF NOT EXISTS events (
-    thread INTEGER NOT NULL,
-    seq    INTEGER NOT NULL,
-    body   TEXT NOT NULL,
-    PRIMARY KEY (thread, seq)
-) WITHOUT ROWID;
-"""
-
-_ADDED_COLUMNS = (
-    ("threads", "snapshot", "TEXT"),
-    ("threads", "request", "TEXT"),  # the pending request's id while waiting, else NULL
-    ("threads", "snapshot_seal", "BLOB"),  # Chain.seal over the thread id and the snapshot
-    ("threads", "format", "INTEGER"),  # EVENT_FORMAT of the log
-    ("threads", "reducer", "TEXT"),  # fingerprint of the reducer that last appended
-    ("threads", "head_seal", "BLOB"),  # Chain.seal over id, seq, chain head, format, reducer
-    ("threads", "lease_owner", "TEXT"),  # NULL: nobody holds the thread
-    ("threads", "lease_token", "INTEGER NOT NULL DEFAULT 0"),  # the fencing token
-    ("threads", "lease_until", "REAL"),  # unix seconds on SQLite's clock
-    ("events", "hash", "BLOB"),  # hash_n = SHA-256(hash_{n-1} || body_n)
-)
-"""Columns added since the first release: files written before gain them when opened
-(`_upgrade`)."""
-
-SCHEMA_VERSION = 2
-"""`PRAGMA user_version` of a file whose events are all chained (1 never existed)."""
-
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 """The store's clock, in unix seconds: every lease decision is made with this one."""
 
@@ -480,7 +444,137 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-class SqliteStore:
+def usage_by_thread(rows: Iterable[Sequence[Any]]) -> dict[str, list[UsageRecord]]:
+    """`usage_records` from (thread id, kind, at, latency, input tokens, output tokens,
+    cost) rows as a store reads them out of the stored JSON, in order: a row whose kind
+    is not text is skipped, a field of the wrong type counts as absent."""
+    found: dict[str, list[UsageRecord]] = {}
+    for thread_id, kind, at, latency, tokens_in, tokens_out, cost in rows:
+        if not isinstance(kind, str):
+            continue
+        numbers = [v if _is_number(v) else None for v in (latency, tokens_in, tokens_out)]
+        usage = Usage(
+            numbers[0],
+            tokens_in if isinstance(numbers[1], int) else None,
+            tokens_out if isinstance(numbers[2], int) else None,
+            cost if _is_number(cost) else None,
+        )
+        when = at if isinstance(at, str) else None
+        found.setdefault(str(thread_id), []).append((kind, when, usage))
+    return found
+
+
+class ChainedStore:
+    """What the stores that keep their log outside the process (SQLite, PostgreSQL) share:
+    the hash chain over each thread's events and the seals of its row and snapshot
+    (runtime/integrity.py). A subclass gives `_stored_hashes`."""
+
+    chain: Chain
+
+    def _stored_hashes(self, num: int) -> list[bytes | None]:
+        raise NotImplementedError
+
+    def _verified(
+        self, thread_id: str, num: int, row: Sequence[Any], bodies: list[str], codec: Codec
+    ) -> Restored:
+        """The events of a thread's row `(seq, format, reducer, head_seal, snapshot,
+        snapshot_seal)` and its stored bodies, once the chain proves them (`BrokenLog`
+        if not; `UnreadableLog` for a newer event format or an event that does not
+        decode), with the snapshot if it is proven for exactly them."""
+        seq, format, reducer, head_seal, snapshot, snapshot_seal = row
+        if not isinstance(format, int | None) or not isinstance(seq, int):
+            raise BrokenLog(thread_id, 0, "the thread's row is damaged")
+        if format is not None and format > EVENT_FORMAT:
+            raise UnreadableLog(
+                thread_id,
+                f"it was written in event format {format} by a newer twelvefold; this one "
+                f"reads format {EVENT_FORMAT} (upgrade twelvefold to run it)",
+            )
+        # The chain recomputed over the bodies must end at the head the row is sealed
+        # with: one comparison proves every event (the per-event hashes are read only to
+        # name the first event that does not match).
+        chain_head = self.chain.head(thread_id, bodies)
+        if len(bodies) != seq or not self.chain.sealed(
+            head_seal, thread_id, seq, chain_head, format, reducer
+        ):
+            raise self._broken(num, thread_id, bodies)
+        events = _decode(thread_id, codec, bodies, reducer)
+        proven = self._proven_snapshot(thread_id, snapshot, snapshot_seal, chain_head, seq)
+        return Restored(events, proven, reducer, self.chain.keyed)
+
+    def _unsealed_snapshot(self, thread_id: str, text: object, seal: object) -> Snapshot | None:
+        """The snapshot column's content if its seal holds, else None."""
+        if not isinstance(text, str) or not self.chain.sealed(seal, thread_id, text):
+            return None
+        try:
+            data = from_json(text)
+            return Snapshot(str(data["reducer"]), int(data["seq"]), dict(data["state"]))
+        except (ValueError, KeyError, TypeError):
+            return None  # a damaged snapshot is only a lost shortcut: the log is replayed
+
+    def _broken(self, num: int, thread_id: str, bodies: Sequence[str]) -> BrokenLog:
+        """Why a log does not verify: the first event that does not match its stored hash
+        (`Chain.verify` raises it), else the row that does not match its events."""
+        hashes = self._stored_hashes(num)
+        try:
+            self.chain.verify(thread_id, zip(bodies, hashes, strict=False))
+        except BrokenLog as exc:
+            return exc
+        return BrokenLog(
+            thread_id, len(bodies), "the thread's row does not match its events (cut or edited)"
+        )
+
+    def _head_seal(self, thread_id: str, seq: int, head: bytes, reducer: str | None) -> bytes:
+        return self.chain.seal(thread_id, seq, head, EVENT_FORMAT, reducer)
+
+    def _sealed_snapshot(
+        self, thread_id: str, chain_head: bytes, head: Head, codec: Codec
+    ) -> tuple[str | None, bytes | None]:
+        """The snapshot column and its seal: the state after the append, at the chain
+        head it was computed at, by this reducer, runtime version and event format."""
+        if head.state is None or head.reducer is None:
+            return None, None
+        data = {
+            "reducer": head.reducer,
+            "seq": head.state.seq,
+            "head": chain_head.hex(),
+            "runtime": runtime_version(),
+            "format": EVENT_FORMAT,
+            "state": codec.encode_state(head.state),
+        }
+        text = to_json(data, inf_nan_mode="constants").decode()
+        return text, self.chain.seal(thread_id, text)
+
+    def _proven_snapshot(
+        self,
+        thread_id: str,
+        text: str | None,
+        seal: bytes | None,
+        chain_head: bytes,
+        seq: int,
+    ) -> Snapshot | None:
+        """The snapshot, if its seal holds and it names exactly this chain head and
+        count, this runtime and this event format; else None (the loop replays)."""
+        if text is None or not self.chain.sealed(seal, thread_id, text):
+            return None
+        try:
+            data = from_json(text)
+        except ValueError:  # sealed, yet not JSON: a forged seal (no key); replay instead
+            return None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("state"), dict)
+            or not isinstance(data.get("reducer"), str)
+            or data.get("head") != chain_head.hex()
+            or data.get("seq") != seq
+            or data.get("runtime") != runtime_version()
+            or data.get("format") != EVENT_FORMAT
+        ):
+            return None
+        return Snapshot(data["reducer"], data["seq"], data["state"])
+
+
+class SqliteStore(ChainedStore):
     """One SQLite file in WAL mode with `synchronous=FULL`: an append has reached the
     disk when `append` returns, and readers never block the writer.
 
@@ -518,8 +612,10 @@ class SqliteStore:
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
-            self._db.executescript(_SCHEMA)
-            self._upgrade()
+            upgrade_sqlite(self._db, self.chain, str(self.path))
+        except SchemaError as exc:
+            self._db.close()
+            raise StoreError(str(exc)) from None
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             # UnicodeDecodeError: SQLite's own message quoting the damaged bytes.
             self._db.close()
@@ -591,45 +687,21 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 raise ThreadNotFound(thread_id)
-            num, seq, format, reducer, head_seal, snapshot, snapshot_seal = row
+            num = row[0]
             bodies = [
                 body
                 for (body,) in self._db.execute(
                     "SELECT body FROM events WHERE thread = ? ORDER BY seq", (num,)
                 )
             ]
-        if not isinstance(format, int | None) or not isinstance(seq, int):
-            raise BrokenLog(thread_id, 0, "the thread's row is damaged")
-        if format is not None and format > EVENT_FORMAT:
-            raise UnreadableLog(
-                thread_id,
-                f"it was written in event format {format} by a newer twelvefold; this one "
-                f"reads format {EVENT_FORMAT} (upgrade twelvefold to run it)",
-            )
-        # The chain recomputed over the bodies must end at the head the row is sealed
-        # with: one comparison proves every event (the per-event hashes are read only to
-        # name the first event that does not match).
-        chain_head = self.chain.head(thread_id, bodies)
-        if len(bodies) != seq or not self.chain.sealed(
-            head_seal, thread_id, seq, chain_head, format, reducer
-        ):
-            raise self._broken(num, thread_id, bodies)
-        events = _decode(thread_id, codec, bodies, reducer)
-        proven = self._proven_snapshot(thread_id, snapshot, snapshot_seal, chain_head, seq)
-        return Restored(events, proven, reducer, self.chain.keyed)
+        return self._verified(thread_id, num, row[1:], bodies, codec)
 
     def snapshot(self, thread_id: str) -> Snapshot | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT snapshot, snapshot_seal FROM threads WHERE id = ?", (thread_id,)
             ).fetchone()
-        if row is None or row[0] is None or not self.chain.sealed(row[1], thread_id, row[0]):
-            return None
-        try:
-            data = from_json(row[0])
-            return Snapshot(str(data["reducer"]), int(data["seq"]), dict(data["state"]))
-        except (ValueError, KeyError, TypeError):
-            return None  # a damaged snapshot is only a lost shortcut: the log is replayed
+        return None if row is None else self._unsealed_snapshot(thread_id, row[0], row[1])
 
     def acquire(self, thread_id: str, owner: str, seconds: float) -> Lease:
         length = leases.lease_seconds(seconds)
@@ -708,59 +780,9 @@ class SqliteStore:
         usage field that is not a number, counts as absent; the log is not verified."""
         with self._lock:
             rows = self._db.execute(_USAGE_QUERY).fetchall()
-        found: dict[str, list[UsageRecord]] = {}
-        for thread_id, kind, at, latency, tokens_in, tokens_out, cost in rows:
-            if not isinstance(kind, str):
-                continue
-            numbers = [v if _is_number(v) else None for v in (latency, tokens_in, tokens_out)]
-            usage = Usage(
-                numbers[0],
-                tokens_in if isinstance(numbers[1], int) else None,
-                tokens_out if isinstance(numbers[2], int) else None,
-                cost if _is_number(cost) else None,
-            )
-            when = at if isinstance(at, str) else None
-            found.setdefault(str(thread_id), []).append((kind, when, usage))
-        return found
+        return usage_by_thread(rows)
 
     # ---- helpers -----------------------------------------------------------------------
-
-    def _upgrade(self) -> None:
-        """Bring a file written by an earlier version up to `SCHEMA_VERSION`, once, in one
-        transaction (a second process opening it meanwhile waits, then finds it done):
-        the added columns, every stored event chained under this store's chain, and old
-        snapshots dropped (they carry no seal: the next load replays)."""
-        if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-            return
-        with self._lock, self._transaction():
-            if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-                return
-            for table, column, kind in _ADDED_COLUMNS:
-                present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-                if column not in present:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            threads = self._db.execute("SELECT num, id FROM threads").fetchall()
-            for num, thread_id in threads:
-                rows = self._db.execute(
-                    "SELECT seq, body FROM events WHERE thread = ? ORDER BY seq", (num,)
-                ).fetchall()
-                hashes = self.chain.links(self.chain.genesis(thread_id), [b for _, b in rows])
-                self._db.executemany(
-                    "UPDATE events SET hash = ? WHERE thread = ? AND seq = ?",
-                    [(h, num, seq) for (seq, _), h in zip(rows, hashes, strict=True)],
-                )
-                head = hashes[-1] if hashes else self.chain.genesis(thread_id)
-                self._db.execute(
-                    "UPDATE threads SET seq = ?, format = ?, head_seal = ?, snapshot = NULL"
-                    " WHERE num = ?",
-                    (
-                        len(rows),
-                        EVENT_FORMAT,
-                        self._head_seal(thread_id, len(rows), head, None),
-                        num,
-                    ),
-                )
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _write(
         self,
@@ -800,23 +822,14 @@ class SqliteStore:
             ),
         )
 
-    def _broken(self, num: int, thread_id: str, bodies: Sequence[str]) -> BrokenLog:
-        """Why a log does not verify: the first event that does not match its stored hash
-        (`Chain.verify` raises it), else the row that does not match its events."""
+    def _stored_hashes(self, num: int) -> list[bytes | None]:
         with self._lock:
-            hashes = [
+            return [
                 digest
                 for (digest,) in self._db.execute(
                     "SELECT hash FROM events WHERE thread = ? ORDER BY seq", (num,)
                 )
             ]
-        try:
-            self.chain.verify(thread_id, zip(bodies, hashes, strict=False))
-        except BrokenLog as exc:
-            return exc
-        return BrokenLog(
-            thread_id, len(bodies), "the thread's row does not match its events (cut or edited)"
-        )
 
     def _position(self, thread_id: str) -> tuple[int, int]:
         row = self._db.execute("SELECT num, seq FROM threads WHERE id = ?", (thread_id,)).fetchone()
@@ -844,55 +857,6 @@ class SqliteStore:
         if row is None or not isinstance(row[0], bytes):
             raise BrokenLog(thread_id, seq, "the last event has no hash")
         return row[0]
-
-    def _head_seal(self, thread_id: str, seq: int, head: bytes, reducer: str | None) -> bytes:
-        return self.chain.seal(thread_id, seq, head, EVENT_FORMAT, reducer)
-
-    def _sealed_snapshot(
-        self, thread_id: str, chain_head: bytes, head: Head, codec: Codec
-    ) -> tuple[str | None, bytes | None]:
-        """The snapshot column and its seal: the state after the append, at the chain
-        head it was computed at, by this reducer, runtime version and event format."""
-        if head.state is None or head.reducer is None:
-            return None, None
-        data = {
-            "reducer": head.reducer,
-            "seq": head.state.seq,
-            "head": chain_head.hex(),
-            "runtime": runtime_version(),
-            "format": EVENT_FORMAT,
-            "state": codec.encode_state(head.state),
-        }
-        text = to_json(data, inf_nan_mode="constants").decode()
-        return text, self.chain.seal(thread_id, text)
-
-    def _proven_snapshot(
-        self,
-        thread_id: str,
-        text: str | None,
-        seal: bytes | None,
-        chain_head: bytes,
-        seq: int,
-    ) -> Snapshot | None:
-        """The snapshot, if its seal holds and it names exactly this chain head and
-        count, this runtime and this event format; else None (the loop replays)."""
-        if text is None or not self.chain.sealed(seal, thread_id, text):
-            return None
-        try:
-            data = from_json(text)
-        except ValueError:  # sealed, yet not JSON: a forged seal (no key); replay instead
-            return None
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("state"), dict)
-            or not isinstance(data.get("reducer"), str)
-            or data.get("head") != chain_head.hex()
-            or data.get("seq") != seq
-            or data.get("runtime") != runtime_version()
-            or data.get("format") != EVENT_FORMAT
-        ):
-            return None
-        return Snapshot(data["reducer"], data["seq"], data["state"])
 
     def _insert_events(
         self, num: int, after_seq: int, bodies: Sequence[str], hashes: Sequence[bytes]
@@ -949,7 +913,7 @@ def _brief(exc: Exception) -> str:
 _INFO_PLACES = ", ".join("?" for _ in _INFO_COLUMNS.split(", "))
 
 
-def _thread_info(row: Sequence[Any], path: Path) -> ThreadInfo:
+def _thread_info(row: Sequence[Any], path: object) -> ThreadInfo:
     """A `threads` row as a `ThreadInfo`, or `StoreError` when a damaged file holds a value
     of the wrong kind (a NULL name, a text count) that would fail far from here."""
     info = ThreadInfo(*row)
@@ -995,6 +959,51 @@ class _Transaction:
 
 
 SQLITE_SCHEME = "sqlite:///"
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres_url(url: str | Path) -> bool:
+    """Whether `url` names a PostgreSQL store (`postgresql://…` or `postgres://…`)."""
+    scheme, sep, _ = str(url).partition("://")
+    return bool(sep) and isinstance(url, str) and scheme.lower() in POSTGRES_SCHEMES
+
+
+_PASSWORD_IN_QUERY = re.compile(r"(?i)(password=)[^&\s]*")
+
+
+def shown_url(url: str, *, secret_of: str | None = None) -> str:
+    """`url` (or any text holding store URLs) as it may be shown: the password of every
+    `scheme://user:password@host` and every `password=` parameter replaced by `***`,
+    and, with `secret_of`, that URL's password wherever it occurs. Non-printable
+    characters are escaped. A user and host stay: they say which store is meant.
+
+    When a URL has an `@` but no clear end to its user part, everything up to the last
+    `@` is taken for it: shown too little rather than a password shown."""
+    text = _PASSWORD_IN_QUERY.sub(r"\1***", url)
+    text = _PASSWORD_IN_URL.sub(_hide_password, text)
+    if secret_of is not None:
+        password = _password_of(secret_of)
+        if password:
+            text = text.replace(password, "***")
+    return text if text.isprintable() else ascii(text)[1:-1]
+
+
+_PASSWORD_IN_URL = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)([^\s@]*)@")
+
+
+def _hide_password(match: re.Match[str]) -> str:
+    user, colon, _ = match.group(2).partition(":")
+    return f"{match.group(1)}{user}{':***' if colon else ''}@"
+
+
+def _password_of(url: str) -> str:
+    match = _PASSWORD_IN_URL.search(url)
+    if match is None:
+        return ""
+    from urllib.parse import unquote
+
+    password = match.group(2).partition(":")[2]
+    return unquote(password) if len(password) >= 3 else ""
 
 
 def store_file(url: str) -> Path:
@@ -1002,22 +1011,17 @@ def store_file(url: str) -> Path:
     is relative to the current folder, `sqlite:////abs/t.db` (four slashes) absolute.
     A bare path (no `scheme://`) is a file path, as `--db` takes it.
 
-    Raises `StoreError` (one line) for another scheme: `postgresql://` arrives with the
-    scale-out work, and anything else is not a store twelvefold knows."""
+    Raises `StoreError` (one line) for another scheme (a `postgresql://` URL is opened by
+    `open_store`, not as a file)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         if not url:
             raise StoreError("a store URL is sqlite:///PATH (relative) or sqlite:////PATH")
         return Path(url)
-    if scheme.lower() in ("postgresql", "postgres") or scheme.lower().startswith("postgresql+"):
-        raise StoreError(
-            "PostgreSQL stores arrive with the scale-out work; use sqlite:///PATH for now"
-        )
     if scheme.lower() != "sqlite" or not rest.startswith("/"):
-        shown = url if url.isprintable() else ascii(url)[1:-1]
         raise StoreError(
-            f"not a store URL twelvefold knows: {shown} (use sqlite:///relative/threads.db "
-            "or sqlite:////absolute/threads.db)"
+            f"not a store URL twelvefold knows: {shown_url(url)} (use sqlite:///relative/"
+            "threads.db, sqlite:////absolute/threads.db or postgresql://user@host/database)"
         )
     path = rest[1:].partition("?")[0]
     if not path:
@@ -1025,6 +1029,18 @@ def store_file(url: str) -> Path:
     return Path(path)
 
 
-def open_store(url: str, *, create: bool = True) -> SqliteStore:
-    """The store a URL names (`store_file`), opened as `SqliteStore(path, create=create)`."""
-    return SqliteStore(store_file(url), create=create)
+def open_store(url: str | Path, *, create: bool = True) -> SqliteStore | PostgresStore:
+    """The store a URL names: `postgresql://…` (or `postgres://…`) a `PostgresStore`
+    (psycopg is imported only now), anything else the SQLite file `store_file` finds
+    (a `Path` is a file), as `SqliteStore(path, create=create)`. `StoreError` for a URL
+    that names no store twelvefold can open."""
+    if is_postgres_url(url):
+        try:
+            from .pgstore import PostgresStore
+        except ImportError as exc:  # psycopg is a dependency, but a broken install is not
+            raise StoreError(
+                f"a PostgreSQL store needs psycopg ({exc}): pip install 'psycopg[binary]'"
+                " psycopg-pool"
+            ) from None
+        return PostgresStore(str(url), create=create)
+    return SqliteStore(url if isinstance(url, Path) else store_file(url), create=create)

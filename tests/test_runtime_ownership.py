@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ from twelvefold.runtime.model import OpenAIModel
 from twelvefold.runtime.store import (
     Conflict,
     EventStore,
-    Head,
     MemoryStore,
     SqliteStore,
     StoreError,
@@ -65,16 +63,6 @@ TWELVEFOLD = Path(sys.executable).with_name("twelvefold")
 # ---- 1. the contract -------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    if request.param == "memory":
-        yield MemoryStore()
-    else:
-        sqlite = SqliteStore(tmp_path / "threads.db")
-        yield sqlite
-        sqlite.close()
-
-
 def _thread(store: EventStore, thread_id: str = "t") -> Codec:
     codec = Codec()
     info = ThreadInfo(thread_id, "a", "o", "running", "a", 1, "x", "x")
@@ -88,59 +76,6 @@ def _answer(text: str) -> Answered:
 
 def _until_lapsed(store: EventStore, thread_id: str) -> None:
     wait_for(lambda: store.lease(thread_id) is None, "the lease to lapse")
-
-
-def test_one_lease_at_a_time_with_a_growing_fencing_token(store: EventStore) -> None:
-    codec = _thread(store)
-    first = store.acquire("t", "host:1:a", 60)
-    with pytest.raises(LeaseHeld) as held:
-        store.acquire("t", "host:2:b", 60)
-    assert "host:1:a" in str(held.value) and first.until in str(held.value)
-    assert store.lease("t") == first
-
-    store.append("t", 1, [_answer("one")], codec, Head("running", "a"), first)
-    with pytest.raises(LeaseHeld):  # an append without the lease while one is held
-        store.append("t", 2, [_answer("stray")], codec, Head("running", "a"))
-    renewed = store.renew(first, 120)
-    assert renewed.token == first.token and renewed.expires > first.expires
-
-    store.release(renewed)
-    assert store.lease("t") is None
-    second = store.acquire("t", "host:2:b", 60)
-    assert second.token > first.token
-    with pytest.raises(LeaseLost):  # the released lease is no longer good for anything
-        store.append("t", 2, [_answer("late")], codec, Head("running", "a"), renewed)
-    with pytest.raises(LeaseLost):
-        store.renew(renewed, 60)
-    store.release(renewed)  # releasing someone else's lease does nothing
-    assert store.lease("t") == second
-    assert len(store.load("t", codec)) == 2
-
-
-def test_a_lapsed_lease_is_taken_over_and_fenced_off(store: EventStore) -> None:
-    codec = _thread(store)
-    stale = store.acquire("t", "host:1:a", 0.05)
-    _until_lapsed(store, "t")
-    with pytest.raises(LeaseLost, match="lapsed"):  # lapsed, even before anyone took over
-        store.append("t", 1, [_answer("late")], codec, Head("running", "a"), stale)
-    with pytest.raises(LeaseLost):
-        store.renew(stale, 60)
-
-    taker = store.acquire("t", "host:2:b", 60)
-    assert taker.token == stale.token + 1
-    with pytest.raises(LeaseLost, match="taken over by host:2:b"):
-        store.append("t", 1, [_answer("late")], codec, Head("running", "a"), stale)
-    assert len(store.load("t", codec)) == 1  # nothing was written
-    store.append("t", 1, [_answer("mine")], codec, Head("running", "a"), taker)
-    assert len(store.load("t", codec)) == 2
-
-
-def test_a_thread_created_under_a_lease_is_held_from_its_first_event(store: EventStore) -> None:
-    info = ThreadInfo("t", "a", "o", "running", "a", 1, "x", "x")
-    lease = store.create(info, [Started(step="a", input="hi")], Codec(), owner="me", seconds=60)
-    assert lease is not None and store.lease("t") == lease
-    with pytest.raises(LeaseHeld, match="me"):
-        store.acquire("t", "someone else", 60)
 
 
 def test_lease_lengths_come_from_the_setting_and_bad_ones_are_refused(

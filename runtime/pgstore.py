@@ -1,0 +1,378 @@
+"""The PostgreSQL thread store: the SQLite store's contract on a database server, so that
+many processes on many machines can share threads (docs/stores.md).
+
+Imported only when a `postgresql://` store is opened (`open_store`), so psycopg costs
+nothing to a process that does not use it. Each call borrows a connection from a
+psycopg_pool pool and runs one transaction:
+
+- an append locks the thread's row (`SELECT ... FOR UPDATE`), compares the lease and the
+  event count with what the caller holds, inserts the events and updates the row, then
+  commits: two processes appending at once are serialised on the row, and the second
+  finds the count moved (`Conflict`). The `(thread, seq)` primary key backs that up.
+- leases are decided on the database's clock (`clock_timestamp()`), one clock for every
+  machine, exactly as SQLite's `julianday('now')` is for the processes of one machine.
+- a load reads the row and the events in one REPEATABLE READ transaction, so it sees
+  exactly the events the row's seal was computed over, even while another process appends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from . import lease as leases
+from .codec import Codec
+from .integrity import EVENT_FORMAT, BrokenLog, Chain
+from .lease import Lease, LeaseHeld
+from .schema import SchemaError, check_postgresql
+from .store import (
+    _INFO_COLUMNS,
+    ChainedStore,
+    Conflict,
+    Head,
+    Restored,
+    Snapshot,
+    StoreError,
+    ThreadInfo,
+    ThreadNotFound,
+    UsageRecord,
+    _check_lease_columns,
+    _info_row,
+    _thread_info,
+    check_lease,
+    now_iso,
+    shown_url,
+    usage_by_thread,
+)
+from .types import Event, Status
+
+_NOW = "extract(epoch FROM clock_timestamp())::float8"
+"""The database's clock in unix seconds: every lease decision is made with this one."""
+
+_INFO_PLACES = ", ".join("%s" for _ in _INFO_COLUMNS.split(", "))
+
+_USAGE_QUERY = """
+SELECT t.id, e.j -> 'kind', e.j -> 'at', e.j #> '{usage,latency_ms}',
+       e.j #> '{usage,input_tokens}', e.j #> '{usage,output_tokens}', e.j #> '{usage,cost_usd}'
+FROM threads t
+JOIN LATERAL (SELECT seq, twelvefold_jsonb(body) AS j FROM events WHERE thread = t.num) e
+  ON true
+ORDER BY t.num, e.seq
+"""
+
+DEFAULT_CONNECT_TIMEOUT = 10
+"""Seconds to wait for the database server before saying it cannot be reached."""
+
+
+class PostgresStore(ChainedStore):
+    """Threads in a PostgreSQL database named by a `postgresql://` (or `postgres://`) URL.
+
+    Thread-safe (each call takes a pooled connection; at most `pool_size` at once) and
+    shared by any number of processes and machines. The URL's password never appears in
+    what the store says (`where`, errors): `shown_url`. With `create=False` a database with
+    no twelvefold tables is `StoreError` rather than set up; a schema older than this code
+    is `StoreError` naming `twelvefold db upgrade` (runtime/schema.py). An unreachable
+    server or a URL libpq cannot use is `StoreError` after at most `connect_timeout`
+    seconds. `chain` defaults to `Chain.from_env()` (TWELVEFOLD_LOG_KEY)."""
+
+    blocking = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        create: bool = True,
+        chain: Chain | None = None,
+        pool_size: int = 10,
+        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
+        self.url = url
+        """The URL as given (with its password): pass it on, never show it."""
+        self.where = shown_url(url)
+        """The URL as it may be shown: without its password."""
+        self.chain = chain if chain is not None else Chain.from_env()
+        self._timeout = connect_timeout
+        try:
+            with psycopg.connect(url, connect_timeout=connect_timeout) as conn:
+                check_postgresql(conn, self.where, create=create)
+        except SchemaError as exc:
+            raise StoreError(str(exc)) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot use the store at {self.where}: {self._reason(exc)}") from None
+        self.pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(1, pool_size),
+            kwargs={"connect_timeout": connect_timeout},
+            timeout=max(30.0, connect_timeout),
+            open=False,
+        )
+        try:
+            self.pool.open(wait=True, timeout=connect_timeout)
+        except psycopg_pool.PoolTimeout:
+            self.pool.close()
+            raise StoreError(f"cannot connect to the store at {self.where}") from None
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # ---- the contract --------------------------------------------------------------
+
+    def create(
+        self,
+        info: ThreadInfo,
+        events: Sequence[Event],
+        codec: Codec,
+        *,
+        reducer: str | None = None,
+        owner: str | None = None,
+        seconds: float | None = None,
+    ) -> Lease | None:
+        bodies = [codec.dumps_event(e) for e in events]
+        hashes = self.chain.links(self.chain.genesis(info.id), bodies)
+        head = hashes[-1] if hashes else self.chain.genesis(info.id)
+        seal = self._head_seal(info.id, len(bodies), head, reducer)
+        length = leases.lease_seconds(seconds) if owner is not None else 0.0
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"INSERT INTO threads ({_INFO_COLUMNS}, format, reducer, head_seal,"
+                f" lease_owner, lease_token, lease_until) VALUES"
+                f" ({_INFO_PLACES}, %s, %s, %s, %s, %s, {_NOW} + %s)"
+                " ON CONFLICT (id) DO NOTHING RETURNING num, lease_until",
+                (*_info_row(info), EVENT_FORMAT, reducer, seal, owner, 1, length),
+            ).fetchone()
+            if row is None:
+                raise Conflict(info.id, 0, -1)
+            num, expires = row
+            self._insert_events(conn, num, 0, bodies, hashes)
+        return None if owner is None else Lease(info.id, owner, 1, float(expires))
+
+    def append(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        codec: Codec,
+        head: Head,
+        lease: Lease | None = None,
+    ) -> None:
+        bodies = [codec.dumps_event(e) for e in events]
+        at = events[-1].at if events and events[-1].at else now_iso()
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT t.num, t.seq, t.lease_owner, t.lease_token, t.lease_until,"
+                f" {_NOW}, (SELECT hash FROM events e WHERE e.thread = t.num AND e.seq = t.seq)"
+                " FROM threads t WHERE t.id = %s FOR UPDATE OF t",
+                (_findable(thread_id),),
+            ).fetchone()
+            if row is None:
+                raise ThreadNotFound(thread_id)
+            num, seq, holder, token, until, now, last_hash = row
+            _check_lease_columns(thread_id, holder, token, until)
+            check_lease(thread_id, lease, holder, token, until, now)
+            if seq != expected_seq:
+                raise Conflict(thread_id, expected_seq, seq)
+            if seq == 0:
+                previous = self.chain.genesis(thread_id)
+            elif isinstance(last_hash, bytes):
+                previous = last_hash
+            else:
+                raise BrokenLog(thread_id, seq, "the last event has no hash")
+            hashes = self.chain.links(previous, bodies)
+            self._insert_events(conn, num, seq, bodies, hashes)
+            new_seq = seq + len(bodies)
+            chain_head = hashes[-1] if hashes else previous
+            snapshot, snapshot_seal = self._sealed_snapshot(thread_id, chain_head, head, codec)
+            conn.execute(
+                "UPDATE threads SET status = %s, step = %s, seq = %s, updated_at = %s,"
+                " snapshot = %s, snapshot_seal = %s, request = %s, format = %s, reducer = %s,"
+                " head_seal = %s WHERE num = %s",
+                (
+                    head.status,
+                    head.step,
+                    new_seq,
+                    at,
+                    snapshot,
+                    snapshot_seal,
+                    head.request,
+                    EVENT_FORMAT,
+                    head.reducer,
+                    self._head_seal(thread_id, new_seq, chain_head, head.reducer),
+                    num,
+                ),
+            )
+
+    def load(self, thread_id: str, codec: Codec) -> list[Event]:
+        return self.restore(thread_id, codec).events
+
+    def restore(self, thread_id: str, codec: Codec) -> Restored:
+        with self._transaction(snapshot=True) as conn:
+            row = conn.execute(
+                "SELECT num, seq, format, reducer, head_seal, snapshot, snapshot_seal"
+                " FROM threads WHERE id = %s",
+                (_findable(thread_id),),
+            ).fetchone()
+            if row is None:
+                raise ThreadNotFound(thread_id)
+            bodies = [
+                body
+                for (body,) in conn.execute(
+                    "SELECT body FROM events WHERE thread = %s ORDER BY seq", (row[0],)
+                )
+            ]
+        return self._verified(thread_id, row[0], row[1:], bodies, codec)
+
+    def snapshot(self, thread_id: str) -> Snapshot | None:
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT snapshot, snapshot_seal FROM threads WHERE id = %s",
+                (_findable(thread_id),),
+            ).fetchone()
+        return None if row is None else self._unsealed_snapshot(thread_id, row[0], row[1])
+
+    def acquire(self, thread_id: str, owner: str, seconds: float) -> Lease:
+        length = leases.lease_seconds(seconds)
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT num, lease_owner, lease_token, lease_until, {_NOW} FROM threads"
+                " WHERE id = %s FOR UPDATE",
+                (_findable(thread_id),),
+            ).fetchone()
+            if row is None:
+                raise ThreadNotFound(thread_id)
+            num, holder, token, until, now = row
+            _check_lease_columns(thread_id, holder, token, until)
+            if holder is not None and until is not None and until > now:
+                raise LeaseHeld(thread_id, holder, until)
+            expires = now + length
+            conn.execute(
+                "UPDATE threads SET lease_owner = %s, lease_token = %s, lease_until = %s"
+                " WHERE num = %s",
+                (owner, token + 1, expires, num),
+            )
+        return Lease(thread_id, owner, token + 1, expires)
+
+    def renew(self, lease: Lease, seconds: float) -> Lease:
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT num, lease_owner, lease_token, lease_until, {_NOW} FROM threads"
+                " WHERE id = %s FOR UPDATE",
+                (_findable(lease.thread_id),),
+            ).fetchone()
+            if row is None:
+                raise ThreadNotFound(lease.thread_id)
+            num, holder, token, until, now = row
+            _check_lease_columns(lease.thread_id, holder, token, until)
+            check_lease(lease.thread_id, lease, holder, token, until, now)
+            expires = now + seconds
+            conn.execute("UPDATE threads SET lease_until = %s WHERE num = %s", (expires, num))
+        return leases.extended(lease, expires)
+
+    def release(self, lease: Lease) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE threads SET lease_owner = NULL, lease_until = NULL"
+                " WHERE id = %s AND lease_owner = %s AND lease_token = %s",
+                (_findable(lease.thread_id), lease.owner, lease.token),
+            )
+
+    def lease(self, thread_id: str) -> Lease | None:
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT lease_owner, lease_token, lease_until, {_NOW} FROM threads WHERE id = %s",
+                (_findable(thread_id),),
+            ).fetchone()
+        if row is None:
+            raise ThreadNotFound(thread_id)
+        holder, token, until, now = row
+        _check_lease_columns(thread_id, holder, token, until)
+        if holder is None or until is None or until <= now:
+            return None
+        return Lease(thread_id, holder, token, until)
+
+    def info(self, thread_id: str) -> ThreadInfo:
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT {_INFO_COLUMNS} FROM threads WHERE id = %s", (_findable(thread_id),)
+            ).fetchone()
+        if row is None:
+            raise ThreadNotFound(thread_id)
+        return _thread_info(row, self.where)
+
+    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
+        query = f"SELECT {_INFO_COLUMNS} FROM threads"
+        params: tuple[str, ...] = ()
+        if status is not None:
+            query, params = query + " WHERE status = %s", (status,)
+        with self._transaction() as conn:
+            rows = conn.execute(query + " ORDER BY updated_at DESC", params).fetchall()
+        return [_thread_info(row, self.where) for row in rows]
+
+    def usage_records(self) -> dict[str, list[UsageRecord]]:
+        """Every thread's `(kind, at, usage)` per event, in order, read by PostgreSQL from
+        the stored JSON (as `SqliteStore.usage_records`); the log is not verified."""
+        with self._transaction(snapshot=True) as conn:
+            rows = conn.execute(_USAGE_QUERY).fetchall()
+        return usage_by_thread(rows)
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def _stored_hashes(self, num: int) -> list[bytes | None]:
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT hash FROM events WHERE thread = %s ORDER BY seq", (num,)
+            ).fetchall()
+        return [digest for (digest,) in rows]
+
+    def _insert_events(
+        self,
+        conn: psycopg.Connection[Any],
+        num: int,
+        after_seq: int,
+        bodies: Sequence[str],
+        hashes: Sequence[bytes],
+    ) -> None:
+        if not bodies:
+            return
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO events (thread, seq, body, hash) VALUES (%s, %s, %s, %s)",
+                [
+                    (num, after_seq + i, body, digest)
+                    for i, (body, digest) in enumerate(zip(bodies, hashes, strict=True), start=1)
+                ],
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self, *, snapshot: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on a pooled connection: committed when the block ends, rolled
+        back on any exception. With `snapshot`, REPEATABLE READ (every statement sees the
+        same moment). A database that cannot be reached is `StoreError`, one line."""
+        try:
+            with self.pool.connection() as conn:
+                if snapshot:
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
+            raise StoreError(f"the store at {self.where} failed: {self._reason(exc)}") from None
+
+    def _reason(self, exc: BaseException) -> str:
+        """An error's message on one line, with anything that could be the password cut."""
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return shown_url(text, secret_of=self.url)
+
+
+def _findable(thread_id: str) -> str:
+    """A thread id PostgreSQL can compare: text holds no NUL and only valid UTF-8, so an id
+    that does not is no thread's (rather than a driver error)."""
+    if "\0" in thread_id:
+        raise ThreadNotFound(thread_id)
+    try:
+        thread_id.encode()
+    except UnicodeEncodeError:
+        raise ThreadNotFound(thread_id) from None
+    return thread_id

@@ -1,0 +1,378 @@
+"""The thread store's schema, in numbered migrations, for SQLite and PostgreSQL alike.
+
+Everything twelvefold stores lives in one database: the threads and their events (this
+package) and the server's own tables (tokens, inbox sessions, launches, forks, reply
+targets, schedule runs, Slack messages: twelvefold/server/). Each migration brings the
+schema from version N-1 to N; `twelvefold_schema` holds one row per applied migration
+(version, name, when), so a database says exactly which it has been through.
+
+What happens when a database's schema is older than the code (docs/stores.md):
+
+- a SQLite file is upgraded when it is opened, in one `BEGIN IMMEDIATE` transaction (an
+  embedded store belongs to the processes on its machine, which all run this code);
+- a PostgreSQL database with no twelvefold tables yet is set up when first opened; one
+  with an older schema is refused (`SchemaBehind`, naming `twelvefold db upgrade`): a shared
+  database is upgraded on purpose, as a step of a deploy, not by whichever process starts
+  first. The upgrade runs in one transaction under an advisory lock, so concurrent upgrades
+  wait for each other and the second finds nothing left to do;
+- a schema newer than the code (a newer twelvefold upgraded it) is refused either way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .integrity import EVENT_FORMAT, Chain
+
+
+class SchemaError(Exception):
+    """The database's schema is not the one this code reads. One line for a person."""
+
+
+class SchemaBehind(SchemaError):
+    """A PostgreSQL database whose schema is older than the code: `twelvefold db upgrade`."""
+
+    def __init__(self, where: str, found: int) -> None:
+        super().__init__(
+            f"the store at {where} has schema version {found}; this twelvefold needs "
+            f"{CURRENT}: run `twelvefold db upgrade --store {where}` once (it is safe while "
+            "other processes use the store), then start this again"
+        )
+        self.found = found
+
+
+class SchemaAhead(SchemaError):
+    def __init__(self, where: str, found: int) -> None:
+        super().__init__(
+            f"the store at {where} has schema version {found}, newer than this twelvefold "
+            f"reads ({CURRENT}): a newer twelvefold upgraded it; upgrade twelvefold"
+        )
+        self.found = found
+
+
+SqliteStep = Callable[[sqlite3.Connection, Chain], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sqlite: str | SqliteStep
+    """SQL (a script), or a function given the connection and the store's chain."""
+    postgresql: str
+    """SQL run in the upgrade's transaction ("" when there is nothing to do)."""
+
+
+# ---- 1: threads and events ------------------------------------------------------------
+
+_SQLITE_THREADS = """
+CREATE TABLE IF NOT EXISTS threads (
+    num        INTEGER PRIMARY KEY,
+    id         TEXT NOT NULL UNIQUE,
+    agent      TEXT NOT NULL,
+    origin     TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    step       TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    snapshot   TEXT, -- JSON of a Snapshot of the state after the last append, or NULL
+    request    TEXT  -- the pending request's id while waiting, else NULL
+);
+-- One row per event (`thread` is threads.num, so a long thread id is not repeated).
+CREATE TABLE IF NOT EXISTS events (
+    thread INTEGER NOT NULL,
+    seq    INTEGER NOT NULL,
+    body   TEXT NOT NULL,
+    PRIMARY KEY (thread, seq)
+) WITHOUT ROWID;
+"""
+
+# PostgreSQL starts at the layout SQLite reached with migration 2 (no PostgreSQL store
+# predates it). `body` is text, not jsonb: the chain hashes the bytes as written, and jsonb
+# would reorder keys. `twelvefold_jsonb` reads a body as JSON for reports, NULL when it is
+# not JSON (an edited row must not fail a listing).
+_PG_THREADS = """
+CREATE TABLE threads (
+    num           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id            text NOT NULL UNIQUE,
+    agent         text NOT NULL,
+    origin        text NOT NULL,
+    status        text NOT NULL,
+    step          text NOT NULL,
+    seq           integer NOT NULL,
+    created_at    text NOT NULL,
+    updated_at    text NOT NULL,
+    snapshot      text,
+    request       text,
+    snapshot_seal bytea,
+    format        integer,
+    reducer       text,
+    head_seal     bytea,
+    lease_owner   text,
+    lease_token   bigint NOT NULL DEFAULT 0,
+    lease_until   double precision
+);
+CREATE INDEX threads_by_update ON threads (updated_at DESC);
+CREATE TABLE events (
+    thread bigint NOT NULL,
+    seq    integer NOT NULL,
+    body   text NOT NULL,
+    hash   bytea,
+    PRIMARY KEY (thread, seq)
+);
+CREATE FUNCTION twelvefold_jsonb(body text) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN body::jsonb;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $$;
+"""
+
+# ---- 2: the hash chain and leases (SQLite files written before them) -----------------
+
+_ADDED_COLUMNS = (
+    ("threads", "snapshot", "TEXT"),
+    ("threads", "request", "TEXT"),  # the pending request's id while waiting, else NULL
+    ("threads", "snapshot_seal", "BLOB"),  # Chain.seal over the thread id and the snapshot
+    ("threads", "format", "INTEGER"),  # EVENT_FORMAT of the log
+    ("threads", "reducer", "TEXT"),  # fingerprint of the reducer that last appended
+    ("threads", "head_seal", "BLOB"),  # Chain.seal over id, seq, chain head, format, reducer
+    ("threads", "lease_owner", "TEXT"),  # NULL: nobody holds the thread
+    ("threads", "lease_token", "INTEGER NOT NULL DEFAULT 0"),  # the fencing token
+    ("threads", "lease_until", "REAL"),  # unix seconds on SQLite's clock
+    ("events", "hash", "BLOB"),  # hash_n = SHA-256(hash_{n-1} || body_n)
+)
+
+
+def _chain_sqlite(db: sqlite3.Connection, chain: Chain) -> None:
+    """The columns added since the first release, every stored event chained under
+    `chain`, and old snapshots dropped (they carry no seal: the next load replays)."""
+    for table, column, kind in _ADDED_COLUMNS:
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for num, thread_id in db.execute("SELECT num, id FROM threads").fetchall():
+        rows = db.execute(
+            "SELECT seq, body FROM events WHERE thread = ? ORDER BY seq", (num,)
+        ).fetchall()
+        hashes = chain.links(chain.genesis(thread_id), [b for _, b in rows])
+        db.executemany(
+            "UPDATE events SET hash = ? WHERE thread = ? AND seq = ?",
+            [(h, num, seq) for (seq, _), h in zip(rows, hashes, strict=True)],
+        )
+        head = hashes[-1] if hashes else chain.genesis(thread_id)
+        db.execute(
+            "UPDATE threads SET seq = ?, format = ?, head_seal = ?, snapshot = NULL WHERE num = ?",
+            (
+                len(rows),
+                EVENT_FORMAT,
+                chain.seal(thread_id, len(rows), head, EVENT_FORMAT, None),
+                num,
+            ),
+        )
+
+
+# ---- 3: the server's tables -------------------------------------------------------------
+
+_SERVER_TABLES = """
+CREATE TABLE IF NOT EXISTS server_tokens (
+    id         TEXT PRIMARY KEY,
+    person     TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS inbox_sessions (
+    id_hash    TEXT PRIMARY KEY,   -- SHA-256 of the cookie's value, hex
+    person     TEXT NOT NULL,
+    credential TEXT,               -- the id of the token used to sign in
+    created    {real} NOT NULL,    -- Unix time, seconds
+    expires    {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS server_launches (
+    thread_id TEXT PRIMARY KEY,
+    person    TEXT NOT NULL,
+    via       TEXT NOT NULL,
+    at        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS server_forks (
+    thread_id TEXT PRIMARY KEY,
+    parent    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS server_replies (
+    thread_id   TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    address     TEXT NOT NULL,
+    replied_seq INTEGER NOT NULL DEFAULT 0,{replies_order}
+    PRIMARY KEY (thread_id, kind, address)
+);
+CREATE TABLE IF NOT EXISTS server_schedule_runs (
+    name      TEXT PRIMARY KEY,
+    fired_at  TEXT NOT NULL,
+    thread_id TEXT
+);
+CREATE TABLE IF NOT EXISTS slack_messages (
+    channel   TEXT NOT NULL,
+    ts        TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    request   TEXT NOT NULL,
+    title     TEXT NOT NULL,
+    closed    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (channel, ts)
+);
+"""
+
+MIGRATIONS: Sequence[Migration] = (
+    Migration(1, "threads and events", _SQLITE_THREADS, _PG_THREADS),
+    Migration(2, "hash chain, seals and leases", _chain_sqlite, ""),
+    Migration(
+        3,
+        "server tables",
+        _SERVER_TABLES.format(real="REAL", replies_order=""),
+        # SQLite lists reply targets in `rowid` order; PostgreSQL has no rowid: `added`.
+        _SERVER_TABLES.format(
+            real="double precision",
+            replies_order="\n    added bigint GENERATED ALWAYS AS IDENTITY,",
+        ),
+    ),
+)
+
+CURRENT = MIGRATIONS[-1].version
+"""The schema version this code reads and writes."""
+
+ADVISORY_LOCK = 0x7477656C7665  # "twelve": the key upgrades of a PostgreSQL store lock on
+
+_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS twelvefold_schema (version INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+)
+
+
+# ---- SQLite ----------------------------------------------------------------------------
+
+
+def sqlite_version(db: sqlite3.Connection) -> int:
+    """The schema version of a SQLite file: the highest applied migration, else what an
+    older twelvefold left (`PRAGMA user_version` 2 meant migrations 1 and 2; a `threads`
+    table without it meant 1); 0 for an empty file."""
+    if _has_table(db, "twelvefold_schema"):
+        (found,) = db.execute("SELECT max(version) FROM twelvefold_schema").fetchone()
+        return int(found or 0)
+    if db.execute("PRAGMA user_version").fetchone()[0] >= 2:
+        return 2
+    return 1 if _has_table(db, "threads") else 0
+
+
+def upgrade_sqlite(db: sqlite3.Connection, chain: Chain, where: str) -> list[Migration]:
+    """Apply the migrations `db` lacks, in one `BEGIN IMMEDIATE` transaction (a second
+    process waits for the write lock, then finds nothing to do); the ones applied.
+    `SchemaAhead` for a file a newer twelvefold wrote. `db` is in autocommit mode."""
+    if sqlite_version(db) == CURRENT:
+        return []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        found = sqlite_version(db)
+        if found > CURRENT:
+            raise SchemaAhead(where, found)
+        versioned = _has_table(db, "twelvefold_schema")
+        db.execute(_VERSION_TABLE)
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version <= found:
+                continue
+            if isinstance(migration.sqlite, str):
+                for statement in _statements(migration.sqlite):
+                    db.execute(statement)
+            else:
+                migration.sqlite(db, chain)
+            applied.append(migration)
+        # A file from before this table gets a row for the migrations it had too.
+        _record(db, "?", MIGRATIONS, found if versioned else 0)
+        # Older twelvefold versions read this: at 2 or more they leave the file alone.
+        db.execute(f"PRAGMA user_version = {CURRENT}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return applied
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return row.fetchone() is not None
+
+
+def _statements(script: str) -> list[str]:
+    """A SQLite script's statements (no `;` in its comments: it splits on them)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _record(db: Any, mark: str, migrations: Sequence[Migration], after: int) -> None:
+    """One `twelvefold_schema` row per migration past `after` (`mark`: the placeholder)."""
+    from .store import now_iso
+
+    for migration in migrations:
+        if migration.version > after:
+            db.execute(
+                f"INSERT INTO twelvefold_schema (version, name, applied_at)"
+                f" VALUES ({mark}, {mark}, {mark})",
+                (migration.version, migration.name, now_iso()),
+            )
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------
+
+
+def postgresql_version(conn: Any) -> int:
+    """The schema version of a PostgreSQL database (0: no twelvefold tables yet)."""
+    (exists,) = conn.execute("SELECT to_regclass('twelvefold_schema') IS NOT NULL").fetchone()
+    if not exists:
+        return 0
+    (found,) = conn.execute("SELECT max(version) FROM twelvefold_schema").fetchone()
+    return int(found or 0)
+
+
+def upgrade_postgresql(conn: Any, where: str) -> list[Migration]:
+    """Apply the migrations the database lacks, in one transaction on `conn` (a psycopg
+    connection, not in autocommit) under an advisory lock: a concurrent upgrade waits for
+    this one and then finds nothing to do. Commits; the migrations applied.
+    `SchemaAhead` for a database a newer twelvefold upgraded."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK,))
+        found = postgresql_version(conn)
+        if found > CURRENT:
+            raise SchemaAhead(where, found)
+        conn.execute(_VERSION_TABLE)
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version > found:
+                if migration.postgresql:
+                    conn.execute(migration.postgresql)
+                applied.append(migration)
+        _record(conn, "%s", MIGRATIONS, found)
+    return applied
+
+
+def check_postgresql(conn: Any, where: str, *, create: bool) -> None:
+    """Before a PostgreSQL store is used: set up a database with no twelvefold tables
+    (`create`), refuse one whose schema is older (`SchemaBehind`) or newer (`SchemaAhead`)."""
+    found = postgresql_version(conn)
+    conn.commit()
+    if found == CURRENT:
+        return
+    if found > CURRENT:
+        raise SchemaAhead(where, found)
+    if found == 0 and create:
+        upgrade_postgresql(conn, where)
+        return
+    if found == 0:
+        raise SchemaError(
+            f"no thread store at {where} yet (`twelvefold run` or `twelvefold db upgrade "
+            f"--store {where}` sets it up)"
+        )
+    raise SchemaBehind(where, found)
