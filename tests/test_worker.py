@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,12 @@ import pytest
 
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from tests.support.waiting import wait_for
-from twelvefold.runtime.api import AsyncRuntime
+from twelvefold.runtime.api import AsyncRuntime, RequestNotPending
+from twelvefold.runtime.lease import LeaseError
 from twelvefold.runtime.model import OpenAIModel
-from twelvefold.runtime.store import open_store
+from twelvefold.runtime.store import Conflict, open_store
 from twelvefold.runtime.types import StepFailed, ToolResult, ToolStarted
-from twelvefold.server.queue import Queue, apply_schema, make_app
+from twelvefold.server.queue import ADVANCE, TIMER, Queue, apply_schema, make_app
 
 pytestmark = pytest.mark.postgres
 
@@ -97,9 +99,12 @@ class Cluster:
     broken: bool = False
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start_worker(self, index: int) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, index: int, agents: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
         entry = ["-c", BROKEN_LEASE] if self.broken else ["-m", "twelvefold"]
-        command = [sys.executable, *entry, "worker", str(AGENT), "--store", self.store_url,
+        places = agents or [str(AGENT)]
+        command = [sys.executable, *entry, "worker", *places, "--store", self.store_url,
                    "--queue", self.queue_url, "--concurrency", "4", "--sweep-seconds", "1",
                    "--grace", "2", "--model", "gpt-4o-mini", "--path", str(FIXTURES)]  # fmt: skip
         with (self.folder / f"worker-{index}.log").open("ab") as log:
@@ -181,10 +186,8 @@ class Driver:
                         assert view.error is not None and view.error.type == "Interrupted", view
                         await self.runtime.retry(info.id, by="carol", run=False)
                         await self.queue.wake(info.id)
-                except AssertionError:
-                    raise
-                except Exception:  # a worker holds it right now: next round
-                    pass
+                except (LeaseError, Conflict, RequestNotPending):
+                    pass  # a worker holds it or moved it on right now: next round
         return standing
 
 
@@ -275,3 +278,86 @@ def test_crash_test_finds_a_broken_lease(
     finally:
         cluster.stop()
 
+
+
+def test_two_workers_racing_one_thread_exactly_one_advances_it(
+    tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
+) -> None:
+    """Two wake-ups of one thread (deferred without the queueing lock, as a retried
+    stalled job would be) on two workers at once: the lease lets one advance it, so each
+    model call and each tool call happens once."""
+    cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
+    cluster.env["CRASHBOT_SLEEP"] = "0.3"
+    driver = Driver(cluster, openai_model_server)
+
+    async def launch_twice() -> str:
+        async with driver.app.open_async():
+            view = await driver.runtime.launch(str(AGENT), "race", run=False)
+            for _ in range(2):
+                await driver.app.configure_task(ADVANCE).defer_async(thread_id=view.id)
+            return view.id
+
+    thread_id = run(launch_twice())
+    try:
+        cluster.workers = [cluster.start_worker(i) for i in range(2)]
+        wait_for(
+            lambda: run(driver.runtime.info(thread_id)).status == "waiting",
+            "the thread to reach its approval",
+        )
+        effects = (cluster.folder / "effects" / "effects.log").read_text().splitlines()
+        assert len(effects) == 3, effects  # bump, bump, poke: once each
+        assert len(openai_model_server.requests) == 4  # Bump, Bump, Poke, Ship
+        run(driver.runtime.events(thread_id))  # the log verifies
+    finally:
+        cluster.stop()
+
+
+def test_a_timer_survives_a_restart_of_every_worker(
+    tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
+) -> None:
+    """A `sleep` is a scheduled job in PostgreSQL: the worker that scheduled it is killed,
+    the job is still there, and a worker started after the moment passed fires it."""
+    openai_model_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Nap", "n": 1}}
+    )
+    cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
+    napper = FIXTURES / "nap.agent"
+    cluster_agent = [str(napper)]
+    driver = Driver(cluster, openai_model_server)
+
+    async def launch() -> str:
+        async with driver.app.open_async():
+            view = await driver.runtime.launch(str(napper), "nap", run=False)
+            await driver.queue.wake(view.id)
+            return view.id
+
+    thread_id = run(launch())
+    worker = cluster.start_worker(0, agents=cluster_agent)
+    cluster.workers = [worker]
+    try:
+        wait_for(
+            lambda: run(driver.runtime.info(thread_id)).status == "waiting", "the thread to nap"
+        )
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        import psycopg
+
+        with psycopg.connect(postgres_url) as connection:
+            timers = connection.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s"
+                " AND status = 'todo' AND scheduled_at > now() AND args->>'thread_id' = %s",
+                (TIMER, thread_id),
+            ).fetchone()
+        assert timers == (1,)
+        view = run(driver.runtime.get(thread_id))
+        assert view.wake_at is not None
+        wake_at = datetime.fromisoformat(view.wake_at.replace("Z", "+00:00"))
+        wait_for(lambda: datetime.now(UTC) > wake_at, "the nap's end to pass with no worker")
+        assert run(driver.runtime.info(thread_id)).status == "waiting"
+        cluster.workers = [cluster.start_worker(1, agents=cluster_agent)]
+        wait_for(
+            lambda: run(driver.runtime.info(thread_id)).status == "finished",
+            "the timer to fire on the restarted worker",
+        )
+    finally:
+        cluster.stop()
