@@ -99,9 +99,7 @@ class Cluster:
     broken: bool = False
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start_worker(
-        self, index: int, agents: list[str] | None = None
-    ) -> subprocess.Popen[bytes]:
+    def start_worker(self, index: int, agents: list[str] | None = None) -> subprocess.Popen[bytes]:
         entry = ["-c", BROKEN_LEASE] if self.broken else ["-m", "twelvefold"]
         places = agents or [str(AGENT)]
         command = [sys.executable, *entry, "worker", *places, "--store", self.store_url,
@@ -270,14 +268,13 @@ def test_crash_test_finds_a_broken_lease(
     cluster.env["CRASHBOT_SLEEP"] = "0.2"
     driver = Driver(cluster, openai_model_server)
     try:
-        with pytest.raises(Exception) as caught:  # noqa: B017 - any failed check will do
+        with pytest.raises(Exception) as caught:
             crash_and_check(cluster, driver, threads=12, kills=4, limit=90)
         print("the broken build was caught:", str(caught.value)[:300])
         # The broken workers did run tools (the failure is the check's, not a start-up's).
         assert (cluster.folder / "effects" / "effects.log").exists(), caught.value
     finally:
         cluster.stop()
-
 
 
 def test_two_workers_racing_one_thread_exactly_one_advances_it(

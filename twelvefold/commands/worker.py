@@ -4,6 +4,7 @@ procrastinate and psycopg are imported only when the command runs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -157,9 +158,7 @@ async def _work(
     finally:
         close = getattr(runtime.engine.model, "aclose", None)
         if close is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await close()
-            except Exception:  # noqa: BLE001 - closing a pool at exit
-                pass
     echo("worker: stopped", err=True)
     return 0

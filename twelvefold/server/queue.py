@@ -224,7 +224,7 @@ class Work:
         if agent is None or info.status != "waiting":
             return
         view = await self.runtime.get(thread_id, agent=agent)
-        if view.request != request or view.seq != seq and not _notices_only(view, seq):
+        if view.request != request or (view.seq != seq and not _notices_only(view, seq)):
             return
         try:
             expiry = await self.runtime.expire_thread(thread_id, agent=agent)
@@ -289,7 +289,7 @@ async def _timer_job(context: Any, thread_id: str, request: str | None, seq: int
 
 
 async def run_worker(
-    work: Work, *, concurrency: int, grace: float, sweep_seconds: float, name: str | None = None
+    work: Work, *, concurrency: int, grace: float, sweep_seconds: float, name: str = "twelvefold"
 ) -> None:
     """Take jobs until SIGTERM or SIGINT (procrastinate's handlers: stop taking jobs, let
     running ones finish for `grace` seconds, then cancel them; a cancelled run lets its
