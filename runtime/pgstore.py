@@ -357,7 +357,9 @@ class PostgresStore(ChainedStore):
                 if snapshot:
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            # Unreachable, restarted, a full disk, a row edited into what twelvefold never
+            # writes: PostgreSQL's words, one line, without the password.
             raise StoreError(f"the store at {self.where} failed: {self._reason(exc)}") from None
 
     def _reason(self, exc: BaseException) -> str:

@@ -1018,6 +1018,8 @@ def store_file(url: str) -> Path:
         if not url:
             raise StoreError("a store URL is sqlite:///PATH (relative) or sqlite:////PATH")
         return Path(url)
+    if is_postgres_url(url):
+        raise StoreError(f"{shown_url(url)} names a database server, not a SQLite file")
     if scheme.lower() != "sqlite" or not rest.startswith("/"):
         raise StoreError(
             f"not a store URL twelvefold knows: {shown_url(url)} (use sqlite:///relative/"
@@ -1029,12 +1031,43 @@ def store_file(url: str) -> Path:
     return Path(path)
 
 
-def open_store(url: str | Path, *, create: bool = True) -> SqliteStore | PostgresStore:
+@dataclass(frozen=True, slots=True)
+class StoreUrl:
+    """A database server's store URL (`postgresql://…`). Shown (`str`, f-strings) without
+    its password; `url` is the whole URL, to connect with and never to print."""
+
+    url: str
+
+    def __str__(self) -> str:
+        return shown_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"StoreUrl({shown_url(self.url)!r})"
+
+
+StoreLocation = Path | StoreUrl
+"""Where a command's threads are: a SQLite file, or a database server's URL."""
+
+
+def store_location(url: str) -> StoreLocation:
+    """A store URL (or a bare file path) as a location; `StoreError` for one twelvefold
+    cannot use (never naming its password)."""
+    return StoreUrl(url) if is_postgres_url(url) else store_file(url)
+
+
+def store_exists(location: StoreLocation) -> bool:
+    """Whether a store is there to read: the SQLite file exists; a server is asked when
+    the store is opened, so a URL always counts."""
+    return isinstance(location, StoreUrl) or location.is_file()
+
+
+def open_store(url: str | StoreLocation, *, create: bool = True) -> SqliteStore | PostgresStore:
     """The store a URL names: `postgresql://…` (or `postgres://…`) a `PostgresStore`
     (psycopg is imported only now), anything else the SQLite file `store_file` finds
     (a `Path` is a file), as `SqliteStore(path, create=create)`. `StoreError` for a URL
     that names no store twelvefold can open."""
-    if is_postgres_url(url):
+    text = url.url if isinstance(url, StoreUrl) else url
+    if is_postgres_url(text):
         try:
             from .pgstore import PostgresStore
         except ImportError as exc:  # psycopg is a dependency, but a broken install is not
@@ -1042,5 +1075,5 @@ def open_store(url: str | Path, *, create: bool = True) -> SqliteStore | Postgre
                 f"a PostgreSQL store needs psycopg ({exc}): pip install 'psycopg[binary]'"
                 " psycopg-pool"
             ) from None
-        return PostgresStore(str(url), create=create)
-    return SqliteStore(url if isinstance(url, Path) else store_file(url), create=create)
+        return PostgresStore(str(text), create=create)
+    return SqliteStore(text if isinstance(text, Path) else store_file(text), create=create)

@@ -7,7 +7,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,9 @@ from twelvefold.compiler.render import (
     to_mermaid,
 )
 from twelvefold.runtime.types import Event
+
+if TYPE_CHECKING:
+    from twelvefold.runtime.store import StoreLocation
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 SUFFIXES = {".mmd": "mermaid", ".mermaid": "mermaid", ".dot": "dot", ".gv": "dot"}
@@ -59,7 +62,7 @@ def graph(
     output_format: str | None,
     output: Path | None,
     thread_id: str | None,
-    db: Path,
+    db: StoreLocation,
     events_file: Path | None,
     prompts: Path | None,
 ) -> None:
@@ -131,13 +134,13 @@ def _load_thread(
     agent: Path,
     prompts: Path | None,
     thread_id: str | None,
-    db: Path,
+    db: StoreLocation,
     events_file: Path | None,
 ) -> tuple[Sequence[Event], Any]:
     """The thread's events and the agent's generated reducer module."""
     from twelvefold.runtime.codec import CodecError
     from twelvefold.runtime.loading import AgentLoadError, load_agent
-    from twelvefold.runtime.store import SqliteStore, StoreError, ThreadNotFound
+    from twelvefold.runtime.store import StoreError, ThreadNotFound, open_store, store_exists
 
     try:
         loaded = load_agent(agent, prompts_dir=prompts)
@@ -151,10 +154,12 @@ def _load_thread(
                 raise click.BadParameter("must hold a JSON list of events", param_hint="--events")
             events = [loaded.codec.decode_event(item) for item in data]
         else:
-            if not db.is_file():
-                click.echo(f"error: no thread store at {db} (give --db PATH)", err=True)
+            if not store_exists(db):
+                click.echo(
+                    f"error: no thread store at {db} (give --db PATH or --store URL)", err=True
+                )
                 sys.exit(1)
-            store = SqliteStore(db, create=False)
+            store = open_store(db, create=False)
             try:
                 events = store.load(str(thread_id), loaded.codec)
             finally:

@@ -6,9 +6,12 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from twelvefold.runtime.store import StoreLocation
 
 DEFAULT_DB = Path(".twelvefold") / "threads.db"
 """Where threads are stored unless --db or TWELVEFOLD_DB says otherwise (relative to the
@@ -18,40 +21,73 @@ _DB_FILE = click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="TWELVEFOLD_DB",
-    default=DEFAULT_DB,
-    show_default=True,
-    help="The SQLite file threads are stored in (or TWELVEFOLD_DB).",
+    help=f"The SQLite file threads are stored in (or TWELVEFOLD_DB; default: {DEFAULT_DB}, "
+    "or the configuration's `store`).",
 )
 _STORE_URL = click.option(
     "--store",
     "store_url",
     metavar="URL",
     envvar="TWELVEFOLD_STORE",
-    help="The thread store as a URL instead of --db: sqlite:///relative/threads.db or "
-    "sqlite:////absolute/threads.db (or TWELVEFOLD_STORE).",
+    help="The thread store as a URL instead of --db: sqlite:///relative/threads.db, "
+    "sqlite:////absolute/threads.db or postgresql://user@host/database (or "
+    "TWELVEFOLD_STORE, else `store` in [tool.twelvefold]).",
 )
 
 
-def store_path(db: Path, store_url: str | None) -> Path:
-    """The SQLite file a command uses: the one `--store URL` names, else `--db FILE`.
-    A URL twelvefold cannot use is a one-line error and exit 1."""
-    if store_url is None:
-        return db
-    from twelvefold.runtime.store import StoreError, store_file
+def store_path(db: Path | None, store_url: str | None) -> StoreLocation:
+    """Where a command's threads are: `--store URL`, else `--db FILE`, else the `store` of
+    the configuration nearest the current folder (docs/stores.md), else DEFAULT_DB.
+    A URL twelvefold cannot use is a one-line error and exit 1 (its password never
+    shown)."""
+    from twelvefold.runtime.store import StoreError, store_location
 
     try:
-        return store_file(store_url)
+        if store_url is not None:
+            return store_location(store_url)
+        if db is not None:
+            return db
+        return configured_store() or DEFAULT_DB
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
 
 
+def configured_store() -> StoreLocation | None:
+    """`store = "URL"` of `[tool.twelvefold]` (or twelvefold.toml) nearest the current
+    folder; a relative sqlite:/// path is relative to that file's folder. `StoreError` for
+    a URL that holds a password: secrets never go in the configuration (libpq reads
+    PGPASSWORD and ~/.pgpass)."""
+    from twelvefold.runtime.config import ConfigError, find_config
+    from twelvefold.runtime.store import StoreError, StoreUrl, shown_url, store_location
+
+    try:
+        config = find_config(Path.cwd())
+    except ConfigError as exc:
+        raise StoreError(str(exc)) from None
+    value = config.settings.get("store")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise StoreError(f"{config.path}: `store` must be a store URL (a string)")
+    if shown_url(value) != value:
+        raise StoreError(
+            f"{config.path}: `store` holds a password ({shown_url(value)}); secrets never go "
+            "in the configuration: set PGPASSWORD or use ~/.pgpass instead"
+        )
+    found = store_location(value)
+    if isinstance(found, StoreUrl) or found.is_absolute() or config.path is None:
+        return found
+    return config.path.parent / found
+
+
 def DB(function: Callable[..., Any]) -> Callable[..., Any]:
     """`--db FILE` and `--store URL` (one spelling of the store works everywhere); the
-    command receives `db`, the file either names."""
+    command receives `db`, the location either names (`StoreLocation`: a SQLite file's
+    `Path` or a server's `StoreUrl`, which prints without its password)."""
 
     @functools.wraps(function)
-    def with_store(*args: Any, db: Path, store_url: str | None, **kwargs: Any) -> Any:
+    def with_store(*args: Any, db: Path | None, store_url: str | None, **kwargs: Any) -> Any:
         return function(*args, db=store_path(db, store_url), **kwargs)
 
     return _DB_FILE(_STORE_URL(with_store))

@@ -6,12 +6,15 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from twelvefold.commands.options import DB, PROMPTS
 from twelvefold.commands.output import echo
+
+if TYPE_CHECKING:
+    from twelvefold.runtime.store import StoreLocation
 
 
 @click.command()
@@ -36,7 +39,7 @@ def prompt(
     thread_id: str | None,
     text: str | None,
     prompts: Path | None,
-    db: Path,
+    db: StoreLocation,
     model: str | None,
     mode: str,
     as_json: bool,
@@ -66,7 +69,7 @@ async def _request_body(
     thread_id: str | None,
     text: str | None,
     prompts: Path | None,
-    db: Path,
+    db: StoreLocation,
     model_name: str | None,
     mode: str,
 ) -> dict[str, Any]:
@@ -94,14 +97,14 @@ async def _request_body(
     return await client.preview(request)
 
 
-def _stored_events(db: Path, thread_id: str, codec: Any) -> list[Any]:
+def _stored_events(db: StoreLocation, thread_id: str, codec: Any) -> list[Any]:
     """The thread's log, decoded by the agent the command names (AGENT, not the place the
     thread recorded: that place may be gone after the project moved)."""
-    from twelvefold.runtime.store import SqliteStore
+    from twelvefold.runtime.store import open_store, store_exists
 
-    if not db.exists():
+    if not store_exists(db):
         raise click.ClickException(f"no thread store at {db}")
-    store = SqliteStore(db)
+    store = open_store(db, create=False)
     try:
         return list(store.load(thread_id, codec))
     finally:

@@ -1,9 +1,9 @@
 """`twelvefold run`, `resume`, `fork`, `cancel`, `expire`, `threads` and `show`: threads
 from the command line.
 
-Threads live in a SQLite file, `.twelvefold/threads.db` in the current directory unless
---db or TWELVEFOLD_DB says otherwise, so a thread launched by one command can be resumed
-by another, any time later.
+Threads live in a store: a SQLite file, `.twelvefold/threads.db` in the current directory
+unless --db, --store or the configuration's `store` says otherwise (docs/stores.md), so a
+thread launched by one command can be resumed by another, any time later.
 
 A decision names the request it answers (`--request ID`, printed wherever a thread waits).
 Without it, a person at a terminal is shown the pending request and asked to confirm;
@@ -45,10 +45,12 @@ from twelvefold.runtime.loop import Thread
 from twelvefold.runtime.names import declared_name
 from twelvefold.runtime.store import (
     Conflict,
-    SqliteStore,
     StoreError,
+    StoreLocation,
     ThreadInfo,
     ThreadNotFound,
+    open_store,
+    store_exists,
 )
 from twelvefold.runtime.timeouts import as_moment
 from twelvefold.runtime.tracing import TracingUnavailable, configure_from_env
@@ -155,7 +157,7 @@ def _compact(value: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
 
 
-def print_view(view: ThreadView, db: Path) -> None:
+def print_view(view: ThreadView, db: StoreLocation) -> None:
     where = f"thread {view.id} ({view.agent})"
     if view.status == "finished":
         echo(f"\n{where} finished: {_compact(view.output)}")
@@ -267,7 +269,7 @@ def make_model(cassette: Path | None, record: Path | None, model: str | None) ->
 
 @contextmanager
 def runtime(
-    db: Path,
+    db: StoreLocation,
     *,
     model: Any = None,
     paths: tuple[Path, ...] = (),
@@ -284,7 +286,7 @@ def runtime(
 
     shutdown = configure_from_env()  # OTEL_EXPORTER_OTLP_* (docs/observability.md)
     try:
-        store = SqliteStore(db, create=create)
+        store = open_store(db, create=create)
         hook: Callable[[Thread, Event], None] | None = None if quiet else print_event
         keep_stdout = contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext()
         with Runtime(store, model=model, tool_paths=paths, on_event=hook) as rt, keep_stdout:
@@ -297,7 +299,7 @@ def runtime(
             shutdown()  # exports the spans still queued before the process exits
 
 
-def finish(view: ThreadView, db: Path, as_json: bool) -> None:
+def finish(view: ThreadView, db: StoreLocation, as_json: bool) -> None:
     if as_json:
         echo(json.dumps(view.to_json(), ensure_ascii=False))
     else:
@@ -389,7 +391,7 @@ def _check_model_flags(cassette: Path | None, record: Path | None) -> None:
 def run(
     agent: str,
     input_text: str,
-    db: Path,
+    db: StoreLocation,
     model: str | None,
     cassette: Path | None,
     record: Path | None,
@@ -451,7 +453,7 @@ def resume(
     request: str | None,
     by: str | None,
     agent: str | None,
-    db: Path,
+    db: StoreLocation,
     model: str | None,
     cassette: Path | None,
     record: Path | None,
@@ -535,7 +537,7 @@ def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bo
 @AGENT
 @DB
 @JSON
-def fork(thread: str, at_event: int, agent: str | None, db: Path, as_json: bool) -> None:
+def fork(thread: str, at_event: int, agent: str | None, db: StoreLocation, as_json: bool) -> None:
     """Start a new thread from the first N events of THREAD; it does not run until resumed.
 
     A fork never re-uses a decision or repeats a side effect: a fork just after an
@@ -558,7 +560,7 @@ def fork(thread: str, at_event: int, agent: str | None, db: Path, as_json: bool)
 @DB
 @JSON
 def cancel(
-    thread: str, reason: str, by: str | None, agent: str | None, db: Path, as_json: bool
+    thread: str, reason: str, by: str | None, agent: str | None, db: StoreLocation, as_json: bool
 ) -> None:
     """End THREAD on purpose: its pending request is withdrawn, and any later decision
     for it is refused. The log records who cancelled it, why, and from where."""
@@ -591,7 +593,7 @@ def send(
     idempotency_key: str | None,
     by: str | None,
     agent: str | None,
-    db: Path,
+    db: StoreLocation,
     model: str | None,
     cassette: Path | None,
     record: Path | None,
@@ -634,7 +636,7 @@ def send(
 def expire(
     now: str | None,
     agents: tuple[str, ...],
-    db: Path,
+    db: StoreLocation,
     model: str | None,
     cassette: Path | None,
     record: Path | None,
@@ -666,7 +668,7 @@ def expire(
                 "waits are timed out before their real deadlines",
                 err=True,
             )
-    if not db.exists():
+    if not store_exists(db):
         found: list[Expiry] = []
     else:
         with (
@@ -719,10 +721,10 @@ def expiry_line(expiry: Expiry) -> str:
 )
 @DB
 @JSON
-def threads(status: str | None, db: Path, as_json: bool) -> None:
+def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
     """List threads, most recently updated first."""
     with reported(as_json):
-        store = SqliteStore(db, create=False)
+        store = open_store(db, create=False)
         try:
             found = store.threads(status)  # type: ignore[arg-type]
             spent = by_thread(store.usage_records())
@@ -768,7 +770,7 @@ def _info_json(info: ThreadInfo, usage: Totals) -> dict[str, Any]:
 @AGENT
 @DB
 @JSON
-def show(thread: str, agent: str | None, db: Path, as_json: bool) -> None:
+def show(thread: str, agent: str | None, db: StoreLocation, as_json: bool) -> None:
     """Print THREAD's event log and where it stands."""
     with reported(as_json), runtime(db, quiet=True) as rt:
         loaded = rt.agent_of(thread, agent)

@@ -21,6 +21,7 @@ from twelvefold.runtime.tracing import configure_from_env
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from twelvefold.runtime.store import StoreLocation
     from twelvefold.server.tokens import TokenInfo
 
 LOOPBACK_NAMES = ("localhost",)
@@ -78,7 +79,7 @@ def is_loopback(host: str) -> bool:
 @model_options
 def serve(
     places: tuple[str, ...],
-    db: Path,
+    db: StoreLocation,
     host: str,
     port: int,
     concurrency: int,
@@ -144,7 +145,7 @@ def serve(
 
 def _app(
     places: tuple[str, ...],
-    db: Path,
+    db: StoreLocation,
     concurrency: int,
     insecure_local: bool,
     grace: float,
@@ -153,24 +154,23 @@ def _app(
     paths: tuple[Path, ...],
 ) -> FastAPI:
     from twelvefold.runtime.api import AsyncRuntime
-    from twelvefold.runtime.store import SqliteStore
+    from twelvefold.runtime.store import open_store
     from twelvefold.server.app import create_app
     from twelvefold.server.service import ServeError, Service, served_agents
+    from twelvefold.server.tables import place_of
     from twelvefold.server.tokens import TokenStore
 
-    store = SqliteStore(db)
+    store = open_store(db)
     runtime = AsyncRuntime(store, model=model, tool_paths=paths)  # type: ignore[arg-type]
     try:
         agents = served_agents(runtime, places)
     except ServeError as exc:
         echo(f"error: {exc}", err=True)
         sys.exit(1)
-    tokens = None if insecure_local else TokenStore(db)
+    tokens = None if insecure_local else TokenStore(place_of(store) or db)
     if tokens is not None and not any(not t.revoked for t in tokens.list()):
-        echo(
-            f"note: no API token yet: `twelvefold token create PERSON --db {db}` makes one",
-            err=True,
-        )
+        echo(f"note: no API token yet: `twelvefold token create PERSON {_option(db)}` makes one",
+             err=True)  # fmt: skip
     # The first model call would import openai and instructor (seconds of CPU) on the
     # event loop, and every API call would wait meanwhile (benchmarks/server.py showed a
     # 5-7 s stall): a server pays for that import once, before it listens.
@@ -195,7 +195,7 @@ def token() -> None:
 @token.command("create")
 @click.argument("person")
 @DB
-def token_create(person: str, db: Path) -> None:
+def token_create(person: str, db: StoreLocation) -> None:
     """Print a new token for PERSON (shown once; only its hash is stored)."""
     from twelvefold.server.tokens import TokenStore, check_person
 
@@ -217,7 +217,7 @@ def token_create(person: str, db: Path) -> None:
 @token.command("list")
 @DB
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
-def token_list(db: Path, as_json: bool) -> None:
+def token_list(db: StoreLocation, as_json: bool) -> None:
     """List the tokens: id, person, created, revoked (never the token)."""
     found = _tokens(db)
     if as_json:
@@ -238,7 +238,7 @@ def token_list(db: Path, as_json: bool) -> None:
 @token.command("revoke")
 @click.argument("token_id", metavar="ID")
 @DB
-def token_revoke(token_id: str, db: Path) -> None:
+def token_revoke(token_id: str, db: StoreLocation) -> None:
     """Revoke the token with this ID (from `token list`): it stops working at once."""
     from twelvefold.server.tokens import TokenStore
 
@@ -255,7 +255,7 @@ def token_revoke(token_id: str, db: Path) -> None:
     echo(f"revoked token {token_id}")
 
 
-def _tokens(db: Path) -> list[TokenInfo]:
+def _tokens(db: StoreLocation) -> list[TokenInfo]:
     from twelvefold.server.tokens import TokenStore
 
     _check_store(db)
@@ -267,8 +267,15 @@ def _tokens(db: Path) -> list[TokenInfo]:
             tokens.close()
 
 
-def _check_store(db: Path) -> None:
-    if not db.is_file():
+def _option(db: StoreLocation) -> str:
+    """The option that names this store again, as it may be shown."""
+    return f"--db {db}" if isinstance(db, Path) else f"--store {db}"
+
+
+def _check_store(db: StoreLocation) -> None:
+    from twelvefold.runtime.store import store_exists
+
+    if not store_exists(db):
         echo(f"error: no store at {db} (`twelvefold token create` makes one)", err=True)
         sys.exit(1)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import click
@@ -18,7 +17,7 @@ from twelvefold.commands.options import DB
 from twelvefold.commands.output import echo
 from twelvefold.commands.run import JSON, duration_text, reported
 from twelvefold.runtime.api import shown
-from twelvefold.runtime.store import SqliteStore, ThreadInfo
+from twelvefold.runtime.store import StoreLocation, ThreadInfo, open_store
 from twelvefold.runtime.usage import Totals, by_thread
 
 STATUSES = ("running", "waiting", "finished", "failed", "cancelled")
@@ -48,10 +47,10 @@ def gather(infos: list[ThreadInfo], spent: dict[str, Totals]) -> dict[str, Agent
 @click.command()
 @DB
 @JSON
-def stats(db: Path, as_json: bool) -> None:
+def stats(db: StoreLocation, as_json: bool) -> None:
     """Print per agent: threads by status, steps, tokens, cost, time waiting for people."""
     with reported():
-        store = SqliteStore(db, create=False)
+        store = open_store(db, create=False)
         try:
             per_agent = gather(store.threads(), by_thread(store.usage_records()))
         finally:

@@ -260,7 +260,7 @@ def router(service: Service, *, sessions: SessionStore | None = None) -> APIRout
     service's store file (in memory for a memory store).
 
     None of the routes is in the OpenAPI document: they are pages, not the API."""
-    sessions = sessions if sessions is not None else SessionStore(service.store_path)
+    sessions = sessions if sessions is not None else SessionStore(service.database)
     pages = _Pages(service, sessions)
     routes = APIRouter(route_class=_SecuredRoute, include_in_schema=False)
     routes.add_api_route("/", pages.inbox, methods=["GET"])

@@ -61,39 +61,31 @@ class Target:
 
 
 class ReplyTargets(Table):
-    """`server_replies`: thread -> where its replies go (in the store's SQLite file)."""
-
-    def __init__(self, path: Path | None) -> None:
-        super().__init__(
-            path,
-            "CREATE TABLE IF NOT EXISTS server_replies (thread_id TEXT NOT NULL,"
-            " kind TEXT NOT NULL, address TEXT NOT NULL, replied_seq INTEGER NOT NULL"
-            " DEFAULT 0, PRIMARY KEY (thread_id, kind, address))",
-        )
+    """`server_replies`: thread -> where its replies go (in the store's database)."""
 
     def add(self, thread_id: str, kind: str, address: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO server_replies VALUES (?, ?, ?, 0)",
-                (thread_id, kind, address),
-            )
+        self._db.change(
+            "INSERT INTO server_replies (thread_id, kind, address) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (thread_id, kind, address),
+        )
 
     def of(self, thread_id: str) -> list[Target]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT thread_id, kind, address, replied_seq FROM server_replies"
-                " WHERE thread_id = ? ORDER BY rowid",
-                (thread_id,),
-            ).fetchall()
+        # In the order they were added: SQLite's rowid, PostgreSQL's identity column.
+        order = "rowid" if self._db.dialect == "sqlite" else "added"
+        rows = self._db.rows(
+            "SELECT thread_id, kind, address, replied_seq FROM server_replies"
+            f" WHERE thread_id = ? ORDER BY {order}",
+            (thread_id,),
+        )
         return [Target(str(t), str(k), str(a), int(s)) for t, k, a, s in rows]
 
     def replied(self, target: Target, seq: int) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE server_replies SET replied_seq = max(replied_seq, ?)"
-                " WHERE thread_id = ? AND kind = ? AND address = ?",
-                (seq, target.thread_id, target.kind, target.address),
-            )
+        self._db.change(
+            "UPDATE server_replies SET replied_seq = ? WHERE thread_id = ? AND kind = ?"
+            " AND address = ? AND replied_seq < ?",
+            (seq, target.thread_id, target.kind, target.address, seq),
+        )
 
 
 class Replies:
@@ -111,7 +103,7 @@ class Replies:
     ) -> None:
         self.service = service
         self.webhook_hosts = webhook_hosts
-        self.targets = ReplyTargets(service.store_path)
+        self.targets = ReplyTargets(service.database)
         self.public_url = public_url
         self.key = signing_key(webhook_secret) if webhook_secret else None
         self.delays = delays

@@ -6,7 +6,7 @@
     input = "yesterday's sales" # the thread's input (any TOML value)
 
 Each schedule launches its agent as the person `schedule:NAME`. The last time each one
-fired is kept in `server_schedule_runs` (the store's SQLite file): a server that was down
+fired is kept in `server_schedule_runs` (the store's database): a server that was down
 while a schedule came due launches it once on start, however many times it was missed,
 and a schedule seen for the first time starts counting from now (nothing fires for the
 past). A fire is recorded before its launch, so a crash between the two loses that one
@@ -24,7 +24,6 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from croniter import croniter
@@ -99,31 +98,22 @@ def schedules_of(service: Service) -> list[Schedule]:
 class ScheduleRuns(Table):
     """`server_schedule_runs`: schedule name -> when it last fired, and what it launched."""
 
-    def __init__(self, path: Path | None) -> None:
-        super().__init__(
-            path,
-            "CREATE TABLE IF NOT EXISTS server_schedule_runs (name TEXT PRIMARY KEY,"
-            " fired_at TEXT NOT NULL, thread_id TEXT)",
-        )
-
     def last(self, name: str) -> datetime | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT fired_at FROM server_schedule_runs WHERE name = ?", (name,)
-            ).fetchone()
-        if row is None:
+        rows = self._db.rows("SELECT fired_at FROM server_schedule_runs WHERE name = ?", (name,))
+        if not rows:
             return None
         try:
-            return datetime.fromisoformat(str(row[0])).astimezone(UTC)
+            return datetime.fromisoformat(str(rows[0][0])).astimezone(UTC)
         except ValueError:  # an edited row: count from now rather than fire for the past
             return None
 
     def fired(self, name: str, at: datetime, thread_id: str | None = None) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO server_schedule_runs VALUES (?, ?, ?)",
-                (name, at.astimezone(UTC).isoformat(), thread_id),
-            )
+        self._db.change(
+            "INSERT INTO server_schedule_runs (name, fired_at, thread_id) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET fired_at = excluded.fired_at,"
+            " thread_id = excluded.thread_id",
+            (name, at.astimezone(UTC).isoformat(), thread_id),
+        )
 
 
 class Scheduler:
@@ -140,7 +130,7 @@ class Scheduler:
         self.service = service
         self.schedules = schedules
         self.clock = clock
-        self.runs = ScheduleRuns(service.store_path)
+        self.runs = ScheduleRuns(service.database)
         self._task: asyncio.Task[None] | None = None
 
     async def tick(self, now: datetime) -> list[tuple[str, str]]:

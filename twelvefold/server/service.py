@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import threading
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from twelvefold.runtime.store import (
     now_iso,
 )
 from twelvefold.runtime.types import Event, IllegalEvent, Notified, Status
+from twelvefold.server.tables import Table, place_of
 
 log = logging.getLogger("twelvefold.server")
 
@@ -194,38 +194,27 @@ MAX_FORK_DEPTH = 1000
 anyone should reach)."""
 
 
-class Launches:
+class Launches(Table):
     """Who launched each thread through the server (`server_launches`, in the store's
-    SQLite file): the four-eyes rule needs it. Threads launched elsewhere (the CLI) have
-    no launcher here, so the rule does not apply to them."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else path, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS server_launches (thread_id TEXT PRIMARY KEY,"
-            " person TEXT NOT NULL, via TEXT NOT NULL, at TEXT NOT NULL)"
-        )
-        # A fork holds its parent's events (and so its pending request): whoever launched
-        # an ancestor is a launcher of the fork too, for the four-eyes rule.
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS server_forks (thread_id TEXT PRIMARY KEY,"
-            " parent TEXT NOT NULL)"
-        )
+    database): the four-eyes rule needs it. Threads launched elsewhere (the CLI) have
+    no launcher here, so the rule does not apply to them. A fork holds its parent's events
+    (and so its pending request): whoever launched an ancestor is a launcher of the fork
+    too (`server_forks`)."""
 
     def record(self, thread_id: str, caller: Caller) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO server_launches VALUES (?, ?, ?, ?)",
-                (thread_id, caller.person, caller.recorded_via, now_iso()),
-            )
+        self._db.change(
+            "INSERT INTO server_launches (thread_id, person, via, at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (thread_id) DO UPDATE SET person = excluded.person,"
+            " via = excluded.via, at = excluded.at",
+            (thread_id, caller.person, caller.recorded_via, now_iso()),
+        )
 
     def forked(self, fork_id: str, parent: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO server_forks VALUES (?, ?)", (fork_id, parent))
+        self._db.change(
+            "INSERT INTO server_forks (thread_id, parent) VALUES (?, ?)"
+            " ON CONFLICT (thread_id) DO UPDATE SET parent = excluded.parent",
+            (fork_id, parent),
+        )
 
     def launchers(self, thread_id: str) -> set[str]:
         """Who launched the thread or any thread it was forked from (at most
@@ -238,22 +227,13 @@ class Launches:
             person = self.launcher(current)
             if person is not None:
                 people.add(person)
-            with self._lock:
-                row = self._db.execute(
-                    "SELECT parent FROM server_forks WHERE thread_id = ?", (current,)
-                ).fetchone()
-            current = None if row is None else str(row[0])
+            rows = self._db.rows("SELECT parent FROM server_forks WHERE thread_id = ?", (current,))
+            current = None if not rows else str(rows[0][0])
         return people
 
     def launcher(self, thread_id: str) -> str | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT person FROM server_launches WHERE thread_id = ?", (thread_id,)
-            ).fetchone()
-        return None if row is None else str(row[0])
-
-    def close(self) -> None:
-        self._db.close()
+        rows = self._db.rows("SELECT person FROM server_launches WHERE thread_id = ?", (thread_id,))
+        return None if not rows else str(rows[0][0])
 
 
 class Service:
@@ -281,7 +261,9 @@ class Service:
         """The longest `wait` (and `?wait=true`) waits, in seconds."""
         store = runtime.store
         self.store_path: Path | None = store.path if isinstance(store, SqliteStore) else None
-        self.launches = Launches(self.store_path)
+        self.database = place_of(store)
+        """Where the server's tables go (server/tables.py): the store's database."""
+        self.launches = Launches(self.database)
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}

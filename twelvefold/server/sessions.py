@@ -1,4 +1,4 @@
-"""Browser sessions for the approval inbox, kept in the thread store's SQLite file.
+"""Browser sessions for the approval inbox, kept in the thread store's database.
 
 A person signs in with a token once (server/tokens.py verifies it); the browser then holds
 a random session id in a cookie. The store keeps only the id's SHA-256, so a copy of the
@@ -15,27 +15,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from twelvefold.runtime.store import StoreError
+from twelvefold.server.tables import Table
+
+if TYPE_CHECKING:
+    from twelvefold.runtime.pgstore import PostgresStore
 
 DEFAULT_LIFETIME = 12 * 3600.0
 """Seconds a session lasts after sign-in: a working day, then sign in again."""
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS inbox_sessions (
-    id_hash TEXT PRIMARY KEY,   -- SHA-256 of the cookie's value, hex
-    person  TEXT NOT NULL,
-    credential TEXT,            -- the id of the token used to sign in
-    created REAL NOT NULL,      -- Unix time, seconds
-    expires REAL NOT NULL
-)
-"""
 
 
 @dataclass(frozen=True)
@@ -68,51 +60,40 @@ def same_secret(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given.encode("ascii"), expected.encode("ascii"))
 
 
-class SessionStore:
-    """The `inbox_sessions` table of one SQLite file (created if missing); `path=None` keeps
-    sessions in memory (a server on a memory store).
+class SessionStore(Table):
+    """The `inbox_sessions` table of the store at `place` (a SQLite file, made if missing;
+    an open PostgreSQL store); `None` keeps sessions in memory (a server on a memory store).
 
-    Safe to share between threads of one process (calls are serialized). `clock` gives Unix
-    time in seconds; tests pass their own to make sessions expire. A file SQLite cannot
-    open is `StoreError` (one line, as for the thread store).
+    Safe to share between threads of one process. `clock` gives Unix time in seconds;
+    tests pass their own to make sessions expire. A file SQLite cannot open is
+    `StoreError` (one line, as for the thread store).
     """
 
     def __init__(
         self,
-        path: Path | str | None,
+        place: Path | str | PostgresStore | None,
         *,
         lifetime: float = DEFAULT_LIFETIME,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.lifetime = lifetime
         self.clock = clock
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(
-                ":memory:" if path is None else Path(path),
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self._db.execute("PRAGMA busy_timeout = 10000")
-            self._db.execute(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path} is not a store SQLite can open: {exc}") from None
+        super().__init__(Path(place) if isinstance(place, str) else place)
 
     def close_store(self) -> None:
-        self._db.close()
+        self.close()
 
     def open(self, person: str, credential: str | None = None) -> str:
         """Start a session for `person`, signed in with the token whose id is `credential`;
         returns the id for the cookie (shown once, never stored)."""
         session_id = secrets.token_urlsafe(32)
         now = self.clock()
-        with self._lock:
-            self._db.execute("DELETE FROM inbox_sessions WHERE expires <= ?", (now,))
-            self._db.execute(
-                "INSERT INTO inbox_sessions (id_hash, person, credential, created, expires)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (_digest(session_id), person, credential, now, now + self.lifetime),
-            )
+        self._db.change("DELETE FROM inbox_sessions WHERE expires <= ?", (now,))
+        self._db.change(
+            "INSERT INTO inbox_sessions (id_hash, person, credential, created, expires)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (_digest(session_id), person, credential, now, now + self.lifetime),
+        )
         return session_id
 
     def find(self, session_id: str | None) -> Session | None:
@@ -120,22 +101,24 @@ class SessionStore:
         if not session_id or len(session_id) > 256:
             return None
         digest = _digest(session_id)
-        with self._lock:
-            row = self._db.execute(
-                "SELECT person, credential, expires FROM inbox_sessions WHERE id_hash = ?",
-                (digest,),
-            ).fetchone()
-            if row is None:
-                return None
-            person, credential, expires = row
-            if not isinstance(expires, int | float) or expires <= self.clock():
-                self._db.execute("DELETE FROM inbox_sessions WHERE id_hash = ?", (digest,))
-                return None
+        rows = self._db.rows(
+            "SELECT person, credential, expires FROM inbox_sessions WHERE id_hash = ?",
+            (digest,),
+        )
+        if not rows:
+            return None
+        person, credential, expires = rows[0]
+        if not isinstance(expires, int | float) or expires <= self.clock():
+            self._db.change("DELETE FROM inbox_sessions WHERE id_hash = ?", (digest,))
+            return None
         if not isinstance(person, str) or not isinstance(credential, str | None):
             return None  # a row edited by hand is no session
         return Session(person, credential, csrf_token(session_id), float(expires))
 
-    def close(self, session_id: str) -> None:
-        """End the session (sign out); an unknown id is no error."""
-        with self._lock:
-            self._db.execute("DELETE FROM inbox_sessions WHERE id_hash = ?", (_digest(session_id),))
+    def close(self, session_id: str | None = None) -> None:
+        """End the session (sign out; an unknown id is no error); without one, close the
+        table."""
+        if session_id is None:
+            super().close()
+            return
+        self._db.change("DELETE FROM inbox_sessions WHERE id_hash = ?", (_digest(session_id),))

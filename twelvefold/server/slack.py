@@ -281,38 +281,30 @@ def modal(action: str, value: str, *, channel: str | None, ts: str | None) -> di
 
 class SlackMessages(Table):
     """`slack_messages`: the messages that carry a request's buttons (in the store's
-    SQLite file), so they can be updated once the request is decided."""
-
-    def __init__(self, path: Path | None) -> None:
-        super().__init__(
-            path,
-            "CREATE TABLE IF NOT EXISTS slack_messages (channel TEXT NOT NULL, ts TEXT NOT NULL,"
-            " thread_id TEXT NOT NULL, request TEXT NOT NULL, title TEXT NOT NULL,"
-            " closed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (channel, ts))",
-        )
+    database), so they can be updated once the request is decided."""
 
     def add(self, channel: str, ts: str, thread_id: str, request: str, title: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO slack_messages VALUES (?, ?, ?, ?, ?, 0)",
-                (channel, ts, thread_id, request, title),
-            )
+        self._db.change(
+            "INSERT INTO slack_messages (channel, ts, thread_id, request, title, closed)"
+            " VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (channel, ts) DO UPDATE SET"
+            " thread_id = excluded.thread_id, request = excluded.request,"
+            " title = excluded.title, closed = 0",
+            (channel, ts, thread_id, request, title),
+        )
 
     def open_for(self, thread_id: str) -> list[tuple[str, str, str, str]]:
         """(channel, ts, request, title) of the thread's messages still showing buttons."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT channel, ts, request, title FROM slack_messages"
-                " WHERE thread_id = ? AND closed = 0",
-                (thread_id,),
-            ).fetchall()
+        rows = self._db.rows(
+            "SELECT channel, ts, request, title FROM slack_messages"
+            " WHERE thread_id = ? AND closed = 0",
+            (thread_id,),
+        )
         return [(str(c), str(t), str(r), str(h)) for c, t, r, h in rows]
 
     def close_message(self, channel: str, ts: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE slack_messages SET closed = 1 WHERE channel = ? AND ts = ?", (channel, ts)
-            )
+        self._db.change(
+            "UPDATE slack_messages SET closed = 1 WHERE channel = ? AND ts = ?", (channel, ts)
+        )
 
 
 class SlackBot:
@@ -323,7 +315,7 @@ class SlackBot:
         self.service = service
         self.settings = settings
         self.client = WebClient(token=settings.bot_token, base_url=settings.api_url, timeout=10)
-        self.messages = SlackMessages(service.store_path)
+        self.messages = SlackMessages(service.database)
 
     async def call(self, method: str, **arguments: Any) -> dict[str, Any]:
         """One Web API call (in a worker thread); `SlackApiError` when Slack says no."""

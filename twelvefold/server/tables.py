@@ -1,24 +1,134 @@
-"""The server's own tables, in the thread store's SQLite file (an in-memory database for
-a store without a file): each lane keeps its table(s) there, created if missing."""
+"""The server's own tables (tokens, inbox sessions, launches and forks, reply targets,
+schedule runs, Slack messages), in the thread store's database: the SQLite file, the
+PostgreSQL database, or an in-memory SQLite database for a store without either.
+
+Their schema is the store's (runtime/schema.py, migration 3 on): opening a SQLite file
+upgrades it, a PostgreSQL store was checked when it was opened. The statements are
+written once, in SQL both databases take (`?` placeholders, `INSERT ... ON CONFLICT`);
+`Database` runs them on either.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from twelvefold.runtime.integrity import Chain
+from twelvefold.runtime.schema import SchemaError, upgrade_sqlite
+from twelvefold.runtime.store import SqliteStore, StoreError, StoreUrl, open_store
+
+if TYPE_CHECKING:
+    from twelvefold.runtime.pgstore import PostgresStore
+    from twelvefold.runtime.store import EventStore
+
+
+def place_of(store: EventStore) -> Path | PostgresStore | None:
+    """Where the tables of a server over `store` go: beside its threads."""
+    if isinstance(store, SqliteStore):
+        return store.path
+    if type(store).__name__ == "PostgresStore":
+        return store  # type: ignore[return-value]
+    return None
+
+
+class Database:
+    """SQL on the tables, the same text for SQLite and PostgreSQL, at a place: a SQLite
+    file, a store URL, an open PostgreSQL store (whose connection pool it shares), or None
+    (a private in-memory SQLite database).
+
+    SQLite: one connection (autocommit, busy timeout 10 s), calls serialised by a lock.
+    PostgreSQL: each call one transaction on a connection of the store's pool. A database
+    that cannot be opened is `StoreError`, one line."""
+
+    def __init__(self, place: Path | str | StoreUrl | PostgresStore | None) -> None:
+        self._lock = threading.Lock()
+        self._owned: PostgresStore | None = None
+        self._pg: PostgresStore | None = None
+        self._sqlite: sqlite3.Connection | None = None
+        if isinstance(place, str | StoreUrl):
+            opened = open_store(place)
+            if isinstance(opened, SqliteStore):
+                path: Path | None = opened.path
+                opened.close()
+                place = path
+            else:
+                self._owned = opened
+                place = opened
+        if place is None or isinstance(place, Path):
+            self._sqlite = _open_sqlite(place)
+        else:
+            self._pg = place
+        self.dialect = "sqlite" if self._sqlite is not None else "postgresql"
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows a query returns."""
+        if self._sqlite is not None:
+            with self._lock:
+                return self._sqlite.execute(sql, params).fetchall()
+        assert self._pg is not None
+        if not _storable(params):
+            return []
+        with self._pg._transaction() as conn:
+            cursor = conn.execute(sql.replace("?", "%s"), params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def change(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run a statement; how many rows it changed."""
+        if self._sqlite is not None:
+            with self._lock:
+                return self._sqlite.execute(sql, params).rowcount
+        assert self._pg is not None
+        if not _storable(params):
+            return 0
+        with self._pg._transaction() as conn:
+            return conn.execute(sql.replace("?", "%s"), params).rowcount
+
+    def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+        if self._owned is not None:
+            self._owned.close()
+
+
+def _storable(params: tuple[Any, ...]) -> bool:
+    """Whether PostgreSQL can hold every text parameter (no NUL, valid UTF-8). A value it
+    cannot hold is in no row, so a statement with one matches nothing; the server's inserts
+    never carry one (names are printable, ids generated), and a lookup by a hostile id
+    (a token's, a thread's from a URL) finds nothing rather than failing."""
+    return all(
+        not isinstance(p, str) or ("\0" not in p and p.encode("utf-8", "replace").decode() == p)
+        for p in params
+    )
+
+
+def _open_sqlite(path: Path | None) -> sqlite3.Connection:
+    try:
+        if path is not None and path.parent != Path(""):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(
+            ":memory:" if path is None else path, isolation_level=None, check_same_thread=False
+        )
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise StoreError(f"{path} is not a store SQLite can open: {exc}") from None
+    try:
+        db.execute("PRAGMA busy_timeout = 10000")
+        upgrade_sqlite(db, Chain.from_env(), str(path or ":memory:"))
+    except SchemaError as exc:
+        db.close()
+        raise StoreError(str(exc)) from None
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+        db.close()
+        raise StoreError(f"{path} is not a store SQLite can open: {exc}") from None
+    return db
 
 
 class Table:
-    """One connection to the store's file with `schema` (a `CREATE TABLE IF NOT EXISTS`)
-    applied; `_lock` serialises the calls of the event loop and of worker threads."""
+    """A server table (its schema is the store's); `_db` runs the statements."""
 
-    def __init__(self, path: Path | None, schema: str) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else path, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        self._db.execute(schema)
+    def __init__(self, place: Path | str | StoreUrl | PostgresStore | None) -> None:
+        self._db = Database(place)
 
     def close(self) -> None:
         self._db.close()

@@ -2,7 +2,7 @@
 
 A token is `tf_<id>_<secret>`: `id` (8 hex digits) names the row, `secret` is 32 random
 bytes (`secrets.token_urlsafe`). Only the SHA-256 of the whole token is stored, in the
-`server_tokens` table of the thread store's SQLite file, so a copy of the file gives no
+`server_tokens` table of the thread store's database, so a copy of the file gives no
 token away; `verify` finds the row by id and compares the hashes in constant time
 (`hmac.compare_digest`). A fast hash is enough: the secret has 256 bits of entropy, so
 there is nothing to brute-force that a slow password hash would protect.
@@ -15,23 +15,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from twelvefold.runtime.store import StoreError, now_iso
+from twelvefold.runtime.store import StoreUrl, now_iso
+from twelvefold.server.tables import Table
+
+if TYPE_CHECKING:
+    from twelvefold.runtime.pgstore import PostgresStore
 
 PREFIX = "tf_"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS server_tokens (
-    id         TEXT PRIMARY KEY,
-    person     TEXT NOT NULL,
-    hash       TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -48,25 +42,13 @@ class TokenInfo:
         return self.revoked_at is not None
 
 
-class TokenStore:
-    """The tokens table of the SQLite file at `path` (created if missing).
+class TokenStore(Table):
+    """The tokens table of the store at `place` (a SQLite file, made if missing; a store
+    URL; an open PostgreSQL store). Safe to share between threads of one process."""
 
-    Safe to share between threads of one process (calls are serialized)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if self.path.parent != Path(""):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 10000")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a store SQLite can open: {exc}") from None
-
-    def close(self) -> None:
-        self._db.close()
+    def __init__(self, place: Path | str | StoreUrl | PostgresStore) -> None:
+        super().__init__(place)
+        self.place = place
 
     def create(self, person: str) -> str:
         """A new token for `person` (printable, 1-200 characters, no surrounding spaces):
@@ -74,11 +56,10 @@ class TokenStore:
         check_person(person)
         token_id = secrets.token_hex(4)
         token = f"{PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO server_tokens (id, person, hash, created_at) VALUES (?, ?, ?, ?)",
-                (token_id, person, _digest(token), now_iso()),
-            )
+        self._db.change(
+            "INSERT INTO server_tokens (id, person, hash, created_at) VALUES (?, ?, ?, ?)",
+            (token_id, person, _digest(token), now_iso()),
+        )
         return token
 
     def identify(self, token: str) -> TokenInfo | None:
@@ -86,13 +67,13 @@ class TokenStore:
         if not token.startswith(PREFIX) or len(token) > 200:
             return None
         token_id = token[len(PREFIX) :].partition("_")[0]
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, person, hash, created_at, revoked_at FROM server_tokens WHERE id = ?",
-                (token_id,),
-            ).fetchone()
-        if row is None or row[4] is not None:
+        rows = self._db.rows(
+            "SELECT id, person, hash, created_at, revoked_at FROM server_tokens WHERE id = ?",
+            (token_id,),
+        )
+        if not rows or rows[0][4] is not None:
             return None
+        row = rows[0]
         if not hmac.compare_digest(str(row[2]), _digest(token)):
             return None
         return TokenInfo(row[0], row[1], row[3], row[4])
@@ -104,19 +85,17 @@ class TokenStore:
 
     def list(self) -> list[TokenInfo]:
         """Every token ever created, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, person, created_at, revoked_at FROM server_tokens ORDER BY created_at"
-            ).fetchall()
+        rows = self._db.rows(
+            "SELECT id, person, created_at, revoked_at FROM server_tokens ORDER BY created_at"
+        )
         return [TokenInfo(*row) for row in rows]
 
     def revoke(self, token_id: str) -> bool:
         """Revoke the token with this id; False when there is no live one."""
-        with self._lock:
-            changed = self._db.execute(
-                "UPDATE server_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (now_iso(), token_id),
-            ).rowcount
+        changed = self._db.change(
+            "UPDATE server_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (now_iso(), token_id),
+        )
         return bool(changed)
 
 
