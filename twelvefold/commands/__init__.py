@@ -74,6 +74,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
         "Serve AGENT_OR_DIR... over HTTP: the API, the inbox, background runs and timers.",
     ),
     "token": LazyCommand("serve", "token", "Create, list and revoke the server's API tokens."),
+    "db": LazyCommand("db", "db", "Manage the thread store's schema."),
     "threads": LazyCommand("run", "threads", "List threads, most recently updated first."),
     "show": LazyCommand("run", "show", "Print THREAD's event log and where it stands."),
     "stats": LazyCommand(
