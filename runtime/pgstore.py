@@ -28,7 +28,13 @@ from . import lease as leases
 from .codec import Codec
 from .integrity import EVENT_FORMAT, BrokenLog, Chain
 from .lease import Lease, LeaseHeld
-from .schema import SchemaError, check_postgresql
+from .schema import (
+    SchemaError,
+    Upgrade,
+    check_postgresql,
+    postgresql_version,
+    upgrade_postgresql,
+)
 from .store import (
     _INFO_COLUMNS,
     ChainedStore,
@@ -366,6 +372,24 @@ class PostgresStore(ChainedStore):
         """An error's message on one line, with anything that could be the password cut."""
         text = " ".join(str(exc).split()) or type(exc).__name__
         return shown_url(text, secret_of=self.url)
+
+
+def upgrade_database(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> Upgrade:
+    """Bring the PostgreSQL database at `url` to this code's schema (`twelvefold db
+    upgrade`): one transaction under an advisory lock, so it is safe to run from several
+    places at once and while other processes use the store. `StoreError` (one line,
+    without the password) when it cannot be reached or refuses."""
+    where = shown_url(url)
+    try:
+        with psycopg.connect(url, connect_timeout=connect_timeout) as conn:
+            before = postgresql_version(conn)
+            conn.commit()
+            return Upgrade(where, before, upgrade_postgresql(conn, where))
+    except SchemaError as exc:
+        raise StoreError(str(exc)) from None
+    except psycopg.Error as exc:
+        text = shown_url(" ".join(str(exc).split()), secret_of=url)
+        raise StoreError(f"cannot use the store at {where}: {text}") from None
 
 
 def _findable(thread_id: str) -> str:

@@ -53,6 +53,17 @@ class SchemaAhead(SchemaError):
         self.found = found
 
 
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """What `twelvefold db upgrade` did to one store."""
+
+    where: str
+    """The store, as it may be shown (no password)."""
+    before: int
+    """The schema version it had (0: none yet)."""
+    applied: list[Migration]
+
+
 SqliteStep = Callable[[sqlite3.Connection, Chain], None]
 
 
@@ -342,19 +353,27 @@ def upgrade_postgresql(conn: Any, where: str) -> list[Migration]:
     connection, not in autocommit) under an advisory lock: a concurrent upgrade waits for
     this one and then finds nothing to do. Commits; the migrations applied.
     `SchemaAhead` for a database a newer twelvefold upgraded."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK,))
-        found = postgresql_version(conn)
-        if found > CURRENT:
-            raise SchemaAhead(where, found)
-        conn.execute(_VERSION_TABLE)
-        applied = []
-        for migration in MIGRATIONS:
-            if migration.version > found:
-                if migration.postgresql:
-                    conn.execute(migration.postgresql)
-                applied.append(migration)
-        _record(conn, "%s", MIGRATIONS, found)
+    # A session lock, taken before the upgrade's transaction begins: that transaction then
+    # sees everything a concurrent upgrade committed (its catalog too; a lock taken inside
+    # the transaction would leave it reading the tables as they were before the wait).
+    conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK,))
+    conn.commit()
+    try:
+        with conn.transaction():
+            found = postgresql_version(conn)
+            if found > CURRENT:
+                raise SchemaAhead(where, found)
+            conn.execute(_VERSION_TABLE)
+            applied = []
+            for migration in MIGRATIONS:
+                if migration.version > found:
+                    if migration.postgresql:
+                        conn.execute(migration.postgresql)
+                    applied.append(migration)
+            _record(conn, "%s", MIGRATIONS, found)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK,))
+        conn.commit()
     return applied
 
 

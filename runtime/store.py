@@ -37,7 +37,7 @@ from . import lease as leases
 from .codec import Codec
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
-from .schema import SchemaError, upgrade_sqlite
+from .schema import SchemaError, Upgrade, sqlite_version, upgrade_sqlite
 from .types import KIND_OF_EVENT, Event, State, Status, Usage
 
 if TYPE_CHECKING:
@@ -988,7 +988,8 @@ def shown_url(url: str, *, secret_of: str | None = None) -> str:
     return text if text.isprintable() else ascii(text)[1:-1]
 
 
-_PASSWORD_IN_URL = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)([^\s@]*)@")
+_PASSWORD_IN_URL = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)(\S*)@")
+"""A URL's user part: everything up to its last `@` (a password may hold `@` or `/`)."""
 
 
 def _hide_password(match: re.Match[str]) -> str:
@@ -1029,6 +1030,34 @@ def store_file(url: str) -> Path:
     if not path:
         raise StoreError("a sqlite:/// store URL names a file: sqlite:///PATH")
     return Path(path)
+
+
+def upgrade_store(url: str | StoreLocation) -> Upgrade:
+    """Bring the store at `url` to this code's schema (`twelvefold db upgrade`), making it
+    if it is not there yet; safe to repeat and to run while other processes use the store.
+    `StoreError` (one line) when it cannot be opened or was upgraded by a newer version."""
+    text = url.url if isinstance(url, StoreUrl) else url
+    if is_postgres_url(text):
+        from .pgstore import upgrade_database
+
+        return upgrade_database(str(text))
+    path = text if isinstance(text, Path) else store_file(text)
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path} is not a thread store SQLite can open: {exc}") from None
+    try:
+        db.execute("PRAGMA busy_timeout = 10000")
+        before = sqlite_version(db)
+        return Upgrade(str(path), before, upgrade_sqlite(db, Chain.from_env(), str(path)))
+    except SchemaError as exc:
+        raise StoreError(str(exc)) from None
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path} is not a thread store SQLite can open: {exc}") from None
+    finally:
+        db.close()
 
 
 @dataclass(frozen=True, slots=True)

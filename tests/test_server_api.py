@@ -59,9 +59,19 @@ def assert_problem(response: Any, status: int, *words: str) -> None:
         assert word in body["detail"], body
 
 
-@pytest.fixture
-async def s(deploy_agent: Path, tmp_path: Path, openai_server: ScriptedOpenAI) -> Any:
-    async with served(deploy_agent, tmp_path / "threads.db", openai_server) as running:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def s(
+    request: pytest.FixtureRequest,
+    deploy_agent: Path,
+    tmp_path: Path,
+    openai_server: ScriptedOpenAI,
+) -> Any:
+    """A server over a SQLite file, then over a PostgreSQL database (its threads, tokens,
+    launches and forks all there)."""
+    store: Path | str = tmp_path / "threads.db"
+    if request.param == "postgres":
+        store = request.getfixturevalue("postgres_url")
+    async with served(deploy_agent, store, openai_server) as running:
         yield running
 
 

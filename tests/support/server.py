@@ -30,8 +30,9 @@ from tests.runtime_helpers import EXAMPLES, RecordingNotifier
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.runtime.api import AsyncRuntime
 from twelvefold.runtime.model import OpenAIModel
-from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.store import open_store
 from twelvefold.server.service import Caller, Service, served_agents
+from twelvefold.server.tables import place_of
 from twelvefold.server.tokens import TokenStore
 
 ROOT = EXAMPLES.parent
@@ -108,14 +109,15 @@ class Served:
 @asynccontextmanager
 async def served(
     project: Path | list[Path],
-    store: Path,
+    store: Path | str,
     model_server: ScriptedOpenAI,
     *,
     concurrency: int = 4,
     sweep_seconds: float = 0,
 ) -> AsyncIterator[Served]:
     """A started Service over `project` (an .agent file, a folder, or a list) with its
-    app; the scripted model server answers with `deploy_responder` unless it already has
+    app, on the store at `store` (a SQLite file, or a `postgresql://` URL); the scripted
+    model server answers with `deploy_responder` unless it already has
     a responder. Stops the service (grace 10 s) on the way out."""
     from twelvefold.server.app import create_app
 
@@ -123,8 +125,9 @@ async def served(
         model_server.responder = deploy_responder
     notifier = RecordingNotifier()
     model = OpenAIModel(base_url=model_server.base_url, api_key="test")
+    threads = open_store(store)
     runtime = AsyncRuntime(
-        SqliteStore(store),
+        threads,
         model=model,
         notifier=notifier,
     )
@@ -135,7 +138,7 @@ async def served(
         concurrency=concurrency,
         sweep_seconds=sweep_seconds,
     )
-    tokens = TokenStore(store)
+    tokens = TokenStore(place_of(threads) or store)
     app = create_app(service, tokens=tokens)
     await service.start()
     try:
@@ -146,6 +149,7 @@ async def served(
         # itself on a later test's loop, and that test would fail on "loop is closed".
         await model.aclose()
         tokens.close()
+        threads.close()
 
 
 @pytest.fixture

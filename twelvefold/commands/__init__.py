@@ -79,6 +79,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
         "Run the threads of AGENT_OR_DIR... from the job queue (PostgreSQL) until SIGTERM.",
     ),
     "token": LazyCommand("serve", "token", "Create, list and revoke the server's API tokens."),
+    "db": LazyCommand("db", "db", "Manage the thread store's schema."),
     "threads": LazyCommand("run", "threads", "List threads, most recently updated first."),
     "show": LazyCommand("run", "show", "Print THREAD's event log and where it stands."),
     "stats": LazyCommand(

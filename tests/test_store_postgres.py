@@ -1,0 +1,351 @@
+"""What only a PostgreSQL store has to prove beyond the shared contract
+(tests/test_store_contract.py): separate connections racing one thread, leases across
+connections, the hash chain over rows anyone with SQL access can edit, schema versions and
+`twelvefold db upgrade`, URLs whose password is never shown, and a database that cannot be
+reached answering with one line, never a traceback or a hang."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from tests.runtime_helpers import EXAMPLES, write_cassette
+from tests.support.waiting import wait_for
+from twelvefold.cli import cli
+from twelvefold.runtime import lease as leases
+from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.integrity import BrokenLog
+from twelvefold.runtime.lease import LeaseHeld, LeaseLost
+from twelvefold.runtime.pgstore import PostgresStore, upgrade_database
+from twelvefold.runtime.schema import CURRENT, MIGRATIONS
+from twelvefold.runtime.store import (
+    Conflict,
+    Head,
+    SqliteStore,
+    StoreError,
+    ThreadInfo,
+    ThreadNotFound,
+    open_store,
+    shown_url,
+)
+from twelvefold.runtime.types import Answer, Answered, Started, Usage
+
+pytestmark = pytest.mark.postgres
+
+
+def _info(thread_id: str = "t") -> ThreadInfo:
+    return ThreadInfo(thread_id, "a", "o", "running", "a", 1, "x", "x")
+
+
+def _answer(text: str, usage: Usage | None = None) -> Answered:
+    return Answered(step="a", at="2026-01-01T00:00:00Z", answer=Answer(text=text), usage=usage)
+
+
+@pytest.fixture
+def two(postgres_url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
+    """Two stores on one database: two pools, so separate connections (as two processes
+    or machines would have)."""
+    first, second = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    try:
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+# ---- racing connections ------------------------------------------------------------------
+
+
+def _race(stores: tuple[PostgresStore, PostgresStore], n: int, codec: Codec) -> list[str]:
+    """Both stores append event n+1 at the same moment; what each got."""
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def append(store: PostgresStore, who: str) -> None:
+        start.wait()
+        try:
+            store.append("t", n, [_answer(f"{who}{n}")], codec, Head("running", "a"))
+            outcomes.append("won")
+        except Conflict:
+            outcomes.append("conflict")
+
+    racers = [
+        threading.Thread(target=append, args=(s, w)) for s, w in zip(stores, "AB", strict=True)
+    ]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    return sorted(outcomes)
+
+
+def test_two_connections_racing_an_append_exactly_one_wins(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    codec = Codec()
+    two[0].create(_info(), [Started(step="a", input="hi")], codec)
+    rounds = 25
+    for n in range(1, rounds + 1):
+        assert _race(two, n, codec) == ["conflict", "won"], n
+    events = two[1].load("t", codec)  # loads, so the chain verifies over every winner
+    assert len(events) == rounds + 1 and two[0].info("t").seq == rounds + 1
+    answers = [e.answer.text for e in events[1:]]  # type: ignore[attr-defined]
+    assert [int(a[1:]) for a in answers] == list(range(1, rounds + 1))  # one per round
+
+
+def test_leases_are_held_taken_over_and_fenced_across_connections(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two
+    codec = Codec()
+    a.create(_info(), [Started(step="a", input="hi")], codec)
+    stale = a.acquire("t", "host:1:a", 0.5)
+    with pytest.raises(LeaseHeld, match="host:1:a"):
+        b.acquire("t", "host:2:b", 60)
+    assert b.lease("t") == stale
+    wait_for(lambda: b.lease("t") is None, "the lease to lapse on the database's clock")
+    taker = b.acquire("t", "host:2:b", 60)
+    assert taker.token == stale.token + 1
+    with pytest.raises(LeaseLost, match="taken over by host:2:b"):
+        a.append("t", 1, [_answer("late")], codec, Head("running", "a"), stale)
+    with pytest.raises(LeaseLost):
+        a.renew(stale, 60)
+    with pytest.raises(LeaseHeld):
+        a.append("t", 1, [_answer("no lease")], codec, Head("running", "a"))
+    b.append("t", 1, [_answer("mine")], codec, Head("running", "a"), taker)
+    assert len(a.load("t", codec)) == 2
+
+
+def test_leases_are_decided_on_the_database_clock_not_this_process(
+    two: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = two
+    a.create(_info(), [Started(step="a", input="hi")], Codec())
+    lease = a.acquire("t", "host:1:a", 30)
+    with psycopg.connect(a.url) as conn:
+        row = conn.execute(
+            "SELECT lease_until, extract(epoch FROM clock_timestamp())::float8 FROM threads"
+        ).fetchone()
+    assert row is not None and lease.expires == row[0] and 0 < row[0] - row[1] <= 30
+    # This process's clock an hour ahead (a machine whose clock jumped): the database
+    # still says the lease is live, so nobody takes it over.
+    ahead = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: ahead)
+    monkeypatch.setattr(leases, "now", lambda: ahead)
+    with pytest.raises(LeaseHeld):
+        b.acquire("t", "host:2:b", 30)
+    assert b.lease("t") == lease
+
+
+# ---- the log is the truth ----------------------------------------------------------------
+
+
+def test_an_event_edited_with_sql_makes_the_thread_refuse_to_load(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    codec = Codec()
+    try:
+        store.create(_info(), [Started(step="a", input="hi")], codec)
+        store.append("t", 1, [_answer("one"), _answer("two")], codec, Head("running", "a"))
+        with psycopg.connect(postgres_url) as conn:
+            conn.execute("UPDATE events SET body = replace(body, 'one', 'uno') WHERE seq = 2")
+        with pytest.raises(BrokenLog, match=r"event 2"):
+            store.load("t", codec)
+        with psycopg.connect(postgres_url) as conn:
+            conn.execute("UPDATE events SET body = replace(body, 'uno', 'one') WHERE seq = 2")
+            conn.execute("DELETE FROM events WHERE seq = 3")
+        with pytest.raises(BrokenLog, match="cut or edited"):
+            store.load("t", codec)
+    finally:
+        store.close()
+
+
+def test_usage_is_read_from_the_stored_json_as_sqlite_reads_it(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    codec = Codec()
+    stores = [SqliteStore(tmp_path / "t.db"), PostgresStore(postgres_url)]
+    usage = Usage(latency_ms=12.5, input_tokens=40, output_tokens=7, cost_usd=0.25)
+    for store in stores:
+        store.create(_info(), [Started(step="a", input="hi")], codec)
+        store.append("t", 1, [_answer("x", usage)], codec, Head("running", "a"))
+    assert stores[1].usage_records() == stores[0].usage_records()
+    with psycopg.connect(postgres_url) as conn:  # a body that is not JSON counts for nothing
+        conn.execute("UPDATE events SET body = 'not json' WHERE seq = 1")
+    assert [kind for kind, _, _ in stores[1].usage_records()["t"]] == ["answered"]
+    for store in stores:
+        store.close()
+
+
+def test_hostile_thread_ids_are_unknown_threads_not_driver_errors(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    try:
+        for thread_id in ["a\0b", "\udc80", "x" * 10_000]:
+            with pytest.raises(ThreadNotFound):
+                store.info(thread_id)
+            with pytest.raises(ThreadNotFound):
+                store.load(thread_id, Codec())
+    finally:
+        store.close()
+
+
+# ---- schema versions ----------------------------------------------------------------------
+
+
+def _make_old(url: str, version: int) -> None:
+    """The database as a twelvefold of schema `version` left it."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE twelvefold_schema (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at TEXT NOT NULL)"
+        )
+        for migration in MIGRATIONS[:version]:
+            if migration.postgresql:
+                conn.execute(migration.postgresql)  # type: ignore[arg-type]
+            conn.execute(
+                "INSERT INTO twelvefold_schema VALUES (%s, %s, 'then')",
+                (migration.version, migration.name),
+            )
+
+
+def test_an_older_schema_is_refused_until_db_upgrade_brings_it_up(postgres_url: str) -> None:
+    _make_old(postgres_url, 2)
+    with pytest.raises(StoreError, match=r"schema version 2.*twelvefold db upgrade --store"):
+        PostgresStore(postgres_url)
+    code, out, err = invoke("threads", "--store", postgres_url)
+    assert code == 1 and "twelvefold db upgrade" in err and "Traceback" not in err
+    code, out, err = invoke("db", "upgrade", "--store", postgres_url)
+    assert code == 0, err
+    assert "applied migration 3 (server tables)" in out and f"2 -> {CURRENT}" in out
+    code, out, _ = invoke("db", "upgrade", "--store", postgres_url)
+    assert code == 0 and "nothing to do" in out
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url) as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM twelvefold_schema")]
+    assert sorted(versions) == list(range(1, CURRENT + 1))
+
+
+def test_a_newer_schema_is_refused(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("INSERT INTO twelvefold_schema VALUES (%s, 'future', 'later')", (CURRENT + 1,))
+    with pytest.raises(StoreError, match="newer than this twelvefold reads"):
+        PostgresStore(postgres_url)
+    with pytest.raises(StoreError, match="newer"):
+        upgrade_database(postgres_url)
+
+
+def test_concurrent_upgrades_of_a_fresh_database_apply_each_migration_once(
+    postgres_url: str,
+) -> None:
+    start = threading.Barrier(4)
+    applied: list[int] = []
+    errors: list[BaseException] = []
+
+    def upgrade() -> None:
+        start.wait()
+        try:
+            applied.extend(m.version for m in upgrade_database(postgres_url).applied)
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=upgrade) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == [] and sorted(applied) == list(range(1, CURRENT + 1))
+
+
+def test_a_fresh_database_is_set_up_on_first_use_but_not_by_a_reader(postgres_url: str) -> None:
+    with pytest.raises(StoreError, match="no thread store at"):
+        open_store(postgres_url, create=False)
+    code, _, err = invoke("threads", "--store", postgres_url)
+    assert code == 1 and "no thread store" in err
+    open_store(postgres_url).close()  # what `run` and `serve` do
+    code, out, err = invoke("threads", "--store", postgres_url)
+    assert code == 0 and "no threads in" in out
+
+
+# ---- URLs and passwords ------------------------------------------------------------------
+
+
+def test_passwords_are_cut_from_every_shown_url() -> None:
+    for url, shown in [
+        ("postgresql://ana:hunter2@db:5432/t", "postgresql://ana:***@db:5432/t"),
+        ("postgres://ana:p%40ss@db/t", "postgres://ana:***@db/t"),
+        ("postgresql://ana@db/t", "postgresql://ana@db/t"),
+        ("postgresql://db/t?password=hunter2&sslmode=require", "postgresql://db/t?password=***&sslmode=require"),
+        ("postgresql://ana:p@ss@db/t", "postgresql://ana:***@db/t"),
+        ("postgresql://ana:hunter2@db/t\x1b[2J", "postgresql://ana:***@db/t\\x1b[2J"),
+    ]:  # fmt: skip
+        assert shown_url(url) == shown, url
+    error = 'password authentication failed for user "ana" (hunter2)'
+    assert "hunter2" not in shown_url(error, secret_of="postgresql://ana:hunter2@db/t")
+
+
+def test_no_command_shows_the_password_of_a_store_url(
+    postgres_cluster: object, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TWELVEFOLD_DB", raising=False)
+    # Trust authentication takes any password, so the real cluster sees this one.
+    url = postgres_url.replace("postgres@", "postgres:hunter2-secret@")
+    write_cassette(tmp_path / "deploy.jsonl")
+    code, out, err = invoke(
+        "run", str(EXAMPLES / "deploybot.agent"), "--input", "deploy v1.2.3 to production",
+        "--cassette", "deploy.jsonl", "--store", url,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "stored in postgresql://postgres:***@127.0.0.1" in out
+    thread = next(line.split()[1] for line in out.splitlines() if line.startswith("thread "))
+    runs = [
+        ("show", thread),
+        ("show", thread, "--json"),
+        ("threads",),
+        ("stats",),
+        ("token", "create", "carol"),
+        ("token", "list"),
+        ("db", "upgrade"),
+    ]
+    for args in runs:
+        code, out, err = invoke(*args, "--store", url)
+        assert code == 0, (args, err)
+        assert "hunter2" not in out + err, args
+    request = json.loads(invoke("show", thread, "--json", "--store", url)[1])["request"]
+    code, out, err = invoke("resume", thread, "--approve", "--by", "ana", "--request", request,
+                            "--cassette", "deploy.jsonl", "--store", url)  # fmt: skip
+    assert code == 0, err
+    assert "finished" in out and "hunter2" not in out + err
+    (tmp_path / "pyproject.toml").write_text(f'[tool.twelvefold]\nstore = "{url}"\n')
+    code, out, err = invoke("threads")
+    assert code == 1 and "holds a password" in err and "hunter2" not in out + err
+    (tmp_path / "pyproject.toml").write_text(f'[tool.twelvefold]\nstore = "{postgres_url}"\n')
+    code, out, err = invoke("threads")
+    assert code == 0 and thread in out
+
+
+def test_an_unreachable_or_malformed_store_is_one_line_and_exit_1() -> None:
+    for url in [
+        "postgresql://ana:hunter2@127.0.0.1:1/t",  # nothing listens there
+        "postgresql://ana:hunter2@[::1/t",  # not a URL libpq can parse
+        "postgresql://ana:hunter2@127.0.0.1:5432/t?nonsense=1",
+    ]:
+        for args in [("threads",), ("token", "list"), ("db", "upgrade"), ("stats",)]:
+            code, out, err = invoke(*args, "--store", url)
+            assert code == 1, (url, args, out)
+            assert err.startswith("error: ") and err.count("\n") == 1, err
+            assert "hunter2" not in out + err and "Traceback" not in err
+        with pytest.raises(StoreError):
+            PostgresStore(url, connect_timeout=2)

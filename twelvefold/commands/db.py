@@ -1,0 +1,36 @@
+"""`twelvefold db upgrade`: bring a store's schema to this version (docs/stores.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from twelvefold.commands.options import DB
+from twelvefold.commands.output import echo
+from twelvefold.commands.run import reported
+
+if TYPE_CHECKING:
+    from twelvefold.runtime.store import StoreLocation
+
+
+@click.group()
+def db() -> None:
+    """Manage the thread store's schema."""
+
+
+@db.command("upgrade")
+@DB
+def upgrade(db: StoreLocation) -> None:
+    """Bring the store's schema up to this twelvefold's version (made if missing)."""
+    from twelvefold.runtime.schema import CURRENT
+    from twelvefold.runtime.store import upgrade_store
+
+    with reported():
+        done = upgrade_store(db)
+    if not done.applied:
+        echo(f"{done.where}: schema version {CURRENT}, nothing to do")
+        return
+    for migration in done.applied:
+        echo(f"{done.where}: applied migration {migration.version} ({migration.name})")
+    echo(f"{done.where}: schema version {done.before} -> {CURRENT}")
