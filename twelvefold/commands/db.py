@@ -28,9 +28,24 @@ def upgrade(db: StoreLocation) -> None:
 
     with reported():
         done = upgrade_store(db)
+        queued = _upgrade_queue(db)
+    if queued:
+        echo(f"{done.where}: applied the job queue's schema (procrastinate)")
     if not done.applied:
         echo(f"{done.where}: schema version {CURRENT}, nothing to do")
         return
     for migration in done.applied:
         echo(f"{done.where}: applied migration {migration.version} ({migration.name})")
     echo(f"{done.where}: schema version {done.before} -> {CURRENT}")
+
+
+def _upgrade_queue(db: StoreLocation) -> bool:
+    """On a PostgreSQL store, apply the job queue's schema too (twelvefold/server/queue.py:
+    `twelvefold worker` takes its jobs from it). True when it was applied now."""
+    from twelvefold.runtime.store import StoreUrl
+
+    if not isinstance(db, StoreUrl):
+        return False
+    from twelvefold.server.queue import apply_schema
+
+    return apply_schema(db.url)
