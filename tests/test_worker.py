@@ -358,3 +358,103 @@ def test_a_timer_survives_a_restart_of_every_worker(
         )
     finally:
         cluster.stop()
+
+
+def test_serve_on_postgresql_enqueues_and_a_worker_runs_the_thread(
+    tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
+) -> None:
+    """`serve --store postgresql://…` runs nothing itself: a launch and a decision over
+    HTTP are jobs that a `twelvefold worker` process takes."""
+    import httpx
+
+    from tests.support.serve_process import free_port
+
+    cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
+    upgraded = subprocess.run(
+        [sys.executable, "-m", "twelvefold", "db", "upgrade", "--store", postgres_url],
+        capture_output=True, text=True, env={**os.environ, **cluster.env},
+    )  # fmt: skip
+    assert upgraded.returncode == 0, upgraded.stderr
+    tokens = {}
+    for person in ("bob", "ana"):
+        made = subprocess.run(
+            [sys.executable, "-m", "twelvefold", "token", "create", person, "--store",
+             postgres_url], capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        tokens[person] = {"Authorization": f"Bearer {made.stdout.strip()}"}
+    port = free_port()
+    command = [sys.executable, "-m", "twelvefold", "serve", str(AGENT), "--store", postgres_url,
+               "--port", str(port), "--path", str(FIXTURES),
+               "--model", "gpt-4o-mini"]  # fmt: skip
+    log = (tmp_path / "serve.log").open("ab")
+    server = subprocess.Popen(command, env={**os.environ, **cluster.env}, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert server.poll() is None, (tmp_path / "serve.log").read_text()
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, "the server to answer")
+        launched = httpx.post(
+            f"{url}/v1/agents/crashbot/threads", json={"input": "go"}, headers=tokens["bob"]
+        )
+        assert launched.status_code == 202, launched.text
+        thread_id = launched.json()["thread_id"]
+
+        def status() -> str:
+            got = httpx.get(f"{url}/v1/threads/{thread_id}", headers=tokens["bob"]).json()
+            return str(got["status"])
+
+        # No worker yet: the server runs nothing, the thread waits in the queue.
+        assert status() == "running"
+        assert "enqueues" in (tmp_path / "serve.log").read_text()
+        cluster.workers = [cluster.start_worker(0)]
+        wait_for(lambda: status() == "waiting", "a worker to run the thread to its approval")
+        request = httpx.get(f"{url}/v1/threads/{thread_id}", headers=tokens["ana"]).json()
+        request = request["request"]
+        decided = httpx.post(
+            f"{url}/v1/threads/{thread_id}/decisions",
+            json={"request": request, "decision": "approve"},
+            headers=tokens["ana"],
+        )
+        assert decided.status_code == 200, decided.text
+        wait_for(lambda: status() == "finished", "a worker to run the thread to its end")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        cluster.stop()
+
+
+def worker_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "twelvefold", "worker", str(AGENT), *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_worker_that_cannot_reach_the_database_says_so_in_one_line() -> None:
+    done = worker_cli("--store", "postgresql://nobody:pw@127.0.0.1:1/threads")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: the job queue's database cannot be reached")
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert "pw@" not in done.stderr
+
+
+def test_a_worker_on_a_database_without_the_queue_schema_names_db_upgrade(
+    postgres_url: str,
+) -> None:
+    done = worker_cli("--store", postgres_url)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: the database has no job queue schema, or an old one: run `twelvefold db upgrade`"
+    ]
+
+
+def test_a_worker_needs_postgresql(tmp_path: Path) -> None:
+    done = worker_cli("--store", f"sqlite:///{tmp_path / 'threads.db'}")
+    assert done.returncode == 1
+    assert "postgresql://" in done.stderr and len(done.stderr.strip().splitlines()) == 1

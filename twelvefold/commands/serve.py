@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from twelvefold.runtime.store import StoreLocation
+    from twelvefold.server.queue import Queue
     from twelvefold.server.tokens import TokenInfo
 
 LOOPBACK_NAMES = ("localhost",)
@@ -177,7 +178,8 @@ def _app(
     import instructor  # noqa: F401
     import openai  # noqa: F401
 
-    service = Service(runtime, agents, concurrency=concurrency, sweep_seconds=sweep_seconds)
+    service = Service(runtime, agents, concurrency=concurrency, sweep_seconds=sweep_seconds,
+                      queue=_queue(db))  # fmt: skip
     names = ", ".join(sorted(agents))
     echo(f"serving {names} from {db}", err=True)
     try:  # the Slack app, replies and schedules check their configuration here
@@ -185,6 +187,25 @@ def _app(
     except ServeError as exc:
         echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+def _queue(db: StoreLocation) -> Queue | None:
+    """On a PostgreSQL store, the job queue `twelvefold worker`s take the threads from
+    (twelvefold/server/queue.py): the server records and enqueues, and runs nothing
+    itself. One line and exit 1 when the queue's schema is missing (`db upgrade`)."""
+    from twelvefold.runtime.store import StoreUrl
+
+    if not isinstance(db, StoreUrl):
+        return None
+    from twelvefold.server.queue import Queue, QueueUnavailable, check_schema_now, make_app
+
+    try:
+        check_schema_now(db.url)
+    except QueueUnavailable as exc:
+        echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    echo("threads run on `twelvefold worker`s: this server enqueues them", err=True)
+    return Queue(make_app(db.url))
 
 
 @click.group()

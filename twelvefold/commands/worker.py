@@ -124,12 +124,17 @@ async def _work(
         Queue,
         QueueUnavailable,
         Work,
-        check_schema,
+        check_schema_now,
         make_app,
         run_worker,
     )
     from twelvefold.server.service import ServeError, served_agents
 
+    try:  # before anything waits on a connection pool: one line, at once
+        check_schema_now(queue_url)
+    except QueueUnavailable as exc:
+        echo(f"error: {exc}", err=True)
+        return 1
     store = open_store(store_url, create=False)
     runtime = AsyncRuntime(store, model=model, tool_paths=paths)  # type: ignore[arg-type]
     try:
@@ -143,7 +148,6 @@ async def _work(
     app = make_app(queue_url, pool_size=concurrency + 2)
     try:
         async with app.open_async():
-            await check_schema(app)
             work = Work(runtime, agents, Queue(app))
             echo(f"worker: running {', '.join(sorted(agents))} from the queue", err=True)
             await run_worker(

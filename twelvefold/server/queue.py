@@ -60,6 +60,14 @@ LEASE_RETRY_SECONDS = 2.0
 (the holder is alive and renewing, or dead and its lease lapses)."""
 
 
+SCHEMA_PRESENT = (
+    "SELECT to_regclass('procrastinate_jobs') IS NOT NULL"
+    " AND to_regclass('procrastinate_workers') IS NOT NULL"
+)
+"""procrastinate 3's tables (`procrastinate_workers` came with 3.0: without it, an old schema)."""
+NO_SCHEMA = "the database has no job queue schema, or an old one: run `twelvefold db upgrade`"
+
+
 class QueueUnavailable(Exception):
     """The queue's database cannot be reached, or has no (or an old) procrastinate schema;
     one line for the CLI."""
@@ -88,25 +96,19 @@ def make_app(conninfo: str, *, pool_size: int = 4) -> procrastinate.App:
     return app
 
 
-async def check_schema(app: procrastinate.App) -> None:
+def check_schema_now(conninfo: str) -> None:
     """`QueueUnavailable` (one line) when the database cannot be reached or procrastinate's
     schema is not applied (`twelvefold db upgrade` applies it)."""
     import psycopg
 
     try:
-        async with app.connector.pool.connection() as connection:  # type: ignore[attr-defined]
-            row = await (
-                await connection.execute(
-                    "SELECT to_regclass('procrastinate_jobs') IS NOT NULL"
-                    " AND to_regclass('procrastinate_workers') IS NOT NULL"
-                )
-            ).fetchone()
+        with psycopg.connect(conninfo, connect_timeout=10) as connection:
+            row = connection.execute(SCHEMA_PRESENT).fetchone()
     except (psycopg.Error, OSError) as exc:
-        raise QueueUnavailable(f"the job queue's database cannot be reached: {exc}") from None
+        reason = " ".join(str(exc).split())  # libpq's messages run over several lines
+        raise QueueUnavailable(f"the job queue's database cannot be reached: {reason}") from None
     if not row or not row[0]:
-        raise QueueUnavailable(
-            "the database has no job queue schema, or an old one: run `twelvefold db upgrade`"
-        )
+        raise QueueUnavailable(NO_SCHEMA)
 
 
 def apply_schema(conninfo: str) -> bool:

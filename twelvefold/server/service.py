@@ -32,7 +32,7 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from twelvefold.runtime.api import (
     AsyncRuntime,
@@ -60,6 +60,9 @@ from twelvefold.runtime.store import (
 )
 from twelvefold.runtime.types import Event, IllegalEvent, Notified, Status
 from twelvefold.server.tables import Table, place_of
+
+if TYPE_CHECKING:
+    from twelvefold.server.queue import Queue
 
 log = logging.getLogger("twelvefold.server")
 
@@ -251,6 +254,7 @@ class Service:
         concurrency: int = 8,
         sweep_seconds: float = 15.0,
         wait_limit: float = 30.0,
+        queue: Queue | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency is at least 1")
@@ -271,6 +275,11 @@ class Service:
         self._followers: dict[str, int] = {}
         self._settled: list[Settled] = []
         self._timer: asyncio.Task[None] | None = None
+        self.queue = queue
+        """With a job queue (a PostgreSQL store: twelvefold/server/queue.py), threads run
+        on `twelvefold worker`s: this service records and enqueues, and runs nothing."""
+        self._enqueuing: set[asyncio.Task[None]] = set()
+        self._opened = contextlib.AsyncExitStack()
         self.stopping = False
         hooked = runtime.engine.on_event
 
@@ -285,7 +294,11 @@ class Service:
 
     async def start(self) -> None:
         """Run on the threads left `running` (a previous server died or stopped) and
-        start the timer that expires waits and retries notices."""
+        start the timer that expires waits and retries notices. With a job queue: open
+        it, and leave both to the workers (their sweeps and timer jobs)."""
+        if self.queue is not None:
+            await self._opened.enter_async_context(self.queue.app.open_async())
+            return
         for info in await self.runtime.threads("running"):
             if info.agent in self.agents:
                 self._submit(info.id)
@@ -306,6 +319,9 @@ class Service:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=grace)
+        if self._enqueuing:
+            await asyncio.wait(set(self._enqueuing), timeout=grace)
+        await self._opened.aclose()
         self.launches.close()
         close = getattr(self.runtime.engine.model, "aclose", None)
         if close is not None:  # the model client's connection pool belongs to this loop
@@ -342,7 +358,9 @@ class Service:
         as it stands after `seconds` (at most `wait_limit`)."""
         await self._readable(caller, thread_id)
         task = self._tasks.get(thread_id)
-        if task is not None:
+        if self.queue is not None:  # a worker runs it: watch the store
+            await self._until_not_running(thread_id, max(0.0, min(seconds, self.wait_limit)))
+        elif task is not None:
             await asyncio.wait({task}, timeout=max(0.0, min(seconds, self.wait_limit)))
         return await self.view(caller, thread_id)
 
@@ -604,11 +622,40 @@ class Service:
 
     def _submit(self, thread_id: str) -> None:
         """Run the thread on in the background (once: a run already under way or
-        queued covers it)."""
+        queued covers it); with a job queue, enqueue a wake-up for the workers."""
+        if self.queue is not None:
+            self._enqueue(thread_id)
+            return
         if self.stopping or thread_id in self._tasks:
             return
         task = asyncio.create_task(self._run(thread_id), name=f"thread {thread_id}")
         self._tasks[thread_id] = task
+
+    def _enqueue(self, thread_id: str) -> None:
+        """A wake-up for the workers, sent in the background. If it is lost (the database
+        went away), the thread stays `running` in the store and the workers' sweep wakes
+        it: nothing is lost, it only starts later."""
+        assert self.queue is not None
+        queue = self.queue
+
+        async def send() -> None:
+            try:
+                await queue.wake(thread_id)
+            except Exception as exc:
+                log.warning("thread %s: the wake-up was not enqueued (%s); a worker's "
+                            "sweep picks the thread up", thread_id, exc)  # fmt: skip
+
+        task = asyncio.create_task(send(), name=f"enqueue {thread_id}")
+        self._enqueuing.add(task)
+        task.add_done_callback(self._enqueuing.discard)
+
+    async def _until_not_running(self, thread_id: str, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while loop.time() < deadline:
+            if (await self.runtime.info(thread_id)).status != "running":
+                return
+            await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
 
     async def _run(self, thread_id: str) -> None:
         view: ThreadView | None = None
