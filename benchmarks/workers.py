@@ -1,0 +1,205 @@
+"""Many workers on one PostgreSQL (issue 11): steps/s and threads/s with 1, 2 and 4 worker
+processes, and the same workload on the SQLite server; then the crash bench.
+
+The workload: THREADS threads of tests/worker_fixtures/crashbot.agent (six model calls,
+two keyed tool calls, one keyless, one approval each), launched and approved over HTTP by
+one client as bob and ana. The model is the real openai client against the scripted
+server (tests/support/openai_server.py), which answers every completion after 50 ms.
+
+- PostgreSQL: a throwaway cluster with fsync on (tests/support/postgres.py),
+  `twelvefold db upgrade`, one `twelvefold serve --store postgresql://…` (it records and
+  enqueues) and W `twelvefold worker` processes (`--concurrency` CONCURRENCY each).
+- SQLite: one `twelvefold serve --store sqlite:///…` that runs the threads itself
+  (`--concurrency` CONCURRENCY × 4, so it may run as many at once as 4 workers).
+
+A run ends when every thread is finished (bounded by TIMEOUT); threads/s is THREADS over
+the time from the first launch to the last finish, steps/s the threads' steps (13 each:
+decide ×6, bump ×3, poke, approve_ship, ship, done) over the same time.
+
+The crash bench: tests/test_worker.py's crash test with CRASH_THREADS threads (200), 4
+workers SIGKILLed at random moments and restarted, and the same checks.
+
+Settings (environment): TWELVEFOLD_BENCH_THREADS (200), TWELVEFOLD_BENCH_CONCURRENCY (8),
+TWELVEFOLD_BENCH_TIMEOUT (600), TWELVEFOLD_BENCH_CRASH_THREADS (200; 0 skips it).
+Traffic goes only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from tests.support.openai_server import ScriptedOpenAI
+from tests.support.postgres import start_cluster, stop_cluster
+from tests.support.serve_process import free_port
+from tests.support.waiting import wait_for
+from tests.test_worker import AGENT, FIXTURES, Driver, crash_and_check, crashbot, make_cluster
+
+MODEL_LATENCY = 0.05
+STEPS_PER_THREAD = 13
+"""crashbot's path: decide ×6, bump ×3, poke, approve_ship, ship, done."""
+THREADS = int(os.environ.get("TWELVEFOLD_BENCH_THREADS", "200"))
+CONCURRENCY = int(os.environ.get("TWELVEFOLD_BENCH_CONCURRENCY", "8"))
+TIMEOUT = float(os.environ.get("TWELVEFOLD_BENCH_TIMEOUT", "600"))
+CRASH_THREADS = int(os.environ.get("TWELVEFOLD_BENCH_CRASH_THREADS", "200"))
+
+
+def twelvefold(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "twelvefold", *args],
+        capture_output=True, text=True, env={**os.environ, **env}, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"twelvefold {args[0]} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def spawn(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "twelvefold", *args],
+            env={**os.environ, **env}, stdout=out, stderr=out,
+        )  # fmt: skip
+
+
+def measure(store: str, workers: int, env: dict[str, str], folder: Path) -> tuple[float, float]:
+    """(threads/s, steps/s) of one run of the workload on `store` with `workers` workers
+    (0: the SQLite server runs the threads itself)."""
+    tokens = {
+        p: twelvefold("token", "create", p, "--store", store, env=env) for p in ("bob", "ana")
+    }
+    headers = {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}
+    port = free_port()
+    concurrency = CONCURRENCY if workers else CONCURRENCY * 4
+    serve = spawn(["serve", str(AGENT), "--store", store, "--port", str(port), "--path",
+                   str(FIXTURES), "--model", "gpt-4o-mini", "--concurrency", str(concurrency)],
+                  env, folder / "serve.log")  # fmt: skip
+    processes = [serve]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _up(url, serve), "the server to answer")
+        for i in range(workers):
+            processes.append(
+                spawn(
+                    [
+                        "worker",
+                        str(AGENT),
+                        "--store",
+                        store,
+                        "--concurrency",
+                        str(CONCURRENCY),
+                        "--path",
+                        str(FIXTURES),
+                        "--model",
+                        "gpt-4o-mini",
+                    ],
+                    env,
+                    folder / f"worker-{i}.log",
+                )
+            )
+        for i in range(workers):  # the clock starts once every worker takes jobs
+            log = folder / f"worker-{i}.log"
+            wait_for(lambda log=log: "worker: running" in log.read_text(), f"worker {i}")
+        with httpx.Client(base_url=url, timeout=60) as client:
+            began = time.monotonic()
+            ids = [
+                client.post("/v1/agents/crashbot/threads", json={"input": f"t{i}"},
+                            headers=headers["bob"]).json()["thread_id"]
+                for i in range(THREADS)
+            ]  # fmt: skip
+            finished = 0
+            while finished < THREADS:
+                if time.monotonic() - began > TIMEOUT:
+                    raise SystemExit(f"only {finished} of {THREADS} threads finished")
+                waiting = client.get("/v1/threads", params={"status": "waiting"},
+                                     headers=headers["ana"]).json()  # fmt: skip
+                for thread in waiting:
+                    view = client.get(f"/v1/threads/{thread['thread_id']}",
+                                      headers=headers["ana"]).json()  # fmt: skip
+                    if view.get("request"):
+                        client.post(f"/v1/threads/{view['thread_id']}/decisions",
+                                    json={"request": view["request"], "decision": "approve"},
+                                    headers=headers["ana"])  # fmt: skip
+                done = client.get("/v1/threads", params={"status": "finished"},
+                                  headers=headers["bob"]).json()  # fmt: skip
+                finished = len(done)
+                time.sleep(0.1)
+            elapsed = time.monotonic() - began
+            events = sum(
+                client.get(f"/v1/threads/{i}", headers=headers["bob"]).json()["events"] for i in ids
+            )
+        print(f"  ({events / THREADS:.0f} events per thread)", file=sys.stderr)
+        return THREADS / elapsed, THREADS * STEPS_PER_THREAD / elapsed
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _up(url: str, serve: subprocess.Popen[bytes]) -> bool:
+    if serve.poll() is not None:
+        raise SystemExit("the server exited")
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def main() -> None:
+    print(f"\n## Workers on PostgreSQL ({THREADS} threads, model answers after 50 ms)\n")
+    print("| setup | threads/s | steps/s |")
+    print("|---|---:|---:|")
+    with ScriptedOpenAI(latency=MODEL_LATENCY) as model, tempfile.TemporaryDirectory() as tmp:
+        model.responder = crashbot
+        env: dict[str, str] = {
+            "OPENAI_BASE_URL": model.base_url,
+            "OPENAI_API_KEY": "bench",
+            "TWELVEFOLD_DB": "",
+            "CRASHBOT_SLEEP": "0",
+        }
+        folder = Path(tmp)
+        folder.chmod(0o755)  # the cluster may run as another user (tests/support/postgres.py)
+        cluster = start_cluster(folder / "pg", fsync=True)
+        try:
+            for workers in (1, 2, 4):
+                url = cluster.create_database()
+                twelvefold("db", "upgrade", "--store", url, env=env)
+                run = folder / f"w{workers}"
+                run.mkdir()
+                rate, steps = measure(url, workers, env, run)
+                print(f"| PostgreSQL, serve + {workers} worker(s) | {rate:.1f} | {steps:.0f} |",
+                      flush=True)  # fmt: skip
+            run = folder / "sqlite"
+            run.mkdir()
+            rate, steps = measure(f"sqlite:///{run / 'threads.db'}", 0, env, run)
+            print(f"| SQLite, serve alone | {rate:.1f} | {steps:.0f} |", flush=True)
+            if CRASH_THREADS:
+                crash = folder / "crash"
+                crash.mkdir()
+                began = time.monotonic()
+                crashed = make_cluster(crash, cluster.create_database(), model)
+                driver = Driver(crashed, model)
+                try:
+                    crash_and_check(crashed, driver, threads=CRASH_THREADS, kills=20, limit=TIMEOUT)
+                finally:
+                    crashed.stop()
+                print(f"\ncrash bench: {CRASH_THREADS} threads, 4 workers, 20 SIGKILLs: every "
+                      f"check passed in {time.monotonic() - began:.0f} s")  # fmt: skip
+        finally:
+            stop_cluster(cluster)
+
+
+if __name__ == "__main__":
+    main()
