@@ -70,9 +70,12 @@ def spawn(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Pop
         )  # fmt: skip
 
 
-def measure(store: str, workers: int, env: dict[str, str], folder: Path) -> tuple[float, float]:
-    """(threads/s, steps/s) of one run of the workload on `store` with `workers` workers
-    (0: the SQLite server runs the threads itself)."""
+def measure(
+    store: str, workers: int, env: dict[str, str], folder: Path
+) -> tuple[float, float, float]:
+    """(threads/s, steps/s, cores) of one run of the workload on `store` with `workers`
+    workers (0: the SQLite server runs the threads itself); cores is the CPU time the
+    server and the workers used over the run's wall time (PostgreSQL's is not counted)."""
     tokens = {
         p: twelvefold("token", "create", p, "--store", store, env=env) for p in ("bob", "ana")
     }
@@ -110,6 +113,7 @@ def measure(store: str, workers: int, env: dict[str, str], folder: Path) -> tupl
             wait_for(lambda log=log: "worker: running" in log.read_text(), f"worker {i}")
         with httpx.Client(base_url=url, timeout=60) as client:
             began = time.monotonic()
+            cpu_began = _cpu(processes)
             ids = [
                 client.post("/v1/agents/crashbot/threads", json={"input": f"t{i}"},
                             headers=headers["bob"]).json()["thread_id"]
@@ -133,11 +137,12 @@ def measure(store: str, workers: int, env: dict[str, str], folder: Path) -> tupl
                 finished = len(done)
                 time.sleep(0.1)
             elapsed = time.monotonic() - began
+            cores = (_cpu(processes) - cpu_began) / elapsed
             events = sum(
                 client.get(f"/v1/threads/{i}", headers=headers["bob"]).json()["events"] for i in ids
             )
         print(f"  ({events / THREADS:.0f} events per thread)", file=sys.stderr)
-        return THREADS / elapsed, THREADS * STEPS_PER_THREAD / elapsed
+        rate = THREADS / elapsed
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -146,6 +151,17 @@ def measure(store: str, workers: int, env: dict[str, str], folder: Path) -> tupl
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+    return rate, rate * STEPS_PER_THREAD, cores
+
+
+def _cpu(processes: Sequence[subprocess.Popen[bytes]]) -> float:
+    """The CPU seconds (user + system) the processes used so far (/proc, Linux)."""
+    total = 0
+    for process in processes:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _up(url: str, serve: subprocess.Popen[bytes]) -> bool:
@@ -159,8 +175,8 @@ def _up(url: str, serve: subprocess.Popen[bytes]) -> bool:
 
 def main() -> None:
     print(f"\n## Workers on PostgreSQL ({THREADS} threads, model answers after 50 ms)\n")
-    print("| setup | threads/s | steps/s |")
-    print("|---|---:|---:|")
+    print("| setup | threads/s | steps/s | CPU of serve + workers (cores) |")
+    print("|---|---:|---:|---:|")
     with ScriptedOpenAI(latency=MODEL_LATENCY) as model, tempfile.TemporaryDirectory() as tmp:
         model.responder = crashbot
         env: dict[str, str] = {
@@ -178,13 +194,14 @@ def main() -> None:
                 twelvefold("db", "upgrade", "--store", url, env=env)
                 run = folder / f"w{workers}"
                 run.mkdir()
-                rate, steps = measure(url, workers, env, run)
-                print(f"| PostgreSQL, serve + {workers} worker(s) | {rate:.1f} | {steps:.0f} |",
+                rate, steps, cores = measure(url, workers, env, run)
+                print(f"| PostgreSQL, serve + {workers} worker(s) | {rate:.1f} | {steps:.0f} "
+                      f"| {cores:.2f} |",
                       flush=True)  # fmt: skip
             run = folder / "sqlite"
             run.mkdir()
-            rate, steps = measure(f"sqlite:///{run / 'threads.db'}", 0, env, run)
-            print(f"| SQLite, serve alone | {rate:.1f} | {steps:.0f} |", flush=True)
+            rate, steps, cores = measure(f"sqlite:///{run / 'threads.db'}", 0, env, run)
+            print(f"| SQLite, serve alone | {rate:.1f} | {steps:.0f} | {cores:.2f} |", flush=True)
             if CRASH_THREADS:
                 crash = folder / "crash"
                 crash.mkdir()
