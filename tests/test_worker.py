@@ -458,3 +458,34 @@ def test_a_worker_needs_postgresql(tmp_path: Path) -> None:
     done = worker_cli("--store", f"sqlite:///{tmp_path / 'threads.db'}")
     assert done.returncode == 1
     assert "postgresql://" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_stops_a_worker_that_lets_its_leases_go(
+    tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
+) -> None:
+    """SIGTERM mid-tool: the worker takes no more jobs, gives the run its grace, lets the
+    thread's lease go and exits 0; the next worker runs the thread on at once (no lease to
+    wait out)."""
+    cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
+    cluster.env["CRASHBOT_SLEEP"] = "3"  # each tool call outlasts the grace (2 s)
+    cluster.env["TWELVEFOLD_LEASE_SECONDS"] = "600"  # a lease left behind would block
+    driver = Driver(cluster, openai_model_server)
+    thread_id = run(driver.launch(1))[0]
+    worker = cluster.start_worker(0)
+    cluster.workers = [worker]
+    try:
+        wait_for(
+            lambda: any(isinstance(e, ToolStarted) for e in run(driver.runtime.events(thread_id))),
+            "the first tool call to start",
+        )
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=120) == 0
+        assert driver.runtime.store.lease(thread_id) is None  # type: ignore[attr-defined]
+        cluster.env["CRASHBOT_SLEEP"] = "0"
+        cluster.workers.append(cluster.start_worker(1))
+        wait_for(
+            lambda: run(driver.runtime.info(thread_id)).status == "waiting",
+            "the next worker to run the thread to its approval",
+        )
+    finally:
+        cluster.stop()
