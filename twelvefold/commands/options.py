@@ -106,3 +106,25 @@ AGENT = click.option(
     help="Load the thread's agent from PATH (a .agent file or a generated module) instead of "
     "the place the thread recorded, e.g. after the agent was moved.",
 )
+
+
+def background_options(work: str, sweep: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--concurrency`, `--grace` and `--sweep-seconds`, shared by `serve` and `worker`
+    (same defaults); `work` is the help of `--concurrency`, `sweep` says what the sweep
+    does."""
+    options = [
+        click.option("--concurrency", default=8, show_default=True,
+                     type=click.IntRange(1, 10_000), help=work),
+        click.option("--grace", default=10.0, show_default=True,
+                     type=click.FloatRange(0, 3600), help="Seconds running steps get to "
+                     "finish on SIGTERM before their leases are let go."),
+        click.option("--sweep-seconds", default=15.0, show_default=True,
+                     type=click.FloatRange(0.05, 3600), help=f"How often {sweep}."),
+    ]  # fmt: skip
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate

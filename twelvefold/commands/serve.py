@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from twelvefold.commands.options import DB
+from twelvefold.commands.options import DB, background_options
 from twelvefold.commands.output import echo
 from twelvefold.commands.run import make_model, model_options, reported
 from twelvefold.runtime.tracing import configure_from_env
@@ -46,30 +46,13 @@ def is_loopback(host: str) -> bool:
     "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port."
 )
 @click.option(
-    "--concurrency",
-    default=8,
-    show_default=True,
-    type=click.IntRange(1, 10_000),
-    help="How many threads run at once; the rest queue.",
-)
-@click.option(
     "--insecure-local",
     is_flag=True,
     help="Serve without tokens (every caller is `local`); only on a loopback --host.",
 )
-@click.option(
-    "--grace",
-    default=10.0,
-    show_default=True,
-    type=click.FloatRange(0, 3600),
-    help="Seconds running steps get to finish on SIGTERM before their leases are let go.",
-)
-@click.option(
-    "--sweep-seconds",
-    default=15.0,
-    show_default=True,
-    type=click.FloatRange(0.05, 3600),
-    help="How often the timer expires timed-out waits and retries failed notices.",
+@background_options(
+    "How many threads run at once; the rest queue.",
+    "the timer expires timed-out waits and retries failed notices",
 )
 @click.option(
     "--public-url",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from twelvefold.commands.options import background_options
 from twelvefold.commands.output import echo
 from twelvefold.commands.run import make_model, model_options, reported
 from twelvefold.runtime.tracing import configure_from_env
@@ -40,26 +41,9 @@ def is_postgres(url: str) -> bool:
     envvar="TWELVEFOLD_QUEUE",
     help="The job queue's PostgreSQL database (default: the store's).",
 )
-@click.option(
-    "--concurrency",
-    default=8,
-    show_default=True,
-    type=click.IntRange(1, 10_000),
-    help="How many jobs (threads) this worker runs at once.",
-)
-@click.option(
-    "--grace",
-    default=10.0,
-    show_default=True,
-    type=click.FloatRange(0, 3600),
-    help="Seconds running jobs get to finish on SIGTERM before their leases are let go.",
-)
-@click.option(
-    "--sweep-seconds",
-    default=15.0,
-    show_default=True,
-    type=click.FloatRange(0.05, 3600),
-    help="How often stalled jobs are retried and running threads woken.",
+@background_options(
+    "How many jobs (threads) this worker runs at once.",
+    "stalled jobs are retried and running threads woken",
 )
 @model_options
 def worker(
