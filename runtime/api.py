@@ -39,6 +39,7 @@ from .loading import (
     AgentMissing,
     is_file_reference,
     load_agent,
+    load_version,
     recorded_agent,
     recorded_place,
 )
@@ -81,6 +82,7 @@ from .types import (
     ToolStarted,
 )
 from .usage import Totals, records, totals
+from .versions import AgentVersion, VersionError
 
 AgentRef = Agent | ModuleType | str | Path
 T = TypeVar("T")
@@ -333,6 +335,8 @@ class AsyncRuntime:
         self.places = store_folder(self.store)
         """The folder threads record their agent's place relative to (None: absolute)."""
         self._agents: dict[str, Agent] = {}
+        self._pinned: dict[str, Agent] = {}
+        """Pinned agent versions loaded so far, by digest and tools folder."""
 
     def agent(self, reference: AgentRef) -> Agent:
         """Load (once) an agent: a `.agent` file, a generated module or its name."""
@@ -640,8 +644,60 @@ class AsyncRuntime:
         Raises `AgentMissing` (one line, naming the recorded place and `--agent`) when the
         recorded place holds no agent any more, and `InputError` when `agent` is not the
         agent the thread ran (another name): a thread never runs on with a stranger.
+
+        A thread pinned to an agent version (`ThreadInfo.version`) runs that version's
+        reducer whatever the file holds now: when the agent found is another version (an
+        edit, a changed prompt), or is missing or broken, the reducer is regenerated from
+        the sources the store kept (`pinned`); tools still come from the agent's folder.
         """
         info = await self.info(thread_id)
+        if info.version is None:
+            return self._current_agent(info, agent)
+        try:
+            current: Agent | None = self._current_agent(info, agent)
+        except AgentLoadError:  # moved, deleted, or edited so that it does not compile
+            current = None
+        if current is not None and current.version is not None:
+            if current.version.digest == info.version:
+                return current
+        return await self.pinned(info, current)
+
+    async def pinned(self, info: ThreadInfo, current: Agent | None = None) -> Agent:
+        """The agent version thread `info` is pinned to, from the store: verified against
+        its digest (`VersionTampered`), compiled, its tools looked up in `current`'s folder
+        (the agent as found now), else in the folder of the place the thread recorded."""
+        assert info.version is not None
+        digest = info.version
+        key = f"{digest}\n{current.directory if current is not None else ''}"
+        if key in self._pinned:
+            return self._pinned[key]
+        body = await self.engine._io(self.store.load_version, digest)
+        if body is None:
+            raise VersionError(
+                f"thread {shown(info.id)} is pinned to agent version {digest[:16]}, which is "
+                "not in the thread store (deleted outside twelvefold?); nothing was run"
+            )
+        version = await self.engine._io(AgentVersion.from_stored, digest, body)
+        if current is not None:
+            origin, directory = current.origin, current.directory
+        else:
+            origin = recorded_agent(info.origin, self.places)
+            folder = Path(origin).parent if is_file_reference(origin) else None
+            directory = folder if folder is not None and folder.is_dir() else None
+        loaded = await self.engine._io(
+            load_version, version, origin=origin, directory=directory, cache_dir=self.cache_dir
+        )
+        if loaded.name != info.agent:
+            raise VersionError(
+                f"thread {shown(info.id)} runs agent `{shown(info.agent)}`, but the version it "
+                f"is pinned to ({digest[:16]}) is agent `{loaded.name}`; nothing was run"
+            )
+        self._pinned[key] = loaded
+        return loaded
+
+    def _current_agent(self, info: ThreadInfo, agent: AgentRef | None) -> Agent:
+        """The agent `agent` names, else the one at the place the thread recorded."""
+        thread_id = info.id
         if agent is not None:
             named = str(agent) if isinstance(agent, str | Path) else None
             if named is not None and is_file_reference(named) and not Path(named).is_file():
