@@ -15,6 +15,7 @@ from twelvefold.runtime.store import (
     Conflict,
     EventStore,
     Head,
+    SCHEMA_VERSION,
     MemoryStore,
     SqliteStore,
     ThreadInfo,
@@ -302,7 +303,7 @@ def test_a_store_file_from_before_chains_is_upgraded_once_and_then_verified(
     assert store.snapshot("t") is None and len(store.load("t", codec)) == 3
     assert SqliteStore(db).load("t", codec) == store.load("t", codec)  # not upgraded twice
     with sqlite3.connect(db) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert connection.execute("SELECT count(*) FROM events WHERE hash IS NULL").fetchone() == (
             0,
         )
