@@ -28,7 +28,7 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -83,6 +83,9 @@ from .types import (
 )
 from .usage import Totals, records, totals
 from .versions import AgentVersion, VersionError
+
+if TYPE_CHECKING:
+    from .migrate import Verdict
 
 AgentRef = Agent | ModuleType | str | Path
 T = TypeVar("T")
@@ -632,6 +635,29 @@ class AsyncRuntime:
         found: list[ThreadInfo] = await self.engine._io(self.store.threads, status)
         return found
 
+    async def migrate_check(self, agent: AgentRef) -> list[Verdict]:
+        """Whether each unfinished thread of `agent` (a `.agent` file, as it is now) can
+        move to this version, and why not (runtime/migrate.py). Changes nothing."""
+        from .migrate import check
+
+        return await check(self, self._versioned(agent))
+
+    async def migrate(self, agent: AgentRef, *, by: str | None = None) -> list[Verdict]:
+        """Pin every unfinished thread of `agent` that can move to its version now, each
+        under its lease (a thread being advanced is refused); one `Verdict` per thread."""
+        from .migrate import move
+
+        return await move(self, self._versioned(agent), by=by)
+
+    def _versioned(self, agent: AgentRef) -> Agent:
+        loaded = self.agent(agent)
+        if loaded.version is None:
+            raise InputError(
+                f"{shown(loaded.origin)} has no version threads can be pinned to: migrate "
+                "takes a .agent file (UTF-8 text), not a generated module"
+            )
+        return loaded
+
     async def info(self, thread_id: str) -> ThreadInfo:
         info: ThreadInfo = await self.engine._io(self.store.info, thread_id)
         return info
@@ -657,9 +683,9 @@ class AsyncRuntime:
             current: Agent | None = self._current_agent(info, agent)
         except AgentLoadError:  # moved, deleted, or edited so that it does not compile
             current = None
-        if current is not None and current.version is not None:
-            if current.version.digest == info.version:
-                return current
+        found = current.version if current is not None else None
+        if current is not None and found is not None and found.digest == info.version:
+            return current
         return await self.pinned(info, current)
 
     async def pinned(self, info: ThreadInfo, current: Agent | None = None) -> Agent:
@@ -684,7 +710,7 @@ class AsyncRuntime:
             origin = recorded_agent(info.origin, self.places)
             folder = Path(origin).parent if is_file_reference(origin) else None
             directory = folder if folder is not None and folder.is_dir() else None
-        loaded = await self.engine._io(
+        loaded: Agent = await self.engine._io(
             load_version, version, origin=origin, directory=directory, cache_dir=self.cache_dir
         )
         if loaded.name != info.agent:
@@ -816,6 +842,12 @@ class Runtime:
 
     def threads(self, status: Status | None = None) -> list[ThreadInfo]:
         return self.store.threads(status)
+
+    def migrate_check(self, agent: AgentRef) -> list[Verdict]:
+        return self._run(self.aio.migrate_check(agent))
+
+    def migrate(self, agent: AgentRef, *, by: str | None = None) -> list[Verdict]:
+        return self._run(self.aio.migrate(agent, by=by))
 
     def close(self) -> None:
         if self._loop is not None:

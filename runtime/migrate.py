@@ -163,9 +163,7 @@ def _undecodable(new: Agent, exported: Any) -> int | None:
 async def check(rt: AsyncRuntime, new: Agent) -> list[Verdict]:
     """A verdict for every unfinished thread of `new`'s agent (by name) in the store."""
     found = [
-        info
-        for info in await rt.threads()
-        if info.agent == new.name and info.status in UNFINISHED
+        info for info in await rt.threads() if info.agent == new.name and info.status in UNFINISHED
     ]
     return [await judge(rt, info, new) for info in found]
 
@@ -196,9 +194,7 @@ async def _move_one(rt: AsyncRuntime, info: ThreadInfo, new: Agent, by: str | No
         if not verdict.movable:
             return verdict
         if info.status == "running":
-            return _refused(
-                verdict, "it is running: migrate it once it waits, fails or finishes"
-            )
+            return _refused(verdict, "it is running: migrate it once it waits, fails or finishes")
         try:
             await engine._io(
                 rt.store.repin, info.id, info.seq, verdict.to_version, lease, at=now_iso(), by=by

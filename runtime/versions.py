@@ -136,9 +136,9 @@ def safe_relative(path: str) -> bool:
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
-def version_of(agent_file: Path, prompts_dir: Path, prompt_names: list[str], compiler: str) -> (
-    AgentVersion | None
-):
+def version_of(
+    agent_file: Path, prompts_dir: Path, prompt_names: list[str], compiler: str
+) -> AgentVersion | None:
     """The version of an `.agent` file as it is on disk with the prompts its compilation
     read (`prompt_names`, under `prompts_dir`); None when a file is not UTF-8 text now (the
     agent then runs unpinned, as before versions existed)."""

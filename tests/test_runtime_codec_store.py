@@ -12,10 +12,10 @@ from tests.runtime_helpers import EXAMPLES, RecordingNotifier, ScriptedModel
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.codec import Codec, CodecError
 from twelvefold.runtime.store import (
+    SCHEMA_VERSION,
     Conflict,
     EventStore,
     Head,
-    SCHEMA_VERSION,
     MemoryStore,
     SqliteStore,
     ThreadInfo,
