@@ -43,8 +43,10 @@ linked-files: $(STAMP)
 
 setup: linked-files system-deps
 
-# Debian packages the tests use for real: Graphviz's dot, and Chromium for the inbox's
-# browser tests (driven by playwright; `playwright install` cannot download a browser here).
+# Debian packages the tests use for real: Graphviz's dot, Chromium for the inbox's
+# browser tests (driven by playwright; `playwright install` cannot download a browser here),
+# and PostgreSQL, whose throwaway clusters the PostgreSQL store's tests start
+# (tests/support/postgres.py; under CI=true they fail, never skip, without it).
 system-deps:
 	@command -v dot >/dev/null 2>&1 || { \
 	  echo "installing graphviz (dot) with apt-get"; \
@@ -54,6 +56,10 @@ system-deps:
 	  echo "installing chromium with apt-get"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "could not install chromium; the inbox's browser tests will say why they skip"; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql with apt-get"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	  || echo "could not install postgresql; the PostgreSQL store's tests will say why they skip"; }
 
 demo: setup
 	$(BIN)/python -m examples.demo

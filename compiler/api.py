@@ -101,6 +101,7 @@ def compile_file(
     prompts_dir: Path | None = None,
     generate_code: bool = True,
     display_path: str | None = None,
+    load_prompt: PromptLoader | None = None,
 ) -> Compilation:
     """Compile one .agent file, with prompts resolved as LANGUAGE.md says and the approvers
     groups of the project's configuration (twelvefold.toml or [tool.twelvefold] at or above
@@ -108,12 +109,14 @@ def compile_file(
 
     A file that cannot be read as text (not a regular file, over the size limit, not
     UTF-8) is one diagnostic in the result, never an exception; see `limits.read_source`.
+    `load_prompt` replaces the prompts folder's loader (runtime/loading.py wraps it to learn
+    which templates the agent uses).
     """
     shown = display_path or str(path)
     text, unreadable = read_source(path, shown)
     if unreadable:
         return Compilation(shown, text, None, unreadable)
-    loader = PromptDirectory(prompts_dir or find_prompts_dir(path))
+    loader = load_prompt or PromptDirectory(prompts_dir or find_prompts_dir(path))
     return compile_text(
         text,
         shown,

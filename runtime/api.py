@@ -28,7 +28,7 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -39,6 +39,7 @@ from .loading import (
     AgentMissing,
     is_file_reference,
     load_agent,
+    load_version,
     recorded_agent,
     recorded_place,
 )
@@ -81,6 +82,10 @@ from .types import (
     ToolStarted,
 )
 from .usage import Totals, records, totals
+from .versions import AgentVersion, VersionError
+
+if TYPE_CHECKING:
+    from .migrate import Verdict
 
 AgentRef = Agent | ModuleType | str | Path
 T = TypeVar("T")
@@ -333,6 +338,8 @@ class AsyncRuntime:
         self.places = store_folder(self.store)
         """The folder threads record their agent's place relative to (None: absolute)."""
         self._agents: dict[str, Agent] = {}
+        self._pinned: dict[str, Agent] = {}
+        """Pinned agent versions loaded so far, by digest and tools folder."""
 
     def agent(self, reference: AgentRef) -> Agent:
         """Load (once) an agent: a `.agent` file, a generated module or its name."""
@@ -645,6 +652,29 @@ class AsyncRuntime:
         found: list[ThreadInfo] = await self.engine._io(self.store.threads, status)
         return found
 
+    async def migrate_check(self, agent: AgentRef) -> list[Verdict]:
+        """Whether each unfinished thread of `agent` (a `.agent` file, as it is now) can
+        move to this version, and why not (runtime/migrate.py). Changes nothing."""
+        from .migrate import check
+
+        return await check(self, self._versioned(agent))
+
+    async def migrate(self, agent: AgentRef, *, by: str | None = None) -> list[Verdict]:
+        """Pin every unfinished thread of `agent` that can move to its version now, each
+        under its lease (a thread being advanced is refused); one `Verdict` per thread."""
+        from .migrate import move
+
+        return await move(self, self._versioned(agent), by=by)
+
+    def _versioned(self, agent: AgentRef) -> Agent:
+        loaded = self.agent(agent)
+        if loaded.version is None:
+            raise InputError(
+                f"{shown(loaded.origin)} has no version threads can be pinned to: migrate "
+                "takes a .agent file (UTF-8 text), not a generated module"
+            )
+        return loaded
+
     async def info(self, thread_id: str) -> ThreadInfo:
         info: ThreadInfo = await self.engine._io(self.store.info, thread_id)
         return info
@@ -657,8 +687,60 @@ class AsyncRuntime:
         Raises `AgentMissing` (one line, naming the recorded place and `--agent`) when the
         recorded place holds no agent any more, and `InputError` when `agent` is not the
         agent the thread ran (another name): a thread never runs on with a stranger.
+
+        A thread pinned to an agent version (`ThreadInfo.version`) runs that version's
+        reducer whatever the file holds now: when the agent found is another version (an
+        edit, a changed prompt), or is missing or broken, the reducer is regenerated from
+        the sources the store kept (`pinned`); tools still come from the agent's folder.
         """
         info = await self.info(thread_id)
+        if info.version is None:
+            return self._current_agent(info, agent)
+        try:
+            current: Agent | None = self._current_agent(info, agent)
+        except AgentLoadError:  # moved, deleted, or edited so that it does not compile
+            current = None
+        found = current.version if current is not None else None
+        if current is not None and found is not None and found.digest == info.version:
+            return current
+        return await self.pinned(info, current)
+
+    async def pinned(self, info: ThreadInfo, current: Agent | None = None) -> Agent:
+        """The agent version thread `info` is pinned to, from the store: verified against
+        its digest (`VersionTampered`), compiled, its tools looked up in `current`'s folder
+        (the agent as found now), else in the folder of the place the thread recorded."""
+        assert info.version is not None
+        digest = info.version
+        key = f"{digest}\n{current.directory if current is not None else ''}"
+        if key in self._pinned:
+            return self._pinned[key]
+        body = await self.engine._io(self.store.load_version, digest)
+        if body is None:
+            raise VersionError(
+                f"thread {shown(info.id)} is pinned to agent version {digest[:16]}, which is "
+                "not in the thread store (deleted outside twelvefold?); nothing was run"
+            )
+        version = await self.engine._io(AgentVersion.from_stored, digest, body)
+        if current is not None:
+            origin, directory = current.origin, current.directory
+        else:
+            origin = recorded_agent(info.origin, self.places)
+            folder = Path(origin).parent if is_file_reference(origin) else None
+            directory = folder if folder is not None and folder.is_dir() else None
+        loaded: Agent = await self.engine._io(
+            load_version, version, origin=origin, directory=directory, cache_dir=self.cache_dir
+        )
+        if loaded.name != info.agent:
+            raise VersionError(
+                f"thread {shown(info.id)} runs agent `{shown(info.agent)}`, but the version it "
+                f"is pinned to ({digest[:16]}) is agent `{loaded.name}`; nothing was run"
+            )
+        self._pinned[key] = loaded
+        return loaded
+
+    def _current_agent(self, info: ThreadInfo, agent: AgentRef | None) -> Agent:
+        """The agent `agent` names, else the one at the place the thread recorded."""
+        thread_id = info.id
         if agent is not None:
             named = str(agent) if isinstance(agent, str | Path) else None
             if named is not None and is_file_reference(named) and not Path(named).is_file():
@@ -777,6 +859,12 @@ class Runtime:
 
     def threads(self, status: Status | None = None) -> list[ThreadInfo]:
         return self.store.threads(status)
+
+    def migrate_check(self, agent: AgentRef) -> list[Verdict]:
+        return self._run(self.aio.migrate_check(agent))
+
+    def migrate(self, agent: AgentRef, *, by: str | None = None) -> list[Verdict]:
+        return self._run(self.aio.migrate(agent, by=by))
 
     def close(self) -> None:
         if self._loop is not None:

@@ -5,7 +5,11 @@ Compiled modules are written to `<cache>/<stem>-<hash>.py`, where the hash cover
 `.agent` text, the twelvefold version and the compiler's own files (its sources, templates
 and grammar: a changed compiler under an unchanged version number must not serve modules
 it would no longer generate), so an unchanged agent is never compiled twice and the
-compiler is not even imported on that path.
+compiler is not even imported on that path. Beside each module, `<stem>-<hash>.prompts`
+lists the templates its compilation read, so the agent's version (runtime/versions.py) is
+known without compiling again.
+
+`load_version` gets a thread's pinned reducer back from the sources a store kept.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .loop import Agent
+from .versions import AgentVersion, every_stdlib_module, materialized, version_of
 
 DEFAULT_CACHE = Path(".twelvefold") / "cache"
 PROMPTS_FOLDER = "prompts"
@@ -113,15 +118,72 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
             hasher.update(chunk)
     digest = hasher.hexdigest()[:16]
     target = cache_dir / f"{path.stem}-{digest}.py"
-    if not target.is_file():
-        _write_atomically(target, _compile(path, prompts_dir))
+    prompts_dir = prompts_dir or find_prompts_dir(path.parent)
+    used = target.with_suffix(".prompts")
+    if not target.is_file() or not used.is_file():
+        generated, names = _compile(path, prompts_dir)
+        _write_atomically(target, generated)
+        _write_atomically(used, "".join(f"{name}\n" for name in names))
     module = import_file(target, f"_twelvefold_{path.stem}_{digest}")
+    names = used.read_text(encoding="utf-8").splitlines()
     return Agent(
         module=module,
         origin=str(path),
         directory=path.parent,
-        prompts_dir=prompts_dir or find_prompts_dir(path.parent),
+        prompts_dir=prompts_dir,
+        version=version_of(path, prompts_dir, names, compiler_version()),
     )
+
+
+def load_version(
+    version: AgentVersion,
+    *,
+    origin: str,
+    directory: Path | None,
+    cache_dir: Path | None = None,
+) -> Agent:
+    """The agent `version` holds (verified by whoever read it from a store), compiled by
+    the installed compiler from its own sources and prompts, written out under
+    `cache_dir/versions/`. Its tools are looked up in `directory` (the agent's folder as it
+    is now) as for any agent: tools are the project's Python, not part of a version."""
+    from twelvefold.compiler import compile_text
+    from twelvefold.compiler.prompts import PromptDirectory
+
+    folder = materialized(version, cache_dir or DEFAULT_CACHE)
+    stamp = hashlib.sha256(f"{compiler_version()}\n{version.digest}".encode()).hexdigest()[:16]
+    target = folder / f"{version.name}-{stamp}.py"
+    if not target.is_file():
+        result = compile_text(
+            version.files[version.main],
+            version.main,
+            load_prompt=PromptDirectory(folder / PROMPTS_FOLDER),
+            allow_stdlib=every_stdlib_module(),
+        )
+        if not result.ok:
+            from twelvefold.compiler.diagnostics import render_all
+
+            report = render_all(result.diagnostics, {result.path: result.source_text})
+            raise AgentLoadError(
+                f"agent version {version.digest[:16]} ({version.main}) does not compile with "
+                f"this twelvefold ({compiler_version()}):\n{report}"
+            )
+        ((_, generated),) = result.files.items()
+        _write_atomically(target, generated)
+    module = import_file(target, f"_twelvefold_{version.name}_v{stamp}")
+    return Agent(
+        module=module,
+        origin=origin,
+        directory=directory,
+        prompts_dir=folder / PROMPTS_FOLDER,
+        version=version,
+    )
+
+
+def compiler_version() -> str:
+    """The twelvefold version and the compiler's fingerprint: `0.9.0+1f2e3d4c5b6a7980`."""
+    from twelvefold import __version__
+
+    return f"{__version__}+{compiler_fingerprint()}"
 
 
 @functools.cache
@@ -141,13 +203,23 @@ def compiler_fingerprint() -> str:
     return hasher.hexdigest()[:16]
 
 
-def _compile(path: Path, prompts_dir: Path | None) -> str:
-    from twelvefold.compiler import compile_file
+def _compile(path: Path, prompts_dir: Path) -> tuple[str, list[str]]:
+    """The generated module and the names of the templates the compilation read."""
+    from twelvefold.compiler import PromptDirectory, PromptFile, compile_file
     from twelvefold.compiler.codegen import FormatterUnavailable
     from twelvefold.compiler.diagnostics import CompilerBug, render_all
 
+    names: list[str] = []
+    folder = PromptDirectory(prompts_dir)
+
+    def load_prompt(name: str) -> PromptFile | None:
+        found = folder(name)
+        if found is not None and name not in names:
+            names.append(name)
+        return found
+
     try:
-        result = compile_file(path, prompts_dir=prompts_dir)
+        result = compile_file(path, prompts_dir=prompts_dir, load_prompt=load_prompt)
     except FormatterUnavailable as exc:
         raise AgentLoadError(f"{path}: {exc}") from exc
     except CompilerBug as exc:  # one line for the person; the report is for us
@@ -156,7 +228,7 @@ def _compile(path: Path, prompts_dir: Path | None) -> str:
         report = render_all(result.diagnostics, {result.path: result.source_text})
         raise AgentLoadError(f"{path} does not compile:\n{report}")
     ((_, generated),) = result.files.items()
-    return generated
+    return generated, names
 
 
 def _from_module(module: ModuleType, origin: str, prompts_dir: Path | None) -> Agent:

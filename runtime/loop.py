@@ -68,6 +68,7 @@ from .types import (
     Verdict,
 )
 from .usage import Prices, prices_for
+from .versions import AgentVersion
 
 INTERRUPTED = ErrorInfo(
     "Interrupted",
@@ -97,6 +98,9 @@ class Agent:
     directory: Path | None = None
     """Where its tools are looked up first (then --path folders, then the import path)."""
     prompts_dir: Path | None = None
+    version: AgentVersion | None = None
+    """The sources it was compiled from, when it was loaded from a `.agent` file: a new
+    thread is pinned to them (runtime/versions.py)."""
     codec: Codec = field(init=False)
     reducer: str | None = field(init=False)
     """A fingerprint of the generated module's source: a state snapshot is used only if
@@ -201,9 +205,13 @@ class Engine:
     ) -> Thread:
         """Store a new thread; with `hold` (launch), under a lease this process holds
         until `advance` lets it go, so nobody else can touch it in between. A thread that
-        is not run at once (a fork) is created with `hold=False`."""
+        is not run at once (a fork) is created with `hold=False`. An agent loaded from a
+        `.agent` file pins the thread to its sources (stored first: runtime/versions.py)."""
         state = agent.module.replay(events)
         at = events[0].at or now_iso()
+        version = agent.version
+        if version is not None:
+            await self._io(self.store.save_version, version.digest, version.to_json())
         info = ThreadInfo(
             thread_id,
             agent.name,
@@ -214,6 +222,7 @@ class Engine:
             at,
             at,
             request=state.request,
+            version=version.digest if version is not None else None,
         )
         owner = self.owner if hold else None
         lease = await self._io(

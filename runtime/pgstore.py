@@ -37,9 +37,12 @@ from .schema import (
 )
 from .store import (
     _INFO_COLUMNS,
+    _ROW_AFTER_APPEND,
     ChainedStore,
     Conflict,
+    Exported,
     Head,
+    Pin,
     Restored,
     Snapshot,
     StoreError,
@@ -53,6 +56,9 @@ from .store import (
     now_iso,
     shown_url,
     usage_by_thread,
+)
+from .store import (
+    storable as _storable,
 )
 from .types import Event, Status
 
@@ -138,10 +144,7 @@ class PostgresStore(ChainedStore):
         owner: str | None = None,
         seconds: float | None = None,
     ) -> Lease | None:
-        bodies = [codec.dumps_event(e) for e in events]
-        hashes = self.chain.links(self.chain.genesis(info.id), bodies)
-        head = hashes[-1] if hashes else self.chain.genesis(info.id)
-        seal = self._head_seal(info.id, len(bodies), head, reducer)
+        bodies, hashes, seal = self._first_links(info.id, events, codec, reducer)
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
         with self._transaction() as conn:
             row = conn.execute(
@@ -166,8 +169,6 @@ class PostgresStore(ChainedStore):
         head: Head,
         lease: Lease | None = None,
     ) -> None:
-        bodies = [codec.dumps_event(e) for e in events]
-        at = events[-1].at if events and events[-1].at else now_iso()
         with self._transaction() as conn:
             row = conn.execute(
                 "SELECT t.num, t.seq, t.lease_owner, t.lease_token, t.lease_until,"
@@ -188,28 +189,11 @@ class PostgresStore(ChainedStore):
                 previous = last_hash
             else:
                 raise BrokenLog(thread_id, seq, "the last event has no hash")
-            hashes = self.chain.links(previous, bodies)
+            bodies, hashes, values = self._appended(thread_id, seq, previous, events, codec, head)
             self._insert_events(conn, num, seq, bodies, hashes)
-            new_seq = seq + len(bodies)
-            chain_head = hashes[-1] if hashes else previous
-            snapshot, snapshot_seal = self._sealed_snapshot(thread_id, chain_head, head, codec)
             conn.execute(
-                "UPDATE threads SET status = %s, step = %s, seq = %s, updated_at = %s,"
-                " snapshot = %s, snapshot_seal = %s, request = %s, format = %s, reducer = %s,"
-                " head_seal = %s WHERE num = %s",
-                (
-                    head.status,
-                    head.step,
-                    new_seq,
-                    at,
-                    snapshot,
-                    snapshot_seal,
-                    head.request,
-                    EVENT_FORMAT,
-                    head.reducer,
-                    self._head_seal(thread_id, new_seq, chain_head, head.reducer),
-                    num,
-                ),
+                f"UPDATE threads SET {_ROW_AFTER_APPEND} WHERE num = %s".replace("?", "%s"),
+                (*values, num),
             )
 
     def load(self, thread_id: str, codec: Codec) -> list[Event]:
@@ -325,7 +309,140 @@ class PostgresStore(ChainedStore):
             rows = conn.execute(_USAGE_QUERY).fetchall()
         return usage_by_thread(rows)
 
+    # ---- versions and retention (docs/versions.md) --------------------------------------
+
+    def save_version(self, digest: str, body: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO agent_versions (digest, body, created_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (digest) DO NOTHING",
+                (digest, body, now_iso()),
+            )
+
+    def load_version(self, digest: str) -> str | None:
+        if not _storable(digest):
+            return None
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT body FROM agent_versions WHERE digest = %s", (digest,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def repin(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        version: str,
+        lease: Lease,
+        *,
+        at: str,
+        by: str | None = None,
+    ) -> None:
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT num, seq, lease_owner, lease_token, lease_until, {_NOW}, version"
+                " FROM threads WHERE id = %s FOR UPDATE",
+                (_findable(thread_id),),
+            ).fetchone()
+            if row is None:
+                raise ThreadNotFound(thread_id)
+            num, seq, holder, token, until, now, before = row
+            _check_lease_columns(thread_id, holder, token, until)
+            check_lease(thread_id, lease, holder, token, until, now)
+            if seq != expected_seq:
+                raise Conflict(thread_id, expected_seq, seq)
+            known = (
+                _storable(version)
+                and conn.execute(
+                    "SELECT 1 FROM agent_versions WHERE digest = %s", (version,)
+                ).fetchone()
+            )
+            if not known:
+                raise StoreError(f"agent version {version[:16]} is not in this store")
+            conn.execute(
+                "INSERT INTO pins (thread, seq, from_version, to_version, at, by)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (num, seq, before, version, at, by),
+            )
+            # The snapshot was computed by the old reducer: the next load replays instead.
+            conn.execute(
+                "UPDATE threads SET version = %s, snapshot = NULL, snapshot_seal = NULL"
+                " WHERE num = %s",
+                (version, num),
+            )
+
+    def pins(self, thread_id: str) -> list[Pin]:
+        with self._transaction(snapshot=True) as conn:
+            return self._pins(conn, thread_id)
+
+    def export(self, thread_id: str) -> Exported:
+        with self._transaction(snapshot=True) as conn:
+            row = conn.execute(
+                f"SELECT num, {_INFO_COLUMNS} FROM threads WHERE id = %s",
+                (_findable(thread_id),),
+            ).fetchone()
+            if row is None:
+                raise ThreadNotFound(thread_id)
+            bodies = [
+                str(body)
+                for (body,) in conn.execute(
+                    "SELECT body FROM events WHERE thread = %s ORDER BY seq", (row[0],)
+                )
+            ]
+            pins = self._pins(conn, thread_id)
+        return Exported(_thread_info(row[1:], self.where), bodies, pins)
+
+    def delete(self, thread_id: str, expected_seq: int, statuses: Sequence[Status]) -> bool:
+        if not _storable(thread_id):
+            return False
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT num FROM threads WHERE id = %s AND seq = %s AND status = ANY(%s)"
+                f" AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW})"
+                " FOR UPDATE",
+                (thread_id, expected_seq, list(statuses)),
+            ).fetchone()
+            if row is None:
+                return False
+            for table, column in (("events", "thread"), ("pins", "thread"), ("threads", "num")):
+                conn.execute(f"DELETE FROM {table} WHERE {column} = %s", (row[0],))
+            return True
+
+    def unused_versions(self, dropping: Sequence[str] = ()) -> list[str]:
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT v.digest FROM agent_versions v WHERE NOT EXISTS"
+                " (SELECT 1 FROM threads t WHERE t.version = v.digest AND t.id <> ALL(%s))"
+                ' ORDER BY v.digest COLLATE "C"',
+                ([d for d in dropping if _storable(d)],),
+            ).fetchall()
+        return [str(digest) for (digest,) in rows]
+
+    def delete_versions(self, digests: Sequence[str]) -> int:
+        gone = 0
+        with self._transaction() as conn:
+            for digest in filter(_storable, digests):
+                gone += conn.execute(
+                    "DELETE FROM agent_versions WHERE digest = %s AND NOT EXISTS"
+                    " (SELECT 1 FROM threads WHERE version = %s)",
+                    (digest, digest),
+                ).rowcount
+        return gone
+
     # ---- helpers -----------------------------------------------------------------------
+
+    def _pins(self, conn: psycopg.Connection[Any], thread_id: str) -> list[Pin]:
+        row = conn.execute(
+            "SELECT num FROM threads WHERE id = %s", (_findable(thread_id),)
+        ).fetchone()
+        if row is None:
+            raise ThreadNotFound(thread_id)
+        rows = conn.execute(
+            "SELECT seq, from_version, to_version, at, by FROM pins WHERE thread = %s"
+            " ORDER BY added",
+            (row[0],),
+        ).fetchall()
+        return [Pin(*pin) for pin in rows]
 
     def _stored_hashes(self, num: int) -> list[bytes | None]:
         with self._transaction() as conn:
@@ -393,12 +510,7 @@ def upgrade_database(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
 
 
 def _findable(thread_id: str) -> str:
-    """A thread id PostgreSQL can compare: text holds no NUL and only valid UTF-8, so an id
-    that does not is no thread's (rather than a driver error)."""
-    if "\0" in thread_id:
+    """`thread_id`, or ThreadNotFound for one no row can hold (`_storable`)."""
+    if not _storable(thread_id):
         raise ThreadNotFound(thread_id)
-    try:
-        thread_id.encode()
-    except UnicodeEncodeError:
-        raise ThreadNotFound(thread_id) from None
     return thread_id

@@ -238,6 +238,39 @@ CREATE TABLE IF NOT EXISTS slack_messages (
 );
 """
 
+# ---- 4: agent versions (runtime/versions.py) and a thread's moves between them ---------
+
+_VERSION_TABLES = """
+CREATE TABLE IF NOT EXISTS agent_versions (
+    digest     TEXT PRIMARY KEY,  -- SHA-256 of the body: sources as JSON
+    body       TEXT NOT NULL,
+    created_at TEXT NOT NULL
+){without_rowid};
+CREATE TABLE IF NOT EXISTS pins (  -- `twelvefold migrate`: a thread's moves, oldest first
+    thread       {integer} NOT NULL,
+    seq          INTEGER NOT NULL,
+    from_version TEXT,
+    to_version   TEXT NOT NULL,
+    at           TEXT NOT NULL,
+    by           TEXT{pins_order}
+);
+CREATE INDEX IF NOT EXISTS pins_by_thread ON pins (thread);
+"""
+
+
+def _versions_sqlite(db: sqlite3.Connection, chain: Chain) -> None:
+    """`threads.version` (the digest of the agent version a thread is pinned to), unless
+    a build from before numbered migrations added it already, and the version tables."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(threads)")}
+    if "version" not in present:
+        db.execute("ALTER TABLE threads ADD COLUMN version TEXT")
+    script = _VERSION_TABLES.format(
+        without_rowid=" WITHOUT ROWID", integer="INTEGER", pins_order=""
+    )
+    for statement in _statements(script):
+        db.execute(statement)
+
+
 MIGRATIONS: Sequence[Migration] = (
     Migration(1, "threads and events", _SQLITE_THREADS, _PG_THREADS),
     Migration(2, "hash chain, seals and leases", _chain_sqlite, ""),
@@ -249,6 +282,18 @@ MIGRATIONS: Sequence[Migration] = (
         _SERVER_TABLES.format(
             real="double precision",
             replies_order="\n    added bigint GENERATED ALWAYS AS IDENTITY,",
+        ),
+    ),
+    Migration(
+        4,
+        "agent versions and pins",
+        _versions_sqlite,
+        "ALTER TABLE threads ADD COLUMN version text;"
+        # SQLite lists pins in `rowid` order; PostgreSQL has no rowid: `added`.
+        + _VERSION_TABLES.format(
+            without_rowid="",
+            integer="bigint",
+            pins_order=",\n    added        bigint GENERATED ALWAYS AS IDENTITY",
         ),
     ),
 )

@@ -95,6 +95,31 @@ class ThreadInfo:
     updated_at: str
     request: str | None = None
     """The pending request's id while the thread waits (`State.request`)."""
+    version: str | None = None
+    """The digest of the agent version the thread is pinned to (runtime/versions.py);
+    None for a thread of a generated module, or written before versions existed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """A thread moved to another agent version by `twelvefold migrate` (its history)."""
+
+    seq: int
+    """How many events the thread held when it moved: events after it ran on `to`."""
+    from_version: str | None
+    to_version: str
+    at: str
+    by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Exported:
+    """A thread as an archive keeps it: its row, its version and its events as stored."""
+
+    info: ThreadInfo
+    events: list[str]
+    """Each event's JSON, as stored (no agent is needed to read it)."""
+    pins: list[Pin]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +227,46 @@ class EventStore(Protocol):
     def threads(self, status: Status | None = None) -> list[ThreadInfo]:
         """Threads, most recently updated first."""
 
+    # ---- versions and retention (docs/versions.md) --------------------------------------
+
+    def save_version(self, digest: str, body: str) -> None:
+        """Keep an agent version's sources (`AgentVersion.to_json`) under its digest; a
+        digest already stored is left as it is (content-addressed)."""
+
+    def load_version(self, digest: str) -> str | None:
+        """The stored body of version `digest` (unverified: `AgentVersion.from_stored`
+        checks it), None when it is not stored."""
+
+    def repin(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        version: str,
+        lease: Lease,
+        *,
+        at: str,
+        by: str | None = None,
+    ) -> None:
+        """Pin the thread to `version` (a stored version), recording a `Pin` in its history;
+        only under the thread's live `lease` (`LeaseLost`) and only if it still holds
+        `expected_seq` events (`Conflict`)."""
+
+    def pins(self, thread_id: str) -> list[Pin]:
+        """The thread's moves between versions, oldest first."""
+
+    def export(self, thread_id: str) -> Exported:
+        """The thread's row, events as stored, and pins (for an archive)."""
+
+    def delete(self, thread_id: str, expected_seq: int, statuses: Sequence[Status]) -> bool:
+        """Delete the thread (its row, events and pins) if it still holds `expected_seq`
+        events, its status is one of `statuses` and nobody holds its lease; whether it did."""
+
+    def unused_versions(self, dropping: Sequence[str] = ()) -> list[str]:
+        """Stored versions no thread names, counting the threads `dropping` as gone."""
+
+    def delete_versions(self, digests: Sequence[str]) -> int:
+        """Delete those of `digests` that no thread names now; how many went."""
+
 
 _LARGEST_TOKEN = 2**63 - 2
 """SQLite's largest INTEGER less one: the next lease's token must still fit."""
@@ -262,6 +327,10 @@ class MemoryStore:
         self._leases: dict[str, tuple[str | None, int, float]] = {}
         """thread id -> (owner or None when released, fencing token, expiry)."""
         self._lock = threading.Lock()
+        self._versions: dict[str, str] = {}
+        self._pins: dict[str, list[Pin]] = {}
+        self._codecs: dict[str, Codec] = {}
+        """The codec each thread was last written with (to export its events as JSON)."""
 
     def create(
         self,
@@ -277,6 +346,7 @@ class MemoryStore:
             if info.id in self._infos:
                 raise Conflict(info.id, 0, len(self._events[info.id]))
             self._infos[info.id] = info
+            self._codecs[info.id] = codec
             self._events[info.id] = list(events)
             self._reducers[info.id] = reducer
             self._leases[info.id] = (None, 0, 0.0)
@@ -301,6 +371,7 @@ class MemoryStore:
             log.extend(events)
             self._heads[thread_id] = (head, (events[-1].at if events else None) or now_iso())
             self._reducers[thread_id] = head.reducer
+            self._codecs[thread_id] = codec
 
     def load(self, thread_id: str, codec: Codec) -> list[Event]:
         with self._lock:
@@ -352,6 +423,79 @@ class MemoryStore:
             infos = [self._info(thread_id) for thread_id in self._infos]
         found = [i for i in infos if status is None or i.status == status]
         return sorted(found, key=lambda i: i.updated_at, reverse=True)
+
+    def save_version(self, digest: str, body: str) -> None:
+        with self._lock:
+            self._versions.setdefault(digest, body)
+
+    def load_version(self, digest: str) -> str | None:
+        with self._lock:
+            return self._versions.get(digest)
+
+    def repin(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        version: str,
+        lease: Lease,
+        *,
+        at: str,
+        by: str | None = None,
+    ) -> None:
+        with self._lock:
+            log = self._log(thread_id)
+            self._fence(thread_id, lease)
+            if len(log) != expected_seq:
+                raise Conflict(thread_id, expected_seq, len(log))
+            if version not in self._versions:
+                raise StoreError(f"agent version {version[:16]} is not in this store")
+            info = self._infos[thread_id]
+            pin = Pin(len(log), info.version, version, at, by)
+            self._pins.setdefault(thread_id, []).append(pin)
+            self._infos[thread_id] = replace(info, version=version)
+
+    def pins(self, thread_id: str) -> list[Pin]:
+        with self._lock:
+            self._log(thread_id)
+            return list(self._pins.get(thread_id, ()))
+
+    def export(self, thread_id: str) -> Exported:
+        with self._lock:
+            log = list(self._log(thread_id))
+            codec = self._codecs[thread_id]
+            info = self._info(thread_id)
+            pins = list(self._pins.get(thread_id, ()))
+        return Exported(info, [codec.dumps_event(event) for event in log], pins)
+
+    def delete(self, thread_id: str, expected_seq: int, statuses: Sequence[Status]) -> bool:
+        with self._lock:
+            log = self._events.get(thread_id)
+            if log is None or len(log) != expected_seq:
+                return False
+            holder, _, expires = self._leases[thread_id]
+            if self._info(thread_id).status not in statuses or (
+                holder is not None and expires > leases.now()
+            ):
+                return False
+            for table in (self._infos, self._heads, self._events, self._reducers, self._leases):
+                table.pop(thread_id, None)
+            self._pins.pop(thread_id, None)
+            self._codecs.pop(thread_id, None)
+            return True
+
+    def unused_versions(self, dropping: Sequence[str] = ()) -> list[str]:
+        with self._lock:
+            gone = set(dropping)
+            named = {i.version for t, i in self._infos.items() if t not in gone}
+            return sorted(d for d in self._versions if d not in named)
+
+    def delete_versions(self, digests: Sequence[str]) -> int:
+        unused = set(self.unused_versions())
+        with self._lock:
+            going = [d for d in digests if d in unused and d in self._versions]
+            for digest in going:
+                del self._versions[digest]
+            return len(going)
 
     def usage_records(self) -> dict[str, list[UsageRecord]]:
         """Every thread's `(kind, at, usage)` per event, in order (runtime/usage.py)."""
@@ -422,7 +566,7 @@ def check_lease(
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 """The store's clock, in unix seconds: every lease decision is made with this one."""
 
-_INFO_COLUMNS = "id, agent, origin, status, step, seq, created_at, updated_at, request"
+_INFO_COLUMNS = "id, agent, origin, status, step, seq, created_at, updated_at, request, version"
 
 _USAGE_QUERY = """
 SELECT t.id,
@@ -462,6 +606,13 @@ def usage_by_thread(rows: Iterable[Sequence[Any]]) -> dict[str, list[UsageRecord
         when = at if isinstance(at, str) else None
         found.setdefault(str(thread_id), []).append((kind, when, usage))
     return found
+
+
+_ROW_AFTER_APPEND = (
+    "status = ?, step = ?, seq = ?, updated_at = ?, snapshot = ?, snapshot_seal = ?,"
+    " request = ?, format = ?, reducer = ?, head_seal = ?"
+)
+"""The thread row's columns an append sets (`ChainedStore._appended` gives the values)."""
 
 
 class ChainedStore:
@@ -526,6 +677,36 @@ class ChainedStore:
 
     def _head_seal(self, thread_id: str, seq: int, head: bytes, reducer: str | None) -> bytes:
         return self.chain.seal(thread_id, seq, head, EVENT_FORMAT, reducer)
+
+    def _first_links(
+        self, thread_id: str, events: Sequence[Event], codec: Codec, reducer: str | None
+    ) -> tuple[list[str], list[bytes], bytes]:
+        """A new thread's stored bodies, their chain, and its row's head seal."""
+        bodies = [codec.dumps_event(e) for e in events]
+        hashes = self.chain.links(self.chain.genesis(thread_id), bodies)
+        head = hashes[-1] if hashes else self.chain.genesis(thread_id)
+        return bodies, hashes, self._head_seal(thread_id, len(bodies), head, reducer)
+
+    def _appended(
+        self,
+        thread_id: str,
+        seq: int,
+        previous: bytes,
+        events: Sequence[Event],
+        codec: Codec,
+        head: Head,
+    ) -> tuple[list[str], list[bytes], tuple[Any, ...]]:
+        """For an append after `seq` events whose last hash is `previous`: the bodies, their
+        hashes, and the thread row's values after them, in `_ROW_AFTER_APPEND`'s order."""
+        bodies = [codec.dumps_event(e) for e in events]
+        at = events[-1].at if events and events[-1].at else now_iso()
+        hashes = self.chain.links(previous, bodies)
+        new_seq = seq + len(bodies)
+        chain_head = hashes[-1] if hashes else previous
+        snapshot, snapshot_seal = self._sealed_snapshot(thread_id, chain_head, head, codec)
+        seal = self._head_seal(thread_id, new_seq, chain_head, head.reducer)
+        row = (head.status, head.step, new_seq, at, snapshot, snapshot_seal, head.request)
+        return bodies, hashes, (*row, EVENT_FORMAT, head.reducer, seal)
 
     def _sealed_snapshot(
         self, thread_id: str, chain_head: bytes, head: Head, codec: Codec
@@ -635,10 +816,7 @@ class SqliteStore(ChainedStore):
         owner: str | None = None,
         seconds: float | None = None,
     ) -> Lease | None:
-        bodies = [codec.dumps_event(e) for e in events]
-        hashes = self.chain.links(self.chain.genesis(info.id), bodies)
-        head = hashes[-1] if hashes else self.chain.genesis(info.id)
-        seal = self._head_seal(info.id, len(bodies), head, reducer)
+        bodies, hashes, seal = self._first_links(info.id, events, codec, reducer)
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
         with self._lock, self._transaction():
             try:
@@ -782,6 +960,124 @@ class SqliteStore(ChainedStore):
             rows = self._db.execute(_USAGE_QUERY).fetchall()
         return usage_by_thread(rows)
 
+    # ---- versions and retention (docs/versions.md) --------------------------------------
+
+    def save_version(self, digest: str, body: str) -> None:
+        with self._lock, self._transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO agent_versions (digest, body, created_at) VALUES (?, ?, ?)",
+                (digest, body, now_iso()),
+            )
+
+    def load_version(self, digest: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM agent_versions WHERE digest = ?", (digest,)
+            ).fetchone()
+        if row is None:
+            return None
+        # A body of another SQLite type was written by hand: it fails verification.
+        return row[0] if isinstance(row[0], str) else ""
+
+    def repin(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        version: str,
+        lease: Lease,
+        *,
+        at: str,
+        by: str | None = None,
+    ) -> None:
+        with self._lock, self._transaction():
+            num, seq = self._position(thread_id)
+            self._fence(num, thread_id, lease)
+            if seq != expected_seq:
+                raise Conflict(thread_id, expected_seq, seq)
+            if (
+                self._db.execute(
+                    "SELECT 1 FROM agent_versions WHERE digest = ?", (version,)
+                ).fetchone()
+                is None
+            ):
+                raise StoreError(f"agent version {version[:16]} is not in this store")
+            (before,) = self._db.execute(
+                "SELECT version FROM threads WHERE num = ?", (num,)
+            ).fetchone()
+            self._db.execute(
+                "INSERT INTO pins (thread, seq, from_version, to_version, at, by)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (num, seq, before, version, at, by),
+            )
+            # The snapshot was computed by the old reducer: the next load replays instead.
+            self._db.execute(
+                "UPDATE threads SET version = ?, snapshot = NULL, snapshot_seal = NULL"
+                " WHERE num = ?",
+                (version, num),
+            )
+
+    def pins(self, thread_id: str) -> list[Pin]:
+        with self._lock:
+            num, _ = self._position(thread_id)
+            rows = self._db.execute(
+                "SELECT seq, from_version, to_version, at, by FROM pins WHERE thread = ?"
+                " ORDER BY rowid",
+                (num,),
+            ).fetchall()
+        return [Pin(*row) for row in rows]
+
+    def export(self, thread_id: str) -> Exported:
+        with self._lock, self._reading():
+            row = self._db.execute(
+                f"SELECT num, {_INFO_COLUMNS} FROM threads WHERE id = ?", (thread_id,)
+            ).fetchone()
+            if row is None:
+                raise ThreadNotFound(thread_id)
+            bodies = [
+                body
+                for (body,) in self._db.execute(
+                    "SELECT body FROM events WHERE thread = ? ORDER BY seq", (row[0],)
+                )
+            ]
+        return Exported(_thread_info(row[1:], self.path), bodies, self.pins(thread_id))
+
+    def delete(self, thread_id: str, expected_seq: int, statuses: Sequence[Status]) -> bool:
+        marks = ", ".join("?" for _ in statuses)
+        with self._lock, self._transaction():
+            row = self._db.execute(
+                f"SELECT num FROM threads WHERE id = ? AND seq = ? AND status IN ({marks})"
+                f" AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW})",
+                (thread_id, expected_seq, *statuses),
+            ).fetchone()
+            if row is None:
+                return False
+            for table, column in (("events", "thread"), ("pins", "thread"), ("threads", "num")):
+                self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (row[0],))
+            return True
+
+    def unused_versions(self, dropping: Sequence[str] = ()) -> list[str]:
+        marks = ", ".join("?" for _ in dropping)
+        other = f" AND t.id NOT IN ({marks})" if dropping else ""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT v.digest FROM agent_versions v WHERE NOT EXISTS"
+                f" (SELECT 1 FROM threads t WHERE t.version = v.digest{other})"
+                " ORDER BY v.digest",
+                tuple(dropping),
+            ).fetchall()
+        return [str(digest) for (digest,) in rows]
+
+    def delete_versions(self, digests: Sequence[str]) -> int:
+        gone = 0
+        with self._lock, self._transaction():
+            for digest in digests:
+                gone += self._db.execute(
+                    "DELETE FROM agent_versions WHERE digest = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM threads WHERE version = ?)",
+                    (digest, digest),
+                ).rowcount
+        return gone
+
     # ---- helpers -----------------------------------------------------------------------
 
     def _write(
@@ -795,32 +1091,10 @@ class SqliteStore(ChainedStore):
     ) -> None:
         """Inside an append's transaction, once its checks passed: the events chained
         after the stored ones, and the row (listing, seals, snapshot) after them."""
-        bodies = [codec.dumps_event(e) for e in events]
-        at = events[-1].at if events and events[-1].at else now_iso()
         previous = self._head(num, thread_id, seq)
-        hashes = self.chain.links(previous, bodies)
+        bodies, hashes, row = self._appended(thread_id, seq, previous, events, codec, head)
         self._insert_events(num, seq, bodies, hashes)
-        new_seq = seq + len(bodies)
-        chain_head = hashes[-1] if hashes else previous
-        snapshot, snapshot_seal = self._sealed_snapshot(thread_id, chain_head, head, codec)
-        self._db.execute(
-            "UPDATE threads SET status = ?, step = ?, seq = ?, updated_at = ?, snapshot = ?,"
-            " snapshot_seal = ?, request = ?, format = ?, reducer = ?, head_seal = ?"
-            " WHERE num = ?",
-            (
-                head.status,
-                head.step,
-                new_seq,
-                at,
-                snapshot,
-                snapshot_seal,
-                head.request,
-                EVENT_FORMAT,
-                head.reducer,
-                self._head_seal(thread_id, new_seq, chain_head, head.reducer),
-                num,
-            ),
-        )
+        self._db.execute(f"UPDATE threads SET {_ROW_AFTER_APPEND} WHERE num = ?", (*row, num))
 
     def _stored_hashes(self, num: int) -> list[bytes | None]:
         with self._lock:
@@ -923,6 +1197,7 @@ def _thread_info(row: Sequence[Any], path: object) -> ThreadInfo:
         not all(isinstance(v, str) for v in texts)
         or not isinstance(info.seq, int)
         or not isinstance(info.request, str | None)
+        or not isinstance(info.version, str | None)
     ):
         raise StoreError(f"{path} holds a damaged thread row ({info.id!r}); it cannot be listed")
     return info
@@ -1058,6 +1333,15 @@ def upgrade_store(url: str | StoreLocation) -> Upgrade:
         raise StoreError(f"{path} is not a thread store SQLite can open: {exc}") from None
     finally:
         db.close()
+
+
+def storable(text: object) -> bool:
+    """Whether PostgreSQL's text can hold `text` (no NUL, valid UTF-8; anything not a str
+    passes). What it cannot hold is in no row: a lookup by it finds nothing (rather than
+    a driver error)."""
+    if not isinstance(text, str):
+        return True
+    return "\0" not in text and text.encode("utf-8", "replace").decode() == text
 
 
 @dataclass(frozen=True, slots=True)

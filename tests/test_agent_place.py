@@ -60,6 +60,14 @@ def launched(project: Path) -> dict[str, str]:
     return view
 
 
+def unpinned(project: Path) -> None:
+    """Make the project's threads name no agent version, as threads written before
+    versions existed do: they load their agent from its place alone (a pinned thread gets
+    its reducer back from the store wherever the file went: tests/test_versions.py)."""
+    with sqlite3.connect(project / ".twelvefold" / "threads.db") as db:
+        db.execute("UPDATE threads SET version = NULL")
+
+
 def recorded_origin(project: Path, thread: str) -> str:
     with sqlite3.connect(project / ".twelvefold" / "threads.db") as db:
         (origin,) = db.execute("SELECT origin FROM threads WHERE id = ?", (thread,)).fetchone()
@@ -142,6 +150,7 @@ def test_a_deleted_agent_is_one_line_naming_the_place_and_agent_flag(
 ) -> None:
     project = make_project(tmp_path / "project")
     view = launched(project)
+    unpinned(project)
     (project / AGENT).unlink()
     line = one_line_error(cli(project, *[a.format(id=view["thread_id"]) for a in command]))
     assert str((project / AGENT).resolve()) in line  # where it looked
@@ -152,6 +161,7 @@ def test_a_deleted_agent_is_one_line_naming_the_place_and_agent_flag(
 def test_agent_flag_names_the_agent_where_it_is_now(tmp_path: Path) -> None:
     project = make_project(tmp_path / "project")
     view = launched(project)
+    unpinned(project)
     thread = view["thread_id"]
     moved = project / "moved"
     moved.mkdir()
@@ -197,6 +207,7 @@ def test_agent_flag_naming_another_agent_is_refused(tmp_path: Path) -> None:
 def test_rows_with_absolute_places_keep_working(tmp_path: Path) -> None:
     project = make_project(tmp_path / "project")
     view = launched(project)
+    unpinned(project)
     absolute = str((project / AGENT).resolve())
     with sqlite3.connect(project / ".twelvefold" / "threads.db") as db:
         db.execute("UPDATE threads SET origin = ?", (absolute,))  # as older releases wrote
@@ -211,6 +222,7 @@ def test_rows_with_absolute_places_keep_working(tmp_path: Path) -> None:
 def test_the_python_api_resolves_places_and_takes_agent(tmp_path: Path) -> None:
     before = make_project(tmp_path / "before")
     view = launched(before)
+    unpinned(before)
     after = tmp_path / "after"
     before.rename(after)
     store = SqliteStore(after / ".twelvefold" / "threads.db")

@@ -369,11 +369,16 @@ def test_a_changed_agent_runs_a_thread_only_if_its_whole_log_replays(
     assert rt.resume(old.id, answer="Lisbon", request=old.request).status == "finished"
     store.close()
 
-    # A step renamed: the log of the thread that passed it no longer fits; it is refused
-    # with what changed, through the API and the CLI, and nothing is recorded.
+    # A step renamed: the log of a thread that passed it no longer fits the new reducer.
+    # A thread pinned to its version (docs/versions.md) runs on with the one it started
+    # with; one that names no version (written before versions existed) is refused with
+    # what changed, through the API and the CLI, and nothing is recorded.
     source.write_text(ASKING.replace("first", "name"))
     store = SqliteStore(db)
     rt = Runtime(store, notifier=RecordingNotifier(), cache_dir=tmp_path / "cache")
+    assert rt.get(other.id).step == "first"
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE threads SET version = NULL WHERE id = ?", (other.id,))
     with pytest.raises(AgentChanged, match="another version of agent changing"):
         rt.get(other.id)
     before = len(store.load(other.id, rt.agent(source).codec))

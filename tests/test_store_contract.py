@@ -20,6 +20,7 @@ from twelvefold.runtime.store import (
     Head,
     MemoryStore,
     SqliteStore,
+    StoreError,
     ThreadInfo,
     ThreadNotFound,
     open_store,
@@ -159,3 +160,63 @@ def test_a_thread_created_under_a_lease_is_held_from_its_first_event(store: Even
     assert lease is not None and store.lease("t") == lease
     with pytest.raises(LeaseHeld, match="me"):
         store.acquire("t", "someone else", 60)
+
+
+# ---- agent versions and retention (docs/versions.md) ---------------------------------------
+
+
+def test_versions_are_kept_by_digest_and_a_move_is_fenced_and_recorded(store: EventStore) -> None:
+    codec = _thread(store)
+    store.save_version("v1", "body one")
+    store.save_version("v1", "another body")  # content-addressed: the first stays
+    store.save_version("v2", "body two")
+    assert (store.load_version("v1"), store.load_version("nope")) == ("body one", None)
+    lease = store.acquire("t", "me", 60)
+    with pytest.raises(Conflict):
+        store.repin("t", 5, "v2", lease, at="x")
+    with pytest.raises(StoreError, match="not in this store"):
+        store.repin("t", 1, "v9", lease, at="x")
+    store.repin("t", 1, "v1", lease, at="2026-01-01T00:00:00Z", by="ana")
+    store.append("t", 1, [_answer("on v1")], codec, Head("running", "a"), lease)
+    store.repin("t", 2, "v2", lease, at="2026-01-02T00:00:00Z")
+    assert store.info("t").version == "v2"
+    assert [(p.seq, p.from_version, p.to_version, p.by) for p in store.pins("t")] == [
+        (1, None, "v1", "ana"),
+        (2, "v1", "v2", None),
+    ]
+    store.release(lease)
+    other = store.acquire("t", "someone else", 60)
+    with pytest.raises(LeaseLost):
+        store.repin("t", 2, "v1", lease, at="x")
+    store.release(other)
+    exported = store.export("t")
+    assert exported.info.version == "v2" and len(exported.events) == 2
+    assert [p.to_version for p in exported.pins] == ["v1", "v2"]
+    assert codec.loads_event(exported.events[1]) == _answer("on v1")
+    with pytest.raises(ThreadNotFound):
+        store.pins("nope")
+
+
+def test_only_ended_unheld_threads_are_deleted_and_unused_versions_go(store: EventStore) -> None:
+    codec = _thread(store, "done")
+    _thread(store, "live")
+    store.save_version("v1", "one")
+    store.save_version("v2", "two")
+    for thread_id, version in [("done", "v1"), ("live", "v2")]:
+        lease = store.acquire(thread_id, "me", 60)
+        store.repin(thread_id, 1, version, lease, at="x")
+        store.release(lease)
+    store.append("done", 1, [_answer("end")], codec, Head("finished", "end"))
+    assert store.delete("done", 1, ["finished"]) is False  # it holds 2 events now
+    assert store.delete("live", 1, ["finished"]) is False  # it is running
+    held = store.acquire("done", "me", 60)
+    assert store.delete("done", 2, ["finished"]) is False  # someone holds it
+    store.release(held)
+    assert store.unused_versions() == []
+    assert store.unused_versions(dropping=["done"]) == ["v1"]
+    assert store.delete("done", 2, ["finished", "failed"]) is True
+    with pytest.raises(ThreadNotFound):
+        store.info("done")
+    assert [i.id for i in store.threads()] == ["live"]
+    assert store.delete_versions(["v1", "v2"]) == 1  # v2 is still named by "live"
+    assert (store.load_version("v1"), store.load_version("v2")) == (None, "two")

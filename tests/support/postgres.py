@@ -107,8 +107,9 @@ def _free_port() -> int:
 
 
 def start_cluster(folder: Path, *, fsync: bool = False) -> Cluster:
-    """initdb and start a cluster in `folder` (which it owns); `_missing` if there is no
-    PostgreSQL. Used by the fixture and by the benchmarks (with `fsync`)."""
+    """initdb and start a cluster in `folder` (an empty folder whose parents the cluster's
+    user can reach: a `mkdtemp` of its own); `_missing` if there is no PostgreSQL. Used
+    by the fixture and by the benchmarks (with `fsync`). It is given to that user."""
     initdb = find_initdb()
     if initdb is None:
         _missing("no initdb under /usr/lib/postgresql/*/bin or on PATH")

@@ -87,6 +87,17 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
         "stats",
         "Print per agent: threads by status, steps, tokens, cost, time waiting for people.",
     ),
+    "migrate": LazyCommand(
+        "versions",
+        "migrate",
+        "Move the stored threads of AGENT that can move to its current version; `migrate check"
+        " AGENT` only says which can and why not.",
+    ),
+    "prune": LazyCommand(
+        "versions",
+        "prune",
+        "Archive, then delete, finished, failed and cancelled threads older than a cut-off.",
+    ),
     "test": LazyCommand(
         "testcmd",
         "test",

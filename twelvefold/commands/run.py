@@ -15,6 +15,7 @@ an operator's tool: `--by` says who decides (there is no default, so an approval
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import json
 import sqlite3
@@ -45,6 +46,7 @@ from twelvefold.runtime.loop import Thread
 from twelvefold.runtime.names import declared_name
 from twelvefold.runtime.store import (
     Conflict,
+    Pin,
     StoreError,
     StoreLocation,
     ThreadInfo,
@@ -777,11 +779,30 @@ def show(thread: str, agent: str | None, db: StoreLocation, as_json: bool) -> No
         view = rt.get(thread, agent=loaded)
         events = rt.events(thread, agent=loaded)
         codec = loaded.codec
+        version = rt.store.info(thread).version
+        pins = rt.store.pins(thread)
     if as_json:
         data = view.to_json()
         data["log"] = [codec.encode_event(e, redact=True) for e in events]
+        data["version"] = version
+        data["version_history"] = [dataclasses.asdict(pin) for pin in pins]
         echo(json.dumps(data, ensure_ascii=False))
         return
     for seq, event in enumerate(events, start=1):
+        for pin in pins:
+            if pin.seq == seq - 1:
+                echo(pin_line(pin))
         echo(event_line(seq, event))
+    for pin in pins:
+        if pin.seq >= len(events):
+            echo(pin_line(pin))
     print_view(view, db)
+    if version is not None:
+        echo(f"  agent version {version[:16]}")
+
+
+def pin_line(pin: Pin) -> str:
+    """A move between agent versions, as `show` prints it among the events."""
+    before = pin.from_version[:16] if pin.from_version else "none"
+    who = f" by {pin.by}" if pin.by else ""
+    return f"  -- migrated from agent version {before} to {pin.to_version[:16]} at {pin.at}{who}"

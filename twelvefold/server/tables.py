@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from twelvefold.runtime.integrity import Chain
 from twelvefold.runtime.schema import SchemaError, upgrade_sqlite
-from twelvefold.runtime.store import SqliteStore, StoreError, StoreUrl, open_store
+from twelvefold.runtime.store import SqliteStore, StoreError, StoreUrl, open_store, storable
 
 if TYPE_CHECKING:
     from twelvefold.runtime.pgstore import PostgresStore
@@ -93,14 +93,11 @@ class Database:
 
 
 def _storable(params: tuple[Any, ...]) -> bool:
-    """Whether PostgreSQL can hold every text parameter (no NUL, valid UTF-8). A value it
-    cannot hold is in no row, so a statement with one matches nothing; the server's inserts
-    never carry one (names are printable, ids generated), and a lookup by a hostile id
-    (a token's, a thread's from a URL) finds nothing rather than failing."""
-    return all(
-        not isinstance(p, str) or ("\0" not in p and p.encode("utf-8", "replace").decode() == p)
-        for p in params
-    )
+    """Whether PostgreSQL can hold every parameter (`storable`). A value it cannot hold is
+    in no row, so a statement with one matches nothing; the server's inserts never carry
+    one (names are printable, ids generated), and a lookup by a hostile id (a token's, a
+    thread's from a URL) finds nothing rather than failing."""
+    return all(storable(p) for p in params)
 
 
 def _open_sqlite(path: Path | None) -> sqlite3.Connection:

@@ -1,0 +1,203 @@
+"""Retention: archive, then delete, threads that ended long ago (`twelvefold prune`).
+
+Only threads that are finished, failed or cancelled, and whose last event is older than
+the cut-off, are pruned; a thread that waits or runs is never touched. With an archive,
+every pruned thread is first written to it (JSON lines: one thread per line, with its
+events as stored and the sources of its agent version) and the file is flushed to disk
+(`fsync`, the file and its folder) before anything is deleted. Each deletion checks again,
+in the store's transaction, that the thread still holds the events that were archived,
+still has a final status and is held by nobody. Agent versions no thread names any more
+go too.
+
+    # pyproject.toml (in twelvefold.toml: [retention])
+    [tool.twelvefold.retention]
+    finished_after = "30d"                 # how old a thread's last event must be
+    archive = "archive/threads.jsonl"      # relative to the configuration file's folder
+    # delete = true                        # or: delete without an archive
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError
+from .store import EventStore, Exported, ThreadInfo
+from .types import Status
+
+FINAL: tuple[Status, ...] = ("finished", "failed", "cancelled")
+"""The statuses a thread may be pruned in."""
+
+_AGE = re.compile(r"(\d{1,6})([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class RetentionError(ValueError):
+    """A retention setting or option that cannot be used (one line for a person)."""
+
+
+def parse_age(text: str) -> timedelta:
+    """`30d`, `12h`, `90m`, `45s` or `2w` as a duration; `RetentionError` otherwise."""
+    match = _AGE.fullmatch(text.strip())
+    if match is None:
+        shown = text if text.isprintable() else ascii(text)[1:-1]
+        raise RetentionError(f"not an age: {shown!r} (write e.g. 30d, 12h, 90m, 2w)")
+    return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+@dataclass(frozen=True)
+class Retention:
+    """`[tool.twelvefold.retention]`: what `prune` does when no option says otherwise."""
+
+    finished_after: timedelta | None = None
+    archive: Path | None = None
+    """Absolute: a relative setting is joined to the configuration file's folder."""
+    delete: bool = False
+    """Delete without an archive (must be said: nothing is deleted unarchived by default)."""
+
+    @classmethod
+    def of(cls, config: Config) -> Retention:
+        table = config.settings.get("retention", {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{config.path}: `retention` must be a table")
+        unknown = sorted(set(table) - {"finished_after", "archive", "delete"})
+        if unknown:
+            raise ConfigError(f"{config.path}: unknown retention setting(s): {', '.join(unknown)}")
+        after, archive, delete = (table.get(k) for k in ("finished_after", "archive", "delete"))
+        if after is not None and not isinstance(after, str):
+            raise ConfigError(f"{config.path}: `retention.finished_after` must be text like 30d")
+        if archive is not None and (not isinstance(archive, str) or not archive.strip()):
+            raise ConfigError(f"{config.path}: `retention.archive` must be a file name")
+        if delete is not None and not isinstance(delete, bool):
+            raise ConfigError(f"{config.path}: `retention.delete` must be true or false")
+        base = config.path.parent if config.path is not None else Path.cwd()
+        try:
+            age = parse_age(after) if after is not None else None
+        except RetentionError as exc:
+            raise ConfigError(f"{config.path}: retention.finished_after: {exc}") from None
+        return cls(age, base / archive if archive else None, bool(delete))
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What a prune did (or, with `dry_run`, would do)."""
+
+    threads: list[str]
+    versions: list[str]
+    archive: Path | None
+    dry_run: bool
+    skipped: list[str] = field(default_factory=list)
+    """Threads that changed (or were taken) between archiving and deleting: kept."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "threads": self.threads,
+            "versions": self.versions,
+            "archive": str(self.archive) if self.archive is not None else None,
+            "kept": self.skipped,
+        }
+
+
+def candidates(store: EventStore, older_than: timedelta, now: datetime) -> list[ThreadInfo]:
+    """Threads with a final status whose row says they were last written before the cut-off
+    (`prune` checks each one's last event again)."""
+    cut = now - older_than
+    return [
+        info
+        for info in store.threads()
+        if info.status in FINAL and (_moment(info.updated_at) or now) < cut
+    ]
+
+
+def prune(
+    store: EventStore,
+    *,
+    older_than: timedelta,
+    archive: Path | None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> Pruned:
+    """Archive (when `archive` is given) and delete the threads `candidates` finds whose
+    last event is older than `older_than`, then the agent versions nobody names any more.
+    With `dry_run`, only say what would go: nothing is written or deleted."""
+    moment = now or datetime.now(UTC)
+    cut = moment - older_than
+    exported = [store.export(info.id) for info in candidates(store, older_than, moment)]
+    exported = [e for e in exported if (_last_moment(e) or moment) < cut]
+    ids = [e.info.id for e in exported]
+    versions = store.unused_versions(ids)
+    if dry_run:
+        return Pruned(ids, versions, archive, True)
+    if archive is not None and exported:
+        write_archive(archive, [archive_line(store, e) for e in exported])
+    kept = [e.info.id for e in exported if not store.delete(e.info.id, e.info.seq, FINAL)]
+    gone = [i for i in ids if i not in kept]
+    store.delete_versions(versions)
+    return Pruned(gone, store_versions_gone(store, versions), archive, False, kept)
+
+
+def store_versions_gone(store: EventStore, asked: list[str]) -> list[str]:
+    """Those of `asked` that the store no longer holds."""
+    return [digest for digest in asked if store.load_version(digest) is None]
+
+
+def archive_line(store: EventStore, exported: Exported) -> str:
+    """One thread as one JSON line: its row, its version's sources, its pins and events."""
+    info = exported.info
+    version = store.load_version(info.version) if info.version is not None else None
+    data = {
+        "thread_id": info.id,
+        "agent": info.agent,
+        "origin": info.origin,
+        "status": info.status,
+        "step": info.step,
+        "created_at": info.created_at,
+        "updated_at": info.updated_at,
+        "version": info.version,
+        "version_sources": json.loads(version) if version else None,
+        "pins": [asdict(pin) for pin in exported.pins],
+        "events": [json.loads(body) for body in exported.events],
+    }
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_archive(path: Path, lines: list[str]) -> None:
+    """Append `lines` to the archive (created 0600: it holds what the store holds, secret
+    fields included) and make them durable: the file, then its folder, fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "a", encoding="utf-8") as file:
+        for line in lines:
+            file.write(line + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _last_moment(exported: Exported) -> datetime | None:
+    if not exported.events:
+        return None
+    try:
+        at = json.loads(exported.events[-1]).get("at")
+    except (ValueError, AttributeError):
+        return None
+    return _moment(at) if isinstance(at, str) else None
+
+
+def _moment(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -1,0 +1,180 @@
+"""Threads pinned to the agent they started with (docs/versions.md).
+
+A thread launched from a `.agent` file records an `AgentVersion`: the file's text and
+every file its compilation read (the prompt templates its steps, judges and `render`s
+use, and the templates those include), keyed by the SHA-256 of all of them. The version
+is stored once per store (`EventStore.save_version`), and the thread's row names it
+(`ThreadInfo.version`). Whenever the thread is loaded and the agent on disk is not that
+version (edited, moved, deleted, or a prompt changed), its reducer is regenerated from
+the stored sources by the installed compiler.
+
+What comes out of the database is never run as it is: it is `.agent` text and templates,
+checked against the digest the thread names (a stored version whose bytes do not hash
+to its key is `VersionTampered`), then compiled. The digest covers the sources only; the
+compiler a version was first compiled with is recorded beside it (`compiler`) for people
+to read. A newer compiler regenerates the reducer, and the loop replays the thread's
+whole log under it before running on (`AgentChanged` if an event no longer fits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic_core import from_json, to_json
+
+from .integrity import LogError
+
+PROMPTS_PREFIX = "prompts/"
+"""Where a version keeps its prompt templates: `prompts/<name as the agent names it>`."""
+
+MAX_VERSION_BYTES = 16 << 20
+"""The largest stored version a store hands back to be compiled (16 MiB of sources)."""
+
+
+class VersionError(LogError):
+    """A thread's pinned version cannot be used: missing from the store, or damaged."""
+
+
+class VersionTampered(VersionError):
+    """A stored version whose content does not hash to the digest the thread names: it was
+    edited in the database. Nothing from it is compiled or run."""
+
+    def __init__(self, digest: str, why: str) -> None:
+        super().__init__(
+            f"agent version {digest[:16]} in the thread store does not verify: {why}. It was "
+            "changed outside twelvefold; nothing was run. Restore the database from a backup, "
+            "or run the thread with the agent file as it was (`--agent PATH`)"
+        )
+        self.digest = digest
+
+
+@dataclass(frozen=True)
+class AgentVersion:
+    """What it takes to get a thread's reducer back: sources, by relative path."""
+
+    main: str
+    """The `.agent` file's name (`deploybot.agent`): its text is `files[main]`."""
+    files: Mapping[str, str]
+    """Relative path -> text: the `.agent` file under `main`, each prompt template under
+    `prompts/NAME`."""
+    compiler: str = ""
+    """The twelvefold version and compiler fingerprint that first compiled it (information
+    only: not part of the digest)."""
+    digest: str = field(init=False)
+    """SHA-256 (64 hex digits) of the sources: `main` and every file's path and text."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest", sources_digest(self.main, self.files))
+
+    @property
+    def name(self) -> str:
+        """The file's stem, as compiled modules are named."""
+        return Path(self.main).stem
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """Prompt name -> template text."""
+        return {
+            path.removeprefix(PROMPTS_PREFIX): text
+            for path, text in self.files.items()
+            if path.startswith(PROMPTS_PREFIX)
+        }
+
+    def to_json(self) -> str:
+        """The stored form: `{"main", "files", "compiler"}` as JSON text."""
+        data = {"main": self.main, "files": dict(self.files), "compiler": self.compiler}
+        return to_json(data).decode()
+
+    @classmethod
+    def from_stored(cls, digest: str, body: str) -> AgentVersion:
+        """The version stored under `digest`, verified: `VersionTampered` when `body` is
+        not what twelvefold writes or its sources do not hash to `digest`."""
+        if len(body) > MAX_VERSION_BYTES:
+            raise VersionTampered(digest, "it is larger than any version twelvefold stores")
+        try:
+            data = from_json(body)
+        except ValueError:
+            raise VersionTampered(digest, "it is not JSON") from None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("main"), str)
+            or not isinstance(data.get("files"), dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in data["files"].items())
+            or not isinstance(data.get("compiler", ""), str)
+            or data["main"] not in data["files"]
+            or not all(safe_relative(path) for path in data["files"])
+        ):
+            raise VersionTampered(digest, "it does not have the shape twelvefold stores")
+        version = cls(data["main"], data["files"], data.get("compiler", ""))
+        if version.digest != digest:
+            raise VersionTampered(digest, f"its sources hash to {version.digest[:16]}")
+        return version
+
+
+def sources_digest(main: str, files: Mapping[str, str]) -> str:
+    """SHA-256 over `main` and each file's path and text, in path order (each part
+    length-prefixed, so no two different sets of files share a digest by concatenation)."""
+    hasher = hashlib.sha256(b"twelvefold agent version 1\n")
+    for part in (main, *(p for path in sorted(files) for p in (path, files[path]))):
+        data = part.encode("utf-8", "surrogatepass")
+        hasher.update(f"{len(data)}:".encode())
+        hasher.update(data)
+    return hasher.hexdigest()
+
+
+def safe_relative(path: str) -> bool:
+    """Whether `path` is a plain relative POSIX path (no `..`, no absolute, no NUL), so
+    writing it under a folder stays inside that folder."""
+    if not path or "\x00" in path or "\\" in path or path.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def version_of(
+    agent_file: Path, prompts_dir: Path, prompt_names: list[str], compiler: str
+) -> AgentVersion | None:
+    """The version of an `.agent` file as it is on disk with the prompts its compilation
+    read (`prompt_names`, under `prompts_dir`); None when a file is not UTF-8 text now (the
+    agent then runs unpinned, as before versions existed)."""
+    try:
+        files = {agent_file.name: agent_file.read_bytes().decode("utf-8")}
+        for name in prompt_names:
+            path = prompts_dir / name
+            if path.is_file():
+                files[PROMPTS_PREFIX + name] = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return AgentVersion(agent_file.name, files, compiler)
+
+
+def materialized(version: AgentVersion, cache_dir: Path) -> Path:
+    """The folder holding `version`'s sources as files (written once, atomically, under
+    `cache_dir/versions/DIGEST`): `<folder>/<main>` and `<folder>/prompts/...`."""
+    folder = cache_dir / "versions" / version.digest[:32]
+    if (folder / version.main).is_file():
+        return folder
+    temporary = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    for path, text in version.files.items():
+        target = temporary / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    (temporary / "prompts").mkdir(exist_ok=True)
+    try:
+        os.replace(temporary, folder)
+    except OSError:  # another process wrote it first: theirs is the same content
+        shutil.rmtree(temporary, ignore_errors=True)
+    return folder
+
+
+def every_stdlib_module() -> tuple[str, ...]:
+    """Regenerating a pinned version checks nothing about tools: it was checked when it was
+    first compiled, and the runtime refuses a standard-library tool at each call unless the
+    configuration allows it then (docs/runtime.md)."""
+    return tuple(sorted(sys.stdlib_module_names))

@@ -1,0 +1,96 @@
+"""Schema versions of a SQLite store (runtime/schema.py): a file an earlier twelvefold
+wrote is upgraded when opened and says which migrations it went through; a file a newer
+twelvefold upgraded is refused; `twelvefold db upgrade` does the same on purpose.
+(PostgreSQL's rules, where an older schema is refused until `db upgrade`, are in
+tests/test_store_postgres.py.)"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from twelvefold.cli import cli
+from twelvefold.runtime.codec import Codec
+from twelvefold.runtime.schema import CURRENT
+from twelvefold.runtime.store import Head, SqliteStore, StoreError, ThreadInfo
+from twelvefold.runtime.types import Answer, Answered, Started
+from twelvefold.server.tokens import TokenStore
+
+SERVER_TABLES = {
+    "server_tokens", "inbox_sessions", "server_launches", "server_forks", "server_replies",
+    "server_schedule_runs", "slack_messages",
+}  # fmt: skip
+
+
+def _as_left_by_schema_2(path: Path) -> None:
+    """A store with one thread, as the release before versioned migrations left it:
+    `PRAGMA user_version` 2, no version table, no server tables."""
+    store = SqliteStore(path)
+    codec = Codec()
+    info = ThreadInfo("t", "a", "o", "running", "a", 1, "x", "x")
+    store.create(info, [Started(step="a", input="hi")], codec)
+    answer = Answered(step="a", at="2026-01-01T00:00:00Z", answer=Answer(text="one"))
+    store.append("t", 1, [answer], codec, Head("running", "a"))
+    store.close()
+    with sqlite3.connect(path) as db:
+        for table in [*SERVER_TABLES, "twelvefold_schema"]:
+            db.execute(f"DROP TABLE {table}")
+        db.execute("PRAGMA user_version = 2")
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+
+
+def _versions(path: Path) -> list[int]:
+    with sqlite3.connect(path) as db:
+        return [v for (v,) in db.execute("SELECT version FROM twelvefold_schema ORDER BY 1")]
+
+
+def test_an_older_file_is_upgraded_when_opened_and_keeps_its_threads(tmp_path: Path) -> None:
+    path = tmp_path / "threads.db"
+    _as_left_by_schema_2(path)
+    assert not SERVER_TABLES & _tables(path)
+    store = SqliteStore(path)
+    assert len(store.load("t", Codec())) == 2  # still verifies: nothing was re-chained
+    store.close()
+    assert _tables(path) >= SERVER_TABLES
+    assert _versions(path) == list(range(1, CURRENT + 1))
+
+
+def test_a_server_table_opened_first_upgrades_the_file_too(tmp_path: Path) -> None:
+    path = tmp_path / "threads.db"
+    _as_left_by_schema_2(path)
+    tokens = TokenStore(path)
+    token = tokens.create("carol")
+    assert tokens.verify(token) == "carol"
+    tokens.close()
+    assert _versions(path) == list(range(1, CURRENT + 1))
+
+
+def test_a_file_from_a_newer_twelvefold_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "threads.db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO twelvefold_schema VALUES (?, 'future', 'later')", (CURRENT + 1,))
+    with pytest.raises(StoreError, match="newer than this twelvefold reads"):
+        SqliteStore(path)
+    result = CliRunner().invoke(cli, ["threads", "--db", str(path)])
+    assert result.exit_code == 1 and "upgrade twelvefold" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_db_upgrade_brings_a_file_up_once(tmp_path: Path) -> None:
+    path = tmp_path / "threads.db"
+    _as_left_by_schema_2(path)
+    first = CliRunner().invoke(cli, ["db", "upgrade", "--db", str(path)])
+    assert first.exit_code == 0, first.stderr
+    assert "applied migration 3 (server tables)" in first.stdout
+    assert f"schema version 2 -> {CURRENT}" in first.stdout
+    again = CliRunner().invoke(cli, ["db", "upgrade", "--store", f"sqlite:///{path}"])
+    assert again.exit_code == 0 and "nothing to do" in again.stdout
+    assert _versions(path) == list(range(1, CURRENT + 1))

@@ -1,0 +1,427 @@
+"""Threads pinned to their agent version (issue 11): an edit or a move of the `.agent`
+file never changes or breaks a thread in flight; `migrate check` / `migrate`; a tampered
+stored version is refused.
+
+A scratch project in a temporary folder: pinbot.agent (a person briefs it, the model
+plans through the real openai + instructor client against the scripted server on
+loopback, a person approves, a tool in the project's tools.py acts), its prompt under
+prompts/, threads in a real SQLite file inside the project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.runtime_helpers import RecordingNotifier
+from tests.support.e2e import ModelTurns
+from tests.support.openai_server import ScriptedOpenAI
+from twelvefold.cli import cli
+from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.model import OpenAIModel
+from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.versions import VersionTampered
+
+PINBOT = """
+agent pinbot "Takes a brief, plans, and acts once a person approves." {
+  input string
+  max_steps 20
+  start brief
+}
+
+type Act "Do one thing." { what: string }
+type Done "Say it is finished." { message: string }
+type Acted { ok: bool }
+
+human brief {
+  ask "What should I do?"
+  next plan
+}
+
+llm plan -> Act | Done {
+  prompt "pinbot/plan.j2"
+  on Act -> approve_act
+  on Done -> done
+}
+
+approval approve_act(Act) {
+  ask "Do {{ what }}?"
+  on approved -> act
+  on rejected -> plan
+}
+
+tool act(Act) -> Acted = "tools:act" {
+  next plan
+}
+
+final done
+"""
+
+PLAN_V1 = "{% block system %}PLAN-V1: choose one action.{% endblock %}\n"
+PLAN_V2 = "{% block system %}PLAN-V2: choose one action, carefully.{% endblock %}\n"
+
+TOOLS = """
+import os
+
+def act(request):
+    with open(os.environ["PINBOT_LEDGER"], "a") as ledger:
+        ledger.write(request.what + "\\n")
+    return {"ok": True}
+"""
+
+RENAMED = PINBOT.replace("approve_act", "confirm")
+"""Version 2 that no thread waiting at the approval can replay under: the step is renamed."""
+REWORDED = PINBOT.replace("What should I do?", "What shall I do next?")
+"""Version 2 that every thread replays under: the same steps, another question."""
+
+ACT = {"type": "Act", "what": "ship"}
+DONE = {"type": "Done", "message": "shipped"}
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "project"
+    (folder / "prompts" / "pinbot").mkdir(parents=True)
+    (folder / "pinbot.agent").write_text(PINBOT)
+    (folder / "prompts" / "pinbot" / "plan.j2").write_text(PLAN_V1)
+    (folder / "tools.py").write_text(TOOLS)
+    monkeypatch.setenv("PINBOT_LEDGER", str(tmp_path / "ledger.txt"))
+    monkeypatch.delenv("TWELVEFOLD_LOG_KEY", raising=False)
+    monkeypatch.delenv("TWELVEFOLD_DB", raising=False)
+    monkeypatch.delenv("TWELVEFOLD_STORE", raising=False)
+    return folder
+
+
+@contextmanager
+def runtime(server: ScriptedOpenAI, project: Path) -> Iterator[Runtime]:
+    """A new process's runtime on the project's store (nothing loaded yet)."""
+    model = OpenAIModel(
+        model="scripted-model", base_url=server.base_url, api_key="test", transport_retries=0
+    )
+    store = SqliteStore(project / ".twelvefold" / "threads.db")
+    cache = project / ".twelvefold" / "cache"
+    with Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=cache) as rt:
+        try:
+            yield rt
+        finally:
+            store.close()
+
+
+def waiting_at_approval(server: ScriptedOpenAI, project: Path) -> tuple[str, str]:
+    """A thread briefed and planned, waiting for the approval: (thread id, request)."""
+    ModelTurns(server).then(ACT)
+    with runtime(server, project) as rt:
+        view = rt.launch(project / "pinbot.agent", "go")
+        view = rt.resume(view.id, answer="ship it", request=view.request)
+    assert (view.status, view.step) == ("waiting", "approve_act")
+    assert view.request is not None
+    return view.id, view.request
+
+
+def waiting_at_brief(server: ScriptedOpenAI, project: Path) -> tuple[str, str]:
+    with runtime(server, project) as rt:
+        view = rt.launch(project / "pinbot.agent", "go")
+    assert (view.status, view.step) == ("waiting", "brief") and view.request is not None
+    return view.id, view.request
+
+
+def run_cli(project: Path, *args: str, monkeypatch: pytest.MonkeyPatch) -> Result:
+    monkeypatch.chdir(project)
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def ledger(project: Path) -> list[str]:
+    """What the project's tool did (the ledger its tools.py writes to)."""
+    path = Path(os.environ["PINBOT_LEDGER"])
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def system_prompt(server: ScriptedOpenAI, n: int = -1) -> str:
+    messages = server.requests[n]["messages"]
+    return str(next(m["content"] for m in messages if m["role"] == "system"))
+
+
+# ---- a thread in flight keeps its version --------------------------------------------------
+
+
+def test_a_thread_paused_on_version_1_resumes_on_it_after_version_2_is_compiled(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    thread, request = waiting_at_approval(openai_server, project)
+    assert "PLAN-V1" in system_prompt(openai_server)
+    # Version 2: the approval renamed and the prompt reworded; a thread runs on it.
+    (project / "pinbot.agent").write_text(RENAMED)
+    (project / "prompts" / "pinbot" / "plan.j2").write_text(PLAN_V2)
+    ModelTurns(openai_server).then(ACT)
+    with runtime(openai_server, project) as rt:
+        newer = rt.launch(project / "pinbot.agent", "go")
+        newer = rt.resume(newer.id, answer="ship it", request=newer.request)
+    assert newer.step == "confirm" and "PLAN-V2" in system_prompt(openai_server)
+
+    # The old thread: today this was `illegal 'notified' event`; it runs on version 1,
+    # its prompt included.
+    ModelTurns(openai_server).then(DONE)
+    with runtime(openai_server, project) as rt:
+        view = rt.resume(thread, approve=True, request=request)
+        assert view.status == "finished" and view.to_json()["output"] == {"message": "shipped"}
+        steps = [event.step for event in rt.events(thread)]
+    assert "approve_act" in steps and "confirm" not in steps
+    assert "PLAN-V1" in system_prompt(openai_server)
+    assert ledger(project) == ["ship"]
+
+
+def test_show_reads_a_thread_after_an_edit_and_says_its_version(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    thread, _ = waiting_at_approval(openai_server, project)
+    (project / "pinbot.agent").write_text(RENAMED)
+    shown = run_cli(project, "show", thread, "--json", monkeypatch=monkeypatch)
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert (data["status"], data["step"]) == ("waiting", "approve_act")
+    assert [event["kind"] for event in data["log"]][-1] == "notified"
+    with sqlite3.connect(project / ".twelvefold" / "threads.db") as db:
+        (pinned,) = db.execute("SELECT version FROM threads WHERE id = ?", (thread,)).fetchone()
+    assert data["version"] == pinned and data["version_history"] == []
+    # An edit that no longer compiles changes nothing either.
+    (project / "pinbot.agent").write_text("agent pinbot {")
+    assert run_cli(project, "show", thread, monkeypatch=monkeypatch).exit_code == 0
+
+
+def test_a_moved_project_and_a_moved_agent_file_still_resume(
+    openai_server: ScriptedOpenAI, project: Path, tmp_path: Path
+) -> None:
+    first, first_request = waiting_at_approval(openai_server, project)
+    second, second_request = waiting_at_approval(openai_server, project)
+    moved = tmp_path / "elsewhere" / "project"
+    moved.parent.mkdir()
+    shutil.move(project, moved)
+    ModelTurns(openai_server).then(DONE, DONE)
+    with runtime(openai_server, moved) as rt:
+        assert rt.resume(first, approve=True, request=first_request).status == "finished"
+    # The .agent file itself moved away (its tools stay in the folder it was in): the
+    # thread's reducer comes back from the store.
+    (moved / "pinbot.agent").rename(tmp_path / "pinbot.agent")
+    with runtime(openai_server, moved) as rt:
+        assert rt.resume(second, approve=True, request=second_request).status == "finished"
+    assert ledger(moved) == ["ship", "ship"]
+
+
+def test_a_tampered_stored_version_is_refused_with_a_clear_error(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    thread, request = waiting_at_approval(openai_server, project)
+    (project / "pinbot.agent").write_text(REWORDED)  # the stored version must be used
+    with sqlite3.connect(project / ".twelvefold" / "threads.db") as db:
+        (body,) = db.execute("SELECT body FROM agent_versions").fetchone()
+        forged = body.replace("Do {{ what }}?", "Do {{ what }} (already approved)?")
+        assert forged != body
+        db.execute("UPDATE agent_versions SET body = ?", (forged,))
+    with runtime(openai_server, project) as rt, pytest.raises(VersionTampered, match="verify"):
+        rt.resume(thread, approve=True, request=request)
+    result = run_cli(project, "show", thread, monkeypatch=monkeypatch)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.count("\n") == 1 and "does not verify" in result.output
+    assert ledger(project) == []
+
+
+# ---- migrate check / migrate ---------------------------------------------------------------
+
+
+def test_migrate_check_reports_which_threads_version_2_can_replay(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stuck, _ = waiting_at_approval(openai_server, project)
+    movable, _ = waiting_at_brief(openai_server, project)
+    (project / "pinbot.agent").write_text(RENAMED)
+    before = (project / ".twelvefold" / "threads.db").read_bytes()
+
+    result = run_cli(project, "migrate", "check", "pinbot.agent", "--json", monkeypatch=monkeypatch)
+    assert result.exit_code == 1, result.output  # one thread cannot move
+    report = {t["thread_id"]: t for t in json.loads(result.output)["threads"]}
+    assert report[movable]["can_move"] is True and report[movable]["reason"] is None
+    assert report[stuck]["can_move"] is False
+    # Event 4, the model's Act, now leads to `confirm`; event 5 told people about
+    # `approve_act`: the issue's "illegal `notified` event".
+    assert report[stuck]["event"] == 5
+    assert "refuses event 5: illegal `notified` event" in report[stuck]["reason"]
+    assert (project / ".twelvefold" / "threads.db").read_bytes() == before  # nothing moved
+
+    text = run_cli(project, "migrate", "check", "pinbot.agent", monkeypatch=monkeypatch)
+    assert f"{movable}  waiting  brief" in text.output and "can move" in text.output
+
+
+def test_migrate_moves_only_the_movable_and_the_log_shows_it(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stuck, stuck_request = waiting_at_approval(openai_server, project)
+    movable, movable_request = waiting_at_brief(openai_server, project)
+    (project / "pinbot.agent").write_text(RENAMED)
+    result = run_cli(
+        project, "migrate", "pinbot.agent", "--by", "ops", "--json", monkeypatch=monkeypatch
+    )
+    assert result.exit_code == 1, result.output
+    report = {t["thread_id"]: t for t in json.loads(result.output)["threads"]}
+    assert report[movable]["moved"] is True and report[stuck]["moved"] is False
+
+    shown = json.loads(run_cli(project, "show", movable, "--json", monkeypatch=monkeypatch).output)
+    (pin,) = shown["version_history"]
+    assert (pin["by"], pin["seq"], pin["to_version"]) == ("ops", 2, report[movable]["to_version"])
+    assert pin["from_version"] == report[movable]["from_version"] != pin["to_version"]
+    text = run_cli(project, "show", movable, monkeypatch=monkeypatch).output
+    assert "migrated from agent version" in text and "by ops" in text
+
+    # The moved thread runs on version 2 (its approval is `confirm`); the other on 1.
+    ModelTurns(openai_server).then(ACT, DONE)
+    with runtime(openai_server, project) as rt:
+        view = rt.resume(movable, answer="ship it", request=movable_request)
+        assert view.step == "confirm"
+        assert rt.resume(stuck, approve=True, request=stuck_request).status == "finished"
+
+    # Run again: nothing left that can move; the one on version 2 says so.
+    again = run_cli(project, "migrate", "check", "pinbot.agent", "--json", monkeypatch=monkeypatch)
+    (left,) = json.loads(again.output)["threads"]
+    assert left["thread_id"] == movable and left["reason"] == "it already runs this version"
+
+
+def test_migrate_refuses_a_thread_a_process_is_advancing(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    movable, _ = waiting_at_brief(openai_server, project)
+    (project / "pinbot.agent").write_text(REWORDED)
+    store = SqliteStore(project / ".twelvefold" / "threads.db")
+    lease = store.acquire(movable, "other-host:1:abc", 60)
+    try:
+        result = run_cli(project, "migrate", "pinbot.agent", "--json", monkeypatch=monkeypatch)
+        (verdict,) = json.loads(result.output)["threads"]
+        assert verdict["moved"] is False and "other-host:1:abc" in verdict["reason"]
+        assert store.pins(movable) == []
+    finally:
+        store.release(lease)
+    result = run_cli(project, "migrate", "pinbot.agent", "--json", monkeypatch=monkeypatch)
+    assert result.exit_code == 0 and json.loads(result.output)["threads"][0]["moved"] is True
+    store.close()
+
+
+# ---- retention -----------------------------------------------------------------------------
+
+
+def ended_threads(server: ScriptedOpenAI, project: Path) -> dict[str, str]:
+    """One thread finished, one cancelled, one still waiting: status by id."""
+    ModelTurns(server).then(DONE)
+    with runtime(server, project) as rt:
+        done = rt.launch(project / "pinbot.agent", "go")
+        done = rt.resume(done.id, answer="nothing", request=done.request)
+        cancelled = rt.launch(project / "pinbot.agent", "go")
+        cancelled = rt.cancel(cancelled.id, reason="not needed")
+        waiting = rt.launch(project / "pinbot.agent", "go")
+    return {done.id: done.status, cancelled.id: cancelled.status, waiting.id: waiting.status}
+
+
+def stored_ids(project: Path) -> set[str]:
+    with sqlite3.connect(project / ".twelvefold" / "threads.db") as db:
+        return {row[0] for row in db.execute("SELECT id FROM threads")}
+
+
+def stored_versions(project: Path) -> int:
+    with sqlite3.connect(project / ".twelvefold" / "threads.db") as db:
+        return int(db.execute("SELECT count(*) FROM agent_versions").fetchone()[0])
+
+
+def test_prune_dry_run_changes_nothing(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statuses = ended_threads(openai_server, project)
+    before = (project / ".twelvefold" / "threads.db").read_bytes()
+    result = run_cli(
+        project, "prune", "--older-than", "0s", "--archive", "a.jsonl", "--dry-run", "--json",
+        monkeypatch=monkeypatch,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert set(report["threads"]) == {t for t, s in statuses.items() if s != "waiting"}
+    assert (project / ".twelvefold" / "threads.db").read_bytes() == before
+    assert not (project / "a.jsonl").exists()
+
+
+def test_prune_archives_then_deletes_ended_threads_only(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statuses = ended_threads(openai_server, project)
+    waiting = next(t for t, s in statuses.items() if s == "waiting")
+    # Nothing is older than a day: nothing goes.
+    young = run_cli(project, "prune", "--older-than", "1d", "--delete", monkeypatch=monkeypatch)
+    assert young.exit_code == 0 and stored_ids(project) == set(statuses)
+
+    (project / "twelvefold.toml").write_text(
+        '[retention]\nfinished_after = "0s"\narchive = "archive/threads.jsonl"\n'
+    )
+    result = run_cli(project, "prune", "--json", monkeypatch=monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert stored_ids(project) == {waiting}  # an unfinished thread is never pruned
+    lines = [
+        json.loads(line) for line in (project / "archive/threads.jsonl").read_text().splitlines()
+    ]
+    assert {line["thread_id"]: line["status"] for line in lines} == {
+        t: s for t, s in statuses.items() if s != "waiting"
+    }
+    for line in lines:
+        assert line["events"][0]["kind"] == "started" and line["version_sources"]["main"]
+    assert (project / "archive/threads.jsonl").stat().st_mode & 0o077 == 0
+    assert stored_versions(project) == 1  # the waiting thread's version stays
+
+    # Once the waiting thread ends and is pruned, its version goes too.
+    with runtime(openai_server, project) as rt:
+        rt.cancel(waiting, reason="done with it")
+    run_cli(project, "prune", monkeypatch=monkeypatch)
+    assert stored_ids(project) == set() and stored_versions(project) == 0
+
+
+class CheckingStore(SqliteStore):
+    """Fails the test if a thread is deleted before its archive line is on disk."""
+
+    archive: Path
+
+    def delete(self, thread_id: str, expected_seq: int, statuses: Any) -> bool:
+        written = self.archive.read_text() if self.archive.exists() else ""
+        assert f'"thread_id":"{thread_id}"' in written, "deleted before it was archived"
+        return super().delete(thread_id, expected_seq, statuses)
+
+
+def test_prune_writes_the_archive_before_it_deletes(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    from datetime import timedelta
+
+    from twelvefold.runtime.retention import prune
+
+    ended_threads(openai_server, project)
+    store = CheckingStore(project / ".twelvefold" / "threads.db")
+    store.archive = project / "archive.jsonl"
+    done = prune(store, older_than=timedelta(0), archive=store.archive)
+    assert len(done.threads) == 2 and len(store.threads()) == 1
+    store.close()
+
+
+def test_prune_refuses_to_delete_without_an_archive_unless_told(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ended_threads(openai_server, project)
+    for args, says in [
+        (["prune", "--older-than", "0s"], "--archive FILE"),
+        (["prune", "--archive", "a.jsonl"], "--older-than 30d"),
+        (["prune", "--older-than", "30 days\x1b[2J", "--delete"], "not an age"),
+    ]:
+        result = run_cli(project, *args, monkeypatch=monkeypatch)
+        assert result.exit_code == 1 and says in result.output, result.output
+        assert "\x1b" not in result.output
+    assert len(stored_ids(project)) == 3
