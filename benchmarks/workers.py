@@ -210,6 +210,10 @@ def main() -> None:
                 driver = Driver(crashed, model)
                 try:
                     crash_and_check(crashed, driver, threads=CRASH_THREADS, kills=20, limit=TIMEOUT)
+                except AssertionError:
+                    for log in sorted(crash.glob("worker-*.log")):  # why, before they go
+                        print(f"--- {log.name}:\n{log.read_text()[-3000:]}", file=sys.stderr)
+                    raise
                 finally:
                     crashed.stop()
                 print(f"\ncrash bench: {CRASH_THREADS} threads, 4 workers, 20 SIGKILLs: every "
