@@ -34,6 +34,7 @@ HEAVY = (
     "lark",
     "openai",
     "instructor",
+    "psycopg",
 )
 
 
@@ -142,3 +143,22 @@ def test_the_repositorys_folders_are_never_importable_under_a_second_name(folder
     )
     assert result.returncode == 1
     assert f"ImportError: import twelvefold.{folder}, not {folder}" in result.stderr
+
+
+def test_a_sqlite_store_never_imports_psycopg(tmp_path: Path) -> None:
+    # psycopg is imported when a postgresql:// store is opened, and only then.
+    probe = (
+        "import sys\n"
+        "from twelvefold.cli import cli\n"
+        "try:\n"
+        "    cli.main(['threads', '--db', sys.argv[1]], standalone_mode=False)\n"
+        "finally:\n"
+        "    print(sorted(m for m in sys.modules if m.startswith('psycopg')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "none.db")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
