@@ -234,6 +234,11 @@ class Engine:
             owner=owner,
             seconds=self.lease_seconds,
         )
+        if version is not None:
+            # Again, now that the thread names it: a `prune` that found the version unused
+            # between the first save and the thread's row deleted it (content-addressed,
+            # so saving it twice is harmless).
+            await self._io(self.store.save_version, version.digest, version.to_json())
         thread = Thread(thread_id, agent, list(events), state, lease)
         for event in events:
             self._announce(thread, event)

@@ -425,3 +425,50 @@ def test_prune_refuses_to_delete_without_an_archive_unless_told(
         assert result.exit_code == 1 and says in result.output, result.output
         assert "\x1b" not in result.output
     assert len(stored_ids(project)) == 3
+
+
+# ---- the same on PostgreSQL ------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_migrate_and_prune_on_postgresql(
+    openai_server: ScriptedOpenAI,
+    project: Path,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from twelvefold.runtime.store import open_store
+
+    store = open_store(postgres_url)
+    model = OpenAIModel(
+        model="scripted-model", base_url=openai_server.base_url, api_key="test", transport_retries=0
+    )
+    cache = project / ".twelvefold" / "cache"
+    ModelTurns(openai_server).then(ACT, DONE)
+    with Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=cache) as rt:
+        stuck = rt.launch(project / "pinbot.agent", "go")
+        stuck = rt.resume(stuck.id, answer="ship it", request=stuck.request)
+        movable = rt.launch(project / "pinbot.agent", "go")
+        ended = rt.launch(project / "pinbot.agent", "go")
+        rt.cancel(ended.id, reason="not needed")
+        (project / "pinbot.agent").write_text(RENAMED)
+        rt.aio._agents.clear()  # as a new process would
+        assert rt.get(stuck.id).step == "approve_act"  # pinned on PostgreSQL too
+
+    store_flag = ("--store", postgres_url)
+    checked = run_cli(project, "migrate", "check", "pinbot.agent", "--json", *store_flag,
+                      monkeypatch=monkeypatch)  # fmt: skip
+    report = {t["thread_id"]: t for t in json.loads(checked.output)["threads"]}
+    assert (report[movable.id]["can_move"], report[stuck.id]["can_move"]) == (True, False)
+    moved = run_cli(project, "migrate", "pinbot.agent", "--json", *store_flag,
+                    monkeypatch=monkeypatch)  # fmt: skip
+    report = {t["thread_id"]: t for t in json.loads(moved.output)["threads"]}
+    assert (report[movable.id]["moved"], report[stuck.id]["moved"]) == (True, False)
+    assert [pin.to_version for pin in store.pins(movable.id)] == [report[movable.id]["to_version"]]
+
+    pruned = run_cli(project, "prune", "--older-than", "0s", "--archive", "a.jsonl", "--json",
+                     *store_flag, monkeypatch=monkeypatch)  # fmt: skip
+    assert pruned.exit_code == 0, pruned.output
+    assert json.loads(pruned.output)["threads"] == [ended.id]
+    assert {info.id for info in store.threads()} == {stuck.id, movable.id}
+    store.close()
