@@ -28,7 +28,7 @@ from tests.support.openai_server import ScriptedOpenAI
 from twelvefold.cli import cli
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.model import OpenAIModel
-from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.store import SqliteStore, open_store
 from twelvefold.runtime.versions import VersionTampered
 
 PINBOT = """
@@ -102,12 +102,13 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @contextmanager
-def runtime(server: ScriptedOpenAI, project: Path) -> Iterator[Runtime]:
-    """A new process's runtime on the project's store (nothing loaded yet)."""
+def runtime(server: ScriptedOpenAI, project: Path, url: str | None = None) -> Iterator[Runtime]:
+    """A new process's runtime on the project's store (nothing loaded yet), or on the
+    store at `url`."""
     model = OpenAIModel(
         model="scripted-model", base_url=server.base_url, api_key="test", transport_retries=0
     )
-    store = SqliteStore(project / ".twelvefold" / "threads.db")
+    store = open_store(url) if url else SqliteStore(project / ".twelvefold" / "threads.db")
     cache = project / ".twelvefold" / "cache"
     with Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=cache) as rt:
         try:
@@ -437,15 +438,8 @@ def test_migrate_and_prune_on_postgresql(
     postgres_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from twelvefold.runtime.store import open_store
-
-    store = open_store(postgres_url)
-    model = OpenAIModel(
-        model="scripted-model", base_url=openai_server.base_url, api_key="test", transport_retries=0
-    )
-    cache = project / ".twelvefold" / "cache"
     ModelTurns(openai_server).then(ACT, DONE)
-    with Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=cache) as rt:
+    with runtime(openai_server, project, postgres_url) as rt:
         stuck = rt.launch(project / "pinbot.agent", "go")
         stuck = rt.resume(stuck.id, answer="ship it", request=stuck.request)
         movable = rt.launch(project / "pinbot.agent", "go")
@@ -464,6 +458,7 @@ def test_migrate_and_prune_on_postgresql(
                     monkeypatch=monkeypatch)  # fmt: skip
     report = {t["thread_id"]: t for t in json.loads(moved.output)["threads"]}
     assert (report[movable.id]["moved"], report[stuck.id]["moved"]) == (True, False)
+    store = open_store(postgres_url)
     assert [pin.to_version for pin in store.pins(movable.id)] == [report[movable.id]["to_version"]]
 
     pruned = run_cli(project, "prune", "--older-than", "0s", "--archive", "a.jsonl", "--json",
