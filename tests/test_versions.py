@@ -467,3 +467,30 @@ def test_migrate_and_prune_on_postgresql(
     assert json.loads(pruned.output)["threads"] == [ended.id]
     assert {info.id for info in store.threads()} == {stuck.id, movable.id}
     store.close()
+
+
+def test_a_newer_compiler_regenerates_a_pinned_version_and_must_replay_its_log(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compiler that now reads the pinned sources differently (here: as if it named the
+    approval step otherwise) regenerates a reducer the thread's log does not replay under:
+    the thread is refused, nothing recorded, rather than run on a state nobody had."""
+    import twelvefold.compiler
+    from twelvefold.runtime import loading
+    from twelvefold.runtime.loop import AgentChanged
+
+    thread, request = waiting_at_approval(openai_server, project)
+    (project / "pinbot.agent").write_text(REWORDED)  # the pinned version must be rebuilt
+    real = twelvefold.compiler.compile_text
+    monkeypatch.setattr(
+        twelvefold.compiler,
+        "compile_text",
+        lambda text, *a, **k: real(text.replace("approve_act", "confirm"), *a, **k),
+    )
+    monkeypatch.setattr(loading, "compiler_version", lambda: "99.0+a-newer-compiler")
+    with runtime(openai_server, project) as rt:
+        events = len(rt.store.load(thread, rt.agent(project / "pinbot.agent").codec))
+        with pytest.raises(AgentChanged, match="illegal `notified` event"):
+            rt.resume(thread, approve=True, request=request)
+        assert len(rt.store.load(thread, rt.agent(project / "pinbot.agent").codec)) == events
+    assert ledger(project) == []
