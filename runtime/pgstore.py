@@ -37,6 +37,7 @@ from .schema import (
 )
 from .store import (
     _INFO_COLUMNS,
+    _ROW_AFTER_APPEND,
     ChainedStore,
     Conflict,
     Exported,
@@ -143,10 +144,7 @@ class PostgresStore(ChainedStore):
         owner: str | None = None,
         seconds: float | None = None,
     ) -> Lease | None:
-        bodies = [codec.dumps_event(e) for e in events]
-        hashes = self.chain.links(self.chain.genesis(info.id), bodies)
-        head = hashes[-1] if hashes else self.chain.genesis(info.id)
-        seal = self._head_seal(info.id, len(bodies), head, reducer)
+        bodies, hashes, seal = self._first_links(info.id, events, codec, reducer)
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
         with self._transaction() as conn:
             row = conn.execute(
@@ -171,8 +169,6 @@ class PostgresStore(ChainedStore):
         head: Head,
         lease: Lease | None = None,
     ) -> None:
-        bodies = [codec.dumps_event(e) for e in events]
-        at = events[-1].at if events and events[-1].at else now_iso()
         with self._transaction() as conn:
             row = conn.execute(
                 "SELECT t.num, t.seq, t.lease_owner, t.lease_token, t.lease_until,"
@@ -193,28 +189,11 @@ class PostgresStore(ChainedStore):
                 previous = last_hash
             else:
                 raise BrokenLog(thread_id, seq, "the last event has no hash")
-            hashes = self.chain.links(previous, bodies)
+            bodies, hashes, values = self._appended(thread_id, seq, previous, events, codec, head)
             self._insert_events(conn, num, seq, bodies, hashes)
-            new_seq = seq + len(bodies)
-            chain_head = hashes[-1] if hashes else previous
-            snapshot, snapshot_seal = self._sealed_snapshot(thread_id, chain_head, head, codec)
             conn.execute(
-                "UPDATE threads SET status = %s, step = %s, seq = %s, updated_at = %s,"
-                " snapshot = %s, snapshot_seal = %s, request = %s, format = %s, reducer = %s,"
-                " head_seal = %s WHERE num = %s",
-                (
-                    head.status,
-                    head.step,
-                    new_seq,
-                    at,
-                    snapshot,
-                    snapshot_seal,
-                    head.request,
-                    EVENT_FORMAT,
-                    head.reducer,
-                    self._head_seal(thread_id, new_seq, chain_head, head.reducer),
-                    num,
-                ),
+                f"UPDATE threads SET {_ROW_AFTER_APPEND} WHERE num = %s".replace("?", "%s"),
+                (*values, num),
             )
 
     def load(self, thread_id: str, codec: Codec) -> list[Event]:

@@ -608,6 +608,13 @@ def usage_by_thread(rows: Iterable[Sequence[Any]]) -> dict[str, list[UsageRecord
     return found
 
 
+_ROW_AFTER_APPEND = (
+    "status = ?, step = ?, seq = ?, updated_at = ?, snapshot = ?, snapshot_seal = ?,"
+    " request = ?, format = ?, reducer = ?, head_seal = ?"
+)
+"""The thread row's columns an append sets (`ChainedStore._appended` gives the values)."""
+
+
 class ChainedStore:
     """What the stores that keep their log outside the process (SQLite, PostgreSQL) share:
     the hash chain over each thread's events and the seals of its row and snapshot
@@ -670,6 +677,36 @@ class ChainedStore:
 
     def _head_seal(self, thread_id: str, seq: int, head: bytes, reducer: str | None) -> bytes:
         return self.chain.seal(thread_id, seq, head, EVENT_FORMAT, reducer)
+
+    def _first_links(
+        self, thread_id: str, events: Sequence[Event], codec: Codec, reducer: str | None
+    ) -> tuple[list[str], list[bytes], bytes]:
+        """A new thread's stored bodies, their chain, and its row's head seal."""
+        bodies = [codec.dumps_event(e) for e in events]
+        hashes = self.chain.links(self.chain.genesis(thread_id), bodies)
+        head = hashes[-1] if hashes else self.chain.genesis(thread_id)
+        return bodies, hashes, self._head_seal(thread_id, len(bodies), head, reducer)
+
+    def _appended(
+        self,
+        thread_id: str,
+        seq: int,
+        previous: bytes,
+        events: Sequence[Event],
+        codec: Codec,
+        head: Head,
+    ) -> tuple[list[str], list[bytes], tuple[Any, ...]]:
+        """For an append after `seq` events whose last hash is `previous`: the bodies, their
+        hashes, and the thread row's values after them, in `_ROW_AFTER_APPEND`'s order."""
+        bodies = [codec.dumps_event(e) for e in events]
+        at = events[-1].at if events and events[-1].at else now_iso()
+        hashes = self.chain.links(previous, bodies)
+        new_seq = seq + len(bodies)
+        chain_head = hashes[-1] if hashes else previous
+        snapshot, snapshot_seal = self._sealed_snapshot(thread_id, chain_head, head, codec)
+        seal = self._head_seal(thread_id, new_seq, chain_head, head.reducer)
+        row = (head.status, head.step, new_seq, at, snapshot, snapshot_seal, head.request)
+        return bodies, hashes, (*row, EVENT_FORMAT, head.reducer, seal)
 
     def _sealed_snapshot(
         self, thread_id: str, chain_head: bytes, head: Head, codec: Codec
@@ -779,10 +816,7 @@ class SqliteStore(ChainedStore):
         owner: str | None = None,
         seconds: float | None = None,
     ) -> Lease | None:
-        bodies = [codec.dumps_event(e) for e in events]
-        hashes = self.chain.links(self.chain.genesis(info.id), bodies)
-        head = hashes[-1] if hashes else self.chain.genesis(info.id)
-        seal = self._head_seal(info.id, len(bodies), head, reducer)
+        bodies, hashes, seal = self._first_links(info.id, events, codec, reducer)
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
         with self._lock, self._transaction():
             try:
@@ -1057,32 +1091,10 @@ class SqliteStore(ChainedStore):
     ) -> None:
         """Inside an append's transaction, once its checks passed: the events chained
         after the stored ones, and the row (listing, seals, snapshot) after them."""
-        bodies = [codec.dumps_event(e) for e in events]
-        at = events[-1].at if events and events[-1].at else now_iso()
         previous = self._head(num, thread_id, seq)
-        hashes = self.chain.links(previous, bodies)
+        bodies, hashes, row = self._appended(thread_id, seq, previous, events, codec, head)
         self._insert_events(num, seq, bodies, hashes)
-        new_seq = seq + len(bodies)
-        chain_head = hashes[-1] if hashes else previous
-        snapshot, snapshot_seal = self._sealed_snapshot(thread_id, chain_head, head, codec)
-        self._db.execute(
-            "UPDATE threads SET status = ?, step = ?, seq = ?, updated_at = ?, snapshot = ?,"
-            " snapshot_seal = ?, request = ?, format = ?, reducer = ?, head_seal = ?"
-            " WHERE num = ?",
-            (
-                head.status,
-                head.step,
-                new_seq,
-                at,
-                snapshot,
-                snapshot_seal,
-                head.request,
-                EVENT_FORMAT,
-                head.reducer,
-                self._head_seal(thread_id, new_seq, chain_head, head.reducer),
-                num,
-            ),
-        )
+        self._db.execute(f"UPDATE threads SET {_ROW_AFTER_APPEND} WHERE num = ?", (*row, num))
 
     def _stored_hashes(self, num: int) -> list[bytes | None]:
         with self._lock:

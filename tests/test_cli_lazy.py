@@ -34,6 +34,7 @@ HEAVY = (
     "lark",
     "openai",
     "instructor",
+    "psycopg",
 )
 
 
@@ -116,14 +117,19 @@ def test_the_pytest_plugin_imports_nothing_heavy_until_an_agent_file_is_collecte
 
 
 def test_every_db_option_is_the_shared_one() -> None:
-    # One default and one environment variable for every command that opens the store.
+    # One default and one environment variable for every command that opens the store. The
+    # default is applied after --store and the configuration's `store` (options.store_path),
+    # so the option itself has none; its help names it.
     from twelvefold.commands.options import DEFAULT_DB
 
+    UNSET = getattr(click.core, "UNSET", None)  # click 8.3 says "no default" with a sentinel
     for name, (_, _, command) in _defined_commands().items():
         for param in command.params:
             if param.name == "db":
                 assert isinstance(param, click.Option)
-                assert (param.default, param.envvar) == (DEFAULT_DB, "TWELVEFOLD_DB"), name
+                assert param.envvar == "TWELVEFOLD_DB", name
+                assert param.get_default(click.Context(command)) in (None, UNSET), name
+                assert str(DEFAULT_DB) in (param.help or ""), name
 
 
 @pytest.mark.parametrize("folder", ["compiler", "runtime", "grammar"])
@@ -137,3 +143,22 @@ def test_the_repositorys_folders_are_never_importable_under_a_second_name(folder
     )
     assert result.returncode == 1
     assert f"ImportError: import twelvefold.{folder}, not {folder}" in result.stderr
+
+
+def test_a_sqlite_store_never_imports_psycopg(tmp_path: Path) -> None:
+    # psycopg is imported when a postgresql:// store is opened, and only then.
+    probe = (
+        "import sys\n"
+        "from twelvefold.cli import cli\n"
+        "try:\n"
+        "    cli.main(['threads', '--db', sys.argv[1]], standalone_mode=False)\n"
+        "finally:\n"
+        "    print(sorted(m for m in sys.modules if m.startswith('psycopg')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "none.db")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr

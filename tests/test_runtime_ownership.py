@@ -44,8 +44,6 @@ from twelvefold.runtime.store import (
     ThreadInfo,
 )
 from twelvefold.runtime.types import (
-    Answer,
-    Answered,
     Event,
     Started,
     StepFailed,
@@ -68,14 +66,6 @@ def _thread(store: EventStore, thread_id: str = "t") -> Codec:
     info = ThreadInfo(thread_id, "a", "o", "running", "a", 1, "x", "x")
     store.create(info, [Started(step="a", input="hi")], codec)
     return codec
-
-
-def _answer(text: str) -> Answered:
-    return Answered(step="a", at="2026-01-01T00:00:00Z", answer=Answer(text=text))
-
-
-def _until_lapsed(store: EventStore, thread_id: str) -> None:
-    wait_for(lambda: store.lease(thread_id) is None, "the lease to lapse")
 
 
 def test_lease_lengths_come_from_the_setting_and_bad_ones_are_refused(
