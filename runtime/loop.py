@@ -211,7 +211,7 @@ class Engine:
         at = events[0].at or now_iso()
         version = agent.version
         if version is not None:
-            await self._io(self.store.save_version, version.digest, version.to_json())
+            await self._keep(version)
         info = ThreadInfo(
             thread_id,
             agent.name,
@@ -234,10 +234,20 @@ class Engine:
             owner=owner,
             seconds=self.lease_seconds,
         )
+        if version is not None:
+            # Again, now that the thread names it: a `prune` that found the version unused
+            # between the first look and the thread's row may have deleted it.
+            await self._keep(version)
         thread = Thread(thread_id, agent, list(events), state, lease)
         for event in events:
             self._announce(thread, event)
         return thread
+
+    async def _keep(self, version: AgentVersion) -> None:
+        """Store `version` unless the store has it (a read: no write, no fsync, for every
+        launch of an agent whose version is stored already)."""
+        if await self._io(self.store.load_version, version.digest) is None:
+            await self._io(self.store.save_version, version.digest, version.to_json())
 
     async def load(self, agent: Agent, thread_id: str) -> Thread:
         """The thread's events (their hash chain verified: `BrokenLog` otherwise) and its

@@ -28,7 +28,7 @@ from tests.support.openai_server import ScriptedOpenAI
 from twelvefold.cli import cli
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.model import OpenAIModel
-from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.store import SqliteStore, open_store
 from twelvefold.runtime.versions import VersionTampered
 
 PINBOT = """
@@ -102,12 +102,13 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @contextmanager
-def runtime(server: ScriptedOpenAI, project: Path) -> Iterator[Runtime]:
-    """A new process's runtime on the project's store (nothing loaded yet)."""
+def runtime(server: ScriptedOpenAI, project: Path, url: str | None = None) -> Iterator[Runtime]:
+    """A new process's runtime on the project's store (nothing loaded yet), or on the
+    store at `url`."""
     model = OpenAIModel(
         model="scripted-model", base_url=server.base_url, api_key="test", transport_retries=0
     )
-    store = SqliteStore(project / ".twelvefold" / "threads.db")
+    store = open_store(url) if url else SqliteStore(project / ".twelvefold" / "threads.db")
     cache = project / ".twelvefold" / "cache"
     with Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=cache) as rt:
         try:
@@ -425,3 +426,71 @@ def test_prune_refuses_to_delete_without_an_archive_unless_told(
         assert result.exit_code == 1 and says in result.output, result.output
         assert "\x1b" not in result.output
     assert len(stored_ids(project)) == 3
+
+
+# ---- the same on PostgreSQL ------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_migrate_and_prune_on_postgresql(
+    openai_server: ScriptedOpenAI,
+    project: Path,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ModelTurns(openai_server).then(ACT, DONE)
+    with runtime(openai_server, project, postgres_url) as rt:
+        stuck = rt.launch(project / "pinbot.agent", "go")
+        stuck = rt.resume(stuck.id, answer="ship it", request=stuck.request)
+        movable = rt.launch(project / "pinbot.agent", "go")
+        ended = rt.launch(project / "pinbot.agent", "go")
+        rt.cancel(ended.id, reason="not needed")
+        (project / "pinbot.agent").write_text(RENAMED)
+        rt.aio._agents.clear()  # as a new process would
+        assert rt.get(stuck.id).step == "approve_act"  # pinned on PostgreSQL too
+
+    store_flag = ("--store", postgres_url)
+    checked = run_cli(project, "migrate", "check", "pinbot.agent", "--json", *store_flag,
+                      monkeypatch=monkeypatch)  # fmt: skip
+    report = {t["thread_id"]: t for t in json.loads(checked.output)["threads"]}
+    assert (report[movable.id]["can_move"], report[stuck.id]["can_move"]) == (True, False)
+    moved = run_cli(project, "migrate", "pinbot.agent", "--json", *store_flag,
+                    monkeypatch=monkeypatch)  # fmt: skip
+    report = {t["thread_id"]: t for t in json.loads(moved.output)["threads"]}
+    assert (report[movable.id]["moved"], report[stuck.id]["moved"]) == (True, False)
+    store = open_store(postgres_url)
+    assert [pin.to_version for pin in store.pins(movable.id)] == [report[movable.id]["to_version"]]
+
+    pruned = run_cli(project, "prune", "--older-than", "0s", "--archive", "a.jsonl", "--json",
+                     *store_flag, monkeypatch=monkeypatch)  # fmt: skip
+    assert pruned.exit_code == 0, pruned.output
+    assert json.loads(pruned.output)["threads"] == [ended.id]
+    assert {info.id for info in store.threads()} == {stuck.id, movable.id}
+    store.close()
+
+
+def test_a_newer_compiler_regenerates_a_pinned_version_and_must_replay_its_log(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compiler that now reads the pinned sources differently (here: as if it named the
+    approval step otherwise) regenerates a reducer the thread's log does not replay under:
+    the thread is refused, nothing recorded, rather than run on a state nobody had."""
+    import twelvefold.compiler
+    from twelvefold.runtime import loading
+    from twelvefold.runtime.loop import AgentChanged
+
+    thread, request = waiting_at_approval(openai_server, project)
+    (project / "pinbot.agent").write_text(REWORDED)  # the pinned version must be rebuilt
+    real = twelvefold.compiler.compile_text
+    monkeypatch.setattr(
+        twelvefold.compiler,
+        "compile_text",
+        lambda text, *a, **k: real(text.replace("approve_act", "confirm"), *a, **k),
+    )
+    monkeypatch.setattr(loading, "compiler_version", lambda: "99.0+a-newer-compiler")
+    with runtime(openai_server, project) as rt:
+        events = len(rt.store.load(thread, rt.agent(project / "pinbot.agent").codec))
+        with pytest.raises(AgentChanged, match="illegal `notified` event"):
+            rt.resume(thread, approve=True, request=request)
+        assert len(rt.store.load(thread, rt.agent(project / "pinbot.agent").codec)) == events
+    assert ledger(project) == []

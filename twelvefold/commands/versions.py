@@ -13,6 +13,7 @@ from twelvefold.commands.output import echo
 from twelvefold.commands.run import JSON, CommandError, cli_via, reported, runtime
 from twelvefold.runtime.config import ConfigError
 from twelvefold.runtime.migrate import Verdict
+from twelvefold.runtime.store import StoreLocation
 
 
 @click.command()
@@ -20,7 +21,7 @@ from twelvefold.runtime.migrate import Verdict
 @click.option("--by", help="Who moves the threads (kept in each thread's version history).")
 @DB
 @JSON
-def migrate(words: tuple[str, ...], by: str | None, db: Path, as_json: bool) -> None:
+def migrate(words: tuple[str, ...], by: str | None, db: StoreLocation, as_json: bool) -> None:
     """Move the stored threads of AGENT that can move to its current version; `migrate check
     AGENT` only says which can and why not."""
     checking = len(words) == 2 and words[0] == "check"
@@ -91,7 +92,7 @@ def prune(
     archive: Path | None,
     delete_only: bool,
     dry_run: bool,
-    db: Path,
+    db: StoreLocation,
     as_json: bool,
 ) -> None:
     """Archive, then delete, finished, failed and cancelled threads older than a cut-off."""
