@@ -209,9 +209,17 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         """Launch a thread of `agent`; it runs in the background."""
         if body.webhook is not None:
             await replies(service).check_webhook(body.webhook)  # before anything is launched
-        view = await service.launch(who, agent, body.input)
-        if body.webhook is not None:
-            replies(service).webhook(view.id, body.webhook)  # before the run can settle
+        webhook = body.webhook
+        if webhook is None:
+            view = await service.launch(who, agent, body.input)
+        else:  # recorded before the run can settle
+            reply = replies(service)
+            view = await service.launch(
+                who,
+                agent,
+                body.input,
+                before_run=lambda thread_id: reply.webhook(thread_id, webhook),
+            )
         return await _maybe_waited(service, who, view, wait, response)
 
     @api.get("/v1/threads", tags=["threads"])

@@ -475,7 +475,9 @@ class _Pages:
             output=None if view.output is None else pretty(view.output),
             error=None if view.error is None else f"{view.error.type}: {view.error.message}",
             events=event_rows(events),
-            card=request_card(root, view, events, may_decide=self.service.may_decide(caller, view)),
+            card=request_card(
+                root, view, events, may_decide=await self.service.may_decide(caller, view)
+            ),
         )
         refresh = REFRESH_SECONDS if view.status == "running" else None
         context = {"page": page, "refresh": refresh, "message_kind": kind}

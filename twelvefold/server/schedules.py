@@ -148,14 +148,14 @@ class Scheduler:
         times it came due); `(schedule name, thread id)` for each launch."""
         launched: list[tuple[str, str]] = []
         for schedule in self.schedules:
-            last = self.runs.last(schedule.name)
+            last = await asyncio.to_thread(self.runs.last, schedule.name)
             if last is None:  # first seen: count from now
-                self.runs.fired(schedule.name, now)
+                await asyncio.to_thread(self.runs.fired, schedule.name, now)
                 continue
             due = schedule.latest(now)
             if due <= last:
                 continue
-            self.runs.fired(schedule.name, due)
+            await asyncio.to_thread(self.runs.fired, schedule.name, due)
             caller = Caller(schedule.person, "schedule")
             try:
                 view = await self.service.launch(caller, schedule.agent, schedule.input)
@@ -163,7 +163,7 @@ class Scheduler:
                 log.warning("schedule %s could not launch %s: %s", schedule.name,
                             schedule.agent, exc.detail)  # fmt: skip
                 continue
-            self.runs.fired(schedule.name, due, view.id)
+            await asyncio.to_thread(self.runs.fired, schedule.name, due, view.id)
             log.info("schedule %s launched thread %s", schedule.name, view.id)
             launched.append((schedule.name, view.id))
         return launched

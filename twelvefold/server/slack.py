@@ -341,7 +341,9 @@ class SlackBot:
         posted_in = str(answer.get("channel") or channel)
         if notice.request is not None and ts:
             title = _fit(slack_text(notice.title), 1000, "…")
-            self.messages.add(posted_in, ts, notice.thread_id, notice.request, title)
+            await asyncio.to_thread(
+                self.messages.add, posted_in, ts, notice.thread_id, notice.request, title
+            )
         return ts
 
     async def ephemeral(
@@ -360,7 +362,8 @@ class SlackBot:
     async def close_decided(self, view: ThreadView) -> None:
         """Update each message showing buttons for a request of `view`'s thread that is
         no longer pending: who decided it, and no more buttons."""
-        stale = [m for m in self.messages.open_for(view.id) if m[2] != view.request]
+        opened = await asyncio.to_thread(self.messages.open_for, view.id)
+        stale = [m for m in opened if m[2] != view.request]
         if not stale:
             return
         agent = self.service.agents.get(view.agent)
@@ -379,7 +382,7 @@ class SlackBot:
             except SlackApiError as exc:
                 log.warning("slack: chat.update failed: %s", _error(exc))
                 continue
-            self.messages.close_message(channel, ts)
+            await asyncio.to_thread(self.messages.close_message, channel, ts)
 
 
 def _error(exc: SlackApiError) -> str:
@@ -716,7 +719,6 @@ class SlackApp:
         except ServiceError as exc:
             await self._tell(channel, user, f"{exc.title}: {slack_text(exc.detail)}")
             return
-        # Recorded before the first await below: the run cannot settle unseen.
         if self.bot is None or not channel:
             return
         where: dict[str, str | None] = {"channel": channel, "thread_ts": thread_ts}
@@ -732,7 +734,8 @@ class SlackApp:
                 log.warning("slack: chat.postMessage failed: %s", _error(exc))
                 return
             where["thread_ts"] = _text(answer.get("ts")) or None
-        self.replies.targets.add(view.id, "slack", json.dumps(where, sort_keys=True))
+        address = json.dumps(where, sort_keys=True)
+        await asyncio.to_thread(self.replies.targets.add, view.id, "slack", address)
         # The thread may have settled while we posted: reply now if it did.
         current = await self.service.runtime.get(view.id, agent=agent)
         if current.status != "running":
