@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.store import ThreadInfo
 from twelvefold.server.replies import replies
-from twelvefold.server.service import BadInput, Caller, Service, Unauthorized
+from twelvefold.server.service import BadInput, Caller, Service, TooManyAttempts, Unauthorized
+from twelvefold.server.throttle import Throttle
 from twelvefold.server.tokens import TokenStore
 
 StatusName = Literal["running", "waiting", "finished", "failed", "cancelled"]
@@ -174,14 +175,23 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
     bearer = HTTPBearer(auto_error=False, description="A token from `twelvefold token create`.")
 
     def caller(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Caller:
+        # A synchronous dependency: FastAPI runs it in a worker thread (a token lookup is
+        # a SQLite query).
         if tokens is None:
             return Caller(LOCAL_PERSON, "http")
         if credentials is None:
             raise Unauthorized("send `Authorization: Bearer TOKEN` (twelvefold token create)")
+        throttle: Throttle = request.app.state.throttle
+        address = request.client.host if request.client else None
+        wait = throttle.retry_after(address)
+        if wait is not None:  # refused before the token is looked at: no more guessing
+            raise TooManyAttempts(wait)
         found = tokens.identify(credentials.credentials)
         if found is None:
+            throttle.failed(address)
             raise Unauthorized("this token is not valid (unknown, or revoked)")
         return Caller(found.person, "http", f"token {found.id}")
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from twelvefold import __version__
 from twelvefold.server import api, problems
 from twelvefold.server.service import Service
+from twelvefold.server.throttle import Throttle
 from twelvefold.server.tokens import TokenStore
 
 OPTIONAL_ROUTERS = ("inbox", "slack")
@@ -28,10 +29,13 @@ def create_app(
     tokens: TokenStore | None,
     manage: bool = False,
     grace: float = 10.0,
+    throttle: Throttle | None = None,
 ) -> FastAPI:
     """The application over `service`. `tokens` authenticates API calls; None serves
     without authentication (`--insecure-local`: every caller is `local`). With `manage`,
-    the lifespan starts the service and stops it (`grace` seconds for running steps)."""
+    the lifespan starts the service and stops it (`grace` seconds for running steps).
+    `throttle` counts failed sign-ins and bad tokens per client (throttle.py; the
+    defaults when None)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +55,7 @@ def create_app(
     )
     app.state.service = service
     app.state.tokens = tokens
+    app.state.throttle = throttle or Throttle()  # failed sign-ins and bad tokens
     problems.install(app)
     app.include_router(api.router(service, tokens))
     for name in OPTIONAL_ROUTERS:

@@ -131,6 +131,19 @@ class Unavailable(ServiceError):
     status, title = 503, "Unavailable"
 
 
+class TooManyAttempts(ServiceError):
+    """Too many failed sign-ins or bad tokens from one client (server/throttle.py); the
+    problem carries `Retry-After: retry_after` (seconds)."""
+
+    status, title = 429, "Too many requests"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many failed attempts from this address; try again in {retry_after} s"
+        )
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class Policy:
     """`[tool.twelvefold.server]` and the approvers groups, as one configuration says."""
