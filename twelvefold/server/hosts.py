@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from urllib.parse import urlsplit
-
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:  # the CLI asks `is_loopback_host` before it imports the web stack
     from starlette.types import ASGIApp, Receive, Scope, Send
