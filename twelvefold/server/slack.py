@@ -99,6 +99,31 @@ class BadSignature(Exception):
     """A request that does not prove it came from Slack (one line, for the 401)."""
 
 
+class SeenSignatures:
+    """The signatures of the requests taken in the last MAX_SKEW_SECONDS: a signed request
+    sent again (a replay, by anyone who saw it) within the window the timestamp check
+    lets through is refused, so a slash command or a mention launches once. Only
+    requests whose signature verified get here, so only Slack can fill it; it holds at
+    most `limit` (the oldest are let go first)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._seen: dict[str, float] = {}
+        """signature -> its request's timestamp, in the order they arrived."""
+
+    def first_time(self, signed: str, timestamp: float, now: float) -> bool:
+        """Record `signed`; False when it was seen already."""
+        while self._seen:
+            oldest, at = next(iter(self._seen.items()))
+            if now - at <= 2 * MAX_SKEW_SECONDS and len(self._seen) < self.limit:
+                break
+            del self._seen[oldest]
+        if signed in self._seen:
+            return False
+        self._seen[signed] = timestamp
+        return True
+
+
 def signature(secret: str, timestamp: str, body: bytes) -> str:
     """Slack's `X-Slack-Signature` for `body` sent at `timestamp`: `v0=` and the hex
     HMAC-SHA256, keyed with the signing secret, of `v0:{timestamp}:{body}`."""
@@ -483,6 +508,7 @@ class SlackApp:
         self.bot = SlackBot(service, settings) if settings.bot_token else None
         self.replies = replies(service)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.seen = SeenSignatures()
         install_notices(service, self.bot, self.replies)
         if self.bot is not None:
             self.replies.senders["slack"] = self._reply_in_slack
@@ -516,6 +542,11 @@ class SlackApp:
             )
         except BadSignature as exc:
             return problem(401, str(exc))
+        timestamp = request.headers["x-slack-request-timestamp"]  # verified: digits
+        if not self.seen.first_time(
+            request.headers["x-slack-signature"], float(timestamp), self.clock()
+        ):
+            return problem(401, "this request was received already (a replay?)")
         if request.headers.get("content-type", "").startswith("application/json"):
             return await self._event(request, body)
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items() if v}
