@@ -155,11 +155,17 @@ class Scheduler:
             due = schedule.latest(now)
             if due <= last:
                 continue
+            # Marked before the launch: a crash in between loses this run rather than
+            # launching it twice (at most once).
             await asyncio.to_thread(self.runs.fired, schedule.name, due)
             caller = Caller(schedule.person, "schedule")
             try:
                 view = await self.service.launch(caller, schedule.agent, schedule.input)
             except ServiceError as exc:
+                if self.service.stopping:  # nothing launched: the next server fires it
+                    await asyncio.to_thread(self.runs.fired, schedule.name, last)
+                    log.info("schedule %s is left to the next start", schedule.name)
+                    break
                 log.warning("schedule %s could not launch %s: %s", schedule.name,
                             schedule.agent, exc.detail)  # fmt: skip
                 continue
