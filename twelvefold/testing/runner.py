@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import hypothesis
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis.errors import Flaky
+from pydantic import BaseModel
 
 from twelvefold.runtime.spec import ASK_NOT_SHOWN
 from twelvefold.runtime.types import (
@@ -173,19 +174,20 @@ def _every_value_last(subject: Subject, path: Sequence[Event]) -> Iterator[Case]
     if not path:
         return
     last = path[-1]
+    with_value: Callable[[BaseModel], Event]
     match last:
         case ModelOutput(output=value):
-            field = "output"
+            with_value = lambda other: replace(last, output=other)  # noqa: E731
         case ToolResult(result=value):
-            field = "result"
+            with_value = lambda other: replace(last, result=other)  # noqa: E731
         case Signalled(value=value):
-            field = "value"
+            with_value = lambda other: replace(last, value=other)  # noqa: E731
         case _:
             return
     constants = Constants.of(subject.spec.edges)
     for other in model_representatives(type(value), constants)[:16]:
         if other != value:
-            yield Case((*path[:-1], replace(last, **{field: other})))
+            yield Case((*path[:-1], with_value(other)))
 
 
 Weave = Callable[[Subject, State], list[Event]]
