@@ -537,7 +537,7 @@ class AsyncRuntime:
         `resume` that runs it later takes one anew)."""
         if run:
             return await self.engine.advance(thread)
-        self.engine._release(thread)
+        await self.engine.let_go(thread)
         return thread
 
     async def get(self, thread_id: str, *, agent: AgentRef | None = None) -> ThreadView:
@@ -581,7 +581,11 @@ class AsyncRuntime:
         return fork.id
 
     async def expire(
-        self, now: datetime | str | None = None, *, agents: Sequence[AgentRef] = ()
+        self,
+        now: datetime | str | None = None,
+        *,
+        agents: Sequence[AgentRef] = (),
+        run: bool = True,
     ) -> list[Expiry]:
         """Sweep the waiting threads at `now` (the clock unless given): time out those whose
         wait has run out and run each on, and try again the notices no channel took.
@@ -594,12 +598,14 @@ class AsyncRuntime:
         decides at the same moment is left to them (the store's conflict check picks one).
         Returns one `Expiry` per thread the sweep changed. A thread whose agent has the
         name of one of `agents` is loaded with that one instead of from the place it
-        recorded (`AsyncRuntime.agent_of`)."""
+        recorded (`AsyncRuntime.agent_of`). Without `run`, a thread a timeout moved on is
+        left as recorded (its lease let go) for the caller to run, under its own limit on
+        how many run at once (the server's `--concurrency`)."""
         moment = timeouts.as_moment(now)
         named = {loaded.name: loaded for loaded in map(self.agent, agents)}
         swept: list[Expiry] = []
         for info in await self.threads("waiting"):
-            expiry = await self._expire_one(info, named.get(info.agent), moment)
+            expiry = await self._expire_one(info, named.get(info.agent), moment, run)
             if expiry is not None:
                 swept.append(expiry)
         return swept
@@ -616,7 +622,7 @@ class AsyncRuntime:
         return await self._expire_one(info, loaded, timeouts.as_moment(now))
 
     async def _expire_one(
-        self, info: ThreadInfo, agent: Agent | None, moment: datetime
+        self, info: ThreadInfo, agent: Agent | None, moment: datetime, run: bool = True
     ) -> Expiry | None:
         try:
             thread = await self._load(info.id, agent)
@@ -643,7 +649,7 @@ class AsyncRuntime:
             return Expiry(info.id, info.step, None, None, _problem(exc))
         problem = None
         try:
-            await self.engine.advance(thread)
+            await self._ran(thread, run)
         except Exception as exc:
             problem = _problem(exc)
         return Expiry(thread.id, event.step, event, view_of(thread), problem)

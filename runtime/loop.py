@@ -325,12 +325,12 @@ class Engine:
             )
         except BaseException:
             if took:
-                self._release(thread)
+                await self.let_go(thread)
             raise
         thread.events.append(event)
         thread.state = state
         if took and state.status != "running":  # no `advance` needs it (a notice: at once)
-            self._release(thread)
+            await self.let_go(thread)
         self._announce(thread, event)
 
     # ---- the loop -----------------------------------------------------------------
@@ -352,7 +352,7 @@ class Engine:
         stops or anything goes wrong. Traced (runtime/tracing.py) in the span `run` when
         given, else in a new `invoke_agent` span when tracing is on."""
         if not _has_work(thread.state):
-            self._release(thread)
+            await self.let_go(thread)
             if run is not None:
                 tracing.end_run(run, thread.state)
             return thread
@@ -396,7 +396,7 @@ class Engine:
                     break
         finally:
             thread.lease = self.renewals.drop(held)
-            self._release(thread)
+            await self.let_go(thread)
         return thread
 
     async def _call_model(self, thread: Thread, action: CallModel) -> Event:
@@ -698,6 +698,23 @@ class Engine:
         if thread.agent.module.replay(thread.events) != thread.state:
             raise BrokenLog(thread.id, len(thread.events), "its snapshot does not match its events")
         thread.unproven = False
+
+    async def let_go(self, thread: Thread) -> None:
+        """Give the thread's lease up; with `offload`, in a worker thread (a release is a
+        commit, and a slow one must not stall the event loop, which serves every other
+        thread and request). Shielded: a task cancelled meanwhile (this runs in `finally`
+        blocks) still lets the lease go. A failure only means it lapses on its own."""
+        if not self.offload:
+            self._release(thread)
+            return
+        lease, thread.lease = thread.lease, None
+        if lease is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.to_thread(self._release_lease, lease))
+
+    def _release_lease(self, lease: leases.Lease) -> None:
+        with contextlib.suppress(Exception):  # the lease lapses by itself
+            self.store.release(lease)
 
     def _release(self, thread: Thread) -> None:
         """Give the thread's lease up (synchronously: this runs in `finally` blocks, even

@@ -258,3 +258,56 @@ def test_a_keyless_call_in_flight_at_kill_9_fails_as_interrupted_until_retried(
         logged = json_of(bob.get(f"/v1/threads/{thread}/events"))
     assert [e["seq"] for e in logged] == list(range(1, len(logged) + 1))
     assert [e["by"] for e in logged if e["kind"] == "retried"] == ["ana"]
+
+
+def test_kill_9_during_decisions_leaves_each_recorded_and_acted_on_or_not_at_all(
+    setup: dict[str, Any], servers: list[ServeProcess]
+) -> None:
+    """Decisions sent while the server is killed: after a restart each thread either
+    holds its approval and runs on to the end (the deploy once), or holds none and still
+    waits for the same request, which can then be decided. Never half-applied: no thread
+    is left `running` with nobody to run it, no approval without its run."""
+    import concurrent.futures
+    import contextlib
+
+    setup["gate"].touch()  # deploys go straight through
+    count = 4
+    first = serve(setup, servers)
+    with first.client(setup["bob"]) as bob:
+        views = launch_waiting(bob, count)
+
+    def approve(view: Any) -> None:
+        # The server may die under it: what counts is what the store says.
+        with first.client(setup["ana"]) as ana, contextlib.suppress(httpx.HTTPError):
+            ana.post(
+                f"/v1/threads/{view['thread_id']}/decisions",
+                json={"request": view["request"], "decision": "approve"},
+            )
+
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        sent = [pool.submit(approve, view) for view in views]
+        first.kill()
+        for future in sent:
+            future.result()
+    second = serve(setup, servers)
+    with second.client(setup["bob"]) as bob, second.client(setup["ana"]) as ana:
+
+        def settled() -> bool:
+            states = [bob.get(f"/v1/threads/{v['thread_id']}").json() for v in views]
+            return all(s["status"] in ("finished", "waiting") for s in states)
+
+        wait_for(settled, "every thread to finish or to wait again")
+        for view in views:
+            logged = json_of(bob.get(f"/v1/threads/{view['thread_id']}/events"))
+            approved = [e for e in logged if e["kind"] == "approved"]
+            now = json_of(bob.get(f"/v1/threads/{view['thread_id']}"))
+            if approved:
+                assert now["status"] == "finished", now
+                continue
+            assert (now["status"], now["request"]) == ("waiting", view["request"]), now
+            decided = ana.post(
+                f"/v1/threads/{view['thread_id']}/decisions?wait=true",
+                json={"request": view["request"], "decision": "approve"},
+            )
+            assert json_of(decided)["status"] == "finished"
+    assert len(ledger(setup)) == count, "every thread deployed exactly once"

@@ -143,3 +143,24 @@ async def test_the_app_runs_the_schedules_and_a_missed_one_fires_once_on_start(
             await asyncio.sleep(0.02)
     [info] = await s.service.threads(Caller("ana", "http"))
     assert s.service.launches.launcher(info.id) == "schedule:hourly-deploy"
+
+
+async def test_a_schedule_due_while_the_server_stops_fires_on_the_next_start(
+    s: Served,
+) -> None:
+    """The server is shutting down when the schedule comes due: nothing is launched, and
+    the schedule is not marked as fired, so the next server launches it (once)."""
+    [schedule] = schedules_of(s.service)
+    stopping = Scheduler(s.service, [schedule])
+    assert await stopping.tick(T0) == []
+    s.service.stopping = True
+    try:
+        assert await stopping.tick(T0 + timedelta(minutes=31)) == []
+    finally:
+        s.service.stopping = False
+    stopping.runs.close()
+    assert await s.service.threads(Caller("ana", "http")) == []
+    restarted = Scheduler(s.service, [schedule])
+    assert len(await restarted.tick(T0 + timedelta(minutes=32))) == 1
+    assert await restarted.tick(T0 + timedelta(minutes=33)) == []
+    restarted.runs.close()

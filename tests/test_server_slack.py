@@ -521,3 +521,37 @@ def test_hostile_values_are_escaped_and_kept_within_block_kit_limits() -> None:
     # An `ask` that renders empty still makes a message Slack takes.
     blank = request_message(Notice("t-2", "a", "s", "human", "  ", None, request="r-2"))
     assert block_problems(blank["blocks"]) == []
+
+
+async def test_a_replayed_signed_request_is_refused_and_launches_nothing(
+    s: Served, slack_server: ScriptedSlack
+) -> None:
+    """Within the five minutes the timestamp check allows, the same signed request sent
+    again (by anyone who saw it on its way) is refused: one launch, not two."""
+    body = form(command="/twelvefold", text="deploybot deploy to production",
+                user_id="U0BOB", channel_id="C0TEAM", trigger_id="T1")  # fmt: skip
+    headers = {"Content-Type": "application/x-www-form-urlencoded", **signed(body)}
+    async with s.client() as client:
+        first = await client.post("/v1/hooks/slack", content=body, headers=headers)
+        again = await client.post("/v1/hooks/slack", content=body, headers=headers)
+    await slack_app(s).idle()
+    assert first.status_code == 200
+    assert again.status_code == 401 and "replay" in again.json()["detail"]
+    assert again.headers["content-type"] == "application/problem+json"
+    assert len(await s.service.threads(Caller("ana", "http"))) == 1
+    # A new request (its own timestamp or body, so its own signature) is taken.
+    other = form(command="/twelvefold", text="deploybot deploy to staging",
+                 user_id="U0BOB", channel_id="C0TEAM", trigger_id="T2")  # fmt: skip
+    assert (await post(s, other)).status_code == 200
+    assert len(await s.service.threads(Caller("ana", "http"))) == 2
+
+
+def test_the_replay_memory_is_bounded_and_forgets_after_the_window() -> None:
+    from twelvefold.server.slack import MAX_SKEW_SECONDS, SeenSignatures
+
+    seen = SeenSignatures(limit=100)
+    for n in range(10_000):
+        assert seen.first_time(f"v0={n}", 1000.0, 1000.0)
+    assert len(seen._seen) <= 100
+    assert not seen.first_time("v0=9999", 1000.0, 1000.0)
+    assert seen.first_time("v0=9999", 1000.0, 1001.0 + 2 * MAX_SKEW_SECONDS)  # let go

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import click
 
@@ -25,17 +25,12 @@ if TYPE_CHECKING:
     from twelvefold.server.queue import Queue
     from twelvefold.server.tokens import TokenInfo
 
-LOOPBACK_NAMES = ("localhost",)
-
 
 def is_loopback(host: str) -> bool:
     """Whether `host` names only this machine (127.0.0.0/8, ::1, `localhost`)."""
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    from twelvefold.server.hosts import is_loopback_host
+
+    return is_loopback_host(host.lower())
 
 
 @click.command()
@@ -93,7 +88,8 @@ def serve(
         # Spans go where OTEL_EXPORTER_OTLP_* say (docs/observability.md); flushed at exit.
         flush_spans = configure_from_env()
         app = _app(places, db, concurrency, insecure_local, grace, sweep_seconds,
-                   make_model(cassette, record, model), paths)  # fmt: skip
+                   make_model(cassette, record, model), paths,
+                   loopback=is_loopback(host))  # fmt: skip
     import uvicorn
 
     if insecure_local:
@@ -136,10 +132,13 @@ def _app(
     sweep_seconds: float,
     model: object,
     paths: tuple[Path, ...],
+    *,
+    loopback: bool = False,
 ) -> FastAPI:
     from twelvefold.runtime.api import AsyncRuntime
     from twelvefold.runtime.store import open_store
     from twelvefold.server.app import create_app
+    from twelvefold.server.replies import public_url_of
     from twelvefold.server.service import ServeError, Service, served_agents
     from twelvefold.server.tables import place_of
     from twelvefold.server.tokens import TokenStore
@@ -166,7 +165,14 @@ def _app(
     names = ", ".join(sorted(agents))
     echo(f"serving {names} from {db}", err=True)
     try:  # the Slack app, replies and schedules check their configuration here
-        return create_app(service, tokens=tokens, manage=True, grace=grace)
+        # On loopback, requests must be addressed to loopback or to the public URL's host
+        # (a proxy on this machine): a rebound DNS name reaches nothing (server/hosts.py).
+        public = public_url_of(service) if loopback else None
+        also = () if public is None else (urlsplit(public).hostname or "",)
+        return create_app(
+            service, tokens=tokens, manage=True, grace=grace,
+            loopback_only=also if loopback else None,
+        )  # fmt: skip
     except ServeError as exc:
         echo(f"error: {exc}", err=True)
         sys.exit(1)

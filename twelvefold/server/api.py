@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.store import ThreadInfo
 from twelvefold.server.replies import replies
-from twelvefold.server.service import BadInput, Caller, Service, Unauthorized
+from twelvefold.server.service import BadInput, Caller, Service, TooManyAttempts, Unauthorized
+from twelvefold.server.throttle import Throttle
 from twelvefold.server.tokens import TokenStore
 
 StatusName = Literal["running", "waiting", "finished", "failed", "cancelled"]
@@ -164,7 +165,7 @@ class Problem(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (401, 403, 404, 409, 413, 422, 503)
+    for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
 
 
@@ -174,14 +175,23 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
     bearer = HTTPBearer(auto_error=False, description="A token from `twelvefold token create`.")
 
     def caller(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Caller:
+        # A synchronous dependency: FastAPI runs it in a worker thread (a token lookup is
+        # a SQLite query).
         if tokens is None:
             return Caller(LOCAL_PERSON, "http")
         if credentials is None:
             raise Unauthorized("send `Authorization: Bearer TOKEN` (twelvefold token create)")
+        throttle: Throttle = request.app.state.throttle
+        address = request.client.host if request.client else None
+        wait = throttle.retry_after(address)
+        if wait is not None:  # refused before the token is looked at: no more guessing
+            raise TooManyAttempts(wait)
         found = tokens.identify(credentials.credentials)
         if found is None:
+            throttle.failed(address)
             raise Unauthorized("this token is not valid (unknown, or revoked)")
         return Caller(found.person, "http", f"token {found.id}")
 
@@ -209,9 +219,17 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         """Launch a thread of `agent`; it runs in the background."""
         if body.webhook is not None:
             await replies(service).check_webhook(body.webhook)  # before anything is launched
-        view = await service.launch(who, agent, body.input)
-        if body.webhook is not None:
-            replies(service).webhook(view.id, body.webhook)  # before the run can settle
+        webhook = body.webhook
+        if webhook is None:
+            view = await service.launch(who, agent, body.input)
+        else:  # recorded before the run can settle
+            reply = replies(service)
+            view = await service.launch(
+                who,
+                agent,
+                body.input,
+                before_run=lambda thread_id: reply.webhook(thread_id, webhook),
+            )
         return await _maybe_waited(service, who, view, wait, response)
 
     @api.get("/v1/threads", tags=["threads"])

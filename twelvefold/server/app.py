@@ -8,14 +8,16 @@ and stops with the application's lifespan (when `manage` is true)."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from twelvefold import __version__
 from twelvefold.server import api, problems
+from twelvefold.server.hosts import HostCheck
 from twelvefold.server.service import Service
+from twelvefold.server.throttle import Throttle
 from twelvefold.server.tokens import TokenStore
 
 OPTIONAL_ROUTERS = ("inbox", "slack")
@@ -28,10 +30,16 @@ def create_app(
     tokens: TokenStore | None,
     manage: bool = False,
     grace: float = 10.0,
+    throttle: Throttle | None = None,
+    loopback_only: Iterable[str] | None = None,
 ) -> FastAPI:
     """The application over `service`. `tokens` authenticates API calls; None serves
     without authentication (`--insecure-local`: every caller is `local`). With `manage`,
-    the lifespan starts the service and stops it (`grace` seconds for running steps)."""
+    the lifespan starts the service and stops it (`grace` seconds for running steps).
+    `throttle` counts failed sign-ins and bad tokens per client (throttle.py; the
+    defaults when None). With `loopback_only` (the server listens on loopback), a
+    request must be addressed to loopback or to one of those host names (hosts.py:
+    DNS rebinding)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,7 +59,10 @@ def create_app(
     )
     app.state.service = service
     app.state.tokens = tokens
+    app.state.throttle = throttle or Throttle()  # failed sign-ins and bad tokens
     problems.install(app)
+    if loopback_only is not None:
+        app.add_middleware(HostCheck, also=tuple(loopback_only))  # outermost: first
     app.include_router(api.router(service, tokens))
     for name in OPTIONAL_ROUTERS:
         try:

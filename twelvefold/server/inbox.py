@@ -58,8 +58,10 @@ from twelvefold.runtime.templates import sandboxed
 from twelvefold.runtime.types import KIND_OF_EVENT, Event
 
 from .api import LOCAL_PERSON
-from .service import Caller, Service, ServiceError
+from .problems import problem
+from .service import Caller, Service, ServiceError, TooManyAttempts
 from .sessions import Session, SessionStore, same_secret
+from .throttle import Throttle
 from .tokens import TokenStore
 
 SESSION_COOKIE = "twelvefold_session"
@@ -382,8 +384,15 @@ class _Pages:
         if tokens is None:  # --insecure-local: everyone is `local`, as in the API
             person, credential = LOCAL_PERSON, None
         else:
+            throttle: Throttle = request.app.state.throttle
+            address = request.client.host if request.client else None
+            wait = throttle.retry_after(address)
+            if wait is not None:  # refused before the token is looked at: no more guessing
+                refused = TooManyAttempts(wait)
+                return problem(refused.status, refused.detail, headers={"Retry-After": str(wait)})
             found = await asyncio.to_thread(tokens.identify, form.get("token", "").strip())
             if found is None:
+                throttle.failed(address)
                 return self._signin_page(
                     request, 401, target, "That token is not valid (or it was revoked)."
                 )
@@ -475,7 +484,9 @@ class _Pages:
             output=None if view.output is None else pretty(view.output),
             error=None if view.error is None else f"{view.error.type}: {view.error.message}",
             events=event_rows(events),
-            card=request_card(root, view, events, may_decide=self.service.may_decide(caller, view)),
+            card=request_card(
+                root, view, events, may_decide=await self.service.may_decide(caller, view)
+            ),
         )
         refresh = REFRESH_SECONDS if view.status == "running" else None
         context = {"page": page, "refresh": refresh, "message_kind": kind}

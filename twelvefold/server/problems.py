@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from twelvefold.server.service import ServiceError
+from twelvefold.server.service import ServiceError, TooManyAttempts
 
 log = logging.getLogger("twelvefold.server")
 
@@ -36,6 +36,7 @@ _TITLES = {
     413: "Content too large",
     415: "Unsupported media type",
     422: "Invalid input",
+    429: "Too many requests",
     500: "Internal server error",
     503: "Unavailable",
 }
@@ -68,6 +69,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def refused(request: Request, exc: ServiceError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if isinstance(exc, TooManyAttempts):
+            headers = {"Retry-After": str(exc.retry_after)}
         return problem(exc.status, exc.detail, title=exc.title, headers=headers)
 
     @app.exception_handler(HTTPException)

@@ -116,8 +116,8 @@ class Replies:
 
     def webhook(self, thread_id: str, url: str) -> None:
         """Reply to `url` when the thread pauses or ends. `BadInput` for a URL that is
-        not absolute http(s). Synchronous on purpose: called right after `launch`, it is
-        recorded before the background run can settle."""
+        not absolute http(s). Blocking (SQLite): give it to `Service.launch` as `before_run`,
+        which calls it in a worker thread before the background run can settle."""
         check_webhook_url(url)
         self.targets.add(thread_id, WEBHOOK, url)
 
@@ -129,7 +129,7 @@ class Replies:
 
     async def settled(self, view: ThreadView) -> None:
         """Send `view` to each target of its thread not told of it yet."""
-        for target in self.targets.of(view.id):
+        for target in await asyncio.to_thread(self.targets.of, view.id):
             sender = self.senders.get(target.kind)
             if sender is None or target.replied_seq >= view.seq:
                 continue
@@ -138,7 +138,7 @@ class Replies:
             except Exception as exc:  # one broken target must not keep the others quiet
                 log.warning("thread %s: the %s reply failed: %s", view.id, target.kind, exc)
                 continue
-            self.targets.replied(target, view.seq)
+            await asyncio.to_thread(self.targets.replied, target, view.seq)
 
     def payload(self, view: ThreadView) -> dict[str, Any]:
         return {"type": "thread.settled", "thread": view.to_json(), "link": self.link(view.id)}

@@ -138,22 +138,28 @@ class Scheduler:
         times it came due); `(schedule name, thread id)` for each launch."""
         launched: list[tuple[str, str]] = []
         for schedule in self.schedules:
-            last = self.runs.last(schedule.name)
+            last = await asyncio.to_thread(self.runs.last, schedule.name)
             if last is None:  # first seen: count from now
-                self.runs.fired(schedule.name, now)
+                await asyncio.to_thread(self.runs.fired, schedule.name, now)
                 continue
             due = schedule.latest(now)
             if due <= last:
                 continue
-            self.runs.fired(schedule.name, due)
+            # Marked before the launch: a crash in between loses this run rather than
+            # launching it twice (at most once).
+            await asyncio.to_thread(self.runs.fired, schedule.name, due)
             caller = Caller(schedule.person, "schedule")
             try:
                 view = await self.service.launch(caller, schedule.agent, schedule.input)
             except ServiceError as exc:
+                if self.service.stopping:  # nothing launched: the next server fires it
+                    await asyncio.to_thread(self.runs.fired, schedule.name, last)
+                    log.info("schedule %s is left to the next start", schedule.name)
+                    break
                 log.warning("schedule %s could not launch %s: %s", schedule.name,
                             schedule.agent, exc.detail)  # fmt: skip
                 continue
-            self.runs.fired(schedule.name, due, view.id)
+            await asyncio.to_thread(self.runs.fired, schedule.name, due, view.id)
             log.info("schedule %s launched thread %s", schedule.name, view.id)
             launched.append((schedule.name, view.id))
         return launched

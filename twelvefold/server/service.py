@@ -32,7 +32,7 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from twelvefold.runtime.api import (
     AsyncRuntime,
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("twelvefold.server")
 
+T = TypeVar("T")
 Decision = Literal["approve", "reject", "answer"]
 Settled = Callable[[ThreadView], Awaitable[None]]
 
@@ -131,6 +132,19 @@ class BadInput(ServiceError):
 
 class Unavailable(ServiceError):
     status, title = 503, "Unavailable"
+
+
+class TooManyAttempts(ServiceError):
+    """Too many failed sign-ins or bad tokens from one client (server/throttle.py); the
+    problem carries `Retry-After: retry_after` (seconds)."""
+
+    status, title = 429, "Too many requests"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many failed attempts from this address; try again in {retry_after} s"
+        )
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -335,10 +349,20 @@ class Service:
 
     # ---- calls --------------------------------------------------------------------
 
-    async def launch(self, caller: Caller, agent: str, input: Any) -> ThreadView:
+    async def launch(
+        self,
+        caller: Caller,
+        agent: str,
+        input: Any,
+        *,
+        before_run: Callable[[str], None] | None = None,
+    ) -> ThreadView:
         """Store a new thread of `agent` and run it in the background. The view is the
         thread as launched (`running`, one event). `NotFound` for an agent not served,
-        `Forbidden` outside `launchers`, `BadInput` for an input that does not fit."""
+        `Forbidden` outside `launchers`, `BadInput` for an input that does not fit.
+        `before_run(thread_id)` (blocking work such as recording where replies go) runs
+        in a worker thread after the launch is recorded and before the thread can run,
+        so it cannot miss the run settling."""
         served = self._agent(agent)
         policy = Policy.at(_folder(served))
         if policy.launchers is not None and not policy.member(caller.person, policy.launchers):
@@ -349,7 +373,13 @@ class Service:
             raise Unavailable("the server is shutting down; launch again in a moment")
         with _translated():
             view = await self.runtime.launch(served, input, run=False)
-        self.launches.record(view.id, caller)
+
+        def recorded(thread_id: str) -> None:
+            self.launches.record(thread_id, caller)
+            if before_run is not None:
+                before_run(thread_id)
+
+        await off_the_loop(recorded, view.id)
         self._submit(view.id)
         return view
 
@@ -444,7 +474,7 @@ class Service:
             raise BadInput("an answer needs `answer`")
         if decision != "answer" and answer is not None:
             raise BadInput("`answer` goes only with decision `answer`")
-        self._check_decider(caller, current, approving=decision != "reject")
+        await self._check_decider(caller, current, approving=decision != "reject")
         with _translated(), warnings.catch_warnings():
             warnings.simplefilter("ignore", UnenforcedApprovers)  # refused above
             view = await self.runtime.resume(
@@ -483,7 +513,7 @@ class Service:
         with _translated():
             current = await self.runtime.get(thread_id, agent=agent)
         if current.waiting_for == "event":
-            self._check_decider(caller, current, approving=False)
+            await self._check_decider(caller, current, approving=False)
         with _translated():
             view = await self.runtime.send(
                 thread_id, type, value, request=request, idempotency_key=idempotency_key,
@@ -509,8 +539,8 @@ class Service:
         agent = await self._operable(caller, thread_id)
         with _translated():
             fork_id = await self.runtime.fork(thread_id, at, agent=agent)
-            self.launches.record(fork_id, caller)
-            self.launches.forked(fork_id, thread_id)
+            await off_the_loop(self.launches.record, fork_id, caller)
+            await off_the_loop(self.launches.forked, fork_id, thread_id)
             return await self.runtime.get(fork_id, agent=agent)
 
     async def cancel(self, caller: Caller, thread_id: str, *, reason: str) -> ThreadView:
@@ -533,22 +563,22 @@ class Service:
                 continue
             # A wait for an outside event or a sleep is no person's to decide.
             asks_a_person = view.waiting_for in ("approval", "answer")
-            if asks_a_person and view.request is not None and self.may_decide(caller, view):
+            if asks_a_person and view.request is not None and await self.may_decide(caller, view):
                 found.append(view)
         return found
 
-    def may_decide(self, caller: Caller, view: ThreadView) -> bool:
+    async def may_decide(self, caller: Caller, view: ThreadView) -> bool:
         """Whether the caller may move the thread's pending request on (approve it or
         answer it); rejecting is also allowed to the thread's own launcher."""
         try:
-            self._check_decider(caller, view, approving=True)
+            await self._check_decider(caller, view, approving=True)
         except ServiceError:
             return False
         return True
 
     # ---- policy -------------------------------------------------------------------
 
-    def _check_decider(self, caller: Caller, view: ThreadView, *, approving: bool) -> None:
+    async def _check_decider(self, caller: Caller, view: ThreadView, *, approving: bool) -> None:
         if view.status != "waiting" or view.request is None:
             raise Stale(f"thread {view.id} is {view.status}: no request is pending")
         agent = self._agent(view.agent)
@@ -577,7 +607,7 @@ class Service:
             approving
             and view.waiting_for == "approval"
             and not policy.allow_self_approval
-            and person in self.launches.launchers(view.id)
+            and person in await off_the_loop(self.launches.launchers, view.id)
         ):
             raise Forbidden(
                 f"`{shown(person)}` launched thread {view.id} and may not approve it too "
@@ -605,7 +635,7 @@ class Service:
             return agent
         with _translated():
             view = await self.runtime.get(thread_id, agent=agent)
-        if view.request is not None and self.may_decide(caller, view):
+        if view.request is not None and await self.may_decide(caller, view):
             return agent
         raise Forbidden(
             f"`{shown(caller.person)}` may not retry, fork or cancel thread {thread_id} "
@@ -701,19 +731,35 @@ class Service:
             await self.sweep()
 
     async def sweep(self) -> list[Expiry]:
-        """One timer tick: `AsyncRuntime.expire` over the served agents (timed-out waits
-        run on, failed notices tried again)."""
+        """One timer tick: `AsyncRuntime.expire` over the served agents (failed notices
+        tried again; timed-out waits recorded, then run on by the background runner).
+
+        The sweep takes one of the `concurrency` slots while it works (it sends notices
+        and takes leases), and the threads it moves on queue for slots like any other:
+        however many waits time out at once, no more than `concurrency` threads run."""
         try:
-            swept = await self.runtime.expire(agents=list(self.agents.values()))
+            async with self._slots:
+                swept = await self.runtime.expire(agents=list(self.agents.values()), run=False)
         except Exception:
             log.exception("the expiry sweep failed; the next tick tries again")
             return []
         for expiry in swept:
             if expiry.problem is not None:
                 log.warning("thread %s: %s", expiry.thread_id, expiry.problem)
-            if expiry.view is not None and not isinstance(expiry.event, Notified):
+            if expiry.view is None or isinstance(expiry.event, Notified):
+                continue
+            if expiry.view.status in ("running", "waiting"):  # a new pause is told by a run
+                self._submit(expiry.thread_id)  # which tells on_settled when it stops
+            else:
                 await self._notify_settled(expiry.view)
         return swept
+
+
+async def off_the_loop(function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` in a worker thread: SQLite calls (the server's tables commit on
+    every write, and a commit waits for the disk or for another process's lock for up to
+    the busy timeout) must never stall the event loop, which serves every request."""
+    return await asyncio.to_thread(function, *args)
 
 
 def _approvers(agent: Agent, view: ThreadView) -> tuple[str, ...]:

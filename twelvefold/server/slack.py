@@ -99,6 +99,31 @@ class BadSignature(Exception):
     """A request that does not prove it came from Slack (one line, for the 401)."""
 
 
+class SeenSignatures:
+    """The signatures of the requests taken in the last MAX_SKEW_SECONDS: a signed request
+    sent again (a replay, by anyone who saw it) within the window the timestamp check
+    lets through is refused, so a slash command or a mention launches once. Only
+    requests whose signature verified get here, so only Slack can fill it; it holds at
+    most `limit` (the oldest are let go first)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._seen: dict[str, float] = {}
+        """signature -> its request's timestamp, in the order they arrived."""
+
+    def first_time(self, signed: str, timestamp: float, now: float) -> bool:
+        """Record `signed`; False when it was seen already."""
+        while self._seen:
+            oldest, at = next(iter(self._seen.items()))
+            if now - at <= 2 * MAX_SKEW_SECONDS and len(self._seen) < self.limit:
+                break
+            del self._seen[oldest]
+        if signed in self._seen:
+            return False
+        self._seen[signed] = timestamp
+        return True
+
+
 def signature(secret: str, timestamp: str, body: bytes) -> str:
     """Slack's `X-Slack-Signature` for `body` sent at `timestamp`: `v0=` and the hex
     HMAC-SHA256, keyed with the signing secret, of `v0:{timestamp}:{body}`."""
@@ -333,7 +358,9 @@ class SlackBot:
         posted_in = str(answer.get("channel") or channel)
         if notice.request is not None and ts:
             title = _fit(slack_text(notice.title), 1000, "…")
-            self.messages.add(posted_in, ts, notice.thread_id, notice.request, title)
+            await asyncio.to_thread(
+                self.messages.add, posted_in, ts, notice.thread_id, notice.request, title
+            )
         return ts
 
     async def ephemeral(
@@ -352,7 +379,8 @@ class SlackBot:
     async def close_decided(self, view: ThreadView) -> None:
         """Update each message showing buttons for a request of `view`'s thread that is
         no longer pending: who decided it, and no more buttons."""
-        stale = [m for m in self.messages.open_for(view.id) if m[2] != view.request]
+        opened = await asyncio.to_thread(self.messages.open_for, view.id)
+        stale = [m for m in opened if m[2] != view.request]
         if not stale:
             return
         agent = self.service.agents.get(view.agent)
@@ -371,7 +399,7 @@ class SlackBot:
             except SlackApiError as exc:
                 log.warning("slack: chat.update failed: %s", _error(exc))
                 continue
-            self.messages.close_message(channel, ts)
+            await asyncio.to_thread(self.messages.close_message, channel, ts)
 
 
 def _error(exc: SlackApiError) -> str:
@@ -472,6 +500,7 @@ class SlackApp:
         self.bot = SlackBot(service, settings) if settings.bot_token else None
         self.replies = replies(service)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.seen = SeenSignatures()
         install_notices(service, self.bot, self.replies)
         if self.bot is not None:
             self.replies.senders["slack"] = self._reply_in_slack
@@ -505,6 +534,11 @@ class SlackApp:
             )
         except BadSignature as exc:
             return problem(401, str(exc))
+        timestamp = request.headers["x-slack-request-timestamp"]  # verified: digits
+        if not self.seen.first_time(
+            request.headers["x-slack-signature"], float(timestamp), self.clock()
+        ):
+            return problem(401, "this request was received already (a replay?)")
         if request.headers.get("content-type", "").startswith("application/json"):
             return await self._event(request, body)
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items() if v}
@@ -708,7 +742,6 @@ class SlackApp:
         except ServiceError as exc:
             await self._tell(channel, user, f"{exc.title}: {slack_text(exc.detail)}")
             return
-        # Recorded before the first await below: the run cannot settle unseen.
         if self.bot is None or not channel:
             return
         where: dict[str, str | None] = {"channel": channel, "thread_ts": thread_ts}
@@ -724,7 +757,8 @@ class SlackApp:
                 log.warning("slack: chat.postMessage failed: %s", _error(exc))
                 return
             where["thread_ts"] = _text(answer.get("ts")) or None
-        self.replies.targets.add(view.id, "slack", json.dumps(where, sort_keys=True))
+        address = json.dumps(where, sort_keys=True)
+        await asyncio.to_thread(self.replies.targets.add, view.id, "slack", address)
         # The thread may have settled while we posted: reply now if it did.
         current = await self.service.runtime.get(view.id, agent=agent)
         if current.status != "running":

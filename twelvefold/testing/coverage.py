@@ -157,7 +157,10 @@ def representatives(annotation: Any, constants: Constants, depth: int = 0) -> li
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is str:
-        return ["", *constants.strings, "x"][:6]
+        # And one padded with whitespace (the first constant, if any): a guard or a
+        # reducer that strips its text must meet it on the shortest paths too.
+        padded = f" {(constants.strings or ('x',))[0]}\t"
+        return [*["", *constants.strings, "x"][:6], padded]
     if annotation is bool:
         return [False, True]
     if annotation is int:

@@ -795,7 +795,7 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
     name no request too. Model outputs and tool results come once per type (and as an
     `Answer`): a step that declares some types must refuse the others, and that is checked
     here on every path, not left to what random threads happen to draw."""
-    payloads: list[BaseModel] = [Answer(text="x")]
+    payloads: list[BaseModel] = [Answer(text=" x\n")]
     for cls in subject.spec.types.values():
         try:
             payloads.append(cls.model_construct())
@@ -810,7 +810,7 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
             Rejected(step=step, request=name),
             Answered(step=step, answer=Answer(text="late"), request=name),
             TimerFired(step=step, request=name),
-            Signalled(step=step, type="Answer", value=Answer(text="x"), request=name),
+            Signalled(step=step, type="Answer", value=Answer(text=" x\n"), request=name),
         ]
     return [
         *(ModelOutput(step=step, output=payload) for payload in payloads),
@@ -823,7 +823,7 @@ def probes(subject: Subject, step: str, request: str | None = None) -> list[Even
         Cancelled(step=step, reason="late"),
         *decisions,
         Retried(step=step),
-        Started(step=step, input="again"),
+        Started(step=step, input=" again\x1b\n"),
     ]
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import hypothesis
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis.errors import Flaky
+from pydantic import BaseModel
 
 from twelvefold.runtime.spec import ASK_NOT_SHOWN
 from twelvefold.runtime.types import (
@@ -19,15 +20,18 @@ from twelvefold.runtime.types import (
     ErrorInfo,
     Event,
     Forked,
+    ModelOutput,
     Notified,
     Retried,
+    Signalled,
     Started,
     State,
     StepFailed,
+    ToolResult,
 )
 
 from . import DEFAULT_EXAMPLES
-from .coverage import Coverage
+from .coverage import Constants, Coverage, model_representatives
 from .properties import Property, PropertyFailed, probes
 from .strategies import Case, cases, forks_here, is_legal, simpler_events
 from .subject import Subject
@@ -155,8 +159,35 @@ def path_cases(
             woven = _woven(subject, path, weave)
             if len(woven) != len(path):
                 yield Case(woven)
+    for path in paths:
+        yield from _every_value_last(subject, path)
     for path in long_paths:
         yield Case(tuple(path))
+
+
+def _every_value_last(subject: Subject, path: Sequence[Event]) -> Iterator[Case]:
+    """`path` again once for each other representative of the value its last event
+    carries (a model output, a tool result, an outside event). A shortest path takes its
+    edge with the first value that does; what the reducer does with the others (the
+    other side of a guard, a sensitive tool's input that needs an approval) is as much its
+    business, and random threads meet a given one only by chance."""
+    if not path:
+        return
+    last = path[-1]
+    with_value: Callable[[BaseModel], Event]
+    match last:
+        case ModelOutput(output=value):
+            with_value = lambda other: replace(last, output=other)  # noqa: E731
+        case ToolResult(result=value):
+            with_value = lambda other: replace(last, result=other)  # noqa: E731
+        case Signalled(value=value):
+            with_value = lambda other: replace(last, value=other)  # noqa: E731
+        case _:
+            return
+    constants = Constants.of(subject.spec.edges)
+    for other in model_representatives(type(value), constants)[:16]:
+        if other != value:
+            yield Case((*path[:-1], with_value(other)))
 
 
 Weave = Callable[[Subject, State], list[Event]]

@@ -68,7 +68,56 @@ go null."""
 
 # ---- values ------------------------------------------------------------------------
 
-_text = st.text(max_size=12)
+AWKWARD_STRINGS: tuple[str, ...] = (
+    "",
+    " ",
+    " padded\t",
+    "\nline\r\n",
+    "\x00nul",
+    "\x1b[31mred\x1b[0m",
+    "\u00a0nbsp\u3000",
+    "zero\u200bwidth",
+    "é",
+    "日本語",
+    "\U0001f600",
+)
+"""Strings a reducer, a codec or a guard gets wrong when it cleans up what it was given:
+empty, whitespace only, padded with whitespace (a stray `.strip()` changes them; `str.strip`
+also strips NBSP and the ideographic space), line breaks, control characters (NUL, a
+terminal escape), invisible and non-ASCII characters. Every string strategy below draws
+them (a third of its draws) beside arbitrary text and text padded with whitespace (a
+third each), because arbitrary text is all but never padded: a generated `initial_state`
+that stripped its input survived twenty threads (tests/mutation, `d-input-stripped`)."""
+
+_WHITESPACE = st.sampled_from([" ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u3000", "\x1c"])
+
+
+def texts(min_size: int = 0, max_size: int = 12) -> st.SearchStrategy[str]:
+    """Strings of `min_size` to about `max_size` characters: the awkward ones above (those
+    long enough), arbitrary text, and arbitrary text between runs of whitespace."""
+    awkward = [s for s in AWKWARD_STRINGS if len(s) >= min_size]
+    padded = st.tuples(_WHITESPACE, st.text(max_size=max(0, max_size - 4)), _WHITESPACE).map(
+        "".join
+    )
+    return st.one_of(
+        st.sampled_from(awkward), st.text(min_size=min_size, max_size=max_size), padded
+    )
+
+
+def padded(constant: str) -> st.SearchStrategy[str]:
+    """`constant` with whitespace before or after it: a guard `x == "eu-west"` must not
+    hold for " eu-west" (nor a reducer clean it up)."""
+    return st.tuples(_WHITESPACE, st.sampled_from(["before", "after", "both"])).map(
+        lambda drawn: (
+            (drawn[0] if drawn[1] != "after" else "")
+            + constant
+            + (drawn[0] if drawn[1] != "before" else "")
+        )
+    )
+
+
+_text = texts()
+_keys = texts(min_size=1)
 _names = st.none() | st.sampled_from(["ana", "bo", "release-managers"]) | _text
 
 
@@ -85,7 +134,11 @@ def values_of(
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is str:
-        return _near(_text, near.strings if near else ())
+        constants = near.strings if near else ()
+        # Beside the constants themselves, the constants padded with whitespace: text
+        # that a stripping guard or reducer would take for the constant.
+        arbitrary = st.one_of(_text, *(padded(c) for c in constants[:8]))
+        return _near(arbitrary, constants)
     if annotation is bool:
         return st.booleans()
     if annotation is int:
@@ -219,7 +272,7 @@ def step_failed(step: str) -> st.SearchStrategy[Event]:
 
 
 def tool_started(step: str) -> st.SearchStrategy[Event]:
-    return _event(ToolStarted, step, key=st.text(min_size=1, max_size=12))
+    return _event(ToolStarted, step, key=_keys)
 
 
 def notified_events(step: str) -> st.SearchStrategy[Event]:
@@ -268,7 +321,7 @@ def is_ask_not_shown(event: Event) -> bool:
 def signalled(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
     """An outside event of `type_name` delivered to `step` (with or without a key)."""
     value = routed_values(subject, type_name)
-    key = st.none() | st.text(min_size=1, max_size=12)
+    key = st.none() | _keys
     return _event(Signalled, step, type=st.just(type_name), value=value, key=key, by=_names)
 
 
@@ -360,7 +413,12 @@ def side_moves(subject: Subject, state: State) -> list[Move]:
     cancel (until it finishes or is cancelled), an `ask` that could not be shown (at a
     wait nobody was told of)."""
     if state.tool_key is not None:
-        return [Move("forked", forked(state.step)), Move("cancelled", cancelled(state.step))]
+        # Mid-call: a fork is taken here. A cancel keeps the key (the call was started),
+        # and a cancelled thread is not cancelled again.
+        fork = Move("forked", forked(state.step))
+        if state.status in ("finished", "cancelled"):
+            return [fork]
+        return [fork, Move("cancelled", cancelled(state.step))]
     return list(_side_moves(subject, state.step, state.status, state.notified))
 
 
