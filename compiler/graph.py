@@ -2,7 +2,8 @@
 
 Edges to names that do not resolve are left out; the name checks report them.
 The `max_errors` and `max_steps` escalations become edges from every step that can
-fail or act, because that is where a thread can really go.
+fail or act, because that is where a thread can really go; the budgets (`max_cost`,
+`max_tokens`) from every `llm` step, the only steps that spend them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def _edges(agent: n.AgentDecl | None, steps: Mapping[str, n.Step]) -> Iterator[E
         if agent.max_steps and agent.max_steps.target:
             yield Edge(name, agent.max_steps.target.text, "max_steps", agent.max_steps.span,
                        order=1001)  # fmt: skip
+        for order, kind, budget in ((1002, "max_cost", agent.max_cost),
+                                    (1003, "max_tokens", agent.max_tokens)):  # fmt: skip
+            if budget and budget.target and isinstance(step, n.LlmStep):
+                yield Edge(name, budget.target.text, kind, budget.span, order=order)
 
 
 def can_fail(step: n.Step) -> bool:
