@@ -397,6 +397,9 @@ class Engine:
             return StepFailed(step=action.step, at=now_iso(), error=tools.describe(exc))
         model = self._model()
         requested = _requested_model(self._resolver, action)
+        if agent.spec.max_cost is not None and requested and prices.price(requested) is None:
+            # A cost budget cannot bound a call nobody can price: refuse it before it costs.
+            return StepFailed(step=action.step, at=now_iso(), error=_unpriced(requested))
         request = ModelRequest(agent.spec, action, messages, thread.id, len(thread.events))
         span = None
         if thread.run is not None and (tracer := tracing.tracer()) is not None:
@@ -443,19 +446,22 @@ class Engine:
             )
         if action.validators or action.judge is not None:
             try:
-                refusal = await self._check_output(thread, action, reply.output)
+                refusal, judged = await self._check_output(thread, action, reply.output, prices)
             except checks.CheckFailed as exc:
                 return StepFailed(step=action.step, at=now_iso(), usage=usage, error=exc.error)
+            # The judge's call is part of the step's cost: its budgets count it too.
+            usage = _added(usage, judged)
             if refusal is not None:
                 return await self._rejected(thread, action, reply.output, refusal, usage)
         return ModelOutput(step=action.step, at=now_iso(), usage=usage, output=reply.output)
 
     async def _check_output(
-        self, thread: Thread, action: CallModel, output: BaseModel
-    ) -> checks.Refusal | None:
+        self, thread: Thread, action: CallModel, output: BaseModel, prices: Prices
+    ) -> tuple[checks.Refusal | None, Usage | None]:
         """The checks before dispatch (runtime/checks.py), in order: each `validate`
-        function, then the judge. The first refusal ends them. Raises `CheckFailed` when a
-        validator cannot be found or breaks."""
+        function, then the judge. The first refusal ends them; the judge's call's usage
+        (priced) comes with it. Raises `CheckFailed` when a validator cannot be found or
+        breaks, or the judge gives no verdict."""
         for reference in action.validators:
             try:
                 function = self.toolbox.resolve(
@@ -467,12 +473,15 @@ class Engine:
                 raise checks.CheckFailed(tools.describe(exc)) from exc
             refusal = await checks.run_validator(reference, function, output, offload=self.offload)
             if refusal is not None:
-                return refusal
+                return refusal, None
         if action.judge is None:
-            return None
-        return checks.judged(await self._judge(thread, action, output))
+            return None, None
+        verdict, usage = await self._judge(thread, action, output, prices)
+        return checks.judged(verdict), usage
 
-    async def _judge(self, thread: Thread, action: CallModel, output: BaseModel) -> Verdict:
+    async def _judge(
+        self, thread: Thread, action: CallModel, output: BaseModel, prices: Prices
+    ) -> tuple[Verdict, Usage]:
         """The judge's verdict on `output`: a model call through the same `Model`, its
         prompt given the step's variables and `output`. A judge that cannot answer (its
         prompt, the endpoint, an invalid verdict) raises `CheckFailed`: the step fails."""
@@ -500,6 +509,7 @@ class Engine:
         except Exception as exc:
             raise checks.CheckFailed(_prompt_error(judge, exc)) from exc
         request = ModelRequest(thread.agent.spec, judge, messages, thread.id, len(thread.events))
+        started = time.perf_counter()
         try:
             reply = await self._model().complete(request)
         except ModelError as exc:
@@ -510,7 +520,7 @@ class Engine:
         verdict = reply.output
         if not isinstance(verdict, Verdict):  # a Model that answered another type
             verdict = Verdict.model_validate(verdict.model_dump())
-        return verdict
+        return verdict, _priced(reply, _requested_model(self._resolver, judge), prices, started)
 
     async def _rejected(
         self,
@@ -774,6 +784,32 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
     if latency == usage.latency_ms and cost == usage.cost_usd:
         return usage
     return Usage(latency, usage.input_tokens, usage.output_tokens, cost)
+
+
+def _added(usage: Usage, more: Usage | None) -> Usage:
+    """Two calls' usage as one step's: latencies, token counts and costs added (a count
+    or a cost neither call knows stays unknown)."""
+    if more is None:
+        return usage
+
+    def plus(a: Any, b: Any) -> Any:
+        return b if a is None else a if b is None else a + b
+
+    cost = plus(usage.cost_usd, more.cost_usd)
+    return Usage(
+        plus(usage.latency_ms, more.latency_ms),
+        plus(usage.input_tokens, more.input_tokens),
+        plus(usage.output_tokens, more.output_tokens),
+        None if cost is None else round(cost, 9),
+    )
+
+
+def _unpriced(model: str) -> ErrorInfo:
+    return ErrorInfo(
+        "UnpricedModel",
+        f"the agent sets max_cost, but model `{model}` has no price: add it to "
+        "[tool.twelvefold.prices] (USD per million tokens, input and output)",
+    )
 
 
 def _plain(value: Any) -> Any:
