@@ -280,6 +280,9 @@ class AgentSpec:
             return self._arrive(state, self.on_max_errors, state.value, steps=steps, errors=0)
         if on_error is not None:
             return self._arrive(state, on_error, state.value, steps=steps, errors=errors)
+        if self.over_budget(state) is not None:
+            # A retry of this failure would call the model over budget: the budget decides.
+            return self._arrive(state, state.step, state.value, steps=steps, errors=errors)
         return State(
             step=state.step,
             value=state.value,
