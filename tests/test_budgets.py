@@ -15,8 +15,14 @@ from tests.support.e2e import ModelTurns
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.model import OpenAIModel
+from twelvefold.runtime.spec import AgentSpec
 from twelvefold.runtime.store import SqliteStore
 from twelvefold.runtime.types import ModelOutput, OutputRejected, StepFailed
+from twelvefold.testing.coverage import describe_edge
+from twelvefold.testing.properties import PROPERTIES
+from twelvefold.testing.runner import run_property
+from twelvefold.testing.subject import Subject, load_subject
+from twelvefold.testing.suite import run_suite
 
 FIXTURES = Path(__file__).parent / "checks_fixtures"
 CLAIM = {"order": "o-17", "amount": 40.0, "api_key": "sk-live-do-not-show"}
@@ -156,3 +162,32 @@ def test_the_judges_call_counts_and_an_over_budget_step_is_not_asked_again(
     assert rejected.usage is not None
     assert (rejected.usage.input_tokens, rejected.usage.output_tokens) == (22, 14)
     assert len(openai_server.requests) == 2
+
+
+# ---- the property tests ----------------------------------------------------------------
+
+
+def budget_subject(folder: Path, budget: str) -> Subject:
+    agent = with_budget(folder, budget)
+    return load_subject(agent, prompts_dir=folder / "prompts", cache_dir=folder / "cache")
+
+
+@pytest.mark.parametrize("budget", ["max_cost 0.05 -> stuck", "max_tokens 500"])
+def test_an_agent_with_a_budget_passes_every_property(thinker: Path, budget: str) -> None:
+    subject = budget_subject(thinker, budget)
+    report = run_suite(subject, examples=80, seed=0)
+    assert not report.failed, "\n\n".join(str(o.failure) for o in report.failed)
+    unreached = [describe_edge(subject.spec.edges[i]) for i in report.unreachable()]
+    assert not [u for u in unreached if "max_cost" in u]
+
+
+def test_the_budget_property_catches_a_reducer_that_ignores_the_budget(
+    thinker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subject = budget_subject(thinker, "max_cost 0.05 -> stuck")
+    prop = next(p for p in PROPERTIES if p.name == "budgets_stop_the_model")
+    assert run_property(subject, prop, examples=80, seed=0).failure is None
+    monkeypatch.setattr(AgentSpec, "over_budget", lambda self, state: None)  # the bug
+    failure = run_property(subject, prop, examples=80, seed=0).failure
+    assert failure is not None
+    assert "max_cost spent" in str(failure)

@@ -768,6 +768,8 @@ def _held_problem(
         )
     # Its `on error` target would have gone past the step budget: the budget's error.
     exhausted = state.error == BUDGET_EXHAUSTED and state.steps >= (subject_max_steps or 0) > 0
+    # Or it failed over a money or token budget: the budget's error (budgets_stop_the_model).
+    exhausted = exhausted or state.error in (COST_EXHAUSTED, TOKENS_EXHAUSTED)
     if (
         isinstance(last, StepFailed)
         and state.status == "failed"
