@@ -37,10 +37,14 @@ def _edges(agent: n.AgentDecl | None, steps: Mapping[str, n.Step]) -> Iterator[E
         if agent.max_steps and agent.max_steps.target:
             yield Edge(name, agent.max_steps.target.text, "max_steps", agent.max_steps.span,
                        order=1001)  # fmt: skip
-        for order, kind, budget in ((1002, "max_cost", agent.max_cost),
-                                    (1003, "max_tokens", agent.max_tokens)):  # fmt: skip
-            if budget and budget.target and isinstance(step, n.LlmStep):
-                yield Edge(name, budget.target.text, kind, budget.span, order=order)
+        if not isinstance(step, n.LlmStep):
+            continue  # only model calls spend the budgets
+        if agent.max_cost and agent.max_cost.target:
+            yield Edge(name, agent.max_cost.target.text, "max_cost", agent.max_cost.span,
+                       order=1002)  # fmt: skip
+        if agent.max_tokens and agent.max_tokens.target:
+            yield Edge(name, agent.max_tokens.target.text, "max_tokens", agent.max_tokens.span,
+                       order=1003)  # fmt: skip
 
 
 def can_fail(step: n.Step) -> bool:

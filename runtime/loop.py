@@ -135,6 +135,9 @@ class Thread:
     log (replayed once) before any tool runs on it."""
     run: Any = None
     """The OpenTelemetry span of the run advancing it, when traced (runtime/tracing.py)."""
+    model: str | None = None
+    """The model the last model call asked for (for metrics: an event's usage does not
+    name it), when known."""
 
 
 class AgentChanged(LogError):
@@ -396,7 +399,7 @@ class Engine:
         except ConfigError as exc:  # read before the call: a paid reply is never lost to it
             return StepFailed(step=action.step, at=now_iso(), error=tools.describe(exc))
         model = self._model()
-        requested = _requested_model(self._resolver, action)
+        requested = thread.model = _requested_model(self._resolver, action)
         if agent.spec.max_cost is not None and requested and prices.price(requested) is None:
             # A cost budget cannot bound a call nobody can price: refuse it before it costs.
             return StepFailed(step=action.step, at=now_iso(), error=_unpriced(requested))

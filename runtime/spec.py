@@ -302,9 +302,10 @@ class AgentSpec:
         """`state` with the tokens and USD of a model step's event added (at an `llm`
         step: its output, its refusal, its failure; a judge's call is on the same event).
 
-        Counted only for an agent with a budget. Only what the event records counts: the cost was priced when the call was made
-        (runtime/loop.py), so a replay never depends on today's price table. Counts that
-        are not whole numbers >= 0 (a log edited by hand) count as nothing."""
+        Counted only for an agent with a budget. Only what the event records counts: the
+        cost was priced when the call was made (runtime/loop.py), so a replay never
+        depends on today's price table. Counts that are not whole numbers >= 0 (a log
+        edited by hand) count as nothing."""
         usage = event.usage
         if self.max_cost is None and self.max_tokens is None:
             return state  # nothing to count against (and snapshots stay as they were)

@@ -104,7 +104,9 @@ def test_the_recorded_cost_decides_so_a_new_price_never_changes_a_replay(
     with runtime_for(openai_server, thinker, "priced-model") as rt:
         view = rt.launch(agent, "think")
         before = rt.replay(view.id)
-    (thinker / "twelvefold.toml").write_text('[prices]\n"priced-model" = { input = 0, output = 0 }\n')
+    (thinker / "twelvefold.toml").write_text(
+        '[prices]\n"priced-model" = { input = 0, output = 0 }\n'
+    )
     with runtime_for(openai_server, thinker, "priced-model") as rt:
         assert rt.replay(view.id) == before
         assert before.step == "stuck"

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import networkx as nx
+
 from twelvefold.runtime.spec import ESCALATION_KINDS
 
 from ..diagnostics import Diagnostic, error

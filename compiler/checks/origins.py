@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import networkx as nx
+
 from twelvefold.runtime.spec import ESCALATION_KINDS
 
 from .. import nodes as n

@@ -64,6 +64,22 @@ from twelvefold.runtime.types import Event, IllegalEvent, Notified, Status
 log = logging.getLogger("twelvefold.server")
 
 Decision = Literal["approve", "reject", "answer"]
+
+
+@dataclass
+class RunnerCounts:
+    """What the background runner is doing, for /metrics (metrics.py)."""
+
+    in_flight: int = 0
+    """Runs holding a `concurrency` slot now."""
+    queued: int = 0
+    """Runs waiting for a slot."""
+    lease_waits: int = 0
+    """Runs that found another process's lease and waited for it to lapse."""
+    takeovers: int = 0
+    """Runs that stopped because another process took the thread over."""
+
+
 Settled = Callable[[ThreadView], Awaitable[None]]
 
 
@@ -283,6 +299,7 @@ class Service:
         self.store_path: Path | None = store.path if isinstance(store, SqliteStore) else None
         self.launches = Launches(self.store_path)
         self._slots = asyncio.Semaphore(concurrency)
+        self.runner = RunnerCounts()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
         """Set when an event of a followed thread is stored (`follow` waits on it)."""
@@ -630,8 +647,15 @@ class Service:
 
     async def _run(self, thread_id: str) -> None:
         view: ThreadView | None = None
+        runner = self.runner
         try:
-            async with self._slots:
+            runner.queued += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                runner.queued -= 1
+            runner.in_flight += 1
+            try:
                 while not self.stopping:
                     try:
                         info = await self.runtime.info(thread_id)
@@ -640,10 +664,15 @@ class Service:
                         break
                     except LeaseHeld as held:  # a dead process's lease: wait until it lapses
                         log.info("%s", held)
+                        runner.lease_waits += 1
                         await asyncio.sleep(_seconds_until(held.until))
                     except (LeaseLost, Conflict) as exc:  # another process took over
                         log.warning("%s", exc)
+                        runner.takeovers += 1
                         break
+            finally:
+                runner.in_flight -= 1
+                self._slots.release()
         except asyncio.CancelledError:
             raise
         except Exception:

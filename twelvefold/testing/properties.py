@@ -577,8 +577,7 @@ def budgets_stop_the_model(subject: Subject, case: Case) -> None:
             where = f"after {tokens} tokens and ${cost} ({kind} spent) the thread is "
             if target is None and (after.status != "failed" or after.error != error):
                 raise PropertyFailed(
-                    f"{where}{after.status} at `{after.step}`; it should have failed with "
-                    f"{error}",
+                    f"{where}{after.status} at `{after.step}`; it should have failed with {error}",
                     events,
                     index,
                 )

@@ -195,9 +195,7 @@ def spending(subject: Subject) -> st.SearchStrategy[Usage | None]:
 
 
 def model_output(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
-    return _event(
-        ModelOutput, step, spending(subject), output=routed_values(subject, type_name)
-    )
+    return _event(ModelOutput, step, spending(subject), output=routed_values(subject, type_name))
 
 
 def tool_result(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
