@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from . import checks, tools, tracing
+from . import checks, ratelimit, tools, tracing
 from . import lease as leases
 from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
 from .model import Model, ModelError, ModelReply, ModelRequest
+from .ratelimit import RateLimiter
 from .redact import shown_value
 
 if TYPE_CHECKING:
@@ -193,6 +194,11 @@ class Engine:
         self.toolbox = tools.ToolBox(tool_paths)
         self.offload = offload and getattr(store, "blocking", True)
         self.on_event = on_event
+        self.rate_limiter: RateLimiter = ratelimit.PROCESS_LIMITER
+        """Where model calls wait for their turn (runtime/ratelimit.py): the process's."""
+        self.idle: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None
+        """Entered while a thread waits for its turn at a rate limit: the server lends
+        the thread's `--concurrency` slot to another thread meanwhile."""
         self._resolved: Model | None = None
         self._resolver: Callable[[CallModel], Any] | None = None
         """`requested_model` of the model in use, when it has one (see `_requested_model`)."""
@@ -396,6 +402,7 @@ class Engine:
             return StepFailed(step=action.step, at=now_iso(), error=_prompt_error(action, exc))
         try:
             prices = self._price_table(agent)
+            limits = ratelimit.rate_limits_for(agent.directory or Path.cwd())
         except ConfigError as exc:  # read before the call: a paid reply is never lost to it
             return StepFailed(step=action.step, at=now_iso(), error=tools.describe(exc))
         model = self._model()
@@ -415,6 +422,7 @@ class Engine:
                 temperature=action.temperature,
                 messages=messages,
             )
+        estimated = await self._turn(requested, limits, messages)
         started = time.perf_counter()
         try:
             if span is None:
@@ -435,6 +443,7 @@ class Engine:
                 step=action.step, at=now_iso(), usage=_since(started), error=exc.error
             )
         usage = _priced(reply, requested, prices, started)
+        self._spent(requested, usage, estimated)
         if span is not None:
             output = reply.output
             tracing.end_chat(
@@ -512,6 +521,12 @@ class Engine:
         except Exception as exc:
             raise checks.CheckFailed(_prompt_error(judge, exc)) from exc
         request = ModelRequest(thread.agent.spec, judge, messages, thread.id, len(thread.events))
+        try:
+            limits = ratelimit.rate_limits_for(thread.agent.directory or Path.cwd())
+        except ConfigError as exc:
+            raise checks.CheckFailed(tools.describe(exc)) from exc
+        judged_by = _requested_model(self._resolver, judge)
+        estimated = await self._turn(judged_by, limits, messages)
         started = time.perf_counter()
         try:
             reply = await self._model().complete(request)
@@ -523,7 +538,9 @@ class Engine:
         verdict = reply.output
         if not isinstance(verdict, Verdict):  # a Model that answered another type
             verdict = Verdict.model_validate(verdict.model_dump())
-        return verdict, _priced(reply, _requested_model(self._resolver, judge), prices, started)
+        usage = _priced(reply, judged_by, prices, started)
+        self._spent(judged_by, usage, estimated)
+        return verdict, usage
 
     async def _rejected(
         self,
@@ -667,6 +684,27 @@ class Engine:
             self._resolved = self.model
             self._resolver = getattr(self.model, "requested_model", None)
         return self.model
+
+    async def _turn(
+        self, model: str | None, limits: ratelimit.RateLimits, messages: list[dict[str, str]]
+    ) -> int:
+        """Wait for the model's turn under its rate limits (none configured: at once),
+        lending the server's slot meanwhile (`idle`); the tokens it was estimated at."""
+        found = limits.of_model(model)
+        if found is None or model is None:
+            return 0
+        estimate = sum(len(str(m.get("content", ""))) for m in messages) // 4 if found.tokens else 0
+        if self.idle is None:
+            await self.rate_limiter.turn(model, found, estimate)
+        else:
+            async with self.idle():
+                await self.rate_limiter.turn(model, found, estimate)
+        return estimate
+
+    def _spent(self, model: str | None, usage: Usage, estimated: int) -> None:
+        tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
+        if model is not None and (tokens or estimated):
+            self.rate_limiter.spent(model, tokens, estimated)
 
     def _price_table(self, agent: Agent) -> Prices:
         """The prices for the agent's folder (the current one for an agent loaded from a

@@ -160,6 +160,11 @@ class _StoreCollector(Collector):
             "Threads waiting for a --concurrency slot.",
             value=runner.queued,
         )
+        yield GaugeMetricFamily(
+            "twelvefold_runs_rate_limited",
+            "Threads waiting for their turn at a client-side rate limit (holding no slot).",
+            value=runner.rate_limited,
+        )
         yield CounterMetricFamily(
             "twelvefold_lease_waits",
             "Runs that found another process's lease on the thread and waited for it to lapse.",

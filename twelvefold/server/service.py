@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import sqlite3
 import threading
@@ -78,6 +79,12 @@ class RunnerCounts:
     """Runs that found another process's lease and waited for it to lapse."""
     takeovers: int = 0
     """Runs that stopped because another process took the thread over."""
+    rate_limited: int = 0
+    """Runs waiting for their turn at a rate limit (holding no slot)."""
+
+
+_HOLDS_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar("holds_slot", default=False)
+"""Set in a runner's task while it holds a `concurrency` slot (see `Service._lend_slot`)."""
 
 
 Settled = Callable[[ThreadView], Awaitable[None]]
@@ -315,6 +322,7 @@ class Service:
             self._wake(thread.id)
 
         runtime.engine.on_event = announce
+        runtime.engine.idle = self._lend_slot
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -655,6 +663,7 @@ class Service:
             finally:
                 runner.queued -= 1
             runner.in_flight += 1
+            holding = _HOLDS_SLOT.set(True)
             try:
                 while not self.stopping:
                     try:
@@ -671,6 +680,7 @@ class Service:
                         runner.takeovers += 1
                         break
             finally:
+                _HOLDS_SLOT.reset(holding)
                 runner.in_flight -= 1
                 self._slots.release()
         except asyncio.CancelledError:
@@ -682,6 +692,31 @@ class Service:
             self._wake(thread_id)
         if view is not None:
             await self._notify_settled(view)
+
+    @contextlib.asynccontextmanager
+    async def _lend_slot(self) -> AsyncIterator[None]:
+        """While a run waits for its turn at a rate limit (runtime/ratelimit.py), its
+        `concurrency` slot runs another thread; it takes a slot again to go on. The
+        thread keeps its lease meanwhile (renewed in the background): it is still this
+        process's, and another process taking it over would only wait for the same turn.
+        A call outside the runner (which holds no slot) lends nothing."""
+        if not _HOLDS_SLOT.get():
+            yield
+            return
+        runner = self.runner
+        self._slots.release()
+        runner.in_flight -= 1
+        runner.rate_limited += 1
+        try:
+            yield
+        finally:
+            runner.rate_limited -= 1
+            runner.queued += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                runner.queued -= 1
+            runner.in_flight += 1
 
     async def _notify_settled(self, view: ThreadView) -> None:
         for callback in list(self._settled):
