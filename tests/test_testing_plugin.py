@@ -64,7 +64,7 @@ def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_plugin_runs_one_test_per_property_with_the_users_invariants(project: Path) -> None:
     result = _pytest(project, "--agents", ".", ".")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "14 passed" in result.stdout  # 12 properties, user_invariants, edges_reachable
+    assert "15 passed" in result.stdout  # 13 properties, user_invariants, edges_reachable
 
 
 def test_a_broken_invariant_fails_its_test_with_the_log(project: Path) -> None:
