@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.openai_server import ScriptedOpenAI
-from tests.support.serve_process import ServeProcess, json_of, make_token
+from tests.support.serve_process import ServeProcess, json_of, launch_waiting, make_token
 from tests.support.server import DEPLOY_CONFIG, deploy_project, deploy_responder
-from tests.support.waiting import wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -58,27 +56,12 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def launch_waiting(client: httpx.Client, count: int) -> list[Any]:
-    views = [
-        json_of(client.post("/v1/agents/deploybot/threads", json={"input": "deploy"}), 202)
-        for _ in range(count)
-    ]
-
-    def all_waiting() -> bool:
-        return all(
-            client.get(f"/v1/threads/{v['thread_id']}").json()["status"] == "waiting" for v in views
-        )
-
-    wait_for(all_waiting, "every thread to pause")
-    return [v["thread_id"] for v in views]
-
-
 def test_metrics_count_threads_tokens_cost_and_waits_as_the_logs_do(
     server: ServeProcess, tmp_path: Path
 ) -> None:
     token = make_token(tmp_path / "threads.db", "bob")
     with server.client(token) as bob:
-        threads = launch_waiting(bob, 2)
+        threads = [view["thread_id"] for view in launch_waiting(bob, 2)]
         samples = scrape(bob.get("/metrics"))
         logs = [json_of(bob.get(f"/v1/threads/{t}/events")) for t in threads]
 

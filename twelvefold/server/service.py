@@ -657,12 +657,7 @@ class Service:
         view: ThreadView | None = None
         runner = self.runner
         try:
-            runner.queued += 1
-            try:
-                await self._slots.acquire()
-            finally:
-                runner.queued -= 1
-            runner.in_flight += 1
+            await self._take_slot()
             holding = _HOLDS_SLOT.set(True)
             try:
                 while not self.stopping:
@@ -711,12 +706,16 @@ class Service:
             yield
         finally:
             runner.rate_limited -= 1
-            runner.queued += 1
-            try:
-                await self._slots.acquire()
-            finally:
-                runner.queued -= 1
-            runner.in_flight += 1
+            await self._take_slot()
+
+    async def _take_slot(self) -> None:
+        """Wait for a `concurrency` slot (counted as queued meanwhile), then hold it."""
+        self.runner.queued += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.runner.queued -= 1
+        self.runner.in_flight += 1
 
     async def _notify_settled(self, view: ThreadView) -> None:
         for callback in list(self._settled):
