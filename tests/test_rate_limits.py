@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,3 +160,59 @@ def test_retry_after_reads_seconds_milliseconds_and_dates() -> None:
     assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412470.0) == 10
     assert retry_after({"retry-after": "soon"}) is None
     assert retry_after({}) is None
+
+
+def test_a_server_thread_waiting_for_its_turn_lends_its_slot_to_another(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    """`--concurrency 1`: a thread of a model limited to one call per (long) window waits
+    for its turn; a thread of another model still runs to the end meanwhile."""
+    from tests.support.server import served
+
+    folders = []
+    for name, config in (("limited", '[rate_limits."limited-model"]\nrequests_per_minute = 1\n'),
+                         ("free", "")):  # fmt: skip
+        folder = tmp_path / name
+        (folder / "prompts").mkdir(parents=True)
+        (folder / "prompts" / "decide.j2").write_text("{{ context }}\n")
+        agent = AGENT.replace("answerer", name).replace(
+            'prompt "decide.j2"', f'prompt "decide.j2"\n  model "{name}-model"'
+        )
+        (folder / f"{name}.agent").write_text(agent)
+        (folder / "twelvefold.toml").write_text(config)
+        folders.append(folder)
+    openai_server.responder = lambda body: Reply(arguments={"message": "ok"})
+
+    async def until(condition: Any, what: str) -> None:
+        for _ in range(1200):  # a generous bound (about a minute), not a duration asserted
+            if await condition():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"gave up waiting for {what}")
+
+    async def scenario() -> None:
+        async with served(folders, tmp_path / "t.db", openai_server, concurrency=1) as s:
+            s.service.runtime.engine.rate_limiter = WindowLimiter(window_seconds=600)
+            service, ana = s.service, s.caller("ana")
+
+            async def status(thread: str) -> str:
+                return (await service.view(ana, thread)).status
+
+            first = (await service.launch(ana, "limited", "q1")).id
+            await until(lambda: _is(status(first), "finished"), "the first limited thread")
+            second = (await service.launch(ana, "limited", "q2")).id
+            await until(lambda: _true(service.runner.rate_limited == 1), "the turn to be waited")
+            other = (await service.launch(ana, "free", "q3")).id
+            await until(lambda: _is(status(other), "finished"), "the other model's thread")
+            assert await status(second) == "running"
+            assert service.runner.in_flight == 0 and service.runner.rate_limited == 1
+
+    asyncio.run(scenario())
+
+
+async def _is(value: Any, expected: str) -> bool:
+    return bool(await value == expected)
+
+
+async def _true(value: bool) -> bool:
+    return value
