@@ -339,8 +339,8 @@ class AgentSpec:
             if spent.target is None:
                 return replace(
                     state,
-                    step=target,
                     value=value,
+                    step=target,
                     status="failed",
                     steps=steps,
                     errors=errors,
