@@ -283,9 +283,13 @@ class _Steps:
                 for name in spec_state.outputs
                 for value in self._outputs[step, name]
             ]
-            # A call that spends a whole budget at once: the way along its escalation.
+            # A call that spends a whole budget at once (answering, or failing): the way
+            # along its escalation, also from a step whose every output finishes.
             spent: list[tuple[Event, ...]] = [
-                (replace(groups[0][0], usage=usage),) for usage in self._spend_all if groups
+                (replace(event, usage=usage),)
+                for usage in self._spend_all
+                for event in (groups[0][0] if groups else None, failure)
+                if event is not None
             ]
             return [*groups, (failure,), *spent]
         if kind == "tool":

@@ -572,7 +572,9 @@ def budgets_stop_the_model(subject: Subject, case: Case) -> None:
             )
             if limit is not None and spent >= limit
         ]
-        if spending and over and after.status != "finished":
+        going = destination(subject, before, event) if spending and over else None
+        finished_by_output = going is not None and subject.is_final(going[0])
+        if spending and over and not finished_by_output:
             kind, target, error = over[0]
             where = f"after {tokens} tokens and ${cost} ({kind} spent) the thread is "
             if target is None and (after.status != "failed" or after.error != error):
@@ -588,7 +590,7 @@ def budgets_stop_the_model(subject: Subject, case: Case) -> None:
                     events,
                     index,
                 )
-            if after.status != "failed" and isinstance(subject.next_action(after), CallModel):
+            if after.status == "running" and isinstance(subject.next_action(after), CallModel):
                 raise PropertyFailed(
                     f"{where}at `{after.step}`, and its next action calls the model",
                     events,
