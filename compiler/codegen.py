@@ -615,6 +615,14 @@ class _ModuleBuilder:
                 settings.append(f"on_max_errors={py_str(agent.max_errors.target.text)}")
         if agent.context is not None:
             settings.append(f"context={self._context(agent.context)}")
+        if agent.max_cost:
+            settings.append(f"max_cost={float(agent.max_cost.limit.value)!r}")
+            if agent.max_cost.target:
+                settings.append(f"on_max_cost={py_str(agent.max_cost.target.text)}")
+        if agent.max_tokens:
+            settings.append(f"max_tokens={int(agent.max_tokens.limit.value)}")
+            if agent.max_tokens.target:
+                settings.append(f"on_max_tokens={py_str(agent.max_tokens.target.text)}")
         return "AgentSpec(" + ", ".join(settings) + ",)"
 
     def _context(self, context: n.ContextDecl) -> str:

@@ -2,7 +2,8 @@
 
 Edges to names that do not resolve are left out; the name checks report them.
 The `max_errors` and `max_steps` escalations become edges from every step that can
-fail or act, because that is where a thread can really go.
+fail or act, because that is where a thread can really go; the budgets (`max_cost`,
+`max_tokens`) from every `llm` step, the only steps that spend them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ def _edges(agent: n.AgentDecl | None, steps: Mapping[str, n.Step]) -> Iterator[E
         if agent.max_steps and agent.max_steps.target:
             yield Edge(name, agent.max_steps.target.text, "max_steps", agent.max_steps.span,
                        order=1001)  # fmt: skip
+        if not isinstance(step, n.LlmStep):
+            continue  # only model calls spend the budgets
+        if agent.max_cost and agent.max_cost.target:
+            yield Edge(name, agent.max_cost.target.text, "max_cost", agent.max_cost.span,
+                       order=1002)  # fmt: skip
+        if agent.max_tokens and agent.max_tokens.target:
+            yield Edge(name, agent.max_tokens.target.text, "max_tokens", agent.max_tokens.span,
+                       order=1003)  # fmt: skip
 
 
 def can_fail(step: n.Step) -> bool:

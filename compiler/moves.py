@@ -5,7 +5,8 @@ made in the graph's terms, so that pictures (render/trace.py) and coverage
 (twelvefold.testing) agree with the reducer by construction instead of re-deriving its
 rules. A move is read from the state before and after the event: an output goes along
 its `on TYPE` rule (so does a result of a tool that routes by rules), a failure along
-`on error` or the `max_errors` escalation, an action past the budget along `max_steps`.
+`on error` or the `max_errors` escalation, an action past the budget along `max_steps`,
+a model step that spent the money or the tokens along `max_cost` or `max_tokens`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def match_edges(
     program the module was generated from: its guards decide which of two rules for one
     output type a value followed."""
     source, target = before.step, after.step
+    spent = spec.over_budget(spec.spend(before, event)) if source != target else None
+    if spent is not None and spent.target == target and after.tokens == after.cost_usd == 0:
+        return Move(before, event, after, _find(spec, source, target, spent.kind))
     if not isinstance(event, ACTION_EVENTS):
         problem = None if source == target else f"a `{kind_of(event)}` event moved the thread"
         return Move(before, event, after, (), problem)

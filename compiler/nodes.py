@@ -259,7 +259,8 @@ class RequiresApproval:
 
 @dataclass(frozen=True, slots=True)
 class Ceiling:
-    """`max_steps N [-> STATE]` or `max_errors N -> STATE`."""
+    """`max_steps N [-> STATE]`, `max_errors N -> STATE`, or a budget:
+    `max_cost USD [-> STATE]`, `max_tokens N [-> STATE]`."""
 
     limit: Number
     target: Name | None
@@ -297,6 +298,8 @@ class AgentDecl:
     max_steps: Ceiling | None
     max_errors: Ceiling | None
     context: ContextDecl | None
+    max_cost: Ceiling | None = None
+    max_tokens: Ceiling | None = None
     span: Span = _span()
 
 

@@ -373,6 +373,8 @@ class _Builder(Transformer[Token, Any]):
     start_setting = _setting("start", lambda c, s: c[0])
     max_steps = _setting("max_steps", lambda c, s: n.Ceiling(c[0], c[2], s))
     max_errors = _setting("max_errors", lambda c, s: n.Ceiling(c[0], c[2], s))
+    max_cost = _setting("max_cost", lambda c, s: n.Ceiling(c[0], c[2], s))
+    max_tokens = _setting("max_tokens", lambda c, s: n.Ceiling(c[0], c[2], s))
     ctx_format = _setting("format", lambda c, s: c[0])
     ctx_keep_last = _setting("keep_last", lambda c, s: c[0])
     ctx_drop_resolved = _setting("drop_resolved_errors", lambda c, s: True)
@@ -455,6 +457,8 @@ class _Builder(Transformer[Token, Any]):
             max_steps=s.get("max_steps"),
             max_errors=s.get("max_errors"),
             context=s.get("context"),
+            max_cost=s.get("max_cost"),
+            max_tokens=s.get("max_tokens"),
             span=_meta_span(meta),
         )
 

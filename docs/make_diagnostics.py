@@ -53,6 +53,7 @@ FAMILIES = {
     "E5": "Approval dominance",
     "W5": "Approval dominance",
     "E6": "Bounded loops",
+    "W6": "Bounded loops",
     "E7": "Templates",
     "W8": "Size",
     "W9": "Unused declarations",
@@ -237,6 +238,12 @@ ENTRIES: dict[str, Entry] = {
         "what was meant.",
         "Give a duration longer than zero (`10m`, `2h`, `3d`).",
     ),
+    "E121": Entry(
+        "a cost budget that is not an amount",
+        "`max_cost` is the most, in US dollars, a thread's model calls may spend before it "
+        "goes to the budget's target; zero or less would stop it before its first call.",
+        "Give an amount above zero, with cents if you like: `max_cost 2.50 -> escalate`.",
+    ),
     "E201": Entry(
         "an output type is never routed",
         "An llm step lists a type among its outputs but no `on TYPE` rule routes it: the "
@@ -403,6 +410,20 @@ ENTRIES: dict[str, Entry] = {
         "a loop without `max_steps`",
         "An agent whose graph has a cycle must bound the steps a thread can take.",
         "Add `max_steps N [-> STATE]` to the agent block.",
+    ),
+    "E604": Entry(
+        "a budget that goes to an llm step",
+        "Once a thread has spent its `max_cost` or `max_tokens`, the reducer promises that no "
+        "model call starts: the thread goes to the budget's target instead. An `llm` step as "
+        "the target would call the model at once.",
+        "Send the thread to a person (`human` or `approval`), a tool or a final state, or "
+        "leave the target out (`max_cost 2.50`) to fail the thread when the budget is spent.",
+    ),
+    "W605": Entry(
+        "a budget on an agent that calls no model",
+        "Only `llm` steps (and their judges) spend `max_cost` and `max_tokens`; an agent "
+        "without one never spends them.",
+        "Remove the budget, or bound the agent's steps with `max_steps`.",
     ),
     "E603": Entry(
         "an error loop without `max_errors`",

@@ -180,6 +180,8 @@ class Codec:
             "notices": state.notices,
             "retry_key": state.retry_key,
             "rejections": state.rejections,
+            "tokens": state.tokens,
+            "cost_usd": state.cost_usd,
         }
 
     def decode_state(self, data: Mapping[str, Any]) -> State:
@@ -199,6 +201,8 @@ class Codec:
             notices=data.get("notices", 0),
             retry_key=data.get("retry_key"),
             rejections=data.get("rejections", 0),
+            tokens=data.get("tokens", 0),
+            cost_usd=data.get("cost_usd", 0.0),
         )
 
 

@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from . import checks, tools, tracing
+from . import checks, ratelimit, tools, tracing
 from . import lease as leases
 from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
 from .model import Model, ModelError, ModelReply, ModelRequest
+from .ratelimit import RateLimiter
 from .redact import shown_value
 
 if TYPE_CHECKING:
@@ -139,6 +140,9 @@ class Thread:
     log (replayed once) before any tool runs on it."""
     run: Any = None
     """The OpenTelemetry span of the run advancing it, when traced (runtime/tracing.py)."""
+    model: str | None = None
+    """The model the last model call asked for (for metrics: an event's usage does not
+    name it), when known."""
 
 
 class AgentChanged(LogError):
@@ -194,6 +198,11 @@ class Engine:
         self.toolbox = tools.ToolBox(tool_paths)
         self.offload = offload and getattr(store, "blocking", True)
         self.on_event = on_event
+        self.rate_limiter: RateLimiter = ratelimit.PROCESS_LIMITER
+        """Where model calls wait for their turn (runtime/ratelimit.py): the process's."""
+        self.idle: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None
+        """Entered while a thread waits for its turn at a rate limit: the server lends
+        the thread's `--concurrency` slot to another thread meanwhile."""
         self._resolved: Model | None = None
         self._resolver: Callable[[CallModel], Any] | None = None
         """`requested_model` of the model in use, when it has one (see `_requested_model`)."""
@@ -412,10 +421,14 @@ class Engine:
             return StepFailed(step=action.step, at=now_iso(), error=_prompt_error(action, exc))
         try:
             prices = self._price_table(agent)
+            limits = ratelimit.rate_limits_for(agent.directory or Path.cwd())
         except ConfigError as exc:  # read before the call: a paid reply is never lost to it
             return StepFailed(step=action.step, at=now_iso(), error=tools.describe(exc))
         model = self._model()
-        requested = _requested_model(self._resolver, action)
+        requested = thread.model = _requested_model(self._resolver, action)
+        if agent.spec.max_cost is not None and requested and prices.price(requested) is None:
+            # A cost budget cannot bound a call nobody can price: refuse it before it costs.
+            return StepFailed(step=action.step, at=now_iso(), error=_unpriced(requested))
         request = ModelRequest(agent.spec, action, messages, thread.id, len(thread.events))
         span = None
         if thread.run is not None and (tracer := tracing.tracer()) is not None:
@@ -428,6 +441,7 @@ class Engine:
                 temperature=action.temperature,
                 messages=messages,
             )
+        estimated = await self._turn(requested, limits, messages)
         started = time.perf_counter()
         try:
             if span is None:
@@ -448,6 +462,7 @@ class Engine:
                 step=action.step, at=now_iso(), usage=_since(started), error=exc.error
             )
         usage = _priced(reply, requested, prices, started)
+        self._spent(requested, usage, estimated)
         if span is not None:
             output = reply.output
             tracing.end_chat(
@@ -462,19 +477,22 @@ class Engine:
             )
         if action.validators or action.judge is not None:
             try:
-                refusal = await self._check_output(thread, action, reply.output)
+                refusal, judged = await self._check_output(thread, action, reply.output, prices)
             except checks.CheckFailed as exc:
                 return StepFailed(step=action.step, at=now_iso(), usage=usage, error=exc.error)
+            # The judge's call is part of the step's cost: its budgets count it too.
+            usage = _added(usage, judged)
             if refusal is not None:
                 return await self._rejected(thread, action, reply.output, refusal, usage)
         return ModelOutput(step=action.step, at=now_iso(), usage=usage, output=reply.output)
 
     async def _check_output(
-        self, thread: Thread, action: CallModel, output: BaseModel
-    ) -> checks.Refusal | None:
+        self, thread: Thread, action: CallModel, output: BaseModel, prices: Prices
+    ) -> tuple[checks.Refusal | None, Usage | None]:
         """The checks before dispatch (runtime/checks.py), in order: each `validate`
-        function, then the judge. The first refusal ends them. Raises `CheckFailed` when a
-        validator cannot be found or breaks."""
+        function, then the judge. The first refusal ends them; the judge's call's usage
+        (priced) comes with it. Raises `CheckFailed` when a validator cannot be found or
+        breaks, or the judge gives no verdict."""
         for reference in action.validators:
             try:
                 function = self.toolbox.resolve(
@@ -486,12 +504,15 @@ class Engine:
                 raise checks.CheckFailed(tools.describe(exc)) from exc
             refusal = await checks.run_validator(reference, function, output, offload=self.offload)
             if refusal is not None:
-                return refusal
+                return refusal, None
         if action.judge is None:
-            return None
-        return checks.judged(await self._judge(thread, action, output))
+            return None, None
+        verdict, usage = await self._judge(thread, action, output, prices)
+        return checks.judged(verdict), usage
 
-    async def _judge(self, thread: Thread, action: CallModel, output: BaseModel) -> Verdict:
+    async def _judge(
+        self, thread: Thread, action: CallModel, output: BaseModel, prices: Prices
+    ) -> tuple[Verdict, Usage]:
         """The judge's verdict on `output`: a model call through the same `Model`, its
         prompt given the step's variables and `output`. A judge that cannot answer (its
         prompt, the endpoint, an invalid verdict) raises `CheckFailed`: the step fails."""
@@ -520,6 +541,13 @@ class Engine:
             raise checks.CheckFailed(_prompt_error(judge, exc)) from exc
         request = ModelRequest(thread.agent.spec, judge, messages, thread.id, len(thread.events))
         try:
+            limits = ratelimit.rate_limits_for(thread.agent.directory or Path.cwd())
+        except ConfigError as exc:
+            raise checks.CheckFailed(tools.describe(exc)) from exc
+        judged_by = _requested_model(self._resolver, judge)
+        estimated = await self._turn(judged_by, limits, messages)
+        started = time.perf_counter()
+        try:
             reply = await self._model().complete(request)
         except ModelError as exc:
             error = exc.error
@@ -529,7 +557,9 @@ class Engine:
         verdict = reply.output
         if not isinstance(verdict, Verdict):  # a Model that answered another type
             verdict = Verdict.model_validate(verdict.model_dump())
-        return verdict
+        usage = _priced(reply, judged_by, prices, started)
+        self._spent(judged_by, usage, estimated)
+        return verdict, usage
 
     async def _rejected(
         self,
@@ -674,6 +704,27 @@ class Engine:
             self._resolver = getattr(self.model, "requested_model", None)
         return self.model
 
+    async def _turn(
+        self, model: str | None, limits: ratelimit.RateLimits, messages: list[dict[str, str]]
+    ) -> int:
+        """Wait for the model's turn under its rate limits (none configured: at once),
+        lending the server's slot meanwhile (`idle`); the tokens it was estimated at."""
+        found = limits.of_model(model)
+        if found is None or model is None:
+            return 0
+        estimate = sum(len(str(m.get("content", ""))) for m in messages) // 4 if found.tokens else 0
+        if self.idle is None:
+            await self.rate_limiter.turn(model, found, estimate)
+        else:
+            async with self.idle():
+                await self.rate_limiter.turn(model, found, estimate)
+        return estimate
+
+    def _spent(self, model: str | None, usage: Usage, estimated: int) -> None:
+        tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
+        if model is not None and (tokens or estimated):
+            self.rate_limiter.spent(model, tokens, estimated)
+
     def _price_table(self, agent: Agent) -> Prices:
         """The prices for the agent's folder (the current one for an agent loaded from a
         module), read once per process (runtime/usage.py, `prices_for`)."""
@@ -810,6 +861,32 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
     if latency == usage.latency_ms and cost == usage.cost_usd:
         return usage
     return Usage(latency, usage.input_tokens, usage.output_tokens, cost)
+
+
+def _added(usage: Usage, more: Usage | None) -> Usage:
+    """Two calls' usage as one step's: latencies, token counts and costs added (a count
+    or a cost neither call knows stays unknown)."""
+    if more is None:
+        return usage
+
+    def plus(a: Any, b: Any) -> Any:
+        return b if a is None else a if b is None else a + b
+
+    cost = plus(usage.cost_usd, more.cost_usd)
+    return Usage(
+        plus(usage.latency_ms, more.latency_ms),
+        plus(usage.input_tokens, more.input_tokens),
+        plus(usage.output_tokens, more.output_tokens),
+        None if cost is None else round(cost, 9),
+    )
+
+
+def _unpriced(model: str) -> ErrorInfo:
+    return ErrorInfo(
+        "UnpricedModel",
+        f"the agent sets max_cost, but model `{model}` has no price: add it to "
+        "[tool.twelvefold.prices] (USD per million tokens, input and output)",
+    )
 
 
 def _plain(value: Any) -> Any:

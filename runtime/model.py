@@ -22,12 +22,14 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .names import declared_name
+from .ratelimit import PROCESS_LIMITER, RateLimiter, retry_after
 from .spec import AgentSpec
 from .types import CallModel, ErrorInfo, Usage
 
@@ -251,6 +253,9 @@ class OpenAIModel:
         self.mode: ModelMode = mode
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self.limiter: RateLimiter = PROCESS_LIMITER
+        """Told of every 429's `Retry-After`, so other calls to that model wait it out too
+        (runtime/ratelimit.py); the openai client itself retries the call that got it."""
 
     def _instructor(self) -> Any:
         # The openai client's connection pool belongs to one event loop; the synchronous API
@@ -258,7 +263,7 @@ class OpenAIModel:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
             self._client = _make_client(
-                self.base_url, self.api_key, self.mode, self.transport_retries
+                self.base_url, self.api_key, self.mode, self.transport_retries, self.limiter
             )
             self._client_loop = loop
         return self._client
@@ -379,21 +384,48 @@ class OpenAIModel:
 
 
 def _make_client(
-    base_url: str | None, api_key: str | None, mode: ModelMode, transport_retries: int
+    base_url: str | None,
+    api_key: str | None,
+    mode: ModelMode,
+    transport_retries: int,
+    limiter: RateLimiter | None = None,
 ) -> Any:
     import instructor
-    from openai import AsyncOpenAI
+    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+    hooks: dict[str, list[Callable[..., Any]]] = {}
+    if limiter is not None:
+        hooks["response"] = [functools.partial(_pause_on_429, limiter)]
     client = AsyncOpenAI(
         base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
         # A local endpoint needs no key; the openai client insists on one.
         api_key=api_key or os.environ.get("OPENAI_API_KEY") or "unset",
-        # Connection errors, 429 and 5xx are retried by the openai client with backoff.
+        # Connection errors, 429 and 5xx are retried by the openai client with backoff
+        # (after a 429's `Retry-After`, when it is at most a minute).
         max_retries=transport_retries,
+        http_client=DefaultAsyncHttpxClient(event_hooks=hooks) if hooks else None,
     )
     return instructor.from_openai(
         client, mode=instructor.Mode.TOOLS if mode == "tools" else instructor.Mode.JSON
     )
+
+
+MAX_PAUSE_SECONDS = 600.0
+"""The longest a 429's `Retry-After` holds back other calls (a header is not trusted to
+stop a process for a day)."""
+
+
+async def _pause_on_429(limiter: RateLimiter, response: Any) -> None:
+    """An httpx response hook: a 429 pauses every call to its model (`RateLimiter.pause`)."""
+    if response.status_code != 429:
+        return
+    seconds = retry_after(response.headers)
+    try:
+        model = json.loads(response.request.content).get("model")
+    except (ValueError, AttributeError):
+        return
+    if seconds is not None and isinstance(model, str):
+        limiter.pause(model, min(seconds, MAX_PAUSE_SECONDS))
 
 
 def _text(value: Any) -> str | None:

@@ -7,9 +7,10 @@ recording notifications and tool starts) lives here, once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
 
@@ -33,15 +34,39 @@ from .types import (
 
 StepKind = Literal["llm", "tool", "approval", "human", "wait", "sleep", "final"]
 EdgeKind = Literal[
-    "output", "next", "error", "approved", "rejected", "timeout", "max_errors", "max_steps"
+    "output",
+    "next",
+    "error",
+    "approved",
+    "rejected",
+    "timeout",
+    "max_errors",
+    "max_steps",
+    "max_cost",
+    "max_tokens",
 ]
+ESCALATION_KINDS: frozenset[EdgeKind] = frozenset(
+    {"max_errors", "max_steps", "max_cost", "max_tokens"}
+)
+"""The agent-wide ceilings' edges: they leave from many steps towards one target."""
 
 _WAITING_KINDS = frozenset({"approval", "human", "wait", "sleep"})
 _RESETS_ERRORS = frozenset({"tool", "human", "wait"})
 BUDGET_EXHAUSTED = ErrorInfo("StepBudgetExhausted", "step budget exhausted")
+COST_EXHAUSTED = ErrorInfo("CostBudgetExhausted", "cost budget (max_cost) spent")
+TOKENS_EXHAUSTED = ErrorInfo("TokenBudgetExhausted", "token budget (max_tokens) spent")
+_BUDGET_ERRORS = frozenset({COST_EXHAUSTED.type, TOKENS_EXHAUSTED.type})
 
 ASK_NOT_SHOWN = "AskNotShown"
 """The error type of a pause whose `ask` could not be rendered (runtime/context.py)."""
+
+
+class Spent(NamedTuple):
+    """A budget a thread has spent: which, where it goes then (None: it fails), and why."""
+
+    kind: Literal["max_cost", "max_tokens"]
+    target: str | None
+    error: ErrorInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +134,12 @@ class AgentSpec:
     max_errors: int | None = None
     on_max_errors: str | None = None
     context: ContextSpec = field(default_factory=ContextSpec)
+    max_cost: float | None = None
+    """USD the thread's model calls may spend (`max_cost`), as recorded on their events."""
+    on_max_cost: str | None = None
+    max_tokens: int | None = None
+    """Tokens (input + output) the thread's model calls may spend (`max_tokens`)."""
+    on_max_tokens: str | None = None
 
     def __post_init__(self) -> None:
         # `max_errors N -> STATE` always names its target (grammar/agent.lark); a ceiling
@@ -175,6 +206,8 @@ class AgentSpec:
             if state.error is not None and state.error.type == BUDGET_EXHAUSTED.type:
                 # A person chose to go on after the budget ran out: give it back.
                 return replace(resumed, steps=0)
+            if state.error is not None and state.error.type in _BUDGET_ERRORS:
+                return replace(resumed, tokens=0, cost_usd=0.0)
             return resumed
         if isinstance(event, StepFailed) and event.error.type == ASK_NOT_SHOWN:
             # The pause could not show its question (runtime/context.render_ask): nobody
@@ -185,8 +218,13 @@ class AgentSpec:
         if isinstance(event, OutputRejected):
             if not self.states[state.step].checks or state.status != "running":
                 raise IllegalEvent(state, event, f"`{state.step}` has no checks to refuse it")
+            spent = self.spend(state, event)
+            if self.over_budget(spent) is not None:
+                # The refused output and its judge spent the budget: ask the model no more.
+                return self._arrive(spent, state.step, state.value, steps=state.steps,
+                                    errors=state.errors)  # fmt: skip
             # Nothing moves: the model is asked again, one retry fewer (runtime/loop.py).
-            return replace(self._copy(state), rejections=state.rejections + 1)
+            return replace(self._copy(spent), rejections=state.rejections + 1)
         if isinstance(event, Notified):
             if state.status != "waiting" or state.notified:
                 raise IllegalEvent(state, event, "nobody is waiting to be told")
@@ -224,7 +262,8 @@ class AgentSpec:
         lets `max_errors` end such a loop.
         """
         errors = 0 if self.states[state.step].kind in _RESETS_ERRORS else state.errors
-        return self._arrive(state, target, value, steps=state.steps + 1, errors=errors)
+        spent = self.spend(state, event)
+        return self._arrive(spent, target, value, steps=state.steps + 1, errors=errors)
 
     def fail(self, state: State, event: StepFailed, on_error: str | None) -> State:
         """A step failed: escalate at the error ceiling, else follow `on error`, else fail.
@@ -236,10 +275,14 @@ class AgentSpec:
         """
         errors = state.errors + 1
         steps = state.steps + 1
+        state = self.spend(state, event)
         if self.max_errors is not None and self.on_max_errors and errors >= self.max_errors:
             return self._arrive(state, self.on_max_errors, state.value, steps=steps, errors=0)
         if on_error is not None:
             return self._arrive(state, on_error, state.value, steps=steps, errors=errors)
+        if self.over_budget(state) is not None:
+            # A retry of this failure would call the model over budget: the budget decides.
+            return self._arrive(state, state.step, state.value, steps=steps, errors=errors)
         return State(
             step=state.step,
             value=state.value,
@@ -251,13 +294,68 @@ class AgentSpec:
             error=event.error,
             # A call whose outcome is unknown: a retry must reuse its key.
             retry_key=event.key,
+            tokens=state.tokens,
+            cost_usd=state.cost_usd,
         )
+
+    def spend(self, state: State, event: Event) -> State:
+        """`state` with the tokens and USD of a model step's event added (at an `llm`
+        step: its output, its refusal, its failure; a judge's call is on the same event).
+
+        Counted only for an agent with a budget. Only what the event records counts: the
+        cost was priced when the call was made (runtime/loop.py), so a replay never
+        depends on today's price table. Counts that are not whole numbers >= 0 (a log
+        edited by hand) count as nothing."""
+        usage = event.usage
+        if self.max_cost is None and self.max_tokens is None:
+            return state  # nothing to count against (and snapshots stay as they were)
+        if usage is None or self.states[state.step].kind != "llm":
+            return state
+        tokens = _tokens(usage.input_tokens) + _tokens(usage.output_tokens)
+        cost = _dollars(usage.cost_usd)
+        if not tokens and not cost:
+            return state
+        return replace(
+            state, tokens=state.tokens + tokens, cost_usd=round(state.cost_usd + cost, 9)
+        )
+
+    def over_budget(self, state: State) -> Spent | None:
+        """The budget `state` has spent (reached or passed), `max_cost` first, or None."""
+        if self.max_cost is not None and state.cost_usd >= self.max_cost:
+            return Spent("max_cost", self.on_max_cost, COST_EXHAUSTED)
+        if self.max_tokens is not None and state.tokens >= self.max_tokens:
+            return Spent("max_tokens", self.on_max_tokens, TOKENS_EXHAUSTED)
+        return None
 
     # ---- helpers ------------------------------------------------------------------
 
     def _arrive(self, state: State, target: str, value: Any, *, steps: int, errors: int) -> State:
         kind = self.states[target].kind
-        if kind != "final" and self.max_steps is not None and steps >= self.max_steps:
+        tokens, cost = state.tokens, state.cost_usd
+        spent = self.over_budget(state) if kind != "final" else None
+        if spent is not None:
+            # A budget is spent: no model call starts; hand the thread over, or stop it
+            # where it was going (as for `max_steps` below). The target starts afresh.
+            if spent.target is None:
+                return replace(
+                    state,
+                    value=value,
+                    step=target,
+                    status="failed",
+                    steps=steps,
+                    errors=errors,
+                    seq=state.seq + 1,
+                    error=spent.error,
+                    tool_key=None,
+                    notified=False,
+                    request=None,
+                    notices=0,
+                    retry_key=None,
+                    rejections=0,
+                )
+            target, value, tokens, cost = spent.target, state.value, 0, 0.0
+            kind = self.states[target].kind
+        elif kind != "final" and self.max_steps is not None and steps >= self.max_steps:
             # The next action would exceed the budget: hand the thread over, or stop it.
             if self.on_max_steps is None:
                 # Stop where the thread was going, with what it carried: the step that
@@ -271,6 +369,8 @@ class AgentSpec:
                     errors=errors,
                     seq=state.seq + 1,
                     error=BUDGET_EXHAUSTED,
+                    tokens=tokens,
+                    cost_usd=cost,
                 )
             target, value, steps = self.on_max_steps, state.value, 0
         status = self._status_at(target)
@@ -283,6 +383,8 @@ class AgentSpec:
             errors=errors,
             seq=state.seq + 1,
             request=request_id(target, state.seq + 1) if status == "waiting" else None,
+            tokens=tokens,
+            cost_usd=cost,
         )
 
     @staticmethod
@@ -321,7 +423,19 @@ class AgentSpec:
             notices=notices if notices is not None else state.notices,
             retry_key=state.retry_key,
             rejections=state.rejections,
+            tokens=state.tokens,
+            cost_usd=state.cost_usd,
         )
+
+
+def _tokens(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _dollars(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value) if math.isfinite(value) and value > 0 else 0.0
 
 
 def request_id(step: str, seq: int) -> str:

@@ -48,7 +48,9 @@ class Usage:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    """Something that happened to a thread at `step`. `at` and `usage` never affect `reduce`."""
+    """Something that happened to a thread at `step`. `at` never affects `reduce`; `usage`
+    does only through the budgets (`max_cost`, `max_tokens`: runtime/spec.py), from the
+    counts and the cost recorded when the call was made."""
 
     step: str
     at: str | None = None
@@ -278,6 +280,12 @@ class State:
     """The idempotency key the next call at this tool step reuses (`Retried.key`)."""
     rejections: int = 0
     """Outputs the checks before dispatch refused at this visit of an llm step."""
+    tokens: int = 0
+    """Model tokens (input + output) spent since the start or the last budget escalation
+    (`max_tokens`): the sum of what the `llm` steps' events record."""
+    cost_usd: float = 0.0
+    """USD spent by model calls since the start or the last budget escalation
+    (`max_cost`): the sum of the costs recorded on the `llm` steps' events."""
 
 
 # ---- actions -------------------------------------------------------------------

@@ -128,7 +128,9 @@ def _price(where: object, model: str, entry: Any) -> tuple[float, float]:
 
 # ---- totals ------------------------------------------------------------------------
 
-MODEL_STEPS = frozenset({"model_output"})
+MODEL_STEPS = frozenset({"model_output", "output_rejected"})
+"""Events that record a model call's tokens and cost: an output, and an output the checks
+refused (with the judge's call, when a judge refused it): what the budgets count too."""
 ACTION_STEPS = frozenset({"model_output", "tool_result", "step_failed"})
 """Events that end an action (a model or tool call, or its failure): a thread's steps."""
 _WAIT_ENDS = frozenset({"approved", "rejected", "answered", "cancelled", "step_failed"})

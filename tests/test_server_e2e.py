@@ -26,6 +26,7 @@ from tests.support.serve_process import (
     ServeProcess,
     gated,
     json_of,
+    launch_waiting,
     make_token,
     started_deploys,
 )
@@ -78,21 +79,6 @@ def serve(setup: dict[str, Any], servers: list[ServeProcess], *args: str) -> Ser
 def ledger(setup: dict[str, Any]) -> list[dict[str, str]]:
     path: Path = setup["ledger"]
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def launch_waiting(client: httpx.Client, count: int) -> list[Any]:
-    views = [
-        json_of(client.post("/v1/agents/deploybot/threads", json={"input": "deploy"}), 202)
-        for _ in range(count)
-    ]
-
-    def all_waiting() -> bool:
-        return all(
-            client.get(f"/v1/threads/{v['thread_id']}").json()["status"] == "waiting" for v in views
-        )
-
-    wait_for(all_waiting, "every thread to pause")
-    return [client.get(f"/v1/threads/{v['thread_id']}").json() for v in views]
 
 
 def sse_events(response: httpx.Response) -> list[dict[str, str]]:

@@ -64,14 +64,14 @@ def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_plugin_runs_one_test_per_property_with_the_users_invariants(project: Path) -> None:
     result = _pytest(project, "--agents", ".", ".")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "14 passed" in result.stdout  # 12 properties, user_invariants, edges_reachable
+    assert "15 passed" in result.stdout  # 13 properties, user_invariants, edges_reachable
 
 
 def test_a_broken_invariant_fails_its_test_with_the_log(project: Path) -> None:
     (project / "invariants.py").write_text(BREAKS)
     result = _pytest(project, "--agents", ".", ".", "-rf")
     assert result.returncode == 1
-    assert "1 failed, 13 passed" in result.stdout
+    assert "1 failed, 14 passed" in result.stdout
     assert "invariants.py:invariant_never_lists_tags failed: listed the tags" in result.stdout
     assert "model_output  @decide ListGitTags()  <-- here" in result.stdout
 
@@ -80,7 +80,7 @@ def test_agent_files_are_not_collected_unless_asked_for(project: Path) -> None:
     result = _pytest(project, ".")
     assert result.returncode == 5  # no tests collected
     named = _pytest(project, "deploybot.agent")
-    assert named.returncode == 0 and "14 passed" in named.stdout
+    assert named.returncode == 0 and "15 passed" in named.stdout
 
 
 def test_the_cli_prints_coverage_and_paths(project: Path) -> None:

@@ -17,6 +17,7 @@ family and listing it in CHECKS.
     origins.py       E504  the model cannot decide its own approval (a note when the
                            file says `# trusts model: FIELD`)
     loops.py         E6xx  bounded loops
+    budgets.py       E121, E604, W605  `max_cost` and `max_tokens`
     size.py          W8xx  agents that are probably two
     unused.py        W9xx  unused types and states
 """
@@ -29,6 +30,7 @@ from ..diagnostics import Diagnostic
 from ..program import Program, PromptLoader
 from . import (
     approval,
+    budgets,
     loops,
     names,
     origins,
@@ -57,6 +59,7 @@ CHECKS: list[Check] = [
     names.stdlib_tools,
     names.checks_have_retries,
     names.number_settings,
+    budgets.cost_is_an_amount,
     names.context_settings,
     names.required_settings,
     # E2xx
@@ -80,6 +83,7 @@ CHECKS: list[Check] = [
     # E6xx
     loops.cycles_pass_a_decision,
     loops.cycles_are_bounded,
+    budgets.budgets_stop_the_model,
     # E7xx
     templates.prompt_templates,
     templates.render_templates,

@@ -83,6 +83,8 @@ def _what(edge: Edge) -> str:
         "rejected": "this `on rejected`",
         "max_errors": "the `max_errors` escalation",
         "max_steps": "the `max_steps` escalation",
+        "max_cost": "the `max_cost` escalation",
+        "max_tokens": "the `max_tokens` escalation",
     }.get(edge.kind, "this edge")
 
 

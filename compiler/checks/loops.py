@@ -14,11 +14,13 @@ from collections.abc import Iterator
 
 import networkx as nx
 
+from twelvefold.runtime.spec import ESCALATION_KINDS
+
 from ..diagnostics import Diagnostic, error
 from ..program import Edge, Program
 from .common import with_note
 
-ESCALATIONS = frozenset({"max_errors", "max_steps"})
+ESCALATIONS = ESCALATION_KINDS
 DECIDING_KINDS = frozenset({"llm", "approval", "human"})
 
 

@@ -156,7 +156,12 @@ def unknown_states(program: Program, _: object) -> Iterator[Diagnostic]:
     references: list[tuple[n.Name, str]] = []
     if agent.start:
         references.append((agent.start, "`start`"))
-    for ceiling, what in ((agent.max_steps, "`max_steps`"), (agent.max_errors, "`max_errors`")):
+    for ceiling, what in (
+        (agent.max_steps, "`max_steps`"),
+        (agent.max_errors, "`max_errors`"),
+        (agent.max_cost, "`max_cost`"),
+        (agent.max_tokens, "`max_tokens`"),
+    ):
         if ceiling and ceiling.target:
             references.append((ceiling.target, what))
     for step in program.source.steps:
@@ -410,6 +415,7 @@ def number_settings(program: Program, _: object) -> Iterator[Diagnostic]:
     positive: list[tuple[n.Number | None, str]] = [
         (agent.max_steps.limit if agent.max_steps else None, "max_steps"),
         (agent.max_errors.limit if agent.max_errors else None, "max_errors"),
+        (agent.max_tokens.limit if agent.max_tokens else None, "max_tokens"),
     ]
     if agent.context:
         positive.append((agent.context.keep_last, "keep last"))

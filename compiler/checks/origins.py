@@ -39,6 +39,8 @@ from typing import Literal
 
 import networkx as nx
 
+from twelvefold.runtime.spec import ESCALATION_KINDS
+
 from .. import nodes as n
 from .. import types as t
 from ..diagnostics import Diagnostic, Span, error, note
@@ -213,7 +215,7 @@ def _direct_predecessors(program: Program) -> dict[str, list[str]]:
     people), and nothing out of an approval or a human step."""
     backwards: dict[str, list[str]] = {state: [] for state in program.steps}
     for source, target, data in program.graph.edges(data=True):
-        if data["edge"].kind in ("approved", "max_errors", "max_steps"):
+        if data["edge"].kind == "approved" or data["edge"].kind in ESCALATION_KINDS:
             continue
         if isinstance(program.steps[source], n.ApprovalStep | n.HumanStep):
             continue

@@ -39,6 +39,8 @@ EDGE_COLOURS: dict[EdgeKind, str] = {
     "timeout": "#00838f",
     "max_errors": "#8e24aa",
     "max_steps": "#8e24aa",
+    "max_cost": "#8e24aa",
+    "max_tokens": "#8e24aa",
 }
 
 EDGE_LINES: dict[EdgeKind, Line] = {
@@ -50,6 +52,8 @@ EDGE_LINES: dict[EdgeKind, Line] = {
     "timeout": "dashed",
     "max_errors": "dotted",
     "max_steps": "dotted",
+    "max_cost": "dotted",
+    "max_tokens": "dotted",
 }
 
 MUTED = "#5f6b7a"

@@ -161,7 +161,7 @@ def edge_label(program: Program, edge: Edge) -> str:
                 step.timeout.duration.text if isinstance(step, n.WaitStep) and step.timeout else ""
             )
             return f"timeout {limit}".strip()
-        case "max_errors" | "max_steps":
+        case "max_errors" | "max_steps" | "max_cost" | "max_tokens":
             # Escalations leave from nearly every state; their target's label names the
             # ceilings once (see `_escalation_text`) instead of a label on every edge.
             return ""
@@ -173,6 +173,8 @@ def _escalation_text(program: Program, name: str) -> str:
         for ceiling_name, ceiling in (
             ("max_errors", program.agent.max_errors),
             ("max_steps", program.agent.max_steps),
+            ("max_cost", program.agent.max_cost),
+            ("max_tokens", program.agent.max_tokens),
         )
         if ceiling is not None and ceiling.target is not None and ceiling.target.text == name
     ]

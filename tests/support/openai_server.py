@@ -44,6 +44,8 @@ class Reply:
     calls: int = 1
     """How many tool calls the message carries (each with `arguments`): a model that
     ignores `parallel_tool_calls: false`."""
+    retry_after: str | None = None
+    """A `Retry-After` header for an error reply (a 429 that asks the client to wait)."""
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -62,6 +64,9 @@ class ScriptedOpenAI:
     script: deque[Reply] = field(default_factory=deque)
     responder: Responder | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    """`time.monotonic()` when each of `requests` arrived (rate-limit tests count them
+    per window)."""
     latency: float = 0.0
     """Seconds each completion takes before it is answered (a model that thinks; the
     load benchmark uses 0.05). Each request waits in its own server thread, so
@@ -122,16 +127,23 @@ class ScriptedOpenAI:
         self.stop()
 
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.answer_with_headers(body)[:2]
+
+    def answer_with_headers(
+        self, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self._lock:
             self.requests.append(body)
+            self.arrivals.append(time.monotonic())
             reply = self.script.popleft() if self.script else None
         if reply is None and self.responder is not None:
             reply = self.responder(body)
         if reply is None:
-            return 500, _error_body("the scripted server has no reply left for this request")
+            return 500, _error_body("the scripted server has no reply left for this request"), {}
         if reply.status != 200:
-            return reply.status, _error_body(reply.error or "scripted error")
-        return 200, completion(body, reply, n=len(self.requests))
+            headers = {"Retry-After": reply.retry_after} if reply.retry_after else {}
+            return reply.status, _error_body(reply.error or "scripted error"), headers
+        return 200, completion(body, reply, n=len(self.requests)), {}
 
 
 def completion(request: dict[str, Any], reply: Reply, n: int) -> dict[str, Any]:
@@ -180,16 +192,19 @@ def _handler_for(server: ScriptedOpenAI) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
+            headers: dict[str, str]
             length = int(self.headers.get("Content-Length", "0"))
             body = json.loads(self.rfile.read(length) or b"{}")
             if not self.path.rstrip("/").endswith("/chat/completions"):
-                status, payload = 404, _error_body(f"no route {self.path}")
+                status, payload, headers = 404, _error_body(f"no route {self.path}"), {}
             else:
                 if server.latency > 0:
                     time.sleep(server.latency)
-                status, payload = server.answer(body)
+                status, payload, headers = server.answer_with_headers(body)
             data = json.dumps(payload).encode("utf-8")
             self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -126,3 +126,20 @@ def started_deploys(gate: Path) -> list[Path]:
 def json_of(response: httpx.Response, status: int = 200) -> Any:
     assert response.status_code == status, response.text
     return response.json()
+
+
+def launch_waiting(client: httpx.Client, count: int) -> list[Any]:
+    """Launch deploybot `count` times (its scripted model asks for a production deploy)
+    and wait until every thread waits for its approval; their views."""
+    views = [
+        json_of(client.post("/v1/agents/deploybot/threads", json={"input": "deploy"}), 202)
+        for _ in range(count)
+    ]
+
+    def all_waiting() -> bool:
+        return all(
+            client.get(f"/v1/threads/{v['thread_id']}").json()["status"] == "waiting" for v in views
+        )
+
+    wait_for(all_waiting, "every thread to pause")
+    return [client.get(f"/v1/threads/{v['thread_id']}").json() for v in views]

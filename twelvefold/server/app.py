@@ -1,7 +1,8 @@
 """`create_app(service, tokens=...)`: the FastAPI application `twelvefold serve` runs.
 
-It includes the API router (api.py) and, when their modules are present, the inbox
-(inbox.py) and Slack (slack.py) routers, each built by a function taking the service.
+It includes the API router (api.py), /metrics (metrics.py) and, when their modules are
+present, the inbox (inbox.py) and Slack (slack.py) routers, each built by a function
+taking the service.
 Every error is an RFC 9457 problem-details document (problems.py). The service starts
 and stops with the application's lifespan (when `manage` is true)."""
 
@@ -14,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from twelvefold import __version__
-from twelvefold.server import api, problems
+from twelvefold.server import api, metrics, problems
 from twelvefold.server.hosts import HostCheck
 from twelvefold.server.service import Service
 from twelvefold.server.throttle import Throttle
@@ -64,6 +65,7 @@ def create_app(
     if loopback_only is not None:
         app.add_middleware(HostCheck, also=tuple(loopback_only))  # outermost: first
     app.include_router(api.router(service, tokens))
+    app.include_router(metrics.router(service, tokens))
     for name in OPTIONAL_ROUTERS:
         try:
             module = importlib.import_module(f"twelvefold.server.{name}")

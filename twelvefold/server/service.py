@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import sqlite3
 import warnings
@@ -68,6 +69,28 @@ log = logging.getLogger("twelvefold.server")
 
 T = TypeVar("T")
 Decision = Literal["approve", "reject", "answer"]
+
+
+@dataclass
+class RunnerCounts:
+    """What the background runner is doing, for /metrics (metrics.py)."""
+
+    in_flight: int = 0
+    """Runs holding a `concurrency` slot now."""
+    queued: int = 0
+    """Runs waiting for a slot."""
+    lease_waits: int = 0
+    """Runs that found another process's lease and waited for it to lapse."""
+    takeovers: int = 0
+    """Runs that stopped because another process took the thread over."""
+    rate_limited: int = 0
+    """Runs waiting for their turn at a rate limit (holding no slot)."""
+
+
+_HOLDS_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar("holds_slot", default=False)
+"""Set in a runner's task while it holds a `concurrency` slot (see `Service._lend_slot`)."""
+
+
 Settled = Callable[[ThreadView], Awaitable[None]]
 
 
@@ -283,6 +306,7 @@ class Service:
         """Where the server's tables go (server/tables.py): the store's database."""
         self.launches = Launches(self.database)
         self._slots = asyncio.Semaphore(concurrency)
+        self.runner = RunnerCounts()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
         """Set when an event of a followed thread is stored (`follow` waits on it)."""
@@ -303,6 +327,7 @@ class Service:
             self._wake(thread.id)
 
         runtime.engine.on_event = announce
+        runtime.engine.idle = self._lend_slot
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -689,8 +714,11 @@ class Service:
 
     async def _run(self, thread_id: str) -> None:
         view: ThreadView | None = None
+        runner = self.runner
         try:
-            async with self._slots:
+            await self._take_slot()
+            holding = _HOLDS_SLOT.set(True)
+            try:
                 while not self.stopping:
                     try:
                         info = await self.runtime.info(thread_id)
@@ -699,10 +727,16 @@ class Service:
                         break
                     except LeaseHeld as held:  # a dead process's lease: wait until it lapses
                         log.info("%s", held)
+                        runner.lease_waits += 1
                         await asyncio.sleep(_seconds_until(held.until))
                     except (LeaseLost, Conflict) as exc:  # another process took over
                         log.warning("%s", exc)
+                        runner.takeovers += 1
                         break
+            finally:
+                _HOLDS_SLOT.reset(holding)
+                runner.in_flight -= 1
+                self._slots.release()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -712,6 +746,35 @@ class Service:
             self._wake(thread_id)
         if view is not None:
             await self._notify_settled(view)
+
+    @contextlib.asynccontextmanager
+    async def _lend_slot(self) -> AsyncIterator[None]:
+        """While a run waits for its turn at a rate limit (runtime/ratelimit.py), its
+        `concurrency` slot runs another thread; it takes a slot again to go on. The
+        thread keeps its lease meanwhile (renewed in the background): it is still this
+        process's, and another process taking it over would only wait for the same turn.
+        A call outside the runner (which holds no slot) lends nothing."""
+        if not _HOLDS_SLOT.get():
+            yield
+            return
+        runner = self.runner
+        self._slots.release()
+        runner.in_flight -= 1
+        runner.rate_limited += 1
+        try:
+            yield
+        finally:
+            runner.rate_limited -= 1
+            await self._take_slot()
+
+    async def _take_slot(self) -> None:
+        """Wait for a `concurrency` slot (counted as queued meanwhile), then hold it."""
+        self.runner.queued += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.runner.queued -= 1
+        self.runner.in_flight += 1
 
     async def _notify_settled(self, view: ThreadView) -> None:
         for callback in list(self._settled):

@@ -21,7 +21,7 @@ import types
 import typing
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -45,6 +45,7 @@ from twelvefold.runtime.types import (
     TimerFired,
     ToolResult,
     ToolStarted,
+    Usage,
 )
 
 from .subject import Subject
@@ -247,6 +248,15 @@ class _Steps:
             for name in subject.spec.types
         }
         self._first["Answer"] = [Answer(text="ok")]
+        spec = subject.spec
+        self._spend_all = [
+            usage
+            for limit, usage in (
+                (spec.max_cost, Usage(cost_usd=spec.max_cost)),
+                (spec.max_tokens, Usage(input_tokens=spec.max_tokens)),
+            )
+            if limit is not None
+        ]
         guarded = {e.type for e in subject.spec.edges if e.guard is not None}
         # Per llm step or tool and output type, one value for each rule it can be routed
         # by: values only matter to the search where a guard routes on them.
@@ -276,7 +286,15 @@ class _Steps:
                 for name in spec_state.outputs
                 for value in self._outputs[step, name]
             ]
-            return [*groups, (failure,)]
+            # A call that spends a whole budget at once (answering, or failing): the way
+            # along its escalation, also from a step whose every output finishes.
+            spent: list[tuple[Event, ...]] = [
+                (replace(event, usage=usage),)
+                for usage in self._spend_all
+                for event in (groups[0][0] if groups else None, failure)
+                if event is not None
+            ]
+            return [*groups, (failure,), *spent]
         if kind == "tool":
             start = ToolStarted(step=step, key="key")
             results: list[tuple[Event, ...]] = [

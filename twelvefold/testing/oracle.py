@@ -55,6 +55,10 @@ def spec_differences(tested: AgentSpec, reference: AgentSpec) -> list[str]:
         "on_max_steps",
         "max_errors",
         "on_max_errors",
+        "max_cost",
+        "on_max_cost",
+        "max_tokens",
+        "on_max_tokens",
         "context",
     ):
         mine, theirs = getattr(tested, name), getattr(reference, name)

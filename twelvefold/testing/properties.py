@@ -18,7 +18,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from twelvefold.runtime.codec import Codec
-from twelvefold.runtime.spec import ASK_NOT_SHOWN, BUDGET_EXHAUSTED
+from twelvefold.runtime.spec import (
+    ASK_NOT_SHOWN,
+    BUDGET_EXHAUSTED,
+    COST_EXHAUSTED,
+    TOKENS_EXHAUSTED,
+)
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
     Action,
@@ -361,7 +366,9 @@ def max_steps_ceiling(subject: Subject, case: Case) -> None:
                 )
             continue
         count += 1
-        if budget is not None and count >= budget:
+        if _spent_a_budget(subject, before, event, after):
+            pass  # the money or token budget decided this move: budgets_stop_the_model
+        elif budget is not None and count >= budget:
             going = destination(subject, before, event)
             problem = _past_budget_problem(subject, before, after, going, count)
             if problem is not None:
@@ -470,8 +477,10 @@ def max_errors_ceiling(subject: Subject, case: Case) -> None:
         if isinstance(event, StepFailed) and is_action(event) and escalates:
             escalated_to = {target, spec.on_max_steps} - {None}
             # With the step budget spent too and no max_steps target, the budget wins
-            # (a person's answer is an action too): max_steps_ceiling checks that.
+            # (a person's answer is an action too): max_steps_ceiling checks that. So does
+            # a money or token budget: budgets_stop_the_model checks that.
             out_of_budget = spec.on_max_steps is None and after.error == BUDGET_EXHAUSTED
+            out_of_budget = out_of_budget or _spent_a_budget(subject, before, event, after)
             if out_of_budget:
                 pass
             elif after.step not in escalated_to or after.status == "failed":
@@ -495,6 +504,105 @@ def max_errors_ceiling(subject: Subject, case: Case) -> None:
             raise PropertyFailed(
                 f"state.errors is {after.errors}, but the thread has failed {count} "
                 "time(s) in a row",
+                events,
+                index,
+            )
+
+
+_SPENDING = (ModelOutput, OutputRejected, StepFailed)
+"""The events of an `llm` step that record a model call's tokens and cost."""
+
+
+def _spent_a_budget(subject: Subject, before: State, event: Event, after: State) -> bool:
+    """Whether `max_cost` or `max_tokens` (not the other ceilings) decided this move:
+    the thread left an llm step for a budget's target with a fresh budget, or failed
+    with a budget's error."""
+    if after.error in (COST_EXHAUSTED, TOKENS_EXHAUSTED) and before.error != after.error:
+        return True
+    spec = subject.spec
+    targets = {spec.on_max_cost, spec.on_max_tokens} - {None}
+    return (
+        isinstance(event, _SPENDING)
+        and subject.kind_of(before.step) == "llm"
+        and after.step in targets
+        and after.tokens == 0
+        and after.cost_usd == 0
+        and (before.tokens > 0 or before.cost_usd > 0 or _spends(event))
+    )
+
+
+def _spends(event: Event) -> bool:
+    usage = event.usage
+    if usage is None:
+        return False
+    return any(
+        isinstance(n, int | float) and not isinstance(n, bool) and n > 0
+        for n in (usage.input_tokens, usage.output_tokens, usage.cost_usd)
+    )
+
+
+def budgets_stop_the_model(subject: Subject, case: Case) -> None:
+    """The tokens and USD an `llm` step's events record are added up; once they reach
+    `max_cost` or `max_tokens`, no model call starts: the thread goes to the budget's
+    target with the step's incoming value and a fresh budget, or fails (unless the model's
+    output finished it)."""
+    spec = subject.spec
+    if spec.max_cost is None and spec.max_tokens is None:
+        return
+    events = case.events
+    states = fold(subject, events)
+    tokens, cost = 0, 0.0
+    for index in range(1, len(events)):
+        event, before, after = events[index], states[index - 1], states[index]
+        if isinstance(event, Retried) and before.error in (COST_EXHAUSTED, TOKENS_EXHAUSTED):
+            tokens, cost = 0, 0.0  # a person chose to go on: a fresh budget
+        spending = isinstance(event, _SPENDING) and subject.kind_of(before.step) == "llm"
+        if spending and event.usage is not None:
+            usage = event.usage
+            tokens += sum(
+                n for n in (usage.input_tokens, usage.output_tokens) if isinstance(n, int) and n > 0
+            )
+            if isinstance(usage.cost_usd, float | int) and usage.cost_usd > 0:
+                cost = round(cost + usage.cost_usd, 9)
+        over = [
+            (kind, target, error)
+            for kind, limit, spent, target, error in (
+                ("max_cost", spec.max_cost, cost, spec.on_max_cost, COST_EXHAUSTED),
+                ("max_tokens", spec.max_tokens, tokens, spec.on_max_tokens, TOKENS_EXHAUSTED),
+            )
+            if limit is not None and spent >= limit
+        ]
+        going = destination(subject, before, event) if spending and over else None
+        finished_by_output = going is not None and subject.is_final(going[0])
+        if spending and over and not finished_by_output:
+            kind, target, error = over[0]
+            where = f"after {tokens} tokens and ${cost} ({kind} spent) the thread is "
+            if target is None and (after.status != "failed" or after.error != error):
+                raise PropertyFailed(
+                    f"{where}{after.status} at `{after.step}`; it should have failed with {error}",
+                    events,
+                    index,
+                )
+            if target is not None and (after.step != target or after.value != before.value):
+                raise PropertyFailed(
+                    f"{where}at `{after.step}`; it should be at `{target}` with the step's "
+                    "incoming value",
+                    events,
+                    index,
+                )
+            if after.status == "running" and isinstance(subject.next_action(after), CallModel):
+                raise PropertyFailed(
+                    f"{where}at `{after.step}`, and its next action calls the model",
+                    events,
+                    index,
+                )
+            if target is not None:
+                tokens, cost = 0, 0.0
+        if (after.tokens, after.cost_usd) != (tokens, cost):
+            raise PropertyFailed(
+                f"the state says {after.tokens} tokens and ${after.cost_usd} spent; the "
+                f"log's llm steps recorded {tokens} tokens and ${cost} since the start or "
+                "the last budget escalation",
                 events,
                 index,
             )
@@ -661,6 +769,8 @@ def _held_problem(
         )
     # Its `on error` target would have gone past the step budget: the budget's error.
     exhausted = state.error == BUDGET_EXHAUSTED and state.steps >= (subject_max_steps or 0) > 0
+    # Or it failed over a money or token budget: the budget's error (budgets_stop_the_model).
+    exhausted = exhausted or state.error in (COST_EXHAUSTED, TOKENS_EXHAUSTED)
     if (
         isinstance(last, StepFailed)
         and state.status == "failed"
@@ -891,6 +1001,7 @@ PROPERTIES: tuple[Property, ...] = tuple(
         approval_before_sensitive_tools,
         max_steps_ceiling,
         max_errors_ceiling,
+        budgets_stop_the_model,
         moves_follow_edges,
         actions_follow_the_graph,
         final_is_absorbing,

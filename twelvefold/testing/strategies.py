@@ -208,7 +208,8 @@ def inputs(subject: Subject) -> st.SearchStrategy[Any]:
 # ---- events ------------------------------------------------------------------------
 
 _at = st.none() | st.datetimes(timezones=st.just(UTC)).map(lambda moment: moment.isoformat())
-# `at` and `usage` never affect `reduce`; a few fixed values are enough for the codec.
+# `at` never affects `reduce`, nor `usage` but through budgets (see `spending`): a few
+# fixed values are enough for the codec.
 _usage = st.sampled_from(
     [None, Usage(latency_ms=12.5, input_tokens=310, output_tokens=42, cost_usd=0.0004), Usage()]
 )
@@ -221,13 +222,33 @@ _answers = st.builds(Answer, text=_text, by=st.none() | _text)
 
 
 def _event(
-    cls: Callable[..., Event], step: str, **payload: st.SearchStrategy[Any]
+    cls: Callable[..., Event],
+    step: str,
+    usage: st.SearchStrategy[Usage | None] = _usage,
+    **payload: st.SearchStrategy[Any],
 ) -> st.SearchStrategy[Event]:
-    return st.builds(cls, step=st.just(step), at=_at, usage=_usage, **payload)
+    return st.builds(cls, step=st.just(step), at=_at, usage=usage, **payload)
+
+
+def spending(subject: Subject) -> st.SearchStrategy[Usage | None]:
+    """What an `llm` step's event records: for an agent with a budget (`max_cost`,
+    `max_tokens`), token counts and costs up to a third of each budget, so that a few
+    calls cross it (and now and then nothing, or a count the provider did not send);
+    else the fixed values (usage affects `reduce` only through budgets)."""
+    spec = subject.spec
+    if spec.max_cost is None and spec.max_tokens is None:
+        return _usage
+    tokens = max(1, (spec.max_tokens or 3000) // 3)
+    dollars = (spec.max_cost or 3.0) / 3
+    counts = st.none() | st.integers(min_value=0, max_value=tokens)
+    costs = st.none() | st.floats(min_value=0, max_value=dollars, allow_nan=False)
+    return st.none() | st.builds(
+        Usage, latency_ms=st.none(), input_tokens=counts, output_tokens=counts, cost_usd=costs
+    )
 
 
 def model_output(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
-    return _event(ModelOutput, step, output=routed_values(subject, type_name))
+    return _event(ModelOutput, step, spending(subject), output=routed_values(subject, type_name))
 
 
 def tool_result(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
@@ -261,6 +282,7 @@ def output_rejected(subject: Subject, step: str, type_name: str) -> st.SearchStr
     return _event(
         OutputRejected,
         step,
+        spending(subject),
         output=routed_values(subject, type_name),
         by=st.sampled_from(checks) if checks else st.just("judge"),
         reason=_text,
@@ -365,7 +387,8 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
             moves.append(Move(f"output {name}", out, "output", name))
             if spec_state.checks:  # refused before dispatch: the model is asked again
                 moves.append(Move(f"rejected {name}", output_rejected(subject, step, name)))
-        moves.append(Move("failure", step_failed(step), "error"))
+        failed = _event(StepFailed, step, spending(subject), error=_errors)
+        moves.append(Move("failure", failed, "error"))
     elif kind == "tool":
         if no_tool_key:
             moves.append(Move("tool started", tool_started(step)))

@@ -98,7 +98,7 @@ AGENT = AgentSpec(
     states={
         "decide": StateSpec(
             "llm",
-            line=21,
+            line=24,
             outputs=(
                 "Refund",
                 "Escalate",
@@ -109,31 +109,36 @@ AGENT = AgentSpec(
                 "judge",
             ),
         ),
-        "pay": StateSpec("tool", line=31, input="Refund", output="Receipt", function="checks:pay"),
+        "pay": StateSpec("tool", line=34, input="Refund", output="Receipt", function="checks:pay"),
         "confirm": StateSpec(
             "llm",
-            line=33,
+            line=36,
             outputs=("Receipt",),
             prompt="decide.j2",
             checks=("checks:receipt_is_known",),
         ),
-        "done": StateSpec("final", line=40, input="Receipt"),
-        "gave_up": StateSpec("final", line=41),
+        "done": StateSpec("final", line=43, input="Receipt"),
+        "gave_up": StateSpec("final", line=44),
     },
     edges=(
         EdgeSpec("decide", "pay", "output", type="Refund"),
         EdgeSpec("decide", "gave_up", "output", type="Escalate"),
         EdgeSpec("decide", "gave_up", "error"),
         EdgeSpec("decide", "gave_up", "max_errors"),
+        EdgeSpec("decide", "gave_up", "max_cost"),
         EdgeSpec("pay", "confirm", "next"),
         EdgeSpec("pay", "decide", "error"),
         EdgeSpec("pay", "gave_up", "max_errors"),
         EdgeSpec("confirm", "done", "output", type="Receipt"),
         EdgeSpec("confirm", "gave_up", "max_errors"),
+        EdgeSpec("confirm", "gave_up", "max_cost"),
     ),
     max_steps=12,
     max_errors=3,
     on_max_errors="gave_up",
+    max_cost=2.5,
+    on_max_cost="gave_up",
+    max_tokens=200000,
 )
 
 
@@ -171,7 +176,7 @@ def replay(events: Iterable[Event]) -> State:
     return state
 
 
-# input.agent:21: llm decide -> Refund | Escalate
+# input.agent:24: llm decide -> Refund | Escalate
 def _decide_action(state: State) -> Action:
     return CallModel(
         step="decide",
@@ -187,19 +192,19 @@ def _decide_action(state: State) -> Action:
 
 def _decide_reduce(state: State, event: Event) -> State:
     match event:
-        # input.agent:26: on Refund -> pay
+        # input.agent:29: on Refund -> pay
         case ModelOutput(output=Refund() as output):
             return AGENT.move(state, event, "pay", output)
-        # input.agent:27: on Escalate -> gave_up
+        # input.agent:30: on Escalate -> gave_up
         case ModelOutput(output=Escalate() as output):
             return AGENT.move(state, event, "gave_up", output)
-        # input.agent:28: on error -> gave_up
+        # input.agent:31: on error -> gave_up
         case StepFailed():
             return AGENT.fail(state, event, on_error="gave_up")
     raise IllegalEvent(state, event)
 
 
-# input.agent:31: tool pay(Refund) -> Receipt = "checks:pay" { next confirm  on error -> decide }
+# input.agent:34: tool pay(Refund) -> Receipt = "checks:pay" { next confirm  on error -> decide }
 def _pay_action(state: State) -> Action:
     return CallTool(
         step="pay",
@@ -213,16 +218,16 @@ def _pay_action(state: State) -> Action:
 
 def _pay_reduce(state: State, event: Event) -> State:
     match event:
-        # input.agent:31: next confirm
+        # input.agent:34: next confirm
         case ToolResult(result=Receipt() as result):
             return AGENT.move(state, event, "confirm", result)
-        # input.agent:31: on error -> decide
+        # input.agent:34: on error -> decide
         case StepFailed():
             return AGENT.fail(state, event, on_error="decide")
     raise IllegalEvent(state, event)
 
 
-# input.agent:33: llm confirm -> Receipt
+# input.agent:36: llm confirm -> Receipt
 def _confirm_action(state: State) -> Action:
     return CallModel(
         step="confirm",
@@ -237,7 +242,7 @@ def _confirm_action(state: State) -> Action:
 
 def _confirm_reduce(state: State, event: Event) -> State:
     match event:
-        # input.agent:37: on Receipt -> done
+        # input.agent:40: on Receipt -> done
         case ModelOutput(output=Receipt() as output):
             return AGENT.move(state, event, "done", output)
         # no `on error`: the agent's max_errors rule, else the thread fails
@@ -246,12 +251,12 @@ def _confirm_reduce(state: State, event: Event) -> State:
     raise IllegalEvent(state, event)
 
 
-# input.agent:40: final done(Receipt)
+# input.agent:43: final done(Receipt)
 def _done_action(state: State) -> Action:
     return Finish(step="done", result=state.value)
 
 
-# input.agent:41: final gave_up
+# input.agent:44: final gave_up
 def _gave_up_action(state: State) -> Action:
     return Finish(step="gave_up", result=state.value)
 

@@ -1,0 +1,195 @@
+"""Budgets (`max_cost`, `max_tokens`; docs/language.md "Budgets"), end to end: the real
+openai + instructor client against the scripted server (11 input and 7 output tokens per
+reply), SQLite, the reducer counting what the `llm` steps' events record. A thread that
+has spent its budget starts no model call: the server's request count shows it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.runtime_helpers import RecordingNotifier
+from tests.support.e2e import ModelTurns
+from tests.support.openai_server import Reply, ScriptedOpenAI
+from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.model import OpenAIModel
+from twelvefold.runtime.spec import AgentSpec
+from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.types import ModelOutput, OutputRejected, StepFailed
+from twelvefold.testing.coverage import describe_edge
+from twelvefold.testing.properties import PROPERTIES
+from twelvefold.testing.runner import run_property
+from twelvefold.testing.subject import Subject, load_subject
+from twelvefold.testing.suite import run_suite
+
+FIXTURES = Path(__file__).parent / "checks_fixtures"
+CLAIM = {"order": "o-17", "amount": 40.0, "api_key": "sk-live-do-not-show"}
+PER_CALL = 11 + 7
+"""Tokens the scripted server reports for every reply."""
+
+THINKER = """
+agent thinker {
+  input string
+  max_steps 100 -> stuck
+  BUDGET
+  start decide
+}
+type Think { thought: string }
+type Done { message: string }
+llm decide -> Think | Done {
+  prompt "decide.j2"
+  on Think -> decide
+  on Done -> done
+}
+human stuck {
+  ask "Out of budget. Go on?"
+  next decide
+}
+final done(Done)
+"""
+
+
+def runtime_for(server: ScriptedOpenAI, folder: Path, model: str) -> Runtime:
+    real = OpenAIModel(model=model, base_url=server.base_url, api_key="t", transport_retries=0)
+    return Runtime(SqliteStore(folder / "t.db"), model=real, notifier=RecordingNotifier())
+
+
+@pytest.fixture
+def thinker(tmp_path: Path) -> Path:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "decide.j2").write_text("{{ context }}\n")
+    # 1000 USD per million tokens: one reply (18 tokens) costs 0.018 USD.
+    (tmp_path / "twelvefold.toml").write_text(
+        '[prices]\n"priced-model" = { input = 1000, output = 1000 }\n'
+    )
+    return tmp_path
+
+
+def with_budget(folder: Path, budget: str) -> Path:
+    path = folder / "thinker.agent"
+    path.write_text(THINKER.replace("BUDGET", budget))
+    return path
+
+
+def always_thinking(server: ScriptedOpenAI) -> None:
+    server.responder = lambda body: Reply(arguments={"choice": {"type": "Think", "thought": "hm"}})
+
+
+def test_a_thread_over_its_cost_budget_goes_to_its_target_and_calls_the_model_no_more(
+    openai_server: ScriptedOpenAI, thinker: Path
+) -> None:
+    agent = with_budget(thinker, "max_cost 0.05 -> stuck")
+    always_thinking(openai_server)
+    with runtime_for(openai_server, thinker, "priced-model") as rt:
+        view = rt.launch(agent, "think")
+        # 0.018, 0.036, 0.054: the third call reaches 0.05; no fourth call starts.
+        assert (view.status, view.step) == ("waiting", "stuck")
+        assert len(openai_server.requests) == 3
+        costs = [e.usage.cost_usd for e in rt.events(view.id) if isinstance(e, ModelOutput)]
+        assert costs == [pytest.approx(0.018)] * 3
+        # A person's answer goes on with a fresh budget: three more calls, then `stuck`.
+        assert view.request is not None
+        again = rt.resume(view.id, answer="go on", by="ana", request=view.request)
+        assert (again.status, again.step) == ("waiting", "stuck")
+        assert len(openai_server.requests) == 6
+
+
+def test_the_recorded_cost_decides_so_a_new_price_never_changes_a_replay(
+    openai_server: ScriptedOpenAI, thinker: Path
+) -> None:
+    agent = with_budget(thinker, "max_cost 0.05 -> stuck")
+    always_thinking(openai_server)
+    with runtime_for(openai_server, thinker, "priced-model") as rt:
+        view = rt.launch(agent, "think")
+        before = rt.replay(view.id)
+    (thinker / "twelvefold.toml").write_text(
+        '[prices]\n"priced-model" = { input = 0, output = 0 }\n'
+    )
+    with runtime_for(openai_server, thinker, "priced-model") as rt:
+        assert rt.replay(view.id) == before
+        assert before.step == "stuck"
+
+
+def test_a_token_budget_without_a_target_fails_the_thread_and_a_retry_gives_it_back(
+    openai_server: ScriptedOpenAI, thinker: Path
+) -> None:
+    agent = with_budget(thinker, f"max_tokens {2 * PER_CALL}")
+    always_thinking(openai_server)
+    with runtime_for(openai_server, thinker, "scripted-model") as rt:
+        view = rt.launch(agent, "think")
+        assert view.status == "failed"
+        assert view.error is not None and view.error.type == "TokenBudgetExhausted"
+        assert len(openai_server.requests) == 2
+        again = rt.retry(view.id, by="ana")
+        assert again.status == "failed" and len(openai_server.requests) == 4
+
+
+def test_a_cost_budget_refuses_a_model_it_cannot_price_before_calling_it(
+    openai_server: ScriptedOpenAI, thinker: Path
+) -> None:
+    agent = with_budget(thinker, "max_cost 1 -> stuck")
+    always_thinking(openai_server)
+    with runtime_for(openai_server, thinker, "nobody-prices-me") as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    assert view.status == "failed"
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "UnpricedModel"
+    assert "nobody-prices-me" in failed.error.message
+    assert openai_server.requests == []
+
+
+def test_the_judges_call_counts_and_an_over_budget_step_is_not_asked_again(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    shutil.copytree(FIXTURES, tmp_path / "f")
+    agent = tmp_path / "f" / "refunds.agent"
+    # The refused output and its judge: 36 tokens, past 30. Without the judge's 18, the
+    # step would be asked again (retries 2).
+    agent.write_text(agent.read_text().replace("max_steps 20", "max_steps 20 max_tokens 30"))
+    model = ModelTurns(openai_server)
+    model.then(
+        Reply(arguments={"amount": 500, "note": "x"}),
+        Reply(arguments={"accept": False, "reason": "too much"}),
+    )
+    with runtime_for(openai_server, tmp_path / "f", "scripted-model") as rt:
+        view = rt.launch(agent, CLAIM)
+        events = rt.events(view.id)
+    model.check()
+    assert view.status == "failed"
+    assert view.error is not None and view.error.type == "TokenBudgetExhausted"
+    (rejected,) = [e for e in events if isinstance(e, OutputRejected)]
+    assert rejected.usage is not None
+    assert (rejected.usage.input_tokens, rejected.usage.output_tokens) == (22, 14)
+    assert len(openai_server.requests) == 2
+
+
+# ---- the property tests ----------------------------------------------------------------
+
+
+def budget_subject(folder: Path, budget: str) -> Subject:
+    agent = with_budget(folder, budget)
+    return load_subject(agent, prompts_dir=folder / "prompts", cache_dir=folder / "cache")
+
+
+@pytest.mark.parametrize("budget", ["max_cost 0.05 -> stuck", "max_tokens 500"])
+def test_an_agent_with_a_budget_passes_every_property(thinker: Path, budget: str) -> None:
+    subject = budget_subject(thinker, budget)
+    report = run_suite(subject, examples=80, seed=0)
+    assert not report.failed, "\n\n".join(str(o.failure) for o in report.failed)
+    unreached = [describe_edge(subject.spec.edges[i]) for i in report.unreachable()]
+    assert not [u for u in unreached if "max_cost" in u]
+
+
+def test_the_budget_property_catches_a_reducer_that_ignores_the_budget(
+    thinker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subject = budget_subject(thinker, "max_cost 0.05 -> stuck")
+    prop = next(p for p in PROPERTIES if p.name == "budgets_stop_the_model")
+    assert run_property(subject, prop, examples=80, seed=0).failure is None
+    monkeypatch.setattr(AgentSpec, "over_budget", lambda self, state: None)  # the bug
+    failure = run_property(subject, prop, examples=80, seed=0).failure
+    assert failure is not None
+    assert "max_cost spent" in str(failure)

@@ -1,0 +1,260 @@
+"""`GET /metrics`: what the server holds and does, in the Prometheus text format.
+
+One registry per application (never prometheus_client's process-global one, so two apps in
+one process, as in the tests, count apart). Two kinds of numbers:
+
+- read from the store at each scrape: threads by agent and status, and the age of the
+  oldest pending request per agent (a waiting thread's last event: its pause, or its
+  last notice). The store is the truth; a second server on the same store reports the
+  same numbers.
+- counted by this process since it started, from the events it records (the runtime's
+  `on_event` hook) and from its runner: step latency by step kind, model tokens and cost
+  by agent and model, events by kind, runs in flight and queued, lease waits and
+  takeovers. Counters restart at zero with the process, as Prometheus' `rate()` expects.
+
+Who may read it: `[tool.twelvefold.server] metrics = "public"` (in the configuration of
+every served agent's folder, read at each scrape) opens it to anyone, e.g. a scraper
+inside the cluster; otherwise (`metrics = "token"`, the default) it takes the
+same `Authorization: Bearer TOKEN` as the API. Counts of threads are not secret, but the
+agents' names and how busy they are may be; nothing else (no input, no person) is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from twelvefold.runtime.config import ConfigError, find_config
+from twelvefold.runtime.loop import Thread
+from twelvefold.runtime.store import ThreadInfo
+from twelvefold.runtime.types import KIND_OF_EVENT, Event, ModelOutput, OutputRejected, Status
+from twelvefold.server.service import Service, Unauthorized, Unavailable
+from twelvefold.server.tokens import TokenStore
+
+Access = Literal["token", "public"]
+STATUSES: tuple[Status, ...] = ("running", "waiting", "finished", "failed", "cancelled")
+LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+"""Seconds: from a fast tool to a slow model call with retries."""
+_MODEL_EVENTS = (ModelOutput, OutputRejected)
+
+
+class Metrics:
+    """The app's registry and the counters the service's events feed."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.latency = Histogram(
+            "twelvefold_step_latency_seconds",
+            "How long steps took, by agent and step kind (llm: the model call, a judge's "
+            "included; tool: the function call), as recorded on their events.",
+            ["agent", "kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "twelvefold_model_tokens",
+            "Model tokens spent, by agent, model and direction (input or output).",
+            ["agent", "model", "direction"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "twelvefold_model_cost_usd",
+            "US dollars spent on model calls (priced when made), by agent and model.",
+            ["agent", "model"],
+            registry=self.registry,
+        )
+        self.unpriced = Counter(
+            "twelvefold_model_unpriced_calls",
+            "Model calls whose cost is unknown (no price, or no token counts).",
+            ["agent", "model"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "twelvefold_events",
+            "Events this process recorded, by agent and kind.",
+            ["agent", "kind"],
+            registry=self.registry,
+        )
+        self.store = _StoreCollector(service)
+        self.registry.register(self.store)
+
+    def observe(self, thread: Thread, event: Event) -> None:
+        """Count one recorded event (the runtime's `on_event` hook: never raises)."""
+        try:
+            self._observe(thread, event)
+        except Exception:  # pragma: no cover - metrics never break a thread
+            return
+
+    def _observe(self, thread: Thread, event: Event) -> None:
+        agent = thread.agent.name
+        self.events.labels(agent, KIND_OF_EVENT.get(type(event), "other")).inc()
+        usage = event.usage
+        state = thread.agent.spec.states.get(event.step)
+        if usage is None or state is None:
+            return
+        if usage.latency_ms is not None and usage.latency_ms >= 0 and state.kind in ("llm", "tool"):
+            self.latency.labels(agent, state.kind).observe(usage.latency_ms / 1000)
+        if state.kind != "llm" or not isinstance(event, _MODEL_EVENTS):
+            return
+        model = thread.model or "unknown"
+        for direction, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
+            if isinstance(count, int) and count > 0:
+                self.tokens.labels(agent, model, direction).inc(count)
+        if isinstance(usage.cost_usd, int | float) and usage.cost_usd >= 0:
+            self.cost.labels(agent, model).inc(usage.cost_usd)
+        else:
+            self.unpriced.labels(agent, model).inc()
+
+    async def exposition(self) -> bytes:
+        """The text format, with the store's threads read now."""
+        self.store.infos = await self.service.runtime.threads()
+        return generate_latest(self.registry)
+
+
+class _StoreCollector(Collector):
+    """The numbers read at each scrape: the store's threads (read by the route, off the
+    event loop, just before), and the runner's counts."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.infos: list[ThreadInfo] = []
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # collected afresh each time; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        threads = GaugeMetricFamily(
+            "twelvefold_threads",
+            "Threads in the store, by agent and status.",
+            labels=["agent", "status"],
+        )
+        for (agent, status), count in sorted(_by_agent_and_status(self.infos).items()):
+            threads.add_metric([agent, status], count)
+        yield threads
+        oldest = GaugeMetricFamily(
+            "twelvefold_oldest_pending_request_age_seconds",
+            "Per agent, how long the longest-waiting thread has waited since its last "
+            "event (its pause, or its last notice).",
+            labels=["agent"],
+        )
+        for agent, seconds in sorted(_oldest_waits(self.infos, datetime.now(UTC)).items()):
+            oldest.add_metric([agent], seconds)
+        yield oldest
+        runner = self.service.runner
+        yield GaugeMetricFamily(
+            "twelvefold_runs_in_flight",
+            "Threads this server is advancing now (each holds a --concurrency slot).",
+            value=runner.in_flight,
+        )
+        yield GaugeMetricFamily(
+            "twelvefold_runs_queued",
+            "Threads waiting for a --concurrency slot.",
+            value=runner.queued,
+        )
+        yield GaugeMetricFamily(
+            "twelvefold_runs_rate_limited",
+            "Threads waiting for their turn at a client-side rate limit (holding no slot).",
+            value=runner.rate_limited,
+        )
+        yield CounterMetricFamily(
+            "twelvefold_lease_waits",
+            "Runs that found another process's lease on the thread and waited for it to lapse.",
+            value=runner.lease_waits,
+        )
+        yield CounterMetricFamily(
+            "twelvefold_lease_takeovers",
+            "Runs that stopped because another process took the thread over (its lease, or "
+            "a newer event).",
+            value=runner.takeovers,
+        )
+
+
+def _by_agent_and_status(infos: Iterable[ThreadInfo]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    agents: set[str] = set()
+    for info in infos:
+        agents.add(info.agent)
+        counts[info.agent, info.status] = counts.get((info.agent, info.status), 0) + 1
+    for agent in agents:  # every status of a known agent, zeros included: no gaps in graphs
+        for status in STATUSES:
+            counts.setdefault((agent, status), 0)
+    return counts
+
+
+def _oldest_waits(infos: Iterable[ThreadInfo], now: datetime) -> dict[str, float]:
+    oldest: dict[str, float] = {}
+    for info in infos:
+        if info.status != "waiting":
+            continue
+        try:
+            since = datetime.fromisoformat(info.updated_at)
+            seconds = max(0.0, (now - since).total_seconds())
+        except (TypeError, ValueError):
+            continue  # a time that does not parse (edited by hand): not a number to show
+        oldest[info.agent] = max(seconds, oldest.get(info.agent, 0.0))
+    return oldest
+
+
+def access(folders: Iterable[Path]) -> Access:
+    """`[tool.twelvefold.server] metrics` in the configurations of the served agents'
+    folders: `public` when every one says so, else `token` (the default). `Unavailable`
+    when one cannot be read or says something else."""
+    found: set[str] = set()
+    for folder in folders:
+        try:
+            config = find_config(folder)
+        except ConfigError as exc:
+            raise Unavailable(f"the server's configuration cannot be used: {exc}") from None
+        table = config.settings.get("server", {})
+        value = table.get("metrics", "token") if isinstance(table, Mapping) else "token"
+        if value not in ("token", "public"):
+            raise Unavailable(
+                f'{config.path}: server.metrics must be "token" or "public", not {value!r}'
+            )
+        found.add(value)
+    return "public" if found == {"public"} else "token"
+
+
+def router(service: Service, tokens: TokenStore | None) -> APIRouter:
+    """`GET /metrics` over `service`'s metrics (installed on its runtime's event hook)."""
+    metrics = Metrics(service)
+    engine = service.runtime.engine
+    hooked = engine.on_event
+
+    def announce(thread: Thread, event: Event) -> None:
+        if hooked is not None:
+            hooked(thread, event)
+        metrics.observe(thread, event)
+
+    engine.on_event = announce
+    routes = APIRouter()
+
+    @routes.get("/metrics", tags=["server"], response_class=Response)
+    async def scrape(request: Request) -> Response:
+        """Prometheus text format (docs/observability.md, "Metrics")."""
+        folders = {agent.directory or Path.cwd() for agent in service.agents.values()}
+        if tokens is not None and access(folders) != "public":
+            _authenticate(tokens, request.headers.get("authorization"))
+        body = await metrics.exposition()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return routes
+
+
+def _authenticate(tokens: TokenStore, header: str | None) -> Any:
+    scheme, _, credentials = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise Unauthorized("send `Authorization: Bearer TOKEN` (twelvefold token create)")
+    found = tokens.identify(credentials.strip())
+    if found is None:
+        raise Unauthorized("this token is not valid (unknown, or revoked)")
+    return found
