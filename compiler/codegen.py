@@ -429,6 +429,13 @@ class _ModuleBuilder:
                     f"Sleep(step={name}, value=state.value, "
                     f"seconds={step.duration.seconds!r}, request=state.request)"
                 )
+            case n.AgentStep():
+                self.imports.add("CallAgent")
+                return (
+                    f"CallAgent(step={name}, value=state.value, agent={py_str(step.file.value)}, "
+                    f"output={self._output_class(step.output.text)}, "
+                    "started=state.notified, request=state.request)"
+                )
             case n.FinalStep():
                 self.imports.add("Finish")
                 return f"Finish(step={name}, result=state.value)"
@@ -497,6 +504,16 @@ class _ModuleBuilder:
                     f"Signalled(value={cls}() as signal)",
                     None,
                     f"AGENT.move(state, event, {target}, signal)",
+                    rule,
+                )
+            case "next" if isinstance(step, n.AgentStep):
+                # The child's final value, already validated against the output type.
+                self.imports.add("ChildEnded")
+                cls = self._output_class(step.output.text)
+                return CaseView(
+                    f"ChildEnded(value={cls}() as result)",
+                    None,
+                    f"AGENT.move(state, event, {target}, result)",
                     rule,
                 )
             case "next" | "timeout" if isinstance(step, n.SleepStep | n.WaitStep):
@@ -586,6 +603,9 @@ class _ModuleBuilder:
                         arguments.append(f"seconds={step.timeout.duration.seconds!r}")
                 case n.SleepStep():
                     arguments.append(f"seconds={step.duration.seconds!r}")
+                case n.AgentStep():
+                    arguments.append(f"output={py_str(step.output.text)}")
+                    arguments.append(f"function={py_str(step.file.value)}")
             states.append(f"{py_str(name)}: StateSpec({', '.join(arguments)})")
         edges = []
         for edge in program.edges():

@@ -550,6 +550,24 @@ class _Builder(Transformer[Token, Any]):
         )
 
     @_meta_args
+    def subagent(self, meta: Meta, children: list[Any]) -> n.AgentStep:
+        name, input_, _arrow, output, file, *settings = children
+        s = self._collect([c for c in settings if c is not None], f"agent `{name.text}`")
+        return n.AgentStep(
+            name=name,
+            input=input_,
+            output=output,
+            file=file,
+            next=s.get("next"),
+            on_error=s.get("on_error"),
+            span=_meta_span(meta),
+        )
+
+    @_meta_args
+    def import_decl(self, meta: Meta, children: list[Any]) -> n.Import:
+        return n.Import(children[0], _meta_span(meta))
+
+    @_meta_args
     def final(self, meta: Meta, children: list[Any]) -> n.FinalStep:
         name, input_ = children
         return n.FinalStep(name=name, input=input_, span=_meta_span(meta))
@@ -570,9 +588,11 @@ class _Builder(Transformer[Token, Any]):
                     | n.HumanStep
                     | n.WaitStep
                     | n.SleepStep
+                    | n.AgentStep
                     | n.FinalStep,
                 )
             ),
+            imports=tuple(_only(children, n.Import)),
         )
 
     def ARROW(self, token: Token) -> str:

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -51,6 +51,7 @@ from .types import (
     Action,
     AwaitAnswer,
     AwaitApproval,
+    CallAgent,
     CallModel,
     CallTool,
     ErrorInfo,
@@ -190,6 +191,9 @@ class Engine:
         self.toolbox = tools.ToolBox(tool_paths)
         self.offload = offload and getattr(store, "blocking", True)
         self.on_event = on_event
+        self.children: Callable[[Thread, CallAgent], Awaitable[Event | None]] | None = None
+        """Starts and runs an `agent` step's child thread (`AsyncRuntime` sets it): the
+        event that ends the step when the child ended, else None."""
         self._resolved: Model | None = None
         self._resolver: Callable[[CallModel], Any] | None = None
         """`requested_model` of the model in use, when it has one (see `_requested_model`)."""
@@ -373,7 +377,14 @@ class Engine:
                 elif isinstance(action, AwaitApproval | AwaitAnswer):
                     told = True
                     await self.record(thread, await self.notify(thread, action))
-                else:  # Finish, Fail: the status already says so
+                elif isinstance(action, CallAgent) and self.children is not None:
+                    # Start the child (once) and run it now; it reports back here if it
+                    # ends, else the thread waits for it holding nothing.
+                    ended = await self.children(thread, action)
+                    if ended is None:
+                        break
+                    await self.record(thread, ended)
+                else:  # Finish, Fail, a wait: the status already says so
                     break
         finally:
             thread.lease = self.renewals.drop(held)

@@ -15,6 +15,8 @@ from pydantic import BaseModel
 
 from .types import (
     Cancelled,
+    ChildFailed,
+    ChildStarted,
     Decision,
     ErrorInfo,
     Event,
@@ -31,13 +33,13 @@ from .types import (
     ToolStarted,
 )
 
-StepKind = Literal["llm", "tool", "approval", "human", "wait", "sleep", "final"]
+StepKind = Literal["llm", "tool", "approval", "human", "wait", "sleep", "agent", "final"]
 EdgeKind = Literal[
     "output", "next", "error", "approved", "rejected", "timeout", "max_errors", "max_steps"
 ]
 
-_WAITING_KINDS = frozenset({"approval", "human", "wait", "sleep"})
-_RESETS_ERRORS = frozenset({"tool", "human", "wait"})
+_WAITING_KINDS = frozenset({"approval", "human", "wait", "sleep", "agent"})
+_RESETS_ERRORS = frozenset({"tool", "human", "wait", "agent"})
 BUDGET_EXHAUSTED = ErrorInfo("StepBudgetExhausted", "step budget exhausted")
 
 ASK_NOT_SHOWN = "AskNotShown"
@@ -152,7 +154,7 @@ class AgentSpec:
         if isinstance(event, ToolResult) and state.tool_key is None:
             # The runtime records a call's start before it runs it (runtime/loop.py).
             raise IllegalEvent(state, event, f"no call of `{state.step}` was started")
-        if isinstance(event, Decision) and event.request != state.request:
+        if isinstance(event, Decision | ChildFailed) and event.request != state.request:
             raise IllegalEvent(state, event, pending_reason(state, event.request))
 
     def bookkeeping(self, state: State, event: Event) -> State | None:
@@ -203,6 +205,14 @@ class AgentSpec:
         if isinstance(event, Cancelled):
             cancelled = self._copy(state, status="cancelled", error=state.error)
             return replace(cancelled, request=None, notified=False, notices=0)
+        if isinstance(event, ChildStarted):
+            if self.states[state.step].kind != "agent" or state.status != "waiting":
+                raise IllegalEvent(state, event, f"`{state.step}` does not call an agent")
+            if state.notified:
+                raise IllegalEvent(state, event, "its child was already started")
+            if not event.child.endswith(f"~{state.request}"):
+                raise IllegalEvent(state, event, "the child's id is not this visit's")
+            return self._copy(state, notified=True)  # `notified`: the child exists
         if isinstance(event, ToolStarted):
             if self.states[state.step].kind != "tool":
                 raise IllegalEvent(state, event, f"`{state.step}` is not a tool")
@@ -322,6 +332,12 @@ class AgentSpec:
             retry_key=state.retry_key,
             rejections=state.rejections,
         )
+
+
+def child_id(parent: str, request: str) -> str:
+    """The id of the child thread an `agent` step starts for `request` of thread `parent`:
+    one id per visit, so starting it again after a crash finds the same thread."""
+    return f"{parent}~{request}"
 
 
 def request_id(step: str, seq: int) -> str:

@@ -200,6 +200,8 @@ def unknown_types(program: Program, _: object) -> Iterator[Diagnostic]:
             references.extend(step.outputs)
         if isinstance(step, n.WaitStep):
             references.append(step.event)
+        if isinstance(step, n.AgentStep):
+            references.append(step.output)
         if (declared := declared_input(step)) is not None:
             references.append(declared)
     for type_decl in program.source.types:
@@ -497,6 +499,7 @@ _ENTRY_KINDS = {
     "human": ("answered", "step_failed"),
     "wait": ("signalled",),
     "sleep": (),
+    "agent": ("child_ended", "step_failed"),
     "final": (),
 }
 """The events each kind of step adds to the log that the context shows."""
@@ -538,7 +541,7 @@ def _missing(step: n.Step, program: Program) -> Iterator[tuple[str, str]]:
         case n.ToolStep():
             if step.next is None and not step.rules:
                 yield "next", f"next {some_state}"
-        case n.HumanStep() | n.WaitStep():
+        case n.HumanStep() | n.WaitStep() | n.AgentStep():
             if step.next is None:
                 yield "next", f"next {some_state}"
         case n.SleepStep():

@@ -138,6 +138,8 @@ def step_detail(step: n.Step) -> str:
             return f"wait for {event.text}"
         case n.SleepStep(duration=duration):
             return f"sleep {duration.text}"
+        case n.AgentStep(file=file):
+            return f"agent {file.value}"
         case n.FinalStep(input=input):
             return f"final({input.text})" if input else "final"
 

@@ -43,7 +43,7 @@ class ThreadOut(BaseModel):
     status: StatusName
     step: str
     events: int = Field(description="How many events the thread holds.")
-    waiting_for: Literal["approval", "answer", "event", "timer"] | None
+    waiting_for: Literal["approval", "answer", "event", "timer", "agent"] | None
     request: str | None = Field(description="The pending request (a decision names it).")
     question: str | None
     output: Any = Field(None, description="The thread's result, when finished.")
