@@ -237,6 +237,36 @@ ENTRIES: dict[str, Entry] = {
         "what was meant.",
         "Give a duration longer than zero (`10m`, `2h`, `3d`).",
     ),
+    "E130": Entry(
+        "an imported file or a sub-agent's file cannot be read",
+        '`import "FILE"` and `agent NAME(IN) -> OUT = "FILE"` name a .agent file relative '
+        "to the folder of the file that names it; the checker reads it.",
+        "Name the file as it is relative to this file's folder.",
+    ),
+    "E131": Entry(
+        "an imported file holds more than types",
+        "An imported file shares type declarations between agents; an agent, a step or a "
+        "further import in it would mean something else in every file that imports it.",
+        "Keep only `type` declarations in a file other agents import.",
+    ),
+    "E132": Entry(
+        "a sub-agent's file does not compile",
+        "A sub-agent runs as its own thread with the compiled child agent, so the child must "
+        "compile; the message names the child's first error.",
+        "Run `twelvefold check CHILD.agent` and fix what it reports.",
+    ),
+    "E133": Entry(
+        "the types at a sub-agent's boundary differ",
+        "The child agent must take the step's input type (its `input`) and finish with the "
+        "step's output type (a `final NAME(OUT)` step), each declared alike in both files: "
+        "the same name, the same fields, recursively.",
+        "Put the shared types in one file and `import` it in both agents.",
+    ),
+    "E134": Entry(
+        "agents that call each other in a cycle",
+        "An agent that reaches itself through its sub-agents would start children forever.",
+        "Let the child return a value and the parent decide what to do next.",
+    ),
     "E201": Entry(
         "an output type is never routed",
         "An llm step lists a type among its outputs but no `on TYPE` rule routes it: the "
@@ -519,6 +549,7 @@ def section(code: str, entry: Entry) -> str:
         path.name,
         load_prompt=PromptDirectory(INVALID / "prompts"),
         generate_code=False,
+        base_dir=path.parent,
         **project_settings(path)._asdict(),  # tests/invalid/twelvefold.toml
     )
     # A message may name a folder of this checkout: show it as the reader's checkout has it.
