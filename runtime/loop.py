@@ -453,20 +453,25 @@ class Engine:
                 output=lambda: shown_value(output),  # a span never shows a secret
             )
         if action.validators or action.judge is not None:
+            judged: list[Usage] = []
             try:
-                refusal = await self._check_output(thread, action, reply.output)
+                refusal = await self._check_output(thread, action, reply.output, judged)
             except checks.CheckFailed as exc:
-                return StepFailed(step=action.step, at=now_iso(), usage=usage, error=exc.error)
+                return StepFailed(
+                    step=action.step, at=now_iso(), usage=_added(usage, *judged), error=exc.error
+                )
+            usage = _added(usage, *judged)  # the judge's call is paid for by this step
             if refusal is not None:
                 return await self._rejected(thread, action, reply.output, refusal, usage)
         return ModelOutput(step=action.step, at=now_iso(), usage=usage, output=reply.output)
 
     async def _check_output(
-        self, thread: Thread, action: CallModel, output: BaseModel
+        self, thread: Thread, action: CallModel, output: BaseModel, judged: list[Usage]
     ) -> checks.Refusal | None:
         """The checks before dispatch (runtime/checks.py), in order: each `validate`
         function, then the judge. The first refusal ends them. Raises `CheckFailed` when a
-        validator cannot be found or breaks."""
+        validator cannot be found or breaks. The judge's model call's usage (tokens, cost,
+        latency) is appended to `judged`, even when its verdict is unusable."""
         for reference in action.validators:
             try:
                 function = self.toolbox.resolve(
@@ -481,9 +486,11 @@ class Engine:
                 return refusal
         if action.judge is None:
             return None
-        return checks.judged(await self._judge(thread, action, output))
+        return checks.judged(await self._judge(thread, action, output, judged))
 
-    async def _judge(self, thread: Thread, action: CallModel, output: BaseModel) -> Verdict:
+    async def _judge(
+        self, thread: Thread, action: CallModel, output: BaseModel, judged: list[Usage]
+    ) -> Verdict:
         """The judge's verdict on `output`: a model call through the same `Model`, its
         prompt given the step's variables and `output`. A judge that cannot answer (its
         prompt, the endpoint, an invalid verdict) raises `CheckFailed`: the step fails."""
@@ -511,13 +518,17 @@ class Engine:
         except Exception as exc:
             raise checks.CheckFailed(_prompt_error(judge, exc)) from exc
         request = ModelRequest(thread.agent.spec, judge, messages, thread.id, len(thread.events))
+        started = time.perf_counter()
         try:
             reply = await self._model().complete(request)
         except ModelError as exc:
+            judged.append(_since(started))
             error = exc.error
             raise checks.CheckFailed(
                 ErrorInfo("JudgeError", f"the judge of `{action.step}` gave no verdict: {error}")
             ) from exc
+        requested = _requested_model(self._resolver, judge)
+        judged.append(_priced(reply, requested, self._price_table(thread.agent), started))
         verdict = reply.output
         if not isinstance(verdict, Verdict):  # a Model that answered another type
             verdict = Verdict.model_validate(verdict.model_dump())
@@ -785,6 +796,23 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
     if latency == usage.latency_ms and cost == usage.cost_usd:
         return usage
     return Usage(latency, usage.input_tokens, usage.output_tokens, cost)
+
+
+def _added(first: Usage, *more: Usage) -> Usage:
+    """Usages added up (a step's model call and its judge's): a figure stays unknown
+    (None) only when no call knows it."""
+
+    def total(values: list[Any]) -> Any:
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    calls = [first, *more]
+    return Usage(
+        total([u.latency_ms for u in calls]),
+        total([u.input_tokens for u in calls]),
+        total([u.output_tokens for u in calls]),
+        total([u.cost_usd for u in calls]),
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -128,7 +128,9 @@ def _price(where: object, model: str, entry: Any) -> tuple[float, float]:
 
 # ---- totals ------------------------------------------------------------------------
 
-MODEL_STEPS = frozenset({"model_output"})
+MODEL_STEPS = frozenset({"model_output", "output_rejected"})
+"""Events of a paid model call: an output taken, or one a check refused (both paid,
+the judge's call included: runtime/loop.py adds its usage to the step's event)."""
 ACTION_STEPS = frozenset({"model_output", "tool_result", "step_failed"})
 """Events that end an action (a model or tool call, or its failure): a thread's steps."""
 _WAIT_ENDS = frozenset({"approved", "rejected", "answered", "cancelled", "step_failed"})
