@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import hypothesis
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
@@ -15,7 +15,6 @@ from hypothesis.errors import Flaky
 from twelvefold.runtime.spec import ASK_NOT_SHOWN
 from twelvefold.runtime.types import (
     Cancelled,
-    Decision,
     ErrorInfo,
     Event,
     Forked,
@@ -29,7 +28,7 @@ from twelvefold.runtime.types import (
 from . import DEFAULT_EXAMPLES
 from .coverage import Coverage
 from .properties import Property, PropertyFailed, probes
-from .strategies import Case, cases, forks_here, is_legal, simpler_events
+from .strategies import Case, aimed, cases, forks_here, is_legal, simpler_events
 from .subject import Subject
 
 
@@ -215,9 +214,7 @@ def _woven(subject: Subject, path: Sequence[Event], weave: Weave) -> tuple[Event
                 Forked(step=state.step, parent="parent", parent_seq=state.seq + 1),
             ]
         else:
-            if isinstance(event, Decision):
-                event = replace(event, request=state.request)
-            extras = [event]
+            extras = [aimed(event, state)]
         for extra in extras:
             events.append(extra)
             try:
