@@ -17,6 +17,6 @@ def pay_refund(request: RefundLike, idempotency_key: str) -> dict[str, object]:
     return {"refunded": True, "reference": f"re-{idempotency_key[:12]}"}
 
 
-def refuse_refund(request: RefundLike) -> dict[str, object]:
-    """Record that finance refused the refund."""
+def refuse_refund(request: RefundLike, idempotency_key: str) -> dict[str, object]:
+    """Record that finance refused the refund (the same key is the same record)."""
     return {"refunded": False, "reference": f"refused: order {request.order_id}"}

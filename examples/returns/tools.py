@@ -11,8 +11,9 @@ class ReturnLike(Protocol):
     amount_cents: int
 
 
-def lookup(request: ReturnLike) -> dict[str, object]:
+def lookup(request: ReturnLike, idempotency_key: str) -> dict[str, object]:
     """The refund to make, with the customer's tier as the CRM records it (`RefundRequest`):
-    addresses at enterprise.example are enterprise customers."""
+    addresses at enterprise.example are enterprise customers. A read: taking the key says
+    it is safe to run again after a crash."""
     tier = "enterprise" if request.email.endswith("@enterprise.example") else "free"
     return {"order_id": request.order_id, "amount_cents": request.amount_cents, "tier": tier}
