@@ -423,11 +423,23 @@ class _ModuleBuilder:
                     arguments.append(f"timeout_seconds={step.timeout.duration.seconds!r}")
                 arguments.append("request=state.request")
                 return f"AwaitSignal({', '.join(arguments)})"
-            case n.SleepStep():
+            case n.SleepStep(until=n.Name() as until):
+                # The time comes from the value (checked: a `string` field, E135).
+                self.imports.add("Sleep")
+                field = self.names.attribute(step.input.text if step.input else None, until.text)
+                arguments = [
+                    f"step={name}",
+                    "value=state.value",
+                    "seconds=0.0",
+                    f"until=state.value.{field}",
+                    "request=state.request",
+                ]
+                return f"Sleep({', '.join(arguments)})"
+            case n.SleepStep(duration=n.Duration() as duration):
                 self.imports.add("Sleep")
                 return (
                     f"Sleep(step={name}, value=state.value, "
-                    f"seconds={step.duration.seconds!r}, request=state.request)"
+                    f"seconds={duration.seconds!r}, request=state.request)"
                 )
             case n.AgentStep():
                 self.imports.add("CallAgent")
@@ -601,8 +613,8 @@ class _ModuleBuilder:
                     arguments.append(f"output={py_str(step.event.text)}")
                     if step.timeout is not None:
                         arguments.append(f"seconds={step.timeout.duration.seconds!r}")
-                case n.SleepStep():
-                    arguments.append(f"seconds={step.duration.seconds!r}")
+                case n.SleepStep(duration=n.Duration() as duration):
+                    arguments.append(f"seconds={duration.seconds!r}")
                 case n.AgentStep():
                     arguments.append(f"output={py_str(step.output.text)}")
                     arguments.append(f"function={py_str(step.file.value)}")

@@ -398,10 +398,13 @@ class SleepStep:
 
     name: Name
     input: Name | None
-    duration: Duration
+    duration: Duration | None
+    """None for `sleep NAME(IN) until FIELD`."""
     next: Goto | None
     span: Span = _span()
     kind: TypingLiteral["sleep"] = field(default="sleep", init=False)
+    until: Name | None = None
+    """`until FIELD`: a field of the input holding the time the sleep ends (ISO 8601)."""
 
 
 @dataclass(frozen=True, slots=True)

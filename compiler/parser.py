@@ -544,10 +544,20 @@ class _Builder(Transformer[Token, Any]):
 
     @_meta_args
     def sleep(self, meta: Meta, children: list[Any]) -> n.SleepStep:
-        name, input_, duration, goto = children
+        name, input_, length, goto = children
+        until = length if isinstance(length, n.Name) else None
+        duration = None if until is not None else length
         return n.SleepStep(
-            name=name, input=input_, duration=duration, next=goto[1], span=_meta_span(meta)
+            name=name,
+            input=input_,
+            duration=duration,
+            next=goto[1],
+            span=_meta_span(meta),
+            until=until,
         )
+
+    def sleep_until(self, children: list[n.Name]) -> n.Name:
+        return children[0]
 
     @_meta_args
     def subagent(self, meta: Meta, children: list[Any]) -> n.AgentStep:

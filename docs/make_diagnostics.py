@@ -267,6 +267,14 @@ ENTRIES: dict[str, Entry] = {
         "An agent that reaches itself through its sub-agents would start children forever.",
         "Let the child return a value and the parent decide what to do next.",
     ),
+    "E135": Entry(
+        "a sleep until something that is not a time",
+        "`sleep NAME(IN) until FIELD` ends at the time FIELD holds: ISO 8601 text "
+        "(`2026-12-01T09:00:00Z`; UTC when it names no zone) in a `string` field of the "
+        "step's declared input type. A value that is not such a time ends the sleep at the "
+        "first `twelvefold expire`.",
+        "Declare the input type and name one of its `string` fields.",
+    ),
     "E201": Entry(
         "an output type is never routed",
         "An llm step lists a type among its outputs but no `on TYPE` rule routes it: the "

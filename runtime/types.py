@@ -399,6 +399,10 @@ class Sleep(Action):
     seconds: float
     request: str | None = None
     """The pending request's id (`State.request`)."""
+    until: Any = None
+    """`sleep NAME(IN) until FIELD`: the field's value, the time the sleep ends (ISO 8601
+    text, UTC when it names no zone); `seconds` is then 0. A value that is no such time
+    ends the sleep at the first sweep (runtime/timeouts.py)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -136,8 +136,12 @@ def step_detail(step: n.Step) -> str:
             return f"human({input.text})" if input else "human"
         case n.WaitStep(event=event):
             return f"wait for {event.text}"
-        case n.SleepStep(duration=duration):
-            return f"sleep {duration.text}"
+        case n.SleepStep(duration=duration, until=until):
+            return (
+                f"sleep until {until.text}"
+                if until
+                else f"sleep {duration.text if duration else ''}"
+            )
         case n.AgentStep(file=file):
             return f"agent {file.value}"
         case n.FinalStep(input=input):
