@@ -56,6 +56,12 @@ class ThreadOut(BaseModel):
     wake_at: str | None = Field(
         None, description="When a sleep or a wait's timeout ends the wait (ISO 8601, UTC)."
     )
+    child: str | None = Field(
+        None, description="While a sub-agent step waits: the child thread it waits for."
+    )
+    parent: str | None = Field(
+        None, description="For a sub-agent's thread: the parent thread that started it."
+    )
 
     @classmethod
     def of(cls, view: ThreadView) -> "ThreadOut":
