@@ -35,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import timeouts, tracing
 from .config import Config, ConfigError, find_config
+from .lease import LeaseHeld
 from .loading import (
     AgentLoadError,
     AgentMissing,
@@ -606,10 +607,14 @@ class AsyncRuntime:
             parent = await self._load(parent_id, None)
         except Exception:  # the parent is gone: the child's own log still holds its result
             return
-        if await self._settle_child(parent):
+        try:
+            if not await self._settle_child(parent):
+                return
             parent = await self._load(parent_id, parent.agent)
             parent = await self.engine.advance(parent)
-            await self._report_to_parent(parent)
+        except (Conflict, LeaseHeld):
+            return  # another process has the parent now; it (or the sweep) delivers
+        await self._report_to_parent(parent)
 
     async def _settle_child(self, parent: Thread) -> bool:
         """Record the end of `parent`'s child if it ended and the parent still waits for
@@ -706,12 +711,16 @@ class AsyncRuntime:
                 state = thread.state
                 action = thread.agent.module.next_action(state)
                 if isinstance(action, CallAgent):
-                    # A child that ended while its report was lost (a crash): deliver it.
-                    if await self._settle_child(thread):
+                    # A crash came between: a child never started (or never linked), or a
+                    # child that ended and whose report was lost. Start it, or deliver it.
+                    try:
+                        if state.notified and not await self._settle_child(thread):
+                            continue
                         thread = await self._ran(await self._load(info.id, thread.agent), True)
-                        swept.append(
-                            Expiry(thread.id, state.step, thread.events[state.seq], view_of(thread))
-                        )
+                    except LeaseHeld:
+                        continue  # a process is running it now: it starts or delivers
+                    later = thread.events[state.seq] if len(thread.events) > state.seq else None
+                    swept.append(Expiry(thread.id, state.step, later, view_of(thread)))
                     continue
                 event = timeouts.overdue(state, action, thread.events, moment)
                 if event is None:

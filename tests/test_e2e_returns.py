@@ -109,3 +109,17 @@ def test_an_enterprise_refund_needs_a_support_lead_first(rt: Runtime) -> None:
     parent = rt.launch(RETURNS, returned("bo@enterprise.example"))
     assert (parent.step, parent.waiting_for) == ("approve_refund", "approval")
     assert parent.child is None
+
+
+def test_a_child_never_started_before_a_crash_is_started_once_by_the_sweep(rt: Runtime) -> None:
+    hook, rt.aio.engine.children = rt.aio.engine.children, None
+    parent = rt.launch(RETURNS, returned())  # stops at `refund` as if it died there
+    rt.aio.engine.children = hook
+    assert (parent.waiting_for, parent.child) == ("agent", None)
+    assert rt.threads() and len(rt.threads()) == 1
+    rt.expire()
+    rt.expire()
+    after = rt.get(parent.id)
+    assert after.child is not None and len(rt.threads()) == 2
+    assert sum(isinstance(e, ChildStarted) for e in rt.events(parent.id)) == 1
+    assert rt.get(after.child).waiting_for == "approval"
