@@ -11,13 +11,12 @@ worker saw acknowledged is in its log (nothing lost, nothing duplicated).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
 import time
 from pathlib import Path
 
 from tests.runtime_helpers import EXAMPLES, ScriptedModel, no_messages
+from tests.support.kills import run_and_kill
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.lease import LeaseHeld
 from twelvefold.runtime.loop import Thread
@@ -34,7 +33,6 @@ from twelvefold.runtime.types import (
 RETURNS = EXAMPLES / "returns.agent"
 THREADS = 8
 LEASE = 0.5
-FORK = multiprocessing.get_context("fork")
 
 
 def returned(n: int) -> dict[str, object]:
@@ -86,21 +84,7 @@ def test_a_child_and_its_parent_survive_sigkill_once_and_only_once(tmp_path: Pat
 
     acknowledged: set[tuple[str, int]] = set()
     for kill_after in [*range(1, THREADS * 12, 5), None]:
-        read, write = os.pipe()
-        process = FORK.Process(target=worker, args=(db, cache, ids, write))
-        process.start()
-        os.close(write)
-        seen = 0
-        with os.fdopen(read) as pipe:
-            for line in pipe:  # blocks until the worker acknowledges an append or exits
-                thread_id, count = line.split()
-                acknowledged.add((thread_id, int(count)))
-                seen += 1
-                if kill_after is not None and seen >= kill_after:
-                    os.kill(process.pid or 0, signal.SIGKILL)
-                    break
-        process.join(60)
-        assert not process.is_alive(), "a worker hung"
+        acknowledged |= run_and_kill(worker, (db, cache, ids), kill_after)
 
     problems = []
     check = SqliteStore(db)
