@@ -527,8 +527,11 @@ class Engine:
             raise checks.CheckFailed(
                 ErrorInfo("JudgeError", f"the judge of `{action.step}` gave no verdict: {error}")
             ) from exc
-        requested = _requested_model(self._resolver, judge)
-        judged.append(_priced(reply, requested, self._price_table(thread.agent), started))
+        try:  # read (and cached) before the step's own call: it cannot fail here
+            prices = self._price_table(thread.agent)
+        except ConfigError:
+            prices = Prices({})
+        judged.append(_priced(reply, _requested_model(self._resolver, judge), prices, started))
         verdict = reply.output
         if not isinstance(verdict, Verdict):  # a Model that answered another type
             verdict = Verdict.model_validate(verdict.model_dump())
