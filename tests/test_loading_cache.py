@@ -55,5 +55,5 @@ def test_an_import_of_a_fifo_does_not_block_loading(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.agent")
     agent_file = tmp_path / "uses.agent"
     agent_file.write_text('import "pipe.agent"\nagent uses { start done }\nfinal done\n')
-    with pytest.raises(AgentLoadError, match="pipe.agent"):
+    with pytest.raises(AgentLoadError, match=r"pipe\.agent"):
         load_agent(agent_file, cache_dir=tmp_path / "cache")
