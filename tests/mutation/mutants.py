@@ -414,8 +414,8 @@ SPEC: tuple[Mutant, ...] = (
     _m(
         "s-check-request",
         _S,
-        "isinstance(event, Decision) and event.request != state.request:",
-        "isinstance(event, Decision) and event.request is None:",
+        "isinstance(event, Decision | ChildFailed) and event.request != state.request:",
+        "isinstance(event, Decision | ChildFailed) and event.request is None:",
     ),
     # ---- bookkeeping -------------------------------------------------------------------
     _m(

@@ -401,6 +401,9 @@ def side_moves(subject: Subject, state: State) -> list[Move]:
     cancel (until it finishes or is cancelled), an `ask` that could not be shown (at a
     wait nobody was told of)."""
     if state.tool_key is not None:
+        # A cancelled thread keeps the key of a call in flight, but is never cancelled again.
+        if state.status == "cancelled":
+            return [Move("forked", forked(state.step))]
         return [Move("forked", forked(state.step)), Move("cancelled", cancelled(state.step))]
     return list(_side_moves(subject, state.step, state.status, state.notified))
 
