@@ -212,7 +212,8 @@ class AgentSpec:
                 raise IllegalEvent(state, event, "its child was already started")
             if not event.child.endswith(f"~{state.request}"):
                 raise IllegalEvent(state, event, "the child's id is not this visit's")
-            return self._copy(state, notified=True)  # `notified`: the child exists
+            linked = self._copy(state, notified=True)  # `notified`: the child exists
+            return linked
         if isinstance(event, ToolStarted):
             if self.states[state.step].kind != "tool":
                 raise IllegalEvent(state, event, f"`{state.step}` is not a tool")
