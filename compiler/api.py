@@ -11,6 +11,7 @@ from .check import check, no_prompts
 from .codegen import generate
 from .diagnostics import UNKNOWN_SPAN, Diagnostic, error, has_errors
 from .limits import UTF8_BOM, first_unencodable, not_utf8, read_source
+from .linking import check_children, resolve_imports
 from .nodes import LlmStep, SourceFile
 from .parser import parse
 from .program import Program, PromptLoader
@@ -40,11 +41,15 @@ def compile_text(
     approver_groups: Collection[str] | None = None,
     config_name: str = "",
     allow_stdlib: Collection[str] = (),
+    base_dir: Path | None = None,
+    agent_chain: tuple[str, ...] = (),
 ) -> Compilation:
     """Parse, check and, without errors, generate. Reads prompts only through `load_prompt`;
     the project's configuration comes in read (`project_settings`): `approver_groups` are
     the groups it defines (None: it has none), `allow_stdlib` the standard-library modules
-    it lets tools name.
+    it lets tools name. Files the text names (`import`, sub-agents) are read relative to
+    `base_dir` (default: the folder of `path`); `agent_chain` is the sub-agent files being
+    compiled around this one, outermost first (a cycle is E134).
 
     A leading byte-order mark is dropped; text no UTF-8 file can hold (a lone surrogate)
     is E007, as undecodable bytes are for `compile_file`.
@@ -57,6 +62,11 @@ def compile_text(
     source, diagnostics = parse(text, path)
     if has_errors(diagnostics):
         return Compilation(path, text, None, diagnostics)
+    folder = base_dir if base_dir is not None else Path(path).resolve().parent
+    source, linked = resolve_imports(source, folder)
+    here = str((folder / Path(path).name).resolve())
+    linked += check_children(source, folder, (*agent_chain, here))
+    diagnostics = diagnostics + linked
     try:
         program, found = check(
             source,
@@ -102,6 +112,7 @@ def compile_file(
     generate_code: bool = True,
     display_path: str | None = None,
     load_prompt: PromptLoader | None = None,
+    agent_chain: tuple[str, ...] = (),
 ) -> Compilation:
     """Compile one .agent file, with prompts resolved as LANGUAGE.md says and the approvers
     groups of the project's configuration (twelvefold.toml or [tool.twelvefold] at or above
@@ -122,6 +133,8 @@ def compile_file(
         shown,
         load_prompt=loader,
         generate_code=generate_code,
+        base_dir=path.resolve().parent,
+        agent_chain=agent_chain,
         **project_settings(path)._asdict(),
     )
 

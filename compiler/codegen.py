@@ -423,11 +423,30 @@ class _ModuleBuilder:
                     arguments.append(f"timeout_seconds={step.timeout.duration.seconds!r}")
                 arguments.append("request=state.request")
                 return f"AwaitSignal({', '.join(arguments)})"
-            case n.SleepStep():
+            case n.SleepStep(until=n.Name() as until):
+                # The time comes from the value (checked: a `string` field, E135).
+                self.imports.add("Sleep")
+                field = self.names.attribute(step.input.text if step.input else None, until.text)
+                arguments = [
+                    f"step={name}",
+                    "value=state.value",
+                    "seconds=0.0",
+                    f"until=state.value.{field}",
+                    "request=state.request",
+                ]
+                return f"Sleep({', '.join(arguments)})"
+            case n.SleepStep(duration=n.Duration() as duration):
                 self.imports.add("Sleep")
                 return (
                     f"Sleep(step={name}, value=state.value, "
-                    f"seconds={step.duration.seconds!r}, request=state.request)"
+                    f"seconds={duration.seconds!r}, request=state.request)"
+                )
+            case n.AgentStep():
+                self.imports.add("CallAgent")
+                return (
+                    f"CallAgent(step={name}, value=state.value, agent={py_str(step.file.value)}, "
+                    f"output={self._output_class(step.output.text)}, "
+                    "started=state.notified, request=state.request)"
                 )
             case n.FinalStep():
                 self.imports.add("Finish")
@@ -497,6 +516,16 @@ class _ModuleBuilder:
                     f"Signalled(value={cls}() as signal)",
                     None,
                     f"AGENT.move(state, event, {target}, signal)",
+                    rule,
+                )
+            case "next" if isinstance(step, n.AgentStep):
+                # The child's final value, already validated against the output type.
+                self.imports.add("ChildEnded")
+                cls = self._output_class(step.output.text)
+                return CaseView(
+                    f"ChildEnded(value={cls}() as result)",
+                    None,
+                    f"AGENT.move(state, event, {target}, result)",
                     rule,
                 )
             case "next" | "timeout" if isinstance(step, n.SleepStep | n.WaitStep):
@@ -584,8 +613,11 @@ class _ModuleBuilder:
                     arguments.append(f"output={py_str(step.event.text)}")
                     if step.timeout is not None:
                         arguments.append(f"seconds={step.timeout.duration.seconds!r}")
-                case n.SleepStep():
-                    arguments.append(f"seconds={step.duration.seconds!r}")
+                case n.SleepStep(duration=n.Duration() as duration):
+                    arguments.append(f"seconds={duration.seconds!r}")
+                case n.AgentStep():
+                    arguments.append(f"output={py_str(step.output.text)}")
+                    arguments.append(f"function={py_str(step.file.value)}")
             states.append(f"{py_str(name)}: StateSpec({', '.join(arguments)})")
         edges = []
         for edge in program.edges():

@@ -51,8 +51,8 @@ def can_fail(step: n.Step) -> bool:
     """Model calls and tools can fail; so can a wait with a `timeout`: a person who does
     not answer in time, or a request whose deadline passes before any notice reached
     anyone (`NotDelivered`, runtime/timeouts.py), at a human or an approval step."""
-    if isinstance(step, n.LlmStep | n.ToolStep):
-        return True
+    if isinstance(step, n.LlmStep | n.ToolStep | n.AgentStep):
+        return True  # a sub-agent's child can fail or be cancelled
     return isinstance(step, n.HumanStep | n.ApprovalStep) and step.timeout is not None
 
 
@@ -102,5 +102,8 @@ def _step_edges(name: str, step: n.Step) -> Iterator[Edge]:
                            order=order)  # fmt: skip
         case n.SleepStep():
             yield from edge(step.next, "next")
+        case n.AgentStep():
+            yield from edge(step.next, "next")
+            yield from edge(step.on_error, "error")
         case n.FinalStep():
             pass

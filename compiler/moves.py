@@ -22,6 +22,7 @@ from twelvefold.runtime.types import (
     KIND_OF_EVENT,
     Answered,
     Approved,
+    ChildEnded,
     Event,
     ModelOutput,
     Rejected,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 ACTION_EVENTS = (
     ModelOutput, ToolResult, StepFailed, Approved, Rejected, Answered, Signalled, TimerFired,
+    ChildEnded,
 )  # fmt: skip
 """Events that complete an action (and so count against `max_steps`)."""
 
@@ -49,6 +51,7 @@ _EDGE_KIND_OF: dict[type[Event], str] = {
     Rejected: "rejected",
     Signalled: "next",
     TimerFired: "next",  # a sleep's; at a wait, its `timeout` (see match_edges)
+    ChildEnded: "next",
 }
 
 

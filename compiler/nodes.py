@@ -401,10 +401,38 @@ class SleepStep:
 
     name: Name
     input: Name | None
-    duration: Duration
+    duration: Duration | None
+    """None for `sleep NAME(IN) until FIELD`."""
     next: Goto | None
     span: Span = _span()
     kind: TypingLiteral["sleep"] = field(default="sleep", init=False)
+    until: Name | None = None
+    """`until FIELD`: a field of the input holding the time the sleep ends (ISO 8601)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStep:
+    """`agent NAME(IN) -> OUT = "child.agent" { next STATE  on error -> STATE }`: another
+    compiled agent runs as a child thread; its final value (of type OUT) goes on by `next`,
+    its failure or cancellation by `on error`."""
+
+    name: Name
+    input: Name | None
+    output: Name
+    file: Text
+    """The child's .agent file, relative to this file's folder."""
+    next: Goto | None
+    on_error: Goto | None
+    span: Span = _span()
+    kind: TypingLiteral["agent"] = field(default="agent", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    """`import "common.agent"`: the type declarations of another file."""
+
+    file: Text
+    span: Span = _span()
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,7 +443,7 @@ class FinalStep:
     kind: TypingLiteral["final"] = field(default="final", init=False)
 
 
-Step = LlmStep | ToolStep | ApprovalStep | HumanStep | WaitStep | SleepStep | FinalStep
+Step = LlmStep | ToolStep | ApprovalStep | HumanStep | WaitStep | SleepStep | AgentStep | FinalStep
 # The step kinds are the runtime's (StateSpec.kind); each step class above is one of them.
 
 
@@ -427,6 +455,9 @@ class SourceFile:
     agents: tuple[AgentDecl, ...]
     types: tuple[TypeDecl, ...]
     steps: tuple[Step, ...]
+    imports: tuple[Import, ...] = ()
+    imported: frozenset[str] = frozenset()
+    """Names of the types that came from `import`ed files (not declared here)."""
 
     @property
     def agent(self) -> AgentDecl | None:

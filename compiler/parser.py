@@ -548,10 +548,38 @@ class _Builder(Transformer[Token, Any]):
 
     @_meta_args
     def sleep(self, meta: Meta, children: list[Any]) -> n.SleepStep:
-        name, input_, duration, goto = children
+        name, input_, length, goto = children
+        until = length if isinstance(length, n.Name) else None
+        duration = None if until is not None else length
         return n.SleepStep(
-            name=name, input=input_, duration=duration, next=goto[1], span=_meta_span(meta)
+            name=name,
+            input=input_,
+            duration=duration,
+            next=goto[1],
+            span=_meta_span(meta),
+            until=until,
         )
+
+    def sleep_until(self, children: list[n.Name]) -> n.Name:
+        return children[0]
+
+    @_meta_args
+    def subagent(self, meta: Meta, children: list[Any]) -> n.AgentStep:
+        name, input_, _arrow, output, file, *settings = children
+        s = self._collect([c for c in settings if c is not None], f"agent `{name.text}`")
+        return n.AgentStep(
+            name=name,
+            input=input_,
+            output=output,
+            file=file,
+            next=s.get("next"),
+            on_error=s.get("on_error"),
+            span=_meta_span(meta),
+        )
+
+    @_meta_args
+    def import_decl(self, meta: Meta, children: list[Any]) -> n.Import:
+        return n.Import(children[0], _meta_span(meta))
 
     @_meta_args
     def final(self, meta: Meta, children: list[Any]) -> n.FinalStep:
@@ -574,9 +602,11 @@ class _Builder(Transformer[Token, Any]):
                     | n.HumanStep
                     | n.WaitStep
                     | n.SleepStep
+                    | n.AgentStep
                     | n.FinalStep,
                 )
             ),
+            imports=tuple(_only(children, n.Import)),
         )
 
     def ARROW(self, token: Token) -> str:

@@ -244,6 +244,44 @@ ENTRIES: dict[str, Entry] = {
         "goes to the budget's target; zero or less would stop it before its first call.",
         "Give an amount above zero, with cents if you like: `max_cost 2.50 -> escalate`.",
     ),
+    "E130": Entry(
+        "an imported file or a sub-agent's file cannot be read",
+        '`import "FILE"` and `agent NAME(IN) -> OUT = "FILE"` name a .agent file relative '
+        "to the folder of the file that names it; the checker reads it.",
+        "Name the file as it is relative to this file's folder.",
+    ),
+    "E131": Entry(
+        "an imported file holds more than types",
+        "An imported file shares type declarations between agents; an agent, a step or a "
+        "further import in it would mean something else in every file that imports it.",
+        "Keep only `type` declarations in a file other agents import.",
+    ),
+    "E132": Entry(
+        "a sub-agent's file does not compile",
+        "A sub-agent runs as its own thread with the compiled child agent, so the child must "
+        "compile; the message names the child's first error.",
+        "Run `twelvefold check CHILD.agent` and fix what it reports.",
+    ),
+    "E133": Entry(
+        "the types at a sub-agent's boundary differ",
+        "The child agent must take the step's input type (its `input`) and finish with the "
+        "step's output type (a `final NAME(OUT)` step), each declared alike in both files: "
+        "the same name, the same fields, recursively.",
+        "Put the shared types in one file and `import` it in both agents.",
+    ),
+    "E134": Entry(
+        "agents that call each other in a cycle",
+        "An agent that reaches itself through its sub-agents would start children forever.",
+        "Let the child return a value and the parent decide what to do next.",
+    ),
+    "E135": Entry(
+        "a sleep until something that is not a time",
+        "`sleep NAME(IN) until FIELD` ends at the time FIELD holds: ISO 8601 text "
+        "(`2026-12-01T09:00:00Z`; UTC when it names no zone) in a `string` field of the "
+        "step's declared input type. A value that is not such a time ends the sleep at the "
+        "first `twelvefold expire`.",
+        "Declare the input type and name one of its `string` fields.",
+    ),
     "E201": Entry(
         "an output type is never routed",
         "An llm step lists a type among its outputs but no `on TYPE` rule routes it: the "
@@ -540,6 +578,7 @@ def section(code: str, entry: Entry) -> str:
         path.name,
         load_prompt=PromptDirectory(INVALID / "prompts"),
         generate_code=False,
+        base_dir=path.parent,
         **project_settings(path)._asdict(),  # tests/invalid/twelvefold.toml
     )
     # A message may name a folder of this checkout: show it as the reader's checkout has it.

@@ -18,6 +18,7 @@ project's configuration (runtime/config.py) says at the moment of the decision.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import secrets
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import timeouts, tracing
 from .config import Config, ConfigError, find_config
+from .lease import LeaseHeld
 from .loading import (
     AgentLoadError,
     AgentMissing,
@@ -57,6 +59,7 @@ from .loop import (
 from .model import Model
 from .names import declared_name
 from .redact import shown_value
+from .spec import child_id
 from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo
 from .store import now_iso as _now
 from .types import (
@@ -66,7 +69,11 @@ from .types import (
     AwaitAnswer,
     AwaitApproval,
     AwaitSignal,
+    CallAgent,
     Cancelled,
+    ChildEnded,
+    ChildFailed,
+    ChildStarted,
     ErrorInfo,
     Event,
     Forked,
@@ -75,6 +82,7 @@ from .types import (
     Retried,
     Signalled,
     Sleep,
+    Started,
     State,
     Status,
     StepFailed,
@@ -126,9 +134,10 @@ class ThreadView:
     step: str
     seq: int
     """How many events the thread holds."""
-    waiting_for: Literal["approval", "answer", "event", "timer"] | None
+    waiting_for: Literal["approval", "answer", "event", "timer", "agent"] | None
     """What would end the wait: a person's decision or answer, an outside event of type
-    `event_type` (`send`), or the clock (a `sleep`, woken by `expire`)."""
+    `event_type` (`send`), the clock (a `sleep`, woken by `expire`), or the child thread
+    `child` of an `agent` step (its own requests are listed under its id)."""
     request: str | None
     """The pending request's id while waiting: a decision must name it."""
     question: str | None
@@ -147,6 +156,10 @@ class ThreadView:
     (`"name: reason"`, no secrets); `expire` tries again (runtime/timeouts.py)."""
     log: Sequence[Event] = field(default=(), repr=False, compare=False)
     """The thread's events (what `usage` adds up)."""
+    child: str | None = None
+    """While an `agent` step waits: the child thread it waits for."""
+    parent: str | None = None
+    """For a child thread: the thread whose `agent` step started it."""
 
     @cached_property
     def usage(self) -> Totals:
@@ -180,6 +193,8 @@ class ThreadView:
             "wake_at": self.wake_at,
             "notice_failed": list(self.notice_failed),
             "usage": self.usage.to_json(),
+            "child": self.child,
+            "parent": self.parent,
         }
 
 
@@ -249,11 +264,14 @@ def wrong_decision(thread: Thread, action: AwaitApproval | AwaitAnswer, given: s
 
 def view_of(thread: Thread) -> ThreadView:
     state = thread.state
-    waiting_for: Literal["approval", "answer", "event", "timer"] | None = None
-    asked = event_type = wake_at = None
+    waiting_for: Literal["approval", "answer", "event", "timer", "agent"] | None = None
+    asked = event_type = wake_at = child = None
     if state.status == "waiting":
         action = thread.agent.module.next_action(state)
-        if isinstance(action, AwaitSignal | Sleep):
+        if isinstance(action, CallAgent):
+            waiting_for = "agent"
+            child = child_id(thread.id, state.request) if state.request and state.notified else None
+        elif isinstance(action, AwaitSignal | Sleep):
             waiting_for = "event" if isinstance(action, AwaitSignal) else "timer"
             event_type = declared_name(action.event) if isinstance(action, AwaitSignal) else None
             due = timeouts.deadline(state, action, thread.events)
@@ -286,6 +304,8 @@ def view_of(thread: Thread) -> ThreadView:
         wake_at=wake_at,
         notice_failed=failed,
         log=tuple(thread.events),
+        child=child,
+        parent=first.parent if isinstance(first := thread.events[0], Started) else None,
     )
 
 
@@ -334,12 +354,15 @@ class AsyncRuntime:
             messages=messages,
             lease_seconds=lease_seconds,
         )
+        self.engine.children = self._run_child
         self.cache_dir = cache_dir
         self.places = store_folder(self.store)
         """The folder threads record their agent's place relative to (None: absolute)."""
         self._agents: dict[str, Agent] = {}
         self._pinned: dict[str, Agent] = {}
         """Pinned agent versions loaded so far, by digest and tools folder."""
+        self._inline: set[str] = set()
+        """Child threads being run by their parent's step right now (they report there)."""
 
     def agent(self, reference: AgentRef) -> Agent:
         """Load (once) an agent: a `.agent` file, a generated module or its name."""
@@ -507,6 +530,7 @@ class AsyncRuntime:
         await self.engine.record(thread, event)
         if waiting:  # the wait ended: its span says so (nothing runs after it)
             self._trace_wait(thread, event, before=len(thread.events) - 1)
+        await self._report_to_parent(thread)  # a cancelled child is its parent step's error
         return view_of(thread)
 
     async def retry(
@@ -534,11 +558,101 @@ class AsyncRuntime:
 
     async def _ran(self, thread: Thread, run: bool) -> Thread:
         """`thread` advanced; without `run`, as it stands with its lease let go (the
-        `resume` that runs it later takes one anew)."""
+        `resume` that runs it later takes one anew). A child thread that ended reports to
+        its parent; a parent whose child ended (a crash came between) hears of it now."""
         if run:
-            return await self.engine.advance(thread)
+            if await self._settle_child(thread):
+                thread = await self._load(thread.id, thread.agent)
+            thread = await self.engine.advance(thread)
+            await self._report_to_parent(thread)
+            return thread
         await self.engine.let_go(thread)
         return thread
+
+    # ---- sub-agents (`agent` steps) --------------------------------------------------
+
+    def child_agent(self, parent: Agent, action: CallAgent) -> Agent:
+        """The agent an `agent` step names: its file relative to the parent's folder."""
+        folder = parent.directory or Path.cwd()
+        return self.agent(str((folder / action.agent).resolve()))
+
+    async def _run_child(self, parent: Thread, action: CallAgent) -> Event | None:
+        """The engine's hook for an `agent` step: create the child thread (exactly once:
+        its id is the parent's and the request's, and a second create finds it), record
+        the link in the parent, run the child now; the event that ends the step if the
+        child ended, else None (the parent waits for it)."""
+        assert action.request is not None  # an agent step always waits on a request
+        cid = child_id(parent.id, action.request)
+        if not action.started:
+            loaded = self.child_agent(parent.agent, action)
+            try:
+                value = typed_input(loaded, plain(action.value))
+            except InputError as exc:
+                return self._child_failed(action, cid, "ChildInputInvalid", str(exc))
+            first = Started(step=loaded.spec.start, at=_now(), input=value, parent=parent.id)
+            # Created before a crash: it is the same child (one id per request).
+            with contextlib.suppress(Conflict):
+                await self.engine.create(self._as_recorded(loaded), [first], cid, hold=False)
+            await self.engine.record(parent, ChildStarted(step=action.step, at=_now(), child=cid))
+        child = await self._load(cid, None)
+        self._inline.add(cid)
+        try:
+            child = await self.engine.advance(child)
+        finally:
+            self._inline.discard(cid)
+        return child_outcome(child, action)
+
+    async def _report_to_parent(self, child: Thread) -> None:
+        """A child thread that ended (finished, failed, cancelled) wakes its parent with
+        its value or its error, and the parent runs on. Delivered at most once: the event
+        names the parent's pending request, which the parent's reducer then closes."""
+        first = child.events[0] if child.events else None
+        parent_id = first.parent if isinstance(first, Started) else None
+        if parent_id is None or child.id in self._inline or not _ended(child.state):
+            return
+        try:
+            parent = await self._load(parent_id, None)
+        except Exception:  # the parent is gone: the child's own log still holds its result
+            return
+        try:
+            if not await self._settle_child(parent):
+                return
+            parent = await self._load(parent_id, parent.agent)
+            parent = await self.engine.advance(parent)
+        except (Conflict, LeaseHeld):
+            return  # another process has the parent now; it (or the sweep) delivers
+        await self._report_to_parent(parent)
+
+    async def _settle_child(self, parent: Thread) -> bool:
+        """Record the end of `parent`'s child if it ended and the parent still waits for
+        it; whether something was recorded."""
+        state = parent.state
+        if state.status != "waiting" or not state.notified or state.request is None:
+            return False
+        action = parent.agent.module.next_action(state)
+        if not isinstance(action, CallAgent):
+            return False
+        try:
+            child = await self._load(child_id(parent.id, state.request), None)
+        except Exception as exc:
+            ended: Event | None = self._child_failed(action, "", "ChildMissing", _problem(exc))
+        else:
+            ended = child_outcome(child, action)
+        if ended is None:
+            return False
+        try:
+            await self.engine.record(parent, ended)
+        except Conflict:
+            return False  # someone else delivered it first
+        await self.engine.let_go(parent)
+        return True
+
+    @staticmethod
+    def _child_failed(action: CallAgent, cid: str, kind: str, message: str) -> ChildFailed:
+        error = ErrorInfo(kind, message)
+        return ChildFailed(
+            step=action.step, at=_now(), error=error, child=cid, request=action.request
+        )
 
     async def get(self, thread_id: str, *, agent: AgentRef | None = None) -> ThreadView:
         return view_of(await self._load(thread_id, agent))
@@ -628,6 +742,17 @@ class AsyncRuntime:
             thread = await self._load(info.id, agent)
             state = thread.state
             action = thread.agent.module.next_action(state)
+            if isinstance(action, CallAgent):
+                # A crash came between: a child never started (or never linked), or a
+                # child that ended and whose report was lost. Start it, or deliver it.
+                try:
+                    if state.notified and not await self._settle_child(thread):
+                        return None
+                    thread = await self._ran(await self._load(info.id, thread.agent), True)
+                except LeaseHeld:
+                    return None  # a process is running it now: it starts or delivers
+                later = thread.events[state.seq] if len(thread.events) > state.seq else None
+                return Expiry(thread.id, state.step, later, view_of(thread))
             event = timeouts.overdue(state, action, thread.events, moment)
             if event is None:
                 due = timeouts.next_notice(state, action, thread.events)
@@ -1090,6 +1215,45 @@ def retry_key(thread: Thread, *, reuse_key: bool) -> str | None:
 
 def _problem(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _ended(state: State) -> bool:
+    return state.status in ("finished", "failed", "cancelled")
+
+
+def child_outcome(child: Thread, action: CallAgent) -> Event | None:
+    """What a child thread's end means for the parent's `agent` step: its final value
+    validated against the step's output type (`ChildEnded`), or the step's error
+    (`ChildFailed`: failed, cancelled, a value of another shape); None while it runs or
+    waits."""
+    state = child.state
+    if not _ended(state):
+        return None
+
+    def failed(kind: str, message: str) -> ChildFailed:
+        error = ErrorInfo(kind, message)
+        return ChildFailed(
+            step=action.step, at=_now(), error=error, child=child.id, request=action.request
+        )
+
+    if state.status == "finished":
+        try:
+            value = action.output.model_validate(plain(state.value))
+        except ValidationError as exc:
+            return failed("ChildOutputInvalid", _first_error(exc))
+        return ChildEnded(
+            step=action.step, at=_now(), value=value, child=child.id, request=action.request
+        )
+    if state.status == "cancelled":
+        why = next((e.reason for e in reversed(child.events) if isinstance(e, Cancelled)), None)
+        return failed("ChildCancelled", why or "cancelled")
+    return failed("ChildFailed", str(state.error or "the child thread failed"))
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+    where = ".".join(str(part) for part in first["loc"]) or "value"
+    return f"{where}: {first['msg']}"
 
 
 def new_thread_id() -> str:

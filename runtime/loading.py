@@ -19,9 +19,12 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import re
+import stat
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from .loop import Agent
 from .versions import AgentVersion, every_stdlib_module, materialized, version_of
@@ -113,9 +116,12 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
     # Hashed as bytes, in chunks: a file that is not UTF-8 or is huge is the compiler's to
     # refuse (E007, E008) with a diagnostic, not this line's to crash on or to hold whole.
     hasher = hashlib.sha256(f"{__version__}\n{compiler_fingerprint()}\n".encode())
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 16), b""):
-            hasher.update(chunk)
+    _hash_file(hasher, path)
+    # The types of an `import`ed file are compiled into this module: a change there is a
+    # change here (a file that cannot be read is the compiler's to report).
+    for named in sorted(_imports(path)):
+        hasher.update(f"\nimport {named}\n".encode())
+        _hash_file(hasher, path.parent / named)
     digest = hasher.hexdigest()[:16]
     target = cache_dir / f"{path.stem}-{digest}.py"
     prompts_dir = prompts_dir or find_prompts_dir(path.parent)
@@ -184,6 +190,38 @@ def compiler_version() -> str:
     from twelvefold import __version__
 
     return f"{__version__}+{compiler_fingerprint()}"
+
+
+IMPORT_LINE = re.compile(rb'^[ \t]*import[ \t]+"([^"\\\n]{1,400})"', re.MULTILINE)
+"""An `import "FILE"` line, as bytes (the file is not decoded here)."""
+
+
+SCAN_BYTES = 1 << 20
+"""How much of a file is read for its imports and its hash: the compiler's size limit
+(compiler/limits.py MAX_FILE_BYTES; a larger file is refused there, E008)."""
+
+
+def _imports(path: Path) -> set[str]:
+    """The files `path` imports, as written."""
+    with path.open("rb") as file:
+        head = file.read(SCAN_BYTES + 1)
+    return {m.group(1).decode("utf-8", "replace") for m in IMPORT_LINE.finditer(head)}
+
+
+def _hash_file(hasher: Any, path: Path) -> None:
+    """Feed up to SCAN_BYTES + 1 of `path`'s bytes to `hasher`, in chunks. A path that is
+    not a regular file (a FIFO would block) or cannot be read adds a marker instead."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            hasher.update(b"\0not a regular file")
+            return
+        with path.open("rb") as file:
+            left = SCAN_BYTES + 1
+            while left > 0 and (chunk := file.read(min(1 << 16, left))):
+                hasher.update(chunk)
+                left -= len(chunk)
+    except OSError:
+        hasher.update(b"\0unreadable")
 
 
 @functools.cache

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -52,6 +52,7 @@ from .types import (
     Action,
     AwaitAnswer,
     AwaitApproval,
+    CallAgent,
     CallModel,
     CallTool,
     ErrorInfo,
@@ -203,6 +204,9 @@ class Engine:
         self.idle: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None
         """Entered while a thread waits for its turn at a rate limit: the server lends
         the thread's `--concurrency` slot to another thread meanwhile."""
+        self.children: Callable[[Thread, CallAgent], Awaitable[Event | None]] | None = None
+        """Starts and runs an `agent` step's child thread (`AsyncRuntime` sets it): the
+        event that ends the step when the child ended, else None."""
         self._resolved: Model | None = None
         self._resolver: Callable[[CallModel], Any] | None = None
         """`requested_model` of the model in use, when it has one (see `_requested_model`)."""
@@ -401,7 +405,14 @@ class Engine:
                 elif isinstance(action, AwaitApproval | AwaitAnswer):
                     told = True
                     await self.record(thread, await self.notify(thread, action))
-                else:  # Finish, Fail: the status already says so
+                elif isinstance(action, CallAgent) and self.children is not None:
+                    # Start the child (once) and run it now; it reports back here if it
+                    # ends, else the thread waits for it holding nothing.
+                    ended = await self.children(thread, action)
+                    if ended is None:
+                        break
+                    await self.record(thread, ended)
+                else:  # Finish, Fail, a wait: the status already says so
                     break
         finally:
             thread.lease = self.renewals.drop(held)

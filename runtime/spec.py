@@ -16,6 +16,8 @@ from pydantic import BaseModel
 
 from .types import (
     Cancelled,
+    ChildFailed,
+    ChildStarted,
     Decision,
     ErrorInfo,
     Event,
@@ -32,7 +34,7 @@ from .types import (
     ToolStarted,
 )
 
-StepKind = Literal["llm", "tool", "approval", "human", "wait", "sleep", "final"]
+StepKind = Literal["llm", "tool", "approval", "human", "wait", "sleep", "agent", "final"]
 EdgeKind = Literal[
     "output",
     "next",
@@ -50,8 +52,8 @@ ESCALATION_KINDS: frozenset[EdgeKind] = frozenset(
 )
 """The agent-wide ceilings' edges: they leave from many steps towards one target."""
 
-_WAITING_KINDS = frozenset({"approval", "human", "wait", "sleep"})
-_RESETS_ERRORS = frozenset({"tool", "human", "wait"})
+_WAITING_KINDS = frozenset({"approval", "human", "wait", "sleep", "agent"})
+_RESETS_ERRORS = frozenset({"tool", "human", "wait", "agent"})
 BUDGET_EXHAUSTED = ErrorInfo("StepBudgetExhausted", "step budget exhausted")
 COST_EXHAUSTED = ErrorInfo("CostBudgetExhausted", "cost budget (max_cost) spent")
 TOKENS_EXHAUSTED = ErrorInfo("TokenBudgetExhausted", "token budget (max_tokens) spent")
@@ -183,7 +185,7 @@ class AgentSpec:
         if isinstance(event, ToolResult) and state.tool_key is None:
             # The runtime records a call's start before it runs it (runtime/loop.py).
             raise IllegalEvent(state, event, f"no call of `{state.step}` was started")
-        if isinstance(event, Decision) and event.request != state.request:
+        if isinstance(event, Decision | ChildFailed) and event.request != state.request:
             raise IllegalEvent(state, event, pending_reason(state, event.request))
 
     def bookkeeping(self, state: State, event: Event) -> State | None:
@@ -241,6 +243,15 @@ class AgentSpec:
         if isinstance(event, Cancelled):
             cancelled = self._copy(state, status="cancelled", error=state.error)
             return replace(cancelled, request=None, notified=False, notices=0)
+        if isinstance(event, ChildStarted):
+            if self.states[state.step].kind != "agent" or state.status != "waiting":
+                raise IllegalEvent(state, event, f"`{state.step}` does not call an agent")
+            if state.notified:
+                raise IllegalEvent(state, event, "its child was already started")
+            if not event.child.endswith(f"~{state.request}"):
+                raise IllegalEvent(state, event, "the child's id is not this visit's")
+            linked = self._copy(state, notified=True)  # `notified`: the child exists
+            return linked
         if isinstance(event, ToolStarted):
             if self.states[state.step].kind != "tool":
                 raise IllegalEvent(state, event, f"`{state.step}` is not a tool")
@@ -436,6 +447,12 @@ def _dollars(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0.0
     return float(value) if math.isfinite(value) and value > 0 else 0.0
+
+
+def child_id(parent: str, request: str) -> str:
+    """The id of the child thread an `agent` step starts for `request` of thread `parent`:
+    one id per visit, so starting it again after a crash finds the same thread."""
+    return f"{parent}~{request}"
 
 
 def request_id(step: str, seq: int) -> str:

@@ -82,7 +82,21 @@ def deadline(state: State, action: Action, events: Sequence[Event]) -> datetime 
     began = wait_began(events)
     if began is None:
         return None
+    if isinstance(action, Sleep) and action.until is not None:
+        return _until(action.until, began)
     return later(began, seconds)
+
+
+def _until(value: object, began: datetime) -> datetime:
+    """The moment a `sleep ... until FIELD` ends: the field's ISO 8601 time (UTC when it
+    names no zone). Anything else (not text, not a time) ends it at the pause: a sleep
+    must never hang on a value nobody can fix, and the log shows what the value was."""
+    if not isinstance(value, str) or len(value) > 64:
+        return began
+    try:
+        return parse_time(value.strip())
+    except (ValueError, OverflowError):
+        return began
 
 
 def _limit(action: Action) -> float | None:

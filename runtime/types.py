@@ -65,6 +65,8 @@ class Started(Event):
     trace: str | None = None
     """The W3C `traceparent` of the span of the run that launched it, when traced: every
     later run of the thread joins that trace (docs/observability.md)."""
+    parent: str | None = None
+    """For a child thread (an `agent` step's): the parent thread it reports back to."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,6 +197,33 @@ class TimerFired(Decision):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChildStarted(Event):
+    """An `agent` step's child thread exists (the link from the parent to the child; the
+    child's `Started.parent` is the link back). Recorded once per visit of the step."""
+
+    child: str
+    """The child thread's id: `{parent}~{request}`, so a crash re-creates nothing."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildEnded(Decision):
+    """The child thread of an `agent` step finished: its final value, validated against
+    the step's output type, goes on. Names the request it ends (delivered once)."""
+
+    child: str
+    value: BaseModel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildFailed(StepFailed):
+    """The child thread of an `agent` step failed, was cancelled or ended with a value of
+    the wrong type: the step's error (`on error`). Names the request it ends."""
+
+    child: str = ""
+    request: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Retried(Event):
     """A failed thread is tried again from the step that failed."""
 
@@ -240,6 +269,9 @@ EVENT_KINDS: dict[str, type[Event]] = {
     "retried": Retried,
     "signalled": Signalled,
     "timer_fired": TimerFired,
+    "child_started": ChildStarted,
+    "child_ended": ChildEnded,
+    "child_failed": ChildFailed,
     "forked": Forked,
     "cancelled": Cancelled,
 }
@@ -373,6 +405,25 @@ class Sleep(Action):
 
     value: Any
     seconds: float
+    request: str | None = None
+    """The pending request's id (`State.request`)."""
+    until: Any = None
+    """`sleep NAME(IN) until FIELD`: the field's value, the time the sleep ends (ISO 8601
+    text, UTC when it names no zone); `seconds` is then 0. A value that is no such time
+    ends the sleep at the first sweep (runtime/timeouts.py)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallAgent(Action):
+    """Run another agent (`agent`, its .agent file relative to this agent's folder) as a
+    child thread on `value`, and wait, holding no process, for its final value of type
+    `output` (`ChildEnded`) or its failure (`ChildFailed`)."""
+
+    value: Any
+    agent: str
+    output: type[BaseModel]
+    started: bool = False
+    """Whether the child was started (`ChildStarted`; kept in `State.notified`)."""
     request: str | None = None
     """The pending request's id (`State.request`)."""
 

@@ -43,6 +43,7 @@ def check_file(path: Path) -> list[Diagnostic]:
         path.name,
         load_prompt=loader,
         generate_code=False,
+        base_dir=path.parent,
         **project_settings(path)._asdict(),  # tests/invalid/twelvefold.toml
     ).diagnostics
 

@@ -171,7 +171,11 @@ def test_a_guard_between_two_approvals_or_an_approval_and_a_person_decides_nothi
 def test_no_example_is_reported(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     found = compile_text(
-        text, path.name, load_prompt=PromptDirectory(REPO / "prompts"), generate_code=False
+        text,
+        path.name,
+        load_prompt=PromptDirectory(REPO / "prompts"),
+        generate_code=False,
+        base_dir=path.parent,
     ).diagnostics
     assert [d for d in found if d.code == "E504"] == []
 

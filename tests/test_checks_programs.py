@@ -23,7 +23,10 @@ DEPLOYBOT = (REPO / "examples" / "deploybot.agent").read_text(encoding="utf-8")
 
 
 def diagnose(text: str, prompts: PromptDirectory = PROMPTS) -> list[Diagnostic]:
-    return compile_text(text, "test.agent", load_prompt=prompts, generate_code=False).diagnostics
+    # Files an example names (`import`, sub-agents) are beside it, in examples/.
+    return compile_text(
+        text, "test.agent", load_prompt=prompts, generate_code=False, base_dir=REPO / "examples"
+    ).diagnostics
 
 
 def codes(text: str) -> list[str]:

@@ -177,3 +177,20 @@ def test_show_prints_the_rejection_and_the_context_can_render_it(
     assert result.exit_code == 0, result.output
     (line,) = [row for row in result.output.splitlines() if "output_rejected" in row]
     assert "Refund refused by checks:refund_is_sane: a refund must be positive" in line
+
+
+def test_the_judges_model_call_counts_in_the_steps_usage(
+    rt: Runtime, model: ModelTurns, openai_server: ScriptedOpenAI, paid: Path
+) -> None:
+    """Each scripted reply costs (11, 7) tokens: the step's call and its judge's make
+    (22, 14) on the one event the step records, so `usage` and `stats` count both."""
+    model.then(refund(500), verdict(False, "too much"), refund(40), verdict(True, "fine"))
+    done = rt.launch(REFUNDS, CLAIM)
+
+    assert done.status == "finished", done.error
+    rejected = next(e for e in rt.events(done.id) if isinstance(e, OutputRejected))
+    output = next(e for e in rt.events(done.id) if isinstance(e, ModelOutput))
+    for event in (rejected, output):
+        assert event.usage is not None
+        assert (event.usage.input_tokens, event.usage.output_tokens) == (22, 14)
+    assert (done.usage.input_tokens, done.usage.output_tokens) == (44, 28)

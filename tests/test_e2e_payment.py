@@ -22,7 +22,7 @@ from tests.support.e2e import ModelTurns
 from tests.support.openai_server import Reply
 from twelvefold.runtime.api import InputError, NotWaiting, RequestNotPending, Runtime
 from twelvefold.runtime.timeouts import parse_time
-from twelvefold.runtime.types import Signalled, TimerFired, ToolStarted
+from twelvefold.runtime.types import OutputRejected, Signalled, TimerFired, ToolStarted
 
 PAYMENT = EXAMPLES / "payment.agent"
 NOTE = "Thank you for your payment of 12.50! -- the shop"
@@ -87,6 +87,25 @@ def test_a_payment_then_the_cool_off_then_the_thank_you(
     assert [m["text"] for m in sent(outbox)] == [NOTE]
     assert "pay-77" in model.contexts[0], "the model sees the payment it thanks for"
     assert rt.expire(wake + timedelta(days=30)) == [], "a finished thread has no timer"
+
+
+def test_a_note_with_a_link_is_refused_before_it_is_sent(
+    rt: Runtime, model: ModelTurns, outbox: Path
+) -> None:
+    """The check before dispatch (`validate "payment.checks:no_links"`): the model's note
+    with a link never reaches the customer; the model is asked again with the reason."""
+    view = rt.launch(PAYMENT, order())
+    invoice = rt.get(view.id).state.value
+    sleeping = rt.send(view.id, "PaymentReceived", paid(invoice.invoice_id), request=view.request)
+    assert sleeping.wake_at is not None
+    phishing = "Thanks! Confirm your card at https://evil.example/pay -- the shop"
+    model.then(Reply(arguments={"text": phishing}), Reply(arguments={"text": NOTE}))
+    rt.expire(parse_time(sleeping.wake_at))
+    assert rt.get(view.id).status == "finished"
+    assert [m["text"] for m in sent(outbox)] == [NOTE]
+    (refused,) = [e for e in rt.events(view.id) if isinstance(e, OutputRejected)]
+    assert refused.by == "payment.checks:no_links" and "links" in refused.reason
+    assert "must not contain links" in model.contexts[1]
 
 
 def test_a_wait_nobody_pays_times_out_to_unpaid(rt: Runtime, outbox: Path) -> None:

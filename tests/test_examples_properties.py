@@ -16,7 +16,7 @@ from twelvefold.testing.subject import Subject, load_subject
 from twelvefold.testing.suite import SuiteReport, render, run_suite
 
 
-@pytest.mark.parametrize("agent", ["deploybot", "calculator", "supportbot"])
+@pytest.mark.parametrize("agent", ["deploybot", "calculator", "supportbot", "payment", "returns"])
 def test_examples_pass_every_property(agent: str, tmp_path: Path) -> None:
     subject = load_subject(EXAMPLES / f"{agent}.agent", prompts_dir=PROMPTS, cache_dir=tmp_path)
     report = run_suite(subject, examples=60, seed=0)

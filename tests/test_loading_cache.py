@@ -28,3 +28,32 @@ def test_a_module_compiled_by_another_compiler_is_not_reused(
 def test_the_fingerprint_covers_the_compilers_files() -> None:
     assert loading.compiler_fingerprint() == loading.compiler_fingerprint()
     assert len(loading.compiler_fingerprint()) == 16
+
+
+def test_a_change_to_an_imported_file_compiles_the_agent_again(tmp_path: Path) -> None:
+    """The imported types are compiled into the agent's module: a cached module must not
+    outlive an edit of the file it imports."""
+    from twelvefold.runtime.loading import load_agent
+
+    (tmp_path / "types.agent").write_text("type In { a: string }\n")
+    agent_file = tmp_path / "uses.agent"
+    agent_file.write_text(
+        'import "types.agent"\nagent uses { input In start done }\nfinal done(In)\n'
+    )
+    before = load_agent(agent_file, cache_dir=tmp_path / "cache")
+    assert set(before.spec.types["In"].model_fields) == {"a"}
+    (tmp_path / "types.agent").write_text("type In { a: string, b: int }\n")
+    after = load_agent(agent_file, cache_dir=tmp_path / "cache")
+    assert set(after.spec.types["In"].model_fields) == {"a", "b"}
+
+
+def test_an_import_of_a_fifo_does_not_block_loading(tmp_path: Path) -> None:
+    import os
+
+    from twelvefold.runtime.loading import AgentLoadError, load_agent
+
+    os.mkfifo(tmp_path / "pipe.agent")
+    agent_file = tmp_path / "uses.agent"
+    agent_file.write_text('import "pipe.agent"\nagent uses { start done }\nfinal done\n')
+    with pytest.raises(AgentLoadError, match=r"pipe\.agent"):
+        load_agent(agent_file, cache_dir=tmp_path / "cache")

@@ -14,15 +14,14 @@ processes and a real SQLite file, and the `send` command.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import signal
 import time
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from tests.runtime_helpers import EXAMPLES, ScriptedModel, no_messages
+from tests.support.kills import run_and_kill
 from tests.test_runtime_crash import LazyCommitStore
 from twelvefold.cli import cli
 from twelvefold.runtime.api import Runtime
@@ -34,7 +33,6 @@ from twelvefold.runtime.types import Event, Signalled
 PAYMENT = EXAMPLES / "payment.agent"
 THREADS = 8
 LEASE = 0.5
-FORK = multiprocessing.get_context("fork")
 
 
 def order(n: int) -> dict[str, object]:
@@ -78,21 +76,7 @@ def deliver_under_kills(store_class: type[SqliteStore], tmp_path: Path) -> list[
 
     acknowledged: set[tuple[str, int]] = set()
     for kill_after in [*range(1, THREADS * 2, 3), None]:
-        read, write = os.pipe()
-        child = FORK.Process(target=sender, args=(store_class, db, cache, ids, write))
-        child.start()
-        os.close(write)
-        seen = 0
-        with os.fdopen(read) as pipe:
-            for line in pipe:  # blocks until the sender acknowledges an append or exits
-                thread_id, count = line.split()
-                acknowledged.add((thread_id, int(count)))
-                seen += 1
-                if kill_after is not None and seen >= kill_after:
-                    os.kill(child.pid or 0, signal.SIGKILL)
-                    break
-        child.join(60)
-        assert not child.is_alive(), "a sender hung"
+        acknowledged |= run_and_kill(sender, (store_class, db, cache, ids), kill_after)
 
     problems = []
     check = SqliteStore(db)

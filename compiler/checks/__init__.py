@@ -55,6 +55,7 @@ CHECKS: list[Check] = [
     names.llm_outputs_are_records,
     names.waits_are_for_records,
     names.timers_take_time,
+    names.sleeps_until_a_time,
     names.function_paths,
     names.stdlib_tools,
     names.checks_have_retries,

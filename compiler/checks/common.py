@@ -67,6 +67,10 @@ def gotos(step: n.Step) -> Iterator[n.Name]:
         case n.SleepStep():
             if step.next:
                 yield step.next.target
+        case n.AgentStep():
+            for goto in (step.next, step.on_error):
+                if goto:
+                    yield goto.target
         case n.ApprovalStep(on_approved=approved, on_rejected=rejected):
             for goto in (approved, rejected):
                 if goto:
@@ -86,7 +90,7 @@ def misses_successor(step: n.Step) -> bool:
     match step:
         case n.ToolStep():
             return step.next is None and not step.rules
-        case n.HumanStep() | n.WaitStep() | n.SleepStep():
+        case n.HumanStep() | n.WaitStep() | n.SleepStep() | n.AgentStep():
             return step.next is None
         case n.ApprovalStep():
             return step.on_approved is None or step.on_rejected is None

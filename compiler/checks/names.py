@@ -205,6 +205,8 @@ def unknown_types(program: Program, _: object) -> Iterator[Diagnostic]:
             references.extend(step.outputs)
         if isinstance(step, n.WaitStep):
             references.append(step.event)
+        if isinstance(step, n.AgentStep):
+            references.append(step.output)
         if (declared := declared_input(step)) is not None:
             references.append(declared)
     for type_decl in program.source.types:
@@ -294,12 +296,49 @@ def waits_are_for_records(program: Program, _: object) -> Iterator[Diagnostic]:
             )
 
 
+def sleeps_until_a_time(program: Program, _: object) -> Iterator[Diagnostic]:
+    """`sleep NAME(IN) until FIELD` reads the time from a `string` field of its declared
+    input type (ISO 8601 text): without a declared input, the value could be anything."""
+    for step in program.source.steps:
+        if not isinstance(step, n.SleepStep) or step.until is None:
+            continue
+        field = step.until
+        if step.input is None:
+            yield error(
+                "E135",
+                f"sleep `{step.name.text}` sleeps until `{field.text}` of a value of no type",
+                program.source.path,
+                field.span,
+                label="needs a declared input",
+                help=f"declare what arrives: `sleep {step.name.text}(TYPE) until {field.text}`",
+            )
+            continue
+        decl = program.types.get(step.input.text)
+        if decl is None:
+            continue  # an unknown type: reported where it is named
+        found = next((f for f in decl.fields if f.name.text == field.text), None)
+        kind = found.type if found is not None else None
+        if isinstance(kind, n.OptionalType):
+            kind = kind.inner
+        if not (isinstance(kind, n.NamedType) and kind.name == "string"):
+            problem = "has no such field" if found is None else "is not a `string`"
+            yield error(
+                "E135",
+                f"sleep `{step.name.text}`: `{step.input.text}.{field.text}` {problem}",
+                program.source.path,
+                field.span,
+                label="not a time",
+                help=f"name a `string` field of `{step.input.text}` holding an ISO 8601 time, "
+                'e.g. `retry_at: string "when to try again, ISO 8601"`',
+            )
+
+
 def timers_take_time(program: Program, _: object) -> Iterator[Diagnostic]:
     """A sleep's duration and a wait's timeout are longer than zero: a timer of no length
     would fire at the first `expire` and is surely a typo."""
     for step in program.source.steps:
         match step:
-            case n.SleepStep(duration=duration):
+            case n.SleepStep(duration=n.Duration() as duration):
                 what = f"sleep `{step.name.text}`"
             case n.WaitStep(timeout=n.WaitTimeout(duration=duration)):
                 what = f"the timeout of wait `{step.name.text}`"
@@ -503,6 +542,7 @@ _ENTRY_KINDS = {
     "human": ("answered", "step_failed"),
     "wait": ("signalled",),
     "sleep": (),
+    "agent": ("child_ended", "step_failed"),
     "final": (),
 }
 """The events each kind of step adds to the log that the context shows."""
@@ -544,7 +584,7 @@ def _missing(step: n.Step, program: Program) -> Iterator[tuple[str, str]]:
         case n.ToolStep():
             if step.next is None and not step.rules:
                 yield "next", f"next {some_state}"
-        case n.HumanStep() | n.WaitStep():
+        case n.HumanStep() | n.WaitStep() | n.AgentStep():
             if step.next is None:
                 yield "next", f"next {some_state}"
         case n.SleepStep():

@@ -50,7 +50,7 @@ from ..program import Edge, Program
 from .common import input_type, start_state, type_table
 from .typeflow import flow
 
-OriginKind = Literal["model", "tool", "person", "event", "input"]
+OriginKind = Literal["model", "tool", "person", "event", "agent", "input"]
 TRUSTED: frozenset[OriginKind] = frozenset({"tool", "person", "event"})
 
 ACKNOWLEDGEMENT = re.compile(
@@ -79,6 +79,10 @@ class Origin:
                 return f"a person's answer at `{self.step}` (trusted)"
             case "event":
                 return f"the outside event delivered to wait `{self.step}` (trusted)"
+            case "agent":
+                return (
+                    f"the final value of sub-agent `{self.step}` (untrusted: its model may make it)"
+                )
         return "the thread's input"
 
 
@@ -108,6 +112,9 @@ def _produced(program: Program, edge: Edge) -> set[Arrival] | None:
     if edge.kind == "next" and isinstance(step, n.WaitStep):
         # Delivered from outside, validated against its type, by someone allowed to send.
         return {(step.event.text, Origin("event", edge.source))}
+    if edge.kind == "next" and isinstance(step, n.AgentStep):
+        # The child's final value: whatever its own steps made of it, models included.
+        return {(step.output.text, Origin("agent", edge.source))}
     return None
 
 

@@ -105,6 +105,8 @@ def _fixed_type(program: Program, edge: Edge) -> set[str] | None:
         return {n.ANSWER_TYPE}
     if edge.kind == "next" and isinstance(step, n.WaitStep):
         return {step.event.text}
+    if edge.kind == "next" and isinstance(step, n.AgentStep):
+        return {step.output.text}
     return None
 
 

@@ -20,6 +20,8 @@ def unused_types(program: Program, _: object) -> Iterator[Diagnostic]:
             used.update(rule.type.text for rule in step.rules)
         if isinstance(step, n.WaitStep):
             used.add(step.event.text)
+        if isinstance(step, n.AgentStep):
+            used.add(step.output.text)
         if (declared := declared_input(step)) is not None:
             used.add(declared.text)
     # Types used only inside used types are used too.
@@ -32,7 +34,7 @@ def unused_types(program: Program, _: object) -> Iterator[Diagnostic]:
                     used.add(name)
                     pending.append(name)
     for type_decl in program.source.types:
-        if type_decl.name.text not in used:
+        if type_decl.name.text not in used and type_decl.name.text not in program.source.imported:
             yield warning(
                 "W901",
                 f"type `{type_decl.name.text}` is never used",

@@ -7,6 +7,7 @@ Each node and edge carries a `class` (its kind), which Graphviz copies into the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from . import style
@@ -18,8 +19,14 @@ NODE_SHAPES: dict[str, tuple[str, str]] = {
     "tool": ("box", "filled"),
     "approval": ("hexagon", "filled"),
     "human": ("box", "rounded,filled,diagonals"),
+    "wait": ("cds", "filled"),
+    "sleep": ("box", "rounded,filled,dashed"),
+    "agent": ("box3d", "filled"),  # another agent: a box with depth, linked to its file
     "final": ("doubleoctagon", "filled"),
 }
+
+SAFE_LINK = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,200}\.agent")
+"""A sub-agent's file as written, linked from its box only when it is a plain path."""
 
 START_MARKER = "__start__"
 """The small black dot whose arrow points at the start state (renamed on a clash)."""
@@ -134,6 +141,10 @@ def _node_attrs(view: GraphView, node: NodeView) -> str:
     ]
     if node.requires_approval is not None:
         pairs.insert(5, ("peripheries", "2"))
+    if node.link is not None and SAFE_LINK.fullmatch(node.link):
+        # Graphviz copies URL into the SVG as a link; only a plain relative path is linked
+        # (a file name is the user's text: no quotes, schemes or markup get through).
+        pairs.append(("URL", f'"{node.link}"'))
     return _attrs(*pairs)
 
 

@@ -18,6 +18,9 @@ NODE_SHAPES: dict[str, tuple[str, str]] = {
     "tool": ("[", "]"),  # box
     "approval": ("{{", "}}"),  # hexagon
     "human": ("[/", "/]"),  # parallelogram
+    "wait": (">", "]"),  # flag: an outside event comes in
+    "sleep": ("((", "))"),  # circle: a clock
+    "agent": ("[\\", "/]"),  # trapezoid: another agent (its file in the detail line)
     "final": ("([", "])"),  # stadium
 }
 LOCKED_TOOL = ("[[", "]]")

@@ -24,6 +24,7 @@ KIND_COLOURS: dict[n.StepKind, tuple[str, str]] = {
     "human": ("#f3e5f5", "#7b1fa2"),
     "wait": ("#e0f7fa", "#00838f"),
     "sleep": ("#e0f7fa", "#00838f"),
+    "agent": ("#fce4ec", "#ad1457"),
     "final": ("#eceff1", "#37474f"),
 }
 

@@ -35,6 +35,8 @@ class NodeView:
     errors: int = 0
     here: str | None = None
     """Set on the state a traced thread is at: its status (running/waiting/finished/failed)."""
+    link: str | None = None
+    """For a sub-agent step: the child's .agent file as written (the box links to it)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ def graph_view(program: Program, trace: Trace | None = None) -> GraphView:
             visits=trace.visits.get(name, 0) if trace else 0,
             errors=trace.errors.get(name, 0) if trace else 0,
             here=_here(trace, name),
+            link=step.file.value if isinstance(step, n.AgentStep) else None,
         )
         for name, step in program.steps.items()
     )
@@ -136,8 +139,14 @@ def step_detail(step: n.Step) -> str:
             return f"human({input.text})" if input else "human"
         case n.WaitStep(event=event):
             return f"wait for {event.text}"
-        case n.SleepStep(duration=duration):
-            return f"sleep {duration.text}"
+        case n.SleepStep(duration=duration, until=until):
+            return (
+                f"sleep until {until.text}"
+                if until
+                else f"sleep {duration.text if duration else ''}"
+            )
+        case n.AgentStep(file=file):
+            return f"agent {file.value}"
         case n.FinalStep(input=input):
             return f"final({input.text})" if input else "final"
 

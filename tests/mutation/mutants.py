@@ -414,8 +414,8 @@ SPEC: tuple[Mutant, ...] = (
     _m(
         "s-check-request",
         _S,
-        "isinstance(event, Decision) and event.request != state.request:",
-        "isinstance(event, Decision) and event.request is None:",
+        "isinstance(event, Decision | ChildFailed) and event.request != state.request:",
+        "isinstance(event, Decision | ChildFailed) and event.request is None:",
     ),
     # ---- bookkeeping -------------------------------------------------------------------
     _m(
@@ -524,12 +524,12 @@ SPEC: tuple[Mutant, ...] = (
     _m(
         "s-move-resets-always", _S, "errors = 0 if self.states", "errors = 0 if True or self.states"
     ),
-    _m("s-move-never-resets", _S, 'frozenset({"tool", "human", "wait"})', "frozenset()"),
+    _m("s-move-never-resets", _S, 'frozenset({"tool", "human", "wait", "agent"})', "frozenset()"),
     _m(
         "s-answer-keeps-errors",
         _S,
-        'frozenset({"tool", "human", "wait"})',
-        'frozenset({"tool", "wait"})',
+        'frozenset({"tool", "human", "wait", "agent"})',
+        'frozenset({"tool", "wait", "agent"})',
     ),
     _m(
         "s-move-not-counted",
@@ -657,8 +657,8 @@ SPEC: tuple[Mutant, ...] = (
     _m(
         "s-human-not-waiting",
         _S,
-        'frozenset({"approval", "human", "wait", "sleep"})',
-        'frozenset({"approval", "wait", "sleep"})',
+        'frozenset({"approval", "human", "wait", "sleep", "agent"})',
+        'frozenset({"approval", "wait", "sleep", "agent"})',
     ),
     _m("s-final-running", _S, '            return "finished"', '            return "running"'),
     # ---- _copy, request_id ---------------------------------------------------------------

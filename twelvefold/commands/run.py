@@ -61,6 +61,8 @@ from twelvefold.runtime.types import (
     Answered,
     Approved,
     Cancelled,
+    ChildEnded,
+    ChildStarted,
     Decision,
     Event,
     Forked,
@@ -95,7 +97,11 @@ class CommandError(Exception):
 def summarize(event: Event) -> str:
     """One line about an event, for people watching a run."""
     match event:
-        case Started(input=value):
+        case Started(input=value, parent=parent):
+            text = _compact(value) + (f" (a sub-agent of thread {parent})" if parent else "")
+        case ChildStarted(child=child):
+            text = f"thread {child}"
+        case ChildEnded(value=value):
             text = _compact(value)
         case ModelOutput(output=output):
             text = f"{declared_name(type(output))} {_compact(output)}"
@@ -161,8 +167,15 @@ def _compact(value: Any) -> str:
 
 def print_view(view: ThreadView, db: StoreLocation) -> None:
     where = f"thread {view.id} ({view.agent})"
+    if view.parent is not None:
+        where += f", a sub-agent of thread {view.parent},"
     if view.status == "finished":
         echo(f"\n{where} finished: {_compact(view.output)}")
+    elif view.waiting_for == "agent":
+        echo(f"\n{where} waits at `{view.step}` for its sub-agent")
+        if view.child is not None:
+            echo(f"  child: thread {view.child} (its requests are decided there)")
+            echo(f"  show: twelvefold show {view.child}")
     elif view.waiting_for in ("event", "timer"):
         what = f"an event {view.event_type}" if view.waiting_for == "event" else "its timer"
         echo(f"\n{where} waits at `{view.step}` for {what}")

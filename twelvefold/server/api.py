@@ -44,7 +44,7 @@ class ThreadOut(BaseModel):
     status: StatusName
     step: str
     events: int = Field(description="How many events the thread holds.")
-    waiting_for: Literal["approval", "answer", "event", "timer"] | None
+    waiting_for: Literal["approval", "answer", "event", "timer", "agent"] | None
     request: str | None = Field(description="The pending request (a decision names it).")
     question: str | None
     output: Any = Field(None, description="The thread's result, when finished.")
@@ -56,6 +56,12 @@ class ThreadOut(BaseModel):
     )
     wake_at: str | None = Field(
         None, description="When a sleep or a wait's timeout ends the wait (ISO 8601, UTC)."
+    )
+    child: str | None = Field(
+        None, description="While a sub-agent step waits: the child thread it waits for."
+    )
+    parent: str | None = Field(
+        None, description="For a sub-agent's thread: the parent thread that started it."
     )
 
     @classmethod

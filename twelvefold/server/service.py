@@ -903,4 +903,28 @@ def served_agents(runtime: AsyncRuntime, places: Sequence[str | Path]) -> dict[s
             agents[agent.name] = agent
     if not agents:
         raise ServeError("name at least one agent (a .agent file or a folder of them)")
+    return with_children(runtime, agents)
+
+
+def with_children(runtime: AsyncRuntime, agents: dict[str, Agent]) -> dict[str, Agent]:
+    """`agents` and the agents their `agent` steps call, transitively: a child thread is
+    served (shown, decided, listed in the inbox) like its parent. Raises `ServeError` when
+    a child shares its name with another agent."""
+    pending = list(agents.values())
+    while pending:
+        parent = pending.pop()
+        for state in parent.spec.states.values():
+            if state.kind != "agent" or state.function is None:
+                continue
+            folder = parent.directory or Path.cwd()
+            child = runtime.agent(str((folder / state.function).resolve()))
+            other = agents.get(child.name)
+            if other is None:
+                agents[child.name] = child
+                pending.append(child)
+            elif other.origin != child.origin:
+                raise ServeError(
+                    f"two agents are named `{child.name}`: {shown(other.origin)} and "
+                    f"{shown(child.origin)} (a sub-agent of `{parent.name}`); rename one"
+                )
     return agents

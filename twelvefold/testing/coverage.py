@@ -33,6 +33,9 @@ from twelvefold.runtime.types import (
     Answer,
     Answered,
     Approved,
+    ChildEnded,
+    ChildFailed,
+    ChildStarted,
     ErrorInfo,
     Event,
     ModelOutput,
@@ -263,7 +266,9 @@ class _Steps:
         self._outputs: dict[tuple[str, str], list[BaseModel]] = {}
         for step, spec_state in subject.spec.states.items():
             names = (
-                spec_state.results if spec_state.kind in ("tool", "wait") else spec_state.outputs
+                spec_state.results
+                if spec_state.kind in ("tool", "wait", "agent")
+                else spec_state.outputs
             )
             for name in names:
                 if name in guarded:
@@ -310,6 +315,19 @@ class _Steps:
                 (Rejected(step=step, comment="no", request=request),),
             ]
             return decisions + ([(failure,)] if self.subject.can_fail(state) else [])
+        if kind == "agent":
+            child = f"t-parent~{request}"
+            begun = ChildStarted(step=step, child=child)
+            name = spec_state.output or ""
+            ended: list[tuple[Event, ...]] = [
+                (begun, ChildEnded(step=step, child=child, value=value, request=request))
+                for value in self._outputs[step, name]
+            ]
+            error = ErrorInfo("ChildFailed", "the child failed")
+            return [
+                *ended,
+                (begun, ChildFailed(step=step, error=error, child=child, request=request)),
+            ]
         if kind in ("wait", "sleep"):
             timer: list[tuple[Event, ...]] = [(TimerFired(step=step, request=request),)]
             if kind == "sleep":

@@ -33,9 +33,12 @@ from twelvefold.runtime.types import (
     AwaitAnswer,
     AwaitApproval,
     AwaitSignal,
+    CallAgent,
     CallModel,
     CallTool,
     Cancelled,
+    ChildEnded,
+    ChildStarted,
     ErrorInfo,
     Event,
     Fail,
@@ -667,6 +670,7 @@ _ACTION_OF_KIND: dict[str, type[Action]] = {
     "human": AwaitAnswer,
     "wait": AwaitSignal,
     "sleep": Sleep,
+    "agent": CallAgent,
     "final": Finish,
 }
 
@@ -743,6 +747,8 @@ def _held_problem(
         request = f"{state.step}-{opened + 1}"
         told = any(n.delivered for n in notices)
         untold = sum(not n.delivered for n in notices)
+        # At an `agent` step, `notified` says the child was started (runtime/spec.py).
+        told = told or any(isinstance(e, ChildStarted) for e in events[opened + 1 : index + 1])
         if state.request != request:
             return f"waits on the request {state.request!r}; the log opened {request!r}"
         if state.notified != told:
@@ -813,6 +819,8 @@ def _carried(kind: str, before: State, event: Event) -> Any:
             return result
         case Answered(answer=answer) if kind == "next":
             return answer
+        case ChildEnded(value=value) if kind == "next":
+            return value
         case Signalled(value=value) if kind == "next":
             return value
     return before.value  # approvals, rejections, failures and escalations pass it on
@@ -820,7 +828,7 @@ def _carried(kind: str, before: State, event: Event) -> Any:
 
 def _status_at(subject: Subject, step: str) -> str:
     kind = subject.kind_of(step)
-    waiting = dict.fromkeys(("approval", "human", "wait", "sleep"), "waiting")
+    waiting = dict.fromkeys(("approval", "human", "wait", "sleep", "agent"), "waiting")
     return {"final": "finished", **waiting}.get(kind or "", "running")
 
 

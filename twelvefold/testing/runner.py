@@ -16,7 +16,6 @@ from pydantic import BaseModel
 from twelvefold.runtime.spec import ASK_NOT_SHOWN
 from twelvefold.runtime.types import (
     Cancelled,
-    Decision,
     ErrorInfo,
     Event,
     Forked,
@@ -33,7 +32,7 @@ from twelvefold.runtime.types import (
 from . import DEFAULT_EXAMPLES
 from .coverage import Constants, Coverage, model_representatives
 from .properties import Property, PropertyFailed, probes
-from .strategies import Case, cases, forks_here, is_legal, simpler_events
+from .strategies import Case, aimed, cases, forks_here, is_legal, simpler_events
 from .subject import Subject
 
 
@@ -246,9 +245,7 @@ def _woven(subject: Subject, path: Sequence[Event], weave: Weave) -> tuple[Event
                 Forked(step=state.step, parent="parent", parent_seq=state.seq + 1),
             ]
         else:
-            if isinstance(event, Decision):
-                event = replace(event, request=state.request)
-            extras = [event]
+            extras = [aimed(event, state)]
         for extra in extras:
             events.append(extra)
             try:

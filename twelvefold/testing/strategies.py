@@ -38,6 +38,9 @@ from twelvefold.runtime.types import (
     Answered,
     Approved,
     Cancelled,
+    ChildEnded,
+    ChildFailed,
+    ChildStarted,
     Decision,
     ErrorInfo,
     Event,
@@ -351,6 +354,38 @@ def timer_fired(step: str) -> st.SearchStrategy[Event]:
     return _event(TimerFired, step)
 
 
+CHILD = "t-parent~"
+"""The prefix of the child thread ids the strategies draw (the request is appended, as
+`runtime.spec.child_id` does)."""
+
+
+def child_started(step: str) -> st.SearchStrategy[Event]:
+    """An `agent` step's child was created (its id is completed with the request)."""
+    return _event(ChildStarted, step, child=st.just(CHILD))
+
+
+def child_ended(subject: Subject, step: str, type_name: str) -> st.SearchStrategy[Event]:
+    """An `agent` step's child finished with a value of `type_name`."""
+    return _event(ChildEnded, step, child=st.just(CHILD), value=routed_values(subject, type_name))
+
+
+def child_failed(step: str) -> st.SearchStrategy[Event]:
+    """An `agent` step's child failed, was cancelled or ended with a value of the wrong
+    shape (`ChildFailed`, ChildCancelled, ChildOutputInvalid)."""
+    kinds = st.sampled_from(["ChildFailed", "ChildCancelled", "ChildOutputInvalid"])
+    return _event(ChildFailed, step, error=st.builds(ErrorInfo, kinds, _text), child=st.just(CHILD))
+
+
+def aimed(event: Event, state: State) -> Event:
+    """`event` answering what `state` waits for: a decision and a child's end name the
+    pending request; a child's id is its parent's and the request's."""
+    if isinstance(event, Decision | ChildFailed):
+        event = replace(event, request=state.request)
+    if isinstance(event, ChildStarted | ChildEnded | ChildFailed):
+        event = replace(event, child=f"{CHILD}{state.request}")
+    return event
+
+
 @dataclass(frozen=True)
 class Move:
     """One kind of event that can happen at a state, and the edges it may follow."""
@@ -419,6 +454,12 @@ def _legal_moves(subject: Subject, shape: tuple[str, str, bool, bool, bool]) -> 
             moves.append(Move("timer fired", timer_fired(step), "timeout"))
     elif kind == "sleep":
         moves.append(Move("timer fired", timer_fired(step), "next"))
+    elif kind == "agent":
+        if not notified:
+            moves.append(Move("child started", child_started(step)))
+        name = spec_state.output or ""
+        moves.append(Move(f"child ended {name}", child_ended(subject, step, name), "next"))
+        moves.append(Move("child failed", child_failed(step), "error"))
     if status == "waiting" and not notified:
         moves.append(Move("notified", notified_events(step)))
     return tuple(moves)
@@ -569,6 +610,14 @@ def _wrong_kinds(
         wrong.append(answered(step))
     if kind in ("approval", "human", "wait", "sleep") and not can_fail:
         wrong.append(step_failed(step))
+    if any(s.kind == "agent" for s in subject.spec.states.values()):
+        # Only for agents with sub-agents: the others' draws stay as they were.
+        if kind != "agent":
+            wrong += [child_started(step), child_failed(step)]
+            wrong += [child_ended(subject, step, n) for n in declared[:1]]
+        else:
+            others = [n for n in declared if n != spec_state.output]
+            wrong += [child_ended(subject, step, n) for n in others[:2]]
     if not _has_timers(subject):
         return wrong  # see _illegal_events: the probes cover these agents
     if kind != "wait":
@@ -635,10 +684,9 @@ def threads(draw: st.DrawFn, subject: Subject, max_events: int | None = None) ->
         if not moves:
             break
         move = draw(st.sampled_from(moves))
-        event = draw(move.events)
-        if isinstance(event, Decision):
-            # A decision answers the request pending now (the reducer refuses any other).
-            event = replace(event, request=state.request)
+        # A decision (and a child's end) answers the request pending now (the reducer
+        # refuses any other).
+        event = aimed(draw(move.events), state)
         events.append(event)
         try:
             # The reducer gets a copy: a reducer that edits the event it is given must
@@ -698,8 +746,23 @@ def is_legal(subject: Subject, state: State, event: Event) -> bool:
                 and state.tool_key is not None
                 and any(type(result) is type_named(subject, name) for name in spec_state.results)
             )
+        case ChildFailed():
+            return kind == "agent" and event.request == state.request
+        case ChildStarted(child=child):
+            return (
+                kind == "agent"
+                and state.status == "waiting"
+                and not state.notified
+                and child.endswith(f"~{state.request}")
+            )
+        case ChildEnded(value=value):
+            return (
+                kind == "agent"
+                and type(value) is type_named(subject, spec_state.output or "Answer")
+                and event.request == state.request
+            )
         case StepFailed():
-            return kind in ("llm", "tool") or (
+            return kind in ("llm", "tool", "agent") or (
                 kind in ("human", "approval") and subject.can_fail(state)
             )
         case Approved() | Rejected():

@@ -120,12 +120,18 @@ AGENT = AgentSpec(
             "wait", line=42, input="Invoice", output="PaymentReceived", seconds=172800.0
         ),
         "cool_off": StateSpec("sleep", line=47, input="PaymentReceived", seconds=600.0),
-        "thank": StateSpec("llm", line=49, outputs=("ThankYou",), prompt="payment/thank.j2"),
-        "send_thanks": StateSpec(
-            "tool", line=56, input="ThankYou", output="Sent", function="payment.tools:send_note"
+        "thank": StateSpec(
+            "llm",
+            line=49,
+            outputs=("ThankYou",),
+            prompt="payment/thank.j2",
+            checks=("payment.checks:no_links",),
         ),
-        "done": StateSpec("final", line=61, input="Sent"),
-        "unpaid": StateSpec("final", line=62),
+        "send_thanks": StateSpec(
+            "tool", line=57, input="ThankYou", output="Sent", function="payment.tools:send_note"
+        ),
+        "done": StateSpec("final", line=62, input="Sent"),
+        "unpaid": StateSpec("final", line=63),
     },
     edges=(
         EdgeSpec("bill", "await_payment", "next"),
@@ -242,12 +248,14 @@ def _thank_action(state: State) -> Action:
         prompt="payment/thank.j2",
         model="gpt-4o-mini",
         retries=1,
+        validators=("payment.checks:no_links",),
+        rejections=state.rejections,
     )
 
 
 def _thank_reduce(state: State, event: Event) -> State:
     match event:
-        # payment.agent:53: on ThankYou -> send_thanks
+        # payment.agent:54: on ThankYou -> send_thanks
         case ModelOutput(output=ThankYou() as output):
             return AGENT.move(state, event, "send_thanks", output)
         # no `on error`: the agent's max_errors rule, else the thread fails
@@ -256,7 +264,7 @@ def _thank_reduce(state: State, event: Event) -> State:
     raise IllegalEvent(state, event)
 
 
-# payment.agent:56: tool send_thanks(ThankYou) -> Sent = "payment.tools:send_note"
+# payment.agent:57: tool send_thanks(ThankYou) -> Sent = "payment.tools:send_note"
 def _send_thanks_action(state: State) -> Action:
     return CallTool(
         step="send_thanks",
@@ -270,21 +278,21 @@ def _send_thanks_action(state: State) -> Action:
 
 def _send_thanks_reduce(state: State, event: Event) -> State:
     match event:
-        # payment.agent:57: next done
+        # payment.agent:58: next done
         case ToolResult(result=Sent() as result):
             return AGENT.move(state, event, "done", result)
-        # payment.agent:58: on error -> unpaid
+        # payment.agent:59: on error -> unpaid
         case StepFailed():
             return AGENT.fail(state, event, on_error="unpaid")
     raise IllegalEvent(state, event)
 
 
-# payment.agent:61: final done(Sent)
+# payment.agent:62: final done(Sent)
 def _done_action(state: State) -> Action:
     return Finish(step="done", result=state.value)
 
 
-# payment.agent:62: final unpaid
+# payment.agent:63: final unpaid
 def _unpaid_action(state: State) -> Action:
     return Finish(step="unpaid", result=state.value)
 

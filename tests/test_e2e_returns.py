@@ -1,0 +1,125 @@
+"""examples/returns.agent end to end: tool routing on a trusted tier, a sub-agent with its
+own thread and its own approval, then a wait for an outside event.
+
+The child (returns/refunds.agent) runs as its own thread whose id is the parent's and the
+request's; both logs link to each other; the parent waits for the child (holding nothing)
+and is woken with the child's final value, typed; a cancelled child is the parent step's
+error; a child's end is delivered exactly once however often it is looked at again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.runtime_helpers import EXAMPLES, ScriptedModel, no_messages
+from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.types import ChildEnded, ChildFailed, ChildStarted, Started
+
+RETURNS = EXAMPLES / "returns.agent"
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Runtime:
+    store = SqliteStore(tmp_path / "threads.db")
+    runtime = Runtime(
+        store, model=ScriptedModel([]), messages=no_messages, cache_dir=tmp_path / "cache"
+    )
+    yield runtime
+    runtime.close()
+
+
+def returned(email: str = "ana@example.com") -> dict[str, object]:
+    return {"order_id": "o-1", "email": email, "amount_cents": 1200}
+
+
+def test_the_parent_waits_for_its_child_and_goes_on_with_its_value(rt: Runtime) -> None:
+    parent = rt.launch(RETURNS, returned())
+    assert (parent.status, parent.step, parent.waiting_for) == ("waiting", "refund", "agent")
+    assert parent.child == f"{parent.id}~{parent.request}"
+    child = rt.get(parent.child)
+    assert (child.agent, child.step, child.waiting_for) == ("refunds", "check", "approval")
+    assert child.parent == parent.id
+    # The child's request is decided on the child; its end wakes the parent.
+    rt.resume(child.id, approve=True, by="ana", request=child.request)
+    woken = rt.get(parent.id)
+    assert (woken.status, woken.step, woken.waiting_for) == ("waiting", "await_parcel", "event")
+    events = rt.events(parent.id)
+    assert [type(e) for e in events].count(ChildStarted) == 1
+    ended = [e for e in events if isinstance(e, ChildEnded)]
+    assert len(ended) == 1 and ended[0].child == child.id
+    assert ended[0].value.refunded is True  # type: ignore[attr-defined]
+    first = rt.events(child.id)[0]
+    assert isinstance(first, Started) and first.parent == parent.id
+    done = rt.send(parent.id, "ParcelReceived", {"order_id": "o-1", "condition": "good"})
+    assert (done.status, done.step) == ("finished", "done")
+
+
+def test_a_rejected_refund_is_still_the_childs_value(rt: Runtime) -> None:
+    parent = rt.launch(RETURNS, returned())
+    child = rt.get(parent.child or "")
+    rt.resume(child.id, reject=True, by="ana", request=child.request)
+    events = rt.events(parent.id)
+    ended = [e for e in events if isinstance(e, ChildEnded)]
+    assert ended[0].value.refunded is False  # type: ignore[attr-defined]
+
+
+def test_a_cancelled_child_is_the_parent_steps_error(rt: Runtime) -> None:
+    parent = rt.launch(RETURNS, returned())
+    rt.cancel(parent.child or "", reason="the customer withdrew the return", by="ana")
+    after = rt.get(parent.id)
+    assert (after.status, after.step) == ("finished", "failed")
+    failed = [e for e in rt.events(parent.id) if isinstance(e, ChildFailed)]
+    assert len(failed) == 1 and failed[0].error.type == "ChildCancelled"
+    assert "withdrew" in failed[0].error.message
+
+
+def test_a_lost_report_is_delivered_once_by_resume_or_expire(rt: Runtime) -> None:
+    parent = rt.launch(RETURNS, returned())
+    child_id = parent.child or ""
+    child = rt.get(child_id)
+    # The approval is recorded but the child is not run: as if the process died before.
+    rt.resume(child_id, approve=True, by="ana", request=child.request, run=False)
+    rt.resume(child_id)  # the child runs to its end and reports
+    rt.resume(parent.id)  # looking again delivers nothing twice
+    rt.expire()
+    events = rt.events(parent.id)
+    assert sum(isinstance(e, ChildEnded) for e in events) == 1
+    assert rt.get(parent.id).step == "await_parcel"
+
+
+def test_a_report_lost_to_a_crash_is_delivered_by_the_sweep(rt: Runtime) -> None:
+    parent = rt.launch(RETURNS, returned())
+    child_id = parent.child or ""
+    child = rt.get(child_id)
+    # The child ends, but its report to the parent is lost (the process died between).
+    rt.aio._inline.add(child_id)
+    rt.resume(child_id, approve=True, by="ana", request=child.request)
+    rt.aio._inline.discard(child_id)
+    assert rt.get(parent.id).step == "refund"
+    rt.expire()
+    rt.expire()
+    assert rt.get(parent.id).step == "await_parcel"
+    assert sum(isinstance(e, ChildEnded) for e in rt.events(parent.id)) == 1
+
+
+def test_an_enterprise_refund_needs_a_support_lead_first(rt: Runtime) -> None:
+    parent = rt.launch(RETURNS, returned("bo@enterprise.example"))
+    assert (parent.step, parent.waiting_for) == ("approve_refund", "approval")
+    assert parent.child is None
+
+
+def test_a_child_never_started_before_a_crash_is_started_once_by_the_sweep(rt: Runtime) -> None:
+    hook, rt.aio.engine.children = rt.aio.engine.children, None
+    parent = rt.launch(RETURNS, returned())  # stops at `refund` as if it died there
+    rt.aio.engine.children = hook
+    assert (parent.waiting_for, parent.child) == ("agent", None)
+    assert rt.threads() and len(rt.threads()) == 1
+    rt.expire()
+    rt.expire()
+    after = rt.get(parent.id)
+    assert after.child is not None and len(rt.threads()) == 2
+    assert sum(isinstance(e, ChildStarted) for e in rt.events(parent.id)) == 1
+    assert rt.get(after.child).waiting_for == "approval"

@@ -1,0 +1,59 @@
+"""Sub-agents through the HTTP API (httpx against the app, the real service, SQLite):
+serving examples/returns.agent serves its refunds sub-agent too; the child's pending
+approval is in /v1/requests with the parent it belongs to; deciding it there wakes the
+parent, which goes on to wait for the parcel.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.runtime_helpers import EXAMPLES
+from tests.support.openai_server import ScriptedOpenAI
+from tests.support.server import Served, served
+from tests.test_server_api import decide
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
+RETURN = {"order_id": "o-1", "email": "ana@example.com", "amount_cents": 1250}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def s(tmp_path: Path, openai_server: ScriptedOpenAI) -> Any:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "returns.agent", folder / "returns.agent")
+    shutil.copytree(EXAMPLES / "returns", folder / "returns")
+    (folder / "twelvefold.toml").write_text('[approvers]\nsupport-leads = ["ana"]\n')
+    async with served(folder / "returns.agent", tmp_path / "threads.db", openai_server) as running:
+        yield running
+
+
+async def test_the_childs_request_is_listed_and_deciding_it_wakes_the_parent(s: Served) -> None:
+    async with s.client("bob") as client:
+        response = await client.post("/v1/agents/returns/threads?wait=true", json={"input": RETURN})
+    assert response.status_code == 200, response.text
+    parent = response.json()
+    assert (parent["waiting_for"], parent["step"]) == ("agent", "refund")
+    child_id = parent["child"]
+    async with s.client("ana") as client:
+        pending = (await client.get("/v1/requests")).json()
+    (card,) = pending
+    assert (card["thread_id"], card["agent"], card["parent"]) == (
+        child_id,
+        "refunds",
+        parent["thread_id"],
+    )
+    decided = await decide(s, "ana", card)
+    assert decided.status_code == 200, decided.text
+    async with s.client("ana") as client:
+        after = (await client.get(f"/v1/threads/{parent['thread_id']}")).json()
+    assert (after["step"], after["waiting_for"]) == ("await_parcel", "event")
