@@ -24,8 +24,12 @@ only when its seal proves it is the fold of exactly these events by this reducer
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -667,7 +671,9 @@ class Engine:
 
     async def _io(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self.offload:
-            return await asyncio.to_thread(function, *args, **kwargs)
+            # As `asyncio.to_thread` does: the call sees this task's context variables.
+            call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(_store_pool(), call)
         return function(*args, **kwargs)
 
     def _prove(self, thread: Thread) -> None:
@@ -691,6 +697,27 @@ class Engine:
     def _announce(self, thread: Thread, event: Event) -> None:
         if self.on_event is not None:
             self.on_event(thread, event)
+
+
+STORE_WORKERS = 64
+"""Worker threads for offloaded store calls, shared by every engine of the process. An
+append waiting for a group commit (runtime/commits.py) holds one while it waits, so the
+number of threads whose appends can share a transaction is at most this; asyncio's
+default pool (cores + 4) would cap it at 6 on two cores."""
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _store_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The store's worker threads (made on first use; each thread starts when needed)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                STORE_WORKERS, thread_name_prefix="twelvefold-store"
+            )
+        return _pool
 
 
 def _has_work(state: State) -> bool:
