@@ -17,7 +17,6 @@ project's configuration (runtime/config.py) says at the moment of the decision.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import secrets
@@ -28,7 +27,7 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -81,6 +80,9 @@ from .types import (
     ToolStarted,
 )
 from .usage import Totals, records, totals
+
+if TYPE_CHECKING:  # asyncio loads when a thread runs, not when an agent is imported
+    import asyncio
 
 AgentRef = Agent | ModuleType | str | Path
 T = TypeVar("T")
@@ -773,6 +775,8 @@ class Runtime:
         self.close()
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        import asyncio
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:

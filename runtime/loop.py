@@ -23,8 +23,6 @@ only when its seal proves it is the fold of exactly these events by this reducer
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -48,6 +46,8 @@ from .model import Model, ModelError, ModelReply, ModelRequest
 from .redact import shown_value
 
 if TYPE_CHECKING:
+    import concurrent.futures
+
     from .notify import Notice  # notify.py loads only when a thread waits
 from .spec import ASK_NOT_SHOWN, AgentSpec
 from .store import EventStore, Head, StoreError, ThreadInfo, now_iso
@@ -670,6 +670,8 @@ class Engine:
         return self.notifier
 
     async def _io(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        import asyncio
+
         if self.offload:
             # As `asyncio.to_thread` does: the call sees this task's context variables.
             call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
@@ -712,6 +714,8 @@ _pool_lock = threading.Lock()
 def _store_pool() -> concurrent.futures.ThreadPoolExecutor:
     """The store's worker threads (made on first use; each thread starts when needed)."""
     global _pool
+    import concurrent.futures  # with asyncio, only once a thread runs
+
     with _pool_lock:
         if _pool is None:
             _pool = concurrent.futures.ThreadPoolExecutor(
