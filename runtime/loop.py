@@ -299,15 +299,12 @@ class Engine:
             )
         try:
             state = agent.module.reduce(thread.state, event)
-            await self._io(
-                self.store.append,
-                thread.id,
-                len(thread.events),
-                (event,),
-                agent.codec,
-                Head(state.status, state.step, state, agent.reducer, request=state.request),
-                thread.lease,
-            )
+            head = Head(state.status, state.step, state, agent.reducer, state.request)
+            append = (thread.id, len(thread.events), (event,), agent.codec, head, thread.lease)
+            if self.offload:
+                await self._io(self.store.append, *append)
+            else:  # the hot path in memory: no coroutine around a call that never waits
+                self.store.append(*append)
         except BaseException:
             if took:
                 self._release(thread)
