@@ -593,6 +593,9 @@ class SqliteStore:
         broken log) leaves nothing of it and the others as they were; then one COMMIT,
         one fsync, for all of them."""
         with self._lock, self._transaction():
+            if len(group) == 1:  # alone: its error rolls the transaction back (no savepoint)
+                group[0].result = group[0].work()
+                return
             for item in group:
                 self._db.execute("SAVEPOINT one_append")
                 try:
