@@ -155,6 +155,8 @@ def where_the_cpu_goes(profile: cProfile.Profile) -> list[tuple[str, float]]:
 
 
 def _package(file: str) -> str:
+    if file == "~":  # cProfile's name for built-in functions (C code, `len`, locks...)
+        return "built-ins"
     parts = Path(file).parts
     if "site-packages" in parts:
         return parts[parts.index("site-packages") + 1].removesuffix(".py")

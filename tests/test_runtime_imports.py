@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.runtime_helpers import counter_run_probe
 from twelvefold.runtime.api import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,12 +51,5 @@ def test_a_generated_module_and_the_runtime_api_load_nothing_a_reducer_does_not_
 
 def test_running_a_thread_loads_asyncio_when_it_is_needed(tmp_path: Path) -> None:
     """The deferred imports happen where they are used (the probe above is not vacuous)."""
-    code = (
-        "import sys; from pathlib import Path\n"
-        "from benchmarks.runtime import COUNTER, run_thread\n"
-        "from twelvefold.runtime.api import Runtime\n"
-        "from twelvefold.runtime.store import MemoryStore\n"
-        f"agent = Runtime(cache_dir=Path({str(tmp_path)!r})).agent(COUNTER)\n"
-        "run_thread(MemoryStore(), agent, 10)\n"
-    )
+    code = counter_run_probe(tmp_path)
     assert "asyncio" in loaded_after(code)
