@@ -17,7 +17,6 @@ project's configuration (runtime/config.py) says at the moment of the decision.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -94,6 +93,9 @@ from .versions import AgentVersion, VersionError
 
 if TYPE_CHECKING:
     from .migrate import Verdict
+
+if TYPE_CHECKING:  # asyncio loads when a thread runs, not when an agent is imported
+    import asyncio
 
 AgentRef = Agent | ModuleType | str | Path
 T = TypeVar("T")
@@ -1009,6 +1011,8 @@ class Runtime:
         self.close()
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        import asyncio
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:

@@ -24,7 +24,6 @@ reads the step's variables plus `output`; secret fields are hidden as everywhere
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -70,6 +69,8 @@ async def run_validator(
 ) -> Refusal | None:
     """One validator on `output`: None when it accepts, the `Refusal` when it refuses.
     Raises `CheckFailed` when the validator itself breaks (see the module docstring)."""
+    import asyncio
+
     try:
         if inspect.iscoroutinefunction(function):
             verdict = await function(output)

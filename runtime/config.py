@@ -16,6 +16,7 @@ approvers as they are at that moment (a revoked approver is revoked at once).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 import tomllib
@@ -75,6 +76,7 @@ class Config:
         return None if self.path is None else f"{self.path}#{self.digest}"
 
 
+@functools.lru_cache(maxsize=1024)
 def stdlib_module(reference: str) -> str | None:
     """The standard-library top-level module a tool's `module:function` names, or None
     (`sys.stdlib_module_names`; such a tool needs `Config.allow_stdlib`)."""

@@ -23,9 +23,11 @@ only when its seal proves it is the fold of exactly these events by this reducer
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import contextvars
+import functools
 import hashlib
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,6 +47,8 @@ from .ratelimit import RateLimiter
 from .redact import shown_value
 
 if TYPE_CHECKING:
+    import concurrent.futures
+
     from .notify import Notice  # notify.py loads only when a thread waits
 from .spec import ASK_NOT_SHOWN, AgentSpec
 from .store import EventStore, Head, StoreError, ThreadInfo, now_iso
@@ -327,15 +331,12 @@ class Engine:
             )
         try:
             state = agent.module.reduce(thread.state, event)
-            await self._io(
-                self.store.append,
-                thread.id,
-                len(thread.events),
-                (event,),
-                agent.codec,
-                Head(state.status, state.step, state, agent.reducer, request=state.request),
-                thread.lease,
-            )
+            head = Head(state.status, state.step, state, agent.reducer, state.request)
+            append = (thread.id, len(thread.events), (event,), agent.codec, head, thread.lease)
+            if self.offload:
+                await self._io(self.store.append, *append)
+            else:  # the hot path in memory: no coroutine around a call that never waits
+                self.store.append(*append)
         except BaseException:
             if took:
                 await self.let_go(thread)
@@ -747,8 +748,12 @@ class Engine:
         return self.notifier
 
     async def _io(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        import asyncio
+
         if self.offload:
-            return await asyncio.to_thread(function, *args, **kwargs)
+            # As `asyncio.to_thread` does: the call sees this task's context variables.
+            call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(_store_pool(), call)
         return function(*args, **kwargs)
 
     def _prove(self, thread: Thread) -> None:
@@ -769,10 +774,12 @@ class Engine:
         if not self.offload:
             self._release(thread)
             return
+        import asyncio
+
         lease, thread.lease = thread.lease, None
         if lease is not None:
             with contextlib.suppress(Exception):
-                await asyncio.shield(asyncio.to_thread(self._release_lease, lease))
+                await asyncio.shield(self._io(self._release_lease, lease))
 
     def _release_lease(self, lease: leases.Lease) -> None:
         with contextlib.suppress(Exception):  # the lease lapses by itself
@@ -789,6 +796,29 @@ class Engine:
     def _announce(self, thread: Thread, event: Event) -> None:
         if self.on_event is not None:
             self.on_event(thread, event)
+
+
+STORE_WORKERS = 64
+"""Worker threads for offloaded store calls, shared by every engine of the process. An
+append waiting for a group commit (runtime/commits.py) holds one while it waits, so the
+number of threads whose appends can share a transaction is at most this; asyncio's
+default pool (cores + 4) would cap it at 6 on two cores."""
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _store_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The store's worker threads (made on first use; each thread starts when needed)."""
+    global _pool
+    import concurrent.futures  # with asyncio, only once a thread runs
+
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                STORE_WORKERS, thread_name_prefix="twelvefold-store"
+            )
+        return _pool
 
 
 def _has_work(state: State) -> bool:

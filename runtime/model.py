@@ -14,17 +14,15 @@ the output reaches the reducer, which receives an instance of the declared class
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
-import logging
 import os
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -33,12 +31,8 @@ from .ratelimit import PROCESS_LIMITER, RateLimiter, retry_after
 from .spec import AgentSpec
 from .types import CallModel, ErrorInfo, Usage
 
-# instructor logs each failed attempt (a reply that does not validate, a retry) at WARNING
-# and above; with no logging configured, Python would print those lines on stderr beside
-# our own messages. The outcome reaches the user as a step failure in the log instead. A
-# NullHandler keeps them off stderr without hiding them from an application that configures
-# logging (they still propagate to its handlers).
-logging.getLogger("instructor").addHandler(logging.NullHandler())
+if TYPE_CHECKING:  # asyncio loads when a thread runs, not when an agent is imported
+    import asyncio
 
 DEFAULT_MODEL = "gpt-4o-mini"
 """Used when neither `--model`, the step's `model` nor OPENAI_MODEL names one."""
@@ -258,6 +252,8 @@ class OpenAIModel:
         (runtime/ratelimit.py); the openai client itself retries the call that got it."""
 
     def _instructor(self) -> Any:
+        import asyncio
+
         # The openai client's connection pool belongs to one event loop; the synchronous API
         # may run each call in a fresh loop, so a new loop gets a new client.
         loop = asyncio.get_running_loop()
@@ -270,6 +266,8 @@ class OpenAIModel:
 
     async def aclose(self) -> None:
         """Close the connection pool (optional: an exiting process closes it anyway)."""
+        import asyncio
+
         if self._client is not None and self._client_loop is asyncio.get_running_loop():
             await self._client.client.close()
         self._client = None
@@ -309,6 +307,8 @@ class OpenAIModel:
             client.on("completion:kwargs", lambda *_, **kwargs: captured.append(kwargs))
             arguments = self.request_arguments(request)
             arguments["max_retries"] = 0
+            import logging
+
             quiet = logging.getLogger("instructor")
             level = quiet.level
             quiet.setLevel(logging.CRITICAL)  # the refusal is expected: do not log it
@@ -390,9 +390,20 @@ def _make_client(
     transport_retries: int,
     limiter: RateLimiter | None = None,
 ) -> Any:
+    import logging
+
     import instructor
     from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+    # instructor logs each failed attempt (a reply that does not validate, a retry) at
+    # WARNING and above; with no logging configured, Python would print those lines on
+    # stderr beside our own messages. The outcome reaches the user as a step failure in the
+    # log instead. A NullHandler keeps them off stderr without hiding them from an
+    # application that configures logging (they still propagate to its handlers). Added
+    # here, before instructor's first use, so importing the runtime loads no logging.
+    quiet = logging.getLogger("instructor")
+    if not any(isinstance(h, logging.NullHandler) for h in quiet.handlers):
+        quiet.addHandler(logging.NullHandler())
     hooks: dict[str, list[Callable[..., Any]]] = {}
     if limiter is not None:
         hooks["response"] = [functools.partial(_pause_on_429, limiter)]

@@ -28,7 +28,6 @@ three methods over the store; none exists yet.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 import time
@@ -91,7 +90,7 @@ class WindowLimiter:
             wait = self._try(model, limits, time.monotonic(), max(0, tokens))
             if wait <= 0:
                 return
-            await asyncio.sleep(wait)
+            await _sleep(wait)
 
     def spent(self, model: str, tokens: int, estimated: int = 0) -> None:
         correction = max(0, tokens) - max(0, estimated)
@@ -237,3 +236,11 @@ __all__ = [
     "rate_limits_for",
     "retry_after",
 ]
+
+
+async def _sleep(seconds: float) -> None:
+    # asyncio is imported when a thread waits, not with the runtime: a reducer needs none
+    # of it (tests/test_runtime_imports.py).
+    import asyncio
+
+    await asyncio.sleep(seconds)

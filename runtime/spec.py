@@ -7,6 +7,7 @@ recording notifications and tool starts) lives here, once.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ from .types import (
     Event,
     Forked,
     IllegalEvent,
+    ModelOutput,
     Notified,
     OutputRejected,
     Retried,
@@ -58,6 +60,19 @@ BUDGET_EXHAUSTED = ErrorInfo("StepBudgetExhausted", "step budget exhausted")
 COST_EXHAUSTED = ErrorInfo("CostBudgetExhausted", "cost budget (max_cost) spent")
 TOKENS_EXHAUSTED = ErrorInfo("TokenBudgetExhausted", "token budget (max_tokens) spent")
 _BUDGET_ERRORS = frozenset({COST_EXHAUSTED.type, TOKENS_EXHAUSTED.type})
+
+
+class _Keep(enum.Enum):
+    KEEP = "keep"
+
+
+KEEP = _Keep.KEEP
+"""`_copy(retry_key=KEEP)`: the state's own retry key (None is a value: no key)."""
+
+_MOVING: frozenset[type[Event]] = frozenset((ModelOutput, ToolResult))
+"""Events `bookkeeping` never handles: a step's output moves the thread (its reducer's
+`match`), so they skip its tests. Exact types: a subclass goes through every test."""
+
 
 ASK_NOT_SHOWN = "AskNotShown"
 """The error type of a pause whose `ask` could not be rendered (runtime/context.py)."""
@@ -190,6 +205,8 @@ class AgentSpec:
 
     def bookkeeping(self, state: State, event: Event) -> State | None:
         """Events that record progress without moving the thread; None for the others."""
+        if type(event) in _MOVING:  # most events: no test below can match them
+            return None
         if isinstance(event, Retried):
             if state.status != "failed":
                 raise IllegalEvent(state, event, "only a failed thread can be retried")
@@ -261,7 +278,7 @@ class AgentSpec:
                     state, event, f"a call is already in flight with key {state.tool_key!r}"
                 )
             # The retry's key (if any) is now the started call's: `tool_key` carries it.
-            return replace(self._copy(state, tool_key=event.key), retry_key=None)
+            return self._copy(state, tool_key=event.key, retry_key=None)
         return None
 
     def move(self, state: State, event: Event, target: str, value: Any) -> State:
@@ -418,6 +435,7 @@ class AgentSpec:
         notified: bool | None = None,
         tool_key: str | None = None,
         notices: int | None = None,
+        retry_key: str | _Keep | None = KEEP,
     ) -> State:
         return State(
             step=state.step,
@@ -432,7 +450,7 @@ class AgentSpec:
             notified=notified if notified is not None else state.notified,
             request=state.request,
             notices=notices if notices is not None else state.notices,
-            retry_key=state.retry_key,
+            retry_key=state.retry_key if retry_key is KEEP else retry_key,
             rejections=state.rejections,
             tokens=state.tokens,
             cost_usd=state.cost_usd,

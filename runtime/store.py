@@ -35,6 +35,7 @@ from pydantic_core import from_json, to_json
 
 from . import lease as leases
 from .codec import Codec
+from .commits import GroupCommit, Pending
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
 from .schema import SchemaError, Upgrade, sqlite_version, upgrade_sqlite
@@ -761,8 +762,11 @@ class SqliteStore(ChainedStore):
 
     Safe to share between threads of one process (calls are serialized) and between
     processes (each append is one `BEGIN IMMEDIATE` transaction that checks the lease
-    and the sequence number first). Open a new store in each process; do not carry one
-    across `fork`. `chain` defaults to `Chain.from_env()` (TWELVEFOLD_LOG_KEY).
+    and the sequence number first). Appends that threads of one process make while
+    another commits are committed together, in one transaction and one fsync, each
+    judged on its own (group commit, runtime/commits.py). Open a new store in each
+    process; do not carry one across `fork`. `chain` defaults to `Chain.from_env()`
+    (TWELVEFOLD_LOG_KEY).
     """
 
     blocking = True
@@ -789,6 +793,8 @@ class SqliteStore(ChainedStore):
         # exactly what the code shows.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
+        self.commits = GroupCommit(self._commit_group)
+        """Appends from several threads of this process share a transaction (group commit)."""
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self._db.execute("PRAGMA journal_mode = WAL")
@@ -846,12 +852,32 @@ class SqliteStore(ChainedStore):
         head: Head,
         lease: Lease | None = None,
     ) -> None:
-        with self._lock, self._transaction():
+        def work() -> None:
             num, seq = self._position(thread_id)
             self._fence(num, thread_id, lease)
             if seq != expected_seq:
                 raise Conflict(thread_id, expected_seq, seq)
             self._write(num, thread_id, seq, events, codec, head)
+
+        self.commits.submit(work)
+
+    def _commit_group(self, group: Sequence[Pending]) -> None:
+        """One transaction for the appends of a group (runtime/commits.py): each checked
+        and written under its own savepoint, so one refused (`Conflict`, `LeaseLost`, a
+        broken log) leaves nothing of it and the others as they were; then one COMMIT,
+        one fsync, for all of them."""
+        with self._lock, self._transaction():
+            if len(group) == 1:  # alone: its error rolls the transaction back (no savepoint)
+                group[0].result = group[0].work()
+                return
+            for item in group:
+                self._db.execute("SAVEPOINT one_append")
+                try:
+                    item.result = item.work()
+                except Exception as exc:
+                    item.error = exc
+                    self._db.execute("ROLLBACK TO one_append")
+                self._db.execute("RELEASE one_append")
 
     def load(self, thread_id: str, codec: Codec) -> list[Event]:
         return self.restore(thread_id, codec).events

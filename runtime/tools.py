@@ -27,7 +27,6 @@ unless the configuration allows them by name (`Config.allow_stdlib`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import importlib
@@ -42,13 +41,16 @@ import types
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from .config import stdlib_module
 from .names import declared_name
 from .types import CallTool, ErrorInfo, Usage
+
+if TYPE_CHECKING:  # asyncio loads when a thread runs, not when an agent is imported
+    import asyncio
 
 _MESSAGE_LIMIT = 500
 _PRIVATE_PREFIX = "_twelvefold_tools_"
@@ -275,8 +277,30 @@ class _StillRunning(Exception):
 
 # ---- one call: attempts, retries, the key in flight ------------------------------
 
-_IN_FLIGHT: dict[str, threading.Event] = {}
-"""Keys of attempts running in this process, each with an event set when it returns."""
+
+class _Running:
+    """An attempt in flight, until `set` when it returns; `wait` for that as with a
+    `threading.Event`, which costs several times as much to make on every call."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held = threading.Lock()
+        self._held.acquire()
+
+    def set(self) -> None:
+        self._held.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether the attempt returned within `timeout` seconds (None: ever)."""
+        if not self._held.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        self._held.release()  # others may wait for the same attempt
+        return True
+
+
+_IN_FLIGHT: dict[str, _Running] = {}
+"""Keys of attempts running in this process, each set when it returns."""
 _IN_FLIGHT_LOCK = threading.Lock()
 
 
@@ -287,16 +311,16 @@ def running(key: str) -> bool:
         return key in _IN_FLIGHT
 
 
-def _enter(key: str) -> threading.Event | None:
+def _enter(key: str) -> _Running | None:
     """Mark an attempt of `key` as running; None when one already is."""
     with _IN_FLIGHT_LOCK:
         if key in _IN_FLIGHT:
             return None
-        done = _IN_FLIGHT[key] = threading.Event()
+        done = _IN_FLIGHT[key] = _Running()
         return done
 
 
-def _leave(key: str, done: threading.Event) -> None:
+def _leave(key: str, done: _Running) -> None:
     with _IN_FLIGHT_LOCK:
         if _IN_FLIGHT.get(key) is done:
             del _IN_FLIGHT[key]
@@ -321,6 +345,8 @@ async def call(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Outc
     `offload` runs a synchronous tool on a worker thread so an event loop stays free; a
     timeout always does. Times are seconds.
     """
+    import asyncio
+
     started = time.perf_counter()
     error: ErrorInfo | None = None
     unknown = False
@@ -357,6 +383,8 @@ def _still_running(tool: Tool, key: str) -> ErrorInfo:
 
 async def _returned(key: str, timeout: float | None) -> bool:
     """Wait (at most `timeout` seconds) for an abandoned attempt of `key` to return."""
+    import asyncio
+
     with _IN_FLIGHT_LOCK:
         done = _IN_FLIGHT.get(key)
     if done is None:
@@ -373,6 +401,8 @@ async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> 
     not return within the timeout, `_StillRunning` when an attempt with this key has not
     returned yet (none is started then); `KeyboardInterrupt` (Ctrl-C in the main thread) and
     the cancellation of the caller's own task pass through."""
+    import asyncio
+
     takes = tool.takes_input and action.value is not None
     args: tuple[Any, ...] = (action.value,) if takes else ()
     kwargs: dict[str, Any] = {"idempotency_key": key} if tool.accepts_key else {}
@@ -413,6 +443,8 @@ async def _guarded(
 ) -> tuple[Any, BaseException | None]:
     """Await an async tool inside a task of our own, catching what it raises: asyncio
     would carry a SystemExit raised in a task out of the event loop."""
+    import asyncio
+
     try:
         return await tool.function(*args, **kwargs), None
     except asyncio.CancelledError:
@@ -434,6 +466,8 @@ def _in_daemon_thread(
     default executor, a tool that never returns does not keep the process alive at exit.
     `returned` is called on that thread once the function returns or raises, whoever
     still waits for it. Nothing the tool raises (SystemExit included) escapes the thread."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     future: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
 

@@ -97,3 +97,16 @@ def counter_model(target: int, *, poke_every: int = 2) -> Callable[[ModelRequest
         return {"type": kind, "n": n}
 
     return decide
+
+
+def counter_run_probe(cache: Path) -> str:
+    """Python source that runs a 10-step counter thread in memory, for a test that then
+    looks at what the fresh process imported (compiled into `cache`)."""
+    return (
+        "import sys; from pathlib import Path\n"
+        "from benchmarks.runtime import COUNTER, run_thread\n"
+        "from twelvefold.runtime.api import Runtime\n"
+        "from twelvefold.runtime.store import MemoryStore\n"
+        f"agent = Runtime(cache_dir=Path({str(cache)!r})).agent(COUNTER)\n"
+        "run_thread(MemoryStore(), agent, 10)\n"
+    )

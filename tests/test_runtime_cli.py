@@ -121,7 +121,8 @@ def test_instructors_own_log_lines_stay_off_stderr_unless_logging_is_configured(
 
     probe = (
         "import logging, sys\n"
-        "import twelvefold.runtime.model\n"
+        "import twelvefold.runtime.model as model\n"
+        "model._make_client('http://127.0.0.1:9/v1', 'test', 'tools', 0)  # before any call\n"
         "logging.getLogger('instructor').error('Validation Error found: ...')\n"
         "if sys.argv[1:] == ['configured']:\n"
         "    logging.basicConfig()\n"

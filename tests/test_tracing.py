@@ -22,7 +22,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
-from tests.runtime_helpers import EXAMPLES, FIXTURES, RecordingNotifier, ScriptedModel
+from tests.runtime_helpers import (
+    EXAMPLES,
+    FIXTURES,
+    RecordingNotifier,
+    ScriptedModel,
+    counter_run_probe,
+)
 from tests.support.e2e import ModelTurns, runtime
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from tests.support.otlp_receiver import OtlpReceiver
@@ -445,13 +451,7 @@ def test_exporting_without_the_sdk_is_one_line(tmp_path: Path) -> None:
 def test_an_untraced_process_never_imports_opentelemetry(tmp_path: Path) -> None:
     """Tracing off costs no import (OpenTelemetry's API takes ~25 ms to load): a thread
     launched and run to the end in a fresh process leaves it unloaded."""
-    probe = (
-        "import sys; from pathlib import Path\n"
-        "from benchmarks.runtime import COUNTER, run_thread\n"
-        "from twelvefold.runtime.api import Runtime\n"
-        "from twelvefold.runtime.store import MemoryStore\n"
-        f"agent = Runtime(cache_dir=Path({str(tmp_path)!r})).agent(COUNTER)\n"
-        "run_thread(MemoryStore(), agent, 10)\n"
+    probe = counter_run_probe(tmp_path) + (
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}

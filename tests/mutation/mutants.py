@@ -519,7 +519,7 @@ SPEC: tuple[Mutant, ...] = (
         "            if state.tool_key is not None:\n                # One call",
         "            if False:\n                # One call",
     ),
-    _m("s-started-key", _S, "tool_key=event.key)", "tool_key=event.key + '-1')"),
+    _m("s-started-key", _S, "tool_key=event.key,", "tool_key=event.key + '-1',"),
     # ---- move --------------------------------------------------------------------------
     _m(
         "s-move-resets-always", _S, "errors = 0 if self.states", "errors = 0 if True or self.states"
@@ -684,7 +684,7 @@ SPEC: tuple[Mutant, ...] = (
     _m(
         "s-copy-retry-key",
         _S,
-        "retry_key=state.retry_key,",
+        "retry_key=state.retry_key if retry_key is KEEP else retry_key,",
         "retry_key=None,",
         equivalent="nothing in the reducer sets retry_key yet (the runtime reads Retried.key)",
     ),

@@ -1,0 +1,216 @@
+"""Many threads in one process: durable throughput with group commit, and threads that
+wait on a slow model.
+
+1. Group commit (runtime/commits.py): the counter agent (tests/runtime_fixtures) with an
+   instant model, `AsyncRuntime` over SQLite with `offload` (as the server runs it), one
+   thread alone against 100 threads at once; durable steps per second, and how many
+   appends each transaction held.
+2. Many threads at once: the counter agent with the real openai + instructor client
+   against the scripted model server (tests/support/openai_server.py) in its own process,
+   answering every call after 100 ms; 100 and 1,000 threads launched together, each
+   making MODEL_CALLS model calls (and as many instant tool calls), in memory. The ideal
+   is steps × latency ÷ concurrency: every thread's calls back to back, all threads
+   overlapping. Reported: wall time against the ideal, this process's CPU time per model
+   call, peak memory per waiting thread, and (for 1,000) where the CPU went by package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from benchmarks.runtime import COUNTER, FIXTURES, InstantModel, no_messages
+from twelvefold.runtime.api import AsyncRuntime
+from twelvefold.runtime.loop import Agent
+from twelvefold.runtime.model import CallModel
+from twelvefold.runtime.spec import AgentSpec
+from twelvefold.runtime.store import MemoryStore, SqliteStore
+
+MODEL_LATENCY = 0.1
+MODEL_CALLS = 5
+"""Model calls per thread in part 2 (four `Bump`s, then `Done`)."""
+
+
+# ---- 1. group commit -------------------------------------------------------------------
+
+
+async def _durable(agent: Agent, db: Path, threads: int, steps: int) -> tuple[float, Any]:
+    """Seconds for `threads` counter threads of `steps` actions each, run at once."""
+    store = SqliteStore(db)
+    model = InstantModel(agent, steps // 2)
+    rt = AsyncRuntime(store, model=model, tool_paths=[FIXTURES], messages=no_messages)
+    began = time.perf_counter()
+    views = await asyncio.gather(*(rt.launch(agent, "count") for _ in range(threads)))
+    elapsed = time.perf_counter() - began
+    assert all(v.status == "finished" for v in views), views
+    stats = store.commits.stats
+    store.close()
+    return elapsed, stats
+
+
+def group_commit(agent: Agent, folder: Path) -> None:
+    print("### Group commit\n")
+    print("| threads at once | durable steps | seconds | steps/s | appends per transaction |")
+    print("|---:|---:|---:|---:|---:|")
+    rates = {}
+    for threads, steps in ((1, 400), (100, 40)):
+        elapsed, stats = asyncio.run(_durable(agent, folder / f"g{threads}.db", threads, steps))
+        total = threads * (steps + 1)
+        rates[threads] = total / elapsed
+        per = stats.members / max(stats.groups, 1)
+        print(
+            f"| {threads} | {total:,} | {elapsed:.2f} | {rates[threads]:,.0f} | "
+            f"{per:.2f} (largest {stats.largest}) |"
+        )
+    print(f"\n100 threads at once: {rates[100] / rates[1]:.1f}× the steps/s of one thread.\n")
+
+
+# ---- 2. waiting on a slow model ----------------------------------------------------------
+
+_SERVER = """
+import sys, threading
+from benchmarks.concurrency import counter_responder
+from tests.support import openai_server
+from tests.support.openai_server import ScriptedOpenAI
+openai_server._Server.request_queue_size = 2048  # 1,000 clients connect at once
+server = ScriptedOpenAI(responder=counter_responder, latency=float(sys.argv[1])).start()
+print(server.base_url, flush=True)
+sys.stdin.read()
+"""
+
+
+def counter_responder(body: dict[str, Any]) -> Any:
+    """The scripted server's answer to a counter request: the value is the user message."""
+    from tests.support.openai_server import Reply
+
+    n = json.loads(body["messages"][-1]["content"])["n"]
+    kind = "Done" if n >= MODEL_CALLS - 1 else "Bump"
+    return Reply(arguments={"choice": {"type": kind, "n": n}})
+
+
+def value_message(spec: AgentSpec, action: CallModel, events: Any, prompts: Path) -> list[Any]:
+    """The only message: the value at `decide` (the prompt's cost is not measured here)."""
+    value = action.value
+    n = value.n if hasattr(value, "n") else 0
+    return [{"role": "user", "content": json.dumps({"n": n})}]
+
+
+async def _waiting(agent: Agent, base_url: str, threads: int) -> dict[str, Any]:
+    from twelvefold.runtime.model import OpenAIModel
+
+    model = OpenAIModel(base_url=base_url, api_key="bench", transport_retries=0)
+    rt = AsyncRuntime(
+        MemoryStore(), model=model, tool_paths=[FIXTURES], messages=value_message, offload=False
+    )
+    await rt.launch(agent, "warm-up")  # imports openai and instructor, opens the pool
+    rss_before = _rss()
+    peak = rss_before
+    cpu = time.process_time()
+    began = time.perf_counter()
+    launched = [asyncio.ensure_future(rt.launch(agent, "count")) for _ in range(threads)]
+    while not all(task.done() for task in launched):
+        peak = max(peak, _rss())
+        await asyncio.sleep(0.02)
+    elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu
+    views = [task.result() for task in launched]
+    failed = Counter(
+        str(v.to_json().get("error", {}).get("type")) for v in views if v.status != "finished"
+    )
+    await model.aclose()
+    return {
+        "elapsed": elapsed,
+        "ideal": MODEL_CALLS * MODEL_LATENCY,
+        "cpu_per_call_ms": cpu / (threads * MODEL_CALLS) * 1e3,
+        "kib_per_thread": (peak - rss_before) / threads / 1024,
+        "failed": ", ".join(f"{n} {kind}" for kind, n in failed.items()) or "none",
+    }
+
+
+def _rss() -> int:
+    """This process's resident memory now, in bytes (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def where_the_cpu_goes(profile: cProfile.Profile) -> list[tuple[str, float]]:
+    """Own time per package (openai, httpx, instructor, pydantic, asyncio, twelvefold...)."""
+    stats = pstats.Stats(profile)
+    spent: Counter[str] = Counter()
+    for (file, _, _), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        spent[_package(file)] += own
+    total = sum(spent.values())
+    return [(name, seconds / total) for name, seconds in spent.most_common(9)]
+
+
+def _package(file: str) -> str:
+    if file == "~":  # cProfile's name for built-in functions (C code, `len`, locks...)
+        return "built-ins"
+    parts = Path(file).parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].removesuffix(".py")
+    for name in ("runtime", "benchmarks", "asyncio", "json", "ssl", "http"):
+        if name in parts:
+            return "twelvefold" if name == "runtime" else name
+    return "python (other)" if file.startswith(("/", "<")) else file
+
+
+def many_threads(agent: Agent) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, str(MODEL_LATENCY)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        print("### Many threads waiting on a model that answers after 100 ms\n")
+        print(
+            "| threads at once | seconds | ideal (s) | ratio | CPU per model call (ms) |"
+            " memory per thread (KiB) | failed threads |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---|")
+        for threads in (100, 1_000):
+            got = asyncio.run(_waiting(agent, base_url, threads))
+            print(
+                f"| {threads:,} | {got['elapsed']:.2f} | {got['ideal']:.2f} | "
+                f"{got['elapsed'] / got['ideal']:.2f}× | {got['cpu_per_call_ms']:.2f} | "
+                f"{got['kib_per_thread']:.0f} | {got['failed']} |"
+            )
+        profile = cProfile.Profile()
+        profile.enable()
+        asyncio.run(_waiting(agent, base_url, 1_000))
+        profile.disable()
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in where_the_cpu_goes(profile))
+        print(f"\nCPU of the 1,000-thread run by package (cProfile, own time): {shares}.\n")
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    os.environ.pop("COUNTER_LOG", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        agent = AsyncRuntime(cache_dir=folder / "cache").agent(COUNTER)
+        print("## Many threads in one process\n")
+        group_commit(agent, folder)
+        many_threads(agent)
+
+
+if __name__ == "__main__":
+    main()

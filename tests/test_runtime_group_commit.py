@@ -1,0 +1,278 @@
+"""Group commit (runtime/commits.py): the appends of several threads of one process share
+one transaction, and each keeps every promise an append makes on its own.
+
+1. Appends made while a commit is under way are committed together, in one transaction.
+2. In a group, an append refused for its sequence number or its lease writes nothing and
+   the others are stored.
+3. An append returns only once its events can be read by another connection.
+4. A process appending from many threads is SIGKILLed while it commits groups: every
+   event it acknowledged is in the file, and every log verifies.
+
+Each check also runs against a deliberately broken committer (acknowledging a group
+before its COMMIT) where it can find the breakage.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from tests.runtime_helpers import FIXTURES, ScriptedModel, no_messages
+from tests.support.waiting import wait_for
+from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.commits import GroupCommit, Pending
+from twelvefold.runtime.lease import Lease, LeaseLost
+from twelvefold.runtime.loop import Agent, started
+from twelvefold.runtime.store import Conflict, Head, SqliteStore, ThreadInfo, now_iso
+from twelvefold.runtime.types import Event, ModelOutput
+
+FORK = multiprocessing.get_context("fork")
+THREADS = 8
+KILLS = 4
+
+
+class EagerAcknowledgement(GroupCommit):
+    """Broken on purpose: tells every member of a group it is stored before the COMMIT
+    (a tempting way to keep callers from waiting on the disk)."""
+
+    def _lead(self, group: list[Pending]) -> None:
+        with self._changed:
+            for item in group:
+                item.done = True
+            self._changed.notify_all()
+        super()._lead(group)
+
+
+class EagerStore(SqliteStore):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.commits = EagerAcknowledgement(self._commit_group)
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Agent:
+    cache = tmp_path_factory.mktemp("cache")
+    return Runtime(model=ScriptedModel([]), messages=no_messages, cache_dir=cache).agent(
+        FIXTURES / "counter.agent"
+    )
+
+
+def new_thread(
+    store: SqliteStore, agent: Agent, thread_id: str, *, owner: str | None = None
+) -> Lease | None:
+    at = now_iso()
+    info = ThreadInfo(thread_id, agent.name, agent.origin, "running", "decide", 1, at, at)
+    return store.create(info, [started(agent, "count")], agent.codec, owner=owner, seconds=60)
+
+
+def an_event(agent: Agent, n: int) -> Event:
+    return ModelOutput(step="decide", at=now_iso(), output=agent.spec.types["Bump"](n=n))
+
+
+def append(
+    store: SqliteStore, agent: Agent, thread_id: str, seq: int, lease: Lease | None = None
+) -> None:
+    store.append(
+        thread_id, seq, [an_event(agent, seq)], agent.codec, Head("running", "decide"), lease
+    )
+
+
+def stored(db: Path, thread_id: str) -> int:
+    """How many events another connection sees for the thread."""
+    with sqlite3.connect(db) as other:
+        (count,) = other.execute(
+            "SELECT count(*) FROM events e JOIN threads t ON t.num = e.thread WHERE t.id = ?",
+            (thread_id,),
+        ).fetchone()
+    return int(count)
+
+
+def in_threads(work: Sequence[Callable[[], None]]) -> Iterator[threading.Thread]:
+    for one in work:
+        thread = threading.Thread(target=one, daemon=True)
+        thread.start()
+        yield thread
+
+
+def held_then_released(store: SqliteStore, work: Sequence[Callable[[], None]]) -> None:
+    """Run `work` from threads while the store's connection is busy, so that the first
+    one leads a group of one (blocked on the connection) and all others wait for the
+    next group; then let them go and wait for all."""
+    with store._lock:
+        threads = list(in_threads(work))
+        wait_for(lambda: store.commits.waiting() == len(work) - 1, "the appends to queue up")
+    for thread in threads:
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+
+
+# ---- 1. grouping ---------------------------------------------------------------------
+
+
+def test_appends_made_during_a_commit_share_the_next_transaction(
+    tmp_path: Path, agent: Agent
+) -> None:
+    store = SqliteStore(tmp_path / "threads.db")
+    for i in range(THREADS):
+        new_thread(store, agent, f"t{i}")
+    before = store.commits.stats.groups
+    held_then_released(store, [partial(append, store, agent, f"t{i}", 1) for i in range(THREADS)])
+    stats = store.commits.stats
+    assert stats.groups - before == 2  # the first alone, then all the others together
+    assert stats.largest == THREADS - 1
+    assert all(stored(tmp_path / "threads.db", f"t{i}") == 2 for i in range(THREADS))
+    store.close()
+
+
+# ---- 2. each append judged on its own ----------------------------------------------------
+
+
+def test_a_refused_append_in_a_group_leaves_the_others_stored(tmp_path: Path, agent: Agent) -> None:
+    db = tmp_path / "threads.db"
+    store = SqliteStore(db)
+    for name in ("first", "ok", "stale", "ok2"):
+        new_thread(store, agent, name)
+    held = new_thread(store, agent, "leased", owner="someone")
+    assert held is not None
+    lost = Lease(held.thread_id, "someone", held.token - 1, held.expires)  # an old token
+    errors: dict[str, BaseException] = {}
+
+    def attempt(thread_id: str, seq: int, lease: Lease | None = None) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                append(store, agent, thread_id, seq, lease)
+            except (Conflict, LeaseLost) as exc:
+                errors[thread_id] = exc
+
+        return run
+
+    work = [
+        attempt("first", 1),
+        attempt("ok", 1),
+        attempt("stale", 5),  # it holds 1 event, not 5
+        attempt("leased", 1, lost),
+        attempt("ok2", 1),
+    ]
+    held_then_released(store, work)
+    assert store.commits.stats.largest == 4
+    assert isinstance(errors.pop("stale"), Conflict)
+    assert isinstance(errors.pop("leased"), LeaseLost)
+    assert errors == {}
+    counts = {name: stored(db, name) for name in ("first", "ok", "stale", "leased", "ok2")}
+    assert counts == {"first": 2, "ok": 2, "stale": 1, "leased": 1, "ok2": 2}
+    for name in counts:  # every log still verifies against its sealed head
+        assert len(store.restore(name, agent.codec).events) == counts[name]
+    store.close()
+
+
+# ---- 3. acknowledged means committed -------------------------------------------------
+
+
+def seen_on_return(store: SqliteStore, agent: Agent, db: Path, seen: list[tuple[int, int]]) -> None:
+    """Record (events expected, events another connection saw) right after each append
+    returned, appends from THREADS threads grouped while the connection was busy."""
+    for i in range(THREADS):
+        new_thread(store, agent, f"t{i}")
+
+    def one(i: int) -> Callable[[], None]:
+        def run() -> None:
+            append(store, agent, f"t{i}", 1)
+            seen.append((2, stored(db, f"t{i}")))
+
+        return run
+
+    held_then_released(store, [one(i) for i in range(THREADS)])
+
+
+def test_an_append_returns_only_after_its_commit(tmp_path: Path, agent: Agent) -> None:
+    db = tmp_path / "threads.db"
+    store = SqliteStore(db)
+    seen: list[tuple[int, int]] = []
+    seen_on_return(store, agent, db, seen)
+    assert len(seen) == THREADS and all(want == got for want, got in seen)
+    store.close()
+
+
+def test_the_check_finds_an_acknowledgement_before_the_commit(tmp_path: Path, agent: Agent) -> None:
+    db = tmp_path / "threads.db"
+    store = EagerStore(db)
+    seen: list[tuple[int, int]] = []
+    commit = store._commit_group
+
+    def after_a_look(group: Sequence[Pending]) -> None:
+        # The eagerly told callers look before the COMMIT, as they may on a loaded machine.
+        if len(group) > 1:
+            wait_for(lambda: len(seen) >= 1, "a caller told too early to look")
+        commit(group)
+
+    store.commits.run_group = after_a_look
+    seen_on_return(store, agent, db, seen)
+    assert any(want != got for want, got in seen)
+    store.close()
+
+
+# ---- 4. SIGKILL while groups commit ------------------------------------------------------
+
+
+def appending_worker(db: Path, cache: Path, acks: int) -> None:
+    """THREADS threads, each appending to its own thread until killed; each append is
+    acknowledged on the pipe (`thread events groups members`) after `append` returned."""
+    store = SqliteStore(db)
+    agent = Runtime(store, model=ScriptedModel([]), messages=no_messages, cache_dir=cache).agent(
+        FIXTURES / "counter.agent"
+    )
+    lock = threading.Lock()
+
+    def run(thread_id: str) -> None:
+        seq = store.info(thread_id).seq
+        while True:
+            append(store, agent, thread_id, seq)
+            seq += 1
+            stats = store.commits.stats
+            with lock:
+                os.write(acks, f"{thread_id} {seq} {stats.groups} {stats.members}\n".encode())
+
+    for i in range(THREADS):
+        threading.Thread(target=run, args=(f"t{i}",), daemon=True).start()
+    threading.Event().wait()
+
+
+def test_a_process_killed_during_group_commits_loses_no_acknowledged_event(
+    tmp_path: Path, agent: Agent
+) -> None:
+    db, cache = tmp_path / "threads.db", tmp_path / "cache"
+    setup = SqliteStore(db)
+    for i in range(THREADS):
+        new_thread(setup, agent, f"t{i}")
+    setup.close()
+    grouped = False
+    acknowledged: dict[str, int] = {}
+    for kill in range(KILLS):
+        read, write = os.pipe()
+        child = FORK.Process(target=appending_worker, args=(db, cache, write))
+        child.start()
+        os.close(write)
+        with os.fdopen(read) as reader:
+            for _ in range(100 + 37 * kill):  # killed at a different point each time
+                line = reader.readline()
+                assert line, "the child stopped before it was killed"
+                thread_id, seq, groups, members = line.split()
+                acknowledged[thread_id] = int(seq)
+                grouped = grouped or int(members) > int(groups)
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(timeout=30)
+        store = SqliteStore(db)
+        for thread_id, seq in acknowledged.items():
+            events = store.restore(thread_id, agent.codec).events  # its chain verifies
+            assert len(events) >= seq, f"{thread_id}: {seq} acknowledged, {len(events)} stored"
+        store.close()
+    assert grouped, "no group held more than one append: group commit was not tested"
