@@ -76,6 +76,7 @@ from .types import (
     ErrorInfo,
     Event,
     Forked,
+    IllegalEvent,
     Notified,
     Rejected,
     Retried,
@@ -523,17 +524,50 @@ class AsyncRuntime:
         """End a thread on purpose: its pending request is withdrawn (a later decision
         for it is refused) and the log records who cancelled it, why and from where.
         A finished or already cancelled thread cannot be cancelled (`IllegalEvent`); a
-        blank `reason` is an `InputError` (the log must say why)."""
+        blank `reason` is an `InputError` (the log must say why).
+
+        A thread waiting at an `agent` step takes its child thread with it (and the
+        child its own, down the line): each is cancelled by the same person, from the
+        same place, with a reason naming the parent. A child that already ended is left
+        as it is."""
         if not reason.strip():
             raise InputError("say why the thread is cancelled: the reason is kept in its log")
         thread = await self._load(thread_id, agent)
         event = Cancelled(step=thread.state.step, at=_now(), by=by, reason=reason, via=via)
         waiting = thread.state.status == "waiting"
+        child = self._awaited_child(thread)
         await self.engine.record(thread, event)
         if waiting:  # the wait ended: its span says so (nothing runs after it)
             self._trace_wait(thread, event, before=len(thread.events) - 1)
         await self._report_to_parent(thread)  # a cancelled child is its parent step's error
+        if child is not None:  # after the parent: a child's end must not wake it first
+            await self._cancel_child(child, thread.id, reason=reason, by=by, via=via)
         return view_of(thread)
+
+    @staticmethod
+    def _awaited_child(thread: Thread) -> str | None:
+        """The id of the child thread `thread` waits for at an `agent` step, if it waits
+        at one (the child may not exist yet: a crash came before it was created)."""
+        state = thread.state
+        if state.status != "waiting" or state.request is None:
+            return None
+        action = thread.agent.module.next_action(state)
+        return child_id(thread.id, state.request) if isinstance(action, CallAgent) else None
+
+    async def _cancel_child(
+        self, cid: str, parent_id: str, *, reason: str, by: str | None, via: str
+    ) -> None:
+        """Cancel the child `cid` of the cancelled thread `parent_id`, unless it never
+        began or already ended (then, or if it ends in a race, there is nothing to do)."""
+        try:
+            child = await self._load(cid, None)
+        except Exception:  # never created (or gone): nothing runs for the parent
+            return
+        if _ended(child.state):
+            return
+        why = f"its parent thread {parent_id} was cancelled: {reason}"
+        with contextlib.suppress(IllegalEvent):  # it ended in between
+            await self.cancel(cid, reason=why, by=by, via=via)
 
     async def retry(
         self,

@@ -9,14 +9,21 @@ error; a child's end is delivered exactly once however often it is looked at aga
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.runtime_helpers import EXAMPLES, ScriptedModel, no_messages
-from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.api import RequestNotPending, Runtime
 from twelvefold.runtime.store import SqliteStore
-from twelvefold.runtime.types import ChildEnded, ChildFailed, ChildStarted, Started
+from twelvefold.runtime.types import (
+    Cancelled,
+    ChildEnded,
+    ChildFailed,
+    ChildStarted,
+    Started,
+)
 
 RETURNS = EXAMPLES / "returns.agent"
 
@@ -123,3 +130,76 @@ def test_a_child_never_started_before_a_crash_is_started_once_by_the_sweep(rt: R
     assert after.child is not None and len(rt.threads()) == 2
     assert sum(isinstance(e, ChildStarted) for e in rt.events(parent.id)) == 1
     assert rt.get(after.child).waiting_for == "approval"
+
+
+def test_cancelling_the_parent_cancels_its_child_and_its_request(rt: Runtime) -> None:
+    parent = rt.launch(RETURNS, returned())
+    child = rt.get(parent.child or "")
+    rt.cancel(parent.id, reason="the customer withdrew the return", by="ana")
+    assert rt.get(parent.id).status == "cancelled"
+    gone = rt.get(child.id)
+    assert gone.status == "cancelled"
+    (cancelled,) = [e for e in rt.events(child.id) if isinstance(e, Cancelled)]
+    assert parent.id in cancelled.reason and "withdrew" in cancelled.reason
+    assert cancelled.by == "ana"
+    # The child's request is withdrawn: deciding it is refused like any cancelled thread's.
+    with pytest.raises(RequestNotPending, match="is cancelled"):
+        rt.resume(child.id, approve=True, by="ana", request=child.request)
+    assert rt.get(child.id).status == "cancelled"
+    assert not [e for e in rt.events(parent.id) if isinstance(e, ChildEnded | ChildFailed)]
+
+
+def test_cancelling_the_parent_leaves_a_child_that_ended_alone(rt: Runtime) -> None:
+    parent = rt.launch(RETURNS, returned())
+    child = rt.get(parent.child or "")
+    rt.aio._inline.add(child.id)  # the child ends; its report is lost (as if to a crash)
+    rt.resume(child.id, approve=True, by="ana", request=child.request)
+    rt.aio._inline.discard(child.id)
+    rt.cancel(parent.id, reason="closed by hand", by="ana")
+    assert rt.get(parent.id).status == "cancelled"
+    assert rt.get(child.id).status == "finished"
+    assert not [e for e in rt.events(child.id) if isinstance(e, Cancelled)]
+
+
+OUTER = """
+agent outer "Takes a return through the returns agent." {
+  input ReturnRequest
+  start take
+}
+
+type ReturnRequest "A customer asks to return an order." {
+  order_id: string
+  email: string
+  amount_cents: int
+}
+
+type ParcelReceived "The warehouse scanned the returned parcel." {
+  order_id: string
+  condition: "good" | "damaged"
+}
+
+agent take(ReturnRequest) -> ParcelReceived = "returns.agent" {
+  next done
+  on error -> failed
+}
+
+final done(ParcelReceived)
+final failed
+"""
+
+
+def test_cancelling_a_grandparent_cancels_the_whole_line(rt: Runtime, tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copy(RETURNS, folder / "returns.agent")
+    shutil.copytree(EXAMPLES / "returns", folder / "returns")
+    (folder / "outer.agent").write_text(OUTER)
+    top = rt.launch(folder / "outer.agent", returned())
+    middle = rt.get(top.child or "")
+    assert middle.waiting_for == "agent"
+    bottom = rt.get(middle.child or "")
+    assert bottom.waiting_for == "approval"
+    rt.cancel(top.id, reason="fraud", by="ana", via="cli")
+    assert [rt.get(t).status for t in (top.id, middle.id, bottom.id)] == ["cancelled"] * 3
+    (last,) = [e for e in rt.events(bottom.id) if isinstance(e, Cancelled)]
+    assert middle.id in last.reason and "fraud" in last.reason and last.via == "cli"
