@@ -15,7 +15,7 @@ import pytest
 from tests.runtime_helpers import EXAMPLES
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.server import Served, served
-from tests.test_server_api import decide
+from tests.test_server_api import assert_problem, decide
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
 RETURN = {"order_id": "o-1", "email": "ana@example.com", "amount_cents": 1250}
@@ -57,3 +57,22 @@ async def test_the_childs_request_is_listed_and_deciding_it_wakes_the_parent(s: 
     async with s.client("ana") as client:
         after = (await client.get(f"/v1/threads/{parent['thread_id']}")).json()
     assert (after["step"], after["waiting_for"]) == ("await_parcel", "event")
+
+
+async def test_cancelling_the_parent_withdraws_its_childs_request(s: Served) -> None:
+    async with s.client("bob") as client:
+        response = await client.post("/v1/agents/returns/threads?wait=true", json={"input": RETURN})
+    parent = response.json()
+    async with s.client("ana") as client:
+        (card,) = (await client.get("/v1/requests")).json()
+    assert card["thread_id"] == parent["child"]
+    async with s.client("bob") as client:
+        cancelled = await client.post(
+            f"/v1/threads/{parent['thread_id']}/cancel", json={"reason": "withdrawn"}
+        )
+    assert cancelled.status_code == 200, cancelled.text
+    async with s.client("ana") as client:
+        child = (await client.get(f"/v1/threads/{parent['child']}")).json()
+        assert (await client.get("/v1/requests")).json() == []
+    assert child["status"] == "cancelled"
+    assert_problem(await decide(s, "ana", card), 409, "no longer pending")
