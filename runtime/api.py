@@ -163,12 +163,15 @@ class ThreadView:
     """While an `agent` step waits: the child thread it waits for."""
     parent: str | None = None
     """For a child thread: the thread whose `agent` step started it."""
+    children_usage: Totals = field(default=Totals(), repr=False, compare=False)
+    """What the threads of its `agent` steps cost (theirs too, down the line)."""
 
     @cached_property
     def usage(self) -> Totals:
-        """What the thread cost so far: steps, tokens, USD, time waiting for people
-        (added up when first asked for: the loop never pays for it)."""
-        return totals(records(self.log))
+        """What the thread cost so far, its sub-agents' threads included: steps, tokens,
+        USD, time waiting for people (added up when first asked for: the loop never pays
+        for it)."""
+        return totals(records(self.log)) + self.children_usage
 
     @property
     def untold(self) -> bool:
@@ -402,8 +405,8 @@ class AsyncRuntime:
                 tracing.end_run(span, loaded.module.initial_state(value), exc)
             raise
         if not run:
-            return view_of(await self._ran(thread, run=False))
-        return view_of(await self.engine.advance(thread, run=span))
+            return await self._view(await self._ran(thread, run=False))
+        return await self._view(await self.engine.advance(thread, run=span))
 
     async def resume(
         self,
@@ -459,7 +462,7 @@ class AsyncRuntime:
         if event is not None:
             event = replace(event, trace=self._trace_wait(thread, event))
             await self.engine.record(thread, event)
-        return view_of(await self._ran(thread, run))
+        return await self._view(await self._ran(thread, run))
 
     async def send(
         self,
@@ -494,7 +497,7 @@ class AsyncRuntime:
         signal = typed_event(thread.agent, type, value)
         for attempt in (1, 2):
             if idempotency_key is not None and delivered(thread, idempotency_key):
-                return view_of(thread)  # a duplicate: dropped
+                return await self._view(thread)  # a duplicate: dropped
             action = awaited_signal(thread, type, request)
             event = Signalled(
                 step=action.step, at=_now(), type=type, value=signal, key=idempotency_key,
@@ -510,7 +513,7 @@ class AsyncRuntime:
                 thread = await self._load(thread_id, agent)
                 continue
             break
-        return view_of(await self._ran(thread, run))
+        return await self._view(await self._ran(thread, run))
 
     async def cancel(
         self,
@@ -542,7 +545,29 @@ class AsyncRuntime:
         await self._report_to_parent(thread)  # a cancelled child is its parent step's error
         if child is not None:  # after the parent: a child's end must not wake it first
             await self._cancel_child(child, thread.id, reason=reason, by=by, via=via)
-        return view_of(thread)
+        return await self._view(thread)
+
+    async def _view(self, thread: Thread) -> ThreadView:
+        """`view_of(thread)` with what its sub-agents' threads cost in its `usage`."""
+        spent = await self._children_usage(thread)
+        return (
+            view_of(thread) if spent == Totals() else replace(view_of(thread), children_usage=spent)
+        )
+
+    async def _children_usage(self, thread: Thread) -> Totals:
+        """What the child threads `thread`'s log links to cost, with their own children
+        (loaded only when the log names one; one that cannot be loaded counts as nothing:
+        its own log is where it would be seen)."""
+        spent = Totals()
+        mine = child_id(thread.id, "")  # a forked log's links name the original's children
+        linked = (e.child for e in thread.events if isinstance(e, ChildStarted))
+        for cid in dict.fromkeys(c for c in linked if c.startswith(mine)):
+            try:
+                child = await self._load(cid, None)
+            except Exception:
+                continue
+            spent = spent + totals(records(child.events)) + await self._children_usage(child)
+        return spent
 
     @staticmethod
     def _awaited_child(thread: Thread) -> str | None:
@@ -590,7 +615,7 @@ class AsyncRuntime:
         thread = await self._load(thread_id, agent)
         key = retry_key(thread, reuse_key=reuse_key)
         await self.engine.record(thread, Retried(step=thread.state.step, at=_now(), by=by, key=key))
-        return view_of(await self._ran(thread, run))
+        return await self._view(await self._ran(thread, run))
 
     async def _ran(self, thread: Thread, run: bool) -> Thread:
         """`thread` advanced; without `run`, as it stands with its lease let go (the
@@ -691,7 +716,7 @@ class AsyncRuntime:
         )
 
     async def get(self, thread_id: str, *, agent: AgentRef | None = None) -> ThreadView:
-        return view_of(await self._load(thread_id, agent))
+        return await self._view(await self._load(thread_id, agent))
 
     async def events(self, thread_id: str, *, agent: AgentRef | None = None) -> list[Event]:
         return (await self._load(thread_id, agent)).events

@@ -467,10 +467,14 @@ def _dollars(value: object) -> float:
     return float(value) if math.isfinite(value) and value > 0 else 0.0
 
 
+CHILD_MARK = "~"
+"""What joins a parent's id and a request's in a child thread's id (a request id has none)."""
+
+
 def child_id(parent: str, request: str) -> str:
     """The id of the child thread an `agent` step starts for `request` of thread `parent`:
     one id per visit, so starting it again after a crash finds the same thread."""
-    return f"{parent}~{request}"
+    return f"{parent}{CHILD_MARK}{request}"
 
 
 def request_id(step: str, seq: int) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError, find_config
+from .spec import CHILD_MARK
 from .types import KIND_OF_EVENT, Event, Usage
 
 PRICES_AS_OF = "2025-08"
@@ -229,6 +230,20 @@ def by_thread(
     return {thread_id: totals(log, now=now) for thread_id, log in rows.items()}
 
 
+def with_children(own: Mapping[str, Totals]) -> dict[str, Totals]:
+    """Each thread's totals with those of its sub-agents' threads added (their children's
+    too, down the line): what a parent's work cost in all. A child's id is its parent's
+    followed by `~REQUEST` (runtime/spec.py, `child_id`), so each `~` in an id ends the
+    id of an ancestor. `twelvefold stats` adds up `own` instead: each call once."""
+    found = dict(own)
+    for thread_id, spent in own.items():
+        for at, char in enumerate(thread_id):
+            ancestor = thread_id[:at]
+            if char == CHILD_MARK and ancestor in found:
+                found[ancestor] = found[ancestor] + spent
+    return found
+
+
 def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
@@ -264,4 +279,5 @@ __all__ = [
     "prices_for",
     "records",
     "totals",
+    "with_children",
 ]

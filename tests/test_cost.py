@@ -25,7 +25,14 @@ from twelvefold.runtime.config import Config, ConfigError
 from twelvefold.runtime.model import OpenAIModel
 from twelvefold.runtime.store import SqliteStore
 from twelvefold.runtime.types import ModelOutput, StepFailed, Usage
-from twelvefold.runtime.usage import DEFAULT_PRICES, Prices, Totals, records, totals
+from twelvefold.runtime.usage import (
+    DEFAULT_PRICES,
+    Prices,
+    Totals,
+    records,
+    totals,
+    with_children,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MINI_IN, MINI_OUT = DEFAULT_PRICES["gpt-4o-mini"]
@@ -246,3 +253,76 @@ def test_stats_on_a_missing_store_is_one_line(tmp_path: Path) -> None:
     code, out = invoke("stats", "--db", str(tmp_path / "none.db"))
     assert code == 1
     assert out.startswith("error: ") and len(out.strip().splitlines()) == 1
+
+
+BOSS = """
+agent boss "Hands arithmetic to the calculator." {
+  input string
+  start ask
+}
+
+type DoneForNow "Tell the user what was worked out; the work is done." {
+  message: string "the answer, with the result in it"
+}
+
+agent ask(string) -> DoneForNow = "calculator.agent" {
+  next done
+  on error -> failed
+}
+
+final done(DoneForNow)
+final failed
+"""
+
+
+def test_a_parents_totals_include_its_childs_and_stats_count_each_call_once(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    (project / "boss.agent").write_text(BOSS)
+    turns = ModelTurns(openai_server)
+    turns.then(
+        {"type": "Multiply", "a": 3, "b": 4}, {"type": "ClarificationRequest", "message": "?"}
+    )
+    db = project / "t.db"
+    with runtime_for(openai_server, db, "gpt-4o-mini") as rt:
+        parent = rt.launch(project / "boss.agent", "3 times 4")
+        assert (parent.waiting_for, parent.child) == ("agent", f"{parent.id}~{parent.request}")
+        child = rt.get(parent.child or "")
+        assert child.waiting_for == "answer"
+        # The parent made no model call itself: all it cost so far is its child's.
+        for view in (parent, rt.get(parent.id)):
+            assert (view.usage.steps, view.usage.model_calls) == (3, 2)
+            assert view.usage.cost_usd == pytest.approx(2 * ONE_CALL)
+        turns.then({"type": "DoneForNow", "message": "12"})
+        rt.resume(child.id, answer="just multiply", request=child.request)
+        done = rt.get(parent.id)
+        assert done.status == "finished"
+        assert done.to_json()["usage"]["model_calls"] == 3
+        assert done.to_json()["usage"]["input_tokens"] == 33
+    code, out = invoke("show", parent.id, "--db", str(db))
+    assert code == 0, out
+    assert "  usage: 4 steps, 3 model calls, 33→21 tokens" in out, out
+    code, out = invoke("threads", "--db", str(db), "--json")
+    assert code == 0, out
+    listed = {t["thread_id"]: t["usage"] for t in json.loads(out)}
+    assert listed[parent.id]["model_calls"] == listed[child.id]["model_calls"] == 3
+    assert listed[parent.id]["cost_usd"] == pytest.approx(3 * ONE_CALL)
+    code, out = invoke("stats", "--db", str(db), "--json")
+    assert code == 0, out
+    stats = {name: s["usage"]["model_calls"] for name, s in json.loads(out).items()}
+    assert stats == {"boss": 0, "calculator": 3}  # each call once, under its own agent
+
+
+def test_with_children_adds_each_descendant_once_to_each_ancestor() -> None:
+    def calls(n: int) -> Totals:
+        return Totals(steps=n, model_calls=n)
+
+    own = {"a": calls(1), "a~r-1": calls(2), "a~r-1~s-2": calls(4), "ab~x-1": calls(8)}
+    rolled = with_children(own)
+    assert {k: v.model_calls for k, v in rolled.items()} == {
+        "a": 7,  # itself, its child and its grandchild; not `ab`'s child
+        "a~r-1": 6,
+        "a~r-1~s-2": 4,
+        "ab~x-1": 8,  # its parent is not in the store: counted on its own
+    }
+    assert with_children({}) == {}

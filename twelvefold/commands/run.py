@@ -78,7 +78,7 @@ from twelvefold.runtime.types import (
     ToolResult,
     ToolStarted,
 )
-from twelvefold.runtime.usage import Totals, by_thread
+from twelvefold.runtime.usage import Totals, by_thread, with_children
 
 SUMMARY_WIDTH = 72
 EXIT_UNTOLD = 3
@@ -742,7 +742,7 @@ def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
         store = open_store(db, create=False)
         try:
             found = store.threads(status)  # type: ignore[arg-type]
-            spent = by_thread(store.usage_records())
+            spent = with_children(by_thread(store.usage_records()))
         finally:
             store.close()
     if as_json:
