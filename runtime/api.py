@@ -581,18 +581,38 @@ class AsyncRuntime:
 
     async def _cancel_child(
         self, cid: str, parent_id: str, *, reason: str, by: str | None, via: str
-    ) -> None:
+    ) -> bool:
         """Cancel the child `cid` of the cancelled thread `parent_id`, unless it never
-        began or already ended (then, or if it ends in a race, there is nothing to do)."""
+        began or already ended (then, or if it ends in a race, there is nothing to do);
+        whether it was cancelled."""
         try:
             child = await self._load(cid, None)
         except Exception:  # never created (or gone): nothing runs for the parent
-            return
+            return False
         if _ended(child.state):
-            return
+            return False
         why = f"its parent thread {parent_id} was cancelled: {reason}"
-        with contextlib.suppress(IllegalEvent):  # it ended in between
+        try:
             await self.cancel(cid, reason=why, by=by, via=via)
+        except (IllegalEvent, LeaseHeld, Conflict):
+            # It ended in between, or another process runs it now: that one cancels it
+            # when the run stops (`_report_to_parent`).
+            return False
+        return True
+
+    async def _follow_cancelled_parent(self, child: Thread, parent_id: str) -> bool:
+        """Cancel `child`, stopped short of its end, if its parent was cancelled while it
+        ran in another process (the parent's cancel could not take it then); whether it
+        was cancelled."""
+        try:
+            parent = await self._load(parent_id, None)
+        except Exception:  # the parent is gone: nothing to follow
+            return False
+        ended = next((e for e in reversed(parent.events) if isinstance(e, Cancelled)), None)
+        if parent.state.status != "cancelled" or ended is None:
+            return False
+        why, via = ended.reason or "cancelled", ended.via or "api"
+        return await self._cancel_child(child.id, parent_id, reason=why, by=ended.by, via=via)
 
     async def retry(
         self,
@@ -625,8 +645,7 @@ class AsyncRuntime:
             if await self._settle_child(thread):
                 thread = await self._load(thread.id, thread.agent)
             thread = await self.engine.advance(thread)
-            await self._report_to_parent(thread)
-            return thread
+            return await self._report_to_parent(thread)
         await self.engine.let_go(thread)
         return thread
 
@@ -663,26 +682,33 @@ class AsyncRuntime:
             self._inline.discard(cid)
         return child_outcome(child, action)
 
-    async def _report_to_parent(self, child: Thread) -> None:
+    async def _report_to_parent(self, child: Thread) -> Thread:
         """A child thread that ended (finished, failed, cancelled) wakes its parent with
         its value or its error, and the parent runs on. Delivered at most once: the event
-        names the parent's pending request, which the parent's reducer then closes."""
+        names the parent's pending request, which the parent's reducer then closes. A
+        child that stopped short of its end while its parent was cancelled is cancelled.
+        The child as it now stands."""
         first = child.events[0] if child.events else None
         parent_id = first.parent if isinstance(first, Started) else None
-        if parent_id is None or child.id in self._inline or not _ended(child.state):
-            return
+        if parent_id is None or child.id in self._inline:
+            return child
+        if not _ended(child.state):
+            if await self._follow_cancelled_parent(child, parent_id):
+                return await self._load(child.id, child.agent)
+            return child
         try:
             parent = await self._load(parent_id, None)
         except Exception:  # the parent is gone: the child's own log still holds its result
-            return
+            return child
         try:
             if not await self._settle_child(parent):
-                return
+                return child
             parent = await self._load(parent_id, parent.agent)
             parent = await self.engine.advance(parent)
         except (Conflict, LeaseHeld):
-            return  # another process has the parent now; it (or the sweep) delivers
+            return child  # another process has the parent now; it (or the sweep) delivers
         await self._report_to_parent(parent)
+        return child
 
     async def _settle_child(self, parent: Thread) -> bool:
         """Record the end of `parent`'s child if it ended and the parent still waits for

@@ -203,3 +203,20 @@ def test_cancelling_a_grandparent_cancels_the_whole_line(rt: Runtime, tmp_path: 
     assert [rt.get(t).status for t in (top.id, middle.id, bottom.id)] == ["cancelled"] * 3
     (last,) = [e for e in rt.events(bottom.id) if isinstance(e, Cancelled)]
     assert middle.id in last.reason and "fraud" in last.reason and last.via == "cli"
+
+
+def test_a_child_another_process_held_is_cancelled_when_next_looked_at(rt: Runtime) -> None:
+    parent = rt.launch(RETURNS, returned())
+    child = rt.get(parent.child or "")
+    store = rt.aio.engine.store
+    held = store.acquire(child.id, "another-process", 60)  # it runs the child just now
+    rt.cancel(parent.id, reason="withdrawn", by="ana")
+    assert (rt.get(parent.id).status, rt.get(child.id).status) == ("cancelled", "waiting")
+    store.release(held)
+    # The child's run stops (there: its `resume`, the sweep; here the same call), and the
+    # parent's cancel catches up with it.
+    assert rt.resume(child.id).status == "cancelled"
+    assert rt.get(child.id).status == "cancelled"
+    (cancelled,) = [e for e in rt.events(child.id) if isinstance(e, Cancelled)]
+    assert parent.id in cancelled.reason and "withdrawn" in cancelled.reason
+    assert cancelled.by == "ana"
