@@ -235,16 +235,29 @@ def _event(
 
 def spending(subject: Subject) -> st.SearchStrategy[Usage | None]:
     """What an `llm` step's event records: for an agent with a budget (`max_cost`,
-    `max_tokens`), token counts and costs up to a third of each budget, so that a few
-    calls cross it (and now and then nothing, or a count the provider did not send);
-    else the fixed values (usage affects `reduce` only through budgets)."""
+    `max_tokens`), token counts and costs up to a third of each budget, the third
+    itself and the whole budget, so that one to three calls cross it (and now and then
+    nothing, or a count the provider did not send); else the fixed values (usage affects
+    `reduce` only through budgets)."""
     spec = subject.spec
     if spec.max_cost is None and spec.max_tokens is None:
         return _usage
     tokens = max(1, (spec.max_tokens or 3000) // 3)
     dollars = (spec.max_cost or 3.0) / 3
-    counts = st.none() | st.integers(min_value=0, max_value=tokens)
-    costs = st.none() | st.floats(min_value=0, max_value=dollars, allow_nan=False)
+    # Random amounts alone cross a budget only when the draws run high, which depends on
+    # everything else Hypothesis drew first: the edges (a third, the whole budget) are
+    # drawn outright, so a thread crosses its budget in one to three calls whatever else
+    # changes in the strategies.
+    counts = (
+        st.none()
+        | st.sampled_from([0, tokens, spec.max_tokens or tokens])
+        | st.integers(min_value=0, max_value=tokens)
+    )
+    costs = (
+        st.none()
+        | st.sampled_from([0.0, dollars, spec.max_cost or dollars])
+        | st.floats(min_value=0, max_value=dollars, allow_nan=False)
+    )
     return st.none() | st.builds(
         Usage, latency_ms=st.none(), input_tokens=counts, output_tokens=counts, cost_usd=costs
     )
