@@ -137,7 +137,9 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
         origin=str(path),
         directory=path.parent,
         prompts_dir=prompts_dir,
-        version=version_of(path, prompts_dir, names, compiler_version()),
+        version=version_of(
+            path, prompts_dir, names, compiler_version(), imports=sorted(_imports(path))
+        ),
     )
 
 
@@ -162,6 +164,7 @@ def load_version(
         result = compile_text(
             version.files[version.main],
             version.main,
+            base_dir=folder,  # its `import`s are stored beside it (runtime/versions.py)
             load_prompt=PromptDirectory(folder / PROMPTS_FOLDER),
             allow_stdlib=every_stdlib_module(),
         )

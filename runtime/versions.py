@@ -22,7 +22,7 @@ import hashlib
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,13 +137,25 @@ def safe_relative(path: str) -> bool:
 
 
 def version_of(
-    agent_file: Path, prompts_dir: Path, prompt_names: list[str], compiler: str
+    agent_file: Path,
+    prompts_dir: Path,
+    prompt_names: list[str],
+    compiler: str,
+    *,
+    imports: Sequence[str] = (),
 ) -> AgentVersion | None:
     """The version of an `.agent` file as it is on disk with the prompts its compilation
-    read (`prompt_names`, under `prompts_dir`); None when a file is not UTF-8 text now (the
-    agent then runs unpinned, as before versions existed)."""
+    read (`prompt_names`, under `prompts_dir`) and the files it `import`s (as written,
+    relative to its folder: their types are compiled into it, so they are part of it).
+    None when a file is not UTF-8 text now, or an import is named by a path that cannot be
+    stored beside it (absolute, or with `..`): the agent then runs unpinned, as before
+    versions existed."""
+    if not all(safe_relative(named) and not named.startswith(PROMPTS_PREFIX) for named in imports):
+        return None
     try:
         files = {agent_file.name: agent_file.read_bytes().decode("utf-8")}
+        for named in imports:
+            files[named] = (agent_file.parent / named).read_bytes().decode("utf-8")
         for name in prompt_names:
             path = prompts_dir / name
             if path.is_file():

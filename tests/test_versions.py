@@ -235,6 +235,35 @@ def test_a_tampered_stored_version_is_refused_with_a_clear_error(
     assert ledger(project) == []
 
 
+TYPES = """
+type Act "Do one thing." { what: string }
+type Done "Say it is finished." { message: string }
+type Acted { ok: bool }
+"""
+
+
+def test_the_files_an_agent_imports_are_part_of_its_version(
+    openai_server: ScriptedOpenAI,
+    project: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An `import`ed file's types are compiled into the agent: an edit there while a thread
+    waits must not reach the thread (the tool would get another type), wherever the
+    command runs from (imports are found beside the stored agent, not in the cwd)."""
+    declared = "\n".join(line for line in PINBOT.splitlines() if not line.startswith("type "))
+    (project / "pinbot.agent").write_text('import "types.agent"\n' + declared)
+    (project / "types.agent").write_text(TYPES)
+    thread, request = waiting_at_approval(openai_server, project)
+    (project / "types.agent").write_text(TYPES.replace("what: string", "what: int"))
+    monkeypatch.chdir(tmp_path)
+    ModelTurns(openai_server).then(DONE)
+    with runtime(openai_server, project) as rt:
+        view = rt.resume(thread, approve=True, request=request)
+    assert view.status == "finished", view.to_json()
+    assert ledger(project) == ["ship"]
+
+
 # ---- migrate check / migrate ---------------------------------------------------------------
 
 
