@@ -76,7 +76,7 @@ def check_children(
         if not isinstance(step, n.AgentStep):
             continue
         path = child_path(base_dir, step.file.value)
-        if str(path) in chain or len(chain) >= CHAIN_LIMIT:
+        if str(path) in chain:
             cycle = " -> ".join(Path(p).name for p in (*chain, str(path)))
             diagnostics.append(
                 error(
@@ -87,6 +87,20 @@ def check_children(
                     label="a cycle of sub-agents",
                     help="agents that call each other would never end; let the child return "
                     "a value and the parent decide what to do next",
+                )
+            )
+            continue
+        if len(chain) >= CHAIN_LIMIT:
+            diagnostics.append(
+                error(
+                    "E134",
+                    f"agent `{step.name.text}` calls sub-agents more than {CHAIN_LIMIT} "
+                    f"levels deep (from {Path(chain[0]).name})",
+                    source.path,
+                    step.file.span,
+                    label="too deep",
+                    help=f"sub-agents may nest at most {CHAIN_LIMIT} levels; let a child "
+                    "do more itself rather than call another agent",
                 )
             )
             continue

@@ -270,8 +270,10 @@ ENTRIES: dict[str, Entry] = {
         "Put the shared types in one file and `import` it in both agents.",
     ),
     "E134": Entry(
-        "agents that call each other in a cycle",
-        "An agent that reaches itself through its sub-agents would start children forever.",
+        "agents that call each other in a cycle, or nest too deep",
+        "An agent that reaches itself through its sub-agents would start children forever. "
+        "Sub-agents may also nest at most 16 levels deep (each level is compiled with the "
+        "parent); a deeper chain is reported with the same code.",
         "Let the child return a value and the parent decide what to do next.",
     ),
     "E135": Entry(
