@@ -126,7 +126,8 @@ def prune(
 ) -> Pruned:
     """Archive (when `archive` is given) and delete the threads `candidates` finds whose
     last event is older than `older_than`, then the agent versions nobody names any more.
-    With `dry_run`, only say what would go: nothing is written or deleted."""
+    With `dry_run`, only say what would go: nothing is written or deleted. Raises
+    `RetentionError` when the archive cannot be written (then nothing is deleted)."""
     moment = now or datetime.now(UTC)
     cut = moment - older_than
     exported = [store.export(info.id) for info in candidates(store, older_than, moment)]
@@ -136,7 +137,13 @@ def prune(
     if dry_run:
         return Pruned(ids, versions, archive, True)
     if archive is not None and exported:
-        write_archive(archive, [archive_line(store, e) for e in exported])
+        try:
+            write_archive(archive, [archive_line(store, e) for e in exported])
+        except OSError as exc:  # a full disk, a folder in the way, no permission
+            reason = exc.strerror or type(exc).__name__
+            raise RetentionError(
+                f"cannot write the archive {archive}: {reason}; nothing was deleted"
+            ) from exc
     kept = [e.info.id for e in exported if not store.delete(e.info.id, e.info.seq, FINAL)]
     gone = [i for i in ids if i not in kept]
     store.delete_versions(versions)

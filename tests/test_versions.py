@@ -457,6 +457,24 @@ def test_prune_refuses_to_delete_without_an_archive_unless_told(
     assert len(stored_ids(project)) == 3
 
 
+def test_prune_says_plainly_when_the_archive_cannot_be_written_and_deletes_nothing(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ended_threads(openai_server, project)
+    (project / "a-file").write_text("")
+    for archive in ["a-file/threads.jsonl", "/dev/full"]:
+        result = run_cli(
+            project, "prune", "--older-than", "0s", "--archive", archive, monkeypatch=monkeypatch
+        )
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("error: cannot write the archive"), result.output
+        assert "nothing was deleted" in result.output and "Errno" not in result.output
+    assert len(stored_ids(project)) == 3
+    # A dry run needs no archive: it writes nothing.
+    result = run_cli(project, "prune", "--older-than", "0s", "--dry-run", monkeypatch=monkeypatch)
+    assert result.exit_code == 0 and result.output.startswith("would prune"), result.output
+
+
 # ---- the same on PostgreSQL ------------------------------------------------------------------
 
 

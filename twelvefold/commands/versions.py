@@ -112,13 +112,16 @@ def prune(
                 "[tool.twelvefold.retention] finished_after"
             )
         target = archive or (None if delete_only else settings.archive)
-        if target is None and not (delete_only or settings.delete):
+        if target is None and not (delete_only or settings.delete or dry_run):
             raise CommandError(
                 "say where pruned threads go: --archive FILE (or retention.archive), or "
                 "--delete (or retention.delete = true) to delete them without an archive"
             )
         with runtime(db, quiet=True) as rt:
-            done = prune_store(rt.store, older_than=age, archive=target, dry_run=dry_run)
+            try:
+                done = prune_store(rt.store, older_than=age, archive=target, dry_run=dry_run)
+            except RetentionError as exc:
+                raise CommandError(str(exc)) from None
     if as_json:
         echo(json.dumps(done.to_json(), ensure_ascii=False))
         return
