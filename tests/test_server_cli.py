@@ -113,3 +113,11 @@ def test_serve_refuses_what_it_cannot_serve_safely(workdir: Path) -> None:
     assert code == 1 and "holds no .agent file" in err
     code, _, err = invoke("serve", str(workdir / "nowhere.agent"))
     assert code == 1 and err.startswith("error: ")
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+@pytest.mark.parametrize("option", ["--grace", "--sweep-seconds"])
+def test_seconds_options_refuse_nan(command: str, option: str) -> None:
+    """NaN passes every comparison a range check makes: it is refused by name."""
+    result = CliRunner().invoke(cli, [command, option, "nan", str(EXAMPLES)])
+    assert result.exit_code == 2 and "not a number of seconds" in result.output, result.output

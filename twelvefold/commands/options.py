@@ -108,6 +108,17 @@ AGENT = click.option(
 )
 
 
+class Seconds(click.FloatRange):
+    """A number of seconds in a range; NaN is refused (it passes every comparison, so a
+    plain `FloatRange` lets it through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if seconds != seconds:  # NaN
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
+
+
 def background_options(work: str, sweep: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """`--concurrency`, `--grace` and `--sweep-seconds`, shared by `serve` and `worker`
     (same defaults); `work` is the help of `--concurrency`, `sweep` says what the sweep
@@ -116,10 +127,10 @@ def background_options(work: str, sweep: str) -> Callable[[Callable[..., Any]], 
         click.option("--concurrency", default=8, show_default=True,
                      type=click.IntRange(1, 10_000), help=work),
         click.option("--grace", default=10.0, show_default=True,
-                     type=click.FloatRange(0, 3600), help="Seconds running steps get to "
+                     type=Seconds(0, 3600), help="Seconds running steps get to "
                      "finish on SIGTERM before their leases are let go."),
         click.option("--sweep-seconds", default=15.0, show_default=True,
-                     type=click.FloatRange(0.05, 3600), help=f"How often {sweep}."),
+                     type=Seconds(0.05, 3600), help=f"How often {sweep}."),
     ]  # fmt: skip
 
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
