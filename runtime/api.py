@@ -117,6 +117,12 @@ class NotWaiting(RequestNotPending):
     this is a 409."""
 
 
+class ChildSettled(RequestNotPending):
+    """A retry of a sub-agent's thread whose parent no longer waits for it: the parent's
+    step already took the child's failure (its `on error`), so a result now would reach
+    nobody. Nothing was recorded; over HTTP this is a 409."""
+
+
 class NotAnApprover(InputError):
     """The person deciding an approval is not in any of its `approvers` groups, as the
     configuration defines them now. Nothing was recorded."""
@@ -634,6 +640,7 @@ class AsyncRuntime:
         """
         thread = await self._load(thread_id, agent)
         key = retry_key(thread, reuse_key=reuse_key)
+        await self._check_parent_waits(thread)
         await self.engine.record(thread, Retried(step=thread.state.step, at=_now(), by=by, key=key))
         return await self._view(await self._ran(thread, run))
 
@@ -650,6 +657,31 @@ class AsyncRuntime:
         return thread
 
     # ---- sub-agents (`agent` steps) --------------------------------------------------
+
+    async def _check_parent_waits(self, child: Thread) -> None:
+        """Raise `ChildSettled` when `child` is a sub-agent's thread whose parent has moved
+        on (a parent that is gone cannot be told either way: the retry goes ahead)."""
+        first = child.events[0] if child.events else None
+        parent_id = first.parent if isinstance(first, Started) else None
+        if parent_id is None:
+            return
+        try:
+            parent = await self._load(parent_id, None)
+        except Exception:
+            return
+        state = parent.state
+        if (
+            state.status == "waiting"
+            and state.request is not None
+            and child_id(parent.id, state.request) == child.id
+            and isinstance(parent.agent.module.next_action(state), CallAgent)
+        ):
+            return
+        raise ChildSettled(
+            f"thread {child.id} is a sub-agent of thread {parent_id}, which no longer waits "
+            "for it (its step already took this thread's end): a retry here would reach "
+            "nobody; retry or fork the parent instead"
+        )
 
     def child_agent(self, parent: Agent, action: CallAgent) -> Agent:
         """The agent an `agent` step names: its file relative to the parent's folder."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.runtime_helpers import EXAMPLES, ScriptedModel, no_messages
-from twelvefold.runtime.api import RequestNotPending, Runtime
+from twelvefold.runtime.api import ChildSettled, RequestNotPending, Runtime
 from twelvefold.runtime.store import SqliteStore
 from twelvefold.runtime.types import (
     Cancelled,
@@ -220,3 +220,17 @@ def test_a_child_another_process_held_is_cancelled_when_next_looked_at(rt: Runti
     (cancelled,) = [e for e in rt.events(child.id) if isinstance(e, Cancelled)]
     assert parent.id in cancelled.reason and "withdrawn" in cancelled.reason
     assert cancelled.by == "ana"
+
+
+def test_a_failed_child_the_parent_moved_on_from_cannot_be_retried(rt: Runtime) -> None:
+    """A red-team finding: the child's failure was the parent step's error and the parent
+    went on; a retry of the child ran the payment again and its result reached nobody."""
+    parent = rt.launch(RETURNS, {"order_id": "o-1", "email": "a@example.com", "amount_cents": 0})
+    child = rt.get(parent.child or "")
+    failed_child = rt.resume(child.id, approve=True, by="ana", request=child.request)
+    assert failed_child.status == "failed"
+    assert rt.get(parent.id).status != "waiting"  # the parent took the failure
+    before = len(rt.events(child.id))
+    with pytest.raises(ChildSettled, match="no longer waits"):
+        rt.retry(child.id, by="ana")
+    assert len(rt.events(child.id)) == before  # nothing recorded
