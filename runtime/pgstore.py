@@ -53,6 +53,7 @@ from .store import (
     _info_row,
     _thread_info,
     check_lease,
+    check_userinfo,
     now_iso,
     shown_url,
     usage_by_thread,
@@ -108,6 +109,7 @@ class PostgresStore(ChainedStore):
         """The URL as it may be shown: without its password."""
         self.chain = chain if chain is not None else Chain.from_env()
         self._timeout = connect_timeout
+        check_userinfo(url)
         try:
             with psycopg.connect(url, connect_timeout=connect_timeout) as conn:
                 check_postgresql(conn, self.where, create=create)
@@ -497,6 +499,7 @@ def upgrade_database(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
     places at once and while other processes use the store. `StoreError` (one line,
     without the password) when it cannot be reached or refuses."""
     where = shown_url(url)
+    check_userinfo(url)
     try:
         with psycopg.connect(url, connect_timeout=connect_timeout) as conn:
             before = postgresql_version(conn)

@@ -1283,9 +1283,8 @@ def shown_url(url: str, *, secret_of: str | None = None) -> str:
     text = _PASSWORD_IN_QUERY.sub(r"\1***", url)
     text = _PASSWORD_IN_URL.sub(_hide_password, text)
     if secret_of is not None:
-        password = _password_of(secret_of)
-        if password:
-            text = text.replace(password, "***")
+        for secret in _secrets_of(secret_of):
+            text = text.replace(secret, "***")
     return text if text.isprintable() else ascii(text)[1:-1]
 
 
@@ -1306,6 +1305,38 @@ def _password_of(url: str) -> str:
 
     password = match.group(2).partition(":")[2]
     return unquote(password) if len(password) >= 3 else ""
+
+
+_USERINFO_BREAKS = re.compile(r"[@/?#:]")
+"""Where libpq may end a user part that we read to the last `@` (it stops at the first
+`@` or `/`), so any piece between these may reach its messages on its own."""
+
+
+def _secrets_of(url: str) -> list[str]:
+    """The password of `url` and each piece of it a parser that splits the user part
+    differently could show (a host `PW@127.0.0.1` for `bob:S3cret@PW@127.0.0.1`):
+    longest first, pieces under 3 characters left (they would cut ordinary words)."""
+    password = _password_of(url)
+    match = _PASSWORD_IN_URL.search(url)
+    pieces = _USERINFO_BREAKS.split(match.group(2))[1:] if match is not None else []
+    found = {password, *pieces} - {""}
+    return sorted((piece for piece in found if len(piece) >= 3), key=len, reverse=True)
+
+
+def check_userinfo(url: str) -> None:
+    """`StoreError` (one line, never naming the password) when the user part of a
+    `postgresql://` URL, everything up to its last `@`, holds a raw `@`, `/`, `?` or `#`:
+    libpq reads such a URL differently from RFC 3986 (it ends the user part at the first
+    `@` or `/`), so it would connect elsewhere and put part of the password in a host
+    name (sent to DNS, and shown in its errors). Percent-encoding them means what was
+    meant."""
+    match = _PASSWORD_IN_URL.search(url)
+    if match is not None and re.search(r"[@/?#]", match.group(2)):
+        raise StoreError(
+            f"the store URL {shown_url(url)} has a raw `@`, `/`, `?` or `#` in its user or "
+            "password (everything before the last `@`): percent-encode them "
+            "(`@` is %40, `/` is %2F, `?` is %3F, `#` is %23)"
+        )
 
 
 def store_file(url: str) -> Path:
@@ -1390,8 +1421,11 @@ StoreLocation = Path | StoreUrl
 
 def store_location(url: str) -> StoreLocation:
     """A store URL (or a bare file path) as a location; `StoreError` for one twelvefold
-    cannot use (never naming its password)."""
-    return StoreUrl(url) if is_postgres_url(url) else store_file(url)
+    cannot use (never naming its password), such as one `check_userinfo` refuses."""
+    if is_postgres_url(url):
+        check_userinfo(url)
+        return StoreUrl(url)
+    return store_file(url)
 
 
 def store_exists(location: StoreLocation) -> bool:

@@ -136,3 +136,49 @@ def test_a_log_the_reducer_refuses_is_drawn_up_to_there_with_a_warning(tmp_path:
     assert code == 0, err
     assert "refuses this log at event 3" in err and "was the agent changed?" in err
     assert "class list_tags here" in out
+
+
+def _store_with(db: Path, info: ThreadInfo, agent_file: str, log: list[dict[str, object]]) -> None:
+    agent = load_agent(Path(agent_file), cache_dir=db.parent / "cache")
+    store = SqliteStore(db)
+    store.create(info, [agent.codec.decode_event(item) for item in log], agent.codec)
+    store.close()
+
+
+def _a_cancelled_thread(tmp_path: Path) -> Path:
+    """A store holding deploybot thread `t-9`, cancelled while it waited for approval."""
+    db = tmp_path / "threads.db"
+    cancelled = {"kind": "cancelled", "step": "approve_deploy", "by": "ops"}
+    log = [*json.loads(THREAD_LOG.read_text()), cancelled]
+    info = ThreadInfo("t-9", "deploybot", DEPLOYBOT, "cancelled", "approve_deploy", 10, "t", "t")
+    _store_with(db, info, DEPLOYBOT, log)
+    return db
+
+
+@pytest.mark.parametrize("output_format", ["mermaid", "dot"])
+def test_a_cancelled_thread_is_drawn_cancelled(tmp_path: Path, output_format: str) -> None:
+    db = _a_cancelled_thread(tmp_path)
+    code, out, err = run(DEPLOYBOT, "--format", output_format, "--thread", "t-9", "--db", str(db))
+    assert code == 0, err
+    assert "cancelled here" in out
+
+
+@needs_dot
+def test_a_cancelled_thread_as_svg(tmp_path: Path) -> None:
+    db = _a_cancelled_thread(tmp_path)
+    code, _, err = run(DEPLOYBOT, "--thread", "t-9", "--db", str(db), "-o", "x.svg")
+    assert code == 0, err
+    assert "cancelled here" in (tmp_path / "x.svg").read_text(encoding="utf-8")
+
+
+def test_another_agents_thread_is_a_one_line_error(tmp_path: Path) -> None:
+    """A sub-agent's child thread named on its parent's (or any other agent's) graph."""
+    db = tmp_path / "threads.db"
+    calculator = str(ROOT / "examples" / "calculator.agent")
+    log = [{"kind": "started", "step": "decide", "input": "1+1"}]
+    info = ThreadInfo("P~refund-3", "calculator", calculator, "running", "decide", 1, "t", "t")
+    _store_with(db, info, calculator, log)
+    code, out, err = run(DEPLOYBOT, "--thread", "P~refund-3", "--db", str(db))
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1, err
+    assert "P~refund-3" in err and "`calculator`" in err and "`deploybot`" in err

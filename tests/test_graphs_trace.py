@@ -8,14 +8,14 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, get_args
 
 import pydot
 import pytest
 
 from twelvefold.compiler import compile_file
 from twelvefold.compiler.program import Program
-from twelvefold.compiler.render import Trace, graph_view, overlay, to_dot, to_mermaid
+from twelvefold.compiler.render import Trace, graph_view, overlay, style, to_dot, to_mermaid
 from twelvefold.runtime.loading import load_agent
 from twelvefold.runtime.types import (
     Answer,
@@ -29,6 +29,7 @@ from twelvefold.runtime.types import (
     Retried,
     Started,
     State,
+    Status,
     StepFailed,
     ToolResult,
     ToolStarted,
@@ -274,3 +275,14 @@ def test_a_renderer_that_forgets_the_trace_is_caught(program: Program, module: A
     untraced = to_dot(graph_view(program))
     assert "here" in traced and "visited" in traced
     assert "visited" not in untraced and " here" not in untraced
+
+
+@pytest.mark.parametrize("status", get_args(Status))
+def test_every_thread_status_has_a_here_mark(program: Program, module: Any, status: str) -> None:
+    """A thread can be at its state with any status the runtime has; each is drawn."""
+    assert status in style.HERE_FILLS and status in style.HERE_TEXT
+    paused = overlay(program, paused_for_approval(module), module)
+    trace = dataclasses.replace(paused, status=status)
+    view = graph_view(program, trace)
+    assert style.HERE_TEXT[status] in to_mermaid(view)
+    assert style.HERE_TEXT[status] in to_dot(view)

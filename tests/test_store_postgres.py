@@ -7,6 +7,7 @@ reached answering with one line, never a traceback or a hang."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -334,6 +335,34 @@ def test_no_command_shows_the_password_of_a_store_url(
     (tmp_path / "pyproject.toml").write_text(f'[tool.twelvefold]\nstore = "{postgres_url}"\n')
     code, out, err = invoke("threads")
     assert code == 0 and thread in out
+
+
+def test_no_piece_of_a_user_part_with_a_raw_at_sign_is_shown() -> None:
+    """libpq ends the user part at the first `@` (we, at the last): unrefused, it would
+    look up the host `PW@127.0.0.1` and name it in its error."""
+    for url in [
+        "postgresql://bob:S3cret@PW@127.0.0.1:1/db",
+        "postgresql://bob:S3cret/PW@127.0.0.1:1/db",
+        "postgres://bob:S3cret?PW#x@127.0.0.1:1/db",
+    ]:
+        for args in [("threads",), ("db", "upgrade"), ("graph", str(EXAMPLES / "deploybot.agent"),
+                     "--thread", "t")]:  # fmt: skip
+            code, out, err = invoke(*args, "--store", url)
+            assert code == 1, (url, args, out)
+            assert err.startswith("error: ") and err.count("\n") == 1, err
+            assert "percent-encode" in err, err
+            assert not {"S3cret", "PW"} & set(re.split(r"\W+", out + err)), err
+        with pytest.raises(StoreError, match="percent-encode") as refused:
+            PostgresStore(url, connect_timeout=2)
+        assert "S3cret" not in str(refused.value) and "PW" not in str(refused.value)
+        with pytest.raises(StoreError, match="percent-encode") as refused:
+            upgrade_database(url)
+        assert "S3cret" not in str(refused.value) and "PW" not in str(refused.value)
+    # Whatever a driver makes of such a URL, no piece of its password is in what we show.
+    url = "postgresql://bob:S3cret@PWxyz/q@127.0.0.1:1/db"
+    error = "failed to resolve host 'PWxyz/q@127.0.0.1': S3cret@PWxyz"
+    shown = shown_url(error, secret_of=url)
+    assert "S3cret" not in shown and "PWxyz" not in shown
 
 
 def test_an_unreachable_or_malformed_store_is_one_line_and_exit_1() -> None:

@@ -68,11 +68,13 @@ FADED = "#c9ced6"
 FADED_FILL = "#fafafa"
 
 HERE_FILLS: dict[str, str] = {
-    # The state a traced thread is at, by its status.
+    # The state a traced thread is at, by its status: every runtime `Status` (a test checks
+    # each has a fill and a text) and "last event" for a log the reducer refused.
     "running": "#bbdefb",
     "waiting": "#fff59d",
     "finished": "#c8e6c9",
     "failed": "#ffcdd2",
+    "cancelled": "#d7ccc8",
     "last event": "#e0e0e0",
 }
 
@@ -81,5 +83,6 @@ HERE_TEXT: dict[str, str] = {
     "waiting": "▶ waiting here",
     "finished": "✔ finished here",
     "failed": "✘ failed here",
+    "cancelled": "■ cancelled here",
     "last event": "▶ last event here",
 }

@@ -138,7 +138,9 @@ def _load_thread(
     events_file: Path | None,
 ) -> tuple[Sequence[Event], Any]:
     """The thread's events and the agent's generated reducer module."""
+    from twelvefold.runtime.api import shown
     from twelvefold.runtime.codec import CodecError
+    from twelvefold.runtime.integrity import LogError
     from twelvefold.runtime.loading import AgentLoadError, load_agent
     from twelvefold.runtime.store import StoreError, ThreadNotFound, open_store, store_exists
 
@@ -161,13 +163,23 @@ def _load_thread(
                 sys.exit(1)
             store = open_store(db, create=False)
             try:
+                # Another agent's thread (a sub-agent's child, say) neither decodes nor
+                # means anything on this graph: say so before reading its log.
+                info = store.info(str(thread_id))
+                if info.agent != loaded.name:
+                    click.echo(
+                        f"error: thread {shown(str(thread_id))} runs agent "
+                        f"`{shown(info.agent)}`, not `{shown(loaded.name)}` ({shown(str(agent))})",
+                        err=True,
+                    )
+                    sys.exit(1)
                 events = store.load(str(thread_id), loaded.codec)
             finally:
                 store.close()
     except (CodecError, ValueError, KeyError, TypeError, AttributeError) as bad:
         click.echo(f"error: the event log does not decode for this agent: {bad}", err=True)
         sys.exit(1)
-    except (StoreError, sqlite3.Error) as bad:  # a damaged store: SQLite's words, one line
+    except (StoreError, LogError, sqlite3.Error) as bad:  # a damaged store or log: one line
         click.echo(f"error: {bad}", err=True)
         sys.exit(1)
     except ThreadNotFound as missing:
