@@ -658,6 +658,24 @@ class AsyncRuntime:
 
     # ---- sub-agents (`agent` steps) --------------------------------------------------
 
+    async def _run_stalled_child(self, parent: Thread) -> Expiry | None:
+        """Run on the child `parent` waits for when it is `running` with nobody advancing
+        it (a crash stopped it, or a decision was recorded without running it): under the
+        crash rules, as `resume CHILD` would; its end then reaches the parent. None when
+        the child is not running (it waits for a person, or it is gone). Raises
+        `LeaseHeld` when a live process holds it."""
+        assert parent.state.request is not None
+        try:
+            child = await self._load(child_id(parent.id, parent.state.request), None)
+        except Exception:
+            return None  # no child: `_settle_child` reports a missing one
+        if child.state.status != "running":
+            return None
+        seq = len(child.events)
+        child = await self._ran(child, True)
+        later = child.events[seq] if len(child.events) > seq else None
+        return Expiry(child.id, child.state.step, later, view_of(child))
+
     async def _check_parent_waits(self, child: Thread) -> None:
         """Raise `ChildSettled` when `child` is a sub-agent's thread whose parent has moved
         on (a parent that is gone cannot be told either way: the retry goes ahead)."""
@@ -866,7 +884,7 @@ class AsyncRuntime:
                 # child that ended and whose report was lost. Start it, or deliver it.
                 try:
                     if state.notified and not await self._settle_child(thread):
-                        return None
+                        return await self._run_stalled_child(thread)
                     thread = await self._ran(await self._load(info.id, thread.agent), True)
                 except LeaseHeld:
                     return None  # a process is running it now: it starts or delivers

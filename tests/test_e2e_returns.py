@@ -234,3 +234,18 @@ def test_a_failed_child_the_parent_moved_on_from_cannot_be_retried(rt: Runtime) 
     with pytest.raises(ChildSettled, match="no longer waits"):
         rt.retry(child.id, by="ana")
     assert len(rt.events(child.id)) == before  # nothing recorded
+
+
+def test_a_child_a_crash_left_running_is_run_on_by_the_sweep(rt: Runtime) -> None:
+    """A red-team finding: a child left `running` (here: its approval recorded, the
+    process gone before it ran) was never picked up by `expire`; only `resume CHILD` did."""
+    parent = rt.launch(RETURNS, returned())
+    child_id = parent.child or ""
+    child = rt.get(child_id)
+    rt.resume(child_id, approve=True, by="ana", request=child.request, run=False)
+    assert rt.get(child_id).status == "running"
+    rt.expire()
+    assert rt.get(child_id).status == "finished"
+    assert rt.get(parent.id).step == "await_parcel"
+    rt.expire()
+    assert sum(isinstance(e, ChildEnded) for e in rt.events(parent.id)) == 1
