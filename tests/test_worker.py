@@ -271,8 +271,10 @@ def test_crash_test_finds_a_broken_lease(
         with pytest.raises(Exception) as caught:
             crash_and_check(cluster, driver, threads=12, kills=4, limit=90)
         print("the broken build was caught:", str(caught.value)[:300])
-        # The broken workers did run tools (the failure is the check's, not a start-up's).
-        assert (cluster.folder / "effects" / "effects.log").exists(), caught.value
+        # The broken workers did run threads (the failure is the check's, not a start-up's):
+        # they called the model. (Whether a tool wrote its effect before the check failed
+        # depends on where the kills fell.)
+        assert openai_model_server.requests, caught.value
     finally:
         cluster.stop()
 
@@ -332,20 +334,26 @@ def test_a_timer_survives_a_restart_of_every_worker(
     worker = cluster.start_worker(0, agents=cluster_agent)
     cluster.workers = [worker]
     try:
+        import psycopg
+
+        def timers() -> tuple[int, ...] | None:
+            with psycopg.connect(postgres_url) as connection:
+                return connection.execute(
+                    "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s"
+                    " AND status = 'todo' AND scheduled_at > now() AND args->>'thread_id' = %s",
+                    (TIMER, thread_id),
+                ).fetchone()
+
+        # The worker records the pause, then schedules its timer: kill it once both are
+        # done (a kill between them is covered by the next worker's start, which schedules
+        # every waiting thread's timer).
         wait_for(
-            lambda: run(driver.runtime.info(thread_id)).status == "waiting", "the thread to nap"
+            lambda: run(driver.runtime.info(thread_id)).status == "waiting" and timers() == (1,),
+            "the thread to nap with its timer scheduled",
         )
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-        import psycopg
-
-        with psycopg.connect(postgres_url) as connection:
-            timers = connection.execute(
-                "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s"
-                " AND status = 'todo' AND scheduled_at > now() AND args->>'thread_id' = %s",
-                (TIMER, thread_id),
-            ).fetchone()
-        assert timers == (1,)
+        assert timers() == (1,)
         view = run(driver.runtime.get(thread_id))
         assert view.wake_at is not None
         wake_at = datetime.fromisoformat(view.wake_at.replace("Z", "+00:00"))
