@@ -358,6 +358,12 @@ def test_no_piece_of_a_user_part_with_a_raw_at_sign_is_shown() -> None:
         with pytest.raises(StoreError, match="percent-encode") as refused:
             upgrade_database(url)
         assert "S3cret" not in str(refused.value) and "PW" not in str(refused.value)
+        # The job queue's URL (`worker --queue`) is held to the same rule.
+        from twelvefold.server.queue import QueueUnavailable, check_schema_now
+
+        with pytest.raises(QueueUnavailable, match="percent-encode") as unusable:
+            check_schema_now(url)
+        assert "S3cret" not in str(unusable.value) and "PW" not in str(unusable.value)
     # Whatever a driver makes of such a URL, no piece of its password is in what we show.
     url = "postgresql://bob:S3cret@PWxyz/q@127.0.0.1:1/db"
     error = "failed to resolve host 'PWxyz/q@127.0.0.1': S3cret@PWxyz"

@@ -101,11 +101,18 @@ def check_schema_now(conninfo: str) -> None:
     schema is not applied (`twelvefold db upgrade` applies it)."""
     import psycopg
 
+    from twelvefold.runtime.store import StoreError, check_userinfo, shown_url
+
+    try:  # the store's own rule: a URL libpq would misread is refused before it connects
+        check_userinfo(conninfo)
+    except StoreError as exc:
+        raise QueueUnavailable(str(exc)) from None
     try:
         with psycopg.connect(conninfo, connect_timeout=10) as connection:
             row = connection.execute(SCHEMA_PRESENT).fetchone()
     except (psycopg.Error, OSError) as exc:
-        reason = " ".join(str(exc).split())  # libpq's messages run over several lines
+        # libpq's messages run over several lines, and may quote the URL.
+        reason = shown_url(" ".join(str(exc).split()), secret_of=conninfo)
         raise QueueUnavailable(f"the job queue's database cannot be reached: {reason}") from None
     if not row or not row[0]:
         raise QueueUnavailable(NO_SCHEMA)
