@@ -916,8 +916,14 @@ class AsyncRuntime:
             problem = _problem(exc)
         return Expiry(thread.id, event.step, event, view_of(thread), problem)
 
-    async def threads(self, status: Status | None = None) -> list[ThreadInfo]:
-        found: list[ThreadInfo] = await self.engine._io(self.store.threads, status)
+    async def threads(
+        self, status: Status | None = None, *, unleased: bool = False
+    ) -> list[ThreadInfo]:
+        """Threads, most recently updated first; with `unleased`, only those no process
+        holds a live lease on."""
+        found: list[ThreadInfo] = await self.engine._io(
+            self.store.threads, status, unleased=unleased
+        )
         return found
 
     async def migrate_check(self, agent: AgentRef) -> list[Verdict]:

@@ -271,6 +271,28 @@ def _versions_sqlite(db: sqlite3.Connection, chain: Chain) -> None:
         db.execute(statement)
 
 
+# ---- 5: shared rate limits ----------------------------------------------------------
+
+# Every worker on one PostgreSQL counts its model calls here (runtime/ratelimit.py,
+# `StoreLimiter`; runtime/pgstore.py, `rate_turn`): a row per model holds a 429's pause and
+# is locked while a turn is decided; a row per call started (`call`) or per token
+# correction holds its moment on the database's clock (unix seconds) and its tokens.
+_RATE_TABLES = """
+CREATE INDEX threads_by_status ON threads (status);
+CREATE TABLE rate_models (
+    model        text PRIMARY KEY,
+    paused_until double precision NOT NULL DEFAULT 0
+);
+CREATE TABLE rate_calls (
+    model  text NOT NULL,
+    at     double precision NOT NULL,
+    tokens bigint NOT NULL DEFAULT 0,
+    call   boolean NOT NULL
+);
+CREATE INDEX rate_calls_by_model ON rate_calls (model, at);
+"""
+
+
 MIGRATIONS: Sequence[Migration] = (
     Migration(1, "threads and events", _SQLITE_THREADS, _PG_THREADS),
     Migration(2, "hash chain, seals and leases", _chain_sqlite, ""),
@@ -295,6 +317,14 @@ MIGRATIONS: Sequence[Migration] = (
             integer="bigint",
             pins_order=",\n    added        bigint GENERATED ALWAYS AS IDENTITY",
         ),
+    ),
+    Migration(
+        5,
+        "shared rate limits, threads by status",
+        # SQLite's processes count their own limits (runtime/ratelimit.py); the sweep of a
+        # store with many threads finds the running ones by status.
+        "CREATE INDEX IF NOT EXISTS threads_by_status ON threads (status);",
+        _RATE_TABLES,
     ),
 )
 

@@ -225,8 +225,9 @@ class EventStore(Protocol):
 
     def info(self, thread_id: str) -> ThreadInfo: ...
 
-    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
-        """Threads, most recently updated first."""
+    def threads(self, status: Status | None = None, *, unleased: bool = False) -> list[ThreadInfo]:
+        """Threads, most recently updated first; with `unleased`, only those nobody
+        holds a live lease on (on the store's clock: a worker's sweep)."""
 
     # ---- versions and retention (docs/versions.md) --------------------------------------
 
@@ -419,10 +420,16 @@ class MemoryStore:
             self._log(thread_id)
             return self._info(thread_id)
 
-    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
+    def threads(self, status: Status | None = None, *, unleased: bool = False) -> list[ThreadInfo]:
         with self._lock:
             infos = [self._info(thread_id) for thread_id in self._infos]
-        found = [i for i in infos if status is None or i.status == status]
+            now = leases.now()
+            held = {
+                thread_id
+                for thread_id, (holder, _, expires) in self._leases.items()
+                if unleased and holder is not None and expires > now
+            }
+        found = [i for i in infos if (status is None or i.status == status) and i.id not in held]
         return sorted(found, key=lambda i: i.updated_at, reverse=True)
 
     def save_version(self, digest: str, body: str) -> None:
@@ -968,11 +975,13 @@ class SqliteStore(ChainedStore):
             raise ThreadNotFound(thread_id)
         return _thread_info(row, self.path)
 
-    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
-        query = f"SELECT {_INFO_COLUMNS} FROM threads"
+    def threads(self, status: Status | None = None, *, unleased: bool = False) -> list[ThreadInfo]:
+        query = f"SELECT {_INFO_COLUMNS} FROM threads WHERE true"
         params: tuple[str, ...] = ()
         if status is not None:
-            query, params = query + " WHERE status = ?", (status,)
+            query, params = query + " AND status = ?", (status,)
+        if unleased:
+            query += f" AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW})"
         with self._lock:
             rows = self._db.execute(query + " ORDER BY updated_at DESC", params).fetchall()
         return [_thread_info(row, self.path) for row in rows]
