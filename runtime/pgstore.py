@@ -335,12 +335,14 @@ class PostgresStore(ChainedStore):
             paused_until, now = float(row[0]), float(row[1])
             since = now - window
             conn.execute("DELETE FROM rate_calls WHERE model = %s AND at <= %s", (model, since))
-            calls, used, first_call, first_token = conn.execute(
+            counted = conn.execute(
                 "SELECT count(*) FILTER (WHERE call), coalesce(sum(tokens), 0),"
                 " min(at) FILTER (WHERE call), min(at) FILTER (WHERE tokens <> 0)"
                 " FROM rate_calls WHERE model = %s",
                 (model,),
-            ).fetchone() or (0, 0, None, None)
+            ).fetchone()
+            assert counted is not None  # an aggregate always has its row
+            calls, used, first_call, first_token = counted
             waits = [paused_until - now]
             if limits.requests is not None and calls >= limits.requests:
                 waits.append(float(first_call) + window - now)

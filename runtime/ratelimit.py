@@ -84,7 +84,9 @@ def configured_window() -> float:
 class RateLimiter(Protocol):
     """What the loop asks of a rate limiter (runtime/loop.py)."""
 
-    async def turn(self, model: str, limits: Limits, tokens: int = 0, *, wait: bool = True) -> float:
+    async def turn(
+        self, model: str, limits: Limits, tokens: int = 0, *, wait: bool = True
+    ) -> float:
         """Wait until a call to `model` may start under `limits`; count it as started,
         with `tokens` (an estimate of its prompt) held against the token limit; 0.
         With `wait=False`, when the turn is not now: count nothing and return the seconds
@@ -120,7 +122,9 @@ class WindowLimiter:
         self._lock = threading.Lock()
         self._models: dict[str, _Window] = {}
 
-    async def turn(self, model: str, limits: Limits, tokens: int = 0, *, wait: bool = True) -> float:
+    async def turn(
+        self, model: str, limits: Limits, tokens: int = 0, *, wait: bool = True
+    ) -> float:
         while True:
             later = self._try(model, limits, time.monotonic(), max(0, tokens))
             if later <= 0 or not wait:
@@ -211,7 +215,9 @@ class StoreLimiter:
         self.window = window_seconds if window_seconds is not None else configured_window()
         self._writing: set[Any] = set()
 
-    async def turn(self, model: str, limits: Limits, tokens: int = 0, *, wait: bool = True) -> float:
+    async def turn(
+        self, model: str, limits: Limits, tokens: int = 0, *, wait: bool = True
+    ) -> float:
         import asyncio
 
         while True:

@@ -107,11 +107,26 @@ def run_workers(
         with log.open("ab") as out:
             cluster.workers.append(
                 subprocess.Popen(
-                    [sys.executable, *entry, "worker", str(agent), "--store", postgres_url,
-                     "--concurrency", "4", "--sweep-seconds", "1", "--grace", "2",
-                     "--model", "gpt-4o-mini"],
-                    env=env, stdout=out, stderr=out,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        *entry,
+                        "worker",
+                        str(agent),
+                        "--store",
+                        postgres_url,
+                        "--concurrency",
+                        "4",
+                        "--sweep-seconds",
+                        "1",
+                        "--grace",
+                        "2",
+                        "--model",
+                        "gpt-4o-mini",
+                    ],
+                    env=env,
+                    stdout=out,
+                    stderr=out,
+                )
             )
     driver = Driver(cluster, server)
     try:
@@ -176,7 +191,9 @@ def test_a_thread_waiting_for_its_turn_gives_its_job_back(
     thread's job ends at once, its log unchanged and its lease free, with a wake-up
     scheduled for about a minute later (when the turn comes)."""
     apply_schema(postgres_url)
-    (project / "twelvefold.toml").write_text('[rate_limits."gpt-4o-mini"]\nrequests_per_minute = 1\n')
+    (project / "twelvefold.toml").write_text(
+        '[rate_limits."gpt-4o-mini"]\nrequests_per_minute = 1\n'
+    )
     agent = project / "answerer.agent"
 
     async def scenario() -> tuple[str, str]:
@@ -262,8 +279,10 @@ def test_a_worker_taken_for_dead_keeps_taking_jobs(
 
         thread_id = asyncio.run(launch())
         wait_for(
-            lambda: asyncio.run(driver.runtime.info(thread_id)).status == "finished"
-            or cluster.workers[0].poll() is not None,
+            lambda: (
+                asyncio.run(driver.runtime.info(thread_id)).status == "finished"
+                or cluster.workers[0].poll() is not None
+            ),
             "the thread to finish",
         )
         assert cluster.workers[0].poll() is None, log.read_text()[-3000:]
