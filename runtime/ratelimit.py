@@ -41,7 +41,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -125,15 +125,13 @@ class WindowLimiter:
     async def turn(
         self, model: str, limits: Limits, tokens: int = 0, *, wait: bool = True
     ) -> float:
-        while True:
-            later = self._try(model, limits, time.monotonic(), max(0, tokens))
-            if later <= 0 or not wait:
-                return later
-            await _sleep(later)
+        async def attempt() -> float:
+            return self._try(model, limits, time.monotonic(), max(0, tokens))
+
+        return await _turns(attempt, wait)
 
     def spent(self, model: str, tokens: int, estimated: int = 0) -> None:
-        correction = max(0, tokens) - max(0, estimated)
-        if correction:
+        if correction := _correction(tokens, estimated):
             with self._lock:
                 self._at(model).tokens.append((time.monotonic(), correction))
 
@@ -178,6 +176,21 @@ class WindowLimiter:
         return found
 
 
+async def _turns(attempt: Callable[[], Awaitable[float]], wait: bool) -> float:
+    """Ask for a turn (`attempt`: 0 when given, else the seconds to wait) until it is
+    given, sleeping as told between; without `wait`, ask once."""
+    while True:
+        later = await attempt()
+        if later <= 0 or not wait:
+            return later
+        await _sleep(later)
+
+
+def _correction(tokens: int, estimated: int) -> int:
+    """The tokens to add to a window once a call's own count replaces its estimate."""
+    return max(0, tokens) - max(0, estimated)
+
+
 PROCESS_LIMITER = WindowLimiter()
 """The limiter every runtime in this process shares unless given another."""
 
@@ -220,17 +233,15 @@ class StoreLimiter:
     ) -> float:
         import asyncio
 
-        while True:
-            later = await asyncio.to_thread(
+        async def attempt() -> float:
+            return await asyncio.to_thread(
                 self.windows.rate_turn, model, limits, max(0, tokens), self.window
             )
-            if later <= 0 or not wait:
-                return later
-            await _sleep(later)
+
+        return await _turns(attempt, wait)
 
     def spent(self, model: str, tokens: int, estimated: int = 0) -> None:
-        correction = max(0, tokens) - max(0, estimated)
-        if correction:
+        if correction := _correction(tokens, estimated):
             self._write(self.windows.rate_spent, model, correction)
 
     def pause(self, model: str, seconds: float) -> None:

@@ -31,6 +31,7 @@ import pytest
 
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from tests.support.waiting import wait_for
+from tests.test_rate_limits import AGENT, most_in_one_window
 from tests.test_worker import Driver, make_cluster
 from twelvefold.runtime import ratelimit
 from twelvefold.runtime.api import AsyncRuntime
@@ -44,16 +45,6 @@ WINDOW = 4.0
 LIMIT = 2
 THREADS = 8
 WORKERS = 3
-
-AGENT = """
-agent answerer { input string  start decide }
-type Done { message: string }
-llm decide -> Done {
-  prompt "decide.j2"
-  on Done -> done
-}
-final done(Done)
-"""
 
 PER_PROCESS_ONLY = """
 import sys
@@ -84,14 +75,6 @@ def model_server() -> Any:
     with ScriptedOpenAI() as server:
         server.responder = lambda body: Reply(arguments={"message": "ok"})
         yield server
-
-
-def most_in_one_window(arrivals: list[float]) -> int:
-    times = sorted(arrivals)
-    return max(
-        (sum(1 for t in times[i:] if t < start + WINDOW) for i, start in enumerate(times)),
-        default=0,
-    )
 
 
 def run_workers(
@@ -160,7 +143,7 @@ def test_workers_on_one_store_keep_to_the_limit_together(
     statuses = run_workers(tmp_path, postgres_url, model_server, project, ["-m", "twelvefold"])
     assert statuses == ["finished"] * THREADS
     assert len(model_server.arrivals) == THREADS
-    assert most_in_one_window(model_server.arrivals) <= 2 * LIMIT, model_server.arrivals
+    assert most_in_one_window(model_server.arrivals, WINDOW) <= 2 * LIMIT, model_server.arrivals
 
 
 def test_workers_counting_alone_send_more_than_the_limit(
@@ -170,7 +153,7 @@ def test_workers_counting_alone_send_more_than_the_limit(
     three times the limit in the first window."""
     statuses = run_workers(tmp_path, postgres_url, model_server, project, ["-c", PER_PROCESS_ONLY])
     assert statuses == ["finished"] * THREADS
-    assert most_in_one_window(model_server.arrivals) > 2 * LIMIT, model_server.arrivals
+    assert most_in_one_window(model_server.arrivals, WINDOW) > 2 * LIMIT, model_server.arrivals
 
 
 def scheduled_wakeups(url: str, thread_id: str) -> list[tuple[str, float]]:
