@@ -387,6 +387,12 @@ class Engine:
         try:
             with tracing.in_span(run):
                 return await self._advance(thread)
+        except ratelimit.TurnLater as later:  # not a failure: the run goes on at its turn
+            run.add_event(
+                "twelvefold.turn_later",
+                {"gen_ai.request.model": later.model, "twelvefold.wait_seconds": later.seconds},
+            )
+            raise
         except BaseException as exc:
             failure = exc
             raise

@@ -28,10 +28,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from tests.support.waiting import wait_for
 from tests.test_rate_limits import AGENT, most_in_one_window
+from tests.test_tracing import spans  # noqa: F401  (a fixture, taken by name)
 from tests.test_worker import Driver, make_cluster
 from twelvefold.runtime import ratelimit
 from twelvefold.runtime.api import AsyncRuntime
@@ -168,11 +171,16 @@ def scheduled_wakeups(url: str, thread_id: str) -> list[tuple[str, float]]:
 
 
 def test_a_thread_waiting_for_its_turn_gives_its_job_back(
-    tmp_path: Path, postgres_url: str, model_server: ScriptedOpenAI, project: Path
+    tmp_path: Path,
+    postgres_url: str,
+    model_server: ScriptedOpenAI,
+    project: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     """One call per minute: the first thread's call takes the minute's turn; the second
     thread's job ends at once, its log unchanged and its lease free, with a wake-up
     scheduled for about a minute later (when the turn comes)."""
+    exported: InMemorySpanExporter = request.getfixturevalue("spans")  # tests/test_tracing.py
     apply_schema(postgres_url)
     (project / "twelvefold.toml").write_text(
         '[rate_limits."gpt-4o-mini"]\nrequests_per_minute = 1\n'
@@ -201,6 +209,15 @@ def test_a_thread_waiting_for_its_turn_gives_its_job_back(
     assert len(model_server.requests) == 1
     [(status, due)] = scheduled_wakeups(postgres_url, second)
     assert status == "todo" and due > 30, due  # at its turn, about a minute away
+    # Its run's span says so, and is not an error.
+    [run] = [
+        s
+        for s in exported.get_finished_spans()
+        if s.attributes.get("gen_ai.conversation.id") == second
+    ]
+    [later] = [e for e in run.events if e.name == "twelvefold.turn_later"]
+    assert later.attributes is not None and later.attributes["twelvefold.wait_seconds"] > 30
+    assert run.status.status_code != StatusCode.ERROR
 
 
 def test_the_sweep_wakes_only_threads_no_lease_and_no_wakeup_cover(
