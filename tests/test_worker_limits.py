@@ -290,3 +290,41 @@ def test_a_worker_taken_for_dead_keeps_taking_jobs(
         assert "job loop failed" in log.read_text()
     finally:
         cluster.stop()
+
+
+def test_a_worker_paused_for_seconds_is_not_taken_for_dead(
+    tmp_path: Path, postgres_url: str, model_server: ScriptedOpenAI, project: Path
+) -> None:
+    """A live worker whose heartbeat is some seconds late (SIGSTOP here; a loaded machine
+    in the crash bench) keeps its registration when another worker starts: workers are
+    taken for dead after a minute of silence, not after three missed heartbeats."""
+    import signal
+
+    cluster = make_cluster(tmp_path, postgres_url, model_server)
+    Driver(cluster, model_server)  # sets the store up
+    agent = [str(project / "answerer.agent")]
+    try:
+        first = cluster.start_worker(0, agents=agent)
+        cluster.workers = [first]
+
+        def heartbeats() -> dict[int, float]:
+            """Registered worker id -> seconds since its last heartbeat."""
+            with psycopg.connect(postgres_url) as connection:
+                rows = connection.execute(
+                    "SELECT id, extract(epoch FROM now() - last_heartbeat)"
+                    " FROM procrastinate_workers"
+                ).fetchall()
+            return {int(worker): float(age) for worker, age in rows}
+
+        wait_for(lambda: len(heartbeats()) == 1, "the first worker to register")
+        [silent] = heartbeats()
+        first.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: heartbeats()[silent] > 5, "the first worker's heartbeat to be 5 s old")
+            cluster.workers.append(cluster.start_worker(1, agents=agent))
+            wait_for(lambda: set(heartbeats()) - {silent}, "the second worker to register")
+            assert silent in heartbeats()  # the silent one was not deleted
+        finally:
+            first.send_signal(signal.SIGCONT)
+    finally:
+        cluster.stop()
