@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from .records import quick_init
+
 Status = Literal["running", "waiting", "finished", "failed", "cancelled"]
 
 
@@ -436,6 +438,25 @@ class Finish(Action):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fail(Action):
     error: ErrorInfo
+
+
+# Every step builds states, events and actions: the cheaper `__init__` (runtime/records.py).
+for _record in (
+    ErrorInfo,
+    Usage,
+    State,
+    *EVENT_KINDS.values(),
+    CallModel,
+    CallTool,
+    AwaitApproval,
+    AwaitAnswer,
+    AwaitSignal,
+    Sleep,
+    CallAgent,
+    Finish,
+    Fail,
+):
+    quick_init(_record)
 
 
 class IllegalEvent(Exception):
