@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from .records import quick_init
+from .records import builder, quick_init
 
 Status = Literal["running", "waiting", "finished", "failed", "cancelled"]
 
@@ -457,6 +457,14 @@ for _record in (
     Fail,
 ):
     quick_init(_record)
+
+# The same objects built by plain functions, for the few every step builds (the loop and
+# `AgentSpec`): calling a class passes keyword arguments through a dict, a function not.
+build_state = builder(State)
+build_usage = builder(Usage)
+build_model_output = builder(ModelOutput)
+build_tool_started = builder(ToolStarted)
+build_tool_result = builder(ToolResult)
 
 
 class IllegalEvent(Exception):
