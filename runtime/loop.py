@@ -362,7 +362,8 @@ class Engine:
         self.store.append(thread.id, len(thread.events), (event,), agent.codec, head, thread.lease)
         thread.events.append(event)
         thread.state = state
-        self._announce(thread, event)
+        if self.on_event is not None:
+            self.on_event(thread, event)
 
     # ---- the loop -----------------------------------------------------------------
 

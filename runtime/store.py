@@ -370,8 +370,11 @@ class MemoryStore:
         lease: Lease | None = None,
     ) -> None:
         with self._lock:
-            log = self._log(thread_id)
-            self._fence(thread_id, lease)
+            log = self._events.get(thread_id)  # `_log` and `_fence`, inlined: every step
+            if log is None:
+                raise ThreadNotFound(thread_id)
+            holder, token, expires = self._leases[thread_id]
+            check_lease(thread_id, lease, holder, token, expires, time.time())  # leases.now()
             if len(log) != expected_seq:
                 raise Conflict(thread_id, expected_seq, len(log))
             log.extend(events)
