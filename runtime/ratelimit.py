@@ -301,14 +301,25 @@ class InFlight:
         self._waiting: deque[tuple[Any, Any]] = deque()
         """(event loop, future) of each call waiting for a place, oldest first."""
 
-    async def enter(self, limit: int | None = None) -> None:
-        """Take a place (waiting for one when `limit` calls are in flight)."""
-        import asyncio
-
+    def take(self, limit: int | None = None) -> bool:
+        """Take a place now if one is free, without waiting: whether it was taken (the
+        loop's fast path: no coroutine when nobody waits)."""
         with self._lock:
             if limit is not None:
                 self.limit = limit
             if self.running < self.limit and not self._waiting:
+                self._took()
+                return True
+            return False
+
+    async def enter(self, limit: int | None = None) -> None:
+        """Take a place (waiting for one when `limit` calls are in flight)."""
+        import asyncio
+
+        if self.take(limit):
+            return
+        with self._lock:
+            if self.running < self.limit and not self._waiting:  # freed in between
                 self._took()
                 return
             loop = asyncio.get_running_loop()
