@@ -742,7 +742,7 @@ def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
         store = open_store(db, create=False)
         try:
             found = store.threads(status)  # type: ignore[arg-type]
-            spent = with_children(by_thread(store.usage_records()))
+            spent = with_children(by_thread(store.usage_records()), store.child_links())
         finally:
             store.close()
     if as_json:
