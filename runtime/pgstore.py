@@ -54,9 +54,9 @@ from .store import (
     _thread_info,
     check_lease,
     check_userinfo,
+    joined_links,
     now_iso,
     shown_url,
-    joined_links,
     usage_by_thread,
 )
 from .store import (
