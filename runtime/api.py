@@ -449,7 +449,10 @@ class AsyncRuntime:
         step = thread.state.step
         event: Approved | Rejected | Answered | None = None
         if approve or reject or answer is not None:
-            action = pending_action(thread, request)
+            try:
+                action = pending_action(thread, request)
+            except RequestNotPending as exc:
+                raise await self._misdirected(thread, request, exc) from None
             approval = isinstance(action, AwaitApproval)
             if approval != (approve or reject):
                 given = "an answer" if answer is not None else "an approval or a rejection"
@@ -580,6 +583,37 @@ class AsyncRuntime:
                 continue
             spent = spent + totals(records(child.events)) + await self._children_usage(child)
         return spent
+
+    async def _misdirected(
+        self, thread: Thread, request: str | None, refused: RequestNotPending
+    ) -> RequestNotPending:
+        """`refused`, or, when `request` is the pending request of a sub-agent's thread
+        that `thread` waits for (down the line), a refusal naming that thread and the
+        command that decides it there."""
+        if request is None:
+            return refused
+        current = thread
+        for _ in range(CHILD_DEPTH_LIMIT):
+            cid = self._awaited_child(current)
+            if cid is None:
+                return refused
+            try:
+                current = await self._load(cid, None)
+            except Exception:  # no such child (yet): the parent's own message stands
+                return refused
+            view = view_of(current)
+            if view.request == request and view.waiting_for in ("approval", "answer"):
+                command = f"twelvefold resume {current.id} --request {request}"
+                decide = (
+                    f"`{command} --approve` (or `--reject --comment WHY`)"
+                    if view.waiting_for == "approval"
+                    else f"`{command} --answer TEXT`"
+                )
+                return RequestNotPending(
+                    f"request `{shown(request)}` belongs to thread {current.id}, the sub-agent "
+                    f"thread {thread.id} waits for: decide it there with {decide}"
+                )
+        return refused
 
     @staticmethod
     def _awaited_child(thread: Thread) -> str | None:
@@ -1207,6 +1241,9 @@ def pending_action(thread: Thread, request: str | None) -> AwaitApproval | Await
             f"thread {thread.id} is {state.status} at `{state.step}`: no request is pending"
             + (f" (request `{shown(request)}` is no longer pending)" if request else "")
         )
+    action = thread.agent.module.next_action(state)
+    if not isinstance(action, AwaitApproval | AwaitAnswer):
+        raise RequestNotPending(nobody_decides(view_of(thread)))
     if request is None:
         raise RequestNotPending(
             f"name the request you decide: thread {thread.id} waits on request `{pending}`"
@@ -1216,10 +1253,32 @@ def pending_action(thread: Thread, request: str | None) -> AwaitApproval | Await
             f"request `{shown(request)}` of thread {thread.id} is no longer pending "
             f"(it was decided or replaced); the pending request is `{pending}`"
         )
-    action = thread.agent.module.next_action(state)
-    if not isinstance(action, AwaitApproval | AwaitAnswer):  # a reducer/spec mismatch
-        raise RequestNotPending(f"thread {thread.id} waits for nothing a person can decide")
     return action
+
+
+def nobody_decides(view: ThreadView) -> str:
+    """Why a person's decision does not fit a thread that waits for something else (an
+    outside event, its timer, its sub-agent), with the command that moves it on."""
+    where = f"thread {view.id} waits at `{view.step}`"
+    if view.waiting_for == "event":
+        return (
+            f"{where} for an event {view.event_type}, not a person's decision: send it with "
+            f"`twelvefold send {view.id} {view.event_type} JSON --request {view.request}`"
+        )
+    if view.waiting_for == "timer":
+        until = f" (until {view.wake_at})" if view.wake_at else ""
+        return (
+            f"{where} for its timer{until}, not a person's decision: `twelvefold expire` "
+            "wakes it when it is due"
+        )
+    if view.waiting_for == "agent":
+        if view.child is None:
+            return f"{where} for its sub-agent, which has not started yet: resume it to start it"
+        return (
+            f"{where} for its sub-agent, thread {view.child}: a person decides that thread's "
+            f"request (`twelvefold show {view.child}` names it)"
+        )
+    return f"thread {view.id} waits for nothing a person can decide"
 
 
 def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
@@ -1387,6 +1446,11 @@ def retry_key(thread: Thread, *, reuse_key: bool) -> str | None:
         ):
             return key
     raise InputError(f"there is no failed tool call at `{state.step}` whose key could be reused")
+
+
+CHILD_DEPTH_LIMIT = 17
+"""How far down a line of sub-agents a misdirected decision is looked for (the compiler
+lets sub-agents nest 16 levels: compiler/linking.py CHAIN_LIMIT)."""
 
 
 def parent_of(events: Sequence[Event]) -> str | None:

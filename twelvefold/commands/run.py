@@ -36,6 +36,7 @@ from twelvefold.runtime.api import (
     Runtime,
     ThreadView,
     UnenforcedApprovers,
+    nobody_decides,
     plain,
     shown,
 )
@@ -525,6 +526,8 @@ def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bo
         raise CommandError(
             f"thread {view.id} is {view.status} at `{view.step}`: no request is pending"
         )
+    if view.waiting_for not in ("approval", "answer"):
+        raise CommandError(nobody_decides(view))
     if as_json or not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CommandError(
             f"name the request you decide: thread {view.id} waits on request "
