@@ -40,7 +40,7 @@ def test_a_decision_for_a_thread_that_waits_for_an_event_names_the_send(tmp_path
         code, out = invoke("resume", view.id, *decision, "--db", db)
         assert code == 1, out
         assert "()" not in out
-        assert f"waits at `hold` for an event Paid, not a person's decision" in out
+        assert "waits at `hold` for an event Paid, not a person's decision" in out
         assert f"`twelvefold send {view.id} Paid JSON --request {view.request}`" in out
 
 
