@@ -689,7 +689,7 @@ class AsyncRuntime:
         `resume` that runs it later takes one anew). A child thread that ended reports to
         its parent; a parent whose child ended (a crash came between) hears of it now."""
         if run:
-            if await self._settle_child(thread):
+            if await self._settle_child(thread) or await self._run_awaited_child(thread):
                 thread = await self._load(thread.id, thread.agent)
             thread = await self.engine.advance(thread)
             return await self._report_to_parent(thread)
@@ -698,20 +698,38 @@ class AsyncRuntime:
 
     # ---- sub-agents (`agent` steps) --------------------------------------------------
 
-    async def _run_stalled_child(self, parent: Thread, run: bool = True) -> Expiry | None:
+    async def _run_awaited_child(self, parent: Thread) -> bool:
+        """Run on the child `parent` waits for when nobody advances it (a fork's child,
+        or one a crash stopped), as `resume CHILD` would: a `resume PARENT` goes on
+        wherever the work is. Whether it ran (it may have reported to `parent`)."""
+        state = parent.state
+        if state.status != "waiting" or not state.notified or state.request is None:
+            return False
+        if not isinstance(parent.agent.module.next_action(state), CallAgent):
+            return False
+        try:
+            return await self._run_stalled_child(parent, forks_too=True) is not None
+        except LeaseHeld:
+            return False  # a live process runs it: its end reaches the parent from there
+
+    async def _run_stalled_child(
+        self, parent: Thread, run: bool = True, *, forks_too: bool = False
+    ) -> Expiry | None:
         """Run on the child `parent` waits for when it is `running` with nobody advancing
         it (a crash stopped it, or a decision was recorded without running it): under the
         crash rules, as `resume CHILD` would; its end then reaches the parent. Without
         `run`, only say so: the `Expiry` names the child for the caller to run. None when
         the child is not running (it waits for a person, or it is gone), or is a fork's
-        child nobody has run yet (a fork runs only when resumed). Raises `LeaseHeld` when
-        a live process holds it."""
+        child nobody has run yet (a fork runs only when resumed; `forks_too` is that
+        resume). Raises `LeaseHeld` when a live process holds it."""
         assert parent.state.request is not None
         try:
             child = await self._load(child_id(parent.id, parent.state.request), None)
         except Exception:
             return None  # no child: `_settle_child` reports a missing one
-        if child.state.status != "running" or unrun_fork_child(parent, child):
+        if child.state.status != "running" and not (forks_too and _has_notice_due(child)):
+            return None
+        if not forks_too and unrun_fork_child(parent, child):
             return None
         if not run:
             await self.engine.check_free(child.id)
@@ -1451,6 +1469,14 @@ def retry_key(thread: Thread, *, reuse_key: bool) -> str | None:
 CHILD_DEPTH_LIMIT = 17
 """How far down a line of sub-agents a misdirected decision is looked for (the compiler
 lets sub-agents nest 16 levels: compiler/linking.py CHAIN_LIMIT)."""
+
+
+def _has_notice_due(thread: Thread) -> bool:
+    """Whether `thread` waits for a person nobody was told about yet (a fork's child that
+    starts at an approval): running it sends the notice."""
+    return (
+        thread.state.status == "waiting" and not thread.state.notified and len(thread.events) == 1
+    )
 
 
 def parent_of(events: Sequence[Event]) -> str | None:

@@ -288,6 +288,7 @@ def test_a_fork_while_the_child_waits_on_an_approval_gets_its_own_child(rt: Runt
     fork = rt.resume(fork.id)
     forks_child = rt.get(fork.child or "")
     assert forks_child.waiting_for == "approval" and forks_child.request is not None
+    assert forks_child.state.notified, "resuming the fork ran its child: people were told"
     # The original's approval moves the original only.
     rt.resume(original.id, approve=True, by="ana", request=original.request)
     assert rt.get(parent.id).step == "await_parcel"
@@ -306,3 +307,34 @@ def test_a_fork_just_before_the_child_started_gets_its_child_too(rt: Runtime) ->
     assert fork.child == f"{fork.id}~{fork.request}"
     assert rt.get(fork.child or "").parent == fork.id
     assert [type(e) for e in rt.events(fork.id)].count(ChildStarted) == 1
+
+
+OUTER = """
+agent outer { input ReturnRequest start go }
+type ReturnRequest { order_id: string  email: string  amount_cents: int }
+type ParcelReceived { order_id: string  condition: "good" | "damaged" }
+agent go(ReturnRequest) -> ParcelReceived = "returns.agent" { next done  on error -> failed }
+final done(ParcelReceived)
+final failed
+"""
+
+
+def test_the_sweep_leaves_a_forks_child_alone_until_the_fork_is_resumed(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """A child that starts with a tool is `running` from its first event, like one a crash
+    stopped: the sweep must still not run the one a fork was given (a fork does not run
+    until a person resumes it)."""
+    shutil.copy(RETURNS, tmp_path / "returns.agent")
+    shutil.copytree(EXAMPLES / "returns", tmp_path / "returns")
+    (tmp_path / "outer.agent").write_text(OUTER)
+    parent = rt.launch(tmp_path / "outer.agent", returned())
+    assert rt.get(parent.child or "").step == "refund"  # the child ran on to its own child
+    fork = rt.get(rt.fork(parent.id, parent.seq))
+    forks_child = rt.get(fork.child or "")
+    assert (forks_child.status, forks_child.step) == ("running", "lookup")
+    rt.expire()
+    rt.expire()
+    assert len(rt.events(forks_child.id)) == 1, "the sweep ran the fork's child"
+    rt.resume(fork.id)
+    assert rt.get(forks_child.id).step == "refund"  # resumed: the fork's child ran
