@@ -5,6 +5,7 @@ the child's, and a store URL in a hint can be pasted back (no starred password i
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -103,3 +104,16 @@ def test_a_store_url_in_a_hint_can_be_pasted_back() -> None:
     assert "S3cretPw" not in told
     assert "`twelvefold db upgrade --store postgresql://bob@db.example:5432/threads?sslmode" in told
     assert "--store postgresql://bob:***@" not in told
+
+
+def test_the_cli_fork_of_a_parent_shows_the_forks_own_child(
+    family: tuple[Path, str, str, str],
+) -> None:
+    db, parent, child, _ = family
+    code, out = invoke("fork", parent, "--at", "4", "--db", str(db), "--json")
+    assert code == 0, out
+    forked = json.loads(out)
+    assert forked["child"] == f"{forked['thread_id']}~{forked['request']}" != child
+    code, out = invoke("fork", parent, "--at", "4", "--db", str(db))
+    assert code == 0 and "waits at `refund` for its sub-agent" in out, out
+    assert "  child: thread " in out and child not in out.split("child: thread ")[1]
