@@ -275,14 +275,20 @@ final failed
 """
 
 
-def test_a_parents_totals_include_its_childs_and_stats_count_each_call_once(
-    openai_server: ScriptedOpenAI, project: Path
-) -> None:
+def boss_project(openai_server: ScriptedOpenAI, project: Path) -> ModelTurns:
+    """BOSS beside the calculator, and the model's turns for its child until it asks."""
     (project / "boss.agent").write_text(BOSS)
     turns = ModelTurns(openai_server)
     turns.then(
         {"type": "Multiply", "a": 3, "b": 4}, {"type": "ClarificationRequest", "message": "?"}
     )
+    return turns
+
+
+def test_a_parents_totals_include_its_childs_and_stats_count_each_call_once(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    turns = boss_project(openai_server, project)
     db = project / "t.db"
     with runtime_for(openai_server, db, "gpt-4o-mini") as rt:
         parent = rt.launch(project / "boss.agent", "3 times 4")
@@ -336,11 +342,7 @@ def test_a_thread_a_user_names_like_a_child_is_not_counted_into_the_parent(
 ) -> None:
     """Only the links both logs make join a child to its parent: a thread launched with
     the id `PARENT~anything` is no child of PARENT, in its view or in `threads`."""
-    (project / "boss.agent").write_text(BOSS)
-    turns = ModelTurns(openai_server)
-    turns.then(
-        {"type": "Multiply", "a": 3, "b": 4}, {"type": "ClarificationRequest", "message": "?"}
-    )
+    turns = boss_project(openai_server, project)
     db = project / "t.db"
     with runtime_for(openai_server, db, "gpt-4o-mini") as rt:
         parent = rt.launch(project / "boss.agent", "3 times 4")

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 
 from tests.runtime_helpers import EXAMPLES, ScriptedModel, no_messages
-from tests.support.waiting import wait_for
 from tests.test_server_inbox_browser import (
     DESKTOP,
     Server,
     chromium,
-    free_port,
+    serving,
     sign_in,
     twelvefold,
     watched_page,
@@ -62,33 +58,8 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, T
     assert (parent.waiting_for, parent.child) == ("agent", f"{PARENT_ID}~{parent.request}")
     env = {**os.environ, "OPENAI_API_KEY": "test", "OPENAI_BASE_URL": "http://127.0.0.1:9"}
     token = twelvefold("token", "create", "ana", "--db", str(db), cwd=folder, env=env)
-    port = free_port()
-    log = (folder / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "twelvefold", "serve", str(project / "returns.agent"),
-         "--db", str(db), "--port", str(port)],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert process.poll() is None, (folder / "serve.log").read_text()
-        try:
-            return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(up, "twelvefold serve to answer /healthz")
+    with serving(project / "returns.agent", db, folder, env) as url:
         yield Server(url, {"ana": token.strip().splitlines()[-1]}), parent
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a server that hangs on SIGTERM
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def test_a_childs_card_names_its_parent_and_the_request_that_waits_on_it(

@@ -243,10 +243,7 @@ type Acted { ok: bool }
 
 
 def test_the_files_an_agent_imports_are_part_of_its_version(
-    openai_server: ScriptedOpenAI,
-    project: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An `import`ed file's types are compiled into the agent: an edit there while a thread
     waits must not reach the thread (the tool would get another type), wherever the
@@ -255,20 +252,12 @@ def test_the_files_an_agent_imports_are_part_of_its_version(
     (project / "pinbot.agent").write_text('import "types.agent"\n' + declared)
     (project / "types.agent").write_text(TYPES)
     thread, request = waiting_at_approval(openai_server, project)
-    (project / "types.agent").write_text(TYPES.replace("what: string", "what: int"))
-    monkeypatch.chdir(tmp_path)
-    ModelTurns(openai_server).then(DONE)
-    with runtime(openai_server, project) as rt:
-        view = rt.resume(thread, approve=True, request=request)
-    assert view.status == "finished", view.to_json()
-    assert ledger(project) == ["ship"]
+    edited = project / "types.agent"
+    approved_after_an_edit_of(edited, openai_server, project, (thread, request), monkeypatch)
 
 
 def test_a_file_an_imported_file_imports_is_part_of_the_version_too(
-    openai_server: ScriptedOpenAI,
-    project: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Imports nest (each path relative to the file that names it): an edit two imports
     down while a thread waits must not reach the thread either."""
@@ -287,11 +276,23 @@ def test_a_file_an_imported_file_imports_is_part_of_the_version_too(
     assert sorted(json.loads(body)["files"]) == [
         "pinbot.agent", "prompts/pinbot/plan.j2", "shared/acts/types.agent", "shared/all.agent"
     ]  # fmt: skip
-    (project / "shared" / "acts" / "types.agent").write_text(
-        TYPES.replace("what: string", "what: int")
-    )
-    monkeypatch.chdir(tmp_path)
+    edited = project / "shared" / "acts" / "types.agent"
+    approved_after_an_edit_of(edited, openai_server, project, (thread, request), monkeypatch)
+
+
+def approved_after_an_edit_of(
+    types_file: Path,
+    openai_server: ScriptedOpenAI,
+    project: Path,
+    waiting: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Change `what` to an int in `types_file` while the thread waits, then approve it
+    from another folder: the thread still runs the version it started with."""
+    types_file.write_text(TYPES.replace("what: string", "what: int"))
+    monkeypatch.chdir(project.parent)
     ModelTurns(openai_server).then(DONE)
+    thread, request = waiting
     with runtime(openai_server, project) as rt:
         view = rt.resume(thread, approve=True, request=request)
     assert view.status == "finished", view.to_json()
