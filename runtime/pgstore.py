@@ -55,6 +55,7 @@ from .store import (
     _thread_info,
     check_lease,
     check_userinfo,
+    joined_links,
     now_iso,
     shown_url,
     usage_by_thread,
@@ -75,6 +76,15 @@ SELECT t.id, e.j -> 'kind', e.j -> 'at', e.j #> '{usage,latency_ms}',
 FROM threads t
 JOIN LATERAL (SELECT seq, twelvefold_jsonb(body) AS j FROM events WHERE thread = t.num) e
   ON true
+ORDER BY t.num, e.seq
+"""
+
+_LINKS_QUERY = """
+SELECT t.id, e.j ->> 'kind', e.j ->> 'child', e.j ->> 'parent'
+FROM threads t
+JOIN LATERAL (SELECT seq, twelvefold_jsonb(body) AS j FROM events WHERE thread = t.num) e
+  ON true
+WHERE e.j ->> 'kind' IN ('started', 'child_started')
 ORDER BY t.num, e.seq
 """
 
@@ -313,6 +323,13 @@ class PostgresStore(ChainedStore):
         with self._transaction(snapshot=True) as conn:
             rows = conn.execute(_USAGE_QUERY).fetchall()
         return usage_by_thread(rows)
+
+    def child_links(self) -> dict[str, list[str]]:
+        """Each parent's sub-agent threads, by the links both logs make (`joined_links`),
+        read by PostgreSQL from the stored JSON; the log is not verified."""
+        with self._transaction(snapshot=True) as conn:
+            rows = conn.execute(_LINKS_QUERY).fetchall()
+        return joined_links(rows)
 
     # ---- rate limits shared by every process (runtime/ratelimit.py, `SharedWindows`) ----
 

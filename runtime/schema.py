@@ -20,6 +20,7 @@ What happens when a database's schema is older than the code (docs/stores.md):
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,13 +33,24 @@ class SchemaError(Exception):
     """The database's schema is not the one this code reads. One line for a person."""
 
 
+def store_option(where: str) -> tuple[str, str]:
+    """`--store URL` for a person to paste into a command, from `where` (a store URL as
+    it is shown, its password starred): the URL without the password, which a starred one
+    would be taken for; and a note on where the password goes then ("" without one)."""
+    url = re.sub(r"(://[^\s@]*?):\*\*\*@", r"\1@", where)
+    url = re.sub(r"(?i)(?<=[?&])password=\*\*\*(&|$)", "", url).rstrip("?&")
+    note = "" if url == where else " (its password in PGPASSWORD or ~/.pgpass, or in the URL)"
+    return f"--store {url}", note
+
+
 class SchemaBehind(SchemaError):
     """A PostgreSQL database whose schema is older than the code: `twelvefold db upgrade`."""
 
     def __init__(self, where: str, found: int) -> None:
+        option, note = store_option(where)
         super().__init__(
             f"the store at {where} has schema version {found}; this twelvefold needs "
-            f"{CURRENT}: run `twelvefold db upgrade --store {where}` once (it is safe while "
+            f"{CURRENT}: run `twelvefold db upgrade {option}`{note} once (it is safe while "
             "other processes use the store), then start this again"
         )
         self.found = found
@@ -465,8 +477,9 @@ def check_postgresql(conn: Any, where: str, *, create: bool) -> None:
         upgrade_postgresql(conn, where)
         return
     if found == 0:
+        option, note = store_option(where)
         raise SchemaError(
             f"no thread store at {where} yet (`twelvefold run` or `twelvefold db upgrade "
-            f"--store {where}` sets it up)"
+            f"{option}`{note} sets it up)"
         )
     raise SchemaBehind(where, found)
