@@ -173,6 +173,8 @@ class _Response(BaseModel):
         populate_by_name=True,
         # No description is no description: instructor would write its own sentence.
         json_schema_extra=_keep_description_empty,
+        # Built when a request first needs it (its copies too): importing stays cheap.
+        defer_build=True,
     )
 
     @classmethod

@@ -10,13 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 Status = Literal["running", "waiting", "finished", "failed", "cancelled"]
 
 
 class Answer(BaseModel):
     """What a person replies to a `human` step."""
+
+    model_config = ConfigDict(defer_build=True)  # built on first use: importing stays cheap
 
     text: str
     by: str | None = None
@@ -115,6 +117,8 @@ class OutputRejected(Event):
 
 class Verdict(BaseModel):
     """What a `judge` answers about an llm step's output (runtime/checks.py)."""
+
+    model_config = ConfigDict(defer_build=True)  # built on first use: importing stays cheap
 
     accept: bool
     reason: str

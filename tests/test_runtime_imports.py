@@ -15,7 +15,12 @@ from twelvefold.runtime.api import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 COUNTER = REPO / "tests" / "runtime_fixtures" / "counter.agent"
-DEFERRED = ("asyncio", "logging", "concurrent.futures", "openai", "instructor", "jinja2")
+DEFERRED = (
+    *("asyncio", "logging", "concurrent.futures", "openai", "instructor", "jinja2"),
+    # pydantic scans the installed distributions for plugins when it first builds a type's
+    # validator: types are built on first use, so importing builds none.
+    "importlib.metadata",
+)
 DEFERRED_PREFIXES = ("opentelemetry", "httpx")
 
 
