@@ -20,12 +20,14 @@ What happens when a database's schema is older than the code (docs/stores.md):
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .integrity import EVENT_FORMAT, Chain
+
+if TYPE_CHECKING:  # sqlite3 loads when a SQLite store is opened (runtime/store.py)
+    import sqlite3
 
 
 class SchemaError(Exception):
@@ -64,7 +66,7 @@ class Upgrade:
     applied: list[Migration]
 
 
-SqliteStep = Callable[[sqlite3.Connection, Chain], None]
+SqliteStep = Callable[["sqlite3.Connection", Chain], None]
 
 
 @dataclass(frozen=True, slots=True)

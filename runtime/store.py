@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,6 +41,8 @@ from .schema import SchemaError, Upgrade, sqlite_version, upgrade_sqlite
 from .types import KIND_OF_EVENT, Event, State, Status, Usage
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from .pgstore import PostgresStore
 
 
@@ -789,6 +790,8 @@ class SqliteStore(ChainedStore):
             raise StoreNotFound(self.path)
         if self.path.parent != Path(""):
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        import sqlite3  # here, not at the top: a memory or PostgreSQL store never needs it
+
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
         # exactly what the code shows.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -822,6 +825,8 @@ class SqliteStore(ChainedStore):
         owner: str | None = None,
         seconds: float | None = None,
     ) -> Lease | None:
+        import sqlite3  # loaded already: this store opened it (see __init__)
+
         bodies, hashes, seal = self._first_links(info.id, events, codec, reducer)
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
         with self._lock, self._transaction():
@@ -1250,6 +1255,8 @@ class _Transaction:
         if exc is None:
             self._db.execute("COMMIT")
             return
+        import sqlite3  # loaded already: the connection is SQLite's
+
         try:
             self._db.execute("ROLLBACK")
         except sqlite3.Error as rollback_failed:
@@ -1376,6 +1383,8 @@ def upgrade_store(url: str | StoreLocation) -> Upgrade:
     path = text if isinstance(text, Path) else store_file(text)
     if path.parent != Path(""):
         path.parent.mkdir(parents=True, exist_ok=True)
+    import sqlite3  # here, not at the top: a memory or PostgreSQL store never needs it
+
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:

@@ -20,6 +20,8 @@ DEFERRED = (
     # pydantic scans the installed distributions for plugins when it first builds a type's
     # validator: types are built on first use, so importing builds none.
     "importlib.metadata",
+    # Standard-library modules only some stores or commands need, imported where used.
+    *("sqlite3", "tomllib", "socket", "shutil", "json"),
 )
 DEFERRED_PREFIXES = ("opentelemetry", "httpx")
 
