@@ -34,16 +34,16 @@ from pydantic_core import from_json, to_json
 
 from . import lease as leases
 from .codec import Codec
-from .commits import GroupCommit, Pending
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
-from .schema import SchemaError, Upgrade, sqlite_version, upgrade_sqlite
 from .types import KIND_OF_EVENT, Event, State, Status, Usage
 
 if TYPE_CHECKING:
     import sqlite3
 
+    from .commits import Pending
     from .pgstore import PostgresStore
+    from .schema import Upgrade
 
 
 class Conflict(Exception):
@@ -790,7 +790,11 @@ class SqliteStore(ChainedStore):
             raise StoreNotFound(self.path)
         if self.path.parent != Path(""):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        import sqlite3  # here, not at the top: a memory or PostgreSQL store never needs it
+        # Here, not at the top: a memory or PostgreSQL store never needs them.
+        import sqlite3
+
+        from .commits import GroupCommit
+        from .schema import SchemaError, upgrade_sqlite
 
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
         # exactly what the code shows.
@@ -1383,7 +1387,10 @@ def upgrade_store(url: str | StoreLocation) -> Upgrade:
     path = text if isinstance(text, Path) else store_file(text)
     if path.parent != Path(""):
         path.parent.mkdir(parents=True, exist_ok=True)
-    import sqlite3  # here, not at the top: a memory or PostgreSQL store never needs it
+    # Here, not at the top: a memory or PostgreSQL store never needs them.
+    import sqlite3
+
+    from .schema import SchemaError, Upgrade, sqlite_version, upgrade_sqlite
 
     try:
         db = sqlite3.connect(path, isolation_level=None)

@@ -22,6 +22,8 @@ DEFERRED = (
     "importlib.metadata",
     # Standard-library modules only some stores or commands need, imported where used.
     *("sqlite3", "tomllib", "socket", "shutil", "json"),
+    # A SQLite store's schema upgrades and group commits load when one is opened.
+    *("twelvefold.runtime.schema", "twelvefold.runtime.commits"),
 )
 DEFERRED_PREFIXES = ("opentelemetry", "httpx")
 
