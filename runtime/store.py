@@ -36,6 +36,7 @@ from . import lease as leases
 from .codec import Codec
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
+from .records import builder
 from .types import KIND_OF_EVENT, Event, State, Status, Usage
 
 if TYPE_CHECKING:
@@ -167,6 +168,10 @@ class Head:
     """Which reducer computed `state` (`Agent.reducer`); without one, no snapshot."""
     request: str | None = None
     """The pending request after the events (`State.request`), for listings."""
+
+
+build_head = builder(Head)
+"""`Head(...)` as a plain function: every append of the loop makes one (runtime/records.py)."""
 
 
 class EventStore(Protocol):
@@ -366,8 +371,11 @@ class MemoryStore:
         lease: Lease | None = None,
     ) -> None:
         with self._lock:
-            log = self._log(thread_id)
-            self._fence(thread_id, lease)
+            log = self._events.get(thread_id)  # `_log` and `_fence`, inlined: every step
+            if log is None:
+                raise ThreadNotFound(thread_id)
+            holder, token, expires = self._leases[thread_id]
+            check_lease(thread_id, lease, holder, token, expires, time.time())  # leases.now()
             if len(log) != expected_seq:
                 raise Conflict(thread_id, expected_seq, len(log))
             log.extend(events)
