@@ -18,7 +18,6 @@ project's configuration (runtime/config.py) says at the moment of the decision.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import secrets
 import warnings
@@ -1445,6 +1444,8 @@ def typed_input(agent: Agent, value: Any) -> Any:
     if declared is str and not isinstance(value, str):
         raise InputError(f"{agent.name} takes a string input, not {type(value).__name__}")
     if declared in (int, float) and isinstance(value, str):
+        import json  # here, not at the top: importing the runtime needs no json module
+
         try:
             value = declared(json.loads(value))
         except (ValueError, TypeError):

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,6 +176,8 @@ class _Response(BaseModel):
         populate_by_name=True,
         # No description is no description: instructor would write its own sentence.
         json_schema_extra=_keep_description_empty,
+        # Built when a request first needs it (its copies too): importing stays cheap.
+        defer_build=True,
     )
 
     @classmethod
@@ -302,6 +302,8 @@ class OpenAIModel:
         system paragraph) and hands it to a hook that keeps it; the client points at a
         loopback port held open but not listening, so the send itself is refused at once.
         """
+        import socket
+
         import instructor
 
         captured: list[dict[str, Any]] = []
@@ -435,6 +437,8 @@ async def _pause_on_429(limiter: RateLimiter, response: Any) -> None:
     """An httpx response hook: a 429 pauses every call to its model (`RateLimiter.pause`)."""
     if response.status_code != 429:
         return
+    import json  # here, not at the top: only a 429 reads the request back
+
     seconds = retry_after(response.headers)
     try:
         model = json.loads(response.request.content).get("model")
@@ -492,6 +496,8 @@ def _api_error(exc: Exception) -> ErrorInfo:
 
 
 def _is_json(value: Any) -> bool:
+    import json  # here, not at the top: importing the runtime needs no json module
+
     try:
         json.dumps(value)
     except (TypeError, ValueError):

@@ -21,12 +21,14 @@ What happens when a database's schema is older than the code (docs/stores.md):
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .integrity import EVENT_FORMAT, Chain
+
+if TYPE_CHECKING:  # sqlite3 loads when a SQLite store is opened (runtime/store.py)
+    import sqlite3
 
 
 class SchemaError(Exception):
@@ -76,7 +78,7 @@ class Upgrade:
     applied: list[Migration]
 
 
-SqliteStep = Callable[[sqlite3.Connection, Chain], None]
+SqliteStep = Callable[["sqlite3.Connection", Chain], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,15 +34,17 @@ from pydantic_core import from_json, to_json
 
 from . import lease as leases
 from .codec import Codec
-from .commits import GroupCommit, Pending
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
 from .records import builder
-from .schema import SchemaError, Upgrade, sqlite_version, upgrade_sqlite
 from .types import KIND_OF_EVENT, ChildStarted, Event, Started, State, Status, Usage
 
 if TYPE_CHECKING:
+    import sqlite3
+
+    from .commits import Pending
     from .pgstore import PostgresStore
+    from .schema import Upgrade
 
 
 class Conflict(Exception):
@@ -849,6 +850,12 @@ class SqliteStore(ChainedStore):
             raise StoreNotFound(self.path)
         if self.path.parent != Path(""):
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Here, not at the top: a memory or PostgreSQL store never needs them.
+        import sqlite3
+
+        from .commits import GroupCommit
+        from .schema import SchemaError, upgrade_sqlite
+
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
         # exactly what the code shows.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -882,6 +889,8 @@ class SqliteStore(ChainedStore):
         owner: str | None = None,
         seconds: float | None = None,
     ) -> Lease | None:
+        import sqlite3  # loaded already: this store opened it (see __init__)
+
         bodies, hashes, seal = self._first_links(info.id, events, codec, reducer)
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
         with self._lock, self._transaction():
@@ -1319,6 +1328,8 @@ class _Transaction:
         if exc is None:
             self._db.execute("COMMIT")
             return
+        import sqlite3  # loaded already: the connection is SQLite's
+
         try:
             self._db.execute("ROLLBACK")
         except sqlite3.Error as rollback_failed:
@@ -1445,6 +1456,11 @@ def upgrade_store(url: str | StoreLocation) -> Upgrade:
     path = text if isinstance(text, Path) else store_file(text)
     if path.parent != Path(""):
         path.parent.mkdir(parents=True, exist_ok=True)
+    # Here, not at the top: a memory or PostgreSQL store never needs them.
+    import sqlite3
+
+    from .schema import SchemaError, Upgrade, sqlite_version, upgrade_sqlite
+
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from .records import builder, quick_init
 
@@ -19,6 +19,8 @@ Status = Literal["running", "waiting", "finished", "failed", "cancelled"]
 
 class Answer(BaseModel):
     """What a person replies to a `human` step."""
+
+    model_config = ConfigDict(defer_build=True)  # built on first use: importing stays cheap
 
     text: str
     by: str | None = None
@@ -117,6 +119,8 @@ class OutputRejected(Event):
 
 class Verdict(BaseModel):
     """What a `judge` answers about an llm step's output (runtime/checks.py)."""
+
+    model_config = ConfigDict(defer_build=True)  # built on first use: importing stays cheap
 
     accept: bool
     reason: str
