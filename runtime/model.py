@@ -25,7 +25,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union
 
@@ -345,6 +345,7 @@ class OpenAIModel:
         self.mode: ModelMode = mode
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._closer: AsyncGenerator[None, None] | None = None
         self.limiter: RateLimiter = PROCESS_LIMITER
         """Told of every 429's `Retry-After`, so other calls to that model wait it out too
         (runtime/ratelimit.py); the openai client itself retries the call that got it."""
@@ -357,20 +358,35 @@ class OpenAIModel:
         # may run each call in a fresh loop, so a new loop gets a new client.
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
+            self._closer = None  # the last loop's, which closed its client as it ended
             self._client = _make_client(
                 self.base_url, self.api_key, self.transport_retries, self.limiter
             )
             self._client_loop = loop
         return self._client
 
+    async def _client_of_this_loop(self) -> Any:
+        """`_instructor()`, closed when `asyncio.run` ends its loop (see `_closed_with`)."""
+        client = self._instructor()
+        if self._closer is None:
+            self._closer = _closed_with(client)
+            await anext(self._closer)
+        return client
+
     async def aclose(self) -> None:
-        """Close the connection pool, in the event loop that used it (`Runtime.close` and
-        the server do; aiohttp reports a pool left open when it is collected)."""
+        """Close the connection pool, in the event loop that used it (`Runtime.close`, the
+        server and the worker do; a loop `asyncio.run` ends closes it too). aiohttp
+        reports a pool left open when it is collected."""
         import asyncio
 
         if self._client is not None and self._client_loop is asyncio.get_running_loop():
-            await self._client.close()
+            closer, self._closer = self._closer, None
+            if closer is not None:
+                await closer.aclose()
+            else:
+                await self._client.close()
         self._client = None
+        self._closer = None
 
     def request_body(self, request: ModelRequest) -> dict[str, Any]:
         """The chat-completions request this call sends first (re-asks add messages)."""
@@ -434,7 +450,7 @@ class OpenAIModel:
         action = request.action
         retries = max(0, action.retries - action.rejections)
         reasked = _reasked()
-        client = self._instructor()
+        client = await self._client_of_this_loop()
         body = self.request_body(request)
         attempt = 0
         while True:
@@ -469,6 +485,17 @@ class OpenAIModel:
     def requested_model(self, action: CallModel) -> str:
         """The model this call asks for (`resolve_model_name`)."""
         return resolve_model_name(self.model, action)
+
+
+async def _closed_with(client: Any) -> AsyncGenerator[None, None]:
+    """Closes `client` when its event loop is shut down: started once in that loop and held
+    open, it is among the async generators `asyncio.run` closes as it ends its loop
+    (`loop.shutdown_asyncgens`), and its `finally` then closes the pool there, the one
+    place it can be closed (an ended loop cannot run the close)."""
+    try:
+        yield
+    finally:
+        await client.close()
 
 
 def _make_client(
