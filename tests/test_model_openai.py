@@ -422,3 +422,33 @@ def test_a_closed_runtime_leaves_no_connection_pool_behind(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "finished"
     assert "Unclosed" not in done.stderr and done.stderr.strip() == "", done.stderr
+
+
+LOOP_AFTER_LOOP = """
+import asyncio, sys
+from twelvefold.runtime.model import OpenAIModel
+from tests.test_model_openai import request
+
+model = OpenAIModel(model="m", base_url=sys.argv[1], api_key="k", transport_retries=0)
+for _ in range(2):
+    print(asyncio.run(model.complete(request())).output)
+"""
+
+
+def test_each_event_loop_closes_the_pool_it_used_as_it_ends(openai_server: ScriptedOpenAI) -> None:
+    """One model used from `asyncio.run` after `asyncio.run`, never closed: each loop's
+    pool is closed as that loop ends, so nothing is reported unclosed at exit."""
+    import subprocess
+
+    for _ in range(2):
+        openai_server.reply_tool({"choice": {"type": "Add", "a": 1, "b": 2}})
+    done = subprocess.run(
+        [sys.executable, "-c", LOOP_AFTER_LOOP, openai_server.base_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["a=1.0", "b=2.0"] * 2
+    assert done.stderr.strip() == "", done.stderr
