@@ -42,7 +42,7 @@ from . import lease as leases
 from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
-from .model import Model, ModelError, ModelReply, ModelRequest
+from .model import Model, ModelError, ModelReply, ModelRequest, build_model_request
 from .ratelimit import RateLimiter
 from .redact import shown_value
 
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
     from .notify import Notice  # notify.py loads only when a thread waits
 from .spec import ASK_NOT_SHOWN, AgentSpec
-from .store import EventStore, Head, StoreError, ThreadInfo, now_iso
+from .store import EventStore, StoreError, ThreadInfo, build_head, now_iso
 from .types import (
     Action,
     AwaitAnswer,
@@ -62,16 +62,18 @@ from .types import (
     ErrorInfo,
     Event,
     IllegalEvent,
-    ModelOutput,
     Notified,
     OutputRejected,
     Started,
     State,
     StepFailed,
     ToolResult,
-    ToolStarted,
     Usage,
     Verdict,
+    build_model_output,
+    build_tool_result,
+    build_tool_started,
+    build_usage,
 )
 from .usage import Prices, prices_for
 from .versions import AgentVersion
@@ -203,8 +205,16 @@ class Engine:
         self.toolbox = tools.ToolBox(tool_paths)
         self.offload = offload and getattr(store, "blocking", True)
         self.on_event = on_event
-        self.rate_limiter: RateLimiter = ratelimit.PROCESS_LIMITER
-        """Where model calls wait for their turn (runtime/ratelimit.py): the process's."""
+        self.rate_limiter: RateLimiter = ratelimit.limiter_for(store)
+        """Where model calls wait for their turn (runtime/ratelimit.py): the store's when
+        it keeps shared windows (PostgreSQL: every worker's), else the process's."""
+        self.in_flight = ratelimit.PROCESS_IN_FLIGHT
+        """The cap on model calls in flight at once in the process (`model_calls_in_flight`)."""
+        self.defer_turns: float | None = None
+        """When set (a worker), a thread's model call whose rate-limit turn is further away
+        than this many seconds raises `TurnLater` instead of waiting: the worker gives its
+        job slot back and wakes the thread when the turn comes. A judge's call (its step's
+        reply is in hand, not yet recorded) and a sub-agent's call always wait."""
         self.idle: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None
         """Entered while a thread waits for its turn at a rate limit: the server lends
         the thread's `--concurrency` slot to another thread meanwhile."""
@@ -323,6 +333,9 @@ class Engine:
         retry, an expiry, a cancel) this first takes the lease (`LeaseHeld` if a process
         holds it, before anything else is judged: nothing is recorded) and keeps it only
         while the thread is running, for the `advance` that follows."""
+        if thread.lease is not None and not self.offload:
+            self.book(thread, event)  # the hot path: nothing to take, nothing waited for
+            return
         agent = thread.agent
         took = thread.lease is None
         if took:
@@ -331,11 +344,11 @@ class Engine:
             )
         try:
             state = agent.module.reduce(thread.state, event)
-            head = Head(state.status, state.step, state, agent.reducer, state.request)
+            head = build_head(state.status, state.step, state, agent.reducer, state.request)
             append = (thread.id, len(thread.events), (event,), agent.codec, head, thread.lease)
             if self.offload:
                 await self._io(self.store.append, *append)
-            else:  # the hot path in memory: no coroutine around a call that never waits
+            else:
                 self.store.append(*append)
         except BaseException:
             if took:
@@ -346,6 +359,19 @@ class Engine:
         if took and state.status != "running":  # no `advance` needs it (a notice: at once)
             await self.let_go(thread)
         self._announce(thread, event)
+
+    def book(self, thread: Thread, event: Event) -> None:
+        """`record` for a thread whose lease this engine holds, when the store never
+        waits (no `offload`): a plain call, so each step's events cost no coroutine."""
+        assert thread.lease is not None and not self.offload
+        agent = thread.agent
+        state = agent.module.reduce(thread.state, event)
+        head = build_head(state.status, state.step, state, agent.reducer, state.request)
+        self.store.append(thread.id, len(thread.events), (event,), agent.codec, head, thread.lease)
+        thread.events.append(event)
+        thread.state = state
+        if self.on_event is not None:
+            self.on_event(thread, event)
 
     # ---- the loop -----------------------------------------------------------------
 
@@ -379,6 +405,12 @@ class Engine:
         try:
             with tracing.in_span(run):
                 return await self._advance(thread)
+        except ratelimit.TurnLater as later:  # not a failure: the run goes on at its turn
+            run.add_event(
+                "twelvefold.turn_later",
+                {"gen_ai.request.model": later.model, "twelvefold.wait_seconds": later.seconds},
+            )
+            raise
         except BaseException as exc:
             failure = exc
             raise
@@ -393,16 +425,26 @@ class Engine:
             )
         held = self.renewals.hold(thread.lease)
         next_action = thread.agent.module.next_action
+        book = None if self.offload else self.book  # no coroutine per event in memory
         told = False  # one notice attempt per advance: a dead channel is retried by `expire`
+        depth = _RUN_DEPTH.set(_RUN_DEPTH.get() + 1)  # a sub-agent's run is inside its parent's
         try:
             while _has_work(thread.state) and not (told and thread.state.status == "waiting"):
                 held.check()  # lost the lease: start nothing more
                 action = next_action(thread.state)
                 if isinstance(action, CallModel):
-                    await self.record(thread, await self._call_model(thread, action))
+                    event = await self._call_model(thread, action)
+                    if book is None:
+                        await self.record(thread, event)
+                    else:
+                        book(thread, event)
                 elif isinstance(action, CallTool):
                     self._prove(thread)  # a side effect never rests on a forgeable cache
-                    await self.record(thread, await self._call_tool(thread, action))
+                    event = await self._call_tool(thread, action)
+                    if book is None:
+                        await self.record(thread, event)
+                    else:
+                        book(thread, event)
                 elif isinstance(action, AwaitApproval | AwaitAnswer):
                     told = True
                     await self.record(thread, await self.notify(thread, action))
@@ -416,6 +458,7 @@ class Engine:
                 else:  # Finish, Fail, a wait: the status already says so
                     break
         finally:
+            _RUN_DEPTH.reset(depth)
             thread.lease = self.renewals.drop(held)
             await self.let_go(thread)
         return thread
@@ -441,7 +484,14 @@ class Engine:
         if agent.spec.max_cost is not None and requested and prices.price(requested) is None:
             # A cost budget cannot bound a call nobody can price: refuse it before it costs.
             return StepFailed(step=action.step, at=now_iso(), error=_unpriced(requested))
-        request = ModelRequest(agent.spec, action, messages, thread.id, len(thread.events))
+        request = build_model_request(agent.spec, action, messages, thread.id, len(thread.events))
+        # The turn comes before the call's span: waiting is not calling, and a turn given
+        # up (`TurnLater`) leaves no span open. (No coroutine at all for an unlimited model.)
+        estimated: int | None = None
+        if requested is not None and limits.of_model(requested) is not None:
+            estimated = await self._turn(
+                requested, limits, messages, may_defer=_RUN_DEPTH.get() == 1
+            )
         span = None
         if thread.run is not None and (tracer := tracing.tracer()) is not None:
             span = tracing.start_chat(
@@ -453,7 +503,8 @@ class Engine:
                 temperature=action.temperature,
                 messages=messages,
             )
-        estimated = await self._turn(requested, limits, messages)
+        if not self.in_flight.take(limits.in_flight):
+            await self.in_flight.enter(limits.in_flight)
         started = time.perf_counter()
         try:
             if span is None:
@@ -473,6 +524,8 @@ class Engine:
             return StepFailed(
                 step=action.step, at=now_iso(), usage=_since(started), error=exc.error
             )
+        finally:
+            self.in_flight.leave()
         usage = _priced(reply, requested, prices, started)
         self._spent(requested, usage, estimated)
         if span is not None:
@@ -496,7 +549,7 @@ class Engine:
             usage = _added(usage, judged)
             if refusal is not None:
                 return await self._rejected(thread, action, reply.output, refusal, usage)
-        return ModelOutput(step=action.step, at=now_iso(), usage=usage, output=reply.output)
+        return build_model_output(step=action.step, at=now_iso(), usage=usage, output=reply.output)
 
     async def _check_output(
         self, thread: Thread, action: CallModel, output: BaseModel, prices: Prices
@@ -558,6 +611,8 @@ class Engine:
             raise checks.CheckFailed(tools.describe(exc)) from exc
         judged_by = _requested_model(self._resolver, judge)
         estimated = await self._turn(judged_by, limits, messages)
+        if not self.in_flight.take(limits.in_flight):
+            await self.in_flight.enter(limits.in_flight)
         started = time.perf_counter()
         try:
             reply = await self._model().complete(request)
@@ -566,6 +621,8 @@ class Engine:
             raise checks.CheckFailed(
                 ErrorInfo("JudgeError", f"the judge of `{action.step}` gave no verdict: {error}")
             ) from exc
+        finally:
+            self.in_flight.leave()
         verdict = reply.output
         if not isinstance(verdict, Verdict):  # a Model that answered another type
             verdict = Verdict.model_validate(verdict.model_dump())
@@ -627,7 +684,11 @@ class Engine:
         key = action.started_key
         if key is None:
             key = action.retry_key or f"{thread.id}:{step}:{len(thread.events) + 1}"
-            await self.record(thread, ToolStarted(step=step, at=now_iso(), key=key))
+            started = build_tool_started(step=step, at=now_iso(), key=key)
+            if self.offload:
+                await self.record(thread, started)
+            else:
+                self.book(thread, started)
         elif not tool.accepts_key:
             # Started in a process that died before recording the result: running it
             # again could repeat its side effect, and nothing can tell us it is safe.
@@ -665,7 +726,8 @@ class Engine:
                 key=key if outcome.unknown else None,
             )
         assert outcome.result is not None
-        return ToolResult(step=step, at=now_iso(), usage=outcome.usage, result=outcome.result)
+        usage, result = outcome.usage, outcome.result
+        return build_tool_result(step=step, at=now_iso(), usage=usage, result=result)
 
     async def notify(
         self, thread: Thread, action: AwaitApproval | AwaitAnswer, *, at: str | None = None
@@ -714,27 +776,43 @@ class Engine:
         if self._resolved is not self.model:  # looked up once per model, not per call
             self._resolved = self.model
             self._resolver = getattr(self.model, "requested_model", None)
+            if getattr(self.model, "limiter", None) is ratelimit.PROCESS_LIMITER:
+                # Its 429s pause the limiter the calls wait on (the store's, if shared).
+                self.model.limiter = self.rate_limiter  # type: ignore[attr-defined]
         return self.model
 
     async def _turn(
-        self, model: str | None, limits: ratelimit.RateLimits, messages: list[dict[str, str]]
-    ) -> int:
+        self,
+        model: str | None,
+        limits: ratelimit.RateLimits,
+        messages: list[dict[str, str]],
+        *,
+        may_defer: bool = False,
+    ) -> int | None:
         """Wait for the model's turn under its rate limits (none configured: at once),
-        lending the server's slot meanwhile (`idle`); the tokens it was estimated at."""
+        lending the server's slot meanwhile (`idle`); the tokens it was estimated at (None:
+        the model has no token limit, nothing to count). With `may_defer` and
+        `defer_turns` set, a turn further away raises `TurnLater` (nothing counted)."""
         found = limits.of_model(model)
         if found is None or model is None:
-            return 0
+            return None
         estimate = sum(len(str(m.get("content", ""))) for m in messages) // 4 if found.tokens else 0
-        if self.idle is None:
+        if may_defer and self.defer_turns is not None:
+            later = await self.rate_limiter.turn(model, found, estimate, wait=False)
+            if later > self.defer_turns:
+                raise ratelimit.TurnLater(model, later)
+            if later > 0:  # near: waiting costs less than giving the slot back
+                await self.rate_limiter.turn(model, found, estimate)
+        elif self.idle is None:
             await self.rate_limiter.turn(model, found, estimate)
         else:
             async with self.idle():
                 await self.rate_limiter.turn(model, found, estimate)
-        return estimate
+        return estimate if found.tokens else None
 
-    def _spent(self, model: str | None, usage: Usage, estimated: int) -> None:
+    def _spent(self, model: str | None, usage: Usage, estimated: int | None) -> None:
         tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
-        if model is not None and (tokens or estimated):
+        if model is not None and estimated is not None:  # only a token limit needs them
             self.rate_limiter.spent(model, tokens, estimated)
 
     def _price_table(self, agent: Agent) -> Prices:
@@ -901,7 +979,7 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
         cost = prices.cost(known, usage)
     if latency == usage.latency_ms and cost == usage.cost_usd:
         return usage
-    return Usage(latency, usage.input_tokens, usage.output_tokens, cost)
+    return build_usage(latency, usage.input_tokens, usage.output_tokens, cost)
 
 
 def _added(usage: Usage, more: Usage | None) -> Usage:
@@ -944,6 +1022,9 @@ def _ms_since(started: float) -> float:
 
 
 _PROMPTS = Path("prompts")
+
+_RUN_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("twelvefold_run_depth", default=0)
+"""How many runs this task is inside (1: a thread's own; 2 and more: a sub-agent's)."""
 """Where prompt files are looked up for an agent loaded without a prompts directory."""
 
 
