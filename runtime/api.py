@@ -1230,6 +1230,11 @@ class Runtime:
 
     def close(self) -> None:
         if self._loop is not None:
+            # The model client's connection pool belongs to this loop: closed with it.
+            close = getattr(self.aio.engine.model, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.run_until_complete(close())
             self._loop.close()
             self._loop = None
 
