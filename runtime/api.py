@@ -65,6 +65,7 @@ from .types import (
     Answer,
     Answered,
     Approved,
+    AttemptFailed,
     AwaitAnswer,
     AwaitApproval,
     AwaitSignal,
@@ -1282,6 +1283,11 @@ def fork_log(thread: Thread, at_event: int) -> list[Event]:
     module, spec = thread.agent.module, thread.agent.spec
     prefix = list(thread.events[:at_event])
     state = module.replay(prefix)
+    if isinstance(prefix[-1], AttemptFailed):
+        # The parent retries this call after its backoff, with its key: the fork must not
+        # run it too. Cut back to the call in flight, which the fork records as interrupted.
+        prefix.pop()
+        state = module.replay(prefix)
     if (
         isinstance(prefix[-1], Approved | Retried)
         and spec.states[state.step].kind == "tool"

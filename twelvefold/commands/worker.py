@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -130,9 +131,15 @@ async def _work(
     import openai  # noqa: F401
 
     app = make_app(queue_url, pool_size=concurrency + 2)
+    queue = Queue(app)
+    try:  # replies and Slack, as the server has them: their configuration is checked here
+        tell = on_settled(runtime, agents, queue)
+    except ServeError as exc:
+        echo(f"error: {exc}", err=True)
+        return 1
     try:
         async with app.open_async():
-            work = Work(runtime, agents, Queue(app))
+            work = Work(runtime, agents, queue, tell=tell)
             echo(f"worker: running {', '.join(sorted(agents))} from the queue", err=True)
             await run_worker(
                 work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds
@@ -150,3 +157,20 @@ async def _work(
                 await close()
     echo("worker: stopped", err=True)
     return 0
+
+
+def on_settled(runtime: Any, agents: Any, queue: Any) -> Any:
+    """What runs when a thread a worker advanced settles (its reply jobs): the server's
+    `on_settled` callbacks — webhook replies and Slack (twelvefold/server/replies.py,
+    slack.py) — on a `Service` that only records and enqueues, as `serve` has on
+    PostgreSQL. Also gives the worker's notices the inbox link and Slack buttons.
+    `ServeError` for a configuration that cannot work (one line)."""
+    from twelvefold.server.service import Service
+    from twelvefold.server.slack import SlackApp, SlackSettings
+
+    service = Service(runtime, agents, queue=queue)
+    slack = SlackApp(service, SlackSettings.from_env())
+    # A failed reply is tried again by its job (durably, later), not by this process
+    # waiting between attempts while it holds the job.
+    slack.replies.delays = ()
+    return service.tell_settled
