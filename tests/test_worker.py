@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -517,6 +517,60 @@ def test_a_worker_sends_the_webhook_reply_of_a_thread_it_ended_once_retrying_a_f
         cluster.stop()
         targets.close()
         receiver.server.shutdown()
+
+
+def test_a_schedule_fires_once_across_two_workers_and_their_kill_and_restart(
+    tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
+) -> None:
+    """Schedules run in every worker (and server) on PostgreSQL, and fire once per due
+    time: an hourly schedule last fired three hours ago (everything was down) launches one
+    thread when two workers start at once; both are killed, two more start, and the due
+    time is not fired again."""
+    import shutil
+
+    from twelvefold.server.schedules import ScheduleRuns, fire_id
+
+    openai_model_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Done", "n": 1}}
+    )
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(FIXTURES / "flaky.agent", project)
+    shutil.copytree(FIXTURES / "prompts", project / "prompts")
+    (project / "twelvefold.toml").write_text(
+        '[schedules.hourly]\nagent = "flaky"\ncron = "0 * * * *"\ninput = "go"\n'
+    )
+    agent = [str(project / "flaky.agent")]
+    cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
+    cluster.env["FLAKY_DIR"] = str(tmp_path)
+    driver = Driver(cluster, openai_model_server)
+    runs = ScheduleRuns(postgres_url)
+    runs.fired("hourly", datetime.now(UTC) - timedelta(hours=3))
+
+    def threads() -> list[Any]:
+        return list(run(driver.runtime.threads()))
+
+    def checked(indices: range) -> bool:
+        logs = [(tmp_path / f"worker-{i}.log") for i in indices]
+        return all(log.exists() and "schedules checked" in log.read_text() for log in logs)
+
+    cluster.workers = [cluster.start_worker(i, agents=agent) for i in range(2)]
+    try:
+        wait_for(lambda: checked(range(2)), "both workers to check the schedules")
+        wait_for(lambda: len(threads()) == 1 and threads()[0].status == "finished", "the fire")
+        [fired] = threads()
+        last = runs.last("hourly")
+        assert last is not None and fired.id == fire_id("hourly", last)
+        for worker in cluster.workers:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        cluster.workers = [cluster.start_worker(i, agents=agent) for i in range(2, 4)]
+        wait_for(lambda: checked(range(2, 4)), "the restarted workers to check the schedules")
+        assert [info.id for info in threads()] == [fired.id]
+        assert runs.last("hourly") == last
+    finally:
+        cluster.stop()
+        runs.close()
 
 
 def test_serve_on_postgresql_enqueues_and_a_worker_runs_the_thread(

@@ -113,6 +113,7 @@ async def _work(
         make_app,
         run_worker,
     )
+    from twelvefold.server.schedules import Scheduler, schedules_of
     from twelvefold.server.service import ServeError, served_agents
 
     try:  # before anything waits on a connection pool: one line, at once
@@ -132,18 +133,23 @@ async def _work(
 
     app = make_app(queue_url, pool_size=concurrency + 2)
     queue = Queue(app)
-    try:  # replies and Slack, as the server has them: their configuration is checked here
-        tell = on_settled(runtime, agents, queue)
+    try:  # replies, Slack and schedules, as the server has them: configuration checked here
+        service = server_side(runtime, agents, queue)
+        scheduler = Scheduler(service, schedules_of(service))
     except ServeError as exc:
         echo(f"error: {exc}", err=True)
         return 1
     try:
         async with app.open_async():
-            work = Work(runtime, agents, queue, tell=tell)
+            work = Work(runtime, agents, queue, tell=service.tell_settled)
             echo(f"worker: running {', '.join(sorted(agents))} from the queue", err=True)
-            await run_worker(
-                work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds
-            )
+            scheduler.start()
+            try:
+                await run_worker(
+                    work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds
+                )
+            finally:
+                await scheduler.stop()
     except QueueUnavailable as exc:
         echo(f"error: {exc}", err=True)
         return 1
@@ -159,12 +165,13 @@ async def _work(
     return 0
 
 
-def on_settled(runtime: Any, agents: Any, queue: Any) -> Any:
-    """What runs when a thread a worker advanced settles (its reply jobs): the server's
-    `on_settled` callbacks — webhook replies and Slack (twelvefold/server/replies.py,
-    slack.py) — on a `Service` that only records and enqueues, as `serve` has on
-    PostgreSQL. Also gives the worker's notices the inbox link and Slack buttons.
-    `ServeError` for a configuration that cannot work (one line)."""
+def server_side(runtime: Any, agents: Any, queue: Any) -> Any:
+    """The server's side of a worker: a `Service` that only records and enqueues (as
+    `serve` has on PostgreSQL), with the server's `on_settled` callbacks — webhook replies
+    and Slack (twelvefold/server/replies.py, slack.py) — which the worker's reply jobs
+    run, and whose launches its scheduler makes (schedules.py). Also gives the worker's
+    notices the inbox link and Slack buttons. `ServeError` for a configuration that
+    cannot work (one line)."""
     from twelvefold.server.service import Service
     from twelvefold.server.slack import SlackApp, SlackSettings
 
@@ -173,4 +180,4 @@ def on_settled(runtime: Any, agents: Any, queue: Any) -> Any:
     # A failed reply is tried again by its job (durably, later), not by this process
     # waiting between attempts while it holds the job.
     slack.replies.delays = ()
-    return service.tell_settled
+    return service

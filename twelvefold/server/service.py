@@ -389,13 +389,15 @@ class Service:
         input: Any,
         *,
         before_run: Callable[[str], None] | None = None,
+        thread_id: str | None = None,
     ) -> ThreadView:
         """Store a new thread of `agent` and run it in the background. The view is the
         thread as launched (`running`, one event). `NotFound` for an agent not served,
         `Forbidden` outside `launchers`, `BadInput` for an input that does not fit.
         `before_run(thread_id)` (blocking work such as recording where replies go) runs
         in a worker thread after the launch is recorded and before the thread can run,
-        so it cannot miss the run settling."""
+        so it cannot miss the run settling. `thread_id` gives the new thread's id (a
+        schedule's fire: schedules.py); `Busy` when a thread has it already."""
         served = self._agent(agent)
         policy = Policy.at(_folder(served))
         if policy.launchers is not None and not policy.member(caller.person, policy.launchers):
@@ -405,7 +407,7 @@ class Service:
         if self.stopping:
             raise Unavailable("the server is shutting down; launch again in a moment")
         with _translated():
-            view = await self.runtime.launch(served, input, run=False)
+            view = await self.runtime.launch(served, input, thread_id=thread_id, run=False)
 
         def recorded(thread_id: str) -> None:
             self.launches.record(thread_id, caller)
