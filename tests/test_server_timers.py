@@ -164,3 +164,74 @@ def test_a_reply_target_is_claimed_once_per_view_and_a_failed_send_gives_it_back
     finally:
         one.close()
         other.close()
+
+
+RETENTION = """
+[retention]
+finished_after = "1s"
+archive = "archive/threads.jsonl"
+every = "1s"
+"""
+
+
+def test_serve_prunes_on_its_retention_timer(tmp_path: Path) -> None:
+    """`[tool.twelvefold.retention]` with `every`: a finished thread older than
+    `finished_after` is archived and deleted by the server on its own (no `prune`)."""
+    import json
+    import shutil
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(FLAKY, project)
+    shutil.copytree(FIXTURES / "prompts", project / "prompts")
+    (project / "twelvefold.toml").write_text(RETENTION)
+    with ScriptedOpenAI() as model:
+        model.responder = lambda body: Reply(arguments={"choice": {"type": "Done", "n": 1}})
+        server = serve(tmp_path, model, tmp_path, "pruning")
+        server.places = [project / "flaky.agent"]
+        server.start()
+        try:
+            token = make_token(tmp_path / "threads.db", "bob")
+            with server.client(token) as client:
+                launched = client.post("/v1/agents/flaky/threads", json={"input": "go"})
+                thread_id = json_of(launched, 202)["thread_id"]
+                wait_for(
+                    lambda: client.get(f"/v1/threads/{thread_id}").status_code == 404,
+                    "the server's retention timer to prune the finished thread",
+                )
+        finally:
+            server.stop()
+    lines = (project / "archive" / "threads.jsonl").read_text().splitlines()
+    assert [json.loads(line)["thread_id"] for line in lines] == [thread_id]
+    assert json.loads(lines[0])["status"] == "finished"
+
+
+def test_a_retention_period_is_pruned_by_one_process_only(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    """Two servers on one store (two Pruners): each period is claimed once."""
+    import asyncio
+    from datetime import UTC, timedelta
+
+    from tests.support.server import deploy_project, served
+    from twelvefold.runtime.retention import Retention
+    from twelvefold.server.pruning import Pruner, Timed
+
+    async def both() -> list[Any]:
+        agent = deploy_project(tmp_path / "p")
+        async with served(agent, tmp_path / "threads.db", openai_server) as s:
+            timed = Timed(Retention(timedelta(days=1), delete=True), timedelta(minutes=5))
+            one, other = Pruner(s.service, timed), Pruner(s.service, timed)
+            now = datetime(2026, 12, 1, 3, 1, tzinfo=UTC)
+            try:
+                first = await asyncio.gather(one.tick(now), other.tick(now))
+                later = await other.tick(now + timedelta(minutes=2))  # the same period
+                next_period = await one.tick(now + timedelta(minutes=5))
+            finally:
+                await one.stop()
+                await other.stop()
+            return [first, later, next_period]
+
+    first, later, next_period = asyncio.run(both())
+    assert sorted(r is None for r in first) == [False, True]
+    assert later is None and next_period == []

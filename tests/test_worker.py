@@ -573,6 +573,49 @@ def test_a_schedule_fires_once_across_two_workers_and_their_kill_and_restart(
         runs.close()
 
 
+def test_workers_prune_on_the_retention_timer_once_across_workers(
+    tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
+) -> None:
+    """`[tool.twelvefold.retention]` with `every = "1s"` and two workers: the finished
+    threads are archived and deleted by the workers on their own, each archived once."""
+    import json
+    import shutil
+
+    openai_model_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Done", "n": 1}}
+    )
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(FIXTURES / "flaky.agent", project)
+    shutil.copytree(FIXTURES / "prompts", project / "prompts")
+    (project / "twelvefold.toml").write_text(
+        '[retention]\nfinished_after = "1s"\narchive = "archive.jsonl"\nevery = "1s"\n'
+    )
+    agent = [str(project / "flaky.agent")]
+    cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
+    cluster.env["FLAKY_DIR"] = str(tmp_path)
+    driver = Driver(cluster, openai_model_server)
+
+    async def launch(count: int) -> list[str]:
+        async with driver.app.open_async():
+            ids = []
+            for _ in range(count):
+                view = await driver.runtime.launch(agent[0], "go", run=False)
+                await driver.queue.wake(view.id)
+                ids.append(view.id)
+            return ids
+
+    ids = run(launch(6))
+    cluster.workers = [cluster.start_worker(i, agents=agent) for i in range(2)]
+    try:
+        wait_for(lambda: not run(driver.runtime.threads()), "the workers to prune every thread")
+    finally:
+        cluster.stop()
+    lines = (project / "archive.jsonl").read_text().splitlines()
+    archived = [json.loads(line)["thread_id"] for line in lines]
+    assert sorted(archived) == sorted(ids)  # each thread once: no two prunes overlapped
+
+
 def test_serve_on_postgresql_enqueues_and_a_worker_runs_the_thread(
     tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
 ) -> None:

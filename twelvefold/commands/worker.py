@@ -105,6 +105,7 @@ async def _work(
 ) -> int:
     from twelvefold.runtime.api import AsyncRuntime
     from twelvefold.runtime.store import open_store
+    from twelvefold.server.pruning import Pruner, timed_retention
     from twelvefold.server.queue import (
         Queue,
         QueueUnavailable,
@@ -136,6 +137,8 @@ async def _work(
     try:  # replies, Slack and schedules, as the server has them: configuration checked here
         service = server_side(runtime, agents, queue)
         scheduler = Scheduler(service, schedules_of(service))
+        timed = timed_retention(service)
+        pruner = Pruner(service, timed) if timed is not None else None
     except ServeError as exc:
         echo(f"error: {exc}", err=True)
         return 1
@@ -144,12 +147,16 @@ async def _work(
             work = Work(runtime, agents, queue, tell=service.tell_settled)
             echo(f"worker: running {', '.join(sorted(agents))} from the queue", err=True)
             scheduler.start()
+            if pruner is not None:
+                pruner.start()
             try:
                 await run_worker(
                     work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds
                 )
             finally:
                 await scheduler.stop()
+                if pruner is not None:
+                    await pruner.stop()
     except QueueUnavailable as exc:
         echo(f"error: {exc}", err=True)
         return 1

@@ -76,6 +76,8 @@ def parse_schedules(table: Mapping[str, Any], served: Mapping[str, object]) -> l
     schedules: list[Schedule] = []
     for name, entry in table.items():
         where = f"schedule `{name}`"
+        if str(name).startswith("@"):  # `@retention` is the retention timer's (pruning.py)
+            raise ServeError(f"{where}: a schedule's name cannot start with @")
         if not isinstance(entry, Mapping):
             raise ServeError(f"{where} must be a table with agent, cron and input")
         unknown = sorted(set(entry) - {"agent", "cron", "input"})
@@ -123,6 +125,21 @@ class ScheduleRuns(Table):
             return datetime.fromisoformat(str(rows[0][0])).astimezone(UTC)
         except ValueError:  # an edited row: count from now rather than fire for the past
             return None
+
+    def claim(self, name: str, at: datetime) -> bool:
+        """Move `name`'s mark forward to `at`; True when this call moved it (no process
+        had reached `at` yet), False otherwise. One conditional write: of several
+        processes claiming one `at`, exactly one gets True."""
+        stamp = at.astimezone(UTC).isoformat()
+        return (
+            self._db.change(
+                "INSERT INTO server_schedule_runs (name, fired_at, thread_id) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET fired_at = excluded.fired_at"
+                " WHERE server_schedule_runs.fired_at < excluded.fired_at",
+                (name, stamp, None),
+            )
+            == 1
+        )
 
     def first_seen(self, name: str, at: datetime) -> None:
         """Start counting a schedule from `at` (unless another process started first)."""
