@@ -818,7 +818,8 @@ class AsyncRuntime:
           deadline (`Forked` opens them);
         - ending between a tool's `ToolStarted` and its result, the call is recorded as
           interrupted (`StepFailed` with the call's key): it runs again only through a
-          person's retry, with the same key.
+          person's retry, with the same key; ending on an `AttemptFailed` (a retry
+          waiting for its backoff, which the parent makes) is treated the same way.
         Raises `InputError` for an event number outside 1..len(log), `LeaseHeld` while
         another process is advancing the thread.
         """

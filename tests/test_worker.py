@@ -497,8 +497,10 @@ def test_a_worker_sends_the_webhook_reply_of_a_thread_it_ended_once_retrying_a_f
         receiver.status = 200
         cluster.workers = [cluster.start_worker(i, agents=agent) for i in range(2, 4)]
         wait_for(
-            lambda: len(receiver.received) > failed
-            and settled_jobs("todo") + settled_jobs("doing") == 0,
+            lambda: (
+                len(receiver.received) > failed
+                and settled_jobs("todo") + settled_jobs("doing") == 0
+            ),
             "the reply job to be tried again by a new worker and succeed",
         )
         assert len(receiver.received) == failed + 1

@@ -859,9 +859,10 @@ def router(
 ) -> APIRouter:
     """`POST /v1/hooks/slack` over `service` (a `SlackApp` with the environment's
     settings unless given). Through its lifespan it also runs the schedules
-    (schedules.py) and the retention timer (pruning.py). Making it makes notices carry the inbox link and (with a bot) Slack
-    buttons, and replies go where launches asked. `ServeError` (one line) for a
-    configuration that cannot work: a bad public URL, schedule or webhook secret."""
+    (schedules.py) and the retention timer (pruning.py). Making it makes notices carry
+    the inbox link and (with a bot) Slack buttons, and replies go where launches asked.
+    `ServeError` (one line) for a configuration that cannot work: a bad public URL,
+    schedule, retention or webhook secret."""
     from twelvefold.server.pruning import Pruner, timed_retention
     from twelvefold.server.schedules import Scheduler, schedules_of
 
