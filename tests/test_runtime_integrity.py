@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from tests.runtime_helpers import EXAMPLES, RecordingNotifier
 from tests.support.e2e import ModelTurns
+from tests.support.legacy import unpin_all
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.cli import cli
 from twelvefold.runtime.api import Runtime
@@ -378,17 +379,7 @@ def test_a_changed_agent_runs_a_thread_only_if_its_whole_log_replays(
     store = SqliteStore(db)
     rt = Runtime(store, notifier=RecordingNotifier(), cache_dir=tmp_path / "cache")
     assert rt.get(other.id).step == "first"
-    with sqlite3.connect(db) as connection:  # as a twelvefold before versions wrote it
-        num, seq, reducer = connection.execute(
-            "SELECT num, seq, reducer FROM threads WHERE id = ?", (other.id,)
-        ).fetchone()
-        (last,) = connection.execute(
-            "SELECT hash FROM events WHERE thread = ? AND seq = ?", (num, seq)
-        ).fetchone()
-        connection.execute(
-            "UPDATE threads SET version = NULL, head_seal = ? WHERE id = ?",
-            (Chain().seal(other.id, seq, last, 1, reducer), other.id),
-        )
+    unpin_all(db, other.id)  # as a twelvefold before versions wrote it
     with pytest.raises(AgentChanged, match="another version of agent changing"):
         rt.get(other.id)
     before = len(store.load(other.id, rt.agent(source).codec))

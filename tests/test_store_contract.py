@@ -34,6 +34,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore
     if request.param == "memory":
         yield MemoryStore()
         return
+    yield from _opened(request, tmp_path)
+
+
+def _opened(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
     made = (
         SqliteStore(tmp_path / "threads.db")
         if request.param == "sqlite"
@@ -240,15 +244,7 @@ def _set_version(store: EventStore, version: str | None) -> None:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
     """The stores kept in a database someone could edit."""
-    made = (
-        SqliteStore(tmp_path / "threads.db")
-        if request.param == "sqlite"
-        else open_store(request.getfixturevalue("postgres_url"))
-    )
-    try:
-        yield made
-    finally:
-        made.close()
+    yield from _opened(request, tmp_path)
 
 
 def test_a_version_changed_in_the_database_is_tampering(database_store: EventStore) -> None:

@@ -445,8 +445,6 @@ def test_a_worker_sends_the_webhook_reply_of_a_thread_it_ended_once_retrying_a_f
     its end by workers: the reply is a job. The receiver fails, the job is tried again
     later (durably: both workers are killed meanwhile, two new ones take it); once the
     receiver answers it gets the reply exactly once, with two workers running."""
-    import shutil
-
     import psycopg
 
     from tests.support.receivers import HttpReceiver
@@ -457,12 +455,7 @@ def test_a_worker_sends_the_webhook_reply_of_a_thread_it_ended_once_retrying_a_f
     openai_model_server.responder = lambda body: Reply(
         arguments={"choice": {"type": "Done", "n": 1}}
     )
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(FIXTURES / "flaky.agent", project)
-    shutil.copytree(FIXTURES / "prompts", project / "prompts")
-    (project / "twelvefold.toml").write_text('[server]\nwebhook_hosts = ["127.0.0.1"]\n')
-    agent = [str(project / "flaky.agent")]
+    agent = flaky_project(tmp_path, '[server]\nwebhook_hosts = ["127.0.0.1"]\n')
     cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
     cluster.env["FLAKY_DIR"] = str(tmp_path)
     driver = Driver(cluster, openai_model_server)
@@ -528,21 +521,13 @@ def test_a_schedule_fires_once_across_two_workers_and_their_kill_and_restart(
     time: an hourly schedule last fired three hours ago (everything was down) launches one
     thread when two workers start at once; both are killed, two more start, and the due
     time is not fired again."""
-    import shutil
-
     from twelvefold.server.schedules import ScheduleRuns, fire_id
 
     openai_model_server.responder = lambda body: Reply(
         arguments={"choice": {"type": "Done", "n": 1}}
     )
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(FIXTURES / "flaky.agent", project)
-    shutil.copytree(FIXTURES / "prompts", project / "prompts")
-    (project / "twelvefold.toml").write_text(
-        '[schedules.hourly]\nagent = "flaky"\ncron = "0 * * * *"\ninput = "go"\n'
-    )
-    agent = [str(project / "flaky.agent")]
+    hourly = '[schedules.hourly]\nagent = "flaky"\ncron = "0 * * * *"\ninput = "go"\n'
+    agent = flaky_project(tmp_path, hourly)
     cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
     cluster.env["FLAKY_DIR"] = str(tmp_path)
     driver = Driver(cluster, openai_model_server)
@@ -581,19 +566,12 @@ def test_workers_prune_on_the_retention_timer_once_across_workers(
     """`[tool.twelvefold.retention]` with `every = "1s"` and two workers: the finished
     threads are archived and deleted by the workers on their own, each archived once."""
     import json
-    import shutil
 
     openai_model_server.responder = lambda body: Reply(
         arguments={"choice": {"type": "Done", "n": 1}}
     )
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(FIXTURES / "flaky.agent", project)
-    shutil.copytree(FIXTURES / "prompts", project / "prompts")
-    (project / "twelvefold.toml").write_text(
-        '[retention]\nfinished_after = "1s"\narchive = "archive.jsonl"\nevery = "1s"\n'
-    )
-    agent = [str(project / "flaky.agent")]
+    retention = '[retention]\nfinished_after = "1s"\narchive = "archive.jsonl"\nevery = "1s"\n'
+    agent = flaky_project(tmp_path, retention)
     cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
     cluster.env["FLAKY_DIR"] = str(tmp_path)
     driver = Driver(cluster, openai_model_server)
@@ -613,7 +591,7 @@ def test_workers_prune_on_the_retention_timer_once_across_workers(
         wait_for(lambda: not run(driver.runtime.threads()), "the workers to prune every thread")
     finally:
         cluster.stop()
-    lines = (project / "archive.jsonl").read_text().splitlines()
+    lines = (Path(agent[0]).parent / "archive.jsonl").read_text().splitlines()
     archived = [json.loads(line)["thread_id"] for line in lines]
     assert sorted(archived) == sorted(ids)  # each thread once: no two prunes overlapped
 
@@ -685,6 +663,19 @@ def test_serve_on_postgresql_enqueues_and_a_worker_runs_the_thread(
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
         cluster.stop()
+
+
+def flaky_project(tmp_path: Path, config: str) -> list[str]:
+    """A copy of flaky.agent (and its prompts) in a project whose twelvefold.toml is
+    `config`: the worker's argument list for it."""
+    import shutil
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(FIXTURES / "flaky.agent", project)
+    shutil.copytree(FIXTURES / "prompts", project / "prompts")
+    (project / "twelvefold.toml").write_text(config)
+    return [str(project / "flaky.agent")]
 
 
 def attempts(folder: Path) -> list[float]:

@@ -29,7 +29,7 @@ from typing import Any
 from twelvefold.runtime.config import ConfigError, find_config
 from twelvefold.runtime.retention import Retention, prune
 from twelvefold.runtime.store import EventStore
-from twelvefold.server.schedules import ScheduleRuns
+from twelvefold.server.schedules import ScheduleRuns, cancelled
 from twelvefold.server.service import ServeError, Service
 
 log = logging.getLogger("twelvefold.server")
@@ -134,11 +134,8 @@ class Pruner:
             self._task = asyncio.create_task(self.run(), name="retention")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
         self.runs.close()
 
 

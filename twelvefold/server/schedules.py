@@ -257,9 +257,15 @@ class Scheduler:
             self._task = asyncio.create_task(self.run(), name="schedules")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
         self.runs.close()
+
+
+async def cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background loop (the scheduler's, the retention timer's) and wait for
+    it to end."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
