@@ -47,7 +47,8 @@ from pydantic import BaseModel, ValidationError
 
 from .config import stdlib_module
 from .names import declared_name
-from .types import CallTool, ErrorInfo, Usage
+from .records import quick_init
+from .types import CallTool, ErrorInfo, Usage, build_usage
 
 if TYPE_CHECKING:  # asyncio loads when a thread runs, not when an agent is imported
     import asyncio
@@ -90,6 +91,9 @@ class Outcome:
     """Set when the attempt failed and ended and the step's `retry … backoff` tries again
     after this many seconds: the caller records the wait (`AttemptFailed`) and starts the
     next attempt (`call(..., attempt=attempt + 1)`) when it is over."""
+
+
+quick_init(Outcome)  # every tool call makes one (runtime/records.py)
 
 
 class ToolBox:
@@ -402,7 +406,7 @@ async def _returned(key: str, timeout: float | None) -> bool:
 
 
 def _usage(started: float) -> Usage:
-    return Usage(latency_ms=round((time.perf_counter() - started) * 1000, 3))
+    return build_usage(latency_ms=round((time.perf_counter() - started) * 1000, 3))
 
 
 async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Any:
@@ -410,8 +414,6 @@ async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> 
     not return within the timeout, `_StillRunning` when an attempt with this key has not
     returned yet (none is started then); `KeyboardInterrupt` (Ctrl-C in the main thread) and
     the cancellation of the caller's own task pass through."""
-    import asyncio
-
     takes = tool.takes_input and action.value is not None
     args: tuple[Any, ...] = (action.value,) if takes else ()
     kwargs: dict[str, Any] = {"idempotency_key": key} if tool.accepts_key else {}
@@ -420,6 +422,8 @@ async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> 
     if done is None:
         raise _StillRunning
     if tool.is_async:
+        import asyncio
+
         try:
             value, error = await asyncio.wait_for(_guarded(tool, args, kwargs), timeout)
         except TimeoutError:
@@ -436,6 +440,8 @@ async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> 
         finally:
             _leave(key, done)
     else:
+        import asyncio
+
         future = _in_daemon_thread(tool.function, args, kwargs, lambda: _leave(key, done))
         try:
             value, error = await asyncio.wait_for(asyncio.shield(future), timeout)
