@@ -64,6 +64,7 @@ from .types import (
     Answer,
     Answered,
     Approved,
+    AttemptFailed,
     AwaitAnswer,
     AwaitApproval,
     AwaitSignal,
@@ -890,7 +891,8 @@ class AsyncRuntime:
           deadline (`Forked` opens them);
         - ending between a tool's `ToolStarted` and its result, the call is recorded as
           interrupted (`StepFailed` with the call's key): it runs again only through a
-          person's retry, with the same key;
+          person's retry, with the same key; ending on an `AttemptFailed` (a retry
+          waiting for its backoff, which the parent makes) is treated the same way;
         - waiting at an `agent` step (before or after its child started), it gets its own
           child thread (`FORK~REQUEST`) started from the same value, linked in its log
           (`ChildStarted`) and shown as its view's `child`; the original's child and its
@@ -1406,6 +1408,11 @@ def fork_log(thread: Thread, at_event: int) -> list[Event]:
     module, spec = thread.agent.module, thread.agent.spec
     prefix = list(thread.events[:at_event])
     state = module.replay(prefix)
+    if isinstance(prefix[-1], AttemptFailed):
+        # The parent retries this call after its backoff, with its key: the fork must not
+        # run it too. Cut back to the call in flight, which the fork records as interrupted.
+        prefix.pop()
+        state = module.replay(prefix)
     if (
         isinstance(prefix[-1], Approved | Retried)
         and spec.states[state.step].kind == "tool"

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,6 +55,7 @@ from .spec import ASK_NOT_SHOWN, AgentSpec
 from .store import EventStore, StoreError, ThreadInfo, build_head, now_iso
 from .types import (
     Action,
+    AttemptFailed,
     AwaitAnswer,
     AwaitApproval,
     CallAgent,
@@ -68,6 +70,7 @@ from .types import (
     State,
     StepFailed,
     ToolResult,
+    ToolStarted,
     Usage,
     Verdict,
     build_model_output,
@@ -218,6 +221,11 @@ class Engine:
         self.idle: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None
         """Entered while a thread waits for its turn at a rate limit: the server lends
         the thread's `--concurrency` slot to another thread meanwhile."""
+        self.wait_out_backoff = True
+        """Whether a run waits in this process for a tool retry's backoff to end (the CLI,
+        `Runtime`), or stops there and leaves the thread `running` with its retry due
+        (`retry_due`) for a timer to run on (the server, and the workers' timer jobs):
+        a process that waits holds the thread's lease and one of its own slots."""
         self.children: Callable[[Thread, CallAgent], Awaitable[Event | None]] | None = None
         """Starts and runs an `agent` step's child thread (`AsyncRuntime` sets it): the
         event that ends the step when the child ended, else None."""
@@ -439,6 +447,12 @@ class Engine:
                     else:
                         book(thread, event)
                 elif isinstance(action, CallTool):
+                    due = retry_due(thread.events)
+                    if due is not None and due > time.time():
+                        if not self.wait_out_backoff:
+                            break  # a timer runs the thread on at `due` (holding nothing)
+                        await _sleep_until(due)
+                        continue  # the lease may have been lost meanwhile: check again
                     self._prove(thread)  # a side effect never rests on a forgeable cache
                     event = await self._call_tool(thread, action)
                     if book is None:
@@ -693,6 +707,7 @@ class Engine:
             # Started in a process that died before recording the result: running it
             # again could repeat its side effect, and nothing can tell us it is safe.
             return StepFailed(step=step, at=now_iso(), error=INTERRUPTED, key=key)
+        attempt = 1 + _failed_attempts(thread.events, key)
         span = None
         if thread.run is not None and (tracer := tracing.tracer()) is not None:
             span = tracing.start_tool(
@@ -700,7 +715,9 @@ class Engine:
             )
             with tracing.in_span(span):
                 try:
-                    outcome = await tools.call(tool, action, key, offload=self.offload)
+                    outcome = await tools.call(
+                        tool, action, key, offload=self.offload, attempt=attempt
+                    )
                 except BaseException as exc:
                     tracing.end_tool(
                         span, key=key, arguments=lambda: _plain(action.value), result=None,
@@ -716,7 +733,19 @@ class Engine:
                 error=outcome.error,
             )
         else:
-            outcome = await tools.call(tool, action, key, offload=self.offload)
+            outcome = await tools.call(tool, action, key, offload=self.offload, attempt=attempt)
+        if outcome.error is not None and outcome.retry_in is not None:
+            # Tried again after the backoff: the wait is in the log, not in this process.
+            retry_at = datetime.now(UTC) + timedelta(seconds=outcome.retry_in)
+            return AttemptFailed(
+                step=step,
+                at=now_iso(),
+                usage=outcome.usage,
+                key=key,
+                error=outcome.error,
+                attempt=outcome.attempt,
+                retry_at=retry_at.isoformat(),
+            )
         if outcome.error is not None:
             return StepFailed(
                 step=step,
@@ -897,6 +926,40 @@ def _store_pool() -> concurrent.futures.ThreadPoolExecutor:
                 STORE_WORKERS, thread_name_prefix="twelvefold-store"
             )
         return _pool
+
+
+def retry_due(events: Sequence[Event]) -> float | None:
+    """When a tool call that failed an attempt is tried again (Unix seconds), if the log
+    ends in its `AttemptFailed`; None otherwise. An unreadable time counts as due now."""
+    last = events[-1] if events else None
+    if not isinstance(last, AttemptFailed):
+        return None
+    try:
+        moment = datetime.fromisoformat(last.retry_at)
+    except ValueError:
+        return 0.0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _failed_attempts(events: Sequence[Event], key: str) -> int:
+    """How many attempts of the call with `key` failed since it was last started afresh:
+    the `AttemptFailed` events among the log's last run of `ToolStarted`/`AttemptFailed`
+    events with that key (a person's `Retried` starts the count again)."""
+    count = 0
+    for event in reversed(events):
+        if isinstance(event, AttemptFailed) and event.key == key:
+            count += 1
+        elif not (isinstance(event, ToolStarted) and event.key == key):
+            break
+    return count
+
+
+async def _sleep_until(moment: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(max(0.0, moment - time.time()))
 
 
 def _has_work(state: State) -> bool:

@@ -317,6 +317,8 @@ def prepared_request(
 def _reasked() -> tuple[type[Exception], ...]:
     """What instructor's retry loop re-asks: a reply that does not validate (its list).
     Anything else its parser raises (a refusal) ends the call at once, as there."""
+    import json  # here, not at the top: importing the runtime needs no json module
+
     from instructor.core.exceptions import AsyncValidationError, ResponseParsingError
 
     return (ValidationError, json.JSONDecodeError, ResponseParsingError, AsyncValidationError)

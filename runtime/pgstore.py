@@ -157,7 +157,7 @@ class PostgresStore(ChainedStore):
         owner: str | None = None,
         seconds: float | None = None,
     ) -> Lease | None:
-        bodies, hashes, seal = self._first_links(info.id, events, codec, reducer)
+        bodies, hashes, seal = self._first_links(info.id, events, codec, reducer, info.version)
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
         with self._transaction() as conn:
             row = conn.execute(
@@ -185,13 +185,13 @@ class PostgresStore(ChainedStore):
         with self._transaction() as conn:
             row = conn.execute(
                 "SELECT t.num, t.seq, t.lease_owner, t.lease_token, t.lease_until,"
-                f" {_NOW}, (SELECT hash FROM events e WHERE e.thread = t.num AND e.seq = t.seq)"
-                " FROM threads t WHERE t.id = %s FOR UPDATE OF t",
+                f" {_NOW}, (SELECT hash FROM events e WHERE e.thread = t.num AND e.seq = t.seq),"
+                " t.version FROM threads t WHERE t.id = %s FOR UPDATE OF t",
                 (_findable(thread_id),),
             ).fetchone()
             if row is None:
                 raise ThreadNotFound(thread_id)
-            num, seq, holder, token, until, now, last_hash = row
+            num, seq, holder, token, until, now, last_hash, version = row
             _check_lease_columns(thread_id, holder, token, until)
             check_lease(thread_id, lease, holder, token, until, now)
             if seq != expected_seq:
@@ -202,7 +202,9 @@ class PostgresStore(ChainedStore):
                 previous = last_hash
             else:
                 raise BrokenLog(thread_id, seq, "the last event has no hash")
-            bodies, hashes, values = self._appended(thread_id, seq, previous, events, codec, head)
+            bodies, hashes, values = self._appended(
+                thread_id, seq, previous, events, codec, head, version
+            )
             self._insert_events(conn, num, seq, bodies, hashes)
             conn.execute(
                 f"UPDATE threads SET {_ROW_AFTER_APPEND} WHERE num = %s".replace("?", "%s"),
@@ -215,8 +217,8 @@ class PostgresStore(ChainedStore):
     def restore(self, thread_id: str, codec: Codec) -> Restored:
         with self._transaction(snapshot=True) as conn:
             row = conn.execute(
-                "SELECT num, seq, format, reducer, head_seal, snapshot, snapshot_seal"
-                " FROM threads WHERE id = %s",
+                "SELECT num, seq, format, reducer, head_seal, snapshot, snapshot_seal,"
+                " version FROM threads WHERE id = %s",
                 (_findable(thread_id),),
             ).fetchone()
             if row is None:
@@ -421,13 +423,15 @@ class PostgresStore(ChainedStore):
     ) -> None:
         with self._transaction() as conn:
             row = conn.execute(
-                f"SELECT num, seq, lease_owner, lease_token, lease_until, {_NOW}, version"
-                " FROM threads WHERE id = %s FOR UPDATE",
+                f"SELECT num, seq, lease_owner, lease_token, lease_until, {_NOW}, version,"
+                " format, reducer, head_seal,"
+                " (SELECT hash FROM events e WHERE e.thread = t.num AND e.seq = t.seq)"
+                " FROM threads t WHERE id = %s FOR UPDATE",
                 (_findable(thread_id),),
             ).fetchone()
             if row is None:
                 raise ThreadNotFound(thread_id)
-            num, seq, holder, token, until, now, before = row
+            num, seq, holder, token, until, now, before, format, reducer, head_seal, last = row
             _check_lease_columns(thread_id, holder, token, until)
             check_lease(thread_id, lease, holder, token, until, now)
             if seq != expected_seq:
@@ -440,16 +444,20 @@ class PostgresStore(ChainedStore):
             )
             if not known:
                 raise StoreError(f"agent version {version[:16]} is not in this store")
+            seal = self._resealed(
+                thread_id, (seq, format, reducer, head_seal, before), last, version
+            )
             conn.execute(
                 "INSERT INTO pins (thread, seq, from_version, to_version, at, by)"
                 " VALUES (%s, %s, %s, %s, %s, %s)",
                 (num, seq, before, version, at, by),
             )
             # The snapshot was computed by the old reducer: the next load replays instead.
+            # The head seal covers the version: a version changed by hand breaks it.
             conn.execute(
-                "UPDATE threads SET version = %s, snapshot = NULL, snapshot_seal = NULL"
-                " WHERE num = %s",
-                (version, num),
+                "UPDATE threads SET version = %s, head_seal = %s, snapshot = NULL,"
+                " snapshot_seal = NULL WHERE num = %s",
+                (version, seal, num),
             )
 
     def pins(self, thread_id: str) -> list[Pin]:

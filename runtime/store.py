@@ -691,10 +691,10 @@ class ChainedStore:
         self, thread_id: str, num: int, row: Sequence[Any], bodies: list[str], codec: Codec
     ) -> Restored:
         """The events of a thread's row `(seq, format, reducer, head_seal, snapshot,
-        snapshot_seal)` and its stored bodies, once the chain proves them (`BrokenLog`
-        if not; `UnreadableLog` for a newer event format or an event that does not
-        decode), with the snapshot if it is proven for exactly them."""
-        seq, format, reducer, head_seal, snapshot, snapshot_seal = row
+        snapshot_seal, version)` and its stored bodies, once the chain proves them
+        (`BrokenLog` if not; `UnreadableLog` for a newer event format or an event that
+        does not decode), with the snapshot if it is proven for exactly them."""
+        seq, format, reducer, head_seal, snapshot, snapshot_seal, version = row
         if not isinstance(format, int | None) or not isinstance(seq, int):
             raise BrokenLog(thread_id, 0, "the thread's row is damaged")
         if format is not None and format > EVENT_FORMAT:
@@ -707,8 +707,11 @@ class ChainedStore:
         # with: one comparison proves every event (the per-event hashes are read only to
         # name the first event that does not match).
         chain_head = self.chain.head(thread_id, bodies)
-        if len(bodies) != seq or not self.chain.sealed(
-            head_seal, thread_id, seq, chain_head, format, reducer
+        if not isinstance(version, str | None) or (
+            len(bodies) != seq
+            or not self.chain.sealed(
+                head_seal, *_sealed_fields(thread_id, seq, chain_head, format, reducer, version)
+            )
         ):
             raise self._broken(num, thread_id, bodies)
         events = _decode(thread_id, codec, bodies, reducer)
@@ -737,17 +740,48 @@ class ChainedStore:
             thread_id, len(bodies), "the thread's row does not match its events (cut or edited)"
         )
 
-    def _head_seal(self, thread_id: str, seq: int, head: bytes, reducer: str | None) -> bytes:
-        return self.chain.seal(thread_id, seq, head, EVENT_FORMAT, reducer)
+    def _head_seal(
+        self,
+        thread_id: str,
+        seq: int,
+        head: bytes,
+        reducer: str | None,
+        version: str | None,
+        format: int | None = EVENT_FORMAT,
+    ) -> bytes:
+        return self.chain.seal(*_sealed_fields(thread_id, seq, head, format, reducer, version))
+
+    def _resealed(
+        self,
+        thread_id: str,
+        row: Sequence[Any],
+        last_hash: object,
+        version: str,
+    ) -> bytes:
+        """The head seal of a thread's row `(seq, format, reducer, head_seal, version)`
+        once it is pinned to `version` (`repin`), after checking that its seal holds for
+        the version it had (`BrokenLog` if not: a tampered row is not sealed anew)."""
+        seq, format, reducer, head_seal, before = row
+        head = self.chain.genesis(thread_id) if seq == 0 else last_hash
+        if not isinstance(head, bytes) or not self.chain.sealed(
+            head_seal, *_sealed_fields(thread_id, seq, head, format, reducer, before)
+        ):
+            raise BrokenLog(thread_id, seq, "the thread's row does not match its events")
+        return self._head_seal(thread_id, seq, head, reducer, version, format)
 
     def _first_links(
-        self, thread_id: str, events: Sequence[Event], codec: Codec, reducer: str | None
+        self,
+        thread_id: str,
+        events: Sequence[Event],
+        codec: Codec,
+        reducer: str | None,
+        version: str | None,
     ) -> tuple[list[str], list[bytes], bytes]:
         """A new thread's stored bodies, their chain, and its row's head seal."""
         bodies = [codec.dumps_event(e) for e in events]
         hashes = self.chain.links(self.chain.genesis(thread_id), bodies)
         head = hashes[-1] if hashes else self.chain.genesis(thread_id)
-        return bodies, hashes, self._head_seal(thread_id, len(bodies), head, reducer)
+        return bodies, hashes, self._head_seal(thread_id, len(bodies), head, reducer, version)
 
     def _appended(
         self,
@@ -757,16 +791,18 @@ class ChainedStore:
         events: Sequence[Event],
         codec: Codec,
         head: Head,
+        version: str | None,
     ) -> tuple[list[str], list[bytes], tuple[Any, ...]]:
-        """For an append after `seq` events whose last hash is `previous`: the bodies, their
-        hashes, and the thread row's values after them, in `_ROW_AFTER_APPEND`'s order."""
+        """For an append after `seq` events whose last hash is `previous`, to a thread
+        pinned to `version`: the bodies, their hashes, and the thread row's values after
+        them, in `_ROW_AFTER_APPEND`'s order."""
         bodies = [codec.dumps_event(e) for e in events]
         at = events[-1].at if events and events[-1].at else now_iso()
         hashes = self.chain.links(previous, bodies)
         new_seq = seq + len(bodies)
         chain_head = hashes[-1] if hashes else previous
         snapshot, snapshot_seal = self._sealed_snapshot(thread_id, chain_head, head, codec)
-        seal = self._head_seal(thread_id, new_seq, chain_head, head.reducer)
+        seal = self._head_seal(thread_id, new_seq, chain_head, head.reducer, version)
         row = (head.status, head.step, new_seq, at, snapshot, snapshot_seal, head.request)
         return bodies, hashes, (*row, EVENT_FORMAT, head.reducer, seal)
 
@@ -891,7 +927,7 @@ class SqliteStore(ChainedStore):
     ) -> Lease | None:
         import sqlite3  # loaded already: this store opened it (see __init__)
 
-        bodies, hashes, seal = self._first_links(info.id, events, codec, reducer)
+        bodies, hashes, seal = self._first_links(info.id, events, codec, reducer, info.version)
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
         with self._lock, self._transaction():
             try:
@@ -954,8 +990,8 @@ class SqliteStore(ChainedStore):
     def restore(self, thread_id: str, codec: Codec) -> Restored:
         with self._lock, self._reading():
             row = self._db.execute(
-                "SELECT num, seq, format, reducer, head_seal, snapshot, snapshot_seal"
-                " FROM threads WHERE id = ?",
+                "SELECT num, seq, format, reducer, head_seal, snapshot, snapshot_seal,"
+                " version FROM threads WHERE id = ?",
                 (thread_id,),
             ).fetchone()
             if row is None:
@@ -1105,19 +1141,23 @@ class SqliteStore(ChainedStore):
                 is None
             ):
                 raise StoreError(f"agent version {version[:16]} is not in this store")
-            (before,) = self._db.execute(
-                "SELECT version FROM threads WHERE num = ?", (num,)
+            sealed = self._db.execute(
+                "SELECT seq, format, reducer, head_seal, version FROM threads WHERE num = ?",
+                (num,),
             ).fetchone()
+            before = sealed[4]
+            seal = self._resealed(thread_id, sealed, self._last_hash(num, seq), version)
             self._db.execute(
                 "INSERT INTO pins (thread, seq, from_version, to_version, at, by)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (num, seq, before, version, at, by),
             )
             # The snapshot was computed by the old reducer: the next load replays instead.
+            # The head seal covers the version: a version changed by hand breaks it.
             self._db.execute(
-                "UPDATE threads SET version = ?, snapshot = NULL, snapshot_seal = NULL"
-                " WHERE num = ?",
-                (version, num),
+                "UPDATE threads SET version = ?, head_seal = ?, snapshot = NULL,"
+                " snapshot_seal = NULL WHERE num = ?",
+                (version, seal, num),
             )
 
     def pins(self, thread_id: str) -> list[Pin]:
@@ -1196,7 +1236,10 @@ class SqliteStore(ChainedStore):
         """Inside an append's transaction, once its checks passed: the events chained
         after the stored ones, and the row (listing, seals, snapshot) after them."""
         previous = self._head(num, thread_id, seq)
-        bodies, hashes, row = self._appended(thread_id, seq, previous, events, codec, head)
+        (version,) = self._db.execute(
+            "SELECT version FROM threads WHERE num = ?", (num,)
+        ).fetchone()
+        bodies, hashes, row = self._appended(thread_id, seq, previous, events, codec, head, version)
         self._insert_events(num, seq, bodies, hashes)
         self._db.execute(f"UPDATE threads SET {_ROW_AFTER_APPEND} WHERE num = ?", (*row, num))
 
@@ -1224,6 +1267,12 @@ class SqliteStore(ChainedStore):
         _check_lease_columns(thread_id, holder, token, until)
         check_lease(thread_id, lease, holder, token, until, now)
         return float(now)
+
+    def _last_hash(self, num: int, seq: int) -> object:
+        row = self._db.execute(
+            "SELECT hash FROM events WHERE thread = ? AND seq = ?", (num, seq)
+        ).fetchone()
+        return None if row is None else row[0]
 
     def _head(self, num: int, thread_id: str, seq: int) -> bytes:
         """The hash of the thread's last stored event (hash_0 before the first)."""
@@ -1305,6 +1354,22 @@ def _thread_info(row: Sequence[Any], path: object) -> ThreadInfo:
     ):
         raise StoreError(f"{path} holds a damaged thread row ({info.id!r}); it cannot be listed")
     return info
+
+
+def _sealed_fields(
+    thread_id: str,
+    seq: int,
+    head: bytes,
+    format: int | None,
+    reducer: str | None,
+    version: str | None,
+) -> tuple[str | int | bytes | None, ...]:
+    """What a thread row's head seal covers: its id, event count, chain head, event
+    format, reducer and, for a thread pinned to an agent version, that version (a version
+    changed in the database is tampering, as an edited event is). An unpinned thread
+    seals as rows did before versions existed."""
+    fields: tuple[str | int | bytes | None, ...] = (thread_id, seq, head, format, reducer)
+    return fields if version is None else (*fields, version)
 
 
 def _info_row(info: ThreadInfo) -> tuple[str | int | None, ...]:

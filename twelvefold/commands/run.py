@@ -61,6 +61,7 @@ from twelvefold.runtime.types import (
     KIND_OF_EVENT,
     Answered,
     Approved,
+    AttemptFailed,
     Cancelled,
     ChildEnded,
     ChildStarted,
@@ -112,6 +113,8 @@ def summarize(event: Event) -> str:
             text = _compact(result)
         case StepFailed(error=error):
             text = str(error)
+        case AttemptFailed(attempt=attempt, error=error, retry_at=retry_at):
+            text = f"attempt {attempt}: {error}; again at {retry_at}"
         case OutputRejected(output=output, by=by, reason=reason):
             text = f"{declared_name(type(output))} refused by {by}: {reason}"
         case Notified(channels=channels, failed=failed):

@@ -2,7 +2,7 @@
 
 With a PostgreSQL store, `twelvefold serve` records launches and decisions and enqueues a
 job; `twelvefold worker` processes on any number of machines take the jobs and advance the
-threads. Two kinds of job:
+threads. Three kinds of job:
 
 - `twelvefold.advance(thread_id)`, a wake-up: run the thread on until it waits, finishes or
   fails. At most one is pending (`todo`) per thread: its `queueing_lock` is
@@ -14,6 +14,9 @@ threads. Two kinds of job:
   (`AsyncRuntime.expire_thread`). Each timer has its own lock, `timer:ID:REQUEST:SEQ`, never
   the thread's: a timer days ahead must not block the thread's wake-ups. A timer whose
   request is no longer pending, or whose thread moved on (`seq`), does nothing.
+- `twelvefold.retry(thread_id, seq)`, a scheduled job: a tool attempt failed with a
+  `retry … backoff` left (the log ends in `AttemptFailed`); at its `retry_at`, run the
+  thread on. Its lock is `retry:ID:SEQ`; it does nothing once the thread moved on.
 
 Correctness never comes from the queue. A job may run twice (a worker died after the
 work and before procrastinate marked it done, or a stalled job is retried) or two jobs of
@@ -46,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -55,6 +58,7 @@ from twelvefold.runtime import timeouts
 from twelvefold.runtime.lease import LeaseHeld, LeaseLost
 from twelvefold.runtime.ratelimit import TurnLater
 from twelvefold.runtime.store import Conflict, ThreadNotFound
+from twelvefold.runtime.types import Notified
 
 if TYPE_CHECKING:
     import procrastinate
@@ -67,6 +71,11 @@ log = logging.getLogger("twelvefold.worker")
 QUEUE = "twelvefold"
 ADVANCE = "twelvefold.advance"
 TIMER = "twelvefold.timer"
+RETRY = "twelvefold.retry"
+SETTLED = "twelvefold.settled"
+SETTLED_ATTEMPTS, SETTLED_WAIT = 12, 2
+"""A reply job that failed (a receiver down) is tried again 4, 8, 16 ... seconds later
+(procrastinate's RetryStrategy; about 2 h 16 min in all), then given up (logged)."""
 WORK = "twelvefold"
 """The key of the `Work` in a job's `additional_context`."""
 LEASE_RETRY_SECONDS = 2.0
@@ -109,6 +118,14 @@ def timer_lock(thread_id: str, request: str | None, seq: int) -> str:
     return f"timer:{thread_id}:{request or '-'}:{seq}"
 
 
+def retry_lock(thread_id: str, seq: int) -> str:
+    return f"retry:{thread_id}:{seq}"
+
+
+def settled_lock(thread_id: str, seq: int) -> str:
+    return f"settled:{thread_id}:{seq}"
+
+
 def make_app(conninfo: str, *, pool_size: int = 4) -> procrastinate.App:
     """A procrastinate app on `conninfo` (`postgresql://…`) with the two tasks registered
     (the tasks need a `Work` in the worker's `additional_context`). Open it with
@@ -121,6 +138,15 @@ def make_app(conninfo: str, *, pool_size: int = 4) -> procrastinate.App:
     app = procrastinate.App(connector=connector)
     app.task(name=ADVANCE, queue=QUEUE, pass_context=True)(_advance_job)
     app.task(name=TIMER, queue=QUEUE, pass_context=True)(_timer_job)
+    app.task(name=RETRY, queue=QUEUE, pass_context=True)(_retry_job)
+    app.task(
+        name=SETTLED,
+        queue=QUEUE,
+        pass_context=True,
+        retry=procrastinate.RetryStrategy(
+            max_attempts=SETTLED_ATTEMPTS, exponential_wait=SETTLED_WAIT
+        ),
+    )(_settled_job)
     return app
 
 
@@ -193,7 +219,10 @@ class Queue:
 
     async def time(self, view: ThreadView, agent: Agent) -> datetime | None:
         """Schedule the timer of a waiting thread's current wait, if it has one (a
-        deadline, or a notice to try again). The moment it fires, or None."""
+        deadline, or a notice to try again), or of a running thread's tool retry at the
+        end of its backoff. The moment it fires, or None."""
+        if view.status == "running":
+            return await self.retry(view)
         if view.status != "waiting":
             return None
         due = next_due(view, agent)
@@ -209,6 +238,34 @@ class Queue:
         with contextlib.suppress(AlreadyEnqueued):
             await deferrer.defer_async(thread_id=view.id, request=view.request, seq=view.seq)
         return due
+
+    async def retry(self, view: ThreadView) -> datetime | None:
+        """Schedule the retry job of a running thread whose log ends in a tool attempt
+        that failed (`AttemptFailed`): at its `retry_at`, under its own lock
+        (`retry:ID:SEQ`, never the thread's). The moment, or None when none is due."""
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        from twelvefold.runtime.loop import retry_due
+
+        due = retry_due(view.log)
+        if due is None:
+            return None
+        moment = datetime.fromtimestamp(due, UTC)
+        deferrer = self.app.configure_task(
+            RETRY, queueing_lock=retry_lock(view.id, view.seq), schedule_at=moment
+        )
+        with contextlib.suppress(AlreadyEnqueued):
+            await deferrer.defer_async(thread_id=view.id, seq=view.seq)
+        return moment
+
+    async def settled(self, view: ThreadView) -> None:
+        """Enqueue the `on_settled` work (replies, Slack) of a thread that settled at
+        `view.seq` events: one job per settle (`settled:ID:SEQ`)."""
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        deferrer = self.app.configure_task(SETTLED, queueing_lock=settled_lock(view.id, view.seq))
+        with contextlib.suppress(AlreadyEnqueued):
+            await deferrer.defer_async(thread_id=view.id, seq=view.seq)
 
 
 def next_due(view: ThreadView, agent: Agent) -> datetime | None:
@@ -236,6 +293,13 @@ class Work:
     runtime: AsyncRuntime
     agents: Mapping[str, Agent]
     queue: Queue
+    tell: Callable[[ThreadView], Awaitable[None]] | None = None
+    """The `on_settled` callbacks of the server's replies and Slack app, run by the
+    reply jobs (`Service.tell_settled`; raises when a reply failed); None: none."""
+
+    def __post_init__(self) -> None:
+        # A tool retry's backoff holds no job: the run stops, a retry job runs it on.
+        self.runtime.engine.wait_out_backoff = False
 
     def __post_init__(self) -> None:
         # A thread waiting long for a rate-limit turn gives its job slot back.
@@ -269,6 +333,8 @@ class Work:
             log.warning("%s", exc)
             return
         await self.queue.time(view, agent)
+        if view.status != "running" and self.tell is not None:
+            await self.queue.settled(view)
 
     async def fire(self, thread_id: str, request: str | None, seq: int) -> None:
         """A timer: expire the thread if it still waits on the same request at the same
@@ -293,7 +359,31 @@ class Work:
             return
         if expiry is not None and expiry.problem is not None:
             log.warning("thread %s: %s", thread_id, expiry.problem)
+        moved = None if expiry is None or isinstance(expiry.event, Notified) else expiry.view
+        if moved is not None and moved.status != "running" and self.tell is not None:
+            await self.queue.settled(moved)  # it ran on to its end or its next pause
         await self._settled(thread_id, agent)
+
+    async def tell_settled(self, thread_id: str, seq: int) -> None:
+        """A reply job: run the `on_settled` callbacks on the thread as it stands, unless
+        it is running again (its next settle has its own job). Raises when a reply
+        failed, so procrastinate tries the job again later (`SETTLED_ATTEMPTS`)."""
+        if self.tell is None:
+            return
+        with contextlib.suppress(ThreadNotFound):
+            info = await self.runtime.info(thread_id)
+            agent = self.agents.get(info.agent)
+            if agent is None or info.status == "running":
+                return
+            await self.tell(await self.runtime.get(thread_id, agent=agent))
+
+    async def retry(self, thread_id: str, seq: int) -> None:
+        """A tool retry's backoff is over: run the thread on if it still stands where
+        the retry was scheduled (`seq` events); else nothing (it was run on already)."""
+        with contextlib.suppress(ThreadNotFound):
+            info = await self.runtime.info(thread_id)
+            if info.status == "running" and info.seq == seq:
+                await self.advance(thread_id)
 
     async def _settled(self, thread_id: str, agent: Agent) -> None:
         """A thread not running: make sure its wait's timer is scheduled."""
@@ -359,6 +449,16 @@ async def _advance_job(context: Any, thread_id: str) -> None:
 async def _timer_job(context: Any, thread_id: str, request: str | None, seq: int) -> None:
     work: Work = context.additional_context[WORK]
     await work.fire(thread_id, request, seq)
+
+
+async def _retry_job(context: Any, thread_id: str, seq: int) -> None:
+    work: Work = context.additional_context[WORK]
+    await work.retry(thread_id, seq)
+
+
+async def _settled_job(context: Any, thread_id: str, seq: int) -> None:
+    work: Work = context.additional_context[WORK]
+    await work.tell_settled(thread_id, seq)
 
 
 async def run_worker(
