@@ -300,8 +300,6 @@ class Work:
     def __post_init__(self) -> None:
         # A tool retry's backoff holds no job: the run stops, a retry job runs it on.
         self.runtime.engine.wait_out_backoff = False
-
-    def __post_init__(self) -> None:
         # A thread waiting long for a rate-limit turn gives its job slot back.
         self.runtime.engine.defer_turns = DEFER_TURN_SECONDS
 
