@@ -709,9 +709,7 @@ class ChainedStore:
         chain_head = self.chain.head(thread_id, bodies)
         if not isinstance(version, str | None) or (
             len(bodies) != seq
-            or not self.chain.sealed(
-                head_seal, *_sealed_fields(thread_id, seq, chain_head, format, reducer, version)
-            )
+            or not self._seal_holds(head_seal, thread_id, seq, chain_head, format, reducer, version)
         ):
             raise self._broken(num, thread_id, bodies)
         events = _decode(thread_id, codec, bodies, reducer)
@@ -740,6 +738,28 @@ class ChainedStore:
             thread_id, len(bodies), "the thread's row does not match its events (cut or edited)"
         )
 
+    def _seal_holds(
+        self,
+        head_seal: object,
+        thread_id: str,
+        seq: int,
+        head: bytes,
+        format: int | None,
+        reducer: str | None,
+        version: str | None,
+    ) -> bool:
+        """Whether a thread row's head seal covers what it stores (`_sealed_fields`).
+
+        A pinned thread's row sealed before the seal covered its version (stores written by
+        twelvefold builds of November 2026) still holds with the seal it has: its version is
+        trusted as those builds trusted it until the thread's next append seals it anew,
+        version included. A row sealed since cannot be passed off as one of those: the two
+        seals cover different field lists, so one never verifies as the other."""
+        fields = _sealed_fields(thread_id, seq, head, format, reducer, version)
+        if self.chain.sealed(head_seal, *fields):
+            return True
+        return version is not None and self.chain.sealed(head_seal, *fields[:-1])
+
     def _head_seal(
         self,
         thread_id: str,
@@ -763,8 +783,8 @@ class ChainedStore:
         the version it had (`BrokenLog` if not: a tampered row is not sealed anew)."""
         seq, format, reducer, head_seal, before = row
         head = self.chain.genesis(thread_id) if seq == 0 else last_hash
-        if not isinstance(head, bytes) or not self.chain.sealed(
-            head_seal, *_sealed_fields(thread_id, seq, head, format, reducer, before)
+        if not isinstance(head, bytes) or not self._seal_holds(
+            head_seal, thread_id, seq, head, format, reducer, before
         ):
             raise BrokenLog(thread_id, seq, "the thread's row does not match its events")
         return self._head_seal(thread_id, seq, head, reducer, version, format)

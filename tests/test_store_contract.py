@@ -6,6 +6,7 @@ renewal) under a lease that lapsed or was taken over refused with nothing writte
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from tests.support.waiting import wait_for
 from twelvefold.runtime.codec import Codec
 from twelvefold.runtime.lease import LeaseHeld, LeaseLost
 from twelvefold.runtime.store import (
+    ChainedStore,
     Conflict,
     EventStore,
     Head,
@@ -251,6 +253,66 @@ def _set_version(store: EventStore, version: str | None) -> None:
 
     with psycopg.connect(store.url) as conn:  # type: ignore[attr-defined]
         conn.execute("UPDATE threads SET version = %s WHERE id = 't'", (version,))
+
+
+def _seal_as_before_versions_were_sealed(store: EventStore) -> None:
+    """Rewrite thread `t`'s head seal the way builds before the seal covered the version
+    wrote it (the same fields, the version left out), as a store of those builds holds."""
+    assert isinstance(store, ChainedStore)
+    chain = store.chain
+    if isinstance(store, SqliteStore):
+        import sqlite3
+
+        with sqlite3.connect(store.path) as db:
+            seq, fmt, reducer, bodies = db.execute(
+                "SELECT seq, format, reducer, (SELECT json_group_array(body) FROM"
+                " (SELECT body FROM events e WHERE e.thread = t.num ORDER BY e.seq))"
+                " FROM threads t WHERE id = 't'"
+            ).fetchone()
+            head = chain.head("t", json.loads(bodies))
+            seal = chain.seal("t", seq, head, fmt, reducer)
+            db.execute("UPDATE threads SET head_seal = ? WHERE id = 't'", (seal,))
+        return
+    import psycopg
+
+    with psycopg.connect(store.url) as conn:  # type: ignore[attr-defined]
+        seq, fmt, reducer, num = conn.execute(
+            "SELECT seq, format, reducer, num FROM threads WHERE id = 't'"
+        ).fetchone()
+        bodies = [
+            row[0]
+            for row in conn.execute(
+                "SELECT body FROM events WHERE thread = %s ORDER BY seq", (num,)
+            ).fetchall()
+        ]
+        seal = chain.seal("t", seq, chain.head("t", bodies), fmt, reducer)
+        conn.execute("UPDATE threads SET head_seal = %s WHERE id = 't'", (seal,))
+
+
+def test_a_pinned_thread_sealed_before_versions_were_sealed_still_loads(
+    database_store: EventStore,
+) -> None:
+    """A store written before the head seal covered the version keeps its pinned threads
+    readable (an upgrade must not strand them); the thread's next append seals its version,
+    and from then on a version changed in the database is refused."""
+    from twelvefold.runtime.integrity import BrokenLog
+
+    store = database_store
+    codec = _thread(store)
+    store.save_version("v1", "one")
+    lease = store.acquire("t", "me", 60)
+    store.repin("t", 1, "v1", lease, at="x")
+    store.release(lease)
+    _seal_as_before_versions_were_sealed(store)
+    assert len(store.load("t", codec)) == 1
+    lease = store.acquire("t", "me", 60)
+    store.append("t", 1, [_answer("after the upgrade")], codec, Head("running", "a"), lease)
+    store.release(lease)
+    assert len(store.load("t", codec)) == 2
+    store.save_version("v2", "two")
+    _set_version(store, "v2")
+    with pytest.raises(BrokenLog, match="cut or edited"):
+        store.load("t", codec)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
