@@ -64,11 +64,16 @@ class ModelReply:
 
 
 class ModelError(Exception):
-    """The model could not produce a valid output (after its retries), or could not be reached."""
+    """The model could not produce a valid output (after its retries), or could not be reached.
 
-    def __init__(self, error: ErrorInfo) -> None:
+    `usage` is what the failed call was paid for, as the endpoint reported it: every
+    attempt's tokens added up (instructor keeps the total across its re-asks), or None
+    when no reply came (a connection error, an HTTP error status)."""
+
+    def __init__(self, error: ErrorInfo, usage: Usage | None = None) -> None:
         super().__init__(str(error))
         self.error = error
+        self.usage = usage
 
 
 class Model(Protocol):
@@ -339,18 +344,23 @@ class OpenAIModel:
             )
         except InstructorRetryException as exc:
             # instructor re-asks only on invalid output; an API error ends the call at once.
+            # Either way the replies before it were paid for: instructor adds them up.
+            paid = _paid(getattr(exc, "total_usage", None), started)
             if isinstance(exc.__cause__, OpenAIError):
-                raise ModelError(_api_error(exc.__cause__)) from exc
-            raise ModelError(_invalid_output(request.action, exc)) from exc
+                raise ModelError(_api_error(exc.__cause__), paid) from exc
+            raise ModelError(_invalid_output(request.action, exc), paid) from exc
         except IncompleteOutputException as exc:
             # finish_reason "length": the reply was cut off at the token limit. A re-ask
             # would be cut off the same way, so the step fails and `on error` decides.
+            # The cut-off reply's usage holds every attempt's (instructor adds them up).
+            last = getattr(exc, "last_completion", None)
             raise ModelError(
                 ErrorInfo(
                     "IncompleteOutput",
                     f"the model's reply for `{request.action.step}` was cut off at its token "
                     "limit (finish_reason: length)",
-                )
+                ),
+                _paid(getattr(last, "usage", None), started),
             ) from exc
         except OpenAIError as exc:
             raise ModelError(_api_error(exc)) from exc
@@ -364,7 +374,8 @@ class OpenAIModel:
                     "InvalidOutput",
                     f"the model made {calls} tool calls at `{request.action.step}`; "
                     "one was asked for (parallel_tool_calls: false)",
-                )
+                ),
+                _usage(completion, latency_ms),
             )
         return ModelReply(
             shape.unwrap(parsed),
@@ -457,6 +468,18 @@ def _usage(completion: Any, latency_ms: float) -> Usage:
         input_tokens=_tokens(getattr(usage, "prompt_tokens", None)),
         output_tokens=_tokens(getattr(usage, "completion_tokens", None)),
     )
+
+
+def _paid(usage: Any, started: float) -> Usage | None:
+    """A failed call's `Usage` from the provider's usage object (`prompt_tokens`,
+    `completion_tokens`), or None when it reported no tokens (instructor's total starts
+    at zero: no reply came before the error)."""
+    found = Usage(
+        latency_ms=(time.perf_counter() - started) * 1000,
+        input_tokens=_tokens(getattr(usage, "prompt_tokens", None)),
+        output_tokens=_tokens(getattr(usage, "completion_tokens", None)),
+    )
+    return found if (found.input_tokens or found.output_tokens) else None
 
 
 def _tokens(value: Any) -> int | None:

@@ -35,7 +35,15 @@ from prometheus_client.registry import Collector
 from twelvefold.runtime.config import ConfigError, find_config
 from twelvefold.runtime.loop import Thread
 from twelvefold.runtime.store import ThreadInfo
-from twelvefold.runtime.types import KIND_OF_EVENT, Event, ModelOutput, OutputRejected, Status
+from twelvefold.runtime.types import (
+    KIND_OF_EVENT,
+    Event,
+    ModelOutput,
+    OutputRejected,
+    Status,
+    StepFailed,
+)
+from twelvefold.runtime.usage import paid_call
 from twelvefold.server.service import Service, Unauthorized, Unavailable
 from twelvefold.server.tokens import TokenStore
 
@@ -103,7 +111,11 @@ class Metrics:
             return
         if usage.latency_ms is not None and usage.latency_ms >= 0 and state.kind in ("llm", "tool"):
             self.latency.labels(agent, state.kind).observe(usage.latency_ms / 1000)
-        if state.kind != "llm" or not isinstance(event, _MODEL_EVENTS):
+        if state.kind != "llm":
+            return
+        if not isinstance(event, _MODEL_EVENTS) and not (
+            isinstance(event, StepFailed) and paid_call(usage)
+        ):
             return
         model = thread.model or "unknown"
         for direction, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):

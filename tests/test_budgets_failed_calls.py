@@ -1,0 +1,212 @@
+"""A failed `llm` step's model calls were paid for, so they count (docs/language.md
+"Budgets", docs/observability.md): the real openai + instructor client against the
+scripted server, SQLite, the reports (`show --json`, `stats`) reading the store.
+
+instructor adds up the usage of every attempt (its re-asks of an invalid output) and
+hands the total over with the exception that ends the call; the step's StepFailed records
+it, priced like a reply, so `max_tokens` / `max_cost` stop a thread that keeps failing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.runtime_helpers import RecordingNotifier
+from tests.support.e2e import ModelTurns
+from tests.support.openai_server import Reply, ScriptedOpenAI
+from twelvefold.cli import cli
+from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.model import OpenAIModel
+from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.types import StepFailed
+from twelvefold.runtime.usage import records, totals
+
+FIXTURES = Path(__file__).parent / "checks_fixtures"
+CLAIM = {"order": "o-17", "amount": 40.0, "api_key": "sk-live-do-not-show"}
+
+LOOPER = """
+agent looper {
+  input string
+  max_steps 100
+  BUDGET
+  start decide
+}
+type Think { thought: string }
+type Done { message: string }
+llm decide -> Think | Done {
+  prompt "decide.j2"
+  retries 5
+  on Think -> decide
+  on Done -> done
+}
+final done(Done)
+"""
+
+
+@pytest.fixture
+def looper(tmp_path: Path) -> Path:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "decide.j2").write_text("{{ context }}\n")
+    # 1 USD per million tokens: one attempt (10,000 tokens) costs 0.01 USD.
+    (tmp_path / "twelvefold.toml").write_text(
+        '[prices]\n"priced-model" = { input = 1, output = 1 }\n'
+    )
+    return tmp_path
+
+
+def with_budget(folder: Path, budget: str) -> Path:
+    path = folder / "looper.agent"
+    path.write_text(LOOPER.replace("BUDGET", budget))
+    return path
+
+
+def runtime_for(server: ScriptedOpenAI, folder: Path, db: Path | None = None) -> Runtime:
+    real = OpenAIModel(
+        model="priced-model", base_url=server.base_url, api_key="t", transport_retries=0
+    )
+    store = SqliteStore(db or folder / "t.db")
+    return Runtime(store, model=real, notifier=RecordingNotifier())
+
+
+def always_invalid(server: ScriptedOpenAI) -> None:
+    """Every reply is an output no declared type accepts, and costs 5000 + 5000 tokens."""
+    server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Nonsense"}}, usage=(5000, 5000)
+    )
+
+
+@pytest.mark.parametrize("budget", ["max_tokens 100", "max_cost 0.05"])
+def test_a_step_that_keeps_failing_spends_its_budget_and_the_thread_stops(
+    openai_server: ScriptedOpenAI, looper: Path, budget: str
+) -> None:
+    agent = with_budget(looper, budget)
+    always_invalid(openai_server)
+    with runtime_for(openai_server, looper) as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    # One failed step: the first try and its 5 re-asks, 60,000 tokens; then no more calls.
+    assert len(openai_server.requests) == 6
+    assert view.status == "failed"
+    assert view.error is not None
+    assert view.error.type in ("TokenBudgetExhausted", "CostBudgetExhausted")
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "InvalidOutput"
+    assert failed.usage is not None
+    assert (failed.usage.input_tokens, failed.usage.output_tokens) == (30_000, 30_000)
+    assert failed.usage.cost_usd == pytest.approx(0.06)
+    usage = view.to_json()["usage"]
+    assert (usage["model_calls"], usage["input_tokens"], usage["output_tokens"]) == (
+        1,
+        30_000,
+        30_000,
+    )
+    assert usage["cost_usd"] == pytest.approx(0.06)
+
+
+def test_show_and_stats_count_the_tokens_of_a_failed_step(
+    openai_server: ScriptedOpenAI, looper: Path
+) -> None:
+    agent = with_budget(looper, "max_tokens 100")
+    always_invalid(openai_server)
+    db = looper / "t.db"
+    with runtime_for(openai_server, looper, db) as rt:
+        thread_id = rt.launch(agent, "think").id
+    result = CliRunner().invoke(cli, ["show", thread_id, "--db", str(db), "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)["usage"]
+    assert (shown["model_calls"], shown["input_tokens"], shown["output_tokens"]) == (
+        1,
+        30_000,
+        30_000,
+    )
+    result = CliRunner().invoke(cli, ["stats", "--db", str(db), "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)["looper"]["usage"]
+    assert (stats["input_tokens"], stats["output_tokens"]) == (30_000, 30_000)
+    assert stats["cost_usd"] == pytest.approx(0.06)
+
+
+def test_a_reply_cut_off_at_the_token_limit_counts_its_tokens(
+    openai_server: ScriptedOpenAI, looper: Path
+) -> None:
+    agent = with_budget(looper, "max_tokens 100")
+    openai_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Think", "thought": "hm"}},
+        usage=(700, 4096),
+        finish_reason="length",
+    )
+    with runtime_for(openai_server, looper) as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    assert len(openai_server.requests) == 1
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "IncompleteOutput"
+    assert failed.usage is not None
+    assert (failed.usage.input_tokens, failed.usage.output_tokens) == (700, 4096)
+    assert view.error is not None and view.error.type == "TokenBudgetExhausted"
+
+
+def test_a_step_failed_without_a_reply_records_no_model_call(
+    openai_server: ScriptedOpenAI, looper: Path
+) -> None:
+    agent = with_budget(looper, "max_tokens 100")
+    openai_server.responder = lambda body: Reply(status=400, error="bad request")
+    with runtime_for(openai_server, looper) as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    (failed, *_) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.usage is not None and failed.usage.input_tokens is None
+    assert totals(records(events)).model_calls == 0
+
+
+def refunds_with(tmp_path: Path, *, validator: str | None = None) -> Path:
+    shutil.copytree(FIXTURES, tmp_path / "f")
+    agent = tmp_path / "f" / "refunds.agent"
+    text = agent.read_text()
+    if validator is not None:
+        text = text.replace("checks:refund_is_sane", validator)
+    agent.write_text(text)
+    return agent
+
+
+def test_a_validator_that_breaks_still_counts_the_call_it_checked(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    # The validator breaks (a KeyError is no refusal): the step fails; the reply was paid.
+    agent = refunds_with(tmp_path, validator="broken:validate")
+    (tmp_path / "f" / "broken.py").write_text(
+        "def validate(output):\n    raise KeyError('oops')\n"
+    )
+    ModelTurns(openai_server).then(Reply(arguments={"amount": 5, "note": "ok"}, usage=(300, 40)))
+    with runtime_for(openai_server, tmp_path / "f") as rt:
+        view = rt.launch(agent, CLAIM)
+        events = rt.events(view.id)
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.usage is not None
+    assert (failed.usage.input_tokens, failed.usage.output_tokens) == (300, 40)
+    spent = totals(records(events))
+    assert (spent.model_calls, spent.input_tokens, spent.output_tokens) == (1, 300, 40)
+    assert view.to_json()["usage"]["input_tokens"] == 300
+
+
+def test_a_judge_that_gives_no_verdict_counts_both_calls(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    agent = refunds_with(tmp_path)
+    model = ModelTurns(openai_server)
+    # The output passes the validator; the judge answers nonsense on each of its 3 tries.
+    model.then(Reply(arguments={"amount": 5, "note": "ok"}, usage=(100, 10)))
+    for _ in range(3):
+        model.then(Reply(arguments={"nonsense": True}, usage=(1000, 1)))
+    with runtime_for(openai_server, tmp_path / "f") as rt:
+        view = rt.launch(agent, CLAIM)
+        events = rt.events(view.id)
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "JudgeError"
+    assert failed.usage is not None
+    assert (failed.usage.input_tokens, failed.usage.output_tokens) == (3100, 13)
