@@ -210,3 +210,26 @@ def test_a_judge_that_gives_no_verdict_counts_both_calls(
     assert failed.error.type == "JudgeError"
     assert failed.usage is not None
     assert (failed.usage.input_tokens, failed.usage.output_tokens) == (3100, 13)
+
+
+def test_the_metrics_count_the_tokens_and_cost_of_a_failed_step(
+    openai_server: ScriptedOpenAI, looper: Path
+) -> None:
+    from twelvefold.server.counters import ProcessMetrics
+
+    agent = with_budget(looper, "max_tokens 100")
+    always_invalid(openai_server)
+    metrics = ProcessMetrics()
+    with runtime_for(openai_server, looper) as rt:
+        metrics.install(rt.aio.engine)
+        rt.launch(agent, "think")
+    registry = metrics.registry
+    labels = {"agent": "looper", "model": "priced-model"}
+    for direction in ("input", "output"):
+        found = registry.get_sample_value(
+            "twelvefold_model_tokens_total", {**labels, "direction": direction}
+        )
+        assert found == 30_000
+    assert registry.get_sample_value("twelvefold_model_cost_usd_total", labels) == pytest.approx(
+        0.06
+    )
