@@ -16,61 +16,33 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.runtime_helpers import RecordingNotifier
 from tests.support.e2e import ModelTurns
 from tests.support.openai_server import Reply, ScriptedOpenAI
+from tests.test_budgets import runtime_for, thinker
+from tests.test_budgets import with_budget as budgeted
 from twelvefold.cli import cli
-from twelvefold.runtime.api import Runtime
-from twelvefold.runtime.model import OpenAIModel
-from twelvefold.runtime.store import SqliteStore
 from twelvefold.runtime.types import StepFailed
 from twelvefold.runtime.usage import records, totals
 
 FIXTURES = Path(__file__).parent / "checks_fixtures"
+MODEL = "priced-model"
+__all__ = ["thinker"]  # the fixture, imported for these tests
 CLAIM = {"order": "o-17", "amount": 40.0, "api_key": "sk-live-do-not-show"}
-
-LOOPER = """
-agent looper {
-  input string
-  max_steps 100
-  BUDGET
-  start decide
-}
-type Think { thought: string }
-type Done { message: string }
-llm decide -> Think | Done {
-  prompt "decide.j2"
-  retries 5
-  on Think -> decide
-  on Done -> done
-}
-final done(Done)
-"""
 
 
 @pytest.fixture
-def looper(tmp_path: Path) -> Path:
-    (tmp_path / "prompts").mkdir()
-    (tmp_path / "prompts" / "decide.j2").write_text("{{ context }}\n")
-    # 1 USD per million tokens: one attempt (10,000 tokens) costs 0.01 USD.
-    (tmp_path / "twelvefold.toml").write_text(
-        '[prices]\n"priced-model" = { input = 1, output = 1 }\n'
-    )
-    return tmp_path
+def looper(thinker: Path) -> Path:
+    """tests/test_budgets.py's thinker folder (1000 USD per million tokens)."""
+    return thinker
 
 
 def with_budget(folder: Path, budget: str) -> Path:
-    path = folder / "looper.agent"
-    path.write_text(LOOPER.replace("BUDGET", budget))
-    return path
-
-
-def runtime_for(server: ScriptedOpenAI, folder: Path, db: Path | None = None) -> Runtime:
-    real = OpenAIModel(
-        model="priced-model", base_url=server.base_url, api_key="t", transport_retries=0
+    """The thinker agent (an `llm` step that loops on itself) with `retries 5`."""
+    path = budgeted(folder, budget)
+    path.write_text(
+        path.read_text().replace('prompt "decide.j2"', 'prompt "decide.j2"\n  retries 5')
     )
-    store = SqliteStore(db or folder / "t.db")
-    return Runtime(store, model=real, notifier=RecordingNotifier())
+    return path
 
 
 def always_invalid(server: ScriptedOpenAI) -> None:
@@ -86,7 +58,7 @@ def test_a_step_that_keeps_failing_spends_its_budget_and_the_thread_stops(
 ) -> None:
     agent = with_budget(looper, budget)
     always_invalid(openai_server)
-    with runtime_for(openai_server, looper) as rt:
+    with runtime_for(openai_server, looper, MODEL) as rt:
         view = rt.launch(agent, "think")
         events = rt.events(view.id)
     # One failed step: the first try and its 5 re-asks, 60,000 tokens; then no more calls.
@@ -98,14 +70,14 @@ def test_a_step_that_keeps_failing_spends_its_budget_and_the_thread_stops(
     assert failed.error.type == "InvalidOutput"
     assert failed.usage is not None
     assert (failed.usage.input_tokens, failed.usage.output_tokens) == (30_000, 30_000)
-    assert failed.usage.cost_usd == pytest.approx(0.06)
+    assert failed.usage.cost_usd == pytest.approx(60.0)
     usage = view.to_json()["usage"]
     assert (usage["model_calls"], usage["input_tokens"], usage["output_tokens"]) == (
         1,
         30_000,
         30_000,
     )
-    assert usage["cost_usd"] == pytest.approx(0.06)
+    assert usage["cost_usd"] == pytest.approx(60.0)
 
 
 def test_show_and_stats_count_the_tokens_of_a_failed_step(
@@ -113,8 +85,8 @@ def test_show_and_stats_count_the_tokens_of_a_failed_step(
 ) -> None:
     agent = with_budget(looper, "max_tokens 100")
     always_invalid(openai_server)
-    db = looper / "t.db"
-    with runtime_for(openai_server, looper, db) as rt:
+    db = looper / "t.db"  # where runtime_for keeps it
+    with runtime_for(openai_server, looper, MODEL) as rt:
         thread_id = rt.launch(agent, "think").id
     result = CliRunner().invoke(cli, ["show", thread_id, "--db", str(db), "--json"])
     assert result.exit_code == 0, result.output
@@ -126,9 +98,9 @@ def test_show_and_stats_count_the_tokens_of_a_failed_step(
     )
     result = CliRunner().invoke(cli, ["stats", "--db", str(db), "--json"])
     assert result.exit_code == 0, result.output
-    stats = json.loads(result.output)["looper"]["usage"]
+    stats = json.loads(result.output)["thinker"]["usage"]
     assert (stats["input_tokens"], stats["output_tokens"]) == (30_000, 30_000)
-    assert stats["cost_usd"] == pytest.approx(0.06)
+    assert stats["cost_usd"] == pytest.approx(60.0)
 
 
 def test_a_reply_cut_off_at_the_token_limit_counts_its_tokens(
@@ -140,7 +112,7 @@ def test_a_reply_cut_off_at_the_token_limit_counts_its_tokens(
         usage=(700, 4096),
         finish_reason="length",
     )
-    with runtime_for(openai_server, looper) as rt:
+    with runtime_for(openai_server, looper, MODEL) as rt:
         view = rt.launch(agent, "think")
         events = rt.events(view.id)
     assert len(openai_server.requests) == 1
@@ -156,7 +128,7 @@ def test_a_step_failed_without_a_reply_records_no_model_call(
 ) -> None:
     agent = with_budget(looper, "max_tokens 100")
     openai_server.responder = lambda body: Reply(status=400, error="bad request")
-    with runtime_for(openai_server, looper) as rt:
+    with runtime_for(openai_server, looper, MODEL) as rt:
         view = rt.launch(agent, "think")
         events = rt.events(view.id)
     (failed, *_) = [e for e in events if isinstance(e, StepFailed)]
@@ -179,11 +151,9 @@ def test_a_validator_that_breaks_still_counts_the_call_it_checked(
 ) -> None:
     # The validator breaks (a KeyError is no refusal): the step fails; the reply was paid.
     agent = refunds_with(tmp_path, validator="broken:validate")
-    (tmp_path / "f" / "broken.py").write_text(
-        "def validate(output):\n    raise KeyError('oops')\n"
-    )
+    (tmp_path / "f" / "broken.py").write_text("def validate(output):\n    raise KeyError('oops')\n")
     ModelTurns(openai_server).then(Reply(arguments={"amount": 5, "note": "ok"}, usage=(300, 40)))
-    with runtime_for(openai_server, tmp_path / "f") as rt:
+    with runtime_for(openai_server, tmp_path / "f", MODEL) as rt:
         view = rt.launch(agent, CLAIM)
         events = rt.events(view.id)
     (failed,) = [e for e in events if isinstance(e, StepFailed)]
@@ -203,7 +173,7 @@ def test_a_judge_that_gives_no_verdict_counts_both_calls(
     model.then(Reply(arguments={"amount": 5, "note": "ok"}, usage=(100, 10)))
     for _ in range(3):
         model.then(Reply(arguments={"nonsense": True}, usage=(1000, 1)))
-    with runtime_for(openai_server, tmp_path / "f") as rt:
+    with runtime_for(openai_server, tmp_path / "f", MODEL) as rt:
         view = rt.launch(agent, CLAIM)
         events = rt.events(view.id)
     (failed,) = [e for e in events if isinstance(e, StepFailed)]
@@ -220,16 +190,16 @@ def test_the_metrics_count_the_tokens_and_cost_of_a_failed_step(
     agent = with_budget(looper, "max_tokens 100")
     always_invalid(openai_server)
     metrics = ProcessMetrics()
-    with runtime_for(openai_server, looper) as rt:
+    with runtime_for(openai_server, looper, MODEL) as rt:
         metrics.install(rt.aio.engine)
         rt.launch(agent, "think")
     registry = metrics.registry
-    labels = {"agent": "looper", "model": "priced-model"}
+    labels = {"agent": "thinker", "model": "priced-model"}
     for direction in ("input", "output"):
         found = registry.get_sample_value(
             "twelvefold_model_tokens_total", {**labels, "direction": direction}
         )
         assert found == 30_000
     assert registry.get_sample_value("twelvefold_model_cost_usd_total", labels) == pytest.approx(
-        0.06
+        60.0
     )

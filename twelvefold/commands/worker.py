@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,9 @@ from twelvefold.commands.options import background_options
 from twelvefold.commands.output import echo
 from twelvefold.commands.run import make_model, model_options, reported
 from twelvefold.runtime.tracing import configure_from_env
+
+if TYPE_CHECKING:
+    from twelvefold.runtime.api import AsyncRuntime
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -176,7 +180,7 @@ async def _work(
     return 0
 
 
-def _serve_metrics(runtime: object, address: tuple[str, int]) -> None:
+def _serve_metrics(runtime: AsyncRuntime, address: tuple[str, int]) -> None:
     """This worker's own series (twelvefold/server/counters.py) on prometheus_client's
     HTTP server, in a daemon thread: `GET /metrics` at `address`. Raises OSError when the
     address cannot be bound."""
@@ -185,7 +189,7 @@ def _serve_metrics(runtime: object, address: tuple[str, int]) -> None:
     from twelvefold.server.counters import ProcessMetrics
 
     metrics = ProcessMetrics()
-    metrics.install(runtime.engine)  # type: ignore[attr-defined]
+    metrics.install(runtime.engine)
     host, port = address
     start_http_server(port, addr=host, registry=metrics.registry)
     echo(f"worker: metrics at http://{_url_host(host)}:{port}/metrics", err=True)

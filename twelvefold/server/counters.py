@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from twelvefold.runtime.loop import Thread
+from twelvefold.runtime.loop import Engine, Thread
 from twelvefold.runtime.types import KIND_OF_EVENT, Event, ModelOutput, OutputRejected, StepFailed
 from twelvefold.runtime.usage import paid_call
 
@@ -58,16 +58,16 @@ class ProcessMetrics:
             registry=self.registry,
         )
 
-    def install(self, engine: object) -> None:
-        """Count every event `engine` (a runtime's `Engine`) records, after its own hook."""
-        hooked = getattr(engine, "on_event", None)
+    def install(self, engine: Engine) -> None:
+        """Count every event `engine` records, after the hook it had (if any)."""
+        hooked = engine.on_event
 
         def announce(thread: Thread, event: Event) -> None:
             if hooked is not None:
                 hooked(thread, event)
             self.observe(thread, event)
 
-        engine.on_event = announce  # type: ignore[attr-defined]
+        engine.on_event = announce
 
     def observe(self, thread: Thread, event: Event) -> None:
         """Count one recorded event (the runtime's `on_event` hook: never raises)."""
