@@ -11,7 +11,12 @@ wait on a slow model.
    making MODEL_CALLS model calls (and as many instant tool calls), in memory. The ideal
    is steps × latency ÷ concurrency: every thread's calls back to back, all threads
    overlapping. Reported: wall time against the ideal, this process's CPU time per model
-   call, peak memory per waiting thread, and (for 1,000) where the CPU went by package.
+   call, peak memory per waiting thread, and (for 1,000) where the CPU went by package;
+   beside them the scripted server's own CPU per request (it shares the machine's cores).
+3. The model client alone: the requests one thread made, sent again through
+   `OpenAIModel.complete` 100 at a time with no runtime around them; CPU per call (the
+   client's own cost: building the request, openai and its transport, validating the
+   reply), and a raw aiohttp POST of the same body for the floor under any client.
 """
 
 from __future__ import annotations
@@ -106,7 +111,9 @@ def value_message(spec: AgentSpec, action: CallModel, events: Any, prompts: Path
     return [{"role": "user", "content": json.dumps({"n": n})}]
 
 
-async def _waiting(agent: Agent, base_url: str, threads: int) -> dict[str, Any]:
+async def _waiting(
+    agent: Agent, base_url: str, threads: int, server: int | None = None
+) -> dict[str, Any]:
     from twelvefold.runtime.model import OpenAIModel
 
     model = OpenAIModel(base_url=base_url, api_key="bench", transport_retries=0)
@@ -116,6 +123,7 @@ async def _waiting(agent: Agent, base_url: str, threads: int) -> dict[str, Any]:
     await rt.launch(agent, "warm-up")  # imports openai and instructor, opens the pool
     rss_before = _rss()
     peak = rss_before
+    server_cpu = _cpu_of(server)
     cpu = time.process_time()
     began = time.perf_counter()
     launched = [asyncio.ensure_future(rt.launch(agent, "count")) for _ in range(threads)]
@@ -124,6 +132,7 @@ async def _waiting(agent: Agent, base_url: str, threads: int) -> dict[str, Any]:
         await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - began
     cpu = time.process_time() - cpu
+    server_cpu = _cpu_of(server) - server_cpu
     views = [task.result() for task in launched]
     failed = Counter(
         str(v.to_json().get("error", {}).get("type")) for v in views if v.status != "finished"
@@ -133,9 +142,20 @@ async def _waiting(agent: Agent, base_url: str, threads: int) -> dict[str, Any]:
         "elapsed": elapsed,
         "ideal": MODEL_CALLS * MODEL_LATENCY,
         "cpu_per_call_ms": cpu / (threads * MODEL_CALLS) * 1e3,
+        "server_ms": server_cpu / (threads * MODEL_CALLS) * 1e3,
         "kib_per_thread": (peak - rss_before) / threads / 1024,
         "failed": ", ".join(f"{n} {kind}" for kind, n in failed.items()) or "none",
     }
+
+
+def _cpu_of(pid: int | None) -> float:
+    """Seconds of CPU process `pid` has used (user and system, all its threads; Linux),
+    0 without one."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss() -> int:
@@ -180,15 +200,15 @@ def many_threads(agent: Agent) -> None:
         print("### Many threads waiting on a model that answers after 100 ms\n")
         print(
             "| threads at once | seconds | ideal (s) | ratio | CPU per model call (ms) |"
-            " memory per thread (KiB) | failed threads |"
+            " memory per thread (KiB) | failed threads | server CPU per request (ms) |"
         )
-        print("|---:|---:|---:|---:|---:|---:|---|")
+        print("|---:|---:|---:|---:|---:|---:|---|---:|")
         for threads in (100, 1_000):
-            got = asyncio.run(_waiting(agent, base_url, threads))
+            got = asyncio.run(_waiting(agent, base_url, threads, server.pid))
             print(
                 f"| {threads:,} | {got['elapsed']:.2f} | {got['ideal']:.2f} | "
                 f"{got['elapsed'] / got['ideal']:.2f}× | {got['cpu_per_call_ms']:.2f} | "
-                f"{got['kib_per_thread']:.0f} | {got['failed']} |"
+                f"{got['kib_per_thread']:.0f} | {got['failed']} | {got['server_ms']:.2f} |"
             )
         profile = cProfile.Profile()
         profile.enable()
@@ -196,10 +216,73 @@ def many_threads(agent: Agent) -> None:
         profile.disable()
         shares = ", ".join(f"{name} {share:.0%}" for name, share in where_the_cpu_goes(profile))
         print(f"\nCPU of the 1,000-thread run by package (cProfile, own time): {shares}.\n")
+        client, floor = asyncio.run(client_alone(agent, base_url))
+        print(
+            f"The model client alone, 100 calls at once: {client:.2f} ms of CPU per call "
+            f"(a raw aiohttp POST of the same request: {floor:.2f} ms).\n"
+        )
     finally:
         if server.stdin is not None:
             server.stdin.close()
         server.wait(timeout=30)
+
+
+# ---- 3. the model client alone -------------------------------------------------------------
+
+
+class _Recorder:
+    """A `Model` that passes each request on and keeps it."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.requests: list[Any] = []
+
+    async def complete(self, request: Any) -> Any:
+        self.requests.append(request)
+        return await self.model.complete(request)
+
+
+async def client_alone(agent: Agent, base_url: str, calls: int = 500) -> tuple[float, float]:
+    """CPU ms per `OpenAIModel.complete` call, 100 at once, best of three rounds of `calls`;
+    and per raw aiohttp POST of the first request's body (the floor under any client)."""
+    import aiohttp
+
+    from twelvefold.runtime.model import OpenAIModel
+
+    model = OpenAIModel(base_url=base_url, api_key="bench", transport_retries=0)
+    recorder = _Recorder(model)
+    rt = AsyncRuntime(
+        MemoryStore(), model=recorder, tool_paths=[FIXTURES], messages=value_message, offload=False
+    )
+    await rt.launch(agent, "one thread")
+    made = recorder.requests
+    requests = [made[i % len(made)] for i in range(calls)]
+    gate = asyncio.Semaphore(100)
+
+    async def call(request: Any) -> None:
+        async with gate:
+            await model.complete(request)
+
+    best = float("inf")
+    for _ in range(3):
+        cpu = time.process_time()
+        await asyncio.gather(*(call(r) for r in requests))
+        best = min(best, (time.process_time() - cpu) / calls)
+    body = await model.preview(made[0])
+    await model.aclose()
+
+    floor = float("inf")
+    async with aiohttp.ClientSession() as session:
+
+        async def post() -> None:
+            async with gate, session.post(f"{base_url}/chat/completions", json=body) as got:
+                await got.read()
+
+        for _ in range(3):
+            cpu = time.process_time()
+            await asyncio.gather(*(post() for _ in range(calls)))
+            floor = min(floor, (time.process_time() - cpu) / calls)
+    return best * 1e3, floor * 1e3
 
 
 def main() -> None:

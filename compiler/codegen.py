@@ -296,6 +296,9 @@ class _ModuleBuilder:
             config.append("allow_inf_nan=False")
         if name != decl.name.text:  # the declared name stays the one the model sees
             config.append(f"title={py_str(decl.name.text)}")
+        # Validators and schemas are built on first use, not when the module is imported
+        # (issue 13: importing an agent within 100 ms; a reducer never validates).
+        config.append("defer_build=True")
         return ModelView(
             name=name,
             docstring=docstring(decl.description) if decl.description else None,

@@ -169,6 +169,12 @@ class CassetteRecorder:
         self._append(entry_json(request, reply, None))
         return reply
 
+    async def aclose(self) -> None:
+        """Close the recorded model's connection pool (`OpenAIModel.aclose`)."""
+        close = getattr(self.model, "aclose", None)
+        if close is not None:
+            await close()
+
     def _append(self, line: str) -> None:
         # Appended and flushed per call, so a run that crashes keeps what it recorded.
         self.path.parent.mkdir(parents=True, exist_ok=True)

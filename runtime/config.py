@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import sys
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +120,8 @@ _PARSED: dict[tuple[Path, bool, str], Config | None] = {}
 
 
 def _parse(path: Path, data: bytes, digest: str, *, tool_table: bool) -> Config | None:
+    import tomllib  # here, not at the top: only a project with a configuration file needs it
+
     try:
         document = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

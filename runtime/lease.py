@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -102,6 +101,8 @@ def iso(seconds: float) -> str:
 
 def new_owner() -> str:
     """`host:pid:random`: names the process in refusals, unique even across restarts."""
+    import socket  # here, not at the top: importing the runtime needs no network module
+
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 

@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import posixpath
 import re
 import stat
 import sys
@@ -119,7 +120,8 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
     _hash_file(hasher, path)
     # The types of an `import`ed file are compiled into this module: a change there is a
     # change here (a file that cannot be read is the compiler's to report).
-    for named in sorted(_imports(path)):
+    imported = imported_files(path)
+    for named in imported:
         hasher.update(f"\nimport {named}\n".encode())
         _hash_file(hasher, path.parent / named)
     digest = hasher.hexdigest()[:16]
@@ -137,9 +139,7 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
         origin=str(path),
         directory=path.parent,
         prompts_dir=prompts_dir,
-        version=version_of(
-            path, prompts_dir, names, compiler_version(), imports=sorted(_imports(path))
-        ),
+        version=version_of(path, prompts_dir, names, compiler_version(), imports=imported),
     )
 
 
@@ -204,10 +204,40 @@ SCAN_BYTES = 1 << 20
 (compiler/limits.py MAX_FILE_BYTES; a larger file is refused there, E008)."""
 
 
+MAX_IMPORTED_FILES = 256
+"""How many imported files one agent's hash and version take in (the compiler bounds how
+deep imports nest; this bounds how wide a hostile set of files can make them)."""
+
+
+def imported_files(path: Path) -> list[str]:
+    """Every file `path` imports, directly or through the files it imports (each named
+    relative to the folder of the file that imports it), as POSIX paths relative to
+    `path`'s folder (normalized: `a/../b` is `b`; one outside the folder keeps its `..`, so
+    the agent runs unpinned), sorted. A cycle is followed once (the compiler reports it,
+    E136); a file that is missing, unreadable or not a regular file imports nothing here
+    (the compiler reports it, E130)."""
+    found: set[str] = set()
+    pending = [""]  # "" is `path` itself
+    while pending and len(found) < MAX_IMPORTED_FILES:
+        current = pending.pop()
+        for named in sorted(_imports(path.parent / current if current else path)):
+            relative = posixpath.normpath(posixpath.join(posixpath.dirname(current), named))
+            if relative not in found:
+                found.add(relative)
+                pending.append(relative)
+    return sorted(found)
+
+
 def _imports(path: Path) -> set[str]:
-    """The files `path` imports, as written."""
-    with path.open("rb") as file:
-        head = file.read(SCAN_BYTES + 1)
+    """The files `path` imports, as written (none when it is not a regular file that can
+    be read: a FIFO would block)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return set()
+        with path.open("rb") as file:
+            head = file.read(SCAN_BYTES + 1)
+    except OSError:
+        return set()
     return {m.group(1).decode("utf-8", "replace") for m in IMPORT_LINE.finditer(head)}
 
 

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,6 +55,7 @@ from .spec import ASK_NOT_SHOWN, AgentSpec
 from .store import EventStore, StoreError, ThreadInfo, build_head, now_iso
 from .types import (
     Action,
+    AttemptFailed,
     AwaitAnswer,
     AwaitApproval,
     CallAgent,
@@ -68,6 +70,7 @@ from .types import (
     State,
     StepFailed,
     ToolResult,
+    ToolStarted,
     Usage,
     Verdict,
     build_model_output,
@@ -205,11 +208,24 @@ class Engine:
         self.toolbox = tools.ToolBox(tool_paths)
         self.offload = offload and getattr(store, "blocking", True)
         self.on_event = on_event
-        self.rate_limiter: RateLimiter = ratelimit.PROCESS_LIMITER
-        """Where model calls wait for their turn (runtime/ratelimit.py): the process's."""
+        self.rate_limiter: RateLimiter = ratelimit.limiter_for(store)
+        """Where model calls wait for their turn (runtime/ratelimit.py): the store's when
+        it keeps shared windows (PostgreSQL: every worker's), else the process's."""
+        self.in_flight = ratelimit.PROCESS_IN_FLIGHT
+        """The cap on model calls in flight at once in the process (`model_calls_in_flight`)."""
+        self.defer_turns: float | None = None
+        """When set (a worker), a thread's model call whose rate-limit turn is further away
+        than this many seconds raises `TurnLater` instead of waiting: the worker gives its
+        job slot back and wakes the thread when the turn comes. A judge's call (its step's
+        reply is in hand, not yet recorded) and a sub-agent's call always wait."""
         self.idle: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None
         """Entered while a thread waits for its turn at a rate limit: the server lends
         the thread's `--concurrency` slot to another thread meanwhile."""
+        self.wait_out_backoff = True
+        """Whether a run waits in this process for a tool retry's backoff to end (the CLI,
+        `Runtime`), or stops there and leaves the thread `running` with its retry due
+        (`retry_due`) for a timer to run on (the server, and the workers' timer jobs):
+        a process that waits holds the thread's lease and one of its own slots."""
         self.children: Callable[[Thread, CallAgent], Awaitable[Event | None]] | None = None
         """Starts and runs an `agent` step's child thread (`AsyncRuntime` sets it): the
         event that ends the step when the child ended, else None."""
@@ -397,6 +413,12 @@ class Engine:
         try:
             with tracing.in_span(run):
                 return await self._advance(thread)
+        except ratelimit.TurnLater as later:  # not a failure: the run goes on at its turn
+            run.add_event(
+                "twelvefold.turn_later",
+                {"gen_ai.request.model": later.model, "twelvefold.wait_seconds": later.seconds},
+            )
+            raise
         except BaseException as exc:
             failure = exc
             raise
@@ -413,6 +435,7 @@ class Engine:
         next_action = thread.agent.module.next_action
         book = None if self.offload else self.book  # no coroutine per event in memory
         told = False  # one notice attempt per advance: a dead channel is retried by `expire`
+        depth = _RUN_DEPTH.set(_RUN_DEPTH.get() + 1)  # a sub-agent's run is inside its parent's
         try:
             while _has_work(thread.state) and not (told and thread.state.status == "waiting"):
                 held.check()  # lost the lease: start nothing more
@@ -424,6 +447,12 @@ class Engine:
                     else:
                         book(thread, event)
                 elif isinstance(action, CallTool):
+                    due = retry_due(thread.events)
+                    if due is not None and due > time.time():
+                        if not self.wait_out_backoff:
+                            break  # a timer runs the thread on at `due` (holding nothing)
+                        await _sleep_until(due)
+                        continue  # the lease may have been lost meanwhile: check again
                     self._prove(thread)  # a side effect never rests on a forgeable cache
                     event = await self._call_tool(thread, action)
                     if book is None:
@@ -443,6 +472,7 @@ class Engine:
                 else:  # Finish, Fail, a wait: the status already says so
                     break
         finally:
+            _RUN_DEPTH.reset(depth)
             thread.lease = self.renewals.drop(held)
             await self.let_go(thread)
         return thread
@@ -469,6 +499,13 @@ class Engine:
             # A cost budget cannot bound a call nobody can price: refuse it before it costs.
             return StepFailed(step=action.step, at=now_iso(), error=_unpriced(requested))
         request = build_model_request(agent.spec, action, messages, thread.id, len(thread.events))
+        # The turn comes before the call's span: waiting is not calling, and a turn given
+        # up (`TurnLater`) leaves no span open. (No coroutine at all for an unlimited model.)
+        estimated: int | None = None
+        if requested is not None and limits.of_model(requested) is not None:
+            estimated = await self._turn(
+                requested, limits, messages, may_defer=_RUN_DEPTH.get() == 1
+            )
         span = None
         if thread.run is not None and (tracer := tracing.tracer()) is not None:
             span = tracing.start_chat(
@@ -480,9 +517,8 @@ class Engine:
                 temperature=action.temperature,
                 messages=messages,
             )
-        estimated = 0
-        if requested is not None and limits.of_model(requested) is not None:
-            estimated = await self._turn(requested, limits, messages)
+        if not self.in_flight.take(limits.in_flight):
+            await self.in_flight.enter(limits.in_flight)
         started = time.perf_counter()
         try:
             if span is None:
@@ -507,6 +543,8 @@ class Engine:
             if not isinstance(exc, ModelError):
                 raise
             return StepFailed(step=action.step, at=now_iso(), usage=failed, error=exc.error)
+        finally:
+            self.in_flight.leave()
         usage = _priced(reply, requested, prices, started)
         self._spent(requested, usage, estimated)
         if span is not None:
@@ -594,6 +632,8 @@ class Engine:
             raise checks.CheckFailed(tools.describe(exc)) from exc
         judged_by = _requested_model(self._resolver, judge)
         estimated = await self._turn(judged_by, limits, messages)
+        if not self.in_flight.take(limits.in_flight):
+            await self.in_flight.enter(limits.in_flight)
         started = time.perf_counter()
         try:
             reply = await self._model().complete(request)
@@ -606,6 +646,8 @@ class Engine:
                 ErrorInfo("JudgeError", f"the judge of `{action.step}` gave no verdict: {error}"),
                 paid,
             ) from exc
+        finally:
+            self.in_flight.leave()
         verdict = reply.output
         if not isinstance(verdict, Verdict):  # a Model that answered another type
             verdict = Verdict.model_validate(verdict.model_dump())
@@ -676,6 +718,7 @@ class Engine:
             # Started in a process that died before recording the result: running it
             # again could repeat its side effect, and nothing can tell us it is safe.
             return StepFailed(step=step, at=now_iso(), error=INTERRUPTED, key=key)
+        attempt = 1 + _failed_attempts(thread.events, key)
         span = None
         if thread.run is not None and (tracer := tracing.tracer()) is not None:
             span = tracing.start_tool(
@@ -683,7 +726,9 @@ class Engine:
             )
             with tracing.in_span(span):
                 try:
-                    outcome = await tools.call(tool, action, key, offload=self.offload)
+                    outcome = await tools.call(
+                        tool, action, key, offload=self.offload, attempt=attempt
+                    )
                 except BaseException as exc:
                     tracing.end_tool(
                         span, key=key, arguments=lambda: _plain(action.value), result=None,
@@ -699,7 +744,19 @@ class Engine:
                 error=outcome.error,
             )
         else:
-            outcome = await tools.call(tool, action, key, offload=self.offload)
+            outcome = await tools.call(tool, action, key, offload=self.offload, attempt=attempt)
+        if outcome.error is not None and outcome.retry_in is not None:
+            # Tried again after the backoff: the wait is in the log, not in this process.
+            retry_at = datetime.now(UTC) + timedelta(seconds=outcome.retry_in)
+            return AttemptFailed(
+                step=step,
+                at=now_iso(),
+                usage=outcome.usage,
+                key=key,
+                error=outcome.error,
+                attempt=outcome.attempt,
+                retry_at=retry_at.isoformat(),
+            )
         if outcome.error is not None:
             return StepFailed(
                 step=step,
@@ -759,27 +816,43 @@ class Engine:
         if self._resolved is not self.model:  # looked up once per model, not per call
             self._resolved = self.model
             self._resolver = getattr(self.model, "requested_model", None)
+            if getattr(self.model, "limiter", None) is ratelimit.PROCESS_LIMITER:
+                # Its 429s pause the limiter the calls wait on (the store's, if shared).
+                self.model.limiter = self.rate_limiter  # type: ignore[attr-defined]
         return self.model
 
     async def _turn(
-        self, model: str | None, limits: ratelimit.RateLimits, messages: list[dict[str, str]]
-    ) -> int:
+        self,
+        model: str | None,
+        limits: ratelimit.RateLimits,
+        messages: list[dict[str, str]],
+        *,
+        may_defer: bool = False,
+    ) -> int | None:
         """Wait for the model's turn under its rate limits (none configured: at once),
-        lending the server's slot meanwhile (`idle`); the tokens it was estimated at."""
+        lending the server's slot meanwhile (`idle`); the tokens it was estimated at (None:
+        the model has no token limit, nothing to count). With `may_defer` and
+        `defer_turns` set, a turn further away raises `TurnLater` (nothing counted)."""
         found = limits.of_model(model)
         if found is None or model is None:
-            return 0
+            return None
         estimate = sum(len(str(m.get("content", ""))) for m in messages) // 4 if found.tokens else 0
-        if self.idle is None:
+        if may_defer and self.defer_turns is not None:
+            later = await self.rate_limiter.turn(model, found, estimate, wait=False)
+            if later > self.defer_turns:
+                raise ratelimit.TurnLater(model, later)
+            if later > 0:  # near: waiting costs less than giving the slot back
+                await self.rate_limiter.turn(model, found, estimate)
+        elif self.idle is None:
             await self.rate_limiter.turn(model, found, estimate)
         else:
             async with self.idle():
                 await self.rate_limiter.turn(model, found, estimate)
-        return estimate
+        return estimate if found.tokens else None
 
-    def _spent(self, model: str | None, usage: Usage, estimated: int) -> None:
+    def _spent(self, model: str | None, usage: Usage, estimated: int | None) -> None:
         tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
-        if model is not None and (tokens or estimated):
+        if model is not None and estimated is not None:  # only a token limit needs them
             self.rate_limiter.spent(model, tokens, estimated)
 
     def _price_table(self, agent: Agent) -> Prices:
@@ -864,6 +937,40 @@ def _store_pool() -> concurrent.futures.ThreadPoolExecutor:
                 STORE_WORKERS, thread_name_prefix="twelvefold-store"
             )
         return _pool
+
+
+def retry_due(events: Sequence[Event]) -> float | None:
+    """When a tool call that failed an attempt is tried again (Unix seconds), if the log
+    ends in its `AttemptFailed`; None otherwise. An unreadable time counts as due now."""
+    last = events[-1] if events else None
+    if not isinstance(last, AttemptFailed):
+        return None
+    try:
+        moment = datetime.fromisoformat(last.retry_at)
+    except ValueError:
+        return 0.0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _failed_attempts(events: Sequence[Event], key: str) -> int:
+    """How many attempts of the call with `key` failed since it was last started afresh:
+    the `AttemptFailed` events among the log's last run of `ToolStarted`/`AttemptFailed`
+    events with that key (a person's `Retried` starts the count again)."""
+    count = 0
+    for event in reversed(events):
+        if isinstance(event, AttemptFailed) and event.key == key:
+            count += 1
+        elif not (isinstance(event, ToolStarted) and event.key == key):
+            break
+    return count
+
+
+async def _sleep_until(moment: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(max(0.0, moment - time.time()))
 
 
 def _has_work(state: State) -> bool:
@@ -997,6 +1104,9 @@ def _ms_since(started: float) -> float:
 
 
 _PROMPTS = Path("prompts")
+
+_RUN_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("twelvefold_run_depth", default=0)
+"""How many runs this task is inside (1: a thread's own; 2 and more: a sub-agent's)."""
 """Where prompt files are looked up for an agent loaded without a prompts directory."""
 
 

@@ -10,18 +10,22 @@ output types asks for one tool named after the step with a single field, `choice
 value is one of the types tagged with a discriminator field (`"type": "DeployBackend"`), so
 types with the same fields (Add and Subtract) stay distinguishable. The tag is removed before
 the output reaches the reducer, which receives an instance of the declared class itself.
+
+The request is built once per step shape. instructor's `create` rebuilds everything on every
+call (its response model, the tool's JSON schema, a walk of both for async validators),
+which was most of a call's CPU. `PreparedRequest` has instructor's own handlers do that work
+once, then per call only convert the messages, validate the reply with the prepared model
+and, when it does not validate, write the re-ask; the openai client sends the request.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import functools
-import json
 import os
-import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -72,8 +76,8 @@ class ModelError(Exception):
     """The model could not produce a valid output (after its retries), or could not be reached.
 
     `usage` is what the failed call was paid for, as the endpoint reported it: every
-    attempt's tokens added up (instructor keeps the total across its re-asks), or None
-    when no reply came (a connection error, an HTTP error status)."""
+    attempt's tokens added up (the first try and its re-asks), or None when no reply came
+    (a connection error, an HTTP error status)."""
 
     def __init__(self, error: ErrorInfo, usage: Usage | None = None) -> None:
         super().__init__(str(error))
@@ -183,11 +187,22 @@ class _Response(BaseModel):
         populate_by_name=True,
         # No description is no description: instructor would write its own sentence.
         json_schema_extra=_keep_description_empty,
+        # Built when a request first needs it (its copies too): importing stays cheap.
+        defer_build=True,
     )
 
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return readable_defs(super().model_json_schema(*args, **kwargs))
+        # Computed once per class and arguments (about half a millisecond each time, and
+        # JSON mode asks for it on every call); a copy, since callers may edit it.
+        return copy.deepcopy(_readable_schema(cls, args, tuple(sorted(kwargs.items()))))
+
+
+@functools.lru_cache(maxsize=256)
+def _readable_schema(
+    cls: type[_Response], args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]
+) -> dict[str, Any]:
+    return readable_defs(super(_Response, cls).model_json_schema(*args, **dict(kwargs)))
 
 
 def readable_defs(schema: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +243,92 @@ def resolve_model_name(override: str | None, action: CallModel) -> str:
     return override or action.model or os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL
 
 
+# ---- the request, prepared once per step shape ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """An `llm` step's request for one mode, prepared by instructor's own handlers once.
+
+    instructor's `create` runs these handlers on every call after rebuilding their inputs;
+    here `request_handler` runs once for the step shape (the tool and `tool_choice`, or
+    `response_format`), and each call only converts its messages, validates the reply with
+    the prepared model (`response_parser`, strict, as `create` does) and, when it does not
+    validate, writes the re-ask that feeds the error back (`reask_handler`).
+    """
+
+    shape: ResponseShape
+    model: type[BaseModel]
+    """instructor's response model: the shape's model with instructor's schema helpers."""
+    arguments: dict[str, Any]
+    """What the mode adds to every request: `tools` and `tool_choice`, or `response_format`.
+    Shared by every call: never edited."""
+    handlers: Any
+    """instructor's handlers for the mode (`mode_registry.get_handlers`)."""
+    mode: ModelMode
+
+    def messages(self, messages: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """The messages as instructor sends them (a new list: re-asks append to it)."""
+        converted: list[dict[str, Any]] = [dict(m) for m in messages]
+        if self.mode == "json":  # the schema paragraph goes into the system message
+            converted = self.handlers.request_handler(self.model, {"messages": converted})[1][
+                "messages"
+            ]
+        if self.handlers.message_converter is not None:
+            converted = self.handlers.message_converter(converted)
+        return converted
+
+    def parse(self, completion: Any) -> BaseModel:
+        """The reply validated by the prepared model; raises what instructor's parser raises
+        (`_reasked()`, its `IncompleteOutputException` for a reply cut off, or others)."""
+        parsed: BaseModel = self.handlers.response_parser(
+            response=completion,
+            response_model=self.model,
+            validation_context=None,
+            strict=True,
+            stream=False,
+            is_async=True,
+        )
+        return parsed
+
+    def reask(self, body: dict[str, Any], completion: Any, error: Exception) -> dict[str, Any]:
+        """`body` with the reply and its validation error appended, as instructor re-asks."""
+        reasked: dict[str, Any] = self.handlers.reask_handler(
+            kwargs=body, response=completion, exception=error
+        )
+        return reasked
+
+
+@functools.lru_cache(maxsize=256)
+def prepared_request(
+    step: str, outputs: tuple[type[BaseModel], ...], mode: ModelMode
+) -> PreparedRequest:
+    """The request for an `llm` step's declared union in `mode` (see `PreparedRequest`)."""
+    from instructor import Mode
+    from instructor.processing.response import handle_response_model
+    from instructor.v2.core.providers import Provider
+    from instructor.v2.core.registry import mode_registry
+
+    shape = response_shape(step, outputs)
+    instructor_mode = Mode.TOOLS if mode == "tools" else Mode.JSON
+    model, arguments = handle_response_model(shape.model, mode=instructor_mode)
+    arguments.pop("messages", None)  # each call's own (see `PreparedRequest.messages`)
+    if model is None:  # pragma: no cover - instructor changed what it returns
+        raise RuntimeError("instructor prepared no response model")
+    handlers = mode_registry.get_handlers(Provider.OPENAI, instructor_mode)
+    return PreparedRequest(shape, model, arguments, handlers, mode)
+
+
+def _reasked() -> tuple[type[Exception], ...]:
+    """What instructor's retry loop re-asks: a reply that does not validate (its list).
+    Anything else its parser raises (a refusal) ends the call at once, as there."""
+    import json  # here, not at the top: importing the runtime needs no json module
+
+    from instructor.core.exceptions import AsyncValidationError, ResponseParsingError
+
+    return (ValidationError, json.JSONDecodeError, ResponseParsingError, AsyncValidationError)
+
+
 # ---- OpenAI-compatible endpoints through instructor -----------------------------------
 
 
@@ -257,121 +358,77 @@ class OpenAIModel:
         self.mode: ModelMode = mode
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._closer: AsyncGenerator[None, None] | None = None
         self.limiter: RateLimiter = PROCESS_LIMITER
         """Told of every 429's `Retry-After`, so other calls to that model wait it out too
         (runtime/ratelimit.py); the openai client itself retries the call that got it."""
 
     def _instructor(self) -> Any:
+        """The openai client of the running event loop (made on first use)."""
         import asyncio
 
         # The openai client's connection pool belongs to one event loop; the synchronous API
         # may run each call in a fresh loop, so a new loop gets a new client.
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
+            self._closer = None  # the last loop's, which closed its client as it ended
             self._client = _make_client(
-                self.base_url, self.api_key, self.mode, self.transport_retries, self.limiter
+                self.base_url, self.api_key, self.transport_retries, self.limiter
             )
             self._client_loop = loop
         return self._client
 
+    async def _client_of_this_loop(self) -> Any:
+        """`_instructor()`, closed when `asyncio.run` ends its loop (see `_closed_with`)."""
+        client = self._instructor()
+        if self._closer is None:
+            self._closer = _closed_with(client)
+            await anext(self._closer)
+        return client
+
     async def aclose(self) -> None:
-        """Close the connection pool (optional: an exiting process closes it anyway)."""
+        """Close the connection pool, in the event loop that used it (`Runtime.close`, the
+        server and the worker do; a loop `asyncio.run` ends closes it too). aiohttp
+        reports a pool left open when it is collected."""
         import asyncio
 
         if self._client is not None and self._client_loop is asyncio.get_running_loop():
-            await self._client.client.close()
+            closer, self._closer = self._closer, None
+            if closer is not None:
+                await closer.aclose()
+            else:
+                await self._client.close()
         self._client = None
+        self._closer = None
 
-    def request_arguments(self, request: ModelRequest) -> dict[str, Any]:
-        """The arguments given to instructor's `create` (before instructor adds the schema)."""
-        shape = response_shape(request.action.step, request.action.outputs)
-        arguments: dict[str, Any] = {
-            "model": resolve_model_name(self.model, request.action),
-            "messages": [dict(m) for m in request.messages],
-            "response_model": shape.model,
-            # `retries N`: N re-asks after the first try, as instructor counts them.
-            # Outputs the checks before dispatch refused used some of them up.
-            "max_retries": max(0, request.action.retries - request.action.rejections),
+    def request_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The chat-completions request this call sends first (re-asks add messages)."""
+        action = request.action
+        prepared = prepared_request(action.step, action.outputs, self.mode)
+        body: dict[str, Any] = {
+            "model": resolve_model_name(self.model, action),
+            "messages": prepared.messages(request.messages),
+            **prepared.arguments,
         }
-        if request.action.temperature is not None:
-            arguments["temperature"] = request.action.temperature
+        if action.temperature is not None:
+            body["temperature"] = action.temperature
         if self.mode == "tools":
             # One step, one decision: a second tool call would have nowhere to go.
-            arguments["parallel_tool_calls"] = False
-        return arguments
+            body["parallel_tool_calls"] = False
+        return body
 
     async def preview(self, request: ModelRequest) -> dict[str, Any]:
-        """The exact chat-completions request this call would send, without sending it.
-
-        instructor builds the request as for a real call (tools, schema, its JSON-mode
-        system paragraph) and hands it to a hook that keeps it; the client points at a
-        loopback port held open but not listening, so the send itself is refused at once.
-        """
-        import instructor
-
-        captured: list[dict[str, Any]] = []
-        with socket.socket() as closed_port:
-            closed_port.bind(("127.0.0.1", 0))
-            host, port = closed_port.getsockname()[:2]
-            client = _make_client(f"http://{host}:{port}/v1", "preview", self.mode, 0)
-            client.on("completion:kwargs", lambda *_, **kwargs: captured.append(kwargs))
-            arguments = self.request_arguments(request)
-            arguments["max_retries"] = 0
-            import logging
-
-            quiet = logging.getLogger("instructor")
-            level = quiet.level
-            quiet.setLevel(logging.CRITICAL)  # the refusal is expected: do not log it
-            try:
-                with contextlib.suppress(Exception):
-                    await client.chat.completions.create_with_completion(**arguments)
-            finally:
-                quiet.setLevel(level)
-        if not captured:  # pragma: no cover - instructor changed its hooks
-            raise RuntimeError(f"instructor {instructor.__version__} did not show its request")
-        return {k: v for k, v in captured[0].items() if _is_json(v)}
+        """The exact chat-completions request this call would send, without sending it."""
+        return {k: v for k, v in self.request_body(request).items() if _is_json(v)}
 
     async def complete(self, request: ModelRequest) -> ModelReply:
-        from instructor.core.exceptions import (
-            IncompleteOutputException,
-            InstructorError,
-            InstructorRetryException,
-        )
-        from openai import OpenAIError
-
-        shape = response_shape(request.action.step, request.action.outputs)
-        arguments = self.request_arguments(request)
-        arguments["response_model"] = shape.model
+        prepared = prepared_request(request.action.step, request.action.outputs, self.mode)
         started = time.perf_counter()
-        try:
-            parsed, completion = await self._instructor().chat.completions.create_with_completion(
-                **arguments
-            )
-        except InstructorRetryException as exc:
-            # instructor re-asks only on invalid output; an API error ends the call at once.
-            # Either way the replies before it were paid for: instructor adds them up.
-            paid = _paid(getattr(exc, "total_usage", None), started)
-            if isinstance(exc.__cause__, OpenAIError):
-                raise ModelError(_api_error(exc.__cause__), paid) from exc
-            raise ModelError(_invalid_output(request.action, exc), paid) from exc
-        except IncompleteOutputException as exc:
-            # finish_reason "length": the reply was cut off at the token limit. A re-ask
-            # would be cut off the same way, so the step fails and `on error` decides.
-            # The cut-off reply's usage holds every attempt's (instructor adds them up).
-            last = getattr(exc, "last_completion", None)
-            raise ModelError(
-                ErrorInfo(
-                    "IncompleteOutput",
-                    f"the model's reply for `{request.action.step}` was cut off at its token "
-                    "limit (finish_reason: length)",
-                ),
-                _paid(getattr(last, "usage", None), started),
-            ) from exc
-        except OpenAIError as exc:
-            raise ModelError(_api_error(exc)) from exc
-        except InstructorError as exc:  # any other way instructor gives up is a failed call
-            raise ModelError(ErrorInfo(type(exc).__name__, _first_line(str(exc)))) from exc
+        parsed, completion, paid = await self._validated(request, prepared, started)
         latency_ms = (time.perf_counter() - started) * 1000
+        usage = (
+            _usage(completion, latency_ms) if paid is None else replace(paid, latency_ms=latency_ms)
+        )
         calls = _tool_calls(completion)
         if calls > 1:  # asked for one; never drop the others without a trace
             raise ModelError(
@@ -380,11 +437,11 @@ class OpenAIModel:
                     f"the model made {calls} tool calls at `{request.action.step}`; "
                     "one was asked for (parallel_tool_calls: false)",
                 ),
-                _usage(completion, latency_ms),
+                usage,
             )
         return ModelReply(
-            shape.unwrap(parsed),
-            _usage(completion, latency_ms),
+            prepared.shape.unwrap(parsed),
+            usage,
             model=_text(getattr(completion, "model", None)),
             response_id=_text(getattr(completion, "id", None)),
             finish_reasons=tuple(
@@ -394,46 +451,108 @@ class OpenAIModel:
             ),
         )
 
+    async def _validated(
+        self, request: ModelRequest, prepared: PreparedRequest, started: float
+    ) -> tuple[BaseModel, Any, Usage | None]:
+        """The first reply that validates, its completion, and the usage of every attempt
+        added up (None when the endpoint sent no counts): instructor's retry loop. A
+        failed call's `ModelError` carries that usage too: each reply was paid for.
+
+        A reply that does not validate is re-asked with the error, `retries N` times after
+        the first try (outputs the checks before dispatch refused used some of them up);
+        an API error, a reply cut off at the token limit or a refusal ends the call at once.
+        """
+        from instructor.core.exceptions import IncompleteOutputException
+        from openai import OpenAIError
+        from openai.types.chat import ChatCompletion
+
+        action = request.action
+        retries = max(0, action.retries - action.rejections)
+        reasked = _reasked()
+        client = await self._client_of_this_loop()
+        body = self.request_body(request)
+        attempt = 0
+        paid: Usage | None = None
+        while True:
+            attempt += 1
+            try:
+                completion = await client.post(
+                    "/chat/completions", cast_to=ChatCompletion, body=body, options=_CREATE
+                )
+            except OpenAIError as exc:  # the replies before it were paid for
+                raise ModelError(_api_error(exc), paid) from exc
+            except Exception as exc:  # whatever else the client raises fails the call
+                raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
+            paid = _paid(paid, completion, started)
+            try:
+                return prepared.parse(completion), completion, paid
+            except IncompleteOutputException as exc:
+                # finish_reason "length": the reply was cut off at the token limit. A re-ask
+                # would be cut off the same way, so the step fails and `on error` decides.
+                raise ModelError(
+                    ErrorInfo(
+                        "IncompleteOutput",
+                        f"the model's reply for `{action.step}` was cut off at its token "
+                        "limit (finish_reason: length)",
+                    ),
+                    paid,
+                ) from exc
+            except reasked as exc:
+                if attempt > retries:
+                    raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
+                body = prepared.reask(body, completion, exc)
+            except Exception as exc:  # instructor gives up at once on anything else
+                raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
+
     def requested_model(self, action: CallModel) -> str:
         """The model this call asks for (`resolve_model_name`)."""
         return resolve_model_name(self.model, action)
 
 
+async def _closed_with(client: Any) -> AsyncGenerator[None, None]:
+    """Closes `client` when its event loop is shut down: started once in that loop and held
+    open, it is among the async generators `asyncio.run` closes as it ends its loop
+    (`loop.shutdown_asyncgens`), and its `finally` then closes the pool there, the one
+    place it can be closed (an ended loop cannot run the close)."""
+    try:
+        yield
+    finally:
+        await client.close()
+
+
 def _make_client(
     base_url: str | None,
     api_key: str | None,
-    mode: ModelMode,
     transport_retries: int,
     limiter: RateLimiter | None = None,
 ) -> Any:
     import logging
 
-    import instructor
-    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+    from openai import AsyncOpenAI, DefaultAioHttpClient
 
-    # instructor logs each failed attempt (a reply that does not validate, a retry) at
-    # WARNING and above; with no logging configured, Python would print those lines on
-    # stderr beside our own messages. The outcome reaches the user as a step failure in the
-    # log instead. A NullHandler keeps them off stderr without hiding them from an
-    # application that configures logging (they still propagate to its handlers). Added
-    # here, before instructor's first use, so importing the runtime loads no logging.
+    # instructor logs what goes wrong in its handlers at WARNING and above; with no
+    # logging configured, Python would print those lines on stderr beside our own
+    # messages. The outcome reaches the user as a step failure in the log instead. A
+    # NullHandler keeps them off stderr without hiding them from an application that
+    # configures logging (they still propagate to its handlers). Added here, before
+    # instructor's first use, so importing the runtime loads no logging.
     quiet = logging.getLogger("instructor")
     if not any(isinstance(h, logging.NullHandler) for h in quiet.handlers):
         quiet.addHandler(logging.NullHandler())
     hooks: dict[str, list[Callable[..., Any]]] = {}
     if limiter is not None:
         hooks["response"] = [functools.partial(_pause_on_429, limiter)]
-    client = AsyncOpenAI(
+    return AsyncOpenAI(
         base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
         # A local endpoint needs no key; the openai client insists on one.
         api_key=api_key or os.environ.get("OPENAI_API_KEY") or "unset",
         # Connection errors, 429 and 5xx are retried by the openai client with backoff
         # (after a 429's `Retry-After`, when it is at most a minute).
         max_retries=transport_retries,
-        http_client=DefaultAsyncHttpxClient(event_hooks=hooks) if hooks else None,
-    )
-    return instructor.from_openai(
-        client, mode=instructor.Mode.TOOLS if mode == "tools" else instructor.Mode.JSON
+        # aiohttp underneath (openai's option "for improved concurrency performance"):
+        # about half the CPU of its default httpx transport per request, and no scan of
+        # every pooled connection for each request (httpcore's), which grows with threads.
+        http_client=DefaultAioHttpClient(event_hooks=hooks),
     )
 
 
@@ -446,6 +565,8 @@ async def _pause_on_429(limiter: RateLimiter, response: Any) -> None:
     """An httpx response hook: a 429 pauses every call to its model (`RateLimiter.pause`)."""
     if response.status_code != 429:
         return
+    import json  # here, not at the top: only a 429 reads the request back
+
     seconds = retry_after(response.headers)
     try:
         model = json.loads(response.request.content).get("model")
@@ -475,16 +596,26 @@ def _usage(completion: Any, latency_ms: float) -> Usage:
     )
 
 
-def _paid(usage: Any, started: float) -> Usage | None:
-    """A failed call's `Usage` from the provider's usage object (`prompt_tokens`,
-    `completion_tokens`), or None when it reported no tokens (instructor's total starts
-    at zero: no reply came before the error)."""
-    found = Usage(
-        latency_ms=(time.perf_counter() - started) * 1000,
-        input_tokens=_tokens(getattr(usage, "prompt_tokens", None)),
-        output_tokens=_tokens(getattr(usage, "completion_tokens", None)),
+def _paid(before: Usage | None, completion: Any, started: float) -> Usage | None:
+    """`before` (the earlier attempts' usage) with `completion`'s tokens added; None while
+    no attempt reported a count. A count the provider did not send adds nothing."""
+    usage = getattr(completion, "usage", None)
+    counts = (
+        _tokens(getattr(usage, "prompt_tokens", None)),
+        _tokens(getattr(usage, "completion_tokens", None)),
     )
-    return found if (found.input_tokens or found.output_tokens) else None
+    if before is None and counts == (None, None):
+        return None
+    earlier = (None, None) if before is None else (before.input_tokens, before.output_tokens)
+    added = tuple(
+        None if a is None and b is None else (a or 0) + (b or 0)
+        for a, b in zip(earlier, counts, strict=True)
+    )
+    return Usage(
+        latency_ms=(time.perf_counter() - started) * 1000,
+        input_tokens=added[0],
+        output_tokens=added[1],
+    )
 
 
 def _tokens(value: Any) -> int | None:
@@ -492,9 +623,7 @@ def _tokens(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _invalid_output(action: CallModel, exc: Exception) -> ErrorInfo:
-    attempts = getattr(exc, "n_attempts", action.retries + 1)
-    cause = exc.__cause__ or exc
+def _invalid_output(step: str, attempts: int, cause: Exception) -> ErrorInfo:
     if isinstance(cause, ValidationError):
         problems = [
             f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in cause.errors()[:5]
@@ -504,17 +633,43 @@ def _invalid_output(action: CallModel, exc: Exception) -> ErrorInfo:
         detail = _first_line(str(cause))
     return ErrorInfo(
         "InvalidOutput",
-        f"no valid output for `{action.step}` after {attempts} attempt(s): {detail}",
+        f"no valid output for `{step}` after {attempts} attempt(s): {detail}",
     )
 
 
 def _api_error(exc: Exception) -> ErrorInfo:
+    refused = _connection_error(exc)
+    if refused is not None:
+        return ErrorInfo("APIConnectionError", _first_line(str(refused)))
     body = getattr(exc, "body", None)
     message = body.get("message") if isinstance(body, dict) else None
     return ErrorInfo(type(exc).__name__, _first_line(str(message or exc)))
 
 
+def _connection_error(exc: Exception) -> BaseException | None:
+    """The connection error behind an `APITimeoutError` that was none (a refused connection,
+    an unknown host), or None.
+
+    openai's aiohttp transport maps every aiohttp connection error to a connect timeout
+    (noted in the review of openai-python's HTTPX2 migration, #3594); the step's error
+    should say the endpoint could not be reached, as it does with httpx.
+    """
+    import aiohttp
+    from openai import APITimeoutError
+
+    if not isinstance(exc, APITimeoutError):
+        return None
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectionError):
+            return None if isinstance(cause, TimeoutError) else cause
+        cause = cause.__cause__
+    return None
+
+
 def _is_json(value: Any) -> bool:
+    import json  # here, not at the top: importing the runtime needs no json module
+
     try:
         json.dumps(value)
     except (TypeError, ValueError):
@@ -524,3 +679,7 @@ def _is_json(value: Any) -> bool:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
+
+
+_CREATE: Any = {"security": {"bearer_auth": True}}
+"""The request options `chat.completions.create` gives `post`."""

@@ -14,6 +14,7 @@ go too.
     finished_after = "30d"                 # how old a thread's last event must be
     archive = "archive/threads.jsonl"      # relative to the configuration file's folder
     # delete = true                        # or: delete without an archive
+    every = "1h"                           # how often `serve` / the workers prune (1h)
 """
 
 from __future__ import annotations
@@ -60,13 +61,16 @@ class Retention:
     """Absolute: a relative setting is joined to the configuration file's folder."""
     delete: bool = False
     """Delete without an archive (must be said: nothing is deleted unarchived by default)."""
+    every: timedelta | None = None
+    """How often `serve` and the workers prune on their own (twelvefold/server/pruning.py);
+    None: the default there (1 h)."""
 
     @classmethod
     def of(cls, config: Config) -> Retention:
         table = config.settings.get("retention", {})
         if not isinstance(table, Mapping):
             raise ConfigError(f"{config.path}: `retention` must be a table")
-        unknown = sorted(set(table) - {"finished_after", "archive", "delete"})
+        unknown = sorted(set(table) - {"finished_after", "archive", "delete", "every"})
         if unknown:
             raise ConfigError(f"{config.path}: unknown retention setting(s): {', '.join(unknown)}")
         after, archive, delete = (table.get(k) for k in ("finished_after", "archive", "delete"))
@@ -76,12 +80,21 @@ class Retention:
             raise ConfigError(f"{config.path}: `retention.archive` must be a file name")
         if delete is not None and not isinstance(delete, bool):
             raise ConfigError(f"{config.path}: `retention.delete` must be true or false")
+        every = table.get("every")
+        if every is not None and not isinstance(every, str):
+            raise ConfigError(f"{config.path}: `retention.every` must be text like 1h")
         base = config.path.parent if config.path is not None else Path.cwd()
         try:
             age = parse_age(after) if after is not None else None
         except RetentionError as exc:
             raise ConfigError(f"{config.path}: retention.finished_after: {exc}") from None
-        return cls(age, base / archive if archive else None, bool(delete))
+        try:
+            often = parse_age(every) if every is not None else None
+        except RetentionError as exc:
+            raise ConfigError(f"{config.path}: retention.every: {exc}") from None
+        if often is not None and often <= timedelta(0):
+            raise ConfigError(f"{config.path}: retention.every must be longer than 0s")
+        return cls(age, base / archive if archive else None, bool(delete), often)
 
 
 @dataclass(frozen=True)

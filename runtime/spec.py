@@ -16,6 +16,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel
 
 from .types import (
+    AttemptFailed,
     Cancelled,
     ChildFailed,
     ChildStarted,
@@ -291,6 +292,12 @@ class AgentSpec:
                 raise IllegalEvent(state, event, "the child's id is not this visit's")
             linked = self._copy(state, notified=True)  # `notified`: the child exists
             return linked
+        if isinstance(event, AttemptFailed):
+            if state.status != "running" or state.tool_key != event.key:
+                raise IllegalEvent(state, event, f"no call with key {event.key!r} is in flight")
+            # The attempt ended: no call is in flight; the next attempt starts anew (its
+            # own `ToolStarted`) with the same key, once the backoff is over (runtime/loop.py).
+            return replace(self._copy(state, retry_key=event.key), tool_key=None)
         return None
 
     def move(self, state: State, event: Event, target: str, value: Any) -> State:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,15 +34,17 @@ from pydantic_core import from_json, to_json
 
 from . import lease as leases
 from .codec import Codec
-from .commits import GroupCommit, Pending
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
 from .records import builder
-from .schema import SchemaError, Upgrade, sqlite_version, upgrade_sqlite
-from .types import KIND_OF_EVENT, Event, State, Status, Usage
+from .types import KIND_OF_EVENT, ChildStarted, Event, Started, State, Status, Usage
 
 if TYPE_CHECKING:
+    import sqlite3
+
+    from .commits import Pending
     from .pgstore import PostgresStore
+    from .schema import Upgrade
 
 
 class Conflict(Exception):
@@ -230,8 +231,9 @@ class EventStore(Protocol):
 
     def info(self, thread_id: str) -> ThreadInfo: ...
 
-    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
-        """Threads, most recently updated first."""
+    def threads(self, status: Status | None = None, *, unleased: bool = False) -> list[ThreadInfo]:
+        """Threads, most recently updated first; with `unleased`, only those nobody
+        holds a live lease on (on the store's clock: a worker's sweep)."""
 
     # ---- versions and retention (docs/versions.md) --------------------------------------
 
@@ -427,10 +429,16 @@ class MemoryStore:
             self._log(thread_id)
             return self._info(thread_id)
 
-    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
+    def threads(self, status: Status | None = None, *, unleased: bool = False) -> list[ThreadInfo]:
         with self._lock:
             infos = [self._info(thread_id) for thread_id in self._infos]
-        found = [i for i in infos if status is None or i.status == status]
+            now = leases.now()
+            held = {
+                thread_id
+                for thread_id, (holder, _, expires) in self._leases.items()
+                if unleased and holder is not None and expires > now
+            }
+        found = [i for i in infos if (status is None or i.status == status) and i.id not in held]
         return sorted(found, key=lambda i: i.updated_at, reverse=True)
 
     def save_version(self, digest: str, body: str) -> None:
@@ -514,6 +522,20 @@ class MemoryStore:
             thread_id: [(KIND_OF_EVENT[type(e)], e.at, e.usage) for e in log]
             for thread_id, log in logs.items()
         }
+
+    def child_links(self) -> dict[str, list[str]]:
+        """Each parent's sub-agent threads, by the links both logs make (`joined_links`)."""
+        with self._lock:
+            logs = {thread_id: list(log) for thread_id, log in self._events.items()}
+        rows = [
+            (thread_id, "started", None, e.parent)
+            if isinstance(e, Started)
+            else (thread_id, "child_started", e.child, None)
+            for thread_id, log in logs.items()
+            for e in log
+            if isinstance(e, Started | ChildStarted)
+        ]
+        return joined_links(rows)
 
     def _take(self, thread_id: str, owner: str, seconds: float | None) -> Lease:
         _, token, _ = self._leases[thread_id]
@@ -617,6 +639,37 @@ def usage_by_thread(rows: Iterable[Sequence[Any]]) -> dict[str, list[UsageRecord
     return found
 
 
+_LINKS_QUERY = """
+SELECT t.id, json_extract(e.body, '$.kind'), json_extract(e.body, '$.child'),
+       json_extract(e.body, '$.parent')
+FROM events e JOIN threads t ON t.num = e.thread
+WHERE json_valid(e.body) AND json_extract(e.body, '$.kind') IN ('started', 'child_started')
+ORDER BY e.thread, e.seq
+"""
+
+
+def joined_links(rows: Iterable[Sequence[Any]]) -> dict[str, list[str]]:
+    """Each parent's child threads, in the order it started them, from (thread id, kind,
+    child, parent) rows of its `started` and `child_started` events. A link counts only
+    when both logs make it: the parent's `child_started` names the child and the child's
+    `started` names the parent (a fork's log also holds the links of the thread it came
+    from; an id's shape proves nothing: anyone may launch a thread named `a~b`)."""
+    named: dict[str, list[str]] = {}
+    parent_of: dict[str, str] = {}
+    for thread_id, kind, child, parent in rows:
+        if kind == "child_started" and isinstance(child, str):
+            found = named.setdefault(str(thread_id), [])
+            if child not in found:
+                found.append(child)
+        elif kind == "started" and isinstance(parent, str):
+            parent_of.setdefault(str(thread_id), parent)
+    return {
+        parent: kept
+        for parent, children in named.items()
+        if (kept := [c for c in children if parent_of.get(c) == parent])
+    }
+
+
 _ROW_AFTER_APPEND = (
     "status = ?, step = ?, seq = ?, updated_at = ?, snapshot = ?, snapshot_seal = ?,"
     " request = ?, format = ?, reducer = ?, head_seal = ?"
@@ -638,10 +691,10 @@ class ChainedStore:
         self, thread_id: str, num: int, row: Sequence[Any], bodies: list[str], codec: Codec
     ) -> Restored:
         """The events of a thread's row `(seq, format, reducer, head_seal, snapshot,
-        snapshot_seal)` and its stored bodies, once the chain proves them (`BrokenLog`
-        if not; `UnreadableLog` for a newer event format or an event that does not
-        decode), with the snapshot if it is proven for exactly them."""
-        seq, format, reducer, head_seal, snapshot, snapshot_seal = row
+        snapshot_seal, version)` and its stored bodies, once the chain proves them
+        (`BrokenLog` if not; `UnreadableLog` for a newer event format or an event that
+        does not decode), with the snapshot if it is proven for exactly them."""
+        seq, format, reducer, head_seal, snapshot, snapshot_seal, version = row
         if not isinstance(format, int | None) or not isinstance(seq, int):
             raise BrokenLog(thread_id, 0, "the thread's row is damaged")
         if format is not None and format > EVENT_FORMAT:
@@ -654,8 +707,11 @@ class ChainedStore:
         # with: one comparison proves every event (the per-event hashes are read only to
         # name the first event that does not match).
         chain_head = self.chain.head(thread_id, bodies)
-        if len(bodies) != seq or not self.chain.sealed(
-            head_seal, thread_id, seq, chain_head, format, reducer
+        if not isinstance(version, str | None) or (
+            len(bodies) != seq
+            or not self.chain.sealed(
+                head_seal, *_sealed_fields(thread_id, seq, chain_head, format, reducer, version)
+            )
         ):
             raise self._broken(num, thread_id, bodies)
         events = _decode(thread_id, codec, bodies, reducer)
@@ -684,17 +740,48 @@ class ChainedStore:
             thread_id, len(bodies), "the thread's row does not match its events (cut or edited)"
         )
 
-    def _head_seal(self, thread_id: str, seq: int, head: bytes, reducer: str | None) -> bytes:
-        return self.chain.seal(thread_id, seq, head, EVENT_FORMAT, reducer)
+    def _head_seal(
+        self,
+        thread_id: str,
+        seq: int,
+        head: bytes,
+        reducer: str | None,
+        version: str | None,
+        format: int | None = EVENT_FORMAT,
+    ) -> bytes:
+        return self.chain.seal(*_sealed_fields(thread_id, seq, head, format, reducer, version))
+
+    def _resealed(
+        self,
+        thread_id: str,
+        row: Sequence[Any],
+        last_hash: object,
+        version: str,
+    ) -> bytes:
+        """The head seal of a thread's row `(seq, format, reducer, head_seal, version)`
+        once it is pinned to `version` (`repin`), after checking that its seal holds for
+        the version it had (`BrokenLog` if not: a tampered row is not sealed anew)."""
+        seq, format, reducer, head_seal, before = row
+        head = self.chain.genesis(thread_id) if seq == 0 else last_hash
+        if not isinstance(head, bytes) or not self.chain.sealed(
+            head_seal, *_sealed_fields(thread_id, seq, head, format, reducer, before)
+        ):
+            raise BrokenLog(thread_id, seq, "the thread's row does not match its events")
+        return self._head_seal(thread_id, seq, head, reducer, version, format)
 
     def _first_links(
-        self, thread_id: str, events: Sequence[Event], codec: Codec, reducer: str | None
+        self,
+        thread_id: str,
+        events: Sequence[Event],
+        codec: Codec,
+        reducer: str | None,
+        version: str | None,
     ) -> tuple[list[str], list[bytes], bytes]:
         """A new thread's stored bodies, their chain, and its row's head seal."""
         bodies = [codec.dumps_event(e) for e in events]
         hashes = self.chain.links(self.chain.genesis(thread_id), bodies)
         head = hashes[-1] if hashes else self.chain.genesis(thread_id)
-        return bodies, hashes, self._head_seal(thread_id, len(bodies), head, reducer)
+        return bodies, hashes, self._head_seal(thread_id, len(bodies), head, reducer, version)
 
     def _appended(
         self,
@@ -704,16 +791,18 @@ class ChainedStore:
         events: Sequence[Event],
         codec: Codec,
         head: Head,
+        version: str | None,
     ) -> tuple[list[str], list[bytes], tuple[Any, ...]]:
-        """For an append after `seq` events whose last hash is `previous`: the bodies, their
-        hashes, and the thread row's values after them, in `_ROW_AFTER_APPEND`'s order."""
+        """For an append after `seq` events whose last hash is `previous`, to a thread
+        pinned to `version`: the bodies, their hashes, and the thread row's values after
+        them, in `_ROW_AFTER_APPEND`'s order."""
         bodies = [codec.dumps_event(e) for e in events]
         at = events[-1].at if events and events[-1].at else now_iso()
         hashes = self.chain.links(previous, bodies)
         new_seq = seq + len(bodies)
         chain_head = hashes[-1] if hashes else previous
         snapshot, snapshot_seal = self._sealed_snapshot(thread_id, chain_head, head, codec)
-        seal = self._head_seal(thread_id, new_seq, chain_head, head.reducer)
+        seal = self._head_seal(thread_id, new_seq, chain_head, head.reducer, version)
         row = (head.status, head.step, new_seq, at, snapshot, snapshot_seal, head.request)
         return bodies, hashes, (*row, EVENT_FORMAT, head.reducer, seal)
 
@@ -797,6 +886,12 @@ class SqliteStore(ChainedStore):
             raise StoreNotFound(self.path)
         if self.path.parent != Path(""):
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Here, not at the top: a memory or PostgreSQL store never needs them.
+        import sqlite3
+
+        from .commits import GroupCommit
+        from .schema import SchemaError, upgrade_sqlite
+
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
         # exactly what the code shows.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -830,7 +925,9 @@ class SqliteStore(ChainedStore):
         owner: str | None = None,
         seconds: float | None = None,
     ) -> Lease | None:
-        bodies, hashes, seal = self._first_links(info.id, events, codec, reducer)
+        import sqlite3  # loaded already: this store opened it (see __init__)
+
+        bodies, hashes, seal = self._first_links(info.id, events, codec, reducer, info.version)
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
         with self._lock, self._transaction():
             try:
@@ -893,8 +990,8 @@ class SqliteStore(ChainedStore):
     def restore(self, thread_id: str, codec: Codec) -> Restored:
         with self._lock, self._reading():
             row = self._db.execute(
-                "SELECT num, seq, format, reducer, head_seal, snapshot, snapshot_seal"
-                " FROM threads WHERE id = ?",
+                "SELECT num, seq, format, reducer, head_seal, snapshot, snapshot_seal,"
+                " version FROM threads WHERE id = ?",
                 (thread_id,),
             ).fetchone()
             if row is None:
@@ -976,11 +1073,13 @@ class SqliteStore(ChainedStore):
             raise ThreadNotFound(thread_id)
         return _thread_info(row, self.path)
 
-    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
-        query = f"SELECT {_INFO_COLUMNS} FROM threads"
+    def threads(self, status: Status | None = None, *, unleased: bool = False) -> list[ThreadInfo]:
+        query = f"SELECT {_INFO_COLUMNS} FROM threads WHERE true"
         params: tuple[str, ...] = ()
         if status is not None:
-            query, params = query + " WHERE status = ?", (status,)
+            query, params = query + " AND status = ?", (status,)
+        if unleased:
+            query += f" AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW})"
         with self._lock:
             rows = self._db.execute(query + " ORDER BY updated_at DESC", params).fetchall()
         return [_thread_info(row, self.path) for row in rows]
@@ -993,6 +1092,13 @@ class SqliteStore(ChainedStore):
         with self._lock:
             rows = self._db.execute(_USAGE_QUERY).fetchall()
         return usage_by_thread(rows)
+
+    def child_links(self) -> dict[str, list[str]]:
+        """Each parent's sub-agent threads, by the links both logs make (`joined_links`),
+        read by SQLite from the stored JSON; the log is not verified."""
+        with self._lock:
+            rows = self._db.execute(_LINKS_QUERY).fetchall()
+        return joined_links(rows)
 
     # ---- versions and retention (docs/versions.md) --------------------------------------
 
@@ -1035,19 +1141,23 @@ class SqliteStore(ChainedStore):
                 is None
             ):
                 raise StoreError(f"agent version {version[:16]} is not in this store")
-            (before,) = self._db.execute(
-                "SELECT version FROM threads WHERE num = ?", (num,)
+            sealed = self._db.execute(
+                "SELECT seq, format, reducer, head_seal, version FROM threads WHERE num = ?",
+                (num,),
             ).fetchone()
+            before = sealed[4]
+            seal = self._resealed(thread_id, sealed, self._last_hash(num, seq), version)
             self._db.execute(
                 "INSERT INTO pins (thread, seq, from_version, to_version, at, by)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (num, seq, before, version, at, by),
             )
             # The snapshot was computed by the old reducer: the next load replays instead.
+            # The head seal covers the version: a version changed by hand breaks it.
             self._db.execute(
-                "UPDATE threads SET version = ?, snapshot = NULL, snapshot_seal = NULL"
-                " WHERE num = ?",
-                (version, num),
+                "UPDATE threads SET version = ?, head_seal = ?, snapshot = NULL,"
+                " snapshot_seal = NULL WHERE num = ?",
+                (version, seal, num),
             )
 
     def pins(self, thread_id: str) -> list[Pin]:
@@ -1126,7 +1236,10 @@ class SqliteStore(ChainedStore):
         """Inside an append's transaction, once its checks passed: the events chained
         after the stored ones, and the row (listing, seals, snapshot) after them."""
         previous = self._head(num, thread_id, seq)
-        bodies, hashes, row = self._appended(thread_id, seq, previous, events, codec, head)
+        (version,) = self._db.execute(
+            "SELECT version FROM threads WHERE num = ?", (num,)
+        ).fetchone()
+        bodies, hashes, row = self._appended(thread_id, seq, previous, events, codec, head, version)
         self._insert_events(num, seq, bodies, hashes)
         self._db.execute(f"UPDATE threads SET {_ROW_AFTER_APPEND} WHERE num = ?", (*row, num))
 
@@ -1154,6 +1267,12 @@ class SqliteStore(ChainedStore):
         _check_lease_columns(thread_id, holder, token, until)
         check_lease(thread_id, lease, holder, token, until, now)
         return float(now)
+
+    def _last_hash(self, num: int, seq: int) -> object:
+        row = self._db.execute(
+            "SELECT hash FROM events WHERE thread = ? AND seq = ?", (num, seq)
+        ).fetchone()
+        return None if row is None else row[0]
 
     def _head(self, num: int, thread_id: str, seq: int) -> bytes:
         """The hash of the thread's last stored event (hash_0 before the first)."""
@@ -1237,6 +1356,22 @@ def _thread_info(row: Sequence[Any], path: object) -> ThreadInfo:
     return info
 
 
+def _sealed_fields(
+    thread_id: str,
+    seq: int,
+    head: bytes,
+    format: int | None,
+    reducer: str | None,
+    version: str | None,
+) -> tuple[str | int | bytes | None, ...]:
+    """What a thread row's head seal covers: its id, event count, chain head, event
+    format, reducer and, for a thread pinned to an agent version, that version (a version
+    changed in the database is tampering, as an edited event is). An unpinned thread
+    seals as rows did before versions existed."""
+    fields: tuple[str | int | bytes | None, ...] = (thread_id, seq, head, format, reducer)
+    return fields if version is None else (*fields, version)
+
+
 def _info_row(info: ThreadInfo) -> tuple[str | int | None, ...]:
     return tuple(getattr(info, name) for name in _INFO_COLUMNS.split(", "))
 
@@ -1258,6 +1393,8 @@ class _Transaction:
         if exc is None:
             self._db.execute("COMMIT")
             return
+        import sqlite3  # loaded already: the connection is SQLite's
+
         try:
             self._db.execute("ROLLBACK")
         except sqlite3.Error as rollback_failed:
@@ -1384,6 +1521,11 @@ def upgrade_store(url: str | StoreLocation) -> Upgrade:
     path = text if isinstance(text, Path) else store_file(text)
     if path.parent != Path(""):
         path.parent.mkdir(parents=True, exist_ok=True)
+    # Here, not at the top: a memory or PostgreSQL store never needs them.
+    import sqlite3
+
+    from .schema import SchemaError, Upgrade, sqlite_version, upgrade_sqlite
+
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:

@@ -85,6 +85,12 @@ class Outcome:
     """Whether the tool may have done its work although no result can be used: an attempt
     timed out (or is still running), or the tool returned a value of the wrong shape. A
     further attempt of this call must reuse its key."""
+    attempt: int = 1
+    """Which attempt (1 for the first) gave this outcome."""
+    retry_in: float | None = None
+    """Set when the attempt failed and ended and the step's `retry … backoff` tries again
+    after this many seconds: the caller records the wait (`AttemptFailed`) and starts the
+    next attempt (`call(..., attempt=attempt + 1)`) when it is over."""
 
 
 quick_init(Outcome)  # every tool call makes one (runtime/records.py)
@@ -331,13 +337,17 @@ def _leave(key: str, done: _Running) -> None:
     done.set()
 
 
-async def call(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Outcome:
-    """Call the tool: up to `1 + action.retries` attempts with exponential backoff, each
-    limited to `action.timeout_seconds`, all with the one `key`; then check the result.
+async def call(
+    tool: Tool, action: CallTool, key: str, *, offload: bool, attempt: int = 1
+) -> Outcome:
+    """Call the tool: attempts `attempt`, `attempt + 1`, ... up to `1 + action.retries`,
+    each limited to `action.timeout_seconds`, all with the one `key`; then check the result.
 
     - A tool that raises (any `BaseException` but a `KeyboardInterrupt` in the main
       thread, which is the person stopping the process) fails the attempt; the error is
-      the last attempt's.
+      the last attempt's. Without `backoff` the next attempt starts at once; with one,
+      `call` returns the failure with `retry_in` (the backoff, doubling after each
+      attempt) and the caller waits it out durably (runtime/loop.py, `AttemptFailed`).
     - A result of the wrong shape fails the step at once, never retried: the tool ran.
     - An attempt that times out may still be running. A tool without an idempotency key
       is then never tried again automatically (it may have done its work); one with a
@@ -352,28 +362,27 @@ async def call(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Outc
     started = time.perf_counter()
     error: ErrorInfo | None = None
     unknown = False
-    for attempt in range(action.retries + 1):
-        if attempt:
-            import asyncio  # here, not on every call: an import statement costs a lookup
-
-            await asyncio.sleep(action.backoff_seconds * 2 ** (attempt - 1))
+    last = action.retries + 1
+    for number in range(max(1, attempt), last + 1):
         try:
             raw = await _attempt(tool, action, key, offload=offload)
         except _Raised as exc:
             error, unknown = describe(exc.error), False
-            continue
         except _TimedOut as exc:
             error, unknown = describe(TimeoutError(str(exc))), True
             if not tool.accepts_key or not await _returned(key, action.timeout_seconds):
                 break  # it may have run, or may still be running: never start another
-            continue
         except _StillRunning:
             return Outcome(None, _still_running(tool, key), _usage(started), unknown=True)
-        try:
-            result = coerce(raw, action.output, action.outputs)
-        except Exception as exc:  # the tool ran; trying again could repeat its work
-            return Outcome(None, describe(exc), _usage(started), unknown=True)
-        return Outcome(result, None, _usage(started))
+        else:
+            try:
+                result = coerce(raw, action.output, action.outputs)
+            except Exception as exc:  # the tool ran; trying again could repeat its work
+                return Outcome(None, describe(exc), _usage(started), unknown=True)
+            return Outcome(result, None, _usage(started), attempt=number)
+        if number < last and action.backoff_seconds > 0:
+            wait = action.backoff_seconds * 2 ** (number - 1)
+            return Outcome(None, error, _usage(started), unknown, number, retry_in=wait)
     return Outcome(None, error, _usage(started), unknown=unknown)
 
 

@@ -24,7 +24,6 @@ MESSAGE_CONTENT is `true` (the variable the OpenTelemetry GenAI instrumentations
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -187,6 +186,8 @@ def start_chat(
     if temperature is not None:
         attributes["gen_ai.request.temperature"] = temperature
     if capture_content():
+        import json  # here: content is captured only when asked (importing stays cheap)
+
         attributes["gen_ai.input.messages"] = _clip(
             json.dumps(
                 [
@@ -229,6 +230,8 @@ def end_chat(
         "twelvefold.usage.cost_usd": cost_usd,
     }
     if output is not None and error is None and capture_content():
+        import json
+
         message = {
             "role": "assistant",
             "parts": [{"type": "text", "content": json.dumps(output(), ensure_ascii=False)}],
@@ -267,6 +270,8 @@ def end_tool(
 ) -> None:
     values: dict[str, Any] = {"twelvefold.tool.key": key}
     if capture_content():
+        import json
+
         values["gen_ai.tool.call.arguments"] = _clip(json.dumps(arguments(), ensure_ascii=False))
         if result is not None:
             values["gen_ai.tool.call.result"] = _clip(json.dumps(result(), ensure_ascii=False))

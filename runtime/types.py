@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from .records import builder, quick_init
 
@@ -19,6 +19,8 @@ Status = Literal["running", "waiting", "finished", "failed", "cancelled"]
 
 class Answer(BaseModel):
     """What a person replies to a `human` step."""
+
+    model_config = ConfigDict(defer_build=True)  # built on first use: importing stays cheap
 
     text: str
     by: str | None = None
@@ -102,6 +104,22 @@ class StepFailed(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptFailed(Event):
+    """An attempt of the tool call in flight (`key`) failed and ended, and the step's
+    `retry N backoff D` tries it again, with the same key, once `retry_at` (UTC ISO 8601)
+    has come: D after the first failed attempt, 2D after the second, ... The wait is this
+    event, not a process: whoever runs the thread next (after a restart too) starts the
+    next attempt at `retry_at`, even for a tool without an idempotency key, since this
+    attempt is known to have ended."""
+
+    key: str
+    error: ErrorInfo
+    attempt: int
+    """Which attempt failed (1 for the first)."""
+    retry_at: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutputRejected(Event):
     """A check before dispatch (`validate`, `judge`) refused an llm step's output: nothing
     was dispatched; the model is asked again with the rejection in its context, and each
@@ -117,6 +135,8 @@ class OutputRejected(Event):
 
 class Verdict(BaseModel):
     """What a `judge` answers about an llm step's output (runtime/checks.py)."""
+
+    model_config = ConfigDict(defer_build=True)  # built on first use: importing stays cheap
 
     accept: bool
     reason: str
@@ -263,6 +283,7 @@ EVENT_KINDS: dict[str, type[Event]] = {
     "tool_started": ToolStarted,
     "tool_result": ToolResult,
     "step_failed": StepFailed,
+    "attempt_failed": AttemptFailed,
     "output_rejected": OutputRejected,
     "notified": Notified,
     "approved": Approved,

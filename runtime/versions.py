@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -171,6 +170,8 @@ def materialized(version: AgentVersion, cache_dir: Path) -> Path:
     folder = cache_dir / "versions" / version.digest[:32]
     if (folder / version.main).is_file():
         return folder
+    import shutil  # here, not at the top: only regenerating a pinned version needs it
+
     temporary = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     for path, text in version.files.items():

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.runtime_helpers import EXAMPLES, ROOT, write_cassette
+from tests.support.legacy import unpin_all
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.loading import AgentMissing
 from twelvefold.runtime.store import SqliteStore
@@ -64,8 +65,7 @@ def unpinned(project: Path) -> None:
     """Make the project's threads name no agent version, as threads written before
     versions existed do: they load their agent from its place alone (a pinned thread gets
     its reducer back from the store wherever the file went: tests/test_versions.py)."""
-    with sqlite3.connect(project / ".twelvefold" / "threads.db") as db:
-        db.execute("UPDATE threads SET version = NULL")
+    unpin_all(project / ".twelvefold" / "threads.db")
 
 
 def recorded_origin(project: Path, thread: str) -> str:

@@ -203,3 +203,21 @@ def test_the_metrics_count_the_tokens_and_cost_of_a_failed_step(
     assert registry.get_sample_value("twelvefold_model_cost_usd_total", labels) == pytest.approx(
         60.0
     )
+
+
+def test_a_step_that_succeeds_after_re_asks_counts_every_attempt(
+    openai_server: ScriptedOpenAI, looper: Path
+) -> None:
+    agent = with_budget(looper, "max_tokens 100000")
+    replies = iter(
+        [
+            Reply(arguments={"choice": {"type": "Nonsense"}}, usage=(100, 10)),
+            Reply(arguments={"choice": {"type": "Done", "message": "ok"}}, usage=(100, 10)),
+        ]
+    )
+    openai_server.responder = lambda body: next(replies)
+    with runtime_for(openai_server, looper, MODEL) as rt:
+        view = rt.launch(agent, "think")
+    assert view.status == "finished"
+    usage = view.to_json()["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (200, 20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -325,3 +326,129 @@ def test_one_tool_call_is_asked_for_and_a_second_is_never_dropped_silently(
     with pytest.raises(ModelError, match="2 tool calls"):
         complete(client(openai_server), request(Undescribed))
     assert openai_server.requests[0]["parallel_tool_calls"] is False
+
+
+def test_the_request_is_prepared_once_per_step_shape(
+    openai_server: ScriptedOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """instructor's `create` built new pydantic models (and the tool's schema) on every call,
+    most of a call's CPU; the prepared request is built once and every call sends it."""
+    model = client(openai_server)
+    for _ in range(4):
+        openai_server.reply_tool({"choice": {"type": "Add", "a": 1, "b": 2}})
+    complete(model, request())  # the first call prepares
+
+    created: list[str] = []
+
+    def count(cls: type[BaseModel], **kwargs: object) -> None:
+        created.append(cls.__name__)
+
+    monkeypatch.setattr(BaseModel, "__pydantic_init_subclass__", classmethod(count))
+    for _ in range(3):
+        assert complete(model, request()).output == Add(a=1, b=2)
+    assert created == []  # no model class built per call
+    first, *others = openai_server.requests
+    assert all(sent["tools"] == first["tools"] for sent in others)
+    from twelvefold.runtime.model import prepared_request
+
+    prepared = prepared_request("decide", (Add, Subtract), "tools")
+    assert prepared is prepared_request("decide", (Add, Subtract), "tools")
+    assert prepared_request("decide", (Add, Subtract), "json") is not prepared
+
+
+def test_json_mode_feeds_the_validation_error_back(openai_server: ScriptedOpenAI) -> None:
+    openai_server.reply_json({"choice": {"type": "Add", "a": "two", "b": 40}})
+    openai_server.reply_json({"choice": {"type": "Add", "a": 2, "b": 40}})
+    reply = complete(client(openai_server, mode="json"), request(retries=1))
+    assert reply.output == Add(a=2, b=40)
+    first, second = openai_server.requests
+    assert second["messages"][: len(first["messages"])] == first["messages"]
+    fed_back = json.dumps(second["messages"][len(first["messages"]) :])
+    assert '\\"two\\"' in fed_back  # the reply itself, then pydantic's words on it
+    assert "choice.Add.a" in fed_back and "valid number" in fed_back
+
+
+def test_the_schema_paragraph_joins_the_system_message_in_json_mode(
+    openai_server: ScriptedOpenAI,
+) -> None:
+    """The prepared request still writes instructor's paragraph into each call's own
+    messages: after a system message, or as one when the prompt has none."""
+    model = client(openai_server, mode="json")
+    with_system = asyncio.run(model.preview(request()))
+    system = with_system["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith("You are a calculator.")
+    assert '"discriminator"' in system["content"]
+    bare = request()
+    bare.messages[:] = bare.messages[1:]
+    without = asyncio.run(model.preview(bare))["messages"]
+    assert [m["role"] for m in without] == ["system", "user"]
+    assert without[0]["content"].strip() == system["content"].split("\n\n", 1)[1].strip()
+    assert without[1] == bare.messages[0]
+
+
+CLOSED_RUNTIME = """
+import sys
+from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.cassette import CassetteRecorder
+from twelvefold.runtime.model import OpenAIModel
+from twelvefold.runtime.store import MemoryStore
+
+fixtures = sys.argv[2]
+model = OpenAIModel(model="m", base_url=sys.argv[1], api_key="k", transport_retries=0)
+if len(sys.argv) > 3:
+    model = CassetteRecorder(model, sys.argv[3])
+with Runtime(MemoryStore(), model=model, tool_paths=[fixtures]) as rt:
+    print(rt.launch(fixtures + "/counter.agent", "count").status)
+"""
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_a_closed_runtime_leaves_no_connection_pool_behind(
+    openai_server: ScriptedOpenAI, tmp_path: Path, recorded: bool
+) -> None:
+    """The pool belongs to the runtime's event loop: `Runtime.close` closes it there (through
+    a cassette recorder too), so nothing reports an unclosed session when the process exits."""
+    import subprocess
+
+    openai_server.reply_tool({"choice": {"type": "Done", "n": 0}})
+    fixtures = Path(__file__).parent / "runtime_fixtures"
+    cassette = [str(tmp_path / "c.jsonl")] if recorded else []
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSED_RUNTIME, openai_server.base_url, str(fixtures), *cassette],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "finished"
+    assert "Unclosed" not in done.stderr and done.stderr.strip() == "", done.stderr
+
+
+LOOP_AFTER_LOOP = """
+import asyncio, sys
+from twelvefold.runtime.model import OpenAIModel
+from tests.test_model_openai import request
+
+model = OpenAIModel(model="m", base_url=sys.argv[1], api_key="k", transport_retries=0)
+for _ in range(2):
+    print(asyncio.run(model.complete(request())).output)
+"""
+
+
+def test_each_event_loop_closes_the_pool_it_used_as_it_ends(openai_server: ScriptedOpenAI) -> None:
+    """One model used from `asyncio.run` after `asyncio.run`, never closed: each loop's
+    pool is closed as that loop ends, so nothing is reported unclosed at exit."""
+    import subprocess
+
+    for _ in range(2):
+        openai_server.reply_tool({"choice": {"type": "Add", "a": 1, "b": 2}})
+    done = subprocess.run(
+        [sys.executable, "-c", LOOP_AFTER_LOOP, openai_server.base_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["a=1.0", "b=2.0"] * 2
+    assert done.stderr.strip() == "", done.stderr

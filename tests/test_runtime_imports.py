@@ -15,7 +15,16 @@ from twelvefold.runtime.api import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 COUNTER = REPO / "tests" / "runtime_fixtures" / "counter.agent"
-DEFERRED = ("asyncio", "logging", "concurrent.futures", "openai", "instructor", "jinja2")
+DEFERRED = (
+    *("asyncio", "logging", "concurrent.futures", "openai", "instructor", "jinja2"),
+    # pydantic scans the installed distributions for plugins when it first builds a type's
+    # validator: types are built on first use, so importing builds none.
+    "importlib.metadata",
+    # Standard-library modules only some stores or commands need, imported where used.
+    *("sqlite3", "tomllib", "socket", "shutil", "json"),
+    # A SQLite store's schema upgrades and group commits load when one is opened.
+    *("twelvefold.runtime.schema", "twelvefold.runtime.commits"),
+)
 DEFERRED_PREFIXES = ("opentelemetry", "httpx")
 
 

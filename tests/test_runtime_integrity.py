@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from tests.runtime_helpers import EXAMPLES, RecordingNotifier
 from tests.support.e2e import ModelTurns
+from tests.support.legacy import unpin_all
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.cli import cli
 from twelvefold.runtime.api import Runtime
@@ -202,8 +203,8 @@ def test_the_resealed_snapshot_test_catches_a_loop_that_trusts_every_seal(
 def rechain(db: Path, thread_id: str, chain: Chain) -> None:
     """Recompute every hash and the row's seal as `chain` would: a forger's best effort."""
     with sqlite3.connect(db) as connection:
-        num, reducer = connection.execute(
-            "SELECT num, reducer FROM threads WHERE id = ?", (thread_id,)
+        num, reducer, version = connection.execute(
+            "SELECT num, reducer, version FROM threads WHERE id = ?", (thread_id,)
         ).fetchone()
         rows = connection.execute(
             "SELECT seq, body FROM events WHERE thread = ? ORDER BY seq", (num,)
@@ -213,7 +214,8 @@ def rechain(db: Path, thread_id: str, chain: Chain) -> None:
             connection.execute(
                 "UPDATE events SET hash = ? WHERE thread = ? AND seq = ?", (digest, num, seq)
             )
-        seal = chain.seal(thread_id, len(rows), hashes[-1], 1, reducer)
+        pinned = () if version is None else (version,)  # the seal covers the version
+        seal = chain.seal(thread_id, len(rows), hashes[-1], 1, reducer, *pinned)
         connection.execute(
             "UPDATE threads SET seq = ?, head_seal = ?, snapshot = NULL WHERE num = ?",
             (len(rows), seal, num),
@@ -377,8 +379,7 @@ def test_a_changed_agent_runs_a_thread_only_if_its_whole_log_replays(
     store = SqliteStore(db)
     rt = Runtime(store, notifier=RecordingNotifier(), cache_dir=tmp_path / "cache")
     assert rt.get(other.id).step == "first"
-    with sqlite3.connect(db) as connection:
-        connection.execute("UPDATE threads SET version = NULL WHERE id = ?", (other.id,))
+    unpin_all(db, other.id)  # as a twelvefold before versions wrote it
     with pytest.raises(AgentChanged, match="another version of agent changing"):
         rt.get(other.id)
     before = len(store.load(other.id, rt.agent(source).codec))

@@ -28,10 +28,13 @@ def run(
     **options: Any,
 ) -> tools.Outcome:
     box = tools.ToolBox([FIXTURES])
+    attempt = options.pop("attempt", 1)
     action = CallTool(
         step="s", function=f"sample_tools:{function}", value=value, output=Count, **options
     )
-    return asyncio.run(tools.call(box.resolve(action.function), action, key, offload=offload))
+    return asyncio.run(
+        tools.call(box.resolve(action.function), action, key, offload=offload, attempt=attempt)
+    )
 
 
 def release(*keys: str) -> None:
@@ -74,12 +77,27 @@ def test_a_tool_without_parameters_is_called_without_the_input() -> None:
 
 
 def test_retry_backs_off_exponentially_and_only_the_last_failure_counts() -> None:
-    outcome = run("flaky", Count(n=7), retries=2, backoff_seconds=0.01)
-    assert outcome.result == Count(n=7)
-    times = [t for _, t in calls()]
-    assert len(times) == 3
-    assert times[1] - times[0] >= 0.01  # backoff 10 ms,
-    assert times[2] - times[1] >= 0.02  # then twice that
+    # With a backoff, `call` returns each failed attempt with the wait before the next
+    # (the caller records it and waits durably: runtime/loop.py); D, then twice D.
+    first = run("flaky", Count(n=7), retries=2, backoff_seconds=0.5)
+    assert (first.result, first.attempt, first.retry_in) == (None, 1, 0.5)
+    assert str(first.error) == "ConnectionError: cluster unreachable"
+    second = run("flaky", Count(n=7), retries=2, backoff_seconds=0.5, attempt=2)
+    assert (second.result, second.attempt, second.retry_in) == (None, 2, 1.0)
+    third = run("flaky", Count(n=7), retries=2, backoff_seconds=0.5, attempt=3)
+    assert third.result == Count(n=7) and third.error is None
+    assert len(calls()) == 3
+
+
+def test_the_last_attempt_fails_the_call_with_no_retry_left() -> None:
+    outcome = run("always_fails", Count(n=1), retries=1, backoff_seconds=0.5, attempt=2)
+    assert outcome.retry_in is None and str(outcome.error) == "LookupError: no tag 1"
+
+
+def test_without_a_backoff_the_retries_are_made_at_once() -> None:
+    outcome = run("flaky", Count(n=7), retries=2)
+    assert outcome.result == Count(n=7) and outcome.retry_in is None
+    assert len(calls()) == 3
 
 
 def test_a_failure_is_its_type_and_a_one_line_message() -> None:

@@ -164,3 +164,41 @@ async def test_a_schedule_due_while_the_server_stops_fires_on_the_next_start(
     assert len(await restarted.tick(T0 + timedelta(minutes=32))) == 1
     assert await restarted.tick(T0 + timedelta(minutes=33)) == []
     restarted.runs.close()
+
+
+async def test_a_fire_is_launched_once_across_schedulers_and_after_a_crash_before_its_record(
+    s: Served,
+) -> None:
+    """Exactly once per due time: two schedulers (two processes on one store) ticking at
+    once launch one thread; a process killed after the launch and before the record
+    leaves the due time unrecorded, and the next tick records it without a second launch."""
+    import contextlib
+
+    from twelvefold.server.schedules import fire_id
+
+    [schedule] = schedules_of(s.service)
+    one, other = Scheduler(s.service, [schedule]), Scheduler(s.service, [schedule])
+    assert await one.tick(T0) == []
+    due = T0 + timedelta(minutes=30)  # 10:00
+    fired = await asyncio.gather(
+        one.tick(T0 + timedelta(minutes=31)), other.tick(T0 + timedelta(minutes=31))
+    )
+    assert sorted(len(launched) for launched in fired) == [0, 1]
+    [info] = await s.service.threads(Caller("ana", "http"))
+    assert info.id == fire_id("hourly-deploy", due)
+    assert one.runs.last("hourly-deploy") == due
+
+    # 11:00 is launched, then the process dies before recording it (as if killed there).
+    eleven = due + timedelta(hours=1)
+    caller = Caller("schedule:hourly-deploy", "schedule")
+    await s.service.launch(caller, "deploybot", "deploy", thread_id=fire_id(schedule.name, eleven))
+    assert one.runs.last("hourly-deploy") == due
+    assert await other.tick(eleven + timedelta(minutes=1)) == []  # found, not launched again
+    assert other.runs.last("hourly-deploy") == eleven
+    assert len(await s.service.threads(Caller("ana", "http"))) == 2
+    # A record never goes back: an older due time written late changes nothing.
+    one.runs.fired("hourly-deploy", due)
+    assert one.runs.last("hourly-deploy") == eleven
+    for scheduler in (one, other):
+        with contextlib.suppress(Exception):
+            scheduler.runs.close()

@@ -25,7 +25,7 @@ from twelvefold.runtime.store import (
     ThreadNotFound,
     open_store,
 )
-from twelvefold.runtime.types import Answer, Answered, Started
+from twelvefold.runtime.types import Answer, Answered, ChildStarted, Started
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -34,6 +34,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore
     if request.param == "memory":
         yield MemoryStore()
         return
+    yield from _opened(request, tmp_path)
+
+
+def _opened(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
     made = (
         SqliteStore(tmp_path / "threads.db")
         if request.param == "sqlite"
@@ -84,6 +88,18 @@ def test_append_is_guarded_by_the_expected_sequence_number(store: EventStore) ->
     ]
     info = store.info("t1")
     assert (info.status, info.step, info.seq) == ("waiting", "b", 3)
+
+
+def test_child_links_hold_only_the_links_both_logs_make(store: EventStore) -> None:
+    """A parent's `ChildStarted` and its child's `Started` must name each other: a thread
+    only named like a child, or a fork's copy of its original's link, is no child."""
+    codec = Codec()
+    link = ChildStarted(step="a", child="p~a-1")
+    store.create(_info("p"), [Started(step="a", input="hi"), link], codec)
+    store.create(_info("p~a-1"), [Started(step="a", input="hi", parent="p")], codec)
+    store.create(_info("p~x"), [Started(step="a", input="hi")], codec)  # a user's own id
+    store.create(_info("f"), [Started(step="a", input="hi"), link], codec)  # a fork's copy
+    assert store.child_links() == {"p": ["p~a-1"]}  # type: ignore[attr-defined]
 
 
 def test_threads_are_listed_by_status_most_recent_first(store: EventStore) -> None:
@@ -220,3 +236,56 @@ def test_only_ended_unheld_threads_are_deleted_and_unused_versions_go(store: Eve
     assert [i.id for i in store.threads()] == ["live"]
     assert store.delete_versions(["v1", "v2"]) == 1  # v2 is still named by "live"
     assert (store.load_version("v1"), store.load_version("v2")) == (None, "two")
+
+
+def _set_version(store: EventStore, version: str | None) -> None:
+    """Change thread `t`'s stored version behind the store's back, as someone with write
+    access to the database could."""
+    if isinstance(store, SqliteStore):
+        import sqlite3
+
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE threads SET version = ? WHERE id = 't'", (version,))
+        return
+    import psycopg
+
+    with psycopg.connect(store.url) as conn:  # type: ignore[attr-defined]
+        conn.execute("UPDATE threads SET version = %s WHERE id = 't'", (version,))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
+    """The stores kept in a database someone could edit."""
+    yield from _opened(request, tmp_path)
+
+
+def test_a_version_changed_in_the_database_is_tampering(database_store: EventStore) -> None:
+    """The head seal covers the version a thread is pinned to (it decides which reducer
+    replays the log): changing it, or clearing it, makes the thread refuse to load, as an
+    edited event does; a move by `repin` seals the new version."""
+    from twelvefold.runtime.integrity import BrokenLog
+
+    store = database_store
+    codec = _thread(store)
+    store.save_version("v1", "one")
+    store.save_version("v2", "two")
+    lease = store.acquire("t", "me", 60)
+    store.repin("t", 1, "v1", lease, at="x")
+    store.append("t", 1, [_answer("on v1")], codec, Head("running", "a"), lease)
+    store.release(lease)
+    assert len(store.load("t", codec)) == 2
+    for edited in ("v2", None):
+        _set_version(store, edited)
+        with pytest.raises(BrokenLog, match="cut or edited"):
+            store.load("t", codec)
+    _set_version(store, "v1")  # put back: it loads again, and moves on by the book
+    lease = store.acquire("t", "me", 60)
+    store.repin("t", 2, "v2", lease, at="y")
+    store.append("t", 2, [_answer("on v2")], codec, Head("running", "a"), lease)
+    assert len(store.load("t", codec)) == 3
+    _set_version(store, "v1")
+    with pytest.raises(BrokenLog):
+        store.load("t", codec)
+    # A row whose seal was already broken is not sealed anew by a move.
+    with pytest.raises(BrokenLog):
+        store.repin("t", 3, "v2", lease, at="z")

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -193,19 +193,65 @@ def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
 
 
+def stuck_report(cluster: Cluster, driver: Driver, ids: list[str]) -> str:
+    """What holds up the threads of `ids` that have not finished: per thread its status,
+    lease and wake-up jobs; the worker processes and procrastinate's registered workers.
+    Said when a bounded wait gives up, so that a hang says why."""
+    import psycopg
+
+    lines = []
+    with psycopg.connect(cluster.queue_url) as connection:
+        for thread_id in ids:
+            info = run(driver.runtime.info(thread_id))
+            if info.status == "finished":
+                continue
+            lease = driver.runtime.store.lease(thread_id)  # type: ignore[attr-defined]
+            jobs = connection.execute(
+                "SELECT task_name, status::text, scheduled_at, worker_id FROM procrastinate_jobs"
+                " WHERE args->>'thread_id' = %s ORDER BY id",
+                (thread_id,),
+            ).fetchall()
+            lines.append(f"  thread {thread_id}: {info.status} at {info.step}, lease {lease}, "
+                         f"jobs {jobs or 'none'}")  # fmt: skip
+        registered = connection.execute(
+            "SELECT id, now() - last_heartbeat FROM procrastinate_workers ORDER BY id"
+        ).fetchall()
+    alive = [p.poll() is None for p in cluster.workers]
+    shown = lines[:20] + ([f"  ... and {len(lines) - 20} more"] if len(lines) > 20 else [])
+    return "\n".join([f"{len(lines)} thread(s) not finished:", *shown,
+                      f"worker processes alive: {alive}",
+                      f"registered workers (id, heartbeat age): {registered}"])  # fmt: skip
+
+
 def crash_and_check(
     cluster: Cluster, driver: Driver, threads: int, kills: int, limit: float = 300
 ) -> None:
+    """Run `threads` threads on 4 workers, SIGKILLing one `kills` times at random moments
+    (and starting it again), approving and retrying as a server would, until every thread
+    finished; then check the logs. Gives up after `limit` seconds, or as soon as a worker
+    exits that was not killed (nothing restarts it: a hang in waiting), saying what is
+    stuck (`stuck_report`)."""
     rng = random.Random(os.environ.get("CRASH_SEED", "11"))
     cluster.workers = [cluster.start_worker(i) for i in range(4)]
     ids = run(driver.launch(threads))
     killed = 0
     deadline = time.monotonic() + limit
     while True:
-        standing = run(driver.tend())
+        standing = run(asyncio.wait_for(driver.tend(), timeout=120))
         if standing["finished"] == threads:
             break
-        assert time.monotonic() < deadline, f"threads did not end: {standing}"
+        for index, process in enumerate(cluster.workers):
+            if process.poll() is not None:  # a worker stopped by itself: never restarted
+                log = (cluster.folder / f"worker-{index}.log").read_text(errors="replace")
+                raise AssertionError(
+                    f"worker {index} exited with {process.returncode} on its own: "
+                    f"{standing}\n{stuck_report(cluster, driver, ids)}\n{log[-3000:]}"
+                )
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"threads did not end within {limit:.0f} s: {standing}\n"
+                + stuck_report(cluster, driver, ids)
+            )
         time.sleep(rng.uniform(0.2, 1.0))
         if killed < kills:
             index = rng.randrange(len(cluster.workers))
@@ -368,6 +414,234 @@ def test_a_timer_survives_a_restart_of_every_worker(
         cluster.stop()
 
 
+def test_a_retry_backoff_is_a_timer_job_that_survives_a_restart_of_every_worker(
+    tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
+) -> None:
+    """`retry 2 backoff 3s` on a keyless tool whose first attempt fails: the failed attempt
+    is in the log (`AttemptFailed`) and the retry is a scheduled job; while it waits no
+    job runs and nobody holds the thread's lease. The worker is killed, the due time
+    passes with no worker, and a worker started afterwards retries it (once) and the
+    thread finishes: the retry is not lost, and not run before its time."""
+    from twelvefold.runtime.types import AttemptFailed
+    from twelvefold.server.queue import RETRY
+
+    openai_model_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Bump", "n": 1}}
+    )
+    cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
+    effects = tmp_path / "flaky"
+    effects.mkdir()
+    cluster.env["FLAKY_DIR"] = str(effects)
+    flaky = [str(FIXTURES / "flaky.agent")]
+    driver = Driver(cluster, openai_model_server)
+
+    async def launch() -> str:
+        async with driver.app.open_async():
+            view = await driver.runtime.launch(flaky[0], "go", run=False)
+            await driver.queue.wake(view.id)
+            return view.id
+
+    thread_id = run(launch())
+    cluster.workers = [cluster.start_worker(0, agents=flaky)]
+    try:
+        import psycopg
+
+        def jobs(status: str, task: str | None = None) -> int:
+            with psycopg.connect(postgres_url) as connection:
+                row = connection.execute(
+                    "SELECT count(*) FROM procrastinate_jobs WHERE status = %s"
+                    " AND (%s::text IS NULL OR task_name = %s) AND args->>'thread_id' = %s",
+                    (status, task, task, thread_id),
+                ).fetchone()
+            return int(row[0]) if row else 0
+
+        def backing_off() -> bool:
+            events = run(driver.runtime.events(thread_id))
+            return isinstance(events[-1], AttemptFailed) and jobs("todo", RETRY) == 1
+
+        wait_for(backing_off, "the failed attempt to be recorded and its retry scheduled")
+        wait_for(lambda: jobs("doing") == 0, "the worker to hold no job during the backoff")
+        assert driver.runtime.store.lease(thread_id) is None
+        cluster.workers[0].send_signal(signal.SIGKILL)
+        cluster.workers[0].wait()
+        failed = run(driver.runtime.events(thread_id))[-1]
+        assert isinstance(failed, AttemptFailed) and failed.attempt == 1
+        retry_at = datetime.fromisoformat(failed.retry_at).timestamp()
+        wait_for(lambda: time.time() > retry_at + 1, "the retry's time to pass with no worker")
+        assert len(attempts(effects)) == 1
+        assert run(driver.runtime.info(thread_id)).status == "running"
+        cluster.workers = [cluster.start_worker(1, agents=flaky)]
+        wait_for(
+            lambda: run(driver.runtime.info(thread_id)).status == "finished",
+            "the restarted worker to retry the tool",
+        )
+        made = attempts(effects)
+        assert len(made) == 2 and made[1] >= retry_at
+        kinds = [type(e).__name__ for e in run(driver.runtime.events(thread_id))]
+        assert kinds.count("AttemptFailed") == 1 and kinds.count("ToolStarted") == 2
+        assert "StepFailed" not in kinds
+    finally:
+        cluster.stop()
+
+
+def test_a_worker_sends_the_webhook_reply_of_a_thread_it_ended_once_retrying_a_failure(
+    tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
+) -> None:
+    """A thread launched with a webhook reply (the server records the target) and run to
+    its end by workers: the reply is a job. The receiver fails, the job is tried again
+    later (durably: both workers are killed meanwhile, two new ones take it); once the
+    receiver answers it gets the reply exactly once, with two workers running."""
+    import psycopg
+
+    from tests.support.receivers import HttpReceiver
+    from twelvefold.server.queue import SETTLED
+    from twelvefold.server.replies import ReplyTargets
+    from twelvefold.server.tables import place_of
+
+    openai_model_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Done", "n": 1}}
+    )
+    agent = flaky_project(tmp_path, '[server]\nwebhook_hosts = ["127.0.0.1"]\n')
+    cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
+    cluster.env["FLAKY_DIR"] = str(tmp_path)
+    driver = Driver(cluster, openai_model_server)
+    receiver = HttpReceiver(status=503)
+    targets = ReplyTargets(place_of(driver.runtime.store))
+
+    async def launch() -> str:
+        async with driver.app.open_async():
+            view = await driver.runtime.launch(agent[0], "go", run=False)
+            targets.add(view.id, "webhook", receiver.url("/hook"))
+            await driver.queue.wake(view.id)
+            return view.id
+
+    def settled_jobs(status: str) -> int:
+        with psycopg.connect(postgres_url) as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = %s",
+                (SETTLED, status),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    thread_id = run(launch())
+    cluster.workers = [cluster.start_worker(i, agents=agent) for i in range(2)]
+    try:
+        wait_for(lambda: len(receiver.received) >= 1, "the first reply (which the receiver fails)")
+        assert run(driver.runtime.info(thread_id)).status == "finished"
+        wait_for(lambda: settled_jobs("todo") == 1, "the failed reply job to be scheduled again")
+        for worker in cluster.workers:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        failed = len(receiver.received)
+        receiver.status = 200
+        cluster.workers = [cluster.start_worker(i, agents=agent) for i in range(2, 4)]
+        wait_for(
+            lambda: (
+                len(receiver.received) > failed
+                and settled_jobs("todo") + settled_jobs("doing") == 0
+            ),
+            "the reply job to be tried again by a new worker and succeed",
+        )
+        assert len(receiver.received) == failed + 1
+        body = receiver.json(failed)
+        assert body["type"] == "thread.settled" and body["thread"]["status"] == "finished"
+        ids = {
+            value
+            for _, headers, _ in receiver.received
+            for name, value in headers.items()
+            if name.lower() == "webhook-id"
+        }
+        assert len(ids) == 1  # every attempt at one settle carries one id
+        (target,) = targets.of(thread_id)
+        assert target.replied_seq == run(driver.runtime.info(thread_id)).seq
+    finally:
+        cluster.stop()
+        targets.close()
+        receiver.server.shutdown()
+
+
+def test_a_schedule_fires_once_across_two_workers_and_their_kill_and_restart(
+    tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
+) -> None:
+    """Schedules run in every worker (and server) on PostgreSQL, and fire once per due
+    time: an hourly schedule last fired three hours ago (everything was down) launches one
+    thread when two workers start at once; both are killed, two more start, and the due
+    time is not fired again."""
+    from twelvefold.server.schedules import ScheduleRuns, fire_id
+
+    openai_model_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Done", "n": 1}}
+    )
+    hourly = '[schedules.hourly]\nagent = "flaky"\ncron = "0 * * * *"\ninput = "go"\n'
+    agent = flaky_project(tmp_path, hourly)
+    cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
+    cluster.env["FLAKY_DIR"] = str(tmp_path)
+    driver = Driver(cluster, openai_model_server)
+    runs = ScheduleRuns(postgres_url)
+    runs.fired("hourly", datetime.now(UTC) - timedelta(hours=3))
+
+    def threads() -> list[Any]:
+        return list(run(driver.runtime.threads()))
+
+    def checked(indices: range) -> bool:
+        logs = [(tmp_path / f"worker-{i}.log") for i in indices]
+        return all(log.exists() and "schedules checked" in log.read_text() for log in logs)
+
+    cluster.workers = [cluster.start_worker(i, agents=agent) for i in range(2)]
+    try:
+        wait_for(lambda: checked(range(2)), "both workers to check the schedules")
+        wait_for(lambda: len(threads()) == 1 and threads()[0].status == "finished", "the fire")
+        [fired] = threads()
+        last = runs.last("hourly")
+        assert last is not None and fired.id == fire_id("hourly", last)
+        for worker in cluster.workers:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        cluster.workers = [cluster.start_worker(i, agents=agent) for i in range(2, 4)]
+        wait_for(lambda: checked(range(2, 4)), "the restarted workers to check the schedules")
+        assert [info.id for info in threads()] == [fired.id]
+        assert runs.last("hourly") == last
+    finally:
+        cluster.stop()
+        runs.close()
+
+
+def test_workers_prune_on_the_retention_timer_once_across_workers(
+    tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
+) -> None:
+    """`[tool.twelvefold.retention]` with `every = "1s"` and two workers: the finished
+    threads are archived and deleted by the workers on their own, each archived once."""
+    import json
+
+    openai_model_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Done", "n": 1}}
+    )
+    retention = '[retention]\nfinished_after = "1s"\narchive = "archive.jsonl"\nevery = "1s"\n'
+    agent = flaky_project(tmp_path, retention)
+    cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
+    cluster.env["FLAKY_DIR"] = str(tmp_path)
+    driver = Driver(cluster, openai_model_server)
+
+    async def launch(count: int) -> list[str]:
+        async with driver.app.open_async():
+            ids = []
+            for _ in range(count):
+                view = await driver.runtime.launch(agent[0], "go", run=False)
+                await driver.queue.wake(view.id)
+                ids.append(view.id)
+            return ids
+
+    ids = run(launch(6))
+    cluster.workers = [cluster.start_worker(i, agents=agent) for i in range(2)]
+    try:
+        wait_for(lambda: not run(driver.runtime.threads()), "the workers to prune every thread")
+    finally:
+        cluster.stop()
+    lines = (Path(agent[0]).parent / "archive.jsonl").read_text().splitlines()
+    archived = [json.loads(line)["thread_id"] for line in lines]
+    assert sorted(archived) == sorted(ids)  # each thread once: no two prunes overlapped
+
+
 def test_serve_on_postgresql_enqueues_and_a_worker_runs_the_thread(
     tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
 ) -> None:
@@ -435,6 +709,26 @@ def test_serve_on_postgresql_enqueues_and_a_worker_runs_the_thread(
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
         cluster.stop()
+
+
+def flaky_project(tmp_path: Path, config: str) -> list[str]:
+    """A copy of flaky.agent (and its prompts) in a project whose twelvefold.toml is
+    `config`: the worker's argument list for it."""
+    import shutil
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(FIXTURES / "flaky.agent", project)
+    shutil.copytree(FIXTURES / "prompts", project / "prompts")
+    (project / "twelvefold.toml").write_text(config)
+    return [str(project / "flaky.agent")]
+
+
+def attempts(folder: Path) -> list[float]:
+    """The times flaky.agent's tool was attempted (Unix seconds; FLAKY_DIR/attempts.log)."""
+    log = folder / "attempts.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [float(line.split()[1]) for line in lines]
 
 
 def worker_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -294,8 +294,8 @@ BUGS: dict[str, Bug] = {
             "deploybot",
             (
                 (
-                    'model_config = ConfigDict(extra="forbid", allow_inf_nan=False)\n\n    url: str',
-                    'model_config = ConfigDict(extra="forbid")\n\n    url: str',
+                    'model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)\n\n    url: str',
+                    'model_config = ConfigDict(extra="forbid", defer_build=True)\n\n    url: str',
                 ),
             ),
             "agrees_with_source",

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -125,6 +125,7 @@ async def _work(
 ) -> int:
     from twelvefold.runtime.api import AsyncRuntime
     from twelvefold.runtime.store import open_store
+    from twelvefold.server.pruning import Pruner, timed_retention
     from twelvefold.server.queue import (
         Queue,
         QueueUnavailable,
@@ -133,6 +134,7 @@ async def _work(
         make_app,
         run_worker,
     )
+    from twelvefold.server.schedules import Scheduler, schedules_of
     from twelvefold.server.service import ServeError, served_agents
 
     try:  # before anything waits on a connection pool: one line, at once
@@ -158,13 +160,30 @@ async def _work(
     import openai  # noqa: F401
 
     app = make_app(queue_url, pool_size=concurrency + 2)
+    queue = Queue(app)
+    try:  # replies, Slack and schedules, as the server has them: configuration checked here
+        service = server_side(runtime, agents, queue)
+        scheduler = Scheduler(service, schedules_of(service))
+        timed = timed_retention(service)
+        pruner = Pruner(service, timed) if timed is not None else None
+    except ServeError as exc:
+        echo(f"error: {exc}", err=True)
+        return 1
     try:
         async with app.open_async():
-            work = Work(runtime, agents, Queue(app))
+            work = Work(runtime, agents, queue, tell=service.tell_settled)
             echo(f"worker: running {', '.join(sorted(agents))} from the queue", err=True)
-            await run_worker(
-                work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds
-            )
+            scheduler.start()
+            if pruner is not None:
+                pruner.start()
+            try:
+                await run_worker(
+                    work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds
+                )
+            finally:
+                await scheduler.stop()
+                if pruner is not None:
+                    await pruner.stop()
     except QueueUnavailable as exc:
         echo(f"error: {exc}", err=True)
         return 1
@@ -178,6 +197,24 @@ async def _work(
                 await close()
     echo("worker: stopped", err=True)
     return 0
+
+
+def server_side(runtime: Any, agents: Any, queue: Any) -> Any:
+    """The server's side of a worker: a `Service` that only records and enqueues (as
+    `serve` has on PostgreSQL), with the server's `on_settled` callbacks — webhook replies
+    and Slack (twelvefold/server/replies.py, slack.py) — which the worker's reply jobs
+    run, and whose launches its scheduler makes (schedules.py). Also gives the worker's
+    notices the inbox link and Slack buttons. `ServeError` for a configuration that
+    cannot work (one line)."""
+    from twelvefold.server.service import Service
+    from twelvefold.server.slack import SlackApp, SlackSettings
+
+    service = Service(runtime, agents, queue=queue)
+    slack = SlackApp(service, SlackSettings.from_env())
+    # A failed reply is tried again by its job (durably, later), not by this process
+    # waiting between attempts while it holds the job.
+    slack.replies.delays = ()
+    return service
 
 
 def _serve_metrics(runtime: AsyncRuntime, address: tuple[str, int]) -> None:

@@ -2,7 +2,7 @@
 
 With a PostgreSQL store, `twelvefold serve` records launches and decisions and enqueues a
 job; `twelvefold worker` processes on any number of machines take the jobs and advance the
-threads. Two kinds of job:
+threads. Three kinds of job:
 
 - `twelvefold.advance(thread_id)`, a wake-up: run the thread on until it waits, finishes or
   fails. At most one is pending (`todo`) per thread: its `queueing_lock` is
@@ -14,6 +14,9 @@ threads. Two kinds of job:
   (`AsyncRuntime.expire_thread`). Each timer has its own lock, `timer:ID:REQUEST:SEQ`, never
   the thread's: a timer days ahead must not block the thread's wake-ups. A timer whose
   request is no longer pending, or whose thread moved on (`seq`), does nothing.
+- `twelvefold.retry(thread_id, seq)`, a scheduled job: a tool attempt failed with a
+  `retry … backoff` left (the log ends in `AttemptFailed`); at its `retry_at`, run the
+  thread on. Its lock is `retry:ID:SEQ`; it does nothing once the thread moved on.
 
 Correctness never comes from the queue. A job may run twice (a worker died after the
 work and before procrastinate marked it done, or a stalled job is retried) or two jobs of
@@ -22,10 +25,23 @@ one thread may run at once on two machines: the thread's ownership lease
 append made on a stale log. procrastinate's own per-key `lock` is not used (it has open
 reports of jobs stuck behind a lock whose holder died).
 
-A worker killed with SIGKILL leaves its jobs `doing` forever; every worker, every
-`sweep_seconds`, retries the jobs of workers whose heartbeat stopped
-(`JobManager.get_stalled_jobs`) and enqueues a wake-up for every thread still `running`
-in the store, so a thread whose process died is picked up once its lease lapses.
+A worker killed with SIGKILL leaves its jobs `doing`; every worker, every
+`sweep_seconds`, retries the jobs of workers whose heartbeat stopped for
+`STALLED_WORKER_SECONDS` (`JobManager.get_stalled_jobs`) and enqueues a wake-up for every
+thread still `running` in the store whose lease is free or lapsed and that no pending
+wake-up covers, so a thread whose process died is picked up once its lease lapses (the
+lease, not the job, says who runs a thread: a live worker's threads are never woken, and
+the sweep's cost grows with the threads left behind, not with all the running ones).
+
+A thread whose model call's rate-limit turn is more than `DEFER_TURN_SECONDS` away
+(runtime/ratelimit.py, limits shared by every worker through the store) gives its job
+slot back: its run stops before the call (`TurnLater`, nothing recorded) and a wake-up is
+scheduled for the moment its turn comes.
+
+A worker's job loop that fails (the database went away for a moment; another worker
+took it for dead and deleted its registration, after which procrastinate refuses its
+next fetch) is started again after a pause, so a worker process never stops taking jobs
+while it runs.
 """
 
 from __future__ import annotations
@@ -33,14 +49,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from twelvefold.runtime import timeouts
 from twelvefold.runtime.lease import LeaseHeld, LeaseLost
+from twelvefold.runtime.ratelimit import TurnLater
 from twelvefold.runtime.store import Conflict, ThreadNotFound
+from twelvefold.runtime.types import Notified
 
 if TYPE_CHECKING:
     import procrastinate
@@ -53,11 +71,30 @@ log = logging.getLogger("twelvefold.worker")
 QUEUE = "twelvefold"
 ADVANCE = "twelvefold.advance"
 TIMER = "twelvefold.timer"
+RETRY = "twelvefold.retry"
+SETTLED = "twelvefold.settled"
+SETTLED_ATTEMPTS, SETTLED_WAIT = 12, 2
+"""A reply job that failed (a receiver down) is tried again 4, 8, 16 ... seconds later
+(procrastinate's RetryStrategy; about 2 h 16 min in all), then given up (logged)."""
 WORK = "twelvefold"
 """The key of the `Work` in a job's `additional_context`."""
 LEASE_RETRY_SECONDS = 2.0
 """How long a wake-up that found the thread's lease held waits before it tries again
 (the holder is alive and renewing, or dead and its lease lapses)."""
+DEFER_TURN_SECONDS = 1.0
+"""A model call whose rate-limit turn is further away than this gives its job slot back
+and is woken when the turn comes; a nearer turn is waited for in the job."""
+HEARTBEAT_SECONDS = 2.0
+"""How often a worker tells the queue it is alive."""
+STALLED_WORKER_SECONDS = 60.0
+"""How long a worker's heartbeat may be silent before other workers take it for dead,
+delete its registration and retry its jobs. Generous: on a loaded machine a live worker's
+heartbeat can lag by seconds, and a worker taken for dead while alive has its jobs run
+twice (harmless: the lease decides) and its registration deleted. A dead worker's
+threads do not wait for it: the sweep wakes them once their leases lapse."""
+RESTART_SECONDS = (1.0, 30.0)
+"""The pause before a failed job loop is started again: the first, and the longest
+(doubling in between)."""
 
 
 SCHEMA_PRESENT = (
@@ -81,6 +118,14 @@ def timer_lock(thread_id: str, request: str | None, seq: int) -> str:
     return f"timer:{thread_id}:{request or '-'}:{seq}"
 
 
+def retry_lock(thread_id: str, seq: int) -> str:
+    return f"retry:{thread_id}:{seq}"
+
+
+def settled_lock(thread_id: str, seq: int) -> str:
+    return f"settled:{thread_id}:{seq}"
+
+
 def make_app(conninfo: str, *, pool_size: int = 4) -> procrastinate.App:
     """A procrastinate app on `conninfo` (`postgresql://…`) with the two tasks registered
     (the tasks need a `Work` in the worker's `additional_context`). Open it with
@@ -93,6 +138,15 @@ def make_app(conninfo: str, *, pool_size: int = 4) -> procrastinate.App:
     app = procrastinate.App(connector=connector)
     app.task(name=ADVANCE, queue=QUEUE, pass_context=True)(_advance_job)
     app.task(name=TIMER, queue=QUEUE, pass_context=True)(_timer_job)
+    app.task(name=RETRY, queue=QUEUE, pass_context=True)(_retry_job)
+    app.task(
+        name=SETTLED,
+        queue=QUEUE,
+        pass_context=True,
+        retry=procrastinate.RetryStrategy(
+            max_attempts=SETTLED_ATTEMPTS, exponential_wait=SETTLED_WAIT
+        ),
+    )(_settled_job)
     return app
 
 
@@ -150,9 +204,25 @@ class Queue:
         with contextlib.suppress(AlreadyEnqueued):
             await self.app.configure_task(ADVANCE, **options).defer_async(thread_id=thread_id)
 
+    async def pending(self, thread_ids: list[str]) -> set[str]:
+        """Which of the threads have a wake-up waiting in the queue (`todo`)."""
+        if not thread_ids:
+            return set()
+        rows = await self.app.connector.execute_query_all_async(
+            "SELECT DISTINCT args->>'thread_id' AS thread FROM procrastinate_jobs"
+            " WHERE task_name = %(task)s AND status = 'todo'"
+            " AND args->>'thread_id' = ANY(%(ids)s)",
+            task=ADVANCE,
+            ids=thread_ids,
+        )
+        return {str(row["thread"]) for row in rows}
+
     async def time(self, view: ThreadView, agent: Agent) -> datetime | None:
         """Schedule the timer of a waiting thread's current wait, if it has one (a
-        deadline, or a notice to try again). The moment it fires, or None."""
+        deadline, or a notice to try again), or of a running thread's tool retry at the
+        end of its backoff. The moment it fires, or None."""
+        if view.status == "running":
+            return await self.retry(view)
         if view.status != "waiting":
             return None
         due = next_due(view, agent)
@@ -168,6 +238,34 @@ class Queue:
         with contextlib.suppress(AlreadyEnqueued):
             await deferrer.defer_async(thread_id=view.id, request=view.request, seq=view.seq)
         return due
+
+    async def retry(self, view: ThreadView) -> datetime | None:
+        """Schedule the retry job of a running thread whose log ends in a tool attempt
+        that failed (`AttemptFailed`): at its `retry_at`, under its own lock
+        (`retry:ID:SEQ`, never the thread's). The moment, or None when none is due."""
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        from twelvefold.runtime.loop import retry_due
+
+        due = retry_due(view.log)
+        if due is None:
+            return None
+        moment = datetime.fromtimestamp(due, UTC)
+        deferrer = self.app.configure_task(
+            RETRY, queueing_lock=retry_lock(view.id, view.seq), schedule_at=moment
+        )
+        with contextlib.suppress(AlreadyEnqueued):
+            await deferrer.defer_async(thread_id=view.id, seq=view.seq)
+        return moment
+
+    async def settled(self, view: ThreadView) -> None:
+        """Enqueue the `on_settled` work (replies, Slack) of a thread that settled at
+        `view.seq` events: one job per settle (`settled:ID:SEQ`)."""
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        deferrer = self.app.configure_task(SETTLED, queueing_lock=settled_lock(view.id, view.seq))
+        with contextlib.suppress(AlreadyEnqueued):
+            await deferrer.defer_async(thread_id=view.id, seq=view.seq)
 
 
 def next_due(view: ThreadView, agent: Agent) -> datetime | None:
@@ -195,6 +293,15 @@ class Work:
     runtime: AsyncRuntime
     agents: Mapping[str, Agent]
     queue: Queue
+    tell: Callable[[ThreadView], Awaitable[None]] | None = None
+    """The `on_settled` callbacks of the server's replies and Slack app, run by the
+    reply jobs (`Service.tell_settled`; raises when a reply failed); None: none."""
+
+    def __post_init__(self) -> None:
+        # A tool retry's backoff holds no job: the run stops, a retry job runs it on.
+        self.runtime.engine.wait_out_backoff = False
+        # A thread waiting long for a rate-limit turn gives its job slot back.
+        self.runtime.engine.defer_turns = DEFER_TURN_SECONDS
 
     async def advance(self, thread_id: str) -> None:
         """Run the thread on (a wake-up). Another process holding its lease: try again in
@@ -217,10 +324,15 @@ class Work:
             log.info("%s", held)
             await self.queue.wake(thread_id, delay=LEASE_RETRY_SECONDS)
             return
+        except TurnLater as later:
+            await self.queue.wake(thread_id, delay=later.seconds)
+            return
         except (LeaseLost, Conflict) as exc:  # another process took over: it goes on
             log.warning("%s", exc)
             return
         await self.queue.time(view, agent)
+        if view.status != "running" and self.tell is not None:
+            await self.queue.settled(view)
 
     async def fire(self, thread_id: str, request: str | None, seq: int) -> None:
         """A timer: expire the thread if it still waits on the same request at the same
@@ -240,9 +352,36 @@ class Work:
         except LeaseHeld:
             await self.queue.wake(thread_id, delay=LEASE_RETRY_SECONDS)
             return
+        except TurnLater as later:  # the expiry is recorded; the run goes on at its turn
+            await self.queue.wake(thread_id, delay=later.seconds)
+            return
         if expiry is not None and expiry.problem is not None:
             log.warning("thread %s: %s", thread_id, expiry.problem)
+        moved = None if expiry is None or isinstance(expiry.event, Notified) else expiry.view
+        if moved is not None and moved.status != "running" and self.tell is not None:
+            await self.queue.settled(moved)  # it ran on to its end or its next pause
         await self._settled(thread_id, agent)
+
+    async def tell_settled(self, thread_id: str, seq: int) -> None:
+        """A reply job: run the `on_settled` callbacks on the thread as it stands, unless
+        it is running again (its next settle has its own job). Raises when a reply
+        failed, so procrastinate tries the job again later (`SETTLED_ATTEMPTS`)."""
+        if self.tell is None:
+            return
+        with contextlib.suppress(ThreadNotFound):
+            info = await self.runtime.info(thread_id)
+            agent = self.agents.get(info.agent)
+            if agent is None or info.status == "running":
+                return
+            await self.tell(await self.runtime.get(thread_id, agent=agent))
+
+    async def retry(self, thread_id: str, seq: int) -> None:
+        """A tool retry's backoff is over: run the thread on if it still stands where
+        the retry was scheduled (`seq` events); else nothing (it was run on already)."""
+        with contextlib.suppress(ThreadNotFound):
+            info = await self.runtime.info(thread_id)
+            if info.status == "running" and info.seq == seq:
+                await self.advance(thread_id)
 
     async def _settled(self, thread_id: str, agent: Agent) -> None:
         """A thread not running: make sure its wait's timer is scheduled."""
@@ -253,20 +392,33 @@ class Work:
             else:
                 await self.queue.time(view, agent)
 
-    async def sweep(self) -> None:
-        """Retry the jobs of workers that stopped sending heartbeats, and wake every
-        thread still `running` (its process may have died; the lease decides)."""
+    async def sweep(self) -> list[str]:
+        """Retry the jobs of workers whose heartbeat stopped (`STALLED_WORKER_SECONDS`),
+        and wake every thread still `running` that no process holds a lease on and no
+        pending wake-up covers (its process died, or stopped before it enqueued the next
+        one). The threads it woke."""
         manager = self.queue.app.job_manager
+        woken: list[str] = []
         try:
-            for job in await manager.get_stalled_jobs():
+            for job in await manager.get_stalled_jobs(
+                seconds_since_heartbeat=STALLED_WORKER_SECONDS
+            ):
                 assert job.id is not None
                 with contextlib.suppress(Exception):  # another worker retried it first
                     await manager.retry_job(job)
-            for info in await self.runtime.threads("running"):
-                if info.agent in self.agents:
-                    await self.queue.wake(info.id)
+            left = [
+                info.id
+                for info in await self.runtime.threads("running", unleased=True)
+                if info.agent in self.agents
+            ]
+            covered = await self.queue.pending(left)
+            for thread_id in left:
+                if thread_id not in covered:
+                    await self.queue.wake(thread_id)
+                    woken.append(thread_id)
         except Exception:
             log.exception("the worker's sweep failed; the next one tries again")
+        return woken
 
     async def schedule_waiting(self) -> None:
         """Schedule the timers of every waiting thread (a worker starting: threads paused
@@ -297,13 +449,23 @@ async def _timer_job(context: Any, thread_id: str, request: str | None, seq: int
     await work.fire(thread_id, request, seq)
 
 
+async def _retry_job(context: Any, thread_id: str, seq: int) -> None:
+    work: Work = context.additional_context[WORK]
+    await work.retry(thread_id, seq)
+
+
+async def _settled_job(context: Any, thread_id: str, seq: int) -> None:
+    work: Work = context.additional_context[WORK]
+    await work.tell_settled(thread_id, seq)
+
+
 async def run_worker(
     work: Work, *, concurrency: int, grace: float, sweep_seconds: float, name: str = "twelvefold"
 ) -> None:
     """Take jobs until SIGTERM or SIGINT (procrastinate's handlers: stop taking jobs, let
     running ones finish for `grace` seconds, then cancel them; a cancelled run lets its
-    lease go). Sweeps every `sweep_seconds` meanwhile."""
-    heartbeat = max(0.5, min(10.0, sweep_seconds / 3))
+    lease go). Sweeps every `sweep_seconds` meanwhile. A job loop that fails is started
+    again after `RESTART_SECONDS` (logged): only a signal stops the worker."""
 
     async def sweeping() -> None:
         await work.schedule_waiting()
@@ -312,19 +474,31 @@ async def run_worker(
             await asyncio.sleep(sweep_seconds)
 
     sweeper = asyncio.create_task(sweeping(), name="twelvefold sweep")
+    pause = RESTART_SECONDS[0]
     try:
-        await work.queue.app.run_worker_async(
-            queues=[QUEUE],
-            concurrency=concurrency,
-            name=name,
-            shutdown_graceful_timeout=grace,
-            additional_context={WORK: work},
-            update_heartbeat_interval=heartbeat,
-            stalled_worker_timeout=heartbeat * 3,
-            fetch_job_polling_interval=min(5.0, sweep_seconds),
-            delete_jobs="successful",
-            install_signal_handlers=True,
-        )
+        while True:
+            try:
+                await work.queue.app.run_worker_async(
+                    queues=[QUEUE],
+                    concurrency=concurrency,
+                    name=name,
+                    shutdown_graceful_timeout=grace,
+                    additional_context={WORK: work},
+                    update_heartbeat_interval=HEARTBEAT_SECONDS,
+                    stalled_worker_timeout=STALLED_WORKER_SECONDS,
+                    fetch_job_polling_interval=min(5.0, sweep_seconds),
+                    delete_jobs="successful",
+                    install_signal_handlers=True,
+                )
+                return  # stopped by a signal
+            except Exception as exc:
+                # Its running jobs were let finish (or cancelled) before it raised.
+                # procrastinate says "Database error." and keeps the reason as the cause.
+                reason = exc.__cause__ or exc
+                log.error("the worker's job loop failed (%s: %s); it starts again in %.0f s",
+                          type(reason).__name__, " ".join(str(reason).split()), pause)  # fmt: skip
+                await asyncio.sleep(pause)
+                pause = min(RESTART_SECONDS[1], pause * 2)
     finally:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -50,6 +50,10 @@ Sender = Callable[[ThreadView, str], Awaitable[None]]
 the next time the thread settles)."""
 
 
+class RepliesFailed(Exception):
+    """Some replies of a settled thread could not be sent (each failure, one line)."""
+
+
 @dataclass(frozen=True)
 class Target:
     thread_id: str
@@ -80,11 +84,24 @@ class ReplyTargets(Table):
         )
         return [Target(str(t), str(k), str(a), int(s)) for t, k, a, s in rows]
 
-    def replied(self, target: Target, seq: int) -> None:
+    def claim(self, target: Target, seq: int) -> bool:
+        """Mark `target` as told of the thread's view at `seq`, unless it was already
+        (by this process or another): True when this call marked it."""
+        return (
+            self._db.change(
+                "UPDATE server_replies SET replied_seq = ? WHERE thread_id = ? AND kind = ?"
+                " AND address = ? AND replied_seq < ?",
+                (seq, target.thread_id, target.kind, target.address, seq),
+            )
+            == 1
+        )
+
+    def unclaim(self, target: Target, seq: int) -> None:
+        """Give a claim back after its send failed (unless a later view was claimed)."""
         self._db.change(
             "UPDATE server_replies SET replied_seq = ? WHERE thread_id = ? AND kind = ?"
-            " AND address = ? AND replied_seq < ?",
-            (seq, target.thread_id, target.kind, target.address, seq),
+            " AND address = ? AND replied_seq = ?",
+            (target.replied_seq, target.thread_id, target.kind, target.address, seq),
         )
 
 
@@ -128,17 +145,27 @@ class Replies:
         await asyncio.to_thread(check_webhook_host, url, self.webhook_hosts)
 
     async def settled(self, view: ThreadView) -> None:
-        """Send `view` to each target of its thread not told of it yet."""
+        """Send `view` to each target of its thread not told of it yet, at most once per
+        target and view: a target is claimed (its `replied_seq` moved to the view's, in
+        one conditional UPDATE) before the send, so two processes settling the same
+        thread never both send. A send that fails gives its claim back and, once every
+        target was tried, raises `RepliesFailed`: a worker's reply job is then tried again
+        later (server/queue.py); the server logs it and tries at the next settle."""
+        failures: list[str] = []
         for target in await asyncio.to_thread(self.targets.of, view.id):
             sender = self.senders.get(target.kind)
             if sender is None or target.replied_seq >= view.seq:
                 continue
+            if not await asyncio.to_thread(self.targets.claim, target, view.seq):
+                continue  # another process is telling (or told) this target of this view
             try:
                 await sender(view, target.address)
             except Exception as exc:  # one broken target must not keep the others quiet
                 log.warning("thread %s: the %s reply failed: %s", view.id, target.kind, exc)
-                continue
-            await asyncio.to_thread(self.targets.replied, target, view.seq)
+                await asyncio.to_thread(self.targets.unclaim, target, view.seq)
+                failures.append(f"{target.kind}: {exc}")
+        if failures:
+            raise RepliesFailed(f"thread {view.id}: " + "; ".join(failures))
 
     def payload(self, view: ThreadView) -> dict[str, Any]:
         return {"type": "thread.settled", "thread": view.to_json(), "link": self.link(view.id)}

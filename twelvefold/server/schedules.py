@@ -6,11 +6,18 @@
     input = "yesterday's sales" # the thread's input (any TOML value)
 
 Each schedule launches its agent as the person `schedule:NAME`. The last time each one
-fired is kept in `server_schedule_runs` (the store's database): a server that was down
+fired is kept in `server_schedule_runs` (the store's database): a process that was down
 while a schedule came due launches it once on start, however many times it was missed,
 and a schedule seen for the first time starts counting from now (nothing fires for the
-past). A fire is recorded before its launch, so a crash between the two loses that one
-run rather than running it twice.
+past).
+
+Exactly once per due time, across any number of servers and workers on one store: the
+thread a fire launches has an id made from the schedule's name and the due time
+(`fire_id`), so a second process firing the same due time finds the thread there (the
+store refuses a second thread with one id) and launches nothing; the fire is recorded
+after the launch, with a conditional UPDATE that only moves `fired_at` forward. A
+process killed between the launch and the record leaves the due time unrecorded: the
+next tick, anywhere, finds the thread already launched and records it.
 
 A cron expression croniter does not take, an agent the server does not serve or an
 entry of the wrong shape stops the server from starting (`ServeError`, one line).
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +36,7 @@ from typing import Any
 
 from croniter import croniter
 
+from twelvefold.runtime.store import ThreadNotFound
 from twelvefold.server.replies import server_tables
 from twelvefold.server.service import Caller, ServeError, Service, ServiceError
 from twelvefold.server.tables import Table
@@ -67,6 +76,8 @@ def parse_schedules(table: Mapping[str, Any], served: Mapping[str, object]) -> l
     schedules: list[Schedule] = []
     for name, entry in table.items():
         where = f"schedule `{name}`"
+        if str(name).startswith("@"):  # `@retention` is the retention timer's (pruning.py)
+            raise ServeError(f"{where}: a schedule's name cannot start with @")
         if not isinstance(entry, Mapping):
             raise ServeError(f"{where} must be a table with agent, cron and input")
         unknown = sorted(set(entry) - {"agent", "cron", "input"})
@@ -95,6 +106,14 @@ def schedules_of(service: Service) -> list[Schedule]:
     return list(found.values())
 
 
+def fire_id(name: str, due: datetime) -> str:
+    """The id of the thread schedule `name` launches for due time `due`: the same in
+    every process (16 hex digits, as `new_thread_id`'s), so a fire launched twice is
+    refused by the store the second time."""
+    stamp = due.astimezone(UTC).isoformat()
+    return hashlib.sha256(f"twelvefold schedule\0{name}\0{stamp}".encode()).hexdigest()[:16]
+
+
 class ScheduleRuns(Table):
     """`server_schedule_runs`: schedule name -> when it last fired, and what it launched."""
 
@@ -107,12 +126,39 @@ class ScheduleRuns(Table):
         except ValueError:  # an edited row: count from now rather than fire for the past
             return None
 
+    def claim(self, name: str, at: datetime) -> bool:
+        """Move `name`'s mark forward to `at`; True when this call moved it (no process
+        had reached `at` yet), False otherwise. One conditional write: of several
+        processes claiming one `at`, exactly one gets True."""
+        stamp = at.astimezone(UTC).isoformat()
+        return (
+            self._db.change(
+                "INSERT INTO server_schedule_runs (name, fired_at, thread_id) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET fired_at = excluded.fired_at"
+                " WHERE server_schedule_runs.fired_at < excluded.fired_at",
+                (name, stamp, None),
+            )
+            == 1
+        )
+
+    def first_seen(self, name: str, at: datetime) -> None:
+        """Start counting a schedule from `at` (unless another process started first)."""
+        self._db.change(
+            "INSERT INTO server_schedule_runs (name, fired_at, thread_id) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            (name, at.astimezone(UTC).isoformat(), None),
+        )
+
     def fired(self, name: str, at: datetime, thread_id: str | None = None) -> None:
+        """Record that the schedule fired for due time `at`, unless a later one was
+        recorded already (times are stored as UTC ISO 8601, which sort as text)."""
+        stamp = at.astimezone(UTC).isoformat()
         self._db.change(
             "INSERT INTO server_schedule_runs (name, fired_at, thread_id) VALUES (?, ?, ?)"
             " ON CONFLICT (name) DO UPDATE SET fired_at = excluded.fired_at,"
-            " thread_id = excluded.thread_id",
-            (name, at.astimezone(UTC).isoformat(), thread_id),
+            " thread_id = excluded.thread_id"
+            " WHERE server_schedule_runs.fired_at < excluded.fired_at",
+            (name, stamp, thread_id),
         )
 
 
@@ -135,34 +181,54 @@ class Scheduler:
 
     async def tick(self, now: datetime) -> list[tuple[str, str]]:
         """Launch each schedule that came due since it last fired (once, however many
-        times it came due); `(schedule name, thread id)` for each launch."""
+        times it came due, and once across every process ticking on this store);
+        `(schedule name, thread id)` for each launch this call made."""
         launched: list[tuple[str, str]] = []
         for schedule in self.schedules:
             last = await asyncio.to_thread(self.runs.last, schedule.name)
             if last is None:  # first seen: count from now
-                await asyncio.to_thread(self.runs.fired, schedule.name, now)
+                await asyncio.to_thread(self.runs.first_seen, schedule.name, now)
                 continue
             due = schedule.latest(now)
             if due <= last:
                 continue
-            # Marked before the launch: a crash in between loses this run rather than
-            # launching it twice (at most once).
-            await asyncio.to_thread(self.runs.fired, schedule.name, due)
-            caller = Caller(schedule.person, "schedule")
+            thread_id = fire_id(schedule.name, due)
             try:
-                view = await self.service.launch(caller, schedule.agent, schedule.input)
+                fresh = await self._launch(schedule, thread_id)
             except ServiceError as exc:
-                if self.service.stopping:  # nothing launched: the next server fires it
-                    await asyncio.to_thread(self.runs.fired, schedule.name, last)
+                if self.service.stopping:  # nothing launched: the next start fires it
                     log.info("schedule %s is left to the next start", schedule.name)
                     break
                 log.warning("schedule %s could not launch %s: %s", schedule.name,
                             schedule.agent, exc.detail)  # fmt: skip
+                await asyncio.to_thread(self.runs.fired, schedule.name, due, None)
                 continue
-            await asyncio.to_thread(self.runs.fired, schedule.name, due, view.id)
-            log.info("schedule %s launched thread %s", schedule.name, view.id)
-            launched.append((schedule.name, view.id))
+            await asyncio.to_thread(self.runs.fired, schedule.name, due, thread_id)
+            if fresh:
+                log.info("schedule %s launched thread %s", schedule.name, thread_id)
+                launched.append((schedule.name, thread_id))
         return launched
+
+    async def _launch(self, schedule: Schedule, thread_id: str) -> bool:
+        """Launch the fire's thread; False when it exists already (another process, or
+        this one before a crash, launched it). `ServiceError` when it cannot launch."""
+        if await self._exists(thread_id):
+            return False
+        caller = Caller(schedule.person, "schedule")
+        try:
+            await self.service.launch(caller, schedule.agent, schedule.input, thread_id=thread_id)
+        except ServiceError:
+            if await self._exists(thread_id):  # launched by another process meanwhile
+                return False
+            raise
+        return True
+
+    async def _exists(self, thread_id: str) -> bool:
+        try:
+            await self.service.runtime.info(thread_id)
+        except ThreadNotFound:
+            return False
+        return True
 
     def wait_after(self, now: datetime) -> float:
         """Seconds to sleep after a tick at `now`: until the next schedule is due, at
@@ -173,10 +239,15 @@ class Scheduler:
         return min(LONGEST_SLEEP, max(0.5, (soonest - now).total_seconds()))
 
     async def run(self) -> None:
+        first = True
         while not self.service.stopping:
             now = self.clock()
             try:
                 await self.tick(now)
+                if first:
+                    names = ", ".join(schedule.name for schedule in self.schedules)
+                    log.info("schedules checked: %s", names)
+                    first = False
             except Exception:
                 log.exception("the scheduler's tick failed; the next one tries again")
             await asyncio.sleep(self.wait_after(now))
@@ -186,9 +257,15 @@ class Scheduler:
             self._task = asyncio.create_task(self.run(), name="schedules")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
         self.runs.close()
+
+
+async def cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background loop (the scheduler's, the retention timer's) and wait for
+    it to end."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

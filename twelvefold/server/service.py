@@ -29,6 +29,7 @@ import contextlib
 import contextvars
 import logging
 import sqlite3
+import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from twelvefold.runtime.config import Config, ConfigError, find_config
 from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseError, LeaseHeld, LeaseLost
 from twelvefold.runtime.loading import AgentLoadError
-from twelvefold.runtime.loop import Agent, Thread
+from twelvefold.runtime.loop import Agent, Thread, retry_due
 from twelvefold.runtime.store import (
     Conflict,
     SqliteStore,
@@ -328,6 +329,10 @@ class Service:
 
         runtime.engine.on_event = announce
         runtime.engine.idle = self._lend_slot
+        # A tool retry's backoff holds no slot and no lease: the run stops there, and a
+        # timer (`_retry_later`, or a worker's retry job) runs the thread on when it is due.
+        runtime.engine.wait_out_backoff = False
+        self._retries: dict[str, asyncio.TimerHandle] = {}
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -351,6 +356,9 @@ class Service:
         self.stopping = True
         if self._timer is not None:
             self._timer.cancel()
+        for handle in self._retries.values():  # the log keeps them: `start` finds them
+            handle.cancel()
+        self._retries.clear()
         running = list(self._tasks.values())
         if running:
             _, late = await asyncio.wait(running, timeout=grace)
@@ -381,13 +389,15 @@ class Service:
         input: Any,
         *,
         before_run: Callable[[str], None] | None = None,
+        thread_id: str | None = None,
     ) -> ThreadView:
         """Store a new thread of `agent` and run it in the background. The view is the
         thread as launched (`running`, one event). `NotFound` for an agent not served,
         `Forbidden` outside `launchers`, `BadInput` for an input that does not fit.
         `before_run(thread_id)` (blocking work such as recording where replies go) runs
         in a worker thread after the launch is recorded and before the thread can run,
-        so it cannot miss the run settling."""
+        so it cannot miss the run settling. `thread_id` gives the new thread's id (a
+        schedule's fire: schedules.py); `Busy` when a thread has it already."""
         served = self._agent(agent)
         policy = Policy.at(_folder(served))
         if policy.launchers is not None and not policy.member(caller.person, policy.launchers):
@@ -397,7 +407,7 @@ class Service:
         if self.stopping:
             raise Unavailable("the server is shutting down; launch again in a moment")
         with _translated():
-            view = await self.runtime.launch(served, input, run=False)
+            view = await self.runtime.launch(served, input, thread_id=thread_id, run=False)
 
         def recorded(thread_id: str) -> None:
             self.launches.record(thread_id, caller)
@@ -744,8 +754,30 @@ class Service:
         finally:
             self._tasks.pop(thread_id, None)
             self._wake(thread_id)
-        if view is not None:
-            await self._notify_settled(view)
+        if view is None:
+            return
+        due = retry_due(view.log) if view.status == "running" else None
+        if due is not None:  # a tool retry's backoff: the thread has not settled
+            self._retry_later(thread_id, due)
+            return
+        await self._notify_settled(view)
+
+    def _retry_later(self, thread_id: str, due: float) -> None:
+        """Run the thread on at `due` (Unix seconds), when a tool retry's backoff ends.
+        The wait is in the thread's log (`AttemptFailed`), so a restarted server finds it
+        again (`start` runs every `running` thread, which stops at once when not due)."""
+        if self.stopping:
+            return
+        previous = self._retries.pop(thread_id, None)
+        if previous is not None:
+            previous.cancel()
+
+        def due_now() -> None:
+            self._retries.pop(thread_id, None)
+            self._submit(thread_id)
+
+        delay = max(0.0, due - time.time())
+        self._retries[thread_id] = asyncio.get_running_loop().call_later(delay, due_now)
 
     @contextlib.asynccontextmanager
     async def _lend_slot(self) -> AsyncIterator[None]:
@@ -777,11 +809,23 @@ class Service:
         self.runner.in_flight += 1
 
     async def _notify_settled(self, view: ThreadView) -> None:
+        try:
+            await self.tell_settled(view)
+        except Exception:
+            log.exception("an on_settled callback failed for thread %s", view.id)
+
+    async def tell_settled(self, view: ThreadView) -> None:
+        """Call every `on_settled` callback with `view` (each one, whatever the others
+        do); then raise the first failure, if any (a worker's reply job is tried again
+        on it: server/queue.py)."""
+        failure: Exception | None = None
         for callback in list(self._settled):
             try:
                 await callback(view)
-            except Exception:
-                log.exception("an on_settled callback failed for thread %s", view.id)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _wake(self, thread_id: str) -> None:
         changed = self._changed.get(thread_id)

@@ -859,21 +859,29 @@ def router(
 ) -> APIRouter:
     """`POST /v1/hooks/slack` over `service` (a `SlackApp` with the environment's
     settings unless given). Through its lifespan it also runs the schedules
-    (schedules.py). Making it makes notices carry the inbox link and (with a bot) Slack
-    buttons, and replies go where launches asked. `ServeError` (one line) for a
-    configuration that cannot work: a bad public URL, schedule or webhook secret."""
+    (schedules.py) and the retention timer (pruning.py). Making it makes notices carry
+    the inbox link and (with a bot) Slack buttons, and replies go where launches asked.
+    `ServeError` (one line) for a configuration that cannot work: a bad public URL,
+    schedule, retention or webhook secret."""
+    from twelvefold.server.pruning import Pruner, timed_retention
     from twelvefold.server.schedules import Scheduler, schedules_of
 
     slack = app or SlackApp(service, SlackSettings.from_env())
     scheduler = Scheduler(service, schedules_of(service))
+    timed = timed_retention(service)
+    pruner = Pruner(service, timed) if timed is not None else None
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         scheduler.start()
+        if pruner is not None:
+            pruner.start()
         try:
             yield
         finally:
             await scheduler.stop()
+            if pruner is not None:
+                await pruner.stop()
             with contextlib.suppress(TimeoutError):  # Slack calls are bounded (10 s each)
                 await asyncio.wait_for(slack.idle(), timeout=15)
 

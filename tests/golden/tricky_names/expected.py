@@ -56,7 +56,7 @@ __all__ = [
 class Request(BaseModel):
     """ends with a quote\""""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
     from__: str = Field(alias="from", description="a Python keyword as a field")
     from_: str | None = Field(
@@ -77,7 +77,7 @@ class Request(BaseModel):
 class State_(BaseModel):
     """clashes with the runtime's State"""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="State")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="State", defer_build=True)
 
     value: float
 
@@ -85,19 +85,23 @@ class State_(BaseModel):
 class dict_(BaseModel):
     """a builtin's name"""
 
-    model_config = ConfigDict(extra="forbid", title="dict")
+    model_config = ConfigDict(extra="forbid", title="dict", defer_build=True)
 
     items: list[dict[str, State_ | None]]
 
 
 class Event_(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, title="Event")
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, title="Event", defer_build=True
+    )
 
     reduce__: int | None = Field(default=None, alias="reduce")
 
 
 class Out(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, allow_inf_nan=False, defer_build=True
+    )
 
     float_: float | None = Field(default=None, alias="float")
     Field_: str | None = Field(default=None, alias="Field", description="read by the class body")
@@ -110,31 +114,37 @@ class Out(BaseModel):
 
 
 class reduce_(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, title="reduce")
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, title="reduce", defer_build=True
+    )
 
     ACTIONS: int | None = Field(default=None, alias="_ACTIONS")
 
 
 class _ACTIONS_(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, title="_ACTIONS")
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, title="_ACTIONS", defer_build=True
+    )
 
     all__: int | None = Field(default=None, alias="__all__")
 
 
 class _d_action_(BaseModel):
-    model_config = ConfigDict(extra="forbid", title="_d_action")
+    model_config = ConfigDict(extra="forbid", title="_d_action", defer_build=True)
 
     d: int | None = None
 
 
 class all_(BaseModel):
-    model_config = ConfigDict(extra="forbid", title="__all__")
+    model_config = ConfigDict(extra="forbid", title="__all__", defer_build=True)
 
     x: int | None = None
 
 
 class pydantic_(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, title="pydantic")
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, title="pydantic", defer_build=True
+    )
 
     typing_: int | None = Field(default=None, alias="typing")
 
