@@ -503,21 +503,34 @@ class AsyncRuntime:
         """
         if idempotency_key is not None and not idempotency_key.strip():
             raise InputError("an idempotency key must not be blank")
-        await self.engine.check_free(thread_id)
         thread = await self._load(thread_id, agent)
         signal = typed_event(thread.agent, type, value)
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             if idempotency_key is not None and delivered(thread, idempotency_key):
                 return await self._view(thread)  # a duplicate: dropped
-            action = awaited_signal(thread, type, request)
-            event = Signalled(
-                step=action.step, at=_now(), type=type, value=signal, key=idempotency_key,
-                request=thread.state.request, by=by, via=via,
-            )  # fmt: skip
             try:
+                await self.engine.check_free(thread_id)
+                action = awaited_signal(thread, type, request)
+                event = Signalled(
+                    step=action.step, at=_now(), type=type, value=signal, key=idempotency_key,
+                    request=thread.state.request, by=by, via=via,
+                )  # fmt: skip
                 await self.engine.record(thread, event)
+            except LeaseHeld:
+                # Busy: maybe with this very signal, sent twice at once and recorded by
+                # the other copy (whose process now holds the thread). A duplicate gets
+                # the same answer whoever holds the thread; anything else is refused.
+                if idempotency_key is None:
+                    raise
+                found = await self._delivered_soon(thread_id, agent, idempotency_key)
+                if found is not None:
+                    return await self._view(found)
+                if attempt == 3:
+                    raise
+                thread = await self._load(thread_id, agent)
+                continue
             except Conflict:
-                if attempt == 2:
+                if attempt == 3:
                     raise
                 # Someone else wrote first (maybe the same event, sent twice at once):
                 # judge again against the log as it now is.
@@ -525,6 +538,31 @@ class AsyncRuntime:
                 continue
             break
         return await self._view(await self._ran(thread, run))
+
+    async def _delivered_soon(
+        self, thread_id: str, agent: AgentRef | None, key: str, *, tries: int = 40
+    ) -> Thread | None:
+        """The thread once its log holds the signal with `key`, or None once nobody holds
+        the thread (this copy may record it then). The process holding the thread may
+        have taken its lease to record that very signal and append it a moment later, so
+        the log is read again (0.05 s apart, `tries` times) before `LeaseHeld` says the
+        thread is busy with something else."""
+        import asyncio
+
+        busy: LeaseHeld | None = None
+        for _ in range(tries):
+            thread = await self._load(thread_id, agent)
+            if delivered(thread, key):
+                return thread
+            try:
+                await self.engine.check_free(thread_id)
+            except LeaseHeld as exc:
+                busy = exc
+                await asyncio.sleep(0.05)
+                continue
+            return None
+        assert busy is not None
+        raise busy
 
     async def cancel(
         self,

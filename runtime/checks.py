@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .types import ErrorInfo, Verdict
+from .types import ErrorInfo, Usage, Verdict
 
 JUDGE = "judge"
 """`OutputRejected.by` for a judge's refusal."""
@@ -53,11 +53,13 @@ class Refusal:
 
 class CheckFailed(Exception):
     """A validator that could not run (not found, or raised something other than a
-    refusal): the step fails with `error`."""
+    refusal): the step fails with `error`. `usage`: what a judge's failed call was paid
+    for (`ModelError.usage`, priced), counted on the step's StepFailed."""
 
-    def __init__(self, error: ErrorInfo) -> None:
+    def __init__(self, error: ErrorInfo, usage: Usage | None = None) -> None:
         super().__init__(str(error))
         self.error = error
+        self.usage = usage
 
 
 Validator = Callable[[BaseModel], Any]

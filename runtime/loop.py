@@ -528,16 +528,21 @@ class Engine:
                     reply = await model.complete(request)
         except BaseException as exc:
             error = exc.error if isinstance(exc, ModelError) else ErrorInfo(type(exc).__name__, "")
+            # A failed call's replies were paid for: their tokens and cost go on its
+            # StepFailed, where the budgets, totals, metrics and the span count them.
+            paid = exc.usage if isinstance(exc, ModelError) else None
+            failed = _since(started) if paid is None else _priced_usage(paid, requested, prices)
+            if paid is not None:
+                self._spent(requested, failed, estimated)
             if span is not None:
                 tracing.end_chat(
                     span, response_model=None, response_id=None, finish_reasons=(),
-                    input_tokens=None, output_tokens=None, cost_usd=None, error=error,
+                    input_tokens=failed.input_tokens, output_tokens=failed.output_tokens,
+                    cost_usd=failed.cost_usd, error=error,
                 )  # fmt: skip
             if not isinstance(exc, ModelError):
                 raise
-            return StepFailed(
-                step=action.step, at=now_iso(), usage=_since(started), error=exc.error
-            )
+            return StepFailed(step=action.step, at=now_iso(), usage=failed, error=exc.error)
         finally:
             self.in_flight.leave()
         usage = _priced(reply, requested, prices, started)
@@ -558,7 +563,9 @@ class Engine:
             try:
                 refusal, judged = await self._check_output(thread, action, reply.output, prices)
             except checks.CheckFailed as exc:
-                return StepFailed(step=action.step, at=now_iso(), usage=usage, error=exc.error)
+                # The checked call was paid for, and so was a judge's call that failed.
+                paid = _added(usage, exc.usage)
+                return StepFailed(step=action.step, at=now_iso(), usage=paid, error=exc.error)
             # The judge's call is part of the step's cost: its budgets count it too.
             usage = _added(usage, judged)
             if refusal is not None:
@@ -632,8 +639,12 @@ class Engine:
             reply = await self._model().complete(request)
         except ModelError as exc:
             error = exc.error
+            paid = None if exc.usage is None else _priced_usage(exc.usage, judged_by, prices)
+            if paid is not None:
+                self._spent(judged_by, paid, estimated)
             raise checks.CheckFailed(
-                ErrorInfo("JudgeError", f"the judge of `{action.step}` gave no verdict: {error}")
+                ErrorInfo("JudgeError", f"the judge of `{action.step}` gave no verdict: {error}"),
+                paid,
             ) from exc
         finally:
             self.in_flight.leave()
@@ -1029,6 +1040,14 @@ def _requested_model(resolve: Callable[[CallModel], Any] | None, action: CallMod
         name = resolve(action)
         return name if isinstance(name, str) else None
     return action.model
+
+
+def _priced_usage(usage: Usage, requested: str | None, prices: Prices) -> Usage:
+    """A failed call's usage (`ModelError.usage`) with its cost, priced as a reply's is."""
+    if usage.cost_usd is not None:
+        return usage
+    cost = prices.cost(requested, usage)
+    return usage if cost is None else replace(usage, cost_usd=cost)
 
 
 def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: float) -> Usage:

@@ -25,7 +25,7 @@ import functools
 import os
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -73,11 +73,16 @@ build_model_request = builder(ModelRequest)
 
 
 class ModelError(Exception):
-    """The model could not produce a valid output (after its retries), or could not be reached."""
+    """The model could not produce a valid output (after its retries), or could not be reached.
 
-    def __init__(self, error: ErrorInfo) -> None:
+    `usage` is what the failed call was paid for, as the endpoint reported it: every
+    attempt's tokens added up (the first try and its re-asks), or None when no reply came
+    (a connection error, an HTTP error status)."""
+
+    def __init__(self, error: ErrorInfo, usage: Usage | None = None) -> None:
         super().__init__(str(error))
         self.error = error
+        self.usage = usage
 
 
 class Model(Protocol):
@@ -419,8 +424,11 @@ class OpenAIModel:
     async def complete(self, request: ModelRequest) -> ModelReply:
         prepared = prepared_request(request.action.step, request.action.outputs, self.mode)
         started = time.perf_counter()
-        parsed, completion = await self._validated(request, prepared)
+        parsed, completion, paid = await self._validated(request, prepared, started)
         latency_ms = (time.perf_counter() - started) * 1000
+        usage = (
+            _usage(completion, latency_ms) if paid is None else replace(paid, latency_ms=latency_ms)
+        )
         calls = _tool_calls(completion)
         if calls > 1:  # asked for one; never drop the others without a trace
             raise ModelError(
@@ -428,11 +436,12 @@ class OpenAIModel:
                     "InvalidOutput",
                     f"the model made {calls} tool calls at `{request.action.step}`; "
                     "one was asked for (parallel_tool_calls: false)",
-                )
+                ),
+                usage,
             )
         return ModelReply(
             prepared.shape.unwrap(parsed),
-            _usage(completion, latency_ms),
+            usage,
             model=_text(getattr(completion, "model", None)),
             response_id=_text(getattr(completion, "id", None)),
             finish_reasons=tuple(
@@ -443,9 +452,11 @@ class OpenAIModel:
         )
 
     async def _validated(
-        self, request: ModelRequest, prepared: PreparedRequest
-    ) -> tuple[BaseModel, Any]:
-        """The first reply that validates, and its completion: instructor's retry loop.
+        self, request: ModelRequest, prepared: PreparedRequest, started: float
+    ) -> tuple[BaseModel, Any, Usage | None]:
+        """The first reply that validates, its completion, and the usage of every attempt
+        added up (None when the endpoint sent no counts): instructor's retry loop. A
+        failed call's `ModelError` carries that usage too: each reply was paid for.
 
         A reply that does not validate is re-asked with the error, `retries N` times after
         the first try (outputs the checks before dispatch refused used some of them up);
@@ -461,18 +472,20 @@ class OpenAIModel:
         client = await self._client_of_this_loop()
         body = self.request_body(request)
         attempt = 0
+        paid: Usage | None = None
         while True:
             attempt += 1
             try:
                 completion = await client.post(
                     "/chat/completions", cast_to=ChatCompletion, body=body, options=_CREATE
                 )
-            except OpenAIError as exc:
-                raise ModelError(_api_error(exc)) from exc
+            except OpenAIError as exc:  # the replies before it were paid for
+                raise ModelError(_api_error(exc), paid) from exc
             except Exception as exc:  # whatever else the client raises fails the call
-                raise ModelError(_invalid_output(action.step, attempt, exc)) from exc
+                raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
+            paid = _paid(paid, completion, started)
             try:
-                return prepared.parse(completion), completion
+                return prepared.parse(completion), completion, paid
             except IncompleteOutputException as exc:
                 # finish_reason "length": the reply was cut off at the token limit. A re-ask
                 # would be cut off the same way, so the step fails and `on error` decides.
@@ -481,14 +494,15 @@ class OpenAIModel:
                         "IncompleteOutput",
                         f"the model's reply for `{action.step}` was cut off at its token "
                         "limit (finish_reason: length)",
-                    )
+                    ),
+                    paid,
                 ) from exc
             except reasked as exc:
                 if attempt > retries:
-                    raise ModelError(_invalid_output(action.step, attempt, exc)) from exc
+                    raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
                 body = prepared.reask(body, completion, exc)
             except Exception as exc:  # instructor gives up at once on anything else
-                raise ModelError(_invalid_output(action.step, attempt, exc)) from exc
+                raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
 
     def requested_model(self, action: CallModel) -> str:
         """The model this call asks for (`resolve_model_name`)."""
@@ -579,6 +593,28 @@ def _usage(completion: Any, latency_ms: float) -> Usage:
         latency_ms=latency_ms,
         input_tokens=_tokens(getattr(usage, "prompt_tokens", None)),
         output_tokens=_tokens(getattr(usage, "completion_tokens", None)),
+    )
+
+
+def _paid(before: Usage | None, completion: Any, started: float) -> Usage | None:
+    """`before` (the earlier attempts' usage) with `completion`'s tokens added; None while
+    no attempt reported a count. A count the provider did not send adds nothing."""
+    usage = getattr(completion, "usage", None)
+    counts = (
+        _tokens(getattr(usage, "prompt_tokens", None)),
+        _tokens(getattr(usage, "completion_tokens", None)),
+    )
+    if before is None and counts == (None, None):
+        return None
+    earlier = (None, None) if before is None else (before.input_tokens, before.output_tokens)
+    added = tuple(
+        None if a is None and b is None else (a or 0) + (b or 0)
+        for a, b in zip(earlier, counts, strict=True)
+    )
+    return Usage(
+        latency_ms=(time.perf_counter() - started) * 1000,
+        input_tokens=added[0],
+        output_tokens=added[1],
     )
 
 

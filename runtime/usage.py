@@ -130,7 +130,8 @@ def _price(where: object, model: str, entry: Any) -> tuple[float, float]:
 
 MODEL_STEPS = frozenset({"model_output", "output_rejected"})
 """Events that record a model call's tokens and cost: an output, and an output the checks
-refused (with the judge's call, when a judge refused it): what the budgets count too."""
+refused (with the judge's call, when a judge refused it): what the budgets count too. A
+`step_failed` whose usage has token counts is a model call too (`paid_call`)."""
 ACTION_STEPS = frozenset({"model_output", "tool_result", "step_failed"})
 """Events that end an action (a model or tool call, or its failure): a thread's steps."""
 _WAIT_ENDS = frozenset({"approved", "rejected", "answered", "cancelled", "step_failed"})
@@ -203,7 +204,7 @@ def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
     for kind, at, usage in rows:
         if kind in ACTION_STEPS:
             steps += 1
-        if kind in MODEL_STEPS:
+        if kind in MODEL_STEPS or (kind == "step_failed" and paid_call(usage)):
             calls += 1
             if usage is not None:
                 tokens_in += _count(usage.input_tokens)
@@ -252,6 +253,14 @@ def with_children(
     for thread_id in own:
         rolled(thread_id, frozenset({thread_id}))
     return found
+
+
+def paid_call(usage: Usage | None) -> bool:
+    """Whether a failed step's usage records a model call that was paid for: the endpoint
+    replied with token counts (invalid output after every retry, a cut-off reply, a
+    validator or judge that failed on a reply). A tool's failure or a model call that got
+    no reply records a latency only."""
+    return usage is not None and bool(_count(usage.input_tokens) or _count(usage.output_tokens))
 
 
 def _count(value: object) -> int:

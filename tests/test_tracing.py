@@ -490,3 +490,20 @@ def test_spans_never_carry_a_secret_even_with_content_captured(
         text = json.dumps(dict(span.attributes or {}), default=str)
         assert SECRET_KEY not in text, span.name
     assert REDACTED in json.dumps(dict(tool_spans[0].attributes), default=str)
+
+
+def test_a_failed_model_call_that_was_paid_for_shows_its_tokens_on_its_span(
+    spans: InMemorySpanExporter, openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path
+) -> None:
+    # Invalid output every time: the step fails after its retries, each reply paid for.
+    openai_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Nonsense"}}, usage=(500, 50)
+    )
+    with runtime(openai_server, tmp_path / "threads.db", cache) as rt:
+        view = rt.launch(CALCULATOR, "hello")
+    assert view.status == "failed"
+    (chat,) = named(spans.get_finished_spans(), "chat scripted-model")
+    assert chat.status.status_code == trace.StatusCode.ERROR
+    attempts = len(openai_server.requests)
+    assert (chat.attributes or {})["gen_ai.usage.input_tokens"] == 500 * attempts
+    assert (chat.attributes or {})["gen_ai.usage.output_tokens"] == 50 * attempts

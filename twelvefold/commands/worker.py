@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ from twelvefold.commands.options import background_options
 from twelvefold.commands.output import echo
 from twelvefold.commands.run import make_model, model_options, reported
 from twelvefold.runtime.tracing import configure_from_env
+
+if TYPE_CHECKING:
+    from twelvefold.runtime.api import AsyncRuntime
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -42,6 +45,13 @@ def is_postgres(url: str) -> bool:
     envvar="TWELVEFOLD_QUEUE",
     help="The job queue's PostgreSQL database (default: the store's).",
 )
+@click.option(
+    "--metrics-address",
+    metavar="HOST:PORT",
+    envvar="TWELVEFOLD_METRICS_ADDRESS",
+    help="Serve this worker's Prometheus metrics at http://HOST:PORT/metrics "
+    "(e.g. 127.0.0.1:9464; off unless given).",
+)
 @background_options(
     "How many jobs (threads) this worker runs at once.",
     "stalled jobs are retried and running threads woken",
@@ -51,6 +61,7 @@ def worker(
     places: tuple[str, ...],
     store_url: str,
     queue_url: str | None,
+    metrics_address: str | None,
     concurrency: int,
     grace: float,
     sweep_seconds: float,
@@ -63,6 +74,14 @@ def worker(
     if cassette is not None and record is not None:
         raise click.UsageError("give --cassette or --record, not both")
     queue_url = queue_url or store_url
+    metrics_at = None
+    if metrics_address is not None:
+        from twelvefold.server.counters import parse_address
+
+        try:
+            metrics_at = parse_address(metrics_address)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--metrics-address") from None
     if not is_postgres(queue_url):
         echo(
             "error: a worker takes its jobs from PostgreSQL: give --store postgresql://… "
@@ -82,7 +101,7 @@ def worker(
         flush_spans = configure_from_env()
         code = asyncio.run(
             _work(places, store_url, queue_url, concurrency, grace, sweep_seconds,
-                  make_model(cassette, record, model), paths)
+                  make_model(cassette, record, model), paths, metrics_at)
         )  # fmt: skip
     if flush_spans is not None:
         flush_spans()
@@ -102,6 +121,7 @@ async def _work(
     sweep_seconds: float,
     model: object,
     paths: tuple[Path, ...],
+    metrics_at: tuple[str, int] | None = None,
 ) -> int:
     from twelvefold.runtime.api import AsyncRuntime
     from twelvefold.runtime.store import open_store
@@ -129,6 +149,13 @@ async def _work(
     except ServeError as exc:
         echo(f"error: {exc}", err=True)
         return 1
+    if metrics_at is not None:
+        try:
+            _serve_metrics(runtime, metrics_at)
+        except OSError as exc:
+            host, port = metrics_at
+            echo(f"error: cannot serve metrics at {host}:{port}: {exc.strerror or exc}", err=True)
+            return 1
     import instructor  # noqa: F401  (imported once before the first job, as `serve` does)
     import openai  # noqa: F401
 
@@ -188,3 +215,22 @@ def server_side(runtime: Any, agents: Any, queue: Any) -> Any:
     # waiting between attempts while it holds the job.
     slack.replies.delays = ()
     return service
+
+
+def _serve_metrics(runtime: AsyncRuntime, address: tuple[str, int]) -> None:
+    """This worker's own series (twelvefold/server/counters.py) on prometheus_client's
+    HTTP server, in a daemon thread: `GET /metrics` at `address`. Raises OSError when the
+    address cannot be bound."""
+    from prometheus_client import start_http_server
+
+    from twelvefold.server.counters import ProcessMetrics
+
+    metrics = ProcessMetrics()
+    metrics.install(runtime.engine)
+    host, port = address
+    start_http_server(port, addr=host, registry=metrics.registry)
+    echo(f"worker: metrics at http://{_url_host(host)}:{port}/metrics", err=True)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

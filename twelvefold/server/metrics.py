@@ -27,92 +27,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from twelvefold.runtime.config import ConfigError, find_config
-from twelvefold.runtime.loop import Thread
 from twelvefold.runtime.store import ThreadInfo
-from twelvefold.runtime.types import KIND_OF_EVENT, Event, ModelOutput, OutputRejected, Status
+from twelvefold.runtime.types import Status
+from twelvefold.server.counters import ProcessMetrics
 from twelvefold.server.service import Service, Unauthorized, Unavailable
 from twelvefold.server.tokens import TokenStore
 
 Access = Literal["token", "public"]
 STATUSES: tuple[Status, ...] = ("running", "waiting", "finished", "failed", "cancelled")
-LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-"""Seconds: from a fast tool to a slow model call with retries."""
-_MODEL_EVENTS = (ModelOutput, OutputRejected)
 
 
-class Metrics:
-    """The app's registry and the counters the service's events feed."""
+class Metrics(ProcessMetrics):
+    """The app's registry: this process's counters (twelvefold/server/counters.py) and
+    the store's and the runner's numbers read at each scrape."""
 
     def __init__(self, service: Service) -> None:
+        super().__init__()
         self.service = service
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.latency = Histogram(
-            "twelvefold_step_latency_seconds",
-            "How long steps took, by agent and step kind (llm: the model call, a judge's "
-            "included; tool: the function call), as recorded on their events.",
-            ["agent", "kind"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.tokens = Counter(
-            "twelvefold_model_tokens",
-            "Model tokens spent, by agent, model and direction (input or output).",
-            ["agent", "model", "direction"],
-            registry=self.registry,
-        )
-        self.cost = Counter(
-            "twelvefold_model_cost_usd",
-            "US dollars spent on model calls (priced when made), by agent and model.",
-            ["agent", "model"],
-            registry=self.registry,
-        )
-        self.unpriced = Counter(
-            "twelvefold_model_unpriced_calls",
-            "Model calls whose cost is unknown (no price, or no token counts).",
-            ["agent", "model"],
-            registry=self.registry,
-        )
-        self.events = Counter(
-            "twelvefold_events",
-            "Events this process recorded, by agent and kind.",
-            ["agent", "kind"],
-            registry=self.registry,
-        )
         self.store = _StoreCollector(service)
         self.registry.register(self.store)
-
-    def observe(self, thread: Thread, event: Event) -> None:
-        """Count one recorded event (the runtime's `on_event` hook: never raises)."""
-        try:
-            self._observe(thread, event)
-        except Exception:  # pragma: no cover - metrics never break a thread
-            return
-
-    def _observe(self, thread: Thread, event: Event) -> None:
-        agent = thread.agent.name
-        self.events.labels(agent, KIND_OF_EVENT.get(type(event), "other")).inc()
-        usage = event.usage
-        state = thread.agent.spec.states.get(event.step)
-        if usage is None or state is None:
-            return
-        if usage.latency_ms is not None and usage.latency_ms >= 0 and state.kind in ("llm", "tool"):
-            self.latency.labels(agent, state.kind).observe(usage.latency_ms / 1000)
-        if state.kind != "llm" or not isinstance(event, _MODEL_EVENTS):
-            return
-        model = thread.model or "unknown"
-        for direction, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
-            if isinstance(count, int) and count > 0:
-                self.tokens.labels(agent, model, direction).inc(count)
-        if isinstance(usage.cost_usd, int | float) and usage.cost_usd >= 0:
-            self.cost.labels(agent, model).inc(usage.cost_usd)
-        else:
-            self.unpriced.labels(agent, model).inc()
 
     async def exposition(self) -> bytes:
         """The text format, with the store's threads read now."""
@@ -227,15 +165,7 @@ def access(folders: Iterable[Path]) -> Access:
 def router(service: Service, tokens: TokenStore | None) -> APIRouter:
     """`GET /metrics` over `service`'s metrics (installed on its runtime's event hook)."""
     metrics = Metrics(service)
-    engine = service.runtime.engine
-    hooked = engine.on_event
-
-    def announce(thread: Thread, event: Event) -> None:
-        if hooked is not None:
-            hooked(thread, event)
-        metrics.observe(thread, event)
-
-    engine.on_event = announce
+    metrics.install(service.runtime.engine)
     routes = APIRouter()
 
     @routes.get("/metrics", tags=["server"], response_class=Response)
