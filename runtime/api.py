@@ -319,8 +319,17 @@ def view_of(thread: Thread) -> ThreadView:
         notice_failed=failed,
         log=tuple(thread.events),
         child=child,
-        parent=first.parent if isinstance(first := thread.events[0], Started) else None,
+        parent=parent_named(thread.events),
     )
+
+
+def parent_named(log: Sequence[Event]) -> str | None:
+    """The parent thread a sub-agent's log names in its `Started`, or None. A fork of a
+    child is a thread of its own: its end reaches no parent, so it names none."""
+    first = log[0]
+    if not isinstance(first, Started) or first.parent is None:
+        return None
+    return None if any(isinstance(e, Forked) for e in log) else first.parent
 
 
 def store_folder(store: EventStore) -> Path | None:

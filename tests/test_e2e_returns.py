@@ -161,6 +161,20 @@ def test_cancelling_the_parent_leaves_a_child_that_ended_alone(rt: Runtime) -> N
     assert not [e for e in rt.events(child.id) if isinstance(e, Cancelled)]
 
 
+def test_a_fork_of_a_child_thread_is_a_thread_of_its_own(rt: Runtime) -> None:
+    """Forking a child gives a standalone thread: it names no parent (its end reaches
+    nobody), and deciding it leaves the parent waiting on its own child."""
+    parent = rt.launch(RETURNS, returned())
+    child = rt.get(parent.child or "")
+    fork = rt.get(rt.fork(child.id, child.seq))
+    assert (fork.parent, child.parent) == (None, parent.id)
+    assert fork.waiting_for == "approval" and fork.request is not None
+    done = rt.resume(fork.id, approve=True, by="ana", request=fork.request)
+    assert done.status == "finished"
+    after = rt.get(parent.id)
+    assert (after.step, after.waiting_for, after.child) == ("refund", "agent", child.id)
+
+
 OUTER = """
 agent outer "Takes a return through the returns agent." {
   input ReturnRequest
