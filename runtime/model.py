@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .names import declared_name
 from .ratelimit import PROCESS_LIMITER, RateLimiter, retry_after
+from .redact import validation_problems
 from .spec import AgentSpec
 from .types import CallModel, ErrorInfo, Usage
 
@@ -468,10 +469,7 @@ def _invalid_output(action: CallModel, exc: Exception) -> ErrorInfo:
     attempts = getattr(exc, "n_attempts", action.retries + 1)
     cause = exc.__cause__ or exc
     if isinstance(cause, ValidationError):
-        problems = [
-            f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in cause.errors()[:5]
-        ]
-        detail = "; ".join(problems)
+        detail = validation_problems(cause, whole="output")
     else:
         detail = _first_line(str(cause))
     return ErrorInfo(
