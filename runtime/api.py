@@ -702,9 +702,17 @@ class AsyncRuntime:
         )
 
     def child_agent(self, parent: Agent, action: CallAgent) -> Agent:
-        """The agent an `agent` step names: its file relative to the parent's folder."""
+        """The agent an `agent` step names: its file relative to the parent's folder. A
+        parent running a pinned version (`Agent.sources`) starts the child its version
+        holds (runtime/versions.py), its tools looked up beside the child's file as the
+        project has it now (or as the parent's place recorded it)."""
         folder = parent.directory or Path.cwd()
-        return self.agent(str((folder / action.agent).resolve()))
+        place = str((folder / action.agent).resolve())
+        if parent.sources is None:
+            return self.agent(place)
+        kept = self.agent(str((parent.sources / action.agent).resolve()))
+        directory = Path(place).parent
+        return replace(kept, origin=place, directory=directory if directory.is_dir() else None)
 
     async def _run_child(self, parent: Thread, action: CallAgent) -> Event | None:
         """The engine's hook for an `agent` step: create the child thread (exactly once:
