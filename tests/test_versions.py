@@ -391,6 +391,13 @@ def test_prune_archives_then_deletes_ended_threads_only(
     # Nothing is older than a day: nothing goes.
     young = run_cli(project, "prune", "--older-than", "1d", "--delete", monkeypatch=monkeypatch)
     assert young.exit_code == 0 and stored_ids(project) == set(statuses)
+    # An age reaching back before the year 1 (once an OverflowError): nothing is that old.
+    for age in ("800000d", "999999w"):
+        ancient = run_cli(
+            project, "prune", "--older-than", age, "--delete", monkeypatch=monkeypatch
+        )
+        assert ancient.exit_code == 0, ancient.output
+        assert stored_ids(project) == set(statuses)
 
     (project / "twelvefold.toml").write_text(
         '[retention]\nfinished_after = "0s"\narchive = "archive/threads.jsonl"\n'
