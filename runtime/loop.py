@@ -42,7 +42,7 @@ from . import lease as leases
 from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
-from .model import Model, ModelError, ModelReply, ModelRequest
+from .model import Model, ModelError, ModelReply, ModelRequest, build_model_request
 from .ratelimit import RateLimiter
 from .redact import shown_value
 
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
     from .notify import Notice  # notify.py loads only when a thread waits
 from .spec import ASK_NOT_SHOWN, AgentSpec
-from .store import EventStore, Head, StoreError, ThreadInfo, now_iso
+from .store import EventStore, StoreError, ThreadInfo, build_head, now_iso
 from .types import (
     Action,
     AwaitAnswer,
@@ -62,16 +62,18 @@ from .types import (
     ErrorInfo,
     Event,
     IllegalEvent,
-    ModelOutput,
     Notified,
     OutputRejected,
     Started,
     State,
     StepFailed,
     ToolResult,
-    ToolStarted,
     Usage,
     Verdict,
+    build_model_output,
+    build_tool_result,
+    build_tool_started,
+    build_usage,
 )
 from .usage import Prices, prices_for
 from .versions import AgentVersion
@@ -327,6 +329,9 @@ class Engine:
         retry, an expiry, a cancel) this first takes the lease (`LeaseHeld` if a process
         holds it, before anything else is judged: nothing is recorded) and keeps it only
         while the thread is running, for the `advance` that follows."""
+        if thread.lease is not None and not self.offload:
+            self.book(thread, event)  # the hot path: nothing to take, nothing waited for
+            return
         agent = thread.agent
         took = thread.lease is None
         if took:
@@ -335,11 +340,11 @@ class Engine:
             )
         try:
             state = agent.module.reduce(thread.state, event)
-            head = Head(state.status, state.step, state, agent.reducer, state.request)
+            head = build_head(state.status, state.step, state, agent.reducer, state.request)
             append = (thread.id, len(thread.events), (event,), agent.codec, head, thread.lease)
             if self.offload:
                 await self._io(self.store.append, *append)
-            else:  # the hot path in memory: no coroutine around a call that never waits
+            else:
                 self.store.append(*append)
         except BaseException:
             if took:
@@ -350,6 +355,19 @@ class Engine:
         if took and state.status != "running":  # no `advance` needs it (a notice: at once)
             await self.let_go(thread)
         self._announce(thread, event)
+
+    def book(self, thread: Thread, event: Event) -> None:
+        """`record` for a thread whose lease this engine holds, when the store never
+        waits (no `offload`): a plain call, so each step's events cost no coroutine."""
+        assert thread.lease is not None and not self.offload
+        agent = thread.agent
+        state = agent.module.reduce(thread.state, event)
+        head = build_head(state.status, state.step, state, agent.reducer, state.request)
+        self.store.append(thread.id, len(thread.events), (event,), agent.codec, head, thread.lease)
+        thread.events.append(event)
+        thread.state = state
+        if self.on_event is not None:
+            self.on_event(thread, event)
 
     # ---- the loop -----------------------------------------------------------------
 
@@ -397,16 +415,25 @@ class Engine:
             )
         held = self.renewals.hold(thread.lease)
         next_action = thread.agent.module.next_action
+        book = None if self.offload else self.book  # no coroutine per event in memory
         told = False  # one notice attempt per advance: a dead channel is retried by `expire`
         try:
             while _has_work(thread.state) and not (told and thread.state.status == "waiting"):
                 held.check()  # lost the lease: start nothing more
                 action = next_action(thread.state)
                 if isinstance(action, CallModel):
-                    await self.record(thread, await self._call_model(thread, action))
+                    event = await self._call_model(thread, action)
+                    if book is None:
+                        await self.record(thread, event)
+                    else:
+                        book(thread, event)
                 elif isinstance(action, CallTool):
                     self._prove(thread)  # a side effect never rests on a forgeable cache
-                    await self.record(thread, await self._call_tool(thread, action))
+                    event = await self._call_tool(thread, action)
+                    if book is None:
+                        await self.record(thread, event)
+                    else:
+                        book(thread, event)
                 elif isinstance(action, AwaitApproval | AwaitAnswer):
                     told = True
                     await self.record(thread, await self.notify(thread, action))
@@ -445,7 +472,7 @@ class Engine:
         if agent.spec.max_cost is not None and requested and prices.price(requested) is None:
             # A cost budget cannot bound a call nobody can price: refuse it before it costs.
             return StepFailed(step=action.step, at=now_iso(), error=_unpriced(requested))
-        request = ModelRequest(agent.spec, action, messages, thread.id, len(thread.events))
+        request = build_model_request(agent.spec, action, messages, thread.id, len(thread.events))
         span = None
         if thread.run is not None and (tracer := tracing.tracer()) is not None:
             span = tracing.start_chat(
@@ -457,7 +484,9 @@ class Engine:
                 temperature=action.temperature,
                 messages=messages,
             )
-        estimated = await self._turn(requested, limits, messages)
+        estimated = 0
+        if requested is not None and limits.of_model(requested) is not None:
+            estimated = await self._turn(requested, limits, messages)
         started = time.perf_counter()
         try:
             if span is None:
@@ -500,7 +529,7 @@ class Engine:
             usage = _added(usage, judged)
             if refusal is not None:
                 return await self._rejected(thread, action, reply.output, refusal, usage)
-        return ModelOutput(step=action.step, at=now_iso(), usage=usage, output=reply.output)
+        return build_model_output(step=action.step, at=now_iso(), usage=usage, output=reply.output)
 
     async def _check_output(
         self, thread: Thread, action: CallModel, output: BaseModel, prices: Prices
@@ -631,7 +660,11 @@ class Engine:
         key = action.started_key
         if key is None:
             key = action.retry_key or f"{thread.id}:{step}:{len(thread.events) + 1}"
-            await self.record(thread, ToolStarted(step=step, at=now_iso(), key=key))
+            started = build_tool_started(step=step, at=now_iso(), key=key)
+            if self.offload:
+                await self.record(thread, started)
+            else:
+                self.book(thread, started)
         elif not tool.accepts_key:
             # Started in a process that died before recording the result: running it
             # again could repeat its side effect, and nothing can tell us it is safe.
@@ -669,7 +702,8 @@ class Engine:
                 key=key if outcome.unknown else None,
             )
         assert outcome.result is not None
-        return ToolResult(step=step, at=now_iso(), usage=outcome.usage, result=outcome.result)
+        usage, result = outcome.usage, outcome.result
+        return build_tool_result(step=step, at=now_iso(), usage=usage, result=result)
 
     async def notify(
         self, thread: Thread, action: AwaitApproval | AwaitAnswer, *, at: str | None = None
@@ -905,7 +939,7 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
         cost = prices.cost(known, usage)
     if latency == usage.latency_ms and cost == usage.cost_usd:
         return usage
-    return Usage(latency, usage.input_tokens, usage.output_tokens, cost)
+    return build_usage(latency, usage.input_tokens, usage.output_tokens, cost)
 
 
 def _added(usage: Usage, more: Usage | None) -> Usage:

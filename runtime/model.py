@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .names import declared_name
 from .ratelimit import PROCESS_LIMITER, RateLimiter, retry_after
+from .records import builder, quick_init
 from .redact import validation_problems
 from .spec import AgentSpec
 from .types import CallModel, ErrorInfo, Usage
@@ -62,6 +63,10 @@ class ModelReply:
     """The model that answered, as the provider names it (for prices and traces)."""
     response_id: str | None = None
     finish_reasons: tuple[str, ...] = ()
+
+
+quick_init(ModelReply)  # every model call makes one (runtime/records.py)
+build_model_request = builder(ModelRequest)
 
 
 class ModelError(Exception):

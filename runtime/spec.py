@@ -34,6 +34,7 @@ from .types import (
     StepFailed,
     ToolResult,
     ToolStarted,
+    build_state,
 )
 
 StepKind = Literal["llm", "tool", "approval", "human", "wait", "sleep", "agent", "final"]
@@ -70,6 +71,8 @@ KEEP = _Keep.KEEP
 """`_copy(retry_key=KEEP)`: the state's own retry key (None is a value: no key)."""
 
 _MOVING: frozenset[type[Event]] = frozenset((ModelOutput, ToolResult))
+_ROUTINE: frozenset[type[Event]] = frozenset((ModelOutput, ToolStarted, ToolResult))
+"""The events of a running thread's steps, which `check` decides at once (exact types)."""
 """Events `bookkeeping` never handles: a step's output moves the thread (its reducer's
 `match`), so they skip its tests. Exact types: a subclass goes through every test."""
 
@@ -158,7 +161,11 @@ class AgentSpec:
     """Tokens (input + output) the thread's model calls may spend (`max_tokens`)."""
     on_max_tokens: str | None = None
 
+    _statuses: Mapping[str, Status] = field(init=False, repr=False, compare=False)
+    """Each state's status on arrival (`_status_at`), computed once: every move needs it."""
+
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_statuses", {step: self._status_at(step) for step in self.states})
         # `max_errors N -> STATE` always names its target (grammar/agent.lark); a ceiling
         # without one would have no rule to follow, so a hand-written spec is refused here
         # rather than silently ignored at the ceiling.
@@ -170,7 +177,7 @@ class AgentSpec:
     def begin(self, input: Any) -> State:
         """The state after `Started`: the input arrives at the start state."""
         status = self._status_at(self.start)
-        return State(
+        return build_state(
             step=self.start,
             value=input,
             status=status,
@@ -187,6 +194,11 @@ class AgentSpec:
         """
         if event.step != state.step:
             raise IllegalEvent(state, event, f"the thread is at `{state.step}`")
+        routine = state.status == "running" and type(event) in _ROUTINE
+        if routine and (type(event) is not ToolResult or state.tool_key is not None):
+            # The common case, decided at once: in a running thread only a result whose
+            # call was never started can be refused (below).
+            return
         if isinstance(event, Forked):
             return
         if state.status == "finished":
@@ -207,6 +219,16 @@ class AgentSpec:
         """Events that record progress without moving the thread; None for the others."""
         if type(event) in _MOVING:  # most events: no test below can match them
             return None
+        if isinstance(event, ToolStarted):  # every tool call's first event: tested first
+            if self.states[state.step].kind != "tool":
+                raise IllegalEvent(state, event, f"`{state.step}` is not a tool")
+            if state.tool_key is not None:
+                # One call, one key: a call in flight is recovered under its own key.
+                raise IllegalEvent(
+                    state, event, f"a call is already in flight with key {state.tool_key!r}"
+                )
+            # The retry's key (if any) is now the started call's: `tool_key` carries it.
+            return self._copy(state, tool_key=event.key, retry_key=None)
         if isinstance(event, Retried):
             if state.status != "failed":
                 raise IllegalEvent(state, event, "only a failed thread can be retried")
@@ -269,16 +291,6 @@ class AgentSpec:
                 raise IllegalEvent(state, event, "the child's id is not this visit's")
             linked = self._copy(state, notified=True)  # `notified`: the child exists
             return linked
-        if isinstance(event, ToolStarted):
-            if self.states[state.step].kind != "tool":
-                raise IllegalEvent(state, event, f"`{state.step}` is not a tool")
-            if state.tool_key is not None:
-                # One call, one key: a call in flight is recovered under its own key.
-                raise IllegalEvent(
-                    state, event, f"a call is already in flight with key {state.tool_key!r}"
-                )
-            # The retry's key (if any) is now the started call's: `tool_key` carries it.
-            return self._copy(state, tool_key=event.key, retry_key=None)
         return None
 
     def move(self, state: State, event: Event, target: str, value: Any) -> State:
@@ -311,7 +323,7 @@ class AgentSpec:
         if self.over_budget(state) is not None:
             # A retry of this failure would call the model over budget: the budget decides.
             return self._arrive(state, state.step, state.value, steps=steps, errors=errors)
-        return State(
+        return build_state(
             step=state.step,
             value=state.value,
             status="failed",
@@ -360,7 +372,8 @@ class AgentSpec:
     def _arrive(self, state: State, target: str, value: Any, *, steps: int, errors: int) -> State:
         kind = self.states[target].kind
         tokens, cost = state.tokens, state.cost_usd
-        spent = self.over_budget(state) if kind != "final" else None
+        budgeted = self.max_cost is not None or self.max_tokens is not None
+        spent = self.over_budget(state) if kind != "final" and budgeted else None
         if spent is not None:
             # A budget is spent: no model call starts; hand the thread over, or stop it
             # where it was going (as for `max_steps` below). The target starts afresh.
@@ -388,7 +401,7 @@ class AgentSpec:
             if self.on_max_steps is None:
                 # Stop where the thread was going, with what it carried: the step that
                 # just completed must not run again when someone retries the thread.
-                return State(
+                return build_state(
                     step=target,
                     value=value,
                     status="failed",
@@ -401,8 +414,8 @@ class AgentSpec:
                     cost_usd=cost,
                 )
             target, value, steps = self.on_max_steps, state.value, 0
-        status = self._status_at(target)
-        return State(
+        status = self._statuses[target]
+        return build_state(
             step=target,
             value=value,
             status=status,
@@ -437,7 +450,7 @@ class AgentSpec:
         notices: int | None = None,
         retry_key: str | _Keep | None = KEEP,
     ) -> State:
-        return State(
+        return build_state(
             step=state.step,
             value=state.value,
             status=status or state.status,

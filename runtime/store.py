@@ -38,6 +38,7 @@ from .codec import Codec
 from .commits import GroupCommit, Pending
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
+from .records import builder
 from .schema import SchemaError, Upgrade, sqlite_version, upgrade_sqlite
 from .types import KIND_OF_EVENT, Event, State, Status, Usage
 
@@ -166,6 +167,10 @@ class Head:
     """Which reducer computed `state` (`Agent.reducer`); without one, no snapshot."""
     request: str | None = None
     """The pending request after the events (`State.request`), for listings."""
+
+
+build_head = builder(Head)
+"""`Head(...)` as a plain function: every append of the loop makes one (runtime/records.py)."""
 
 
 class EventStore(Protocol):
@@ -365,8 +370,11 @@ class MemoryStore:
         lease: Lease | None = None,
     ) -> None:
         with self._lock:
-            log = self._log(thread_id)
-            self._fence(thread_id, lease)
+            log = self._events.get(thread_id)  # `_log` and `_fence`, inlined: every step
+            if log is None:
+                raise ThreadNotFound(thread_id)
+            holder, token, expires = self._leases[thread_id]
+            check_lease(thread_id, lease, holder, token, expires, time.time())  # leases.now()
             if len(log) != expected_seq:
                 raise Conflict(thread_id, expected_seq, len(log))
             log.extend(events)

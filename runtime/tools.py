@@ -47,8 +47,9 @@ from pydantic import BaseModel, ValidationError
 
 from .config import stdlib_module
 from .names import declared_name
+from .records import quick_init
 from .redact import validation_problems
-from .types import CallTool, ErrorInfo, Usage
+from .types import CallTool, ErrorInfo, Usage, build_usage
 
 if TYPE_CHECKING:  # asyncio loads when a thread runs, not when an agent is imported
     import asyncio
@@ -85,6 +86,9 @@ class Outcome:
     """Whether the tool may have done its work although no result can be used: an attempt
     timed out (or is still running), or the tool returned a value of the wrong shape. A
     further attempt of this call must reuse its key."""
+
+
+quick_init(Outcome)  # every tool call makes one (runtime/records.py)
 
 
 class ToolBox:
@@ -344,13 +348,13 @@ async def call(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Outc
     `offload` runs a synchronous tool on a worker thread so an event loop stays free; a
     timeout always does. Times are seconds.
     """
-    import asyncio
-
     started = time.perf_counter()
     error: ErrorInfo | None = None
     unknown = False
     for attempt in range(action.retries + 1):
         if attempt:
+            import asyncio  # here, not on every call: an import statement costs a lookup
+
             await asyncio.sleep(action.backoff_seconds * 2 ** (attempt - 1))
         try:
             raw = await _attempt(tool, action, key, offload=offload)
@@ -392,7 +396,7 @@ async def _returned(key: str, timeout: float | None) -> bool:
 
 
 def _usage(started: float) -> Usage:
-    return Usage(latency_ms=round((time.perf_counter() - started) * 1000, 3))
+    return build_usage(latency_ms=round((time.perf_counter() - started) * 1000, 3))
 
 
 async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> Any:
@@ -400,8 +404,6 @@ async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> 
     not return within the timeout, `_StillRunning` when an attempt with this key has not
     returned yet (none is started then); `KeyboardInterrupt` (Ctrl-C in the main thread) and
     the cancellation of the caller's own task pass through."""
-    import asyncio
-
     takes = tool.takes_input and action.value is not None
     args: tuple[Any, ...] = (action.value,) if takes else ()
     kwargs: dict[str, Any] = {"idempotency_key": key} if tool.accepts_key else {}
@@ -410,6 +412,8 @@ async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> 
     if done is None:
         raise _StillRunning
     if tool.is_async:
+        import asyncio
+
         try:
             value, error = await asyncio.wait_for(_guarded(tool, args, kwargs), timeout)
         except TimeoutError:
@@ -426,6 +430,8 @@ async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> 
         finally:
             _leave(key, done)
     else:
+        import asyncio
+
         future = _in_daemon_thread(tool.function, args, kwargs, lambda: _leave(key, done))
         try:
             value, error = await asyncio.wait_for(asyncio.shield(future), timeout)

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from .records import builder, quick_init
+
 Status = Literal["running", "waiting", "finished", "failed", "cancelled"]
 
 
@@ -436,6 +438,33 @@ class Finish(Action):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fail(Action):
     error: ErrorInfo
+
+
+# Every step builds states, events and actions: the cheaper `__init__` (runtime/records.py).
+for _record in (
+    ErrorInfo,
+    Usage,
+    State,
+    *EVENT_KINDS.values(),
+    CallModel,
+    CallTool,
+    AwaitApproval,
+    AwaitAnswer,
+    AwaitSignal,
+    Sleep,
+    CallAgent,
+    Finish,
+    Fail,
+):
+    quick_init(_record)
+
+# The same objects built by plain functions, for the few every step builds (the loop and
+# `AgentSpec`): calling a class passes keyword arguments through a dict, a function not.
+build_state = builder(State)
+build_usage = builder(Usage)
+build_model_output = builder(ModelOutput)
+build_tool_started = builder(ToolStarted)
+build_tool_result = builder(ToolResult)
 
 
 class IllegalEvent(Exception):

@@ -412,6 +412,12 @@ SPEC: tuple[Mutant, ...] = (
     ),
     _m("s-check-tool-key", _S, "ToolResult) and state.tool_key is None:", "ToolResult) and False:"),
     _m(
+        "s-check-routine-result-unstarted",
+        _S,
+        "type(event) is not ToolResult or state.tool_key is not None):",
+        "True):",
+    ),
+    _m(
         "s-check-request",
         _S,
         "isinstance(event, Decision | ChildFailed) and event.request != state.request:",
