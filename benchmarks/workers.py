@@ -121,8 +121,15 @@ def measure(
             ]  # fmt: skip
             finished = 0
             while finished < THREADS:
-                if time.monotonic() - began > TIMEOUT:
-                    raise SystemExit(f"only {finished} of {THREADS} threads finished")
+                gone = [i for i, p in enumerate(processes) if p.poll() is not None]
+                if gone or time.monotonic() - began > TIMEOUT:
+                    # A bounded wait that says what is stuck (a process gone is not
+                    # restarted: its threads would wait forever).
+                    raise SystemExit(
+                        f"only {finished} of {THREADS} threads finished after "
+                        f"{time.monotonic() - began:.0f} s; "
+                        + _standing(client, headers["bob"], processes, folder)
+                    )
                 waiting = client.get("/v1/threads", params={"status": "waiting"},
                                      headers=headers["ana"]).json()  # fmt: skip
                 for thread in waiting:
@@ -153,6 +160,26 @@ def measure(
                 process.kill()
                 process.wait()
     return rate, rate * STEPS_PER_THREAD, cores
+
+
+def _standing(
+    client: httpx.Client,
+    headers: dict[str, str],
+    processes: Sequence[subprocess.Popen[bytes]],
+    folder: Path,
+) -> str:
+    """Threads by status, and each process's state with the end of its log."""
+    counts: dict[str, int] = {}
+    for thread in client.get("/v1/threads", headers=headers).json():
+        counts[thread["status"]] = counts.get(thread["status"], 0) + 1
+    names = ["serve", *(f"worker-{i}" for i in range(len(processes) - 1))]
+    said = [f"threads by status: {counts}"]
+    for name, process in zip(names, processes, strict=True):
+        state = "running" if process.poll() is None else f"exited {process.returncode}"
+        log = folder / f"{name}.log"
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        said.append(f"--- {name}: {state}\n{tail}")
+    return "\n".join(said)
 
 
 def _cpu(processes: Sequence[subprocess.Popen[bytes]]) -> float:

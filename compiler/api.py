@@ -63,8 +63,8 @@ def compile_text(
     if has_errors(diagnostics):
         return Compilation(path, text, None, diagnostics)
     folder = base_dir if base_dir is not None else Path(path).resolve().parent
-    source, linked = resolve_imports(source, folder)
     here = str((folder / Path(path).name).resolve())
+    source, linked = resolve_imports(source, folder, here)
     linked += check_children(source, folder, (*agent_chain, here))
     diagnostics = diagnostics + linked
     try:

@@ -26,40 +26,119 @@ def child_path(base_dir: Path, name: str) -> Path:
     return (base_dir / name).resolve()
 
 
-def resolve_imports(source: n.SourceFile, base_dir: Path) -> tuple[n.SourceFile, list[Diagnostic]]:
-    """`source` with the types of the files it imports added (E130: a file that cannot
-    be read; E131: one that does not parse or holds more than types)."""
-    from .parser import parse
+IMPORT_DEPTH_LIMIT = 16
+"""How deep imports may nest (a file importing a file importing ...): deeper is surely a
+mistake, and each level is read."""
 
+
+def resolve_imports(
+    source: n.SourceFile, base_dir: Path, here: str | None = None
+) -> tuple[n.SourceFile, list[Diagnostic]]:
+    """`source` with the types of the files it imports added, and of the files those
+    import, down the line (each path relative to the folder of the file that names it).
+    A type declared here wins over an imported one of the same name, and an earlier import
+    over a later one. `here`: this file's resolved path, for cycles.
+
+    Diagnostics are reported at this file's `import` that leads to the problem: E130 (a
+    file that cannot be read), E131 (one that does not parse or holds more than types and
+    imports), E136 (imports that lead back to a file on the way, or nest deeper than
+    IMPORT_DEPTH_LIMIT)."""
     diagnostics: list[Diagnostic] = []
     local = {t.name.text for t in source.types}
     added: list[n.TypeDecl] = []
+    root = (here,) if here is not None else ()
     for imported in source.imports:
+        found: list[n.TypeDecl] = []
         path = child_path(base_dir, imported.file.value)
-        text, unreadable = read_source(path, imported.file.value)
-        if unreadable or not path.is_file():
-            diagnostics.append(_missing(source.path, imported.file, "imported file"))
-            continue
-        other, found = parse(text, imported.file.value)
-        if has_errors(found) or other.agents or other.steps or other.imports:
-            diagnostics.append(
-                error(
-                    "E131",
-                    f'`import "{imported.file.value}"`: the file must hold type declarations only',
-                    source.path,
-                    imported.file.span,
-                    label="not a file of types" if not has_errors(found) else "does not parse",
-                    help=f"run `twelvefold check {imported.file.value}`; keep only `type` "
-                    "declarations in a file other agents import (no agent, steps or imports)",
-                )
-            )
-            continue
-        for type_decl in other.types:
+        problem = _read_imports(
+            source.path, imported, imported.file.value, path, root, found, set()
+        )
+        if problem is not None:
+            diagnostics.append(problem)  # the types read before it still count: one error
+        for type_decl in found:
             if type_decl.name.text not in local:
                 local.add(type_decl.name.text)
                 added.append(type_decl)
     imported_names = frozenset(t.name.text for t in added)
     return replace(source, types=(*source.types, *added), imported=imported_names), diagnostics
+
+
+def _read_imports(
+    where: str,
+    named: n.Import,
+    written: str,
+    path: Path,
+    chain: tuple[str, ...],
+    found: list[n.TypeDecl],
+    read: set[str],
+) -> Diagnostic | None:
+    """Add to `found` the types of the file at `path` (named `written` by the file that
+    imports it) and of the files it imports, depth first (`chain`: the files importing it,
+    outermost first; `read`: the files already read, so a file imported twice is read
+    once). The first problem met, as a diagnostic at `named` (the compiled file's import
+    that leads to it), or None."""
+    from .parser import parse
+
+    label = named.file.value
+    nested = bool(read)  # the compiled file's own import is the first file read
+    if str(path) in chain:
+        looped = chain[chain.index(str(path)) :]
+        cycle = " -> ".join(Path(p).name for p in (*looped, str(path)))
+        return error(
+            "E136",
+            f'`import "{label}"` leads back to a file that imports it: {cycle}',
+            where,
+            named.file.span,
+            label="a cycle of imports",
+            help="move the types both files need into a third file that imports nothing, "
+            "and import that one from each",
+        )
+    if len(chain) > IMPORT_DEPTH_LIMIT:  # the compiled file and 16 imports below it
+        return error(
+            "E136",
+            f'`import "{label}"` nests imports more than {IMPORT_DEPTH_LIMIT} files deep',
+            where,
+            named.file.span,
+            label="too deep",
+            help=f"imports may nest at most {IMPORT_DEPTH_LIMIT} files deep; import the "
+            "files of types you need directly",
+        )
+    if str(path) in read:
+        return None
+    read.add(str(path))
+    via = f" (imported through `{label}`)" if nested else ""
+    text, unreadable = read_source(path, written)
+    if unreadable or not path.is_file():
+        if not nested:
+            return _missing(where, named.file, "imported file")
+        return error(
+            "E130",
+            f'imported file "{written}"{via} cannot be read',
+            where,
+            named.file.span,
+            label="no such file",
+            help="name a .agent file relative to the folder of the file that imports it",
+        )
+    other, problems = parse(text, str(path))
+    if has_errors(problems) or other.agents or other.steps:
+        return error(
+            "E131",
+            f'`import "{written}"`{via}: the file must hold type declarations only',
+            where,
+            named.file.span,
+            label="not a file of types" if not has_errors(problems) else "does not parse",
+            help=f"run `twelvefold check {label}`; keep only `type` declarations (and "
+            "`import`s of other files of types) in a file other agents import",
+        )
+    found.extend(other.types)
+    for nested_import in other.imports:
+        inner = nested_import.file.value
+        problem = _read_imports(
+            where, named, inner, child_path(path.parent, inner), (*chain, str(path)), found, read
+        )
+        if problem is not None:
+            return problem
+    return None
 
 
 def check_children(

@@ -252,9 +252,12 @@ ENTRIES: dict[str, Entry] = {
     ),
     "E131": Entry(
         "an imported file holds more than types",
-        "An imported file shares type declarations between agents; an agent, a step or a "
-        "further import in it would mean something else in every file that imports it.",
-        "Keep only `type` declarations in a file other agents import.",
+        "An imported file shares type declarations between agents; an agent or a step in "
+        "it would mean something else in every file that imports it. It may import other "
+        "files of types (each path relative to its own folder); a problem in one of those is "
+        "reported at the `import` that leads to it, naming the file.",
+        "Keep only `type` declarations (and `import`s of other files of types) in a file "
+        "other agents import.",
     ),
     "E132": Entry(
         "a sub-agent's file does not compile",
@@ -283,6 +286,15 @@ ENTRIES: dict[str, Entry] = {
         "step's declared input type. A value that is not such a time ends the sleep at the "
         "first `twelvefold expire`.",
         "Declare the input type and name one of its `string` fields.",
+    ),
+    "E136": Entry(
+        "imports that lead back to a file on the way, or nest too deep",
+        "An imported file may import others, and those others, down the line; a file that "
+        "imports itself through that chain would never be read to the end, so the cycle is "
+        "reported at the `import` that leads into it, naming each file in it. Imports may "
+        "also nest at most 16 files deep; a deeper chain is reported with the same code.",
+        "Move the types both files need into a third file that imports nothing, and import "
+        "that one from each.",
     ),
     "E201": Entry(
         "an output type is never routed",

@@ -220,7 +220,9 @@ class Expiry:
     event: Event | None
     """What was recorded: `Rejected(by="timeout")`, `StepFailed(Timeout)`,
     `StepFailed(NotDelivered)` (the deadline passed before anyone was told), or a
-    `Notified` (a failed notice tried again); None when the thread could not be loaded."""
+    `Notified` (a failed notice tried again); None when the thread could not be loaded,
+    or (a sweep without `run`) when nothing was recorded and the thread, a parent whose
+    child is yet to start or a child a crash left running, is left to the caller to run."""
     view: ThreadView | None
     """Where the thread stands after it ran on."""
     problem: str | None = None
@@ -447,7 +449,10 @@ class AsyncRuntime:
         step = thread.state.step
         event: Approved | Rejected | Answered | None = None
         if approve or reject or answer is not None:
-            action = pending_action(thread, request)
+            try:
+                action = pending_action(thread, request)
+            except RequestNotPending as exc:
+                raise await self._misdirected(thread, request, exc) from None
             approval = isinstance(action, AwaitApproval)
             if approval != (approve or reject):
                 given = "an answer" if answer is not None else "an approval or a rejection"
@@ -563,17 +568,52 @@ class AsyncRuntime:
     async def _children_usage(self, thread: Thread) -> Totals:
         """What the child threads `thread`'s log links to cost, with their own children
         (loaded only when the log names one; one that cannot be loaded counts as nothing:
-        its own log is where it would be seen)."""
+        its own log is where it would be seen). A link counts when both logs make it: the
+        parent's `ChildStarted` names the child and the child's `Started` names the parent
+        (a fork's log also holds the links of the thread it was forked from; an id's shape
+        proves nothing, since anyone may launch a thread named `a~b`)."""
         spent = Totals()
-        mine = child_id(thread.id, "")  # a forked log's links name the original's children
         linked = (e.child for e in thread.events if isinstance(e, ChildStarted))
-        for cid in dict.fromkeys(c for c in linked if c.startswith(mine)):
+        for cid in dict.fromkeys(linked):
             try:
                 child = await self._load(cid, None)
             except Exception:
                 continue
+            if parent_of(child.events) != thread.id:
+                continue
             spent = spent + totals(records(child.events)) + await self._children_usage(child)
         return spent
+
+    async def _misdirected(
+        self, thread: Thread, request: str | None, refused: RequestNotPending
+    ) -> RequestNotPending:
+        """`refused`, or, when `request` is the pending request of a sub-agent's thread
+        that `thread` waits for (down the line), a refusal naming that thread and the
+        command that decides it there."""
+        if request is None:
+            return refused
+        current = thread
+        for _ in range(CHILD_DEPTH_LIMIT):
+            cid = self._awaited_child(current)
+            if cid is None:
+                return refused
+            try:
+                current = await self._load(cid, None)
+            except Exception:  # no such child (yet): the parent's own message stands
+                return refused
+            view = view_of(current)
+            if view.request == request and view.waiting_for in ("approval", "answer"):
+                command = f"twelvefold resume {current.id} --request {request}"
+                decide = (
+                    f"`{command} --approve` (or `--reject --comment WHY`)"
+                    if view.waiting_for == "approval"
+                    else f"`{command} --answer TEXT`"
+                )
+                return RequestNotPending(
+                    f"request `{shown(request)}` belongs to thread {current.id}, the sub-agent "
+                    f"thread {thread.id} waits for: decide it there with {decide}"
+                )
+        return refused
 
     @staticmethod
     def _awaited_child(thread: Thread) -> str | None:
@@ -649,7 +689,7 @@ class AsyncRuntime:
         `resume` that runs it later takes one anew). A child thread that ended reports to
         its parent; a parent whose child ended (a crash came between) hears of it now."""
         if run:
-            if await self._settle_child(thread):
+            if await self._settle_child(thread) or await self._run_awaited_child(thread):
                 thread = await self._load(thread.id, thread.agent)
             thread = await self.engine.advance(thread)
             return await self._report_to_parent(thread)
@@ -658,19 +698,42 @@ class AsyncRuntime:
 
     # ---- sub-agents (`agent` steps) --------------------------------------------------
 
-    async def _run_stalled_child(self, parent: Thread) -> Expiry | None:
+    async def _run_awaited_child(self, parent: Thread) -> bool:
+        """Run on the child `parent` waits for when nobody advances it (a fork's child,
+        or one a crash stopped), as `resume CHILD` would: a `resume PARENT` goes on
+        wherever the work is. Whether it ran (it may have reported to `parent`)."""
+        state = parent.state
+        if state.status != "waiting" or not state.notified or state.request is None:
+            return False
+        if not isinstance(parent.agent.module.next_action(state), CallAgent):
+            return False
+        try:
+            return await self._run_stalled_child(parent, forks_too=True) is not None
+        except LeaseHeld:
+            return False  # a live process runs it: its end reaches the parent from there
+
+    async def _run_stalled_child(
+        self, parent: Thread, run: bool = True, *, forks_too: bool = False
+    ) -> Expiry | None:
         """Run on the child `parent` waits for when it is `running` with nobody advancing
         it (a crash stopped it, or a decision was recorded without running it): under the
-        crash rules, as `resume CHILD` would; its end then reaches the parent. None when
-        the child is not running (it waits for a person, or it is gone). Raises
-        `LeaseHeld` when a live process holds it."""
+        crash rules, as `resume CHILD` would; its end then reaches the parent. Without
+        `run`, only say so: the `Expiry` names the child for the caller to run. None when
+        the child is not running (it waits for a person, or it is gone), or is a fork's
+        child nobody has run yet (a fork runs only when resumed; `forks_too` is that
+        resume). Raises `LeaseHeld` when a live process holds it."""
         assert parent.state.request is not None
         try:
             child = await self._load(child_id(parent.id, parent.state.request), None)
         except Exception:
             return None  # no child: `_settle_child` reports a missing one
-        if child.state.status != "running":
+        if child.state.status != "running" and not (forks_too and _has_notice_due(child)):
             return None
+        if not forks_too and unrun_fork_child(parent, child):
+            return None
+        if not run:
+            await self.engine.check_free(child.id)
+            return Expiry(child.id, child.state.step, None, view_of(child))
         seq = len(child.events)
         child = await self._ran(child, True)
         later = child.events[seq] if len(child.events) > seq else None
@@ -722,16 +785,9 @@ class AsyncRuntime:
         assert action.request is not None  # an agent step always waits on a request
         cid = child_id(parent.id, action.request)
         if not action.started:
-            loaded = self.child_agent(parent.agent, action)
-            try:
-                value = typed_input(loaded, plain(action.value))
-            except InputError as exc:
-                return self._child_failed(action, cid, "ChildInputInvalid", str(exc))
-            first = Started(step=loaded.spec.start, at=_now(), input=value, parent=parent.id)
-            # Created before a crash: it is the same child (one id per request).
-            with contextlib.suppress(Conflict):
-                await self.engine.create(self._as_recorded(loaded), [first], cid, hold=False)
-            await self.engine.record(parent, ChildStarted(step=action.step, at=_now(), child=cid))
+            refused = await self._start_child(parent, action)
+            if refused is not None:
+                return refused
         child = await self._load(cid, None)
         self._inline.add(cid)
         try:
@@ -739,6 +795,24 @@ class AsyncRuntime:
         finally:
             self._inline.discard(cid)
         return child_outcome(child, action)
+
+    async def _start_child(self, parent: Thread, action: CallAgent) -> ChildFailed | None:
+        """Create the child thread of `parent`'s `agent` step (not run) and record the
+        link in the parent; the step's failure instead when the value does not fit the
+        child's input (nothing is created then)."""
+        assert action.request is not None
+        cid = child_id(parent.id, action.request)
+        loaded = self.child_agent(parent.agent, action)
+        try:
+            value = typed_input(loaded, plain(action.value))
+        except InputError as exc:
+            return self._child_failed(action, cid, "ChildInputInvalid", str(exc))
+        first = Started(step=loaded.spec.start, at=_now(), input=value, parent=parent.id)
+        # Created before a crash: it is the same child (one id per request).
+        with contextlib.suppress(Conflict):
+            await self.engine.create(self._as_recorded(loaded), [first], cid, hold=False)
+        await self.engine.record(parent, ChildStarted(step=action.step, at=_now(), child=cid))
+        return None
 
     async def _report_to_parent(self, child: Thread) -> Thread:
         """A child thread that ended (finished, failed, cancelled) wakes its parent with
@@ -825,7 +899,12 @@ class AsyncRuntime:
           deadline (`Forked` opens them);
         - ending between a tool's `ToolStarted` and its result, the call is recorded as
           interrupted (`StepFailed` with the call's key): it runs again only through a
-          person's retry, with the same key.
+          person's retry, with the same key;
+        - waiting at an `agent` step (before or after its child started), it gets its own
+          child thread (`FORK~REQUEST`) started from the same value, linked in its log
+          (`ChildStarted`) and shown as its view's `child`; the original's child and its
+          requests stay the original's. The fork's child runs when the fork is resumed
+          (the sweep leaves both alone until then).
         Raises `InputError` for an event number outside 1..len(log), `LeaseHeld` while
         another process is advancing the thread.
         """
@@ -837,6 +916,14 @@ class AsyncRuntime:
         fork = await self.engine.create(
             self._as_recorded(thread.agent), events, new_thread_id(), hold=False
         )
+        action = fork.agent.module.next_action(fork.state)
+        if isinstance(action, CallAgent) and not action.started:
+            # Its own child, from the same value (the original's child is the original's):
+            # created, linked and shown, but run only when the fork is resumed.
+            try:
+                await self._start_child(fork, action)
+            finally:
+                await self.engine.let_go(fork)
         return fork.id
 
     async def expire(
@@ -888,12 +975,14 @@ class AsyncRuntime:
             state = thread.state
             action = thread.agent.module.next_action(state)
             if isinstance(action, CallAgent):
+                if not state.notified and isinstance(thread.events[-1], Forked):
+                    return None  # a fork nobody resumed yet: it does not run by itself
                 # A crash came between: a child never started (or never linked), or a
                 # child that ended and whose report was lost. Start it, or deliver it.
                 try:
                     if state.notified and not await self._settle_child(thread):
-                        return await self._run_stalled_child(thread)
-                    thread = await self._ran(await self._load(info.id, thread.agent), True)
+                        return await self._run_stalled_child(thread, run)
+                    thread = await self._ran(await self._load(info.id, thread.agent), run)
                 except LeaseHeld:
                     return None  # a process is running it now: it starts or delivers
                 later = thread.events[state.seq] if len(thread.events) > state.seq else None
@@ -924,8 +1013,14 @@ class AsyncRuntime:
             problem = _problem(exc)
         return Expiry(thread.id, event.step, event, view_of(thread), problem)
 
-    async def threads(self, status: Status | None = None) -> list[ThreadInfo]:
-        found: list[ThreadInfo] = await self.engine._io(self.store.threads, status)
+    async def threads(
+        self, status: Status | None = None, *, unleased: bool = False
+    ) -> list[ThreadInfo]:
+        """Threads, most recently updated first; with `unleased`, only those no process
+        holds a live lease on."""
+        found: list[ThreadInfo] = await self.engine._io(
+            self.store.threads, status, unleased=unleased
+        )
         return found
 
     async def migrate_check(self, agent: AgentRef) -> list[Verdict]:
@@ -1178,6 +1273,9 @@ def pending_action(thread: Thread, request: str | None) -> AwaitApproval | Await
             f"thread {thread.id} is {state.status} at `{state.step}`: no request is pending"
             + (f" (request `{shown(request)}` is no longer pending)" if request else "")
         )
+    action = thread.agent.module.next_action(state)
+    if not isinstance(action, AwaitApproval | AwaitAnswer):
+        raise RequestNotPending(nobody_decides(view_of(thread)))
     if request is None:
         raise RequestNotPending(
             f"name the request you decide: thread {thread.id} waits on request `{pending}`"
@@ -1187,10 +1285,32 @@ def pending_action(thread: Thread, request: str | None) -> AwaitApproval | Await
             f"request `{shown(request)}` of thread {thread.id} is no longer pending "
             f"(it was decided or replaced); the pending request is `{pending}`"
         )
-    action = thread.agent.module.next_action(state)
-    if not isinstance(action, AwaitApproval | AwaitAnswer):  # a reducer/spec mismatch
-        raise RequestNotPending(f"thread {thread.id} waits for nothing a person can decide")
     return action
+
+
+def nobody_decides(view: ThreadView) -> str:
+    """Why a person's decision does not fit a thread that waits for something else (an
+    outside event, its timer, its sub-agent), with the command that moves it on."""
+    where = f"thread {view.id} waits at `{view.step}`"
+    if view.waiting_for == "event":
+        return (
+            f"{where} for an event {view.event_type}, not a person's decision: send it with "
+            f"`twelvefold send {view.id} {view.event_type} JSON --request {view.request}`"
+        )
+    if view.waiting_for == "timer":
+        until = f" (until {view.wake_at})" if view.wake_at else ""
+        return (
+            f"{where} for its timer{until}, not a person's decision: `twelvefold expire` "
+            "wakes it when it is due"
+        )
+    if view.waiting_for == "agent":
+        if view.child is None:
+            return f"{where} for its sub-agent, which has not started yet: resume it to start it"
+        return (
+            f"{where} for its sub-agent, thread {view.child}: a person decides that thread's "
+            f"request (`twelvefold show {view.child}` names it)"
+        )
+    return f"thread {view.id} waits for nothing a person can decide"
 
 
 def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
@@ -1358,6 +1478,35 @@ def retry_key(thread: Thread, *, reuse_key: bool) -> str | None:
         ):
             return key
     raise InputError(f"there is no failed tool call at `{state.step}` whose key could be reused")
+
+
+CHILD_DEPTH_LIMIT = 17
+"""How far down a line of sub-agents a misdirected decision is looked for (the compiler
+lets sub-agents nest 16 levels: compiler/linking.py CHAIN_LIMIT)."""
+
+
+def _has_notice_due(thread: Thread) -> bool:
+    """Whether `thread` waits for a person nobody was told about yet (a fork's child that
+    starts at an approval): running it sends the notice."""
+    return (
+        thread.state.status == "waiting" and not thread.state.notified and len(thread.events) == 1
+    )
+
+
+def parent_of(events: Sequence[Event]) -> str | None:
+    """The thread whose `agent` step started the thread of `events` (its `Started` says)."""
+    first = events[0] if events else None
+    return first.parent if isinstance(first, Started) else None
+
+
+def unrun_fork_child(parent: Thread, child: Thread) -> bool:
+    """Whether `child` is the child a fork of `parent` was given (`AsyncRuntime.fork`) and
+    nobody has run either yet: the fork's log ends with its `Forked` and the link, and the
+    child's holds only its start."""
+    return len(child.events) == 1 and [type(e) for e in parent.events[-2:]] == [
+        Forked,
+        ChildStarted,
+    ]
 
 
 def _problem(exc: Exception) -> str:

@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import posixpath
 import re
 import stat
 import sys
@@ -141,7 +142,8 @@ def _compiled(path: Path, cache_dir: Path, prompts_dir: Path) -> tuple[Path, lis
     _hash_file(hasher, path)
     # The types of an `import`ed file are compiled into this module: a change there is a
     # change here (a file that cannot be read is the compiler's to report).
-    for named in sorted(_imports(path)):
+    imported = imported_files(path)
+    for named in imported:
         hasher.update(f"\nimport {named}\n".encode())
         _hash_file(hasher, path.parent / named)
     digest = hasher.hexdigest()[:16]
@@ -159,7 +161,7 @@ def _tree(path: Path, prompts_dir: Path, names: list[str], cache_dir: Path) -> l
     MAX_TREE files: the compiler refuses deeper or cyclic chains, E134), each with the
     prompts and imports its compilation read: what its version holds. A sub-agent is
     compiled here (into the cache) to learn which templates it reads."""
-    tree = [AgentSources(path, prompts_dir, names, sorted(_imports(path)))]
+    tree = [AgentSources(path, prompts_dir, names, imported_files(path))]
     seen = {path}
     for agent in tree:
         if len(tree) > MAX_TREE:
@@ -171,7 +173,7 @@ def _tree(path: Path, prompts_dir: Path, names: list[str], cache_dir: Path) -> l
             seen.add(child)
             child_prompts = find_prompts_dir(child.parent)
             _, child_names = _compiled(child, cache_dir, child_prompts)
-            tree.append(AgentSources(child, child_prompts, child_names, sorted(_imports(child))))
+            tree.append(AgentSources(child, child_prompts, child_names, imported_files(child)))
     return tree
 
 
@@ -249,19 +251,49 @@ SCAN_BYTES = 1 << 20
 (compiler/limits.py MAX_FILE_BYTES; a larger file is refused there, E008)."""
 
 
+MAX_IMPORTED_FILES = 256
+"""How many imported files one agent's hash and version take in (the compiler bounds how
+deep imports nest; this bounds how wide a hostile set of files can make them)."""
+
+
+def imported_files(path: Path) -> list[str]:
+    """Every file `path` imports, directly or through the files it imports (each named
+    relative to the folder of the file that imports it), as POSIX paths relative to
+    `path`'s folder (normalized: `a/../b` is `b`; one outside the folder keeps its `..`, so
+    the agent runs unpinned), sorted. A cycle is followed once (the compiler reports it,
+    E136); a file that is missing, unreadable or not a regular file imports nothing here
+    (the compiler reports it, E130)."""
+    found: set[str] = set()
+    pending = [""]  # "" is `path` itself
+    while pending and len(found) < MAX_IMPORTED_FILES:
+        current = pending.pop()
+        for named in sorted(_imports(path.parent / current if current else path)):
+            relative = posixpath.normpath(posixpath.join(posixpath.dirname(current), named))
+            if relative not in found:
+                found.add(relative)
+                pending.append(relative)
+    return sorted(found)
+
+
 def _imports(path: Path) -> set[str]:
-    """The files `path` imports, as written."""
+    """The files `path` imports, as written (none when it is not a regular file that can
+    be read: a FIFO would block)."""
     return _named(path, IMPORT_LINE)
 
 
 def _children(path: Path) -> set[str]:
-    """The sub-agents' files `path` names, as written."""
+    """The sub-agents' files `path` names, as written (none when it cannot be read)."""
     return _named(path, CHILD_LINE)
 
 
 def _named(path: Path, line: re.Pattern[bytes]) -> set[str]:
-    with path.open("rb") as file:
-        head = file.read(SCAN_BYTES + 1)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return set()
+        with path.open("rb") as file:
+            head = file.read(SCAN_BYTES + 1)
+    except OSError:
+        return set()
     return {m.group(1).decode("utf-8", "replace") for m in line.finditer(head)}
 
 

@@ -209,8 +209,16 @@ class Engine:
         self.toolbox = tools.ToolBox(tool_paths)
         self.offload = offload and getattr(store, "blocking", True)
         self.on_event = on_event
-        self.rate_limiter: RateLimiter = ratelimit.PROCESS_LIMITER
-        """Where model calls wait for their turn (runtime/ratelimit.py): the process's."""
+        self.rate_limiter: RateLimiter = ratelimit.limiter_for(store)
+        """Where model calls wait for their turn (runtime/ratelimit.py): the store's when
+        it keeps shared windows (PostgreSQL: every worker's), else the process's."""
+        self.in_flight = ratelimit.PROCESS_IN_FLIGHT
+        """The cap on model calls in flight at once in the process (`model_calls_in_flight`)."""
+        self.defer_turns: float | None = None
+        """When set (a worker), a thread's model call whose rate-limit turn is further away
+        than this many seconds raises `TurnLater` instead of waiting: the worker gives its
+        job slot back and wakes the thread when the turn comes. A judge's call (its step's
+        reply is in hand, not yet recorded) and a sub-agent's call always wait."""
         self.idle: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None
         """Entered while a thread waits for its turn at a rate limit: the server lends
         the thread's `--concurrency` slot to another thread meanwhile."""
@@ -401,6 +409,12 @@ class Engine:
         try:
             with tracing.in_span(run):
                 return await self._advance(thread)
+        except ratelimit.TurnLater as later:  # not a failure: the run goes on at its turn
+            run.add_event(
+                "twelvefold.turn_later",
+                {"gen_ai.request.model": later.model, "twelvefold.wait_seconds": later.seconds},
+            )
+            raise
         except BaseException as exc:
             failure = exc
             raise
@@ -417,6 +431,7 @@ class Engine:
         next_action = thread.agent.module.next_action
         book = None if self.offload else self.book  # no coroutine per event in memory
         told = False  # one notice attempt per advance: a dead channel is retried by `expire`
+        depth = _RUN_DEPTH.set(_RUN_DEPTH.get() + 1)  # a sub-agent's run is inside its parent's
         try:
             while _has_work(thread.state) and not (told and thread.state.status == "waiting"):
                 held.check()  # lost the lease: start nothing more
@@ -447,6 +462,7 @@ class Engine:
                 else:  # Finish, Fail, a wait: the status already says so
                     break
         finally:
+            _RUN_DEPTH.reset(depth)
             thread.lease = self.renewals.drop(held)
             await self.let_go(thread)
         return thread
@@ -473,6 +489,13 @@ class Engine:
             # A cost budget cannot bound a call nobody can price: refuse it before it costs.
             return StepFailed(step=action.step, at=now_iso(), error=_unpriced(requested))
         request = build_model_request(agent.spec, action, messages, thread.id, len(thread.events))
+        # The turn comes before the call's span: waiting is not calling, and a turn given
+        # up (`TurnLater`) leaves no span open. (No coroutine at all for an unlimited model.)
+        estimated: int | None = None
+        if requested is not None and limits.of_model(requested) is not None:
+            estimated = await self._turn(
+                requested, limits, messages, may_defer=_RUN_DEPTH.get() == 1
+            )
         span = None
         if thread.run is not None and (tracer := tracing.tracer()) is not None:
             span = tracing.start_chat(
@@ -484,9 +507,8 @@ class Engine:
                 temperature=action.temperature,
                 messages=messages,
             )
-        estimated = 0
-        if requested is not None and limits.of_model(requested) is not None:
-            estimated = await self._turn(requested, limits, messages)
+        if not self.in_flight.take(limits.in_flight):
+            await self.in_flight.enter(limits.in_flight)
         started = time.perf_counter()
         try:
             if span is None:
@@ -506,6 +528,8 @@ class Engine:
             return StepFailed(
                 step=action.step, at=now_iso(), usage=_since(started), error=exc.error
             )
+        finally:
+            self.in_flight.leave()
         usage = _priced(reply, requested, prices, started)
         self._spent(requested, usage, estimated)
         if span is not None:
@@ -591,6 +615,8 @@ class Engine:
             raise checks.CheckFailed(tools.describe(exc)) from exc
         judged_by = _requested_model(self._resolver, judge)
         estimated = await self._turn(judged_by, limits, messages)
+        if not self.in_flight.take(limits.in_flight):
+            await self.in_flight.enter(limits.in_flight)
         started = time.perf_counter()
         try:
             reply = await self._model().complete(request)
@@ -599,6 +625,8 @@ class Engine:
             raise checks.CheckFailed(
                 ErrorInfo("JudgeError", f"the judge of `{action.step}` gave no verdict: {error}")
             ) from exc
+        finally:
+            self.in_flight.leave()
         verdict = reply.output
         if not isinstance(verdict, Verdict):  # a Model that answered another type
             verdict = Verdict.model_validate(verdict.model_dump())
@@ -752,27 +780,43 @@ class Engine:
         if self._resolved is not self.model:  # looked up once per model, not per call
             self._resolved = self.model
             self._resolver = getattr(self.model, "requested_model", None)
+            if getattr(self.model, "limiter", None) is ratelimit.PROCESS_LIMITER:
+                # Its 429s pause the limiter the calls wait on (the store's, if shared).
+                self.model.limiter = self.rate_limiter  # type: ignore[attr-defined]
         return self.model
 
     async def _turn(
-        self, model: str | None, limits: ratelimit.RateLimits, messages: list[dict[str, str]]
-    ) -> int:
+        self,
+        model: str | None,
+        limits: ratelimit.RateLimits,
+        messages: list[dict[str, str]],
+        *,
+        may_defer: bool = False,
+    ) -> int | None:
         """Wait for the model's turn under its rate limits (none configured: at once),
-        lending the server's slot meanwhile (`idle`); the tokens it was estimated at."""
+        lending the server's slot meanwhile (`idle`); the tokens it was estimated at (None:
+        the model has no token limit, nothing to count). With `may_defer` and
+        `defer_turns` set, a turn further away raises `TurnLater` (nothing counted)."""
         found = limits.of_model(model)
         if found is None or model is None:
-            return 0
+            return None
         estimate = sum(len(str(m.get("content", ""))) for m in messages) // 4 if found.tokens else 0
-        if self.idle is None:
+        if may_defer and self.defer_turns is not None:
+            later = await self.rate_limiter.turn(model, found, estimate, wait=False)
+            if later > self.defer_turns:
+                raise ratelimit.TurnLater(model, later)
+            if later > 0:  # near: waiting costs less than giving the slot back
+                await self.rate_limiter.turn(model, found, estimate)
+        elif self.idle is None:
             await self.rate_limiter.turn(model, found, estimate)
         else:
             async with self.idle():
                 await self.rate_limiter.turn(model, found, estimate)
-        return estimate
+        return estimate if found.tokens else None
 
-    def _spent(self, model: str | None, usage: Usage, estimated: int) -> None:
+    def _spent(self, model: str | None, usage: Usage, estimated: int | None) -> None:
         tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
-        if model is not None and (tokens or estimated):
+        if model is not None and estimated is not None:  # only a token limit needs them
             self.rate_limiter.spent(model, tokens, estimated)
 
     def _price_table(self, agent: Agent) -> Prices:
@@ -982,6 +1026,9 @@ def _ms_since(started: float) -> float:
 
 
 _PROMPTS = Path("prompts")
+
+_RUN_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("twelvefold_run_depth", default=0)
+"""How many runs this task is inside (1: a thread's own; 2 and more: a sub-agent's)."""
 """Where prompt files are looked up for an agent loaded without a prompts directory."""
 
 

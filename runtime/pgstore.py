@@ -28,6 +28,7 @@ from . import lease as leases
 from .codec import Codec
 from .integrity import EVENT_FORMAT, BrokenLog, Chain
 from .lease import Lease, LeaseHeld
+from .ratelimit import Limits
 from .schema import (
     SchemaError,
     Upgrade,
@@ -54,6 +55,7 @@ from .store import (
     _thread_info,
     check_lease,
     check_userinfo,
+    joined_links,
     now_iso,
     shown_url,
     usage_by_thread,
@@ -74,6 +76,15 @@ SELECT t.id, e.j -> 'kind', e.j -> 'at', e.j #> '{usage,latency_ms}',
 FROM threads t
 JOIN LATERAL (SELECT seq, twelvefold_jsonb(body) AS j FROM events WHERE thread = t.num) e
   ON true
+ORDER BY t.num, e.seq
+"""
+
+_LINKS_QUERY = """
+SELECT t.id, e.j ->> 'kind', e.j ->> 'child', e.j ->> 'parent'
+FROM threads t
+JOIN LATERAL (SELECT seq, twelvefold_jsonb(body) AS j FROM events WHERE thread = t.num) e
+  ON true
+WHERE e.j ->> 'kind' IN ('started', 'child_started')
 ORDER BY t.num, e.seq
 """
 
@@ -295,11 +306,13 @@ class PostgresStore(ChainedStore):
             raise ThreadNotFound(thread_id)
         return _thread_info(row, self.where)
 
-    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
-        query = f"SELECT {_INFO_COLUMNS} FROM threads"
+    def threads(self, status: Status | None = None, *, unleased: bool = False) -> list[ThreadInfo]:
+        query = f"SELECT {_INFO_COLUMNS} FROM threads WHERE true"
         params: tuple[str, ...] = ()
         if status is not None:
-            query, params = query + " WHERE status = %s", (status,)
+            query, params = query + " AND status = %s", (status,)
+        if unleased:  # on the database's clock, as every lease decision
+            query += f" AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW})"
         with self._transaction() as conn:
             rows = conn.execute(query + " ORDER BY updated_at DESC", params).fetchall()
         return [_thread_info(row, self.where) for row in rows]
@@ -310,6 +323,72 @@ class PostgresStore(ChainedStore):
         with self._transaction(snapshot=True) as conn:
             rows = conn.execute(_USAGE_QUERY).fetchall()
         return usage_by_thread(rows)
+
+    def child_links(self) -> dict[str, list[str]]:
+        """Each parent's sub-agent threads, by the links both logs make (`joined_links`),
+        read by PostgreSQL from the stored JSON; the log is not verified."""
+        with self._transaction(snapshot=True) as conn:
+            rows = conn.execute(_LINKS_QUERY).fetchall()
+        return joined_links(rows)
+
+    # ---- rate limits shared by every process (runtime/ratelimit.py, `SharedWindows`) ----
+
+    def rate_turn(self, model: str, limits: Limits, tokens: int, window: float) -> float:
+        """One turn decided for every process at once: the model's row is locked (turns
+        of one model are serialised; other models' are not), calls older than `window`
+        seconds are dropped, and the call counts when fewer than `limits.requests` started
+        within it and fewer than `limits.tokens` were used, on the database's clock. 0
+        when it starts now (its row written), else the seconds to wait. `StoreError` when
+        the database fails."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO rate_models (model) VALUES (%s) ON CONFLICT DO NOTHING", (model,)
+            )
+            row = conn.execute(
+                f"SELECT paused_until, {_NOW} FROM rate_models WHERE model = %s FOR UPDATE",
+                (model,),
+            ).fetchone()
+            assert row is not None
+            paused_until, now = float(row[0]), float(row[1])
+            since = now - window
+            conn.execute("DELETE FROM rate_calls WHERE model = %s AND at <= %s", (model, since))
+            counted = conn.execute(
+                "SELECT count(*) FILTER (WHERE call), coalesce(sum(tokens), 0),"
+                " min(at) FILTER (WHERE call), min(at) FILTER (WHERE tokens <> 0)"
+                " FROM rate_calls WHERE model = %s",
+                (model,),
+            ).fetchone()
+            assert counted is not None  # an aggregate always has its row
+            calls, used, first_call, first_token = counted
+            waits = [paused_until - now]
+            if limits.requests is not None and calls >= limits.requests:
+                waits.append(float(first_call) + window - now)
+            if limits.tokens is not None and used >= limits.tokens:
+                waits.append(float(first_token) + window - now)
+            wait = max(waits)
+            if wait > 0:
+                return max(wait, 0.001)
+            conn.execute(
+                "INSERT INTO rate_calls (model, at, tokens, call) VALUES (%s, %s, %s, true)",
+                (model, now, tokens),
+            )
+            return 0.0
+
+    def rate_spent(self, model: str, correction: int) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                f"INSERT INTO rate_calls (model, at, tokens, call) VALUES (%s, {_NOW}, %s, false)",
+                (model, correction),
+            )
+
+    def rate_pause(self, model: str, seconds: float) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                f"INSERT INTO rate_models AS m (model, paused_until) VALUES (%s, {_NOW} + %s)"
+                " ON CONFLICT (model) DO UPDATE SET"
+                " paused_until = greatest(m.paused_until, excluded.paused_until)",
+                (model, seconds),
+            )
 
     # ---- versions and retention (docs/versions.md) --------------------------------------
 

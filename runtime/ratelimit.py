@@ -21,18 +21,27 @@ retries it again. What the limiter adds is `pause`: the 429 also holds back ever
 call to that model in the process until `Retry-After` has passed, instead of each thread
 learning it with a 429 of its own.
 
-`RateLimiter` is the interface the loop uses; `WindowLimiter` is the in-process one. A
-limiter shared by many worker processes (on the PostgreSQL store) implements the same
-three methods over the store; none exists yet.
+`RateLimiter` is the interface the loop uses; `WindowLimiter` is the in-process one;
+`StoreLimiter` counts in the store, shared by every process using it (the PostgreSQL store:
+runtime/pgstore.py, table `rate_calls`), so N workers together keep to the limits. A
+worker does not sleep for a turn further away than `Engine.defer_turns`: the loop raises
+`TurnLater` and the worker gives its job slot back, re-scheduling the thread's wake-up for
+the moment its turn comes (twelvefold/server/queue.py).
+
+Apart from the rate limits, `InFlight` caps the model calls in flight in the process at
+once (`model_calls_in_flight`, 100 by default): beyond that a call waits for one to
+answer, so a thousand threads at once do not open a thousand connections together and see
+their connects time out.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,12 +57,40 @@ class Limits:
     tokens: int | None = None
 
 
+class TurnLater(Exception):
+    """A model call's turn is `seconds` away and the caller asked not to wait for it
+    (`Engine.defer_turns`): nothing was recorded; run the thread again then."""
+
+    def __init__(self, model: str, seconds: float) -> None:
+        super().__init__(f"the rate limit of {model} gives the next call a turn in {seconds:.1f} s")
+        self.model = model
+        self.seconds = seconds
+
+
+WINDOW_ENV = "TWELVEFOLD_RATE_WINDOW_SECONDS"
+"""Overrides the limiters' window (60 s: "per minute"); for tests, which cannot wait minutes."""
+
+
+def configured_window() -> float:
+    """The window limits are counted over: 60 s, or a positive TWELVEFOLD_RATE_WINDOW_SECONDS."""
+    text = os.environ.get(WINDOW_ENV, "")
+    try:
+        value = float(text) if text else 60.0
+    except ValueError:
+        return 60.0
+    return value if math.isfinite(value) and value > 0 else 60.0
+
+
 class RateLimiter(Protocol):
     """What the loop asks of a rate limiter (runtime/loop.py)."""
 
-    async def turn(self, model: str, limits: Limits, tokens: int = 0) -> None:
+    async def turn(
+        self, model: str, limits: Limits, tokens: int = 0, *, wait: bool = True
+    ) -> float:
         """Wait until a call to `model` may start under `limits`; count it as started,
-        with `tokens` (an estimate of its prompt) held against the token limit."""
+        with `tokens` (an estimate of its prompt) held against the token limit; 0.
+        With `wait=False`, when the turn is not now: count nothing and return the seconds
+        until it may be."""
         ...
 
     def spent(self, model: str, tokens: int, estimated: int = 0) -> None:
@@ -80,21 +117,21 @@ class WindowLimiter:
     of its own): a turn is decided under a lock, and a thread that must wait sleeps for
     the time the window says, then asks again."""
 
-    def __init__(self, window_seconds: float = 60.0) -> None:
-        self.window = window_seconds
+    def __init__(self, window_seconds: float | None = None) -> None:
+        self.window = window_seconds if window_seconds is not None else configured_window()
         self._lock = threading.Lock()
         self._models: dict[str, _Window] = {}
 
-    async def turn(self, model: str, limits: Limits, tokens: int = 0) -> None:
-        while True:
-            wait = self._try(model, limits, time.monotonic(), max(0, tokens))
-            if wait <= 0:
-                return
-            await _sleep(wait)
+    async def turn(
+        self, model: str, limits: Limits, tokens: int = 0, *, wait: bool = True
+    ) -> float:
+        async def attempt() -> float:
+            return self._try(model, limits, time.monotonic(), max(0, tokens))
+
+        return await _turns(attempt, wait)
 
     def spent(self, model: str, tokens: int, estimated: int = 0) -> None:
-        correction = max(0, tokens) - max(0, estimated)
-        if correction:
+        if correction := _correction(tokens, estimated):
             with self._lock:
                 self._at(model).tokens.append((time.monotonic(), correction))
 
@@ -139,8 +176,194 @@ class WindowLimiter:
         return found
 
 
+async def _turns(attempt: Callable[[], Awaitable[float]], wait: bool) -> float:
+    """Ask for a turn (`attempt`: 0 when given, else the seconds to wait) until it is
+    given, sleeping as told between; without `wait`, ask once."""
+    while True:
+        later = await attempt()
+        if later <= 0 or not wait:
+            return later
+        await _sleep(later)
+
+
+def _correction(tokens: int, estimated: int) -> int:
+    """The tokens to add to a window once a call's own count replaces its estimate."""
+    return max(0, tokens) - max(0, estimated)
+
+
 PROCESS_LIMITER = WindowLimiter()
 """The limiter every runtime in this process shares unless given another."""
+
+
+class SharedWindows(Protocol):
+    """Sliding windows kept where many processes see them (the PostgreSQL store), decided
+    on one clock (the database's). Blocking calls: `StoreLimiter` runs them off the loop."""
+
+    def rate_turn(self, model: str, limits: Limits, tokens: int, window: float) -> float:
+        """As `WindowLimiter._try`: 0 when a call may start now (counted), else the
+        seconds to wait (nothing counted)."""
+        ...
+
+    def rate_spent(self, model: str, correction: int) -> None:
+        """Add `correction` tokens (the reply's count less the estimate) to the window."""
+        ...
+
+    def rate_pause(self, model: str, seconds: float) -> None:
+        """Start no call to `model` for `seconds`."""
+        ...
+
+
+class StoreLimiter:
+    """The limits counted in the store, shared by every process that uses it (all the
+    workers on one PostgreSQL): the same rules as `WindowLimiter`, each turn decided in
+    one transaction on the database's clock. A waiting thread sleeps on the event loop
+    and asks again (or, with `wait=False`, is told how long to wait).
+
+    `spent` and `pause` are called from the loop without waiting (a reply's tokens, a
+    429's header): they are written from a worker thread; one that fails is logged and
+    dropped (the window then holds the estimate; the openai client still retries 429s)."""
+
+    def __init__(self, windows: SharedWindows, window_seconds: float | None = None) -> None:
+        self.windows = windows
+        self.window = window_seconds if window_seconds is not None else configured_window()
+        self._writing: set[Any] = set()
+
+    async def turn(
+        self, model: str, limits: Limits, tokens: int = 0, *, wait: bool = True
+    ) -> float:
+        import asyncio
+
+        async def attempt() -> float:
+            return await asyncio.to_thread(
+                self.windows.rate_turn, model, limits, max(0, tokens), self.window
+            )
+
+        return await _turns(attempt, wait)
+
+    def spent(self, model: str, tokens: int, estimated: int = 0) -> None:
+        if correction := _correction(tokens, estimated):
+            self._write(self.windows.rate_spent, model, correction)
+
+    def pause(self, model: str, seconds: float) -> None:
+        if math.isfinite(seconds) and seconds > 0:
+            self._write(self.windows.rate_pause, model, seconds)
+
+    def _write(self, function: Any, *args: Any) -> None:
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: write now
+            _logged(function, *args)
+            return
+        future = loop.run_in_executor(None, _logged, function, *args)
+        self._writing.add(future)  # held until written: a dropped future may be collected
+        future.add_done_callback(self._writing.discard)
+
+
+def _logged(function: Any, *args: Any) -> None:
+    try:
+        function(*args)
+    except Exception:
+        import logging
+
+        logging.getLogger("twelvefold.ratelimit").exception("a rate-limit count was not stored")
+
+
+def limiter_for(store: object) -> RateLimiter:
+    """The limiter for runtimes on `store`: counted in the store when it keeps shared
+    windows (`SharedWindows`: the PostgreSQL store), else the process's `PROCESS_LIMITER`."""
+    if callable(getattr(store, "rate_turn", None)):
+        return StoreLimiter(store)  # type: ignore[arg-type]
+    return PROCESS_LIMITER
+
+
+DEFAULT_IN_FLIGHT = 100
+"""Model calls in flight at once per process unless `model_calls_in_flight` says otherwise:
+the openai client keeps up to 100 connections alive, so up to 100 calls reuse them."""
+
+
+class InFlight:
+    """At most `limit` model calls at once in this process, whatever event loop each runs
+    on (the synchronous API gives each call a loop of its own): a call beyond the cap
+    waits, first come first served, until one ends. Waiting is not a failure and has no
+    deadline of its own; the openai client's timeouts start when the call does.
+
+    `limit` is read from the configuration of the agent making each call (the last one
+    read wins: one process, one cap)."""
+
+    def __init__(self, limit: int = DEFAULT_IN_FLIGHT) -> None:
+        self.limit = limit
+        self.running = 0
+        self.most = 0
+        """The most calls that were in flight at once (for tests and metrics)."""
+        self._lock = threading.Lock()
+        self._waiting: deque[tuple[Any, Any]] = deque()
+        """(event loop, future) of each call waiting for a place, oldest first."""
+
+    def take(self, limit: int | None = None) -> bool:
+        """Take a place now if one is free, without waiting: whether it was taken (the
+        loop's fast path: no coroutine when nobody waits)."""
+        with self._lock:
+            if limit is not None:
+                self.limit = limit
+            if self.running < self.limit and not self._waiting:
+                self._took()
+                return True
+            return False
+
+    async def enter(self, limit: int | None = None) -> None:
+        """Take a place (waiting for one when `limit` calls are in flight)."""
+        import asyncio
+
+        if self.take(limit):
+            return
+        with self._lock:
+            if self.running < self.limit and not self._waiting:  # freed in between
+                self._took()
+                return
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            self._waiting.append((loop, future))
+        try:
+            await future
+        except BaseException:
+            with self._lock:
+                if (loop, future) in self._waiting:
+                    self._waiting.remove((loop, future))
+                    raise
+            # Given a place as it was cancelled: pass it on (a grant still on its way
+            # finds the future cancelled and passes it on itself).
+            if not future.cancelled():
+                self.leave()
+            raise
+
+    def leave(self) -> None:
+        """Give the place back: to the oldest waiting call, else free it."""
+        with self._lock:
+            while self._waiting and self.running <= self.limit:
+                loop, future = self._waiting.popleft()
+                try:
+                    loop.call_soon_threadsafe(_grant, self, future)
+                except RuntimeError:  # its loop closed: it waits no more
+                    continue
+                return
+            self.running -= 1
+
+    def _took(self) -> None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+
+
+def _grant(cap: InFlight, future: Any) -> None:
+    if future.done():  # cancelled before its turn came: the place goes on
+        cap.leave()
+    else:
+        future.set_result(None)
+
+
+PROCESS_IN_FLIGHT = InFlight()
+"""The cap every runtime in this process shares."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,16 +371,24 @@ class RateLimits:
     """A configuration's `rate_limits` table: model name -> `Limits`."""
 
     table: Mapping[str, Limits]
+    in_flight: int = DEFAULT_IN_FLIGHT
+    """`model_calls_in_flight`: the most model calls at once in the process."""
 
     @classmethod
     def of(cls, config: Config) -> RateLimits:
-        """`ConfigError` when an entry is not a table of whole numbers >= 1."""
+        """`ConfigError` when an entry is not a table of whole numbers >= 1, or
+        `model_calls_in_flight` is not a whole number >= 1."""
         given = config.settings.get("rate_limits", {})
         where = config.path or "the configuration"
         if not isinstance(given, Mapping):
             raise ConfigError(f"{where}: `rate_limits` must be a table of model = {{ ... }}")
         table = {str(model): _limits(where, str(model), entry) for model, entry in given.items()}
-        return cls(table)
+        cap = config.settings.get("model_calls_in_flight", DEFAULT_IN_FLIGHT)
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ConfigError(
+                f"{where}: model_calls_in_flight must be a whole number >= 1, not {cap!r}"
+            )
+        return cls(table, cap)
 
     def of_model(self, model: str | None) -> Limits | None:
         """The limits of `model`: by exact name, then the longest `name-` prefix."""
@@ -228,11 +459,19 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
 
 
 __all__ = [
+    "DEFAULT_IN_FLIGHT",
+    "PROCESS_IN_FLIGHT",
     "PROCESS_LIMITER",
+    "InFlight",
     "Limits",
     "RateLimiter",
     "RateLimits",
+    "SharedWindows",
+    "StoreLimiter",
+    "TurnLater",
     "WindowLimiter",
+    "configured_window",
+    "limiter_for",
     "rate_limits_for",
     "retry_after",
 ]

@@ -20,6 +20,7 @@ What happens when a database's schema is older than the code (docs/stores.md):
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,13 +33,24 @@ class SchemaError(Exception):
     """The database's schema is not the one this code reads. One line for a person."""
 
 
+def store_option(where: str) -> tuple[str, str]:
+    """`--store URL` for a person to paste into a command, from `where` (a store URL as
+    it is shown, its password starred): the URL without the password, which a starred one
+    would be taken for; and a note on where the password goes then ("" without one)."""
+    url = re.sub(r"(://[^\s@]*?):\*\*\*@", r"\1@", where)
+    url = re.sub(r"(?i)(?<=[?&])password=\*\*\*(&|$)", "", url).rstrip("?&")
+    note = "" if url == where else " (its password in PGPASSWORD or ~/.pgpass, or in the URL)"
+    return f"--store {url}", note
+
+
 class SchemaBehind(SchemaError):
     """A PostgreSQL database whose schema is older than the code: `twelvefold db upgrade`."""
 
     def __init__(self, where: str, found: int) -> None:
+        option, note = store_option(where)
         super().__init__(
             f"the store at {where} has schema version {found}; this twelvefold needs "
-            f"{CURRENT}: run `twelvefold db upgrade --store {where}` once (it is safe while "
+            f"{CURRENT}: run `twelvefold db upgrade {option}`{note} once (it is safe while "
             "other processes use the store), then start this again"
         )
         self.found = found
@@ -271,6 +283,28 @@ def _versions_sqlite(db: sqlite3.Connection, chain: Chain) -> None:
         db.execute(statement)
 
 
+# ---- 5: shared rate limits ----------------------------------------------------------
+
+# Every worker on one PostgreSQL counts its model calls here (runtime/ratelimit.py,
+# `StoreLimiter`; runtime/pgstore.py, `rate_turn`): a row per model holds a 429's pause and
+# is locked while a turn is decided; a row per call started (`call`) or per token
+# correction holds its moment on the database's clock (unix seconds) and its tokens.
+_RATE_TABLES = """
+CREATE INDEX threads_by_status ON threads (status);
+CREATE TABLE rate_models (
+    model        text PRIMARY KEY,
+    paused_until double precision NOT NULL DEFAULT 0
+);
+CREATE TABLE rate_calls (
+    model  text NOT NULL,
+    at     double precision NOT NULL,
+    tokens bigint NOT NULL DEFAULT 0,
+    call   boolean NOT NULL
+);
+CREATE INDEX rate_calls_by_model ON rate_calls (model, at);
+"""
+
+
 MIGRATIONS: Sequence[Migration] = (
     Migration(1, "threads and events", _SQLITE_THREADS, _PG_THREADS),
     Migration(2, "hash chain, seals and leases", _chain_sqlite, ""),
@@ -295,6 +329,14 @@ MIGRATIONS: Sequence[Migration] = (
             integer="bigint",
             pins_order=",\n    added        bigint GENERATED ALWAYS AS IDENTITY",
         ),
+    ),
+    Migration(
+        5,
+        "shared rate limits, threads by status",
+        # SQLite's processes count their own limits (runtime/ratelimit.py); the sweep of a
+        # store with many threads finds the running ones by status.
+        "CREATE INDEX IF NOT EXISTS threads_by_status ON threads (status);",
+        _RATE_TABLES,
     ),
 )
 
@@ -435,8 +477,9 @@ def check_postgresql(conn: Any, where: str, *, create: bool) -> None:
         upgrade_postgresql(conn, where)
         return
     if found == 0:
+        option, note = store_option(where)
         raise SchemaError(
             f"no thread store at {where} yet (`twelvefold run` or `twelvefold db upgrade "
-            f"--store {where}` sets it up)"
+            f"{option}`{note} sets it up)"
         )
     raise SchemaBehind(where, found)

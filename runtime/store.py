@@ -40,7 +40,7 @@ from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_ve
 from .lease import Lease, LeaseHeld, LeaseLost
 from .records import builder
 from .schema import SchemaError, Upgrade, sqlite_version, upgrade_sqlite
-from .types import KIND_OF_EVENT, Event, State, Status, Usage
+from .types import KIND_OF_EVENT, ChildStarted, Event, Started, State, Status, Usage
 
 if TYPE_CHECKING:
     from .pgstore import PostgresStore
@@ -230,8 +230,9 @@ class EventStore(Protocol):
 
     def info(self, thread_id: str) -> ThreadInfo: ...
 
-    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
-        """Threads, most recently updated first."""
+    def threads(self, status: Status | None = None, *, unleased: bool = False) -> list[ThreadInfo]:
+        """Threads, most recently updated first; with `unleased`, only those nobody
+        holds a live lease on (on the store's clock: a worker's sweep)."""
 
     # ---- versions and retention (docs/versions.md) --------------------------------------
 
@@ -427,10 +428,16 @@ class MemoryStore:
             self._log(thread_id)
             return self._info(thread_id)
 
-    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
+    def threads(self, status: Status | None = None, *, unleased: bool = False) -> list[ThreadInfo]:
         with self._lock:
             infos = [self._info(thread_id) for thread_id in self._infos]
-        found = [i for i in infos if status is None or i.status == status]
+            now = leases.now()
+            held = {
+                thread_id
+                for thread_id, (holder, _, expires) in self._leases.items()
+                if unleased and holder is not None and expires > now
+            }
+        found = [i for i in infos if (status is None or i.status == status) and i.id not in held]
         return sorted(found, key=lambda i: i.updated_at, reverse=True)
 
     def save_version(self, digest: str, body: str) -> None:
@@ -514,6 +521,20 @@ class MemoryStore:
             thread_id: [(KIND_OF_EVENT[type(e)], e.at, e.usage) for e in log]
             for thread_id, log in logs.items()
         }
+
+    def child_links(self) -> dict[str, list[str]]:
+        """Each parent's sub-agent threads, by the links both logs make (`joined_links`)."""
+        with self._lock:
+            logs = {thread_id: list(log) for thread_id, log in self._events.items()}
+        rows = [
+            (thread_id, "started", None, e.parent)
+            if isinstance(e, Started)
+            else (thread_id, "child_started", e.child, None)
+            for thread_id, log in logs.items()
+            for e in log
+            if isinstance(e, Started | ChildStarted)
+        ]
+        return joined_links(rows)
 
     def _take(self, thread_id: str, owner: str, seconds: float | None) -> Lease:
         _, token, _ = self._leases[thread_id]
@@ -615,6 +636,37 @@ def usage_by_thread(rows: Iterable[Sequence[Any]]) -> dict[str, list[UsageRecord
         when = at if isinstance(at, str) else None
         found.setdefault(str(thread_id), []).append((kind, when, usage))
     return found
+
+
+_LINKS_QUERY = """
+SELECT t.id, json_extract(e.body, '$.kind'), json_extract(e.body, '$.child'),
+       json_extract(e.body, '$.parent')
+FROM events e JOIN threads t ON t.num = e.thread
+WHERE json_valid(e.body) AND json_extract(e.body, '$.kind') IN ('started', 'child_started')
+ORDER BY e.thread, e.seq
+"""
+
+
+def joined_links(rows: Iterable[Sequence[Any]]) -> dict[str, list[str]]:
+    """Each parent's child threads, in the order it started them, from (thread id, kind,
+    child, parent) rows of its `started` and `child_started` events. A link counts only
+    when both logs make it: the parent's `child_started` names the child and the child's
+    `started` names the parent (a fork's log also holds the links of the thread it came
+    from; an id's shape proves nothing: anyone may launch a thread named `a~b`)."""
+    named: dict[str, list[str]] = {}
+    parent_of: dict[str, str] = {}
+    for thread_id, kind, child, parent in rows:
+        if kind == "child_started" and isinstance(child, str):
+            found = named.setdefault(str(thread_id), [])
+            if child not in found:
+                found.append(child)
+        elif kind == "started" and isinstance(parent, str):
+            parent_of.setdefault(str(thread_id), parent)
+    return {
+        parent: kept
+        for parent, children in named.items()
+        if (kept := [c for c in children if parent_of.get(c) == parent])
+    }
 
 
 _ROW_AFTER_APPEND = (
@@ -976,11 +1028,13 @@ class SqliteStore(ChainedStore):
             raise ThreadNotFound(thread_id)
         return _thread_info(row, self.path)
 
-    def threads(self, status: Status | None = None) -> list[ThreadInfo]:
-        query = f"SELECT {_INFO_COLUMNS} FROM threads"
+    def threads(self, status: Status | None = None, *, unleased: bool = False) -> list[ThreadInfo]:
+        query = f"SELECT {_INFO_COLUMNS} FROM threads WHERE true"
         params: tuple[str, ...] = ()
         if status is not None:
-            query, params = query + " WHERE status = ?", (status,)
+            query, params = query + " AND status = ?", (status,)
+        if unleased:
+            query += f" AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW})"
         with self._lock:
             rows = self._db.execute(query + " ORDER BY updated_at DESC", params).fetchall()
         return [_thread_info(row, self.path) for row in rows]
@@ -993,6 +1047,13 @@ class SqliteStore(ChainedStore):
         with self._lock:
             rows = self._db.execute(_USAGE_QUERY).fetchall()
         return usage_by_thread(rows)
+
+    def child_links(self) -> dict[str, list[str]]:
+        """Each parent's sub-agent threads, by the links both logs make (`joined_links`),
+        read by SQLite from the stored JSON; the log is not verified."""
+        with self._lock:
+            rows = self._db.execute(_LINKS_QUERY).fetchall()
+        return joined_links(rows)
 
     # ---- versions and retention (docs/versions.md) --------------------------------------
 

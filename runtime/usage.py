@@ -18,14 +18,13 @@ stored rows (`twelvefold threads` and `stats`, which load no agent), by one func
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError, find_config
-from .spec import CHILD_MARK
 from .types import KIND_OF_EVENT, Event, Usage
 
 PRICES_AS_OF = "2025-08"
@@ -230,17 +229,28 @@ def by_thread(
     return {thread_id: totals(log, now=now) for thread_id, log in rows.items()}
 
 
-def with_children(own: Mapping[str, Totals]) -> dict[str, Totals]:
+def with_children(
+    own: Mapping[str, Totals], links: Mapping[str, Sequence[str]]
+) -> dict[str, Totals]:
     """Each thread's totals with those of its sub-agents' threads added (their children's
-    too, down the line): what a parent's work cost in all. A child's id is its parent's
-    followed by `~REQUEST` (runtime/spec.py, `child_id`), so each `~` in an id ends the
-    id of an ancestor. `twelvefold stats` adds up `own` instead: each call once."""
-    found = dict(own)
-    for thread_id, spent in own.items():
-        for at, char in enumerate(thread_id):
-            ancestor = thread_id[:at]
-            if char == CHILD_MARK and ancestor in found:
-                found[ancestor] = found[ancestor] + spent
+    too, down the line): what a parent's work cost in all. `links` maps a parent to the
+    children both logs link it to (a store's `child_links()`); a thread's id says nothing
+    (anyone may name a thread `a~b`). `twelvefold stats` adds up `own` instead: each call
+    once."""
+    found: dict[str, Totals] = {}
+
+    def rolled(thread_id: str, seen: frozenset[str]) -> Totals:
+        if thread_id in found:
+            return found[thread_id]
+        spent = own.get(thread_id, Totals())
+        for child in links.get(thread_id, ()):
+            if child not in seen:  # links are made by the runtime; a loop is a forged log
+                spent = spent + rolled(child, seen | {child})
+        found[thread_id] = spent
+        return spent
+
+    for thread_id in own:
+        rolled(thread_id, frozenset({thread_id}))
     return found
 
 

@@ -275,14 +275,20 @@ final failed
 """
 
 
-def test_a_parents_totals_include_its_childs_and_stats_count_each_call_once(
-    openai_server: ScriptedOpenAI, project: Path
-) -> None:
+def boss_project(openai_server: ScriptedOpenAI, project: Path) -> ModelTurns:
+    """BOSS beside the calculator, and the model's turns for its child until it asks."""
     (project / "boss.agent").write_text(BOSS)
     turns = ModelTurns(openai_server)
     turns.then(
         {"type": "Multiply", "a": 3, "b": 4}, {"type": "ClarificationRequest", "message": "?"}
     )
+    return turns
+
+
+def test_a_parents_totals_include_its_childs_and_stats_count_each_call_once(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    turns = boss_project(openai_server, project)
     db = project / "t.db"
     with runtime_for(openai_server, db, "gpt-4o-mini") as rt:
         parent = rt.launch(project / "boss.agent", "3 times 4")
@@ -317,12 +323,37 @@ def test_with_children_adds_each_descendant_once_to_each_ancestor() -> None:
     def calls(n: int) -> Totals:
         return Totals(steps=n, model_calls=n)
 
-    own = {"a": calls(1), "a~r-1": calls(2), "a~r-1~s-2": calls(4), "ab~x-1": calls(8)}
-    rolled = with_children(own)
+    own = {"a": calls(1), "a~r-1": calls(2), "a~r-1~s-2": calls(4), "a~x": calls(8)}
+    links = {"a": ["a~r-1"], "a~r-1": ["a~r-1~s-2"]}
+    rolled = with_children(own, links)
     assert {k: v.model_calls for k, v in rolled.items()} == {
-        "a": 7,  # itself, its child and its grandchild; not `ab`'s child
+        "a": 7,  # itself, its child and its grandchild; not `a~x`, which no log links
         "a~r-1": 6,
         "a~r-1~s-2": 4,
-        "ab~x-1": 8,  # its parent is not in the store: counted on its own
+        "a~x": 8,  # named like a child, linked by no log: counted on its own
     }
-    assert with_children({}) == {}
+    assert with_children({}, {}) == {}
+    # A forged loop of links (the runtime never makes one) ends, each counted once.
+    assert with_children({"p": calls(1), "q": calls(2)}, {"p": ["q"], "q": ["p"]})["p"] == calls(3)
+
+
+def test_a_thread_a_user_names_like_a_child_is_not_counted_into_the_parent(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    """Only the links both logs make join a child to its parent: a thread launched with
+    the id `PARENT~anything` is no child of PARENT, in its view or in `threads`."""
+    turns = boss_project(openai_server, project)
+    db = project / "t.db"
+    with runtime_for(openai_server, db, "gpt-4o-mini") as rt:
+        parent = rt.launch(project / "boss.agent", "3 times 4")
+        assert parent.usage.model_calls == 2  # its child's two calls
+        turns.then(
+            {"type": "Multiply", "a": 1, "b": 1}, {"type": "ClarificationRequest", "message": "?"}
+        )
+        forged = rt.launch(project / "calculator.agent", "1 times 1", thread_id=f"{parent.id}~x")
+        assert forged.usage.model_calls == 2
+        assert rt.get(parent.id).usage.model_calls == 2
+    code, out = invoke("threads", "--db", str(db), "--json")
+    assert code == 0, out
+    listed = {t["thread_id"]: t["usage"]["model_calls"] for t in json.loads(out)}
+    assert listed == {parent.id: 2, parent.child: 2, forged.id: 2}

@@ -249,3 +249,92 @@ def test_a_child_a_crash_left_running_is_run_on_by_the_sweep(rt: Runtime) -> Non
     assert rt.get(parent.id).step == "await_parcel"
     rt.expire()
     assert sum(isinstance(e, ChildEnded) for e in rt.events(parent.id)) == 1
+
+
+def test_a_sweep_without_run_leaves_a_stalled_child_to_its_caller(rt: Runtime) -> None:
+    """`expire(run=False)` (the server's sweep) records what is due and runs nothing: a
+    child a crash left running is named for the caller to run, not run by the sweep."""
+    parent = rt.launch(RETURNS, returned())
+    child_id = parent.child or ""
+    child = rt.get(child_id)
+    rt.resume(child_id, approve=True, by="ana", request=child.request, run=False)
+    before = len(rt.events(child_id))
+    (swept,) = rt._run(rt.aio.expire(run=False))
+    assert swept.thread_id == child_id and swept.event is None
+    assert swept.view is not None and swept.view.status == "running"
+    assert len(rt.events(child_id)) == before  # not run
+    assert rt.get(parent.id).step == "refund"
+    rt.resume(child_id)  # what the caller does with it: the child runs and reports
+    assert rt.get(parent.id).step == "await_parcel"
+
+
+def test_a_fork_while_the_child_waits_on_an_approval_gets_its_own_child(rt: Runtime) -> None:
+    """Forking a parent whose child waits for a person: the fork gets its own child
+    thread, started from the same value, linked and shown in its view; the two families
+    are decided apart, and the original's child is not counted in the fork's usage."""
+    parent = rt.launch(RETURNS, returned())
+    original = rt.get(parent.child or "")
+    assert original.waiting_for == "approval"
+    fork = rt.get(rt.fork(parent.id, parent.seq))
+    assert (fork.waiting_for, fork.child) == ("agent", f"{fork.id}~{fork.request}")
+    assert fork.child != original.id
+    forks_child = rt.get(fork.child or "")
+    assert forks_child.parent == fork.id
+    assert len(rt.events(forks_child.id)) == 1  # not run yet: nobody was asked
+    links = [e.child for e in rt.events(fork.id) if isinstance(e, ChildStarted)]
+    assert links == [original.id, fork.child]  # the original's, then its own
+    rt.expire()  # a fork runs only when resumed: the sweep leaves its child alone
+    assert len(rt.events(fork.child or "")) == 1
+    fork = rt.resume(fork.id)
+    forks_child = rt.get(fork.child or "")
+    assert forks_child.waiting_for == "approval" and forks_child.request is not None
+    assert forks_child.state.notified, "resuming the fork ran its child: people were told"
+    # The original's approval moves the original only.
+    rt.resume(original.id, approve=True, by="ana", request=original.request)
+    assert rt.get(parent.id).step == "await_parcel"
+    assert (rt.get(fork.id).step, rt.get(fork.id).waiting_for) == ("refund", "agent")
+    rt.resume(forks_child.id, reject=True, by="ana", request=forks_child.request)
+    after = rt.get(fork.id)
+    assert (after.step, after.waiting_for) == ("await_parcel", "event")
+    ended = [e for e in rt.events(fork.id) if isinstance(e, ChildEnded)]
+    assert [e.child for e in ended] == [forks_child.id]
+    assert ended[0].value.refunded is False  # type: ignore[attr-defined]
+
+
+def test_a_fork_just_before_the_child_started_gets_its_child_too(rt: Runtime) -> None:
+    parent = rt.launch(RETURNS, returned())
+    fork = rt.get(rt.fork(parent.id, parent.seq - 1))  # the last event is the link
+    assert fork.child == f"{fork.id}~{fork.request}"
+    assert rt.get(fork.child or "").parent == fork.id
+    assert [type(e) for e in rt.events(fork.id)].count(ChildStarted) == 1
+
+
+OUTER = """
+agent outer { input ReturnRequest start go }
+type ReturnRequest { order_id: string  email: string  amount_cents: int }
+type ParcelReceived { order_id: string  condition: "good" | "damaged" }
+agent go(ReturnRequest) -> ParcelReceived = "returns.agent" { next done  on error -> failed }
+final done(ParcelReceived)
+final failed
+"""
+
+
+def test_the_sweep_leaves_a_forks_child_alone_until_the_fork_is_resumed(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """A child that starts with a tool is `running` from its first event, like one a crash
+    stopped: the sweep must still not run the one a fork was given (a fork does not run
+    until a person resumes it)."""
+    shutil.copy(RETURNS, tmp_path / "returns.agent")
+    shutil.copytree(EXAMPLES / "returns", tmp_path / "returns")
+    (tmp_path / "outer.agent").write_text(OUTER)
+    parent = rt.launch(tmp_path / "outer.agent", returned())
+    assert rt.get(parent.child or "").step == "refund"  # the child ran on to its own child
+    fork = rt.get(rt.fork(parent.id, parent.seq))
+    forks_child = rt.get(fork.child or "")
+    assert (forks_child.status, forks_child.step) == ("running", "lookup")
+    rt.expire()
+    rt.expire()
+    assert len(rt.events(forks_child.id)) == 1, "the sweep ran the fork's child"
+    rt.resume(fork.id)
+    assert rt.get(forks_child.id).step == "refund"  # resumed: the fork's child ran

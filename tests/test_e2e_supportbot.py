@@ -18,9 +18,9 @@ import pytest
 
 from tests.runtime_helpers import EXAMPLES, RecordingNotifier
 from tests.support.e2e import ModelTurns
-from tests.support.openai_server import Reply
+from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.runtime.api import Runtime
-from twelvefold.runtime.types import Approved, ToolResult, ToolStarted
+from twelvefold.runtime.types import Approved, ModelOutput, OutputRejected, ToolResult, ToolStarted
 
 SUPPORTBOT = EXAMPLES / "supportbot.agent"
 
@@ -50,6 +50,7 @@ def ticket(customer: str) -> dict[str, Any]:
 
 TEXT = "Sorry about that; we reset your login. -- the support team"
 REPLY = Reply(arguments={"text": TEXT})  # one output type: the fields themselves
+ACCEPTED = Reply(arguments={"accept": True, "reason": "answers the ticket"})  # the judge's
 
 
 def test_an_enterprise_reply_waits_for_approval_whatever_the_model_says(
@@ -59,7 +60,7 @@ def test_an_enterprise_reply_waits_for_approval_whatever_the_model_says(
     # reply type has no tier, so the claim is a validation error the model is asked to
     # fix; and even then the route was settled by the lookup, before the model ran.
     claims_free = Reply(arguments={"text": TEXT, "tier": "free"})
-    model.then(claims_free, REPLY)
+    model.then(claims_free, REPLY, ACCEPTED)
     view = rt.launch(SUPPORTBOT, ticket("acme"))
 
     assert (view.status, view.step, view.waiting_for) == ("waiting", "approve_reply", "approval")
@@ -86,7 +87,7 @@ def test_an_enterprise_reply_waits_for_approval_whatever_the_model_says(
 def test_a_free_customers_reply_goes_out_without_a_person(
     rt: Runtime, model: ModelTurns, outbox: Path, notifier: RecordingNotifier
 ) -> None:
-    model.then(REPLY)
+    model.then(REPLY, ACCEPTED)
     done = rt.launch(SUPPORTBOT, ticket("bob"))
     assert done.status == "finished"
     assert [m["text"] for m in sent(outbox)] == [TEXT]
@@ -101,7 +102,7 @@ def test_the_tier_routes_from_the_tools_result_not_a_fixed_table(
     # The same customer id, now enterprise in the CRM: the route follows the tool.
     accounts = {"bob": {"name": "Bob's Bikes", "tier": "enterprise"}}
     monkeypatch.setenv("SUPPORTBOT_ACCOUNTS", json.dumps(accounts))
-    model.then(REPLY)
+    model.then(REPLY, ACCEPTED)
     view = rt.launch(SUPPORTBOT, ticket("bob"))
     assert (view.status, view.step) == ("waiting", "approve_reply")
     assert sent(outbox) == []
@@ -127,3 +128,36 @@ def test_a_lookup_result_of_neither_type_fails_the_step(
     view = rt.launch(SUPPORTBOT, ticket("eve"))
     assert (view.status, view.step) == ("waiting", "escalate")  # on error -> escalate
     assert sent(outbox) == []
+
+
+def test_the_judge_sends_a_reply_that_promises_a_refund_back_to_be_redrafted(
+    rt: Runtime,
+    model: ModelTurns,
+    openai_server: ScriptedOpenAI,
+    outbox: Path,
+    notifier: RecordingNotifier,
+) -> None:
+    """Every draft is read by a judge (`judge "supportbot/judge.j2"`) before it is sent or
+    shown to a person: a refusal is recorded, goes back to the drafting model as its
+    reason, and nothing is sent or asked until a draft is accepted."""
+    promise = "We will refund your whole year. -- the support team"
+    why = "it promises a refund, which support may not grant"
+    model.then(
+        Reply(arguments={"text": promise}),
+        Reply(arguments={"accept": False, "reason": why}),
+        REPLY,
+        ACCEPTED,
+    )
+    view = rt.launch(SUPPORTBOT, ticket("acme"))
+    assert (view.status, view.step) == ("waiting", "approve_reply")
+    assert sent(outbox) == [] and len(notifier.notices) == 1
+    asked = [body["tool_choice"]["function"]["name"] for body in openai_server.requests]
+    assert asked == ["Reply", "Verdict", "Reply", "Verdict"]
+    assert promise in model.contexts[1], "the judge reads the draft it judges"
+    assert why in model.contexts[2], "the drafting model reads why it was refused"
+    events = rt.events(view.id)
+    (rejected,) = [e for e in events if isinstance(e, OutputRejected)]
+    assert (rejected.by, rejected.reason, rejected.output.text) == ("judge", why, promise)
+    (output,) = [e for e in events if isinstance(e, ModelOutput)]
+    assert output.output.text == TEXT
+    assert view.question is not None and TEXT in view.question  # the person sees the fix

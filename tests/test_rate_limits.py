@@ -17,7 +17,7 @@ from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.runtime.api import AsyncRuntime
 from twelvefold.runtime.config import Config, ConfigError
 from twelvefold.runtime.model import OpenAIModel
-from twelvefold.runtime.ratelimit import Limits, RateLimits, WindowLimiter, retry_after
+from twelvefold.runtime.ratelimit import InFlight, Limits, RateLimits, WindowLimiter, retry_after
 from twelvefold.runtime.store import SqliteStore
 
 WINDOW = 2.0
@@ -47,11 +47,11 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def most_in_one_window(arrivals: list[float]) -> int:
+def most_in_one_window(arrivals: list[float], window: float = WINDOW) -> int:
     """The most requests the server saw within any one window."""
     times = sorted(arrivals)
     return max(
-        (sum(1 for t in times[i:] if t < start + WINDOW) for i, start in enumerate(times)),
+        (sum(1 for t in times[i:] if t < start + window) for i, start in enumerate(times)),
         default=0,
     )
 
@@ -216,3 +216,79 @@ async def _is(value: Any, expected: str) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+# ---- the cap on model calls in flight (`model_calls_in_flight`) ---------------------------
+
+BURST = 12
+
+
+def run_slow_burst(server: ScriptedOpenAI, project: Path) -> list[str]:
+    """BURST threads launched at once in one runtime against a model that answers after
+    0.2 s; their statuses."""
+    server.responder = lambda body: Reply(arguments={"message": "ok"})
+    server.latency = 0.2
+
+    async def burst() -> list[str]:
+        model = OpenAIModel(model="any-model", base_url=server.base_url, api_key="t")
+        runtime = AsyncRuntime(
+            SqliteStore(project / "t.db"), model=model, notifier=RecordingNotifier()
+        )
+        model._instructor()  # built before the burst, as in a warmed-up process
+        views = await asyncio.gather(
+            *(runtime.launch(project / "answerer.agent", f"q{i}") for i in range(BURST))
+        )
+        await model.aclose()
+        return [view.status for view in views]
+
+    return asyncio.run(burst())
+
+
+def test_no_more_model_calls_than_the_cap_are_in_flight_and_the_rest_wait(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    """12 threads at once under `model_calls_in_flight = 3`: the server never answers more
+    than 3 completions at once, and every thread finishes (waiting for a place is not a
+    failure)."""
+    (project / "twelvefold.toml").write_text("model_calls_in_flight = 3\n")
+    assert run_slow_burst(openai_server, project) == ["finished"] * BURST
+    assert len(openai_server.requests) == BURST
+    assert openai_server.most_in_flight <= 3
+
+
+def test_under_the_default_cap_the_same_burst_is_in_flight_together(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    """The counting above can fail: under the default cap (100) the burst is answered side
+    by side."""
+    (project / "twelvefold.toml").write_text("")
+    assert run_slow_burst(openai_server, project) == ["finished"] * BURST
+    assert openai_server.most_in_flight > 3
+
+
+def test_the_cap_is_a_whole_number_of_at_least_one() -> None:
+    assert RateLimits.of(Config(settings={})).in_flight == 100
+    assert RateLimits.of(Config(settings={"model_calls_in_flight": 8})).in_flight == 8
+    for bad in (0, -1, 2.5, True, "8"):
+        with pytest.raises(ConfigError, match="model_calls_in_flight"):
+            RateLimits.of(Config(settings={"model_calls_in_flight": bad}))
+
+
+def test_a_waiter_cancelled_as_its_place_comes_passes_the_place_on() -> None:
+    """A call cancelled while it waits (its thread stopped) never keeps a place: the cap's
+    count ends at zero and the other waiters all get theirs."""
+    cap = InFlight(1)
+
+    async def scenario() -> None:
+        await cap.enter()
+        waiters = [asyncio.create_task(cap.enter()) for _ in range(3)]
+        await asyncio.sleep(0)
+        waiters[0].cancel()
+        cap.leave()  # the place goes to waiter 0, cancelled: it passes on to waiter 1
+        await asyncio.wait_for(waiters[1], timeout=30)
+        cap.leave()
+        await asyncio.wait_for(waiters[2], timeout=30)
+        cap.leave()
+
+    asyncio.run(scenario())
+    assert cap.running == 0 and cap.most == 1

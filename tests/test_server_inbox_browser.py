@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,11 +120,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         .splitlines()[-1]
         for person in ("ana", "bob")
     }
+    try:
+        with serving(agent, db, folder, env, "--sweep-seconds", "1") as url:
+            yield Server(url, tokens)
+    finally:
+        model.stop()
+
+
+@contextmanager
+def serving(
+    agent: Path, db: Path, folder: Path, env: dict[str, str], *options: str
+) -> Iterator[str]:
+    """`twelvefold serve AGENT --db DB OPTIONS` on a free loopback port (its output in
+    folder/serve.log): its URL once /healthz answers; stopped on the way out."""
     port = free_port()
     log = (folder / "serve.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "twelvefold", "serve", str(agent), "--db", str(db),
-         "--port", str(port), "--sweep-seconds", "1"],
+         "--port", str(port), *options],
         cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -137,7 +151,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
     try:
         wait_for(up, "twelvefold serve to answer /healthz")
-        yield Server(url, tokens)
+        yield url
     finally:
         process.terminate()
         try:
@@ -146,7 +160,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             process.kill()
             process.wait()
         log.close()
-        model.stop()
 
 
 @pytest.fixture(scope="module")

@@ -104,3 +104,24 @@ async def test_four_eyes_binds_a_childs_request_to_whoever_launched_the_root(
         decided = await decide(s, "bob", child)
         assert decided.status_code == 200, decided.text
         assert decided.json()["status"] == "finished", decided.json()
+
+
+async def test_a_fork_of_a_parent_whose_child_waits_gets_and_shows_its_own_child(
+    s: Served,
+) -> None:
+    """The server's fork is the runtime's: the fork's view names its own child thread,
+    which is served (shown, listed) like any child; the original's child stays put."""
+    async with s.client("bob") as client:
+        response = await client.post("/v1/agents/returns/threads?wait=true", json={"input": RETURN})
+        parent = response.json()
+        forked = await client.post(
+            f"/v1/threads/{parent['thread_id']}/fork", json={"at": parent["events"]}
+        )
+    assert forked.status_code == 201, forked.text
+    fork = forked.json()
+    assert fork["child"] == f"{fork['thread_id']}~{fork['request']}" != parent["child"]
+    async with s.client("ana") as client:
+        child = (await client.get(f"/v1/threads/{fork['child']}")).json()
+        original = (await client.get(f"/v1/threads/{parent['child']}")).json()
+    assert (child["parent"], child["agent"]) == (fork["thread_id"], "refunds")
+    assert original["waiting_for"] == "approval"

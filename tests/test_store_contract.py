@@ -25,7 +25,7 @@ from twelvefold.runtime.store import (
     ThreadNotFound,
     open_store,
 )
-from twelvefold.runtime.types import Answer, Answered, Started
+from twelvefold.runtime.types import Answer, Answered, ChildStarted, Started
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -84,6 +84,18 @@ def test_append_is_guarded_by_the_expected_sequence_number(store: EventStore) ->
     ]
     info = store.info("t1")
     assert (info.status, info.step, info.seq) == ("waiting", "b", 3)
+
+
+def test_child_links_hold_only_the_links_both_logs_make(store: EventStore) -> None:
+    """A parent's `ChildStarted` and its child's `Started` must name each other: a thread
+    only named like a child, or a fork's copy of its original's link, is no child."""
+    codec = Codec()
+    link = ChildStarted(step="a", child="p~a-1")
+    store.create(_info("p"), [Started(step="a", input="hi"), link], codec)
+    store.create(_info("p~a-1"), [Started(step="a", input="hi", parent="p")], codec)
+    store.create(_info("p~x"), [Started(step="a", input="hi")], codec)  # a user's own id
+    store.create(_info("f"), [Started(step="a", input="hi"), link], codec)  # a fork's copy
+    assert store.child_links() == {"p": ["p~a-1"]}  # type: ignore[attr-defined]
 
 
 def test_threads_are_listed_by_status_most_recent_first(store: EventStore) -> None:

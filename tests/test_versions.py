@@ -243,10 +243,7 @@ type Acted { ok: bool }
 
 
 def test_the_files_an_agent_imports_are_part_of_its_version(
-    openai_server: ScriptedOpenAI,
-    project: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An `import`ed file's types are compiled into the agent: an edit there while a thread
     waits must not reach the thread (the tool would get another type), wherever the
@@ -255,9 +252,47 @@ def test_the_files_an_agent_imports_are_part_of_its_version(
     (project / "pinbot.agent").write_text('import "types.agent"\n' + declared)
     (project / "types.agent").write_text(TYPES)
     thread, request = waiting_at_approval(openai_server, project)
-    (project / "types.agent").write_text(TYPES.replace("what: string", "what: int"))
-    monkeypatch.chdir(tmp_path)
+    edited = project / "types.agent"
+    approved_after_an_edit_of(edited, openai_server, project, (thread, request), monkeypatch)
+
+
+def test_a_file_an_imported_file_imports_is_part_of_the_version_too(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Imports nest (each path relative to the file that names it): an edit two imports
+    down while a thread waits must not reach the thread either."""
+    declared = "\n".join(line for line in PINBOT.splitlines() if not line.startswith("type "))
+    (project / "pinbot.agent").write_text('import "shared/all.agent"\n' + declared)
+    (project / "shared").mkdir()
+    (project / "shared" / "all.agent").write_text('import "acts/types.agent"\n')
+    (project / "shared" / "acts").mkdir()
+    (project / "shared" / "acts" / "types.agent").write_text(TYPES)
+    thread, request = waiting_at_approval(openai_server, project)
+    store = SqliteStore(project / ".twelvefold" / "threads.db")
+    digest = store.info(thread).version
+    body = store.load_version(digest) if digest is not None else None
+    store.close()
+    assert body is not None
+    assert sorted(json.loads(body)["files"]) == [
+        "pinbot.agent", "prompts/pinbot/plan.j2", "shared/acts/types.agent", "shared/all.agent"
+    ]  # fmt: skip
+    edited = project / "shared" / "acts" / "types.agent"
+    approved_after_an_edit_of(edited, openai_server, project, (thread, request), monkeypatch)
+
+
+def approved_after_an_edit_of(
+    types_file: Path,
+    openai_server: ScriptedOpenAI,
+    project: Path,
+    waiting: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Change `what` to an int in `types_file` while the thread waits, then approve it
+    from another folder: the thread still runs the version it started with."""
+    types_file.write_text(TYPES.replace("what: string", "what: int"))
+    monkeypatch.chdir(project.parent)
     ModelTurns(openai_server).then(DONE)
+    thread, request = waiting
     with runtime(openai_server, project) as rt:
         view = rt.resume(thread, approve=True, request=request)
     assert view.status == "finished", view.to_json()

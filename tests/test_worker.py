@@ -193,19 +193,65 @@ def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
 
 
+def stuck_report(cluster: Cluster, driver: Driver, ids: list[str]) -> str:
+    """What holds up the threads of `ids` that have not finished: per thread its status,
+    lease and wake-up jobs; the worker processes and procrastinate's registered workers.
+    Said when a bounded wait gives up, so that a hang says why."""
+    import psycopg
+
+    lines = []
+    with psycopg.connect(cluster.queue_url) as connection:
+        for thread_id in ids:
+            info = run(driver.runtime.info(thread_id))
+            if info.status == "finished":
+                continue
+            lease = driver.runtime.store.lease(thread_id)  # type: ignore[attr-defined]
+            jobs = connection.execute(
+                "SELECT task_name, status::text, scheduled_at, worker_id FROM procrastinate_jobs"
+                " WHERE args->>'thread_id' = %s ORDER BY id",
+                (thread_id,),
+            ).fetchall()
+            lines.append(f"  thread {thread_id}: {info.status} at {info.step}, lease {lease}, "
+                         f"jobs {jobs or 'none'}")  # fmt: skip
+        registered = connection.execute(
+            "SELECT id, now() - last_heartbeat FROM procrastinate_workers ORDER BY id"
+        ).fetchall()
+    alive = [p.poll() is None for p in cluster.workers]
+    shown = lines[:20] + ([f"  ... and {len(lines) - 20} more"] if len(lines) > 20 else [])
+    return "\n".join([f"{len(lines)} thread(s) not finished:", *shown,
+                      f"worker processes alive: {alive}",
+                      f"registered workers (id, heartbeat age): {registered}"])  # fmt: skip
+
+
 def crash_and_check(
     cluster: Cluster, driver: Driver, threads: int, kills: int, limit: float = 300
 ) -> None:
+    """Run `threads` threads on 4 workers, SIGKILLing one `kills` times at random moments
+    (and starting it again), approving and retrying as a server would, until every thread
+    finished; then check the logs. Gives up after `limit` seconds, or as soon as a worker
+    exits that was not killed (nothing restarts it: a hang in waiting), saying what is
+    stuck (`stuck_report`)."""
     rng = random.Random(os.environ.get("CRASH_SEED", "11"))
     cluster.workers = [cluster.start_worker(i) for i in range(4)]
     ids = run(driver.launch(threads))
     killed = 0
     deadline = time.monotonic() + limit
     while True:
-        standing = run(driver.tend())
+        standing = run(asyncio.wait_for(driver.tend(), timeout=120))
         if standing["finished"] == threads:
             break
-        assert time.monotonic() < deadline, f"threads did not end: {standing}"
+        for index, process in enumerate(cluster.workers):
+            if process.poll() is not None:  # a worker stopped by itself: never restarted
+                log = (cluster.folder / f"worker-{index}.log").read_text(errors="replace")
+                raise AssertionError(
+                    f"worker {index} exited with {process.returncode} on its own: "
+                    f"{standing}\n{stuck_report(cluster, driver, ids)}\n{log[-3000:]}"
+                )
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"threads did not end within {limit:.0f} s: {standing}\n"
+                + stuck_report(cluster, driver, ids)
+            )
         time.sleep(rng.uniform(0.2, 1.0))
         if killed < kills:
             index = rng.randrange(len(cluster.workers))

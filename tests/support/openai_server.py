@@ -71,6 +71,11 @@ class ScriptedOpenAI:
     """Seconds each completion takes before it is answered (a model that thinks; the
     load benchmark uses 0.05). Each request waits in its own server thread, so
     concurrent requests wait side by side, as they would at a real API."""
+    in_flight: int = 0
+    """Completions being answered right now."""
+    most_in_flight: int = 0
+    """The most completions that were being answered at once (tests of a client-side
+    cap on calls in flight count them here)."""
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -198,9 +203,16 @@ def _handler_for(server: ScriptedOpenAI) -> type[BaseHTTPRequestHandler]:
             if not self.path.rstrip("/").endswith("/chat/completions"):
                 status, payload, headers = 404, _error_body(f"no route {self.path}"), {}
             else:
-                if server.latency > 0:
-                    time.sleep(server.latency)
-                status, payload, headers = server.answer_with_headers(body)
+                with server._lock:
+                    server.in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                try:
+                    if server.latency > 0:
+                        time.sleep(server.latency)
+                    status, payload, headers = server.answer_with_headers(body)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
             data = json.dumps(payload).encode("utf-8")
             self.send_response(status)
             for name, value in headers.items():

@@ -36,6 +36,7 @@ from twelvefold.runtime.api import (
     Runtime,
     ThreadView,
     UnenforcedApprovers,
+    nobody_decides,
     plain,
     shown,
 )
@@ -525,6 +526,8 @@ def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bo
         raise CommandError(
             f"thread {view.id} is {view.status} at `{view.step}`: no request is pending"
         )
+    if view.waiting_for not in ("approval", "answer"):
+        raise CommandError(nobody_decides(view))
     if as_json or not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CommandError(
             f"name the request you decide: thread {view.id} waits on request "
@@ -742,7 +745,7 @@ def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
         store = open_store(db, create=False)
         try:
             found = store.threads(status)  # type: ignore[arg-type]
-            spent = with_children(by_thread(store.usage_records()))
+            spent = with_children(by_thread(store.usage_records()), store.child_links())
         finally:
             store.close()
     if as_json:

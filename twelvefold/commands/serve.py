@@ -152,8 +152,9 @@ def _app(
         sys.exit(1)
     tokens = None if insecure_local else TokenStore(place_of(store) or db)
     if tokens is not None and not any(not t.revoked for t in tokens.list()):
-        echo(f"note: no API token yet: `twelvefold token create PERSON {_option(db)}` makes one",
-             err=True)  # fmt: skip
+        option, note = _option(db)
+        echo(f"note: no API token yet: `twelvefold token create PERSON {option}` makes one"
+             f"{note}", err=True)  # fmt: skip
     # The first model call would import openai and instructor (seconds of CPU) on the
     # event loop, and every API call would wait meanwhile (benchmarks/server.py showed a
     # 5-7 s stall): a server pays for that import once, before it listens.
@@ -277,9 +278,14 @@ def _tokens(db: StoreLocation) -> list[TokenInfo]:
             tokens.close()
 
 
-def _option(db: StoreLocation) -> str:
-    """The option that names this store again, as it may be shown."""
-    return f"--db {db}" if isinstance(db, Path) else f"--store {db}"
+def _option(db: StoreLocation) -> tuple[str, str]:
+    """The option that names this store again, to paste back (runtime/schema.py
+    `store_option`: a server's URL without its password), and where the password goes."""
+    if isinstance(db, Path):
+        return f"--db {db}", ""
+    from twelvefold.runtime.schema import store_option
+
+    return store_option(str(db))
 
 
 def _check_store(db: StoreLocation) -> None:

@@ -160,6 +160,20 @@ def event_rows(events: Sequence[Event], first_seq: int = 1) -> list[EventRow]:
 
 
 @dataclass(frozen=True)
+class ParentLink:
+    """The thread whose `agent` step started a child thread, as a card names it."""
+
+    thread: str
+    link: str
+    agent: str | None
+    """None when the visitor may not read the parent (only its id is shown)."""
+    step: str | None
+    """The parent's step that waits for this child, while it waits for it."""
+    request: str | None
+    """The parent's request that waits for this child, while it waits for it."""
+
+
+@dataclass(frozen=True)
 class RequestCard:
     """One pending request, as the inbox and the thread page show it."""
 
@@ -173,6 +187,8 @@ class RequestCard:
     value: str
     events: list[EventRow]
     may_decide: bool
+    parent: ParentLink | None = None
+    """For a sub-agent's thread: the parent thread that waits on it."""
 
 
 @dataclass(frozen=True)
@@ -192,9 +208,32 @@ def thread_link(root: str, thread_id: str) -> str:
     return f"{root}/threads/{quote(thread_id, safe='')}"
 
 
+def parent_link(root: str, child: ThreadView, parent: ThreadView | None) -> ParentLink | None:
+    """How a card names `child`'s parent thread: its id and link always, its agent when the
+    visitor may read it (`parent`), and the step and request that wait for this child
+    while the parent's `agent` step still waits for it."""
+    if child.parent is None:
+        return None
+    waits = parent is not None and parent.child == child.id
+    return ParentLink(
+        thread=child.parent,
+        link=thread_link(root, child.parent),
+        agent=parent.agent if parent is not None else None,
+        step=parent.step if waits and parent is not None else None,
+        request=parent.request if waits and parent is not None else None,
+    )
+
+
 def request_card(
-    root: str, view: ThreadView, events: Sequence[Event], *, may_decide: bool
+    root: str,
+    view: ThreadView,
+    events: Sequence[Event],
+    *,
+    may_decide: bool,
+    parent: ThreadView | None = None,
 ) -> RequestCard | None:
+    """The card of `view`'s pending request (None when nothing waits for a person);
+    `parent`: its parent thread's view, for a sub-agent's thread the visitor may read."""
     if view.status != "waiting" or view.request is None or view.waiting_for is None:
         return None
     first = max(1, len(events) - RECENT_EVENTS + 1)
@@ -209,6 +248,7 @@ def request_card(
         value=pretty(view.state.value),
         events=event_rows(events[first - 1 :], first),
         may_decide=may_decide,
+        parent=parent_link(root, view, parent),
     )
 
 
@@ -301,7 +341,8 @@ class _Pages:
                 events = await self.service.events(visitor.caller, view.id)
             except ServiceError:  # gone or unreadable since it was listed: not shown
                 continue
-            card = request_card(root, view, events, may_decide=True)
+            parent = await self._parent(visitor.caller, view)
+            card = request_card(root, view, events, may_decide=True, parent=parent)
             if card is not None:
                 cards.append(card)
         return self._page(request, visitor, "inbox.html", 200, {"cards": cards}, None)
@@ -485,12 +526,25 @@ class _Pages:
             error=None if view.error is None else f"{view.error.type}: {view.error.message}",
             events=event_rows(events),
             card=request_card(
-                root, view, events, may_decide=await self.service.may_decide(caller, view)
+                root,
+                view,
+                events,
+                may_decide=await self.service.may_decide(caller, view),
+                parent=await self._parent(caller, view),
             ),
         )
         refresh = REFRESH_SECONDS if view.status == "running" else None
         context = {"page": page, "refresh": refresh, "message_kind": kind}
         return self._page(request, visitor, "thread.html", status, context, message)
+
+    async def _parent(self, caller: Caller, view: ThreadView) -> ThreadView | None:
+        """The view of `view`'s parent thread, when it has one the caller may read."""
+        if view.parent is None:
+            return None
+        try:
+            return await self.service.view(caller, view.parent)
+        except ServiceError:  # gone, or not the caller's to read: its id is still shown
+            return None
 
     async def _refused_decision(
         self, request: Request, thread_id: str, refused: _Refused

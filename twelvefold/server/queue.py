@@ -22,10 +22,23 @@ one thread may run at once on two machines: the thread's ownership lease
 append made on a stale log. procrastinate's own per-key `lock` is not used (it has open
 reports of jobs stuck behind a lock whose holder died).
 
-A worker killed with SIGKILL leaves its jobs `doing` forever; every worker, every
-`sweep_seconds`, retries the jobs of workers whose heartbeat stopped
-(`JobManager.get_stalled_jobs`) and enqueues a wake-up for every thread still `running`
-in the store, so a thread whose process died is picked up once its lease lapses.
+A worker killed with SIGKILL leaves its jobs `doing`; every worker, every
+`sweep_seconds`, retries the jobs of workers whose heartbeat stopped for
+`STALLED_WORKER_SECONDS` (`JobManager.get_stalled_jobs`) and enqueues a wake-up for every
+thread still `running` in the store whose lease is free or lapsed and that no pending
+wake-up covers, so a thread whose process died is picked up once its lease lapses (the
+lease, not the job, says who runs a thread: a live worker's threads are never woken, and
+the sweep's cost grows with the threads left behind, not with all the running ones).
+
+A thread whose model call's rate-limit turn is more than `DEFER_TURN_SECONDS` away
+(runtime/ratelimit.py, limits shared by every worker through the store) gives its job
+slot back: its run stops before the call (`TurnLater`, nothing recorded) and a wake-up is
+scheduled for the moment its turn comes.
+
+A worker's job loop that fails (the database went away for a moment; another worker
+took it for dead and deleted its registration, after which procrastinate refuses its
+next fetch) is started again after a pause, so a worker process never stops taking jobs
+while it runs.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from twelvefold.runtime import timeouts
 from twelvefold.runtime.lease import LeaseHeld, LeaseLost
+from twelvefold.runtime.ratelimit import TurnLater
 from twelvefold.runtime.store import Conflict, ThreadNotFound
 
 if TYPE_CHECKING:
@@ -58,6 +72,20 @@ WORK = "twelvefold"
 LEASE_RETRY_SECONDS = 2.0
 """How long a wake-up that found the thread's lease held waits before it tries again
 (the holder is alive and renewing, or dead and its lease lapses)."""
+DEFER_TURN_SECONDS = 1.0
+"""A model call whose rate-limit turn is further away than this gives its job slot back
+and is woken when the turn comes; a nearer turn is waited for in the job."""
+HEARTBEAT_SECONDS = 2.0
+"""How often a worker tells the queue it is alive."""
+STALLED_WORKER_SECONDS = 60.0
+"""How long a worker's heartbeat may be silent before other workers take it for dead,
+delete its registration and retry its jobs. Generous: on a loaded machine a live worker's
+heartbeat can lag by seconds, and a worker taken for dead while alive has its jobs run
+twice (harmless: the lease decides) and its registration deleted. A dead worker's
+threads do not wait for it: the sweep wakes them once their leases lapse."""
+RESTART_SECONDS = (1.0, 30.0)
+"""The pause before a failed job loop is started again: the first, and the longest
+(doubling in between)."""
 
 
 SCHEMA_PRESENT = (
@@ -150,6 +178,19 @@ class Queue:
         with contextlib.suppress(AlreadyEnqueued):
             await self.app.configure_task(ADVANCE, **options).defer_async(thread_id=thread_id)
 
+    async def pending(self, thread_ids: list[str]) -> set[str]:
+        """Which of the threads have a wake-up waiting in the queue (`todo`)."""
+        if not thread_ids:
+            return set()
+        rows = await self.app.connector.execute_query_all_async(
+            "SELECT DISTINCT args->>'thread_id' AS thread FROM procrastinate_jobs"
+            " WHERE task_name = %(task)s AND status = 'todo'"
+            " AND args->>'thread_id' = ANY(%(ids)s)",
+            task=ADVANCE,
+            ids=thread_ids,
+        )
+        return {str(row["thread"]) for row in rows}
+
     async def time(self, view: ThreadView, agent: Agent) -> datetime | None:
         """Schedule the timer of a waiting thread's current wait, if it has one (a
         deadline, or a notice to try again). The moment it fires, or None."""
@@ -196,6 +237,10 @@ class Work:
     agents: Mapping[str, Agent]
     queue: Queue
 
+    def __post_init__(self) -> None:
+        # A thread waiting long for a rate-limit turn gives its job slot back.
+        self.runtime.engine.defer_turns = DEFER_TURN_SECONDS
+
     async def advance(self, thread_id: str) -> None:
         """Run the thread on (a wake-up). Another process holding its lease: try again in
         a moment. A thread this worker does not serve, or gone: nothing."""
@@ -216,6 +261,9 @@ class Work:
         except LeaseHeld as held:
             log.info("%s", held)
             await self.queue.wake(thread_id, delay=LEASE_RETRY_SECONDS)
+            return
+        except TurnLater as later:
+            await self.queue.wake(thread_id, delay=later.seconds)
             return
         except (LeaseLost, Conflict) as exc:  # another process took over: it goes on
             log.warning("%s", exc)
@@ -240,6 +288,9 @@ class Work:
         except LeaseHeld:
             await self.queue.wake(thread_id, delay=LEASE_RETRY_SECONDS)
             return
+        except TurnLater as later:  # the expiry is recorded; the run goes on at its turn
+            await self.queue.wake(thread_id, delay=later.seconds)
+            return
         if expiry is not None and expiry.problem is not None:
             log.warning("thread %s: %s", thread_id, expiry.problem)
         await self._settled(thread_id, agent)
@@ -253,20 +304,33 @@ class Work:
             else:
                 await self.queue.time(view, agent)
 
-    async def sweep(self) -> None:
-        """Retry the jobs of workers that stopped sending heartbeats, and wake every
-        thread still `running` (its process may have died; the lease decides)."""
+    async def sweep(self) -> list[str]:
+        """Retry the jobs of workers whose heartbeat stopped (`STALLED_WORKER_SECONDS`),
+        and wake every thread still `running` that no process holds a lease on and no
+        pending wake-up covers (its process died, or stopped before it enqueued the next
+        one). The threads it woke."""
         manager = self.queue.app.job_manager
+        woken: list[str] = []
         try:
-            for job in await manager.get_stalled_jobs():
+            for job in await manager.get_stalled_jobs(
+                seconds_since_heartbeat=STALLED_WORKER_SECONDS
+            ):
                 assert job.id is not None
                 with contextlib.suppress(Exception):  # another worker retried it first
                     await manager.retry_job(job)
-            for info in await self.runtime.threads("running"):
-                if info.agent in self.agents:
-                    await self.queue.wake(info.id)
+            left = [
+                info.id
+                for info in await self.runtime.threads("running", unleased=True)
+                if info.agent in self.agents
+            ]
+            covered = await self.queue.pending(left)
+            for thread_id in left:
+                if thread_id not in covered:
+                    await self.queue.wake(thread_id)
+                    woken.append(thread_id)
         except Exception:
             log.exception("the worker's sweep failed; the next one tries again")
+        return woken
 
     async def schedule_waiting(self) -> None:
         """Schedule the timers of every waiting thread (a worker starting: threads paused
@@ -302,8 +366,8 @@ async def run_worker(
 ) -> None:
     """Take jobs until SIGTERM or SIGINT (procrastinate's handlers: stop taking jobs, let
     running ones finish for `grace` seconds, then cancel them; a cancelled run lets its
-    lease go). Sweeps every `sweep_seconds` meanwhile."""
-    heartbeat = max(0.5, min(10.0, sweep_seconds / 3))
+    lease go). Sweeps every `sweep_seconds` meanwhile. A job loop that fails is started
+    again after `RESTART_SECONDS` (logged): only a signal stops the worker."""
 
     async def sweeping() -> None:
         await work.schedule_waiting()
@@ -312,19 +376,31 @@ async def run_worker(
             await asyncio.sleep(sweep_seconds)
 
     sweeper = asyncio.create_task(sweeping(), name="twelvefold sweep")
+    pause = RESTART_SECONDS[0]
     try:
-        await work.queue.app.run_worker_async(
-            queues=[QUEUE],
-            concurrency=concurrency,
-            name=name,
-            shutdown_graceful_timeout=grace,
-            additional_context={WORK: work},
-            update_heartbeat_interval=heartbeat,
-            stalled_worker_timeout=heartbeat * 3,
-            fetch_job_polling_interval=min(5.0, sweep_seconds),
-            delete_jobs="successful",
-            install_signal_handlers=True,
-        )
+        while True:
+            try:
+                await work.queue.app.run_worker_async(
+                    queues=[QUEUE],
+                    concurrency=concurrency,
+                    name=name,
+                    shutdown_graceful_timeout=grace,
+                    additional_context={WORK: work},
+                    update_heartbeat_interval=HEARTBEAT_SECONDS,
+                    stalled_worker_timeout=STALLED_WORKER_SECONDS,
+                    fetch_job_polling_interval=min(5.0, sweep_seconds),
+                    delete_jobs="successful",
+                    install_signal_handlers=True,
+                )
+                return  # stopped by a signal
+            except Exception as exc:
+                # Its running jobs were let finish (or cancelled) before it raised.
+                # procrastinate says "Database error." and keeps the reason as the cause.
+                reason = exc.__cause__ or exc
+                log.error("the worker's job loop failed (%s: %s); it starts again in %.0f s",
+                          type(reason).__name__, " ".join(str(reason).split()), pause)  # fmt: skip
+                await asyncio.sleep(pause)
+                pause = min(RESTART_SECONDS[1], pause * 2)
     finally:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):

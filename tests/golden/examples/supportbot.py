@@ -95,7 +95,7 @@ class Sent(BaseModel):
     message_id: str
 
 
-# supportbot.agent:68: requires approval
+# supportbot.agent:72: requires approval
 def _send_enterprise_reply_needs_approval(value: Reply) -> bool:
     return True
 
@@ -116,31 +116,33 @@ AGENT = AgentSpec(
     states={
         "lookup": StateSpec(
             "tool",
-            line=34,
+            line=36,
             input="Ticket",
             output="Customer",
             outputs=("Customer", "UnknownCustomer"),
             function="supportbot.tools:lookup_customer",
         ),
-        "draft": StateSpec("llm", line=41, outputs=("Reply",), prompt="supportbot/draft.j2"),
-        "draft_enterprise": StateSpec(
-            "llm", line=48, outputs=("Reply",), prompt="supportbot/draft.j2"
+        "draft": StateSpec(
+            "llm", line=43, outputs=("Reply",), prompt="supportbot/draft.j2", checks=("judge",)
         ),
-        "approve_reply": StateSpec("approval", line=55, input="Reply"),
+        "draft_enterprise": StateSpec(
+            "llm", line=51, outputs=("Reply",), prompt="supportbot/draft.j2", checks=("judge",)
+        ),
+        "approve_reply": StateSpec("approval", line=59, input="Reply"),
         "send_reply": StateSpec(
-            "tool", line=62, input="Reply", output="Sent", function="supportbot.tools:send_reply"
+            "tool", line=66, input="Reply", output="Sent", function="supportbot.tools:send_reply"
         ),
         "send_enterprise_reply": StateSpec(
             "tool",
-            line=67,
+            line=71,
             input="Reply",
             output="Sent",
             function="supportbot.tools:send_reply",
             requires_approval=_send_enterprise_reply_needs_approval,
         ),
-        "escalate": StateSpec("human", line=73, output="Answer"),
-        "done": StateSpec("final", line=78, input="Sent"),
-        "closed": StateSpec("final", line=79, input="Answer"),
+        "escalate": StateSpec("human", line=77, output="Answer"),
+        "done": StateSpec("final", line=82, input="Sent"),
+        "closed": StateSpec("final", line=83, input="Answer"),
     },
     edges=(
         EdgeSpec(
@@ -197,7 +199,7 @@ def replay(events: Iterable[Event]) -> State:
     return state
 
 
-# supportbot.agent:34: tool lookup(Ticket) -> Customer | UnknownCustomer =
+# supportbot.agent:36: tool lookup(Ticket) -> Customer | UnknownCustomer =
 #   "supportbot.tools:lookup_customer"
 def _lookup_action(state: State) -> Action:
     return CallTool(
@@ -213,22 +215,22 @@ def _lookup_action(state: State) -> Action:
 
 def _lookup_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:35: on Customer if tier == "enterprise" -> draft_enterprise
+        # supportbot.agent:37: on Customer if tier == "enterprise" -> draft_enterprise
         case ToolResult(result=Customer() as result) if result.tier == "enterprise":
             return AGENT.move(state, event, "draft_enterprise", result)
-        # supportbot.agent:36: on Customer -> draft
+        # supportbot.agent:38: on Customer -> draft
         case ToolResult(result=Customer() as result):
             return AGENT.move(state, event, "draft", result)
-        # supportbot.agent:37: on UnknownCustomer -> escalate
+        # supportbot.agent:39: on UnknownCustomer -> escalate
         case ToolResult(result=UnknownCustomer() as result):
             return AGENT.move(state, event, "escalate", result)
-        # supportbot.agent:38: on error -> escalate
+        # supportbot.agent:40: on error -> escalate
         case StepFailed():
             return AGENT.fail(state, event, on_error="escalate")
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:41: llm draft -> Reply
+# supportbot.agent:43: llm draft -> Reply
 def _draft_action(state: State) -> Action:
     return CallModel(
         step="draft",
@@ -237,12 +239,14 @@ def _draft_action(state: State) -> Action:
         prompt="supportbot/draft.j2",
         model="gpt-4o-mini",
         retries=1,
+        judge="supportbot/judge.j2",
+        rejections=state.rejections,
     )
 
 
 def _draft_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:45: on Reply -> send_reply
+        # supportbot.agent:48: on Reply -> send_reply
         case ModelOutput(output=Reply() as output):
             return AGENT.move(state, event, "send_reply", output)
         # no `on error`: the agent's max_errors rule, else the thread fails
@@ -251,7 +255,7 @@ def _draft_reduce(state: State, event: Event) -> State:
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:48: llm draft_enterprise -> Reply
+# supportbot.agent:51: llm draft_enterprise -> Reply
 def _draft_enterprise_action(state: State) -> Action:
     return CallModel(
         step="draft_enterprise",
@@ -260,12 +264,14 @@ def _draft_enterprise_action(state: State) -> Action:
         prompt="supportbot/draft.j2",
         model="gpt-4o-mini",
         retries=1,
+        judge="supportbot/judge.j2",
+        rejections=state.rejections,
     )
 
 
 def _draft_enterprise_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:52: on Reply -> approve_reply
+        # supportbot.agent:56: on Reply -> approve_reply
         case ModelOutput(output=Reply() as output):
             return AGENT.move(state, event, "approve_reply", output)
         # no `on error`: the agent's max_errors rule, else the thread fails
@@ -274,7 +280,7 @@ def _draft_enterprise_reduce(state: State, event: Event) -> State:
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:55: approval approve_reply(Reply)
+# supportbot.agent:59: approval approve_reply(Reply)
 def _approve_reply_action(state: State) -> Action:
     return AwaitApproval(
         step="approve_reply",
@@ -288,16 +294,16 @@ def _approve_reply_action(state: State) -> Action:
 
 def _approve_reply_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:58: on approved -> send_enterprise_reply
+        # supportbot.agent:62: on approved -> send_enterprise_reply
         case Approved():
             return AGENT.move(state, event, "send_enterprise_reply", state.value)
-        # supportbot.agent:59: on rejected -> draft_enterprise
+        # supportbot.agent:63: on rejected -> draft_enterprise
         case Rejected():
             return AGENT.move(state, event, "draft_enterprise", state.value)
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:62: tool send_reply(Reply) -> Sent = "supportbot.tools:send_reply"
+# supportbot.agent:66: tool send_reply(Reply) -> Sent = "supportbot.tools:send_reply"
 def _send_reply_action(state: State) -> Action:
     return CallTool(
         step="send_reply",
@@ -311,16 +317,16 @@ def _send_reply_action(state: State) -> Action:
 
 def _send_reply_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:63: next done
+        # supportbot.agent:67: next done
         case ToolResult(result=Sent() as result):
             return AGENT.move(state, event, "done", result)
-        # supportbot.agent:64: on error -> escalate
+        # supportbot.agent:68: on error -> escalate
         case StepFailed():
             return AGENT.fail(state, event, on_error="escalate")
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:67: tool send_enterprise_reply(Reply) -> Sent = "supportbot.tools:send_reply"
+# supportbot.agent:71: tool send_enterprise_reply(Reply) -> Sent = "supportbot.tools:send_reply"
 def _send_enterprise_reply_action(state: State) -> Action:
     return CallTool(
         step="send_enterprise_reply",
@@ -334,16 +340,16 @@ def _send_enterprise_reply_action(state: State) -> Action:
 
 def _send_enterprise_reply_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:69: next done
+        # supportbot.agent:73: next done
         case ToolResult(result=Sent() as result):
             return AGENT.move(state, event, "done", result)
-        # supportbot.agent:70: on error -> escalate
+        # supportbot.agent:74: on error -> escalate
         case StepFailed():
             return AGENT.fail(state, event, on_error="escalate")
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:73: human escalate
+# supportbot.agent:77: human escalate
 def _escalate_action(state: State) -> Action:
     return AwaitAnswer(
         step="escalate",
@@ -356,18 +362,18 @@ def _escalate_action(state: State) -> Action:
 
 def _escalate_reduce(state: State, event: Event) -> State:
     match event:
-        # supportbot.agent:75: next closed
+        # supportbot.agent:79: next closed
         case Answered(answer=answer):
             return AGENT.move(state, event, "closed", answer)
     raise IllegalEvent(state, event)
 
 
-# supportbot.agent:78: final done(Sent)
+# supportbot.agent:82: final done(Sent)
 def _done_action(state: State) -> Action:
     return Finish(step="done", result=state.value)
 
 
-# supportbot.agent:79: final closed(Answer)
+# supportbot.agent:83: final closed(Answer)
 def _closed_action(state: State) -> Action:
     return Finish(step="closed", result=state.value)
 
