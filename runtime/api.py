@@ -56,7 +56,7 @@ from .loop import (
 )
 from .model import Model
 from .names import declared_name
-from .redact import shown_value
+from .redact import shown_value, validation_problems
 from .spec import child_id
 from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo
 from .store import now_iso as _now
@@ -812,9 +812,17 @@ class AsyncRuntime:
         )
 
     def child_agent(self, parent: Agent, action: CallAgent) -> Agent:
-        """The agent an `agent` step names: its file relative to the parent's folder."""
+        """The agent an `agent` step names: its file relative to the parent's folder. A
+        parent running a pinned version (`Agent.sources`) starts the child its version
+        holds (runtime/versions.py), its tools looked up beside the child's file as the
+        project has it now (or as the parent's place recorded it)."""
         folder = parent.directory or Path.cwd()
-        return self.agent(str((folder / action.agent).resolve()))
+        place = str((folder / action.agent).resolve())
+        if parent.sources is None:
+            return self.agent(place)
+        kept = self.agent(str((parent.sources / action.agent).resolve()))
+        directory = Path(place).parent
+        return replace(kept, origin=place, directory=directory if directory.is_dir() else None)
 
     async def _run_child(self, parent: Thread, action: CallAgent) -> Event | None:
         """The engine's hook for an `agent` step: create the child thread (exactly once:
@@ -1372,10 +1380,7 @@ def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
             return declared.model_validate_json(value)
         return declared.model_validate(value)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) or 'value'}: {error['msg']}"
-            for error in exc.errors()
-        )
+        problems = validation_problems(exc, limit=exc.error_count())
         raise InputError(f"the event is not a valid {type}: {shown(problems)}") from None
 
 
@@ -1499,7 +1504,10 @@ def typed_input(agent: Agent, value: Any) -> Any:
                 return declared.model_validate_json(value)
             return declared.model_validate(value)
     except ValidationError as exc:
-        raise InputError(f"the input is not a valid {declared_name(declared)}: {exc}") from None
+        problems = validation_problems(exc)
+        raise InputError(
+            f"the input is not a valid {declared_name(declared)}: {shown(problems)}"
+        ) from None
     if declared is str and not isinstance(value, str):
         raise InputError(f"{agent.name} takes a string input, not {type(value).__name__}")
     if declared in (int, float) and isinstance(value, str):
@@ -1599,9 +1607,7 @@ def child_outcome(child: Thread, action: CallAgent) -> Event | None:
 
 
 def _first_error(exc: ValidationError) -> str:
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
-    where = ".".join(str(part) for part in first["loc"]) or "value"
-    return f"{where}: {first['msg']}"
+    return validation_problems(exc, limit=1)
 
 
 def new_thread_id() -> str:

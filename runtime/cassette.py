@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from .model import Model, ModelError, ModelReply, ModelRequest
 from .names import declared_name
+from .redact import validation_problems
 from .types import ErrorInfo, Usage
 
 
@@ -150,7 +151,9 @@ class CassettePlayer:
         try:
             return declared.model_validate(entry.output)
         except ValidationError as exc:
-            raise CassetteError(f"{where}: invalid `{entry.type}` output: {exc}") from exc
+            raise CassetteError(
+                f"{where}: invalid `{entry.type}` output: {validation_problems(exc)}"
+            ) from exc
 
 
 class CassetteRecorder:

@@ -14,8 +14,8 @@ It is called with the output (an instance of one of the step's output types; syn
 async). It accepts by returning None or True; it refuses by returning a reason (a
 non-empty string) or False, or by raising `ValueError` (pydantic's `ValidationError` and
 `Rejection` are ValueErrors) whose message is the reason. Any other exception is a bug in
-the validator, not in the output: the step fails with `ValidatorError` and asking the
-model again would not help.
+the validator, not in the output (`SystemExit` too: a validator never ends the process):
+the step fails with `ValidatorError` and asking the model again would not help.
 
 A judge (`judge "prompt.j2"`) is a second model call through the same `Model`, with the
 step's model, whose typed `Verdict` (`accept`, `reason`) accepts or refuses. Its prompt
@@ -82,12 +82,15 @@ async def run_validator(
             verdict = function(output)
     except ValueError as exc:
         return Refusal(name, _reason(str(exc), name))
-    except Exception as exc:
-        detail = _first_line(str(exc))
-        message = f"validator `{name}` raised {type(exc).__name__}" + (
-            f": {detail}" if detail else ""
-        )
-        raise CheckFailed(ErrorInfo("ValidatorError", message)) from exc
+    except KeyboardInterrupt:
+        raise  # Ctrl-C: the person stops the process; the step stays as after a crash
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # our caller cancelled, not the validator
+        raise CheckFailed(_broke(name, exc)) from exc
+    except BaseException as exc:  # SystemExit too: a validator never ends the process
+        raise CheckFailed(_broke(name, exc)) from exc
     if verdict is None or verdict is True:
         return None
     if verdict is False:
@@ -101,6 +104,19 @@ async def run_validator(
             "it must return None, a bool or a reason (a string)",
         )
     )
+
+
+def _broke(name: str, exc: BaseException) -> ErrorInfo:
+    """The step's error for a validator that raised `exc` (not a refusal)."""
+    if isinstance(exc, SystemExit):
+        detail = f"it tried to end the process (exit code {exc.code!r})"
+    else:
+        try:
+            detail = _first_line(str(exc))
+        except Exception:  # its message is input like any other
+            detail = "(its message could not be read)"
+    message = f"validator `{name}` raised {type(exc).__name__}" + (f": {detail}" if detail else "")
+    return ErrorInfo("ValidatorError", message)
 
 
 def judged(verdict: Verdict) -> Refusal | None:

@@ -28,7 +28,13 @@ from types import ModuleType
 from typing import Any
 
 from .loop import Agent
-from .versions import AgentVersion, every_stdlib_module, materialized, version_of
+from .versions import (
+    AgentSources,
+    AgentVersion,
+    every_stdlib_module,
+    materialized,
+    version_of,
+)
 
 DEFAULT_CACHE = Path(".twelvefold") / "cache"
 PROMPTS_FOLDER = "prompts"
@@ -108,12 +114,28 @@ def load_agent(
 
 
 def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> Agent:
-    from twelvefold import __version__
-
     if not path.is_file():
         what = "not a regular file" if path.exists() else "no such file"
         raise AgentLoadError(f"{what}: {path}")
     path = path.resolve()
+    prompts_dir = prompts_dir or find_prompts_dir(path.parent)
+    target, names = _compiled(path, cache_dir, prompts_dir)
+    digest = target.stem.rsplit("-", 1)[1]
+    module = import_file(target, f"_twelvefold_{path.stem}_{digest}")
+    return Agent(
+        module=module,
+        origin=str(path),
+        directory=path.parent,
+        prompts_dir=prompts_dir,
+        version=version_of(_tree(path, prompts_dir, names, cache_dir), compiler_version()),
+    )
+
+
+def _compiled(path: Path, cache_dir: Path, prompts_dir: Path) -> tuple[Path, list[str]]:
+    """The generated module of the `.agent` file `path` (absolute) under `cache_dir`,
+    compiled unless it is there already, and the prompt templates its compilation read."""
+    from twelvefold import __version__
+
     # Hashed as bytes, in chunks: a file that is not UTF-8 or is huge is the compiler's to
     # refuse (E007, E008) with a diagnostic, not this line's to crash on or to hold whole.
     hasher = hashlib.sha256(f"{__version__}\n{compiler_fingerprint()}\n".encode())
@@ -126,21 +148,33 @@ def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> A
         _hash_file(hasher, path.parent / named)
     digest = hasher.hexdigest()[:16]
     target = cache_dir / f"{path.stem}-{digest}.py"
-    prompts_dir = prompts_dir or find_prompts_dir(path.parent)
     used = target.with_suffix(".prompts")
     if not target.is_file() or not used.is_file():
         generated, names = _compile(path, prompts_dir)
         _write_atomically(target, generated)
         _write_atomically(used, "".join(f"{name}\n" for name in names))
-    module = import_file(target, f"_twelvefold_{path.stem}_{digest}")
-    names = used.read_text(encoding="utf-8").splitlines()
-    return Agent(
-        module=module,
-        origin=str(path),
-        directory=path.parent,
-        prompts_dir=prompts_dir,
-        version=version_of(path, prompts_dir, names, compiler_version(), imports=imported),
-    )
+    return target, used.read_text(encoding="utf-8").splitlines()
+
+
+def _tree(path: Path, prompts_dir: Path, names: list[str], cache_dir: Path) -> list[AgentSources]:
+    """The `.agent` file `path` and every sub-agent below it (each once, at most
+    MAX_TREE files: the compiler refuses deeper or cyclic chains, E134), each with the
+    prompts and imports its compilation read: what its version holds. A sub-agent is
+    compiled here (into the cache) to learn which templates it reads."""
+    tree = [AgentSources(path, prompts_dir, names, imported_files(path))]
+    seen = {path}
+    for agent in tree:
+        if len(tree) > MAX_TREE:
+            break
+        for named in sorted(_children(agent.file)):
+            child = Path(os.path.normpath(agent.file.parent / named))
+            if child in seen or not child.is_file():
+                continue  # a cycle or a missing file: the compiler has refused it already
+            seen.add(child)
+            child_prompts = find_prompts_dir(child.parent)
+            _, child_names = _compiled(child, cache_dir, child_prompts)
+            tree.append(AgentSources(child, child_prompts, child_names, imported_files(child)))
+    return tree
 
 
 def load_version(
@@ -158,14 +192,16 @@ def load_version(
     from twelvefold.compiler.prompts import PromptDirectory
 
     folder = materialized(version, cache_dir or DEFAULT_CACHE)
+    main = folder / version.main
+    prompts = find_prompts_dir(main.parent)  # the tree's own: `prompts/` at its root at least
     stamp = hashlib.sha256(f"{compiler_version()}\n{version.digest}".encode()).hexdigest()[:16]
     target = folder / f"{version.name}-{stamp}.py"
     if not target.is_file():
         result = compile_text(
             version.files[version.main],
             version.main,
-            base_dir=folder,  # its `import`s are stored beside it (runtime/versions.py)
-            load_prompt=PromptDirectory(folder / PROMPTS_FOLDER),
+            base_dir=main.parent,  # what it names is stored as on disk (runtime/versions.py)
+            load_prompt=PromptDirectory(prompts),
             allow_stdlib=every_stdlib_module(),
         )
         if not result.ok:
@@ -183,8 +219,9 @@ def load_version(
         module=module,
         origin=origin,
         directory=directory,
-        prompts_dir=folder / PROMPTS_FOLDER,
+        prompts_dir=prompts,
         version=version,
+        sources=main.parent,
     )
 
 
@@ -197,6 +234,16 @@ def compiler_version() -> str:
 
 IMPORT_LINE = re.compile(rb'^[ \t]*import[ \t]+"([^"\\\n]{1,400})"', re.MULTILINE)
 """An `import "FILE"` line, as bytes (the file is not decoded here)."""
+
+CHILD_LINE = re.compile(
+    rb'^[ \t]*agent[ \t]+\w+[ \t]*\([^)\n]*\)[^=\n{]*=[ \t]*"([^"\\\n]{1,400})"', re.MULTILINE
+)
+"""A sub-agent's step, `agent refund(RefundRequest) -> RefundOutcome = "refunds.agent"`,
+as bytes: the file it names."""
+
+MAX_TREE = 256
+"""How many `.agent` files one version holds at most (a bound, not a limit anyone should
+reach: sub-agents nest at most 16 levels deep, compiler/linking.py)."""
 
 
 SCAN_BYTES = 1 << 20
@@ -231,6 +278,15 @@ def imported_files(path: Path) -> list[str]:
 def _imports(path: Path) -> set[str]:
     """The files `path` imports, as written (none when it is not a regular file that can
     be read: a FIFO would block)."""
+    return _named(path, IMPORT_LINE)
+
+
+def _children(path: Path) -> set[str]:
+    """The sub-agents' files `path` names, as written (none when it cannot be read)."""
+    return _named(path, CHILD_LINE)
+
+
+def _named(path: Path, line: re.Pattern[bytes]) -> set[str]:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return set()
@@ -238,7 +294,7 @@ def _imports(path: Path) -> set[str]:
             head = file.read(SCAN_BYTES + 1)
     except OSError:
         return set()
-    return {m.group(1).decode("utf-8", "replace") for m in IMPORT_LINE.finditer(head)}
+    return {m.group(1).decode("utf-8", "replace") for m in line.finditer(head)}
 
 
 def _hash_file(hasher: Any, path: Path) -> None:

@@ -112,6 +112,10 @@ class Agent:
     version: AgentVersion | None = None
     """The sources it was compiled from, when it was loaded from a `.agent` file: a new
     thread is pinned to them (runtime/versions.py)."""
+    sources: Path | None = None
+    """For a pinned version's reducer: the folder its `.agent` file was written out to
+    (under the compile cache). The sub-agents it names are read there, as they were when
+    the version was stored, not from the project as it is now."""
     codec: Codec = field(init=False)
     reducer: str | None = field(init=False)
     """A fingerprint of the generated module's source: a state snapshot is used only if

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from .names import declared_name
 from .ratelimit import PROCESS_LIMITER, RateLimiter, retry_after
 from .records import builder, quick_init
+from .redact import validation_problems
 from .spec import AgentSpec
 from .types import CallModel, ErrorInfo, Usage
 
@@ -625,10 +626,7 @@ def _tokens(value: Any) -> int | None:
 
 def _invalid_output(step: str, attempts: int, cause: Exception) -> ErrorInfo:
     if isinstance(cause, ValidationError):
-        problems = [
-            f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in cause.errors()[:5]
-        ]
-        detail = "; ".join(problems)
+        detail = validation_problems(cause, whole="output")
     else:
         detail = _first_line(str(cause))
     return ErrorInfo(

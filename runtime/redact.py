@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 
@@ -105,3 +105,16 @@ __all__ = [
     "secret_fields",
     "shown_value",
 ]
+
+
+def validation_problems(exc: ValidationError, *, limit: int = 5, whole: str = "value") -> str:
+    """What went wrong in a pydantic `ValidationError`, for a person to read: up to
+    `limit` problems as `field.path: message`, joined by `; ` (`whole` names a problem of
+    the value itself). The offending input is never echoed: pydantic's own text
+    (`str(exc)`) quotes it (`input_value='…'`), and it may be a secret field's value."""
+    problems = [
+        f"{'.'.join(map(str, error['loc'])) or whole}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)[:limit]
+    ]
+    more = exc.error_count() - len(problems)
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")

@@ -118,10 +118,19 @@ class Pruned:
         }
 
 
+def cut_off(now: datetime, older_than: timedelta) -> datetime:
+    """`older_than` before `now`; the first moment a datetime holds when that is before the
+    year 1 (`--older-than 800000d`): then no thread is old enough, and nothing goes."""
+    try:
+        return now - older_than
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
 def candidates(store: EventStore, older_than: timedelta, now: datetime) -> list[ThreadInfo]:
     """Threads with a final status whose row says they were last written before the cut-off
     (`prune` checks each one's last event again)."""
-    cut = now - older_than
+    cut = cut_off(now, older_than)
     return [
         info
         for info in store.threads()
@@ -142,7 +151,7 @@ def prune(
     With `dry_run`, only say what would go: nothing is written or deleted. Raises
     `RetentionError` when the archive cannot be written (then nothing is deleted)."""
     moment = now or datetime.now(UTC)
-    cut = moment - older_than
+    cut = cut_off(moment, older_than)
     exported = [store.export(info.id) for info in candidates(store, older_than, moment)]
     exported = [e for e in exported if (_last_moment(e) or moment) < cut]
     ids = [e.info.id for e in exported]

@@ -89,12 +89,13 @@ def deadline(state: State, action: Action, events: Sequence[Event]) -> datetime 
 
 def _until(value: object, began: datetime) -> datetime:
     """The moment a `sleep ... until FIELD` ends: the field's ISO 8601 time (UTC when it
-    names no zone). Anything else (not text, not a time) ends it at the pause: a sleep
-    must never hang on a value nobody can fix, and the log shows what the value was."""
+    names no zone), in UTC. Anything else (not text, not a time, or a time with no UTC
+    form between the years 1 and 9999, `9999-12-31T23:59:59-10:00`) ends it at the pause:
+    a sleep must never hang on a value nobody can fix, and the log shows what it was."""
     if not isinstance(value, str) or len(value) > 64:
         return began
     try:
-        return parse_time(value.strip())
+        return parse_time(value.strip()).astimezone(UTC)
     except (ValueError, OverflowError):
         return began
 

@@ -48,6 +48,7 @@ from pydantic import BaseModel, ValidationError
 from .config import stdlib_module
 from .names import declared_name
 from .records import quick_init
+from .redact import validation_problems
 from .types import CallTool, ErrorInfo, Usage, build_usage
 
 if TYPE_CHECKING:  # asyncio loads when a thread runs, not when an agent is imported
@@ -196,9 +197,7 @@ def describe(exc: BaseException) -> ErrorInfo:
     like any other)."""
     try:
         if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "value"
-            message = f"{exc.error_count()} validation error(s); {where}: {first['msg']}"
+            message = f"validation error(s): {validation_problems(exc, limit=1)}"
         elif isinstance(exc, TimeoutError):
             message = str(exc) or "timed out"
         elif isinstance(exc, SystemExit):

@@ -1,8 +1,9 @@
 """Threads pinned to the agent they started with (docs/versions.md).
 
 A thread launched from a `.agent` file records an `AgentVersion`: the file's text and
-every file its compilation read (the prompt templates its steps, judges and `render`s
-use, and the templates those include), keyed by the SHA-256 of all of them. The version
+every file its compilation read (the files it imports, its sub-agents' `.agent` files and
+theirs, recursively, and the prompt templates all of them use), keyed by the SHA-256 of
+all of them. The version
 is stored once per store (`EventStore.save_version`), and the thread's row names it
 (`ThreadInfo.version`). Whenever the thread is loaded and the agent on disk is not that
 version (edited, moved, deleted, or a prompt changed), its reducer is regenerated from
@@ -58,10 +59,12 @@ class AgentVersion:
     """What it takes to get a thread's reducer back: sources, by relative path."""
 
     main: str
-    """The `.agent` file's name (`deploybot.agent`): its text is `files[main]`."""
+    """The `.agent` file's path among `files` (`deploybot.agent`, or `agents/deploybot.agent`
+    when a file it names lies outside its folder): its text is `files[main]`."""
     files: Mapping[str, str]
-    """Relative path -> text: the `.agent` file under `main`, each prompt template under
-    `prompts/NAME`."""
+    """Relative path -> text, laid out as on disk below the folder they all share: the
+    `.agent` file, the files it imports, its sub-agents' files (theirs too, recursively),
+    and each prompt template in the `prompts/` folder it was read from."""
     compiler: str = ""
     """The twelvefold version and compiler fingerprint that first compiled it (information
     only: not part of the digest)."""
@@ -135,33 +138,47 @@ def safe_relative(path: str) -> bool:
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
-def version_of(
-    agent_file: Path,
-    prompts_dir: Path,
-    prompt_names: list[str],
-    compiler: str,
-    *,
-    imports: Sequence[str] = (),
-) -> AgentVersion | None:
-    """The version of an `.agent` file as it is on disk with the prompts its compilation
-    read (`prompt_names`, under `prompts_dir`) and the files it `import`s (as written,
-    relative to its folder: their types are compiled into it, so they are part of it).
-    None when a file is not UTF-8 text now, or an import is named by a path that cannot be
-    stored beside it (absolute, or with `..`): the agent then runs unpinned, as before
-    versions existed."""
-    if not all(safe_relative(named) and not named.startswith(PROMPTS_PREFIX) for named in imports):
-        return None
+@dataclass(frozen=True)
+class AgentSources:
+    """One `.agent` file of a version's tree as found on disk: the file (absolute), the
+    prompts folder its compilation read from and the template names it read there, and
+    the files it `import`s as written (relative to its folder)."""
+
+    file: Path
+    prompts_dir: Path
+    prompts: Sequence[str] = ()
+    imports: Sequence[str] = ()
+
+
+def version_of(agents: Sequence[AgentSources], compiler: str) -> AgentVersion | None:
+    """The version of a tree of `.agent` files as they are on disk: `agents[0]` is the
+    agent itself, the rest its sub-agents, theirs, and so on. Each file, each file it
+    imports and each prompt template it read is stored by its path relative to the
+    folder all of them share, so a name with `..` (`import "../shared/types.agent"`,
+    `= "../billing/refunds.agent"`) means in the stored copy what it meant on disk.
+
+    None when a file is not UTF-8 text now, or a file is named by an absolute path (it
+    cannot be stored beside the others): the agent then runs unpinned, as before versions
+    existed."""
+    found: dict[Path, str] = {}
     try:
-        files = {agent_file.name: agent_file.read_bytes().decode("utf-8")}
-        for named in imports:
-            files[named] = (agent_file.parent / named).read_bytes().decode("utf-8")
-        for name in prompt_names:
-            path = prompts_dir / name
-            if path.is_file():
-                files[PROMPTS_PREFIX + name] = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError):
+        for agent in agents:
+            named = [agent.file.parent / name for name in agent.imports]
+            if any(Path(name).is_absolute() or "\x00" in name for name in agent.imports):
+                return None
+            prompts = [agent.prompts_dir / name for name in agent.prompts]
+            for path in (agent.file, *named, *(p for p in prompts if p.is_file())):
+                path = Path(os.path.normpath(path))
+                if path not in found:
+                    found[path] = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
-    return AgentVersion(agent_file.name, files, compiler)
+    main = Path(os.path.normpath(agents[0].file))
+    root = Path(os.path.commonpath([path.parent for path in found]))
+    files = {path.relative_to(root).as_posix(): text for path, text in found.items()}
+    if not all(safe_relative(path) for path in files):
+        return None
+    return AgentVersion(main.relative_to(root).as_posix(), files, compiler)
 
 
 def materialized(version: AgentVersion, cache_dir: Path) -> Path:

@@ -8,6 +8,7 @@ it), is recorded in the log as `OutputRejected`, and counts against `retries`.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,23 @@ def test_the_judges_model_call_counts_in_the_steps_usage(
         assert event.usage is not None
         assert (event.usage.input_tokens, event.usage.output_tokens) == (22, 14)
     assert (done.usage.input_tokens, done.usage.output_tokens) == (44, 28)
+
+
+def test_a_validator_that_ends_the_process_fails_the_step_and_the_process_runs_on(
+    rt: Runtime, model: ModelTurns, tmp_path: Path, paid: Path
+) -> None:
+    # as a tool's SystemExit is its step's failure, so is a validator's: `run` once ended
+    # silently with exit code 3 and left the thread `running`
+    project = tmp_path / "project"
+    shutil.copytree(FIXTURES, project)
+    with (project / "checks.py").open("a") as file:
+        file.write("\n\ndef ends_it(output):\n    raise SystemExit(3)\n")
+    agent = project / "refunds.agent"
+    agent.write_text(agent.read_text().replace("checks:refund_is_sane", "checks:ends_it"))
+    model.then(refund(30))
+    ended = rt.launch(agent, CLAIM)
+    assert (ended.status, ended.step) == ("finished", "gave_up"), ended  # its `on error`
+    (failure,) = [e for e in rt.events(ended.id) if isinstance(e, StepFailed)]
+    assert failure.error.type == "ValidatorError", failure.error
+    assert "exit code 3" in failure.error.message
+    assert payments(paid) == []

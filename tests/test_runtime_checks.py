@@ -88,3 +88,13 @@ def test_an_output_rejected_event_round_trips_through_the_codec() -> None:
     text = codec.dumps_event(event)
     assert '"kind":"output_rejected"' in text
     assert codec.loads_event(text) == event
+
+
+def test_a_validator_that_raises_system_exit_fails_the_step() -> None:
+    def ends(o: Any) -> None:
+        raise SystemExit(3)
+
+    with pytest.raises(CheckFailed) as failed:
+        check(ends)
+    assert failed.value.error.type == "ValidatorError"
+    assert "exit code 3" in failed.value.error.message

@@ -51,11 +51,24 @@ def test_a_time_without_a_zone_is_utc(rt: Runtime, tmp_path: Path) -> None:
     assert view.wake_at == "2030-01-02T03:04:05.000000Z"
 
 
-@pytest.mark.parametrize("at", ["not a time", "", "9" * 100, "2030-13-45T99:00:00Z"])
+@pytest.mark.parametrize(
+    "at",
+    [
+        "not a time",
+        "",
+        "9" * 100,
+        "2030-13-45T99:00:00Z",
+        # times with no UTC form between the years 1 and 9999 (once an OverflowError in
+        # `run`, every `show`, and a 500 over HTTP)
+        "9999-12-31T23:59:59-10:00",
+        "0001-01-01T00:00:00+01:00",
+    ],
+)
 def test_a_value_that_is_no_time_ends_the_sleep_at_the_first_sweep(
     rt: Runtime, tmp_path: Path, at: str
 ) -> None:
     view = rt.launch(tmp_path / "later.agent", {"note": "n", "at": at})
     assert view.status == "waiting"
+    assert rt.get(view.id).wake_at == view.wake_at == rt.events(view.id)[-1].at  # the pause
     (woken,) = rt.expire()
     assert woken.view is not None and woken.view.step == "done"

@@ -100,6 +100,18 @@ def test_a_secret_is_in_the_log_and_the_reducer_and_in_no_view(
         assert REDACTED in result.output
 
 
+def test_a_launch_that_does_not_validate_does_not_echo_a_secret(tmp_path: Path) -> None:
+    # pydantic's own message quotes the offending value (`input_value=...`); a secret
+    # field's value given in the wrong shape must not come back in the CLI's error.
+    bad = json.dumps({**CLAIM, "api_key": {"pin": KEY}})
+    result = CliRunner().invoke(
+        cli, ["run", str(VAULT), "--input", bad, "--db", str(tmp_path / "threads.db")]
+    )
+    assert result.exit_code == 1, result.output
+    assert "api_key" in result.output and "valid string" in result.output, result.output
+    assert KEY not in result.output and "input_value" not in result.output
+
+
 class Creds(BaseModel):
     user: str
     api_key: Annotated[str, SECRET]

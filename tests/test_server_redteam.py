@@ -69,3 +69,24 @@ def test_a_webhook_that_redirects_has_failed_and_the_redirect_is_not_followed() 
         _post_json("webhook", hook.url("/hook"), b"{}", {})
     assert len(hook.received) == 1
     assert inside.received == []
+
+
+async def test_a_sleep_until_a_time_past_the_date_range_is_no_500(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    # `9999-12-31T23:59:59-10:00` has no UTC form: the launch and the view once raised
+    # OverflowError (500); such a time ends the sleep at the pause, like any non-time
+    from tests.test_runtime_sleep_until import AGENT
+
+    folder = tmp_path / "later"
+    folder.mkdir()
+    (folder / "later.agent").write_text(AGENT)
+    plan = {"note": "n", "at": "9999-12-31T23:59:59-10:00"}
+    async with served(folder / "later.agent", tmp_path / "threads.db", openai_server) as s:
+        async with s.client("ana") as client:
+            launched = await client.post("/v1/agents/later/threads?wait=true", json={"input": plan})
+            assert launched.status_code in (200, 201, 202), launched.text
+            thread = launched.json()["thread_id"]
+            viewed = await client.get(f"/v1/threads/{thread}")
+        assert viewed.status_code == 200, viewed.text
+        assert viewed.json()["step"] in ("nap", "done"), viewed.json()

@@ -59,3 +59,17 @@ async def test_views_events_and_the_stream_hide_a_secret_the_log_keeps(
         assert started["input"]["value"]["api_key"] == REDACTED
         (first, *_) = await s.service.runtime.events(thread)
         assert first.input.api_key == KEY, "the log keeps it"
+
+
+async def test_a_launch_422_does_not_echo_a_secret(
+    vault: Path, tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    claim: dict[str, Any] = {"order": "o-9", "amount": 1.0, "api_key": {"pin": KEY}}
+    async with (
+        served(vault, tmp_path / "threads.db", openai_server) as s,
+        s.client("bob") as client,
+    ):
+        refused = await client.post("/v1/agents/vault/threads", json={"input": claim})
+    assert refused.status_code == 422, refused.text
+    assert "api_key" in refused.json()["detail"], refused.text
+    assert KEY not in refused.text and "input_value" not in refused.text

@@ -78,6 +78,34 @@ async def test_cancelling_the_parent_withdraws_its_childs_request(s: Served) -> 
     assert_problem(await decide(s, "ana", card), 409, "no longer pending")
 
 
+async def test_four_eyes_binds_a_childs_request_to_whoever_launched_the_root(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    # ana launches `returns`; its `refunds` child waits for an approval with no approvers
+    # of its own, so the default approvers (finance: ana and bob) decide it. ana may not
+    # approve the refund her own launch asked for; bob may.
+    folder = tmp_path / "strict"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "returns.agent", folder / "returns.agent")
+    shutil.copytree(EXAMPLES / "returns", folder / "returns")
+    (folder / "twelvefold.toml").write_text(
+        '[approvers]\nfinance = ["ana", "bob"]\nsupport-leads = ["carol"]\n'
+        '[server]\ndefault_approvers = "finance"\nallow_self_approval = false\n'
+    )
+    async with served(folder / "returns.agent", tmp_path / "threads.db", openai_server) as s:
+        async with s.client("ana") as client:
+            launched = await client.post(
+                "/v1/agents/returns/threads?wait=true", json={"input": RETURN}
+            )
+            assert launched.status_code == 200, launched.text
+            child = (await client.get(f"/v1/threads/{launched.json()['child']}")).json()
+        assert child["waiting_for"] == "approval", child
+        assert_problem(await decide(s, "ana", child), 403, "four eyes")
+        decided = await decide(s, "bob", child)
+        assert decided.status_code == 200, decided.text
+        assert decided.json()["status"] == "finished", decided.json()
+
+
 async def test_a_fork_of_a_parent_whose_child_waits_gets_and_shows_its_own_child(
     s: Served,
 ) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.runtime_helpers import RecordingNotifier
+from tests.runtime_helpers import EXAMPLES, RecordingNotifier
 from tests.support.e2e import ModelTurns
 from tests.support.openai_server import ScriptedOpenAI
 from twelvefold.cli import cli
@@ -426,6 +426,13 @@ def test_prune_archives_then_deletes_ended_threads_only(
     # Nothing is older than a day: nothing goes.
     young = run_cli(project, "prune", "--older-than", "1d", "--delete", monkeypatch=monkeypatch)
     assert young.exit_code == 0 and stored_ids(project) == set(statuses)
+    # An age reaching back before the year 1 (once an OverflowError): nothing is that old.
+    for age in ("800000d", "999999w"):
+        ancient = run_cli(
+            project, "prune", "--older-than", age, "--delete", monkeypatch=monkeypatch
+        )
+        assert ancient.exit_code == 0, ancient.output
+        assert stored_ids(project) == set(statuses)
 
     (project / "twelvefold.toml").write_text(
         '[retention]\nfinished_after = "0s"\narchive = "archive/threads.jsonl"\n'
@@ -576,3 +583,79 @@ def test_a_newer_compiler_regenerates_a_pinned_version_and_must_replay_its_log(
             rt.resume(thread, approve=True, request=request)
         assert len(rt.store.load(thread, rt.agent(project / "pinbot.agent").codec)) == events
     assert ledger(project) == []
+
+
+# ---- a version holds the whole tree of agents (sub-agents, their imports) -----------------
+
+RETURN = {"order_id": "o-1", "email": "ana@example.com", "amount_cents": 1250}
+
+
+@pytest.fixture
+def returns(project: Path) -> Path:
+    """examples/returns copied into the scratch project: returns.agent calls the refunds
+    sub-agent (returns/refunds.agent, which imports returns/common.agent)."""
+    shutil.copy(EXAMPLES / "returns.agent", project / "returns.agent")
+    shutil.copytree(EXAMPLES / "returns", project / "returns")
+    return project / "returns.agent"
+
+
+def test_a_thread_whose_agent_calls_a_sub_agent_resumes_after_an_edit(
+    openai_server: ScriptedOpenAI, project: Path, returns: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with runtime(openai_server, project) as rt:
+        parent = rt.launch(returns, RETURN)
+    assert (parent.status, parent.step, parent.child) == ("waiting", "refund", parent.child)
+    assert parent.child is not None
+    returns.write_text(returns.read_text() + "\n# an edit: a new version\n")
+    refunds = project / "returns" / "refunds.agent"
+    refunds.write_text(refunds.read_text().replace("check", "confirm"))  # the child's too
+    with runtime(openai_server, project) as rt:
+        child = rt.resume(parent.child, approve=True, request="check-1", by="bob")
+        assert child.status == "finished", child.to_json()
+        parent = rt.get(parent.id)
+        assert (parent.status, parent.step) == ("waiting", "await_parcel"), parent.to_json()
+        ended = rt.send(parent.id, "ParcelReceived", {"order_id": "o-1", "condition": "good"})
+        assert ended.status == "finished", ended.to_json()
+    result = run_cli(project, "show", parent.id, monkeypatch=monkeypatch)
+    assert result.exit_code == 0 and "finished" in result.output, result.output
+
+
+def test_a_pinned_parent_starts_the_child_its_version_holds(
+    openai_server: ScriptedOpenAI, project: Path, returns: Path
+) -> None:
+    # waiting for the support lead before the refund: the child has not started yet
+    enterprise = {**RETURN, "email": "ana@enterprise.example"}
+    with runtime(openai_server, project) as rt:
+        parent = rt.launch(returns, enterprise)
+    assert (parent.status, parent.step) == ("waiting", "approve_refund")
+    assert parent.request is not None
+    refunds = project / "returns" / "refunds.agent"
+    refunds.write_text(refunds.read_text().replace("check", "confirm"))
+    (project / "returns" / "common.agent").write_text("type Broken { x: nope }\n")
+    with runtime(openai_server, project) as rt:
+        parent = rt.resume(parent.id, approve=True, request=parent.request, by="carol")
+        assert (parent.status, parent.step) == ("waiting", "refund"), parent.to_json()
+        assert parent.child is not None
+        child = rt.get(parent.child)
+        assert (child.status, child.step) == ("waiting", "check"), child.to_json()
+        child = rt.resume(parent.child, approve=True, request=child.request, by="bob")
+        assert child.status == "finished", child.to_json()  # its tools: the project's
+        assert rt.get(parent.id).step == "await_parcel"
+
+
+def test_an_import_named_with_dot_dot_is_part_of_the_version(
+    openai_server: ScriptedOpenAI, project: Path, tmp_path: Path
+) -> None:
+    declared = "\n".join(line for line in PINBOT.splitlines() if not line.startswith("type "))
+    (project / "pinbot.agent").write_text('import "../shared/types.agent"\n' + declared)
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "types.agent").write_text(TYPES)
+    thread, request = waiting_at_approval(openai_server, project)
+    with runtime(openai_server, project) as rt:
+        assert rt.aio.store.info(thread).version is not None, "it runs pinned"
+    (tmp_path / "shared" / "types.agent").write_text(TYPES.replace("what: string", "what: int"))
+    ModelTurns(openai_server).then(DONE)
+    with runtime(openai_server, project) as rt:
+        view = rt.resume(thread, approve=True, request=request)
+    assert view.status == "finished", view.to_json()
+    assert ledger(project) == ["ship"]

@@ -12,7 +12,8 @@ agent's configuration (runtime/config.py) at each call, so a change applies at o
 - decide an approval naming no approvers, or answer a question: a member of the
   `default_approvers` groups when that is set, else anyone;
 - four eyes: nobody approves a request on a thread they launched, unless
-  `allow_self_approval = true` (who launched a thread is kept in `server_launches`);
+  `allow_self_approval = true` (who launched a thread is kept in `server_launches`; a
+  fork and a sub-agent's thread count as launched by whoever launched their origin);
 - retry, fork and cancel: whoever may decide the thread's pending request, or a member
   of the `default_approvers` groups, or (without that setting) of any approvers group;
   anyone when the configuration defines no group at all.
@@ -642,12 +643,29 @@ class Service:
             approving
             and view.waiting_for == "approval"
             and not policy.allow_self_approval
-            and person in await off_the_loop(self.launches.launchers, view.id)
+            and person in await self._launchers(view)
         ):
             raise Forbidden(
                 f"`{shown(person)}` launched thread {view.id} and may not approve it too "
                 "(four eyes; [tool.twelvefold.server] allow_self_approval = true allows it)"
             )
+
+    async def _launchers(self, view: ThreadView) -> set[str]:
+        """Who launched the thread, a thread it was forked from, or (for a sub-agent's
+        thread) its parent and the parent's own parents up to the root: a child's request
+        is part of its root's work, so whoever launched the root may not approve it
+        either (four eyes). At most MAX_FORK_DEPTH generations of parents are followed."""
+        people = await off_the_loop(self.launches.launchers, view.id)
+        parent = view.parent
+        for _ in range(MAX_FORK_DEPTH):
+            if parent is None:
+                break
+            people |= await off_the_loop(self.launches.launchers, parent)
+            try:
+                parent = (await self.runtime.get(parent)).parent
+            except Exception:  # the parent is gone: the launchers found so far bind
+                break
+        return people
 
     def _may_read(self, caller: Caller, agent: Agent) -> bool:
         policy = Policy.at(_folder(agent))
