@@ -439,9 +439,11 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
     text = headers.get("retry-after-ms")
     if text is not None:
         try:
-            return max(0.0, float(text) / 1000)
+            milliseconds = float(text)
         except ValueError:
-            pass
+            milliseconds = math.nan
+        if math.isfinite(milliseconds):  # `inf` or `nan` is as malformed as `soon`
+            return max(0.0, milliseconds / 1000)
     text = headers.get("retry-after")
     if text is None:
         return None

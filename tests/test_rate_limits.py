@@ -160,6 +160,10 @@ def test_retry_after_reads_seconds_milliseconds_and_dates() -> None:
     assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412470.0) == 10
     assert retry_after({"retry-after": "soon"}) is None
     assert retry_after({}) is None
+    for endless in ("inf", "-inf", "nan", "1e999"):  # a wait with no end is malformed
+        assert retry_after({"retry-after-ms": endless}) is None
+        assert retry_after({"retry-after-ms": endless, "retry-after": "3"}) == 3
+        assert retry_after({"retry-after": endless}) is None
 
 
 def test_a_server_thread_waiting_for_its_turn_lends_its_slot_to_another(
