@@ -1430,10 +1430,14 @@ def allowed_config(thread: Thread, action: AwaitApproval | AwaitAnswer, by: str 
     declared = action.approvers
     defined = [group for group in declared if group in groups]
     if not defined:
-        where = config.path or f"no twelvefold.toml or [tool.twelvefold] above {directory}"
+        where = (
+            f"in {config.path}"
+            if config.path
+            else f"anywhere: no twelvefold.toml or [tool.twelvefold] at or above {directory}"
+        )
         warnings.warn(
             UnenforcedApprovers(
-                f"approvers {', '.join(declared)} of `{action.step}` are not defined in "
+                f"approvers {', '.join(declared)} of `{action.step}` are not defined "
                 f"{where}: who decides is NOT checked (define them under "
                 "[tool.twelvefold.approvers])"
             ),
