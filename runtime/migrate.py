@@ -23,9 +23,11 @@ from .lease import LeaseHeld
 from .loop import Agent
 from .names import declared_name
 from .store import Conflict, ThreadInfo, now_iso
-from .types import AwaitSignal, Event, State, Status
+from .types import AwaitSignal, CallAgent, Event, State, Status
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from .api import AsyncRuntime
 
 UNFINISHED: tuple[Status, ...] = ("running", "waiting", "failed")
@@ -105,7 +107,27 @@ def wait_problem(old: Agent, old_state: State, new: Agent, new_state: State) -> 
             f"it waits at `{old_state.step}` for {_wait_kind(before)}, but the new version "
             f"would wait for {_wait_kind(after)}"
         )
+    # The child stays on its own version, so what it returns keeps the old shape: the new
+    # version must take exactly that shape, or the parent fails on a result the child may
+    # already have paid for.
+    if (
+        isinstance(before, CallAgent)
+        and isinstance(after, CallAgent)
+        and _shape(before.output) != _shape(after.output)
+    ):
+        return (
+            f"it waits at `{old_state.step}` for its sub-agent's {declared_name(before.output)}, "
+            "and the new version expects another shape of it (the child, on its own version, "
+            "returns the old one)"
+        )
     return None
+
+
+def _shape(model: type[BaseModel]) -> str:
+    """A type's JSON Schema (Draft 2020-12, as pydantic writes it) as canonical text."""
+    import json  # only a check of a waiting parent needs it
+
+    return json.dumps(model.model_json_schema(), sort_keys=True)
 
 
 def _wait_kind(action: object) -> str:
@@ -115,6 +137,7 @@ def _wait_kind(action: object) -> str:
         "AwaitApproval": "an approval",
         "AwaitAnswer": "an answer",
         "Sleep": "a timer",
+        "CallAgent": "its sub-agent",
     }.get(type(action).__name__, type(action).__name__)
 
 

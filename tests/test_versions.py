@@ -620,6 +620,30 @@ def test_a_thread_whose_agent_calls_a_sub_agent_resumes_after_an_edit(
     assert result.exit_code == 0 and "finished" in result.output, result.output
 
 
+def test_migrate_check_keeps_a_parent_whose_childs_result_would_no_longer_fit(
+    openai_server: ScriptedOpenAI,
+    project: Path,
+    returns: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A parent waiting on its sub-agent cannot move to a version that expects another
+    shape of the child's result: the child stays on its own version and returns the old
+    shape, which the moved parent would refuse after the child had paid the refund."""
+    with runtime(openai_server, project) as rt:
+        parent = rt.launch(returns, RETURN)
+    assert (parent.status, parent.step) == ("waiting", "refund")
+    common = project / "returns" / "common.agent"
+    common.write_text(
+        common.read_text().replace("  refunded: bool\n", "  refunded: bool\n  extra: string\n")
+    )
+    result = run_cli(
+        project, "migrate", "check", "returns.agent", "--json", monkeypatch=monkeypatch
+    )
+    report = {t["thread_id"]: t for t in json.loads(result.output)["threads"]}
+    assert report[parent.id]["can_move"] is False, report
+    assert "sub-agent's RefundOutcome" in report[parent.id]["reason"]
+
+
 def test_a_pinned_parent_starts_the_child_its_version_holds(
     openai_server: ScriptedOpenAI, project: Path, returns: Path
 ) -> None:
