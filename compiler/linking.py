@@ -22,8 +22,14 @@ CHAIN_LIMIT = 16
 
 
 def child_path(base_dir: Path, name: str) -> Path:
-    """Where a named file is: relative to the naming file's folder (absolute paths too)."""
-    return (base_dir / name).resolve()
+    """Where a named file is: relative to the naming file's folder (absolute paths too).
+    A path that cannot be resolved (a loop of symbolic links) is returned as written, so
+    reading it fails with the error its diagnostic reports."""
+    path = base_dir / name
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # Python 3.11/3.12 raise RuntimeError for a loop
+        return path.absolute()
 
 
 IMPORT_DEPTH_LIMIT = 16

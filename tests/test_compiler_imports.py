@@ -86,3 +86,17 @@ def test_a_file_imported_twice_is_read_once_and_the_first_declaration_wins(
     write(tmp_path, "types/two.agent", 'import "ask.agent"\n')
     write(tmp_path, "types/ask.agent", "type Ask { text: string }\n")
     assert errors(tmp_path / "a.agent") == []
+
+
+def test_a_loop_of_symbolic_links_is_a_diagnostic_not_a_traceback(tmp_path: Path) -> None:
+    """An import or a sub-agent named through a loop of symbolic links cannot be read: E130
+    at the name (resolving the path raised RuntimeError before)."""
+    (tmp_path / "l3.agent").symlink_to("l2.agent")
+    (tmp_path / "l2.agent").symlink_to("l3.agent")
+    write(tmp_path, "a.agent", 'import "l2.agent"\nagent a { input T start s }\n'
+          "type T { x: string }\nfinal s(T)\n")  # fmt: skip
+    write(tmp_path, "b.agent", "agent b { input T start c }\ntype T { x: string }\n"
+          'agent c(T) -> T = "l2.agent" { next d }\nfinal d(T)\n')  # fmt: skip
+    for name, line in (("a.agent", 1), ("b.agent", 3)):
+        found = errors(tmp_path / name)
+        assert [(d.code, d.span.line) for d in found] == [("E130", line)], found
