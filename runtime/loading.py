@@ -146,6 +146,16 @@ def _compiled(path: Path, cache_dir: Path, prompts_dir: Path) -> tuple[Path, lis
     for named in imported:
         hasher.update(f"\nimport {named}\n".encode())
         _hash_file(hasher, path.parent / named)
+    # A sub-agent's file (and the files it imports) decides whether this one compiles: its
+    # types are checked at the boundary (E130-E135). A change there, or a missing file,
+    # must compile this one again rather than take a module compiled when it was there.
+    for named in sorted(_children(path)):
+        child = path.parent / named
+        hasher.update(f"\nagent {named}\n".encode())
+        _hash_file(hasher, child)
+        for inner in imported_files(child):
+            hasher.update(f"\nimport {inner}\n".encode())
+            _hash_file(hasher, child.parent / inner)
     digest = hasher.hexdigest()[:16]
     target = cache_dir / f"{path.stem}-{digest}.py"
     used = target.with_suffix(".prompts")

@@ -644,6 +644,23 @@ def test_migrate_check_keeps_a_parent_whose_childs_result_would_no_longer_fit(
     assert "sub-agent's RefundOutcome" in report[parent.id]["reason"]
 
 
+def test_migrate_check_refuses_a_tree_whose_sub_agent_is_gone(
+    openai_server: ScriptedOpenAI,
+    project: Path,
+    returns: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The parent's compiled module was cached while its sub-agent's file was there; with
+    the file gone the parent no longer compiles (E130), so nothing may move onto it."""
+    with runtime(openai_server, project) as rt:
+        parent = rt.launch(returns, RETURN)
+    (project / "returns" / "refunds.agent").unlink()
+    result = run_cli(project, "migrate", "check", "returns.agent", monkeypatch=monkeypatch)
+    assert result.exit_code == 1, result.output
+    assert "E130" in result.output and "can move" not in result.output, result.output
+    assert parent.id not in result.output
+
+
 def test_a_pinned_parent_starts_the_child_its_version_holds(
     openai_server: ScriptedOpenAI, project: Path, returns: Path
 ) -> None:
