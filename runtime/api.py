@@ -1380,7 +1380,7 @@ def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
             return declared.model_validate_json(value)
         return declared.model_validate(value)
     except ValidationError as exc:
-        problems = validation_problems(exc, limit=exc.error_count())
+        problems = validation_problems(exc, limit=exc.error_count(), model=declared)
         raise InputError(f"the event is not a valid {type}: {shown(problems)}") from None
 
 
@@ -1508,7 +1508,8 @@ def typed_input(agent: Agent, value: Any) -> Any:
                 return declared.model_validate_json(value)
             return declared.model_validate(value)
     except ValidationError as exc:
-        problems = validation_problems(exc)
+        model = declared if isinstance(declared, type) and issubclass(declared, BaseModel) else None
+        problems = validation_problems(exc, model=model)
         raise InputError(
             f"the input is not a valid {declared_name(declared)}: {shown(problems)}"
         ) from None

@@ -15,7 +15,9 @@ way is a leak.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -90,6 +92,71 @@ def shown_value(value: Any) -> Any:
     return _dumped(value)
 
 
+def _shown_location(model: type[BaseModel] | None, location: Sequence[Any]) -> list[Any]:
+    """`location` (pydantic's `loc`) cut just below the first secret field on its way. A
+    step the walk cannot follow (a union, a key it does not know) ends it there too when
+    a secret may lie below, so nothing under a secret is shown by mistake."""
+    if model is None:
+        return list(location)
+    shown: list[Any] = []
+    current: Any = model
+    for part in location:
+        shown.append(part)
+        current = _unwrapped(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = _field_named(current, part)
+            if info is None:
+                return shown if not _may_hold_secret(current) else shown[:-1]
+            if is_secret(info):
+                return shown
+            current = info.annotation
+            continue
+        args = typing.get_args(current)
+        origin = typing.get_origin(current)
+        if origin in (list, tuple, set, frozenset) and args:
+            current = args[0]
+        elif origin is dict and len(args) == 2:
+            current = args[1]
+        elif _may_hold_secret(current):
+            return shown[:-1]
+        else:
+            return [*shown, *location[len(shown) :]]
+    return shown
+
+
+def _may_hold_secret(annotation: Any) -> bool:
+    """Whether a type may hold a secret field anywhere below it (records, lists, maps,
+    unions of them)."""
+    annotation = _unwrapped(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return any(
+            is_secret(info) or _may_hold_secret(info.annotation)
+            for info in annotation.model_fields.values()
+        )
+    return any(_may_hold_secret(arg) for arg in typing.get_args(annotation))
+
+
+def _unwrapped(annotation: Any) -> Any:
+    """`annotation` without `Annotated[...]` and `X | None` wrappers."""
+    while True:
+        if typing.get_origin(annotation) is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        if union and len(args) == 1:
+            annotation = args[0]
+            continue
+        return annotation
+
+
+def _field_named(model: type[BaseModel], part: Any) -> FieldInfo | None:
+    for name, info in model.model_fields.items():
+        if part in (name, info.alias):
+            return info
+    return None
+
+
 def _dumped(value: Any) -> Any:
     from pydantic import TypeAdapter
 
@@ -107,13 +174,21 @@ __all__ = [
 ]
 
 
-def validation_problems(exc: ValidationError, *, limit: int = 5, whole: str = "value") -> str:
+def validation_problems(
+    exc: ValidationError,
+    *,
+    limit: int = 5,
+    whole: str = "value",
+    model: type[BaseModel] | None = None,
+) -> str:
     """What went wrong in a pydantic `ValidationError`, for a person to read: up to
     `limit` problems as `field.path: message`, joined by `; ` (`whole` names a problem of
     the value itself). The offending input is never echoed: pydantic's own text
-    (`str(exc)`) quotes it (`input_value='…'`), and it may be a secret field's value."""
+    (`str(exc)`) quotes it (`input_value='…'`), and it may be a secret field's value.
+    Given the `model` that was validated, a path stops at a secret field: below it the
+    path holds the secret's own data (a secret map's keys)."""
     problems = [
-        f"{'.'.join(map(str, error['loc'])) or whole}: {error['msg']}"
+        f"{'.'.join(map(str, _shown_location(model, error['loc']))) or whole}: {error['msg']}"
         for error in exc.errors(include_url=False, include_input=False)[:limit]
     ]
     more = exc.error_count() - len(problems)

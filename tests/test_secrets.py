@@ -188,3 +188,36 @@ def test_a_prompt_sees_a_secret_only_when_it_names_it(
     events: list[Any] = [Started(step="decide", input=CLAIM_VALUE)]
     (message,) = build_messages(_spec(), action, events, tmp_path)
     assert (KEY in message["content"]) is shows_key, message["content"]
+
+
+class Vault(BaseModel):
+    creds: Annotated[dict[str, int], SECRET]
+    plain: dict[str, int] = {}
+    nested: list[Claim] = []
+
+
+@pytest.mark.parametrize(
+    ("given", "shown", "hidden"),
+    [
+        ({"creds": {"sk-LIVE-abcdef123456": "x"}}, "creds: ", "sk-LIVE"),
+        ({"creds": {}, "nested": [{"order": "o", "creds": {"user": "u", "api_key": 3}}]},
+         "nested.0.creds.api_key: ", None),
+        ({"creds": {}, "plain": {"some-key": "x"}}, "plain.some-key: ", None),
+    ],
+)  # fmt: skip
+def test_a_problems_path_stops_at_a_secret_field(
+    given: dict[str, Any], shown: str, hidden: str | None
+) -> None:
+    """A secret map's keys are the secret's own data: the path of a problem under a
+    secret field stops at the field (the launch and signal errors, CLI and HTTP)."""
+    from pydantic import ValidationError
+
+    from twelvefold.runtime.redact import validation_problems
+
+    with pytest.raises(ValidationError) as caught:
+        Vault.model_validate(given)
+    text = validation_problems(caught.value, model=Vault)
+    assert text.startswith(shown), text
+    if hidden is not None:
+        assert hidden not in text, text
+        assert hidden in validation_problems(caught.value), "pydantic's path holds the key"
