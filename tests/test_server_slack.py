@@ -11,6 +11,7 @@ with slack_sdk's own `SignatureVerifier`, an implementation we did not write.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -268,6 +269,28 @@ async def test_a_notice_is_posted_with_buttons_and_an_approver_press_decides_it(
     assert [(u["channel"], u["ts"]) for u in updates] == [(CHANNEL, message["ts"])]
     assert "*approved* by ana" in updates[0]["text"]
     assert not [b for b in updates[0]["blocks"] if b["type"] == "actions"]
+
+
+async def test_two_settles_at_once_update_a_decided_message_once(
+    s: Served, slack_server: ScriptedSlack
+) -> None:
+    """Two settles of one thread (a decision's and the run's end) may look at its open
+    messages at the same time: each message is claimed before it is updated, so it is
+    updated once; a failed update gives the claim back."""
+    view = await paused(s)
+    message = posted(slack_server, view["thread_id"])
+    bot = slack_app(s).bot
+    assert bot is not None
+    response = await post(s, press("U0ANA", APPROVE, message))
+    assert response.status_code == 200, response.text
+    done = await settled(s, view["thread_id"])
+    bot.messages._db.change(  # as if no settle had closed it yet
+        "UPDATE slack_messages SET closed = 0 WHERE ts = ?", (message["ts"],)
+    )
+    before = len(slack_server.calls_to("chat.update"))
+    await asyncio.gather(*(bot.close_decided(done) for _ in range(4)))
+    assert len(slack_server.calls_to("chat.update")) == before + 1
+    assert bot.messages.open_for(view["thread_id"]) == []
 
 
 async def test_presses_that_may_not_decide_are_told_to_the_user_and_change_nothing(

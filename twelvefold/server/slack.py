@@ -326,9 +326,21 @@ class SlackMessages(Table):
         )
         return [(str(c), str(t), str(r), str(h)) for c, t, r, h in rows]
 
-    def close_message(self, channel: str, ts: str) -> None:
+    def claim(self, channel: str, ts: str) -> bool:
+        """Mark a message closed; whether this call did (two settles of one thread may
+        look at its open messages at once: only the one that closes it updates it)."""
+        return (
+            self._db.change(
+                "UPDATE slack_messages SET closed = 1 WHERE channel = ? AND ts = ? AND closed = 0",
+                (channel, ts),
+            )
+            == 1
+        )
+
+    def reopen(self, channel: str, ts: str) -> None:
+        """Give a claim back: the update failed, so a later settle tries again."""
         self._db.change(
-            "UPDATE slack_messages SET closed = 1 WHERE channel = ? AND ts = ?", (channel, ts)
+            "UPDATE slack_messages SET closed = 0 WHERE channel = ? AND ts = ?", (channel, ts)
         )
 
 
@@ -386,6 +398,8 @@ class SlackBot:
         agent = self.service.agents.get(view.agent)
         events = await self.service.runtime.events(view.id, agent=agent) if agent else []
         for channel, ts, request, title in stale:
+            if not await asyncio.to_thread(self.messages.claim, channel, ts):
+                continue  # another settle of this thread is updating it
             line = decided_line(decision_of(events, request), request)
             text = f"{title}\n{line}"
             try:
@@ -398,8 +412,7 @@ class SlackBot:
                 )
             except SlackApiError as exc:
                 log.warning("slack: chat.update failed: %s", _error(exc))
-                continue
-            await asyncio.to_thread(self.messages.close_message, channel, ts)
+                await asyncio.to_thread(self.messages.reopen, channel, ts)
 
 
 def _error(exc: SlackApiError) -> str:
