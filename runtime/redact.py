@@ -124,16 +124,20 @@ def _shown_location(model: type[BaseModel] | None, location: Sequence[Any]) -> l
     return shown
 
 
-def _may_hold_secret(annotation: Any) -> bool:
+def _may_hold_secret(annotation: Any, seen: frozenset[type] = frozenset()) -> bool:
     """Whether a type may hold a secret field anywhere below it (records, lists, maps,
-    unions of them)."""
+    unions of them). A record already on the way down adds nothing new: recursive types
+    (`Node { children: list[Node] }`) end there."""
     annotation = _unwrapped(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation in seen:
+            return False
+        below = seen | {annotation}
         return any(
-            is_secret(info) or _may_hold_secret(info.annotation)
+            is_secret(info) or _may_hold_secret(info.annotation, below)
             for info in annotation.model_fields.values()
         )
-    return any(_may_hold_secret(arg) for arg in typing.get_args(annotation))
+    return any(_may_hold_secret(arg, seen) for arg in typing.get_args(annotation))
 
 
 def _unwrapped(annotation: Any) -> Any:

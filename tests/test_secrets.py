@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import pytest
 from click.testing import CliRunner
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from tests.runtime_helpers import RecordingNotifier
 from tests.support.e2e import ModelTurns
@@ -221,3 +221,21 @@ def test_a_problems_path_stops_at_a_secret_field(
     if hidden is not None:
         assert hidden not in text, text
         assert hidden in validation_problems(caught.value), "pydantic's path holds the key"
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # as generated types are
+
+    name: str
+    children: list[Node] = []
+
+
+def test_a_problems_path_under_a_recursive_type_is_shown() -> None:
+    """A recursive type is walked once per record (it used to recurse without end)."""
+    from pydantic import ValidationError
+
+    from twelvefold.runtime.redact import validation_problems
+
+    with pytest.raises(ValidationError) as caught:
+        Node.model_validate({"name": "a", "children": [{"name": "b", "surprise": 1}]})
+    assert validation_problems(caught.value, model=Node).startswith("children.0.surprise: ")
