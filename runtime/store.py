@@ -750,15 +750,13 @@ class ChainedStore:
     ) -> bool:
         """Whether a thread row's head seal covers what it stores (`_sealed_fields`).
 
-        A pinned thread's row sealed before the seal covered its version (stores written by
-        twelvefold builds of November 2026) still holds with the seal it has: its version is
-        trusted as those builds trusted it until the thread's next append seals it anew,
-        version included. A row sealed since cannot be passed off as one of those: the two
-        seals cover different field lists, so one never verifies as the other."""
+        A row sealed before the seal covered the version (stores written by twelvefold
+        builds of November 2026: the first five fields alone) still holds with the seal it
+        has: its version is trusted as those builds trusted it until the thread's next
+        append seals it anew, version included. A row sealed since cannot be passed off as
+        one of those: a seal over six fields never verifies as one over five."""
         fields = _sealed_fields(thread_id, seq, head, format, reducer, version)
-        if self.chain.sealed(head_seal, *fields):
-            return True
-        return version is not None and self.chain.sealed(head_seal, *fields[:-1])
+        return self.chain.sealed(head_seal, *fields) or self.chain.sealed(head_seal, *fields[:-1])
 
     def _head_seal(
         self,
@@ -1385,11 +1383,10 @@ def _sealed_fields(
     version: str | None,
 ) -> tuple[str | int | bytes | None, ...]:
     """What a thread row's head seal covers: its id, event count, chain head, event
-    format, reducer and, for a thread pinned to an agent version, that version (a version
-    changed in the database is tampering, as an edited event is). An unpinned thread
-    seals as rows did before versions existed."""
-    fields: tuple[str | int | bytes | None, ...] = (thread_id, seq, head, format, reducer)
-    return fields if version is None else (*fields, version)
+    format, reducer and the agent version it is pinned to, None for none (a version set,
+    changed or cleared in the database is tampering, as an edited event is). Rows sealed
+    before the seal covered the version hold the first five alone (`_seal_holds`)."""
+    return (thread_id, seq, head, format, reducer, version)
 
 
 def _info_row(info: ThreadInfo) -> tuple[str | int | None, ...]:

@@ -289,6 +289,22 @@ def _seal_as_before_versions_were_sealed(store: EventStore) -> None:
         conn.execute("UPDATE threads SET head_seal = %s WHERE id = 't'", (seal,))
 
 
+def test_a_version_set_on_an_unpinned_thread_in_the_database_is_tampering(
+    database_store: EventStore,
+) -> None:
+    """An unpinned thread's seal covers its missing version too: naming a version for it
+    behind the store's back (so another reducer would replay its log) is refused."""
+    from twelvefold.runtime.integrity import BrokenLog
+
+    store = database_store
+    codec = _thread(store)
+    store.save_version("v1", "one")
+    assert len(store.load("t", codec)) == 1
+    _set_version(store, "v1")
+    with pytest.raises(BrokenLog, match="cut or edited"):
+        store.load("t", codec)
+
+
 def test_a_pinned_thread_sealed_before_versions_were_sealed_still_loads(
     database_store: EventStore,
 ) -> None:
