@@ -101,6 +101,16 @@ async def test_four_eyes_binds_a_childs_request_to_whoever_launched_the_root(
             child = (await client.get(f"/v1/threads/{launched.json()['child']}")).json()
         assert child["waiting_for"] == "approval", child
         assert_problem(await decide(s, "ana", child), 403, "four eyes")
+        # A fork of the child (made by bob) names no parent, yet its request is still the
+        # root's work: ana may not approve it there either.
+        async with s.client("bob") as client:
+            forked = await client.post(
+                f"/v1/threads/{child['thread_id']}/fork", json={"at": child["events"]}
+            )
+        assert forked.status_code == 201, forked.text
+        fork = forked.json()
+        assert fork["parent"] is None and fork["waiting_for"] == "approval", fork
+        assert_problem(await decide(s, "ana", fork), 403, "four eyes")
         decided = await decide(s, "bob", child)
         assert decided.status_code == 200, decided.text
         assert decided.json()["status"] == "finished", decided.json()
