@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import threading
 from collections.abc import Callable
 from types import CodeType, FunctionType
 from typing import Any, ParamSpec, TypeVar
@@ -105,6 +106,9 @@ def _stub() -> CodeType:
 _STUB = _stub()
 """A function's first code: `_first` (in its own globals) writes the real code over it."""
 
+_WRITING = threading.RLock()
+"""Held while a record function writes its code (a first call may build another record)."""
+
 
 def _written_at_first_call(
     cls: Any, fields: list[dataclasses.Field[Any]], source: Callable[[_Parts], str], **names: Any
@@ -116,15 +120,18 @@ def _written_at_first_call(
     function = FunctionType(_STUB, scope)
 
     def first(*args: Any, **kwargs: Any) -> Any:
-        parts = _Parts(cls, fields)
-        scope.update(parts.scope)
-        exec(compile(source(parts), f"<records {cls.__qualname__}>", "exec"), scope)
-        written = scope.pop("written")
-        # Defaults first: a call from another thread meanwhile runs the stub (which
-        # ignores them) or the new code with them, never the new code without.
-        function.__defaults__ = written.__defaults__
-        function.__kwdefaults__ = written.__kwdefaults__
-        function.__code__ = written.__code__
+        with _WRITING:  # two first calls at once (threads): the code is written once
+            if function.__code__ is _STUB:
+                parts = _Parts(cls, fields)
+                scope.update(parts.scope)
+                exec(compile(source(parts), f"<records {cls.__qualname__}>", "exec"), scope)
+                written = scope.pop("written")
+                # Defaults first: a call from another thread meanwhile runs the stub
+                # (which ignores them) or the new code with them, never the new code
+                # without.
+                function.__defaults__ = written.__defaults__
+                function.__kwdefaults__ = written.__kwdefaults__
+                function.__code__ = written.__code__
         return function(*args, **kwargs)
 
     scope["_first"] = first

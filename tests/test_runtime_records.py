@@ -95,3 +95,29 @@ def test_only_frozen_slotted_dataclasses_fit() -> None:
     for cls in (Open, Checked, Factory):
         with pytest.raises(TypeError):
             quick_init(cls)
+
+
+def test_first_calls_from_many_threads_at_once_all_build_the_record() -> None:
+    """The code is written once even when first calls race (each used to pop the shared
+    `written` name, so a racing one could fail with KeyError)."""
+    import threading
+
+    @quick_init
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class Racy:
+        a: int
+        b: str = "x"
+
+    start = threading.Barrier(8)
+    built: list[object] = []
+
+    def build(n: int) -> None:
+        start.wait()
+        built.append(Racy(a=n))
+
+    threads = [threading.Thread(target=build, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.a for r in built) == list(range(8))  # type: ignore[attr-defined]
