@@ -40,7 +40,7 @@ from twelvefold.runtime import ratelimit
 from twelvefold.runtime.api import AsyncRuntime
 from twelvefold.runtime.model import OpenAIModel
 from twelvefold.runtime.store import open_store
-from twelvefold.server.queue import ADVANCE, Queue, Work, apply_schema, make_app
+from twelvefold.server.queue import ADVANCE, RETRY, Queue, Work, apply_schema, make_app
 
 pytestmark = pytest.mark.postgres
 
@@ -233,11 +233,15 @@ def test_the_sweep_wakes_only_threads_no_lease_and_no_wakeup_cover(
             queue = Queue(app)
             work = Work(runtime, {"answerer": runtime.agent(agent)}, queue)
             ids = {}
-            for name in ("held", "covered", "left"):
+            for name in ("held", "covered", "backing_off", "left"):
                 ids[name] = (await runtime.launch(str(agent), name, run=False)).id
-            # A live lease (a worker running it) and a pending wake-up cover two of them.
+            # A live lease (a worker running it), a pending wake-up and a pending retry at
+            # the end of a tool's backoff cover three of them.
             runtime.store.acquire(ids["held"], "another:1:x", 600)  # type: ignore[attr-defined]
             await queue.wake(ids["covered"])
+            await app.configure_task(RETRY, schedule_in={"hours": 1}).defer_async(
+                thread_id=ids["backing_off"], seq=1
+            )
             woken = await work.sweep()
             return woken, ids
 

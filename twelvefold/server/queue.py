@@ -205,14 +205,16 @@ class Queue:
             await self.app.configure_task(ADVANCE, **options).defer_async(thread_id=thread_id)
 
     async def pending(self, thread_ids: list[str]) -> set[str]:
-        """Which of the threads have a wake-up waiting in the queue (`todo`)."""
+        """Which of the threads have a job waiting in the queue (`todo`) that will run
+        them on: a wake-up, or the retry at the end of a tool's backoff (such a thread is
+        `running` with no lease while it waits, and needs no sweep)."""
         if not thread_ids:
             return set()
         rows = await self.app.connector.execute_query_all_async(
             "SELECT DISTINCT args->>'thread_id' AS thread FROM procrastinate_jobs"
-            " WHERE task_name = %(task)s AND status = 'todo'"
+            " WHERE task_name = ANY(%(tasks)s) AND status = 'todo'"
             " AND args->>'thread_id' = ANY(%(ids)s)",
-            task=ADVANCE,
+            tasks=[ADVANCE, RETRY],
             ids=thread_ids,
         )
         return {str(row["thread"]) for row in rows}
