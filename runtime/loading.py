@@ -149,13 +149,20 @@ def _compiled(path: Path, cache_dir: Path, prompts_dir: Path) -> tuple[Path, lis
     # A sub-agent's file (and the files it imports) decides whether this one compiles: its
     # types are checked at the boundary (E130-E135). A change there, or a missing file,
     # must compile this one again rather than take a module compiled when it was there.
-    for named in sorted(_children(path)):
-        child = path.parent / named
-        hasher.update(f"\nagent {named}\n".encode())
-        _hash_file(hasher, child)
-        for inner in imported_files(child):
-            hasher.update(f"\nimport {inner}\n".encode())
-            _hash_file(hasher, child.parent / inner)
+    # Down the whole tree: the compiler follows grandchildren too (cycles, depth: E134).
+    pending, seen = [path], {path}
+    while pending and len(seen) <= MAX_TREE:
+        parent = pending.pop(0)
+        for named in sorted(_children(parent)):
+            child = Path(os.path.normpath(parent.parent / named))
+            hasher.update(f"\nagent {child}\n".encode())
+            _hash_file(hasher, child)
+            for inner in imported_files(child):
+                hasher.update(f"\nimport {inner}\n".encode())
+                _hash_file(hasher, child.parent / inner)
+            if child not in seen:
+                seen.add(child)
+                pending.append(child)
     digest = hasher.hexdigest()[:16]
     target = cache_dir / f"{path.stem}-{digest}.py"
     used = target.with_suffix(".prompts")

@@ -57,3 +57,23 @@ def test_an_import_of_a_fifo_does_not_block_loading(tmp_path: Path) -> None:
     agent_file.write_text('import "pipe.agent"\nagent uses { start done }\nfinal done\n')
     with pytest.raises(AgentLoadError, match=r"pipe\.agent"):
         load_agent(agent_file, cache_dir=tmp_path / "cache")
+
+
+def test_a_grandchild_gone_compiles_the_agent_again(tmp_path: Path) -> None:
+    """A sub-agent's own sub-agent decides whether the whole tree compiles (E130): a
+    cached module of the top agent must not outlive the grandchild's file."""
+    from twelvefold.runtime.loading import AgentLoadError, load_agent
+
+    def calling(name: str, child: str) -> str:
+        return (f"agent {name} {{ input T start go }}\ntype T {{ x: string }}\n"
+                f'agent go(T) -> T = "{child}" {{ next done }}\nfinal done(T)\n')  # fmt: skip
+
+    (tmp_path / "top.agent").write_text(calling("top", "mid.agent"))
+    (tmp_path / "mid.agent").write_text(calling("mid", "leaf.agent"))
+    (tmp_path / "leaf.agent").write_text(
+        "agent leaf { input T start done }\ntype T { x: string }\nfinal done(T)\n"
+    )
+    load_agent(tmp_path / "top.agent", cache_dir=tmp_path / "cache")
+    (tmp_path / "leaf.agent").unlink()
+    with pytest.raises(AgentLoadError, match=r"top\.agent does not compile"):
+        load_agent(tmp_path / "top.agent", cache_dir=tmp_path / "cache")
