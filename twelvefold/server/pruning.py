@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from twelvefold.runtime.config import ConfigError, find_config
-from twelvefold.runtime.retention import Retention, prune
+from twelvefold.runtime.retention import Pruned, Retention, prune
 from twelvefold.runtime.store import EventStore
 from twelvefold.server.schedules import ScheduleRuns, cancelled
 from twelvefold.server.service import ServeError, Service
@@ -104,15 +104,14 @@ class Pruner:
         period = period_start(now, self.timed.every)
         if not await asyncio.to_thread(self.runs.claim, MARK, period):
             return None
-        store = self.service.runtime.store
-        with _exclusive(store) as alone:
-            if not alone:
-                return None
-            settings = self.timed.retention
-            assert settings.finished_after is not None
-            done = await asyncio.to_thread(
-                prune, store, older_than=settings.finished_after, archive=settings.archive
-            )
+        settings = self.timed.retention
+        assert settings.finished_after is not None
+        # In a worker thread, lock and all: connecting to the database blocks.
+        done = await asyncio.to_thread(
+            _prune_alone, self.service.runtime.store, settings.finished_after, settings.archive
+        )
+        if done is None:
+            return None
         if done.threads or done.versions:
             log.info("retention: pruned %d thread(s) and %d agent version(s)",
                      len(done.threads), len(done.versions))  # fmt: skip
@@ -137,6 +136,12 @@ class Pruner:
         await cancelled(self._task)
         self._task = None
         self.runs.close()
+
+
+def _prune_alone(store: EventStore, older_than: timedelta, archive: Path | None) -> Pruned | None:
+    """`prune` under the prune's lock; None when another process holds it."""
+    with _exclusive(store) as alone:
+        return prune(store, older_than=older_than, archive=archive) if alone else None
 
 
 @contextlib.contextmanager
