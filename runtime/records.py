@@ -90,7 +90,9 @@ def _fields(cls: Any) -> list[dataclasses.Field[Any]]:
         raise TypeError(f"{cls.__name__} is not a frozen dataclass with slots")
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__} has a __post_init__")
-    fields = [f for f in dataclasses.fields(cls) if f.init]
+    fields = list(dataclasses.fields(cls))
+    if not all(f.init for f in fields):  # the dataclass's own __init__ sets those
+        raise TypeError(f"{cls.__name__} has a field with init=False")
     if any(f.default_factory is not dataclasses.MISSING for f in fields):
         raise TypeError(f"{cls.__name__} has a field with a default factory")
     return fields

@@ -92,7 +92,12 @@ def test_only_frozen_slotted_dataclasses_fit() -> None:
     class Factory:
         a: list[int] = dataclasses.field(default_factory=list)
 
-    for cls in (Open, Checked, Factory):
+    @dataclass(frozen=True, slots=True)
+    class Derived:
+        a: int
+        b: int = dataclasses.field(default=0, init=False)
+
+    for cls in (Open, Checked, Factory, Derived):
         with pytest.raises(TypeError):
             quick_init(cls)
 
