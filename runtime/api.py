@@ -324,12 +324,9 @@ def view_of(thread: Thread) -> ThreadView:
 
 
 def parent_named(log: Sequence[Event]) -> str | None:
-    """The parent thread a sub-agent's log names in its `Started`, or None. A fork of a
+    """The parent thread a sub-agent's log names (`parent_of`), or None. A fork of a
     child is a thread of its own: its end reaches no parent, so it names none."""
-    first = log[0]
-    if not isinstance(first, Started) or first.parent is None:
-        return None
-    return None if any(isinstance(e, Forked) for e in log) else first.parent
+    return None if any(isinstance(e, Forked) for e in log) else parent_of(log)
 
 
 def store_folder(store: EventStore) -> Path | None:

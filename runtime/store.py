@@ -709,7 +709,9 @@ class ChainedStore:
         chain_head = self.chain.head(thread_id, bodies)
         if not isinstance(version, str | None) or (
             len(bodies) != seq
-            or not self._seal_holds(head_seal, thread_id, seq, chain_head, format, reducer, version)
+            or not self._seal_holds(
+                head_seal, _sealed_fields(thread_id, seq, chain_head, format, reducer, version)
+            )
         ):
             raise self._broken(num, thread_id, bodies)
         events = _decode(thread_id, codec, bodies, reducer)
@@ -738,24 +740,14 @@ class ChainedStore:
             thread_id, len(bodies), "the thread's row does not match its events (cut or edited)"
         )
 
-    def _seal_holds(
-        self,
-        head_seal: object,
-        thread_id: str,
-        seq: int,
-        head: bytes,
-        format: int | None,
-        reducer: str | None,
-        version: str | None,
-    ) -> bool:
-        """Whether a thread row's head seal covers what it stores (`_sealed_fields`).
+    def _seal_holds(self, head_seal: object, fields: tuple[str | int | bytes | None, ...]) -> bool:
+        """Whether a thread row's head seal covers `fields` (`_sealed_fields`).
 
         A row sealed before the seal covered the version (stores written by twelvefold
         builds of November 2026: the first five fields alone) still holds with the seal it
         has: its version is trusted as those builds trusted it until the thread's next
         append seals it anew, version included. A row sealed since cannot be passed off as
         one of those: a seal over six fields never verifies as one over five."""
-        fields = _sealed_fields(thread_id, seq, head, format, reducer, version)
         return self.chain.sealed(head_seal, *fields) or self.chain.sealed(head_seal, *fields[:-1])
 
     def _head_seal(
@@ -782,7 +774,7 @@ class ChainedStore:
         seq, format, reducer, head_seal, before = row
         head = self.chain.genesis(thread_id) if seq == 0 else last_hash
         if not isinstance(head, bytes) or not self._seal_holds(
-            head_seal, thread_id, seq, head, format, reducer, before
+            head_seal, _sealed_fields(thread_id, seq, head, format, reducer, before)
         ):
             raise BrokenLog(thread_id, seq, "the thread's row does not match its events")
         return self._head_seal(thread_id, seq, head, reducer, version, format)

@@ -46,6 +46,7 @@ from twelvefold.runtime.api import (
     RequestNotPending,
     ThreadView,
     UnenforcedApprovers,
+    parent_of,
     shown,
 )
 from twelvefold.runtime.config import Config, ConfigError, find_config
@@ -61,7 +62,7 @@ from twelvefold.runtime.store import (
     ThreadNotFound,
     now_iso,
 )
-from twelvefold.runtime.types import Event, IllegalEvent, Notified, Started, Status
+from twelvefold.runtime.types import Event, IllegalEvent, Notified, Status
 from twelvefold.server.tables import Table, place_of
 
 if TYPE_CHECKING:
@@ -656,13 +657,13 @@ class Service:
         is part of its root's work, so whoever launched the root may not approve it
         either (four eyes). At most MAX_FORK_DEPTH generations of parents are followed."""
         people = await off_the_loop(self.launches.launchers, view.id)
-        parent = _family_parent(view)
+        parent = parent_of(view.log)  # a fork of a child included: still the root's work
         for _ in range(MAX_FORK_DEPTH):
             if parent is None:
                 break
             people |= await off_the_loop(self.launches.launchers, parent)
             try:
-                parent = _family_parent(await self.runtime.get(parent))
+                parent = parent_of((await self.runtime.get(parent)).log)
             except Exception:  # the parent is gone: the launchers found so far bind
                 break
         return people
@@ -990,11 +991,3 @@ def with_children(runtime: AsyncRuntime, agents: dict[str, Agent]) -> dict[str, 
                     f"{shown(child.origin)} (a sub-agent of `{parent.name}`); rename one"
                 )
     return agents
-
-
-def _family_parent(view: ThreadView) -> str | None:
-    """The parent a thread's log was started under (`Started.parent`), a fork of a child
-    included: the view names no parent for such a fork (its end reaches nobody), but its
-    request is still the root's work for the four-eyes rule."""
-    first = view.log[0] if view.log else None
-    return first.parent if isinstance(first, Started) else None
