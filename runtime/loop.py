@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     import concurrent.futures
 
     from .notify import Notice  # notify.py loads only when a thread waits
-from .spec import ASK_NOT_SHOWN, AgentSpec
+from .spec import ASK_NOT_SHOWN, COST_ERROR, AgentSpec
 from .store import EventStore, StoreError, ThreadInfo, build_head, now_iso
 from .types import (
     Action,
@@ -63,6 +63,7 @@ from .types import (
     CallTool,
     ErrorInfo,
     Event,
+    Forked,
     IllegalEvent,
     Notified,
     OutputRejected,
@@ -78,7 +79,7 @@ from .types import (
     build_tool_started,
     build_usage,
 )
-from .usage import Prices, prices_for
+from .usage import MAX_CALL_COST, Prices, prices_for, valid_cost
 from .versions import AgentVersion
 
 INTERRUPTED = ErrorInfo(
@@ -178,7 +179,8 @@ class Notifier(Protocol):
 
 
 EventHook = Callable[[Thread, Event], None]
-"""Called after each event is stored (the CLI prints it)."""
+"""Called after each new event is stored (the CLI prints it; a fork's copied events are
+not new: its hook sees its `Forked` event and after)."""
 
 MessageBuilder = Callable[[AgentSpec, CallModel, Sequence[Event], Path], list[dict[str, str]]]
 """Renders an `llm` step's messages; `context.build_messages` unless replaced."""
@@ -278,7 +280,10 @@ class Engine:
             # between the first look and the thread's row may have deleted it.
             await self._keep(version)
         thread = Thread(thread_id, agent, list(events), state, lease)
-        for event in events:
+        # A fork's copied events are not new (metrics would count them twice): announce
+        # from its `Forked` event on, or a launch's whole log.
+        new = next((i for i in range(len(events) - 1, -1, -1) if isinstance(events[i], Forked)), 0)
+        for event in events[new:]:
             self._announce(thread, event)
         return thread
 
@@ -536,6 +541,7 @@ class Engine:
             # StepFailed, where the budgets, totals, metrics and the span count them.
             paid = exc.usage if isinstance(exc, ModelError) else None
             failed = _since(started) if paid is None else _priced_usage(paid, requested, prices)
+            failed = _valid_cost(failed)[0]
             if paid is not None:
                 self._spent(requested, failed, estimated)
             if span is not None:
@@ -549,8 +555,18 @@ class Engine:
             return StepFailed(step=action.step, at=now_iso(), usage=failed, error=exc.error)
         finally:
             self.in_flight.leave()
-        usage = _priced(reply, requested, prices, started)
+        usage, bad_cost = _valid_cost(_priced(reply, requested, prices, started))
         self._spent(requested, usage, estimated)
+        if bad_cost is not None:
+            # Never recorded: a cost that is not a number would break every report and
+            # leave `max_cost` unenforced. The call was paid for: its tokens stay.
+            if span is not None:
+                tracing.end_chat(
+                    span, response_model=reply.model, response_id=reply.response_id,
+                    finish_reasons=reply.finish_reasons, input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens, cost_usd=None, error=bad_cost,
+                )  # fmt: skip
+            return StepFailed(step=action.step, at=now_iso(), usage=usage, error=bad_cost)
         if span is not None:
             output = reply.output
             tracing.end_chat(
@@ -571,7 +587,9 @@ class Engine:
                 paid = _added(usage, exc.usage)
                 return StepFailed(step=action.step, at=now_iso(), usage=paid, error=exc.error)
             # The judge's call is part of the step's cost: its budgets count it too.
-            usage = _added(usage, judged)
+            usage, bad_cost = _valid_cost(_added(usage, judged))
+            if bad_cost is not None:
+                return StepFailed(step=action.step, at=now_iso(), usage=usage, error=bad_cost)
             if refusal is not None:
                 return await self._rejected(thread, action, reply.output, refusal, usage)
         return build_model_output(step=action.step, at=now_iso(), usage=usage, output=reply.output)
@@ -1066,6 +1084,22 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
     if latency == usage.latency_ms and cost == usage.cost_usd:
         return usage
     return build_usage(latency, usage.input_tokens, usage.output_tokens, cost)
+
+
+def _valid_cost(usage: Usage) -> tuple[Usage, ErrorInfo | None]:
+    """`usage` as it may be recorded, and the error that fails the step when its cost is
+    not a `valid_cost` (a finite number from 0 to `MAX_CALL_COST` USD): then without the
+    cost, which counts as unknown, and a cost budget counts as spent (runtime/spec.py)."""
+    cost = usage.cost_usd
+    if cost is None or valid_cost(cost):
+        return usage, None
+    tokens = f"{usage.input_tokens}→{usage.output_tokens} tokens"
+    return replace(usage, cost_usd=None), ErrorInfo(
+        COST_ERROR,
+        f"the call's cost is not a number of dollars from 0 to {MAX_CALL_COST:,.0f} "
+        f"({tokens}, {cost!r} USD): check the model's price in [tool.twelvefold.prices] "
+        "(docs/runtime.md, Cost)",
+    )
 
 
 def _added(usage: Usage, more: Usage | None) -> Usage:

@@ -360,6 +360,14 @@ class AgentSpec:
             return state
         tokens = _tokens(usage.input_tokens) + _tokens(usage.output_tokens)
         cost = _dollars(usage.cost_usd)
+        if (
+            self.max_cost is not None
+            and isinstance(event, StepFailed)
+            and event.error.type == COST_ERROR
+        ):
+            # A paid call whose cost was not a number (runtime/loop.py): a budget cannot
+            # bound what it cannot count, so the call spends what was left of it.
+            cost = max(cost, self.max_cost - state.cost_usd)
         if not tokens and not cost:
             return state
         return replace(
@@ -479,6 +487,10 @@ class AgentSpec:
 
 def _tokens(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+COST_ERROR = "CostError"
+"""The error of a step whose call's cost was not a finite number of dollars."""
 
 
 def _dollars(value: object) -> float:

@@ -11,6 +11,11 @@ A model is priced by its exact name, else by the longest priced name it starts w
 followed by `-` (`gpt-4o-mini-2024-07-18` is priced as `gpt-4o-mini`). A model no entry
 prices has no cost (`None`, shown as unknown), never a guessed one.
 
+A price is at most `MAX_PRICE` per million tokens, and a call's cost is a valid one only
+when it is a finite number from 0 to `MAX_CALL_COST` (`valid_cost`): the runtime records
+no other (the step fails with `CostError`), and the reports count any other (a store
+edited by hand) as unknown.
+
 Totals are computed from events (a loaded thread) or from the bare `(kind, at, usage)` of
 stored rows (`twelvefold threads` and `stats`, which load no agent), by one function.
 """
@@ -51,6 +56,27 @@ DEFAULT_PRICES: Mapping[str, tuple[float, float]] = {
 }
 
 
+MAX_PRICE = 10_000.0
+"""The highest price accepted, USD per million tokens (a cent a token): far above any
+list price (the dearest, in 2025, is some hundreds), low enough that no realistic call
+comes near `MAX_CALL_COST`."""
+MAX_CALL_COST = 1_000_000.0
+"""The highest cost one model call may record, USD (100 million tokens at `MAX_PRICE`):
+above it a cost is an error (a price or a token count gone wrong), not a bill."""
+PRICE_KEYS = frozenset({"input", "output"})
+
+
+def valid_cost(value: object) -> bool:
+    """Whether `value` is a cost a call may record: a number (not a bool), finite, from 0
+    to `MAX_CALL_COST` USD."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= MAX_CALL_COST
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Prices:
     """A price table: model name -> (input, output) USD per million tokens."""
@@ -60,7 +86,7 @@ class Prices:
     @classmethod
     def of(cls, config: Config) -> Prices:
         """`DEFAULT_PRICES` under the configuration's `prices` table; `ConfigError` when
-        an entry is not `{ input = N, output = N }` with finite N >= 0."""
+        an entry is not `{ input = N, output = N }` with 0 <= N <= `MAX_PRICE`."""
         given = config.settings.get("prices", {})
         where = config.path or "the configuration"
         if not isinstance(given, Mapping):
@@ -83,13 +109,18 @@ class Prices:
         return None if best is None else self.table[best]
 
     def cost(self, model: str | None, usage: Usage) -> float | None:
-        """USD for one call's tokens (rounded to 1e-9), or None: unpriced, or no tokens."""
+        """USD for one call's tokens (rounded to 1e-9), or None: unpriced, or no tokens.
+        Token counts too large for a float (an endpoint gone wrong) cost `inf`: not a
+        `valid_cost`, which the loop refuses to record."""
         price = self.price(model)
         if price is None or (usage.input_tokens is None and usage.output_tokens is None):
             return None
-        dollars = (
-            (usage.input_tokens or 0) * price[0] + (usage.output_tokens or 0) * price[1]
-        ) / 1e6
+        try:
+            dollars = (
+                (usage.input_tokens or 0) * price[0] + (usage.output_tokens or 0) * price[1]
+            ) / 1e6
+        except OverflowError:
+            return math.inf
         return round(dollars, 9)
 
 
@@ -109,19 +140,25 @@ def prices_for(folder: Path) -> Prices:
 
 
 def _price(where: object, model: str, entry: Any) -> tuple[float, float]:
+    def refused(what: str) -> ConfigError:
+        return ConfigError(
+            f"{where}: prices.{model} must be {{ input = N, output = N }} in USD per "
+            f"million tokens (N a number from 0 to {MAX_PRICE:,.0f}); {what}"
+        )
+
     def number(key: str) -> float:
         value = entry.get(key) if isinstance(entry, Mapping) else None
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
-            or value < 0
+            or not 0 <= value <= MAX_PRICE
         ):
-            raise ConfigError(
-                f"{where}: prices.{model} must be {{ input = N, output = N }} in USD per "
-                f"million tokens (N a number >= 0); its `{key}` is {value!r}"
-            )
+            raise refused(f"its `{key}` is {value!r}")
         return float(value)
+
+    if isinstance(entry, Mapping) and (unknown := sorted(map(str, entry.keys() - PRICE_KEYS))):
+        raise refused(f"it has unknown key(s) {', '.join(f'`{k}`' for k in unknown)}")
 
     return number("input"), number("output")
 
@@ -195,9 +232,21 @@ def records(events: Iterable[Event]) -> Iterable[Record]:
     return ((KIND_OF_EVENT[type(e)], e.at, e.usage) for e in events)
 
 
+def own_records(rows: Iterable[Record]) -> list[Record]:
+    """A log without what a fork copied: from its last `forked` event on (the whole log
+    of a thread that is no fork). What the copied events record was spent by the thread
+    they came from, and is counted there."""
+    log = list(rows)
+    for index in range(len(log) - 1, -1, -1):
+        if log[index][0] == "forked":
+            return log[index:]
+    return log
+
+
 def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
     """Add up one thread's log. A timestamp that does not parse (a hand-edited log) makes
-    that wait count as zero rather than fail: these are reports, not the log's truth."""
+    that wait count as zero rather than fail, and a cost that is not a `valid_cost` counts
+    as unknown (`unpriced_calls`): these are reports, not the log's truth."""
     steps = calls = tokens_in = tokens_out = unpriced = 0
     cost = waited = 0.0
     opened: datetime | None = None
@@ -209,7 +258,7 @@ def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
             if usage is not None:
                 tokens_in += _count(usage.input_tokens)
                 tokens_out += _count(usage.output_tokens)
-            if usage is not None and _finite(usage.cost_usd):
+            if usage is not None and valid_cost(usage.cost_usd):
                 cost += float(usage.cost_usd)  # type: ignore[arg-type]
             else:
                 unpriced += 1
@@ -224,9 +273,13 @@ def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
 
 
 def by_thread(
-    rows: Mapping[str, Iterable[Record]], *, now: datetime | None = None
+    rows: Mapping[str, Iterable[Record]], *, now: datetime | None = None, own: bool = False
 ) -> dict[str, Totals]:
-    """`totals` of each thread of a store's `usage_records()`."""
+    """`totals` of each thread of a store's `usage_records()`; with `own`, of what each
+    thread spent itself (`own_records`: a fork's copied events left out), so that adding
+    them up (`twelvefold stats`) counts each call once."""
+    if own:
+        return {thread_id: totals(own_records(log), now=now) for thread_id, log in rows.items()}
     return {thread_id: totals(log, now=now) for thread_id, log in rows.items()}
 
 
@@ -267,10 +320,6 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _when(at: str | None) -> datetime | None:
     if not isinstance(at, str):
         return None
@@ -291,12 +340,16 @@ def _seconds(start: datetime | None, end: datetime | None) -> float:
 
 __all__ = [
     "DEFAULT_PRICES",
+    "MAX_CALL_COST",
+    "MAX_PRICE",
     "PRICES_AS_OF",
     "Prices",
     "Totals",
     "by_thread",
+    "own_records",
     "prices_for",
     "records",
     "totals",
+    "valid_cost",
     "with_children",
 ]

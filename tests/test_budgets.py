@@ -6,6 +6,7 @@ has spent its budget starts no model call: the server's request count shows it."
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,28 @@ def test_the_budget_property_catches_a_reducer_that_ignores_the_budget(
     failure = run_property(subject, prop, examples=80, seed=0).failure
     assert failure is not None
     assert "max_cost spent" in str(failure)
+
+
+def test_a_cost_that_is_not_a_number_is_never_recorded_and_spends_the_budget(
+    openai_server: ScriptedOpenAI, thinker: Path
+) -> None:
+    """An endpoint reporting more tokens than a float holds makes the call's cost
+    infinite: the step fails with `CostError` (the log holds no `Infinity`, which no JSON
+    reader takes) and `max_cost` counts the call as spending the rest of the budget."""
+    agent = with_budget(thinker, "max_cost 0.05 -> stuck")
+    openai_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Think", "thought": "hm"}}, usage=(10**400, 7)
+    )
+    with runtime_for(openai_server, thinker, "priced-model") as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "CostError"
+    assert "[tool.twelvefold.prices]" in failed.error.message
+    assert failed.usage is not None and failed.usage.cost_usd is None
+    assert (view.status, view.step) == ("waiting", "stuck")  # the budget decided
+    assert len(openai_server.requests) == 1
+    assert view.usage.cost_usd == 0 and view.usage.unpriced_calls == 1
+    with sqlite3.connect(thinker / "t.db") as db:
+        bodies = [row[0] for row in db.execute("SELECT body FROM events")]
+    assert not any("Infinity" in body or "NaN" in body for body in bodies)

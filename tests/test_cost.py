@@ -27,10 +27,13 @@ from twelvefold.runtime.store import SqliteStore
 from twelvefold.runtime.types import ModelOutput, StepFailed, Usage
 from twelvefold.runtime.usage import (
     DEFAULT_PRICES,
+    MAX_CALL_COST,
+    MAX_PRICE,
     Prices,
     Totals,
     records,
     totals,
+    valid_cost,
     with_children,
 )
 
@@ -136,6 +139,16 @@ def test_price_lookup_and_validation() -> None:
     for bad in ({"input": 1}, {"input": True, "output": 1}, {"input": math.nan, "output": 1}, 3):
         with pytest.raises(ConfigError, match=r"prices\.m must be"):
             Prices.of(Config(settings={"prices": {"m": bad}}))
+    for huge in (1e308, MAX_PRICE + 1):
+        with pytest.raises(ConfigError, match=r"prices\.m must be .* from 0 to 10,000.*`output`"):
+            Prices.of(Config(settings={"prices": {"m": {"input": 1, "output": huge}}}))
+    assert Prices.of(Config(settings={"prices": {"m": {"input": 0, "output": MAX_PRICE}}}))
+    with pytest.raises(ConfigError, match=r"prices\.m must be .*unknown key\(s\) `extra`"):
+        Prices.of(Config(settings={"prices": {"m": {"input": 1, "output": 2, "extra": 3}}}))
+    # Token counts no float holds cost `inf`, which no step records (runtime/loop.py).
+    assert prices.cost("gpt-4o", Usage(input_tokens=10**400, output_tokens=1)) == math.inf
+    assert not valid_cost(math.inf) and not valid_cost(-3.5) and not valid_cost(1e308)
+    assert valid_cost(0) and valid_cost(MAX_CALL_COST)
     with pytest.raises(ConfigError, match="`prices` must be a table"):
         Prices.of(Config(settings={"prices": ["gpt-4o"]}))
 
@@ -249,6 +262,40 @@ def test_reports_survive_a_damaged_row(store_with_threads: tuple[Path, str, str]
     assert code == 0, out
 
 
+def test_reports_count_a_hand_edited_cost_that_is_not_valid_as_unknown(
+    store_with_threads: tuple[Path, str, str],
+) -> None:
+    """A negative, infinite or absurd cost (a store edited by hand) is left out of every
+    sum and counted as unknown, never printed as a number."""
+    db, finished, _ = store_with_threads
+    with sqlite3.connect(db) as conn:
+        calls = conn.execute(
+            "SELECT thread, seq, body FROM events WHERE json_extract(body, '$.kind') = "
+            "'model_output' ORDER BY thread, seq"
+        ).fetchall()
+        assert len(calls) == 3
+        for (thread, seq, body), cost in zip(calls, ("-3.5", "1e308", "Infinity"), strict=True):
+            event = json.loads(body)
+            event["usage"]["cost_usd"] = "COST"
+            edited = json.dumps(event).replace('"COST"', cost)
+            conn.execute(
+                "UPDATE events SET body = ? WHERE thread = ? AND seq = ?", (edited, thread, seq)
+            )
+    code, out = invoke("stats", "--db", str(db), "--json")
+    assert code == 0, out
+    assert "Infinity" not in out and "NaN" not in out
+    usage = json.loads(out)["calculator"]["usage"]
+    # (A body with `Infinity` is not JSON to SQLite: that row counts as nothing.)
+    assert (usage["model_calls"], usage["unpriced_calls"]) == (2, 2)
+    assert usage["cost_usd"] is None  # none of the calls left has a valid cost
+    code, out = invoke("stats", "--db", str(db))
+    assert code == 0, out
+    assert "-3.5" not in out and "inf" not in out.lower() and len(max(out.splitlines(), key=len)) < 120
+    code, out = invoke("threads", "--db", str(db), "--json")
+    assert code == 0 and "Infinity" not in out
+    assert {t["thread_id"] for t in json.loads(out)} >= {finished}
+
+
 def test_stats_on_a_missing_store_is_one_line(tmp_path: Path) -> None:
     code, out = invoke("stats", "--db", str(tmp_path / "none.db"))
     assert code == 1
@@ -357,3 +404,51 @@ def test_a_thread_a_user_names_like_a_child_is_not_counted_into_the_parent(
     assert code == 0, out
     listed = {t["thread_id"]: t["usage"]["model_calls"] for t in json.loads(out)}
     assert listed == {parent.id: 2, parent.child: 2, forged.id: 2}
+
+
+def test_threads_prints_every_field_from_the_store_escaped(
+    store_with_threads: tuple[Path, str, str],
+) -> None:
+    """A newline in a stored field would start a row of its own (a forged one, here)."""
+    db, finished, waiting = store_with_threads
+    forged = f"calc\n{'0' * 16}  calculator  finished"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE threads SET agent = ?, step = ?, updated_at = ?, request = ? WHERE id = ?",
+            (forged, "done\r\x1b[2J", "2026\n", "r\x1b]0;x\x07", finished),
+        )
+    code, out = invoke("threads", "--db", str(db))
+    assert code == 0, out
+    header, *rows = out.splitlines()
+    assert len(rows) == 2, out
+    assert "\x1b" not in out and "\r" not in out and "\x07" not in out
+    (row,) = [r for r in rows if r.startswith(finished)]
+    assert "calc\\n0000" in row and "done\\r\\x1b[2J" in row and "2026\\n" in row
+
+
+def test_a_fork_is_not_counted_again_in_stats_but_shows_its_whole_log(
+    store_with_threads: tuple[Path, str, str],
+) -> None:
+    """`stats` counts each call once: a fork's copied events were spent by the thread
+    they came from. A fork's own view shows what its whole log cost (docs/runtime.md)."""
+    db, finished, _ = store_with_threads
+    code, before = invoke("stats", "--db", str(db), "--json")
+    assert code == 0, before
+    forks = []
+    for _ in range(2):
+        code, out = invoke("fork", finished, "--at", "4", "--db", str(db), "--json")
+        assert code == 0, out
+        forks.append(json.loads(out))
+    code, after = invoke("stats", "--db", str(db), "--json")
+    assert code == 0, after
+    counted = json.loads(after)["calculator"]
+    spent = {k: v for k, v in counted["usage"].items() if k != "waited_seconds"}
+    # (The waiting thread's open wait grows between the two reads: left out.)
+    assert spent == {
+        k: v for k, v in json.loads(before)["calculator"]["usage"].items() if k != "waited_seconds"
+    }
+    assert counted["threads"]["waiting"] + counted["threads"]["running"] >= 1
+    assert sum(counted["threads"].values()) == 4  # the forks are threads of their own
+    # The fork at event 4 holds the first call (and the tool's): its view says so.
+    assert forks[0]["usage"]["model_calls"] == 1
+    assert forks[0]["usage"]["cost_usd"] == pytest.approx(ONE_CALL)

@@ -765,9 +765,12 @@ def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
         usage = spent.get(i.id, Totals())
         tokens = f"{usage.input_tokens + usage.output_tokens:,}" if usage.model_calls else "-"
         cost = usage.cost_text if usage.model_calls else "-"
+        # Every field comes from the store: control characters (a newline would start a
+        # row of its own) are printed escaped, as `stats` prints names.
         echo(
-            f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6} "
-            f"{tokens:>9} {cost:>9}  {i.updated_at:<27} {i.request or '-'}"
+            f"{shown(i.id):<18} {shown(i.agent):<14} {shown(i.status):<9} {shown(i.step):<16} "
+            f"{i.seq:>6} {tokens:>9} {cost:>9}  {shown(i.updated_at):<27} "
+            f"{shown(i.request or '-')}"
         )
 
 

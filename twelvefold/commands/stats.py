@@ -52,7 +52,7 @@ def stats(db: StoreLocation, as_json: bool) -> None:
     with reported():
         store = open_store(db, create=False)
         try:
-            per_agent = gather(store.threads(), by_thread(store.usage_records()))
+            per_agent = gather(store.threads(), by_thread(store.usage_records(), own=True))
         finally:
             store.close()
     if as_json:
