@@ -415,7 +415,8 @@ class _Builder(Transformer[Token, Any]):
             if key in repeatable:
                 found.setdefault(key, []).append(value)
             elif key in found:
-                shown = key.replace("_", " ")
+                # As written: `max_cost` has its underscore, `on error` has a space.
+                shown = key if key.startswith("max_") else key.replace("_", " ")
                 self.diagnostics.append(
                     error(
                         "E006",

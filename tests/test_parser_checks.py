@@ -35,6 +35,15 @@ def test_a_second_judge_is_a_setting_given_twice() -> None:
     assert [d.code for d in diagnostics] == ["E006"]
 
 
+def test_a_setting_given_twice_is_named_as_it_is_written() -> None:
+    _, diagnostics = parse("agent a { start s max_cost 1 max_cost 2 }")
+    assert [(d.code, d.message) for d in diagnostics] == [
+        ("E006", "`max_cost` is set twice in agent `a`")
+    ]
+    _, diagnostics = parse('llm d -> A { prompt "p" on error -> x on error -> y on A -> x }')
+    assert [d.message for d in diagnostics] == ["`on error` is set twice in llm `d`"]
+
+
 def test_secret_marks_a_field_and_a_field_may_be_called_secret() -> None:
     source, diagnostics = parse(
         'type A { key: string secret "the key", pin: int? secret, secret: bool, '

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.serve_process import ServeProcess, json_of, launch_waiting, make_token
 from tests.support.server import DEPLOY_CONFIG, deploy_project, deploy_responder
+from tests.support.waiting import wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -100,5 +101,34 @@ def test_metrics_need_a_token_unless_the_configuration_makes_them_public(
         (project / "twelvefold.toml").write_text(DEPLOY_CONFIG + '\n[server]\nmetrics = "public"\n')
         scrape(anonymous.get("/metrics"))  # read at each scrape: no restart
         (project / "twelvefold.toml").write_text(DEPLOY_CONFIG + '\n[server]\nmetrics = "open"\n')
-        broken = anonymous.get("/metrics")
+        # Broken, the configuration cannot say the metrics are public: a token is needed,
+        # and only a caller with one learns why (the path is in the server's log too).
+        refused = anonymous.get("/metrics")
+        assert refused.status_code == 401 and str(project) not in refused.text
+    with server.client(make_token(server.db, "bob")) as bob:
+        broken = bob.get("/metrics")
         assert broken.status_code == 503 and "server.metrics" in broken.json()["detail"]
+    wait_for(lambda: "server.metrics" in server.log.read_text(), "the reason in the log")
+
+
+def test_a_forks_copied_events_count_nowhere_as_new(server: ServeProcess, tmp_path: Path) -> None:
+    """`POST /fork` copies a log: its model calls, tool calls and `started` were counted
+    when the thread they came from recorded them. Only the fork's own `forked` counts."""
+    token = make_token(tmp_path / "threads.db", "ana")  # a release manager: may fork
+    with server.client(token) as ana:
+        (thread,) = [view["thread_id"] for view in launch_waiting(ana, 1)]
+        before = scrape(ana.get("/metrics"))
+        log = json_of(ana.get(f"/v1/threads/{thread}/events"))
+        for _ in range(2):
+            forked = ana.post(f"/v1/threads/{thread}/fork", json={"at": len(log) - 1})
+            assert forked.status_code == 201, forked.text
+        after = scrape(ana.get("/metrics"))
+    counted = {
+        key: after[key] - before.get(key, 0.0)
+        for key in after
+        if key[0].endswith("_total") and after[key] != before.get(key, 0.0)
+    }
+    forks = ("twelvefold_events_total", frozenset({("agent", "deploybot"), ("kind", "forked")}))
+    assert counted.pop(forks) == 2
+    # A fork at a pause gets its own notice (`notified`): new, and counted.
+    assert all(dict(labels)["kind"] == "notified" for _, labels in counted), counted

@@ -21,6 +21,7 @@ agents' names and how busy they are may be; nothing else (no input, no person) i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,8 @@ from twelvefold.runtime.types import Status
 from twelvefold.server.counters import ProcessMetrics
 from twelvefold.server.service import Service, Unauthorized, Unavailable
 from twelvefold.server.tokens import TokenStore
+
+log = logging.getLogger("twelvefold.server")
 
 Access = Literal["token", "public"]
 STATUSES: tuple[Status, ...] = ("running", "waiting", "finished", "failed", "cancelled")
@@ -172,7 +175,16 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
     async def scrape(request: Request) -> Response:
         """Prometheus text format (docs/observability.md, "Metrics")."""
         folders = {agent.directory or Path.cwd() for agent in service.agents.values()}
-        if tokens is not None and access(folders) != "public":
+        try:
+            public = access(folders) == "public"
+        except Unavailable as broken:
+            # Why names the configuration's path: for the operator (the log) and for
+            # callers with a token, never for anyone who can reach the port.
+            log.error("GET /metrics: %s", broken.detail)
+            if tokens is not None:
+                _authenticate(tokens, request.headers.get("authorization"))
+            raise
+        if tokens is not None and not public:
             _authenticate(tokens, request.headers.get("authorization"))
         body = await metrics.exposition()
         return Response(body, media_type=CONTENT_TYPE_LATEST)
