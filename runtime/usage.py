@@ -224,6 +224,32 @@ class Totals:
         return f"${self.cost_usd:.4f}" + ("+?" if self.unpriced_calls else "")
 
 
+def usage_text(usage: Totals) -> str | None:
+    """`3 steps, 2 model calls, 1,204→310 tokens, $0.0004, waited 2.0 h` (what `show`
+    and the inbox print); None before the first step."""
+    if not usage.steps and not usage.waited_seconds:
+        return None
+    parts = [f"{usage.steps} step{'s' if usage.steps != 1 else ''}"]
+    if usage.model_calls:
+        parts.append(f"{usage.model_calls} model call{'s' if usage.model_calls != 1 else ''}")
+        parts.append(f"{usage.input_tokens:,}→{usage.output_tokens:,} tokens")
+        parts.append(usage.cost_text)
+    if usage.waited_seconds:
+        parts.append(f"waited {duration_text(usage.waited_seconds)}")
+    return ", ".join(parts)
+
+
+def duration_text(seconds: float) -> str:
+    """`12 s`, `4.5 min`, `2.0 h`, `3.1 d`."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
 Record = tuple[str, str | None, Usage | None]
 """One stored event as the totals see it: (kind, at, usage)."""
 
@@ -346,10 +372,12 @@ __all__ = [
     "Prices",
     "Totals",
     "by_thread",
+    "duration_text",
     "own_records",
     "prices_for",
     "records",
     "totals",
+    "usage_text",
     "valid_cost",
     "with_children",
 ]

@@ -290,7 +290,9 @@ def test_reports_count_a_hand_edited_cost_that_is_not_valid_as_unknown(
     assert usage["cost_usd"] is None  # none of the calls left has a valid cost
     code, out = invoke("stats", "--db", str(db))
     assert code == 0, out
-    assert "-3.5" not in out and "inf" not in out.lower() and len(max(out.splitlines(), key=len)) < 120
+    assert (
+        "-3.5" not in out and "inf" not in out.lower() and len(max(out.splitlines(), key=len)) < 120
+    )
     code, out = invoke("threads", "--db", str(db), "--json")
     assert code == 0 and "Infinity" not in out
     assert {t["thread_id"] for t in json.loads(out)} >= {finished}
@@ -410,7 +412,7 @@ def test_threads_prints_every_field_from_the_store_escaped(
     store_with_threads: tuple[Path, str, str],
 ) -> None:
     """A newline in a stored field would start a row of its own (a forged one, here)."""
-    db, finished, waiting = store_with_threads
+    db, finished, _ = store_with_threads
     forged = f"calc\n{'0' * 16}  calculator  finished"
     with sqlite3.connect(db) as conn:
         conn.execute(
@@ -419,7 +421,7 @@ def test_threads_prints_every_field_from_the_store_escaped(
         )
     code, out = invoke("threads", "--db", str(db))
     assert code == 0, out
-    header, *rows = out.splitlines()
+    _, *rows = out.splitlines()
     assert len(rows) == 2, out
     assert "\x1b" not in out and "\r" not in out and "\x07" not in out
     (row,) = [r for r in rows if r.startswith(finished)]

@@ -431,3 +431,34 @@ async def test_hostile_ids_names_and_inputs_come_back_as_plain_json(s: Served) -
             e for e in await events(s, launched.json()["thread_id"]) if e["kind"] == "started"
         ]
         assert started["input"] == hostile
+
+
+async def test_every_view_of_a_thread_has_its_usage_as_show_json_has_it(
+    s: Served, tmp_path: Path
+) -> None:
+    """A launch's answer, a thread's view and the listing carry `usage`, the object of
+    `twelvefold show --json` (docs/runtime.md, "Cost"), and /openapi.json says so."""
+    view = await launch(s, "bob")
+    calls = [e for e in await events(s, view["thread_id"]) if e["kind"] == "model_output"]
+    usage = view["usage"]
+    assert usage["model_calls"] == len(calls) >= 1
+    assert usage["input_tokens"] == sum(e["usage"]["input_tokens"] for e in calls)
+    assert usage["cost_usd"] == pytest.approx(sum(e["usage"]["cost_usd"] for e in calls))
+    assert set(usage) == {
+        "steps", "model_calls", "input_tokens", "output_tokens", "cost_usd",
+        "unpriced_calls", "waited_seconds",
+    }  # fmt: skip
+    async with s.client("ana") as client:
+        shown = (await client.get(f"/v1/threads/{view['thread_id']}")).json()
+        listed = (await client.get("/v1/threads")).json()
+        document = (await client.get("/openapi.json")).json()
+    assert {k: v for k, v in shown["usage"].items() if k != "waited_seconds"} == {
+        k: v for k, v in usage.items() if k != "waited_seconds"
+    }
+    (row,) = [t for t in listed if t["thread_id"] == view["thread_id"]]
+    assert row["usage"]["model_calls"] == usage["model_calls"]
+    assert row["usage"]["cost_usd"] == pytest.approx(usage["cost_usd"])
+    schemas = document["components"]["schemas"]
+    for model in ("ThreadOut", "ThreadSummary"):
+        assert "usage" in schemas[model]["required"]
+    assert set(schemas["UsageOut"]["properties"]) == set(usage)

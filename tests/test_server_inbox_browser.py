@@ -246,7 +246,12 @@ def test_sign_in_see_the_value_approve_with_a_comment_and_see_the_thread_finish(
     output = json.loads(page.locator("#output").inner_text())
     assert output == {"message": "deployed: https://production.deploybot.example/releases/v1.2.3"}
     assert "ship it <b>now</b>" in page.locator(".events").inner_text()
-    assert server.view(view["thread_id"])["status"] == "finished"
+    finished = server.view(view["thread_id"])
+    assert finished["status"] == "finished"
+    # What it cost, as the API's `usage` says (and `show` prints it).
+    usage, shown = finished["usage"], page.locator("#usage").inner_text()
+    assert f"{usage['steps']} steps, {usage['model_calls']} model calls, " in shown
+    assert f"{usage['input_tokens']:,}→{usage['output_tokens']:,} tokens, $" in shown
     assert no_horizontal_scroll(page)
     assert incidents == []
 

@@ -80,7 +80,7 @@ from twelvefold.runtime.types import (
     ToolResult,
     ToolStarted,
 )
-from twelvefold.runtime.usage import Totals, by_thread, with_children
+from twelvefold.runtime.usage import Totals, by_thread, usage_text, with_children
 
 SUMMARY_WIDTH = 72
 EXIT_UNTOLD = 3
@@ -216,28 +216,8 @@ def print_view(view: ThreadView, db: StoreLocation) -> None:
 def usage_line(view: ThreadView) -> str | None:
     """`  usage: 3 steps, 2 model calls, 1,204→310 tokens, $0.0004, waited 2.0 h`; None
     before the first step."""
-    usage = view.usage
-    if not usage.steps and not usage.waited_seconds:
-        return None
-    parts = [f"{usage.steps} step{'s' if usage.steps != 1 else ''}"]
-    if usage.model_calls:
-        parts.append(f"{usage.model_calls} model call{'s' if usage.model_calls != 1 else ''}")
-        parts.append(f"{usage.input_tokens:,}→{usage.output_tokens:,} tokens")
-        parts.append(usage.cost_text)
-    if usage.waited_seconds:
-        parts.append(f"waited {duration_text(usage.waited_seconds)}")
-    return "  usage: " + ", ".join(parts)
-
-
-def duration_text(seconds: float) -> str:
-    """`12 s`, `4.5 min`, `2.0 h`, `3.1 d`."""
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    text = usage_text(view.usage)
+    return None if text is None else "  usage: " + text
 
 
 def value_line(view: ThreadView) -> str | None:

@@ -15,10 +15,10 @@ import click
 
 from twelvefold.commands.options import DB
 from twelvefold.commands.output import echo
-from twelvefold.commands.run import JSON, duration_text, reported
+from twelvefold.commands.run import JSON, reported
 from twelvefold.runtime.api import shown
 from twelvefold.runtime.store import StoreLocation, ThreadInfo, open_store
-from twelvefold.runtime.usage import Totals, by_thread
+from twelvefold.runtime.usage import Totals, by_thread, duration_text
 
 STATUSES = ("running", "waiting", "finished", "failed", "cancelled")
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.store import ThreadInfo
+from twelvefold.runtime.usage import Totals
 from twelvefold.server.replies import replies
 from twelvefold.server.service import BadInput, Caller, Service, TooManyAttempts, Unauthorized
 from twelvefold.server.throttle import Throttle
@@ -34,6 +35,25 @@ LOCAL_PERSON = "local"
 class ErrorOut(BaseModel):
     type: str
     message: str
+
+
+class UsageOut(BaseModel):
+    """What a thread cost so far, its sub-agents' threads included (the `usage` of
+    `twelvefold show --json`; docs/runtime.md, "Cost")."""
+
+    steps: int = Field(ge=0, description="Model and tool calls, failed ones included.")
+    model_calls: int = Field(ge=0)
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    cost_usd: float | None = Field(
+        ge=0, description="USD of the priced calls; null when no call was priced."
+    )
+    unpriced_calls: int = Field(ge=0, description="Calls `cost_usd` leaves out (no price).")
+    waited_seconds: float = Field(ge=0, description="Time spent waiting for people.")
+
+    @classmethod
+    def of(cls, totals: Totals) -> "UsageOut":
+        return cls.model_validate(totals.to_json())
 
 
 class ThreadOut(BaseModel):
@@ -63,6 +83,7 @@ class ThreadOut(BaseModel):
     parent: str | None = Field(
         None, description="For a sub-agent's thread: the parent thread that started it."
     )
+    usage: UsageOut
 
     @classmethod
     def of(cls, view: ThreadView) -> "ThreadOut":
@@ -80,9 +101,10 @@ class ThreadSummary(BaseModel):
     request: str | None
     created_at: str
     updated_at: str
+    usage: UsageOut
 
     @classmethod
-    def of(cls, info: ThreadInfo) -> "ThreadSummary":
+    def of(cls, info: ThreadInfo, usage: Totals) -> "ThreadSummary":
         return cls(
             thread_id=info.id,
             agent=info.agent,
@@ -92,6 +114,7 @@ class ThreadSummary(BaseModel):
             request=info.request,
             created_at=info.created_at,
             updated_at=info.updated_at,
+            usage=UsageOut.of(usage),
         )
 
 
@@ -246,7 +269,8 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
     ) -> list[ThreadSummary]:
         """The threads the caller may read, most recently updated first."""
         found = await service.threads(who, status=status, agent=agent)
-        return [ThreadSummary.of(info) for info in found]
+        spent = await service.usage() if found else {}
+        return [ThreadSummary.of(info, spent.get(info.id, Totals())) for info in found]
 
     @api.get("/v1/threads/{thread_id}", tags=["threads"])
     async def view(who: Who, thread_id: ThreadId) -> ThreadOut:

@@ -56,6 +56,7 @@ from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.redact import shown_value
 from twelvefold.runtime.templates import sandboxed
 from twelvefold.runtime.types import KIND_OF_EVENT, Event
+from twelvefold.runtime.usage import usage_text
 
 from .api import LOCAL_PERSON
 from .problems import problem
@@ -202,6 +203,8 @@ class ThreadPage:
     error: str | None
     events: list[EventRow]
     card: RequestCard | None
+    usage: str | None = None
+    """What the thread cost so far, its sub-agents' included (`usage_text`)."""
 
 
 def thread_link(root: str, thread_id: str) -> str:
@@ -532,6 +535,7 @@ class _Pages:
                 may_decide=await self.service.may_decide(caller, view),
                 parent=await self._parent(caller, view),
             ),
+            usage=usage_text(view.usage),
         )
         refresh = REFRESH_SECONDS if view.status == "running" else None
         context = {"page": page, "refresh": refresh, "message_kind": kind}

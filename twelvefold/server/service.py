@@ -63,6 +63,8 @@ from twelvefold.runtime.store import (
     now_iso,
 )
 from twelvefold.runtime.types import Event, IllegalEvent, Notified, Status
+from twelvefold.runtime.usage import Totals, by_thread
+from twelvefold.runtime.usage import with_children as children_added
 from twelvefold.server.tables import Table, place_of
 
 if TYPE_CHECKING:
@@ -448,6 +450,18 @@ class Service:
             for info in found
             if info.agent in readable and (agent is None or info.agent == agent)
         ]
+
+    async def usage(self) -> dict[str, Totals]:
+        """Each thread's totals by id, its sub-agents' threads added (as `twelvefold
+        threads` shows them; runtime/usage.py), read from the stored rows. Filter by
+        what the caller may read (`threads`) before showing any."""
+        store = self.runtime.engine.store
+
+        def read() -> dict[str, Totals]:
+            return children_added(by_thread(store.usage_records()), store.child_links())
+
+        with _translated():
+            return await off_the_loop(read)
 
     async def events(self, caller: Caller, thread_id: str, *, after: int = 0) -> list[Event]:
         """The thread's events after the first `after`."""
