@@ -296,3 +296,57 @@ def test_a_waiter_cancelled_as_its_place_comes_passes_the_place_on() -> None:
 
     asyncio.run(scenario())
     assert cap.running == 0 and cap.most == 1
+
+
+def test_a_server_thread_waiting_for_its_turn_can_be_cancelled_at_once(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    """A cancel does not wait for the turn (up to 10 minutes) to get the thread's lease:
+    the wait is stopped (no call had started), the cancel recorded, and the slot the
+    wait lent is not taken again (another thread still runs with `--concurrency 1`)."""
+    from tests.support.server import served
+
+    folders = []
+    for name, config in (("limited", '[rate_limits."limited-model"]\nrequests_per_minute = 1\n'),
+                         ("free", "")):  # fmt: skip
+        folder = tmp_path / name
+        (folder / "prompts").mkdir(parents=True)
+        (folder / "prompts" / "decide.j2").write_text("{{ context }}\n")
+        agent = AGENT.replace("answerer", name).replace(
+            'prompt "decide.j2"', f'prompt "decide.j2"\n  model "{name}-model"'
+        )
+        (folder / f"{name}.agent").write_text(agent)
+        (folder / "twelvefold.toml").write_text(config)
+        folders.append(folder)
+    openai_server.responder = lambda body: Reply(arguments={"message": "ok"})
+
+    async def until(condition: Any, what: str) -> None:
+        for _ in range(1200):  # a generous bound (about a minute), not a duration asserted
+            if await condition():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"gave up waiting for {what}")
+
+    async def scenario() -> None:
+        async with served(folders, tmp_path / "t.db", openai_server, concurrency=1) as s:
+            s.service.runtime.engine.rate_limiter = WindowLimiter(window_seconds=600)
+            service, ana = s.service, s.caller("ana")
+
+            async def status(thread: str) -> str:
+                return (await service.view(ana, thread)).status
+
+            first = (await service.launch(ana, "limited", "q1")).id
+            await until(lambda: _is(status(first), "finished"), "the first limited thread")
+            second = (await service.launch(ana, "limited", "q2")).id
+            await until(lambda: _true(service.runner.rate_limited == 1), "the turn to be waited")
+            asked = len(openai_server.requests)
+            view = await service.cancel(ana, second, reason="not now")
+            assert view.status == "cancelled"
+            await until(lambda: _true(second not in service._tasks), "the run to stop")
+            assert len(openai_server.requests) == asked  # no call was made for it
+            assert service.runner.rate_limited == service.runner.in_flight == 0
+            other = (await service.launch(ana, "free", "q3")).id
+            await until(lambda: _is(status(other), "finished"), "a thread after the cancel")
+            assert service._slots._value == 1  # the one slot, neither lost nor doubled
+
+    asyncio.run(scenario())

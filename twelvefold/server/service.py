@@ -313,6 +313,8 @@ class Service:
         self._slots = asyncio.Semaphore(concurrency)
         self.runner = RunnerCounts()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._turn_waits: set[asyncio.Task[Any]] = set()
+        """Runner tasks waiting for their turn at a rate limit (no call started yet)."""
         self._changed: dict[str, asyncio.Event] = {}
         """Set when an event of a followed thread is stored (`follow` waits on it)."""
         self._followers: dict[str, int] = {}
@@ -596,12 +598,30 @@ class Service:
 
     async def cancel(self, caller: Caller, thread_id: str, *, reason: str) -> ThreadView:
         agent = await self._operable(caller, thread_id)
-        with _translated():
-            view = await self.runtime.cancel(
-                thread_id, reason=reason, by=caller.person, via=caller.recorded_via, agent=agent
-            )
+        stopped = await self._stop_turn_wait(thread_id)
+        try:
+            with _translated():
+                view = await self.runtime.cancel(
+                    thread_id, reason=reason, by=caller.person, via=caller.recorded_via,
+                    agent=agent,
+                )  # fmt: skip
+        except BaseException:
+            if stopped:
+                self._submit(thread_id)  # not cancelled after all: run it on
+            raise
         await self._notify_settled(view)
         return view
+
+    async def _stop_turn_wait(self, thread_id: str) -> bool:
+        """Stop this server's run of the thread if it is waiting for its turn at a rate
+        limit (it has started no call: nothing is lost), so that a cancel need not wait
+        for the turn (up to 10 minutes) for the lease. True when a run was stopped."""
+        task = self._tasks.get(thread_id)
+        if task is None or task not in self._turn_waits:
+            return False
+        task.cancel()  # at its wait: no await between the check and here
+        await asyncio.wait({task}, timeout=max(1.0, self.wait_limit))
+        return True
 
     async def pending(self, caller: Caller) -> list[ThreadView]:
         """The waiting threads whose request the caller may decide, most recent first."""
@@ -777,9 +797,10 @@ class Service:
                         runner.takeovers += 1
                         break
             finally:
+                if _HOLDS_SLOT.get():  # not if a cancel stopped its wait for a turn
+                    runner.in_flight -= 1
+                    self._slots.release()
                 _HOLDS_SLOT.reset(holding)
-                runner.in_flight -= 1
-                self._slots.release()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -826,11 +847,22 @@ class Service:
         self._slots.release()
         runner.in_flight -= 1
         runner.rate_limited += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._turn_waits.add(task)
+        stopped = False
         try:
             yield
+        except asyncio.CancelledError:
+            # A cancel (or the server stopping) ends the run here: it takes no slot again.
+            stopped = True
+            _HOLDS_SLOT.set(False)
+            raise
         finally:
+            self._turn_waits.discard(task)
             runner.rate_limited -= 1
-            await self._take_slot()
+            if not stopped:
+                await self._take_slot()
 
     async def _take_slot(self) -> None:
         """Wait for a `concurrency` slot (counted as queued meanwhile), then hold it."""
