@@ -43,7 +43,14 @@ from . import lease as leases
 from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
-from .model import Model, ModelError, ModelReply, ModelRequest, build_model_request
+from .model import (
+    MAX_PAUSE_SECONDS,
+    Model,
+    ModelError,
+    ModelReply,
+    ModelRequest,
+    build_model_request,
+)
 from .ratelimit import RateLimiter
 from .redact import shown_value
 
@@ -486,7 +493,7 @@ class Engine:
             await self.let_go(thread)
         return thread
 
-    async def _call_model(self, thread: Thread, action: CallModel) -> Event:
+    async def _call_model(self, thread: Thread, action: CallModel, waits: int = 0) -> Event:
         if self.messages is None:
             from .context import build_messages
 
@@ -529,6 +536,7 @@ class Engine:
         if not self.in_flight.take(limits.in_flight):
             await self.in_flight.enter(limits.in_flight)
         started = time.perf_counter()
+        long_wait: float | None = None
         try:
             if span is None:
                 reply = await model.complete(request)
@@ -552,9 +560,16 @@ class Engine:
                 )  # fmt: skip
             if not isinstance(exc, ModelError):
                 raise
-            return StepFailed(step=action.step, at=now_iso(), usage=failed, error=exc.error)
+            long_wait = exc.retry_after if paid is None and waits < LONG_429_WAITS else None
+            if long_wait is None:
+                return StepFailed(step=action.step, at=now_iso(), usage=failed, error=exc.error)
         finally:
             self.in_flight.leave()
+        if long_wait is not None:
+            # A 429 asking for longer than the openai client waits (it did not retry):
+            # wait here, capped, holding no slot, and call again. Nothing was recorded.
+            await self._wait_out_429(requested, min(long_wait, MAX_PAUSE_SECONDS))
+            return await self._call_model(thread, action, waits + 1)
         usage, bad_cost = _valid_cost(_priced(reply, requested, prices, started))
         self._spent(requested, usage, estimated)
         if bad_cost is not None:
@@ -872,6 +887,20 @@ class Engine:
                 await self.rate_limiter.turn(model, found, estimate)
         return estimate if found.tokens else None
 
+    async def _wait_out_429(self, model: str | None, seconds: float) -> None:
+        """Sleep out a provider's long `Retry-After` as a turn is waited for (`_turn`):
+        lending the server's slot (`idle`); on a worker, a wait beyond `defer_turns` gives
+        the job up (`TurnLater`) and the thread runs again then."""
+        import asyncio
+
+        if _RUN_DEPTH.get() == 1 and self.defer_turns is not None and seconds > self.defer_turns:
+            raise ratelimit.TurnLater(model or "the model", seconds)
+        if self.idle is None:
+            await asyncio.sleep(seconds)
+        else:
+            async with self.idle():
+                await asyncio.sleep(seconds)
+
     def _spent(self, model: str | None, usage: Usage, estimated: int | None) -> None:
         tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
         if model is not None and estimated is not None:  # only a token limit needs them
@@ -1142,6 +1171,10 @@ def _ms_since(started: float) -> float:
 
 
 _PROMPTS = Path("prompts")
+
+LONG_429_WAITS = 2
+"""How many times one step's call is made again after a 429 whose `Retry-After` the openai
+client would not wait for (each wait capped at `MAX_PAUSE_SECONDS`); then the step fails."""
 
 _RUN_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("twelvefold_run_depth", default=0)
 """How many runs this task is inside (1: a thread's own; 2 and more: a sub-agent's)."""

@@ -80,10 +80,15 @@ class ModelError(Exception):
     attempt's tokens added up (the first try and its re-asks), or None when no reply came
     (a connection error, an HTTP error status)."""
 
-    def __init__(self, error: ErrorInfo, usage: Usage | None = None) -> None:
+    def __init__(
+        self, error: ErrorInfo, usage: Usage | None = None, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.usage = usage
+        self.retry_after = retry_after
+        """Seconds a 429 asked to wait, set when the openai client would not wait that
+        long itself (over `CLIENT_RETRY_AFTER_LIMIT`): the loop waits and calls again."""
 
 
 class Model(Protocol):
@@ -481,7 +486,7 @@ class OpenAIModel:
                     "/chat/completions", cast_to=ChatCompletion, body=body, options=_CREATE
                 )
             except OpenAIError as exc:  # the replies before it were paid for
-                raise ModelError(_api_error(exc), paid) from exc
+                raise ModelError(_api_error(exc), paid, retry_after=_long_wait(exc)) from exc
             except Exception as exc:  # whatever else the client raises fails the call
                 raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
             paid = _paid(paid, completion, started)
@@ -548,7 +553,8 @@ def _make_client(
         # A local endpoint needs no key; the openai client insists on one.
         api_key=api_key or os.environ.get("OPENAI_API_KEY") or "unset",
         # Connection errors, 429 and 5xx are retried by the openai client with backoff
-        # (after a 429's `Retry-After`, when it is at most a minute).
+        # (after a 429's `Retry-After`, when it is at most two minutes; a longer one the
+        # loop waits out: `ModelError.retry_after`).
         max_retries=transport_retries,
         # aiohttp underneath (openai's option "for improved concurrency performance"):
         # about half the CPU of its default httpx transport per request, and no scan of
@@ -560,6 +566,21 @@ def _make_client(
 MAX_PAUSE_SECONDS = 600.0
 """The longest a 429's `Retry-After` holds back other calls (a header is not trusted to
 stop a process for a day)."""
+
+
+CLIENT_RETRY_AFTER_LIMIT = 120.0
+"""The longest `Retry-After` the openai client waits for itself (its
+`MAX_RETRY_AFTER_DELAY`): a 429 asking for longer is not retried by it at all."""
+
+
+def _long_wait(exc: Exception) -> float | None:
+    """A 429's `Retry-After` in seconds when the openai client did not retry it because
+    it was longer than the client waits (None otherwise: retried, or not a 429)."""
+    response = getattr(exc, "response", None)
+    if getattr(response, "status_code", None) != 429:
+        return None
+    seconds = retry_after(response.headers)  # type: ignore[union-attr]
+    return seconds if seconds is not None and seconds > CLIENT_RETRY_AFTER_LIMIT else None
 
 
 async def _pause_on_429(limiter: RateLimiter, response: Any) -> None:

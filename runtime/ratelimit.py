@@ -16,8 +16,10 @@ sleeps on the event loop: it holds no worker thread, and in the server it lends 
 `--concurrency` slot to another thread meanwhile (`Engine.idle`).
 
 A provider's 429 is retried by the openai client itself, after the `Retry-After` the
-provider sent (its `max_retries`, the runtime's `transport_retries`): the runtime never
-retries it again. What the limiter adds is `pause`: the 429 also holds back every other
+provider sent when that is at most two minutes (its `max_retries`, the runtime's
+`transport_retries`): the runtime does not retry it again. A longer `Retry-After`, which
+the client does not retry, the loop waits out (capped) and calls again (runtime/loop.py,
+`LONG_429_WAITS`). What the limiter adds is `pause`: the 429 also holds back every other
 call to that model in the process until `Retry-After` has passed, instead of each thread
 learning it with a 429 of its own.
 

@@ -350,3 +350,55 @@ def test_a_server_thread_waiting_for_its_turn_can_be_cancelled_at_once(
             assert service._slots._value == 1  # the one slot, neither lost nor doubled
 
     asyncio.run(scenario())
+
+
+def test_a_429_asking_longer_than_the_client_waits_is_waited_out_and_called_again(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The openai client does not retry a 429 whose `Retry-After` is over two minutes at
+    all: the loop waits (capped at `MAX_PAUSE_SECONDS`, shortened here so the test does not
+    wait ten minutes; the header asks for 300 s) and calls again. Nothing is recorded for
+    the 429: the step succeeds."""
+    import twelvefold.runtime.loop as loop
+
+    monkeypatch.setattr(loop, "MAX_PAUSE_SECONDS", 0.5, raising=False)
+    openai_server.script.append(Reply(status=429, error="slow down", retry_after="300"))
+    openai_server.responder = lambda body: Reply(arguments={"message": "ok"})
+
+    async def one() -> list[Any]:
+        model = OpenAIModel(
+            model="any-model", base_url=openai_server.base_url, api_key="t", transport_retries=2
+        )
+        runtime = AsyncRuntime(
+            SqliteStore(project / "t.db"), model=model, notifier=RecordingNotifier()
+        )
+        view = await runtime.launch(project / "answerer.agent", "q")
+        await model.aclose()
+        assert view.status == "finished", view
+        return await runtime.events(view.id)
+
+    events = asyncio.run(one())
+    assert len(openai_server.requests) == 2, "the 429 (not retried by the client), then ours"
+    assert [type(e).__name__ for e in events].count("StepFailed") == 0
+
+
+def test_a_429_that_keeps_asking_for_long_waits_fails_the_step_after_the_last(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import twelvefold.runtime.loop as loop
+
+    monkeypatch.setattr(loop, "MAX_PAUSE_SECONDS", 0.2)
+    openai_server.responder = lambda body: Reply(status=429, error="slow", retry_after="900")
+
+    async def one() -> Any:
+        model = OpenAIModel(model="any-model", base_url=openai_server.base_url, api_key="t")
+        runtime = AsyncRuntime(
+            SqliteStore(project / "t.db"), model=model, notifier=RecordingNotifier()
+        )
+        view = await runtime.launch(project / "answerer.agent", "q")
+        await model.aclose()
+        return view
+
+    view = asyncio.run(one())
+    assert view.status == "failed" and view.error.type == "RateLimitError"
+    assert len(openai_server.requests) == 1 + loop.LONG_429_WAITS
