@@ -171,8 +171,18 @@ def test_a_server_thread_waiting_for_its_turn_lends_its_slot_to_another(
 ) -> None:
     """`--concurrency 1`: a thread of a model limited to one call per (long) window waits
     for its turn; a thread of another model still runs to the end meanwhile."""
-    from tests.support.server import served
 
+    async def then(service: Any, ana: Any, status: Any, second: str) -> None:
+        other = (await service.launch(ana, "free", "q3")).id
+        await until(lambda: _is(status(other), "finished"), "the other model's thread")
+        assert await status(second) == "running"
+        assert service.runner.in_flight == 0 and service.runner.rate_limited == 1
+
+    waiting_for_a_turn(openai_server, tmp_path, then)
+
+
+def limited_and_free(tmp_path: Path) -> list[Path]:
+    """Two agents' folders: `limited` (its model: one call per window) and `free`."""
     folders = []
     for name, config in (("limited", '[rate_limits."limited-model"]\nrequests_per_minute = 1\n'),
                          ("free", "")):  # fmt: skip
@@ -185,14 +195,17 @@ def test_a_server_thread_waiting_for_its_turn_lends_its_slot_to_another(
         (folder / f"{name}.agent").write_text(agent)
         (folder / "twelvefold.toml").write_text(config)
         folders.append(folder)
-    openai_server.responder = lambda body: Reply(arguments={"message": "ok"})
+    return folders
 
-    async def until(condition: Any, what: str) -> None:
-        for _ in range(1200):  # a generous bound (about a minute), not a duration asserted
-            if await condition():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"gave up waiting for {what}")
+
+def waiting_for_a_turn(openai_server: ScriptedOpenAI, tmp_path: Path, then: Any) -> None:
+    """Serve `limited` and `free` with `--concurrency 1` and a 600 s window; run a
+    `limited` thread to the end, launch a second (it waits for its turn), then await
+    `then(service, ana, status, second)`."""
+    from tests.support.server import served
+
+    folders = limited_and_free(tmp_path)
+    openai_server.responder = lambda body: Reply(arguments={"message": "ok"})
 
     async def scenario() -> None:
         async with served(folders, tmp_path / "t.db", openai_server, concurrency=1) as s:
@@ -206,12 +219,17 @@ def test_a_server_thread_waiting_for_its_turn_lends_its_slot_to_another(
             await until(lambda: _is(status(first), "finished"), "the first limited thread")
             second = (await service.launch(ana, "limited", "q2")).id
             await until(lambda: _true(service.runner.rate_limited == 1), "the turn to be waited")
-            other = (await service.launch(ana, "free", "q3")).id
-            await until(lambda: _is(status(other), "finished"), "the other model's thread")
-            assert await status(second) == "running"
-            assert service.runner.in_flight == 0 and service.runner.rate_limited == 1
+            await then(service, ana, status, second)
 
     asyncio.run(scenario())
+
+
+async def until(condition: Any, what: str) -> None:
+    for _ in range(1200):  # a generous bound (about a minute), not a duration asserted
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
 
 
 async def _is(value: Any, expected: str) -> bool:
@@ -304,52 +322,19 @@ def test_a_server_thread_waiting_for_its_turn_can_be_cancelled_at_once(
     """A cancel does not wait for the turn (up to 10 minutes) to get the thread's lease:
     the wait is stopped (no call had started), the cancel recorded, and the slot the
     wait lent is not taken again (another thread still runs with `--concurrency 1`)."""
-    from tests.support.server import served
 
-    folders = []
-    for name, config in (("limited", '[rate_limits."limited-model"]\nrequests_per_minute = 1\n'),
-                         ("free", "")):  # fmt: skip
-        folder = tmp_path / name
-        (folder / "prompts").mkdir(parents=True)
-        (folder / "prompts" / "decide.j2").write_text("{{ context }}\n")
-        agent = AGENT.replace("answerer", name).replace(
-            'prompt "decide.j2"', f'prompt "decide.j2"\n  model "{name}-model"'
-        )
-        (folder / f"{name}.agent").write_text(agent)
-        (folder / "twelvefold.toml").write_text(config)
-        folders.append(folder)
-    openai_server.responder = lambda body: Reply(arguments={"message": "ok"})
+    async def then(service: Any, ana: Any, status: Any, second: str) -> None:
+        asked = len(openai_server.requests)
+        view = await service.cancel(ana, second, reason="not now")
+        assert view.status == "cancelled"
+        await until(lambda: _true(second not in service._tasks), "the run to stop")
+        assert len(openai_server.requests) == asked  # no call was made for it
+        assert service.runner.rate_limited == service.runner.in_flight == 0
+        other = (await service.launch(ana, "free", "q3")).id
+        await until(lambda: _is(status(other), "finished"), "a thread after the cancel")
+        assert service._slots._value == 1  # the one slot, neither lost nor doubled
 
-    async def until(condition: Any, what: str) -> None:
-        for _ in range(1200):  # a generous bound (about a minute), not a duration asserted
-            if await condition():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"gave up waiting for {what}")
-
-    async def scenario() -> None:
-        async with served(folders, tmp_path / "t.db", openai_server, concurrency=1) as s:
-            s.service.runtime.engine.rate_limiter = WindowLimiter(window_seconds=600)
-            service, ana = s.service, s.caller("ana")
-
-            async def status(thread: str) -> str:
-                return (await service.view(ana, thread)).status
-
-            first = (await service.launch(ana, "limited", "q1")).id
-            await until(lambda: _is(status(first), "finished"), "the first limited thread")
-            second = (await service.launch(ana, "limited", "q2")).id
-            await until(lambda: _true(service.runner.rate_limited == 1), "the turn to be waited")
-            asked = len(openai_server.requests)
-            view = await service.cancel(ana, second, reason="not now")
-            assert view.status == "cancelled"
-            await until(lambda: _true(second not in service._tasks), "the run to stop")
-            assert len(openai_server.requests) == asked  # no call was made for it
-            assert service.runner.rate_limited == service.runner.in_flight == 0
-            other = (await service.launch(ana, "free", "q3")).id
-            await until(lambda: _is(status(other), "finished"), "a thread after the cancel")
-            assert service._slots._value == 1  # the one slot, neither lost nor doubled
-
-    asyncio.run(scenario())
+    waiting_for_a_turn(openai_server, tmp_path, then)
 
 
 def test_a_429_asking_longer_than_the_client_waits_is_waited_out_and_called_again(
