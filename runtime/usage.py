@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .config import Config, ConfigError, find_config
 from .types import KIND_OF_EVENT, Event, Usage
@@ -66,7 +66,7 @@ above it a cost is an error (a price or a token count gone wrong), not a bill.""
 PRICE_KEYS = frozenset({"input", "output"})
 
 
-def valid_cost(value: object) -> bool:
+def valid_cost(value: object) -> TypeGuard[float]:
     """Whether `value` is a cost a call may record: a number (not a bool), finite, from 0
     to `MAX_CALL_COST` USD."""
     return (
@@ -285,7 +285,7 @@ def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
                 tokens_in += _count(usage.input_tokens)
                 tokens_out += _count(usage.output_tokens)
             if usage is not None and valid_cost(usage.cost_usd):
-                cost += float(usage.cost_usd)  # type: ignore[arg-type]
+                cost += float(usage.cost_usd)
             else:
                 unpriced += 1
         if kind == "notified" and opened is None:

@@ -458,9 +458,15 @@ class Service:
         threads` shows them; runtime/usage.py), read from the stored rows. Filter by
         what the caller may read (`threads`) before showing any."""
         store = self.runtime.engine.store
+        # Every store of the runtime's has both (the `EventStore` protocol does not ask
+        # them of other implementations): one without them reports no usage.
+        records = getattr(store, "usage_records", None)
+        links = getattr(store, "child_links", None)
+        if records is None or links is None:
+            return {}
 
         def read() -> dict[str, Totals]:
-            return children_added(by_thread(store.usage_records()), store.child_links())
+            return children_added(by_thread(records()), links())
 
         with _translated():
             return await off_the_loop(read)
