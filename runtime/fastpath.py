@@ -50,6 +50,7 @@ from .types import (
 if TYPE_CHECKING:
     from .lease import Held
     from .loop import Engine, Thread
+    from .usage import Prices
 
 
 def routine(engine: Engine, thread: Thread) -> Routine | None:
@@ -92,6 +93,8 @@ class Routine:
         self._tools: dict[str, tools.Tool] = {}
         """Tools resolved during this run, by `module:function` (the toolbox caches them
         too; this skips its cache key)."""
+        self._prices: Prices | None = None
+        """The agent's price table (read once per process: `usage.prices_for`)."""
         self._unlimited: tuple[str | None, int | None] | None = None
         """The model last asked for and the cap on calls in flight, once its
         configuration was read and it had no rate limit."""
@@ -160,22 +163,25 @@ class Routine:
             unlimited = self._unlimited = self._limits(requested)
             if unlimited is None:
                 return None
-        try:
-            prices = engine._price_table(agent)
-        except ConfigError:
-            return None  # the ordinary path records the step's failure
-        if agent.spec.max_cost is not None and requested and prices.price(requested) is None:
+        prices = self._prices
+        if prices is None:
+            try:
+                prices = self._prices = engine._price_table(agent)
+            except ConfigError:
+                return None  # the ordinary path records the step's failure
+        spec = agent.spec
+        if spec.max_cost is not None and requested and prices.price(requested) is None:
             return None  # refused before it costs, by the ordinary path
         events = thread.events
         try:
-            messages = messages_of(agent.spec, action, events, agent.prompts_dir or _PROMPTS)
+            messages = messages_of(spec, action, events, agent.prompts_dir or _PROMPTS)
         except Exception:
             return None  # the ordinary path records the prompt's failure
         in_flight = engine.in_flight
         if not in_flight.take(unlimited[1]):
             return None  # the cap is reached: the ordinary path waits for a place
         thread.model = requested
-        request = build_model_request(agent.spec, action, messages, thread.id, len(events))
+        request = build_model_request(spec, action, messages, thread.id, len(events))
         call = _ModelCall(action, requested, prices)
         coroutine = model.complete(request)
         try:
@@ -225,10 +231,11 @@ class Routine:
             self._tools[action.function] = tool
         if tool.is_async or action.timeout_seconds is not None:
             return None
-        step = action.step
-        key = action.retry_key or f"{thread.id}:{step}:{len(events) + 1}"
+        step, retry_key = action.step, action.retry_key
+        key = retry_key or f"{thread.id}:{step}:{len(events) + 1}"
         self.book(build_tool_started(step=step, at=now_iso(), key=key))
-        attempt = 1 + loop._failed_attempts(events, key)
+        # A new key has no failed attempts yet (a retry after a backoff is not taken here).
+        attempt = 1 if retry_key is None else 1 + loop._failed_attempts(events, key)
         return loop.tool_event(step, key, tools.call_now(tool, action, key, attempt=attempt))
 
 
