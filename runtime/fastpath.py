@@ -89,7 +89,11 @@ class Routine:
     def __init__(self, engine: Engine, thread: Thread) -> None:
         self.engine = engine
         self.thread = thread
-        self.store: MemoryStore = engine.store  # type: ignore[assignment]  # (`routine`)
+        agent = thread.agent
+        store: MemoryStore = engine.store  # type: ignore[assignment]  # (`routine`)
+        self._append = store.append_one
+        self._reduce = agent.module.reduce
+        self._codec, self._reducer = agent.codec, agent.reducer
         self._tools: dict[str, tools.Tool] = {}
         """Tools resolved during this run, by `module:function` (the toolbox caches them
         too; this skips its cache key)."""
@@ -107,35 +111,34 @@ class Routine:
         path (nothing of it is recorded)."""
         thread = self.thread
         next_action = thread.agent.module.next_action
+        model_step, tool_step, book = self._model_step, self._tool_step, self.book
         while True:
             action = next_action(thread.state)
             if thread.state.status != "running":
                 return action
             kind = type(action)
             if kind is CallModel:
-                event = self._model_step(action)  # type: ignore[arg-type]
+                event = model_step(action)  # type: ignore[arg-type]
             elif kind is CallTool:
-                event = self._tool_step(action)  # type: ignore[arg-type]
+                event = tool_step(action)  # type: ignore[arg-type]
             else:
                 return action
             if event is None:
                 return action  # not routine: the ordinary loop performs it
             if isinstance(event, Suspended):
                 return event
-            self.book(event)
+            book(event)
             held.check()  # lost the lease: start nothing more
 
     def book(self, event: Event) -> None:
         """`Engine.book` in a `MemoryStore`: reduce (an impossible event raises, nothing
         is stored), append under the lease (`append_one`), tell the event hook."""
         thread = self.thread
-        agent = thread.agent
-        state = agent.module.reduce(thread.state, event)
-        assert thread.lease is not None  # held by `advance` while it runs
+        state = self._reduce(thread.state, event)
+        lease = thread.lease
+        assert lease is not None  # held by `advance` while it runs
         events = thread.events
-        self.store.append_one(
-            thread.id, len(events), event, agent.codec, state, agent.reducer, thread.lease
-        )
+        self._append(thread.id, len(events), event, self._codec, state, self._reducer, lease)
         events.append(event)
         thread.state = state
         hook = self.engine.on_event

@@ -25,7 +25,7 @@ from opentelemetry.util._once import Once
 from twelvefold.runtime import fastpath, ratelimit, tools
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.lease import LeaseLost
-from twelvefold.runtime.loop import Engine
+from twelvefold.runtime.loop import Engine, Thread
 from twelvefold.runtime.model import ModelError, ModelReply, ModelRequest
 from twelvefold.runtime.store import MemoryStore
 from twelvefold.runtime.types import ErrorInfo, Event, Usage
@@ -407,13 +407,13 @@ def test_a_lost_lease_stops_the_synchronous_path_and_nothing_more_is_recorded(
 
 def test_the_path_is_taken_only_in_a_plain_memory_store(project: Path) -> None:
     rt = Runtime(MemoryStore(), model=Scripted())
-    engine = rt.aio.engine
-    thread: Any = dataclasses.make_dataclass("T", [("run", Any)])(run=None)
-    assert fastpath.routine(engine, thread) is not None
-    thread.run = object()  # a traced run
-    assert fastpath.routine(engine, thread) is None
-    assert fastpath.routine(Engine(OrdinaryStore()), dataclasses.replace(thread, run=None)) is None
+    agent = rt.agent(project / "fast.agent")
+    thread = Thread("t1", agent, [], agent.module.initial_state("count"))
+    assert fastpath.routine(rt.aio.engine, thread) is not None
+    assert fastpath.routine(Engine(OrdinaryStore()), thread) is None
     offloaded = Engine(MemoryStore())
     offloaded.offload = True  # (a MemoryStore never blocks: `offload` is off for it)
     assert fastpath.routine(offloaded, thread) is None
+    thread.run = object()  # a traced run
+    assert fastpath.routine(rt.aio.engine, thread) is None
     rt.close()
