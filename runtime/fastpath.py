@@ -67,8 +67,13 @@ class Suspended:
     """A model call whose `complete` suspended: `settle` awaits it from where it stopped
     and returns its event (to be recorded)."""
 
-    def __init__(self, routine: Routine, call: _ModelCall, coroutine: Coroutine[Any, Any, Any],
-                 yielded: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        routine: Routine,
+        call: _ModelCall,
+        coroutine: Coroutine[Any, Any, Any],
+        yielded: Any,
+    ) -> None:
         self._routine, self._call = routine, call
         self._rest = _Resumed(coroutine, yielded)
 
@@ -185,20 +190,21 @@ class Routine:
             return None  # the cap is reached: the ordinary path waits for a place
         thread.model = requested
         request = build_model_request(spec, action, messages, thread.id, len(events))
-        call = _ModelCall(action, requested, prices)
+        started = time.perf_counter()
         coroutine = model.complete(request)
         try:
             yielded = coroutine.send(None)
-        except StopIteration as stop:
+        except StopIteration as stop:  # it answered without waiting: the routine case
             in_flight.leave()
-            return call.answered(stop.value)
+            return _answered(action, stop.value, requested, prices, started)
         except ModelError as exc:
             in_flight.leave()
-            return call.failed(exc)
+            return _ModelCall(action, requested, prices, started).failed(exc)
         except BaseException:
             in_flight.leave()
             raise
         engine.suspends = model
+        call = _ModelCall(action, requested, prices, started)
         return Suspended(self, call, coroutine, yielded)
 
     def _limits(self, requested: str | None) -> tuple[str | None, int | None] | None:
@@ -247,15 +253,14 @@ class _ModelCall:
 
     __slots__ = ("action", "prices", "requested", "started")
 
-    def __init__(self, action: CallModel, requested: str | None, prices: Any) -> None:
+    def __init__(
+        self, action: CallModel, requested: str | None, prices: Prices, started: float
+    ) -> None:
         self.action, self.requested, self.prices = action, requested, prices
-        self.started = time.perf_counter()
+        self.started = started
 
     def answered(self, reply: ModelReply) -> Event:
-        usage = loop._priced(reply, self.requested, self.prices, self.started)
-        return build_model_output(
-            step=self.action.step, at=now_iso(), usage=usage, output=reply.output
-        )
+        return _answered(self.action, reply, self.requested, self.prices, self.started)
 
     def failed(self, exc: ModelError) -> Event:
         paid = exc.usage
@@ -265,6 +270,15 @@ class _ModelCall:
             else loop._priced_usage(paid, self.requested, self.prices)
         )
         return StepFailed(step=self.action.step, at=now_iso(), usage=usage, error=exc.error)
+
+
+def _answered(
+    action: CallModel, reply: ModelReply, requested: str | None, prices: Prices, started: float
+) -> Event:
+    """The `ModelOutput` of a call that answered (`started`: its `perf_counter`): usage
+    priced and timed as the ordinary path prices and times it (`loop._priced`)."""
+    usage = loop._priced(reply, requested, prices, started)
+    return build_model_output(step=action.step, at=now_iso(), usage=usage, output=reply.output)
 
 
 class _Resumed(Awaitable[Any]):
