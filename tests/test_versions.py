@@ -518,6 +518,46 @@ def test_prune_says_plainly_when_the_archive_cannot_be_written_and_deletes_nothi
     assert result.exit_code == 0 and result.output.startswith("would prune"), result.output
 
 
+def test_prune_refuses_an_archive_that_is_a_link_or_that_others_can_read(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive holds secret fields: a symbolic link planted where it goes is not
+    followed (its target stays as it was), and an existing archive others may read is
+    refused rather than appended to; either way, one line and nothing deleted."""
+    ended_threads(openai_server, project)
+    victim = project / "victim.txt"
+    victim.write_text("keep me\n")
+    victim.chmod(0o644)
+    (project / "alink").symlink_to(victim)
+    result = run_cli(
+        project, "prune", "--older-than", "0s", "--archive", "alink", monkeypatch=monkeypatch
+    )
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: the archive alink is a symbolic link"), result.output
+    assert len(result.output.splitlines()) == 1 and "nothing was deleted" in result.output
+    assert victim.read_text() == "keep me\n"
+
+    shared = project / "shared.jsonl"
+    shared.write_text("")
+    shared.chmod(0o666)
+    result = run_cli(
+        project, "prune", "--older-than", "0s", "--archive", "shared.jsonl",
+        monkeypatch=monkeypatch,
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "can be used by others (mode 0666)" in result.output, result.output
+    assert "chmod 600" in result.output and len(result.output.splitlines()) == 1
+    assert shared.read_text() == "" and len(stored_ids(project)) == 3
+
+    shared.chmod(0o600)  # once only its owner may read it, it is appended to
+    result = run_cli(
+        project, "prune", "--older-than", "0s", "--archive", "shared.jsonl",
+        monkeypatch=monkeypatch,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(shared.read_text().splitlines()) == 2 and len(stored_ids(project)) == 1
+
+
 # ---- the same on PostgreSQL ------------------------------------------------------------------
 
 
