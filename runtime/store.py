@@ -1493,10 +1493,32 @@ def check_userinfo(url: str) -> None:
         )
 
 
+_CONNINFO_KEYWORD = re.compile(r"([A-Za-z_]+)\s*=")
+"""A libpq keyword/value string's keywords (`host=db password=…`)."""
+
+
+def check_not_conninfo(text: str) -> None:
+    """`StoreError` when store text that is not a URL holds a `=`, as a libpq keyword/value
+    string does (`host=db password=…`): taken for a file name it would be created as a
+    SQLite file, and shown, password and all, in every message about that file. The
+    error names the keywords only, never their values, and the URL form to use (a file
+    whose name holds `=` is still `sqlite:///a=b.db`)."""
+    if "=" not in text:
+        return
+    keywords = list(dict.fromkeys(_CONNINFO_KEYWORD.findall(text)))[:8]
+    named = f" (keywords: {', '.join(keywords)})" if keywords else ""
+    raise StoreError(
+        f"a store is a URL, not a libpq keyword/value string{named}: write"
+        " postgresql://user@host:port/database?sslmode=… (the password in PGPASSWORD or"
+        " ~/.pgpass), or sqlite:///PATH for a file"
+    )
+
+
 def store_file(url: str) -> Path:
     """The SQLite file a store URL names, as SQLAlchemy spells it: `sqlite:///rel/t.db`
     is relative to the current folder, `sqlite:////abs/t.db` (four slashes) absolute.
-    A bare path (no `scheme://`) is a file path, as `--db` takes it.
+    A bare path (no `scheme://`) is a file path, as `--db` takes it, unless it holds a
+    `=` (`check_not_conninfo`).
 
     Raises `StoreError` (one line) for another scheme (a `postgresql://` URL is opened by
     `open_store`, not as a file)."""
@@ -1504,6 +1526,7 @@ def store_file(url: str) -> Path:
     if not sep:
         if not url:
             raise StoreError("a store URL is sqlite:///PATH (relative) or sqlite:////PATH")
+        check_not_conninfo(url)
         return Path(url)
     if is_postgres_url(url):
         raise StoreError(f"{shown_url(url)} names a database server, not a SQLite file")
