@@ -134,6 +134,10 @@ class PostgresStore(ChainedStore):
             max_size=max(1, pool_size),
             kwargs={"connect_timeout": connect_timeout},
             timeout=max(30.0, connect_timeout),
+            # A connection is tried (an empty query) as it leaves the pool: one the server
+            # closed (restarted, `pg_terminate_backend`, an idle timeout) is replaced there,
+            # instead of failing the first call that borrows it.
+            check=psycopg_pool.ConnectionPool.check_connection,
             open=False,
         )
         try:
