@@ -250,14 +250,22 @@ def test_a_newer_schema_is_refused(postgres_url: str) -> None:
 def test_concurrent_upgrades_of_a_fresh_database_apply_each_migration_once(
     postgres_url: str,
 ) -> None:
+    """Four `twelvefold db upgrade`s at once on an empty database: the store's migrations
+    and the job queue's schema are each applied once, and none fails (the queue's schema,
+    once checked outside the lock, failed one of them with `type
+    "procrastinate_job_status" already exists`)."""
+    from twelvefold.server.queue import apply_schema, check_schema_now
+
     start = threading.Barrier(4)
     applied: list[int] = []
+    queues: list[bool] = []
     errors: list[BaseException] = []
 
-    def upgrade() -> None:
+    def upgrade() -> None:  # what `twelvefold db upgrade` does
         start.wait()
         try:
             applied.extend(m.version for m in upgrade_database(postgres_url).applied)
+            queues.append(apply_schema(postgres_url))
         except BaseException as exc:
             errors.append(exc)
 
@@ -267,6 +275,8 @@ def test_concurrent_upgrades_of_a_fresh_database_apply_each_migration_once(
     for worker in workers:
         worker.join()
     assert errors == [] and sorted(applied) == list(range(1, CURRENT + 1))
+    assert sorted(queues) == [False, False, False, True]
+    check_schema_now(postgres_url)  # the queue is there, whole
 
 
 def test_a_fresh_database_is_set_up_on_first_use_but_not_by_a_reader(postgres_url: str) -> None:

@@ -174,17 +174,30 @@ def check_schema_now(conninfo: str) -> None:
 
 def apply_schema(conninfo: str) -> bool:
     """Apply procrastinate's schema to `conninfo` unless it is there already (`twelvefold
-    db upgrade`). True when it was applied now."""
-    import procrastinate
+    db upgrade`, and `serve` on a database with no queue yet). True when it was applied
+    now. Checked and applied in one transaction under the store's upgrade lock
+    (runtime/schema.py, `upgrade_lock`): several upgrades at once on an empty database
+    apply it once (checked outside the lock, two of them both found it missing and the
+    second failed on a type the first had made). A database with only part of it (an old
+    procrastinate's) is left alone: `check_schema_now` refuses it."""
     import psycopg
+    from procrastinate.schema import SchemaManager
 
-    with psycopg.connect(conninfo, autocommit=True) as connection:
-        row = connection.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+    from twelvefold.runtime.schema import upgrade_lock
+
+    with psycopg.connect(conninfo, connect_timeout=10) as connection:
+        present = "SELECT to_regclass('procrastinate_jobs') IS NOT NULL"
+        row = connection.execute(present).fetchone()
+        connection.commit()
         if row and row[0]:
             return False
-    sync_app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=conninfo))
-    with sync_app.open():
-        sync_app.schema_manager.apply_schema()
+        with upgrade_lock(connection), connection.transaction():
+            row = connection.execute(present).fetchone()
+            if row and row[0]:
+                return False
+            # The schema is procrastinate's own SQL, run as it ships (no parameters: a
+            # script of many statements, sent as one).
+            connection.execute(SchemaManager.get_schema())
     return True
 
 
