@@ -490,13 +490,22 @@ class PostgresStore(ChainedStore):
             return False
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT num FROM threads WHERE id = %s AND seq = %s AND status = ANY(%s)"
+                "SELECT num, seq, format, reducer, head_seal, snapshot, snapshot_seal, version"
+                " FROM threads WHERE id = %s AND seq = %s AND status = ANY(%s)"
                 f" AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW})"
                 " FOR UPDATE",
                 (thread_id, expected_seq, list(statuses)),
             ).fetchone()
             if row is None:
                 return False
+            bodies = [
+                str(body)
+                for (body,) in conn.execute(
+                    "SELECT body FROM events WHERE thread = %s ORDER BY seq", (row[0],)
+                )
+            ]
+            if not self._ended_by_log(thread_id, row[1:], bodies, statuses):
+                return False  # the column says it ended; its log does not
             for table, column in (("events", "thread"), ("pins", "thread"), ("threads", "num")):
                 conn.execute(f"DELETE FROM {table} WHERE {column} = %s", (row[0],))
             return True

@@ -108,7 +108,8 @@ class Pruned:
     archive: Path | None
     dry_run: bool
     skipped: list[str] = field(default_factory=list)
-    """Threads that changed (or were taken) between archiving and deleting: kept."""
+    """Threads that changed (or were taken) between archiving and deleting, or whose
+    status column says they ended while their log does not: kept."""
 
     def to_json(self) -> dict[str, Any]:
         return {

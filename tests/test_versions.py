@@ -459,6 +459,23 @@ def test_prune_archives_then_deletes_ended_threads_only(
     assert stored_ids(project) == set() and stored_versions(project) == 0
 
 
+def test_prune_trusts_the_log_not_the_status_column(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`threads.status` is not sealed: a waiting thread whose column was set to `failed`
+    by hand is archived maybe, but never deleted (its log does not end there)."""
+    statuses = ended_threads(openai_server, project)
+    waiting = next(t for t, s in statuses.items() if s == "waiting")
+    with sqlite3.connect(project / ".twelvefold" / "threads.db") as db:
+        db.execute("UPDATE threads SET status = 'failed' WHERE id = ?", (waiting,))
+    result = run_cli(project, "prune", "--older-than", "0s", "--delete", "--json",
+                     monkeypatch=monkeypatch)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["kept"] == [waiting] and waiting not in report["threads"]
+    assert stored_ids(project) == {waiting}
+
+
 class CheckingStore(SqliteStore):
     """Fails the test if a thread is deleted before its archive line is on disk."""
 
@@ -591,10 +608,15 @@ def test_migrate_and_prune_on_postgresql(
     store = open_store(postgres_url)
     assert [pin.to_version for pin in store.pins(movable.id)] == [report[movable.id]["to_version"]]
 
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # not sealed: not trusted
+        conn.execute("UPDATE threads SET status = 'failed' WHERE id = %s", (stuck.id,))
     pruned = run_cli(project, "prune", "--older-than", "0s", "--archive", "a.jsonl", "--json",
                      *store_flag, monkeypatch=monkeypatch)  # fmt: skip
     assert pruned.exit_code == 0, pruned.output
     assert json.loads(pruned.output)["threads"] == [ended.id]
+    assert json.loads(pruned.output)["kept"] == [stuck.id]
     assert {info.id for info in store.threads()} == {stuck.id, movable.id}
     store.close()
 

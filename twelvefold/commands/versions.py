@@ -130,4 +130,7 @@ def prune(
     if done.archive is not None and done.threads and not dry_run:
         echo(f"  archived to {done.archive}")
     for thread_id in done.skipped:
-        echo(f"  kept {thread_id}: it changed while it was being pruned")
+        echo(
+            f"  kept {thread_id}: it changed while it was being pruned, or its log does not"
+            " show that it ended"
+        )
