@@ -332,6 +332,51 @@ def test_pooled_connections_the_server_closed_are_replaced_not_failed(postgres_u
     asyncio.run(queue_after_a_restart())
 
 
+def test_a_locked_table_is_one_line_and_exit_1_not_a_hang(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`LOCK TABLE threads` in another session once made `twelvefold threads` wait for as
+    long as the lock was held: the store's connections have a `lock_timeout`. (The holder
+    lets go after a generous bound, so a build without the timeout fails, not hangs.)"""
+    import twelvefold.runtime.pgstore as pgstore
+
+    open_store(postgres_url).close()
+    monkeypatch.setattr(pgstore, "DEFAULT_LOCK_TIMEOUT", 0.5, raising=False)
+    holder = psycopg.connect(postgres_url)
+    holder.execute("LOCK TABLE threads IN ACCESS EXCLUSIVE MODE")
+    letting_go = threading.Timer(120, holder.rollback)
+    letting_go.start()
+    try:
+        code, out, err = invoke("threads", "--store", postgres_url)
+        still_held = letting_go.is_alive()
+    finally:
+        letting_go.cancel()
+        holder.close()
+    assert still_held and code == 1, (out, err)
+    assert err.startswith("error: the store at postgresql://") and err.count("\n") == 1, err
+    assert "is busy: a lock it needs was not granted" in err and "Traceback" not in err
+
+
+def test_the_lock_timeout_is_bounded_by_default_and_the_url_may_set_its_own(
+    postgres_url: str,
+) -> None:
+    def setting(store: PostgresStore) -> str:
+        with store.pool.connection() as conn:
+            row = conn.execute("SHOW lock_timeout").fetchone()
+        store.close()
+        return str(row[0]) if row else ""
+
+    assert setting(PostgresStore(postgres_url)) == "10s"
+    assert setting(PostgresStore(postgres_url, lock_timeout=0)) == "0"
+    own = postgres_url + "?options=-c%20lock_timeout%3D30s%20-c%20search_path%3Dpublic"
+    assert setting(PostgresStore(own)) == "30s"
+    kept = postgres_url + "?options=-c%20statement_timeout%3D1min"
+    store = PostgresStore(kept)
+    with store.pool.connection() as conn:  # the URL's other options are kept
+        row = conn.execute("SHOW statement_timeout").fetchone()
+    assert setting(store) == "10s" and row is not None and row[0] == "1min"
+
+
 # ---- URLs and passwords ------------------------------------------------------------------
 
 
