@@ -751,8 +751,12 @@ def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
             spent = with_children(by_thread(store.usage_records()), store.child_links())
         finally:
             store.close()
+        parked = _needing_a_person(db, found)
     if as_json:
-        echo(json.dumps([_info_json(i, spent.get(i.id, Totals())) for i in found]))
+        listed = [_info_json(i, spent.get(i.id, Totals())) for i in found]
+        for entry in listed:
+            entry["needs_a_person"] = parked.get(entry["thread_id"])
+        echo(json.dumps(listed))
         return
     if not found:
         echo(f"no threads in {db}")
@@ -769,6 +773,20 @@ def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
             f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6} "
             f"{tokens:>9} {cost:>9}  {i.updated_at:<27} {i.request or '-'}"
         )
+    for thread_id, why in parked.items():
+        echo(f"{thread_id} needs a person: {shown(why)}")
+
+
+def _needing_a_person(db: StoreLocation, found: list[ThreadInfo]) -> dict[str, str]:
+    """On a PostgreSQL store, the running threads the workers found they cannot run
+    (twelvefold/server/queue.py, `PARKED`), and why; empty elsewhere."""
+    from twelvefold.runtime.store import StoreUrl
+
+    if not isinstance(db, StoreUrl):
+        return {}
+    from twelvefold.server.queue import parked_now
+
+    return parked_now(db.url, {i.id: i.seq for i in found if i.status == "running"})
 
 
 def _info_json(info: ThreadInfo, usage: Totals) -> dict[str, Any]:
