@@ -755,7 +755,8 @@ class ChainedStore:
             last = from_json(bodies[-1])
         except ValueError:
             return False
-        return "cancelled" in statuses and isinstance(last, dict) and last.get("kind") == "cancelled"
+        ended_by_cancel = isinstance(last, dict) and last.get("kind") == "cancelled"
+        return "cancelled" in statuses and ended_by_cancel
 
     def _unsealed_snapshot(self, thread_id: str, text: object, seal: object) -> Snapshot | None:
         """The snapshot column's content if its seal holds, else None."""
