@@ -43,7 +43,7 @@ from twelvefold.runtime.api import (
 from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseError
 from twelvefold.runtime.loading import AgentLoadError
-from twelvefold.runtime.loop import Thread
+from twelvefold.runtime.loop import INTERRUPTED, Thread
 from twelvefold.runtime.names import declared_name
 from twelvefold.runtime.store import (
     Conflict,
@@ -199,7 +199,12 @@ def print_view(view: ThreadView, db: StoreLocation) -> None:
     elif view.status == "failed":
         echo(f"\n{where} failed at `{view.step}`: {view.error}")
         echo(f"  retry: twelvefold resume {view.id} --retry")
-        if view.state.retry_key is not None:  # see docs/runtime.md, one call one key
+        if view.error == INTERRUPTED:  # a keyless tool's call cut short by a crash
+            echo(
+                "  (the call may have run, and its tool takes no idempotency key: a retry"
+                " runs it again; check whether it had its effect first)"
+            )
+        elif view.state.retry_key is not None:  # see docs/runtime.md, one call one key
             echo(f"  (the call may have run: a retry reuses its key {view.state.retry_key})")
     elif view.status == "cancelled":
         echo(f"\n{where} was cancelled at `{view.step}`")
