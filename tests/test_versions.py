@@ -522,7 +522,8 @@ def test_prune_says_plainly_when_the_archive_cannot_be_written_and_deletes_nothi
 ) -> None:
     ended_threads(openai_server, project)
     (project / "a-file").write_text("")
-    for archive in ["a-file/threads.jsonl", "/dev/full"]:
+    (project / "a-folder").mkdir()
+    for archive in ["a-file/threads.jsonl", "/dev/full", "a-folder"]:
         result = run_cli(
             project, "prune", "--older-than", "0s", "--archive", archive, monkeypatch=monkeypatch
         )

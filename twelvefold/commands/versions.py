@@ -75,7 +75,7 @@ def print_verdicts(name: str, digest: str, verdicts: list[Verdict], checking: bo
 )
 @click.option(
     "--archive",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # a folder is refused with one line, exit 1 (prune)
     help="Append the pruned threads to this JSON-lines file first (default: retention.archive).",
 )
 @click.option(
