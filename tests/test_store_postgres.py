@@ -377,6 +377,23 @@ def test_the_lock_timeout_is_bounded_by_default_and_the_url_may_set_its_own(
     assert setting(store) == "10s" and row is not None and row[0] == "1min"
 
 
+def test_serve_sets_up_the_job_queue_of_an_empty_database_too(postgres_url: str) -> None:
+    """docs/stores.md: the first `serve` on an empty database sets it up. It made the
+    store's tables, then stopped: "no job queue schema … run `twelvefold db upgrade`"."""
+    from twelvefold.commands.serve import _queue
+    from twelvefold.runtime.store import StoreUrl
+    from twelvefold.server.queue import check_schema_now
+
+    open_store(postgres_url).close()  # what serve does first
+    assert _queue(StoreUrl(postgres_url)) is not None
+    check_schema_now(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # an old queue: refused
+        conn.execute("DROP TABLE procrastinate_workers CASCADE")
+    with pytest.raises(SystemExit) as stopped:
+        _queue(StoreUrl(postgres_url))
+    assert stopped.value.code == 1
+
+
 # ---- URLs and passwords ------------------------------------------------------------------
 
 
