@@ -499,7 +499,8 @@ class Work:
             running = await self.runtime.threads("running", unleased=True)
             left = [info.id for info in running if info.agent in self.agents]
             covered = await self.queue.pending(left)
-            covered |= set(await self.queue.parked({i.id: i.seq for i in running if i.id in left}))
+            places = {i.id: i.seq for i in running if i.agent in self.agents}
+            covered |= set(await self.queue.parked(places))  # they need a person
             for thread_id in left:
                 if thread_id not in covered:
                     await self.queue.wake(thread_id)
