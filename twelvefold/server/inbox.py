@@ -202,6 +202,18 @@ class ThreadPage:
     error: str | None
     events: list[EventRow]
     card: RequestCard | None
+    retry: str | None = None
+    """While a failed tool attempt waits out its backoff: when the next try is due and
+    why the last one failed (`retry_text`)."""
+
+
+def retry_text(view: ThreadView) -> str | None:
+    """`2026-12-01T06:25:00.000000Z (attempt 1 failed: ConnectionError: ...)`, or None
+    when no retry is pending."""
+    failed = view.failed_attempt
+    if failed is None:
+        return None
+    return f"{view.retry_at} (attempt {failed.attempt} failed: {failed.error})"
 
 
 def thread_link(root: str, thread_id: str) -> str:
@@ -532,6 +544,7 @@ class _Pages:
                 may_decide=await self.service.may_decide(caller, view),
                 parent=await self._parent(caller, view),
             ),
+            retry=retry_text(view),
         )
         refresh = REFRESH_SECONDS if view.status == "running" else None
         context = {"page": page, "refresh": refresh, "message_kind": kind}
