@@ -312,8 +312,8 @@ def view_of(thread: Thread) -> ThreadView:
             except AskRenderError as exc:  # a pause told under an older runtime
                 asked = f"(this question cannot be shown: {exc})"
     retry_at = None
-    if state.status == "running" and (due := retry_due(thread.events)) is not None:
-        retry_at = timeouts.iso(datetime.fromtimestamp(due, UTC))  # one form, whatever was stored
+    if state.status == "running" and (next_try := retry_due(thread.events)) is not None:
+        retry_at = timeouts.iso(datetime.fromtimestamp(next_try, UTC))  # as `wake_at` is written
     failed: tuple[str, ...] = ()
     if waiting_for in ("approval", "answer") and not state.notified:
         last = thread.events[-1] if thread.events else None

@@ -49,7 +49,7 @@ tool fetch -> Page = "backoff_tools:fetch" {
 final done(Page)
 """
 
-TOOLS = '''\
+TOOLS = """\
 import os
 from pathlib import Path
 
@@ -61,7 +61,7 @@ def fetch() -> dict[str, str]:
     if not tried:
         raise ConnectionError(os.environ["BACKOFF_ERROR"])
     return {"text": "ok"}
-'''
+"""
 
 
 @pytest.fixture
@@ -187,10 +187,11 @@ def paused_in_backoff(project: Path) -> tuple[str, AttemptFailed]:
     failed attempt."""
     db = project / ".twelvefold" / "threads.db"
     db.parent.mkdir()
-    with Runtime(SqliteStore(db)) as rt:
+    store = SqliteStore(db)
+    with Runtime(store) as rt:
         rt.aio.engine.wait_out_backoff = False
         view = rt.launch(project / "backoff.agent", "go")
-        rt.store.close()
+    store.close()
     assert view.status == "running" and view.retry_at is not None
     failed = view.log[-1]
     assert isinstance(failed, AttemptFailed)
@@ -213,7 +214,6 @@ def test_show_says_when_the_next_try_is_due_and_why(project: Path) -> None:
     data = json.loads(twelvefold(project, "show", thread_id, "--json").stdout)
     assert data["retry_at"] == due
     assert data["log"][-1]["kind"] == "attempt_failed"
-
 
 
 @pytest.mark.anyio
