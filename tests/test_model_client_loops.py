@@ -26,7 +26,7 @@ from twelvefold.runtime.store import MemoryStore
 base_url, fixtures = sys.argv[1], sys.argv[2]
 agent = fixtures + "/counter.agent"
 model = OpenAIModel(model="m", base_url=base_url, api_key="k", transport_retries=0)
-step = threading.Barrier(2, timeout=60)
+step = threading.Barrier(2, timeout=600)  # a bound on a hang, not a timing
 results = {"a": [], "b": []}
 
 def launches(rt, name, n):
@@ -73,7 +73,7 @@ def test_runtimes_in_two_threads_share_one_model_each_on_its_own_pool(
         [sys.executable, "-c", TWO_THREADS, openai_server.base_url, str(FIXTURES)],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr
     a, b = done.stdout.splitlines()
