@@ -23,7 +23,7 @@ import secrets
 import warnings
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
@@ -53,6 +53,7 @@ from .loop import (
     Notifier,
     Thread,
     question,
+    retry_due,
     started,
 )
 from .model import Model
@@ -172,6 +173,16 @@ class ThreadView:
     """For a child thread: the thread whose `agent` step started it."""
     children_usage: Totals = field(default=Totals(), repr=False, compare=False)
     """What the threads of its `agent` steps cost (theirs too, down the line)."""
+    retry_at: str | None = None
+    """While running and a tool call waits out its `retry … backoff`: when the next attempt
+    is due (ISO 8601, UTC; a time in the past means now). The attempt that failed is the
+    log's last event (`failed_attempt`)."""
+
+    @property
+    def failed_attempt(self) -> AttemptFailed | None:
+        """The failed tool attempt whose retry `retry_at` waits for."""
+        last = self.log[-1] if self.retry_at is not None and self.log else None
+        return last if isinstance(last, AttemptFailed) else None
 
     @cached_property
     def usage(self) -> Totals:
@@ -208,6 +219,7 @@ class ThreadView:
             "usage": self.usage.to_json(),
             "child": self.child,
             "parent": self.parent,
+            "retry_at": self.retry_at,
         }
 
 
@@ -299,6 +311,9 @@ def view_of(thread: Thread) -> ThreadView:
                 asked = question(action)
             except AskRenderError as exc:  # a pause told under an older runtime
                 asked = f"(this question cannot be shown: {exc})"
+    retry_at = None
+    if state.status == "running" and (next_try := retry_due(thread.events)) is not None:
+        retry_at = timeouts.iso(datetime.fromtimestamp(next_try, UTC))  # as `wake_at` is written
     failed: tuple[str, ...] = ()
     if waiting_for in ("approval", "answer") and not state.notified:
         last = thread.events[-1] if thread.events else None
@@ -321,6 +336,7 @@ def view_of(thread: Thread) -> ThreadView:
         log=tuple(thread.events),
         child=child,
         parent=parent_named(thread.events),
+        retry_at=retry_at,
     )
 
 
@@ -1317,7 +1333,20 @@ class Runtime:
             raise RuntimeError("Runtime is synchronous; inside an event loop use AsyncRuntime")
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(coroutine)
+        task = self._loop.create_task(coroutine)
+        try:
+            return self._loop.run_until_complete(task)
+        except BaseException:
+            if not task.done():
+                # Ctrl-C (KeyboardInterrupt) stopped the loop while the call awaited, e.g.
+                # a tool retry's backoff. The call is cancelled and unwound in its own task,
+                # so its `finally` blocks run in its context (the lease is let go); left
+                # pending, it would be closed by the garbage collector outside that context,
+                # with a traceback on stderr and the lease held until it expired.
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    self._loop.run_until_complete(task)
+            raise
 
 
 def pending_action(thread: Thread, request: str | None) -> AwaitApproval | AwaitAnswer:

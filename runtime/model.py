@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
@@ -362,50 +363,58 @@ class OpenAIModel:
         self.base_url = base_url
         self.api_key = api_key
         self.mode: ModelMode = mode
-        self._client: Any = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._closer: AsyncGenerator[None, None] | None = None
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        """The openai client of each event loop using this model (`_client_of_this_loop`)."""
+        self._clients_lock = threading.Lock()
         self.limiter: RateLimiter = PROCESS_LIMITER
         """Told of every 429's `Retry-After`, so other calls to that model wait it out too
         (runtime/ratelimit.py); the openai client itself retries the call that got it."""
 
-    def _instructor(self) -> Any:
-        """The openai client of the running event loop (made on first use)."""
+    async def _client_of_this_loop(self) -> Any:
+        """The openai client of the running event loop, made on the loop's first call.
+
+        A client's connection pool belongs to the loop it was opened on, and one model may
+        serve several loops at once (two synchronous `Runtime`s in two OS threads each run
+        a loop of their own), so each loop gets its own client. It stays open until
+        `aclose` in that loop, or the loop's end under `asyncio.run`, closes it
+        (`_closed_with`); neither touches another loop's client.
+        """
         import asyncio
 
-        # The openai client's connection pool belongs to one event loop; the synchronous API
-        # may run each call in a fresh loop, so a new loop gets a new client.
         loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            self._closer = None  # the last loop's, which closed its client as it ended
-            self._client = _make_client(
-                self.base_url, self.api_key, self.transport_retries, self.limiter
-            )
-            self._client_loop = loop
-        return self._client
-
-    async def _client_of_this_loop(self) -> Any:
-        """`_instructor()`, closed when `asyncio.run` ends its loop (see `_closed_with`)."""
-        client = self._instructor()
-        if self._closer is None:
-            self._closer = _closed_with(client)
-            await anext(self._closer)
+        held = self._clients.get(loop)  # one dict lookup: safe beside the locked writes
+        if held is not None:
+            return held.client
+        client = _make_client(self.base_url, self.api_key, self.transport_retries, self.limiter)
+        closer = _closed_with(client, functools.partial(self._forget, loop, client))
+        with self._clients_lock:
+            # A loop closed without `aclose` and without `asyncio.run`'s shutdown (a
+            # hand-made loop) left its entry behind: its client cannot be closed any more,
+            # only forgotten.
+            for ended in [other for other in self._clients if other.is_closed()]:
+                del self._clients[ended]
+            self._clients[loop] = _LoopClient(client, closer)
+        await anext(closer)  # runs to its `yield` at once: the entry is never seen unstarted
         return client
 
+    def _forget(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
+        """Drop `loop`'s entry if it still holds `client` (it is being closed)."""
+        with self._clients_lock:
+            held = self._clients.get(loop)
+            if held is not None and held.client is client:
+                del self._clients[loop]
+
     async def aclose(self) -> None:
-        """Close the connection pool, in the event loop that used it (`Runtime.close`, the
-        server and the worker do; a loop `asyncio.run` ends closes it too). aiohttp
-        reports a pool left open when it is collected."""
+        """Close the running event loop's client and its connection pool, and only that
+        loop's (`Runtime.close`, the server and the worker call it in the loop they ran
+        in; a loop `asyncio.run` ends closes its own too). aiohttp reports a pool left
+        open when it is collected. A later call in this loop opens a new client."""
         import asyncio
 
-        if self._client is not None and self._client_loop is asyncio.get_running_loop():
-            closer, self._closer = self._closer, None
-            if closer is not None:
-                await closer.aclose()
-            else:
-                await self._client.close()
-        self._client = None
-        self._closer = None
+        with self._clients_lock:
+            held = self._clients.pop(asyncio.get_running_loop(), None)
+        if held is not None:
+            await held.closer.aclose()  # its `finally` closes the client
 
     def request_body(self, request: ModelRequest) -> dict[str, Any]:
         """The chat-completions request this call sends first (re-asks add messages)."""
@@ -515,14 +524,24 @@ class OpenAIModel:
         return resolve_model_name(self.model, action)
 
 
-async def _closed_with(client: Any) -> AsyncGenerator[None, None]:
+@dataclass(frozen=True)
+class _LoopClient:
+    """One event loop's openai client and the generator that closes it (`_closed_with`)."""
+
+    client: Any
+    closer: AsyncGenerator[None, None]
+
+
+async def _closed_with(client: Any, forget: Callable[[], None]) -> AsyncGenerator[None, None]:
     """Closes `client` when its event loop is shut down: started once in that loop and held
     open, it is among the async generators `asyncio.run` closes as it ends its loop
     (`loop.shutdown_asyncgens`), and its `finally` then closes the pool there, the one
-    place it can be closed (an ended loop cannot run the close)."""
+    place it can be closed (an ended loop cannot run the close). `aclose` closes it early.
+    `forget` drops the model's entry for the loop, so an ended loop is not kept."""
     try:
         yield
     finally:
+        forget()
         await client.close()
 
 

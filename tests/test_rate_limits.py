@@ -74,7 +74,7 @@ def run_burst(
         # The first call in a process imports and builds the client (a second or more on
         # a loaded machine) after its turn was given: done first, so that a turn and its
         # request arrive together, as they do in a process that has warmed up.
-        model._instructor()
+        await model._client_of_this_loop()
         views = await asyncio.gather(
             *(runtime.launch(project / "answerer.agent", f"q{i}") for i in range(THREADS))
         )
@@ -256,7 +256,7 @@ def run_slow_burst(server: ScriptedOpenAI, project: Path) -> list[str]:
         runtime = AsyncRuntime(
             SqliteStore(project / "t.db"), model=model, notifier=RecordingNotifier()
         )
-        model._instructor()  # built before the burst, as in a warmed-up process
+        await model._client_of_this_loop()  # built before the burst, as in a warmed-up process
         views = await asyncio.gather(
             *(runtime.launch(project / "answerer.agent", f"q{i}") for i in range(BURST))
         )

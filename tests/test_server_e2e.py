@@ -198,7 +198,10 @@ def test_sigterm_lets_go_and_a_restart_runs_the_thread_on(
     wait_for(lambda: len(started_deploys(setup["gate"])) == 1, "the deploy to start")
     # uvicorn shuts down, then re-raises SIGTERM (so a supervisor sees how it ended).
     assert first.terminate() in (0, -signal.SIGTERM)
-    assert "Application shutdown complete" in setup["log"].read_text()
+    stopped = setup["log"].read_text()
+    assert "Application shutdown complete" in stopped
+    # The model client's connection pool was closed on the server's loop as it stopped.
+    assert "Unclosed" not in stopped and "Traceback" not in stopped, stopped
     from twelvefold.runtime.store import SqliteStore
 
     store = SqliteStore(setup["db"], create=False)

@@ -782,6 +782,9 @@ def test_sigterm_stops_a_worker_that_lets_its_leases_go(
         )
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=120) == 0
+        stopped = (cluster.folder / "worker-0.log").read_text()
+        # The model client's connection pool was closed on the worker's loop as it stopped.
+        assert "Unclosed" not in stopped and "Traceback" not in stopped, stopped
         assert driver.runtime.store.lease(thread_id) is None  # type: ignore[attr-defined]
         cluster.env["CRASHBOT_SLEEP"] = "0"
         cluster.workers.append(cluster.start_worker(1))

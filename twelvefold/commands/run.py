@@ -36,6 +36,7 @@ from twelvefold.runtime.api import (
     Runtime,
     ThreadView,
     UnenforcedApprovers,
+    new_thread_id,
     nobody_decides,
     plain,
     shown,
@@ -87,6 +88,11 @@ EXIT_UNTOLD = 3
 """`run`/`resume`: the thread waits for a person but no notice reached anyone (the pause
 is stored; `expire` tries the notice again). `expire`: some request is still untold or was
 never delivered. 1 stays "failed or could not be done"."""
+
+
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (128 + SIGINT, as a shell reports a process SIGINT ended): nothing is lost, the
+thread stays as it stood (`resume` runs it on)."""
 
 
 class CommandError(Exception):
@@ -210,6 +216,8 @@ def print_view(view: ThreadView, db: StoreLocation) -> None:
         echo(f"\n{where} was cancelled at `{view.step}`")
     else:
         echo(f"\n{where} is running at `{view.step}`")
+        if (failed := view.failed_attempt) is not None:
+            echo(f"  next try: {view.retry_at} (attempt {failed.attempt} failed: {failed.error})")
     if (spent := usage_line(view)) is not None:
         echo(spent)
     echo(f"  stored in {db}")
@@ -314,20 +322,52 @@ def finish(view: ThreadView, db: StoreLocation, as_json: bool) -> None:
 
 
 @contextmanager
+def stopped_at(rt: Runtime, thread_id: str) -> Iterator[None]:
+    """Ctrl-C while `thread_id` runs becomes a `KeyboardInterrupt` saying where the thread
+    stopped and how to run it on, for `reported` to print. The runtime has unwound the run
+    by then (`Runtime` cancels a call Ctrl-C interrupts), so the thread's log is complete:
+    a tool attempt that failed before a backoff is recorded, and is tried again on resume."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(where_it_stopped(rt, thread_id)) from None
+
+
+def where_it_stopped(rt: Runtime, thread_id: str) -> str:
+    """`thread T stopped at `fetch` ...; `twelvefold resume T` runs it on` (one line)."""
+    try:
+        view = rt.get(thread_id)
+    except ThreadNotFound:
+        return "no thread was started"
+    except Exception:  # the log cannot be read now: say what is known
+        return f"thread {thread_id} stopped; `twelvefold show {thread_id}` shows where"
+    if view.status != "running":
+        return f"thread {view.id} is {view.status} at `{view.step}` (`twelvefold show {view.id}`)"
+    due = "" if view.retry_at is None else f", its next try due at {view.retry_at}"
+    return (
+        f"thread {view.id} stopped at `{view.step}`{due}; nothing is lost: "
+        f"`twelvefold resume {view.id}` runs it on"
+    )
+
+
+@contextmanager
 def reported(as_json: bool = False) -> Iterator[None]:
     """Turn what a user can get wrong into one clear line on stderr and exit code 1; with
     `as_json`, stdout gets one JSON object too, `{"error": {"type", "message"}}` (the shape
     of a failed thread's `error`, with no `thread_id`), so a script reading stdout always
     has a document to parse (docs/runtime.md)."""
 
-    def problem(line: str, kind: str, message: str) -> NoReturn:
+    def problem(line: str, kind: str, message: str, code: int = 1) -> NoReturn:
         echo(line, err=True)
         if as_json:
             echo(json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False))
-        sys.exit(1)
+        sys.exit(code)
 
     try:
         yield
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line (what `stopped_at` says), no traceback
+        message = str(exc) or "interrupted"
+        problem(f"interrupted: {message}", "Interrupted", message, EXIT_INTERRUPTED)
     except (
         AgentLoadError,
         Conflict,
@@ -414,8 +454,9 @@ def run(
             quiet=as_json,
             create=True,
         ) as rt,
+        stopped_at(rt, thread_id := new_thread_id()),
     ):
-        view = rt.launch(agent, input_text)
+        view = rt.launch(agent, input_text, thread_id=thread_id)
     finish(view, db, as_json)
 
 
@@ -482,6 +523,7 @@ def resume(
     with (
         reported(as_json),
         runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
+        stopped_at(rt, thread),
     ):
         if retry:
             view = rt.retry(thread, by=by, reuse_key=reuse_key, agent=agent)

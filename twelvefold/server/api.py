@@ -84,6 +84,11 @@ class ThreadOut(BaseModel):
         None, description="For a sub-agent's thread: the parent thread that started it."
     )
     usage: UsageOut
+    retry_at: str | None = Field(
+        None,
+        description="While a failed tool attempt waits out its `retry … backoff`: when the "
+        "next attempt is due (ISO 8601, UTC).",
+    )
 
     @classmethod
     def of(cls, view: ThreadView) -> "ThreadOut":

@@ -205,6 +205,18 @@ class ThreadPage:
     card: RequestCard | None
     usage: str | None = None
     """What the thread cost so far, its sub-agents' included (`usage_text`)."""
+    retry: str | None = None
+    """While a failed tool attempt waits out its backoff: when the next try is due and
+    why the last one failed (`retry_text`)."""
+
+
+def retry_text(view: ThreadView) -> str | None:
+    """`2026-12-01T06:25:00.000000Z (attempt 1 failed: ConnectionError: ...)`, or None
+    when no retry is pending."""
+    failed = view.failed_attempt
+    if failed is None:
+        return None
+    return f"{view.retry_at} (attempt {failed.attempt} failed: {failed.error})"
 
 
 def thread_link(root: str, thread_id: str) -> str:
@@ -536,6 +548,7 @@ class _Pages:
                 parent=await self._parent(caller, view),
             ),
             usage=usage_text(view.usage),
+            retry=retry_text(view),
         )
         refresh = REFRESH_SECONDS if view.status == "running" else None
         context = {"page": page, "refresh": refresh, "message_kind": kind}
