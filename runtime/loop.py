@@ -29,8 +29,8 @@ import functools
 import hashlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -45,7 +45,7 @@ from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
 from .model import Model, ModelError, ModelReply, ModelRequest, build_model_request
 from .ratelimit import RateLimiter
-from .redact import shown_value
+from .redact import secret_values, shown_value, without_secrets
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -730,8 +730,10 @@ class Engine:
             )
             with tracing.in_span(span):
                 try:
-                    outcome = await tools.call(
-                        tool, action, key, offload=self.offload, attempt=attempt
+                    outcome = _secrets_out(
+                        await tools.call(tool, action, key, offload=self.offload, attempt=attempt),
+                        thread,
+                        action,
                     )
                 except BaseException as exc:
                     tracing.end_tool(
@@ -748,7 +750,11 @@ class Engine:
                 error=outcome.error,
             )
         else:
-            outcome = await tools.call(tool, action, key, offload=self.offload, attempt=attempt)
+            outcome = _secrets_out(
+                await tools.call(tool, action, key, offload=self.offload, attempt=attempt),
+                thread,
+                action,
+            )
         if outcome.error is not None and outcome.retry_in is not None:
             # Tried again after the backoff: the wait is in the log, not in this process.
             retry_at = datetime.now(UTC) + timedelta(seconds=outcome.retry_in)
@@ -980,6 +986,27 @@ async def _sleep_until(moment: float) -> None:
 def _has_work(state: State) -> bool:
     """Whether `advance` would act: running, or waiting with nobody told yet."""
     return state.status == "running" or (state.status == "waiting" and not state.notified)
+
+
+def _secrets_out(outcome: tools.Outcome, thread: Thread, action: CallTool) -> tools.Outcome:
+    """The outcome with the thread's secret values taken out of its error message (a
+    tool that fails with its input's API key in the text): the message goes into the
+    log, `show` and the context window. The secrets are the values of secret fields in
+    the tool's input and in every record the log holds (docs/language.md, "Secret
+    fields"). Only on the failure path: a tool that succeeds pays nothing."""
+    error = outcome.error
+    if error is None or not error.message:
+        return outcome
+    found = secret_values(action.value)
+    for event in thread.events:
+        for each in fields(event):
+            value = getattr(event, each.name)
+            if isinstance(value, BaseModel | list | tuple | Mapping):
+                found |= secret_values(value)
+    message = without_secrets(error.message, found)
+    if message == error.message:
+        return outcome
+    return replace(outcome, error=replace(error, message=message))
 
 
 def started(agent: Agent, input: Any, *, trace: str | None = None) -> Started:

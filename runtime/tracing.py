@@ -53,6 +53,9 @@ CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 """W3C Trace Context, version 00 (https://www.w3.org/TR/trace-context/#traceparent-header)."""
+PROVIDER = "openai"
+"""`gen_ai.provider.name` of every span: the runtime speaks the OpenAI API (any
+OpenAI-compatible endpoint)."""
 _VALUE_LIMIT = 4096
 """Characters of one content attribute (a prompt, a tool result) kept in a span."""
 
@@ -127,6 +130,7 @@ def start_run(tracer: Tracer, agent: str, thread_id: str, events: Sequence[Event
         links=links,
         attributes={
             "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.provider.name": PROVIDER,
             "gen_ai.agent.name": agent,
             "gen_ai.conversation.id": thread_id,
             "twelvefold.resumed": parent is not None,
@@ -137,18 +141,14 @@ def start_run(tracer: Tracer, agent: str, thread_id: str, events: Sequence[Event
 def end_run(span: Span, state: State, error: BaseException | None = None) -> None:
     """Close a run's span with where the thread stands (and, when it paused, a
     `twelvefold.paused` event naming the request)."""
-    from opentelemetry.trace import Status, StatusCode
-
     span.set_attribute("twelvefold.thread.status", state.status)
     span.set_attribute("twelvefold.step", state.step)
     if state.status == "waiting" and state.request is not None:
         span.add_event("twelvefold.paused", {"twelvefold.request.id": state.request})
     if error is not None:
-        span.set_attribute("error.type", type(error).__name__)
-        span.set_status(Status(StatusCode.ERROR, _line(str(error))))
+        _failed(span, type(error).__name__, error)
     elif state.status == "failed" and state.error is not None:
-        span.set_attribute("error.type", state.error.type)
-        span.set_status(Status(StatusCode.ERROR, _line(str(state.error))))
+        _failed(span, state.error.type, state.error)
     span.end()
 
 
@@ -176,7 +176,7 @@ def start_chat(
 
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "openai",
+        "gen_ai.provider.name": PROVIDER,
         "gen_ai.conversation.id": thread_id,
         "gen_ai.output.type": "json",
         "twelvefold.step": step,
@@ -357,13 +357,28 @@ def _wait_notice(events: Sequence[Event]) -> Notified | None:
 
 
 def _finish(span: Span, values: dict[str, Any], error: ErrorInfo | None) -> None:
-    from opentelemetry.trace import Status, StatusCode
-
     span.set_attributes({k: v for k, v in values.items() if v is not None})
     if error is not None:
-        span.set_attribute("error.type", error.type)
-        span.set_status(Status(StatusCode.ERROR, _line(str(error))))
+        _failed(span, error.type, error)
     span.end()
+
+
+def _failed(span: Span, error_type: str, error: object) -> None:
+    """Mark a span failed: `error.type` always; the error's message as the status's
+    description only when content is captured (a message may quote what the call was
+    given: a tool that fails with its input's API key in the text)."""
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_attribute("error.type", error_type)
+    message = _line(_text(error)) if capture_content() else None
+    span.set_status(Status(StatusCode.ERROR, message or None))
+
+
+def _text(error: object) -> str:
+    try:
+        return str(error)
+    except Exception:  # an exception's own __str__ is input like any other
+        return ""
 
 
 def _ns(at: str | None) -> int | None:

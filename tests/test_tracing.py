@@ -507,3 +507,48 @@ def test_a_failed_model_call_that_was_paid_for_shows_its_tokens_on_its_span(
     attempts = len(openai_server.requests)
     assert (chat.attributes or {})["gen_ai.usage.input_tokens"] == 500 * attempts
     assert (chat.attributes or {})["gen_ai.usage.output_tokens"] == 50 * attempts
+
+
+def test_a_tool_error_quoting_a_secret_shows_it_nowhere(
+    rt: Runtime,
+    spans: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The tool fails with its input's secret key in the message. Without the content
+    # opt-in a span says only the error's type; the log (and so `show` and the context
+    # window) keeps the message with the key taken out; with the opt-in the span's status
+    # has that same redacted message.
+    monkeypatch.delenv(tracing.CAPTURE_CONTENT, raising=False)
+    refused = rt.launch(SECRETS / "keyed.agent", {**SECRET_CLAIM, "order": "refuse-1"})
+    assert refused.status == "failed"
+    (tool,) = named(spans.get_finished_spans(), "execute_tool charge")
+    (run,) = named(spans.get_finished_spans(), "invoke_agent keyed")
+    for failed in (tool, run):
+        assert failed.status.status_code == trace.StatusCode.ERROR
+        assert failed.status.description is None, failed.name
+        assert (failed.attributes or {})["error.type"] == "ValueError"
+    failure = rt.events(refused.id)[-1]
+    assert failure.error.message == f"provider refused key {REDACTED} for order refuse-1"
+    assert SECRET_KEY not in json.dumps(refused.to_json(), default=str)
+
+    spans.clear()
+    monkeypatch.setenv(tracing.CAPTURE_CONTENT, "true")
+    again = rt.launch(SECRETS / "keyed.agent", {**SECRET_CLAIM, "order": "refuse-2"})
+    (tool,) = named(spans.get_finished_spans(), "execute_tool charge")
+    assert tool.status.description == (
+        f"ValueError: provider refused key {REDACTED} for order refuse-2"
+    )
+    assert again.status == "failed"
+
+
+def test_every_span_of_a_run_names_its_provider(
+    spans: InMemorySpanExporter, openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path
+) -> None:
+    # gen_ai.provider.name is Required on invoke_agent and chat spans (GenAI semconv).
+    ModelTurns(openai_server).then({"type": "DoneForNow", "message": "hello there"})
+    with runtime(openai_server, tmp_path / "threads.db", cache) as rt:
+        rt.launch(CALCULATOR, "hi")
+    found = spans.get_finished_spans()
+    assert {s.name for s in found} == {"invoke_agent calculator", "chat scripted-model"}
+    for span in found:
+        assert (span.attributes or {})["gen_ai.provider.name"] == "openai", span.name
