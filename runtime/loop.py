@@ -418,6 +418,7 @@ class Engine:
             with tracing.in_span(run):
                 return await self._advance(thread)
         except ratelimit.TurnLater as later:  # not a failure: the run goes on at its turn
+            later.trace = tracing.traceparent(run)
             run.add_event(
                 "twelvefold.turn_later",
                 {"gen_ai.request.model": later.model, "twelvefold.wait_seconds": later.seconds},
@@ -766,6 +767,7 @@ class Engine:
                 error=outcome.error,
                 attempt=outcome.attempt,
                 retry_at=retry_at.isoformat(),
+                trace=tracing.traceparent(thread.run),
             )
         if outcome.error is not None:
             return StepFailed(

@@ -24,16 +24,19 @@ MESSAGE_CONTENT is `true` (the variable the OpenTelemetry GenAI instrumentations
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .types import (
     Answered,
     Approved,
+    AttemptFailed,
     Cancelled,
     Decision,
     ErrorInfo,
@@ -105,8 +108,33 @@ def remote(value: object) -> Any:
 # ---- runs --------------------------------------------------------------------------
 
 
+_AFTER: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "twelvefold_after_run", default=None
+)
+"""(thread id, traceparent) of a run of that thread the log does not record (`after_run`)."""
+
+
+@contextlib.contextmanager
+def after_run(thread_id: str, previous: str | None) -> Iterator[None]:
+    """Within this block, the next run of `thread_id` links to the run `previous` (a W3C
+    `traceparent`) rather than to the one its log names: the run a worker stopped before
+    a model call whose rate-limit turn was far away records nothing, so the wake-up job
+    that runs the thread at its turn carries that run's context instead (server/queue.py).
+    None, or a value that is not a `traceparent`: nothing changes."""
+    token = _AFTER.set((thread_id, previous) if previous else None)
+    try:
+        yield
+    finally:
+        _AFTER.reset(token)
+
+
 def start_run(tracer: Tracer, agent: str, thread_id: str, events: Sequence[Event]) -> Span:
-    """The `invoke_agent` span of one run of a thread, in the thread's trace (see above)."""
+    """The `invoke_agent` span of one run of a thread, in the thread's trace (see above).
+
+    Its parent is the span on the latest event carrying one (none: the current span, a
+    new trace when there is none); it links to the run before it, the span on the latest
+    `Started`, `Notified` or `AttemptFailed`, or the run `after_run` names (later than
+    anything in the log). `twelvefold.resumed` is false for a thread's first run only."""
     from opentelemetry import trace
 
     parent = previous = None
@@ -116,9 +144,16 @@ def start_run(tracer: Tracer, agent: str, thread_id: str, events: Sequence[Event
             continue
         if parent is None:
             parent = remote(found)
-        if isinstance(event, Started | Notified):
+        if isinstance(event, Started | Notified | AttemptFailed):
             previous = remote(found)
             break
+    after = _AFTER.get()
+    if after is not None and after[0] == thread_id:
+        _AFTER.set(None)  # its own run only, not a sub-agent's run inside it
+        previous = remote(after[1]) or previous
+        resumed = True
+    else:
+        resumed = len(events) > 1
     links = []
     if previous is not None and previous != parent:
         links.append(trace.Link(previous, {"twelvefold.link": "previous_run"}))
@@ -133,8 +168,22 @@ def start_run(tracer: Tracer, agent: str, thread_id: str, events: Sequence[Event
             "gen_ai.provider.name": PROVIDER,
             "gen_ai.agent.name": agent,
             "gen_ai.conversation.id": thread_id,
-            "twelvefold.resumed": parent is not None,
+            "twelvefold.resumed": resumed,
         },
+    )
+
+
+def start_launch(tracer: Tracer, agent: str, thread_id: str) -> Span:
+    """The span of a launch that stores a thread without running it (the server: its
+    runs are in the background or on a worker). It is the root of the thread's trace
+    (`Started.trace`), the child of the current span when there is one (the HTTP
+    request's), and it ends as soon as the thread is stored."""
+    from opentelemetry import trace
+
+    return tracer.start_span(
+        f"launch {agent}",
+        kind=trace.SpanKind.INTERNAL,
+        attributes={"gen_ai.agent.name": agent, "gen_ai.conversation.id": thread_id},
     )
 
 
