@@ -11,6 +11,8 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,12 @@ from tests.support.server import deploy_project, deploy_responder
 from tests.support.waiting import wait_for
 from tests.test_rate_limits import AGENT as ANSWERER
 from tests.test_tracing import spans  # noqa: F401  (a fixture, taken by name)
-from tests.test_worker import Driver, make_cluster
+from tests.test_worker import FIXTURES, Driver, make_cluster
 from twelvefold.runtime import ratelimit, tracing
+from twelvefold.runtime.api import AsyncRuntime
+from twelvefold.runtime.model import OpenAIModel
+from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.types import AttemptFailed
 
 CALLER_TRACE, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 
@@ -112,6 +118,46 @@ def test_a_thread_launched_over_http_is_one_trace_from_the_callers_span(
     ]
     assert request_span.parent_span_id == CALLER_SPAN
     assert {s.trace_id for s in of_thread(received, joined)} == {CALLER_TRACE}
+
+
+def test_the_run_after_a_retry_backoff_is_the_child_of_the_run_whose_attempt_failed(
+    request: pytest.FixtureRequest,
+    openai_server: ScriptedOpenAI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`retry 2 backoff 3s`, its first attempt failing, run as the server and the workers
+    run it: launched without running, run in the background, the run stops at the failed
+    attempt, and another runs the thread on when the backoff is over. The failed attempt
+    records its run, and the next run is that run's child (not the launch's)."""
+    exported: InMemorySpanExporter = request.getfixturevalue("spans")
+    monkeypatch.setenv("FLAKY_DIR", str(tmp_path))
+    openai_server.responder = lambda body: Reply(arguments={"choice": {"type": "Bump", "n": 1}})
+    model = OpenAIModel(model="scripted-model", base_url=openai_server.base_url, api_key="t")
+
+    async def scenario() -> tuple[str, AttemptFailed]:
+        rt = AsyncRuntime(SqliteStore(tmp_path / "threads.db"), model=model)
+        rt.engine.wait_out_backoff = False  # as `serve` and `worker` set it
+        view = await rt.launch(FIXTURES / "flaky.agent", "go", run=False)
+        await rt.resume(view.id)
+        failed = (await rt.events(view.id))[-1]
+        assert isinstance(failed, AttemptFailed)
+        retry_at = datetime.fromisoformat(failed.retry_at).timestamp()
+        while time.time() <= retry_at:
+            await asyncio.sleep(0.1)
+        assert (await rt.resume(view.id)).status == "finished"
+        return view.id, failed
+
+    thread_id, failed = asyncio.run(scenario())
+    found = exported.get_finished_spans()
+    (launch,) = (s for s in found if s.name == "launch flaky")
+    first, second = (s for s in found if s.name == "invoke_agent flaky")
+    assert launch.context and first.context and second.context and first.parent and second.parent
+    assert first.parent.span_id == launch.context.span_id
+    assert failed.trace == tracing.traceparent(first)  # type: ignore[arg-type]
+    assert second.parent.span_id == first.context.span_id
+    assert {s.context.trace_id for s in found if s.context} == {launch.context.trace_id}
+    assert [(s.attributes or {})["twelvefold.resumed"] for s in (first, second)] == [False, True]
 
 
 @pytest.mark.postgres
