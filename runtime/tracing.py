@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import logging
+import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -452,28 +456,44 @@ def _line(text: str) -> str:
 # ---- exporting ---------------------------------------------------------------------
 
 
+FLUSH_SECONDS = 3.0
+"""How long a command waits, as it exits, for its last spans to be exported (unless
+OTEL_BSP_EXPORT_TIMEOUT, in milliseconds, says otherwise): a collector that does not
+answer delays the exit this long at most, and what it did not take is dropped."""
+_EXPORTERS = ("otlp", "console")
+
+
 def configure_from_env() -> Callable[[], None] | None:
     """Install the SDK with an exporter when the environment asks for one the standard way
     (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, or
-    OTEL_TRACES_EXPORTER = otlp or console), unless a provider is installed already or
-    OTEL_SDK_DISABLED is true. Returns the function that flushes and shuts it down (call it
+    OTEL_TRACES_EXPORTER a comma-separated list of `otlp` and `console`), unless a provider
+    is installed already or OTEL_SDK_DISABLED is true (or OTEL_TRACES_EXPORTER is `none`).
+    Returns the function that flushes and shuts it down within `FLUSH_SECONDS` (call it
     before the process exits), or None when nothing was installed.
 
-    Raises `TracingUnavailable` when exporting is asked for and `twelvefold[otel]` (the SDK
-    and the OTLP/HTTP exporter) is not installed.
+    OTLP goes over HTTP with protobuf; OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL `grpc` uses
+    the gRPC exporter when `opentelemetry-exporter-otlp-proto-grpc` is installed, and any
+    protocol that cannot be had is said on stderr (one line) before HTTP is used. Export
+    failures are one stderr line per process, not the SDK's line per retry.
+
+    Raises `TracingUnavailable` when an exporter is not known, or exporting is asked for
+    and `twelvefold[otel]` (the SDK and the OTLP/HTTP exporter) is not installed.
     """
     env = os.environ
-    exporter_name = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    listed = [n.strip() for n in env.get("OTEL_TRACES_EXPORTER", "").lower().split(",")]
+    names = list(dict.fromkeys(n for n in listed if n and n != "none"))
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or exporter_name == "none":
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
-    if not exporter_name and not endpoint:
+    if not names and ("none" in listed or not endpoint):
         return None
-    if exporter_name not in ("", "otlp", "console"):
+    unknown = [n for n in names if n not in _EXPORTERS]
+    if unknown:
         raise TracingUnavailable(
-            f"OTEL_TRACES_EXPORTER={exporter_name!r} is not supported here: use otlp or console"
+            f"OTEL_TRACES_EXPORTER={','.join(unknown)!r} is not supported here: "
+            "use otlp, console or both (otlp,console)"
         )
     try:
         from opentelemetry import trace
@@ -490,23 +510,124 @@ def configure_from_env() -> Callable[[], None] | None:
         ) from None
     if tracer() is not None:  # the application installed its own
         return None
-    exporter: SpanExporter
-    if exporter_name == "console":
-        exporter = ConsoleSpanExporter(out=sys.stderr)
-    else:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError:
-            raise TracingUnavailable(
-                "exporting traces over OTLP needs its exporter: pip install 'twelvefold[otel]'"
-            ) from None
-        exporter = OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_* itself
+    exporters: list[SpanExporter] = []
+    for name in names or ["otlp"]:
+        if name == "console":
+            exporters.append(ConsoleSpanExporter(out=sys.stderr))
+        else:
+            exporters.append(_otlp_exporter(env))
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or "twelvefold"})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    # Not shut down at exit by the SDK itself: that would wait for an unanswered collector
+    # as long as its exporter retries (~10 s); the returned function bounds the wait.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    return provider.shutdown
+    said = _quiet_export_errors(endpoint or "the OTLP endpoint")
+    return functools.partial(_shut_down, provider, _flush_seconds(env), said)
+
+
+def _otlp_exporter(env: Mapping[str, str]) -> Any:
+    """The OTLP exporter the protocol variables ask for (they are read by the exporter
+    itself, as are the endpoint, headers, timeout and compression variables)."""
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+    ).strip().lower()
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GrpcExporter,
+            )
+        except ImportError:
+            _warn(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs opentelemetry-exporter-otlp-proto-grpc, "
+                "which is not installed: traces are sent over HTTP (http/protobuf) instead"
+            )
+        else:
+            return GrpcExporter()
+    elif protocol not in ("", "http/protobuf"):
+        _warn(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={_printable(protocol)} is not supported here: "
+            "traces are sent over HTTP (http/protobuf)"
+        )
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        raise TracingUnavailable(
+            "exporting traces over OTLP needs its exporter: pip install 'twelvefold[otel]'"
+        ) from None
+    return OTLPSpanExporter()
+
+
+def _flush_seconds(env: Mapping[str, str]) -> float:
+    try:
+        given = float(env.get("OTEL_BSP_EXPORT_TIMEOUT", "")) / 1000
+    except ValueError:
+        return FLUSH_SECONDS
+    return given if math.isfinite(given) and given > 0 else FLUSH_SECONDS
+
+
+class _OneLine(logging.Handler):
+    """Takes the exporters' and the span processor's log records (a line per retry, a
+    line per dropped batch) and writes one line for them all, once per process."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(logging.WARNING)
+        self.where = where
+        self.said = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.said:
+            self.said = True
+            _warn(
+                f"traces could not be exported to {self.where}; they are dropped "
+                "(later export errors are not shown)"
+            )
+
+
+def _quiet_export_errors(endpoint: str) -> _OneLine:
+    handler = _OneLine(_where(endpoint))
+    for name in ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal"):
+        found = logging.getLogger(name)
+        found.addHandler(handler)
+        found.propagate = False
+    return handler
+
+
+def _shut_down(provider: Any, seconds: float, said: _OneLine) -> None:
+    """Flush and shut the provider down, waiting `seconds` at most (the export goes on
+    in a daemon thread, dropped when the process exits)."""
+    flushing = threading.Thread(target=provider.shutdown, name="twelvefold-traces", daemon=True)
+    flushing.start()
+    flushing.join(seconds)
+    if flushing.is_alive() and not said.said:
+        said.said = True
+        _warn(
+            f"traces not exported to {said.where} within {seconds:g} s are dropped "
+            "(OTEL_BSP_EXPORT_TIMEOUT, in milliseconds, gives them longer)"
+        )
+
+
+def _where(endpoint: str) -> str:
+    """An endpoint as a message shows it: scheme, host and port (no credentials, path or
+    query), printable."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(endpoint.strip())
+        shown = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        shown = "the OTLP endpoint"
+    return _printable(shown if parts.hostname else "the OTLP endpoint")
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)[:200]
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 class TracingUnavailable(RuntimeError):
