@@ -408,7 +408,8 @@ class AsyncRuntime:
         # A launch that runs the thread now opens its run's span; a stored-only launch (the
         # server's) a short `launch` span. Its traceparent goes into `Started`: the root of
         # the thread's trace, whichever process runs it.
-        span = self.engine.open_run(loaded, thread_id) if run else self._launch_span(loaded, thread_id)
+        opened = self.engine.open_run if run else self._launch_span
+        span = opened(loaded, thread_id)
         try:
             thread = await self.engine.create(
                 self._as_recorded(loaded),

@@ -531,21 +531,20 @@ def configure_from_env() -> Callable[[], None] | None:
 def _otlp_exporter(env: Mapping[str, str]) -> Any:
     """The OTLP exporter the protocol variables ask for (they are read by the exporter
     itself, as are the endpoint, headers, timeout and compression variables)."""
-    protocol = (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
-    ).strip().lower()
+    given = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    protocol = (given or "").strip().lower()
     if protocol == "grpc":
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-                OTLPSpanExporter as GrpcExporter,
-            )
+        import importlib
+
+        try:  # an optional package, not a dependency (nor known to the type checker)
+            grpc = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
         except ImportError:
             _warn(
                 "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs opentelemetry-exporter-otlp-proto-grpc, "
                 "which is not installed: traces are sent over HTTP (http/protobuf) instead"
             )
         else:
-            return GrpcExporter()
+            return grpc.OTLPSpanExporter()
     elif protocol not in ("", "http/protobuf"):
         _warn(
             f"OTEL_EXPORTER_OTLP_PROTOCOL={_printable(protocol)} is not supported here: "
@@ -616,10 +615,12 @@ def _where(endpoint: str) -> str:
 
     try:
         parts = urlsplit(endpoint.strip())
-        shown = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        host, port = parts.hostname, parts.port
     except ValueError:
-        shown = "the OTLP endpoint"
-    return _printable(shown if parts.hostname else "the OTLP endpoint")
+        return "the OTLP endpoint"
+    if not host:
+        return "the OTLP endpoint"
+    return _printable(f"{parts.scheme}://{host}" + (f":{port}" if port else ""))
 
 
 def _printable(text: str) -> str:

@@ -148,7 +148,7 @@ def test_the_run_after_a_retry_backoff_is_the_child_of_the_run_whose_attempt_fai
         assert (await rt.resume(view.id)).status == "finished"
         return view.id, failed
 
-    thread_id, failed = asyncio.run(scenario())
+    _, failed = asyncio.run(scenario())
     found = exported.get_finished_spans()
     (launch,) = (s for s in found if s.name == "launch flaky")
     first, second = (s for s in found if s.name == "invoke_agent flaky")
@@ -188,14 +188,10 @@ def test_a_worker_keeps_each_thread_in_one_trace_across_its_rate_limit_turns(
         # A sweep (every minute here) may wake a thread between its run's end and the
         # wake-up that run enqueues: that wake-up, dropped, carries the link (docs).
         with log.open("ab") as out:
-            cluster.workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "twelvefold", "worker", str(agent), "--store",
-                     postgres_url, "--concurrency", "4", "--sweep-seconds", "60", "--grace",
-                     "2", "--model", "gpt-4o-mini"],
-                    env=env, stdout=out, stderr=out,
-                )  # fmt: skip
-            )
+            command = [sys.executable, "-m", "twelvefold", "worker", str(agent), "--store",
+                       postgres_url, "--concurrency", "4", "--sweep-seconds", "60", "--grace",
+                       "2", "--model", "gpt-4o-mini"]  # fmt: skip
+            cluster.workers.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
         driver = Driver(cluster, model_server)
         try:
             wait_for(lambda: "worker: running" in log.read_text(), "the worker to start")
