@@ -10,10 +10,13 @@ One trace per thread, however many processes and days it takes:
           ...
 
 A span cannot stay open across processes, so the log carries the trace: `Started.trace` is
-the launching run's W3C `traceparent`, `Notified.trace` the run that paused, and a
-decision's `trace` the wait's span, made by the process that records the decision with its
-start set to the notice's time. A run's parent is the span on the latest event that carries
-one; it links to the run before it (the span on the latest `Started` or `Notified`).
+the launching run's W3C `traceparent` (or, for a launch that only stores the thread, its
+`launch` span's), `Notified.trace` the run that paused, `AttemptFailed.trace` the run a
+retry's backoff stopped, and a decision's `trace` the wait's span, made by the process
+that records the decision with its start set to the notice's time. A run's parent is the
+span on the latest event that carries one; it links to the run before it (the span on the
+latest `Started`, `Notified` or `AttemptFailed`, or the run `after_run` names: one that
+stopped for a far rate-limit turn and recorded nothing).
 
 Off unless an application (or `twelvefold run`, see `configure_from_env`) installed an SDK
 tracer provider: `opentelemetry.trace` is not even imported until then (it costs ~25 ms),

@@ -36,7 +36,9 @@ the sweep's cost grows with the threads left behind, not with all the running on
 A thread whose model call's rate-limit turn is more than `DEFER_TURN_SECONDS` away
 (runtime/ratelimit.py, limits shared by every worker through the store) gives its job
 slot back: its run stops before the call (`TurnLater`, nothing recorded) and a wake-up is
-scheduled for the moment its turn comes.
+scheduled for the moment its turn comes. That wake-up carries the stopped run's trace
+context (`trace`, a W3C `traceparent`), since the log does not: the run it starts links to
+the stopped one (runtime/tracing.py, `after_run`).
 
 A worker's job loop that fails (the database went away for a moment; another worker
 took it for dead and deleted its registration, after which procrastinate refuses its
