@@ -30,12 +30,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import logging
 import math
 import os
 import re
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -570,26 +568,27 @@ def _flush_seconds(env: Mapping[str, str]) -> float:
     return given if math.isfinite(given) and given > 0 else FLUSH_SECONDS
 
 
-class _OneLine(logging.Handler):
-    """Takes the exporters' and the span processor's log records (a line per retry, a
-    line per dropped batch) and writes one line for them all, once per process."""
+def _quiet_export_errors(endpoint: str) -> Any:
+    """A handler that takes the exporters' and the span processor's log records (a line
+    per retry, a line per dropped batch) and writes one line for them all, once per
+    process (`said` is set once it did)."""
+    import logging  # here: tracing off must not import it
 
-    def __init__(self, where: str) -> None:
-        super().__init__(logging.WARNING)
-        self.where = where
-        self.said = False
+    class OneLine(logging.Handler):
+        def __init__(self, where: str) -> None:
+            super().__init__(logging.WARNING)
+            self.where = where
+            self.said = False
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if not self.said:
-            self.said = True
-            _warn(
-                f"traces could not be exported to {self.where}; they are dropped "
-                "(later export errors are not shown)"
-            )
+        def emit(self, record: logging.LogRecord) -> None:
+            if not self.said:
+                self.said = True
+                _warn(
+                    f"traces could not be exported to {self.where}; they are dropped "
+                    "(later export errors are not shown)"
+                )
 
-
-def _quiet_export_errors(endpoint: str) -> _OneLine:
-    handler = _OneLine(_where(endpoint))
+    handler = OneLine(_where(endpoint))
     for name in ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal"):
         found = logging.getLogger(name)
         found.addHandler(handler)
@@ -597,9 +596,11 @@ def _quiet_export_errors(endpoint: str) -> _OneLine:
     return handler
 
 
-def _shut_down(provider: Any, seconds: float, said: _OneLine) -> None:
+def _shut_down(provider: Any, seconds: float, said: Any) -> None:
     """Flush and shut the provider down, waiting `seconds` at most (the export goes on
     in a daemon thread, dropped when the process exits)."""
+    import threading
+
     flushing = threading.Thread(target=provider.shutdown, name="twelvefold-traces", daemon=True)
     flushing.start()
     flushing.join(seconds)
