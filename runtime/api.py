@@ -422,9 +422,11 @@ class AsyncRuntime:
         loaded = self.agent(agent)
         value = typed_input(loaded, input)
         thread_id = thread_id or new_thread_id()
-        # Only a launch that runs the thread now opens its run's span (its traceparent goes
-        # into `Started`); a stored-only launch is traced by the resume that runs it.
-        span = self.engine.open_run(loaded, thread_id) if run else None
+        # A launch that runs the thread now opens its run's span; a stored-only launch (the
+        # server's) a short `launch` span. Its traceparent goes into `Started`: the root of
+        # the thread's trace, whichever process runs it.
+        opened = self.engine.open_run if run else self._launch_span
+        span = opened(loaded, thread_id)
         try:
             thread = await self.engine.create(
                 self._as_recorded(loaded),
@@ -437,8 +439,15 @@ class AsyncRuntime:
                 tracing.end_run(span, loaded.module.initial_state(value), exc)
             raise
         if not run:
+            if span is not None:
+                span.end()
             return await self._view(await self._ran(thread, run=False))
         return await self._view(await self.engine.advance(thread, run=span))
+
+    @staticmethod
+    def _launch_span(agent: Agent, thread_id: str) -> Any:
+        found = tracing.tracer()
+        return None if found is None else tracing.start_launch(found, agent.name, thread_id)
 
     async def resume(
         self,

@@ -245,7 +245,8 @@ class Routine:
         self.book(build_tool_started(step=step, at=now_iso(), key=key))
         # A new key has no failed attempts yet (a retry after a backoff is not taken here).
         attempt = 1 if retry_key is None else 1 + loop._failed_attempts(events, key)
-        return loop.tool_event(step, key, tools.call_now(tool, action, key, attempt=attempt))
+        outcome = tools.call_now(tool, action, key, attempt=attempt)
+        return loop.tool_event(step, key, loop._secrets_out(outcome, thread, action))
 
 
 class _ModelCall:

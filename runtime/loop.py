@@ -29,8 +29,8 @@ import functools
 import hashlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -52,7 +52,7 @@ from .model import (
     build_model_request,
 )
 from .ratelimit import RateLimiter
-from .redact import shown_value
+from .redact import secret_values, shown_value, without_secrets
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -433,6 +433,7 @@ class Engine:
             with tracing.in_span(run):
                 return await self._advance(thread)
         except ratelimit.TurnLater as later:  # not a failure: the run goes on at its turn
+            later.trace = tracing.traceparent(run)
             run.add_event(
                 "twelvefold.turn_later",
                 {"gen_ai.request.model": later.model, "twelvefold.wait_seconds": later.seconds},
@@ -775,8 +776,10 @@ class Engine:
             )
             with tracing.in_span(span):
                 try:
-                    outcome = await tools.call(
-                        tool, action, key, offload=self.offload, attempt=attempt
+                    outcome = _secrets_out(
+                        await tools.call(tool, action, key, offload=self.offload, attempt=attempt),
+                        thread,
+                        action,
                     )
                 except BaseException as exc:
                     tracing.end_tool(
@@ -793,8 +796,12 @@ class Engine:
                 error=outcome.error,
             )
         else:
-            outcome = await tools.call(tool, action, key, offload=self.offload, attempt=attempt)
-        return tool_event(step, key, outcome)
+            outcome = _secrets_out(
+                await tools.call(tool, action, key, offload=self.offload, attempt=attempt),
+                thread,
+                action,
+            )
+        return tool_event(step, key, outcome, trace=tracing.traceparent(thread.run))
 
     async def notify(
         self, thread: Thread, action: AwaitApproval | AwaitAnswer, *, at: str | None = None
@@ -1014,10 +1021,10 @@ async def _sleep_until(moment: float) -> None:
     await asyncio.sleep(max(0.0, moment - time.time()))
 
 
-def tool_event(step: str, key: str, outcome: tools.Outcome) -> Event:
+def tool_event(step: str, key: str, outcome: tools.Outcome, *, trace: str | None = None) -> Event:
     """The event that records a tool call's `outcome`: its result, a failed attempt that
-    is tried again after its backoff, or the step's failure (keeping the key of a call
-    whose outcome is unknown)."""
+    is tried again after its backoff (carrying `trace`, the run's traceparent), or the
+    step's failure (keeping the key of a call whose outcome is unknown)."""
     if outcome.error is not None and outcome.retry_in is not None:
         # Tried again after the backoff: the wait is in the log, not in this process.
         retry_at = datetime.now(UTC) + timedelta(seconds=outcome.retry_in)
@@ -1029,6 +1036,7 @@ def tool_event(step: str, key: str, outcome: tools.Outcome) -> Event:
             error=outcome.error,
             attempt=outcome.attempt,
             retry_at=retry_at.isoformat(),
+            trace=trace,
         )
     if outcome.error is not None:
         return StepFailed(
@@ -1046,6 +1054,27 @@ def tool_event(step: str, key: str, outcome: tools.Outcome) -> Event:
 def _has_work(state: State) -> bool:
     """Whether `advance` would act: running, or waiting with nobody told yet."""
     return state.status == "running" or (state.status == "waiting" and not state.notified)
+
+
+def _secrets_out(outcome: tools.Outcome, thread: Thread, action: CallTool) -> tools.Outcome:
+    """The outcome with the thread's secret values taken out of its error message (a
+    tool that fails with its input's API key in the text): the message goes into the
+    log, `show` and the context window. The secrets are the values of secret fields in
+    the tool's input and in every record the log holds (docs/language.md, "Secret
+    fields"). Only on the failure path: a tool that succeeds pays nothing."""
+    error = outcome.error
+    if error is None or not error.message:
+        return outcome
+    found = secret_values(action.value)
+    for event in thread.events:
+        for each in fields(event):
+            value = getattr(event, each.name)
+            if isinstance(value, BaseModel | list | tuple | Mapping):
+                found |= secret_values(value)
+    message = without_secrets(error.message, found)
+    if message == error.message:
+        return outcome
+    return replace(outcome, error=replace(error, message=message))
 
 
 def started(agent: Agent, input: Any, *, trace: str | None = None) -> Started:

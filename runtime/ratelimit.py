@@ -67,6 +67,9 @@ class TurnLater(Exception):
         super().__init__(f"the rate limit of {model} gives the next call a turn in {seconds:.1f} s")
         self.model = model
         self.seconds = seconds
+        self.trace: str | None = None
+        """The W3C `traceparent` of the run that stopped, when traced (the run at the
+        turn links to it: runtime/tracing.py, `after_run`)."""
 
 
 WINDOW_ENV = "TWELVEFOLD_RATE_WINDOW_SECONDS"

@@ -92,6 +92,35 @@ def shown_value(value: Any) -> Any:
     return _dumped(value)
 
 
+def secret_values(value: Any) -> set[str]:
+    """The values of the secret fields in `value` (a record, or lists/maps of them, at
+    any depth): what `without_secrets` takes out of a text. Empty strings are left out."""
+    found: set[str] = set()
+    if isinstance(value, BaseModel):
+        for name, info in type(value).model_fields.items():
+            item = getattr(value, name)
+            if is_secret(info) and isinstance(item, str) and item:
+                found.add(item)
+            elif not isinstance(item, bool | int | float | str) and item is not None:
+                found |= secret_values(item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            found |= secret_values(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found |= secret_values(item)
+    return found
+
+
+def without_secrets(text: str, secrets: set[str] | frozenset[str]) -> str:
+    """`text` with every one of `secrets` replaced by `REDACTED`, longest first (so a
+    secret that contains another is taken out whole). Only exact copies are found: a
+    secret the text holds encoded, cut or changed in case is not."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def _shown_location(model: type[BaseModel] | None, location: Sequence[Any]) -> list[Any]:
     """`location` (pydantic's `loc`) cut just below the first secret field on its way. A
     step the walk cannot follow (a union, a key it does not know) ends it there too when

@@ -10,10 +10,13 @@ One trace per thread, however many processes and days it takes:
           ...
 
 A span cannot stay open across processes, so the log carries the trace: `Started.trace` is
-the launching run's W3C `traceparent`, `Notified.trace` the run that paused, and a
-decision's `trace` the wait's span, made by the process that records the decision with its
-start set to the notice's time. A run's parent is the span on the latest event that carries
-one; it links to the run before it (the span on the latest `Started` or `Notified`).
+the launching run's W3C `traceparent` (or, for a launch that only stores the thread, its
+`launch` span's), `Notified.trace` the run that paused, `AttemptFailed.trace` the run a
+retry's backoff stopped, and a decision's `trace` the wait's span, made by the process
+that records the decision with its start set to the notice's time. A run's parent is the
+span on the latest event that carries one; it links to the run before it (the span on the
+latest `Started`, `Notified` or `AttemptFailed`, or the run `after_run` names: one that
+stopped for a far rate-limit turn and recorded nothing).
 
 Off unless an application (or `twelvefold run`, see `configure_from_env`) installed an SDK
 tracer provider: `opentelemetry.trace` is not even imported until then (it costs ~25 ms),
@@ -24,16 +27,21 @@ MESSAGE_CONTENT is `true` (the variable the OpenTelemetry GenAI instrumentations
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
+import math
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .types import (
     Answered,
     Approved,
+    AttemptFailed,
     Cancelled,
     Decision,
     ErrorInfo,
@@ -53,6 +61,9 @@ CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 """W3C Trace Context, version 00 (https://www.w3.org/TR/trace-context/#traceparent-header)."""
+PROVIDER = "openai"
+"""`gen_ai.provider.name` of every span: the runtime speaks the OpenAI API (any
+OpenAI-compatible endpoint)."""
 _VALUE_LIMIT = 4096
 """Characters of one content attribute (a prompt, a tool result) kept in a span."""
 
@@ -102,8 +113,33 @@ def remote(value: object) -> Any:
 # ---- runs --------------------------------------------------------------------------
 
 
+_AFTER: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "twelvefold_after_run", default=None
+)
+"""(thread id, traceparent) of a run of that thread the log does not record (`after_run`)."""
+
+
+@contextlib.contextmanager
+def after_run(thread_id: str, previous: str | None) -> Iterator[None]:
+    """Within this block, the next run of `thread_id` links to the run `previous` (a W3C
+    `traceparent`) rather than to the one its log names: the run a worker stopped before
+    a model call whose rate-limit turn was far away records nothing, so the wake-up job
+    that runs the thread at its turn carries that run's context instead (server/queue.py).
+    None, or a value that is not a `traceparent`: nothing changes."""
+    token = _AFTER.set((thread_id, previous) if previous else None)
+    try:
+        yield
+    finally:
+        _AFTER.reset(token)
+
+
 def start_run(tracer: Tracer, agent: str, thread_id: str, events: Sequence[Event]) -> Span:
-    """The `invoke_agent` span of one run of a thread, in the thread's trace (see above)."""
+    """The `invoke_agent` span of one run of a thread, in the thread's trace (see above).
+
+    Its parent is the span on the latest event carrying one (none: the current span, a
+    new trace when there is none); it links to the run before it, the span on the latest
+    `Started`, `Notified` or `AttemptFailed`, or the run `after_run` names (later than
+    anything in the log). `twelvefold.resumed` is false for a thread's first run only."""
     from opentelemetry import trace
 
     parent = previous = None
@@ -113,9 +149,16 @@ def start_run(tracer: Tracer, agent: str, thread_id: str, events: Sequence[Event
             continue
         if parent is None:
             parent = remote(found)
-        if isinstance(event, Started | Notified):
+        if isinstance(event, Started | Notified | AttemptFailed):
             previous = remote(found)
             break
+    after = _AFTER.get()
+    if after is not None and after[0] == thread_id:
+        _AFTER.set(None)  # its own run only, not a sub-agent's run inside it
+        previous = remote(after[1]) or previous
+        resumed = True
+    else:
+        resumed = len(events) > 1
     links = []
     if previous is not None and previous != parent:
         links.append(trace.Link(previous, {"twelvefold.link": "previous_run"}))
@@ -127,28 +170,39 @@ def start_run(tracer: Tracer, agent: str, thread_id: str, events: Sequence[Event
         links=links,
         attributes={
             "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.provider.name": PROVIDER,
             "gen_ai.agent.name": agent,
             "gen_ai.conversation.id": thread_id,
-            "twelvefold.resumed": parent is not None,
+            "twelvefold.resumed": resumed,
         },
+    )
+
+
+def start_launch(tracer: Tracer, agent: str, thread_id: str) -> Span:
+    """The span of a launch that stores a thread without running it (the server: its
+    runs are in the background or on a worker). It is the root of the thread's trace
+    (`Started.trace`), the child of the current span when there is one (the HTTP
+    request's), and it ends as soon as the thread is stored."""
+    from opentelemetry import trace
+
+    return tracer.start_span(
+        f"launch {agent}",
+        kind=trace.SpanKind.INTERNAL,
+        attributes={"gen_ai.agent.name": agent, "gen_ai.conversation.id": thread_id},
     )
 
 
 def end_run(span: Span, state: State, error: BaseException | None = None) -> None:
     """Close a run's span with where the thread stands (and, when it paused, a
     `twelvefold.paused` event naming the request)."""
-    from opentelemetry.trace import Status, StatusCode
-
     span.set_attribute("twelvefold.thread.status", state.status)
     span.set_attribute("twelvefold.step", state.step)
     if state.status == "waiting" and state.request is not None:
         span.add_event("twelvefold.paused", {"twelvefold.request.id": state.request})
     if error is not None:
-        span.set_attribute("error.type", type(error).__name__)
-        span.set_status(Status(StatusCode.ERROR, _line(str(error))))
+        _failed(span, type(error).__name__, error)
     elif state.status == "failed" and state.error is not None:
-        span.set_attribute("error.type", state.error.type)
-        span.set_status(Status(StatusCode.ERROR, _line(str(state.error))))
+        _failed(span, state.error.type, state.error)
     span.end()
 
 
@@ -176,7 +230,7 @@ def start_chat(
 
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "openai",
+        "gen_ai.provider.name": PROVIDER,
         "gen_ai.conversation.id": thread_id,
         "gen_ai.output.type": "json",
         "twelvefold.step": step,
@@ -357,13 +411,28 @@ def _wait_notice(events: Sequence[Event]) -> Notified | None:
 
 
 def _finish(span: Span, values: dict[str, Any], error: ErrorInfo | None) -> None:
-    from opentelemetry.trace import Status, StatusCode
-
     span.set_attributes({k: v for k, v in values.items() if v is not None})
     if error is not None:
-        span.set_attribute("error.type", error.type)
-        span.set_status(Status(StatusCode.ERROR, _line(str(error))))
+        _failed(span, error.type, error)
     span.end()
+
+
+def _failed(span: Span, error_type: str, error: object) -> None:
+    """Mark a span failed: `error.type` always; the error's message as the status's
+    description only when content is captured (a message may quote what the call was
+    given: a tool that fails with its input's API key in the text)."""
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_attribute("error.type", error_type)
+    message = _line(_text(error)) if capture_content() else None
+    span.set_status(Status(StatusCode.ERROR, message or None))
+
+
+def _text(error: object) -> str:
+    try:
+        return str(error)
+    except Exception:  # an exception's own __str__ is input like any other
+        return ""
 
 
 def _ns(at: str | None) -> int | None:
@@ -388,28 +457,44 @@ def _line(text: str) -> str:
 # ---- exporting ---------------------------------------------------------------------
 
 
+FLUSH_SECONDS = 3.0
+"""How long a command waits, as it exits, for its last spans to be exported (unless
+OTEL_BSP_EXPORT_TIMEOUT, in milliseconds, says otherwise): a collector that does not
+answer delays the exit this long at most, and what it did not take is dropped."""
+_EXPORTERS = ("otlp", "console")
+
+
 def configure_from_env() -> Callable[[], None] | None:
     """Install the SDK with an exporter when the environment asks for one the standard way
     (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, or
-    OTEL_TRACES_EXPORTER = otlp or console), unless a provider is installed already or
-    OTEL_SDK_DISABLED is true. Returns the function that flushes and shuts it down (call it
+    OTEL_TRACES_EXPORTER a comma-separated list of `otlp` and `console`), unless a provider
+    is installed already or OTEL_SDK_DISABLED is true (or OTEL_TRACES_EXPORTER is `none`).
+    Returns the function that flushes and shuts it down within `FLUSH_SECONDS` (call it
     before the process exits), or None when nothing was installed.
 
-    Raises `TracingUnavailable` when exporting is asked for and `twelvefold[otel]` (the SDK
-    and the OTLP/HTTP exporter) is not installed.
+    OTLP goes over HTTP with protobuf; OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL `grpc` uses
+    the gRPC exporter when `opentelemetry-exporter-otlp-proto-grpc` is installed, and any
+    protocol that cannot be had is said on stderr (one line) before HTTP is used. Export
+    failures are one stderr line per process, not the SDK's line per retry.
+
+    Raises `TracingUnavailable` when an exporter is not known, or exporting is asked for
+    and `twelvefold[otel]` (the SDK and the OTLP/HTTP exporter) is not installed.
     """
     env = os.environ
-    exporter_name = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    listed = [n.strip() for n in env.get("OTEL_TRACES_EXPORTER", "").lower().split(",")]
+    names = list(dict.fromkeys(n for n in listed if n and n != "none"))
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or exporter_name == "none":
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
-    if not exporter_name and not endpoint:
+    if not names and ("none" in listed or not endpoint):
         return None
-    if exporter_name not in ("", "otlp", "console"):
+    unknown = [n for n in names if n not in _EXPORTERS]
+    if unknown:
         raise TracingUnavailable(
-            f"OTEL_TRACES_EXPORTER={exporter_name!r} is not supported here: use otlp or console"
+            f"OTEL_TRACES_EXPORTER={','.join(unknown)!r} is not supported here: "
+            "use otlp, console or both (otlp,console)"
         )
     try:
         from opentelemetry import trace
@@ -426,23 +511,128 @@ def configure_from_env() -> Callable[[], None] | None:
         ) from None
     if tracer() is not None:  # the application installed its own
         return None
-    exporter: SpanExporter
-    if exporter_name == "console":
-        exporter = ConsoleSpanExporter(out=sys.stderr)
-    else:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError:
-            raise TracingUnavailable(
-                "exporting traces over OTLP needs its exporter: pip install 'twelvefold[otel]'"
-            ) from None
-        exporter = OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_* itself
+    exporters: list[SpanExporter] = []
+    for name in names or ["otlp"]:
+        if name == "console":
+            exporters.append(ConsoleSpanExporter(out=sys.stderr))
+        else:
+            exporters.append(_otlp_exporter(env))
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or "twelvefold"})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    # Not shut down at exit by the SDK itself: that would wait for an unanswered collector
+    # as long as its exporter retries (~10 s); the returned function bounds the wait.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    return provider.shutdown
+    said = _quiet_export_errors(endpoint or "the OTLP endpoint")
+    return functools.partial(_shut_down, provider, _flush_seconds(env), said)
+
+
+def _otlp_exporter(env: Mapping[str, str]) -> Any:
+    """The OTLP exporter the protocol variables ask for (they are read by the exporter
+    itself, as are the endpoint, headers, timeout and compression variables)."""
+    given = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    protocol = (given or "").strip().lower()
+    if protocol == "grpc":
+        import importlib
+
+        try:  # an optional package, not a dependency (nor known to the type checker)
+            grpc = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
+        except ImportError:
+            _warn(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs opentelemetry-exporter-otlp-proto-grpc, "
+                "which is not installed: traces are sent over HTTP (http/protobuf) instead"
+            )
+        else:
+            return grpc.OTLPSpanExporter()
+    elif protocol not in ("", "http/protobuf"):
+        _warn(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={_printable(protocol)} is not supported here: "
+            "traces are sent over HTTP (http/protobuf)"
+        )
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        raise TracingUnavailable(
+            "exporting traces over OTLP needs its exporter: pip install 'twelvefold[otel]'"
+        ) from None
+    return OTLPSpanExporter()
+
+
+def _flush_seconds(env: Mapping[str, str]) -> float:
+    try:
+        given = float(env.get("OTEL_BSP_EXPORT_TIMEOUT", "")) / 1000
+    except ValueError:
+        return FLUSH_SECONDS
+    return given if math.isfinite(given) and given > 0 else FLUSH_SECONDS
+
+
+def _quiet_export_errors(endpoint: str) -> Any:
+    """A handler that takes the exporters' and the span processor's log records (a line
+    per retry, a line per dropped batch) and writes one line for them all, once per
+    process (`said` is set once it did)."""
+    import logging  # here: tracing off must not import it
+
+    class OneLine(logging.Handler):
+        def __init__(self, where: str) -> None:
+            super().__init__(logging.WARNING)
+            self.where = where
+            self.said = False
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if not self.said:
+                self.said = True
+                _warn(
+                    f"traces could not be exported to {self.where}; they are dropped "
+                    "(later export errors are not shown)"
+                )
+
+    handler = OneLine(_where(endpoint))
+    for name in ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal"):
+        found = logging.getLogger(name)
+        found.addHandler(handler)
+        found.propagate = False
+    return handler
+
+
+def _shut_down(provider: Any, seconds: float, said: Any) -> None:
+    """Flush and shut the provider down, waiting `seconds` at most (the export goes on
+    in a daemon thread, dropped when the process exits)."""
+    import threading
+
+    flushing = threading.Thread(target=provider.shutdown, name="twelvefold-traces", daemon=True)
+    flushing.start()
+    flushing.join(seconds)
+    if flushing.is_alive() and not said.said:
+        said.said = True
+        _warn(
+            f"traces not exported to {said.where} within {seconds:g} s are dropped "
+            "(OTEL_BSP_EXPORT_TIMEOUT, in milliseconds, gives them longer)"
+        )
+
+
+def _where(endpoint: str) -> str:
+    """An endpoint as a message shows it: scheme, host and port (no credentials, path or
+    query), printable."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(endpoint.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "the OTLP endpoint"
+    if not host:
+        return "the OTLP endpoint"
+    return _printable(f"{parts.scheme}://{host}" + (f":{port}" if port else ""))
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)[:200]
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 class TracingUnavailable(RuntimeError):

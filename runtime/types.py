@@ -117,6 +117,9 @@ class AttemptFailed(Event):
     attempt: int
     """Which attempt failed (1 for the first)."""
     retry_at: str
+    trace: str | None = None
+    """The W3C `traceparent` of the run the attempt failed in, when traced: the run that
+    tries again (often another process's) is its child (docs/observability.md)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -507,3 +507,119 @@ def test_a_failed_model_call_that_was_paid_for_shows_its_tokens_on_its_span(
     attempts = len(openai_server.requests)
     assert (chat.attributes or {})["gen_ai.usage.input_tokens"] == 500 * attempts
     assert (chat.attributes or {})["gen_ai.usage.output_tokens"] == 50 * attempts
+
+
+def test_a_tool_error_quoting_a_secret_shows_it_nowhere(
+    rt: Runtime,
+    spans: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The tool fails with its input's secret key in the message. Without the content
+    # opt-in a span says only the error's type; the log (and so `show` and the context
+    # window) keeps the message with the key taken out; with the opt-in the span's status
+    # has that same redacted message.
+    monkeypatch.delenv(tracing.CAPTURE_CONTENT, raising=False)
+    refused = rt.launch(SECRETS / "keyed.agent", {**SECRET_CLAIM, "order": "refuse-1"})
+    assert refused.status == "failed"
+    (tool,) = named(spans.get_finished_spans(), "execute_tool charge")
+    (run,) = named(spans.get_finished_spans(), "invoke_agent keyed")
+    for failed in (tool, run):
+        assert failed.status.status_code == trace.StatusCode.ERROR
+        assert failed.status.description is None, failed.name
+        assert (failed.attributes or {})["error.type"] == "ValueError"
+    failure = rt.events(refused.id)[-1]
+    assert failure.error.message == f"provider refused key {REDACTED} for order refuse-1"
+    assert SECRET_KEY not in json.dumps(refused.to_json(), default=str)
+
+    spans.clear()
+    monkeypatch.setenv(tracing.CAPTURE_CONTENT, "true")
+    again = rt.launch(SECRETS / "keyed.agent", {**SECRET_CLAIM, "order": "refuse-2"})
+    (tool,) = named(spans.get_finished_spans(), "execute_tool charge")
+    assert tool.status.description == (
+        f"ValueError: provider refused key {REDACTED} for order refuse-2"
+    )
+    assert again.status == "failed"
+
+
+def test_every_span_of_a_run_names_its_provider(
+    spans: InMemorySpanExporter, openai_server: ScriptedOpenAI, tmp_path: Path, cache: Path
+) -> None:
+    # gen_ai.provider.name is Required on invoke_agent and chat spans (GenAI semconv).
+    ModelTurns(openai_server).then({"type": "DoneForNow", "message": "hello there"})
+    with runtime(openai_server, tmp_path / "threads.db", cache) as rt:
+        rt.launch(CALCULATOR, "hi")
+    found = spans.get_finished_spans()
+    assert {s.name for s in found} == {"invoke_agent calculator", "chat scripted-model"}
+    for span in found:
+        assert (span.attributes or {})["gen_ai.provider.name"] == "openai", span.name
+
+
+def run_calculator(tmp_path: Path, server: ScriptedOpenAI, **otel: str) -> Any:
+    """`twelvefold run` of the calculator in a fresh process with the OTEL_* given."""
+    ModelTurns(server).then({"type": "DoneForNow", "message": "hello there"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test",
+            "OPENAI_MODEL": "gpt-4o-mini", **otel}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "twelvefold", "run", str(CALCULATOR), "--input", "hi",
+         "--db", str(tmp_path / "threads.db"), "--json"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+    )  # fmt: skip
+
+
+def test_a_list_of_exporters_and_an_unavailable_protocol_are_taken_as_the_spec_says(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    # OTEL_TRACES_EXPORTER is a comma-separated list (OpenTelemetry's SDK configuration
+    # spec); gRPC is asked for but its exporter is not installed: said once, HTTP used.
+    with OtlpReceiver() as receiver:
+        done = run_calculator(
+            tmp_path,
+            openai_server,
+            OTEL_TRACES_EXPORTER="otlp, console",
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        )
+        assert done.returncode == 0, done.stderr
+        received = receiver.wait_for(lambda found: len(found) >= 2, timeout=5)
+    assert sorted(s.name for s in received) == ["chat gpt-4o-mini", "invoke_agent calculator"]
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "grpc" in warnings[0] and "http/protobuf" in warnings[0]
+    assert '"name": "invoke_agent calculator"' in done.stderr  # the console exporter's
+
+
+def test_an_unreachable_collector_is_one_line_and_no_retry_chatter(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    done = run_calculator(tmp_path, openai_server, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "warning: traces could not be exported to http://127.0.0.1:9; they are dropped "
+        "(later export errors are not shown)"
+    ]
+
+
+def test_a_collector_that_never_answers_does_not_hold_the_exit(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    """A collector that takes the connection and never answers, and an exporter told to
+    wait 10 minutes for it: the command still exits (the flush is bounded: FLUSH_SECONDS),
+    saying once that the spans were dropped. (No duration is asserted; a build without
+    the bound waits out the SDK's own 30 s shutdown and says nothing.)"""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the backlog; nothing is ever read
+        port = silent.getsockname()[1]
+        done = run_calculator(
+            tmp_path,
+            openai_server,
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+            OTEL_EXPORTER_OTLP_TIMEOUT="600",
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"warning: traces not exported to http://127.0.0.1:{port} within 3 s are dropped "
+        "(OTEL_BSP_EXPORT_TIMEOUT, in milliseconds, gives them longer)"
+    ]

@@ -27,4 +27,6 @@ def pay(refund: Any) -> dict[str, str]:
 def charge(claim: Any) -> dict[str, str]:
     """Charge with the claim's key (the tool gets the real value) and return a token."""
     assert claim.api_key.startswith("sk-"), "the tool is given the secret itself"
+    if claim.order.startswith("refuse"):  # a provider's refusal that quotes the key
+        raise ValueError(f"provider refused key {claim.api_key} for order {claim.order}")
     return {"id": f"c-{claim.order}", "token": f"tok-for-{claim.api_key}"}

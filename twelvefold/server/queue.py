@@ -36,7 +36,9 @@ the sweep's cost grows with the threads left behind, not with all the running on
 A thread whose model call's rate-limit turn is more than `DEFER_TURN_SECONDS` away
 (runtime/ratelimit.py, limits shared by every worker through the store) gives its job
 slot back: its run stops before the call (`TurnLater`, nothing recorded) and a wake-up is
-scheduled for the moment its turn comes.
+scheduled for the moment its turn comes. That wake-up carries the stopped run's trace
+context (`trace`, a W3C `traceparent`), since the log does not: the run it starts links to
+the stopped one (runtime/tracing.py, `after_run`).
 
 A worker's job loop that fails (the database went away for a moment; another worker
 took it for dead and deleted its registration, after which procrastinate refuses its
@@ -54,7 +56,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from twelvefold.runtime import timeouts
+from twelvefold.runtime import timeouts, tracing
 from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseHeld, LeaseLost
 from twelvefold.runtime.loading import AgentLoadError
@@ -243,15 +245,20 @@ class Queue:
     def __init__(self, app: procrastinate.App) -> None:
         self.app = app
 
-    async def wake(self, thread_id: str, *, delay: float = 0.0) -> None:
-        """Enqueue a wake-up of the thread (dropped when one is already pending)."""
+    async def wake(self, thread_id: str, *, delay: float = 0.0, trace: str | None = None) -> None:
+        """Enqueue a wake-up of the thread (dropped when one is already pending). `trace`:
+        the W3C `traceparent` of a run the log does not record (one stopped before a
+        far-away rate-limit turn), which the run it wakes links to."""
         from procrastinate.exceptions import AlreadyEnqueued
 
         options: dict[str, Any] = {"queueing_lock": thread_lock(thread_id)}
         if delay > 0:
             options["schedule_in"] = {"seconds": delay}
+        arguments: dict[str, Any] = {"thread_id": thread_id}
+        if trace is not None:
+            arguments["trace"] = trace
         with contextlib.suppress(AlreadyEnqueued):
-            await self.app.configure_task(ADVANCE, **options).defer_async(thread_id=thread_id)
+            await self.app.configure_task(ADVANCE, **options).defer_async(**arguments)
 
     async def pending(self, thread_ids: list[str]) -> set[str]:
         """Which of the threads have a job waiting in the queue (`todo`) that will run
@@ -384,9 +391,10 @@ class Work:
         # A thread waiting long for a rate-limit turn gives its job slot back.
         self.runtime.engine.defer_turns = DEFER_TURN_SECONDS
 
-    async def advance(self, thread_id: str) -> None:
+    async def advance(self, thread_id: str, trace: str | None = None) -> None:
         """Run the thread on (a wake-up). Another process holding its lease: try again in
-        a moment. A thread this worker does not serve, or gone: nothing."""
+        a moment. A thread this worker does not serve, or gone: nothing. `trace`: the run
+        before this one, when the log does not record it (`Queue.wake`)."""
         try:
             info = await self.runtime.info(thread_id)
         except ThreadNotFound:
@@ -400,7 +408,8 @@ class Work:
             await self._settled(thread_id, agent)
             return
         try:
-            view = await self.runtime.resume(thread_id, agent=agent)
+            with tracing.after_run(thread_id, trace):
+                view = await self.runtime.resume(thread_id, agent=agent)
         except (LogError, AgentLoadError) as exc:
             # Its log does not verify, or its version does not build or replay: running
             # it again cannot help. Said once, and the sweep stops waking it.
@@ -412,10 +421,10 @@ class Work:
             return
         except LeaseHeld as held:
             log.info("%s", held)
-            await self.queue.wake(thread_id, delay=LEASE_RETRY_SECONDS)
+            await self.queue.wake(thread_id, delay=LEASE_RETRY_SECONDS, trace=trace)
             return
         except TurnLater as later:
-            await self.queue.wake(thread_id, delay=later.seconds)
+            await self.queue.wake(thread_id, delay=later.seconds, trace=later.trace)
             return
         except (LeaseLost, Conflict) as exc:  # another process took over: it goes on
             log.warning("%s", exc)
@@ -443,7 +452,7 @@ class Work:
             await self.queue.wake(thread_id, delay=LEASE_RETRY_SECONDS)
             return
         except TurnLater as later:  # the expiry is recorded; the run goes on at its turn
-            await self.queue.wake(thread_id, delay=later.seconds)
+            await self.queue.wake(thread_id, delay=later.seconds, trace=later.trace)
             return
         if expiry is not None and expiry.problem is not None:
             log.warning("thread %s: %s", thread_id, expiry.problem)
@@ -528,9 +537,9 @@ def _notices_only(view: ThreadView, seq: int) -> bool:
     return view.seq > seq and all(isinstance(e, Notified) for e in view.log[seq:])
 
 
-async def _advance_job(context: Any, thread_id: str) -> None:
+async def _advance_job(context: Any, thread_id: str, trace: str | None = None) -> None:
     work: Work = context.additional_context[WORK]
-    await work.advance(thread_id)
+    await work.advance(thread_id, trace)
 
 
 async def _timer_job(context: Any, thread_id: str, request: str | None, seq: int) -> None:

@@ -1,0 +1,247 @@
+"""One trace per thread across processes (docs/observability.md, "One trace across
+processes"): a thread launched over HTTP on a real `twelvefold serve` process (SQLite)
+and threads launched as `serve` does on PostgreSQL and run by a real `twelvefold worker`
+process, which gives its job back while it waits for a far rate-limit turn; spans
+exported over OTLP/HTTP to the receiver in tests/support/otlp_receiver.py, or kept by
+the SDK's in-memory exporter in this process (the `serve` side)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.support.openai_server import Reply, ScriptedOpenAI
+from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.support.serve_process import ServeProcess, json_of, launch_waiting, make_token
+from tests.support.server import deploy_project, deploy_responder
+from tests.support.waiting import wait_for
+from tests.test_rate_limits import AGENT as ANSWERER
+from tests.test_tracing import spans  # noqa: F401  (a fixture, taken by name)
+from tests.test_worker import FIXTURES, Driver, make_cluster
+from twelvefold.runtime import ratelimit, tracing
+from twelvefold.runtime.api import AsyncRuntime
+from twelvefold.runtime.model import OpenAIModel
+from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.types import AttemptFailed
+
+CALLER_TRACE, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+def of_thread(found: list[ReceivedSpan], thread_id: str) -> list[ReceivedSpan]:
+    return [s for s in found if s.attributes.get("gen_ai.conversation.id") == thread_id]
+
+
+def exporting(receiver: OtlpReceiver) -> dict[str, str]:
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: export soon, not every 5 s
+        tracing.CAPTURE_CONTENT: "",
+    }
+
+
+def test_a_thread_launched_over_http_is_one_trace_from_the_callers_span(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    """The launch's span is inside the request's span (so in the trace of the caller's
+    `traceparent` when there is one), and the server's background run is the launch's
+    child: one trace per thread, with the HTTP request that launched it."""
+    openai_server.responder = deploy_responder
+    deploy_project(tmp_path / "project")
+    db = tmp_path / "threads.db"
+    token = make_token(db, "bob")
+    with OtlpReceiver() as receiver:
+        env = {
+            "OPENAI_BASE_URL": openai_server.base_url,
+            "OPENAI_API_KEY": "test",
+            "DEPLOYBOT_LEDGER": str(tmp_path / "ledger.jsonl"),
+            "TWELVEFOLD_DB": "",
+            **exporting(receiver),
+        }
+        server = ServeProcess([tmp_path / "project"], db, env, tmp_path / "serve.log").start()
+        try:
+            with server.client(token) as bob:
+                header = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}
+                joined = json_of(
+                    bob.post(
+                        "/v1/agents/deploybot/threads", json={"input": "deploy"}, headers=header
+                    ),
+                    202,
+                )["thread_id"]
+                (alone,) = (view["thread_id"] for view in launch_waiting(bob, 1))
+                wait_for(
+                    lambda: bob.get(f"/v1/threads/{joined}").json()["status"] == "waiting",
+                    "the first thread to pause",
+                )
+
+            def paused_runs(found: list[ReceivedSpan]) -> bool:
+                return all(
+                    any(s.attributes.get("twelvefold.thread.status") == "waiting"
+                        for s in of_thread(found, t))
+                    for t in (joined, alone)
+                )  # fmt: skip
+
+            received = receiver.wait_for(paused_runs)
+        finally:
+            server.stop()
+    by_id = {s.span_id: s for s in received}
+
+    def ancestors(span: ReceivedSpan) -> list[str]:
+        names = []
+        while span.parent_span_id in by_id:
+            span = by_id[span.parent_span_id]
+            names.append(span.name)
+        return names
+
+    for thread_id in (joined, alone):
+        found = of_thread(received, thread_id)
+        (launch,) = [s for s in found if s.name == "launch deploybot"]
+        (run,) = [s for s in found if s.name == "invoke_agent deploybot"]
+        assert {s.trace_id for s in found} == {launch.trace_id}, thread_id
+        assert run.parent_span_id == launch.span_id
+        assert run.attributes["twelvefold.resumed"] is False
+        assert run.attributes["gen_ai.provider.name"] == "openai"
+        # The launch is inside the request's span (FastAPI's own, in the server).
+        assert "POST /v1/agents/{agent}/threads" in ancestors(launch)
+    (request_span,) = [
+        by_id[s.span_id]
+        for s in received
+        if s.name.startswith("POST ") and s.trace_id == CALLER_TRACE
+    ]
+    assert request_span.parent_span_id == CALLER_SPAN
+    assert {s.trace_id for s in of_thread(received, joined)} == {CALLER_TRACE}
+
+
+def test_the_run_after_a_retry_backoff_is_the_child_of_the_run_whose_attempt_failed(
+    request: pytest.FixtureRequest,
+    openai_server: ScriptedOpenAI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`retry 2 backoff 3s`, its first attempt failing, run as the server and the workers
+    run it: launched without running, run in the background, the run stops at the failed
+    attempt, and another runs the thread on when the backoff is over. The failed attempt
+    records its run, and the next run is that run's child (not the launch's)."""
+    exported: InMemorySpanExporter = request.getfixturevalue("spans")
+    monkeypatch.setenv("FLAKY_DIR", str(tmp_path))
+    openai_server.responder = lambda body: Reply(arguments={"choice": {"type": "Bump", "n": 1}})
+    model = OpenAIModel(model="scripted-model", base_url=openai_server.base_url, api_key="t")
+
+    async def scenario() -> tuple[str, AttemptFailed]:
+        rt = AsyncRuntime(SqliteStore(tmp_path / "threads.db"), model=model)
+        rt.engine.wait_out_backoff = False  # as `serve` and `worker` set it
+        view = await rt.launch(FIXTURES / "flaky.agent", "go", run=False)
+        await rt.resume(view.id)
+        failed = (await rt.events(view.id))[-1]
+        assert isinstance(failed, AttemptFailed)
+        retry_at = datetime.fromisoformat(failed.retry_at).timestamp()
+        while time.time() <= retry_at:
+            await asyncio.sleep(0.1)
+        assert (await rt.resume(view.id)).status == "finished"
+        return view.id, failed
+
+    _, failed = asyncio.run(scenario())
+    found = exported.get_finished_spans()
+    (launch,) = (s for s in found if s.name == "launch flaky")
+    first, second = (s for s in found if s.name == "invoke_agent flaky")
+    assert launch.context and first.context and second.context and first.parent and second.parent
+    assert first.parent.span_id == launch.context.span_id
+    assert failed.trace == tracing.traceparent(first)  # type: ignore[arg-type]
+    assert second.parent.span_id == first.context.span_id
+    assert {s.context.trace_id for s in found if s.context} == {launch.context.trace_id}
+    assert [(s.attributes or {})["twelvefold.resumed"] for s in (first, second)] == [False, True]
+
+
+@pytest.mark.postgres
+def test_a_worker_keeps_each_thread_in_one_trace_across_its_rate_limit_turns(
+    tmp_path: Path, postgres_url: str, request: pytest.FixtureRequest
+) -> None:
+    """One model call per WINDOW: three threads launched as `serve` launches on
+    PostgreSQL (stored, a wake-up enqueued) wait their turns on a real worker, which gives
+    the job back (`TurnLater`) rather than wait. Each thread is one trace rooted at its
+    launch's span (made in this process); every run is the launch's child, and a run after
+    one that gave its job back links to that run and says it is not the first."""
+    exported: InMemorySpanExporter = request.getfixturevalue("spans")
+    window = 3.0  # seconds: turns 3 and 6 s away are beyond DEFER_TURN_SECONDS (1 s)
+    project = tmp_path / "project"
+    (project / "prompts").mkdir(parents=True)
+    (project / "prompts" / "decide.j2").write_text("Answer.\n{{ context }}\n")
+    (project / "answerer.agent").write_text(ANSWERER)
+    (project / "twelvefold.toml").write_text(
+        '[rate_limits."gpt-4o-mini"]\nrequests_per_minute = 1\n'
+    )
+    with ScriptedOpenAI() as model_server, OtlpReceiver() as receiver:
+        model_server.responder = lambda body: Reply(arguments={"message": "ok"})
+        cluster = make_cluster(tmp_path, postgres_url, model_server)
+        env = {**os.environ, **cluster.env, **exporting(receiver)}
+        env[ratelimit.WINDOW_ENV] = str(window)
+        agent = project / "answerer.agent"
+        log = tmp_path / "worker.log"
+        # A sweep (every minute here) may wake a thread between its run's end and the
+        # wake-up that run enqueues: that wake-up, dropped, carries the link (docs).
+        with log.open("ab") as out:
+            command = [sys.executable, "-m", "twelvefold", "worker", str(agent), "--store",
+                       postgres_url, "--concurrency", "4", "--sweep-seconds", "60", "--grace",
+                       "2", "--model", "gpt-4o-mini"]  # fmt: skip
+            cluster.workers.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
+        driver = Driver(cluster, model_server)
+        try:
+            wait_for(lambda: "worker: running" in log.read_text(), "the worker to start")
+
+            async def launch() -> list[str]:
+                async with driver.app.open_async():
+                    ids = [
+                        (await driver.runtime.launch(str(agent), f"q{i}", run=False)).id
+                        for i in range(3)
+                    ]
+                    for thread_id in ids:
+                        await driver.queue.wake(thread_id)
+                    return ids
+
+            ids = asyncio.run(launch())
+
+            def finished(found: list[ReceivedSpan]) -> bool:
+                return all(
+                    any(s.attributes.get("twelvefold.thread.status") == "finished"
+                        for s in of_thread(found, t))
+                    for t in ids
+                )  # fmt: skip
+
+            received = receiver.wait_for(finished, timeout=180)
+        finally:
+            cluster.stop()
+    launches = {
+        s.attributes["gen_ai.conversation.id"]: s
+        for s in exported.get_finished_spans()
+        if s.name == "launch answerer"
+    }
+    later_runs = 0
+    for thread_id in ids:
+        launched: Any = launches[thread_id]
+        trace_id = f"{launched.context.trace_id:032x}"
+        launch_id = f"{launched.context.span_id:016x}"
+        runs = [s for s in of_thread(received, thread_id) if s.name == "invoke_agent answerer"]
+        assert {s.trace_id for s in of_thread(received, thread_id)} == {trace_id}, thread_id
+        assert {r.parent_span_id for r in runs} == {launch_id}
+        # Each run's link names the run before it (the first has none), the last one
+        # finished the thread; the ones before it gave their job back.
+        (first,) = [r for r in runs if not r.links]
+        chain = [first]
+        while next_run := [r for r in runs if r.links == (chain[-1].span_id,)]:
+            chain += next_run
+        assert len(chain) == len(runs), [(r.span_id, r.links) for r in runs]
+        statuses = [r.attributes["twelvefold.thread.status"] for r in chain]
+        assert statuses == ["running"] * (len(chain) - 1) + ["finished"]
+        assert [r.attributes["twelvefold.resumed"] for r in chain] == [False] + [True] * (
+            len(chain) - 1
+        )
+        later_runs += len(chain) - 1
+    assert later_runs >= 2, "the rate limit made two threads give their job back"
