@@ -22,7 +22,7 @@ import math
 import secrets
 import warnings
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -56,6 +56,7 @@ from .loop import (
 )
 from .model import Model
 from .names import declared_name
+from .records import record
 from .redact import shown_value, validation_problems
 from .spec import child_id
 from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo
@@ -133,7 +134,7 @@ class UnenforcedApprovers(UserWarning):
     it is not checked (the local CLI and library accept it; the server will refuse)."""
 
 
-@dataclass(frozen=True)
+@record
 class ThreadView:
     """Where a thread stands, as the CLI's --json and the HTTP API show it."""
 
@@ -210,7 +211,7 @@ class ThreadView:
         }
 
 
-@dataclass(frozen=True)
+@record
 class Expiry:
     """One thread whose wait ran out (see `AsyncRuntime.expire`)."""
 

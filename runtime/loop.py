@@ -45,6 +45,7 @@ from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
 from .model import Model, ModelError, ModelReply, ModelRequest, build_model_request
 from .ratelimit import RateLimiter
+from .records import record
 from .redact import shown_value
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class AgentModule(Protocol):
     def replay(self, events: Sequence[Event]) -> State: ...
 
 
-@dataclass(frozen=True)
+@record
 class Agent:
     """A loaded agent: its generated module and what the runtime needs beside it."""
 

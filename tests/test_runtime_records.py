@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from twelvefold.runtime.records import quick_init
+from twelvefold.runtime.records import quick_init, record
 from twelvefold.runtime.types import (
     EVENT_KINDS,
     CallTool,
@@ -62,7 +62,7 @@ def test_dataclass_behaviour_is_unchanged() -> None:
 
 
 def test_a_subclass_is_built_by_the_frozen_init() -> None:
-    @dataclass(frozen=True, slots=True)
+    @record(slots=True)
     class Tagged(State):
         tag: str = ""
 
