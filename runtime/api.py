@@ -22,46 +22,19 @@ import math
 import secrets
 import warnings
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from . import timeouts, tracing
-from .config import Config, ConfigError, find_config
-from .lease import LeaseHeld
-from .loading import (
-    AgentLoadError,
-    AgentMissing,
-    is_file_reference,
-    load_agent,
-    load_pinned_child,
-    load_version,
-    recorded_agent,
-    recorded_place,
-)
-from .loop import (
-    INTERRUPTED,
-    Agent,
-    Engine,
-    EventHook,
-    MessageBuilder,
-    Notifier,
-    Thread,
-    question,
-    retry_due,
-    started,
-)
-from .model import Model
 from .names import declared_name
+from .records import record
 from .redact import shown_value, validation_problems
 from .spec import child_id
-from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo
-from .store import now_iso as _now
 from .types import (
     Answer,
     Answered,
@@ -92,7 +65,98 @@ from .types import (
     ToolStarted,
 )
 from .usage import Totals, records, totals
-from .versions import AgentVersion, VersionError
+
+if TYPE_CHECKING:
+    # The thread engine and what it runs with: bound by `_load_engine` (below).
+    from . import timeouts, tracing
+    from .config import Config, ConfigError, find_config
+    from .lease import LeaseHeld
+    from .loading import (
+        AgentLoadError,
+        AgentMissing,
+        is_file_reference,
+        load_agent,
+        load_pinned_child,
+        load_version,
+        recorded_agent,
+        recorded_place,
+    )
+    from .loop import (
+        INTERRUPTED,
+        Agent,
+        Engine,
+        EventHook,
+        MessageBuilder,
+        Notifier,
+        Thread,
+        question,
+        retry_due,
+        started,
+    )
+    from .model import Model
+    from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo
+    from .store import now_iso as _now
+    from .versions import AgentVersion, VersionError
+
+
+def _load_engine() -> None:
+    """Bind the names of the thread engine in this module: the imports above, which
+    tests/test_runtime_imports.py checks are the same.
+
+    Importing the API does not load the engine (the loop, the agent loader, the stores,
+    the model client, rate limits, tracing, pinned versions: about a tenth of the import
+    of an agent, issue 13); making a runtime does, and so does reading one of these names
+    from this module (`api.SqliteStore`, `from twelvefold.runtime.api import Agent`).
+    The functions of this module that use them and may be called without a runtime
+    (`view_of`, `fork_log`, ...) call this first."""
+    global _ENGINE_LOADED
+    if _ENGINE_LOADED:
+        return
+    from . import timeouts, tracing  # noqa: F401
+    from .config import Config, ConfigError, find_config  # noqa: F401
+    from .lease import LeaseHeld  # noqa: F401
+    from .loading import (  # noqa: F401
+        AgentLoadError,
+        AgentMissing,
+        is_file_reference,
+        load_agent,
+        load_pinned_child,
+        load_version,
+        recorded_agent,
+        recorded_place,
+    )
+    from .loop import (  # noqa: F401
+        INTERRUPTED,
+        Agent,
+        Engine,
+        EventHook,
+        MessageBuilder,
+        Notifier,
+        Thread,
+        question,
+        retry_due,
+        started,
+    )
+    from .model import Model  # noqa: F401
+    from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo  # noqa: F401
+    from .store import now_iso as _now  # noqa: F401
+    from .versions import AgentVersion, VersionError  # noqa: F401
+
+    globals().update(locals())  # the names imported above, for the whole module
+    _ENGINE_LOADED = True
+
+
+_ENGINE_LOADED = False
+
+if not TYPE_CHECKING:  # for mypy, the names above are this module's (no Any fallback)
+
+    def __getattr__(name: str) -> Any:
+        if not name.startswith("__"):
+            _load_engine()
+            if name in globals():
+                return globals()[name]
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 if TYPE_CHECKING:
     from .migrate import Verdict
@@ -100,7 +164,7 @@ if TYPE_CHECKING:
 if TYPE_CHECKING:  # asyncio loads when a thread runs, not when an agent is imported
     import asyncio
 
-AgentRef = Agent | ModuleType | str | Path
+AgentRef: TypeAlias = "Agent | ModuleType | str | Path"
 T = TypeVar("T")
 
 
@@ -135,7 +199,7 @@ class UnenforcedApprovers(UserWarning):
     it is not checked (the local CLI and library accept it; the server will refuse)."""
 
 
-@dataclass(frozen=True)
+@record
 class ThreadView:
     """Where a thread stands, as the CLI's --json and the HTTP API show it."""
 
@@ -223,7 +287,7 @@ class ThreadView:
         }
 
 
-@dataclass(frozen=True)
+@record
 class Expiry:
     """One thread whose wait ran out (see `AsyncRuntime.expire`)."""
 
@@ -269,6 +333,7 @@ class Expiry:
     @property
     def never_delivered(self) -> bool:
         """Whether the request's deadline passed before any notice reached anyone."""
+        _load_engine()
         return (
             isinstance(self.event, StepFailed) and self.event.error.type == timeouts.NOT_DELIVERED
         )
@@ -290,6 +355,7 @@ def wrong_decision(thread: Thread, action: AwaitApproval | AwaitAnswer, given: s
 
 
 def view_of(thread: Thread) -> ThreadView:
+    _load_engine()
     state = thread.state
     waiting_for: Literal["approval", "answer", "event", "timer", "agent"] | None = None
     asked = event_type = wake_at = child = None
@@ -350,6 +416,7 @@ def parent_named(log: Sequence[Event]) -> str | None:
 def store_folder(store: EventStore) -> Path | None:
     """The folder a thread records its agent's place relative to: the SQLite file's
     folder; None (places stay absolute) for a store that has no file."""
+    _load_engine()
     return store.path.resolve().parent if isinstance(store, SqliteStore) else None
 
 
@@ -381,6 +448,7 @@ class AsyncRuntime:
         offload: bool = True,
         lease_seconds: float | None = None,
     ) -> None:
+        _load_engine()
         self.store: EventStore = store if store is not None else MemoryStore()
         self.engine = Engine(
             self.store,
@@ -1485,6 +1553,7 @@ def allowed_config(thread: Thread, action: AwaitApproval | AwaitAnswer, by: str 
     some are, only their members may decide (an undefined group vouches for nobody).
     Answering a human step needs no approver.
     """
+    _load_engine()
     directory = thread.agent.directory or Path.cwd()
     try:
         config = find_config(directory)
@@ -1527,6 +1596,7 @@ def shown(text: str) -> str:
 
 def fork_log(thread: Thread, at_event: int) -> list[Event]:
     """The log a fork of `thread` at `at_event` starts from: see `AsyncRuntime.fork`."""
+    _load_engine()
     module, spec = thread.agent.module, thread.agent.spec
     prefix = list(thread.events[:at_event])
     state = module.replay(prefix)
@@ -1653,6 +1723,7 @@ def child_outcome(child: Thread, action: CallAgent) -> Event | None:
     validated against the step's output type (`ChildEnded`), or the step's error
     (`ChildFailed`: failed, cancelled, a value of another shape); None while it runs or
     waits."""
+    _load_engine()
     state = child.state
     if not _ended(state):
         return None

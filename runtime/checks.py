@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
+from .records import record
 from .types import ErrorInfo, Usage, Verdict
 
 JUDGE = "judge"
@@ -43,7 +43,7 @@ class Rejection(ValueError):
     """Raised by a validator to refuse an output; its message is the reason."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Refusal:
     """An output a check refused: who refused it and why."""
 

@@ -20,9 +20,11 @@ import functools
 import hashlib
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
+
+from .records import record
 
 CONFIG_FILE = "twelvefold.toml"
 PYPROJECT = "pyproject.toml"
@@ -32,7 +34,7 @@ class ConfigError(ValueError):
     """A configuration file that cannot be read or does not have the documented shape."""
 
 
-@dataclass(frozen=True)
+@record
 class Config:
     """The settings in force for an agent; empty when no file configures twelvefold."""
 

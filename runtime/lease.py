@@ -19,9 +19,11 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
+
+from .records import record
 
 LEASE_VARIABLE = "TWELVEFOLD_LEASE_SECONDS"
 DEFAULT_LEASE_SECONDS = 30.0
@@ -66,7 +68,7 @@ class LeaseSettingError(LeaseError, ValueError):
     """TWELVEFOLD_LEASE_SECONDS (or lease_seconds=) is not a positive number."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Lease:
     thread_id: str
     owner: str

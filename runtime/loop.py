@@ -52,6 +52,7 @@ from .model import (
     build_model_request,
 )
 from .ratelimit import RateLimiter
+from .records import record
 from .redact import secret_values, shown_value, without_secrets
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class AgentModule(Protocol):
     def replay(self, events: Sequence[Event]) -> State: ...
 
 
-@dataclass(frozen=True)
+@record
 class Agent:
     """A loaded agent: its generated module and what the runtime needs beside it."""
 

@@ -26,14 +26,14 @@ import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .names import declared_name
 from .ratelimit import PROCESS_LIMITER, RateLimiter, retry_after
-from .records import builder, quick_init
+from .records import builder, quick_init, record
 from .redact import validation_problems
 from .spec import AgentSpec
 from .types import CallModel, ErrorInfo, Usage
@@ -47,7 +47,7 @@ DEFAULT_MODEL = "gpt-4o-mini"
 ModelMode = Literal["tools", "json"]
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class ModelRequest:
     """What the loop asks of the model at one `llm` step of one thread."""
 
@@ -59,7 +59,7 @@ class ModelRequest:
     """The thread's event count when the call is made (cassettes key on it)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class ModelReply:
     output: BaseModel
     """An instance of exactly one of `action.outputs`."""
@@ -103,7 +103,7 @@ DISCRIMINATOR_NAMES = ("type", "kind", "variant", "output_type")
 every one is a field, `output_type` with underscores added until it is free)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class ResponseShape:
     """The pydantic model the model is asked for, and how to get the declared value back."""
 
@@ -253,7 +253,7 @@ def resolve_model_name(override: str | None, action: CallModel) -> str:
 # ---- the request, prepared once per step shape ------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class PreparedRequest:
     """An `llm` step's request for one mode, prepared by instructor's own handlers once.
 
@@ -524,7 +524,7 @@ class OpenAIModel:
         return resolve_model_name(self.model, action)
 
 
-@dataclass(frozen=True)
+@record
 class _LoopClient:
     """One event loop's openai client and the generator that closes it (`_closed_with`)."""
 

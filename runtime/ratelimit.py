@@ -49,9 +49,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import Config, ConfigError, find_config
+from .records import record
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Limits:
     """One model's limits: at most this many per window (None: unlimited)."""
 
@@ -371,7 +372,7 @@ PROCESS_IN_FLIGHT = InFlight()
 """The cap every runtime in this process shares."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class RateLimits:
     """A configuration's `rate_limits` table: model name -> `Limits`."""
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
 
+from .records import record
 from .types import (
     AttemptFailed,
     Cancelled,
@@ -90,7 +91,7 @@ class Spent(NamedTuple):
     error: ErrorInfo
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class StateSpec:
     kind: StepKind
     line: int
@@ -121,7 +122,7 @@ class StateSpec:
         return (self.output,) if self.output is not None else ()
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class EdgeSpec:
     source: str
     target: str
@@ -131,7 +132,7 @@ class EdgeSpec:
     """The guard as canonical .agent text, for people and pictures."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class ContextSpec:
     format: Literal["xml", "yaml", "json"] = "xml"
     keep_last: int | None = None
@@ -140,7 +141,7 @@ class ContextSpec:
     renders: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class AgentSpec:
     name: str
     description: str | None

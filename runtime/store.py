@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -36,7 +36,7 @@ from . import lease as leases
 from .codec import Codec
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
-from .records import builder
+from .records import builder, record
 from .types import KIND_OF_EVENT, ChildStarted, Event, Started, State, Status, Usage
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class ThreadNotFound(LookupError):
         self.thread_id = thread_id
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class ThreadInfo:
     """A thread as a listing shows it; updated with every append."""
 
@@ -103,7 +103,7 @@ class ThreadInfo:
     None for a thread of a generated module, or written before versions existed."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Pin:
     """A thread moved to another agent version by `twelvefold migrate` (its history)."""
 
@@ -115,7 +115,7 @@ class Pin:
     by: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Exported:
     """A thread as an archive keeps it: its row, its version and its events as stored."""
 
@@ -125,7 +125,7 @@ class Exported:
     pins: list[Pin]
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Snapshot:
     """The state a thread's log replays to, kept beside the log so that resuming a
     thread skips the replay. A cache, never the source of truth: a store returns it only
@@ -140,7 +140,7 @@ class Snapshot:
     """`Codec.encode_state` of the state."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Restored:
     """What loading a thread reads from the store (`EventStore.restore`)."""
 
@@ -156,7 +156,7 @@ class Restored:
     the log before it lets a tool run (`Engine.advance`)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Head:
     """What an append changes in the thread's listing row: the state after the events."""
 
@@ -1662,7 +1662,7 @@ def storable(text: object) -> bool:
     return "\0" not in text and text.encode("utf-8", "replace").decode() == text
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class StoreUrl:
     """A database server's store URL (`postgresql://…`). Shown (`str`, f-strings) without
     its password; `url` is the whole URL, to connect with and never to print."""

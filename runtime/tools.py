@@ -39,7 +39,6 @@ import threading
 import time
 import types
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +46,7 @@ from pydantic import BaseModel, ValidationError
 
 from .config import stdlib_module
 from .names import declared_name
-from .records import quick_init
+from .records import quick_init, record
 from .redact import validation_problems
 from .types import CallTool, ErrorInfo, Usage, build_usage
 
@@ -64,7 +63,7 @@ class ToolImportError(Exception):
     """`module:function` could not be imported, or names a module a tool may not be."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Tool:
     function: Callable[..., Any]
     name: str
@@ -75,7 +74,7 @@ class Tool:
     is_async: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Outcome:
     """A tool call's result (coerced to the declared output type) or its error."""
 

@@ -7,12 +7,11 @@ actions are what the runtime must do next. Both are plain frozen dataclasses so 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .records import builder, quick_init
+from .records import builder, quick_init, record
 
 Status = Literal["running", "waiting", "finished", "failed", "cancelled"]
 
@@ -26,7 +25,7 @@ class Answer(BaseModel):
     by: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class ErrorInfo:
     """A failure as the context window shows it: type and message, never a stack trace."""
 
@@ -37,7 +36,7 @@ class ErrorInfo:
         return f"{self.type}: {self.message}" if self.message else self.type
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Usage:
     """Cost of one model or tool step, where known."""
 
@@ -50,7 +49,7 @@ class Usage:
 # ---- events --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Event:
     """Something that happened to a thread at `step`. `at` never affects `reduce`; `usage`
     does only through the budgets (`max_cost`, `max_tokens`: runtime/spec.py), from the
@@ -61,7 +60,7 @@ class Event:
     usage: Usage | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Started(Event):
     """The thread was launched with `input`; always the first event."""
 
@@ -73,26 +72,26 @@ class Started(Event):
     """For a child thread (an `agent` step's): the parent thread it reports back to."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class ModelOutput(Event):
     """An llm step's output: one value of its declared union, already validated."""
 
     output: BaseModel
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class ToolStarted(Event):
     """The runtime is about to call a tool with this idempotency key (written first, durably)."""
 
     key: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class ToolResult(Event):
     result: BaseModel
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class StepFailed(Event):
     """A model whose output stayed invalid, a tool that raised, a timeout."""
 
@@ -103,7 +102,7 @@ class StepFailed(Event):
     when the step is known to have failed without running its side effect to the end."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class AttemptFailed(Event):
     """An attempt of the tool call in flight (`key`) failed and ended, and the step's
     `retry N backoff D` tries it again, with the same key, once `retry_at` (UTC ISO 8601)
@@ -122,7 +121,7 @@ class AttemptFailed(Event):
     tries again (often another process's) is its child (docs/observability.md)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class OutputRejected(Event):
     """A check before dispatch (`validate`, `judge`) refused an llm step's output: nothing
     was dispatched; the model is asked again with the rejection in its context, and each
@@ -149,7 +148,7 @@ LOG_CHANNEL = "log"
 """The stderr channel's name (runtime/notify.py's `LogNotifier`): see `Notified.delivered`."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Notified(Event):
     """People were told that the thread waits for them (so a restart does not tell them twice)."""
 
@@ -170,7 +169,7 @@ class Notified(Event):
         return not self.failed or any(channel != LOG_CHANNEL for channel in self.channels)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Decision(Event):
     """What a person decided about a pending request (see `State.request`)."""
 
@@ -185,24 +184,24 @@ class Decision(Event):
     traced: the run that follows is its child."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Approved(Decision):
     by: str | None = None
     comment: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Rejected(Decision):
     by: str | None = None
     comment: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Answered(Decision):
     answer: Answer
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Signalled(Decision):
     """An outside event delivered to a `wait` step (`twelvefold send`, `Runtime.send`),
     already validated against the type it waits for."""
@@ -215,13 +214,13 @@ class Signalled(Decision):
     by: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class TimerFired(Decision):
     """A durable timer ran out (`expire` records it): a `sleep` step's duration, or a
     `wait` step's `timeout` with no event delivered. It names the request it ends."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class ChildStarted(Event):
     """An `agent` step's child thread exists (the link from the parent to the child; the
     child's `Started.parent` is the link back). Recorded once per visit of the step."""
@@ -230,7 +229,7 @@ class ChildStarted(Event):
     """The child thread's id: `{parent}~{request}`, so a crash re-creates nothing."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class ChildEnded(Decision):
     """The child thread of an `agent` step finished: its final value, validated against
     the step's output type, goes on. Names the request it ends (delivered once)."""
@@ -239,7 +238,7 @@ class ChildEnded(Decision):
     value: BaseModel
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class ChildFailed(StepFailed):
     """The child thread of an `agent` step failed, was cancelled or ended with a value of
     the wrong type: the step's error (`on error`). Names the request it ends."""
@@ -248,7 +247,7 @@ class ChildFailed(StepFailed):
     request: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Retried(Event):
     """A failed thread is tried again from the step that failed."""
 
@@ -259,7 +258,7 @@ class Retried(Event):
     new call with a new key."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Forked(Event):
     """The first event of a fork after the events it copied: the fork gets its own
     request (and notice, and deadline) where it waits, and never inherits a decision
@@ -271,7 +270,7 @@ class Forked(Event):
     """How many of the parent's events it copied."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Cancelled(Event):
     """Someone ended the thread on purpose; its pending request is withdrawn."""
 
@@ -307,7 +306,7 @@ KIND_OF_EVENT: dict[type[Event], str] = {cls: kind for kind, cls in EVENT_KINDS.
 # ---- state ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class State:
     """A thread at one moment: always `replay(events)`, never stored on its own."""
 
@@ -349,12 +348,12 @@ class State:
 # ---- actions -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Action:
     step: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class CallModel(Action):
     value: Any
     outputs: tuple[type[BaseModel], ...]
@@ -371,7 +370,7 @@ class CallModel(Action):
     `retries`."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class CallTool(Action):
     function: str
     """`module:function`, imported by the runtime, never by the compiler."""
@@ -391,7 +390,7 @@ class CallTool(Action):
     key): the new attempt records and passes this key instead of a new one."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class AwaitApproval(Action):
     value: Any
     ask: str
@@ -403,7 +402,7 @@ class AwaitApproval(Action):
     """The pending request's id (`State.request`)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class AwaitAnswer(Action):
     value: Any
     ask: str
@@ -413,7 +412,7 @@ class AwaitAnswer(Action):
     """The pending request's id (`State.request`)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class AwaitSignal(Action):
     """Wait for an outside event of type `event`; with `timeout_seconds`, `expire` records
     a `TimerFired` once that long has passed since the pause."""
@@ -425,7 +424,7 @@ class AwaitSignal(Action):
     """The pending request's id (`State.request`)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Sleep(Action):
     """Wait `seconds` from the pause; `expire` records the `TimerFired` that wakes it."""
 
@@ -439,7 +438,7 @@ class Sleep(Action):
     ends the sleep at the first sweep (runtime/timeouts.py)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class CallAgent(Action):
     """Run another agent (`agent`, its .agent file relative to this agent's folder) as a
     child thread on `value`, and wait, holding no process, for its final value of type
@@ -454,12 +453,12 @@ class CallAgent(Action):
     """The pending request's id (`State.request`)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Finish(Action):
     result: Any
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(slots=True, kw_only=True)
 class Fail(Action):
     error: ErrorInfo
 

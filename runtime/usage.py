@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from .config import Config, ConfigError, find_config
+from .records import record
 from .types import KIND_OF_EVENT, Event, Usage
 
 PRICES_AS_OF = "2025-08"
@@ -77,7 +77,7 @@ def valid_cost(value: object) -> TypeGuard[float]:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Prices:
     """A price table: model name -> (input, output) USD per million tokens."""
 
@@ -175,7 +175,7 @@ _WAIT_ENDS = frozenset({"approved", "rejected", "answered", "cancelled", "step_f
 """Events that end a wait: a decision, a cancel, a timeout or an undelivered notice."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Totals:
     """What one thread (or several, added up) cost so far."""
 

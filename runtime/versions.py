@@ -23,12 +23,13 @@ import hashlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from pydantic_core import from_json, to_json
 
 from .integrity import LogError
+from .records import record
 
 MAX_VERSION_BYTES = 16 << 20
 """The largest stored version a store hands back to be compiled (16 MiB of sources)."""
@@ -51,7 +52,7 @@ class VersionTampered(VersionError):
         self.digest = digest
 
 
-@dataclass(frozen=True)
+@record
 class AgentVersion:
     """What it takes to get a thread's reducer back: sources, by relative path."""
 
@@ -166,7 +167,7 @@ def safe_relative(path: str) -> bool:
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
-@dataclass(frozen=True)
+@record
 class AgentSources:
     """One `.agent` file of a version's tree as found on disk: the file (absolute), the
     prompts folder its compilation read from and the template names it read there, and
