@@ -465,7 +465,8 @@ class OpenAIModel:
         """
         from instructor.core.exceptions import IncompleteOutputException
         from openai import OpenAIError
-        from openai.types.chat import ChatCompletion
+
+        from .openai_client import ChatCompletionReply
 
         action = request.action
         retries = max(0, action.retries - action.rejections)
@@ -478,7 +479,7 @@ class OpenAIModel:
             attempt += 1
             try:
                 completion = await client.post(
-                    "/chat/completions", cast_to=ChatCompletion, body=body, options=_CREATE
+                    "/chat/completions", cast_to=ChatCompletionReply, body=body, options=_CREATE
                 )
             except OpenAIError as exc:  # the replies before it were paid for
                 raise ModelError(_api_error(exc), paid) from exc
@@ -529,7 +530,7 @@ def _make_client(
 ) -> Any:
     import logging
 
-    from openai import AsyncOpenAI, DefaultAioHttpClient
+    from .openai_client import ReusingClient, ReusingHttpClient
 
     # instructor logs what goes wrong in its handlers at WARNING and above; with no
     # logging configured, Python would print those lines on stderr beside our own
@@ -543,7 +544,7 @@ def _make_client(
     hooks: dict[str, list[Callable[..., Any]]] = {}
     if limiter is not None:
         hooks["response"] = [functools.partial(_pause_on_429, limiter)]
-    return AsyncOpenAI(
+    return ReusingClient(
         base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
         # A local endpoint needs no key; the openai client insists on one.
         api_key=api_key or os.environ.get("OPENAI_API_KEY") or "unset",
@@ -553,7 +554,8 @@ def _make_client(
         # aiohttp underneath (openai's option "for improved concurrency performance"):
         # about half the CPU of its default httpx transport per request, and no scan of
         # every pooled connection for each request (httpcore's), which grows with threads.
-        http_client=DefaultAioHttpClient(event_hooks=hooks),
+        # (ReusingHttpClient is DefaultAioHttpClient, merging each request path once.)
+        http_client=ReusingHttpClient(event_hooks=hooks),
     )
 
 

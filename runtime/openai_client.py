@@ -1,0 +1,107 @@
+"""The openai client `OpenAIModel` sends through, with the per-request work done once.
+
+openai's `AsyncOpenAI.post` is kept whole: its retries (connection errors, 429 with
+`Retry-After`, 5xx), its errors, timeouts and auth headers are the client's own. What
+changes is work it repeats on every request although the answer never changes:
+
+- The request URL. openai merges `/chat/completions` into the base URL, turns it into a
+  string, and httpx2 parses that string again to merge it into its own base URL: two to
+  three full URL parses a request (an IP address host is parsed octet by octet each time).
+  `ReusingClient._prepare_url` and `ReusingHttpClient._merge_url` keep the merged URL of
+  each path (httpx2 URLs are immutable; the cache is dropped when the base URL changes).
+- The reply. openai builds its `ChatCompletion` with `construct_type`, a walk in Python of
+  every field against its annotation (about 0.1 ms a reply). `ChatCompletionReply.build`
+  has pydantic validate the same data in strict mode (a few microseconds), which gives the
+  same object when the data has the declared types, and falls back to openai's own walk
+  when it does not, so a provider's loosely typed reply is taken exactly as openai takes it.
+
+The requests sent are byte for byte those `chat.completions.create` sends
+(tests/test_model_openai.py compares them on the wire). This module imports openai, so
+runtime/model.py imports it only when a real model is first called.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import httpx2
+import pydantic
+from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai._models import construct_type
+from openai.types.chat import ChatCompletion
+
+CACHED_URLS = 32
+"""How many request paths' merged URLs a client keeps (it sends to one or two)."""
+
+
+class ChatCompletionReply(ChatCompletion):
+    """The `cast_to` of a chat-completions `post`: openai hands the reply's JSON to `build`
+    (its `ModelBuilderProtocol`) instead of walking it with `construct_type`."""
+
+    @classmethod
+    def build(cls, *, response: httpx2.Response, data: object) -> ChatCompletion:
+        """A `ChatCompletion` of `data` (the reply's JSON), as openai would construct it.
+
+        Strict validation accepts only data already of the declared types, for which
+        openai's non-validating construction gives an equal model; anything else (a field
+        of another type, a missing one) is constructed by openai itself, unvalidated."""
+        try:
+            return ChatCompletion.model_validate(data, strict=True)
+        except pydantic.ValidationError:
+            return cast(ChatCompletion, construct_type(type_=ChatCompletion, value=data))
+
+
+class _UrlCache:
+    """Merged URLs by path, valid for one base URL."""
+
+    __slots__ = ("base", "urls")
+
+    def __init__(self) -> None:
+        self.base: object = None
+        self.urls: dict[str, httpx2.URL] = {}
+
+    def get(self, base: object, path: str) -> httpx2.URL | None:
+        if base is not self.base:  # the base URL was replaced: start over
+            self.base = base
+            self.urls = {}
+            return None
+        return self.urls.get(path)
+
+    def keep(self, path: str, url: httpx2.URL) -> httpx2.URL:
+        if len(self.urls) < CACHED_URLS:
+            self.urls[path] = url
+        return url
+
+
+class ReusingHttpClient(DefaultAioHttpClient):
+    """openai's aiohttp transport (`DefaultAioHttpClient`), merging each path once."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._merged = _UrlCache()
+
+    def _merge_url(self, url: httpx2.URL | str) -> httpx2.URL:
+        if not isinstance(url, str):
+            merged: httpx2.URL = super()._merge_url(url)
+            return merged
+        return self._merged.get(self.base_url, url) or self._merged.keep(
+            url, super()._merge_url(url)
+        )
+
+
+class ReusingClient(AsyncOpenAI):
+    """`AsyncOpenAI`, merging each request path into its base URL once."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._prepared = _UrlCache()
+
+    @property
+    def user_agent(self) -> str:
+        # openai names the client's class here; the header stays the stock client's.
+        return f"{AsyncOpenAI.__name__}/Python {self._version}"
+
+    def _prepare_url(self, url: str) -> httpx2.URL:
+        return self._prepared.get(self._base_url, url) or self._prepared.keep(
+            url, super()._prepare_url(url)
+        )
