@@ -466,8 +466,6 @@ class OpenAIModel:
         from instructor.core.exceptions import IncompleteOutputException
         from openai import OpenAIError
 
-        from .openai_client import ChatCompletionReply
-
         action = request.action
         retries = max(0, action.retries - action.rejections)
         reasked = _reasked()
@@ -478,9 +476,7 @@ class OpenAIModel:
         while True:
             attempt += 1
             try:
-                completion = await client.post(
-                    "/chat/completions", cast_to=ChatCompletionReply, body=body, options=_CREATE
-                )
+                completion = await client.post_chat_completion(body)
             except OpenAIError as exc:  # the replies before it were paid for
                 raise ModelError(_api_error(exc), paid) from exc
             except Exception as exc:  # whatever else the client raises fails the call
@@ -679,7 +675,3 @@ def _is_json(value: Any) -> bool:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
-
-
-_CREATE: Any = {"security": {"bearer_auth": True}}
-"""The request options `chat.completions.create` gives `post`."""

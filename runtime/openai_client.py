@@ -9,6 +9,14 @@ changes is work it repeats on every request although the answer never changes:
   three full URL parses a request (an IP address host is parsed octet by octet each time).
   `ReusingClient._prepare_url` and `ReusingHttpClient._merge_url` keep the merged URL of
   each path (httpx2 URLs are immutable; the cache is dropped when the base URL changes).
+- The headers. openai builds them as a list, and httpx2 merges that list into its own
+  defaults header by header, rescanning the list for each one. The list is the same on
+  every first try (the retry count and the body's length are the only parts that vary, and
+  the length is added later), so `ReusingHttpClient._merge_headers` keeps the merged
+  headers of each list it has seen (httpx2's `Request` copies them: never shared).
+- The request options. `post` builds openai's `FinalRequestOptions` field by field, with
+  every default; `ReusingClient.post_chat_completion` copies a template built once with
+  the same fields and hands it to the client's own `request` (the retry loop `post` ends in).
 - The reply. openai builds its `ChatCompletion` with `construct_type`, a walk in Python of
   every field against its annotation (about 0.1 ms a reply). `ChatCompletionReply.build`
   has pydantic validate the same data in strict mode (a few microseconds), which gives the
@@ -27,11 +35,14 @@ from typing import Any, cast
 import httpx2
 import pydantic
 from openai import AsyncOpenAI, DefaultAioHttpClient
-from openai._models import construct_type
+from openai._models import FinalRequestOptions, construct_type
 from openai.types.chat import ChatCompletion
 
-CACHED_URLS = 32
-"""How many request paths' merged URLs a client keeps (it sends to one or two)."""
+CACHED = 32
+"""How many merged URLs (one a request path) and merged header lists (one a retry count)
+a client keeps; past that, it merges as httpx2 does."""
+
+CHAT_COMPLETIONS = "/chat/completions"
 
 
 class ChatCompletionReply(ChatCompletion):
@@ -68,7 +79,7 @@ class _UrlCache:
         return self.urls.get(path)
 
     def keep(self, path: str, url: httpx2.URL) -> httpx2.URL:
-        if len(self.urls) < CACHED_URLS:
+        if len(self.urls) < CACHED:
             self.urls[path] = url
         return url
 
@@ -79,6 +90,7 @@ class ReusingHttpClient(DefaultAioHttpClient):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._merged = _UrlCache()
+        self._merged_headers: dict[tuple[Any, ...], Any] = {}
 
     def _merge_url(self, url: httpx2.URL | str) -> httpx2.URL:
         if not isinstance(url, str):
@@ -88,6 +100,17 @@ class ReusingHttpClient(DefaultAioHttpClient):
             url, super()._merge_url(url)
         )
 
+    def _merge_headers(self, headers: Any = None) -> Any:
+        if not isinstance(headers, list):  # not openai's list of pairs
+            return super()._merge_headers(headers)
+        key = (tuple(self.headers.raw), *headers)  # the client's own may change too
+        merged = self._merged_headers.get(key)
+        if merged is None:
+            merged = super()._merge_headers(headers)
+            if len(self._merged_headers) < CACHED:
+                self._merged_headers[key] = merged
+        return merged
+
 
 class ReusingClient(AsyncOpenAI):
     """`AsyncOpenAI`, merging each request path into its base URL once."""
@@ -95,6 +118,21 @@ class ReusingClient(AsyncOpenAI):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._prepared = _UrlCache()
+        self._chat_options = FinalRequestOptions.construct(
+            method="post",
+            url=CHAT_COMPLETIONS,
+            json_data=None,
+            content=None,
+            files=None,
+            security={"bearer_auth": True},  # the options `chat.completions.create` gives
+        )
+
+    async def post_chat_completion(self, body: dict[str, Any]) -> ChatCompletion:
+        """`post("/chat/completions", cast_to=ChatCompletionReply, body=body, options=...)`
+        as `chat.completions.create` calls it, with the options copied from a template."""
+        options = self._chat_options.model_copy(update={"json_data": body})
+        reply: ChatCompletion = await self.request(ChatCompletionReply, options)
+        return reply
 
     @property
     def user_agent(self) -> str:

@@ -595,3 +595,24 @@ def test_a_loosely_typed_reply_is_taken_as_openai_takes_it(field: str, value: ob
     assert built.model_dump() == expected.model_dump()
     if field == "created":
         assert built.created == value
+
+
+def test_headers_merged_once_are_merged_as_httpx_merges_them() -> None:
+    """The merged headers kept per list are httpx2's own merge, follow a change to the
+    client's own headers, and each request gets its own copy."""
+    import httpx2
+
+    from twelvefold.runtime.openai_client import ReusingHttpClient
+
+    client = ReusingHttpClient()
+    stock = httpx2.AsyncClient()
+    sent = [("Accept", "application/json"), ("X-Stainless-Retry-Count", "0")]
+    first = client.build_request("POST", "http://127.0.0.1:1/v1/x", headers=sent, content=b"{}")
+    again = client.build_request("POST", "http://127.0.0.1:1/v1/x", headers=sent, content=b"{}")
+    want = stock.build_request("POST", "http://127.0.0.1:1/v1/x", headers=sent, content=b"{}")
+    assert first.headers.raw == again.headers.raw == want.headers.raw
+    first.headers["X-Changed"] = "1"
+    assert "X-Changed" not in again.headers
+    client.headers["User-Agent"] = "changed"
+    changed = client.build_request("POST", "http://127.0.0.1:1/v1/x", headers=sent, content=b"")
+    assert changed.headers["User-Agent"] == "changed"
