@@ -15,7 +15,8 @@ The request is built once per step shape. instructor's `create` rebuilds everyth
 call (its response model, the tool's JSON schema, a walk of both for async validators),
 which was most of a call's CPU. `PreparedRequest` has instructor's own handlers do that work
 once, then per call only convert the messages, validate the reply with the prepared model
-and, when it does not validate, write the re-ask; the openai client sends the request.
+and, when it does not validate, write the re-ask; the openai client sends the request
+(runtime/openai_client.py: `AsyncOpenAI` with what it redid per request done once).
 """
 
 from __future__ import annotations
@@ -550,7 +551,7 @@ def _make_client(
         # aiohttp underneath (openai's option "for improved concurrency performance"):
         # about half the CPU of its default httpx transport per request, and no scan of
         # every pooled connection for each request (httpcore's), which grows with threads.
-        # (ReusingHttpClient is DefaultAioHttpClient, merging each request path once.)
+        # (ReusingHttpClient is DefaultAioHttpClient merging URLs and headers once.)
         http_client=ReusingHttpClient(event_hooks=hooks),
     )
 

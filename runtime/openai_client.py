@@ -1,8 +1,9 @@
 """The openai client `OpenAIModel` sends through, with the per-request work done once.
 
-openai's `AsyncOpenAI.post` is kept whole: its retries (connection errors, 429 with
-`Retry-After`, 5xx), its errors, timeouts and auth headers are the client's own. What
-changes is work it repeats on every request although the answer never changes:
+openai's request loop (`AsyncOpenAI.request`, where `post` ends) is kept whole: the
+retries (connection errors, 429 with `Retry-After`, 5xx), errors, timeouts and auth
+headers are the client's own. What changes is work it repeats on every request although
+the answer never changes:
 
 - The request URL. openai merges `/chat/completions` into the base URL, turns it into a
   string, and httpx2 parses that string again to merge it into its own base URL: two to
@@ -23,9 +24,12 @@ changes is work it repeats on every request although the answer never changes:
   same object when the data has the declared types, and falls back to openai's own walk
   when it does not, so a provider's loosely typed reply is taken exactly as openai takes it.
 
-The requests sent are byte for byte those `chat.completions.create` sends
-(tests/test_model_openai.py compares them on the wire). This module imports openai, so
-runtime/model.py imports it only when a real model is first called.
+The requests on the wire are those of instructor's `create` on a stock openai client: the
+same path, the same headers in the same order, the same JSON (tests/test_model_openai.py
+compares them, first tries, re-asks and retries). The body's keys keep the order
+`OpenAIModel.request_body` gives them, as before this module (`create` writes them in
+the order of its parameters). This module imports openai, so runtime/model.py imports
+it only when a real model is first called.
 """
 
 from __future__ import annotations
