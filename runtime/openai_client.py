@@ -89,7 +89,8 @@ class _UrlCache:
 
 
 class ReusingHttpClient(DefaultAioHttpClient):
-    """openai's aiohttp transport (`DefaultAioHttpClient`), merging each path once."""
+    """openai's aiohttp transport (`DefaultAioHttpClient`), merging each request path and
+    each header list with its own once."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -117,7 +118,8 @@ class ReusingHttpClient(DefaultAioHttpClient):
 
 
 class ReusingClient(AsyncOpenAI):
-    """`AsyncOpenAI`, merging each request path into its base URL once."""
+    """`AsyncOpenAI`, merging each request path into its base URL once, with a chat
+    completion's request options built once (`post_chat_completion`)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -465,6 +465,10 @@ WIRE_SCRIPTS: dict[str, tuple[Literal["tools", "json"], list[Reply]]] = {
     "tools, broken JSON": ("tools", [Reply(arguments='{"choice": '), Reply(arguments=VALID)]),
     "tools, no tool call": ("tools", [Reply(content="I'd add them."), Reply(arguments=VALID)]),
     "tools, retried 500": ("tools", [Reply(status=500, error="busy"), Reply(arguments=VALID)]),
+    "tools, retried 429": (
+        "tools",
+        [Reply(status=429, error="slow down", retry_after="0"), Reply(arguments=VALID)],
+    ),
     "json, valid": ("json", [Reply(content=json.dumps(VALID))]),
     "json, re-asked": (
         "json",
