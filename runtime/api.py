@@ -327,7 +327,8 @@ def view_of(thread: Thread) -> ThreadView:
 def parent_named(log: Sequence[Event]) -> str | None:
     """The parent thread a sub-agent's log names (`parent_of`), or None. A fork of a
     child is a thread of its own: its end reaches no parent, so it names none."""
-    return None if any(isinstance(e, Forked) for e in log) else parent_of(log)
+    forked = any(issubclass(kind, Forked) for kind in set(map(type, log)))  # (long logs)
+    return None if forked else parent_of(log)
 
 
 def store_folder(store: EventStore) -> Path | None:
@@ -618,6 +619,8 @@ class AsyncRuntime:
         (a fork's log also holds the links of the thread it was forked from; an id's shape
         proves nothing, since anyone may launch a thread named `a~b`)."""
         spent = Totals()
+        if not any(issubclass(kind, ChildStarted) for kind in set(map(type, thread.events))):
+            return spent  # most threads start none (and a long log is read once, in C)
         linked = (e.child for e in thread.events if isinstance(e, ChildStarted))
         for cid in dict.fromkeys(linked):
             try:
@@ -1325,7 +1328,11 @@ def pending_action(thread: Thread, request: str | None) -> AwaitApproval | Await
     if pending is None:
         raise RequestNotPending(
             f"thread {thread.id} is {state.status} at `{state.step}`: no request is pending"
-            + (f" (request `{shown(request)}` is no longer pending)" if request else "")
+            + (
+                f" (request `{shown(request)}` is {_not_pending(request, state.seq)})"
+                if request
+                else ""
+            )
         )
     action = thread.agent.module.next_action(state)
     if not isinstance(action, AwaitApproval | AwaitAnswer):
@@ -1336,10 +1343,29 @@ def pending_action(thread: Thread, request: str | None) -> AwaitApproval | Await
         )
     if request != pending:
         raise RequestNotPending(
-            f"request `{shown(request)}` of thread {thread.id} is no longer pending "
-            f"(it was decided or replaced); the pending request is `{pending}`"
+            f"request `{shown(request)}` of thread {thread.id} is"
+            f" {_not_pending(request, state.seq, why=True)}; the pending request is `{pending}`"
         )
     return action
+
+
+def _not_pending(request: str, seq: int, *, why: bool = False) -> str:
+    """How a request that is not the pending one stands, for a thread of `seq` events:
+    "not pending yet" when it names a later place (a request id is `STEP-SEQ`, the event
+    count at which its wait opened: the thread has not reached it), else "no longer
+    pending" (with `why`: it was decided or replaced)."""
+    if (place := not_reached(request, seq)) is not None:
+        return f"not pending yet (the thread has {seq} events; it has not reached {place})"
+    return "no longer pending (it was decided or replaced)" if why else "no longer pending"
+
+
+def not_reached(request: str, seq: int) -> str | None:
+    """`event N` when `request` (`STEP-N`) names a place past a thread's `seq` events;
+    else None (a place reached, or not a request id at all)."""
+    _, dash, number = request.rpartition("-")
+    if dash and number.isdigit() and len(number) < 19 and int(number) > seq:
+        return f"event {int(number)}"
+    return None
 
 
 def nobody_decides(view: ThreadView) -> str:
@@ -1405,8 +1431,9 @@ def awaited_signal(thread: Thread, type: str, request: str | None) -> AwaitSigna
         )
     if request is not None and request != state.request:
         raise RequestNotPending(
-            f"request `{shown(request)}` of thread {thread.id} is no longer pending "
-            f"(it was decided or replaced); the pending request is `{state.request}`"
+            f"request `{shown(request)}` of thread {thread.id} is"
+            f" {_not_pending(request, state.seq, why=True)}; the pending request is"
+            f" `{state.request}`"
         )
     return action
 

@@ -91,6 +91,12 @@ ORDER BY t.num, e.seq
 DEFAULT_CONNECT_TIMEOUT = 10
 """Seconds to wait for the database server before saying it cannot be reached."""
 
+DEFAULT_LOCK_TIMEOUT = 10
+"""Seconds a statement of the store may wait for a lock (PostgreSQL's `lock_timeout`)
+before it fails: a table someone locked by hand, or a session left open holding a row,
+makes a command fail with one line instead of hanging. Twelvefold's own row locks are
+held for one short transaction each."""
+
 
 class PostgresStore(ChainedStore):
     """Threads in a PostgreSQL database named by a `postgresql://` (or `postgres://`) URL.
@@ -101,7 +107,9 @@ class PostgresStore(ChainedStore):
     no twelvefold tables is `StoreError` rather than set up; a schema older than this code
     is `StoreError` naming `twelvefold db upgrade` (runtime/schema.py). An unreachable
     server or a URL libpq cannot use is `StoreError` after at most `connect_timeout`
-    seconds. `chain` defaults to `Chain.from_env()` (TWELVEFOLD_LOG_KEY)."""
+    seconds. `chain` defaults to `Chain.from_env()` (TWELVEFOLD_LOG_KEY). A statement that
+    waits longer than `lock_timeout` seconds (default `DEFAULT_LOCK_TIMEOUT`; 0: no bound)
+    for a lock fails as `StoreError`, unless the URL's `options` set a `lock_timeout`."""
 
     blocking = True
 
@@ -113,6 +121,7 @@ class PostgresStore(ChainedStore):
         chain: Chain | None = None,
         pool_size: int = 10,
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+        lock_timeout: float | None = None,
     ) -> None:
         self.url = url
         """The URL as given (with its password): pass it on, never show it."""
@@ -128,12 +137,18 @@ class PostgresStore(ChainedStore):
             raise StoreError(str(exc)) from None
         except psycopg.Error as exc:
             raise StoreError(f"cannot use the store at {self.where}: {self._reason(exc)}") from None
+        bound = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+        options = _with_lock_timeout(url, bound)
         self.pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
             max_size=max(1, pool_size),
-            kwargs={"connect_timeout": connect_timeout},
+            kwargs={"connect_timeout": connect_timeout, **options},
             timeout=max(30.0, connect_timeout),
+            # A connection is tried (an empty query) as it leaves the pool: one the server
+            # closed (restarted, `pg_terminate_backend`, an idle timeout) is replaced there,
+            # instead of failing the first call that borrows it.
+            check=psycopg_pool.ConnectionPool.check_connection,
             open=False,
         )
         try:
@@ -486,13 +501,22 @@ class PostgresStore(ChainedStore):
             return False
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT num FROM threads WHERE id = %s AND seq = %s AND status = ANY(%s)"
+                "SELECT num, seq, format, reducer, head_seal, snapshot, snapshot_seal, version"
+                " FROM threads WHERE id = %s AND seq = %s AND status = ANY(%s)"
                 f" AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW})"
                 " FOR UPDATE",
                 (thread_id, expected_seq, list(statuses)),
             ).fetchone()
             if row is None:
                 return False
+            bodies = [
+                str(body)
+                for (body,) in conn.execute(
+                    "SELECT body FROM events WHERE thread = %s ORDER BY seq", (row[0],)
+                )
+            ]
+            if not self._ended_by_log(thread_id, row[1:], bodies, statuses):
+                return False  # the column says it ended; its log does not
             for table, column in (("events", "thread"), ("pins", "thread"), ("threads", "num")):
                 conn.execute(f"DELETE FROM {table} WHERE {column} = %s", (row[0],))
             return True
@@ -569,6 +593,12 @@ class PostgresStore(ChainedStore):
                 if snapshot:
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield conn
+        except psycopg.errors.LockNotAvailable:
+            raise StoreError(
+                f"the store at {self.where} is busy: a lock it needs was not granted within"
+                " its lock_timeout (another session holds a table or row locked); nothing"
+                " was changed"
+            ) from None
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             # Unreachable, restarted, a full disk, a row edited into what twelvefold never
             # writes: PostgreSQL's words, one line, without the password.
@@ -597,6 +627,20 @@ def upgrade_database(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
     except psycopg.Error as exc:
         text = shown_url(" ".join(str(exc).split()), secret_of=url)
         raise StoreError(f"cannot use the store at {where}: {text}") from None
+
+
+def _with_lock_timeout(url: str, seconds: float) -> dict[str, str]:
+    """The `options` connection parameter that bounds the store's lock waits: what the
+    URL's `options` (else `PGOPTIONS`) already says, plus `-c lock_timeout=…ms`, unless
+    it sets a `lock_timeout` of its own (then it wins: `?options=-c%20lock_timeout%3D30s`).
+    Empty (nothing passed) when `seconds` is 0 or less and nothing else is to be kept."""
+    import os
+
+    given = psycopg.conninfo.conninfo_to_dict(url).get("options")
+    base = str(given) if given is not None else os.environ.get("PGOPTIONS", "")
+    if "lock_timeout" in base or seconds <= 0:
+        return {}
+    return {"options": f"{base} -c lock_timeout={max(1, round(seconds * 1000))}".strip()}
 
 
 def _findable(thread_id: str) -> str:

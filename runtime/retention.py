@@ -19,9 +19,11 @@ go too.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -106,7 +108,8 @@ class Pruned:
     archive: Path | None
     dry_run: bool
     skipped: list[str] = field(default_factory=list)
-    """Threads that changed (or were taken) between archiving and deleting: kept."""
+    """Threads that changed (or were taken) between archiving and deleting, or whose
+    status column says they ended while their log does not: kept."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -199,10 +202,28 @@ def archive_line(store: EventStore, exported: Exported) -> str:
 
 def write_archive(path: Path, lines: list[str]) -> None:
     """Append `lines` to the archive (created 0600: it holds what the store holds, secret
-    fields included) and make them durable: the file, then its folder, fsynced."""
+    fields included) and make them durable: the file, then its folder, fsynced.
+
+    The archive itself must not be a symbolic link (opened with `O_NOFOLLOW`: a link
+    planted where the archive goes would send every secret to its target) and must be a
+    file no one but its owner can read or write (an existing file keeps its mode when
+    appended to, so a 0644 one would hand the secrets to every user of the machine), nor
+    a pipe.
+    `RetentionError` (one line, before anything is written) otherwise; `OSError` when the
+    file or its folder cannot be written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        descriptor = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RetentionError(
+                f"the archive {path} is a symbolic link; name the file itself; nothing was deleted"
+            ) from None
+        raise
     with os.fdopen(descriptor, "a", encoding="utf-8") as file:
+        _check_private(path, os.fstat(descriptor))
+        os.set_blocking(descriptor, True)
         for line in lines:
             file.write(line + "\n")
         file.flush()
@@ -212,6 +233,20 @@ def write_archive(path: Path, lines: list[str]) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def _check_private(path: Path, status: os.stat_result) -> None:
+    """`RetentionError` when the opened archive is a pipe (someone else reads what goes
+    in) or a file others may read (mode beyond 0600). A device is the user's own choice
+    (`/dev/null`)."""
+    if stat.S_ISFIFO(status.st_mode) or stat.S_ISSOCK(status.st_mode):
+        raise RetentionError(f"the archive {path} is not a file; nothing was deleted")
+    if stat.S_ISREG(status.st_mode) and status.st_mode & 0o077:
+        mode = stat.S_IMODE(status.st_mode)
+        raise RetentionError(
+            f"the archive {path} can be used by others (mode {mode:04o}) and will hold secret"
+            f" fields: `chmod 600 {path}` first; nothing was deleted"
+        )
 
 
 def _last_moment(exported: Exported) -> datetime | None:

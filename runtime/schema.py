@@ -20,8 +20,9 @@ What happens when a database's schema is older than the code (docs/stores.md):
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -437,32 +438,41 @@ def postgresql_version(conn: Any) -> int:
     return int(found or 0)
 
 
-def upgrade_postgresql(conn: Any, where: str) -> list[Migration]:
-    """Apply the migrations the database lacks, in one transaction on `conn` (a psycopg
-    connection, not in autocommit) under an advisory lock: a concurrent upgrade waits for
-    this one and then finds nothing to do. Commits; the migrations applied.
-    `SchemaAhead` for a database a newer twelvefold upgraded."""
-    # A session lock, taken before the upgrade's transaction begins: that transaction then
-    # sees everything a concurrent upgrade committed (its catalog too; a lock taken inside
-    # the transaction would leave it reading the tables as they were before the wait).
+@contextlib.contextmanager
+def upgrade_lock(conn: Any) -> Iterator[None]:
+    """Hold the upgrade's advisory lock (`ADVISORY_LOCK`, a session lock) on `conn` (a
+    psycopg connection, not in autocommit) while the block runs: every change of a
+    PostgreSQL store's schema, the store's migrations and the job queue's schema
+    (twelvefold/server/queue.py), is made under it, so a concurrent upgrade waits, then
+    finds nothing left to do. Taken before the block's transaction begins: a transaction
+    begun after the wait sees everything (the catalog too) the holder committed; one begun
+    inside it would read the tables as they were before."""
     conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK,))
     conn.commit()
     try:
-        with conn.transaction():
-            found = postgresql_version(conn)
-            if found > CURRENT:
-                raise SchemaAhead(where, found)
-            conn.execute(_VERSION_TABLE)
-            applied = []
-            for migration in MIGRATIONS:
-                if migration.version > found:
-                    if migration.postgresql:
-                        conn.execute(migration.postgresql)
-                    applied.append(migration)
-            _record(conn, "%s", MIGRATIONS, found)
+        yield
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK,))
         conn.commit()
+
+
+def upgrade_postgresql(conn: Any, where: str) -> list[Migration]:
+    """Apply the migrations the database lacks, in one transaction on `conn` (a psycopg
+    connection, not in autocommit) under the upgrade's advisory lock (`upgrade_lock`): a
+    concurrent upgrade waits for this one and then finds nothing to do. Commits; the
+    migrations applied. `SchemaAhead` for a database a newer twelvefold upgraded."""
+    with upgrade_lock(conn), conn.transaction():
+        found = postgresql_version(conn)
+        if found > CURRENT:
+            raise SchemaAhead(where, found)
+        conn.execute(_VERSION_TABLE)
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version > found:
+                if migration.postgresql:
+                    conn.execute(migration.postgresql)
+                applied.append(migration)
+        _record(conn, "%s", MIGRATIONS, found)
     return applied
 
 

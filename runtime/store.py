@@ -267,7 +267,10 @@ class EventStore(Protocol):
 
     def delete(self, thread_id: str, expected_seq: int, statuses: Sequence[Status]) -> bool:
         """Delete the thread (its row, events and pins) if it still holds `expected_seq`
-        events, its status is one of `statuses` and nobody holds its lease; whether it did."""
+        events, its status is one of `statuses` and nobody holds its lease; whether it did.
+        A store that keeps its log outside the process also proves, in the same
+        transaction, that the log ended in such a status (`ChainedStore._ended_by_log`):
+        the status column alone is not sealed."""
 
     def unused_versions(self, dropping: Sequence[str] = ()) -> list[str]:
         """Stored versions no thread names, counting the threads `dropping` as gone."""
@@ -328,8 +331,9 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._infos: dict[str, ThreadInfo] = {}
-        self._heads: dict[str, tuple[Head, str]] = {}
-        """The listing row's changing part, kept apart so an append costs a tuple."""
+        self._heads: dict[str, tuple[Head | State, str]] = {}
+        """The listing row's changing part (status, step, request: a `Head`, or the state
+        itself from `append_one`), kept apart so an append costs a tuple."""
         self._events: dict[str, list[Event]] = {}
         self._reducers: dict[str, str | None] = {}
         self._leases: dict[str, tuple[str | None, int, float]] = {}
@@ -382,6 +386,35 @@ class MemoryStore:
             log.extend(events)
             self._heads[thread_id] = (head, (events[-1].at if events else None) or now_iso())
             self._reducers[thread_id] = head.reducer
+            self._codecs[thread_id] = codec
+
+    def append_one(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        event: Event,
+        codec: Codec,
+        state: State,
+        reducer: str | None,
+        lease: Lease,
+    ) -> None:
+        """`append` of one event under `lease`, as the loop's synchronous path records a
+        step (runtime/fastpath.py): the listing row is `state`, the state after it (it
+        has the fields a `Head` would copy), and no `Head` is built. Refused exactly as
+        `append` refuses (`ThreadNotFound`, `LeaseLost`, `Conflict`), nothing written."""
+        with self._lock:
+            log = self._events.get(thread_id)
+            if log is None:
+                raise ThreadNotFound(thread_id)
+            holder, token, expires = self._leases[thread_id]
+            now = time.time()  # leases.now()
+            if holder != lease.owner or token != lease.token or not expires > now:
+                check_lease(thread_id, lease, holder, token, expires, now)
+            if len(log) != expected_seq:
+                raise Conflict(thread_id, expected_seq, len(log))
+            log.append(event)
+            self._heads[thread_id] = (state, event.at or now_iso())
+            self._reducers[thread_id] = reducer
             self._codecs[thread_id] = codec
 
     def load(self, thread_id: str, codec: Codec) -> list[Event]:
@@ -717,6 +750,43 @@ class ChainedStore:
         events = _decode(thread_id, codec, bodies, reducer)
         proven = self._proven_snapshot(thread_id, snapshot, snapshot_seal, chain_head, seq)
         return Restored(events, proven, reducer, self.chain.keyed)
+
+    def _ended_by_log(
+        self, thread_id: str, row: Sequence[Any], bodies: list[str], statuses: Sequence[Status]
+    ) -> bool:
+        """Whether a thread's row `(seq, format, reducer, head_seal, snapshot,
+        snapshot_seal, version)` and its stored bodies prove that it ended in one of
+        `statuses` (`delete`, for `prune`): the chain over the bodies verifies against the
+        row's head seal, and the state after exactly those events, as the runtime sealed
+        it with the last append (the snapshot), has such a status. Else, a log whose last
+        event is `cancelled` (which always ends a thread) when "cancelled" is asked for.
+
+        The `status` column is not sealed: a thread whose column says `failed` but whose
+        log does not is not taken for ended (an UPDATE by hand, or a bug, would otherwise
+        have it deleted). A thread of a store from before sealed snapshots that ended
+        other than by `cancelled` is not proven, so kept."""
+        seq, format, reducer, head_seal, snapshot, snapshot_seal, version = row
+        if not isinstance(seq, int) or len(bodies) != seq or not bodies:
+            return False
+        chain_head = self.chain.head(thread_id, bodies)
+        if not isinstance(version, str | None) or not self._seal_holds(
+            head_seal, _sealed_fields(thread_id, seq, chain_head, format, reducer, version)
+        ):
+            return False
+        if isinstance(snapshot, str) and self.chain.sealed(snapshot_seal, thread_id, snapshot):
+            try:
+                data = from_json(snapshot)
+                state = data["state"]
+                if data["head"] == chain_head.hex() and data["seq"] == seq:
+                    return isinstance(state, dict) and state.get("status") in statuses
+            except (ValueError, KeyError, TypeError):
+                pass
+        try:
+            last = from_json(bodies[-1])
+        except ValueError:
+            return False
+        ended_by_cancel = isinstance(last, dict) and last.get("kind") == "cancelled"
+        return "cancelled" in statuses and ended_by_cancel
 
     def _unsealed_snapshot(self, thread_id: str, text: object, seal: object) -> Snapshot | None:
         """The snapshot column's content if its seal holds, else None."""
@@ -1199,12 +1269,21 @@ class SqliteStore(ChainedStore):
         marks = ", ".join("?" for _ in statuses)
         with self._lock, self._transaction():
             row = self._db.execute(
-                f"SELECT num FROM threads WHERE id = ? AND seq = ? AND status IN ({marks})"
+                "SELECT num, seq, format, reducer, head_seal, snapshot, snapshot_seal, version"
+                f" FROM threads WHERE id = ? AND seq = ? AND status IN ({marks})"
                 f" AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW})",
                 (thread_id, expected_seq, *statuses),
             ).fetchone()
             if row is None:
                 return False
+            bodies = [
+                body
+                for (body,) in self._db.execute(
+                    "SELECT body FROM events WHERE thread = ? ORDER BY seq", (row[0],)
+                )
+            ]
+            if not self._ended_by_log(thread_id, row[1:], bodies, statuses):
+                return False  # the column says it ended; its log does not
             for table, column in (("events", "thread"), ("pins", "thread"), ("threads", "num")):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (row[0],))
             return True
@@ -1493,10 +1572,32 @@ def check_userinfo(url: str) -> None:
         )
 
 
+_CONNINFO_KEYWORD = re.compile(r"([A-Za-z_]+)\s*=")
+"""A libpq keyword/value string's keywords (`host=db password=…`)."""
+
+
+def check_not_conninfo(text: str) -> None:
+    """`StoreError` when store text that is not a URL holds a `=`, as a libpq keyword/value
+    string does (`host=db password=…`): taken for a file name it would be created as a
+    SQLite file, and shown, password and all, in every message about that file. The
+    error names the keywords only, never their values, and the URL form to use (a file
+    whose name holds `=` is still `sqlite:///a=b.db`)."""
+    if "=" not in text:
+        return
+    keywords = list(dict.fromkeys(_CONNINFO_KEYWORD.findall(text)))[:8]
+    named = f" (keywords: {', '.join(keywords)})" if keywords else ""
+    raise StoreError(
+        f"a store is a URL, not a libpq keyword/value string{named}: write"
+        " postgresql://user@host:port/database?sslmode=… (the password in PGPASSWORD or"
+        " ~/.pgpass), or sqlite:///PATH for a file"
+    )
+
+
 def store_file(url: str) -> Path:
     """The SQLite file a store URL names, as SQLAlchemy spells it: `sqlite:///rel/t.db`
     is relative to the current folder, `sqlite:////abs/t.db` (four slashes) absolute.
-    A bare path (no `scheme://`) is a file path, as `--db` takes it.
+    A bare path (no `scheme://`) is a file path, as `--db` takes it, unless it holds a
+    `=` (`check_not_conninfo`).
 
     Raises `StoreError` (one line) for another scheme (a `postgresql://` URL is opened by
     `open_store`, not as a file)."""
@@ -1504,6 +1605,7 @@ def store_file(url: str) -> Path:
     if not sep:
         if not url:
             raise StoreError("a store URL is sqlite:///PATH (relative) or sqlite:////PATH")
+        check_not_conninfo(url)
         return Path(url)
     if is_postgres_url(url):
         raise StoreError(f"{shown_url(url)} names a database server, not a SQLite file")

@@ -428,13 +428,18 @@ def test_after_a_crash_a_keyed_call_runs_again_with_its_key(
 
 
 def test_after_a_crash_a_keyless_call_is_interrupted_and_a_persons_retry_keeps_its_key(
-    crash: Callable[[str, str], None], shared: Runtime
+    crash: Callable[[str, str], None], shared: Runtime, db: Path
 ) -> None:
     crash("patient_payments", "cut")
     key = "cut:refund:5"
     view = shared.resume("cut")
     assert view.status == "failed" and view.error is not None
     assert view.error.type == "Interrupted"
+    # Its tool takes no key: `show` does not say a retry "reuses its key".
+    shown = CliRunner().invoke(cli, ["show", "cut", "--db", str(db)])
+    assert shown.exit_code == 0, shown.output
+    assert "reuses its key" not in shown.output
+    assert "its tool takes no idempotency key: a retry runs it again" in shown.output
     assert refund_calls() == ["pay"]  # not run again by the resume
     view = shared.retry("cut", by="carol")
     assert view.status == "finished"

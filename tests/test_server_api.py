@@ -203,6 +203,11 @@ async def test_a_stale_or_wrong_request_is_409_and_a_wrong_kind_422(s: Served) -
     view = await launch(s, "bob")
     wrong = dict(view, request="approve_deploy-1")
     assert_problem(await decide(s, "ana", wrong), 409, "no longer pending")
+    # A request the thread has not reached yet (ids are STEP-SEQ) is not "no longer" one.
+    ahead = dict(view, request="approve_deploy-99")
+    problem = await decide(s, "ana", ahead)
+    assert_problem(problem, 409, "not pending yet")
+    assert "no longer" not in problem.text and problem.json()["title"] == "Request not pending"
     assert_problem(await decide(s, "ana", view, "answer", answer="x"), 422, "approval")
     assert (await decide(s, "ana", view)).status_code == 200
     assert_problem(await decide(s, "carol", view), 409)

@@ -40,6 +40,29 @@ def test_store_urls_are_sqlalchemy_style() -> None:
         assert "\x1b" not in str(caught.value)
 
 
+def test_a_libpq_keyword_value_string_is_refused_and_its_password_never_shown(
+    workdir: Path,
+) -> None:
+    """Taken for a file name, `host=… password=…` was created as a SQLite file by `run`
+    and printed, password and all, by every command that could not find it."""
+    conninfo = "host=127.0.0.1 password=S3cretPW dbname=t"
+    write_cassette(workdir / "deploy.jsonl")
+    for args in [
+        ("threads",),
+        ("run", str(EXAMPLES / "deploybot.agent"), "--input", "deploy v1", "--cassette",
+         "deploy.jsonl"),
+        ("db", "upgrade"),
+    ]:  # fmt: skip
+        code, out, err = invoke(*args, "--store", conninfo)
+        assert code == 1, (args, out, err)
+        assert err.startswith("error: a store is a URL") and err.count("\n") == 1, err
+        assert "keywords: host, password, dbname" in err and "postgresql://user@host" in err
+        assert "S3cretPW" not in out + err
+    assert list(workdir.iterdir()) == [workdir / "deploy.jsonl"]  # no file was made
+    # A file whose name holds `=` is still a file, written as a URL.
+    assert store_file("sqlite:///a=b.db") == Path("a=b.db")
+
+
 def test_every_db_command_takes_a_store_url(workdir: Path) -> None:
     write_cassette(workdir / "deploy.jsonl")
     code, out, err = invoke(

@@ -358,7 +358,7 @@ async def test_a_stale_request_and_bad_forms_are_readable_messages(s: Served) ->
         assert (await browser.post(url, data=form)).status_code == 303
         stale = await browser.post(url, data=form)
         assert stale.status_code == 409
-        assert "Request no longer pending" in stale.text
+        assert "Request not pending" in stale.text
         urlencoded = {"Content-Type": "application/x-www-form-urlencoded"}
         bad: list[tuple[str, dict[str, Any], int]] = [
             (url, {"json": form}, 400),  # not a form's content type

@@ -27,7 +27,7 @@ from twelvefold.runtime.store import (
     ThreadNotFound,
     open_store,
 )
-from twelvefold.runtime.types import Answer, Answered, ChildStarted, Started
+from twelvefold.runtime.types import Answer, Answered, ChildStarted, Started, State
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -224,7 +224,8 @@ def test_only_ended_unheld_threads_are_deleted_and_unused_versions_go(store: Eve
         lease = store.acquire(thread_id, "me", 60)
         store.repin(thread_id, 1, version, lease, at="x")
         store.release(lease)
-    store.append("done", 1, [_answer("end")], codec, Head("finished", "end"))
+    ended = State(step="end", value=None, status="finished", input="hi", seq=2)
+    store.append("done", 1, [_answer("end")], codec, Head("finished", "end", ended, "r"))
     assert store.delete("done", 1, ["finished"]) is False  # it holds 2 events now
     assert store.delete("live", 1, ["finished"]) is False  # it is running
     held = store.acquire("done", "me", 60)

@@ -250,14 +250,22 @@ def test_a_newer_schema_is_refused(postgres_url: str) -> None:
 def test_concurrent_upgrades_of_a_fresh_database_apply_each_migration_once(
     postgres_url: str,
 ) -> None:
+    """Four `twelvefold db upgrade`s at once on an empty database: the store's migrations
+    and the job queue's schema are each applied once, and none fails (the queue's schema,
+    once checked outside the lock, failed one of them with `type
+    "procrastinate_job_status" already exists`)."""
+    from twelvefold.server.queue import apply_schema, check_schema_now
+
     start = threading.Barrier(4)
     applied: list[int] = []
+    queues: list[bool] = []
     errors: list[BaseException] = []
 
-    def upgrade() -> None:
+    def upgrade() -> None:  # what `twelvefold db upgrade` does
         start.wait()
         try:
             applied.extend(m.version for m in upgrade_database(postgres_url).applied)
+            queues.append(apply_schema(postgres_url))
         except BaseException as exc:
             errors.append(exc)
 
@@ -267,6 +275,8 @@ def test_concurrent_upgrades_of_a_fresh_database_apply_each_migration_once(
     for worker in workers:
         worker.join()
     assert errors == [] and sorted(applied) == list(range(1, CURRENT + 1))
+    assert sorted(queues) == [False, False, False, True]
+    check_schema_now(postgres_url)  # the queue is there, whole
 
 
 def test_a_fresh_database_is_set_up_on_first_use_but_not_by_a_reader(postgres_url: str) -> None:
@@ -277,6 +287,111 @@ def test_a_fresh_database_is_set_up_on_first_use_but_not_by_a_reader(postgres_ur
     open_store(postgres_url).close()  # what `run` and `serve` do
     code, out, err = invoke("threads", "--store", postgres_url)
     assert code == 0 and "no threads in" in out
+
+
+def _terminate_others(url: str) -> int:
+    """What `pg_ctl restart -m fast` does to every client of the database: each backend but
+    this one ends with `terminating connection due to administrator command`."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_pooled_connections_the_server_closed_are_replaced_not_failed(postgres_url: str) -> None:
+    """After PostgreSQL restarts, the first use of each pooled connection failed (a
+    launch answered 503, the sweep logged tracebacks): the store's pool tries a connection
+    before it lends it. The job queue's async pool does the same (procrastinate 3.10
+    passes `check` itself): kept here so an upgrade that drops it is caught."""
+    import asyncio
+
+    from twelvefold.server.queue import apply_schema, make_app
+
+    store = PostgresStore(postgres_url, pool_size=3)
+    try:
+        store.create(_info("t1"), [Started(step="a", input="hi")], Codec())
+        assert _terminate_others(postgres_url) >= 1
+        for _ in range(3):  # every pooled connection was closed under it
+            assert [info.id for info in store.threads()] == ["t1"]
+    finally:
+        store.close()
+
+    apply_schema(postgres_url)
+
+    async def queue_after_a_restart() -> None:
+        app = make_app(postgres_url, pool_size=2)
+        async with app.open_async():
+            query = "SELECT count(*) AS n FROM procrastinate_jobs"
+            assert (await app.connector.execute_query_one_async(query))["n"] == 0
+            assert _terminate_others(postgres_url) >= 1
+            for _ in range(3):
+                assert (await app.connector.execute_query_one_async(query))["n"] == 0
+
+    asyncio.run(queue_after_a_restart())
+
+
+def test_a_locked_table_is_one_line_and_exit_1_not_a_hang(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`LOCK TABLE threads` in another session once made `twelvefold threads` wait for as
+    long as the lock was held: the store's connections have a `lock_timeout`. (The holder
+    lets go after a generous bound, so a build without the timeout fails, not hangs.)"""
+    import twelvefold.runtime.pgstore as pgstore
+
+    open_store(postgres_url).close()
+    monkeypatch.setattr(pgstore, "DEFAULT_LOCK_TIMEOUT", 0.5, raising=False)
+    holder = psycopg.connect(postgres_url)
+    holder.execute("LOCK TABLE threads IN ACCESS EXCLUSIVE MODE")
+    letting_go = threading.Timer(120, holder.rollback)
+    letting_go.start()
+    try:
+        code, out, err = invoke("threads", "--store", postgres_url)
+        still_held = letting_go.is_alive()
+    finally:
+        letting_go.cancel()
+        holder.close()
+    assert still_held and code == 1, (out, err)
+    assert err.startswith("error: the store at postgresql://") and err.count("\n") == 1, err
+    assert "is busy: a lock it needs was not granted" in err and "Traceback" not in err
+
+
+def test_the_lock_timeout_is_bounded_by_default_and_the_url_may_set_its_own(
+    postgres_url: str,
+) -> None:
+    def setting(store: PostgresStore) -> str:
+        with store.pool.connection() as conn:
+            row = conn.execute("SHOW lock_timeout").fetchone()
+        store.close()
+        return str(row[0]) if row else ""
+
+    assert setting(PostgresStore(postgres_url)) == "10s"
+    assert setting(PostgresStore(postgres_url, lock_timeout=0)) == "0"
+    own = postgres_url + "?options=-c%20lock_timeout%3D30s%20-c%20search_path%3Dpublic"
+    assert setting(PostgresStore(own)) == "30s"
+    kept = postgres_url + "?options=-c%20statement_timeout%3D1min"
+    store = PostgresStore(kept)
+    with store.pool.connection() as conn:  # the URL's other options are kept
+        row = conn.execute("SHOW statement_timeout").fetchone()
+    assert setting(store) == "10s" and row is not None and row[0] == "1min"
+
+
+def test_serve_sets_up_the_job_queue_of_an_empty_database_too(postgres_url: str) -> None:
+    """docs/stores.md: the first `serve` on an empty database sets it up. It made the
+    store's tables, then stopped: "no job queue schema … run `twelvefold db upgrade`"."""
+    from twelvefold.commands.serve import _queue
+    from twelvefold.runtime.store import StoreUrl
+    from twelvefold.server.queue import check_schema_now
+
+    open_store(postgres_url).close()  # what serve does first
+    assert _queue(StoreUrl(postgres_url)) is not None
+    check_schema_now(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # an old queue: refused
+        conn.execute("DROP TABLE procrastinate_workers CASCADE")
+    with pytest.raises(SystemExit) as stopped:
+        _queue(StoreUrl(postgres_url))
+    assert stopped.value.code == 1
 
 
 # ---- URLs and passwords ------------------------------------------------------------------

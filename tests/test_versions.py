@@ -459,6 +459,23 @@ def test_prune_archives_then_deletes_ended_threads_only(
     assert stored_ids(project) == set() and stored_versions(project) == 0
 
 
+def test_prune_trusts_the_log_not_the_status_column(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`threads.status` is not sealed: a waiting thread whose column was set to `failed`
+    by hand is archived maybe, but never deleted (its log does not end there)."""
+    statuses = ended_threads(openai_server, project)
+    waiting = next(t for t, s in statuses.items() if s == "waiting")
+    with sqlite3.connect(project / ".twelvefold" / "threads.db") as db:
+        db.execute("UPDATE threads SET status = 'failed' WHERE id = ?", (waiting,))
+    result = run_cli(project, "prune", "--older-than", "0s", "--delete", "--json",
+                     monkeypatch=monkeypatch)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["kept"] == [waiting] and waiting not in report["threads"]
+    assert stored_ids(project) == {waiting}
+
+
 class CheckingStore(SqliteStore):
     """Fails the test if a thread is deleted before its archive line is on disk."""
 
@@ -505,7 +522,8 @@ def test_prune_says_plainly_when_the_archive_cannot_be_written_and_deletes_nothi
 ) -> None:
     ended_threads(openai_server, project)
     (project / "a-file").write_text("")
-    for archive in ["a-file/threads.jsonl", "/dev/full"]:
+    (project / "a-folder").mkdir()
+    for archive in ["a-file/threads.jsonl", "/dev/full", "a-folder"]:
         result = run_cli(
             project, "prune", "--older-than", "0s", "--archive", archive, monkeypatch=monkeypatch
         )
@@ -516,6 +534,46 @@ def test_prune_says_plainly_when_the_archive_cannot_be_written_and_deletes_nothi
     # A dry run needs no archive: it writes nothing.
     result = run_cli(project, "prune", "--older-than", "0s", "--dry-run", monkeypatch=monkeypatch)
     assert result.exit_code == 0 and result.output.startswith("would prune"), result.output
+
+
+def test_prune_refuses_an_archive_that_is_a_link_or_that_others_can_read(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive holds secret fields: a symbolic link planted where it goes is not
+    followed (its target stays as it was), and an existing archive others may read is
+    refused rather than appended to; either way, one line and nothing deleted."""
+    ended_threads(openai_server, project)
+    victim = project / "victim.txt"
+    victim.write_text("keep me\n")
+    victim.chmod(0o644)
+    (project / "alink").symlink_to(victim)
+    result = run_cli(
+        project, "prune", "--older-than", "0s", "--archive", "alink", monkeypatch=monkeypatch
+    )
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: the archive alink is a symbolic link"), result.output
+    assert len(result.output.splitlines()) == 1 and "nothing was deleted" in result.output
+    assert victim.read_text() == "keep me\n"
+
+    shared = project / "shared.jsonl"
+    shared.write_text("")
+    shared.chmod(0o666)
+    result = run_cli(
+        project, "prune", "--older-than", "0s", "--archive", "shared.jsonl",
+        monkeypatch=monkeypatch,
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "can be used by others (mode 0666)" in result.output, result.output
+    assert "chmod 600" in result.output and len(result.output.splitlines()) == 1
+    assert shared.read_text() == "" and len(stored_ids(project)) == 3
+
+    shared.chmod(0o600)  # once only its owner may read it, it is appended to
+    result = run_cli(
+        project, "prune", "--older-than", "0s", "--archive", "shared.jsonl",
+        monkeypatch=monkeypatch,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(shared.read_text().splitlines()) == 2 and len(stored_ids(project)) == 1
 
 
 # ---- the same on PostgreSQL ------------------------------------------------------------------
@@ -551,10 +609,15 @@ def test_migrate_and_prune_on_postgresql(
     store = open_store(postgres_url)
     assert [pin.to_version for pin in store.pins(movable.id)] == [report[movable.id]["to_version"]]
 
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # not sealed: not trusted
+        conn.execute("UPDATE threads SET status = 'failed' WHERE id = %s", (stuck.id,))
     pruned = run_cli(project, "prune", "--older-than", "0s", "--archive", "a.jsonl", "--json",
                      *store_flag, monkeypatch=monkeypatch)  # fmt: skip
     assert pruned.exit_code == 0, pruned.output
     assert json.loads(pruned.output)["threads"] == [ended.id]
+    assert json.loads(pruned.output)["kept"] == [stuck.id]
     assert {info.id for info in store.threads()} == {stuck.id, movable.id}
     store.close()
 
@@ -719,16 +782,20 @@ def approved_after_an_edit_of_its_template(
     assert "PLAN-V1" in system_prompt(server), system_prompt(server)
 
 
+@pytest.mark.parametrize("named", ["absolute", "relative"])
 def test_a_pinned_version_with_its_prompts_in_a_folder_of_another_name_keeps_them(
-    openai_server: ScriptedOpenAI, project: Path
+    openai_server: ScriptedOpenAI, project: Path, named: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Prompts given with `--prompts templates` (not a folder named `prompts/`): a thread
-    paused on version 1 runs on version 1's templates after they are edited, and the
-    project's live `prompts/` folder (another agent's, or an older layout) is never read."""
+    """Prompts given with `--prompts templates` (not a folder named `prompts/`; named
+    from the current folder or not): a thread paused on version 1 runs on version 1's
+    templates after they are edited, and the project's live `prompts/` folder (another
+    agent's, or an older layout) is never read."""
     shutil.move(project / "prompts", project / "templates")
     (project / "prompts" / "pinbot").mkdir(parents=True)  # a live decoy, never version 1's
     (project / "prompts" / "pinbot" / "plan.j2").write_text(PLAN_V2.replace("V2", "DECOY"))
-    agent = load_agent(project / "pinbot.agent", prompts_dir=project / "templates")
+    monkeypatch.chdir(project)
+    folder = Path("templates") if named == "relative" else project / "templates"
+    agent = load_agent(project / "pinbot.agent", prompts_dir=folder)
     ModelTurns(openai_server).then(ACT)
     with runtime(openai_server, project) as rt:
         view = rt.launch(agent, "go")

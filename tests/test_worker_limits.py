@@ -20,6 +20,7 @@ the limit) that the per-process limiter breaks.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -250,6 +251,51 @@ def test_the_sweep_wakes_only_threads_no_lease_and_no_wakeup_cover(
     assert [s for s, _ in scheduled_wakeups(postgres_url, ids["held"])] == []
     assert [s for s, _ in scheduled_wakeups(postgres_url, ids["covered"])] == ["todo"]
     assert [s for s, _ in scheduled_wakeups(postgres_url, ids["left"])] == ["todo"]
+
+
+def test_a_thread_that_cannot_be_loaded_is_said_once_and_never_woken_again(
+    postgres_url: str, project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A thread whose log no longer verifies was woken by every sweep, its job failing
+    with a traceback each time (thousands of failed jobs a day). Now: one line, no
+    traceback, and a mark in PostgreSQL (it outlives the worker) that the sweep respects
+    and `threads` shows."""
+    apply_schema(postgres_url)
+    agent = project / "answerer.agent"
+
+    async def scenario() -> tuple[str, list[list[str]], dict[str, str]]:
+        runtime = AsyncRuntime(open_store(postgres_url))
+        app = make_app(postgres_url)
+        async with app.open_async():
+            queue = Queue(app)
+            work = Work(runtime, {"answerer": runtime.agent(agent)}, queue)
+            broken = (await runtime.launch(str(agent), "q1", run=False)).id
+            with psycopg.connect(postgres_url, autocommit=True) as conn:  # an edit by hand
+                conn.execute("UPDATE events SET body = replace(body, 'q1', 'q2')")
+            sweeps = []
+            for _ in range(3):  # each sweep, then the wake-up it enqueued, if any
+                sweeps.append(await work.sweep())
+                for _thread in sweeps[-1]:
+                    await work.advance(broken)
+            places = {broken: (await runtime.info(broken)).seq}
+            return broken, sweeps, await queue.parked(places)
+
+    with caplog.at_level("INFO", logger="twelvefold.worker"):
+        broken, sweeps, parked = asyncio.run(scenario())
+    assert sweeps == [[broken], [], []]
+    assert parked[broken].startswith("BrokenLog: ")
+    said = [r for r in caplog.records if broken in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None, said
+    assert "needs a person" in said[0].getMessage()
+    from click.testing import CliRunner
+
+    from twelvefold.cli import cli
+
+    listed = CliRunner().invoke(cli, ["threads", "--store", postgres_url])
+    assert listed.exit_code == 0, listed.output
+    assert f"{broken} needs a person: BrokenLog" in listed.output
+    shown = CliRunner().invoke(cli, ["threads", "--json", "--store", postgres_url])
+    assert json.loads(shown.stdout)[0]["needs_a_person"].startswith("BrokenLog")
 
 
 def test_a_worker_taken_for_dead_keeps_taking_jobs(

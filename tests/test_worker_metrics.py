@@ -82,10 +82,12 @@ def test_a_worker_serves_the_tokens_cost_and_latency_of_the_threads_it_ran(
 
 
 def test_a_bad_metrics_address_is_one_line(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "twelvefold", "worker", str(AGENT), "--store",
-         "postgresql://nowhere/x", "--metrics-address", "nonsense"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert "HOST:PORT" in done.stderr and "Traceback" not in done.stderr
+    for address in ["nonsense", "0.0.0.0:99999"]:
+        done = subprocess.run(
+            [sys.executable, "-m", "twelvefold", "worker", str(AGENT), "--store",
+             "postgresql://nowhere/x", "--metrics-address", address],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr  # an error, not a usage error (2)
+        assert done.stderr.startswith("error: --metrics-address: "), done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

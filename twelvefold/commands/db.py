@@ -46,6 +46,13 @@ def _upgrade_queue(db: StoreLocation) -> bool:
 
     if not isinstance(db, StoreUrl):
         return False
+    import psycopg
+
+    from twelvefold.runtime.store import StoreError, shown_url
     from twelvefold.server.queue import apply_schema
 
-    return apply_schema(db.url)
+    try:
+        return apply_schema(db.url)
+    except psycopg.Error as exc:  # PostgreSQL's words, one line, without the password
+        reason = shown_url(" ".join(str(exc).split()), secret_of=db.url)
+        raise StoreError(f"cannot apply the job queue's schema at {db}: {reason}") from None

@@ -43,7 +43,7 @@ from twelvefold.runtime.api import (
 from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseError
 from twelvefold.runtime.loading import AgentLoadError
-from twelvefold.runtime.loop import Thread
+from twelvefold.runtime.loop import INTERRUPTED, Thread
 from twelvefold.runtime.names import declared_name
 from twelvefold.runtime.store import (
     Conflict,
@@ -199,7 +199,12 @@ def print_view(view: ThreadView, db: StoreLocation) -> None:
     elif view.status == "failed":
         echo(f"\n{where} failed at `{view.step}`: {view.error}")
         echo(f"  retry: twelvefold resume {view.id} --retry")
-        if view.state.retry_key is not None:  # see docs/runtime.md, one call one key
+        if view.error == INTERRUPTED:  # a keyless tool's call cut short by a crash
+            echo(
+                "  (the call may have run, and its tool takes no idempotency key: a retry"
+                " runs it again; check whether it had its effect first)"
+            )
+        elif view.state.retry_key is not None:  # see docs/runtime.md, one call one key
             echo(f"  (the call may have run: a retry reuses its key {view.state.retry_key})")
     elif view.status == "cancelled":
         echo(f"\n{where} was cancelled at `{view.step}`")
@@ -751,8 +756,12 @@ def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
             spent = with_children(by_thread(store.usage_records()), store.child_links())
         finally:
             store.close()
+        parked = _needing_a_person(db, found)
     if as_json:
-        echo(json.dumps([_info_json(i, spent.get(i.id, Totals())) for i in found]))
+        listed = [_info_json(i, spent.get(i.id, Totals())) for i in found]
+        for entry in listed:
+            entry["needs_a_person"] = parked.get(entry["thread_id"])
+        echo(json.dumps(listed))
         return
     if not found:
         echo(f"no threads in {db}")
@@ -769,6 +778,20 @@ def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
             f"{i.id:<18} {i.agent:<14} {i.status:<9} {i.step:<16} {i.seq:>6} "
             f"{tokens:>9} {cost:>9}  {i.updated_at:<27} {i.request or '-'}"
         )
+    for thread_id, why in parked.items():
+        echo(f"{thread_id} needs a person: {shown(why)}")
+
+
+def _needing_a_person(db: StoreLocation, found: list[ThreadInfo]) -> dict[str, str]:
+    """On a PostgreSQL store, the running threads the workers found they cannot run
+    (twelvefold/server/queue.py, `PARKED`), and why; empty elsewhere."""
+    from twelvefold.runtime.store import StoreUrl
+
+    if not isinstance(db, StoreUrl):
+        return {}
+    from twelvefold.server.queue import parked_now
+
+    return parked_now(db.url, {i.id: i.seq for i in found if i.status == "running"})
 
 
 def _info_json(info: ThreadInfo, usage: Totals) -> dict[str, Any]:

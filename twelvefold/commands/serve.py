@@ -182,18 +182,37 @@ def _app(
 def _queue(db: StoreLocation) -> Queue | None:
     """On a PostgreSQL store, the job queue `twelvefold worker`s take the threads from
     (twelvefold/server/queue.py): the server records and enqueues, and runs nothing
-    itself. One line and exit 1 when the queue's schema is missing (`db upgrade`)."""
+    itself. A database with no queue yet gets its schema, as an empty database gets the
+    store's (under the upgrade's advisory lock: `apply_schema`); one line and exit 1 when
+    the database cannot be reached or holds an old queue schema (`db upgrade`)."""
     from twelvefold.runtime.store import StoreUrl
 
     if not isinstance(db, StoreUrl):
         return None
-    from twelvefold.server.queue import Queue, QueueUnavailable, check_schema_now, make_app
+    import psycopg
+
+    from twelvefold.runtime.store import shown_url
+    from twelvefold.server.queue import (
+        Queue,
+        QueueUnavailable,
+        apply_schema,
+        check_schema_now,
+        make_app,
+    )
 
     try:
         check_schema_now(db.url)
-    except QueueUnavailable as exc:
-        echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    except QueueUnavailable:
+        try:
+            apply_schema(db.url)  # nothing when an (old) queue schema is there
+            check_schema_now(db.url)
+        except psycopg.Error as exc:
+            reason = shown_url(" ".join(str(exc).split()), secret_of=db.url)
+            echo(f"error: cannot set up the job queue at {db}: {reason}", err=True)
+            sys.exit(1)
+        except QueueUnavailable as exc:
+            echo(f"error: {exc}", err=True)
+            sys.exit(1)
     echo("threads run on `twelvefold worker`s: this server enqueues them", err=True)
     return Queue(make_app(db.url))
 

@@ -75,7 +75,7 @@ def print_verdicts(name: str, digest: str, verdicts: list[Verdict], checking: bo
 )
 @click.option(
     "--archive",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # a folder is refused with one line, exit 1 (prune)
     help="Append the pruned threads to this JSON-lines file first (default: retention.archive).",
 )
 @click.option(
@@ -130,4 +130,7 @@ def prune(
     if done.archive is not None and done.threads and not dry_run:
         echo(f"  archived to {done.archive}")
     for thread_id in done.skipped:
-        echo(f"  kept {thread_id}: it changed while it was being pruned")
+        echo(
+            f"  kept {thread_id}: it changed while it was being pruned, or its log does not"
+            " show that it ended"
+        )

@@ -80,8 +80,9 @@ def worker(
 
         try:
             metrics_at = parse_address(metrics_address)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--metrics-address") from None
+        except ValueError as exc:  # one line and exit 1, as every refusal of a worker
+            echo(f"error: --metrics-address: {exc}", err=True)
+            sys.exit(1)
     if not is_postgres(queue_url):
         echo(
             "error: a worker takes its jobs from PostgreSQL: give --store postgresql://… "

@@ -55,7 +55,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from twelvefold.runtime import timeouts
+from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseHeld, LeaseLost
+from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.ratelimit import TurnLater
 from twelvefold.runtime.store import Conflict, ThreadNotFound
 from twelvefold.runtime.types import Notified
@@ -73,6 +75,12 @@ ADVANCE = "twelvefold.advance"
 TIMER = "twelvefold.timer"
 RETRY = "twelvefold.retry"
 SETTLED = "twelvefold.settled"
+PARKED = "twelvefold.parked"
+"""Not work: the mark of a thread that cannot be loaded (`Work.advance`), a job scheduled
+for `PARKED_UNTIL` that no worker takes. While it is there and the thread still holds
+the events it was parked at, the sweep does not wake the thread (docs/deploy.md,
+"Troubleshooting")."""
+PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
 SETTLED_ATTEMPTS, SETTLED_WAIT = 12, 2
 """A reply job that failed (a receiver down) is tried again 4, 8, 16 ... seconds later
 (procrastinate's RetryStrategy; about 2 h 16 min in all), then given up (logged)."""
@@ -147,6 +155,7 @@ def make_app(conninfo: str, *, pool_size: int = 4) -> procrastinate.App:
             max_attempts=SETTLED_ATTEMPTS, exponential_wait=SETTLED_WAIT
         ),
     )(_settled_job)
+    app.task(name=PARKED, queue=QUEUE, pass_context=True)(_parked_job)
     return app
 
 
@@ -174,18 +183,58 @@ def check_schema_now(conninfo: str) -> None:
 
 def apply_schema(conninfo: str) -> bool:
     """Apply procrastinate's schema to `conninfo` unless it is there already (`twelvefold
-    db upgrade`). True when it was applied now."""
-    import procrastinate
+    db upgrade`, and `serve` on a database with no queue yet). True when it was applied
+    now. Checked and applied in one transaction under the store's upgrade lock
+    (runtime/schema.py, `upgrade_lock`): several upgrades at once on an empty database
+    apply it once (checked outside the lock, two of them both found it missing and the
+    second failed on a type the first had made). A database with only part of it (an old
+    procrastinate's) is left alone: `check_schema_now` refuses it."""
     import psycopg
+    from procrastinate.schema import SchemaManager
 
-    with psycopg.connect(conninfo, autocommit=True) as connection:
-        row = connection.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+    from twelvefold.runtime.schema import upgrade_lock
+
+    with psycopg.connect(conninfo, connect_timeout=10) as connection:
+        present = "SELECT to_regclass('procrastinate_jobs') IS NOT NULL"
+        row = connection.execute(present).fetchone()
+        connection.commit()
         if row and row[0]:
             return False
-    sync_app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=conninfo))
-    with sync_app.open():
-        sync_app.schema_manager.apply_schema()
+        with upgrade_lock(connection), connection.transaction():
+            row = connection.execute(present).fetchone()
+            if row and row[0]:
+                return False
+            # The schema is procrastinate's own SQL, run as it ships (no parameters: a
+            # script of many statements, sent as one).
+            connection.execute(SchemaManager.get_schema())
     return True
+
+
+def parked_now(conninfo: str, places: Mapping[str, int]) -> dict[str, str]:
+    """`Queue.parked` for a command without a queue open (`twelvefold threads`): which of
+    the threads (id -> events it holds now) are marked as needing a person where they
+    stand, and why. Empty when the database has no job queue or cannot say."""
+    import psycopg
+
+    if not places:
+        return {}
+    try:
+        with psycopg.connect(conninfo, connect_timeout=10) as connection:
+            row = connection.execute(SCHEMA_PRESENT).fetchone()
+            if not row or not row[0]:
+                return {}
+            rows = connection.execute(
+                "SELECT args->>'thread_id', args->>'seq', args->>'reason' FROM procrastinate_jobs"
+                " WHERE task_name = %s AND status = 'todo' AND args->>'thread_id' = ANY(%s)",
+                (PARKED, list(places)),
+            ).fetchall()
+    except psycopg.Error:
+        return {}
+    return {
+        str(thread): str(why)
+        for thread, seq, why in rows
+        if str(places.get(str(thread))) == str(seq)
+    }
 
 
 class Queue:
@@ -218,6 +267,36 @@ class Queue:
             ids=thread_ids,
         )
         return {str(row["thread"]) for row in rows}
+
+    async def park(self, thread_id: str, seq: int, reason: str) -> None:
+        """Mark the thread as needing a person at `seq` events (`PARKED`): the sweep
+        leaves it alone from now on, across restarts, until it moves on or the mark is
+        deleted. One mark per thread and place (`parked:ID:SEQ`)."""
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        deferrer = self.app.configure_task(
+            PARKED, queueing_lock=f"parked:{thread_id}:{seq}", schedule_at=PARKED_UNTIL
+        )
+        with contextlib.suppress(AlreadyEnqueued):
+            await deferrer.defer_async(thread_id=thread_id, seq=seq, reason=reason[:2000])
+
+    async def parked(self, places: Mapping[str, int]) -> dict[str, str]:
+        """Which of the threads (id -> how many events it holds now) are marked as
+        needing a person where they stand (`park`), and why."""
+        if not places:
+            return {}
+        rows = await self.app.connector.execute_query_all_async(
+            "SELECT args->>'thread_id' AS thread, args->>'seq' AS seq, args->>'reason' AS why"
+            " FROM procrastinate_jobs WHERE task_name = %(task)s AND status = 'todo'"
+            " AND args->>'thread_id' = ANY(%(ids)s)",
+            task=PARKED,
+            ids=list(places),
+        )
+        return {
+            str(row["thread"]): str(row["why"])
+            for row in rows
+            if str(places.get(str(row["thread"]))) == str(row["seq"])
+        }
 
     async def time(self, view: ThreadView, agent: Agent) -> datetime | None:
         """Schedule the timer of a waiting thread's current wait, if it has one (a
@@ -322,6 +401,15 @@ class Work:
             return
         try:
             view = await self.runtime.resume(thread_id, agent=agent)
+        except (LogError, AgentLoadError) as exc:
+            # Its log does not verify, or its version does not build or replay: running
+            # it again cannot help. Said once, and the sweep stops waking it.
+            log.error(
+                "thread %s cannot be run and needs a person (the sweep leaves it alone"
+                " from now on): %s: %s", thread_id, type(exc).__name__, exc,
+            )  # fmt: skip
+            await self.queue.park(thread_id, info.seq, f"{type(exc).__name__}: {exc}")
+            return
         except LeaseHeld as held:
             log.info("%s", held)
             await self.queue.wake(thread_id, delay=LEASE_RETRY_SECONDS)
@@ -408,12 +496,11 @@ class Work:
                 assert job.id is not None
                 with contextlib.suppress(Exception):  # another worker retried it first
                     await manager.retry_job(job)
-            left = [
-                info.id
-                for info in await self.runtime.threads("running", unleased=True)
-                if info.agent in self.agents
-            ]
+            running = await self.runtime.threads("running", unleased=True)
+            left = [info.id for info in running if info.agent in self.agents]
             covered = await self.queue.pending(left)
+            places = {i.id: i.seq for i in running if i.agent in self.agents}
+            covered |= set(await self.queue.parked(places))  # they need a person
             for thread_id in left:
                 if thread_id not in covered:
                     await self.queue.wake(thread_id)
@@ -454,6 +541,11 @@ async def _timer_job(context: Any, thread_id: str, request: str | None, seq: int
 async def _retry_job(context: Any, thread_id: str, seq: int) -> None:
     work: Work = context.additional_context[WORK]
     await work.retry(thread_id, seq)
+
+
+async def _parked_job(context: Any, thread_id: str, seq: int, reason: str) -> None:
+    """A mark, not work (`PARKED`): scheduled where no worker reaches it. If one is ever
+    run, the mark is gone and the sweep may wake the thread again; nothing else."""
 
 
 async def _settled_job(context: Any, thread_id: str, seq: int) -> None:

@@ -46,6 +46,7 @@ from twelvefold.runtime.api import (
     RequestNotPending,
     ThreadView,
     UnenforcedApprovers,
+    not_reached,
     parent_of,
     shown,
 )
@@ -141,7 +142,7 @@ class Forbidden(ServiceError):
 
 
 class Stale(ServiceError):
-    status, title = 409, "Request no longer pending"
+    status, title = 409, "Request not pending"
 
 
 class Busy(ServiceError):
@@ -503,8 +504,10 @@ class Service:
         with _translated():
             current = await self.runtime.get(thread_id, agent=agent)
         if current.request != request:
+            place = not_reached(request, current.seq)
+            how = f"not pending yet (it has not reached {place})" if place else "no longer pending"
             raise Stale(
-                f"request `{shown(request)}` of thread {thread_id} is no longer pending"
+                f"request `{shown(request)}` of thread {thread_id} is {how}"
                 + (f"; the pending request is `{current.request}`" if current.request else "")
             )
         if decision == "answer" and answer is None:
