@@ -13,6 +13,10 @@ wait on a slow model.
    overlapping. Reported: wall time against the ideal, this process's CPU time per model
    call, peak memory per waiting thread, and (for 1,000) where the CPU went by package;
    beside them the scripted server's own CPU per request (it shares the machine's cores).
+   Two floors put the seconds in context: the same requests sent by a raw aiohttp client
+   with no runtime (100 tasks of MODEL_CALLS requests each, back to back: what this machine
+   allows at this moment), and for 1,000 threads the cap on model calls in flight
+   (runtime/ratelimit.py, `DEFAULT_IN_FLIGHT`), which lets 100 wait at once.
 3. The model client alone: the requests one thread made, sent again through
    `OpenAIModel.complete` 100 at a time with no runtime around them; CPU per call (the
    client's own cost: building the request, openai and its transport, validating the
@@ -186,6 +190,29 @@ def _package(file: str) -> str:
     return "python (other)" if file.startswith(("/", "<")) else file
 
 
+async def raw_threads(base_url: str, threads: int) -> tuple[float, float]:
+    """Seconds and CPU ms per request for `threads` tasks each sending the counter's
+    MODEL_CALLS requests back to back through a bare aiohttp session (no openai client,
+    no runtime, no validation): the floor this machine allows at this moment."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+
+        async def thread() -> None:
+            for n in range(MODEL_CALLS):
+                message = {"role": "user", "content": json.dumps({"n": n})}
+                body = {"model": "bench", "messages": [message]}
+                async with session.post(f"{base_url}/chat/completions", json=body) as got:
+                    json.loads(await got.read())
+
+        await thread()  # the first connection
+        cpu = time.process_time()
+        began = time.perf_counter()
+        await asyncio.gather(*(thread() for _ in range(threads)))
+        elapsed = time.perf_counter() - began
+        return elapsed, (time.process_time() - cpu) / (threads * MODEL_CALLS) * 1e3
+
+
 def many_threads(agent: Agent) -> None:
     server = subprocess.Popen(
         [sys.executable, "-c", _SERVER, str(MODEL_LATENCY)],
@@ -210,6 +237,16 @@ def many_threads(agent: Agent) -> None:
                 f"{got['elapsed'] / got['ideal']:.2f}× | {got['cpu_per_call_ms']:.2f} | "
                 f"{got['kib_per_thread']:.0f} | {got['failed']} | {got['server_ms']:.2f} |"
             )
+        from twelvefold.runtime.ratelimit import DEFAULT_IN_FLIGHT
+
+        capped = MODEL_CALLS * MODEL_LATENCY * 1_000 / DEFAULT_IN_FLIGHT
+        elapsed, raw_cpu = asyncio.run(raw_threads(base_url, 100))
+        print(
+            f"\nFloors: a raw aiohttp client sending the same 100 × {MODEL_CALLS} requests "
+            f"took {elapsed:.2f} s ({elapsed / (MODEL_CALLS * MODEL_LATENCY):.2f}× the ideal; "
+            f"{raw_cpu:.2f} ms of CPU a request); 1,000 threads with at most "
+            f"{DEFAULT_IN_FLIGHT} model calls in flight cannot take less than {capped:.1f} s."
+        )
         profile = cProfile.Profile()
         profile.enable()
         asyncio.run(_waiting(agent, base_url, 1_000))

@@ -15,7 +15,8 @@ The request is built once per step shape. instructor's `create` rebuilds everyth
 call (its response model, the tool's JSON schema, a walk of both for async validators),
 which was most of a call's CPU. `PreparedRequest` has instructor's own handlers do that work
 once, then per call only convert the messages, validate the reply with the prepared model
-and, when it does not validate, write the re-ask; the openai client sends the request.
+and, when it does not validate, write the re-ask; the openai client sends the request
+(runtime/openai_client.py: `AsyncOpenAI` with what it redid per request done once).
 """
 
 from __future__ import annotations
@@ -479,7 +480,6 @@ class OpenAIModel:
         """
         from instructor.core.exceptions import IncompleteOutputException
         from openai import OpenAIError
-        from openai.types.chat import ChatCompletion
 
         action = request.action
         retries = max(0, action.retries - action.rejections)
@@ -491,9 +491,7 @@ class OpenAIModel:
         while True:
             attempt += 1
             try:
-                completion = await client.post(
-                    "/chat/completions", cast_to=ChatCompletion, body=body, options=_CREATE
-                )
+                completion = await client.post_chat_completion(body)
             except OpenAIError as exc:  # the replies before it were paid for
                 raise ModelError(_api_error(exc), paid, retry_after=_long_wait(exc)) from exc
             except Exception as exc:  # whatever else the client raises fails the call
@@ -553,7 +551,7 @@ def _make_client(
 ) -> Any:
     import logging
 
-    from openai import AsyncOpenAI, DefaultAioHttpClient
+    from .openai_client import ReusingClient, ReusingHttpClient
 
     # instructor logs what goes wrong in its handlers at WARNING and above; with no
     # logging configured, Python would print those lines on stderr beside our own
@@ -567,7 +565,7 @@ def _make_client(
     hooks: dict[str, list[Callable[..., Any]]] = {}
     if limiter is not None:
         hooks["response"] = [functools.partial(_pause_on_429, limiter)]
-    return AsyncOpenAI(
+    return ReusingClient(
         base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
         # A local endpoint needs no key; the openai client insists on one.
         api_key=api_key or os.environ.get("OPENAI_API_KEY") or "unset",
@@ -578,7 +576,8 @@ def _make_client(
         # aiohttp underneath (openai's option "for improved concurrency performance"):
         # about half the CPU of its default httpx transport per request, and no scan of
         # every pooled connection for each request (httpcore's), which grows with threads.
-        http_client=DefaultAioHttpClient(event_hooks=hooks),
+        # (ReusingHttpClient is DefaultAioHttpClient merging URLs and headers once.)
+        http_client=ReusingHttpClient(event_hooks=hooks),
     )
 
 
@@ -717,7 +716,3 @@ def _is_json(value: Any) -> bool:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
-
-
-_CREATE: Any = {"security": {"bearer_auth": True}}
-"""The request options `chat.completions.create` gives `post`."""

@@ -6,12 +6,12 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel, Field
 
-from tests.support.openai_server import ScriptedOpenAI
+from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.runtime import AgentSpec, CallModel, StateSpec
 from twelvefold.runtime.model import (
     DEFAULT_MODEL,
@@ -452,3 +452,171 @@ def test_each_event_loop_closes_the_pool_it_used_as_it_ends(openai_server: Scrip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["a=1.0", "b=2.0"] * 2
     assert done.stderr.strip() == "", done.stderr
+
+
+# ---- on the wire: what instructor's own `create` sends --------------------------------
+
+VALID = {"choice": {"type": "Add", "a": 1, "b": 2}}
+INVALID = {"choice": {"type": "Add", "a": "one", "b": 2}}
+
+WIRE_SCRIPTS: dict[str, tuple[Literal["tools", "json"], list[Reply]]] = {
+    "tools, valid": ("tools", [Reply(arguments=VALID)]),
+    "tools, re-asked": ("tools", [Reply(arguments=INVALID), Reply(arguments=VALID)]),
+    "tools, broken JSON": ("tools", [Reply(arguments='{"choice": '), Reply(arguments=VALID)]),
+    "tools, no tool call": ("tools", [Reply(content="I'd add them."), Reply(arguments=VALID)]),
+    "tools, retried 500": ("tools", [Reply(status=500, error="busy"), Reply(arguments=VALID)]),
+    "tools, retried 429": (
+        "tools",
+        [Reply(status=429, error="slow down", retry_after="0"), Reply(arguments=VALID)],
+    ),
+    "json, valid": ("json", [Reply(content=json.dumps(VALID))]),
+    "json, re-asked": (
+        "json",
+        [Reply(content=json.dumps(INVALID)), Reply(content=json.dumps(VALID))],
+    ),
+    "json, not JSON": ("json", [Reply(content="sum: 3"), Reply(content=json.dumps(VALID))]),
+}
+
+
+async def _through_instructor(
+    server: ScriptedOpenAI, mode: Literal["tools", "json"], req: ModelRequest
+) -> None:
+    """The request sent as the code before `PreparedRequest` sent it: instructor's `create`
+    on a stock openai client over the same aiohttp transport."""
+    import instructor
+    from openai import AsyncOpenAI, DefaultAioHttpClient
+
+    openai_client = AsyncOpenAI(
+        base_url=server.base_url, api_key="k", max_retries=1, http_client=DefaultAioHttpClient()
+    )
+    patched = instructor.from_openai(
+        openai_client, mode=instructor.Mode.TOOLS if mode == "tools" else instructor.Mode.JSON
+    )
+    arguments: dict[str, Any] = {
+        "model": "test-model",
+        "messages": [dict(m) for m in req.messages],
+        "response_model": response_shape("decide", (Add, Subtract)).model,
+        "max_retries": req.action.retries,
+    }
+    if mode == "tools":
+        arguments["parallel_tool_calls"] = False
+    try:
+        await patched.chat.completions.create_with_completion(**arguments)
+    finally:
+        await openai_client.close()
+
+
+@pytest.mark.parametrize("script", list(WIRE_SCRIPTS))
+def test_the_requests_on_the_wire_are_byte_for_byte_instructors(
+    openai_server: ScriptedOpenAI, script: str
+) -> None:
+    """Every request a call sends, first try, re-asks and the openai client's own retries:
+    path, headers in order and body bytes, against instructor's `create` on a stock openai
+    client (the replies it parses feed the re-asks, so parsing is covered too)."""
+    mode, replies = WIRE_SCRIPTS[script]
+    req = request(retries=1)
+    model = OpenAIModel(
+        model="test-model",
+        base_url=openai_server.base_url,
+        api_key="k",
+        mode=mode,
+        transport_retries=1,
+    )
+    openai_server.script.extend(replies)
+    complete(model, req)
+    ours = list(openai_server.wire)
+    assert len(ours) == len(replies)
+
+    openai_server.wire.clear()
+    openai_server.requests.clear()  # the same tool call ids in the replies
+    openai_server.script.extend(replies)
+    asyncio.run(_through_instructor(openai_server, mode, req))
+    theirs = openai_server.wire
+    # instructor's `create` writes the body's keys in another order (openai's parameters,
+    # alphabetical); the bodies are the same JSON, and our bytes are what they were.
+    assert [(path, headers, json.loads(body)) for path, headers, body in ours] == [
+        (path, headers, json.loads(body)) for path, headers, body in theirs
+    ]
+
+
+def _reply_data(**extra: Any) -> dict[str, Any]:
+    from tests.support.openai_server import completion
+
+    body = {"model": "m", "tool_choice": {"type": "function", "function": {"name": "decide"}}}
+    data = completion(body, Reply(arguments=VALID), n=1)
+    data["choices"][0]["message"]["refusal"] = None
+    data.update(extra)
+    return data
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"system_fingerprint": "fp_1", "service_tier": "default", "x_vendor": {"k": [1]}}],
+)
+def test_a_reply_is_the_completion_openai_would_construct(
+    extra: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply's `ChatCompletion`, validated by pydantic, equals openai's own unvalidated
+    construction of it (re-asks dump it into the next request), without that walk."""
+    from openai._models import construct_type
+    from openai.types.chat import ChatCompletion
+
+    from twelvefold.runtime import openai_client
+
+    data = _reply_data(**extra)
+    expected = construct_type(type_=ChatCompletion, value=data)
+
+    def walked(**_: object) -> None:
+        raise AssertionError("openai's construction walk ran for a well-typed reply")
+
+    monkeypatch.setattr(openai_client, "construct_type", walked)
+    built = openai_client.ChatCompletionReply.build(response=None, data=data)  # type: ignore[arg-type]
+    assert type(built) is ChatCompletion
+    assert built.model_dump() == expected.model_dump()
+    assert built.model_dump(exclude_unset=True) == expected.model_dump(exclude_unset=True)
+    assert built.model_dump_json() == expected.model_dump_json()
+    called = built.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert type(called) is type(expected.choices[0].message.tool_calls[0])  # type: ignore[index]
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("created", "1700000001"), ("finish_reason", "end_turn"), ("usage", {"prompt_tokens": 1.5})],
+)
+def test_a_loosely_typed_reply_is_taken_as_openai_takes_it(field: str, value: object) -> None:
+    """A field of another type than declared (an OpenAI-compatible server's quirk) is kept
+    as sent, unvalidated, as openai's client keeps it: never coerced, never refused."""
+    from openai._models import construct_type
+    from openai.types.chat import ChatCompletion
+
+    from twelvefold.runtime.openai_client import ChatCompletionReply
+
+    data = _reply_data()
+    (data["choices"][0] if field == "finish_reason" else data)[field] = value
+    built = ChatCompletionReply.build(response=None, data=data)  # type: ignore[arg-type]
+    expected = construct_type(type_=ChatCompletion, value=data)
+    assert built.model_dump() == expected.model_dump()
+    if field == "created":
+        assert built.created == value
+
+
+def test_headers_merged_once_are_merged_as_httpx_merges_them() -> None:
+    """The merged headers kept per list are httpx2's own merge, follow a change to the
+    client's own headers, and each request gets its own copy."""
+    import httpx2
+
+    from twelvefold.runtime.openai_client import ReusingHttpClient
+
+    client = ReusingHttpClient()
+    stock = httpx2.AsyncClient()
+    sent = [("Accept", "application/json"), ("X-Stainless-Retry-Count", "0")]
+    first = client.build_request("POST", "http://127.0.0.1:1/v1/x", headers=sent, content=b"{}")
+    again = client.build_request("POST", "http://127.0.0.1:1/v1/x", headers=sent, content=b"{}")
+    want = stock.build_request("POST", "http://127.0.0.1:1/v1/x", headers=sent, content=b"{}")
+    assert first.headers.raw == again.headers.raw == want.headers.raw
+    first.headers["X-Changed"] = "1"
+    assert "X-Changed" not in again.headers
+    client.headers["User-Agent"] = "changed"
+    changed = client.build_request("POST", "http://127.0.0.1:1/v1/x", headers=sent, content=b"")
+    assert changed.headers["User-Agent"] == "changed"

@@ -64,6 +64,9 @@ class ScriptedOpenAI:
     script: deque[Reply] = field(default_factory=deque)
     responder: Responder | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    wire: list[tuple[str, list[tuple[str, str]], bytes]] = field(default_factory=list)
+    """Each request as it came in: its path, its headers in order, its body's bytes (tests
+    that what a client sends is byte for byte another's)."""
     arrivals: list[float] = field(default_factory=list)
     """`time.monotonic()` when each of `requests` arrived (rate-limit tests count them
     per window)."""
@@ -199,7 +202,10 @@ def _handler_for(server: ScriptedOpenAI) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             headers: dict[str, str]
             length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length)
+            with server._lock:
+                server.wire.append((self.path, list(self.headers.items()), raw))
+            body = json.loads(raw or b"{}")
             if not self.path.rstrip("/").endswith("/chat/completions"):
                 status, payload, headers = 404, _error_body(f"no route {self.path}"), {}
             else:

@@ -1,0 +1,151 @@
+"""The openai client `OpenAIModel` sends through, with the per-request work done once.
+
+openai's request loop (`AsyncOpenAI.request`, where `post` ends) is kept whole: the
+retries (connection errors, 429 with `Retry-After`, 5xx), errors, timeouts and auth
+headers are the client's own. What changes is work it repeats on every request although
+the answer never changes:
+
+- The request URL. openai merges `/chat/completions` into the base URL, turns it into a
+  string, and httpx2 parses that string again to merge it into its own base URL: two to
+  three full URL parses a request (an IP address host is parsed octet by octet each time).
+  `ReusingClient._prepare_url` and `ReusingHttpClient._merge_url` keep the merged URL of
+  each path (httpx2 URLs are immutable; the cache is dropped when the base URL changes).
+- The headers. openai builds them as a list, and httpx2 merges that list into its own
+  defaults header by header, rescanning the list for each one. The list is the same on
+  every first try (the retry count and the body's length are the only parts that vary, and
+  the length is added later), so `ReusingHttpClient._merge_headers` keeps the merged
+  headers of each list it has seen (httpx2's `Request` copies them: never shared).
+- The request options. `post` builds openai's `FinalRequestOptions` field by field, with
+  every default; `ReusingClient.post_chat_completion` copies a template built once with
+  the same fields and hands it to the client's own `request` (the retry loop `post` ends in).
+- The reply. openai builds its `ChatCompletion` with `construct_type`, a walk in Python of
+  every field against its annotation (about 0.1 ms a reply). `ChatCompletionReply.build`
+  has pydantic validate the same data in strict mode (a few microseconds), which gives the
+  same object when the data has the declared types, and falls back to openai's own walk
+  when it does not, so a provider's loosely typed reply is taken exactly as openai takes it.
+
+The requests on the wire are those of instructor's `create` on a stock openai client: the
+same path, the same headers in the same order, the same JSON (tests/test_model_openai.py
+compares them, first tries, re-asks and retries). The body's keys keep the order
+`OpenAIModel.request_body` gives them, as before this module (`create` writes them in
+the order of its parameters). This module imports openai, so runtime/model.py imports
+it only when a real model is first called.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import httpx2
+import pydantic
+from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai._models import FinalRequestOptions, construct_type
+from openai.types.chat import ChatCompletion
+
+CACHED = 32
+"""How many merged URLs (one a request path) and merged header lists (one a retry count)
+a client keeps; past that, it merges as httpx2 does."""
+
+CHAT_COMPLETIONS = "/chat/completions"
+
+
+class ChatCompletionReply(ChatCompletion):
+    """The `cast_to` of a chat-completions `post`: openai hands the reply's JSON to `build`
+    (its `ModelBuilderProtocol`) instead of walking it with `construct_type`."""
+
+    @classmethod
+    def build(cls, *, response: httpx2.Response, data: object) -> ChatCompletion:
+        """A `ChatCompletion` of `data` (the reply's JSON), as openai would construct it.
+
+        Strict validation accepts only data already of the declared types, for which
+        openai's non-validating construction gives an equal model; anything else (a field
+        of another type, a missing one) is constructed by openai itself, unvalidated."""
+        try:
+            return ChatCompletion.model_validate(data, strict=True)
+        except pydantic.ValidationError:
+            return cast(ChatCompletion, construct_type(type_=ChatCompletion, value=data))
+
+
+class _UrlCache:
+    """Merged URLs by path, valid for one base URL."""
+
+    __slots__ = ("base", "urls")
+
+    def __init__(self) -> None:
+        self.base: object = None
+        self.urls: dict[str, httpx2.URL] = {}
+
+    def get(self, base: object, path: str) -> httpx2.URL | None:
+        if base is not self.base:  # the base URL was replaced: start over
+            self.base = base
+            self.urls = {}
+            return None
+        return self.urls.get(path)
+
+    def keep(self, path: str, url: httpx2.URL) -> httpx2.URL:
+        if len(self.urls) < CACHED:
+            self.urls[path] = url
+        return url
+
+
+class ReusingHttpClient(DefaultAioHttpClient):
+    """openai's aiohttp transport (`DefaultAioHttpClient`), merging each request path and
+    each header list with its own once."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._merged = _UrlCache()
+        self._merged_headers: dict[tuple[Any, ...], Any] = {}
+
+    def _merge_url(self, url: httpx2.URL | str) -> httpx2.URL:
+        if not isinstance(url, str):
+            merged: httpx2.URL = super()._merge_url(url)
+            return merged
+        return self._merged.get(self.base_url, url) or self._merged.keep(
+            url, super()._merge_url(url)
+        )
+
+    def _merge_headers(self, headers: Any = None) -> Any:
+        if not isinstance(headers, list):  # not openai's list of pairs
+            return super()._merge_headers(headers)
+        key = (tuple(self.headers.raw), *headers)  # the client's own may change too
+        merged = self._merged_headers.get(key)
+        if merged is None:
+            merged = super()._merge_headers(headers)
+            if len(self._merged_headers) < CACHED:
+                self._merged_headers[key] = merged
+        return merged
+
+
+class ReusingClient(AsyncOpenAI):
+    """`AsyncOpenAI`, merging each request path into its base URL once, with a chat
+    completion's request options built once (`post_chat_completion`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._prepared = _UrlCache()
+        self._chat_options = FinalRequestOptions.construct(
+            method="post",
+            url=CHAT_COMPLETIONS,
+            json_data=None,
+            content=None,
+            files=None,
+            security={"bearer_auth": True},  # the options `chat.completions.create` gives
+        )
+
+    async def post_chat_completion(self, body: dict[str, Any]) -> ChatCompletion:
+        """`post("/chat/completions", cast_to=ChatCompletionReply, body=body, options=...)`
+        as `chat.completions.create` calls it, with the options copied from a template."""
+        options = self._chat_options.model_copy(update={"json_data": body})
+        reply: ChatCompletion = await self.request(ChatCompletionReply, options)
+        return reply
+
+    @property
+    def user_agent(self) -> str:
+        # openai names the client's class here; the header stays the stock client's.
+        return f"{AsyncOpenAI.__name__}/Python {self._version}"
+
+    def _prepare_url(self, url: str) -> httpx2.URL:
+        return self._prepared.get(self._base_url, url) or self._prepared.keep(
+            url, super()._prepare_url(url)
+        )
