@@ -211,6 +211,11 @@ class Engine:
         self.notifier = notifier
         self.toolbox = tools.ToolBox(tool_paths)
         self.offload = offload and getattr(store, "blocking", True)
+        self._append_async: Callable[..., Awaitable[None]] | None = (
+            getattr(store, "append_async", None) if self.offload else None
+        )
+        """The store's `append` for callers on an event loop, when it has one (SQLite's
+        group commit) and blocking work is offloaded: no worker thread per append."""
         self.on_event = on_event
         self.rate_limiter: RateLimiter = ratelimit.limiter_for(store)
         """Where model calls wait for their turn (runtime/ratelimit.py): the store's when
@@ -358,7 +363,9 @@ class Engine:
             state = agent.module.reduce(thread.state, event)
             head = build_head(state.status, state.step, state, agent.reducer, state.request)
             append = (thread.id, len(thread.events), (event,), agent.codec, head, thread.lease)
-            if self.offload:
+            if self._append_async is not None:  # the event loop stays free, no thread waits
+                await self._append_async(*append)
+            elif self.offload:
                 await self._io(self.store.append, *append)
             else:
                 self.store.append(*append)

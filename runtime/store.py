@@ -981,6 +981,21 @@ class SqliteStore(ChainedStore):
         work = partial(self._append, thread_id, expected_seq, events, codec, head, lease)
         self.commits.submit(work)
 
+    async def append_async(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        codec: Codec,
+        head: Head,
+        lease: Lease | None = None,
+    ) -> None:
+        """`append` for a caller on an event loop, which stays free meanwhile: the same
+        checks and errors, and it returns once the transaction holding the events has
+        committed (runtime/commits.py, `GroupCommit.submit_async`)."""
+        work = partial(self._append, thread_id, expected_seq, events, codec, head, lease)
+        await self.commits.submit_async(work)
+
     def _append(
         self,
         thread_id: str,
