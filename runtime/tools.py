@@ -28,6 +28,7 @@ unless the configuration allows them by name (`Config.allow_stdlib`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.machinery
@@ -491,7 +492,7 @@ def _in_daemon_thread(
         if not future.done():  # else: timed out and abandoned
             future.set_result(outcome)
 
-    def work() -> None:
+    def work() -> Callable[[], None]:
         outcome: tuple[Any, BaseException | None]
         try:
             outcome = (function(*args, **kwargs), None)
@@ -499,6 +500,9 @@ def _in_daemon_thread(
             outcome = (None, exc)
         finally:
             returned()
+        return functools.partial(tell, outcome)
+
+    def tell(outcome: tuple[Any, BaseException | None]) -> None:
         # A closed loop raises RuntimeError: nobody waits for this tool any more.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, outcome)
@@ -520,10 +524,12 @@ class _Daemons:
         self._lock = threading.Lock()
         self._idle = 0
         """Threads waiting for a job, less the jobs handed to them and not yet taken."""
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], Callable[[], None]]] = queue.SimpleQueue()
 
-    def run(self, job: Callable[[], None]) -> None:
-        """Run `job` (which must not raise) on an idle thread, or a new one."""
+    def run(self, job: Callable[[], Callable[[], None]]) -> None:
+        """Run `job` (which must not raise) on an idle thread, or a new one; then what it
+        returns, once the thread counts itself idle (so a caller woken by that finds it
+        free for its next call)."""
         with self._lock:
             handed = self._idle > 0
             if handed:
@@ -535,11 +541,12 @@ class _Daemons:
                 target=self._serve, args=(job,), name=f"tool-{os.getpid()}", daemon=True
             ).start()
 
-    def _serve(self, job: Callable[[], None]) -> None:
+    def _serve(self, job: Callable[[], Callable[[], None]]) -> None:
         while True:
-            job()
+            then = job()
             with self._lock:
                 self._idle += 1
+            then()
             while True:
                 try:
                     job = self._jobs.get(timeout=self.IDLE_SECONDS)
