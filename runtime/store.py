@@ -24,7 +24,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -946,11 +946,44 @@ class SqliteStore(ChainedStore):
         owner: str | None = None,
         seconds: float | None = None,
     ) -> Lease | None:
+        lease: Lease | None = self.commits.submit(
+            self._creation(info, events, codec, reducer, owner, seconds)
+        )
+        return lease
+
+    async def create_async(
+        self,
+        info: ThreadInfo,
+        events: Sequence[Event],
+        codec: Codec,
+        *,
+        reducer: str | None = None,
+        owner: str | None = None,
+        seconds: float | None = None,
+    ) -> Lease | None:
+        """`create` for a caller on an event loop, in a group's transaction as
+        `append_async` is (a hundred threads launched at once share commits too)."""
+        work = self._creation(info, events, codec, reducer, owner, seconds)
+        lease: Lease | None = await self.commits.submit_async(work)
+        return lease
+
+    def _creation(
+        self,
+        info: ThreadInfo,
+        events: Sequence[Event],
+        codec: Codec,
+        reducer: str | None,
+        owner: str | None,
+        seconds: float | None,
+    ) -> Callable[[], Lease | None]:
+        """`create`'s work, to run inside a group's transaction (the encoding and the
+        chain are computed here, outside it)."""
         import sqlite3  # loaded already: this store opened it (see __init__)
 
         bodies, hashes, seal = self._first_links(info.id, events, codec, reducer, info.version)
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
-        with self._lock, self._transaction():
+
+        def work() -> Lease | None:
             try:
                 cursor = self._db.execute(
                     f"INSERT INTO threads ({_INFO_COLUMNS}, format, reducer, head_seal,"
@@ -967,7 +1000,9 @@ class SqliteStore(ChainedStore):
             (expires,) = self._db.execute(
                 "SELECT lease_until FROM threads WHERE num = ?", (num,)
             ).fetchone()
-        return Lease(info.id, owner, 1, float(expires))
+            return Lease(info.id, owner, 1, float(expires))
+
+        return work
 
     def append(
         self,
@@ -1080,41 +1115,59 @@ class SqliteStore(ChainedStore):
 
     def acquire(self, thread_id: str, owner: str, seconds: float) -> Lease:
         length = leases.lease_seconds(seconds)
-        with self._lock, self._transaction():
-            row = self._db.execute(
-                f"SELECT num, lease_owner, lease_token, lease_until, {_NOW} FROM threads"
-                " WHERE id = ?",
-                (thread_id,),
-            ).fetchone()
-            if row is None:
-                raise ThreadNotFound(thread_id)
-            num, holder, token, until, now = row
-            _check_lease_columns(thread_id, holder, token, until)
-            if holder is not None and until is not None and until > now:
-                raise LeaseHeld(thread_id, holder, until)
-            expires = now + length
-            self._db.execute(
-                "UPDATE threads SET lease_owner = ?, lease_token = ?, lease_until = ?"
-                " WHERE num = ?",
-                (owner, token + 1, expires, num),
-            )
+        lease: Lease = self.commits.submit(partial(self._acquire, thread_id, owner, length))
+        return lease
+
+    async def acquire_async(self, thread_id: str, owner: str, seconds: float) -> Lease:
+        """`acquire` for a caller on an event loop (in a group, as `append_async`)."""
+        length = leases.lease_seconds(seconds)
+        lease: Lease = await self.commits.submit_async(
+            partial(self._acquire, thread_id, owner, length)
+        )
+        return lease
+
+    def _acquire(self, thread_id: str, owner: str, length: float) -> Lease:
+        row = self._db.execute(
+            f"SELECT num, lease_owner, lease_token, lease_until, {_NOW} FROM threads WHERE id = ?",
+            (thread_id,),
+        ).fetchone()
+        if row is None:
+            raise ThreadNotFound(thread_id)
+        num, holder, token, until, now = row
+        _check_lease_columns(thread_id, holder, token, until)
+        if holder is not None and until is not None and until > now:
+            raise LeaseHeld(thread_id, holder, until)
+        expires = now + length
+        self._db.execute(
+            "UPDATE threads SET lease_owner = ?, lease_token = ?, lease_until = ? WHERE num = ?",
+            (owner, token + 1, expires, num),
+        )
         return Lease(thread_id, owner, token + 1, expires)
 
     def renew(self, lease: Lease, seconds: float) -> Lease:
-        with self._lock, self._transaction():
-            num, _ = self._position(lease.thread_id)
-            now = self._fence(num, lease.thread_id, lease)
-            expires = now + seconds
-            self._db.execute("UPDATE threads SET lease_until = ? WHERE num = ?", (expires, num))
+        renewed: Lease = self.commits.submit(partial(self._renew, lease, seconds))
+        return renewed
+
+    def _renew(self, lease: Lease, seconds: float) -> Lease:
+        num, _ = self._position(lease.thread_id)
+        now = self._fence(num, lease.thread_id, lease)
+        expires = now + seconds
+        self._db.execute("UPDATE threads SET lease_until = ? WHERE num = ?", (expires, num))
         return leases.extended(lease, expires)
 
     def release(self, lease: Lease) -> None:
-        with self._lock, self._transaction():
-            self._db.execute(
-                "UPDATE threads SET lease_owner = NULL, lease_until = NULL"
-                " WHERE id = ? AND lease_owner = ? AND lease_token = ?",
-                (lease.thread_id, lease.owner, lease.token),
-            )
+        self.commits.submit(partial(self._release, lease))
+
+    async def release_async(self, lease: Lease) -> None:
+        """`release` for a caller on an event loop (in a group, as `append_async`)."""
+        await self.commits.submit_async(partial(self._release, lease))
+
+    def _release(self, lease: Lease) -> None:
+        self._db.execute(
+            "UPDATE threads SET lease_owner = NULL, lease_until = NULL"
+            " WHERE id = ? AND lease_owner = ? AND lease_token = ?",
+            (lease.thread_id, lease.owner, lease.token),
+        )
 
     def lease(self, thread_id: str) -> Lease | None:
         with self._lock:
