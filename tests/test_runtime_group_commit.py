@@ -416,3 +416,32 @@ def test_an_append_cancelled_before_its_group_began_writes_nothing(
     assert isinstance(outcomes["dropped"], asyncio.CancelledError)
     assert {name: stored(db, name) for name in outcomes} == {"kept": 2, "dropped": 1, "other": 2}
     store.close()
+
+
+# ---- 6. what a commit writes -------------------------------------------------------------
+
+
+def wal_frames(db: Path) -> int:
+    """Pages written to the write-ahead log so far (its header: 32 bytes; each frame: a
+    24-byte header and a page; https://sqlite.org/fileformat.html#the_write_ahead_log)."""
+    wal = (db.parent / f"{db.name}-wal").read_bytes()
+    page = int.from_bytes(wal[8:12], "big")
+    return (len(wal) - 32) // (24 + page)
+
+
+def test_an_append_that_keeps_the_status_writes_two_pages_and_listings_follow_changes(
+    tmp_path: Path, agent: Agent
+) -> None:
+    db = tmp_path / "threads.db"
+    store = SqliteStore(db)
+    new_thread(store, agent, "t")
+    written = []
+    for seq, status in enumerate(("running", "waiting", "waiting", "running"), start=1):
+        before = wal_frames(db)
+        store.append("t", seq, [an_event(agent, seq)], agent.codec, Head(status, "decide"))
+        written.append(wal_frames(db) - before)
+        assert [info.id for info in store.threads(status)] == ["t"]
+        assert store.info("t").status == status
+    # The event's page and the thread's row; the status index's page only when it changes.
+    assert written == [2, 3, 2, 3]
+    store.close()
