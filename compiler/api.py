@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -43,13 +43,16 @@ def compile_text(
     allow_stdlib: Collection[str] = (),
     base_dir: Path | None = None,
     agent_chain: tuple[str, ...] = (),
+    prompts_of: Callable[[Path], Path] | None = None,
 ) -> Compilation:
     """Parse, check and, without errors, generate. Reads prompts only through `load_prompt`;
     the project's configuration comes in read (`project_settings`): `approver_groups` are
     the groups it defines (None: it has none), `allow_stdlib` the standard-library modules
     it lets tools name. Files the text names (`import`, sub-agents) are read relative to
     `base_dir` (default: the folder of `path`); `agent_chain` is the sub-agent files being
-    compiled around this one, outermost first (a cycle is E134).
+    compiled around this one, outermost first (a cycle is E134). A sub-agent's templates
+    are read from `prompts_of(its file)` (default: LANGUAGE.md's nearest `prompts/`; a
+    pinned version's copy gives the folders it recorded, runtime/versions.py).
 
     A leading byte-order mark is dropped; text no UTF-8 file can hold (a lone surrogate)
     is E007, as undecodable bytes are for `compile_file`.
@@ -65,7 +68,7 @@ def compile_text(
     folder = base_dir if base_dir is not None else Path(path).resolve().parent
     here = str((folder / Path(path).name).resolve())
     source, linked = resolve_imports(source, folder, here)
-    linked += check_children(source, folder, (*agent_chain, here))
+    linked += check_children(source, folder, (*agent_chain, here), prompts_of)
     diagnostics = diagnostics + linked
     try:
         program, found = check(
@@ -113,6 +116,7 @@ def compile_file(
     display_path: str | None = None,
     load_prompt: PromptLoader | None = None,
     agent_chain: tuple[str, ...] = (),
+    prompts_of: Callable[[Path], Path] | None = None,
 ) -> Compilation:
     """Compile one .agent file, with prompts resolved as LANGUAGE.md says and the approvers
     groups of the project's configuration (twelvefold.toml or [tool.twelvefold] at or above
@@ -135,6 +139,7 @@ def compile_file(
         generate_code=generate_code,
         base_dir=path.resolve().parent,
         agent_chain=agent_chain,
+        prompts_of=prompts_of,
         **project_settings(path)._asdict(),
     )
 

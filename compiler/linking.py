@@ -10,6 +10,7 @@ impure thing here; everything it finds comes back as diagnostics at the naming s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -148,11 +149,15 @@ def _read_imports(
 
 
 def check_children(
-    source: n.SourceFile, base_dir: Path, chain: tuple[str, ...]
+    source: n.SourceFile,
+    base_dir: Path,
+    chain: tuple[str, ...],
+    prompts_of: Callable[[Path], Path] | None = None,
 ) -> list[Diagnostic]:
     """Each sub-agent's file compiles, takes the step's input type and finishes with its
     output type (same name, same fields, recursively), and no agent calls itself through
-    a chain of sub-agents (`chain`: the files being compiled, outermost first)."""
+    a chain of sub-agents (`chain`: the files being compiled, outermost first). A child's
+    templates are read from `prompts_of(its file)` (None: the nearest `prompts/`)."""
     from .api import compile_file
 
     diagnostics: list[Diagnostic] = []
@@ -192,7 +197,13 @@ def check_children(
         if not path.is_file():
             diagnostics.append(_missing(source.path, step.file, "sub-agent"))
             continue
-        child = compile_file(path, generate_code=False, agent_chain=chain)
+        child = compile_file(
+            path,
+            prompts_dir=prompts_of(path) if prompts_of else None,
+            generate_code=False,
+            agent_chain=chain,
+            prompts_of=prompts_of,
+        )
         if not child.ok or child.program is None:
             cycles = [d for d in child.diagnostics if d.code == "E134"]
             if cycles:

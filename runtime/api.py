@@ -39,6 +39,7 @@ from .loading import (
     AgentMissing,
     is_file_reference,
     load_agent,
+    load_pinned_child,
     load_version,
     recorded_agent,
     recorded_place,
@@ -817,7 +818,10 @@ class AsyncRuntime:
         place = str((folder / action.agent).resolve())
         if parent.sources is None:
             return self.agent(place)
-        kept = self.agent(str((parent.sources / action.agent).resolve()))
+        key = f"pinned:{parent.sources / action.agent}"
+        if key not in self._agents:
+            self._agents[key] = load_pinned_child(parent, action.agent, self.cache_dir)
+        kept = self._agents[key]
         directory = Path(place).parent
         return replace(kept, origin=place, directory=directory if directory.is_dir() else None)
 

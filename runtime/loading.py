@@ -23,6 +23,8 @@ import posixpath
 import re
 import stat
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,6 +35,8 @@ from .versions import (
     AgentVersion,
     every_stdlib_module,
     materialized,
+    prompts_in_copy,
+    root_of_copy,
     version_of,
 )
 
@@ -86,17 +90,29 @@ def recorded_agent(origin: str, base: Path | None) -> str:
     return os.path.normpath(base.resolve() / origin)
 
 
+PromptsOf = Callable[[Path], Path]
+"""An `.agent` file's path -> the prompts folder its templates are read from."""
+
+
+def default_prompts_of(agent_file: Path) -> Path:
+    """LANGUAGE.md's rule for a file given no `--prompts`: the nearest `prompts/`."""
+    return find_prompts_dir(agent_file.parent)
+
+
 def load_agent(
     reference: str | Path | ModuleType,
     *,
     cache_dir: Path | None = None,
     prompts_dir: Path | None = None,
+    prompts_of: PromptsOf = default_prompts_of,
 ) -> Agent:
+    """`prompts_dir` is the agent's own prompts folder (`--prompts`); `prompts_of` gives
+    it (when `prompts_dir` is None) and its sub-agents' (a pinned copy's are recorded)."""
     if isinstance(reference, ModuleType):
         return _from_module(reference, reference.__name__, prompts_dir)
     text = str(reference)
     if text.endswith(".agent"):
-        return _from_agent_file(Path(text), cache_dir or DEFAULT_CACHE, prompts_dir)
+        return _from_agent_file(Path(text), cache_dir or DEFAULT_CACHE, prompts_dir, prompts_of)
     if text.endswith(".py"):
         path = Path(text).resolve()
         if not path.is_file():
@@ -113,25 +129,30 @@ def load_agent(
     return _from_module(module, text, prompts_dir)
 
 
-def _from_agent_file(path: Path, cache_dir: Path, prompts_dir: Path | None) -> Agent:
+def _from_agent_file(
+    path: Path, cache_dir: Path, prompts_dir: Path | None, prompts_of: PromptsOf
+) -> Agent:
     if not path.is_file():
         what = "not a regular file" if path.exists() else "no such file"
         raise AgentLoadError(f"{what}: {path}")
     path = path.resolve()
-    prompts_dir = prompts_dir or find_prompts_dir(path.parent)
-    target, names = _compiled(path, cache_dir, prompts_dir)
+    prompts_dir = prompts_dir or prompts_of(path)
+    target, names = _compiled(path, cache_dir, prompts_dir, prompts_of)
     digest = target.stem.rsplit("-", 1)[1]
     module = import_file(target, f"_twelvefold_{path.stem}_{digest}")
+    tree = _tree(path, prompts_dir, names, cache_dir, prompts_of)
     return Agent(
         module=module,
         origin=str(path),
         directory=path.parent,
         prompts_dir=prompts_dir,
-        version=version_of(_tree(path, prompts_dir, names, cache_dir), compiler_version()),
+        version=version_of(tree, compiler_version()),
     )
 
 
-def _compiled(path: Path, cache_dir: Path, prompts_dir: Path) -> tuple[Path, list[str]]:
+def _compiled(
+    path: Path, cache_dir: Path, prompts_dir: Path, prompts_of: PromptsOf
+) -> tuple[Path, list[str]]:
     """The generated module of the `.agent` file `path` (absolute) under `cache_dir`,
     compiled unless it is there already, and the prompt templates its compilation read."""
     from twelvefold import __version__
@@ -167,13 +188,15 @@ def _compiled(path: Path, cache_dir: Path, prompts_dir: Path) -> tuple[Path, lis
     target = cache_dir / f"{path.stem}-{digest}.py"
     used = target.with_suffix(".prompts")
     if not target.is_file() or not used.is_file():
-        generated, names = _compile(path, prompts_dir)
+        generated, names = _compile(path, prompts_dir, prompts_of)
         _write_atomically(target, generated)
         _write_atomically(used, "".join(f"{name}\n" for name in names))
     return target, used.read_text(encoding="utf-8").splitlines()
 
 
-def _tree(path: Path, prompts_dir: Path, names: list[str], cache_dir: Path) -> list[AgentSources]:
+def _tree(
+    path: Path, prompts_dir: Path, names: list[str], cache_dir: Path, prompts_of: PromptsOf
+) -> list[AgentSources]:
     """The `.agent` file `path` and every sub-agent below it (each once, at most
     MAX_TREE files: the compiler refuses deeper or cyclic chains, E134), each with the
     prompts and imports its compilation read: what its version holds. A sub-agent is
@@ -188,8 +211,8 @@ def _tree(path: Path, prompts_dir: Path, names: list[str], cache_dir: Path) -> l
             if child in seen or not child.is_file():
                 continue  # a cycle or a missing file: the compiler has refused it already
             seen.add(child)
-            child_prompts = find_prompts_dir(child.parent)
-            _, child_names = _compiled(child, cache_dir, child_prompts)
+            child_prompts = prompts_of(child)
+            _, child_names = _compiled(child, cache_dir, child_prompts, prompts_of)
             tree.append(AgentSources(child, child_prompts, child_names, imported_files(child)))
     return tree
 
@@ -210,7 +233,7 @@ def load_version(
 
     folder = materialized(version, cache_dir or DEFAULT_CACHE)
     main = folder / version.main
-    prompts = find_prompts_dir(main.parent)  # the tree's own: `prompts/` at its root at least
+    prompts = prompts_in_copy(version, folder, main)  # never the project's, as it is now
     stamp = hashlib.sha256(f"{compiler_version()}\n{version.digest}".encode()).hexdigest()[:16]
     target = folder / f"{version.name}-{stamp}.py"
     if not target.is_file():
@@ -220,6 +243,7 @@ def load_version(
             base_dir=main.parent,  # what it names is stored as on disk (runtime/versions.py)
             load_prompt=PromptDirectory(prompts),
             allow_stdlib=every_stdlib_module(),
+            prompts_of=functools.partial(prompts_in_copy, version, folder),
         )
         if not result.ok:
             from twelvefold.compiler.diagnostics import render_all
@@ -240,6 +264,19 @@ def load_version(
         version=version,
         sources=main.parent,
     )
+
+
+def load_pinned_child(parent: Agent, name: str, cache_dir: Path | None) -> Agent:
+    """The sub-agent `name` (as the parent's `agent` step names it) of a parent running a
+    pinned copy (`parent.sources`): read from that copy, with the prompts folder the
+    version recorded for it, and itself marked as a copy, so its own sub-agents come from
+    the copy too."""
+    assert parent.version is not None and parent.sources is not None
+    root = root_of_copy(parent.version, parent.sources)
+    path = Path(os.path.normpath(parent.sources / name))
+    prompts_of = functools.partial(prompts_in_copy, parent.version, root)
+    child = load_agent(path, cache_dir=cache_dir, prompts_of=prompts_of)
+    return replace(child, sources=path.parent)
 
 
 def compiler_version() -> str:
@@ -347,7 +384,7 @@ def compiler_fingerprint() -> str:
     return hasher.hexdigest()[:16]
 
 
-def _compile(path: Path, prompts_dir: Path) -> tuple[str, list[str]]:
+def _compile(path: Path, prompts_dir: Path, prompts_of: PromptsOf) -> tuple[str, list[str]]:
     """The generated module and the names of the templates the compilation read."""
     from twelvefold.compiler import PromptDirectory, PromptFile, compile_file
     from twelvefold.compiler.codegen import FormatterUnavailable
@@ -363,7 +400,9 @@ def _compile(path: Path, prompts_dir: Path) -> tuple[str, list[str]]:
         return found
 
     try:
-        result = compile_file(path, prompts_dir=prompts_dir, load_prompt=load_prompt)
+        result = compile_file(
+            path, prompts_dir=prompts_dir, load_prompt=load_prompt, prompts_of=prompts_of
+        )
     except FormatterUnavailable as exc:
         raise AgentLoadError(f"{path}: {exc}") from exc
     except CompilerBug as exc:  # one line for the person; the report is for us

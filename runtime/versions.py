@@ -30,9 +30,6 @@ from pydantic_core import from_json, to_json
 
 from .integrity import LogError
 
-PROMPTS_PREFIX = "prompts/"
-"""Where a version keeps its prompt templates: `prompts/<name as the agent names it>`."""
-
 MAX_VERSION_BYTES = 16 << 20
 """The largest stored version a store hands back to be compiled (16 MiB of sources)."""
 
@@ -64,33 +61,39 @@ class AgentVersion:
     files: Mapping[str, str]
     """Relative path -> text, laid out as on disk below the folder they all share: the
     `.agent` file, the files it imports, its sub-agents' files (theirs too, recursively),
-    and each prompt template in the `prompts/` folder it was read from."""
+    and each prompt template, in the prompts folder it was read from."""
     compiler: str = ""
     """The twelvefold version and compiler fingerprint that first compiled it (information
     only: not part of the digest)."""
+    prompt_dirs: Mapping[str, str] = field(default_factory=dict)
+    """`.agent` file's path among `files` -> the prompts folder its templates were read
+    from, relative to the same folder (`.` for that folder itself): for each file of the
+    tree that read a template, whatever the folder was called or however it was chosen
+    (`--prompts`, the nearest `prompts/`). Versions stored before this existed have none,
+    and their templates are looked up by the nearest `prompts/` inside the stored copy."""
     digest: str = field(init=False)
-    """SHA-256 (64 hex digits) of the sources: `main` and every file's path and text."""
+    """SHA-256 (64 hex digits) of the sources: `main`, every file's path and text, and
+    the prompt folders."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "digest", sources_digest(self.main, self.files))
+        digest = sources_digest(self.main, self.files, self.prompt_dirs)
+        object.__setattr__(self, "digest", digest)
 
     @property
     def name(self) -> str:
         """The file's stem, as compiled modules are named."""
         return Path(self.main).stem
 
-    @property
-    def prompts(self) -> dict[str, str]:
-        """Prompt name -> template text."""
-        return {
-            path.removeprefix(PROMPTS_PREFIX): text
-            for path, text in self.files.items()
-            if path.startswith(PROMPTS_PREFIX)
-        }
-
     def to_json(self) -> str:
-        """The stored form: `{"main", "files", "compiler"}` as JSON text."""
-        data = {"main": self.main, "files": dict(self.files), "compiler": self.compiler}
+        """The stored form: `{"main", "files", "compiler"}` as JSON text, and
+        `"prompt_dirs"` when there are any."""
+        data: dict[str, object] = {
+            "main": self.main,
+            "files": dict(self.files),
+            "compiler": self.compiler,
+        }
+        if self.prompt_dirs:
+            data["prompt_dirs"] = dict(self.prompt_dirs)
         return to_json(data).decode()
 
     @classmethod
@@ -111,19 +114,44 @@ class AgentVersion:
             or not isinstance(data.get("compiler", ""), str)
             or data["main"] not in data["files"]
             or not all(safe_relative(path) for path in data["files"])
+            or not _prompt_dirs_fit(data.get("prompt_dirs", {}), data["files"])
         ):
             raise VersionTampered(digest, "it does not have the shape twelvefold stores")
-        version = cls(data["main"], data["files"], data.get("compiler", ""))
+        version = cls(
+            data["main"], data["files"], data.get("compiler", ""), data.get("prompt_dirs", {})
+        )
         if version.digest != digest:
             raise VersionTampered(digest, f"its sources hash to {version.digest[:16]}")
         return version
 
 
-def sources_digest(main: str, files: Mapping[str, str]) -> str:
-    """SHA-256 over `main` and each file's path and text, in path order (each part
-    length-prefixed, so no two different sets of files share a digest by concatenation)."""
+def _prompt_dirs_fit(prompt_dirs: object, files: Mapping[str, str]) -> bool:
+    """Whether a stored `prompt_dirs` names files of the version and folders inside it."""
+    return isinstance(prompt_dirs, dict) and all(
+        isinstance(agent, str)
+        and agent in files
+        and isinstance(folder, str)
+        and (folder == "." or safe_relative(folder))
+        for agent, folder in prompt_dirs.items()
+    )
+
+
+PROMPT_DIRS_MARK = "\x00prompt folders"
+"""Separates the files from the prompt folders in what a digest covers: no path holds a
+NUL, so no set of files alone reads as files followed by prompt folders."""
+
+
+def sources_digest(main: str, files: Mapping[str, str], prompt_dirs: Mapping[str, str]) -> str:
+    """SHA-256 over `main`, each file's path and text in path order, then (when there are
+    any) `PROMPT_DIRS_MARK` and each agent's prompts folder, in path order. Each part is
+    length-prefixed, so no two different versions share a digest by concatenation; a
+    version without prompt folders hashes as versions did before they existed."""
     hasher = hashlib.sha256(b"twelvefold agent version 1\n")
-    for part in (main, *(p for path in sorted(files) for p in (path, files[path]))):
+    parts = [main, *(p for path in sorted(files) for p in (path, files[path]))]
+    if prompt_dirs:
+        parts.append(PROMPT_DIRS_MARK)
+        parts.extend(p for agent in sorted(prompt_dirs) for p in (agent, prompt_dirs[agent]))
+    for part in parts:
         data = part.encode("utf-8", "surrogatepass")
         hasher.update(f"{len(data)}:".encode())
         hasher.update(data)
@@ -161,6 +189,7 @@ def version_of(agents: Sequence[AgentSources], compiler: str) -> AgentVersion | 
     cannot be stored beside the others): the agent then runs unpinned, as before versions
     existed."""
     found: dict[Path, str] = {}
+    folders: dict[Path, Path] = {}  # each agent that read a template -> its prompts folder
     try:
         for agent in agents:
             named = [agent.file.parent / name for name in agent.imports]
@@ -171,19 +200,56 @@ def version_of(agents: Sequence[AgentSources], compiler: str) -> AgentVersion | 
                 path = Path(os.path.normpath(path))
                 if path not in found:
                     found[path] = path.read_bytes().decode("utf-8")
+            if agent.prompts:
+                folders[Path(os.path.normpath(agent.file))] = Path(
+                    os.path.normpath(agent.prompts_dir)
+                )
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     main = Path(os.path.normpath(agents[0].file))
-    root = Path(os.path.commonpath([path.parent for path in found]))
+    # The prompts folders count as well: a template named `agents/plan.j2` in a folder
+    # above every file would otherwise be stored without the folder it was named from.
+    root = Path(os.path.commonpath([*(path.parent for path in found), *folders.values()]))
     files = {path.relative_to(root).as_posix(): text for path, text in found.items()}
+    prompt_dirs = {
+        agent.relative_to(root).as_posix(): folder.relative_to(root).as_posix()
+        for agent, folder in folders.items()
+    }
     if not all(safe_relative(path) for path in files):
         return None
-    return AgentVersion(main.relative_to(root).as_posix(), files, compiler)
+    return AgentVersion(main.relative_to(root).as_posix(), files, compiler, prompt_dirs)
+
+
+def root_of_copy(version: AgentVersion, sources: Path) -> Path:
+    """The folder a written-out copy of `version` was written to, from the folder its
+    `.agent` file is in there (`Agent.sources`): `main`'s own folders taken off."""
+    depth = len(Path(version.main).parent.parts)
+    return sources.parents[depth - 1] if depth else sources
+
+
+def prompts_in_copy(version: AgentVersion, root: Path, agent_file: Path) -> Path:
+    """The prompts folder of one `.agent` file of a copy of `version` written out at
+    `root` (`materialized`): the folder the version recorded for it; for a version stored
+    before folders were recorded, the nearest `prompts/` from the file's folder up to
+    `root` (never above it: the project the copy came from may have changed since);
+    else `root/prompts`, which `materialized` makes, empty when the version has none."""
+    root, agent_file = root.resolve(), agent_file.resolve()
+    relative = Path(os.path.relpath(agent_file, root)).as_posix()
+    recorded = version.prompt_dirs.get(relative)
+    if recorded is not None:
+        return root / recorded
+    for folder in [agent_file.parent, *agent_file.parent.parents]:
+        if (folder / "prompts").is_dir():
+            return folder / "prompts"
+        if folder == root or root not in folder.parents:
+            break
+    return root / "prompts"
 
 
 def materialized(version: AgentVersion, cache_dir: Path) -> Path:
     """The folder holding `version`'s sources as files (written once, atomically, under
-    `cache_dir/versions/DIGEST`): `<folder>/<main>` and `<folder>/prompts/...`."""
+    `cache_dir/versions/DIGEST`): each of its files at its relative path, and an empty
+    `<folder>/prompts/` when the version has no such folder (see `prompts_in_copy`)."""
     folder = cache_dir / "versions" / version.digest[:32]
     if (folder / version.main).is_file():
         return folder

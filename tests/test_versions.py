@@ -26,7 +26,8 @@ from tests.runtime_helpers import EXAMPLES, RecordingNotifier
 from tests.support.e2e import ModelTurns
 from tests.support.openai_server import ScriptedOpenAI
 from twelvefold.cli import cli
-from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.api import Runtime, ThreadView
+from twelvefold.runtime.loading import load_agent
 from twelvefold.runtime.model import OpenAIModel
 from twelvefold.runtime.store import SqliteStore, open_store
 from twelvefold.runtime.versions import VersionTampered
@@ -700,3 +701,141 @@ def test_an_import_named_with_dot_dot_is_part_of_the_version(
         view = rt.resume(thread, approve=True, request=request)
     assert view.status == "finished", view.to_json()
     assert ledger(project) == ["ship"]
+
+
+# ---- a version keeps the prompts folder its compilation read --------------------------------
+
+
+def approved_after_an_edit_of_its_template(
+    server: ScriptedOpenAI, project: Path, template: Path, waiting: ThreadView
+) -> None:
+    """`template` changed to PLAN-V2; the thread waiting at an approval is approved, and
+    its next model call still reads PLAN-V1, the template its version holds."""
+    template.write_text(PLAN_V2)
+    ModelTurns(server).then(DONE)
+    with runtime(server, project) as rt:
+        ended = rt.resume(waiting.id, approve=True, request=waiting.request)
+    assert ended.status == "finished", ended.to_json()
+    assert "PLAN-V1" in system_prompt(server), system_prompt(server)
+
+
+def test_a_pinned_version_with_its_prompts_in_a_folder_of_another_name_keeps_them(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    """Prompts given with `--prompts templates` (not a folder named `prompts/`): a thread
+    paused on version 1 runs on version 1's templates after they are edited, and the
+    project's live `prompts/` folder (another agent's, or an older layout) is never read."""
+    shutil.move(project / "prompts", project / "templates")
+    (project / "prompts" / "pinbot").mkdir(parents=True)  # a live decoy, never version 1's
+    (project / "prompts" / "pinbot" / "plan.j2").write_text(PLAN_V2.replace("V2", "DECOY"))
+    agent = load_agent(project / "pinbot.agent", prompts_dir=project / "templates")
+    ModelTurns(openai_server).then(ACT)
+    with runtime(openai_server, project) as rt:
+        view = rt.launch(agent, "go")
+        view = rt.resume(view.id, answer="ship it", request=view.request)
+        assert rt.aio.store.info(view.id).version is not None, "it runs pinned"
+    assert (view.status, view.step) == ("waiting", "approve_act") and view.request
+    assert "PLAN-V1" in system_prompt(openai_server)
+    approved_after_an_edit_of_its_template(
+        openai_server, project, project / "templates" / "pinbot" / "plan.j2", view
+    )
+
+
+def kid_of(pinbot: str) -> str:
+    """PINBOT as a sub-agent `kids/helper.agent`: no brief, its types imported, its
+    template `helper/plan.j2`, finishing with its `Done`."""
+    declared = "\n".join(line for line in pinbot.splitlines() if not line.startswith("type "))
+    brief = declared[declared.index("human brief") : declared.index("llm plan")]
+    return 'import "types.agent"\n' + (
+        declared.replace(brief, "")
+        .replace("agent pinbot", "agent helper")
+        .replace("start brief", "start plan")
+        .replace("pinbot/plan.j2", "helper/plan.j2")
+        .replace("final done", "final done(Done)")
+    )
+
+
+BOSS = """
+import "kids/types.agent"
+
+agent boss "Asks what to do, then has the helper do it." {
+  input string
+  max_steps 20
+  start go_ahead
+}
+
+approval go_ahead(string) {
+  ask "Start the helper?"
+  on approved -> help
+  on rejected -> failed
+}
+
+agent help(string) -> Done = "kids/helper.agent" {
+  next done
+  on error -> failed
+}
+
+final done(Done)
+final failed
+"""
+
+
+def test_a_pinned_parent_starts_its_child_with_the_prompts_its_version_holds(
+    openai_server: ScriptedOpenAI,
+    project: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The child's templates come from the folder the run started in (no `prompts/` above
+    the child: LANGUAGE.md's last resort). The parent is pinned before the child starts;
+    the child, started after its template was edited, reads the template as it was."""
+    shutil.rmtree(project / "prompts")
+    (project / "kids").mkdir()
+    (project / "kids" / "types.agent").write_text(TYPES)
+    (project / "kids" / "helper.agent").write_text(kid_of(PINBOT))
+    (project / "kids" / "tools.py").write_text(TOOLS)
+    (project / "boss.agent").write_text(BOSS)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "prompts" / "helper").mkdir(parents=True)
+    (elsewhere / "prompts" / "helper" / "plan.j2").write_text(PLAN_V1)
+    monkeypatch.chdir(elsewhere)
+    with runtime(openai_server, project) as rt:
+        boss = rt.launch(project / "boss.agent", "go")
+    assert (boss.status, boss.step) == ("waiting", "go_ahead") and boss.request
+    approved_after_an_edit_of_its_template(
+        openai_server, project, elsewhere / "prompts" / "helper" / "plan.j2", boss
+    )
+
+
+def test_a_version_stored_before_prompt_folders_were_recorded_still_loads(
+    tmp_path: Path,
+) -> None:
+    """Its digest is the one the thread row names (the same formula without folders), and
+    its templates are found in the nearest `prompts/` inside the stored copy only."""
+    from twelvefold.runtime.loading import load_version
+    from twelvefold.runtime.versions import AgentVersion
+
+    files = {"pinbot.agent": PINBOT, "prompts/pinbot/plan.j2": PLAN_V1}
+    older = AgentVersion("pinbot.agent", files, "0.1.0")
+    stored = AgentVersion.from_stored(older.digest, older.to_json())
+    assert stored.prompt_dirs == {} and "prompt_dirs" not in older.to_json()
+    # computed by the build before prompt folders were recorded (main at 3b1f7fe)
+    assert older.digest == "a7697f354ec4a3756c423b8c3575798a1e2507d29c4b3261255e3ab005df859a"
+    agent = load_version(stored, origin="pinbot.agent", directory=None, cache_dir=tmp_path)
+    assert agent.prompts_dir == (tmp_path / "versions" / older.digest[:32] / "prompts")
+
+
+def test_a_stored_prompt_folder_is_part_of_what_the_digest_verifies() -> None:
+    from twelvefold.runtime.versions import AgentVersion
+
+    files = {"pinbot.agent": PINBOT, "templates/pinbot/plan.j2": PLAN_V1}
+    version = AgentVersion("pinbot.agent", files, "", {"pinbot.agent": "templates"})
+    body = json.loads(version.to_json())
+    assert AgentVersion.from_stored(version.digest, version.to_json()) == version
+    for bad in ("other", "../templates", "/etc", "a/../b", ""):
+        body["prompt_dirs"] = {"pinbot.agent": bad}
+        with pytest.raises(VersionTampered):
+            AgentVersion.from_stored(version.digest, json.dumps(body))
+    body["prompt_dirs"] = {"gone.agent": "templates"}
+    with pytest.raises(VersionTampered):
+        AgentVersion.from_stored(version.digest, json.dumps(body))

@@ -277,7 +277,8 @@ def _ask(
                 path,
                 span,
                 label="not a field",
-                help=f"a {step.kind} step's `ask` reads the fields of its input type",
+                help=f"{'an' if step.kind[0] in 'aeiou' else 'a'} {step.kind} step's `ask` "
+                "reads the fields of its input type",
             )
 
 
