@@ -208,7 +208,10 @@ def test_an_append_returns_only_after_its_commit(tmp_path: Path, agent: Agent) -
     store.close()
 
 
-def test_the_check_finds_an_acknowledgement_before_the_commit(tmp_path: Path, agent: Agent) -> None:
+@pytest.mark.parametrize("waiting", ["in threads", "on an event loop"])
+def test_the_check_finds_an_acknowledgement_before_the_commit(
+    tmp_path: Path, agent: Agent, waiting: str
+) -> None:
     db = tmp_path / "threads.db"
     store = EagerStore(db)
     seen: list[tuple[int, int]] = []
@@ -221,7 +224,7 @@ def test_the_check_finds_an_acknowledgement_before_the_commit(tmp_path: Path, ag
         commit(group)
 
     store.commits.run_group = after_a_look
-    seen_on_return(store, agent, db, seen)
+    (seen_on_return if waiting == "in threads" else seen_on_return_async)(store, agent, db, seen)
     assert any(want != got for want, got in seen)
     store.close()
 
@@ -317,14 +320,16 @@ def test_a_process_killed_during_group_commits_loses_no_acknowledged_event(
 # ---- 5. callers on an event loop ---------------------------------------------------------
 
 
-def on_a_loop_while_busy(store: SqliteStore, main: Callable[[], Any], queued: int) -> None:
+def on_a_loop_while_busy(
+    store: SqliteStore, main: Callable[[], Any], ready: Callable[[], bool]
+) -> None:
     """Run the coroutine `main()` on an event loop of its own thread while the store's
-    connection is busy, until `queued` appends wait for the next group; then let the
-    connection go and wait for the loop to finish."""
+    connection is busy, until `ready()`; then let the connection go and wait for the
+    loop to finish."""
     with store._lock:
         runner = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
         runner.start()
-        wait_for(lambda: store.commits.waiting() == queued, "the appends to queue up")
+        wait_for(ready, "the appends to queue up")
     runner.join(timeout=60)
     assert not runner.is_alive()
 
@@ -352,7 +357,7 @@ def seen_on_return_async(
         while store.commits.waiting():  # ...and a committer took it (held by the connection)
             await asyncio.sleep(0.01)
 
-    on_a_loop_while_busy(store, main, THREADS - 1)
+    on_a_loop_while_busy(store, main, lambda: store.commits.waiting() == THREADS - 1)
     return store.commits.stats.groups - before
 
 
@@ -365,23 +370,6 @@ def test_appends_awaited_on_an_event_loop_share_a_transaction_and_return_after_i
     assert seen_on_return_async(store, agent, db, seen) == 2  # the first alone, then the rest
     assert store.commits.stats.largest == THREADS - 1
     assert len(seen) == THREADS and all(want == got for want, got in seen)
-    store.close()
-
-
-def test_the_check_finds_an_event_loop_told_before_the_commit(tmp_path: Path, agent: Agent) -> None:
-    db = tmp_path / "threads.db"
-    store = EagerStore(db)
-    seen: list[tuple[int, int]] = []
-    commit = store._commit_group
-
-    def after_a_look(group: Sequence[Pending]) -> None:
-        if len(group) > 1:
-            wait_for(lambda: len(seen) >= 1, "a caller told too early to look")
-        commit(group)
-
-    store.commits.run_group = after_a_look
-    seen_on_return_async(store, agent, db, seen)
-    assert any(want != got for want, got in seen)
     store.close()
 
 
@@ -408,10 +396,12 @@ def test_an_append_cancelled_before_its_group_began_writes_nothing(
         while store.commits.waiting() < 2:
             await asyncio.sleep(0.01)
         dropped.cancel()
+        cancelled.set()
         results = await asyncio.gather(kept, dropped, other, return_exceptions=True)
         outcomes.update(zip(("kept", "dropped", "other"), results, strict=True))
 
-    on_a_loop_while_busy(store, main, 2)
+    cancelled = threading.Event()
+    on_a_loop_while_busy(store, main, cancelled.is_set)
     assert outcomes["kept"] is None and outcomes["other"] is None
     assert isinstance(outcomes["dropped"], asyncio.CancelledError)
     assert {name: stored(db, name) for name in outcomes} == {"kept": 2, "dropped": 1, "other": 2}
