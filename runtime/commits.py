@@ -25,7 +25,6 @@ loop); with a hundred threads at once that CPU, not the disk, was the limit.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 import threading
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import asyncio
+    import concurrent.futures
 
 
 @dataclass(slots=True, eq=False)
@@ -186,6 +186,8 @@ _committers_lock = threading.Lock()
 def committers() -> concurrent.futures.ThreadPoolExecutor:
     """The committers' pool (made on first use)."""
     global _committers
+    import concurrent.futures  # with asyncio, only once a caller on an event loop commits
+
     with _committers_lock:
         if _committers is None:
             _committers = concurrent.futures.ThreadPoolExecutor(

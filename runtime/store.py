@@ -1052,8 +1052,7 @@ class SqliteStore(ChainedStore):
             raise ThreadNotFound(thread_id)
         num, seq, status, version, holder, token, until, now, last = found
         num, seq = int(num), int(seq)
-        _check_lease_columns(thread_id, holder, token, until)
-        check_lease(thread_id, lease, holder, token, until, now)
+        self._check_holder(thread_id, lease, holder, token, until, now)
         if seq != expected_seq:
             raise Conflict(thread_id, expected_seq, seq)
         if seq == 0:
@@ -1364,9 +1363,16 @@ class SqliteStore(ChainedStore):
             f"SELECT lease_owner, lease_token, lease_until, {_NOW} FROM threads WHERE num = ?",
             (num,),
         ).fetchone()
+        self._check_holder(thread_id, lease, holder, token, until, now)
+        return float(now)
+
+    def _check_holder(
+        self, thread_id: str, lease: Lease | None, holder: Any, token: Any, until: Any, now: Any
+    ) -> None:
+        """`check_lease` on a row's lease columns as read (`LeaseLost` if `lease` does not
+        hold the thread now; `StoreError` for damaged columns)."""
         _check_lease_columns(thread_id, holder, token, until)
         check_lease(thread_id, lease, holder, token, until, now)
-        return float(now)
 
     def _last_hash(self, num: int, seq: int) -> object:
         row = self._db.execute(
