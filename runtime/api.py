@@ -327,7 +327,8 @@ def view_of(thread: Thread) -> ThreadView:
 def parent_named(log: Sequence[Event]) -> str | None:
     """The parent thread a sub-agent's log names (`parent_of`), or None. A fork of a
     child is a thread of its own: its end reaches no parent, so it names none."""
-    return None if any(isinstance(e, Forked) for e in log) else parent_of(log)
+    forked = any(issubclass(kind, Forked) for kind in set(map(type, log)))  # (long logs)
+    return None if forked else parent_of(log)
 
 
 def store_folder(store: EventStore) -> Path | None:
@@ -618,6 +619,8 @@ class AsyncRuntime:
         (a fork's log also holds the links of the thread it was forked from; an id's shape
         proves nothing, since anyone may launch a thread named `a~b`)."""
         spent = Totals()
+        if not any(issubclass(kind, ChildStarted) for kind in set(map(type, thread.events))):
+            return spent  # most threads start none (and a long log is read once, in C)
         linked = (e.child for e in thread.events if isinstance(e, ChildStarted))
         for cid in dict.fromkeys(linked):
             try:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from . import checks, ratelimit, tools, tracing
+from . import checks, fastpath, ratelimit, tools, tracing
 from . import lease as leases
 from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
@@ -238,6 +238,9 @@ class Engine:
         self.children: Callable[[Thread, CallAgent], Awaitable[Event | None]] | None = None
         """Starts and runs an `agent` step's child thread (`AsyncRuntime` sets it): the
         event that ends the step when the child ended, else None."""
+        self.suspends: Model | None = None
+        """The model whose `complete` was seen to suspend (to wait for I/O): its calls take
+        the ordinary path, not the synchronous one (runtime/fastpath.py)."""
         self._resolved: Model | None = None
         self._resolver: Callable[[CallModel], Any] | None = None
         """`requested_model` of the model in use, when it has one (see `_requested_model`)."""
@@ -441,12 +444,21 @@ class Engine:
         held = self.renewals.hold(thread.lease)
         next_action = thread.agent.module.next_action
         book = None if self.offload else self.book  # no coroutine per event in memory
+        # In memory, untraced: routine calls by plain calls, the rest below (fastpath.py).
+        fast = fastpath.routine(self, thread)
         told = False  # one notice attempt per advance: a dead channel is retried by `expire`
         depth = _RUN_DEPTH.set(_RUN_DEPTH.get() + 1)  # a sub-agent's run is inside its parent's
         try:
             while _has_work(thread.state) and not (told and thread.state.status == "waiting"):
                 held.check()  # lost the lease: start nothing more
-                action = next_action(thread.state)
+                if fast is None:
+                    action = next_action(thread.state)
+                else:
+                    found = fast.run(held)
+                    if isinstance(found, fastpath.Suspended):
+                        self.book(thread, await found.settle())
+                        continue
+                    action = found
                 if isinstance(action, CallModel):
                     event = await self._call_model(thread, action)
                     if book is None:
@@ -752,29 +764,7 @@ class Engine:
             )
         else:
             outcome = await tools.call(tool, action, key, offload=self.offload, attempt=attempt)
-        if outcome.error is not None and outcome.retry_in is not None:
-            # Tried again after the backoff: the wait is in the log, not in this process.
-            retry_at = datetime.now(UTC) + timedelta(seconds=outcome.retry_in)
-            return AttemptFailed(
-                step=step,
-                at=now_iso(),
-                usage=outcome.usage,
-                key=key,
-                error=outcome.error,
-                attempt=outcome.attempt,
-                retry_at=retry_at.isoformat(),
-            )
-        if outcome.error is not None:
-            return StepFailed(
-                step=step,
-                at=now_iso(),
-                usage=outcome.usage,
-                error=outcome.error,
-                key=key if outcome.unknown else None,
-            )
-        assert outcome.result is not None
-        usage, result = outcome.usage, outcome.result
-        return build_tool_result(step=step, at=now_iso(), usage=usage, result=result)
+        return tool_event(step, key, outcome)
 
     async def notify(
         self, thread: Thread, action: AwaitApproval | AwaitAnswer, *, at: str | None = None
@@ -983,6 +973,35 @@ async def _sleep_until(moment: float) -> None:
     import asyncio
 
     await asyncio.sleep(max(0.0, moment - time.time()))
+
+
+def tool_event(step: str, key: str, outcome: tools.Outcome) -> Event:
+    """The event that records a tool call's `outcome`: its result, a failed attempt that
+    is tried again after its backoff, or the step's failure (keeping the key of a call
+    whose outcome is unknown)."""
+    if outcome.error is not None and outcome.retry_in is not None:
+        # Tried again after the backoff: the wait is in the log, not in this process.
+        retry_at = datetime.now(UTC) + timedelta(seconds=outcome.retry_in)
+        return AttemptFailed(
+            step=step,
+            at=now_iso(),
+            usage=outcome.usage,
+            key=key,
+            error=outcome.error,
+            attempt=outcome.attempt,
+            retry_at=retry_at.isoformat(),
+        )
+    if outcome.error is not None:
+        return StepFailed(
+            step=step,
+            at=now_iso(),
+            usage=outcome.usage,
+            error=outcome.error,
+            key=key if outcome.unknown else None,
+        )
+    assert outcome.result is not None
+    usage, result = outcome.usage, outcome.result
+    return build_tool_result(step=step, at=now_iso(), usage=usage, result=result)
 
 
 def _has_work(state: State) -> bool:

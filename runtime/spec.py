@@ -164,9 +164,13 @@ class AgentSpec:
 
     _statuses: Mapping[str, Status] = field(init=False, repr=False, compare=False)
     """Each state's status on arrival (`_status_at`), computed once: every move needs it."""
+    _budgeted: bool = field(init=False, repr=False, compare=False)
+    """Whether the agent has a cost or token budget (else a move counts nothing)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_statuses", {step: self._status_at(step) for step in self.states})
+        budgeted = self.max_cost is not None or self.max_tokens is not None
+        object.__setattr__(self, "_budgeted", budgeted)
         # `max_errors N -> STATE` always names its target (grammar/agent.lark); a ceiling
         # without one would have no rule to follow, so a hand-written spec is refused here
         # rather than silently ignored at the ceiling.
@@ -309,7 +313,7 @@ class AgentSpec:
         lets `max_errors` end such a loop.
         """
         errors = 0 if self.states[state.step].kind in _RESETS_ERRORS else state.errors
-        spent = self.spend(state, event)
+        spent = self.spend(state, event) if self._budgeted else state
         return self._arrive(spent, target, value, steps=state.steps + 1, errors=errors)
 
     def fail(self, state: State, event: StepFailed, on_error: str | None) -> State:
@@ -379,8 +383,7 @@ class AgentSpec:
     def _arrive(self, state: State, target: str, value: Any, *, steps: int, errors: int) -> State:
         kind = self.states[target].kind
         tokens, cost = state.tokens, state.cost_usd
-        budgeted = self.max_cost is not None or self.max_tokens is not None
-        spent = self.over_budget(state) if kind != "final" and budgeted else None
+        spent = self.over_budget(state) if kind != "final" and self._budgeted else None
         if spent is not None:
             # A budget is spent: no model call starts; hand the thread over, or stop it
             # where it was going (as for `max_steps` below). The target starts afresh.
@@ -457,23 +460,25 @@ class AgentSpec:
         notices: int | None = None,
         retry_key: str | _Keep | None = KEEP,
     ) -> State:
+        # Every field, by position in `State`'s order: every tool call's start is a copy,
+        # and sixteen keywords cost three times as much to pass (docs/benchmarks.md).
         return build_state(
-            step=state.step,
-            value=state.value,
-            status=status or state.status,
-            input=state.input,
-            steps=state.steps,
-            errors=state.errors,
-            seq=state.seq + 1,
-            error=error if status is not None else state.error,
-            tool_key=tool_key if tool_key is not None else state.tool_key,
-            notified=notified if notified is not None else state.notified,
-            request=state.request,
-            notices=notices if notices is not None else state.notices,
-            retry_key=state.retry_key if retry_key is KEEP else retry_key,
-            rejections=state.rejections,
-            tokens=state.tokens,
-            cost_usd=state.cost_usd,
+            state.step,  # step
+            state.value,  # value
+            status or state.status,  # status
+            state.input,  # input
+            state.steps,  # steps
+            state.errors,  # errors
+            state.seq + 1,  # seq
+            error if status is not None else state.error,  # error
+            tool_key if tool_key is not None else state.tool_key,  # tool_key
+            notified if notified is not None else state.notified,  # notified
+            state.request,  # request
+            notices if notices is not None else state.notices,  # notices
+            state.retry_key if retry_key is KEEP else retry_key,  # retry_key
+            state.rejections,  # rejections
+            state.tokens,  # tokens
+            state.cost_usd,  # cost_usd
         )
 
 

@@ -329,8 +329,9 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._infos: dict[str, ThreadInfo] = {}
-        self._heads: dict[str, tuple[Head, str]] = {}
-        """The listing row's changing part, kept apart so an append costs a tuple."""
+        self._heads: dict[str, tuple[Head | State, str]] = {}
+        """The listing row's changing part (status, step, request: a `Head`, or the state
+        itself from `append_one`), kept apart so an append costs a tuple."""
         self._events: dict[str, list[Event]] = {}
         self._reducers: dict[str, str | None] = {}
         self._leases: dict[str, tuple[str | None, int, float]] = {}
@@ -383,6 +384,35 @@ class MemoryStore:
             log.extend(events)
             self._heads[thread_id] = (head, (events[-1].at if events else None) or now_iso())
             self._reducers[thread_id] = head.reducer
+            self._codecs[thread_id] = codec
+
+    def append_one(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        event: Event,
+        codec: Codec,
+        state: State,
+        reducer: str | None,
+        lease: Lease,
+    ) -> None:
+        """`append` of one event under `lease`, as the loop's synchronous path records a
+        step (runtime/fastpath.py): the listing row is `state`, the state after it (it
+        has the fields a `Head` would copy), and no `Head` is built. Refused exactly as
+        `append` refuses (`ThreadNotFound`, `LeaseLost`, `Conflict`), nothing written."""
+        with self._lock:
+            log = self._events.get(thread_id)
+            if log is None:
+                raise ThreadNotFound(thread_id)
+            holder, token, expires = self._leases[thread_id]
+            now = time.time()  # leases.now()
+            if holder != lease.owner or token != lease.token or not expires > now:
+                check_lease(thread_id, lease, holder, token, expires, now)
+            if len(log) != expected_seq:
+                raise Conflict(thread_id, expected_seq, len(log))
+            log.append(event)
+            self._heads[thread_id] = (state, event.at or now_iso())
+            self._reducers[thread_id] = reducer
             self._codecs[thread_id] = codec
 
     def load(self, thread_id: str, codec: Codec) -> list[Event]:

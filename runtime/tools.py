@@ -225,6 +225,8 @@ def coerce(
     fails (its outcome is in the log) rather than the result being routed by a guess.
     """
     if not members:
+        if type(result) is dict:  # what most tools return: one test, not three
+            return output.model_validate(result)
         if isinstance(result, output):
             return result
         if isinstance(result, BaseModel):
@@ -360,6 +362,8 @@ async def call(
     `offload` runs a synchronous tool on a worker thread so an event loop stays free; a
     timeout always does. Times are seconds.
     """
+    if not tool.is_async and action.timeout_seconds is None and not offload:
+        return call_now(tool, action, key, attempt=attempt)  # nothing here can wait
     started = time.perf_counter()
     error: ErrorInfo | None = None
     unknown = False
@@ -376,15 +380,51 @@ async def call(
         except _StillRunning:
             return Outcome(None, _still_running(tool, key), _usage(started), unknown=True)
         else:
-            try:
-                result = coerce(raw, action.output, action.outputs)
-            except Exception as exc:  # the tool ran; trying again could repeat its work
-                return Outcome(None, describe(exc), _usage(started), unknown=True)
-            return Outcome(result, None, _usage(started), attempt=number)
+            return _returned_outcome(raw, action, started, number)
         if number < last and action.backoff_seconds > 0:
-            wait = action.backoff_seconds * 2 ** (number - 1)
-            return Outcome(None, error, _usage(started), unknown, number, retry_in=wait)
+            return _backoff(action, error, started, number, unknown)
     return Outcome(None, error, _usage(started), unknown=unknown)
+
+
+def call_now(tool: Tool, action: CallTool, key: str, *, attempt: int = 1) -> Outcome:
+    """`call` for a synchronous tool without a timeout, on this thread (no event loop is
+    needed: nothing waits). The same attempts, key, in-flight marker and outcomes as
+    `call`; no attempt can time out. The loop's synchronous path (runtime/fastpath.py)
+    calls it directly, and `call` hands such calls to it."""
+    started = time.perf_counter()
+    error: ErrorInfo | None = None
+    last = action.retries + 1
+    for number in range(max(1, attempt), last + 1):
+        try:
+            raw = _attempt_now(tool, action, key)
+        except _Raised as exc:
+            error = describe(exc.error)
+        except _StillRunning:
+            return Outcome(None, _still_running(tool, key), _usage(started), unknown=True)
+        else:
+            return _returned_outcome(raw, action, started, number)
+        if number < last and action.backoff_seconds > 0:
+            return _backoff(action, error, started, number, False)
+    return Outcome(None, error, _usage(started))
+
+
+def _returned_outcome(raw: Any, action: CallTool, started: float, number: int) -> Outcome:
+    """The outcome of attempt `number`, which returned `raw`: the result coerced to the
+    declared type, or (a result of the wrong shape) a failure whose outcome is unknown."""
+    try:
+        result = coerce(raw, action.output, action.outputs)
+    except Exception as exc:  # the tool ran; trying again could repeat its work
+        return Outcome(None, describe(exc), _usage(started), unknown=True)
+    return Outcome(result, None, _usage(started), attempt=number)
+
+
+def _backoff(
+    action: CallTool, error: ErrorInfo | None, started: float, number: int, unknown: bool
+) -> Outcome:
+    """Attempt `number` failed: the caller records it and tries again after the backoff
+    (doubling after each attempt)."""
+    wait = action.backoff_seconds * 2 ** (number - 1)
+    return Outcome(None, error, _usage(started), unknown, number, retry_in=wait)
 
 
 def _still_running(tool: Tool, key: str) -> ErrorInfo:
@@ -431,16 +471,7 @@ async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> 
             raise _TimedOut(f"`{tool.name}` did not return within {timeout:g}s") from None
         finally:
             _leave(key, done)  # cancelled at its timeout: it is no longer running
-    elif timeout is None and not offload:
-        try:
-            value, error = tool.function(*args, **kwargs), None
-        except KeyboardInterrupt:
-            raise  # Ctrl-C: the call stays started without a result, as after a crash
-        except BaseException as exc:
-            value, error = None, exc
-        finally:
-            _leave(key, done)
-    else:
+    else:  # a synchronous tool with a timeout or offloaded (else `call_now` runs it)
         import asyncio
 
         future = _in_daemon_thread(tool.function, args, kwargs, lambda: _leave(key, done))
@@ -452,6 +483,26 @@ async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> 
     if error is not None:
         raise _Raised(error)
     return value
+
+
+def _attempt_now(tool: Tool, action: CallTool, key: str) -> Any:
+    """One attempt of a synchronous tool without a timeout, run on this thread; raises as
+    `_attempt` does (never `_TimedOut`)."""
+    done = _enter(key)
+    if done is None:
+        raise _StillRunning
+    try:
+        if tool.takes_input and action.value is not None:
+            if tool.accepts_key:
+                return tool.function(action.value, idempotency_key=key)
+            return tool.function(action.value)
+        return tool.function(idempotency_key=key) if tool.accepts_key else tool.function()
+    except KeyboardInterrupt:
+        raise  # Ctrl-C: the call stays started without a result, as after a crash
+    except BaseException as exc:
+        raise _Raised(exc) from None
+    finally:
+        _leave(key, done)
 
 
 async def _guarded(

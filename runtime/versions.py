@@ -197,16 +197,14 @@ def version_of(agents: Sequence[AgentSources], compiler: str) -> AgentVersion | 
                 return None
             prompts = [agent.prompts_dir / name for name in agent.prompts]
             for path in (agent.file, *named, *(p for p in prompts if p.is_file())):
-                path = Path(os.path.normpath(path))
+                path = _absolute(path)
                 if path not in found:
                     found[path] = path.read_bytes().decode("utf-8")
             if agent.prompts:
-                folders[Path(os.path.normpath(agent.file))] = Path(
-                    os.path.normpath(agent.prompts_dir)
-                )
+                folders[_absolute(agent.file)] = _absolute(agent.prompts_dir)
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    main = Path(os.path.normpath(agents[0].file))
+    main = _absolute(agents[0].file)
     # The prompts folders count as well: a template named `agents/plan.j2` in a folder
     # above every file would otherwise be stored without the folder it was named from.
     root = Path(os.path.commonpath([*(path.parent for path in found), *folders.values()]))
@@ -218,6 +216,12 @@ def version_of(agents: Sequence[AgentSources], compiler: str) -> AgentVersion | 
     if not all(safe_relative(path) for path in files):
         return None
     return AgentVersion(main.relative_to(root).as_posix(), files, compiler, prompt_dirs)
+
+
+def _absolute(path: Path) -> Path:
+    """`path` made absolute (from the current folder: `--prompts templates`) and with `..`
+    taken out as written, not through symbolic links (os.path.abspath)."""
+    return Path(os.path.abspath(path))
 
 
 def root_of_copy(version: AgentVersion, sources: Path) -> Path:

@@ -719,16 +719,20 @@ def approved_after_an_edit_of_its_template(
     assert "PLAN-V1" in system_prompt(server), system_prompt(server)
 
 
+@pytest.mark.parametrize("named", ["absolute", "relative"])
 def test_a_pinned_version_with_its_prompts_in_a_folder_of_another_name_keeps_them(
-    openai_server: ScriptedOpenAI, project: Path
+    openai_server: ScriptedOpenAI, project: Path, named: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Prompts given with `--prompts templates` (not a folder named `prompts/`): a thread
-    paused on version 1 runs on version 1's templates after they are edited, and the
-    project's live `prompts/` folder (another agent's, or an older layout) is never read."""
+    """Prompts given with `--prompts templates` (not a folder named `prompts/`; named
+    from the current folder or not): a thread paused on version 1 runs on version 1's
+    templates after they are edited, and the project's live `prompts/` folder (another
+    agent's, or an older layout) is never read."""
     shutil.move(project / "prompts", project / "templates")
     (project / "prompts" / "pinbot").mkdir(parents=True)  # a live decoy, never version 1's
     (project / "prompts" / "pinbot" / "plan.j2").write_text(PLAN_V2.replace("V2", "DECOY"))
-    agent = load_agent(project / "pinbot.agent", prompts_dir=project / "templates")
+    monkeypatch.chdir(project)
+    folder = Path("templates") if named == "relative" else project / "templates"
+    agent = load_agent(project / "pinbot.agent", prompts_dir=folder)
     ModelTurns(openai_server).then(ACT)
     with runtime(openai_server, project) as rt:
         view = rt.launch(agent, "go")

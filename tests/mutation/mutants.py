@@ -668,40 +668,38 @@ SPEC: tuple[Mutant, ...] = (
     ),
     _m("s-final-running", _S, '            return "finished"', '            return "running"'),
     # ---- _copy, request_id ---------------------------------------------------------------
-    _m("s-copy-status", _S, "status=status or state.status,", "status=state.status,"),
+    _m("s-copy-status", _S, "status or state.status,  # status", "state.status,  # status"),
     _m(
         "s-copy-error",
         _S,
-        "error=error if status is not None else state.error,",
-        "error=error,",
+        "error if status is not None else state.error,  # error",
+        "error,  # error",
     ),
     _m(
         "s-copy-tool-key",
         _S,
-        "tool_key=tool_key if tool_key is not None else state.tool_key,",
-        "tool_key=tool_key,",
+        "tool_key if tool_key is not None else state.tool_key,  # tool_key",
+        "tool_key,  # tool_key",
     ),
     _m(
         "s-copy-seq",
         _S,
-        "            errors=state.errors,\n            seq=state.seq + 1,",
-        "            errors=state.errors,\n            seq=state.seq,",
+        "state.seq + 1,  # seq",
+        "state.seq,  # seq",
     ),
     _m(
         "s-copy-retry-key",
         _S,
-        "retry_key=state.retry_key if retry_key is KEEP else retry_key,",
-        "retry_key=None,",
+        "state.retry_key if retry_key is KEEP else retry_key,  # retry_key",
+        "None,  # retry_key",
         equivalent="nothing in the reducer sets retry_key yet (the runtime reads Retried.key)",
     ),
-    _m("s-copy-request", _S, "            request=state.request,\n", "            request=None,\n"),
+    _m("s-copy-request", _S, "state.request,  # request", "None,  # request"),
     _m(
         "s-copy-input",
         _S,
-        "            value=state.value,\n            status=status or state.status,\n"
-        "            input=state.input,",
-        "            value=state.value,\n            status=status or state.status,\n"
-        "            input=None,",
+        "state.input,  # input",
+        "None,  # input",
     ),
     _m("s-request-id-format", _S, 'return f"{step}-{seq}"', 'return f"{step}:{seq}"'),
 )

@@ -1,0 +1,317 @@
+"""The synchronous path: an in-memory thread's routine model and tool calls, performed
+by plain calls instead of the loop's coroutines.
+
+`Engine.advance` (runtime/loop.py) performs one action per turn of an `async` loop: a
+coroutine for the model call and one for the model's `complete`, one for the tool call
+and one per attempt, and the checks every store and every configuration needs. For a
+thread in a `MemoryStore`, not offloaded and not traced, most of that can never wait
+for anything, so `Routine.run` performs such a thread's actions one after another in a
+plain loop, as long as each is routine:
+
+- a model call of an `llm` step without checks (`validate`, `judge`), whose model has
+  no rate limit configured and finds a place under the cap on calls in flight at once,
+  and whose `complete` returns without suspending (the model is called the same way,
+  its coroutine driven by hand; one that suspends is awaited from where it stopped, and
+  that model's later calls take the ordinary path);
+- a tool call of a synchronous tool without a `timeout`, that is not the recovery of a
+  call started before a crash nor a retry whose backoff the log records.
+
+Anything else (a pause, a sub-agent, the end, a step that is not routine) is handed
+back to the ordinary loop, which performs it as before. The events are the ones the
+ordinary path records, built by the same functions (tests/test_runtime_fastpath.py
+runs threads both ways and compares their logs field by field), each reduced and
+appended under the thread's lease before the next call starts, the lease checked before
+each call, budgets and `max_steps` decided by the same reducer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Coroutine, Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import loop, tools
+from .config import ConfigError, stdlib_module
+from .model import ModelError, ModelReply, build_model_request
+from .ratelimit import rate_limits_for
+from .store import MemoryStore, now_iso
+from .types import (
+    Action,
+    AttemptFailed,
+    CallModel,
+    CallTool,
+    Event,
+    StepFailed,
+    build_model_output,
+    build_tool_started,
+)
+
+if TYPE_CHECKING:
+    from .lease import Held
+    from .loop import Engine, Thread
+    from .usage import Prices
+
+
+def routine(engine: Engine, thread: Thread) -> Routine | None:
+    """The synchronous path for `thread` in `engine`, or None when it may not be taken: a
+    store other than exactly `MemoryStore` (another store's append may wait, or a
+    subclass may do more), blocking work offloaded, or the run traced (its spans are
+    the ordinary path's)."""
+    if engine.offload or thread.run is not None or type(engine.store) is not MemoryStore:
+        return None
+    return Routine(engine, thread)
+
+
+class Suspended:
+    """A model call whose `complete` suspended: `settle` awaits it from where it stopped
+    and returns its event (to be recorded)."""
+
+    def __init__(
+        self,
+        routine: Routine,
+        call: _ModelCall,
+        coroutine: Coroutine[Any, Any, Any],
+        yielded: Any,
+    ) -> None:
+        self._routine, self._call = routine, call
+        self._rest = _Resumed(coroutine, yielded)
+
+    async def settle(self) -> Event:
+        call = self._call
+        try:
+            reply = await self._rest
+        except ModelError as exc:
+            return call.failed(exc)
+        finally:
+            self._routine.engine.in_flight.leave()
+        return call.answered(reply)
+
+
+class Routine:
+    """The synchronous path for one `advance` of one thread (see the module's doc)."""
+
+    def __init__(self, engine: Engine, thread: Thread) -> None:
+        self.engine = engine
+        self.thread = thread
+        agent = thread.agent
+        store: MemoryStore = engine.store  # type: ignore[assignment]  # (`routine`)
+        self._append = store.append_one
+        self._reduce = agent.module.reduce
+        self._codec, self._reducer = agent.codec, agent.reducer
+        self._tools: dict[str, tools.Tool] = {}
+        """Tools resolved during this run, by `module:function` (the toolbox caches them
+        too; this skips its cache key)."""
+        self._prices: Prices | None = None
+        """The agent's price table (read once per process: `usage.prices_for`)."""
+        self._unlimited: tuple[str | None, int | None] | None = None
+        """The model last asked for and the cap on calls in flight, once its
+        configuration was read and it had no rate limit."""
+
+    def run(self, held: Held) -> Action | Suspended:
+        """Perform routine actions until the thread stops running or its next action is
+        not routine; return that action for the ordinary loop to perform (a `Suspended`
+        model call: to await and record). `LeaseLost` once a renewal failed, before any
+        new call starts; what the reducer or the store refuse raises as on the ordinary
+        path (nothing of it is recorded)."""
+        thread = self.thread
+        next_action = thread.agent.module.next_action
+        model_step, tool_step, book = self._model_step, self._tool_step, self.book
+        while True:
+            action = next_action(thread.state)
+            if thread.state.status != "running":
+                return action
+            kind = type(action)
+            if kind is CallModel:
+                event = model_step(action)  # type: ignore[arg-type]
+            elif kind is CallTool:
+                event = tool_step(action)  # type: ignore[arg-type]
+            else:
+                return action
+            if event is None:
+                return action  # not routine: the ordinary loop performs it
+            if isinstance(event, Suspended):
+                return event
+            book(event)
+            held.check()  # lost the lease: start nothing more
+
+    def book(self, event: Event) -> None:
+        """`Engine.book` in a `MemoryStore`: reduce (an impossible event raises, nothing
+        is stored), append under the lease (`append_one`), tell the event hook."""
+        thread = self.thread
+        state = self._reduce(thread.state, event)
+        lease = thread.lease
+        assert lease is not None  # held by `advance` while it runs
+        events = thread.events
+        self._append(thread.id, len(events), event, self._codec, state, self._reducer, lease)
+        events.append(event)
+        thread.state = state
+        hook = self.engine.on_event
+        if hook is not None:
+            hook(thread, event)
+
+    # ---- a model call ---------------------------------------------------------------
+
+    def _model_step(self, action: CallModel) -> Event | Suspended | None:
+        engine, thread = self.engine, self.thread
+        if action.validators or action.judge is not None:
+            return None
+        model = engine._model()
+        if engine.suspends is model:
+            return None  # it waits for I/O: the ordinary path's cost is nothing beside it
+        messages_of = engine.messages
+        if messages_of is None:
+            from .context import build_messages  # as the ordinary path: jinja2 loads here
+
+            messages_of = engine.messages = build_messages
+        agent = thread.agent
+        requested = loop._requested_model(engine._resolver, action)
+        unlimited = self._unlimited
+        if unlimited is None or unlimited[0] != requested:
+            unlimited = self._unlimited = self._limits(requested)
+            if unlimited is None:
+                return None
+        prices = self._prices
+        if prices is None:
+            try:
+                prices = self._prices = engine._price_table(agent)
+            except ConfigError:
+                return None  # the ordinary path records the step's failure
+        spec = agent.spec
+        if spec.max_cost is not None and requested and prices.price(requested) is None:
+            return None  # refused before it costs, by the ordinary path
+        events = thread.events
+        try:
+            messages = messages_of(spec, action, events, agent.prompts_dir or _PROMPTS)
+        except Exception:
+            return None  # the ordinary path records the prompt's failure
+        in_flight = engine.in_flight
+        if not in_flight.take(unlimited[1]):
+            return None  # the cap is reached: the ordinary path waits for a place
+        thread.model = requested
+        request = build_model_request(spec, action, messages, thread.id, len(events))
+        started = time.perf_counter()
+        coroutine = model.complete(request)
+        try:
+            yielded = coroutine.send(None)
+        except StopIteration as stop:  # it answered without waiting: the routine case
+            in_flight.leave()
+            return _answered(action, stop.value, requested, prices, started)
+        except ModelError as exc:
+            in_flight.leave()
+            return _ModelCall(action, requested, prices, started).failed(exc)
+        except BaseException:
+            in_flight.leave()
+            raise
+        engine.suspends = model
+        call = _ModelCall(action, requested, prices, started)
+        return Suspended(self, call, coroutine, yielded)
+
+    def _limits(self, requested: str | None) -> tuple[str | None, int | None] | None:
+        """`(requested, the cap on calls in flight)` when `requested` has no rate limit
+        in the agent's configuration; None when it has one or the configuration cannot
+        be read (the ordinary path waits for the turn, or records the failure)."""
+        agent = self.thread.agent
+        try:
+            limits = rate_limits_for(agent.directory or Path.cwd())
+        except ConfigError:
+            return None
+        if requested is not None and limits.of_model(requested) is not None:
+            return None
+        return requested, limits.in_flight
+
+    # ---- a tool call ----------------------------------------------------------------
+
+    def _tool_step(self, action: CallTool) -> Event | None:
+        thread = self.thread
+        events = thread.events
+        if action.started_key is not None or thread.unproven:
+            return None  # a call to recover, a state to prove: the ordinary path
+        if events and type(events[-1]) is AttemptFailed:
+            return None  # a retry after its backoff: the ordinary path waits it out
+        tool = self._tools.get(action.function)
+        if tool is None:
+            if stdlib_module(action.function) is not None:
+                return None  # allowed by the configuration, read at every call
+            try:
+                tool = self.engine.toolbox.resolve(action.function, _folders(thread))
+            except tools.ToolImportError:
+                return None  # the ordinary path records the step's failure
+            self._tools[action.function] = tool
+        if tool.is_async or action.timeout_seconds is not None:
+            return None
+        step, retry_key = action.step, action.retry_key
+        key = retry_key or f"{thread.id}:{step}:{len(events) + 1}"
+        self.book(build_tool_started(step=step, at=now_iso(), key=key))
+        # A new key has no failed attempts yet (a retry after a backoff is not taken here).
+        attempt = 1 if retry_key is None else 1 + loop._failed_attempts(events, key)
+        return loop.tool_event(step, key, tools.call_now(tool, action, key, attempt=attempt))
+
+
+class _ModelCall:
+    """What a model call's event is made of once the model has answered."""
+
+    __slots__ = ("action", "prices", "requested", "started")
+
+    def __init__(
+        self, action: CallModel, requested: str | None, prices: Prices, started: float
+    ) -> None:
+        self.action, self.requested, self.prices = action, requested, prices
+        self.started = started
+
+    def answered(self, reply: ModelReply) -> Event:
+        return _answered(self.action, reply, self.requested, self.prices, self.started)
+
+    def failed(self, exc: ModelError) -> Event:
+        paid = exc.usage
+        usage = (
+            loop._since(self.started)
+            if paid is None
+            else loop._priced_usage(paid, self.requested, self.prices)
+        )
+        return StepFailed(step=self.action.step, at=now_iso(), usage=usage, error=exc.error)
+
+
+def _answered(
+    action: CallModel, reply: ModelReply, requested: str | None, prices: Prices, started: float
+) -> Event:
+    """The `ModelOutput` of a call that answered (`started`: its `perf_counter`): usage
+    priced and timed as the ordinary path prices and times it (`loop._priced`)."""
+    usage = loop._priced(reply, requested, prices, started)
+    return build_model_output(step=action.step, at=now_iso(), usage=usage, output=reply.output)
+
+
+class _Resumed(Awaitable[Any]):
+    """Awaiting a coroutine that was started by hand and suspended, yielding `yielded`:
+    the task that awaits this waits for what it waits for and passes on what it is sent
+    or thrown (a cancellation), as if it had awaited the coroutine from the start."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self._coroutine, self._yielded = coroutine, yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, value = self._coroutine, self._yielded
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = coroutine.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coroutine.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+_PROMPTS = Path("prompts")
+
+
+def _folders(thread: Thread) -> tuple[Path, ...]:
+    directory = thread.agent.directory
+    return (directory,) if directory is not None else ()

@@ -1,0 +1,419 @@
+"""The loop's synchronous path (runtime/fastpath.py): an in-memory, untraced thread's
+routine model and tool calls are performed by plain calls. It must record exactly the
+log the ordinary path records, be taken when it may, and never when it may not.
+
+The ordinary path is run here with a `MemoryStore` subclass (the synchronous path takes
+only `MemoryStore` itself): the same agent, model, tools and thread id otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util._once import Once
+
+from twelvefold.runtime import fastpath, ratelimit, tools
+from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.lease import LeaseLost
+from twelvefold.runtime.loop import Engine, Thread
+from twelvefold.runtime.model import ModelError, ModelReply, ModelRequest
+from twelvefold.runtime.store import MemoryStore
+from twelvefold.runtime.types import ErrorInfo, Event, Usage
+
+from .runtime_helpers import RecordingNotifier
+
+AGENT = """\
+agent fast "Every routine step of the synchronous path, and a pause." {
+  input string
+  start decide
+  max_steps 60
+  max_errors 3 -> escalate
+  max_tokens 200 -> escalate
+}
+
+type Bump { n: int }
+type Poke { n: int }
+type Flaky { n: int }
+type Broken { n: int }
+type Wrong { n: int }
+type Done { n: int }
+type Count { n: int }
+
+llm decide -> Bump | Poke | Flaky | Broken | Wrong | Done {
+  prompt "decide.j2"
+  on Bump -> bump
+  on Poke -> poke
+  on Flaky -> flaky
+  on Broken -> broken
+  on Wrong -> wrong
+  on Done -> done
+  on error -> decide
+}
+
+tool bump(Bump) -> Count = "fast_tools:bump" { next decide }
+tool poke(Poke) -> Count = "fast_tools:poke" { next decide }
+tool flaky(Flaky) -> Count = "fast_tools:flaky" {
+  retry 2
+  next decide
+}
+tool broken(Broken) -> Count = "fast_tools:broken" { next decide  on error -> decide }
+tool wrong(Wrong) -> Count = "fast_tools:wrong" { next decide  on error -> decide }
+
+human escalate {
+  ask "Spent: go on?"
+  next decide
+}
+
+final done(Done)
+"""
+
+TOOLS = """\
+import asyncio
+
+from twelvefold.runtime import tools
+
+ATTEMPTS: dict[str, int] = {}
+SEEN: list[object] = []
+
+
+def bump(value, idempotency_key):
+    SEEN.append(tools.running(idempotency_key))  # its in-flight marker is set
+    return {"n": value.n + 1}
+
+
+def poke(value):
+    return {"n": value.n + 1}
+
+
+def flaky(value, idempotency_key):
+    # Every first attempt of a call fails, its second succeeds (for every run).
+    ATTEMPTS[idempotency_key] = ATTEMPTS.get(idempotency_key, 0) + 1
+    if ATTEMPTS[idempotency_key] % 2:
+        raise RuntimeError("not yet")
+    return {"n": value.n + 1}
+
+
+def broken(value):
+    raise ValueError("broken <on purpose>")
+
+
+def wrong(value):
+    return {"m": value.n}
+
+
+async def later(value):
+    await asyncio.sleep(0)
+    return {"n": value.n + 1}
+"""
+
+SCRIPT: list[Any] = [
+    ("Bump", 0),
+    ("Poke", 1),
+    ("Flaky", 2),
+    ("Broken", 3),
+    ModelError(ErrorInfo("ModelError", "no valid output"), Usage(input_tokens=7, output_tokens=3)),
+    ("Wrong", 3),
+    ("Bump", 3),
+    ("Bump", 4),
+    ("Poke", 5),
+    ("Bump", 6),
+    ("Bump", 7),
+    ("Bump", 8),
+    ("Bump", 9),
+    ("Bump", 10),
+    ("Bump", 11),
+    ("Bump", 12),
+    ("Bump", 13),
+    ("Bump", 14),
+    ("Bump", 15),
+    ("Bump", 16),
+    ("Bump", 17),
+    ("Bump", 18),
+    ("Done", 19),
+]
+"""What the model answers, call after call: every tool kind, a failure of the model
+itself, then enough calls for `max_tokens` (15 tokens a reply) to hand the thread to a
+person; after the answer, on to the end."""
+
+
+class Scripted:
+    """Answers from `SCRIPT` in order, with a fixed latency (so the logs compare). With
+    `suspend`, each `complete` waits once on the event loop before it answers."""
+
+    def __init__(self, suspend: bool = False) -> None:
+        self.script = list(SCRIPT)
+        self.suspend = suspend
+        self.in_flight: list[int] = []
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        self.in_flight.append(ratelimit.PROCESS_IN_FLIGHT.running)
+        if self.suspend:
+            await asyncio.sleep(0)
+        entry = self.script.pop(0)
+        if isinstance(entry, Exception):
+            raise entry
+        name, n = entry
+        (cls,) = [t for t in request.action.outputs if t.__name__ == name]
+        usage = Usage(latency_ms=1.5, input_tokens=10, output_tokens=5)
+        return ModelReply(cls(n=n), usage)
+
+
+class OrdinaryStore(MemoryStore):
+    """A `MemoryStore` the synchronous path does not take: the ordinary path runs."""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "fast.agent").write_text(AGENT)
+    (tmp_path / "fast_tools.py").write_text(TOOLS)
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "decide.j2").write_text("Count on.\n\n{{ context }}\n")
+    return tmp_path
+
+
+@dataclasses.dataclass
+class Counts:
+    fast: int = 0
+    """Events the synchronous path appended."""
+    model_calls: int = 0
+    """Model calls the ordinary path made."""
+    tool_calls: int = 0
+    """Tool calls the ordinary path made."""
+
+
+@pytest.fixture
+def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
+    found = Counts()
+    append_one, call_model, call_tool = (
+        MemoryStore.append_one, Engine._call_model, Engine._call_tool,
+    )  # fmt: skip
+
+    def counted_append(self: MemoryStore, *args: Any) -> None:
+        found.fast += 1
+        append_one(self, *args)
+
+    async def counted_model(self: Engine, *args: Any) -> Event:
+        found.model_calls += 1
+        return await call_model(self, *args)
+
+    async def counted_tool(self: Engine, *args: Any) -> Event:
+        found.tool_calls += 1
+        return await call_tool(self, *args)
+
+    monkeypatch.setattr(MemoryStore, "append_one", counted_append)
+    monkeypatch.setattr(Engine, "_call_model", counted_model)
+    monkeypatch.setattr(Engine, "_call_tool", counted_tool)
+    return found
+
+
+def run(project: Path, store: MemoryStore, model: Any, **options: Any) -> list[Event]:
+    """Launch thread `t1` and run it to the end, answering each time it is handed to a
+    person (three errors in a row, then the token budget)."""
+    rt = Runtime(store, model=model, notifier=RecordingNotifier(), **options)
+    try:
+        agent = rt.agent(project / "fast.agent")
+        view = rt.launch(agent, "count", thread_id="t1")
+        for _ in range(2):
+            assert (view.status, view.step) == ("waiting", "escalate"), view
+            view = rt.resume("t1", answer="go on", request=view.request)
+        assert view.status == "finished", view
+        return rt.events("t1")
+    finally:
+        rt.close()
+
+
+def assert_same_log(fast: list[Event], ordinary: list[Event], *, traced: bool = False) -> None:
+    """Field by field, but for the times (`at`, a retry's `retry_at`) and the latencies
+    measured (`usage.latency_ms`), which differ from run to run (and a traced run's trace
+    context, which only it has)."""
+    assert [type(e) for e in fast] == [type(e) for e in ordinary]
+    for number, (a, b) in enumerate(zip(fast, ordinary, strict=True), start=1):
+        for f in dataclasses.fields(a):
+            mine, theirs = getattr(a, f.name), getattr(b, f.name)
+            if f.name in ("at", "retry_at"):
+                assert isinstance(mine, str) and isinstance(theirs, str)
+            elif f.name == "trace" and traced:
+                assert theirs is None
+            elif f.name == "usage" and mine is not None and theirs is not None:
+                unmeasured = dataclasses.replace(mine, latency_ms=None)
+                assert unmeasured == dataclasses.replace(theirs, latency_ms=None), (number, f)
+                assert (mine.latency_ms is None) == (theirs.latency_ms is None), (number, f)
+            else:
+                assert mine == theirs, (number, f.name, mine, theirs)
+
+
+def kinds(events: list[Event]) -> set[str]:
+    return {type(e).__name__ for e in events}
+
+
+def test_the_synchronous_path_records_the_ordinary_paths_log(project: Path, counts: Counts) -> None:
+    ordinary = run(project, OrdinaryStore(), Scripted())
+    assert counts.fast == 0 and counts.model_calls > 0 and counts.tool_calls > 0
+    taken = Counts(model_calls=counts.model_calls, tool_calls=counts.tool_calls)
+    fast = run(project, MemoryStore(), Scripted())
+    assert_same_log(fast, ordinary)
+    # Every kind of routine event was recorded, and a failure of each kind.
+    assert {"ModelOutput", "ToolStarted", "ToolResult", "StepFailed", "Notified"} <= kinds(fast)
+    errors = {e.error.type for e in fast if type(e).__name__ == "StepFailed"}  # type: ignore[attr-defined]
+    assert {"ModelError", "ValueError", "ValidationError"} <= errors
+    # The synchronous path was taken: no model or tool call went the ordinary way, and
+    # every event but the notice (a pause: the ordinary path) was appended by it.
+    assert (counts.model_calls, counts.tool_calls) == (taken.model_calls, taken.tool_calls)
+    notices = sum(type(e).__name__ in ("Notified", "Answered", "Started") for e in fast)
+    assert counts.fast == len(fast) - notices
+
+
+def test_a_keyed_tool_runs_under_its_in_flight_marker_and_a_model_call_holds_a_place(
+    project: Path,
+) -> None:
+    model = Scripted()
+    run(project, MemoryStore(), model)
+    seen = tools.ToolBox().resolve("fast_tools:bump", [project]).function.__globals__["SEEN"]
+    assert seen and all(seen)
+    assert model.in_flight and all(running >= 1 for running in model.in_flight)
+    assert ratelimit.PROCESS_IN_FLIGHT.running == 0
+
+
+def test_a_model_that_suspends_is_awaited_and_then_takes_the_ordinary_path(
+    project: Path, counts: Counts
+) -> None:
+    ordinary = run(project, OrdinaryStore(), Scripted())
+    before = counts.model_calls
+    fast = run(project, MemoryStore(), Scripted(suspend=True))
+    assert_same_log(fast, ordinary)
+    model_events = sum(type(e).__name__ == "ModelOutput" for e in fast) + 1  # + the error
+    # The first call suspended in the synchronous path; the later ones went the ordinary way.
+    assert counts.model_calls - before == model_events - 1
+    assert counts.fast > 0
+
+
+@pytest.mark.parametrize("setting", ["subclass", "traced"])
+def test_each_disqualifying_run_takes_the_ordinary_path(
+    project: Path, counts: Counts, setting: str, traced: Callable[[], Any]
+) -> None:
+    expected = run(project, OrdinaryStore(), Scripted())
+    store: MemoryStore = MemoryStore()
+    if setting == "subclass":
+        store = OrdinaryStore()
+    else:
+        traced()
+    calls = counts.model_calls
+    assert_same_log(run(project, store, Scripted()), expected, traced=setting == "traced")
+    assert counts.fast == 0
+    assert counts.model_calls == 2 * calls
+
+
+@pytest.fixture
+def traced() -> Iterator[Callable[[], InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    def reset() -> None:  # as tests/test_tracing.py: the suite runs untraced otherwise
+        trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+        trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+
+    def install() -> InMemorySpanExporter:
+        reset()
+        trace.set_tracer_provider(provider)
+        return exporter
+
+    try:
+        yield install
+    finally:
+        provider.shutdown()
+        reset()
+
+
+@pytest.mark.parametrize(
+    ("change", "ordinary_models", "ordinary_tools"),
+    [
+        ('[tool.twelvefold.rate_limits."m"]\nrequests_per_minute = 100000\n', True, False),
+        ("async_tool", False, True),
+        ("timeout", False, True),
+    ],
+)
+def test_a_step_that_is_not_routine_takes_the_ordinary_path(
+    project: Path, counts: Counts, change: str, ordinary_models: bool, ordinary_tools: bool
+) -> None:
+    source = AGENT
+    if change == "async_tool":
+        source = source.replace('"fast_tools:bump"', '"fast_tools:later"')
+    elif change == "timeout":
+        source = source.replace(
+            'tool bump(Bump) -> Count = "fast_tools:bump" { next decide }',
+            'tool bump(Bump) -> Count = "fast_tools:bump" {\n  timeout 30s\n  next decide\n}',
+        )
+    else:
+        source = source.replace('prompt "decide.j2"', 'prompt "decide.j2"\n  model "m"')
+        (project / "pyproject.toml").write_text(change)
+    (project / "fast.agent").write_text(source)
+    expected = run(project, OrdinaryStore(), Scripted())
+    calls = (counts.model_calls, counts.tool_calls)
+    assert_same_log(run(project, MemoryStore(), Scripted()), expected)
+    bumps = sum(
+        type(e).__name__ == "ToolStarted" and e.step == "bump"  # type: ignore[attr-defined]
+        for e in expected
+    )
+    model_calls, tool_calls = counts.model_calls - calls[0], counts.tool_calls - calls[1]
+    assert model_calls == (calls[0] if ordinary_models else 0)
+    assert tool_calls == (bumps if ordinary_tools else 0)
+    assert counts.fast > 0  # the rest of the run was still synchronous
+
+
+def test_a_lost_lease_stops_the_synchronous_path_and_nothing_more_is_recorded(
+    project: Path,
+) -> None:
+    store = MemoryStore()
+    tools_file = project / "fast_tools.py"
+    tools_file.write_text(
+        tools_file.read_text()
+        + textwrap.dedent(
+            """
+            STORE = []
+
+            def poke(value):
+                # Another process takes the thread over while the tool runs.
+                (store,) = STORE
+                lease = store.lease("t1")
+                store.release(lease)
+                store.acquire("t1", "someone else", 60)
+                return {"n": value.n + 1}
+            """
+        )
+    )
+    rt = Runtime(store, model=Scripted(), notifier=RecordingNotifier())
+    agent = rt.agent(project / "fast.agent")
+    function = rt.aio.engine.toolbox.resolve("fast_tools:poke", [project]).function
+    function.__globals__["STORE"].append(store)
+    with pytest.raises(LeaseLost):
+        rt.launch(agent, "count", thread_id="t1")
+    events = store.load("t1", agent.codec)
+    # Bump's call and result, the model's Poke, Poke's start; its result was refused.
+    assert [type(e).__name__ for e in events][-2:] == ["ModelOutput", "ToolStarted"]
+    assert events[-1].step == "poke"
+    rt.close()
+
+
+def test_the_path_is_taken_only_in_a_plain_memory_store(project: Path) -> None:
+    rt = Runtime(MemoryStore(), model=Scripted())
+    agent = rt.agent(project / "fast.agent")
+    thread = Thread("t1", agent, [], agent.module.initial_state("count"))
+    assert fastpath.routine(rt.aio.engine, thread) is not None
+    assert fastpath.routine(Engine(OrdinaryStore()), thread) is None
+    offloaded = Engine(MemoryStore())
+    offloaded.offload = True  # (a MemoryStore never blocks: `offload` is off for it)
+    assert fastpath.routine(offloaded, thread) is None
+    thread.run = object()  # a traced run
+    assert fastpath.routine(rt.aio.engine, thread) is None
+    rt.close()
