@@ -68,19 +68,35 @@ async def _durable(agent: Agent, db: Path, threads: int, steps: int) -> tuple[fl
     return elapsed, stats
 
 
+ROUNDS = 3
+"""Runs of each, alternating (one thread, then 100), so both meet the same disk and load."""
+
+
 def group_commit(agent: Agent, folder: Path) -> None:
-    print("### Group commit\n")
-    print("| threads at once | durable steps | seconds | steps/s | appends per transaction |")
-    print("|---:|---:|---:|---:|---:|")
+    print(f"### Group commit (best of {ROUNDS} alternating rounds)\n")
+    print(
+        "| threads at once | durable steps | seconds | steps/s | CPU per step (µs) |"
+        " appends per transaction |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    best: dict[int, tuple[float, float, Any]] = {}
+    for round_ in range(ROUNDS):
+        for threads, steps in ((1, 400), (100, 40)):
+            db = folder / f"g{threads}-{round_}.db"
+            cpu = time.process_time()
+            elapsed, stats = asyncio.run(_durable(agent, db, threads, steps))
+            cpu = time.process_time() - cpu
+            if threads not in best or elapsed < best[threads][0]:
+                best[threads] = (elapsed, cpu, stats)
     rates = {}
     for threads, steps in ((1, 400), (100, 40)):
-        elapsed, stats = asyncio.run(_durable(agent, folder / f"g{threads}.db", threads, steps))
+        elapsed, cpu, stats = best[threads]
         total = threads * (steps + 1)
         rates[threads] = total / elapsed
         per = stats.members / max(stats.groups, 1)
         print(
-            f"| {threads} | {total:,} | {elapsed:.2f} | {rates[threads]:,.0f} | "
-            f"{per:.2f} (largest {stats.largest}) |"
+            f"| {threads} | {total:,} | {elapsed:.2f} | {rates[threads]:,.0f} |"
+            f" {cpu / total * 1e6:.0f} | {per:.2f} (largest {stats.largest}) |"
         )
     print(f"\n100 threads at once: {rates[100] / rates[1]:.1f}× the steps/s of one thread.\n")
 

@@ -160,6 +160,42 @@ def bare_sqlite(path: Path, bodies: list[str]) -> float:
     return elapsed / len(bodies)
 
 
+def store_sql(path: Path, bodies: list[str]) -> float:
+    """Seconds per append of one event as the SQLite store writes it, without the runtime:
+    the statements of `SqliteStore._append` (the checks and the last hash read in one
+    query, the event inserted, the thread's row updated) on the store's own schema, with
+    every value computed beforehand. What an append cannot cost less than with this
+    layout: its commit writes two pages (the event's, the row's) where the bare commit
+    writes one."""
+    from twelvefold.runtime import store as stores
+
+    SqliteStore(path).close()  # the schema
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute(
+        "INSERT INTO threads (id, agent, origin, status, step, seq, created_at, updated_at,"
+        " lease_owner, lease_token, lease_until) VALUES ('t', 'a', 'o', 'running', 'decide',"
+        " 0, 'now', 'now', 'me', 1, 1e12)"
+    )
+    digest, snapshot = bytes(32), "x" * 420  # a counter thread's snapshot is ~420 bytes
+    row = ("decide", "2026-12-01T00:00:00Z", snapshot, digest, None, 1, "r" * 16, digest)
+    began = time.perf_counter()
+    for seq, body in enumerate(bodies, start=1):
+        db.execute("BEGIN IMMEDIATE")
+        num, *_ = db.execute(stores._APPEND_READ, ("t",)).fetchone()
+        db.execute(
+            "INSERT INTO events (thread, seq, body, hash) VALUES (?, ?, ?, ?)",
+            (num, seq, body, digest),
+        )
+        step, at, *rest = row
+        db.execute(stores._UPDATE_KEEPING_STATUS, (step, seq, at, *rest, num))
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - began
+    db.close()
+    return elapsed / len(bodies)
+
+
 def a_log(agent: Agent, steps: int) -> list[Event]:
     """The events of a finished counter thread of `steps` actions (built in memory)."""
     store = MemoryStore()
@@ -232,19 +268,30 @@ def main() -> None:
             figures = [memory * 1e6, cpu * 1e6, reducer * 1e6, bare * 1e6]
             print(f"| {steps:,} steps | " + " | ".join(f"{f:.2f}" for f in figures) + " |")
 
-        print("\nDurable (SQLite, WAL, synchronous=FULL), per appended event:\n")
-        print("| thread | runtime (µs/event) | bare insert+commit (µs/event) | ratio |")
-        print("|---:|---:|---:|---:|")
+        print("\nDurable (SQLite, WAL, synchronous=FULL), per appended event, best of")
+        print("rounds alternating the runtime, the bare commit and the store's SQL alone")
+        print("(so all three meet the same disk):\n")
+        print(
+            "| thread | runtime (µs/event) | bare insert+commit (µs/event) | ratio |"
+            " the store's SQL alone (µs/event) |"
+        )
+        print("|---:|---:|---:|---:|---:|")
         for steps in (100, 10_000):
-            db = folder / f"run-{steps}.db"
-            per_step = run_thread(SqliteStore(db), agent, steps)
             events = a_log(agent, steps)
-            per_event = per_step * (steps + 1) / len(events)
             bodies = [agent.codec.dumps_event(e) for e in events]
-            bare = bare_sqlite(folder / f"bare-{steps}.db", bodies)
+            per_event = bare = floor = float("inf")
+            for round_ in range(5 if steps == 100 else 2):
+                db = folder / f"run-{steps}-{round_}.db"
+                per_step = run_thread(SqliteStore(db), agent, steps)
+                per_event = min(per_event, per_step * (steps + 1) / len(events))
+                bare = min(bare, bare_sqlite(folder / f"bare-{steps}-{round_}.db", bodies))
+                floor = min(floor, store_sql(folder / f"sql-{steps}-{round_}.db", bodies))
             thread = f"{steps:,} steps ({len(events):,} events)"
             ratio = per_event / bare
-            print(f"| {thread} | {per_event * 1e6:.0f} | {bare * 1e6:.0f} | {ratio:.2f}× |")
+            print(
+                f"| {thread} | {per_event * 1e6:.0f} | {bare * 1e6:.0f} | {ratio:.2f}× |"
+                f" {floor * 1e6:.0f} |"
+            )
             if steps == 10_000:
                 storage = bytes_per_event(db, bodies)
 

@@ -14,14 +14,27 @@ What does not change:
 - Each append is judged on its own, in order, inside the shared transaction (a
   savepoint each): one refused with `Conflict` or `LeaseLost` writes nothing and leaves
   the others in the group untouched; an error of the commit itself is every member's.
+
+Callers on an event loop (`submit_async`: the server, `AsyncRuntime` with `offload`) do
+not each take a worker thread to wait in: each awaits a future, a worker thread commits
+the group, and the loop is woken once per group to settle all of its members' futures.
+A thread handed to every append, blocked until its group committed, cost more CPU than
+the append itself (the pool's queue, a lock, a condition, a future chained back to the
+loop); with a hundred threads at once that CPU, not the disk, was the limit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+    import concurrent.futures
 
 
 @dataclass(slots=True, eq=False)
@@ -32,6 +45,8 @@ class Pending:
     done: bool = False
     result: Any = None
     error: BaseException | None = None
+    future: asyncio.Future[Any] | None = None
+    """Set for a caller on an event loop (`submit_async`), settled on that loop."""
 
 
 @dataclass(slots=True)
@@ -73,16 +88,42 @@ class GroupCommit:
             raise mine.error
         return mine.result
 
+    async def submit_async(self, work: Callable[[], Any]) -> Any:
+        """`submit` for a caller on an event loop: the same promises, and the loop is
+        free while the group commits (on a worker thread of `committers()`).
+
+        Cancelled before its group began, `work` never runs; cancelled later, it may be
+        committed all the same (as a caller killed while waiting may find it stored)."""
+        import asyncio
+
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        mine = Pending(work, future=future)
+        with self._changed:
+            self._waiting.append(mine)
+            start = not self._leading
+            self._leading = True
+        if start:  # nobody commits now: a worker thread leads the next group
+            self._hand_over()
+        return await future
+
     def waiting(self) -> int:
         """How many appends wait for the next group (for tests)."""
         with self._changed:
             return len(self._waiting)
 
+    def _drain(self) -> None:
+        """A worker thread's turn as leader: the group waiting now."""
+        with self._changed:
+            group, self._waiting = self._waiting, []
+        self._lead(group)
+
     def _lead(self, group: list[Pending]) -> None:
+        live = [item for item in group if item.future is None or not item.future.cancelled()]
         try:
-            self.run_group(group)
+            if live:
+                self.run_group(live)
         except BaseException as exc:  # the commit failed: no member's events were kept
-            for item in group:
+            for item in live:
                 if item.error is None:
                     item.error, item.result = exc, None
         finally:
@@ -91,6 +132,75 @@ class GroupCommit:
                     item.done = True
                 self._leading = False
                 self.stats.groups += 1
-                self.stats.members += len(group)
-                self.stats.largest = max(self.stats.largest, len(group))
+                self.stats.members += len(live)
+                self.stats.largest = max(self.stats.largest, len(live))
+                # A blocked caller among those waiting leads the next group when woken;
+                # callers on event loops have nobody to do it for them.
+                drain = bool(self._waiting) and all(i.future is not None for i in self._waiting)
+                self._leading = drain
                 self._changed.notify_all()
+            _settle_futures(group)
+            if drain:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Have a worker thread lead the next group (this caller holds the lead for it)."""
+        try:
+            committers().submit(self._drain)
+        except RuntimeError:  # the interpreter is shutting down: lead it here instead
+            self._drain()
+
+
+def _settle_futures(group: Sequence[Pending]) -> None:
+    """Hand each event loop its members' outcomes, in one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Pending]] = {}
+    for item in group:
+        if item.future is not None:
+            by_loop.setdefault(item.future.get_loop(), []).append(item)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(items: Sequence[Pending]) -> None:
+    """On the members' event loop: each future gets its outcome (unless it was cancelled)."""
+    for item in items:
+        future = item.future
+        if future is None or future.done():
+            continue
+        if item.error is not None:
+            future.set_exception(item.error)
+        else:
+            future.set_result(item.result)
+
+
+COMMITTERS = 8
+"""Worker threads that lead groups for callers on event loops, shared by every store of
+the process. One leads a store's group at a time; a store whose appends keep coming
+hands the next group back to the pool's queue, so other stores get their turn."""
+
+_committers: concurrent.futures.ThreadPoolExecutor | None = None
+_committers_lock = threading.Lock()
+
+
+def committers() -> concurrent.futures.ThreadPoolExecutor:
+    """The committers' pool (made on first use)."""
+    global _committers
+    import concurrent.futures  # with asyncio, only once a caller on an event loop commits
+
+    with _committers_lock:
+        if _committers is None:
+            _committers = concurrent.futures.ThreadPoolExecutor(
+                COMMITTERS, thread_name_prefix="twelvefold-commit"
+            )
+        return _committers
+
+
+def _forget_committers() -> None:
+    """In a forked child: the parent's worker threads are not there (a pool that believes
+    one of them idle would never start another)."""
+    global _committers
+    _committers = None
+
+
+os.register_at_fork(after_in_child=_forget_committers)

@@ -221,6 +221,11 @@ class Engine:
         self.notifier = notifier
         self.toolbox = tools.ToolBox(tool_paths)
         self.offload = offload and getattr(store, "blocking", True)
+        self._append_async: Callable[..., Awaitable[None]] | None = (
+            getattr(store, "append_async", None) if self.offload else None
+        )
+        """The store's `append` for callers on an event loop, when it has one (SQLite's
+        group commit) and blocking work is offloaded: no worker thread per append."""
         self.on_event = on_event
         self.rate_limiter: RateLimiter = ratelimit.limiter_for(store)
         """Where model calls wait for their turn (runtime/ratelimit.py): the store's when
@@ -277,8 +282,8 @@ class Engine:
             version=version.digest if version is not None else None,
         )
         owner = self.owner if hold else None
-        lease = await self._io(
-            self.store.create,
+        lease = await self._write(
+            "create",
             info,
             events,
             agent.codec,
@@ -367,14 +372,14 @@ class Engine:
         agent = thread.agent
         took = thread.lease is None
         if took:
-            thread.lease = await self._io(
-                self.store.acquire, thread.id, self.owner, self.lease_seconds
-            )
+            thread.lease = await self._write("acquire", thread.id, self.owner, self.lease_seconds)
         try:
             state = agent.module.reduce(thread.state, event)
             head = build_head(state.status, state.step, state, agent.reducer, state.request)
             append = (thread.id, len(thread.events), (event,), agent.codec, head, thread.lease)
-            if self.offload:
+            if self._append_async is not None:  # the event loop stays free, no thread waits
+                await self._append_async(*append)
+            elif self.offload:
                 await self._io(self.store.append, *append)
             else:
                 self.store.append(*append)
@@ -449,9 +454,7 @@ class Engine:
 
     async def _advance(self, thread: Thread) -> Thread:
         if thread.lease is None:
-            thread.lease = await self._io(
-                self.store.acquire, thread.id, self.owner, self.lease_seconds
-            )
+            thread.lease = await self._write("acquire", thread.id, self.owner, self.lease_seconds)
         held = self.renewals.hold(thread.lease)
         next_action = thread.agent.module.next_action
         book = None if self.offload else self.book  # no coroutine per event in memory
@@ -923,6 +926,15 @@ class Engine:
             return await asyncio.get_running_loop().run_in_executor(_store_pool(), call)
         return function(*args, **kwargs)
 
+    async def _write(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """The store's method `name` (`create`, `acquire`, `release`, as `append` in
+        `record`): with `offload`, its `{name}_async` when the store has one (SQLite's
+        group commit: the event loop stays free and no worker thread waits for the
+        commit), else `_io`."""
+        if self.offload and (grouped := getattr(self.store, f"{name}_async", None)):
+            return await grouped(*args, **kwargs)
+        return await self._io(getattr(self.store, name), *args, **kwargs)
+
     def _prove(self, thread: Thread) -> None:
         """Replay the log once when the state came from a snapshot sealed without a key,
         and refuse the thread (`BrokenLog`) if the two differ: someone re-sealed an edited
@@ -946,11 +958,7 @@ class Engine:
         lease, thread.lease = thread.lease, None
         if lease is not None:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._io(self._release_lease, lease))
-
-    def _release_lease(self, lease: leases.Lease) -> None:
-        with contextlib.suppress(Exception):  # the lease lapses by itself
-            self.store.release(lease)
+                await asyncio.shield(self._write("release", lease))
 
     def _release(self, thread: Thread) -> None:
         """Give the thread's lease up (synchronously: this runs in `finally` blocks, even

@@ -24,9 +24,10 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -709,6 +710,16 @@ _ROW_AFTER_APPEND = (
 )
 """The thread row's columns an append sets (`ChainedStore._appended` gives the values)."""
 
+_UPDATE_AFTER_APPEND = f"UPDATE threads SET {_ROW_AFTER_APPEND} WHERE num = ?"
+_UPDATE_KEEPING_STATUS = _UPDATE_AFTER_APPEND.replace("status = ?, ", "", 1)
+"""SQLite: the same, for an append that leaves the status as it was (see `_append`)."""
+_APPEND_READ = (
+    "SELECT t.num, t.seq, t.status, t.version, t.lease_owner, t.lease_token, t.lease_until,"
+    f" {_NOW}, e.hash FROM threads t LEFT JOIN events e ON e.thread = t.num AND e.seq = t.seq"
+    " WHERE t.id = ?"
+)
+"""SQLite: what an append checks, and the hash of the thread's last event."""
+
 
 class ChainedStore:
     """What the stores that keep their log outside the process (SQLite, PostgreSQL) share:
@@ -1005,11 +1016,44 @@ class SqliteStore(ChainedStore):
         owner: str | None = None,
         seconds: float | None = None,
     ) -> Lease | None:
+        lease: Lease | None = self.commits.submit(
+            self._creation(info, events, codec, reducer, owner, seconds)
+        )
+        return lease
+
+    async def create_async(
+        self,
+        info: ThreadInfo,
+        events: Sequence[Event],
+        codec: Codec,
+        *,
+        reducer: str | None = None,
+        owner: str | None = None,
+        seconds: float | None = None,
+    ) -> Lease | None:
+        """`create` for a caller on an event loop, in a group's transaction as
+        `append_async` is (a hundred threads launched at once share commits too)."""
+        work = self._creation(info, events, codec, reducer, owner, seconds)
+        lease: Lease | None = await self.commits.submit_async(work)
+        return lease
+
+    def _creation(
+        self,
+        info: ThreadInfo,
+        events: Sequence[Event],
+        codec: Codec,
+        reducer: str | None,
+        owner: str | None,
+        seconds: float | None,
+    ) -> Callable[[], Lease | None]:
+        """`create`'s work, to run inside a group's transaction (the encoding and the
+        chain are computed here, outside it)."""
         import sqlite3  # loaded already: this store opened it (see __init__)
 
         bodies, hashes, seal = self._first_links(info.id, events, codec, reducer, info.version)
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
-        with self._lock, self._transaction():
+
+        def work() -> Lease | None:
             try:
                 cursor = self._db.execute(
                     f"INSERT INTO threads ({_INFO_COLUMNS}, format, reducer, head_seal,"
@@ -1026,7 +1070,9 @@ class SqliteStore(ChainedStore):
             (expires,) = self._db.execute(
                 "SELECT lease_until FROM threads WHERE num = ?", (num,)
             ).fetchone()
-        return Lease(info.id, owner, 1, float(expires))
+            return Lease(info.id, owner, 1, float(expires))
+
+        return work
 
     def append(
         self,
@@ -1037,14 +1083,58 @@ class SqliteStore(ChainedStore):
         head: Head,
         lease: Lease | None = None,
     ) -> None:
-        def work() -> None:
-            num, seq = self._position(thread_id)
-            self._fence(num, thread_id, lease)
-            if seq != expected_seq:
-                raise Conflict(thread_id, expected_seq, seq)
-            self._write(num, thread_id, seq, events, codec, head)
-
+        work = partial(self._append, thread_id, expected_seq, events, codec, head, lease)
         self.commits.submit(work)
+
+    async def append_async(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        codec: Codec,
+        head: Head,
+        lease: Lease | None = None,
+    ) -> None:
+        """`append` for a caller on an event loop, which stays free meanwhile: the same
+        checks and errors, and it returns once the transaction holding the events has
+        committed (runtime/commits.py, `GroupCommit.submit_async`)."""
+        work = partial(self._append, thread_id, expected_seq, events, codec, head, lease)
+        await self.commits.submit_async(work)
+
+    def _append(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        codec: Codec,
+        head: Head,
+        lease: Lease | None,
+    ) -> None:
+        """One append inside a group's transaction: the checks (the thread, its lease,
+        the sequence number: in that order), then the events and the row after them.
+
+        One query reads all the checks need and the chain's last hash (four round trips
+        to SQLite were a tenth of an append's CPU time), and the row's `status` is set
+        only when it changes: setting it, even to the same value, rewrites its index's
+        page, a third page in every commit's write to the disk."""
+        found = self._db.execute(_APPEND_READ, (thread_id,)).fetchone()
+        if found is None:
+            raise ThreadNotFound(thread_id)
+        num, seq, status, version, holder, token, until, now, last = found
+        num, seq = int(num), int(seq)
+        self._check_holder(thread_id, lease, holder, token, until, now)
+        if seq != expected_seq:
+            raise Conflict(thread_id, expected_seq, seq)
+        if seq == 0:
+            last = self.chain.genesis(thread_id)
+        elif not isinstance(last, bytes):
+            raise BrokenLog(thread_id, seq, "the last event has no hash")
+        bodies, hashes, row = self._appended(thread_id, seq, last, events, codec, head, version)
+        self._insert_events(num, seq, bodies, hashes)
+        if row[0] == status:
+            self._db.execute(_UPDATE_KEEPING_STATUS, (*row[1:], num))
+        else:
+            self._db.execute(_UPDATE_AFTER_APPEND, (*row, num))
 
     def _commit_group(self, group: Sequence[Pending]) -> None:
         """One transaction for the appends of a group (runtime/commits.py): each checked
@@ -1094,41 +1184,59 @@ class SqliteStore(ChainedStore):
 
     def acquire(self, thread_id: str, owner: str, seconds: float) -> Lease:
         length = leases.lease_seconds(seconds)
-        with self._lock, self._transaction():
-            row = self._db.execute(
-                f"SELECT num, lease_owner, lease_token, lease_until, {_NOW} FROM threads"
-                " WHERE id = ?",
-                (thread_id,),
-            ).fetchone()
-            if row is None:
-                raise ThreadNotFound(thread_id)
-            num, holder, token, until, now = row
-            _check_lease_columns(thread_id, holder, token, until)
-            if holder is not None and until is not None and until > now:
-                raise LeaseHeld(thread_id, holder, until)
-            expires = now + length
-            self._db.execute(
-                "UPDATE threads SET lease_owner = ?, lease_token = ?, lease_until = ?"
-                " WHERE num = ?",
-                (owner, token + 1, expires, num),
-            )
+        lease: Lease = self.commits.submit(partial(self._acquire, thread_id, owner, length))
+        return lease
+
+    async def acquire_async(self, thread_id: str, owner: str, seconds: float) -> Lease:
+        """`acquire` for a caller on an event loop (in a group, as `append_async`)."""
+        length = leases.lease_seconds(seconds)
+        lease: Lease = await self.commits.submit_async(
+            partial(self._acquire, thread_id, owner, length)
+        )
+        return lease
+
+    def _acquire(self, thread_id: str, owner: str, length: float) -> Lease:
+        row = self._db.execute(
+            f"SELECT num, lease_owner, lease_token, lease_until, {_NOW} FROM threads WHERE id = ?",
+            (thread_id,),
+        ).fetchone()
+        if row is None:
+            raise ThreadNotFound(thread_id)
+        num, holder, token, until, now = row
+        _check_lease_columns(thread_id, holder, token, until)
+        if holder is not None and until is not None and until > now:
+            raise LeaseHeld(thread_id, holder, until)
+        expires = now + length
+        self._db.execute(
+            "UPDATE threads SET lease_owner = ?, lease_token = ?, lease_until = ? WHERE num = ?",
+            (owner, token + 1, expires, num),
+        )
         return Lease(thread_id, owner, token + 1, expires)
 
     def renew(self, lease: Lease, seconds: float) -> Lease:
-        with self._lock, self._transaction():
-            num, _ = self._position(lease.thread_id)
-            now = self._fence(num, lease.thread_id, lease)
-            expires = now + seconds
-            self._db.execute("UPDATE threads SET lease_until = ? WHERE num = ?", (expires, num))
+        renewed: Lease = self.commits.submit(partial(self._renew, lease, seconds))
+        return renewed
+
+    def _renew(self, lease: Lease, seconds: float) -> Lease:
+        num, _ = self._position(lease.thread_id)
+        now = self._fence(num, lease.thread_id, lease)
+        expires = now + seconds
+        self._db.execute("UPDATE threads SET lease_until = ? WHERE num = ?", (expires, num))
         return leases.extended(lease, expires)
 
     def release(self, lease: Lease) -> None:
-        with self._lock, self._transaction():
-            self._db.execute(
-                "UPDATE threads SET lease_owner = NULL, lease_until = NULL"
-                " WHERE id = ? AND lease_owner = ? AND lease_token = ?",
-                (lease.thread_id, lease.owner, lease.token),
-            )
+        self.commits.submit(partial(self._release, lease))
+
+    async def release_async(self, lease: Lease) -> None:
+        """`release` for a caller on an event loop (in a group, as `append_async`)."""
+        await self.commits.submit_async(partial(self._release, lease))
+
+    def _release(self, lease: Lease) -> None:
+        self._db.execute(
+            "UPDATE threads SET lease_owner = NULL, lease_until = NULL"
+            " WHERE id = ? AND lease_owner = ? AND lease_token = ?",
+            (lease.thread_id, lease.owner, lease.token),
+        )
 
     def lease(self, thread_id: str) -> Lease | None:
         with self._lock:
@@ -1313,25 +1421,6 @@ class SqliteStore(ChainedStore):
 
     # ---- helpers -----------------------------------------------------------------------
 
-    def _write(
-        self,
-        num: int,
-        thread_id: str,
-        seq: int,
-        events: Sequence[Event],
-        codec: Codec,
-        head: Head,
-    ) -> None:
-        """Inside an append's transaction, once its checks passed: the events chained
-        after the stored ones, and the row (listing, seals, snapshot) after them."""
-        previous = self._head(num, thread_id, seq)
-        (version,) = self._db.execute(
-            "SELECT version FROM threads WHERE num = ?", (num,)
-        ).fetchone()
-        bodies, hashes, row = self._appended(thread_id, seq, previous, events, codec, head, version)
-        self._insert_events(num, seq, bodies, hashes)
-        self._db.execute(f"UPDATE threads SET {_ROW_AFTER_APPEND} WHERE num = ?", (*row, num))
-
     def _stored_hashes(self, num: int) -> list[bytes | None]:
         with self._lock:
             return [
@@ -1353,26 +1442,22 @@ class SqliteStore(ChainedStore):
             f"SELECT lease_owner, lease_token, lease_until, {_NOW} FROM threads WHERE num = ?",
             (num,),
         ).fetchone()
+        self._check_holder(thread_id, lease, holder, token, until, now)
+        return float(now)
+
+    def _check_holder(
+        self, thread_id: str, lease: Lease | None, holder: Any, token: Any, until: Any, now: Any
+    ) -> None:
+        """`check_lease` on a row's lease columns as read (`LeaseLost` if `lease` does not
+        hold the thread now; `StoreError` for damaged columns)."""
         _check_lease_columns(thread_id, holder, token, until)
         check_lease(thread_id, lease, holder, token, until, now)
-        return float(now)
 
     def _last_hash(self, num: int, seq: int) -> object:
         row = self._db.execute(
             "SELECT hash FROM events WHERE thread = ? AND seq = ?", (num, seq)
         ).fetchone()
         return None if row is None else row[0]
-
-    def _head(self, num: int, thread_id: str, seq: int) -> bytes:
-        """The hash of the thread's last stored event (hash_0 before the first)."""
-        if seq == 0:
-            return self.chain.genesis(thread_id)
-        row = self._db.execute(
-            "SELECT hash FROM events WHERE thread = ? AND seq = ?", (num, seq)
-        ).fetchone()
-        if row is None or not isinstance(row[0], bytes):
-            raise BrokenLog(thread_id, seq, "the last event has no hash")
-        return row[0]
 
     def _insert_events(
         self, num: int, after_seq: int, bodies: Sequence[str], hashes: Sequence[bytes]

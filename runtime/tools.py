@@ -28,12 +28,14 @@ unless the configuration allows them by name (`Config.allow_stdlib`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
 import inspect
 import os
+import queue
 import sys
 import threading
 import time
@@ -529,7 +531,8 @@ def _in_daemon_thread(
     """Run `function` on a daemon thread and resolve to `(value, exception)`: unlike the
     default executor, a tool that never returns does not keep the process alive at exit.
     `returned` is called on that thread once the function returns or raises, whoever
-    still waits for it. Nothing the tool raises (SystemExit included) escapes the thread."""
+    still waits for it. Nothing the tool raises (SystemExit included) escapes the thread,
+    which is one of `_Daemons`' (a thread is kept once idle, for the next call)."""
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -539,7 +542,7 @@ def _in_daemon_thread(
         if not future.done():  # else: timed out and abandoned
             future.set_result(outcome)
 
-    def work() -> None:
+    def work() -> Callable[[], None]:
         outcome: tuple[Any, BaseException | None]
         try:
             outcome = (function(*args, **kwargs), None)
@@ -547,9 +550,73 @@ def _in_daemon_thread(
             outcome = (None, exc)
         finally:
             returned()
+        return functools.partial(tell, outcome)
+
+    def tell(outcome: tuple[Any, BaseException | None]) -> None:
         # A closed loop raises RuntimeError: nobody waits for this tool any more.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, outcome)
 
-    threading.Thread(target=work, name=f"tool-{os.getpid()}", daemon=True).start()
+    _DAEMONS.run(work)
     return future
+
+
+class _Daemons:
+    """Daemon threads for synchronous tools, kept a while once idle: starting a thread
+    for every call cost more CPU than a quick tool's whole step. A call never waits for
+    a busy thread (a tool that hangs keeps its thread, and the next call gets another),
+    and being daemons, none keeps the process alive at exit."""
+
+    IDLE_SECONDS = 30.0
+    """How long a thread with nothing to do waits for another call before it ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = 0
+        """Threads waiting for a job, less the jobs handed to them and not yet taken."""
+        self._jobs: queue.SimpleQueue[Callable[[], Callable[[], None]]] = queue.SimpleQueue()
+
+    def run(self, job: Callable[[], Callable[[], None]]) -> None:
+        """Run `job` (which must not raise) on an idle thread, or a new one; then what it
+        returns, once the thread counts itself idle (so a caller woken by that finds it
+        free for its next call)."""
+        with self._lock:
+            handed = self._idle > 0
+            if handed:
+                self._idle -= 1
+        if handed:
+            self._jobs.put(job)
+        else:
+            threading.Thread(
+                target=self._serve, args=(job,), name=f"tool-{os.getpid()}", daemon=True
+            ).start()
+
+    def _serve(self, job: Callable[[], Callable[[], None]]) -> None:
+        while True:
+            then = job()
+            with self._lock:
+                self._idle += 1
+            then()
+            while True:
+                try:
+                    job = self._jobs.get(timeout=self.IDLE_SECONDS)
+                    break
+                except queue.Empty:
+                    with self._lock:
+                        # More threads wait than jobs were handed out: one may end. Else a
+                        # job is on its way to the queue, and this thread may be its taker.
+                        if self._idle > 0:
+                            self._idle -= 1
+                            return
+
+
+_DAEMONS = _Daemons()
+
+
+def _forget_daemons() -> None:
+    """In a forked child: the parent's threads are not there, so none of them is idle."""
+    global _DAEMONS
+    _DAEMONS = _Daemons()
+
+
+os.register_at_fork(after_in_child=_forget_daemons)

@@ -72,10 +72,7 @@ class LazyCommitStore(SqliteStore):
         with self._lock:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
-            num, seq = self._position(thread_id)
-            if seq != expected_seq:
-                raise Conflict(thread_id, expected_seq, seq)
-            self._write(num, thread_id, seq, events, codec, head)
+            self._append(thread_id, expected_seq, events, codec, head, lease)
             self.pending += 1
             if self.pending % 4 == 0:
                 self._db.execute("COMMIT")
@@ -103,8 +100,8 @@ class UnguardedStore(SqliteStore):
         lease: Lease | None = None,
     ) -> None:
         with self._lock, self._transaction():
-            num, seq = self._position(thread_id)  # and no comparison with expected_seq
-            self._write(num, thread_id, seq, events, codec, head)
+            _, seq = self._position(thread_id)  # whatever the caller expected
+            self._append(thread_id, seq, events, codec, head, lease)
 
 
 class BarrierStore(SqliteStore):

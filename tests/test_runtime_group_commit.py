@@ -5,8 +5,11 @@ one transaction, and each keeps every promise an append makes on its own.
 2. In a group, an append refused for its sequence number or its lease writes nothing and
    the others are stored.
 3. An append returns only once its events can be read by another connection.
-4. A process appending from many threads is SIGKILLed while it commits groups: every
-   event it acknowledged is in the file, and every log verifies.
+4. A process appending from many threads (half of them awaiting on an event loop) is
+   SIGKILLed while it commits groups: every event it acknowledged is in the file, and
+   every log verifies.
+5. Callers on an event loop (`append_async`) share transactions the same way, are told
+   only after the COMMIT, and an append cancelled before its group began writes nothing.
 
 Each check also runs against a deliberately broken committer (acknowledging a group
 before its COMMIT) where it can find the breakage.
@@ -14,21 +17,24 @@ before its COMMIT) where it can find the breakage.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
+import select
 import signal
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.runtime_helpers import FIXTURES, ScriptedModel, no_messages
 from tests.support.waiting import wait_for
 from twelvefold.runtime.api import Runtime
-from twelvefold.runtime.commits import GroupCommit, Pending
+from twelvefold.runtime.commits import GroupCommit, Pending, _settle_futures
 from twelvefold.runtime.lease import Lease, LeaseLost
 from twelvefold.runtime.loop import Agent, started
 from twelvefold.runtime.store import Conflict, Head, SqliteStore, ThreadInfo, now_iso
@@ -48,6 +54,7 @@ class EagerAcknowledgement(GroupCommit):
             for item in group:
                 item.done = True
             self._changed.notify_all()
+        _settle_futures(group)  # and callers on event loops
         super()._lead(group)
 
 
@@ -201,7 +208,10 @@ def test_an_append_returns_only_after_its_commit(tmp_path: Path, agent: Agent) -
     store.close()
 
 
-def test_the_check_finds_an_acknowledgement_before_the_commit(tmp_path: Path, agent: Agent) -> None:
+@pytest.mark.parametrize("waiting", ["in threads", "on an event loop"])
+def test_the_check_finds_an_acknowledgement_before_the_commit(
+    tmp_path: Path, agent: Agent, waiting: str
+) -> None:
     db = tmp_path / "threads.db"
     store = EagerStore(db)
     seen: list[tuple[int, int]] = []
@@ -214,7 +224,7 @@ def test_the_check_finds_an_acknowledgement_before_the_commit(tmp_path: Path, ag
         commit(group)
 
     store.commits.run_group = after_a_look
-    seen_on_return(store, agent, db, seen)
+    (seen_on_return if waiting == "in threads" else seen_on_return_async)(store, agent, db, seen)
     assert any(want != got for want, got in seen)
     store.close()
 
@@ -240,9 +250,32 @@ def appending_worker(db: Path, cache: Path, acks: int) -> None:
             with lock:
                 os.write(acks, f"{thread_id} {seq} {stats.groups} {stats.members}\n".encode())
 
-    for i in range(THREADS):
+    async def run_on_the_loop(thread_id: str) -> None:
+        seq = store.info(thread_id).seq
+        while True:
+            event = [an_event(agent, seq)]
+            await store.append_async(thread_id, seq, event, agent.codec, Head("running", "decide"))
+            seq += 1
+            stats = store.commits.stats
+            with lock:
+                os.write(acks, f"{thread_id} {seq} {stats.groups} {stats.members}\n".encode())
+
+    async def on_the_loop(names: list[str]) -> None:
+        await asyncio.gather(*(run_on_the_loop(name) for name in names))
+
+    half = THREADS // 2
+    for i in range(half):
         threading.Thread(target=run, args=(f"t{i}",), daemon=True).start()
+    looped = [f"t{i}" for i in range(half, THREADS)]
+    threading.Thread(target=asyncio.run, args=(on_the_loop(looped),), daemon=True).start()
     threading.Event().wait()
+
+
+def a_line(reader: Any) -> str:
+    """The next acknowledgement (a broken build may hang the child: not for ever here)."""
+    ready, _, _ = select.select([reader], [], [], 90)
+    assert ready, "no acknowledgement from the child for 90 s"
+    return str(reader.readline())
 
 
 def test_a_process_killed_during_group_commits_loses_no_acknowledged_event(
@@ -252,6 +285,10 @@ def test_a_process_killed_during_group_commits_loses_no_acknowledged_event(
     setup = SqliteStore(db)
     for i in range(THREADS):
         new_thread(setup, agent, f"t{i}")
+    # This process's committer threads are busy or idle now; a forked child has none.
+    asyncio.run(
+        setup.append_async("t0", 1, [an_event(agent, 1)], agent.codec, Head("running", "decide"))
+    )
     setup.close()
     grouped = False
     acknowledged: dict[str, int] = {}
@@ -260,14 +297,16 @@ def test_a_process_killed_during_group_commits_loses_no_acknowledged_event(
         child = FORK.Process(target=appending_worker, args=(db, cache, write))
         child.start()
         os.close(write)
-        with os.fdopen(read) as reader:
-            for _ in range(100 + 37 * kill):  # killed at a different point each time
-                line = reader.readline()
-                assert line, "the child stopped before it was killed"
-                thread_id, seq, groups, members = line.split()
-                acknowledged[thread_id] = int(seq)
-                grouped = grouped or int(members) > int(groups)
-            assert child.pid is not None
+        assert child.pid is not None
+        try:
+            with os.fdopen(read, buffering=1) as reader:
+                for _ in range(100 + 37 * kill):  # killed at a different point each time
+                    line = a_line(reader)
+                    assert line, "the child stopped before it was killed"
+                    thread_id, seq, groups, members = line.split()
+                    acknowledged[thread_id] = int(seq)
+                    grouped = grouped or int(members) > int(groups)
+        finally:
             os.kill(child.pid, signal.SIGKILL)
             child.join(timeout=30)
         store = SqliteStore(db)
@@ -276,3 +315,123 @@ def test_a_process_killed_during_group_commits_loses_no_acknowledged_event(
             assert len(events) >= seq, f"{thread_id}: {seq} acknowledged, {len(events)} stored"
         store.close()
     assert grouped, "no group held more than one append: group commit was not tested"
+
+
+# ---- 5. callers on an event loop ---------------------------------------------------------
+
+
+def on_a_loop_while_busy(
+    store: SqliteStore, main: Callable[[], Any], ready: Callable[[], bool]
+) -> None:
+    """Run the coroutine `main()` on an event loop of its own thread while the store's
+    connection is busy, until `ready()`; then let the connection go and wait for the
+    loop to finish."""
+    with store._lock:
+        runner = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        runner.start()
+        wait_for(ready, "the appends to queue up")
+    runner.join(timeout=60)
+    assert not runner.is_alive()
+
+
+def seen_on_return_async(
+    store: SqliteStore, agent: Agent, db: Path, seen: list[tuple[int, int]]
+) -> int:
+    """`seen_on_return` for appends awaited on an event loop; how many groups they made."""
+    for i in range(THREADS):
+        new_thread(store, agent, f"t{i}")
+    before = store.commits.stats.groups
+
+    async def one(i: int) -> None:
+        event = [an_event(agent, 1)]
+        await store.append_async(f"t{i}", 1, event, agent.codec, Head("running", "decide"))
+        seen.append((2, stored(db, f"t{i}")))
+
+    async def main() -> None:
+        first = asyncio.ensure_future(one(0))
+        await taken_by_a_committer()
+        await asyncio.gather(first, *(one(i) for i in range(1, THREADS)))
+
+    async def taken_by_a_committer() -> None:
+        await asyncio.sleep(0)  # the first append is queued...
+        while store.commits.waiting():  # ...and a committer took it (held by the connection)
+            await asyncio.sleep(0.01)
+
+    on_a_loop_while_busy(store, main, lambda: store.commits.waiting() == THREADS - 1)
+    return store.commits.stats.groups - before
+
+
+def test_appends_awaited_on_an_event_loop_share_a_transaction_and_return_after_it(
+    tmp_path: Path, agent: Agent
+) -> None:
+    db = tmp_path / "threads.db"
+    store = SqliteStore(db)
+    seen: list[tuple[int, int]] = []
+    assert seen_on_return_async(store, agent, db, seen) == 2  # the first alone, then the rest
+    assert store.commits.stats.largest == THREADS - 1
+    assert len(seen) == THREADS and all(want == got for want, got in seen)
+    store.close()
+
+
+def test_an_append_cancelled_before_its_group_began_writes_nothing(
+    tmp_path: Path, agent: Agent
+) -> None:
+    db = tmp_path / "threads.db"
+    store = SqliteStore(db)
+    for name in ("kept", "dropped", "other"):
+        new_thread(store, agent, name)
+    outcomes: dict[str, object] = {}
+
+    def append_async(thread_id: str) -> Any:
+        event = [an_event(agent, 1)]
+        return store.append_async(thread_id, 1, event, agent.codec, Head("running", "decide"))
+
+    async def main() -> None:
+        kept = asyncio.ensure_future(append_async("kept"))  # leads, held by the connection
+        await asyncio.sleep(0)
+        while store.commits.waiting():  # until a committer took it
+            await asyncio.sleep(0.01)
+        dropped = asyncio.ensure_future(append_async("dropped"))
+        other = asyncio.ensure_future(append_async("other"))
+        while store.commits.waiting() < 2:
+            await asyncio.sleep(0.01)
+        dropped.cancel()
+        cancelled.set()
+        results = await asyncio.gather(kept, dropped, other, return_exceptions=True)
+        outcomes.update(zip(("kept", "dropped", "other"), results, strict=True))
+
+    cancelled = threading.Event()
+    on_a_loop_while_busy(store, main, cancelled.is_set)
+    assert outcomes["kept"] is None and outcomes["other"] is None
+    assert isinstance(outcomes["dropped"], asyncio.CancelledError)
+    assert {name: stored(db, name) for name in outcomes} == {"kept": 2, "dropped": 1, "other": 2}
+    store.close()
+
+
+# ---- 6. what a commit writes -------------------------------------------------------------
+
+
+def wal_frames(db: Path) -> int:
+    """Pages written to the write-ahead log so far (its header: 32 bytes; each frame: a
+    24-byte header and a page; https://sqlite.org/fileformat.html#the_write_ahead_log)."""
+    wal = (db.parent / f"{db.name}-wal").read_bytes()
+    page = int.from_bytes(wal[8:12], "big")
+    return (len(wal) - 32) // (24 + page)
+
+
+def test_an_append_that_keeps_the_status_writes_two_pages_and_listings_follow_changes(
+    tmp_path: Path, agent: Agent
+) -> None:
+    db = tmp_path / "threads.db"
+    store = SqliteStore(db)
+    new_thread(store, agent, "t")
+    written = []
+    for seq, status in enumerate(("running", "waiting", "waiting", "running"), start=1):
+        before = wal_frames(db)
+        store.append("t", seq, [an_event(agent, seq)], agent.codec, Head(status, "decide"))
+        written.append(wal_frames(db) - before)
+        assert [info.id for info in store.threads(status)] == ["t"]
+        assert store.info("t").status == status
+    # The event's page and the thread's row; the status index's page only when it changes.
+    assert written == [2, 3, 2, 3]
+    store.close()

@@ -255,9 +255,8 @@ class LeaselessStore(SqliteStore):
 class FencelessStore(SqliteStore):
     """Broken on purpose: appends and renews under any lease, lapsed or taken over."""
 
-    def _fence(self, num: int, thread_id: str, lease: Lease | None) -> float:
-        (now,) = self._db.execute("SELECT (julianday('now') - 2440587.5) * 86400.0").fetchone()
-        return float(now)
+    def _check_holder(self, thread_id: str, lease: Lease | None, *columns: Any) -> None:
+        pass
 
 
 def worker(

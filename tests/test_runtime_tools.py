@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import select
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -229,3 +233,60 @@ def test_unknown_tools_are_named() -> None:
         box.resolve("no_such_module:f")
     with pytest.raises(tools.ToolImportError, match="module:function"):
         box.resolve("just_a_name")
+
+
+# ---- the threads synchronous tools run on ------------------------------------------------
+
+
+def on_a_daemon(function: Any) -> Any:
+    """What `function()` returned, run as an offloaded synchronous tool is."""
+
+    async def call() -> Any:
+        value, error = await tools._in_daemon_thread(function, (), {}, lambda: None)
+        assert error is None
+        return value
+
+    return asyncio.run(call())
+
+
+def test_an_idle_tool_thread_runs_the_next_call_and_a_hung_one_does_not_hold_it_up() -> None:
+    first = on_a_daemon(threading.get_ident)
+    assert on_a_daemon(threading.get_ident) == first  # kept, not a new thread per call
+    go_on = threading.Event()
+
+    def hang() -> int:
+        go_on.wait()
+        return threading.get_ident()
+
+    async def both() -> tuple[int, int]:
+        stuck = tools._in_daemon_thread(hang, (), {}, lambda: None)
+        then = tools._in_daemon_thread(threading.get_ident, (), {}, lambda: None)
+        other, _ = await asyncio.wait_for(then, 60)  # not queued behind the hung call
+        assert not stuck.done()
+        go_on.set()
+        held, _ = await stuck
+        return held, other
+
+    held, other = asyncio.run(both())
+    assert held != other
+    assert all(t.daemon for t in threading.enumerate() if t.name.startswith("tool-"))
+
+
+def test_a_forked_child_runs_tools_on_threads_of_its_own() -> None:
+    on_a_daemon(threading.get_ident)  # the parent has an idle tool thread now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's idle thread is not here
+        try:
+            os.write(write, str(on_a_daemon(lambda: 42)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 60)
+        assert ready, "the child's tool call never ran (it was handed to a thread it lacks)"
+        assert os.read(read, 16) == b"42"
+    finally:
+        os.close(read)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
