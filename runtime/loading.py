@@ -23,6 +23,7 @@ import posixpath
 import re
 import stat
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -449,7 +450,9 @@ def import_file(path: Path, module_name: str) -> ModuleType:
 
 def _write_atomically(target: Path, content: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_suffix(f".{os.getpid()}.tmp")
+    # Named for this process and thread: two threads compiling one agent at once (two
+    # runtimes in one process) must not replace each other's file before it is moved.
+    temporary = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     temporary.write_text(content, encoding="utf-8")
     os.replace(temporary, target)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import field
 from pathlib import Path
@@ -260,7 +261,7 @@ def materialized(version: AgentVersion, cache_dir: Path) -> Path:
         return folder
     import shutil  # here, not at the top: only regenerating a pinned version needs it
 
-    temporary = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    temporary = folder.with_name(f"{folder.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     for path, text in version.files.items():
         target = temporary / path

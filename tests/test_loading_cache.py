@@ -77,3 +77,32 @@ def test_a_grandchild_gone_compiles_the_agent_again(tmp_path: Path) -> None:
     (tmp_path / "leaf.agent").unlink()
     with pytest.raises(AgentLoadError, match=r"top\.agent does not compile"):
         load_agent(tmp_path / "top.agent", cache_dir=tmp_path / "cache")
+
+
+def test_threads_writing_one_compiled_module_at_once_do_not_take_each_others_file(
+    tmp_path: Path,
+) -> None:
+    """Two runtimes in one process compiling the same agent write the same cache file at
+    once; each write's temporary file is its own, so neither finds its file gone."""
+    import threading
+
+    from twelvefold.runtime.loading import _write_atomically
+
+    target = tmp_path / "agent-0123456789abcdef.py"
+    failures: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def write() -> None:
+        start.wait()
+        for _ in range(200):
+            try:
+                _write_atomically(target, "x = 1\n" * 2000)
+            except OSError as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and target.read_text() == "x = 1\n" * 2000

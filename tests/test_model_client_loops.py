@@ -54,7 +54,14 @@ def b():
     step.wait(); rt.close()
     step.wait()
 
-threads = [threading.Thread(target=f) for f in (a, b)]
+def guarded(side):
+    try:
+        side()
+    except BaseException:
+        step.abort()  # the other side stops at its next wait instead of waiting it out
+        raise
+
+threads = [threading.Thread(target=guarded, args=(f,)) for f in (a, b)]
 for t in threads: t.start()
 for t in threads: t.join()
 print(" ".join(results["a"]))
