@@ -258,17 +258,17 @@ def test_an_idle_tool_thread_runs_the_next_call_and_a_hung_one_does_not_hold_it_
         go_on.wait()
         return threading.get_ident()
 
-    async def both() -> tuple[int, int]:
+    async def both() -> None:
         stuck = tools._in_daemon_thread(hang, (), {}, lambda: None)
         then = tools._in_daemon_thread(threading.get_ident, (), {}, lambda: None)
-        other, _ = await asyncio.wait_for(then, 60)  # not queued behind the hung call
+        await asyncio.wait_for(then, 60)  # not queued behind the hung call
         assert not stuck.done()
         go_on.set()
-        held, _ = await stuck
-        return held, other
+        await stuck
 
-    held, other = asyncio.run(both())
-    assert held != other
+    # Which thread runs which call is not fixed: a thread that finished the quick call may
+    # take the hung one from the queue before the idle thread it was handed to wakes up.
+    asyncio.run(both())
     assert all(t.daemon for t in threading.enumerate() if t.name.startswith("tool-"))
 
 
