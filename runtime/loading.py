@@ -428,24 +428,31 @@ def _from_module(module: ModuleType, origin: str, prompts_dir: Path | None) -> A
     )
 
 
+_IMPORTING = threading.RLock()
+"""Held while a generated module is imported: it is in sys.modules before it has run
+(below), and another thread (a second runtime in this process) must not take it then."""
+
+
 def import_file(path: Path, module_name: str) -> ModuleType:
-    """Import a Python file as `module_name` (once: a second call returns the same module)."""
-    loaded = sys.modules.get(module_name)
-    if loaded is not None:
-        return loaded
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise AgentLoadError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    # Registered before running it: pydantic resolves the module's annotations through
-    # sys.modules.
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[module_name]
-        raise AgentLoadError(f"{path} failed to import: {type(exc).__name__}: {exc}") from exc
-    return module
+    """Import a Python file as `module_name` (once: a second call returns the same module,
+    also from another thread, once the first has run it)."""
+    with _IMPORTING:
+        loaded = sys.modules.get(module_name)
+        if loaded is not None:
+            return loaded
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise AgentLoadError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        # Registered before running it: pydantic resolves the module's annotations through
+        # sys.modules.
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[module_name]
+            raise AgentLoadError(f"{path} failed to import: {type(exc).__name__}: {exc}") from exc
+        return module
 
 
 def _write_atomically(target: Path, content: str) -> None:

@@ -106,3 +106,33 @@ def test_threads_writing_one_compiled_module_at_once_do_not_take_each_others_fil
     for thread in threads:
         thread.join()
     assert failures == [] and target.read_text() == "x = 1\n" * 2000
+
+
+def test_a_module_two_threads_import_at_once_is_handed_out_only_once_it_has_run(
+    tmp_path: Path,
+) -> None:
+    """A generated module is in sys.modules before it has run; a second thread importing
+    it then must wait for it rather than take the half-run module."""
+    import sys
+    import threading
+
+    from twelvefold.runtime.loading import import_file
+
+    module = tmp_path / "slow_module.py"
+    module.write_text("import time\ntime.sleep(0.2)\nAGENT = 'ready'\n")
+    seen: list[object] = []
+    start = threading.Barrier(2)
+
+    def load() -> None:
+        start.wait()
+        seen.append(getattr(import_file(module, "_twelvefold_slow_test"), "AGENT", None))
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.modules.pop("_twelvefold_slow_test", None)
+    assert seen == ["ready", "ready"]

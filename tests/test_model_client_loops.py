@@ -84,7 +84,7 @@ def test_runtimes_in_two_threads_share_one_model_each_on_its_own_pool(
     )
     assert done.returncode == 0, done.stderr
     a, b = done.stdout.splitlines()
-    assert a.split() == ["finished"] * 7, done.stdout
-    assert b.split() == ["finished"] * 7, done.stdout
+    assert a.split() == ["finished"] * 7, done.stdout + done.stderr
+    assert b.split() == ["finished"] * 7, done.stdout + done.stderr
     assert done.stderr.strip() == "", done.stderr
     assert len(openai_server.requests) == 14
