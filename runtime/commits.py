@@ -26,15 +26,15 @@ loop); with a hundred threads at once that CPU, not the disk, was the limit.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .pools import SharedPool
+
 if TYPE_CHECKING:
     import asyncio
-    import concurrent.futures
 
 
 @dataclass(slots=True, eq=False)
@@ -179,28 +179,4 @@ COMMITTERS = 8
 the process. One leads a store's group at a time; a store whose appends keep coming
 hands the next group back to the pool's queue, so other stores get their turn."""
 
-_committers: concurrent.futures.ThreadPoolExecutor | None = None
-_committers_lock = threading.Lock()
-
-
-def committers() -> concurrent.futures.ThreadPoolExecutor:
-    """The committers' pool (made on first use)."""
-    global _committers
-    import concurrent.futures  # with asyncio, only once a caller on an event loop commits
-
-    with _committers_lock:
-        if _committers is None:
-            _committers = concurrent.futures.ThreadPoolExecutor(
-                COMMITTERS, thread_name_prefix="twelvefold-commit"
-            )
-        return _committers
-
-
-def _forget_committers() -> None:
-    """In a forked child: the parent's worker threads are not there (a pool that believes
-    one of them idle would never start another)."""
-    global _committers
-    _committers = None
-
-
-os.register_at_fork(after_in_child=_forget_committers)
+committers = SharedPool(COMMITTERS, "twelvefold-commit")

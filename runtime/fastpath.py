@@ -67,25 +67,25 @@ class Suspended:
     """A model call whose `complete` suspended: `settle` awaits it from where it stopped
     and returns its event (to be recorded)."""
 
-    def __init__(
-        self,
-        routine: Routine,
-        call: _ModelCall,
-        coroutine: Coroutine[Any, Any, Any],
-        yielded: Any,
-    ) -> None:
-        self._routine, self._call = routine, call
-        self._rest = _Resumed(coroutine, yielded)
+    def __init__(self, routine: Routine, call: _ModelCall, rest: Awaitable[Any]) -> None:
+        self._routine, self._call, self._rest = routine, call, rest
 
     async def settle(self) -> Event:
-        call = self._call
+        call, engine = self._call, self._routine.engine
         try:
             reply = await self._rest
         except ModelError as exc:
-            return call.failed(exc)
+            error = exc
+        else:
+            return call.answered(reply)
         finally:
-            self._routine.engine.in_flight.leave()
-        return call.answered(reply)
+            engine.in_flight.leave()
+        if error.retry_after is None or error.usage is not None:
+            return call.failed(error)
+        # A 429 asking for longer than the openai client waits: the ordinary path's wait
+        # (holding no slot; a worker gives the job up), then its call, which owns the rest.
+        await engine._wait_out_429(call.requested, min(error.retry_after, loop.MAX_PAUSE_SECONDS))
+        return await engine._call_model(self._routine.thread, call.action, waits=1)
 
 
 class Routine:
@@ -198,14 +198,17 @@ class Routine:
             in_flight.leave()
             return _answered(action, stop.value, requested, prices, started)
         except ModelError as exc:
-            in_flight.leave()
-            return _ModelCall(action, requested, prices, started).failed(exc)
+            call = _ModelCall(action, requested, prices, started)
+            if exc.retry_after is None or exc.usage is not None:
+                in_flight.leave()
+                return call.failed(exc)
+            return Suspended(self, call, _raising(exc))  # a long 429: waited out there
         except BaseException:
             in_flight.leave()
             raise
         engine.suspends = model
         call = _ModelCall(action, requested, prices, started)
-        return Suspended(self, call, coroutine, yielded)
+        return Suspended(self, call, _Resumed(coroutine, yielded))
 
     def _limits(self, requested: str | None) -> tuple[str | None, int | None] | None:
         """`(requested, the cap on calls in flight)` when `requested` has no rate limit
@@ -270,6 +273,7 @@ class _ModelCall:
             if paid is None
             else loop._priced_usage(paid, self.requested, self.prices)
         )
+        usage = loop._valid_cost(usage)[0]
         return StepFailed(step=self.action.step, at=now_iso(), usage=usage, error=exc.error)
 
 
@@ -277,9 +281,17 @@ def _answered(
     action: CallModel, reply: ModelReply, requested: str | None, prices: Prices, started: float
 ) -> Event:
     """The `ModelOutput` of a call that answered (`started`: its `perf_counter`): usage
-    priced and timed as the ordinary path prices and times it (`loop._priced`)."""
-    usage = loop._priced(reply, requested, prices, started)
+    priced, timed and checked as the ordinary path does (`loop._priced`, `_valid_cost`:
+    a cost that is not a number fails the step)."""
+    usage, bad_cost = loop._valid_cost(loop._priced(reply, requested, prices, started))
+    if bad_cost is not None:
+        return StepFailed(step=action.step, at=now_iso(), usage=usage, error=bad_cost)
     return build_model_output(step=action.step, at=now_iso(), usage=usage, output=reply.output)
+
+
+async def _raising(error: BaseException) -> Any:
+    """An awaitable that fails with `error` (a call's error, to be settled on a loop)."""
+    raise error
 
 
 class _Resumed(Awaitable[Any]):

@@ -27,7 +27,6 @@ import contextlib
 import contextvars
 import functools
 import hashlib
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -43,21 +42,14 @@ from . import lease as leases
 from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
-from .model import (
-    MAX_PAUSE_SECONDS,
-    Model,
-    ModelError,
-    ModelReply,
-    ModelRequest,
-    build_model_request,
-)
+from .model import MAX_PAUSE_SECONDS as MAX_PAUSE_SECONDS  # read here by the fast path too
+from .model import Model, ModelError, ModelReply, ModelRequest, build_model_request
+from .pools import SharedPool
 from .ratelimit import RateLimiter
 from .records import record
 from .redact import secret_values, shown_value, without_secrets
 
 if TYPE_CHECKING:
-    import concurrent.futures
-
     from .notify import Notice  # notify.py loads only when a thread waits
 from .spec import ASK_NOT_SHOWN, COST_ERROR, AgentSpec
 from .store import EventStore, StoreError, ThreadInfo, build_head, now_iso
@@ -979,21 +971,7 @@ append waiting for a group commit (runtime/commits.py) holds one while it waits,
 number of threads whose appends can share a transaction is at most this; asyncio's
 default pool (cores + 4) would cap it at 6 on two cores."""
 
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _store_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """The store's worker threads (made on first use; each thread starts when needed)."""
-    global _pool
-    import concurrent.futures  # with asyncio, only once a thread runs
-
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                STORE_WORKERS, thread_name_prefix="twelvefold-store"
-            )
-        return _pool
+_store_pool = SharedPool(STORE_WORKERS, "twelvefold-store")
 
 
 def retry_due(events: Sequence[Event]) -> float | None:

@@ -18,7 +18,7 @@ from twelvefold.runtime.api import AsyncRuntime
 from twelvefold.runtime.config import Config, ConfigError
 from twelvefold.runtime.model import OpenAIModel
 from twelvefold.runtime.ratelimit import InFlight, Limits, RateLimits, WindowLimiter, retry_after
-from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.store import MemoryStore, SqliteStore
 
 WINDOW = 2.0
 """Seconds: the limiter's window in these tests (a minute in production)."""
@@ -337,8 +337,9 @@ def test_a_server_thread_waiting_for_its_turn_can_be_cancelled_at_once(
     waiting_for_a_turn(openai_server, tmp_path, then)
 
 
+@pytest.mark.parametrize("kept", ["sqlite", "memory"])  # memory: the synchronous path's call
 def test_a_429_asking_longer_than_the_client_waits_is_waited_out_and_called_again(
-    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch, kept: str
 ) -> None:
     """The openai client does not retry a 429 whose `Retry-After` is over two minutes at
     all: the loop waits (capped at `MAX_PAUSE_SECONDS`, shortened here so the test does not
@@ -354,9 +355,8 @@ def test_a_429_asking_longer_than_the_client_waits_is_waited_out_and_called_agai
         model = OpenAIModel(
             model="any-model", base_url=openai_server.base_url, api_key="t", transport_retries=2
         )
-        runtime = AsyncRuntime(
-            SqliteStore(project / "t.db"), model=model, notifier=RecordingNotifier()
-        )
+        store = SqliteStore(project / "t.db") if kept == "sqlite" else MemoryStore()
+        runtime = AsyncRuntime(store, model=model, notifier=RecordingNotifier())
         view = await runtime.launch(project / "answerer.agent", "q")
         await model.aclose()
         assert view.status == "finished", view
