@@ -5,7 +5,7 @@ Compiled modules are written to `<cache>/<stem>-<hash>.py`, where the hash cover
 `.agent` text, the twelvefold version and the compiler's own files (its sources, templates
 and grammar: a changed compiler under an unchanged version number must not serve modules
 it would no longer generate), so an unchanged agent is never compiled twice and the
-compiler is not even imported on that path. Beside each module, `<stem>-<hash>.prompts`
+compiler is not even imported on that path. Beside each module, `<stem>-<hash>.prompts.json`
 lists the templates its compilation read, so the agent's version (runtime/versions.py) is
 known without compiling again.
 
@@ -29,6 +29,8 @@ from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from pydantic_core import from_json, to_json
 
 from .loop import Agent
 from .versions import (
@@ -187,12 +189,14 @@ def _compiled(
                 pending.append(child)
     digest = hasher.hexdigest()[:16]
     target = cache_dir / f"{path.stem}-{digest}.py"
-    used = target.with_suffix(".prompts")
-    if not target.is_file() or not used.is_file():
+    # JSON, not a name per line: a template's file name may hold a line break.
+    used = target.with_suffix(".prompts.json")
+    names = _names_in(used) if target.is_file() else None
+    if names is None:  # not compiled yet, or its list of templates is unreadable
         generated, names = _compile(path, prompts_dir, prompts_of)
         _write_atomically(target, generated)
-        _write_atomically(used, "".join(f"{name}\n" for name in names))
-    return target, used.read_text(encoding="utf-8").splitlines()
+        _write_atomically(used, to_json(names).decode())
+    return target, names
 
 
 def _tree(
@@ -453,6 +457,18 @@ def import_file(path: Path, module_name: str) -> ModuleType:
             del sys.modules[module_name]
             raise AgentLoadError(f"{path} failed to import: {type(exc).__name__}: {exc}") from exc
         return module
+
+
+def _names_in(used: Path) -> list[str] | None:
+    """The template names a compilation read, as `_compiled` wrote them beside the module;
+    None when there is no such list (missing, or not a JSON list of strings)."""
+    try:
+        names = from_json(used.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return None
+    return names
 
 
 def _write_atomically(target: Path, content: str) -> None:

@@ -906,3 +906,24 @@ def test_a_stored_prompt_folder_is_part_of_what_the_digest_verifies() -> None:
     body["prompt_dirs"] = {"gone.agent": "templates"}
     with pytest.raises(VersionTampered):
         AgentVersion.from_stored(version.digest, json.dumps(body))
+
+
+def test_a_template_whose_name_holds_a_line_break_is_part_of_the_version(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    """The names a compilation read are kept beside the cached module; one per line split
+    such a name in two, and the thread resumed on the template as edited."""
+    included = project / "prompts" / "pinbot" / "inc\nx.j2"
+    included.write_text("INCLUDED-V1")
+    plan = project / "prompts" / "pinbot" / "plan.j2"
+    plan.write_text(
+        PLAN_V1.replace("{% endblock %}", '{% include "pinbot/inc\\nx.j2" %}{% endblock %}')
+    )
+    thread, request = waiting_at_approval(openai_server, project)
+    assert "INCLUDED-V1" in system_prompt(openai_server)
+    included.write_text("INCLUDED-V2")
+    ModelTurns(openai_server).then(DONE)
+    with runtime(openai_server, project) as rt:
+        view = rt.resume(thread, approve=True, request=request)
+    assert view.status == "finished", view.to_json()
+    assert "INCLUDED-V1" in system_prompt(openai_server), system_prompt(openai_server)
