@@ -27,6 +27,7 @@ each call, budgets and `max_steps` decided by the same reducer.
 from __future__ import annotations
 
 import time
+from types import CoroutineType
 from collections.abc import Awaitable, Coroutine, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -191,8 +192,14 @@ class Routine:
         thread.model = requested
         request = build_model_request(spec, action, messages, thread.id, len(events))
         started = time.perf_counter()
-        coroutine = model.complete(request)
         try:
+            # Inside the `try`: a plain `def complete` may raise before any coroutine exists.
+            coroutine = model.complete(request)
+            if type(coroutine) is not CoroutineType:
+                # An awaitable that is no coroutine (a task, a future), or none at all:
+                # awaited as the ordinary path awaits it, and later calls take that path.
+                engine.suspends = model
+                return Suspended(self, _ModelCall(action, requested, prices, started), coroutine)
             yielded = coroutine.send(None)
         except StopIteration as stop:  # it answered without waiting: the routine case
             in_flight.leave()

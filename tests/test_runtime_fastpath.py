@@ -297,6 +297,35 @@ def test_a_model_that_suspends_is_awaited_and_then_takes_the_ordinary_path(
     assert counts.fast > 0
 
 
+class Wrapped:
+    """`Scripted` behind a plain `def complete` (a wrapper that checks before it
+    delegates): a scripted error is raised before any coroutine exists; with `future`,
+    each answer comes as an asyncio task, an awaitable that is no coroutine."""
+
+    def __init__(self, future: bool = False) -> None:
+        self.inner = Scripted()
+        self.future = future
+
+    def complete(self, request: ModelRequest) -> Any:
+        script = self.inner.script
+        if isinstance(script[0], Exception):
+            raise script.pop(0)
+        answer = self.inner.complete(request)
+        return asyncio.ensure_future(answer) if self.future else answer
+
+
+@pytest.mark.parametrize("future", [False, True], ids=["raises-at-once", "returns-a-task"])
+def test_a_plain_complete_records_the_ordinary_paths_log_and_gives_its_place_back(
+    project: Path, future: bool
+) -> None:
+    ordinary = run(project, OrdinaryStore(), Wrapped(future))
+    assert ratelimit.PROCESS_IN_FLIGHT.running == 0
+    fast = run(project, MemoryStore(), Wrapped(future))
+    assert_same_log(fast, ordinary)
+    assert "ModelError" in {e.error.type for e in fast if type(e).__name__ == "StepFailed"}  # type: ignore[attr-defined]
+    assert ratelimit.PROCESS_IN_FLIGHT.running == 0  # no place kept by the failure
+
+
 @pytest.mark.parametrize("setting", ["subclass", "traced"])
 def test_each_disqualifying_run_takes_the_ordinary_path(
     project: Path, counts: Counts, setting: str, traced: Callable[[], Any]
