@@ -27,9 +27,9 @@ each call, budgets and `max_steps` decided by the same reducer.
 from __future__ import annotations
 
 import time
-from types import CoroutineType
 from collections.abc import Awaitable, Coroutine, Generator
 from pathlib import Path
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from . import loop, tools

@@ -79,7 +79,14 @@ from .types import (
     build_tool_started,
     build_usage,
 )
-from .usage import MAX_CALL_COST, Prices, prices_for, valid_cost
+from .usage import (
+    MAX_CALL_COST,
+    Prices,
+    number_text,
+    prices_for,
+    token_count_error,
+    valid_cost,
+)
 from .versions import AgentVersion
 
 INTERRUPTED = ErrorInfo(
@@ -608,8 +615,9 @@ class Engine:
                 refusal, judged = await self._check_output(thread, action, reply.output, prices)
             except checks.CheckFailed as exc:
                 # The checked call was paid for, and so was a judge's call that failed.
-                paid = _added(usage, exc.usage)
-                return StepFailed(step=action.step, at=now_iso(), usage=paid, error=exc.error)
+                paid, bad = _valid_cost(_added(usage, exc.usage))
+                error = exc.error if bad is None else bad
+                return StepFailed(step=action.step, at=now_iso(), usage=paid, error=error)
             # The judge's call is part of the step's cost: its budgets count it too.
             usage, bad_cost = _valid_cost(_added(usage, judged))
             if bad_cost is not None:
@@ -1151,9 +1159,14 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
 
 
 def _valid_cost(usage: Usage) -> tuple[Usage, ErrorInfo | None]:
-    """`usage` as it may be recorded, and the error that fails the step when its cost is
-    not a `valid_cost` (a finite number from 0 to `MAX_CALL_COST` USD): then without the
-    cost, which counts as unknown, and a cost budget counts as spent (runtime/spec.py)."""
+    """`usage` as it may be recorded, and the error that fails the step when a token
+    count is not a `valid_tokens` (a whole number from 0 to `MAX_CALL_TOKENS`): then
+    without its counts and cost, which count as unknown, and both budgets as spent; or
+    when its cost is not a `valid_cost` (a finite number from 0 to `MAX_CALL_COST` USD):
+    then without the cost, and a cost budget counts as spent (runtime/spec.py)."""
+    bad_count = token_count_error(usage)
+    if bad_count is not None:
+        return replace(usage, input_tokens=None, output_tokens=None, cost_usd=None), bad_count
     cost = usage.cost_usd
     if cost is None or valid_cost(cost):
         return usage, None
@@ -1161,8 +1174,8 @@ def _valid_cost(usage: Usage) -> tuple[Usage, ErrorInfo | None]:
     return replace(usage, cost_usd=None), ErrorInfo(
         COST_ERROR,
         f"the call's cost is not a number of dollars from 0 to {MAX_CALL_COST:,.0f} "
-        f"({tokens}, {cost!r} USD): check the model's price in [tool.twelvefold.prices] "
-        "(docs/runtime.md, Cost)",
+        f"({tokens}, {number_text(cost)} USD): check the model's price in "
+        "[tool.twelvefold.prices] (docs/runtime.md, Cost)",
     )
 
 

@@ -38,6 +38,7 @@ from .records import builder, quick_init, record
 from .redact import validation_problems
 from .spec import AgentSpec
 from .types import CallModel, ErrorInfo, Usage
+from .usage import token_count_error
 
 if TYPE_CHECKING:  # asyncio loads when a thread runs, not when an agent is imported
     import asyncio
@@ -497,6 +498,8 @@ class OpenAIModel:
             except Exception as exc:  # whatever else the client raises fails the call
                 raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
             paid = _paid(paid, completion, started)
+            if paid is not None and (bad_count := token_count_error(paid)) is not None:
+                raise ModelError(bad_count)  # refused as the loop refuses any model's
             try:
                 return prepared.parse(completion), completion, paid
             except IncompleteOutputException as exc:
@@ -659,7 +662,8 @@ def _paid(before: Usage | None, completion: Any, started: float) -> Usage | None
 
 
 def _tokens(value: Any) -> int | None:
-    """A token count as the provider reported it, or None when it sent no count."""
+    """A token count as the provider reported it, or None when it sent no count (one
+    above `MAX_CALL_TOKENS` is kept here and refused: `token_count_error`)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 

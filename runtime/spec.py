@@ -365,14 +365,13 @@ class AgentSpec:
             return state
         tokens = _tokens(usage.input_tokens) + _tokens(usage.output_tokens)
         cost = _dollars(usage.cost_usd)
-        if (
-            self.max_cost is not None
-            and isinstance(event, StepFailed)
-            and event.error.type == COST_ERROR
-        ):
+        unknown = event.error.type if isinstance(event, StepFailed) else None
+        if self.max_cost is not None and unknown in (COST_ERROR, TOKENS_ERROR):
             # A paid call whose cost was not a number (runtime/loop.py): a budget cannot
             # bound what it cannot count, so the call spends what was left of it.
             cost = max(cost, self.max_cost - state.cost_usd)
+        if self.max_tokens is not None and unknown == TOKENS_ERROR:
+            tokens = max(tokens, self.max_tokens - state.tokens)  # the same for its tokens
         if not tokens and not cost:
             return state
         return replace(
@@ -497,6 +496,9 @@ def _tokens(value: object) -> int:
 
 COST_ERROR = "CostError"
 """The error of a step whose call's cost was not a finite number of dollars."""
+TOKENS_ERROR = "TokenCountError"
+"""The error of a step whose call reported a token count out of bounds (runtime/usage.py,
+`MAX_CALL_TOKENS`): its tokens and cost were not recorded."""
 
 
 def _dollars(value: object) -> float:

@@ -656,7 +656,10 @@ def _is_number(value: object) -> bool:
 def usage_by_thread(rows: Iterable[Sequence[Any]]) -> dict[str, list[UsageRecord]]:
     """`usage_records` from (thread id, kind, at, latency, input tokens, output tokens,
     cost) rows as a store reads them out of the stored JSON, in order: a row whose kind
-    is not text is skipped, a field of the wrong type counts as absent."""
+    is not text is skipped, a field of the wrong type counts as absent, and so does a
+    token count that is not a `valid_tokens` (runtime/usage.py)."""
+    from .usage import valid_tokens  # here: only reports load the price tables' module
+
     found: dict[str, list[UsageRecord]] = {}
     for thread_id, kind, at, latency, tokens_in, tokens_out, cost in rows:
         if not isinstance(kind, str):
@@ -664,8 +667,8 @@ def usage_by_thread(rows: Iterable[Sequence[Any]]) -> dict[str, list[UsageRecord
         numbers = [v if _is_number(v) else None for v in (latency, tokens_in, tokens_out)]
         usage = Usage(
             numbers[0],
-            tokens_in if isinstance(numbers[1], int) else None,
-            tokens_out if isinstance(numbers[2], int) else None,
+            tokens_in if valid_tokens(tokens_in) else None,  # the same on every store:
+            tokens_out if valid_tokens(tokens_out) else None,  # SQLite reads 10**400 as a float
             cost if _is_number(cost) else None,
         )
         when = at if isinstance(at, str) else None

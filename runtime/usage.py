@@ -14,7 +14,10 @@ prices has no cost (`None`, shown as unknown), never a guessed one.
 A price is at most `MAX_PRICE` per million tokens, and a call's cost is a valid one only
 when it is a finite number from 0 to `MAX_CALL_COST` (`valid_cost`): the runtime records
 no other (the step fails with `CostError`), and the reports count any other (a store
-edited by hand) as unknown.
+edited by hand) as unknown. Token counts are bounded the same way: a count is valid only
+when it is a whole number from 0 to `MAX_CALL_TOKENS` (`valid_tokens`); the runtime
+records no other (the step fails with `TokenCountError`) and the reports count any other
+as unknown, whichever store they read.
 
 Totals are computed from events (a loaded thread) or from the bare `(kind, at, usage)` of
 stored rows (`twelvefold threads` and `stats`, which load no agent), by one function.
@@ -30,7 +33,8 @@ from typing import Any, TypeGuard
 
 from .config import Config, ConfigError, find_config
 from .records import record
-from .types import KIND_OF_EVENT, Event, Usage
+from .spec import TOKENS_ERROR
+from .types import KIND_OF_EVENT, ErrorInfo, Event, Usage
 
 PRICES_AS_OF = "2025-08"
 """When `DEFAULT_PRICES` were copied from the providers' public price lists."""
@@ -63,7 +67,39 @@ comes near `MAX_CALL_COST`."""
 MAX_CALL_COST = 1_000_000.0
 """The highest cost one model call may record, USD (100 million tokens at `MAX_PRICE`):
 above it a cost is an error (a price or a token count gone wrong), not a bill."""
+MAX_CALL_TOKENS = 100_000_000
+"""The most tokens one model call may record in each direction (input, output): a
+hundred times the largest context windows offered in 2025 (one to two million tokens),
+exact as a float (reports read counts out of JSON), and small enough that its cost at
+`MAX_PRICE` stays within `MAX_CALL_COST`. Above it a count is an error, not a bill."""
 PRICE_KEYS = frozenset({"input", "output"})
+
+
+def valid_tokens(value: object) -> TypeGuard[int]:
+    """Whether `value` is a token count a call may record: an int (not a bool) from 0 to
+    `MAX_CALL_TOKENS`."""
+    return type(value) is int and 0 <= value <= MAX_CALL_TOKENS
+
+
+def token_count_error(usage: Usage) -> ErrorInfo | None:
+    """The error that fails a step whose call reported a count that is not a
+    `valid_tokens` (`TokenCountError`: its tokens and cost are then unknown), or None.
+    The message quotes the counts cut short (10**400 has 401 digits)."""
+    counts = usage.input_tokens, usage.output_tokens
+    if all(n is None or valid_tokens(n) for n in counts):
+        return None
+    return ErrorInfo(
+        TOKENS_ERROR,
+        f"the endpoint reported a token count that is not a whole number from 0 to "
+        f"{MAX_CALL_TOKENS:,} ({' and '.join(number_text(n) for n in counts)}): the call's "
+        "tokens and cost are unknown (docs/runtime.md, Cost)",
+    )
+
+
+def number_text(value: object) -> str:
+    """A reported number for a message: its repr, cut short past 20 characters."""
+    text = repr(value)
+    return text if len(text) <= 20 else f"{text[:8]}…({len(text)} characters)"
 
 
 def valid_cost(value: object) -> TypeGuard[float]:
@@ -343,7 +379,8 @@ def paid_call(usage: Usage | None) -> bool:
 
 
 def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A recorded count as reports add it: a `valid_tokens`, else 0 (unknown)."""
+    return value if valid_tokens(value) else 0
 
 
 def _when(at: str | None) -> datetime | None:
@@ -367,17 +404,21 @@ def _seconds(start: datetime | None, end: datetime | None) -> float:
 __all__ = [
     "DEFAULT_PRICES",
     "MAX_CALL_COST",
+    "MAX_CALL_TOKENS",
     "MAX_PRICE",
     "PRICES_AS_OF",
     "Prices",
     "Totals",
     "by_thread",
     "duration_text",
+    "number_text",
     "own_records",
     "prices_for",
     "records",
+    "token_count_error",
     "totals",
     "usage_text",
     "valid_cost",
+    "valid_tokens",
     "with_children",
 ]

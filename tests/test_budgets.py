@@ -196,26 +196,29 @@ def test_the_budget_property_catches_a_reducer_that_ignores_the_budget(
     assert "max_cost spent" in str(failure)
 
 
-def test_a_cost_that_is_not_a_number_is_never_recorded_and_spends_the_budget(
-    openai_server: ScriptedOpenAI, thinker: Path
+@pytest.mark.parametrize("budget", ["max_cost 0.05 -> stuck", "max_tokens 1000 -> stuck"])
+@pytest.mark.parametrize("count", [10**400, 100_000_001])
+def test_a_token_count_out_of_bounds_is_never_recorded_and_spends_the_budget(
+    openai_server: ScriptedOpenAI, thinker: Path, budget: str, count: int
 ) -> None:
-    """An endpoint reporting more tokens than a float holds makes the call's cost
-    infinite: the step fails with `CostError` (the log holds no `Infinity`, which no JSON
-    reader takes) and `max_cost` counts the call as spending the rest of the budget."""
-    agent = with_budget(thinker, "max_cost 0.05 -> stuck")
+    """An endpoint reporting more tokens than `MAX_CALL_TOKENS` (10**400 would also cost
+    more than a float holds): the step fails with `TokenCountError`, in a message of
+    reasonable length, nothing of the count is recorded, and the budget counts the call
+    as spending what was left of it."""
+    agent = with_budget(thinker, budget)
     openai_server.responder = lambda body: Reply(
-        arguments={"choice": {"type": "Think", "thought": "hm"}}, usage=(10**400, 7)
+        arguments={"choice": {"type": "Think", "thought": "hm"}}, usage=(count, 7)
     )
     with runtime_for(openai_server, thinker, "priced-model") as rt:
         view = rt.launch(agent, "think")
         events = rt.events(view.id)
     (failed,) = [e for e in events if isinstance(e, StepFailed)]
-    assert failed.error.type == "CostError"
-    assert "[tool.twelvefold.prices]" in failed.error.message
-    assert failed.usage is not None and failed.usage.cost_usd is None
+    assert failed.error.type == "TokenCountError"
+    assert "100,000,000" in failed.error.message and len(failed.error.message) < 300
+    assert failed.usage is None or failed.usage.input_tokens is None
     assert (view.status, view.step) == ("waiting", "stuck")  # the budget decided
     assert len(openai_server.requests) == 1
-    assert view.usage.cost_usd == 0 and view.usage.unpriced_calls == 1
+    assert view.usage.cost_usd == 0 and view.usage.input_tokens == 0
     with sqlite3.connect(thinker / "t.db") as db:
         bodies = [row[0] for row in db.execute("SELECT body FROM events")]
-    assert not any("Infinity" in body or "NaN" in body for body in bodies)
+    assert not any("Infinity" in body or "0" * 30 in body for body in bodies)

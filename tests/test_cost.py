@@ -28,6 +28,7 @@ from twelvefold.runtime.types import ModelOutput, StepFailed, Usage
 from twelvefold.runtime.usage import (
     DEFAULT_PRICES,
     MAX_CALL_COST,
+    MAX_CALL_TOKENS,
     MAX_PRICE,
     Prices,
     Totals,
@@ -454,3 +455,32 @@ def test_a_fork_is_not_counted_again_in_stats_but_shows_its_whole_log(
     # The fork at event 4 holds the first call (and the tool's): its view says so.
     assert forks[0]["usage"]["model_calls"] == 1
     assert forks[0]["usage"]["cost_usd"] == pytest.approx(ONE_CALL)
+
+
+def test_reports_count_a_token_count_out_of_bounds_as_unknown(
+    store_with_threads: tuple[Path, str, str],
+) -> None:
+    """A count above `MAX_CALL_TOKENS` (a store edited by hand, or written before such
+    counts were refused) adds nothing to any report, from events or from stored rows
+    (where SQLite reads 10**400 as a float and PostgreSQL as an int)."""
+    huge = Usage(latency_ms=1.0, input_tokens=10**400, output_tokens=MAX_CALL_TOKENS + 1)
+    assert totals([("model_output", None, huge)]).input_tokens == 0
+    assert totals([("model_output", None, huge)]).output_tokens == 0
+    db, _, _ = store_with_threads
+    with sqlite3.connect(db) as conn:
+        (thread, seq, body), *_ = conn.execute(
+            "SELECT thread, seq, body FROM events WHERE json_extract(body, '$.kind') = "
+            "'model_output' ORDER BY thread, seq"
+        ).fetchall()
+        event = json.loads(body)
+        event["usage"].update(input_tokens=10**400, output_tokens=MAX_CALL_TOKENS + 1)
+        conn.execute(
+            "UPDATE events SET body = ? WHERE thread = ? AND seq = ?",
+            (json.dumps(event), thread, seq),
+        )
+    code, out = invoke("stats", "--db", str(db), "--json")
+    assert code == 0, out
+    usage = json.loads(out)["calculator"]["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (33 - 11, 21 - 7)
+    code, out = invoke("threads", "--db", str(db))
+    assert code == 0 and "e+" not in out and len(max(out.splitlines(), key=len)) < 200

@@ -37,6 +37,7 @@ from twelvefold.runtime.store import (
     shown_url,
 )
 from twelvefold.runtime.types import Answer, Answered, Started, Usage
+from twelvefold.runtime.usage import MAX_CALL_TOKENS
 
 pytestmark = pytest.mark.postgres
 
@@ -181,10 +182,17 @@ def test_usage_is_read_from_the_stored_json_as_sqlite_reads_it(
     for store in stores:
         store.create(_info(), [Started(step="a", input="hi")], codec)
         store.append("t", 1, [_answer("x", usage)], codec, Head("running", "a"))
+    # Counts out of bounds (a log edited by hand, or written before they were refused):
+    # SQLite reads 10**400 as a float, PostgreSQL as an int; both count it as unknown.
+    huge = Usage(latency_ms=1.0, input_tokens=10**400, output_tokens=MAX_CALL_TOKENS + 1)
+    for store in stores:
+        store.append("t", 2, [_answer("y", huge)], codec, Head("running", "a"))
     assert stores[1].usage_records() == stores[0].usage_records()
+    (_, _, read), *_ = [r for r in stores[1].usage_records()["t"] if r[2] and r[2].latency_ms == 1]
+    assert read is not None and (read.input_tokens, read.output_tokens) == (None, None)
     with psycopg.connect(postgres_url) as conn:  # a body that is not JSON counts for nothing
         conn.execute("UPDATE events SET body = 'not json' WHERE seq = 1")
-    assert [kind for kind, _, _ in stores[1].usage_records()["t"]] == ["answered"]
+    assert [kind for kind, _, _ in stores[1].usage_records()["t"]] == ["answered", "answered"]
     for store in stores:
         store.close()
 

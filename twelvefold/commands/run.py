@@ -81,7 +81,7 @@ from twelvefold.runtime.types import (
     ToolResult,
     ToolStarted,
 )
-from twelvefold.runtime.usage import Totals, by_thread, usage_text, with_children
+from twelvefold.runtime.usage import Totals, by_thread, usage_text, valid_tokens, with_children
 
 SUMMARY_WIDTH = 72
 EXIT_UNTOLD = 3
@@ -161,7 +161,9 @@ def event_line(seq: int, event: Event) -> str:
         if event.usage.latency_ms is not None:
             cost.append(latency_text(event.usage.latency_ms))
         if event.usage.input_tokens is not None or event.usage.output_tokens is not None:
-            cost.append(f"{event.usage.input_tokens or 0}→{event.usage.output_tokens or 0} tok")
+            counts = (event.usage.input_tokens, event.usage.output_tokens)
+            shown = [f"{n or 0}" if valid_tokens(n) or n is None else "?" for n in counts]
+            cost.append(f"{shown[0]}→{shown[1]} tok")  # "?": out of bounds (edited by hand)
         if event.usage.cost_usd is not None:
             cost.append(f"${event.usage.cost_usd:.4f}")
     line = f"{seq:>4}  {event.step:<16} {kind:<13} {summarize(event)}"

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from twelvefold.runtime.loop import Engine, Thread
 from twelvefold.runtime.types import KIND_OF_EVENT, Event, ModelOutput, OutputRejected, StepFailed
-from twelvefold.runtime.usage import paid_call, valid_cost
+from twelvefold.runtime.usage import paid_call, valid_cost, valid_tokens
 
 LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 """Seconds: from a fast tool to a slow model call with retries."""
@@ -94,7 +94,7 @@ class ProcessMetrics:
             return
         model = thread.model or "unknown"
         for direction, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
-            if isinstance(count, int) and count > 0:
+            if valid_tokens(count) and count > 0:  # a huge one would overflow the counter
                 self.tokens.labels(agent, model, direction).inc(count)
         if valid_cost(usage.cost_usd):
             self.cost.labels(agent, model).inc(usage.cost_usd)
