@@ -73,8 +73,11 @@ class Suspended:
 
     async def settle(self) -> Event:
         call, engine = self._call, self._routine.engine
+        agent = self._routine.thread.agent
+        seconds = rate_limits_for(agent.directory or Path.cwd()).call_seconds  # (cached)
         try:
-            reply = await self._rest
+            # Timed from here: the call's start ran without waiting for anything.
+            reply = await loop._within(seconds, self._rest)
         except ModelError as exc:
             error = exc
         else:

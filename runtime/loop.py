@@ -553,12 +553,13 @@ class Engine:
             await self.in_flight.enter(limits.in_flight)
         started = time.perf_counter()
         long_wait: float | None = None
+        seconds = limits.call_seconds
         try:
             if span is None:
-                reply = await model.complete(request)
+                reply = await _within(seconds, model.complete(request))
             else:
                 with tracing.in_span(span):
-                    reply = await model.complete(request)
+                    reply = await _within(seconds, model.complete(request))
         except BaseException as exc:
             error = exc.error if isinstance(exc, ModelError) else ErrorInfo(type(exc).__name__, "")
             # A failed call's replies were paid for: their tokens and cost go on its
@@ -690,7 +691,7 @@ class Engine:
             await self.in_flight.enter(limits.in_flight)
         started = time.perf_counter()
         try:
-            reply = await self._model().complete(request)
+            reply = await _within(limits.call_seconds, self._model().complete(request))
         except ModelError as exc:
             error = exc.error
             paid = None if exc.usage is None else _priced_usage(exc.usage, judged_by, prices)
@@ -1008,6 +1009,29 @@ def _failed_attempts(events: Sequence[Event], key: str) -> int:
         elif not (isinstance(event, ToolStarted) and event.key == key):
             break
     return count
+
+
+async def _within(seconds: float, call: Awaitable[ModelReply]) -> ModelReply:
+    """`call` (a model's `complete`) awaited for at most `seconds` (`model_call_timeout`,
+    runtime/ratelimit.py), from now. Past them it is cancelled and fails with a
+    `ModelError` (`APITimeoutError`): a step failure, as the openai client's own timeouts.
+    A `TimeoutError` of the call's own is raised as it is."""
+    import asyncio
+
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            return await call
+    except TimeoutError as caught:
+        if not deadline.expired():
+            raise
+        raise ModelError(
+            ErrorInfo(
+                "APITimeoutError",
+                f"the model call did not end within {seconds:g} s (model_call_timeout, "
+                "docs/runtime.md: Rate limits, Deadline)",
+            )
+        ) from caught
 
 
 async def _sleep_until(moment: float) -> None:

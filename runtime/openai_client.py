@@ -24,6 +24,11 @@ the answer never changes:
   same object when the data has the declared types, and falls back to openai's own walk
   when it does not, so a provider's loosely typed reply is taken exactly as openai takes it.
 
+What it adds is a bound on the reply: `ReusingHttpClient` reads at most `MAX_REPLY_BYTES`
+of a reply, as sent and as decoded (`CappedResponse`), and a reply that declares or sends
+more fails the call with `ReplyTooLarge` at once (an `OpenAIError`: the client does not
+retry it) instead of filling the process's memory.
+
 The requests on the wire are those of instructor's `create` on a stock openai client: the
 same path, the same headers in the same order, the same JSON (tests/test_model_openai.py
 compares them, first tries, re-asks and retries). The body's keys keep the order
@@ -34,11 +39,12 @@ it only when a real model is first called.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any, cast
 
 import httpx2
 import pydantic
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import AsyncOpenAI, DefaultAioHttpClient, OpenAIError
 from openai._models import FinalRequestOptions, construct_type
 from openai.types.chat import ChatCompletion
 
@@ -47,6 +53,46 @@ CACHED = 32
 a client keeps; past that, it merges as httpx2 does."""
 
 CHAT_COMPLETIONS = "/chat/completions"
+
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+"""The largest reply read, in bytes, both as sent and as decoded (gzip): 16 MiB. A chat
+completion is some kilobytes (128,000 output tokens are about half a megabyte); a reply
+above this is an endpoint gone wrong, or a decompression bomb."""
+
+
+class ReplyTooLarge(OpenAIError):
+    """A reply longer than `MAX_REPLY_BYTES` (declared or sent): the call fails."""
+
+
+class CappedResponse(httpx2.Response):
+    """An httpx2 `Response` whose body is read only up to `MAX_REPLY_BYTES`, raw and
+    decoded (`aread` reads through both iterators). Raises `ReplyTooLarge`."""
+
+    async def aiter_raw(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
+        declared = self.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_REPLY_BYTES:
+            raise _too_large("declares")
+        read = 0
+        async for part in super().aiter_raw(chunk_size):
+            read += len(part)
+            if read > MAX_REPLY_BYTES:
+                raise _too_large("sent")
+            yield part
+
+    async def aiter_bytes(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
+        read = 0
+        async for part in super().aiter_bytes(chunk_size):
+            read += len(part)
+            if read > MAX_REPLY_BYTES:
+                raise _too_large("decodes to")
+            yield part
+
+
+def _too_large(how: str) -> ReplyTooLarge:
+    return ReplyTooLarge(
+        f"the endpoint's reply {how} more than {MAX_REPLY_BYTES:,} bytes (docs/runtime.md, "
+        "Rate limits: Reply size)"
+    )
 
 
 class ChatCompletionReply(ChatCompletion):
@@ -90,12 +136,18 @@ class _UrlCache:
 
 class ReusingHttpClient(DefaultAioHttpClient):
     """openai's aiohttp transport (`DefaultAioHttpClient`), merging each request path and
-    each header list with its own once."""
+    each header list with its own once, and reading replies with a cap (`CappedResponse`)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._merged = _UrlCache()
         self._merged_headers: dict[tuple[Any, ...], Any] = {}
+
+    async def _send_single_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await super()._send_single_request(request)
+        # The same object, read with a cap: `CappedResponse` adds methods, no state.
+        response.__class__ = CappedResponse
+        return response
 
     def _merge_url(self, url: httpx2.URL | str) -> httpx2.URL:
         if not isinstance(url, str):

@@ -289,6 +289,15 @@ DEFAULT_IN_FLIGHT = 100
 the openai client keeps up to 100 connections alive, so up to 100 calls reuse them."""
 
 
+DEFAULT_CALL_SECONDS = 600.0
+"""How long one model call may take in all unless `model_call_timeout` says otherwise:
+the openai client's own default timeout (600 s), which it applies to each read, not to
+the call. The call (its connection, its transport retries and its re-asks) then fails:
+a slow endpoint dripping a byte at a time holds no thread, lease or place for longer."""
+MAX_CALL_SECONDS = 86_400.0
+"""The longest `model_call_timeout` accepted (a day)."""
+
+
 class InFlight:
     """At most `limit` model calls at once in this process, whatever event loop each runs
     on (the synchronous API gives each call a loop of its own): a call beyond the cap
@@ -379,11 +388,14 @@ class RateLimits:
     table: Mapping[str, Limits]
     in_flight: int = DEFAULT_IN_FLIGHT
     """`model_calls_in_flight`: the most model calls at once in the process."""
+    call_seconds: float = DEFAULT_CALL_SECONDS
+    """`model_call_timeout`: the most seconds one model call may take in all."""
 
     @classmethod
     def of(cls, config: Config) -> RateLimits:
-        """`ConfigError` when an entry is not a table of whole numbers >= 1, or
-        `model_calls_in_flight` is not a whole number >= 1."""
+        """`ConfigError` when an entry is not a table of whole numbers >= 1,
+        `model_calls_in_flight` is not a whole number >= 1, or `model_call_timeout` is not
+        a number of seconds in (0, `MAX_CALL_SECONDS`]."""
         given = config.settings.get("rate_limits", {})
         where = config.path or "the configuration"
         if not isinstance(given, Mapping):
@@ -394,7 +406,17 @@ class RateLimits:
             raise ConfigError(
                 f"{where}: model_calls_in_flight must be a whole number >= 1, not {cap!r}"
             )
-        return cls(table, cap)
+        seconds = config.settings.get("model_call_timeout", DEFAULT_CALL_SECONDS)
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 < seconds <= MAX_CALL_SECONDS
+        ):
+            raise ConfigError(
+                f"{where}: model_call_timeout must be a number of seconds above 0 and at most "
+                f"{MAX_CALL_SECONDS:,.0f}, not {seconds!r}"
+            )
+        return cls(table, cap, float(seconds))
 
     def of_model(self, model: str | None) -> Limits | None:
         """The limits of `model`: by exact name, then the longest `name-` prefix."""

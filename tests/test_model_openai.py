@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from twelvefold.runtime.model import (
     resolve_model_name,
     response_shape,
 )
+from twelvefold.runtime.openai_client import MAX_REPLY_BYTES
 
 
 class Add(BaseModel):
@@ -190,6 +192,29 @@ def test_a_server_error_is_a_model_error(openai_server: ScriptedOpenAI) -> None:
         complete(client(openai_server), request())
     assert raised.value.error.type == "BadRequestError"
     assert "does not exist" in raised.value.error.message
+
+
+@pytest.mark.parametrize("shape", ["declared", "decoded"])
+def test_a_reply_larger_than_the_cap_is_a_model_error_read_no_further(
+    openai_server: ScriptedOpenAI, shape: str
+) -> None:
+    """A reply of more than `MAX_REPLY_BYTES`, declared by its Content-Length or inflated
+    from a small gzip body (a decompression bomb), fails the call with `ReplyTooLarge`
+    instead of being read whole, and is not asked for again (transport retries on)."""
+    big = MAX_REPLY_BYTES + 1
+    reply = Reply(arguments={"choice": {"type": "Add", "a": 1, "b": 2}}, padding=big)
+    openai_server.responder = lambda body: (
+        reply if shape == "declared" else dataclasses.replace(reply, gzip=True)
+    )
+    model = OpenAIModel(model="m", base_url=openai_server.base_url, api_key="k")
+    with pytest.raises(ModelError) as raised:
+        complete(model, request())
+    assert raised.value.error.type == "ReplyTooLarge"
+    assert f"{MAX_REPLY_BYTES:,} bytes" in raised.value.error.message
+    assert len(openai_server.requests) == 1
+    # A reply under the cap, compressed or not, is read as before.
+    openai_server.responder = lambda body: dataclasses.replace(reply, padding=1000, gzip=True)
+    assert complete(model, request()).output == Add(a=1, b=2)
 
 
 def test_json_mode_asks_for_json_content(openai_server: ScriptedOpenAI) -> None:

@@ -17,7 +17,14 @@ from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.runtime.api import AsyncRuntime
 from twelvefold.runtime.config import Config, ConfigError
 from twelvefold.runtime.model import OpenAIModel
-from twelvefold.runtime.ratelimit import InFlight, Limits, RateLimits, WindowLimiter, retry_after
+from twelvefold.runtime.ratelimit import (
+    PROCESS_IN_FLIGHT,
+    InFlight,
+    Limits,
+    RateLimits,
+    WindowLimiter,
+    retry_after,
+)
 from twelvefold.runtime.store import MemoryStore, SqliteStore
 
 WINDOW = 2.0
@@ -294,6 +301,47 @@ def test_the_cap_is_a_whole_number_of_at_least_one() -> None:
     for bad in (0, -1, 2.5, True, "8"):
         with pytest.raises(ConfigError, match="model_calls_in_flight"):
             RateLimits.of(Config(settings={"model_calls_in_flight": bad}))
+
+
+# ---- a model call's deadline (`model_call_timeout`) -----------------------------------------
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_reply_that_never_ends_fails_the_step_at_the_deadline_and_frees_its_place(
+    openai_server: ScriptedOpenAI, project: Path, store: str
+) -> None:
+    """An endpoint dripping its reply a byte at a time (each byte restarts the openai
+    client's read timeout): under `model_call_timeout = 1` the step fails with
+    `APITimeoutError`, and the call's place among those in flight is given back. Both the
+    synchronous path (a `MemoryStore`) and the ordinary one (SQLite)."""
+    (project / "twelvefold.toml").write_text("model_call_timeout = 1\n")
+    openai_server.responder = lambda body: Reply(arguments={"message": "ok"}, drip=0.2)
+
+    async def launch() -> tuple[str, list[Any]]:
+        model = OpenAIModel(model="any-model", base_url=openai_server.base_url, api_key="t")
+        kept = MemoryStore() if store == "memory" else SqliteStore(project / "t.db")
+        runtime = AsyncRuntime(kept, model=model, notifier=RecordingNotifier())
+        try:
+            # Generous: fails here, not by hanging the suite, if there were no deadline.
+            view = await asyncio.wait_for(runtime.launch(project / "answerer.agent", "q"), 60)
+            return view.status, await runtime.events(view.id)
+        finally:
+            await model.aclose()
+
+    status, events = asyncio.run(launch())
+    assert status == "failed"
+    failed = events[-1]
+    assert failed.error.type == "APITimeoutError"
+    assert "within 1 s (model_call_timeout" in failed.error.message
+    assert PROCESS_IN_FLIGHT.running == 0
+
+
+def test_the_deadline_is_a_number_of_seconds_within_a_day() -> None:
+    assert RateLimits.of(Config(settings={})).call_seconds == 600.0
+    assert RateLimits.of(Config(settings={"model_call_timeout": 2.5})).call_seconds == 2.5
+    for bad in (0, -1, True, "8", float("nan"), float("inf"), 86_401):
+        with pytest.raises(ConfigError, match="model_call_timeout"):
+            RateLimits.of(Config(settings={"model_call_timeout": bad}))
 
 
 def test_a_waiter_cancelled_as_its_place_comes_passes_the_place_on() -> None:

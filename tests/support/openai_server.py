@@ -13,6 +13,7 @@ the model was sent: messages, tools, the validation error fed back on a retry.
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -46,6 +47,13 @@ class Reply:
     ignores `parallel_tool_calls: false`."""
     retry_after: str | None = None
     """A `Retry-After` header for an error reply (a 429 that asks the client to wait)."""
+    padding: int = 0
+    """Spaces sent before the JSON body (a reply of that many bytes more)."""
+    gzip: bool = False
+    """Send the body gzip-compressed (`Content-Encoding: gzip`)."""
+    drip: float = 0.0
+    """When > 0: declare a 100,000-byte body and send one space every `drip` seconds,
+    until the client hangs up (an endpoint that never finishes its reply)."""
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -139,7 +147,7 @@ class ScriptedOpenAI:
 
     def answer_with_headers(
         self, body: dict[str, Any]
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    ) -> tuple[int, dict[str, Any], dict[str, Any]]:
         with self._lock:
             self.requests.append(body)
             self.arrivals.append(time.monotonic())
@@ -151,7 +159,10 @@ class ScriptedOpenAI:
         if reply.status != 200:
             headers = {"Retry-After": reply.retry_after} if reply.retry_after else {}
             return reply.status, _error_body(reply.error or "scripted error"), headers
-        return 200, completion(body, reply, n=len(self.requests)), {}
+        shaped: dict[str, Any] = {}
+        if reply.padding or reply.gzip or reply.drip:
+            shaped[_SHAPE] = (reply.padding, reply.gzip, reply.drip)
+        return 200, completion(body, reply, n=len(self.requests)), shaped
 
 
 def completion(request: dict[str, Any], reply: Reply, n: int) -> dict[str, Any]:
@@ -191,6 +202,11 @@ def completion(request: dict[str, Any], reply: Reply, n: int) -> dict[str, Any]:
     }
 
 
+_SHAPE = "x-scripted-shape"
+"""A key of the headers `answer_with_headers` returns that is no header: how the handler
+sends the body (`Reply.padding`, `gzip`, `drip`)."""
+
+
 def _error_body(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "scripted_error", "code": None}}
 
@@ -200,7 +216,7 @@ def _handler_for(server: ScriptedOpenAI) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
-            headers: dict[str, str]
+            headers: dict[str, Any]
             length = int(self.headers.get("Content-Length", "0"))
             raw = self.rfile.read(length)
             with server._lock:
@@ -220,6 +236,14 @@ def _handler_for(server: ScriptedOpenAI) -> type[BaseHTTPRequestHandler]:
                     with server._lock:
                         server.in_flight -= 1
             data = json.dumps(payload).encode("utf-8")
+            padding, compressed, drip = headers.pop(_SHAPE, (0, False, 0.0))
+            data = b" " * padding + data
+            if compressed:
+                data = gzip.compress(data)
+                headers["Content-Encoding"] = "gzip"
+            if drip:
+                self._drip(drip)
+                return
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -227,6 +251,20 @@ def _handler_for(server: ScriptedOpenAI) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _drip(self, seconds: float) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(100_000):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(seconds)
+            except OSError:
+                pass  # the client hung up
+            self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: pytest shows the requests through `server.requests`
