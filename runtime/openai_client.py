@@ -39,7 +39,7 @@ it only when a real model is first called.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 import httpx2
@@ -68,24 +68,24 @@ class CappedResponse(httpx2.Response):
     """An httpx2 `Response` whose body is read only up to `MAX_REPLY_BYTES`, raw and
     decoded (`aread` reads through both iterators). Raises `ReplyTooLarge`."""
 
-    async def aiter_raw(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
+    def aiter_raw(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
         declared = self.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > MAX_REPLY_BYTES:
-            raise _too_large("declares")
-        read = 0
-        async for part in super().aiter_raw(chunk_size):
-            read += len(part)
-            if read > MAX_REPLY_BYTES:
-                raise _too_large("sent")
-            yield part
+            raise _too_large("declares")  # before a byte of it is read
+        return _capped(super().aiter_raw(chunk_size), "is")
 
-    async def aiter_bytes(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
-        read = 0
-        async for part in super().aiter_bytes(chunk_size):
-            read += len(part)
-            if read > MAX_REPLY_BYTES:
-                raise _too_large("decodes to")
-            yield part
+    def aiter_bytes(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
+        return _capped(super().aiter_bytes(chunk_size), "decodes to")
+
+
+async def _capped(parts: AsyncIterator[bytes], how: str) -> AsyncGenerator[bytes, None]:
+    """`parts` passed on until they add up to more than `MAX_REPLY_BYTES`."""
+    read = 0
+    async for part in parts:
+        read += len(part)
+        if read > MAX_REPLY_BYTES:
+            raise _too_large(how)
+        yield part
 
 
 def _too_large(how: str) -> ReplyTooLarge:
