@@ -123,6 +123,33 @@ def test_a_timeout_is_a_failure_and_a_keyless_tool_is_not_tried_again() -> None:
     release("t:slow:3")
 
 
+def test_a_call_running_on_another_thread_keeps_its_key_from_a_second_attempt() -> None:
+    # `call_now` marks its attempt without a lock (`_RunningHere`): a second attempt of
+    # the key, here or on a third thread, is refused while it runs; waiting for it ends
+    # only once it returned.
+    key = "t:here:1"
+    first: list[tools.Outcome] = []
+    runner = threading.Thread(target=lambda: first.append(run("slow_keyed", Count(n=1), key=key)))
+    runner.start()
+    module = sample_module()
+    for _ in range(6000):  # until the first attempt is inside the tool (at most a minute)
+        if key in module["inside"]:
+            break
+        threading.Event().wait(0.01)
+    assert tools.running(key)
+    again = run("slow_keyed", Count(n=5), key=key)
+    assert again.error is not None and again.error.type == "StillRunning" and again.unknown
+    marker = tools._IN_FLIGHT[key]
+    assert not marker.wait(0.02)  # still running
+    module["barrier"].set()
+    assert marker.wait(60)
+    runner.join(60)
+    assert first[0].result == Count(n=1)
+    assert not tools.running(key)
+    assert calls() == [("slow_keyed", key)]
+    assert module["most_inside"][0] == 1
+
+
 @pytest.mark.parametrize("offload", [False, True])
 def test_abandoned_timed_out_attempts_never_overlap_a_new_attempt_of_the_call(
     offload: bool,
