@@ -317,3 +317,12 @@ def test_a_forked_child_runs_tools_on_threads_of_its_own() -> None:
         os.close(read)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+def test_latencies_are_milliseconds_to_the_microsecond() -> None:
+    import time
+
+    for seconds in (0.0, 0.0000004, 0.0123456, 1.5, 2.0004996):
+        ms = tools.ms_since(time.perf_counter() - seconds)
+        assert seconds * 1000 <= ms + 0.001 and ms < seconds * 1000 + 100  # (the clock ran on)
+        assert ms == round(ms, 3)  # a whole number of µs, as `round(ms, 3)` records it
