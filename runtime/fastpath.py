@@ -268,6 +268,7 @@ class Routine:
         outcome = tools.call_now(tool, action, key, attempt=attempt)
         if outcome.error is None:  # `tool_event`'s result (no error: no secret to take out)
             usage, result = outcome.usage, outcome.result
+            assert result is not None  # a call without an error returned its result
             return build_tool_result(step=step, at=now_iso(), usage=usage, result=result)
         return loop.tool_event(step, key, loop._secrets_out(outcome, thread, action))
 

@@ -326,3 +326,17 @@ def test_latencies_are_milliseconds_to_the_microsecond() -> None:
         ms = tools.ms_since(time.perf_counter() - seconds)
         assert seconds * 1000 <= ms + 0.001 and ms < seconds * 1000 + 100  # (the clock ran on)
         assert ms == round(ms, 3)  # a whole number of µs, as `round(ms, 3)` records it
+
+
+def test_a_dict_is_validated_into_a_model_whose_validator_was_deferred() -> None:
+    from pydantic import ConfigDict, ValidationError
+
+    class Deferred(BaseModel):  # as the generated models are declared
+        model_config = ConfigDict(extra="forbid", defer_build=True)
+        n: int
+
+    assert tools.coerce({"n": 2}, Deferred) == Deferred(n=2)
+    assert type(tools.coerce({"n": "3"}, Deferred)) is Deferred
+    for bad in ({"n": "x"}, {"n": 1, "extra": 0}, {}):
+        with pytest.raises(ValidationError):
+            tools.coerce(bad, Deferred)
