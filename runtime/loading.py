@@ -33,6 +33,7 @@ from typing import Any
 from pydantic_core import from_json, to_json
 
 from .loop import Agent
+from .terminal import one_line
 from .versions import (
     AgentSources,
     AgentVersion,
@@ -119,7 +120,7 @@ def load_agent(
     if text.endswith(".py"):
         path = Path(text).resolve()
         if not path.is_file():
-            raise AgentLoadError(f"no such file: {text}")
+            raise AgentLoadError(f"no such file: {one_line(text)}")
         # Named by the file's place and content: two modules with one file name (or one
         # file edited between loads) never share an entry in sys.modules.
         digest = hashlib.sha256(f"{path}\n".encode() + path.read_bytes()).hexdigest()[:16]
@@ -128,7 +129,7 @@ def load_agent(
     try:
         module = importlib.import_module(text)
     except ImportError as exc:
-        raise AgentLoadError(f"cannot import agent module `{text}`: {exc}") from exc
+        raise AgentLoadError(f"cannot import agent module `{one_line(text)}`: {exc}") from exc
     return _from_module(module, text, prompts_dir)
 
 
@@ -137,7 +138,7 @@ def _from_agent_file(
 ) -> Agent:
     if not path.is_file():
         what = "not a regular file" if path.exists() else "no such file"
-        raise AgentLoadError(f"{what}: {path}")
+        raise AgentLoadError(f"{what}: {one_line(str(path))}")
     path = path.resolve()
     prompts_dir = prompts_dir or prompts_of(path)
     target, names = _compiled(path, cache_dir, prompts_dir, prompts_of)
@@ -409,19 +410,19 @@ def _compile(path: Path, prompts_dir: Path, prompts_of: PromptsOf) -> tuple[str,
             path, prompts_dir=prompts_dir, load_prompt=load_prompt, prompts_of=prompts_of
         )
     except FormatterUnavailable as exc:
-        raise AgentLoadError(f"{path}: {exc}") from exc
+        raise AgentLoadError(f"{one_line(str(path))}: {exc}") from exc
     except CompilerBug as exc:  # one line for the person; the report is for us
-        raise AgentLoadError(f"{path}: {exc}") from exc
+        raise AgentLoadError(f"{one_line(str(path))}: {exc}") from exc
     if not result.ok:
         report = render_all(result.diagnostics, {result.path: result.source_text})
-        raise AgentLoadError(f"{path} does not compile:\n{report}")
+        raise AgentLoadError(f"{one_line(str(path))} does not compile:\n{report}")
     ((_, generated),) = result.files.items()
     return generated, names
 
 
 def _from_module(module: ModuleType, origin: str, prompts_dir: Path | None) -> Agent:
     if not hasattr(module, "AGENT") or not hasattr(module, "reduce"):
-        raise AgentLoadError(f"`{origin}` is not a generated twelvefold agent module")
+        raise AgentLoadError(f"`{one_line(origin)}` is not a generated twelvefold agent module")
     file = getattr(module, "__file__", None)
     directory = Path(file).resolve().parent if file else None
     return Agent(
@@ -446,7 +447,7 @@ def import_file(path: Path, module_name: str) -> ModuleType:
             return loaded
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
-            raise AgentLoadError(f"cannot import {path}")
+            raise AgentLoadError(f"cannot import {one_line(str(path))}")
         module = importlib.util.module_from_spec(spec)
         # Registered before running it: pydantic resolves the module's annotations through
         # sys.modules.
@@ -455,7 +456,9 @@ def import_file(path: Path, module_name: str) -> ModuleType:
             spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[module_name]
-            raise AgentLoadError(f"{path} failed to import: {type(exc).__name__}: {exc}") from exc
+            raise AgentLoadError(
+                f"{one_line(str(path))} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
         return module
 
 
