@@ -1035,7 +1035,7 @@ def with_children(runtime: AsyncRuntime, agents: dict[str, Agent]) -> dict[str, 
             if state.kind != "agent" or state.function is None:
                 continue
             folder = parent.directory or Path.cwd()
-            child = runtime.agent(str((folder / state.function).resolve()))
+            child = runtime.agent(str((folder / state.function).resolve()), sub_agent=True)
             other = agents.get(child.name)
             if other is None:
                 agents[child.name] = child
