@@ -81,6 +81,7 @@ if TYPE_CHECKING:
         load_version,
         recorded_agent,
         recorded_place,
+        require_templates,
     )
     from .loop import (
         INTERRUPTED,
@@ -125,6 +126,7 @@ def _load_engine() -> None:
         load_version,
         recorded_agent,
         recorded_place,
+        require_templates,
     )
     from .loop import (  # noqa: F401
         INTERRUPTED,
@@ -500,6 +502,7 @@ class AsyncRuntime:
         `resume(thread_id)` runs it (the server launches this way and runs it in the
         background)."""
         loaded = self.agent(agent)
+        require_templates(loaded)  # a generated module's: before the thread exists
         value = typed_input(loaded, input)
         thread_id = thread_id or new_thread_id()
         # A launch that runs the thread now opens its run's span; a stored-only launch (the

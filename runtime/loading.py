@@ -429,7 +429,57 @@ def _from_module(module: ModuleType, origin: str, prompts_dir: Path | None) -> A
         module=module,
         origin=origin,
         directory=directory,
-        prompts_dir=prompts_dir or find_prompts_dir(directory or Path.cwd()),
+        prompts_dir=prompts_dir
+        or _recorded_prompts(module, origin, directory)
+        or find_prompts_dir(directory or Path.cwd()),
+    )
+
+
+def _recorded_prompts(module: ModuleType, origin: str, directory: Path | None) -> Path | None:
+    """The templates folder a module compiled by `twelvefold compile` records (`PROMPTS`,
+    relative to the module's folder, compiler/codegen.py), or None when it records none.
+    Lexically joined, as it was made (compiler/api.py `relative_folder`)."""
+    recorded = getattr(module, "PROMPTS", None)
+    if recorded is None or directory is None:
+        return None
+    if not isinstance(recorded, str) or not recorded or "\x00" in recorded:
+        raise AgentLoadError(
+            f"`{one_line(origin)}`: its PROMPTS is not a folder name; compile it again "
+            "with `twelvefold compile`"
+        )
+    return Path(os.path.normpath(directory / recorded))
+
+
+def missing_templates(agent: Agent) -> list[str]:
+    """The templates `agent`'s steps name (each `llm` step's prompt, the context's `render`
+    templates) that its prompts folder does not hold, sorted. For an agent loaded from a
+    generated module, whose templates no compiler has looked for in this process (a
+    `.agent` file's are checked as it compiles). Templates those include and a judge's
+    prompt are not in the module's spec: they are found when a step renders them."""
+    from .templates import confined_file
+
+    folder = agent.prompts_dir or Path(PROMPTS_FOLDER)
+    named = {s.prompt for s in agent.spec.states.values() if s.prompt is not None}
+    named |= set(agent.spec.context.renders.values())
+    return sorted(name for name in named if confined_file(folder, name) is None)
+
+
+def require_templates(agent: Agent) -> None:
+    """`AgentLoadError` (one line: the folder, what is missing, the fix) when a generated
+    module's templates are not where it will read them: refused before a thread exists,
+    not at its first model step."""
+    if agent.version is not None:
+        return  # compiled from its .agent file here: the compiler found every template
+    missing = missing_templates(agent)
+    if not missing:
+        return
+    folder = agent.prompts_dir or Path(PROMPTS_FOLDER)
+    shown = ", ".join(one_line(name) for name in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    raise AgentLoadError(
+        f"{one_line(agent.origin)}: prompt templates not found in {one_line(str(folder))} "
+        f"({shown}{more}); pass --prompts DIR, the folder it was compiled with (or compile "
+        "it again with `twelvefold compile --prompts DIR`)"
     )
 
 

@@ -52,13 +52,15 @@ def project(folder: Path) -> Path:
 
 
 def twelvefold(
-    *arguments: str, cwd: Path, server: ScriptedOpenAI
+    *arguments: str, cwd: Path, server: ScriptedOpenAI, model: bool = True
 ) -> subprocess.CompletedProcess[str]:
+    """The CLI in `cwd`, its model the scripted server (`--model` unless not `model`)."""
     env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test"}
     env.pop("TWELVEFOLD_DB", None)
     env.pop("TWELVEFOLD_STORE", None)
+    named = ["--model", "gpt-4o-mini"] if model else []
     return subprocess.run(
-        [sys.executable, "-m", "twelvefold", *arguments, "--model", "gpt-4o-mini"],
+        [sys.executable, "-m", "twelvefold", *arguments, *named],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -187,4 +189,82 @@ def test_serve_takes_prompts(
             wait_for(waiting, "the thread to wait for its approval")
     finally:
         server.stop()
+    assert "DECIDE-TEMPLATE for ana" in sent(openai_server.requests[0])
+
+
+# ---- a module compiled with `--prompts DIR` knows where its templates are ---------------
+
+
+@pytest.mark.parametrize("templates", ["templ", "te\"m'pl \\ x"])
+def test_a_module_compiled_with_prompts_runs_with_its_templates_from_any_folder(
+    tmp_path: Path, openai_server: ScriptedOpenAI, templates: str
+) -> None:
+    folder = project(tmp_path / "p")
+    if templates != "templ":  # a folder name a Python literal must escape
+        (folder / "templ").rename(folder / templates)
+    compiled = twelvefold(
+        "compile", "greet.agent", "--prompts", templates, "-o", "build",
+        cwd=folder, server=openai_server, model=False,
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr
+    fresh = twelvefold(
+        "compile", "--check", "greet.agent", "--prompts", templates, "-o", "build",
+        cwd=folder, server=openai_server, model=False,
+    )  # fmt: skip
+    assert fresh.returncode == 0, fresh.stderr
+    openai_server.reply_tool({"text": "hi"})
+    openai_server.reply_tool({"message": "sent"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    ran = twelvefold(
+        "run", str(folder / "build" / "greet.py"), "--input", "ana", "--json",
+        cwd=elsewhere, server=openai_server,
+    )  # fmt: skip
+
+    assert ran.returncode == 0, ran.stderr
+    view = json.loads(ran.stdout)
+    assert view["status"] == "waiting"
+    assert "DECIDE-TEMPLATE for ana" in sent(openai_server.requests[0])
+    resumed = twelvefold(
+        "resume", view["thread_id"], "--request", view["request"], "--approve", "--json",
+        cwd=elsewhere, server=openai_server,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == "finished"
+    assert "FINISH-TEMPLATE" in sent(openai_server.requests[1])
+
+
+def test_a_module_whose_templates_are_gone_is_refused_before_a_thread_exists(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    folder = project(tmp_path / "p")
+    compiled = twelvefold(
+        "compile", "greet.agent", "--prompts", "templ", "-o", "build",
+        cwd=folder, server=openai_server, model=False,
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr
+    (folder / "templ").rename(folder / "moved")
+
+    ran = twelvefold("run", "build/greet.py", "--input", "ana", cwd=folder, server=openai_server)
+
+    assert ran.returncode == 1
+    assert ran.stderr.splitlines() == [
+        f"error: {folder / 'build' / 'greet.py'}: prompt templates not found in "
+        f"{folder / 'templ'} (decide.j2, finish.j2); pass --prompts DIR, the folder it was "
+        "compiled with (or compile it again with `twelvefold compile --prompts DIR`)"
+    ]
+    listed = twelvefold("threads", "--json", cwd=folder, server=openai_server, model=False)
+    assert json.loads(listed.stdout) == []  # no thread was created
+    assert openai_server.requests == []
+    served = twelvefold("serve", "build/greet.py", cwd=folder, server=openai_server, model=False)
+    assert served.returncode == 1
+    assert "prompt templates not found in" in served.stderr.splitlines()[-1]
+    # Named where they are now, they are found.
+    openai_server.reply_tool({"text": "hi"})
+    named = twelvefold(
+        "run", "build/greet.py", "--prompts", "moved", "--input", "ana", "--json",
+        cwd=folder, server=openai_server,
+    )  # fmt: skip
+    assert named.returncode == 0, named.stderr
     assert "DECIDE-TEMPLATE for ana" in sent(openai_server.requests[0])

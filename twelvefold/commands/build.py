@@ -94,11 +94,19 @@ def _check_config(files: tuple[Path, ...], output_format: str) -> None:
 
 
 def _compile_all(
-    files: tuple[Path, ...], prompts: Path | None, generate_code: bool, output_format: str
+    files: tuple[Path, ...],
+    prompts: Path | None,
+    generate_code: bool,
+    output_format: str,
+    output_dir: Path | None = None,
 ) -> list[Compilation]:
+    """With `output_dir`, each module records where its templates are relative to it."""
     _check_config(files, output_format)
     try:
-        return [compile_file(f, prompts_dir=prompts, generate_code=generate_code) for f in files]
+        return [
+            compile_file(f, prompts_dir=prompts, generate_code=generate_code, module_dir=output_dir)
+            for f in files
+        ]
     except FormatterUnavailable as exc:
         _fail(str(exc), output_format)
 
@@ -227,7 +235,9 @@ def compile_(
     output_format: str,
 ) -> None:
     """Compile agents to plain Python reducer modules, one per agent."""
-    results = _compile_all(files, prompts, generate_code=True, output_format=output_format)
+    results = _compile_all(
+        files, prompts, generate_code=True, output_format=output_format, output_dir=output_dir
+    )
     if not all(r.ok for r in results):
         sys.exit(_report(results, output_format))
     if check_only:

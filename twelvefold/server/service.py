@@ -53,7 +53,7 @@ from twelvefold.runtime.api import (
 from twelvefold.runtime.config import Config, ConfigError, find_config
 from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseError, LeaseHeld, LeaseLost
-from twelvefold.runtime.loading import AgentLoadError
+from twelvefold.runtime.loading import AgentLoadError, require_templates
 from twelvefold.runtime.loop import Agent, Thread, retry_due
 from twelvefold.runtime.store import (
     Conflict,
@@ -1012,6 +1012,7 @@ def served_agents(runtime: AsyncRuntime, places: Sequence[str | Path]) -> dict[s
             references = [place]
         for reference in references:
             agent = runtime.agent(reference)
+            require_templates(agent)  # a module's: at start, not at a thread's first step
             other = agents.get(agent.name)
             if other is not None and other.origin != agent.origin:
                 raise ServeError(
