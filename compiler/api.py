@@ -154,11 +154,11 @@ def compile_file(
 
 
 def relative_folder(folder: Path, base: Path) -> str:
-    """`folder` as a POSIX path relative to `base` (both made absolute from the current
-    folder, lexically: `..` is kept, links are not followed, so the path means the same
-    after the project is moved or checked out elsewhere); absolute when no relative path
-    leads there (another drive)."""
-    target, start = os.path.abspath(folder), os.path.abspath(base)
+    """`folder` as a POSIX path relative to `base`, both resolved (links followed, as the
+    default prompts folder is found and as the runtime finds a module's folder), so the
+    path means the same after the project is moved or checked out elsewhere; absolute
+    when no relative path leads there (another drive)."""
+    target, start = folder.resolve(), base.resolve()
     try:
         return Path(os.path.relpath(target, start)).as_posix()
     except ValueError:
