@@ -161,3 +161,26 @@ def test_load_errors_print_the_agent_file_name_escaped(tmp_path: Path) -> None:
     assert ran.returncode == 1
     assert_not_forged(ran.stderr)
     assert ran.stderr.splitlines() == [f"error: no such file: gone\\u001b[2J\\n{FORGED}.agent"]
+
+
+def test_graph_prints_a_refused_log_s_step_name_escaped(tmp_path: Path) -> None:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "p.j2").write_text("hello {{ input }}")
+    (tmp_path / "a.agent").write_text(AGENT.format(prompt="p.j2"))
+    step = f"decide{ESC}\n{FORGED}"
+    log = [
+        {"kind": "started", "step": "decide", "input": "x"},
+        {
+            "kind": "model_output",
+            "step": step,
+            "output": {"type": "Done", "value": {"message": "m"}},
+        },
+    ]
+    (tmp_path / "log.json").write_text(json.dumps(log))
+
+    drawn = twelvefold("graph", "a.agent", "--events", "log.json", cwd=tmp_path)
+
+    assert drawn.returncode == 0, drawn.stderr
+    assert_not_forged(drawn.stderr)
+    (warning,) = drawn.stderr.splitlines()
+    assert f"step `decide\\u001b[2J\\n{FORGED}`" in warning

@@ -92,13 +92,13 @@ def graph(
         trace = overlay(program, events, module)
         if trace.refused is not None:
             click.echo(
-                f"warning: the reducer refuses this log at {trace.refused}; "
+                f"warning: the reducer refuses this log at {one_line(str(trace.refused))}; "
                 "drawing it up to there (was the agent changed?)",
                 err=True,
             )
         for source, target in trace.unexplained:
             click.echo(
-                f"warning: the thread moved from `{source}` to `{target}`, "
+                f"warning: the thread moved from `{one_line(source)}` to `{one_line(target)}`, "
                 "which this agent has no edge for (was the agent changed?)",
                 err=True,
             )
