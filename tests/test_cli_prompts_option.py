@@ -268,3 +268,48 @@ def test_a_module_whose_templates_are_gone_is_refused_before_a_thread_exists(
     )  # fmt: skip
     assert named.returncode == 0, named.stderr
     assert "DECIDE-TEMPLATE for ana" in sent(openai_server.requests[0])
+
+
+OUTER = """agent outer { input string start draft }
+type Draft { text: string }
+type Done { message: string }
+llm draft -> Draft { prompt "outer.j2" on Draft -> polish }
+agent polish(Draft) -> Done = "inner/inner.agent" { next done }
+final done(Done)
+"""
+INNER = """agent inner { input Draft start write }
+type Draft { text: string }
+type Done { message: string }
+llm write -> Done { prompt "inner.j2" on Done -> done }
+final done(Done)
+"""
+
+
+def test_prompts_names_the_named_agent_s_folder_not_its_sub_agents(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    """As `check --prompts` reads them: the sub-agent's templates come from its own nearest
+    `prompts/`, whatever folder `--prompts` names for the agent run."""
+    folder = tmp_path / "p"
+    (folder / "templ").mkdir(parents=True)
+    (folder / "inner" / "prompts").mkdir(parents=True)
+    (folder / "outer.agent").write_text(OUTER)
+    (folder / "inner" / "inner.agent").write_text(INNER)
+    (folder / "templ" / "outer.j2").write_text("OUTER-TEMPLATE for {{ input }}")
+    (folder / "inner" / "prompts" / "inner.j2").write_text("INNER-TEMPLATE")
+    checked = twelvefold(
+        "check", "outer.agent", "--prompts", "templ", cwd=folder, server=openai_server, model=False
+    )
+    assert checked.returncode == 0, checked.stderr
+    openai_server.reply_tool({"text": "hi"})
+    openai_server.reply_tool({"message": "polished"})
+
+    ran = twelvefold(
+        "run", "outer.agent", "--prompts", "templ", "--input", "ana", "--json",
+        cwd=folder, server=openai_server,
+    )  # fmt: skip
+
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["status"] == "finished"
+    assert "OUTER-TEMPLATE for ana" in sent(openai_server.requests[0])
+    assert "INNER-TEMPLATE" in sent(openai_server.requests[1])
