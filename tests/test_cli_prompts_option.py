@@ -82,6 +82,20 @@ def stored_version(db: Path, thread_id: str) -> dict[str, str]:
         store.close()
 
 
+def approve_and_finish(
+    view: dict[str, Any], cwd: Path, server: ScriptedOpenAI, *options: str
+) -> None:
+    """`resume --approve` the thread `view` shows waiting at `check`, from `cwd`: it runs
+    `finish`, whose request renders `finish.j2`, and finishes."""
+    resumed = twelvefold(
+        "resume", view["thread_id"], "--request", view["request"], "--approve", "--json",
+        *options, cwd=cwd, server=server,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == "finished"
+    assert "FINISH-TEMPLATE" in sent(server.requests[1])
+
+
 def sent(request: dict[str, Any]) -> str:
     """Everything a model request's messages say, as one string."""
     return json.dumps(request["messages"])
@@ -121,14 +135,9 @@ def test_run_reads_templates_from_prompts_and_a_paused_thread_resumes_with_them(
     # recorded `templ`, so its next model step renders `finish.j2` from there.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    resumed = twelvefold(
-        "resume", view["thread_id"], "--request", view["request"], "--approve", "--json",
-        "--db", str(folder / ".twelvefold" / "threads.db"),
-        cwd=elsewhere, server=openai_server,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout)["status"] == "finished"
-    assert "FINISH-TEMPLATE" in sent(openai_server.requests[1])
+    approve_and_finish(
+        view, elsewhere, openai_server, "--db", str(folder / ".twelvefold" / "threads.db")
+    )
 
 
 def test_resume_takes_prompts_too(tmp_path: Path, openai_server: ScriptedOpenAI) -> None:
@@ -141,15 +150,7 @@ def test_resume_takes_prompts_too(tmp_path: Path, openai_server: ScriptedOpenAI)
     )  # fmt: skip
     view = json.loads(ran.stdout)
 
-    resumed = twelvefold(
-        "resume", view["thread_id"], "--request", view["request"], "--approve",
-        "--prompts", "templ", "--json",
-        cwd=folder, server=openai_server,
-    )  # fmt: skip
-
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout)["status"] == "finished"
-    assert "FINISH-TEMPLATE" in sent(openai_server.requests[1])
+    approve_and_finish(view, folder, openai_server, "--prompts", "templ")
 
 
 def test_run_without_prompts_refuses_before_any_thread_exists(
@@ -195,6 +196,15 @@ def test_serve_takes_prompts(
 # ---- a module compiled with `--prompts DIR` knows where its templates are ---------------
 
 
+def compile_to_build(folder: Path, templates: str, server: ScriptedOpenAI) -> None:
+    """`twelvefold compile greet.agent --prompts TEMPLATES -o build` in `folder`."""
+    compiled = twelvefold(
+        "compile", "greet.agent", "--prompts", templates, "-o", "build",
+        cwd=folder, server=server, model=False,
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr
+
+
 @pytest.mark.parametrize("templates", ["templ", "te\"m'pl \\ x"])
 def test_a_module_compiled_with_prompts_runs_with_its_templates_from_any_folder(
     tmp_path: Path, openai_server: ScriptedOpenAI, templates: str
@@ -202,11 +212,7 @@ def test_a_module_compiled_with_prompts_runs_with_its_templates_from_any_folder(
     folder = project(tmp_path / "p")
     if templates != "templ":  # a folder name a Python literal must escape
         (folder / "templ").rename(folder / templates)
-    compiled = twelvefold(
-        "compile", "greet.agent", "--prompts", templates, "-o", "build",
-        cwd=folder, server=openai_server, model=False,
-    )  # fmt: skip
-    assert compiled.returncode == 0, compiled.stderr
+    compile_to_build(folder, templates, openai_server)
     fresh = twelvefold(
         "compile", "--check", "greet.agent", "--prompts", templates, "-o", "build",
         cwd=folder, server=openai_server, model=False,
@@ -226,24 +232,14 @@ def test_a_module_compiled_with_prompts_runs_with_its_templates_from_any_folder(
     view = json.loads(ran.stdout)
     assert view["status"] == "waiting"
     assert "DECIDE-TEMPLATE for ana" in sent(openai_server.requests[0])
-    resumed = twelvefold(
-        "resume", view["thread_id"], "--request", view["request"], "--approve", "--json",
-        cwd=elsewhere, server=openai_server,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout)["status"] == "finished"
-    assert "FINISH-TEMPLATE" in sent(openai_server.requests[1])
+    approve_and_finish(view, elsewhere, openai_server)
 
 
 def test_a_module_whose_templates_are_gone_is_refused_before_a_thread_exists(
     tmp_path: Path, openai_server: ScriptedOpenAI
 ) -> None:
     folder = project(tmp_path / "p")
-    compiled = twelvefold(
-        "compile", "greet.agent", "--prompts", "templ", "-o", "build",
-        cwd=folder, server=openai_server, model=False,
-    )  # fmt: skip
-    assert compiled.returncode == 0, compiled.stderr
+    compile_to_build(folder, "templ", openai_server)
     (folder / "templ").rename(folder / "moved")
 
     ran = twelvefold("run", "build/greet.py", "--input", "ana", cwd=folder, server=openai_server)

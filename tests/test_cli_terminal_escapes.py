@@ -38,6 +38,13 @@ def twelvefold(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def agent_with_its_template(agent: Path) -> None:
+    """An agent that compiles, at `agent`, with its template in `prompts/` beside it."""
+    (agent.parent / "prompts").mkdir()
+    (agent.parent / "prompts" / "p.j2").write_text("hello {{ input }}")
+    agent.write_text(AGENT.format(prompt="p.j2"))
+
+
 def assert_not_forged(output: str) -> None:
     """No line of `output` is one a name made up, and no raw control character is left."""
     assert not any(line.startswith(FORGED) for line in output.splitlines()), output
@@ -99,9 +106,7 @@ def test_a_control_character_in_the_source_line_is_escaped_and_the_caret_follows
 
 
 def test_compile_and_compile_check_print_the_output_folder_escaped(tmp_path: Path) -> None:
-    (tmp_path / "prompts").mkdir()
-    (tmp_path / "prompts" / "p.j2").write_text("hello {{ input }}")
-    (tmp_path / "a.agent").write_text(AGENT.format(prompt="p.j2"))
+    agent_with_its_template(tmp_path / "a.agent")
     folder = f"out{ESC}\n{FORGED}"
 
     wrote = twelvefold("compile", "a.agent", "-o", folder, cwd=tmp_path)
@@ -122,9 +127,7 @@ def test_compile_and_compile_check_print_the_output_folder_escaped(tmp_path: Pat
 
 
 def test_graph_prints_the_file_it_wrote_escaped(tmp_path: Path) -> None:
-    (tmp_path / "prompts").mkdir()
-    (tmp_path / "prompts" / "p.j2").write_text("hello {{ input }}")
-    (tmp_path / "a.agent").write_text(AGENT.format(prompt="p.j2"))
+    agent_with_its_template(tmp_path / "a.agent")
     output = f"g{ESC}\n{FORGED}.mmd"
 
     drawn = twelvefold("graph", "a.agent", "-o", output, cwd=tmp_path)
@@ -135,10 +138,8 @@ def test_graph_prints_the_file_it_wrote_escaped(tmp_path: Path) -> None:
 
 
 def test_test_report_prints_the_agent_file_name_escaped(tmp_path: Path) -> None:
-    (tmp_path / "prompts").mkdir()
-    (tmp_path / "prompts" / "p.j2").write_text("hello {{ input }}")
     name = f"a{ESC}\n{FORGED}.agent"
-    (tmp_path / name).write_text(AGENT.format(prompt="p.j2"))
+    agent_with_its_template(tmp_path / name)
 
     tested = twelvefold("test", "--examples", "5", "--seed", "1", name, cwd=tmp_path)
 
@@ -164,9 +165,7 @@ def test_load_errors_print_the_agent_file_name_escaped(tmp_path: Path) -> None:
 
 
 def test_graph_prints_a_refused_log_s_step_name_escaped(tmp_path: Path) -> None:
-    (tmp_path / "prompts").mkdir()
-    (tmp_path / "prompts" / "p.j2").write_text("hello {{ input }}")
-    (tmp_path / "a.agent").write_text(AGENT.format(prompt="p.j2"))
+    agent_with_its_template(tmp_path / "a.agent")
     step = f"decide{ESC}\n{FORGED}"
     log = [
         {"kind": "started", "step": "decide", "input": "x"},
