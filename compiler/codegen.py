@@ -120,7 +120,7 @@ def generate(program: Program, prompts: str | None = None) -> dict[str, str]:
     """`{file name: module text}`. With `prompts` (the folder the program's templates were
     read from, relative to the folder the module is written to, POSIX; or absolute), the
     module records it as `PROMPTS`, and the runtime reads its templates there
-    (runtime/loading.py): `twelvefold compile --prompts DIR` writes such modules."""
+    (runtime/loading.py): `twelvefold compile -o DIR` writes such modules."""
     view = _ModuleBuilder(program).build()
     if prompts is not None:
         view = replace(view, prompts=py_str(prompts))
