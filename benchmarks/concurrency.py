@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import json
 import os
 import pstats
@@ -44,7 +45,7 @@ from typing import Any, TypeVar
 
 from benchmarks.runtime import COUNTER, FIXTURES, InstantModel, no_messages
 from twelvefold.runtime.api import AsyncRuntime
-from twelvefold.runtime.eventloop import new_event_loop
+from twelvefold.runtime.eventloop import collect_less_often, new_event_loop
 from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.model import CallModel
 from twelvefold.runtime.spec import AgentSpec
@@ -275,14 +276,17 @@ def many_threads(agent: Agent) -> None:
         text=True,
         cwd=Path(__file__).resolve().parents[1],
     )
+    collected = gc.get_threshold()
     try:
         assert server.stdout is not None
         base_url = server.stdout.readline().strip()
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             loop = type(runner.get_loop()).__module__.split(".")[0]
+        collect_less_often()  # as `serve` and `worker` do
         print(
             "### Many threads waiting on a model that answers after 100 ms"
-            f" (event loop: {loop}'s, as twelvefold's own)\n"
+            f" (event loop: {loop}'s; garbage collector thresholds {gc.get_threshold()},"
+            " both as in `serve` and `worker`)\n"
         )
         print(
             "| threads at once | seconds | ideal (s) | ratio | CPU per model call (ms) |"
@@ -318,6 +322,7 @@ def many_threads(agent: Agent) -> None:
             f"(a raw aiohttp POST of the same request: {floor:.2f} ms).\n"
         )
     finally:
+        gc.set_threshold(*collected)
         if server.stdin is not None:
             server.stdin.close()
         server.wait(timeout=30)

@@ -98,8 +98,9 @@ def worker(
         sys.exit(1)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
-    from twelvefold.runtime.eventloop import new_event_loop
+    from twelvefold.runtime.eventloop import collect_less_often, new_event_loop
 
+    collect_less_often()  # many threads at once: fewer young collections per model call
     with reported():
         flush_spans = configure_from_env()
         with asyncio.Runner(loop_factory=new_event_loop) as runner:  # uvloop's if installed
