@@ -1424,7 +1424,9 @@ class Runtime:
             coroutine.close()
             raise RuntimeError("Runtime is synchronous; inside an event loop use AsyncRuntime")
         if self._loop is None:
-            self._loop = asyncio.new_event_loop()
+            from twelvefold.runtime.eventloop import new_event_loop
+
+            self._loop = new_event_loop()
         task = self._loop.create_task(coroutine)
         try:
             return self._loop.run_until_complete(task)

@@ -94,6 +94,9 @@ def serve(
                    loopback=is_loopback(host), prompts=prompts)  # fmt: skip
     import uvicorn
 
+    from twelvefold.runtime.eventloop import collect_less_often
+
+    collect_less_often()  # many threads at once: fewer young collections per model call
     if insecure_local:
         echo(
             "WARNING: --insecure-local: NO AUTHENTICATION. Anyone who can reach "

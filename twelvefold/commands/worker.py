@@ -100,12 +100,16 @@ def worker(
         sys.exit(1)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
+    from twelvefold.runtime.eventloop import collect_less_often, new_event_loop
+
+    collect_less_often()  # many threads at once: fewer young collections per model call
     with reported():
         flush_spans = configure_from_env()
-        code = asyncio.run(
-            _work(places, store_url, queue_url, concurrency, grace, sweep_seconds,
-                  make_model(cassette, record, model), paths, metrics_at, prompts)
-        )  # fmt: skip
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:  # uvloop's if installed
+            code = runner.run(
+                _work(places, store_url, queue_url, concurrency, grace, sweep_seconds,
+                      make_model(cassette, record, model), paths, metrics_at, prompts)
+            )  # fmt: skip
     if flush_spans is not None:
         flush_spans()
     sys.stdout.flush()
