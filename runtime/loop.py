@@ -677,23 +677,39 @@ class Engine:
         except ConfigError as exc:
             raise checks.CheckFailed(tools.describe(exc)) from exc
         judged_by = _requested_model(self._resolver, judge)
-        estimated = await self._turn(judged_by, limits, messages)
-        if not self.in_flight.take(limits.in_flight):
-            await self.in_flight.enter(limits.in_flight)
-        started = time.perf_counter()
-        try:
-            reply = await self._model().complete(request)
-        except ModelError as exc:
-            error = exc.error
-            paid = None if exc.usage is None else _priced_usage(exc.usage, judged_by, prices)
-            if paid is not None:
-                self._spent(judged_by, paid, estimated)
-            raise checks.CheckFailed(
-                ErrorInfo("JudgeError", f"the judge of `{action.step}` gave no verdict: {error}"),
-                paid,
-            ) from exc
-        finally:
-            self.in_flight.leave()
+        waits = 0
+        while True:
+            estimated = await self._turn(judged_by, limits, messages)
+            if not self.in_flight.take(limits.in_flight):
+                await self.in_flight.enter(limits.in_flight)
+            started = time.perf_counter()
+            long_wait: float | None = None
+            try:
+                reply = await self._model().complete(request)
+            except ModelError as exc:
+                error = exc.error
+                paid = None if exc.usage is None else _priced_usage(exc.usage, judged_by, prices)
+                if paid is not None:
+                    self._spent(judged_by, paid, estimated)
+                if paid is None and exc.retry_after is not None and waits < LONG_429_WAITS:
+                    long_wait = exc.retry_after
+                else:
+                    raise checks.CheckFailed(
+                        ErrorInfo(
+                            "JudgeError", f"the judge of `{action.step}` gave no verdict: {error}"
+                        ),
+                        paid,
+                    ) from exc
+            finally:
+                self.in_flight.leave()
+            if long_wait is None:
+                break
+            # A 429 asking for longer than the openai client waits: waited out as the
+            # step's own call's is (capped, lending the server's slot), then asked again.
+            # Never given up to a later turn (`TurnLater`): the checked output was paid
+            # for, and a later run would ask for it again.
+            waits += 1
+            await self._wait_out_429(judged_by, min(long_wait, MAX_PAUSE_SECONDS), defer=False)
         verdict = reply.output
         if not isinstance(verdict, Verdict):  # a Model that answered another type
             verdict = Verdict.model_validate(verdict.model_dump())
@@ -880,13 +896,19 @@ class Engine:
                 await self.rate_limiter.turn(model, found, estimate)
         return estimate if found.tokens else None
 
-    async def _wait_out_429(self, model: str | None, seconds: float) -> None:
+    async def _wait_out_429(self, model: str | None, seconds: float, *, defer: bool = True) -> None:
         """Sleep out a provider's long `Retry-After` as a turn is waited for (`_turn`):
         lending the server's slot (`idle`); on a worker, a wait beyond `defer_turns` gives
-        the job up (`TurnLater`) and the thread runs again then."""
+        the job up (`TurnLater`) and the thread runs again then, unless `defer` is false
+        (a judge's call, whose checked output is paid for and not recorded yet)."""
         import asyncio
 
-        if _RUN_DEPTH.get() == 1 and self.defer_turns is not None and seconds > self.defer_turns:
+        if (
+            defer
+            and _RUN_DEPTH.get() == 1
+            and self.defer_turns is not None
+            and seconds > self.defer_turns
+        ):
             raise ratelimit.TurnLater(model or "the model", seconds)
         if self.idle is None:
             await asyncio.sleep(seconds)
