@@ -155,6 +155,9 @@ class Thread:
     log (replayed once) before any tool runs on it."""
     run: Any = None
     """The OpenTelemetry span of the run advancing it, when traced (runtime/tracing.py)."""
+    stamp: str | None = None
+    """The run's `traceparent` until the first event it appends carries it (`run_trace`),
+    then None; None when untraced, or when `Started.trace` names the run already."""
     model: str | None = None
     """The model the last model call asked for (for metrics: an event's usage does not
     name it), when known."""
@@ -361,6 +364,8 @@ class Engine:
         if thread.lease is not None and not self.offload:
             self.book(thread, event)  # the hot path: nothing to take, nothing waited for
             return
+        if thread.stamp is not None:
+            event = _stamped(thread, event)
         agent = thread.agent
         took = thread.lease is None
         if took:
@@ -389,6 +394,8 @@ class Engine:
         """`record` for a thread whose lease this engine holds, when the store never
         waits (no `offload`): a plain call, so each step's events cost no coroutine."""
         assert thread.lease is not None and not self.offload
+        if thread.stamp is not None:
+            event = _stamped(thread, event)
         agent = thread.agent
         state = agent.module.reduce(thread.state, event)
         head = build_head(state.status, state.step, state, agent.reducer, state.request)
@@ -423,8 +430,9 @@ class Engine:
             return thread
         if run is None:
             run = self.open_run(thread.agent, thread.id, thread.events)
-        if run is None:
-            return await self._advance(thread)
+            if run is None:
+                return await self._advance(thread)
+            thread.stamp = tracing.traceparent(run)  # (a launch's run: `Started.trace`)
         thread.run = run
         failure: BaseException | None = None
         try:
@@ -441,7 +449,7 @@ class Engine:
             failure = exc
             raise
         finally:
-            thread.run = None
+            thread.run = thread.stamp = None
             tracing.end_run(run, thread.state, failure)
 
     async def _advance(self, thread: Thread) -> Thread:
@@ -994,6 +1002,15 @@ number of threads whose appends can share a transaction is at most this; asyncio
 default pool (cores + 4) would cap it at 6 on two cores."""
 
 _store_pool = SharedPool(STORE_WORKERS, "twelvefold-store")
+
+
+def _stamped(thread: Thread, event: Event) -> Event:
+    """`event` naming the traced run that appends it (`run_trace`), the first of the run
+    to be appended; an event whose `trace` names the run already is left as it is."""
+    stamp, thread.stamp = thread.stamp, None
+    if getattr(event, "trace", None) == stamp:
+        return event
+    return replace(event, run_trace=stamp)
 
 
 def retry_due(events: Sequence[Event]) -> float | None:

@@ -156,6 +156,8 @@ def test_the_run_after_a_retry_backoff_is_the_child_of_the_run_whose_attempt_fai
     assert first.parent.span_id == launch.context.span_id
     assert failed.trace == tracing.traceparent(first)  # type: ignore[arg-type]
     assert second.parent.span_id == first.context.span_id
+    # ... and links to it, as every run after the first links to the run before it.
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]
     assert {s.context.trace_id for s in found if s.context} == {launch.context.trace_id}
     assert [(s.attributes or {})["twelvefold.resumed"] for s in (first, second)] == [False, True]
 
