@@ -247,3 +247,109 @@ def test_a_worker_keeps_each_thread_in_one_trace_across_its_rate_limit_turns(
         )
         later_runs += len(chain) - 1
     assert later_runs >= 2, "the rate limit made two threads give their job back"
+
+
+HANGER = """
+agent hanger { input string  start decide }
+type Go { n: int }
+type Done { n: int }
+llm decide -> Go { prompt "decide.j2"  on Go -> hang }
+tool hang(Go) -> Done = "hang_tools:hang" { next done }
+final done(Done)
+"""
+
+HANG_TOOLS = '''
+"""A keyed tool that says it started (ENTERED) and waits while HOLD exists (at most 120 s)."""
+import os
+import time
+from pathlib import Path
+
+
+def hang(value, idempotency_key):
+    Path(os.environ["HANG_DIR"], "entered").write_text(idempotency_key)
+    deadline = time.monotonic() + 120
+    while Path(os.environ["HANG_DIR"], "hold").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"n": value.n + 1}
+'''
+
+
+@pytest.mark.postgres
+def test_a_run_the_sweep_starts_after_a_worker_died_links_to_the_dead_run(
+    tmp_path: Path, postgres_url: str, request: pytest.FixtureRequest
+) -> None:
+    """A worker is SIGKILLed in the middle of a keyed tool call; another worker's sweep
+    wakes the thread once the dead one's lease lapsed (no wake-up carries any context).
+    The dead run's span was never ended (nor exported), but its model call's span was,
+    and the first event it appended names it (`run_trace`): the run the sweep starts is
+    in the thread's trace and links to the dead run."""
+    exported: InMemorySpanExporter = request.getfixturevalue("spans")
+    project = tmp_path / "project"
+    (project / "prompts").mkdir(parents=True)
+    (project / "prompts" / "decide.j2").write_text("Go.\n{{ context }}\n")
+    (project / "hanger.agent").write_text(HANGER)
+    (project / "hang_tools.py").write_text(HANG_TOOLS)
+    hang_dir = tmp_path / "hang"
+    hang_dir.mkdir()
+    (hang_dir / "hold").write_text("")
+    with ScriptedOpenAI() as model_server, OtlpReceiver() as receiver:
+        model_server.responder = lambda body: Reply(arguments={"n": 1})
+        cluster = make_cluster(tmp_path, postgres_url, model_server)
+        env = {**os.environ, **cluster.env, **exporting(receiver), "HANG_DIR": str(hang_dir)}
+        agent = project / "hanger.agent"
+
+        def start_worker(index: int) -> subprocess.Popen[bytes]:
+            with (tmp_path / f"worker-{index}.log").open("ab") as out:
+                command = [sys.executable, "-m", "twelvefold", "worker", str(agent),
+                           "--store", postgres_url, "--concurrency", "2", "--sweep-seconds",
+                           "1", "--grace", "1", "--model", "gpt-4o-mini"]  # fmt: skip
+                process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
+            cluster.workers.append(process)
+            return process
+
+        driver = Driver(cluster, model_server)
+        try:
+            first = start_worker(1)
+
+            async def launch() -> str:
+                async with driver.app.open_async():
+                    thread_id = (await driver.runtime.launch(str(agent), "go", run=False)).id
+                    await driver.queue.wake(thread_id)
+                    return thread_id
+
+            thread_id = asyncio.run(launch())
+            wait_for(lambda: (hang_dir / "entered").exists(), "the tool call to start", 120)
+            # The dead run's model call is exported before the kill (spans of the thread
+            # that are not runs: the run itself is still open).
+            dead_chat = receiver.wait_for(
+                lambda found: any(s.name.startswith("chat") for s in of_thread(found, thread_id)),
+                timeout=60,
+            )
+            first.kill()
+            first.wait()
+            (hang_dir / "hold").unlink()
+            start_worker(2)
+
+            def finished(found: list[ReceivedSpan]) -> bool:
+                return any(s.attributes.get("twelvefold.thread.status") == "finished"
+                           for s in of_thread(found, thread_id))  # fmt: skip
+
+            received = receiver.wait_for(finished, timeout=180)
+            events = asyncio.run(driver.runtime.events(thread_id))
+        finally:
+            cluster.stop()
+    (chat,) = [s for s in of_thread(dead_chat, thread_id) if s.name.startswith("chat")]
+    dead_run = chat.parent_span_id
+    (launched,) = [s for s in exported.get_finished_spans() if s.name == "launch hanger"]
+    assert launched.context is not None
+    trace_id = f"{launched.context.trace_id:032x}"
+    runs = [s for s in of_thread(received, thread_id) if s.name == "invoke_agent hanger"]
+    assert [r.span_id for r in runs] != [dead_run]  # the dead run was never exported
+    (resumed,) = runs
+    assert {s.trace_id for s in of_thread(received, thread_id)} == {trace_id}
+    assert resumed.parent_span_id == f"{launched.context.span_id:016x}"
+    assert resumed.links == (dead_run,)
+    assert resumed.attributes["twelvefold.resumed"] is True
+    # The log names the dead run on the first event it appended (its model output).
+    named_runs = [e.run_trace for e in events if e.run_trace]
+    assert named_runs[0] is not None and named_runs[0].split("-")[2] == dead_run
