@@ -188,7 +188,7 @@ def test_a_worker_keeps_each_thread_in_one_trace_across_its_rate_limit_turns(
         agent = project / "answerer.agent"
         log = tmp_path / "worker.log"
         # A sweep (every minute here) may wake a thread between its run's end and the
-        # wake-up that run enqueues: that wake-up, dropped, carries the link (docs).
+        # wake-up that run enqueues: the sweep's is then given the link (tested below).
         with log.open("ab") as out:
             command = [sys.executable, "-m", "twelvefold", "worker", str(agent), "--store",
                        postgres_url, "--concurrency", "4", "--sweep-seconds", "60", "--grace",
@@ -353,3 +353,36 @@ def test_a_run_the_sweep_starts_after_a_worker_died_links_to_the_dead_run(
     # The log names the dead run on the first event it appended (its model output).
     named_runs = [e.run_trace for e in events if e.run_trace]
     assert named_runs[0] is not None and named_runs[0].split("-")[2] == dead_run
+
+
+@pytest.mark.postgres
+def test_a_wake_up_pending_from_the_sweep_takes_the_context_of_the_run_that_stopped(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The sweep may wake a thread between the end of a run that gave its job back
+    (`TurnLater`, nothing recorded) and the wake-up that run enqueues, which is then
+    dropped (one pending wake-up per thread): the pending one is given its context, so the
+    run it starts links to the stopped run all the same. On the real queue (PostgreSQL)."""
+    import psycopg
+
+    stopped = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    with ScriptedOpenAI() as model_server:
+        cluster = make_cluster(tmp_path, postgres_url, model_server)
+        driver = Driver(cluster, model_server)
+
+        async def race() -> str:
+            async with driver.app.open_async():
+                thread_id = (await driver.runtime.launch(str(FIXTURES / "nap.agent"), "go",
+                                                         run=False)).id  # fmt: skip
+                await driver.queue.wake(thread_id)  # the sweep's: no context
+                await driver.queue.wake(thread_id, delay=30, trace=stopped)  # the run's own
+                return thread_id
+
+        thread_id = asyncio.run(race())
+    with psycopg.connect(postgres_url) as connection:
+        rows = connection.execute(
+            "SELECT args FROM procrastinate_jobs WHERE task_name = 'twelvefold.advance'"
+            " AND status = 'todo' AND args->>'thread_id' = %s",
+            (thread_id,),
+        ).fetchall()
+    assert [row[0] for row in rows] == [{"thread_id": thread_id, "trace": stopped}]
