@@ -13,9 +13,11 @@ A span cannot stay open across processes, so the log carries the trace: `Started
 the launching run's W3C `traceparent` (or, for a launch that only stores the thread, its
 `launch` span's), `Notified.trace` the run that paused, `AttemptFailed.trace` the run a
 retry's backoff stopped, and a decision's `trace` the wait's span, made by the process
-that records the decision with its start set to the notice's time. A run's parent is the
-span on the latest event that carries one; it links to the run before it (the span on the
-latest `Started`, `Notified` or `AttemptFailed`, or the run `after_run` names: one that
+that records the decision with its start set to the notice's time; and the first event
+each traced run appends names that run (`Event.run_trace`), so a run that ended without
+saying so (a `sleep` begun, a process that died) can be found. A run's parent is the span
+in the `trace` of the latest event that has one; every run but a thread's first links to
+the run before it (the latest run the log names, or the run `after_run` names: one that
 stopped for a far rate-limit turn and recorded nothing).
 
 Off unless an application (or `twelvefold run`, see `configure_from_env`) installed an SDK
