@@ -22,7 +22,8 @@ from tests.test_tracing import (
     spans,  # noqa: F401  (a fixture, taken by name)
 )
 from twelvefold.runtime import tracing
-from twelvefold.runtime.types import ModelOutput, Signalled, Started, TimerFired
+from twelvefold.runtime.codec import Codec, CodecError
+from twelvefold.runtime.types import ModelOutput, Signalled, Started, TimerFired, ToolStarted
 
 NAPPER = """
 agent napper { input string  start decide }
@@ -97,3 +98,16 @@ def test_the_runs_after_a_sleep_and_a_signal_link_to_the_run_before_each(
     assert after_timer.run_trace == tracing.traceparent(_as_span(two))
     assert after_signal.run_trace == tracing.traceparent(_as_span(three))
     assert [e for e in events if e.run_trace] == [after_timer, after_signal]
+
+
+def test_a_run_named_on_any_event_round_trips_and_a_damaged_one_is_refused() -> None:
+    codec = Codec()
+    run = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    event = ToolStarted(step="s", at="2025-06-01T09:12:03.125000Z", key="k", run_trace=run)
+    assert '"run_trace"' in codec.dumps_event(event)
+    assert codec.loads_event(codec.dumps_event(event)) == event
+    # Unset, it is not written: an untraced log is what an older runtime wrote.
+    untraced = ToolStarted(step="s", at="2025-06-01T09:12:03.125000Z", key="k")
+    assert "run_trace" not in codec.dumps_event(untraced)
+    with pytest.raises(CodecError, match="run_trace"):
+        codec.loads_event('{"kind": "tool_started", "step": "s", "key": "k", "run_trace": 7}')
