@@ -420,19 +420,26 @@ def test_twelvefold_run_exports_its_spans_over_otlp_http(
     assert "gen_ai.input.messages" not in chat.attributes
 
 
-def test_exporting_without_the_sdk_is_one_line(tmp_path: Path) -> None:
-    """`twelvefold[otel]` missing: a one-line error, not a traceback (simulated by a
-    sitecustomize that hides the SDK from the child process)."""
+def hiding(tmp_path: Path, package: str) -> Path:
+    """A folder whose sitecustomize.py makes `package` (and what is under it) fail to
+    import in a child process given it as PYTHONPATH: as if it were not installed."""
     hide = tmp_path / "hide"
     hide.mkdir()
     (hide / "sitecustomize.py").write_text(
         "import sys\n"
         "class Hide:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.startswith('opentelemetry.sdk'):\n"
+        f"        if name.startswith({package!r}):\n"
         "            raise ImportError(name)\n"
         "sys.meta_path.insert(0, Hide())\n"
     )
+    return hide
+
+
+def test_exporting_without_the_sdk_is_one_line(tmp_path: Path) -> None:
+    """`twelvefold[otel]` missing: a one-line error, not a traceback (simulated by a
+    sitecustomize that hides the SDK from the child process)."""
+    hide = hiding(tmp_path, "opentelemetry.sdk")
     env = {
         **os.environ,
         "PYTHONPATH": str(hide),
@@ -574,16 +581,7 @@ def test_a_list_of_exporters_and_an_unavailable_protocol_are_taken_as_the_spec_s
     # OTEL_TRACES_EXPORTER is a comma-separated list (OpenTelemetry's SDK configuration
     # spec); gRPC is asked for but its exporter is not installed (hidden from the child
     # process by a sitecustomize): said once, HTTP used.
-    hide = tmp_path / "hide"
-    hide.mkdir()
-    (hide / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class Hide:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.startswith('opentelemetry.exporter.otlp.proto.grpc'):\n"
-        "            raise ImportError(name)\n"
-        "sys.meta_path.insert(0, Hide())\n"
-    )
+    hide = hiding(tmp_path, "opentelemetry.exporter.otlp.proto.grpc")
     with OtlpReceiver() as receiver:
         done = run_calculator(
             tmp_path,
