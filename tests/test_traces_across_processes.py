@@ -386,3 +386,65 @@ def test_a_wake_up_pending_from_the_sweep_takes_the_context_of_the_run_that_stop
             (thread_id,),
         ).fetchall()
     assert [row[0] for row in rows] == [{"thread_id": thread_id, "trace": stopped}]
+
+
+NAPPER = """
+agent napper { input string  start decide }
+type Nap { n: int }
+llm decide -> Nap { prompt "decide.j2"  on Nap -> nap }
+sleep nap(Nap) 2s next think
+llm think -> Nap { prompt "decide.j2"  on Nap -> done }
+final done(Nap)
+"""
+
+
+@pytest.mark.postgres
+def test_the_run_a_workers_timer_job_starts_after_a_sleep_links_to_the_run_that_slept(
+    tmp_path: Path, postgres_url: str, request: pytest.FixtureRequest
+) -> None:
+    """A real worker runs the thread until its `sleep`, which records nothing when it
+    starts; the worker's timer job fires it 2 s later and runs the thread on. That run
+    links to the run that began the sleep (named on the first event it appended)."""
+    exported: InMemorySpanExporter = request.getfixturevalue("spans")
+    project = tmp_path / "project"
+    (project / "prompts").mkdir(parents=True)
+    (project / "prompts" / "decide.j2").write_text("Go.\n{{ context }}\n")
+    agent = project / "napper.agent"
+    agent.write_text(NAPPER)
+    with ScriptedOpenAI() as model_server, OtlpReceiver() as receiver:
+        model_server.responder = lambda body: Reply(arguments={"n": 1})
+        cluster = make_cluster(tmp_path, postgres_url, model_server)
+        env = {**os.environ, **cluster.env, **exporting(receiver)}
+        with (tmp_path / "worker.log").open("ab") as out:
+            command = [sys.executable, "-m", "twelvefold", "worker", str(agent), "--store",
+                       postgres_url, "--concurrency", "2", "--sweep-seconds", "1", "--grace",
+                       "1", "--model", "gpt-4o-mini"]  # fmt: skip
+            cluster.workers.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
+        driver = Driver(cluster, model_server)
+        try:
+
+            async def launch() -> str:
+                async with driver.app.open_async():
+                    thread_id = (await driver.runtime.launch(str(agent), "go", run=False)).id
+                    await driver.queue.wake(thread_id)
+                    return thread_id
+
+            thread_id = asyncio.run(launch())
+
+            def finished(found: list[ReceivedSpan]) -> bool:
+                return any(s.attributes.get("twelvefold.thread.status") == "finished"
+                           for s in of_thread(found, thread_id))  # fmt: skip
+
+            received = receiver.wait_for(finished, timeout=180)
+        finally:
+            cluster.stop()
+    (launched,) = [s for s in exported.get_finished_spans() if s.name == "launch napper"]
+    assert launched.context is not None
+    runs = [s for s in of_thread(received, thread_id) if s.name == "invoke_agent napper"]
+    (slept,) = [r for r in runs if r.attributes["twelvefold.thread.status"] == "waiting"]
+    (woken,) = [r for r in runs if r.attributes["twelvefold.thread.status"] == "finished"]
+    assert {s.trace_id for s in of_thread(received, thread_id)} == {
+        f"{launched.context.trace_id:032x}"
+    }
+    assert slept.links == () and woken.links == (slept.span_id,)
+    assert woken.attributes["twelvefold.resumed"] is True
