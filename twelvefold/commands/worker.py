@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from twelvefold.commands.options import background_options
+from twelvefold.commands.options import PROMPTS, background_options
 from twelvefold.commands.output import echo
 from twelvefold.commands.run import make_model, model_options, reported
 from twelvefold.runtime.tracing import configure_from_env
@@ -56,6 +56,7 @@ def is_postgres(url: str) -> bool:
     "How many jobs (threads) this worker runs at once.",
     "stalled jobs are retried and running threads woken",
 )
+@PROMPTS
 @model_options
 def worker(
     places: tuple[str, ...],
@@ -65,6 +66,7 @@ def worker(
     concurrency: int,
     grace: float,
     sweep_seconds: float,
+    prompts: Path | None,
     model: str | None,
     cassette: Path | None,
     record: Path | None,
@@ -102,7 +104,7 @@ def worker(
         flush_spans = configure_from_env()
         code = asyncio.run(
             _work(places, store_url, queue_url, concurrency, grace, sweep_seconds,
-                  make_model(cassette, record, model), paths, metrics_at)
+                  make_model(cassette, record, model), paths, metrics_at, prompts)
         )  # fmt: skip
     if flush_spans is not None:
         flush_spans()
@@ -123,6 +125,7 @@ async def _work(
     model: object,
     paths: tuple[Path, ...],
     metrics_at: tuple[str, int] | None = None,
+    prompts: Path | None = None,
 ) -> int:
     from twelvefold.runtime.api import AsyncRuntime
     from twelvefold.runtime.store import open_store
@@ -144,7 +147,7 @@ async def _work(
         echo(f"error: {exc}", err=True)
         return 1
     store = open_store(store_url, create=False)
-    runtime = AsyncRuntime(store, model=model, tool_paths=paths)  # type: ignore[arg-type]
+    runtime = AsyncRuntime(store, model=model, tool_paths=paths, prompts_dir=prompts)  # type: ignore[arg-type]
     try:
         agents = served_agents(runtime, places)
     except ServeError as exc:
