@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -189,11 +190,7 @@ def test_a_worker_keeps_each_thread_in_one_trace_across_its_rate_limit_turns(
         log = tmp_path / "worker.log"
         # A sweep (every minute here) may wake a thread between its run's end and the
         # wake-up that run enqueues: the sweep's is then given the link (tested below).
-        with log.open("ab") as out:
-            command = [sys.executable, "-m", "twelvefold", "worker", str(agent), "--store",
-                       postgres_url, "--concurrency", "4", "--sweep-seconds", "60", "--grace",
-                       "2", "--model", "gpt-4o-mini"]  # fmt: skip
-            cluster.workers.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
+        cluster.workers.append(worker(agent, postgres_url, env, log, sweep="60", concurrency="4"))
         driver = Driver(cluster, model_server)
         try:
             wait_for(lambda: "worker: running" in log.read_text(), "the worker to start")
@@ -249,6 +246,45 @@ def test_a_worker_keeps_each_thread_in_one_trace_across_its_rate_limit_turns(
     assert later_runs >= 2, "the rate limit made two threads give their job back"
 
 
+def worker(
+    agent: Path,
+    url: str,
+    env: dict[str, str],
+    log: Path,
+    *,
+    sweep: str = "1",
+    concurrency: str = "2",
+) -> subprocess.Popen[bytes]:
+    """A real `twelvefold worker` process for `agent` on the PostgreSQL `url`, its output
+    appended to `log`."""
+    with log.open("ab") as out:
+        command = [sys.executable, "-m", "twelvefold", "worker", str(agent), "--store", url,
+                   "--concurrency", concurrency, "--sweep-seconds", sweep, "--grace", "1",
+                   "--model", "gpt-4o-mini"]  # fmt: skip
+        return subprocess.Popen(command, env=env, stdout=out, stderr=out)
+
+
+def launch_as_serve_does(driver: Driver, agent: Path) -> str:
+    """Store a thread of `agent` without running it and enqueue its wake-up (what `serve`
+    does on PostgreSQL); its id."""
+
+    async def launch() -> str:
+        async with driver.app.open_async():
+            thread_id = (await driver.runtime.launch(str(agent), "go", run=False)).id
+            await driver.queue.wake(thread_id)
+            return thread_id
+
+    return asyncio.run(launch())
+
+
+def finished(thread_id: str) -> Callable[[list[ReceivedSpan]], bool]:
+    """Whether the spans received hold the run that finished the thread."""
+    return lambda found: any(
+        s.attributes.get("twelvefold.thread.status") == "finished"
+        for s in of_thread(found, thread_id)
+    )
+
+
 HANGER = """
 agent hanger { input string  start decide }
 type Go { n: int }
@@ -299,25 +335,14 @@ def test_a_run_the_sweep_starts_after_a_worker_died_links_to_the_dead_run(
         agent = project / "hanger.agent"
 
         def start_worker(index: int) -> subprocess.Popen[bytes]:
-            with (tmp_path / f"worker-{index}.log").open("ab") as out:
-                command = [sys.executable, "-m", "twelvefold", "worker", str(agent),
-                           "--store", postgres_url, "--concurrency", "2", "--sweep-seconds",
-                           "1", "--grace", "1", "--model", "gpt-4o-mini"]  # fmt: skip
-                process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
+            process = worker(agent, postgres_url, env, tmp_path / f"worker-{index}.log")
             cluster.workers.append(process)
             return process
 
         driver = Driver(cluster, model_server)
         try:
             first = start_worker(1)
-
-            async def launch() -> str:
-                async with driver.app.open_async():
-                    thread_id = (await driver.runtime.launch(str(agent), "go", run=False)).id
-                    await driver.queue.wake(thread_id)
-                    return thread_id
-
-            thread_id = asyncio.run(launch())
+            thread_id = launch_as_serve_does(driver, agent)
             wait_for(lambda: (hang_dir / "entered").exists(), "the tool call to start", 120)
             # The dead run's model call is exported before the kill (spans of the thread
             # that are not runs: the run itself is still open).
@@ -329,12 +354,7 @@ def test_a_run_the_sweep_starts_after_a_worker_died_links_to_the_dead_run(
             first.wait()
             (hang_dir / "hold").unlink()
             start_worker(2)
-
-            def finished(found: list[ReceivedSpan]) -> bool:
-                return any(s.attributes.get("twelvefold.thread.status") == "finished"
-                           for s in of_thread(found, thread_id))  # fmt: skip
-
-            received = receiver.wait_for(finished, timeout=180)
+            received = receiver.wait_for(finished(thread_id), timeout=180)
             events = asyncio.run(driver.runtime.events(thread_id))
         finally:
             cluster.stop()
@@ -415,27 +435,11 @@ def test_the_run_a_workers_timer_job_starts_after_a_sleep_links_to_the_run_that_
         model_server.responder = lambda body: Reply(arguments={"n": 1})
         cluster = make_cluster(tmp_path, postgres_url, model_server)
         env = {**os.environ, **cluster.env, **exporting(receiver)}
-        with (tmp_path / "worker.log").open("ab") as out:
-            command = [sys.executable, "-m", "twelvefold", "worker", str(agent), "--store",
-                       postgres_url, "--concurrency", "2", "--sweep-seconds", "1", "--grace",
-                       "1", "--model", "gpt-4o-mini"]  # fmt: skip
-            cluster.workers.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
+        cluster.workers.append(worker(agent, postgres_url, env, tmp_path / "worker.log"))
         driver = Driver(cluster, model_server)
         try:
-
-            async def launch() -> str:
-                async with driver.app.open_async():
-                    thread_id = (await driver.runtime.launch(str(agent), "go", run=False)).id
-                    await driver.queue.wake(thread_id)
-                    return thread_id
-
-            thread_id = asyncio.run(launch())
-
-            def finished(found: list[ReceivedSpan]) -> bool:
-                return any(s.attributes.get("twelvefold.thread.status") == "finished"
-                           for s in of_thread(found, thread_id))  # fmt: skip
-
-            received = receiver.wait_for(finished, timeout=180)
+            thread_id = launch_as_serve_does(driver, agent)
+            received = receiver.wait_for(finished(thread_id), timeout=180)
         finally:
             cluster.stop()
     (launched,) = [s for s in exported.get_finished_spans() if s.name == "launch napper"]
