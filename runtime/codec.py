@@ -39,7 +39,7 @@ _BUILT_IN_TYPES: dict[str, type[BaseModel]] = {"Answer": Answer}
 _USAGE_FIELDS = tuple(f.name for f in fields(Usage))
 # Payload fields by event class, computed once: encoding is on every step's path.
 _PAYLOAD: dict[type[Event], tuple[str, ...]] = {
-    cls: tuple(f.name for f in fields(cls) if f.name not in ("step", "at", "usage"))
+    cls: tuple(f.name for f in fields(cls) if f.name not in ("step", "at", "usage", "run_trace"))
     for cls in EVENT_KINDS.values()
 }
 
@@ -103,6 +103,8 @@ class Codec:
             data["at"] = event.at
         if event.usage is not None:
             data["usage"] = _encode_usage(event.usage)
+        if event.run_trace is not None:  # (left out when unset, like `trace`)
+            data["run_trace"] = event.run_trace
         for name in _PAYLOAD[type(event)]:
             value = getattr(event, name)
             if value is None and name in _OMITTED_WHEN_NONE:
@@ -127,6 +129,9 @@ class Codec:
             args["usage"] = Usage(**data["usage"])
             for name in _USAGE_FIELDS:
                 _expect(getattr(args["usage"], name), int | float | None, f"usage.{name}")
+        if "run_trace" in data:
+            args["run_trace"] = data["run_trace"]
+            _expect(args["run_trace"], str | None, "run_trace")
         for name in _PAYLOAD[cls]:
             if name not in data:
                 continue  # a field left at its default

@@ -162,6 +162,9 @@ class Thread:
     log (replayed once) before any tool runs on it."""
     run: Any = None
     """The OpenTelemetry span of the run advancing it, when traced (runtime/tracing.py)."""
+    stamp: str | None = None
+    """The run's `traceparent` until the first event it appends carries it (`run_trace`),
+    then None; None when untraced, or when `Started.trace` names the run already."""
     model: str | None = None
     """The model the last model call asked for (for metrics: an event's usage does not
     name it), when known."""
@@ -368,6 +371,8 @@ class Engine:
         if thread.lease is not None and not self.offload:
             self.book(thread, event)  # the hot path: nothing to take, nothing waited for
             return
+        if thread.stamp is not None:
+            event = _stamped(thread, event)
         agent = thread.agent
         took = thread.lease is None
         if took:
@@ -396,6 +401,8 @@ class Engine:
         """`record` for a thread whose lease this engine holds, when the store never
         waits (no `offload`): a plain call, so each step's events cost no coroutine."""
         assert thread.lease is not None and not self.offload
+        if thread.stamp is not None:
+            event = _stamped(thread, event)
         agent = thread.agent
         state = agent.module.reduce(thread.state, event)
         head = build_head(state.status, state.step, state, agent.reducer, state.request)
@@ -430,8 +437,9 @@ class Engine:
             return thread
         if run is None:
             run = self.open_run(thread.agent, thread.id, thread.events)
-        if run is None:
-            return await self._advance(thread)
+            if run is None:
+                return await self._advance(thread)
+            thread.stamp = tracing.traceparent(run)  # (a launch's run: `Started.trace`)
         thread.run = run
         failure: BaseException | None = None
         try:
@@ -448,7 +456,7 @@ class Engine:
             failure = exc
             raise
         finally:
-            thread.run = None
+            thread.run = thread.stamp = None
             tracing.end_run(run, thread.state, failure)
 
     async def _advance(self, thread: Thread) -> Thread:
@@ -686,23 +694,39 @@ class Engine:
         except ConfigError as exc:
             raise checks.CheckFailed(tools.describe(exc)) from exc
         judged_by = _requested_model(self._resolver, judge)
-        estimated = await self._turn(judged_by, limits, messages)
-        if not self.in_flight.take(limits.in_flight):
-            await self.in_flight.enter(limits.in_flight)
-        started = time.perf_counter()
-        try:
-            reply = await _within(limits.call_seconds, self._model().complete(request))
-        except ModelError as exc:
-            error = exc.error
-            paid = None if exc.usage is None else _priced_usage(exc.usage, judged_by, prices)
-            if paid is not None:
-                self._spent(judged_by, paid, estimated)
-            raise checks.CheckFailed(
-                ErrorInfo("JudgeError", f"the judge of `{action.step}` gave no verdict: {error}"),
-                paid,
-            ) from exc
-        finally:
-            self.in_flight.leave()
+        waits = 0
+        while True:
+            estimated = await self._turn(judged_by, limits, messages)
+            if not self.in_flight.take(limits.in_flight):
+                await self.in_flight.enter(limits.in_flight)
+            started = time.perf_counter()
+            long_wait: float | None = None
+            try:
+                reply = await _within(limits.call_seconds, self._model().complete(request))
+            except ModelError as exc:
+                error = exc.error
+                paid = None if exc.usage is None else _priced_usage(exc.usage, judged_by, prices)
+                if paid is not None:
+                    self._spent(judged_by, paid, estimated)
+                if paid is None and exc.retry_after is not None and waits < LONG_429_WAITS:
+                    long_wait = exc.retry_after
+                else:
+                    raise checks.CheckFailed(
+                        ErrorInfo(
+                            "JudgeError", f"the judge of `{action.step}` gave no verdict: {error}"
+                        ),
+                        paid,
+                    ) from exc
+            finally:
+                self.in_flight.leave()
+            if long_wait is None:
+                break
+            # A 429 asking for longer than the openai client waits: waited out as the
+            # step's own call's is (capped, lending the server's slot), then asked again.
+            # Never given up to a later turn (`TurnLater`): the checked output was paid
+            # for, and a later run would ask for it again.
+            waits += 1
+            await self._wait_out_429(judged_by, min(long_wait, MAX_PAUSE_SECONDS), defer=False)
         verdict = reply.output
         if not isinstance(verdict, Verdict):  # a Model that answered another type
             verdict = Verdict.model_validate(verdict.model_dump())
@@ -889,13 +913,19 @@ class Engine:
                 await self.rate_limiter.turn(model, found, estimate)
         return estimate if found.tokens else None
 
-    async def _wait_out_429(self, model: str | None, seconds: float) -> None:
+    async def _wait_out_429(self, model: str | None, seconds: float, *, defer: bool = True) -> None:
         """Sleep out a provider's long `Retry-After` as a turn is waited for (`_turn`):
         lending the server's slot (`idle`); on a worker, a wait beyond `defer_turns` gives
-        the job up (`TurnLater`) and the thread runs again then."""
+        the job up (`TurnLater`) and the thread runs again then, unless `defer` is false
+        (a judge's call, whose checked output is paid for and not recorded yet)."""
         import asyncio
 
-        if _RUN_DEPTH.get() == 1 and self.defer_turns is not None and seconds > self.defer_turns:
+        if (
+            defer
+            and _RUN_DEPTH.get() == 1
+            and self.defer_turns is not None
+            and seconds > self.defer_turns
+        ):
             raise ratelimit.TurnLater(model or "the model", seconds)
         if self.idle is None:
             await asyncio.sleep(seconds)
@@ -981,6 +1011,15 @@ number of threads whose appends can share a transaction is at most this; asyncio
 default pool (cores + 4) would cap it at 6 on two cores."""
 
 _store_pool = SharedPool(STORE_WORKERS, "twelvefold-store")
+
+
+def _stamped(thread: Thread, event: Event) -> Event:
+    """`event` naming the traced run that appends it (`run_trace`), the first of the run
+    to be appended; an event whose `trace` names the run already is left as it is."""
+    stamp, thread.stamp = thread.stamp, None
+    if getattr(event, "trace", None) == stamp:
+        return event
+    return replace(event, run_trace=stamp)
 
 
 def retry_due(events: Sequence[Event]) -> float | None:

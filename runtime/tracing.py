@@ -13,9 +13,11 @@ A span cannot stay open across processes, so the log carries the trace: `Started
 the launching run's W3C `traceparent` (or, for a launch that only stores the thread, its
 `launch` span's), `Notified.trace` the run that paused, `AttemptFailed.trace` the run a
 retry's backoff stopped, and a decision's `trace` the wait's span, made by the process
-that records the decision with its start set to the notice's time. A run's parent is the
-span on the latest event that carries one; it links to the run before it (the span on the
-latest `Started`, `Notified` or `AttemptFailed`, or the run `after_run` names: one that
+that records the decision with its start set to the notice's time; and the first event
+each traced run appends names that run (`Event.run_trace`), so a run that ended without
+saying so (a `sleep` begun, a process that died) can be found. A run's parent is the span
+in the `trace` of the latest event that has one; every run but a thread's first links to
+the run before it (the latest run the log names, or the run `after_run` names: one that
 stopped for a far rate-limit turn and recorded nothing).
 
 Off unless an application (or `twelvefold run`, see `configure_from_env`) installed an SDK
@@ -136,21 +138,27 @@ def after_run(thread_id: str, previous: str | None) -> Iterator[None]:
 def start_run(tracer: Tracer, agent: str, thread_id: str, events: Sequence[Event]) -> Span:
     """The `invoke_agent` span of one run of a thread, in the thread's trace (see above).
 
-    Its parent is the span on the latest event carrying one (none: the current span, a
-    new trace when there is none); it links to the run before it, the span on the latest
-    `Started`, `Notified` or `AttemptFailed`, or the run `after_run` names (later than
-    anything in the log). `twelvefold.resumed` is false for a thread's first run only."""
+    Its parent is the span on the latest event carrying one in `trace` (none: the current
+    span, a new trace when there is none). A run that is not the thread's first links
+    (`twelvefold.link = previous_run`) to the run before it, even when that run is its
+    parent too: the run `after_run` names (later than anything in the log), else the
+    latest run the log names (`run_trace` on the first event each traced run appends,
+    `trace` on `Notified` and `AttemptFailed`, `Started.trace`: the launching run, or the
+    `launch` span of a launch that ran nothing). `twelvefold.resumed` is false for a
+    thread's first run only."""
     from opentelemetry import trace
 
     parent = previous = None
     for event in reversed(events):
         found = getattr(event, "trace", None)
-        if found is None:
-            continue
-        if parent is None:
+        if parent is None and found is not None:
             parent = remote(found)
-        if isinstance(event, Started | Notified | AttemptFailed):
-            previous = remote(found)
+        if previous is None:
+            named = event.run_trace
+            if named is None and isinstance(event, Started | Notified | AttemptFailed):
+                named = found
+            previous = remote(named) if named is not None else None
+        if parent is not None and previous is not None:
             break
     after = _AFTER.get()
     if after is not None and after[0] == thread_id:
@@ -160,7 +168,7 @@ def start_run(tracer: Tracer, agent: str, thread_id: str, events: Sequence[Event
     else:
         resumed = len(events) > 1
     links = []
-    if previous is not None and previous != parent:
+    if previous is not None and resumed:
         links.append(trace.Link(previous, {"twelvefold.link": "previous_run"}))
     context = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent else None
     return tracer.start_span(

@@ -58,6 +58,11 @@ class Event:
     step: str
     at: str | None = None
     usage: Usage | None = None
+    run_trace: str | None = None
+    """On the first event a traced run appends (unless the event names the run in its own
+    `trace`: `Notified`, `AttemptFailed`), the W3C `traceparent` of that run's span: the
+    next run of the thread, whatever starts it (a timer, a signal, a sweep after a crash),
+    links to it (docs/observability.md). Never seen by `reduce`."""
 
 
 @record(slots=True, kw_only=True)

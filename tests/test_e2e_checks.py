@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -214,4 +215,46 @@ def test_a_validator_that_ends_the_process_fails_the_step_and_the_process_runs_o
     (failure,) = [e for e in rt.events(ended.id) if isinstance(e, StepFailed)]
     assert failure.error.type == "ValidatorError", failure.error
     assert "exit code 3" in failure.error.message
+    assert payments(paid) == []
+
+
+@pytest.fixture
+def short_pauses(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The loop, waiting out a long 429 for 0.2 s rather than up to `MAX_PAUSE_SECONDS`
+    (ten minutes)."""
+    import twelvefold.runtime.loop as loop
+
+    monkeypatch.setattr(loop, "MAX_PAUSE_SECONDS", 0.2)
+    return loop
+
+
+def test_a_judge_told_to_wait_longer_than_the_client_waits_it_out_as_a_step_does(
+    rt: Runtime, model: ModelTurns, paid: Path, short_pauses: ModuleType
+) -> None:
+    """A 429 on the judge's call whose `Retry-After` (300 s) is beyond what the openai
+    client waits for is waited out (capped at `MAX_PAUSE_SECONDS`, shortened here) and the
+    judge asked again, as a step's own call is: the step does not fail, the output is
+    judged and paid out once."""
+    model.then(
+        refund(40), Reply(status=429, error="slow down", retry_after="300"), verdict(True, "ok")
+    )
+    done = rt.launch(REFUNDS, CLAIM)
+
+    assert done.status == "finished", done.error
+    assert tools_asked(model.server) == ["Refund", "Verdict", "Verdict"]
+    assert not [e for e in rt.events(done.id) if isinstance(e, StepFailed)]
+    assert len(payments(paid)) == 1
+
+
+def test_a_judge_that_keeps_being_told_to_wait_fails_its_step_after_the_last_wait(
+    rt: Runtime, model: ModelTurns, paid: Path, short_pauses: ModuleType
+) -> None:
+    loop = short_pauses
+    slow = Reply(status=429, error="slow down", retry_after="900")
+    model.then(refund(40), *[slow] * (1 + loop.LONG_429_WAITS))
+    done = rt.launch(REFUNDS, CLAIM)
+
+    assert tools_asked(model.server) == ["Refund"] + ["Verdict"] * (1 + loop.LONG_429_WAITS)
+    (failure,) = [e for e in rt.events(done.id) if isinstance(e, StepFailed)]
+    assert failure.error.type == "JudgeError" and "RateLimitError" in failure.error.message
     assert payments(paid) == []

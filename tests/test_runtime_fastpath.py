@@ -242,7 +242,7 @@ def assert_same_log(fast: list[Event], ordinary: list[Event], *, traced: bool = 
             mine, theirs = getattr(a, f.name), getattr(b, f.name)
             if f.name in ("at", "retry_at"):
                 assert isinstance(mine, str) and isinstance(theirs, str)
-            elif f.name == "trace" and traced:
+            elif f.name in ("trace", "run_trace") and traced:
                 assert theirs is None
             elif f.name == "usage" and mine is not None and theirs is not None:
                 unmeasured = dataclasses.replace(mine, latency_ms=None)

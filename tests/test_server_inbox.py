@@ -378,6 +378,25 @@ async def test_a_stale_request_and_bad_forms_are_readable_messages(s: Served) ->
         assert missing.status_code == 404 and "Not found" in missing.text
 
 
+async def test_the_list_shows_what_each_waiting_thread_cost_so_far(s: Served) -> None:
+    """Each card of the list says what its thread cost (steps, model calls, tokens, USD),
+    as the thread's own page does: the figures are the thread's totals."""
+    view = await waiting_thread(s)
+    totals = view.usage
+    assert totals.model_calls and totals.input_tokens  # the scripted model reports tokens
+    async with signed_in(s, "ana") as browser:
+        page = (await browser.get("/")).text
+    card = re.search(rf'<article class="card request" id="request-{view.request}">.*?</article>',
+                     page, re.S)  # fmt: skip
+    assert card, page
+    shown = re.search(r'<span class="usage">([^<]*)</span>', card.group())
+    assert shown, card.group()
+    text = html.unescape(shown.group(1))
+    assert text.startswith(f"{totals.steps} steps, {totals.model_calls} model call")
+    assert f"{totals.input_tokens:,}→{totals.output_tokens:,} tokens, " in text
+    assert f"tokens, {totals.cost_text}" in text, text
+
+
 # ---- escaping and headers -------------------------------------------------------------
 
 

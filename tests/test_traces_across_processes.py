@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,8 @@ def test_the_run_after_a_retry_backoff_is_the_child_of_the_run_whose_attempt_fai
     assert first.parent.span_id == launch.context.span_id
     assert failed.trace == tracing.traceparent(first)  # type: ignore[arg-type]
     assert second.parent.span_id == first.context.span_id
+    # ... and links to it, as every run after the first links to the run before it.
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]
     assert {s.context.trace_id for s in found if s.context} == {launch.context.trace_id}
     assert [(s.attributes or {})["twelvefold.resumed"] for s in (first, second)] == [False, True]
 
@@ -186,12 +189,8 @@ def test_a_worker_keeps_each_thread_in_one_trace_across_its_rate_limit_turns(
         agent = project / "answerer.agent"
         log = tmp_path / "worker.log"
         # A sweep (every minute here) may wake a thread between its run's end and the
-        # wake-up that run enqueues: that wake-up, dropped, carries the link (docs).
-        with log.open("ab") as out:
-            command = [sys.executable, "-m", "twelvefold", "worker", str(agent), "--store",
-                       postgres_url, "--concurrency", "4", "--sweep-seconds", "60", "--grace",
-                       "2", "--model", "gpt-4o-mini"]  # fmt: skip
-            cluster.workers.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
+        # wake-up that run enqueues: the sweep's is then given the link (tested below).
+        cluster.workers.append(worker(agent, postgres_url, env, log, sweep="60", concurrency="4"))
         driver = Driver(cluster, model_server)
         try:
             wait_for(lambda: "worker: running" in log.read_text(), "the worker to start")
@@ -245,3 +244,211 @@ def test_a_worker_keeps_each_thread_in_one_trace_across_its_rate_limit_turns(
         )
         later_runs += len(chain) - 1
     assert later_runs >= 2, "the rate limit made two threads give their job back"
+
+
+def worker(
+    agent: Path,
+    url: str,
+    env: dict[str, str],
+    log: Path,
+    *,
+    sweep: str = "1",
+    concurrency: str = "2",
+) -> subprocess.Popen[bytes]:
+    """A real `twelvefold worker` process for `agent` on the PostgreSQL `url`, its output
+    appended to `log`."""
+    with log.open("ab") as out:
+        command = [sys.executable, "-m", "twelvefold", "worker", str(agent), "--store", url,
+                   "--concurrency", concurrency, "--sweep-seconds", sweep, "--grace", "1",
+                   "--model", "gpt-4o-mini"]  # fmt: skip
+        return subprocess.Popen(command, env=env, stdout=out, stderr=out)
+
+
+def launch_as_serve_does(driver: Driver, agent: Path) -> str:
+    """Store a thread of `agent` without running it and enqueue its wake-up (what `serve`
+    does on PostgreSQL); its id."""
+
+    async def launch() -> str:
+        async with driver.app.open_async():
+            thread_id = (await driver.runtime.launch(str(agent), "go", run=False)).id
+            await driver.queue.wake(thread_id)
+            return thread_id
+
+    return asyncio.run(launch())
+
+
+def finished(thread_id: str) -> Callable[[list[ReceivedSpan]], bool]:
+    """Whether the spans received hold the run that finished the thread."""
+    return lambda found: any(
+        s.attributes.get("twelvefold.thread.status") == "finished"
+        for s in of_thread(found, thread_id)
+    )
+
+
+HANGER = """
+agent hanger { input string  start decide }
+type Go { n: int }
+type Done { n: int }
+llm decide -> Go { prompt "decide.j2"  on Go -> hang }
+tool hang(Go) -> Done = "hang_tools:hang" { next done }
+final done(Done)
+"""
+
+HANG_TOOLS = '''
+"""A keyed tool that says it started (ENTERED) and waits while HOLD exists (at most 120 s)."""
+import os
+import time
+from pathlib import Path
+
+
+def hang(value, idempotency_key):
+    Path(os.environ["HANG_DIR"], "entered").write_text(idempotency_key)
+    deadline = time.monotonic() + 120
+    while Path(os.environ["HANG_DIR"], "hold").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"n": value.n + 1}
+'''
+
+
+@pytest.mark.postgres
+def test_a_run_the_sweep_starts_after_a_worker_died_links_to_the_dead_run(
+    tmp_path: Path, postgres_url: str, request: pytest.FixtureRequest
+) -> None:
+    """A worker is SIGKILLed in the middle of a keyed tool call; another worker's sweep
+    wakes the thread once the dead one's lease lapsed (no wake-up carries any context).
+    The dead run's span was never ended (nor exported), but its model call's span was,
+    and the first event it appended names it (`run_trace`): the run the sweep starts is
+    in the thread's trace and links to the dead run."""
+    exported: InMemorySpanExporter = request.getfixturevalue("spans")
+    project = tmp_path / "project"
+    (project / "prompts").mkdir(parents=True)
+    (project / "prompts" / "decide.j2").write_text("Go.\n{{ context }}\n")
+    (project / "hanger.agent").write_text(HANGER)
+    (project / "hang_tools.py").write_text(HANG_TOOLS)
+    hang_dir = tmp_path / "hang"
+    hang_dir.mkdir()
+    (hang_dir / "hold").write_text("")
+    with ScriptedOpenAI() as model_server, OtlpReceiver() as receiver:
+        model_server.responder = lambda body: Reply(arguments={"n": 1})
+        cluster = make_cluster(tmp_path, postgres_url, model_server)
+        env = {**os.environ, **cluster.env, **exporting(receiver), "HANG_DIR": str(hang_dir)}
+        agent = project / "hanger.agent"
+
+        def start_worker(index: int) -> subprocess.Popen[bytes]:
+            process = worker(agent, postgres_url, env, tmp_path / f"worker-{index}.log")
+            cluster.workers.append(process)
+            return process
+
+        driver = Driver(cluster, model_server)
+        try:
+            first = start_worker(1)
+            thread_id = launch_as_serve_does(driver, agent)
+            wait_for(lambda: (hang_dir / "entered").exists(), "the tool call to start", 120)
+            # The dead run's model call is exported before the kill (spans of the thread
+            # that are not runs: the run itself is still open).
+            dead_chat = receiver.wait_for(
+                lambda found: any(s.name.startswith("chat") for s in of_thread(found, thread_id)),
+                timeout=60,
+            )
+            first.kill()
+            first.wait()
+            (hang_dir / "hold").unlink()
+            start_worker(2)
+            received = receiver.wait_for(finished(thread_id), timeout=180)
+            events = asyncio.run(driver.runtime.events(thread_id))
+        finally:
+            cluster.stop()
+    (chat,) = [s for s in of_thread(dead_chat, thread_id) if s.name.startswith("chat")]
+    dead_run = chat.parent_span_id
+    (launched,) = [s for s in exported.get_finished_spans() if s.name == "launch hanger"]
+    assert launched.context is not None
+    trace_id = f"{launched.context.trace_id:032x}"
+    runs = [s for s in of_thread(received, thread_id) if s.name == "invoke_agent hanger"]
+    assert [r.span_id for r in runs] != [dead_run]  # the dead run was never exported
+    (resumed,) = runs
+    assert {s.trace_id for s in of_thread(received, thread_id)} == {trace_id}
+    assert resumed.parent_span_id == f"{launched.context.span_id:016x}"
+    assert resumed.links == (dead_run,)
+    assert resumed.attributes["twelvefold.resumed"] is True
+    # The log names the dead run on the first event it appended (its model output).
+    named_runs = [e.run_trace for e in events if e.run_trace]
+    assert named_runs[0] is not None and named_runs[0].split("-")[2] == dead_run
+
+
+@pytest.mark.postgres
+def test_a_wake_up_pending_from_the_sweep_takes_the_context_of_the_run_that_stopped(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The sweep may wake a thread between the end of a run that gave its job back
+    (`TurnLater`, nothing recorded) and the wake-up that run enqueues, which is then
+    dropped (one pending wake-up per thread): the pending one is given its context, so the
+    run it starts links to the stopped run all the same. On the real queue (PostgreSQL)."""
+    import psycopg
+
+    stopped = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    with ScriptedOpenAI() as model_server:
+        cluster = make_cluster(tmp_path, postgres_url, model_server)
+        driver = Driver(cluster, model_server)
+
+        async def race() -> str:
+            async with driver.app.open_async():
+                thread_id = (await driver.runtime.launch(str(FIXTURES / "nap.agent"), "go",
+                                                         run=False)).id  # fmt: skip
+                await driver.queue.wake(thread_id)  # the sweep's: no context
+                await driver.queue.wake(thread_id, delay=30, trace=stopped)  # the run's own
+                return thread_id
+
+        thread_id = asyncio.run(race())
+    with psycopg.connect(postgres_url) as connection:
+        rows = connection.execute(
+            "SELECT args FROM procrastinate_jobs WHERE task_name = 'twelvefold.advance'"
+            " AND status = 'todo' AND args->>'thread_id' = %s",
+            (thread_id,),
+        ).fetchall()
+    assert [row[0] for row in rows] == [{"thread_id": thread_id, "trace": stopped}]
+
+
+NAPPER = """
+agent napper { input string  start decide }
+type Nap { n: int }
+llm decide -> Nap { prompt "decide.j2"  on Nap -> nap }
+sleep nap(Nap) 2s next think
+llm think -> Nap { prompt "decide.j2"  on Nap -> done }
+final done(Nap)
+"""
+
+
+@pytest.mark.postgres
+def test_the_run_a_workers_timer_job_starts_after_a_sleep_links_to_the_run_that_slept(
+    tmp_path: Path, postgres_url: str, request: pytest.FixtureRequest
+) -> None:
+    """A real worker runs the thread until its `sleep`, which records nothing when it
+    starts; the worker's timer job fires it 2 s later and runs the thread on. That run
+    links to the run that began the sleep (named on the first event it appended)."""
+    exported: InMemorySpanExporter = request.getfixturevalue("spans")
+    project = tmp_path / "project"
+    (project / "prompts").mkdir(parents=True)
+    (project / "prompts" / "decide.j2").write_text("Go.\n{{ context }}\n")
+    agent = project / "napper.agent"
+    agent.write_text(NAPPER)
+    with ScriptedOpenAI() as model_server, OtlpReceiver() as receiver:
+        model_server.responder = lambda body: Reply(arguments={"n": 1})
+        cluster = make_cluster(tmp_path, postgres_url, model_server)
+        env = {**os.environ, **cluster.env, **exporting(receiver)}
+        cluster.workers.append(worker(agent, postgres_url, env, tmp_path / "worker.log"))
+        driver = Driver(cluster, model_server)
+        try:
+            thread_id = launch_as_serve_does(driver, agent)
+            received = receiver.wait_for(finished(thread_id), timeout=180)
+        finally:
+            cluster.stop()
+    (launched,) = [s for s in exported.get_finished_spans() if s.name == "launch napper"]
+    assert launched.context is not None
+    runs = [s for s in of_thread(received, thread_id) if s.name == "invoke_agent napper"]
+    (slept,) = [r for r in runs if r.attributes["twelvefold.thread.status"] == "waiting"]
+    (woken,) = [r for r in runs if r.attributes["twelvefold.thread.status"] == "finished"]
+    assert {s.trace_id for s in of_thread(received, thread_id)} == {
+        f"{launched.context.trace_id:032x}"
+    }
+    assert slept.links == () and woken.links == (slept.span_id,)
+    assert woken.attributes["twelvefold.resumed"] is True

@@ -31,6 +31,7 @@ from tests.runtime_helpers import (
 )
 from tests.support.e2e import ModelTurns, runtime
 from tests.support.openai_server import Reply, ScriptedOpenAI
+from tests.support.otlp_grpc_receiver import OtlpGrpcReceiver
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.test_e2e_deploybot import newest_listed_tag, report_the_url
 from twelvefold.runtime import tracing
@@ -419,19 +420,26 @@ def test_twelvefold_run_exports_its_spans_over_otlp_http(
     assert "gen_ai.input.messages" not in chat.attributes
 
 
-def test_exporting_without_the_sdk_is_one_line(tmp_path: Path) -> None:
-    """`twelvefold[otel]` missing: a one-line error, not a traceback (simulated by a
-    sitecustomize that hides the SDK from the child process)."""
+def hiding(tmp_path: Path, package: str) -> Path:
+    """A folder whose sitecustomize.py makes `package` (and what is under it) fail to
+    import in a child process given it as PYTHONPATH: as if it were not installed."""
     hide = tmp_path / "hide"
     hide.mkdir()
     (hide / "sitecustomize.py").write_text(
         "import sys\n"
         "class Hide:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.startswith('opentelemetry.sdk'):\n"
+        f"        if name.startswith({package!r}):\n"
         "            raise ImportError(name)\n"
         "sys.meta_path.insert(0, Hide())\n"
     )
+    return hide
+
+
+def test_exporting_without_the_sdk_is_one_line(tmp_path: Path) -> None:
+    """`twelvefold[otel]` missing: a one-line error, not a traceback (simulated by a
+    sitecustomize that hides the SDK from the child process)."""
+    hide = hiding(tmp_path, "opentelemetry.sdk")
     env = {
         **os.environ,
         "PYTHONPATH": str(hide),
@@ -571,7 +579,9 @@ def test_a_list_of_exporters_and_an_unavailable_protocol_are_taken_as_the_spec_s
     openai_server: ScriptedOpenAI, tmp_path: Path
 ) -> None:
     # OTEL_TRACES_EXPORTER is a comma-separated list (OpenTelemetry's SDK configuration
-    # spec); gRPC is asked for but its exporter is not installed: said once, HTTP used.
+    # spec); gRPC is asked for but its exporter is not installed (hidden from the child
+    # process by a sitecustomize): said once, HTTP used.
+    hide = hiding(tmp_path, "opentelemetry.exporter.otlp.proto.grpc")
     with OtlpReceiver() as receiver:
         done = run_calculator(
             tmp_path,
@@ -579,6 +589,7 @@ def test_a_list_of_exporters_and_an_unavailable_protocol_are_taken_as_the_spec_s
             OTEL_TRACES_EXPORTER="otlp, console",
             OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
             OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+            PYTHONPATH=str(hide),
         )
         assert done.returncode == 0, done.stderr
         received = receiver.wait_for(lambda found: len(found) >= 2, timeout=5)
@@ -586,6 +597,30 @@ def test_a_list_of_exporters_and_an_unavailable_protocol_are_taken_as_the_spec_s
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "grpc" in warnings[0] and "http/protobuf" in warnings[0]
     assert '"name": "invoke_agent calculator"' in done.stderr  # the console exporter's
+
+
+def test_twelvefold_run_exports_its_spans_over_otlp_grpc_when_asked(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    """OTEL_EXPORTER_OTLP_PROTOCOL=grpc with opentelemetry-exporter-otlp-proto-grpc
+    installed: the spans go over gRPC (to a grpcio receiver on loopback), nothing is said."""
+    with OtlpGrpcReceiver() as receiver:
+        done = run_calculator(
+            tmp_path,
+            openai_server,
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+            OTEL_SERVICE_NAME="over-grpc",
+        )
+        assert done.returncode == 0, done.stderr
+        received = receiver.wait_for(lambda found: len(found) >= 2, timeout=5)
+    assert not [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    names = sorted(s.name for s in received)
+    assert names == ["chat gpt-4o-mini", "invoke_agent calculator"]
+    run, chat = (next(s for s in received if s.name == n) for n in names[::-1])
+    assert chat.parent_span_id == run.span_id and chat.trace_id == run.trace_id
+    assert {s.service for s in received} == {"over-grpc"}
+    assert run.attributes["gen_ai.conversation.id"] == json.loads(done.stdout)["thread_id"]
 
 
 def test_an_unreachable_collector_is_one_line_and_no_retry_chatter(

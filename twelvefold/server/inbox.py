@@ -190,6 +190,9 @@ class RequestCard:
     may_decide: bool
     parent: ParentLink | None = None
     """For a sub-agent's thread: the parent thread that waits on it."""
+    usage: str | None = None
+    """What the thread cost so far, its sub-agents' included (`usage_text`), as the
+    thread's page says it; the inbox's list shows it on each card."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,7 @@ def request_card(
         events=event_rows(events[first - 1 :], first),
         may_decide=may_decide,
         parent=parent_link(root, view, parent),
+        usage=usage_text(view.usage),
     )
 
 

@@ -37,8 +37,9 @@ A thread whose model call's rate-limit turn is more than `DEFER_TURN_SECONDS` aw
 (runtime/ratelimit.py, limits shared by every worker through the store) gives its job
 slot back: its run stops before the call (`TurnLater`, nothing recorded) and a wake-up is
 scheduled for the moment its turn comes. That wake-up carries the stopped run's trace
-context (`trace`, a W3C `traceparent`), since the log does not: the run it starts links to
-the stopped one (runtime/tracing.py, `after_run`).
+context (`trace`, a W3C `traceparent`), since the log may not (a run that appended nothing):
+the run it starts links to the stopped one (runtime/tracing.py, `after_run`). A wake-up
+the sweep enqueued meanwhile is given that context instead (`Queue.wake`).
 
 A worker's job loop that fails (the database went away for a moment; another worker
 took it for dead and deleted its registration, after which procrastinate refuses its
@@ -248,7 +249,9 @@ class Queue:
     async def wake(self, thread_id: str, *, delay: float = 0.0, trace: str | None = None) -> None:
         """Enqueue a wake-up of the thread (dropped when one is already pending). `trace`:
         the W3C `traceparent` of a run the log does not record (one stopped before a
-        far-away rate-limit turn), which the run it wakes links to."""
+        far-away rate-limit turn), which the run it wakes links to; when a wake-up is
+        pending already (the sweep's, enqueued between that run's end and this call), it
+        is given the `trace` instead, so the run it starts links all the same."""
         from procrastinate.exceptions import AlreadyEnqueued
 
         options: dict[str, Any] = {"queueing_lock": thread_lock(thread_id)}
@@ -257,8 +260,19 @@ class Queue:
         arguments: dict[str, Any] = {"thread_id": thread_id}
         if trace is not None:
             arguments["trace"] = trace
-        with contextlib.suppress(AlreadyEnqueued):
+        try:
             await self.app.configure_task(ADVANCE, **options).defer_async(**arguments)
+        except AlreadyEnqueued:
+            if trace is not None:
+                await self.app.connector.execute_query_async(
+                    "UPDATE procrastinate_jobs"
+                    " SET args = args || jsonb_build_object('trace', %(trace)s::text)"
+                    " WHERE queueing_lock = %(lock)s AND task_name = %(task)s"
+                    " AND status = 'todo'",
+                    trace=trace,
+                    lock=thread_lock(thread_id),
+                    task=ADVANCE,
+                )
 
     async def pending(self, thread_ids: list[str]) -> set[str]:
         """Which of the threads have a job waiting in the queue (`todo`) that will run
