@@ -1086,6 +1086,24 @@ class SqliteStore(ChainedStore):
         work = partial(self._append, thread_id, expected_seq, events, codec, head, lease)
         self.commits.submit(work)
 
+    def append_one(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        event: Event,
+        codec: Codec,
+        state: State,
+        reducer: str | None,
+        lease: Lease,
+    ) -> None:
+        """`append` of one event under `lease`, as the loop's synchronous path records a
+        step (runtime/fastpath.py; `MemoryStore.append_one`'s signature): the listing row
+        and the snapshot are `state`, the state after it. Returns once it is committed,
+        in a group with other threads' appends when they come meanwhile."""
+        head = build_head(state.status, state.step, state, reducer, state.request)
+        work = partial(self._append, thread_id, expected_seq, (event,), codec, head, lease)
+        self.commits.submit(work)
+
     async def append_async(
         self,
         thread_id: str,
