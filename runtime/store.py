@@ -719,6 +719,7 @@ _APPEND_READ = (
     " WHERE t.id = ?"
 )
 """SQLite: what an append checks, and the hash of the thread's last event."""
+_INSERT_EVENT = "INSERT INTO events (thread, seq, body, hash) VALUES (?, ?, ?, ?)"
 
 
 class ChainedStore:
@@ -1480,8 +1481,11 @@ class SqliteStore(ChainedStore):
     def _insert_events(
         self, num: int, after_seq: int, bodies: Sequence[str], hashes: Sequence[bytes]
     ) -> None:
+        if len(bodies) == 1:  # a step's append: one row, no list to build
+            self._db.execute(_INSERT_EVENT, (num, after_seq + 1, bodies[0], hashes[0]))
+            return
         self._db.executemany(
-            "INSERT INTO events (thread, seq, body, hash) VALUES (?, ?, ?, ?)",
+            _INSERT_EVENT,
             [
                 (num, after_seq + i, body, digest)
                 for i, (body, digest) in enumerate(zip(bodies, hashes, strict=True), start=1)
