@@ -414,10 +414,11 @@ def test_a_step_that_is_not_routine_takes_the_ordinary_path(
     assert counts.fast > 0  # the rest of the run was still synchronous
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
 def test_a_lost_lease_stops_the_synchronous_path_and_nothing_more_is_recorded(
-    project: Path,
+    project: Path, counts: Counts, kind: str
 ) -> None:
-    store = MemoryStore()
+    store = MemoryStore() if kind == "memory" else SqliteStore(project / "t.db")
     tools_file = project / "fast_tools.py"
     tools_file.write_text(
         tools_file.read_text()
@@ -445,6 +446,8 @@ def test_a_lost_lease_stops_the_synchronous_path_and_nothing_more_is_recorded(
     # Bump's call and result, the model's Poke, Poke's start; its result was refused.
     assert [type(e).__name__ for e in events][-2:] == ["ModelOutput", "ToolStarted"]
     assert events[-1].step == "poke"
+    # The synchronous path appended all but `Started`, and tried the refused result.
+    assert counts.fast == len(events) - 1 + 1
     rt.close()
 
 
