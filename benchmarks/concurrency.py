@@ -6,8 +6,10 @@ wait on a slow model.
    thread alone against 100 threads at once; durable steps per second, and how many
    appends each transaction held.
 2. Many threads at once: the counter agent with the real openai + instructor client
-   against the scripted model server (tests/support/openai_server.py) in its own process,
-   answering every call after 100 ms; 100 and 1,000 threads launched together, each
+   against the scripted model (tests/support/openai_server.py's replies, served by
+   aiohttp's server in its own process: `_SERVER`), answering every call after 100 ms, on
+   the event loop twelvefold makes (uvloop's when installed, as `Runtime`, the worker and
+   `serve` run); 100 and 1,000 threads launched together, each
    making MODEL_CALLS model calls (and as many instant tool calls), in memory. The ideal
    is steps × latency ÷ concurrency: every thread's calls back to back, all threads
    overlapping. Reported: wall time against the ideal, this process's CPU time per model
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import json
 import os
 import pstats
@@ -36,15 +39,19 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.runtime import COUNTER, FIXTURES, InstantModel, no_messages
 from twelvefold.runtime.api import AsyncRuntime
+from twelvefold.runtime.eventloop import collect_less_often, new_event_loop
 from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.model import CallModel
 from twelvefold.runtime.spec import AgentSpec
 from twelvefold.runtime.store import MemoryStore, SqliteStore
+
+T = TypeVar("T")
 
 MODEL_LATENCY = 0.1
 MODEL_CALLS = 5
@@ -104,15 +111,39 @@ def group_commit(agent: Agent, folder: Path) -> None:
 # ---- 2. waiting on a slow model ----------------------------------------------------------
 
 _SERVER = """
-import sys, threading
+import asyncio, itertools, json, sys
+from aiohttp import web
 from benchmarks.concurrency import counter_responder
-from tests.support import openai_server
-from tests.support.openai_server import ScriptedOpenAI
-openai_server._Server.request_queue_size = 2048  # 1,000 clients connect at once
-server = ScriptedOpenAI(responder=counter_responder, latency=float(sys.argv[1])).start()
-print(server.base_url, flush=True)
-sys.stdin.read()
+from tests.support.openai_server import completion
+
+latency = float(sys.argv[1])
+served = itertools.count(1)
+
+async def chat(request):
+    body = json.loads(await request.read())
+    await asyncio.sleep(latency)
+    payload = completion(body, counter_responder(body), n=next(served))
+    return web.Response(body=json.dumps(payload).encode(), content_type="application/json")
+
+async def main():
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=2048)  # 1,000 clients connect at once
+    await site.start()
+    print(f"http://127.0.0.1:{runner.addresses[0][1]}/v1", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
 """
+"""The scripted model of part 2: the replies of tests/support/openai_server.py (its
+`completion`, with `counter_responder`), served by aiohttp's server on asyncio in a process
+of its own. The tests' `ScriptedOpenAI` (Python's threading HTTP server, a thread per
+connection) is the same model but not the same latency: its 100 threads woken at once
+queue for its interpreter lock, so its answers came 30–60 ms late each round (a raw aiohttp
+client took 1.46–1.68× the ideal against it, 1.12–1.16× against this one, quiet machine),
+and the benchmark measured that server more than the client."""
 
 
 def counter_responder(body: dict[str, Any]) -> Any:
@@ -229,6 +260,14 @@ async def raw_threads(base_url: str, threads: int) -> tuple[float, float]:
         return elapsed, (time.process_time() - cpu) / (threads * MODEL_CALLS) * 1e3
 
 
+def on_twelvefolds_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`coroutine`'s result, run on the event loop twelvefold makes for its threads
+    (runtime/eventloop.py: uvloop's when installed), as `Runtime`, `run`, `resume` and
+    `worker` run them (and `serve`, whose uvicorn picks uvloop too)."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(coroutine)
+
+
 def many_threads(agent: Agent) -> None:
     server = subprocess.Popen(
         [sys.executable, "-c", _SERVER, str(MODEL_LATENCY)],
@@ -237,17 +276,25 @@ def many_threads(agent: Agent) -> None:
         text=True,
         cwd=Path(__file__).resolve().parents[1],
     )
+    collected = gc.get_threshold()
     try:
         assert server.stdout is not None
         base_url = server.stdout.readline().strip()
-        print("### Many threads waiting on a model that answers after 100 ms\n")
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            loop = type(runner.get_loop()).__module__.split(".")[0]
+        collect_less_often()  # as `serve` and `worker` do
+        print(
+            "### Many threads waiting on a model that answers after 100 ms"
+            f" (event loop: {loop}'s; garbage collector thresholds {gc.get_threshold()},"
+            " both as in `serve` and `worker`)\n"
+        )
         print(
             "| threads at once | seconds | ideal (s) | ratio | CPU per model call (ms) |"
             " memory per thread (KiB) | failed threads | server CPU per request (ms) |"
         )
         print("|---:|---:|---:|---:|---:|---:|---|---:|")
         for threads in (100, 1_000):
-            got = asyncio.run(_waiting(agent, base_url, threads, server.pid))
+            got = on_twelvefolds_loop(_waiting(agent, base_url, threads, server.pid))
             print(
                 f"| {threads:,} | {got['elapsed']:.2f} | {got['ideal']:.2f} | "
                 f"{got['elapsed'] / got['ideal']:.2f}× | {got['cpu_per_call_ms']:.2f} | "
@@ -256,7 +303,7 @@ def many_threads(agent: Agent) -> None:
         from twelvefold.runtime.ratelimit import DEFAULT_IN_FLIGHT
 
         capped = MODEL_CALLS * MODEL_LATENCY * 1_000 / DEFAULT_IN_FLIGHT
-        elapsed, raw_cpu = asyncio.run(raw_threads(base_url, 100))
+        elapsed, raw_cpu = on_twelvefolds_loop(raw_threads(base_url, 100))
         print(
             f"\nFloors: a raw aiohttp client sending the same 100 × {MODEL_CALLS} requests "
             f"took {elapsed:.2f} s ({elapsed / (MODEL_CALLS * MODEL_LATENCY):.2f}× the ideal; "
@@ -265,16 +312,17 @@ def many_threads(agent: Agent) -> None:
         )
         profile = cProfile.Profile()
         profile.enable()
-        asyncio.run(_waiting(agent, base_url, 1_000))
+        on_twelvefolds_loop(_waiting(agent, base_url, 1_000))
         profile.disable()
         shares = ", ".join(f"{name} {share:.0%}" for name, share in where_the_cpu_goes(profile))
         print(f"\nCPU of the 1,000-thread run by package (cProfile, own time): {shares}.\n")
-        client, floor = asyncio.run(client_alone(agent, base_url))
+        client, floor = on_twelvefolds_loop(client_alone(agent, base_url))
         print(
             f"The model client alone, 100 calls at once: {client:.2f} ms of CPU per call "
             f"(a raw aiohttp POST of the same request: {floor:.2f} ms).\n"
         )
     finally:
+        gc.set_threshold(*collected)
         if server.stdin is not None:
             server.stdin.close()
         server.wait(timeout=30)

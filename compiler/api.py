@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ def compile_text(
     base_dir: Path | None = None,
     agent_chain: tuple[str, ...] = (),
     prompts_of: Callable[[Path], Path] | None = None,
+    recorded_prompts: str | None = None,
 ) -> Compilation:
     """Parse, check and, without errors, generate. Reads prompts only through `load_prompt`;
     the project's configuration comes in read (`project_settings`): `approver_groups` are
@@ -53,6 +55,8 @@ def compile_text(
     compiled around this one, outermost first (a cycle is E134). A sub-agent's templates
     are read from `prompts_of(its file)` (default: LANGUAGE.md's nearest `prompts/`; a
     pinned version's copy gives the folders it recorded, runtime/versions.py).
+    `recorded_prompts` is written into the module as `PROMPTS` (codegen.generate): where
+    its templates are, relative to the folder the module goes to.
 
     A leading byte-order mark is dropped; text no UTF-8 file can hold (a lone surrogate)
     is E007, as undecodable bytes are for `compile_file`.
@@ -84,7 +88,7 @@ def compile_text(
     diagnostics = diagnostics + found
     files: dict[str, str] = {}
     if program is not None and generate_code and not has_errors(diagnostics):
-        files = generate(program)
+        files = generate(program, recorded_prompts)
     return Compilation(path, text, program, diagnostics, files)
 
 
@@ -117,6 +121,7 @@ def compile_file(
     load_prompt: PromptLoader | None = None,
     agent_chain: tuple[str, ...] = (),
     prompts_of: Callable[[Path], Path] | None = None,
+    module_dir: Path | None = None,
 ) -> Compilation:
     """Compile one .agent file, with prompts resolved as LANGUAGE.md says and the approvers
     groups of the project's configuration (twelvefold.toml or [tool.twelvefold] at or above
@@ -125,13 +130,16 @@ def compile_file(
     A file that cannot be read as text (not a regular file, over the size limit, not
     UTF-8) is one diagnostic in the result, never an exception; see `limits.read_source`.
     `load_prompt` replaces the prompts folder's loader (runtime/loading.py wraps it to learn
-    which templates the agent uses).
+    which templates the agent uses). With `module_dir` (the folder the module is written
+    to: `twelvefold compile -o`), the module records its prompts folder relative to it
+    (`PROMPTS`), so it finds its templates wherever the current folder is when it runs.
     """
     shown = display_path or str(path)
     text, unreadable = read_source(path, shown)
     if unreadable:
         return Compilation(shown, text, None, unreadable)
-    loader = load_prompt or PromptDirectory(prompts_dir or find_prompts_dir(path))
+    folder = prompts_dir or find_prompts_dir(path)
+    loader = load_prompt or PromptDirectory(folder)
     return compile_text(
         text,
         shown,
@@ -140,8 +148,21 @@ def compile_file(
         base_dir=path.resolve().parent,
         agent_chain=agent_chain,
         prompts_of=prompts_of,
+        recorded_prompts=None if module_dir is None else relative_folder(folder, module_dir),
         **project_settings(path)._asdict(),
     )
+
+
+def relative_folder(folder: Path, base: Path) -> str:
+    """`folder` as a POSIX path relative to `base`, both resolved (links followed, as the
+    default prompts folder is found and as the runtime finds a module's folder), so the
+    path means the same after the project is moved or checked out elsewhere; absolute
+    when no relative path leads there (another drive)."""
+    target, start = folder.resolve(), base.resolve()
+    try:
+        return Path(os.path.relpath(target, start)).as_posix()
+    except ValueError:
+        return Path(target).as_posix()
 
 
 class ProjectSettings(NamedTuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import PurePath
 
@@ -109,13 +109,21 @@ class ModuleView:
     uses_annotated: bool = False
     uses_config: bool = False
     uses_literal: bool = False
+    prompts: str | None = None
+    """`PROMPTS`' value as a Python literal, or None for a module that records none."""
 
 
 # ---- generation -------------------------------------------------------------------
 
 
-def generate(program: Program) -> dict[str, str]:
+def generate(program: Program, prompts: str | None = None) -> dict[str, str]:
+    """`{file name: module text}`. With `prompts` (the folder the program's templates were
+    read from, relative to the folder the module is written to, POSIX; or absolute), the
+    module records it as `PROMPTS`, and the runtime reads its templates there
+    (runtime/loading.py): `twelvefold compile -o DIR` writes such modules."""
     view = _ModuleBuilder(program).build()
+    if prompts is not None:
+        view = replace(view, prompts=py_str(prompts))
     text = _template().render(m=view)
     return {f"{module_name(program.name)}.py": _format(text)}
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from twelvefold.runtime.terminal import one_line
+
 
 @dataclass(frozen=True, slots=True)
 class Span:
@@ -127,9 +129,18 @@ EXCERPT_CHARS = 120
 
 
 def render(diagnostic: Diagnostic, source: str | None) -> str:
-    """Render one diagnostic for a terminal: header, source line with a caret, notes, help."""
+    """Render one diagnostic for a terminal: header, source line with a caret, notes, help.
+
+    Every part a user controls (the path, the names and file names quoted in the message,
+    label, notes and help, the source line itself) is printed through `one_line`: a line
+    break, an ANSI escape or another control character comes out escaped, so it can
+    neither drive the terminal nor start a line that reads as another diagnostic. The
+    JSON form (`to_json`) keeps the values as they are."""
     d = diagnostic
-    lines = [f"{d.path}:{d.span.line}:{d.span.column}: {d.severity.value}[{d.code}]: {d.message}"]
+    lines = [
+        f"{one_line(d.path)}:{d.span.line}:{d.span.column}: "
+        f"{d.severity.value}[{d.code}]: {one_line(d.message)}"
+    ]
     source_lines = source.splitlines() if source is not None else []
     gutter = len(str(max([d.span.line, *(n.span.line for n in d.notes)])))
     pad = " " * gutter
@@ -139,8 +150,7 @@ def render(diagnostic: Diagnostic, source: str | None) -> str:
             return []
         line = source_lines[span.line - 1].expandtabs(1)
         last = span.end_column if span.end_line == span.line else len(line) + 1
-        width = max(1, last - span.column)
-        column = span.column
+        line, column, width = _escaped_excerpt(line, span.column, max(1, last - span.column))
         if len(line) > EXCERPT_CHARS:  # show a window around the span, not a megabyte
             start = max(0, column - 1 - EXCERPT_CHARS // 4)
             clipped = line[start : start + EXCERPT_CHARS]
@@ -152,7 +162,7 @@ def render(diagnostic: Diagnostic, source: str | None) -> str:
             column = column - start + (1 if start else 0)
             width = max(1, min(width, len(line) - column + 1))
         underline = " " * (column - 1) + marker * width
-        suffix = f" {text}" if text else ""
+        suffix = f" {one_line(text)}" if text else ""
         return [
             f"{span.line:>{gutter}} | {line}",
             f"{pad} | {underline}{suffix}",
@@ -163,10 +173,26 @@ def render(diagnostic: Diagnostic, source: str | None) -> str:
         lines.append(f"{pad} |")
         lines.extend(body)
     for note in d.notes:
-        lines.extend(excerpt(note.span, "-", note.message) or [f"{pad} = note: {note.message}"])
+        shown_note = [f"{pad} = note: {one_line(note.message)}"]
+        lines.extend(excerpt(note.span, "-", note.message) or shown_note)
     if d.help:
-        lines.append(f"{pad} = help: {d.help}")
+        lines.append(f"{pad} = help: {one_line(d.help)}")
     return "\n".join(lines)
+
+
+def _escaped_excerpt(line: str, column: int, width: int) -> tuple[str, int, int]:
+    """A source line through `one_line`, and the span's column and width moved to match
+    (an escape is wider than the character it stands for: the caret stays under it)."""
+    start = min(column - 1, len(line))
+    before, spanned, after = line[:start], line[start : start + width], line[start + width :]
+    shown_before, shown_spanned = one_line(before), one_line(spanned)
+    if shown_before == before and shown_spanned == spanned:
+        return line[: start + width] + one_line(after), column, width
+    return (
+        shown_before + shown_spanned + one_line(after),
+        len(shown_before) + 1,
+        max(1, len(shown_spanned)),
+    )
 
 
 def render_all(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import secrets
 import warnings
 from collections.abc import Coroutine, Sequence
@@ -80,6 +81,7 @@ if TYPE_CHECKING:
         load_version,
         recorded_agent,
         recorded_place,
+        require_templates,
     )
     from .loop import (
         INTERRUPTED,
@@ -124,6 +126,7 @@ def _load_engine() -> None:
         load_version,
         recorded_agent,
         recorded_place,
+        require_templates,
     )
     from .loop import (  # noqa: F401
         INTERRUPTED,
@@ -447,8 +450,13 @@ class AsyncRuntime:
         messages: MessageBuilder | None = None,
         offload: bool = True,
         lease_seconds: float | None = None,
+        prompts_dir: Path | None = None,
     ) -> None:
         _load_engine()
+        self.prompts_dir = None if prompts_dir is None else Path(os.path.abspath(prompts_dir))
+        """The prompts folder of the agents named to this runtime (`--prompts DIR`; None:
+        each agent's nearest `prompts/`), made absolute at once: a thread's version records
+        it (runtime/versions.py), whatever the current folder is later."""
         self.store: EventStore = store if store is not None else MemoryStore()
         self.engine = Engine(
             self.store,
@@ -470,13 +478,19 @@ class AsyncRuntime:
         self._inline: set[str] = set()
         """Child threads being run by their parent's step right now (they report there)."""
 
-    def agent(self, reference: AgentRef) -> Agent:
-        """Load (once) an agent: a `.agent` file, a generated module or its name."""
+    def agent(self, reference: AgentRef, *, sub_agent: bool = False) -> Agent:
+        """Load (once) an agent: a `.agent` file, a generated module or its name. Its
+        templates are read from the runtime's `prompts_dir` when it has one; a `sub_agent`
+        (a file an `agent` step names) reads its own, from the nearest `prompts/`, as the
+        compiler checked it (`--prompts` names the folder of the agents named on the
+        command line only: docs/language.md)."""
         if isinstance(reference, Agent):
             return reference
-        key = reference.__name__ if isinstance(reference, ModuleType) else str(reference)
+        prompts = None if sub_agent else self.prompts_dir
+        named = reference.__name__ if isinstance(reference, ModuleType) else str(reference)
+        key = named if prompts is None else f"{named}\0{prompts}"
         if key not in self._agents:
-            self._agents[key] = load_agent(reference, cache_dir=self.cache_dir)
+            self._agents[key] = load_agent(reference, cache_dir=self.cache_dir, prompts_dir=prompts)
         return self._agents[key]
 
     async def launch(
@@ -488,6 +502,7 @@ class AsyncRuntime:
         `resume(thread_id)` runs it (the server launches this way and runs it in the
         background)."""
         loaded = self.agent(agent)
+        require_templates(loaded)  # a generated module's: before the thread exists
         value = typed_input(loaded, input)
         thread_id = thread_id or new_thread_id()
         # A launch that runs the thread now opens its run's span; a stored-only launch (the
@@ -913,7 +928,7 @@ class AsyncRuntime:
         folder = parent.directory or Path.cwd()
         place = str((folder / action.agent).resolve())
         if parent.sources is None:
-            return self.agent(place)
+            return self.agent(place, sub_agent=True)
         key = f"pinned:{parent.sources / action.agent}"
         if key not in self._agents:
             self._agents[key] = load_pinned_child(parent, action.agent, self.cache_dir)
@@ -1335,8 +1350,8 @@ class Runtime:
     def store(self) -> EventStore:
         return self.aio.store
 
-    def agent(self, reference: AgentRef) -> Agent:
-        return self.aio.agent(reference)
+    def agent(self, reference: AgentRef, *, sub_agent: bool = False) -> Agent:
+        return self.aio.agent(reference, sub_agent=sub_agent)
 
     def agent_of(self, thread_id: str, agent: AgentRef | None = None) -> Agent:
         return self._run(self.aio.agent_of(thread_id, agent))
@@ -1409,7 +1424,9 @@ class Runtime:
             coroutine.close()
             raise RuntimeError("Runtime is synchronous; inside an event loop use AsyncRuntime")
         if self._loop is None:
-            self._loop = asyncio.new_event_loop()
+            from twelvefold.runtime.eventloop import new_event_loop
+
+            self._loop = new_event_loop()
         task = self._loop.create_task(coroutine)
         try:
             return self._loop.run_until_complete(task)

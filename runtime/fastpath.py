@@ -30,7 +30,7 @@ each call, budgets and `max_steps` decided by the same reducer.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,12 +47,14 @@ from .types import (
     Event,
     StepFailed,
     build_model_output,
+    build_tool_result,
     build_tool_started,
 )
 
 if TYPE_CHECKING:
     from .lease import Held
     from .loop import Engine, Thread
+    from .model import Model
     from .usage import Prices
 
 
@@ -115,6 +117,12 @@ class Routine:
         self._unlimited: tuple[str | None, int | None] | None = None
         """The model last asked for and the cap on calls in flight, once its
         configuration was read and it had no rate limit."""
+        self._model: Model | None = None
+        """The engine's model, looked up at this run's first model call."""
+        self._messages: Callable[..., list[dict[str, Any]]] = _no_messages
+        """The engine's `messages`, looked up with the model."""
+        self._resolver: Callable[[CallModel], Any] | None = None
+        """The model's own `requested_model`, when it has one (`loop._requested_model`)."""
 
     def run(self, held: Held) -> Action | Suspended:
         """Perform routine actions until the thread stops running or its next action is
@@ -162,19 +170,23 @@ class Routine:
     # ---- a model call ---------------------------------------------------------------
 
     def _model_step(self, action: CallModel) -> Event | Suspended | None:
-        engine, thread = self.engine, self.thread
         if action.validators or action.judge is not None:
             return None
-        model = engine._model()
+        engine = self.engine
+        model = self._model
+        if model is None:
+            model = self._model = engine._model()  # one per run (`advance`)
+            resolver = engine._resolver
+            self._resolver = resolver if callable(resolver) else None
+            if engine.messages is None:
+                from .context import build_messages  # as the ordinary path: jinja2 here
+
+                engine.messages = build_messages
+            self._messages = engine.messages
         if engine.suspends is model:
             return None  # it waits for I/O: the ordinary path's cost is nothing beside it
-        messages_of = engine.messages
-        if messages_of is None:
-            from .context import build_messages  # as the ordinary path: jinja2 loads here
-
-            messages_of = engine.messages = build_messages
-        agent = thread.agent
-        requested = loop._requested_model(engine._resolver, action)
+        thread = self.thread
+        requested = action.model if self._resolver is None else self._requested(action)
         unlimited = self._unlimited
         if unlimited is None or unlimited[0] != requested:
             unlimited = self._unlimited = self._limits(requested)
@@ -183,15 +195,16 @@ class Routine:
         prices = self._prices
         if prices is None:
             try:
-                prices = self._prices = engine._price_table(agent)
+                prices = self._prices = engine._price_table(thread.agent)
             except ConfigError:
                 return None  # the ordinary path records the step's failure
+        agent = thread.agent
         spec = agent.spec
         if spec.max_cost is not None and requested and prices.price(requested) is None:
             return None  # refused before it costs, by the ordinary path
         events = thread.events
         try:
-            messages = messages_of(spec, action, events, agent.prompts_dir or _PROMPTS)
+            messages = self._messages(spec, action, events, agent.prompts_dir or _PROMPTS)
         except Exception:
             return None  # the ordinary path records the prompt's failure
         in_flight = engine.in_flight
@@ -218,6 +231,10 @@ class Routine:
         engine.suspends = model
         call = _ModelCall(action, requested, prices, started)
         return Suspended(self, call, _Resumed(coroutine, yielded))
+
+    def _requested(self, action: CallModel) -> str | None:
+        """The model the call asks for when the model says (`loop._requested_model`)."""
+        return loop._requested_model(self._resolver, action)
 
     def _limits(self, requested: str | None) -> tuple[str | None, int | None] | None:
         """`(requested, the cap on calls in flight)` when `requested` has no rate limit
@@ -258,6 +275,10 @@ class Routine:
         # A new key has no failed attempts yet (a retry after a backoff is not taken here).
         attempt = 1 if retry_key is None else 1 + loop._failed_attempts(events, key)
         outcome = tools.call_now(tool, action, key, attempt=attempt)
+        if outcome.error is None:  # `tool_event`'s result (no error: no secret to take out)
+            usage, result = outcome.usage, outcome.result
+            assert result is not None  # a call without an error returned its result
+            return build_tool_result(step=step, at=now_iso(), usage=usage, result=result)
         return loop.tool_event(step, key, loop._secrets_out(outcome, thread, action))
 
 
@@ -332,6 +353,10 @@ class _Resumed(Awaitable[Any]):
 
 
 _PROMPTS = Path("prompts")
+
+
+def _no_messages(*_: Any) -> list[dict[str, Any]]:
+    raise AssertionError("looked up with the model, at a run's first model call")
 
 
 def _folders(thread: Thread) -> tuple[Path, ...]:

@@ -33,6 +33,7 @@ from typing import Any
 from pydantic_core import from_json, to_json
 
 from .loop import Agent
+from .terminal import one_line
 from .versions import (
     AgentSources,
     AgentVersion,
@@ -119,7 +120,7 @@ def load_agent(
     if text.endswith(".py"):
         path = Path(text).resolve()
         if not path.is_file():
-            raise AgentLoadError(f"no such file: {text}")
+            raise AgentLoadError(f"no such file: {one_line(text)}")
         # Named by the file's place and content: two modules with one file name (or one
         # file edited between loads) never share an entry in sys.modules.
         digest = hashlib.sha256(f"{path}\n".encode() + path.read_bytes()).hexdigest()[:16]
@@ -128,7 +129,7 @@ def load_agent(
     try:
         module = importlib.import_module(text)
     except ImportError as exc:
-        raise AgentLoadError(f"cannot import agent module `{text}`: {exc}") from exc
+        raise AgentLoadError(f"cannot import agent module `{one_line(text)}`: {exc}") from exc
     return _from_module(module, text, prompts_dir)
 
 
@@ -137,7 +138,7 @@ def _from_agent_file(
 ) -> Agent:
     if not path.is_file():
         what = "not a regular file" if path.exists() else "no such file"
-        raise AgentLoadError(f"{what}: {path}")
+        raise AgentLoadError(f"{what}: {one_line(str(path))}")
     path = path.resolve()
     prompts_dir = prompts_dir or prompts_of(path)
     target, names = _compiled(path, cache_dir, prompts_dir, prompts_of)
@@ -409,26 +410,76 @@ def _compile(path: Path, prompts_dir: Path, prompts_of: PromptsOf) -> tuple[str,
             path, prompts_dir=prompts_dir, load_prompt=load_prompt, prompts_of=prompts_of
         )
     except FormatterUnavailable as exc:
-        raise AgentLoadError(f"{path}: {exc}") from exc
+        raise AgentLoadError(f"{one_line(str(path))}: {exc}") from exc
     except CompilerBug as exc:  # one line for the person; the report is for us
-        raise AgentLoadError(f"{path}: {exc}") from exc
+        raise AgentLoadError(f"{one_line(str(path))}: {exc}") from exc
     if not result.ok:
         report = render_all(result.diagnostics, {result.path: result.source_text})
-        raise AgentLoadError(f"{path} does not compile:\n{report}")
+        raise AgentLoadError(f"{one_line(str(path))} does not compile:\n{report}")
     ((_, generated),) = result.files.items()
     return generated, names
 
 
 def _from_module(module: ModuleType, origin: str, prompts_dir: Path | None) -> Agent:
     if not hasattr(module, "AGENT") or not hasattr(module, "reduce"):
-        raise AgentLoadError(f"`{origin}` is not a generated twelvefold agent module")
+        raise AgentLoadError(f"`{one_line(origin)}` is not a generated twelvefold agent module")
     file = getattr(module, "__file__", None)
     directory = Path(file).resolve().parent if file else None
     return Agent(
         module=module,
         origin=origin,
         directory=directory,
-        prompts_dir=prompts_dir or find_prompts_dir(directory or Path.cwd()),
+        prompts_dir=prompts_dir
+        or _recorded_prompts(module, origin, directory)
+        or find_prompts_dir(directory or Path.cwd()),
+    )
+
+
+def _recorded_prompts(module: ModuleType, origin: str, directory: Path | None) -> Path | None:
+    """The templates folder a module compiled by `twelvefold compile` records (`PROMPTS`,
+    relative to the module's folder, compiler/codegen.py), or None when it records none.
+    Lexically joined, as it was made (compiler/api.py `relative_folder`)."""
+    recorded = getattr(module, "PROMPTS", None)
+    if recorded is None or directory is None:
+        return None
+    if not isinstance(recorded, str) or not recorded or "\x00" in recorded:
+        raise AgentLoadError(
+            f"`{one_line(origin)}`: its PROMPTS is not a folder name; compile it again "
+            "with `twelvefold compile`"
+        )
+    return Path(os.path.normpath(directory / recorded))
+
+
+def missing_templates(agent: Agent) -> list[str]:
+    """The templates `agent`'s steps name (each `llm` step's prompt, the context's `render`
+    templates) that its prompts folder does not hold, sorted. For an agent loaded from a
+    generated module, whose templates no compiler has looked for in this process (a
+    `.agent` file's are checked as it compiles). Templates those include and a judge's
+    prompt are not in the module's spec: they are found when a step renders them."""
+    from .templates import confined_file
+
+    folder = agent.prompts_dir or Path(PROMPTS_FOLDER)
+    named = {s.prompt for s in agent.spec.states.values() if s.prompt is not None}
+    named |= set(agent.spec.context.renders.values())
+    return sorted(name for name in named if confined_file(folder, name) is None)
+
+
+def require_templates(agent: Agent) -> None:
+    """`AgentLoadError` (one line: the folder, what is missing, the fix) when a generated
+    module's templates are not where it will read them: refused before a thread exists,
+    not at its first model step."""
+    if agent.version is not None:
+        return  # compiled from its .agent file here: the compiler found every template
+    missing = missing_templates(agent)
+    if not missing:
+        return
+    folder = agent.prompts_dir or Path(PROMPTS_FOLDER)
+    shown = ", ".join(one_line(name) for name in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    raise AgentLoadError(
+        f"{one_line(agent.origin)}: prompt templates not found in {one_line(str(folder))} "
+        f"({shown}{more}); pass --prompts DIR, the folder it was compiled with (or compile "
+        "it again with `twelvefold compile --prompts DIR`)"
     )
 
 
@@ -446,7 +497,7 @@ def import_file(path: Path, module_name: str) -> ModuleType:
             return loaded
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
-            raise AgentLoadError(f"cannot import {path}")
+            raise AgentLoadError(f"cannot import {one_line(str(path))}")
         module = importlib.util.module_from_spec(spec)
         # Registered before running it: pydantic resolves the module's annotations through
         # sys.modules.
@@ -455,7 +506,9 @@ def import_file(path: Path, module_name: str) -> ModuleType:
             spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[module_name]
-            raise AgentLoadError(f"{path} failed to import: {type(exc).__name__}: {exc}") from exc
+            raise AgentLoadError(
+                f"{one_line(str(path))} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
         return module
 
 

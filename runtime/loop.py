@@ -1140,7 +1140,7 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
     """The reply's usage with the latency the loop saw (when the model measured none) and
     its cost: priced by the model asked for, else by the one that answered."""
     usage = reply.usage
-    latency = usage.latency_ms or _ms_since(started)
+    latency = usage.latency_ms or tools.ms_since(started)
     cost = usage.cost_usd
     if cost is None and (usage.input_tokens is not None or usage.output_tokens is not None):
         known = requested if prices.price(requested) is not None else reply.model
@@ -1198,11 +1198,7 @@ def _plain(value: Any) -> Any:
 
 
 def _since(started: float) -> Usage:
-    return Usage(latency_ms=_ms_since(started))
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
+    return Usage(latency_ms=tools.ms_since(started))
 
 
 _PROMPTS = Path("prompts")

@@ -305,18 +305,23 @@ def now_iso() -> str:
     """The current time as events store it: `2025-06-01T09:12:03.125000Z` (UTC, µs).
 
     Every event takes one, so the date and time of day are formatted once per second
-    and only the microseconds on each call (a fifth of what `datetime.isoformat` costs).
+    and only the microseconds on each call (a fifth of what `datetime.isoformat` costs),
+    as the digits of 1,000,000 + µs but the first (cheaper than a `06d` format).
     """
     global _this_second
-    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    micros = time.time_ns() // 1000
     second, prefix = _this_second  # one read: threads may replace it meanwhile
-    if second != seconds:
-        prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        _this_second = (seconds, prefix)
-    return f"{prefix}{micros:06d}Z"
+    within = micros - second  # µs since the second `prefix` names began
+    if not 0 <= within < 1_000_000:
+        second = micros - micros % 1_000_000
+        prefix = datetime.fromtimestamp(second // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _this_second = (second, prefix)
+        within = micros - second
+    return prefix + str(1_000_000 + within)[1:] + "Z"
 
 
-_this_second: tuple[int, str] = (-1, "")
+_this_second: tuple[int, str] = (-(10**18), "")
+"""(the second `now_iso` last formatted, in µs since the epoch; its text up to the µs)"""
 
 
 # ---- in memory -------------------------------------------------------------------------

@@ -24,3 +24,17 @@ def for_terminal(text: str) -> str:
     (it decodes to the same character), so `--json` output stays exact.
     """
     return _CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+_LINE_BREAKS = {"\n": "\\n", "\t": "\\t"}
+
+
+def one_line(text: str) -> str:
+    """`text` as one line for a terminal: `for_terminal`, and a line break or tab written
+    as `\\n` / `\\t` (the escapes an `.agent` string uses), so a value (a file name, an
+    identifier, a description) cannot start a line of its own and forge output such as
+    `error[E101]: ...` below the real one."""
+    escaped = for_terminal(text)
+    if "\n" in escaped or "\t" in escaped:
+        escaped = escaped.replace("\n", "\\n").replace("\t", "\\t")
+    return escaped

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +70,14 @@ def test_compile_writes_one_module_per_agent(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calculator.py", "deploybot.py"]
     expected = (ROOT / "tests" / "golden" / "examples" / "deploybot.py").read_text()
-    assert (tmp_path / "deploybot.py").read_text() == expected
+    written = (tmp_path / "deploybot.py").read_text()
+    # The golden module, and where its templates are, relative to the folder written to
+    # (docs/language.md, "The generated module").
+    prompts = Path(os.path.relpath(ROOT / "prompts", tmp_path.resolve())).as_posix()
+    block = re.compile(r'\nPROMPTS = "([^"]*)"\n""".*?"""\n', re.DOTALL)
+    found = block.search(written)
+    assert found is not None and found.group(1) == prompts
+    assert block.sub("", written) == expected
 
 
 def test_compile_writes_nothing_when_there_are_errors(tmp_path: Path) -> None:

@@ -122,6 +122,30 @@ def test_event_times_are_utc_iso_with_microseconds() -> None:
     assert stamps[0] == moments[0].isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def test_event_times_are_right_across_seconds_and_a_clock_set_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `now_iso` formats the date and time once per second and reuses it: each stamp must
+    # still name its own second (the next one, an earlier one after the clock was set back).
+    from datetime import UTC, datetime
+
+    from twelvefold.runtime import store
+
+    nanos = [
+        1_764_583_199_999_999_000,
+        1_764_583_200_000_000_000,
+        1_764_583_200_000_001_999,
+        1_764_583_199_000_000_000,
+        1_764_583_260_500_000_000,
+        7_000_000,
+    ]
+    clock = iter(nanos)
+    monkeypatch.setattr(store.time, "time_ns", lambda: next(clock))
+    for ns in nanos:
+        expected = datetime.fromtimestamp(ns // 1000 / 1_000_000, UTC)
+        assert store.now_iso() == expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), ns
+
+
 def test_a_codec_that_does_not_know_the_types_refuses_instead_of_guessing(tmp_path: Path) -> None:
     rt, thread_id = a_varied_thread(tmp_path)
     typed = rt.agent(DEPLOYBOT).codec

@@ -316,6 +316,27 @@ def test_in_sqlite_the_synchronous_path_stores_the_ordinary_paths_log(
     assert rows[0] == rows[1]
 
 
+class Named(Scripted):
+    """A model that names the model each call asks for (as the openai client does)."""
+
+    def requested_model(self, action: Any) -> str:
+        return "named-model"
+
+
+def test_the_model_a_call_asks_for_prices_it_on_both_paths(project: Path, counts: Counts) -> None:
+    # The path looks the model's `requested_model` up once per run: each call is still
+    # priced (and its budget counted) by the model it asked for.
+    (project / "pyproject.toml").write_text(
+        '[tool.twelvefold.prices]\n"named-model" = { input = 1.0, output = 2.0 }\n'
+    )
+    ordinary = run(project, OrdinaryStore(), Named())
+    fast = run(project, MemoryStore(), Named())
+    assert_same_log(fast, ordinary)
+    costs = [e.usage.cost_usd for e in fast if type(e).__name__ == "ModelOutput"]  # type: ignore[attr-defined]
+    assert costs and all(cost == 0.00002 for cost in costs)
+    assert counts.fast > 0
+
+
 def test_a_keyed_tool_runs_under_its_in_flight_marker_and_a_model_call_holds_a_place(
     project: Path,
 ) -> None:

@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 COUNTER = REPO / "tests" / "runtime_fixtures" / "counter.agent"
 DEFERRED = (
     *("asyncio", "logging", "concurrent.futures", "openai", "instructor", "jinja2"),
+    # The event loop twelvefold makes (runtime/eventloop.py) is uvloop's when a loop is made.
+    "uvloop",
     # pydantic scans the installed distributions for plugins when it first builds a type's
     # validator: types are built on first use, so importing builds none.
     "importlib.metadata",

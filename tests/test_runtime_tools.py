@@ -123,6 +123,33 @@ def test_a_timeout_is_a_failure_and_a_keyless_tool_is_not_tried_again() -> None:
     release("t:slow:3")
 
 
+def test_a_call_running_on_another_thread_keeps_its_key_from_a_second_attempt() -> None:
+    # `call_now` marks its attempt without a lock (`_RunningHere`): a second attempt of
+    # the key, here or on a third thread, is refused while it runs; waiting for it ends
+    # only once it returned.
+    key = "t:here:1"
+    first: list[tools.Outcome] = []
+    runner = threading.Thread(target=lambda: first.append(run("slow_keyed", Count(n=1), key=key)))
+    runner.start()
+    module = sample_module()
+    for _ in range(6000):  # until the first attempt is inside the tool (at most a minute)
+        if key in module["inside"]:
+            break
+        threading.Event().wait(0.01)
+    assert tools.running(key)
+    again = run("slow_keyed", Count(n=5), key=key)
+    assert again.error is not None and again.error.type == "StillRunning" and again.unknown
+    marker = tools._IN_FLIGHT[key]
+    assert not marker.wait(0.02)  # still running
+    module["barrier"].set()
+    assert marker.wait(60)
+    runner.join(60)
+    assert first[0].result == Count(n=1)
+    assert not tools.running(key)
+    assert calls() == [("slow_keyed", key)]
+    assert module["most_inside"][0] == 1
+
+
 @pytest.mark.parametrize("offload", [False, True])
 def test_abandoned_timed_out_attempts_never_overlap_a_new_attempt_of_the_call(
     offload: bool,
@@ -290,3 +317,26 @@ def test_a_forked_child_runs_tools_on_threads_of_its_own() -> None:
         os.close(read)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+def test_latencies_are_milliseconds_to_the_microsecond() -> None:
+    import time
+
+    for seconds in (0.0, 0.0000004, 0.0123456, 1.5, 2.0004996):
+        ms = tools.ms_since(time.perf_counter() - seconds)
+        assert seconds * 1000 <= ms + 0.001 and ms < seconds * 1000 + 100  # (the clock ran on)
+        assert ms == round(ms, 3)  # a whole number of µs, as `round(ms, 3)` records it
+
+
+def test_a_dict_is_validated_into_a_model_whose_validator_was_deferred() -> None:
+    from pydantic import ConfigDict, ValidationError
+
+    class Deferred(BaseModel):  # as the generated models are declared
+        model_config = ConfigDict(extra="forbid", defer_build=True)
+        n: int
+
+    assert tools.coerce({"n": 2}, Deferred) == Deferred(n=2)
+    assert type(tools.coerce({"n": "3"}, Deferred)) is Deferred
+    for bad in ({"n": "x"}, {"n": 1, "extra": 0}, {}):
+        with pytest.raises(ValidationError):
+            tools.coerce(bad, Deferred)

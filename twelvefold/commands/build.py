@@ -16,6 +16,7 @@ from twelvefold.commands.options import PROMPTS
 from twelvefold.compiler import Compilation, compile_file
 from twelvefold.compiler.codegen import FormatterUnavailable
 from twelvefold.compiler.diagnostics import render_all, summary
+from twelvefold.runtime.terminal import one_line
 
 
 class _DiagnosingCommand(click.Command):
@@ -65,7 +66,7 @@ def _fail(message: str, output_format: str, path: str = "") -> NoReturn:
     if output_format == "json":
         click.echo(json.dumps([_usage_diagnostic(message, path)], indent=2))
     else:
-        click.echo(f"error: {message}", err=True)
+        click.echo(f"error: {one_line(message)}", err=True)
     sys.exit(1)
 
 
@@ -93,11 +94,19 @@ def _check_config(files: tuple[Path, ...], output_format: str) -> None:
 
 
 def _compile_all(
-    files: tuple[Path, ...], prompts: Path | None, generate_code: bool, output_format: str
+    files: tuple[Path, ...],
+    prompts: Path | None,
+    generate_code: bool,
+    output_format: str,
+    output_dir: Path | None = None,
 ) -> list[Compilation]:
+    """With `output_dir`, each module records where its templates are relative to it."""
     _check_config(files, output_format)
     try:
-        return [compile_file(f, prompts_dir=prompts, generate_code=generate_code) for f in files]
+        return [
+            compile_file(f, prompts_dir=prompts, generate_code=generate_code, module_dir=output_dir)
+            for f in files
+        ]
     except FormatterUnavailable as exc:
         _fail(str(exc), output_format)
 
@@ -162,9 +171,9 @@ def _explain(results: list[Compilation]) -> None:
 
     for result in results:
         if result.program is not None:
-            click.echo(
-                explain_approvals(result.program) or f"{result.path}: no tool requires approval"
-            )
+            text = explain_approvals(result.program) or f"{result.path}: no tool requires approval"
+            # Names and the file's path are the user's: each printed line stays one line.
+            click.echo("\n".join(one_line(line) for line in text.splitlines()))
 
 
 def _explanations_json(results: list[Compilation]) -> list[dict[str, object]]:
@@ -226,7 +235,9 @@ def compile_(
     output_format: str,
 ) -> None:
     """Compile agents to plain Python reducer modules, one per agent."""
-    results = _compile_all(files, prompts, generate_code=True, output_format=output_format)
+    results = _compile_all(
+        files, prompts, generate_code=True, output_format=output_format, output_dir=output_dir
+    )
     if not all(r.ok for r in results):
         sys.exit(_report(results, output_format))
     if check_only:
@@ -239,9 +250,9 @@ def compile_(
     else:
         _report(results, output_format)
         if problem:
-            click.echo(f"error: {problem}", err=True)
+            click.echo(f"error: {one_line(problem)}", err=True)
         for path in written:
-            click.echo(f"wrote {path}", err=True)
+            click.echo(f"wrote {one_line(path)}", err=True)
     sys.exit(1 if problem else 0)
 
 
@@ -270,10 +281,14 @@ def _check_committed(results: list[Compilation], output_dir: Path) -> int:
             try:
                 committed = target.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                problems.append(f"missing: {target} ({type(exc).__name__}) for {result.path}")
+                problems.append(
+                    f"missing: {one_line(str(target))} ({type(exc).__name__}) "
+                    f"for {one_line(result.path)}"
+                )
                 continue
             if committed != expected:
-                problems.append(f"stale: {target} {_staleness(committed, expected, result.path)}")
+                why = _staleness(committed, expected, one_line(result.path))
+                problems.append(f"stale: {one_line(str(target))} {why}")
     for line in problems:
         click.echo(line, err=True)
     if problems:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from twelvefold.commands.options import DB, PROMPTS
+from twelvefold.commands.output import echo
 from twelvefold.compiler import Compilation, compile_file
 from twelvefold.compiler.diagnostics import render_all, summary
 from twelvefold.compiler.render import (
@@ -24,6 +25,7 @@ from twelvefold.compiler.render import (
     to_dot,
     to_mermaid,
 )
+from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.types import Event
 
 if TYPE_CHECKING:
@@ -90,13 +92,13 @@ def graph(
         trace = overlay(program, events, module)
         if trace.refused is not None:
             click.echo(
-                f"warning: the reducer refuses this log at {trace.refused}; "
+                f"warning: the reducer refuses this log at {one_line(str(trace.refused))}; "
                 "drawing it up to there (was the agent changed?)",
                 err=True,
             )
         for source, target in trace.unexplained:
             click.echo(
-                f"warning: the thread moved from `{source}` to `{target}`, "
+                f"warning: the thread moved from `{one_line(source)}` to `{one_line(target)}`, "
                 "which this agent has no edge for (was the agent changed?)",
                 err=True,
             )
@@ -147,7 +149,7 @@ def _load_thread(
     try:
         loaded = load_agent(agent, prompts_dir=prompts)
     except AgentLoadError as failed:
-        click.echo(f"error: {failed}", err=True)
+        echo(f"error: {failed}", err=True)
         sys.exit(1)
     try:
         if events_file is not None:
@@ -158,7 +160,9 @@ def _load_thread(
         else:
             if not store_exists(db):
                 click.echo(
-                    f"error: no thread store at {db} (give --db PATH or --store URL)", err=True
+                    f"error: no thread store at {one_line(str(db))} (give --db PATH or "
+                    "--store URL)",
+                    err=True,
                 )
                 sys.exit(1)
             store = open_store(db, create=False)
@@ -177,13 +181,13 @@ def _load_thread(
             finally:
                 store.close()
     except (CodecError, ValueError, KeyError, TypeError, AttributeError) as bad:
-        click.echo(f"error: the event log does not decode for this agent: {bad}", err=True)
+        echo(f"error: the event log does not decode for this agent: {bad}", err=True)
         sys.exit(1)
     except (StoreError, LogError, sqlite3.Error) as bad:  # a damaged store or log: one line
-        click.echo(f"error: {bad}", err=True)
+        echo(f"error: {bad}", err=True)
         sys.exit(1)
     except ThreadNotFound as missing:
-        click.echo(f"error: {missing}", err=True)
+        echo(f"error: {missing}", err=True)
         sys.exit(1)
     return events, loaded.module
 
@@ -194,7 +198,7 @@ def _write(picture: str | bytes, output: Path | None) -> None:
             output.write_text(picture, encoding="utf-8")
         else:
             output.write_bytes(picture)
-        click.echo(f"wrote {output}", err=True)
+        click.echo(f"wrote {one_line(str(output))}", err=True)
     elif isinstance(picture, str):
         click.echo(picture, nl=False)
     else:

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 import click
 
-from twelvefold.commands.options import AGENT, DB
+from twelvefold.commands.options import AGENT, DB, PROMPTS
 from twelvefold.commands.output import echo
 from twelvefold.runtime.api import (
     Expiry,
@@ -287,11 +287,13 @@ def runtime(
     paths: tuple[Path, ...] = (),
     quiet: bool = False,
     create: bool = False,
+    prompts: Path | None = None,
 ) -> Iterator[Runtime]:
     """A runtime on the store at `db`; only a command that launches threads (`create`)
     makes a store that does not exist yet, the others say it is missing. With `quiet`
     (a command printing one JSON document), what tools print goes to stderr, so it cannot
-    corrupt that document."""
+    corrupt that document. `prompts` (`--prompts DIR`) is the templates folder of the
+    agent the command names or the thread recorded (not of its sub-agents)."""
 
     def print_event(thread: Thread, event: Event) -> None:
         echo(event_line(len(thread.events), event))
@@ -301,7 +303,10 @@ def runtime(
         store = open_store(db, create=create)
         hook: Callable[[Thread, Event], None] | None = None if quiet else print_event
         keep_stdout = contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext()
-        with Runtime(store, model=model, tool_paths=paths, on_event=hook) as rt, keep_stdout:
+        with (
+            Runtime(store, model=model, tool_paths=paths, on_event=hook, prompts_dir=prompts) as rt,
+            keep_stdout,
+        ):
             try:
                 yield rt
             finally:
@@ -429,12 +434,14 @@ def _check_model_flags(cassette: Path | None, record: Path | None) -> None:
 @click.command()
 @click.argument("agent")
 @click.option("--input", "input_text", required=True, help="The thread's input.")
+@PROMPTS
 @DB
 @model_options
 @JSON
 def run(
     agent: str,
     input_text: str,
+    prompts: Path | None,
     db: StoreLocation,
     model: str | None,
     cassette: Path | None,
@@ -453,6 +460,7 @@ def run(
             paths=paths,
             quiet=as_json,
             create=True,
+            prompts=prompts,
         ) as rt,
         stopped_at(rt, thread_id := new_thread_id()),
     ):
@@ -484,6 +492,7 @@ def run(
     "needs a member of one of its groups.",
 )
 @AGENT
+@PROMPTS
 @DB
 @model_options
 @JSON
@@ -498,6 +507,7 @@ def resume(
     request: str | None,
     by: str | None,
     agent: str | None,
+    prompts: Path | None,
     db: StoreLocation,
     model: str | None,
     cassette: Path | None,
@@ -522,7 +532,13 @@ def resume(
         raise click.UsageError("--request goes with --approve, --reject or --answer")
     with (
         reported(as_json),
-        runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
+        runtime(
+            db,
+            model=make_model(cassette, record, model),
+            paths=paths,
+            quiet=as_json,
+            prompts=prompts,
+        ) as rt,
         stopped_at(rt, thread),
     ):
         if retry:
@@ -630,6 +646,7 @@ def cancel(
 )
 @click.option("--by", help="Who sends it (kept in the log).")
 @AGENT
+@PROMPTS
 @DB
 @model_options
 @JSON
@@ -641,6 +658,7 @@ def send(
     idempotency_key: str | None,
     by: str | None,
     agent: str | None,
+    prompts: Path | None,
     db: StoreLocation,
     model: str | None,
     cassette: Path | None,
@@ -656,7 +674,13 @@ def send(
     _check_model_flags(cassette, record)
     with (
         reported(),
-        runtime(db, model=make_model(cassette, record, model), paths=paths, quiet=as_json) as rt,
+        runtime(
+            db,
+            model=make_model(cassette, record, model),
+            paths=paths,
+            quiet=as_json,
+            prompts=prompts,
+        ) as rt,
     ):
         view = rt.send(
             thread, type_name, value, request=request, idempotency_key=idempotency_key,

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from twelvefold.commands.options import DB, background_options
+from twelvefold.commands.options import DB, PROMPTS, background_options
 from twelvefold.commands.output import echo
 from twelvefold.commands.run import make_model, model_options, reported
 from twelvefold.runtime.tracing import configure_from_env
@@ -55,6 +55,7 @@ def is_loopback(host: str) -> bool:
     help="Where people reach this server (https://…): notices link to the inbox there "
     "(sets TWELVEFOLD_PUBLIC_URL; else [tool.twelvefold.server] public_url).",
 )
+@PROMPTS
 @model_options
 def serve(
     places: tuple[str, ...],
@@ -66,6 +67,7 @@ def serve(
     grace: float,
     sweep_seconds: float,
     public_url: str | None,
+    prompts: Path | None,
     model: str | None,
     cassette: Path | None,
     record: Path | None,
@@ -89,9 +91,12 @@ def serve(
         flush_spans = configure_from_env()
         app = _app(places, db, concurrency, insecure_local, grace, sweep_seconds,
                    make_model(cassette, record, model), paths,
-                   loopback=is_loopback(host))  # fmt: skip
+                   loopback=is_loopback(host), prompts=prompts)  # fmt: skip
     import uvicorn
 
+    from twelvefold.runtime.eventloop import collect_less_often
+
+    collect_less_often()  # many threads at once: fewer young collections per model call
     if insecure_local:
         echo(
             "WARNING: --insecure-local: NO AUTHENTICATION. Anyone who can reach "
@@ -134,6 +139,7 @@ def _app(
     paths: tuple[Path, ...],
     *,
     loopback: bool = False,
+    prompts: Path | None = None,
 ) -> FastAPI:
     from twelvefold.runtime.api import AsyncRuntime
     from twelvefold.runtime.store import open_store
@@ -144,7 +150,7 @@ def _app(
     from twelvefold.server.tokens import TokenStore
 
     store = open_store(db)
-    runtime = AsyncRuntime(store, model=model, tool_paths=paths)  # type: ignore[arg-type]
+    runtime = AsyncRuntime(store, model=model, tool_paths=paths, prompts_dir=prompts)  # type: ignore[arg-type]
     try:
         agents = served_agents(runtime, places)
     except ServeError as exc:

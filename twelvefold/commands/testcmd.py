@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from twelvefold.commands.options import PROMPTS
+from twelvefold.commands.output import echo
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.testing import DEFAULT_EXAMPLES
 from twelvefold.testing.invariants import InvariantLoadError, find_invariants
@@ -70,7 +71,7 @@ def test(
             subject = load_subject(agent, prompts_dir=prompts, source=source)
             invariants = find_invariants(agent)
         except (AgentLoadError, InvariantLoadError) as broken:
-            click.echo(f"error: {broken}", err=True)
+            echo(f"error: {broken}", err=True)
             failed = True
             continue
         report = run_suite(

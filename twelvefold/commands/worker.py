@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from twelvefold.commands.options import background_options
+from twelvefold.commands.options import PROMPTS, background_options
 from twelvefold.commands.output import echo
 from twelvefold.commands.run import make_model, model_options, reported
 from twelvefold.runtime.tracing import configure_from_env
@@ -56,6 +56,7 @@ def is_postgres(url: str) -> bool:
     "How many jobs (threads) this worker runs at once.",
     "stalled jobs are retried and running threads woken",
 )
+@PROMPTS
 @model_options
 def worker(
     places: tuple[str, ...],
@@ -65,6 +66,7 @@ def worker(
     concurrency: int,
     grace: float,
     sweep_seconds: float,
+    prompts: Path | None,
     model: str | None,
     cassette: Path | None,
     record: Path | None,
@@ -98,12 +100,16 @@ def worker(
         sys.exit(1)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
+    from twelvefold.runtime.eventloop import collect_less_often, new_event_loop
+
+    collect_less_often()  # many threads at once: fewer young collections per model call
     with reported():
         flush_spans = configure_from_env()
-        code = asyncio.run(
-            _work(places, store_url, queue_url, concurrency, grace, sweep_seconds,
-                  make_model(cassette, record, model), paths, metrics_at)
-        )  # fmt: skip
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:  # uvloop's if installed
+            code = runner.run(
+                _work(places, store_url, queue_url, concurrency, grace, sweep_seconds,
+                      make_model(cassette, record, model), paths, metrics_at, prompts)
+            )  # fmt: skip
     if flush_spans is not None:
         flush_spans()
     sys.stdout.flush()
@@ -123,6 +129,7 @@ async def _work(
     model: object,
     paths: tuple[Path, ...],
     metrics_at: tuple[str, int] | None = None,
+    prompts: Path | None = None,
 ) -> int:
     from twelvefold.runtime.api import AsyncRuntime
     from twelvefold.runtime.store import open_store
@@ -144,7 +151,7 @@ async def _work(
         echo(f"error: {exc}", err=True)
         return 1
     store = open_store(store_url, create=False)
-    runtime = AsyncRuntime(store, model=model, tool_paths=paths)  # type: ignore[arg-type]
+    runtime = AsyncRuntime(store, model=model, tool_paths=paths, prompts_dir=prompts)  # type: ignore[arg-type]
     try:
         agents = served_agents(runtime, places)
     except ServeError as exc:

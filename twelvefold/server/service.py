@@ -53,7 +53,7 @@ from twelvefold.runtime.api import (
 from twelvefold.runtime.config import Config, ConfigError, find_config
 from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseError, LeaseHeld, LeaseLost
-from twelvefold.runtime.loading import AgentLoadError
+from twelvefold.runtime.loading import AgentLoadError, require_templates
 from twelvefold.runtime.loop import Agent, Thread, retry_due
 from twelvefold.runtime.store import (
     Conflict,
@@ -1012,6 +1012,7 @@ def served_agents(runtime: AsyncRuntime, places: Sequence[str | Path]) -> dict[s
             references = [place]
         for reference in references:
             agent = runtime.agent(reference)
+            require_templates(agent)  # a module's: at start, not at a thread's first step
             other = agents.get(agent.name)
             if other is not None and other.origin != agent.origin:
                 raise ServeError(
@@ -1035,7 +1036,7 @@ def with_children(runtime: AsyncRuntime, agents: dict[str, Agent]) -> dict[str, 
             if state.kind != "agent" or state.function is None:
                 continue
             folder = parent.directory or Path.cwd()
-            child = runtime.agent(str((folder / state.function).resolve()))
+            child = runtime.agent(str((folder / state.function).resolve()), sub_agent=True)
             other = agents.get(child.name)
             if other is None:
                 agents[child.name] = child

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from twelvefold.runtime.terminal import one_line
+
 from . import DEFAULT_EXAMPLES
 from .coverage import Coverage, Exploration, budget_paths, describe_edge, explore
 from .invariants import Invariant
@@ -119,4 +121,6 @@ def render(report: SuiteReport, *, paths: bool = False) -> str:
                 continue
             lines.append(f"  {describe_edge(edge)}  ({len(path)} events)")
             lines += [f"      {format_event(event)}" for event in path]
-    return "\n".join(line.rstrip() for line in lines)
+    # Names, file names and a module's header are the user's: each line is printed as one
+    # line, its control characters (a line break, an ANSI escape) escaped.
+    return "\n".join(one_line(line.rstrip()) for line in lines)

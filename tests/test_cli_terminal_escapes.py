@@ -1,0 +1,185 @@
+"""What the compiler's commands print about files is escaped for the terminal.
+
+A file name, an identifier, a template's name or a description is the user's (or an
+attacker's: a repository cloned to review it). Printed raw, a line break in one starts a
+line that reads as twelvefold's own output (`error[E101]: ...` forged under the real
+diagnostic), and an ANSI escape recolours or clears the screen. Each case runs the real
+CLI in a subprocess and reads what reaches the terminal; `--format json` keeps the raw
+value (JSON escapes it itself).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FORGED = "error[E999]: forged"
+"""What a hostile name tries to print as a line of its own."""
+ESC = "\x1b[2J"
+"""Clears the screen when printed raw."""
+
+AGENT = """agent greet {{ input string start decide }}
+type Done {{ message: string }}
+llm decide -> Done {{ prompt "{prompt}" on Done -> done }}
+final done(Done)
+"""
+
+
+def twelvefold(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "twelvefold", *arguments],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def agent_with_its_template(agent: Path) -> None:
+    """An agent that compiles, at `agent`, with its template in `prompts/` beside it."""
+    (agent.parent / "prompts").mkdir()
+    (agent.parent / "prompts" / "p.j2").write_text("hello {{ input }}")
+    agent.write_text(AGENT.format(prompt="p.j2"))
+
+
+def assert_not_forged(output: str) -> None:
+    """No line of `output` is one a name made up, and no raw control character is left."""
+    assert not any(line.startswith(FORGED) for line in output.splitlines()), output
+    assert "\x1b" not in output, output
+
+
+def test_a_suggested_template_name_with_a_line_break_stays_on_the_help_line(
+    tmp_path: Path,
+) -> None:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / f"ab\n{FORGED}.j2").write_text("hello")
+    (tmp_path / "a.agent").write_text(AGENT.format(prompt=f"abx{FORGED}.j2"))
+
+    shown = twelvefold("check", "a.agent", cwd=tmp_path)
+
+    assert shown.returncode == 1
+    assert_not_forged(shown.stderr)
+    assert f'  = help: did you mean "ab\\n{FORGED}.j2"?' in shown.stderr.splitlines()
+    as_json = twelvefold("check", "--format", "json", "a.agent", cwd=tmp_path)
+    (diagnostic,) = json.loads(as_json.stdout)
+    assert diagnostic["help"] == f'did you mean "ab\n{FORGED}.j2"?'  # the raw name, as data
+
+
+def test_an_agent_file_name_with_a_line_break_and_an_escape_is_shown_escaped(
+    tmp_path: Path,
+) -> None:
+    name = f"x{ESC}\n{FORGED}.agent"
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / name).write_text(AGENT.format(prompt="missing.j2"))
+
+    shown = twelvefold("check", name, cwd=tmp_path)
+
+    assert shown.returncode == 1
+    assert_not_forged(shown.stderr)
+    header = shown.stderr.splitlines()[0]
+    assert header.startswith(f"x\\u001b[2J\\n{FORGED}.agent:3:29: error[E701]: ")
+    as_json = twelvefold("check", "--format", "json", name, cwd=tmp_path)
+    assert json.loads(as_json.stdout)[0]["path"] == name
+
+
+def test_a_control_character_in_the_source_line_is_escaped_and_the_caret_follows_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "a.agent").write_text(AGENT.format(prompt=f"no{ESC}.j2"))
+
+    shown = twelvefold("check", "a.agent", cwd=tmp_path)
+
+    assert shown.returncode == 1
+    assert_not_forged(shown.stderr)
+    lines = shown.stderr.splitlines()
+    source = next(line for line in lines if line.startswith("3 | "))
+    caret = lines[lines.index(source) + 1]
+    assert source == '3 | llm decide -> Done { prompt "no\\u001b[2J.j2" on Done -> done }'
+    start = source.index('"no')
+    assert caret.index("^") == start  # under the string's first character
+    assert caret.rstrip().endswith("^" * len('"no\\u001b[2J.j2"'))
+
+
+def test_compile_and_compile_check_print_the_output_folder_escaped(tmp_path: Path) -> None:
+    agent_with_its_template(tmp_path / "a.agent")
+    folder = f"out{ESC}\n{FORGED}"
+
+    wrote = twelvefold("compile", "a.agent", "-o", folder, cwd=tmp_path)
+
+    assert wrote.returncode == 0, wrote.stderr
+    assert_not_forged(wrote.stderr)
+    assert f"wrote out\\u001b[2J\\n{FORGED}/greet.py" in wrote.stderr.splitlines()
+    (tmp_path / folder / "greet.py").write_text("# edited\n")
+    stale = twelvefold("compile", "--check", "a.agent", "-o", folder, cwd=tmp_path)
+    assert stale.returncode == 1
+    assert_not_forged(stale.stderr)
+    assert stale.stderr.startswith(f"stale: out\\u001b[2J\\n{FORGED}/greet.py ")
+    (tmp_path / folder / "greet.py").unlink()
+    missing = twelvefold("compile", "--check", "a.agent", "-o", folder, cwd=tmp_path)
+    assert missing.returncode == 1
+    assert_not_forged(missing.stderr)
+    assert missing.stderr.startswith(f"missing: out\\u001b[2J\\n{FORGED}/greet.py ")
+
+
+def test_graph_prints_the_file_it_wrote_escaped(tmp_path: Path) -> None:
+    agent_with_its_template(tmp_path / "a.agent")
+    output = f"g{ESC}\n{FORGED}.mmd"
+
+    drawn = twelvefold("graph", "a.agent", "-o", output, cwd=tmp_path)
+
+    assert drawn.returncode == 0, drawn.stderr
+    assert_not_forged(drawn.stderr)
+    assert drawn.stderr.splitlines() == [f"wrote g\\u001b[2J\\n{FORGED}.mmd"]
+
+
+def test_test_report_prints_the_agent_file_name_escaped(tmp_path: Path) -> None:
+    name = f"a{ESC}\n{FORGED}.agent"
+    agent_with_its_template(tmp_path / name)
+
+    tested = twelvefold("test", "--examples", "5", "--seed", "1", name, cwd=tmp_path)
+
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert_not_forged(tested.stdout)
+    assert tested.stdout.splitlines()[0].startswith("greet (")
+    assert f"a\\u001b[2J\\n{FORGED}.agent" in tested.stdout.splitlines()[0]
+
+
+def test_load_errors_print_the_agent_file_name_escaped(tmp_path: Path) -> None:
+    name = f"gone{ESC}\n{FORGED}.agent"
+
+    previewed = twelvefold("prompt", name, "decide", "--input", "x", cwd=tmp_path)
+    assert previewed.returncode == 1
+    assert_not_forged(previewed.stderr)
+    assert previewed.stderr.splitlines() == [
+        f"error: no such file: gone\\u001b[2J\\n{FORGED}.agent"
+    ]
+    ran = twelvefold("run", name, "--input", "x", cwd=tmp_path)
+    assert ran.returncode == 1
+    assert_not_forged(ran.stderr)
+    assert ran.stderr.splitlines() == [f"error: no such file: gone\\u001b[2J\\n{FORGED}.agent"]
+
+
+def test_graph_prints_a_refused_log_s_step_name_escaped(tmp_path: Path) -> None:
+    agent_with_its_template(tmp_path / "a.agent")
+    step = f"decide{ESC}\n{FORGED}"
+    log = [
+        {"kind": "started", "step": "decide", "input": "x"},
+        {
+            "kind": "model_output",
+            "step": step,
+            "output": {"type": "Done", "value": {"message": "m"}},
+        },
+    ]
+    (tmp_path / "log.json").write_text(json.dumps(log))
+
+    drawn = twelvefold("graph", "a.agent", "--events", "log.json", cwd=tmp_path)
+
+    assert drawn.returncode == 0, drawn.stderr
+    assert_not_forged(drawn.stderr)
+    (warning,) = drawn.stderr.splitlines()
+    assert f"step `decide\\u001b[2J\\n{FORGED}`" in warning
