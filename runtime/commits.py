@@ -69,6 +69,8 @@ class GroupCommit:
     stats: GroupStats = field(default_factory=GroupStats)
     _waiting: list[Pending] = field(default_factory=list)
     _leading: bool = False
+    _blocked: int = 0
+    """Callers of `submit` waiting on `_changed` (none: nobody to wake)."""
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     def submit(self, work: Callable[[], Any]) -> Any:
@@ -76,12 +78,20 @@ class GroupCommit:
         otherwise. Blocks the calling thread meanwhile."""
         mine = Pending(work)
         with self._changed:
-            self._waiting.append(mine)
-            while not mine.done and self._leading:
-                self._changed.wait()
-            if not mine.done:  # nobody commits now: this caller leads the next group
-                group, self._waiting = self._waiting, []
+            if not self._leading and not self._waiting:
+                # Nobody commits and nobody waits: this caller commits a group of one at
+                # once, on its own thread (a lone thread's every append).
                 self._leading = True
+                group = [mine]
+            else:
+                self._waiting.append(mine)
+                self._blocked += 1
+                while not mine.done and self._leading:
+                    self._changed.wait()
+                self._blocked -= 1
+                if not mine.done:  # nobody commits now: this caller leads the next group
+                    group, self._waiting = self._waiting, []
+                    self._leading = True
         if not mine.done:
             self._lead(group)
         if mine.error is not None:
@@ -118,7 +128,12 @@ class GroupCommit:
         self._lead(group)
 
     def _lead(self, group: list[Pending]) -> None:
-        live = [item for item in group if item.future is None or not item.future.cancelled()]
+        futures = any(item.future is not None for item in group)
+        live = (
+            [item for item in group if item.future is None or not item.future.cancelled()]
+            if futures
+            else group
+        )
         try:
             if live:
                 self.run_group(live)
@@ -138,8 +153,10 @@ class GroupCommit:
                 # callers on event loops have nobody to do it for them.
                 drain = bool(self._waiting) and all(i.future is not None for i in self._waiting)
                 self._leading = drain
-                self._changed.notify_all()
-            _settle_futures(group)
+                if self._blocked:
+                    self._changed.notify_all()
+            if futures:
+                _settle_futures(group)
             if drain:
                 self._hand_over()
 

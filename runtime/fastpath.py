@@ -1,12 +1,15 @@
-"""The synchronous path: an in-memory thread's routine model and tool calls, performed
-by plain calls instead of the loop's coroutines.
+"""The synchronous path: the routine model and tool calls of a thread run on the
+caller's own thread (in memory, or in SQLite), performed by plain calls instead of the
+loop's coroutines.
 
 `Engine.advance` (runtime/loop.py) performs one action per turn of an `async` loop: a
 coroutine for the model call and one for the model's `complete`, one for the tool call
 and one per attempt, and the checks every store and every configuration needs. For a
-thread in a `MemoryStore`, not offloaded and not traced, most of that can never wait
-for anything, so `Routine.run` performs such a thread's actions one after another in a
-plain loop, as long as each is routine:
+thread in a `MemoryStore` or a `SqliteStore`, not offloaded and not traced, most of
+that can never wait for anything but the store's own commit (made on the calling
+thread: `SqliteStore.append_one` returns once its event is committed), so
+`Routine.run` performs such a thread's actions one after another in a plain loop, as
+long as each is routine:
 
 - a model call of an `llm` step without checks (`validate`, `judge`), whose model has
   no rate limit configured and finds a place under the cap on calls in flight at once,
@@ -36,7 +39,7 @@ from . import loop, tools
 from .config import ConfigError, stdlib_module
 from .model import ModelError, ModelReply, build_model_request
 from .ratelimit import rate_limits_for
-from .store import MemoryStore, now_iso
+from .store import MemoryStore, SqliteStore, now_iso
 from .types import (
     Action,
     AttemptFailed,
@@ -58,12 +61,17 @@ if TYPE_CHECKING:
 
 def routine(engine: Engine, thread: Thread) -> Routine | None:
     """The synchronous path for `thread` in `engine`, or None when it may not be taken: a
-    store other than exactly `MemoryStore` (another store's append may wait, or a
-    subclass may do more), blocking work offloaded, or the run traced (its spans are
-    the ordinary path's)."""
-    if engine.offload or thread.run is not None or type(engine.store) is not MemoryStore:
+    store other than exactly `MemoryStore` or `SqliteStore` (PostgreSQL's append waits
+    on the network; a subclass may do more), blocking work offloaded (threads sharing an
+    event loop: the server, `AsyncRuntime`, where SQLite's group commit serves them), or
+    the run traced (its spans are the ordinary path's)."""
+    if engine.offload or thread.run is not None or type(engine.store) not in _SERVED:
         return None
     return Routine(engine, thread)
+
+
+_SERVED = (MemoryStore, SqliteStore)
+"""The stores served, exactly (a subclass may do more). Each has `append_one`."""
 
 
 class Suspended:
@@ -101,7 +109,7 @@ class Routine:
         self.engine = engine
         self.thread = thread
         agent = thread.agent
-        store: MemoryStore = engine.store  # type: ignore[assignment]  # (`routine`)
+        store: MemoryStore | SqliteStore = engine.store  # type: ignore[assignment]  # (`routine`)
         self._append = store.append_one
         self._reduce = agent.module.reduce
         self._codec, self._reducer = agent.codec, agent.reducer
@@ -148,8 +156,9 @@ class Routine:
             held.check()  # lost the lease: start nothing more
 
     def book(self, event: Event) -> None:
-        """`Engine.book` in a `MemoryStore`: reduce (an impossible event raises, nothing
-        is stored), append under the lease (`append_one`), tell the event hook."""
+        """`Engine.book` by the store's `append_one`: reduce (an impossible event raises,
+        nothing is stored), append under the lease (in SQLite: committed when it
+        returns), tell the event hook."""
         thread = self.thread
         state = self._reduce(thread.state, event)
         lease = thread.lease

@@ -727,6 +727,7 @@ _APPEND_READ = (
     " WHERE t.id = ?"
 )
 """SQLite: what an append checks, and the hash of the thread's last event."""
+_INSERT_EVENT = "INSERT INTO events (thread, seq, body, hash) VALUES (?, ?, ?, ?)"
 
 
 class ChainedStore:
@@ -1092,6 +1093,24 @@ class SqliteStore(ChainedStore):
         lease: Lease | None = None,
     ) -> None:
         work = partial(self._append, thread_id, expected_seq, events, codec, head, lease)
+        self.commits.submit(work)
+
+    def append_one(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        event: Event,
+        codec: Codec,
+        state: State,
+        reducer: str | None,
+        lease: Lease,
+    ) -> None:
+        """`append` of one event under `lease`, as the loop's synchronous path records a
+        step (runtime/fastpath.py; `MemoryStore.append_one`'s signature): the listing row
+        and the snapshot are `state`, the state after it. Returns once it is committed,
+        in a group with other threads' appends when they come meanwhile."""
+        head = build_head(state.status, state.step, state, reducer, state.request)
+        work = partial(self._append, thread_id, expected_seq, (event,), codec, head, lease)
         self.commits.submit(work)
 
     async def append_async(
@@ -1470,8 +1489,11 @@ class SqliteStore(ChainedStore):
     def _insert_events(
         self, num: int, after_seq: int, bodies: Sequence[str], hashes: Sequence[bytes]
     ) -> None:
+        if len(bodies) == 1:  # a step's append: one row, no list to build
+            self._db.execute(_INSERT_EVENT, (num, after_seq + 1, bodies[0], hashes[0]))
+            return
         self._db.executemany(
-            "INSERT INTO events (thread, seq, body, hash) VALUES (?, ?, ?, ?)",
+            _INSERT_EVENT,
             [
                 (num, after_seq + i, body, digest)
                 for i, (body, digest) in enumerate(zip(bodies, hashes, strict=True), start=1)

@@ -260,6 +260,8 @@ class _FullDisk:
     def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
         if sql.startswith("ROLLBACK"):
             raise sqlite3.OperationalError("cannot rollback - no transaction is active")
+        if sql.startswith("INSERT INTO events"):  # one event's row (`_insert_events`)
+            raise sqlite3.OperationalError("database or disk is full")
         return self.real.execute(sql, *args)
 
     def executemany(self, sql: str, *args: object) -> sqlite3.Cursor:

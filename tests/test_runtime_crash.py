@@ -7,7 +7,10 @@
    `Conflict`, and the deploy runs once.
 
 Each check also runs against a deliberately broken store and must find the breakage: the
-guarantees come from the store's atomic, sequence-guarded, durable append.
+guarantees come from the store's atomic, sequence-guarded, durable append. The killed
+thread runs on the loop's synchronous path (runtime/fastpath.py: `Runtime` in SQLite
+commits each event on the caller's thread, `SqliteStore.append_one`), and the kill test
+also runs with that append broken.
 """
 
 from __future__ import annotations
@@ -87,6 +90,39 @@ class LazyCommitStore(SqliteStore):
         return contextlib.nullcontext() if self._db.in_transaction else super()._transaction()
 
 
+def commit_the_synchronous_path_lazily() -> None:
+    """Broken on purpose, in the child only: `SqliteStore.append_one` itself (so the
+    synchronous path is still taken: it serves exactly `SqliteStore`) commits every fourth
+    event as `LazyCommitStore` does, leaving the transaction open in between."""
+    transaction, close = SqliteStore._transaction, SqliteStore.close
+
+    def append_one(
+        self: SqliteStore,
+        thread_id: str,
+        expected_seq: int,
+        event: Event,
+        codec: Codec,
+        state: Any,
+        reducer: str | None,
+        lease: Lease,
+    ) -> None:
+        head = Head(state.status, state.step, state, reducer, state.request)
+        LazyCommitStore.append(self, thread_id, expected_seq, (event,), codec, head, lease)  # type: ignore[arg-type]
+
+    def lazy_transaction(self: SqliteStore) -> Any:
+        return contextlib.nullcontext() if self._db.in_transaction else transaction(self)
+
+    def lazy_close(self: SqliteStore) -> None:
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+        close(self)
+
+    SqliteStore.pending = 0  # type: ignore[attr-defined]
+    SqliteStore.append_one = append_one  # type: ignore[method-assign]
+    SqliteStore._transaction = lazy_transaction  # type: ignore[method-assign]
+    SqliteStore.close = lazy_close  # type: ignore[method-assign]
+
+
 class UnguardedStore(SqliteStore):
     """Broken on purpose: appends at the end of the log whatever the caller replayed."""
 
@@ -129,8 +165,16 @@ class BarrierStore(SqliteStore):
 
 
 def counter_worker(
-    store_class: type[SqliteStore], db: Path, cache: Path, thread_id: str, acks: int
+    store_class: type[SqliteStore],
+    db: Path,
+    cache: Path,
+    thread_id: str,
+    acks: int,
+    breakage: Callable[[], None] | None = None,
 ) -> None:
+    if breakage is not None:
+        breakage()
+
     def acknowledge(thread: Any, event: Event) -> None:
         # Tell the parent each event the store has accepted: it must survive the kill.
         os.write(acks, f"{len(thread.events)}\n".encode())
@@ -164,7 +208,11 @@ def counter_worker(
 
 
 def kill_again_and_again(
-    store_class: type[SqliteStore], tmp_path: Path, seed: int, after_acks: int | None = None
+    store_class: type[SqliteStore],
+    tmp_path: Path,
+    seed: int,
+    after_acks: int | None = None,
+    breakage: Callable[[], None] | None = None,
 ) -> tuple[list[str], int]:
     """Run the counter thread to the end under SIGKILLs; return what went wrong and how
     many kills hit a running process. Kills land at random times, or, with `after_acks`,
@@ -194,7 +242,9 @@ def kill_again_and_again(
     problems, killed = [], 0
     for attempt in range(KILLS + 3):
         read, write = os.pipe()
-        child = FORK.Process(target=counter_worker, args=(store_class, db, cache, thread_id, write))
+        child = FORK.Process(
+            target=counter_worker, args=(store_class, db, cache, thread_id, write, breakage)
+        )
         child.start()
         os.close(write)
         seen: list[int] = []
@@ -270,6 +320,39 @@ def test_the_kill_test_catches_a_store_that_commits_lazily(tmp_path: Path) -> No
     assert any("acknowledged" in p for p in problems), (
         "a store that loses appends in a crash must fail the kill test"
     )
+
+
+def test_the_kill_test_catches_a_synchronous_path_that_commits_lazily(tmp_path: Path) -> None:
+    problems, _ = kill_again_and_again(
+        SqliteStore, tmp_path, seed=7, after_acks=2, breakage=commit_the_synchronous_path_lazily
+    )
+    assert any("acknowledged" in p for p in problems), (
+        "a synchronous path that loses appends in a crash must fail the kill test"
+    )
+
+
+def test_the_killed_thread_runs_on_the_synchronous_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the kill test kills: every model and tool event of the counter thread is
+    appended by the synchronous path (`SqliteStore.append_one`), none by the ordinary one."""
+    appended: list[str] = []
+    append_one = SqliteStore.append_one
+
+    def counted(self: SqliteStore, *args: Any) -> None:
+        appended.append(type(args[2]).__name__)
+        append_one(self, *args)
+
+    monkeypatch.setattr(SqliteStore, "append_one", counted)
+    store = SqliteStore(tmp_path / "threads.db")
+    model = ScriptedModel(counter_model(5, poke_every=3))
+    rt = Runtime(store, model=model, messages=no_messages, cache_dir=tmp_path / "cache")
+    agent = rt.agent(FIXTURES / "counter.agent")
+    view = rt.launch(agent, "count", thread_id="counted")
+    assert view.status == "finished"
+    events = [type(e).__name__ for e in rt.events("counted")]
+    assert appended and appended == [e for e in events if e != "Started"]
+    rt.close()
 
 
 # ---- 2. two resumes at once -------------------------------------------------------------

@@ -3,7 +3,10 @@ routine model and tool calls are performed by plain calls. It must record exactl
 log the ordinary path records, be taken when it may, and never when it may not.
 
 The ordinary path is run here with a `MemoryStore` subclass (the synchronous path takes
-only `MemoryStore` itself): the same agent, model, tools and thread id otherwise.
+only `MemoryStore` itself): the same agent, model, tools and thread id otherwise. The same
+holds in SQLite (a `SqliteStore` subclass runs the ordinary path), where every event of
+the synchronous path is committed on the caller's thread before the next call starts
+(the kill test for it is in tests/test_runtime_crash.py).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.lease import LeaseLost
 from twelvefold.runtime.loop import Engine, Thread
 from twelvefold.runtime.model import ModelError, ModelReply, ModelRequest
-from twelvefold.runtime.store import MemoryStore
+from twelvefold.runtime.store import MemoryStore, SqliteStore
 from twelvefold.runtime.types import ErrorInfo, Event, Usage
 
 from .runtime_helpers import RecordingNotifier
@@ -172,6 +175,10 @@ class OrdinaryStore(MemoryStore):
     """A `MemoryStore` the synchronous path does not take: the ordinary path runs."""
 
 
+class OrdinarySqliteStore(SqliteStore):
+    """A `SqliteStore` the synchronous path does not take: the ordinary path runs."""
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "fast.agent").write_text(AGENT)
@@ -197,10 +204,15 @@ def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
     append_one, call_model, call_tool = (
         MemoryStore.append_one, Engine._call_model, Engine._call_tool,
     )  # fmt: skip
+    sqlite_append_one = SqliteStore.append_one
 
     def counted_append(self: MemoryStore, *args: Any) -> None:
         found.fast += 1
         append_one(self, *args)
+
+    def counted_sqlite_append(self: SqliteStore, *args: Any) -> None:
+        found.fast += 1
+        sqlite_append_one(self, *args)
 
     async def counted_model(self: Engine, *args: Any) -> Event:
         found.model_calls += 1
@@ -211,12 +223,13 @@ def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
         return await call_tool(self, *args)
 
     monkeypatch.setattr(MemoryStore, "append_one", counted_append)
+    monkeypatch.setattr(SqliteStore, "append_one", counted_sqlite_append)
     monkeypatch.setattr(Engine, "_call_model", counted_model)
     monkeypatch.setattr(Engine, "_call_tool", counted_tool)
     return found
 
 
-def run(project: Path, store: MemoryStore, model: Any, **options: Any) -> list[Event]:
+def run(project: Path, store: MemoryStore | SqliteStore, model: Any, **options: Any) -> list[Event]:
     """Launch thread `t1` and run it to the end, answering each time it is handed to a
     person (three errors in a row, then the token budget)."""
     rt = Runtime(store, model=model, notifier=RecordingNotifier(), **options)
@@ -271,6 +284,36 @@ def test_the_synchronous_path_records_the_ordinary_paths_log(project: Path, coun
     assert (counts.model_calls, counts.tool_calls) == (taken.model_calls, taken.tool_calls)
     notices = sum(type(e).__name__ in ("Notified", "Answered", "Started") for e in fast)
     assert counts.fast == len(fast) - notices
+
+
+def test_in_sqlite_the_synchronous_path_stores_the_ordinary_paths_log(
+    project: Path, counts: Counts
+) -> None:
+    ordinary_db, fast_db = project / "ordinary.db", project / "fast.db"
+    ordinary = run(project, OrdinarySqliteStore(ordinary_db), Scripted())
+    assert counts.fast == 0 and counts.model_calls > 0 and counts.tool_calls > 0
+    taken = (counts.model_calls, counts.tool_calls)
+    fast = run(project, SqliteStore(fast_db), Scripted())
+    # What was read back from each file is the same log, field by field.
+    assert_same_log(fast, ordinary)
+    assert {"ModelOutput", "ToolStarted", "ToolResult", "StepFailed", "Notified"} <= kinds(fast)
+    # No model call went the ordinary way, and of the tool calls only the first after
+    # each of the two resumes: its state came from a snapshot sealed without a key, which
+    # the ordinary path proves against the log before a tool runs (`Engine._prove`).
+    assert (counts.model_calls, counts.tool_calls) == (taken[0], taken[1] + 2)
+    notices = sum(type(e).__name__ in ("Notified", "Answered", "Started") for e in fast)
+    assert counts.fast == len(fast) - notices - 2 * 2  # (their start and result events)
+    # The listing rows agree but for the times, and each file's snapshot is proven for
+    # the whole log (a new process resumes from it without replaying).
+    rows = []
+    for db in (ordinary_db, fast_db):
+        store = SqliteStore(db)
+        info = store.info("t1")
+        rows.append((info.status, info.step, info.seq, info.request, info.version))
+        snapshot = store.restore("t1", Runtime(store).agent(project / "fast.agent").codec).snapshot
+        assert snapshot is not None and snapshot.seq == info.seq == len(fast)
+        store.close()
+    assert rows[0] == rows[1]
 
 
 class Named(Scripted):
@@ -421,10 +464,11 @@ def test_a_step_that_is_not_routine_takes_the_ordinary_path(
     assert counts.fast > 0  # the rest of the run was still synchronous
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
 def test_a_lost_lease_stops_the_synchronous_path_and_nothing_more_is_recorded(
-    project: Path,
+    project: Path, counts: Counts, kind: str
 ) -> None:
-    store = MemoryStore()
+    store = MemoryStore() if kind == "memory" else SqliteStore(project / "t.db")
     tools_file = project / "fast_tools.py"
     tools_file.write_text(
         tools_file.read_text()
@@ -452,6 +496,8 @@ def test_a_lost_lease_stops_the_synchronous_path_and_nothing_more_is_recorded(
     # Bump's call and result, the model's Poke, Poke's start; its result was refused.
     assert [type(e).__name__ for e in events][-2:] == ["ModelOutput", "ToolStarted"]
     assert events[-1].step == "poke"
+    # The synchronous path appended all but `Started`, and tried the refused result.
+    assert counts.fast == len(events) - 1 + 1
     rt.close()
 
 
@@ -466,4 +512,15 @@ def test_the_path_is_taken_only_in_a_plain_memory_store(project: Path) -> None:
     assert fastpath.routine(offloaded, thread) is None
     thread.run = object()  # a traced run
     assert fastpath.routine(rt.aio.engine, thread) is None
+    rt.close()
+
+
+def test_in_sqlite_the_path_is_taken_only_on_the_callers_own_thread(project: Path) -> None:
+    rt = Runtime(SqliteStore(project / "t.db"), model=Scripted())
+    agent = rt.agent(project / "fast.agent")
+    thread = Thread("t1", agent, [], agent.module.initial_state("count"))
+    assert fastpath.routine(rt.aio.engine, thread) is not None  # `Runtime`: not offloaded
+    # Threads sharing an event loop (`AsyncRuntime`, the server) commit in groups.
+    assert fastpath.routine(Engine(SqliteStore(project / "t.db"), offload=True), thread) is None
+    assert fastpath.routine(Engine(OrdinarySqliteStore(project / "t.db")), thread) is None
     rt.close()
