@@ -75,12 +75,22 @@ def test_a_server_killed_during_a_retry_backoff_retries_at_the_due_time_after_a_
                 lambda: isinstance(events_of(db, thread_id)[-1], AttemptFailed),
                 "the failed attempt to be recorded",
             )
-            # Waiting holds nothing: no lease, and the server's runner is idle.
-            store = SqliteStore(db)
-            assert store.lease(thread_id) is None
-            store.close()
-            metrics = client.get("/metrics").text
-            assert "twelvefold_runs_in_flight 0" in metrics, metrics
+
+            # Waiting holds nothing: no lease, and the server's runner is idle. The run
+            # lets its lease go in a commit after the one that recorded the failed attempt,
+            # so both are waited for (a run that kept them would time out here).
+            def lease_held() -> bool:
+                store = SqliteStore(db)
+                try:
+                    return store.lease(thread_id) is not None
+                finally:
+                    store.close()
+
+            wait_for(lambda: not lease_held(), "the run to let its lease go")
+            wait_for(
+                lambda: "twelvefold_runs_in_flight 0" in client.get("/metrics").text,
+                "the server's runner to be idle",
+            )
         first.kill()
         failed = events_of(db, thread_id)[-1]
         assert isinstance(failed, AttemptFailed)
