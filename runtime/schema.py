@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .integrity import EVENT_FORMAT, Chain
+from .terminal import one_line
 
 if TYPE_CHECKING:  # sqlite3 loads when a SQLite store is opened (runtime/store.py)
     import sqlite3
@@ -52,9 +53,9 @@ class SchemaBehind(SchemaError):
     def __init__(self, where: str, found: int) -> None:
         option, note = store_option(where)
         super().__init__(
-            f"the store at {where} has schema version {found}; this twelvefold needs "
-            f"{CURRENT}: run `twelvefold db upgrade {option}`{note} once (it is safe while "
-            "other processes use the store), then start this again"
+            f"the store at {one_line(where)} has schema version {found}; this twelvefold "
+            f"needs {CURRENT}: run `twelvefold db upgrade {one_line(option)}`{note} once (it "
+            "is safe while other processes use the store), then start this again"
         )
         self.found = found
 
@@ -62,8 +63,8 @@ class SchemaBehind(SchemaError):
 class SchemaAhead(SchemaError):
     def __init__(self, where: str, found: int) -> None:
         super().__init__(
-            f"the store at {where} has schema version {found}, newer than this twelvefold "
-            f"reads ({CURRENT}): a newer twelvefold upgraded it; upgrade twelvefold"
+            f"the store at {one_line(where)} has schema version {found}, newer than this "
+            f"twelvefold reads ({CURRENT}): a newer twelvefold upgraded it; upgrade twelvefold"
         )
         self.found = found
 
@@ -491,7 +492,7 @@ def check_postgresql(conn: Any, where: str, *, create: bool) -> None:
     if found == 0:
         option, note = store_option(where)
         raise SchemaError(
-            f"no thread store at {where} yet (`twelvefold run` or `twelvefold db upgrade "
-            f"{option}`{note} sets it up)"
+            f"no thread store at {one_line(where)} yet (`twelvefold run` or "
+            f"`twelvefold db upgrade {one_line(option)}`{note} sets it up)"
         )
     raise SchemaBehind(where, found)

@@ -38,6 +38,7 @@ from .codec import Codec
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
 from .records import builder, record
+from .terminal import one_line
 from .types import KIND_OF_EVENT, ChildStarted, Event, Started, State, Status, Usage
 
 if TYPE_CHECKING:
@@ -70,7 +71,8 @@ class StoreError(Exception):
 class StoreNotFound(StoreError):
     def __init__(self, path: Path) -> None:
         super().__init__(
-            f"no thread store at {path} (`twelvefold run` creates one; check --db or TWELVEFOLD_DB)"
+            f"no thread store at {one_line(str(path))} (`twelvefold run` creates one; "
+            "check --db or TWELVEFOLD_DB)"
         )
         self.path = path
 

@@ -183,3 +183,46 @@ def test_graph_prints_a_refused_log_s_step_name_escaped(tmp_path: Path) -> None:
     assert_not_forged(drawn.stderr)
     (warning,) = drawn.stderr.splitlines()
     assert f"step `decide\\u001b[2J\\n{FORGED}`" in warning
+
+
+HOSTILE_DB = f"nope{ESC}\n\r{FORGED}.db"
+"""A `--db` path that would clear the screen and print a forged error line below the real one."""
+
+
+def assert_one_escaped_line(output: str, start: str) -> None:
+    assert_not_forged(output)
+    assert "\r" not in output, output
+    (line,) = [line for line in output.splitlines() if line.startswith(start)]
+    assert f"nope\\u001b[2J\\n\\u000d{FORGED}.db" in line
+
+
+def test_a_missing_store_path_is_one_escaped_line_in_every_command(tmp_path: Path) -> None:
+    for command in (["show", "abc"], ["stats"], ["threads"]):
+        shown = twelvefold(*command, "--db", HOSTILE_DB, cwd=tmp_path)
+        assert shown.returncode == 1, (command, shown.stderr)
+        assert_one_escaped_line(shown.stderr, "error: no thread store at ")
+    agent = ROOT / "examples" / "deploybot.agent"
+    prompt = twelvefold(
+        "prompt", str(agent), "decide", "--thread", "abc", "--db", HOSTILE_DB, cwd=tmp_path
+    )
+    assert prompt.returncode == 1, prompt.stderr
+    assert_one_escaped_line(prompt.stderr, "Error: no thread store at ")
+
+
+def test_run_prints_the_store_it_wrote_to_on_one_escaped_line(tmp_path: Path) -> None:
+    folder = tmp_path / f"d{ESC}\n\r{FORGED}"
+    ran = twelvefold(
+        "run",
+        str(ROOT / "examples" / "deploybot.agent"),
+        "--input",
+        "x",
+        "--cassette",
+        str(ROOT / "examples" / "cassettes" / "deploybot.jsonl"),
+        "--db",
+        str(folder / "t.db"),
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert_not_forged(ran.stdout)
+    (line,) = [line for line in ran.stdout.splitlines() if line.startswith("  stored in ")]
+    assert line.endswith(f"d\\u001b[2J\\n\\u000d{FORGED}/t.db")

@@ -9,6 +9,7 @@ import click
 from twelvefold.commands.options import DB
 from twelvefold.commands.output import echo
 from twelvefold.commands.run import reported
+from twelvefold.runtime.terminal import one_line
 
 if TYPE_CHECKING:
     from twelvefold.runtime.store import StoreLocation
@@ -30,13 +31,13 @@ def upgrade(db: StoreLocation) -> None:
         done = upgrade_store(db)
         queued = _upgrade_queue(db)
     if queued:
-        echo(f"{done.where}: applied the job queue's schema (procrastinate)")
+        echo(f"{one_line(done.where)}: applied the job queue's schema (procrastinate)")
     if not done.applied:
-        echo(f"{done.where}: schema version {CURRENT}, nothing to do")
+        echo(f"{one_line(done.where)}: schema version {CURRENT}, nothing to do")
         return
     for migration in done.applied:
-        echo(f"{done.where}: applied migration {migration.version} ({migration.name})")
-    echo(f"{done.where}: schema version {done.before} -> {CURRENT}")
+        echo(f"{one_line(done.where)}: applied migration {migration.version} ({migration.name})")
+    echo(f"{one_line(done.where)}: schema version {done.before} -> {CURRENT}")
 
 
 def _upgrade_queue(db: StoreLocation) -> bool:

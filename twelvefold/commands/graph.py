@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from twelvefold.commands.options import DB, PROMPTS
-from twelvefold.commands.output import echo
+from twelvefold.commands.output import echo, error
 from twelvefold.compiler import Compilation, compile_file
 from twelvefold.compiler.diagnostics import render_all, summary
 from twelvefold.compiler.render import (
@@ -113,7 +113,7 @@ def graph(
             else render_image(to_dot(view), "svg" if chosen == "svg" else "png")
         )
     except GraphvizMissing as missing:
-        click.echo(f"error: {missing}", err=True)
+        error(missing)
         sys.exit(1)
     except GraphvizFailed as failed:  # pragma: no cover - a bug in our DOT output
         click.echo(f"error: this is a bug in twelvefold: {failed}", err=True)
@@ -149,7 +149,7 @@ def _load_thread(
     try:
         loaded = load_agent(agent, prompts_dir=prompts)
     except AgentLoadError as failed:
-        echo(f"error: {failed}", err=True)
+        error(failed)
         sys.exit(1)
     try:
         if events_file is not None:
@@ -184,10 +184,10 @@ def _load_thread(
         echo(f"error: the event log does not decode for this agent: {bad}", err=True)
         sys.exit(1)
     except (StoreError, LogError, sqlite3.Error) as bad:  # a damaged store or log: one line
-        echo(f"error: {bad}", err=True)
+        error(bad)
         sys.exit(1)
     except ThreadNotFound as missing:
-        echo(f"error: {missing}", err=True)
+        error(missing)
         sys.exit(1)
     return events, loaded.module
 

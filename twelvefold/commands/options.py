@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from twelvefold.commands.output import error
+
 if TYPE_CHECKING:
     from twelvefold.runtime.store import StoreLocation
 
@@ -49,7 +51,7 @@ def store_path(db: Path | None, store_url: str | None) -> StoreLocation:
             return db
         return configured_store() or DEFAULT_DB
     except StoreError as exc:
-        click.echo(f"error: {exc}", err=True)
+        error(exc)
         sys.exit(1)
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import click
 
-from twelvefold.runtime.terminal import for_terminal
+from twelvefold.runtime.terminal import for_terminal, one_line
 
 
 def echo(text: str, *, err: bool = False) -> None:
     click.echo(for_terminal(text), err=err)
+
+
+def error(message: object) -> None:
+    """`error: MESSAGE` on stderr as one line: a path, URL or name in the message (a `--db`
+    with a line break in it) cannot start a line of its own and forge output below."""
+    click.echo(f"error: {one_line(str(message))}", err=True)

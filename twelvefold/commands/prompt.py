@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from twelvefold.commands.options import DB, PROMPTS
-from twelvefold.commands.output import echo
+from twelvefold.commands.output import echo, error
+from twelvefold.runtime.terminal import one_line
 
 if TYPE_CHECKING:
     from twelvefold.runtime.store import StoreLocation
@@ -58,7 +59,7 @@ def prompt(
     except click.ClickException:
         raise
     except Exception as exc:  # a missing thread, a template error: one clear line
-        echo(f"error: {exc}", err=True)
+        error(exc)
         sys.exit(1)
     echo(json.dumps(body, indent=2, ensure_ascii=False) if as_json else render(body))
 
@@ -83,7 +84,9 @@ async def _request_body(
     spec = agent.spec
     if step not in spec.states or spec.states[step].kind != "llm":
         llm_steps = ", ".join(n for n, s in spec.states.items() if s.kind == "llm")
-        raise click.BadParameter(f"`{step}` is not an llm step of {spec.name} ({llm_steps})")
+        raise click.BadParameter(
+            one_line(f"`{step}` is not an llm step of {spec.name} ({llm_steps})")
+        )
     events: list[Event]
     if thread_id is not None:
         events = list(_stored_events(db, thread_id, agent.codec))
@@ -103,7 +106,7 @@ def _stored_events(db: StoreLocation, thread_id: str, codec: Any) -> list[Any]:
     from twelvefold.runtime.store import open_store, store_exists
 
     if not store_exists(db):
-        raise click.ClickException(f"no thread store at {db}")
+        raise click.ClickException(f"no thread store at {one_line(str(db))}")
     store = open_store(db, create=False)
     try:
         return list(store.load(thread_id, codec))
@@ -125,7 +128,7 @@ def _call_at(module: Any, events: list[Any], step: str) -> Any:
     arrived = replace(state, step=step, status="running")
     action = module.next_action(arrived)
     if not isinstance(action, CallModel):  # pragma: no cover - checked by the caller
-        raise click.ClickException(f"`{step}` does not call the model")
+        raise click.ClickException(one_line(f"`{step}` does not call the model"))
     echo(
         f"note: the thread is at `{state.step}` ({state.status}); showing `{step}` "
         "with its events so far",

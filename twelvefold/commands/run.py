@@ -56,6 +56,7 @@ from twelvefold.runtime.store import (
     open_store,
     store_exists,
 )
+from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.timeouts import as_moment
 from twelvefold.runtime.tracing import TracingUnavailable, configure_from_env
 from twelvefold.runtime.types import (
@@ -222,7 +223,7 @@ def print_view(view: ThreadView, db: StoreLocation) -> None:
             echo(f"  next try: {view.retry_at} (attempt {failed.attempt} failed: {failed.error})")
     if (spent := usage_line(view)) is not None:
         echo(spent)
-    echo(f"  stored in {db}")
+    echo(f"  stored in {one_line(str(db))}")
     if view.untold:
         echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
         echo("  `twelvefold expire` tries the notice again (run it from cron)")
@@ -365,7 +366,7 @@ def reported(as_json: bool = False) -> Iterator[None]:
     has a document to parse (docs/runtime.md)."""
 
     def problem(line: str, kind: str, message: str, code: int = 1) -> NoReturn:
-        echo(line, err=True)
+        echo(one_line(line), err=True)  # a path or name in it cannot forge a line
         if as_json:
             echo(json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False))
         sys.exit(code)
@@ -812,7 +813,7 @@ def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
         echo(json.dumps(listed))
         return
     if not found:
-        echo(f"no threads in {db}")
+        echo(f"no threads in {one_line(str(db))}")
         return
     echo(
         f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6} "

@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 import click
 
 from twelvefold.commands.options import DB, PROMPTS, background_options
-from twelvefold.commands.output import echo
+from twelvefold.commands.output import echo, error
 from twelvefold.commands.run import make_model, model_options, reported
+from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.tracing import configure_from_env
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def _app(
     try:
         agents = served_agents(runtime, places)
     except ServeError as exc:
-        echo(f"error: {exc}", err=True)
+        error(exc)
         sys.exit(1)
     tokens = None if insecure_local else TokenStore(place_of(store) or db)
     if tokens is not None and not any(not t.revoked for t in tokens.list()):
@@ -170,7 +171,7 @@ def _app(
     service = Service(runtime, agents, concurrency=concurrency, sweep_seconds=sweep_seconds,
                       queue=_queue(db))  # fmt: skip
     names = ", ".join(sorted(agents))
-    echo(f"serving {names} from {db}", err=True)
+    echo(f"serving {names} from {one_line(str(db))}", err=True)
     try:  # the Slack app, replies and schedules check their configuration here
         # On loopback, requests must be addressed to loopback or to the public URL's host
         # (a proxy on this machine): a rebound DNS name reaches nothing (server/hosts.py).
@@ -181,7 +182,7 @@ def _app(
             loopback_only=also if loopback else None,
         )  # fmt: skip
     except ServeError as exc:
-        echo(f"error: {exc}", err=True)
+        error(exc)
         sys.exit(1)
 
 
@@ -214,10 +215,10 @@ def _queue(db: StoreLocation) -> Queue | None:
             check_schema_now(db.url)
         except psycopg.Error as exc:
             reason = shown_url(" ".join(str(exc).split()), secret_of=db.url)
-            echo(f"error: cannot set up the job queue at {db}: {reason}", err=True)
+            error(f"cannot set up the job queue at {db}: {reason}")
             sys.exit(1)
         except QueueUnavailable as exc:
-            echo(f"error: {exc}", err=True)
+            error(exc)
             sys.exit(1)
     echo("threads run on `twelvefold worker`s: this server enqueues them", err=True)
     return Queue(make_app(db.url))
@@ -238,7 +239,7 @@ def token_create(person: str, db: StoreLocation) -> None:
     try:
         check_person(person)
     except ValueError as exc:
-        echo(f"error: {exc}", err=True)
+        error(exc)
         sys.exit(1)
     with reported():
         tokens = TokenStore(db)
@@ -264,7 +265,7 @@ def token_list(db: StoreLocation, as_json: bool) -> None:
         echo(json.dumps(rows, ensure_ascii=False))
         return
     if not found:
-        echo(f"no tokens in {db}")
+        echo(f"no tokens in {one_line(str(db))}")
         return
     echo(f"{'ID':<9} {'CREATED':<27} {'REVOKED':<27} PERSON")
     for t in found:
@@ -286,7 +287,7 @@ def token_revoke(token_id: str, db: StoreLocation) -> None:
         finally:
             tokens.close()
     if not revoked:
-        echo(f"error: no live token {_printable(token_id)} in {db}", err=True)
+        error(f"no live token {_printable(token_id)} in {db}")
         sys.exit(1)
     echo(f"revoked token {token_id}")
 
@@ -317,7 +318,7 @@ def _check_store(db: StoreLocation) -> None:
     from twelvefold.runtime.store import store_exists
 
     if not store_exists(db):
-        echo(f"error: no store at {db} (`twelvefold token create` makes one)", err=True)
+        error(f"no store at {db} (`twelvefold token create` makes one)")
         sys.exit(1)
 
 

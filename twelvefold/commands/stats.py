@@ -18,6 +18,7 @@ from twelvefold.commands.output import echo
 from twelvefold.commands.run import JSON, reported
 from twelvefold.runtime.api import shown
 from twelvefold.runtime.store import StoreLocation, ThreadInfo, open_store
+from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.usage import Totals, by_thread, duration_text
 
 STATUSES = ("running", "waiting", "finished", "failed", "cancelled")
@@ -59,7 +60,7 @@ def stats(db: StoreLocation, as_json: bool) -> None:
         echo(json.dumps({name: s.to_json() for name, s in per_agent.items()}))
         return
     if not per_agent:
-        echo(f"no threads in {db}")
+        echo(f"no threads in {one_line(str(db))}")
         return
     echo(
         f"{'AGENT':<16} {'RUN':>4} {'WAIT':>4} {'DONE':>5} {'FAIL':>4} {'CANC':>4} "

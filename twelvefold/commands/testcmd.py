@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from twelvefold.commands.options import PROMPTS
-from twelvefold.commands.output import echo
+from twelvefold.commands.output import error
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.testing import DEFAULT_EXAMPLES
 from twelvefold.testing.invariants import InvariantLoadError, find_invariants
@@ -71,7 +71,7 @@ def test(
             subject = load_subject(agent, prompts_dir=prompts, source=source)
             invariants = find_invariants(agent)
         except (AgentLoadError, InvariantLoadError) as broken:
-            echo(f"error: {broken}", err=True)
+            error(broken)
             failed = True
             continue
         report = run_suite(

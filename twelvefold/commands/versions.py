@@ -14,6 +14,7 @@ from twelvefold.commands.run import JSON, CommandError, cli_via, reported, runti
 from twelvefold.runtime.config import ConfigError
 from twelvefold.runtime.migrate import Verdict
 from twelvefold.runtime.store import StoreLocation
+from twelvefold.runtime.terminal import one_line
 
 
 @click.command()
@@ -128,7 +129,7 @@ def prune(
     verb = "would prune" if dry_run else "pruned"
     echo(f"{verb} {len(done.threads)} thread(s) and {len(done.versions)} agent version(s)")
     if done.archive is not None and done.threads and not dry_run:
-        echo(f"  archived to {done.archive}")
+        echo(f"  archived to {one_line(str(done.archive))}")
     for thread_id in done.skipped:
         echo(
             f"  kept {thread_id}: it changed while it was being pruned, or its log does not"

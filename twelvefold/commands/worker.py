@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from twelvefold.commands.options import PROMPTS, background_options
-from twelvefold.commands.output import echo
+from twelvefold.commands.output import echo, error
 from twelvefold.commands.run import make_model, model_options, reported
 from twelvefold.runtime.tracing import configure_from_env
 
@@ -83,7 +83,7 @@ def worker(
         try:
             metrics_at = parse_address(metrics_address)
         except ValueError as exc:  # one line and exit 1, as every refusal of a worker
-            echo(f"error: --metrics-address: {exc}", err=True)
+            error(f"--metrics-address: {exc}")
             sys.exit(1)
     if not is_postgres(queue_url):
         echo(
@@ -148,21 +148,21 @@ async def _work(
     try:  # before anything waits on a connection pool: one line, at once
         check_schema_now(queue_url)
     except QueueUnavailable as exc:
-        echo(f"error: {exc}", err=True)
+        error(exc)
         return 1
     store = open_store(store_url, create=False)
     runtime = AsyncRuntime(store, model=model, tool_paths=paths, prompts_dir=prompts)  # type: ignore[arg-type]
     try:
         agents = served_agents(runtime, places)
     except ServeError as exc:
-        echo(f"error: {exc}", err=True)
+        error(exc)
         return 1
     if metrics_at is not None:
         try:
             _serve_metrics(runtime, metrics_at)
         except OSError as exc:
             host, port = metrics_at
-            echo(f"error: cannot serve metrics at {host}:{port}: {exc.strerror or exc}", err=True)
+            error(f"cannot serve metrics at {host}:{port}: {exc.strerror or exc}")
             return 1
     import instructor  # noqa: F401  (imported once before the first job, as `serve` does)
     import openai  # noqa: F401
@@ -175,7 +175,7 @@ async def _work(
         timed = timed_retention(service)
         pruner = Pruner(service, timed) if timed is not None else None
     except ServeError as exc:
-        echo(f"error: {exc}", err=True)
+        error(exc)
         return 1
     try:
         async with app.open_async():
@@ -193,10 +193,10 @@ async def _work(
                 if pruner is not None:
                     await pruner.stop()
     except QueueUnavailable as exc:
-        echo(f"error: {exc}", err=True)
+        error(exc)
         return 1
     except OSError as exc:
-        echo(f"error: the job queue's database cannot be reached: {exc}", err=True)
+        error(f"the job queue's database cannot be reached: {exc}")
         return 1
     finally:
         close = getattr(runtime.engine.model, "aclose", None)
