@@ -366,7 +366,7 @@ def reported(as_json: bool = False) -> Iterator[None]:
     has a document to parse (docs/runtime.md)."""
 
     def problem(line: str, kind: str, message: str, code: int = 1) -> NoReturn:
-        echo(one_line(line), err=True)  # a path or name in it cannot forge a line
+        echo(line, err=True)  # a compile error is many lines: each value escapes its own
         if as_json:
             echo(json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False))
         sys.exit(code)
