@@ -81,6 +81,7 @@ if TYPE_CHECKING:
         load_version,
         recorded_agent,
         recorded_place,
+        require_settings,
         require_templates,
     )
     from .loop import (
@@ -126,6 +127,7 @@ def _load_engine() -> None:
         load_version,
         recorded_agent,
         recorded_place,
+        require_settings,
         require_templates,
     )
     from .loop import (  # noqa: F401
@@ -503,6 +505,7 @@ class AsyncRuntime:
         background)."""
         loaded = self.agent(agent)
         require_templates(loaded)  # a generated module's: before the thread exists
+        require_settings(loaded)  # the configuration the loop reads lazily: the same
         value = typed_input(loaded, input)
         thread_id = thread_id or new_thread_id()
         # A launch that runs the thread now opens its run's span; a stored-only launch (the

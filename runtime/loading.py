@@ -483,6 +483,25 @@ def require_templates(agent: Agent) -> None:
     )
 
 
+def require_settings(agent: Agent) -> None:
+    """`AgentLoadError` (one line: the file and the setting) when the configuration the
+    loop reads lazily for `agent`'s folder is not valid: its rate limits,
+    `model_calls_in_flight`, `model_call_timeout` (runtime/ratelimit.py) and its prices
+    (runtime/usage.py). Refused before a thread exists, not as a step failure of every
+    thread at its first model step. Both are read once per process, so this costs one
+    read of the configuration."""
+    from .config import ConfigError
+    from .ratelimit import rate_limits_for
+    from .usage import prices_for
+
+    folder = agent.directory or Path.cwd()
+    try:
+        rate_limits_for(folder)
+        prices_for(folder)
+    except ConfigError as exc:
+        raise AgentLoadError(one_line(str(exc))) from None
+
+
 _IMPORTING = threading.RLock()
 """Held while a generated module is imported: it is in sys.modules before it has run
 (below), and another thread (a second runtime in this process) must not take it then."""

@@ -53,7 +53,7 @@ from twelvefold.runtime.api import (
 from twelvefold.runtime.config import Config, ConfigError, find_config
 from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseError, LeaseHeld, LeaseLost
-from twelvefold.runtime.loading import AgentLoadError, require_templates
+from twelvefold.runtime.loading import AgentLoadError, require_settings, require_templates
 from twelvefold.runtime.loop import Agent, Thread, retry_due
 from twelvefold.runtime.store import (
     Conflict,
@@ -1013,6 +1013,10 @@ def served_agents(runtime: AsyncRuntime, places: Sequence[str | Path]) -> dict[s
         for reference in references:
             agent = runtime.agent(reference)
             require_templates(agent)  # a module's: at start, not at a thread's first step
+            try:  # the configuration the loop reads lazily: at start, not in every thread
+                require_settings(agent)
+            except AgentLoadError as exc:
+                raise ServeError(str(exc)) from None
             other = agents.get(agent.name)
             if other is not None and other.origin != agent.origin:
                 raise ServeError(
