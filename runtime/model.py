@@ -38,7 +38,7 @@ from .records import builder, quick_init, record
 from .redact import validation_problems
 from .spec import AgentSpec
 from .types import CallModel, ErrorInfo, Usage
-from .usage import token_count_error
+from .usage import token_count_error, valid_tokens
 
 if TYPE_CHECKING:  # asyncio loads when a thread runs, not when an agent is imported
     import asyncio
@@ -649,6 +649,12 @@ def _paid(before: Usage | None, completion: Any, started: float) -> Usage | None
     )
     if before is None and counts == (None, None):
         return None
+    if not all(n is None or valid_tokens(n) for n in counts):  # not added: refused as sent
+        return Usage(
+            latency_ms=(time.perf_counter() - started) * 1000,
+            input_tokens=counts[0],
+            output_tokens=counts[1],
+        )
     earlier = (None, None) if before is None else (before.input_tokens, before.output_tokens)
     added = tuple(
         None if a is None and b is None else (a or 0) + (b or 0)
@@ -661,10 +667,12 @@ def _paid(before: Usage | None, completion: Any, started: float) -> Usage | None
     )
 
 
-def _tokens(value: Any) -> int | None:
-    """A token count as the provider reported it, or None when it sent no count (one
-    above `MAX_CALL_TOKENS` is kept here and refused: `token_count_error`)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+def _tokens(value: Any) -> Any:
+    """A token count as the provider reported it, or None when it sent no count. A count
+    that is not a `valid_tokens` (negative, fractional, a bool, a string, above
+    `MAX_CALL_TOKENS`) is kept as it came, to be refused (`token_count_error` fails the
+    step): read as "no count", it would make the call's cost look smaller than it was."""
+    return value
 
 
 def _invalid_output(step: str, attempts: int, cause: Exception) -> ErrorInfo:

@@ -222,3 +222,24 @@ def test_a_token_count_out_of_bounds_is_never_recorded_and_spends_the_budget(
     with sqlite3.connect(thinker / "t.db") as db:
         bodies = [row[0] for row in db.execute("SELECT body FROM events")]
     assert not any("Infinity" in body or "0" * 30 in body for body in bodies)
+
+
+@pytest.mark.parametrize("count", [-5, 1.5])
+def test_a_negative_or_fractional_token_count_fails_the_step(
+    openai_server: ScriptedOpenAI, thinker: Path, count: object
+) -> None:
+    """A count that is not a whole number from 0 fails the step as one above the bound
+    does: read as "no count", the call's cost would be understated (input tokens 0)."""
+    agent = with_budget(thinker, "max_tokens 1000 -> stuck")
+    openai_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Think", "thought": "hm"}}, usage=(count, 7)
+    )
+    with runtime_for(openai_server, thinker, "priced-model") as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "TokenCountError"
+    assert repr(count) in failed.error.message
+    assert failed.usage is None or failed.usage.input_tokens is None
+    assert (view.status, view.step) == ("waiting", "stuck")  # the budget decided
+    assert len(openai_server.requests) == 1
