@@ -938,6 +938,18 @@ class Engine:
         if model is not None and estimated is not None:  # only a token limit needs them
             self.rate_limiter.spent(model, tokens, estimated)
 
+    def takes_key(self, agent: Agent, function: str) -> bool | None:
+        """Whether the tool `function` of `agent` takes an `idempotency_key`, resolved as
+        a call resolves it; None when it does not resolve now. A call started and never
+        answered is run again on resume only if it does (`_call_tool`)."""
+        try:
+            tool = self.toolbox.resolve(
+                function, _folders(agent), allow_stdlib=_allowed_stdlib(agent, function)
+            )
+        except (tools.ToolImportError, ConfigError):
+            return None
+        return tool.accepts_key
+
     def _price_table(self, agent: Agent) -> Prices:
         """The prices for the agent's folder (the current one for an agent loaded from a
         module), read once per process (runtime/usage.py, `prices_for`)."""

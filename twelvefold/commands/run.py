@@ -351,11 +351,30 @@ def where_it_stopped(rt: Runtime, thread_id: str) -> str:
         return f"thread {thread_id} stopped; `twelvefold show {thread_id}` shows where"
     if view.status != "running":
         return f"thread {view.id} is {view.status} at `{view.step}` (`twelvefold show {view.id}`)"
+    if view.state.tool_key is not None and not _runs_it_again(rt, view):
+        # Resume will not run a keyless call that may have run: say so, not "runs it on".
+        return (
+            f"thread {view.id} stopped during `{view.step}`'s tool call, which takes no "
+            f"idempotency key, so it may or may not have run: `twelvefold resume {view.id}` "
+            f"records the step as failed (Interrupted) without running it again; "
+            f"`twelvefold resume {view.id} --retry` then runs it again"
+        )
     due = "" if view.retry_at is None else f", its next try due at {view.retry_at}"
     return (
         f"thread {view.id} stopped at `{view.step}`{due}; nothing is lost: "
         f"`twelvefold resume {view.id}` runs it on"
     )
+
+
+def _runs_it_again(rt: Runtime, view: ThreadView) -> bool:
+    """Whether `resume` runs the tool call `view` stopped in again: only a tool that takes
+    an idempotency key is (runtime/loop.py, `_call_tool`)."""
+    try:
+        agent = rt.agent_of(view.id)
+        function = agent.spec.states[view.step].function
+    except Exception:  # the agent does not load now: resume will say why
+        return False
+    return function is not None and rt.aio.engine.takes_key(agent, function) is True
 
 
 @contextmanager
