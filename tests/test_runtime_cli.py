@@ -165,3 +165,24 @@ def test_an_agent_with_no_edges_compiles_and_runs(workdir: Path) -> None:
     assert json.loads(output)["status"] == "finished"
     code, output = invoke("compile", "echo.agent", "-o", "out")
     assert code == 0 and (workdir / "out" / "echo.py").is_file(), output
+
+
+def test_a_module_compiled_into_a_build_folder_finds_its_tools_package(workdir: Path) -> None:
+    """`compile -o build/` writes `build/deploybot.py`; its tools are the package
+    `deploybot/` of the examples (`--path`), which that module must not hide."""
+    code, out = invoke("compile", str(EXAMPLES / "deploybot.agent"), "-o", "build")
+    assert code == 0, out
+    code, out = invoke(
+        "run",
+        str(workdir / "build" / "deploybot.py"),
+        "--path",
+        str(EXAMPLES),
+        "--input",
+        "deploy v1.2.3 to production",
+        "--cassette",
+        "deploy.jsonl",
+        "--json",
+    )
+    assert code == 0, out
+    view = json.loads(out.splitlines()[-1])
+    assert (view["status"], view["step"]) == ("waiting", "approve_deploy"), view
