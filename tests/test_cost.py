@@ -22,9 +22,10 @@ from twelvefold.cli import cli
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.codec import Codec
 from twelvefold.runtime.config import Config, ConfigError
+from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.model import OpenAIModel
 from twelvefold.runtime.store import SqliteStore
-from twelvefold.runtime.types import ModelOutput, StepFailed, Usage
+from twelvefold.runtime.types import ModelOutput, Usage
 from twelvefold.runtime.usage import (
     DEFAULT_PRICES,
     MAX_CALL_COST,
@@ -112,19 +113,18 @@ def test_a_model_without_a_price_has_an_unknown_cost_never_a_guessed_one(
     assert (usage["cost_usd"], usage["unpriced_calls"], usage["input_tokens"]) == (None, 2, 22)
 
 
-def test_a_broken_price_table_fails_the_step_before_the_model_is_paid(
+def test_a_broken_price_table_is_refused_before_a_thread_exists(
     openai_server: ScriptedOpenAI, project: Path
 ) -> None:
+    """Checked at launch (`require_settings`), not as a step failure of every thread."""
     (project / "twelvefold.toml").write_text(
         '[prices]\n"gpt-4o-mini" = { input = -1, output = 1 }\n'
     )
     with runtime_for(openai_server, project / "t.db", "gpt-4o-mini") as rt:
-        view = rt.launch(project / "calculator.agent", "3 times 4")
-        events = rt.events(view.id)
-    assert view.status == "failed"
-    (failed,) = [e for e in events if isinstance(e, StepFailed)]
-    assert failed.error.type == "ConfigError"
-    assert "prices.gpt-4o-mini" in failed.error.message and "`input` is -1" in failed.error.message
+        with pytest.raises(AgentLoadError) as refused:
+            rt.launch(project / "calculator.agent", "3 times 4")
+        assert list(rt.store.threads()) == []
+    assert "prices.gpt-4o-mini" in str(refused.value) and "`input` is -1" in str(refused.value)
     assert openai_server.requests == []
 
 
