@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import field
@@ -101,10 +102,23 @@ def find_config(start: Path) -> Config:
 
 
 def _read(path: Path, *, tool_table: bool) -> Config | None:
+    # Only a name that is not there at all means "no configuration here". A link to
+    # nothing, a folder or a pipe in its place is a configuration gone wrong: read as
+    # none, the search would go on to defaults that let anyone with a token decide.
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ConfigError(f"{path}: a link to a file that is not there") from None
+        return None
+    except NotADirectoryError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{path}: not a file (a configuration file is a regular file)")
     try:
         data = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
     # Read at every decision (a revoked approver is refused at once), parsed only when the

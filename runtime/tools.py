@@ -186,13 +186,15 @@ def _holds(folder: Path, parts: Sequence[str]) -> bool:
     often the package `top/`) holds no tools. Either would hide the package a later
     folder has."""
     top = parts[0]
-    if (folder / top).is_dir():
-        return True
     file = folder / f"{top}.py"
-    return file.is_file() and len(parts) == 1 and not _generated(file)
+    if (folder / top).is_dir() and (
+        (folder / top / "__init__.py").is_file() or not file.is_file()
+    ):  # a folder without `__init__.py` beside `top.py`: the import takes the file
+        return True
+    return file.is_file() and len(parts) == 1 and not is_generated_module(file)
 
 
-def _generated(file: Path) -> bool:
+def is_generated_module(file: Path) -> bool:
     """Whether `file` starts with the line every generated module starts with (Go's
     convention for generated files: "Code generated ... DO NOT EDIT.")."""
     try:

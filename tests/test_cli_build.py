@@ -181,3 +181,32 @@ def test_compile_check_fails_on_a_missing_module(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"missing: {tmp_path / 'deploybot.py'}" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["hand-written", "link"])
+def test_compile_never_replaces_a_file_it_did_not_generate(tmp_path: Path, kind: str) -> None:
+    """`compile -o .` beside a hand-written `deploybot.py` (say, the agent's own tools),
+    or a `deploybot.py` that links elsewhere: refused in one line, nothing written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    precious = tmp_path / "precious.py"
+    precious.write_text("def act() -> str:\n    return 'mine'\n")
+    target = out / "deploybot.py"
+    if kind == "link":
+        target.symlink_to(precious)
+    else:
+        target.write_text(precious.read_text())
+    result = run("compile", "examples/deploybot.agent", "-o", str(out))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "deploybot.py" in result.stderr
+    assert precious.read_text() == "def act() -> str:\n    return 'mine'\n"
+    assert target.read_text() == precious.read_text()
+
+
+def test_compile_replaces_a_module_it_generated(tmp_path: Path) -> None:
+    assert run("compile", "examples/deploybot.agent", "-o", str(tmp_path)).returncode == 0
+    (tmp_path / "deploybot.py").write_text(
+        (tmp_path / "deploybot.py").read_text().replace("Deploys", "Edited")
+    )
+    assert run("compile", "examples/deploybot.agent", "-o", str(tmp_path)).returncode == 0
+    assert "Edited" not in (tmp_path / "deploybot.py").read_text()

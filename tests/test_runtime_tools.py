@@ -367,3 +367,16 @@ def test_a_plain_module_of_the_agents_own_folder_is_still_its_tools(tmp_path: Pa
         folder.mkdir()
         (folder / "shop.py").write_text(f"def act() -> str:\n    return {said!r}\n")
     assert tools.ToolBox([other]).resolve("shop:act", [own]).function() == "own"
+
+
+def test_a_data_folder_named_as_the_agent_beside_its_module_never_hides_its_tools(
+    tmp_path: Path,
+) -> None:
+    """`build/shop/` (no `__init__.py`) beside `build/shop.py`: the import would take the
+    generated file, so that folder cannot hold `shop.tools` either."""
+    build, source = tmp_path / "build", tmp_path / "source"
+    (build / "shop").mkdir(parents=True)
+    (build / "shop.py").write_text(GENERATED_HEAD + "AGENT = None\n")
+    (source / "shop").mkdir(parents=True)
+    (source / "shop" / "tools.py").write_text("def act() -> str:\n    return 'source'\n")
+    assert tools.ToolBox([source]).resolve("shop.tools:act", [build]).function() == "source"

@@ -258,7 +258,19 @@ def compile_(
 
 def _write(results: list[Compilation], output_dir: Path) -> tuple[list[str], str | None]:
     """Write the generated modules; the paths written, and what stopped the writing."""
+    from twelvefold.runtime.tools import is_generated_module
+
     written: list[str] = []
+    for result in results:  # nothing written unless every file may be
+        for name in result.files:
+            target = output_dir / name
+            if target.is_symlink():
+                return written, f"{target} is a link: remove it (compile writes no link's target)"
+            if target.exists() and not is_generated_module(target):
+                return written, (
+                    f"{target} is not a module twelvefold generated (its first line is not "
+                    "the generated header): move it away, or compile into another -o folder"
+                )
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         for result in results:
