@@ -143,6 +143,7 @@ def summarize(event: Event) -> str:
             text = " ".join(p for p in (f"by {by}" if by else "", reason or "") if p)
         case _:
             text = ""
+    text = one_line(text)  # a value's line break would start a forged event line
     text = text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 1] + "…"
     if isinstance(event, Decision) and event.request:  # never cut off: it says what was decided
         text = f"{text} (request {event.request})".lstrip()
@@ -174,7 +175,7 @@ def event_line(seq: int, event: Event) -> str:
 def _compact(value: Any) -> str:
     data = plain(value)
     if isinstance(data, str):
-        return data
+        return one_line(data)
     return json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
 
 
