@@ -631,22 +631,14 @@ def _tool_calls(completion: Any) -> int:
 
 
 def _usage(completion: Any, latency_ms: float) -> Usage:
-    usage = getattr(completion, "usage", None)
-    return Usage(
-        latency_ms=latency_ms,
-        input_tokens=_tokens(getattr(usage, "prompt_tokens", None)),
-        output_tokens=_tokens(getattr(usage, "completion_tokens", None)),
-    )
+    input_tokens, output_tokens = _counts(completion)
+    return Usage(latency_ms=latency_ms, input_tokens=input_tokens, output_tokens=output_tokens)
 
 
 def _paid(before: Usage | None, completion: Any, started: float) -> Usage | None:
     """`before` (the earlier attempts' usage) with `completion`'s tokens added; None while
     no attempt reported a count. A count the provider did not send adds nothing."""
-    usage = getattr(completion, "usage", None)
-    counts = (
-        _tokens(getattr(usage, "prompt_tokens", None)),
-        _tokens(getattr(usage, "completion_tokens", None)),
-    )
+    counts = _counts(completion)
     if before is None and counts == (None, None):
         return None
     if not all(n is None or valid_tokens(n) for n in counts):  # not added: refused as sent
@@ -667,12 +659,13 @@ def _paid(before: Usage | None, completion: Any, started: float) -> Usage | None
     )
 
 
-def _tokens(value: Any) -> Any:
-    """A token count as the provider reported it, or None when it sent no count. A count
-    that is not a `valid_tokens` (negative, fractional, a bool, a string, above
-    `MAX_CALL_TOKENS`) is kept as it came, to be refused (`token_count_error` fails the
-    step): read as "no count", it would make the call's cost look smaller than it was."""
-    return value
+def _counts(completion: Any) -> tuple[Any, Any]:
+    """(input, output) token counts as the provider reported them, None where it sent
+    none. A count that is not a `valid_tokens` (negative, fractional, a bool, a string,
+    above `MAX_CALL_TOKENS`) is kept as it came, to be refused (`token_count_error` fails
+    the step): read as "no count", it would make the call's cost look smaller than it was."""
+    usage = getattr(completion, "usage", None)
+    return getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
 
 
 def _invalid_output(step: str, attempts: int, cause: Exception) -> ErrorInfo:
