@@ -134,12 +134,18 @@ class Routine:
         model call: to await and record). `LeaseLost` once a renewal failed, before any
         new call starts; what the reducer or the store refuse raises as on the ordinary
         path (nothing of it is recorded)."""
-        thread = self.thread
+        thread, engine = self.thread, self.engine
         next_action = thread.agent.module.next_action
-        model_step, tool_step, book = self._model_step, self._tool_step, self.book
+        model_step, tool_step = self._model_step, self._tool_step
+        # `book`, written out below for the event that ends each call (two of a pair of
+        # steps' three events): the same reduce, append and hook, one call fewer each.
+        reduce, append, codec, reducer = self._reduce, self._append, self._codec, self._reducer
+        thread_id, events, lease = thread.id, thread.events, thread.lease
+        assert lease is not None  # held by `advance` while it runs
         while True:
-            action = next_action(thread.state)
-            if thread.state.status != "running":
+            state = thread.state
+            action = next_action(state)
+            if state.status != "running":
                 return action
             kind = type(action)
             if kind is CallModel:
@@ -150,10 +156,17 @@ class Routine:
                 return action
             if event is None:
                 return action  # not routine: the ordinary loop performs it
-            if isinstance(event, Suspended):
+            if type(event) is Suspended:
                 return event
-            book(event)
-            held.check()  # lost the lease: start nothing more
+            state = reduce(thread.state, event)  # an impossible event raises: nothing stored
+            append(thread_id, len(events), event, codec, state, reducer, lease)
+            events.append(event)
+            thread.state = state
+            hook = engine.on_event
+            if hook is not None:
+                hook(thread, event)
+            if held.problem is not None:
+                held.check()  # lost the lease: start nothing more (raises `LeaseLost`)
 
     def book(self, event: Event) -> None:
         """`Engine.book` by the store's `append_one`: reduce (an impossible event raises,

@@ -442,15 +442,31 @@ def call_now(tool: Tool, action: CallTool, key: str, *, attempt: int = 1) -> Out
     started = time.perf_counter()
     error: ErrorInfo | None = None
     last = action.retries + 1
+    function, accepts_key = tool.function, tool.accepts_key
+    value = action.value if tool.takes_input else None
     for number in range(max(1, attempt), last + 1):
-        try:
-            raw = _attempt_now(tool, action, key)
-        except _Raised as exc:
-            error = describe(exc.error)
-        except _StillRunning:
+        # One attempt, written out here (every routine tool call makes one): marked in
+        # flight by a `_RunningHere`, which never replaces another attempt's marker, and
+        # taken out by this attempt alone once the tool returns or raises.
+        done = _RunningHere(key)
+        if _IN_FLIGHT.setdefault(key, done) is not done:
             return Outcome(None, _still_running(tool, key), _usage(started), unknown=True)
-        else:
+        raised: BaseException | None = None
+        try:
+            if value is not None:
+                raw = function(value, idempotency_key=key) if accepts_key else function(value)
+            else:
+                raw = function(idempotency_key=key) if accepts_key else function()
+        except KeyboardInterrupt:
+            raise  # Ctrl-C: the call stays started without a result, as after a crash
+        except BaseException as exc:
+            raised = exc
+        finally:
+            if _IN_FLIGHT.get(key) is done:
+                del _IN_FLIGHT[key]
+        if raised is None:
             return _returned_outcome(raw, action, started, number)
+        error, raised = describe(raised), None  # (no cycle through the traceback)
         if number < last and action.backoff_seconds > 0:
             return _backoff(action, error, started, number, False)
     return Outcome(None, error, _usage(started))
@@ -463,7 +479,7 @@ def _returned_outcome(raw: Any, action: CallTool, started: float, number: int) -
         result = coerce(raw, action.output, action.outputs)
     except Exception as exc:  # the tool ran; trying again could repeat its work
         return Outcome(None, describe(exc), _usage(started), unknown=True)
-    return Outcome(result, None, _usage(started), attempt=number)
+    return Outcome(result, None, build_usage(ms_since(started)), attempt=number)
 
 
 def _backoff(
@@ -538,27 +554,6 @@ async def _attempt(tool: Tool, action: CallTool, key: str, *, offload: bool) -> 
     if error is not None:
         raise _Raised(error)
     return value
-
-
-def _attempt_now(tool: Tool, action: CallTool, key: str) -> Any:
-    """One attempt of a synchronous tool without a timeout, run on this thread; raises as
-    `_attempt` does (never `_TimedOut`)."""
-    done = _RunningHere(key)
-    if _IN_FLIGHT.setdefault(key, done) is not done:
-        raise _StillRunning
-    try:
-        if tool.takes_input and action.value is not None:
-            if tool.accepts_key:
-                return tool.function(action.value, idempotency_key=key)
-            return tool.function(action.value)
-        return tool.function(idempotency_key=key) if tool.accepts_key else tool.function()
-    except KeyboardInterrupt:
-        raise  # Ctrl-C: the call stays started without a result, as after a crash
-    except BaseException as exc:
-        raise _Raised(exc) from None
-    finally:
-        if _IN_FLIGHT.get(key) is done:  # `_leave`, inlined: every call
-            del _IN_FLIGHT[key]
 
 
 async def _guarded(
