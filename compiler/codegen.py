@@ -360,7 +360,9 @@ class _ModuleBuilder:
         name = py_str(step.name.text)
         match step:
             case n.LlmStep():
-                self.imports.add("CallModel")
+                # Built by the plain function, not the class: a class call passes its
+                # keywords through a new dict (twice the cost; every model call makes one).
+                self.imports.add("build_call_model")
                 outputs = ", ".join(self.names.classes[o.text] for o in step.outputs)
                 arguments = [
                     f"step={name}",
@@ -381,9 +383,9 @@ class _ModuleBuilder:
                     arguments.append(f"judge={py_str(step.judge.prompt.value)}")
                 if step.validators or step.judge is not None:
                     arguments.append("rejections=state.rejections")
-                return f"CallModel({', '.join(arguments)})"
+                return f"build_call_model({', '.join(arguments)})"
             case n.ToolStep():
-                self.imports.add("CallTool")
+                self.imports.add("build_call_tool")  # as `build_call_model`
                 arguments = [
                     f"step={name}",
                     f"function={py_str(step.function.value)}",
@@ -401,7 +403,7 @@ class _ModuleBuilder:
                     arguments.append(f"timeout_seconds={step.timeout.seconds!r}")
                 arguments.append("started_key=state.tool_key")
                 arguments.append("retry_key=state.retry_key")
-                return f"CallTool({', '.join(arguments)})"
+                return f"build_call_tool({', '.join(arguments)})"
             case n.ApprovalStep():
                 self.imports.add("AwaitApproval")
                 ask = step.ask.value if step.ask else f"Approve `{step.name.text}`?"

@@ -47,6 +47,8 @@ from .types import (
     ToolStarted,
     Usage,
     Verdict,
+    build_call_model,
+    build_call_tool,
 )
 
 __all__ = [
@@ -91,4 +93,6 @@ __all__ = [
     "ToolStarted",
     "Usage",
     "Verdict",
+    "build_call_model",
+    "build_call_tool",
 ]

@@ -221,6 +221,19 @@ class AgentSpec:
         if isinstance(event, Decision | ChildFailed) and event.request != state.request:
             raise IllegalEvent(state, event, pending_reason(state, event.request))
 
+    def checked(self, state: State, event: Event) -> State | None:
+        """`check`, then `bookkeeping`: what a generated `reduce` does first, in one call.
+
+        A running thread's model output and a started call's result at its own step are
+        the common case (two of a routine pair of steps' three events): allowed, and
+        recorded by the step's own reducer, not here, so None at once."""
+        if event.step == state.step and state.status == "running":
+            kind = type(event)
+            if kind is ModelOutput or (kind is ToolResult and state.tool_key is not None):
+                return None
+        self.check(state, event)
+        return self.bookkeeping(state, event)
+
     def bookkeeping(self, state: State, event: Event) -> State | None:
         """Events that record progress without moving the thread; None for the others."""
         if type(event) in _MOVING:  # most events: no test below can match them

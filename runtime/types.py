@@ -493,6 +493,11 @@ build_usage = builder(Usage)
 build_model_output = builder(ModelOutput)
 build_tool_started = builder(ToolStarted)
 build_tool_result = builder(ToolResult)
+build_call_model = builder(CallModel)
+"""`CallModel(...)` by a plain function: what a generated module builds each model call's
+action with (a class call passes its keywords through a new dict)."""
+build_call_tool = builder(CallTool)
+"""`CallTool(...)` by a plain function, as `build_call_model`."""
 
 
 class IllegalEvent(Exception):

@@ -284,9 +284,9 @@ GENERATED: tuple[Mutant, ...] = (
     _m(
         "d-bookkeeping-skipped",
         _D,
-        "    recorded = AGENT.bookkeeping(state, event)\n    if recorded is not None:\n"
-        "        return recorded\n",
-        "",
+        "    recorded = AGENT.checked(state, event)  # refused, or recorded without moving\n"
+        "    if recorded is not None:\n        return recorded\n",
+        "    AGENT.check(state, event)\n",
     ),
     _m("d-input-stripped", _D, "return AGENT.begin(value)", "return AGENT.begin(value.strip())"),
     _m(

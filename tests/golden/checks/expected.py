@@ -18,8 +18,6 @@ from twelvefold.runtime import (
     SECRET,
     Action,
     AgentSpec,
-    CallModel,
-    CallTool,
     EdgeSpec,
     Event,
     Fail,
@@ -31,6 +29,8 @@ from twelvefold.runtime import (
     StateSpec,
     StepFailed,
     ToolResult,
+    build_call_model,
+    build_call_tool,
 )
 
 __all__ = [
@@ -149,8 +149,7 @@ def initial_state(value: Claim) -> State:
 
 def reduce(state: State, event: Event) -> State:
     """Apply one event to a thread. Pure: an event that cannot happen raises IllegalEvent."""
-    AGENT.check(state, event)
-    recorded = AGENT.bookkeeping(state, event)
+    recorded = AGENT.checked(state, event)  # refused, or recorded without moving
     if recorded is not None:
         return recorded
     return _REDUCERS[state.step](state, event)
@@ -178,7 +177,7 @@ def replay(events: Iterable[Event]) -> State:
 
 # input.agent:24: llm decide -> Refund | Escalate
 def _decide_action(state: State) -> Action:
-    return CallModel(
+    return build_call_model(
         step="decide",
         value=state.value,
         outputs=(Refund, Escalate),
@@ -206,7 +205,7 @@ def _decide_reduce(state: State, event: Event) -> State:
 
 # input.agent:34: tool pay(Refund) -> Receipt = "checks:pay" { next confirm  on error -> decide }
 def _pay_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="pay",
         function="checks:pay",
         value=state.value,
@@ -229,7 +228,7 @@ def _pay_reduce(state: State, event: Event) -> State:
 
 # input.agent:36: llm confirm -> Receipt
 def _confirm_action(state: State) -> Action:
-    return CallModel(
+    return build_call_model(
         step="confirm",
         value=state.value,
         outputs=(Receipt,),

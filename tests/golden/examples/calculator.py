@@ -20,8 +20,6 @@ from twelvefold.runtime import (
     Approved,
     AwaitAnswer,
     AwaitApproval,
-    CallModel,
-    CallTool,
     EdgeSpec,
     Event,
     Fail,
@@ -34,6 +32,8 @@ from twelvefold.runtime import (
     StateSpec,
     StepFailed,
     ToolResult,
+    build_call_model,
+    build_call_tool,
 )
 
 __all__ = [
@@ -201,8 +201,7 @@ def initial_state(value: str) -> State:
 
 def reduce(state: State, event: Event) -> State:
     """Apply one event to a thread. Pure: an event that cannot happen raises IllegalEvent."""
-    AGENT.check(state, event)
-    recorded = AGENT.bookkeeping(state, event)
+    recorded = AGENT.checked(state, event)  # refused, or recorded without moving
     if recorded is not None:
         return recorded
     return _REDUCERS[state.step](state, event)
@@ -231,7 +230,7 @@ def replay(events: Iterable[Event]) -> State:
 # calculator.agent:19: llm decide -> Add | Subtract | Multiply | Divide | ClarificationRequest |
 #   DoneForNow
 def _decide_action(state: State) -> Action:
-    return CallModel(
+    return build_call_model(
         step="decide",
         value=state.value,
         outputs=(Add, Subtract, Multiply, Divide, ClarificationRequest, DoneForNow),
@@ -267,7 +266,7 @@ def _decide_reduce(state: State, event: Event) -> State:
 
 # calculator.agent:29: tool add(Add) -> Number = "calculator.tools:add" { next decide }
 def _add_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="add",
         function="calculator.tools:add",
         value=state.value,
@@ -291,7 +290,7 @@ def _add_reduce(state: State, event: Event) -> State:
 # calculator.agent:30: tool subtract(Subtract) -> Number = "calculator.tools:subtract" { next
 #   decide }
 def _subtract_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="subtract",
         function="calculator.tools:subtract",
         value=state.value,
@@ -315,7 +314,7 @@ def _subtract_reduce(state: State, event: Event) -> State:
 # calculator.agent:31: tool multiply(Multiply) -> Number = "calculator.tools:multiply" { next
 #   decide }
 def _multiply_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="multiply",
         function="calculator.tools:multiply",
         value=state.value,
@@ -360,7 +359,7 @@ def _approve_divide_reduce(state: State, event: Event) -> State:
 
 # calculator.agent:39: tool divide(Divide) -> Number = "calculator.tools:divide"
 def _divide_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="divide",
         function="calculator.tools:divide",
         value=state.value,

@@ -21,8 +21,6 @@ from twelvefold.runtime import (
     Approved,
     AwaitAnswer,
     AwaitApproval,
-    CallModel,
-    CallTool,
     EdgeSpec,
     Event,
     Fail,
@@ -35,6 +33,8 @@ from twelvefold.runtime import (
     StateSpec,
     StepFailed,
     ToolResult,
+    build_call_model,
+    build_call_tool,
 )
 
 __all__ = [
@@ -186,8 +186,7 @@ def initial_state(value: str) -> State:
 
 def reduce(state: State, event: Event) -> State:
     """Apply one event to a thread. Pure: an event that cannot happen raises IllegalEvent."""
-    AGENT.check(state, event)
-    recorded = AGENT.bookkeeping(state, event)
+    recorded = AGENT.checked(state, event)  # refused, or recorded without moving
     if recorded is not None:
         return recorded
     return _REDUCERS[state.step](state, event)
@@ -216,7 +215,7 @@ def replay(events: Iterable[Event]) -> State:
 # deploybot.agent:23: llm decide -> ListGitTags | DeployBackend | RequestMoreInformation |
 #   DoneForNow
 def _decide_action(state: State) -> Action:
-    return CallModel(
+    return build_call_model(
         step="decide",
         value=state.value,
         outputs=(ListGitTags, DeployBackend, RequestMoreInformation, DoneForNow),
@@ -251,7 +250,7 @@ def _decide_reduce(state: State, event: Event) -> State:
 
 # deploybot.agent:34: tool list_tags(ListGitTags) -> GitTags = "deploybot.tools:list_git_tags"
 def _list_tags_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="list_tags",
         function="deploybot.tools:list_git_tags",
         value=state.value,
@@ -298,7 +297,7 @@ def _approve_deploy_reduce(state: State, event: Event) -> State:
 # deploybot.agent:45: tool deploy(DeployBackend) -> DeployResult =
 #   "deploybot.tools:deploy_backend"
 def _deploy_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="deploy",
         function="deploybot.tools:deploy_backend",
         value=state.value,

@@ -17,8 +17,6 @@ from twelvefold.runtime import (
     Action,
     AgentSpec,
     AwaitSignal,
-    CallModel,
-    CallTool,
     EdgeSpec,
     Event,
     Fail,
@@ -33,6 +31,8 @@ from twelvefold.runtime import (
     StepFailed,
     TimerFired,
     ToolResult,
+    build_call_model,
+    build_call_tool,
 )
 
 __all__ = [
@@ -154,8 +154,7 @@ def initial_state(value: Order) -> State:
 
 def reduce(state: State, event: Event) -> State:
     """Apply one event to a thread. Pure: an event that cannot happen raises IllegalEvent."""
-    AGENT.check(state, event)
-    recorded = AGENT.bookkeeping(state, event)
+    recorded = AGENT.checked(state, event)  # refused, or recorded without moving
     if recorded is not None:
         return recorded
     return _REDUCERS[state.step](state, event)
@@ -183,7 +182,7 @@ def replay(events: Iterable[Event]) -> State:
 
 # payment.agent:37: tool bill(Order) -> Invoice = "payment.tools:create_invoice"
 def _bill_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="bill",
         function="payment.tools:create_invoice",
         value=state.value,
@@ -241,7 +240,7 @@ def _cool_off_reduce(state: State, event: Event) -> State:
 
 # payment.agent:49: llm thank -> ThankYou
 def _thank_action(state: State) -> Action:
-    return CallModel(
+    return build_call_model(
         step="thank",
         value=state.value,
         outputs=(ThankYou,),
@@ -266,7 +265,7 @@ def _thank_reduce(state: State, event: Event) -> State:
 
 # payment.agent:57: tool send_thanks(ThankYou) -> Sent = "payment.tools:send_note"
 def _send_thanks_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="send_thanks",
         function="payment.tools:send_note",
         value=state.value,

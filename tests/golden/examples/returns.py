@@ -21,7 +21,6 @@ from twelvefold.runtime import (
     AwaitApproval,
     AwaitSignal,
     CallAgent,
-    CallTool,
     ChildEnded,
     EdgeSpec,
     Event,
@@ -36,6 +35,7 @@ from twelvefold.runtime import (
     StepFailed,
     TimerFired,
     ToolResult,
+    build_call_tool,
 )
 
 __all__ = [
@@ -151,8 +151,7 @@ def initial_state(value: ReturnRequest) -> State:
 
 def reduce(state: State, event: Event) -> State:
     """Apply one event to a thread. Pure: an event that cannot happen raises IllegalEvent."""
-    AGENT.check(state, event)
-    recorded = AGENT.bookkeeping(state, event)
+    recorded = AGENT.checked(state, event)  # refused, or recorded without moving
     if recorded is not None:
         return recorded
     return _REDUCERS[state.step](state, event)
@@ -180,7 +179,7 @@ def replay(events: Iterable[Event]) -> State:
 
 # returns.agent:25: tool lookup(ReturnRequest) -> RefundRequest = "returns.tools:lookup"
 def _lookup_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="lookup",
         function="returns.tools:lookup",
         value=state.value,

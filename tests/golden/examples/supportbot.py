@@ -21,8 +21,6 @@ from twelvefold.runtime import (
     Approved,
     AwaitAnswer,
     AwaitApproval,
-    CallModel,
-    CallTool,
     EdgeSpec,
     Event,
     Fail,
@@ -35,6 +33,8 @@ from twelvefold.runtime import (
     StateSpec,
     StepFailed,
     ToolResult,
+    build_call_model,
+    build_call_tool,
 )
 
 __all__ = [
@@ -172,8 +172,7 @@ def initial_state(value: Ticket) -> State:
 
 def reduce(state: State, event: Event) -> State:
     """Apply one event to a thread. Pure: an event that cannot happen raises IllegalEvent."""
-    AGENT.check(state, event)
-    recorded = AGENT.bookkeeping(state, event)
+    recorded = AGENT.checked(state, event)  # refused, or recorded without moving
     if recorded is not None:
         return recorded
     return _REDUCERS[state.step](state, event)
@@ -202,7 +201,7 @@ def replay(events: Iterable[Event]) -> State:
 # supportbot.agent:36: tool lookup(Ticket) -> Customer | UnknownCustomer =
 #   "supportbot.tools:lookup_customer"
 def _lookup_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="lookup",
         function="supportbot.tools:lookup_customer",
         value=state.value,
@@ -232,7 +231,7 @@ def _lookup_reduce(state: State, event: Event) -> State:
 
 # supportbot.agent:43: llm draft -> Reply
 def _draft_action(state: State) -> Action:
-    return CallModel(
+    return build_call_model(
         step="draft",
         value=state.value,
         outputs=(Reply,),
@@ -257,7 +256,7 @@ def _draft_reduce(state: State, event: Event) -> State:
 
 # supportbot.agent:51: llm draft_enterprise -> Reply
 def _draft_enterprise_action(state: State) -> Action:
-    return CallModel(
+    return build_call_model(
         step="draft_enterprise",
         value=state.value,
         outputs=(Reply,),
@@ -305,7 +304,7 @@ def _approve_reply_reduce(state: State, event: Event) -> State:
 
 # supportbot.agent:66: tool send_reply(Reply) -> Sent = "supportbot.tools:send_reply"
 def _send_reply_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="send_reply",
         function="supportbot.tools:send_reply",
         value=state.value,
@@ -328,7 +327,7 @@ def _send_reply_reduce(state: State, event: Event) -> State:
 
 # supportbot.agent:71: tool send_enterprise_reply(Reply) -> Sent = "supportbot.tools:send_reply"
 def _send_enterprise_reply_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="send_enterprise_reply",
         function="supportbot.tools:send_reply",
         value=state.value,

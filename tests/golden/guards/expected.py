@@ -19,8 +19,6 @@ from twelvefold.runtime import (
     AgentSpec,
     Approved,
     AwaitApproval,
-    CallModel,
-    CallTool,
     EdgeSpec,
     Event,
     Fail,
@@ -33,6 +31,8 @@ from twelvefold.runtime import (
     StateSpec,
     StepFailed,
     ToolResult,
+    build_call_model,
+    build_call_tool,
 )
 
 __all__ = [
@@ -120,8 +120,7 @@ def initial_state(value: str) -> State:
 
 def reduce(state: State, event: Event) -> State:
     """Apply one event to a thread. Pure: an event that cannot happen raises IllegalEvent."""
-    AGENT.check(state, event)
-    recorded = AGENT.bookkeeping(state, event)
+    recorded = AGENT.checked(state, event)  # refused, or recorded without moving
     if recorded is not None:
         return recorded
     return _REDUCERS[state.step](state, event)
@@ -149,7 +148,7 @@ def replay(events: Iterable[Event]) -> State:
 
 # input.agent:17: llm classify -> Ticket | Done
 def _classify_action(state: State) -> Action:
-    return CallModel(
+    return build_call_model(
         step="classify",
         value=state.value,
         outputs=(Ticket, Done),
@@ -215,7 +214,7 @@ def _page_reduce(state: State, event: Event) -> State:
 
 # input.agent:34: tool file(Ticket) -> Done = "triage.tools:file_ticket"
 def _file_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="file",
         function="triage.tools:file_ticket",
         value=state.value,

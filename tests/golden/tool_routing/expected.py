@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from twelvefold.runtime import (
     Action,
     AgentSpec,
-    CallModel,
-    CallTool,
     EdgeSpec,
     Event,
     Fail,
@@ -30,6 +28,8 @@ from twelvefold.runtime import (
     StateSpec,
     StepFailed,
     ToolResult,
+    build_call_model,
+    build_call_tool,
 )
 
 __all__ = [
@@ -135,8 +135,7 @@ def initial_state(value: Query) -> State:
 
 def reduce(state: State, event: Event) -> State:
     """Apply one event to a thread. Pure: an event that cannot happen raises IllegalEvent."""
-    AGENT.check(state, event)
-    recorded = AGENT.bookkeeping(state, event)
+    recorded = AGENT.checked(state, event)  # refused, or recorded without moving
     if recorded is not None:
         return recorded
     return _REDUCERS[state.step](state, event)
@@ -164,7 +163,7 @@ def replay(events: Iterable[Event]) -> State:
 
 # input.agent:15: tool find(Query) -> Found | Missing = "router.tools:find"
 def _find_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="find",
         function="router.tools:find",
         value=state.value,
@@ -202,7 +201,7 @@ def _find_reduce(state: State, event: Event) -> State:
 
 # input.agent:24: tool check -> Checked = "router.tools:check"
 def _check_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="check",
         function="router.tools:check",
         value=None,
@@ -228,7 +227,7 @@ def _check_reduce(state: State, event: Event) -> State:
 
 # input.agent:29: tool either(Query) -> Found | Missing = "router.tools:find"
 def _either_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="either",
         function="router.tools:find",
         value=state.value,
@@ -252,7 +251,9 @@ def _either_reduce(state: State, event: Event) -> State:
 
 # input.agent:33: llm decide -> Query
 def _decide_action(state: State) -> Action:
-    return CallModel(step="decide", value=state.value, outputs=(Query,), prompt="router/decide.j2")
+    return build_call_model(
+        step="decide", value=state.value, outputs=(Query,), prompt="router/decide.j2"
+    )
 
 
 def _decide_reduce(state: State, event: Event) -> State:

@@ -19,8 +19,6 @@ from twelvefold.runtime import (
     AgentSpec,
     Answered,
     AwaitAnswer,
-    CallModel,
-    CallTool,
     EdgeSpec,
     Event,
     Fail,
@@ -32,6 +30,8 @@ from twelvefold.runtime import (
     StateSpec,
     StepFailed,
     ToolResult,
+    build_call_model,
+    build_call_tool,
 )
 
 __all__ = [
@@ -215,8 +215,7 @@ def initial_state(value: Request) -> State:
 
 def reduce(state: State, event: Event) -> State:
     """Apply one event to a thread. Pure: an event that cannot happen raises IllegalEvent."""
-    AGENT.check(state, event)
-    recorded = AGENT.bookkeeping(state, event)
+    recorded = AGENT.checked(state, event)  # refused, or recorded without moving
     if recorded is not None:
         return recorded
     return _REDUCERS[state.step](state, event)
@@ -244,7 +243,7 @@ def replay(events: Iterable[Event]) -> State:
 
 # input.agent:37: llm decide -> State | dict | Out | Event
 def _decide_action(state: State) -> Action:
-    return CallModel(
+    return build_call_model(
         step="decide",
         value=state.value,
         outputs=(State_, dict_, Out, Event_),
@@ -284,7 +283,7 @@ def _decide_reduce(state: State, event: Event) -> State:
 
 # input.agent:47: tool d(Out) -> reduce = "tricky_tools:d" { next next }
 def _d_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="d",
         function="tricky_tools:d",
         value=state.value,
@@ -307,7 +306,7 @@ def _d_reduce(state: State, event: Event) -> State:
 
 # input.agent:48: tool drop(Out) -> _ACTIONS = "tricky_tools:drop" { next last }
 def _drop_action(state: State) -> Action:
-    return CallTool(
+    return build_call_tool(
         step="drop",
         function="tricky_tools:drop",
         value=state.value,
