@@ -113,6 +113,7 @@ class Routine:
         self._append = store.append_one
         self._reduce = agent.module.reduce
         self._codec, self._reducer = agent.codec, agent.reducer
+        self._spec = agent.spec  # (a property)
         self._tools: dict[str, tools.Tool] = {}
         """Tools resolved during this run, by `module:function` (the toolbox caches them
         too; this skips its cache key)."""
@@ -216,7 +217,7 @@ class Routine:
             except ConfigError:
                 return None  # the ordinary path records the step's failure
         agent = thread.agent
-        spec = agent.spec
+        spec = self._spec
         if spec.max_cost is not None and requested and prices.price(requested) is None:
             return None  # refused before it costs, by the ordinary path
         events = thread.events

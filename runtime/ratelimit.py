@@ -322,8 +322,11 @@ class InFlight:
         with self._lock:
             if limit is not None:
                 self.limit = limit
-            if self.running < self.limit and not self._waiting:
-                self._took()
+            running = self.running
+            if running < self.limit and not self._waiting:
+                self.running = running = running + 1  # `_took`, written out: every model call
+                if running > self.most:
+                    self.most = running
                 return True
             return False
 

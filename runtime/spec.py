@@ -226,11 +226,14 @@ class AgentSpec:
 
         A running thread's model output and a started call's result at its own step are
         the common case (two of a routine pair of steps' three events): allowed, and
-        recorded by the step's own reducer, not here, so None at once."""
+        recorded by the step's own reducer, not here, so None at once; a tool call's
+        start there (the third) is allowed by `check` and goes to `bookkeeping` at once."""
         if event.step == state.step and state.status == "running":
             kind = type(event)
             if kind is ModelOutput or (kind is ToolResult and state.tool_key is not None):
                 return None
+            if kind is ToolStarted:  # `check` allows it: `bookkeeping` decides the rest
+                return self.bookkeeping(state, event)
         self.check(state, event)
         return self.bookkeeping(state, event)
 

@@ -479,7 +479,7 @@ def _returned_outcome(raw: Any, action: CallTool, started: float, number: int) -
         result = coerce(raw, action.output, action.outputs)
     except Exception as exc:  # the tool ran; trying again could repeat its work
         return Outcome(None, describe(exc), _usage(started), unknown=True)
-    return Outcome(result, None, build_usage(ms_since(started)), attempt=number)
+    return Outcome(result, None, build_usage(ms_since(started)), False, number)  # (by position)
 
 
 def _backoff(
