@@ -125,8 +125,9 @@ def test_event_times_are_utc_iso_with_microseconds() -> None:
 def test_event_times_are_right_across_seconds_and_a_clock_set_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # `now_iso` formats the date and time once per second and reuses it: each stamp must
-    # still name its own second (the next one, an earlier one after the clock was set back).
+    # `now_iso` formats the date and time once per second, and the text up to the
+    # millisecond once per millisecond, and reuses them: each stamp must still name its own
+    # second and millisecond (the next one, an earlier one after the clock was set back).
     from datetime import UTC, datetime
 
     from twelvefold.runtime import store
@@ -137,6 +138,9 @@ def test_event_times_are_right_across_seconds_and_a_clock_set_back(
         1_764_583_200_000_001_999,
         1_764_583_199_000_000_000,
         1_764_583_260_500_000_000,
+        1_764_583_260_500_999_000,  # the last µs of a millisecond, then the next one's first
+        1_764_583_260_501_000_000,
+        1_764_583_260_500_998_000,  # set back within the second, by a millisecond
         7_000_000,
     ]
     clock = iter(nanos)
