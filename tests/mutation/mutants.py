@@ -423,6 +423,25 @@ SPEC: tuple[Mutant, ...] = (
         "isinstance(event, Decision | ChildFailed) and event.request != state.request:",
         "isinstance(event, Decision | ChildFailed) and event.request is None:",
     ),
+    # ---- checked (check and bookkeeping in one call) -----------------------------------
+    _m(
+        "s-checked-result-unstarted",
+        _S,
+        "kind is ModelOutput or (kind is ToolResult and state.tool_key is not None):",
+        "kind is ModelOutput or kind is ToolResult:",
+    ),
+    _m(
+        "s-checked-any-step",
+        _S,
+        'if event.step == state.step and state.status == "running":',
+        'if state.status == "running":',
+    ),
+    _m(
+        "s-checked-any-status",
+        _S,
+        'if event.step == state.step and state.status == "running":',
+        "if event.step == state.step:",
+    ),
     # ---- bookkeeping -------------------------------------------------------------------
     _m(
         "s-retry-any",
