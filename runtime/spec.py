@@ -330,8 +330,31 @@ class AgentSpec:
         lets `max_errors` end such a loop.
         """
         errors = 0 if self.states[state.step].kind in _RESETS_ERRORS else state.errors
-        spent = self.spend(state, event) if self._budgeted else state
-        return self._arrive(spent, target, value, steps=state.steps + 1, errors=errors)
+        steps = state.steps + 1  # this move counts
+        if self._budgeted or (self.max_steps is not None and steps >= self.max_steps):
+            spent = self.spend(state, event) if self._budgeted else state
+            return self._arrive(spent, target, value, steps=steps, errors=errors)
+        # No budget and no ceiling reached: `_arrive`'s last case, written out (every move),
+        # every field by position in `State`'s order, as `_copy` passes them.
+        status = self._statuses[target]
+        return build_state(
+            target,  # step
+            value,  # value
+            status,  # status
+            state.input,  # input
+            steps,  # steps
+            errors,  # errors
+            state.seq + 1,  # seq
+            None,  # error
+            None,  # tool_key
+            False,  # notified
+            request_id(target, state.seq + 1) if status == "waiting" else None,  # request
+            0,  # notices
+            None,  # retry_key
+            0,  # rejections
+            state.tokens,  # tokens
+            state.cost_usd,  # cost_usd
+        )
 
     def fail(self, state: State, event: StepFailed, on_error: str | None) -> State:
         """A step failed: escalate at the error ceiling, else follow `on error`, else fail.

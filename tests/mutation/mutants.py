@@ -559,14 +559,50 @@ SPEC: tuple[Mutant, ...] = (
     _m(
         "s-move-not-counted",
         _S,
-        "value, steps=state.steps + 1, errors=errors)",
-        "value, steps=state.steps, errors=errors)",
+        "steps = state.steps + 1  # this move counts",
+        "steps = state.steps  # this move counts",
     ),
     _m(
         "s-move-counted-twice",
         _S,
-        "value, steps=state.steps + 1, errors=errors)",
-        "value, steps=state.steps + 2, errors=errors)",
+        "steps = state.steps + 1  # this move counts",
+        "steps = state.steps + 2  # this move counts",
+    ),
+    _m(
+        "s-move-ceiling-skipped",
+        _S,
+        "if self._budgeted or (self.max_steps is not None and steps >= self.max_steps):",
+        "if self._budgeted:",
+    ),
+    _m(
+        "s-move-budget-skipped",
+        _S,
+        "if self._budgeted or (self.max_steps is not None and steps >= self.max_steps):",
+        "if self.max_steps is not None and steps >= self.max_steps:",
+    ),
+    _m(
+        "s-move-status",
+        _S,
+        "            value,  # value\n            status,  # status",
+        '            value,  # value\n            "running",  # status',
+    ),
+    _m(
+        "s-move-input",
+        _S,
+        "            state.input,  # input\n            steps,  # steps",
+        "            value,  # input\n            steps,  # steps",
+    ),
+    _m(
+        "s-move-seq",
+        _S,
+        "            steps,  # steps\n            errors,  # errors\n            state.seq + 1,  # seq",
+        "            steps,  # steps\n            errors,  # errors\n            state.seq,  # seq",
+    ),
+    _m(
+        "s-move-request-seq",
+        _S,
+        'request_id(target, state.seq + 1) if status == "waiting" else None,  # request',
+        'request_id(target, state.seq) if status == "waiting" else None,  # request',
     ),
     # ---- fail --------------------------------------------------------------------------
     _m("s-fail-not-counted", _S, "errors = state.errors + 1", "errors = state.errors"),
@@ -703,8 +739,8 @@ SPEC: tuple[Mutant, ...] = (
     _m(
         "s-copy-seq",
         _S,
-        "state.seq + 1,  # seq",
-        "state.seq,  # seq",
+        "state.errors,  # errors\n            state.seq + 1,  # seq",
+        "state.errors,  # errors\n            state.seq,  # seq",
     ),
     _m(
         "s-copy-retry-key",
@@ -717,8 +753,8 @@ SPEC: tuple[Mutant, ...] = (
     _m(
         "s-copy-input",
         _S,
-        "state.input,  # input",
-        "None,  # input",
+        "state.input,  # input\n            state.steps,  # steps",
+        "None,  # input\n            state.steps,  # steps",
     ),
     _m("s-request-id-format", _S, 'return f"{step}-{seq}"', 'return f"{step}:{seq}"'),
 )
