@@ -575,12 +575,6 @@ SPEC: tuple[Mutant, ...] = (
         "if self._budgeted:",
     ),
     _m(
-        "s-move-budget-skipped",
-        _S,
-        "if self._budgeted or (self.max_steps is not None and steps >= self.max_steps):",
-        "if self.max_steps is not None and steps >= self.max_steps:",
-    ),
-    _m(
         "s-move-status",
         _S,
         "            value,  # value\n            status,  # status",
