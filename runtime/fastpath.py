@@ -157,7 +157,7 @@ class Routine:
                 return action
             if event is None:
                 return action  # not routine: the ordinary loop performs it
-            if type(event) is Suspended:
+            if isinstance(event, Suspended):
                 return event
             state = reduce(thread.state, event)  # an impossible event raises: nothing stored
             append(thread_id, len(events), event, codec, state, reducer, lease)
