@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 PROMPTS = ROOT / "prompts"
 
+_CHECKED = "    recorded = AGENT.checked(state, event)  # refused, or recorded without moving\n"
+"""The first line of a generated `reduce` (check and bookkeeping): where bugs are put."""
 _BEFORE_INITIAL_STATE = "\n\ndef initial_state("
 
 
@@ -95,9 +97,9 @@ BUGS: dict[str, Bug] = {
             "deploybot",
             (
                 (
-                    "    AGENT.check(state, event)\n",
-                    "    AGENT.check(state, event)\n"
-                    "    if isinstance(event, ModelOutput) and hasattr(event.output, 'tag'):\n"
+                    _CHECKED,
+                    _CHECKED
+                    + "    if isinstance(event, ModelOutput) and hasattr(event.output, 'tag'):\n"
                     "        event.output.tag = event.output.tag.upper()\n",
                 ),
             ),
@@ -167,7 +169,7 @@ BUGS: dict[str, Bug] = {
         Bug(
             "skip_step_check",
             "deploybot",
-            (("    AGENT.check(state, event)\n", ""),),
+            ((_CHECKED, _CHECKED.replace("AGENT.checked", "AGENT.bookkeeping")),),
             "illegal_events_raise",
             "reduce no longer checks that an event is for the thread's step, or too late",
         ),
@@ -351,10 +353,10 @@ BUGS: dict[str, Bug] = {
             "deploybot",
             (
                 (
-                    "    AGENT.check(state, event)\n",
+                    _CHECKED,
                     "    if isinstance(event, Approved | Rejected | Answered):\n"
                     '        event = __import__("dataclasses").replace(event, request=state.request)\n'
-                    "    AGENT.check(state, event)\n",
+                    + _CHECKED,
                 ),
             ),
             "illegal_events_raise",
@@ -399,10 +401,10 @@ BUGS: dict[str, Bug] = {
             "deploybot",
             (
                 (
-                    "    AGENT.check(state, event)\n",
+                    _CHECKED,
                     '    if type(event).__name__ == "Notified" and state.notified:\n'
                     '        return __import__("dataclasses").replace(state, seq=state.seq + 1)\n'
-                    "    AGENT.check(state, event)\n",
+                    + _CHECKED,
                 ),
             ),
             "illegal_events_raise",
@@ -413,10 +415,10 @@ BUGS: dict[str, Bug] = {
             "calculator",
             (
                 (
-                    "    AGENT.check(state, event)\n",
+                    _CHECKED,
                     '    if type(event).__name__ == "ToolResult" and state.tool_key is None:\n'
                     '        state = __import__("dataclasses").replace(state, tool_key="k")\n'
-                    "    AGENT.check(state, event)\n",
+                    + _CHECKED,
                 ),
             ),
             "illegal_events_raise",
