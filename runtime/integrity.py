@@ -92,7 +92,11 @@ class Chain:
 
     def head(self, thread_id: str, bodies: Iterable[str]) -> bytes:
         """The chain's head over a whole log: hash_n of its last event (hash_0 if none)."""
-        previous, sha256 = self.genesis(thread_id), hashlib.sha256
+        return self.extend(self.genesis(thread_id), bodies)
+
+    def extend(self, previous: bytes, bodies: Iterable[str]) -> bytes:
+        """The chain's head after `bodies`, starting after `previous` (`previous` if none)."""
+        sha256 = hashlib.sha256
         for body in bodies:
             previous = sha256(previous + body.encode()).digest()
         return previous
