@@ -744,6 +744,14 @@ _APPEND_READ = (
 )
 """SQLite: what an append checks, and the hash of the thread's last event."""
 _INSERT_EVENT = "INSERT INTO events (thread, seq, body, hash) VALUES (?, ?, ?, ?)"
+_UPDATE_IF_UNCHANGED = (
+    f"{_UPDATE_KEEPING_STATUS} AND id = ? AND seq = ? AND status = ? AND version IS ?"
+    " AND lease_owner = ? AND lease_token = ? AND typeof(lease_token) = 'integer'"
+    f" AND typeof(lease_until) IN ('integer', 'real') AND lease_until > {_NOW}"
+)
+"""SQLite: `_UPDATE_KEEPING_STATUS` only if the row is as this process left it (`_Tail`)
+and the lease is live, in one statement: what `_APPEND_READ` and the checks after it
+decide, for an append that passes them (any other is judged by those)."""
 
 
 class ChainedStore:
@@ -989,6 +997,17 @@ class ChainedStore:
         return Snapshot(data["reducer"], data["seq"], data["state"])
 
 
+class _Tail:
+    """A thread's row as this process's last append left it (`SqliteStore._append`):
+    its `num`, event count `seq`, `last` (the hash of event `seq`: where the chain goes
+    on), `version` and `status`. Mutable: each append moves it on."""
+
+    __slots__ = ("last", "num", "seq", "status", "version")
+
+    def __init__(self, num: int, seq: int, last: bytes, version: str | None, status: str) -> None:
+        self.num, self.seq, self.last, self.version, self.status = num, seq, last, version, status
+
+
 class SqliteStore(ChainedStore):
     """One SQLite file in WAL mode with `synchronous=FULL`: an append has reached the
     disk when `append` returns, and readers never block the writer.
@@ -1034,6 +1053,9 @@ class SqliteStore(ChainedStore):
         self._lock = threading.Lock()
         self.commits = GroupCommit(self._commit_group)
         """Appends from several threads of this process share a transaction (group commit)."""
+        self._tails: dict[str, _Tail] = {}
+        """Each thread's row as this process's last append left it (`_append`); only a
+        shortcut, dropped whenever a transaction fails."""
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self._db.execute("PRAGMA journal_mode = WAL")
@@ -1099,6 +1121,7 @@ class SqliteStore(ChainedStore):
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
 
         def work() -> Lease | None:
+            self._tails.pop(info.id, None)  # a thread of that id deleted before
             try:
                 cursor = self._db.execute(
                     f"INSERT INTO threads ({_INFO_COLUMNS}, format, reducer, head_seal,"
@@ -1179,7 +1202,33 @@ class SqliteStore(ChainedStore):
         One query reads all the checks need and the chain's last hash (four round trips
         to SQLite were a tenth of an append's CPU time), and the row's `status` is set
         only when it changes: setting it, even to the same value, rewrites its index's
-        page, a third page in every commit's write to the disk."""
+        page, a third page in every commit's write to the disk.
+
+        A thread this process appended to last (its `_Tail`), appended to again under a
+        lease at the count and status it left, skips the read: one UPDATE makes every
+        check in SQL (the row unchanged, the lease its holder's and live) and, only if
+        they pass, sets the row, the event then inserted with the hash the tail
+        remembers. The row unchanged since (the same count, under the same lease token)
+        means nobody appended meanwhile, so that hash is still the chain's last. An
+        append whose checks do not pass there (another count, a lapsed or taken lease,
+        a changed status or version) has changed nothing and is judged the full way
+        below, which raises as before."""
+        tail = self._tails.get(thread_id)
+        if (
+            tail is not None
+            and lease is not None
+            and tail.seq == expected_seq
+            and tail.status == head.status
+        ):
+            num, seq = tail.num, tail.seq
+            bodies, hashes, row = self._appended(
+                thread_id, seq, tail.last, events, codec, head, tail.version
+            )
+            checks = (thread_id, seq, tail.status, tail.version, lease.owner, lease.token)
+            if self._db.execute(_UPDATE_IF_UNCHANGED, (*row[1:], num, *checks)).rowcount == 1:
+                self._insert_events(num, seq, bodies, hashes)
+                tail.seq, tail.last = row[2], hashes[-1] if hashes else tail.last
+                return
         found = self._db.execute(_APPEND_READ, (thread_id,)).fetchone()
         if found is None:
             raise ThreadNotFound(thread_id)
@@ -1198,13 +1247,22 @@ class SqliteStore(ChainedStore):
             self._db.execute(_UPDATE_KEEPING_STATUS, (*row[1:], num))
         else:
             self._db.execute(_UPDATE_AFTER_APPEND, (*row, num))
+        self._tails[thread_id] = _Tail(num, row[2], hashes[-1] if hashes else last, version, row[0])
 
     def _commit_group(self, group: Sequence[Pending]) -> None:
         """One transaction for the appends of a group (runtime/commits.py): each checked
         and written under its own savepoint, so one refused (`Conflict`, `LeaseLost`, a
         broken log) leaves nothing of it and the others as they were; then one COMMIT,
         one fsync, for all of them."""
-        with self._lock, self._transaction():
+        with self._lock:
+            try:
+                self._commit_members(group)
+            except BaseException:
+                self._tails.clear()  # a `_Tail` may tell what was rolled back
+                raise
+
+    def _commit_members(self, group: Sequence[Pending]) -> None:
+        with self._transaction():
             if len(group) == 1:  # alone: its error rolls the transaction back (no savepoint)
                 group[0].result = group[0].work()
                 return
@@ -1214,6 +1272,7 @@ class SqliteStore(ChainedStore):
                     item.result = item.work()
                 except Exception as exc:
                     item.error = exc
+                    self._tails.clear()  # a `_Tail` may tell what was rolled back
                     self._db.execute("ROLLBACK TO one_append")
                 self._db.execute("RELEASE one_append")
 
@@ -1455,6 +1514,7 @@ class SqliteStore(ChainedStore):
             ]
             if not self._ended_by_log(thread_id, row[1:], bodies, statuses):
                 return False  # the column says it ended; its log does not
+            self._tails.pop(thread_id, None)
             for table, column in (("events", "thread"), ("pins", "thread"), ("threads", "num")):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (row[0],))
             return True
