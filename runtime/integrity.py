@@ -114,13 +114,18 @@ class Chain:
     def seal(self, *fields: str | int | bytes | None) -> bytes:
         """A MAC (a hash without a key) over fields, each length-prefixed so no two
         different field lists seal alike."""
-        parts = []
-        for field in fields:
-            data = field if isinstance(field, bytes) else str(field).encode()
+        parts = [b"twelvefold seal\0"]
+        append = parts.append
+        for field in fields:  # written for speed: every append seals its thread's row
             if field is None:
                 data = b"\xff"
-            parts += [len(data).to_bytes(4, "big"), data]
-        message = b"twelvefold seal\0" + b"".join(parts)
+            elif isinstance(field, bytes):
+                data = field
+            else:
+                data = str(field).encode()
+            append(len(data).to_bytes(4, "big"))
+            append(data)
+        message = b"".join(parts)
         if self._base is None:
             return hashlib.sha256(message).digest()
         mac = self._base.copy()
