@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,7 +35,7 @@ from pydantic_core import from_json, to_json
 
 from . import lease as leases
 from .codec import Codec
-from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
+from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, framed, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
 from .records import builder, record
 from .terminal import one_line
@@ -889,7 +889,10 @@ class ChainedStore:
         version: str | None,
         format: int | None = EVENT_FORMAT,
     ) -> bytes:
-        return self.chain.seal(*_sealed_fields(thread_id, seq, head, format, reducer, version))
+        """`Chain.seal` of `_sealed_fields`, with the framing of the fields an append does
+        not change (the thread, its format, reducer and version) kept between appends."""
+        before, after = _framed_ends(thread_id, format, reducer, version)
+        return self.chain.seal_framed(before + framed(seq, head) + after)
 
     def _resealed(
         self,
@@ -1667,8 +1670,18 @@ def _sealed_fields(
     """What a thread row's head seal covers: its id, event count, chain head, event
     format, reducer and the agent version it is pinned to, None for none (a version set,
     changed or cleared in the database is tampering, as an edited event is). Rows sealed
-    before the seal covered the version hold the first five alone (`_seal_holds`)."""
+    before the seal covered the version hold the first five alone (`_seal_holds`).
+    `ChainedStore._head_seal` frames the same fields in the same order."""
     return (thread_id, seq, head, format, reducer, version)
+
+
+@lru_cache(maxsize=1024)
+def _framed_ends(
+    thread_id: str, format: int | None, reducer: str | None, version: str | None
+) -> tuple[bytes, bytes]:
+    """`_sealed_fields` framed (`integrity.framed`) before and after the count and the
+    chain head, the two fields each append changes."""
+    return framed(thread_id), framed(format, reducer, version)
 
 
 def _info_row(info: ThreadInfo) -> tuple[str | int | None, ...]:
