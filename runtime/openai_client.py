@@ -18,6 +18,11 @@ the answer never changes:
 - The request options. `post` builds openai's `FinalRequestOptions` field by field, with
   every default; `ReusingClient.post_chat_completion` copies a template built once with
   the same fields and hands it to the client's own `request` (the retry loop `post` ends in).
+- The body. openai encodes the request's JSON on every try (`openapi_dumps`), the tool's
+  schema and the settings with it, although only the messages change between one step's
+  calls. `BodyParts` keeps the bytes before and after the messages, encoded by that same
+  function once, and each first try encodes only its messages between them (openai sends
+  a `json_data` of bytes as it is: the same bytes on the wire).
 - The reply. openai builds its `ChatCompletion` with `construct_type`, a walk in Python of
   every field against its annotation (about 0.1 ms a reply). `ChatCompletionReply.build`
   has pydantic validate the same data in strict mode (a few microseconds), which gives the
@@ -46,6 +51,7 @@ import httpx2
 import pydantic
 from openai import AsyncOpenAI, DefaultAioHttpClient, OpenAIError
 from openai._models import FinalRequestOptions, construct_type
+from openai._utils._json import openapi_dumps
 from openai.types.chat import ChatCompletion
 
 CACHED = 32
@@ -134,6 +140,30 @@ class _UrlCache:
         return url
 
 
+class BodyParts:
+    """A chat-completions body's JSON, as openai encodes it (`openapi_dumps`), split around
+    its `messages`: `encode(messages)` is the whole body's bytes, with only the messages
+    encoded per call. Raises ValueError when `body` does not start with its `model`
+    and `messages` keys, in that order (the order `OpenAIModel.request_body` gives)."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        if list(body)[:2] != ["model", "messages"]:
+            raise ValueError("a chat-completions body starts with `model` and `messages`")
+        # `{"model":...,"messages":` then `[]` then the rest, as one encoding gives them.
+        self.head = openapi_dumps({"model": body["model"]})[:-1] + b',"messages":'
+        whole = openapi_dumps({**body, "messages": []})
+        if not whole.startswith(self.head + b"[]"):  # pragma: no cover - json changed
+            raise ValueError("the body's JSON does not start with its model and messages")
+        self.tail = whole[len(self.head) + 2 :]
+
+    def encode(self, messages: list[dict[str, Any]]) -> bytes:
+        """The body's bytes with `messages`: `openapi_dumps` of the whole body (its errors:
+        a value JSON cannot hold, text that UTF-8 cannot encode)."""
+        return self.head + openapi_dumps(messages) + self.tail
+
+
 class ReusingHttpClient(DefaultAioHttpClient):
     """openai's aiohttp transport (`DefaultAioHttpClient`), merging each request path and
     each header list with its own once, and reading replies with a cap (`CappedResponse`)."""
@@ -185,9 +215,11 @@ class ReusingClient(AsyncOpenAI):
             security={"bearer_auth": True},  # the options `chat.completions.create` gives
         )
 
-    async def post_chat_completion(self, body: dict[str, Any]) -> ChatCompletion:
+    async def post_chat_completion(self, body: dict[str, Any] | bytes) -> ChatCompletion:
         """`post("/chat/completions", cast_to=ChatCompletionReply, body=body, options=...)`
-        as `chat.completions.create` calls it, with the options copied from a template."""
+        as `chat.completions.create` calls it, with the options copied from a template.
+        `body` is the request's JSON, or its bytes already encoded (`BodyParts`): openai
+        sends those as they are."""
         options = self._chat_options.model_copy(update={"json_data": body})
         reply: ChatCompletion = await self.request(ChatCompletionReply, options)
         return reply

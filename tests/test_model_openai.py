@@ -645,3 +645,33 @@ def test_headers_merged_once_are_merged_as_httpx_merges_them() -> None:
     client.headers["User-Agent"] = "changed"
     changed = client.build_request("POST", "http://127.0.0.1:1/v1/x", headers=sent, content=b"")
     assert changed.headers["User-Agent"] == "changed"
+
+
+def test_a_first_try_sends_the_bytes_openai_encodes_for_its_body(
+    openai_server: ScriptedOpenAI,
+) -> None:
+    """A first try's body is encoded around its messages once per step shape, model and
+    temperature (`BodyParts`): on the wire it is byte for byte what openai's own encoder
+    (`openapi_dumps`) makes of the whole body, and the reply is parsed as before. One
+    model through every case, so a part kept for one case is never sent for another."""
+    from openai._utils._json import openapi_dumps
+
+    for mode in ("tools", "json"):
+        model = OpenAIModel(
+            model='m "quoted" ø', base_url=openai_server.base_url, api_key="k", mode=mode
+        )
+        for temperature in (None, 1, 1.0, 0.25, None):
+            for text in ("add 1 and 2", 'ajoute « un » et "2" — 加\\n\u2028'):
+                req = request()
+                action = dataclasses.replace(req.action, temperature=temperature)
+                messages = [*req.messages[:1], {"role": "user", "content": text}]
+                req = dataclasses.replace(req, action=action, messages=messages)
+                openai_server.wire.clear()
+                if mode == "tools":
+                    openai_server.reply_tool({"choice": {"type": "Subtract", "a": 3, "b": 1}})
+                else:
+                    openai_server.reply_json({"choice": {"type": "Subtract", "a": 3, "b": 1}})
+                reply = complete(model, req)
+                assert reply.output == Subtract(a=3, b=1)
+                ((_, _, sent),) = openai_server.wire
+                assert sent == openapi_dumps(model.request_body(req)), (mode, temperature, text)
