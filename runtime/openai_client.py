@@ -15,6 +15,10 @@ the answer never changes:
   every first try (the retry count and the body's length are the only parts that vary, and
   the length is added later), so `ReusingHttpClient._merge_headers` keeps the merged
   headers of each list it has seen (httpx2's `Request` copies them: never shared).
+- openai's headers. `_build_headers` builds an `httpx2.Headers` from the client's default
+  and auth headers, the retry count and the read timeout on every try, normalising each
+  header; `ReusingClient._build_headers` keeps what it built for each such set of inputs
+  and hands out a copy (`Headers` are mutable: never shared).
 - The request options. `post` builds openai's `FinalRequestOptions` field by field, with
   every default; `ReusingClient.post_chat_completion` copies a template built once with
   the same fields and hands it to the client's own `request` (the retry loop `post` ends in).
@@ -49,8 +53,10 @@ from typing import Any, cast
 
 import httpx2
 import pydantic
+from httpx2._client import USE_CLIENT_DEFAULT, UseClientDefault
 from openai import AsyncOpenAI, DefaultAioHttpClient, OpenAIError
 from openai._models import FinalRequestOptions, construct_type
+from openai._types import NotGiven
 from openai._utils._json import openapi_dumps
 from openai.types.chat import ChatCompletion
 
@@ -172,6 +178,77 @@ class ReusingHttpClient(DefaultAioHttpClient):
         super().__init__(**kwargs)
         self._merged = _UrlCache()
         self._merged_headers: dict[tuple[Any, ...], Any] = {}
+        self._request_headers: dict[tuple[Any, ...], httpx2.Headers] = {}
+
+    def build_request(
+        self,
+        method: str,
+        url: httpx2.URL | str,
+        *,
+        content: Any = None,
+        data: Any = None,
+        files: Any = None,
+        json: Any = None,
+        params: Any = None,
+        headers: Any = None,
+        cookies: Any = None,
+        timeout: Any = USE_CLIENT_DEFAULT,
+        extensions: Any = None,
+    ) -> httpx2.Request:
+        """httpx2's `build_request`; for openai's requests (a body of bytes, its list of
+        headers, no cookies, no query, on either side) the `Request`'s headers are kept
+        per header list and host, as httpx2 prepares them (`Host` first, the merged
+        headers, `Content-Length` last), instead of being merged and scanned again."""
+        prepared = None
+        if (
+            isinstance(content, bytes)
+            and content
+            and isinstance(headers, list)
+            and data is None
+            and files is None
+            and json is None
+            and params is None
+            and cookies is None
+            and extensions is None
+            and not self.params
+            and not self.cookies
+        ):
+            merged_url = self._merge_url(url)
+            key = (merged_url.netloc, tuple(self.headers.raw), *headers)
+            prepared = self._request_headers.get(key)
+            if prepared is None:
+                prepared = self._request_headers_for(merged_url, headers)
+                if prepared is not None and len(self._request_headers) < CACHED:
+                    self._request_headers[key] = prepared
+        if prepared is None:  # not openai's shape, or a header httpx2 treats otherwise
+            return super().build_request(
+                method, url, content=content, data=data, files=files, json=json,
+                params=params, headers=headers, cookies=cookies, timeout=timeout,
+                extensions=extensions,
+            )  # fmt: skip
+        request_headers = httpx2.Headers(prepared)  # a copy (httpx2 copies them too)
+        request_headers["Content-Length"] = str(len(content))  # `encode_content`'s
+        limits = self.timeout if isinstance(timeout, UseClientDefault) else httpx2.Timeout(timeout)
+        request = httpx2.Request(
+            method,
+            merged_url,
+            headers=request_headers,
+            stream=httpx2.ByteStream(content),
+            extensions={"timeout": limits.as_dict()},
+        )
+        request.read()  # as httpx2 reads a body of bytes: `request.content` is set
+        return request
+
+    def _request_headers_for(self, url: httpx2.URL, headers: list[Any]) -> httpx2.Headers | None:
+        """The headers httpx2's `Request` ends with for `headers` on `url`, but the body's
+        `Content-Length`; None when one of them would change what it adds (a `Host`, a
+        `Content-Length` or `Transfer-Encoding` of the caller's own)."""
+        merged = httpx2.Headers(self._merge_headers(headers))
+        if any(name in merged for name in ("Host", "Content-Length", "Transfer-Encoding")):
+            return None
+        if not url.host:
+            return None
+        return httpx2.Headers([(b"Host", url.netloc), *merged.raw])
 
     async def _send_single_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await super()._send_single_request(request)
@@ -206,6 +283,7 @@ class ReusingClient(AsyncOpenAI):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._prepared = _UrlCache()
+        self._built_headers: dict[tuple[Any, ...], tuple[Any, httpx2.Headers]] = {}
         self._chat_options = FinalRequestOptions.construct(
             method="post",
             url=CHAT_COMPLETIONS,
@@ -223,6 +301,28 @@ class ReusingClient(AsyncOpenAI):
         options = self._chat_options.model_copy(update={"json_data": body})
         reply: ChatCompletion = await self.request(ChatCompletionReply, options)
         return reply
+
+    def _build_headers(
+        self, options: FinalRequestOptions, *, retries_taken: int = 0
+    ) -> httpx2.Headers:
+        if options.headers or not isinstance(options.timeout, NotGiven) or self._idempotency_header:
+            return super()._build_headers(options, retries_taken=retries_taken)  # not ours
+        # Everything the stock method reads, but the timeout (compared, as it is not
+        # hashable). An omitted header (`Omit()`, a new one each time) is keyed as None.
+        key = (
+            retries_taken,
+            tuple(self._auth_headers(options.security).items()),
+            tuple((k, v if isinstance(v, str) else None) for k, v in self.default_headers.items()),
+        )
+        kept = self._built_headers.get(key)
+        if kept is None or kept[0] != self.timeout:
+            built = super()._build_headers(options, retries_taken=retries_taken)
+            if len(self._built_headers) >= CACHED:
+                self._built_headers.clear()
+            kept = self._built_headers[key] = (self.timeout, built)
+        headers = httpx2.Headers(kept[1])  # a copy: openai may edit what it is given
+        headers.encoding = kept[1].encoding  # the same bytes: not scanned again
+        return headers
 
     @property
     def user_agent(self) -> str:

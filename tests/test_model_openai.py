@@ -675,3 +675,95 @@ def test_a_first_try_sends_the_bytes_openai_encodes_for_its_body(
                 assert reply.output == Subtract(a=3, b=1)
                 ((_, _, sent),) = openai_server.wire
                 assert sent == openapi_dumps(model.request_body(req)), (mode, temperature, text)
+
+
+BUILT: dict[str, dict[str, Any]] = {
+    "openai's request": {"headers": [("Accept", "application/json"), ("X-A", "1")]},
+    "a second host": {"url": "http://[::1]:8080/v1/x", "headers": [("X-A", "1")]},
+    "userinfo and port": {"url": "http://u:p@127.0.0.1:1/v1/x", "headers": [("X-A", "1")]},
+    "a host of its own": {"headers": [("Host", "example.org"), ("X-A", "1")]},
+    "a length of its own": {"headers": [("content-length", "2"), ("X-A", "1")]},
+    "chunked": {"headers": [("Transfer-Encoding", "chunked")]},
+    "an empty body": {"headers": [("X-A", "1")], "content": b""},
+    "text": {"headers": [("X-A", "1")], "content": "é"},
+    "a query": {"headers": [("X-A", "1")], "params": {"q": "1"}},
+    "a query in the URL": {"url": "http://127.0.0.1:1/v1/x?q=1", "headers": [("X-A", "1")]},
+    "no query given": {"url": "http://127.0.0.1:1/v1/x?q=1", "headers": [], "params": {}},
+    "a cookie": {"headers": [("X-A", "1")], "cookies": {"c": "1"}},
+    "extensions": {"headers": [("X-A", "1")], "extensions": {"sni_hostname": "a"}},
+    "a timeout": {"headers": [("X-A", "1")], "timeout": 3.0},
+    "non-ASCII header": {"headers": [("X-A", "é".encode("latin-1"))]},
+}
+
+
+@pytest.mark.parametrize("case", list(BUILT))
+def test_a_request_built_from_kept_headers_is_httpx2s_own(case: str) -> None:
+    """`ReusingHttpClient.build_request` keeps a request's headers per header list and
+    host: the `Request` is the one httpx2's own `build_request` makes (method, URL,
+    headers in order, body, extensions), first and kept, and a copy each time."""
+    from openai import DefaultAioHttpClient
+
+    from twelvefold.runtime.openai_client import ReusingHttpClient
+
+    arguments = {"url": "http://127.0.0.1:1/v1/x", "content": b'{"a":1}', **BUILT[case]}
+    for client_cookies in (False, True):
+        ours, stock = ReusingHttpClient(), DefaultAioHttpClient()
+        if client_cookies:
+            ours.cookies.set("k", "v", domain="127.0.0.1")
+            stock.cookies.set("k", "v", domain="127.0.0.1")
+        want = stock.build_request("POST", **arguments)
+        first = ours.build_request("POST", **arguments)
+        again = ours.build_request("POST", **arguments)
+        for got in (first, again):
+            assert (got.method, got.url, got.headers.raw) == (
+                want.method,
+                want.url,
+                want.headers.raw,
+            )
+            assert (got.content, got.extensions) == (want.content, want.extensions)
+            assert type(got.stream) is type(want.stream)
+        first.headers["X-Changed"] = "1"
+        assert "X-Changed" not in again.headers
+        ours.headers["User-Agent"] = stock.headers["User-Agent"] = "changed"
+        changed = ours.build_request("POST", **arguments)
+        assert changed.headers.raw == stock.build_request("POST", **arguments).headers.raw
+
+
+def test_openais_headers_kept_are_openais_own() -> None:
+    """`ReusingClient._build_headers` keeps what openai builds for each retry count,
+    auth and default headers, and read timeout: equal to the stock client's through
+    changes of the key, the timeout and the client's headers, and a copy each time."""
+    import httpx2
+    from openai import AsyncOpenAI
+    from openai._models import FinalRequestOptions
+
+    from twelvefold.runtime.openai_client import ReusingClient
+
+    settings: dict[str, Any] = {"api_key": "k", "base_url": "http://127.0.0.1:1/v1"}
+    ours, stock = ReusingClient(**settings), AsyncOpenAI(**settings)
+    ours._platform = stock._platform  # both read the platform once, in a request
+
+    def options(**extra: Any) -> FinalRequestOptions:
+        return FinalRequestOptions.construct(
+            method="post", url="/chat/completions", security={"bearer_auth": True}, **extra
+        )
+
+    def same(**extra: Any) -> None:
+        for retries in (0, 1, 0, 2):
+            got = ours._build_headers(options(**extra), retries_taken=retries)
+            want = stock._build_headers(options(**extra), retries_taken=retries)
+            assert got.raw == want.raw and got.encoding == want.encoding
+
+    same()
+    ours._build_headers(options()).update({"X-Edited": "1"})
+    assert "X-Edited" not in ours._build_headers(options())
+    ours.api_key = stock.api_key = "another"
+    same()
+    ours.timeout = stock.timeout = httpx2.Timeout(7.0)
+    same()
+    ours.organization = stock.organization = "org"
+    same()
+    ours._custom_headers["X-Custom"] = stock._custom_headers["X-Custom"] = "1"
+    same()
+    same(headers={"X-Per-Call": "1"})
+    same(timeout=3.0)
