@@ -54,6 +54,7 @@ from typing import Any, cast
 import httpx2
 import pydantic
 from httpx2._client import USE_CLIENT_DEFAULT, UseClientDefault
+from httpx2._exceptions import request_context
 from openai import AsyncOpenAI, DefaultAioHttpClient, OpenAIError
 from openai._models import FinalRequestOptions, construct_type
 from openai._types import NotGiven
@@ -81,10 +82,58 @@ class CappedResponse(httpx2.Response):
     decoded (`aread` reads through both iterators). Raises `ReplyTooLarge`."""
 
     def aiter_raw(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
+        self._refuse_declared()
+        return _capped(super().aiter_raw(chunk_size), "is")
+
+    def _refuse_declared(self) -> None:
         declared = self.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > MAX_REPLY_BYTES:
             raise _too_large("declares")  # before a byte of it is read
-        return _capped(super().aiter_raw(chunk_size), "is")
+
+    async def aread(self) -> bytes:
+        """httpx2's `aread` (the body read once, decoded, and the response closed) in one
+        loop over the stream instead of `aiter_bytes` over `aiter_raw`, two generators
+        that each wrap the one below (five in all, with the cap's), with the same checks,
+        counts and closing, and the cap on the bytes read and on the bytes decoded."""
+        if hasattr(self, "_content"):
+            content: bytes = self._content
+            return content
+        if self.is_stream_consumed:
+            raise httpx2.StreamConsumed()
+        if self.is_closed:
+            raise httpx2.StreamClosed()
+        stream = self.stream
+        if not isinstance(stream, httpx2.AsyncByteStream):
+            raise RuntimeError("Attempted to call an async iterator on a sync stream.")
+        self._refuse_declared()
+        self.is_stream_consumed = True
+        self._num_bytes_downloaded = 0
+        decoder = self._get_content_decoder()
+        parts: list[bytes] = []
+        decoded = 0
+        with request_context(request=self._request):
+            chunks = stream.__aiter__()
+            try:
+                async for raw in chunks:
+                    self._num_bytes_downloaded += len(raw)
+                    if self._num_bytes_downloaded > MAX_REPLY_BYTES:
+                        raise _too_large("is")
+                    for part in decoder.decode(raw):
+                        decoded += len(part)
+                        if decoded > MAX_REPLY_BYTES:
+                            raise _too_large("decodes to")
+                        parts.append(part)
+                for part in decoder.flush():
+                    decoded += len(part)
+                    if decoded > MAX_REPLY_BYTES:
+                        raise _too_large("decodes to")
+                    parts.append(part)
+            finally:
+                if isinstance(chunks, AsyncGenerator):
+                    await chunks.aclose()
+                await self.aclose()
+        self._content = b"".join(parts)
+        return self._content
 
     def aiter_bytes(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
         return _capped(super().aiter_bytes(chunk_size), "decodes to")

@@ -211,6 +211,9 @@ def test_a_reply_larger_than_the_cap_is_a_model_error_read_no_further(
         complete(model, request())
     assert raised.value.error.type == "ReplyTooLarge"
     assert f"{MAX_REPLY_BYTES:,} bytes" in raised.value.error.message
+    # Refused by what the headers declare (before reading), or as it inflates.
+    said = "declares" if shape == "declared" else "decodes to"
+    assert f"reply {said} more than" in raised.value.error.message
     assert len(openai_server.requests) == 1
     # A reply under the cap, compressed or not, is read as before.
     openai_server.responder = lambda body: dataclasses.replace(reply, padding=1000, gzip=True)
