@@ -286,6 +286,8 @@ class ReusingHttpClient(DefaultAioHttpClient):
             extensions={"timeout": limits.as_dict()},
         )
         request.read()  # as httpx2 reads a body of bytes: `request.content` is set
+        # Found once for the kept headers (an ASCII `Content-Length` cannot change it).
+        request.headers.encoding = prepared.encoding
         return request
 
     def _request_headers_for(self, url: httpx2.URL, headers: list[Any]) -> httpx2.Headers | None:

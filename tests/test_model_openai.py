@@ -724,6 +724,7 @@ def test_a_request_built_from_kept_headers_is_httpx2s_own(case: str) -> None:
                 want.headers.raw,
             )
             assert (got.content, got.extensions) == (want.content, want.extensions)
+            assert got.headers.encoding == want.headers.encoding
             assert type(got.stream) is type(want.stream)
         first.headers["X-Changed"] = "1"
         assert "X-Changed" not in again.headers
