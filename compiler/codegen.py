@@ -608,6 +608,8 @@ class _ModuleBuilder:
                     checks += ["judge"] if step.judge is not None else []
                     if checks:
                         arguments.append(f"checks=({''.join(f'{py_str(c)}, ' for c in checks)})")
+                    if step.judge is not None:
+                        arguments.append(f"judge={py_str(step.judge.prompt.value)}")
                 case n.ToolStep():
                     arguments.append(f"output={py_str(step.outputs[0].text)}")
                     if len(step.outputs) > 1:

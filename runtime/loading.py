@@ -451,17 +451,34 @@ def _recorded_prompts(module: ModuleType, origin: str, directory: Path | None) -
 
 
 def missing_templates(agent: Agent) -> list[str]:
-    """The templates `agent`'s steps name (each `llm` step's prompt, the context's `render`
-    templates) that its prompts folder does not hold, sorted. For an agent loaded from a
-    generated module, whose templates no compiler has looked for in this process (a
-    `.agent` file's are checked as it compiles). Templates those include and a judge's
-    prompt are not in the module's spec: they are found when a step renders them."""
-    from .templates import confined_file
+    """The templates `agent` will render that its prompts folder does not hold, sorted:
+    each `llm` step's prompt and `judge` prompt, the context's `render` templates, and
+    every template those load (`{% include %}`, `{% extends %}`, `{% import %}`, when
+    named by a literal). For an agent loaded from a generated module, whose templates no
+    compiler has looked for in this process (a `.agent` file's are checked as it
+    compiles). A template that does not parse is left to fail where it renders."""
+    from .templates import confined_file, referenced_templates
 
     folder = agent.prompts_dir or Path(PROMPTS_FOLDER)
-    named = {s.prompt for s in agent.spec.states.values() if s.prompt is not None}
+    states = agent.spec.states.values()
+    named = {s.prompt for s in states if s.prompt is not None}
+    named |= {s.judge for s in states if s.judge is not None}
     named |= set(agent.spec.context.renders.values())
-    return sorted(name for name in named if confined_file(folder, name) is None)
+    missing: set[str] = set()
+    seen: set[str] = set()
+    while named and len(seen) < MAX_TEMPLATES:
+        name = named.pop()
+        seen.add(name)
+        path = confined_file(folder, name)
+        if path is None:
+            missing.add(name)
+        else:
+            named |= referenced_templates(path) - seen
+    return sorted(missing)
+
+
+MAX_TEMPLATES = 1000
+"""The most templates `missing_templates` follows (a bound on a folder of includes)."""
 
 
 def require_templates(agent: Agent) -> None:

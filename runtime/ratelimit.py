@@ -285,6 +285,9 @@ def limiter_for(store: object) -> RateLimiter:
 
 
 DEFAULT_IN_FLIGHT = 100
+MAX_IN_FLIGHT = 100_000
+"""The largest `model_calls_in_flight` accepted: beyond any process's open-file limit (each
+call in flight holds a connection), so a larger value is a typo, never a setting."""
 """Model calls in flight at once per process unless `model_calls_in_flight` says otherwise:
 the openai client keeps up to 100 connections alive, so up to 100 calls reuse them."""
 
@@ -394,17 +397,18 @@ class RateLimits:
     @classmethod
     def of(cls, config: Config) -> RateLimits:
         """`ConfigError` when an entry is not a table of whole numbers >= 1,
-        `model_calls_in_flight` is not a whole number >= 1, or `model_call_timeout` is not
-        a number of seconds in (0, `MAX_CALL_SECONDS`]."""
+        `model_calls_in_flight` is not a whole number from 1 to `MAX_IN_FLIGHT`, or
+        `model_call_timeout` is not a number of seconds in (0, `MAX_CALL_SECONDS`]."""
         given = config.settings.get("rate_limits", {})
         where = config.path or "the configuration"
         if not isinstance(given, Mapping):
             raise ConfigError(f"{where}: `rate_limits` must be a table of model = {{ ... }}")
         table = {str(model): _limits(where, str(model), entry) for model, entry in given.items()}
         cap = config.settings.get("model_calls_in_flight", DEFAULT_IN_FLIGHT)
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_IN_FLIGHT:
             raise ConfigError(
-                f"{where}: model_calls_in_flight must be a whole number >= 1, not {cap!r}"
+                f"{where}: model_calls_in_flight must be a whole number from 1 to "
+                f"{MAX_IN_FLIGHT:,}, not {cap!r}"
             )
         seconds = config.settings.get("model_call_timeout", DEFAULT_CALL_SECONDS)
         if (
@@ -490,6 +494,7 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
 
 __all__ = [
     "DEFAULT_IN_FLIGHT",
+    "MAX_IN_FLIGHT",
     "PROCESS_IN_FLIGHT",
     "PROCESS_LIMITER",
     "InFlight",

@@ -113,6 +113,9 @@ class StateSpec:
     """An llm step's checks before dispatch, in the order they run: each `validate`
     function's `module:function`, then `judge` (runtime/checks.py). Only a step with
     checks can take an `OutputRejected`."""
+    judge: str | None = None
+    """An llm step's `judge` prompt template (`checks` ends with `judge` then): named here
+    so a runtime can find it missing before a thread starts (runtime/loading.py)."""
 
     @property
     def results(self) -> tuple[str, ...]:

@@ -154,6 +154,21 @@ def sandboxed(
     return environment
 
 
+def referenced_templates(path: Path) -> set[str]:
+    """The templates the file at `path` loads by a literal name (`{% include "x.j2" %}`,
+    `extends`, `import`, `from … import`), as Jinja2's own parser finds them
+    (`jinja2.meta.find_referenced_templates`); a name computed at render time is not
+    known before. Empty for a file that cannot be read or parsed (it fails where it
+    renders, with its own message)."""
+    import jinja2.meta
+
+    try:
+        parsed = sandboxed(PromptsLoader(path.parent)).parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, jinja2.TemplateSyntaxError):
+        return set()
+    return {name for name in jinja2.meta.find_referenced_templates(parsed) if name is not None}
+
+
 @functools.cache
 def _probe() -> ImmutableSandboxedEnvironment:
     return ImmutableSandboxedEnvironment()

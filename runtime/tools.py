@@ -145,6 +145,7 @@ def _import(reference: str, folders: Sequence[Path], allow_stdlib: Collection[st
     except BaseException as exc:  # ImportError, or whatever the module raises as it loads
         raise ToolImportError(
             f"cannot import `{module_name}` for tool `{reference}`: {describe(exc)}"
+            + _generated_hint(exc, parts, folders)
         ) from None
     if not callable(function):
         raise ToolImportError(f"`{module_name}` has no function `{function_name}`")
@@ -192,6 +193,21 @@ def _holds(folder: Path, parts: Sequence[str]) -> bool:
     ):  # a folder without `__init__.py` beside `top.py`: the import takes the file
         return True
     return file.is_file() and len(parts) == 1 and not is_generated_module(file)
+
+
+def _generated_hint(exc: BaseException, parts: Sequence[str], folders: Sequence[Path]) -> str:
+    """Why a file of the tool module's name was passed over, when that is why it was not
+    found: it starts with the generated-module header (`_holds`)."""
+    if not isinstance(exc, ModuleNotFoundError):
+        return ""
+    for folder in folders:
+        file = folder / f"{parts[0]}.py"
+        if len(parts) == 1 and file.is_file() and is_generated_module(file):
+            return (
+                f" ({file} was passed over: its first line says it is a module twelvefold"
+                " generated, which holds no tools; if you wrote it, remove that line)"
+            )
+    return ""
 
 
 def is_generated_module(file: Path) -> bool:

@@ -235,6 +235,36 @@ def test_a_module_compiled_with_prompts_runs_with_its_templates_from_any_folder(
     approve_and_finish(view, elsewhere, openai_server)
 
 
+def test_a_judge_prompt_and_an_included_template_are_looked_for_before_a_thread_exists(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    """A module's spec names its judge's prompt too, and the templates a prompt includes
+    are followed: either missing is refused at launch, not after a paid model call."""
+    folder = project(tmp_path / "p")
+    agent = folder / "greet.agent"
+    agent.write_text(AGENT.replace('prompt "decide.j2"', 'prompt "decide.j2" judge "judge.j2"'))
+    (folder / "templ" / "judge.j2").write_text("JUDGE {% include 'rubric/strict.j2' %}")
+    (folder / "templ" / "rubric").mkdir()
+    (folder / "templ" / "rubric" / "strict.j2").write_text("{% include 'rubric/tone.j2' %}")
+    (folder / "templ" / "rubric" / "tone.j2").write_text("be kind")
+    compile_to_build(folder, "templ", openai_server)
+    (folder / "templ" / "rubric" / "tone.j2").unlink()  # two includes deep
+    (folder / "templ" / "judge.j2").rename(folder / "templ" / "judged.j2")
+
+    ran = twelvefold("run", "build/greet.py", "--input", "ana", cwd=folder, server=openai_server)
+
+    assert ran.returncode == 1
+    assert "prompt templates not found in" in ran.stderr
+    assert "(judge.j2)" in ran.stderr  # the judge's prompt; its includes are not reached
+    (folder / "templ" / "judged.j2").rename(folder / "templ" / "judge.j2")
+    ran = twelvefold("run", "build/greet.py", "--input", "ana", cwd=folder, server=openai_server)
+    assert ran.returncode == 1
+    assert "(rubric/tone.j2)" in ran.stderr
+    assert openai_server.requests == []
+    listed = twelvefold("threads", "--json", cwd=folder, server=openai_server, model=False)
+    assert json.loads(listed.stdout) == []  # no thread was created
+
+
 def test_a_module_whose_templates_are_gone_is_refused_before_a_thread_exists(
     tmp_path: Path, openai_server: ScriptedOpenAI
 ) -> None:

@@ -295,10 +295,11 @@ def test_under_the_default_cap_the_same_burst_is_in_flight_together(
     assert openai_server.most_in_flight > 3
 
 
-def test_the_cap_is_a_whole_number_of_at_least_one() -> None:
+def test_the_cap_is_a_whole_number_from_one_to_the_bound() -> None:
     assert RateLimits.of(Config(settings={})).in_flight == 100
     assert RateLimits.of(Config(settings={"model_calls_in_flight": 8})).in_flight == 8
-    for bad in (0, -1, 2.5, True, "8"):
+    assert RateLimits.of(Config(settings={"model_calls_in_flight": 100_000})).in_flight == 100_000
+    for bad in (0, -1, 2.5, True, "8", 100_001, 10**30):
         with pytest.raises(ConfigError, match="model_calls_in_flight"):
             RateLimits.of(Config(settings={"model_calls_in_flight": bad}))
 

@@ -247,6 +247,20 @@ CASSETTE = [
 ]
 
 
+def test_expire_on_a_store_that_does_not_exist_says_which_it_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from cron before the first thread, `expire` finds nothing to do (exit 0, no
+    store made); a mistyped `--db` must not pass for an empty store, so it names it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TWELVEFOLD_DB", raising=False)
+    result = CliRunner().invoke(cli, ["expire", "--db", "threds.db"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "no waiting thread is past its deadline"
+    assert result.stderr.strip() == "note: no store at threds.db yet"
+    assert not (tmp_path / "threds.db").exists()
+
+
 def test_twelvefold_expire_times_out_overdue_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -380,3 +380,15 @@ def test_a_data_folder_named_as_the_agent_beside_its_module_never_hides_its_tool
     (source / "shop").mkdir(parents=True)
     (source / "shop" / "tools.py").write_text("def act() -> str:\n    return 'source'\n")
     assert tools.ToolBox([source]).resolve("shop.tools:act", [build]).function() == "source"
+
+
+def test_a_hand_written_tools_file_with_the_generated_header_says_why_it_was_passed_over(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "shop.py").write_text(GENERATED_HEAD + "def act() -> str:\n    return 'x'\n")
+    with pytest.raises(tools.ToolImportError) as raised:
+        tools.ToolBox([]).resolve("shop:act", [tmp_path])
+    message = str(raised.value)
+    assert "cannot import `shop`" in message
+    assert f"{tmp_path / 'shop.py'} was passed over" in message
+    assert "remove that line" in message

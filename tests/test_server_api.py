@@ -289,6 +289,34 @@ async def test_launchers_and_readers_narrow_who_may_launch_and_read(
             assert_problem(response, 403, "devs")
 
 
+async def test_a_configuration_file_gone_while_serving_refuses_rather_than_loosens(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    """An editor that saves by deleting and writing again leaves a moment with no file:
+    read as none, the search would fall through to the parent folder's configuration (or
+    the defaults: anyone with a token launches). The server answers 503 until it is back;
+    a file replaced by a rename is read at once."""
+    (tmp_path / "twelvefold.toml").write_text("")  # what a fall-through would find: no rules
+    config = DEPLOY_CONFIG + 'devs = ["bob"]\n[server]\nlaunchers = ["devs"]\n'
+    agent = deploy_project(tmp_path / "p", config)
+    governing = agent.parent / "twelvefold.toml"
+    async with (
+        served(agent, tmp_path / "threads.db", openai_server) as s,
+        s.client("dave") as client,
+    ):
+        launched = await client.post("/v1/agents/deploybot/threads", json={"input": "x"})
+        assert_problem(launched, 403, "devs")
+        governing.unlink()
+        launched = await client.post("/v1/agents/deploybot/threads", json={"input": "x"})
+        assert_problem(launched, 503, "is gone")
+        assert launched.json()["status"] == 503
+        saved = governing.with_name("twelvefold.toml.new")
+        saved.write_text(config.replace('devs = ["bob"]', 'devs = ["bob", "dave"]'))
+        saved.replace(governing)
+        launched = await client.post("/v1/agents/deploybot/threads", json={"input": "x"})
+        assert launched.status_code == 202, launched.text
+
+
 async def test_retry_fork_and_cancel_need_the_right_to_decide(s: Served) -> None:
     view = await launch(s, "bob")
     thread = view["thread_id"]

@@ -764,6 +764,10 @@ def expire(
                 err=True,
             )
     if not store_exists(db):
+        # Nothing has run there yet (cron may start before the first thread): nothing can
+        # be past its deadline, but say which store was looked for, so a mistyped `--db`
+        # does not pass for an empty one.
+        click.echo(f"note: no store at {one_line(str(db))} yet", err=True)
         found: list[Expiry] = []
     else:
         with (

@@ -192,7 +192,7 @@ class Policy:
         """The policy for an agent in `folder`, read now. `Unavailable` when the
         configuration cannot be read or has the wrong shape."""
         try:
-            config = find_config(folder)
+            config = _governing(folder, find_config(folder))
             groups = config.approvers
             table = config.settings.get("server", {})
             if not isinstance(table, Mapping):
@@ -222,6 +222,27 @@ class Policy:
         if not self.groups:
             return True
         return self.member(person, list(self.groups))
+
+
+_GOVERNED_BY: dict[Path, Path] = {}
+"""The configuration file each agent folder's policy was last read from (this process)."""
+
+
+def _governing(folder: Path, config: Config) -> Config:
+    """`config`, found for `folder`, unless the file that configured the folder's policy
+    before is gone: then `ConfigError`. Read as none, its absence would let the search go
+    on to a parent's file or the defaults (anyone with a token launches and decides) while
+    an editor saves it by deleting and writing it again; the server refuses instead, until
+    the file is back or the server restarts without it."""
+    before = _GOVERNED_BY.get(folder)
+    if before is not None and config.path != before and not before.exists():
+        raise ConfigError(
+            f"{before}, which configured this server, is gone; put it back (save it by"
+            " replacing it in one rename) or restart the server to go on without it"
+        )
+    if config.path is not None:
+        _GOVERNED_BY[folder] = config.path
+    return config
 
 
 def _group_names(config: Config, table: Mapping[str, Any], key: str) -> tuple[str, ...] | None:

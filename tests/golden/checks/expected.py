@@ -108,6 +108,7 @@ AGENT = AgentSpec(
                 "checks:refund_is_sane",
                 "judge",
             ),
+            judge="judge.j2",
         ),
         "pay": StateSpec("tool", line=34, input="Refund", output="Receipt", function="checks:pay"),
         "confirm": StateSpec(

@@ -123,10 +123,20 @@ AGENT = AgentSpec(
             function="supportbot.tools:lookup_customer",
         ),
         "draft": StateSpec(
-            "llm", line=43, outputs=("Reply",), prompt="supportbot/draft.j2", checks=("judge",)
+            "llm",
+            line=43,
+            outputs=("Reply",),
+            prompt="supportbot/draft.j2",
+            checks=("judge",),
+            judge="supportbot/judge.j2",
         ),
         "draft_enterprise": StateSpec(
-            "llm", line=51, outputs=("Reply",), prompt="supportbot/draft.j2", checks=("judge",)
+            "llm",
+            line=51,
+            outputs=("Reply",),
+            prompt="supportbot/draft.j2",
+            checks=("judge",),
+            judge="supportbot/judge.j2",
         ),
         "approve_reply": StateSpec("approval", line=59, input="Reply"),
         "send_reply": StateSpec(
