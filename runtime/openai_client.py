@@ -19,6 +19,13 @@ the answer never changes:
   and auth headers, the retry count and the read timeout on every try, normalising each
   header; `ReusingClient._build_headers` keeps what it built for each such set of inputs
   and hands out a copy (`Headers` are mutable: never shared).
+- The `Request`'s headers. httpx2's `Request` copies the merged headers, scans them for
+  `Host`, `Content-Length` and `Transfer-Encoding` (each a scan raising `KeyError` when
+  absent) and rebuilds them with `Host` first and the body's length last.
+  `ReusingHttpClient.build_request` keeps that result per header list and host and adds
+  the length, for openai's shape of request only (a body of bytes, a header list, no
+  query, no cookies); any other request, or one whose headers httpx2 treats specially,
+  is built by httpx2 itself.
 - The request options. `post` builds openai's `FinalRequestOptions` field by field, with
   every default; `ReusingClient.post_chat_completion` copies a template built once with
   the same fields and hands it to the client's own `request` (the retry loop `post` ends in).
@@ -27,6 +34,9 @@ the answer never changes:
   calls. `BodyParts` keeps the bytes before and after the messages, encoded by that same
   function once, and each first try encodes only its messages between them (openai sends
   a `json_data` of bytes as it is: the same bytes on the wire).
+- Reading the reply. httpx2's `aread` reads through `aiter_bytes` over `aiter_raw`,
+  each a generator over the one below; `CappedResponse.aread` reads the stream once into
+  the decoder, with httpx2's checks, byte counts and closing.
 - The reply. openai builds its `ChatCompletion` with `construct_type`, a walk in Python of
   every field against its annotation (about 0.1 ms a reply). `ChatCompletionReply.build`
   has pydantic validate the same data in strict mode (a few microseconds), which gives the
