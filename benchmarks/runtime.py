@@ -162,11 +162,11 @@ def bare_sqlite(path: Path, bodies: list[str]) -> float:
 
 def store_sql(path: Path, bodies: list[str]) -> float:
     """Seconds per append of one event as the SQLite store writes it, without the runtime:
-    the statements of `SqliteStore._append` (the checks and the last hash read in one
-    query, the event inserted, the thread's row updated) on the store's own schema, with
-    every value computed beforehand. What an append cannot cost less than with this
-    layout: its commit writes two pages (the event's, the row's) where the bare commit
-    writes one."""
+    the statements of `SqliteStore._append` for a thread held under a lease that this
+    process appended to last (the row's checks made by one conditional UPDATE of it, then
+    the event inserted) on the store's own schema, with every value computed beforehand.
+    What an append cannot cost less than with this layout: its commit writes two pages
+    (the event's, the row's) where the bare commit writes one."""
     from twelvefold.runtime import store as stores
 
     SqliteStore(path).close()  # the schema
@@ -178,18 +178,17 @@ def store_sql(path: Path, bodies: list[str]) -> float:
         " lease_owner, lease_token, lease_until) VALUES ('t', 'a', 'o', 'running', 'decide',"
         " 0, 'now', 'now', 'me', 1, 1e12)"
     )
+    (num,) = db.execute("SELECT num FROM threads WHERE id = 't'").fetchone()
     digest, snapshot = bytes(32), "x" * 420  # a counter thread's snapshot is ~420 bytes
     row = ("decide", "2026-12-01T00:00:00Z", snapshot, digest, None, 1, "r" * 16, digest)
     began = time.perf_counter()
     for seq, body in enumerate(bodies, start=1):
         db.execute("BEGIN IMMEDIATE")
-        num, *_ = db.execute(stores._APPEND_READ, ("t",)).fetchone()
-        db.execute(
-            "INSERT INTO events (thread, seq, body, hash) VALUES (?, ?, ?, ?)",
-            (num, seq, body, digest),
-        )
         step, at, *rest = row
-        db.execute(stores._UPDATE_KEEPING_STATUS, (step, seq, at, *rest, num))
+        checks = ("t", seq - 1, "running", None, "me", 1)
+        updated = db.execute(stores._UPDATE_IF_UNCHANGED, (step, seq, at, *rest, num, *checks))
+        assert updated.rowcount == 1
+        db.execute(stores._INSERT_EVENT, (num, seq, body, digest))
         db.execute("COMMIT")
     elapsed = time.perf_counter() - began
     db.close()

@@ -76,14 +76,14 @@ class GroupCommit:
     def submit(self, work: Callable[[], Any]) -> Any:
         """`work()`'s result once its transaction committed; its error (or the commit's)
         otherwise. Blocks the calling thread meanwhile."""
-        mine = Pending(work)
         with self._changed:
-            if not self._leading and not self._waiting:
+            alone = not self._leading and not self._waiting
+            if alone:
                 # Nobody commits and nobody waits: this caller commits a group of one at
                 # once, on its own thread (a lone thread's every append).
                 self._leading = True
-                group = [mine]
             else:
+                mine = Pending(work)
                 self._waiting.append(mine)
                 self._blocked += 1
                 while not mine.done and self._leading:
@@ -92,6 +92,8 @@ class GroupCommit:
                 if not mine.done:  # nobody commits now: this caller leads the next group
                     group, self._waiting = self._waiting, []
                     self._leading = True
+        if alone:
+            return self._alone(work)
         if not mine.done:
             self._lead(group)
         if mine.error is not None:
@@ -126,6 +128,34 @@ class GroupCommit:
         with self._changed:
             group, self._waiting = self._waiting, []
         self._lead(group)
+
+    def _alone(self, work: Callable[[], Any]) -> Any:
+        """`_lead` of a group of one blocked caller (this one), which holds the lead:
+        the same outcome, without the futures' bookkeeping."""
+        mine = Pending(work)
+        try:
+            self.run_group((mine,))
+        except BaseException as exc:  # the commit failed: its events were not kept
+            if mine.error is None:
+                mine.error, mine.result = exc, None
+        finally:
+            with self._changed:
+                mine.done = True
+                stats = self.stats
+                stats.groups += 1
+                stats.members += 1
+                if stats.largest < 1:
+                    stats.largest = 1
+                waiting = self._waiting
+                drain = bool(waiting) and all(i.future is not None for i in waiting)
+                self._leading = drain
+                if self._blocked:
+                    self._changed.notify_all()
+            if drain:
+                self._hand_over()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
 
     def _lead(self, group: list[Pending]) -> None:
         futures = any(item.future is not None for item in group)

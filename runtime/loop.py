@@ -314,7 +314,8 @@ class Engine:
     async def load(self, agent: Agent, thread_id: str) -> Thread:
         """The thread's events (their hash chain verified: `BrokenLog` otherwise) and its
         state: from the store's snapshot when its seal proves it is of exactly these events
-        and this very reducer made it, else by replaying the log. A log written by another
+        (or of the first of them: the others are reduced onto it) and this very reducer
+        made it, else by replaying the log. A log written by another
         reducer is replayed whole under this one and refused (`AgentChanged`) unless every
         event fits."""
         try:
@@ -328,10 +329,13 @@ class Engine:
             snapshot is not None
             and agent.reducer is not None
             and snapshot.reducer == agent.reducer
-            and snapshot.seq == len(events)
+            and snapshot.seq <= len(events)
         ):
             try:
                 state = agent.codec.decode_state(snapshot.state)
+                reduce = agent.module.reduce
+                for event in events[snapshot.seq :]:  # those after it (`SNAPSHOT_EVERY`)
+                    state = reduce(state, event)
             except Exception:  # a forged state that does not decode: replay instead
                 state = None
             if state is not None:

@@ -340,6 +340,10 @@ def _reasked() -> tuple[type[Exception], ...]:
 
 # ---- OpenAI-compatible endpoints through instructor -----------------------------------
 
+BODIES_KEPT = 256
+"""How many first-try bodies (one a step shape, model and temperature) a model keeps
+encoded around their messages; past that it starts over."""
+
 
 class OpenAIModel:
     """Any OpenAI-compatible chat-completions endpoint, validated by instructor.
@@ -371,6 +375,8 @@ class OpenAIModel:
         self.limiter: RateLimiter = PROCESS_LIMITER
         """Told of every 429's `Retry-After`, so other calls to that model wait it out too
         (runtime/ratelimit.py); the openai client itself retries the call that got it."""
+        self._bodies: dict[tuple[Any, ...], tuple[PreparedRequest, Any]] = {}
+        """Each step shape's first-try body encoded around its messages (`_first_try`)."""
 
     async def _client_of_this_loop(self) -> Any:
         """The openai client of the running event loop, made on the loop's first call.
@@ -422,9 +428,30 @@ class OpenAIModel:
         """The chat-completions request this call sends first (re-asks add messages)."""
         action = request.action
         prepared = prepared_request(action.step, action.outputs, self.mode)
+        return self._body(action, prepared, prepared.messages(request.messages))
+
+    def _first_try(self, request: ModelRequest, prepared: PreparedRequest) -> bytes:
+        """`request_body`'s JSON bytes, as openai would encode them: the parts around the
+        messages encoded once per step shape, model and temperature (`BodyParts`)."""
+        from .openai_client import BodyParts
+
+        action = request.action
+        temperature = action.temperature  # (1 and 1.0 are equal keys, not equal JSON)
+        key = (resolve_model_name(self.model, action), type(temperature), temperature, action.step)
+        kept = self._bodies.get(key)
+        if kept is None or kept[0] is not prepared:  # new, or another step of that name
+            if len(self._bodies) >= BODIES_KEPT:
+                self._bodies.clear()
+            kept = self._bodies[key] = (prepared, BodyParts(self._body(action, prepared, [])))
+        parts: BodyParts = kept[1]
+        return parts.encode(prepared.messages(request.messages))
+
+    def _body(
+        self, action: CallModel, prepared: PreparedRequest, messages: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": resolve_model_name(self.model, action),
-            "messages": prepared.messages(request.messages),
+            "messages": messages,
             **prepared.arguments,
         }
         if action.temperature is not None:
@@ -486,13 +513,14 @@ class OpenAIModel:
         retries = max(0, action.retries - action.rejections)
         reasked = _reasked()
         client = await self._client_of_this_loop()
-        body = self.request_body(request)
+        body: dict[str, Any] | None = None  # the first try's JSON, written on a re-ask
         attempt = 0
         paid: Usage | None = None
         while True:
             attempt += 1
             try:
-                completion = await client.post_chat_completion(body)
+                sent = self._first_try(request, prepared) if body is None else body
+                completion = await client.post_chat_completion(sent)
             except OpenAIError as exc:  # the replies before it were paid for
                 raise ModelError(_api_error(exc), paid, retry_after=_long_wait(exc)) from exc
             except Exception as exc:  # whatever else the client raises fails the call
@@ -516,6 +544,8 @@ class OpenAIModel:
             except reasked as exc:
                 if attempt > retries:
                     raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
+                if body is None:
+                    body = self.request_body(request)
                 body = prepared.reask(body, completion, exc)
             except Exception as exc:  # instructor gives up at once on anything else
                 raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc

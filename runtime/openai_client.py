@@ -15,9 +15,28 @@ the answer never changes:
   every first try (the retry count and the body's length are the only parts that vary, and
   the length is added later), so `ReusingHttpClient._merge_headers` keeps the merged
   headers of each list it has seen (httpx2's `Request` copies them: never shared).
+- openai's headers. `_build_headers` builds an `httpx2.Headers` from the client's default
+  and auth headers, the retry count and the read timeout on every try, normalising each
+  header; `ReusingClient._build_headers` keeps what it built for each such set of inputs
+  and hands out a copy (`Headers` are mutable: never shared).
+- The `Request`'s headers. httpx2's `Request` copies the merged headers, scans them for
+  `Host`, `Content-Length` and `Transfer-Encoding` (each a scan raising `KeyError` when
+  absent) and rebuilds them with `Host` first and the body's length last.
+  `ReusingHttpClient.build_request` keeps that result per header list and host and adds
+  the length, for openai's shape of request only (a body of bytes, a header list, no
+  query, no cookies); any other request, or one whose headers httpx2 treats specially,
+  is built by httpx2 itself.
 - The request options. `post` builds openai's `FinalRequestOptions` field by field, with
   every default; `ReusingClient.post_chat_completion` copies a template built once with
   the same fields and hands it to the client's own `request` (the retry loop `post` ends in).
+- The body. openai encodes the request's JSON on every try (`openapi_dumps`), the tool's
+  schema and the settings with it, although only the messages change between one step's
+  calls. `BodyParts` keeps the bytes before and after the messages, encoded by that same
+  function once, and each first try encodes only its messages between them (openai sends
+  a `json_data` of bytes as it is: the same bytes on the wire).
+- Reading the reply. httpx2's `aread` reads through `aiter_bytes` over `aiter_raw`,
+  each a generator over the one below; `CappedResponse.aread` reads the stream once into
+  the decoder, with httpx2's checks, byte counts and closing.
 - The reply. openai builds its `ChatCompletion` with `construct_type`, a walk in Python of
   every field against its annotation (about 0.1 ms a reply). `ChatCompletionReply.build`
   has pydantic validate the same data in strict mode (a few microseconds), which gives the
@@ -44,8 +63,12 @@ from typing import Any, cast
 
 import httpx2
 import pydantic
+from httpx2._client import USE_CLIENT_DEFAULT, UseClientDefault
+from httpx2._exceptions import request_context
 from openai import AsyncOpenAI, DefaultAioHttpClient, OpenAIError
 from openai._models import FinalRequestOptions, construct_type
+from openai._types import NotGiven
+from openai._utils._json import openapi_dumps
 from openai.types.chat import ChatCompletion
 
 CACHED = 32
@@ -69,10 +92,58 @@ class CappedResponse(httpx2.Response):
     decoded (`aread` reads through both iterators). Raises `ReplyTooLarge`."""
 
     def aiter_raw(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
+        self._refuse_declared()
+        return _capped(super().aiter_raw(chunk_size), "is")
+
+    def _refuse_declared(self) -> None:
         declared = self.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > MAX_REPLY_BYTES:
             raise _too_large("declares")  # before a byte of it is read
-        return _capped(super().aiter_raw(chunk_size), "is")
+
+    async def aread(self) -> bytes:
+        """httpx2's `aread` (the body read once, decoded, and the response closed) in one
+        loop over the stream instead of `aiter_bytes` over `aiter_raw`, two generators
+        that each wrap the one below (five in all, with the cap's), with the same checks,
+        counts and closing, and the cap on the bytes read and on the bytes decoded."""
+        if hasattr(self, "_content"):
+            content: bytes = self._content
+            return content
+        if self.is_stream_consumed:
+            raise httpx2.StreamConsumed()
+        if self.is_closed:
+            raise httpx2.StreamClosed()
+        stream = self.stream
+        if not isinstance(stream, httpx2.AsyncByteStream):
+            raise RuntimeError("Attempted to call an async iterator on a sync stream.")
+        self._refuse_declared()
+        self.is_stream_consumed = True
+        self._num_bytes_downloaded = 0
+        decoder = self._get_content_decoder()
+        parts: list[bytes] = []
+        decoded = 0
+        with request_context(request=self._request):
+            chunks = stream.__aiter__()
+            try:
+                async for raw in chunks:
+                    self._num_bytes_downloaded += len(raw)
+                    if self._num_bytes_downloaded > MAX_REPLY_BYTES:
+                        raise _too_large("is")
+                    for part in decoder.decode(raw):
+                        decoded += len(part)
+                        if decoded > MAX_REPLY_BYTES:
+                            raise _too_large("decodes to")
+                        parts.append(part)
+                for part in decoder.flush():
+                    decoded += len(part)
+                    if decoded > MAX_REPLY_BYTES:
+                        raise _too_large("decodes to")
+                    parts.append(part)
+            finally:
+                if isinstance(chunks, AsyncGenerator):
+                    await chunks.aclose()
+                await self.aclose()
+        self._content = b"".join(parts)
+        return self._content
 
     def aiter_bytes(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
         return _capped(super().aiter_bytes(chunk_size), "decodes to")
@@ -134,6 +205,30 @@ class _UrlCache:
         return url
 
 
+class BodyParts:
+    """A chat-completions body's JSON, as openai encodes it (`openapi_dumps`), split around
+    its `messages`: `encode(messages)` is the whole body's bytes, with only the messages
+    encoded per call. Raises ValueError when `body` does not start with its `model`
+    and `messages` keys, in that order (the order `OpenAIModel.request_body` gives)."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        if list(body)[:2] != ["model", "messages"]:
+            raise ValueError("a chat-completions body starts with `model` and `messages`")
+        # `{"model":...,"messages":` then `[]` then the rest, as one encoding gives them.
+        self.head = openapi_dumps({"model": body["model"]})[:-1] + b',"messages":'
+        whole = openapi_dumps({**body, "messages": []})
+        if not whole.startswith(self.head + b"[]"):  # pragma: no cover - json changed
+            raise ValueError("the body's JSON does not start with its model and messages")
+        self.tail = whole[len(self.head) + 2 :]
+
+    def encode(self, messages: list[dict[str, Any]]) -> bytes:
+        """The body's bytes with `messages`: `openapi_dumps` of the whole body (its errors:
+        a value JSON cannot hold, text that UTF-8 cannot encode)."""
+        return self.head + openapi_dumps(messages) + self.tail
+
+
 class ReusingHttpClient(DefaultAioHttpClient):
     """openai's aiohttp transport (`DefaultAioHttpClient`), merging each request path and
     each header list with its own once, and reading replies with a cap (`CappedResponse`)."""
@@ -142,6 +237,79 @@ class ReusingHttpClient(DefaultAioHttpClient):
         super().__init__(**kwargs)
         self._merged = _UrlCache()
         self._merged_headers: dict[tuple[Any, ...], Any] = {}
+        self._request_headers: dict[tuple[Any, ...], httpx2.Headers] = {}
+
+    def build_request(
+        self,
+        method: str,
+        url: httpx2.URL | str,
+        *,
+        content: Any = None,
+        data: Any = None,
+        files: Any = None,
+        json: Any = None,
+        params: Any = None,
+        headers: Any = None,
+        cookies: Any = None,
+        timeout: Any = USE_CLIENT_DEFAULT,
+        extensions: Any = None,
+    ) -> httpx2.Request:
+        """httpx2's `build_request`; for openai's requests (a body of bytes, its list of
+        headers, no cookies, no query, on either side) the `Request`'s headers are kept
+        per header list and host, as httpx2 prepares them (`Host` first, the merged
+        headers, `Content-Length` last), instead of being merged and scanned again."""
+        prepared = None
+        if (
+            isinstance(content, bytes)
+            and content
+            and isinstance(headers, list)
+            and data is None
+            and files is None
+            and json is None
+            and params is None
+            and cookies is None
+            and extensions is None
+            and not self.params
+            and not self.cookies
+        ):
+            merged_url = self._merge_url(url)
+            key = (merged_url.netloc, tuple(self.headers.raw), *headers)
+            prepared = self._request_headers.get(key)
+            if prepared is None:
+                prepared = self._request_headers_for(merged_url, headers)
+                if prepared is not None and len(self._request_headers) < CACHED:
+                    self._request_headers[key] = prepared
+        if prepared is None:  # not openai's shape, or a header httpx2 treats otherwise
+            return super().build_request(
+                method, url, content=content, data=data, files=files, json=json,
+                params=params, headers=headers, cookies=cookies, timeout=timeout,
+                extensions=extensions,
+            )  # fmt: skip
+        request_headers = httpx2.Headers(prepared)  # a copy (httpx2 copies them too)
+        request_headers["Content-Length"] = str(len(content))  # `encode_content`'s
+        limits = self.timeout if isinstance(timeout, UseClientDefault) else httpx2.Timeout(timeout)
+        request = httpx2.Request(
+            method,
+            merged_url,
+            headers=request_headers,
+            stream=httpx2.ByteStream(content),
+            extensions={"timeout": limits.as_dict()},
+        )
+        request.read()  # as httpx2 reads a body of bytes: `request.content` is set
+        # Found once for the kept headers (an ASCII `Content-Length` cannot change it).
+        request.headers.encoding = prepared.encoding
+        return request
+
+    def _request_headers_for(self, url: httpx2.URL, headers: list[Any]) -> httpx2.Headers | None:
+        """The headers httpx2's `Request` ends with for `headers` on `url`, but the body's
+        `Content-Length`; None when one of them would change what it adds (a `Host`, a
+        `Content-Length` or `Transfer-Encoding` of the caller's own)."""
+        merged = httpx2.Headers(self._merge_headers(headers))
+        if any(name in merged for name in ("Host", "Content-Length", "Transfer-Encoding")):
+            return None
+        if not url.host:
+            return None
+        return httpx2.Headers([(b"Host", url.netloc), *merged.raw])
 
     async def _send_single_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await super()._send_single_request(request)
@@ -176,6 +344,7 @@ class ReusingClient(AsyncOpenAI):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._prepared = _UrlCache()
+        self._built_headers: dict[tuple[Any, ...], tuple[Any, httpx2.Headers]] = {}
         self._chat_options = FinalRequestOptions.construct(
             method="post",
             url=CHAT_COMPLETIONS,
@@ -185,12 +354,36 @@ class ReusingClient(AsyncOpenAI):
             security={"bearer_auth": True},  # the options `chat.completions.create` gives
         )
 
-    async def post_chat_completion(self, body: dict[str, Any]) -> ChatCompletion:
+    async def post_chat_completion(self, body: dict[str, Any] | bytes) -> ChatCompletion:
         """`post("/chat/completions", cast_to=ChatCompletionReply, body=body, options=...)`
-        as `chat.completions.create` calls it, with the options copied from a template."""
+        as `chat.completions.create` calls it, with the options copied from a template.
+        `body` is the request's JSON, or its bytes already encoded (`BodyParts`): openai
+        sends those as they are."""
         options = self._chat_options.model_copy(update={"json_data": body})
         reply: ChatCompletion = await self.request(ChatCompletionReply, options)
         return reply
+
+    def _build_headers(
+        self, options: FinalRequestOptions, *, retries_taken: int = 0
+    ) -> httpx2.Headers:
+        if options.headers or not isinstance(options.timeout, NotGiven) or self._idempotency_header:
+            return super()._build_headers(options, retries_taken=retries_taken)  # not ours
+        # Everything the stock method reads, but the timeout (compared, as it is not
+        # hashable). An omitted header (`Omit()`, a new one each time) is keyed as None.
+        key = (
+            retries_taken,
+            tuple(self._auth_headers(options.security).items()),
+            tuple((k, v if isinstance(v, str) else None) for k, v in self.default_headers.items()),
+        )
+        kept = self._built_headers.get(key)
+        if kept is None or kept[0] != self.timeout:
+            built = super()._build_headers(options, retries_taken=retries_taken)
+            if len(self._built_headers) >= CACHED:
+                self._built_headers.clear()
+            kept = self._built_headers[key] = (self.timeout, built)
+        headers = httpx2.Headers(kept[1])  # a copy: openai may edit what it is given
+        headers.encoding = kept[1].encoding  # the same bytes: not scanned again
+        return headers
 
     @property
     def user_agent(self) -> str:

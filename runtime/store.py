@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,7 +35,7 @@ from pydantic_core import from_json, to_json
 
 from . import lease as leases
 from .codec import Codec
-from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, runtime_version
+from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, framed, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
 from .records import builder, record
 from .terminal import one_line
@@ -132,9 +132,11 @@ class Exported:
 class Snapshot:
     """The state a thread's log replays to, kept beside the log so that resuming a
     thread skips the replay. A cache, never the source of truth: a store returns it only
-    when its seal proves it was computed at exactly the stored events (their chain head
-    and count) by this runtime version and event format, and the loop uses it only when
-    this very reducer made it; otherwise the log is replayed."""
+    when its seal proves it was computed at exactly the first `seq` stored events (their
+    chain head and count) by this runtime version and event format, and the loop uses it
+    only when this very reducer made it, reducing the events after it; otherwise the log
+    is replayed. A running thread's is rewritten every `SNAPSHOT_EVERY` events; a thread
+    that is not running has one of its whole log."""
 
     reducer: str
     """Fingerprint of the generated module whose `reduce` computed it."""
@@ -150,7 +152,8 @@ class Restored:
     events: list[Event]
     """Every event, in order; in a chaining store, verified against the chain."""
     snapshot: Snapshot | None
-    """A snapshot proven to be of exactly `events` (see `Snapshot`), or None."""
+    """A snapshot proven to be of exactly the first `snapshot.seq` of `events` (see
+    `Snapshot`; the loop reduces the events after it), or None."""
     reducer: str | None
     """The fingerprint of the reducer that last appended to the log (None: unknown)."""
     keyed: bool = False
@@ -731,10 +734,21 @@ def joined_links(rows: Iterable[Sequence[Any]]) -> dict[str, list[str]]:
 
 
 _ROW_AFTER_APPEND = (
-    "status = ?, step = ?, seq = ?, updated_at = ?, snapshot = ?, snapshot_seal = ?,"
-    " request = ?, format = ?, reducer = ?, head_seal = ?"
+    "status = ?, step = ?, seq = ?, updated_at = ?, snapshot = COALESCE(?, snapshot),"
+    " snapshot_seal = COALESCE(?, snapshot_seal), request = ?, format = ?, reducer = ?,"
+    " head_seal = ?"
 )
-"""The thread row's columns an append sets (`ChainedStore._appended` gives the values)."""
+"""The thread row's columns an append sets (`ChainedStore._appended` gives the values).
+An append that writes no snapshot (None) keeps the one before: sealed at its own chain
+head, it stays proven for the events up to it (`SNAPSHOT_EVERY`)."""
+
+SNAPSHOT_EVERY = 64
+"""A running thread's snapshot is written when its log crosses a multiple of this many
+events, and at every append after which the thread is not running (it waits, finished,
+failed, was cancelled): where it stops, its snapshot is of its whole log. In between, the
+snapshot of an earlier point stays, and loading a thread replays the events after it
+(at most this many, through the reducer: microseconds each). Encoding and sealing the
+state at every append was a fifth of the Python of a durable event."""
 
 _UPDATE_AFTER_APPEND = f"UPDATE threads SET {_ROW_AFTER_APPEND} WHERE num = ?"
 _UPDATE_KEEPING_STATUS = _UPDATE_AFTER_APPEND.replace("status = ?, ", "", 1)
@@ -746,6 +760,14 @@ _APPEND_READ = (
 )
 """SQLite: what an append checks, and the hash of the thread's last event."""
 _INSERT_EVENT = "INSERT INTO events (thread, seq, body, hash) VALUES (?, ?, ?, ?)"
+_UPDATE_IF_UNCHANGED = (
+    f"{_UPDATE_KEEPING_STATUS} AND id = ? AND seq = ? AND status = ? AND version IS ?"
+    " AND lease_owner = ? AND lease_token = ? AND typeof(lease_token) = 'integer'"
+    f" AND typeof(lease_until) IN ('integer', 'real') AND lease_until > {_NOW}"
+)
+"""SQLite: `_UPDATE_KEEPING_STATUS` only if the row is as this process left it (`_Tail`)
+and the lease is live, in one statement: what `_APPEND_READ` and the checks after it
+decide, for an append that passes them (any other is judged by those)."""
 
 
 class ChainedStore:
@@ -776,8 +798,11 @@ class ChainedStore:
             )
         # The chain recomputed over the bodies must end at the head the row is sealed
         # with: one comparison proves every event (the per-event hashes are read only to
-        # name the first event that does not match).
-        chain_head = self.chain.head(thread_id, bodies)
+        # name the first event that does not match). On the way, the chain's head where
+        # the snapshot says it was taken, which its seal must name.
+        at = self._snapshot_at(thread_id, snapshot, snapshot_seal, len(bodies))
+        middle = self.chain.head(thread_id, bodies[:at])
+        chain_head = self.chain.extend(middle, bodies[at:]) if at < len(bodies) else middle
         if not isinstance(version, str | None) or (
             len(bodies) != seq
             or not self._seal_holds(
@@ -786,8 +811,21 @@ class ChainedStore:
         ):
             raise self._broken(num, thread_id, bodies)
         events = _decode(thread_id, codec, bodies, reducer)
-        proven = self._proven_snapshot(thread_id, snapshot, snapshot_seal, chain_head, seq)
+        proven = self._proven_snapshot(thread_id, snapshot, snapshot_seal, middle, at)
         return Restored(events, proven, reducer, self.chain.keyed)
+
+    def _snapshot_at(self, thread_id: str, text: object, seal: object, count: int) -> int:
+        """How many events the snapshot claims to be of, when its seal holds and the claim
+        is a count between 1 and `count`; else `count` (then no snapshot is proven unless
+        it is of the whole log). `_proven_snapshot` proves the claim."""
+        if not isinstance(text, str) or not self.chain.sealed(seal, thread_id, text):
+            return count
+        try:
+            claimed = from_json(text).get("seq")
+        except (ValueError, AttributeError):
+            return count
+        valid = isinstance(claimed, int) and not isinstance(claimed, bool)
+        return claimed if valid and 0 < claimed <= count else count
 
     def _ended_by_log(
         self, thread_id: str, row: Sequence[Any], bodies: list[str], statuses: Sequence[Status]
@@ -867,7 +905,10 @@ class ChainedStore:
         version: str | None,
         format: int | None = EVENT_FORMAT,
     ) -> bytes:
-        return self.chain.seal(*_sealed_fields(thread_id, seq, head, format, reducer, version))
+        """`Chain.seal` of `_sealed_fields`, with the framing of the fields an append does
+        not change (the thread, its format, reducer and version) kept between appends."""
+        before, after = _framed_ends(thread_id, format, reducer, version)
+        return self.chain.seal_framed(before + framed(seq, head) + after)
 
     def _resealed(
         self,
@@ -913,13 +954,16 @@ class ChainedStore:
     ) -> tuple[list[str], list[bytes], tuple[Any, ...]]:
         """For an append after `seq` events whose last hash is `previous`, to a thread
         pinned to `version`: the bodies, their hashes, and the thread row's values after
-        them, in `_ROW_AFTER_APPEND`'s order."""
+        them, in `_ROW_AFTER_APPEND`'s order (the snapshot's None when `SNAPSHOT_EVERY`
+        says this append writes none)."""
         bodies = [codec.dumps_event(e) for e in events]
         at = events[-1].at if events and events[-1].at else now_iso()
         hashes = self.chain.links(previous, bodies)
         new_seq = seq + len(bodies)
         chain_head = hashes[-1] if hashes else previous
-        snapshot, snapshot_seal = self._sealed_snapshot(thread_id, chain_head, head, codec)
+        snapshot = snapshot_seal = None  # the row keeps the snapshot it has
+        if head.status != "running" or seq // SNAPSHOT_EVERY != new_seq // SNAPSHOT_EVERY:
+            snapshot, snapshot_seal = self._sealed_snapshot(thread_id, chain_head, head, codec)
         seal = self._head_seal(thread_id, new_seq, chain_head, head.reducer, version)
         row = (head.status, head.step, new_seq, at, snapshot, snapshot_seal, head.request)
         return bodies, hashes, (*row, EVENT_FORMAT, head.reducer, seal)
@@ -951,7 +995,8 @@ class ChainedStore:
         seq: int,
     ) -> Snapshot | None:
         """The snapshot, if its seal holds and it names exactly this chain head and
-        count, this runtime and this event format; else None (the loop replays)."""
+        count (of the log's first `seq` events: `_snapshot_at`), this runtime and this
+        event format; else None (the loop replays)."""
         if text is None or not self.chain.sealed(seal, thread_id, text):
             return None
         try:
@@ -969,6 +1014,17 @@ class ChainedStore:
         ):
             return None
         return Snapshot(data["reducer"], data["seq"], data["state"])
+
+
+class _Tail:
+    """A thread's row as this process's last append left it (`SqliteStore._append`):
+    its `num`, event count `seq`, `last` (the hash of event `seq`: where the chain goes
+    on), `version` and `status`. Mutable: each append moves it on."""
+
+    __slots__ = ("last", "num", "seq", "status", "version")
+
+    def __init__(self, num: int, seq: int, last: bytes, version: str | None, status: str) -> None:
+        self.num, self.seq, self.last, self.version, self.status = num, seq, last, version, status
 
 
 class SqliteStore(ChainedStore):
@@ -1016,6 +1072,9 @@ class SqliteStore(ChainedStore):
         self._lock = threading.Lock()
         self.commits = GroupCommit(self._commit_group)
         """Appends from several threads of this process share a transaction (group commit)."""
+        self._tails: dict[str, _Tail] = {}
+        """Each thread's row as this process's last append left it (`_append`); only a
+        shortcut, dropped whenever a transaction fails."""
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self._db.execute("PRAGMA journal_mode = WAL")
@@ -1081,6 +1140,7 @@ class SqliteStore(ChainedStore):
         length = leases.lease_seconds(seconds) if owner is not None else 0.0
 
         def work() -> Lease | None:
+            self._tails.pop(info.id, None)  # a thread of that id deleted before
             try:
                 cursor = self._db.execute(
                     f"INSERT INTO threads ({_INFO_COLUMNS}, format, reducer, head_seal,"
@@ -1161,7 +1221,33 @@ class SqliteStore(ChainedStore):
         One query reads all the checks need and the chain's last hash (four round trips
         to SQLite were a tenth of an append's CPU time), and the row's `status` is set
         only when it changes: setting it, even to the same value, rewrites its index's
-        page, a third page in every commit's write to the disk."""
+        page, a third page in every commit's write to the disk.
+
+        A thread this process appended to last (its `_Tail`), appended to again under a
+        lease at the count and status it left, skips the read: one UPDATE makes every
+        check in SQL (the row unchanged, the lease its holder's and live) and, only if
+        they pass, sets the row, the event then inserted with the hash the tail
+        remembers. The row unchanged since (the same count, under the same lease token)
+        means nobody appended meanwhile, so that hash is still the chain's last. An
+        append whose checks do not pass there (another count, a lapsed or taken lease,
+        a changed status or version) has changed nothing and is judged the full way
+        below, which raises as before."""
+        tail = self._tails.get(thread_id)
+        if (
+            tail is not None
+            and lease is not None
+            and tail.seq == expected_seq
+            and tail.status == head.status
+        ):
+            num, seq = tail.num, tail.seq
+            bodies, hashes, row = self._appended(
+                thread_id, seq, tail.last, events, codec, head, tail.version
+            )
+            checks = (thread_id, seq, tail.status, tail.version, lease.owner, lease.token)
+            if self._db.execute(_UPDATE_IF_UNCHANGED, (*row[1:], num, *checks)).rowcount == 1:
+                self._insert_events(num, seq, bodies, hashes)
+                tail.seq, tail.last = row[2], hashes[-1] if hashes else tail.last
+                return
         found = self._db.execute(_APPEND_READ, (thread_id,)).fetchone()
         if found is None:
             raise ThreadNotFound(thread_id)
@@ -1180,13 +1266,22 @@ class SqliteStore(ChainedStore):
             self._db.execute(_UPDATE_KEEPING_STATUS, (*row[1:], num))
         else:
             self._db.execute(_UPDATE_AFTER_APPEND, (*row, num))
+        self._tails[thread_id] = _Tail(num, row[2], hashes[-1] if hashes else last, version, row[0])
 
     def _commit_group(self, group: Sequence[Pending]) -> None:
         """One transaction for the appends of a group (runtime/commits.py): each checked
         and written under its own savepoint, so one refused (`Conflict`, `LeaseLost`, a
         broken log) leaves nothing of it and the others as they were; then one COMMIT,
         one fsync, for all of them."""
-        with self._lock, self._transaction():
+        with self._lock:
+            try:
+                self._commit_members(group)
+            except BaseException:
+                self._tails.clear()  # a `_Tail` may tell what was rolled back
+                raise
+
+    def _commit_members(self, group: Sequence[Pending]) -> None:
+        with self._transaction():
             if len(group) == 1:  # alone: its error rolls the transaction back (no savepoint)
                 group[0].result = group[0].work()
                 return
@@ -1196,6 +1291,7 @@ class SqliteStore(ChainedStore):
                     item.result = item.work()
                 except Exception as exc:
                     item.error = exc
+                    self._tails.clear()  # a `_Tail` may tell what was rolled back
                     self._db.execute("ROLLBACK TO one_append")
                 self._db.execute("RELEASE one_append")
 
@@ -1437,6 +1533,7 @@ class SqliteStore(ChainedStore):
             ]
             if not self._ended_by_log(thread_id, row[1:], bodies, statuses):
                 return False  # the column says it ended; its log does not
+            self._tails.pop(thread_id, None)
             for table, column in (("events", "thread"), ("pins", "thread"), ("threads", "num")):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (row[0],))
             return True
@@ -1589,8 +1686,18 @@ def _sealed_fields(
     """What a thread row's head seal covers: its id, event count, chain head, event
     format, reducer and the agent version it is pinned to, None for none (a version set,
     changed or cleared in the database is tampering, as an edited event is). Rows sealed
-    before the seal covered the version hold the first five alone (`_seal_holds`)."""
+    before the seal covered the version hold the first five alone (`_seal_holds`).
+    `ChainedStore._head_seal` frames the same fields in the same order."""
     return (thread_id, seq, head, format, reducer, version)
+
+
+@lru_cache(maxsize=1024)
+def _framed_ends(
+    thread_id: str, format: int | None, reducer: str | None, version: str | None
+) -> tuple[bytes, bytes]:
+    """`_sealed_fields` framed (`integrity.framed`) before and after the count and the
+    chain head, the two fields each append changes."""
+    return framed(thread_id), framed(format, reducer, version)
 
 
 def _info_row(info: ThreadInfo) -> tuple[str | int | None, ...]:

@@ -211,6 +211,9 @@ def test_a_reply_larger_than_the_cap_is_a_model_error_read_no_further(
         complete(model, request())
     assert raised.value.error.type == "ReplyTooLarge"
     assert f"{MAX_REPLY_BYTES:,} bytes" in raised.value.error.message
+    # Refused by what the headers declare (before reading), or as it inflates.
+    said = "declares" if shape == "declared" else "decodes to"
+    assert f"reply {said} more than" in raised.value.error.message
     assert len(openai_server.requests) == 1
     # A reply under the cap, compressed or not, is read as before.
     openai_server.responder = lambda body: dataclasses.replace(reply, padding=1000, gzip=True)
@@ -645,3 +648,126 @@ def test_headers_merged_once_are_merged_as_httpx_merges_them() -> None:
     client.headers["User-Agent"] = "changed"
     changed = client.build_request("POST", "http://127.0.0.1:1/v1/x", headers=sent, content=b"")
     assert changed.headers["User-Agent"] == "changed"
+
+
+def test_a_first_try_sends_the_bytes_openai_encodes_for_its_body(
+    openai_server: ScriptedOpenAI,
+) -> None:
+    """A first try's body is encoded around its messages once per step shape, model and
+    temperature (`BodyParts`): on the wire it is byte for byte what openai's own encoder
+    (`openapi_dumps`) makes of the whole body, and the reply is parsed as before. One
+    model through every case, so a part kept for one case is never sent for another."""
+    from openai._utils._json import openapi_dumps
+
+    for mode in ("tools", "json"):
+        model = OpenAIModel(
+            model='m "quoted" ø', base_url=openai_server.base_url, api_key="k", mode=mode
+        )
+        for temperature in (None, 1, 1.0, 0.25, None):
+            for text in ("add 1 and 2", 'ajoute « un » et "2" — 加\\n\u2028'):
+                req = request()
+                action = dataclasses.replace(req.action, temperature=temperature)
+                messages = [*req.messages[:1], {"role": "user", "content": text}]
+                req = dataclasses.replace(req, action=action, messages=messages)
+                openai_server.wire.clear()
+                if mode == "tools":
+                    openai_server.reply_tool({"choice": {"type": "Subtract", "a": 3, "b": 1}})
+                else:
+                    openai_server.reply_json({"choice": {"type": "Subtract", "a": 3, "b": 1}})
+                reply = complete(model, req)
+                assert reply.output == Subtract(a=3, b=1)
+                ((_, _, sent),) = openai_server.wire
+                assert sent == openapi_dumps(model.request_body(req)), (mode, temperature, text)
+
+
+BUILT: dict[str, dict[str, Any]] = {
+    "openai's request": {"headers": [("Accept", "application/json"), ("X-A", "1")]},
+    "a second host": {"url": "http://[::1]:8080/v1/x", "headers": [("X-A", "1")]},
+    "userinfo and port": {"url": "http://u:p@127.0.0.1:1/v1/x", "headers": [("X-A", "1")]},
+    "a host of its own": {"headers": [("Host", "example.org"), ("X-A", "1")]},
+    "a length of its own": {"headers": [("content-length", "2"), ("X-A", "1")]},
+    "chunked": {"headers": [("Transfer-Encoding", "chunked")]},
+    "an empty body": {"headers": [("X-A", "1")], "content": b""},
+    "text": {"headers": [("X-A", "1")], "content": "é"},
+    "a query": {"headers": [("X-A", "1")], "params": {"q": "1"}},
+    "a query in the URL": {"url": "http://127.0.0.1:1/v1/x?q=1", "headers": [("X-A", "1")]},
+    "no query given": {"url": "http://127.0.0.1:1/v1/x?q=1", "headers": [], "params": {}},
+    "a cookie": {"headers": [("X-A", "1")], "cookies": {"c": "1"}},
+    "extensions": {"headers": [("X-A", "1")], "extensions": {"sni_hostname": "a"}},
+    "a timeout": {"headers": [("X-A", "1")], "timeout": 3.0},
+    "non-ASCII header": {"headers": [("X-A", "é".encode("latin-1"))]},
+}
+
+
+@pytest.mark.parametrize("case", list(BUILT))
+def test_a_request_built_from_kept_headers_is_httpx2s_own(case: str) -> None:
+    """`ReusingHttpClient.build_request` keeps a request's headers per header list and
+    host: the `Request` is the one httpx2's own `build_request` makes (method, URL,
+    headers in order, body, extensions), first and kept, and a copy each time."""
+    from openai import DefaultAioHttpClient
+
+    from twelvefold.runtime.openai_client import ReusingHttpClient
+
+    arguments = {"url": "http://127.0.0.1:1/v1/x", "content": b'{"a":1}', **BUILT[case]}
+    for client_cookies in (False, True):
+        ours, stock = ReusingHttpClient(), DefaultAioHttpClient()
+        if client_cookies:
+            ours.cookies.set("k", "v", domain="127.0.0.1")
+            stock.cookies.set("k", "v", domain="127.0.0.1")
+        want = stock.build_request("POST", **arguments)
+        first = ours.build_request("POST", **arguments)
+        again = ours.build_request("POST", **arguments)
+        for got in (first, again):
+            assert (got.method, got.url, got.headers.raw) == (
+                want.method,
+                want.url,
+                want.headers.raw,
+            )
+            assert (got.content, got.extensions) == (want.content, want.extensions)
+            assert got.headers.encoding == want.headers.encoding
+            assert type(got.stream) is type(want.stream)
+        first.headers["X-Changed"] = "1"
+        assert "X-Changed" not in again.headers
+        ours.headers["User-Agent"] = stock.headers["User-Agent"] = "changed"
+        changed = ours.build_request("POST", **arguments)
+        assert changed.headers.raw == stock.build_request("POST", **arguments).headers.raw
+
+
+def test_openais_headers_kept_are_openais_own() -> None:
+    """`ReusingClient._build_headers` keeps what openai builds for each retry count,
+    auth and default headers, and read timeout: equal to the stock client's through
+    changes of the key, the timeout and the client's headers, and a copy each time."""
+    import httpx2
+    from openai import AsyncOpenAI
+    from openai._models import FinalRequestOptions
+
+    from twelvefold.runtime.openai_client import ReusingClient
+
+    settings: dict[str, Any] = {"api_key": "k", "base_url": "http://127.0.0.1:1/v1"}
+    ours, stock = ReusingClient(**settings), AsyncOpenAI(**settings)
+    ours._platform = stock._platform  # both read the platform once, in a request
+
+    def options(**extra: Any) -> FinalRequestOptions:
+        return FinalRequestOptions.construct(
+            method="post", url="/chat/completions", security={"bearer_auth": True}, **extra
+        )
+
+    def same(**extra: Any) -> None:
+        for retries in (0, 1, 0, 2):
+            got = ours._build_headers(options(**extra), retries_taken=retries)
+            want = stock._build_headers(options(**extra), retries_taken=retries)
+            assert got.raw == want.raw and got.encoding == want.encoding
+
+    same()
+    ours._build_headers(options()).update({"X-Edited": "1"})
+    assert "X-Edited" not in ours._build_headers(options())
+    ours.api_key = stock.api_key = "another"
+    same()
+    ours.timeout = stock.timeout = httpx2.Timeout(7.0)
+    same()
+    ours.organization = stock.organization = "org"
+    same()
+    ours._custom_headers["X-Custom"] = stock._custom_headers["X-Custom"] = "1"
+    same()
+    same(headers={"X-Per-Call": "1"})
+    same(timeout=3.0)
