@@ -215,12 +215,14 @@ class EventStore(Protocol):
 
     def restore(self, thread_id: str, codec: Codec) -> Restored:
         """The events (verified, in a chaining store: `BrokenLog` if they do not verify;
-        `UnreadableLog` if one cannot be decoded), a snapshot proven to be of exactly
-        them, and which reducer wrote the log."""
+        `UnreadableLog` if one cannot be decoded), a snapshot proven to be of the first
+        `snapshot.seq` of them (all of them once the thread stopped running), and which
+        reducer wrote the log."""
 
     def snapshot(self, thread_id: str) -> Snapshot | None:
-        """The snapshot the last append left, if the store keeps one and its seal holds
-        (`restore` also checks it against the events)."""
+        """The snapshot the row holds, if the store keeps one and its seal holds: of the
+        log's first `Snapshot.seq` events (`SNAPSHOT_EVERY`; `restore` also checks it
+        against the events)."""
 
     def acquire(self, thread_id: str, owner: str, seconds: float) -> Lease:
         """A new lease for `seconds` (with a larger fencing token than any before) when
