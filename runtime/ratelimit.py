@@ -285,11 +285,11 @@ def limiter_for(store: object) -> RateLimiter:
 
 
 DEFAULT_IN_FLIGHT = 100
+"""Model calls in flight at once per process unless `model_calls_in_flight` says otherwise:
+the openai client keeps up to 100 connections alive, so up to 100 calls reuse them."""
 MAX_IN_FLIGHT = 100_000
 """The largest `model_calls_in_flight` accepted: beyond any process's open-file limit (each
 call in flight holds a connection), so a larger value is a typo, never a setting."""
-"""Model calls in flight at once per process unless `model_calls_in_flight` says otherwise:
-the openai client keeps up to 100 connections alive, so up to 100 calls reuse them."""
 
 
 DEFAULT_CALL_SECONDS = 600.0
