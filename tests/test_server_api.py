@@ -317,6 +317,44 @@ async def test_a_configuration_file_gone_while_serving_refuses_rather_than_loose
         assert launched.status_code == 202, launched.text
 
 
+@pytest.mark.parametrize("how", ["deleted", "emptied", "its table dropped"])
+async def test_a_configuration_file_lost_before_the_first_call_refuses_too(
+    tmp_path: Path, openai_server: ScriptedOpenAI, how: str
+) -> None:
+    """The file that configures a served agent's folder is named when the server starts,
+    not at the first call; deleted before that call, emptied in place (an editor's save
+    under way), or a pyproject.toml whose [tool.twelvefold] went, the server refuses
+    rather than read a parent's file or the defaults. A new file nearer the agent
+    governs, as it would after a restart."""
+    (tmp_path / "twelvefold.toml").write_text("")  # what a fall-through would find: no rules
+    config = DEPLOY_CONFIG + 'devs = ["bob"]\n[server]\nlaunchers = ["devs"]\n'
+    agent = deploy_project(tmp_path / "p", "")
+    (agent.parent / "twelvefold.toml").unlink()
+    governing = agent.parent / "pyproject.toml"
+    governing.write_text(
+        "[project]\nname = 'p'\n"
+        + config.replace("[approvers]", "[tool.twelvefold.approvers]").replace(
+            "[server]", "[tool.twelvefold.server]"
+        )
+    )
+    async with (
+        served(agent, tmp_path / "threads.db", openai_server) as s,
+        s.client("dave") as client,
+    ):
+        if how == "deleted":
+            governing.unlink()
+        elif how == "emptied":
+            governing.write_text("")
+        else:
+            governing.write_text("[project]\nname = 'p'\n")
+        launched = await client.post("/v1/agents/deploybot/threads", json={"input": "x"})
+        assert_problem(launched, 503, "which configured this server")
+        nearer = agent.parent / "twelvefold.toml"  # beside pyproject.toml, and read first
+        nearer.write_text(config.replace('devs = ["bob"]', 'devs = ["bob", "dave"]'))
+        launched = await client.post("/v1/agents/deploybot/threads", json={"input": "x"})
+        assert launched.status_code == 202, launched.text
+
+
 async def test_retry_fork_and_cancel_need_the_right_to_decide(s: Served) -> None:
     view = await launch(s, "bob")
     thread = view["thread_id"]

@@ -50,7 +50,7 @@ from twelvefold.runtime.api import (
     parent_of,
     shown,
 )
-from twelvefold.runtime.config import Config, ConfigError, find_config
+from twelvefold.runtime.config import CONFIG_FILE, Config, ConfigError, find_config
 from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseError, LeaseHeld, LeaseLost
 from twelvefold.runtime.loading import AgentLoadError, require_settings, require_templates
@@ -224,24 +224,42 @@ class Policy:
         return self.member(person, list(self.groups))
 
 
-_GOVERNED_BY: dict[Path, Path] = {}
-"""The configuration file each agent folder's policy was last read from (this process)."""
+_GOVERNED_BY: dict[Path, tuple[Path, bool]] = {}
+"""The configuration file each agent folder's policy was last read from (this process),
+and whether it held any setting then."""
 
 
 def _governing(folder: Path, config: Config) -> Config:
     """`config`, found for `folder`, unless the file that configured the folder's policy
-    before is gone: then `ConfigError`. Read as none, its absence would let the search go
-    on to a parent's file or the defaults (anyone with a token launches and decides) while
-    an editor saves it by deleting and writing it again; the server refuses instead, until
-    the file is back or the server restarts without it."""
+    before is gone, or holds no setting where it held some: then `ConfigError`. Either is
+    how a save looks while it is under way (an editor deletes the file and writes it
+    again, or empties it and writes it in place); read as it is, the search would go on
+    to a parent's file or the defaults (anyone with a token launches and decides). The
+    server refuses instead, until the file is back or the server restarts without it."""
     before = _GOVERNED_BY.get(folder)
-    if before is not None and config.path != before and not before.exists():
-        raise ConfigError(
-            f"{before}, which configured this server, is gone; put it back (save it by"
-            " replacing it in one rename) or restart the server to go on without it"
+    if before is not None:
+        path, had_settings = before
+        # Another file configures the folder now: one the search reads first (nearer the
+        # agent, or twelvefold.toml beside a pyproject.toml) is new and governs, as it
+        # would after a restart; none, or one read after it, means it stopped counting.
+        found = config.path
+        first = found is not None and (
+            (found.parent != path.parent and found.parent.is_relative_to(path.parent))
+            or (found.parent == path.parent and found.name == CONFIG_FILE)
         )
+        if found != path and not first:
+            raise ConfigError(
+                f"{path}, which configured this server, is gone or holds no settings of"
+                " twelvefold now; put them back (save the file by replacing it in one"
+                " rename) or restart the server to go on without it"
+            )
+        if config.path == path and had_settings and not config.settings:
+            raise ConfigError(
+                f"{path}, which configured this server, is empty now; write it again (save"
+                " it by replacing it in one rename) or restart the server to go on without it"
+            )
     if config.path is not None:
-        _GOVERNED_BY[folder] = config.path
+        _GOVERNED_BY[folder] = (config.path, bool(config.settings))
     return config
 
 
@@ -1036,7 +1054,10 @@ def served_agents(runtime: AsyncRuntime, places: Sequence[str | Path]) -> dict[s
             require_templates(agent)  # a module's: at start, not at a thread's first step
             try:  # the configuration the loop reads lazily: at start, not in every thread
                 require_settings(agent)
-            except AgentLoadError as exc:
+                # Read now, the policy names the file that configures the agent's folder
+                # from the start: gone or emptied later, it is missed (`_governing`).
+                Policy.at(_folder(agent))
+            except (AgentLoadError, Unavailable) as exc:
                 raise ServeError(str(exc)) from None
             other = agents.get(agent.name)
             if other is not None and other.origin != agent.origin:
