@@ -1018,6 +1018,10 @@ class ChainedStore:
         return Snapshot(data["reducer"], data["seq"], data["state"])
 
 
+MAX_TAILS = 10_000
+"""How many threads' `_Tail`s a `SqliteStore` keeps at most (a running thread's each)."""
+
+
 class _Tail:
     """A thread's row as this process's last append left it (`SqliteStore._append`):
     its `num`, event count `seq`, `last` (the hash of event `seq`: where the chain goes
@@ -1268,6 +1272,11 @@ class SqliteStore(ChainedStore):
             self._db.execute(_UPDATE_KEEPING_STATUS, (*row[1:], num))
         else:
             self._db.execute(_UPDATE_AFTER_APPEND, (*row, num))
+        if row[0] != "running":  # it stopped: its next append (if any) reads the row again
+            self._tails.pop(thread_id, None)
+            return
+        if len(self._tails) >= MAX_TAILS:
+            self._tails.clear()  # a shortcut, not a record: started over, never grown unbounded
         self._tails[thread_id] = _Tail(num, row[2], hashes[-1] if hashes else last, version, row[0])
 
     def _commit_group(self, group: Sequence[Pending]) -> None:

@@ -141,3 +141,22 @@ def test_an_append_made_meanwhile_through_another_store_is_a_conflict(
     store.append("t", 4, [answered("a2")], CODEC, RUNNING, lease)
     assert answers(store) == ["a0", "a1", "through the other", "a2"]
     other.close()
+
+
+def test_a_thread_that_stops_running_leaves_no_tail_and_the_tails_are_bounded(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server runs threads for months: what it remembers of each stays bounded."""
+    lease = held_thread(store)
+    assert "t" in store._tails
+    store.append("t", 3, [answered("last")], CODEC, Head("finished", "a"), lease)
+    assert "t" not in store._tails
+    assert answers(store) == ["a0", "a1", "last"]
+
+    monkeypatch.setattr("twelvefold.runtime.store.MAX_TAILS", 3)
+    for n in range(10):
+        info = ThreadInfo(f"r{n}", "a", "o", "running", "a", 1, "x", "x")
+        held = store.create(info, [Started(step="a", input="hi")], CODEC, owner="me", seconds=60)
+        assert held is not None
+        store.append(f"r{n}", 1, [answered("x")], CODEC, RUNNING, held)
+        assert len(store._tails) <= 3
