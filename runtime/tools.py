@@ -198,8 +198,8 @@ def _holds(folder: Path, parts: Sequence[str]) -> bool:
 def _generated_hint(exc: BaseException, parts: Sequence[str], folders: Sequence[Path]) -> str:
     """Why a file of the tool module's name was passed over, when that is why it was not
     found: it starts with the generated-module header (`_holds`)."""
-    if not isinstance(exc, ModuleNotFoundError):
-        return ""
+    if not isinstance(exc, ModuleNotFoundError) or exc.name != parts[0]:
+        return ""  # another module is missing (one the tools import): not this file's doing
     for folder in folders:
         file = folder / f"{parts[0]}.py"
         if len(parts) == 1 and file.is_file() and is_generated_module(file):

@@ -392,3 +392,18 @@ def test_a_hand_written_tools_file_with_the_generated_header_says_why_it_was_pas
     assert "cannot import `shop`" in message
     assert f"{tmp_path / 'shop.py'} was passed over" in message
     assert "remove that line" in message
+
+
+def test_a_missing_dependency_of_the_tools_is_not_blamed_on_a_generated_file(
+    tmp_path: Path,
+) -> None:
+    own, build = tmp_path / "own", tmp_path / "build"
+    own.mkdir()
+    build.mkdir()
+    (own / "shop.py").write_text("import a_dependency_not_installed_zz\n")
+    (build / "shop.py").write_text(GENERATED_HEAD + "AGENT = None\n")
+    with pytest.raises(tools.ToolImportError) as raised:
+        tools.ToolBox([]).resolve("shop:act", [build, own])
+    message = str(raised.value)
+    assert "a_dependency_not_installed_zz" in message
+    assert "passed over" not in message
