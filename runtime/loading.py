@@ -477,6 +477,10 @@ def missing_templates(agent: Agent) -> list[str]:
     return sorted(missing)
 
 
+_ALL_FOUND: set[tuple[str, str | None, Path | None]] = set()
+"""The modules (origin, reducer, prompts folder) whose templates were all found: a launch
+checks once per process; one removed since fails where it renders, with its name."""
+
 MAX_TEMPLATES = 1000
 """The most templates `missing_templates` follows (a bound on a folder of includes)."""
 
@@ -487,8 +491,14 @@ def require_templates(agent: Agent) -> None:
     not at its first model step."""
     if agent.version is not None:
         return  # compiled from its .agent file here: the compiler found every template
+    key = (agent.origin, agent.reducer, agent.prompts_dir)
+    if key in _ALL_FOUND:
+        return  # found complete at an earlier launch of this process (each reads them all)
     missing = missing_templates(agent)
     if not missing:
+        if len(_ALL_FOUND) >= 256:
+            _ALL_FOUND.clear()
+        _ALL_FOUND.add(key)
         return
     folder = agent.prompts_dir or Path(PROMPTS_FOLDER)
     shown = ", ".join(one_line(name) for name in missing[:5])
