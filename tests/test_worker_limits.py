@@ -82,10 +82,16 @@ def model_server() -> Any:
 
 
 def run_workers(
-    tmp_path: Path, postgres_url: str, server: ScriptedOpenAI, project: Path, entry: list[str]
+    tmp_path: Path,
+    postgres_url: str,
+    server: ScriptedOpenAI,
+    project: Path,
+    entry: list[str],
+    concurrency: int = 4,
 ) -> list[str]:
-    """THREADS threads run by WORKERS workers started with `entry`, once every worker
-    takes jobs (so that they all start together); the threads' statuses at the end."""
+    """THREADS threads run by WORKERS workers started with `entry`, each running up to
+    `concurrency` jobs at once, once every worker takes jobs (so that they all start
+    together); the threads' statuses at the end."""
     cluster = make_cluster(tmp_path, postgres_url, server)
     env = {**os.environ, **cluster.env, ratelimit.WINDOW_ENV: str(WINDOW)}
     agent = project / "answerer.agent"
@@ -102,7 +108,7 @@ def run_workers(
                         "--store",
                         postgres_url,
                         "--concurrency",
-                        "4",
+                        str(concurrency),
                         "--sweep-seconds",
                         "1",
                         "--grace",
@@ -154,8 +160,13 @@ def test_workers_counting_alone_send_more_than_the_limit(
     tmp_path: Path, postgres_url: str, model_server: ScriptedOpenAI, project: Path
 ) -> None:
     """The check above can fail: with the per-process limiter alone, three workers send
-    three times the limit in the first window."""
-    statuses = run_workers(tmp_path, postgres_url, model_server, project, ["-c", PER_PROCESS_ONLY])
+    three times the limit in the first window. Each runs one job at a time and each call
+    takes a second, so every worker has a job in that window (with four at once and
+    instant replies, two quick workers could take all eight jobs and send four)."""
+    model_server.latency = 1.0
+    statuses = run_workers(
+        tmp_path, postgres_url, model_server, project, ["-c", PER_PROCESS_ONLY], concurrency=1
+    )
     assert statuses == ["finished"] * THREADS
     assert most_in_one_window(model_server.arrivals, WINDOW) > 2 * LIMIT, model_server.arrivals
 
