@@ -87,10 +87,8 @@ def token_count_error(usage: Usage) -> ErrorInfo | None:
     The message quotes the counts cut short (10**400 has 401 digits)."""
     counts = usage.input_tokens, usage.output_tokens
     inputs, outputs = counts
-    # `valid_tokens` of each, written out: every model call asks (no generator per call).
-    if (inputs is None or (type(inputs) is int and 0 <= inputs <= MAX_CALL_TOKENS)) and (
-        outputs is None or (type(outputs) is int and 0 <= outputs <= MAX_CALL_TOKENS)
-    ):
+    # Each count asked in turn (no generator per call: every model call asks).
+    if (inputs is None or valid_tokens(inputs)) and (outputs is None or valid_tokens(outputs)):
         return None
     return ErrorInfo(
         TOKENS_ERROR,

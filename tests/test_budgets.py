@@ -14,7 +14,7 @@ import pytest
 from tests.runtime_helpers import RecordingNotifier
 from tests.support.e2e import ModelTurns
 from tests.support.openai_server import Reply, ScriptedOpenAI
-from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.api import Runtime, ThreadView
 from twelvefold.runtime.model import OpenAIModel
 from twelvefold.runtime.spec import AgentSpec
 from twelvefold.runtime.store import SqliteStore
@@ -196,6 +196,22 @@ def test_the_budget_property_catches_a_reducer_that_ignores_the_budget(
     assert "max_cost spent" in str(failure)
 
 
+def launched_with_input_tokens(
+    server: ScriptedOpenAI, thinker: Path, budget: str, count: object
+) -> tuple[ThreadView, StepFailed]:
+    """A thinker with `budget` launched against a model that reports `count` input
+    tokens: its view and the one step failure recorded."""
+    agent = with_budget(thinker, budget)
+    server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Think", "thought": "hm"}}, usage=(count, 7)
+    )
+    with runtime_for(server, thinker, "priced-model") as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    return view, failed
+
+
 @pytest.mark.parametrize("budget", ["max_cost 0.05 -> stuck", "max_tokens 1000 -> stuck"])
 @pytest.mark.parametrize("count", [10**400, 100_000_001])
 def test_a_token_count_out_of_bounds_is_never_recorded_and_spends_the_budget(
@@ -205,14 +221,7 @@ def test_a_token_count_out_of_bounds_is_never_recorded_and_spends_the_budget(
     more than a float holds): the step fails with `TokenCountError`, in a message of
     reasonable length, nothing of the count is recorded, and the budget counts the call
     as spending what was left of it."""
-    agent = with_budget(thinker, budget)
-    openai_server.responder = lambda body: Reply(
-        arguments={"choice": {"type": "Think", "thought": "hm"}}, usage=(count, 7)
-    )
-    with runtime_for(openai_server, thinker, "priced-model") as rt:
-        view = rt.launch(agent, "think")
-        events = rt.events(view.id)
-    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    view, failed = launched_with_input_tokens(openai_server, thinker, budget, count)
     assert failed.error.type == "TokenCountError"
     assert "100,000,000" in failed.error.message and len(failed.error.message) < 300
     assert failed.usage is None or failed.usage.input_tokens is None
@@ -230,14 +239,8 @@ def test_a_negative_or_fractional_token_count_fails_the_step(
 ) -> None:
     """A count that is not a whole number from 0 fails the step as one above the bound
     does: read as "no count", the call's cost would be understated (input tokens 0)."""
-    agent = with_budget(thinker, "max_tokens 1000 -> stuck")
-    openai_server.responder = lambda body: Reply(
-        arguments={"choice": {"type": "Think", "thought": "hm"}}, usage=(count, 7)
-    )
-    with runtime_for(openai_server, thinker, "priced-model") as rt:
-        view = rt.launch(agent, "think")
-        events = rt.events(view.id)
-    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    budget = "max_tokens 1000 -> stuck"
+    view, failed = launched_with_input_tokens(openai_server, thinker, budget, count)
     assert failed.error.type == "TokenCountError"
     assert repr(count) in failed.error.message
     assert failed.usage is None or failed.usage.input_tokens is None
