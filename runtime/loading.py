@@ -450,14 +450,15 @@ def _recorded_prompts(module: ModuleType, origin: str, directory: Path | None) -
     return Path(os.path.normpath(directory / recorded))
 
 
-def missing_templates(agent: Agent) -> list[str]:
-    """The templates `agent` will render that its prompts folder does not hold, sorted:
+def missing_templates(agent: Agent) -> tuple[list[str], dict[str, str]]:
+    """The templates `agent` will render that its prompts folder does not hold, sorted,
+    and those it holds that can never render (not valid Jinja2 or UTF-8: name -> why):
     each `llm` step's prompt and `judge` prompt, the context's `render` templates, and
     every template those load (`{% include %}`, `{% extends %}`, `{% import %}`, when
     named by a literal). For an agent loaded from a generated module, whose templates no
     compiler has looked for in this process (a `.agent` file's are checked as it
-    compiles). A template that does not parse is left to fail where it renders."""
-    from .templates import confined_file, referenced_templates
+    compiles)."""
+    from .templates import TemplateBroken, confined_file, referenced_templates
 
     folder = agent.prompts_dir or Path(PROMPTS_FOLDER)
     states = agent.spec.states.values()
@@ -465,6 +466,7 @@ def missing_templates(agent: Agent) -> list[str]:
     named |= {s.judge for s in states if s.judge is not None}
     named |= set(agent.spec.context.renders.values())
     missing: set[str] = set()
+    broken: dict[str, str] = {}
     seen: set[str] = set()
     while named and len(seen) < MAX_TEMPLATES:
         name = named.pop()
@@ -472,9 +474,12 @@ def missing_templates(agent: Agent) -> list[str]:
         path = confined_file(folder, name)
         if path is None:
             missing.add(name)
-        else:
+            continue
+        try:
             named |= referenced_templates(path) - seen
-    return sorted(missing)
+        except TemplateBroken as exc:
+            broken[name] = str(exc)
+    return sorted(missing), dict(sorted(broken.items()))
 
 
 _ALL_FOUND: set[tuple[str, str | None, Path | None]] = set()
@@ -486,21 +491,28 @@ MAX_TEMPLATES = 1000
 
 
 def require_templates(agent: Agent) -> None:
-    """`AgentLoadError` (one line: the folder, what is missing, the fix) when a generated
-    module's templates are not where it will read them: refused before a thread exists,
-    not at its first model step."""
+    """`AgentLoadError` (one line: the folder, what is missing or broken, the fix) when a
+    generated module's templates are not where it will read them, or one can never render:
+    refused before a thread exists, not at its first model step."""
     if agent.version is not None:
         return  # compiled from its .agent file here: the compiler found every template
     key = (agent.origin, agent.reducer, agent.prompts_dir)
     if key in _ALL_FOUND:
         return  # found complete at an earlier launch of this process (each reads them all)
-    missing = missing_templates(agent)
-    if not missing:
+    missing, broken = missing_templates(agent)
+    if not missing and not broken:
         if len(_ALL_FOUND) >= 256:
             _ALL_FOUND.clear()
         _ALL_FOUND.add(key)
         return
     folder = agent.prompts_dir or Path(PROMPTS_FOLDER)
+    if not missing:
+        name, why = next(iter(broken.items()))
+        raise AgentLoadError(
+            f"{one_line(agent.origin)}: prompt template {one_line(name)} in "
+            f"{one_line(str(folder))} cannot render ({one_line(why)}); fix it "
+            "(`twelvefold check` on the .agent file shows where)"
+        )
     shown = ", ".join(one_line(name) for name in missing[:5])
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
     raise AgentLoadError(

@@ -154,18 +154,28 @@ def sandboxed(
     return environment
 
 
+class TemplateBroken(ValueError):
+    """A template file that can never render: why, in one line (`referenced_templates`)."""
+
+
 def referenced_templates(path: Path) -> set[str]:
     """The templates the file at `path` loads by a literal name (`{% include "x.j2" %}`,
     `extends`, `import`, `from … import`), as Jinja2's own parser finds them
     (`jinja2.meta.find_referenced_templates`); a name computed at render time is not
     known before. Empty for a file that cannot be read or parsed (it fails where it
-    renders, with its own message)."""
+    renders, with its own message); `TemplateBroken` for one that is not valid Jinja2 or
+    UTF-8 (it could never render)."""
     import jinja2.meta
 
     try:
-        parsed = sandboxed(PromptsLoader(path.parent)).parse(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeError, jinja2.TemplateSyntaxError):
+        text = path.read_text(encoding="utf-8")
+        parsed = sandboxed(PromptsLoader(path.parent)).parse(text)
+    except OSError:
         return set()
+    except UnicodeError:
+        raise TemplateBroken("not UTF-8 text") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateBroken(f"line {exc.lineno}: {exc.message}") from None
     return {name for name in jinja2.meta.find_referenced_templates(parsed) if name is not None}
 
 

@@ -265,6 +265,29 @@ def test_a_judge_prompt_and_an_included_template_are_looked_for_before_a_thread_
     assert json.loads(listed.stdout) == []  # no thread was created
 
 
+@pytest.mark.parametrize("broken", ["{% if %}{{ x ", b"\xff\xfe not text"])
+def test_a_template_that_can_never_render_is_refused_before_a_thread_exists(
+    tmp_path: Path, openai_server: ScriptedOpenAI, broken: str | bytes
+) -> None:
+    """Edited after the module was compiled, an included template that is not valid
+    Jinja2 (or not UTF-8) is refused at launch, not after the steps before it ran."""
+    folder = project(tmp_path / "p")
+    (folder / "templ" / "decide.j2").write_text("{% include 'part.j2' %}")
+    (folder / "templ" / "part.j2").write_text("fine")
+    compile_to_build(folder, "templ", openai_server)
+    part = folder / "templ" / "part.j2"
+    part.write_bytes(broken if isinstance(broken, bytes) else broken.encode())
+
+    ran = twelvefold("run", "build/greet.py", "--input", "ana", cwd=folder, server=openai_server)
+
+    assert ran.returncode == 1
+    (line,) = ran.stderr.splitlines()
+    assert "prompt template part.j2 in" in line and "cannot render" in line
+    assert openai_server.requests == []
+    listed = twelvefold("threads", "--json", cwd=folder, server=openai_server, model=False)
+    assert json.loads(listed.stdout) == []  # no thread was created
+
+
 def test_a_module_whose_templates_are_gone_is_refused_before_a_thread_exists(
     tmp_path: Path, openai_server: ScriptedOpenAI
 ) -> None:
