@@ -47,6 +47,7 @@ from .types import (
     CallTool,
     Event,
     ModelOutput,
+    State,
     StepFailed,
     build_model_output,
     build_tool_result,
@@ -119,6 +120,8 @@ class Routine:
         """A model's output reduced into `thread.state` and not appended yet: it is
         appended with the start of the tool call that follows, or alone (`_flush`)
         before anything else happens."""
+        self._prior: State | None = None
+        """`thread.state` before the pending output, put back if appending it fails."""
         self._reduce = agent.module.reduce
         self._codec, self._reducer = agent.codec, agent.reducer
         self._spec = agent.spec  # (a property)
@@ -189,6 +192,7 @@ class Routine:
                 and state.status == "running"
                 and type(next_action(state)) is CallTool
             ):
+                self._prior = thread.state
                 self._pending, thread.state = event, state  # appended with the tool's start
                 if held.problem is not None:
                     held.check()  # (the output is appended alone on the way out)
@@ -229,13 +233,21 @@ class Routine:
 
     def _flush(self) -> None:
         """Append the model output waiting for its tool call's start alone (the call was
-        not routine, or something raised), and tell the event hook."""
+        not routine, or something raised, its pair's append included), and tell the
+        event hook. If that fails too, the thread's state is put back to the log's."""
         thread, event = self.thread, self._pending
         assert event is not None and thread.lease is not None
         self._pending = None
         events = thread.events
         state = thread.state  # (the state after it: nothing was reduced since)
-        self._append(thread.id, len(events), event, self._codec, state, self._reducer, thread.lease)
+        try:
+            self._append(
+                thread.id, len(events), event, self._codec, state, self._reducer, thread.lease
+            )
+        except BaseException:
+            assert self._prior is not None
+            thread.state = self._prior  # as the log in the store has it
+            raise
         events.append(event)
         hook = self.engine.on_event
         if hook is not None:

@@ -33,7 +33,7 @@ from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.lease import LeaseLost
 from twelvefold.runtime.loop import Engine, Thread
 from twelvefold.runtime.model import ModelError, ModelReply, ModelRequest
-from twelvefold.runtime.store import MemoryStore, SqliteStore
+from twelvefold.runtime.store import MemoryStore, SqliteStore, StoreError
 from twelvefold.runtime.types import ErrorInfo, Event, ModelOutput, ToolStarted, Usage
 
 from .runtime_helpers import RecordingNotifier
@@ -579,3 +579,37 @@ def test_in_sqlite_each_event_is_on_disk_before_the_hook_hears_of_it_or_its_tool
         assert not early
     else:
         assert early and all(kind == "ModelOutput" for kind, _, _ in early)
+
+
+@pytest.mark.parametrize("refused", ["the pair", "the pair and the output alone"])
+def test_in_sqlite_an_output_whose_pair_is_refused_is_appended_alone_if_it_can_be(
+    project: Path, monkeypatch: pytest.MonkeyPatch, refused: str
+) -> None:
+    """When the store refuses a model's output with its tool call's start, the tool does
+    not run and the output is appended alone, as the ordinary path would have appended
+    it; when that is refused too, nothing of it is stored and the thread resumes from
+    the log (the model is asked again)."""
+    append_events = SqliteStore.append_events
+    failures = []
+
+    def refusing(self: SqliteStore, thread_id: str, seq: int, events: Any, *rest: Any) -> None:
+        pair = len(events) == 2
+        if not failures and pair or refused != "the pair" and failures == [2] and not pair:
+            failures.append(len(events))
+            raise StoreError("the disk is full (on purpose)")
+        append_events(self, thread_id, seq, events, *rest)
+
+    monkeypatch.setattr(SqliteStore, "append_events", refusing)
+    db = project / "t.db"
+    rt = Runtime(SqliteStore(db), model=Scripted(), notifier=RecordingNotifier())
+    agent = rt.agent(project / "fast.agent")
+    with pytest.raises(StoreError, match="on purpose"):
+        rt.launch(agent, "count", thread_id="t1")
+    stored = [type(e).__name__ for e in rt.events("t1")]
+    if refused == "the pair":
+        assert failures == [2] and stored == ["Started", "ModelOutput"]
+    else:
+        assert failures == [2, 1] and stored == ["Started"]
+    view = rt.resume("t1")  # the thread goes on from what the log holds
+    assert view.status == "waiting" and "ToolStarted" in kinds(rt.events("t1"))
+    rt.close()
