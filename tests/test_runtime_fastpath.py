@@ -593,8 +593,9 @@ def test_in_sqlite_an_output_whose_pair_is_refused_is_appended_alone_if_it_can_b
     failures = []
 
     def refusing(self: SqliteStore, thread_id: str, seq: int, events: Any, *rest: Any) -> None:
-        pair = len(events) == 2
-        if not failures and pair or refused != "the pair" and failures == [2] and not pair:
+        first_pair = not failures and len(events) == 2
+        then_alone = refused != "the pair" and failures == [2] and len(events) == 1
+        if first_pair or then_alone:
             failures.append(len(events))
             raise StoreError("the disk is full (on purpose)")
         append_events(self, thread_id, seq, events, *rest)
