@@ -210,26 +210,34 @@ class Routine:
         """`Engine.book` by the store's `append_one`: reduce (an impossible event raises,
         nothing is stored), append under the lease (in SQLite: committed when it
         returns; with the model output still to append, in the same transaction), tell
-        the event hook."""
+        the event hook of each (with the thread as it stood after it)."""
         thread = self.thread
         state = self._reduce(thread.state, event)
         lease = thread.lease
         assert lease is not None  # held by `advance` while it runs
-        events, pending = thread.events, self._pending
+        events, pending, hook = thread.events, self._pending, self.engine.on_event
         if pending is None:
             self._append(thread.id, len(events), event, self._codec, state, self._reducer, lease)
-            booked: tuple[Event, ...] = (event,)
         else:
             assert self._pairs is not None  # (set only where pairs are appended)
-            booked = (pending, event)
-            self._pairs(thread.id, len(events), booked, self._codec, state, self._reducer, lease)
+            pair = (pending, event)
+            self._pairs(thread.id, len(events), pair, self._codec, state, self._reducer, lease)
             self._pending = None
-        events.extend(booked)
+            events.append(pending)
+            if hook is not None:
+                # Told with the thread as it stood after it (`thread.state` is still the
+                # output's), as the ordinary path tells it; the start is in the thread
+                # afterwards even if the hook raises, as it is in the store.
+                try:
+                    hook(thread, pending)
+                except BaseException:
+                    events.append(event)
+                    thread.state = state
+                    raise
+        events.append(event)
         thread.state = state
-        hook = self.engine.on_event
         if hook is not None:
-            for each in booked:
-                hook(thread, each)
+            hook(thread, event)
 
     def _flush(self) -> None:
         """Append the model output waiting for its tool call's start alone (the call was

@@ -201,3 +201,30 @@ def test_a_line_break_in_a_value_never_starts_a_line_of_the_log(workdir: Path) -
     assert code == 0, out
     assert not any(line.startswith(forged) for line in out.splitlines()), out
     assert "\\n" in out  # shown escaped instead
+
+
+def test_run_numbers_each_event_as_show_does(workdir: Path) -> None:
+    """Each line `run` and `resume` print as the thread goes is the event `show` prints
+    under that number. (A model's output stored with the start of the tool call it chose
+    was printed under the start's number, twice.)"""
+    agent = str(EXAMPLES / "deploybot.agent")
+    code, ran = invoke(
+        "run", agent, "--input", "deploy v1.2.3 to production", "--cassette", "deploy.jsonl"
+    )
+    assert code == 0, ran
+    code, out = invoke("threads", "--json")
+    (thread,) = json.loads(out)
+    code, resumed = invoke(
+        "resume", thread["thread_id"], "--approve", "--request", thread["request"], "--by", "ana",
+        "--cassette", "deploy.jsonl",
+    )  # fmt: skip
+    assert code == 0, resumed
+    code, shown = invoke("show", thread["thread_id"])
+    assert code == 0, shown
+
+    def numbered(out: str) -> list[str]:
+        return [line for line in out.splitlines() if line[:4].strip().isdigit()]
+
+    printed, stored = numbered(ran) + numbered(resumed), numbered(shown)
+    assert [line[:4] for line in printed] == [line[:4] for line in stored], ran
+    assert all(mine[:30] == line[:30] for mine, line in zip(printed, stored, strict=True))

@@ -614,3 +614,27 @@ def test_in_sqlite_an_output_whose_pair_is_refused_is_appended_alone_if_it_can_b
     view = rt.resume("t1")  # the thread goes on from what the log holds
     assert view.status == "waiting" and "ToolStarted" in kinds(rt.events("t1"))
     rt.close()
+
+
+def test_in_sqlite_the_hook_is_told_each_event_with_the_thread_as_it_stood_after_it(
+    project: Path,
+) -> None:
+    """The event hook sees each event as the last of the thread's events, with the state
+    after it, as on the ordinary path (the CLI numbers each line it prints by the count).
+    A model's output committed with its tool call's start was told with the start
+    already in the thread, its state already the start's."""
+    Told = list[tuple[str, int, bool, int]]
+    views = []
+    for store in (OrdinarySqliteStore(project / "ordinary.db"), SqliteStore(project / "fast.db")):
+        told: Told = []
+
+        def look(thread: Thread, event: Event, told: Told = told) -> None:
+            last = thread.events[-1] is event
+            told.append((type(event).__name__, len(thread.events), last, thread.state.seq))
+
+        run(project, store, Scripted(), on_event=look)
+        views.append(told)
+    ordinary, fast = views
+    assert any(kind == "ModelOutput" for kind, *_ in fast)
+    assert all(last and count == seq for _, count, last, seq in ordinary)
+    assert fast == ordinary
