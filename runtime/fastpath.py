@@ -153,7 +153,9 @@ class Routine:
         both. Neither is told to the event hook, nor the tool run, before that commit; a
         crash before it loses the output as a crash during the model call would (the
         call is made again on resume). When the tool call turns out not to be routine,
-        or anything raises, the output is appended alone first."""
+        or anything raises, the output is appended alone first; so it is, when an event
+        hook is told, before the start of a call that takes no idempotency key (a hook
+        that raises on the output must leave that call not started, to run on resume)."""
         try:
             return self._run(held)
         finally:
@@ -369,6 +371,11 @@ class Routine:
             self._tools[action.function] = tool
         if tool.is_async or action.timeout_seconds is not None:
             return None
+        if self._pending is not None and not tool.accepts_key and self.engine.on_event is not None:
+            # A hook that raises as it is told of the output (or Ctrl-C meanwhile) must
+            # find this call not started: on resume, a start without a result of a call
+            # that takes no key is recorded as interrupted, never run again.
+            self._flush()
         step, retry_key = action.step, action.retry_key
         position = len(events) + (self._pending is not None) + 1  # the `ToolStarted`'s
         key = retry_key or f"{thread.id}:{step}:{position}"

@@ -638,3 +638,40 @@ def test_in_sqlite_the_hook_is_told_each_event_with_the_thread_as_it_stood_after
     assert any(kind == "ModelOutput" for kind, *_ in fast)
     assert all(last and count == seq for _, count, last, seq in ordinary)
     assert fast == ordinary
+
+
+@pytest.mark.parametrize("tool", ["Poke", "Bump"])
+def test_in_sqlite_a_hook_that_raises_on_an_output_leaves_the_tool_call_to_run_on_resume(
+    project: Path, tool: str
+) -> None:
+    """A hook that raises as it is told of a model's output (its own bug, or Ctrl-C while
+    the CLI prints it) stops the run before the tool call that output chose; resuming
+    runs that call, and the log is the ordinary path's. Committed with the output, the
+    start of a call that takes no idempotency key (`poke`) would have been found on
+    resume without a result, and the step failed as interrupted though it never ran;
+    one that takes a key (`bump`) is run again with it."""
+    logs = []
+    for store in (OrdinarySqliteStore(project / "ordinary.db"), SqliteStore(project / "fast.db")):
+        raised: list[int] = []
+
+        def hook(thread: Thread, event: Event, raised: list[int] = raised) -> None:
+            if not raised and type(event) is ModelOutput and type(event.output).__name__ == tool:
+                raised.append(len(thread.events))
+                raise RuntimeError("the hook's own bug")
+
+        rt = Runtime(store, model=Scripted(), notifier=RecordingNotifier(), on_event=hook)
+        agent = rt.agent(project / "fast.agent")
+        with pytest.raises(RuntimeError, match="own bug"):
+            rt.launch(agent, "count", thread_id="t1")
+        stopped = [type(e).__name__ for e in rt.events("t1")]
+        view = rt.resume("t1")
+        while view.status == "waiting":
+            view = rt.resume("t1", answer="go on", request=view.request)
+        assert view.status == "finished", view
+        logs.append((stopped, rt.events("t1")))
+        rt.close()
+    (ordinary_stopped, ordinary), (fast_stopped, fast) = logs
+    assert ordinary_stopped[-1] == "ModelOutput"
+    if tool == "Poke":
+        assert fast_stopped == ordinary_stopped
+    assert_same_log(fast, ordinary)
