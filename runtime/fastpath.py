@@ -155,12 +155,23 @@ class Routine:
         call is made again on resume). When the tool call turns out not to be routine,
         or anything raises, the output is appended alone first; so it is, when an event
         hook is told, before the start of a call that takes no idempotency key (a hook
-        that raises on the output must leave that call not started, to run on resume)."""
+        that raises on the output must leave that call not started, to run on resume).
+
+        What stopped the run is what the caller sees (a Ctrl-C during the pair's commit
+        is raised once it is done), even when appending the output alone fails after it
+        (refused: the pair is stored after all)."""
         try:
-            return self._run(held)
-        finally:
+            action = self._run(held)
+        except BaseException as stopped:
             if self._pending is not None:
-                self._flush()
+                try:
+                    self._flush()
+                except BaseException as also:
+                    stopped.add_note(f"the model's output was not stored alone either: {also!r}")
+            raise
+        if self._pending is not None:
+            self._flush()
+        return action
 
     def _run(self, held: Held) -> Action | Suspended:
         thread, engine = self.thread, self.engine

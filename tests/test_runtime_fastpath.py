@@ -675,3 +675,47 @@ def test_in_sqlite_a_hook_that_raises_on_an_output_leaves_the_tool_call_to_run_o
     if tool == "Poke":
         assert fast_stopped == ordinary_stopped
     assert_same_log(fast, ordinary)
+
+
+@pytest.mark.parametrize("stop", ["KeyboardInterrupt", "StoreError"])
+def test_in_sqlite_what_stopped_the_run_is_what_the_caller_sees_when_the_output_cannot_be_kept(
+    project: Path, monkeypatch: pytest.MonkeyPatch, stop: str
+) -> None:
+    """A Ctrl-C during the commit of an output and its tool call's start is raised once
+    the commit is done (Python runs the handler at the next instruction): the pair is
+    stored, and appending the output alone again is refused (`Conflict`). The caller
+    must see the Ctrl-C (the CLI says where the thread stopped), not that refusal; and
+    when a pair refused by the store cannot be appended alone either, the first error.
+    (A real SIGINT during a counter thread's run was reported as `Conflict` a third of
+    the time.)"""
+    append_events = SqliteStore.append_events
+    done: list[int] = []
+
+    def interrupted(self: SqliteStore, thread_id: str, seq: int, events: Any, *rest: Any) -> None:
+        if done or len(events) == 1:
+            if done == [2] and stop == "StoreError":
+                done.append(1)
+                raise StoreError("the disk is gone as well")
+            append_events(self, thread_id, seq, events, *rest)
+            return
+        done.append(2)
+        if stop == "KeyboardInterrupt":
+            append_events(self, thread_id, seq, events, *rest)
+            raise KeyboardInterrupt
+        raise StoreError("the disk is full (on purpose)")
+
+    monkeypatch.setattr(SqliteStore, "append_events", interrupted)
+    rt = Runtime(SqliteStore(project / "t.db"), model=Scripted(), notifier=RecordingNotifier())
+    agent = rt.agent(project / "fast.agent")
+    rt.aio.engine.toolbox.resolve("fast_tools:bump", [project])  # (imported: the first is a pair)
+    expected = (KeyboardInterrupt, None) if stop == "KeyboardInterrupt" else (StoreError, "full")
+    with pytest.raises(expected[0], match=expected[1]):
+        rt.launch(agent, "count", thread_id="t1")
+    stored = [type(e).__name__ for e in rt.events("t1")]
+    if stop == "KeyboardInterrupt":
+        assert stored == ["Started", "ModelOutput", "ToolStarted"]
+    else:
+        assert done == [2, 1] and stored == ["Started"]
+    view = rt.resume("t1")  # the thread goes on from what the log holds
+    assert view.status == "waiting" and "ToolResult" in kinds(rt.events("t1"))
+    rt.close()
