@@ -153,7 +153,8 @@ class Routine:
         both. Neither is told to the event hook, nor the tool run, before that commit; a
         crash before it loses the output as a crash during the model call would (the
         call is made again on resume). When the tool call turns out not to be routine,
-        or anything raises, the output is appended alone first; so it is, when an event
+        or anything raises, the output is appended alone first; so it is before the tool's
+        module is imported (its code runs, for as long as it takes) and, when an event
         hook is told, before the start of a call that takes no idempotency key (a hook
         that raises on the output must leave that call not started, to run on resume).
 
@@ -375,10 +376,15 @@ class Routine:
         if tool is None:
             if stdlib_module(action.function) is not None:
                 return None  # allowed by the configuration, read at every call
-            try:
-                tool = self.engine.toolbox.resolve(action.function, _folders(thread))
-            except tools.ToolImportError:
-                return None  # the ordinary path records the step's failure
+            toolbox, folders = self.engine.toolbox, _folders(thread)
+            tool = toolbox.cached(action.function, folders)
+            if tool is None:
+                if self._pending is not None:
+                    self._flush()  # importing runs the module's code: the output is kept first
+                try:
+                    tool = toolbox.resolve(action.function, folders)
+                except tools.ToolImportError:
+                    return None  # the ordinary path records the step's failure
             self._tools[action.function] = tool
         if tool.is_async or action.timeout_seconds is not None:
             return None

@@ -124,6 +124,11 @@ class ToolBox:
             tool = self._cache[cache_key] = _import(reference, folders, allow_stdlib)
         return tool
 
+    def cached(self, reference: str, agent_folders: Sequence[Path] = ()) -> Tool | None:
+        """The tool `resolve` returns without importing anything (it found it before), or
+        None: resolving it would import its module, running that module's code."""
+        return self._cache.get((tuple(agent_folders), reference, frozenset()))
+
 
 def _import(reference: str, folders: Sequence[Path], allow_stdlib: Collection[str]) -> Tool:
     module_name, _, function_name = reference.partition(":")

@@ -337,7 +337,9 @@ def test_the_killed_thread_runs_on_the_synchronous_path(
 ) -> None:
     """What the kill test kills: every model and tool event of the counter thread is
     appended by the synchronous path (`SqliteStore.append_events`), none by the ordinary
-    one; each model output that chose a tool call with the start of that call."""
+    one; each model output that chose a tool call with the start of that call, but for
+    each tool's first call (its module is imported once the output is stored). With an
+    event hook, as in the kill test, `poke`'s outputs are stored alone: it takes no key."""
     appended: list[str] = []
     append_events = SqliteStore.append_events
 
@@ -354,7 +356,9 @@ def test_the_killed_thread_runs_on_the_synchronous_path(
     assert view.status == "finished"
     events = [type(e).__name__ for e in rt.events("counted")]
     assert appended and "+".join(appended) == "+".join(e for e in events if e != "Started")
-    assert appended.count("ModelOutput+ToolStarted") == events.count("ToolStarted") > 0
+    first_calls = 2  # (`bump`, `poke`)
+    assert appended.count("ModelOutput+ToolStarted") == events.count("ToolStarted") - first_calls
+    assert appended.count("ModelOutput+ToolStarted") > 0
     rt.close()
 
 

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import itertools
 import sqlite3
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -313,11 +314,13 @@ def test_in_sqlite_the_synchronous_path_stores_the_ordinary_paths_log(
     notices = sum(type(e).__name__ in ("Notified", "Answered", "Started") for e in fast)
     assert counts.fast == len(fast) - notices - 2 * 2  # (their start and result events)
     # A model's output and the start of the tool call it chose were committed together,
-    # but for the two whose tool call went the ordinary way.
+    # but for the two whose tool call went the ordinary way, and the first call of each
+    # tool (its module is imported only once the output is stored).
     chosen = sum(
         type(a) is ModelOutput and type(b) is ToolStarted for a, b in itertools.pairwise(fast)
     )
-    assert counts.together == chosen - 2, (counts.together, chosen)
+    first_calls = len({e.step for e in fast if type(e) is ToolStarted})
+    assert counts.together == chosen - 2 - first_calls, (counts.together, chosen)
     # The listing rows agree but for the times, and each file's snapshot is proven for
     # the whole log (a new process resumes from it without replaying).
     rows = []
@@ -604,6 +607,7 @@ def test_in_sqlite_an_output_whose_pair_is_refused_is_appended_alone_if_it_can_b
     db = project / "t.db"
     rt = Runtime(SqliteStore(db), model=Scripted(), notifier=RecordingNotifier())
     agent = rt.agent(project / "fast.agent")
+    rt.aio.engine.toolbox.resolve("fast_tools:bump", [project])  # (imported: the first is a pair)
     with pytest.raises(StoreError, match="on purpose"):
         rt.launch(agent, "count", thread_id="t1")
     stored = [type(e).__name__ for e in rt.events("t1")]
@@ -719,3 +723,38 @@ def test_in_sqlite_what_stopped_the_run_is_what_the_caller_sees_when_the_output_
     view = rt.resume("t1")  # the thread goes on from what the log holds
     assert view.status == "waiting" and "ToolResult" in kinds(rt.events("t1"))
     rt.close()
+
+
+def test_in_sqlite_a_tools_module_is_imported_only_once_the_output_that_calls_it_is_stored(
+    project: Path,
+) -> None:
+    """Importing a tool's module runs its code, for as long as it takes (a heavy
+    library, a slow disk), and it may fail the process or outlast the lease. The model's
+    output that chose the call is stored before that, as on the ordinary path: kept on
+    the synchronous path with its tool call's start, it was lost with them."""
+    (project / "fast.agent").write_text(AGENT.replace('"fast_tools:poke"', '"late_tools:poke"'))
+    (project / "late_tools.py").write_text(
+        textwrap.dedent(
+            """
+            import sqlite3
+            from pathlib import Path
+
+            here = Path(__file__).parent
+            with sqlite3.connect(here / (here / "db.txt").read_text()) as db:
+                (STORED,) = db.execute("SELECT count(*) FROM events").fetchone()
+
+            def poke(value):
+                return {"n": value.n + 1}
+            """
+        )
+    )
+    seen = []
+    for store in (OrdinarySqliteStore(project / "ordinary.db"), SqliteStore(project / "fast.db")):
+        (project / "db.txt").write_text(store.path.name)
+        for name in [name for name in sys.modules if name.endswith("late_tools")]:
+            del sys.modules[name]  # imported again by this run
+        events = run(project, store, Scripted())
+        poke = next(n for n, e in enumerate(events) if type(e) is ToolStarted and e.step == "poke")
+        module = tools.ToolBox().resolve("late_tools:poke", [project])
+        seen.append((module.function.__globals__["STORED"], poke))
+    assert seen[0] == seen[1] == (seen[0][1], seen[0][1])  # the output, not its start
