@@ -1647,7 +1647,7 @@ class SqliteStore(ChainedStore):
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
         """One read transaction: the thread's row and its events from the same moment."""
-        self._db.execute("BEGIN")
+        _begin(self._db, "BEGIN")
         try:
             yield
         finally:
@@ -1730,6 +1730,19 @@ def _info_row(info: ThreadInfo) -> tuple[str | int | None, ...]:
     return tuple(getattr(info, name) for name in _INFO_COLUMNS.split(", "))
 
 
+def _begin(db: sqlite3.Connection, begin: str) -> None:
+    """Begin a transaction, or raise with none open: a Ctrl-C that lands as `begin`
+    returns is raised at the next instruction, before the caller's `try` (or `with`)
+    would end the transaction, which stayed open for the rest of the process (holding
+    the file's write lock: every other process's writes failed)."""
+    try:
+        db.execute(begin)
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 class _Transaction:
     """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` on any exception.
 
@@ -1741,7 +1754,7 @@ class _Transaction:
         self._db = db
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        _begin(self._db, "BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if exc is None:

@@ -284,6 +284,58 @@ def test_a_failed_rollback_does_not_hide_the_error_that_caused_it(tmp_path: Path
     store.close()
 
 
+# ---- a Ctrl-C as a transaction begins --------------------------------------------------------
+
+
+class _InterruptedAtBegin:
+    """A connection on which a Ctrl-C lands as its first `BEGIN` returns: Python runs the
+    SIGINT handler at the next instruction, so `KeyboardInterrupt` is raised with the
+    transaction begun (as a real Ctrl-C did in about one run of a counter thread in
+    thirty; it cannot be timed on demand)."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real, self.armed = real, True
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        cursor = self.real.execute(sql, *args)
+        if self.armed and sql.startswith("BEGIN"):
+            self.armed = False
+            raise KeyboardInterrupt
+        return cursor
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.real.in_transaction
+
+
+@pytest.mark.parametrize("call", ["a write", "a read"])
+def test_a_ctrl_c_as_a_transaction_begins_leaves_none_open(tmp_path: Path, call: str) -> None:
+    """A process that catches Ctrl-C and goes on (a notebook, a service) can use its store
+    again, and so can every other process: left open, the transaction kept the file's
+    write lock until the process exited (others' writes failed, `database is locked`)
+    and failed this store's next one (`cannot start a transaction within a transaction`)."""
+    db, codec = tmp_path / "threads.db", Codec()
+    store = SqliteStore(db)
+    info = ThreadInfo("th-1", "a", "a.agent", "running", "s", 1, "t", "t")
+    store.create(info, [Started(step="s", at="t", input="x")], codec)
+    real = store._db
+    store._db = _InterruptedAtBegin(real)  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        if call == "a write":
+            store.acquire("th-1", "me", 60)
+        else:
+            store.load("th-1", codec)
+    store._db = real
+    assert not real.in_transaction
+    other = sqlite3.connect(db, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")  # nobody holds the write lock
+    other.execute("ROLLBACK")
+    other.close()
+    assert store.acquire("th-1", "me", 60).owner == "me"
+    assert len(store.load("th-1", codec)) == 1
+    store.close()
+
+
 # ---- run: the agent file itself ------------------------------------------------------------
 
 
