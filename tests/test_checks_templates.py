@@ -141,8 +141,11 @@ final done(Done)
         ({"decide.j2": "{% import 'decide.j2' as me %}"}, "decide.j2 → decide.j2"),
         ({"decide.j2": "{% from 'decide.j2' import m %}"}, "decide.j2 → decide.j2"),
         (
-            {"decide.j2": "{% include 'a.j2' %}", "a.j2": "{% include 'b.j2' %}",
-             "b.j2": "{% if x %}{% include 'a.j2' %}{% endif %}"},  # fmt: skip
+            {
+                "decide.j2": "{% include 'a.j2' %}",
+                "a.j2": "{% include 'b.j2' %}",
+                "b.j2": "{% if x %}{% include 'a.j2' %}{% endif %}",
+            },
             "a.j2 → b.j2 → a.j2",
         ),
     ],
