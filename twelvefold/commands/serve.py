@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from twelvefold.commands.options import DB, PROMPTS, background_options
+from twelvefold.commands.options import DB, PROMPTS, background_options, removed_if_refused
 from twelvefold.commands.output import echo, error
 from twelvefold.commands.run import make_model, model_options, reported
 from twelvefold.runtime.terminal import one_line
@@ -87,7 +87,7 @@ def serve(
     if public_url is not None:
         os.environ["TWELVEFOLD_PUBLIC_URL"] = public_url  # read with the configuration
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
-    with reported():
+    with reported(), removed_if_refused(db):  # a refused start leaves no store behind
         # Spans go where OTEL_EXPORTER_OTLP_* say (docs/observability.md); flushed at exit.
         flush_spans = configure_from_env()
         app = _app(places, db, concurrency, insecure_local, grace, sweep_seconds,
