@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from twelvefold.runtime.api import ThreadView
-from twelvefold.runtime.config import ConfigError, find_config
+from twelvefold.runtime.config import ConfigError, find_config, toml_text
 from twelvefold.runtime.notify import NotifyError, _post_json, signing_key, standard_webhook_headers
 from twelvefold.server.service import BadInput, Forbidden, ServeError, Service
 from twelvefold.server.tables import Table
@@ -247,7 +247,10 @@ def webhook_hosts_of(service: Service) -> frozenset[str] | None:
         if value is None:
             continue
         if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
-            raise ServeError("[tool.twelvefold.server] webhook_hosts must be a list of host names")
+            raise ServeError(
+                "[tool.twelvefold.server] webhook_hosts must be a list of host names, "
+                f"not {toml_text(value)}"
+            )
         hosts = (hosts or set()) | {h.lower().rstrip(".") for h in value}
     return None if hosts is None else frozenset(hosts)
 
@@ -270,7 +273,7 @@ def check_public_url(url: str) -> str:
         or any(c in url for c in "<>|\"' \\")
         or not url.isprintable()
     ):
-        raise ServeError(f"the public URL must be an absolute http(s) URL, not {url!r}")
+        raise ServeError(f"the public URL must be an absolute http(s) URL, not {toml_text(url)}")
     return url.rstrip("/")
 
 
@@ -285,7 +288,10 @@ def public_url_of(service: Service, environ: Mapping[str, str] | None = None) ->
             value = table.get("public_url")
             if value is not None:
                 if not isinstance(value, str):
-                    raise ServeError("[tool.twelvefold.server] public_url must be a string")
+                    raise ServeError(
+                        "[tool.twelvefold.server] public_url must be a string, "
+                        f"not {toml_text(value)}"
+                    )
                 found = value
                 break
     return None if found is None else check_public_url(found)
@@ -308,7 +314,9 @@ def server_tables(service: Service, name: str) -> list[Mapping[str, Any]]:
         if table is None:
             continue
         if not isinstance(table, Mapping):
-            raise ServeError(f"{config.path}: [tool.twelvefold.{name}] must be a table")
+            raise ServeError(
+                f"{config.path}: [tool.twelvefold.{name}] must be a table, not {toml_text(table)}"
+            )
         tables.append(table)
     return tables
 

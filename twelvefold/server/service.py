@@ -50,7 +50,7 @@ from twelvefold.runtime.api import (
     parent_of,
     shown,
 )
-from twelvefold.runtime.config import CONFIG_FILE, Config, ConfigError, find_config
+from twelvefold.runtime.config import CONFIG_FILE, Config, ConfigError, find_config, toml_text
 from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseError, LeaseHeld, LeaseLost
 from twelvefold.runtime.loading import AgentLoadError, require_settings, require_templates
@@ -196,10 +196,16 @@ class Policy:
             groups = config.approvers
             table = config.settings.get("server", {})
             if not isinstance(table, Mapping):
-                raise ConfigError(f"{config.path}: [tool.twelvefold.server] must be a table")
+                raise ConfigError(
+                    f"{config.path}: [tool.twelvefold.server] must be a table, "
+                    f"not {toml_text(table)}"
+                )
             self_approval = table.get("allow_self_approval", False)
             if not isinstance(self_approval, bool):
-                raise ConfigError(f"{config.path}: server.allow_self_approval must be true/false")
+                raise ConfigError(
+                    f"{config.path}: server.allow_self_approval must be true or false, "
+                    f"not {toml_text(self_approval)}"
+                )
             return cls(
                 config,
                 groups,
@@ -270,7 +276,10 @@ def _group_names(config: Config, table: Mapping[str, Any], key: str) -> tuple[st
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
-        raise ConfigError(f"{config.path}: server.{key} must be a group name or a list of them")
+        raise ConfigError(
+            f"{config.path}: server.{key} must be a group name or a list of them, "
+            f"not {toml_text(value)}"
+        )
     return tuple(value)
 
 
