@@ -35,7 +35,7 @@ from urllib.parse import quote, urlsplit
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.config import ConfigError, find_config, toml_text
 from twelvefold.runtime.notify import NotifyError, _post_json, signing_key, standard_webhook_headers
-from twelvefold.server.service import BadInput, Forbidden, ServeError, Service
+from twelvefold.server.service import BadInput, Forbidden, ServeError, Service, Serving
 from twelvefold.server.tables import Table
 
 log = logging.getLogger("twelvefold.server")
@@ -237,7 +237,7 @@ def check_webhook_host(url: str, allowed: frozenset[str] | None) -> None:
             )
 
 
-def webhook_hosts_of(service: Service) -> frozenset[str] | None:
+def webhook_hosts_of(service: Serving) -> frozenset[str] | None:
     """`[tool.twelvefold.server] webhook_hosts` of the served agents' configurations (the
     union; lowercase), or None when none says. `ServeError` for one not a list of
     strings."""
@@ -277,7 +277,7 @@ def check_public_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def public_url_of(service: Service, environ: Mapping[str, str] | None = None) -> str | None:
+def public_url_of(service: Serving, environ: Mapping[str, str] | None = None) -> str | None:
     """The server's public URL: TWELVEFOLD_PUBLIC_URL (what `--public-url` sets), else
     `[tool.twelvefold.server] public_url` of the served agents' configuration; None when
     neither says. `ServeError` for one that cannot be used."""
@@ -297,7 +297,7 @@ def public_url_of(service: Service, environ: Mapping[str, str] | None = None) ->
     return None if found is None else check_public_url(found)
 
 
-def server_tables(service: Service, name: str) -> list[Mapping[str, Any]]:
+def server_tables(service: Serving, name: str) -> list[Mapping[str, Any]]:
     """`[tool.twelvefold.NAME]` of each configuration the served agents use (each file
     once). `ServeError` for a configuration that cannot be read or a NAME not a table."""
     tables: list[Mapping[str, Any]] = []

@@ -39,7 +39,7 @@ from croniter import croniter
 from twelvefold.runtime.config import toml_key, toml_text
 from twelvefold.runtime.store import ThreadNotFound
 from twelvefold.server.replies import server_tables
-from twelvefold.server.service import Caller, ServeError, Service, ServiceError
+from twelvefold.server.service import Caller, ServeError, Service, ServiceError, Serving
 from twelvefold.server.tables import Table
 
 log = logging.getLogger("twelvefold.server")
@@ -105,7 +105,7 @@ def parse_schedules(table: Mapping[str, Any], served: Mapping[str, object]) -> l
     return schedules
 
 
-def schedules_of(service: Service) -> list[Schedule]:
+def schedules_of(service: Serving) -> list[Schedule]:
     """Every schedule in the served agents' configuration (each file once). `ServeError`
     as `parse_schedules`, and for two schedules with one name."""
     found: dict[str, Schedule] = {}
