@@ -1064,8 +1064,9 @@ class ServeError(Exception):
 def served_agents(runtime: AsyncRuntime, places: Sequence[str | Path]) -> dict[str, Agent]:
     """The agents to serve, by `agent NAME`: each place is a `.agent` file, a generated
     module, or a folder (its `*.agent` files, sorted). Raises `ServeError` when a folder
-    holds no agent or two agents share a name, and `AgentLoadError` for one that does
-    not load."""
+    holds no agent or two agents share a name, or with every setting of their
+    configuration that cannot be used (`problems`, server/settings.py), and
+    `AgentLoadError` for one that does not load."""
     agents: dict[str, Agent] = {}
     for place in places:
         folder = Path(place)
