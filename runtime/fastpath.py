@@ -46,6 +46,8 @@ from .types import (
     CallModel,
     CallTool,
     Event,
+    ModelOutput,
+    State,
     StepFailed,
     build_model_output,
     build_tool_result,
@@ -111,6 +113,15 @@ class Routine:
         agent = thread.agent
         store: MemoryStore | SqliteStore = engine.store  # type: ignore[assignment]  # (`routine`)
         self._append = store.append_one
+        self._pairs = store.append_events if type(store) is SqliteStore else None
+        """How a model's output and the start of the tool call it chose are committed
+        together (SQLite: one fsync for the two; see `run`)."""
+        self._pending: Event | None = None
+        """A model's output reduced into `thread.state` and not appended yet: it is
+        appended with the start of the tool call that follows, or alone (`_flush`)
+        before anything else happens."""
+        self._prior: State | None = None
+        """`thread.state` before the pending output, put back if appending it fails."""
         self._reduce = agent.module.reduce
         self._codec, self._reducer = agent.codec, agent.reducer
         self._spec = agent.spec  # (a property)
@@ -134,7 +145,22 @@ class Routine:
         not routine; return that action for the ordinary loop to perform (a `Suspended`
         model call: to await and record). `LeaseLost` once a renewal failed, before any
         new call starts; what the reducer or the store refuse raises as on the ordinary
-        path (nothing of it is recorded)."""
+        path (nothing of it is recorded).
+
+        In SQLite, a model's output whose next action is a routine tool call is committed
+        in one transaction with that call's `ToolStarted` (`SqliteStore.append_events`):
+        nothing happens between the two but the reducer's own work, so one fsync serves
+        both. Neither is told to the event hook, nor the tool run, before that commit; a
+        crash before it loses the output as a crash during the model call would (the
+        call is made again on resume). When the tool call turns out not to be routine,
+        or anything raises, the output is appended alone first."""
+        try:
+            return self._run(held)
+        finally:
+            if self._pending is not None:
+                self._flush()
+
+    def _run(self, held: Held) -> Action | Suspended:
         thread, engine = self.thread, self.engine
         next_action = thread.agent.module.next_action
         model_step, tool_step = self._model_step, self._tool_step
@@ -160,6 +186,17 @@ class Routine:
             if isinstance(event, Suspended):
                 return event
             state = reduce(thread.state, event)  # an impossible event raises: nothing stored
+            if (
+                type(event) is ModelOutput
+                and self._pairs is not None
+                and state.status == "running"
+                and type(next_action(state)) is CallTool
+            ):
+                self._prior = thread.state
+                self._pending, thread.state = event, state  # appended with the tool's start
+                if held.problem is not None:
+                    held.check()  # (the output is appended alone on the way out)
+                continue
             append(thread_id, len(events), event, codec, state, reducer, lease)
             events.append(event)
             thread.state = state
@@ -172,15 +209,46 @@ class Routine:
     def book(self, event: Event) -> None:
         """`Engine.book` by the store's `append_one`: reduce (an impossible event raises,
         nothing is stored), append under the lease (in SQLite: committed when it
-        returns), tell the event hook."""
+        returns; with the model output still to append, in the same transaction), tell
+        the event hook."""
         thread = self.thread
         state = self._reduce(thread.state, event)
         lease = thread.lease
         assert lease is not None  # held by `advance` while it runs
-        events = thread.events
-        self._append(thread.id, len(events), event, self._codec, state, self._reducer, lease)
-        events.append(event)
+        events, pending = thread.events, self._pending
+        if pending is None:
+            self._append(thread.id, len(events), event, self._codec, state, self._reducer, lease)
+            booked: tuple[Event, ...] = (event,)
+        else:
+            assert self._pairs is not None  # (set only where pairs are appended)
+            booked = (pending, event)
+            self._pairs(thread.id, len(events), booked, self._codec, state, self._reducer, lease)
+            self._pending = None
+        events.extend(booked)
         thread.state = state
+        hook = self.engine.on_event
+        if hook is not None:
+            for each in booked:
+                hook(thread, each)
+
+    def _flush(self) -> None:
+        """Append the model output waiting for its tool call's start alone (the call was
+        not routine, or something raised, its pair's append included), and tell the
+        event hook. If that fails too, the thread's state is put back to the log's."""
+        thread, event = self.thread, self._pending
+        assert event is not None and thread.lease is not None
+        self._pending = None
+        events = thread.events
+        state = thread.state  # (the state after it: nothing was reduced since)
+        try:
+            self._append(
+                thread.id, len(events), event, self._codec, state, self._reducer, thread.lease
+            )
+        except BaseException:
+            assert self._prior is not None
+            thread.state = self._prior  # as the log in the store has it
+            raise
+        events.append(event)
         hook = self.engine.on_event
         if hook is not None:
             hook(thread, event)
@@ -280,7 +348,7 @@ class Routine:
         events = thread.events
         if action.started_key is not None or thread.unproven:
             return None  # a call to recover, a state to prove: the ordinary path
-        if events and type(events[-1]) is AttemptFailed:
+        if self._pending is None and events and type(events[-1]) is AttemptFailed:
             return None  # a retry after its backoff: the ordinary path waits it out
         tool = self._tools.get(action.function)
         if tool is None:
@@ -294,7 +362,8 @@ class Routine:
         if tool.is_async or action.timeout_seconds is not None:
             return None
         step, retry_key = action.step, action.retry_key
-        key = retry_key or f"{thread.id}:{step}:{len(events) + 1}"
+        position = len(events) + (self._pending is not None) + 1  # the `ToolStarted`'s
+        key = retry_key or f"{thread.id}:{step}:{position}"
         self.book(build_tool_started(step=step, at=now_iso(), key=key))
         # A new key has no failed attempts yet (a retry after a backoff is not taken here).
         attempt = 1 if retry_key is None else 1 + loop._failed_attempts(events, key)

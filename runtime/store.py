@@ -1193,8 +1193,23 @@ class SqliteStore(ChainedStore):
         step (runtime/fastpath.py; `MemoryStore.append_one`'s signature): the listing row
         and the snapshot are `state`, the state after it. Returns once it is committed,
         in a group with other threads' appends when they come meanwhile."""
+        self.append_events(thread_id, expected_seq, (event,), codec, state, reducer, lease)
+
+    def append_events(
+        self,
+        thread_id: str,
+        expected_seq: int,
+        events: tuple[Event, ...],
+        codec: Codec,
+        state: State,
+        reducer: str | None,
+        lease: Lease,
+    ) -> None:
+        """`append_one` of several events in one transaction (one fsync): `state` is the
+        state after the last. The synchronous path records a model's output with the
+        start of the tool call it chose this way (runtime/fastpath.py)."""
         head = build_head(state.status, state.step, state, reducer, state.request)
-        work = partial(self._append, thread_id, expected_seq, (event,), codec, head, lease)
+        work = partial(self._append, thread_id, expected_seq, events, codec, head, lease)
         self.commits.submit(work)
 
     async def append_async(

@@ -9,7 +9,7 @@
 Each check also runs against a deliberately broken store and must find the breakage: the
 guarantees come from the store's atomic, sequence-guarded, durable append. The killed
 thread runs on the loop's synchronous path (runtime/fastpath.py: `Runtime` in SQLite
-commits each event on the caller's thread, `SqliteStore.append_one`), and the kill test
+commits each event on the caller's thread, `SqliteStore.append_events`), and the kill test
 also runs with that append broken.
 """
 
@@ -91,23 +91,24 @@ class LazyCommitStore(SqliteStore):
 
 
 def commit_the_synchronous_path_lazily() -> None:
-    """Broken on purpose, in the child only: `SqliteStore.append_one` itself (so the
-    synchronous path is still taken: it serves exactly `SqliteStore`) commits every fourth
-    event as `LazyCommitStore` does, leaving the transaction open in between."""
+    """Broken on purpose, in the child only: `SqliteStore.append_events` itself, which
+    `append_one` calls (so the synchronous path is still taken: it serves exactly
+    `SqliteStore`), commits every fourth append as `LazyCommitStore` does, leaving the
+    transaction open in between."""
     transaction, close = SqliteStore._transaction, SqliteStore.close
 
-    def append_one(
+    def append_events(
         self: SqliteStore,
         thread_id: str,
         expected_seq: int,
-        event: Event,
+        events: tuple[Event, ...],
         codec: Codec,
         state: Any,
         reducer: str | None,
         lease: Lease,
     ) -> None:
         head = Head(state.status, state.step, state, reducer, state.request)
-        LazyCommitStore.append(self, thread_id, expected_seq, (event,), codec, head, lease)  # type: ignore[arg-type]
+        LazyCommitStore.append(self, thread_id, expected_seq, events, codec, head, lease)  # type: ignore[arg-type]
 
     def lazy_transaction(self: SqliteStore) -> Any:
         return contextlib.nullcontext() if self._db.in_transaction else transaction(self)
@@ -118,7 +119,7 @@ def commit_the_synchronous_path_lazily() -> None:
         close(self)
 
     SqliteStore.pending = 0  # type: ignore[attr-defined]
-    SqliteStore.append_one = append_one  # type: ignore[method-assign]
+    SqliteStore.append_events = append_events  # type: ignore[method-assign]
     SqliteStore._transaction = lazy_transaction  # type: ignore[method-assign]
     SqliteStore.close = lazy_close  # type: ignore[method-assign]
 
@@ -335,15 +336,16 @@ def test_the_killed_thread_runs_on_the_synchronous_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the kill test kills: every model and tool event of the counter thread is
-    appended by the synchronous path (`SqliteStore.append_one`), none by the ordinary one."""
+    appended by the synchronous path (`SqliteStore.append_events`), none by the ordinary
+    one; each model output that chose a tool call with the start of that call."""
     appended: list[str] = []
-    append_one = SqliteStore.append_one
+    append_events = SqliteStore.append_events
 
     def counted(self: SqliteStore, *args: Any) -> None:
-        appended.append(type(args[2]).__name__)
-        append_one(self, *args)
+        appended.append("+".join(type(e).__name__ for e in args[2]))
+        append_events(self, *args)
 
-    monkeypatch.setattr(SqliteStore, "append_one", counted)
+    monkeypatch.setattr(SqliteStore, "append_events", counted)
     store = SqliteStore(tmp_path / "threads.db")
     model = ScriptedModel(counter_model(5, poke_every=3))
     rt = Runtime(store, model=model, messages=no_messages, cache_dir=tmp_path / "cache")
@@ -351,7 +353,8 @@ def test_the_killed_thread_runs_on_the_synchronous_path(
     view = rt.launch(agent, "count", thread_id="counted")
     assert view.status == "finished"
     events = [type(e).__name__ for e in rt.events("counted")]
-    assert appended and appended == [e for e in events if e != "Started"]
+    assert appended and "+".join(appended) == "+".join(e for e in events if e != "Started")
+    assert appended.count("ModelOutput+ToolStarted") == events.count("ToolStarted") > 0
     rt.close()
 
 

@@ -12,7 +12,10 @@ the synchronous path is committed on the caller's thread before the next call st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import itertools
+import sqlite3
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,8 +33,8 @@ from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.lease import LeaseLost
 from twelvefold.runtime.loop import Engine, Thread
 from twelvefold.runtime.model import ModelError, ModelReply, ModelRequest
-from twelvefold.runtime.store import MemoryStore, SqliteStore
-from twelvefold.runtime.types import ErrorInfo, Event, Usage
+from twelvefold.runtime.store import MemoryStore, SqliteStore, StoreError
+from twelvefold.runtime.types import ErrorInfo, Event, ModelOutput, ToolStarted, Usage
 
 from .runtime_helpers import RecordingNotifier
 
@@ -82,6 +85,7 @@ final done(Done)
 
 TOOLS = """\
 import asyncio
+import contextlib
 
 from twelvefold.runtime import tools
 
@@ -196,6 +200,8 @@ class Counts:
     """Model calls the ordinary path made."""
     tool_calls: int = 0
     """Tool calls the ordinary path made."""
+    together: int = 0
+    """Appends of several events in one transaction by the synchronous path (SQLite)."""
 
 
 @pytest.fixture
@@ -204,15 +210,18 @@ def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
     append_one, call_model, call_tool = (
         MemoryStore.append_one, Engine._call_model, Engine._call_tool,
     )  # fmt: skip
-    sqlite_append_one = SqliteStore.append_one
+    sqlite_append_events = SqliteStore.append_events
 
     def counted_append(self: MemoryStore, *args: Any) -> None:
         found.fast += 1
         append_one(self, *args)
 
-    def counted_sqlite_append(self: SqliteStore, *args: Any) -> None:
-        found.fast += 1
-        sqlite_append_one(self, *args)
+    def counted_sqlite_append(
+        self: SqliteStore, thread_id: str, seq: int, events: tuple[Event, ...], *args: Any
+    ) -> None:
+        found.fast += len(events)
+        found.together += len(events) > 1
+        sqlite_append_events(self, thread_id, seq, events, *args)
 
     async def counted_model(self: Engine, *args: Any) -> Event:
         found.model_calls += 1
@@ -223,7 +232,7 @@ def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
         return await call_tool(self, *args)
 
     monkeypatch.setattr(MemoryStore, "append_one", counted_append)
-    monkeypatch.setattr(SqliteStore, "append_one", counted_sqlite_append)
+    monkeypatch.setattr(SqliteStore, "append_events", counted_sqlite_append)
     monkeypatch.setattr(Engine, "_call_model", counted_model)
     monkeypatch.setattr(Engine, "_call_tool", counted_tool)
     return found
@@ -303,6 +312,12 @@ def test_in_sqlite_the_synchronous_path_stores_the_ordinary_paths_log(
     assert (counts.model_calls, counts.tool_calls) == (taken[0], taken[1] + 2)
     notices = sum(type(e).__name__ in ("Notified", "Answered", "Started") for e in fast)
     assert counts.fast == len(fast) - notices - 2 * 2  # (their start and result events)
+    # A model's output and the start of the tool call it chose were committed together,
+    # but for the two whose tool call went the ordinary way.
+    chosen = sum(
+        type(a) is ModelOutput and type(b) is ToolStarted for a, b in itertools.pairwise(fast)
+    )
+    assert counts.together == chosen - 2, (counts.together, chosen)
     # The listing rows agree but for the times, and each file's snapshot is proven for
     # the whole log (a new process resumes from it without replaying).
     rows = []
@@ -523,4 +538,79 @@ def test_in_sqlite_the_path_is_taken_only_on_the_callers_own_thread(project: Pat
     # Threads sharing an event loop (`AsyncRuntime`, the server) commit in groups.
     assert fastpath.routine(Engine(SqliteStore(project / "t.db"), offload=True), thread) is None
     assert fastpath.routine(Engine(OrdinarySqliteStore(project / "t.db")), thread) is None
+    rt.close()
+
+
+@pytest.mark.parametrize("build", ["as built", "broken: told before the commit"])
+def test_in_sqlite_each_event_is_on_disk_before_the_hook_hears_of_it_or_its_tool_runs(
+    project: Path, monkeypatch: pytest.MonkeyPatch, build: str
+) -> None:
+    """A model's output and its tool call's start share one commit, so neither may be
+    told (nor the tool run: the hook hears of the start before the call) until that
+    commit is on disk: another connection finds each event in the file when the hook
+    hears of it. The broken build tells the hook of a pair before committing it."""
+    if build != "as built":
+        book = fastpath.Routine.book
+
+        def told_first(self: fastpath.Routine, event: Event) -> None:
+            pending, hook = self._pending, self.engine.on_event
+            if pending is not None and hook is not None:
+                hook(self.thread, pending)
+            book(self, event)
+
+        monkeypatch.setattr(fastpath.Routine, "book", told_first)
+    db = project / "t.db"
+    seen: list[tuple[str, int, int]] = []
+
+    def look(thread: Thread, event: Event) -> None:
+        position = next(n for n, e in enumerate([*thread.events, event], 1) if e is event)
+        with contextlib.closing(sqlite3.connect(db)) as other:
+            (stored,) = other.execute(
+                "SELECT count(*) FROM events JOIN threads ON events.thread = threads.num"
+                " WHERE threads.id = ?",
+                (thread.id,),
+            ).fetchone()
+        seen.append((type(event).__name__, position, stored))
+
+    events = run(project, SqliteStore(db), Scripted(), on_event=look)
+    assert len(seen) >= len(events) - 1 and any(kind == "ModelOutput" for kind, _, _ in seen)
+    early = [(kind, position, stored) for kind, position, stored in seen if stored < position]
+    if build == "as built":
+        assert not early
+    else:
+        assert early and all(kind == "ModelOutput" for kind, _, _ in early)
+
+
+@pytest.mark.parametrize("refused", ["the pair", "the pair and the output alone"])
+def test_in_sqlite_an_output_whose_pair_is_refused_is_appended_alone_if_it_can_be(
+    project: Path, monkeypatch: pytest.MonkeyPatch, refused: str
+) -> None:
+    """When the store refuses a model's output with its tool call's start, the tool does
+    not run and the output is appended alone, as the ordinary path would have appended
+    it; when that is refused too, nothing of it is stored and the thread resumes from
+    the log (the model is asked again)."""
+    append_events = SqliteStore.append_events
+    failures = []
+
+    def refusing(self: SqliteStore, thread_id: str, seq: int, events: Any, *rest: Any) -> None:
+        first_pair = not failures and len(events) == 2
+        then_alone = refused != "the pair" and failures == [2] and len(events) == 1
+        if first_pair or then_alone:
+            failures.append(len(events))
+            raise StoreError("the disk is full (on purpose)")
+        append_events(self, thread_id, seq, events, *rest)
+
+    monkeypatch.setattr(SqliteStore, "append_events", refusing)
+    db = project / "t.db"
+    rt = Runtime(SqliteStore(db), model=Scripted(), notifier=RecordingNotifier())
+    agent = rt.agent(project / "fast.agent")
+    with pytest.raises(StoreError, match="on purpose"):
+        rt.launch(agent, "count", thread_id="t1")
+    stored = [type(e).__name__ for e in rt.events("t1")]
+    if refused == "the pair":
+        assert failures == [2] and stored == ["Started", "ModelOutput"]
+    else:
+        assert failures == [2, 1] and stored == ["Started"]
+    view = rt.resume("t1")  # the thread goes on from what the log holds
+    assert view.status == "waiting" and "ToolStarted" in kinds(rt.events("t1"))
     rt.close()
