@@ -521,6 +521,14 @@ ENTRIES: dict[str, Entry] = {
         "opened. Found while checking, not when a thread first reaches the step.",
         "Save the template as UTF-8 text.",
     ),
+    "E707": Entry(
+        "a template that loads itself",
+        "A prompt, judge or `render` template that includes, extends or imports itself, "
+        "directly or through the files it loads, would never finish rendering: Jinja2 "
+        "recurses until Python's stack runs out. The message shows the cycle.",
+        "Break the cycle; to render nested data, use a recursive macro or "
+        "`{% for … recursive %}` inside one template.",
+    ),
     "W801": Entry(
         "too many states",
         "An agent with more than 12 states is probably two agents.",

@@ -16,8 +16,11 @@ approvers as they are at that moment (a revoked approver is revoked at once).
 
 from __future__ import annotations
 
+import datetime
 import functools
 import hashlib
+import math
+import re
 import stat
 import sys
 from collections.abc import Mapping
@@ -33,6 +36,81 @@ PYPROJECT = "pyproject.toml"
 
 class ConfigError(ValueError):
     """A configuration file that cannot be read or does not have the documented shape."""
+
+
+# ---- quoting settings in messages ------------------------------------------------------
+
+MAX_SHOWN = 200
+"""The most characters of one value a message quotes (a longer one ends with `…`)."""
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def toml_text(value: Any) -> str:
+    """`value` as TOML spells it, on one line, for a message that quotes a setting:
+    `true`, `"8"`, `[1, 2.5]`, `{ a = 1 }`, `1979-05-27` (Python's repr would say `True`,
+    `'8'`, `datetime.date(1979, 5, 27)`). A control or other unprintable character is
+    escaped (`\\n`, `\\u001B`), so a hostile value cannot start a line of its own or
+    drive a terminal; a long value is cut short with `…`."""
+    text = _toml(value, depth=0)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+def toml_key(*parts: object) -> str:
+    """A dotted key as TOML spells it: `rate_limits.gpt-4o`, `prices."my model"`."""
+    return ".".join(
+        str(part) if _BARE_KEY.fullmatch(str(part)) else _toml_string(str(part)) for part in parts
+    )
+
+
+def _toml(value: Any, depth: int) -> str:
+    if depth > 8:
+        return "…"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        items = [_toml(item, depth + 1) for item in value[:20]]
+        return "[" + ", ".join(items + (["…"] if len(value) > 20 else [])) + "]"
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        pairs = [f"{toml_key(k)} = {_toml(v, depth + 1)}" for k, v in list(value.items())[:20]]
+        return "{ " + ", ".join(pairs + (["…"] if len(value) > 20 else [])) + " }"
+    return _toml_string(str(value))  # not a TOML value (no reader makes one): as text
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: `"` and `\\` escaped, control and unprintable characters as
+    TOML's escapes (`\\n`, `\\u001B`, `\\U0001F600` only when unprintable)."""
+    out = []
+    for char in text[: MAX_SHOWN + 1]:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(f"\\U{ord(char):08X}")
+    return '"' + "".join(out) + '"'
 
 
 @record
@@ -51,11 +129,17 @@ class Config:
         """Groups of people who may decide approvals: group name -> people."""
         table = self.settings.get("approvers", {})
         if not isinstance(table, Mapping):
-            raise ConfigError(f"{self.path}: `approvers` must be a table of group = [people]")
+            raise ConfigError(
+                f"{self.path}: `approvers` must be a table of group = [people], "
+                f"not {toml_text(table)}"
+            )
         groups: dict[str, tuple[str, ...]] = {}
         for group, people in table.items():
             if not isinstance(people, list) or not all(isinstance(p, str) for p in people):
-                raise ConfigError(f"{self.path}: approvers group `{group}` must be a list of names")
+                raise ConfigError(
+                    f"{self.path}: {toml_key('approvers', group)} must be a list of names, "
+                    f"not {toml_text(people)}"
+                )
             groups[str(group)] = tuple(people)
         return groups
 
@@ -66,10 +150,13 @@ class Config:
         `"sys:exit"` or `"code:interact"` is refused (see runtime/tools.py)."""
         table = self.settings.get("tools", {})
         if not isinstance(table, Mapping):
-            raise ConfigError(f"{self.path}: `tools` must be a table")
+            raise ConfigError(f"{self.path}: `tools` must be a table, not {toml_text(table)}")
         names = table.get("allow_stdlib", [])
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise ConfigError(f"{self.path}: `tools.allow_stdlib` must be a list of module names")
+            raise ConfigError(
+                f"{self.path}: `tools.allow_stdlib` must be a list of module names, "
+                f"not {toml_text(names)}"
+            )
         return tuple(names)
 
     @property
@@ -149,8 +236,16 @@ def _parse(path: Path, data: bytes, digest: str, *, tool_table: bool) -> Config 
         if table is None:
             return None
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [tool.twelvefold] must be a table")
+        raise ConfigError(f"{path}: [tool.twelvefold] must be a table, not {toml_text(table)}")
     return Config(path, digest, table)
 
 
-__all__ = ["CONFIG_FILE", "Config", "ConfigError", "find_config", "stdlib_module"]
+__all__ = [
+    "CONFIG_FILE",
+    "Config",
+    "ConfigError",
+    "find_config",
+    "stdlib_module",
+    "toml_key",
+    "toml_text",
+]

@@ -25,7 +25,7 @@ import stat
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -450,36 +450,66 @@ def _recorded_prompts(module: ModuleType, origin: str, directory: Path | None) -
     return Path(os.path.normpath(directory / recorded))
 
 
-def missing_templates(agent: Agent) -> tuple[list[str], dict[str, str]]:
-    """The templates `agent` will render that its prompts folder does not hold, sorted,
-    and those it holds that can never render (not valid Jinja2 or UTF-8: name -> why):
-    each `llm` step's prompt and `judge` prompt, the context's `render` templates, and
-    every template those load (`{% include %}`, `{% extends %}`, `{% import %}`, when
-    named by a literal). For an agent loaded from a generated module, whose templates no
-    compiler has looked for in this process (a `.agent` file's are checked as it
-    compiles)."""
-    from .templates import TemplateBroken, confined_file, referenced_templates
+@dataclass(frozen=True)
+class TemplateProblems:
+    """What keeps a generated module's templates from rendering (`template_problems`)."""
+
+    missing: list[str]
+    """Templates the module names (a step's `prompt` or `judge`, a `render`) that the
+    folder does not hold, sorted: most likely the wrong folder."""
+    unloaded: dict[str, str]
+    """Templates a template loads that the folder does not hold: name -> a template that
+    loads it (the folder is right, the include is not)."""
+    broken: dict[str, str]
+    """Templates it holds that can never render (not valid Jinja2 or UTF-8, or one that
+    loads itself): name -> why."""
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unloaded or self.broken)
+
+
+def template_problems(agent: Agent) -> TemplateProblems:
+    """The templates `agent` will render that its prompts folder does not hold, or that can
+    never render: each `llm` step's prompt and `judge` prompt, the context's `render`
+    templates, and every template those load (`{% include %}`, `{% extends %}`,
+    `{% import %}`, when named by a literal). For an agent loaded from a generated module,
+    whose templates no compiler has looked for in this process (a `.agent` file's are
+    checked as it compiles)."""
+    from .templates import TemplateBroken, confined_file, load_cycles, referenced_templates
 
     folder = agent.prompts_dir or Path(PROMPTS_FOLDER)
     states = agent.spec.states.values()
-    named = {s.prompt for s in states if s.prompt is not None}
-    named |= {s.judge for s in states if s.judge is not None}
-    named |= set(agent.spec.context.renders.values())
+    roots = {s.prompt for s in states if s.prompt is not None}
+    roots |= {s.judge for s in states if s.judge is not None}
+    roots |= set(agent.spec.context.renders.values())
+    loaded_by: dict[str, str] = {}
+    loads: dict[str, set[str]] = {}
     missing: set[str] = set()
     broken: dict[str, str] = {}
-    seen: set[str] = set()
-    while named and len(seen) < MAX_TEMPLATES:
-        name = named.pop()
-        seen.add(name)
+    waiting = sorted(roots)
+    seen = set(waiting)
+    while waiting and len(loads) + len(missing) + len(broken) < MAX_TEMPLATES:
+        name = waiting.pop()
         path = confined_file(folder, name)
         if path is None:
             missing.add(name)
             continue
         try:
-            named |= referenced_templates(path) - seen
+            loads[name] = referenced_templates(path)
         except TemplateBroken as exc:
             broken[name] = str(exc)
-    return sorted(missing), dict(sorted(broken.items()))
+            continue
+        for child in sorted(loads[name] - seen):
+            seen.add(child)
+            loaded_by[child] = name
+            waiting.append(child)
+    for cycle in load_cycles(sorted(roots), loads):
+        broken.setdefault(cycle[0], "it loads itself: " + " → ".join(cycle))
+    return TemplateProblems(
+        missing=sorted(missing & roots),
+        unloaded={name: loaded_by[name] for name in sorted(missing - roots)},
+        broken=dict(sorted(broken.items())),
+    )
 
 
 _ALL_FOUND: set[tuple[str, str | None, Path | None]] = set()
@@ -487,39 +517,52 @@ _ALL_FOUND: set[tuple[str, str | None, Path | None]] = set()
 checks once per process; one removed since fails where it renders, with its name."""
 
 MAX_TEMPLATES = 1000
-"""The most templates `missing_templates` follows (a bound on a folder of includes)."""
+"""The most templates `template_problems` follows (a bound on a folder of includes)."""
 
 
 def require_templates(agent: Agent) -> None:
     """`AgentLoadError` (one line: the folder, what is missing or broken, the fix) when a
     generated module's templates are not where it will read them, or one can never render:
-    refused before a thread exists, not at its first model step."""
+    refused before a thread exists, not at its first model step. `--prompts DIR` is the
+    advice only when templates the module names are missing (the wrong folder); a missing
+    template that another one loads names both (the include is wrong)."""
     if agent.version is not None:
         return  # compiled from its .agent file here: the compiler found every template
     key = (agent.origin, agent.reducer, agent.prompts_dir)
     if key in _ALL_FOUND:
         return  # found complete at an earlier launch of this process (each reads them all)
-    missing, broken = missing_templates(agent)
-    if not missing and not broken:
+    problems = template_problems(agent)
+    if not problems:
         if len(_ALL_FOUND) >= 256:
             _ALL_FOUND.clear()
         _ALL_FOUND.add(key)
         return
-    folder = agent.prompts_dir or Path(PROMPTS_FOLDER)
-    if not missing:
-        name, why = next(iter(broken.items()))
+    origin, folder = one_line(agent.origin), one_line(str(agent.prompts_dir or PROMPTS_FOLDER))
+    if problems.missing:
         raise AgentLoadError(
-            f"{one_line(agent.origin)}: prompt template {one_line(name)} in "
-            f"{one_line(str(folder))} cannot render ({one_line(why)}); fix it "
-            "(`twelvefold check` on the .agent file shows where)"
+            f"{origin}: prompt templates not found in {folder} ({_few(problems.missing)}); "
+            "pass --prompts DIR, the folder it was compiled with (or compile it again with "
+            "`twelvefold compile --prompts DIR`)"
         )
-    shown = ", ".join(one_line(name) for name in missing[:5])
-    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    if problems.unloaded:
+        name, by = (one_line(part) for part in next(iter(problems.unloaded.items())))
+        more = len(problems.unloaded) - 1
+        others = f" (and {more} more: {_few(list(problems.unloaded)[1:])})" if more else ""
+        raise AgentLoadError(
+            f"{origin}: prompt template {name}, which {by} loads, is not in {folder}"
+            f"{others}; add it there, or fix the name {by} loads"
+        )
+    name, why = next(iter(problems.broken.items()))
     raise AgentLoadError(
-        f"{one_line(agent.origin)}: prompt templates not found in {one_line(str(folder))} "
-        f"({shown}{more}); pass --prompts DIR, the folder it was compiled with (or compile "
-        "it again with `twelvefold compile --prompts DIR`)"
+        f"{origin}: prompt template {one_line(name)} in {folder} cannot render "
+        f"({one_line(why)}); fix it (`twelvefold check` on the .agent file shows where)"
     )
+
+
+def _few(names: list[str]) -> str:
+    """At most five names, then how many more."""
+    shown = ", ".join(one_line(name) for name in names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def require_settings(agent: Agent) -> None:

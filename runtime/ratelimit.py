@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import Config, ConfigError, find_config
+from .config import Config, ConfigError, find_config, toml_key, toml_text
 from .records import record
 
 
@@ -405,13 +405,16 @@ class RateLimits:
         given = config.settings.get("rate_limits", {})
         where = config.path or "the configuration"
         if not isinstance(given, Mapping):
-            raise ConfigError(f"{where}: `rate_limits` must be a table of model = {{ ... }}")
+            raise ConfigError(
+                f"{where}: `rate_limits` must be a table of model = {{ ... }}, "
+                f"not {toml_text(given)}"
+            )
         table = {str(model): _limits(where, str(model), entry) for model, entry in given.items()}
         cap = config.settings.get("model_calls_in_flight", DEFAULT_IN_FLIGHT)
         if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_IN_FLIGHT:
             raise ConfigError(
                 f"{where}: model_calls_in_flight must be a whole number from 1 to "
-                f"{MAX_IN_FLIGHT:,}, not {cap!r}"
+                f"{MAX_IN_FLIGHT:,}, not {toml_text(cap)}"
             )
         seconds = config.settings.get("model_call_timeout", DEFAULT_CALL_SECONDS)
         if (
@@ -421,7 +424,7 @@ class RateLimits:
         ):
             raise ConfigError(
                 f"{where}: model_call_timeout must be a number of seconds above 0 and at most "
-                f"{MAX_CALL_SECONDS:,.0f}, not {seconds!r}"
+                f"{MAX_CALL_SECONDS:,.0f}, not {toml_text(seconds)}"
             )
         return cls(table, cap, float(seconds))
 
@@ -451,8 +454,8 @@ def _limits(where: object, model: str, entry: Any) -> Limits:
     known = {"requests_per_minute", "tokens_per_minute"}
     if not isinstance(entry, Mapping) or not set(entry) <= known:
         raise ConfigError(
-            f"{where}: rate_limits.{model} must be a table of requests_per_minute and/or "
-            "tokens_per_minute"
+            f"{where}: {toml_key('rate_limits', model)} must be a table of "
+            f"requests_per_minute and/or tokens_per_minute, not {toml_text(entry)}"
         )
 
     def count(key: str) -> int | None:
@@ -461,7 +464,8 @@ def _limits(where: object, model: str, entry: Any) -> Limits:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(
-                f"{where}: rate_limits.{model}.{key} must be a whole number >= 1, not {value!r}"
+                f"{where}: {toml_key('rate_limits', model, key)} must be a whole number >= 1, "
+                f"not {toml_text(value)}"
             )
         return value
 

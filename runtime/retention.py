@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, toml_key, toml_text
 from .store import EventStore, Exported, ThreadInfo
 from .types import Status
 
@@ -54,6 +54,19 @@ def parse_age(text: str) -> timedelta:
     return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
 
 
+def _age(where: Path | None, key: str, value: object, example: str) -> timedelta | None:
+    """The age `retention.KEY` sets (None when unset); `ConfigError` quoting the value as
+    the file spells it when it is not one (`parse_age`'s rule)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and _AGE.fullmatch(value.strip()):
+        return parse_age(value)
+    raise ConfigError(
+        f"{where}: `retention.{key}` must be an age like {example} (s, m, h, d or w), "
+        f"not {toml_text(value)}"
+    )
+
+
 @dataclass(frozen=True)
 class Retention:
     """`[tool.twelvefold.retention]`: what `prune` does when no option says otherwise."""
@@ -70,32 +83,28 @@ class Retention:
     @classmethod
     def of(cls, config: Config) -> Retention:
         table = config.settings.get("retention", {})
+        where = config.path
         if not isinstance(table, Mapping):
-            raise ConfigError(f"{config.path}: `retention` must be a table")
-        unknown = sorted(set(table) - {"finished_after", "archive", "delete", "every"})
+            raise ConfigError(f"{where}: `retention` must be a table, not {toml_text(table)}")
+        unknown = sorted(map(str, set(table) - {"finished_after", "archive", "delete", "every"}))
         if unknown:
-            raise ConfigError(f"{config.path}: unknown retention setting(s): {', '.join(unknown)}")
+            keys = ", ".join(toml_key(key) for key in unknown)
+            raise ConfigError(f"{where}: unknown retention setting(s): {keys}")
         after, archive, delete = (table.get(k) for k in ("finished_after", "archive", "delete"))
-        if after is not None and not isinstance(after, str):
-            raise ConfigError(f"{config.path}: `retention.finished_after` must be text like 30d")
-        if archive is not None and (not isinstance(archive, str) or not archive.strip()):
-            raise ConfigError(f"{config.path}: `retention.archive` must be a file name")
-        if delete is not None and not isinstance(delete, bool):
-            raise ConfigError(f"{config.path}: `retention.delete` must be true or false")
         every = table.get("every")
-        if every is not None and not isinstance(every, str):
-            raise ConfigError(f"{config.path}: `retention.every` must be text like 1h")
-        base = config.path.parent if config.path is not None else Path.cwd()
-        try:
-            age = parse_age(after) if after is not None else None
-        except RetentionError as exc:
-            raise ConfigError(f"{config.path}: retention.finished_after: {exc}") from None
-        try:
-            often = parse_age(every) if every is not None else None
-        except RetentionError as exc:
-            raise ConfigError(f"{config.path}: retention.every: {exc}") from None
+        if archive is not None and (not isinstance(archive, str) or not archive.strip()):
+            raise ConfigError(
+                f"{where}: `retention.archive` must be a file name, not {toml_text(archive)}"
+            )
+        if delete is not None and not isinstance(delete, bool):
+            raise ConfigError(
+                f"{where}: `retention.delete` must be true or false, not {toml_text(delete)}"
+            )
+        base = where.parent if where is not None else Path.cwd()
+        age = _age(where, "finished_after", after, "30d")
+        often = _age(where, "every", every, "1h")
         if often is not None and often <= timedelta(0):
-            raise ConfigError(f"{config.path}: retention.every must be longer than 0s")
+            raise ConfigError(f"{where}: `retention.every` must be longer than 0s")
         return cls(age, base / archive if archive else None, bool(delete), often)
 
 

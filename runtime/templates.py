@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,32 @@ def referenced_templates(path: Path) -> set[str]:
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateBroken(f"line {exc.lineno}: {exc.message}") from None
     return {name for name in jinja2.meta.find_referenced_templates(parsed) if name is not None}
+
+
+def load_cycles(roots: Iterable[str], loads: Mapping[str, Iterable[str]]) -> list[tuple[str, ...]]:
+    """The cycles of template loads reachable from `roots` (`loads`: the templates each
+    template loads), each as the names on it with its first name again at the end
+    (`("a.j2", "b.j2", "a.j2")`). Such a template never finishes rendering: Jinja2
+    recurses until Python's stack runs out (the compiler reports them as E707). A depth-
+    first walk without recursion, so a long chain of includes cannot exhaust the stack."""
+    cycles: list[tuple[str, ...]] = []
+    done: set[str] = set()
+    for root in roots:
+        if root in done:
+            continue
+        path = [root]
+        pending = [iter(sorted(loads.get(root, ())))]
+        while pending:
+            child = next(pending[-1], None)
+            if child is None:
+                pending.pop()
+                done.add(path.pop())
+            elif child in path:
+                cycles.append((*path[path.index(child) :], child))
+            elif child not in done:
+                path.append(child)
+                pending.append(iter(sorted(loads.get(child, ()))))
+    return cycles
 
 
 @functools.cache

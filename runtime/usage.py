@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from .config import Config, ConfigError, find_config
+from .config import Config, ConfigError, find_config, toml_key, toml_text
 from .records import record
 from .spec import TOKENS_ERROR
 from .types import KIND_OF_EVENT, ErrorInfo, Event, Usage
@@ -128,7 +128,10 @@ class Prices:
         given = config.settings.get("prices", {})
         where = config.path or "the configuration"
         if not isinstance(given, Mapping):
-            raise ConfigError(f"{where}: `prices` must be a table of model = {{ input, output }}")
+            raise ConfigError(
+                f"{where}: `prices` must be a table of model = {{ input, output }}, "
+                f"not {toml_text(given)}"
+            )
         table = dict(DEFAULT_PRICES)
         for model, entry in given.items():
             table[str(model)] = _price(where, str(model), entry)
@@ -180,7 +183,7 @@ def prices_for(folder: Path) -> Prices:
 def _price(where: object, model: str, entry: Any) -> tuple[float, float]:
     def refused(what: str) -> ConfigError:
         return ConfigError(
-            f"{where}: prices.{model} must be {{ input = N, output = N }} in USD per "
+            f"{where}: {toml_key('prices', model)} must be {{ input = N, output = N }} in USD per "
             f"million tokens (N a number from 0 to {MAX_PRICE:,.0f}); {what}"
         )
 
@@ -192,11 +195,11 @@ def _price(where: object, model: str, entry: Any) -> tuple[float, float]:
             or not math.isfinite(value)
             or not 0 <= value <= MAX_PRICE
         ):
-            raise refused(f"its `{key}` is {value!r}")
+            raise refused(f"its `{key}` is " + ("missing" if value is None else toml_text(value)))
         return float(value)
 
     if isinstance(entry, Mapping) and (unknown := sorted(map(str, entry.keys() - PRICE_KEYS))):
-        raise refused(f"it has unknown key(s) {', '.join(f'`{k}`' for k in unknown)}")
+        raise refused(f"it has unknown key(s) {', '.join(f'`{toml_key(k)}`' for k in unknown)}")
 
     return number("input"), number("output")
 

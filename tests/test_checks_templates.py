@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from twelvefold.compiler import compile_text
 from twelvefold.compiler.prompts import PromptDirectory
 from twelvefold.compiler.template_vars import VariableUse, analyse
@@ -119,3 +121,73 @@ def test_render_templates_in_the_context_block(tmp_path: Path) -> None:
         text, "a.agent", load_prompt=PromptDirectory(tmp_path), generate_code=False
     )
     assert sorted(d.code for d in compiled.diagnostics) == ["E701", "E703"]
+
+
+CYCLE_AGENT = """agent a { start decide context { render decide "event.j2" } }
+type Done { message: string }
+llm decide -> Done {
+  prompt "decide.j2" judge "judge.j2"
+  on Done -> done
+}
+final done(Done)
+"""
+
+
+@pytest.mark.parametrize(
+    ("files", "cycle"),
+    [
+        ({"decide.j2": "{{ context }}{% include 'decide.j2' %}"}, "decide.j2 → decide.j2"),
+        ({"decide.j2": "{% extends 'decide.j2' %}"}, "decide.j2 → decide.j2"),
+        ({"decide.j2": "{% import 'decide.j2' as me %}"}, "decide.j2 → decide.j2"),
+        ({"decide.j2": "{% from 'decide.j2' import m %}"}, "decide.j2 → decide.j2"),
+        (
+            {
+                "decide.j2": "{% include 'a.j2' %}",
+                "a.j2": "{% include 'b.j2' %}",
+                "b.j2": "{% if x %}{% include 'a.j2' %}{% endif %}",
+            },
+            "a.j2 → b.j2 → a.j2",
+        ),
+    ],
+)
+def test_a_template_that_loads_itself_is_reported_with_its_cycle(
+    tmp_path: Path, files: dict[str, str], cycle: str
+) -> None:
+    """Jinja2 recurses until Python's stack runs out at render time: `check` says so."""
+    for name, text in {"judge.j2": "{{ output }}", "event.j2": "{{ value }}", **files}.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    compiled = compile_text(
+        CYCLE_AGENT, "a.agent", load_prompt=PromptDirectory(tmp_path), generate_code=False
+    )
+    found = [d for d in compiled.diagnostics if d.code == "E707"]
+    assert [(d.span.line, d.span.column) for d in found] == [(4, 10)]
+    assert cycle in found[0].message
+    assert "recursive" in found[0].help
+
+
+def test_a_cycle_is_reported_for_judge_and_render_templates_too(tmp_path: Path) -> None:
+    (tmp_path / "decide.j2").write_text("{{ context }}")
+    (tmp_path / "judge.j2").write_text("{% include 'judge.j2' %}")
+    (tmp_path / "event.j2").write_text("{% extends 'base.j2' %}")
+    (tmp_path / "base.j2").write_text("{% include 'event.j2' %}")
+    compiled = compile_text(
+        CYCLE_AGENT, "a.agent", load_prompt=PromptDirectory(tmp_path), generate_code=False
+    )
+    shown = sorted((d.code, d.span.line, d.message) for d in compiled.diagnostics if d.is_error)
+    assert [(code, line) for code, line, _ in shown] == [("E707", 1), ("E707", 4)]
+    assert "event.j2 → base.j2 → event.j2" in shown[0][2]
+    assert "judge.j2 → judge.j2" in shown[1][2]
+
+
+def test_a_template_loaded_twice_without_a_cycle_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "decide.j2").write_text(
+        "{% include 'part.j2' %}{% include 'part.j2' %}{% include 'other.j2' %}{{ context }}"
+    )
+    (tmp_path / "other.j2").write_text("{% include 'part.j2' %}")
+    (tmp_path / "part.j2").write_text("{{ input }}")
+    (tmp_path / "judge.j2").write_text("{% include 'part.j2' %}")
+    (tmp_path / "event.j2").write_text("{{ value }}")
+    compiled = compile_text(
+        CYCLE_AGENT, "a.agent", load_prompt=PromptDirectory(tmp_path), generate_code=False
+    )
+    assert [d for d in compiled.diagnostics if d.is_error] == []

@@ -259,10 +259,15 @@ def test_a_judge_prompt_and_an_included_template_are_looked_for_before_a_thread_
     (folder / "templ" / "judged.j2").rename(folder / "templ" / "judge.j2")
     ran = twelvefold("run", "build/greet.py", "--input", "ana", cwd=folder, server=openai_server)
     assert ran.returncode == 1
-    assert "(rubric/tone.j2)" in ran.stderr
+    templates = folder / "templ"
+    # The folder is the right one: the advice is about the include, not `--prompts`.
+    assert ran.stderr.splitlines() == [
+        f"error: {folder / 'build' / 'greet.py'}: prompt template rubric/tone.j2, which "
+        f"rubric/strict.j2 loads, is not in {templates}; add it there, or fix the name "
+        "rubric/strict.j2 loads"
+    ]
     assert openai_server.requests == []
-    listed = twelvefold("threads", "--json", cwd=folder, server=openai_server, model=False)
-    assert json.loads(listed.stdout) == []  # no thread was created
+    assert not (folder / ".twelvefold" / "threads.db").exists()  # no thread, no store
 
 
 @pytest.mark.parametrize("broken", ["{% if %}{{ x ", b"\xff\xfe not text"])
@@ -284,8 +289,40 @@ def test_a_template_that_can_never_render_is_refused_before_a_thread_exists(
     (line,) = ran.stderr.splitlines()
     assert "prompt template part.j2 in" in line and "cannot render" in line
     assert openai_server.requests == []
-    listed = twelvefold("threads", "--json", cwd=folder, server=openai_server, model=False)
-    assert json.loads(listed.stdout) == []  # no thread was created
+    assert not (folder / ".twelvefold" / "threads.db").exists()  # no thread, no store
+
+
+@pytest.mark.parametrize(
+    ("files", "cycle"),
+    [
+        ({"decide.j2": "{% include 'decide.j2' %}"}, "decide.j2 → decide.j2"),
+        (
+            {"decide.j2": "{% extends 'base.j2' %}", "base.j2": "{% import 'decide.j2' as d %}"},
+            "decide.j2 → base.j2 → decide.j2",
+        ),
+        (
+            {"finish.j2": "{% include 'part.j2' %}", "part.j2": "{% include 'part.j2' %}"},
+            "part.j2 → part.j2",
+        ),
+    ],
+)
+def test_a_template_that_loads_itself_is_refused_before_a_thread_exists(
+    tmp_path: Path, openai_server: ScriptedOpenAI, files: dict[str, str], cycle: str
+) -> None:
+    """Edited after the module was compiled into a cycle of loads: Jinja2 would recurse
+    until Python's stack runs out at the step that renders it."""
+    folder = project(tmp_path / "p")
+    compile_to_build(folder, "templ", openai_server)
+    for name, text in files.items():
+        (folder / "templ" / name).write_text(text)
+
+    ran = twelvefold("run", "build/greet.py", "--input", "ana", cwd=folder, server=openai_server)
+
+    assert ran.returncode == 1
+    (line,) = ran.stderr.splitlines()
+    assert f"cannot render (it loads itself: {cycle})" in line
+    assert openai_server.requests == []
+    assert not (folder / ".twelvefold" / "threads.db").exists()  # no thread, no store
 
 
 def test_a_module_whose_templates_are_gone_is_refused_before_a_thread_exists(
@@ -303,8 +340,7 @@ def test_a_module_whose_templates_are_gone_is_refused_before_a_thread_exists(
         f"{folder / 'templ'} (decide.j2, finish.j2); pass --prompts DIR, the folder it was "
         "compiled with (or compile it again with `twelvefold compile --prompts DIR`)"
     ]
-    listed = twelvefold("threads", "--json", cwd=folder, server=openai_server, model=False)
-    assert json.loads(listed.stdout) == []  # no thread was created
+    assert not (folder / ".twelvefold" / "threads.db").exists()  # no thread, no store
     assert openai_server.requests == []
     served = twelvefold("serve", "build/greet.py", cwd=folder, server=openai_server, model=False)
     assert served.returncode == 1

@@ -19,6 +19,8 @@ from click.testing import CliRunner, Result
 
 from tests.runtime_helpers import EXAMPLES, write_cassette
 from twelvefold.cli import cli
+from twelvefold.commands.options import removed_if_refused
+from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.codec import Codec
 from twelvefold.runtime.store import SqliteStore, StoreError, StoreNotFound, ThreadInfo
 from twelvefold.runtime.types import Started
@@ -351,3 +353,79 @@ def test_run_on_an_agent_file_that_is_not_text_is_its_diagnostic(tmp_path: Path)
     result = invoke("run", str(fifo), "--input", "x", "--db", str(db))
     assert result.exit_code == 1
     assert result.output.strip() == f"error: not a regular file: {fifo}"
+
+
+# ---- a refused run leaves no store behind ------------------------------------------------
+
+TYPED = """agent a { input Order start done }
+type Order { id: int }
+final done(Order)
+"""
+
+
+@pytest.mark.parametrize(
+    ("agent", "input_text", "said"),
+    [
+        ("missing.agent", "x", "error: no such file"),
+        ("broken.agent", "x", "does not compile"),
+        ("typed.agent", "not an order", "error:"),
+    ],
+)
+@pytest.mark.parametrize("where", ["--db", "default"])
+def test_a_refused_run_leaves_no_store_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent: str, input_text: str, said: str,
+    where: str,
+) -> None:  # fmt: skip
+    """Before: every refused `run` (no such agent, one that does not compile, an input it
+    refuses) left an empty SQLite file (and its folder) that later commands took for a
+    store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TWELVEFOLD_DB", raising=False)
+    monkeypatch.delenv("TWELVEFOLD_STORE", raising=False)
+    (tmp_path / "broken.agent").write_text("agent a { start nowhere }\n")
+    (tmp_path / "typed.agent").write_text(TYPED)
+    db = tmp_path / "made" / "here" / "threads.db"
+    options = ["--db", str(db)] if where == "--db" else []
+    before = everything(tmp_path)
+
+    result = invoke("run", agent, "--input", input_text, *options)
+
+    assert_one_clear_line_or_success(result)
+    assert result.exit_code == 1 and said in result.output
+    made = everything(tmp_path) - before
+    cache = {m for m in made if m.startswith(".twelvefold/cache")}  # a compiled agent's
+    assert made - cache == ({".twelvefold"} if cache else set())  # no store, no `made/`
+
+
+def everything(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+def test_a_refused_run_keeps_a_store_that_was_there(tmp_path: Path) -> None:
+    """Only what the refused run made is removed: a store made before (even an empty file
+    a person created) stays as it was."""
+    db = tmp_path / "threads.db"
+    (tmp_path / "typed.agent").write_text(TYPED)
+    accepted = invoke("run", str(tmp_path / "typed.agent"), "--input", '{"id": 1}', "--db", str(db))
+    assert accepted.exit_code == 0, accepted.output
+    refused = invoke("run", str(tmp_path / "typed.agent"), "--input", "no", "--db", str(db))
+    assert refused.exit_code == 1
+    assert len(json.loads(invoke("threads", "--json", "--db", str(db)).stdout)) == 1
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    refused = invoke("run", str(tmp_path / "missing.agent"), "--input", "x", "--db", str(empty))
+    assert refused.exit_code == 1
+    assert empty.is_file()
+
+
+def test_a_store_that_got_a_thread_is_kept_however_the_command_ends(tmp_path: Path) -> None:
+    """Ctrl-C after the thread was stored: the store this run made is its thread's."""
+    (tmp_path / "typed.agent").write_text(TYPED)
+    db = tmp_path / "new" / "threads.db"
+    with pytest.raises(KeyboardInterrupt), removed_if_refused(db):
+        store = SqliteStore(db)
+        with Runtime(store) as rt:
+            rt.launch(str(tmp_path / "typed.agent"), '{"id": 1}')
+        store.close()
+        raise KeyboardInterrupt
+    assert len(SqliteStore(db, create=False).threads()) == 1

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from tests.runtime_helpers import EXAMPLES, write_cassette
 from twelvefold.cli import cli
+from twelvefold.runtime.store import SqliteStore
 
 
 @pytest.fixture
@@ -79,6 +80,8 @@ def test_run_pauses_resume_finishes_and_show_prints_the_log(workdir: Path) -> No
 def test_mistakes_are_one_line_and_exit_1_usage_is_2(workdir: Path) -> None:
     code, out = invoke("run", "missing.agent", "--input", "x")
     assert (code, out.strip()) == (1, "error: no such file: missing.agent")
+    assert not (workdir / ".twelvefold").exists()  # refused: no store was left behind
+    SqliteStore(workdir / ".twelvefold" / "threads.db").close()
     code, out = invoke("resume", "nope", "--approve")
     assert code == 1 and "no thread 'nope'" in out and "Traceback" not in out
     code, _ = invoke("resume", "nope", "--approve", "--reject", "--comment", "x")
@@ -149,7 +152,7 @@ def test_a_number_input_that_is_not_finite_is_refused_before_anything_is_stored(
     )
     code, output = invoke("run", "measure.agent", "--input", text, "--json")
     assert code == 1 and "is not a finite number" in output and "Traceback" not in output
-    assert json.loads(invoke("threads", "--json")[1]) == []
+    assert not (workdir / ".twelvefold" / "threads.db").exists()  # nothing stored, no store
     code, output = invoke("run", "measure.agent", "--input", "2.5", "--json")
     assert code == 0, output
 

@@ -136,6 +136,10 @@ def test_serve_refuses_what_it_cannot_serve_safely(workdir: Path) -> None:
     assert code == 1 and "holds no .agent file" in err
     code, _, err = invoke("serve", str(workdir / "nowhere.agent"))
     assert code == 1 and err.startswith("error: ")
+    # Each refused start left an empty store behind, which later commands took for one.
+    assert not (workdir / ".twelvefold" / "threads.db").exists()
+    code, _, err = invoke("serve", str(workdir / "nowhere.agent"), "--db", "new/x.db")
+    assert code == 1 and not (workdir / "new").exists()
 
 
 @pytest.mark.parametrize("command", ["serve", "worker"])

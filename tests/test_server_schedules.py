@@ -123,8 +123,8 @@ def test_serve_with_a_bad_cron_expression_exits_1_with_one_line(tmp_path: Path) 
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        "error: schedule `hourly-deploy`: '61 * * * *' is not a cron expression croniter "
-        "understands"
+        'error: schedules.hourly-deploy: cron = "61 * * * *" is not a cron expression '
+        "croniter understands"
     ], result.stderr
     assert "Traceback" not in result.stderr
 

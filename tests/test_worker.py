@@ -746,6 +746,46 @@ def test_a_worker_that_cannot_reach_the_database_says_so_in_one_line() -> None:
     assert "pw@" not in done.stderr
 
 
+BAD_CONFIG = """\
+model_calls_in_flight = "8"
+[prices.gpt]
+input = true
+output = 1
+[retention]
+finished_after = 30
+[server]
+public_url = 3
+[schedules.nightly]
+agent = "nobody"
+cron = "0 0 * * *"
+"""
+
+
+def test_a_worker_reports_every_configuration_problem_before_it_connects(
+    tmp_path: Path,
+) -> None:
+    """Before: the unreachable database was reported, and the configuration (read only
+    once connected) one problem at a time after that was fixed."""
+    agents = flaky_project(tmp_path, BAD_CONFIG)
+    done = subprocess.run(
+        [sys.executable, "-m", "twelvefold", "worker", *agents,
+         "--store", "postgresql://nobody:pw@127.0.0.1:1/threads"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert all(line.startswith("error: ") for line in lines), done.stderr
+    assert "cannot be reached" not in done.stderr and "Traceback" not in done.stderr
+    for said in [
+        'model_calls_in_flight must be a whole number from 1 to 100,000, not "8"',
+        "prices.gpt must be",
+        "`retention.finished_after` must be an age like 30d (s, m, h, d or w), not 30",
+        "public_url must be a string, not 3",
+        'schedules.nightly names agent = "nobody"',
+    ]:
+        assert sum(said in line for line in lines) == 1, (said, done.stderr)
+
+
 def test_a_worker_on_a_database_without_the_queue_schema_names_db_upgrade(
     postgres_url: str,
 ) -> None:

@@ -29,7 +29,7 @@ from .. import nodes as n
 from .. import types as t
 from ..diagnostics import Diagnostic, Span, did_you_mean, error
 from ..program import Program, PromptFile
-from ..template_vars import Analysis, VariableUse, analyse
+from ..template_vars import Analysis, TemplateLoad, VariableUse, analyse
 from .common import type_table
 
 Loader = Callable[[str], PromptFile | None]
@@ -81,7 +81,7 @@ def _template_file(
         )
         return
     yield from _template_tree(
-        path, name.span, f'{what} "{name.value}"', found, load_prompt, allowed, what, set()
+        path, name.span, f'{what} "{name.value}"', found, load_prompt, allowed, what, set(), ()
     )
 
 
@@ -94,9 +94,13 @@ def _template_tree(
     allowed: tuple[str, ...],
     what: str,
     seen: set[str],
+    loading: tuple[str, ...],
 ) -> Iterator[Diagnostic]:
-    """One template file and, once each, the files it loads: syntax, variables, safety."""
+    """One template file and, once each, the files it loads: syntax, variables, safety,
+    and no file that loads itself (`loading`: the files on the way here, outermost first;
+    one of them loaded again is a cycle, a file only `seen` before was checked there)."""
     seen.add(found.name)
+    loading = (*loading, found.name)
     analysis = analyse(found.text)
     if analysis.problem is not None:
         yield _syntax_error(path, span, shown, analysis)
@@ -121,6 +125,9 @@ def _template_tree(
     for load in analysis.loads:
         if load.name is None:
             yield _dynamic_load(path, span, shown, load.kind, load.line)
+            continue
+        if load.name in loading:
+            yield _cycle(path, span, shown, load, loading[loading.index(load.name) :])
             continue
         if load.name in seen:
             continue
@@ -147,6 +154,7 @@ def _template_tree(
             allowed,
             what,
             seen,
+            loading,
         )
 
 
@@ -164,6 +172,23 @@ def _unsafe(path: str, span: Span, shown: str, use: VariableUse) -> Diagnostic:
         label=f"refused by the template sandbox at line {use.line} of the template",
         help="templates render in Jinja2's sandbox: attributes that start with `_` are "
         "Python internals, never data; read the value's fields instead",
+    )
+
+
+def _cycle(
+    path: str, span: Span, shown: str, load: TemplateLoad, cycle: tuple[str, ...]
+) -> Diagnostic:
+    chain = " → ".join((*cycle, load.name or ""))
+    return error(
+        "E707",
+        f'{shown} line {load.line}: `{{% {load.kind} %}}` loads "{load.name}" again, so '
+        f"rendering never ends: {chain}",
+        path,
+        span,
+        label=f"a template that loads itself: {chain}",
+        help="a template may not load itself, directly or through others (Jinja2 would "
+        "recurse until Python's stack runs out); to render nested data, use a recursive "
+        "macro or `{% for … recursive %}` inside one template",
     )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +56,56 @@ def store_path(db: Path | None, store_url: str | None) -> StoreLocation:
     except StoreError as exc:
         error(exc)
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def removed_if_refused(location: StoreLocation) -> Iterator[None]:
+    """Around a command that makes the SQLite store at `location` when there is none
+    (`run`, `serve`): when it ends by an exception or an exit (a refusal: no such agent,
+    an input it refuses, templates missing) and this command made the file, which holds no
+    thread, the file is removed again, with what SQLite keeps beside it and the folders
+    made for it. A refused command leaves nothing that a later one takes for a store; a
+    file that was there before is never touched. Outside the store's own `with`, so the
+    store is closed by then."""
+    from twelvefold.runtime.store import StoreUrl
+
+    if isinstance(location, StoreUrl) or os.path.lexists(location):
+        yield
+        return
+    folders = []  # the folders SqliteStore will make for it, deepest first
+    folder = location.parent
+    while folder != folder.parent and not os.path.lexists(folder):
+        folders.append(folder)
+        folder = folder.parent
+    try:
+        yield
+    except BaseException:
+        if not _holds_a_thread(location):
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{location}{suffix}").unlink(missing_ok=True)
+            for made in folders:
+                with contextlib.suppress(OSError):  # not empty: something else is there now
+                    made.rmdir()
+        raise
+
+
+def _holds_a_thread(location: Path) -> bool:
+    """Whether the SQLite file at `location` holds a thread (True when that cannot be
+    told: keeping a file is safer than removing one)."""
+    if not location.is_file():
+        return False
+    try:
+        connection = sqlite3.connect(f"{location.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return True
+    try:
+        return connection.execute("SELECT 1 FROM threads LIMIT 1").fetchone() is not None
+    except sqlite3.OperationalError as exc:
+        return "no such table" not in str(exc)
+    except sqlite3.Error:
+        return True
+    finally:
+        connection.close()
 
 
 def configured_store() -> StoreLocation | None:

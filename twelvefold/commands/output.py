@@ -12,6 +12,13 @@ def echo(text: str, *, err: bool = False) -> None:
     click.echo(for_terminal(text), err=err)
 
 
+def errors(problem: Exception) -> None:
+    """`error` for each problem `problem` carries (`ServeError.problems`: every setting
+    that cannot be used), else for it."""
+    for line in getattr(problem, "problems", None) or (problem,):
+        error(line)
+
+
 def error(message: object) -> None:
     """`error: MESSAGE` on stderr as one line: a path, URL or name in the message (a `--db`
     with a line break in it) cannot start a line of its own and forge output below."""

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 import click
 
-from twelvefold.commands.options import AGENT, DB, PROMPTS
+from twelvefold.commands.options import AGENT, DB, PROMPTS, removed_if_refused
 from twelvefold.commands.output import echo
 from twelvefold.runtime.api import (
     Expiry,
@@ -477,6 +477,7 @@ def run(
     _check_model_flags(cassette, record)
     with (
         reported(as_json),
+        removed_if_refused(db),  # a refused run leaves no store behind
         runtime(
             db,
             model=make_model(cassette, record, model),

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from twelvefold.commands.options import DB, PROMPTS, background_options
-from twelvefold.commands.output import echo, error
+from twelvefold.commands.options import DB, PROMPTS, background_options, removed_if_refused
+from twelvefold.commands.output import echo, error, errors
 from twelvefold.commands.run import make_model, model_options, reported
 from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.tracing import configure_from_env
@@ -87,7 +87,7 @@ def serve(
     if public_url is not None:
         os.environ["TWELVEFOLD_PUBLIC_URL"] = public_url  # read with the configuration
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
-    with reported():
+    with reported(), removed_if_refused(db):  # a refused start leaves no store behind
         # Spans go where OTEL_EXPORTER_OTLP_* say (docs/observability.md); flushed at exit.
         flush_spans = configure_from_env()
         app = _app(places, db, concurrency, insecure_local, grace, sweep_seconds,
@@ -143,19 +143,24 @@ def _app(
     prompts: Path | None = None,
 ) -> FastAPI:
     from twelvefold.runtime.api import AsyncRuntime
-    from twelvefold.runtime.store import open_store
+    from twelvefold.runtime.store import MemoryStore, open_store
     from twelvefold.server.app import create_app
     from twelvefold.server.replies import public_url_of
     from twelvefold.server.service import ServeError, Service, served_agents
     from twelvefold.server.tables import place_of
     from twelvefold.server.tokens import TokenStore
 
+    try:  # the agents and every setting of their configuration, before any store is opened
+        served_agents(AsyncRuntime(MemoryStore(), prompts_dir=prompts), places)
+    except ServeError as exc:
+        errors(exc)
+        sys.exit(1)
     store = open_store(db)
     runtime = AsyncRuntime(store, model=model, tool_paths=paths, prompts_dir=prompts)  # type: ignore[arg-type]
     try:
         agents = served_agents(runtime, places)
     except ServeError as exc:
-        error(exc)
+        errors(exc)
         sys.exit(1)
     tokens = None if insecure_local else TokenStore(place_of(store) or db)
     if tokens is not None and not any(not t.revoked for t in tokens.list()):
@@ -182,7 +187,7 @@ def _app(
             loopback_only=also if loopback else None,
         )  # fmt: skip
     except ServeError as exc:
-        error(exc)
+        errors(exc)
         sys.exit(1)
 
 

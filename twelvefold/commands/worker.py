@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from twelvefold.commands.options import PROMPTS, background_options
-from twelvefold.commands.output import echo, error
+from twelvefold.commands.output import echo, error, errors
 from twelvefold.commands.run import make_model, model_options, reported
 from twelvefold.runtime.tracing import configure_from_env
 
@@ -132,7 +132,7 @@ async def _work(
     prompts: Path | None = None,
 ) -> int:
     from twelvefold.runtime.api import AsyncRuntime
-    from twelvefold.runtime.store import open_store
+    from twelvefold.runtime.store import MemoryStore, open_store
     from twelvefold.server.pruning import Pruner, timed_retention
     from twelvefold.server.queue import (
         Queue,
@@ -145,6 +145,11 @@ async def _work(
     from twelvefold.server.schedules import Scheduler, schedules_of
     from twelvefold.server.service import ServeError, served_agents
 
+    try:  # the agents and every setting of their configuration, before connecting anywhere
+        served_agents(AsyncRuntime(MemoryStore(), prompts_dir=prompts), places)
+    except ServeError as exc:
+        errors(exc)
+        return 1
     try:  # before anything waits on a connection pool: one line, at once
         check_schema_now(queue_url)
     except QueueUnavailable as exc:
@@ -155,7 +160,7 @@ async def _work(
     try:
         agents = served_agents(runtime, places)
     except ServeError as exc:
-        error(exc)
+        errors(exc)
         return 1
     if metrics_at is not None:
         try:
@@ -175,7 +180,7 @@ async def _work(
         timed = timed_retention(service)
         pruner = Pruner(service, timed) if timed is not None else None
     except ServeError as exc:
-        error(exc)
+        errors(exc)
         return 1
     try:
         async with app.open_async():

@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from twelvefold.runtime.config import ConfigError, find_config
+from twelvefold.runtime.config import ConfigError, find_config, toml_text
 from twelvefold.runtime.store import ThreadInfo
 from twelvefold.runtime.types import Status
 from twelvefold.server.counters import ProcessMetrics
@@ -159,7 +159,7 @@ def access(folders: Iterable[Path]) -> Access:
         value = table.get("metrics", "token") if isinstance(table, Mapping) else "token"
         if value not in ("token", "public"):
             raise Unavailable(
-                f'{config.path}: server.metrics must be "token" or "public", not {value!r}'
+                f'{config.path}: server.metrics must be "token" or "public", not {toml_text(value)}'
             )
         found.add(value)
     return "public" if found == {"public"} else "token"

@@ -30,7 +30,7 @@ from twelvefold.runtime.config import ConfigError, find_config
 from twelvefold.runtime.retention import Pruned, Retention, prune
 from twelvefold.runtime.store import EventStore
 from twelvefold.server.schedules import ScheduleRuns, cancelled
-from twelvefold.server.service import ServeError, Service
+from twelvefold.server.service import ServeError, Service, Serving
 
 log = logging.getLogger("twelvefold.server")
 
@@ -50,7 +50,7 @@ class Timed:
     every: timedelta
 
 
-def timed_retention(service: Service) -> Timed | None:
+def timed_retention(service: Serving) -> Timed | None:
     """The retention the served agents' configuration asks the server and workers to
     apply on a timer: None when no configuration sets `finished_after` with an `archive`
     or `delete = true`. `ServeError` (one line) for a setting that cannot be used, or two

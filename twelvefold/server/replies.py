@@ -33,9 +33,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from twelvefold.runtime.api import ThreadView
-from twelvefold.runtime.config import ConfigError, find_config
+from twelvefold.runtime.config import ConfigError, find_config, toml_text
 from twelvefold.runtime.notify import NotifyError, _post_json, signing_key, standard_webhook_headers
-from twelvefold.server.service import BadInput, Forbidden, ServeError, Service
+from twelvefold.server.service import BadInput, Forbidden, ServeError, Service, Serving
 from twelvefold.server.tables import Table
 
 log = logging.getLogger("twelvefold.server")
@@ -237,7 +237,7 @@ def check_webhook_host(url: str, allowed: frozenset[str] | None) -> None:
             )
 
 
-def webhook_hosts_of(service: Service) -> frozenset[str] | None:
+def webhook_hosts_of(service: Serving) -> frozenset[str] | None:
     """`[tool.twelvefold.server] webhook_hosts` of the served agents' configurations (the
     union; lowercase), or None when none says. `ServeError` for one not a list of
     strings."""
@@ -247,7 +247,10 @@ def webhook_hosts_of(service: Service) -> frozenset[str] | None:
         if value is None:
             continue
         if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
-            raise ServeError("[tool.twelvefold.server] webhook_hosts must be a list of host names")
+            raise ServeError(
+                "[tool.twelvefold.server] webhook_hosts must be a list of host names, "
+                f"not {toml_text(value)}"
+            )
         hosts = (hosts or set()) | {h.lower().rstrip(".") for h in value}
     return None if hosts is None else frozenset(hosts)
 
@@ -270,11 +273,11 @@ def check_public_url(url: str) -> str:
         or any(c in url for c in "<>|\"' \\")
         or not url.isprintable()
     ):
-        raise ServeError(f"the public URL must be an absolute http(s) URL, not {url!r}")
+        raise ServeError(f"the public URL must be an absolute http(s) URL, not {toml_text(url)}")
     return url.rstrip("/")
 
 
-def public_url_of(service: Service, environ: Mapping[str, str] | None = None) -> str | None:
+def public_url_of(service: Serving, environ: Mapping[str, str] | None = None) -> str | None:
     """The server's public URL: TWELVEFOLD_PUBLIC_URL (what `--public-url` sets), else
     `[tool.twelvefold.server] public_url` of the served agents' configuration; None when
     neither says. `ServeError` for one that cannot be used."""
@@ -285,13 +288,16 @@ def public_url_of(service: Service, environ: Mapping[str, str] | None = None) ->
             value = table.get("public_url")
             if value is not None:
                 if not isinstance(value, str):
-                    raise ServeError("[tool.twelvefold.server] public_url must be a string")
+                    raise ServeError(
+                        "[tool.twelvefold.server] public_url must be a string, "
+                        f"not {toml_text(value)}"
+                    )
                 found = value
                 break
     return None if found is None else check_public_url(found)
 
 
-def server_tables(service: Service, name: str) -> list[Mapping[str, Any]]:
+def server_tables(service: Serving, name: str) -> list[Mapping[str, Any]]:
     """`[tool.twelvefold.NAME]` of each configuration the served agents use (each file
     once). `ServeError` for a configuration that cannot be read or a NAME not a table."""
     tables: list[Mapping[str, Any]] = []
@@ -308,7 +314,9 @@ def server_tables(service: Service, name: str) -> list[Mapping[str, Any]]:
         if table is None:
             continue
         if not isinstance(table, Mapping):
-            raise ServeError(f"{config.path}: [tool.twelvefold.{name}] must be a table")
+            raise ServeError(
+                f"{config.path}: [tool.twelvefold.{name}] must be a table, not {toml_text(table)}"
+            )
         tables.append(table)
     return tables
 

@@ -36,9 +36,10 @@ from typing import Any
 
 from croniter import croniter
 
+from twelvefold.runtime.config import toml_key, toml_text
 from twelvefold.runtime.store import ThreadNotFound
 from twelvefold.server.replies import server_tables
-from twelvefold.server.service import Caller, ServeError, Service, ServiceError
+from twelvefold.server.service import Caller, ServeError, Service, ServiceError, Serving
 from twelvefold.server.tables import Table
 
 log = logging.getLogger("twelvefold.server")
@@ -75,33 +76,43 @@ def parse_schedules(table: Mapping[str, Any], served: Mapping[str, object]) -> l
     refuses, or an agent not in `served`."""
     schedules: list[Schedule] = []
     for name, entry in table.items():
-        where = f"schedule `{name}`"
+        where = f"schedules.{toml_key(name)}"
         if str(name).startswith("@"):  # `@retention` is the retention timer's (pruning.py)
             raise ServeError(f"{where}: a schedule's name cannot start with @")
         if not isinstance(entry, Mapping):
-            raise ServeError(f"{where} must be a table with agent, cron and input")
-        unknown = sorted(set(entry) - {"agent", "cron", "input"})
+            raise ServeError(
+                f"{where} must be a table with agent, cron and input, not {toml_text(entry)}"
+            )
+        unknown = sorted(map(str, set(entry) - {"agent", "cron", "input"}))
         if unknown:
-            raise ServeError(f"{where}: unknown key {unknown[0]} (agent, cron, input)")
+            raise ServeError(f"{where}: unknown key {toml_key(unknown[0])} (agent, cron, input)")
         agent, cron = entry.get("agent"), entry.get("cron")
         if not isinstance(agent, str) or not isinstance(cron, str):
-            raise ServeError(f'{where} needs agent = "NAME" and cron = "EXPRESSION"')
+            raise ServeError(
+                f'{where} needs agent = "NAME" and cron = "EXPRESSION", not agent = '
+                f"{toml_text(agent) if agent is not None else '(missing)'} and cron = "
+                f"{toml_text(cron) if cron is not None else '(missing)'}"
+            )
         if agent not in served:
-            raise ServeError(f"{where} names agent `{agent}`, which this server does not serve")
+            raise ServeError(
+                f"{where} names agent = {toml_text(agent)}, which this server does not serve"
+            )
         if not croniter.is_valid(cron):
-            raise ServeError(f"{where}: {cron!r} is not a cron expression croniter understands")
+            raise ServeError(
+                f"{where}: cron = {toml_text(cron)} is not a cron expression croniter understands"
+            )
         schedules.append(Schedule(str(name), agent, cron, entry.get("input", "")))
     return schedules
 
 
-def schedules_of(service: Service) -> list[Schedule]:
+def schedules_of(service: Serving) -> list[Schedule]:
     """Every schedule in the served agents' configuration (each file once). `ServeError`
     as `parse_schedules`, and for two schedules with one name."""
     found: dict[str, Schedule] = {}
     for table in server_tables(service, "schedules"):
         for schedule in parse_schedules(table, service.agents):
             if schedule.name in found and found[schedule.name] != schedule:
-                raise ServeError(f"two schedules are named `{schedule.name}`")
+                raise ServeError(f"two schedules are named {toml_key(schedule.name)}")
             found[schedule.name] = schedule
     return list(found.values())
 

@@ -35,7 +35,7 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from twelvefold.runtime.api import (
     AsyncRuntime,
@@ -50,10 +50,10 @@ from twelvefold.runtime.api import (
     parent_of,
     shown,
 )
-from twelvefold.runtime.config import CONFIG_FILE, Config, ConfigError, find_config
+from twelvefold.runtime.config import CONFIG_FILE, Config, ConfigError, find_config, toml_text
 from twelvefold.runtime.integrity import LogError
 from twelvefold.runtime.lease import LeaseError, LeaseHeld, LeaseLost
-from twelvefold.runtime.loading import AgentLoadError, require_settings, require_templates
+from twelvefold.runtime.loading import AgentLoadError, require_templates
 from twelvefold.runtime.loop import Agent, Thread, retry_due
 from twelvefold.runtime.store import (
     Conflict,
@@ -193,21 +193,7 @@ class Policy:
         configuration cannot be read or has the wrong shape."""
         try:
             config = _governing(folder, find_config(folder))
-            groups = config.approvers
-            table = config.settings.get("server", {})
-            if not isinstance(table, Mapping):
-                raise ConfigError(f"{config.path}: [tool.twelvefold.server] must be a table")
-            self_approval = table.get("allow_self_approval", False)
-            if not isinstance(self_approval, bool):
-                raise ConfigError(f"{config.path}: server.allow_self_approval must be true/false")
-            return cls(
-                config,
-                groups,
-                _group_names(config, table, "default_approvers") or (),
-                self_approval,
-                _group_names(config, table, "launchers"),
-                _group_names(config, table, "readers"),
-            )
+            return cls(config, config.approvers, *server_settings(config))
         except ConfigError as exc:
             raise Unavailable(f"the server's configuration cannot be used: {exc}") from None
 
@@ -263,6 +249,31 @@ def _governing(folder: Path, config: Config) -> Config:
     return config
 
 
+def server_settings(
+    config: Config,
+) -> tuple[tuple[str, ...], bool, tuple[str, ...] | None, tuple[str, ...] | None]:
+    """`[tool.twelvefold.server]`'s default_approvers, allow_self_approval, launchers and
+    readers (the policy beside the approvers groups); `ConfigError` for one of the wrong
+    shape."""
+    table = config.settings.get("server", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(
+            f"{config.path}: [tool.twelvefold.server] must be a table, not {toml_text(table)}"
+        )
+    self_approval = table.get("allow_self_approval", False)
+    if not isinstance(self_approval, bool):
+        raise ConfigError(
+            f"{config.path}: server.allow_self_approval must be true or false, "
+            f"not {toml_text(self_approval)}"
+        )
+    return (
+        _group_names(config, table, "default_approvers") or (),
+        self_approval,
+        _group_names(config, table, "launchers"),
+        _group_names(config, table, "readers"),
+    )
+
+
 def _group_names(config: Config, table: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
     value = table.get(key)
     if value is None:
@@ -270,7 +281,10 @@ def _group_names(config: Config, table: Mapping[str, Any], key: str) -> tuple[st
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
-        raise ConfigError(f"{config.path}: server.{key} must be a group name or a list of them")
+        raise ConfigError(
+            f"{config.path}: server.{key} must be a group name or a list of them, "
+            f"not {toml_text(value)}"
+        )
     return tuple(value)
 
 
@@ -1030,15 +1044,29 @@ def _translated() -> Iterator[None]:
         raise Unavailable(f"{type(exc).__name__}: {exc}") from None
 
 
+class Serving(Protocol):
+    """What the readers of the served agents' configuration need (a `Service`, or the
+    agents alone before anything connects: server/settings.py)."""
+
+    @property
+    def agents(self) -> Mapping[str, Agent]: ...
+
+
 class ServeError(Exception):
-    """What stops `serve` from starting, in one line (no agent, two with one name)."""
+    """What stops `serve` (or a worker) from starting: one line each (no agent, two with
+    one name, every setting of the configuration that cannot be used: `problems`)."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 def served_agents(runtime: AsyncRuntime, places: Sequence[str | Path]) -> dict[str, Agent]:
     """The agents to serve, by `agent NAME`: each place is a `.agent` file, a generated
     module, or a folder (its `*.agent` files, sorted). Raises `ServeError` when a folder
-    holds no agent or two agents share a name, and `AgentLoadError` for one that does
-    not load."""
+    holds no agent or two agents share a name, or with every setting of their
+    configuration that cannot be used (`problems`, server/settings.py), and
+    `AgentLoadError` for one that does not load."""
     agents: dict[str, Agent] = {}
     for place in places:
         folder = Path(place)
@@ -1052,13 +1080,6 @@ def served_agents(runtime: AsyncRuntime, places: Sequence[str | Path]) -> dict[s
         for reference in references:
             agent = runtime.agent(reference)
             require_templates(agent)  # a module's: at start, not at a thread's first step
-            try:  # the configuration the loop reads lazily: at start, not in every thread
-                require_settings(agent)
-                # Read now, the policy names the file that configures the agent's folder
-                # from the start: gone or emptied later, it is missed (`_governing`).
-                Policy.at(_folder(agent))
-            except (AgentLoadError, Unavailable) as exc:
-                raise ServeError(str(exc)) from None
             other = agents.get(agent.name)
             if other is not None and other.origin != agent.origin:
                 raise ServeError(
@@ -1068,7 +1089,22 @@ def served_agents(runtime: AsyncRuntime, places: Sequence[str | Path]) -> dict[s
             agents[agent.name] = agent
     if not agents:
         raise ServeError("name at least one agent (a .agent file or a folder of them)")
-    return with_children(runtime, agents)
+    served = with_children(runtime, agents)
+    # The configuration the loop and the server read lazily: every problem at start, not
+    # one in every thread (or one at a time, each after the last was fixed).
+    from twelvefold.server.settings import settings_problems
+
+    problems = settings_problems(served)
+    if problems:
+        raise ServeError(*problems)
+    for agent in served.values():
+        # Read now, the policy names the file that configures the agent's folder from
+        # the start: gone or emptied later, it is missed (`_governing`).
+        try:
+            Policy.at(_folder(agent))
+        except Unavailable as exc:
+            raise ServeError(str(exc)) from None
+    return served
 
 
 def with_children(runtime: AsyncRuntime, agents: dict[str, Agent]) -> dict[str, Agent]:
