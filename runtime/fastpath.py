@@ -183,6 +183,7 @@ class Routine:
         reduce, append, codec, reducer = self._reduce, self._append, self._codec, self._reducer
         thread_id, events, lease = thread.id, thread.events, thread.lease
         assert lease is not None  # held by `advance` while it runs
+        pairs = self._pairs is not None
         while True:
             state = thread.state
             action = next_action(state)
@@ -201,8 +202,8 @@ class Routine:
                 return event
             state = reduce(thread.state, event)  # an impossible event raises: nothing stored
             if (
-                type(event) is ModelOutput
-                and self._pairs is not None
+                pairs
+                and type(event) is ModelOutput
                 and state.status == "running"
                 and type(next_action(state)) is CallTool
             ):
@@ -370,7 +371,7 @@ class Routine:
         events = thread.events
         if action.started_key is not None or thread.unproven:
             return None  # a call to recover, a state to prove: the ordinary path
-        if self._pending is None and events and type(events[-1]) is AttemptFailed:
+        if events and type(events[-1]) is AttemptFailed and self._pending is None:
             return None  # a retry after its backoff: the ordinary path waits it out
         tool = self._tools.get(action.function)
         if tool is None:
@@ -388,13 +389,17 @@ class Routine:
             self._tools[action.function] = tool
         if tool.is_async or action.timeout_seconds is not None:
             return None
-        if self._pending is not None and not tool.accepts_key and self.engine.on_event is not None:
-            # A hook that raises as it is told of the output (or Ctrl-C meanwhile) must
-            # find this call not started: on resume, a start without a result of a call
-            # that takes no key is recorded as interrupted, never run again.
-            self._flush()
+        position = len(events) + 1  # the `ToolStarted`'s
+        if self._pending is not None:
+            if tool.accepts_key or self.engine.on_event is None:
+                position += 1  # (after the output, appended with it)
+            else:
+                # A hook that raises as it is told of the output (or Ctrl-C meanwhile)
+                # must find this call not started: on resume, a start without a result
+                # of a call that takes no key is recorded as interrupted, never run again.
+                self._flush()
+                position += 1  # (after the output, appended now)
         step, retry_key = action.step, action.retry_key
-        position = len(events) + (self._pending is not None) + 1  # the `ToolStarted`'s
         key = retry_key or f"{thread.id}:{step}:{position}"
         self.book(build_tool_started(step=step, at=now_iso(), key=key))
         # A new key has no failed attempts yet (a retry after a backoff is not taken here).
