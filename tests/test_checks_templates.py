@@ -191,3 +191,23 @@ def test_a_template_loaded_twice_without_a_cycle_is_fine(tmp_path: Path) -> None
         CYCLE_AGENT, "a.agent", load_prompt=PromptDirectory(tmp_path), generate_code=False
     )
     assert [d for d in compiled.diagnostics if d.is_error] == []
+
+
+@pytest.mark.parametrize("cycle", [False, True])
+def test_a_long_chain_of_includes_is_checked_without_exhausting_the_stack(
+    tmp_path: Path, cycle: bool
+) -> None:
+    """1,500 templates each including the next: `check` walks them without recursing
+    once per template (it raised RecursionError, a traceback, from about 1,000 on)."""
+    count = 1500
+    for i in range(count - 1):
+        (tmp_path / f"t{i}.j2").write_text(f"{{% include 't{i + 1}.j2' %}}")
+    (tmp_path / f"t{count - 1}.j2").write_text("{% include 't0.j2' %}" if cycle else "end")
+    (tmp_path / "decide.j2").write_text("{{ context }}{% include 't0.j2' %}")
+    (tmp_path / "judge.j2").write_text("{{ output }}")
+    (tmp_path / "event.j2").write_text("{{ value }}")
+    compiled = compile_text(
+        CYCLE_AGENT, "a.agent", load_prompt=PromptDirectory(tmp_path), generate_code=False
+    )
+    found = [d.code for d in compiled.diagnostics if d.is_error]
+    assert found == (["E707"] if cycle else [])

@@ -81,7 +81,7 @@ def _template_file(
         )
         return
     yield from _template_tree(
-        path, name.span, f'{what} "{name.value}"', found, load_prompt, allowed, what, set(), ()
+        path, name.span, f'{what} "{name.value}"', found, load_prompt, allowed, what
     )
 
 
@@ -93,14 +93,57 @@ def _template_tree(
     load_prompt: Loader,
     allowed: tuple[str, ...],
     what: str,
-    seen: set[str],
-    loading: tuple[str, ...],
 ) -> Iterator[Diagnostic]:
     """One template file and, once each, the files it loads: syntax, variables, safety,
-    and no file that loads itself (`loading`: the files on the way here, outermost first;
-    one of them loaded again is a cycle, a file only `seen` before was checked there)."""
-    seen.add(found.name)
-    loading = (*loading, found.name)
+    and no file that loads itself. Depth first, each file's problems before those of the
+    files it loads, with a stack of its own (`loading`: the files on the way to the one
+    walked, outermost first; one of them loaded again is a cycle, a file only `seen`
+    before was checked there), so a chain of a thousand includes cannot exhaust Python's."""
+    seen = {found.name}
+    loading: list[str] = [found.name]
+    walking = [_template_loads(path, span, shown, found, allowed, what, loading)]
+    while walking:
+        step = next(walking[-1], None)
+        if step is None:
+            walking.pop()
+            loading.pop()
+        elif isinstance(step, Diagnostic):
+            yield step
+        else:
+            load, shown_by = step
+            assert load.name is not None
+            if load.name in seen:
+                continue
+            loaded = load_prompt(load.name)
+            if loaded is None:
+                yield _missing_load(path, span, shown_by, load, load_prompt)
+                continue
+            seen.add(loaded.name)
+            loading.append(loaded.name)
+            walking.append(
+                _template_loads(
+                    path,
+                    span,
+                    f'"{load.name}" ({_PAST[load.kind]} by {shown_by})',
+                    loaded,
+                    allowed,
+                    what,
+                    loading,
+                )
+            )
+
+
+def _template_loads(
+    path: str,
+    span: Span,
+    shown: str,
+    found: PromptFile,
+    allowed: tuple[str, ...],
+    what: str,
+    loading: list[str],
+) -> Iterator[Diagnostic | tuple[TemplateLoad, str]]:
+    """One template file's own problems, and each load `_template_tree` is to follow
+    (with how the file is shown), in the order they are written."""
     analysis = analyse(found.text)
     if analysis.problem is not None:
         yield _syntax_error(path, span, shown, analysis)
@@ -125,37 +168,26 @@ def _template_tree(
     for load in analysis.loads:
         if load.name is None:
             yield _dynamic_load(path, span, shown, load.kind, load.line)
-            continue
-        if load.name in loading:
-            yield _cycle(path, span, shown, load, loading[loading.index(load.name) :])
-            continue
-        if load.name in seen:
-            continue
-        loaded = load_prompt(load.name)
-        if loaded is None:
-            yield error(
-                "E701",
-                f'{shown} line {load.line}: `{{% {load.kind} %}}` names "{load.name}", '
-                "which is not a file inside the prompts directory",
-                path,
-                span,
-                label=f"missing template at line {load.line} of the template",
-                help="name a file relative to the prompts directory"
-                f"{_root_text(load_prompt)}; `..`, absolute paths and links that lead "
-                "outside it are refused",
-            )
-            continue
-        yield from _template_tree(
-            path,
-            span,
-            f'"{load.name}" ({_PAST[load.kind]} by {shown})',
-            loaded,
-            load_prompt,
-            allowed,
-            what,
-            seen,
-            loading,
-        )
+        elif load.name in loading:
+            yield _cycle(path, span, shown, load, tuple(loading[loading.index(load.name) :]))
+        else:
+            yield load, shown
+
+
+def _missing_load(
+    path: str, span: Span, shown: str, load: TemplateLoad, load_prompt: Loader
+) -> Diagnostic:
+    return error(
+        "E701",
+        f'{shown} line {load.line}: `{{% {load.kind} %}}` names "{load.name}", '
+        "which is not a file inside the prompts directory",
+        path,
+        span,
+        label=f"missing template at line {load.line} of the template",
+        help="name a file relative to the prompts directory"
+        f"{_root_text(load_prompt)}; `..`, absolute paths and links that lead "
+        "outside it are refused",
+    )
 
 
 _PAST = {"include": "included", "extends": "extended", "import": "imported"}
