@@ -429,3 +429,18 @@ def test_a_store_that_got_a_thread_is_kept_however_the_command_ends(tmp_path: Pa
         store.close()
         raise KeyboardInterrupt
     assert len(SqliteStore(db, create=False).threads()) == 1
+
+
+def test_a_refused_run_keeps_the_new_store_another_process_has_open(tmp_path: Path) -> None:
+    """Two commands started at once on one new --db path: the one refused does not remove
+    the file the other opened meanwhile and has yet to store its thread in (removed, that
+    thread went into a file no path names, and was lost)."""
+    (tmp_path / "typed.agent").write_text(TYPED)
+    db = tmp_path / "new" / "threads.db"
+    with pytest.raises(KeyboardInterrupt), removed_if_refused(db):
+        other = SqliteStore(db)  # the other command's, open before this one is refused
+        raise KeyboardInterrupt
+    with Runtime(other) as rt:
+        thread = rt.launch(str(tmp_path / "typed.agent"), '{"id": 1}')
+    other.close()
+    assert [t.id for t in SqliteStore(db, create=False).threads()] == [thread.id]

@@ -80,32 +80,56 @@ def removed_if_refused(location: StoreLocation) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if not _holds_a_thread(location):
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(f"{location}{suffix}").unlink(missing_ok=True)
-            for made in folders:
-                with contextlib.suppress(OSError):  # not empty: something else is there now
-                    made.rmdir()
+        _remove_unused(location, folders)
         raise
 
 
-def _holds_a_thread(location: Path) -> bool:
-    """Whether the SQLite file at `location` holds a thread (True when that cannot be
-    told: keeping a file is safer than removing one)."""
-    if not location.is_file():
-        return False
+def _remove_unused(location: Path, folders: list[Path]) -> None:
+    """Remove the SQLite file at `location` (with what SQLite keeps beside it) and then
+    the `folders` made for it, unless it holds a thread, another connection has it open
+    (a command started at once on the same new path, about to store its thread there), or
+    that cannot be told: keeping a file is safer than removing one. Removed while this
+    holds the file's exclusive lock, so no other connection starts using it meanwhile."""
+    held = _held_alone(location) if location.is_file() else None
+    if location.is_file() and held is None:
+        return
     try:
-        connection = sqlite3.connect(f"{location.absolute().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return True
-    try:
-        return connection.execute("SELECT 1 FROM threads LIMIT 1").fetchone() is not None
-    except sqlite3.OperationalError as exc:
-        return "no such table" not in str(exc)
-    except sqlite3.Error:
-        return True
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{location}{suffix}").unlink(missing_ok=True)
     finally:
+        if held is not None:
+            held.close()
+    for made in folders:
+        with contextlib.suppress(OSError):  # not empty: something else is there now
+            made.rmdir()
+
+
+def _held_alone(location: Path) -> sqlite3.Connection | None:
+    """A connection holding the SQLite file at `location`'s exclusive lock when no other
+    connection has it open and it holds no thread; None otherwise. In WAL mode (the
+    store's) every open connection keeps a shared lock on the file, so leaving WAL, which
+    needs the file to itself, is refused while another is open."""
+    try:
+        connection = sqlite3.connect(
+            f"{location.absolute().as_uri()}?mode=rw", uri=True, timeout=0, isolation_level=None
+        )
+    except sqlite3.Error:
+        return None
+    try:
+        if connection.execute("PRAGMA journal_mode = DELETE").fetchone()[0] != "delete":
+            connection.close()
+            return None  # another connection has it open
+        connection.execute("BEGIN EXCLUSIVE")
+        try:
+            holds = connection.execute("SELECT 1 FROM threads LIMIT 1").fetchone() is not None
+        except sqlite3.OperationalError as exc:
+            holds = "no such table" not in str(exc)
+    except sqlite3.Error:
+        holds = True
+    if holds:
         connection.close()
+        return None
+    return connection
 
 
 def configured_store() -> StoreLocation | None:
