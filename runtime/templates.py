@@ -52,10 +52,10 @@ def confined_file(root: Path, name: str) -> Path | None:
     try:
         base = root.resolve()
         path = (base / name).resolve()
+        if not path.is_relative_to(base) or not path.is_file():
+            return None
     except (OSError, RuntimeError, ValueError):  # a symlink loop, a name no file system holds
-        return None
-    if not path.is_relative_to(base) or not path.is_file():
-        return None
+        return None  # (is_file raises for a name too long to look up, ENAMETOOLONG)
     return path
 
 

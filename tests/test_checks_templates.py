@@ -211,3 +211,14 @@ def test_a_long_chain_of_includes_is_checked_without_exhausting_the_stack(
     )
     found = [d.code for d in compiled.diagnostics if d.is_error]
     assert found == (["E707"] if cycle else [])
+
+
+def test_an_include_of_a_name_too_long_for_a_file_is_a_missing_template(tmp_path: Path) -> None:
+    """A name no file system holds (300 characters in one part) is E701, not a traceback."""
+    (tmp_path / "decide.j2").write_text("{{ context }}{% include '" + "L" * 300 + ".j2' %}")
+    (tmp_path / "judge.j2").write_text("{{ output }}")
+    (tmp_path / "event.j2").write_text("{{ value }}")
+    compiled = compile_text(
+        CYCLE_AGENT, "a.agent", load_prompt=PromptDirectory(tmp_path), generate_code=False
+    )
+    assert [d.code for d in compiled.diagnostics if d.is_error] == ["E701"]

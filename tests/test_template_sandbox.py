@@ -140,6 +140,8 @@ def test_confined_file_refuses_every_way_out(tmp_path: Path) -> None:
         "sub//ok.j2",
         "ok\x00.j2",
         "nothing.j2",
+        "L" * 300 + ".j2",  # longer than a file name may be: the OS refuses to look
+        "sub/" + "L" * 5000,
     ]:
         assert confined_file(root, name) is None, name
 
