@@ -191,3 +191,46 @@ def test_toml_text_is_the_value_as_toml_reads_it(value: object) -> None:
     assume(not text.endswith("…"))  # cut short: quoted in part, on purpose
     assert text.isprintable()
     assert tomllib.loads(f"x = {text}")["x"] == value
+
+
+def test_serve_names_every_bad_setting_of_one_table_or_reader(project: Path) -> None:
+    """Several bad settings one reader reads (the server's table; rate limits and the
+    model call bounds; prices; retention) are each named at once: before, the reader's
+    first one hid the rest, each revealed only at the next start."""
+    (project / "twelvefold.toml").write_text(
+        "model_calls_in_flight = '8'\nmodel_call_timeout = true\n"
+        "[rate_limits]\na = { tokens_per_minute = -1 }\nb = { requests_per_minute = 0 }\n"
+        "[prices]\na = { input = -1, output = 1 }\nb = { input = 1, output = -1 }\n"
+        "[retention]\nfinished_after = 30\ndelete = 'yes'\n"
+        "[server]\nallow_self_approval = 'no'\ndefault_approvers = true\nreaders = [[1]]\n"
+    )
+    with pytest.raises(ServeError) as refused:
+        served_agents(AsyncRuntime(MemoryStore()), [project / "deploybot.agent"])
+    problems = refused.value.problems
+    for said in [
+        "model_calls_in_flight must be",
+        "model_call_timeout must be",
+        "rate_limits.a.tokens_per_minute must be",
+        "rate_limits.b.requests_per_minute must be",
+        "prices.a must be",
+        "prices.b must be",
+        "`retention.finished_after` must be",
+        "`retention.delete` must be",
+        "server.allow_self_approval must be",
+        "server.default_approvers must be",
+        "server.readers must be",
+    ]:
+        assert sum(said in problem for problem in problems) == 1, (said, problems)
+
+
+def test_a_file_of_a_thousand_bad_settings_is_named_in_a_few_lines(project: Path) -> None:
+    """Each of the first thousand settings is read on its own: twenty lines at most say
+    so, not a thousand."""
+    (project / "twelvefold.toml").write_text(
+        "[retention]\n" + "".join(f"k{i} = 1\n" for i in range(3000))
+    )
+    with pytest.raises(ServeError) as refused:
+        served_agents(AsyncRuntime(MemoryStore()), [project / "deploybot.agent"])
+    problems = refused.value.problems
+    assert len(problems) <= 21  # the file's 20, and the retention timer's (across files)
+    assert problems[19].endswith(": 981 more problems like these"), problems

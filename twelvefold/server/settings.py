@@ -36,10 +36,13 @@ READERS: tuple[Callable[[Config], object], ...] = (
     Prices.of,
     Retention.of,
     server_settings,
-    _metrics,
 )
-"""What one configuration file is read for; each raises `ConfigError` (`Unavailable`,
-for the metrics) naming its setting."""
+"""What one configuration file is read for; each raises `ConfigError` naming its
+setting (and stops there)."""
+
+BY_FOLDER: tuple[Callable[[Config], object], ...] = (_metrics,)
+"""Those that read the file again by its folder (`Unavailable` for the metrics): given
+the whole file only."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,58 @@ class _Served:
     """The served agents alone, for the readers that take a `Service` (nothing runs)."""
 
     agents: Mapping[str, Agent]
+
+
+def _problems_of(config: Config) -> list[str]:
+    """Every problem the readers find in one file: each reader is given one setting at a
+    time (`_one_each`), since a reader stops at the first it refuses and would hide the
+    others; then, when none is refused alone, the whole file (for what only settings
+    together can be)."""
+    problems: list[str] = []
+    for read in READERS:
+        for settings in _one_each(config.settings):
+            try:
+                read(Config(config.path, config.digest, settings))
+            except ConfigError as exc:
+                problems.append(str(exc))
+    for read in BY_FOLDER if problems else READERS + BY_FOLDER:
+        try:
+            read(config)
+        except (ConfigError, ServiceError) as exc:
+            problems.append(str(exc))
+    problems = list(dict.fromkeys(problems))
+    if len(problems) > MAX_PROBLEMS:
+        more = len(problems) - MAX_PROBLEMS + 1
+        problems[MAX_PROBLEMS - 1 :] = [f"{config.path}: {more:,} more problems like these"]
+    return problems
+
+
+MAX_PROBLEMS = 20
+"""The most lines one file's problems take (a hostile file's thousand unknown keys)."""
+
+
+MAX_PIECES = 1000
+"""The most single settings `_one_each` splits a file into (a bound on a hostile file;
+when none of them is refused, the whole file is read, and its first problem named)."""
+
+
+TABLES = frozenset({"approvers", "tools", "rate_limits", "prices", "retention", "server"})
+"""The tables whose entries are settings of their own, each read on its own."""
+
+
+def _one_each(settings: Mapping[str, object]) -> list[dict[str, object]]:
+    """`settings` one at a time: each top-level key, except that each entry of a table of
+    settings (`server.readers`, `rate_limits.gpt`, `retention.delete`: `TABLES`) is alone
+    in its table; an empty table, or a value that should be a table and is not, as it is."""
+    pieces: list[dict[str, object]] = []
+    for key, value in settings.items():
+        if key in TABLES and isinstance(value, Mapping) and value:
+            pieces.extend({key: {entry: inner}} for entry, inner in value.items())
+        else:
+            pieces.append({key: value})
+        if len(pieces) >= MAX_PIECES:
+            break
+    return pieces[:MAX_PIECES]
 
 
 def settings_problems(agents: Mapping[str, Agent]) -> list[str]:
@@ -68,11 +123,7 @@ def settings_problems(agents: Mapping[str, Agent]) -> list[str]:
         if config.path in seen:
             continue
         seen.add(config.path)
-        for read in READERS:
-            try:
-                read(config)
-            except (ConfigError, ServiceError) as exc:
-                problems.append(str(exc))
+        problems.extend(_problems_of(config))
     served: Serving = _Served(agents)
     for across in (public_url_of, webhook_hosts_of, schedules_of, timed_retention):
         try:
