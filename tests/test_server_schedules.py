@@ -202,3 +202,25 @@ async def test_a_fire_is_launched_once_across_schedulers_and_after_a_crash_befor
     for scheduler in (one, other):
         with contextlib.suppress(Exception):
             scheduler.runs.close()
+
+
+def test_every_bad_schedule_is_named_at_once() -> None:
+    """Before: the first bad schedule hid the others, each revealed at the next start."""
+    table = {
+        "a": {"agent": "deploybot", "cron": "every monday"},
+        "b": {"agent": "nobody", "cron": "* * * * *"},
+        "ok": {"agent": "deploybot", "cron": "* * * * *"},
+        "c": "deploybot",
+    }
+    with pytest.raises(ServeError) as refused:
+        parse_schedules(table, {"deploybot": object()})
+    assert [problem.split(" ")[0] for problem in refused.value.problems] == [
+        "schedules.a:",
+        "schedules.b",
+        "schedules.c",
+    ]
+    many = {f"s{i}": "deploybot" for i in range(1000)}
+    with pytest.raises(ServeError) as refused:
+        parse_schedules(many, {"deploybot": object()})
+    assert len(refused.value.problems) == 20
+    assert refused.value.problems[-1] == "981 more schedules refused like these"

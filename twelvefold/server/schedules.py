@@ -71,38 +71,56 @@ class Schedule:
 
 
 def parse_schedules(table: Mapping[str, Any], served: Mapping[str, object]) -> list[Schedule]:
-    """The schedules of one `[tool.twelvefold.schedules]` table. `ServeError` (one line)
-    for an entry that is not a table of agent, cron and input, a cron expression croniter
-    refuses, or an agent not in `served`."""
+    """The schedules of one `[tool.twelvefold.schedules]` table. `ServeError` (one line
+    each, for every entry refused, not only the first) for an entry that is not a table
+    of agent, cron and input, a cron expression croniter refuses, or an agent not in
+    `served`."""
     schedules: list[Schedule] = []
+    problems: list[str] = []
     for name, entry in table.items():
-        where = f"schedules.{toml_key(name)}"
-        if str(name).startswith("@"):  # `@retention` is the retention timer's (pruning.py)
-            raise ServeError(f"{where}: a schedule's name cannot start with @")
-        if not isinstance(entry, Mapping):
-            raise ServeError(
-                f"{where} must be a table with agent, cron and input, not {toml_text(entry)}"
-            )
-        unknown = sorted(map(str, set(entry) - {"agent", "cron", "input"}))
-        if unknown:
-            raise ServeError(f"{where}: unknown key {toml_key(unknown[0])} (agent, cron, input)")
-        agent, cron = entry.get("agent"), entry.get("cron")
-        if not isinstance(agent, str) or not isinstance(cron, str):
-            raise ServeError(
-                f'{where} needs agent = "NAME" and cron = "EXPRESSION", not agent = '
-                f"{toml_text(agent) if agent is not None else '(missing)'} and cron = "
-                f"{toml_text(cron) if cron is not None else '(missing)'}"
-            )
-        if agent not in served:
-            raise ServeError(
-                f"{where} names agent = {toml_text(agent)}, which this server does not serve"
-            )
-        if not croniter.is_valid(cron):
-            raise ServeError(
-                f"{where}: cron = {toml_text(cron)} is not a cron expression croniter understands"
-            )
-        schedules.append(Schedule(str(name), agent, cron, entry.get("input", "")))
+        try:
+            schedules.append(_schedule(str(name), entry, served))
+        except ServeError as exc:
+            problems.extend(exc.problems)
+    if len(problems) > MAX_PROBLEMS:
+        more = len(problems) - MAX_PROBLEMS + 1
+        problems[MAX_PROBLEMS - 1 :] = [f"{more:,} more schedules refused like these"]
+    if problems:
+        raise ServeError(*problems)
     return schedules
+
+
+MAX_PROBLEMS = 20
+"""The most lines a table's refused schedules take (a hostile file's thousand)."""
+
+
+def _schedule(name: str, entry: Any, served: Mapping[str, object]) -> Schedule:
+    where = f"schedules.{toml_key(name)}"
+    if name.startswith("@"):  # `@retention` is the retention timer's (pruning.py)
+        raise ServeError(f"{where}: a schedule's name cannot start with @")
+    if not isinstance(entry, Mapping):
+        raise ServeError(
+            f"{where} must be a table with agent, cron and input, not {toml_text(entry)}"
+        )
+    unknown = sorted(map(str, set(entry) - {"agent", "cron", "input"}))
+    if unknown:
+        raise ServeError(f"{where}: unknown key {toml_key(unknown[0])} (agent, cron, input)")
+    agent, cron = entry.get("agent"), entry.get("cron")
+    if not isinstance(agent, str) or not isinstance(cron, str):
+        raise ServeError(
+            f'{where} needs agent = "NAME" and cron = "EXPRESSION", not agent = '
+            f"{toml_text(agent) if agent is not None else '(missing)'} and cron = "
+            f"{toml_text(cron) if cron is not None else '(missing)'}"
+        )
+    if agent not in served:
+        raise ServeError(
+            f"{where} names agent = {toml_text(agent)}, which this server does not serve"
+        )
+    if not croniter.is_valid(cron):
+        raise ServeError(
+            f"{where}: cron = {toml_text(cron)} is not a cron expression croniter understands"
+        )
+    return Schedule(name, agent, cron, entry.get("input", ""))
 
 
 def schedules_of(service: Serving) -> list[Schedule]:
