@@ -59,8 +59,11 @@ def _age(where: Path | None, key: str, value: object, example: str) -> timedelta
     the file spells it when it is not one (`parse_age`'s rule)."""
     if value is None:
         return None
-    if isinstance(value, str) and _AGE.fullmatch(value.strip()):
-        return parse_age(value)
+    if isinstance(value, str):
+        try:
+            return parse_age(value)
+        except RetentionError:
+            pass  # said below, with the value as the file spells it
     raise ConfigError(
         f"{where}: `retention.{key}` must be an age like {example} (s, m, h, d or w), "
         f"not {toml_text(value)}"

@@ -584,6 +584,20 @@ def test_in_sqlite_each_event_is_on_disk_before_the_hook_hears_of_it_or_its_tool
         assert early and all(kind == "ModelOutput" for kind, _, _ in early)
 
 
+def launch_refused(
+    project: Path, error: type[BaseException], match: str | None
+) -> tuple[Runtime, list[str]]:
+    """Launch `t1` in SQLite with the tools' module imported already (so the first tool
+    call's start is appended with the output that chose it), which raises `error`; the
+    runtime and the kinds of the events stored."""
+    rt = Runtime(SqliteStore(project / "t.db"), model=Scripted(), notifier=RecordingNotifier())
+    agent = rt.agent(project / "fast.agent")
+    rt.aio.engine.toolbox.resolve("fast_tools:bump", [project])
+    with pytest.raises(error, match=match):
+        rt.launch(agent, "count", thread_id="t1")
+    return rt, [type(e).__name__ for e in rt.events("t1")]
+
+
 @pytest.mark.parametrize("refused", ["the pair", "the pair and the output alone"])
 def test_in_sqlite_an_output_whose_pair_is_refused_is_appended_alone_if_it_can_be(
     project: Path, monkeypatch: pytest.MonkeyPatch, refused: str
@@ -604,13 +618,7 @@ def test_in_sqlite_an_output_whose_pair_is_refused_is_appended_alone_if_it_can_b
         append_events(self, thread_id, seq, events, *rest)
 
     monkeypatch.setattr(SqliteStore, "append_events", refusing)
-    db = project / "t.db"
-    rt = Runtime(SqliteStore(db), model=Scripted(), notifier=RecordingNotifier())
-    agent = rt.agent(project / "fast.agent")
-    rt.aio.engine.toolbox.resolve("fast_tools:bump", [project])  # (imported: the first is a pair)
-    with pytest.raises(StoreError, match="on purpose"):
-        rt.launch(agent, "count", thread_id="t1")
-    stored = [type(e).__name__ for e in rt.events("t1")]
+    rt, stored = launch_refused(project, StoreError, "on purpose")
     if refused == "the pair":
         assert failures == [2] and stored == ["Started", "ModelOutput"]
     else:
@@ -709,13 +717,8 @@ def test_in_sqlite_what_stopped_the_run_is_what_the_caller_sees_when_the_output_
         raise StoreError("the disk is full (on purpose)")
 
     monkeypatch.setattr(SqliteStore, "append_events", interrupted)
-    rt = Runtime(SqliteStore(project / "t.db"), model=Scripted(), notifier=RecordingNotifier())
-    agent = rt.agent(project / "fast.agent")
-    rt.aio.engine.toolbox.resolve("fast_tools:bump", [project])  # (imported: the first is a pair)
     expected = (KeyboardInterrupt, None) if stop == "KeyboardInterrupt" else (StoreError, "full")
-    with pytest.raises(expected[0], match=expected[1]):
-        rt.launch(agent, "count", thread_id="t1")
-    stored = [type(e).__name__ for e in rt.events("t1")]
+    rt, stored = launch_refused(project, *expected)
     if stop == "KeyboardInterrupt":
         assert stored == ["Started", "ModelOutput", "ToolStarted"]
     else:

@@ -90,9 +90,11 @@ def _remove_unused(location: Path, folders: list[Path]) -> None:
     (a command started at once on the same new path, about to store its thread there), or
     that cannot be told: keeping a file is safer than removing one. Removed while this
     holds the file's exclusive lock, so no other connection starts using it meanwhile."""
-    held = _held_alone(location) if location.is_file() else None
-    if location.is_file() and held is None:
-        return
+    held = None
+    if location.is_file():
+        held = _held_alone(location)
+        if held is None:
+            return
     try:
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{location}{suffix}").unlink(missing_ok=True)

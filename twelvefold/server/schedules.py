@@ -39,7 +39,7 @@ from croniter import croniter
 from twelvefold.runtime.config import toml_key, toml_text
 from twelvefold.runtime.store import ThreadNotFound
 from twelvefold.server.replies import server_tables
-from twelvefold.server.service import Caller, ServeError, Service, ServiceError, Serving
+from twelvefold.server.service import Caller, ServeError, Service, ServiceError, Serving, capped
 from twelvefold.server.tables import Table
 
 log = logging.getLogger("twelvefold.server")
@@ -82,16 +82,11 @@ def parse_schedules(table: Mapping[str, Any], served: Mapping[str, object]) -> l
             schedules.append(_schedule(str(name), entry, served))
         except ServeError as exc:
             problems.extend(exc.problems)
-    if len(problems) > MAX_PROBLEMS:
-        more = len(problems) - MAX_PROBLEMS + 1
-        problems[MAX_PROBLEMS - 1 :] = [f"{more:,} more schedules refused like these"]
     if problems:
-        raise ServeError(*problems)
+        raise ServeError(
+            *capped(problems, lambda more: f"{more:,} more schedules refused like these")
+        )
     return schedules
-
-
-MAX_PROBLEMS = 20
-"""The most lines a table's refused schedules take (a hostile file's thousand)."""
 
 
 def _schedule(name: str, entry: Any, served: Mapping[str, object]) -> Schedule:

@@ -1061,6 +1061,18 @@ class ServeError(Exception):
         self.problems = problems
 
 
+MAX_PROBLEMS = 20
+"""The most lines one source's problems take in a refusal (a hostile file's thousand)."""
+
+
+def capped(problems: list[str], more: Callable[[int], str]) -> list[str]:
+    """`problems`, or the first `MAX_PROBLEMS` - 1 of them and `more(n)` saying how many
+    (`n`) were left out."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    return [*problems[: MAX_PROBLEMS - 1], more(len(problems) - MAX_PROBLEMS + 1)]
+
+
 def served_agents(runtime: AsyncRuntime, places: Sequence[str | Path]) -> dict[str, Agent]:
     """The agents to serve, by `agent NAME`: each place is a `.agent` file, a generated
     module, or a folder (its `*.agent` files, sorted). Raises `ServeError` when a folder

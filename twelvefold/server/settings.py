@@ -19,7 +19,7 @@ from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.ratelimit import RateLimits
 from twelvefold.runtime.retention import Retention
 from twelvefold.runtime.usage import Prices
-from twelvefold.server.service import ServeError, ServiceError, Serving, server_settings
+from twelvefold.server.service import ServeError, ServiceError, Serving, capped, server_settings
 
 
 def _metrics(config: Config) -> object:
@@ -69,15 +69,10 @@ def _problems_of(config: Config) -> list[str]:
             read(config)
         except (ConfigError, ServiceError) as exc:
             problems.append(str(exc))
-    problems = list(dict.fromkeys(problems))
-    if len(problems) > MAX_PROBLEMS:
-        more = len(problems) - MAX_PROBLEMS + 1
-        problems[MAX_PROBLEMS - 1 :] = [f"{config.path}: {more:,} more problems like these"]
-    return problems
-
-
-MAX_PROBLEMS = 20
-"""The most lines one file's problems take (a hostile file's thousand unknown keys)."""
+    return capped(
+        list(dict.fromkeys(problems)),
+        lambda more: f"{config.path}: {more:,} more problems like these",
+    )
 
 
 MAX_PIECES = 1000
