@@ -444,3 +444,19 @@ def test_a_refused_run_keeps_the_new_store_another_process_has_open(tmp_path: Pa
         thread = rt.launch(str(tmp_path / "typed.agent"), '{"id": 1}')
     other.close()
     assert [t.id for t in SqliteStore(db, create=False).threads()] == [thread.id]
+
+
+def test_a_refused_start_keeps_a_new_store_another_command_wrote_into(tmp_path: Path) -> None:
+    """`twelvefold serve --db new.db & twelvefold token create alice --db new.db`: the token
+    was stored (and shown once) in the file the start made, whose refusal then removed it
+    with the token, as it judged a store unused by its threads alone; the token printed
+    was then unknown to the next start."""
+    db = tmp_path / "new" / "threads.db"
+    with pytest.raises(KeyboardInterrupt), removed_if_refused(db):
+        SqliteStore(db).close()  # this command's store, made and closed before the refusal
+        made = invoke("token", "create", "alice", "--db", str(db))  # another command's
+        assert made.exit_code == 0, made.output
+        raise KeyboardInterrupt
+    listed = invoke("token", "list", "--json", "--db", str(db))
+    assert listed.exit_code == 0, listed.output
+    assert [t["person"] for t in json.loads(listed.stdout)] == ["alice"]

@@ -86,10 +86,11 @@ def removed_if_refused(location: StoreLocation) -> Iterator[None]:
 
 def _remove_unused(location: Path, folders: list[Path]) -> None:
     """Remove the SQLite file at `location` (with what SQLite keeps beside it) and then
-    the `folders` made for it, unless it holds a thread, another connection has it open
-    (a command started at once on the same new path, about to store its thread there), or
-    that cannot be told: keeping a file is safer than removing one. Removed while this
-    holds the file's exclusive lock, so no other connection starts using it meanwhile."""
+    the `folders` made for it, unless it holds anything (a thread, a token), another
+    connection has it open (a command started at once on the same new path, about to
+    store its thread there), or that cannot be told: keeping a file is safer than
+    removing one. Removed while this holds the file's exclusive lock, so no other
+    connection starts using it meanwhile."""
     held = None
     if location.is_file():
         held = _held_alone(location)
@@ -108,9 +109,11 @@ def _remove_unused(location: Path, folders: list[Path]) -> None:
 
 def _held_alone(location: Path) -> sqlite3.Connection | None:
     """A connection holding the SQLite file at `location`'s exclusive lock when no other
-    connection has it open and it holds no thread; None otherwise. In WAL mode (the
-    store's) every open connection keeps a shared lock on the file, so leaving WAL, which
-    needs the file to itself, is refused while another is open."""
+    connection has it open and it holds nothing (no row in any table but the schema's
+    versions: no thread, nor a token `twelvefold token create` stored meanwhile); None
+    otherwise. In WAL mode (the store's) every open connection keeps a shared lock on the
+    file, so leaving WAL, which needs the file to itself, is refused while another is
+    open."""
     try:
         connection = sqlite3.connect(
             f"{location.absolute().as_uri()}?mode=rw", uri=True, timeout=0, isolation_level=None
@@ -122,10 +125,13 @@ def _held_alone(location: Path) -> sqlite3.Connection | None:
             connection.close()
             return None  # another connection has it open
         connection.execute("BEGIN EXCLUSIVE")
-        try:
-            holds = connection.execute("SELECT 1 FROM threads LIMIT 1").fetchone() is not None
-        except sqlite3.OperationalError as exc:
-            holds = "no such table" not in str(exc)
+        holds = any(
+            connection.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone() is not None
+            for (table,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+                " AND name NOT LIKE 'sqlite%' AND name != 'twelvefold_schema'"
+            ).fetchall()
+        )
     except sqlite3.Error:
         holds = True
     if holds:
