@@ -233,4 +233,26 @@ def test_a_file_of_a_thousand_bad_settings_is_named_in_a_few_lines(project: Path
         served_agents(AsyncRuntime(MemoryStore()), [project / "deploybot.agent"])
     problems = refused.value.problems
     assert len(problems) <= 21  # the file's 20, and the retention timer's (across files)
-    assert problems[19].endswith(": 981 more problems like these"), problems
+    assert problems[19].endswith(
+        ": at least 981 more problems like these (settings past the first 1,000 were not"
+        " read one at a time)"
+    ), problems
+
+
+def test_settings_past_the_first_thousand_are_not_said_to_be_fine(project: Path) -> None:
+    """Before: past its first thousand settings a file was not read one at a time, yet
+    the last line counted only the thousand (3,000 bad settings: "981 more"), and a bad
+    setting there beside one bad before was not named nor hinted at, to be revealed only
+    at the next start."""
+    groups = "".join(f"g{i} = ['ann']\n" for i in range(1500))
+    (project / "twelvefold.toml").write_text("[approvers]\nbad = 1\n" + groups + "late = 2\n")
+    with pytest.raises(ServeError) as refused:
+        served_agents(AsyncRuntime(MemoryStore()), [project / "deploybot.agent"])
+    problems = refused.value.problems
+    assert any("approvers.bad must be" in problem for problem in problems), problems
+    assert any(
+        problem.endswith(
+            ": perhaps more problems past its first 1,000 settings (not read one at a time)"
+        )
+        for problem in problems
+    ), problems

@@ -19,7 +19,14 @@ from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.ratelimit import RateLimits
 from twelvefold.runtime.retention import Retention
 from twelvefold.runtime.usage import Prices
-from twelvefold.server.service import ServeError, ServiceError, Serving, capped, server_settings
+from twelvefold.server.service import (
+    MAX_PROBLEMS,
+    ServeError,
+    ServiceError,
+    Serving,
+    capped,
+    server_settings,
+)
 
 
 def _metrics(config: Config) -> object:
@@ -69,10 +76,22 @@ def _problems_of(config: Config) -> list[str]:
             read(config)
         except (ConfigError, ServiceError) as exc:
             problems.append(str(exc))
-    return capped(
-        list(dict.fromkeys(problems)),
-        lambda more: f"{config.path}: {more:,} more problems like these",
-    )
+    problems = list(dict.fromkeys(problems))
+    if problems and _count_pieces(config.settings) > MAX_PIECES:
+        # Past MAX_PIECES no setting was read alone: neither counted nor passed over.
+        if len(problems) < MAX_PROBLEMS:
+            return [
+                *problems,
+                f"{config.path}: perhaps more problems past its first {MAX_PIECES:,} "
+                "settings (not read one at a time)",
+            ]
+        more = len(problems) - MAX_PROBLEMS + 1
+        return [
+            *problems[: MAX_PROBLEMS - 1],
+            f"{config.path}: at least {more:,} more problems like these (settings past "
+            f"the first {MAX_PIECES:,} were not read one at a time)",
+        ]
+    return capped(problems, lambda more: f"{config.path}: {more:,} more problems like these")
 
 
 MAX_PIECES = 1000
@@ -82,6 +101,14 @@ when none of them is refused, the whole file is read, and its first problem name
 
 TABLES = frozenset({"approvers", "tools", "rate_limits", "prices", "retention", "server"})
 """The tables whose entries are settings of their own, each read on its own."""
+
+
+def _count_pieces(settings: Mapping[str, object]) -> int:
+    """How many pieces `_one_each` would make of `settings` without its bound."""
+    return sum(
+        len(value) if key in TABLES and isinstance(value, Mapping) and value else 1
+        for key, value in settings.items()
+    )
 
 
 def _one_each(settings: Mapping[str, object]) -> list[dict[str, object]]:
