@@ -224,3 +224,21 @@ def test_every_bad_schedule_is_named_at_once() -> None:
         parse_schedules(many, {"deploybot": object()})
     assert len(refused.value.problems) == 20
     assert refused.value.problems[-1] == "981 more schedules refused like these"
+
+
+def test_bad_schedules_in_two_configurations_are_named_at_once(tmp_path: Path) -> None:
+    """Agents served from two folders, each with its own configuration: the first file's
+    bad schedule hid the second's, revealed only at the next start."""
+    from types import SimpleNamespace
+
+    agents = {}
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "twelvefold.toml").write_text(
+            f'[schedules]\nbad_{name} = {{ agent = "nobody", cron = "* * * * *" }}\n'
+        )
+        agents[name] = SimpleNamespace(directory=tmp_path / name)
+    with pytest.raises(ServeError) as refused:
+        schedules_of(SimpleNamespace(agents=agents))  # type: ignore[arg-type]
+    said = " ".join(refused.value.problems)
+    assert "schedules.bad_one" in said and "schedules.bad_two" in said, said

@@ -122,11 +122,21 @@ def schedules_of(service: Serving) -> list[Schedule]:
     """Every schedule in the served agents' configuration (each file once). `ServeError`
     as `parse_schedules`, and for two schedules with one name."""
     found: dict[str, Schedule] = {}
+    problems: list[str] = []  # every file's (twenty lines at most each), not the first's
+    twice: list[str] = []
     for table in server_tables(service, "schedules"):
-        for schedule in parse_schedules(table, service.agents):
+        try:
+            parsed = parse_schedules(table, service.agents)
+        except ServeError as exc:
+            problems.extend(exc.problems)
+            continue
+        for schedule in parsed:
             if schedule.name in found and found[schedule.name] != schedule:
-                raise ServeError(f"two schedules are named {toml_key(schedule.name)}")
+                twice.append(f"two schedules are named {toml_key(schedule.name)}")
             found[schedule.name] = schedule
+    problems.extend(capped(twice, lambda more: f"{more:,} more names given twice"))
+    if problems:
+        raise ServeError(*problems)
     return list(found.values())
 
 
