@@ -61,12 +61,13 @@ class _Served:
 
 def _problems_of(config: Config) -> list[str]:
     """Every problem the readers find in one file: each reader is given one setting at a
-    time (`_one_each`), since a reader stops at the first it refuses and would hide the
-    others; then, when none is refused alone, the whole file (for what only settings
-    together can be)."""
+    time (`_one_each`, the first `MAX_PIECES`), since a reader stops at the first it
+    refuses and would hide the others; then, when none is refused alone, the whole file
+    (for what only settings together can be)."""
+    pieces = _one_each(config.settings)
     problems: list[str] = []
     for read in READERS:
-        for settings in _one_each(config.settings):
+        for settings in pieces[:MAX_PIECES]:
             try:
                 read(Config(config.path, config.digest, settings))
             except ConfigError as exc:
@@ -77,38 +78,31 @@ def _problems_of(config: Config) -> list[str]:
         except (ConfigError, ServiceError) as exc:
             problems.append(str(exc))
     problems = list(dict.fromkeys(problems))
-    if problems and _count_pieces(config.settings) > MAX_PIECES:
-        # Past MAX_PIECES no setting was read alone: neither counted nor passed over.
-        if len(problems) < MAX_PROBLEMS:
-            return [
-                *problems,
-                f"{config.path}: perhaps more problems past its first {MAX_PIECES:,} "
-                "settings (not read one at a time)",
-            ]
-        more = len(problems) - MAX_PROBLEMS + 1
+    if not problems or len(pieces) <= MAX_PIECES:
+        return capped(problems, lambda more: f"{config.path}: {more:,} more problems like these")
+    # Past MAX_PIECES no setting was read alone: neither counted nor passed over.
+    if len(problems) < MAX_PROBLEMS:
         return [
-            *problems[: MAX_PROBLEMS - 1],
-            f"{config.path}: at least {more:,} more problems like these (settings past "
-            f"the first {MAX_PIECES:,} were not read one at a time)",
+            *problems,
+            f"{config.path}: perhaps more problems past its first {MAX_PIECES:,} settings"
+            " (not read one at a time)",
         ]
-    return capped(problems, lambda more: f"{config.path}: {more:,} more problems like these")
+    return capped(
+        problems,
+        lambda more: (
+            f"{config.path}: at least {more:,} more problems like these (settings"
+            f" past the first {MAX_PIECES:,} were not read one at a time)"
+        ),
+    )
 
 
 MAX_PIECES = 1000
-"""The most single settings `_one_each` splits a file into (a bound on a hostile file;
-when none of them is refused, the whole file is read, and its first problem named)."""
+"""The most single settings of a file read one at a time (a bound on a hostile file's
+work; when none of them is refused, the whole file is read, and its first problem named)."""
 
 
 TABLES = frozenset({"approvers", "tools", "rate_limits", "prices", "retention", "server"})
 """The tables whose entries are settings of their own, each read on its own."""
-
-
-def _count_pieces(settings: Mapping[str, object]) -> int:
-    """How many pieces `_one_each` would make of `settings` without its bound."""
-    return sum(
-        len(value) if key in TABLES and isinstance(value, Mapping) and value else 1
-        for key, value in settings.items()
-    )
 
 
 def _one_each(settings: Mapping[str, object]) -> list[dict[str, object]]:
@@ -121,9 +115,7 @@ def _one_each(settings: Mapping[str, object]) -> list[dict[str, object]]:
             pieces.extend({key: {entry: inner}} for entry, inner in value.items())
         else:
             pieces.append({key: value})
-        if len(pieces) >= MAX_PIECES:
-            break
-    return pieces[:MAX_PIECES]
+    return pieces
 
 
 def settings_problems(agents: Mapping[str, Agent]) -> list[str]:
