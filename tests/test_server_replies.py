@@ -5,12 +5,15 @@ signatures checked by the `standardwebhooks` package, not by our own code.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
@@ -212,3 +215,60 @@ async def test_webhook_hosts_allows_only_the_hosts_it_names(s: Served) -> None:
         response = await launch(s, webhook=url)
         assert response.status_code == 403, response.text
         assert "webhook_hosts" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("build", ["as built", "broken: stop waits only for running runs"])
+async def test_a_reply_under_way_when_the_server_stops_is_sent_before_it_stops(
+    tmp_path: Path,
+    openai_server: ScriptedOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    build: str,
+) -> None:
+    """A run tells its `on_settled` callbacks (replies, Slack) after it has left the
+    service's table of runs. `stop` (SIGTERM) waits for those too, within its grace: a
+    reply claimed and then cut off by the shutdown was never sent, as its target was
+    marked told. The broken build's stop waits only for the runs still in the table."""
+    import threading
+
+    from twelvefold.server import replies as replies_module
+    from twelvefold.server.service import Service
+
+    if build != "as built":
+        made = Service.__init__
+
+        class Forgotten(set[Any]):
+            def add(self, task: Any) -> None:
+                pass
+
+        def forgetting(self: Service, *args: Any, **kwargs: Any) -> None:
+            made(self, *args, **kwargs)
+            self._settling = Forgotten()
+
+        monkeypatch.setattr(Service, "__init__", forgetting)
+    sending, post = threading.Event(), replies_module._post_json
+
+    def slow_post(*args: Any) -> Any:
+        sending.set()
+        time.sleep(1.0)  # the receiver is slow: the server is told to stop meanwhile
+        return post(*args)
+
+    monkeypatch.setattr(replies_module, "_post_json", slow_post)
+    monkeypatch.setenv("TWELVEFOLD_WEBHOOK_SECRET", SECRET)
+    monkeypatch.delenv("TWELVEFOLD_SLACK_BOT_TOKEN", raising=False)
+    receiver = HttpReceiver()
+    agent = deploy_project(tmp_path / "project", LOOPBACK_HOOKS)
+    async with served(agent, tmp_path / "threads.db", openai_server) as s:
+        async with s.client("bob") as client:
+            response = await client.post(
+                "/v1/agents/deploybot/threads",
+                json={"input": "deploy", "webhook": receiver.url("/hook")},
+            )
+        assert response.status_code == 202, response.text
+        with anyio.fail_after(60):
+            while not sending.is_set():
+                await asyncio.sleep(0.01)
+        # leaving `served` stops the service (grace 10 s) while the reply is under way
+    if build == "as built":
+        assert [path for path, _, _ in receiver.received] == ["/hook"]
+    else:
+        assert receiver.received == []

@@ -150,8 +150,9 @@ async def settled(s: Served, thread_id: str) -> Any:
     with anyio.fail_after(180):  # a bound for a broken build on a loaded machine
         while True:  # `wait` gives up after its own limit (30 s) while the run goes on
             view = await s.service.wait(Caller("ana", "http"), thread_id, 30)
-            if view.status != "running":  # its run, on_settled included, is done
+            if view.status != "running":
                 break
+    await s.service.settling()  # its run may answer `wait` before it tells on_settled
     await slack_app(s).idle()  # the replies on_settled started
     return view
 

@@ -160,6 +160,11 @@ class Replies:
                 continue  # another process is telling (or told) this target of this view
             try:
                 await sender(view, target.address)
+            except asyncio.CancelledError:
+                # Cut off (the server stopping past its grace): give the claim back, so
+                # the next settle, here or in another process, sends it.
+                self.targets.unclaim(target, view.seq)
+                raise
             except Exception as exc:  # one broken target must not keep the others quiet
                 log.warning("thread %s: the %s reply failed: %s", view.id, target.kind, exc)
                 await asyncio.to_thread(self.targets.unclaim, target, view.seq)

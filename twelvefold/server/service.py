@@ -367,6 +367,8 @@ class Service:
         self._slots = asyncio.Semaphore(concurrency)
         self.runner = RunnerCounts()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._settling: set[asyncio.Task[Any]] = set()
+        """Runs that have left `_tasks` and are telling `on_settled` (`settling`)."""
         self._turn_waits: set[asyncio.Task[Any]] = set()
         """Runner tasks waiting for their turn at a rate limit (no call started yet)."""
         self._changed: dict[str, asyncio.Event] = {}
@@ -419,7 +421,7 @@ class Service:
         for handle in self._retries.values():  # the log keeps them: `start` finds them
             handle.cancel()
         self._retries.clear()
-        running = list(self._tasks.values())
+        running = [*self._tasks.values(), *self._settling]
         if running:
             _, late = await asyncio.wait(running, timeout=grace)
             for task in late:
@@ -876,7 +878,22 @@ class Service:
         if due is not None:  # a tool retry's backoff: the thread has not settled
             self._retry_later(thread_id, due)
             return
-        await self._notify_settled(view)
+        # Out of `_tasks` already (a new decision must start a new run), but `stop` still
+        # waits for it: a reply cut off here was claimed and would never be sent.
+        task = asyncio.current_task()
+        assert task is not None
+        self._settling.add(task)
+        try:
+            await self._notify_settled(view)
+        finally:
+            self._settling.discard(task)
+
+    async def settling(self) -> None:
+        """Wait until the runs that have ended so far have told every `on_settled`
+        callback (replies, Slack). A run's `?wait=true` answer can come first: it leaves
+        the table of runs before it tells them."""
+        while self._settling:
+            await asyncio.wait(set(self._settling))
 
     def _retry_later(self, thread_id: str, due: float) -> None:
         """Run the thread on at `due` (Unix seconds), when a tool retry's backoff ends.
