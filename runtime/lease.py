@@ -29,6 +29,11 @@ LEASE_VARIABLE = "TWELVEFOLD_LEASE_SECONDS"
 DEFAULT_LEASE_SECONDS = 30.0
 RENEWALS_PER_LEASE = 3
 """Renew every third of the lease: two renewals can fail before it lapses."""
+LEASE_RETRY_SECONDS = 2.0
+"""The longest a server's run or a worker's wake-up that found a thread's lease held
+waits before it asks again. Not until the lease would lapse: most leases are let go
+within moments (a decision, a signal or a copy of one taking the thread to record an
+event), and a dead holder's lapses all the same."""
 
 
 class LeaseError(Exception):
@@ -200,6 +205,7 @@ def now() -> float:
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
+    "LEASE_RETRY_SECONDS",
     "LEASE_VARIABLE",
     "Held",
     "Lease",

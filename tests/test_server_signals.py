@@ -11,12 +11,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from tests.runtime_helpers import EXAMPLES
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.server import Served, served
 from tests.test_server_api import assert_problem, events
+from twelvefold.runtime.api import ThreadView
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected")]
 ORDER = {"order_id": "o-1", "email": "ana@example.com", "amount_cents": 1250}
@@ -98,3 +100,44 @@ async def test_wrong_events_are_refused_and_recorded_nowhere(s: Served) -> None:
     assert bad_body.status_code == 422
     assert await events(s, thread) == before
     assert_problem(await signal(s, "no-such-thread", {"type": "X", "value": {}}), 404)
+
+
+async def test_a_run_that_finds_the_lease_held_a_moment_goes_on_once_it_is_let_go(
+    s: Served,
+) -> None:
+    await answered_once_the_run_ends_though_a_copy_held_the_lease(s)
+
+
+async def answered_once_the_run_ends_though_a_copy_held_the_lease(s: Served) -> None:
+    """A webhook sent several times at once: one copy records the signal and starts the
+    run; another takes the thread's lease a moment to record it too, finds it recorded and
+    lets go. The run must go on once that lease is let go, not take it for a dead
+    process's and sleep until it would lapse (30 s): every copy's `?wait=true` answer
+    waits for that run. Here the other copy's lease is held until the run has seen it."""
+    view = await waiting(s)
+    thread = view["thread_id"]
+    settled: list[str] = []
+
+    async def told(settled_view: ThreadView) -> None:
+        settled.append(settled_view.id)
+
+    s.service.on_settled(told)
+    s.service.wait_limit = 10  # a failing build answers at this bound, its run asleep
+    store = s.service.runtime.store
+    await s.service.send(
+        s.caller("ana"), thread, type="PaymentReceived", value=PAID,
+        request=view["request"], idempotency_key="evt-1",
+    )  # fmt: skip
+    # Nothing awaited since the send: its run is queued, not started. The other copy (of
+    # this very process) takes the lease now, and lets it go once the run has found it.
+    other_copy = store.acquire(thread, s.service.runtime.engine.owner, 60)
+    with anyio.fail_after(60):
+        while not s.service.runner.lease_waits:
+            await anyio.sleep(0.01)
+    store.release(other_copy)
+    body = {"type": "PaymentReceived", "value": PAID, "request": view["request"],
+            "idempotency_key": "evt-1"}  # fmt: skip
+    again = await signal(s, thread, body)  # the provider's retry, with ?wait=true
+    assert again.status_code == 200, again.text
+    assert settled == [thread], "answered at the wait limit, before the run ended"
+    assert (again.json()["step"], again.json()["waiting_for"]) == ("cool_off", "timer")

@@ -16,7 +16,13 @@ import pytest
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.server import Served, served
 from tests.test_server_api import assert_problem, events
-from tests.test_server_signals import PAID, payment_project, signal, waiting
+from tests.test_server_signals import (
+    PAID,
+    answered_once_the_run_ends_though_a_copy_held_the_lease,
+    payment_project,
+    signal,
+    waiting,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collected"), pytest.mark.postgres]
 
@@ -48,6 +54,12 @@ async def test_eight_copies_of_one_signal_at_once_all_get_200_and_one_is_recorde
         assert [r.status_code for r in replies] == [200] * 8, [r.text for r in replies]
         logged = await events(s, view["thread_id"])
         assert len([e for e in logged if e["kind"] == "signalled"]) == 1
+
+
+async def test_a_run_that_finds_the_lease_held_a_moment_goes_on_once_it_is_let_go(
+    s: Served,
+) -> None:
+    await answered_once_the_run_ends_though_a_copy_held_the_lease(s)
 
 
 async def test_a_duplicate_gets_200_while_another_process_holds_the_thread(s: Served) -> None:

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from twelvefold.runtime import timeouts, tracing
 from twelvefold.runtime.integrity import LogError
-from twelvefold.runtime.lease import LeaseHeld, LeaseLost
+from twelvefold.runtime.lease import LEASE_RETRY_SECONDS, LeaseHeld, LeaseLost
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.ratelimit import TurnLater
 from twelvefold.runtime.store import Conflict, ThreadNotFound
@@ -89,9 +89,6 @@ SETTLED_ATTEMPTS, SETTLED_WAIT = 12, 2
 (procrastinate's RetryStrategy; about 2 h 16 min in all), then given up (logged)."""
 WORK = "twelvefold"
 """The key of the `Work` in a job's `additional_context`."""
-LEASE_RETRY_SECONDS = 2.0
-"""How long a wake-up that found the thread's lease held waits before it tries again
-(the holder is alive and renewing, or dead and its lease lapses)."""
 DEFER_TURN_SECONDS = 1.0
 """A model call whose rate-limit turn is further away than this gives its job slot back
 and is woken when the turn comes; a nearer turn is waited for in the job."""

@@ -52,7 +52,7 @@ from twelvefold.runtime.api import (
 )
 from twelvefold.runtime.config import CONFIG_FILE, Config, ConfigError, find_config, toml_text
 from twelvefold.runtime.integrity import LogError
-from twelvefold.runtime.lease import LeaseError, LeaseHeld, LeaseLost
+from twelvefold.runtime.lease import LEASE_RETRY_SECONDS, LeaseError, LeaseHeld, LeaseLost
 from twelvefold.runtime.loading import AgentLoadError, require_templates
 from twelvefold.runtime.loop import Agent, Thread, retry_due
 from twelvefold.runtime.store import (
@@ -86,11 +86,17 @@ class RunnerCounts:
     queued: int = 0
     """Runs waiting for a slot."""
     lease_waits: int = 0
-    """Runs that found another process's lease and waited for it to lapse."""
+    """Runs that found the thread's lease held (by another process, or by a call of this
+    one recording an event) and waited for it to be let go or to lapse."""
     takeovers: int = 0
     """Runs that stopped because another process took the thread over."""
     rate_limited: int = 0
     """Runs waiting for their turn at a rate limit (holding no slot)."""
+
+
+FIRST_LEASE_RETRY_SECONDS = 0.05
+"""How soon a run that found its thread's lease held asks again; each further wait is
+twice as long, up to `LEASE_RETRY_SECONDS`."""
 
 
 _HOLDS_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar("holds_slot", default=False)
@@ -846,16 +852,25 @@ class Service:
             await self._take_slot()
             holding = _HOLDS_SLOT.set(True)
             try:
+                pause, held_before = FIRST_LEASE_RETRY_SECONDS, False
                 while not self.stopping:
                     try:
                         info = await self.runtime.info(thread_id)
                         agent = self.agents[info.agent]
                         view = await self.runtime.resume(thread_id, agent=agent)
                         break
-                    except LeaseHeld as held:  # a dead process's lease: wait until it lapses
-                        log.info("%s", held)
-                        runner.lease_waits += 1
-                        await asyncio.sleep(_seconds_until(held.until))
+                    except LeaseHeld as held:
+                        # Most often held for a moment: a decision, a signal or a copy of
+                        # one (a webhook sent twice at once) taking the thread to record its
+                        # event, in this process or another. Ask again soon, not when the
+                        # lease would lapse (30 s, and `wait`, so every `?wait=true` answer,
+                        # waits for this run); a dead holder's lease lapses all the same.
+                        if not held_before:  # said and counted once a run
+                            log.info("%s", held)
+                            runner.lease_waits += 1
+                            held_before = True
+                        await asyncio.sleep(min(pause, _seconds_until(held.until)))
+                        pause = min(2 * pause, LEASE_RETRY_SECONDS)
                     except (LeaseLost, Conflict) as exc:  # another process took over
                         log.warning("%s", exc)
                         runner.takeovers += 1
