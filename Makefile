@@ -64,8 +64,10 @@ system-deps:
 demo: setup
 	$(BIN)/python -m examples.demo
 
+# One test process per core (pytest-xdist); TEST_WORKERS=0 runs them all in this one.
+TEST_WORKERS ?= auto
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # `pip install .` (no extras) into a fresh virtualenv: every command and a user's pytest work.
 test-install: setup

@@ -572,7 +572,10 @@ def test_a_schedule_fires_once_across_two_workers_and_their_kill_and_restart(
     openai_model_server.responder = lambda body: Reply(
         arguments={"choice": {"type": "Done", "n": 1}}
     )
-    hourly = '[schedules.hourly]\nagent = "flaky"\ncron = "0 * * * *"\ninput = "go"\n'
+    # Hourly at the minute half an hour from now: no new due time comes while the test
+    # runs (with "0 * * * *", a run across the hour fired again, rightly).
+    minute = (datetime.now(UTC).minute + 30) % 60
+    hourly = f'[schedules.hourly]\nagent = "flaky"\ncron = "{minute} * * * *"\ninput = "go"\n'
     agent = flaky_project(tmp_path, hourly)
     cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
     cluster.env["FLAKY_DIR"] = str(tmp_path)

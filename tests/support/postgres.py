@@ -25,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,15 +90,22 @@ def _run_as() -> str | None:
     """The user to run PostgreSQL as: None when not root, else USER (created if missing)."""
     if os.geteuid() != 0:
         return None
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
-            check=True,
-            capture_output=True,
-        )
-    return USER
+    # pytest-xdist's workers start at once, so another may be making the user: useradd
+    # then fails (the user exists, or /etc/passwd is locked for a moment), so look again.
+    for _ in range(20):
+        try:
+            pwd.getpwnam(USER)
+            return USER
+        except KeyError:
+            made = subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                 USER],
+                check=False, capture_output=True, text=True,
+            )  # fmt: skip
+            if made.returncode != 0:
+                time.sleep(0.1)
+    pytest.fail(f"useradd {USER} failed: {made.stderr.strip()}", pytrace=False)
+    raise AssertionError  # unreachable
 
 
 def _free_port() -> int:
