@@ -37,6 +37,7 @@ from . import lease as leases
 from .codec import Codec
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, framed, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
+from .newstore import make_store_file
 from .records import builder, record
 from .terminal import one_line
 from .types import KIND_OF_EVENT, ChildStarted, Event, Started, State, Status, Usage
@@ -1064,8 +1065,9 @@ class SqliteStore(ChainedStore):
         self.chain = chain if chain is not None else Chain.from_env()
         if not create and not self.path.is_file():
             raise StoreNotFound(self.path)
-        if self.path.parent != Path(""):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            # Made here rather than by SQLite, so a refused command knows what it made.
+            make_store_file(self.path)
         # Here, not at the top: a memory or PostgreSQL store never needs them.
         import sqlite3
 
@@ -1909,8 +1911,7 @@ def upgrade_store(url: str | StoreLocation) -> Upgrade:
 
         return upgrade_database(str(text))
     path = text if isinstance(text, Path) else store_file(text)
-    if path.parent != Path(""):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    make_store_file(path)
     # Here, not at the top: a memory or PostgreSQL store never needs them.
     import sqlite3
 

@@ -13,6 +13,7 @@ import random
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -416,6 +417,85 @@ def test_a_refused_run_keeps_a_store_that_was_there(tmp_path: Path) -> None:
     refused = invoke("run", str(tmp_path / "missing.agent"), "--input", "x", "--db", str(empty))
     assert refused.exit_code == 1
     assert empty.is_file()
+
+
+@pytest.mark.parametrize(
+    ("agent", "input_text"), [("missing.agent", "x"), ("typed.agent", "not an order")]
+)
+def test_a_refused_run_on_a_link_to_a_new_file_leaves_no_store_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent: str, input_text: str
+) -> None:
+    """Before: `--db link.db`, a link to a file not there yet, was taken for a file that
+    was there before, so a refused run left the file the link names: an empty store.
+    Now the file the run made is removed, and the link stays as the person made it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "typed.agent").write_text(TYPED)
+    (tmp_path / "stores").mkdir()
+    link = tmp_path / "link.db"
+    link.symlink_to(Path("stores") / "threads.db")
+    before = everything(tmp_path)
+
+    refused = invoke("run", agent, "--input", input_text, "--db", "link.db")
+
+    assert_one_clear_line_or_success(refused)
+    assert refused.exit_code == 1
+    made = everything(tmp_path) - before
+    assert {m for m in made if not m.startswith(".twelvefold")} == set(), made
+    assert link.is_symlink() and not link.exists()
+    accepted = invoke("run", "typed.agent", "--input", '{"id": 1}', "--db", "link.db")
+    assert accepted.exit_code == 0, accepted.output
+    assert len(SqliteStore(tmp_path / "stores" / "threads.db", create=False).threads()) == 1
+
+
+def test_a_refused_run_keeps_new_folders_it_did_not_make(tmp_path: Path) -> None:
+    """Before: the folders missing when the command started were removed on a refusal
+    (when empty) whoever made them: a command started at once on `new/dir/other.db`, which
+    made them and was about to create its file there, found them gone and failed."""
+    db = tmp_path / "new" / "dir" / "threads.db"
+    with pytest.raises(KeyboardInterrupt), removed_if_refused(db):
+        (tmp_path / "new" / "dir").mkdir(parents=True)  # another command's
+        raise KeyboardInterrupt  # refused before it opened its store
+    assert (tmp_path / "new" / "dir").is_dir()
+
+
+def test_a_refused_run_keeps_a_folder_made_again_by_another(tmp_path: Path) -> None:
+    """The folders this command made are removed only while they are the same folders:
+    one removed meanwhile and made again, by another command about to create its file
+    there, is the other's."""
+    db = tmp_path / "new" / "dir" / "threads.db"
+    with pytest.raises(KeyboardInterrupt), removed_if_refused(db):
+        SqliteStore(db).close()  # this command's: new/, new/dir/ and the file
+        shutil.rmtree(tmp_path / "new")  # a person removes it all...
+        (tmp_path / "new" / "dir").mkdir(parents=True)  # ...and another command makes it
+        raise KeyboardInterrupt
+    assert (tmp_path / "new" / "dir").is_dir()
+
+
+def test_a_new_store_whose_folder_is_removed_before_its_file_is_made_makes_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window a refused command's cleanup leaves: it made `new/dir/` for its store;
+    another command found it there (nothing to make) and, before it created its file,
+    the refused command removed the folders, still empty. Before, the other's SQLite then
+    failed (`unable to open database file`); now the store makes the folders again."""
+    folder = tmp_path / "new" / "dir"
+    folder.mkdir(parents=True)  # the refused command's
+    real_mkdir = os.mkdir
+    removed: list[Path] = []
+
+    def found_then_removed(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path) == folder and not removed:  # there: nothing to make; then removed
+            folder.rmdir()  # (the refused command's cleanup, at the worst moment)
+            folder.parent.rmdir()
+            removed.append(folder)
+            return
+        real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", found_then_removed)
+    store = SqliteStore(folder / "threads.db")
+    store.close()
+    assert removed == [folder]
+    assert SqliteStore(folder / "threads.db", create=False).threads() == []
 
 
 def test_a_store_that_got_a_thread_is_kept_however_the_command_ends(tmp_path: Path) -> None:

@@ -157,7 +157,11 @@ async def test_a_reply_that_fails_is_sent_the_next_time_nothing_lost(s: Served) 
 @pytest.mark.parametrize(
     ("variable", "value", "line"),
     [
-        ("TWELVEFOLD_PUBLIC_URL", "javascript:alert(1)", "error: the public URL must be"),
+        (
+            "TWELVEFOLD_PUBLIC_URL",
+            "javascript:alert(1)",
+            "error: the public URL (TWELVEFOLD_PUBLIC_URL or --public-url) must be",
+        ),
         ("TWELVEFOLD_SMTP_HOST", "mail.example", "error: notifications: TWELVEFOLD_SMTP_HOST"),
         (
             "TWELVEFOLD_WEBHOOK_SECRET",
@@ -272,3 +276,59 @@ async def test_a_reply_under_way_when_the_server_stops_is_sent_before_it_stops(
         assert [path for path, _, _ in receiver.received] == ["/hook"]
     else:
         assert receiver.received == []
+
+
+def configured_agents(tmp_path: Path, *configs: str) -> Any:
+    """Served agents from one folder per configuration (each its own twelvefold.toml),
+    for the readers that only look at `agents`."""
+    from types import SimpleNamespace
+
+    agents = {}
+    for number, config in enumerate(configs):
+        folder = tmp_path / f"agents{number}"
+        folder.mkdir(parents=True)
+        (folder / "twelvefold.toml").write_text(config)
+        agents[f"agent{number}"] = SimpleNamespace(directory=folder)
+    return SimpleNamespace(agents=agents)
+
+
+def test_public_url_and_webhook_hosts_problems_name_their_file(tmp_path: Path) -> None:
+    """Before: `[tool.twelvefold.server] public_url must be a string, not 3`, with no
+    file (of two agents' configurations, which?), and only the first file's bad
+    `webhook_hosts`, the second's revealed at the next start."""
+    from twelvefold.server.replies import webhook_hosts_of
+    from twelvefold.server.settings import settings_problems
+
+    served = configured_agents(
+        tmp_path,
+        '[server]\npublic_url = 3\nwebhook_hosts = "ci\\n.example"\n',
+        '[server]\npublic_url = "ftp://x"\nwebhook_hosts = [1]\n',
+    )
+    one, two = (tmp_path / f"agents{n}" / "twelvefold.toml" for n in (0, 1))
+    with pytest.raises(ServeError) as refused:
+        public_url_of(served, {})
+    assert refused.value.problems == (f"{one}: server.public_url must be a string, not 3",)
+    with pytest.raises(ServeError) as refused:
+        webhook_hosts_of(served)
+    assert refused.value.problems == (
+        f'{one}: server.webhook_hosts must be a list of host names, not "ci\\n.example"',
+        f"{two}: server.webhook_hosts must be a list of host names, not [1]",
+    )
+    assert settings_problems(served.agents) == [
+        f"{one}: server.public_url must be a string, not 3",
+        f'{one}: server.webhook_hosts must be a list of host names, not "ci\\n.example"',
+        f"{two}: server.webhook_hosts must be a list of host names, not [1]",
+    ]
+    served = configured_agents(tmp_path / "bad", '[server]\npublic_url = "ftp://x\\""\n')
+    [bad] = (tmp_path / "bad" / "agents0" / "twelvefold.toml",)
+    with pytest.raises(ServeError) as refused:
+        public_url_of(served, {})
+    assert refused.value.problems == (
+        f'{bad}: server.public_url must be an absolute http(s) URL, not "ftp://x\\""',
+    )
+    with pytest.raises(ServeError) as refused:  # --public-url wins over the file, and says so
+        public_url_of(served, {"TWELVEFOLD_PUBLIC_URL": "ftp://y"})
+    assert refused.value.problems == (
+        "the public URL (TWELVEFOLD_PUBLIC_URL or --public-url) must be an absolute http(s)"
+        ' URL, not "ftp://y"',
+    )

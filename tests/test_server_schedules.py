@@ -122,9 +122,10 @@ def test_serve_with_a_bad_cron_expression_exits_1_with_one_line(tmp_path: Path) 
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    config = (tmp_path / "project" / "twelvefold.toml").resolve()
     assert errors == [
-        'error: schedules.hourly-deploy: cron = "61 * * * *" is not a cron expression '
-        "croniter understands"
+        f'error: {config}: schedules.hourly-deploy: cron = "61 * * * *" is not a cron'
+        " expression croniter understands"
     ], result.stderr
     assert "Traceback" not in result.stderr
 
@@ -242,3 +243,57 @@ def test_bad_schedules_in_two_configurations_are_named_at_once(tmp_path: Path) -
         schedules_of(SimpleNamespace(agents=agents))  # type: ignore[arg-type]
     said = " ".join(refused.value.problems)
     assert "schedules.bad_one" in said and "schedules.bad_two" in said, said
+
+
+def test_schedule_problems_of_every_file_are_named_with_their_file(tmp_path: Path) -> None:
+    """Before: `schedules = 3` in one agent folder's configuration stopped the reading
+    there, hiding the other file's bad schedules; and no schedule problem named its
+    file (`schedules.x: ...`: of which configuration?). A hostile name stays escaped."""
+    from types import SimpleNamespace
+
+    from twelvefold.server.settings import settings_problems
+
+    configs = {
+        "one": "schedules = 3\n",
+        "two": '[schedules."x\\ny\\"z"]\nagent = "nobody"\ncron = "* * * * *"\n'
+        + "".join(f'[schedules.s{i}]\nagent = "nobody"\ncron = "* * * * *"\n' for i in range(30)),
+        "three": '[schedules.x]\nagent = "three"\ncron = "every monday"\n',
+    }
+    agents = {}
+    for name, config in configs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "twelvefold.toml").write_text(config)
+        agents[name] = SimpleNamespace(directory=tmp_path / name)
+    one, two, three = (tmp_path / name / "twelvefold.toml" for name in configs)
+    expected = [
+        f"{one}: [tool.twelvefold.schedules] must be a table, not 3",
+        f'{two}: schedules."x\\ny\\"z" names agent = "nobody", which this server does not serve',
+        *(
+            f'{two}: schedules.s{i} names agent = "nobody", which this server does not serve'
+            for i in range(18)
+        ),
+        f"{two}: 12 more schedules refused like these",
+        f'{three}: schedules.x: cron = "every monday" is not a cron expression croniter'
+        " understands",
+    ]
+    with pytest.raises(ServeError) as refused:
+        schedules_of(SimpleNamespace(agents=agents))  # type: ignore[arg-type]
+    assert list(refused.value.problems) == expected
+    assert settings_problems(agents) == expected  # type: ignore[arg-type]
+
+
+def test_one_schedule_name_in_two_files_names_both_files(tmp_path: Path) -> None:
+    """Before: `two schedules are named nightly`, without saying where either is."""
+    from types import SimpleNamespace
+
+    agents = {}
+    for name, cron in (("one", "0 0 * * *"), ("two", "0 1 * * *")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "twelvefold.toml").write_text(
+            f'[schedules.nightly]\nagent = "{name}"\ncron = "{cron}"\n'
+        )
+        agents[name] = SimpleNamespace(directory=tmp_path / name)
+    with pytest.raises(ServeError) as refused:
+        schedules_of(SimpleNamespace(agents=agents))  # type: ignore[arg-type]
+    one, two = (tmp_path / name / "twelvefold.toml" for name in ("one", "two"))
+    assert refused.value.problems == (f"two schedules are named nightly ({one} and {two})",)

@@ -16,6 +16,7 @@ import click
 from twelvefold.commands.output import error
 
 if TYPE_CHECKING:
+    from twelvefold.runtime.newstore import Made
     from twelvefold.runtime.store import StoreLocation
 
 DEFAULT_DB = Path(".twelvefold") / "threads.db"
@@ -62,49 +63,53 @@ def store_path(db: Path | None, store_url: str | None) -> StoreLocation:
 def removed_if_refused(location: StoreLocation) -> Iterator[None]:
     """Around a command that makes the SQLite store at `location` when there is none
     (`run`, `serve`): when it ends by an exception or an exit (a refusal: no such agent,
-    an input it refuses, templates missing) and this command made the file, which holds no
-    thread, the file is removed again, with what SQLite keeps beside it and the folders
-    made for it. A refused command leaves nothing that a later one takes for a store; a
-    file that was there before is never touched. Outside the store's own `with`, so the
-    store is closed by then."""
+    an input it refuses, templates missing), the store file this command made (for a
+    link to a file not there, the file the link names), which holds nothing, is removed
+    again, with what SQLite keeps beside it and the folders this command made for it. A
+    refused command leaves nothing that a later one takes for a store; what was there
+    before, or another command made meanwhile, is never touched (runtime/newstore.py
+    records what this one made). Outside the store's own `with`, so the store is
+    closed by then."""
+    from twelvefold.runtime.newstore import recording_made
     from twelvefold.runtime.store import StoreUrl
 
-    if isinstance(location, StoreUrl) or os.path.lexists(location):
+    if isinstance(location, StoreUrl):
         yield
         return
-    folders = []  # the folders SqliteStore will make for it, deepest first
-    folder = location.parent
-    while folder != folder.parent and not os.path.lexists(folder):
-        folders.append(folder)
-        folder = folder.parent
-    try:
-        yield
-    except BaseException:
-        _remove_unused(location, folders)
-        raise
+    with recording_made() as made:
+        try:
+            yield
+        except BaseException:
+            _remove_unused(made)
+            raise
 
 
-def _remove_unused(location: Path, folders: list[Path]) -> None:
-    """Remove the SQLite file at `location` (with what SQLite keeps beside it) and then
-    the `folders` made for it, unless it holds anything (a thread, a token), another
-    connection has it open (a command started at once on the same new path, about to
-    store its thread there), or that cannot be told: keeping a file is safer than
-    removing one. Removed while this holds the file's exclusive lock, so no other
-    connection starts using it meanwhile."""
-    held = None
-    if location.is_file():
-        held = _held_alone(location)
+def _remove_unused(made: list[Made]) -> None:
+    """Remove the SQLite file this command `made` (with what SQLite keeps beside it),
+    then the folders it made for it, deepest first, each only while it is the one made
+    (not removed and made again by another). The file is kept when it holds anything (a
+    thread, a token), another connection has it open (a command started at once on the
+    same new path, about to store its thread there), or that cannot be told: keeping a
+    file is safer than removing one; it is removed while this holds its exclusive lock, so
+    no other connection starts using it meanwhile. A folder is removed only when empty
+    (`rmdir`): one that another command has made its file in stays.
+
+    One window is left: another command that found a folder this one made (nothing to
+    make) and has not yet made its file there can see it removed; its store then makes
+    the folder again (runtime/newstore.py, `make_store_file`)."""
+    for file in (m for m in made if not m.folder and m.still_there()):
+        held = _held_alone(file.path)
         if held is None:
-            return
-    try:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{location}{suffix}").unlink(missing_ok=True)
-    finally:
-        if held is not None:
+            return  # kept, and so are its folders
+        try:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{file.path}{suffix}").unlink(missing_ok=True)
+        finally:
             held.close()
-    for made in folders:
-        with contextlib.suppress(OSError):  # not empty: something else is there now
-            made.rmdir()
+    for folder in reversed([m for m in made if m.folder]):
+        if folder.still_there():
+            with contextlib.suppress(OSError):  # not empty: something else is there now
+                os.rmdir(folder.path)
 
 
 def _held_alone(location: Path) -> sqlite3.Connection | None:

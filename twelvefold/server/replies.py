@@ -244,19 +244,22 @@ def check_webhook_host(url: str, allowed: frozenset[str] | None) -> None:
 
 def webhook_hosts_of(service: Serving) -> frozenset[str] | None:
     """`[tool.twelvefold.server] webhook_hosts` of the served agents' configurations (the
-    union; lowercase), or None when none says. `ServeError` for one not a list of
-    strings."""
+    union; lowercase), or None when none says. `ServeError` naming each file whose
+    `webhook_hosts` is not a list of strings (every file's, not the first's)."""
     hosts: set[str] | None = None
-    for table in server_tables(service, "server"):
+    tables, problems = server_tables(service, "server")
+    for path, table in tables:
         value = table.get("webhook_hosts")
         if value is None:
             continue
         if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
-            raise ServeError(
-                "[tool.twelvefold.server] webhook_hosts must be a list of host names, "
-                f"not {toml_text(value)}"
+            problems.append(
+                f"{path}: server.webhook_hosts must be a list of host names, not {toml_text(value)}"
             )
+            continue
         hosts = (hosts or set()) | {h.lower().rstrip(".") for h in value}
+    if problems:
+        raise ServeError(*problems)
     return None if hosts is None else frozenset(hosts)
 
 
@@ -266,9 +269,9 @@ def inbox_link(public_url: str | None, thread_id: str) -> str | None:
     return f"{public_url.rstrip('/')}/threads/{quote(thread_id, safe='')}"
 
 
-def check_public_url(url: str) -> str:
+def check_public_url(url: str, where: str = "the public URL") -> str:
     """`url` if it can prefix links in notices (absolute http(s), nothing that could end
-    Slack's `<url|label>` markup); `ServeError` otherwise."""
+    Slack's `<url|label>` markup); `ServeError` otherwise, saying `where` it was set."""
     parts = urlsplit(url)
     if (
         parts.scheme not in ("http", "https")
@@ -278,40 +281,53 @@ def check_public_url(url: str) -> str:
         or any(c in url for c in "<>|\"' \\")
         or not url.isprintable()
     ):
-        raise ServeError(f"the public URL must be an absolute http(s) URL, not {toml_text(url)}")
+        raise ServeError(f"{where} must be an absolute http(s) URL, not {toml_text(url)}")
     return url.rstrip("/")
 
 
 def public_url_of(service: Serving, environ: Mapping[str, str] | None = None) -> str | None:
     """The server's public URL: TWELVEFOLD_PUBLIC_URL (what `--public-url` sets), else
-    `[tool.twelvefold.server] public_url` of the served agents' configuration; None when
-    neither says. `ServeError` for one that cannot be used."""
+    `[tool.twelvefold.server] public_url` of the first of the served agents'
+    configurations that sets one; None when neither says. `ServeError` for one that
+    cannot be used, naming where it was set."""
     env = os.environ if environ is None else environ
     found = env.get("TWELVEFOLD_PUBLIC_URL") or None
-    if found is None:
-        for table in server_tables(service, "server"):
-            value = table.get("public_url")
-            if value is not None:
-                if not isinstance(value, str):
-                    raise ServeError(
-                        "[tool.twelvefold.server] public_url must be a string, "
-                        f"not {toml_text(value)}"
-                    )
-                found = value
-                break
-    return None if found is None else check_public_url(found)
+    if found is not None:
+        return check_public_url(found, "the public URL (TWELVEFOLD_PUBLIC_URL or --public-url)")
+    tables, problems = server_tables(service, "server")
+    for path, table in tables:
+        value = table.get("public_url")
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            problems.append(f"{path}: server.public_url must be a string, not {toml_text(value)}")
+        else:
+            try:
+                found = check_public_url(value, f"{path}: server.public_url")
+            except ServeError as exc:
+                problems.extend(exc.problems)
+        break
+    if problems:
+        raise ServeError(*problems)
+    return found
 
 
-def server_tables(service: Serving, name: str) -> list[Mapping[str, Any]]:
+def server_tables(
+    service: Serving, name: str
+) -> tuple[list[tuple[Path | None, Mapping[str, Any]]], list[str]]:
     """`[tool.twelvefold.NAME]` of each configuration the served agents use (each file
-    once). `ServeError` for a configuration that cannot be read or a NAME not a table."""
-    tables: list[Mapping[str, Any]] = []
+    once), with the file it is in; and a problem for each configuration that cannot be
+    read or whose NAME is not a table (every file is read: one file's problem does not
+    hide another's)."""
+    tables: list[tuple[Path | None, Mapping[str, Any]]] = []
+    problems: list[str] = []
     seen: set[Path | None] = set()
     for agent in service.agents.values():
         try:
             config = find_config(agent.directory or Path.cwd())
         except ConfigError as exc:
-            raise ServeError(str(exc)) from None
+            problems.append(str(exc))
+            continue
         if config.path in seen:
             continue
         seen.add(config.path)
@@ -319,11 +335,12 @@ def server_tables(service: Serving, name: str) -> list[Mapping[str, Any]]:
         if table is None:
             continue
         if not isinstance(table, Mapping):
-            raise ServeError(
+            problems.append(
                 f"{config.path}: [tool.twelvefold.{name}] must be a table, not {toml_text(table)}"
             )
-        tables.append(table)
-    return tables
+            continue
+        tables.append((config.path, table))
+    return tables, list(dict.fromkeys(problems))
 
 
 _REPLIES: weakref.WeakKeyDictionary[Service, Replies] = weakref.WeakKeyDictionary()

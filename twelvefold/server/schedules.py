@@ -20,7 +20,8 @@ process killed between the launch and the record leaves the due time unrecorded:
 next tick, anywhere, finds the thread already launched and records it.
 
 A cron expression croniter does not take, an agent the server does not serve or an
-entry of the wrong shape stops the server from starting (`ServeError`, one line).
+entry of the wrong shape stops the server from starting (`ServeError`, one line each,
+naming the configuration file).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from croniter import croniter
@@ -70,21 +72,23 @@ class Schedule:
         return croniter(self.cron, now).get_next(datetime).astimezone(UTC)
 
 
-def parse_schedules(table: Mapping[str, Any], served: Mapping[str, object]) -> list[Schedule]:
+def parse_schedules(
+    table: Mapping[str, Any], served: Mapping[str, object], where: str = ""
+) -> list[Schedule]:
     """The schedules of one `[tool.twelvefold.schedules]` table. `ServeError` (one line
-    each, for every entry refused, not only the first) for an entry that is not a table
-    of agent, cron and input, a cron expression croniter refuses, or an agent not in
-    `served`."""
+    each, for every entry refused, not only the first, each after `where`: the file's
+    name and `: `) for an entry that is not a table of agent, cron and input, a cron
+    expression croniter refuses, or an agent not in `served`."""
     schedules: list[Schedule] = []
     problems: list[str] = []
     for name, entry in table.items():
         try:
             schedules.append(_schedule(str(name), entry, served))
         except ServeError as exc:
-            problems.extend(exc.problems)
+            problems.extend(where + problem for problem in exc.problems)
     if problems:
         raise ServeError(
-            *capped(problems, lambda more: f"{more:,} more schedules refused like these")
+            *capped(problems, lambda more: f"{where}{more:,} more schedules refused like these")
         )
     return schedules
 
@@ -121,23 +125,28 @@ def _schedule(name: str, entry: Any, served: Mapping[str, object]) -> Schedule:
 def schedules_of(service: Serving) -> list[Schedule]:
     """Every schedule in the served agents' configuration (each file once). `ServeError`
     as `parse_schedules`, and for two schedules with one name."""
-    found: dict[str, Schedule] = {}
-    problems: list[str] = []  # every file's (twenty lines at most each), not the first's
+    found: dict[str, tuple[Path | None, Schedule]] = {}
+    # Every file's problems (twenty lines at most each), each named with its file, not
+    # the first file's alone.
+    tables, problems = server_tables(service, "schedules")
     twice: list[str] = []
-    for table in server_tables(service, "schedules"):
+    for path, table in tables:
         try:
-            parsed = parse_schedules(table, service.agents)
+            parsed = parse_schedules(table, service.agents, f"{path}: ")
         except ServeError as exc:
             problems.extend(exc.problems)
             continue
         for schedule in parsed:
-            if schedule.name in found and found[schedule.name] != schedule:
-                twice.append(f"two schedules are named {toml_key(schedule.name)}")
-            found[schedule.name] = schedule
+            if schedule.name in found and found[schedule.name][1] != schedule:
+                twice.append(
+                    f"two schedules are named {toml_key(schedule.name)}"
+                    f" ({found[schedule.name][0]} and {path})"
+                )
+            found[schedule.name] = (path, schedule)
     problems.extend(capped(twice, lambda more: f"{more:,} more names given twice"))
     if problems:
         raise ServeError(*problems)
-    return list(found.values())
+    return [schedule for _, schedule in found.values()]
 
 
 def fire_id(name: str, due: datetime) -> str:

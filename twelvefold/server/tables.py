@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twelvefold.runtime.integrity import Chain
+from twelvefold.runtime.newstore import make_store_file
 from twelvefold.runtime.schema import SchemaError, upgrade_sqlite
 from twelvefold.runtime.store import SqliteStore, StoreError, StoreUrl, open_store, storable
 
@@ -102,8 +103,8 @@ def _storable(params: tuple[Any, ...]) -> bool:
 
 def _open_sqlite(path: Path | None) -> sqlite3.Connection:
     try:
-        if path is not None and path.parent != Path(""):
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if path is not None:
+            make_store_file(path)  # so a refused command knows what it made
         db = sqlite3.connect(
             ":memory:" if path is None else path, isolation_level=None, check_same_thread=False
         )

@@ -1,0 +1,141 @@
+"""Making a new SQLite store's folders and empty file, and knowing which of them this
+command made.
+
+A command that makes a store and is then refused (`twelvefold run` given an agent that
+does not compile) removes what it made, and only that (twelvefold/commands/options.py,
+`removed_if_refused`). What was there already, or what another command made meanwhile
+(two commands started at once on new paths in one new folder), is not this command's:
+only a `mkdir` or an exclusive create that succeeded here says "made here". Each is
+recorded with the identity of what it made (device and inode), and each folder is held
+open until the record ends, so that its inode cannot be reused by a folder made again in
+its place: a folder removed and made again by another command is never taken for this
+command's.
+
+SQLite takes an empty file for an empty database, so making the file before SQLite opens
+it changes nothing but that the making is known.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ATTEMPTS = 5
+"""How many times the folders are made again when they vanish before the file is made
+in them (each refused command removes the folders it made once: a few suffice)."""
+
+
+@dataclass(frozen=True)
+class Made:
+    """A folder or file made here, as it was when made."""
+
+    path: Path
+    device: int
+    inode: int
+    folder: bool
+
+    def still_there(self) -> bool:
+        """Whether `path` is still what was made (not removed, nor replaced)."""
+        try:
+            found = os.lstat(self.path)
+        except OSError:
+            return False
+        return (found.st_dev, found.st_ino) == (self.device, self.inode)
+
+
+@dataclass
+class _Record:
+    made: list[Made]
+    held: list[int]  # the folders' descriptors, so their inodes are not reused meanwhile
+
+
+_RECORD: contextvars.ContextVar[_Record | None] = contextvars.ContextVar(
+    "twelvefold_new_store", default=None
+)
+
+
+@contextlib.contextmanager
+def recording_made() -> Iterator[list[Made]]:
+    """Within: every folder and store file `make_store_file` makes (in this thread), in
+    the order made, is appended to the list yielded. Read it before the `with` ends:
+    the folders are held open until then."""
+    record = _Record([], [])
+    token = _RECORD.set(record)
+    try:
+        yield record.made
+    finally:
+        _RECORD.reset(token)
+        for descriptor in record.held:
+            os.close(descriptor)
+
+
+def make_store_file(path: Path) -> None:
+    """Make `path`'s missing folders and, when nothing is at `path`, the empty file; a
+    link to a file not there makes the file it names (when that file's folder is there).
+    What is there already is left as it is, and a failure to make the file is left for
+    SQLite to report when it opens it. A folder removed after it was found or made here
+    and before the file was made in it (another command's refusal removing the folders
+    it made, still empty) is made again (`ATTEMPTS` times at most)."""
+    for _ in range(ATTEMPTS):
+        try:
+            _make_folders(path.parent)
+        except FileNotFoundError:
+            continue  # a folder above vanished as its folder was made: again
+        try:
+            descriptor = os.open(
+                os.path.realpath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644
+            )
+        except FileNotFoundError:
+            if os.path.isdir(path.parent):
+                return  # a link into a folder that is not there: SQLite says so
+            continue  # the folder vanished: make it again
+        except OSError:
+            return  # there already (another's to keep), or SQLite says why not
+        try:
+            _recorded(Path(os.path.realpath(path)), descriptor, folder=False)
+        finally:
+            os.close(descriptor)
+        return
+
+
+def _make_folders(folder: Path) -> None:
+    """`folder.mkdir(parents=True, exist_ok=True)`, recording each folder made here."""
+    if folder == folder.parent:
+        return
+    try:
+        os.mkdir(folder)
+    except FileNotFoundError:
+        _make_folders(folder.parent)
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+            return  # made meanwhile by another: theirs
+    except FileExistsError:
+        if not os.path.isdir(folder):
+            raise
+        return
+    record = _RECORD.get()
+    if record is None:
+        return
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # cannot hold it: not recorded, so kept
+    record.held.append(descriptor)
+    _recorded(folder, descriptor, folder=True)
+
+
+def _recorded(path: Path, descriptor: int, *, folder: bool) -> None:
+    record = _RECORD.get()
+    if record is not None:
+        found = os.fstat(descriptor)
+        record.made.append(Made(path, found.st_dev, found.st_ino, folder))
+
+
+__all__ = ["Made", "make_store_file", "recording_made"]
