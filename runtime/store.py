@@ -21,6 +21,7 @@ every stored event to the one before it and seals the thread's row and its snaps
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import time
@@ -1034,6 +1035,25 @@ class _Tail:
         self.num, self.seq, self.last, self.version, self.status = num, seq, last, version, status
 
 
+OPEN_ATTEMPTS = 5
+"""How many times `SqliteStore` opens a file that is removed or replaced as it opens it."""
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file at `path` (links followed), or None."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
+
+
+def _same_file(before: tuple[int, int] | None, path: Path) -> bool:
+    """Whether the file at `path` is still the one found there before it was opened
+    (an open file's inode is not reused while it is open, even once removed)."""
+    return before is not None and _identity(path) == before
+
+
 class SqliteStore(ChainedStore):
     """One SQLite file in WAL mode with `synchronous=FULL`: an append has reached the
     disk when `append` returns, and readers never block the writer.
@@ -1063,26 +1083,47 @@ class SqliteStore(ChainedStore):
         `Chain.from_env()` (TWELVEFOLD_LOG_KEY)."""
         self.path = Path(path)
         self.chain = chain if chain is not None else Chain.from_env()
-        if not create and not self.path.is_file():
-            raise StoreNotFound(self.path)
-        if create:
-            # Made here rather than by SQLite, so a refused command knows what it made.
-            make_store_file(self.path)
         # Here, not at the top: a memory or PostgreSQL store never needs them.
         import sqlite3
 
         from .commits import GroupCommit
-        from .schema import SchemaError, upgrade_sqlite
 
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
-        # exactly what the code shows.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
         self.commits = GroupCommit(self._commit_group)
         """Appends from several threads of this process share a transaction (group commit)."""
         self._tails: dict[str, _Tail] = {}
         """Each thread's row as this process's last append left it (`_append`); only a
         shortcut, dropped whenever a transaction fails."""
+        for _ in range(OPEN_ATTEMPTS):
+            if not create and not self.path.is_file():
+                raise StoreNotFound(self.path)
+            if create:
+                # Made here rather than by SQLite, so a refused command knows what it made.
+                make_store_file(self.path)
+            before = _identity(self.path)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
+            # exactly what the code shows.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if self._prepared(busy_timeout_ms, before):
+                return
+        raise StoreError(
+            f"{self.path} was removed or replaced each of the {OPEN_ATTEMPTS} times it was"
+            " opened; nothing was written to it"
+        )
+
+    def _prepared(self, busy_timeout_ms: int, before: tuple[int, int] | None) -> bool:
+        """Set the connection up (WAL, the schema); False (closed) when the file at the
+        path is no longer the one opened. Two commands started at once on one new file,
+        one refused: the refused one removes the new file it made when it finds no other
+        connection in WAL mode (twelvefold/commands/options.py), which it may just do
+        after this connection opened it and before it reached WAL mode. What it would
+        then write (SQLite refuses most of it as `disk I/O error`) went to a removed
+        file: it is opened again instead. Once in WAL mode, this connection keeps the
+        file from being removed that way."""
+        import sqlite3
+
+        from .schema import SchemaError, upgrade_sqlite
+
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self._db.execute("PRAGMA journal_mode = WAL")
@@ -1094,7 +1135,13 @@ class SqliteStore(ChainedStore):
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             # UnicodeDecodeError: SQLite's own message quoting the damaged bytes.
             self._db.close()
+            if not _same_file(before, self.path):
+                return False
             raise StoreError(f"{self.path} is not a thread store SQLite can open: {exc}") from exc
+        if _same_file(before, self.path):
+            return True
+        self._db.close()
+        return False
 
     def close(self) -> None:
         with self._lock:

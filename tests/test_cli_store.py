@@ -540,3 +540,57 @@ def test_a_refused_start_keeps_a_new_store_another_command_wrote_into(tmp_path: 
     listed = invoke("token", "list", "--json", "--db", str(db))
     assert listed.exit_code == 0, listed.output
     assert [t["person"] for t in json.loads(listed.stdout)] == ["alice"]
+
+
+@pytest.mark.parametrize("build", ["as built", "broken: no look after opening"])
+def test_a_store_file_removed_as_it_is_opened_is_opened_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, build: str
+) -> None:
+    """Two commands start at once on one new `--db` and one is refused: its cleanup may
+    remove the new file (it looks alone: no other connection has reached WAL mode yet)
+    just after the other command's store opened it. SQLite then refuses that store's
+    writes (`disk I/O error`): the good command failed. The store looks again when it
+    cannot set the file up, and once its connection holds it (in WAL mode), and opens it
+    anew if it is not the file at its path any more. The broken build does not look."""
+    import twelvefold.runtime.store as store_module
+
+    db = tmp_path / "new" / "threads.db"
+    connect, removed = sqlite3.connect, []
+
+    def connect_then_removed(*args: Any, **kwargs: Any) -> Any:
+        connection = connect(*args, **kwargs)
+        if not removed:  # the refused command's cleanup, between the open and WAL mode
+            removed.append(db)
+            db.unlink()
+        return connection
+
+    if build != "as built":
+        monkeypatch.setattr(store_module, "_same_file", lambda before, path: True)
+    monkeypatch.setattr(sqlite3, "connect", connect_then_removed)
+    info = ThreadInfo("th-1", "a", "a.agent", "running", "s", 1, "t", "t")
+    if build != "as built":
+        with pytest.raises(StoreError, match="disk I/O error"):
+            SqliteStore(db)
+        return
+    store = SqliteStore(db)
+    store.create(info, [Started(step="s", at="t", input="x")], Codec())
+    store.close()
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    assert removed == [db]
+    assert [t.id for t in SqliteStore(db, create=False).threads()] == ["th-1"]
+
+
+def test_a_store_file_removed_every_time_it_is_opened_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "threads.db"
+    connect = sqlite3.connect
+
+    def connect_then_removed(*args: Any, **kwargs: Any) -> Any:
+        connection = connect(*args, **kwargs)
+        db.unlink()
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", connect_then_removed)
+    with pytest.raises(StoreError, match="removed or replaced each of the 5 times"):
+        SqliteStore(db)
