@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,18 +228,28 @@ def test_every_bad_schedule_is_named_at_once() -> None:
     assert refused.value.problems[-1] == "981 more schedules refused like these"
 
 
+def folders_with(tmp_path: Path, configs: dict[str, str]) -> dict[str, Any]:
+    """Agents as `schedules_of` sees them, one per folder of tmp_path named by `configs`'
+    keys, each with that value as its twelvefold.toml."""
+    from types import SimpleNamespace
+
+    agents: dict[str, Any] = {}
+    for name, config in configs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "twelvefold.toml").write_text(config)
+        agents[name] = SimpleNamespace(directory=tmp_path / name)
+    return agents
+
+
 def test_bad_schedules_in_two_configurations_are_named_at_once(tmp_path: Path) -> None:
     """Agents served from two folders, each with its own configuration: the first file's
     bad schedule hid the second's, revealed only at the next start."""
     from types import SimpleNamespace
 
-    agents = {}
-    for name in ("one", "two"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "twelvefold.toml").write_text(
-            f'[schedules]\nbad_{name} = {{ agent = "nobody", cron = "* * * * *" }}\n'
-        )
-        agents[name] = SimpleNamespace(directory=tmp_path / name)
+    agents = folders_with(tmp_path, {
+        name: f'[schedules]\nbad_{name} = {{ agent = "nobody", cron = "* * * * *" }}\n'
+        for name in ("one", "two")
+    })  # fmt: skip
     with pytest.raises(ServeError) as refused:
         schedules_of(SimpleNamespace(agents=agents))  # type: ignore[arg-type]
     said = " ".join(refused.value.problems)
@@ -259,11 +270,7 @@ def test_schedule_problems_of_every_file_are_named_with_their_file(tmp_path: Pat
         + "".join(f'[schedules.s{i}]\nagent = "nobody"\ncron = "* * * * *"\n' for i in range(30)),
         "three": '[schedules.x]\nagent = "three"\ncron = "every monday"\n',
     }
-    agents = {}
-    for name, config in configs.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "twelvefold.toml").write_text(config)
-        agents[name] = SimpleNamespace(directory=tmp_path / name)
+    agents = folders_with(tmp_path, configs)
     one, two, three = (tmp_path / name / "twelvefold.toml" for name in configs)
     expected = [
         f"{one}: [tool.twelvefold.schedules] must be a table, not 3",
@@ -286,13 +293,10 @@ def test_one_schedule_name_in_two_files_names_both_files(tmp_path: Path) -> None
     """Before: `two schedules are named nightly`, without saying where either is."""
     from types import SimpleNamespace
 
-    agents = {}
-    for name, cron in (("one", "0 0 * * *"), ("two", "0 1 * * *")):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "twelvefold.toml").write_text(
-            f'[schedules.nightly]\nagent = "{name}"\ncron = "{cron}"\n'
-        )
-        agents[name] = SimpleNamespace(directory=tmp_path / name)
+    agents = folders_with(tmp_path, {
+        name: f'[schedules.nightly]\nagent = "{name}"\ncron = "{cron}"\n'
+        for name, cron in (("one", "0 0 * * *"), ("two", "0 1 * * *"))
+    })  # fmt: skip
     with pytest.raises(ServeError) as refused:
         schedules_of(SimpleNamespace(agents=agents))  # type: ignore[arg-type]
     one, two = (tmp_path / name / "twelvefold.toml" for name in ("one", "two"))
