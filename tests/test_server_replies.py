@@ -332,3 +332,40 @@ def test_public_url_and_webhook_hosts_problems_name_their_file(tmp_path: Path) -
         "the public URL (TWELVEFOLD_PUBLIC_URL or --public-url) must be an absolute http(s)"
         ' URL, not "ftp://y"',
     )
+
+
+@pytest.mark.parametrize("build", ["as built", "broken: no catch-up at start"])
+async def test_a_finished_threads_reply_given_back_at_a_stop_is_sent_at_the_next_start(
+    s: Served, monkeypatch: pytest.MonkeyPatch, build: str
+) -> None:
+    """A reply cut off by a stop past its grace is given back (its target behind the
+    thread's view); a waiting thread's next settle sends it, but a finished thread never
+    settles again, so its last reply was never sent (found by a red team killing a real
+    server). The next start catches up. The broken build's start does not."""
+    from twelvefold.server import replies as replies_module
+
+    receiver = HttpReceiver()
+    view = (await launch(s, webhook=receiver.url("/hook"))).json()
+    told = replies(s.service)
+    [paused] = told.targets.of(view["thread_id"])
+    async with s.client("ana") as client:
+        decided = await client.post(
+            f"/v1/threads/{view['thread_id']}/decisions?wait=true",
+            json={"request": view["request"], "decision": "approve"},
+        )
+    finished = decided.json()
+    assert finished["status"] == "finished" and len(receiver.received) == 2
+    [target] = told.targets.of(view["thread_id"])
+    # As a stop cutting the last send off leaves it: given back to the paused view's seq.
+    told.targets.unclaim(paused, target.replied_seq)
+    if build != "as built":
+        monkeypatch.setattr(replies_module.Replies, "catch_up", lambda self: asyncio.sleep(0))
+    await told.catch_up()
+    if build != "as built":
+        assert len(receiver.received) == 2
+        return
+    assert len(receiver.received) == 3 and verified(receiver, 2) == verified(receiver, 1)
+    [target] = told.targets.of(view["thread_id"])
+    assert target.replied_seq > paused.replied_seq
+    await told.catch_up()  # told already: nothing more
+    assert len(receiver.received) == 3

@@ -8,6 +8,7 @@ and stops with the application's lifespan (when `manage` is true)."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from twelvefold import __version__
 from twelvefold.server import api, metrics, problems
 from twelvefold.server.hosts import HostCheck
+from twelvefold.server.replies import replies
 from twelvefold.server.service import Service
 from twelvefold.server.throttle import Throttle
 from twelvefold.server.tokens import TokenStore
@@ -44,11 +46,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        catching_up = None
         if manage:
             await service.start()
+            if service.queue is None:  # (with workers, a reply job is tried until sent)
+                catching_up = asyncio.create_task(replies(service).catch_up())
         try:
             yield
         finally:
+            if catching_up is not None:
+                catching_up.cancel()
             if manage:
                 await service.stop(grace)
 

@@ -84,6 +84,11 @@ class ReplyTargets(Table):
         )
         return [Target(str(t), str(k), str(a), int(s)) for t, k, a, s in rows]
 
+    def all(self) -> list[Target]:
+        """Every target, of every thread."""
+        rows = self._db.rows("SELECT thread_id, kind, address, replied_seq FROM server_replies")
+        return [Target(str(t), str(k), str(a), int(s)) for t, k, a, s in rows]
+
     def claim(self, target: Target, seq: int) -> bool:
         """Mark `target` as told of the thread's view at `seq`, unless it was already
         (by this process or another): True when this call marked it."""
@@ -171,6 +176,29 @@ class Replies:
                 failures.append(f"{target.kind}: {exc}")
         if failures:
             raise RepliesFailed(f"thread {view.id}: " + "; ".join(failures))
+
+    async def catch_up(self) -> None:
+        """Send the replies a stop cut off (given back past its grace, or failed at the
+        last settle): each target behind the view of its thread when that thread is not
+        running. A running thread's next settle sends them; a finished one never settles
+        again, so without this its last reply was never sent. Run once at a server's
+        start; a failure is logged (the next start tries again)."""
+        behind: dict[str, int] = {}
+        for target in await asyncio.to_thread(self.targets.all):
+            seen = behind.get(target.thread_id, target.replied_seq)
+            behind[target.thread_id] = min(seen, target.replied_seq)  # the one furthest behind
+        service = self.service
+        for thread_id, replied in behind.items():
+            try:
+                info = await service.runtime.info(thread_id)
+                agent = service.agents.get(info.agent)
+                if agent is None or info.status == "running" or replied >= info.seq:
+                    continue
+                await self.settled(await service.runtime.get(thread_id, agent=agent))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("thread %s: its replies were not caught up: %s", thread_id, exc)
 
     def payload(self, view: ThreadView) -> dict[str, Any]:
         return {"type": "thread.settled", "thread": view.to_json(), "link": self.link(view.id)}
