@@ -300,3 +300,40 @@ def test_kill_9_during_decisions_leaves_each_recorded_and_acted_on_or_not_at_all
             )
             assert json_of(decided)["status"] == "finished"
     assert len(ledger(setup)) == count, "every thread deployed exactly once"
+
+
+def test_sigterm_answers_an_open_wait_with_the_thread_as_it_stands(
+    setup: dict[str, Any], servers: list[ServeProcess]
+) -> None:
+    """A `?wait=true` request open when SIGTERM comes (its thread's deploy still
+    running) is answered with the thread's view, as when the wait limit passes (a
+    decision's answer is 200 then, with the thread `running`). It
+    was cut off after uvicorn's own grace (a plain-text 500 and a traceback in the log),
+    and the server's stop then gave the runs their grace a second time."""
+    import threading
+
+    first = serve(setup, servers, "--grace", "1")
+    answers: list[httpx.Response] = []
+    with first.client(setup["bob"]) as bob:
+        (view,) = launch_waiting(bob, 1)
+    with first.client(setup["ana"]) as ana:
+
+        def decide() -> None:
+            answers.append(
+                ana.post(
+                    f"/v1/threads/{view['thread_id']}/decisions?wait=true",
+                    json={"request": view["request"], "decision": "approve"},
+                    timeout=60,
+                )
+            )
+
+        deciding = threading.Thread(target=decide)
+        deciding.start()
+        wait_for(lambda: len(started_deploys(setup["gate"])) == 1, "the deploy to start")
+        assert first.terminate() in (0, -signal.SIGTERM)
+        deciding.join(60)
+    [answer] = answers
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "running"
+    stopped = setup["log"].read_text()
+    assert "Traceback" not in stopped and "timeout graceful shutdown exceeded" not in stopped

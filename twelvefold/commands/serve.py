@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,7 +106,16 @@ def serve(
             "and reads every thread.",
             err=True,
         )
-    server = uvicorn.Server(
+    service = app.state.service
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Open `?wait=true` requests are answered first (202, the thread as it
+            # stands), so that uvicorn's wait for them ends at once, not at its grace.
+            service.drain()
+            await super().shutdown(sockets)
+
+    server = Server(
         uvicorn.Config(
             app,
             host=host,

@@ -374,6 +374,8 @@ class Service:
         self.runner = RunnerCounts()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._settling: set[asyncio.Task[Any]] = set()
+        self._draining = asyncio.Event()
+        """Set once the server shuts down: every `wait` answers at once (`drain`)."""
         """Runs that have left `_tasks` and are telling `on_settled` (`settling`)."""
         self._turn_waits: set[asyncio.Task[Any]] = set()
         """Runner tasks waiting for their turn at a rate limit (no call started yet)."""
@@ -422,6 +424,7 @@ class Service:
         step's end, then cancel them (their leases are let go; `start` on the next
         server runs them on: nothing is lost)."""
         self.stopping = True
+        self.drain()
         if self._timer is not None:
             self._timer.cancel()
         for handle in self._retries.values():  # the log keeps them: `start` finds them
@@ -491,11 +494,23 @@ class Service:
         as it stands after `seconds` (at most `wait_limit`)."""
         await self._readable(caller, thread_id)
         task = self._tasks.get(thread_id)
+        limit = max(0.0, min(seconds, self.wait_limit))
         if self.queue is not None:  # a worker runs it: watch the store
-            await self._until_not_running(thread_id, max(0.0, min(seconds, self.wait_limit)))
+            await self._until_not_running(thread_id, limit)
         elif task is not None:
-            await asyncio.wait({task}, timeout=max(0.0, min(seconds, self.wait_limit)))
+            drained = asyncio.ensure_future(self._draining.wait())
+            try:
+                await asyncio.wait({task, drained}, timeout=limit, return_when="FIRST_COMPLETED")
+            finally:
+                drained.cancel()
         return await self.view(caller, thread_id)
+
+    def drain(self) -> None:
+        """Answer every `wait`, now and from now on, with the thread as it stands: the
+        server is shutting down (uvicorn's shutdown calls it first). An open `?wait=true`
+        request was otherwise cut off once uvicorn's grace for open requests passed (a
+        plain-text 500), before `stop` gave the runs theirs."""
+        self._draining.set()
 
     async def view(self, caller: Caller, thread_id: str) -> ThreadView:
         agent = await self._readable(caller, thread_id)
@@ -840,7 +855,7 @@ class Service:
     async def _until_not_running(self, thread_id: str, seconds: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while loop.time() < deadline:
+        while loop.time() < deadline and not self._draining.is_set():
             if (await self.runtime.info(thread_id)).status != "running":
                 return
             await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
