@@ -450,5 +450,8 @@ def test_the_race_test_catches_a_store_that_ignores_the_expected_sequence(tmp_pa
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     for name in ("COUNTER_LOG", "COUNTER_SLEEP", "DEPLOYBOT_LEDGER"):
-        monkeypatch.delenv(name, raising=False)
+        # Set first, so the undo removes what the test sets in os.environ for its forked
+        # children (a delenv of a missing name records nothing: it leaked to later tests).
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return lambda: None

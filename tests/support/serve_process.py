@@ -41,15 +41,23 @@ class ServeProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ServeProcess:
-        self.port = free_port()
-        command = [sys.executable, "-m", "twelvefold", "serve", *map(str, self.places)]
-        command += ["--db", str(self.db), "--port", str(self.port), *self.args]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, env={**os.environ, **self.env}, stdout=log, stderr=log
-            )
-        wait_for(self._up, f"the server to answer /healthz (log: {self.log})")
-        return self
+        for _ in range(5):  # another test process may take the free port before the server
+            self.port = free_port()
+            command = [sys.executable, "-m", "twelvefold", "serve", *map(str, self.places)]
+            command += ["--db", str(self.db), "--port", str(self.port), *self.args]
+            logged = self.log.stat().st_size if self.log.exists() else 0
+            with self.log.open("ab") as log:
+                self.process = subprocess.Popen(
+                    command, env={**os.environ, **self.env}, stdout=log, stderr=log
+                )
+            try:
+                wait_for(self._up, f"the server to answer /healthz (log: {self.log})")
+                return self
+            except AssertionError:
+                said = self.log.read_bytes()[logged:]
+                if b"address already in use" not in said.lower():
+                    raise
+        raise AssertionError(f"no free port for the server: {self.log.read_text()}")
 
     def _up(self) -> bool:
         assert self.process is not None
