@@ -594,3 +594,16 @@ def test_a_store_file_removed_every_time_it_is_opened_is_one_line(
     monkeypatch.setattr(sqlite3, "connect", connect_then_removed)
     with pytest.raises(StoreError, match="removed or replaced each of the 5 times"):
         SqliteStore(db)
+
+
+def test_a_run_refused_over_a_runtime_setting_leaves_no_store_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (found by a red team): the runtime refusing its settings left the store it
+    had opened open, so the cleanup took the new file for another command's, and kept it."""
+    monkeypatch.setenv("TWELVEFOLD_LEASE_SECONDS", "abc")
+    (tmp_path / "typed.agent").write_text(TYPED)
+    db = tmp_path / "made" / "threads.db"
+    result = invoke("run", str(tmp_path / "typed.agent"), "--input", '{"id": 1}', "--db", str(db))
+    assert result.exit_code == 1 and "TWELVEFOLD_LEASE_SECONDS" in result.output
+    assert not (tmp_path / "made").exists()

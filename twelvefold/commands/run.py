@@ -307,14 +307,18 @@ def runtime(
         store = open_store(db, create=create)
         hook: Callable[[Thread, Event], None] | None = None if quiet else print_event
         keep_stdout = contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext()
-        with (
-            Runtime(store, model=model, tool_paths=paths, on_event=hook, prompts_dir=prompts) as rt,
-            keep_stdout,
-        ):
-            try:
+        try:
+            with (
+                Runtime(
+                    store, model=model, tool_paths=paths, on_event=hook, prompts_dir=prompts
+                ) as rt,
+                keep_stdout,
+            ):
                 yield rt
-            finally:
-                store.close()
+        finally:
+            # Also when the runtime refuses its settings (TWELVEFOLD_LEASE_SECONDS=abc):
+            # a store left open looks in use, and a refused run's new store was kept.
+            store.close()
     finally:
         if shutdown is not None:
             shutdown()  # exports the spans still queued before the process exits
