@@ -307,7 +307,10 @@ def test_public_url_and_webhook_hosts_problems_name_their_file(tmp_path: Path) -
     one, two = (tmp_path / f"agents{n}" / "twelvefold.toml" for n in (0, 1))
     with pytest.raises(ServeError) as refused:
         public_url_of(served, {})
-    assert refused.value.problems == (f"{one}: server.public_url must be a string, not 3",)
+    assert refused.value.problems == (
+        f"{one}: server.public_url must be a string, not 3",
+        f'{two}: server.public_url must be an absolute http(s) URL, not "ftp://x"',
+    )
     with pytest.raises(ServeError) as refused:
         webhook_hosts_of(served)
     assert refused.value.problems == (
@@ -316,9 +319,22 @@ def test_public_url_and_webhook_hosts_problems_name_their_file(tmp_path: Path) -
     )
     assert settings_problems(served.agents) == [
         f"{one}: server.public_url must be a string, not 3",
+        f'{two}: server.public_url must be an absolute http(s) URL, not "ftp://x"',
         f'{one}: server.webhook_hosts must be a list of host names, not "ci\\n.example"',
         f"{two}: server.webhook_hosts must be a list of host names, not [1]",
     ]
+    # The first file's is used, but a bad one in the second is named all the same.
+    served = configured_agents(
+        tmp_path / "second",
+        '[server]\npublic_url = "https://good.example"\n',
+        '[server]\npublic_url = "ftp://x y<>"\n',
+    )
+    with pytest.raises(ServeError) as refused:
+        public_url_of(served, {})
+    second = tmp_path / "second" / "agents1" / "twelvefold.toml"
+    assert refused.value.problems == (
+        f'{second}: server.public_url must be an absolute http(s) URL, not "ftp://x y<>"',
+    )
     served = configured_agents(tmp_path / "bad", '[server]\npublic_url = "ftp://x\\""\n')
     [bad] = (tmp_path / "bad" / "agents0" / "twelvefold.toml",)
     with pytest.raises(ServeError) as refused:

@@ -323,18 +323,19 @@ def public_url_of(service: Serving, environ: Mapping[str, str] | None = None) ->
     if found is not None:
         return check_public_url(found, "the public URL (TWELVEFOLD_PUBLIC_URL or --public-url)")
     tables, problems = server_tables(service, "server")
-    for path, table in tables:
+    for path, table in tables:  # each file's is checked; the first file's is used
         value = table.get("public_url")
         if value is None:
             continue
         if not isinstance(value, str):
             problems.append(f"{path}: server.public_url must be a string, not {toml_text(value)}")
-        else:
-            try:
-                found = check_public_url(value, f"{path}: server.public_url")
-            except ServeError as exc:
-                problems.extend(exc.problems)
-        break
+            continue
+        try:
+            checked = check_public_url(value, f"{path}: server.public_url")
+        except ServeError as exc:
+            problems.extend(exc.problems)
+            continue
+        found = checked if found is None else found
     if problems:
         raise ServeError(*problems)
     return found
