@@ -18,6 +18,7 @@ it changes nothing but that the making is known.
 from __future__ import annotations
 
 import contextlib
+import errno
 import contextvars
 import os
 from collections.abc import Iterator
@@ -114,11 +115,11 @@ def _make_folders(folder: Path) -> None:
             os.mkdir(folder)
         except FileExistsError:
             if not os.path.isdir(folder):
-                raise
+                raise _not_a_folder(folder) from None
             return  # made meanwhile by another: theirs
     except FileExistsError:
         if not os.path.isdir(folder):
-            raise
+            raise _not_a_folder(folder) from None
         return
     record = _RECORD.get()
     if record is None:
@@ -129,6 +130,12 @@ def _make_folders(folder: Path) -> None:
         return  # cannot hold it: not recorded, so kept
     record.held.append(descriptor)
     _recorded(folder, descriptor, folder=True)
+
+
+def _not_a_folder(path: Path) -> NotADirectoryError:
+    """What is in the way of a folder: a file, or a link to nothing (`mkdir` says only
+    "File exists")."""
+    return NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
 
 
 def _recorded(path: Path, descriptor: int, *, folder: bool) -> None:

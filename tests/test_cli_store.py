@@ -607,3 +607,17 @@ def test_a_run_refused_over_a_runtime_setting_leaves_no_store_behind(
     result = invoke("run", str(tmp_path / "typed.agent"), "--input", '{"id": 1}', "--db", str(db))
     assert result.exit_code == 1 and "TWELVEFOLD_LEASE_SECONDS" in result.output
     assert not (tmp_path / "made").exists()
+
+
+def test_a_db_path_the_system_refuses_is_one_short_line(tmp_path: Path) -> None:
+    """Before (found by a red team): `error: NotADirectoryError: [Errno 20] Not a
+    directory: '…'`, and a path too long for the file system printed whole (4,000
+    characters)."""
+    (tmp_path / "afile").write_text("")
+    agent = str(EXAMPLES / "deploybot.agent")
+    under_a_file = invoke("run", agent, "--input", "x", "--db", str(tmp_path / "afile" / "x.db"))
+    assert under_a_file.exit_code == 1
+    assert under_a_file.stderr == f"error: cannot use {tmp_path / 'afile'}: Not a directory\n"
+    long = invoke("run", agent, "--input", "x", "--db", str(tmp_path / ("a" * 4000) / "x.db"))
+    assert long.exit_code == 1 and "File name too long" in long.stderr
+    assert len(long.stderr) < 300 and "Errno" not in long.stderr

@@ -417,9 +417,21 @@ def reported(as_json: bool = False) -> Iterator[None]:
         message = f"the thread store cannot be used: {exc}"
         problem(f"error: {message}", "StoreError", message)
     except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
+        if isinstance(exc, OSError) and exc.filename is not None:  # a path the system refuses
+            message = f"cannot use {_cut(str(exc.filename))}: {exc.strerror or exc}"
+            problem(f"error: {message}", type(exc).__name__, message)
         if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
             problem(f"error: {type(exc).__name__}: {exc}", type(exc).__name__, str(exc))
         raise
+
+
+def _cut(text: str, most: int = 200) -> str:
+    """`text`, its middle cut out when longer than `most` characters (a path of
+    thousands, refused as too long, still fits an error line)."""
+    if len(text) <= most:
+        return text
+    half = most // 2
+    return f"{text[:half]}…{text[-half:]}"
 
 
 # ---- commands ---------------------------------------------------------------------------
