@@ -18,8 +18,8 @@ it changes nothing but that the making is known.
 from __future__ import annotations
 
 import contextlib
-import errno
 import contextvars
+import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
