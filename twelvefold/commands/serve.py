@@ -110,8 +110,8 @@ def serve(
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            # Open `?wait=true` requests are answered first (202, the thread as it
-            # stands), so that uvicorn's wait for them ends at once, not at its grace.
+            # Open `?wait=true` requests are answered first (the thread as it stands,
+            # as when the wait limit passes), so uvicorn's wait for them ends at once.
             service.drain()
             await super().shutdown(sockets)
 

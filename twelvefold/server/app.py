@@ -54,8 +54,9 @@ def create_app(
         try:
             yield
         finally:
-            if catching_up is not None:
+            if catching_up is not None:  # (a send it cuts off gives its claim back)
                 catching_up.cancel()
+                await asyncio.gather(catching_up, return_exceptions=True)
             if manage:
                 await service.stop(grace)
 
