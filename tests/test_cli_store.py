@@ -621,3 +621,19 @@ def test_a_db_path_the_system_refuses_is_one_short_line(tmp_path: Path) -> None:
     long = invoke("run", agent, "--input", "x", "--db", str(tmp_path / ("a" * 4000) / "x.db"))
     assert long.exit_code == 1 and "File name too long" in long.stderr
     assert len(long.stderr) < 300 and "Errno" not in long.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "token"])
+def test_a_db_path_with_a_line_break_cannot_forge_an_error_line(
+    tmp_path: Path, command: str
+) -> None:
+    """Found by a red team: `cannot use PATH` and `PATH is not a store SQLite can open`
+    printed the path's line breaks, so a path could add an `error:` line of its own."""
+    (tmp_path / "afile").write_text("")
+    db = str(tmp_path / "afile" / "x\nerror: forged\n" / "x.db")
+    if command == "run":
+        result = invoke("run", str(EXAMPLES / "deploybot.agent"), "--input", "x", "--db", db)
+    else:
+        result = invoke("token", "create", "bob", "--db", db)
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1 and "\\nerror: forged\\n" in result.stderr

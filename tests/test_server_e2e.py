@@ -307,9 +307,9 @@ def test_sigterm_answers_an_open_wait_with_the_thread_as_it_stands(
 ) -> None:
     """A `?wait=true` request open when SIGTERM comes (its thread's deploy still
     running) is answered with the thread's view, as when the wait limit passes (a
-    decision's answer is 200 then, with the thread `running`). It
-    was cut off after uvicorn's own grace (a plain-text 500 and a traceback in the log),
-    and the server's stop then gave the runs their grace a second time."""
+    decision's answer is 200 then, with the thread `running`), and an open event stream
+    ends. Both were cut off after uvicorn's own grace (a plain-text 500 and a traceback
+    in the log), and the server's stop then gave the runs their grace a second time."""
     import threading
 
     first = serve(setup, servers, "--grace", "1")
@@ -327,11 +327,20 @@ def test_sigterm_answers_an_open_wait_with_the_thread_as_it_stands(
                 )
             )
 
-        deciding = threading.Thread(target=decide)
+        streamed: list[str] = []
+
+        def follow() -> None:  # the thread's event stream, open across the stop
+            with ana.stream("GET", f"/v1/threads/{view['thread_id']}/stream", timeout=60) as r:
+                streamed.extend(r.iter_lines())
+
+        deciding, following = threading.Thread(target=decide), threading.Thread(target=follow)
         deciding.start()
         wait_for(lambda: len(started_deploys(setup["gate"])) == 1, "the deploy to start")
+        following.start()
+        wait_for(lambda: bool(streamed), "the stream to send the events so far")
         assert first.terminate() in (0, -signal.SIGTERM)
         deciding.join(60)
+        following.join(60)
     [answer] = answers
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "running"

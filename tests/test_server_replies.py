@@ -385,3 +385,39 @@ async def test_a_finished_threads_reply_given_back_at_a_stop_is_sent_at_the_next
     assert target.replied_seq > paused.replied_seq
     await told.catch_up()  # told already: nothing more
     assert len(receiver.received) == 3
+
+
+@pytest.mark.parametrize("build", ["as built", "broken: any later event makes a reply due"])
+async def test_a_notice_retried_after_a_pause_was_told_is_no_reply_to_catch_up(
+    s: Served, monkeypatch: pytest.MonkeyPatch, build: str
+) -> None:
+    """Found by a red team: the sweep retrying a failed notice appends a `Notified` event
+    (and tells no `on_settled`), so the waiting thread's seq moved past its target's; the
+    next start sent the same pause again, under a new `webhook-id`. The broken build
+    counts every event."""
+    from dataclasses import replace
+
+    from twelvefold.runtime.types import Notified
+    from twelvefold.server import replies as replies_module
+
+    receiver = HttpReceiver()
+    view = (await launch(s, webhook=receiver.url("/hook"))).json()
+    assert view["status"] == "waiting" and len(receiver.received) == 1
+    runtime = s.service.runtime
+    info, get = runtime.info, runtime.get
+
+    async def info_after_a_notice(thread_id: str, **how: Any) -> Any:
+        found = await info(thread_id, **how)
+        return replace(found, seq=found.seq + 1)
+
+    async def view_after_a_notice(thread_id: str, **how: Any) -> Any:
+        found = await get(thread_id, **how)
+        notice = Notified(step=found.step, at="2026-12-01T00:00:00Z", channels=("email",))
+        return replace(found, seq=found.seq + 1, log=(*found.log, notice))
+
+    monkeypatch.setattr(runtime, "info", info_after_a_notice)
+    monkeypatch.setattr(runtime, "get", view_after_a_notice)
+    if build != "as built":
+        monkeypatch.setattr(replies_module, "_settled_seq", lambda view: view.seq)
+    await replies(s.service).catch_up()
+    assert len(receiver.received) == (1 if build == "as built" else 2)

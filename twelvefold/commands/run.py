@@ -412,13 +412,17 @@ def reported(as_json: bool = False) -> Iterator[None]:
         CommandError,
         TracingUnavailable,
     ) as exc:
-        problem(f"error: {exc}", type(exc).__name__, str(exc))
+        # One line, a path or name in it escaped (a `--db` with a line break cannot forge
+        # an `error:` line below), but a compile error's diagnostics, which escape their
+        # own values, each on its line.
+        said = str(exc) if isinstance(exc, AgentLoadError) else one_line(str(exc))
+        problem(f"error: {said}", type(exc).__name__, str(exc))
     except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
         message = f"the thread store cannot be used: {exc}"
         problem(f"error: {message}", "StoreError", message)
     except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
         if isinstance(exc, OSError) and exc.filename is not None:  # a path the system refuses
-            message = f"cannot use {_cut(str(exc.filename))}: {exc.strerror or exc}"
+            message = f"cannot use {_cut(one_line(str(exc.filename)))}: {exc.strerror or exc}"
             problem(f"error: {message}", type(exc).__name__, message)
         if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
             problem(f"error: {type(exc).__name__}: {exc}", type(exc).__name__, str(exc))

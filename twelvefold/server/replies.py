@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.config import ConfigError, find_config, toml_text
 from twelvefold.runtime.notify import NotifyError, _post_json, signing_key, standard_webhook_headers
+from twelvefold.runtime.types import Notified
 from twelvefold.server.service import BadInput, Forbidden, ServeError, Service, Serving
 from twelvefold.server.tables import Table
 
@@ -194,7 +195,10 @@ class Replies:
                 agent = service.agents.get(info.agent)
                 if agent is None or info.status == "running" or replied >= info.seq:
                     continue
-                await self.settled(await service.runtime.get(thread_id, agent=agent))
+                view = await service.runtime.get(thread_id, agent=agent)
+                if view.status == "running" or replied >= _settled_seq(view):
+                    continue  # run on meanwhile; or only a notice retried since it was told
+                await self.settled(view)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -238,6 +242,17 @@ def check_webhook_url(url: str) -> None:
         ok = False
     if not ok or len(url) > MAX_URL or not url.isprintable() or " " in url:
         raise BadInput("`webhook` must be an absolute http:// or https:// URL")
+
+
+def _settled_seq(view: ThreadView) -> int:
+    """The view's seq without the `Notified` events after its last other event: a
+    notice the sweep retried (it tells no `on_settled`) does not make a reply due."""
+    seq = view.seq
+    if len(view.log) != seq:  # (a view without its log)
+        return seq
+    while seq > 0 and isinstance(view.log[seq - 1], Notified):
+        seq -= 1
+    return seq
 
 
 def check_webhook_host(url: str, allowed: frozenset[str] | None) -> None:

@@ -511,6 +511,8 @@ class Service:
         request was otherwise cut off once uvicorn's grace for open requests passed (a
         plain-text 500), before `stop` gave the runs theirs."""
         self._draining.set()
+        for changed in self._changed.values():  # followers: look now, and end
+            changed.set()
 
     async def view(self, caller: Caller, thread_id: str) -> ThreadView:
         agent = await self._readable(caller, thread_id)
@@ -574,8 +576,8 @@ class Service:
                 for seq, event in enumerate(thread.events[seen:], start=seen + 1):
                     yield seq, event
                 seen = max(seen, len(thread.events))
-                if (thread.state.status != "running" and not active) or self.stopping:
-                    return
+                if (thread.state.status != "running" and not active) or self._draining.is_set():
+                    return  # (at a shutdown too: uvicorn waits for open streams)
                 with contextlib.suppress(TimeoutError):  # another process may append
                     await asyncio.wait_for(changed.wait(), timeout=1.0)
         finally:  # the last follower of a thread lets its wake-up event go
