@@ -421,3 +421,15 @@ async def test_a_notice_retried_after_a_pause_was_told_is_no_reply_to_catch_up(
         monkeypatch.setattr(replies_module, "_settled_seq", lambda view: view.seq)
     await replies(s.service).catch_up()
     assert len(receiver.received) == (1 if build == "as built" else 2)
+
+
+async def test_the_reply_targets_of_a_thread_no_longer_stored_are_dropped_at_start(
+    s: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a red team: a pruned (or deleted) thread's reply targets stayed, and every
+    start logged a warning for each, forever."""
+    told = replies(s.service)
+    told.targets.add("0123456789abcdef", "webhook", "http://127.0.0.1:9/gone")
+    await told.catch_up()
+    assert told.targets.of("0123456789abcdef") == []
+    assert "not caught up" not in caplog.text

@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.config import ConfigError, find_config, toml_text
 from twelvefold.runtime.notify import NotifyError, _post_json, signing_key, standard_webhook_headers
+from twelvefold.runtime.store import ThreadNotFound
 from twelvefold.runtime.types import Notified
 from twelvefold.server.service import BadInput, Forbidden, ServeError, Service, Serving
 from twelvefold.server.tables import Table
@@ -89,6 +90,10 @@ class ReplyTargets(Table):
         """Every target, of every thread."""
         rows = self._db.rows("SELECT thread_id, kind, address, replied_seq FROM server_replies")
         return [Target(str(t), str(k), str(a), int(s)) for t, k, a, s in rows]
+
+    def forget(self, thread_id: str) -> None:
+        """Drop the targets of a thread that is no longer in the store (deleted, pruned)."""
+        self._db.change("DELETE FROM server_replies WHERE thread_id = ?", (thread_id,))
 
     def claim(self, target: Target, seq: int) -> bool:
         """Mark `target` as told of the thread's view at `seq`, unless it was already
@@ -199,6 +204,8 @@ class Replies:
                 if view.status == "running" or replied >= _settled_seq(view):
                     continue  # run on meanwhile; or only a notice retried since it was told
                 await self.settled(view)
+            except ThreadNotFound:  # deleted or pruned since: nothing to tell any more
+                await asyncio.to_thread(self.targets.forget, thread_id)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
