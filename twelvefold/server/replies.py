@@ -186,9 +186,10 @@ class Replies:
     async def catch_up(self) -> None:
         """Send the replies a stop cut off (given back past its grace, or failed at the
         last settle): each target behind the view of its thread when that thread is not
-        running. A running thread's next settle sends them; a finished one never settles
-        again, so without this its last reply was never sent. Run once at a server's
-        start; a failure is logged (the next start tries again)."""
+        running (a running one's next settle sends them). A finished thread never settles
+        again, so without this its last reply was never sent; a waiting one would be told
+        only once decided. Run once at a server's start (SQLite; workers retry a reply
+        job until it is sent); a failure is logged (the next start tries again)."""
         behind: dict[str, int] = {}
         for target in await asyncio.to_thread(self.targets.all):
             seen = behind.get(target.thread_id, target.replied_seq)
