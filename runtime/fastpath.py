@@ -389,16 +389,13 @@ class Routine:
             self._tools[action.function] = tool
         if tool.is_async or action.timeout_seconds is not None:
             return None
-        position = len(events) + 1  # the `ToolStarted`'s
-        if self._pending is not None:
-            if tool.accepts_key or self.engine.on_event is None:
-                position += 1  # (after the output, appended with it)
-            else:
-                # A hook that raises as it is told of the output (or Ctrl-C meanwhile)
-                # must find this call not started: on resume, a start without a result
-                # of a call that takes no key is recorded as interrupted, never run again.
-                self._flush()
-                position += 1  # (after the output, appended now)
+        if self._pending is not None and not tool.accepts_key and self.engine.on_event is not None:
+            # A hook that raises as it is told of the output (or Ctrl-C meanwhile) must
+            # find this call not started: on resume, a start without a result of a call
+            # that takes no key is recorded as interrupted, never run again.
+            self._flush()
+        # The `ToolStarted`'s, after the output still to be appended with it, if any.
+        position = len(events) + (self._pending is not None) + 1
         step, retry_key = action.step, action.retry_key
         key = retry_key or f"{thread.id}:{step}:{position}"
         self.book(build_tool_started(step=step, at=now_iso(), key=key))

@@ -41,11 +41,17 @@ class Made:
 
     def still_there(self) -> bool:
         """Whether `path` is still what was made (not removed, nor replaced)."""
-        try:
-            found = os.lstat(self.path)
-        except OSError:
-            return False
-        return (found.st_dev, found.st_ino) == (self.device, self.inode)
+        return identity(self.path, follow_links=False) == (self.device, self.inode)
+
+
+def identity(path: Path, *, follow_links: bool = True) -> tuple[int, int] | None:
+    """The device and inode of what is at `path`, or None when nothing is. An open
+    file's inode is not reused while it is open, even once the file is removed."""
+    try:
+        found = os.stat(path, follow_symlinks=follow_links)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
 
 
 @dataclass
@@ -145,4 +151,4 @@ def _recorded(path: Path, descriptor: int, *, folder: bool) -> None:
         record.made.append(Made(path, found.st_dev, found.st_ino, folder))
 
 
-__all__ = ["Made", "make_store_file", "recording_made"]
+__all__ = ["Made", "identity", "make_store_file", "recording_made"]

@@ -21,7 +21,6 @@ every stored event to the one before it and seals the thread's row and its snaps
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import threading
 import time
@@ -38,7 +37,7 @@ from . import lease as leases
 from .codec import Codec
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, framed, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
-from .newstore import make_store_file
+from .newstore import identity, make_store_file
 from .records import builder, record
 from .terminal import one_line
 from .types import KIND_OF_EVENT, ChildStarted, Event, Started, State, Status, Usage
@@ -1039,19 +1038,9 @@ OPEN_ATTEMPTS = 5
 """How many times `SqliteStore` opens a file that is removed or replaced as it opens it."""
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """The device and inode of the file at `path` (links followed), or None."""
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return (found.st_dev, found.st_ino)
-
-
 def _same_file(before: tuple[int, int] | None, path: Path) -> bool:
-    """Whether the file at `path` is still the one found there before it was opened
-    (an open file's inode is not reused while it is open, even once removed)."""
-    return before is not None and _identity(path) == before
+    """Whether the file at `path` is still the one found there before it was opened."""
+    return before is not None and identity(path) == before
 
 
 class SqliteStore(ChainedStore):
@@ -1100,7 +1089,7 @@ class SqliteStore(ChainedStore):
             if create:
                 # Made here rather than by SQLite, so a refused command knows what it made.
                 make_store_file(self.path)
-            before = _identity(self.path)
+            before = identity(self.path)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
             # exactly what the code shows.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

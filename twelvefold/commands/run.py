@@ -389,8 +389,13 @@ def reported(as_json: bool = False) -> Iterator[None]:
     of a failed thread's `error`, with no `thread_id`), so a script reading stdout always
     has a document to parse (docs/runtime.md)."""
 
-    def problem(line: str, kind: str, message: str, code: int = 1) -> NoReturn:
-        echo(line, err=True)  # a compile error is many lines: each value escapes its own
+    def problem(
+        line: str, kind: str, message: str, code: int = 1, *, lines: bool = False
+    ) -> NoReturn:
+        # One line, the values in it escaped (a `--db` with a line break cannot forge an
+        # `error:` line below); a compile error's diagnostics (`lines`) are many lines,
+        # each escaping its own values.
+        echo(line if lines else one_line(line), err=True)
         if as_json:
             echo(json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False))
         sys.exit(code)
@@ -412,17 +417,15 @@ def reported(as_json: bool = False) -> Iterator[None]:
         CommandError,
         TracingUnavailable,
     ) as exc:
-        # One line, a path or name in it escaped (a `--db` with a line break cannot forge
-        # an `error:` line below), but a compile error's diagnostics, which escape their
-        # own values, each on its line.
-        said = str(exc) if isinstance(exc, AgentLoadError) else one_line(str(exc))
-        problem(f"error: {said}", type(exc).__name__, str(exc))
+        problem(
+            f"error: {exc}", type(exc).__name__, str(exc), lines=isinstance(exc, AgentLoadError)
+        )
     except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
         message = f"the thread store cannot be used: {exc}"
         problem(f"error: {message}", "StoreError", message)
     except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
         if isinstance(exc, OSError) and exc.filename is not None:  # a path the system refuses
-            message = f"cannot use {_cut(one_line(str(exc.filename)))}: {exc.strerror or exc}"
+            message = f"cannot use {_cut(str(exc.filename))}: {exc.strerror or exc}"
             problem(f"error: {message}", type(exc).__name__, message)
         if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
             problem(f"error: {type(exc).__name__}: {exc}", type(exc).__name__, str(exc))

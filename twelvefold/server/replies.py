@@ -197,7 +197,7 @@ class Replies:
         service = self.service
         for thread_id, replied in behind.items():
             try:
-                info = await service.runtime.info(thread_id)
+                info = await service.runtime.info(thread_id)  # the row: most are told
                 agent = service.agents.get(info.agent)
                 if agent is None or info.status == "running" or replied >= info.seq:
                     continue

@@ -374,9 +374,9 @@ class Service:
         self.runner = RunnerCounts()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._settling: set[asyncio.Task[Any]] = set()
-        self._draining = asyncio.Event()
-        """Set once the server shuts down: every `wait` answers at once (`drain`)."""
         """Runs that have left `_tasks` and are telling `on_settled` (`settling`)."""
+        self._draining = asyncio.Event()
+        """Set once the server shuts down: every `wait` and stream ends at once (`drain`)."""
         self._turn_waits: set[asyncio.Task[Any]] = set()
         """Runner tasks waiting for their turn at a rate limit (no call started yet)."""
         self._changed: dict[str, asyncio.Event] = {}
