@@ -120,7 +120,10 @@ def serve(
             app,
             host=host,
             port=port,
-            timeout_graceful_shutdown=max(1, int(grace)),
+            # Open waits and streams are answered at once (`drain`); what is still open
+            # after this (a client not reading its stream) is cut off, so the stop takes
+            # about `grace` (the runs'), not twice it.
+            timeout_graceful_shutdown=OPEN_REQUESTS_GRACE,
             proxy_headers=False,
             server_header=False,
         )
@@ -137,6 +140,11 @@ def serve(
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+OPEN_REQUESTS_GRACE = 2
+"""Seconds uvicorn gives the requests still open at a stop, once waits and streams
+were answered."""
 
 
 def _app(

@@ -236,8 +236,9 @@ class Replies:
 
 def reply_id(view: ThreadView) -> str:
     """The `webhook-id` of a reply: one per thread and point in it (`msg_` + 32 hex), the
-    same on every attempt, so a receiver can drop a duplicate."""
-    digest = hashlib.sha256(f"{view.id}\n{view.seq}".encode()).hexdigest()
+    same on every attempt, so a receiver can drop a duplicate; a notice retried since
+    (`Notified`) does not make it another point."""
+    digest = hashlib.sha256(f"{view.id}\n{_settled_seq(view)}".encode()).hexdigest()
     return f"msg_{digest[:32]}"
 
 
