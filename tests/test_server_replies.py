@@ -440,3 +440,42 @@ async def test_the_reply_targets_of_a_thread_no_longer_stored_are_dropped_at_sta
     await told.catch_up()
     assert told.targets.of("0123456789abcdef") == []
     assert "not caught up" not in caplog.text
+
+
+async def test_a_wait_is_answered_while_the_reply_is_still_being_sent(
+    s: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a red team: `?wait=true` waited for the run's task, which ends only once
+    the webhook reply is sent (a receiver taking 4 s made the answer take 4 s; a dead one,
+    the 30 s wait limit). The answer comes once the run has run."""
+    import threading
+
+    import httpx
+
+    from twelvefold.server import replies as replies_module
+
+    release, post = threading.Event(), replies_module._post_json
+
+    def held_post(*args: Any) -> Any:
+        release.wait(30)
+        return post(*args)
+
+    monkeypatch.setattr(replies_module, "_post_json", held_post)
+    receiver = HttpReceiver()
+    headers = {"Authorization": f"Bearer {s.token('bob')}"}
+    try:
+        # A client that does not wait for `on_settled` itself (as `s.client` does).
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=s.app), base_url="http://t", headers=headers
+        ) as client:
+            with anyio.fail_after(20):
+                response = await client.post(
+                    "/v1/agents/deploybot/threads?wait=true",
+                    json={"input": "deploy", "webhook": receiver.url("/hook")},
+                )
+        assert response.status_code == 200 and response.json()["status"] == "waiting"
+        assert receiver.received == []  # its reply is still on its way
+    finally:
+        release.set()
+    await s.service.settling()
+    assert len(receiver.received) == 1

@@ -373,6 +373,8 @@ class Service:
         self._slots = asyncio.Semaphore(concurrency)
         self.runner = RunnerCounts()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._ran: dict[str, asyncio.Future[None]] = {}
+        """Each run in `_tasks`: done once it has run (before it tells `on_settled`)."""
         self._settling: set[asyncio.Task[Any]] = set()
         """Runs that have left `_tasks` and are telling `on_settled` (`settling`)."""
         self._draining = asyncio.Event()
@@ -493,14 +495,17 @@ class Service:
         """The thread once it is not running (or once this server stops running it), or
         as it stands after `seconds` (at most `wait_limit`)."""
         await self._readable(caller, thread_id)
-        task = self._tasks.get(thread_id)
+        # Until the run has run, not until it has told `on_settled` too: a webhook reply
+        # to a slow or dead receiver (with its retries) must not hold the answer.
+        ran = self._ran.get(thread_id)
         limit = max(0.0, min(seconds, self.wait_limit))
         if self.queue is not None:  # a worker runs it: watch the store
             await self._until_not_running(thread_id, limit)
-        elif task is not None:
-            drained = asyncio.ensure_future(self._draining.wait())
+        elif ran is not None:
+            drained: asyncio.Future[Any] = asyncio.ensure_future(self._draining.wait())
             try:
-                await asyncio.wait({task, drained}, timeout=limit, return_when="FIRST_COMPLETED")
+                either: set[asyncio.Future[Any]] = {ran, drained}
+                await asyncio.wait(either, timeout=limit, return_when="FIRST_COMPLETED")
             finally:
                 drained.cancel()
         return await self.view(caller, thread_id)
@@ -833,8 +838,10 @@ class Service:
             return
         if self.stopping or thread_id in self._tasks:
             return
-        task = asyncio.create_task(self._run(thread_id), name=f"thread {thread_id}")
-        self._tasks[thread_id] = task
+        self._ran[thread_id] = asyncio.get_running_loop().create_future()
+        self._tasks[thread_id] = asyncio.create_task(
+            self._run(thread_id), name=f"thread {thread_id}"
+        )
 
     def _enqueue(self, thread_id: str) -> None:
         """A wake-up for the workers, sent in the background. If it is lost (the database
@@ -903,6 +910,9 @@ class Service:
             log.exception("thread %s stopped on an error (it stays as its log says)", thread_id)
         finally:
             self._tasks.pop(thread_id, None)
+            ran = self._ran.pop(thread_id, None)
+            if ran is not None:
+                ran.set_result(None)
             self._wake(thread_id)
         if view is None:
             return
