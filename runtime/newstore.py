@@ -21,6 +21,7 @@ import contextlib
 import contextvars
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,24 @@ def make_store_file(path: Path) -> None:
         return
 
 
+def file_there(path: Path) -> bool:
+    """Whether a file is at `path` (a link: the file it names). False when nothing is;
+    `OSError` naming the path when the system refuses it (a name too long, a folder it
+    may not read), and `NotADirectoryError` naming the file that stands where one of its
+    folders should be: no store can be made there either, so "no store there" would
+    send the user to a command that fails."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+    except NotADirectoryError:
+        in_the_way = next(
+            (f for f in reversed(path.parents) if os.path.lexists(f) and not os.path.isdir(f)),
+            path.parent,
+        )
+        raise _not_a_folder(in_the_way) from None
+
+
 def _make_folders(folder: Path) -> None:
     """`folder.mkdir(parents=True, exist_ok=True)`, recording each folder made here."""
     if folder == folder.parent:
@@ -151,4 +170,4 @@ def _recorded(path: Path, descriptor: int, *, folder: bool) -> None:
         record.made.append(Made(path, found.st_dev, found.st_ino, folder))
 
 
-__all__ = ["Made", "identity", "make_store_file", "recording_made"]
+__all__ = ["Made", "file_there", "identity", "make_store_file", "recording_made"]

@@ -37,7 +37,7 @@ from . import lease as leases
 from .codec import Codec
 from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, framed, runtime_version
 from .lease import Lease, LeaseHeld, LeaseLost
-from .newstore import identity, make_store_file
+from .newstore import file_there, identity, make_store_file
 from .records import builder, record
 from .terminal import one_line
 from .types import KIND_OF_EVENT, ChildStarted, Event, Started, State, Status, Usage
@@ -1084,7 +1084,7 @@ class SqliteStore(ChainedStore):
         """Each thread's row as this process's last append left it (`_append`); only a
         shortcut, dropped whenever a transaction fails."""
         for _ in range(OPEN_ATTEMPTS):
-            if not create and not self.path.is_file():
+            if not create and not file_there(self.path):
                 raise StoreNotFound(self.path)
             if create:
                 # Made here rather than by SQLite, so a refused command knows what it made.
@@ -2007,8 +2007,9 @@ def store_location(url: str) -> StoreLocation:
 
 def store_exists(location: StoreLocation) -> bool:
     """Whether a store is there to read: the SQLite file exists; a server is asked when
-    the store is opened, so a URL always counts."""
-    return isinstance(location, StoreUrl) or location.is_file()
+    the store is opened, so a URL always counts. `OSError` for a path where no store can
+    be (`file_there`)."""
+    return isinstance(location, StoreUrl) or file_there(location)
 
 
 def open_store(url: str | StoreLocation, *, create: bool = True) -> SqliteStore | PostgresStore:

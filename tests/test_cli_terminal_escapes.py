@@ -206,7 +206,7 @@ def test_a_missing_store_path_is_one_escaped_line_in_every_command(tmp_path: Pat
         "prompt", str(agent), "decide", "--thread", "abc", "--db", HOSTILE_DB, cwd=tmp_path
     )
     assert prompt.returncode == 1, prompt.stderr
-    assert_one_escaped_line(prompt.stderr, "Error: no thread store at ")
+    assert_one_escaped_line(prompt.stderr, "error: no thread store at ")  # as every command
 
 
 def test_run_prints_the_store_it_wrote_to_on_one_escaped_line(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ Each command lives in a module of this package. `twelvefold --help` and `--versi
 start in well under a second, so nothing here imports the compiler, the runtime or a
 command's module: `LAZY_COMMANDS` names where each command is and says its one-line help,
 and `LazyGroup` imports a module the first time one of its commands is asked for (click's
-documented lazy-loading pattern). tests/test_cli_lazy.py checks that every line here still
-matches the command it names.
+documented lazy-loading pattern), and hands every command out under the one reporter of
+what a user can get wrong (twelvefold/commands/report.py). tests/test_cli_lazy.py checks
+that every line here still matches the command it names.
 """
 
 from __future__ import annotations
@@ -120,7 +121,11 @@ class LazyGroup(click.Group):
         command = getattr(module, entry.attribute)
         if not isinstance(command, click.Command):  # pragma: no cover - a wrong table entry
             raise TypeError(f"{module.__name__}.{entry.attribute} is not a click command")
-        return command
+        # Every command, through one door: what a user gets wrong is one line, never a
+        # traceback, wherever in the command it happens.
+        from twelvefold.commands.report import reporting
+
+        return reporting(command)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         names = self.list_commands(ctx)

@@ -8,7 +8,6 @@ import click
 
 from twelvefold.commands.options import DB
 from twelvefold.commands.output import echo
-from twelvefold.commands.run import reported
 from twelvefold.runtime.terminal import one_line
 
 if TYPE_CHECKING:
@@ -27,9 +26,8 @@ def upgrade(db: StoreLocation) -> None:
     from twelvefold.runtime.schema import CURRENT
     from twelvefold.runtime.store import upgrade_store
 
-    with reported():
-        done = upgrade_store(db)
-        queued = _upgrade_queue(db)
+    done = upgrade_store(db)
+    queued = _upgrade_queue(db)
     if queued:
         echo(f"{one_line(done.where)}: applied the job queue's schema (procrastinate)")
     if not done.applied:

@@ -56,8 +56,8 @@ def prompt(
         body = asyncio.run(
             _request_body(agent_ref, step, thread_id, text, prompts, db, model, mode)
         )
-    except click.ClickException:
-        raise
+    except (click.ClickException, OSError):
+        raise  # click's, or a path the system refuses: the reporter's (commands/report.py)
     except Exception as exc:  # a missing thread, a template error: one clear line
         error(exc)
         sys.exit(1)
@@ -103,11 +103,9 @@ async def _request_body(
 def _stored_events(db: StoreLocation, thread_id: str, codec: Any) -> list[Any]:
     """The thread's log, decoded by the agent the command names (AGENT, not the place the
     thread recorded: that place may be gone after the project moved)."""
-    from twelvefold.runtime.store import open_store, store_exists
+    from twelvefold.runtime.store import open_store
 
-    if not store_exists(db):
-        raise click.ClickException(f"no thread store at {one_line(str(db))}")
-    store = open_store(db, create=False)
+    store = open_store(db, create=False)  # none there: `StoreNotFound`, one line
     try:
         return list(store.load(thread_id, codec))
     finally:

@@ -18,21 +18,20 @@ import contextlib
 import dataclasses
 import getpass
 import json
-import sqlite3
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from twelvefold.commands.options import AGENT, DB, PROMPTS, removed_if_refused
 from twelvefold.commands.output import echo
+from twelvefold.commands.report import CommandError
 from twelvefold.runtime.api import (
     Expiry,
-    InputError,
     Runtime,
     ThreadView,
     UnenforcedApprovers,
@@ -41,15 +40,10 @@ from twelvefold.runtime.api import (
     plain,
     shown,
 )
-from twelvefold.runtime.integrity import LogError
-from twelvefold.runtime.lease import LeaseError
-from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.loop import INTERRUPTED, Thread
 from twelvefold.runtime.names import declared_name
 from twelvefold.runtime.store import (
-    Conflict,
     Pin,
-    StoreError,
     StoreLocation,
     ThreadInfo,
     ThreadNotFound,
@@ -58,7 +52,7 @@ from twelvefold.runtime.store import (
 )
 from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.timeouts import as_moment
-from twelvefold.runtime.tracing import TracingUnavailable, configure_from_env
+from twelvefold.runtime.tracing import configure_from_env
 from twelvefold.runtime.types import (
     KIND_OF_EVENT,
     Answered,
@@ -70,7 +64,6 @@ from twelvefold.runtime.types import (
     Decision,
     Event,
     Forked,
-    IllegalEvent,
     ModelOutput,
     Notified,
     OutputRejected,
@@ -89,15 +82,6 @@ EXIT_UNTOLD = 3
 """`run`/`resume`: the thread waits for a person but no notice reached anyone (the pause
 is stored; `expire` tries the notice again). `expire`: some request is still untold or was
 never delivered. 1 stays "failed or could not be done"."""
-
-
-EXIT_INTERRUPTED = 130
-"""Ctrl-C (128 + SIGINT, as a shell reports a process SIGINT ended): nothing is lost, the
-thread stays as it stood (`resume` runs it on)."""
-
-
-class CommandError(Exception):
-    """A problem to report in one line and exit 1 with (never a traceback)."""
 
 
 # ---- printing events ------------------------------------------------------------------
@@ -337,9 +321,10 @@ def finish(view: ThreadView, db: StoreLocation, as_json: bool) -> None:
 @contextmanager
 def stopped_at(rt: Runtime, thread_id: str) -> Iterator[None]:
     """Ctrl-C while `thread_id` runs becomes a `KeyboardInterrupt` saying where the thread
-    stopped and how to run it on, for `reported` to print. The runtime has unwound the run
-    by then (`Runtime` cancels a call Ctrl-C interrupts), so the thread's log is complete:
-    a tool attempt that failed before a backoff is recorded, and is tried again on resume."""
+    stopped and how to run it on, for `reported` (commands/report.py) to print. The
+    runtime has unwound the run by then (`Runtime` cancels a call Ctrl-C interrupts), so
+    the thread's log is complete: a tool attempt that failed before a backoff is
+    recorded, and is tried again on resume."""
     try:
         yield
     except KeyboardInterrupt:
@@ -380,65 +365,6 @@ def _runs_it_again(rt: Runtime, view: ThreadView) -> bool:
     except Exception:  # the agent does not load now: resume will say why
         return False
     return function is not None and rt.aio.engine.takes_key(agent, function) is True
-
-
-@contextmanager
-def reported(as_json: bool = False) -> Iterator[None]:
-    """Turn what a user can get wrong into one clear line on stderr and exit code 1; with
-    `as_json`, stdout gets one JSON object too, `{"error": {"type", "message"}}` (the shape
-    of a failed thread's `error`, with no `thread_id`), so a script reading stdout always
-    has a document to parse (docs/runtime.md)."""
-
-    def problem(
-        line: str, kind: str, message: str, code: int = 1, *, lines: bool = False
-    ) -> NoReturn:
-        # One line, the values in it escaped (a `--db` with a line break cannot forge an
-        # `error:` line below); a compile error's diagnostics (`lines`) are many lines,
-        # each escaping its own values.
-        echo(line if lines else one_line(line), err=True)
-        if as_json:
-            echo(json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False))
-        sys.exit(code)
-
-    try:
-        yield
-    except KeyboardInterrupt as exc:  # Ctrl-C: one line (what `stopped_at` says), no traceback
-        message = str(exc) or "interrupted"
-        problem(f"interrupted: {message}", "Interrupted", message, EXIT_INTERRUPTED)
-    except (
-        AgentLoadError,
-        Conflict,
-        IllegalEvent,
-        LeaseError,
-        LogError,
-        InputError,
-        StoreError,
-        ThreadNotFound,
-        CommandError,
-        TracingUnavailable,
-    ) as exc:
-        problem(
-            f"error: {exc}", type(exc).__name__, str(exc), lines=isinstance(exc, AgentLoadError)
-        )
-    except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
-        message = f"the thread store cannot be used: {exc}"
-        problem(f"error: {message}", "StoreError", message)
-    except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
-        if isinstance(exc, OSError) and exc.filename is not None:  # a path the system refuses
-            message = f"cannot use {_cut(str(exc.filename))}: {exc.strerror or exc}"
-            problem(f"error: {message}", type(exc).__name__, message)
-        if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
-            problem(f"error: {type(exc).__name__}: {exc}", type(exc).__name__, str(exc))
-        raise
-
-
-def _cut(text: str, most: int = 200) -> str:
-    """`text`, its middle cut out when longer than `most` characters (a path of
-    thousands, refused as too long, still fits an error line)."""
-    if len(text) <= most:
-        return text
-    half = most // 2
-    return f"{text[:half]}…{text[-half:]}"
 
 
 # ---- commands ---------------------------------------------------------------------------
@@ -499,7 +425,6 @@ def run(
     waits for a person, finishes or fails."""
     _check_model_flags(cassette, record)
     with (
-        reported(as_json),
         removed_if_refused(db),  # a refused run leaves no store behind
         runtime(
             db,
@@ -578,7 +503,6 @@ def resume(
     if request is not None and not deciding:
         raise click.UsageError("--request goes with --approve, --reject or --answer")
     with (
-        reported(as_json),
         runtime(
             db,
             model=make_model(cassette, record, model),
@@ -654,7 +578,7 @@ def fork(thread: str, at_event: int, agent: str | None, db: StoreLocation, as_js
     A fork never re-uses a decision or repeats a side effect: a fork just after an
     approval asks for a new one, a fork at a pause gets its own request and notice, and
     a tool call in flight at the fork point is recorded as interrupted."""
-    with reported(as_json), runtime(db, quiet=True) as rt:
+    with runtime(db, quiet=True) as rt:
         view = rt.get(rt.fork(thread, at_event, agent=agent), agent=agent)
     if as_json:
         echo(json.dumps({**view.to_json(), "forked_from": thread}, ensure_ascii=False))
@@ -675,7 +599,7 @@ def cancel(
 ) -> None:
     """End THREAD on purpose: its pending request is withdrawn, and any later decision
     for it is refused. The log records who cancelled it, why, and from where."""
-    with reported(as_json), runtime(db, quiet=True) as rt:
+    with runtime(db, quiet=True) as rt:
         view = rt.cancel(thread, reason=reason, by=by, via=cli_via(), agent=agent)
     if as_json:
         echo(json.dumps(view.to_json(), ensure_ascii=False))
@@ -720,7 +644,6 @@ def send(
     """
     _check_model_flags(cassette, record)
     with (
-        reported(),
         runtime(
             db,
             model=make_model(cassette, record, model),
@@ -794,12 +717,9 @@ def expire(
         click.echo(f"note: no store at {one_line(str(db))} yet", err=True)
         found: list[Expiry] = []
     else:
-        with (
-            reported(as_json),
-            runtime(
-                db, model=make_model(cassette, record, model), paths=paths, quiet=as_json
-            ) as rt,
-        ):
+        with runtime(
+            db, model=make_model(cassette, record, model), paths=paths, quiet=as_json
+        ) as rt:
             found = rt.expire(now, agents=agents)
     if as_json:
         echo(json.dumps([e.to_json() for e in found], ensure_ascii=False))
@@ -846,14 +766,13 @@ def expiry_line(expiry: Expiry) -> str:
 @JSON
 def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
     """List threads, most recently updated first."""
-    with reported(as_json):
-        store = open_store(db, create=False)
-        try:
-            found = store.threads(status)  # type: ignore[arg-type]
-            spent = with_children(by_thread(store.usage_records()), store.child_links())
-        finally:
-            store.close()
-        parked = _needing_a_person(db, found)
+    store = open_store(db, create=False)
+    try:
+        found = store.threads(status)  # type: ignore[arg-type]
+        spent = with_children(by_thread(store.usage_records()), store.child_links())
+    finally:
+        store.close()
+    parked = _needing_a_person(db, found)
     if as_json:
         listed = [_info_json(i, spent.get(i.id, Totals())) for i in found]
         for entry in listed:
@@ -916,7 +835,7 @@ def _info_json(info: ThreadInfo, usage: Totals) -> dict[str, Any]:
 @JSON
 def show(thread: str, agent: str | None, db: StoreLocation, as_json: bool) -> None:
     """Print THREAD's event log and where it stands."""
-    with reported(as_json), runtime(db, quiet=True) as rt:
+    with runtime(db, quiet=True) as rt:
         loaded = rt.agent_of(thread, agent)
         view = rt.get(thread, agent=loaded)
         events = rt.events(thread, agent=loaded)

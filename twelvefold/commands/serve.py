@@ -16,7 +16,7 @@ import click
 
 from twelvefold.commands.options import DB, PROMPTS, background_options, removed_if_refused
 from twelvefold.commands.output import echo, error, errors
-from twelvefold.commands.run import make_model, model_options, reported
+from twelvefold.commands.run import make_model, model_options
 from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.tracing import configure_from_env
 
@@ -88,7 +88,7 @@ def serve(
     if public_url is not None:
         os.environ["TWELVEFOLD_PUBLIC_URL"] = public_url  # read with the configuration
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
-    with reported(), removed_if_refused(db):  # a refused start leaves no store behind
+    with removed_if_refused(db):  # a refused start leaves no store behind
         # Spans go where OTEL_EXPORTER_OTLP_* say (docs/observability.md); flushed at exit.
         flush_spans = configure_from_env()
         app = _app(places, db, concurrency, insecure_local, grace, sweep_seconds,
@@ -264,12 +264,11 @@ def token_create(person: str, db: StoreLocation) -> None:
     except ValueError as exc:
         error(exc)
         sys.exit(1)
-    with reported():
-        tokens = TokenStore(db)
-        try:
-            made = tokens.create(person)
-        finally:
-            tokens.close()
+    tokens = TokenStore(db)
+    try:
+        made = tokens.create(person)
+    finally:
+        tokens.close()
     echo(made)
     echo(f"(a token for {person}; it is shown only now, keep it secret)", err=True)
 
@@ -303,12 +302,11 @@ def token_revoke(token_id: str, db: StoreLocation) -> None:
     from twelvefold.server.tokens import TokenStore
 
     _check_store(db)
-    with reported():
-        tokens = TokenStore(db)
-        try:
-            revoked = tokens.revoke(token_id)
-        finally:
-            tokens.close()
+    tokens = TokenStore(db)
+    try:
+        revoked = tokens.revoke(token_id)
+    finally:
+        tokens.close()
     if not revoked:
         error(f"no live token {_printable(token_id)} in {db}")
         sys.exit(1)
@@ -319,12 +317,11 @@ def _tokens(db: StoreLocation) -> list[TokenInfo]:
     from twelvefold.server.tokens import TokenStore
 
     _check_store(db)
-    with reported():
-        tokens = TokenStore(db)
-        try:
-            return tokens.list()
-        finally:
-            tokens.close()
+    tokens = TokenStore(db)
+    try:
+        return tokens.list()
+    finally:
+        tokens.close()
 
 
 def _option(db: StoreLocation) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import click
 
 from twelvefold.commands.options import DB
 from twelvefold.commands.output import echo
-from twelvefold.commands.run import JSON, reported
+from twelvefold.commands.run import JSON
 from twelvefold.runtime.api import shown
 from twelvefold.runtime.store import StoreLocation, ThreadInfo, open_store
 from twelvefold.runtime.terminal import one_line
@@ -50,12 +50,11 @@ def gather(infos: list[ThreadInfo], spent: dict[str, Totals]) -> dict[str, Agent
 @JSON
 def stats(db: StoreLocation, as_json: bool) -> None:
     """Print per agent: threads by status, steps, tokens, cost, time waiting for people."""
-    with reported():
-        store = open_store(db, create=False)
-        try:
-            per_agent = gather(store.threads(), by_thread(store.usage_records(), own=True))
-        finally:
-            store.close()
+    store = open_store(db, create=False)
+    try:
+        per_agent = gather(store.threads(), by_thread(store.usage_records(), own=True))
+    finally:
+        store.close()
     if as_json:
         echo(json.dumps({name: s.to_json() for name, s in per_agent.items()}))
         return

@@ -10,7 +10,8 @@ import click
 
 from twelvefold.commands.options import DB
 from twelvefold.commands.output import echo
-from twelvefold.commands.run import JSON, CommandError, cli_via, reported, runtime
+from twelvefold.commands.report import CommandError
+from twelvefold.commands.run import JSON, cli_via, runtime
 from twelvefold.runtime.config import ConfigError
 from twelvefold.runtime.migrate import Verdict
 from twelvefold.runtime.store import StoreLocation
@@ -29,7 +30,7 @@ def migrate(words: tuple[str, ...], by: str | None, db: StoreLocation, as_json: 
     if len(words) != 1 and not checking:
         raise click.UsageError("give AGENT, or `check AGENT`")
     reference = words[-1]
-    with reported(as_json), runtime(db, quiet=True) as rt:
+    with runtime(db, quiet=True) as rt:
         new = rt.agent(reference)
         verdicts = rt.migrate_check(new) if checking else rt.migrate(new, by=by or cli_via())
         assert new.version is not None  # migrate refused an agent without one
@@ -101,28 +102,27 @@ def prune(
     from twelvefold.runtime.retention import Retention, RetentionError, parse_age
     from twelvefold.runtime.retention import prune as prune_store
 
-    with reported(as_json):
+    try:
+        settings = Retention.of(find_config(Path.cwd()))
+        age = parse_age(older_than) if older_than is not None else settings.finished_after
+    except (RetentionError, ConfigError) as exc:
+        raise CommandError(str(exc)) from None
+    if age is None:
+        raise CommandError(
+            "say how old a pruned thread must be: --older-than 30d, or "
+            "[tool.twelvefold.retention] finished_after"
+        )
+    target = archive or (None if delete_only else settings.archive)
+    if target is None and not (delete_only or settings.delete or dry_run):
+        raise CommandError(
+            "say where pruned threads go: --archive FILE (or retention.archive), or "
+            "--delete (or retention.delete = true) to delete them without an archive"
+        )
+    with runtime(db, quiet=True) as rt:
         try:
-            settings = Retention.of(find_config(Path.cwd()))
-            age = parse_age(older_than) if older_than is not None else settings.finished_after
-        except (RetentionError, ConfigError) as exc:
+            done = prune_store(rt.store, older_than=age, archive=target, dry_run=dry_run)
+        except RetentionError as exc:
             raise CommandError(str(exc)) from None
-        if age is None:
-            raise CommandError(
-                "say how old a pruned thread must be: --older-than 30d, or "
-                "[tool.twelvefold.retention] finished_after"
-            )
-        target = archive or (None if delete_only else settings.archive)
-        if target is None and not (delete_only or settings.delete or dry_run):
-            raise CommandError(
-                "say where pruned threads go: --archive FILE (or retention.archive), or "
-                "--delete (or retention.delete = true) to delete them without an archive"
-            )
-        with runtime(db, quiet=True) as rt:
-            try:
-                done = prune_store(rt.store, older_than=age, archive=target, dry_run=dry_run)
-            except RetentionError as exc:
-                raise CommandError(str(exc)) from None
     if as_json:
         echo(json.dumps(done.to_json(), ensure_ascii=False))
         return

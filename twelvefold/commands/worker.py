@@ -15,7 +15,7 @@ import click
 
 from twelvefold.commands.options import PROMPTS, background_options
 from twelvefold.commands.output import echo, error, errors
-from twelvefold.commands.run import make_model, model_options, reported
+from twelvefold.commands.run import make_model, model_options
 from twelvefold.runtime.tracing import configure_from_env
 
 if TYPE_CHECKING:
@@ -103,13 +103,12 @@ def worker(
     from twelvefold.runtime.eventloop import collect_less_often, new_event_loop
 
     collect_less_often()  # many threads at once: fewer young collections per model call
-    with reported():
-        flush_spans = configure_from_env()
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:  # uvloop's if installed
-            code = runner.run(
-                _work(places, store_url, queue_url, concurrency, grace, sweep_seconds,
-                      make_model(cassette, record, model), paths, metrics_at, prompts)
-            )  # fmt: skip
+    flush_spans = configure_from_env()
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:  # uvloop's if installed
+        code = runner.run(
+            _work(places, store_url, queue_url, concurrency, grace, sweep_seconds,
+                  make_model(cassette, record, model), paths, metrics_at, prompts)
+        )  # fmt: skip
     if flush_spans is not None:
         flush_spans()
     sys.stdout.flush()

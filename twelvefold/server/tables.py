@@ -102,13 +102,15 @@ def _storable(params: tuple[Any, ...]) -> bool:
 
 
 def _open_sqlite(path: Path | None) -> sqlite3.Connection:
+    # A path the system refuses (a name too long, a file where a folder should be) is the
+    # `OSError` naming it, as the store's own opening leaves it (`cannot use PATH: why`).
+    if path is not None:
+        make_store_file(path)  # so a refused command knows what it made
     try:
-        if path is not None:
-            make_store_file(path)  # so a refused command knows what it made
         db = sqlite3.connect(
             ":memory:" if path is None else path, isolation_level=None, check_same_thread=False
         )
-    except (sqlite3.DatabaseError, OSError) as exc:
+    except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path} is not a store SQLite can open: {exc}") from None
     try:
         db.execute("PRAGMA busy_timeout = 10000")

@@ -1,0 +1,117 @@
+"""Every command that takes `--db`, given a path the system refuses, says so in one line.
+
+Found by a red team: `token list`, `token revoke` and `expire` printed a traceback for a
+`--db` with a component over 255 characters (`File name too long`), while `run`, `show`
+and the rest printed `error: cannot use PATH: File name too long`. The commands are
+enumerated from the click group, so a command added later is covered without a line here;
+`ARGUMENTS` only says what to give its required parameters (a parameter it does not know
+fails the test, naming it) and `REACHES_THE_STORE` what makes a command open its store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from tests.runtime_helpers import EXAMPLES
+from twelvefold.cli import cli
+
+AGENT = str(EXAMPLES / "deploybot.agent")
+
+ARGUMENTS: dict[str, list[str]] = {
+    "agent": [AGENT],
+    "agent_ref": [AGENT],
+    "places": [AGENT],
+    "words": [AGENT],
+    "step": ["decide"],
+    "thread": ["t0"],
+    "token_id": ["abc"],
+    "person": ["ana"],
+    "type_name": ["GitTags"],
+    "value": ['{"tags": []}'],
+}
+"""A value for each required argument, by its name."""
+
+OPTIONS: dict[str, list[str]] = {
+    "input_text": ["--input", "deploy v1"],
+    "reason": ["--reason", "done"],
+    "at_event": ["--at", "1"],
+}
+"""Each required option, with a value, by its name."""
+
+REACHES_THE_STORE: dict[tuple[str, ...], list[str]] = {
+    ("graph",): ["--thread", "t0"],
+    ("prompt",): ["--thread", "t0"],
+    ("prune",): ["--older-than", "1d", "--delete"],
+}
+"""What a command needs besides its required parameters before it opens its store."""
+
+
+def _commands_taking_db(
+    group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
+        if isinstance(command, click.Group):
+            yield from _commands_taking_db(command, ctx, (*prefix, name))
+        elif any(param.name == "db" for param in command.params):
+            yield (*prefix, name), command
+
+
+COMMANDS = sorted(_commands_taking_db(cli, click.Context(cli)), key=lambda found: found[0])
+
+
+def _args(words: tuple[str, ...], command: click.Command, db: str) -> list[str]:
+    args = [*words]
+    for param in command.params:
+        if not param.required:
+            continue
+        known = ARGUMENTS if isinstance(param, click.Argument) else OPTIONS
+        assert param.name in known, f"say what `{' '.join(words)}` gets for {param.name}"
+        args += known[param.name]
+    return [*args, *REACHES_THE_STORE.get(words, []), "--db", db]
+
+
+def test_the_commands_are_found() -> None:
+    found = {words for words, _ in COMMANDS}
+    assert {("run",), ("token", "list"), ("token", "revoke"), ("expire",)} <= found
+
+
+def _refused(tmp_path: Path, case: str) -> tuple[str, str]:
+    """A `--db` the system refuses, and the end of the line that says why."""
+    if case == "too long":
+        return str(tmp_path / ("a" * 300) / "threads.db"), "File name too long"
+    (tmp_path / "afile").write_text("")
+    return str(tmp_path / "afile" / "threads.db"), "Not a directory"
+
+
+@pytest.mark.parametrize("case", ["too long", "under a file"])
+@pytest.mark.parametrize(
+    ("words", "command"), COMMANDS, ids=[" ".join(words) for words, _ in COMMANDS]
+)
+def test_a_db_path_the_system_refuses_is_one_error_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    words: tuple[str, ...],
+    command: click.Command,
+    case: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no configuration, and whatever is made is made here
+    db, why = _refused(tmp_path, case)
+    result = CliRunner().invoke(cli, _args(words, command, db))
+    assert "Traceback" not in result.output, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert lines[0].endswith(why) and len(lines[0]) < 300, lines[0]
+    assert result.exit_code == 1, result.output
+    if any(param.name == "as_json" for param in command.params):
+        # With --json, stdout is one document too: the error, as every command gives it.
+        result = CliRunner().invoke(cli, [*_args(words, command, db), "--json"])
+        assert result.exit_code == 1, result.output
+        assert json.loads(result.stdout)["error"]["message"] == lines[0].removeprefix("error: ")

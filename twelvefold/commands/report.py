@@ -1,0 +1,141 @@
+"""One reporter for every command: what a user can get wrong is one line on stderr and
+exit 1, never a traceback.
+
+`LazyGroup.get_command` (twelvefold/commands/__init__.py) hands out every command
+through `reporting`, which runs its callback under `reported`: a command written later,
+or a line of one outside its main block (a store looked for before it is opened), cannot
+miss it. The exception classes it reports are imported when one is raised, so a command
+that never fails imports nothing more for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import click
+
+from twelvefold.commands.output import echo
+from twelvefold.runtime.terminal import one_line
+
+EXIT_PROBLEM = 1
+"""A problem with the input (a store that cannot be used, a thread not found, a decision
+that does not fit); 2 stays click's, for usage errors."""
+
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (128 + SIGINT, as a shell reports a process SIGINT ended): nothing is lost, the
+thread stays as it stood (`resume` runs it on)."""
+
+
+class CommandError(Exception):
+    """A problem to report in one line and exit 1 with (never a traceback)."""
+
+
+def _user_problems() -> tuple[type[BaseException], ...]:
+    """What a user can get wrong, said in the exception's own words."""
+    from twelvefold.runtime.api import InputError
+    from twelvefold.runtime.integrity import LogError
+    from twelvefold.runtime.lease import LeaseError
+    from twelvefold.runtime.store import Conflict, StoreError, ThreadNotFound
+    from twelvefold.runtime.tracing import TracingUnavailable
+    from twelvefold.runtime.types import IllegalEvent
+
+    return (
+        Conflict,
+        IllegalEvent,
+        LeaseError,
+        LogError,
+        InputError,
+        StoreError,
+        ThreadNotFound,
+        CommandError,
+        TracingUnavailable,
+    )
+
+
+@contextmanager
+def reported(as_json: bool = False) -> Iterator[None]:
+    """Turn what a user can get wrong into one clear line on stderr and exit code 1; with
+    `as_json`, stdout gets one JSON object too, `{"error": {"type", "message"}}` (the shape
+    of a failed thread's `error`, with no `thread_id`), so a script reading stdout always
+    has a document to parse (docs/runtime.md). Anything else (a bug) goes on as it was."""
+
+    def problem(
+        line: str, kind: str, message: str, code: int = EXIT_PROBLEM, *, lines: bool = False
+    ) -> NoReturn:
+        # One line, the values in it escaped (a `--db` with a line break cannot forge an
+        # `error:` line below); a compile error's diagnostics (`lines`) are many lines,
+        # each escaping its own values.
+        echo(line if lines else one_line(line), err=True)
+        if as_json:
+            echo(json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False))
+        sys.exit(code)
+
+    try:
+        yield
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line (what `stopped_at` says), no traceback
+        message = str(exc) or "interrupted"
+        problem(f"interrupted: {message}", "Interrupted", message, EXIT_INTERRUPTED)
+    except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
+        message = f"the thread store cannot be used: {exc}"
+        problem(f"error: {message}", "StoreError", message)
+    except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
+        from twelvefold.runtime.loading import AgentLoadError
+
+        if isinstance(exc, AgentLoadError):  # a compile error's diagnostics: many lines
+            problem(f"error: {exc}", type(exc).__name__, str(exc), lines=True)
+        if isinstance(exc, _user_problems()):
+            problem(f"error: {exc}", type(exc).__name__, str(exc))
+        if isinstance(exc, OSError) and exc.filename is not None:  # a path the system refuses
+            message = f"cannot use {cut(str(exc.filename))}: {exc.strerror or exc}"
+            problem(f"error: {message}", type(exc).__name__, message)
+        if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
+            problem(f"error: {type(exc).__name__}: {exc}", type(exc).__name__, str(exc))
+        raise
+
+
+def cut(text: str, most: int = 200) -> str:
+    """`text`, its middle cut out when longer than `most` characters (a path of
+    thousands, refused as too long, still fits an error line)."""
+    if len(text) <= most:
+        return text
+    half = most // 2
+    return f"{text[:half]}…{text[-half:]}"
+
+
+_REPORTED = "_twelvefold_reported"
+
+
+def reporting(command: click.Command) -> click.Command:
+    """`command` with its callback run under `reported` (`--json` given: the error object
+    on stdout too); a group's commands each the same way. Done once per command."""
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            reporting(subcommand)
+    callback = command.callback
+    if callback is None or getattr(callback, _REPORTED, False):
+        return command
+
+    @functools.wraps(callback)
+    def reported_callback(*args: Any, **kwargs: Any) -> Any:
+        with reported(kwargs.get("as_json") is True):
+            return callback(*args, **kwargs)
+
+    setattr(reported_callback, _REPORTED, True)
+    command.callback = reported_callback
+    return command
+
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_PROBLEM",
+    "CommandError",
+    "cut",
+    "reported",
+    "reporting",
+]
