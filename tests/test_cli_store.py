@@ -634,6 +634,6 @@ def test_a_db_path_with_a_line_break_cannot_forge_an_error_line(
     if command == "run":
         result = invoke("run", str(EXAMPLES / "deploybot.agent"), "--input", "x", "--db", db)
     else:
-        result = invoke("token", "create", "bob", "--db", db)
+        result = invoke("token", "create", "bob", "--db", db, "--create")
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1 and "\\nerror: forged\\n" in result.stderr

@@ -86,7 +86,7 @@ def test_every_db_command_takes_a_store_url(workdir: Path) -> None:
 
 
 def test_tokens_are_printed_once_and_stored_only_as_hashes(workdir: Path) -> None:
-    code, out, err = invoke("token", "create", "carol", "--store", "sqlite:///t.db")
+    code, out, err = invoke("token", "create", "carol", "--store", "sqlite:///t.db", "--create")
     assert code == 0, err
     token = out.strip()
     assert token.startswith("tf_") and len(token) > 40
@@ -113,13 +113,38 @@ def test_tokens_are_printed_once_and_stored_only_as_hashes(workdir: Path) -> Non
         tokens.close()
 
 
+def test_token_create_refuses_a_store_that_is_not_there_unless_told_to_make_one(
+    workdir: Path,
+) -> None:
+    """Found by a red team: `token create` made an empty store at any path, a mistyped
+    `--db` too, and stored the token where no server would read it."""
+    code, out, err = invoke("token", "create", "carol", "--db", "typo/threads.db")
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: no store at typo/threads.db: give --create to make a new one there (for the"
+        " first token, before the first `twelvefold serve`), or check --db and TWELVEFOLD_DB\n"
+    )
+    assert list(workdir.iterdir()) == []  # nothing made, not even the folder
+    code, out, err = invoke("token", "create", "carol", "--db", "new/threads.db", "--create")
+    assert code == 0, err
+    assert out.startswith("tf_")
+    code, out, _ = invoke("token", "list", "--db", "new/threads.db", "--json")
+    assert [t["person"] for t in json.loads(out)] == ["carol"]
+    # A store that is there (made by `run`, `serve` or a first token) needs no --create.
+    code, out, err = invoke("token", "create", "dave", "--db", "new/threads.db")
+    assert code == 0 and out.startswith("tf_"), err
+
+
 def test_token_refusals_are_one_line(workdir: Path) -> None:
     for person in ["", " carol", "car\nol", "\x1b[2J"]:
         code, out, err = invoke("token", "create", person, "--db", "t.db")
         assert (code, out) == (1, ""), person
         assert err.startswith("error: ") and "\x1b" not in err
     code, _, err = invoke("token", "list", "--db", "missing.db")
-    assert code == 1 and "no store" in err
+    assert code == 1 and err == (
+        "error: no store at missing.db (check --db and TWELVEFOLD_DB; `twelvefold token create"
+        " PERSON --db missing.db --create` makes one)\n"
+    )
 
 
 def test_serve_refuses_what_it_cannot_serve_safely(workdir: Path) -> None:

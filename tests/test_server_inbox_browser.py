@@ -115,7 +115,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "OPENAI_API_KEY": "test",
     }
     tokens = {
-        person: twelvefold("token", "create", person, "--db", str(db), cwd=folder, env=env)
+        person: twelvefold(
+            "token", "create", person, "--db", str(db), "--create", cwd=folder, env=env
+        )
         .strip()
         .splitlines()[-1]
         for person in ("ana", "bob")

@@ -90,9 +90,11 @@ class ServeProcess:
 
 
 def make_token(db: Path, person: str) -> str:
-    """A token made by `twelvefold token create`, as a user makes one."""
+    """A token made by `twelvefold token create`, as a user makes one (the first one
+    makes the store: `--create`)."""
+    command = [sys.executable, "-m", "twelvefold", "token", "create", person]
     done = subprocess.run(
-        [sys.executable, "-m", "twelvefold", "token", "create", person, "--db", str(db)],
+        [*command, "--db", str(db), "--create"],
         capture_output=True,
         check=True,
     )

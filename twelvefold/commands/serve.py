@@ -16,6 +16,7 @@ import click
 
 from twelvefold.commands.options import DB, PROMPTS, background_options, removed_if_refused
 from twelvefold.commands.output import echo, error, errors
+from twelvefold.commands.report import cut
 from twelvefold.commands.run import make_model, model_options
 from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.tracing import configure_from_env
@@ -255,8 +256,17 @@ def token() -> None:
 @token.command("create")
 @click.argument("person")
 @DB
-def token_create(person: str, db: StoreLocation) -> None:
+@click.option(
+    "--create",
+    "make_store",
+    is_flag=True,
+    help="Make the store when there is none yet (the first token, before the first `serve`). "
+    "Without it a store that is not there is refused: a mistyped --db would get a token "
+    "no server reads.",
+)
+def token_create(person: str, db: StoreLocation, make_store: bool) -> None:
     """Print a new token for PERSON (shown once; only its hash is stored)."""
+    from twelvefold.runtime.store import store_exists
     from twelvefold.server.tokens import TokenStore, check_person
 
     try:
@@ -264,11 +274,18 @@ def token_create(person: str, db: StoreLocation) -> None:
     except ValueError as exc:
         error(exc)
         sys.exit(1)
-    tokens = TokenStore(db)
-    try:
-        made = tokens.create(person)
-    finally:
-        tokens.close()
+    if not make_store and not store_exists(db):
+        error(
+            f"no store at {cut(str(db))}: give --create to make a new one there (for the "
+            "first token, before the first `twelvefold serve`), or check --db and TWELVEFOLD_DB"
+        )
+        sys.exit(1)
+    with removed_if_refused(db):  # a store made here and then refused is not left behind
+        tokens = TokenStore(db)
+        try:
+            made = tokens.create(person)
+        finally:
+            tokens.close()
     echo(made)
     echo(f"(a token for {person}; it is shown only now, keep it secret)", err=True)
 
@@ -308,7 +325,7 @@ def token_revoke(token_id: str, db: StoreLocation) -> None:
     finally:
         tokens.close()
     if not revoked:
-        error(f"no live token {_printable(token_id)} in {db}")
+        error(f"no live token {_printable(token_id)} in {cut(str(db))}")
         sys.exit(1)
     echo(f"revoked token {token_id}")
 
@@ -338,7 +355,11 @@ def _check_store(db: StoreLocation) -> None:
     from twelvefold.runtime.store import store_exists
 
     if not store_exists(db):
-        error(f"no store at {db} (`twelvefold token create` makes one)")
+        option, _ = _option(db)
+        error(
+            f"no store at {cut(str(db))} (check --db and TWELVEFOLD_DB; `twelvefold token "
+            f"create PERSON {cut(option)} --create` makes one)"
+        )
         sys.exit(1)
 
 
