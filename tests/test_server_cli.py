@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,29 @@ def test_serve_refuses_what_it_cannot_serve_safely(workdir: Path) -> None:
     assert not (workdir / ".twelvefold" / "threads.db").exists()
     code, _, err = invoke("serve", str(workdir / "nowhere.agent"), "--db", "new/x.db")
     assert code == 1 and not (workdir / "new").exists()
+
+
+def test_serve_on_a_taken_port_says_so_in_one_line_and_leaves_nothing_behind(
+    workdir: Path,
+) -> None:
+    """Found by a red team: the new empty store (and its folder) stayed when uvicorn could
+    not bind, and the reason was uvicorn's log line. The port is bound once the agents are
+    checked and before a store is opened, so a taken one refuses the start with no store
+    made."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            cli, ["serve", str(EXAMPLES / "deploybot.agent"), "--db", "new/threads.db",
+                  "--port", str(port), "--insecure-local"],
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"error: cannot listen on 127.0.0.1:{port}: the port is taken (address already in"
+        " use): stop what uses it, or give another --port\n"
+    )
+    assert not (workdir / "new").exists()  # no store, nor its folder (the compile cache stays)
 
 
 @pytest.mark.parametrize("command", ["serve", "worker"])

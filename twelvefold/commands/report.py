@@ -80,7 +80,8 @@ def reported(as_json: bool = False) -> Iterator[None]:
         yield
     except KeyboardInterrupt as exc:  # Ctrl-C: one line (what `stopped_at` says), no traceback
         message = str(exc) or "interrupted"
-        problem(f"interrupted: {message}", "Interrupted", message, EXIT_INTERRUPTED)
+        line = f"interrupted: {exc}" if str(exc) else "interrupted"
+        problem(line, "Interrupted", message, EXIT_INTERRUPTED)
     except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
         message = f"the thread store cannot be used: {exc}"
         problem(f"error: {message}", "StoreError", message)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import click
 
 from twelvefold.commands.options import DB, PROMPTS, background_options, removed_if_refused
 from twelvefold.commands.output import echo, error, errors
-from twelvefold.commands.report import cut
+from twelvefold.commands.report import EXIT_INTERRUPTED, CommandError, cut
 from twelvefold.commands.run import make_model, model_options
 from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.tracing import configure_from_env
@@ -89,6 +90,10 @@ def serve(
     if public_url is not None:
         os.environ["TWELVEFOLD_PUBLIC_URL"] = public_url  # read with the configuration
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    _check_agents(places, prompts)
+    # Before the store is opened: a port that is taken leaves no store behind.
+    listeners = listening(host, port)
+    address = _url(listeners[0])
     with removed_if_refused(db):  # a refused start leaves no store behind
         # Spans go where OTEL_EXPORTER_OTLP_* say (docs/observability.md); flushed at exit.
         flush_spans = configure_from_env()
@@ -103,7 +108,7 @@ def serve(
     if insecure_local:
         echo(
             "WARNING: --insecure-local: NO AUTHENTICATION. Anyone who can reach "
-            f"http://{host}:{port} on this machine acts as `local`, decides every approval "
+            f"{address} on this machine acts as `local`, decides every approval "
             "and reads every thread.",
             err=True,
         )
@@ -129,10 +134,16 @@ def serve(
             server_header=False,
         )
     )
-    server.run()
-    if flush_spans is not None:
-        flush_spans()
-    if not server.started:  # the port was taken, or the lifespan failed: uvicorn said why
+    echo(f"listening on {address} (Ctrl-C stops)", err=True)
+    code = 0
+    try:
+        server.run(sockets=listeners)
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn stopped gracefully, then raised it again
+        code = EXIT_INTERRUPTED
+    finally:
+        if flush_spans is not None:
+            flush_spans()
+    if not server.started:  # the lifespan failed: uvicorn said why
         sys.exit(1)
     # Every thread's lease is let go and its log is on disk (Service.stop). A tool call
     # still blocked in a worker thread after the grace period would keep the interpreter
@@ -140,7 +151,57 @@ def serve(
     # its key, or records it as interrupted, so exit now.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
+
+
+def listening(host: str, port: int) -> list[socket.socket]:
+    """Sockets listening on `host`:`port`, as uvicorn would bind them (every address the
+    name resolves to; `SO_REUSEADDR`; an IPv6 socket IPv6-only), bound by `serve` before
+    it opens the store, so that a port that is taken refuses the start with no store
+    made. `CommandError` (one line) when it cannot listen there."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CommandError(f"cannot listen on {where}: {exc.strerror}") from None
+    made: list[socket.socket] = []
+    try:
+        for family, kind, protocol, _, address in dict.fromkeys(found):
+            made.append(listener := socket.socket(family, kind, protocol))
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(made) > 1:  # one port for every address, as uvicorn's
+                address = (address[0], made[0].getsockname()[1], *address[2:])
+            listener.bind(address)
+            listener.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        for listener in made:
+            listener.close()
+        raise CommandError(f"cannot listen on {where}: {_why_not(exc, port)}") from None
+    return made
+
+
+LISTEN_BACKLOG = 2048
+"""Connections the system queues until they are accepted (uvicorn's default)."""
+
+
+def _why_not(exc: OSError, port: int) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            "the port is taken (address already in use): stop what uses it, or give another --port"
+        )
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        return f"{exc.strerror} (ports below 1024 need privileges): give --port 1024 or above"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{exc.strerror} (no interface of this machine has that address): check --host"
+    return exc.strerror or str(exc)
+
+
+def _url(listener: socket.socket) -> str:
+    """`http://HOST:PORT` of a listening socket, with the port it got (`--port 0`)."""
+    host, port = listener.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 OPEN_REQUESTS_GRACE = 2
@@ -162,18 +223,13 @@ def _app(
     prompts: Path | None = None,
 ) -> FastAPI:
     from twelvefold.runtime.api import AsyncRuntime
-    from twelvefold.runtime.store import MemoryStore, open_store
+    from twelvefold.runtime.store import open_store
     from twelvefold.server.app import create_app
     from twelvefold.server.replies import public_url_of
     from twelvefold.server.service import ServeError, Service, served_agents
     from twelvefold.server.tables import place_of
     from twelvefold.server.tokens import TokenStore
 
-    try:  # the agents and every setting of their configuration, before any store is opened
-        served_agents(AsyncRuntime(MemoryStore(), prompts_dir=prompts), places)
-    except ServeError as exc:
-        errors(exc)
-        sys.exit(1)
     store = open_store(db)
     runtime = AsyncRuntime(store, model=model, tool_paths=paths, prompts_dir=prompts)  # type: ignore[arg-type]
     try:
@@ -205,6 +261,20 @@ def _app(
             service, tokens=tokens, manage=True, grace=grace,
             loopback_only=also if loopback else None,
         )  # fmt: skip
+    except ServeError as exc:
+        errors(exc)
+        sys.exit(1)
+
+
+def _check_agents(places: tuple[str, ...], prompts: Path | None) -> None:
+    """Load the agents and check every setting of their configuration, before the port
+    is bound or any store opened: one line for each problem, exit 1."""
+    from twelvefold.runtime.api import AsyncRuntime
+    from twelvefold.runtime.store import MemoryStore
+    from twelvefold.server.service import ServeError, served_agents
+
+    try:
+        served_agents(AsyncRuntime(MemoryStore(), prompts_dir=prompts), places)
     except ServeError as exc:
         errors(exc)
         sys.exit(1)
