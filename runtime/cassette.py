@@ -15,7 +15,8 @@ thread's event count when the call was made), so a run and its later resumes, in
 processes, replay the same way. An entry without `seq` (written by hand) answers the calls
 of its agent and step that no `seq` entry answers, in file order. When several entries
 claim the same call, the last one wins (re-recording appends). A call that nothing answers
-fails with `CassetteMiss`, which names the step.
+fails with `CassetteMiss`, which names the step: a model error, so the step fails as it
+would with a model that cannot be reached.
 """
 
 from __future__ import annotations
@@ -39,8 +40,25 @@ class CassetteError(Exception):
     """The cassette file cannot be read, or cannot answer a call."""
 
 
-class CassetteMiss(CassetteError):
+class CassetteCannotAnswer(CassetteError, ModelError):
+    """The cassette cannot answer this model call. To the run it is a model that could
+    not answer (`ModelError`, as an endpoint that cannot be reached): the step fails, in
+    the thread's log, and the thread goes on as its agent says (an `on error` edge, its
+    `max_errors`) or fails; never an exception out of the run, which a server would log
+    as a traceback and leave the thread `running`. `resume --retry` with a cassette that
+    answers runs the step again."""
+
+    def __init__(self, message: str) -> None:
+        ModelError.__init__(self, ErrorInfo(type(self).__name__, message))
+
+
+class CassetteMiss(CassetteCannotAnswer):
     """No entry of the cassette answers this model call."""
+
+
+class CassetteEntryInvalid(CassetteCannotAnswer):
+    """The entry that answers this call holds what the step cannot output (an edited
+    cassette): as a model's invalid output."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +162,14 @@ class CassettePlayer:
         declared = outputs.get(entry.type or "")
         where = f"{self.path}:{entry.line}"
         if declared is None:
-            raise CassetteError(
+            raise CassetteEntryInvalid(
                 f"{where}: step `{entry.step}` cannot output `{entry.type}`; "
                 f"it outputs {' | '.join(outputs)}"
             )
         try:
             return declared.model_validate(entry.output)
         except ValidationError as exc:
-            raise CassetteError(
+            raise CassetteEntryInvalid(
                 f"{where}: invalid `{entry.type}` output: {validation_problems(exc)}"
             ) from exc
 

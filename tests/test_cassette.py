@@ -198,3 +198,47 @@ def test_a_deploybot_run_recorded_then_replayed_through_the_runtime(tmp_path: Pa
 
     assert run(CassettePlayer(cassette)) == recorded
     assert [json.loads(line)["seq"] for line in cassette.read_text().splitlines()] == [1, 4, 9]
+
+
+def test_a_served_thread_whose_call_misses_the_cassette_fails_its_step_in_one_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a red team (`serve --cassette`, as `make demo` serves): a model call the
+    cassette has no answer for was raised out of the run, so the server logged a
+    traceback and the thread stayed `running` for ever. It is a step failure, as a model
+    that cannot be reached is: in the thread's log, and one line in the server's."""
+    from tests.runtime_helpers import RecordingNotifier
+    from tests.support.server import deploy_project
+    from twelvefold.runtime.api import AsyncRuntime, ThreadView
+    from twelvefold.runtime.store import open_store
+    from twelvefold.runtime.types import StepFailed
+    from twelvefold.server.service import Caller, Service, served_agents
+
+    agent = deploy_project(tmp_path / "project")
+    cassette = tmp_path / "empty.jsonl"
+    cassette.write_text("")
+
+    async def served() -> ThreadView:
+        runtime = AsyncRuntime(
+            open_store(tmp_path / "threads.db"),
+            model=CassettePlayer(cassette),
+            notifier=RecordingNotifier(),
+        )
+        service = Service(runtime, served_agents(runtime, [agent]), sweep_seconds=0)
+        await service.start()
+        try:
+            bob = Caller("bob", "http")
+            launched = await service.launch(bob, "deploybot", "deploy v1.2.3 to production")
+            return await service.wait(bob, launched.id, 60)
+        finally:
+            await service.stop(grace=1)
+
+    with caplog.at_level("INFO"):
+        view = asyncio.run(served())
+    failures = [e for e in view.log if isinstance(e, StepFailed)]
+    assert failures and all(e.error.type == "CassetteMiss" for e in failures), view.log
+    assert "no answer for step `decide`" in failures[0].error.message
+    assert view.status != "running"
+    assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback
+    (said,) = [r.getMessage() for r in caplog.records if "CassetteMiss" in r.getMessage()]
+    assert "\n" not in said and view.id in said, said

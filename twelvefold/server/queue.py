@@ -64,6 +64,7 @@ from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.ratelimit import TurnLater
 from twelvefold.runtime.store import Conflict, ThreadNotFound
 from twelvefold.runtime.types import Notified
+from twelvefold.server.service import said_if_failed
 
 if TYPE_CHECKING:
     import procrastinate
@@ -440,6 +441,7 @@ class Work:
         except (LeaseLost, Conflict) as exc:  # another process took over: it goes on
             log.warning("%s", exc)
             return
+        said_if_failed(log, view)
         await self.queue.time(view, agent)
         if view.status != "running" and self.tell is not None:
             await self.queue.settled(view)

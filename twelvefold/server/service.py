@@ -63,6 +63,7 @@ from twelvefold.runtime.store import (
     ThreadNotFound,
     now_iso,
 )
+from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.types import Event, IllegalEvent, Notified, Status
 from twelvefold.runtime.usage import Totals, by_thread
 from twelvefold.runtime.usage import with_children as children_added
@@ -72,6 +73,18 @@ if TYPE_CHECKING:
     from twelvefold.server.queue import Queue
 
 log = logging.getLogger("twelvefold.server")
+
+
+def said_if_failed(logger: logging.Logger, view: ThreadView) -> None:
+    """One line in the server's (or worker's) log when a run ended with its thread failed
+    (a model that could not answer, a cassette with no answer, a tool's error with no
+    `on error`): whoever watches the log sees it; the thread's log holds the rest."""
+    if view.status == "failed":
+        logger.warning(
+            "thread %s failed at `%s`: %s (`twelvefold show %s`)",
+            view.id, one_line(view.step), one_line(str(view.error)), view.id,
+        )  # fmt: skip
+
 
 T = TypeVar("T")
 Decision = Literal["approve", "reject", "answer"]
@@ -916,6 +929,7 @@ class Service:
             self._wake(thread_id)
         if view is None:
             return
+        said_if_failed(log, view)
         due = retry_due(view.log) if view.status == "running" else None
         if due is not None:  # a tool retry's backoff: the thread has not settled
             self._retry_later(thread_id, due)
