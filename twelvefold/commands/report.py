@@ -80,12 +80,12 @@ def reported(as_json: bool = False) -> Iterator[None]:
         yield
     except KeyboardInterrupt as exc:  # Ctrl-C: one line (what `stopped_at` says), no traceback
         message = str(exc) or "interrupted"
-        line = f"interrupted: {exc}" if str(exc) else "interrupted"
-        problem(line, "Interrupted", message, EXIT_INTERRUPTED)
+        problem(f"interrupted: {exc}" if str(exc) else message, "Interrupted", message,
+                EXIT_INTERRUPTED)  # fmt: skip
     except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
         message = f"the thread store cannot be used: {exc}"
         problem(f"error: {message}", "StoreError", message)
-    except Exception as exc:  # a cassette miss, an unreachable endpoint, a bad prompt
+    except Exception as exc:  # a cassette that cannot be read, a bad prompt, a bad path
         from twelvefold.runtime.loading import AgentLoadError
 
         if isinstance(exc, AgentLoadError):  # a compile error's diagnostics: many lines
