@@ -1600,6 +1600,8 @@ class SqliteStore(ChainedStore):
             self._tails.pop(thread_id, None)
             for table, column in (("events", "thread"), ("pins", "thread"), ("threads", "num")):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (row[0],))
+            # Where its replies went (the server's): nothing is told of a thread now gone.
+            self._db.execute("DELETE FROM server_replies WHERE thread_id = ?", (thread_id,))
             return True
 
     def unused_versions(self, dropping: Sequence[str] = ()) -> list[str]:
