@@ -21,7 +21,6 @@ off), then under the same `webhook-id`, by which receivers drop the copy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import ipaddress
 import json
@@ -278,12 +277,20 @@ class Replies:
             raise
 
     async def _write(self, function: Callable[..., None], *args: Any) -> None:
-        """`function(*args)` (a write to the targets) in a worker thread, carried out even
-        when this task is cancelled while it waits for a thread to run it."""
+        """`function(*args)` (a write to the targets: `sent`, `unclaim`) in a worker
+        thread, carried out even when this task is cancelled while it waits for a thread
+        to run it. One that fails is logged: the claim it was to end lapses, and the
+        reply is sent again then (at least once)."""
         writing = asyncio.ensure_future(asyncio.to_thread(function, *args))
         self._writes.add(writing)
         writing.add_done_callback(self._writes.discard)
-        await asyncio.shield(writing)
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("a reply's claim was not ended (it lapses, then the reply is sent"
+                        " again): %s", exc)  # fmt: skip
 
     async def catch_up(self) -> None:
         """Send the replies a stop cut off (given back past its grace, or failed at the
@@ -389,8 +396,12 @@ async def _outlasting(running: asyncio.Future[Any]) -> Any:
     here), waited for through any further cancellation of this task; None when it
     failed (logged: a claim it made lapses)."""
     while not running.done():
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await asyncio.shield(running)
+        except asyncio.CancelledError:
+            continue  # this task was cancelled again: the work goes on all the same
+        except Exception:
+            break  # said below
     if running.cancelled():
         return None
     if running.exception() is not None:
