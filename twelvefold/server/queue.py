@@ -542,7 +542,9 @@ class Work:
                 # its job (if a worker's) is retried as stalled but found the claim still
                 # held; once the claim lapsed, a new job sends it.
                 for thread_id, seq in (await self.lapsed()).items():
-                    await self.queue.reply(thread_id, seq)
+                    with contextlib.suppress(ThreadNotFound):
+                        if (await self.runtime.info(thread_id)).agent in self.agents:
+                            await self.queue.reply(thread_id, seq)
         except Exception:
             log.exception("the worker's sweep failed; the next one tries again")
         return woken
