@@ -581,7 +581,7 @@ async def test_a_receiver_that_never_answers_does_not_hold_the_catch_up_of_other
     from twelvefold.runtime import notify
     from twelvefold.server import replies as replies_module
 
-    monkeypatch.setattr(notify, "TIMEOUT_SECONDS", 5.0)  # the broken build waits it out
+    monkeypatch.setattr(notify, "TIMEOUT_SECONDS", 6.0)  # the broken build waits it out
     if build != "as built":
         monkeypatch.setattr(replies_module, "CATCH_UP_AT_ONCE", 1)
     dead, alive = HttpReceiver(), HttpReceiver()
@@ -594,12 +594,12 @@ async def test_a_receiver_that_never_answers_does_not_hold_the_catch_up_of_other
     dead.answering.clear()
     catching_up = asyncio.create_task(told.catch_up())
     try:
-        with anyio.fail_after(60):
-            while len(alive.received) < 2:
+        with anyio.fail_after(60):  # both catch-up sends arrived (the dead one is held)
+            while len(alive.received) < 2 or len(dead.received) < 2:
                 await asyncio.sleep(0.01)
         [target] = told.targets.of(stuck)
         if build == "as built":
-            assert len(dead.received) == 2 and target.sending_until is not None  # in flight
+            assert target.sending_until is not None  # still in flight: it held nothing up
         else:
             assert target.sending_until is None  # given up on before the other was told
     finally:
@@ -642,12 +642,12 @@ async def test_catch_up_tells_at_most_its_bound_of_threads_at_once(
     with anyio.fail_after(60):
         while len(started) < 2:
             await asyncio.sleep(0.01)
-    assert started == entered == ["a", "b"]  # c waits for a free place
+    assert sorted(started) == sorted(entered) == ["a", "b"]  # c waits for a free place
     go["a"].set()
     with anyio.fail_after(60):
         while len(started) < 3:
             await asyncio.sleep(0.01)
-    assert started == ["a", "b", "c"]
+    assert started[2] == "c" and entered == [*entered[:2], "c"]
     go["b"].set()
     go["c"].set()
     await catching_up
