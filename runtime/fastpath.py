@@ -242,12 +242,18 @@ class Routine:
             if hook is not None:
                 # Told with the thread as it stood after it (`thread.state` is still the
                 # output's), as the ordinary path tells it; the start is in the thread
-                # afterwards even if the hook raises, as it is in the store.
+                # afterwards even if the hook raises, as it is in the store, and the hook
+                # is told of it too: it is stored (the call runs on resume, with its key),
+                # and the hook hears of every event stored, as on the ordinary path.
                 try:
                     hook(thread, pending)
-                except BaseException:
+                except BaseException as stopped:
                     events.append(event)
                     thread.state = state
+                    try:
+                        hook(thread, event)
+                    except BaseException as also:
+                        stopped.add_note(f"told of the tool call's start, it raised {also!r}")
                     raise
         events.append(event)
         thread.state = state

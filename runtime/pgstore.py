@@ -519,6 +519,8 @@ class PostgresStore(ChainedStore):
                 return False  # the column says it ended; its log does not
             for table, column in (("events", "thread"), ("pins", "thread"), ("threads", "num")):
                 conn.execute(f"DELETE FROM {table} WHERE {column} = %s", (row[0],))
+            # Where its replies went (the server's): nothing is told of a thread now gone.
+            conn.execute("DELETE FROM server_replies WHERE thread_id = %s", (thread_id,))
             return True
 
     def unused_versions(self, dropping: Sequence[str] = ()) -> list[str]:

@@ -309,6 +309,24 @@ CREATE INDEX rate_calls_by_model ON rate_calls (model, at);
 """
 
 
+# ---- 6: a reply's claim is a lease (twelvefold/server/replies.py) ----------------------
+
+# `sending_until` (unix seconds on the database's clock): set while a reply to the target
+# is being sent, cleared once it was; a claim whose process died lapses then, and the
+# reply is sent again. The index finds the lapsed ones without reading every target.
+_REPLY_LEASE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS server_replies_sending ON server_replies (sending_until)"
+    " WHERE sending_until IS NOT NULL"
+)
+
+
+def _reply_lease_sqlite(db: sqlite3.Connection, chain: Chain) -> None:
+    present = {row[1] for row in db.execute("PRAGMA table_info(server_replies)")}
+    if "sending_until" not in present:
+        db.execute("ALTER TABLE server_replies ADD COLUMN sending_until REAL")
+    db.execute(_REPLY_LEASE_INDEX)
+
+
 MIGRATIONS: Sequence[Migration] = (
     Migration(1, "threads and events", _SQLITE_THREADS, _PG_THREADS),
     Migration(2, "hash chain, seals and leases", _chain_sqlite, ""),
@@ -341,6 +359,13 @@ MIGRATIONS: Sequence[Migration] = (
         # store with many threads finds the running ones by status.
         "CREATE INDEX IF NOT EXISTS threads_by_status ON threads (status);",
         _RATE_TABLES,
+    ),
+    Migration(
+        6,
+        "reply claims as leases",
+        _reply_lease_sqlite,
+        "ALTER TABLE server_replies ADD COLUMN sending_until double precision;"
+        + _REPLY_LEASE_INDEX,
     ),
 )
 

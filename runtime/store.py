@@ -20,11 +20,10 @@ every stored event to the one before it and seals the thread's row and its snaps
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import lru_cache, partial
@@ -1600,6 +1599,8 @@ class SqliteStore(ChainedStore):
             self._tails.pop(thread_id, None)
             for table, column in (("events", "thread"), ("pins", "thread"), ("threads", "num")):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (row[0],))
+            # Where its replies went (the server's): nothing is told of a thread now gone.
+            self._db.execute("DELETE FROM server_replies WHERE thread_id = ?", (thread_id,))
             return True
 
     def unused_versions(self, dropping: Sequence[str] = ()) -> list[str]:
@@ -1682,14 +1683,9 @@ class SqliteStore(ChainedStore):
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[None]:
+    def _reading(self) -> _Reading:
         """One read transaction: the thread's row and its events from the same moment."""
-        _begin(self._db, "BEGIN")
-        try:
-            yield
-        finally:
-            self._db.execute("COMMIT")
+        return _Reading(self._db)
 
 
 def _decode(
@@ -1779,6 +1775,23 @@ def _begin(db: sqlite3.Connection, begin: str) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+class _Reading:
+    """`BEGIN` ... `COMMIT`: a read transaction. A class, not a generator: a Ctrl-C
+    raised as `next()` returned a generator's `yield` lands outside the `with`, and the
+    transaction stayed open until the traceback holding the generator was let go. Here
+    nothing between the `BEGIN` (`_begin`) and the `with` block can raise it (CPython
+    runs signal handlers as calls into C return)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        _begin(self._db, "BEGIN")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("COMMIT")
 
 
 class _Transaction:

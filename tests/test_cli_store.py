@@ -7,11 +7,13 @@ overwritten at random offsets (a fixed seed) or edited with sqlite3."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +338,51 @@ def test_a_ctrl_c_as_a_transaction_begins_leaves_none_open(tmp_path: Path, call:
     other.close()
     assert store.acquire("th-1", "me", 60).owner == "me"
     assert len(store.load("th-1", codec)) == 1
+    store.close()
+
+
+@pytest.mark.parametrize("call", ["a write", "a read"])
+def test_a_ctrl_c_at_any_moment_of_a_transaction_leaves_none_open_while_it_is_handled(
+    tmp_path: Path, call: str
+) -> None:
+    """CPython runs a SIGINT handler when a call into C returns (and at loops): here a
+    `KeyboardInterrupt` is raised at each such moment of a transaction in turn, the first
+    (as its `BEGIN` returns) to the last. At none may the transaction stay open while the
+    caller handles the Ctrl-C: a read begun in a generator (`contextlib.contextmanager`)
+    was interrupted as `next()` returned its `yield`, outside the `with`, and stayed open
+    until the traceback holding the generator was let go (a notebook keeps it)."""
+    db, codec = tmp_path / "threads.db", Codec()
+    store = SqliteStore(db)
+    info = ThreadInfo("th-1", "a", "a.agent", "running", "s", 1, "t", "t")
+    store.create(info, [Started(step="s", at="t", input="x")], codec)
+    real = store._db
+    for moment in itertools.count(1):
+        returns = 0
+
+        def profile(frame: object, event: str, arg: object, moment: int = moment) -> None:
+            nonlocal returns
+            if event == "c_return" and real.in_transaction:
+                returns += 1
+                if returns == moment:
+                    sys.setprofile(None)
+                    raise KeyboardInterrupt
+
+        sys.setprofile(profile)
+        try:
+            if call == "a write":
+                made = ThreadInfo(f"th-{moment + 1}", "a", "a.agent", "running", "s", 1, "t", "t")
+                store.create(made, [Started(step="s", at="t", input="x")], codec)
+            else:
+                store.load("th-1", codec)
+        except KeyboardInterrupt:
+            assert not real.in_transaction, f"open while handled, interrupted at {moment}"
+        else:
+            break  # past the last moment: the call ran to its end
+        finally:
+            sys.setprofile(None)
+        assert not real.in_transaction
+    assert moment > 2, "never interrupted inside the transaction"
+    assert store.acquire("th-1", "me", 60).owner == "me"
     store.close()
 
 

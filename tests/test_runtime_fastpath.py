@@ -689,6 +689,59 @@ def test_in_sqlite_a_hook_that_raises_on_an_output_leaves_the_tool_call_to_run_o
     assert_same_log(fast, ordinary)
 
 
+class Counting:
+    """counter.agent's model: Bump up to 4, then Done; instant."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, Any] = {}  # the agent's, once it is loaded
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        value = request.action.value
+        n = 0 if isinstance(value, str) else value.n
+        kind = "Done" if n >= 4 else "Bump"
+        return ModelReply(self.types[kind](n=n), Usage(latency_ms=0.0))
+
+
+def test_in_sqlite_a_hook_that_raises_on_an_output_is_still_told_of_the_start_stored_with_it(
+    tmp_path: Path,
+) -> None:
+    """A model's output and the start of a call of a tool that takes an idempotency key
+    are committed together: a hook that raises as it is told of the output (Ctrl-C while
+    the CLI prints it) stops the run with both on disk. The hook is still told of the
+    start (it is in the log), so across the stop and the resume it hears of every event of
+    the log once, as on the ordinary path, where the start is recorded on resume."""
+    told: list[int] = []
+
+    def hook(thread: Thread, event: Event) -> None:
+        told.append(len(thread.events))
+        if len(thread.events) == 8:  # the third output: the tool's module is imported
+            raise KeyboardInterrupt
+
+    def no_messages(*_: Any) -> list[dict[str, str]]:
+        return []
+
+    counter = Path(__file__).parent / "runtime_fixtures" / "counter.agent"
+    store = SqliteStore(tmp_path / "threads.db")
+    model = Counting()
+    rt = Runtime(
+        store,
+        model=model,
+        messages=no_messages,
+        tool_paths=[counter.parent],
+        on_event=hook,
+        cache_dir=tmp_path / "cache",
+        notifier=RecordingNotifier(),
+    )
+    agent = rt.agent(counter)
+    model.types = agent.spec.types
+    with pytest.raises(KeyboardInterrupt):
+        rt.launch(agent, "count", thread_id="t1")
+    assert [type(e).__name__ for e in rt.events("t1")][-2:] == ["ModelOutput", "ToolStarted"]
+    assert rt.resume("t1").status == "finished"
+    assert sorted(told) == list(range(1, len(rt.events("t1")) + 1))
+    rt.close()
+
+
 @pytest.mark.parametrize("stop", ["KeyboardInterrupt", "StoreError"])
 def test_in_sqlite_what_stopped_the_run_is_what_the_caller_sees_when_the_output_cannot_be_kept(
     project: Path, monkeypatch: pytest.MonkeyPatch, stop: str

@@ -185,6 +185,48 @@ def test_a_new_server_finishes_every_thread_after_kill_9(
     assert len(ledger(setup)) == count, "a keyed deploy ran twice"
 
 
+def test_a_reply_under_way_at_kill_9_is_sent_by_the_next_server_once_its_claim_lapses(
+    setup: dict[str, Any], servers: list[ServeProcess]
+) -> None:
+    """Found by a review: a server killed outright while sending a webhook reply left
+    its target marked told, and the reply was never sent. The store says a send is under
+    way and until when (`sending_until`); once that lapses, the running server's sweep
+    sends the reply again, under the same `webhook-id`."""
+    import sqlite3
+
+    from tests.support.receivers import HttpReceiver
+    from tests.support.server import DEPLOY_CONFIG
+
+    config = DEPLOY_CONFIG + '[server]\nwebhook_hosts = ["127.0.0.1"]\n'
+    (setup["project"] / "twelvefold.toml").write_text(config)
+    receiver = HttpReceiver()
+    receiver.answering.clear()  # the first send stays open: the server dies in it
+    first = serve(setup, servers)
+    with first.client(setup["bob"]) as bob:
+        body = {"input": "deploy", "webhook": receiver.url("/hook")}
+        launched = json_of(bob.post("/v1/agents/deploybot/threads", json=body), 202)
+    wait_for(lambda: len(receiver.received) == 1, "the reply to be under way")
+    first.kill()
+    receiver.answering.set()
+
+    def target() -> tuple[int, float | None]:
+        with sqlite3.connect(setup["db"]) as db:
+            row = db.execute("SELECT replied_seq, sending_until FROM server_replies").fetchone()
+        return int(row[0]), row[1]
+
+    claimed, until = target()
+    assert claimed > 0 and until is not None  # a send under way, never said finished
+    serve(setup, servers, "--sweep-seconds", "0.2")
+    assert len(receiver.received) == 1  # the claim holds: its sender might be alive
+    with sqlite3.connect(setup["db"]) as db:  # as CLAIM_SECONDS passing
+        db.execute("UPDATE server_replies SET sending_until = sending_until - 100000")
+    wait_for(lambda: len(receiver.received) == 2, "the lapsed reply to be sent again")
+    wait_for(lambda: target() == (claimed, None), "the reply to be marked sent")
+    ids = [{k.lower(): v for k, v in h.items()}["webhook-id"] for _, h, _ in receiver.received]
+    assert ids[0] == ids[1]  # the same point of the thread: a receiver drops the copy
+    assert json.loads(receiver.received[1][2])["thread"]["thread_id"] == launched["thread_id"]
+
+
 def test_sigterm_lets_go_and_a_restart_runs_the_thread_on(
     setup: dict[str, Any], servers: list[ServeProcess]
 ) -> None:

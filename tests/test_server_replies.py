@@ -55,6 +55,18 @@ async def launch(s: Served, **body: Any) -> Any:
         )
 
 
+def rewind(targets: ReplyTargets, thread_id: str, seq: int) -> None:
+    """As a send cut off and given back leaves a thread's targets: told up to `seq`."""
+    targets._db.change(
+        "UPDATE server_replies SET replied_seq = ?, sending_until = NULL WHERE thread_id = ?",
+        (seq, thread_id),
+    )
+
+
+def webhook_ids(receiver: HttpReceiver) -> list[str]:
+    return [{k.lower(): v for k, v in h.items()}["webhook-id"] for _, h, _ in receiver.received]
+
+
 def verified(receiver: HttpReceiver, index: int) -> Any:
     _, headers, body = receiver.received[index]
     return Webhook(SECRET).verify(body, {k.lower(): v for k, v in headers.items()})
@@ -373,7 +385,7 @@ async def test_a_finished_threads_reply_given_back_at_a_stop_is_sent_at_the_next
     assert finished["status"] == "finished" and len(receiver.received) == 2
     [target] = told.targets.of(view["thread_id"])
     # As a stop cutting the last send off leaves it: given back to the paused view's seq.
-    told.targets.unclaim(paused, target.replied_seq)
+    rewind(told.targets, view["thread_id"], paused.replied_seq)
     if build != "as built":
         monkeypatch.setattr(replies_module.Replies, "catch_up", lambda self: asyncio.sleep(0))
     await told.catch_up()
@@ -423,10 +435,9 @@ async def test_a_notice_retried_after_a_pause_was_told_is_no_reply_to_catch_up(
     assert len(receiver.received) == (1 if build == "as built" else 2)
     if build == "as built":  # cut off after all: sent again, as the same point
         told = replies(s.service)
-        [target] = told.targets.of(view["thread_id"])
-        told.targets.unclaim(replace(target, replied_seq=0), target.replied_seq)
+        rewind(told.targets, view["thread_id"], 0)
         await told.catch_up()
-        ids = [{k.lower(): v for k, v in h.items()}["webhook-id"] for _, h, _ in receiver.received]
+        ids = webhook_ids(receiver)
         assert len(ids) == 2 and ids[0] == ids[1], ids
 
 
@@ -479,3 +490,164 @@ async def test_a_wait_is_answered_while_the_reply_is_still_being_sent(
         release.set()
     await s.service.settling()
     assert len(receiver.received) == 1
+
+
+async def test_a_reply_whose_sender_died_mid_send_is_sent_again_once_its_claim_lapses(
+    s: Served,
+) -> None:
+    """Found by a review: a process killed outright (kill -9, out of memory) between the
+    claim and the end of the send left the target marked told, and the reply was never
+    sent. A claim is a lease: while it holds, another process leaves it alone (the
+    sender may be alive); once it lapsed, `resend_lapsed` (the server's sweep) sends the
+    view again, under the same `webhook-id`, and marks it sent."""
+    receiver = HttpReceiver()
+    view = (await launch(s, webhook=receiver.url("/hook"))).json()
+    told = replies(s.service)
+    assert len(receiver.received) == 1
+    [target] = told.targets.of(view["thread_id"])
+    assert (target.replied_seq, target.sending_until) == (view["events"], None)  # sent
+
+    # Another process claims the view and is killed before its send finished.
+    rewind(told.targets, view["thread_id"], 0)
+    [behind] = told.targets.of(view["thread_id"])
+    held = told.targets.claim(behind, view["events"], seconds=3600.0)
+    assert held is not None
+    assert await told.resend_lapsed() == []  # its sender may be alive: not taken over
+    await told.catch_up()
+    assert len(receiver.received) == 1
+    # Its time runs out (here: a claim made as already lapsed).
+    rewind(told.targets, view["thread_id"], 0)
+    assert told.targets.claim(behind, view["events"], seconds=0.0) is not None
+    assert await told.resend_lapsed() == [view["thread_id"]]
+    assert len(receiver.received) == 2
+    again, first = verified(receiver, 1)["thread"], verified(receiver, 0)["thread"]
+    assert (again["status"], again["request"]) == (first["status"], first["request"])
+    assert webhook_ids(receiver)[0] == webhook_ids(receiver)[1]  # at least once, one id
+    [target] = told.targets.of(view["thread_id"])
+    assert (target.replied_seq, target.sending_until) == (view["events"], None)
+    assert await told.resend_lapsed() == [] and len(receiver.received) == 2
+
+
+async def test_a_claim_whose_update_a_stop_cut_off_is_given_back(
+    s: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: a stop cancelling `settled` while the claim's UPDATE ran in its
+    worker thread cancelled only the wait for it; the UPDATE went on, the claim stayed
+    held and the reply was sent by nobody (until its lease lapsed). The claim is waited
+    for and given back."""
+    import threading
+
+    receiver = HttpReceiver()
+    view = (await launch(s, webhook=receiver.url("/hook"))).json()
+    told = replies(s.service)
+    rewind(told.targets, view["thread_id"], 0)  # not told yet
+    entered, release, done = threading.Event(), threading.Event(), threading.Event()
+    claim = ReplyTargets.claim
+
+    def slow_claim(self: ReplyTargets, *args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(30)
+        try:
+            return claim(self, *args, **kwargs)
+        finally:
+            done.set()
+
+    monkeypatch.setattr(ReplyTargets, "claim", slow_claim)
+    current = await s.service.view(Caller("ana", "http"), view["thread_id"])
+    settling = asyncio.create_task(told.settled(current))
+    await asyncio.to_thread(entered.wait, 30)
+    settling.cancel()  # the stop lands while the UPDATE runs
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await settling
+    await asyncio.to_thread(done.wait, 30)
+    [target] = told.targets.of(view["thread_id"])
+    assert (target.replied_seq, target.sending_until) == (0, None)  # given back
+    assert len(receiver.received) == 1  # (the launch's reply) nothing sent meanwhile
+    monkeypatch.setattr(ReplyTargets, "claim", claim)
+    await told.catch_up()  # the next start sends it
+    assert len(receiver.received) == 2
+
+
+@pytest.mark.parametrize("build", ["as built", "broken: one thread at a time"])
+async def test_a_receiver_that_never_answers_does_not_hold_the_catch_up_of_others(
+    s: Served, monkeypatch: pytest.MonkeyPatch, build: str
+) -> None:
+    """Found by a review: catch-up told one thread after another, so a receiver that
+    never answers held every other thread's reply for all its attempts (about 36 s each)
+    at every start. Threads are caught up `CATCH_UP_AT_ONCE` at a time: the other
+    thread's reply goes out while the dead receiver's first attempt is still open (its
+    claim held). The broken build catches up one thread at a time."""
+    from twelvefold.runtime import notify
+    from twelvefold.server import replies as replies_module
+
+    monkeypatch.setattr(notify, "TIMEOUT_SECONDS", 6.0)  # the broken build waits it out
+    if build != "as built":
+        monkeypatch.setattr(replies_module, "CATCH_UP_AT_ONCE", 1)
+    dead, alive = HttpReceiver(), HttpReceiver()
+    stuck = (await launch(s, webhook=dead.url("/dead"))).json()["thread_id"]
+    other = (await launch(s, webhook=alive.url("/alive"))).json()["thread_id"]
+    told = replies(s.service)
+    told.delays = ()
+    for thread_id in (stuck, other):  # as a stop cutting both sends off leaves them
+        rewind(told.targets, thread_id, 0)
+    dead.answering.clear()
+    catching_up = asyncio.create_task(told.catch_up())
+    try:
+        with anyio.fail_after(60):  # both catch-up sends arrived (the dead one is held)
+            while len(alive.received) < 2 or len(dead.received) < 2:
+                await asyncio.sleep(0.01)
+        [target] = told.targets.of(stuck)
+        if build == "as built":
+            assert target.sending_until is not None  # still in flight: it held nothing up
+        else:
+            assert target.sending_until is None  # given up on before the other was told
+    finally:
+        dead.answering.set()
+        await catching_up
+    assert len(alive.received) == 2
+
+
+async def test_catch_up_tells_at_most_its_bound_of_threads_at_once(
+    s: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catch-up's concurrency is bounded: with a bound of 2, the third thread is not
+    taken up while two sends are under way, and is once one of them ended."""
+    from twelvefold.server import replies as replies_module
+
+    monkeypatch.setattr(replies_module, "CATCH_UP_AT_ONCE", 2)
+    told = replies(s.service)
+    started: list[str] = []
+    entered: list[str] = []
+    go = {name: asyncio.Event() for name in ("a", "b", "c")}
+
+    async def held_sender(view: Any, address: str) -> None:
+        started.append(address)
+        await go[address].wait()
+
+    told.senders["probe"] = held_sender
+    ids = {}
+    for name in ("a", "b", "c"):
+        thread_id = (await launch(s)).json()["thread_id"]
+        told.targets.add(thread_id, "probe", name)
+        ids[thread_id] = name
+    take_up = told._catch_up_thread
+
+    async def spied(thread_id: str, *args: Any) -> None:
+        entered.append(ids[thread_id])
+        await take_up(thread_id, *args)
+
+    monkeypatch.setattr(told, "_catch_up_thread", spied)
+    catching_up = asyncio.create_task(told.catch_up())
+    with anyio.fail_after(60):
+        while len(started) < 2:
+            await asyncio.sleep(0.01)
+    assert sorted(started) == sorted(entered) == ["a", "b"]  # c waits for a free place
+    go["a"].set()
+    with anyio.fail_after(60):
+        while len(started) < 3:
+            await asyncio.sleep(0.01)
+    assert started[2] == "c" and entered == [*entered[:2], "c"]
+    go["b"].set()
+    go["c"].set()
+    await catching_up

@@ -141,3 +141,41 @@ async def answered_once_the_run_ends_though_a_copy_held_the_lease(s: Served) -> 
     assert again.status_code == 200, again.text
     assert settled == [thread], "answered at the wait limit, before the run ended"
     assert (again.json()["step"], again.json()["waiting_for"]) == ("cool_off", "timer")
+
+
+async def test_a_copy_of_a_signal_read_before_its_run_started_waits_for_that_run(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    """A webhook sent twice at once: the first copy has recorded the signal but not yet
+    started its run when the second reads the log, finds it recorded and drops itself. The
+    second's `?wait=true` must answer with what the run reaches, not with the thread
+    `running` at once (no run of it here yet to wait for). Forced here by recording the
+    signal without starting the run, and starting it only after the copy is waiting.
+    Payment with no cool-off: the signal leads straight to a model call."""
+    project = payment_project(tmp_path / "project")
+    source = project.read_text()
+    project.write_text(source.replace("next cool_off", "next thank"))
+    openai_server.reply_tool({"text": "Thank you, the shop"})
+    async with served(project, tmp_path / "threads.db", openai_server) as s:
+        view = await waiting(s)
+        thread = view["thread_id"]
+        s.service.wait_limit = 10  # a failing build answers at once, a working one sooner
+        await s.service.runtime.send(
+            thread, "PaymentReceived", PAID, request=view["request"],
+            idempotency_key="evt-1", by="ana", run=False,
+        )  # fmt: skip
+        body = {"type": "PaymentReceived", "value": PAID, "request": view["request"],
+                "idempotency_key": "evt-1"}  # fmt: skip
+        answers: list[Any] = []
+
+        async def copy() -> None:
+            answers.append(await signal(s, thread, body))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(copy)
+            await anyio.sleep(0.5)  # the copy has dropped itself and waits
+            assert not answers, [answer.json() for answer in answers]
+            s.service._submit(thread)  # the first copy's run starts only now
+        (again,) = answers
+        assert again.status_code == 200, again.text
+        assert again.json()["status"] == "finished", again.json()

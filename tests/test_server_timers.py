@@ -157,20 +157,62 @@ def store_place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]
 def test_a_reply_target_is_claimed_once_per_view_and_a_failed_send_gives_it_back(
     store_place: Any,
 ) -> None:
-    """At most once per settle: of two processes settling one view, one claims each
-    target (one conditional UPDATE); a failed send gives the claim back for a retry."""
+    """At most once per settle while its sender lives: of two processes settling one
+    view, one claims each target (one conditional UPDATE, a lease on the send); a failed
+    send gives the claim back for a retry, a sent one keeps it for good."""
     from twelvefold.server.replies import ReplyTargets
 
     one, other = ReplyTargets(store_place), ReplyTargets(store_place)
     try:
         one.add("t", "webhook", "https://example.com/hook")
         (target,) = one.of("t")
-        assert one.claim(target, 5) is True
-        assert other.claim(target, 5) is False  # told (or being told) already
-        one.unclaim(target, 5)  # the send failed: it may be tried again
-        assert other.claim(target, 5) is True
-        assert one.claim(target, 4) is False  # an older view is never sent after it
-        assert one.claim(target, 6) is True
+        until = one.claim(target, 5)
+        assert until is not None
+        assert other.claim(target, 5) is None  # being told already
+        one.unclaim(target, 5, until)  # the send failed: it may be tried again
+        (target,) = one.of("t")
+        assert (target.replied_seq, target.sending_until) == (0, None)
+        until = other.claim(target, 5)
+        assert until is not None
+        other.sent(target, 5, until)
+        (told,) = one.of("t")
+        assert (told.replied_seq, told.sending_until, told.lapsed) == (5, None, False)
+        assert one.claim(told, 5) is None  # told: never again
+        assert one.claim(told, 4) is None  # an older view is never sent after it
+        assert one.claim(told, 6) is not None
+        assert one.lapsed() == []  # a claim within its time is not taken over
+    finally:
+        one.close()
+        other.close()
+
+
+def test_a_claim_whose_sender_died_lapses_and_is_taken_again(store_place: Any) -> None:
+    """A process killed while sending leaves its claim (`sending_until` set, never
+    cleared): once its time is past, the claim lapses, another process takes it for the
+    same view, and giving that one back leaves the target untold, not told."""
+    from twelvefold.server.replies import ReplyTargets
+
+    one, other = ReplyTargets(store_place), ReplyTargets(store_place)
+    try:
+        one.add("t", "webhook", "https://example.com/hook")
+        (target,) = one.of("t")
+        until = one.claim(target, 3)
+        assert until is not None
+        one.sent(target, 3, until)
+        (told,) = one.of("t")
+        dead = one.claim(told, 5, seconds=0.0)  # then its process is killed: never cleared
+        assert dead is not None
+        (left,) = other.lapsed()
+        assert (left.replied_seq, left.sending_until, left.lapsed) == (5, dead, True)
+        again = other.claim(left, 5)
+        assert again is not None and again > dead
+        assert other.claim(left, 5) is None and other.lapsed() == []  # held again
+        one.sent(told, 5, dead)  # the dead one's claim is not its to clear any more
+        assert other.of("t")[0].sending_until == again
+        other.unclaim(left, 5, again)  # this send failed too: 5 was never told
+        (back,) = other.of("t")
+        assert back.replied_seq < 5 and back.sending_until is None
+        assert other.claim(back, 5) is not None
     finally:
         one.close()
         other.close()

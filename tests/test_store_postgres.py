@@ -245,6 +245,33 @@ def test_an_older_schema_is_refused_until_db_upgrade_brings_it_up(postgres_url: 
     assert sorted(versions) == list(range(1, CURRENT + 1))
 
 
+def test_a_store_at_schema_5_gets_reply_claim_leases_and_keeps_its_targets(
+    postgres_url: str,
+) -> None:
+    """Migration 6 adds `server_replies.sending_until` to a store whose targets were
+    written without it: they read as told, and claim and send as any other."""
+    from twelvefold.server.replies import ReplyTargets
+
+    _make_old(postgres_url, 5)
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute(
+            "INSERT INTO server_replies (thread_id, kind, address, replied_seq)"
+            " VALUES ('t', 'webhook', 'https://hooks.example/t', 4)"
+        )
+    code, out, err = invoke("db", "upgrade", "--store", postgres_url)
+    assert code == 0 and "applied migration 6 (reply claims as leases)" in out, err
+    targets = ReplyTargets(postgres_url)
+    try:
+        (target,) = targets.of("t")
+        assert (target.replied_seq, target.sending_until, target.lapsed) == (4, None, False)
+        until = targets.claim(target, 5)
+        assert until is not None
+        targets.sent(target, 5, until)
+        assert targets.of("t")[0].sending_until is None
+    finally:
+        targets.close()
+
+
 def test_a_newer_schema_is_refused(postgres_url: str) -> None:
     PostgresStore(postgres_url).close()
     with psycopg.connect(postgres_url) as conn:

@@ -94,3 +94,31 @@ def test_db_upgrade_brings_a_file_up_once(tmp_path: Path) -> None:
     again = CliRunner().invoke(cli, ["db", "upgrade", "--store", f"sqlite:///{path}"])
     assert again.exit_code == 0 and "nothing to do" in again.stdout
     assert _versions(path) == list(range(1, CURRENT + 1))
+
+
+def test_a_file_at_schema_5_gets_reply_claim_leases_and_keeps_its_targets(
+    tmp_path: Path,
+) -> None:
+    """Migration 6 adds `server_replies.sending_until` to a file whose targets were
+    written without it (as schema 5 left it): they read as told, and claim as any other."""
+    from twelvefold.server.replies import ReplyTargets
+
+    path = tmp_path / "threads.db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX server_replies_sending")
+        db.execute("ALTER TABLE server_replies DROP COLUMN sending_until")
+        db.execute("DELETE FROM twelvefold_schema WHERE version = 6")
+        db.execute("PRAGMA user_version = 5")
+        db.execute(
+            "INSERT INTO server_replies (thread_id, kind, address, replied_seq)"
+            " VALUES ('t', 'webhook', 'https://hooks.example/t', 4)"
+        )
+    targets = ReplyTargets(path)
+    try:
+        (target,) = targets.of("t")
+        assert (target.replied_seq, target.sending_until, target.lapsed) == (4, None, False)
+        assert targets.claim(target, 5) is not None
+    finally:
+        targets.close()
+    assert _versions(path) == list(range(1, CURRENT + 1))

@@ -476,6 +476,41 @@ def test_prune_trusts_the_log_not_the_status_column(
     assert stored_ids(project) == {waiting}
 
 
+def reply_targets(place: Any) -> dict[str, list[str]]:
+    """Where each thread's replies go, as the server's table holds them (thread -> URLs)."""
+    from twelvefold.server.replies import ReplyTargets
+
+    targets = ReplyTargets(place)
+    try:
+        found: dict[str, list[str]] = {}
+        for target in targets.all():
+            found.setdefault(target.thread_id, []).append(target.address)
+        return found
+    finally:
+        targets.close()
+
+
+def test_prune_delete_drops_the_reply_targets_of_the_threads_it_deletes(
+    openai_server: ScriptedOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: a pruned thread's `server_replies` rows stayed behind (dropped,
+    with a warning, only at the next `serve` start on SQLite; forever on PostgreSQL).
+    They go with the thread, in the transaction that deletes it."""
+    from twelvefold.server.replies import ReplyTargets
+
+    statuses = ended_threads(openai_server, project)
+    waiting = next(t for t, s in statuses.items() if s == "waiting")
+    place = project / ".twelvefold" / "threads.db"
+    targets = ReplyTargets(place)
+    for thread_id in statuses:
+        targets.add(thread_id, "webhook", f"https://hooks.example/{thread_id}")
+    targets.close()
+    result = run_cli(project, "prune", "--older-than", "0s", "--delete", monkeypatch=monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert stored_ids(project) == {waiting}
+    assert reply_targets(place) == {waiting: [f"https://hooks.example/{waiting}"]}
+
+
 class CheckingStore(SqliteStore):
     """Fails the test if a thread is deleted before its archive line is on disk."""
 
@@ -611,6 +646,12 @@ def test_migrate_and_prune_on_postgresql(
 
     import psycopg
 
+    from twelvefold.server.replies import ReplyTargets
+
+    targets = ReplyTargets(postgres_url)
+    for thread_id in (stuck.id, ended.id):
+        targets.add(thread_id, "webhook", f"https://hooks.example/{thread_id}")
+    targets.close()
     with psycopg.connect(postgres_url, autocommit=True) as conn:  # not sealed: not trusted
         conn.execute("UPDATE threads SET status = 'failed' WHERE id = %s", (stuck.id,))
     pruned = run_cli(project, "prune", "--older-than", "0s", "--archive", "a.jsonl", "--json",
@@ -619,6 +660,8 @@ def test_migrate_and_prune_on_postgresql(
     assert json.loads(pruned.output)["threads"] == [ended.id]
     assert json.loads(pruned.output)["kept"] == [stuck.id]
     assert {info.id for info in store.threads()} == {stuck.id, movable.id}
+    # The pruned thread's reply targets went with it; the kept one's stay.
+    assert reply_targets(postgres_url) == {stuck.id: [f"https://hooks.example/{stuck.id}"]}
     store.close()
 
 

@@ -560,6 +560,66 @@ def test_a_worker_sends_the_webhook_reply_of_a_thread_it_ended_once_retrying_a_f
         receiver.server.shutdown()
 
 
+def test_a_reply_whose_worker_was_killed_mid_send_is_sent_once_its_claim_lapsed(
+    tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
+) -> None:
+    """Found by a review: a worker SIGKILLed while its reply job was sending left the
+    target claimed, and the stalled job, retried, found it told: the reply was never
+    sent. The claim is a lease; once it lapsed, a worker's sweep enqueues a reply job
+    that sends it again, under the same `webhook-id`."""
+    import psycopg
+
+    from tests.support.receivers import HttpReceiver
+    from twelvefold.server.replies import ReplyTargets
+    from twelvefold.server.tables import place_of
+
+    openai_model_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Done", "n": 1}}
+    )
+    agent = flaky_project(tmp_path, '[server]\nwebhook_hosts = ["127.0.0.1"]\n')
+    cluster = make_cluster(tmp_path, postgres_url, openai_model_server)
+    cluster.env["FLAKY_DIR"] = str(tmp_path)
+    driver = Driver(cluster, openai_model_server)
+    receiver = HttpReceiver()
+    receiver.answering.clear()  # the first send stays open: the worker dies in it
+    targets = ReplyTargets(place_of(driver.runtime.store))
+
+    async def launch() -> str:
+        async with driver.app.open_async():
+            view = await driver.runtime.launch(agent[0], "go", run=False)
+            targets.add(view.id, "webhook", receiver.url("/hook"))
+            await driver.queue.wake(view.id)
+            return view.id
+
+    thread_id = run(launch())
+    cluster.workers = [cluster.start_worker(0, agents=agent)]
+    try:
+        wait_for(lambda: len(receiver.received) == 1, "the reply to be under way")
+        cluster.workers[0].send_signal(signal.SIGKILL)
+        cluster.workers[0].wait()
+        receiver.answering.set()
+        (held,) = targets.of(thread_id)
+        assert held.sending_until is not None and not held.lapsed  # under way, and held
+        with psycopg.connect(postgres_url, autocommit=True) as connection:  # time passing
+            connection.execute("UPDATE server_replies SET sending_until = sending_until - 1e5")
+        cluster.workers = [cluster.start_worker(1, agents=agent)]
+        wait_for(lambda: len(receiver.received) == 2, "the lapsed reply to be sent again")
+        wait_for(lambda: targets.of(thread_id)[0].sending_until is None, "it to be marked sent")
+        (target,) = targets.of(thread_id)
+        assert target.replied_seq == held.replied_seq
+        ids = [
+            value
+            for _, headers, _ in receiver.received
+            for name, value in headers.items()
+            if name.lower() == "webhook-id"
+        ]
+        assert len(ids) == 2 and ids[0] == ids[1]
+    finally:
+        cluster.stop()
+        targets.close()
+        receiver.server.shutdown()
+
+
 def test_a_schedule_fires_once_across_two_workers_and_their_kill_and_restart(
     tmp_path: Path, postgres_url: str, openai_model_server: ScriptedOpenAI
 ) -> None:

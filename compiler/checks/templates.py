@@ -101,12 +101,15 @@ def _template_tree(
     before was checked there), so a chain of a thousand includes cannot exhaust Python's."""
     seen = {found.name}
     loading: list[str] = [found.name]
+    loads: list[TemplateLoad] = []  # how each file after the first in `loading` was loaded
     walking = [_template_loads(path, span, shown, found, allowed, what, loading)]
     while walking:
         step = next(walking[-1], None)
         if step is None:
             walking.pop()
             loading.pop()
+            if loads:
+                loads.pop()
         elif isinstance(step, Diagnostic):
             yield step
         else:
@@ -120,15 +123,10 @@ def _template_tree(
                 continue
             seen.add(loaded.name)
             loading.append(loaded.name)
+            loads.append(load)
             walking.append(
                 _template_loads(
-                    path,
-                    span,
-                    f'"{load.name}" ({_PAST[load.kind]} by {shown_by})',
-                    loaded,
-                    allowed,
-                    what,
-                    loading,
+                    path, span, _loaded_by(shown, loads), loaded, allowed, what, loading
                 )
             )
 
@@ -210,7 +208,7 @@ def _unsafe(path: str, span: Span, shown: str, use: VariableUse) -> Diagnostic:
 def _cycle(
     path: str, span: Span, shown: str, load: TemplateLoad, cycle: tuple[str, ...]
 ) -> Diagnostic:
-    chain = " → ".join((*cycle, load.name or ""))
+    chain = _chain((*cycle, load.name or ""))
     return error(
         "E707",
         f'{shown} line {load.line}: `{{% {load.kind} %}}` loads "{load.name}" again, so '
@@ -222,6 +220,37 @@ def _cycle(
         "recurse until Python's stack runs out); to render nested data, use a recursive "
         "macro or `{% for … recursive %}` inside one template",
     )
+
+
+CHAIN_ENDS = 3
+"""Templates shown at each end of a long chain of loads (the ones between are counted)."""
+
+
+def _loaded_by(shown: str, loads: list[TemplateLoad]) -> str:
+    """How the last of `loads` is shown: `"c.j2" (included by "b.j2" (imported by
+    {shown}))`, outermost last. A long chain keeps its ends and counts the templates
+    between (spelled out, 1,500 nested includes made each line 40,000 characters)."""
+    if len(loads) > 2 * CHAIN_ENDS:
+        between = len(loads) - 2 * CHAIN_ENDS
+        outer, inner = loads[:CHAIN_ENDS], loads[-CHAIN_ENDS:]
+    else:
+        between, outer, inner = 0, loads, []
+    for load in outer:
+        shown = f'"{load.name}" ({_PAST[load.kind]} by {shown})'
+    if between:
+        shown = f"… {between:,} templates between … {shown}"
+    for load in inner:
+        shown = f'"{load.name}" ({_PAST[load.kind]} by {shown})'
+    return shown
+
+
+def _chain(names: tuple[str, ...]) -> str:
+    """`a → b → c`; a long chain as its ends and how many lie between (a cycle through
+    1,500 templates spelled out made a line of 20,000 characters)."""
+    if len(names) <= 2 * CHAIN_ENDS + 1:
+        return " → ".join(names)
+    between = len(names) - 2 * CHAIN_ENDS
+    return " → ".join((*names[:CHAIN_ENDS], f"… {between:,} more …", *names[-CHAIN_ENDS:]))
 
 
 def _dynamic_load(path: str, span: Span, shown: str, kind: str, line: int) -> Diagnostic:

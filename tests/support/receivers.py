@@ -11,18 +11,22 @@ from typing import Any
 
 class HttpReceiver:
     """Records the requests POSTed (or GET) to it; answers `status` (with `Location:
-    location` when given, a redirect)."""
+    location` when given, a redirect). While `answering` is clear, a request is recorded
+    and then held unanswered (a receiver that never answers) until it is set again."""
 
     def __init__(self, status: int = 200, location: str | None = None) -> None:
         self.status = status
         self.location = location
         self.received: list[tuple[str, dict[str, str], bytes]] = []
+        self.answering = threading.Event()
+        self.answering.set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 receiver.received.append((self.path, dict(self.headers), body))
+                receiver.answering.wait(120)
                 self.send_response(receiver.status)
                 if receiver.location is not None:
                     self.send_header("Location", receiver.location)

@@ -51,7 +51,8 @@ def is_loopback(host: str) -> bool:
 )
 @background_options(
     "How many threads run at once; the rest queue.",
-    "the timer expires timed-out waits and retries failed notices",
+    "the timer expires timed-out waits, retries failed notices and resends replies whose"
+    " sender died",
 )
 @click.option(
     "--public-url",

@@ -141,6 +141,7 @@ async def _work(
         make_app,
         run_worker,
     )
+    from twelvefold.server.replies import replies
     from twelvefold.server.schedules import Scheduler, schedules_of
     from twelvefold.server.service import ServeError, served_agents
 
@@ -183,7 +184,9 @@ async def _work(
         return 1
     try:
         async with app.open_async():
-            work = Work(runtime, agents, queue, tell=service.tell_settled)
+            told = replies(service)  # (made with the Slack app: `server_side`)
+            work = Work(runtime, agents, queue, tell=service.tell_settled,
+                        lapsed=told.lapsed_threads)  # fmt: skip
             echo(f"worker: running {', '.join(sorted(agents))} from the queue", err=True)
             scheduler.start()
             if pruner is not None:

@@ -49,8 +49,10 @@ def create_app(
         catching_up = None
         if manage:
             await service.start()
-            if service.queue is None:  # (with workers, a reply job is tried until sent)
-                catching_up = asyncio.create_task(replies(service).catch_up())
+            if service.queue is None:  # (with workers, their sweep and reply jobs do)
+                # replies cut off by the last stop, then those a killed process left claimed
+                keeping_up = replies(service).keep_up(service.sweep_seconds)
+                catching_up = asyncio.create_task(keeping_up)
         try:
             yield
         finally:

@@ -32,6 +32,9 @@ thread still `running` in the store whose lease is free or lapsed and that no pe
 wake-up covers, so a thread whose process died is picked up once its lease lapses (the
 lease, not the job, says who runs a thread: a live worker's threads are never woken, and
 the sweep's cost grows with the threads left behind, not with all the running ones).
+The sweep also enqueues a reply job for each reply whose claim lapsed (its sender, a
+worker or the server, was killed while sending it: server/replies.py, `CLAIM_SECONDS`);
+the retried stalled job of a killed worker finds that claim still held and does nothing.
 
 A thread whose model call's rate-limit turn is more than `DEFER_TURN_SECONDS` away
 (runtime/ratelimit.py, limits shared by every worker through the store) gives its job
@@ -361,11 +364,16 @@ class Queue:
     async def settled(self, view: ThreadView) -> None:
         """Enqueue the `on_settled` work (replies, Slack) of a thread that settled at
         `view.seq` events: one job per settle (`settled:ID:SEQ`)."""
+        await self.reply(view.id, view.seq)
+
+    async def reply(self, thread_id: str, seq: int) -> None:
+        """Enqueue a reply job for the thread as settled at `seq` events (dropped when
+        one is pending for that settle already)."""
         from procrastinate.exceptions import AlreadyEnqueued
 
-        deferrer = self.app.configure_task(SETTLED, queueing_lock=settled_lock(view.id, view.seq))
+        deferrer = self.app.configure_task(SETTLED, queueing_lock=settled_lock(thread_id, seq))
         with contextlib.suppress(AlreadyEnqueued):
-            await deferrer.defer_async(thread_id=view.id, seq=view.seq)
+            await deferrer.defer_async(thread_id=thread_id, seq=seq)
 
 
 def next_due(view: ThreadView, agent: Agent) -> datetime | None:
@@ -396,6 +404,10 @@ class Work:
     tell: Callable[[ThreadView], Awaitable[None]] | None = None
     """The `on_settled` callbacks of the server's replies and Slack app, run by the
     reply jobs (`Service.tell_settled`; raises when a reply failed); None: none."""
+    lapsed: Callable[[], Awaitable[Mapping[str, int]]] | None = None
+    """The threads whose reply a process killed while sending left claimed, the claim
+    lapsed since (`Replies.lapsed_threads`), with the seq it was claimed for: the sweep
+    enqueues a reply job for each. None: none."""
 
     def __post_init__(self) -> None:
         # A tool retry's backoff holds no job: the run stops, a retry job runs it on.
@@ -527,6 +539,14 @@ class Work:
                 if thread_id not in covered:
                     await self.queue.wake(thread_id)
                     woken.append(thread_id)
+            if self.lapsed is not None and self.tell is not None:
+                # A reply whose sender died (a worker, or the server, killed mid-send):
+                # its job (if a worker's) is retried as stalled but found the claim still
+                # held; once the claim lapsed, a new job sends it.
+                for thread_id, seq in (await self.lapsed()).items():
+                    with contextlib.suppress(ThreadNotFound):
+                        if (await self.runtime.info(thread_id)).agent in self.agents:
+                            await self.queue.reply(thread_id, seq)
         except Exception:
             log.exception("the worker's sweep failed; the next one tries again")
         return woken

@@ -5,8 +5,11 @@ A reply target is kept per thread in `server_replies`, in the store's SQLite fil
 restarted server still replies: a `webhook` URL a launch over HTTP named (a Standard
 Webhooks POST, signed like the notices, runtime/notify.py), or a Slack thread a slash
 command or mention came from (slack.py registers how to post there). Each target keeps
-how far the thread was when it was last told (`replied_seq`): a view is sent once, and
-a restart does not send it again.
+how far the thread was when it was last told (`replied_seq`) and, while a reply is being
+sent, until when that send may take (`sending_until`, on the database's clock): a claim
+is a lease. A view is sent at least once, and more than once only when a send's outcome
+was lost (a process killed while sending, a receiver answering as the sender was cut
+off), then under the same `webhook-id`, by which receivers drop the copy.
 
     POST {webhook}
     webhook-id: msg_<32 hex>     (the same on every attempt at one view of one thread)
@@ -45,6 +48,17 @@ log = logging.getLogger("twelvefold.server")
 WEBHOOK = "webhook"
 ATTEMPT_DELAYS = (1.0, 5.0)
 """Seconds before the second and third attempt at a webhook reply that failed."""
+SEND_SECONDS = 120.0
+"""The longest one reply's send may take, every attempt included (three webhook attempts
+take at most about 1 + 5 s of delays and 3 x 10 s of HTTP timeouts, plus name lookups);
+a send still going then is given up as failed."""
+CLAIM_SECONDS = SEND_SECONDS + 60.0
+"""How long a claim holds (`sending_until`): longer than any send may take, so a claim
+lapses only when the process that made it is gone (killed, or stalled past it); then
+the reply is sent again (`Replies.resend_lapsed`)."""
+CATCH_UP_AT_ONCE = 8
+"""How many threads' replies a catch-up sends at once: a receiver that never answers
+holds one of them, not the others."""
 MAX_URL = 2000
 
 Sender = Callable[[ThreadView, str], Awaitable[None]]
@@ -64,10 +78,44 @@ class Target:
     address: str
     """The URL, or (Slack) a JSON object naming the channel and thread."""
     replied_seq: int
+    """How far the thread was when this target was last told, or is being told."""
+    sending_until: float | None = None
+    """While a reply is being sent to it: until when its claim holds (unix seconds on the
+    database's clock); None once sent."""
+    lapsed: bool = False
+    """A claim whose time ran out when it was read: its reply was never said sent."""
+
+
+_COLUMNS = "thread_id, kind, address, replied_seq, sending_until"
 
 
 class ReplyTargets(Table):
-    """`server_replies`: thread -> where its replies go (in the store's database)."""
+    """`server_replies`: thread -> where its replies go (in the store's database).
+
+    `claim` moves a target's `replied_seq` to a view's and sets `sending_until` (a
+    lease on the send, `CLAIM_SECONDS` on the database's clock); `sent` clears it once
+    the reply went out; `unclaim` gives the claim back after a send failed. A claim still
+    set once its time is past was made by a process that is gone: `claim` takes it again."""
+
+    @property
+    def _now(self) -> str:
+        """The database's clock, unix seconds (one clock for every process on it)."""
+        if self._db.dialect == "sqlite":
+            return "((julianday('now') - 2440587.5) * 86400.0)"
+        return "extract(epoch FROM clock_timestamp())::float8"
+
+    def _targets(self, where: str, params: tuple[Any, ...]) -> list[Target]:
+        # In the order they were added: SQLite's rowid, PostgreSQL's identity column.
+        order = "rowid" if self._db.dialect == "sqlite" else "added"
+        rows = self._db.rows(
+            f"SELECT {_COLUMNS}, sending_until <= {self._now} FROM server_replies"
+            f" {where} ORDER BY {order}",
+            params,
+        )
+        return [
+            Target(str(t), str(k), str(a), int(s), None if u is None else float(u), bool(late))
+            for t, k, a, s, u, late in rows
+        ]
 
     def add(self, thread_id: str, kind: str, address: str) -> None:
         self._db.change(
@@ -77,42 +125,56 @@ class ReplyTargets(Table):
         )
 
     def of(self, thread_id: str) -> list[Target]:
-        # In the order they were added: SQLite's rowid, PostgreSQL's identity column.
-        order = "rowid" if self._db.dialect == "sqlite" else "added"
-        rows = self._db.rows(
-            "SELECT thread_id, kind, address, replied_seq FROM server_replies"
-            f" WHERE thread_id = ? ORDER BY {order}",
-            (thread_id,),
-        )
-        return [Target(str(t), str(k), str(a), int(s)) for t, k, a, s in rows]
+        return self._targets("WHERE thread_id = ?", (thread_id,))
 
     def all(self) -> list[Target]:
         """Every target, of every thread."""
-        rows = self._db.rows("SELECT thread_id, kind, address, replied_seq FROM server_replies")
-        return [Target(str(t), str(k), str(a), int(s)) for t, k, a, s in rows]
+        return self._targets("", ())
+
+    def lapsed(self) -> list[Target]:
+        """The targets whose claim lapsed: a send was under way in a process that is gone."""
+        return self._targets(
+            f"WHERE sending_until IS NOT NULL AND sending_until <= {self._now}", ()
+        )
 
     def forget(self, thread_id: str) -> None:
         """Drop the targets of a thread that is no longer in the store (deleted, pruned)."""
         self._db.change("DELETE FROM server_replies WHERE thread_id = ?", (thread_id,))
 
-    def claim(self, target: Target, seq: int) -> bool:
-        """Mark `target` as told of the thread's view at `seq`, unless it was already
-        (by this process or another): True when this call marked it."""
-        return (
-            self._db.change(
-                "UPDATE server_replies SET replied_seq = ? WHERE thread_id = ? AND kind = ?"
-                " AND address = ? AND replied_seq < ?",
-                (seq, target.thread_id, target.kind, target.address, seq),
-            )
-            == 1
+    def claim(self, target: Target, seq: int, seconds: float = CLAIM_SECONDS) -> float | None:
+        """Claim `target` for the thread's view at `seq` for `seconds`, unless it was told
+        of it, or is being told, already (by this process or another): the moment the
+        claim lapses (give it to `sent` or `unclaim`), or None when it was not claimed.
+        A claim at `seq` that lapsed is taken again: its send never said it finished."""
+        rows = self._db.rows(
+            f"UPDATE server_replies SET replied_seq = ?, sending_until = {self._now} + ?"
+            " WHERE thread_id = ? AND kind = ? AND address = ? AND (replied_seq < ?"
+            f" OR (replied_seq = ? AND sending_until <= {self._now}))"
+            " RETURNING sending_until",
+            (seq, seconds, target.thread_id, target.kind, target.address, seq, seq),
+        )
+        return float(rows[0][0]) if rows else None
+
+    def sent(self, target: Target, seq: int, until: float) -> None:
+        """The reply claimed at `seq` (until `until`) went out: the target is told."""
+        self._db.change(
+            "UPDATE server_replies SET sending_until = NULL WHERE thread_id = ? AND kind = ?"
+            " AND address = ? AND replied_seq = ? AND sending_until = ?",
+            (target.thread_id, target.kind, target.address, seq, until),
         )
 
-    def unclaim(self, target: Target, seq: int) -> None:
-        """Give a claim back after its send failed (unless a later view was claimed)."""
+    def unclaim(self, target: Target, seq: int, until: float) -> None:
+        """Give the claim made at `seq` (until `until`) back after its send failed: the
+        target as it was before (`target`: told of its `replied_seq`, or being told by
+        another process), unless another claim was made since. A lapsed claim it had
+        taken over was never sent: the target goes back to before that one."""
+        replied, sending = target.replied_seq, target.sending_until
+        if target.lapsed:
+            replied, sending = replied - 1, None
         self._db.change(
-            "UPDATE server_replies SET replied_seq = ? WHERE thread_id = ? AND kind = ?"
-            " AND address = ? AND replied_seq = ?",
-            (target.replied_seq, target.thread_id, target.kind, target.address, seq),
+            "UPDATE server_replies SET replied_seq = ?, sending_until = ? WHERE thread_id = ?"
+            " AND kind = ? AND address = ? AND replied_seq = ? AND sending_until = ?",
+            (replied, sending, target.thread_id, target.kind, target.address, seq, until),
         )
 
 
@@ -136,6 +198,9 @@ class Replies:
         self.key = signing_key(webhook_secret) if webhook_secret else None
         self.delays = delays
         self.senders: dict[str, Sender] = {WEBHOOK: self._send_webhook}
+        self.send_seconds = SEND_SECONDS
+        self.claim_seconds = CLAIM_SECONDS
+        self._writes: set[asyncio.Future[None]] = set()
 
     def link(self, thread_id: str) -> str | None:
         """The thread's page in the inbox (`{public_url}/threads/{id}`, where its pending
@@ -156,61 +221,153 @@ class Replies:
         await asyncio.to_thread(check_webhook_host, url, self.webhook_hosts)
 
     async def settled(self, view: ThreadView) -> None:
-        """Send `view` to each target of its thread not told of it yet, at most once per
-        target and view: a target is claimed (its `replied_seq` moved to the view's, in
-        one conditional UPDATE) before the send, so two processes settling the same
-        thread never both send. A send that fails gives its claim back and, once every
-        target was tried, raises `RepliesFailed`: a worker's reply job is then tried again
-        later (server/queue.py); the server logs it and tries at the next settle."""
+        """Send `view` to each target of its thread not told of it yet. A target is
+        claimed before the send (`ReplyTargets.claim`: its `replied_seq` moved to the
+        view's and a lease on the send, in one conditional UPDATE), so two processes
+        settling the same thread never both send; it is marked sent once the send went
+        out. A send that fails (or takes longer than `send_seconds`) gives its claim back
+        and, once every target was tried, raises `RepliesFailed`: a worker's reply job is
+        then tried again later (server/queue.py); the server logs it and tries at the
+        next settle or start. A claim left by a process killed while sending lapses and
+        is taken again (`resend_lapsed`): a reply is sent at least once."""
         failures: list[str] = []
         for target in await asyncio.to_thread(self.targets.of, view.id):
             sender = self.senders.get(target.kind)
-            if sender is None or target.replied_seq >= view.seq:
+            if sender is None or (target.replied_seq >= view.seq and not target.lapsed):
                 continue
-            if not await asyncio.to_thread(self.targets.claim, target, view.seq):
+            until = await self._claim(target, view.seq)
+            if until is None:
                 continue  # another process is telling (or told) this target of this view
+            deadline = asyncio.timeout(self.send_seconds)
             try:
-                await sender(view, target.address)
+                async with deadline:
+                    await sender(view, target.address)
             except asyncio.CancelledError:
                 # Cut off (the server stopping past its grace): give the claim back, so
-                # the next settle, here or in another process, sends it.
-                self.targets.unclaim(target, view.seq)
+                # the next settle or start, here or in another process, sends it.
+                await self._write(self.targets.unclaim, target, view.seq, until)
                 raise
             except Exception as exc:  # one broken target must not keep the others quiet
-                log.warning("thread %s: the %s reply failed: %s", view.id, target.kind, exc)
-                await asyncio.to_thread(self.targets.unclaim, target, view.seq)
-                failures.append(f"{target.kind}: {exc}")
+                reason = f"gave up after {self.send_seconds:g} s" if deadline.expired() else exc
+                log.warning("thread %s: the %s reply failed: %s", view.id, target.kind, reason)
+                await self._write(self.targets.unclaim, target, view.seq, until)
+                failures.append(f"{target.kind}: {reason}")
+            else:
+                await self._write(self.targets.sent, target, view.seq, until)
         if failures:
             raise RepliesFailed(f"thread {view.id}: " + "; ".join(failures))
 
+    async def _claim(self, target: Target, seq: int) -> float | None:
+        """`ReplyTargets.claim` off the event loop. A cancellation landing while its
+        UPDATE runs in its thread (a stop) cannot stop the UPDATE: it is waited for, and
+        a claim it made is given back before the cancellation goes on."""
+        claiming = asyncio.ensure_future(
+            asyncio.to_thread(self.targets.claim, target, seq, self.claim_seconds)
+        )
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            until = await _outlasting(claiming)
+            if until is not None:
+                await _outlasting(
+                    asyncio.ensure_future(
+                        asyncio.to_thread(self.targets.unclaim, target, seq, until)
+                    )
+                )
+            raise
+
+    async def _write(self, function: Callable[..., None], *args: Any) -> None:
+        """`function(*args)` (a write to the targets: `sent`, `unclaim`) in a worker
+        thread, carried out even when this task is cancelled while it waits for a thread
+        to run it. One that fails is logged: the claim it was to end lapses, and the
+        reply is sent again then (at least once)."""
+        writing = asyncio.ensure_future(asyncio.to_thread(function, *args))
+        self._writes.add(writing)
+        writing.add_done_callback(self._writes.discard)
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("a reply's claim was not ended (it lapses, then the reply is sent"
+                        " again): %s", exc)  # fmt: skip
+
     async def catch_up(self) -> None:
         """Send the replies a stop cut off (given back past its grace, or failed at the
-        last settle): each target behind the view of its thread when that thread is not
-        running (a running one's next settle sends them). A finished thread never settles
-        again, so without this its last reply was never sent; a waiting one would be told
-        only once decided. Run once at a server's start (SQLite; workers retry a reply
-        job until it is sent); a failure is logged (the next start tries again)."""
-        behind: dict[str, int] = {}
-        for target in await asyncio.to_thread(self.targets.all):
-            seen = behind.get(target.thread_id, target.replied_seq)
-            behind[target.thread_id] = min(seen, target.replied_seq)  # the one furthest behind
-        service = self.service
-        for thread_id, replied in behind.items():
+        last settle) or a killed process left claimed (`resend_lapsed`): each target
+        behind the view of its thread when that thread is not running (a running one's
+        next settle sends them). A finished thread never settles again, so without this
+        its last reply was never sent; a waiting one would be told only once decided.
+        Run at a server's start (SQLite; workers retry a reply job until it is sent),
+        `CATCH_UP_AT_ONCE` threads at a time; a failure is logged (the next start tries
+        again)."""
+        await self._catch_up(await asyncio.to_thread(self.targets.all))
+
+    async def resend_lapsed(self) -> list[str]:
+        """Send again the replies whose claim lapsed (a process was killed, or stalled
+        past `claim_seconds`, while sending them): the server's sweep calls it (SQLite);
+        workers enqueue a reply job for each instead (`lapsed_threads`). The threads."""
+        lapsed = await asyncio.to_thread(self.targets.lapsed)
+        await self._catch_up(lapsed)
+        return list(dict.fromkeys(t.thread_id for t in lapsed))
+
+    async def lapsed_threads(self) -> dict[str, int]:
+        """The threads with a lapsed claim (a reply a killed process was sending), with
+        the seq of the view each was claimed for."""
+        lapsed = await asyncio.to_thread(self.targets.lapsed)
+        return {t.thread_id: t.replied_seq for t in lapsed}
+
+    async def keep_up(self, every: float) -> None:
+        """`catch_up` now, then `resend_lapsed` every `every` seconds (0: never) until
+        cancelled: the server's replies outlive a process killed while sending one."""
+        look: Callable[[], Awaitable[Any]] = self.catch_up
+        while True:
             try:
-                info = await service.runtime.info(thread_id)  # the row: most are told
-                agent = service.agents.get(info.agent)
-                if agent is None or info.status == "running" or replied >= info.seq:
-                    continue
-                view = await service.runtime.get(thread_id, agent=agent)
-                if view.status == "running" or replied >= _settled_seq(view):
-                    continue  # run on meanwhile; or only a notice retried since it was told
-                await self.settled(view)
-            except ThreadNotFound:  # deleted or pruned since: nothing to tell any more
-                await asyncio.to_thread(self.targets.forget, thread_id)
+                await look()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                log.warning("thread %s: its replies were not caught up: %s", thread_id, exc)
+            except Exception:
+                log.exception("the replies left behind were not sent; the next sweep tries")
+            if every <= 0:
+                return
+            await asyncio.sleep(every)
+            look = self.resend_lapsed
+
+    async def _catch_up(self, targets: list[Target]) -> None:
+        """Tell each thread of `targets` its current view, where one of them is behind it
+        or was claimed by a send that lapsed, `CATCH_UP_AT_ONCE` threads at a time."""
+        behind: dict[str, tuple[int, bool]] = {}
+        for target in targets:
+            seen, lapsed = behind.get(target.thread_id, (target.replied_seq, False))
+            # the one furthest behind; and whether a send to any of them lapsed
+            behind[target.thread_id] = (min(seen, target.replied_seq), lapsed or target.lapsed)
+        waiting = iter(behind.items())
+
+        async def telling() -> None:
+            for thread_id, (replied, lapsed) in waiting:  # shared: each thread once
+                await self._catch_up_thread(thread_id, replied, lapsed)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(CATCH_UP_AT_ONCE, len(behind))):
+                group.create_task(telling())
+
+    async def _catch_up_thread(self, thread_id: str, replied: int, lapsed: bool) -> None:
+        service = self.service
+        try:
+            info = await service.runtime.info(thread_id)  # the row: most are told
+            agent = service.agents.get(info.agent)
+            if agent is None or info.status == "running" or (replied >= info.seq and not lapsed):
+                return
+            view = await service.runtime.get(thread_id, agent=agent)
+            if view.status == "running" or (replied >= _settled_seq(view) and not lapsed):
+                return  # run on meanwhile; or only a notice retried since it was told
+            await self.settled(view)
+        except ThreadNotFound:  # deleted or pruned since: nothing to tell any more
+            await asyncio.to_thread(self.targets.forget, thread_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("thread %s: its replies were not caught up: %s", thread_id, exc)
 
     def payload(self, view: ThreadView) -> dict[str, Any]:
         return {"type": "thread.settled", "thread": view.to_json(), "link": self.link(view.id)}
@@ -232,6 +389,25 @@ class Replies:
 
     def close(self) -> None:
         self.targets.close()
+
+
+async def _outlasting(running: asyncio.Future[Any]) -> Any:
+    """The result of `running` (work in a worker thread, which goes on whatever happens
+    here), waited for through any further cancellation of this task; None when it
+    failed (logged: a claim it made lapses)."""
+    while not running.done():
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            continue  # this task was cancelled again: the work goes on all the same
+        except Exception:
+            break  # said below
+    if running.cancelled():
+        return None
+    if running.exception() is not None:
+        log.warning("a write to the reply targets failed: %s", running.exception())
+        return None
+    return running.result()
 
 
 def reply_id(view: ThreadView) -> str:

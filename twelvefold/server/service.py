@@ -506,15 +506,21 @@ class Service:
 
     async def wait(self, caller: Caller, thread_id: str, seconds: float) -> ThreadView:
         """The thread once it is not running (or once this server stops running it), or
-        as it stands after `seconds` (at most `wait_limit`)."""
+        as it stands after `seconds` (at most `wait_limit`), or at once when the server
+        is shutting down (`drain`). A thread run elsewhere (a worker, another process) or
+        not yet (a retry's backoff, a run about to start) is watched in the store."""
         await self._readable(caller, thread_id)
         # Until the run has run, not until it has told `on_settled` too: a webhook reply
         # to a slow or dead receiver (with its retries) must not hold the answer.
         ran = self._ran.get(thread_id)
         limit = max(0.0, min(seconds, self.wait_limit))
-        if self.queue is not None:  # a worker runs it: watch the store
+        if self.queue is not None or ran is None:
+            # No run of it here to wait for: a worker runs it, or another process does,
+            # or a tool retry's backoff ends later, or the event this caller sent (a copy
+            # of one another request recorded a moment ago) is recorded and its run not
+            # started yet. Watch the store; a thread that is not running answers at once.
             await self._until_not_running(thread_id, limit)
-        elif ran is not None:
+        else:
             drained: asyncio.Future[Any] = asyncio.ensure_future(self._draining.wait())
             try:
                 either: set[asyncio.Future[Any]] = {ran, drained}
