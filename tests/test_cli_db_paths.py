@@ -47,6 +47,7 @@ REACHES_THE_STORE: dict[tuple[str, ...], list[str]] = {
     ("graph",): ["--thread", "t0"],
     ("prompt",): ["--thread", "t0"],
     ("prune",): ["--older-than", "1d", "--delete"],
+    ("serve",): ["--port", "0"],  # binds before it opens the store: not one that is taken
 }
 """What a command needs besides its required parameters before it opens its store."""
 
