@@ -80,7 +80,7 @@ def test_every_db_command_takes_a_store_url(workdir: Path) -> None:
         assert thread in out
     # Nothing listens on port 1: one line naming the store, without its password.
     nowhere = "postgresql://ana:s3cret-pw@127.0.0.1:1/threads"
-    for args in [("threads",), ("serve", str(EXAMPLES)), ("token", "list")]:
+    for args in [("threads",), ("serve", str(EXAMPLES), "--port", "0"), ("token", "list")]:
         code, out, err = invoke(*args, "--store", nowhere)
         assert code == 1 and "cannot use the store at postgresql://ana:***@127.0.0.1:1" in err
         assert "s3cret" not in out + err and "Traceback" not in err and err.count("\n") == 1
