@@ -87,7 +87,9 @@ def make_store_file(path: Path) -> None:
     What is there already is left as it is, and a failure to make the file is left for
     SQLite to report when it opens it. A folder removed after it was found or made here
     and before the file was made in it (another command's refusal removing the folders
-    it made, still empty) is made again (`ATTEMPTS` times at most)."""
+    it made, still empty) is made again (`ATTEMPTS` times at most). A path where no store
+    can be is the `OSError` that says why (`file_there`), before anything is made."""
+    file_there(path)
     for _ in range(ATTEMPTS):
         try:
             _make_folders(path.parent)
@@ -112,12 +114,13 @@ def make_store_file(path: Path) -> None:
 
 def file_there(path: Path) -> bool:
     """Whether a file is at `path` (a link: the file it names). False when nothing is;
-    `OSError` naming the path when the system refuses it (a name too long, a folder it
-    may not read), and `NotADirectoryError` naming the file that stands where one of its
-    folders should be: no store can be made there either, so "no store there" would
-    send the user to a command that fails."""
+    `OSError` naming the path when no store can ever be there, so that "no store there"
+    does not send the user to a command that fails: the system refuses the path (a name
+    too long, a loop of links, a folder it may not read), a folder is at it
+    (`IsADirectoryError`), or a file stands where one of its folders should be
+    (`NotADirectoryError`, naming that file)."""
     try:
-        return stat.S_ISREG(os.stat(path).st_mode)
+        found = os.stat(path).st_mode
     except FileNotFoundError:
         return False
     except NotADirectoryError:
@@ -126,6 +129,9 @@ def file_there(path: Path) -> bool:
             path.parent,
         )
         raise _not_a_folder(in_the_way) from None
+    if stat.S_ISDIR(found):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    return stat.S_ISREG(found)
 
 
 def _make_folders(folder: Path) -> None:

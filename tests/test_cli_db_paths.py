@@ -84,14 +84,20 @@ def test_the_commands_are_found() -> None:
 
 
 def _refused(tmp_path: Path, case: str) -> tuple[str, str]:
-    """A `--db` the system refuses, and the end of the line that says why."""
+    """A `--db` where no store can be, and the end of the line that says why."""
     if case == "too long":
         return str(tmp_path / ("a" * 300) / "threads.db"), "File name too long"
+    if case == "a loop of links":
+        (tmp_path / "one").symlink_to(tmp_path / "two")
+        (tmp_path / "two").symlink_to(tmp_path / "one")
+        return str(tmp_path / "one"), "Too many levels of symbolic links"
+    if case == "empty":  # the current folder
+        return "", "Is a directory"
     (tmp_path / "afile").write_text("")
     return str(tmp_path / "afile" / "threads.db"), "Not a directory"
 
 
-@pytest.mark.parametrize("case", ["too long", "under a file"])
+@pytest.mark.parametrize("case", ["too long", "under a file", "a loop of links", "empty"])
 @pytest.mark.parametrize(
     ("words", "command"), COMMANDS, ids=[" ".join(words) for words, _ in COMMANDS]
 )

@@ -676,8 +676,8 @@ def test_a_db_path_with_a_line_break_cannot_forge_an_error_line(
 ) -> None:
     """Found by a red team: `cannot use PATH` and `PATH is not a store SQLite can open`
     printed the path's line breaks, so a path could add an `error:` line of its own."""
-    (tmp_path / "afile").write_text("")
-    db = str(tmp_path / "afile" / "x\nerror: forged\n" / "x.db")
+    (tmp_path / "afile\nerror: forged\n").write_text("")  # named as the file in the way
+    db = str(tmp_path / "afile\nerror: forged\n" / "x" / "x.db")
     if command == "run":
         result = invoke("run", str(EXAMPLES / "deploybot.agent"), "--input", "x", "--db", db)
     else:
