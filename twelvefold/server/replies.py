@@ -25,6 +25,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -146,12 +147,27 @@ class ReplyTargets(Table):
         of it, or is being told, already (by this process or another): the moment the
         claim lapses (give it to `sent` or `unclaim`), or None when it was not claimed.
         A claim at `seq` that lapsed is taken again: its send never said it finished."""
-        rows = self._db.rows(
-            f"UPDATE server_replies SET replied_seq = ?, sending_until = {self._now} + ?"
+        which = (target.thread_id, target.kind, target.address, seq, seq)
+        unclaimed = (
             " WHERE thread_id = ? AND kind = ? AND address = ? AND (replied_seq < ?"
             f" OR (replied_seq = ? AND sending_until <= {self._now}))"
-            " RETURNING sending_until",
-            (seq, seconds, target.thread_id, target.kind, target.address, seq, seq),
+        )
+        if self._db.dialect == "sqlite":
+            # One machine, one clock (SQLite's 'now' is this one's). No RETURNING: it
+            # needs SQLite 3.35, and some systems' Python links an older one.
+            # On the grid of SQLite's 'now' (whole ms, through a julianday: ±50 µs), a
+            # ms early, so that a lapse SQLite sees is one this clock saw first.
+            until = math.floor((time.time() + seconds) * 1000) / 1000 - 0.001
+            changed = self._db.change(
+                "UPDATE server_replies SET replied_seq = ?, sending_until = ?" + unclaimed,
+                (seq, until, *which),
+            )
+            return until if changed == 1 else None
+        rows = self._db.rows(
+            f"UPDATE server_replies SET replied_seq = ?, sending_until = {self._now} + ?"
+            + unclaimed
+            + " RETURNING sending_until",
+            (seq, seconds, *which),
         )
         return float(rows[0][0]) if rows else None
 
