@@ -220,9 +220,14 @@ ENTRIES: dict[str, Entry] = {
         "standard-library module "
         '(`"sys:exit"`, `"os:abort"`, `"code:interact"`) could end or take over the process, '
         "so the runtime refuses it and the check reports it, by the module's name alone "
-        "(the compiler never imports a tool).",
-        "Point the tool at your own function (which may call the library), or allow the "
-        'module by name in the configuration: `[tool.twelvefold.tools] allow_stdlib = ["json"]`.',
+        "(the compiler never imports a tool). So is a module Python or its tools treat "
+        'specially, which no configuration allows: `"__main__:main"` is the program that is '
+        "running (twelvefold itself), `__init__` a package's own module imported a second "
+        "time, `__dunder__` names Python's own, `sitecustomize` and `usercustomize` run as "
+        "Python starts, `conftest` under pytest, `setup` as a package's build script.",
+        "Point the tool at your own function (which may call the library), or allow a "
+        "standard-library module by name in the configuration: "
+        '`[tool.twelvefold.tools] allow_stdlib = ["json"]`.',
     ),
     "E119": Entry(
         "a wait for something that is not a record",
@@ -243,6 +248,17 @@ ENTRIES: dict[str, Entry] = {
         "`max_cost` is the most, in US dollars, a thread's model calls may spend before it "
         "goes to the budget's target; zero or less would stop it before its first call.",
         "Give an amount above zero, with cents if you like: `max_cost 2.50 -> escalate`.",
+    ),
+    "E122": Entry(
+        "an agent's name that makes a module file Python cannot import or treats specially",
+        "The agent's name is its module's file name (`twelvefold compile` writes `NAME.py`). "
+        "A Python keyword makes a file no import can load (`class.py`); a name Python, "
+        "pytest or packaging tools treat specially makes a file with side effects: "
+        "`__init__.py` makes its folder a package, `__main__.py` is what `python -m` runs, "
+        "`sitecustomize.py` and `usercustomize.py` run as Python starts, `conftest.py` under "
+        "pytest, `setup.py` as a build script; a `__dunder__` name is Python's own. (A name "
+        "that shadows a standard-library module, `agent json`, is written `json_agent.py`.)",
+        "Rename the agent: `agent support_agent`, not `agent class` or `agent setup`.",
     ),
     "E130": Entry(
         "an imported file or a sub-agent's file cannot be read",

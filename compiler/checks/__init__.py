@@ -58,6 +58,7 @@ CHECKS: list[Check] = [
     names.sleeps_until_a_time,
     names.function_paths,
     names.stdlib_tools,
+    names.module_file_names,
     names.checks_have_retries,
     names.number_settings,
     budgets.cost_is_an_amount,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from twelvefold.runtime.config import stdlib_module
+from twelvefold.runtime.config import special_module, stdlib_module
 from twelvefold.runtime.context import INPUT_ENTRY, entry_name
 from twelvefold.runtime.types import EVENT_KINDS
 
@@ -403,6 +404,17 @@ def stdlib_tools(program: Program, _: object) -> Iterator[Diagnostic]:
     for reference in function_references(program):
         if not FUNCTION_PATH.fullmatch(reference.path.value):
             continue
+        special = special_module(reference.path.value)
+        if special is not None:
+            yield error(
+                "E118",
+                f"{reference.what} names `{special[0]}`, {special[1]}",
+                program.source.path,
+                reference.path.span,
+                label="not your own function",
+                help=f'point it at a function of your own, e.g. "{reference.example}"',
+            )
+            continue
         module = stdlib_module(reference.path.value)
         if module is None:
             continue
@@ -417,6 +429,31 @@ def stdlib_tools(program: Program, _: object) -> Iterator[Diagnostic]:
             help=f'point it at a function of your own, e.g. "{reference.example}", or allow '
             f'the module in twelvefold.toml: `[tools] allow_stdlib = ["{module}"]`',
         )
+
+
+def module_file_names(program: Program, _: object) -> Iterator[Diagnostic]:
+    """The agent's name is its module's file name (`twelvefold compile` writes NAME.py): a
+    Python keyword makes a file no import can load (`class.py`), and a name Python, pytest
+    or packaging tools treat specially makes a file with side effects (`__init__.py` makes
+    its folder a package, `conftest.py` runs under pytest, `setup.py` is a build script)."""
+    agent = program.source.agent
+    if agent is None:
+        return
+    name = agent.name.text
+    if keyword.iskeyword(name):
+        why = f"which no import can load (`{name}` is a Python keyword)"
+    elif (special := special_module(name)) is not None:
+        why = special[1]
+    else:
+        return
+    yield error(
+        "E122",
+        f"agent `{name}` would compile to `{name}.py`, {why}",
+        program.source.path,
+        agent.name.span,
+        label="the module's file name",
+        help=f"rename the agent, e.g. `{name.strip('_') or 'my'}_agent`",
+    )
 
 
 def checks_have_retries(program: Program, _: object) -> Iterator[Diagnostic]:
