@@ -20,6 +20,7 @@ llm decide -> Done { prompt "ok.j2" on Done -> done }
 final done(Done)
 """
 
+
 def _compile(name: str) -> Compilation:
     def prompt(file: str) -> PromptFile:
         return PromptFile(name=file, path=Path(file), text="{{ context }}")
