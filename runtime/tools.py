@@ -137,8 +137,10 @@ def _import(reference: str, folders: Sequence[Path], allow_stdlib: Collection[st
         raise ToolImportError(f"`{reference}` is not of the form module:function")
     special = special_module(reference)
     if special is not None:
-        module, why = special
-        raise ToolImportError(f"`{reference}` names `{module}`, {why}: a tool is your own function")
+        special_name, why = special
+        raise ToolImportError(
+            f"`{reference}` names `{special_name}`, {why}: a tool is your own function"
+        )
     stdlib = stdlib_module(reference)
     if stdlib is not None and stdlib not in allow_stdlib:
         raise ToolImportError(
