@@ -260,6 +260,16 @@ ENTRIES: dict[str, Entry] = {
         "that shadows a standard-library module, `agent json`, is written `json_agent.py`.)",
         "Rename the agent: `agent support_agent`, not `agent class` or `agent setup`.",
     ),
+    "E123": Entry(
+        "a type whose values nest too deep",
+        "A declared type's values nest at most 16 levels: each record and each `list[` or "
+        "`map[` inside one is a level (docs/language.md, Limits). A longer chain of records "
+        "(`type T0 { next: T1? }`, `type T1 { next: T2? }`, ...) broke later: the schema sent "
+        "with every model call and the property tests ran out of Python's stack. The message "
+        "names the deepest chain; a recursive type is not deep by itself.",
+        "Flatten the chain: move an inner type's fields into the type that holds it, or keep "
+        "an inner value apart (an id, or a step of its own).",
+    ),
     "E130": Entry(
         "an imported file or a sub-agent's file cannot be read",
         '`import "FILE"` and `agent NAME(IN) -> OUT = "FILE"` name a .agent file relative '

@@ -52,6 +52,7 @@ CHECKS: list[Check] = [
     names.missing_start,
     names.unknown_types,
     names.map_keys,
+    names.types_nest_within_the_limit,
     names.llm_outputs_are_records,
     names.waits_are_for_records,
     names.timers_take_time,
