@@ -21,7 +21,7 @@ import networkx as nx
 from twelvefold import __version__, runtime
 
 from . import nodes as n
-from .diagnostics import CompilerBug, Span
+from .diagnostics import CompilerBug, Span, source_lines
 from .graph import can_fail
 from .guard_python import GuardCompiler
 from .guard_text import guard_text
@@ -243,9 +243,9 @@ class _ModuleBuilder:
         self.types = program.types
         self.source_name = PurePath(program.source.path).name
         self.names = python_names(self.types.values(), program.steps)
-        # Lines as the parser counts them (only "\n" ends one), not str.splitlines(), which
-        # also splits at form feeds, "\r" and other characters a comment may hold.
-        self.lines = program.source_text.split("\n")
+        # Lines as the parser counts them (diagnostics.LINE_BREAK), not str.splitlines(),
+        # which also splits at form feeds and other characters a comment may hold.
+        self.lines = source_lines(program.source_text)
         self.imports: set[str] = {"AgentSpec", "Event", "IllegalEvent", "Started", "State"}
         self.imports |= {"Action", "StateSpec", "EdgeSpec", "Fail"}
         self.uses_field = False

@@ -82,6 +82,13 @@ ENTRIES: dict[str, Entry] = {
         "Strings use JSON's escapes; `\\o` and friends are not escapes.",
         "Write a backslash as `\\\\`, or use a forward slash in paths.",
     ),
+    "E010": Entry(
+        "a control character written as it is in a string",
+        "A TAB, an ESC or another control character (U+0000 to U+001F) typed into a string "
+        "is invisible in an editor and not allowed in a JSON string, which .agent strings "
+        "are. The caret is at the character.",
+        "Write it as its escape: `\\t` for a tab, `\\u001b` for an ESC (or remove it).",
+    ),
     "E006": Entry(
         "a setting is given twice",
         "A single-valued setting (`prompt`, `next`, `start`, ...) appears twice in one block. "
