@@ -115,6 +115,10 @@ def read_cassette(path: Path) -> list[Entry]:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise CassetteError(f"{path}:{number}: not a cassette entry ({exc})") from exc
+        except RecursionError as exc:  # JSON nested deeper than Python's stack
+            raise CassetteError(
+                f"{path}:{number}: not a cassette entry (its JSON is nested too deeply)"
+            ) from exc
     return entries
 
 
