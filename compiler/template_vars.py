@@ -22,9 +22,8 @@ from functools import cache, lru_cache
 
 from jinja2 import Environment, TemplateSyntaxError, meta
 from jinja2 import nodes as j
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from twelvefold.runtime.templates import unsafe_attribute
+from twelvefold.runtime.templates import sandboxed, unsafe_attribute
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +60,11 @@ class Analysis:
 
 @cache
 def _environment() -> Environment:
-    # Parsing only, with the class templates render in (runtime/templates.py); autoescape
-    # and undefined handling do not change what a template reads.
-    return ImmutableSandboxedEnvironment()
+    # The environment templates render in (runtime/templates.py): analysing compiles the
+    # template, and Jinja2 computes constant expressions while it compiles, unless the
+    # environment refuses to (`{{ "x" * 3000000000 }}` took `check` gigabytes).
+    # Autoescape and undefined handling do not change what a template reads.
+    return sandboxed()
 
 
 @lru_cache(maxsize=1024)  # agents repeat the same short `ask` texts

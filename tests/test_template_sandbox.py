@@ -346,6 +346,15 @@ def test_a_small_budget_truncates_an_oversized_entry_instead_of_losing_it() -> N
         "{{ '{x:>99999999}'.format_map({'x': 1}) }}",
         "{{ '%999999999s' % 1 }}",
         "{{ '%999999999s' | format(1) }}",
+        "{{ 'x' | center(999999999) }}",
+        "{{ 'x' | indent(999999999, true) }}",
+        "{{ [1] | batch(999999999, 0) | list }}",
+        "{{ [1] | slice(999999999) | list }}",
+        "{{ ('x' * 999999) | replace('', 'yyyy') }}",
+        "{{ ['x' * 999999] * 1 * 2 }}",
+        "{{ range(1000) | map('string') | join('x' * 999999) }}",
+        "{% set s = 'x' * 999999 %}{{ [s, s] + [s] }}",
+        "{% set s = 'x' * 999999 %}{{ s + s }}",
     ],
 )
 def test_a_template_cannot_build_something_huge(template: str) -> None:
