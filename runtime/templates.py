@@ -34,6 +34,12 @@ would take the process's memory before any size check on the output could see it
 MAX_INT_BITS = 100_000
 """The largest integer (in bits, about 30,000 digits) one `*` or `**` may compute:
 `{{ 9**9**9 }}` would take minutes."""
+MAX_RENDERED_CHARS = 4_000_000
+"""The most characters one rendering of a template (a prompt file, one of its message
+blocks, a `render` template, an `ask`) may produce: rendering stops with a
+`SecurityError` once its text passes this, so loops that print (`{% for i in range(100000)
+%}{% for j in range(100000) %}x…`) cannot take the memory. A loop that prints nothing is
+bounded only by time."""
 _HUGE_WIDTH = re.compile(r"\d{7,}")
 """A width or precision of a million or more in a format string (`{:>999999999}`,
 `%999999999s`): each builds a string of that size."""
@@ -193,13 +199,15 @@ def _bounded_indent(value: Any, width: Any = 4, first: bool = False, blank: bool
 def _bounded_batch(value: Any, linecount: Any, fill_with: Any = None) -> Iterator[list[Any]]:
     if fill_with is not None and _is_int(linecount):
         _check_size(linecount, "`batch` with a fill value")
-    return jinja2.filters.do_batch(value, linecount, fill_with)
+    batches: Iterator[list[Any]] = jinja2.filters.do_batch(value, linecount, fill_with)
+    return batches
 
 
 def _bounded_slice(value: Any, slices: Any, fill_with: Any = None) -> Iterator[list[Any]]:
     if _is_int(slices):
         _check_size(slices, "`slice`")
-    return jinja2.filters.do_slice(value, slices, fill_with)
+    sliced: Iterator[list[Any]] = jinja2.filters.do_slice(value, slices, fill_with)
+    return sliced
 
 
 @jinja2.pass_eval_context
@@ -256,6 +264,22 @@ def sandboxed(
     )
     environment.filters.update(_BOUNDED_FILTERS)
     return environment
+
+
+def bounded_text(chunks: Iterable[str]) -> str:
+    """The text of a rendering (`Template.generate`, a block's function), refused with a
+    `SecurityError` as soon as it passes MAX_RENDERED_CHARS: the rest is never rendered."""
+    parts: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_RENDERED_CHARS:
+            raise SecurityError(
+                f"the rendered text passed {MAX_RENDERED_CHARS:,} characters, the most a "
+                "template may produce"
+            )
+        parts.append(chunk)
+    return "".join(parts)
 
 
 class TemplateBroken(ValueError):

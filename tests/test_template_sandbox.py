@@ -371,3 +371,34 @@ def test_ordinary_arithmetic_and_formatting_still_render() -> None:
 
     text = "{{ 2**10 }} {{ 'ab'*3 }} {{ '%5s'|format('x') }} {{ '{:>4}'.format(1) }} {{ 7 % 3 }}"
     assert render_ask(text, {}) == "1024 ababab     x    1 1"
+
+
+LOOPS = "{% for i in range(10000) %}{% for j in range(1000) %}x{% endfor %}{% endfor %}"
+"""Ten million characters; the red team's ten billion (`range(100000)` twice) took 2 GB and
+went on: the whole text was built before anything could look at its size."""
+
+
+def test_a_prompt_stops_once_its_text_passes_the_bound(tmp_path: Path) -> None:
+    (tmp_path / "loops.j2").write_text(LOOPS)
+    with pytest.raises(SecurityError, match="characters"):
+        build_messages(AGENT, action("loops.j2"), LOG, tmp_path)
+
+
+def test_a_prompt_block_stops_once_its_text_passes_the_bound(tmp_path: Path) -> None:
+    (tmp_path / "blocks.j2").write_text("{% block system %}" + LOOPS + "{% endblock %}")
+    with pytest.raises(SecurityError, match="characters"):
+        build_messages(AGENT, action("blocks.j2"), LOG, tmp_path)
+
+
+def test_a_render_template_stops_once_its_text_passes_the_bound(tmp_path: Path) -> None:
+    (tmp_path / "e.j2").write_text(LOOPS)
+    agent = with_context(renders={"list_tags": "e.j2"})
+    with pytest.raises(SecurityError, match="characters"):
+        context_of(agent, LOG, tmp_path)
+
+
+def test_an_ask_stops_once_its_text_passes_the_bound() -> None:
+    from twelvefold.runtime.context import AskRenderError, render_ask
+
+    with pytest.raises(AskRenderError, match="characters"):
+        render_ask(LOOPS, {})
