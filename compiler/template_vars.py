@@ -26,7 +26,12 @@ from jinja2 import Environment, TemplateSyntaxError, meta
 from jinja2 import nodes as j
 from jinja2.parser import Parser
 
-from twelvefold.runtime.templates import sandboxed, unsafe_attribute
+from twelvefold.runtime.templates import (
+    NESTED_TOO_DEEPLY,
+    sandboxed,
+    too_deep_at,
+    unsafe_attribute,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +50,8 @@ class TemplateProblem:
     """How to fix it, when it is not a plain syntax error."""
 
 
-MAX_NESTING = 50
-"""The deepest a template may nest blocks, brackets, filters and operators inside each
-other. Jinja2's parser and compiler recurse once per level (3,000 nested `{% if %}` was a
-RecursionError traceback from `check`), and Python refuses generated code nested past
-its own limits (about 20 nested `{% for %}`, 100 levels of indentation), which the
-compile in `analyse` finds below this bound."""
-
 TOO_DEEP = TemplateProblem(
-    f"it is nested too deeply (Jinja2 and Python allow about {MAX_NESTING} levels of "
-    "blocks, brackets, filters or operators, fewer for `{% for %}`)",
+    NESTED_TOO_DEEPLY,
     1,
     "flatten it: compute the value in a tool or a deterministic step, move an inner part "
     "into a macro defined at the top of the template or into an included file, or split a "
@@ -94,9 +91,9 @@ def analyse(source: str) -> Analysis:
     environment = _environment()
     parser: Parser | None = None
     try:
-        parser = Parser(environment, source)
+        parser = Parser(environment, source)  # its own, to know the line it stopped at
         tree = parser.parse()
-        too_deep = _too_deep_at(tree)
+        too_deep = too_deep_at(tree)
         if too_deep is not None:
             return Analysis(problem=replace(TOO_DEEP, line=too_deep))
         free = meta.find_undeclared_variables(tree)
@@ -116,18 +113,6 @@ def analyse(source: str) -> Analysis:
     # A name bound somewhere (e.g. by `{% set %}` after a first use) is checked by name only.
     trimmed = [VariableUse(u.path[:1], u.line) if u.path[0] in bound else u for u in uses]
     return Analysis(uses=tuple(dict.fromkeys(trimmed)), unsafe=_unsafe(tree), loads=_loads(tree))
-
-
-def _too_deep_at(tree: j.Template) -> int | None:
-    """The line of the first node nested more than MAX_NESTING deep, None when none is.
-    A walk with a stack of its own: the tree may be thousands of levels deep."""
-    pending: list[tuple[j.Node, int]] = [(tree, 0)]
-    while pending:
-        node, depth = pending.pop()
-        if depth > MAX_NESTING:
-            return node.lineno
-        pending.extend((child, depth + 1) for child in node.iter_child_nodes())
-    return None
 
 
 def _deepest_line(tree: j.Template) -> int:

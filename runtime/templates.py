@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -111,12 +112,50 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                 raise SecurityError("the power is too large to compute in a template")
         return super().call_binop(context, operator, left, right)
 
+    def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
+        # Jinja2's parser and compiler recurse once per level of nesting: a template
+        # nested thousands deep is a syntax error here, not a RecursionError (the
+        # compiler reports it first, compiler/template_vars.py).
+        try:
+            tree = super()._parse(source, name, filename)
+        except RecursionError:
+            raise jinja2.TemplateSyntaxError(NESTED_TOO_DEEPLY, 1, name, filename) from None
+        line = too_deep_at(tree)
+        if line is not None:
+            raise jinja2.TemplateSyntaxError(NESTED_TOO_DEEPLY, line, name, filename)
+        return tree
+
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         # `"{:>999999999}".format(1)`: the sandbox wraps str.format when it is looked up.
         wrapped = super().wrap_str_format(value)
         if wrapped is not None:
             _check_format(value.__self__)
         return wrapped
+
+
+MAX_NESTING = 50
+"""The deepest a template may nest blocks, brackets, filters and operators inside each
+other. Jinja2's parser and compiler recurse once per level (3,000 nested `{% if %}` was a
+RecursionError traceback), and Python refuses generated code nested past its own limits
+(about 20 nested `{% for %}`, 100 levels of indentation: the compiler finds those by
+compiling each template, compiler/template_vars.py)."""
+
+NESTED_TOO_DEEPLY = (
+    f"it is nested too deeply (Jinja2 and Python allow about {MAX_NESTING} levels of "
+    "blocks, brackets, filters or operators, fewer for `{% for %}`)"
+)
+
+
+def too_deep_at(tree: jinja2.nodes.Template) -> int | None:
+    """The line of the first node nested more than MAX_NESTING deep, None when none is.
+    A walk with a stack of its own: the tree may be thousands of levels deep."""
+    pending: list[tuple[jinja2.nodes.Node, int]] = [(tree, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_NESTING:
+            return node.lineno
+        pending.extend((child, depth + 1) for child in node.iter_child_nodes())
+    return None
 
 
 def _is_int(value: Any) -> bool:

@@ -402,3 +402,21 @@ def test_an_ask_stops_once_its_text_passes_the_bound() -> None:
 
     with pytest.raises(AskRenderError, match="characters"):
         render_ask(LOOPS, {})
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", "{% if x %}" * 3000 + "{% endif %}" * 3000],
+)
+def test_a_template_nested_too_deeply_is_a_syntax_error_when_it_renders(
+    template: str, tmp_path: Path
+) -> None:
+    # `check` reports it first (E702); a module compiled before that, or a prompt file
+    # edited since, fails its step with this rather than a RecursionError.
+    from twelvefold.runtime.context import AskRenderError, render_ask
+
+    with pytest.raises(AskRenderError, match="TemplateSyntaxError: it is nested too deeply"):
+        render_ask(template, {})
+    (tmp_path / "deep.j2").write_text(template)
+    with pytest.raises(jinja2.TemplateSyntaxError, match="nested too deeply"):
+        build_messages(AGENT, action("deep.j2"), LOG, tmp_path)
