@@ -26,6 +26,7 @@ from typing import Any
 
 import jinja2
 import jinja2.nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -83,6 +84,25 @@ class PromptsLoader(jinja2.BaseLoader):
         return text, str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
 
 
+class _BoundedCodeGenerator(CodeGenerator):
+    """Jinja2's code generator, with `a ~ b` weighed before it is joined: the sandbox
+    cannot intercept `~` as it does the binary operators."""
+
+    @optimizeconst
+    def visit_Concat(self, node: jinja2.nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            join = "markup_join"
+        else:
+            join = "str_join"
+        self.write(f"{join}(environment.weighed_parts((")
+        for part in node.nodes:
+            self.visit(part, frame)
+            self.write(", ")
+        self.write(")))")
+
+
 class _BoundedSandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, plus bounds on what one operator or filter may build: the
     sandbox stops a template reaching Python internals, not one asking for a gigabyte
@@ -94,6 +114,12 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     the operator), so `check`, which compiles every template, computes none of them."""
 
     intercepted_binops = frozenset(["*", "**", "%", "+"])
+    code_generator_class = _BoundedCodeGenerator
+
+    def weighed_parts(self, parts: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The parts of one `~`, refused when together they print past the bound."""
+        _check_size(sum(_weight(part) for part in parts), "joining these with `~`")
+        return parts
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "%" and isinstance(left, str):

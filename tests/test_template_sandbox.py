@@ -355,6 +355,8 @@ def test_a_small_budget_truncates_an_oversized_entry_instead_of_losing_it() -> N
         "{{ range(1000) | map('string') | join('x' * 999999) }}",
         "{% set s = 'x' * 999999 %}{{ [s, s] + [s] }}",
         "{% set s = 'x' * 999999 %}{{ s + s }}",
+        "{% set s = 'x' * 999999 %}{{ s ~ s }}",
+        "{% set s = 'x' * 999999 %}{% macro m() %}{{ 'a' ~ s ~ 'b' }}{% endmacro %}{{ m() }}",
     ],
 )
 def test_a_template_cannot_build_something_huge(template: str) -> None:
@@ -371,6 +373,8 @@ def test_ordinary_arithmetic_and_formatting_still_render() -> None:
 
     text = "{{ 2**10 }} {{ 'ab'*3 }} {{ '%5s'|format('x') }} {{ '{:>4}'.format(1) }} {{ 7 % 3 }}"
     assert render_ask(text, {}) == "1024 ababab     x    1 1"
+    joined = "{{ 'a' ~ 1 ~ [2] }} {{ [1] + [2] }} {{ 'b' | center(5) }} {{ [1, 2] | join('-') }}"
+    assert render_ask(joined, {}) == "a1[2] [1, 2]   b   1-2"
 
 
 LOOPS = "{% for i in range(10000) %}{% for j in range(1000) %}x{% endfor %}{% endfor %}"
