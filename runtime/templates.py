@@ -276,9 +276,7 @@ def _bounded_slice(value: Any, slices: Any, fill_with: Any = None) -> Iterator[l
 
 
 @jinja2.pass_eval_context
-def _bounded_replace(
-    eval_ctx: Any, value: Any, old: Any, new: Any, count: Any = None
-) -> str:
+def _bounded_replace(eval_ctx: Any, value: Any, old: Any, new: Any, count: Any = None) -> str:
     if isinstance(value, str) and isinstance(old, str) and isinstance(new, str):
         found = len(value) + 1 if old == "" else value.count(old)
         if _is_int(count) and count >= 0:
