@@ -523,9 +523,13 @@ ENTRIES: dict[str, Entry] = {
     ),
     "E702": Entry(
         "template syntax error",
-        "A prompt, `render` or `ask` template is not valid Jinja2. The message gives the "
-        "line inside the template; the caret points at the step that uses it.",
-        "Fix the template; close every `{{ }}`, `{% if %}` and `{% for %}`.",
+        "A prompt, `render` or `ask` template is not valid Jinja2, or is nested more deeply "
+        "than Jinja2 and Python can compile (about 50 levels of blocks, brackets, filters or "
+        "operators; about 20 nested `{% for %}`). The message gives the line inside the "
+        "template; the caret points at the step that uses it.",
+        "Fix the template; close every `{{ }}`, `{% if %}` and `{% for %}`. A template nested "
+        "too deeply: compute the value in a tool or a deterministic step, or move an inner "
+        "part into a macro or an included file.",
     ),
     "E703": Entry(
         "unknown variable in a template",
@@ -538,7 +542,9 @@ ENTRIES: dict[str, Entry] = {
         "a template reads Python internals",
         "Templates render in Jinja2's sandbox, which refuses attributes that start with `_` "
         "(`__class__`, `__globals__`): they reach Python's internals, never the data a "
-        "template is given. `check` reports them before a run rather than failing it.",
+        "template is given, whether written `x.__class__` or named by a string "
+        "(`x | attr('__class__')`, `map(attribute='__class__')`, `'{0.__class__}'.format(x)`). "
+        "`check` reports them before a run rather than failing it.",
         "Read the value's fields; a template cannot run code.",
     ),
     "E705": Entry(

@@ -37,7 +37,7 @@ from pydantic import BaseModel
 from .names import declared_name
 from .redact import has_secrets, shown_value
 from .spec import AgentSpec
-from .templates import PromptsLoader, sandboxed
+from .templates import PromptsLoader, bounded_text, sandboxed
 from .types import (
     KIND_OF_EVENT,
     Answered,
@@ -426,11 +426,11 @@ def render_messages(template: jinja2.Template, variables: dict[str, Any]) -> lis
     """The system/user convention: named blocks become messages, else the whole file is one."""
     blocks = [name for name in MESSAGE_BLOCKS if name in template.blocks]
     if not blocks:
-        return [{"role": "user", "content": template.render(variables).strip()}]
+        return [{"role": "user", "content": bounded_text(template.generate(variables)).strip()}]
     context = template.new_context(variables)
     messages = []
     for name in blocks:
-        content = "".join(template.blocks[name](context)).strip()
+        content = bounded_text(template.blocks[name](context)).strip()
         messages.append({"role": name, "content": content})
     return messages
 
@@ -491,7 +491,7 @@ def _entry_renderer(agent: AgentSpec, prompts_dir: Path) -> Callable[[ContextEve
             "value": value,
             "agent": AgentView(agent.name, agent.description),
         }
-        return template.render(variables).strip()
+        return bounded_text(template.generate(variables)).strip()
 
     return render
 
@@ -608,6 +608,6 @@ def render_ask(template: str, value: Any) -> str:
     else:
         variables = {}
     try:
-        return _ASK_ENVIRONMENT.from_string(template).render(variables)
+        return bounded_text(_ASK_ENVIRONMENT.from_string(template).generate(variables))
     except Exception as exc:  # any failure to fill it in: the template is not shown
         raise AskRenderError(f"{type(exc).__name__}: {exc}") from exc
