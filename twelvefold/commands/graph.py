@@ -16,8 +16,10 @@ from twelvefold.commands.output import echo, error
 from twelvefold.compiler import Compilation, compile_file
 from twelvefold.compiler.diagnostics import render_all, summary
 from twelvefold.compiler.render import (
+    DOT_TIMEOUT,
     GraphvizFailed,
     GraphvizMissing,
+    GraphvizTimedOut,
     Trace,
     graph_view,
     overlay,
@@ -59,6 +61,13 @@ SUFFIXES |= {".svg": "svg", ".png": "png"}
     help="Overlay the path of an event log: a JSON list of events in the store's format.",
 )
 @PROMPTS
+@click.option(
+    "--dot-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DOT_TIMEOUT,
+    show_default=True,
+    help="Seconds Graphviz's `dot` may take to lay out an SVG or PNG before it is stopped.",
+)
 def graph(
     agent: Path,
     output_format: str | None,
@@ -67,6 +76,7 @@ def graph(
     db: StoreLocation,
     events_file: Path | None,
     prompts: Path | None,
+    dot_timeout: float,
 ) -> None:
     """Draw AGENT's states and transitions as Mermaid, DOT, SVG or PNG.
 
@@ -110,9 +120,11 @@ def graph(
             if chosen == "mermaid"
             else to_dot(view)
             if chosen == "dot"
-            else render_image(to_dot(view), "svg" if chosen == "svg" else "png")
+            else render_image(
+                to_dot(view), "svg" if chosen == "svg" else "png", timeout=dot_timeout
+            )
         )
-    except GraphvizMissing as missing:
+    except (GraphvizMissing, GraphvizTimedOut) as missing:
         error(missing)
         sys.exit(1)
     except GraphvizFailed as failed:  # pragma: no cover - a bug in our DOT output
