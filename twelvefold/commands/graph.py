@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -156,6 +155,7 @@ def _load_thread(
     from twelvefold.runtime.codec import CodecError
     from twelvefold.runtime.integrity import LogError
     from twelvefold.runtime.loading import AgentLoadError, load_agent
+    from twelvefold.runtime.localfiles import parse_json, read_regular_file
     from twelvefold.runtime.store import StoreError, ThreadNotFound, open_store, store_exists
 
     try:
@@ -165,7 +165,7 @@ def _load_thread(
         sys.exit(1)
     try:
         if events_file is not None:
-            data = json.loads(events_file.read_text(encoding="utf-8"))
+            data = parse_json(read_regular_file(events_file), events_file)
             if not isinstance(data, list):
                 raise click.BadParameter("must hold a JSON list of events", param_hint="--events")
             events = [loaded.codec.decode_event(item) for item in data]
