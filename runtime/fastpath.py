@@ -326,7 +326,11 @@ class Routine:
         if not in_flight.take(unlimited[1]):
             return None  # the cap is reached: the ordinary path waits for a place
         thread.model = requested
-        request = build_model_request(spec, action, messages, thread.id, len(events))
+        if spec.max_cost is None and spec.max_tokens is None:
+            request = build_model_request(spec, action, messages, thread.id, len(events))
+        else:  # its re-asks stop at the budget, as on the ordinary path
+            budget = loop.budget_check(spec, thread.state, requested, prices)
+            request = build_model_request(spec, action, messages, thread.id, len(events), budget)
         started = time.perf_counter()
         try:
             # Inside the `try`: a plain `def complete` may raise before any coroutine exists.
@@ -436,8 +440,9 @@ class _ModelCall:
             if paid is None
             else loop._priced_usage(paid, self.requested, self.prices)
         )
-        usage = loop._valid_cost(usage)[0]
-        return StepFailed(step=self.action.step, at=now_iso(), usage=usage, error=exc.error)
+        usage, bad_cost = loop._valid_cost(usage)  # as a reply's (a budget counts it so)
+        error = exc.error if bad_cost is None else bad_cost
+        return StepFailed(step=self.action.step, at=now_iso(), usage=usage, error=error)
 
 
 def _answered(

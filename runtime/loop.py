@@ -542,7 +542,11 @@ class Engine:
         if agent.spec.max_cost is not None and requested and prices.price(requested) is None:
             # A cost budget cannot bound a call nobody can price: refuse it before it costs.
             return StepFailed(step=action.step, at=now_iso(), error=_unpriced(requested))
-        request = build_model_request(agent.spec, action, messages, thread.id, len(thread.events))
+        spec = agent.spec
+        budget = None
+        if spec.max_cost is not None or spec.max_tokens is not None:
+            budget = budget_check(spec, thread.state, requested, prices)
+        request = build_model_request(spec, action, messages, thread.id, len(thread.events), budget)
         # The turn comes before the call's span: waiting is not calling, and a turn given
         # up (`TurnLater`) leaves no span open. (No coroutine at all for an unlimited model.)
         estimated: int | None = None
@@ -578,7 +582,9 @@ class Engine:
             # StepFailed, where the budgets, totals, metrics and the span count them.
             paid = exc.usage if isinstance(exc, ModelError) else None
             failed = _since(started) if paid is None else _priced_usage(paid, requested, prices)
-            failed = _valid_cost(failed)[0]
+            failed, bad_cost = _valid_cost(failed)  # as a reply's (a budget counts it so)
+            if bad_cost is not None:
+                error = bad_cost
             if paid is not None:
                 self._spent(requested, failed, estimated)
             if span is not None:
@@ -591,7 +597,7 @@ class Engine:
                 raise
             long_wait = exc.retry_after if paid is None and waits < LONG_429_WAITS else None
             if long_wait is None:
-                return StepFailed(step=action.step, at=now_iso(), usage=failed, error=exc.error)
+                return StepFailed(step=action.step, at=now_iso(), usage=failed, error=error)
         finally:
             self.in_flight.leave()
         if long_wait is not None:
@@ -625,7 +631,9 @@ class Engine:
             )
         if action.validators or action.judge is not None:
             try:
-                refusal, judged = await self._check_output(thread, action, reply.output, prices)
+                refusal, judged = await self._check_output(
+                    thread, action, reply.output, prices, usage
+                )
             except checks.CheckFailed as exc:
                 # The checked call was paid for, and so was a judge's call that failed.
                 paid, bad = _valid_cost(_added(usage, exc.usage))
@@ -640,12 +648,12 @@ class Engine:
         return build_model_output(step=action.step, at=now_iso(), usage=usage, output=reply.output)
 
     async def _check_output(
-        self, thread: Thread, action: CallModel, output: BaseModel, prices: Prices
+        self, thread: Thread, action: CallModel, output: BaseModel, prices: Prices, paid: Usage
     ) -> tuple[checks.Refusal | None, Usage | None]:
         """The checks before dispatch (runtime/checks.py), in order: each `validate`
         function, then the judge. The first refusal ends them; the judge's call's usage
         (priced) comes with it. Raises `CheckFailed` when a validator cannot be found or
-        breaks, or the judge gives no verdict."""
+        breaks, or the judge gives no verdict. (`paid`: what the checked call cost.)"""
         for reference in action.validators:
             try:
                 function = self.toolbox.resolve(
@@ -660,15 +668,17 @@ class Engine:
                 return refusal, None
         if action.judge is None:
             return None, None
-        verdict, usage = await self._judge(thread, action, output, prices)
+        verdict, usage = await self._judge(thread, action, output, prices, paid)
         return checks.judged(verdict), usage
 
     async def _judge(
-        self, thread: Thread, action: CallModel, output: BaseModel, prices: Prices
+        self, thread: Thread, action: CallModel, output: BaseModel, prices: Prices, checked: Usage
     ) -> tuple[Verdict, Usage]:
         """The judge's verdict on `output`: a model call through the same `Model`, its
         prompt given the step's variables and `output`. A judge that cannot answer (its
-        prompt, the endpoint, an invalid verdict) raises `CheckFailed`: the step fails."""
+        prompt, the endpoint, an invalid verdict) raises `CheckFailed`: the step fails.
+        The judge's call is on the step's event, after `checked` (the checked call's cost):
+        its re-asks stop once the two have spent a budget (`budget_check`)."""
         from .context import build_messages, template_value
 
         assert action.judge is not None
@@ -692,12 +702,16 @@ class Engine:
             )
         except Exception as exc:
             raise checks.CheckFailed(_prompt_error(judge, exc)) from exc
-        request = ModelRequest(thread.agent.spec, judge, messages, thread.id, len(thread.events))
         try:
             limits = ratelimit.rate_limits_for(thread.agent.directory or Path.cwd())
         except ConfigError as exc:
             raise checks.CheckFailed(tools.describe(exc)) from exc
         judged_by = _requested_model(self._resolver, judge)
+        spec = thread.agent.spec
+        budget = None
+        if spec.max_cost is not None or spec.max_tokens is not None:
+            budget = budget_check(spec, thread.state, judged_by, prices, before=checked)
+        request = ModelRequest(spec, judge, messages, thread.id, len(thread.events), budget)
         waits = 0
         while True:
             estimated = await self._turn(judged_by, limits, messages)
@@ -1235,6 +1249,34 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
     if latency == usage.latency_ms and cost == usage.cost_usd:
         return usage
     return build_usage(latency, usage.input_tokens, usage.output_tokens, cost)
+
+
+def budget_check(
+    spec: AgentSpec,
+    state: State,
+    requested: str | None,
+    prices: Prices,
+    *,
+    before: Usage | None = None,
+) -> Callable[[Usage], bool]:
+    """`ModelRequest.budget_spent` for a model call at `state` (an `llm` step): whether
+    the call's attempts so far (`paid`, as `ModelError.usage` carries them), priced and
+    recorded as the step's failure would record them (after `before`, the checked call,
+    for a judge's call), spend a budget as the reducer counts it
+    (`AgentSpec.fails_over_budget`). Built only for an agent with a budget."""
+
+    def spent(paid: Usage) -> bool:
+        priced = _priced_usage(paid, requested, prices)
+        usage, bad = _valid_cost(priced if before is None else _added(before, priced))
+        failed = StepFailed(step=state.step, usage=usage, error=bad or _STOPPED)
+        return spec.fails_over_budget(state, failed)
+
+    return spent
+
+
+_STOPPED = ErrorInfo("InvalidOutput", "")
+"""The error a call stopped by `budget_check` is counted with (the reducer reads only a
+`CostError`'s or a `TokenCountError`'s type)."""
 
 
 def _valid_cost(usage: Usage) -> tuple[Usage, ErrorInfo | None]:

@@ -59,6 +59,13 @@ class ModelRequest:
     thread_id: str
     seq: int
     """The thread's event count when the call is made (cassettes key on it)."""
+    budget_spent: Callable[[Usage], bool] | None = None
+    """Whether the call's attempts so far, their usage added up (as `ModelError.usage`
+    carries it), have reached one of the agent's budgets (`max_tokens`, `max_cost`), as
+    the reducer counts the step's failure (runtime/loop.py, `budget_check`). A model that
+    sends more than one request per call (`OpenAIModel`'s re-asks of an invalid output)
+    sends no more once it says so, so that a budget is crossed by one request at most.
+    None when the agent has no budget (nothing to ask)."""
 
 
 @record(slots=True)
@@ -503,8 +510,10 @@ class OpenAIModel:
         failed call's `ModelError` carries that usage too: each reply was paid for.
 
         A reply that does not validate is re-asked with the error, `retries N` times after
-        the first try (outputs the checks before dispatch refused used some of them up);
-        an API error, a reply cut off at the token limit or a refusal ends the call at once.
+        the first try (outputs the checks before dispatch refused used some of them up),
+        and not once the attempts have spent one of the agent's budgets
+        (`ModelRequest.budget_spent`); an API error, a reply cut off at the token limit or
+        a refusal ends the call at once.
         """
         from instructor.core.exceptions import IncompleteOutputException
         from openai import OpenAIError
@@ -544,6 +553,14 @@ class OpenAIModel:
             except reasked as exc:
                 if attempt > retries:
                     raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
+                spent = request.budget_spent
+                if spent is not None and paid is not None and spent(paid):
+                    # The attempts so far spent a budget: a re-ask is a model call, and
+                    # none starts once a budget is spent. The step fails with what was
+                    # paid, and the reducer, counting it, sends the thread where the
+                    # budget says (docs/language.md, "Budgets").
+                    error = _invalid_output(action.step, attempt, exc, stopped=BUDGET_STOP)
+                    raise ModelError(error, paid) from exc
                 if body is None:
                     body = self.request_body(request)
                 body = prepared.reask(body, completion, exc)
@@ -698,14 +715,19 @@ def _counts(completion: Any) -> tuple[Any, Any]:
     return getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
 
 
-def _invalid_output(step: str, attempts: int, cause: Exception) -> ErrorInfo:
+BUDGET_STOP = "not asked again: the agent's budget is spent"
+"""Why a step's re-asks ended before its `retries` did (`_invalid_output`'s `stopped`)."""
+
+
+def _invalid_output(step: str, attempts: int, cause: Exception, stopped: str = "") -> ErrorInfo:
     if isinstance(cause, ValidationError):
         detail = validation_problems(cause, whole="output")
     else:
         detail = _first_line(str(cause))
+    why = f" ({stopped})" if stopped else ""
     return ErrorInfo(
         "InvalidOutput",
-        f"no valid output for `{step}` after {attempts} attempt(s): {detail}",
+        f"no valid output for `{step}` after {attempts} attempt(s){why}: {detail}",
     )
 
 

@@ -420,6 +420,14 @@ class AgentSpec:
             state, tokens=state.tokens + tokens, cost_usd=round(state.cost_usd + cost, 9)
         )
 
+    def fails_over_budget(self, state: State, failed: StepFailed) -> bool:
+        """Whether the model step `state` is at, failing with `failed` (its usage: what
+        the step's call has spent so far), would have spent a budget: the rule by which
+        a call that asks the model more than once (the re-asks of an invalid output,
+        runtime/model.py) stops asking, so that it stops where the reducer will count
+        the budget spent, at the request that crossed it."""
+        return self.over_budget(self.spend(state, failed)) is not None
+
     def over_budget(self, state: State) -> Spent | None:
         """The budget `state` has spent (reached or passed), `max_cost` first, or None."""
         if self.max_cost is not None and state.cost_usd >= self.max_cost:

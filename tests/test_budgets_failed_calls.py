@@ -12,15 +12,20 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from tests.runtime_helpers import RecordingNotifier
 from tests.support.e2e import ModelTurns
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from tests.test_budgets import runtime_for, thinker
 from tests.test_budgets import with_budget as budgeted
 from twelvefold.cli import cli
+from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.model import OpenAIModel
+from twelvefold.runtime.store import SqliteStore
 from twelvefold.runtime.types import StepFailed
 from twelvefold.runtime.usage import records, totals
 
@@ -52,38 +57,10 @@ def always_invalid(server: ScriptedOpenAI) -> None:
     )
 
 
-@pytest.mark.parametrize("budget", ["max_tokens 100", "max_cost 0.05"])
-def test_a_step_that_keeps_failing_spends_its_budget_and_the_thread_stops(
-    openai_server: ScriptedOpenAI, looper: Path, budget: str
-) -> None:
-    agent = with_budget(looper, budget)
-    always_invalid(openai_server)
-    with runtime_for(openai_server, looper, MODEL) as rt:
-        view = rt.launch(agent, "think")
-        events = rt.events(view.id)
-    # One failed step: the first try and its 5 re-asks, 60,000 tokens; then no more calls.
-    assert len(openai_server.requests) == 6
-    assert view.status == "failed"
-    assert view.error is not None
-    assert view.error.type in ("TokenBudgetExhausted", "CostBudgetExhausted")
-    (failed,) = [e for e in events if isinstance(e, StepFailed)]
-    assert failed.error.type == "InvalidOutput"
-    assert failed.usage is not None
-    assert (failed.usage.input_tokens, failed.usage.output_tokens) == (30_000, 30_000)
-    assert failed.usage.cost_usd == pytest.approx(60.0)
-    usage = view.to_json()["usage"]
-    assert (usage["model_calls"], usage["input_tokens"], usage["output_tokens"]) == (
-        1,
-        30_000,
-        30_000,
-    )
-    assert usage["cost_usd"] == pytest.approx(60.0)
-
-
 def test_show_and_stats_count_the_tokens_of_a_failed_step(
     openai_server: ScriptedOpenAI, looper: Path
 ) -> None:
-    agent = with_budget(looper, "max_tokens 100")
+    agent = with_budget(looper, "max_tokens 25000")  # crossed by the third attempt
     always_invalid(openai_server)
     db = looper / "t.db"  # where runtime_for keeps it
     with runtime_for(openai_server, looper, MODEL) as rt:
@@ -93,14 +70,14 @@ def test_show_and_stats_count_the_tokens_of_a_failed_step(
     shown = json.loads(result.output)["usage"]
     assert (shown["model_calls"], shown["input_tokens"], shown["output_tokens"]) == (
         1,
-        30_000,
-        30_000,
+        15_000,
+        15_000,
     )
     result = CliRunner().invoke(cli, ["stats", "--db", str(db), "--json"])
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)["thinker"]["usage"]
-    assert (stats["input_tokens"], stats["output_tokens"]) == (30_000, 30_000)
-    assert stats["cost_usd"] == pytest.approx(60.0)
+    assert (stats["input_tokens"], stats["output_tokens"]) == (15_000, 15_000)
+    assert stats["cost_usd"] == pytest.approx(30.0)
 
 
 def test_a_reply_cut_off_at_the_token_limit_counts_its_tokens(
@@ -187,7 +164,7 @@ def test_the_metrics_count_the_tokens_and_cost_of_a_failed_step(
 ) -> None:
     from twelvefold.server.counters import ProcessMetrics
 
-    agent = with_budget(looper, "max_tokens 100")
+    agent = with_budget(looper, "max_tokens 25000")  # crossed by the third attempt
     always_invalid(openai_server)
     metrics = ProcessMetrics()
     with runtime_for(openai_server, looper, MODEL) as rt:
@@ -199,9 +176,9 @@ def test_the_metrics_count_the_tokens_and_cost_of_a_failed_step(
         found = registry.get_sample_value(
             "twelvefold_model_tokens_total", {**labels, "direction": direction}
         )
-        assert found == 30_000
+        assert found == 15_000
     assert registry.get_sample_value("twelvefold_model_cost_usd_total", labels) == pytest.approx(
-        60.0
+        30.0
     )
 
 
@@ -221,3 +198,147 @@ def test_a_step_that_succeeds_after_re_asks_counts_every_attempt(
     assert view.status == "finished"
     usage = view.to_json()["usage"]
     assert (usage["input_tokens"], usage["output_tokens"]) == (200, 20)
+
+
+# ---- a budget stops the re-asks of one step -------------------------------------------
+
+
+class OrdinaryStore(SqliteStore):
+    """SQLite, but not exactly `SqliteStore`: the loop's ordinary path (runtime/fastpath.py
+    takes only the store itself)."""
+
+
+def invalid_and_counted(server: ScriptedOpenAI, usage: tuple[int, int]) -> list[tuple[int, int]]:
+    """Every reply is an output no declared type accepts, reporting `usage`; the list
+    returned holds the usage of each reply served, as the server reported it."""
+    served: list[tuple[int, int]] = []
+
+    def answer(body: dict[str, Any]) -> Reply:
+        served.append(usage)
+        return Reply(arguments={"choice": {"type": "Nonsense"}}, usage=usage)
+
+    server.responder = answer
+    return served
+
+
+@pytest.mark.parametrize("store", [SqliteStore, OrdinaryStore], ids=["fast path", "ordinary"])
+@pytest.mark.parametrize(
+    ("budget", "reason"),
+    [("max_tokens 25000", "TokenBudgetExhausted"), ("max_cost 25", "CostBudgetExhausted")],
+)
+def test_re_asks_stop_right_after_the_attempt_that_crosses_the_budget(
+    openai_server: ScriptedOpenAI,
+    looper: Path,
+    store: type[SqliteStore],
+    budget: str,
+    reason: str,
+) -> None:
+    # `retries 20`, and every reply invalid: 10,000 tokens ($10) an attempt. The third
+    # attempt crosses 25,000 tokens ($25); no fourth request is made.
+    agent = budgeted(looper, budget)
+    agent.write_text(
+        agent.read_text().replace('prompt "decide.j2"', 'prompt "decide.j2"\n  retries 20')
+    )
+    served = invalid_and_counted(openai_server, (5000, 5000))
+    real = OpenAIModel(
+        model=MODEL, base_url=openai_server.base_url, api_key="t", transport_retries=0
+    )
+    with Runtime(store(looper / "t.db"), model=real, notifier=RecordingNotifier()) as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    assert len(openai_server.requests) == 3
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "InvalidOutput"
+    assert "after 3 attempt(s)" in failed.error.message
+    assert failed.usage is not None
+    # What the event records is what the server reported, every attempt added up, priced.
+    assert (failed.usage.input_tokens, failed.usage.output_tokens) == tuple(
+        map(sum, zip(*served, strict=True))
+    )
+    assert failed.usage.cost_usd == pytest.approx(30.0)
+    usage = view.to_json()["usage"]
+    assert (usage["model_calls"], usage["input_tokens"], usage["output_tokens"]) == (
+        1,
+        15_000,
+        15_000,
+    )
+    assert usage["cost_usd"] == pytest.approx(30.0)
+    # The budget decided, as for any call that spends it: no target, so the thread failed.
+    assert view.status == "failed"
+    assert view.error is not None and view.error.type == reason
+
+
+def test_a_step_stopped_by_its_budget_escalates_to_the_budgets_target(
+    openai_server: ScriptedOpenAI, looper: Path
+) -> None:
+    agent = budgeted(looper, "max_tokens 100 -> stuck")
+    agent.write_text(
+        agent.read_text().replace('prompt "decide.j2"', 'prompt "decide.j2"\n  retries 20')
+    )
+    served = invalid_and_counted(openai_server, (10, 5))
+    with runtime_for(openai_server, looper, MODEL) as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    # 15 tokens an attempt: the seventh reaches 105, past 100; then `stuck` asks a person.
+    assert len(openai_server.requests) == len(served) == 7
+    assert (view.status, view.step) == ("waiting", "stuck")
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.usage is not None
+    assert (failed.usage.input_tokens, failed.usage.output_tokens) == (70, 35)
+    usage = view.to_json()["usage"]
+    assert (usage["model_calls"], usage["input_tokens"], usage["output_tokens"]) == (1, 70, 35)
+
+
+def test_a_judges_re_asks_stop_once_the_step_has_spent_its_budget(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    agent = refunds_with(tmp_path)
+    agent.write_text(
+        agent.read_text()
+        .replace("max_steps 20", "max_steps 20 max_tokens 1000")
+        .replace("retries 2", "retries 20")
+        .replace("on error -> gave_up", "")  # no `final` to fail to: the budget decides
+    )
+    model = ModelTurns(openai_server)
+    # The output passes the validator (500 tokens); the judge answers nonsense (300 each):
+    # its second answer crosses 1000, and it is asked no more.
+    model.then(Reply(arguments={"amount": 5, "note": "ok"}, usage=(400, 100)))
+    for _ in range(2):
+        model.then(Reply(arguments={"nonsense": True}, usage=(250, 50)))
+    with runtime_for(openai_server, tmp_path / "f", MODEL) as rt:
+        view = rt.launch(agent, CLAIM)
+        events = rt.events(view.id)
+    model.check()
+    assert len(openai_server.requests) == 3
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "JudgeError"
+    assert failed.usage is not None
+    assert (failed.usage.input_tokens, failed.usage.output_tokens) == (900, 200)
+    assert view.status == "failed"
+    assert view.error is not None and view.error.type == "TokenBudgetExhausted"
+
+
+@pytest.mark.parametrize("store", [SqliteStore, OrdinaryStore], ids=["fast path", "ordinary"])
+def test_a_failed_step_whose_cost_is_no_number_of_dollars_spends_the_cost_budget(
+    openai_server: ScriptedOpenAI, looper: Path, store: type[SqliteStore]
+) -> None:
+    # 120 million tokens at the dearest price there is cost $1.2 million: more than one
+    # call may record (`MAX_CALL_COST`). As for a reply, the step fails with `CostError`
+    # and the cost budget counts the call as spending what was left of it.
+    (looper / "twelvefold.toml").write_text(
+        '[prices]\n"priced-model" = { input = 10000, output = 10000 }\n'
+    )
+    agent = with_budget(looper, "max_cost 5 -> stuck")
+    invalid_and_counted(openai_server, (60_000_000, 60_000_000))
+    real = OpenAIModel(
+        model=MODEL, base_url=openai_server.base_url, api_key="t", transport_retries=0
+    )
+    with Runtime(store(looper / "t.db"), model=real, notifier=RecordingNotifier()) as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    assert len(openai_server.requests) == 1
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "CostError"
+    assert failed.usage is not None and failed.usage.cost_usd is None
+    assert (failed.usage.input_tokens, failed.usage.output_tokens) == (60_000_000, 60_000_000)
+    assert (view.status, view.step) == ("waiting", "stuck")
