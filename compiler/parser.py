@@ -7,8 +7,10 @@ a block may come in any order; the builder collects them and reports repeats.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any, TypeVar
@@ -19,6 +21,7 @@ from lark.lexer import PatternStr
 from lark.tree import Meta, Tree
 
 from twelvefold.grammar import grammar_text
+from twelvefold.runtime.usercache import safe_cached_file, user_cache_dir
 
 from . import nodes as n
 from .diagnostics import Diagnostic, Span, error, normalize_newlines
@@ -41,10 +44,26 @@ def _lark() -> Lark:
         strict=True,
         propagate_positions=True,
         maybe_placeholders=True,
-        # Building the LALR tables takes a quarter of a second; Lark keeps them in a
-        # temporary file keyed by the grammar's hash, so later processes load them.
-        cache=True,
+        # Building the LALR tables takes most of a second; a file keeps them for later
+        # processes. It is a pickle, which runs code as it loads, so it lives only in the
+        # user's own cache folder, never at Lark's default (a predictable name in the
+        # shared temporary folder, where another local user can plant one).
+        cache=_tables_file() or False,
     )
+
+
+def _tables_file() -> str | None:
+    """Where the parser's tables are kept between processes: a file named for the grammar,
+    Lark and Python in the user's cache folder (runtime/usercache.py); None (build them
+    each time) when that folder or the file in it is not the user's alone."""
+    import lark
+
+    folder = user_cache_dir()
+    if folder is None:
+        return None
+    key = f"{grammar_text()}\n{lark.__version__}\n{sys.version_info[:2]}"
+    path = folder / f"parser-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pickle"
+    return str(path) if safe_cached_file(path) else None
 
 
 def parse(text: str, path: str = "<agent>") -> tuple[n.SourceFile, list[Diagnostic]]:

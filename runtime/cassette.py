@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .localfiles import parse_json, read_regular_file
 from .model import Model, ModelError, ModelReply, ModelRequest
 from .names import declared_name
 from .redact import validation_problems
@@ -95,12 +96,15 @@ def entry_json(request: ModelRequest, reply: ModelReply | None, error: ErrorInfo
 
 def read_cassette(path: Path) -> list[Entry]:
     entries = []
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = read_regular_file(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CassetteError(f"{path}: not UTF-8 ({exc})") from exc
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line, path, number)
             error = record.get("error")
             entries.append(
                 Entry(

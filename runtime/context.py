@@ -503,7 +503,21 @@ def _with_text(view: ContextEvent, text: str) -> ContextEvent:
 # ---- `ask` strings -----------------------------------------------------------------------
 
 
-_ASK_ENVIRONMENT = sandboxed()
+_VALUE_BREAKS = str.maketrans(
+    {"\n": "\\n", "\r": "\\r"}
+    | {c: f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+)
+"""Every character that ends a line (str.splitlines' set), as the escape it is shown as."""
+
+
+def _on_its_line(value: Any) -> str:
+    """One value an `ask` shows, its line breaks written as escapes: a value (the model's
+    or a tool's) must not start a line of its own in the question a person reads, where it
+    could pass for an event row or a `resume:` line (the author's own breaks stay)."""
+    return str(value).translate(_VALUE_BREAKS)
+
+
+_ASK_ENVIRONMENT = sandboxed(finalize=_on_its_line)
 
 NOT_GIVEN = "(none)"
 """How a null value reads in an `ask`: a person deciding must see that it is missing."""
