@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 
-from jinja2 import Environment, TemplateSyntaxError, meta
+from jinja2 import Environment, TemplateSyntaxError
 from jinja2 import nodes as j
 from jinja2.parser import Parser
 
@@ -30,6 +30,7 @@ from twelvefold.runtime.templates import (
     NESTED_TOO_DEEPLY,
     sandboxed,
     too_deep_at,
+    undeclared_variables,
     unsafe_attribute,
 )
 
@@ -96,7 +97,7 @@ def analyse(source: str) -> Analysis:
         too_deep = too_deep_at(tree)
         if too_deep is not None:
             return Analysis(problem=replace(TOO_DEEP, line=too_deep))
-        free = meta.find_undeclared_variables(tree)
+        free = undeclared_variables(tree)
         environment.compile(tree)  # as it renders: Python's own limits on nesting
     except TemplateSyntaxError as exc:
         return Analysis(problem=TemplateProblem(exc.message or "syntax error", exc.lineno or 1))

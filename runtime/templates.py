@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,12 @@ import jinja2
 import jinja2.nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import (
+    ImmutableSandboxedEnvironment,
+    SandboxedEscapeFormatter,
+    SandboxedFormatter,
+)
+from markupsafe import Markup
 
 MAX_RENDERED_ITEMS = 1_000_000
 """The most characters (or items) one `*` in a template may build: `{{ "a" * 10**10 }}`
@@ -102,6 +108,70 @@ class _BoundedCodeGenerator(CodeGenerator):
             self.write(", ")
         self.write(")))")
 
+    def _output_child_to_const(self, node: jinja2.nodes.Expr, frame: Frame, finalize: Any) -> str:
+        # Jinja2 computes `{{ … }}` whose parts are constants while it compiles (filters
+        # included: `{{ "x"|tojson|tojson… }}` grew to gigabytes in `check`). Only literal
+        # text and plain constants are written out ahead; the rest is computed when it
+        # renders, under the bounds below.
+        if not isinstance(node, jinja2.nodes.TemplateData | jinja2.nodes.Const):
+            raise jinja2.nodes.Impossible()
+        return str(super()._output_child_to_const(node, frame, finalize))
+
+    def visit_EvalContextModifier(
+        self, node: jinja2.nodes.EvalContextModifier, frame: Frame
+    ) -> None:
+        # `{% autoescape EXPR %}`: Jinja2 computes EXPR while it compiles unless it is not
+        # a plain constant; anything else is decided when it renders.
+        for keyword in node.options:
+            self.writeline(f"context.eval_ctx.{keyword.key} = ")
+            self.visit(keyword.value, frame)
+            if isinstance(keyword.value, jinja2.nodes.Const):
+                setattr(frame.eval_ctx, keyword.key, keyword.value.value)
+            else:
+                frame.eval_ctx.volatile = True
+
+
+def undeclared_variables(tree: jinja2.nodes.Template) -> set[str]:
+    """`jinja2.meta.find_undeclared_variables`, walked by the bounded code generator: the
+    one in `jinja2.meta` computes constant `{{ … }}` and `{% autoescape … %}` as it walks."""
+    import jinja2.meta
+
+    class Tracking(jinja2.meta.TrackingCodeGenerator, _BoundedCodeGenerator):
+        pass
+
+    assert tree.environment is not None  # a parsed tree knows its environment
+    tracking = Tracking(tree.environment)
+    tracking.optimizer = None  # it makes one whatever the environment says
+    tracking.visit(tree)
+    return tracking.undeclared_identifiers
+
+
+class _BoundedFormatting:
+    """`str.format` and `format_map` in a template, bounded: each field's width and
+    precision (after any nested field, `{0:{1}}`, is filled in), and the text built so
+    far, checked as each field is formatted, before the whole is joined."""
+
+    built = 0
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        _check_format(format_spec)
+        formatted = super().format_field(value, format_spec)  # type: ignore[misc]
+        self.built += len(formatted)
+        _check_size(self.built, "this `format`")
+        return formatted
+
+    def _vformat(self, format_string: str, *args: Any, **kwargs: Any) -> Any:
+        _check_size(self.built + len(format_string), "this `format`")
+        return super()._vformat(format_string, *args, **kwargs)  # type: ignore[misc]
+
+
+class _BoundedFormatter(_BoundedFormatting, SandboxedFormatter):
+    pass
+
+
+class _BoundedEscapeFormatter(_BoundedFormatting, SandboxedEscapeFormatter):
+    pass
+
 
 class _BoundedSandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, plus bounds on what one operator or filter may build: the
@@ -123,7 +193,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "%" and isinstance(left, str):
-            _check_format(left)
+            _check_percent(left, right)
         elif operator == "+" and _sized(left) and _sized(right):
             _check_size(_weight(left) + _weight(right), "adding these")
         elif operator == "*":
@@ -152,11 +222,33 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         return tree
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        # `"{:>999999999}".format(1)`: the sandbox wraps str.format when it is looked up.
-        wrapped = super().wrap_str_format(value)
-        if wrapped is not None:
-            _check_format(value.__self__)
-        return wrapped
+        """`"{:>{1}}".format`: the sandbox wraps `str.format` and `format_map` when they
+        are looked up; these run with a bounded formatter, a new one for each call."""
+        if not isinstance(value, types.MethodType | types.BuiltinMethodType) or (
+            value.__name__ not in ("format", "format_map")
+        ):
+            return None
+        text = value.__self__
+        if not isinstance(text, str):
+            return None
+        _check_format(text)
+        is_format_map = value.__name__ == "format_map"
+
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            formatter: SandboxedFormatter
+            if isinstance(text, Markup):
+                formatter = _BoundedEscapeFormatter(self, escape=text.escape)
+            else:
+                formatter = _BoundedFormatter(self)
+            if is_format_map:
+                if kwargs:
+                    raise TypeError("format_map() takes no keyword arguments")
+                if len(args) != 1:
+                    raise TypeError(f"format_map() takes exactly one argument ({len(args)} given)")
+                kwargs, args = args[0], ()
+            return type(text)(formatter.vformat(text, args, kwargs))
+
+        return wrapper
 
 
 MAX_NESTING = 50
@@ -234,6 +326,47 @@ def _check_format(text: str) -> None:
         raise SecurityError("a format width or precision of a million or more in a template")
 
 
+_PERCENT = re.compile(
+    r"%(?:\((?P<key>[^)]*)\))?[-#0 +]*(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d+))?"
+    r"[hlL]?(?P<kind>.?)",
+    re.DOTALL,
+)
+
+
+def _check_percent(text: str, values: Any) -> None:
+    """`text % values` (the `%` operator, the `format` filter), refused before it is built
+    when a width or precision, `*` ones included (`"%*d" % (10**9, 1)`), is a million or
+    more, or when the text with every value it prints, each counted as often as it is
+    printed (`"%s%s" % (s, s)`), would pass the bound."""
+    _check_format(text)
+    positional = list(values[: MAX_RENDERED_ITEMS + 1]) if isinstance(values, tuple) else [values]
+    size = len(text)
+    taken = 0
+    for match in _PERCENT.finditer(text):
+        if match["kind"] == "%":
+            continue
+        for star in (match["width"], match["precision"]):
+            if star == "*":
+                given = positional[taken] if taken < len(positional) else 0
+                taken += 1
+                if _is_int(given) and abs(given) >= 1_000_000:
+                    raise SecurityError(
+                        "a format width or precision of a million or more in a template"
+                    )
+                size += abs(given) if _is_int(given) else 0
+            elif star is not None:
+                size += int(star)
+        if match["key"] is not None and isinstance(values, Mapping):
+            printed = values.get(match["key"])
+        elif taken < len(positional):
+            printed = positional[taken]
+            taken += 1
+        else:
+            printed = None
+        size += _weight(printed)
+        _check_size(size, "this `%` formatting")
+
+
 # ---- filters whose result can be far larger than what they are given ----------------
 # Each is Jinja2's own filter behind a bound checked before anything is built; a bound
 # passed raises, so Jinja2 does not fold the filter while it compiles either
@@ -241,11 +374,28 @@ def _check_format(text: str) -> None:
 
 
 def _bounded_format(value: Any, *args: Any, **kwargs: Any) -> str:
-    """`format` (`%`-formatting), with the sandbox's width bound."""
+    """`format` (`%`-formatting), with the bounds of the `%` operator."""
     if isinstance(value, str):
-        _check_format(value)
+        _check_percent(value, kwargs or args)
     formatted: str = jinja2.filters.do_format(value, *args, **kwargs)
     return formatted
+
+
+@jinja2.pass_eval_context
+def _bounded_tojson(eval_ctx: Any, value: Any, indent: Any = None) -> Any:
+    """`tojson`: what it is given weighed first, then what it made (JSON escapes `"` as
+    six characters, so each level of `|tojson|tojson…` made it about six times larger)."""
+    _check_size(_weight(value), "`tojson`")
+    dumped = jinja2.filters.do_tojson(eval_ctx, value, indent)
+    _check_size(len(dumped), "`tojson`")
+    return dumped
+
+
+def _bounded_pprint(value: Any) -> str:
+    _check_size(_weight(value), "`pprint`")
+    printed = jinja2.filters.do_pprint(value)
+    _check_size(len(printed), "`pprint`")
+    return printed
 
 
 def _bounded_center(value: Any, width: Any = 80) -> str:
@@ -303,6 +453,8 @@ _BOUNDED_FILTERS: dict[str, Callable[..., Any]] = {
     "slice": _bounded_slice,
     "replace": _bounded_replace,
     "join": _bounded_join,
+    "tojson": _bounded_tojson,
+    "pprint": _bounded_pprint,
 }
 
 
@@ -324,6 +476,9 @@ def sandboxed(
         keep_trailing_newline=keep_trailing_newline,
         autoescape=autoescape,
         finalize=finalize,
+        # No constant folding while compiling (`check` compiles every template): what a
+        # template computes, it computes when it renders, under the bounds.
+        optimized=False,
     )
     environment.filters.update(_BOUNDED_FILTERS)
     return environment
@@ -334,15 +489,21 @@ def bounded_text(chunks: Iterable[str]) -> str:
     `SecurityError` as soon as it passes MAX_RENDERED_CHARS: the rest is never rendered."""
     parts: list[str] = []
     size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > MAX_RENDERED_CHARS:
-            raise SecurityError(
-                f"the rendered text passed {MAX_RENDERED_CHARS:,} characters, the most a "
-                "template may produce"
-            )
-        parts.append(chunk)
-    return "".join(parts)
+    try:
+        for chunk in chunks:
+            size += len(chunk)
+            if size > MAX_RENDERED_CHARS:
+                raise SecurityError(
+                    f"the rendered text passed {MAX_RENDERED_CHARS:,} characters, the most "
+                    "a template may produce"
+                )
+            parts.append(chunk)
+        return "".join(parts)
+    except MemoryError:  # its message is empty: say what happened
+        parts.clear()
+        raise SecurityError(
+            "rendering the template ran out of memory (something it builds is too large)"
+        ) from None
 
 
 class TemplateBroken(ValueError):

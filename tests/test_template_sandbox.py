@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import jinja2
@@ -357,6 +358,25 @@ def test_a_small_budget_truncates_an_oversized_entry_instead_of_losing_it() -> N
         "{% set s = 'x' * 999999 %}{{ s + s }}",
         "{% set s = 'x' * 999999 %}{{ s ~ s }}",
         "{% set s = 'x' * 999999 %}{% macro m() %}{{ 'a' ~ s ~ 'b' }}{% endmacro %}{{ m() }}",
+        # A `*` width or precision, a width given by a nested field (red team: 1.5 GB).
+        "{{ '%*d' % (999999999, 1) }}",
+        "{{ '%.*f' % (999999999, 1.0) }}",
+        "{{ '%*d' | format(999999999, 1) }}",
+        "{{ '{0:{1}}'.format('x', 999999999) }}",
+        "{{ '{0:.{1}f}'.format(1.0, 999999999) }}",
+        # Results that double each step: refused once past the bound, not at gigabytes.
+        "{% set ns = namespace(s='x' * 1000) %}{% for i in range(40) %}"
+        "{% set ns.s = '%s%s' % (ns.s, ns.s) %}{% endfor %}",
+        "{% set ns = namespace(s='x' * 1000) %}{% for i in range(40) %}"
+        "{% set ns.s = '{0}{0}'.format(ns.s) %}{% endfor %}",
+        "{% set ns = namespace(s='x' * 1000) %}{% for i in range(40) %}"
+        "{% set ns.s = '{s}{s}'.format_map({'s': ns.s}) %}{% endfor %}",
+        "{% set s = 'x' * 999999 %}{{ '%(a)s%(a)s' % {'a': s} }}",
+        "{% set s = 'x' * 999999 %}{{ ('{0}' * 100).format(s) }}",
+        "{% set s = 'x' * 999999 %}{{ [s, s, s] | tojson }}",
+        "{% set s = 'x' * 999999 %}{{ [s, s, s] | pprint }}",
+        '{{ \'""""""""\'' + "|tojson" * 26 + " }}",
+        "{{ \"''''\"" + "|pprint" * 30 + " }}",
     ],
 )
 def test_a_template_cannot_build_something_huge(template: str) -> None:
@@ -375,6 +395,24 @@ def test_ordinary_arithmetic_and_formatting_still_render() -> None:
     assert render_ask(text, {}) == "1024 ababab     x    1 1"
     joined = "{{ 'a' ~ 1 ~ [2] }} {{ [1] + [2] }} {{ 'b' | center(5) }} {{ [1, 2] | join('-') }}"
     assert render_ask(joined, {}) == "a1[2] [1, 2]   b   1-2"
+    stars = "{{ '%*d|%-*s|%.*f' % (3, 7, 3, 'a', 2, 1.5) }} {{ '%*d' | format(3, 7) }}"
+    assert render_ask(stars, {}) == "  7|a  |1.50   7"
+    nested = "{{ '{0:>{1}}'.format('x', 3) }} {{ '{a}{a}'.format_map({'a': 'b'}) }}"
+    assert render_ask(nested, {}) == "  x bb"
+    shown = "{{ 'a' | tojson }} {{ 'a' | pprint }} {{ '%(a)s' % {'a': 1} }} {{ '%s' % 'b' }}"
+    assert render_ask(shown, {}) == "\"a\" 'a' 1 b"
+
+
+def test_a_rendering_that_runs_out_of_memory_says_so() -> None:
+    # A MemoryError's message is empty: `twelvefold prompt` printed `error: ` and no more.
+    from twelvefold.runtime.templates import bounded_text
+
+    def chunks() -> Iterator[str]:
+        yield "a"
+        raise MemoryError
+
+    with pytest.raises(SecurityError, match="memory"):
+        bounded_text(chunks())
 
 
 LOOPS = "{% for i in range(10000) %}{% for j in range(1000) %}x{% endfor %}{% endfor %}"
