@@ -135,8 +135,8 @@ def _unsafe(tree: j.Template) -> tuple[VariableUse, ...]:
         attr = node.attr if isinstance(node, j.Getattr) else _const_key(node)
         if attr is not None and unsafe_attribute(attr):
             found.append(VariableUse((*(_path(node.node) or ("…",)), attr), node.lineno))
-    for named in tree.find_all((j.Filter, j.Call)):
-        assert isinstance(named, j.Filter | j.Call)
+    for named in tree.find_all((j.Filter, j.Getattr)):
+        assert isinstance(named, j.Filter | j.Getattr)
         for attr in _attributes_named(named):
             if unsafe_attribute(attr):
                 owner = named.node if isinstance(named, j.Filter) else None
@@ -162,31 +162,41 @@ ATTRIBUTE_ARGUMENT = {
     "unique": 1,
     "min": 1,
     "max": 1,
+    "join": 1,
 }
 """Filters that read an attribute named by a string (`attr('x')`, `map(attribute='a.b')`):
 the position of that argument when given without its keyword (`attribute=`)."""
 
 
-def _attributes_named(node: j.Filter | j.Call) -> Iterator[str]:
-    """The attribute steps a filter or a `str.format` call reads by a literal string: each
-    part of `map(attribute="value.__class__")`, each field of `"{0.__class__}".format(x)`.
-    The sandbox refuses them at render just as if they were written `x.__class__`."""
+def _attributes_named(node: j.Filter | j.Getattr) -> Iterator[str]:
+    """The attribute steps a filter or a literal string's `format` reads by a literal
+    string: each part of `map(attribute="value.__class__")` and `join(attribute=…)`, the
+    name in `attr("__class__")` and `map("attr", "__class__")`, each field of
+    `"{0.__class__}".format`, called there or later (`{% set f = "…".format %}`). The
+    sandbox refuses them at render just as if they were written `x.__class__`."""
     if isinstance(node, j.Filter) and node.name in ATTRIBUTE_ARGUMENT:
         position = ATTRIBUTE_ARGUMENT[node.name]
         given = [k.value for k in node.kwargs if k.key == "attribute"]
         if position is not None and len(node.args) > position:
             given.append(node.args[position])
+        whole = node.name == "attr"
+        if (
+            node.name == "map"
+            and len(node.args) > 1
+            and isinstance(node.args[0], j.Const)
+            and node.args[0].value == "attr"
+        ):  # `map("attr", "__class__")`: the `attr` filter on each item
+            given, whole = [node.args[1]], True
         for value in given:
             if isinstance(value, j.Const) and isinstance(value.value, str):
-                yield from value.value.split(".") if node.name != "attr" else [value.value]
+                yield from [value.value] if whole else value.value.split(".")
     elif (
-        isinstance(node, j.Call)
-        and isinstance(node.node, j.Getattr)
-        and node.node.attr in ("format", "format_map")
-        and isinstance(node.node.node, j.Const)
-        and isinstance(node.node.node.value, str)
+        isinstance(node, j.Getattr)
+        and node.attr in ("format", "format_map")
+        and isinstance(node.node, j.Const)
+        and isinstance(node.node.value, str)
     ):
-        yield from _format_fields(node.node.node.value)
+        yield from _format_fields(node.node.value)
 
 
 def _format_fields(text: str) -> Iterator[str]:
