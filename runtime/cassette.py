@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,28 +95,86 @@ def entry_json(request: ModelRequest, reply: ModelReply | None, error: ErrorInfo
 
 
 def read_cassette(path: Path) -> list[Entry]:
+    """The entries of the cassette at `path`, each checked for its shape: a file that is
+    not a regular file (a FIFO would block the read), is not UTF-8, or has a line that is
+    not a cassette entry is refused with `CassetteError`, naming the line."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise CassetteError(f"{path}: cannot read the cassette ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        raise CassetteError(f"{path}: not a file (a cassette is a regular JSON-lines file)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise CassetteError(f"{path}: cannot read the cassette ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise CassetteError(f"{path}: not a cassette (not UTF-8 text: {exc.reason})") from None
     entries = []
-    text = path.read_text(encoding="utf-8")
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            error = record.get("error")
-            entries.append(
-                Entry(
-                    agent=record["agent"],
-                    step=record["step"],
-                    seq=record.get("seq"),
-                    type=record.get("type"),
-                    output=record.get("output", {}),
-                    error=ErrorInfo(error["type"], error.get("message", "")) if error else None,
-                    line=number,
-                )
+        except ValueError as exc:
+            raise CassetteError(f"{path}:{number}: not a cassette entry ({exc})") from None
+        problem = _entry_problem(record)
+        if problem is not None:
+            raise CassetteError(f"{path}:{number}: not a cassette entry ({problem})")
+        error = record.get("error")
+        entries.append(
+            Entry(
+                agent=record["agent"],
+                step=record["step"],
+                seq=record.get("seq"),
+                type=record.get("type"),
+                output=record.get("output", {}),
+                error=ErrorInfo(error["type"], error.get("message", "")) if error else None,
+                line=number,
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CassetteError(f"{path}:{number}: not a cassette entry ({exc})") from exc
+        )
     return entries
+
+
+def _entry_problem(record: Any) -> str | None:
+    """What is wrong with the shape of one decoded cassette line, or None: an object with
+    a string `agent` and `step`, an integer `seq` (or none), a string `type` (or none), an
+    `error` object with a string `type` and `message` (or none)."""
+    if not isinstance(record, dict):
+        return f"a JSON {_json_kind(record)}, not an object"
+    for field in ("agent", "step"):
+        if field not in record:
+            return f"no `{field}`"
+        if not isinstance(record[field], str):
+            return f"`{field}` is a JSON {_json_kind(record[field])}, not a string"
+    seq = record.get("seq")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
+        return f"`seq` is a JSON {_json_kind(seq)}, not an integer"
+    for field in ("type", "messages_sha256"):
+        value = record.get(field)
+        if value is not None and not isinstance(value, str):
+            return f"`{field}` is a JSON {_json_kind(value)}, not a string"
+    error = record.get("error")
+    if error is not None:
+        if not isinstance(error, dict):
+            return f"`error` is a JSON {_json_kind(error)}, not an object"
+        if not isinstance(error.get("type"), str):
+            return "`error` has no string `type`"
+        if not isinstance(error.get("message", ""), str):
+            return f"`error.message` is a JSON {_json_kind(error['message'])}, not a string"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 class CassettePlayer:
