@@ -82,10 +82,9 @@ def serve(
     if cassette is not None and record is not None:
         raise click.UsageError("give --cassette or --record, not both")
     if insecure_local and not is_loopback(host):
-        echo(
-            f"error: --insecure-local serves without authentication, so only on a loopback "
-            f"address (127.0.0.1, ::1, localhost), not {host}",
-            err=True,
+        error(  # one line: a --host with a line break in it is escaped
+            "--insecure-local serves without authentication, so only on a loopback "
+            f"address (127.0.0.1, ::1, localhost), not {host}"
         )
         sys.exit(1)
     if public_url is not None:
