@@ -317,8 +317,19 @@ def test_run_with_a_cassette_of_the_wrong_shape_says_so_in_one_line(
     cassette.write_text(line + "\n")
     db = tmp_path / "t.db"
     done = subprocess.run(
-        [sys.executable, "-m", "twelvefold", "run", str(EXAMPLES / "deploybot.agent"),
-         "--input", "deploy v1.2.3", "--cassette", str(cassette), "--db", str(db)],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "twelvefold",
+            "run",
+            str(EXAMPLES / "deploybot.agent"),
+            "--input",
+            "deploy v1.2.3",
+            "--cassette",
+            str(cassette),
+            "--db",
+            str(db),
+        ],
         capture_output=True,
         text=True,
         check=False,
