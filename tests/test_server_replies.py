@@ -651,3 +651,49 @@ async def test_catch_up_tells_at_most_its_bound_of_threads_at_once(
     go["b"].set()
     go["c"].set()
     await catching_up
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1]/hook", "http://[fe80::1%25lo]/", "http://[::ffff:127.0.0.1]:9/x"]
+)
+async def test_an_ipv6_literal_webhook_is_a_url_its_host_check_refuses(
+    deploy_agent: Path, tmp_path: Path, openai_server: ScriptedOpenAI, url: str
+) -> None:
+    """Found by a red team: a bracketed IPv6 literal was a 422 (not a URL) though
+    `webhook_hosts` takes IP literals. It is a URL; without `webhook_hosts` its host, not
+    a public address, is refused (403) as an IPv4 loopback one is."""
+    async with served(deploy_agent, tmp_path / "threads.db", openai_server) as s:
+        response = await launch(s, webhook=url)
+        assert response.status_code == 403, response.text
+        assert await s.service.threads(Caller("bob", "http")) == []
+
+
+@pytest.mark.parametrize("url", ["http://[::1/x", "http://[v1.x]/", "http://[1:2:3:4:5:6:7:8:9]/"])
+async def test_a_bracketed_host_that_is_no_ipv6_address_is_no_url(s: Served, url: str) -> None:
+    response = await launch(s, webhook=url)
+    assert response.status_code == 422, response.text
+
+
+async def test_an_allowed_ipv6_webhook_is_taken_and_a_failed_reply_is_one_warning_line(
+    tmp_path: Path,
+    openai_server: ScriptedOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`webhook_hosts = ["::1"]` allows `http://[::1]:PORT/`. The reply then fails (nothing
+    listens there): found by a red team, that was logged with a full traceback, as a bug
+    would be; a receiver that cannot be reached is expected, one WARNING line."""
+    monkeypatch.setenv("TWELVEFOLD_WEBHOOK_SECRET", SECRET)
+    monkeypatch.delenv("TWELVEFOLD_SLACK_BOT_TOKEN", raising=False)
+    agent = deploy_project(
+        tmp_path / "project", DEPLOY_CONFIG + '[server]\nwebhook_hosts = ["::1"]\n'
+    )
+    with caplog.at_level("INFO"):
+        async with served(agent, tmp_path / "threads.db", openai_server) as s:
+            response = await launch(s, webhook="http://[::1]:9/hook")
+            assert response.status_code < 300, response.text
+            thread_id = response.json()["thread_id"]
+    assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback
+    (said,) = [r for r in caplog.records if "not sent" in r.getMessage()]
+    assert said.levelname == "WARNING"
+    assert thread_id in said.getMessage() and "\n" not in said.getMessage(), said.getMessage()
