@@ -8,19 +8,20 @@ identical input gives byte-identical, formatted output.
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import textwrap
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import cache
 from pathlib import PurePath
 
 import jinja2
 import networkx as nx
 
-from twelvefold import __version__
+from twelvefold import __version__, runtime
 
 from . import nodes as n
-from .diagnostics import CompilerBug, Span
+from .diagnostics import CompilerBug, Span, source_lines
 from .graph import can_fail
 from .guard_python import GuardCompiler
 from .guard_text import guard_text
@@ -141,6 +142,53 @@ def _template() -> jinja2.Template:
     return env.get_template("module.py.j2")
 
 
+@cache
+def template_bindings() -> tuple[frozenset[str], frozenset[str]]:
+    """(names, modules): every name module.py.j2 binds at the top level of a module, and
+    the top-level modules it imports, read from the template itself (rendered with every
+    optional part on, and no declared type or state) so that no list kept by hand can fall
+    behind it (pynames.reserved_names).
+
+    Every `bool` of the view model is on, every optional text given, and every name the
+    runtime exports imported: the most a module can bind besides its classes and its
+    per-state functions."""
+    options: dict[str, object] = {}
+    for option in fields(ModuleView):
+        if option.type == "bool":
+            options[option.name] = True
+        elif option.type == "str | None":
+            options[option.name] = '"."'
+    probe = ModuleView(
+        version="0",
+        source="probe.agent",
+        agent="probe",
+        input_annotation="str",
+        models=[],
+        states=[],
+        spec="None",
+        runtime_imports=list(runtime.__all__),
+        exports=[],
+        **options,  # type: ignore[arg-type]
+    )
+    names: set[str] = set()
+    modules: set[str] = set()
+    for node in ast.parse(_template().render(m=probe)).body:
+        match node:
+            case ast.ImportFrom(module=str(module)):
+                modules.add(module.split(".")[0])
+                names |= {(a.asname or a.name) for a in node.names}
+            case ast.Import():
+                modules |= {a.name.split(".")[0] for a in node.names}
+                names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            case ast.FunctionDef(name=name) | ast.ClassDef(name=name):
+                names.add(name)
+            case ast.Assign(targets=targets):
+                names |= {t.id for t in targets if isinstance(t, ast.Name)}
+            case ast.AnnAssign(target=ast.Name(id=name)):
+                names.add(name)
+    return frozenset(names), frozenset(modules)
+
+
 class FormatterUnavailable(Exception):
     """ruff, which formats every generated module, cannot be found or run.
 
@@ -195,9 +243,9 @@ class _ModuleBuilder:
         self.types = program.types
         self.source_name = PurePath(program.source.path).name
         self.names = python_names(self.types.values(), program.steps)
-        # Lines as the parser counts them (only "\n" ends one), not str.splitlines(), which
-        # also splits at form feeds, "\r" and other characters a comment may hold.
-        self.lines = program.source_text.split("\n")
+        # Lines as the parser counts them (diagnostics.LINE_BREAK), not str.splitlines(),
+        # which also splits at form feeds and other characters a comment may hold.
+        self.lines = source_lines(program.source_text)
         self.imports: set[str] = {"AgentSpec", "Event", "IllegalEvent", "Started", "State"}
         self.imports |= {"Action", "StateSpec", "EdgeSpec", "Fail"}
         self.uses_field = False

@@ -8,6 +8,7 @@ caret under the span, `help:`) or as JSON for editors and tools.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,25 @@ def sort_key(d: Diagnostic) -> tuple[str, int, int, str]:
 
 # ---- rendering ---------------------------------------------------------------
 
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+"""What ends a line of a .agent file, as Python reads source files: `\\n`, `\\r\\n`, `\\r`.
+The parser counts lines by it (`normalize_newlines` before lexing) and every diagnostic
+shows lines split by it, so a position and the line shown always agree; a form feed or
+U+2028 in a comment is a character of its line, as in Python."""
+
+
+def normalize_newlines(text: str) -> str:
+    """`text` with each `\\r\\n` and `\\r` written `\\n` (lines and columns are unchanged)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+def source_lines(text: str) -> list[str]:
+    """The lines of a .agent file, split at LINE_BREAK only (not `str.splitlines`, which
+    also splits at form feeds, `\\x1c`, U+0085 and U+2028), without a last empty one."""
+    lines = LINE_BREAK.split(text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 EXCERPT_CHARS = 120
 """The most of a source line a diagnostic shows; a longer line is cut around the span."""
 
@@ -141,14 +161,14 @@ def render(diagnostic: Diagnostic, source: str | None) -> str:
         f"{one_line(d.path)}:{d.span.line}:{d.span.column}: "
         f"{d.severity.value}[{d.code}]: {one_line(d.message)}"
     ]
-    source_lines = source.splitlines() if source is not None else []
+    shown_lines = source_lines(source) if source is not None else []
     gutter = len(str(max([d.span.line, *(n.span.line for n in d.notes)])))
     pad = " " * gutter
 
     def excerpt(span: Span, marker: str, text: str) -> list[str]:
-        if not 1 <= span.line <= len(source_lines):
+        if not 1 <= span.line <= len(shown_lines):
             return []
-        line = source_lines[span.line - 1].expandtabs(1)
+        line = shown_lines[span.line - 1].expandtabs(1)
         last = span.end_column if span.end_line == span.line else len(line) + 1
         line, column, width = _escaped_excerpt(line, span.column, max(1, last - span.column))
         if len(line) > EXCERPT_CHARS:  # show a window around the span, not a megabyte

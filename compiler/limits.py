@@ -3,7 +3,7 @@
 Every limit is far above what a real agent needs and far below what makes a stage slow
 or deep: the stages are linear, but Python's recursion, `int()` of a 5,000-digit string
 and the memory of a 10 MB description are not. An input over a limit gets a diagnostic
-(E008, E009) where it is written, never a traceback or a hang. docs/language.md
+(E008, E009, E123) where it is written, never a traceback or a hang. docs/language.md
 ("Limits") lists them for users.
 """
 
@@ -23,6 +23,12 @@ MAX_STRING_CHARS = 8192
 """Longest string, after escapes: descriptions, `ask` templates, guard literals, paths."""
 MAX_NESTING = 32
 """Deepest nesting of `list[`/`map[` in a type, or of `not` in a guard."""
+MAX_TYPE_DEPTH = 16
+"""Deepest value a declared type describes, in JSON levels: each record (an object) and
+each `list[`/`map[` inside it is one (`type A { b: B? }`, `type B { c: list[string] }`:
+3). pydantic builds a schema with about 30 frames of Python's stack per level, so 16
+leaves half the stack to the rest of a run; model providers accept less (OpenAI's strict
+schemas: 10). A recursive type is not deep: its schema refers to itself (E123)."""
 MAX_NUMBER_DIGITS = 32
 """Most digits in a number: room for any float a guard prints back (`0.0000012345678901234567`),
 far from the thousands that make `int()` slow."""

@@ -7,8 +7,10 @@ a block may come in any order; the builder collects them and reports repeats.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any, TypeVar
@@ -19,9 +21,10 @@ from lark.lexer import PatternStr
 from lark.tree import Meta, Tree
 
 from twelvefold.grammar import grammar_text
+from twelvefold.runtime.usercache import safe_cached_file, user_cache_dir
 
 from . import nodes as n
-from .diagnostics import Diagnostic, Span, error
+from .diagnostics import Diagnostic, Span, error, normalize_newlines
 from .limits import (
     MAX_DURATION_SECONDS,
     MAX_NAME_CHARS,
@@ -41,15 +44,32 @@ def _lark() -> Lark:
         strict=True,
         propagate_positions=True,
         maybe_placeholders=True,
-        # Building the LALR tables takes a quarter of a second; Lark keeps them in a
-        # temporary file keyed by the grammar's hash, so later processes load them.
-        cache=True,
+        # Building the LALR tables takes most of a second; a file keeps them for later
+        # processes. It is a pickle, which runs code as it loads, so it lives only in the
+        # user's own cache folder, never at Lark's default (a predictable name in the
+        # shared temporary folder, where another local user can plant one).
+        cache=_tables_file() or False,
     )
+
+
+def _tables_file() -> str | None:
+    """Where the parser's tables are kept between processes: a file named for the grammar,
+    Lark and Python in the user's cache folder (runtime/usercache.py); None (build them
+    each time) when that folder or the file in it is not the user's alone."""
+    import lark
+
+    folder = user_cache_dir()
+    if folder is None:
+        return None
+    key = f"{grammar_text()}\n{lark.__version__}\n{sys.version_info[:2]}"
+    path = folder / f"parser-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pickle"
+    return str(path) if safe_cached_file(path) else None
 
 
 def parse(text: str, path: str = "<agent>") -> tuple[n.SourceFile, list[Diagnostic]]:
     """Parse one .agent file. On a syntax error the file is empty and one diagnostic says why."""
     empty = n.SourceFile(path, (), (), ())
+    text = normalize_newlines(text)  # Lark counts "\n" only; diagnostics.LINE_BREAK
     try:
         tree = _lark().parse(text)
     except UnexpectedInput as exc:
@@ -61,6 +81,31 @@ def parse(text: str, path: str = "<agent>") -> tuple[n.SourceFile, list[Diagnost
     source = builder.transform(tree)
     assert isinstance(source, n.SourceFile)
     return source, builder.diagnostics
+
+
+_RAW_CONTROL = re.compile("[\x00-\x1f]")
+"""The control characters JSON's strings (which .agent strings are) refuse written as they
+are: invisible in an editor, so each is written as an escape (E010)."""
+_SHORT_ESCAPES = {"\t": "\\t", "\b": "\\b", "\f": "\\f", "\r": "\\r"}
+
+
+def _raw_control(path: str, token: Token, found: re.Match[str]) -> Diagnostic:
+    """E010 at the first control character written raw in a string."""
+    char = found.group(0)
+    escape = _SHORT_ESCAPES.get(char, f"\\u{ord(char):04x}")
+    line, column = token.line or 1, (token.column or 1) + found.start()
+    named = "a tab" if char == "\t" else f"U+{ord(char):04X}"
+    return error(
+        "E010",
+        f"a control character ({named}) written as it is in a string",
+        path,
+        Span(line, column, line, column + 1),
+        label=named,
+        help="remove it; no name, path or text needs NUL"
+        if char == "\0"
+        else f"write it as the escape `{escape}`"
+        + (", or remove it" if char not in _SHORT_ESCAPES else ""),
+    )
 
 
 _NESTING_RULES = frozenset({"negation", "list_type", "map_type"})
@@ -174,6 +219,10 @@ class _Builder(Transformer[Token, Any]):
 
     def STRING(self, token: Token) -> n.Text:
         span = _token_span(token)
+        raw = _RAW_CONTROL.search(str(token))
+        if raw is not None:
+            self.diagnostics.append(_raw_control(self.file, token, raw))
+            return n.Text(str(token)[1:-1], span)
         try:
             value = json.loads(str(token))
         except json.JSONDecodeError:

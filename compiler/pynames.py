@@ -14,48 +14,43 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 
 from pydantic import BaseModel
-
-from twelvefold import runtime
 
 from . import nodes as n
 
 # ---- the one reserved set -------------------------------------------------------------
 # Every name the generated module binds or reads at its top level, from its sources:
-# Python itself, the imports module.py.j2 writes, and the names it defines. A declared
-# type's class, a field's attribute and the module's file name never take one of these.
+# Python itself, and what module.py.j2 imports and defines (read from the template, by
+# codegen.template_bindings). A declared type's class, a field's attribute and the
+# module's file name never take one of these.
 
 SOFT_KEYWORDS = ("_", "case", "match", "type")
 """Python's soft keywords (fixed here: `keyword.softkwlist` differs between versions, and
 generated code must not)."""
-IMPORTED_MODULES = ("__future__", "collections", "typing", "pydantic", "twelvefold")
-"""Top-level modules the generated module imports (module.py.j2)."""
-IMPORTED_NAMES = (
-    "annotations", "Callable", "Iterable", "Literal", "BaseModel", "ConfigDict", "Field",
-    *runtime.__all__,
-)  # fmt: skip
-"""What module.py.j2 imports: its own names, and every name the runtime exports."""
-GENERATED_NAMES = (
-    "AGENT", "initial_state", "next_action", "reduce", "replay", "_ACTIONS", "_REDUCERS",
-    "__all__",
-)  # fmt: skip
-"""What module.py.j2 defines at the top level besides classes and per-state functions."""
 STATE_FUNCTION_ROLES = ("action", "reduce", "needs_approval")
 """The per-state functions module.py.j2 defines: `_{state}_{role}`."""
 BUILTIN_NAMES = frozenset(dir(builtins))
 
-RESERVED = frozenset(
-    {
-        *keyword.kwlist,
-        *SOFT_KEYWORDS,
-        *BUILTIN_NAMES,
-        *IMPORTED_MODULES,
-        *IMPORTED_NAMES,
-        *GENERATED_NAMES,
-    }
-)
-"""Names no declared type's class may take (a field's attribute avoids these too)."""
+
+@cache
+def reserved_names() -> frozenset[str]:
+    """Names no declared type's class may take (a field's attribute avoids these too):
+    Python's keywords and builtins, and every name and module the generated module binds
+    at its top level besides its classes and per-state functions."""
+    from .codegen import template_bindings  # codegen uses these names: imported when asked
+
+    names, modules = template_bindings()
+    return frozenset({*keyword.kwlist, *SOFT_KEYWORDS, *BUILTIN_NAMES, *modules, *names})
+
+
+def imported_modules() -> frozenset[str]:
+    """The top-level modules the generated module imports (`typing`, `pydantic`, ...)."""
+    from .codegen import template_bindings
+
+    return template_bindings()[1]
+
 
 _BASEMODEL_ATTRIBUTES = frozenset(dir(BaseModel))
 PROTECTED_PREFIX = "model_"
@@ -63,7 +58,7 @@ PROTECTED_PREFIX = "model_"
 
 
 def _is_reserved_anywhere(name: str) -> bool:
-    return name in RESERVED or _is_dunder(name)
+    return name in reserved_names() or _is_dunder(name)
 
 
 def _is_dunder(name: str) -> bool:
@@ -103,7 +98,7 @@ class PythonNames:
 def python_names(types: Iterable[n.TypeDecl], states: Iterable[str]) -> PythonNames:
     """Names for a program's types (classes) and their fields (attributes); see PythonNames."""
     decls = list(types)
-    taken = set(RESERVED) | {f for s in states for f in state_function_names(s)}
+    taken = set(reserved_names()) | {f for s in states for f in state_function_names(s)}
     classes = _allocate(
         [d.name.text for d in decls],
         # A class body binds `model_config` (and BaseModel's names are its attributes), so
@@ -114,7 +109,7 @@ def python_names(types: Iterable[n.TypeDecl], states: Iterable[str]) -> PythonNa
     )
     # Annotations and `Field(...)` in a class body read these, so a field (a class
     # attribute) must not rebind them: `float: float | None` would make the type None.
-    annotation_names = RESERVED | set(classes.values())
+    annotation_names = reserved_names() | set(classes.values())
     attributes = {
         d.name.text: _allocate(
             [f.name.text for f in d.fields],
@@ -178,7 +173,7 @@ def class_name(name: str) -> str:
 def module_file_stem(agent_name: str) -> str:
     """The generated module's file stem: the agent's name, unless importing the module by
     that name would shadow the standard library or a module it imports (`agent json`)."""
-    shadowed = {*sys.stdlib_module_names, *IMPORTED_MODULES, *_dependency_modules()}
+    shadowed = {*sys.stdlib_module_names, *imported_modules(), *_dependency_modules()}
     return agent_name + "_agent" if agent_name.lower() in shadowed else agent_name
 
 

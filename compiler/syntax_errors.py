@@ -13,7 +13,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from twelvefold.grammar import grammar_text
 
-from .diagnostics import Diagnostic, Span, error
+from .diagnostics import Diagnostic, Span, error, source_lines
 
 _TERMINAL_WORDS = {
     "NAME": "a name",
@@ -153,7 +153,8 @@ def _unexpected_character(
     help_ = f"write {expected_text} here" if expected_text else "remove this character"
     if char == "=" and text[position : position + 2] == "=>":
         help_ = "transitions are written with `->`"
-    shown = char if char.strip() else repr(char)
+    # Named as a string's escape would write it (`\u000b`), as every diagnostic shows them.
+    shown = char if char.isprintable() and char.strip() else f"\\u{ord(char):04x}"
     return error(
         "E002",
         f"unexpected character `{shown}`{_inside(block)}",
@@ -167,7 +168,7 @@ def _unexpected_character(
 def _end_of_file(
     text: str, path: str, exc: UnexpectedInput, word: Callable[[str], str]
 ) -> Diagnostic:
-    lines = text.splitlines() or [""]
+    lines = source_lines(text) or [""]
     last_line = len(lines)
     span = Span.point(last_line, len(lines[-1]) + 1)
     block = _open_block(text, len(text))

@@ -16,15 +16,22 @@ follow them: a load whose name is not a literal string has `name` None.
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 
 from jinja2 import Environment, TemplateSyntaxError, meta
 from jinja2 import nodes as j
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.parser import Parser
 
-from twelvefold.runtime.templates import unsafe_attribute
+from twelvefold.runtime.templates import (
+    NESTED_TOO_DEEPLY,
+    sandboxed,
+    too_deep_at,
+    unsafe_attribute,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +46,17 @@ class VariableUse:
 class TemplateProblem:
     message: str
     line: int
+    help: str | None = None
+    """How to fix it, when it is not a plain syntax error."""
+
+
+TOO_DEEP = TemplateProblem(
+    NESTED_TOO_DEEPLY,
+    1,
+    "flatten it: compute the value in a tool or a deterministic step, move an inner part "
+    "into a macro defined at the top of the template or into an included file, or split a "
+    "long chain of `+` or `|filter` into `{% set %}` steps",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,19 +79,32 @@ class Analysis:
 
 @cache
 def _environment() -> Environment:
-    # Parsing only, with the class templates render in (runtime/templates.py); autoescape
-    # and undefined handling do not change what a template reads.
-    return ImmutableSandboxedEnvironment()
+    # The environment templates render in (runtime/templates.py): analysing compiles the
+    # template, and Jinja2 computes constant expressions while it compiles, unless the
+    # environment refuses to (`{{ "x" * 3000000000 }}` took `check` gigabytes).
+    # Autoescape and undefined handling do not change what a template reads.
+    return sandboxed()
 
 
 @lru_cache(maxsize=1024)  # agents repeat the same short `ask` texts
 def analyse(source: str) -> Analysis:
     environment = _environment()
+    parser: Parser | None = None
     try:
-        tree = environment.parse(source)
+        parser = Parser(environment, source)  # its own, to know the line it stopped at
+        tree = parser.parse()
+        too_deep = too_deep_at(tree)
+        if too_deep is not None:
+            return Analysis(problem=replace(TOO_DEEP, line=too_deep))
         free = meta.find_undeclared_variables(tree)
+        environment.compile(tree)  # as it renders: Python's own limits on nesting
     except TemplateSyntaxError as exc:
         return Analysis(problem=TemplateProblem(exc.message or "syntax error", exc.lineno or 1))
+    except RecursionError:  # deeper than Python's stack while parsing (5,000 parentheses)
+        line = parser.stream.current.lineno if parser is not None else 1
+        return Analysis(problem=replace(TOO_DEEP, line=line))
+    except SyntaxError:  # the generated code, nested past Python's limits
+        return Analysis(problem=replace(TOO_DEEP, line=_deepest_line(tree)))
     bound = {node.name for node in tree.find_all(j.Name) if node.ctx != "load"}
     uses = sorted(
         {use for use in _uses(tree) if use.path[0] in free},
@@ -84,6 +115,18 @@ def analyse(source: str) -> Analysis:
     return Analysis(uses=tuple(dict.fromkeys(trimmed)), unsafe=_unsafe(tree), loads=_loads(tree))
 
 
+def _deepest_line(tree: j.Template) -> int:
+    """The line of the most deeply nested node (the first written, of those as deep)."""
+    deepest, line = -1, 1
+    pending: list[tuple[j.Node, int]] = [(tree, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > deepest or (depth == deepest and node.lineno < line):
+            deepest, line = depth, node.lineno
+        pending.extend((child, depth + 1) for child in node.iter_child_nodes())
+    return line
+
+
 def _unsafe(tree: j.Template) -> tuple[VariableUse, ...]:
     found = []
     for node in tree.find_all((j.Getattr, j.Getitem)):
@@ -91,12 +134,78 @@ def _unsafe(tree: j.Template) -> tuple[VariableUse, ...]:
         attr = node.attr if isinstance(node, j.Getattr) else _const_key(node)
         if attr is not None and unsafe_attribute(attr):
             found.append(VariableUse((*(_path(node.node) or ("…",)), attr), node.lineno))
+    for named in tree.find_all((j.Filter, j.Call)):
+        assert isinstance(named, j.Filter | j.Call)
+        for attr in _attributes_named(named):
+            if unsafe_attribute(attr):
+                owner = named.node if isinstance(named, j.Filter) else None
+                path = _path(owner) if owner is not None else None
+                found.append(VariableUse((*(path or ("…",)), attr), named.lineno))
+                break
     # `a.__init__.__globals__` is one refusal: the first step the sandbox stops at.
     first: list[VariableUse] = []
     for use in sorted(set(found), key=lambda u: (u.line, len(u.path), u.path)):
         if not any(u.line == use.line and use.path[: len(u.path)] == u.path for u in first):
             first.append(use)
     return tuple(sorted(first, key=lambda u: (u.line, u.path)))
+
+
+ATTRIBUTE_ARGUMENT = {
+    "attr": 0,
+    "map": None,
+    "selectattr": 0,
+    "rejectattr": 0,
+    "groupby": 0,
+    "sum": 0,
+    "sort": 2,
+    "unique": 1,
+    "min": 1,
+    "max": 1,
+}
+"""Filters that read an attribute named by a string (`attr('x')`, `map(attribute='a.b')`):
+the position of that argument when given without its keyword (`attribute=`)."""
+
+
+def _attributes_named(node: j.Filter | j.Call) -> Iterator[str]:
+    """The attribute steps a filter or a `str.format` call reads by a literal string: each
+    part of `map(attribute="value.__class__")`, each field of `"{0.__class__}".format(x)`.
+    The sandbox refuses them at render just as if they were written `x.__class__`."""
+    if isinstance(node, j.Filter) and node.name in ATTRIBUTE_ARGUMENT:
+        position = ATTRIBUTE_ARGUMENT[node.name]
+        given = [k.value for k in node.kwargs if k.key == "attribute"]
+        if position is not None and len(node.args) > position:
+            given.append(node.args[position])
+        for value in given:
+            if isinstance(value, j.Const) and isinstance(value.value, str):
+                yield from value.value.split(".") if node.name != "attr" else [value.value]
+    elif (
+        isinstance(node, j.Call)
+        and isinstance(node.node, j.Getattr)
+        and node.node.attr in ("format", "format_map")
+        and isinstance(node.node.node, j.Const)
+        and isinstance(node.node.node.value, str)
+    ):
+        yield from _format_fields(node.node.node.value)
+
+
+def _format_fields(text: str) -> Iterator[str]:
+    """The attribute and key names `str.format` reads through its fields' names."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError:  # not a valid format string: it fails at render, whatever it names
+        return
+    for _, field, spec, _ in parsed:
+        if spec:  # `{0:{1.x}}`: a field inside the format spec
+            yield from _format_fields(spec)
+        if not field:
+            continue
+        # `0.a[b]`: after the argument, `.name` and `[key]` steps (str.format's own rule).
+        rest = field[len(re.split(r"[.\[]", field, maxsplit=1)[0]) :]
+        for attribute, key in _FIELD_STEP.findall(rest):
+            yield attribute or key
+
+
+_FIELD_STEP = re.compile(r"\.([^.\[]*)|\[([^\]]*)\]")
 
 
 def _const_key(node: j.Getitem) -> str | None:

@@ -82,6 +82,13 @@ ENTRIES: dict[str, Entry] = {
         "Strings use JSON's escapes; `\\o` and friends are not escapes.",
         "Write a backslash as `\\\\`, or use a forward slash in paths.",
     ),
+    "E010": Entry(
+        "a control character written as it is in a string",
+        "A TAB, an ESC or another control character (U+0000 to U+001F) typed into a string "
+        "is invisible in an editor and not allowed in a JSON string, which .agent strings "
+        "are. The caret is at the character.",
+        "Write it as its escape: `\\t` for a tab, `\\u001b` for an ESC (or remove it).",
+    ),
     "E006": Entry(
         "a setting is given twice",
         "A single-valued setting (`prompt`, `next`, `start`, ...) appears twice in one block. "
@@ -220,9 +227,14 @@ ENTRIES: dict[str, Entry] = {
         "standard-library module "
         '(`"sys:exit"`, `"os:abort"`, `"code:interact"`) could end or take over the process, '
         "so the runtime refuses it and the check reports it, by the module's name alone "
-        "(the compiler never imports a tool).",
-        "Point the tool at your own function (which may call the library), or allow the "
-        'module by name in the configuration: `[tool.twelvefold.tools] allow_stdlib = ["json"]`.',
+        "(the compiler never imports a tool). So is a module Python or its tools treat "
+        'specially, which no configuration allows: `"__main__:main"` is the program that is '
+        "running (twelvefold itself), `__init__` a package's own module imported a second "
+        "time, `__dunder__` names Python's own, `sitecustomize` and `usercustomize` run as "
+        "Python starts, `conftest` under pytest, `setup` as a package's build script.",
+        "Point the tool at your own function (which may call the library), or allow a "
+        "standard-library module by name in the configuration: "
+        '`[tool.twelvefold.tools] allow_stdlib = ["json"]`.',
     ),
     "E119": Entry(
         "a wait for something that is not a record",
@@ -243,6 +255,27 @@ ENTRIES: dict[str, Entry] = {
         "`max_cost` is the most, in US dollars, a thread's model calls may spend before it "
         "goes to the budget's target; zero or less would stop it before its first call.",
         "Give an amount above zero, with cents if you like: `max_cost 2.50 -> escalate`.",
+    ),
+    "E122": Entry(
+        "an agent's name that makes a module file Python cannot import or treats specially",
+        "The agent's name is its module's file name (`twelvefold compile` writes `NAME.py`). "
+        "A Python keyword makes a file no import can load (`class.py`); a name Python, "
+        "pytest or packaging tools treat specially makes a file with side effects: "
+        "`__init__.py` makes its folder a package, `__main__.py` is what `python -m` runs, "
+        "`sitecustomize.py` and `usercustomize.py` run as Python starts, `conftest.py` under "
+        "pytest, `setup.py` as a build script; a `__dunder__` name is Python's own. (A name "
+        "that shadows a standard-library module, `agent json`, is written `json_agent.py`.)",
+        "Rename the agent: `agent support_agent`, not `agent class` or `agent setup`.",
+    ),
+    "E123": Entry(
+        "a type whose values nest too deep",
+        "A declared type's values nest at most 16 levels: each record and each `list[` or "
+        "`map[` inside one is a level (docs/language.md, Limits). A longer chain of records "
+        "(`type T0 { next: T1? }`, `type T1 { next: T2? }`, ...) broke later: the schema sent "
+        "with every model call and the property tests ran out of Python's stack. The message "
+        "names the deepest chain; a recursive type is not deep by itself.",
+        "Flatten the chain: move an inner type's fields into the type that holds it, or keep "
+        "an inner value apart (an id, or a step of its own).",
     ),
     "E130": Entry(
         "an imported file or a sub-agent's file cannot be read",
@@ -490,9 +523,13 @@ ENTRIES: dict[str, Entry] = {
     ),
     "E702": Entry(
         "template syntax error",
-        "A prompt, `render` or `ask` template is not valid Jinja2. The message gives the "
-        "line inside the template; the caret points at the step that uses it.",
-        "Fix the template; close every `{{ }}`, `{% if %}` and `{% for %}`.",
+        "A prompt, `render` or `ask` template is not valid Jinja2, or is nested more deeply "
+        "than Jinja2 and Python can compile (about 50 levels of blocks, brackets, filters or "
+        "operators; about 20 nested `{% for %}`). The message gives the line inside the "
+        "template; the caret points at the step that uses it.",
+        "Fix the template; close every `{{ }}`, `{% if %}` and `{% for %}`. A template nested "
+        "too deeply: compute the value in a tool or a deterministic step, or move an inner "
+        "part into a macro or an included file.",
     ),
     "E703": Entry(
         "unknown variable in a template",
@@ -505,7 +542,9 @@ ENTRIES: dict[str, Entry] = {
         "a template reads Python internals",
         "Templates render in Jinja2's sandbox, which refuses attributes that start with `_` "
         "(`__class__`, `__globals__`): they reach Python's internals, never the data a "
-        "template is given. `check` reports them before a run rather than failing it.",
+        "template is given, whether written `x.__class__` or named by a string "
+        "(`x | attr('__class__')`, `map(attribute='__class__')`, `'{0.__class__}'.format(x)`). "
+        "`check` reports them before a run rather than failing it.",
         "Read the value's fields; a template cannot run code.",
     ),
     "E705": Entry(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import stat
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .localfiles import parse_json, read_regular_file
 from .model import Model, ModelError, ModelReply, ModelRequest
 from .names import declared_name
 from .redact import validation_problems
@@ -95,19 +95,12 @@ def entry_json(request: ModelRequest, reply: ModelReply | None, error: ErrorInfo
 
 
 def read_cassette(path: Path) -> list[Entry]:
-    """The entries of the cassette at `path`, each checked for its shape: a file that is
-    not a regular file (a FIFO would block the read), is not UTF-8, or has a line that is
-    not a cassette entry is refused with `CassetteError`, naming the line."""
+    """The entries of the cassette at `path`, each checked for its shape: a line that is
+    not a cassette entry, or a file that is not UTF-8, is refused with `CassetteError`
+    naming the line; a path that is not a regular file (a FIFO would block the read) is
+    the `OSError` naming it (`read_regular_file`)."""
     try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise CassetteError(f"{path}: cannot read the cassette ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(mode):
-        raise CassetteError(f"{path}: not a file (a cassette is a regular JSON-lines file)")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise CassetteError(f"{path}: cannot read the cassette ({exc.strerror or exc})") from None
+        text = read_regular_file(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CassetteError(f"{path}: not a cassette (not UTF-8 text: {exc.reason})") from None
     entries = []
@@ -115,9 +108,13 @@ def read_cassette(path: Path) -> list[Entry]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line, path, number)
         except ValueError as exc:
             raise CassetteError(f"{path}:{number}: not a cassette entry ({exc})") from None
+        except RecursionError:  # JSON nested deeper than Python's stack
+            raise CassetteError(
+                f"{path}:{number}: not a cassette entry (its JSON is nested too deeply)"
+            ) from None
         problem = _entry_problem(record)
         if problem is not None:
             raise CassetteError(f"{path}:{number}: not a cassette entry ({problem})")

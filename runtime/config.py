@@ -173,6 +173,35 @@ def stdlib_module(reference: str) -> str | None:
     return top if top in sys.stdlib_module_names else None
 
 
+SPECIAL_MODULES = {
+    "__main__": "the module Python runs as the program",
+    "__init__": "a package's own module",
+    "sitecustomize": "a module Python runs as it starts",
+    "usercustomize": "a module Python runs as it starts",
+    "conftest": "a module pytest runs as it collects tests",
+    "setup": "a package's build script, which packaging tools run",
+}
+"""Module names that Python, pytest or packaging tools treat specially: running one as a
+tool's module has side effects, and a generated module of that name would have them too.
+Each with why (E118, E122)."""
+
+
+@functools.lru_cache(maxsize=1024)
+def special_module(reference: str) -> tuple[str, str] | None:
+    """(module, why) when a dotted module name, or the module of a `module:function`, is
+    one Python or its tools treat specially: `__main__` or another `__dunder__` part
+    anywhere in it, or a top-level `sitecustomize`, `conftest`, `setup` (SPECIAL_MODULES)."""
+    parts = reference.partition(":")[0].split(".")
+    for part in parts:
+        if part in ("__main__", "__init__"):
+            return part, SPECIAL_MODULES[part]
+        if len(part) > 4 and part.startswith("__") and part.endswith("__"):
+            return part, "a name Python reserves for its own (`__dunder__`)"
+    if parts[0] in SPECIAL_MODULES:
+        return parts[0], SPECIAL_MODULES[parts[0]]
+    return None
+
+
 def find_config(start: Path) -> Config:
     """The configuration for files in `start` (a folder, or a file whose folder is used).
 
@@ -245,6 +274,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "find_config",
+    "special_module",
     "stdlib_module",
     "toml_key",
     "toml_text",

@@ -37,7 +37,7 @@ from pydantic import BaseModel
 from .names import declared_name
 from .redact import has_secrets, shown_value
 from .spec import AgentSpec
-from .templates import PromptsLoader, sandboxed
+from .templates import PromptsLoader, bounded_text, sandboxed
 from .types import (
     KIND_OF_EVENT,
     Answered,
@@ -426,11 +426,11 @@ def render_messages(template: jinja2.Template, variables: dict[str, Any]) -> lis
     """The system/user convention: named blocks become messages, else the whole file is one."""
     blocks = [name for name in MESSAGE_BLOCKS if name in template.blocks]
     if not blocks:
-        return [{"role": "user", "content": template.render(variables).strip()}]
+        return [{"role": "user", "content": bounded_text(template.generate(variables)).strip()}]
     context = template.new_context(variables)
     messages = []
     for name in blocks:
-        content = "".join(template.blocks[name](context)).strip()
+        content = bounded_text(template.blocks[name](context)).strip()
         messages.append({"role": name, "content": content})
     return messages
 
@@ -491,7 +491,7 @@ def _entry_renderer(agent: AgentSpec, prompts_dir: Path) -> Callable[[ContextEve
             "value": value,
             "agent": AgentView(agent.name, agent.description),
         }
-        return template.render(variables).strip()
+        return bounded_text(template.generate(variables)).strip()
 
     return render
 
@@ -503,7 +503,21 @@ def _with_text(view: ContextEvent, text: str) -> ContextEvent:
 # ---- `ask` strings -----------------------------------------------------------------------
 
 
-_ASK_ENVIRONMENT = sandboxed()
+_VALUE_BREAKS = str.maketrans(
+    {"\n": "\\n", "\r": "\\r"}
+    | {c: f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+)
+"""Every character that ends a line (str.splitlines' set), as the escape it is shown as."""
+
+
+def _on_its_line(value: Any) -> str:
+    """One value an `ask` shows, its line breaks written as escapes: a value (the model's
+    or a tool's) must not start a line of its own in the question a person reads, where it
+    could pass for an event row or a `resume:` line (the author's own breaks stay)."""
+    return str(value).translate(_VALUE_BREAKS)
+
+
+_ASK_ENVIRONMENT = sandboxed(finalize=_on_its_line)
 
 NOT_GIVEN = "(none)"
 """How a null value reads in an `ask`: a person deciding must see that it is missing."""
@@ -608,6 +622,6 @@ def render_ask(template: str, value: Any) -> str:
     else:
         variables = {}
     try:
-        return _ASK_ENVIRONMENT.from_string(template).render(variables)
+        return bounded_text(_ASK_ENVIRONMENT.from_string(template).generate(variables))
     except Exception as exc:  # any failure to fill it in: the template is not shown
         raise AskRenderError(f"{type(exc).__name__}: {exc}") from exc

@@ -9,6 +9,12 @@ compiler is not even imported on that path. Beside each module, `<stem>-<hash>.p
 lists the templates its compilation read, so the agent's version (runtime/versions.py) is
 known without compiling again.
 
+The cache is in the project (`.twelvefold/cache/`), which a repository can ship: a module
+found there is code someone else may have written. So each module (with its list of
+templates) is signed, `<stem>-<hash>.sig`, with a key only this user can read
+(runtime/usercache.py), and imported only when its signature is this user's: from the
+text that was verified, never read again from disk. Any other module is compiled again.
+
 `load_version` gets a thread's pinned reducer back from the sources a store kept.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import importlib.abc
 import importlib.util
 import os
 import posixpath
@@ -34,6 +41,7 @@ from pydantic_core import from_json, to_json
 
 from .loop import Agent
 from .terminal import one_line
+from .usercache import cache_key, signature, signed
 from .versions import (
     AgentSources,
     AgentVersion,
@@ -141,9 +149,9 @@ def _from_agent_file(
         raise AgentLoadError(f"{what}: {one_line(str(path))}")
     path = path.resolve()
     prompts_dir = prompts_dir or prompts_of(path)
-    target, names = _compiled(path, cache_dir, prompts_dir, prompts_of)
+    target, names, generated = _compiled(path, cache_dir, prompts_dir, prompts_of)
     digest = target.stem.rsplit("-", 1)[1]
-    module = import_file(target, f"_twelvefold_{path.stem}_{digest}")
+    module = import_file(target, f"_twelvefold_{path.stem}_{digest}", generated)
     tree = _tree(path, prompts_dir, names, cache_dir, prompts_of)
     return Agent(
         module=module,
@@ -156,9 +164,10 @@ def _from_agent_file(
 
 def _compiled(
     path: Path, cache_dir: Path, prompts_dir: Path, prompts_of: PromptsOf
-) -> tuple[Path, list[str]]:
+) -> tuple[Path, list[str], str]:
     """The generated module of the `.agent` file `path` (absolute) under `cache_dir`,
-    compiled unless it is there already, and the prompt templates its compilation read."""
+    compiled unless this user's twelvefold wrote it there already, the prompt templates
+    its compilation read, and the module's text (to import: verified, not read again)."""
     from twelvefold import __version__
 
     # Hashed as bytes, in chunks: a file that is not UTF-8 or is huge is the compiler's to
@@ -192,12 +201,42 @@ def _compiled(
     target = cache_dir / f"{path.stem}-{digest}.py"
     # JSON, not a name per line: a template's file name may hold a line break.
     used = target.with_suffix(".prompts.json")
-    names = _names_in(used) if target.is_file() else None
-    if names is None:  # not compiled yet, or its list of templates is unreadable
-        generated, names = _compile(path, prompts_dir, prompts_of)
-        _write_atomically(target, generated)
-        _write_atomically(used, to_json(names).decode())
-    return target, names
+    key = cache_key()
+    found = _signed_files(key, target, used)
+    names = _names_in(found[1]) if found is not None else None
+    if found is not None and names is not None:
+        return target, names, found[0].decode("utf-8")
+    # Not compiled yet, its list of templates is unreadable, or not signed by this user.
+    generated, names = _compile(path, prompts_dir, prompts_of)
+    _write_signed(key, target, generated, ((used, to_json(names).decode()),))
+    return target, names, generated
+
+
+def _signed_files(key: bytes | None, target: Path, *beside: Path) -> list[bytes] | None:
+    """The bytes of `target` and the files `beside` it, when its signature file says this
+    user's twelvefold wrote them all (`key` signed them) and the module is UTF-8; else
+    None (missing, changed, or written by someone else: a module a repository ships)."""
+    if key is None:
+        return None  # no key to check with: nothing found on disk is trusted
+    try:
+        expected = target.with_suffix(".sig").read_text(encoding="ascii").strip()
+        contents = [file.read_bytes() for file in (target, *beside)]
+        contents[0].decode("utf-8")
+    except (OSError, ValueError):
+        return None
+    return contents if signed(key, expected, target.name, *contents) else None
+
+
+def _write_signed(
+    key: bytes | None, target: Path, content: str, beside: tuple[tuple[Path, str], ...] = ()
+) -> None:
+    """Write `target` (and each file and its text in `beside`), then their signature."""
+    pairs = [(target, content), *beside]
+    for file, text in pairs:
+        _write_atomically(file, text)
+    if key is not None:
+        parts = [text.encode("utf-8") for _, text in pairs]
+        _write_atomically(target.with_suffix(".sig"), signature(key, target.name, *parts))
 
 
 def _tree(
@@ -218,7 +257,7 @@ def _tree(
                 continue  # a cycle or a missing file: the compiler has refused it already
             seen.add(child)
             child_prompts = prompts_of(child)
-            _, child_names = _compiled(child, cache_dir, child_prompts, prompts_of)
+            _, child_names, _ = _compiled(child, cache_dir, child_prompts, prompts_of)
             tree.append(AgentSources(child, child_prompts, child_names, imported_files(child)))
     return tree
 
@@ -242,7 +281,11 @@ def load_version(
     prompts = prompts_in_copy(version, folder, main)  # never the project's, as it is now
     stamp = hashlib.sha256(f"{compiler_version()}\n{version.digest}".encode()).hexdigest()[:16]
     target = folder / f"{version.name}-{stamp}.py"
-    if not target.is_file():
+    key = cache_key()
+    found = _signed_files(key, target)
+    if found is not None:
+        generated = found[0].decode("utf-8")
+    else:
         result = compile_text(
             version.files[version.main],
             version.main,
@@ -260,8 +303,8 @@ def load_version(
                 f"this twelvefold ({compiler_version()}):\n{report}"
             )
         ((_, generated),) = result.files.items()
-        _write_atomically(target, generated)
-    module = import_file(target, f"_twelvefold_{version.name}_v{stamp}")
+        _write_signed(key, target, generated)
+    module = import_file(target, f"_twelvefold_{version.name}_v{stamp}", generated)
     return Agent(
         module=module,
         origin=origin,
@@ -589,14 +632,30 @@ _IMPORTING = threading.RLock()
 (below), and another thread (a second runtime in this process) must not take it then."""
 
 
-def import_file(path: Path, module_name: str) -> ModuleType:
+class _FromText(importlib.abc.Loader):
+    """Runs a module from text already read (and verified), named for its file: the file
+    is not read again, nor its bytecode (`__pycache__`, which a repository can ship too)."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path, self.text = path, text
+
+    def exec_module(self, module: ModuleType) -> None:
+        exec(compile(self.text, str(self.path), "exec", dont_inherit=True), module.__dict__)
+
+    def get_source(self, fullname: str) -> str:
+        return self.text
+
+
+def import_file(path: Path, module_name: str, text: str | None = None) -> ModuleType:
     """Import a Python file as `module_name` (once: a second call returns the same module,
-    also from another thread, once the first has run it)."""
+    also from another thread, once the first has run it); from `text` when given (the
+    file's content, already verified), not from the file."""
     with _IMPORTING:
         loaded = sys.modules.get(module_name)
         if loaded is not None:
             return loaded
-        spec = importlib.util.spec_from_file_location(module_name, path)
+        loader = _FromText(path, text) if text is not None else None
+        spec = importlib.util.spec_from_file_location(module_name, path, loader=loader)
         if spec is None or spec.loader is None:
             raise AgentLoadError(f"cannot import {one_line(str(path))}")
         module = importlib.util.module_from_spec(spec)
@@ -613,12 +672,12 @@ def import_file(path: Path, module_name: str) -> ModuleType:
         return module
 
 
-def _names_in(used: Path) -> list[str] | None:
+def _names_in(used: bytes) -> list[str] | None:
     """The template names a compilation read, as `_compiled` wrote them beside the module;
-    None when there is no such list (missing, or not a JSON list of strings)."""
+    None when the list is not a JSON list of strings."""
     try:
-        names = from_json(used.read_bytes())
-    except (OSError, ValueError):
+        names = from_json(used)
+    except ValueError:
         return None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         return None

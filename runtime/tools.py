@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from .config import stdlib_module
+from .config import special_module, stdlib_module
 from .names import declared_name
 from .records import quick_init, record
 from .redact import validation_problems
@@ -135,6 +135,12 @@ def _import(reference: str, folders: Sequence[Path], allow_stdlib: Collection[st
     parts = module_name.split(".")
     if not function_name.isidentifier() or not all(part.isidentifier() for part in parts):
         raise ToolImportError(f"`{reference}` is not of the form module:function")
+    special = special_module(reference)
+    if special is not None:
+        special_name, why = special
+        raise ToolImportError(
+            f"`{reference}` names `{special_name}`, {why}: a tool is your own function"
+        )
     stdlib = stdlib_module(reference)
     if stdlib is not None and stdlib not in allow_stdlib:
         raise ToolImportError(

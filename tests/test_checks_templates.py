@@ -226,3 +226,92 @@ def test_an_include_of_a_name_too_long_for_a_file_is_a_missing_template(tmp_path
         CYCLE_AGENT, "a.agent", load_prompt=PromptDirectory(tmp_path), generate_code=False
     )
     assert [d.code for d in compiled.diagnostics if d.is_error] == ["E701"]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ 'x' * 50000000 }}",
+        "{{ 50000000 * 'x' }}",
+        "{{ 'x' ~ ('y' * 50000000) }}",
+        "{{ '%50000000s' % 'x' }}",
+        "{{ 'x' | center(50000000) }}",
+        "{{ 'x' | indent(50000000, true) }}",
+        "{{ [1] | batch(50000000, 0) | list }}",
+        "{{ 'ab' | replace('', '" + "x" * 3000 + "') | replace('', '" + "y" * 3000 + "') }}",
+    ],
+)
+def test_analysing_a_template_computes_none_of_its_values(template: str) -> None:
+    # Jinja2 folds constant expressions while it compiles: `check` once built this 50 MB
+    # string (3 GB, `{{ "x" * 3000000000 }}`, took the machine's memory; red team).
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        analysis = analyse.__wrapped__(template)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert analysis.problem is None
+    assert peak < 5_000_000
+
+
+@pytest.mark.parametrize(
+    ("template", "attribute"),
+    [
+        ("{{ context | attr('__class__') }}", "__class__"),
+        ("{{ events | map(attribute='__class__') | list }}", "__class__"),
+        ("{{ events | map(attribute='value.__class__') | list }}", "__class__"),
+        ("{{ events | selectattr('_secret') | list }}", "_secret"),
+        ("{{ events | rejectattr('_secret', 'none') | list }}", "_secret"),
+        ("{{ events | sort(attribute='__class__') }}", "__class__"),
+        ("{{ events | sort(false, false, '__class__') }}", "__class__"),
+        ("{{ events | groupby('__class__') }}", "__class__"),
+        ("{{ events | sum('__len__') }}", "__len__"),
+        ("{{ events | unique(attribute='__class__') | list }}", "__class__"),
+        ("{{ events | min(attribute='__class__') }}", "__class__"),
+        ("{{ events | max(attribute='__class__') }}", "__class__"),
+        ("{{ '{0.__class__}'.format(context) }}", "__class__"),
+        ("{{ '{x[0].__class__.__mro__}'.format_map({'x': events}) }}", "__class__"),
+        ("{{ '{0[__class__]}'.format(context) }}", "__class__"),
+    ],
+)
+def test_attributes_named_by_a_string_are_refused_like_written_ones(
+    template: str, attribute: str
+) -> None:
+    # The sandbox refuses these at render (a failed step); `check` must say so first.
+    assert [use.path[-1] for use in analyse(template).unsafe] == [attribute]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ context | attr('upper') }}",
+        "{{ events | map(attribute='value.name') | list }}",
+        "{{ events | selectattr('kind', 'eq', '__class__') | list }}",
+        "{{ '{0.name} {0[kind]} {1:>4}'.format(context, 1) }}",
+        "{{ '%(__class__)s' | format({'__class__': 1}) }}",
+        "{{ events | map('replace', '_', '__class__') | list }}",
+    ],
+)
+def test_strings_that_name_no_internal_attribute_are_fine(template: str) -> None:
+    assert analyse(template).unsafe == ()
+
+
+@pytest.mark.parametrize(
+    ("template", "line"),
+    [
+        ("{% if x %}" * 3000 + "{% endif %}" * 3000, 1),
+        ("line\n{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", 2),
+        ("\n\n{{ 'a'" + " | trim" * 20000 + " }}", 3),
+        ("{{ " + " + ".join(["x"] * 3000) + " }}", 1),
+        ("{% for a in x %}" * 40 + "{% endfor %}" * 40, 1),
+    ],
+)
+def test_a_template_nested_too_deeply_is_a_problem_with_its_line(template: str, line: int) -> None:
+    # Jinja2's parser and compiler recurse once per level (a RecursionError traceback
+    # from `check`), and Python refuses code nested past its own limits.
+    analysis = analyse(template)
+    assert analysis.problem is not None
+    assert "nested" in analysis.problem.message
+    assert analysis.problem.line == line

@@ -85,8 +85,11 @@ def _agent(texts: dict[str, str]) -> str:
     # An `ask` is a template (checked as one; its sandbox is tested elsewhere): no braces here.
     texts = {**texts, "ask": texts["ask"].replace("{", "(").replace("}", ")")}
     strings = {k: json.dumps(v) for k, v in texts.items() if not k.startswith("c")}
-    # A comment ends at the first "\n"; the parser keeps every other character in it.
-    comments = {k: v.replace("\n", " ") for k, v in texts.items() if k.startswith("c")}
+    # A comment ends at the first line break ("\n", "\r"); the parser keeps every other
+    # character in it (a form feed, U+2028: diagnostics.LINE_BREAK).
+    comments = {
+        k: v.replace("\n", " ").replace("\r", " ") for k, v in texts.items() if k.startswith("c")
+    }
     return AGENT.format(**strings, **comments)
 
 

@@ -182,3 +182,51 @@ def test_another_agents_thread_is_a_one_line_error(tmp_path: Path) -> None:
     assert code == 1 and out == ""
     assert err.count("\n") == 1, err
     assert "P~refund-3" in err and "`calculator`" in err and "`deploybot`" in err
+
+
+def _tangle(folder: Path, states: int = 200) -> Path:
+    """An agent whose picture Graphviz's `dot` takes minutes to lay out: `states` steps,
+    each with three edges to far-off states (600 edges that cross everywhere)."""
+    (folder / "prompts").mkdir(exist_ok=True)
+    (folder / "prompts" / "ok.j2").write_text("ok")
+    lines = ["agent a { start s0 max_steps 1000 }", "type A { x: int }", "type B { x: int }"]
+    lines.append("type C { x: int }")
+    for i in range(states):
+        a, b = (i * 37 + 11) % states, (i * 91 + 53) % states
+        lines.append(
+            f'llm s{i} -> A | B | C {{ prompt "ok.j2" on A -> s{a} on B -> s{b} on C -> done }}'
+        )
+    lines.append("final done")
+    path = folder / "tangle.agent"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@needs_dot
+def test_dot_that_runs_past_its_time_limit_is_stopped_with_a_one_line_error(
+    tmp_path: Path,
+) -> None:
+    agent = _tangle(tmp_path)
+    code, _, err = run(str(agent), "-o", str(tmp_path / "x.svg"), "--dot-timeout", "1")
+    assert code == 1
+    assert not (tmp_path / "x.svg").exists()
+    (line,) = [line for line in err.splitlines() if line.startswith("error")]
+    assert line == err.splitlines()[-1]  # after the agent's warnings (W801: it is big)
+    assert line.startswith("error: Graphviz's `dot` did not finish within 1 s")
+    assert "--format dot" in line and "--format mermaid" in line
+
+
+@needs_dot
+def test_render_image_stops_dot_at_its_time_limit(tmp_path: Path) -> None:
+    from twelvefold.compiler import compile_file
+    from twelvefold.compiler.render import GraphvizTimedOut, graph_view, render_image, to_dot
+
+    program = compile_file(_tangle(tmp_path), generate_code=False).program
+    assert program is not None
+    with pytest.raises(GraphvizTimedOut):
+        render_image(to_dot(graph_view(program)), "svg", timeout=0.5)
+
+
+def test_a_time_limit_that_is_not_a_positive_number_is_a_usage_error() -> None:
+    code, _, err = run(DEPLOYBOT, "--format", "svg", "--dot-timeout", "0")
+    assert code == 2 and "Invalid value for '--dot-timeout'" in err

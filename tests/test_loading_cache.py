@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,110 @@ def test_a_module_two_threads_import_at_once_is_handed_out_only_once_it_has_run(
     finally:
         sys.modules.pop("_twelvefold_slow_test", None)
     assert seen == ["ready", "ready"]
+
+
+# ---- a cache a repository ships is not trusted ------------------------------------------
+
+SHIPPED = 'open({marker!r}, "w").close()\n'
+"""What a planted module runs: leaves a marker file."""
+
+
+def _user(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """This test's user: their cache folder (and so their key) is `folder`."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+
+
+def _forget_modules() -> None:
+    """Drop the generated modules this process imported (loading runs each once)."""
+    import sys
+
+    for name in [name for name in sys.modules if name.startswith("_twelvefold_deploybot_")]:
+        del sys.modules[name]
+
+
+def test_a_module_planted_in_the_cache_is_compiled_again_not_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repository that ships `.twelvefold/cache/<stem>-<hash>.py` (the name follows from
+    the content, so it can be computed) does not get it run."""
+    agent = tmp_path / "deploybot.agent"
+    agent.write_text((EXAMPLES / "deploybot.agent").read_text())
+    shutil.copytree(EXAMPLES.parent / "prompts", tmp_path / "prompts")
+    cache = tmp_path / ".twelvefold" / "cache"
+    _user(monkeypatch, tmp_path / "author")  # the repository's author, with their own key
+    loading.load_agent(agent, cache_dir=cache)
+    (module,) = cache.glob("deploybot-*.py")
+    marker = tmp_path / "RAN"
+    module.write_text(module.read_text() + SHIPPED.format(marker=str(marker)))
+    _user(monkeypatch, tmp_path / "victim")
+    loaded = loading.load_agent(agent, cache_dir=cache)
+    assert not marker.exists()
+    assert loaded.spec.name == "deploybot"
+    assert "RAN" not in module.read_text()  # compiled again over the planted one
+
+
+def test_a_module_signed_with_another_users_key_is_not_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signature beside a module is checked against this user's key: one a repository
+    ships with its planted module (signed with the author's key) does not pass."""
+    from twelvefold.runtime.usercache import cache_key, signature
+
+    agent = EXAMPLES / "deploybot.agent"
+    _user(monkeypatch, tmp_path / "author")
+    loading.load_agent(agent, cache_dir=tmp_path / "cache")
+    (module,) = (tmp_path / "cache").glob("deploybot-*.py")
+    marker = tmp_path / "RAN"
+    planted = module.read_text() + SHIPPED.format(marker=str(marker))
+    module.write_text(planted)
+    used = module.with_suffix(".prompts.json").read_bytes()
+    author_key = cache_key()
+    assert author_key is not None
+    module.with_suffix(".sig").write_text(
+        signature(author_key, module.name, planted.encode(), used)
+    )
+    _forget_modules()
+    assert loading.load_agent(agent, cache_dir=tmp_path / "cache").spec.name == "deploybot"
+    assert marker.exists()  # the author's own twelvefold trusts what the author signed
+    marker.unlink()
+    _forget_modules()
+    _user(monkeypatch, tmp_path / "victim")
+    loading.load_agent(agent, cache_dir=tmp_path / "cache")
+    assert not marker.exists()
+
+
+def test_a_signed_module_is_imported_from_the_text_that_was_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module this user's twelvefold wrote is reused (not compiled again)."""
+    _user(monkeypatch, tmp_path / "user")
+    agent = EXAMPLES / "deploybot.agent"
+    loading.load_agent(agent, cache_dir=tmp_path / "cache")
+    (module,) = (tmp_path / "cache").glob("deploybot-*.py")
+    stamp = module.stat().st_mtime_ns
+    monkeypatch.setattr(loading, "_compile", lambda *_: pytest.fail("compiled again"))
+    assert loading.load_agent(agent, cache_dir=tmp_path / "cache").spec.name == "deploybot"
+    assert module.stat().st_mtime_ns == stamp
+
+
+def test_a_planted_cache_does_not_run_under_the_cli(tmp_path: Path) -> None:
+    """The red team's example: `twelvefold prompt` in a clone that ships its cache."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "author")}
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "deploybot.agent").write_text((EXAMPLES / "deploybot.agent").read_text())
+    shutil.copytree(EXAMPLES.parent / "prompts", project / "prompts")
+    command = [sys.executable, "-m", "twelvefold", "prompt", "deploybot.agent", "decide",
+               "--input", "deploy v1 to staging"]  # fmt: skip
+    subprocess.run(command, cwd=project, env=env, capture_output=True, check=True)
+    (module,) = (project / ".twelvefold" / "cache").glob("deploybot-*.py")
+    marker = tmp_path / "RAN"
+    module.write_text(module.read_text() + SHIPPED.format(marker=str(marker)))
+    env["XDG_CACHE_HOME"] = str(tmp_path / "victim")
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()

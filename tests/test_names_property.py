@@ -15,12 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twelvefold.compiler import PromptFile, compile_text
-from twelvefold.compiler.pynames import (
-    GENERATED_NAMES,
-    IMPORTED_NAMES,
-    RESERVED,
-    state_function_names,
-)
+from twelvefold.compiler.codegen import template_bindings
+from twelvefold.compiler.pynames import reserved_names, state_function_names
 from twelvefold.runtime.loading import import_file
 
 HOSTILE = sorted(
@@ -28,8 +24,7 @@ HOSTILE = sorted(
         *keyword.kwlist,
         "match", "case", "_", "type",
         *(n for n in dir(builtins) if n.isidentifier() and not n.startswith("__")),
-        *GENERATED_NAMES,
-        *IMPORTED_NAMES,
+        *template_bindings()[0],
         "model_dump", "model_config", "model_fields", "Field", "Literal", "ConfigDict",
         "pydantic", "typing", "json", "os", "self", "cls", "__init__", "__class__", "__dict__",
         "x", "x_", "_x", "x__", "from_", "json_", "State_", "_d_action", "_s0_action",
@@ -123,7 +118,7 @@ def module_states(source: str) -> list[str]:
 
 def _check_top_level_names(text: str, states: list[str]) -> None:
     """Every name the module binds at its top level is bound once, and is a class, a
-    per-state function or one of pynames.RESERVED: the reserved set cannot fall behind
+    per-state function or one of pynames.reserved_names(): the reserved set cannot fall behind
     what module.py.j2 writes."""
     bound: list[str] = []
     classes: set[str] = set()
@@ -141,4 +136,5 @@ def _check_top_level_names(text: str, states: list[str]) -> None:
             bound.append(node.target.id)
     assert len(bound) == len(set(bound)), sorted(n for n in bound if bound.count(n) > 1)
     functions = {f for s in states for f in state_function_names(s)}
-    assert set(bound) - classes - functions <= RESERVED, set(bound) - classes - functions - RESERVED
+    unreserved = set(bound) - classes - functions - reserved_names()
+    assert not unreserved, unreserved

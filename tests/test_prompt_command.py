@@ -90,3 +90,21 @@ def test_a_step_that_is_not_an_llm_step_is_refused() -> None:
     result = CliRunner().invoke(cli, ["prompt", DEPLOYBOT, "deploy", "--input", "x"])
     assert result.exit_code == 2
     assert "not an llm step" in result.output and "decide" in result.output
+
+
+def test_an_agent_that_does_not_compile_shows_its_diagnostics_on_lines_of_their_own(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "p.j2").write_text("{{ last.__class__ }}\n")
+    agent = tmp_path / "broken.agent"
+    agent.write_text(
+        "agent a { start decide max_steps 5 }\ntype Done { message: string }\n"
+        'llm decide -> Done {\n  prompt "p.j2"\n  on Done -> done\n}\nfinal done(Done)\n'
+    )
+    result = CliRunner().invoke(cli, ["prompt", str(agent), "decide", "--input", "x"])
+    assert result.exit_code != 0
+    assert "\\n" not in result.output  # a line break, not the two characters
+    lines = result.output.splitlines()
+    assert any("error[E704]" in line for line in lines)
+    assert any(line.strip().startswith("= help:") for line in lines)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -498,7 +499,7 @@ async def test_a_reply_whose_sender_died_mid_send_is_sent_again_once_its_claim_l
     """Found by a review: a process killed outright (kill -9, out of memory) between the
     claim and the end of the send left the target marked told, and the reply was never
     sent. A claim is a lease: while it holds, another process leaves it alone (the
-    sender may be alive); once it lapsed, `resend_lapsed` (the server's sweep) sends the
+    sender may be alive); once it lapsed, `resend_due` (the server's sweep) sends the
     view again, under the same `webhook-id`, and marks it sent."""
     receiver = HttpReceiver()
     view = (await launch(s, webhook=receiver.url("/hook"))).json()
@@ -512,20 +513,20 @@ async def test_a_reply_whose_sender_died_mid_send_is_sent_again_once_its_claim_l
     [behind] = told.targets.of(view["thread_id"])
     held = told.targets.claim(behind, view["events"], seconds=3600.0)
     assert held is not None
-    assert await told.resend_lapsed() == []  # its sender may be alive: not taken over
+    assert await told.resend_due() == []  # its sender may be alive: not taken over
     await told.catch_up()
     assert len(receiver.received) == 1
     # Its time runs out (here: a claim made as already lapsed).
     rewind(told.targets, view["thread_id"], 0)
     assert told.targets.claim(behind, view["events"], seconds=0.0) is not None
-    assert await told.resend_lapsed() == [view["thread_id"]]
+    assert await told.resend_due() == [view["thread_id"]]
     assert len(receiver.received) == 2
     again, first = verified(receiver, 1)["thread"], verified(receiver, 0)["thread"]
     assert (again["status"], again["request"]) == (first["status"], first["request"])
     assert webhook_ids(receiver)[0] == webhook_ids(receiver)[1]  # at least once, one id
     [target] = told.targets.of(view["thread_id"])
     assert (target.replied_seq, target.sending_until) == (view["events"], None)
-    assert await told.resend_lapsed() == [] and len(receiver.received) == 2
+    assert await told.resend_due() == [] and len(receiver.received) == 2
 
 
 async def test_a_claim_whose_update_a_stop_cut_off_is_given_back(
@@ -697,3 +698,91 @@ async def test_an_allowed_ipv6_webhook_is_taken_and_a_failed_reply_is_one_warnin
     (said,) = [r for r in caplog.records if "not sent" in r.getMessage()]
     assert said.levelname == "WARNING"
     assert thread_id in said.getMessage() and "\n" not in said.getMessage(), said.getMessage()
+
+
+class FailingFirst(HttpReceiver):
+    """Answers 500 to the first request it receives, 200 to every later one."""
+
+    @property  # type: ignore[override]
+    def status(self) -> int:
+        return 500 if len(self.received) == 1 else 200
+
+    @status.setter
+    def status(self, _: int) -> None:
+        pass
+
+
+async def test_an_older_view_still_being_sent_is_never_sent_after_a_newer_one(
+    s: Served,
+) -> None:
+    """Found by a red team: the pause's reply failed once and waited to try again; the
+    thread was approved meanwhile and its end was sent at once; then the pause's retry
+    went out, so a receiver keeping the latest state took the finished thread for waiting
+    again. A newer view now waits until no older send is under way (the sweep sends it)."""
+    import httpx
+
+    def impatient(person: str) -> httpx.AsyncClient:
+        """A client that reads each answer at once (`s.client` waits for the replies)."""
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=s.app), base_url="http://testserver",
+            headers={"Authorization": f"Bearer {s.token(person)}"},
+        )  # fmt: skip
+
+    receiver = FailingFirst()
+    told = replies(s.service)
+    told.delays = (3.0,)  # the pause's second attempt, 3 s after its first
+    async with impatient("bob") as client:
+        launched = await client.post(
+            "/v1/agents/deploybot/threads?wait=true",
+            json={"input": "deploy", "webhook": receiver.url("/hook")},
+        )
+    view = launched.json()
+    with anyio.fail_after(10):
+        while not receiver.received:
+            await anyio.sleep(0.01)
+    async with impatient("ana") as client:
+        decided = await client.post(
+            f"/v1/threads/{view['thread_id']}/decisions?wait=true",
+            json={"request": view["request"], "decision": "approve"},
+        )
+    assert decided.json()["status"] == "finished"
+
+    def statuses() -> list[str]:
+        return [verified(receiver, i)["thread"]["status"] for i in range(len(receiver.received))]
+
+    with anyio.fail_after(30):
+        while "finished" not in statuses():
+            await told.resend_due()
+            await anyio.sleep(0.1)
+    await anyio.sleep(3.5)  # past the pause's retry, had it still been due
+    told_in_order = statuses()
+    assert told_in_order[-1] == "finished", told_in_order
+    assert told_in_order.count("finished") == 1, told_in_order
+
+
+async def test_a_thread_moved_on_by_another_process_is_told_by_the_sweep(s: Served) -> None:
+    """Found by a red team: a thread launched over HTTP with a webhook and approved from
+    the CLI (`twelvefold resume --approve`, another process on the same store) ended
+    without its reply until the server's next start: the sweep sent only replies whose
+    claim had lapsed. It now sends every reply owed to a thread that is not running."""
+    receiver = HttpReceiver()
+    told = replies(s.service)
+    view = (await launch(s, webhook=receiver.url("/hook"))).json()
+    assert [verified(receiver, 0)["thread"]["status"]] == ["waiting"]
+    sweeping = asyncio.ensure_future(told.keep_up(0.1))
+    try:
+        # As the CLI would: the runtime alone, without the server's replies.
+        ended = await s.service.runtime.resume(
+            view["thread_id"], approve=True, by="ana", request=view["request"], via="cli"
+        )
+        assert ended.status == "finished"
+        with anyio.fail_after(10):
+            while len(receiver.received) < 2:
+                await anyio.sleep(0.05)
+        assert verified(receiver, 1)["thread"]["status"] == "finished"
+        await anyio.sleep(0.5)  # more sweeps: told once
+        assert len(receiver.received) == 2
+    finally:
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping

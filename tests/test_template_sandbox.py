@@ -346,6 +346,17 @@ def test_a_small_budget_truncates_an_oversized_entry_instead_of_losing_it() -> N
         "{{ '{x:>99999999}'.format_map({'x': 1}) }}",
         "{{ '%999999999s' % 1 }}",
         "{{ '%999999999s' | format(1) }}",
+        "{{ 'x' | center(999999999) }}",
+        "{{ 'x' | indent(999999999, true) }}",
+        "{{ [1] | batch(999999999, 0) | list }}",
+        "{{ [1] | slice(999999999) | list }}",
+        "{{ ('x' * 999999) | replace('', 'yyyy') }}",
+        "{{ ['x' * 999999] * 1 * 2 }}",
+        "{{ range(1000) | map('string') | join('x' * 999999) }}",
+        "{% set s = 'x' * 999999 %}{{ [s, s] + [s] }}",
+        "{% set s = 'x' * 999999 %}{{ s + s }}",
+        "{% set s = 'x' * 999999 %}{{ s ~ s }}",
+        "{% set s = 'x' * 999999 %}{% macro m() %}{{ 'a' ~ s ~ 'b' }}{% endmacro %}{{ m() }}",
     ],
 )
 def test_a_template_cannot_build_something_huge(template: str) -> None:
@@ -362,3 +373,54 @@ def test_ordinary_arithmetic_and_formatting_still_render() -> None:
 
     text = "{{ 2**10 }} {{ 'ab'*3 }} {{ '%5s'|format('x') }} {{ '{:>4}'.format(1) }} {{ 7 % 3 }}"
     assert render_ask(text, {}) == "1024 ababab     x    1 1"
+    joined = "{{ 'a' ~ 1 ~ [2] }} {{ [1] + [2] }} {{ 'b' | center(5) }} {{ [1, 2] | join('-') }}"
+    assert render_ask(joined, {}) == "a1[2] [1, 2]   b   1-2"
+
+
+LOOPS = "{% for i in range(10000) %}{% for j in range(1000) %}x{% endfor %}{% endfor %}"
+"""Ten million characters; the red team's ten billion (`range(100000)` twice) took 2 GB and
+went on: the whole text was built before anything could look at its size."""
+
+
+def test_a_prompt_stops_once_its_text_passes_the_bound(tmp_path: Path) -> None:
+    (tmp_path / "loops.j2").write_text(LOOPS)
+    with pytest.raises(SecurityError, match="characters"):
+        build_messages(AGENT, action("loops.j2"), LOG, tmp_path)
+
+
+def test_a_prompt_block_stops_once_its_text_passes_the_bound(tmp_path: Path) -> None:
+    (tmp_path / "blocks.j2").write_text("{% block system %}" + LOOPS + "{% endblock %}")
+    with pytest.raises(SecurityError, match="characters"):
+        build_messages(AGENT, action("blocks.j2"), LOG, tmp_path)
+
+
+def test_a_render_template_stops_once_its_text_passes_the_bound(tmp_path: Path) -> None:
+    (tmp_path / "e.j2").write_text(LOOPS)
+    agent = with_context(renders={"list_tags": "e.j2"})
+    with pytest.raises(SecurityError, match="characters"):
+        context_of(agent, LOG, tmp_path)
+
+
+def test_an_ask_stops_once_its_text_passes_the_bound() -> None:
+    from twelvefold.runtime.context import AskRenderError, render_ask
+
+    with pytest.raises(AskRenderError, match="characters"):
+        render_ask(LOOPS, {})
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", "{% if x %}" * 3000 + "{% endif %}" * 3000],
+)
+def test_a_template_nested_too_deeply_is_a_syntax_error_when_it_renders(
+    template: str, tmp_path: Path
+) -> None:
+    # `check` reports it first (E702); a module compiled before that, or a prompt file
+    # edited since, fails its step with this rather than a RecursionError.
+    from twelvefold.runtime.context import AskRenderError, render_ask
+
+    with pytest.raises(AskRenderError, match="TemplateSyntaxError: it is nested too deeply"):
+        render_ask(template, {})
+    (tmp_path / "deep.j2").write_text(template)
+    with pytest.raises(jinja2.TemplateSyntaxError, match="nested too deeply"):
+        build_messages(AGENT, action("deep.j2"), LOG, tmp_path)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from twelvefold.runtime.config import stdlib_module
+from twelvefold.runtime.config import special_module, stdlib_module
 from twelvefold.runtime.context import INPUT_ENTRY, entry_name
 from twelvefold.runtime.types import EVENT_KINDS
 
 from .. import nodes as n
 from .. import types as t
 from ..diagnostics import Diagnostic, Span, did_you_mean, error, warning
+from ..limits import MAX_TYPE_DEPTH
 from ..parser import keywords_beside_names, parse
 from ..program import Program
 from .common import declared_input, gotos, start_state, type_table, with_note
@@ -248,6 +250,101 @@ def _map_keys(path: str, expr: n.TypeExpr) -> Iterator[Diagnostic]:
             yield from _map_keys(path, inner)
 
 
+def types_nest_within_the_limit(program: Program, _: object) -> Iterator[Diagnostic]:
+    """No declared type describes values more than MAX_TYPE_DEPTH levels deep (records,
+    lists and maps each count one): deeper ones break pydantic, the JSON schema and the
+    property tests. Reported once, at the file's deepest type, naming its chain."""
+    depth = _type_depths(program.types)
+    local = [d for d in program.source.types if depth[d.name.text][0] > MAX_TYPE_DEPTH]
+    if not local:
+        return
+    deepest = max(local, key=lambda d: depth[d.name.text][0])
+    levels, _ = depth[deepest.name.text]
+    chain = _chain_text(deepest.name.text, depth)
+    yield error(
+        "E123",
+        f"values of `{deepest.name.text}` nest {levels} levels deep, more than the "
+        f"{MAX_TYPE_DEPTH} allowed: {chain}",
+        program.source.path,
+        deepest.name.span,
+        label="nested too deep",
+        help="flatten the chain: move an inner type's fields into the type that holds it, "
+        "or keep an inner value apart (an id, or a step of its own) instead of inside",
+    )
+
+
+_Depth = tuple[int, tuple[str, str | None] | None]
+"""A type's depth in levels, and its deepest field with the record type it leads to."""
+
+
+def _type_depths(types: dict[str, n.TypeDecl]) -> dict[str, _Depth]:
+    """Each type's depth (MAX_TYPE_DEPTH), without recursion: a file may chain thousands of
+    types. A reference back to a type being measured (a recursive type) counts its list
+    and map levels only: its schema refers to that type instead of holding it again."""
+    depth: dict[str, _Depth] = {}
+    active: set[str] = set()
+    for root in types:
+        stack = [root]
+        while stack:
+            name = stack[-1]
+            if name in depth:
+                stack.pop()
+                continue
+            leaves = [(f.name.text, *_levels(f.type)) for f in types[name].fields]
+            pending = [r for _, _, r in leaves if r in types and r not in depth and r not in active]
+            if pending and name not in active:
+                active.add(name)
+                stack.extend(pending)
+                continue
+            if pending:  # reached again while its leaves are measured: they lead back here
+                stack.extend(pending)
+                continue
+            best: _Depth = (1, None)
+            for field_name, levels, record in leaves:
+                below = depth[record][0] if record in depth else 0
+                if best[1] is None or 1 + levels + below > best[0]:
+                    best = (1 + levels + below, (field_name, record))
+            depth[name] = best
+            active.discard(name)
+            stack.pop()
+    return depth
+
+
+def _levels(expr: n.TypeExpr) -> tuple[int, str | None]:
+    """The list and map levels around a field's type, and the record type inside, if any."""
+    levels = 0
+    while True:
+        match expr:
+            case n.ListType(item=inner) | n.MapType(value=inner):
+                levels += 1
+                expr = inner
+            case n.OptionalType(inner=inner):
+                expr = inner
+            case n.NamedType(name=name):
+                return levels, name
+            case _:
+                return levels, None
+
+
+def _chain_text(root: str, depth: dict[str, _Depth]) -> str:
+    """`T0.next -> T1.next -> ... -> T16`, the middle left out when it is long."""
+    links, name, seen = [], root, set()
+    while name is not None and name not in seen:
+        seen.add(name)
+        step = depth.get(name, (0, None))[1]
+        if step is None or step[1] not in depth:
+            links.append(name if step is None else f"{name}.{step[0]}")
+            break
+        links.append(f"{name}.{step[0]}")
+        name = step[1]
+    else:
+        if name is not None:
+            links.append(name)
+    if len(links) > 8:
+        links = [*links[:4], "…", *links[-3:]]
+    return " -> ".join(links)
+
+
 def llm_outputs_are_records(program: Program, _: object) -> Iterator[Diagnostic]:
     """A model answers with one of the declared record types, so its output can be routed;
     so does a tool whose result is a union or is routed by rules (the result's type is
@@ -403,6 +500,17 @@ def stdlib_tools(program: Program, _: object) -> Iterator[Diagnostic]:
     for reference in function_references(program):
         if not FUNCTION_PATH.fullmatch(reference.path.value):
             continue
+        special = special_module(reference.path.value)
+        if special is not None:
+            yield error(
+                "E118",
+                f"{reference.what} names `{special[0]}`, {special[1]}",
+                program.source.path,
+                reference.path.span,
+                label="not your own function",
+                help=f'point it at a function of your own, e.g. "{reference.example}"',
+            )
+            continue
         module = stdlib_module(reference.path.value)
         if module is None:
             continue
@@ -417,6 +525,31 @@ def stdlib_tools(program: Program, _: object) -> Iterator[Diagnostic]:
             help=f'point it at a function of your own, e.g. "{reference.example}", or allow '
             f'the module in twelvefold.toml: `[tools] allow_stdlib = ["{module}"]`',
         )
+
+
+def module_file_names(program: Program, _: object) -> Iterator[Diagnostic]:
+    """The agent's name is its module's file name (`twelvefold compile` writes NAME.py): a
+    Python keyword makes a file no import can load (`class.py`), and a name Python, pytest
+    or packaging tools treat specially makes a file with side effects (`__init__.py` makes
+    its folder a package, `conftest.py` runs under pytest, `setup.py` is a build script)."""
+    agent = program.source.agent
+    if agent is None:
+        return
+    name = agent.name.text
+    if keyword.iskeyword(name):
+        why = f"which no import can load (`{name}` is a Python keyword)"
+    elif (special := special_module(name)) is not None:
+        why = special[1]
+    else:
+        return
+    yield error(
+        "E122",
+        f"agent `{name}` would compile to `{name}.py`, {why}",
+        program.source.path,
+        agent.name.span,
+        label="the module's file name",
+        help=f"rename the agent, e.g. `{name.strip('_') or 'my'}_agent`",
+    )
 
 
 def checks_have_retries(program: Program, _: object) -> Iterator[Diagnostic]:

@@ -43,7 +43,7 @@ from twelvefold.runtime.spec import ESCALATION_KINDS
 
 from .. import nodes as n
 from .. import types as t
-from ..diagnostics import Diagnostic, Span, error, note
+from ..diagnostics import Diagnostic, Span, error, note, source_lines
 from ..guard_text import guard_text
 from ..guards import paths_in
 from ..program import Edge, Program
@@ -294,7 +294,7 @@ class _Facts:
     def __init__(self, program: Program, table: t.TypeTable) -> None:
         self.program = program
         self.table = table
-        self.lines = program.source_text.splitlines()
+        self.lines = source_lines(program.source_text)
         start = start_state(program)
         reachable: set[str] = set()
         if start is not None and start in program.graph:

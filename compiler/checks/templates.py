@@ -274,7 +274,8 @@ def _syntax_error(path: str, span: Span, what: str, analysis: Analysis) -> Diagn
         path,
         span,
         label=f"template error at its line {analysis.problem.line}",
-        help="fix the template syntax; `{{ name }}` prints a value, "
+        help=analysis.problem.help
+        or "fix the template syntax; `{{ name }}` prints a value, "
         "`{% if %}...{% endif %}` and `{% for %}...{% endfor %}` must be closed",
     )
 

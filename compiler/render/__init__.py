@@ -7,16 +7,18 @@ the path one thread took laid over it.
 """
 
 from .dot import to_dot
-from .graphviz import GraphvizFailed, GraphvizMissing, render_image
+from .graphviz import DOT_TIMEOUT, GraphvizFailed, GraphvizMissing, GraphvizTimedOut, render_image
 from .mermaid import to_mermaid
 from .trace import Trace, overlay
 from .view import EdgeView, GraphView, NodeView, graph_view, reachable_states
 
 __all__ = [
+    "DOT_TIMEOUT",
     "EdgeView",
     "GraphView",
     "GraphvizFailed",
     "GraphvizMissing",
+    "GraphvizTimedOut",
     "NodeView",
     "Trace",
     "graph_view",

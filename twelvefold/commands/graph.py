@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -16,8 +15,10 @@ from twelvefold.commands.output import echo, error
 from twelvefold.compiler import Compilation, compile_file
 from twelvefold.compiler.diagnostics import render_all, summary
 from twelvefold.compiler.render import (
+    DOT_TIMEOUT,
     GraphvizFailed,
     GraphvizMissing,
+    GraphvizTimedOut,
     Trace,
     graph_view,
     overlay,
@@ -59,6 +60,13 @@ SUFFIXES |= {".svg": "svg", ".png": "png"}
     help="Overlay the path of an event log: a JSON list of events in the store's format.",
 )
 @PROMPTS
+@click.option(
+    "--dot-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DOT_TIMEOUT,
+    show_default=True,
+    help="Seconds Graphviz's `dot` may take to lay out an SVG or PNG before it is stopped.",
+)
 def graph(
     agent: Path,
     output_format: str | None,
@@ -67,6 +75,7 @@ def graph(
     db: StoreLocation,
     events_file: Path | None,
     prompts: Path | None,
+    dot_timeout: float,
 ) -> None:
     """Draw AGENT's states and transitions as Mermaid, DOT, SVG or PNG.
 
@@ -110,9 +119,11 @@ def graph(
             if chosen == "mermaid"
             else to_dot(view)
             if chosen == "dot"
-            else render_image(to_dot(view), "svg" if chosen == "svg" else "png")
+            else render_image(
+                to_dot(view), "svg" if chosen == "svg" else "png", timeout=dot_timeout
+            )
         )
-    except GraphvizMissing as missing:
+    except (GraphvizMissing, GraphvizTimedOut) as missing:
         error(missing)
         sys.exit(1)
     except GraphvizFailed as failed:  # pragma: no cover - a bug in our DOT output
@@ -144,6 +155,7 @@ def _load_thread(
     from twelvefold.runtime.codec import CodecError
     from twelvefold.runtime.integrity import LogError
     from twelvefold.runtime.loading import AgentLoadError, load_agent
+    from twelvefold.runtime.localfiles import parse_json, read_regular_file
     from twelvefold.runtime.store import StoreError, ThreadNotFound, open_store, store_exists
 
     try:
@@ -153,7 +165,7 @@ def _load_thread(
         sys.exit(1)
     try:
         if events_file is not None:
-            data = json.loads(events_file.read_text(encoding="utf-8"))
+            data = parse_json(read_regular_file(events_file), events_file)
             if not isinstance(data, list):
                 raise click.BadParameter("must hold a JSON list of events", param_hint="--events")
             events = [loaded.codec.decode_event(item) for item in data]

@@ -59,6 +59,10 @@ def prompt(
     except (click.ClickException, OSError):
         raise  # click's, or a path the system refuses: the reporter's (commands/report.py)
     except Exception as exc:  # a missing thread, a template error: one clear line
+        from twelvefold.runtime.loading import AgentLoadError
+
+        if isinstance(exc, AgentLoadError):
+            raise  # a compile error's diagnostics: many lines, the reporter's (report.py)
         error(exc)
         sys.exit(1)
     echo(json.dumps(body, indent=2, ensure_ascii=False) if as_json else render(body))

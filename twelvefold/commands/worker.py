@@ -186,7 +186,7 @@ async def _work(
         async with app.open_async():
             told = replies(service)  # (made with the Slack app: `server_side`)
             work = Work(runtime, agents, queue, tell=service.tell_settled,
-                        lapsed=told.lapsed_threads)  # fmt: skip
+                        owed=told.due_threads)  # fmt: skip
             echo(f"worker: running {', '.join(sorted(agents))} from the queue", err=True)
             scheduler.start()
             if pruner is not None:

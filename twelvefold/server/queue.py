@@ -32,7 +32,7 @@ thread still `running` in the store whose lease is free or lapsed and that no pe
 wake-up covers, so a thread whose process died is picked up once its lease lapses (the
 lease, not the job, says who runs a thread: a live worker's threads are never woken, and
 the sweep's cost grows with the threads left behind, not with all the running ones).
-The sweep also enqueues a reply job for each reply whose claim lapsed (its sender, a
+The sweep also enqueues a reply job for each reply owed: one whose claim lapsed (its sender, a
 worker or the server, was killed while sending it: server/replies.py, `CLAIM_SECONDS`);
 the retried stalled job of a killed worker finds that claim still held and does nothing.
 
@@ -404,10 +404,10 @@ class Work:
     tell: Callable[[ThreadView], Awaitable[None]] | None = None
     """The `on_settled` callbacks of the server's replies and Slack app, run by the
     reply jobs (`Service.tell_settled`; raises when a reply failed); None: none."""
-    lapsed: Callable[[], Awaitable[Mapping[str, int]]] | None = None
-    """The threads whose reply a process killed while sending left claimed, the claim
-    lapsed since (`Replies.lapsed_threads`), with the seq it was claimed for: the sweep
-    enqueues a reply job for each. None: none."""
+    owed: Callable[[], Awaitable[Mapping[str, int]]] | None = None
+    """The threads owed a reply (`Replies.due_threads`: a claim whose sender was killed
+    mid-send and lapsed since, or a thread that settled with no reply claimed), each with
+    how far it was told: the sweep enqueues a reply job for each. None: none."""
 
     def __post_init__(self) -> None:
         # A tool retry's backoff holds no job: the run stops, a retry job runs it on.
@@ -539,11 +539,11 @@ class Work:
                 if thread_id not in covered:
                     await self.queue.wake(thread_id)
                     woken.append(thread_id)
-            if self.lapsed is not None and self.tell is not None:
-                # A reply whose sender died (a worker, or the server, killed mid-send):
-                # its job (if a worker's) is retried as stalled but found the claim still
-                # held; once the claim lapsed, a new job sends it.
-                for thread_id, seq in (await self.lapsed()).items():
+            if self.owed is not None and self.tell is not None:
+                # A reply whose sender died (a worker, or the server, killed mid-send:
+                # its retried stalled job found the claim still held), or one never
+                # claimed (the thread moved on elsewhere): a new job sends it.
+                for thread_id, seq in (await self.owed()).items():
                     with contextlib.suppress(ThreadNotFound):
                         if (await self.runtime.info(thread_id)).agent in self.agents:
                             await self.queue.reply(thread_id, seq)

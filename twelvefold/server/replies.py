@@ -21,6 +21,7 @@ off), then under the same `webhook-id`, by which receivers drop the copy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import ipaddress
 import json
@@ -56,7 +57,7 @@ a send still going then is given up as failed."""
 CLAIM_SECONDS = SEND_SECONDS + 60.0
 """How long a claim holds (`sending_until`): longer than any send may take, so a claim
 lapses only when the process that made it is gone (killed, or stalled past it); then
-the reply is sent again (`Replies.resend_lapsed`)."""
+the reply is sent again (`Replies.resend_due`)."""
 CATCH_UP_AT_ONCE = 8
 """How many threads' replies a catch-up sends at once: a receiver that never answers
 holds one of them, not the others."""
@@ -138,6 +139,30 @@ class ReplyTargets(Table):
             f"WHERE sending_until IS NOT NULL AND sending_until <= {self._now}", ()
         )
 
+    def due(self) -> list[Target]:
+        """The targets owed a reply now: a claim that lapsed, or no send under way and
+        behind their thread, which is not running (moved on by another process, by the
+        CLI, or while an older view's send to it was still trying; or a process died
+        after the thread settled and before it claimed the reply). One query, both
+        tables in the store's database."""
+        return self._targets(
+            f"WHERE (sending_until IS NOT NULL AND sending_until <= {self._now})"
+            " OR (sending_until IS NULL AND EXISTS (SELECT 1 FROM threads t"
+            " WHERE t.id = server_replies.thread_id AND t.status <> 'running'"
+            " AND t.seq > server_replies.replied_seq))",
+            (),
+        )
+
+    def caught_up(self, thread_id: str, settled: int, seq: int) -> None:
+        """The thread's targets told of its view at `settled` are told of it at `seq`:
+        the events since are notices retried (`Notified`), no point of its own to tell.
+        Without this such a thread would be found owed a reply at every sweep."""
+        self._db.change(
+            "UPDATE server_replies SET replied_seq = ? WHERE thread_id = ? AND replied_seq >= ?"
+            " AND replied_seq < ? AND sending_until IS NULL",
+            (seq, thread_id, settled, seq),
+        )
+
     def forget(self, thread_id: str) -> None:
         """Drop the targets of a thread that is no longer in the store (deleted, pruned)."""
         self._db.change("DELETE FROM server_replies WHERE thread_id = ?", (thread_id,))
@@ -148,8 +173,12 @@ class ReplyTargets(Table):
         claim lapses (give it to `sent` or `unclaim`), or None when it was not claimed.
         A claim at `seq` that lapsed is taken again: its send never said it finished."""
         which = (target.thread_id, target.kind, target.address, seq, seq)
+        # Behind and no send under way (an older view's send, still trying, must end
+        # first: sent after a newer one, it would tell the receiver the thread went
+        # back), or this view's claim lapsed.
         unclaimed = (
-            " WHERE thread_id = ? AND kind = ? AND address = ? AND (replied_seq < ?"
+            " WHERE thread_id = ? AND kind = ? AND address = ? AND ((replied_seq < ?"
+            f" AND (sending_until IS NULL OR sending_until <= {self._now}))"
             f" OR (replied_seq = ? AND sending_until <= {self._now}))"
         )
         if self._db.dialect == "sqlite":
@@ -217,6 +246,10 @@ class Replies:
         self.send_seconds = SEND_SECONDS
         self.claim_seconds = CLAIM_SECONDS
         self._writes: set[asyncio.Future[None]] = set()
+        self._catching: dict[str, asyncio.Task[None]] = {}
+        """The threads being caught up here (`_start_catching_up`), by id."""
+        self._at_once: asyncio.Semaphore | None = None
+        """`CATCH_UP_AT_ONCE` places (made on the event loop, at the first catch-up)."""
 
     def link(self, thread_id: str) -> str | None:
         """The thread's page in the inbox (`{public_url}/threads/{id}`, where its pending
@@ -245,11 +278,14 @@ class Replies:
         and, once every target was tried, raises `RepliesFailed`: a worker's reply job is
         then tried again later (server/queue.py); the server logs it and tries at the
         next settle or start. A claim left by a process killed while sending lapses and
-        is taken again (`resend_lapsed`): a reply is sent at least once."""
+        is taken again (`resend_due`): a reply is sent at least once."""
         failures: list[str] = []
+        point = _settled_seq(view)  # notices retried since add nothing to tell
+        told_of_point = False
         for target in await asyncio.to_thread(self.targets.of, view.id):
             sender = self.senders.get(target.kind)
-            if sender is None or (target.replied_seq >= view.seq and not target.lapsed):
+            if sender is None or (target.replied_seq >= point and not target.lapsed):
+                told_of_point |= target.replied_seq < view.seq and target.sending_until is None
                 continue
             until = await self._claim(target, view.seq)
             if until is None:
@@ -270,6 +306,8 @@ class Replies:
                 failures.append(f"{target.kind}: {reason}")
             else:
                 await self._write(self.targets.sent, target, view.seq, until)
+        if told_of_point:  # so that no sweep finds them owed this point again
+            await self._write(self.targets.caught_up, view.id, point, view.seq)
         if failures:
             raise RepliesFailed(f"thread {view.id}: " + "; ".join(failures))
 
@@ -310,7 +348,7 @@ class Replies:
 
     async def catch_up(self) -> None:
         """Send the replies a stop cut off (given back past its grace, or failed at the
-        last settle) or a killed process left claimed (`resend_lapsed`): each target
+        last settle) or a killed process left claimed (`resend_due`): each target
         behind the view of its thread when that thread is not running (a running one's
         next settle sends them). A finished thread never settles again, so without this
         its last reply was never sent; a waiting one would be told only once decided.
@@ -319,53 +357,86 @@ class Replies:
         again)."""
         await self._catch_up(await asyncio.to_thread(self.targets.all))
 
-    async def resend_lapsed(self) -> list[str]:
-        """Send again the replies whose claim lapsed (a process was killed, or stalled
-        past `claim_seconds`, while sending them): the server's sweep calls it (SQLite);
-        workers enqueue a reply job for each instead (`lapsed_threads`). The threads."""
-        lapsed = await asyncio.to_thread(self.targets.lapsed)
-        await self._catch_up(lapsed)
-        return list(dict.fromkeys(t.thread_id for t in lapsed))
+    async def resend_due(self) -> list[str]:
+        """Send the replies owed now (`ReplyTargets.due`): a claim that lapsed (a process
+        was killed, or stalled past `claim_seconds`, while sending), or a thread that
+        settled with no reply claimed (moved on by another process or the CLI, by a
+        process killed before it claimed, or while an older view's send was still
+        trying). The server's sweep calls it (SQLite); workers enqueue a reply job for
+        each instead (`due_threads`). The threads, once each was told (a thread already
+        being caught up here is not started twice)."""
+        due = await asyncio.to_thread(self.targets.due)
+        await self._catch_up(due)
+        return list(dict.fromkeys(t.thread_id for t in due))
 
-    async def lapsed_threads(self) -> dict[str, int]:
-        """The threads with a lapsed claim (a reply a killed process was sending), with
-        the seq of the view each was claimed for."""
-        lapsed = await asyncio.to_thread(self.targets.lapsed)
-        return {t.thread_id: t.replied_seq for t in lapsed}
+    async def due_threads(self) -> dict[str, int]:
+        """The threads owed a reply now (`ReplyTargets.due`), each with how far its
+        target furthest behind was told (a reply job's lock: one per thread and point)."""
+        owed: dict[str, int] = {}
+        for target in await asyncio.to_thread(self.targets.due):
+            owed[target.thread_id] = min(owed.get(target.thread_id, target.replied_seq),
+                                         target.replied_seq)  # fmt: skip
+        return owed
 
     async def keep_up(self, every: float) -> None:
-        """`catch_up` now, then `resend_lapsed` every `every` seconds (0: never) until
-        cancelled: the server's replies outlive a process killed while sending one."""
-        look: Callable[[], Awaitable[Any]] = self.catch_up
-        while True:
+        """`catch_up` now, then `resend_due` every `every` seconds (0: never) until
+        cancelled: the server's replies outlive a process killed while sending one, and
+        reach threads moved on elsewhere. A sweep does not wait for the sends it starts
+        (a receiver that never answers holds its own thread's, not the next sweep)."""
+        try:
             try:
-                await look()
-            except asyncio.CancelledError:
-                raise
+                await self.catch_up()
             except Exception:
                 log.exception("the replies left behind were not sent; the next sweep tries")
-            if every <= 0:
-                return
-            await asyncio.sleep(every)
-            look = self.resend_lapsed
+            while every > 0:
+                await asyncio.sleep(every)
+                try:  # started, not waited for
+                    self._start_catching_up(await asyncio.to_thread(self.targets.due))
+                except Exception as exc:
+                    log.warning("the replies owed were not looked for (%s); the next "
+                                "sweep tries", exc)  # fmt: skip
+        finally:
+            catching = list(self._catching.values())
+            for task in catching:
+                task.cancel()  # a send cut off gives its claim back (`settled`)
+            if catching:
+                await asyncio.wait(catching)
 
     async def _catch_up(self, targets: list[Target]) -> None:
         """Tell each thread of `targets` its current view, where one of them is behind it
-        or was claimed by a send that lapsed, `CATCH_UP_AT_ONCE` threads at a time."""
+        or was claimed by a send that lapsed, `CATCH_UP_AT_ONCE` threads at a time; once
+        every one was told."""
+        tasks = self._start_catching_up(targets)
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def _start_catching_up(self, targets: list[Target]) -> list[asyncio.Task[None]]:
+        """Start `_catch_up_thread` for each thread of `targets` not being caught up here
+        already; the tasks of all of them."""
         behind: dict[str, tuple[int, bool]] = {}
         for target in targets:
             seen, lapsed = behind.get(target.thread_id, (target.replied_seq, False))
             # the one furthest behind; and whether a send to any of them lapsed
             behind[target.thread_id] = (min(seen, target.replied_seq), lapsed or target.lapsed)
-        waiting = iter(behind.items())
+        if self._at_once is None:
+            self._at_once = asyncio.Semaphore(CATCH_UP_AT_ONCE)
+        tasks: list[asyncio.Task[None]] = []
+        for thread_id, (replied, lapsed) in behind.items():
+            task = self._catching.get(thread_id)
+            if task is None:
+                task = asyncio.create_task(self._bounded(thread_id, replied, lapsed))
+                self._catching[thread_id] = task
+                task.add_done_callback(functools.partial(self._caught_up, thread_id))
+            tasks.append(task)
+        return tasks
 
-        async def telling() -> None:
-            for thread_id, (replied, lapsed) in waiting:  # shared: each thread once
-                await self._catch_up_thread(thread_id, replied, lapsed)
+    def _caught_up(self, thread_id: str, _: asyncio.Task[None]) -> None:
+        self._catching.pop(thread_id, None)
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(CATCH_UP_AT_ONCE, len(behind))):
-                group.create_task(telling())
+    async def _bounded(self, thread_id: str, replied: int, lapsed: bool) -> None:
+        assert self._at_once is not None
+        async with self._at_once:
+            await self._catch_up_thread(thread_id, replied, lapsed)
 
     async def _catch_up_thread(self, thread_id: str, replied: int, lapsed: bool) -> None:
         service = self.service
@@ -375,9 +446,9 @@ class Replies:
             if agent is None or info.status == "running" or (replied >= info.seq and not lapsed):
                 return
             view = await service.runtime.get(thread_id, agent=agent)
-            if view.status == "running" or (replied >= _settled_seq(view) and not lapsed):
-                return  # run on meanwhile; or only a notice retried since it was told
-            await self.settled(view)
+            if view.status == "running":
+                return  # run on meanwhile: its settle tells it
+            await self.settled(view)  # (only notices retried since it was told: none)
         except ThreadNotFound:  # deleted or pruned since: nothing to tell any more
             await asyncio.to_thread(self.targets.forget, thread_id)
         except asyncio.CancelledError:

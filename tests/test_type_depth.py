@@ -1,0 +1,100 @@
+"""Values nest at most MAX_TYPE_DEPTH levels (E123): a chain of record types, or lists and
+maps inside them, deeper than that passed `check` and broke later (`prompt` ran out of
+stack building the schema from 35 levels, `run` and `test` raised RecursionError). The
+limit leaves pydantic, the JSON schema and the property tests room to spare."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+
+import pytest
+
+from twelvefold.compiler import PromptFile, compile_text
+from twelvefold.compiler.api import Compilation
+from twelvefold.compiler.limits import MAX_TYPE_DEPTH
+from twelvefold.runtime.cassette import CassetteError, read_cassette
+from twelvefold.runtime.loading import import_file
+
+
+def _prompt(name: str) -> PromptFile:
+    return PromptFile(name=name, path=Path(name), text="{{ context }}")
+
+
+def chain(levels: int, wrap: str = "{}?") -> str:
+    """`type T0 { next: T1? } ... type T{levels-1} { last: string }`: values `levels` deep."""
+    lines = ["agent a { start decide }"]
+    for i in range(levels - 1):
+        lines.append(f"type T{i} {{ next: {wrap.format(f'T{i + 1}')} }}")
+    lines.append(f"type T{levels - 1} {{ last: string }}")
+    lines.append('llm decide -> T0 { prompt "p.j2" on T0 -> done }\nfinal done(T0)')
+    return "\n".join(lines) + "\n"
+
+
+def compiled(source: str) -> Compilation:
+    return compile_text(source, "a.agent", load_prompt=_prompt)
+
+
+def test_a_chain_at_the_limit_compiles_and_its_schema_has_room_to_spare(tmp_path: Path) -> None:
+    result = compiled(chain(MAX_TYPE_DEPTH))
+    assert result.ok, [d.message for d in result.diagnostics]
+    ((name, text),) = result.files.items()
+    (tmp_path / name).write_text(text)
+    module = import_file(tmp_path / name, "_depth_at_limit")
+    declared = module.AGENT.types["T0"]
+    value: dict[str, object] = {"last": "x"}
+    for _ in range(MAX_TYPE_DEPTH - 1):
+        value = {"next": value}
+    limit = sys.getrecursionlimit()
+    # Half of Python's default stack, from here: the CLI and the runtime use some of it.
+    sys.setrecursionlimit(len(inspect.stack()) + 500)
+    try:
+        schema = declared.model_json_schema()
+        assert declared.model_validate(value).model_dump(exclude_none=True, by_alias=True) == value
+    finally:
+        sys.setrecursionlimit(limit)
+    assert len(schema["$defs"]) == MAX_TYPE_DEPTH - 1
+
+
+def test_one_level_more_is_refused_naming_the_chain() -> None:
+    (found,) = [d for d in compiled(chain(MAX_TYPE_DEPTH + 1)).diagnostics if d.is_error]
+    assert found.code == "E123" and found.span.line == 2
+    assert f"{MAX_TYPE_DEPTH + 1} levels" in found.message
+    assert "T0.next -> T1.next -> " in found.message and "-> T16" in found.message
+
+
+@pytest.mark.parametrize("levels", [40, 300, 1000])
+def test_long_chains_are_refused_without_running_out_of_stack(levels: int) -> None:
+    diagnostics = [d for d in compiled(chain(levels)).diagnostics if d.is_error]
+    assert [d.code for d in diagnostics] == ["E123"]
+
+
+def test_lists_and_maps_are_levels_too() -> None:
+    assert compiled(chain(MAX_TYPE_DEPTH // 2, "list[{}]")).ok
+    refused = compiled(chain(MAX_TYPE_DEPTH // 2 + 1, "list[map[string, {}]?]"))
+    assert [d.code for d in refused.diagnostics if d.is_error] == ["E123"]
+    inner = "string"
+    for _ in range(MAX_TYPE_DEPTH):
+        inner = f"list[{inner}]"
+    source = chain(1).replace("last: string", f"deep: {inner}")
+    assert [d.code for d in compiled(source).diagnostics if d.is_error] == ["E123"]
+
+
+def test_recursive_types_are_not_too_deep() -> None:
+    source = """agent a { start decide }
+type Node { children: list[Node], parent: Tree? }
+type Tree { root: Node? }
+llm decide -> Tree { prompt "p.j2" on Tree -> done }
+final done(Tree)
+"""
+    assert compiled(source).ok
+
+
+def test_a_cassette_line_nested_too_deep_for_json_is_a_cassette_error(tmp_path: Path) -> None:
+    deep = '{"next": ' * 100_000 + "null" + "}" * 100_000
+    line = f'{{"agent": "a", "step": "decide", "type": "T0", "output": {deep}}}'
+    path = tmp_path / "deep.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(CassetteError, match=r"deep\.jsonl:1: not a cassette entry"):
+        read_cassette(path)
