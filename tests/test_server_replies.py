@@ -786,3 +786,28 @@ async def test_a_thread_moved_on_by_another_process_is_told_by_the_sweep(s: Serv
         sweeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeping
+
+
+@pytest.mark.parametrize(
+    ("failure", "traceback"),
+    [(ConnectionRefusedError("refused\nforged"), False), (KeyError("a bug"), True)],
+)
+async def test_an_expected_settle_failure_is_one_line_and_a_bug_keeps_its_traceback(
+    s: Served, caplog: pytest.LogCaptureFixture, failure: Exception, traceback: bool
+) -> None:
+    """A network error from an `on_settled` callback is one escaped WARNING line; anything
+    else is a bug in a callback, logged with its traceback."""
+
+    async def failing(view: Any) -> None:
+        raise failure
+
+    s.service.on_settled(failing)
+    with caplog.at_level("INFO"):
+        response = await launch(s)
+        assert response.status_code < 300, response.text
+        await s.service.stop(grace=10)
+    said = [r for r in caplog.records if type(failure).__name__ in r.getMessage() or r.exc_info]
+    assert said, caplog.text
+    assert all(bool(r.exc_info) == traceback for r in said), caplog.text
+    if not traceback:
+        assert all("\n" not in r.getMessage() and r.levelname == "WARNING" for r in said)
