@@ -290,18 +290,33 @@ def _write_copy(version: AgentVersion, folder: Path) -> None:
         target = temporary / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
-    (temporary / "prompts").mkdir(exist_ok=True)
+    if "prompts" not in version.files:
+        (temporary / "prompts").mkdir(exist_ok=True)
     # What was there is moved aside first (a folder that is not empty cannot be replaced),
     # then removed: rmtree takes links away without following them.
     stale = folder.with_name(f"{folder.name}.{os.getpid()}.{threading.get_ident()}.old")
-    shutil.rmtree(stale, ignore_errors=True)
+    _remove(stale)
     with contextlib.suppress(FileNotFoundError):
         os.rename(folder, stale)
     try:
         os.replace(temporary, folder)
     except OSError:  # another process put its copy there first: checked like any other
         shutil.rmtree(temporary, ignore_errors=True)
-    shutil.rmtree(stale, ignore_errors=True)
+    _remove(stale)
+
+
+def _remove(path: Path) -> None:
+    """Take `path` away, whatever it is: a folder with all it holds (links in it are
+    removed, not followed), or a link (never what it points to), a file, a FIFO."""
+    import shutil
+
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 COMPILED_BESIDE = re.compile(r"[0-9a-f]{16}\.(py|sig)(\.[0-9]+\.[0-9]+\.tmp)?")
@@ -315,9 +330,9 @@ def _copy_holds(folder: Path, version: AgentVersion) -> bool:
     followed, nothing but a regular file is opened), the folders they are in and
     `prompts/`, and besides them only compiled modules (`COMPILED_BESIDE`)."""
     expected = {path: text.encode("utf-8", "surrogatepass") for path, text in version.files.items()}
-    folders = {"prompts"} | {
-        parent.as_posix() for path in expected for parent in Path(path).parents
-    }
+    folders = {parent.as_posix() for path in expected for parent in Path(path).parents}
+    if "prompts" not in expected:  # a version may hold a file of that name (imported)
+        folders.add("prompts")
     folders.discard(".")
     compiled = f"{version.name}-"
     seen: set[str] = set()

@@ -1068,3 +1068,29 @@ def test_links_fifos_and_extra_files_in_a_version_copy_are_replaced_unread(
     (folder / "lib" / "types.agent").write_text(TYPES + "\ntype Planted { x: string }\n")
     assert materialized(version, tmp_path) == folder
     assert (folder / "lib" / "types.agent").read_text() == TYPES
+
+
+@pytest.mark.parametrize("planted_as", ["link", "file"])
+def test_a_version_copy_planted_as_a_link_or_a_file_is_replaced_by_a_folder(
+    tmp_path: Path, planted_as: str
+) -> None:
+    """A link to a folder elsewhere is taken away, not followed (what it points to stays
+    as it was), and so is a file in the folder's place; every time, not just once."""
+    from twelvefold.runtime.versions import AgentVersion, materialized
+
+    version = AgentVersion("pinbot.agent", {"pinbot.agent": PINBOT}, "")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "prompts").mkdir(parents=True)
+    (elsewhere / "pinbot.agent").write_text(PINBOT)
+    folder = tmp_path / "versions" / version.digest[:32]
+    for _ in range(2):
+        folder.parent.mkdir(exist_ok=True)
+        if planted_as == "link":
+            folder.symlink_to(elsewhere)
+        else:
+            folder.write_text(PINBOT)
+        assert materialized(version, tmp_path) == folder
+        assert not folder.is_symlink() and (folder / "pinbot.agent").read_text() == PINBOT
+        shutil.rmtree(folder)
+    assert sorted(path.name for path in elsewhere.iterdir()) == ["pinbot.agent", "prompts"]
+    assert [path.name for path in folder.parent.iterdir()] == []
