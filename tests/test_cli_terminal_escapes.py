@@ -11,9 +11,9 @@ value (JSON escapes it itself).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.cli import twelvefold
 
 ROOT = Path(__file__).resolve().parents[1]
 FORGED = "error[E999]: forged"
@@ -26,16 +26,6 @@ type Done {{ message: string }}
 llm decide -> Done {{ prompt "{prompt}" on Done -> done }}
 final done(Done)
 """
-
-
-def twelvefold(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "twelvefold", *arguments],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def agent_with_its_template(agent: Path) -> None:

@@ -6,25 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.cli import twelvefold
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYBOT = ROOT / "examples" / "deploybot.agent"
 DEEP = "[" * 100_000 + "]" * 100_000
-
-
-def twelvefold(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "twelvefold", *arguments],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,  # a FIFO read would block forever: fail rather than hang the suite
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "XDG_CACHE_HOME": str(cwd / "user-cache")},
-    )
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:

@@ -13,25 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import twelvefold
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def twelvefold(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    # The timeout only stops a server that started where it should have refused.
-    return subprocess.run(
-        [sys.executable, "-m", "twelvefold", *arguments],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
 
 
 def foreign_database(path: Path) -> str:
