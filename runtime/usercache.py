@@ -64,6 +64,25 @@ def safe_cached_file(path: Path) -> bool:
     return stat.S_ISREG(found.st_mode) and _own(found) and not found.st_mode & 0o022
 
 
+def keep_to_self(path: Path) -> None:
+    """Narrow `path`, a file of this user's just written in the user's cache folder, to
+    0600. It was written as the umask allows (0664 under umask 002, the default where each
+    user has a group of their own), and a file others could write is never read back
+    (`safe_cached_file`): kept wider, it would be written at every start and never used."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+    except OSError:
+        return
+    try:
+        found = os.fstat(fd)
+        if stat.S_ISREG(found.st_mode) and _own(found) and found.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _own(found: os.stat_result) -> bool:
     getuid = getattr(os, "getuid", None)
     return getuid is None or found.st_uid == getuid()

@@ -141,3 +141,26 @@ def test_a_key_cut_short_is_replaced_whole(folder: Path, found: bytes) -> None:
     assert path.read_bytes() == key
     assert usercache.cache_key() == key
     assert [p.name for p in folder.iterdir()] == [usercache.KEY_FILE]
+
+
+def test_the_tables_are_used_under_a_group_writable_umask(tmp_path: Path) -> None:
+    """Under umask 002 (user-private groups) Lark wrote the tables 0664, which are then
+    refused as writable by others: every start built them again (most of a second)."""
+    env = _environment(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    agent = tmp_path / "a.agent"
+    agent.write_text(AGENT)
+    done = subprocess.run(
+        [sys.executable, "-m", "twelvefold", "check", str(agent)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+        preexec_fn=lambda: os.umask(0o002),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (tables,) = (tmp_path / "c" / "twelvefold").glob("parser-*.pickle")
+    assert oct(tables.stat().st_mode & 0o777) == oct(0o600)
+    show = "from twelvefold.compiler import parser; print(parser._tables_file())"
+    used = subprocess.run(
+        [sys.executable, "-c", show],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert used.stdout.strip() == str(tables)
