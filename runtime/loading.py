@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-import importlib.abc
 import importlib.util
 import os
 import posixpath
@@ -637,12 +636,17 @@ _IMPORTING = threading.RLock()
 (below), and another thread (a second runtime in this process) must not take it then."""
 
 
-class _FromText(importlib.abc.Loader):
+class _FromText:
     """Runs a module from text already read (and verified), named for its file: the file
-    is not read again, nor its bytecode (`__pycache__`, which a repository can ship too)."""
+    is not read again, nor its bytecode (`__pycache__`, which a repository can ship too).
+    A loader by its methods (PEP 451): `importlib.abc.Loader` would import
+    importlib.resources, tempfile and shutil into every process that loads an agent."""
 
     def __init__(self, path: Path, text: str) -> None:
         self.path, self.text = path, text
+
+    def create_module(self, spec: Any) -> None:
+        return None  # the default module object
 
     def exec_module(self, module: ModuleType) -> None:
         exec(compile(self.text, str(self.path), "exec", dont_inherit=True), module.__dict__)
@@ -659,7 +663,8 @@ def import_file(path: Path, module_name: str, text: str | None = None) -> Module
         loaded = sys.modules.get(module_name)
         if loaded is not None:
             return loaded
-        loader = _FromText(path, text) if text is not None else None
+        # (typeshed's loader protocol asks for the deprecated `load_module` too)
+        loader: Any = _FromText(path, text) if text is not None else None
         spec = importlib.util.spec_from_file_location(module_name, path, loader=loader)
         if spec is None or spec.loader is None:
             raise AgentLoadError(f"cannot import {one_line(str(path))}")
