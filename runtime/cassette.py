@@ -21,8 +21,11 @@ would with a model that cannot be reached.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,8 +237,17 @@ class CassetteRecorder:
     """A `Model` that passes calls to a real one and appends each outcome to a cassette."""
 
     def __init__(self, model: Model, path: Path | str) -> None:
+        """An `OSError` naming `path` when something other than a regular file is there
+        (a FIFO with no reader would hang the run after its first call, a device swallow
+        or refuse what is written): refused before any call is made, as --cassette is."""
         self.model = model
         self.path = Path(path)
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(found.st_mode):
+            raise _not_regular(self.path)
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         try:
@@ -254,6 +266,25 @@ class CassetteRecorder:
 
     def _append(self, line: str) -> None:
         # Appended and flushed per call, so a run that crashes keeps what it recorded.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as file:
-            file.write(line + "\n")
+        # Opened without blocking (a FIFO put at the name since the start is not waited
+        # on), and a failure to write (a full disk) names the file.
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0)
+            fd = os.open(self.path, flags, 0o666)
+            with os.fdopen(fd, "ab") as file:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise _not_regular(self.path)
+                file.write((line + "\n").encode("utf-8"))
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
+
+
+def _not_regular(path: Path) -> OSError:
+    return OSError(
+        errno.EINVAL,
+        "not a regular file (a FIFO or a device is never recorded to; give a file)",
+        str(path),
+    )

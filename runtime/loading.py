@@ -38,6 +38,7 @@ from typing import Any
 
 from pydantic_core import from_json, to_json
 
+from .localfiles import read_regular_file
 from .loop import Agent
 from .terminal import one_line
 from .usercache import cache_key, signature, signed
@@ -217,9 +218,13 @@ def _signed_files(key: bytes | None, target: Path, *beside: Path) -> list[bytes]
     None (missing, changed, or written by someone else: a module a repository ships)."""
     if key is None:
         return None  # no key to check with: nothing found on disk is trusted
+    # Each a regular file, not followed through a link, opened without blocking, and not
+    # larger than any module: a cache a repository ships may hold a link to /dev/zero or a
+    # FIFO at these names (read whole, or waited on, they would end or hang the command).
     try:
-        expected = target.with_suffix(".sig").read_text(encoding="ascii").strip()
-        contents = [file.read_bytes() for file in (target, *beside)]
+        sig = read_regular_file(target.with_suffix(".sig"), follow_links=False)
+        expected = sig.decode("ascii").strip()
+        contents = [read_regular_file(file, follow_links=False) for file in (target, *beside)]
         contents[0].decode("utf-8")
     except (OSError, ValueError):
         return None
@@ -694,7 +699,13 @@ def _write_atomically(target: Path, content: str) -> None:
     # Named for this process and thread: two threads compiling one agent at once (two
     # runtimes in one process) must not replace each other's file before it is moved.
     temporary = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    temporary.write_text(content, encoding="utf-8")
+    # A fresh file (whatever was left at the name is removed first, and a link planted
+    # there is not followed), then moved over the target: a link or a FIFO found at the
+    # target's name is replaced, never written through.
+    temporary.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(temporary, flags, 0o666), "wb") as file:
+        file.write(content.encode("utf-8"))
     os.replace(temporary, target)
 
 

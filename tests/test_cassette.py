@@ -19,6 +19,7 @@ from twelvefold.runtime.cassette import (
     messages_digest,
 )
 from twelvefold.runtime.model import Model, ModelError, ModelReply, ModelRequest, OpenAIModel
+from twelvefold.runtime.types import Usage
 
 
 class Multiply(BaseModel):
@@ -242,6 +243,49 @@ def test_a_served_thread_whose_call_misses_the_cassette_fails_its_step_in_one_lo
     assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback
     (said,) = [r.getMessage() for r in caplog.records if "CassetteMiss" in r.getMessage()]
     assert "\n" not in said and view.id in said, said
+
+
+class _Answers:
+    """A model that answers every call the same way."""
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        return ModelReply(output=DoneForNow(message="ok"), usage=Usage())
+
+
+def test_recording_to_a_fifo_put_at_the_name_after_the_start_does_not_hang(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    cassette = tmp_path / "c.jsonl"
+    recorder = CassetteRecorder(_Answers(), cassette)
+    os.mkfifo(cassette)  # no reader: an open for writing that waits would never return
+    with pytest.raises(OSError) as refused:
+        complete(recorder, request(1))
+    assert refused.value.filename == str(cassette)
+
+
+def test_a_failed_write_names_the_cassette(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk was `error: OSError: [Errno 28] No space left on device`, no file named."""
+    import errno
+    import io
+    import os
+
+    from twelvefold.runtime import cassette as module
+
+    class Full(io.BytesIO):
+        def write(self, data: object) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    opened: list[int] = []
+    monkeypatch.setattr(module.os, "fdopen", lambda fd, *_: opened.append(fd) or Full())
+    path = tmp_path / "c.jsonl"
+    with pytest.raises(OSError) as failed:
+        complete(CassetteRecorder(_Answers(), path), request(1))
+    for fd in opened:
+        os.close(fd)
+    assert failed.value.filename == str(path)
+    assert failed.value.strerror == "No space left on device"
 
 
 @pytest.mark.parametrize(
