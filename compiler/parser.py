@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lark import Lark, Token, Transformer, v_args
@@ -21,7 +22,7 @@ from lark.lexer import PatternStr
 from lark.tree import Meta, Tree
 
 from twelvefold.grammar import grammar_text
-from twelvefold.runtime.usercache import safe_cached_file, user_cache_dir
+from twelvefold.runtime.usercache import keep_to_self, safe_cached_file, user_cache_dir
 
 from . import nodes as n
 from .diagnostics import Diagnostic, Span, error, normalize_newlines
@@ -37,7 +38,8 @@ from .syntax_errors import describe_syntax_error
 
 @cache
 def _lark() -> Lark:
-    return Lark(
+    tables = _tables_file()
+    lark = Lark(
         grammar_text(),
         parser="lalr",
         lexer="contextual",
@@ -48,8 +50,11 @@ def _lark() -> Lark:
         # processes. It is a pickle, which runs code as it loads, so it lives only in the
         # user's own cache folder, never at Lark's default (a predictable name in the
         # shared temporary folder, where another local user can plant one).
-        cache=_tables_file() or False,
+        cache=tables or False,
     )
+    if tables is not None:  # written as the umask allows: closed, so later starts use it
+        keep_to_self(Path(tables))
+    return lark
 
 
 def _tables_file() -> str | None:

@@ -52,7 +52,10 @@ def imported_modules() -> frozenset[str]:
     return template_bindings()[1]
 
 
-_BASEMODEL_ATTRIBUTES = frozenset(dir(BaseModel))
+_BASEMODEL_ATTRIBUTES = frozenset(dir(BaseModel)) | frozenset(dir(type(BaseModel)))
+"""A model's attributes, its metaclass's included: `mro` and `register` are not in
+`dir(BaseModel)`, yet a field so named shadows them (pydantic warns, and drops it from
+the schema's required fields)."""
 PROTECTED_PREFIX = "model_"
 """pydantic warns about fields whose name starts with a protected namespace (`model_dump`)."""
 

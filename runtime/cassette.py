@@ -21,8 +21,11 @@ would with a model that cannot be reached.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,35 +98,83 @@ def entry_json(request: ModelRequest, reply: ModelReply | None, error: ErrorInfo
 
 
 def read_cassette(path: Path) -> list[Entry]:
-    entries = []
+    """The entries of the cassette at `path`, each checked for its shape: a line that is
+    not a cassette entry, or a file that is not UTF-8, is refused with `CassetteError`
+    naming the line; a path that is not a regular file (a FIFO would block the read) is
+    the `OSError` naming it (`read_regular_file`)."""
     try:
         text = read_regular_file(path).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CassetteError(f"{path}: not UTF-8 ({exc})") from exc
+        raise CassetteError(f"{path}: not a cassette (not UTF-8 text: {exc.reason})") from None
+    entries = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = parse_json(line, path, number)
-            error = record.get("error")
-            entries.append(
-                Entry(
-                    agent=record["agent"],
-                    step=record["step"],
-                    seq=record.get("seq"),
-                    type=record.get("type"),
-                    output=record.get("output", {}),
-                    error=ErrorInfo(error["type"], error.get("message", "")) if error else None,
-                    line=number,
-                )
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CassetteError(f"{path}:{number}: not a cassette entry ({exc})") from exc
-        except RecursionError as exc:  # JSON nested deeper than Python's stack
+        except ValueError as exc:
+            raise CassetteError(f"{path}:{number}: not a cassette entry ({exc})") from None
+        except RecursionError:  # JSON nested deeper than Python's stack
             raise CassetteError(
                 f"{path}:{number}: not a cassette entry (its JSON is nested too deeply)"
-            ) from exc
+            ) from None
+        problem = _entry_problem(record)
+        if problem is not None:
+            raise CassetteError(f"{path}:{number}: not a cassette entry ({problem})")
+        error = record.get("error")
+        entries.append(
+            Entry(
+                agent=record["agent"],
+                step=record["step"],
+                seq=record.get("seq"),
+                type=record.get("type"),
+                output=record.get("output", {}),
+                error=ErrorInfo(error["type"], error.get("message", "")) if error else None,
+                line=number,
+            )
+        )
     return entries
+
+
+def _entry_problem(record: Any) -> str | None:
+    """What is wrong with the shape of one decoded cassette line, or None: an object with
+    a string `agent` and `step`, an integer `seq` (or none), a string `type` (or none), an
+    `error` object with a string `type` and `message` (or none)."""
+    if not isinstance(record, dict):
+        return f"a JSON {_json_kind(record)}, not an object"
+    for field in ("agent", "step"):
+        if field not in record:
+            return f"no `{field}`"
+        if not isinstance(record[field], str):
+            return f"`{field}` is a JSON {_json_kind(record[field])}, not a string"
+    seq = record.get("seq")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
+        return f"`seq` is a JSON {_json_kind(seq)}, not an integer"
+    for field in ("type", "messages_sha256"):
+        value = record.get(field)
+        if value is not None and not isinstance(value, str):
+            return f"`{field}` is a JSON {_json_kind(value)}, not a string"
+    error = record.get("error")
+    if error is not None:
+        if not isinstance(error, dict):
+            return f"`error` is a JSON {_json_kind(error)}, not an object"
+        if not isinstance(error.get("type"), str):
+            return "`error` has no string `type`"
+        if not isinstance(error.get("message", ""), str):
+            return f"`error.message` is a JSON {_json_kind(error['message'])}, not a string"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 class CassettePlayer:
@@ -186,8 +237,17 @@ class CassetteRecorder:
     """A `Model` that passes calls to a real one and appends each outcome to a cassette."""
 
     def __init__(self, model: Model, path: Path | str) -> None:
+        """An `OSError` naming `path` when something other than a regular file is there
+        (a FIFO with no reader would hang the run after its first call, a device swallow
+        or refuse what is written): refused before any call is made, as --cassette is."""
         self.model = model
         self.path = Path(path)
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(found.st_mode):
+            raise _not_regular(self.path)
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         try:
@@ -206,6 +266,25 @@ class CassetteRecorder:
 
     def _append(self, line: str) -> None:
         # Appended and flushed per call, so a run that crashes keeps what it recorded.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as file:
-            file.write(line + "\n")
+        # Opened without blocking (a FIFO put at the name since the start is not waited
+        # on), and a failure to write (a full disk) names the file.
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0)
+            fd = os.open(self.path, flags, 0o666)
+            with os.fdopen(fd, "ab") as file:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise _not_regular(self.path)
+                file.write((line + "\n").encode("utf-8"))
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
+
+
+def _not_regular(path: Path) -> OSError:
+    return OSError(
+        errno.EINVAL,
+        "not a regular file (a FIFO or a device is never recorded to; give a file)",
+        str(path),
+    )

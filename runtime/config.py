@@ -192,13 +192,15 @@ def special_module(reference: str) -> tuple[str, str] | None:
     one Python or its tools treat specially: `__main__` or another `__dunder__` part
     anywhere in it, or a top-level `sitecustomize`, `conftest`, `setup` (SPECIAL_MODULES)."""
     parts = reference.partition(":")[0].split(".")
+    # Compared without case: on macOS's and Windows's file systems `Conftest.py` is the
+    # file `conftest.py`.
     for part in parts:
-        if part in ("__main__", "__init__"):
-            return part, SPECIAL_MODULES[part]
+        if part.lower() in ("__main__", "__init__"):
+            return part, SPECIAL_MODULES[part.lower()]
         if len(part) > 4 and part.startswith("__") and part.endswith("__"):
             return part, "a name Python reserves for its own (`__dunder__`)"
-    if parts[0] in SPECIAL_MODULES:
-        return parts[0], SPECIAL_MODULES[parts[0]]
+    if parts[0].lower() in SPECIAL_MODULES:
+        return parts[0], SPECIAL_MODULES[parts[0].lower()]
     return None
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-import importlib.abc
 import importlib.util
 import os
 import posixpath
@@ -39,6 +38,7 @@ from typing import Any
 
 from pydantic_core import from_json, to_json
 
+from .localfiles import read_regular_file
 from .loop import Agent
 from .terminal import one_line
 from .usercache import cache_key, signature, signed
@@ -218,9 +218,13 @@ def _signed_files(key: bytes | None, target: Path, *beside: Path) -> list[bytes]
     None (missing, changed, or written by someone else: a module a repository ships)."""
     if key is None:
         return None  # no key to check with: nothing found on disk is trusted
+    # Each a regular file, not followed through a link, opened without blocking, and not
+    # larger than any module: a cache a repository ships may hold a link to /dev/zero or a
+    # FIFO at these names (read whole, or waited on, they would end or hang the command).
     try:
-        expected = target.with_suffix(".sig").read_text(encoding="ascii").strip()
-        contents = [file.read_bytes() for file in (target, *beside)]
+        sig = read_regular_file(target.with_suffix(".sig"), follow_links=False)
+        expected = sig.decode("ascii").strip()
+        contents = [read_regular_file(file, follow_links=False) for file in (target, *beside)]
         contents[0].decode("utf-8")
     except (OSError, ValueError):
         return None
@@ -632,12 +636,17 @@ _IMPORTING = threading.RLock()
 (below), and another thread (a second runtime in this process) must not take it then."""
 
 
-class _FromText(importlib.abc.Loader):
+class _FromText:
     """Runs a module from text already read (and verified), named for its file: the file
-    is not read again, nor its bytecode (`__pycache__`, which a repository can ship too)."""
+    is not read again, nor its bytecode (`__pycache__`, which a repository can ship too).
+    A loader by its methods (PEP 451): `importlib.abc.Loader` would import
+    importlib.resources, tempfile and shutil into every process that loads an agent."""
 
     def __init__(self, path: Path, text: str) -> None:
         self.path, self.text = path, text
+
+    def create_module(self, spec: Any) -> None:
+        return None  # the default module object
 
     def exec_module(self, module: ModuleType) -> None:
         exec(compile(self.text, str(self.path), "exec", dont_inherit=True), module.__dict__)
@@ -654,7 +663,8 @@ def import_file(path: Path, module_name: str, text: str | None = None) -> Module
         loaded = sys.modules.get(module_name)
         if loaded is not None:
             return loaded
-        loader = _FromText(path, text) if text is not None else None
+        # (typeshed's loader protocol asks for the deprecated `load_module` too)
+        loader: Any = _FromText(path, text) if text is not None else None
         spec = importlib.util.spec_from_file_location(module_name, path, loader=loader)
         if spec is None or spec.loader is None:
             raise AgentLoadError(f"cannot import {one_line(str(path))}")
@@ -689,7 +699,13 @@ def _write_atomically(target: Path, content: str) -> None:
     # Named for this process and thread: two threads compiling one agent at once (two
     # runtimes in one process) must not replace each other's file before it is moved.
     temporary = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    temporary.write_text(content, encoding="utf-8")
+    # A fresh file (whatever was left at the name is removed first, and a link planted
+    # there is not followed), then moved over the target: a link or a FIFO found at the
+    # target's name is replaced, never written through.
+    temporary.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(temporary, flags, 0o666), "wb") as file:
+        file.write(content.encode("utf-8"))
     os.replace(temporary, target)
 
 

@@ -1,9 +1,11 @@
-"""Reading a local file a command is given (`graph --events`, `run --cassette`): a regular
-file only, and JSON nested no deeper than reason.
+"""Reading a local file a command is given (`graph --events`, `run --cassette`) or a file
+of the project's compile cache: a regular file only, no larger than MAX_FILE_BYTES, and
+JSON nested no deeper than reason.
 
 A FIFO (or a device) named where a file is expected would block the command until it is
-killed, and JSON nested a hundred thousand levels deep would end it with a RecursionError
-traceback. Both are refused here with an `OSError` naming the file, which the CLI's
+killed, a file of gigabytes (or `/dev/zero`) would end it with a MemoryError, and JSON
+nested a hundred thousand levels deep would end it with a RecursionError traceback. All
+are refused here with an `OSError` naming the file, which the CLI's
 reporter (twelvefold/commands/report.py) prints as one line, exit 1, as it does for any
 path the system refuses (`error: cannot use e.json: nested too deeply ...`).
 """
@@ -23,18 +25,36 @@ MAX_JSON_DEPTH = 200
 there, far past any event log or cassette entry, far short of Python's stack)."""
 
 
-def read_regular_file(path: Path) -> bytes:
+MAX_FILE_BYTES = 256 * 1024 * 1024
+"""The largest file read here (256 MiB): far past any event log, cassette or compiled
+module, far short of what would exhaust the memory of a small machine."""
+
+
+def read_regular_file(path: Path, *, follow_links: bool = True) -> bytes:
     """`path`'s bytes; an `OSError` naming it when it is not a regular file (checked on the
-    open file, which is opened without blocking: a FIFO with no writer is not waited on)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    open file, which is opened without blocking: a FIFO with no writer is not waited on),
+    is larger than MAX_FILE_BYTES, or (with `follow_links` false) is a symbolic link."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
             raise OSError(
                 errno.EINVAL,
                 "not a regular file (a FIFO or a device is never read; give a file)",
                 str(path),
             )
-        return file.read()
+        # Read one byte past the cap: a file that grows while it is read is refused too.
+        content = file.read(MAX_FILE_BYTES + 1) if found.st_size <= MAX_FILE_BYTES else b""
+        if found.st_size > MAX_FILE_BYTES or len(content) > MAX_FILE_BYTES:
+            raise OSError(
+                errno.EFBIG,
+                f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (a larger file is not read)",
+                str(path),
+            )
+        return content
 
 
 def parse_json(text: str | bytes, path: Path, line: int | None = None) -> Any:

@@ -69,6 +69,19 @@ class SchemaAhead(SchemaError):
         self.found = found
 
 
+class ForeignDatabase(SchemaError):
+    """A SQLite file with tables, none of them twelvefold's: another application's
+    database, which twelvefold must not write its schema into."""
+
+    def __init__(self, where: str, tables: list[str]) -> None:
+        shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
+        super().__init__(
+            f"{one_line(where)} is an SQLite database of another application (tables: "
+            f"{one_line(shown)}): give --db a twelvefold store"
+        )
+        self.tables = tables
+
+
 @dataclass(frozen=True, slots=True)
 class Upgrade:
     """What `twelvefold db upgrade` did to one store."""
@@ -395,12 +408,32 @@ def sqlite_version(db: sqlite3.Connection) -> int:
     return 1 if _has_table(db, "threads") else 0
 
 
+def sqlite_tables(db: sqlite3.Connection) -> list[str]:
+    """The names of a SQLite file's own tables (not SQLite's `sqlite_*`), sorted."""
+    rows = db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%'"
+        " ESCAPE '\\' ORDER BY name"
+    )
+    return [name for (name,) in rows.fetchall()]
+
+
+def refuse_foreign(db: sqlite3.Connection, where: str) -> None:
+    """`ForeignDatabase` when `db` has tables but no twelvefold schema (version 0): nothing
+    of twelvefold's is written into another application's database."""
+    if sqlite_version(db) == 0:
+        tables = sqlite_tables(db)
+        if tables:
+            raise ForeignDatabase(where, tables)
+
+
 def upgrade_sqlite(db: sqlite3.Connection, chain: Chain, where: str) -> list[Migration]:
     """Apply the migrations `db` lacks, in one `BEGIN IMMEDIATE` transaction (a second
     process waits for the write lock, then finds nothing to do); the ones applied.
-    `SchemaAhead` for a file a newer twelvefold wrote. `db` is in autocommit mode."""
+    `SchemaAhead` for a file a newer twelvefold wrote, `ForeignDatabase` for another
+    application's database (tables, none of twelvefold's). `db` is in autocommit mode."""
     if sqlite_version(db) == CURRENT:
         return []
+    refuse_foreign(db, where)
     db.execute("BEGIN IMMEDIATE")
     try:
         found = sqlite_version(db)

@@ -69,11 +69,16 @@ class StoreError(Exception):
 
 
 class StoreNotFound(StoreError):
-    def __init__(self, path: Path) -> None:
-        super().__init__(
-            f"no thread store at {one_line(str(path))} (`twelvefold run` creates one; "
-            "check --db or TWELVEFOLD_DB)"
+    def __init__(self, path: Path, *, empty: bool = False) -> None:
+        """No store at `path`: no file there, or (`empty`) a file with nothing in it yet,
+        which a command that only reads leaves as it is."""
+        where = one_line(str(path))
+        found = (
+            f"{where} is an empty file, not a thread store yet"
+            if empty
+            else (f"no thread store at {where}")
         )
+        super().__init__(f"{found} (`twelvefold run` creates one; check --db or TWELVEFOLD_DB)")
         self.path = path
 
 
@@ -1092,14 +1097,14 @@ class SqliteStore(ChainedStore):
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
             # exactly what the code shows.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            if self._prepared(busy_timeout_ms, before):
+            if self._prepared(busy_timeout_ms, before, create):
                 return
         raise StoreError(
             f"{self.path} was removed or replaced each of the {OPEN_ATTEMPTS} times it was"
             " opened; nothing was written to it"
         )
 
-    def _prepared(self, busy_timeout_ms: int, before: tuple[int, int] | None) -> bool:
+    def _prepared(self, busy_timeout_ms: int, before: tuple[int, int] | None, create: bool) -> bool:
         """Set the connection up (WAL, the schema); False (closed) when the file at the
         path is no longer the one opened. Two commands started at once on one new file,
         one refused: the refused one removes the new file it made when it finds no other
@@ -1110,10 +1115,17 @@ class SqliteStore(ChainedStore):
         file from being removed that way."""
         import sqlite3
 
-        from .schema import SchemaError, upgrade_sqlite
+        from .schema import SchemaError, refuse_foreign, sqlite_tables, upgrade_sqlite
 
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            # Before anything is written (WAL mode is written in the file's header):
+            # another application's database is refused, and a command that only reads
+            # (`create=False`) leaves a file with no tables yet as it is.
+            refuse_foreign(self._db, str(self.path))
+            if not create and not sqlite_tables(self._db):
+                self._db.close()
+                raise StoreNotFound(self.path, empty=True)
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
             upgrade_sqlite(self._db, self.chain, str(self.path))

@@ -18,6 +18,7 @@ parser builds its tables each time and modules are compiled each time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -63,6 +64,25 @@ def safe_cached_file(path: Path) -> bool:
     return stat.S_ISREG(found.st_mode) and _own(found) and not found.st_mode & 0o022
 
 
+def keep_to_self(path: Path) -> None:
+    """Narrow `path`, a file of this user's just written in the user's cache folder, to
+    0600. It was written as the umask allows (0664 under umask 002, the default where each
+    user has a group of their own), and a file others could write is never read back
+    (`safe_cached_file`): kept wider, it would be written at every start and never used."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+    except OSError:
+        return
+    try:
+        found = os.fstat(fd)
+        if stat.S_ISREG(found.st_mode) and _own(found) and found.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _own(found: os.stat_result) -> bool:
     getuid = getattr(os, "getuid", None)
     return getuid is None or found.st_uid == getuid()
@@ -70,34 +90,62 @@ def _own(found: os.stat_result) -> bool:
 
 def cache_key() -> bytes | None:
     """This user's secret for signing cached modules (made on first use, 0600); None when
-    the user's cache folder or the key in it is not safe, or cannot be made."""
+    the user's cache folder or the key in it is not safe, or cannot be made: then nothing
+    is trusted and modules are compiled each time, never an error (a folder or a FIFO at
+    the key's name is not read, and not waited on)."""
     folder = user_cache_dir()
     if folder is None:
         return None
     path = folder / KEY_FILE
+    key = _read_key(path)
+    # Missing, or cut short (or long) by a crash or an edit: a new key, written whole
+    # under another name and moved into place, so that no reader ever sees part of one.
+    # Modules signed with the old key are compiled again. Anything else at the name (a
+    # folder, a FIFO, a link) is left alone, and nothing is trusted.
+    if (key is None and not os.path.lexists(path)) or (key is not None and len(key) != KEY_BYTES):
+        key = _write_key(folder, path)
+    return key if key is not None and len(key) == KEY_BYTES else None
+
+
+def _read_key(path: Path) -> bytes | None:
+    """The bytes of the key file (at most one past a key's length); None when it is
+    missing or not a regular file of this user's that no one else can read."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
-    except FileExistsError:
-        pass
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
     except OSError:
         return None
-    else:
-        with os.fdopen(fd, "wb") as file:
-            file.write(secrets.token_bytes(KEY_BYTES))
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as file:
-        found = os.fstat(file.fileno())
+        found = os.fstat(fd)
         if not stat.S_ISREG(found.st_mode) or not _own(found) or found.st_mode & 0o077:
             return None
-        key = file.read(KEY_BYTES + 1)
-    # A key being written by another process at this moment is short: not used this time.
-    return key if len(key) == KEY_BYTES else None
+        return os.read(fd, KEY_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _write_key(folder: Path, path: Path) -> bytes | None:
+    """A new key, written to a file of its own and moved to `path` (replacing what was
+    there); None when it cannot be written."""
+    key = secrets.token_bytes(KEY_BYTES)
+    temporary = folder / f"{KEY_FILE}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(key)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        return None
+    # Another process may have put its own key in place at the same moment: the one in
+    # place is the key (the loser's modules are compiled again on their next load).
+    return _read_key(path)
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 def signature(key: bytes, name: str, *parts: bytes) -> str:

@@ -19,8 +19,11 @@ whole log under it before running on (`AgentChanged` if an event no longer fits)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
+import stat
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -253,12 +256,32 @@ def prompts_in_copy(version: AgentVersion, root: Path, agent_file: Path) -> Path
 
 
 def materialized(version: AgentVersion, cache_dir: Path) -> Path:
-    """The folder holding `version`'s sources as files (written once, atomically, under
-    `cache_dir/versions/DIGEST`): each of its files at its relative path, and an empty
-    `<folder>/prompts/` when the version has no such folder (see `prompts_in_copy`)."""
+    """The folder holding `version`'s sources as files, under `cache_dir/versions/DIGEST`:
+    each of its files at its relative path, and an empty `<folder>/prompts/` when the
+    version has no such folder (see `prompts_in_copy`).
+
+    The folder is checked against `version` each time, never trusted as found: a
+    repository can ship `.twelvefold/cache/versions/DIGEST/` (the digest hashes the
+    sources, which its history holds) with another sub-agent, prompt or imported file in
+    it. When anything differs (a file's text, a file missing or extra, a link, a FIFO)
+    the folder is written again, whole, from `version`; the modules `load_version`
+    compiles beside the sources (signed, checked when read) are all it may hold besides."""
     folder = cache_dir / "versions" / version.digest[:32]
-    if (folder / version.main).is_file():
+    for _ in range(3):  # a second process may be writing it again at the same moment
+        if _copy_holds(folder, version):
+            return folder
+        _write_copy(version, folder)
+    if _copy_holds(folder, version):
         return folder
+    raise VersionError(
+        f"the copy of agent version {version.digest[:16]} at {folder} keeps changing while "
+        "it is written: something else is writing into it. Nothing was run; remove the "
+        "folder and run again"
+    )
+
+
+def _write_copy(version: AgentVersion, folder: Path) -> None:
+    """Write `version`'s files into a new folder and put it in the place of `folder`."""
     import shutil  # here, not at the top: only regenerating a pinned version needs it
 
     temporary = folder.with_name(f"{folder.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -267,12 +290,89 @@ def materialized(version: AgentVersion, cache_dir: Path) -> Path:
         target = temporary / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
-    (temporary / "prompts").mkdir(exist_ok=True)
+    if "prompts" not in version.files:
+        (temporary / "prompts").mkdir(exist_ok=True)
+    # What was there is moved aside first (a folder that is not empty cannot be replaced),
+    # then removed: rmtree takes links away without following them.
+    stale = folder.with_name(f"{folder.name}.{os.getpid()}.{threading.get_ident()}.old")
+    _remove(stale)
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(folder, stale)
     try:
         os.replace(temporary, folder)
-    except OSError:  # another process wrote it first: theirs is the same content
+    except OSError:  # another process put its copy there first: checked like any other
         shutil.rmtree(temporary, ignore_errors=True)
-    return folder
+    _remove(stale)
+
+
+def _remove(path: Path) -> None:
+    """Take `path` away, whatever it is: a folder with all it holds (links in it are
+    removed, not followed), or a link (never what it points to), a file, a FIFO."""
+    import shutil
+
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+COMPILED_BESIDE = re.compile(r"[0-9a-f]{16}\.(py|sig)(\.[0-9]+\.[0-9]+\.tmp)?")
+"""The end of a file's name that `load_version` writes into a copy beside the sources
+(after `<name>-`): the module compiled from it, its signature, and either one while it is
+being written."""
+
+
+def _copy_holds(folder: Path, version: AgentVersion) -> bool:
+    """Whether `folder` holds exactly `version`'s files, as regular files (links are not
+    followed, nothing but a regular file is opened), the folders they are in and
+    `prompts/`, and besides them only compiled modules (`COMPILED_BESIDE`)."""
+    expected = {path: text.encode("utf-8", "surrogatepass") for path, text in version.files.items()}
+    folders = {parent.as_posix() for path in expected for parent in Path(path).parents}
+    if "prompts" not in expected:  # a version may hold a file of that name (imported)
+        folders.add("prompts")
+    folders.discard(".")
+    compiled = f"{version.name}-"
+    seen: set[str] = set()
+    pending = [""]
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return False
+        while pending:
+            relative = pending.pop()
+            with os.scandir(folder / relative) as entries:
+                for entry in entries:
+                    path = f"{relative}/{entry.name}" if relative else entry.name
+                    if entry.is_dir(follow_symlinks=False) and path in folders:
+                        seen.add(path)
+                        pending.append(path)
+                    elif entry.is_file(follow_symlinks=False) and path in expected:
+                        if not _holds(entry.path, expected[path]):
+                            return False
+                        seen.add(path)
+                    elif not (
+                        entry.is_file(follow_symlinks=False)
+                        and not relative
+                        and entry.name.startswith(compiled)
+                        and COMPILED_BESIDE.fullmatch(entry.name[len(compiled) :])
+                    ):
+                        return False  # a link, a FIFO, a file or folder the version lacks
+    except OSError:
+        return False
+    return seen == folders | set(expected)
+
+
+def _holds(path: str, text: bytes) -> bool:
+    """Whether the regular file at `path` (not a link: it is not followed) holds `text`,
+    reading no more of it than that."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    descriptor = os.open(path, flags)
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return False
+        return file.read(len(text) + 1) == text
 
 
 def every_stdlib_module() -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from twelvefold.runtime.cassette import (
     messages_digest,
 )
 from twelvefold.runtime.model import Model, ModelError, ModelReply, ModelRequest, OpenAIModel
+from twelvefold.runtime.types import Usage
 
 
 class Multiply(BaseModel):
@@ -242,3 +243,142 @@ def test_a_served_thread_whose_call_misses_the_cassette_fails_its_step_in_one_lo
     assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback
     (said,) = [r.getMessage() for r in caplog.records if "CassetteMiss" in r.getMessage()]
     assert "\n" not in said and view.id in said, said
+
+
+class _Answers:
+    """A model that answers every call the same way."""
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        return ModelReply(output=DoneForNow(message="ok"), usage=Usage())
+
+
+def test_recording_to_a_fifo_put_at_the_name_after_the_start_does_not_hang(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    cassette = tmp_path / "c.jsonl"
+    recorder = CassetteRecorder(_Answers(), cassette)
+    os.mkfifo(cassette)  # no reader: an open for writing that waits would never return
+    with pytest.raises(OSError) as refused:
+        complete(recorder, request(1))
+    assert refused.value.filename == str(cassette)
+
+
+def test_a_failed_write_names_the_cassette(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk was `error: OSError: [Errno 28] No space left on device`, no file named."""
+    import errno
+    import io
+    import os
+
+    from twelvefold.runtime import cassette as module
+
+    class Full(io.BytesIO):
+        def write(self, data: object) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    opened: list[int] = []
+    monkeypatch.setattr(module.os, "fdopen", lambda fd, *_: opened.append(fd) or Full())
+    path = tmp_path / "c.jsonl"
+    with pytest.raises(OSError) as failed:
+        complete(CassetteRecorder(_Answers(), path), request(1))
+    for fd in opened:
+        os.close(fd)
+    assert failed.value.filename == str(path)
+    assert failed.value.strerror == "No space left on device"
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("[1]", "a JSON array, not an object"),
+        ("null", "a JSON null, not an object"),
+        ("5", "a JSON number, not an object"),
+        ('"s"', "a JSON string, not an object"),
+        ('{"agent": "calculator", "step": ["decide"], "seq": 1}', "`step` is a JSON array"),
+        ('{"agent": 7, "step": "decide", "seq": 1}', "`agent` is a JSON number"),
+        ('{"agent": "calculator", "step": "decide", "seq": "1"}', "`seq` is a JSON string"),
+        ('{"agent": "calculator", "step": "decide", "seq": true}', "`seq` is a JSON boolean"),
+        ('{"agent": "calculator", "step": "decide", "type": ["x"]}', "`type` is a JSON array"),
+        ('{"agent": "calculator", "step": "decide", "error": 5}', "`error` is a JSON number"),
+        ('{"agent": "calculator", "step": "decide", "error": {"type": []}}', "no string `type`"),
+        (
+            '{"agent": "calculator", "step": "decide", "error": {"type": "E", "message": 1}}',
+            "`error.message` is a JSON number",
+        ),
+    ],
+)
+def test_an_entry_of_the_wrong_shape_refuses_the_cassette_naming_its_line(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    """Found by a red team: a line that is JSON but not an entry's shape (`[1]`, a list
+    for `type` or `step`) was an AttributeError or TypeError out of the reader, or out of
+    the first call it answered (a server's thread left `running`). Every entry's shape
+    is checked when the cassette is read."""
+    cassette = tmp_path / "c.jsonl"
+    cassette.write_text('{"agent": "calculator", "step": "decide", "seq": 1}\n\n' + line + "\n")
+    with pytest.raises(CassetteError) as refused:
+        CassettePlayer(cassette)
+    message = str(refused.value)
+    assert message.startswith(f"{cassette}:3: not a cassette entry ("), message
+    assert problem in message, message
+
+
+def test_a_cassette_that_is_not_a_regular_file_is_refused_without_reading_it(
+    tmp_path: Path,
+) -> None:
+    """Found by a red team: `--cassette` naming a FIFO blocked the run for good, waiting
+    for a writer. A cassette is a regular file; anything else is the `OSError` naming it
+    (one line from the CLI), never waited on."""
+    import os
+
+    fifo = tmp_path / "c.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match=r"not a regular file") as refused:
+        CassettePlayer(fifo)
+    assert refused.value.filename == str(fifo)
+
+
+def test_a_cassette_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
+    cassette = tmp_path / "c.jsonl"
+    cassette.write_bytes(b'{"agent": "\xff"}\n')
+    with pytest.raises(CassetteError, match=r"c.jsonl: not a cassette \(not UTF-8"):
+        CassettePlayer(cassette)
+
+
+@pytest.mark.parametrize("line", ["[1]", '{"agent":"deploybot","step":"decide","type":["x"]}'])
+def test_run_with_a_cassette_of_the_wrong_shape_says_so_in_one_line(
+    tmp_path: Path, line: str
+) -> None:
+    """End to end: `twelvefold run --cassette` with such a line is one `error:` line naming
+    it, exit 1, no traceback, and no thread launched."""
+    import subprocess
+    import sys
+
+    from tests.support.generated import EXAMPLES
+
+    cassette = tmp_path / "bad.jsonl"
+    cassette.write_text(line + "\n")
+    db = tmp_path / "t.db"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "twelvefold",
+            "run",
+            str(EXAMPLES / "deploybot.agent"),
+            "--input",
+            "deploy v1.2.3",
+            "--cassette",
+            str(cassette),
+            "--db",
+            str(db),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr, done.stderr
+    (said,) = done.stderr.splitlines()
+    assert said.startswith("error: CassetteError: ") and f"{cassette}:1: not a cassette" in said

@@ -11,9 +11,9 @@ value (JSON escapes it itself).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.cli import twelvefold
 
 ROOT = Path(__file__).resolve().parents[1]
 FORGED = "error[E999]: forged"
@@ -26,16 +26,6 @@ type Done {{ message: string }}
 llm decide -> Done {{ prompt "{prompt}" on Done -> done }}
 final done(Done)
 """
-
-
-def twelvefold(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "twelvefold", *arguments],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def agent_with_its_template(agent: Path) -> None:
@@ -100,9 +90,9 @@ def test_a_control_character_in_the_source_line_is_escaped_and_the_caret_follows
     source = next(line for line in lines if line.startswith("3 | "))
     caret = lines[lines.index(source) + 1]
     assert source == '3 | llm decide -> Done { prompt "no\\u001b[2J.j2" on Done -> done }'
-    start = source.index('"no')
-    assert caret.index("^") == start  # under the string's first character
-    assert caret.rstrip().endswith("^" * len('"no\\u001b[2J.j2"'))
+    start = source.index("\\u001b")
+    assert caret.index("^") == start  # under the control character (E010), as shown
+    assert caret[start:].startswith("^" * len("\\u001b") + " ")
 
 
 def test_compile_and_compile_check_print_the_output_folder_escaped(tmp_path: Path) -> None:

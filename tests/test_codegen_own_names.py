@@ -125,3 +125,30 @@ def test_the_module_passes_mypy_strict(clashing: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_fields_named_like_a_models_metaclass_attributes_stay_required_fields(
+    tmp_path: Path,
+) -> None:
+    """Found by a red team: `mro` and `register` are attributes of BaseModel's metaclass,
+    not of BaseModel (`dir(BaseModel)` lacks them); a field so named shadowed them (pydantic
+    warned), dropped out of the schema's required fields and defaulted to a bound method."""
+    from pydantic import BaseModel, ValidationError
+
+    names = sorted(n for n in dir(type(BaseModel)) if not n.startswith("_"))
+    assert {"mro", "register"} <= set(names)
+    fields = ", ".join(f"{name}: string" for name in names)
+    source = (
+        f"agent meta {{ start decide }}\ntype Out {{ {fields} }}\n"
+        'llm decide -> Out { prompt "p.j2" on Out -> done }\nfinal done(Out)\n'
+    )
+    (tmp_path / "meta.py").write_text(_compile(source))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module = import_file(tmp_path / "meta.py", "_meta_field_names")
+    declared = module.AGENT.types["Out"]
+    assert sorted(declared.model_json_schema()["required"]) == names
+    with pytest.raises(ValidationError):
+        declared.model_validate({})
+    value = declared.model_validate({name: name for name in names})
+    assert value.model_dump(by_alias=True) == {name: name for name in names}

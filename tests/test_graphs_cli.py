@@ -230,3 +230,12 @@ def test_render_image_stops_dot_at_its_time_limit(tmp_path: Path) -> None:
 def test_a_time_limit_that_is_not_a_positive_number_is_a_usage_error() -> None:
     code, _, err = run(DEPLOYBOT, "--format", "svg", "--dot-timeout", "0")
     assert code == 2 and "Invalid value for '--dot-timeout'" in err
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e308", "86401", "-inf"])
+def test_a_time_limit_that_is_not_finite_or_is_absurd_is_a_usage_error(seconds: str) -> None:
+    """`nan`, `inf` and `1e308` ended in a traceback (found by a red team)."""
+    code, _, err = run(DEPLOYBOT, "--format", "svg", "--dot-timeout", seconds)
+    assert code == 2, err
+    assert "Invalid value for '--dot-timeout'" in err
+    assert "Traceback" not in err

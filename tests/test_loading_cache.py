@@ -244,3 +244,70 @@ def test_a_planted_cache_does_not_run_under_the_cli(tmp_path: Path) -> None:
     done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert not marker.exists()
+
+
+# ---- a cache file that is not a regular file is not read -------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".sig", ".py", ".prompts.json"])
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "link to a signed copy"])
+def test_a_cache_file_that_is_not_a_regular_file_is_ignored_and_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, kind: str
+) -> None:
+    """A repository may ship `.twelvefold/cache/<stem>-<hash>.sig` (or the module) as a link
+    to /dev/zero (read whole: a MemoryError) or a FIFO (waited on forever): neither is
+    read, even through a link to a file this user signed, and the module is compiled
+    again, written over the name (the link replaced, not written through)."""
+    import os
+
+    _user(monkeypatch, tmp_path / "user")
+    agent = EXAMPLES / "deploybot.agent"
+    cache = tmp_path / "cache"
+    loading.load_agent(agent, cache_dir=cache)
+    (module,) = cache.glob("deploybot-*.py")
+    planted = module.with_suffix(suffix)
+    copy = tmp_path / f"copy{suffix}"
+    shutil.copyfile(planted, copy)
+    planted.unlink()
+    if kind == "fifo":
+        os.mkfifo(planted)
+    else:
+        planted.symlink_to("/dev/zero" if kind == "link to /dev/zero" else copy)
+    _forget_modules()
+    compiled: list[Path] = []
+    real_compile = loading._compile
+    monkeypatch.setattr(
+        loading, "_compile", lambda path, *rest: compiled.append(path) or real_compile(path, *rest)
+    )
+    assert loading.load_agent(agent, cache_dir=cache).spec.name == "deploybot"
+    assert compiled == [agent]
+    assert planted.is_file() and not planted.is_symlink()
+    assert planted.read_bytes() == copy.read_bytes()
+    assert Path("/dev/zero").is_char_device()  # replaced the link, not written through it
+
+
+def test_a_cache_file_larger_than_the_cap_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twelvefold.runtime import localfiles
+
+    _user(monkeypatch, tmp_path / "user")
+    agent = EXAMPLES / "deploybot.agent"
+    loading.load_agent(agent, cache_dir=tmp_path / "cache")
+    (module,) = (tmp_path / "cache").glob("deploybot-*.py")
+    monkeypatch.setattr(localfiles, "MAX_FILE_BYTES", module.stat().st_size - 1)
+    assert loading._signed_files(b"k" * 32, module) is None
+
+
+def test_a_link_planted_at_the_temporary_name_is_not_written_through(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    target = tmp_path / "m.py"
+    victim = tmp_path / "victim"
+    victim.write_text("mine\n")
+    temporary = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    temporary.symlink_to(victim)
+    loading._write_atomically(target, "x = 1\n")
+    assert target.read_text() == "x = 1\n"
+    assert victim.read_text() == "mine\n"

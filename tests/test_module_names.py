@@ -55,3 +55,11 @@ def test_the_runtime_refuses_a_tool_in_a_special_module(reference: str) -> None:
     assert special_module(reference) is not None
     with pytest.raises(ToolImportError, match="names `"):
         ToolBox().resolve(reference)
+
+
+@pytest.mark.parametrize("name", ["Conftest", "SETUP", "SiteCustomize", "__Main__"])
+def test_a_special_module_name_is_refused_whatever_its_case(name: str) -> None:
+    """Found by a red team: on macOS's and Windows's file systems `Conftest.py` is the
+    file `conftest.py`, which pytest runs."""
+    (found,) = [d for d in _compile(name).diagnostics if d.is_error]
+    assert found.code == "E122"

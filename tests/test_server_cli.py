@@ -168,6 +168,18 @@ def test_serve_refuses_what_it_cannot_serve_safely(workdir: Path) -> None:
     assert code == 1 and not (workdir / "new").exists()
 
 
+def test_a_host_refused_for_insecure_local_is_escaped_in_its_error_line(workdir: Path) -> None:
+    """Found by a red team: `--host $'a\\nb'` printed a raw line break inside the `error:`
+    line, so the host could forge a line of its own below it."""
+    code, _, err = invoke(
+        "serve", str(EXAMPLES), "--insecure-local", "--host", "a\nerror: forged\x1b[2J"
+    )
+    assert code == 1
+    (said,) = err.splitlines()
+    assert said.startswith("error: --insecure-local serves without authentication"), said
+    assert said.endswith("not a\\nerror: forged\\u001b[2J"), said
+
+
 def test_serve_on_a_taken_port_says_so_in_one_line_and_leaves_nothing_behind(
     workdir: Path,
 ) -> None:

@@ -654,6 +654,52 @@ async def test_catch_up_tells_at_most_its_bound_of_threads_at_once(
     await catching_up
 
 
+@pytest.mark.parametrize(
+    "url", ["http://[::1]/hook", "http://[fe80::1%25lo]/", "http://[::ffff:127.0.0.1]:9/x"]
+)
+async def test_an_ipv6_literal_webhook_is_a_url_its_host_check_refuses(
+    deploy_agent: Path, tmp_path: Path, openai_server: ScriptedOpenAI, url: str
+) -> None:
+    """Found by a red team: a bracketed IPv6 literal was a 422 (not a URL) though
+    `webhook_hosts` takes IP literals. It is a URL; without `webhook_hosts` its host, not
+    a public address, is refused (403) as an IPv4 loopback one is."""
+    async with served(deploy_agent, tmp_path / "threads.db", openai_server) as s:
+        response = await launch(s, webhook=url)
+        assert response.status_code == 403, response.text
+        assert await s.service.threads(Caller("bob", "http")) == []
+
+
+@pytest.mark.parametrize("url", ["http://[::1/x", "http://[v1.x]/", "http://[1:2:3:4:5:6:7:8:9]/"])
+async def test_a_bracketed_host_that_is_no_ipv6_address_is_no_url(s: Served, url: str) -> None:
+    response = await launch(s, webhook=url)
+    assert response.status_code == 422, response.text
+
+
+async def test_an_allowed_ipv6_webhook_is_taken_and_a_failed_reply_is_one_warning_line(
+    tmp_path: Path,
+    openai_server: ScriptedOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`webhook_hosts = ["::1"]` allows `http://[::1]:PORT/`. The reply then fails (nothing
+    listens there): found by a red team, that was logged with a full traceback, as a bug
+    would be; a receiver that cannot be reached is expected, one WARNING line."""
+    monkeypatch.setenv("TWELVEFOLD_WEBHOOK_SECRET", SECRET)
+    monkeypatch.delenv("TWELVEFOLD_SLACK_BOT_TOKEN", raising=False)
+    agent = deploy_project(
+        tmp_path / "project", DEPLOY_CONFIG + '[server]\nwebhook_hosts = ["::1"]\n'
+    )
+    with caplog.at_level("INFO"):
+        async with served(agent, tmp_path / "threads.db", openai_server) as s:
+            response = await launch(s, webhook="http://[::1]:9/hook")
+            assert response.status_code < 300, response.text
+            thread_id = response.json()["thread_id"]
+    assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback
+    (said,) = [r for r in caplog.records if "not sent" in r.getMessage()]
+    assert said.levelname == "WARNING"
+    assert thread_id in said.getMessage() and "\n" not in said.getMessage(), said.getMessage()
+
+
 class FailingFirst(HttpReceiver):
     """Answers 500 to the first request it receives, 200 to every later one."""
 
@@ -740,3 +786,28 @@ async def test_a_thread_moved_on_by_another_process_is_told_by_the_sweep(s: Serv
         sweeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeping
+
+
+@pytest.mark.parametrize(
+    ("failure", "traceback"),
+    [(ConnectionRefusedError("refused\nforged"), False), (KeyError("a bug"), True)],
+)
+async def test_an_expected_settle_failure_is_one_line_and_a_bug_keeps_its_traceback(
+    s: Served, caplog: pytest.LogCaptureFixture, failure: Exception, traceback: bool
+) -> None:
+    """A network error from an `on_settled` callback is one escaped WARNING line; anything
+    else is a bug in a callback, logged with its traceback."""
+
+    async def failing(view: Any) -> None:
+        raise failure
+
+    s.service.on_settled(failing)
+    with caplog.at_level("INFO"):
+        response = await launch(s)
+        assert response.status_code < 300, response.text
+        await s.service.stop(grace=10)
+    said = [r for r in caplog.records if type(failure).__name__ in r.getMessage() or r.exc_info]
+    assert said, caplog.text
+    assert all(bool(r.exc_info) == traceback for r in said), caplog.text
+    if not traceback:
+        assert all("\n" not in r.getMessage() and r.levelname == "WARNING" for r in said)

@@ -14,7 +14,7 @@ import pytest
 from twelvefold.compiler import PromptFile, compile_text
 from twelvefold.compiler.api import Compilation
 from twelvefold.compiler.limits import MAX_TYPE_DEPTH
-from twelvefold.runtime.cassette import CassetteError, read_cassette
+from twelvefold.runtime.cassette import read_cassette
 from twelvefold.runtime.loading import import_file
 
 
@@ -91,10 +91,13 @@ final done(Tree)
     assert compiled(source).ok
 
 
-def test_a_cassette_line_nested_too_deep_for_json_is_a_cassette_error(tmp_path: Path) -> None:
+def test_a_cassette_line_nested_too_deep_for_json_is_refused_naming_its_line(
+    tmp_path: Path,
+) -> None:
     deep = '{"next": ' * 100_000 + "null" + "}" * 100_000
     line = f'{{"agent": "a", "step": "decide", "type": "T0", "output": {deep}}}'
     path = tmp_path / "deep.jsonl"
     path.write_text(line + "\n")
-    with pytest.raises(CassetteError, match=r"deep\.jsonl:1: not a cassette entry"):
+    with pytest.raises(OSError, match=r"nested too deeply") as refused:
         read_cassette(path)
+    assert str(refused.value.filename).endswith("deep.jsonl:1")  # (the CLI: one line)

@@ -970,3 +970,127 @@ def test_a_template_whose_name_holds_a_line_break_is_part_of_the_version(
         view = rt.resume(thread, approve=True, request=request)
     assert view.status == "finished", view.to_json()
     assert "INCLUDED-V1" in system_prompt(openai_server), system_prompt(openai_server)
+
+
+# ---- a written-out copy of a version is the stored version, not what is found on disk --------
+
+
+def planted(project: Path, thread: str, changes: dict[str, str]) -> Path:
+    """The folder a pinned copy of `thread`'s version is written to, planted before it is
+    used: the stored version's files with `changes` (relative path -> text) made to them,
+    as a repository could ship it (the digest is no secret: it hashes the sources)."""
+    from twelvefold.runtime.versions import AgentVersion
+
+    store = SqliteStore(project / ".twelvefold" / "threads.db")
+    try:
+        digest = store.info(thread).version
+        assert digest is not None, "it runs pinned"
+        body = store.load_version(digest)
+        assert body is not None
+    finally:
+        store.close()
+    version = AgentVersion.from_stored(digest, body)
+    folder = project / ".twelvefold" / "cache" / "versions" / digest[:32]
+    for path, text in {**version.files, **changes}.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(text)
+    return folder
+
+
+TAMPERED = "{% block system %}TAMPERED PROMPT{% endblock %}\n"
+
+
+def test_a_planted_prompt_in_the_copy_of_a_pinned_version_is_not_sent_to_the_model(
+    openai_server: ScriptedOpenAI, project: Path
+) -> None:
+    thread, request = waiting_at_approval(openai_server, project)
+    planted(project, thread, {"prompts/pinbot/plan.j2": TAMPERED})
+    (project / "pinbot.agent").write_text(REWORDED)  # the pinned copy is used from now on
+    ModelTurns(openai_server).then(DONE)
+    with runtime(openai_server, project) as rt:
+        view = rt.resume(thread, approve=True, request=request)
+    assert view.status == "finished", view.to_json()
+    assert "PLAN-V1" in system_prompt(openai_server), system_prompt(openai_server)
+    assert "TAMPERED" not in system_prompt(openai_server)
+
+
+def test_a_planted_sub_agent_in_the_copy_of_a_pinned_version_is_not_run(
+    openai_server: ScriptedOpenAI, project: Path, returns: Path
+) -> None:
+    """The red team's case: a planted child that pays the refund without its approval."""
+    enterprise = {**RETURN, "email": "ana@enterprise.example"}
+    with runtime(openai_server, project) as rt:
+        parent = rt.launch(returns, enterprise)
+    assert (parent.status, parent.step) == ("waiting", "approve_refund")
+    paying = (project / "returns" / "refunds.agent").read_text().replace("start check", "start pay")
+    planted(project, parent.id, {"returns/refunds.agent": paying})
+    returns.write_text(returns.read_text() + "\n# an edit: a new version\n")
+    with runtime(openai_server, project) as rt:
+        parent = rt.resume(parent.id, approve=True, request=parent.request, by="carol")
+        assert (parent.status, parent.step) == ("waiting", "refund"), parent.to_json()
+        assert parent.child is not None
+        child = rt.get(parent.child)
+    assert (child.status, child.step) == ("waiting", "check"), child.to_json()
+
+
+def test_links_fifos_and_extra_files_in_a_version_copy_are_replaced_unread(
+    tmp_path: Path,
+) -> None:
+    """What the copy holds is the stored version's files as regular files, nothing more:
+    a link is not followed (to /dev/zero it would never end), a FIFO not opened (it would
+    block), a file the version does not hold is taken away; the compiled modules written
+    beside them (signed) stay."""
+    from twelvefold.runtime.versions import AgentVersion, materialized
+
+    files = {"pinbot.agent": PINBOT, "prompts/pinbot/plan.j2": PLAN_V1, "lib/types.agent": TYPES}
+    version = AgentVersion("pinbot.agent", files, "", {"pinbot.agent": "prompts"})
+    folder = tmp_path / "versions" / version.digest[:32]
+    (folder / "prompts" / "pinbot").mkdir(parents=True)
+    (folder / "lib").mkdir()
+    elsewhere = tmp_path / "elsewhere.agent"
+    elsewhere.write_text(PINBOT)
+    (folder / "pinbot.agent").symlink_to(elsewhere)  # the right text, through a link
+    (folder / "prompts" / "pinbot" / "plan.j2").symlink_to("/dev/zero")
+    os.mkfifo(folder / "lib" / "types.agent")
+    (folder / "prompts" / "pinbot" / "extra.j2").write_text("TAMPERED PROMPT")
+    assert materialized(version, tmp_path) == folder
+    found = {
+        path.relative_to(folder).as_posix(): path.read_text()
+        for path in folder.rglob("*")
+        if not path.is_symlink() and path.is_file()
+    }
+    assert found == files
+    assert not any(path.is_symlink() for path in folder.rglob("*"))
+
+    module = folder / "pinbot-0123456789abcdef.py"  # what load_version writes beside them
+    module.write_text("# compiled\n")
+    assert materialized(version, tmp_path) == folder and module.is_file()
+    (folder / "lib" / "types.agent").write_text(TYPES + "\ntype Planted { x: string }\n")
+    assert materialized(version, tmp_path) == folder
+    assert (folder / "lib" / "types.agent").read_text() == TYPES
+
+
+@pytest.mark.parametrize("planted_as", ["link", "file"])
+def test_a_version_copy_planted_as_a_link_or_a_file_is_replaced_by_a_folder(
+    tmp_path: Path, planted_as: str
+) -> None:
+    """A link to a folder elsewhere is taken away, not followed (what it points to stays
+    as it was), and so is a file in the folder's place; every time, not just once."""
+    from twelvefold.runtime.versions import AgentVersion, materialized
+
+    version = AgentVersion("pinbot.agent", {"pinbot.agent": PINBOT}, "")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "prompts").mkdir(parents=True)
+    (elsewhere / "pinbot.agent").write_text(PINBOT)
+    folder = tmp_path / "versions" / version.digest[:32]
+    for _ in range(2):
+        folder.parent.mkdir(exist_ok=True)
+        if planted_as == "link":
+            folder.symlink_to(elsewhere)
+        else:
+            folder.write_text(PINBOT)
+        assert materialized(version, tmp_path) == folder
+        assert not folder.is_symlink() and (folder / "pinbot.agent").read_text() == PINBOT
+        shutil.rmtree(folder)
+    assert sorted(path.name for path in elsewhere.iterdir()) == ["pinbot.agent", "prompts"]
+    assert [path.name for path in folder.parent.iterdir()] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -37,6 +38,18 @@ SUFFIXES = {".mmd": "mermaid", ".mermaid": "mermaid", ".dot": "dot", ".gv": "dot
 SUFFIXES |= {".svg": "svg", ".png": "png"}
 
 
+MAX_DOT_TIMEOUT = 86400.0
+"""The longest `--dot-timeout` (a day): past it a number is a mistake, and an infinite or
+huge one overflows the timer that stops `dot`."""
+
+
+def _a_number(value: float) -> float:
+    """`value`, unless it is NaN (which passes every range check)."""
+    if math.isnan(value):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
+
+
 @click.command()
 @click.argument("agent", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -62,7 +75,8 @@ SUFFIXES |= {".svg": "svg", ".png": "png"}
 @PROMPTS
 @click.option(
     "--dot-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=MAX_DOT_TIMEOUT),
+    callback=lambda _ctx, _param, value: _a_number(value),
     default=DOT_TIMEOUT,
     show_default=True,
     help="Seconds Graphviz's `dot` may take to lay out an SVG or PNG before it is stopped.",

@@ -82,10 +82,9 @@ def serve(
     if cassette is not None and record is not None:
         raise click.UsageError("give --cassette or --record, not both")
     if insecure_local and not is_loopback(host):
-        echo(
-            f"error: --insecure-local serves without authentication, so only on a loopback "
-            f"address (127.0.0.1, ::1, localhost), not {host}",
-            err=True,
+        error(  # one line: a --host with a line break in it is escaped
+            "--insecure-local serves without authentication, so only on a loopback "
+            f"address (127.0.0.1, ::1, localhost), not {host}"
         )
         sys.exit(1)
     if public_url is not None:
@@ -351,6 +350,8 @@ def token_create(person: str, db: StoreLocation, make_store: bool) -> None:
             "first token, before the first `twelvefold serve`), or check --db and TWELVEFOLD_DB"
         )
         sys.exit(1)
+    if not make_store:
+        _check_sqlite_store(db)
     with removed_if_refused(db):  # a store made here and then refused is not left behind
         tokens = TokenStore(db)
         try:
@@ -430,6 +431,26 @@ def _check_store(db: StoreLocation) -> None:
         error(
             f"no store at {cut(str(db))} (check --db and TWELVEFOLD_DB; `twelvefold token "
             f"create PERSON {cut(option)} --create` makes one)"
+        )
+        sys.exit(1)
+    _check_sqlite_store(db)
+
+
+def _check_sqlite_store(db: StoreLocation) -> None:
+    """A SQLite file that is there but is no store is refused before any table is made in
+    it: an empty file (`StoreNotFound`; `token create --create` makes the store in it),
+    another application's database (`StoreError`). Opened without `create`, so nothing is
+    written; a store of an older schema is upgraded, as the token commands would anyway."""
+    from twelvefold.runtime.store import SqliteStore, StoreNotFound
+
+    if not isinstance(db, Path):
+        return
+    try:
+        SqliteStore(db, create=False).close()
+    except StoreNotFound:
+        error(
+            f"{cut(str(db))} is an empty file, not a store yet (`twelvefold token create "
+            f"PERSON --db {cut(str(db))} --create` makes the store in it)"
         )
         sys.exit(1)
 

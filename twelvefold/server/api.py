@@ -133,8 +133,31 @@ class EventOut(BaseModel):
     step: str
 
 
-WEBHOOK_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
-"""An absolute http(s) URL in printable ASCII (non-ASCII hosts in their xn-- form)."""
+_H16 = "[0-9A-Fa-f]{1,4}"
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_LS32 = f"({_H16}:{_H16}|{_OCTET}(\\.{_OCTET}){{3}})"
+IPV6_PATTERN = "|".join(
+    [
+        f"({_H16}:){{6}}{_LS32}",
+        f"::({_H16}:){{5}}{_LS32}",
+        f"({_H16})?::({_H16}:){{4}}{_LS32}",
+        f"(({_H16}:){{0,1}}{_H16})?::({_H16}:){{3}}{_LS32}",
+        f"(({_H16}:){{0,2}}{_H16})?::({_H16}:){{2}}{_LS32}",
+        f"(({_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+        f"(({_H16}:){{0,4}}{_H16})?::{_LS32}",
+        f"(({_H16}:){{0,5}}{_H16})?::{_H16}",
+        f"(({_H16}:){{0,6}}{_H16})?::",
+    ]
+)
+"""An IPv6 address as RFC 3986 writes it (`IPv6address`), without the brackets."""
+
+WEBHOOK_PATTERN = (
+    rf"^https?://([A-Za-z0-9.-]+|\[({IPV6_PATTERN})(%25[A-Za-z0-9._~-]+)?\])"
+    r"(:[0-9]{1,5})?([/?#][!-~]*)?$"
+)
+"""An absolute http(s) URL in printable ASCII: its host a name (non-ASCII ones in their
+xn-- form), an IPv4 literal or a bracketed IPv6 one (`[::1]`, a zone as `[fe80::1%25eth0]`,
+RFC 6874)."""
 
 
 class LaunchIn(BaseModel):

@@ -506,10 +506,14 @@ def reply_id(view: ThreadView) -> str:
 
 
 def check_webhook_url(url: str) -> None:
-    """`BadInput` unless `url` is an absolute http(s) URL of at most MAX_URL characters."""
+    """`BadInput` unless `url` is an absolute http(s) URL of at most MAX_URL characters; a
+    bracketed host is an IPv6 literal (a zone written `%25zone`, RFC 6874)."""
     try:
         parts = urlsplit(url)
         ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        if ok and parts.netloc.rpartition("@")[2].startswith("["):
+            # urlsplit lets an IPvFuture `[v1.x]` through: only an IPv6 address is a host.
+            ipaddress.IPv6Address((parts.hostname or "").replace("%25", "%", 1))
     except ValueError:
         ok = False
     if not ok or len(url) > MAX_URL or not url.isprintable() or " " in url:

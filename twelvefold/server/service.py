@@ -1017,8 +1017,18 @@ class Service:
     async def _notify_settled(self, view: ThreadView) -> None:
         try:
             await self.tell_settled(view)
-        except Exception:
-            log.exception("an on_settled callback failed for thread %s", view.id)
+        except Exception as exc:
+            if not _expected_reply_failure(exc):
+                log.exception("an on_settled callback failed for thread %s", view.id)
+                return
+            # A receiver down or answering an error: expected, one line (its text escaped,
+            # a receiver's words among it), no traceback; tried again at the thread's
+            # next settle or the server's next start.
+            log.warning(
+                "replies for thread %s not sent: %s",
+                one_line(view.id),
+                one_line(f"{type(exc).__name__}: {exc}"),
+            )
 
     async def tell_settled(self, view: ThreadView) -> None:
         """Call every `on_settled` callback with `view` (each one, whatever the others
@@ -1220,3 +1230,12 @@ def with_children(runtime: AsyncRuntime, agents: dict[str, Agent]) -> dict[str, 
                     f"{shown(child.origin)} (a sub-agent of `{parent.name}`); rename one"
                 )
     return agents
+
+
+def _expected_reply_failure(exc: Exception) -> bool:
+    """Whether an `on_settled` failure is one a running server expects (replies a receiver
+    refused or could not be reached for, a network error), not a bug in a callback."""
+    from twelvefold.runtime.notify import NotifyError
+    from twelvefold.server.replies import RepliesFailed
+
+    return isinstance(exc, RepliesFailed | NotifyError | OSError)
