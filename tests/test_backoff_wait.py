@@ -27,7 +27,7 @@ from tests.support.openai_server import ScriptedOpenAI
 from tests.support.server import served
 from tests.support.waiting import wait_for
 from twelvefold.runtime.api import Runtime
-from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.store import SqliteStore, StoreNotFound
 from twelvefold.runtime.types import AttemptFailed, ToolResult, ToolStarted
 from twelvefold.server.inbox import visible
 from twelvefold.server.service import Caller
@@ -93,7 +93,10 @@ def events_of(db: Path, thread_id: str | None = None) -> list[Any]:
     """The log of `thread_id` (else of the store's only thread); [] before it exists."""
     if not db.exists():
         return []
-    store = SqliteStore(db, create=False)
+    try:
+        store = SqliteStore(db, create=False)
+    except StoreNotFound:  # made, its schema not written yet: `run` is starting
+        return []
     try:
         found = thread_id or next((t.id for t in store.threads()), None)
         return [] if found is None else Runtime(store).events(found)
