@@ -38,7 +38,7 @@ from typing import Any
 
 from pydantic_core import from_json, to_json
 
-from .localfiles import read_regular_file
+from .localfiles import read_regular_file, replace_file
 from .loop import Agent
 from .terminal import one_line
 from .usercache import cache_key, signature, signed
@@ -696,17 +696,7 @@ def _names_in(used: bytes) -> list[str] | None:
 
 def _write_atomically(target: Path, content: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Named for this process and thread: two threads compiling one agent at once (two
-    # runtimes in one process) must not replace each other's file before it is moved.
-    temporary = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    # A fresh file (whatever was left at the name is removed first, and a link planted
-    # there is not followed), then moved over the target: a link or a FIFO found at the
-    # target's name is replaced, never written through.
-    temporary.unlink(missing_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    with os.fdopen(os.open(temporary, flags, 0o666), "wb") as file:
-        file.write(content.encode("utf-8"))
-    os.replace(temporary, target)
+    replace_file(target, content.encode("utf-8"))
 
 
 def find_prompts_dir(start: Path) -> Path:

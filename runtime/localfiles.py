@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,13 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 module, far short of what would exhaust the memory of a small machine."""
 
 
-def read_regular_file(path: Path, *, follow_links: bool = True) -> bytes:
+def read_regular_file(
+    path: Path, *, follow_links: bool = True, most: int = MAX_FILE_BYTES
+) -> bytes:
     """`path`'s bytes; an `OSError` naming it when it is not a regular file (checked on the
     open file, which is opened without blocking: a FIFO with no writer is not waited on),
-    is larger than MAX_FILE_BYTES, or (with `follow_links` false) is a symbolic link."""
+    is larger than `most` bytes (MAX_FILE_BYTES), or (with `follow_links` false) is a
+    symbolic link."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
     if not follow_links:
         flags |= getattr(os, "O_NOFOLLOW", 0)
@@ -47,14 +51,35 @@ def read_regular_file(path: Path, *, follow_links: bool = True) -> bytes:
                 str(path),
             )
         # Read one byte past the cap: a file that grows while it is read is refused too.
-        content = file.read(MAX_FILE_BYTES + 1) if found.st_size <= MAX_FILE_BYTES else b""
-        if found.st_size > MAX_FILE_BYTES or len(content) > MAX_FILE_BYTES:
-            raise OSError(
-                errno.EFBIG,
-                f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB (a larger file is not read)",
-                str(path),
-            )
+        content = file.read(most + 1) if found.st_size <= most else b""
+        if found.st_size > most or len(content) > most:
+            raise OSError(errno.EFBIG, f"larger than {_size(most)} (a larger file is not read)",
+                          str(path))  # fmt: skip
         return content
+
+
+def _size(bytes_: int) -> str:
+    mib = bytes_ // (1024 * 1024)
+    return f"{mib} MiB" if mib else f"{bytes_:,} bytes"
+
+
+def replace_file(target: Path, data: bytes, mode: int = 0o666) -> None:
+    """Write `data` to a new file of its own (`mode`, before the umask) and move it over
+    `target`: a reader never sees part of it, and a link or a FIFO found at the target's
+    name (or at the temporary one: a fresh file is made, links are not followed) is
+    replaced, never written through. `OSError` when it cannot be written."""
+    # Named for this process and thread, and made fresh: two writers of one file (two
+    # runtimes compiling one agent) never write into each other's.
+    temporary = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    temporary.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        with os.fdopen(os.open(temporary, flags, mode), "wb") as file:
+            file.write(data)
+        os.replace(temporary, target)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def parse_json(text: str | bytes, path: Path, line: int | None = None) -> Any:

@@ -18,7 +18,6 @@ parser builds its tables each time and modules are compiled each time.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import os
@@ -103,7 +102,7 @@ def cache_key() -> bytes | None:
     # Modules signed with the old key are compiled again. Anything else at the name (a
     # folder, a FIFO, a link) is left alone, and nothing is trusted.
     if (key is None and not os.path.lexists(path)) or (key is not None and len(key) != KEY_BYTES):
-        key = _write_key(folder, path)
+        key = _write_key(path)
     return key if key is not None and len(key) == KEY_BYTES else None
 
 
@@ -125,23 +124,17 @@ def _read_key(path: Path) -> bytes | None:
         os.close(fd)
 
 
-def _write_key(folder: Path, path: Path) -> bytes | None:
-    """A new key, written to a file of its own and moved to `path` (replacing what was
-    there); None when it cannot be written."""
+def _write_key(path: Path) -> bytes | None:
+    """A new key, written whole and moved to `path` (replacing what was there); None when
+    it cannot be written."""
+    from .localfiles import replace_file
+
     key = secrets.token_bytes(KEY_BYTES)
-    temporary = folder / f"{KEY_FILE}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(key)
-        os.replace(temporary, path)
+        replace_file(path, key, 0o600)
     except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
         return None
-    # Another process may have put its own key in place at the same moment: the one in
-    # place is the key (the loser's modules are compiled again on their next load).
-    return _read_key(path)
+    return key
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)

@@ -367,12 +367,12 @@ def _copy_holds(folder: Path, version: AgentVersion) -> bool:
 def _holds(path: str, text: bytes) -> bool:
     """Whether the regular file at `path` (not a link: it is not followed) holds `text`,
     reading no more of it than that."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    descriptor = os.open(path, flags)
-    with os.fdopen(descriptor, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            return False
-        return file.read(len(text) + 1) == text
+    from .localfiles import read_regular_file
+
+    try:
+        return read_regular_file(Path(path), follow_links=False, most=len(text)) == text
+    except OSError:  # not a regular file, a link, or longer than `text`
+        return False
 
 
 def every_stdlib_module() -> tuple[str, ...]:
