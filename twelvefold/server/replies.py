@@ -133,11 +133,14 @@ class ReplyTargets(Table):
         """Every target, of every thread."""
         return self._targets("", ())
 
+    @property
+    def _lapsed(self) -> str:
+        """The condition of a claim that lapsed: a send under way in a process now gone."""
+        return f"(sending_until IS NOT NULL AND sending_until <= {self._now})"
+
     def lapsed(self) -> list[Target]:
         """The targets whose claim lapsed: a send was under way in a process that is gone."""
-        return self._targets(
-            f"WHERE sending_until IS NOT NULL AND sending_until <= {self._now}", ()
-        )
+        return self._targets(f"WHERE {self._lapsed}", ())
 
     def due(self) -> list[Target]:
         """The targets owed a reply now: a claim that lapsed, or no send under way and
@@ -146,8 +149,7 @@ class ReplyTargets(Table):
         after the thread settled and before it claimed the reply). One query, both
         tables in the store's database."""
         return self._targets(
-            f"WHERE (sending_until IS NOT NULL AND sending_until <= {self._now})"
-            " OR (sending_until IS NULL AND EXISTS (SELECT 1 FROM threads t"
+            f"WHERE {self._lapsed} OR (sending_until IS NULL AND EXISTS (SELECT 1 FROM threads t"
             " WHERE t.id = server_replies.thread_id AND t.status <> 'running'"
             " AND t.seq > server_replies.replied_seq))",
             (),
