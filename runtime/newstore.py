@@ -117,7 +117,8 @@ def file_there(path: Path) -> bool:
     `OSError` naming the path when no store can ever be there, so that "no store there"
     does not send the user to a command that fails: the system refuses the path (a name
     too long, a loop of links, a folder it may not read), a folder is at it
-    (`IsADirectoryError`), or a file stands where one of its folders should be
+    (`IsADirectoryError`), a device or a FIFO is (`/dev/null`: SQLite would write its
+    journal beside it), or a file stands where one of its folders should be
     (`NotADirectoryError`, naming that file)."""
     try:
         found = os.stat(path).st_mode
@@ -131,7 +132,10 @@ def file_there(path: Path) -> bool:
         raise _not_a_folder(in_the_way) from None
     if stat.S_ISDIR(found):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    return stat.S_ISREG(found)
+    if not stat.S_ISREG(found):  # SQLite would open it, and write its journal beside it
+        raise OSError(errno.EINVAL, "not a regular file (a device or a FIFO is no store)",
+                      str(path))  # fmt: skip
+    return True
 
 
 def _make_folders(folder: Path) -> None:

@@ -1088,7 +1088,7 @@ class SqliteStore(ChainedStore):
         """Each thread's row as this process's last append left it (`_append`); only a
         shortcut, dropped whenever a transaction fails."""
         for _ in range(OPEN_ATTEMPTS):
-            if not create and not file_there(self.path):
+            if not file_there(self.path) and not create:
                 raise StoreNotFound(self.path)
             if create:
                 # Made here rather than by SQLite, so a refused command knows what it made.

@@ -122,3 +122,22 @@ def test_a_db_path_the_system_refuses_is_one_error_line(
         result = CliRunner().invoke(cli, [*_args(words, command, db), "--json"])
         assert result.exit_code == 1, result.output
         assert json.loads(result.stdout)["error"]["message"] == lines[0].removeprefix("error: ")
+
+
+def test_a_device_or_a_fifo_as_the_store_is_refused_and_nothing_is_written_beside_it(
+    tmp_path: Path,
+) -> None:
+    """Found by a red team: `--db /dev/null` had SQLite open the device and leave a
+    world-writable `/dev/null-journal`; a FIFO gave `disk I/O error` or "no thread store"."""
+    import os
+
+    fifo = tmp_path / "fifo.db"
+    os.mkfifo(fifo)
+    link = tmp_path / "null.db"
+    link.symlink_to(os.devnull)
+    for path in (fifo, link):
+        for command in (["threads"], ["token", "create", "ana", "--create"]):
+            done = CliRunner().invoke(cli, [*command, "--db", str(path)])
+            assert done.exit_code == 1, (command, done.output)
+            assert "not a regular file" in done.output, (command, done.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.db", "null.db"]
