@@ -77,7 +77,8 @@ def measure(
     workers (0: the SQLite server runs the threads itself); cores is the CPU time the
     server and the workers used over the run's wall time (PostgreSQL's is not counted)."""
     tokens = {
-        p: twelvefold("token", "create", p, "--store", store, env=env) for p in ("bob", "ana")
+        p: twelvefold("token", "create", p, "--store", store, "--create", env=env)
+        for p in ("bob", "ana")
     }
     headers = {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}
     port = free_port()
