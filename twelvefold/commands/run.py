@@ -340,7 +340,7 @@ def where_it_stopped(rt: Runtime, thread_id: str) -> str:
     except Exception:  # the log cannot be read now: say what is known
         return f"thread {thread_id} stopped; `twelvefold show {thread_id}` shows where"
     if view.status != "running":
-        return f"thread {view.id} is {view.status} at `{view.step}` (`twelvefold show {view.id}`)"
+        return view_stopped(view)
     if view.state.tool_key is not None and not _runs_it_again(rt, view):
         # Resume will not run a keyless call that may have run: say so, not "runs it on".
         return (
@@ -354,6 +354,12 @@ def where_it_stopped(rt: Runtime, thread_id: str) -> str:
         f"thread {view.id} stopped at `{view.step}`{due}; nothing is lost: "
         f"`twelvefold resume {view.id}` runs it on"
     )
+
+
+def view_stopped(view: ThreadView) -> str:
+    """`thread T is waiting at `approve` (`twelvefold show T`)`: a thread that is not
+    running (it finished, waits or failed before Ctrl-C)."""
+    return f"thread {view.id} is {view.status} at `{view.step}` (`twelvefold show {view.id}`)"
 
 
 def _runs_it_again(rt: Runtime, view: ThreadView) -> bool:
@@ -424,19 +430,25 @@ def run(
     """Launch a thread of AGENT (a .agent file or a generated module) and run it until it
     waits for a person, finishes or fails."""
     _check_model_flags(cassette, record)
-    with (
-        removed_if_refused(db),  # a refused run leaves no store behind
-        runtime(
-            db,
-            model=make_model(cassette, record, model),
-            paths=paths,
-            quiet=as_json,
-            create=True,
-            prompts=prompts,
-        ) as rt,
-        stopped_at(rt, thread_id := new_thread_id()),
-    ):
-        view = rt.launch(agent, input_text, thread_id=thread_id)
+    view: ThreadView | None = None
+    try:
+        with (
+            removed_if_refused(db),  # a refused run leaves no store behind
+            runtime(
+                db,
+                model=make_model(cassette, record, model),
+                paths=paths,
+                quiet=as_json,
+                create=True,
+                prompts=prompts,
+            ) as rt,
+            stopped_at(rt, thread_id := new_thread_id()),
+        ):
+            view = rt.launch(agent, input_text, thread_id=thread_id)
+    except KeyboardInterrupt as exc:  # before or after the launch: say which
+        raise KeyboardInterrupt(
+            str(exc) or ("no thread was started" if view is None else view_stopped(view))
+        ) from None
     finish(view, db, as_json)
 
 
