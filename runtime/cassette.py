@@ -128,7 +128,7 @@ def read_cassette(path: Path) -> list[Entry]:
                 step=record["step"],
                 seq=record.get("seq"),
                 type=record.get("type"),
-                output=record.get("output", {}),
+                output=record.get("output"),
                 error=ErrorInfo(error["type"], error.get("message", "")) if error else None,
                 line=number,
             )
@@ -138,8 +138,9 @@ def read_cassette(path: Path) -> list[Entry]:
 
 def _entry_problem(record: Any) -> str | None:
     """What is wrong with the shape of one decoded cassette line, or None: an object with
-    a string `agent` and `step`, an integer `seq` (or none), a string `type` (or none), an
-    `error` object with a string `type` and `message` (or none)."""
+    a string `agent` and `step`, an integer `seq` (or none), and either a string `type`
+    and an `output` (an answer) or an `error` object with a string `type` and `message`
+    (a failure)."""
     if not isinstance(record, dict):
         return f"a JSON {_json_kind(record)}, not an object"
     for field in ("agent", "step"):
@@ -155,7 +156,11 @@ def _entry_problem(record: Any) -> str | None:
         if value is not None and not isinstance(value, str):
             return f"`{field}` is a JSON {_json_kind(value)}, not a string"
     error = record.get("error")
-    if error is not None:
+    if error is None:  # an answer: what the step output, never a default in its place
+        for field in ("type", "output"):
+            if field not in record:
+                return f"no `{field}` (an answer has `type` and `output`; a failure, `error`)"
+    else:
         if not isinstance(error, dict):
             return f"`error` is a JSON {_json_kind(error)}, not an object"
         if not isinstance(error.get("type"), str):

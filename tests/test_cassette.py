@@ -161,7 +161,10 @@ def test_a_failed_call_is_recorded_and_replays_as_the_same_failure(tmp_path: Pat
 
 def test_a_broken_line_is_reported_with_its_position(tmp_path: Path) -> None:
     cassette = tmp_path / "c.jsonl"
-    cassette.write_text('{"agent": "calculator", "step": "decide"}\n{"step": "decide"}\n')
+    cassette.write_text(
+        '{"agent": "calculator", "step": "decide", "type": "DoneForNow", "output": {}}\n'
+        '{"step": "decide"}\n'
+    )
     with pytest.raises(CassetteError, match=r"c.jsonl:2: not a cassette entry"):
         CassettePlayer(cassette)
 
@@ -301,6 +304,11 @@ def test_a_failed_write_names_the_cassette(tmp_path: Path, monkeypatch: pytest.M
         ('{"agent": "calculator", "step": "decide", "seq": true}', "`seq` is a JSON boolean"),
         ('{"agent": "calculator", "step": "decide", "type": ["x"]}', "`type` is a JSON array"),
         ('{"agent": "calculator", "step": "decide", "error": 5}', "`error` is a JSON number"),
+        # Found by a red team: an answer without `output` replayed as `{}` (a type with no
+        # required field passed it on as that type's value).
+        ('{"agent": "calculator", "step": "decide", "type": "DoneForNow"}', "no `output`"),
+        ('{"agent": "calculator", "step": "decide", "output": {}}', "no `type`"),
+        ('{"agent": "calculator", "step": "decide", "seq": 1}', "no `type`"),
         ('{"agent": "calculator", "step": "decide", "error": {"type": []}}', "no string `type`"),
         (
             '{"agent": "calculator", "step": "decide", "error": {"type": "E", "message": 1}}',
@@ -316,7 +324,10 @@ def test_an_entry_of_the_wrong_shape_refuses_the_cassette_naming_its_line(
     the first call it answered (a server's thread left `running`). Every entry's shape
     is checked when the cassette is read."""
     cassette = tmp_path / "c.jsonl"
-    cassette.write_text('{"agent": "calculator", "step": "decide", "seq": 1}\n\n' + line + "\n")
+    cassette.write_text(
+        '{"agent": "calculator", "step": "decide", "seq": 1, "type": "DoneForNow",'
+        ' "output": {"message": "ok"}}\n\n' + line + "\n"
+    )
     with pytest.raises(CassetteError) as refused:
         CassettePlayer(cassette)
     message = str(refused.value)
