@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .localfiles import parse_json, read_regular_file
+from .localfiles import json_kind, parse_json, read_regular_file
 from .model import Model, ModelError, ModelReply, ModelRequest
 from .names import declared_name
 from .redact import validation_problems
@@ -142,19 +142,19 @@ def _entry_problem(record: Any) -> str | None:
     and an `output` (an answer) or an `error` object with a string `type` and `message`
     (a failure)."""
     if not isinstance(record, dict):
-        return f"a JSON {_json_kind(record)}, not an object"
+        return f"a JSON {json_kind(record)}, not an object"
     for field in ("agent", "step"):
         if field not in record:
             return f"no `{field}`"
         if not isinstance(record[field], str):
-            return f"`{field}` is a JSON {_json_kind(record[field])}, not a string"
+            return f"`{field}` is a JSON {json_kind(record[field])}, not a string"
     seq = record.get("seq")
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
-        return f"`seq` is a JSON {_json_kind(seq)}, not an integer"
+        return f"`seq` is a JSON {json_kind(seq)}, not an integer"
     for field in ("type", "messages_sha256"):
         value = record.get(field)
         if value is not None and not isinstance(value, str):
-            return f"`{field}` is a JSON {_json_kind(value)}, not a string"
+            return f"`{field}` is a JSON {json_kind(value)}, not a string"
     error = record.get("error")
     if error is None:  # an answer: what the step output, never a default in its place
         for field in ("type", "output"):
@@ -162,24 +162,12 @@ def _entry_problem(record: Any) -> str | None:
                 return f"no `{field}` (an answer has `type` and `output`; a failure, `error`)"
     else:
         if not isinstance(error, dict):
-            return f"`error` is a JSON {_json_kind(error)}, not an object"
+            return f"`error` is a JSON {json_kind(error)}, not an object"
         if not isinstance(error.get("type"), str):
             return "`error` has no string `type`"
         if not isinstance(error.get("message", ""), str):
-            return f"`error.message` is a JSON {_json_kind(error['message'])}, not a string"
+            return f"`error.message` is a JSON {json_kind(error['message'])}, not a string"
     return None
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 class CassettePlayer:

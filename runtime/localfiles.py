@@ -97,3 +97,17 @@ def parse_json(text: str | bytes, path: Path, line: int | None = None) -> Any:
             f"nested too deeply (JSON deeper than {MAX_JSON_DEPTH} levels is not read)",
             where,
         ) from None
+
+
+def json_kind(value: Any) -> str:
+    """What JSON calls `value`'s kind (`array`, `object`, `string`, ...), to say what a
+    file holds where another kind was expected."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
