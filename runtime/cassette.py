@@ -230,17 +230,36 @@ class CassetteRecorder:
     """A `Model` that passes calls to a real one and appends each outcome to a cassette."""
 
     def __init__(self, model: Model, path: Path | str) -> None:
-        """An `OSError` naming `path` when something other than a regular file is there
-        (a FIFO with no reader would hang the run after its first call, a device swallow
-        or refuse what is written): refused before any call is made, as --cassette is."""
+        """Refused before any call is made, as --cassette is: an `OSError` naming `path`
+        when something other than a regular file is there (a folder; a FIFO with no reader
+        would hang the run after its first call, a device swallow or refuse what is
+        written) or a link to nothing (the write would fail mid-run, or make a file
+        elsewhere); `CassetteError` when the file there is not a cassette (calls are
+        appended: to an empty file or a cassette only, never to another file, a thread
+        store say)."""
         self.model = model
         self.path = Path(path)
         try:
             found = os.stat(self.path)
         except FileNotFoundError:
+            if os.path.islink(self.path):
+                raise OSError(
+                    errno.ENOENT,
+                    "a link to nothing (give a new file, or a link to a cassette)",
+                    str(self.path),
+                ) from None
             return
+        if stat.S_ISDIR(found.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(self.path))
         if not stat.S_ISREG(found.st_mode):
             raise _not_regular(self.path)
+        try:
+            read_cassette(self.path)
+        except CassetteError as exc:
+            raise CassetteError(
+                f"{exc}; --record appends to a cassette only: give a new file, an empty"
+                " one, or a cassette"
+            ) from None
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         try:

@@ -69,7 +69,7 @@ def _a_number(value: float) -> float:
 @click.option(
     "--events",
     "events_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),  # a folder: one line, exit 1
     help="Overlay the path of an event log: a JSON list of events in the store's format.",
 )
 @PROMPTS

@@ -380,12 +380,13 @@ MODEL_OPTIONS = [
     click.option("--model", help="Model name (overrides the agent's)."),
     click.option(
         "--cassette",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        # A folder is refused in one line, exit 1, as any path it cannot read.
+        type=click.Path(exists=True, path_type=Path),
         help="Replay model outputs from this cassette (no network).",
     ),
     click.option(
         "--record",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),  # a folder: one line, exit 1
         help="Record the model's outputs to this cassette.",
     ),
     click.option(
@@ -722,6 +723,9 @@ def expire(
                 "waits are timed out before their real deadlines",
                 err=True,
             )
+    # Read (a cassette) or checked (where --record appends) whether or not there is a
+    # store yet: a path it cannot use is refused the same way every time.
+    chosen_model = make_model(cassette, record, model)
     if not store_exists(db):
         # Nothing has run there yet (cron may start before the first thread): nothing can
         # be past its deadline, but say which store was looked for, so a mistyped `--db`
@@ -729,9 +733,7 @@ def expire(
         click.echo(f"note: no store at {one_line(str(db))} yet", err=True)
         found: list[Expiry] = []
     else:
-        with runtime(
-            db, model=make_model(cassette, record, model), paths=paths, quiet=as_json
-        ) as rt:
+        with runtime(db, model=chosen_model, paths=paths, quiet=as_json) as rt:
             found = rt.expire(now, agents=agents)
     if as_json:
         echo(json.dumps([e.to_json() for e in found], ensure_ascii=False))
