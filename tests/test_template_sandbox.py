@@ -598,3 +598,19 @@ def test_templates_that_loop_call_and_compare_still_render() -> None:
         "a(b) True True True False k [1] 12 [1] a-b  x |[2] [('a', 1)]"
     )
 
+
+def test_message_blocks_read_what_the_top_level_imports(tmp_path: Path) -> None:
+    """A child template's top-level `{% import %}` is read in its blocks (check allows it,
+    as Jinja2 renders it whole); message blocks were rendered alone, without it."""
+    (tmp_path / "m.j2").write_text("{% macro rules() %}Be brief.{% endmacro %}")
+    (tmp_path / "base.j2").write_text(
+        "{% block system %}Base.{% endblock %}{% block user %}{% endblock %}"
+    )
+    (tmp_path / "child.j2").write_text(
+        '{% extends "base.j2" %}{% import "m.j2" as m %}{% set who = agent %}'
+        "{% block system %}{{ super() }} {{ m.rules() }} {{ who }}{% endblock %}"
+        "{% block user %}{{ step }}{% endblock %}"
+    )
+    messages = build_messages(AGENT, action("child.j2"), LOG, tmp_path)
+    assert messages[0] == {"role": "system", "content": f"Base. Be brief. {AGENT.name}"}
+    assert messages[1]["role"] == "user"
