@@ -43,7 +43,7 @@ from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
 from .model import MAX_PAUSE_SECONDS as MAX_PAUSE_SECONDS  # read here by the fast path too
-from .model import Model, ModelError, ModelReply, ModelRequest, build_model_request
+from .model import Attempts, Model, ModelError, ModelReply, ModelRequest, build_model_request
 from .pools import SharedPool
 from .ratelimit import RateLimiter
 from .records import record
@@ -546,7 +546,10 @@ class Engine:
         budget = None
         if spec.max_cost is not None or spec.max_tokens is not None:
             budget = budget_check(spec, thread.state, requested, prices)
-        request = build_model_request(spec, action, messages, thread.id, len(thread.events), budget)
+        attempts = Attempts()
+        request = build_model_request(
+            spec, action, messages, thread.id, len(thread.events), budget, attempts
+        )
         # The turn comes before the call's span: waiting is not calling, and a turn given
         # up (`TurnLater`) leaves no span open. (No coroutine at all for an unlimited model.)
         estimated: int | None = None
@@ -572,10 +575,10 @@ class Engine:
         seconds = limits.call_seconds
         try:
             if span is None:
-                reply = await _within(seconds, model.complete(request))
+                reply = await _within(seconds, model.complete(request), attempts)
             else:
                 with tracing.in_span(span):
-                    reply = await _within(seconds, model.complete(request))
+                    reply = await _within(seconds, model.complete(request), attempts)
         except BaseException as exc:
             error = exc.error if isinstance(exc, ModelError) else ErrorInfo(type(exc).__name__, "")
             # A failed call's replies were paid for: their tokens and cost go on its
@@ -711,7 +714,10 @@ class Engine:
         budget = None
         if spec.max_cost is not None or spec.max_tokens is not None:
             budget = budget_check(spec, thread.state, judged_by, prices, before=checked)
-        request = ModelRequest(spec, judge, messages, thread.id, len(thread.events), budget)
+        attempts = Attempts()
+        request = ModelRequest(
+            spec, judge, messages, thread.id, len(thread.events), budget, attempts
+        )
         waits = 0
         while True:
             estimated = await self._turn(judged_by, limits, messages)
@@ -720,7 +726,9 @@ class Engine:
             started = time.perf_counter()
             long_wait: float | None = None
             try:
-                reply = await _within(limits.call_seconds, self._model().complete(request))
+                reply = await _within(
+                    limits.call_seconds, self._model().complete(request), attempts
+                )
             except ModelError as exc:
                 error = exc.error
                 paid = None if exc.usage is None else _priced_usage(exc.usage, judged_by, prices)
@@ -1080,26 +1088,35 @@ def _failed_attempts(events: Sequence[Event], key: str) -> int:
     return count
 
 
-async def _within(seconds: float, call: Awaitable[ModelReply]) -> ModelReply:
+async def _within(
+    seconds: float, call: Awaitable[ModelReply], attempts: Attempts | None = None
+) -> ModelReply:
     """`call` (a model's `complete`) awaited for at most `seconds` (`model_call_timeout`,
     runtime/ratelimit.py), from now. Past them it is cancelled and fails with a
-    `ModelError` (`APITimeoutError`): a step failure, as the openai client's own timeouts.
-    A `TimeoutError` of the call's own is raised as it is."""
+    `ModelError` (`APITimeoutError`): a step failure, as the openai client's own timeouts,
+    carrying what the call's finished attempts were paid for (`attempts`: the replies
+    re-asked before the one that did not come back). A `TimeoutError` of the call's own is
+    raised as it is."""
     import asyncio
 
     deadline = asyncio.timeout(seconds)
+    started = time.perf_counter()
     try:
         async with deadline:
             return await call
     except TimeoutError as caught:
         if not deadline.expired():
             raise
+        paid = None if attempts is None else attempts.paid
+        if paid is not None:
+            paid = replace(paid, latency_ms=tools.ms_since(started))
         raise ModelError(
             ErrorInfo(
                 "APITimeoutError",
                 f"the model call did not end within {seconds:g} s (model_call_timeout, "
                 "docs/runtime.md: Rate limits, Deadline)",
-            )
+            ),
+            paid,
         ) from caught
 
 

@@ -66,6 +66,24 @@ class ModelRequest:
     sends more than one request per call (`OpenAIModel`'s re-asks of an invalid output)
     sends no more once it says so, so that a budget is crossed by one request at most.
     None when the agent has no budget (nothing to ask)."""
+    attempts: Attempts | None = None
+    """Where a model that sends more than one request per call keeps what its finished
+    attempts were paid for, added up, as each reply comes back (`Attempts.paid`). The
+    loop reads it when the call ends without saying (cut at `model_call_timeout`, or
+    raising something other than a `ModelError`): those replies were paid for too, and
+    the step's failure records them. None when nobody reads it."""
+
+
+class Attempts:
+    """A model call's finished attempts, their usage added up so far (see
+    `ModelRequest.attempts`): what `ModelError.usage` would carry if the call failed now.
+    A custom `Model` that re-asks may keep it too; one that never sets it records no
+    tokens for a call it does not finish."""
+
+    __slots__ = ("paid",)
+
+    def __init__(self) -> None:
+        self.paid: Usage | None = None
 
 
 @record(slots=True)
@@ -537,6 +555,8 @@ class OpenAIModel:
             paid = _paid(paid, completion, started)
             if paid is not None and (bad_count := token_count_error(paid)) is not None:
                 raise ModelError(bad_count)  # refused as the loop refuses any model's
+            if request.attempts is not None:  # paid, whatever ends the call from here
+                request.attempts.paid = paid
             try:
                 return prepared.parse(completion), completion, paid
             except IncompleteOutputException as exc:
