@@ -90,8 +90,11 @@ class Suspended:
         try:
             # Timed from here: the call's start ran without waiting for anything.
             reply = await loop._within(seconds, self._rest, call.attempts)
-        except ModelError as exc:
-            error = exc
+        except Exception as exc:
+            failure = loop.model_failure(exc, call.attempts)
+            if failure is None:
+                raise
+            error = failure
         else:
             return call.answered(reply)
         finally:
@@ -349,15 +352,16 @@ class Routine:
         except StopIteration as stop:  # it answered without waiting: the routine case
             in_flight.leave()
             return _answered(action, stop.value, requested, prices, started)
-        except ModelError as exc:
-            call = _ModelCall(action, requested, prices, started, attempts)
-            if exc.retry_after is None or exc.usage is not None:
+        except BaseException as exc:
+            failure = loop.model_failure(exc, attempts)
+            if failure is None:  # what ends the process, or a stop of the runtime's own
                 in_flight.leave()
-                return call.failed(exc)
-            return Suspended(self, call, _raising(exc))  # a long 429: waited out there
-        except BaseException:
-            in_flight.leave()
-            raise
+                raise
+            call = _ModelCall(action, requested, prices, started, attempts)
+            if failure.retry_after is None or failure.usage is not None:
+                in_flight.leave()
+                return call.failed(failure)
+            return Suspended(self, call, _raising(failure))  # a long 429: waited out there
         engine.suspends = model
         call = _ModelCall(action, requested, prices, started, attempts)
         return Suspended(self, call, _Resumed(coroutine, yielded))

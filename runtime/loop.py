@@ -43,7 +43,15 @@ from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
 from .model import MAX_PAUSE_SECONDS as MAX_PAUSE_SECONDS  # read here by the fast path too
-from .model import Attempts, Model, ModelError, ModelReply, ModelRequest, build_model_request
+from .model import (
+    Attempts,
+    Model,
+    ModelError,
+    ModelReply,
+    ModelRequest,
+    StopsTheRun,
+    build_model_request,
+)
 from .pools import SharedPool
 from .ratelimit import RateLimiter
 from .records import record
@@ -580,10 +588,11 @@ class Engine:
                 with tracing.in_span(span):
                     reply = await _within(seconds, model.complete(request), attempts)
         except BaseException as exc:
-            error = exc.error if isinstance(exc, ModelError) else ErrorInfo(type(exc).__name__, "")
+            failure = model_failure(exc, attempts)
+            error = ErrorInfo(type(exc).__name__, "") if failure is None else failure.error
             # A failed call's replies were paid for: their tokens and cost go on its
             # StepFailed, where the budgets, totals, metrics and the span count them.
-            paid = exc.usage if isinstance(exc, ModelError) else None
+            paid = None if failure is None else failure.usage
             failed = _since(started) if paid is None else _priced_usage(paid, requested, prices)
             failed, bad_cost = _valid_cost(failed)  # as a reply's (a budget counts it so)
             if bad_cost is not None:
@@ -596,9 +605,9 @@ class Engine:
                     input_tokens=failed.input_tokens, output_tokens=failed.output_tokens,
                     cost_usd=failed.cost_usd, error=error,
                 )  # fmt: skip
-            if not isinstance(exc, ModelError):
+            if failure is None:
                 raise
-            long_wait = exc.retry_after if paid is None and waits < LONG_429_WAITS else None
+            long_wait = failure.retry_after if paid is None and waits < LONG_429_WAITS else None
             if long_wait is None:
                 return StepFailed(step=action.step, at=now_iso(), usage=failed, error=error)
         finally:
@@ -729,13 +738,17 @@ class Engine:
                 reply = await _within(
                     limits.call_seconds, self._model().complete(request), attempts
                 )
-            except ModelError as exc:
-                error = exc.error
-                paid = None if exc.usage is None else _priced_usage(exc.usage, judged_by, prices)
+            except Exception as exc:
+                failure = model_failure(exc, attempts)
+                if failure is None:
+                    raise
+                error = failure.error
+                paid = failure.usage
+                paid = None if paid is None else _priced_usage(paid, judged_by, prices)
                 if paid is not None:
                     self._spent(judged_by, paid, estimated)
-                if paid is None and exc.retry_after is not None and waits < LONG_429_WAITS:
-                    long_wait = exc.retry_after
+                if paid is None and failure.retry_after is not None and waits < LONG_429_WAITS:
+                    long_wait = failure.retry_after
                 else:
                     raise checks.CheckFailed(
                         ErrorInfo(
@@ -1088,6 +1101,20 @@ def _failed_attempts(events: Sequence[Event], key: str) -> int:
     return count
 
 
+def model_failure(exc: BaseException, attempts: Attempts | None) -> ModelError | None:
+    """What a model's `complete` raised, as the step's failure: a `ModelError` as it is;
+    any other `Exception` (a custom model's own, a `RecursionError` or a `MemoryError`
+    too) as a `ModelError` of its type and message, carrying what the call's finished
+    attempts were paid for (`attempts`). None for what must go on up: what ends a
+    process or a task (KeyboardInterrupt, SystemExit, a cancellation: no `Exception`)
+    and a `StopsTheRun` (a cassette that cannot be recorded to)."""
+    if isinstance(exc, ModelError):
+        return exc
+    if not isinstance(exc, Exception) or isinstance(exc, StopsTheRun):
+        return None
+    return ModelError(tools.describe(exc), None if attempts is None else attempts.paid)
+
+
 async def _within(
     seconds: float, call: Awaitable[ModelReply], attempts: Attempts | None = None
 ) -> ModelReply:
@@ -1096,7 +1123,7 @@ async def _within(
     `ModelError` (`APITimeoutError`): a step failure, as the openai client's own timeouts,
     carrying what the call's finished attempts were paid for (`attempts`: the replies
     re-asked before the one that did not come back). A `TimeoutError` of the call's own is
-    raised as it is."""
+    raised as it is (the caller makes it the step's failure: `model_failure`)."""
     import asyncio
 
     deadline = asyncio.timeout(seconds)

@@ -119,6 +119,13 @@ class ModelError(Exception):
         long itself (over `CLIENT_RETRY_AFTER_LIMIT`): the loop waits and calls again."""
 
 
+class StopsTheRun(Exception):
+    """Raised by a `Model` that cannot go on for a reason of the runtime's own, not of the
+    call (a cassette that cannot be recorded to): the run stops without an event, as
+    after a crash, and the step is called again when the thread is resumed. Anything
+    else a model raises fails the step (runtime/loop.py, `model_failure`)."""
+
+
 class Model(Protocol):
     async def complete(self, request: ModelRequest) -> ModelReply: ...
 
