@@ -409,7 +409,8 @@ def test_a_deleted_thread_takes_its_slack_messages_and_keeps_its_launcher(
         )
     _server_rows(
         store,
-        "INSERT INTO server_launches (thread_id, person, via, at) VALUES ('done', 'ana', 'api', 'x')",
+        "INSERT INTO server_launches (thread_id, person, via, at)"
+        " VALUES ('done', 'ana', 'api', 'x')",
     )
     _server_rows(store, "INSERT INTO server_forks (thread_id, parent) VALUES ('fork', 'done')")
     assert store.delete("done", 2, ["finished"]) is True
