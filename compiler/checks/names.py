@@ -253,22 +253,35 @@ def _map_keys(path: str, expr: n.TypeExpr) -> Iterator[Diagnostic]:
 def types_nest_within_the_limit(program: Program, _: object) -> Iterator[Diagnostic]:
     """No declared type describes values more than MAX_TYPE_DEPTH levels deep (records,
     lists and maps each count one): deeper ones break pydantic, the JSON schema and the
-    property tests. Reported once, at the file's deepest type, naming its chain."""
+    property tests. Reported once, naming its chain: at the deepest imported type that
+    is too deep by itself, if any (at the `import` that leads to it, saying where the
+    type is declared, as other problems of imported files are); else at this file's
+    deepest type."""
     depth = _type_depths(program.types)
-    local = [d for d in program.source.types if depth[d.name.text][0] > MAX_TYPE_DEPTH]
-    if not local:
+    source = program.source
+    deep = [d for d in source.types if depth[d.name.text][0] > MAX_TYPE_DEPTH]
+    if not deep:
         return
-    deepest = max(local, key=lambda d: depth[d.name.text][0])
-    levels, _ = depth[deepest.name.text]
-    chain = _chain_text(deepest.name.text, depth)
+    imported = [d for d in deep if d.name.text in source.imported]
+    deepest = max(imported or deep, key=lambda d: depth[d.name.text][0])
+    name = deepest.name.text
+    levels, _ = depth[name]
+    message = (
+        f"values of `{name}` nest {levels} levels deep, more than the {MAX_TYPE_DEPTH} "
+        f"allowed: {_chain_text(name, depth)}"
+    )
+    origin = source.origin(name)
+    if origin is not None:
+        message += f" (`{name}` is declared at {origin.path}:{deepest.name.span})"
     yield error(
         "E123",
-        f"values of `{deepest.name.text}` nest {levels} levels deep, more than the "
-        f"{MAX_TYPE_DEPTH} allowed: {chain}",
-        program.source.path,
-        deepest.name.span,
-        label="nested too deep",
-        help="flatten the chain: move an inner type's fields into the type that holds it, "
+        message,
+        source.path,
+        deepest.name.span if origin is None else origin.via.file.span,
+        label="nested too deep" if origin is None else f"imports `{name}`, nested too deep",
+        help="flatten the chain"
+        + ("" if origin is None else f" in {origin.path}")
+        + ": move an inner type's fields into the type that holds it, "
         "or keep an inner value apart (an id, or a step of its own) instead of inside",
     )
 
