@@ -161,3 +161,36 @@ def test_a_local_type_made_too_deep_by_an_imported_one_is_reported_where_it_is()
     (found,) = [d for d in result.diagnostics if d.is_error]
     assert (found.code, found.path, found.span.line, found.span.column) == ("E123", "a.agent", 3, 6)
     assert "values of `Holder` nest 17 levels deep" in found.message
+
+
+@pytest.mark.parametrize(
+    ("types", "code", "says"),
+    [
+        ("type Parcel { weight: Kilograms }", "E105", "unknown type `Kilograms`"),
+        ("type Parcel { weight: float, weight: int }", "E103", "declared twice"),
+        ("type Parcel { weight: map[int, float] }", "E117", "map keys must be strings"),
+    ],
+    ids=["E105", "E103", "E117"],
+)
+def test_a_problem_inside_an_imported_type_is_reported_at_the_import(
+    tmp_path: Path, types: str, code: str, says: str
+) -> None:
+    """The same mistake as E123's (found beside it): a problem in a field of an imported
+    type was reported at its position in the imported file as if in the importing one.
+    It is reported at the import, saying where (file:line:col) and in which type."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "parcel.agent").write_text(f"# types only\n{types}\n")
+    source = (
+        'import "lib/parcel.agent"\n'
+        "agent a { start decide }\n"
+        'llm decide -> Parcel { prompt "p.j2" on Parcel -> done }\n'
+        "final done(Parcel)\n"
+    )
+    result = compile_text(
+        source, "a.agent", load_prompt=_prompt, generate_code=False, base_dir=tmp_path
+    )
+    (found,) = [d for d in result.diagnostics if d.is_error]
+    assert (found.code, found.path, found.span.line, found.span.column) == (code, "a.agent", 1, 8)
+    assert says in found.message
+    assert "at lib/parcel.agent:2:" in found.message and "imported type `Parcel`" in found.message
+    assert found.notes == ()
