@@ -304,7 +304,10 @@ class Routine:
         if engine.suspends is model:
             return None  # it waits for I/O: the ordinary path's cost is nothing beside it
         thread = self.thread
-        requested = action.model if self._resolver is None else self._requested(action)
+        try:
+            requested = action.model if self._resolver is None else self._requested(action)
+        except Exception:
+            return None  # the ordinary path records the step's failure
         unlimited = self._unlimited
         if unlimited is None or unlimited[0] != requested:
             unlimited = self._unlimited = self._limits(requested)

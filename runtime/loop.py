@@ -546,7 +546,10 @@ class Engine:
         except ConfigError as exc:  # read before the call: a paid reply is never lost to it
             return StepFailed(step=action.step, at=now_iso(), error=tools.describe(exc))
         model = self._model()
-        requested = thread.model = _requested_model(self._resolver, action)
+        try:
+            requested = thread.model = _requested_model(self._resolver, action)
+        except Exception as exc:  # a custom model's own code, as its `complete` (model_failure)
+            return StepFailed(step=action.step, at=now_iso(), error=tools.describe(exc))
         if agent.spec.max_cost is not None and requested and prices.price(requested) is None:
             # A cost budget cannot bound a call nobody can price: refuse it before it costs.
             return StepFailed(step=action.step, at=now_iso(), error=_unpriced(requested))
@@ -718,7 +721,11 @@ class Engine:
             limits = ratelimit.rate_limits_for(thread.agent.directory or Path.cwd())
         except ConfigError as exc:
             raise checks.CheckFailed(tools.describe(exc)) from exc
-        judged_by = _requested_model(self._resolver, judge)
+        try:
+            judged_by = _requested_model(self._resolver, judge)
+        except Exception as exc:  # a custom model's own code, as its `complete` below
+            no_verdict = f"the judge of `{action.step}` gave no verdict: {tools.describe(exc)}"
+            raise checks.CheckFailed(ErrorInfo("JudgeError", no_verdict)) from exc
         spec = thread.agent.spec
         budget = None
         if spec.max_cost is not None or spec.max_tokens is not None:

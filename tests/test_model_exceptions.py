@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,6 +128,56 @@ def test_an_exception_of_a_custom_model_at_a_judge_fails_the_step(tmp_path: Path
     assert failed.error.type == "JudgeError" and "RecursionError" in failed.error.message
     assert failed.usage is not None  # the judged call and the judge's paid attempt
     assert (failed.usage.input_tokens, failed.usage.output_tokens) == (400, 50)
+
+
+class NamesNoModel(Raising):
+    """Answers every call, but its `requested_model` (which model a call asks for, read
+    before the call) raises `error`."""
+
+    def requested_model(self, action: object) -> str:
+        if isinstance(self.error, RecursionError):
+            recurse(0)
+        assert self.error is not None
+        raise self.error
+
+
+@pytest.mark.parametrize("store", [MemoryStore, OrdinaryStore], ids=["fast path", "ordinary"])
+@pytest.mark.parametrize(
+    "error", [RecursionError(), LookupError("no such model")], ids=["RecursionError", "own"]
+)
+def test_a_custom_model_whose_requested_model_raises_fails_the_step(
+    agent: Path, store: type[MemoryStore], error: Exception
+) -> None:
+    model = NamesNoModel(error)
+    with Runtime(store(), model=model, notifier=RecordingNotifier()) as rt:
+        view = rt.launch(agent, "go")
+        events = rt.events(view.id)
+    assert (view.status, view.step) == ("finished", "failed")
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == type(error).__name__
+    assert model.calls == 0  # refused before the call: nothing was paid for
+
+
+def test_a_judge_whose_requested_model_raises_fails_the_check(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURES, tmp_path / "f")
+
+    class JudgeNamesNone(Raising):
+        async def complete(self, request: ModelRequest) -> ModelReply:
+            output = as_output(request, {"amount": 5, "note": "ok", "type": "Refund"})
+            return ModelReply(output, Usage(input_tokens=300, output_tokens=40))
+
+        def requested_model(self, action: Any) -> str:
+            if action.step != "decide":
+                raise LookupError("no judge model")
+            return "gpt-4o-mini"
+
+    claim = {"order": "o-17", "amount": 40.0, "api_key": "sk-live-do-not-show"}
+    with Runtime(MemoryStore(), model=JudgeNamesNone(None), notifier=RecordingNotifier()) as rt:
+        view = rt.launch(tmp_path / "f" / "refunds.agent", claim)
+        events = rt.events(view.id)
+    assert (view.status, view.step) == ("finished", "gave_up")
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "JudgeError" and "LookupError" in failed.error.message
 
 
 @pytest.mark.parametrize("store", [MemoryStore, OrdinaryStore], ids=["fast path", "ordinary"])
