@@ -273,7 +273,12 @@ ENTRIES: dict[str, Entry] = {
         "`map[` inside one is a level (docs/language.md, Limits). A longer chain of records "
         "(`type T0 { next: T1? }`, `type T1 { next: T2? }`, ...) broke later: the schema sent "
         "with every model call and the property tests ran out of Python's stack. The message "
-        "names the deepest chain; a recursive type is not deep by itself.",
+        "names the deepest chain; a recursive type is not deep by itself. A type imported "
+        "from another file that is too deep by itself is reported at the `import` that "
+        "leads to it, as other problems of imported files are, and the message ends with "
+        "where it is declared, as in ``(`D0` is declared at linked/deep_types.agent:2:6)``: "
+        "fix it there. "
+        "A type of this file that an imported one takes past the limit is reported here.",
         "Flatten the chain: move an inner type's fields into the type that holds it, or keep "
         "an inner value apart (an id, or a step of its own).",
     ),
