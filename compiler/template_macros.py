@@ -57,7 +57,9 @@ def _unconditional_calls(body: list[j.Node]) -> Iterator[str]:
         if isinstance(node, j.Call) and isinstance(node.node, j.Name):
             yield node.node.name
         if isinstance(node, j.If):
-            pending.append(node.test)  # its branches may not run
+            pending.append(node.test)  # its branches may not run, unless the test is a
+            if isinstance(node.test, j.Const):  # constant (`{% if true %}`)
+                pending.extend(node.body if node.test.value else [*node.elif_, *node.else_])
         elif isinstance(node, j.For):
             pending.append(node.iter)  # its body runs once per item: maybe never
         elif isinstance(node, j.CondExpr):

@@ -365,6 +365,8 @@ def test_a_child_template_s_top_level_import_is_readable_in_its_blocks(tmp_path:
         "{% macro m(x) %}{% set y = m(x) | upper %}{% endmacro %}",
         "{% macro a(x) %}{{ b(x) }}{% endmacro %}{% macro b(x) %}[{{ a(x) }}]{% endmacro %}",
         "{% macro m(x) %}{% if m(x) %}{% endif %}{% endmacro %}",
+        "{% macro m(x) %}{% if true %}{{ m(x) }}{% endif %}{% endmacro %}",
+        "{% macro m(x) %}{% if false %}{% else %}{{ m(x) }}{% endif %}{% endmacro %}",
     ],
 )
 def test_a_macro_that_calls_itself_on_every_path_is_reported(template: str) -> None:
