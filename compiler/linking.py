@@ -53,21 +53,38 @@ def resolve_imports(
     diagnostics: list[Diagnostic] = []
     local = {t.name.text for t in source.types}
     added: list[n.TypeDecl] = []
+    origins: list[n.TypeOrigin] = []
     root = (here,) if here is not None else ()
     for imported in source.imports:
-        found: list[n.TypeDecl] = []
+        found: list[tuple[n.TypeDecl, Path]] = []
         path = child_path(base_dir, imported.file.value)
         problem = _read_imports(
             source.path, imported, imported.file.value, path, root, found, set()
         )
         if problem is not None:
             diagnostics.append(problem)  # the types read before it still count: one error
-        for type_decl in found:
+        for type_decl, declared_in in found:
             if type_decl.name.text not in local:
                 local.add(type_decl.name.text)
                 added.append(type_decl)
+                where = _shown_path(declared_in, source.path, base_dir)
+                origins.append(n.TypeOrigin(type_decl.name.text, where, imported))
     imported_names = frozenset(t.name.text for t in added)
-    return replace(source, types=(*source.types, *added), imported=imported_names), diagnostics
+    linked = replace(
+        source, types=(*source.types, *added), imported=imported_names, origins=tuple(origins)
+    )
+    return linked, diagnostics
+
+
+def _shown_path(path: Path, importer: str, base_dir: Path) -> str:
+    """`path` (an imported file, resolved) as diagnostics show it: beside the importing
+    file's own path as the user wrote it (`agents/a.agent` imports `agents/lib/t.agent`)
+    when it is under that file's folder, else as resolved."""
+    try:
+        inside = path.relative_to(base_dir.resolve())
+    except (ValueError, OSError):
+        return str(path)
+    return str(Path(importer).parent / inside)
 
 
 def _read_imports(
@@ -76,14 +93,14 @@ def _read_imports(
     written: str,
     path: Path,
     chain: tuple[str, ...],
-    found: list[n.TypeDecl],
+    found: list[tuple[n.TypeDecl, Path]],
     read: set[str],
 ) -> Diagnostic | None:
     """Add to `found` the types of the file at `path` (named `written` by the file that
-    imports it) and of the files it imports, depth first (`chain`: the files importing it,
-    outermost first; `read`: the files already read, so a file imported twice is read
-    once). The first problem met, as a diagnostic at `named` (the compiled file's import
-    that leads to it), or None."""
+    imports it) and of the files it imports, each with the file it is declared in, depth
+    first (`chain`: the files importing it, outermost first; `read`: the files already
+    read, so a file imported twice is read once). The first problem met, as a diagnostic
+    at `named` (the compiled file's import that leads to it), or None."""
     from .parser import parse
 
     label = named.file.value
@@ -137,7 +154,7 @@ def _read_imports(
             help=f"run `twelvefold check {label}`; keep only `type` declarations (and "
             "`import`s of other files of types) in a file other agents import",
         )
-    found.extend(other.types)
+    found.extend((type_decl, path) for type_decl in other.types)
     for nested_import in other.imports:
         inner = nested_import.file.value
         problem = _read_imports(

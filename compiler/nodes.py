@@ -448,6 +448,16 @@ Step = LlmStep | ToolStep | ApprovalStep | HumanStep | WaitStep | SleepStep | Ag
 
 
 @dataclass(frozen=True, slots=True)
+class TypeOrigin:
+    """Where an imported type is declared: the file (as a path the user can follow from
+    the importing file's own) and this file's `import` that leads to it."""
+
+    name: str
+    path: str
+    via: Import
+
+
+@dataclass(frozen=True, slots=True)
 class SourceFile:
     """Everything declared in one .agent file, in source order."""
 
@@ -458,6 +468,12 @@ class SourceFile:
     imports: tuple[Import, ...] = ()
     imported: frozenset[str] = frozenset()
     """Names of the types that came from `import`ed files (not declared here)."""
+    origins: tuple[TypeOrigin, ...] = field(default=(), compare=False, repr=False)
+    """Where each of the `imported` types is declared (its spans are in that file)."""
+
+    def origin(self, name: str) -> TypeOrigin | None:
+        """Where the imported type `name` is declared; None for a type declared here."""
+        return next((o for o in self.origins if o.name == name), None)
 
     @property
     def agent(self) -> AgentDecl | None:

@@ -273,7 +273,12 @@ ENTRIES: dict[str, Entry] = {
         "`map[` inside one is a level (docs/language.md, Limits). A longer chain of records "
         "(`type T0 { next: T1? }`, `type T1 { next: T2? }`, ...) broke later: the schema sent "
         "with every model call and the property tests ran out of Python's stack. The message "
-        "names the deepest chain; a recursive type is not deep by itself.",
+        "names the deepest chain; a recursive type is not deep by itself. A type imported "
+        "from another file that is too deep by itself is reported at the `import` that "
+        "leads to it, as other problems of imported files are, and the message ends with "
+        "where it is declared, as in ``(`D0` is declared at linked/deep_types.agent:2:6)``: "
+        "fix it there. "
+        "A type of this file that an imported one takes past the limit is reported here.",
         "Flatten the chain: move an inner type's fields into the type that holds it, or keep "
         "an inner value apart (an id, or a step of its own).",
     ),
@@ -567,6 +572,19 @@ ENTRIES: dict[str, Entry] = {
         "recurses until Python's stack runs out. The message shows the cycle.",
         "Break the cycle; to render nested data, use a recursive macro or "
         "`{% for … recursive %}` inside one template.",
+    ),
+    "E708": Entry(
+        "a macro that calls itself on every path",
+        "A macro that calls itself (directly or through other macros of the template) "
+        "outside any `{% if %}`, `{% for %}`, `… if … else …`, `and` or `or` never "
+        "finishes, whatever it is given: rendering would fail when the step runs, once "
+        "Python's stack or the template's step budget runs out. A macro that calls "
+        "itself only under a condition is fine: that is how nested data is rendered. "
+        "Here `endless_macro.j2` is `{% macro outline(section) %}- {{ section.title }}"
+        "{{ outline(section) }}{% endmacro %}`.",
+        "Call it again only where the recursion stops: under `{% if %}` for a value that "
+        "has children, or in `{% for child in node.children %}` (an empty list ends it): "
+        "`{% for child in section.children %}{{ outline(child) }}{% endfor %}`.",
     ),
     "W801": Entry(
         "too many states",

@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .localfiles import json_kind, parse_json, read_regular_file
-from .model import Model, ModelError, ModelReply, ModelRequest
+from .model import Model, ModelError, ModelReply, ModelRequest, StopsTheRun
 from .names import declared_name
 from .redact import validation_problems
 from .types import ErrorInfo, Usage
@@ -54,6 +54,12 @@ class CassetteCannotAnswer(CassetteError, ModelError):
 
     def __init__(self, message: str) -> None:
         ModelError.__init__(self, ErrorInfo(type(self).__name__, message))
+
+
+class RecordFailed(OSError, StopsTheRun):
+    """A `CassetteRecorder` could not append to its cassette (a full disk): the run stops
+    with one line naming the file, the thread left at the step as after a crash (its
+    output was not recorded, so a resume calls the model again), not a step failure."""
 
 
 class CassetteMiss(CassetteCannotAnswer):
@@ -289,13 +295,14 @@ class CassetteRecorder:
                     raise _not_regular(self.path)
                 file.write((line + "\n").encode("utf-8"))
         except OSError as exc:
-            if exc.filename is not None:
+            if isinstance(exc, RecordFailed):
                 raise
-            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
+            filename = str(self.path) if exc.filename is None else exc.filename
+            raise RecordFailed(exc.errno, exc.strerror or str(exc), filename) from exc
 
 
-def _not_regular(path: Path) -> OSError:
-    return OSError(
+def _not_regular(path: Path) -> RecordFailed:
+    return RecordFailed(
         errno.EINVAL,
         "not a regular file (a FIFO or a device is never recorded to; give a file)",
         str(path),

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import loop, tools
 from .config import ConfigError, stdlib_module
-from .model import ModelError, ModelReply, build_model_request
+from .model import Attempts, ModelError, ModelReply, build_model_request
 from .ratelimit import rate_limits_for
 from .store import MemoryStore, SqliteStore, now_iso
 from .types import (
@@ -89,9 +89,12 @@ class Suspended:
         seconds = rate_limits_for(agent.directory or Path.cwd()).call_seconds  # (cached)
         try:
             # Timed from here: the call's start ran without waiting for anything.
-            reply = await loop._within(seconds, self._rest)
-        except ModelError as exc:
-            error = exc
+            reply = await loop._within(seconds, self._rest, call.attempts)
+        except Exception as exc:
+            failure = loop.model_failure(exc, call.attempts)
+            if failure is None:
+                raise
+            error = failure
         else:
             return call.answered(reply)
         finally:
@@ -301,7 +304,10 @@ class Routine:
         if engine.suspends is model:
             return None  # it waits for I/O: the ordinary path's cost is nothing beside it
         thread = self.thread
-        requested = action.model if self._resolver is None else self._requested(action)
+        try:
+            requested = action.model if self._resolver is None else self._requested(action)
+        except Exception:
+            return None  # the ordinary path records the step's failure
         unlimited = self._unlimited
         if unlimited is None or unlimited[0] != requested:
             unlimited = self._unlimited = self._limits(requested)
@@ -326,11 +332,14 @@ class Routine:
         if not in_flight.take(unlimited[1]):
             return None  # the cap is reached: the ordinary path waits for a place
         thread.model = requested
-        if spec.max_cost is None and spec.max_tokens is None:
-            request = build_model_request(spec, action, messages, thread.id, len(events))
-        else:  # its re-asks stop at the budget, as on the ordinary path
+        budget = None
+        if spec.max_cost is not None or spec.max_tokens is not None:
+            # its re-asks stop at the budget, as on the ordinary path
             budget = loop.budget_check(spec, thread.state, requested, prices)
-            request = build_model_request(spec, action, messages, thread.id, len(events), budget)
+        attempts = Attempts()  # read if the call is cut at its deadline (`Suspended`)
+        request = build_model_request(
+            spec, action, messages, thread.id, len(events), budget, attempts
+        )
         started = time.perf_counter()
         try:
             # Inside the `try`: a plain `def complete` may raise before any coroutine exists.
@@ -339,22 +348,25 @@ class Routine:
                 # An awaitable that is no coroutine (a task, a future), or none at all:
                 # awaited as the ordinary path awaits it, and later calls take that path.
                 engine.suspends = model
-                return Suspended(self, _ModelCall(action, requested, prices, started), coroutine)
+                return Suspended(
+                    self, _ModelCall(action, requested, prices, started, attempts), coroutine
+                )
             yielded = coroutine.send(None)
         except StopIteration as stop:  # it answered without waiting: the routine case
             in_flight.leave()
             return _answered(action, stop.value, requested, prices, started)
-        except ModelError as exc:
-            call = _ModelCall(action, requested, prices, started)
-            if exc.retry_after is None or exc.usage is not None:
+        except BaseException as exc:
+            failure = loop.model_failure(exc, attempts)
+            if failure is None:  # what ends the process, or a stop of the runtime's own
                 in_flight.leave()
-                return call.failed(exc)
-            return Suspended(self, call, _raising(exc))  # a long 429: waited out there
-        except BaseException:
-            in_flight.leave()
-            raise
+                raise
+            call = _ModelCall(action, requested, prices, started, attempts)
+            if failure.retry_after is None or failure.usage is not None:
+                in_flight.leave()
+                return call.failed(failure)
+            return Suspended(self, call, _raising(failure))  # a long 429: waited out there
         engine.suspends = model
-        call = _ModelCall(action, requested, prices, started)
+        call = _ModelCall(action, requested, prices, started, attempts)
         return Suspended(self, call, _Resumed(coroutine, yielded))
 
     def _requested(self, action: CallModel) -> str | None:
@@ -422,13 +434,18 @@ class Routine:
 class _ModelCall:
     """What a model call's event is made of once the model has answered."""
 
-    __slots__ = ("action", "prices", "requested", "started")
+    __slots__ = ("action", "attempts", "prices", "requested", "started")
 
     def __init__(
-        self, action: CallModel, requested: str | None, prices: Prices, started: float
+        self,
+        action: CallModel,
+        requested: str | None,
+        prices: Prices,
+        started: float,
+        attempts: Attempts,
     ) -> None:
         self.action, self.requested, self.prices = action, requested, prices
-        self.started = started
+        self.started, self.attempts = started, attempts
 
     def answered(self, reply: ModelReply) -> Event:
         return _answered(self.action, reply, self.requested, self.prices, self.started)

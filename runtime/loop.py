@@ -43,7 +43,15 @@ from .codec import Codec
 from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
 from .model import MAX_PAUSE_SECONDS as MAX_PAUSE_SECONDS  # read here by the fast path too
-from .model import Model, ModelError, ModelReply, ModelRequest, build_model_request
+from .model import (
+    Attempts,
+    Model,
+    ModelError,
+    ModelReply,
+    ModelRequest,
+    StopsTheRun,
+    build_model_request,
+)
 from .pools import SharedPool
 from .ratelimit import RateLimiter
 from .records import record
@@ -538,7 +546,10 @@ class Engine:
         except ConfigError as exc:  # read before the call: a paid reply is never lost to it
             return StepFailed(step=action.step, at=now_iso(), error=tools.describe(exc))
         model = self._model()
-        requested = thread.model = _requested_model(self._resolver, action)
+        try:
+            requested = thread.model = _requested_model(self._resolver, action)
+        except Exception as exc:  # a custom model's own code, as its `complete` (model_failure)
+            return StepFailed(step=action.step, at=now_iso(), error=tools.describe(exc))
         if agent.spec.max_cost is not None and requested and prices.price(requested) is None:
             # A cost budget cannot bound a call nobody can price: refuse it before it costs.
             return StepFailed(step=action.step, at=now_iso(), error=_unpriced(requested))
@@ -546,7 +557,10 @@ class Engine:
         budget = None
         if spec.max_cost is not None or spec.max_tokens is not None:
             budget = budget_check(spec, thread.state, requested, prices)
-        request = build_model_request(spec, action, messages, thread.id, len(thread.events), budget)
+        attempts = Attempts()
+        request = build_model_request(
+            spec, action, messages, thread.id, len(thread.events), budget, attempts
+        )
         # The turn comes before the call's span: waiting is not calling, and a turn given
         # up (`TurnLater`) leaves no span open. (No coroutine at all for an unlimited model.)
         estimated: int | None = None
@@ -572,15 +586,16 @@ class Engine:
         seconds = limits.call_seconds
         try:
             if span is None:
-                reply = await _within(seconds, model.complete(request))
+                reply = await _within(seconds, model.complete(request), attempts)
             else:
                 with tracing.in_span(span):
-                    reply = await _within(seconds, model.complete(request))
+                    reply = await _within(seconds, model.complete(request), attempts)
         except BaseException as exc:
-            error = exc.error if isinstance(exc, ModelError) else ErrorInfo(type(exc).__name__, "")
+            failure = model_failure(exc, attempts)
+            error = ErrorInfo(type(exc).__name__, "") if failure is None else failure.error
             # A failed call's replies were paid for: their tokens and cost go on its
             # StepFailed, where the budgets, totals, metrics and the span count them.
-            paid = exc.usage if isinstance(exc, ModelError) else None
+            paid = None if failure is None else failure.usage
             failed = _since(started) if paid is None else _priced_usage(paid, requested, prices)
             failed, bad_cost = _valid_cost(failed)  # as a reply's (a budget counts it so)
             if bad_cost is not None:
@@ -593,9 +608,9 @@ class Engine:
                     input_tokens=failed.input_tokens, output_tokens=failed.output_tokens,
                     cost_usd=failed.cost_usd, error=error,
                 )  # fmt: skip
-            if not isinstance(exc, ModelError):
+            if failure is None:
                 raise
-            long_wait = exc.retry_after if paid is None and waits < LONG_429_WAITS else None
+            long_wait = failure.retry_after if paid is None and waits < LONG_429_WAITS else None
             if long_wait is None:
                 return StepFailed(step=action.step, at=now_iso(), usage=failed, error=error)
         finally:
@@ -706,12 +721,19 @@ class Engine:
             limits = ratelimit.rate_limits_for(thread.agent.directory or Path.cwd())
         except ConfigError as exc:
             raise checks.CheckFailed(tools.describe(exc)) from exc
-        judged_by = _requested_model(self._resolver, judge)
+        try:
+            judged_by = _requested_model(self._resolver, judge)
+        except Exception as exc:  # a custom model's own code, as its `complete` below
+            no_verdict = f"the judge of `{action.step}` gave no verdict: {tools.describe(exc)}"
+            raise checks.CheckFailed(ErrorInfo("JudgeError", no_verdict)) from exc
         spec = thread.agent.spec
         budget = None
         if spec.max_cost is not None or spec.max_tokens is not None:
             budget = budget_check(spec, thread.state, judged_by, prices, before=checked)
-        request = ModelRequest(spec, judge, messages, thread.id, len(thread.events), budget)
+        attempts = Attempts()
+        request = ModelRequest(
+            spec, judge, messages, thread.id, len(thread.events), budget, attempts
+        )
         waits = 0
         while True:
             estimated = await self._turn(judged_by, limits, messages)
@@ -720,14 +742,20 @@ class Engine:
             started = time.perf_counter()
             long_wait: float | None = None
             try:
-                reply = await _within(limits.call_seconds, self._model().complete(request))
-            except ModelError as exc:
-                error = exc.error
-                paid = None if exc.usage is None else _priced_usage(exc.usage, judged_by, prices)
+                reply = await _within(
+                    limits.call_seconds, self._model().complete(request), attempts
+                )
+            except Exception as exc:
+                failure = model_failure(exc, attempts)
+                if failure is None:
+                    raise
+                error = failure.error
+                paid = failure.usage
+                paid = None if paid is None else _priced_usage(paid, judged_by, prices)
                 if paid is not None:
                     self._spent(judged_by, paid, estimated)
-                if paid is None and exc.retry_after is not None and waits < LONG_429_WAITS:
-                    long_wait = exc.retry_after
+                if paid is None and failure.retry_after is not None and waits < LONG_429_WAITS:
+                    long_wait = failure.retry_after
                 else:
                     raise checks.CheckFailed(
                         ErrorInfo(
@@ -1080,26 +1108,49 @@ def _failed_attempts(events: Sequence[Event], key: str) -> int:
     return count
 
 
-async def _within(seconds: float, call: Awaitable[ModelReply]) -> ModelReply:
+def model_failure(exc: BaseException, attempts: Attempts | None) -> ModelError | None:
+    """What a model's `complete` raised, as the step's failure: a `ModelError` as it is;
+    any other `Exception` (a custom model's own, a `RecursionError` or a `MemoryError`
+    too) as a `ModelError` of its type and message, carrying what the call's finished
+    attempts were paid for (`attempts`). None for what must go on up: what ends a
+    process or a task (KeyboardInterrupt, SystemExit, a cancellation: no `Exception`)
+    and a `StopsTheRun` (a cassette that cannot be recorded to)."""
+    if isinstance(exc, ModelError):
+        return exc
+    if not isinstance(exc, Exception) or isinstance(exc, StopsTheRun):
+        return None
+    return ModelError(tools.describe(exc), None if attempts is None else attempts.paid)
+
+
+async def _within(
+    seconds: float, call: Awaitable[ModelReply], attempts: Attempts | None = None
+) -> ModelReply:
     """`call` (a model's `complete`) awaited for at most `seconds` (`model_call_timeout`,
     runtime/ratelimit.py), from now. Past them it is cancelled and fails with a
-    `ModelError` (`APITimeoutError`): a step failure, as the openai client's own timeouts.
-    A `TimeoutError` of the call's own is raised as it is."""
+    `ModelError` (`APITimeoutError`): a step failure, as the openai client's own timeouts,
+    carrying what the call's finished attempts were paid for (`attempts`: the replies
+    re-asked before the one that did not come back). A `TimeoutError` of the call's own is
+    raised as it is (the caller makes it the step's failure: `model_failure`)."""
     import asyncio
 
     deadline = asyncio.timeout(seconds)
+    started = time.perf_counter()
     try:
         async with deadline:
             return await call
     except TimeoutError as caught:
         if not deadline.expired():
             raise
+        paid = None if attempts is None else attempts.paid
+        if paid is not None:
+            paid = replace(paid, latency_ms=tools.ms_since(started))
         raise ModelError(
             ErrorInfo(
                 "APITimeoutError",
                 f"the model call did not end within {seconds:g} s (model_call_timeout, "
                 "docs/runtime.md: Rate limits, Deadline)",
-            )
+            ),
+            paid,
         ) from caught
 
 

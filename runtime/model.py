@@ -66,6 +66,24 @@ class ModelRequest:
     sends more than one request per call (`OpenAIModel`'s re-asks of an invalid output)
     sends no more once it says so, so that a budget is crossed by one request at most.
     None when the agent has no budget (nothing to ask)."""
+    attempts: Attempts | None = None
+    """Where a model that sends more than one request per call keeps what its finished
+    attempts were paid for, added up, as each reply comes back (`Attempts.paid`). The
+    loop reads it when the call ends without saying (cut at `model_call_timeout`, or
+    raising something other than a `ModelError`): those replies were paid for too, and
+    the step's failure records them. None when nobody reads it."""
+
+
+class Attempts:
+    """A model call's finished attempts, their usage added up so far (see
+    `ModelRequest.attempts`): what `ModelError.usage` would carry if the call failed now.
+    A custom `Model` that re-asks may keep it too; one that never sets it records no
+    tokens for a call it does not finish."""
+
+    __slots__ = ("paid",)
+
+    def __init__(self) -> None:
+        self.paid: Usage | None = None
 
 
 @record(slots=True)
@@ -99,6 +117,13 @@ class ModelError(Exception):
         self.retry_after = retry_after
         """Seconds a 429 asked to wait, set when the openai client would not wait that
         long itself (over `CLIENT_RETRY_AFTER_LIMIT`): the loop waits and calls again."""
+
+
+class StopsTheRun(Exception):
+    """Raised by a `Model` that cannot go on for a reason of the runtime's own, not of the
+    call (a cassette that cannot be recorded to): the run stops without an event, as
+    after a crash, and the step is called again when the thread is resumed. Anything
+    else a model raises fails the step (runtime/loop.py, `model_failure`)."""
 
 
 class Model(Protocol):
@@ -537,6 +562,8 @@ class OpenAIModel:
             paid = _paid(paid, completion, started)
             if paid is not None and (bad_count := token_count_error(paid)) is not None:
                 raise ModelError(bad_count)  # refused as the loop refuses any model's
+            if request.attempts is not None:  # paid, whatever ends the call from here
+                request.attempts.paid = paid
             try:
                 return prepared.parse(completion), completion, paid
             except IncompleteOutputException as exc:

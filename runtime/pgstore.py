@@ -519,8 +519,12 @@ class PostgresStore(ChainedStore):
                 return False  # the column says it ended; its log does not
             for table, column in (("events", "thread"), ("pins", "thread"), ("threads", "num")):
                 conn.execute(f"DELETE FROM {table} WHERE {column} = %s", (row[0],))
-            # Where its replies went (the server's): nothing is told of a thread now gone.
-            conn.execute("DELETE FROM server_replies WHERE thread_id = %s", (thread_id,))
+            # The server's rows of the thread: where its replies went (nothing is told of a
+            # thread now gone) and its Slack messages (no button of it is updated again).
+            # Who launched it (`server_launches`) and what it was forked from
+            # (`server_forks`) stay: the four-eyes rule reads them for its forks.
+            for table in ("server_replies", "slack_messages"):
+                conn.execute(f"DELETE FROM {table} WHERE thread_id = %s", (thread_id,))
             return True
 
     def unused_versions(self, dropping: Sequence[str] = ()) -> list[str]:

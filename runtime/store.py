@@ -1618,8 +1618,12 @@ class SqliteStore(ChainedStore):
             self._tails.pop(thread_id, None)
             for table, column in (("events", "thread"), ("pins", "thread"), ("threads", "num")):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (row[0],))
-            # Where its replies went (the server's): nothing is told of a thread now gone.
-            self._db.execute("DELETE FROM server_replies WHERE thread_id = ?", (thread_id,))
+            # The server's rows of the thread: where its replies went (nothing is told of a
+            # thread now gone) and its Slack messages (no button of it is updated again).
+            # Who launched it (`server_launches`) and what it was forked from
+            # (`server_forks`) stay: the four-eyes rule reads them for its forks.
+            for table in ("server_replies", "slack_messages"):
+                self._db.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
             return True
 
     def unused_versions(self, dropping: Sequence[str] = ()) -> list[str]:

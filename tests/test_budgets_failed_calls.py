@@ -342,3 +342,82 @@ def test_a_failed_step_whose_cost_is_no_number_of_dollars_spends_the_cost_budget
     assert failed.usage is not None and failed.usage.cost_usd is None
     assert (failed.usage.input_tokens, failed.usage.output_tokens) == (60_000_000, 60_000_000)
     assert (view.status, view.step) == ("waiting", "stuck")
+
+
+# ---- a call cut at its deadline (`model_call_timeout`) after re-asks -------------------
+
+
+@pytest.mark.parametrize("store", [SqliteStore, OrdinaryStore], ids=["fast path", "ordinary"])
+def test_a_call_cut_at_its_deadline_counts_the_attempts_that_came_back(
+    openai_server: ScriptedOpenAI, looper: Path, store: type[SqliteStore]
+) -> None:
+    # Two invalid replies (re-asked), then a third that never ends: `model_call_timeout`
+    # cuts the call. The two replies were paid for: the step's failure records them, and
+    # the reports (show, threads, stats) and the budget count them.
+    (looper / "twelvefold.toml").write_text(
+        'model_call_timeout = 1\n[prices]\n"priced-model" = { input = 1000, output = 1000 }\n'
+    )
+    agent = with_budget(looper, "max_tokens 100000")
+    served: list[tuple[int, int]] = []
+
+    def answer(body: dict[str, Any]) -> Reply:
+        if len(served) == 2:
+            return Reply(arguments={"choice": {"type": "Done", "message": "ok"}}, drip=0.2)
+        served.append((400 + len(served), 30 + len(served)))
+        return Reply(arguments={"choice": {"type": "Nonsense"}}, usage=served[-1])
+
+    openai_server.responder = answer
+    real = OpenAIModel(
+        model=MODEL, base_url=openai_server.base_url, api_key="t", transport_retries=0
+    )
+    db = looper / "t.db"
+    with Runtime(store(db), model=real, notifier=RecordingNotifier()) as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    assert len(openai_server.requests) == 3
+    sent = tuple(map(sum, zip(*served, strict=True)))
+    assert sent == (801, 61)
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "APITimeoutError"
+    assert failed.usage is not None
+    assert (failed.usage.input_tokens, failed.usage.output_tokens) == sent
+    assert failed.usage.cost_usd == pytest.approx(0.862)
+    shown = json.loads(CliRunner().invoke(cli, ["show", view.id, "--db", str(db), "--json"]).output)
+    assert (shown["usage"]["input_tokens"], shown["usage"]["output_tokens"]) == sent
+    listed = CliRunner().invoke(cli, ["threads", "--db", str(db), "--json"])
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.output)
+    assert (row["usage"]["input_tokens"], row["usage"]["output_tokens"]) == sent
+    result = CliRunner().invoke(cli, ["stats", "--db", str(db), "--json"])
+    stats = json.loads(result.output)["thinker"]["usage"]
+    assert (stats["input_tokens"], stats["output_tokens"]) == sent
+    assert stats["cost_usd"] == pytest.approx(0.862)
+
+
+def test_a_call_cut_at_its_deadline_after_re_asks_counts_toward_the_budget(
+    openai_server: ScriptedOpenAI, looper: Path
+) -> None:
+    # The step fails at its deadline after two invalid replies (990 tokens) and is taken
+    # again (`on error -> decide`); the next reply (18 tokens) leads on to `decide`, but
+    # with the 990 counted it crosses `max_tokens 1000`: the budget sends the thread to
+    # `stuck` instead (not counted, the thread would go on and finish).
+    (looper / "twelvefold.toml").write_text("model_call_timeout = 1\n")
+    agent = with_budget(looper, "max_tokens 1000 -> stuck\n  max_errors 3 -> stuck")
+    agent.write_text(
+        agent.read_text().replace("on Done -> done", "on Done -> done\n  on error -> decide")
+    )
+    replies = iter(
+        [
+            Reply(arguments={"choice": {"type": "Nonsense"}}, usage=(400, 95)),
+            Reply(arguments={"choice": {"type": "Nonsense"}}, usage=(400, 95)),
+            Reply(arguments={"choice": {"type": "Done", "message": "ok"}}, drip=0.2),
+            Reply(arguments={"choice": {"type": "Think", "thought": "hm"}}),
+        ]
+    )
+    openai_server.responder = lambda body: next(
+        replies, Reply(arguments={"choice": {"type": "Done", "message": "ok"}})
+    )
+    with runtime_for(openai_server, looper, MODEL) as rt:
+        view = rt.launch(agent, "think")
+    assert len(openai_server.requests) == 4
+    assert (view.status, view.step) == ("waiting", "stuck")

@@ -368,3 +368,52 @@ def test_a_version_changed_in_the_database_is_tampering(database_store: EventSto
     # A row whose seal was already broken is not sealed anew by a move.
     with pytest.raises(BrokenLog):
         store.repin("t", 3, "v2", lease, at="z")
+
+
+def _server_rows(store: EventStore, statement: str, *args: str) -> list[tuple[str, ...]]:
+    """Run `statement` (`?` placeholders) on the store's database, as the server's tables
+    are written: the rows it returns, if any."""
+    if isinstance(store, SqliteStore):
+        import sqlite3
+
+        with sqlite3.connect(store.path) as db:
+            return [tuple(row) for row in db.execute(statement, args).fetchall()]
+    import psycopg
+
+    with psycopg.connect(store.url) as conn:  # type: ignore[attr-defined]
+        cursor = conn.execute(statement.replace("?", "%s"), args)
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+
+@pytest.mark.parametrize(
+    "store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_deleted_thread_takes_its_slack_messages_and_keeps_its_launcher(
+    store: EventStore,
+) -> None:
+    """Found by a review: `prune --delete` left a deleted thread's `slack_messages` rows
+    behind. They go in the transaction that deletes it, as its reply targets do; who
+    launched it (`server_launches`) and what it was forked from (`server_forks`) stay:
+    the four-eyes rule for its forks reads them (docs/versions.md)."""
+    codec = _thread(store, "done")
+    _thread(store, "live")
+    ended = State(step="end", value=None, status="finished", input="hi", seq=2)
+    store.append("done", 1, [_answer("end")], codec, Head("finished", "end", ended, "r"))
+    for thread_id, ts in [("done", "1.1"), ("done", "1.2"), ("live", "2.1")]:
+        _server_rows(
+            store,
+            "INSERT INTO slack_messages (channel, ts, thread_id, request, title, closed)"
+            " VALUES ('C1', ?, ?, 'r', 't', 0)",
+            ts,
+            thread_id,
+        )
+    _server_rows(
+        store,
+        "INSERT INTO server_launches (thread_id, person, via, at)"
+        " VALUES ('done', 'ana', 'api', 'x')",
+    )
+    _server_rows(store, "INSERT INTO server_forks (thread_id, parent) VALUES ('fork', 'done')")
+    assert store.delete("done", 2, ["finished"]) is True
+    assert _server_rows(store, "SELECT thread_id, ts FROM slack_messages") == [("live", "2.1")]
+    assert _server_rows(store, "SELECT thread_id, person FROM server_launches") == [("done", "ana")]
+    assert _server_rows(store, "SELECT thread_id, parent FROM server_forks") == [("fork", "done")]

@@ -101,3 +101,96 @@ def test_a_cassette_line_nested_too_deep_for_json_is_refused_naming_its_line(
     with pytest.raises(OSError, match=r"nested too deeply") as refused:
         read_cassette(path)
     assert str(refused.value.filename).endswith("deep.jsonl:1")  # (the CLI: one line)
+
+
+def _deep_import(folder: Path, levels: int) -> Path:
+    """`folder/lib/deep.agent`: the types of `chain(levels)`, nothing else, after a
+    comment line (so its types start at line 2)."""
+    (folder / "lib").mkdir()
+    types = [line for line in chain(levels).splitlines() if line.startswith("type ")]
+    (folder / "lib" / "deep.agent").write_text("# types only\n" + "\n".join(types) + "\n")
+    return folder / "lib" / "deep.agent"
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["used directly", "inside a local type"])
+def test_an_imported_type_too_deep_is_reported_at_the_import_naming_its_definition(
+    tmp_path: Path, local: bool
+) -> None:
+    """Found by a review: the imported type's own position (line 2 of lib/deep.agent) was
+    reported as if in the importing file, or the local type that uses it took the blame.
+    Cross-file problems are reported at the `import` that leads to them (E130, E131,
+    E136), and this one says where the type is declared."""
+    _deep_import(tmp_path, MAX_TYPE_DEPTH + 2)
+    output = "Holder" if local else "T3"
+    holder = "type Holder { inner: T0 }\n" if local else ""
+    source = (
+        'import "lib/deep.agent"\n'
+        "agent a { start decide }\n"
+        f"{holder}"
+        f'llm decide -> {output} {{ prompt "p.j2" on {output} -> done }}\n'
+        f"final done({output})\n"
+    )
+    result = compile_text(
+        source, "agents/a.agent", load_prompt=_prompt, generate_code=False, base_dir=tmp_path
+    )
+    (found,) = [d for d in result.diagnostics if d.is_error]
+    assert found.code == "E123"
+    assert found.path == "agents/a.agent"
+    assert (found.span.line, found.span.column) == (1, 8)  # the import's file name
+    assert "values of `T0` nest 18 levels deep" in found.message
+    assert "`T0` is declared at agents/lib/deep.agent:2:6" in found.message
+
+
+def test_a_local_type_made_too_deep_by_an_imported_one_is_reported_where_it_is() -> None:
+    """An imported type within the limit, held by a local type that takes it past: the
+    local type is the one to change, and is reported (in its own file)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        _deep_import(Path(folder), MAX_TYPE_DEPTH)
+        source = (
+            'import "lib/deep.agent"\n'
+            "agent a { start decide }\n"
+            "type Holder { inner: T0 }\n"
+            'llm decide -> Holder { prompt "p.j2" on Holder -> done }\n'
+            "final done(Holder)\n"
+        )
+        result = compile_text(
+            source, "a.agent", load_prompt=_prompt, generate_code=False, base_dir=Path(folder)
+        )
+    (found,) = [d for d in result.diagnostics if d.is_error]
+    assert (found.code, found.path, found.span.line, found.span.column) == ("E123", "a.agent", 3, 6)
+    assert "values of `Holder` nest 17 levels deep" in found.message
+
+
+@pytest.mark.parametrize(
+    ("types", "code", "says"),
+    [
+        ("type Parcel { weight: Kilograms }", "E105", "unknown type `Kilograms`"),
+        ("type Parcel { weight: float, weight: int }", "E103", "declared twice"),
+        ("type Parcel { weight: map[int, float] }", "E117", "map keys must be strings"),
+    ],
+    ids=["E105", "E103", "E117"],
+)
+def test_a_problem_inside_an_imported_type_is_reported_at_the_import(
+    tmp_path: Path, types: str, code: str, says: str
+) -> None:
+    """The same mistake as E123's (found beside it): a problem in a field of an imported
+    type was reported at its position in the imported file as if in the importing one.
+    It is reported at the import, saying where (file:line:col) and in which type."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "parcel.agent").write_text(f"# types only\n{types}\n")
+    source = (
+        'import "lib/parcel.agent"\n'
+        "agent a { start decide }\n"
+        'llm decide -> Parcel { prompt "p.j2" on Parcel -> done }\n'
+        "final done(Parcel)\n"
+    )
+    result = compile_text(
+        source, "a.agent", load_prompt=_prompt, generate_code=False, base_dir=tmp_path
+    )
+    (found,) = [d for d in result.diagnostics if d.is_error]
+    assert (found.code, found.path, found.span.line, found.span.column) == (code, "a.agent", 1, 8)
+    assert says in found.message
+    assert "at lib/parcel.agent:2:" in found.message and "imported type `Parcel`" in found.message
+    assert found.notes == ()

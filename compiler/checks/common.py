@@ -19,6 +19,24 @@ def with_note(diagnostic: Diagnostic, span: Span, message: str) -> Diagnostic:
     return dataclasses.replace(diagnostic, notes=(*diagnostic.notes, Label(span, message)))
 
 
+def in_its_file(program: Program, type_name: str, diagnostic: Diagnostic) -> Diagnostic:
+    """`diagnostic`, found in the declared type `type_name`, where its reader can see it:
+    as it is for a type of this file; for an imported type (whose spans are positions in
+    its own file) at this file's `import` that leads to it, the message saying where in
+    that file, as other problems of imported files are reported (E130, E131, E136)."""
+    origin = program.source.origin(type_name)
+    if origin is None:
+        return diagnostic
+    return dataclasses.replace(
+        diagnostic,
+        message=f"{diagnostic.message} (at {origin.path}:{diagnostic.span}, in the "
+        f"imported type `{type_name}`)",
+        span=origin.via.file.span,
+        label=f"imports `{type_name}`",
+        notes=(),  # their positions are in the other file too
+    )
+
+
 def type_table(program: Program) -> t.TypeTable:
     return t.TypeTable(program.types)
 

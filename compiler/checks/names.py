@@ -18,7 +18,7 @@ from ..diagnostics import Diagnostic, Span, did_you_mean, error, warning
 from ..limits import MAX_TYPE_DEPTH
 from ..parser import keywords_beside_names, parse
 from ..program import Program
-from .common import declared_input, gotos, start_state, type_table, with_note
+from .common import declared_input, gotos, in_its_file, start_state, type_table, with_note
 
 FUNCTION_PATH = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
@@ -89,7 +89,8 @@ def duplicate_declarations(program: Program, _: object) -> Iterator[Diagnostic]:
     yield from _repeats(path, "state `{}`", [s.name for s in source.steps])
     for type_decl in source.types:
         what = "field `{}` of `" + type_decl.name.text + "`"
-        yield from _repeats(path, what, [f.name for f in type_decl.fields], "E103")
+        for found in _repeats(path, what, [f.name for f in type_decl.fields], "E103"):
+            yield in_its_file(program, type_decl.name.text, found)
     for step in source.steps:
         if isinstance(step, n.LlmStep | n.ToolStep):
             yield from _repeats(path, "output `{}` of `" + step.name.text + "`", step.outputs)
@@ -127,7 +128,7 @@ def reserved_names(program: Program, _: object) -> Iterator[Diagnostic]:
         *((s.name, "state") for s in program.source.steps),
     ]:
         if name.text in reserved[what]:
-            yield error(
+            found = error(
                 "E107",
                 f"`{name.text}` is a keyword and cannot name a {what}",
                 path,
@@ -135,10 +136,11 @@ def reserved_names(program: Program, _: object) -> Iterator[Diagnostic]:
                 label="a keyword",
                 help=f"choose another name, such as `{name.text}_{what}`",
             )
+            yield in_its_file(program, name.text, found) if what == "type" else found
     for type_decl in program.source.types:
         name = type_decl.name
         if name.text in BUILT_IN_TYPE_NAMES:
-            yield error(
+            found = error(
                 "E115",
                 f"`{name.text}` is a built-in type and cannot be declared again",
                 path,
@@ -146,6 +148,7 @@ def reserved_names(program: Program, _: object) -> Iterator[Diagnostic]:
                 label="a built-in type",
                 help=f"choose another name, such as `My{name.text[:1].upper()}{name.text[1:]}`",
             )
+            yield in_its_file(program, name.text, found)
 
 
 # ---- references ------------------------------------------------------------------
@@ -199,24 +202,27 @@ def unknown_types(program: Program, _: object) -> Iterator[Diagnostic]:
     """Every type a step, a field or the agent's input names is a built-in or declared type."""
     table = type_table(program)
     path = program.source.path
-    references: list[n.Name] = []
+    references: list[tuple[n.Name, str | None]] = []  # (the name, the type it is in)
     if program.agent.input:
-        references.append(program.agent.input)
+        references.append((program.agent.input, None))
     for step in program.source.steps:
         if isinstance(step, n.LlmStep | n.ToolStep):
-            references.extend(step.outputs)
+            references.extend((output, None) for output in step.outputs)
         if isinstance(step, n.WaitStep):
-            references.append(step.event)
+            references.append((step.event, None))
         if isinstance(step, n.AgentStep):
-            references.append(step.output)
+            references.append((step.output, None))
         if (declared := declared_input(step)) is not None:
-            references.append(declared)
+            references.append((declared, None))
     for type_decl in program.source.types:
         for field_decl in type_decl.fields:
-            references.extend(n.Name(t.name, t.span) for t in n.named_types(field_decl.type))
-    for name in references:
+            references.extend(
+                (n.Name(t.name, t.span), type_decl.name.text)
+                for t in n.named_types(field_decl.type)
+            )
+    for name, within in references:
         if not table.known(name.text):
-            yield error(
+            found = error(
                 "E105",
                 f"unknown type `{name.text}`",
                 path,
@@ -225,12 +231,14 @@ def unknown_types(program: Program, _: object) -> Iterator[Diagnostic]:
                 help=did_you_mean(name.text, table.names())
                 or f"declare it: `type {name.text} {{ ... }}`, or use string, int, float or bool",
             )
+            yield found if within is None else in_its_file(program, within, found)
 
 
 def map_keys(program: Program, _: object) -> Iterator[Diagnostic]:
     for type_decl in program.source.types:
         for field_decl in type_decl.fields:
-            yield from _map_keys(program.source.path, field_decl.type)
+            for found in _map_keys(program.source.path, field_decl.type):
+                yield in_its_file(program, type_decl.name.text, found)
 
 
 def _map_keys(path: str, expr: n.TypeExpr) -> Iterator[Diagnostic]:
@@ -253,22 +261,35 @@ def _map_keys(path: str, expr: n.TypeExpr) -> Iterator[Diagnostic]:
 def types_nest_within_the_limit(program: Program, _: object) -> Iterator[Diagnostic]:
     """No declared type describes values more than MAX_TYPE_DEPTH levels deep (records,
     lists and maps each count one): deeper ones break pydantic, the JSON schema and the
-    property tests. Reported once, at the file's deepest type, naming its chain."""
+    property tests. Reported once, naming its chain: at the deepest imported type that
+    is too deep by itself, if any (at the `import` that leads to it, saying where the
+    type is declared, as other problems of imported files are); else at this file's
+    deepest type."""
     depth = _type_depths(program.types)
-    local = [d for d in program.source.types if depth[d.name.text][0] > MAX_TYPE_DEPTH]
-    if not local:
+    source = program.source
+    deep = [d for d in source.types if depth[d.name.text][0] > MAX_TYPE_DEPTH]
+    if not deep:
         return
-    deepest = max(local, key=lambda d: depth[d.name.text][0])
-    levels, _ = depth[deepest.name.text]
-    chain = _chain_text(deepest.name.text, depth)
+    imported = [d for d in deep if d.name.text in source.imported]
+    deepest = max(imported or deep, key=lambda d: depth[d.name.text][0])
+    name = deepest.name.text
+    levels, _ = depth[name]
+    message = (
+        f"values of `{name}` nest {levels} levels deep, more than the {MAX_TYPE_DEPTH} "
+        f"allowed: {_chain_text(name, depth)}"
+    )
+    origin = source.origin(name)
+    if origin is not None:
+        message += f" (`{name}` is declared at {origin.path}:{deepest.name.span})"
     yield error(
         "E123",
-        f"values of `{deepest.name.text}` nest {levels} levels deep, more than the "
-        f"{MAX_TYPE_DEPTH} allowed: {chain}",
-        program.source.path,
-        deepest.name.span,
-        label="nested too deep",
-        help="flatten the chain: move an inner type's fields into the type that holds it, "
+        message,
+        source.path,
+        deepest.name.span if origin is None else origin.via.file.span,
+        label="nested too deep" if origin is None else f"imports `{name}`, nested too deep",
+        help="flatten the chain"
+        + ("" if origin is None else f" in {origin.path}")
+        + ": move an inner type's fields into the type that holds it, "
         "or keep an inner value apart (an id, or a step of its own) instead of inside",
     )
 
