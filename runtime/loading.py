@@ -20,6 +20,7 @@ text that was verified, never read again from disk. Any other module is compiled
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -210,10 +211,9 @@ def _compiled(
     # Not compiled yet, its list of templates is unreadable, or not signed by this user.
     generated, names = _compile(path, prompts_dir, prompts_of)
     if usable:
-        try:
+        # A folder at its name, a full disk: it runs from memory (the cache never stops it).
+        with contextlib.suppress(OSError):
             _write_signed(key, target, generated, ((used, to_json(names).decode()),))
-        except OSError:
-            pass  # a folder at its name, a full disk: it runs from memory (never stops)
     return target, names, generated
 
 
