@@ -39,7 +39,7 @@ from typing import Any
 
 from pydantic_core import from_json, to_json
 
-from .localfiles import read_regular_file, replace_file
+from .localfiles import no_links_to, read_regular_file, replace_file
 from .loop import Agent
 from .terminal import one_line
 from .usercache import cache_key, signature, signed
@@ -203,7 +203,7 @@ def _compiled(
     # JSON, not a name per line: a template's file name may hold a line break.
     used = target.with_suffix(".prompts.json")
     key = cache_key()
-    usable = _no_links_to(cache_dir)
+    usable = no_links_to(cache_dir)
     found = _signed_files(key, target, used) if usable else None
     names = _names_in(found[1]) if found is not None else None
     if found is not None and names is not None:
@@ -215,14 +215,6 @@ def _compiled(
         with contextlib.suppress(OSError):
             _write_signed(key, target, generated, ((used, to_json(names).decode()),))
     return target, names, generated
-
-
-def _no_links_to(folder: Path) -> bool:
-    """Whether the compile cache `folder` is no symbolic link, nor (given relative, as
-    `.twelvefold/cache`) any folder on the way to it: a repository may ship one, to a
-    folder elsewhere, and nothing is read or written through it (docs/runtime.md)."""
-    steps = [folder] if folder.is_absolute() else [folder, *folder.parents]
-    return not any(os.path.islink(step) for step in steps)
 
 
 def _signed_files(key: bytes | None, target: Path, *beside: Path) -> list[bytes] | None:

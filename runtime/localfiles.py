@@ -118,3 +118,12 @@ def json_kind(value: Any) -> str:
     if isinstance(value, str):
         return "string"
     return "array" if isinstance(value, list) else "object"
+
+
+def no_links_to(folder: Path) -> bool:
+    """Whether `folder` is no symbolic link, nor (given relative, as `.twelvefold/cache`)
+    any folder on the way to it. A project's compile cache is read and written only when
+    it is not: a repository may ship one as a link to a folder elsewhere, and nothing is
+    read or written through it (docs/runtime.md, "The compile cache")."""
+    steps = [folder] if folder.is_absolute() else [folder, *folder.parents]
+    return not any(os.path.islink(step) for step in steps)

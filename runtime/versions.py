@@ -33,7 +33,9 @@ from pathlib import Path
 from pydantic_core import from_json, to_json
 
 from .integrity import LogError
+from .localfiles import no_links_to
 from .records import record
+from .usercache import user_cache_dir
 
 MAX_VERSION_BYTES = 16 << 20
 """The largest stored version a store hands back to be compiled (16 MiB of sources)."""
@@ -265,8 +267,22 @@ def materialized(version: AgentVersion, cache_dir: Path) -> Path:
     sources, which its history holds) with another sub-agent, prompt or imported file in
     it. When anything differs (a file's text, a file missing or extra, a link, a FIFO)
     the folder is written again, whole, from `version`; the modules `load_version`
-    compiles beside the sources (signed, checked when read) are all it may hold besides."""
-    folder = cache_dir / "versions" / version.digest[:32]
+    compiles beside the sources (signed, checked when read) are all it may hold besides.
+
+    When `cache_dir/versions` is a link, or a folder on the way to it is (`no_links_to`),
+    nothing is written through it: the copy goes under the user's own cache folder
+    (`usercache.user_cache_dir`) instead; `VersionError` when that cannot be used either."""
+    versions = cache_dir / "versions"
+    if not no_links_to(versions):
+        own = user_cache_dir()
+        if own is None:
+            raise VersionError(
+                f"{versions} is a symbolic link, or a folder on the way to it is: nothing is "
+                "written through one, and the user's cache folder cannot be used instead. "
+                "Nothing was run; remove the link and run again"
+            )
+        versions = own / "versions"
+    folder = versions / version.digest[:32]
     for _ in range(3):  # a second process may be writing it again at the same moment
         if _copy_holds(folder, version):
             return folder

@@ -1094,3 +1094,27 @@ def test_a_version_copy_planted_as_a_link_or_a_file_is_replaced_by_a_folder(
         shutil.rmtree(folder)
     assert sorted(path.name for path in elsewhere.iterdir()) == ["pinbot.agent", "prompts"]
     assert [path.name for path in folder.parent.iterdir()] == []
+
+
+@pytest.mark.parametrize("linked", ["versions", "cache", ".twelvefold"])
+def test_a_version_copy_is_never_written_through_a_linked_cache_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linked: str
+) -> None:
+    """A repository can ship `.twelvefold` (or its `cache`, or `cache/versions`) as a link
+    to a folder elsewhere: nothing is written there; the copy goes to the user's own
+    cache folder instead (docs/runtime.md, "The compile cache")."""
+    from twelvefold.runtime.versions import AgentVersion, materialized
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cache = project / ".twelvefold" / "cache"
+    link = {"versions": cache / "versions", "cache": cache, ".twelvefold": cache.parent}[linked]
+    link.parent.mkdir(parents=True)
+    link.symlink_to(elsewhere)
+    monkeypatch.chdir(project)
+    version = AgentVersion("pinbot.agent", {"pinbot.agent": PINBOT}, "")
+    folder = materialized(version, Path(".twelvefold/cache"))
+    assert (folder / "pinbot.agent").read_text() == PINBOT
+    assert folder.resolve().is_relative_to((tmp_path / "home-cache").resolve())
+    assert list(elsewhere.rglob("*")) == []
