@@ -47,7 +47,7 @@ _PAYLOAD: dict[type[Event], tuple[str, ...]] = {
 _STRING_TUPLES = frozenset({"channels", "failed"})
 """Payload fields that hold a tuple of plain strings (stored as a JSON list)."""
 
-_OMITTED_WHEN_NONE = frozenset({"trace", "parent"})
+_OMITTED_WHEN_NONE = frozenset({"trace", "parent", "approval"})
 """Payload fields added after the first release that are left out of the JSON when unset,
 so an untraced thread's log is byte for byte what an older runtime wrote."""
 

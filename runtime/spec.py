@@ -264,6 +264,8 @@ class AgentSpec:
                     event,
                     f"the failed call's outcome is unknown; retry it with key {state.retry_key}",
                 )
+            if event.approval is not None:
+                return self.ask_again(state, event)
             resumed = self._copy(state, status=self._status_at(state.step), error=None)
             # The key its next call reuses; a retried llm step gets its `retries` back.
             resumed = replace(resumed, retry_key=event.key, rejections=0)
@@ -323,6 +325,40 @@ class AgentSpec:
             # own `ToolStarted`) with the same key, once the backoff is over (runtime/loop.py).
             return replace(self._copy(state, retry_key=event.key), tool_key=None)
         return None
+
+    def approval_into(self, step: str) -> tuple[str, ...]:
+        """The approval steps whose `on approved` leads straight into `step`."""
+        return tuple(
+            edge.source for edge in self.edges if edge.kind == "approved" and edge.target == step
+        )
+
+    def ask_again(self, state: State, event: Retried) -> State:
+        """A retry of a failed step an approval led into, as a new call: the thread goes
+        back to that approval with the value it showed (an approval passes its value on
+        unchanged) and waits for a new decision, a new request. The old approval let
+        exactly one call run; a call with a new key is another one (docs/runtime.md,
+        "Forks and retries of approved calls")."""
+        assert event.approval is not None
+        if event.approval not in self.approval_into(state.step):
+            raise IllegalEvent(
+                state, event, f"no `on approved` of `{event.approval}` leads to `{state.step}`"
+            )
+        if event.key is not None:
+            raise IllegalEvent(state, event, "only a new call (no key) goes back to the approval")
+        spent = None if state.error is None else state.error.type
+        return build_state(
+            step=event.approval,
+            value=state.value,
+            status="waiting",
+            input=state.input,
+            # A person chose to go on after a budget ran out: give it back (as a retry does).
+            steps=0 if spent == BUDGET_EXHAUSTED.type else state.steps,
+            errors=state.errors,
+            seq=state.seq + 1,
+            request=request_id(event.approval, state.seq + 1),
+            tokens=0 if spent in _BUDGET_ERRORS else state.tokens,
+            cost_usd=0.0 if spent in _BUDGET_ERRORS else state.cost_usd,
+        )
 
     def move(self, state: State, event: Event, target: str, value: Any) -> State:
         """A step completed without failing: go to `target` carrying `value`.

@@ -261,6 +261,11 @@ class Retried(Event):
     """For a failed tool call: the idempotency key the new attempt reuses (the failed
     call's, when its outcome is unknown or the person asked to reuse it); None for a
     new call with a new key."""
+    approval: str | None = None
+    """The approval step the thread goes back to: set when the failed step is one an
+    approval's `on approved` led into and the retry is a new call (no `key`). An
+    approval lets exactly one call run, so a new call asks for a new decision (a new
+    request at that step) instead of running on the old one."""
 
 
 @record(slots=True, kw_only=True)

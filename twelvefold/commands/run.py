@@ -118,9 +118,10 @@ def summarize(event: Event) -> str:
             text = answer.text
         case Signalled(type=kind, value=value, key=key):
             text = f"{kind} {_compact(value)}" + (f" key {key}" if key else "")
-        case Retried(by=by, key=key):
+        case Retried(by=by, key=key, approval=approval):
             reusing = f"reusing key {key}" if key else ""
-            text = " ".join(p for p in (f"by {by}" if by else "", reusing) if p)
+            asks = f"a new call: back to {approval} for a new decision" if approval else ""
+            text = " ".join(p for p in (f"by {by}" if by else "", reusing, asks) if p)
         case Forked(parent=parent, parent_seq=parent_seq):
             text = f"from {parent} after event {parent_seq}"
         case Cancelled(by=by, reason=reason):
