@@ -1060,7 +1060,9 @@ class AsyncRuntime:
 
     async def fork(self, thread_id: str, at_event: int, *, agent: AgentRef | None = None) -> str:
         """A new thread whose log is the first `at_event` events of this one, then a
-        `Forked` event. It does not run: resume it (or decide its request) to go on.
+        `Forked` event. It does not run: decide its request to go on, or, for a fork made
+        between steps (held: `failed` with `ForkHeld`, so that no recovery or sweep runs
+        it), retry it.
 
         A fork never carries a decision or a side effect forward (issue 8, item 5):
         - ending inside the one call an approval let run (`approved_call`: after the
@@ -1657,7 +1659,14 @@ def fork_log(thread: Thread, at_event: int) -> list[Event]:
     at = _now()
     events: list[Event] = [
         *prefix,
-        Forked(step=state.step, at=at, parent=thread.id, parent_seq=len(prefix)),
+        Forked(
+            step=state.step,
+            at=at,
+            parent=thread.id,
+            parent_seq=len(prefix),
+            # Between steps, the fork would run on whoever next looks at it: held.
+            held=True if state.status == "running" and state.tool_key is None else None,
+        ),
     ]
     if state.status == "running" and state.tool_key is not None:
         # The parent's call may have run: the fork must not run it again on its own.

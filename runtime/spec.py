@@ -63,6 +63,13 @@ BUDGET_EXHAUSTED = ErrorInfo("StepBudgetExhausted", "step budget exhausted")
 COST_EXHAUSTED = ErrorInfo("CostBudgetExhausted", "cost budget (max_cost) spent")
 TOKENS_EXHAUSTED = ErrorInfo("TokenBudgetExhausted", "token budget (max_tokens) spent")
 _BUDGET_ERRORS = frozenset({COST_EXHAUSTED.type, TOKENS_EXHAUSTED.type})
+FORK_HELD = ErrorInfo(
+    "ForkHeld",
+    "a fork does not run until someone resumes it: retry it (`twelvefold resume THREAD "
+    "--retry`, or POST /v1/threads/THREAD/retry)",
+)
+"""Why a fork made between steps stands still (`Forked.held`): it is `failed` with this
+error until a person retries it."""
 
 
 class _Keep(enum.Enum):
@@ -302,6 +309,10 @@ class AgentSpec:
             # counting these attempts) until someone is told or the deadline passes.
             return self._copy(state, notices=state.notices + 1)
         if isinstance(event, Forked):
+            if event.held and state.status == "running" and state.tool_key is None:
+                # A fork runs only when a person says so: held, as a failure a retry
+                # ends, nothing (a restart's recovery, a sweep) runs it on its own.
+                return self._copy(state, status="failed", error=FORK_HELD)
             forked = self._copy(state)
             # A fork's wait is its own: a decision or notice for the parent's request
             # never counts for it (issue 8, item 5).

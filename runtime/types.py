@@ -278,6 +278,11 @@ class Forked(Event):
     """The thread it was forked from."""
     parent_seq: int
     """How many of the parent's events it copied."""
+    held: bool | None = None
+    """Set (True) on a fork whose copied events leave it ready to run a step (between
+    steps): the fork is held, `failed` with `ForkHeld`, until a person retries it, so
+    that nothing (a restart's recovery, a sweep) runs it on its own. None in logs
+    written before, which replay as they did."""
 
 
 @record(slots=True, kw_only=True)

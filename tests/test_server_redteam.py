@@ -182,3 +182,31 @@ async def test_one_approval_runs_its_tool_once_whatever_is_forked_or_retried(
         finished = await decide(s, "ana", fork)
         assert finished.json()["status"] == "finished", finished.text
         assert len(runs()) == 2 and len(set(runs())) == 2
+
+
+async def test_a_fork_between_steps_is_held_across_a_restart_until_someone_retries_it(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    # Red team rt5, t11: a fork "does not run until resumed", but one made between steps
+    # was stored `running`, and the next server's start ran it (its model calls and tools).
+    agent = deploy_project(tmp_path / "project")
+    store = tmp_path / "threads.db"
+    async with served(agent, store, openai_server) as s:
+        view = await launch(s, "bob")  # decide -> list_tags -> decide -> approval
+        async with s.client("ana") as ana:
+            forked = await ana.post(f"/v1/threads/{view['thread_id']}/fork", json={"at": 2})
+        assert forked.status_code == 201, forked.text
+        fork = forked.json()
+        assert (fork["status"], fork["step"]) == ("failed", "list_tags"), fork
+        assert fork["error"]["type"] == "ForkHeld" and "retry" in fork["error"]["message"]
+    calls = len(openai_server.requests)
+    async with served(agent, store, openai_server) as s:  # a restart: recovery runs
+        after = await s.service.wait(s.caller("ana"), fork["thread_id"], 30)
+        assert (after.status, after.seq) == ("failed", fork["events"]), "the restart ran it"
+        assert len(openai_server.requests) == calls
+        async with s.client("ana") as ana:
+            listed = (await ana.get("/v1/threads?status=failed")).json()
+            assert fork["thread_id"] in [t["thread_id"] for t in listed]
+            ran = await ana.post(f"/v1/threads/{fork['thread_id']}/retry?wait=true")
+        assert ran.status_code == 200, ran.text
+        assert (ran.json()["status"], ran.json()["step"]) == ("waiting", "approve_deploy")
