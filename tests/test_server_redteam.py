@@ -184,13 +184,18 @@ async def test_one_approval_runs_its_tool_once_whatever_is_forked_or_retried(
         assert len(runs()) == 2 and len(set(runs())) == 2
 
 
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 async def test_a_fork_between_steps_is_held_across_a_restart_until_someone_retries_it(
-    tmp_path: Path, openai_server: ScriptedOpenAI
+    tmp_path: Path, openai_server: ScriptedOpenAI, request: pytest.FixtureRequest, backend: str
 ) -> None:
     # Red team rt5, t11: a fork "does not run until resumed", but one made between steps
     # was stored `running`, and the next server's start ran it (its model calls and tools).
     agent = deploy_project(tmp_path / "project")
-    store = tmp_path / "threads.db"
+    store: Path | str = tmp_path / "threads.db"
+    if backend == "postgres":
+        store = request.getfixturevalue("postgres_url")
     async with served(agent, store, openai_server) as s:
         view = await launch(s, "bob")  # decide -> list_tags -> decide -> approval
         async with s.client("ana") as ana:
