@@ -1431,20 +1431,23 @@ class Runtime:
         self.close()
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        import asyncio
-
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            coroutine.close()
-            raise RuntimeError("Runtime is synchronous; inside an event loop use AsyncRuntime")
-        if self._loop is None:
-            from twelvefold.runtime.eventloop import new_event_loop
+            import asyncio
 
-            self._loop = new_event_loop()
-        task = self._loop.create_task(coroutine)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                raise RuntimeError("Runtime is synchronous; inside an event loop use AsyncRuntime")
+            if self._loop is None:
+                from twelvefold.runtime.eventloop import new_event_loop
+
+                self._loop = new_event_loop()
+            task = self._loop.create_task(coroutine)
+        except BaseException:  # the call never began (Ctrl-C, or inside a loop): it never will
+            coroutine.close()  # (else "coroutine ... was never awaited" on stderr)
+            raise
         try:
             return self._loop.run_until_complete(task)
         except BaseException:

@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .localfiles import parse_json, read_regular_file
+from .localfiles import json_kind, parse_json, read_regular_file
 from .model import Model, ModelError, ModelReply, ModelRequest, StopsTheRun
 from .names import declared_name
 from .redact import validation_problems
@@ -134,7 +134,7 @@ def read_cassette(path: Path) -> list[Entry]:
                 step=record["step"],
                 seq=record.get("seq"),
                 type=record.get("type"),
-                output=record.get("output", {}),
+                output=record.get("output"),
                 error=ErrorInfo(error["type"], error.get("message", "")) if error else None,
                 line=number,
             )
@@ -144,43 +144,36 @@ def read_cassette(path: Path) -> list[Entry]:
 
 def _entry_problem(record: Any) -> str | None:
     """What is wrong with the shape of one decoded cassette line, or None: an object with
-    a string `agent` and `step`, an integer `seq` (or none), a string `type` (or none), an
-    `error` object with a string `type` and `message` (or none)."""
+    a string `agent` and `step`, an integer `seq` (or none), and either a string `type`
+    and an `output` (an answer) or an `error` object with a string `type` and `message`
+    (a failure)."""
     if not isinstance(record, dict):
-        return f"a JSON {_json_kind(record)}, not an object"
+        return f"a JSON {json_kind(record)}, not an object"
     for field in ("agent", "step"):
         if field not in record:
             return f"no `{field}`"
         if not isinstance(record[field], str):
-            return f"`{field}` is a JSON {_json_kind(record[field])}, not a string"
+            return f"`{field}` is a JSON {json_kind(record[field])}, not a string"
     seq = record.get("seq")
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
-        return f"`seq` is a JSON {_json_kind(seq)}, not an integer"
+        return f"`seq` is a JSON {json_kind(seq)}, not an integer"
     for field in ("type", "messages_sha256"):
         value = record.get(field)
         if value is not None and not isinstance(value, str):
-            return f"`{field}` is a JSON {_json_kind(value)}, not a string"
+            return f"`{field}` is a JSON {json_kind(value)}, not a string"
     error = record.get("error")
-    if error is not None:
+    if error is None:  # an answer: what the step output, never a default in its place
+        for field in ("type", "output"):
+            if field not in record:
+                return f"no `{field}` (an answer has `type` and `output`; a failure, `error`)"
+    else:
         if not isinstance(error, dict):
-            return f"`error` is a JSON {_json_kind(error)}, not an object"
+            return f"`error` is a JSON {json_kind(error)}, not an object"
         if not isinstance(error.get("type"), str):
             return "`error` has no string `type`"
         if not isinstance(error.get("message", ""), str):
-            return f"`error.message` is a JSON {_json_kind(error['message'])}, not a string"
+            return f"`error.message` is a JSON {json_kind(error['message'])}, not a string"
     return None
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 class CassettePlayer:
@@ -243,17 +236,36 @@ class CassetteRecorder:
     """A `Model` that passes calls to a real one and appends each outcome to a cassette."""
 
     def __init__(self, model: Model, path: Path | str) -> None:
-        """An `OSError` naming `path` when something other than a regular file is there
-        (a FIFO with no reader would hang the run after its first call, a device swallow
-        or refuse what is written): refused before any call is made, as --cassette is."""
+        """Refused before any call is made, as --cassette is: an `OSError` naming `path`
+        when something other than a regular file is there (a folder; a FIFO with no reader
+        would hang the run after its first call, a device swallow or refuse what is
+        written) or a link to nothing (the write would fail mid-run, or make a file
+        elsewhere); `CassetteError` when the file there is not a cassette (calls are
+        appended: to an empty file or a cassette only, never to another file, a thread
+        store say)."""
         self.model = model
         self.path = Path(path)
         try:
             found = os.stat(self.path)
         except FileNotFoundError:
+            if os.path.islink(self.path):
+                raise OSError(
+                    errno.ENOENT,
+                    "a link to nothing (give a new file, or a link to a cassette)",
+                    str(self.path),
+                ) from None
             return
+        if stat.S_ISDIR(found.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(self.path))
         if not stat.S_ISREG(found.st_mode):
             raise _not_regular(self.path)
+        try:
+            read_cassette(self.path)
+        except CassetteError as exc:
+            raise CassetteError(
+                f"{exc}; --record appends to a cassette only: give a new file, an empty"
+                " one, or a cassette"
+            ) from None
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         try:

@@ -20,6 +20,7 @@ text that was verified, never read again from disk. Any other module is compiled
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -202,14 +203,26 @@ def _compiled(
     # JSON, not a name per line: a template's file name may hold a line break.
     used = target.with_suffix(".prompts.json")
     key = cache_key()
-    found = _signed_files(key, target, used)
+    usable = _no_links_to(cache_dir)
+    found = _signed_files(key, target, used) if usable else None
     names = _names_in(found[1]) if found is not None else None
     if found is not None and names is not None:
         return target, names, found[0].decode("utf-8")
     # Not compiled yet, its list of templates is unreadable, or not signed by this user.
     generated, names = _compile(path, prompts_dir, prompts_of)
-    _write_signed(key, target, generated, ((used, to_json(names).decode()),))
+    if usable:
+        # A folder at its name, a full disk: it runs from memory (the cache never stops it).
+        with contextlib.suppress(OSError):
+            _write_signed(key, target, generated, ((used, to_json(names).decode()),))
     return target, names, generated
+
+
+def _no_links_to(folder: Path) -> bool:
+    """Whether the compile cache `folder` is no symbolic link, nor (given relative, as
+    `.twelvefold/cache`) any folder on the way to it: a repository may ship one, to a
+    folder elsewhere, and nothing is read or written through it (docs/runtime.md)."""
+    steps = [folder] if folder.is_absolute() else [folder, *folder.parents]
+    return not any(os.path.islink(step) for step in steps)
 
 
 def _signed_files(key: bytes | None, target: Path, *beside: Path) -> list[bytes] | None:

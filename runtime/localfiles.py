@@ -34,7 +34,8 @@ module, far short of what would exhaust the memory of a small machine."""
 def read_regular_file(
     path: Path, *, follow_links: bool = True, most: int = MAX_FILE_BYTES
 ) -> bytes:
-    """`path`'s bytes; an `OSError` naming it when it is not a regular file (checked on the
+    """`path`'s bytes; an `OSError` naming it when it is not a regular file (a folder:
+    `IsADirectoryError`; checked on the
     open file, which is opened without blocking: a FIFO with no writer is not waited on),
     is larger than `most` bytes (MAX_FILE_BYTES), or (with `follow_links` false) is a
     symbolic link."""
@@ -42,14 +43,20 @@ def read_regular_file(
     if not follow_links:
         flags |= getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags)
-    with os.fdopen(fd, "rb") as file:
+    try:  # checked before `os.fdopen`, which refuses a folder naming the descriptor
         found = os.fstat(fd)
+        if stat.S_ISDIR(found.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if not stat.S_ISREG(found.st_mode):
             raise OSError(
                 errno.EINVAL,
                 "not a regular file (a FIFO or a device is never read; give a file)",
                 str(path),
             )
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as file:
         # Read one byte past the cap: a file that grows while it is read is refused too.
         content = file.read(most + 1) if found.st_size <= most else b""
         if found.st_size > most or len(content) > most:
@@ -97,3 +104,17 @@ def parse_json(text: str | bytes, path: Path, line: int | None = None) -> Any:
             f"nested too deeply (JSON deeper than {MAX_JSON_DEPTH} levels is not read)",
             where,
         ) from None
+
+
+def json_kind(value: Any) -> str:
+    """What JSON calls `value`'s kind (`array`, `object`, `string`, ...), to say what a
+    file holds where another kind was expected."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"

@@ -457,7 +457,10 @@ def upgrade_sqlite(db: sqlite3.Connection, chain: Chain, where: str) -> list[Mig
         db.execute(f"PRAGMA user_version = {CURRENT}")
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        # Not after the COMMIT (a Ctrl-C as it returns): SQLite's "no transaction is
+        # active" would replace what stopped the upgrade.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
     return applied
 

@@ -1097,7 +1097,14 @@ class SqliteStore(ChainedStore):
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
             # exactly what the code shows.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            if self._prepared(busy_timeout_ms, before, create):
+            try:
+                prepared = self._prepared(busy_timeout_ms, before, create)
+            except BaseException:
+                # Ctrl-C as it opens too: a connection left to the traceback would keep
+                # the file open, and a refused `run` keeps a file another holds open.
+                self._db.close()
+                raise
+            if prepared:
                 return
         raise StoreError(
             f"{self.path} was removed or replaced each of the {OPEN_ATTEMPTS} times it was"

@@ -161,7 +161,10 @@ def test_a_failed_call_is_recorded_and_replays_as_the_same_failure(tmp_path: Pat
 
 def test_a_broken_line_is_reported_with_its_position(tmp_path: Path) -> None:
     cassette = tmp_path / "c.jsonl"
-    cassette.write_text('{"agent": "calculator", "step": "decide"}\n{"step": "decide"}\n')
+    cassette.write_text(
+        '{"agent": "calculator", "step": "decide", "type": "DoneForNow", "output": {}}\n'
+        '{"step": "decide"}\n'
+    )
     with pytest.raises(CassetteError, match=r"c.jsonl:2: not a cassette entry"):
         CassettePlayer(cassette)
 
@@ -301,6 +304,11 @@ def test_a_failed_write_names_the_cassette(tmp_path: Path, monkeypatch: pytest.M
         ('{"agent": "calculator", "step": "decide", "seq": true}', "`seq` is a JSON boolean"),
         ('{"agent": "calculator", "step": "decide", "type": ["x"]}', "`type` is a JSON array"),
         ('{"agent": "calculator", "step": "decide", "error": 5}', "`error` is a JSON number"),
+        # Found by a red team: an answer without `output` replayed as `{}` (a type with no
+        # required field passed it on as that type's value).
+        ('{"agent": "calculator", "step": "decide", "type": "DoneForNow"}', "no `output`"),
+        ('{"agent": "calculator", "step": "decide", "output": {}}', "no `type`"),
+        ('{"agent": "calculator", "step": "decide", "seq": 1}', "no `type`"),
         ('{"agent": "calculator", "step": "decide", "error": {"type": []}}', "no string `type`"),
         (
             '{"agent": "calculator", "step": "decide", "error": {"type": "E", "message": 1}}',
@@ -316,7 +324,10 @@ def test_an_entry_of_the_wrong_shape_refuses_the_cassette_naming_its_line(
     the first call it answered (a server's thread left `running`). Every entry's shape
     is checked when the cassette is read."""
     cassette = tmp_path / "c.jsonl"
-    cassette.write_text('{"agent": "calculator", "step": "decide", "seq": 1}\n\n' + line + "\n")
+    cassette.write_text(
+        '{"agent": "calculator", "step": "decide", "seq": 1, "type": "DoneForNow",'
+        ' "output": {"message": "ok"}}\n\n' + line + "\n"
+    )
     with pytest.raises(CassetteError) as refused:
         CassettePlayer(cassette)
     message = str(refused.value)
@@ -382,3 +393,37 @@ def test_run_with_a_cassette_of_the_wrong_shape_says_so_in_one_line(
     assert "Traceback" not in done.stderr, done.stderr
     (said,) = done.stderr.splitlines()
     assert said.startswith("error: CassetteError: ") and f"{cassette}:1: not a cassette" in said
+
+
+def test_recording_appends_only_to_a_cassette(tmp_path: Path) -> None:
+    """Found by a red team: `--record FILE` appended to any regular file, a thread store
+    included, and a link to nothing was refused only once the thread had started. Both
+    are refused before any call: only a new file, an empty one or a cassette is
+    appended to."""
+    import os
+    import sqlite3
+
+    store = tmp_path / "threads.db"
+    sqlite3.connect(store).execute("CREATE TABLE t (a)").connection.close()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("remember the milk\n")
+    before = {path: path.read_bytes() for path in (store, notes)}
+    for path in (store, notes):
+        with pytest.raises(CassetteError, match=r"--record appends to a cassette only"):
+            CassetteRecorder(_Answers(), path)
+        assert path.read_bytes() == before[path]
+    dangling = tmp_path / "c.jsonl"
+    dangling.symlink_to(tmp_path / "no folder" / "c.jsonl")
+    with pytest.raises(OSError, match=r"a link to nothing") as refused:
+        CassetteRecorder(_Answers(), dangling)
+    assert refused.value.filename == str(dangling)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError):
+        CassetteRecorder(_Answers(), tmp_path / "folder")
+    # A new file, an empty one and a cassette are recorded to.
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for path in (tmp_path / "new.jsonl", empty, empty):
+        complete(CassetteRecorder(_Answers(), path), request(1))
+    assert len(empty.read_text().splitlines()) == 2
+    assert not os.path.lexists(tmp_path / "no folder")

@@ -40,6 +40,7 @@ OPTIONS: dict[str, list[str]] = {
     "input_text": ["--input", "deploy v1"],
     "reason": ["--reason", "done"],
     "at_event": ["--at", "1"],
+    "store_url": ["--store", "postgresql://nobody@127.0.0.1:1/none"],  # `worker`'s
 }
 """Each required option, with a value, by its name."""
 
@@ -67,7 +68,9 @@ def _commands_taking_db(
 COMMANDS = sorted(_commands_taking_db(cli, click.Context(cli)), key=lambda found: found[0])
 
 
-def _args(words: tuple[str, ...], command: click.Command, db: str) -> list[str]:
+def _args(
+    words: tuple[str, ...], command: click.Command, db: str, *, reach: bool = True
+) -> list[str]:
     args = [*words]
     for param in command.params:
         if not param.required:
@@ -75,7 +78,8 @@ def _args(words: tuple[str, ...], command: click.Command, db: str) -> list[str]:
         known = ARGUMENTS if isinstance(param, click.Argument) else OPTIONS
         assert param.name in known, f"say what `{' '.join(words)}` gets for {param.name}"
         args += known[param.name]
-    return [*args, *REACHES_THE_STORE.get(words, []), "--db", db]
+    db_option = ["--db", db] if any(param.name == "db" for param in command.params) else []
+    return [*args, *(REACHES_THE_STORE.get(words, []) if reach else []), *db_option]
 
 
 def test_the_commands_are_found() -> None:
@@ -93,11 +97,16 @@ def _refused(tmp_path: Path, case: str) -> tuple[str, str]:
         return str(tmp_path / "one"), "Too many levels of symbolic links"
     if case == "empty":  # the current folder
         return "", "Is a directory"
+    if case == "a folder":  # found by a red team: click's four-line usage error, exit 2
+        (tmp_path / "folder").mkdir()
+        return str(tmp_path / "folder"), "Is a directory"
     (tmp_path / "afile").write_text("")
     return str(tmp_path / "afile" / "threads.db"), "Not a directory"
 
 
-@pytest.mark.parametrize("case", ["too long", "under a file", "a loop of links", "empty"])
+@pytest.mark.parametrize(
+    "case", ["too long", "under a file", "a loop of links", "empty", "a folder"]
+)
 @pytest.mark.parametrize(
     ("words", "command"), COMMANDS, ids=[" ".join(words) for words, _ in COMMANDS]
 )
@@ -141,3 +150,57 @@ def test_a_device_or_a_fifo_as_the_store_is_refused_and_nothing_is_written_besid
             assert done.exit_code == 1, (command, done.output)
             assert "not a regular file" in done.output, (command, done.output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.db", "null.db"]
+
+
+FILE_OPTIONS = ("record", "events", "cassette")
+"""The options naming a local file a command reads or appends to."""
+
+
+def _commands_taking_files(
+    group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command, str]]:
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
+        if isinstance(command, click.Group):
+            yield from _commands_taking_files(command, ctx, (*prefix, name))
+            continue
+        for param in command.params:
+            if param.name in FILE_OPTIONS or param.name == "events_file":
+                yield (*prefix, name), command, param.opts[0]
+
+
+FILE_COMMANDS = sorted(
+    _commands_taking_files(cli, click.Context(cli)), key=lambda found: (*found[:1], found[2])
+)
+
+
+def test_the_file_options_are_found() -> None:
+    found = {(words, option) for words, _, option in FILE_COMMANDS}
+    assert {(("run",), "--record"), (("run",), "--cassette"), (("graph",), "--events")} <= found
+
+
+@pytest.mark.parametrize(
+    ("words", "command", "option"),
+    FILE_COMMANDS,
+    ids=[f"{' '.join(words)} {option}" for words, _, option in FILE_COMMANDS],
+)
+def test_a_folder_as_a_file_option_is_one_error_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    words: tuple[str, ...],
+    command: click.Command,
+    option: str,
+) -> None:
+    """Found by a red team: a folder given as `--record`, `--events` or `--cassette` was
+    click's four-line usage error (exit 2), where every other path the command cannot use
+    is one line and exit 1."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    db = str(tmp_path / "threads.db")
+    args = _args(words, command, db, reach=False)
+    result = CliRunner().invoke(cli, [*args, option, str(tmp_path / "folder")])
+    assert "Traceback" not in result.output, result.output
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert lines == [f"error: cannot use {tmp_path / 'folder'}: Is a directory"], result.stderr

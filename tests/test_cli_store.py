@@ -112,12 +112,29 @@ def test_a_store_that_does_not_exist_is_named_and_not_created(
     assert not db.parent.exists()
 
 
-def test_graph_of_events_that_are_not_events_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ('[1, "x", {"kind": 5}]', ": event 1 does not decode for this agent (a JSON number, not"),
+        # Found by a red team: valid JSON of the wrong shape showed Python's words
+        # (`'int' object has no attribute 'get'`), or click's usage error (exit 2).
+        ("[1]", ": event 1 does not decode for this agent (a JSON number, not an object)"),
+        ("{}", " is not an event log: it holds a JSON object, not a list of events"),
+        ('"x"', " is not an event log: it holds a JSON string, not a list of events"),
+        ('[{"kind": 5}]', ": event 1 does not decode for this agent (unknown event kind 5)"),
+        ('[{"kind": "started"}]', ": event 1 does not decode for this agent (no `step`)"),
+    ],
+)
+def test_graph_of_events_that_are_not_events_is_one_line(
+    tmp_path: Path, content: str, said: str
+) -> None:
     events = tmp_path / "events.json"
-    events.write_text('[1, "x", {"kind": 5}]')
+    events.write_text(content)
     result = invoke("graph", str(EXAMPLES / "deploybot.agent"), "--events", str(events))
-    assert result.exit_code == 1
-    assert result.output.startswith("error: the event log does not decode for this agent")
+    assert result.exit_code == 1, result.output
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: {events}{said}"), result.stderr
+    assert "object has no attribute" not in result.stderr
 
 
 def test_the_library_refuses_a_missing_store_only_when_asked(tmp_path: Path) -> None:

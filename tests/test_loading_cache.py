@@ -311,3 +311,53 @@ def test_a_link_planted_at_the_temporary_name_is_not_written_through(tmp_path: P
     loading._write_atomically(target, "x = 1\n")
     assert target.read_text() == "x = 1\n"
     assert victim.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("suffix", [".py", ".sig", ".prompts.json"])
+def test_a_folder_planted_at_a_cached_name_is_a_cache_miss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    """Found by a red team: a folder at a compiled module's name in `.twelvefold/cache/`
+    stopped the agent (`cannot use …tmp: Is a directory`, the module could not be moved
+    over it). The cache never stops an agent: the module compiled in memory runs, and
+    the folder is left as it is."""
+    _user(monkeypatch, tmp_path / "user")
+    agent = EXAMPLES / "deploybot.agent"
+    cache = tmp_path / "cache"
+    loading.load_agent(agent, cache_dir=cache)
+    (module,) = cache.glob("deploybot-*.py")
+    planted = module.with_suffix(suffix)
+    for name in {module, planted, module.with_suffix(".sig")}:
+        name.unlink()
+    planted.mkdir()
+    (planted / "inside").write_text("kept\n")
+    _forget_modules()
+    for _ in range(2):  # and again, with the folder still there
+        assert loading.load_agent(agent, cache_dir=cache).spec.name == "deploybot"
+        _forget_modules()
+    assert (planted / "inside").read_text() == "kept\n"
+
+
+def test_a_cache_folder_that_is_a_link_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a red team: `.twelvefold/cache` as a link (a repository can ship one,
+    to a folder elsewhere) was followed, modules read from and written to wherever it
+    points. Nothing is read or written through it: the agent is compiled in memory."""
+    _user(monkeypatch, tmp_path / "user")
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Path(".twelvefold").mkdir()
+    Path(".twelvefold/cache").symlink_to(elsewhere)
+    agent = EXAMPLES / "deploybot.agent"
+    compiled: list[Path] = []
+    real_compile = loading._compile
+    monkeypatch.setattr(
+        loading, "_compile", lambda path, *rest: compiled.append(path) or real_compile(path, *rest)
+    )
+    for _ in range(2):
+        assert loading.load_agent(agent).spec.name == "deploybot"
+        _forget_modules()
+    assert compiled == [agent, agent]  # nothing cached through the link
+    assert list(elsewhere.iterdir()) == []

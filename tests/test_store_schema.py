@@ -122,3 +122,37 @@ def test_a_file_at_schema_5_gets_reply_claim_leases_and_keeps_its_targets(
     finally:
         targets.close()
     assert _versions(path) == list(range(1, CURRENT + 1))
+
+
+def test_ctrl_c_just_after_the_schema_commits_stays_a_ctrl_c(tmp_path: Path) -> None:
+    """Found by a red team (Ctrl-C early in `twelvefold run`): a KeyboardInterrupt landing
+    after the schema's COMMIT ran the ROLLBACK of a transaction that had ended, and
+    SQLite's "cannot rollback - no transaction is active" replaced it: `run` said the
+    store could not be opened, exit 1, instead of `interrupted`, exit 130."""
+    from typing import Any, cast
+
+    from twelvefold.runtime.integrity import Chain
+    from twelvefold.runtime.schema import upgrade_sqlite
+
+    class CtrlCAfterCommit:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            cursor = self.db.execute(sql, *args)
+            if sql == "COMMIT":
+                raise KeyboardInterrupt
+            return cursor
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.db, name)
+
+    db = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    with pytest.raises(KeyboardInterrupt):
+        upgrade_sqlite(cast(sqlite3.Connection, CtrlCAfterCommit(db)), Chain.from_env(), "t.db")
+    db.close()
+    store = SqliteStore(tmp_path / "t.db", create=False)  # it was committed: a store
+    try:
+        assert store.threads() == []
+    finally:
+        store.close()

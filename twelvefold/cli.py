@@ -6,21 +6,35 @@ Exit codes: 0 ok, 1 errors in the user's input (diagnostics, a failed thread), 2
 from __future__ import annotations
 
 import sys
-
-import click
-
-from . import __version__
-from .commands import LazyGroup
+from typing import NoReturn
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="twelvefold")
-def cli() -> None:
-    """Compile, check, test and run .agent files."""
+def _interrupted_outside() -> NoReturn:
+    """Ctrl-C outside every command's reporter (as this module imports click, or as click
+    starts or ends): the one line and exit 130 of twelvefold/commands/report.py, written
+    here since that module may not be imported yet."""
+    exec("")  # handled: exit 130, not by SIGINT (report.py, `interrupted`, says why)
+    sys.stderr.write("interrupted: the command had not started: nothing was done\n")
+    sys.exit(130)
+
+
+try:  # Ctrl-C while the command starts: one line, as anywhere after
+    import click
+
+    from . import __version__
+    from .commands import LazyGroup
+
+    @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(__version__, prog_name="twelvefold")
+    def cli() -> None:
+        """Compile, check, test and run .agent files."""
+
+except KeyboardInterrupt:
+    _interrupted_outside()
 
 
 def main() -> None:
     try:
         cli.main(prog_name="twelvefold", standalone_mode=True)
-    except KeyboardInterrupt:  # pragma: no cover - interactive only
-        sys.exit(130)
+    except KeyboardInterrupt:
+        _interrupted_outside()

@@ -12,7 +12,10 @@ that every line here still matches the command it names.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -107,8 +110,42 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
 }
 
 
+_JSON = "twelvefold_json"
+"""`ctx.meta` key: whether the command line asks for `--json`."""
+
+
+@contextmanager
+def _interrupt_reported(as_json: bool) -> Iterator[None]:
+    """Ctrl-C before a command's own reporter runs (while its module is imported, or its
+    options are read): the same one line and exit 130 as within it. Left to click, it
+    would be a blank line, `Aborted!` and exit 1."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        from twelvefold.commands.report import interrupted
+
+        interrupted(KeyboardInterrupt(str(exc) or "the command had not started: nothing"
+                                      " was done"), as_json)  # fmt: skip
+
+
 class LazyGroup(click.Group):
     """A group whose commands are imported on first use; `--help` lists them without that."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _interrupt_reported("--json" in args):
+            ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta[_JSON] = "--json" in args
+        return ctx
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _interrupt_reported(ctx.meta.get(_JSON, False)):
+            return super().invoke(ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(LAZY_COMMANDS)

@@ -69,7 +69,7 @@ def _a_number(value: float) -> float:
 @click.option(
     "--events",
     "events_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),  # a folder: one line, exit 1
     help="Overlay the path of an event log: a JSON list of events in the store's format.",
 )
 @PROMPTS
@@ -180,9 +180,7 @@ def _load_thread(
     try:
         if events_file is not None:
             data = parse_json(read_regular_file(events_file), events_file)
-            if not isinstance(data, list):
-                raise click.BadParameter("must hold a JSON list of events", param_hint="--events")
-            events = [loaded.codec.decode_event(item) for item in data]
+            events = _decoded_events(events_file, data, loaded.codec)
         else:
             if not store_exists(db):
                 click.echo(
@@ -216,6 +214,37 @@ def _load_thread(
         error(missing)
         sys.exit(1)
     return events, loaded.module
+
+
+def _decoded_events(path: Path, data: Any, codec: Any) -> list[Event]:
+    """`--events`' JSON (`data`, read from `path`) as events; `CommandError` (one line,
+    exit 1) naming the file, and the event, when it is not a list of this agent's
+    events: what Python would say of it (`'int' object has no attribute 'get'`) says
+    nothing to the user."""
+    from twelvefold.commands.report import CommandError
+    from twelvefold.runtime.codec import CodecError
+    from twelvefold.runtime.localfiles import json_kind
+
+    where = one_line(str(path))
+    if not isinstance(data, list):
+        raise CommandError(
+            f"{where} is not an event log: it holds a JSON {json_kind(data)}, not a list of"
+            " events (`twelvefold show THREAD --json` prints one as `log`)"
+        )
+    events = []
+    for number, item in enumerate(data, start=1):
+        if not isinstance(item, dict):
+            problem = f"a JSON {json_kind(item)}, not an object"
+        else:
+            try:
+                events.append(codec.decode_event(item))
+                continue
+            except KeyError as missing:
+                problem = f"no `{missing.args[0]}`"
+            except (CodecError, ValueError, TypeError, AttributeError) as bad:
+                problem = str(bad)
+        raise CommandError(f"{where}: event {number} does not decode for this agent ({problem})")
+    return events
 
 
 def _write(picture: str | bytes, output: Path | None) -> None:

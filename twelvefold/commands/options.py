@@ -25,7 +25,7 @@ current folder), so a thread launched by one command is found by the next."""
 
 _DB_FILE = click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # a folder: one line, exit 1 (`file_there`)
     envvar="TWELVEFOLD_DB",
     help=f"The SQLite file threads are stored in (or TWELVEFOLD_DB; default: {DEFAULT_DB}, "
     "or the configuration's `store`).",

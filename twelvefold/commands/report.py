@@ -58,45 +58,67 @@ def _user_problems() -> tuple[type[BaseException], ...]:
     )
 
 
+def _problem(
+    line: str,
+    kind: str,
+    message: str,
+    as_json: bool,
+    code: int = EXIT_PROBLEM,
+    *,
+    lines: bool = False,
+) -> NoReturn:
+    """`line` on stderr (with `as_json`, the error object on stdout too) and exit `code`.
+    One line, the values in it escaped (a `--db` with a line break cannot forge an
+    `error:` line below); a compile error's diagnostics (`lines`) are many lines, each
+    escaping its own values."""
+    echo(line if lines else one_line(line), err=True)
+    if as_json:
+        echo(json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False))
+    sys.exit(code)
+
+
+def interrupted(exc: KeyboardInterrupt, as_json: bool = False) -> NoReturn:
+    """Ctrl-C: one line (`interrupted: ` and where the command stopped, when it says so)
+    and exit 130, never a traceback.
+
+    A `KeyboardInterrupt` raised while CPython runs a string of code (`exec` of source
+    text: `dataclasses` builds each class's methods that way, so any import or any model
+    class made at run time can be where Ctrl-C lands) marks the whole process as ended
+    by an unhandled Ctrl-C, whoever catches it afterwards; at exit CPython then kills
+    itself with SIGINT instead of exiting with the status it was given. Running a string
+    the same way once more clears that mark: the interrupt was handled here."""
+    exec("")  # clears CPython's "ended by an unhandled Ctrl-C" (see above)
+    message = str(exc) or "interrupted"
+    line = f"interrupted: {exc}" if str(exc) else message
+    _problem(line, "Interrupted", message, as_json, EXIT_INTERRUPTED)
+
+
 @contextmanager
 def reported(as_json: bool = False) -> Iterator[None]:
     """Turn what a user can get wrong into one clear line on stderr and exit code 1; with
     `as_json`, stdout gets one JSON object too, `{"error": {"type", "message"}}` (the shape
     of a failed thread's `error`, with no `thread_id`), so a script reading stdout always
     has a document to parse (docs/runtime.md). Anything else (a bug) goes on as it was."""
-
-    def problem(
-        line: str, kind: str, message: str, code: int = EXIT_PROBLEM, *, lines: bool = False
-    ) -> NoReturn:
-        # One line, the values in it escaped (a `--db` with a line break cannot forge an
-        # `error:` line below); a compile error's diagnostics (`lines`) are many lines,
-        # each escaping its own values.
-        echo(line if lines else one_line(line), err=True)
-        if as_json:
-            echo(json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False))
-        sys.exit(code)
-
     try:
         yield
     except KeyboardInterrupt as exc:  # Ctrl-C: one line (what `stopped_at` says), no traceback
-        message = str(exc) or "interrupted"
-        problem(f"interrupted: {exc}" if str(exc) else message, "Interrupted", message,
-                EXIT_INTERRUPTED)  # fmt: skip
+        interrupted(exc, as_json)
     except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
         message = f"the thread store cannot be used: {exc}"
-        problem(f"error: {message}", "StoreError", message)
+        _problem(f"error: {message}", "StoreError", message, as_json)
     except Exception as exc:  # a cassette that cannot be read, a bad prompt, a bad path
         from twelvefold.runtime.loading import AgentLoadError
 
+        kind = type(exc).__name__
         if isinstance(exc, AgentLoadError):  # a compile error's diagnostics: many lines
-            problem(f"error: {exc}", type(exc).__name__, str(exc), lines=True)
+            _problem(f"error: {exc}", kind, str(exc), as_json, lines=True)
         if isinstance(exc, _user_problems()):
-            problem(f"error: {exc}", type(exc).__name__, str(exc))
+            _problem(f"error: {exc}", kind, str(exc), as_json)
         if isinstance(exc, OSError) and exc.filename is not None:  # a path the system refuses
             message = f"cannot use {cut(str(exc.filename))}: {exc.strerror or exc}"
-            problem(f"error: {message}", type(exc).__name__, message)
+            _problem(f"error: {message}", kind, message, as_json)
         if type(exc).__module__.startswith("twelvefold.runtime") or isinstance(exc, OSError):
-            problem(f"error: {type(exc).__name__}: {exc}", type(exc).__name__, str(exc))
+            _problem(f"error: {kind}: {exc}", kind, str(exc), as_json)
         raise
 
 
@@ -137,6 +159,7 @@ __all__ = [
     "EXIT_PROBLEM",
     "CommandError",
     "cut",
+    "interrupted",
     "reported",
     "reporting",
 ]

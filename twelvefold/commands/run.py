@@ -341,7 +341,7 @@ def where_it_stopped(rt: Runtime, thread_id: str) -> str:
     except Exception:  # the log cannot be read now: say what is known
         return f"thread {thread_id} stopped; `twelvefold show {thread_id}` shows where"
     if view.status != "running":
-        return f"thread {view.id} is {view.status} at `{view.step}` (`twelvefold show {view.id}`)"
+        return view_stopped(view)
     if view.state.tool_key is not None and not _runs_it_again(rt, view):
         # Resume will not run a keyless call that may have run: say so, not "runs it on".
         return (
@@ -355,6 +355,12 @@ def where_it_stopped(rt: Runtime, thread_id: str) -> str:
         f"thread {view.id} stopped at `{view.step}`{due}; nothing is lost: "
         f"`twelvefold resume {view.id}` runs it on"
     )
+
+
+def view_stopped(view: ThreadView) -> str:
+    """`thread T is waiting at `approve` (`twelvefold show T`)`: a thread that is not
+    running (it finished, waits or failed before Ctrl-C)."""
+    return f"thread {view.id} is {view.status} at `{view.step}` (`twelvefold show {view.id}`)"
 
 
 def _runs_it_again(rt: Runtime, view: ThreadView) -> bool:
@@ -375,12 +381,13 @@ MODEL_OPTIONS = [
     click.option("--model", help="Model name (overrides the agent's)."),
     click.option(
         "--cassette",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        # A folder is refused in one line, exit 1, as any path it cannot read.
+        type=click.Path(exists=True, path_type=Path),
         help="Replay model outputs from this cassette (no network).",
     ),
     click.option(
         "--record",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),  # a folder: one line, exit 1
         help="Record the model's outputs to this cassette.",
     ),
     click.option(
@@ -425,19 +432,25 @@ def run(
     """Launch a thread of AGENT (a .agent file or a generated module) and run it until it
     waits for a person, finishes or fails."""
     _check_model_flags(cassette, record)
-    with (
-        removed_if_refused(db),  # a refused run leaves no store behind
-        runtime(
-            db,
-            model=make_model(cassette, record, model),
-            paths=paths,
-            quiet=as_json,
-            create=True,
-            prompts=prompts,
-        ) as rt,
-        stopped_at(rt, thread_id := new_thread_id()),
-    ):
-        view = rt.launch(agent, input_text, thread_id=thread_id)
+    view: ThreadView | None = None
+    try:
+        with (
+            removed_if_refused(db),  # a refused run leaves no store behind
+            runtime(
+                db,
+                model=make_model(cassette, record, model),
+                paths=paths,
+                quiet=as_json,
+                create=True,
+                prompts=prompts,
+            ) as rt,
+            stopped_at(rt, thread_id := new_thread_id()),
+        ):
+            view = rt.launch(agent, input_text, thread_id=thread_id)
+    except KeyboardInterrupt as exc:  # before or after the launch: say which
+        raise KeyboardInterrupt(
+            str(exc) or ("no thread was started" if view is None else view_stopped(view))
+        ) from None
     finish(view, db, as_json)
 
 
@@ -713,6 +726,9 @@ def expire(
                 "waits are timed out before their real deadlines",
                 err=True,
             )
+    # Read (a cassette) or checked (where --record appends) whether or not there is a
+    # store yet: a path it cannot use is refused the same way every time.
+    chosen_model = make_model(cassette, record, model)
     if not store_exists(db):
         # Nothing has run there yet (cron may start before the first thread): nothing can
         # be past its deadline, but say which store was looked for, so a mistyped `--db`
@@ -720,9 +736,7 @@ def expire(
         click.echo(f"note: no store at {one_line(str(db))} yet", err=True)
         found: list[Expiry] = []
     else:
-        with runtime(
-            db, model=make_model(cassette, record, model), paths=paths, quiet=as_json
-        ) as rt:
+        with runtime(db, model=chosen_model, paths=paths, quiet=as_json) as rt:
             found = rt.expire(now, agents=agents)
     if as_json:
         echo(json.dumps([e.to_json() for e in found], ensure_ascii=False))

@@ -75,6 +75,7 @@ def worker(
     """Run the threads of AGENT_OR_DIR... from the job queue (PostgreSQL) until SIGTERM."""
     if cassette is not None and record is not None:
         raise click.UsageError("give --cassette or --record, not both")
+    chosen_model = make_model(cassette, record, model)  # a path it cannot use: refused first
     queue_url = queue_url or store_url
     metrics_at = None
     if metrics_address is not None:
@@ -107,7 +108,7 @@ def worker(
     with asyncio.Runner(loop_factory=new_event_loop) as runner:  # uvloop's if installed
         code = runner.run(
             _work(places, store_url, queue_url, concurrency, grace, sweep_seconds,
-                  make_model(cassette, record, model), paths, metrics_at, prompts)
+                  chosen_model, paths, metrics_at, prompts)
         )  # fmt: skip
     if flush_spans is not None:
         flush_spans()
