@@ -35,7 +35,7 @@ from pydantic import BaseModel, ValidationError
 from .names import declared_name
 from .records import record
 from .redact import shown_value, validation_problems
-from .spec import child_id
+from .spec import AgentSpec, child_id
 from .types import (
     Answer,
     Answered,
@@ -63,6 +63,7 @@ from .types import (
     Status,
     StepFailed,
     TimerFired,
+    ToolResult,
     ToolStarted,
 )
 from .usage import Totals, records, totals
@@ -835,12 +836,21 @@ class AsyncRuntime:
         a result of the wrong shape) is tried again with its idempotency key. After a
         tool returned an error, the retry is a new call with a new key (so a declined
         payment can be tried again), unless `reuse_key` asks for the failed call's key.
+        A new call (a new key) of a step an approval's `on approved` led into does not
+        run on that approval: the `Retried` names it and the thread waits there again
+        for a new decision (`approved_call`).
         Raises `InputError` when `reuse_key` is given and the step made no tool call.
         """
         thread = await self._load(thread_id, agent)
         key = retry_key(thread, reuse_key=reuse_key)
         await self._check_parent_waits(thread)
-        await self.engine.record(thread, Retried(step=thread.state.step, at=_now(), by=by, key=key))
+        approved = (
+            approved_call(thread.events, thread.state, thread.agent.spec) if key is None else None
+        )
+        # A new call of a step an approval led into asks that approval again.
+        approval = None if approved is None else thread.events[approved].step
+        retried = Retried(step=thread.state.step, at=_now(), by=by, key=key, approval=approval)
+        await self.engine.record(thread, retried)
         return await self._view(await self._ran(thread, run))
 
     async def _ran(self, thread: Thread, run: bool) -> Thread:
@@ -1050,13 +1060,17 @@ class AsyncRuntime:
 
     async def fork(self, thread_id: str, at_event: int, *, agent: AgentRef | None = None) -> str:
         """A new thread whose log is the first `at_event` events of this one, then a
-        `Forked` event. It does not run: resume it (or decide its request) to go on.
+        `Forked` event. It does not run: decide its request to go on, or, for a fork made
+        between steps (held: `failed` with `ForkHeld`, so that no recovery or sweep runs
+        it), retry it.
 
         A fork never carries a decision or a side effect forward (issue 8, item 5):
-        - ending just after an `Approved` that moved the thread into a tool not yet
-          started, it drops that approval: the fork waits at the approval again;
-        - ending just after a `Retried` that moved the thread into a tool not yet
-          started, it drops that retry: the fork stays failed until a person retries it;
+        - ending inside the one call an approval let run (`approved_call`: after the
+          `Approved`, before the call's result), it copies only the events before that
+          approval: the fork waits at the approval for a decision of its own;
+        - ending just after a `Retried` that moved the thread into a tool no approval
+          led into, not yet started, it drops that retry: the fork stays failed until a
+          person retries it;
         - waiting (at an approval or a question), it gets its own request, notice and
           deadline (`Forked` opens them);
         - ending between a tool's `ToolStarted` and its result, the call is recorded as
@@ -1628,20 +1642,34 @@ def fork_log(thread: Thread, at_event: int) -> list[Event]:
         # run it too. Cut back to the call in flight, which the fork records as interrupted.
         prefix.pop()
         state = module.replay(prefix)
+    approved = approved_call(prefix, state, spec)
+    if approved is not None:
+        # The copied events end inside the one call an approval let run (after the
+        # `approved`, before the call's result: not started, in flight, waiting for a
+        # backoff, or failed): the approval was the parent's, for the parent's call. The
+        # fork copies only what came before it and asks anew (red team rt5, t27).
+        del prefix[approved:]
+        state = module.replay(prefix)
     if (
-        isinstance(prefix[-1], Approved | Retried)
+        isinstance(prefix[-1], Retried)
         and spec.states[state.step].kind == "tool"
         and state.tool_key is None
     ):
-        # A person's go-ahead for a call not yet started (an approval, or a retry of a
-        # failed call) was given to the parent, which acts on it: the fork asks anew (an
-        # approval) or stays failed until a person retries it (a retry).
+        # A person's retry of a failed call not yet started was given to the parent,
+        # which acts on it: the fork stays failed until a person retries it.
         prefix.pop()
         state = module.replay(prefix)
     at = _now()
     events: list[Event] = [
         *prefix,
-        Forked(step=state.step, at=at, parent=thread.id, parent_seq=len(prefix)),
+        Forked(
+            step=state.step,
+            at=at,
+            parent=thread.id,
+            parent_seq=len(prefix),
+            # Between steps, the fork would run on whoever next looks at it: held.
+            held=True if state.status == "running" and state.tool_key is None else None,
+        ),
     ]
     if state.status == "running" and state.tool_key is not None:
         # The parent's call may have run: the fork must not run it again on its own.
@@ -1653,6 +1681,25 @@ def fork_log(thread: Thread, at_event: int) -> list[Event]:
         )
         events.append(StepFailed(step=state.step, at=at, error=interrupted, key=state.tool_key))
     return events
+
+
+def approved_call(events: Sequence[Event], state: State, spec: AgentSpec) -> int | None:
+    """Where in `events` (0-based) the `Approved` stands whose one call the thread is in:
+    the thread (`state`, replayed from `events`) is at a `tool` or `agent` step that the
+    approval's `on approved` led straight into, and that call has not ended (not started,
+    in flight, waiting for its backoff, or failed). None otherwise: an approval whose
+    call ended is spent, and what follows is the thread's ordinary work."""
+    step = state.step
+    if spec.states[step].kind not in ("tool", "agent") or state.status == "finished":
+        return None
+    at = len(events) - 1
+    while at >= 0 and events[at].step == step:
+        if isinstance(events[at], ToolResult | ChildEnded | Started):
+            return None  # the visit began after a call that ended here (a step to itself)
+        at -= 1
+    if at < 0 or not isinstance(events[at], Approved):
+        return None
+    return at if events[at].step in spec.approval_into(step) else None
 
 
 def typed_input(agent: Agent, value: Any) -> Any:

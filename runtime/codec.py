@@ -47,9 +47,13 @@ _PAYLOAD: dict[type[Event], tuple[str, ...]] = {
 _STRING_TUPLES = frozenset({"channels", "failed"})
 """Payload fields that hold a tuple of plain strings (stored as a JSON list)."""
 
-_OMITTED_WHEN_NONE = frozenset({"trace", "parent"})
+_OMITTED_WHEN_NONE = frozenset({"trace", "parent", "approval", "held"})
 """Payload fields added after the first release that are left out of the JSON when unset,
 so an untraced thread's log is byte for byte what an older runtime wrote."""
+
+
+_FLAGS = frozenset({"held"})
+"""Of those, the ones that hold true or false rather than text."""
 
 
 class CodecError(ValueError):
@@ -143,7 +147,10 @@ class Codec:
             elif name in _STRING_TUPLES:
                 args[name] = tuple(value)
             elif name in _OMITTED_WHEN_NONE:
-                _expect(value, str | None, name)
+                if name not in _FLAGS:
+                    _expect(value, str | None, name)
+                elif value is not None:
+                    _expect(value, bool, name)
                 args[name] = value
             else:
                 args[name] = self.decode_value(value)

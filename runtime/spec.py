@@ -63,6 +63,13 @@ BUDGET_EXHAUSTED = ErrorInfo("StepBudgetExhausted", "step budget exhausted")
 COST_EXHAUSTED = ErrorInfo("CostBudgetExhausted", "cost budget (max_cost) spent")
 TOKENS_EXHAUSTED = ErrorInfo("TokenBudgetExhausted", "token budget (max_tokens) spent")
 _BUDGET_ERRORS = frozenset({COST_EXHAUSTED.type, TOKENS_EXHAUSTED.type})
+FORK_HELD = ErrorInfo(
+    "ForkHeld",
+    "a fork does not run until someone resumes it: retry it (`twelvefold resume THREAD "
+    "--retry`, or POST /v1/threads/THREAD/retry)",
+)
+"""Why a fork made between steps stands still (`Forked.held`): it is `failed` with this
+error until a person retries it."""
 
 
 class _Keep(enum.Enum):
@@ -264,6 +271,8 @@ class AgentSpec:
                     event,
                     f"the failed call's outcome is unknown; retry it with key {state.retry_key}",
                 )
+            if event.approval is not None:
+                return self.ask_again(state, event)
             resumed = self._copy(state, status=self._status_at(state.step), error=None)
             # The key its next call reuses; a retried llm step gets its `retries` back.
             resumed = replace(resumed, retry_key=event.key, rejections=0)
@@ -300,6 +309,10 @@ class AgentSpec:
             # counting these attempts) until someone is told or the deadline passes.
             return self._copy(state, notices=state.notices + 1)
         if isinstance(event, Forked):
+            if event.held and state.status == "running" and state.tool_key is None:
+                # A fork runs only when a person says so: held, as a failure a retry
+                # ends, nothing (a restart's recovery, a sweep) runs it on its own.
+                return self._copy(state, status="failed", error=FORK_HELD)
             forked = self._copy(state)
             # A fork's wait is its own: a decision or notice for the parent's request
             # never counts for it (issue 8, item 5).
@@ -323,6 +336,40 @@ class AgentSpec:
             # own `ToolStarted`) with the same key, once the backoff is over (runtime/loop.py).
             return replace(self._copy(state, retry_key=event.key), tool_key=None)
         return None
+
+    def approval_into(self, step: str) -> tuple[str, ...]:
+        """The approval steps whose `on approved` leads straight into `step`."""
+        return tuple(
+            edge.source for edge in self.edges if edge.kind == "approved" and edge.target == step
+        )
+
+    def ask_again(self, state: State, event: Retried) -> State:
+        """A retry of a failed step an approval led into, as a new call: the thread goes
+        back to that approval with the value it showed (an approval passes its value on
+        unchanged) and waits for a new decision, a new request. The old approval let
+        exactly one call run; a call with a new key is another one (docs/runtime.md,
+        "Forks and retries of approved calls")."""
+        assert event.approval is not None
+        if event.approval not in self.approval_into(state.step):
+            raise IllegalEvent(
+                state, event, f"no `on approved` of `{event.approval}` leads to `{state.step}`"
+            )
+        if event.key is not None:
+            raise IllegalEvent(state, event, "only a new call (no key) goes back to the approval")
+        spent = None if state.error is None else state.error.type
+        return build_state(
+            step=event.approval,
+            value=state.value,
+            status="waiting",
+            input=state.input,
+            # A person chose to go on after a budget ran out: give it back (as a retry does).
+            steps=0 if spent == BUDGET_EXHAUSTED.type else state.steps,
+            errors=state.errors,
+            seq=state.seq + 1,
+            request=request_id(event.approval, state.seq + 1),
+            tokens=0 if spent in _BUDGET_ERRORS else state.tokens,
+            cost_usd=0.0 if spent in _BUDGET_ERRORS else state.cost_usd,
+        )
 
     def move(self, state: State, event: Event, target: str, value: Any) -> State:
         """A step completed without failing: go to `target` carrying `value`.

@@ -261,6 +261,11 @@ class Retried(Event):
     """For a failed tool call: the idempotency key the new attempt reuses (the failed
     call's, when its outcome is unknown or the person asked to reuse it); None for a
     new call with a new key."""
+    approval: str | None = None
+    """The approval step the thread goes back to: set when the failed step is one an
+    approval's `on approved` led into and the retry is a new call (no `key`). An
+    approval lets exactly one call run, so a new call asks for a new decision (a new
+    request at that step) instead of running on the old one."""
 
 
 @record(slots=True, kw_only=True)
@@ -273,6 +278,11 @@ class Forked(Event):
     """The thread it was forked from."""
     parent_seq: int
     """How many of the parent's events it copied."""
+    held: bool | None = None
+    """Set (True) on a fork whose copied events leave it ready to run a step (between
+    steps): the fork is held, `failed` with `ForkHeld`, until a person retries it, so
+    that nothing (a restart's recovery, a sweep) runs it on its own. None in logs
+    written before, which replay as they did."""
 
 
 @record(slots=True, kw_only=True)

@@ -45,7 +45,6 @@ from twelvefold.runtime.types import (
     Rejected,
     Retried,
     StepFailed,
-    ToolResult,
     ToolStarted,
 )
 
@@ -535,26 +534,31 @@ def test_a_fork_at_a_pause_gets_its_own_request_and_notice(
     assert [n.thread_id for n in notifier.notices] == [view.id, fork]
 
 
-def test_a_fork_between_a_tool_start_and_its_result_does_not_run_the_call(
+def test_a_fork_between_an_approved_call_s_start_and_its_result_asks_again(
     rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
 ) -> None:
+    # The call in flight is the one the parent's approval let run: the fork neither runs
+    # it nor records it interrupted; it copies the events before the approval and asks.
     model.then(refund("A1", 5), DONE)
     view = rt.launch(shop.agent, "refund")
     rt.resume(view.id, request=view.request, approve=True, by="carol")
     events = rt.events(view.id)
+    approved_at = next(i for i, e in enumerate(events, 1) if isinstance(e, Approved))
     started_at = next(i for i, e in enumerate(events, 1) if isinstance(e, ToolStarted))
 
     code, out, err = twelvefold("fork", view.id, "--at", str(started_at), "--json")
     assert code == 0, err
     fork = json.loads(out)
-    assert (fork["status"], fork["forked_from"]) == ("failed", view.id)
-    failed = rt.events(fork["thread_id"])[-1]
-    assert isinstance(failed, StepFailed) and failed.error.type == INTERRUPTED.type
-    started = events[started_at - 1]
-    assert isinstance(started, ToolStarted) and failed.key == started.key
-    rt.resume(fork["thread_id"])
+    assert (fork["status"], fork["step"], fork["forked_from"]) == (
+        "waiting",
+        "approve_refund",
+        view.id,
+    )
+    log = rt.events(fork["thread_id"])
+    assert isinstance(log[-1], Forked) and log[-1].parent_seq == approved_at - 1
+    assert not any(isinstance(e, Approved | ToolStarted | StepFailed) for e in log)
+    assert rt.resume(fork["thread_id"]).status == "waiting"
     assert shop.refunds() == [("A1", 5.0)]
-    assert not any(isinstance(e, ToolResult) for e in rt.events(fork["thread_id"]))
 
 
 FLAKY_REFUND_TOOLS = REFUND_TOOLS.replace(
@@ -570,18 +574,15 @@ FLAKY_REFUND_TOOLS = REFUND_TOOLS.replace(
 def test_a_fork_just_after_a_retry_does_not_run_the_approved_tool_again(
     rt: Runtime, model: ModelTurns, shop: Shop, cli_env: dict[str, str]
 ) -> None:
-    # The approved refund is declined once; a person retries it and it runs. A fork that
-    # ends just after that `retried` must not run the refund again on the strength of
-    # the parent's retry (and the parent's approval): a person retries the fork.
-    # (A module name of its own: tools are imported once per process.)
-    (shop.agent.parent / "flaky_refund_tools.py").write_text(FLAKY_REFUND_TOOLS)
-    shop.agent.write_text(REFUNDS_AGENT.replace('"refund_tools:', '"flaky_refund_tools:'))
-    Path(f"{shop.ledger}.decline").write_text("once")
+    # The approved refund is declined once; a person retries the same call (its key) and
+    # it runs. A fork that ends just after that `retried` must not run the refund again
+    # on the strength of the parent's retry and approval: it asks for an approval.
+    declined_once(shop)
     model.then(refund("B2", 5000), DONE, DONE)
     view = rt.launch(shop.agent, "refund")
     failed = rt.resume(view.id, request=view.request, approve=True, by="carol")
     assert failed.status == "failed" and shop.refunds() == []
-    assert rt.retry(view.id, by="carol").status == "finished"
+    assert rt.retry(view.id, by="carol", reuse_key=True).status == "finished"
     assert shop.refunds() == [("B2", 5000.0)]
     events = rt.events(view.id)
     retried_at = next(i for i, e in enumerate(events, 1) if isinstance(e, Retried))
@@ -589,15 +590,18 @@ def test_a_fork_just_after_a_retry_does_not_run_the_approved_tool_again(
     code, out, err = twelvefold("fork", view.id, "--at", str(retried_at), "--json")
     assert code == 0, err
     fork = json.loads(out)
-    assert (fork["status"], fork["step"]) == ("failed", "refund")
-    assert rt.resume(fork["thread_id"]).status == "failed"
+    assert (fork["status"], fork["step"]) == ("waiting", "approve_refund")
+    assert rt.resume(fork["thread_id"]).status == "waiting"
     assert shop.refunds() == [("B2", 5000.0)], "the fork ran the refund on the parent's retry"
     log = rt.events(fork["thread_id"])
-    assert not any(isinstance(e, Retried | ToolStarted) for e in log[retried_at - 1 :])
+    assert not any(isinstance(e, Retried | ToolStarted | Approved) for e in log)
 
-    # Retrying the fork is a person's decision, recorded in the fork's own log.
-    assert rt.retry(fork["thread_id"], by="carol").status == "finished"
+    # The fork's own approval is a person's decision, recorded in the fork's own log.
+    fork_view = rt.get(fork["thread_id"])
+    approved = rt.resume(fork_view.id, request=fork_view.request, approve=True, by="carol")
+    assert approved.status == "finished"
     assert shop.refunds() == [("B2", 5000.0), ("B2", 5000.0)]
+    assert len(set(refund_keys(shop))) == 2
 
 
 def test_a_fork_point_outside_the_log_is_a_clear_error(
@@ -663,3 +667,104 @@ def _digest(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+# ---- 5b. an approval lets exactly one call run (red team rt5, t27) --------------------------
+
+
+def declined_once(shop: Shop) -> None:
+    """The refund tool of `shop` is declined by the payment provider the next time only."""
+    (shop.agent.parent / "flaky_refund_tools.py").write_text(FLAKY_REFUND_TOOLS)
+    shop.agent.write_text(REFUNDS_AGENT.replace('"refund_tools:', '"flaky_refund_tools:'))
+    Path(f"{shop.ledger}.decline").write_text("once")
+
+
+def refund_keys(shop: Shop) -> list[str]:
+    lines = shop.ledger.read_text().splitlines() if shop.ledger.exists() else []
+    return [json.loads(line)["key"] for line in lines]
+
+
+def test_no_fork_of_a_failed_approved_call_runs_it_without_a_new_approval(
+    rt: Runtime, model: ModelTurns, shop: Shop
+) -> None:
+    # carol approves a refund; the provider declines it (the thread fails at the tool).
+    # A fork at any point from the approval on, driven as far as anyone can without a
+    # decision (retried when failed, resumed otherwise), must never run the refund on the
+    # parent's approval: it waits at the approval with a request of its own.
+    declined_once(shop)
+    model.then(refund("B2", 5000), DONE)
+    view = rt.launch(shop.agent, "refund")
+    failed = rt.resume(view.id, request=view.request, approve=True, by="carol")
+    assert (failed.status, failed.step) == ("failed", "refund") and shop.refunds() == []
+    events = rt.events(view.id)
+    approved_at = next(i for i, e in enumerate(events, 1) if isinstance(e, Approved))
+
+    forks = []
+    for at in range(approved_at, len(events) + 1):
+        fork = rt.fork(view.id, at)
+        if rt.get(fork).status == "failed":
+            rt.retry(fork, by="carol")
+        driven = rt.resume(fork)
+        assert (driven.status, driven.step) == ("waiting", "approve_refund"), at
+        assert driven.request not in (None, view.request)
+        assert shop.refunds() == [], f"a fork at event {at} ran the refund on the parent's approval"
+        forks.append(fork)
+
+    # A fork of a fork asks again too; its own approval runs the refund once, new key.
+    twice = rt.fork(forks[-1], len(rt.events(forks[-1])))
+    assert rt.get(twice).status == "waiting" and shop.refunds() == []
+    pending = rt.get(forks[-1])
+    done = rt.resume(forks[-1], request=pending.request, approve=True, by="carol")
+    assert done.status == "finished" and shop.refunds() == [("B2", 5000.0)]
+    grandchild = rt.fork(forks[-1], len(rt.events(forks[-1])) - 1)  # just after the result
+    assert shop.refunds() == [("B2", 5000.0)]
+    assert rt.get(grandchild).step == "decide"  # a call that ended: nothing is asked again
+
+
+def test_a_retry_of_a_failed_approved_call_asks_again_unless_it_reuses_the_key(
+    rt: Runtime, model: ModelTurns, shop: Shop
+) -> None:
+    # An approval approves the one call a person saw. A retry with a new key is a new
+    # call: the thread goes back to the approval (a new request). A retry that reuses
+    # the failed call's key is the same call and runs on the same approval.
+    declined_once(shop)
+    model.then(refund("B2", 5000), DONE, refund("C3", 7), DONE)
+    view = rt.launch(shop.agent, "refund")
+    failed = rt.resume(view.id, request=view.request, approve=True, by="carol")
+    assert failed.status == "failed"
+    first_key = next(e.key for e in rt.events(view.id) if isinstance(e, ToolStarted))
+
+    again = rt.retry(view.id, by="carol")
+    assert (again.status, again.step) == ("waiting", "approve_refund")
+    assert again.request not in (None, view.request) and shop.refunds() == []
+    retried = [e for e in rt.events(view.id) if isinstance(e, Retried)]
+    assert [r.approval for r in retried] == ["approve_refund"]
+    done = rt.resume(view.id, request=again.request, approve=True, by="carol")
+    assert done.status == "finished" and shop.refunds() == [("B2", 5000.0)]
+    assert refund_keys(shop)[0] != first_key, "the new approval's call has a key of its own"
+
+    Path(f"{shop.ledger}.decline").write_text("once")
+    other = rt.launch(shop.agent, "refund")
+    assert rt.resume(other.id, request=other.request, approve=True, by="carol").status == "failed"
+    key = [e.key for e in rt.events(other.id) if isinstance(e, ToolStarted)][-1]
+    assert rt.retry(other.id, by="carol", reuse_key=True).status == "finished"
+    assert refund_keys(shop)[-1] == key and shop.refunds()[-1] == ("C3", 7.0)
+
+
+def test_the_reducer_refuses_a_retry_that_skips_the_approval_it_names(
+    rt: Runtime, model: ModelTurns, shop: Shop
+) -> None:
+    # `Retried.approval` goes back only to an approval whose `on approved` leads to the
+    # failed step, and only for a new call (no key).
+    declined_once(shop)
+    model.then(refund("B2", 5000))
+    view = rt.launch(shop.agent, "refund")
+    rt.resume(view.id, request=view.request, approve=True, by="carol")
+    state = rt.get(view.id).state
+    module = rt.agent(shop.agent).module
+    with pytest.raises(IllegalEvent, match="no `on approved`"):
+        module.reduce(state, Retried(step="refund", approval="decide"))
+    with pytest.raises(IllegalEvent, match="new call"):
+        module.reduce(state, Retried(step="refund", approval="approve_refund", key="k"))
+    back = module.reduce(state, Retried(step="refund", approval="approve_refund"))
+    assert (back.step, back.status, back.value) == ("approve_refund", "waiting", state.value)

@@ -352,3 +352,19 @@ def test_the_sweep_leaves_a_forks_child_alone_until_the_fork_is_resumed(
     assert len(rt.events(forks_child.id)) == 1, "the sweep ran the fork's child"
     rt.resume(fork.id)
     assert rt.get(forks_child.id).step == "refund"  # resumed: the fork's child ran
+
+
+def test_a_fork_of_a_parent_inside_the_sub_agent_an_approval_let_run_asks_again(
+    rt: Runtime,
+) -> None:
+    # A support lead's approval lets the parent run one refund child. A fork of the parent
+    # while that child waits (or after it failed) gets no child of its own on the strength
+    # of the parent's approval: it waits at the approval for a decision of its own.
+    parent = rt.launch(RETURNS, returned("bo@enterprise.example"))
+    moved = rt.resume(parent.id, approve=True, by="ana", request=parent.request)
+    assert (moved.step, moved.waiting_for) == ("refund", "agent") and moved.child is not None
+    fork = rt.get(rt.fork(parent.id, moved.seq))
+    assert (fork.step, fork.waiting_for) == ("approve_refund", "approval")
+    assert fork.request not in (None, parent.request) and fork.child is None
+    assert not any(isinstance(e, ChildStarted) for e in rt.events(fork.id))
+    assert len(rt.threads()) == 3  # the parent, its child and the fork: no child of the fork

@@ -161,3 +161,128 @@ async def test_a_sleep_until_a_time_past_the_date_range_is_no_500(
             viewed = await client.get(f"/v1/threads/{thread}")
         assert viewed.status_code == 200, viewed.text
         assert viewed.json()["step"] in ("nap", "done"), viewed.json()
+
+
+GATE_AGENT = """\
+agent gate "Approves, then makes one side effect." {
+  input Req
+  max_steps 10
+  start ask
+}
+type Req { n: int }
+type Count { n: int }
+approval ask(Req) {
+  ask "Run the side effect for {{ n }}?"
+  approvers "release-managers"
+  on approved -> go
+  on rejected -> nope
+}
+tool go(Req) -> Count = "fork_gate_tools:go" { next done }
+final done(Count)
+final nope
+"""
+
+GATE_TOOLS = """\
+import os
+from pathlib import Path
+
+
+def go(value, idempotency_key):
+    log = Path(os.environ["GATE_LOG"])
+    if (log.parent / "FAIL").exists():
+        raise RuntimeError("downstream unavailable")
+    with log.open("a") as out:
+        out.write(idempotency_key + "\\n")
+    return {"n": value.n}
+"""
+
+
+async def test_one_approval_runs_its_tool_once_whatever_is_forked_or_retried(
+    tmp_path: Path, openai_server: ScriptedOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Red team rt5, t27: carol launches, ana approves, the tool fails. carol (an approver,
+    # so she may fork and retry) forked the failed thread and retried the fork: the tool
+    # ran in the fork on ana's approval, once per fork. Now the fork asks again, and the
+    # four-eyes rule applies to its request as to any other.
+    project = tmp_path / "gate"
+    project.mkdir()
+    (project / "gate.agent").write_text(GATE_AGENT)
+    (project / "fork_gate_tools.py").write_text(GATE_TOOLS)
+    (project / "twelvefold.toml").write_text(
+        '[approvers]\nrelease-managers = ["ana", "carol", "dave"]\n'
+    )
+    log, fail = tmp_path / "side-effects" / "gate.log", tmp_path / "side-effects" / "FAIL"
+    log.parent.mkdir()
+    monkeypatch.setenv("GATE_LOG", str(log))
+
+    def runs() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+
+    served_gate = served(project / "gate.agent", tmp_path / "threads.db", openai_server)
+    async with served_gate as s, s.client("carol") as carol:
+        launched = await carol.post("/v1/agents/gate/threads?wait=true", json={"input": {"n": 1}})
+        view = launched.json()
+        fail.write_text("")
+        failed = await decide(s, "ana", view)
+        assert failed.json()["status"] == "failed", failed.text
+        fail.unlink()
+        thread = view["thread_id"]
+        for _ in range(3):
+            forked = await carol.post(
+                f"/v1/threads/{thread}/fork", json={"at": failed.json()["events"]}
+            )
+            assert forked.status_code == 201, forked.text
+            fork = forked.json()
+            assert (fork["status"], fork["step"]) == ("waiting", "ask"), fork
+            assert fork["request"] not in (None, view["request"])
+            retried = await carol.post(f"/v1/threads/{fork['thread_id']}/retry?wait=true")
+            assert_problem(retried, 409)
+            assert_problem(await decide(s, "carol", fork), 403, "four eyes")
+            assert runs() == [], "the fork ran the tool on the parent's approval"
+
+        # The original: a retry with a new key is a new call and asks again.
+        again = await carol.post(f"/v1/threads/{thread}/retry?wait=true")
+        assert (again.json()["status"], again.json()["step"]) == ("waiting", "ask")
+        assert runs() == []
+        assert_problem(await decide(s, "carol", again.json()), 403, "four eyes")
+        done = await decide(s, "dave", again.json())
+        assert done.json()["status"] == "finished", done.text
+        assert len(runs()) == 1
+
+        # The last fork, approved by someone else, runs once, with a key of its own.
+        finished = await decide(s, "ana", fork)
+        assert finished.json()["status"] == "finished", finished.text
+        assert len(runs()) == 2 and len(set(runs())) == 2
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def test_a_fork_between_steps_is_held_across_a_restart_until_someone_retries_it(
+    tmp_path: Path, openai_server: ScriptedOpenAI, request: pytest.FixtureRequest, backend: str
+) -> None:
+    # Red team rt5, t11: a fork "does not run until resumed", but one made between steps
+    # was stored `running`, and the next server's start ran it (its model calls and tools).
+    agent = deploy_project(tmp_path / "project")
+    store: Path | str = tmp_path / "threads.db"
+    if backend == "postgres":
+        store = request.getfixturevalue("postgres_url")
+    async with served(agent, store, openai_server) as s:
+        view = await launch(s, "bob")  # decide -> list_tags -> decide -> approval
+        async with s.client("ana") as ana:
+            forked = await ana.post(f"/v1/threads/{view['thread_id']}/fork", json={"at": 2})
+        assert forked.status_code == 201, forked.text
+        fork = forked.json()
+        assert (fork["status"], fork["step"]) == ("failed", "list_tags"), fork
+        assert fork["error"]["type"] == "ForkHeld" and "retry" in fork["error"]["message"]
+    calls = len(openai_server.requests)
+    async with served(agent, store, openai_server) as s:  # a restart: recovery runs
+        after = await s.service.wait(s.caller("ana"), fork["thread_id"], 30)
+        assert (after.status, after.seq) == ("failed", fork["events"]), "the restart ran it"
+        assert len(openai_server.requests) == calls
+        async with s.client("ana") as ana:
+            listed = (await ana.get("/v1/threads?status=failed")).json()
+            assert fork["thread_id"] in [t["thread_id"] for t in listed]
+            ran = await ana.post(f"/v1/threads/{fork['thread_id']}/retry?wait=true")
+        assert ran.status_code == 200, ran.text
+        assert (ran.json()["status"], ran.json()["step"]) == ("waiting", "approve_deploy")

@@ -118,9 +118,10 @@ def summarize(event: Event) -> str:
             text = answer.text
         case Signalled(type=kind, value=value, key=key):
             text = f"{kind} {_compact(value)}" + (f" key {key}" if key else "")
-        case Retried(by=by, key=key):
+        case Retried(by=by, key=key, approval=approval):
             reusing = f"reusing key {key}" if key else ""
-            text = " ".join(p for p in (f"by {by}" if by else "", reusing) if p)
+            asks = f"a new call: back to {approval} for a new decision" if approval else ""
+            text = " ".join(p for p in (f"by {by}" if by else "", reusing, asks) if p)
         case Forked(parent=parent, parent_seq=parent_seq):
             text = f"from {parent} after event {parent_seq}"
         case Cancelled(by=by, reason=reason):
@@ -588,9 +589,11 @@ def confirmed_request(view: ThreadView, approve: bool, reject: bool, as_json: bo
 def fork(thread: str, at_event: int, agent: str | None, db: StoreLocation, as_json: bool) -> None:
     """Start a new thread from the first N events of THREAD; it does not run until resumed.
 
-    A fork never re-uses a decision or repeats a side effect: a fork just after an
-    approval asks for a new one, a fork at a pause gets its own request and notice, and
-    a tool call in flight at the fork point is recorded as interrupted."""
+    A fork made between steps is held (failed, ForkHeld) until `resume FORK --retry`.
+    A fork never re-uses a decision or repeats a side effect: a fork inside a call an
+    approval let run (after the approval, before the call's result) asks for a new one,
+    a fork at a pause gets its own request and notice, and another tool call in flight at
+    the fork point is recorded as interrupted."""
     with runtime(db, quiet=True) as rt:
         view = rt.get(rt.fork(thread, at_event, agent=agent), agent=agent)
     if as_json:

@@ -698,8 +698,9 @@ class Service:
         return view
 
     async def fork(self, caller: Caller, thread_id: str, *, at: int) -> ThreadView:
-        """A new thread from the first `at` events (it does not run; the caller is its
-        launcher for the four-eyes rule)."""
+        """A new thread from the first `at` events (the caller is its launcher for the
+        four-eyes rule). It does not run, now or after a restart: it waits for its own
+        request, or, made between steps, is held (`failed`, `ForkHeld`) until retried."""
         agent = await self._operable(caller, thread_id)
         with _translated():
             fork_id = await self.runtime.fork(thread_id, at, agent=agent)
