@@ -194,6 +194,18 @@ class ChildSettled(RequestNotPending):
     nobody. Nothing was recorded; over HTTP this is a 409."""
 
 
+class TimedOut(RequestNotPending):
+    """A decision (or an outside event) that came after its wait's `timeout` had run
+    out: the timeout's outcome was recorded in its place (an approval's rejection
+    `by="timeout"`, a question's failure, a request never delivered, a wait's timer)
+    and the thread goes on from there, as if the sweep had got there first. `view` is
+    the thread after that. Over HTTP this is a 409; the CLI says it in one line."""
+
+    def __init__(self, message: str, view: ThreadView) -> None:
+        super().__init__(message)
+        self.view = view
+
+
 class NotAnApprover(InputError):
     """The person deciding an approval is not in any of its `approvers` groups, as the
     configuration defines them now. Nothing was recorded."""
@@ -229,8 +241,9 @@ class ThreadView:
     event_type: str | None = None
     """While waiting for an outside event: the type it waits for (`PaymentReceived`)."""
     wake_at: str | None = None
-    """While waiting for an event with a `timeout`, or sleeping: when `expire` ends the
-    wait (ISO 8601, UTC)."""
+    """While waiting for an approval, an answer or an event with a `timeout`, or
+    sleeping: when the wait ends (ISO 8601, UTC). A decision after it is refused and
+    the timeout's outcome recorded instead; with nobody deciding, `expire` ends it."""
     notice_failed: tuple[str, ...] = ()
     """While waiting and nobody was told: why each channel failed at the last attempt
     (`"name: reason"`, no secrets); `expire` tries again (runtime/timeouts.py)."""
@@ -376,6 +389,8 @@ def view_of(thread: Thread) -> ThreadView:
             wake_at = timeouts.iso(due) if due is not None else None
         elif isinstance(action, AwaitApproval | AwaitAnswer):
             waiting_for = "approval" if isinstance(action, AwaitApproval) else "answer"
+            due = timeouts.deadline(state, action, thread.events)  # its `timeout`, if any
+            wake_at = timeouts.iso(due) if due is not None else None
             from .context import AskRenderError  # jinja2 loads only when a thread waits
 
             try:
@@ -578,6 +593,10 @@ class AsyncRuntime:
                 raise InputError(wrong_decision(thread, action, given))
             config = allowed_config(thread, action, by)
             at, reference = _now(), config.reference
+            # The deadline is checked at the moment the decision is recorded (`at`, the
+            # time the event carries): the append below fails with `Conflict` if
+            # anything (the sweep's timeout among them) was recorded since the load.
+            await self._refuse_late(thread, action, at, run)
             if approve or reject:
                 kind: type[Approved | Rejected] = Approved if approve else Rejected
                 event = kind(
@@ -630,8 +649,10 @@ class AsyncRuntime:
             try:
                 await self.engine.check_free(thread_id)
                 action = awaited_signal(thread, type, request)
+                at = _now()
+                await self._refuse_late(thread, action, at, run)  # its `timeout` ran out
                 event = Signalled(
-                    step=action.step, at=_now(), type=type, value=signal, key=idempotency_key,
+                    step=action.step, at=at, type=type, value=signal, key=idempotency_key,
                     request=thread.state.request, by=by, via=via,
                 )  # fmt: skip
                 await self.engine.record(thread, event)
@@ -657,6 +678,38 @@ class AsyncRuntime:
                 continue
             break
         return await self._view(await self._ran(thread, run))
+
+    async def _refuse_late(
+        self, thread: Thread, action: AwaitApproval | AwaitAnswer | AwaitSignal, at: str, run: bool
+    ) -> None:
+        """Nothing when the wait of `action` has not run out at `at`; else record what
+        its timeout records (as the sweep would), run the thread on (unless not `run`)
+        and raise `TimedOut`, nothing else recorded."""
+        moment = timeouts.as_moment(at)
+        ended = timeouts.overdue(thread.state, action, thread.events, moment)
+        if ended is None:
+            return
+        limit = timeouts.deadline(thread.state, action, thread.events)
+        if isinstance(ended, Rejected):  # as the sweep's `_expire_one` traces it
+            ended = replace(ended, trace=self._trace_wait(thread, ended))
+        elif isinstance(ended, StepFailed):
+            self._trace_wait(thread, ended)
+        await self.engine.record(thread, ended)
+        request = action.request
+        view = await self._view(await self._ran(thread, run))
+        outcome = (
+            "counted as a rejection" if isinstance(ended, Rejected)
+            else "recorded as never delivered" if isinstance(ended, StepFailed)
+            and ended.error.type == timeouts.NOT_DELIVERED
+            else "recorded as a failure of the step" if isinstance(ended, StepFailed)
+            else "its timer fired"
+        )  # fmt: skip
+        when = timeouts.iso(limit) if limit is not None else "its deadline"
+        raise TimedOut(
+            f"request `{request}` of thread {thread.id} timed out at {when}, before this"
+            f" decision: nothing was decided; the timeout was {outcome}",
+            view,
+        )
 
     async def _delivered_soon(
         self, thread_id: str, agent: AgentRef | None, key: str, *, tries: int = 40

@@ -533,3 +533,60 @@ async def test_every_view_of_a_thread_has_its_usage_as_show_json_has_it(
     for model in ("ThreadOut", "ThreadSummary"):
         assert "usage" in schemas[model]["required"]
     assert set(schemas["UsageOut"]["properties"]) == set(usage)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def timed(
+    request: pytest.FixtureRequest, tmp_path: Path, openai_server: ScriptedOpenAI
+) -> Any:
+    """The deploy project whose approval has `timeout 1h`, served with no sweep."""
+    agent = deploy_project(tmp_path / "p")
+    agent.write_text(
+        agent.read_text().replace(
+            '  approvers "release-managers"\n', '  approvers "release-managers"\n  timeout 1h\n'
+        )
+    )
+    store: Path | str = tmp_path / "threads.db"
+    if request.param == "postgres":
+        store = request.getfixturevalue("postgres_url")
+    async with served(agent, store, openai_server) as running:
+        yield running
+
+
+async def test_a_decision_after_the_timeout_is_refused_and_the_timeout_recorded(
+    timed: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/language.md: "no decision in time counts as a rejection", whether or not the
+    sweep has run: the deadline is checked when the decision is recorded."""
+    from datetime import UTC, datetime, timedelta
+
+    from twelvefold.runtime import api, timeouts
+
+    view = await launch(timed, "bob")
+    assert view["wake_at"] is not None  # the deadline, shown
+    deadline = timeouts.as_moment(view["wake_at"])
+    assert deadline - datetime.now(UTC) <= timedelta(hours=1)
+    later = timeouts.iso(deadline + timedelta(seconds=1))
+    monkeypatch.setattr(api, "_now", lambda: later)
+    response = await decide(timed, "ana", view, comment="go")
+    assert_problem(response, 409, "timed out", view["request"], "rejection")
+    assert response.json()["title"] == "Request timed out"
+    kinds = [(e["kind"], e.get("by")) for e in await events(timed, view["thread_id"])]
+    assert ("approved", "ana") not in kinds and ("rejected", "timeout") in kinds
+    again = await decide(timed, "ana", view)  # the request is gone now: plain stale
+    assert_problem(again, 409, "no longer pending")
+
+
+async def test_a_decision_just_before_the_timeout_is_recorded(
+    timed: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from twelvefold.runtime import api, timeouts
+
+    view = await launch(timed, "bob")
+    before = timeouts.iso(timeouts.as_moment(view["wake_at"]) - timedelta(seconds=1))
+    monkeypatch.setattr(api, "_now", lambda: before)
+    response = await decide(timed, "ana", view)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "finished"
