@@ -578,6 +578,9 @@ class AsyncRuntime:
         """
         if approve + reject + (answer is not None) > 1:
             raise InputError("give one of approve, reject or answer")
+        storable(comment, "the comment")
+        storable(answer.model_dump() if isinstance(answer, Answer) else answer, "the answer")
+        storable(by, "the name of who decides")
         await self.engine.check_free(thread_id)  # a process advancing it: say who, first
         thread = await self._load(thread_id, agent)
         step = thread.state.step
@@ -641,6 +644,7 @@ class AsyncRuntime:
         """
         if idempotency_key is not None and not idempotency_key.strip():
             raise InputError("an idempotency key must not be blank")
+        storable(idempotency_key, "the idempotency key")
         thread = await self._load(thread_id, agent)
         signal = typed_event(thread.agent, type, value)
         for attempt in (1, 2, 3):
@@ -756,6 +760,8 @@ class AsyncRuntime:
         as it is."""
         if not reason.strip():
             raise InputError("say why the thread is cancelled: the reason is kept in its log")
+        storable(reason, "the reason")
+        storable(by, "the name of who cancels")
         thread = await self._load(thread_id, agent)
         event = Cancelled(step=thread.state.step, at=_now(), by=by, reason=reason, via=via)
         waiting = thread.state.status == "waiting"
@@ -1581,13 +1587,16 @@ def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
         raise InputError(f"{agent.name} declares no type `{shown(type)}` (its types: {known})")
     try:
         if isinstance(value, declared):
-            return value
-        if isinstance(value, str | bytes):
-            return declared.model_validate_json(value)
-        return declared.model_validate(value)
+            typed = value
+        elif isinstance(value, str | bytes):
+            typed = declared.model_validate_json(value)
+        else:
+            typed = declared.model_validate(value)
     except ValidationError as exc:
         problems = validation_problems(exc, limit=exc.error_count(), model=declared)
         raise InputError(f"the event is not a valid {type}: {shown(problems)}") from None
+    storable(typed, "the event's value")
+    return typed
 
 
 def delivered(thread: Thread, key: str) -> bool:
@@ -1705,6 +1714,15 @@ def fork_log(thread: Thread, at_event: int) -> list[Event]:
     return events
 
 
+def storable(value: Any, where: str) -> None:
+    """`InputError` for a value from outside that cannot be stored (`codec.unstorable`)."""
+    from .codec import unstorable
+
+    problem = unstorable(value, where)
+    if problem is not None:
+        raise InputError(problem)
+
+
 def typed_input(agent: Agent, value: Any) -> Any:
     """The launch input as the agent declares it: a string, or one of its types (given as
     the model, a dict, or JSON text)."""
@@ -1712,10 +1730,13 @@ def typed_input(agent: Agent, value: Any) -> Any:
     try:
         if isinstance(declared, type) and issubclass(declared, BaseModel):
             if isinstance(value, declared):
-                return value
-            if isinstance(value, str | bytes):
-                return declared.model_validate_json(value)
-            return declared.model_validate(value)
+                typed = value
+            elif isinstance(value, str | bytes):
+                typed = declared.model_validate_json(value)
+            else:
+                typed = declared.model_validate(value)
+            storable(typed, "the input")
+            return typed
     except ValidationError as exc:
         model = declared if isinstance(declared, type) and issubclass(declared, BaseModel) else None
         problems = validation_problems(exc, model=model)
@@ -1735,6 +1756,7 @@ def typed_input(agent: Agent, value: Any) -> Any:
         # As for every float field (docs/language.md): NaN answers false to every
         # comparison and, like the infinities, has no JSON form to store or show.
         raise InputError(f"the input {value} is not a finite number")
+    storable(value, "the input")
     return value
 
 
