@@ -590,3 +590,53 @@ async def test_a_decision_just_before_the_timeout_is_recorded(
     response = await decide(timed, "ana", view)
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "finished"
+
+
+def set_status(store: Path | str, thread_id: str, status: str) -> None:
+    """Write a status this version does not know into the thread's row (a damaged row, or
+    one a newer version wrote during a rolling upgrade)."""
+    if isinstance(store, str):
+        import psycopg
+
+        with psycopg.connect(store) as conn:
+            conn.execute("UPDATE threads SET status = %s WHERE id = %s", (status, thread_id))
+        return
+    import sqlite3
+
+    with sqlite3.connect(store) as conn:
+        conn.execute("UPDATE threads SET status = ? WHERE id = ?", (status, thread_id))
+    conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def with_store(
+    request: pytest.FixtureRequest, deploy_agent: Path, tmp_path: Path,
+    openai_server: ScriptedOpenAI,
+) -> Any:  # fmt: skip
+    """`s`, and where its store is."""
+    store: Path | str = tmp_path / "threads.db"
+    if request.param == "postgres":
+        store = request.getfixturevalue("postgres_url")
+    async with served(deploy_agent, store, openai_server) as running:
+        yield running, store
+
+
+async def test_a_row_with_a_status_this_version_does_not_know_is_listed_as_stored(
+    with_store: tuple[Served, Path | str],
+) -> None:
+    """One odd row must not hide the others (rt5 t22): the listing, /metrics and the
+    inbox show it with its status as stored (docs/server.md, "Listing threads")."""
+    s, store = with_store
+    odd, fine = await launch(s, "bob"), await launch(s, "bob")
+    set_status(store, odd["thread_id"], "paused")
+    async with s.client("ana") as client:
+        listed = await client.get("/v1/threads")
+        assert listed.status_code == 200, listed.text
+        statuses = {t["thread_id"]: t["status"] for t in listed.json()}
+        assert statuses == {odd["thread_id"]: "paused", fine["thread_id"]: "waiting"}
+        waiting = (await client.get("/v1/threads?status=waiting")).json()
+        assert [t["thread_id"] for t in waiting] == [fine["thread_id"]]
+        metrics = (await client.get("/metrics")).text
+        assert 'twelvefold_threads{agent="deploybot",status="paused"} 1.0' in metrics
+        pending = await client.get("/v1/requests")
+        assert [v["thread_id"] for v in pending.json()] == [fine["thread_id"]]

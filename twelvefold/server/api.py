@@ -100,7 +100,10 @@ class ThreadSummary(BaseModel):
 
     thread_id: str
     agent: str
-    status: StatusName
+    status: str = Field(
+        description="One of running, waiting, finished, failed, cancelled; a row this version"
+        " does not know (written by a newer version, or damaged) shows its status as stored."
+    )
     step: str
     events: int
     request: str | None
