@@ -640,3 +640,29 @@ async def test_a_row_with_a_status_this_version_does_not_know_is_listed_as_store
         assert 'twelvefold_threads{agent="deploybot",status="paused"} 1.0' in metrics
         pending = await client.get("/v1/requests")
         assert [v["thread_id"] for v in pending.json()] == [fine["thread_id"]]
+
+
+async def test_a_launcher_who_may_not_read_gets_the_launch_answer_even_with_wait(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    """With `?wait=true` a launcher outside `readers` got `404 no thread X here` for a
+    thread that was launched, and a client retrying on it launched a duplicate (rt5 t24):
+    the answer is the `202` a launch without `wait` gives (docs/server.md)."""
+    config = (
+        DEPLOY_CONFIG
+        + 'devs = ["bob"]\n[server]\nlaunchers = ["release-managers", "devs"]\n'
+        + 'readers = ["release-managers"]\n'
+    )
+    agent = deploy_project(tmp_path / "p", config)
+    async with served(agent, tmp_path / "threads.db", openai_server) as s:
+        async with s.client("bob") as client:
+            waited = await client.post(
+                "/v1/agents/deploybot/threads?wait=true", json={"input": "deploy v1.2.3"}
+            )
+            assert waited.status_code == 202, waited.text
+            view = waited.json()
+            assert (view["status"], view["events"]) == ("running", 1)
+            assert view["question"] is None, "nothing a reader's view would add"
+        async with s.client("ana") as client:
+            listed = (await client.get("/v1/threads")).json()
+        assert [t["thread_id"] for t in listed] == [view["thread_id"]], "launched once"

@@ -831,6 +831,11 @@ class Service:
                 break
         return people
 
+    def may_read(self, caller: Caller, agent: str) -> bool:
+        """Whether the caller may read the threads of the served agent named `agent`."""
+        found = self.agents.get(agent)
+        return found is not None and self._may_read(caller, found)
+
     def _may_read(self, caller: Caller, agent: Agent) -> bool:
         policy = Policy.at(_folder(agent))
         return policy.readers is None or policy.member(caller.person, policy.readers)
