@@ -34,6 +34,8 @@ from twelvefold.runtime.templates import (
     unsafe_attribute,
 )
 
+from .template_macros import EndlessMacro, endless_macros
+
 
 @dataclass(frozen=True, slots=True)
 class VariableUse:
@@ -76,6 +78,8 @@ class Analysis:
     unsafe: tuple[VariableUse, ...] = ()
     """Attribute steps the sandbox refuses on any value: the path up to the refused step."""
     loads: tuple[TemplateLoad, ...] = ()
+    endless: tuple[EndlessMacro, ...] = ()
+    """Macros that call themselves on every path (template_macros.py)."""
 
 
 @cache
@@ -97,7 +101,7 @@ def analyse(source: str) -> Analysis:
         too_deep = too_deep_at(tree)
         if too_deep is not None:
             return Analysis(problem=replace(TOO_DEEP, line=too_deep))
-        free = undeclared_variables(tree)
+        free = _readable_in_blocks(tree, undeclared_variables(tree))
         environment.compile(tree)  # as it renders: Python's own limits on nesting
     except TemplateSyntaxError as exc:
         return Analysis(problem=TemplateProblem(exc.message or "syntax error", exc.lineno or 1))
@@ -113,7 +117,65 @@ def analyse(source: str) -> Analysis:
     )
     # A name bound somewhere (e.g. by `{% set %}` after a first use) is checked by name only.
     trimmed = [VariableUse(u.path[:1], u.line) if u.path[0] in bound else u for u in uses]
-    return Analysis(uses=tuple(dict.fromkeys(trimmed)), unsafe=_unsafe(tree), loads=_loads(tree))
+    return Analysis(
+        uses=tuple(dict.fromkeys(trimmed)),
+        unsafe=_unsafe(tree),
+        loads=_loads(tree),
+        endless=endless_macros(tree),
+    )
+
+
+def _readable_in_blocks(tree: j.Template, free: set[str]) -> set[str]:
+    """`free` without the names the template binds at its top level (`{% import %}`,
+    `{% set %}`, a macro, outside any block) that only its blocks read: those are set
+    before a block renders (a child's blocks render after all of its top level, a
+    prompt's message blocks after the file's: runtime/context.py), while Jinja2's meta
+    analysis walks each block as if it stood alone. A name the top level itself reads
+    before binding it stays free."""
+    top = _top_level_names(tree.body) & free
+    if not top:
+        return free
+    stripped = j.Template(_without_blocks(tree.body), lineno=1)
+    stripped.set_environment(_environment())
+    return (free - top) | (undeclared_variables(stripped) & top)
+
+
+def _top_level_names(body: list[j.Node]) -> set[str]:
+    names: set[str] = set()
+    pending = list(body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, j.If):  # a top-level `{% if %}` still sets the template's names
+            pending.extend([*node.body, *node.elif_, *node.else_])
+        elif isinstance(node, j.Assign | j.AssignBlock):
+            names.update(n.name for n in node.target.find_all(j.Name))
+            if isinstance(node.target, j.Name):
+                names.add(node.target.name)
+        elif isinstance(node, j.Import):
+            names.add(node.target)
+        elif isinstance(node, j.FromImport):
+            names.update(name if isinstance(name, str) else name[1] for name in node.names)
+        elif isinstance(node, j.Macro):
+            names.add(node.name)
+    return names
+
+
+def _without_blocks(body: list[j.Node]) -> list[j.Node]:
+    """The template's top level with its blocks left out (inside top-level `if`s too)."""
+    kept: list[j.Node] = []
+    for node in body:
+        if isinstance(node, j.Block):
+            continue
+        if isinstance(node, j.If):
+            node = j.If(
+                node.test,
+                _without_blocks(node.body),
+                [n for n in _without_blocks(list(node.elif_)) if isinstance(n, j.If)],
+                _without_blocks(node.else_),
+                lineno=node.lineno,
+            )
+        kept.append(node)
+    return kept
 
 
 def _deepest_line(tree: j.Template) -> int:

@@ -573,6 +573,19 @@ ENTRIES: dict[str, Entry] = {
         "Break the cycle; to render nested data, use a recursive macro or "
         "`{% for … recursive %}` inside one template.",
     ),
+    "E708": Entry(
+        "a macro that calls itself on every path",
+        "A macro that calls itself (directly or through other macros of the template) "
+        "outside any `{% if %}`, `{% for %}`, `… if … else …`, `and` or `or` never "
+        "finishes, whatever it is given: rendering would fail when the step runs, once "
+        "Python's stack or the template's step budget runs out. A macro that calls "
+        "itself only under a condition is fine: that is how nested data is rendered. "
+        "Here `endless_macro.j2` is `{% macro outline(section) %}- {{ section.title }}"
+        "{{ outline(section) }}{% endmacro %}`.",
+        "Call it again only where the recursion stops: under `{% if %}` for a value that "
+        "has children, or in `{% for child in node.children %}` (an empty list ends it): "
+        "`{% for child in section.children %}{{ outline(child) }}{% endfor %}`.",
+    ),
     "W801": Entry(
         "too many states",
         "An agent with more than 12 states is probably two agents.",

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.runtime
 from markupsafe import Markup
 from pydantic import BaseModel
 
@@ -428,11 +429,30 @@ def render_messages(template: jinja2.Template, variables: dict[str, Any]) -> lis
     if not blocks:
         return [{"role": "user", "content": bounded_text(template.generate(variables)).strip()}]
     context = template.new_context(variables)
+    _run_top_level(template, context)
     messages = []
     for name in blocks:
         content = bounded_text(template.blocks[name](context)).strip()
         messages.append({"role": name, "content": content})
     return messages
+
+
+def _run_top_level(template: jinja2.Template, context: jinja2.runtime.Context) -> None:
+    """The file's top level, run once before its message blocks render (each block
+    rendering nothing in it, its text discarded): what it imports and sets (`{% import
+    "m.j2" as m %}` in a child template) is what the blocks read, as when Jinja2 renders
+    the file whole; and a parent's blocks are known to `super()`."""
+    own = context.blocks
+    context.blocks = {name: [_renders_nothing] for name in own}
+    bounded_text(template.root_render_func(context))
+    found = context.blocks  # the parents', added by `{% extends %}` after our own
+    context.blocks = {
+        name: own[name] + chain[1:] if name in own else chain for name, chain in found.items()
+    }
+
+
+def _renders_nothing(context: jinja2.runtime.Context) -> Iterator[str]:
+    return iter(())
 
 
 @dataclass(frozen=True, slots=True)

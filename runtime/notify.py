@@ -33,10 +33,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import re
 import smtplib
+import socket
 import ssl
 import sys
 import time
@@ -133,6 +135,7 @@ def where(url: str) -> str:
     try:
         parts = urlsplit(url)
         host = parts.hostname or "?"
+        host = f"[{host}]" if ":" in host else host  # an IPv6 literal, as in the URL
         port = f":{parts.port}" if parts.port is not None else ""
     except ValueError:
         return "an unreadable URL"
@@ -451,18 +454,68 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
+def _pinned_opener(address: str) -> urllib.request.OpenerDirector:
+    """An opener whose connections go to `address` (an IP literal), whatever the URL's
+    host resolves to now; the URL's host is still the request's `Host` and, over HTTPS,
+    the name its certificate is checked against (SNI). The server's webhook rule
+    checks the addresses a name resolves to and then sends to the one it checked: a name
+    that resolves elsewhere a moment later (DNS rebinding) cannot lead the send there."""
+
+    def pin(connection: http.client.HTTPConnection) -> http.client.HTTPConnection:
+        def connect(
+            to: tuple[str, int], timeout: float | None = None, source: Any = None
+        ) -> socket.socket:
+            return socket.create_connection((address, to[1]), timeout, source)
+
+        connection._create_connection = connect  # type: ignore[attr-defined]
+        return connection
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> Any:
+            return self.do_open(lambda *a, **k: pin(http.client.HTTPConnection(*a, **k)), req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> Any:
+            context = ssl.create_default_context()
+            return self.do_open(
+                lambda *a, **k: pin(http.client.HTTPSConnection(*a, **k)), req, context=context
+            )
+
+    return urllib.request.build_opener(_NoRedirects, Http, Https)
 
 
-def _post_json(name: str, url: str, body: bytes, headers: Mapping[str, str]) -> None:
+def _proxied(url: str) -> bool:
+    """Whether urllib sends a request for `url` through a proxy (`http_proxy`,
+    `https_proxy`, `no_proxy` in the environment): the proxy then resolves the name."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    return parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+def _post_json(
+    name: str,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    connect_to: str | None = None,
+) -> None:
+    """POST `body` (JSON) to `url`; `NotifyError` naming `name` and the URL's host when it
+    fails or answers anything but 2xx. `connect_to` (an IP literal): the address to
+    connect to instead of resolving the URL's host again (`_pinned_opener`), unless the
+    request goes through a proxy."""
     request = urllib.request.Request(
         url,
         data=body,
         method="POST",
         headers={"Content-Type": "application/json", **headers},
     )
+    # Built for each request: the proxy settings are read from the environment now.
+    if connect_to is None or _proxied(url):
+        opener = urllib.request.build_opener(_NoRedirects)
+    else:
+        opener = _pinned_opener(connect_to)
     try:
-        with _OPENER.open(request, timeout=TIMEOUT_SECONDS) as response:
+        with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
             response.read()
     except urllib.error.HTTPError as exc:
         raise NotifyError(f"{name}: POST to {where(url)} answered {exc.code}") from exc

@@ -18,22 +18,27 @@ loader uses it too).
 
 from __future__ import annotations
 
+import contextvars
+import copy
 import functools
+import itertools
 import re
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set, ValuesView
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 import jinja2.nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import (
     ImmutableSandboxedEnvironment,
     SandboxedEscapeFormatter,
     SandboxedFormatter,
 )
+from jinja2.utils import Namespace, _PassArg
 from markupsafe import Markup
 
 MAX_RENDERED_ITEMS = 1_000_000
@@ -46,8 +51,19 @@ MAX_RENDERED_CHARS = 4_000_000
 """The most characters one rendering of a template (a prompt file, one of its message
 blocks, a `render` template, an `ask`) may produce: rendering stops with a
 `SecurityError` once its text passes this, so loops that print (`{% for i in range(100000)
-%}{% for j in range(100000) %}x…`) cannot take the memory. A loop that prints nothing is
-bounded only by time."""
+%}{% for j in range(100000) %}x…`) cannot take the memory. A value is weighed against it
+before it is made text (printed by `{{ }}`, given to a filter that makes it text,
+compared): a list that holds itself twice, sixty times over, prints as 2**60 items from a
+few bytes of memory, and Python's `repr` would build all of it before the output could be
+measured."""
+MAX_TEMPLATE_STEPS = 2_000_000
+"""The most steps of work one rendering may take (the time bound, counted rather than
+timed so that a template renders or fails the same way on every machine): each iteration
+of a `{% for %}` (skipped ones included), ten for each call (a macro, `caller()`, `loop()` of a
+recursive loop, a function or method), each filter plus one per item of the list it is
+given, each value weighed by the bounds above, and one per thousand characters built. A
+loop that prints nothing (`{% for i in range(100000) %}{% for j in range(100000) %}{%
+endfor %}{% endfor %}`) stops here with a `SecurityError`."""
 _HUGE_WIDTH = re.compile(r"\d{7,}")
 """A width or precision of a million or more in a format string (`{:>999999999}`,
 `%999999999s`): each builds a string of that size."""
@@ -90,6 +106,55 @@ class PromptsLoader(jinja2.BaseLoader):
         return text, str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
 
 
+STEPS_PER_CALL = 10
+"""What one call counts for: a macro call takes about ten times as long as a loop's step."""
+TOO_MUCH_WORK = (
+    f"the template took more than {MAX_TEMPLATE_STEPS:,} steps (loop iterations, calls, "
+    "items given to filters), the most one rendering may take"
+)
+
+
+class _Budget:
+    """The steps one rendering has left (`bounded_text` starts one per rendering)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_TEMPLATE_STEPS
+
+
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
+    "twelvefold_template_budget", default=None
+)
+
+
+def _spend(steps: int) -> None:
+    """Count `steps` against the rendering under way (none outside `bounded_text`)."""
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.left -= steps
+        if budget.left < 0:
+            raise SecurityError(TOO_MUCH_WORK)
+
+
+def _counting(iterable: Iterable[Any], budget: _Budget) -> Iterator[Any]:
+    for item in iterable:
+        budget.left -= 1
+        if budget.left < 0:
+            raise SecurityError(TOO_MUCH_WORK)
+        yield item
+
+
+def _cost(value: Any) -> int:
+    """The steps a filter or method given `value` (or building it) takes, about: one per
+    item of a list or mapping, one per thousand characters of a string."""
+    if isinstance(value, str):
+        return len(value) // 1000
+    if isinstance(value, list | tuple | dict | Set | range):
+        return len(value)
+    return 0
+
+
 class _BoundedCodeGenerator(CodeGenerator):
     """Jinja2's code generator, with `a ~ b` weighed before it is joined: the sandbox
     cannot intercept `~` as it does the binary operators."""
@@ -130,6 +195,51 @@ class _BoundedCodeGenerator(CodeGenerator):
             else:
                 frame.eval_ctx.volatile = True
 
+    def _output_child_pre(self, node: jinja2.nodes.Expr, frame: Frame, finalize: Any) -> None:
+        # `{{ value }}`: weighed before it is made text (`str`, `escape`, a finalize).
+        super()._output_child_pre(node, frame, finalize)
+        self.write("environment.printed(")
+
+    def _output_child_post(self, node: jinja2.nodes.Expr, frame: Frame, finalize: Any) -> None:
+        self.write(")")
+        super()._output_child_post(node, frame, finalize)
+
+    @optimizeconst
+    def visit_Compare(self, node: jinja2.nodes.Compare, frame: Frame) -> None:
+        # `a == b`, `a in b`: Python compares nested values item by item (and hashes a
+        # tuple whole), so both are weighed first (`environment.compared`).
+        self.write("environment.compared(")
+        self.visit(node.expr, frame)
+        for operand in node.ops:
+            self.write(f", {operand.op!r}, ")
+            self.visit(operand.expr, frame)
+        self.write(")")
+
+    def visit_Dict(self, node: jinja2.nodes.Dict, frame: Frame) -> None:
+        # A key is hashed whole: weighed first, unless it is a constant.
+        self.write("{")
+        for index, item in enumerate(node.items):
+            if index:
+                self.write(", ")
+            if isinstance(item.key, jinja2.nodes.Const):
+                self.visit(item.key, frame)
+            else:
+                self.write("environment.hashed(")
+                self.visit(item.key, frame)
+                self.write(")")
+            self.write(": ")
+            self.visit(item.value, frame)
+        self.write("}")
+
+    def visit_For(self, node: jinja2.nodes.For, frame: Frame) -> None:
+        # Each item a loop takes is a step (`environment.counted`), those its `if`
+        # skips included.
+        counted = copy.copy(node)
+        counted.iter = jinja2.nodes.Call(
+            jinja2.nodes.EnvironmentAttribute("counted"), [node.iter], [], None, None
+        ).set_lineno(node.lineno)
+        super().visit_For(counted, frame)
+
 
 def undeclared_variables(tree: jinja2.nodes.Template) -> set[str]:
     """`jinja2.meta.find_undeclared_variables`, walked by the bounded code generator: the
@@ -155,6 +265,7 @@ class _BoundedFormatting:
 
     def format_field(self, value: Any, format_spec: str) -> Any:
         _check_format(format_spec)
+        _check_size(self.built + _weight(value), "this `format`")
         formatted = super().format_field(value, format_spec)  # type: ignore[misc]
         self.built += len(formatted)
         _check_size(self.built, "this `format`")
@@ -188,8 +299,64 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def weighed_parts(self, parts: tuple[Any, ...]) -> tuple[Any, ...]:
         """The parts of one `~`, refused when together they print past the bound."""
-        _check_size(sum(_weight(part) for part in parts), "joining these with `~`")
+        size = sum(_weight(part) for part in parts)
+        _check_size(size, "joining these with `~`")
+        _spend(size // 1000)
         return parts
+
+    def printed(self, value: Any) -> Any:
+        """A value `{{ }}` prints, refused before it is made text when it would print
+        past MAX_RENDERED_CHARS."""
+        if type(value) is not str:
+            _check_size(
+                _weight(value, MAX_RENDERED_CHARS), "printing this value", MAX_RENDERED_CHARS
+            )
+        return value
+
+    def compared(self, left: Any, *operations: Any) -> Any:
+        """`left op right [op right…]`, as Python chains comparisons, each operand weighed
+        first: comparing two values walks both, and `in` a list compares with each item.
+        A mapping or set on the right of `in` only hashes the value looked up."""
+        _check_size(_weight(left, MAX_RENDERED_CHARS), "comparing this", MAX_RENDERED_CHARS)
+        result: Any = True
+        for index in range(0, len(operations), 2):
+            operator, right = operations[index], operations[index + 1]
+            if not (operator in ("in", "notin") and isinstance(right, Mapping | Set)):
+                _check_size(
+                    _weight(right, MAX_RENDERED_CHARS), "comparing this", MAX_RENDERED_CHARS
+                )
+            result = _COMPARISONS[operator](left, right)
+            if not result:
+                return result
+            left = right
+        return result
+
+    def hashed(self, key: Any) -> Any:
+        """A key a mapping looks up or is built with: hashing a tuple walks all of it."""
+        if isinstance(key, tuple):
+            _check_size(_weight(key, MAX_RENDERED_CHARS), "this key", MAX_RENDERED_CHARS)
+        return key
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        return super().getitem(obj, self.hashed(argument))
+
+    def counted(self, iterable: Any) -> Iterator[Any]:
+        """A loop's items, each counted as a step of the rendering under way."""
+        budget = _BUDGET.get()
+        return iter(iterable) if budget is None else _counting(iterable, budget)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        # Every call is a step: a macro calling itself twice over, thirty deep, is a
+        # billion calls though never deeper than thirty.
+        _spend(STEPS_PER_CALL)
+        if isinstance(__obj, LoopContext) and args:  # `loop(children)`: its items count
+            args = (__self.counted(args[0]), *args[1:])
+        elif isinstance(__obj, types.BuiltinMethodType) and __obj.__self__ is not None:
+            args = _check_method_call(__obj, args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        if not isinstance(result, range):  # made in one step; its items count where used
+            _spend(_cost(result))
+        return result
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "%" and isinstance(left, str):
@@ -206,7 +373,9 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
             bits = right * abs(left).bit_length() if abs(left) > 1 else 0
             if bits > MAX_INT_BITS:
                 raise SecurityError("the power is too large to compute in a template")
-        return super().call_binop(context, operator, left, right)
+        result = super().call_binop(context, operator, left, right)
+        _spend(1 + _cost(result))
+        return result
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
         # Jinja2's parser and compiler recurse once per level of nesting: a template
@@ -284,34 +453,104 @@ def _sized(value: Any) -> bool:
     return isinstance(value, str | list | tuple)
 
 
-def _weight(value: Any) -> int:
-    """About how many characters `value` prints as: a string's length, a list's items
-    each counted (the same long string held ten times prints ten times). Counting stops
-    once past the bound, so a huge value costs no more than the bound to weigh."""
+def _weight(value: Any, limit: int = MAX_RENDERED_ITEMS) -> int:
+    """About how many characters `value` prints as: a string's length, a number's digits,
+    a list's (tuple's, set's, mapping's, namespace's) items each counted (the same long
+    string held ten times prints ten times; a list holding another twice, sixty times
+    over, prints 2**60 items). Counting stops once past `limit`, so a huge value costs no
+    more than the limit to weigh; each ten items looked at are a step of the rendering."""
     total = 0
+    looked_at = 0
     pending = [value]
-    while pending and total <= MAX_RENDERED_ITEMS:
+    while pending and total <= limit:
         item = pending.pop()
+        looked_at += 1
         if isinstance(item, str):
             total += len(item)
+        elif isinstance(item, int):  # 9**30000 is one item of 28,628 digits
+            total += item.bit_length() * 3 // 10 + 1
+        elif isinstance(item, float):
+            total += 24  # the longest repr of a float
         elif isinstance(item, list | tuple):
             total += len(item) + 1
-            pending.extend(item[: MAX_RENDERED_ITEMS + 1])
-        elif isinstance(item, dict):
+            pending.extend(item[: limit + 1])
+        elif isinstance(item, Mapping):
             total += len(item) + 1
-            pending.extend(list(item)[: MAX_RENDERED_ITEMS + 1])
-            pending.extend(list(item.values())[: MAX_RENDERED_ITEMS + 1])
+            pending.extend(itertools.islice(item.keys(), limit + 1))
+            pending.extend(itertools.islice(item.values(), limit + 1))
+        elif isinstance(item, Set | ValuesView):  # a set, `d.items()`: printed whole
+            total += len(item) + 1
+            pending.extend(itertools.islice(item, limit + 1))
+        elif isinstance(item, Namespace):  # `{{ ns }}` prints its attributes
+            pending.append(object.__getattribute__(item, "_Namespace__attrs"))
         else:
             total += 1
+    _spend(looked_at // 10)  # a step of a loop takes ten times as long
     return total
 
 
-def _check_size(size: int, what: str) -> None:
-    if size > MAX_RENDERED_ITEMS:
+def _check_size(size: int, what: str, limit: int = MAX_RENDERED_ITEMS) -> None:
+    if size > limit and limit == MAX_RENDERED_CHARS:
+        raise SecurityError(
+            f"{what} would make text of more than {limit:,} characters, the most a "
+            "template may print (a list or mapping counts each item it holds, as often as "
+            "it holds it)"
+        )
+    if size > limit:
         raise SecurityError(
             f"{what} would build {size:,} characters or items, more than one step of a "
-            f"template may build ({MAX_RENDERED_ITEMS:,})"
+            f"template may build ({limit:,})"
         )
+
+
+_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
+    "gt": lambda a, b: a > b,
+    "gteq": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "lteq": lambda a, b: a <= b,
+    "in": lambda a, b: a in b,
+    "notin": lambda a, b: a not in b,
+}
+"""Jinja2's comparison operators (`nodes.Operand.op`), as Python computes them."""
+
+
+_SIZED_METHODS = frozenset(["center", "ljust", "rjust", "zfill", "to_bytes"])
+"""Methods that build a value as large as a number they are given (`"x".center(10**9)`)."""
+
+
+def _check_method_call(
+    method: types.BuiltinMethodType, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, ...]:
+    """A method of a value (`"-".join(xs)`, `s.center(n)`, `d.get(k)`), checked before
+    it runs: no count or width of a million or more, each value it is given weighed
+    (compared or hashed whole), and a `join`, `replace` or `expandtabs` of text weighed
+    like the filters. The arguments to call it with (`join`'s items, listed once)."""
+    name = method.__name__
+    owner = method.__self__
+    given = [*args, *(v for k, v in kwargs.items() if not k.startswith("_"))]
+    for value in given:
+        if name in _SIZED_METHODS and _is_int(value) and abs(value) >= MAX_RENDERED_ITEMS:
+            raise SecurityError(f"`{name}` given {value:,}, a million or more, in a template")
+        if not isinstance(value, str | int | float | Iterator):
+            _check_size(_weight(value, MAX_RENDERED_CHARS), f"`{name}`", MAX_RENDERED_CHARS)
+    if isinstance(owner, str):
+        _spend(_cost(owner))
+        if name == "join" and len(args) == 1:
+            items = list(itertools.islice(args[0], MAX_RENDERED_ITEMS + 1))
+            _check_size(_weight(items) + len(owner) * len(items), "`join`")
+            return (items,)
+        if name == "expandtabs":
+            tabsize = args[0] if args else kwargs.get("tabsize", 8)
+            if _is_int(tabsize):
+                _check_size(len(owner) + owner.count("\t") * tabsize, "`expandtabs`")
+        if name == "replace" and len(args) >= 2:
+            old, new = args[0], args[1]
+            if isinstance(old, str) and isinstance(new, str):
+                found = len(owner) + 1 if old == "" else owner.count(old)
+                _check_size(len(owner) + found * len(new), "`replace`")
+    return args
 
 
 def _check_repeat(sequence: Any, times: Any) -> None:
@@ -445,6 +684,59 @@ def _bounded_join(eval_ctx: Any, value: Any, d: Any = "", attribute: Any = None)
     return joined
 
 
+_SHALLOW_FILTERS = frozenset(
+    [
+        *("length", "count", "first", "last", "list", "reverse", "random", "default", "d"),
+        *("attr", "map", "select", "reject", "selectattr", "rejectattr", "batch", "slice"),
+        *("items", "abs", "round", "int", "float"),
+        *("join", "format", "tojson", "pprint"),  # weighed by their own bounds above
+    ]
+)
+"""Filters that never make their value text, compare or hash it (or weigh it themselves):
+every other filter weighs its value against MAX_RENDERED_CHARS first (`string`, `e`,
+`upper`, `sort`, `unique`, `sum`…: a value that prints as 2**60 items is refused, not
+converted). `map`, `select` and the like hand each item to a filter or test that does."""
+
+
+def _guarded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` as the filter `name`: a step, plus one per item it is given, and its
+    value weighed first unless it is in _SHALLOW_FILTERS."""
+    weigh = name not in _SHALLOW_FILTERS
+    at = 0 if _PassArg.from_obj(function) is None else 1  # after a context it is passed
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        value = args[at] if len(args) > at else None
+        _spend(1 + _cost(value))
+        if weigh and type(value) is not str:
+            _check_size(_weight(value, MAX_RENDERED_CHARS), f"`{name}`", MAX_RENDERED_CHARS)
+        result = function(*args, **kwargs)
+        _spend(_cost(result))
+        return result
+
+    return guarded
+
+
+_COMPARING_TESTS = frozenset(
+    [
+        *("eq", "equalto", "==", "ne", "!=", "lt", "lessthan", "<", "le", "<=", "gt"),
+        *("greaterthan", ">", "ge", ">=", "in"),
+    ]
+)
+
+
+def _guarded_test(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """A comparing test (`select("eq", x)`, `is in`): both sides weighed first."""
+
+    @functools.wraps(function)
+    def guarded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        for side in (value, *args):
+            _check_size(_weight(side, MAX_RENDERED_CHARS), f"`{name}`", MAX_RENDERED_CHARS)
+        return function(value, *args, **kwargs)
+
+    return guarded
+
+
 _BOUNDED_FILTERS: dict[str, Callable[..., Any]] = {
     "format": _bounded_format,
     "center": _bounded_center,
@@ -481,14 +773,28 @@ def sandboxed(
         optimized=False,
     )
     environment.filters.update(_BOUNDED_FILTERS)
+    environment.filters = {
+        name: _guarded_filter(name, function) for name, function in environment.filters.items()
+    }
+    tests = cast(dict[str, Callable[..., Any]], environment.tests)
+    tests.update(
+        (name, _guarded_test(name, tests[name])) for name in _COMPARING_TESTS if name in tests
+    )
+    # `lipsum(n=10**9)` builds n paragraphs; a prompt has no use for placeholder text.
+    # `range` is the sandbox's (100,000 numbers); `dict`, `namespace`, `cycler` and
+    # `joiner` hold only what they are given.
+    del environment.globals["lipsum"]
     return environment
 
 
 def bounded_text(chunks: Iterable[str]) -> str:
     """The text of a rendering (`Template.generate`, a block's function), refused with a
-    `SecurityError` as soon as it passes MAX_RENDERED_CHARS: the rest is never rendered."""
+    `SecurityError` as soon as it passes MAX_RENDERED_CHARS (the rest is never rendered)
+    or takes more than MAX_TEMPLATE_STEPS: each rendering is given its own budget of
+    steps here, so every template must render through this."""
     parts: list[str] = []
     size = 0
+    started = _BUDGET.set(_Budget())
     try:
         for chunk in chunks:
             size += len(chunk)
@@ -504,6 +810,13 @@ def bounded_text(chunks: Iterable[str]) -> str:
         raise SecurityError(
             "rendering the template ran out of memory (something it builds is too large)"
         ) from None
+    except RecursionError:  # Python's stack, not a template line: say what it means
+        raise SecurityError(
+            "the template recursed too deeply (a macro or a recursive loop that calls "
+            "itself without end, or a value nested too deeply to print)"
+        ) from None
+    finally:
+        _BUDGET.reset(started)
 
 
 class TemplateBroken(ValueError):

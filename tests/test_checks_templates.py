@@ -326,3 +326,72 @@ def test_a_template_nested_too_deeply_is_a_problem_with_its_line(template: str, 
     assert analysis.problem is not None
     assert "nested" in analysis.problem.message
     assert analysis.problem.line == line
+
+
+def prompt_codes(tmp_path: Path, files: dict[str, str]) -> list[str]:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    compiled = compile_text(
+        AGENT.replace('"ASK"', '"ok"'),
+        "a.agent",
+        load_prompt=PromptDirectory(tmp_path),
+        generate_code=False,
+    )
+    return [d.code for d in compiled.diagnostics]
+
+
+def test_a_child_template_s_top_level_import_is_readable_in_its_blocks(tmp_path: Path) -> None:
+    """E703 refused this, though Jinja2 renders it: its meta analysis walks each block as
+    if alone, not after the top level that imports `m`."""
+    files = {
+        "base.j2": "{% block system %}{% endblock %}{% block user %}{% endblock %}",
+        "m.j2": "{% macro rules() %}Be brief.{% endmacro %}",
+        "decide.j2": '{% extends "base.j2" %}{% import "m.j2" as m %}'
+        '{% from "m.j2" import rules %}{% set who = agent %}'
+        "{% block system %}{{ m.rules() }} {{ rules() }} {{ who }}{% endblock %}"
+        "{% block user %}{{ context }}{% endblock %}",
+    }
+    assert prompt_codes(tmp_path, files) == []
+    # Still refused: a name nothing binds, and one the top level reads before binding it.
+    files["decide.j2"] = files["decide.j2"].replace("{{ who }}", "{{ whom }}")
+    assert prompt_codes(tmp_path, files) == ["E703"]
+    assert paths("{{ x }}{% set x = 1 %}{% block b %}{{ x }}{% endblock %}") == {("x",)}
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% macro m(x) %}{{ m(x) }}{% endmacro %}",
+        "{% macro m(x) %}{% set y = m(x) | upper %}{% endmacro %}",
+        "{% macro a(x) %}{{ b(x) }}{% endmacro %}{% macro b(x) %}[{{ a(x) }}]{% endmacro %}",
+        "{% macro m(x) %}{% if m(x) %}{% endif %}{% endmacro %}",
+        "{% macro m(x) %}{% if true %}{{ m(x) }}{% endif %}{% endmacro %}",
+        "{% macro m(x) %}{% if false %}{% else %}{{ m(x) }}{% endif %}{% endmacro %}",
+    ],
+)
+def test_a_macro_that_calls_itself_on_every_path_is_reported(template: str) -> None:
+    """It never finishes: at render it ran until Python's stack (or, calling itself twice,
+    the step budget) ran out, and `check` said nothing."""
+    (endless,) = analyse(template).endless
+    assert endless.cycle[0] == endless.cycle[-1] and endless.line == 1
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% macro t(n) %}{% for c in n.children %}{{ t(c) }}{% endfor %}{% endmacro %}",
+        "{% macro t(n) %}{% if n.children %}{{ t(n.children) }}{% endif %}{% endmacro %}",
+        "{% macro t(n) %}{{ t(n.next) if n.next else n }}{% endmacro %}",
+        "{% macro t(n) %}{{ n.next and t(n.next) }}{% endmacro %}",
+        "{% macro t(t) %}{{ t() }}{% endmacro %}",  # the argument, not the macro
+        "{% macro m() %}{% call m() %}{% endcall %}{% endmacro %}".replace("m()", "n()", 1),
+    ],
+)
+def test_a_macro_that_may_stop_calling_itself_is_fine(template: str) -> None:
+    assert analyse(template).endless == ()
+
+
+def test_an_endless_macro_is_e708_in_a_prompt_and_an_ask(tmp_path: Path) -> None:
+    endless = "{% macro m(x) %}{{ m(x) }}{% endmacro %}{{ m(1) }}"
+    assert prompt_codes(tmp_path, {"decide.j2": "{{ context }}" + endless}) == ["E708"]
+    assert [c for c, _, _ in ask_diagnostics(endless, tmp_path)] == ["E708"]

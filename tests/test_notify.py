@@ -504,3 +504,16 @@ def test_a_login_goes_over_implicit_tls() -> None:
         server.controller.stop()
     assert server.logins == [(b"bot", b"hunter2", True)]
     assert len(server.inbox.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://[64:ff9b::a00:7]:8080/hook?token=s3cret", "http://[64:ff9b::a00:7]:8080"),
+        ("https://user:pw@hooks.example/x", "https://hooks.example"),
+    ],
+)
+def test_a_url_in_a_message_shows_its_host_as_the_url_wrote_it(url: str, shown: str) -> None:
+    from twelvefold.runtime.notify import where
+
+    assert where(url) == shown

@@ -71,6 +71,77 @@ def test_a_webhook_that_redirects_has_failed_and_the_redirect_is_not_followed() 
     assert inside.received == []
 
 
+def test_a_pinned_send_connects_to_the_address_given_and_names_the_host() -> None:
+    # The webhook rule checks what a name resolves to, then sends to that address: the
+    # name is never resolved again (`rebound.test` resolves nowhere), but it is still the
+    # request's Host.
+    hook = HttpReceiver()
+    port = hook.server.server_address[1]
+    _post_json("webhook", f"http://rebound.test:{port}/hook", b"{}", {}, "127.0.0.1")
+    ((path, headers, _),) = hook.received
+    assert (path, headers["Host"]) == ("/hook", f"rebound.test:{port}")
+
+
+def test_a_send_through_a_proxy_goes_to_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = HttpReceiver()  # a forward proxy is sent the whole URL
+    monkeypatch.setenv("http_proxy", proxy.url(""))
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    _post_json("webhook", "http://rebound.test/hook", b"{}", {}, "203.0.113.9")
+    ((path, headers, _),) = proxy.received
+    assert (path, headers["Host"]) == ("http://rebound.test/hook", "rebound.test")
+
+
+def test_a_pinned_https_send_checks_the_certificate_against_the_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import trustme
+
+    authority = trustme.CA()
+    received: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.headers["Host"])
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    def serving(name: str) -> tuple[HTTPServer, int]:
+        server = HTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        authority.issue_cert(name).configure_cert(context)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        return server, int(server.server_address[1])
+
+    def trusting(*args: object, **kwargs: object) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        authority.configure_trust(context)
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", trusting)
+    right, port = serving("rebound.test")
+    try:
+        _post_json("webhook", f"https://rebound.test:{port}/hook", b"{}", {}, "127.0.0.1")
+        assert received == [f"rebound.test:{port}"]
+    finally:
+        right.shutdown()
+    wrong, port = serving("elsewhere.test")  # the address answers for another name
+    try:
+        with pytest.raises(NotifyError, match=r"CERTIFICATE_VERIFY_FAILED"):
+            _post_json("webhook", f"https://rebound.test:{port}/hook", b"{}", {}, "127.0.0.1")
+    finally:
+        wrong.shutdown()
+
+
 async def test_a_sleep_until_a_time_past_the_date_range_is_no_500(
     tmp_path: Path, openai_server: ScriptedOpenAI
 ) -> None:

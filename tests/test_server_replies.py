@@ -215,6 +215,19 @@ def test_serve_with_settings_that_cannot_work_exits_1_with_one_line(
         "http://[::1]/x",
         "http://[::ffff:127.0.0.1]/x",
         "http://no-such-host.invalid/x",
+        # IPv6 forms that carry an IPv4 address a gateway reaches (found by a red team:
+        # each passed as public): NAT64 (RFC 6052) to the metadata address and to 10/8,
+        # NAT64 local use (RFC 8215), 6to4 (RFC 3056), IPv4-compatible and
+        # IPv4-translated (RFC 4291, RFC 2765) forms, and the old site-local prefix.
+        "http://[64:ff9b::a9fe:a9fe]/x",
+        "http://[64:ff9b::a00:7]/x",
+        "http://[64:ff9b:1::a00:7]/x",
+        "http://[2002:a9fe:a9fe::1]/x",
+        "http://[2002:7f00:1::1]/x",
+        "http://[::a9fe:a9fe]/x",
+        "http://[::127.0.0.1]/x",
+        "http://[::ffff:0:a00:7]/x",
+        "http://[fec0::1]/x",
     ],
 )
 async def test_a_webhook_to_a_private_host_is_refused_without_webhook_hosts(
@@ -225,6 +238,75 @@ async def test_a_webhook_to_a_private_host_is_refused_without_webhook_hosts(
         assert response.status_code in (403, 422), response.text  # 422: not the URL shape
         assert response.headers["content-type"].startswith("application/problem+json")
         assert await s.service.threads(Caller("bob", "http")) == []  # nothing launched
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700::1111", True),
+        ("::ffff:8.8.8.8", True),
+        # From an IPv6-only network (DNS64) a public IPv4 host is reached through NAT64
+        # or 6to4: still public.
+        ("64:ff9b::808:808", True),
+        ("2002:808:808::1", True),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("2002:c0a8:101::1", False),
+        ("fe80::1", False),
+        ("ff0e::1", False),
+        ("::", False),
+    ],
+)
+def test_what_counts_as_a_public_address(address: str, public: bool) -> None:
+    import ipaddress
+
+    from twelvefold.server.replies import is_public
+
+    assert is_public(ipaddress.ip_address(address)) is public
+
+
+async def test_a_webhook_is_sent_to_the_address_its_check_passed_not_one_resolved_later(
+    s: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name resolves to a public address when it is checked and to
+    loopback a moment later. The send connects to the address checked; a build that
+    resolved the name again would deliver the reply to the server's own network."""
+    import socket
+    import types
+
+    from twelvefold.server import replies as replies_module
+
+    inside = HttpReceiver()  # on loopback: what the rebound name leads to
+    port = inside.server.server_address[1]
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
+
+    def rebound(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real_getaddrinfo("127.0.0.1" if host == "rebound.test" else host, *args, **kwargs)
+
+    def at_check(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "rebound.test":  # the answer the check saw: a public address
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("8.8.8.8", 0))]
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    connected: list[str] = []
+
+    def connect(address: Any, *args: Any, **kwargs: Any) -> Any:
+        connected.append(str(address[0]))
+        if address[0] == "8.8.8.8":  # never leave the machine in a test
+            raise ConnectionRefusedError("refused by the test")
+        return real_connect(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setattr(
+        replies_module, "socket", types.SimpleNamespace(getaddrinfo=at_check, IPPROTO_TCP=6)
+    )
+    told = replies(s.service)
+    told.webhook_hosts, told.delays = None, ()  # the public-address rule, one attempt
+    response = await launch(s, webhook=f"http://rebound.test:{port}/hook")
+    assert response.status_code == 200, response.text
+    assert inside.received == []
+    assert connected and set(connected) == {"8.8.8.8"}
 
 
 async def test_webhook_hosts_allows_only_the_hosts_it_names(s: Served) -> None:

@@ -415,9 +415,13 @@ def test_a_rendering_that_runs_out_of_memory_says_so() -> None:
         bounded_text(chunks())
 
 
-LOOPS = "{% for i in range(10000) %}{% for j in range(1000) %}x{% endfor %}{% endfor %}"
-"""Ten million characters; the red team's ten billion (`range(100000)` twice) took 2 GB and
-went on: the whole text was built before anything could look at its size."""
+LOOPS = (
+    "{% set s = 'x' * 1000 %}{% for i in range(10000) %}{% for j in range(10) %}{{ s }}"
+    "{% endfor %}{% endfor %}"
+)
+"""A hundred million characters (in fewer steps than MAX_TEMPLATE_STEPS); the red team's
+ten billion (`range(100000)` twice) took 2 GB and went on: the whole text was built before
+anything could look at its size."""
 
 
 def test_a_prompt_stops_once_its_text_passes_the_bound(tmp_path: Path) -> None:
@@ -462,3 +466,151 @@ def test_a_template_nested_too_deeply_is_a_syntax_error_when_it_renders(
     (tmp_path / "deep.j2").write_text(template)
     with pytest.raises(jinja2.TemplateSyntaxError, match="nested too deeply"):
         build_messages(AGENT, action("deep.j2"), LOG, tmp_path)
+
+
+SHARED = (
+    "{% set ns = namespace(v=[1], w=[1], t=(1,)) %}{% for i in range(60) %}"
+    "{% set ns.v = [ns.v, ns.v] %}{% set ns.w = [ns.w, ns.w] %}{% set ns.t = (ns.t, ns.t) %}"
+    "{% endfor %}"
+)
+"""Lists (and a tuple) that hold the one before twice, sixty times over: a few bytes of
+memory, 2**60 items once made text, compared with another such, or hashed."""
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        "{{ ns.v }}",
+        "{{ ns }}",
+        "{{ ns.v | string }}",
+        "{{ ns.v | e }}",
+        "{{ ns.v | upper }}",
+        "{{ ns.v | first }}",
+        "{{ ns.v | map('string') | first }}",
+        "{{ '{}'.format(ns.v) }}",
+        "{{ dict(a=ns.v).items() }}",
+        "{{ ns.v | sum(start=[]) | length }}",
+        "{{ ns.v == ns.w }}",
+        "{{ ns.v in [ns.w] }}",
+        "{{ [ns.v, ns.w] | sort | length }}",
+        "{{ [ns.v] | select('eq', ns.w) | list }}",
+        "{{ {ns.t: 1} }}",
+        "{{ {}.get(ns.t) }}",
+        "{{ {}[ns.t] is defined }}",
+        "{{ [ns.t] | unique | list | length }}",
+    ],
+)
+def test_a_value_that_prints_huge_is_refused_before_it_is_made_text(use: str) -> None:
+    # Each hung `twelvefold prompt` (and a step's render), growing to gigabytes: the
+    # bounds weighed strings, not a container converted to text, compared or hashed.
+    with pytest.raises(AskRenderError, match=r"SecurityError: .* more than (one step|4,000,000)"):
+        render_ask(SHARED + use, {})
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ [9**25000] * 30000 }}",  # thirty thousand numbers of 23,857 digits each
+        "{{ ('x' * 999999).join(['a'] * 1000) }}",
+        "{{ 'x'.center(999999999) }}",
+        "{{ 'x'.ljust(999999999) }}",
+        "{{ (1).to_bytes(999999999, 'big') | length }}",
+        "{{ ('\t' * 999999).expandtabs(999) }}",
+        "{{ ('x' * 999999).replace('', 'y' * 999) }}",
+    ],
+)
+def test_a_method_or_a_number_cannot_build_something_huge(template: str) -> None:
+    # Refused before it is built, not once the process runs out of memory.
+    with pytest.raises(AskRenderError, match=r"SecurityError: (?!rendering .* out of memory)"):
+        render_ask(template, {})
+
+
+def test_a_prompt_and_a_render_template_refuse_a_value_that_prints_huge(tmp_path: Path) -> None:
+    # A prompt prints through its own finalize (the context's compact form), a render
+    # template through autoescape: both are weighed first.
+    (tmp_path / "p.j2").write_text(SHARED + "{{ ns.v }}{{ context }}")
+    with pytest.raises(SecurityError, match="4,000,000"):
+        build_messages(AGENT, action("p.j2"), LOG, tmp_path)
+    agent = with_context(renders={"list_tags": "p.j2"})
+    with pytest.raises(SecurityError, match="4,000,000"):
+        context_of(agent, LOG, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "{% for i in range(100000) %}{% for j in range(100000) if false %}{% endfor %}{% endfor %}",
+        "{% macro m(n) %}{% if n %}{{ m(n - 1) }}{{ m(n - 1) }}{% endif %}{% endmacro %}"
+        "{{ m(40) }}",
+        "{% macro a(n) %}{% if n %}{{ b(n - 1) }}{{ b(n - 1) }}{% endif %}{% endmacro %}"
+        "{% macro b(n) %}{{ a(n) }}{% endmacro %}{{ a(40) }}",
+        "{% for x in range(3) recursive %}{% if loop.depth < 30 %}{{ loop(range(3)) }}"
+        "{% endif %}{% endfor %}",
+        "{% set r = range(100000) %}{% for i in r %}{% set _ = r | select | list %}{% endfor %}",
+        "{% set s = 'x' * 499999 %}{% for i in range(100000) %}{% set _ = s ~ s %}{% endfor %}",
+    ],
+)
+def test_a_template_that_works_without_end_stops_after_its_steps(template: str) -> None:
+    """A loop that prints nothing, or a macro calling itself twice over forty deep, ran for
+    hours: time was not bounded."""
+    with pytest.raises(AskRenderError, match=r"took more than 2,000,000 steps"):
+        render_ask(template, {})
+
+
+def test_the_step_budget_stops_a_prompt_and_is_its_own_per_rendering(tmp_path: Path) -> None:
+    (tmp_path / "p.j2").write_text(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    )
+    with pytest.raises(SecurityError, match="steps"):
+        build_messages(AGENT, action("p.j2"), LOG, tmp_path)
+    # A million steps each: two renderings one after the other both finish.
+    busy = "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}ok"
+    assert render_ask(busy, {}) == "ok"
+    assert render_ask(busy, {}) == "ok"
+
+
+def test_a_macro_that_calls_itself_without_end_says_so() -> None:
+    with pytest.raises(AskRenderError, match="recursed too deeply"):
+        render_ask("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", {})
+
+
+def test_lipsum_is_not_a_template_global(tmp_path: Path) -> None:
+    # `lipsum(n=10**9)` built a billion paragraphs; a prompt has no use for it.
+    with pytest.raises(AskRenderError, match="'lipsum' is undefined"):
+        render_ask("{{ lipsum(n=10**9) }}", {})
+    text = AGENT_WITH_ASK.replace("ASK {{ tag }}", "{{ lipsum() }}")
+    assert codes(text, tmp_path) == ["E403"]
+
+
+def test_templates_that_loop_call_and_compare_still_render() -> None:
+    text = (
+        "{% macro tree(node) %}{{ node.name }}{% if node.children %}({% for c in "
+        "node.children %}{{ tree(c) }}{% endfor %}){% endif %}{% endmacro %}"
+        "{{ tree(root) }} {{ 'b' in {'b': 1} }} {{ [1, 2] == [1, 2] }} {{ 1 < 2 < 3 }} "
+        "{{ 3 > 2 > 2 }} {{ {(1, 2): 'k'}[(1, 2)] }} {{ [[1], [2]] | sort | first }} "
+        "{% for x in [[1, [2]]] recursive %}{{ x if x is number else loop(x) }}{% endfor %} "
+        "{{ {'a': [1]}.get('a') }} {{ '-'.join(['a', 'b']) }} {{ 'x'.center(3) }}|"
+        "{{ [1, 2] | select('eq', 2) | list }} {{ dict(a=1).items() | list }} {{ loop }}"
+    )
+    root = {"name": "a", "children": [{"name": "b", "children": []}]}
+    assert render_ask(text.replace(" {{ loop }}", ""), {"root": root}) == (
+        "a(b) True True True False k [1] 12 [1] a-b  x |[2] [('a', 1)]"
+    )
+
+
+def test_message_blocks_read_what_the_top_level_imports(tmp_path: Path) -> None:
+    """A child template's top-level `{% import %}` is read in its blocks (check allows it,
+    as Jinja2 renders it whole); message blocks were rendered alone, without it."""
+    (tmp_path / "m.j2").write_text("{% macro rules() %}Be brief.{% endmacro %}")
+    (tmp_path / "base.j2").write_text(
+        "{% block system %}Base.{% endblock %}{% block user %}{% endblock %}"
+    )
+    (tmp_path / "child.j2").write_text(
+        '{% extends "base.j2" %}{% import "m.j2" as m %}{% set who = agent %}'
+        "{% block system %}{{ super() }} {{ m.rules() }} {{ who }}{% endblock %}"
+        "{% block user %}{{ step }}{% endblock %}"
+    )
+    messages = build_messages(AGENT, action("child.j2"), LOG, tmp_path)
+    assert messages[0] == {"role": "system", "content": f"Base. Be brief. {AGENT.name}"}
+    assert messages[1]["role"] == "user"

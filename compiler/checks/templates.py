@@ -9,7 +9,8 @@ A template's own names (`{% set %}`, loop variables) are always fine; jinja2's m
 analysis leaves them out (template_vars.py).
 
 Templates render in Jinja2's sandbox (runtime/templates.py); an attribute it refuses on
-any value (`__class__`, `_private`) is reported here (E704) rather than at run time. A
+any value (`__class__`, `_private`) is reported here (E704) rather than at run time, and
+so is a macro that calls itself on every path (E708), which never finishes. A
 file a template loads (`{% include %}`, `{% extends %}`, `{% import %}`) is checked like
 the template itself, under the same prompts folder rule; its name must be a literal
 string so that it can be (E705), and an `ask` string loads nothing.
@@ -29,6 +30,7 @@ from .. import nodes as n
 from .. import types as t
 from ..diagnostics import Diagnostic, Span, did_you_mean, error
 from ..program import Program, PromptFile
+from ..template_macros import EndlessMacro
 from ..template_vars import Analysis, TemplateLoad, VariableUse, analyse
 from .common import type_table
 
@@ -163,6 +165,7 @@ def _template_loads(
             + (" (the incoming value is `last`)" if what == "prompt" else ""),
         )
     yield from (_unsafe(path, span, shown, use) for use in analysis.unsafe)
+    yield from (_endless(path, span, shown, macro) for macro in analysis.endless)
     for load in analysis.loads:
         if load.name is None:
             yield _dynamic_load(path, span, shown, load.kind, load.line)
@@ -202,6 +205,23 @@ def _unsafe(path: str, span: Span, shown: str, use: VariableUse) -> Diagnostic:
         label=f"refused by the template sandbox at line {use.line} of the template",
         help="templates render in Jinja2's sandbox: attributes that start with `_` are "
         "Python internals, never data; read the value's fields instead",
+    )
+
+
+def _endless(path: str, span: Span, shown: str, macro: EndlessMacro) -> Diagnostic:
+    chain = _chain(macro.cycle)
+    first = macro.cycle[0]
+    through = "itself" if len(macro.cycle) == 2 else f"itself through {chain}"
+    return error(
+        "E708",
+        f"{shown} line {macro.line}: macro `{first}` calls {through} on every path, so it "
+        "never finishes",
+        path,
+        span,
+        label=f"a macro that always calls itself, at line {macro.line} of the template",
+        help="call it again only under a condition that becomes false, e.g. "
+        f"`{{% if node.children %}}…{{{{ {first}(child) }}}}…{{% endif %}}` or inside "
+        f"`{{% for child in node.children %}}`",
     )
 
 
@@ -312,6 +332,7 @@ def _ask(
         yield _syntax_error(path, ask.span, "this `ask`", analysis)
         return
     yield from (_unsafe(path, ask.span, "this `ask`", use) for use in analysis.unsafe)
+    yield from (_endless(path, ask.span, "this `ask`", macro) for macro in analysis.endless)
     for load in analysis.loads:
         yield error(
             "E705",

@@ -466,11 +466,12 @@ class Replies:
         message_id = reply_id(view)
         for delay in (0.0, *self.delays):
             await asyncio.sleep(delay)
-            # checked again before each attempt: a name may resolve elsewhere by now
-            await asyncio.to_thread(check_webhook_host, url, self.webhook_hosts)
+            # checked again before each attempt (a name may resolve elsewhere by now), and
+            # sent to the address checked, not to what the name resolves to a moment later
+            address = await asyncio.to_thread(check_webhook_host, url, self.webhook_hosts)
             headers = standard_webhook_headers(message_id, body, time.time(), self.key)
             try:
-                await asyncio.to_thread(_post_json, WEBHOOK, url, body, headers)
+                await asyncio.to_thread(_post_json, WEBHOOK, url, body, headers, address)
                 return
             except NotifyError as exc:
                 failure = exc
@@ -533,34 +534,67 @@ def _settled_seq(view: ThreadView) -> int:
     return seq
 
 
-def check_webhook_host(url: str, allowed: frozenset[str] | None) -> None:
+def check_webhook_host(url: str, allowed: frozenset[str] | None) -> str | None:
     """`Forbidden` (403) unless the server may POST to `url`'s host (an SSRF guard: a token
     holder names the URL). With `[tool.twelvefold.server] webhook_hosts` (`allowed`,
     lowercase host names or IP literals) the host must be one of them, and nothing else is
     checked. Without it, every address the host resolves to must be a public (global
     unicast) one: loopback, private (RFC 1918, RFC 4193), link-local (cloud metadata at
     169.254.169.254), shared, reserved and multicast addresses are refused, and so is a
-    host that does not resolve. Blocking (DNS): call it off the event loop where it
-    matters."""
+    host that does not resolve. Returns the address to send to (the first checked: a
+    send connects to it rather than resolving the name again, which could give another),
+    or None with `webhook_hosts` (the name is trusted, and resolved as usual). Blocking
+    (DNS): call it off the event loop where it matters."""
     host = (urlsplit(url).hostname or "").lower().rstrip(".")
     if allowed is not None:
         if host not in allowed:
             raise Forbidden(
                 f"`webhook` host {host!r} is not in [tool.twelvefold.server] webhook_hosts"
             )
-        return
+        return None
     try:
         found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         raise Forbidden(f"`webhook` host {host!r} does not resolve") from None
-    for *_, sockaddr in found:
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        mapped = getattr(address, "ipv4_mapped", None)
-        if not (mapped or address).is_global or (mapped or address).is_multicast:
-            raise Forbidden(
-                f"`webhook` host {host!r} is not a public address; name it in"
-                " [tool.twelvefold.server] webhook_hosts to allow it"
-            )
+    addresses = [str(sockaddr[0]).split("%", 1)[0] for *_, sockaddr in found]
+    if not addresses or not all(is_public(ipaddress.ip_address(a)) for a in addresses):
+        raise Forbidden(
+            f"`webhook` host {host!r} is not a public address; name it in"
+            " [tool.twelvefold.server] webhook_hosts to allow it"
+        )
+    return addresses[0]
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+"""The well-known NAT64 prefix (RFC 6052): its last 32 bits are the IPv4 address the
+gateway forwards to (how a public IPv4 host is reached from an IPv6-only network)."""
+_UNCHECKABLE = (
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # NAT64 for local use (RFC 8215)
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible, deprecated (RFC 4291 2.5.5.1)
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (RFC 2765)
+    ipaddress.IPv6Network("fec0::/10"),  # site-local, deprecated (RFC 3879)
+)
+"""IPv6 prefixes whose addresses lead to an IPv4 address in a way that cannot be told from
+the address alone, or to a private network: never public."""
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether a webhook may be sent to `address`: a global unicast address (Python's
+    `is_global`, from IANA's special-purpose registries, RFC 6890), never multicast. An
+    IPv6 address that carries an IPv4 one — IPv4-mapped (RFC 4291), NAT64's well-known
+    prefix (RFC 6052), 6to4 (RFC 3056) — is judged by the IPv4 address it leads to;
+    NAT64 for local use, the IPv4-compatible and IPv4-translated forms and site-local
+    addresses never are public (`is_global` calls them global, and each can lead a
+    gateway to a private network or the cloud metadata address)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in _UNCHECKABLE):
+            return False
+        carried = address.ipv4_mapped or address.sixtofour
+        if carried is None and address in _NAT64:
+            carried = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if carried is not None:
+            return is_public(carried)
+    return address.is_global and not address.is_multicast
 
 
 def webhook_hosts_of(service: Serving) -> frozenset[str] | None:
