@@ -195,6 +195,18 @@ class ChildSettled(RequestNotPending):
     nobody. Nothing was recorded; over HTTP this is a 409."""
 
 
+class TimedOut(RequestNotPending):
+    """A decision (or an outside event) that came after its wait's `timeout` had run
+    out: the timeout's outcome was recorded in its place (an approval's rejection
+    `by="timeout"`, a question's failure, a request never delivered, a wait's timer)
+    and the thread goes on from there, as if the sweep had got there first. `view` is
+    the thread after that. Over HTTP this is a 409; the CLI says it in one line."""
+
+    def __init__(self, message: str, view: ThreadView) -> None:
+        super().__init__(message)
+        self.view = view
+
+
 class NotAnApprover(InputError):
     """The person deciding an approval is not in any of its `approvers` groups, as the
     configuration defines them now. Nothing was recorded."""
@@ -230,8 +242,9 @@ class ThreadView:
     event_type: str | None = None
     """While waiting for an outside event: the type it waits for (`PaymentReceived`)."""
     wake_at: str | None = None
-    """While waiting for an event with a `timeout`, or sleeping: when `expire` ends the
-    wait (ISO 8601, UTC)."""
+    """While waiting for an approval, an answer or an event with a `timeout`, or
+    sleeping: when the wait ends (ISO 8601, UTC). A decision after it is refused and
+    the timeout's outcome recorded instead; with nobody deciding, `expire` ends it."""
     notice_failed: tuple[str, ...] = ()
     """While waiting and nobody was told: why each channel failed at the last attempt
     (`"name: reason"`, no secrets); `expire` tries again (runtime/timeouts.py)."""
@@ -377,6 +390,8 @@ def view_of(thread: Thread) -> ThreadView:
             wake_at = timeouts.iso(due) if due is not None else None
         elif isinstance(action, AwaitApproval | AwaitAnswer):
             waiting_for = "approval" if isinstance(action, AwaitApproval) else "answer"
+            due = timeouts.deadline(state, action, thread.events)  # its `timeout`, if any
+            wake_at = timeouts.iso(due) if due is not None else None
             from .context import AskRenderError  # jinja2 loads only when a thread waits
 
             try:
@@ -564,6 +579,9 @@ class AsyncRuntime:
         """
         if approve + reject + (answer is not None) > 1:
             raise InputError("give one of approve, reject or answer")
+        storable(comment, "the comment")
+        storable(answer.model_dump() if isinstance(answer, Answer) else answer, "the answer")
+        storable(by, "the name of who decides")
         await self.engine.check_free(thread_id)  # a process advancing it: say who, first
         thread = await self._load(thread_id, agent)
         step = thread.state.step
@@ -579,6 +597,10 @@ class AsyncRuntime:
                 raise InputError(wrong_decision(thread, action, given))
             config = allowed_config(thread, action, by)
             at, reference = _now(), config.reference
+            # The deadline is checked at the moment the decision is recorded (`at`, the
+            # time the event carries): the append below fails with `Conflict` if
+            # anything (the sweep's timeout among them) was recorded since the load.
+            await self._refuse_late(thread, action, at, run)
             if approve or reject:
                 kind: type[Approved | Rejected] = Approved if approve else Rejected
                 event = kind(
@@ -623,6 +645,7 @@ class AsyncRuntime:
         """
         if idempotency_key is not None and not idempotency_key.strip():
             raise InputError("an idempotency key must not be blank")
+        storable(idempotency_key, "the idempotency key")
         thread = await self._load(thread_id, agent)
         signal = typed_event(thread.agent, type, value)
         for attempt in (1, 2, 3):
@@ -631,8 +654,10 @@ class AsyncRuntime:
             try:
                 await self.engine.check_free(thread_id)
                 action = awaited_signal(thread, type, request)
+                at = _now()
+                await self._refuse_late(thread, action, at, run)  # its `timeout` ran out
                 event = Signalled(
-                    step=action.step, at=_now(), type=type, value=signal, key=idempotency_key,
+                    step=action.step, at=at, type=type, value=signal, key=idempotency_key,
                     request=thread.state.request, by=by, via=via,
                 )  # fmt: skip
                 await self.engine.record(thread, event)
@@ -658,6 +683,38 @@ class AsyncRuntime:
                 continue
             break
         return await self._view(await self._ran(thread, run))
+
+    async def _refuse_late(
+        self, thread: Thread, action: AwaitApproval | AwaitAnswer | AwaitSignal, at: str, run: bool
+    ) -> None:
+        """Nothing when the wait of `action` has not run out at `at`; else record what
+        its timeout records (as the sweep would), run the thread on (unless not `run`)
+        and raise `TimedOut`, nothing else recorded."""
+        moment = timeouts.as_moment(at)
+        ended = timeouts.overdue(thread.state, action, thread.events, moment)
+        if ended is None:
+            return
+        limit = timeouts.deadline(thread.state, action, thread.events)
+        if isinstance(ended, Rejected):  # as the sweep's `_expire_one` traces it
+            ended = replace(ended, trace=self._trace_wait(thread, ended))
+        elif isinstance(ended, StepFailed):
+            self._trace_wait(thread, ended)
+        await self.engine.record(thread, ended)
+        request = action.request
+        view = await self._view(await self._ran(thread, run))
+        outcome = (
+            "counted as a rejection" if isinstance(ended, Rejected)
+            else "recorded as never delivered" if isinstance(ended, StepFailed)
+            and ended.error.type == timeouts.NOT_DELIVERED
+            else "recorded as a failure of the step" if isinstance(ended, StepFailed)
+            else "its timer fired"
+        )  # fmt: skip
+        when = timeouts.iso(limit) if limit is not None else "its deadline"
+        raise TimedOut(
+            f"request `{request}` of thread {thread.id} timed out at {when}, before this"
+            f" decision: nothing was decided; the timeout was {outcome}",
+            view,
+        )
 
     async def _delivered_soon(
         self, thread_id: str, agent: AgentRef | None, key: str, *, tries: int = 40
@@ -704,6 +761,8 @@ class AsyncRuntime:
         as it is."""
         if not reason.strip():
             raise InputError("say why the thread is cancelled: the reason is kept in its log")
+        storable(reason, "the reason")
+        storable(by, "the name of who cancels")
         thread = await self._load(thread_id, agent)
         event = Cancelled(step=thread.state.step, at=_now(), by=by, reason=reason, via=via)
         waiting = thread.state.status == "waiting"
@@ -1545,13 +1604,16 @@ def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
         raise InputError(f"{agent.name} declares no type `{shown(type)}` (its types: {known})")
     try:
         if isinstance(value, declared):
-            return value
-        if isinstance(value, str | bytes):
-            return declared.model_validate_json(value)
-        return declared.model_validate(value)
+            typed = value
+        elif isinstance(value, str | bytes):
+            typed = declared.model_validate_json(value)
+        else:
+            typed = declared.model_validate(value)
     except ValidationError as exc:
         problems = validation_problems(exc, limit=exc.error_count(), model=declared)
         raise InputError(f"the event is not a valid {type}: {shown(problems)}") from None
+    storable(typed, "the event's value")
+    return typed
 
 
 def delivered(thread: Thread, key: str) -> bool:
@@ -1702,6 +1764,15 @@ def approved_call(events: Sequence[Event], state: State, spec: AgentSpec) -> int
     return at if events[at].step in spec.approval_into(step) else None
 
 
+def storable(value: Any, where: str) -> None:
+    """`InputError` for a value from outside that cannot be stored (`codec.unstorable`)."""
+    from .codec import unstorable
+
+    problem = unstorable(value, where)
+    if problem is not None:
+        raise InputError(problem)
+
+
 def typed_input(agent: Agent, value: Any) -> Any:
     """The launch input as the agent declares it: a string, or one of its types (given as
     the model, a dict, or JSON text)."""
@@ -1709,10 +1780,13 @@ def typed_input(agent: Agent, value: Any) -> Any:
     try:
         if isinstance(declared, type) and issubclass(declared, BaseModel):
             if isinstance(value, declared):
-                return value
-            if isinstance(value, str | bytes):
-                return declared.model_validate_json(value)
-            return declared.model_validate(value)
+                typed = value
+            elif isinstance(value, str | bytes):
+                typed = declared.model_validate_json(value)
+            else:
+                typed = declared.model_validate(value)
+            storable(typed, "the input")
+            return typed
     except ValidationError as exc:
         model = declared if isinstance(declared, type) and issubclass(declared, BaseModel) else None
         problems = validation_problems(exc, model=model)
@@ -1732,6 +1806,7 @@ def typed_input(agent: Agent, value: Any) -> Any:
         # As for every float field (docs/language.md): NaN answers false to every
         # comparison and, like the infinities, has no JSON form to store or show.
         raise InputError(f"the input {value} is not a finite number")
+    storable(value, "the input")
     return value
 
 

@@ -226,3 +226,37 @@ def _expect(value: Any, kind: Any, field: str) -> None:
 
 def _encode_usage(usage: Usage) -> dict[str, Any]:
     return {n: v for n in _USAGE_FIELDS if (v := getattr(usage, n)) is not None}
+
+
+def unstorable(value: Any, where: str) -> str | None:
+    """Why `value` cannot be stored, naming the place (`where`, then `.field` or `[i]`):
+    a string holding a lone UTF-16 surrogate (`"\\ud800"`: valid JSON text, and a Python
+    string from a command line's undecodable bytes, but no UTF-8 has it). None when it
+    can. Every free-form value from outside (a launch's input, an event's value, a
+    comment, an answer) and every model output and tool result is asked this before it
+    is recorded: one refused there is a clear error, never a failed write."""
+    if isinstance(value, BaseModel):
+        return unstorable(dict(value), where)
+    if isinstance(value, str):
+        if value.isascii():  # the usual case, at once
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            character = f"\\u{ord(value[exc.start]):04x}"
+            return (
+                f"{where} holds a lone surrogate ({character}) at character {exc.start}:"
+                " text must be valid Unicode"
+            )
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = unstorable(key, f"{where} (a key)") or unstorable(item, f"{where}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (found := unstorable(item, f"{where}[{index}]")) is not None:
+                return found
+    return None

@@ -49,8 +49,6 @@ from .types import (
     ModelOutput,
     State,
     StepFailed,
-    build_model_output,
-    build_tool_result,
     build_tool_started,
 )
 
@@ -427,7 +425,7 @@ class Routine:
         if outcome.error is None:  # `tool_event`'s result (no error: no secret to take out)
             usage, result = outcome.usage, outcome.result
             assert result is not None  # a call without an error returned its result
-            return build_tool_result(step=step, at=now_iso(), usage=usage, result=result)
+            return loop.tool_result_event(step, key, usage, result)
         return loop.tool_event(step, key, loop._secrets_out(outcome, thread, action))
 
 
@@ -471,7 +469,7 @@ def _answered(
     usage, bad_cost = loop._valid_cost(loop._priced(reply, requested, prices, started))
     if bad_cost is not None:
         return StepFailed(step=action.step, at=now_iso(), usage=usage, error=bad_cost)
-    return build_model_output(step=action.step, at=now_iso(), usage=usage, output=reply.output)
+    return loop.model_output_event(action.step, usage, reply.output)
 
 
 async def _raising(error: BaseException) -> Any:

@@ -39,7 +39,7 @@ from pydantic import BaseModel
 
 from . import checks, fastpath, ratelimit, tools, tracing
 from . import lease as leases
-from .codec import Codec
+from .codec import Codec, unstorable
 from .config import ConfigError, find_config, stdlib_module
 from .integrity import BrokenLog, LogError, UnreadableLog
 from .model import MAX_PAUSE_SECONDS as MAX_PAUSE_SECONDS  # read here by the fast path too
@@ -97,6 +97,9 @@ from .usage import (
 )
 from .versions import AgentVersion
 
+UNSTORABLE = "Unstorable"
+"""The error type of a step whose model output or tool result no store can hold (a lone
+surrogate in a string: `codec.unstorable`)."""
 INTERRUPTED = ErrorInfo(
     "Interrupted",
     "interrupted: the tool may or may not have run; it takes no idempotency key, "
@@ -660,7 +663,7 @@ class Engine:
                 return StepFailed(step=action.step, at=now_iso(), usage=usage, error=bad_cost)
             if refusal is not None:
                 return await self._rejected(thread, action, reply.output, refusal, usage)
-        return build_model_output(step=action.step, at=now_iso(), usage=usage, output=reply.output)
+        return model_output_event(action.step, usage, reply.output)
 
     async def _check_output(
         self, thread: Thread, action: CallModel, output: BaseModel, prices: Prices, paid: Usage
@@ -1186,7 +1189,25 @@ def tool_event(step: str, key: str, outcome: tools.Outcome, *, trace: str | None
             key=key if outcome.unknown else None,
         )
     assert outcome.result is not None
-    usage, result = outcome.usage, outcome.result
+    return tool_result_event(step, key, outcome.usage, outcome.result)
+
+
+def model_output_event(step: str, usage: Usage | None, output: Any) -> Event:
+    """The `ModelOutput` of a checked reply; a `StepFailed` (`Unstorable`, paid for) when
+    no store can hold it (`codec.unstorable`): never recorded, never dispatched."""
+    if (unfit := unstorable(output, "the model's output")) is not None:
+        error = ErrorInfo(type=UNSTORABLE, message=unfit)
+        return StepFailed(step=step, at=now_iso(), usage=usage, error=error)
+    return build_model_output(step=step, at=now_iso(), usage=usage, output=output)
+
+
+def tool_result_event(step: str, key: str, usage: Usage | None, result: Any) -> Event:
+    """The `ToolResult` of a call; a `StepFailed` (`Unstorable`) when no store can hold
+    the result. The call ran (its effect is done), so the failure keeps its key, as for
+    a call whose outcome is unknown: a person's retry calls it again with the same key."""
+    if (unfit := unstorable(result, "the tool's result")) is not None:
+        error = ErrorInfo(type=UNSTORABLE, message=unfit)
+        return StepFailed(step=step, at=now_iso(), usage=usage, error=error, key=key)
     return build_tool_result(step=step, at=now_iso(), usage=usage, result=result)
 
 

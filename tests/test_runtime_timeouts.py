@@ -598,3 +598,79 @@ def test_a_thread_that_could_not_be_swept_is_not_said_to_have_timed_out() -> Non
     assert expiry_line(stuck) == (
         "thread t1: `approve_change` could not be swept: AgentLoadError: no such file"
     )
+
+
+# ---- a decision after the deadline: refused, the timeout recorded (no sweep needed) ----
+
+
+def clock_at(monkeypatch: pytest.MonkeyPatch, moment: datetime) -> None:
+    """The clock decisions are recorded by, set to `moment`."""
+    from twelvefold.runtime import api
+    from twelvefold.runtime.timeouts import iso
+
+    monkeypatch.setattr(api, "_now", lambda: iso(moment))
+
+
+def test_an_approval_after_its_timeout_is_refused_and_counts_as_a_rejection(
+    store: SqliteStore, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twelvefold.runtime.api import RequestNotPending, TimedOut
+
+    model = ScriptedModel([CHANGE, {"type": "Done", "message": "left it alone"}])
+    rt = runtime(store, cache, model)
+    view = rt.launch(PATIENCE, "tidy the schema")
+    began = waiting_since(rt, view.id)
+    assert view.wake_at is not None and parse_time(view.wake_at) == began + timedelta(minutes=30)
+    clock_at(monkeypatch, began + timedelta(minutes=30))
+    with pytest.raises(TimedOut, match=r"timed out .* counted as a rejection") as refused:
+        rt.resume(view.id, request=view.request, approve=True, by="ana")
+    assert refused.value.view.status == "finished"  # run on from the rejection
+    assert refused.value.view.output.message == "left it alone"
+    events = rt.events(view.id)
+    assert not any(isinstance(e, ToolStarted) for e in events), "a late approval never runs"
+    assert [e.by for e in events if isinstance(e, Rejected)] == ["timeout"]
+    with pytest.raises(RequestNotPending):  # once recorded, the request is simply gone
+        rt.resume(view.id, request=view.request, approve=True, by="ana")
+
+
+def test_an_answer_after_its_timeout_is_refused_and_fails_the_step(
+    store: SqliteStore, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twelvefold.runtime.api import TimedOut
+
+    model = ScriptedModel([QUESTION, {"type": "Done", "message": "gave up"}])
+    rt = runtime(store, cache, model)
+    view = rt.launch(PATIENCE, "tidy the schema")
+    assert view.waiting_for == "answer" and view.wake_at is not None
+    clock_at(monkeypatch, parse_time(view.wake_at) + timedelta(seconds=1))
+    with pytest.raises(TimedOut, match="failure of the step"):
+        rt.resume(view.id, request=view.request, answer="the users table", by="ana")
+    events = rt.events(view.id)
+    assert not any(type(e).__name__ == "Answered" for e in events)
+    assert [e.error.type for e in events if isinstance(e, StepFailed)] == ["Timeout"]
+
+
+def test_the_cli_refuses_a_late_decision_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TWELVEFOLD_DB", raising=False)
+    monkeypatch.setenv("TWELVEFOLD_NOTIFY_LOG", "0")
+    cassette = tmp_path / "patience.jsonl"
+    cassette.write_text("\n".join(json.dumps(e) for e in CASSETTE) + "\n")
+    runner = CliRunner()
+    launched = runner.invoke(
+        cli, ["run", str(PATIENCE), "--input", "tidy", "--cassette", str(cassette), "--json"]
+    )
+    shown = json.loads(launched.output.splitlines()[-1])
+    clock_at(monkeypatch, parse_time(shown["wake_at"]) + timedelta(minutes=1))
+    result = runner.invoke(
+        cli,
+        ["resume", shown["thread_id"], "--approve", "--request", shown["request"], "--by", "ana",
+         "--cassette", str(cassette)],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "timed out" in line and "Traceback" not in result.output
+    log = runner.invoke(cli, ["show", shown["thread_id"]]).output
+    assert "rejected      by timeout" in log and "approved" not in log

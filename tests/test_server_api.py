@@ -533,3 +533,136 @@ async def test_every_view_of_a_thread_has_its_usage_as_show_json_has_it(
     for model in ("ThreadOut", "ThreadSummary"):
         assert "usage" in schemas[model]["required"]
     assert set(schemas["UsageOut"]["properties"]) == set(usage)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def timed(
+    request: pytest.FixtureRequest, tmp_path: Path, openai_server: ScriptedOpenAI
+) -> Any:
+    """The deploy project whose approval has `timeout 1h`, served with no sweep."""
+    agent = deploy_project(tmp_path / "p")
+    agent.write_text(
+        agent.read_text().replace(
+            '  approvers "release-managers"\n', '  approvers "release-managers"\n  timeout 1h\n'
+        )
+    )
+    store: Path | str = tmp_path / "threads.db"
+    if request.param == "postgres":
+        store = request.getfixturevalue("postgres_url")
+    async with served(agent, store, openai_server) as running:
+        yield running
+
+
+async def test_a_decision_after_the_timeout_is_refused_and_the_timeout_recorded(
+    timed: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/language.md: "no decision in time counts as a rejection", whether or not the
+    sweep has run: the deadline is checked when the decision is recorded."""
+    from datetime import UTC, datetime, timedelta
+
+    from twelvefold.runtime import api, timeouts
+
+    view = await launch(timed, "bob")
+    assert view["wake_at"] is not None  # the deadline, shown
+    deadline = timeouts.as_moment(view["wake_at"])
+    assert deadline - datetime.now(UTC) <= timedelta(hours=1)
+    later = timeouts.iso(deadline + timedelta(seconds=1))
+    monkeypatch.setattr(api, "_now", lambda: later)
+    response = await decide(timed, "ana", view, comment="go")
+    assert_problem(response, 409, "timed out", view["request"], "rejection")
+    assert response.json()["title"] == "Request timed out"
+    kinds = [(e["kind"], e.get("by")) for e in await events(timed, view["thread_id"])]
+    assert ("approved", "ana") not in kinds and ("rejected", "timeout") in kinds
+    again = await decide(timed, "ana", view)  # the request is gone now: plain stale
+    assert_problem(again, 409, "no longer pending")
+
+
+async def test_a_decision_just_before_the_timeout_is_recorded(
+    timed: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from twelvefold.runtime import api, timeouts
+
+    view = await launch(timed, "bob")
+    before = timeouts.iso(timeouts.as_moment(view["wake_at"]) - timedelta(seconds=1))
+    monkeypatch.setattr(api, "_now", lambda: before)
+    response = await decide(timed, "ana", view)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "finished"
+
+
+def set_status(store: Path | str, thread_id: str, status: str) -> None:
+    """Write a status this version does not know into the thread's row (a damaged row, or
+    one a newer version wrote during a rolling upgrade)."""
+    if isinstance(store, str):
+        import psycopg
+
+        with psycopg.connect(store) as conn:
+            conn.execute("UPDATE threads SET status = %s WHERE id = %s", (status, thread_id))
+        return
+    import sqlite3
+
+    with sqlite3.connect(store) as conn:
+        conn.execute("UPDATE threads SET status = ? WHERE id = ?", (status, thread_id))
+    conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def with_store(
+    request: pytest.FixtureRequest, deploy_agent: Path, tmp_path: Path,
+    openai_server: ScriptedOpenAI,
+) -> Any:  # fmt: skip
+    """`s`, and where its store is."""
+    store: Path | str = tmp_path / "threads.db"
+    if request.param == "postgres":
+        store = request.getfixturevalue("postgres_url")
+    async with served(deploy_agent, store, openai_server) as running:
+        yield running, store
+
+
+async def test_a_row_with_a_status_this_version_does_not_know_is_listed_as_stored(
+    with_store: tuple[Served, Path | str],
+) -> None:
+    """One odd row must not hide the others (rt5 t22): the listing, /metrics and the
+    inbox show it with its status as stored (docs/server.md, "Listing threads")."""
+    s, store = with_store
+    odd, fine = await launch(s, "bob"), await launch(s, "bob")
+    set_status(store, odd["thread_id"], "paused")
+    async with s.client("ana") as client:
+        listed = await client.get("/v1/threads")
+        assert listed.status_code == 200, listed.text
+        statuses = {t["thread_id"]: t["status"] for t in listed.json()}
+        assert statuses == {odd["thread_id"]: "paused", fine["thread_id"]: "waiting"}
+        waiting = (await client.get("/v1/threads?status=waiting")).json()
+        assert [t["thread_id"] for t in waiting] == [fine["thread_id"]]
+        metrics = (await client.get("/metrics")).text
+        assert 'twelvefold_threads{agent="deploybot",status="paused"} 1.0' in metrics
+        pending = await client.get("/v1/requests")
+        assert [v["thread_id"] for v in pending.json()] == [fine["thread_id"]]
+
+
+async def test_a_launcher_who_may_not_read_gets_the_launch_answer_even_with_wait(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    """With `?wait=true` a launcher outside `readers` got `404 no thread X here` for a
+    thread that was launched, and a client retrying on it launched a duplicate (rt5 t24):
+    the answer is the `202` a launch without `wait` gives (docs/server.md)."""
+    config = (
+        DEPLOY_CONFIG
+        + 'devs = ["bob"]\n[server]\nlaunchers = ["release-managers", "devs"]\n'
+        + 'readers = ["release-managers"]\n'
+    )
+    agent = deploy_project(tmp_path / "p", config)
+    async with served(agent, tmp_path / "threads.db", openai_server) as s:
+        async with s.client("bob") as client:
+            waited = await client.post(
+                "/v1/agents/deploybot/threads?wait=true", json={"input": "deploy v1.2.3"}
+            )
+            assert waited.status_code == 202, waited.text
+            view = waited.json()
+            assert (view["status"], view["events"]) == ("running", 1)
+            assert view["question"] is None, "nothing a reader's view would add"
+        async with s.client("ana") as client:
+            listed = (await client.get("/v1/threads")).json()
+        assert [t["thread_id"] for t in listed] == [view["thread_id"]], "launched once"

@@ -209,3 +209,36 @@ def test_seconds_options_refuse_nan(command: str, option: str) -> None:
     """NaN passes every comparison a range check makes: it is refused by name."""
     result = CliRunner().invoke(cli, [command, option, "nan", str(EXAMPLES)])
     assert result.exit_code == 2 and "not a number of seconds" in result.output, result.output
+
+
+def test_a_token_is_revoked_by_pasting_it_whole_and_its_secret_is_never_printed(
+    workdir: Path,
+) -> None:
+    """Whoever holds a leaked token revokes it by pasting it (rt5): only the id part of
+    it names the row, and the whole token must match that row."""
+    made = [invoke("token", "create", p, "--db", "t.db", "--create")[1].strip() for p in "ab"]
+    leaked, other = made
+    secret = leaked.rpartition("_")[2]
+    wrong = leaked[:-1] + ("A" if leaked[-1] != "A" else "B")  # its id, another secret
+    code, out, err = invoke("token", "revoke", wrong, "--db", "t.db")
+    assert code == 1 and err.startswith("error: no live token") and err[-1] == "\n"
+    assert secret[:-1] not in out + err
+    code, out, err = invoke("token", "revoke", leaked, "--db", "t.db")
+    assert code == 0, err
+    assert secret not in out + err and leaked.split("_")[1] in out
+    tokens = TokenStore(workdir / "t.db")
+    try:
+        assert tokens.verify(leaked) is None and tokens.verify(other) == "b"
+    finally:
+        tokens.close()
+
+
+def test_reserved_person_names_get_no_token(workdir: Path) -> None:
+    """`schedule:NAME` is who a schedule's launches are recorded as, `timeout` who an
+    approval's timeout rejects as: a token for either would pass as them."""
+    for person in ["schedule:nightly", "schedule:", "timeout"]:
+        code, out, err = invoke("token", "create", person, "--db", "t.db", "--create")
+        assert (code, out) == (1, ""), person
+        assert err.startswith("error: ") and "reserved" in err and err.count("\n") == 1
+    code, out, _ = invoke("token", "create", "schedules", "--db", "t.db", "--create")
+    assert code == 0 and out.startswith("tf_")

@@ -464,3 +464,34 @@ async def test_the_graph_is_an_svg_with_the_threads_path_and_its_own_sandbox(s: 
     assert "visited ×1" in html.unescape(svg)
     assert re.search(r'<g id="node\d+" class="node approval visited here waiting"', svg), svg
     assert missing.status_code == 404
+
+
+async def test_a_request_with_a_timeout_shows_its_deadline_and_a_late_decision_is_refused(
+    tmp_path: Path, openai_server: ScriptedOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from tests.support.server import deploy_project
+    from twelvefold.runtime import api, timeouts
+
+    agent = deploy_project(tmp_path / "p")
+    agent.write_text(
+        agent.read_text().replace(
+            '  approvers "release-managers"\n', '  approvers "release-managers"\n  timeout 1h\n'
+        )
+    )
+    async with served(agent, tmp_path / "threads.db", openai_server) as s:
+        view = await waiting_thread(s)
+        assert view.wake_at is not None
+        async with signed_in(s, "ana") as browser:
+            page = (await browser.get("/")).text
+            assert f'<time datetime="{view.wake_at}">' in page
+            thread_page = (await browser.get(f"/threads/{view.id}")).text
+            assert f'<time datetime="{view.wake_at}">' in thread_page
+            form = decide_form(page, "approve")
+            late = timeouts.iso(timeouts.as_moment(view.wake_at) + timedelta(seconds=1))
+            monkeypatch.setattr(api, "_now", lambda: late)
+            refused = await browser.post(f"/threads/{view.id}/decide", data=form)
+        assert refused.status_code == 409 and "Request timed out" in refused.text
+        assert "Approved" not in await recorded(s, view.id)
+        assert "Rejected" in await recorded(s, view.id)

@@ -111,6 +111,22 @@ def test_metrics_need_a_token_unless_the_configuration_makes_them_public(
     wait_for(lambda: "server.metrics" in server.log.read_text(), "the reason in the log")
 
 
+def test_with_readers_only_a_reader_of_every_agent_reads_the_metrics(
+    server: ServeProcess, project: Path
+) -> None:
+    """/metrics shows each agent's counts and costs: with `readers` set, a token holder
+    outside them is refused (403), as the threads themselves are hidden from them."""
+    (project / "twelvefold.toml").write_text(
+        DEPLOY_CONFIG + '\n[server]\nreaders = ["release-managers"]\n'
+    )
+    with server.client(make_token(server.db, "bob")) as bob:
+        refused = bob.get("/metrics")
+        assert refused.status_code == 403, refused.text
+        assert "readers" in refused.json()["detail"] and "deploybot" not in refused.text
+    with server.client(make_token(server.db, "ana")) as ana:
+        scrape(ana.get("/metrics"))
+
+
 def test_a_forks_copied_events_count_nowhere_as_new(server: ServeProcess, tmp_path: Path) -> None:
     """`POST /fork` copies a log: its model calls, tool calls and `started` were counted
     when the thread they came from recorded them. Only the fork's own `forked` counts."""

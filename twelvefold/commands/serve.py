@@ -384,11 +384,12 @@ def token_list(db: StoreLocation, as_json: bool) -> None:
 
 
 @token.command("revoke")
-@click.argument("token_id", metavar="ID")
+@click.argument("token_id", metavar="ID|TOKEN")
 @DB
 def token_revoke(token_id: str, db: StoreLocation) -> None:
-    """Revoke the token with this ID (from `token list`): it stops working at once."""
-    from twelvefold.server.tokens import TokenStore
+    """Revoke the token with this ID (from `token list`), or the token itself pasted
+    whole (`tf_...`, one that leaked): it stops working at once."""
+    from twelvefold.server.tokens import TokenStore, token_id_of
 
     _check_store(db)
     tokens = TokenStore(db)
@@ -396,10 +397,16 @@ def token_revoke(token_id: str, db: StoreLocation) -> None:
         revoked = tokens.revoke(token_id)
     finally:
         tokens.close()
+    shown_id = _printable(token_id_of(token_id))  # never the secret part of a token
     if not revoked:
-        error(f"no live token {_printable(token_id)} in {cut(str(db))}")
+        what = (
+            f"token with id {shown_id} and that secret"
+            if token_id != token_id_of(token_id)
+            else f"token {shown_id}"
+        )
+        error(f"no live {what} in {cut(str(db))}")
         sys.exit(1)
-    echo(f"revoked token {token_id}")
+    echo(f"revoked token {shown_id}")
 
 
 def _tokens(db: StoreLocation) -> list[TokenInfo]:

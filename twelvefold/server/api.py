@@ -100,7 +100,10 @@ class ThreadSummary(BaseModel):
 
     thread_id: str
     agent: str
-    status: StatusName
+    status: str = Field(
+        description="One of running, waiting, finished, failed, cancelled; a row this version"
+        " does not know (written by a newer version, or damaged) shows its status as stored."
+    )
     step: str
     events: int
     request: str | None
@@ -287,6 +290,10 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
                 body.input,
                 before_run=lambda thread_id: reply.webhook(thread_id, webhook),
             )
+        # A launcher outside `readers` may not see where the thread got to: the answer
+        # a launch without `wait` gives (202, the view at launch), never a 404 for a
+        # thread that was launched (a client retrying on it would launch it again).
+        wait = wait and service.may_read(who, view.agent)
         return await _maybe_waited(service, who, view, wait, response)
 
     @api.get("/v1/threads", tags=["threads"])

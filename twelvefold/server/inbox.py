@@ -193,6 +193,9 @@ class RequestCard:
     usage: str | None = None
     """What the thread cost so far, its sub-agents' included (`usage_text`), as the
     thread's page says it; the inbox's list shows it on each card."""
+    deadline: str | None = None
+    """When the request times out (its `timeout`; ISO 8601, UTC): a decision after it
+    is refused and the timeout's outcome recorded instead."""
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,7 @@ def request_card(
         may_decide=may_decide,
         parent=parent_link(root, view, parent),
         usage=usage_text(view.usage),
+        deadline=view.wake_at,
     )
 
 

@@ -15,8 +15,10 @@ one process, as in the tests, count apart). Two kinds of numbers:
 Who may read it: `[tool.twelvefold.server] metrics = "public"` (in the configuration of
 every served agent's folder, read at each scrape) opens it to anyone, e.g. a scraper
 inside the cluster; otherwise (`metrics = "token"`, the default) it takes the
-same `Authorization: Bearer TOKEN` as the API. Counts of threads are not secret, but the
-agents' names and how busy they are may be; nothing else (no input, no person) is shown.
+same `Authorization: Bearer TOKEN` as the API, from a person who may read the threads of
+every served agent (`readers`; 403 otherwise). Counts of threads are not secret, but the
+agents' names, how busy they are and what they cost may be; nothing else (no input, no
+person) is shown.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from twelvefold.runtime.config import ConfigError, find_config, toml_text
 from twelvefold.runtime.store import ThreadInfo
 from twelvefold.runtime.types import Status
 from twelvefold.server.counters import ProcessMetrics
-from twelvefold.server.service import Service, Unauthorized, Unavailable
+from twelvefold.server.service import Caller, Forbidden, Service, Unauthorized, Unavailable
 from twelvefold.server.tokens import TokenStore
 
 log = logging.getLogger("twelvefold.server")
@@ -185,7 +187,14 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
                 _authenticate(tokens, request.headers.get("authorization"))
             raise
         if tokens is not None and not public:
-            _authenticate(tokens, request.headers.get("authorization"))
+            found = _authenticate(tokens, request.headers.get("authorization"))
+            caller = Caller(found.person, "http", found.id)
+            if not all(service.may_read(caller, name) for name in service.agents):
+                # Every agent's counts and costs are on the page: for readers of them all.
+                raise Forbidden(
+                    "the metrics show every served agent's threads and costs: only a"
+                    " member of `readers` (of every served agent) may read them"
+                )
         body = await metrics.exposition()
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

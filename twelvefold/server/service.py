@@ -45,6 +45,7 @@ from twelvefold.runtime.api import (
     NotWaiting,
     RequestNotPending,
     ThreadView,
+    TimedOut,
     UnenforcedApprovers,
     not_reached,
     parent_of,
@@ -164,6 +165,13 @@ class Forbidden(ServiceError):
 
 class Stale(ServiceError):
     status, title = 409, "Request not pending"
+
+
+class Late(ServiceError):
+    """A decision or an outside event after its wait's timeout: the timeout's outcome
+    was recorded instead (runtime `TimedOut`)."""
+
+    status, title = 409, "Request timed out"
 
 
 class Busy(ServiceError):
@@ -639,7 +647,7 @@ class Service:
         if decision != "answer" and answer is not None:
             raise BadInput("`answer` goes only with decision `answer`")
         await self._check_decider(caller, current, approving=decision != "reject")
-        with _translated(), warnings.catch_warnings():
+        with _translated(), self._run_on_timeout(thread_id), warnings.catch_warnings():
             warnings.simplefilter("ignore", UnenforcedApprovers)  # refused above
             view = await self.runtime.resume(
                 thread_id,
@@ -678,7 +686,7 @@ class Service:
             current = await self.runtime.get(thread_id, agent=agent)
         if current.waiting_for == "event":
             await self._check_decider(caller, current, approving=False)
-        with _translated():
+        with _translated(), self._run_on_timeout(thread_id):
             view = await self.runtime.send(
                 thread_id, type, value, request=request, idempotency_key=idempotency_key,
                 by=caller.person, via=caller.recorded_via, agent=agent, run=False,
@@ -686,6 +694,16 @@ class Service:
         if view.seq != current.seq:  # recorded (a dropped duplicate changes nothing)
             self._submit(thread_id)
         return view
+
+    @contextlib.contextmanager
+    def _run_on_timeout(self, thread_id: str) -> Iterator[None]:
+        """A decision refused as too late recorded its timeout's outcome: run the thread
+        on from there in the background, as after the sweep's."""
+        try:
+            yield
+        except TimedOut:
+            self._submit(thread_id)
+            raise
 
     async def retry(self, caller: Caller, thread_id: str, *, reuse_key: bool = False) -> ThreadView:
         """Record a retry of a failed thread and run it in the background."""
@@ -813,6 +831,11 @@ class Service:
             except Exception:  # the parent is gone: the launchers found so far bind
                 break
         return people
+
+    def may_read(self, caller: Caller, agent: str) -> bool:
+        """Whether the caller may read the threads of the served agent named `agent`."""
+        found = self.agents.get(agent)
+        return found is not None and self._may_read(caller, found)
 
     def _may_read(self, caller: Caller, agent: Agent) -> bool:
         policy = Policy.at(_folder(agent))
@@ -1118,6 +1141,8 @@ def _translated() -> Iterator[None]:
         raise
     except ThreadNotFound as exc:
         raise NotFound(f"no thread {shown(exc.thread_id)} here") from None
+    except TimedOut as exc:  # a RequestNotPending whose timeout was recorded just now
+        raise Late(str(exc)) from None
     except NotWaiting as exc:  # a RequestNotPending, but nothing was pending for it
         raise WrongState(str(exc)) from None
     except RequestNotPending as exc:

@@ -91,7 +91,13 @@ class TokenStore(Table):
         return [TokenInfo(*row) for row in rows]
 
     def revoke(self, token_id: str) -> bool:
-        """Revoke the token with this id; False when there is no live one."""
+        """Revoke the token with this id, or this token (`tf_...`, pasted whole: revoked
+        only when it is that row's token); False when there is no such live one."""
+        if token_id.startswith(PREFIX):
+            found = self.identify(token_id)
+            if found is None:
+                return False
+            token_id = found.id
         changed = self._db.change(
             "UPDATE server_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
             (now_iso(), token_id),
@@ -99,10 +105,29 @@ class TokenStore(Table):
         return bool(changed)
 
 
+RESERVED_PREFIXES = ("schedule:",)
+"""Names that begin so are the server's own: a schedule launches as `schedule:NAME`."""
+RESERVED_NAMES = frozenset({"timeout"})
+"""Names the runtime records as who decided: an approval's timeout rejects `by="timeout"`."""
+
+
+def token_id_of(reference: str) -> str:
+    """The id part of a token (`tf_<id>_<secret>`), or `reference` itself (an id): what
+    may be shown of it (never the secret)."""
+    if reference.startswith(PREFIX):
+        return reference[len(PREFIX) :].partition("_")[0]
+    return reference
+
+
 def check_person(person: str) -> None:
     """A person's name as tokens and decisions record it. Raises ValueError."""
     if not (0 < len(person) <= 200) or not person.isprintable() or person != person.strip():
         raise ValueError("a person's name is 1-200 printable characters without surrounding spaces")
+    if person in RESERVED_NAMES or person.startswith(RESERVED_PREFIXES):
+        raise ValueError(
+            f"`{person}` is reserved (the server records its schedules as `schedule:NAME` and"
+            " an approval's timeout as `timeout`): choose another name"
+        )
 
 
 def _digest(token: str) -> str:

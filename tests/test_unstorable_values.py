@@ -1,0 +1,159 @@
+"""Values no store can hold (a lone UTF-16 surrogate, `"\\ud800"`: valid JSON, and what a
+command line makes of undecodable bytes) are refused at the boundary where they come in:
+a 422 over HTTP (SQLite and PostgreSQL), one line from the CLI, a failed step for a
+model's output or a tool's result; never a 500 or a traceback (rt5 t4, t5, t26)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tests.runtime_helpers import FIXTURES, RecordingNotifier, ScriptedModel
+from tests.support.openai_server import ScriptedOpenAI
+from tests.support.server import Served, deploy_project, served
+from tests.test_server_api import assert_problem, events
+from tests.test_server_signals import ORDER, PAID, payment_project
+from twelvefold.cli import cli
+from twelvefold.runtime.api import InputError, Runtime
+from twelvefold.runtime.codec import unstorable
+from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.types import ModelOutput, StepFailed, ToolResult
+
+PATIENCE = FIXTURES / "patience.agent"
+LONE = b'"\\ud800"'  # JSON text for a lone surrogate
+
+
+def test_unstorable_names_the_place_of_a_lone_surrogate() -> None:
+    assert unstorable({"a": ["ok", "x\ud800"]}, "the input") == (
+        "the input.a[1] holds a lone surrogate (\\ud800) at character 1: text must be valid Unicode"
+    )
+    assert unstorable({"\udfff": 1}, "v") is not None
+    assert unstorable({"a": ["ok", "\U0001f600", "\x00"], "n": 1.5}, "v") is None
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def s(request: pytest.FixtureRequest, tmp_path: Path, openai_server: ScriptedOpenAI) -> Any:
+    agents = [deploy_project(tmp_path / "deploy"), payment_project(tmp_path / "payment")]
+    store: Path | str = tmp_path / "threads.db"
+    if request.param == "postgres":
+        store = request.getfixturevalue("postgres_url")
+    async with served(agents, store, openai_server) as running:
+        yield running
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("collected")
+async def test_a_lone_surrogate_in_a_launch_input_or_an_event_value_is_a_422(s: Served) -> None:
+    json_body = {"content-type": "application/json"}
+    async with s.client("bob") as client:
+        for path, body in [
+            ("/v1/agents/deploybot/threads", b'{"input":' + LONE + b"}"),
+            ("/v1/agents/deploybot/threads?wait=true", b'{"input":' + LONE + b"}"),
+            (
+                "/v1/agents/payment/threads",
+                b'{"input":{"order_id":' + LONE + b',"email":"e","amount_cents":1}}',
+            ),
+        ]:
+            refused = await client.post(path, content=body, headers=json_body)
+            assert_problem(refused, 422, "lone surrogate", "the input")
+        listed = (await client.get("/v1/threads")).json()
+        assert listed == [], "nothing was launched"
+        waiting = await client.post("/v1/agents/payment/threads?wait=true", json={"input": ORDER})
+    view = waiting.json()
+    value = json.dumps(PAID).replace('"pay-77"', LONE.decode()).encode()
+    async with s.client("ana") as client:
+        refused = await client.post(
+            f"/v1/threads/{view['thread_id']}/signals",
+            content=b'{"type":"PaymentReceived","value":' + value + b"}",
+            headers=json_body,
+        )
+    assert_problem(refused, 422, "lone surrogate", "the event's value.reference")
+    assert len(await events(s, view["thread_id"])) == view["events"], "nothing recorded"
+
+
+# ---- the CLI and the library ---------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    opened = SqliteStore(tmp_path / "threads.db")
+    yield opened
+    opened.close()
+
+
+def test_the_cli_refuses_an_undecodable_input_or_comment_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TWELVEFOLD_DB", raising=False)
+    monkeypatch.setenv("TWELVEFOLD_NOTIFY_LOG", "0")
+    runner = CliRunner()
+    # What Python makes of the bytes b"\xff" on a command line (surrogateescape).
+    run = runner.invoke(cli, ["run", str(PATIENCE), "--input", "tidy \udcff"])
+    assert run.exit_code == 1, run.output
+    (line,) = run.stderr.strip().splitlines()
+    assert "lone surrogate (\\udcff)" in line and "Traceback" not in run.output
+    typed = tmp_path / "input.json"
+    typed.write_bytes(b'"tidy ' + LONE[1:])
+    from_file = runner.invoke(cli, ["run", str(PATIENCE), "--input", f"@{typed}"])
+    assert from_file.exit_code in (1, 2) and "Traceback" not in from_file.output
+
+
+def test_a_comment_or_an_answer_that_cannot_be_stored_is_refused(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    rt = Runtime(store, model=ScriptedModel([{"type": "Change", "what": "x"}]),
+                 notifier=RecordingNotifier(), cache_dir=tmp_path / "cache")  # fmt: skip
+    view = rt.launch(PATIENCE, "tidy")
+    with pytest.raises(InputError, match="the comment holds a lone surrogate"):
+        rt.resume(view.id, request=view.request, reject=True, comment="no \ud800", by="ana")
+    with pytest.raises(InputError, match="the reason holds a lone surrogate"):
+        rt.cancel(view.id, reason="\ud800")
+    assert rt.get(view.id).seq == view.seq
+
+
+def test_a_model_output_that_cannot_be_stored_fails_the_step(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    model = ScriptedModel([{"type": "Change", "what": "x\ud800"}] * 5)
+    rt = Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=tmp_path / "cache")
+    view = rt.launch(PATIENCE, "tidy")
+    logged = rt.events(view.id)
+    failures = [e for e in logged if isinstance(e, StepFailed)]
+    assert failures and failures[0].error.type == "Unstorable"
+    assert "the model's output.what holds a lone surrogate" in failures[0].error.message
+    assert not any(isinstance(e, ModelOutput) for e in logged), "never recorded"
+
+
+def test_a_tool_result_that_cannot_be_stored_fails_the_step(
+    store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(PATIENCE, project / "patience.agent")
+    (project / "patience_tools.py").write_text(
+        'def apply(change):\n    return {"message": "\\ud800"}\n'
+    )
+    model = ScriptedModel([{"type": "Change", "what": "x"}])
+    rt = Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=tmp_path / "cache",
+                 prompts_dir=FIXTURES / "prompts")  # fmt: skip
+    view = rt.launch(project / "patience.agent", "tidy")
+    done = rt.resume(view.id, request=view.request, approve=True, by="ana")
+    logged = rt.events(view.id)
+    assert not any(isinstance(e, ToolResult) for e in logged)
+    (failed,) = [e for e in logged if isinstance(e, StepFailed)]
+    assert (failed.step, failed.error.type) == ("apply", "Unstorable")
+    assert "the tool's result.message" in failed.error.message
+    assert done.status in ("failed", "waiting")
