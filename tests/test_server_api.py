@@ -666,3 +666,32 @@ async def test_a_launcher_who_may_not_read_gets_the_launch_answer_even_with_wait
         async with s.client("ana") as client:
             listed = (await client.get("/v1/threads")).json()
         assert [t["thread_id"] for t in listed] == [view["thread_id"]], "launched once"
+
+
+async def test_a_launcher_who_may_not_read_cannot_have_the_thread_sent_to_a_webhook(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    """A launch's webhook is sent the thread's view each time it pauses or ends: a
+    launcher outside `readers` would read through it what the API keeps from them. The
+    launch is refused (403) before anything is launched."""
+    config = (
+        DEPLOY_CONFIG
+        + 'devs = ["bob"]\n[server]\nlaunchers = ["release-managers", "devs"]\n'
+        + 'readers = ["release-managers"]\nwebhook_hosts = ["127.0.0.1"]\n'
+    )
+    agent = deploy_project(tmp_path / "p", config)
+    async with served(agent, tmp_path / "threads.db", openai_server) as s:
+        async with s.client("bob") as client:
+            refused = await client.post(
+                "/v1/agents/deploybot/threads",
+                json={"input": "deploy v1.2.3", "webhook": "http://127.0.0.1:9/hook"},
+            )
+        assert refused.status_code == 403, refused.text
+        assert "readers" in refused.json()["detail"]
+        async with s.client("ana") as client:
+            assert (await client.get("/v1/threads")).json() == [], "nothing launched"
+            allowed = await client.post(
+                "/v1/agents/deploybot/threads",
+                json={"input": "deploy v1.2.3", "webhook": "http://127.0.0.1:9/hook"},
+            )
+        assert allowed.status_code == 202, allowed.text

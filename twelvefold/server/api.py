@@ -21,7 +21,14 @@ from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.store import ThreadInfo
 from twelvefold.runtime.usage import Totals
 from twelvefold.server.replies import replies
-from twelvefold.server.service import BadInput, Caller, Service, TooManyAttempts, Unauthorized
+from twelvefold.server.service import (
+    BadInput,
+    Caller,
+    Forbidden,
+    Service,
+    TooManyAttempts,
+    Unauthorized,
+)
 from twelvefold.server.throttle import Throttle
 from twelvefold.server.tokens import TokenStore
 
@@ -277,8 +284,14 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         wait: bool = WAIT,
     ) -> ThreadOut:
         """Launch a thread of `agent`; it runs in the background."""
-        if body.webhook is not None:
-            await replies(service).check_webhook(body.webhook)  # before anything is launched
+        if body.webhook is not None:  # checked before anything is launched
+            if agent in service.agents and not service.may_read(who, agent):
+                # The webhook is sent the thread's view at each pause and at its end.
+                raise Forbidden(
+                    f"only readers of `{agent}` may name a webhook: it is sent the thread"
+                    " each time it pauses and when it ends"
+                )
+            await replies(service).check_webhook(body.webhook)
         webhook = body.webhook
         if webhook is None:
             view = await service.launch(who, agent, body.input)
