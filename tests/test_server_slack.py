@@ -579,3 +579,25 @@ def test_the_replay_memory_is_bounded_and_forgets_after_the_window() -> None:
     assert len(seen._seen) <= 100
     assert not seen.first_time("v0=9999", 1000.0, 1000.0)
     assert seen.first_time("v0=9999", 1000.0, 1001.0 + 2 * MAX_SKEW_SECONDS)  # let go
+
+
+def test_a_slack_user_mapped_to_a_reserved_or_malformed_name_is_nobody(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`schedule:NAME` and `timeout` are the names the server records for a schedule's
+    launches and an approval's timeout, and no token can be made for them: a Slack user
+    mapped to one would act (and be recorded) as the server itself. Such an entry maps
+    nobody and is logged; the others stand."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from twelvefold.runtime.loop import Agent
+    from twelvefold.server.slack import slack_users
+
+    (tmp_path / "twelvefold.toml").write_text(
+        '[slack]\nusers = { U0ANA = "ana", U0X = "schedule:nightly", U0Y = "timeout",'
+        ' U0Z = " spaced" }\n'
+    )
+    agent = cast(Agent, SimpleNamespace(directory=tmp_path))
+    assert slack_users(agent) == {"U0ANA": "ana"}
+    assert "U0X" in caplog.text and "reserved" in caplog.text

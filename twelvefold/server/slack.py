@@ -77,6 +77,7 @@ from twelvefold.server.problems import problem
 from twelvefold.server.replies import Replies, replies
 from twelvefold.server.service import Caller, ServeError, Service, ServiceError
 from twelvefold.server.tables import Table
+from twelvefold.server.tokens import check_person
 
 log = logging.getLogger("twelvefold.server")
 
@@ -178,7 +179,9 @@ class SlackSettings:
 def slack_users(agent: Agent) -> Mapping[str, str]:
     """`[tool.twelvefold.slack] users` of the agent's configuration, read now (so an
     edit applies at once): Slack user id -> person. A table of the wrong shape maps
-    nobody (and is logged)."""
+    nobody (and is logged), and so does an entry whose person could have no token
+    (`tokens.check_person`: a reserved name such as `schedule:NAME`, which would act as
+    the server itself, or a malformed one)."""
     try:
         config = find_config(agent.directory or Path.cwd())
     except ConfigError as exc:
@@ -191,7 +194,18 @@ def slack_users(agent: Agent) -> Mapping[str, str]:
     ):
         log.warning("%s: [tool.twelvefold.slack] users must map Slack ids to names", config.path)
         return {}
-    return dict(users)
+    mapped: dict[str, str] = {}
+    for user, person in users.items():
+        try:
+            check_person(person)
+        except ValueError as exc:
+            log.warning(
+                "%s: [tool.twelvefold.slack] users: %s maps nobody: %s",
+                config.path, shown_value(user), exc,
+            )  # fmt: skip
+            continue
+        mapped[user] = person
+    return mapped
 
 
 # ---- messages ------------------------------------------------------------------------
