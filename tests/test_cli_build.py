@@ -59,7 +59,7 @@ def test_check_json_gives_the_same_diagnostics_as_data(tmp_path: Path) -> None:
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run("check").returncode == 2
-    assert run("check", str(tmp_path / "missing.agent")).returncode == 2
+    assert run("check", str(tmp_path / "missing.agent")).returncode == 1  # input: E008
     assert run("compile", "--format", "yaml", "examples/deploybot.agent").returncode == 2
 
 

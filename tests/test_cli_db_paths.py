@@ -204,3 +204,47 @@ def test_a_folder_as_a_file_option_is_one_error_line(
     assert result.exit_code == 1, result.output
     lines = result.stderr.splitlines()
     assert lines == [f"error: cannot use {tmp_path / 'folder'}: Is a directory"], result.stderr
+
+
+READ_OPTIONS = [found for found in FILE_COMMANDS if found[2] != "--record"]
+"""The file options a command only reads (`--record` makes its file when it is missing)."""
+
+
+@pytest.mark.parametrize(
+    ("words", "command", "option"),
+    READ_OPTIONS,
+    ids=[f"{' '.join(words)} {option}" for words, _, option in READ_OPTIONS],
+)
+def test_a_missing_file_for_a_file_option_is_one_error_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    words: tuple[str, ...],
+    command: click.Command,
+    option: str,
+) -> None:
+    """Found by a red team: a `--cassette` or `--events` that does not exist was click's
+    usage error (exit 2) where every other path a command cannot use is one line, exit 1
+    (docs/runtime.md: exit 1 for a problem with the input, 2 for a mistaken command)."""
+    monkeypatch.chdir(tmp_path)
+    args = _args(words, command, str(tmp_path / "threads.db"), reach=False)
+    result = CliRunner().invoke(cli, [*args, option, str(tmp_path / "gone.json")])
+    assert "Traceback" not in result.output, result.output
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        f"error: cannot use {tmp_path / 'gone.json'}: No such file or directory"
+    ], result.stderr
+
+
+@pytest.mark.parametrize("words", [["check"], ["compile", "-o", "out"], ["graph"], ["test"]])
+@pytest.mark.parametrize("case", ["no such file", "a folder"])
+def test_an_agent_file_that_cannot_be_read_is_a_problem_not_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, words: list[str], case: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder.agent").mkdir()
+    given = "gone.agent" if case == "no such file" else "folder.agent"
+    result = CliRunner().invoke(cli, [*words, given])
+    assert "Traceback" not in result.output and "Usage:" not in result.output, result.output
+    assert result.exit_code == 1, result.output
+    assert given in result.stderr
+    assert "--seed" not in result.stderr, "no generated thread failed"

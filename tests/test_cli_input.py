@@ -216,11 +216,9 @@ def test_type_flow_follows_each_edge_once(monkeypatch: pytest.MonkeyPatch) -> No
 @pytest.mark.parametrize(
     "args",
     [
-        ["check", "--format", "json", "missing.agent"],
-        ["check", "missing.agent", "--format=json"],
         ["check", "--format", "json"],
         ["check", "--format", "json", "--no-such-option", "a.agent"],
-        ["compile", "--format", "json", "missing.agent"],
+        ["compile", "--format", "json", "--no-such-option", "a.agent"],
     ],
 )
 def test_usage_errors_are_a_json_document_with_format_json(
@@ -235,6 +233,26 @@ def test_usage_errors_are_a_json_document_with_format_json(
     assert "--help" in str(entry["help"])
     text = CliRunner().invoke(cli, [a for a in args if "json" not in a and a != "--format"])
     assert text.exit_code == 2 and text.stdout == ""  # without it: click's usage, on stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "--format", "json", "missing.agent"],
+        ["check", "missing.agent", "--format=json"],
+        ["compile", "--format", "json", "missing.agent"],
+    ],
+)
+def test_a_missing_agent_file_is_a_diagnostic_not_a_usage_error(
+    args: list[str], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file that cannot be read is a problem with the input (exit 1, E008 with its fix),
+    # as every other path a command cannot use; 2 is for a mistaken command line.
+    monkeypatch.chdir(folder)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    (entry,) = json.loads(result.stdout)
+    assert (entry["code"], entry["path"]) == ("E008", "missing.agent")
 
 
 def test_an_unwritable_output_folder_is_one_line_or_one_json_entry(folder: Path) -> None:

@@ -84,7 +84,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     log.write_text("[]")
     assert run(DEPLOYBOT, "--thread", "t1", "--events", str(log))[0] == 2
     assert run(DEPLOYBOT, "--format", "gif")[0] == 2
-    assert run(str(tmp_path / "missing.agent"))[0] == 2
+    assert run(str(tmp_path / "missing.agent"))[0] == 1  # a problem with the input: E008
 
 
 def test_events_file_overlays_the_thread() -> None:

@@ -126,9 +126,7 @@ def _report(
     return 0 if all(r.ok for r in results) else 1
 
 
-FILES = click.argument(
-    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+FILES = click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 FORMAT = click.option(
     "--format",
     "output_format",

@@ -382,7 +382,7 @@ MODEL_OPTIONS = [
     click.option(
         "--cassette",
         # A folder is refused in one line, exit 1, as any path it cannot read.
-        type=click.Path(exists=True, path_type=Path),
+        type=click.Path(path_type=Path),
         help="Replay model outputs from this cassette (no network).",
     ),
     click.option(
