@@ -210,3 +210,65 @@ def test_the_cli_says_why_in_one_line(rt: Runtime, project: Path) -> None:
     assert len(side_effects(project)) == 1
     assert len(json.loads(CliRunner().invoke(cli, ["threads", "--json"]).stdout)) == 2
 
+
+# ---- a retry that keeps the key of a keyless approved call (red team rt6) -------------------
+
+KEYLESS = """
+agent keyless "Approves, then calls a tool that takes no key." { input Req max_steps 20 start ask }
+type Req { n: int }
+type Count { n: int }
+approval ask(Req) {
+  ask "Run it for {{ n }}?"
+  on approved -> go
+  on rejected -> nope
+}
+tool go(Req) -> Count = "flaky:go" { requires approval next done }
+final done(Count)
+final nope
+"""
+
+FLAKY = """
+import os
+from pathlib import Path
+
+
+def go(value{key}):
+    log = Path(os.environ["SIDE_LOG"])
+    with log.open("a") as out:
+        out.write("ran\\n")
+    if (log.parent / "FAIL").exists():
+        raise RuntimeError("downstream unavailable")
+    return {{"n": value.n}}
+"""
+
+
+@pytest.mark.parametrize("takes_key", [False, True])
+def test_keeping_the_key_of_a_keyless_approved_call_is_refused(
+    rt: Runtime, project: Path, takes_key: bool
+) -> None:
+    # The tool does its work, then raises. Keeping the key makes a retry the same call
+    # only for a tool that can see the key: a keyless one would do its work again on the
+    # one approval, as often as someone retries.
+    (project / "keyless.agent").write_text(KEYLESS)
+    (project / "flaky.py").write_text(FLAKY.format(key=", idempotency_key" if takes_key else ""))
+    (project.parent / "FAIL").write_text("")
+    view = rt.launch(project / "keyless.agent", {"n": 1})
+    failed = rt.resume(view.id, request=view.request, approve=True, by="carol")
+    assert (failed.status, failed.step) == ("failed", "go") and len(side_effects(project)) == 1
+    if takes_key:  # the tool sees the key: the same call, on the same approval
+        assert rt.retry(view.id, by="ana", reuse_key=True).status == "failed"
+        assert len(side_effects(project)) == 2
+        return
+    seq = rt.get(view.id).seq
+    for _ in range(3):
+        with pytest.raises(ApprovedWork, match="takes no idempotency key"):
+            rt.retry(view.id, by="ana", reuse_key=True)
+    assert rt.get(view.id).seq == seq and len(side_effects(project)) == 1  # nothing recorded
+    result = CliRunner().invoke(cli, ["resume", view.id, "--retry", "--reuse-key"])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr, result.output
+    assert "without reusing the key" in result.stderr and len(side_effects(project)) == 1
+
+    # Without the key, the retry is a new call: it goes back to the approval.
+    again = rt.retry(view.id, by="ana")
+    assert (again.status, again.step) == ("waiting", "ask")
+    assert len(side_effects(project)) == 1

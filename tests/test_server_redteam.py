@@ -329,3 +329,42 @@ async def test_the_child_an_approval_let_run_cannot_be_forked_over_http(
         assert (fork["status"], fork["step"], fork["child"]) == ("waiting", "ask", None)
         assert_problem(await decide(s, "ana", fork), 403, "four eyes")
 
+
+async def test_keeping_the_key_of_a_keyless_approved_call_is_a_409(
+    tmp_path: Path, openai_server: ScriptedOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Red team rt6: a gated tool that takes no idempotency key does its work, then raises;
+    # carol approved ana's request once; ana retried with `reuse_key` three times: the
+    # tool ran four times. Keeping a key the tool cannot see is not the same call.
+    from tests.test_approved_children import FLAKY, KEYLESS
+
+    project = tmp_path / "keyless"
+    project.mkdir()
+    (project / "keyless.agent").write_text(KEYLESS)
+    (project / "flaky.py").write_text(FLAKY.format(key=""))
+    (project / "twelvefold.toml").write_text(
+        '[approvers]\nrelease-managers = ["ana", "carol"]\n\n'
+        '[server]\ndefault_approvers = "release-managers"\n'
+    )
+    log = tmp_path / "side" / "side.log"
+    log.parent.mkdir()
+    (log.parent / "FAIL").write_text("")
+    monkeypatch.setenv("SIDE_LOG", str(log))
+    served_keyless = served(project / "keyless.agent", tmp_path / "threads.db", openai_server)
+    async with served_keyless as s, s.client("ana") as ana:
+        launched = await ana.post("/v1/agents/keyless/threads?wait=true", json={"input": {"n": 1}})
+        view = launched.json()
+        failed = await decide(s, "carol", view)
+        assert (failed.json()["status"], failed.json()["step"]) == ("failed", "go"), failed.text
+        assert log.read_text().splitlines() == ["ran"]
+        thread = view["thread_id"]
+        for _ in range(3):
+            retried = await ana.post(
+                f"/v1/threads/{thread}/retry?wait=true", json={"reuse_key": True}
+            )
+            assert_problem(retried, 409, "takes no idempotency key")
+        assert log.read_text().splitlines() == ["ran"]
+        again = await ana.post(f"/v1/threads/{thread}/retry?wait=true", json={})
+        assert (again.json()["status"], again.json()["step"]) == ("waiting", "ask"), again.text
+        assert_problem(await decide(s, "ana", again.json()), 403, "four eyes")
+        assert log.read_text().splitlines() == ["ran"]
