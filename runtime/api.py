@@ -914,20 +914,21 @@ class AsyncRuntime:
         await self._check_parent_waits(thread)
         spec = thread.agent.spec
         approved = approved_call(thread.events, thread.state, spec)
-        if reuse_key and approved is not None and key != thread.state.retry_key:
-            function = spec.states[thread.state.step].function
-            if function is not None and self.engine.takes_key(thread.agent, function) is not True:
-                # The key is what makes a retry the same call: a tool that cannot see it
-                # does its work again, and the approval let it run once.
-                raise ApprovedWork(
-                    f"`{thread.state.step}` ({function}) takes no idempotency key, so keeping "
-                    "the key does not make the retry the same call: it would run again on "
-                    f"the approval at `{thread.events[approved].step}`. Retry without "
-                    "reusing the key: the thread goes back to that approval for a new "
-                    "decision"
-                )
-        if key is not None:
-            approved = None
+        function = None if approved is None else spec.states[thread.state.step].function
+        # The key is what makes a retry the same call: a tool that cannot see it does its
+        # work again, and the approval let it run once.
+        keyless = function is not None and self.engine.takes_key(thread.agent, function) is not True
+        if reuse_key and keyless and key != thread.state.retry_key:
+            assert approved is not None
+            raise ApprovedWork(
+                f"`{thread.state.step}` ({function}) takes no idempotency key, so keeping "
+                "the key does not make the retry the same call: it would run again on "
+                f"the approval at `{thread.events[approved].step}`. Retry without "
+                "reusing the key: the thread goes back to that approval for a new "
+                "decision"
+            )
+        if key is not None and not (keyless and key == thread.state.retry_key):
+            approved = None  # the same call, on the approval it had
         # A new call of a step an approval led into asks that approval again.
         approval = None if approved is None else thread.events[approved].step
         retried = Retried(step=thread.state.step, at=_now(), by=by, key=key, approval=approval)

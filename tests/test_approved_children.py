@@ -23,6 +23,7 @@ from tests.runtime_helpers import ScriptedModel, no_messages
 from twelvefold.cli import cli
 from twelvefold.runtime.api import ApprovedWork, Runtime
 from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.types import Retried
 
 PARENT = """
 agent parent "Approves, then runs a child." {{ input Req max_steps 20 start ask }}
@@ -272,3 +273,34 @@ def test_keeping_the_key_of_a_keyless_approved_call_is_refused(
     again = rt.retry(view.id, by="ana")
     assert (again.status, again.step) == ("waiting", "ask")
     assert len(side_effects(project)) == 1
+
+
+@pytest.mark.parametrize("takes_key", [False, True])
+def test_a_keyless_approved_call_of_unknown_outcome_asks_again_on_retry(
+    rt: Runtime, project: Path, takes_key: bool
+) -> None:
+    # The tool does its work, then returns a result of the wrong shape: the outcome is
+    # unknown, the call keeps its key. For a tool that sees the key, a retry is the same
+    # call (it can do its work once per key). A keyless one would do it again, on the
+    # one approval, at every retry: the retry goes back to the approval instead.
+    (project / "keyless.agent").write_text(KEYLESS)
+    flaky = FLAKY.format(key=", idempotency_key" if takes_key else "")
+    (project / "flaky.py").write_text(
+        flaky.replace('raise RuntimeError("downstream unavailable")', 'return {"nope": 1}')
+    )
+    (project.parent / "FAIL").write_text("")
+    view = rt.launch(project / "keyless.agent", {"n": 1})
+    failed = rt.resume(view.id, request=view.request, approve=True, by="carol")
+    assert (failed.status, failed.step) == ("failed", "go") and len(side_effects(project)) == 1
+    assert failed.state.retry_key is not None
+    again = rt.retry(view.id, by="ana")
+    if takes_key:
+        assert (again.status, again.step) == ("failed", "go")
+        assert len(side_effects(project)) == 2
+        return
+    assert (again.status, again.step) == ("waiting", "ask") and len(side_effects(project)) == 1
+    (retried,) = [e for e in rt.events(view.id) if isinstance(e, Retried)]
+    assert (retried.key, retried.approval) == (failed.state.retry_key, "ask")
+    (project.parent / "FAIL").unlink()
+    done = rt.resume(view.id, request=again.request, approve=True, by="dave")
+    assert done.status == "finished" and len(side_effects(project)) == 2
