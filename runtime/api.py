@@ -195,6 +195,15 @@ class ChildSettled(RequestNotPending):
     nobody. Nothing was recorded; over HTTP this is a 409."""
 
 
+class ApprovedWork(InputError):
+    """A fork or a retry that would run again, without a new decision, work an approval
+    let run once: a fork of a sub-agent's thread that an approval let run (its parent's
+    `agent` step is one an `on approved` leads into, or an ancestor's is), or a retry
+    that keeps the key (`reuse_key`) of an approved call of a tool that takes no
+    idempotency key (the key cannot make it the same call). Nothing was recorded; over
+    HTTP this is a 409, from the CLI one line."""
+
+
 class TimedOut(RequestNotPending):
     """A decision (or an outside event) that came after its wait's `timeout` had run
     out: the timeout's outcome was recorded in its place (an approval's rejection
@@ -903,9 +912,23 @@ class AsyncRuntime:
         thread = await self._load(thread_id, agent)
         key = retry_key(thread, reuse_key=reuse_key)
         await self._check_parent_waits(thread)
-        approved = (
-            approved_call(thread.events, thread.state, thread.agent.spec) if key is None else None
-        )
+        spec = thread.agent.spec
+        approved = approved_call(thread.events, thread.state, spec)
+        function = None if approved is None else spec.states[thread.state.step].function
+        # The key is what makes a retry the same call: a tool that cannot see it does its
+        # work again, and the approval let it run once.
+        keyless = function is not None and self.engine.takes_key(thread.agent, function) is not True
+        if reuse_key and keyless and key != thread.state.retry_key:
+            assert approved is not None
+            raise ApprovedWork(
+                f"`{thread.state.step}` ({function}) takes no idempotency key, so keeping "
+                "the key does not make the retry the same call: it would run again on "
+                f"the approval at `{thread.events[approved].step}`. Retry without "
+                "reusing the key: the thread goes back to that approval for a new "
+                "decision"
+            )
+        if key is not None and not (keyless and key == thread.state.retry_key):
+            approved = None  # the same call, on the approval it had
         # A new call of a step an approval led into asks that approval again.
         approval = None if approved is None else thread.events[approved].step
         retried = Retried(step=thread.state.step, at=_now(), by=by, key=key, approval=approval)
@@ -1148,6 +1171,7 @@ class AsyncRuntime:
         thread = await self._load(thread_id, agent)
         if not 1 <= at_event <= len(thread.events):
             raise InputError(f"a fork point is an event number from 1 to {len(thread.events)}")
+        await self._check_not_approved_work(thread)
         events = fork_log(thread, at_event)
         fork = await self.engine.create(
             self._as_recorded(thread.agent), events, new_thread_id(), hold=False
@@ -1161,6 +1185,58 @@ class AsyncRuntime:
             finally:
                 await self.engine.let_go(fork)
         return fork.id
+
+    async def _check_not_approved_work(self, thread: Thread) -> None:
+        """Raise `ApprovedWork` when `thread` is a sub-agent's thread (or a fork of one, at
+        any depth) that an approval let run: its parent's `agent` step, or an ancestor's,
+        was entered through an approval's `on approved`. Its fork would run that approved
+        work again (its timer, its signal, its own requests wake it; nobody has to retry
+        it) without anyone deciding again. A parent that cannot be loaded cannot show
+        that no approval led into the step: refused too."""
+        current = thread
+        for _ in range(CHILD_DEPTH_LIMIT + 1):
+            parent_id = parent_of(current.events)
+            if parent_id is None:
+                return
+            origin = await self._origin(current)
+            try:
+                parent = await self._load(parent_id, None)
+            except Exception:
+                parent = None
+            at = None if parent is None else _child_started_at(parent.events, origin)
+            if parent is None or at is None:
+                raise ApprovedWork(
+                    f"thread {thread.id} is a sub-agent's thread whose parent thread "
+                    f"{parent_id} cannot be read, so nothing shows that no approval let it "
+                    "run: it cannot be forked"
+                )
+            before = parent.events[:at]
+            state = parent.agent.module.replay(before)
+            approved = approved_call(before, state, parent.agent.spec)
+            if approved is not None:
+                raise ApprovedWork(
+                    f"thread {thread.id} is part of the work an approval let run once "
+                    f"(thread {parent.id}, `{before[approved].step}`, event {approved + 1}, "
+                    f"led into `{state.step}`): a fork of it would run that work again "
+                    f"without a new decision. Fork thread {parent.id} instead (`twelvefold "
+                    f"fork {parent.id} --at {approved + 1}`): its fork asks the approval anew"
+                )
+            current = parent
+        raise ApprovedWork(f"thread {thread.id} is nested too deep to be checked: not forked")
+
+    async def _origin(self, thread: Thread) -> str:
+        """The id of the thread `thread` was forked from, back to the first one (itself
+        when it is no fork): the sub-agent's thread its parent's log names."""
+        current = thread
+        for _ in range(FORK_DEPTH_LIMIT):
+            forked = next((e for e in current.events if isinstance(e, Forked)), None)
+            if forked is None:
+                return current.id
+            try:
+                current = await self._load(forked.parent, None)
+            except Exception:
+                return forked.parent
+        return current.id
 
     async def expire(
         self,
@@ -1829,6 +1905,18 @@ def retry_key(thread: Thread, *, reuse_key: bool) -> str | None:
 CHILD_DEPTH_LIMIT = 17
 """How far down a line of sub-agents a misdirected decision is looked for (the compiler
 lets sub-agents nest 16 levels: compiler/linking.py CHAIN_LIMIT)."""
+
+
+FORK_DEPTH_LIMIT = 256
+"""How many generations of forks `_origin` follows back to the thread they came from."""
+
+
+def _child_started_at(events: Sequence[Event], child: str) -> int | None:
+    """Where (0-based) the `ChildStarted` linking `child` stands in a parent's `events`."""
+    return next(
+        (i for i, e in enumerate(events) if isinstance(e, ChildStarted) and e.child == child),
+        None,
+    )
 
 
 def _has_notice_due(thread: Thread) -> bool:

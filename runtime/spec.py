@@ -347,15 +347,23 @@ class AgentSpec:
         """A retry of a failed step an approval led into, as a new call: the thread goes
         back to that approval with the value it showed (an approval passes its value on
         unchanged) and waits for a new decision, a new request. The old approval let
-        exactly one call run; a call with a new key is another one (docs/runtime.md,
-        "Forks and retries of approved calls")."""
+        exactly one call run; a call with a new key is another one, and so is a call of a
+        tool without a key run again after an unknown outcome (docs/runtime.md, "An
+        approval lets one call run")."""
         assert event.approval is not None
         if event.approval not in self.approval_into(state.step):
             raise IllegalEvent(
                 state, event, f"no `on approved` of `{event.approval}` leads to `{state.step}`"
             )
-        if event.key is not None:
-            raise IllegalEvent(state, event, "only a new call (no key) goes back to the approval")
+        if event.key is not None and event.key != state.retry_key:
+            # A call whose outcome is unknown keeps its key; the runtime sends it back to
+            # the approval when its tool takes no key (the key cannot make it one call).
+            raise IllegalEvent(
+                state,
+                event,
+                "only a new call (no key), or a call whose outcome is unknown (its key), "
+                "goes back to the approval",
+            )
         spent = None if state.error is None else state.error.type
         return build_state(
             step=event.approval,

@@ -329,3 +329,85 @@ async def test_a_fork_between_steps_is_held_across_a_restart_until_someone_retri
             ran = await ana.post(f"/v1/threads/{fork['thread_id']}/retry?wait=true")
         assert ran.status_code == 200, ran.text
         assert (ran.json()["status"], ran.json()["step"]) == ("waiting", "approve_deploy")
+
+
+async def test_the_child_an_approval_let_run_cannot_be_forked_over_http(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    # Red team rt6: the parent's approval leads into an `agent` step; its child sleeps,
+    # then calls a tool. ana launched, carol approved; ana (who may not approve her own
+    # launch) forked the CHILD while it slept: the fork woke at its timer by itself and
+    # ran the child's tool a second time on carol's one approval. Now that fork is a 409.
+    from tests.test_approved_children import CHILDREN, COMMON, PARENT, SIDE
+
+    project = tmp_path / "kids"
+    project.mkdir()
+    (project / "sleeper.agent").write_text(CHILDREN["sleeper"] + COMMON)
+    (project / "parent.agent").write_text(PARENT.format(child="sleeper"))
+    (project / "side.py").write_text(SIDE)
+    (project / "twelvefold.toml").write_text(
+        '[approvers]\nrelease-managers = ["ana", "carol"]\n\n'
+        '[server]\ndefault_approvers = "release-managers"\n'
+    )
+    served_kids = served(project / "parent.agent", tmp_path / "threads.db", openai_server)
+    async with served_kids as s, s.client("ana") as ana, s.client("carol") as carol:
+        launched = await ana.post("/v1/agents/parent/threads?wait=true", json={"input": {"n": 1}})
+        view = launched.json()
+        assert_problem(await decide(s, "ana", view), 403, "four eyes")
+        approved = await decide(s, "carol", view)
+        assert (approved.json()["status"], approved.json()["step"]) == ("waiting", "kid")
+        child = approved.json()["child"]
+        assert child is not None
+        for person in (ana, carol):
+            forked = await person.post(f"/v1/threads/{child}/fork", json={"at": 1})
+            assert_problem(forked, 409, f"Fork thread {view['thread_id']} instead")
+        listed = (await carol.get("/v1/threads")).json()
+        assert sorted(t["thread_id"] for t in listed) == sorted([view["thread_id"], child])
+        # The parent's fork asks the approval anew, and four eyes holds on it.
+        forked = await ana.post(
+            f"/v1/threads/{view['thread_id']}/fork", json={"at": approved.json()["events"]}
+        )
+        assert forked.status_code == 201, forked.text
+        fork = forked.json()
+        assert (fork["status"], fork["step"], fork["child"]) == ("waiting", "ask", None)
+        assert_problem(await decide(s, "ana", fork), 403, "four eyes")
+
+
+async def test_keeping_the_key_of_a_keyless_approved_call_is_a_409(
+    tmp_path: Path, openai_server: ScriptedOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Red team rt6: a gated tool that takes no idempotency key does its work, then raises;
+    # carol approved ana's request once; ana retried with `reuse_key` three times: the
+    # tool ran four times. Keeping a key the tool cannot see is not the same call.
+    from tests.test_approved_children import FLAKY, KEYLESS
+
+    project = tmp_path / "keyless"
+    project.mkdir()
+    (project / "keyless.agent").write_text(KEYLESS)
+    (project / "flaky.py").write_text(FLAKY.format(key=""))
+    (project / "twelvefold.toml").write_text(
+        '[approvers]\nrelease-managers = ["ana", "carol"]\n\n'
+        '[server]\ndefault_approvers = "release-managers"\n'
+    )
+    log = tmp_path / "side" / "side.log"
+    log.parent.mkdir()
+    (log.parent / "FAIL").write_text("")
+    monkeypatch.setenv("SIDE_LOG", str(log))
+    served_keyless = served(project / "keyless.agent", tmp_path / "threads.db", openai_server)
+    async with served_keyless as s, s.client("ana") as ana:
+        launched = await ana.post("/v1/agents/keyless/threads?wait=true", json={"input": {"n": 1}})
+        view = launched.json()
+        failed = await decide(s, "carol", view)
+        assert (failed.json()["status"], failed.json()["step"]) == ("failed", "go"), failed.text
+        assert log.read_text().splitlines() == ["ran"]
+        thread = view["thread_id"]
+        for _ in range(3):
+            retried = await ana.post(
+                f"/v1/threads/{thread}/retry?wait=true", json={"reuse_key": True}
+            )
+            assert_problem(retried, 409, "takes no idempotency key")
+        assert log.read_text().splitlines() == ["ran"]
+        again = await ana.post(f"/v1/threads/{thread}/retry?wait=true", json={})
+        assert (again.json()["status"], again.json()["step"]) == ("waiting", "ask"), again.text
+        assert_problem(await decide(s, "ana", again.json()), 403, "four eyes")
+        assert log.read_text().splitlines() == ["ran"]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from twelvefold.runtime.api import (
+    ApprovedWork,
     AsyncRuntime,
     Expiry,
     InputError,
@@ -1149,6 +1150,8 @@ def _translated() -> Iterator[None]:
         raise Stale(str(exc)) from None
     except NotAnApprover as exc:
         raise Forbidden(str(exc)) from None
+    except ApprovedWork as exc:  # a fork or retry that would run approved work again
+        raise WrongState(str(exc)) from None
     except InputError as exc:
         raise BadInput(str(exc)) from None
     except (LeaseError, Conflict) as exc:
