@@ -23,6 +23,7 @@ import copy
 import functools
 import itertools
 import re
+import sys
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set, ValuesView
 from pathlib import Path
@@ -64,6 +65,15 @@ recursive loop, a function or method), each filter plus one per item of the list
 given, each value weighed by the bounds above, and one per thousand characters built. A
 loop that prints nothing (`{% for i in range(100000) %}{% for j in range(100000) %}{%
 endfor %}{% endfor %}`) stops here with a `SecurityError`."""
+MAX_TEMPLATE_BUILT_BYTES = 40_000_000
+"""The most memory (in bytes, as Python holds it) the values one rendering builds may take
+in all: every string, list, mapping and number an operator (`~`, `+`, `*`, `%`), a filter, a
+call (a macro's text, `namespace(…)`, a method), a list or mapping written in the template
+or the text of a `{% set %}` block makes counts, whether it is kept or dropped. Each value
+is bounded on its own above; this bounds how many of them a rendering may make: keeping a
+new million-character string on each of two thousand steps (a linked list of namespaces)
+held 2 GB, 8 GB with four-byte characters, within the step budget. Ten times the text one
+rendering may print, in ASCII."""
 _HUGE_WIDTH = re.compile(r"\d{7,}")
 """A width or precision of a million or more in a format string (`{:>999999999}`,
 `%999999999s`): each builds a string of that size."""
@@ -114,13 +124,22 @@ TOO_MUCH_WORK = (
 )
 
 
-class _Budget:
-    """The steps one rendering has left (`bounded_text` starts one per rendering)."""
+TOO_MUCH_BUILT = (
+    f"the template built more than {MAX_TEMPLATE_BUILT_BYTES:,} bytes of text, lists and "
+    "mappings (the values of `~`, `+`, `*`, filters, calls and `{% set %}`, counted whether "
+    "kept or not), the most one rendering may build"
+)
 
-    __slots__ = ("left",)
+
+class _Budget:
+    """The steps one rendering has left, and the bytes it may still build (`bounded_text`
+    starts one per rendering)."""
+
+    __slots__ = ("left", "room")
 
     def __init__(self) -> None:
         self.left = MAX_TEMPLATE_STEPS
+        self.room = MAX_TEMPLATE_BUILT_BYTES
 
 
 _BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
@@ -135,6 +154,27 @@ def _spend(steps: int) -> None:
         budget.left -= steps
         if budget.left < 0:
             raise SecurityError(TOO_MUCH_WORK)
+
+
+def _footprint(value: Any) -> int:
+    """The bytes `value` itself takes (not what it refers to: the items of a list are
+    counted where they were built): a string its characters at 1, 2 or 4 bytes each, a
+    list or mapping its slots, a namespace its attributes."""
+    if isinstance(value, str | bytes | list | tuple | dict | set | frozenset | int | float):
+        return sys.getsizeof(value)
+    if isinstance(value, Namespace):
+        return sys.getsizeof(object.__getattribute__(value, "_Namespace__attrs")) + 48
+    return 0
+
+
+def _built(value: Any) -> Any:
+    """`value`, just built by the rendering under way, counted against what it may build."""
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.room -= _footprint(value)
+        if budget.room < 0:
+            raise SecurityError(TOO_MUCH_BUILT)
+    return value
 
 
 def _counting(iterable: Iterable[Any], budget: _Budget) -> Iterator[Any]:
@@ -167,11 +207,27 @@ class _BoundedCodeGenerator(CodeGenerator):
             join = "markup_join"
         else:
             join = "str_join"
-        self.write(f"{join}(environment.weighed_parts((")
+        self.write(f"environment.built({join}(environment.weighed_parts((")
         for part in node.nodes:
             self.visit(part, frame)
             self.write(", ")
-        self.write(")))")
+        self.write("))))")
+
+    # A list, tuple or mapping written in the template is built each time it is reached
+    # (in a loop, once per step): counted like any other value built (`environment.built`).
+
+    def visit_List(self, node: jinja2.nodes.List, frame: Frame) -> None:
+        self.write("environment.built(")
+        super().visit_List(node, frame)
+        self.write(")")
+
+    def visit_Tuple(self, node: jinja2.nodes.Tuple, frame: Frame) -> None:
+        if node.ctx != "load":  # `{% for a, b in … %}`, `{% set a, b = … %}`: a target
+            super().visit_Tuple(node, frame)
+            return
+        self.write("environment.built(")
+        super().visit_Tuple(node, frame)
+        self.write(")")
 
     def _output_child_to_const(self, node: jinja2.nodes.Expr, frame: Frame, finalize: Any) -> str:
         # Jinja2 computes `{{ … }}` whose parts are constants while it compiles (filters
@@ -217,7 +273,7 @@ class _BoundedCodeGenerator(CodeGenerator):
 
     def visit_Dict(self, node: jinja2.nodes.Dict, frame: Frame) -> None:
         # A key is hashed whole: weighed first, unless it is a constant.
-        self.write("{")
+        self.write("environment.built({")
         for index, item in enumerate(node.items):
             if index:
                 self.write(", ")
@@ -229,7 +285,7 @@ class _BoundedCodeGenerator(CodeGenerator):
                 self.write(")")
             self.write(": ")
             self.visit(item.value, frame)
-        self.write("}")
+        self.write("})")
 
     def visit_For(self, node: jinja2.nodes.For, frame: Frame) -> None:
         # Each item a loop takes is a step (`environment.counted`), those its `if`
@@ -297,6 +353,25 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["*", "**", "%", "+"])
     code_generator_class = _BoundedCodeGenerator
 
+    def built(self, value: Any) -> Any:
+        """A value the template just built (`~`, a list, tuple or mapping it writes out),
+        counted against MAX_TEMPLATE_BUILT_BYTES."""
+        return _built(value)
+
+    def concat(self, parts: Iterable[str]) -> str:  # type: ignore[override]
+        """The text of a macro, a `caller()`, a `{% set %}` or `{% filter %}` block (Jinja2
+        joins what the block printed with `environment.concat`): counted as built before
+        it is joined, since the parts may each be one long value printed many times."""
+        listed = parts if isinstance(parts, list) else list(parts)
+        budget = _BUDGET.get()
+        if budget is not None:
+            size = sum(len(part) for part in listed)
+            ascii_only = all(part.isascii() for part in listed)
+            budget.room -= size if ascii_only else 4 * size
+            if budget.room < 0:
+                raise SecurityError(TOO_MUCH_BUILT)
+        return "".join(listed)
+
     def weighed_parts(self, parts: tuple[Any, ...]) -> tuple[Any, ...]:
         """The parts of one `~`, refused when together they print past the bound."""
         size = sum(_weight(part) for part in parts)
@@ -356,7 +431,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         result = super().call(__context, __obj, *args, **kwargs)
         if not isinstance(result, range):  # made in one step; its items count where used
             _spend(_cost(result))
-        return result
+        return _built(result)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "%" and isinstance(left, str):
@@ -375,7 +450,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                 raise SecurityError("the power is too large to compute in a template")
         result = super().call_binop(context, operator, left, right)
         _spend(1 + _cost(result))
-        return result
+        return _built(result)
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
         # Jinja2's parser and compiler recurse once per level of nesting: a template
@@ -712,7 +787,7 @@ def _guarded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
             _check_size(_weight(value, MAX_RENDERED_CHARS), f"`{name}`", MAX_RENDERED_CHARS)
         result = function(*args, **kwargs)
         _spend(_cost(result))
-        return result
+        return _built(result)
 
     return guarded
 
