@@ -437,7 +437,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         if operator == "%" and isinstance(left, str):
             _check_percent(left, right)
         elif operator == "+" and _sized(left) and _sized(right):
-            _check_size(_weight(left) + _weight(right), "adding these")
+            _check_size(_items_weight(left) + _items_weight(right), "adding these")
         elif operator == "*":
             _check_repeat(left, right)
             _check_repeat(right, left)
@@ -628,11 +628,21 @@ def _check_method_call(
     return args
 
 
+def _items_weight(sequence: str | list[Any] | tuple[Any, ...]) -> int:
+    """What a string, list or tuple counts for against MAX_RENDERED_ITEMS when `*` or `+`
+    builds a larger one: a string its characters, a list each of its items as its text, at
+    least one (`[1] * 1000000` is a million items; `["ab"] * 500000` two million characters'
+    worth of text, as is `[""] * 10**9` a billion items)."""
+    if isinstance(sequence, str):
+        return len(sequence)
+    # _weight counts the list's own brackets and separators (its length plus one) as well.
+    return max(len(sequence), _weight(sequence) - len(sequence) - 1)
+
+
 def _check_repeat(sequence: Any, times: Any) -> None:
-    if _sized(sequence) and _is_int(times) and _weight(sequence) * times > MAX_RENDERED_ITEMS:
-        raise SecurityError(
-            f"repeating a {type(sequence).__name__} {times} times is too large for a template"
-        )
+    if _sized(sequence) and _is_int(times):
+        kind = type(sequence).__name__
+        _check_size(_items_weight(sequence) * times, f"repeating a {kind} {times:,} times")
 
 
 def _check_format(text: str) -> None:

@@ -675,3 +675,18 @@ def test_a_big_but_ordinary_prompt_still_renders() -> None:
     rendered = render_ask(text, {"items": items})
     assert 1_500_000 < len(rendered) < MAX_RENDERED_CHARS
     assert rendered.endswith("item 1999;  200")
+
+
+def test_a_list_may_be_repeated_up_to_a_million_items() -> None:
+    # The docs say a `*` of lists builds up to 1,000,000 items; `[1] * 333334` was refused
+    # (the list was weighed as its printed text: brackets, digits and separators).
+    assert render_ask("{{ ([1] * 333334) | length }} {{ (['ab'] * 500000) | length }}", {}) == (
+        "333334 500000"
+    )
+    assert render_ask("{{ ([1] * 500000 + [2] * 400000)[-1] }}", {}) == "2"
+    with pytest.raises(AskRenderError, match=r"repeating a list 1,000,001 times would build"):
+        render_ask("{{ [1] * 1000001 }}", {})
+    with pytest.raises(AskRenderError, match=r"repeating a list 500,001 times would build"):
+        render_ask("{{ ['ab'] * 500001 }}", {})  # each item counts its text
+    with pytest.raises(AskRenderError, match=r"repeating a list 1,000,001 times would build"):
+        render_ask("{{ [''] * 1000001 }}", {})  # and at least one
