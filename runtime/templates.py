@@ -895,6 +895,11 @@ def bounded_text(chunks: Iterable[str]) -> str:
         raise SecurityError(
             "rendering the template ran out of memory (something it builds is too large)"
         ) from None
+    except OverflowError:  # `10.0 ** 400`: "(34, 'Numerical result out of range')"
+        raise SecurityError(
+            "a number in the template is out of range (a float past about 1.8e308, or an "
+            "integer too large to use as a count, a size or an index)"
+        ) from None
     except RecursionError:  # Python's stack, not a template line: say what it means
         raise SecurityError(
             "the template recursed too deeply (a macro or a recursive loop that calls "

@@ -690,3 +690,24 @@ def test_a_list_may_be_repeated_up_to_a_million_items() -> None:
         render_ask("{{ ['ab'] * 500001 }}", {})  # each item counts its text
     with pytest.raises(AskRenderError, match=r"repeating a list 1,000,001 times would build"):
         render_ask("{{ [''] * 1000001 }}", {})  # and at least one
+
+
+@pytest.mark.parametrize("template", ["{{ 10.0 ** 400 }}", "{{ range(10**30) | length }}"])
+def test_a_number_out_of_range_says_so(template: str, tmp_path: Path) -> None:
+    # `twelvefold prompt` printed `error: (34, 'Numerical result out of range')`.
+    with pytest.raises(AskRenderError, match="a number in the template is out of range"):
+        render_ask(template, {})
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "p.j2").write_text(template)
+    agent = tmp_path / "a.agent"
+    agent.write_text(
+        "agent a { start decide max_steps 5 }\ntype Done { message: string }\n"
+        'llm decide -> Done {\n  prompt "p.j2"\n  on Done -> done\n}\nfinal done(Done)\n'
+    )
+    result = CliRunner().invoke(cli, ["prompt", str(agent), "decide", "--input", "x"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: prompt `p.j2` could not be rendered: SecurityError: a number in the template "
+        "is out of range (a float past about 1.8e308, or an integer too large to use as a "
+        "count, a size or an index)\n"
+    )
