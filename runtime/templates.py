@@ -358,7 +358,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         counted against MAX_TEMPLATE_BUILT_BYTES."""
         return _built(value)
 
-    def concat(self, parts: Iterable[str]) -> str:  # type: ignore[override]
+    def concat(self, parts: Iterable[str]) -> str:
         """The text of a macro, a `caller()`, a `{% set %}` or `{% filter %}` block (Jinja2
         joins what the block printed with `environment.concat`): counted as built before
         it is joined, since the parts may each be one long value printed many times."""

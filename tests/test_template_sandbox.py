@@ -663,7 +663,8 @@ def test_a_big_but_ordinary_prompt_still_renders() -> None:
         for n in range(2000)
     ]
     text = (
-        "{% macro card(item, loop_index) %}## {{ item.title | upper }}\n{{ item.body | truncate(400) }}\n"
+        "{% macro card(item, loop_index) %}## {{ item.title | upper }}\n"
+        "{{ item.body | truncate(400) }}\n"
         "{{ item.tags | join(', ') }} {{ '%s/%d' | format(item.title, loop_index) }}\n"
         "{% endmacro %}{% set ns = namespace(summary='', seen=[]) %}"
         "{% for item in items %}{{ card(item, loop.index) }}"
