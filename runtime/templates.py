@@ -69,8 +69,10 @@ MAX_TEMPLATE_BUILT_BYTES = 40_000_000
 """The most memory (in bytes, as Python holds it) the values one rendering builds may take
 in all: every string, list, mapping and number an operator (`~`, `+`, `*`, `%`), a filter, a
 call (a macro's text, `namespace(…)`, a method), a list or mapping written in the template
-or the text of a `{% set %}` block makes counts, whether it is kept or dropped. Each value
-is bounded on its own above; this bounds how many of them a rendering may make: keeping a
+or the text of a `{% set %}` block makes counts, whether it is kept or dropped, and so
+does each value printed and each piece of literal text output (the text gathered holds
+it). Each value is bounded on its own above; this bounds how many of them a rendering may
+make: keeping a
 new million-character string on each of two thousand steps (a linked list of namespaces)
 held 2 GB, 8 GB with four-byte characters, within the step budget. Ten times the text one
 rendering may print, in ASCII."""
@@ -126,8 +128,8 @@ TOO_MUCH_WORK = (
 
 TOO_MUCH_BUILT = (
     f"the template built more than {MAX_TEMPLATE_BUILT_BYTES:,} bytes of text, lists and "
-    "mappings (the values of `~`, `+`, `*`, filters, calls and `{% set %}`, counted whether "
-    "kept or not), the most one rendering may build"
+    "mappings (what `~`, `+`, `*`, filters, calls, `{{ }}` and `{% set %}` make, counted "
+    "whether kept or not), the most one rendering may build"
 )
 
 
@@ -169,12 +171,23 @@ def _footprint(value: Any) -> int:
 
 def _built(value: Any) -> Any:
     """`value`, just built by the rendering under way, counted against what it may build."""
+    _charge(_footprint(value))
+    return value
+
+
+SLOT_BYTES = 8
+"""What a value held in a list takes besides itself: a printed value's or literal text's
+place among the parts of a rendering's text."""
+
+
+def _charge(size: int) -> None:
+    """Count `size` bytes built against the rendering under way (none outside
+    `bounded_text`)."""
     budget = _BUDGET.get()
     if budget is not None:
-        budget.room -= _footprint(value)
+        budget.room -= size
         if budget.room < 0:
             raise SecurityError(TOO_MUCH_BUILT)
-    return value
 
 
 def _counting(iterable: Iterable[Any], budget: _Budget) -> Iterator[Any]:
@@ -250,6 +263,10 @@ class _BoundedCodeGenerator(CodeGenerator):
                 setattr(frame.eval_ctx, keyword.key, keyword.value.value)
             else:
                 frame.eval_ctx.volatile = True
+
+    def _output_const_repr(self, group: Iterable[Any]) -> str:
+        # Literal text: a slot in the text gathered (`environment.literal`), each time.
+        return f"environment.literal({super()._output_const_repr(group)})"
 
     def _output_child_pre(self, node: jinja2.nodes.Expr, frame: Frame, finalize: Any) -> None:
         # `{{ value }}`: weighed before it is made text (`str`, `escape`, a finalize).
@@ -363,13 +380,9 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         joins what the block printed with `environment.concat`): counted as built before
         it is joined, since the parts may each be one long value printed many times."""
         listed = parts if isinstance(parts, list) else list(parts)
-        budget = _BUDGET.get()
-        if budget is not None:
+        if _BUDGET.get() is not None:
             size = sum(len(part) for part in listed)
-            ascii_only = all(part.isascii() for part in listed)
-            budget.room -= size if ascii_only else 4 * size
-            if budget.room < 0:
-                raise SecurityError(TOO_MUCH_BUILT)
+            _charge(size if all(part.isascii() for part in listed) else 4 * size)
         return "".join(listed)
 
     def weighed_parts(self, parts: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -381,12 +394,23 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def printed(self, value: Any) -> Any:
         """A value `{{ }}` prints, refused before it is made text when it would print
-        past MAX_RENDERED_CHARS."""
-        if type(value) is not str:
-            _check_size(
-                _weight(value, MAX_RENDERED_CHARS), "printing this value", MAX_RENDERED_CHARS
-            )
+        past MAX_RENDERED_CHARS. Counted as built: the text it is made (escaped, formatted
+        for the context: a copy) and its slot in the text gathered, which a `{% set %}`
+        block or a macro holds until it is joined."""
+        if type(value) is str:
+            _built(value)
+        else:
+            size = _weight(value, MAX_RENDERED_CHARS)
+            _check_size(size, "printing this value", MAX_RENDERED_CHARS)
+            _charge(sys.getsizeof("") + 4 * size)  # the new str object, as wide as it may be
+        _charge(SLOT_BYTES)
         return value
+
+    def literal(self, text: str) -> str:
+        """Literal text of the template, output: its slot in the text gathered (a loop
+        repeating `{% if x %}a{% endif %}` a thousand times adds a thousand slots a step)."""
+        _charge(SLOT_BYTES)
+        return text
 
     def compared(self, left: Any, *operations: Any) -> Any:
         """`left op right [op right…]`, as Python chains comparisons, each operand weighed

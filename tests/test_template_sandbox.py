@@ -641,6 +641,12 @@ KEEPS_MANY = [
     "{% set ns.head = namespace(next=ns.head, v=m()) %}{% endfor %}done",
     # Built and dropped on each step: counted too (this one stopped at the steps before).
     "{% set s = 'x' * 499999 %}{% for i in range(100000) %}{% set _ = s ~ s %}{% endfor %}",
+    # Printed into a `{% set %}` block: each value made text (a copy, once escaped or
+    # formatted) and its slot are held until the block is joined.
+    '{% set s = "x" * 999000 %}{% set b %}{% for i in range(60) %}{{ s }}{% endfor %}{% endset %}',
+    "{% set b %}{% for i in range(2000) %}{% for j in range(10) %}"
+    + "{% if true %}{% endif %}{{ i }}" * 100
+    + "{% endfor %}{% endfor %}{% endset %}",
     # A list written out in the template, built on each step.
     "{% set ns = namespace(head=none) %}{% for i in range(100) %}{% for j in range(100) %}"
     "{% set ns.head = [ns.head" + ", 1" * 1000 + "] %}{% endfor %}{% endfor %}done",
