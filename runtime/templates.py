@@ -229,6 +229,14 @@ class _BoundedCodeGenerator(CodeGenerator):
     # A list, tuple or mapping written in the template is built each time it is reached
     # (in a loop, once per step): counted like any other value built (`environment.built`).
 
+    def visit_Getitem(self, node: jinja2.nodes.Getitem, frame: Frame) -> None:
+        if not isinstance(node.arg, jinja2.nodes.Slice):  # through environment.getitem
+            super().visit_Getitem(node, frame)
+            return
+        self.write("environment.cut(")  # Python's own slicing, written out
+        super().visit_Getitem(node, frame)
+        self.write(")")
+
     def visit_List(self, node: jinja2.nodes.List, frame: Frame) -> None:
         self.write("environment.built(")
         super().visit_List(node, frame)
@@ -438,6 +446,11 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         return super().getitem(obj, self.hashed(argument))
+
+    def cut(self, value: Any) -> Any:
+        """A slice (`s[1:]`, `xs[::2]`): a copy, as large as what it is cut from."""
+        _spend(_cost(value))
+        return _built(value)
 
     def counted(self, iterable: Any) -> Iterator[Any]:
         """A loop's items, each counted as a step of the rendering under way."""

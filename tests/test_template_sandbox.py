@@ -639,6 +639,9 @@ KEEPS_MANY = [
     '{% set s = "x"*999000 %}{% macro m() %}{{ s }}{{ s }}{% endmacro %}'
     "{% set ns = namespace(head=none) %}{% for i in range(40) %}"
     "{% set ns.head = namespace(next=ns.head, v=m()) %}{% endfor %}done",
+    # A slice is a copy (`s[i:]`: 1.4 GB in a second).
+    '{% set s = "x"*999000 %}{% set ns = namespace(head=none) %}{% for i in range(60) %}'
+    "{% set ns.head = namespace(next=ns.head, v=s[i:]) %}{% endfor %}done",
     # Built and dropped on each step: counted too (this one stopped at the steps before).
     "{% set s = 'x' * 499999 %}{% for i in range(100000) %}{% set _ = s ~ s %}{% endfor %}",
     # Printed into a `{% set %}` block: each value made text (a copy, once escaped or
