@@ -593,6 +593,8 @@ class Engine:
             else:
                 with tracing.in_span(span):
                     reply = await _within(seconds, model.complete(request), attempts)
+            if (improper := improper_reply(reply, action)) is not None:
+                raise ModelError(improper, attempts.paid)
         except BaseException as exc:
             failure = model_failure(exc, attempts)
             error = ErrorInfo(type(exc).__name__, "") if failure is None else failure.error
@@ -748,6 +750,8 @@ class Engine:
                 reply = await _within(
                     limits.call_seconds, self._model().complete(request), attempts
                 )
+                if (improper := improper_reply(reply, judge)) is not None:
+                    raise ModelError(improper, attempts.paid)
             except Exception as exc:
                 failure = model_failure(exc, attempts)
                 if failure is None:
@@ -1123,6 +1127,24 @@ def model_failure(exc: BaseException, attempts: Attempts | None) -> ModelError |
     if not isinstance(exc, Exception) or isinstance(exc, StopsTheRun):
         return None
     return ModelError(tools.describe(exc), None if attempts is None else attempts.paid)
+
+
+def improper_reply(reply: object, action: CallModel) -> ErrorInfo | None:
+    """Why what a model's `complete` answered cannot be the step's output, or None: no
+    `ModelReply` at all (None, a dict), or an output of a type the step does not output
+    (a model of the user's own can answer anything; the reducer would refuse it)."""
+    if not isinstance(reply, ModelReply):
+        return ErrorInfo(
+            "ModelError", f"the model answered with {type(reply).__name__}, not a ModelReply"
+        )
+    if not isinstance(reply.output, action.outputs):
+        expected = " | ".join(t.__name__ for t in action.outputs)
+        return ErrorInfo(
+            "ModelError",
+            f"the model's output is a {type(reply.output).__name__}: `{action.step}`"
+            f" outputs {expected}",
+        )
+    return None
 
 
 async def _within(

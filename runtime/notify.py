@@ -515,9 +515,11 @@ def _post_json(
     else:
         opener = _pinned_opener(connect_to)
     try:
-        with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
-            response.read()
+        # Judged by its status alone: the body is not read (a receiver streaming one
+        # without end held the sender reading it into memory), and closing hangs up.
+        opener.open(request, timeout=TIMEOUT_SECONDS).close()
     except urllib.error.HTTPError as exc:
+        exc.close()  # its body unread as well
         raise NotifyError(f"{name}: POST to {where(url)} answered {exc.code}") from exc
     except (OSError, ValueError) as exc:  # URLError is an OSError; a bad URL a ValueError
         reason = scrub(str(getattr(exc, "reason", exc)), (url,))

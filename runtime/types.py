@@ -32,6 +32,18 @@ class ErrorInfo:
     type: str
     message: str
 
+    def __post_init__(self) -> None:
+        # Both quote outside text (an exception's message, a server's answer): a lone
+        # surrogate in it (what `surrogateescape` decoding of bad bytes leaves) can be in
+        # no UTF-8, so no store could record the failure. Kept escaped (`\udcff`): a
+        # failure must always be recordable.
+        for name in ("type", "message"):
+            text = getattr(self, name)
+            if isinstance(text, str) and not text.isascii():
+                escaped = text.encode("utf-8", "backslashreplace").decode("utf-8")
+                if escaped != text:
+                    object.__setattr__(self, name, escaped)
+
     def __str__(self) -> str:
         return f"{self.type}: {self.message}" if self.message else self.type
 

@@ -207,3 +207,36 @@ def test_a_cassette_that_cannot_be_recorded_to_stops_the_run_and_fails_no_step(
         (view,) = rt.threads()
         assert view.status == "running"
         assert [type(e) for e in rt.events(view.id)] == [Started]
+
+
+class Odd:
+    """A custom model whose `complete` answers with something that is no proper reply."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    async def complete(self, request: ModelRequest) -> Any:
+        from pydantic import BaseModel
+
+        class Other(BaseModel):
+            x: int = 1
+
+        if self.kind == "None":
+            return None
+        if self.kind == "a dict":
+            return {"type": "Done", "message": "ok"}
+        return ModelReply(Other(), Usage())  # an output of a type the step cannot output
+
+
+@pytest.mark.parametrize("store", [MemoryStore, OrdinaryStore], ids=["fast path", "ordinary"])
+@pytest.mark.parametrize("kind", ["None", "a dict", "another output type"])
+def test_a_custom_model_answering_with_no_proper_reply_fails_the_step(
+    agent: Path, store: type[MemoryStore], kind: str
+) -> None:
+    with Runtime(store(), model=Odd(kind), notifier=RecordingNotifier()) as rt:
+        view = rt.launch(agent, "go")
+        events = rt.events(view.id)
+    assert (view.status, view.step) == ("finished", "failed")
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "ModelError", failed.error
+    assert "ModelReply" in failed.error.message or "output" in failed.error.message

@@ -71,6 +71,49 @@ def test_a_webhook_that_redirects_has_failed_and_the_redirect_is_not_followed() 
     assert inside.received == []
 
 
+def test_a_webhook_answering_with_an_endless_body_is_not_read() -> None:
+    """A webhook is judged by its status alone: its body is not read. A receiver that
+    answers 200 and then streams forever held the sender reading it into memory
+    (700 MB/s, found by a red team) and the server's shutdown waiting on it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Endless(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                while not done.is_set():  # ~6 MB/s at most: a failing build stays small
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    done.wait(0.01)
+            except OSError:
+                pass  # the sender hung up, as it should
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    done = threading.Event()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    sent = threading.Thread(
+        target=_post_json,
+        args=("webhook", f"http://127.0.0.1:{server.server_address[1]}/hook", b"{}", {}),
+        daemon=True,
+    )
+    try:
+        sent.start()
+        sent.join(60)  # a bound on a hang, not a timing: it returns as soon as it is answered
+        assert not sent.is_alive(), "the sender is still reading the answer's body"
+    finally:
+        done.set()
+        server.shutdown()
+
+
 def test_a_pinned_send_connects_to_the_address_given_and_names_the_host() -> None:
     # The webhook rule checks what a name resolves to, then sends to that address: the
     # name is never resolved again (`rebound.test` resolves nowhere), but it is still the

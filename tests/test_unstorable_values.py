@@ -157,3 +157,43 @@ def test_a_tool_result_that_cannot_be_stored_fails_the_step(
     assert (failed.step, failed.error.type) == ("apply", "Unstorable")
     assert "the tool's result.message" in failed.error.message
     assert done.status in ("failed", "waiting")
+
+
+def test_a_tool_error_whose_message_cannot_be_stored_is_recorded_escaped(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """An HTTP client decoding an error body with `surrogateescape` leaves lone surrogates
+    in the message a tool raises: the run crashed writing the failure (rt6), the thread
+    left `running`. A failure must always be recordable: its message is kept escaped."""
+    import shutil
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(PATIENCE, project / "patience.agent")
+    (project / "patience_tools.py").write_text(
+        "def apply(change):\n"
+        "    raise RuntimeError(b'bad gateway \\xff'.decode('utf-8', 'surrogateescape'))\n"
+    )
+    model = ScriptedModel([{"type": "Change", "what": "x"}])
+    rt = Runtime(store, model=model, notifier=RecordingNotifier(), cache_dir=tmp_path / "cache",
+                 prompts_dir=FIXTURES / "prompts")  # fmt: skip
+    view = rt.launch(project / "patience.agent", "tidy")
+    rt.resume(view.id, request=view.request, approve=True, by="ana")
+    (failed,) = [e for e in rt.events(view.id) if isinstance(e, StepFailed)]
+    assert (failed.step, failed.error.type) == ("apply", "RuntimeError")
+    assert failed.error.message == "bad gateway \\udcff"
+
+
+def test_a_custom_models_error_whose_message_cannot_be_stored_is_recorded_escaped(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    from twelvefold.runtime.model import ModelReply, ModelRequest
+
+    class Raising:
+        async def complete(self, request: ModelRequest) -> ModelReply:
+            raise ConnectionError(b"\xfe reset".decode("utf-8", "surrogateescape"))
+
+    rt = Runtime(store, model=Raising(), notifier=RecordingNotifier(), cache_dir=tmp_path / "c")
+    view = rt.launch(PATIENCE, "tidy")
+    (failed, *_) = [e for e in rt.events(view.id) if isinstance(e, StepFailed)]
+    assert (failed.error.type, failed.error.message) == ("ConnectionError", "\\udcfe reset")
