@@ -80,6 +80,9 @@ class Analysis:
     loads: tuple[TemplateLoad, ...] = ()
     endless: tuple[EndlessMacro, ...] = ()
     """Macros that call themselves on every path (template_macros.py)."""
+    assigned: frozenset[str] = frozenset()
+    """Names the template sets somewhere (`{% set %}`, a loop variable): a use of one among
+    `uses` is read where no set reaches on every path."""
 
 
 @cache
@@ -101,7 +104,12 @@ def analyse(source: str) -> Analysis:
         too_deep = too_deep_at(tree)
         if too_deep is not None:
             return Analysis(problem=replace(TOO_DEEP, line=too_deep))
-        free = _readable_in_blocks(tree, undeclared_variables(tree))
+        placed = _set_before_ifs_that_set_them(tree)
+        try:
+            free = _readable_in_blocks(tree, undeclared_variables(tree))
+        finally:
+            for body, placeholder in placed:
+                body.remove(placeholder)
         environment.compile(tree)  # as it renders: Python's own limits on nesting
     except TemplateSyntaxError as exc:
         return Analysis(problem=TemplateProblem(exc.message or "syntax error", exc.lineno or 1))
@@ -122,6 +130,71 @@ def analyse(source: str) -> Analysis:
         unsafe=_unsafe(tree),
         loads=_loads(tree),
         endless=endless_macros(tree),
+        assigned=frozenset(n.name for n in tree.find_all(j.Name) if n.ctx == "store"),
+    )
+
+
+def _set_before_ifs_that_set_them(tree: j.Template) -> list[tuple[list[j.Node], j.Node]]:
+    """Puts `{% set name = none %}` before each `{% if %}` that sets `name` on every branch
+    (it has an `{% else %}`) before reading it, and returns where, to be taken out again.
+
+    Jinja2's meta analysis counts such a name as read from the context: the compiled
+    template looks it up before the `if`, to have a value should no branch set it. With one
+    set on every branch, that lookup is never used, so the name is known after the `if`.
+    One set on some branches only stays unknown (it is undefined when no branch sets it)."""
+    placed: list[tuple[list[j.Node], j.Node]] = []
+    pending: list[j.Node] = [tree]
+    while pending:
+        node = pending.pop()
+        for field in node.fields:
+            body = getattr(node, field)
+            if not isinstance(body, list):
+                continue
+            for statement in [n for n in body if isinstance(n, j.If)]:
+                for name in sorted(_set_on_every_branch(statement)):
+                    placeholder = j.Assign(
+                        j.Name(name, "store"), j.Const(None), lineno=statement.lineno
+                    )
+                    placeholder.set_environment(tree.environment)  # type: ignore[arg-type]
+                    body.insert(body.index(statement), placeholder)
+                    placed.append((body, placeholder))
+        pending.extend(node.iter_child_nodes())
+    return placed
+
+
+def _set_on_every_branch(node: j.If) -> set[str]:
+    """The names an `{% if %}` sets on each of its branches before reading them."""
+    if not node.else_:
+        return set()
+    branches = [node.body, *(elif_.body for elif_ in node.elif_), node.else_]
+    tests = [node.test, *(elif_.test for elif_ in node.elif_)]
+    names = {n.name for n in node.find_all(j.Name) if n.ctx == "store"}
+    return {
+        name
+        for name in names
+        if not any(_reads(test, name) for test in tests)
+        and all(_sets_before_reading(branch, name) for branch in branches)
+    }
+
+
+def _sets_before_reading(body: list[j.Node], name: str) -> bool:
+    """Whether `body` sets `name` at its top level (or in an `if` that sets it on every
+    branch) before anything in it reads `name`."""
+    for statement in body:
+        if isinstance(statement, j.Assign | j.AssignBlock) and name in {
+            n.name for n in statement.target.find_all(j.Name)
+        } | ({statement.target.name} if isinstance(statement.target, j.Name) else set()):
+            return not _reads(statement, name)
+        if isinstance(statement, j.If) and name in _set_on_every_branch(statement):
+            return True
+        if _reads(statement, name):
+            return False
+    return False
+
+
+def _reads(node: j.Node, name: str) -> bool:
+    return (isinstance(node, j.Name) and node.name == name and node.ctx == "load") or any(
+        n.name == name and n.ctx == "load" for n in node.find_all(j.Name)
     )
 
 

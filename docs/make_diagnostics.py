@@ -540,8 +540,11 @@ ENTRIES: dict[str, Entry] = {
         "unknown variable in a template",
         "An llm prompt can use `context`, `events`, `input`, `last`, `agent` and `step`; a "
         "`render` template `event`, `kind`, `step`, `value` and `agent`; plus the names the "
-        "template sets itself.",
-        "Use one of the provided variables (the incoming value is `last`).",
+        "template sets itself before it reads them, on every path: a name set on each branch "
+        "of an `{% if %}` with an `{% else %}` is known after it; one set on some branches "
+        "only is E703 too, since Jinja2 leaves it undefined when no such branch runs.",
+        "Use one of the provided variables (the incoming value is `last`), or set the name "
+        "before the `{% if %}` or on every branch of it.",
     ),
     "E704": Entry(
         "a template reads Python internals",

@@ -542,7 +542,7 @@ class Engine:
         try:
             messages = self.messages(agent.spec, action, thread.events, prompts)
         except Exception as exc:  # the user's template is missing or raised: the step failed
-            return StepFailed(step=action.step, at=now_iso(), error=_prompt_error(action, exc))
+            return StepFailed(step=action.step, at=now_iso(), error=prompt_error(action, exc))
         try:
             prices = self._price_table(agent)
             limits = ratelimit.rate_limits_for(agent.directory or Path.cwd())
@@ -721,7 +721,7 @@ class Engine:
                 extra={"output": template_value(output)},
             )
         except Exception as exc:
-            raise checks.CheckFailed(_prompt_error(judge, exc)) from exc
+            raise checks.CheckFailed(prompt_error(judge, exc)) from exc
         try:
             limits = ratelimit.rate_limits_for(thread.agent.directory or Path.cwd())
         except ConfigError as exc:
@@ -1304,7 +1304,7 @@ def _fingerprint(module: AgentModule | ModuleType) -> str | None:
     return hashlib.sha256(source).hexdigest()[:16] if source is not None else None
 
 
-def _prompt_error(action: CallModel, exc: Exception) -> ErrorInfo:
+def prompt_error(action: CallModel, exc: Exception) -> ErrorInfo:
     """One line for a prompt that could not be rendered (missing, unreadable, or raising)."""
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return ErrorInfo(

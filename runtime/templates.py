@@ -23,6 +23,7 @@ import copy
 import functools
 import itertools
 import re
+import sys
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set, ValuesView
 from pathlib import Path
@@ -64,6 +65,17 @@ recursive loop, a function or method), each filter plus one per item of the list
 given, each value weighed by the bounds above, and one per thousand characters built. A
 loop that prints nothing (`{% for i in range(100000) %}{% for j in range(100000) %}{%
 endfor %}{% endfor %}`) stops here with a `SecurityError`."""
+MAX_TEMPLATE_BUILT_BYTES = 40_000_000
+"""The most memory (in bytes, as Python holds it) the values one rendering builds may take
+in all: every string, list, mapping and number an operator (`~`, `+`, `*`, `%`), a filter, a
+call (a macro's text, `namespace(…)`, a method), a list or mapping written in the template
+or the text of a `{% set %}` block makes counts, whether it is kept or dropped, and so
+does each value printed and each piece of literal text output (the text gathered holds
+it). Each value is bounded on its own above; this bounds how many of them a rendering may
+make: keeping a
+new million-character string on each of two thousand steps (a linked list of namespaces)
+held 2 GB, 8 GB with four-byte characters, within the step budget. Ten times the text one
+rendering may print, in ASCII."""
 _HUGE_WIDTH = re.compile(r"\d{7,}")
 """A width or precision of a million or more in a format string (`{:>999999999}`,
 `%999999999s`): each builds a string of that size."""
@@ -114,13 +126,22 @@ TOO_MUCH_WORK = (
 )
 
 
-class _Budget:
-    """The steps one rendering has left (`bounded_text` starts one per rendering)."""
+TOO_MUCH_BUILT = (
+    f"the template built more than {MAX_TEMPLATE_BUILT_BYTES:,} bytes of text, lists and "
+    "mappings (what `~`, `+`, `*`, filters, calls, `{{ }}` and `{% set %}` make, counted "
+    "whether kept or not), the most one rendering may build"
+)
 
-    __slots__ = ("left",)
+
+class _Budget:
+    """The steps one rendering has left, and the bytes it may still build (`bounded_text`
+    starts one per rendering)."""
+
+    __slots__ = ("left", "room")
 
     def __init__(self) -> None:
         self.left = MAX_TEMPLATE_STEPS
+        self.room = MAX_TEMPLATE_BUILT_BYTES
 
 
 _BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
@@ -135,6 +156,38 @@ def _spend(steps: int) -> None:
         budget.left -= steps
         if budget.left < 0:
             raise SecurityError(TOO_MUCH_WORK)
+
+
+def _footprint(value: Any) -> int:
+    """The bytes `value` itself takes (not what it refers to: the items of a list are
+    counted where they were built): a string its characters at 1, 2 or 4 bytes each, a
+    list or mapping its slots, a namespace its attributes."""
+    if isinstance(value, str | bytes | list | tuple | dict | set | frozenset | int | float):
+        return sys.getsizeof(value)
+    if isinstance(value, Namespace):
+        return sys.getsizeof(object.__getattribute__(value, "_Namespace__attrs")) + 48
+    return 0
+
+
+def _built(value: Any) -> Any:
+    """`value`, just built by the rendering under way, counted against what it may build."""
+    _charge(_footprint(value))
+    return value
+
+
+SLOT_BYTES = 8
+"""What a value held in a list takes besides itself: a printed value's or literal text's
+place among the parts of a rendering's text."""
+
+
+def _charge(size: int) -> None:
+    """Count `size` bytes built against the rendering under way (none outside
+    `bounded_text`)."""
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.room -= size
+        if budget.room < 0:
+            raise SecurityError(TOO_MUCH_BUILT)
 
 
 def _counting(iterable: Iterable[Any], budget: _Budget) -> Iterator[Any]:
@@ -167,11 +220,35 @@ class _BoundedCodeGenerator(CodeGenerator):
             join = "markup_join"
         else:
             join = "str_join"
-        self.write(f"{join}(environment.weighed_parts((")
+        self.write(f"environment.built({join}(environment.weighed_parts((")
         for part in node.nodes:
             self.visit(part, frame)
             self.write(", ")
-        self.write(")))")
+        self.write("))))")
+
+    # A list, tuple or mapping written in the template is built each time it is reached
+    # (in a loop, once per step): counted like any other value built (`environment.built`).
+
+    def visit_Getitem(self, node: jinja2.nodes.Getitem, frame: Frame) -> None:
+        if not isinstance(node.arg, jinja2.nodes.Slice):  # through environment.getitem
+            super().visit_Getitem(node, frame)
+            return
+        self.write("environment.cut(")  # Python's own slicing, written out
+        super().visit_Getitem(node, frame)
+        self.write(")")
+
+    def visit_List(self, node: jinja2.nodes.List, frame: Frame) -> None:
+        self.write("environment.built(")
+        super().visit_List(node, frame)
+        self.write(")")
+
+    def visit_Tuple(self, node: jinja2.nodes.Tuple, frame: Frame) -> None:
+        if node.ctx != "load":  # `{% for a, b in … %}`, `{% set a, b = … %}`: a target
+            super().visit_Tuple(node, frame)
+            return
+        self.write("environment.built(")
+        super().visit_Tuple(node, frame)
+        self.write(")")
 
     def _output_child_to_const(self, node: jinja2.nodes.Expr, frame: Frame, finalize: Any) -> str:
         # Jinja2 computes `{{ … }}` whose parts are constants while it compiles (filters
@@ -195,6 +272,10 @@ class _BoundedCodeGenerator(CodeGenerator):
             else:
                 frame.eval_ctx.volatile = True
 
+    def _output_const_repr(self, group: Iterable[Any]) -> str:
+        # Literal text: a slot in the text gathered (`environment.literal`), each time.
+        return f"environment.literal({super()._output_const_repr(group)})"
+
     def _output_child_pre(self, node: jinja2.nodes.Expr, frame: Frame, finalize: Any) -> None:
         # `{{ value }}`: weighed before it is made text (`str`, `escape`, a finalize).
         super()._output_child_pre(node, frame, finalize)
@@ -217,7 +298,7 @@ class _BoundedCodeGenerator(CodeGenerator):
 
     def visit_Dict(self, node: jinja2.nodes.Dict, frame: Frame) -> None:
         # A key is hashed whole: weighed first, unless it is a constant.
-        self.write("{")
+        self.write("environment.built({")
         for index, item in enumerate(node.items):
             if index:
                 self.write(", ")
@@ -229,7 +310,7 @@ class _BoundedCodeGenerator(CodeGenerator):
                 self.write(")")
             self.write(": ")
             self.visit(item.value, frame)
-        self.write("}")
+        self.write("})")
 
     def visit_For(self, node: jinja2.nodes.For, frame: Frame) -> None:
         # Each item a loop takes is a step (`environment.counted`), those its `if`
@@ -297,6 +378,21 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["*", "**", "%", "+"])
     code_generator_class = _BoundedCodeGenerator
 
+    def built(self, value: Any) -> Any:
+        """A value the template just built (`~`, a list, tuple or mapping it writes out),
+        counted against MAX_TEMPLATE_BUILT_BYTES."""
+        return _built(value)
+
+    def concat(self, parts: Iterable[str]) -> str:
+        """The text of a macro, a `caller()`, a `{% set %}` or `{% filter %}` block (Jinja2
+        joins what the block printed with `environment.concat`): counted as built before
+        it is joined, since the parts may each be one long value printed many times."""
+        listed = parts if isinstance(parts, list) else list(parts)
+        if _BUDGET.get() is not None:
+            size = sum(len(part) for part in listed)
+            _charge(size if all(part.isascii() for part in listed) else 4 * size)
+        return "".join(listed)
+
     def weighed_parts(self, parts: tuple[Any, ...]) -> tuple[Any, ...]:
         """The parts of one `~`, refused when together they print past the bound."""
         size = sum(_weight(part) for part in parts)
@@ -306,12 +402,23 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def printed(self, value: Any) -> Any:
         """A value `{{ }}` prints, refused before it is made text when it would print
-        past MAX_RENDERED_CHARS."""
-        if type(value) is not str:
-            _check_size(
-                _weight(value, MAX_RENDERED_CHARS), "printing this value", MAX_RENDERED_CHARS
-            )
+        past MAX_RENDERED_CHARS. Counted as built: the text it is made (escaped, formatted
+        for the context: a copy) and its slot in the text gathered, which a `{% set %}`
+        block or a macro holds until it is joined."""
+        if type(value) is str:
+            _built(value)
+        else:
+            size = _weight(value, MAX_RENDERED_CHARS)
+            _check_size(size, "printing this value", MAX_RENDERED_CHARS)
+            _charge(sys.getsizeof("") + 4 * size)  # the new str object, as wide as it may be
+        _charge(SLOT_BYTES)
         return value
+
+    def literal(self, text: str) -> str:
+        """Literal text of the template, output: its slot in the text gathered (a loop
+        repeating `{% if x %}a{% endif %}` a thousand times adds a thousand slots a step)."""
+        _charge(SLOT_BYTES)
+        return text
 
     def compared(self, left: Any, *operations: Any) -> Any:
         """`left op right [op right…]`, as Python chains comparisons, each operand weighed
@@ -340,6 +447,11 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     def getitem(self, obj: Any, argument: Any) -> Any:
         return super().getitem(obj, self.hashed(argument))
 
+    def cut(self, value: Any) -> Any:
+        """A slice (`s[1:]`, `xs[::2]`): a copy, as large as what it is cut from."""
+        _spend(_cost(value))
+        return _built(value)
+
     def counted(self, iterable: Any) -> Iterator[Any]:
         """A loop's items, each counted as a step of the rendering under way."""
         budget = _BUDGET.get()
@@ -356,13 +468,13 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         result = super().call(__context, __obj, *args, **kwargs)
         if not isinstance(result, range):  # made in one step; its items count where used
             _spend(_cost(result))
-        return result
+        return _built(result)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "%" and isinstance(left, str):
             _check_percent(left, right)
         elif operator == "+" and _sized(left) and _sized(right):
-            _check_size(_weight(left) + _weight(right), "adding these")
+            _check_size(_items_weight(left) + _items_weight(right), "adding these")
         elif operator == "*":
             _check_repeat(left, right)
             _check_repeat(right, left)
@@ -375,7 +487,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                 raise SecurityError("the power is too large to compute in a template")
         result = super().call_binop(context, operator, left, right)
         _spend(1 + _cost(result))
-        return result
+        return _built(result)
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
         # Jinja2's parser and compiler recurse once per level of nesting: a template
@@ -553,11 +665,21 @@ def _check_method_call(
     return args
 
 
+def _items_weight(sequence: str | list[Any] | tuple[Any, ...]) -> int:
+    """What a string, list or tuple counts for against MAX_RENDERED_ITEMS when `*` or `+`
+    builds a larger one: a string its characters, a list each of its items as its text, at
+    least one (`[1] * 1000000` is a million items; `["ab"] * 500000` two million characters'
+    worth of text, as is `[""] * 10**9` a billion items)."""
+    if isinstance(sequence, str):
+        return len(sequence)
+    # _weight counts the list's own brackets and separators (its length plus one) as well.
+    return max(len(sequence), _weight(sequence) - len(sequence) - 1)
+
+
 def _check_repeat(sequence: Any, times: Any) -> None:
-    if _sized(sequence) and _is_int(times) and _weight(sequence) * times > MAX_RENDERED_ITEMS:
-        raise SecurityError(
-            f"repeating a {type(sequence).__name__} {times} times is too large for a template"
-        )
+    if _sized(sequence) and _is_int(times):
+        kind = type(sequence).__name__
+        _check_size(_items_weight(sequence) * times, f"repeating a {kind} {times:,} times")
 
 
 def _check_format(text: str) -> None:
@@ -712,7 +834,7 @@ def _guarded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
             _check_size(_weight(value, MAX_RENDERED_CHARS), f"`{name}`", MAX_RENDERED_CHARS)
         result = function(*args, **kwargs)
         _spend(_cost(result))
-        return result
+        return _built(result)
 
     return guarded
 
@@ -809,6 +931,11 @@ def bounded_text(chunks: Iterable[str]) -> str:
         parts.clear()
         raise SecurityError(
             "rendering the template ran out of memory (something it builds is too large)"
+        ) from None
+    except OverflowError:  # `10.0 ** 400`: "(34, 'Numerical result out of range')"
+        raise SecurityError(
+            "a number in the template is out of range (a float past about 1.8e308, or an "
+            "integer too large to use as a count, a size or an index)"
         ) from None
     except RecursionError:  # Python's stack, not a template line: say what it means
         raise SecurityError(

@@ -30,7 +30,12 @@ from twelvefold.runtime.context import (
     render_yaml,
 )
 from twelvefold.runtime.notify import LogNotifier, Notice
-from twelvefold.runtime.templates import PromptsLoader, confined_file, sandboxed
+from twelvefold.runtime.templates import (
+    MAX_RENDERED_CHARS,
+    PromptsLoader,
+    confined_file,
+    sandboxed,
+)
 from twelvefold.runtime.terminal import for_terminal
 
 EXPLOIT = "{{ cycler.__init__.__globals__.os.system('touch MARKER') }}"
@@ -548,7 +553,6 @@ def test_a_prompt_and_a_render_template_refuse_a_value_that_prints_huge(tmp_path
         "{% for x in range(3) recursive %}{% if loop.depth < 30 %}{{ loop(range(3)) }}"
         "{% endif %}{% endfor %}",
         "{% set r = range(100000) %}{% for i in r %}{% set _ = r | select | list %}{% endfor %}",
-        "{% set s = 'x' * 499999 %}{% for i in range(100000) %}{% set _ = s ~ s %}{% endfor %}",
     ],
 )
 def test_a_template_that_works_without_end_stops_after_its_steps(template: str) -> None:
@@ -614,3 +618,106 @@ def test_message_blocks_read_what_the_top_level_imports(tmp_path: Path) -> None:
     messages = build_messages(AGENT, action("child.j2"), LOG, tmp_path)
     assert messages[0] == {"role": "system", "content": f"Base. Be brief. {AGENT.name}"}
     assert messages[1]["role"] == "user"
+
+
+KEEPS_MANY = [
+    # The red team's: a new million-character string kept on each step, in a linked list
+    # of namespaces (2 GB, 8 GB with a four-byte character, within the step budget).
+    '{% set s = "x"*999000 %}{% set ns = namespace(head=none) %}{% for i in range(100000) %}'
+    "{% set ns.head = namespace(next=ns.head, v=s ~ i) %}{% endfor %}done",
+    '{% set s = "😀"*999000 %}{% set ns = namespace(head=none) %}{% for i in range(100000) %}'
+    "{% set ns.head = namespace(next=ns.head, v=s ~ i) %}{% endfor %}done",
+    # Fewer of them, small enough to finish without the bound (about 100 MB each).
+    '{% set s = "x"*999000 %}{% set ns = namespace(head=none) %}{% for i in range(100) %}'
+    "{% set ns.head = namespace(next=ns.head, v=s ~ i) %}{% endfor %}done",
+    '{% set s = "x"*999000 %}{% set ns = namespace(all=[]) %}{% for i in range(100) %}'
+    "{% set ns.all = [ns.all, s ~ i] %}{% endfor %}done",
+    # A `{% set %}` block's text, a macro's: printing costs nothing, joining builds.
+    '{% set s = "x"*999000 %}{% set ns = namespace(head=none) %}{% for i in range(40) %}'
+    "{% set b %}{{ s }}{{ s }}{{ s }}{% endset %}{% set ns.head = namespace(next=ns.head, v=b) %}"
+    "{% endfor %}done",
+    '{% set s = "x"*999000 %}{% macro m() %}{{ s }}{{ s }}{% endmacro %}'
+    "{% set ns = namespace(head=none) %}{% for i in range(40) %}"
+    "{% set ns.head = namespace(next=ns.head, v=m()) %}{% endfor %}done",
+    # A slice is a copy (`s[i:]`: 1.4 GB in a second).
+    '{% set s = "x"*999000 %}{% set ns = namespace(head=none) %}{% for i in range(60) %}'
+    "{% set ns.head = namespace(next=ns.head, v=s[i:]) %}{% endfor %}done",
+    # Built and dropped on each step: counted too (this one stopped at the steps before).
+    "{% set s = 'x' * 499999 %}{% for i in range(100000) %}{% set _ = s ~ s %}{% endfor %}",
+    # Printed into a `{% set %}` block: each value made text (a copy, once escaped or
+    # formatted) and its slot are held until the block is joined.
+    '{% set s = "x" * 999000 %}{% set b %}{% for i in range(60) %}{{ s }}{% endfor %}{% endset %}',
+    "{% set b %}{% for i in range(2000) %}{% for j in range(10) %}"
+    + "{% if true %}{% endif %}{{ i }}" * 100
+    + "{% endfor %}{% endfor %}{% endset %}",
+    # A list written out in the template, built on each step.
+    "{% set ns = namespace(head=none) %}{% for i in range(100) %}{% for j in range(100) %}"
+    "{% set ns.head = [ns.head" + ", 1" * 1000 + "] %}{% endfor %}{% endfor %}done",
+]
+
+
+@pytest.mark.parametrize("template", KEEPS_MANY)
+def test_a_rendering_cannot_build_more_than_its_budget_in_all(template: str) -> None:
+    """Each value was bounded, and the steps; how many values a rendering kept was not:
+    a 160-character template held gigabytes and `check` said ok (red team)."""
+    with pytest.raises(AskRenderError, match=r"built more than 40,000,000 bytes"):
+        render_ask(template, {})
+
+
+def test_a_big_but_ordinary_prompt_still_renders() -> None:
+    # Two thousand items of half a kilobyte, each shown through filters and `~`, a summary
+    # gathered in a namespace, a macro per item: about 1.5 million characters printed.
+    items = [
+        {"title": f"item {n}", "body": ("lorem ipsum é " * 40)[:500], "tags": ["a", "b"]}
+        for n in range(2000)
+    ]
+    text = (
+        "{% macro card(item, loop_index) %}## {{ item.title | upper }}\n"
+        "{{ item.body | truncate(400) }}\n"
+        "{{ item.tags | join(', ') }} {{ '%s/%d' | format(item.title, loop_index) }}\n"
+        "{% endmacro %}{% set ns = namespace(summary='', seen=[]) %}"
+        "{% for item in items %}{{ card(item, loop.index) }}"
+        "{{ (item.body ~ ' ' ~ item.title) | replace('ipsum', 'IPSUM') }}\n"
+        "{% if loop.index % 10 == 0 %}{% set ns.summary = ns.summary ~ item.title ~ '; ' %}"
+        "{% set ns.seen = ns.seen + [item.title] %}{% endif %}{% endfor %}"
+        "{{ ns.summary }} {{ ns.seen | length }}"
+    )
+    rendered = render_ask(text, {"items": items})
+    assert 1_500_000 < len(rendered) < MAX_RENDERED_CHARS
+    assert rendered.endswith("item 1999;  200")
+
+
+def test_a_list_may_be_repeated_up_to_a_million_items() -> None:
+    # The docs say a `*` of lists builds up to 1,000,000 items; `[1] * 333334` was refused
+    # (the list was weighed as its printed text: brackets, digits and separators).
+    assert render_ask("{{ ([1] * 333334) | length }} {{ (['ab'] * 500000) | length }}", {}) == (
+        "333334 500000"
+    )
+    assert render_ask("{{ ([1] * 500000 + [2] * 400000)[-1] }}", {}) == "2"
+    with pytest.raises(AskRenderError, match=r"repeating a list 1,000,001 times would build"):
+        render_ask("{{ [1] * 1000001 }}", {})
+    with pytest.raises(AskRenderError, match=r"repeating a list 500,001 times would build"):
+        render_ask("{{ ['ab'] * 500001 }}", {})  # each item counts its text
+    with pytest.raises(AskRenderError, match=r"repeating a list 1,000,001 times would build"):
+        render_ask("{{ [''] * 1000001 }}", {})  # and at least one
+
+
+@pytest.mark.parametrize("template", ["{{ 10.0 ** 400 }}", "{{ range(10**30) | length }}"])
+def test_a_number_out_of_range_says_so(template: str, tmp_path: Path) -> None:
+    # `twelvefold prompt` printed `error: (34, 'Numerical result out of range')`.
+    with pytest.raises(AskRenderError, match="a number in the template is out of range"):
+        render_ask(template, {})
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "p.j2").write_text(template)
+    agent = tmp_path / "a.agent"
+    agent.write_text(
+        "agent a { start decide max_steps 5 }\ntype Done { message: string }\n"
+        'llm decide -> Done {\n  prompt "p.j2"\n  on Done -> done\n}\nfinal done(Done)\n'
+    )
+    result = CliRunner().invoke(cli, ["prompt", str(agent), "decide", "--input", "x"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: prompt `p.j2` could not be rendered: SecurityError: a number in the template "
+        "is out of range (a float past about 1.8e308, or an integer too large to use as a "
+        "count, a size or an index)\n"
+    )

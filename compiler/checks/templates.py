@@ -158,6 +158,13 @@ def _template_loads(
             span,
             label=f"`{use.path[0]}` is undefined at line {use.line} of the template",
             help=did_you_mean(use.path[0], allowed)
+            or (
+                f"the template sets `{use.path[0]}`, but not on every path to line {use.line}: "
+                "set it before, or on every branch of the `{% if %}` (with an `{% else %}`); "
+                "a `{% set %}` inside a loop or a macro is not seen after it"
+                if use.path[0] in analysis.assigned
+                else None
+            )
             or "a "
             + what
             + " can use "

@@ -98,10 +98,21 @@ async def _request_body(
         events = [Started(step=spec.start, input=typed_input(agent, text))]
     action = _call_at(agent.module, events, step)
     prompts_dir = prompts or agent.prompts_dir or Path("prompts")
-    messages = build_messages(spec, action, events, prompts_dir)
+    try:
+        messages = build_messages(spec, action, events, prompts_dir)
+    except OSError:
+        raise  # a path the system refuses: the reporter's (commands/report.py)
+    except Exception as exc:  # the step would fail so: the same line, naming the template
+        from twelvefold.runtime.loop import prompt_error
+
+        raise PromptNotRendered(prompt_error(action, exc).message) from None
     request = ModelRequest(spec, action, messages, thread_id or "(new)", len(events))
     client = OpenAIModel(model=model_name, mode="json" if mode == "json" else "tools")
     return await client.preview(request)
+
+
+class PromptNotRendered(Exception):
+    """The step's prompt could not be rendered: the line the step would fail with."""
 
 
 def _stored_events(db: StoreLocation, thread_id: str, codec: Any) -> list[Any]:
