@@ -16,7 +16,7 @@ written by `json.dumps` decodes here too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -228,35 +228,64 @@ def _encode_usage(usage: Usage) -> dict[str, Any]:
     return {n: v for n in _USAGE_FIELDS if (v := getattr(usage, n)) is not None}
 
 
+_PLAIN = frozenset({int, float, bool, type(None)})
+"""Types whose values every store can hold: nothing in them to look at."""
+
+
 def unstorable(value: Any, where: str) -> str | None:
     """Why `value` cannot be stored, naming the place (`where`, then `.field` or `[i]`):
     a string holding a lone UTF-16 surrogate (`"\\ud800"`: valid JSON text, and a Python
     string from a command line's undecodable bytes, but no UTF-8 has it). None when it
     can. Every free-form value from outside (a launch's input, an event's value, a
     comment, an answer) and every model output and tool result is asked this before it
-    is recorded: one refused there is a clear error, never a failed write."""
+    is recorded: one refused there is a clear error, never a failed write. (On every
+    step's output: plain values and ASCII text, the usual case, are passed over without
+    a call or a name made for them.)"""
+    kind = type(value)
+    if kind is str:
+        return None if value.isascii() else _surrogate_in(value, where)
+    if kind in _PLAIN:
+        return None
     if isinstance(value, BaseModel):
-        return unstorable(dict(value), where)
+        fields = value.__dict__.items()
+        extra = value.__pydantic_extra__
+        return _unstorable_items(fields if not extra else [*fields, *extra.items()], where)
     if isinstance(value, str):
-        if value.isascii():  # the usual case, at once
-            return None
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            character = f"\\u{ord(value[exc.start]):04x}"
-            return (
-                f"{where} holds a lone surrogate ({character}) at character {exc.start}:"
-                " text must be valid Unicode"
-            )
-        return None
+        return None if value.isascii() else _surrogate_in(value, where)
     if isinstance(value, Mapping):
-        for key, item in value.items():
-            found = unstorable(key, f"{where} (a key)") or unstorable(item, f"{where}.{key}")
-            if found is not None:
+        for key in value:
+            if (type(key) is not str or not key.isascii()) and (
+                found := unstorable(key, f"{where} (a key)")
+            ) is not None:
                 return found
-        return None
+        return _unstorable_items(value.items(), where)
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
+            kind = type(item)
+            if kind in _PLAIN or (kind is str and item.isascii()):
+                continue
             if (found := unstorable(item, f"{where}[{index}]")) is not None:
                 return found
+    return None
+
+
+def _unstorable_items(items: Iterable[tuple[Any, Any]], where: str) -> str | None:
+    for key, item in items:
+        kind = type(item)
+        if kind in _PLAIN or (kind is str and item.isascii()):
+            continue
+        if (found := unstorable(item, f"{where}.{key}")) is not None:
+            return found
+    return None
+
+
+def _surrogate_in(text: str, where: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        character = f"\\u{ord(text[exc.start]):04x}"
+        return (
+            f"{where} holds a lone surrogate ({character}) at character {exc.start}:"
+            " text must be valid Unicode"
+        )
     return None
