@@ -175,6 +175,18 @@ def _built(value: Any) -> Any:
     return value
 
 
+def _made(value: Any) -> Any:
+    """`value`, just returned by a call or a filter, counted against what the rendering
+    may build with the items of a list or tuple it is: what a call returns holds values
+    it made itself (the strings of `partition` or `split`, the lists of `batch`), which
+    nothing else counts. An item the call was given is counted again (conservative)."""
+    size = _footprint(value)
+    if type(value) is list or type(value) is tuple:
+        size += sum(map(_footprint, value))
+    _charge(size)
+    return value
+
+
 SLOT_BYTES = 8
 """What a value held in a list takes besides itself: a printed value's or literal text's
 place among the parts of a rendering's text."""
@@ -468,7 +480,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         result = super().call(__context, __obj, *args, **kwargs)
         if not isinstance(result, range):  # made in one step; its items count where used
             _spend(_cost(result))
-        return _built(result)
+        return _made(result)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "%" and isinstance(left, str):
@@ -834,7 +846,7 @@ def _guarded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
             _check_size(_weight(value, MAX_RENDERED_CHARS), f"`{name}`", MAX_RENDERED_CHARS)
         result = function(*args, **kwargs)
         _spend(_cost(result))
-        return _built(result)
+        return _made(result)
 
     return guarded
 

@@ -653,6 +653,14 @@ KEEPS_MANY = [
     # A list written out in the template, built on each step.
     "{% set ns = namespace(head=none) %}{% for i in range(100) %}{% for j in range(100) %}"
     "{% set ns.head = [ns.head" + ", 1" * 1000 + "] %}{% endfor %}{% endfor %}done",
+    # The new strings inside what a method returns (a red team: 1.5 GB kept through
+    # `partition`, and through `rsplit(" ", 1)[0]`, which ordinary templates write).
+    '{% set s = "a " * 499999 %}{% set ns = namespace(h=none) %}{% for i in range(200) %}'
+    '{% set ns.h = namespace(n=ns.h, v=s.partition(" ")) %}{% endfor %}done',
+    '{% set s = "ab " * 333333 %}{% set ns = namespace(h=none) %}{% for i in range(200) %}'
+    '{% set ns.h = namespace(n=ns.h, v=s.rsplit(" ", 1)[0]) %}{% endfor %}done',
+    '{% set s = "ab " * 333333 %}{% set ns = namespace(h=none) %}{% for i in range(200) %}'
+    "{% set ns.h = namespace(n=ns.h, v=(s|batch(999999)|list)) %}{% endfor %}done",
 ]
 
 
