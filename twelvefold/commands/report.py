@@ -20,9 +20,6 @@ from typing import Any, NoReturn
 
 import click
 
-from twelvefold.commands.output import echo
-from twelvefold.runtime.terminal import one_line
-
 EXIT_PROBLEM = 1
 """A problem with the input (a store that cannot be used, a thread not found, a decision
 that does not fit); 2 stays click's, for usage errors."""
@@ -71,6 +68,11 @@ def _problem(
     One line, the values in it escaped (a `--db` with a line break cannot forge an
     `error:` line below); a compile error's diagnostics (`lines`) are many lines, each
     escaping its own values."""
+    # Imported here, not at the top: an interrupt is reported by this module too, and
+    # may land while twelvefold.runtime is being imported (`interrupted`).
+    from twelvefold.commands.output import echo
+    from twelvefold.runtime.terminal import one_line
+
     echo(line if lines else one_line(line), err=True)
     if as_json:
         echo(json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False))
@@ -90,7 +92,15 @@ def interrupted(exc: KeyboardInterrupt, as_json: bool = False) -> NoReturn:
     exec("")  # clears CPython's "ended by an unhandled Ctrl-C" (see above)
     message = str(exc) or "interrupted"
     line = f"interrupted: {exc}" if str(exc) else message
-    _problem(line, "Interrupted", message, as_json, EXIT_INTERRUPTED)
+    # Said without importing anything more: a Ctrl-C can land while a module is being
+    # imported (pydantic, and the `_decimal` extension under it), and importing it again
+    # here would run that extension's set-up a second time, which writes a C warning to
+    # stderr. The line is the runtime's own words; anything unprintable is escaped.
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+    click.echo(shown, err=True)
+    if as_json:
+        click.echo(json.dumps({"error": {"type": "Interrupted", "message": message}}))
+    sys.exit(EXIT_INTERRUPTED)
 
 
 @contextmanager
