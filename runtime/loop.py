@@ -1131,8 +1131,9 @@ def model_failure(exc: BaseException, attempts: Attempts | None) -> ModelError |
 
 def improper_reply(reply: object, action: CallModel) -> ErrorInfo | None:
     """Why what a model's `complete` answered cannot be the step's output, or None: no
-    `ModelReply` at all (None, a dict), or an output of a type the step does not output
-    (a model of the user's own can answer anything; the reducer would refuse it)."""
+    `ModelReply` at all (None, a dict), an output of a type the step does not output, or
+    a usage that is no `Usage` of numbers (a model of the user's own can answer anything;
+    the reducer, or the pricing, would refuse it)."""
     if not isinstance(reply, ModelReply):
         return ErrorInfo(
             "ModelError", f"the model answered with {type(reply).__name__}, not a ModelReply"
@@ -1144,7 +1145,21 @@ def improper_reply(reply: object, action: CallModel) -> ErrorInfo | None:
             f"the model's output is a {type(reply.output).__name__}: `{action.step}`"
             f" outputs {expected}",
         )
+    usage = reply.usage
+    if not isinstance(usage, Usage):
+        given = type(usage).__name__
+        return ErrorInfo("ModelError", f"the model's reply gives {given} as its usage, not a Usage")
+    for name in _USAGE_NUMBERS:  # counts, ranges and costs are judged later (`_valid_cost`)
+        value = getattr(usage, name)
+        if value is not None and (type(value) is bool or not isinstance(value, int | float)):
+            return ErrorInfo(
+                "ModelError",
+                f"the model's usage gives {name} as {type(value).__name__}, not a number",
+            )
     return None
+
+
+_USAGE_NUMBERS = ("input_tokens", "output_tokens", "latency_ms", "cost_usd")
 
 
 async def _within(

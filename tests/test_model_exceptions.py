@@ -225,11 +225,18 @@ class Odd:
             return None
         if self.kind == "a dict":
             return {"type": "Done", "message": "ok"}
+        done = as_output(request, {"type": "Done", "message": "ok"})
+        if self.kind == "no usage":
+            return ModelReply(done, None)  # type: ignore[arg-type]
+        if self.kind == "tokens as text":
+            return ModelReply(done, Usage(input_tokens="5"))  # type: ignore[arg-type]
         return ModelReply(Other(), Usage())  # an output of a type the step cannot output
 
 
 @pytest.mark.parametrize("store", [MemoryStore, OrdinaryStore], ids=["fast path", "ordinary"])
-@pytest.mark.parametrize("kind", ["None", "a dict", "another output type"])
+@pytest.mark.parametrize(
+    "kind", ["None", "a dict", "another output type", "no usage", "tokens as text"]
+)
 def test_a_custom_model_answering_with_no_proper_reply_fails_the_step(
     agent: Path, store: type[MemoryStore], kind: str
 ) -> None:
@@ -239,4 +246,4 @@ def test_a_custom_model_answering_with_no_proper_reply_fails_the_step(
     assert (view.status, view.step) == ("finished", "failed")
     (failed,) = [e for e in events if isinstance(e, StepFailed)]
     assert failed.error.type == "ModelError", failed.error
-    assert "ModelReply" in failed.error.message or "output" in failed.error.message
+    assert any(word in failed.error.message for word in ("ModelReply", "output", "usage"))
