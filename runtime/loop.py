@@ -1145,7 +1145,7 @@ def improper_reply(reply: object, action: CallModel) -> ErrorInfo | None:
             f"the model's output is a {type(reply.output).__name__}: `{action.step}`"
             f" outputs {expected}",
         )
-    usage = reply.usage
+    usage: object = reply.usage  # typed a Usage, but a custom model's may be anything
     if not isinstance(usage, Usage):
         given = type(usage).__name__
         return ErrorInfo("ModelError", f"the model's reply gives {given} as its usage, not a Usage")
