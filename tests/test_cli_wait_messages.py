@@ -117,3 +117,23 @@ def test_the_cli_fork_of_a_parent_shows_the_forks_own_child(
     code, out = invoke("fork", parent, "--at", "4", "--db", str(db))
     assert code == 0 and "waits at `refund` for its sub-agent" in out, out
     assert "  child: thread " in out and child not in out.split("child: thread ")[1]
+
+
+def test_a_failed_sub_agent_thread_points_to_its_parent_not_to_a_retry_refused(
+    family: tuple[Path, str, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A red team: a failed child's view said `retry: twelvefold resume CHILD --retry`,
+    which is then refused (its parent's `agent` step took its end: `ChildSettled`)."""
+    from dataclasses import replace
+
+    from twelvefold.commands.run import print_view
+    from twelvefold.runtime.types import ErrorInfo
+
+    db, parent, child, _ = family
+    with Runtime(SqliteStore(db), cache_dir=db.parent) as rt:
+        view = rt.get(child)
+    failed = replace(view, status="failed", error=ErrorInfo("Interrupted", "cut short"))
+    print_view(failed, db)
+    out = capsys.readouterr().out
+    assert f"twelvefold resume {child} --retry" not in out
+    assert f"twelvefold show {parent}" in out

@@ -193,7 +193,10 @@ def print_view(view: ThreadView, db: StoreLocation) -> None:
         echo(f"  resume: {resume_hint(view)}")
     elif view.status == "failed":
         echo(f"\n{where} failed at `{view.step}`: {view.error}")
-        echo(f"  retry: twelvefold resume {view.id} --retry")
+        if view.parent is None:
+            echo(f"  retry: twelvefold resume {view.id} --retry")
+        else:  # its parent's `agent` step takes its end: a retry here would reach nobody
+            echo(f"  retry: a sub-agent's thread: see its parent, twelvefold show {view.parent}")
         if view.error == INTERRUPTED:  # a keyless tool's call cut short by a crash
             echo(
                 "  (the call may have run, and its tool takes no idempotency key: a retry"
