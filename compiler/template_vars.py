@@ -110,6 +110,7 @@ def analyse(source: str) -> Analysis:
         finally:
             for body, placeholder in placed:
                 body.remove(placeholder)
+        free -= _set_and_read_through_guards(tree)
         environment.compile(tree)  # as it renders: Python's own limits on nesting
     except TemplateSyntaxError as exc:
         return Analysis(problem=TemplateProblem(exc.message or "syntax error", exc.lineno or 1))
@@ -160,6 +161,33 @@ def _set_before_ifs_that_set_them(tree: j.Template) -> list[tuple[list[j.Node], 
                     placed.append((body, placeholder))
         pending.extend(node.iter_child_nodes())
     return placed
+
+
+def _set_and_read_through_guards(tree: j.Template) -> set[str]:
+    """The names the template sets somewhere (on some paths) and reads only through one
+    of Jinja2's guards for a name that may not be set: `name is defined` (or `undefined`),
+    `name | default(...)` (or `d`), or inside `{% if name is defined %}`. They render
+    whether or not a branch set them, so they are not read from the context."""
+    guarded: set[int] = set()  # the `Name` nodes read under a guard (by identity)
+    for test in tree.find_all(j.Test):
+        if test.name in ("defined", "undefined") and isinstance(test.node, j.Name):
+            guarded.add(id(test.node))
+    for used in tree.find_all(j.Filter):
+        if used.name in ("default", "d") and isinstance(used.node, j.Name):
+            guarded.add(id(used.node))
+    for branch in tree.find_all(j.If):
+        test = branch.test
+        if isinstance(test, j.Test) and test.name == "defined" and isinstance(test.node, j.Name):
+            for statement in branch.body:
+                guarded.update(
+                    id(n) for n in statement.find_all(j.Name) if n.name == test.node.name
+                )
+    set_somewhere = {n.name for n in tree.find_all(j.Name) if n.ctx == "store"}
+    reads: dict[str, bool] = {}
+    for name in tree.find_all(j.Name):
+        if name.ctx == "load":
+            reads[name.name] = reads.get(name.name, True) and id(name) in guarded
+    return {name for name, all_guarded in reads.items() if all_guarded} & set_somewhere
 
 
 def _set_on_every_branch(node: j.If) -> set[str]:

@@ -542,9 +542,11 @@ ENTRIES: dict[str, Entry] = {
         "`render` template `event`, `kind`, `step`, `value` and `agent`; plus the names the "
         "template sets itself before it reads them, on every path: a name set on each branch "
         "of an `{% if %}` with an `{% else %}` is known after it; one set on some branches "
-        "only is E703 too, since Jinja2 leaves it undefined when no such branch runs.",
-        "Use one of the provided variables (the incoming value is `last`), or set the name "
-        "before the `{% if %}` or on every branch of it.",
+        "only is E703 too, since Jinja2 leaves it undefined when no such branch runs, "
+        "unless every read of it is guarded (`name is defined`, `name | default(...)`, or "
+        "inside `{% if name is defined %}`).",
+        "Use one of the provided variables (the incoming value is `last`), set the name "
+        "before the `{% if %}` or on every branch of it, or read it through `| default(...)`.",
     ),
     "E704": Entry(
         "a template reads Python internals",

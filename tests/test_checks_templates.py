@@ -433,6 +433,22 @@ def test_a_name_set_on_some_branches_or_read_before_is_still_unknown(template: s
     assert ("tone",) in paths(template)
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% if x %}{% set g = 1 %}{% endif %}{% if g is defined %}{{ g }}{% endif %}",
+        "{% if x %}{% set g = 1 %}{% endif %}{{ g | default(0) }}",
+        '{% if x %}{% set g = 1 %}{% endif %}{{ g|d("none") }}',
+    ],
+)
+def test_a_name_set_on_some_branches_and_read_through_a_guard_is_known(template: str) -> None:
+    # A red team: Jinja's own idioms for a name that may not be set (`is defined`,
+    # `default`) were E703, though they render whether or not a branch set it.
+    assert paths(template) <= {("x",)}
+    for x in (0, 1):
+        jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(x=x)
+
+
 def test_e703_says_when_the_template_sets_the_name_on_some_paths_only(tmp_path: Path) -> None:
     text = '{% if context %}{% set tone = "a" %}{% endif %}{{ tone }}'
     (tmp_path / "decide.j2").write_text(text)
