@@ -169,9 +169,9 @@ def _set_and_read_through_guards(tree: j.Template) -> set[str]:
     `name | default(...)` (or `d`), or inside `{% if name is defined %}`. They render
     whether or not a branch set them, so they are not read from the context."""
     guarded: set[int] = set()  # the `Name` nodes read under a guard (by identity)
-    for test in tree.find_all(j.Test):
-        if test.name in ("defined", "undefined") and isinstance(test.node, j.Name):
-            guarded.add(id(test.node))
+    for checked in tree.find_all(j.Test):
+        if checked.name in ("defined", "undefined") and isinstance(checked.node, j.Name):
+            guarded.add(id(checked.node))
     for used in tree.find_all(j.Filter):
         if used.name in ("default", "d") and isinstance(used.node, j.Name):
             guarded.add(id(used.node))
