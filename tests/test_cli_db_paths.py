@@ -248,3 +248,38 @@ def test_an_agent_file_that_cannot_be_read_is_a_problem_not_a_usage_error(
     assert result.exit_code == 1, result.output
     assert given in result.stderr
     assert "--seed" not in result.stderr, "no generated thread failed"
+
+
+def _commands_taking_folders(
+    group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], str]]:
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
+        if isinstance(command, click.Group):
+            yield from _commands_taking_folders(command, ctx, (*prefix, name))
+            continue
+        for param in command.params:
+            if param.name in ("prompts", "paths") and not getattr(param, "is_flag", False):
+                yield (*prefix, name), param.opts[0]
+
+
+FOLDER_OPTIONS = sorted(_commands_taking_folders(cli, click.Context(cli)))
+
+
+@pytest.mark.parametrize(
+    ("words", "option"), FOLDER_OPTIONS, ids=[" ".join(w) + f" {o}" for w, o in FOLDER_OPTIONS]
+)
+@pytest.mark.parametrize("case", ["no such folder", "not a folder"])
+def test_a_folder_option_naming_no_folder_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, words: tuple[str, ...], option: str, case: str
+) -> None:
+    """A red team: `--prompts` or `--path` naming no folder was click's usage error
+    (exit 2), where every other path a command cannot use is one line and exit 1."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    given = tmp_path / ("gone" if case == "no such folder" else "file")
+    result = CliRunner().invoke(cli, [*words, option, str(given), "x.agent"])
+    assert "Traceback" not in result.output, result.output
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [f"error: {option} {given}: {case}"], result.stderr

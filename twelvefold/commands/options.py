@@ -185,9 +185,33 @@ def DB(function: Callable[..., Any]) -> Callable[..., Any]:
     return _DB_FILE(_STORE_URL(with_store))
 
 
+class FolderProblem(click.ClickException):
+    """A folder option naming no folder: a problem with the input, one line and exit 1
+    like the others (twelvefold/commands/report.py), not click's usage error (exit 2)."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        from twelvefold.runtime.terminal import one_line
+
+        click.echo(one_line(f"error: {self.format_message()}"), err=True)
+
+
+def existing_folders(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """`value` (a path, or a tuple of them for a repeated option) when each is a folder;
+    `FolderProblem` naming the option and the path otherwise."""
+    for path in value if isinstance(value, tuple) else () if value is None else (value,):
+        if not path.is_dir():
+            found = "no such folder" if not os.path.lexists(path) else "not a folder"
+            raise FolderProblem(f"{param.opts[0]} {path}: {found}")
+    return value
+
+
 PROMPTS = click.option(
     "--prompts",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
+    callback=existing_folders,
+    metavar="DIRECTORY",
     help="Folder that prompt paths resolve under (default: the nearest prompts/).",
 )
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import click
 
-from twelvefold.commands.options import AGENT, DB, PROMPTS, removed_if_refused
+from twelvefold.commands.options import AGENT, DB, PROMPTS, existing_folders, removed_if_refused
 from twelvefold.commands.output import echo
 from twelvefold.commands.report import CommandError
 from twelvefold.runtime.api import (
@@ -397,7 +397,9 @@ MODEL_OPTIONS = [
         "--path",
         "paths",
         multiple=True,
-        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),
+        callback=existing_folders,
+        metavar="DIRECTORY",
         help="Another folder to import tools from (repeatable).",
     ),
 ]
