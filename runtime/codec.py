@@ -260,21 +260,19 @@ def unstorable(value: Any, where: str) -> str | None:
                 return found
         return _unstorable_items(value.items(), where)
     if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            kind = type(item)
-            if kind in _PLAIN or (kind is str and item.isascii()):
-                continue
-            if (found := unstorable(item, f"{where}[{index}]")) is not None:
-                return found
+        return _unstorable_items(enumerate(value), where, "[{}]")
     return None
 
 
-def _unstorable_items(items: Iterable[tuple[Any, Any]], where: str) -> str | None:
+def _unstorable_items(
+    items: Iterable[tuple[Any, Any]], where: str, place: str = ".{}"
+) -> str | None:
+    """`unstorable` of each item, named `where` then `place` with its key or index."""
     for key, item in items:
         kind = type(item)
         if kind in _PLAIN or (kind is str and item.isascii()):
             continue
-        if (found := unstorable(item, f"{where}.{key}")) is not None:
+        if (found := unstorable(item, where + place.format(key))) is not None:
             return found
     return None
 
