@@ -270,7 +270,7 @@ FOLDER_OPTIONS = sorted(_commands_taking_folders(cli, click.Context(cli)))
 @pytest.mark.parametrize(
     ("words", "option"), FOLDER_OPTIONS, ids=[" ".join(w) + f" {o}" for w, o in FOLDER_OPTIONS]
 )
-@pytest.mark.parametrize("case", ["no such folder", "not a folder"])
+@pytest.mark.parametrize("case", ["no such folder", "not a folder", "File name too long"])
 def test_a_folder_option_naming_no_folder_is_one_error_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, words: tuple[str, ...], option: str, case: str
 ) -> None:
@@ -278,8 +278,19 @@ def test_a_folder_option_naming_no_folder_is_one_error_line(
     (exit 2), where every other path a command cannot use is one line and exit 1."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_text("x")
-    given = tmp_path / ("gone" if case == "no such folder" else "file")
+    given = tmp_path / {"no such folder": "gone", "not a folder": "file"}.get(case, "d" * 300)
     result = CliRunner().invoke(cli, [*words, option, str(given), "x.agent"])
     assert "Traceback" not in result.output, result.output
     assert result.exit_code == 1, result.output
     assert result.stderr.splitlines() == [f"error: {option} {given}: {case}"], result.stderr
+
+
+def test_a_folder_option_naming_no_folder_gives_the_error_object_with_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "x.agent", "--json", "--input", "x", "--prompts", str(tmp_path / "gone")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["message"] == f"--prompts {tmp_path / 'gone'}: no such folder"

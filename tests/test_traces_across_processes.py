@@ -465,7 +465,9 @@ def test_the_run_a_workers_timer_job_starts_after_a_sleep_links_to_the_run_that_
             cluster.stop()
     (launched,) = [s for s in exported.get_finished_spans() if s.name == "launch napper"]
     assert launched.context is not None
-    runs = [s for s in of_thread(received, thread_id) if s.name == "invoke_agent napper"]
+    # A run woken beside the timer job (a sweep's wake-up) while the other held the lease
+    # ends at once (`worked`): set aside, as in the tests above (CI met one here).
+    runs = worked([s for s in of_thread(received, thread_id) if s.name == "invoke_agent napper"])
     (slept,) = [r for r in runs if r.attributes["twelvefold.thread.status"] == "waiting"]
     (woken,) = [r for r in runs if r.attributes["twelvefold.thread.status"] == "finished"]
     assert {s.trace_id for s in of_thread(received, thread_id)} == {

@@ -187,23 +187,38 @@ def DB(function: Callable[..., Any]) -> Callable[..., Any]:
 
 class FolderProblem(click.ClickException):
     """A folder option naming no folder: a problem with the input, one line and exit 1
-    like the others (twelvefold/commands/report.py), not click's usage error (exit 2)."""
+    like the others (twelvefold/commands/report.py), not click's usage error (exit 2);
+    with `--json`, stdout gets the `{"error": ...}` object too."""
 
     exit_code = 1
 
+    def __init__(self, message: str, as_json: bool) -> None:
+        super().__init__(message)
+        self.as_json = as_json
+
     def show(self, file: Any = None) -> None:
+        import json
+
         from twelvefold.runtime.terminal import one_line
 
         click.echo(one_line(f"error: {self.format_message()}"), err=True)
+        if self.as_json:
+            error = {"type": "FolderProblem", "message": self.format_message()}
+            click.echo(json.dumps({"error": error}, ensure_ascii=False))
 
 
 def existing_folders(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """`value` (a path, or a tuple of them for a repeated option) when each is a folder;
     `FolderProblem` naming the option and the path otherwise."""
     for path in value if isinstance(value, tuple) else () if value is None else (value,):
-        if not path.is_dir():
-            found = "no such folder" if not os.path.lexists(path) else "not a folder"
-            raise FolderProblem(f"{param.opts[0]} {path}: {found}")
+        try:
+            if path.is_dir():
+                continue
+            found = "not a folder" if os.path.lexists(path) else "no such folder"
+        except OSError as exc:  # a name too long, a folder nobody may look into
+            found = exc.strerror or str(exc)
+        as_json = bool(ctx.meta.get("twelvefold_json"))  # set by the command group
+        raise FolderProblem(f"{param.opts[0]} {path}: {found}", as_json)
     return value
 
 
