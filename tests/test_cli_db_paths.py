@@ -53,19 +53,27 @@ REACHES_THE_STORE: dict[tuple[str, ...], list[str]] = {
 """What a command needs besides its required parameters before it opens its store."""
 
 
-def _commands_taking_db(
-    group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()
+def _commands(
+    group: click.Group = cli, prefix: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """Every command of the CLI (a group's subcommands each), with the words naming it."""
+    ctx = click.Context(group)
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)
         assert command is not None, name
         if isinstance(command, click.Group):
-            yield from _commands_taking_db(command, ctx, (*prefix, name))
-        elif any(param.name == "db" for param in command.params):
+            yield from _commands(command, (*prefix, name))
+        else:
             yield (*prefix, name), command
 
 
-COMMANDS = sorted(_commands_taking_db(cli, click.Context(cli)), key=lambda found: found[0])
+def _commands_taking_db() -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    for words, command in _commands():
+        if any(param.name == "db" for param in command.params):
+            yield words, command
+
+
+COMMANDS = sorted(_commands_taking_db(), key=lambda found: found[0])
 
 
 def _args(
@@ -156,23 +164,14 @@ FILE_OPTIONS = ("record", "events", "cassette")
 """The options naming a local file a command reads or appends to."""
 
 
-def _commands_taking_files(
-    group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], click.Command, str]]:
-    for name in group.list_commands(ctx):
-        command = group.get_command(ctx, name)
-        assert command is not None, name
-        if isinstance(command, click.Group):
-            yield from _commands_taking_files(command, ctx, (*prefix, name))
-            continue
+def _commands_taking_files() -> Iterator[tuple[tuple[str, ...], click.Command, str]]:
+    for words, command in _commands():
         for param in command.params:
             if param.name in FILE_OPTIONS or param.name == "events_file":
-                yield (*prefix, name), command, param.opts[0]
+                yield words, command, param.opts[0]
 
 
-FILE_COMMANDS = sorted(
-    _commands_taking_files(cli, click.Context(cli)), key=lambda found: (*found[:1], found[2])
-)
+FILE_COMMANDS = sorted(_commands_taking_files(), key=lambda found: (*found[:1], found[2]))
 
 
 def test_the_file_options_are_found() -> None:
@@ -250,21 +249,14 @@ def test_an_agent_file_that_cannot_be_read_is_a_problem_not_a_usage_error(
     assert "--seed" not in result.stderr, "no generated thread failed"
 
 
-def _commands_taking_folders(
-    group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], str]]:
-    for name in group.list_commands(ctx):
-        command = group.get_command(ctx, name)
-        assert command is not None, name
-        if isinstance(command, click.Group):
-            yield from _commands_taking_folders(command, ctx, (*prefix, name))
-            continue
+def _commands_taking_folders() -> Iterator[tuple[tuple[str, ...], str]]:
+    for words, command in _commands():
         for param in command.params:
             if param.name in ("prompts", "paths") and not getattr(param, "is_flag", False):
-                yield (*prefix, name), param.opts[0]
+                yield words, param.opts[0]
 
 
-FOLDER_OPTIONS = sorted(_commands_taking_folders(cli, click.Context(cli)))
+FOLDER_OPTIONS = sorted(_commands_taking_folders())
 
 
 @pytest.mark.parametrize(

@@ -197,14 +197,10 @@ class FolderProblem(click.ClickException):
         self.as_json = as_json
 
     def show(self, file: Any = None) -> None:
-        import json
+        from twelvefold.commands.report import say_problem
 
-        from twelvefold.runtime.terminal import one_line
-
-        click.echo(one_line(f"error: {self.format_message()}"), err=True)
-        if self.as_json:
-            error = {"type": "FolderProblem", "message": self.format_message()}
-            click.echo(json.dumps({"error": error}, ensure_ascii=False))
+        message = self.format_message()
+        say_problem(f"error: {message}", "FolderProblem", message, self.as_json)
 
 
 def existing_folders(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

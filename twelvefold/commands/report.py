@@ -68,6 +68,13 @@ def _problem(
     One line, the values in it escaped (a `--db` with a line break cannot forge an
     `error:` line below); a compile error's diagnostics (`lines`) are many lines, each
     escaping its own values."""
+    say_problem(line, kind, message, as_json, lines=lines)
+    sys.exit(code)
+
+
+def say_problem(line: str, kind: str, message: str, as_json: bool, *, lines: bool = False) -> None:
+    """What `_problem` prints, without exiting: for an error click itself exits on (a
+    `click.ClickException` raised while options are read, twelvefold/commands/options.py)."""
     # Imported here, not at the top: an interrupt is reported by this module too, and
     # may land while twelvefold.runtime is being imported (`interrupted`).
     from twelvefold.commands.output import echo
@@ -76,7 +83,6 @@ def _problem(
     echo(line if lines else one_line(line), err=True)
     if as_json:
         echo(json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False))
-    sys.exit(code)
 
 
 def interrupted(exc: KeyboardInterrupt, as_json: bool = False) -> NoReturn:
@@ -172,4 +178,5 @@ __all__ = [
     "interrupted",
     "reported",
     "reporting",
+    "say_problem",
 ]
