@@ -45,6 +45,7 @@ from .types import (
     AttemptFailed,
     CallModel,
     CallTool,
+    ErrorInfo,
     Event,
     ModelOutput,
     State,
@@ -466,11 +467,11 @@ def _answered(
     """The `ModelOutput` of a call that answered (`started`: its `perf_counter`): usage
     priced, timed and checked as the ordinary path does (`loop._priced`, `_valid_cost`:
     a cost that is not a number fails the step), or its `StepFailed` when the model
-    answered with no proper reply (`loop.improper_reply`)."""
-    if (improper := loop.improper_reply(reply, action)) is not None:
-        return StepFailed(
-            step=action.step, at=now_iso(), usage=loop._since(started), error=improper
-        )
+    answered with no proper reply (`loop.proper_reply`: its output validated again)."""
+    checked = loop.proper_reply(reply, action)
+    if type(checked) is ErrorInfo:
+        return StepFailed(step=action.step, at=now_iso(), usage=loop._since(started), error=checked)
+    reply = checked  # type: ignore[assignment]  # (an ErrorInfo is handled above)
     usage, bad_cost = loop._valid_cost(loop._priced(reply, requested, prices, started))
     if bad_cost is not None:
         return StepFailed(step=action.step, at=now_iso(), usage=usage, error=bad_cost)

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from . import checks, fastpath, ratelimit, tools, tracing
 from . import lease as leases
@@ -52,10 +52,11 @@ from .model import (
     StopsTheRun,
     build_model_request,
 )
+from .names import declared_name
 from .pools import SharedPool
 from .ratelimit import RateLimiter
 from .records import record
-from .redact import secret_values, shown_value, without_secrets
+from .redact import secret_values, shown_value, validation_problems, without_secrets
 
 if TYPE_CHECKING:
     from .notify import Notice  # notify.py loads only when a thread waits
@@ -593,8 +594,7 @@ class Engine:
             else:
                 with tracing.in_span(span):
                     reply = await _within(seconds, model.complete(request), attempts)
-            if (improper := improper_reply(reply, action)) is not None:
-                raise ModelError(improper, attempts.paid)
+            reply = _proper_or_raise(reply, action, attempts)
         except BaseException as exc:
             failure = model_failure(exc, attempts)
             error = ErrorInfo(type(exc).__name__, "") if failure is None else failure.error
@@ -761,8 +761,7 @@ class Engine:
                 reply = await _within(
                     limits.call_seconds, self._model().complete(request), attempts
                 )
-                if (improper := improper_reply(reply, judge)) is not None:
-                    raise ModelError(improper, attempts.paid)
+                reply = _proper_or_raise(reply, judge, attempts)
             except Exception as exc:
                 failure = model_failure(exc, attempts)
                 if failure is None:
@@ -1140,22 +1139,36 @@ def model_failure(exc: BaseException, attempts: Attempts | None) -> ModelError |
     return ModelError(tools.describe(exc), None if attempts is None else attempts.paid)
 
 
-def improper_reply(reply: object, action: CallModel) -> ErrorInfo | None:
-    """Why what a model's `complete` answered cannot be the step's output, or None: no
-    `ModelReply` at all (None, a dict), an output of a type the step does not output, or
-    a usage that is no `Usage` of numbers (a model of the user's own can answer anything;
-    the reducer, or the pricing, would refuse it)."""
+def proper_reply(reply: object, action: CallModel) -> ModelReply | ErrorInfo:
+    """What a model's `complete` answered, with its output validated again as the step's
+    declared type (a copy: the generated types revalidate instances), or why it cannot be
+    the step's output: no `ModelReply` at all (None, a dict), an output of a type the step
+    does not output or one that validation refuses (built by `model_construct`, a subclass
+    with fields of its own: the store could not read it back), or a usage that is no
+    `Usage` of numbers (a model of the user's own can answer anything; the reducer, or the
+    pricing, would refuse it)."""
     if not isinstance(reply, ModelReply):
         return ErrorInfo(
             "ModelError", f"the model answered with {type(reply).__name__}, not a ModelReply"
         )
-    if not isinstance(reply.output, action.outputs):
+    output = reply.output
+    declared = next((t for t in action.outputs if isinstance(output, t)), None)
+    if declared is None:
         expected = " | ".join(t.__name__ for t in action.outputs)
         return ErrorInfo(
             "ModelError",
-            f"the model's output is a {type(reply.output).__name__}: `{action.step}`"
-            f" outputs {expected}",
+            f"the model's output is a {type(output).__name__}: `{action.step}` outputs {expected}",
         )
+    try:
+        valid = declared.__pydantic_validator__.validate_python(output)
+    except ValidationError as exc:
+        problems = validation_problems(exc, model=declared)
+        return ErrorInfo(
+            "ModelError",
+            f"the model's output is not a valid {declared_name(declared)}: {problems}",
+        )
+    except Exception as exc:  # a property or a validator of the user's own that breaks
+        return ErrorInfo("ModelError", f"the model's output could not be checked: {exc!r}")
     usage: object = reply.usage  # typed a Usage, but a custom model's may be anything
     if not isinstance(usage, Usage):
         given = type(usage).__name__
@@ -1167,7 +1180,16 @@ def improper_reply(reply: object, action: CallModel) -> ErrorInfo | None:
                 "ModelError",
                 f"the model's usage gives {name} as {type(value).__name__}, not a number",
             )
-    return None
+    return reply if valid is output else replace(reply, output=valid)
+
+
+def _proper_or_raise(reply: object, action: CallModel, attempts: Attempts) -> ModelReply:
+    """`proper_reply`'s reply, or its error raised as the call's `ModelError` (what the
+    call's attempts were paid for goes with it)."""
+    checked = proper_reply(reply, action)
+    if isinstance(checked, ErrorInfo):
+        raise ModelError(checked, attempts.paid)
+    return checked
 
 
 _USAGE_NUMBERS = ("input_tokens", "output_tokens", "latency_ms", "cost_usd")
