@@ -169,7 +169,7 @@ def test_a_custom_models_output_with_an_unvalidated_nested_instance_fails_the_st
     assert [e.step for e in events if isinstance(e, StepFailed)] == ["decide"]
 
 
-def test_an_unchecked_input_or_event_instance_is_refused(folder: Path) -> None:
+def test_an_unchecked_input_instance_is_refused(folder: Path) -> None:
     with _runtime(folder, ScriptedModel(_ship_output)) as rt:
         agent = rt.agent(folder / "nested.agent")
         order, item = agent.spec.types["Order"], agent.spec.types["Item"]
