@@ -735,6 +735,17 @@ class Engine:
         budget = None
         if spec.max_cost is not None or spec.max_tokens is not None:
             budget = budget_check(spec, thread.state, judged_by, prices, before=checked)
+            if budget(Usage()):
+                # The call it judges spent a budget, and no model call starts once one is
+                # spent. Its output is not accepted without a verdict: the step fails with
+                # that call's cost, and the budget decides where the thread goes.
+                raise checks.CheckFailed(
+                    ErrorInfo(
+                        "JudgeError",
+                        f"the judge of `{action.step}` was not asked: the agent's budget "
+                        "is spent (by the call it judges)",
+                    )
+                )
         attempts = Attempts()
         request = ModelRequest(
             spec, judge, messages, thread.id, len(thread.events), budget, attempts
