@@ -83,6 +83,9 @@ class Analysis:
     assigned: frozenset[str] = frozenset()
     """Names the template sets somewhere (`{% set %}`, a loop variable): a use of one among
     `uses` is read where no set reaches on every path."""
+    optional: frozenset[str] = frozenset()
+    """Names the template never sets and reads only behind a guard (`x if x is defined
+    else ""`): a file that includes this one may pass them or not (both render)."""
 
 
 @cache
@@ -111,11 +114,15 @@ def analyse(source: str) -> Analysis:
             for body, placeholder in placed:
                 body.remove(placeholder)
         guarded = _guarded_reads(tree)
-        free -= _set_and_read_through_guards(tree, guarded)
-        # A name set nowhere is read from the context even behind a guard (a misspelt
-        # `{% if contxt is defined %}` would hide its block for ever): only the guarded
-        # reads of a name the template sets are left out.
         set_somewhere = {n.name for n in tree.find_all(j.Name) if n.ctx == "store"}
+        behind_guards = _read_only_behind_guards(tree, guarded)
+        # They render whether or not a branch set them: not read from the context.
+        free -= behind_guards & set_somewhere
+        # A name set nowhere is read from the context even behind a guard (a misspelt
+        # `{% if contxt is defined %}` would hide its block for ever), unless the file that
+        # loads this one may pass it (`optional`): only the guarded reads of a name the
+        # template sets are left out.
+        optional = frozenset((behind_guards - set_somewhere) & free)
         guarded = {id(n) for n in tree.find_all(j.Name) if n.name in set_somewhere} & guarded
         environment.compile(tree)  # as it renders: Python's own limits on nesting
     except TemplateSyntaxError as exc:
@@ -137,7 +144,8 @@ def analyse(source: str) -> Analysis:
         unsafe=_unsafe(tree),
         loads=_loads(tree),
         endless=endless_macros(tree),
-        assigned=frozenset(n.name for n in tree.find_all(j.Name) if n.ctx == "store"),
+        assigned=frozenset(set_somewhere),
+        optional=optional,
     )
 
 
@@ -169,16 +177,14 @@ def _set_before_ifs_that_set_them(tree: j.Template) -> list[tuple[list[j.Node], 
     return placed
 
 
-def _set_and_read_through_guards(tree: j.Template, guarded: set[int]) -> set[str]:
-    """The names the template sets somewhere (on some paths) and reads only behind a
-    guard for a name that may not be set (`guarded`, from `_guarded_reads`). They render
-    whether or not a branch set them, so they are not read from the context."""
-    set_somewhere = {n.name for n in tree.find_all(j.Name) if n.ctx == "store"}
+def _read_only_behind_guards(tree: j.Template, guarded: set[int]) -> set[str]:
+    """The names every read of which is behind a guard for a name that may not be set
+    (`guarded`, from `_guarded_reads`)."""
     reads: dict[str, bool] = {}
     for name in tree.find_all(j.Name):
         if name.ctx == "load":
             reads[name.name] = reads.get(name.name, True) and id(name) in guarded
-    return {name for name, all_guarded in reads.items() if all_guarded} & set_somewhere
+    return {name for name, all_guarded in reads.items() if all_guarded}
 
 
 _DEFINED_TESTS = {"defined": True, "undefined": False}

@@ -549,7 +549,9 @@ ENTRIES: dict[str, Entry] = {
         "right side of `A and B` only when A is true, of `A or B` only when A is false): "
         '`{{ name if name is defined else "" }}`, `{% if name is defined and name.a %}`, '
         "`name is not defined or name.a`. A name the template sets nowhere is E703 even "
-        "behind a guard (a misspelt guard would hide its block on every run).",
+        "behind a guard (a misspelt guard would hide its block on every run), except in a "
+        "file another template loads (`{% include %}`, `{% import %}`, `{% extends %}`), "
+        "which the loading file may pass it or not.",
         "Use one of the provided variables (the incoming value is `last`), set the name "
         "before the `{% if %}` or on every branch of it, or read it through `| default(...)`.",
     ),

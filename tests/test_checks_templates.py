@@ -521,6 +521,29 @@ def test_a_guarded_name_the_template_never_sets_is_still_e703() -> None:
     assert ("contxt",) in paths("{% if contxt is defined %}{{ contxt }}{% endif %}")
 
 
+@pytest.mark.parametrize(
+    "part",
+    [
+        '{{ tone if tone is defined else "plain" }}',
+        "{% if tone is defined and tone.a %}{{ tone.a }}{% endif %}",
+        "{{ tone | default('plain') }}",
+    ],
+)
+def test_a_loaded_file_may_read_a_name_its_loader_passes_behind_a_guard(
+    tmp_path: Path, part: str
+) -> None:
+    # A partial that takes an optional name from the file that includes it (`{% set %}`
+    # on some paths, then `{% include %}`) was E703, though it renders either way.
+    top = '{% if context %}{% set tone = {"a": 1} %}{% endif %}{% include "part.j2" %}'
+    assert prompt_codes(tmp_path, {"decide.j2": top, "part.j2": part}) == []
+    loader = jinja2.FileSystemLoader(tmp_path)
+    for context in ("", "x"):
+        sandboxed(loader).get_template("decide.j2").render(context=context)
+    # Read unguarded, or by the file `check` starts from, it is still E703.
+    assert prompt_codes(tmp_path, {"part.j2": "{{ tone.a }}"}) == ["E703"]
+    assert set(prompt_codes(tmp_path, {"decide.j2": "{{ context }}" + part})) == {"E703"}
+
+
 def test_e703_says_when_the_template_sets_the_name_on_some_paths_only(tmp_path: Path) -> None:
     text = '{% if context %}{% set tone = "a" %}{% endif %}{{ tone }}'
     (tmp_path / "decide.j2").write_text(text)
