@@ -226,6 +226,9 @@ def _guarded_reads(tree: j.Template) -> set[int]:
         elif isinstance(node, j.And | j.Or):
             walk(node.left, known)
             walk(node.right, known | _set_when(node.left, isinstance(node, j.And)))
+        elif isinstance(node, j.Block):  # renders on its own, outside any `if` around it
+            for child in node.iter_child_nodes():
+                walk(child, frozenset())
         elif isinstance(node, j.If):
             otherwise = known
             for branch in (node, *node.elif_):  # an `elif` runs only if the tests before fail

@@ -510,6 +510,18 @@ def test_a_read_a_guard_does_not_cover_is_still_unknown(unguarded: str) -> None:
             sandboxed().from_string(template).render(x=x, y=y)
 
 
+def test_a_guard_around_a_block_does_not_cover_the_block() -> None:
+    # A block renders on its own (a prompt's message blocks, a child's blocks in its
+    # parent), without the `{% if %}` written around it.
+    template = (
+        SETS_G_SOMETIMES + "{% if g is defined %}{% block b %}{{ g.a }}{% endblock %}{% endif %}"
+    )
+    assert ("g", "a") in paths(template) or ("g",) in paths(template)
+    rendered = sandboxed().from_string(template)
+    with pytest.raises(jinja2.UndefinedError, match="'g' is undefined"):
+        "".join(rendered.blocks["b"](rendered.new_context({"x": 0})))
+
+
 def test_e703_points_at_the_unguarded_read_not_the_guarded_ones() -> None:
     template = SETS_G_SOMETIMES + "\n{{ g if g is defined else 0 }}\n{{ g }}"
     assert [(u.path, u.line) for u in analyse(template).uses] == [(("x",), 1), (("g",), 3)]
