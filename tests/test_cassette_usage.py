@@ -17,11 +17,12 @@ import pytest
 from tests.support.generated import EXAMPLES
 from tests.support.openai_server import ScriptedOpenAI
 from tests.test_cassette import complete, request
-from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.api import Runtime, ThreadView
 from twelvefold.runtime.cassette import CassetteError, CassettePlayer, CassetteRecorder
 from twelvefold.runtime.model import ModelError, OpenAIModel
 from twelvefold.runtime.notify import LogNotifier
 from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.types import Event, ModelOutput, StepFailed
 
 
 def test_recorded_token_counts_are_in_the_entry_and_replayed(tmp_path: Path) -> None:
@@ -96,11 +97,8 @@ def test_a_usage_that_is_not_token_counts_is_refused_with_its_line(
     assert problem in str(refused.value)
 
 
-def test_a_replayed_thread_reports_tokens_and_cost_and_reaches_its_token_budget(
-    tmp_path: Path,
-) -> None:
-    """deploybot with `max_tokens 250 -> escalate`, offline: the cassette's counts spend
-    the budget on the second call, so the thread goes to `escalate` instead of on."""
+def budgeted_deploybot(tmp_path: Path) -> Path:
+    """deploybot with `max_tokens 250 -> escalate`."""
     project = tmp_path / "project"
     shutil.copytree(EXAMPLES / "deploybot", project / "deploybot")
     shutil.copytree(EXAMPLES.parent / "prompts" / "deploybot", project / "prompts" / "deploybot")
@@ -108,6 +106,26 @@ def test_a_replayed_thread_reports_tokens_and_cost_and_reaches_its_token_budget(
     agent = project / "deploybot.agent"
     source = (EXAMPLES / "deploybot.agent").read_text()
     agent.write_text(source.replace("start decide", "start decide\n  max_tokens 250 -> escalate"))
+    return agent
+
+
+def replay(tmp_path: Path, cassette: Path, agent: Path) -> tuple[ThreadView, list[Event]]:
+    with Runtime(
+        SqliteStore(tmp_path / "t.db"),
+        model=CassettePlayer(cassette),
+        notifier=LogNotifier(io.StringIO()),
+        cache_dir=tmp_path / "cache",
+    ) as rt:
+        view = rt.launch(agent, "deploy v1.2.3 to production")
+        return view, rt.events(view.id)
+
+
+def test_a_replayed_thread_reports_tokens_and_cost_and_reaches_its_token_budget(
+    tmp_path: Path,
+) -> None:
+    """Offline, the cassette's counts spend the budget on the second call, so the thread
+    goes to `escalate` instead of on to the approval."""
+    agent = budgeted_deploybot(tmp_path)
     cassette = tmp_path / "c.jsonl"
     usage = {"input_tokens": 100, "output_tokens": 40}
     entries = [
@@ -120,15 +138,20 @@ def test_a_replayed_thread_reports_tokens_and_cost_and_reaches_its_token_budget(
             for e in entries
         )
     )
-    with Runtime(
-        SqliteStore(tmp_path / "t.db"),
-        model=CassettePlayer(cassette),
-        notifier=LogNotifier(io.StringIO()),
-        cache_dir=tmp_path / "cache",
-    ) as rt:
-        view = rt.launch(agent, "deploy v1.2.3 to production")
-        assert (view.status, view.step) == ("waiting", "escalate"), view
-        calls = [e.usage for e in rt.events(view.id) if type(e).__name__ == "ModelOutput"]
-        assert [(u.input_tokens, u.output_tokens) for u in calls if u] == [(100, 40)] * 2
-        # gpt-4o-mini (the step's model) is priced by default: the replay has a cost.
-        assert all(u is not None and u.cost_usd is not None and u.cost_usd > 0 for u in calls)
+    view, events = replay(tmp_path, cassette, agent)
+    assert (view.status, view.step) == ("waiting", "escalate"), view
+    calls = [e.usage for e in events if isinstance(e, ModelOutput)]
+    assert [(u.input_tokens, u.output_tokens) for u in calls if u] == [(100, 40)] * 2
+    # gpt-4o-mini (the step's model) is priced by default: the replay has a cost.
+    assert all(u is not None and u.cost_usd is not None and u.cost_usd > 0 for u in calls)
+
+
+def test_without_usage_a_budgeted_agent_cannot_count_the_replayed_call(tmp_path: Path) -> None:
+    """The shipped cassette has no usage: under a budget its first call cannot be counted
+    (TokenCountError), which spends the budget. What docs/prompts-and-context.md says."""
+    agent = budgeted_deploybot(tmp_path)
+    shipped = EXAMPLES / "cassettes" / "deploybot.jsonl"
+    view, events = replay(tmp_path, shipped, agent)
+    assert (view.status, view.step) == ("waiting", "escalate"), view
+    failed = [e for e in events if isinstance(e, StepFailed)]
+    assert failed and failed[0].error.type == "TokenCountError", failed
