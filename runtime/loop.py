@@ -1407,7 +1407,7 @@ def uncounted(spec: AgentSpec, usage: Usage) -> ErrorInfo | None:
     if spec.max_tokens is None and spec.max_cost is None:
         return None
     if usage.input_tokens is None and usage.output_tokens is None:
-        why = "the endpoint sent no token counts"
+        why = "the model reported no token counts"
     elif spec.max_cost is not None and usage.cost_usd is None:
         why = "the call's cost is unknown (no price for the model that answered)"
     else:
