@@ -130,7 +130,9 @@ def test_a_file_at_schema_5_gets_reply_claim_leases_and_keeps_its_targets(
 
 def _indexes(path: Path) -> set[str]:
     with sqlite3.connect(path) as db:
-        return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        return {
+            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
 
 
 def test_a_new_file_has_slack_messages_indexed_by_thread(tmp_path: Path) -> None:
@@ -157,7 +159,9 @@ def test_a_file_at_schema_6_gets_the_slack_index_and_keeps_its_messages(tmp_path
     assert SLACK_INDEX in _indexes(path)
     assert _versions(path) == list(range(1, CURRENT + 1))
     with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT channel, ts, thread_id, request, title, closed FROM slack_messages")
+        rows = db.execute(
+            "SELECT channel, ts, thread_id, request, title, closed FROM slack_messages"
+        )
         assert rows.fetchall() == [("C1", "1.1", "t", "r", "Deploy?", 1)]
 
 
