@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 
 import click
 
-from twelvefold.commands.options import DB, PROMPTS, background_options, removed_if_refused
+from twelvefold.commands.options import (
+    DB,
+    PLACE_HINT,
+    PROMPTS,
+    PathText,
+    background_options,
+    removed_if_refused,
+)
 from twelvefold.commands.output import echo, error, errors
 from twelvefold.commands.report import EXIT_INTERRUPTED, CommandError, cut
 from twelvefold.commands.run import make_model, model_options
@@ -38,7 +45,9 @@ def is_loopback(host: str) -> bool:
 
 
 @click.command()
-@click.argument("places", nargs=-1, required=True, metavar="AGENT_OR_DIR...")
+@click.argument(
+    "places", nargs=-1, required=True, type=PathText(hint=PLACE_HINT), metavar="AGENT_OR_DIR..."
+)
 @DB
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(

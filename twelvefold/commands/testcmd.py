@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from twelvefold.commands.options import PROMPTS
+from twelvefold.commands.options import PROMPTS, GivenPath
 from twelvefold.commands.output import error
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.testing import DEFAULT_EXAMPLES
@@ -22,7 +22,7 @@ from twelvefold.testing.suite import render, run_suite
     "agents",
     nargs=-1,
     required=True,
-    type=click.Path(path_type=Path),
+    type=GivenPath(named="AGENT"),
 )
 @click.option(
     "--examples",
@@ -40,7 +40,7 @@ from twelvefold.testing.suite import render, run_suite
 )
 @click.option(
     "--source",
-    type=click.Path(path_type=Path),
+    type=GivenPath(),
     help="The .agent file a generated .py AGENT was compiled from (default: the file its "
     "header names, beside it); the module is judged against it.",
 )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from twelvefold.commands.options import PROMPTS, background_options
+from twelvefold.commands.options import PLACE_HINT, PROMPTS, PathText, background_options
 from twelvefold.commands.output import echo, error, errors
 from twelvefold.commands.run import make_model, model_options
 from twelvefold.runtime.tracing import configure_from_env
@@ -29,7 +29,9 @@ def is_postgres(url: str) -> bool:
 
 
 @click.command()
-@click.argument("places", nargs=-1, required=True, metavar="AGENT_OR_DIR...")
+@click.argument(
+    "places", nargs=-1, required=True, type=PathText(hint=PLACE_HINT), metavar="AGENT_OR_DIR..."
+)
 @click.option(
     "--store",
     "store_url",
