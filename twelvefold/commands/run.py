@@ -681,6 +681,7 @@ def send(
             quiet=as_json,
             prompts=prompts,
         ) as rt,
+        stopped_at(rt, thread),
     ):
         view = rt.send(
             thread, type_name, value, request=request, idempotency_key=idempotency_key,
