@@ -246,3 +246,20 @@ def test_a_ctrl_c_python_wrapped_while_making_a_class_is_a_ctrl_c() -> None:
     result = CliRunner().invoke(reporting(making), [])
     assert result.exit_code == 130, result.output
     assert result.stderr == "interrupted: `making` stopped before it finished\n", result.stderr
+
+
+# ---- test ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.5, 3.0])
+def test_ctrl_c_in_twelvefold_test_names_the_agent_and_the_seed(
+    project: Path, delay: float
+) -> None:
+    """Found with serve's: `twelvefold test` interrupted said a bare `interrupted`."""
+    args = ["test", "block.agent", "--examples", "100000", "--seed", "7"]
+    code, said = interrupted_at(project, args, after_click(delay))
+    assert code == 130, (code, said)
+    assert len(said) == 1 and said[0].startswith("interrupted: "), said
+    assert said[0] == "interrupted: the command had not started: nothing was done" or (
+        "block.agent" in said[0] and "nothing was written" in said[0] and "--seed 7" in said[0]
+    ), said
