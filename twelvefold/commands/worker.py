@@ -251,15 +251,21 @@ async def _work(
             scheduler.start()
             if pruner is not None:
                 pruner.start()
-            stage.said = (
+            stage.said = running = (
                 f"the worker stopped: every thread is in {where} as it stood, no lease held "
                 "(a step under way had --grace to end), its jobs still queued; `twelvefold "
                 "worker` runs them on"
             )
+            at_once = (
+                f"the worker was stopped at once (a second Ctrl-C as it stopped): every "
+                f"thread is in {where} as it stood; a lease it still held lapses "
+                "(TWELVEFOLD_LEASE_SECONDS), then `twelvefold worker` runs it on"
+            )
             try:
                 stopped_by = await run_worker(
-                    work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds
-                )
+                    work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds,
+                    stopping=lambda: setattr(stage, "said", at_once),
+                )  # fmt: skip
             finally:
                 await scheduler.stop()
                 if pruner is not None:
@@ -276,6 +282,7 @@ async def _work(
             with contextlib.suppress(Exception):
                 await close()
     if stopped_by == signal.SIGINT:
+        stage.said = running  # it stopped gracefully after all
         return EXIT_INTERRUPTED  # said by the command, once the loop is closed
     echo("worker: stopped", err=True)
     return 0

@@ -601,14 +601,21 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 async def run_worker(
-    work: Work, *, concurrency: int, grace: float, sweep_seconds: float, name: str = "twelvefold"
+    work: Work,
+    *,
+    concurrency: int,
+    grace: float,
+    sweep_seconds: float,
+    name: str = "twelvefold",
+    stopping: Callable[[], None] | None = None,
 ) -> int:
     """Take jobs until SIGTERM or SIGINT (stop taking jobs, let running ones finish for
     `grace` seconds, then cancel them; a cancelled run lets its lease go); the signal
     that stopped it is returned, so that Ctrl-C ends the command as an interrupt and
-    SIGTERM as a deploy's stop. A second signal meanwhile is Python's own (Ctrl-C:
-    `KeyboardInterrupt`). Sweeps every `sweep_seconds` meanwhile. A job loop that fails
-    is started again after `RESTART_SECONDS` (logged): only a signal stops the worker."""
+    SIGTERM as a deploy's stop; `stopping` is called as it begins to stop. A second
+    signal meanwhile is Python's own (Ctrl-C: `KeyboardInterrupt`). Sweeps every
+    `sweep_seconds` meanwhile. A job loop that fails is started again after
+    `RESTART_SECONDS` (logged): only a signal stops the worker."""
 
     async def sweeping() -> None:
         await work.schedule_waiting()
@@ -651,6 +658,8 @@ async def run_worker(
         stopped_by.append(signum)
         for each in STOP_SIGNALS:  # the next one is Python's own
             loop.remove_signal_handler(each)
+        if stopping is not None:
+            stopping()
         jobs.cancel()
 
     for signum in STOP_SIGNALS:
