@@ -342,7 +342,10 @@ class _ModuleBuilder:
         self.uses_config = True
         name = self.names.classes[decl.name.text]
         # Unknown keys are errors at every level (LANGUAGE.md), not only at the top.
-        config = ['extra="forbid"']
+        # An instance is checked like a dict: pydantic trusts one by default, and one
+        # built by `model_construct` (or a subclass) could carry what validation refuses
+        # into the log, which then no longer reads back (tests/test_unchecked_instances.py).
+        config = ['extra="forbid"', 'revalidate_instances="always"']
         if needs_config:
             config.append("populate_by_name=True")
         if any(_has_float(f.type) for f in decl.fields):

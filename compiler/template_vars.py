@@ -83,6 +83,9 @@ class Analysis:
     assigned: frozenset[str] = frozenset()
     """Names the template sets somewhere (`{% set %}`, a loop variable): a use of one among
     `uses` is read where no set reaches on every path."""
+    optional: frozenset[str] = frozenset()
+    """Names the template never sets and reads only behind a guard (`x if x is defined
+    else ""`): a file that includes this one may pass them or not (both render)."""
 
 
 @cache
@@ -110,7 +113,17 @@ def analyse(source: str) -> Analysis:
         finally:
             for body, placeholder in placed:
                 body.remove(placeholder)
-        free -= _set_and_read_through_guards(tree)
+        guarded = _guarded_reads(tree)
+        set_somewhere = {n.name for n in tree.find_all(j.Name) if n.ctx == "store"}
+        behind_guards = _read_only_behind_guards(tree, guarded)
+        # They render whether or not a branch set them: not read from the context.
+        free -= behind_guards & set_somewhere
+        # A name set nowhere is read from the context even behind a guard (a misspelt
+        # `{% if contxt is defined %}` would hide its block for ever), unless the file that
+        # loads this one may pass it (`optional`): only the guarded reads of a name the
+        # template sets are left out.
+        optional = frozenset((behind_guards - set_somewhere) & free)
+        guarded = {id(n) for n in tree.find_all(j.Name) if n.name in set_somewhere} & guarded
         environment.compile(tree)  # as it renders: Python's own limits on nesting
     except TemplateSyntaxError as exc:
         return Analysis(problem=TemplateProblem(exc.message or "syntax error", exc.lineno or 1))
@@ -121,7 +134,7 @@ def analyse(source: str) -> Analysis:
         return Analysis(problem=replace(TOO_DEEP, line=_deepest_line(tree)))
     bound = {node.name for node in tree.find_all(j.Name) if node.ctx != "load"}
     uses = sorted(
-        {use for use in _uses(tree) if use.path[0] in free},
+        {use for use in _uses(tree, guarded) if use.path[0] in free},
         key=lambda u: (u.line, u.path),
     )
     # A name bound somewhere (e.g. by `{% set %}` after a first use) is checked by name only.
@@ -131,7 +144,8 @@ def analyse(source: str) -> Analysis:
         unsafe=_unsafe(tree),
         loads=_loads(tree),
         endless=endless_macros(tree),
-        assigned=frozenset(n.name for n in tree.find_all(j.Name) if n.ctx == "store"),
+        assigned=frozenset(set_somewhere),
+        optional=optional,
     )
 
 
@@ -163,31 +177,104 @@ def _set_before_ifs_that_set_them(tree: j.Template) -> list[tuple[list[j.Node], 
     return placed
 
 
-def _set_and_read_through_guards(tree: j.Template) -> set[str]:
-    """The names the template sets somewhere (on some paths) and reads only through one
-    of Jinja2's guards for a name that may not be set: `name is defined` (or `undefined`),
-    `name | default(...)` (or `d`), or inside `{% if name is defined %}`. They render
-    whether or not a branch set them, so they are not read from the context."""
-    guarded: set[int] = set()  # the `Name` nodes read under a guard (by identity)
-    for checked in tree.find_all(j.Test):
-        if checked.name in ("defined", "undefined") and isinstance(checked.node, j.Name):
-            guarded.add(id(checked.node))
-    for used in tree.find_all(j.Filter):
-        if used.name in ("default", "d") and isinstance(used.node, j.Name):
-            guarded.add(id(used.node))
-    for branch in tree.find_all(j.If):
-        test = branch.test
-        if isinstance(test, j.Test) and test.name == "defined" and isinstance(test.node, j.Name):
-            for statement in branch.body:
-                guarded.update(
-                    id(n) for n in statement.find_all(j.Name) if n.name == test.node.name
-                )
-    set_somewhere = {n.name for n in tree.find_all(j.Name) if n.ctx == "store"}
+def _read_only_behind_guards(tree: j.Template, guarded: set[int]) -> set[str]:
+    """The names every read of which is behind a guard for a name that may not be set
+    (`guarded`, from `_guarded_reads`)."""
     reads: dict[str, bool] = {}
     for name in tree.find_all(j.Name):
         if name.ctx == "load":
             reads[name.name] = reads.get(name.name, True) and id(name) in guarded
-    return {name for name, all_guarded in reads.items() if all_guarded} & set_somewhere
+    return {name for name, all_guarded in reads.items() if all_guarded}
+
+
+_DEFINED_TESTS = {"defined": True, "undefined": False}
+"""Jinja2's tests of whether a name is set, and the answer that means it is."""
+
+
+def _guarded_reads(tree: j.Template) -> set[int]:
+    """The reads of a name (`Name` nodes, by identity) that cannot fail for want of it:
+    the name tested itself (`x is defined`, `x is undefined`), given to `default` (or
+    `d`), or read where a guard has shown it is set. A guard is any condition that is
+    true (or false) only when the name is set, in an `{% if %}` or `{% elif %}`, an
+    inline `a if test else b`, or the left side of `and` and `or`: Jinja2 evaluates the
+    right side of `A and B` only when A is true, of `A or B` only when A is false
+    (`x is defined and x.a`, `x is not defined or x.a`, `not (x is undefined)`)."""
+    guarded: set[int] = set()
+
+    def walk(node: j.Node, known: frozenset[str]) -> None:
+        if isinstance(node, j.Name):
+            if node.ctx == "load" and node.name in known:
+                guarded.add(id(node))
+        elif (
+            isinstance(node, j.Test)
+            and node.name in _DEFINED_TESTS
+            and isinstance(node.node, j.Name)
+        ) or (
+            isinstance(node, j.Filter)
+            and node.name in ("default", "d")
+            and isinstance(node.node, j.Name)
+        ):
+            guarded.add(id(node.node))
+            for child in node.iter_child_nodes():
+                if child is not node.node:
+                    walk(child, known)
+        elif isinstance(node, j.CondExpr):
+            walk(node.test, known)
+            walk(node.expr1, known | _set_when(node.test, True))
+            if node.expr2 is not None:
+                walk(node.expr2, known | _set_when(node.test, False))
+        elif isinstance(node, j.And | j.Or):
+            walk(node.left, known)
+            walk(node.right, known | _set_when(node.left, isinstance(node, j.And)))
+        elif isinstance(node, j.Block):  # renders on its own, outside any `if` around it
+            for child in node.iter_child_nodes():
+                walk(child, frozenset())
+        elif isinstance(node, j.If):
+            otherwise = known
+            for branch in (node, *node.elif_):  # an `elif` runs only if the tests before fail
+                walk(branch.test, otherwise)
+                for statement in branch.body:
+                    walk(statement, otherwise | _set_when(branch.test, True))
+                otherwise = otherwise | _set_when(branch.test, False)
+            for statement in node.else_:
+                walk(statement, otherwise)
+        else:
+            for child in node.iter_child_nodes():
+                walk(child, known)
+
+    walk(tree, frozenset())  # the tree is at most MAX_NESTING deep (`too_deep_at`)
+    return guarded
+
+
+def _set_when(test: j.Node, outcome: bool) -> frozenset[str]:
+    """The names certainly set when `test` comes out `outcome` (true or false)."""
+    if isinstance(test, j.Test) and test.name in _DEFINED_TESTS and isinstance(test.node, j.Name):
+        return frozenset([test.node.name]) if outcome == _DEFINED_TESTS[test.name] else frozenset()
+    if isinstance(test, j.Not):
+        return _set_when(test.node, not outcome)
+    if isinstance(test, j.And | j.Or):
+        left_true, left_false = _set_when(test.left, True), _set_when(test.left, False)
+        right = _set_when(test.right, outcome)
+        if isinstance(test, j.And):  # true: both are; false: A is, or A is true and B false
+            return left_true | right if outcome else left_false & (left_true | right)
+        # `or`, true: A is, or A is false and B true; false: both are
+        return left_true & (left_false | right) if outcome else left_false | right
+    if isinstance(test, j.CondExpr) and test.expr2 is not None:
+        # the value of whichever side the test chose; a side that is a constant with the
+        # other outcome (`(x is defined) if y else false`) never gives this one
+        chose_first = _set_when(test.test, True) | _set_when(test.expr1, outcome)
+        chose_second = _set_when(test.test, False) | _set_when(test.expr2, outcome)
+        if _never(test.expr2, outcome):
+            return chose_first
+        if _never(test.expr1, outcome):
+            return chose_second
+        return chose_first & chose_second
+    return frozenset()
+
+
+def _never(value: j.Node, outcome: bool) -> bool:
+    """Whether `value` is a constant whose truth is not `outcome`."""
+    return isinstance(value, j.Const) and bool(value.value) != outcome
 
 
 def _set_on_every_branch(node: j.If) -> set[str]:
@@ -405,13 +492,18 @@ def _loads(tree: j.Template) -> tuple[TemplateLoad, ...]:
     return tuple(found)
 
 
-def _uses(node: j.Node) -> Iterator[VariableUse]:
+def _uses(node: j.Node, guarded: set[int]) -> Iterator[VariableUse]:
+    """The paths `node` reads, but not those read behind a guard (`_guarded_reads`)."""
     path = _path(node)
     if path is not None:
-        yield VariableUse(path, node.lineno)
+        root = node
+        while isinstance(root, j.Getattr | j.Getitem):
+            root = root.node
+        if id(root) not in guarded:
+            yield VariableUse(path, node.lineno)
         return
     for child in node.iter_child_nodes():
-        yield from _uses(child)
+        yield from _uses(child, guarded)
 
 
 def _path(node: j.Node) -> tuple[str, ...] | None:

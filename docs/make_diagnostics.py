@@ -543,8 +543,15 @@ ENTRIES: dict[str, Entry] = {
         "template sets itself before it reads them, on every path: a name set on each branch "
         "of an `{% if %}` with an `{% else %}` is known after it; one set on some branches "
         "only is E703 too, since Jinja2 leaves it undefined when no such branch runs, "
-        "unless every read of it is guarded (`name is defined`, `name | default(...)`, or "
-        "inside `{% if name is defined %}`).",
+        "unless every read of it is guarded: `name is defined` itself, `name | default(...)`, "
+        "or a read where a condition has shown it is set, in an `{% if %}` or `{% elif %}`, "
+        "an inline `a if test else b` or the right side of `and` and `or` (Jinja2 reads the "
+        "right side of `A and B` only when A is true, of `A or B` only when A is false): "
+        '`{{ name if name is defined else "" }}`, `{% if name is defined and name.a %}`, '
+        "`name is not defined or name.a`. A name the template sets nowhere is E703 even "
+        "behind a guard (a misspelt guard would hide its block on every run), except in a "
+        "file another template loads (`{% include %}`, `{% import %}`, `{% extends %}`), "
+        "which the loading file may pass it or not.",
         "Use one of the provided variables (the incoming value is `last`), set the name "
         "before the `{% if %}` or on every branch of it, or read it through `| default(...)`.",
     ),

@@ -1679,11 +1679,9 @@ def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
         known = ", ".join(sorted(agent.spec.types)) or "none"
         raise InputError(f"{agent.name} declares no type `{shown(type)}` (its types: {known})")
     try:
-        if isinstance(value, declared):
-            typed = value
-        elif isinstance(value, str | bytes):
+        if isinstance(value, str | bytes):
             typed = declared.model_validate_json(value)
-        else:
+        else:  # a dict, or an instance: validated again too (the types revalidate them)
             typed = declared.model_validate(value)
     except ValidationError as exc:
         problems = validation_problems(exc, limit=exc.error_count(), model=declared)
@@ -1855,11 +1853,9 @@ def typed_input(agent: Agent, value: Any) -> Any:
     declared = agent.spec.input_type
     try:
         if isinstance(declared, type) and issubclass(declared, BaseModel):
-            if isinstance(value, declared):
-                typed = value
-            elif isinstance(value, str | bytes):
+            if isinstance(value, str | bytes):
                 typed = declared.model_validate_json(value)
-            else:
+            else:  # a dict, or an instance: validated again too (the types revalidate them)
                 typed = declared.model_validate(value)
             storable(typed, "the input")
             return typed

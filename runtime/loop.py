@@ -35,7 +35,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from . import checks, fastpath, ratelimit, tools, tracing
 from . import lease as leases
@@ -52,14 +52,15 @@ from .model import (
     StopsTheRun,
     build_model_request,
 )
+from .names import declared_name
 from .pools import SharedPool
 from .ratelimit import RateLimiter
 from .records import record
-from .redact import secret_values, shown_value, without_secrets
+from .redact import secret_values, shown_value, validation_problems, without_secrets
 
 if TYPE_CHECKING:
     from .notify import Notice  # notify.py loads only when a thread waits
-from .spec import ASK_NOT_SHOWN, COST_ERROR, AgentSpec
+from .spec import ASK_NOT_SHOWN, COST_ERROR, TOKENS_ERROR, AgentSpec
 from .store import EventStore, StoreError, ThreadInfo, build_head, now_iso
 from .types import (
     Action,
@@ -593,8 +594,7 @@ class Engine:
             else:
                 with tracing.in_span(span):
                     reply = await _within(seconds, model.complete(request), attempts)
-            if (improper := improper_reply(reply, action)) is not None:
-                raise ModelError(improper, attempts.paid)
+            reply = _proper_or_raise(reply, action, attempts)
         except BaseException as exc:
             failure = model_failure(exc, attempts)
             error = ErrorInfo(type(exc).__name__, "") if failure is None else failure.error
@@ -627,6 +627,8 @@ class Engine:
             return await self._call_model(thread, action, waits + 1)
         usage, bad_cost = _valid_cost(_priced(reply, requested, prices, started))
         self._spent(requested, usage, estimated)
+        if bad_cost is None:
+            bad_cost = uncounted(spec, usage)
         if bad_cost is not None:
             # Never recorded: a cost that is not a number would break every report and
             # leave `max_cost` unenforced. The call was paid for: its tokens stay.
@@ -735,6 +737,17 @@ class Engine:
         budget = None
         if spec.max_cost is not None or spec.max_tokens is not None:
             budget = budget_check(spec, thread.state, judged_by, prices, before=checked)
+            if budget(Usage()):
+                # The call it judges spent a budget, and no model call starts once one is
+                # spent. Its output is not accepted without a verdict: the step fails with
+                # that call's cost, and the budget decides where the thread goes.
+                raise checks.CheckFailed(
+                    ErrorInfo(
+                        "JudgeError",
+                        f"the judge of `{action.step}` was not asked: the agent's budget "
+                        "is spent (by the call it judges)",
+                    )
+                )
         attempts = Attempts()
         request = ModelRequest(
             spec, judge, messages, thread.id, len(thread.events), budget, attempts
@@ -750,8 +763,7 @@ class Engine:
                 reply = await _within(
                     limits.call_seconds, self._model().complete(request), attempts
                 )
-                if (improper := improper_reply(reply, judge)) is not None:
-                    raise ModelError(improper, attempts.paid)
+                reply = _proper_or_raise(reply, judge, attempts)
             except Exception as exc:
                 failure = model_failure(exc, attempts)
                 if failure is None:
@@ -785,6 +797,8 @@ class Engine:
             verdict = Verdict.model_validate(verdict.model_dump())
         usage = _priced(reply, judged_by, prices, started)
         self._spent(judged_by, usage, estimated)
+        if (why := uncounted(spec, usage)) is not None:
+            raise checks.CheckFailed(why, usage)  # no verdict the budget could count
         return verdict, usage
 
     async def _rejected(
@@ -1129,22 +1143,36 @@ def model_failure(exc: BaseException, attempts: Attempts | None) -> ModelError |
     return ModelError(tools.describe(exc), None if attempts is None else attempts.paid)
 
 
-def improper_reply(reply: object, action: CallModel) -> ErrorInfo | None:
-    """Why what a model's `complete` answered cannot be the step's output, or None: no
-    `ModelReply` at all (None, a dict), an output of a type the step does not output, or
-    a usage that is no `Usage` of numbers (a model of the user's own can answer anything;
-    the reducer, or the pricing, would refuse it)."""
+def proper_reply(reply: object, action: CallModel) -> ModelReply | ErrorInfo:
+    """What a model's `complete` answered, with its output validated again as the step's
+    declared type (a copy: the generated types revalidate instances), or why it cannot be
+    the step's output: no `ModelReply` at all (None, a dict), an output of a type the step
+    does not output or one that validation refuses (built by `model_construct`, a subclass
+    with fields of its own: the store could not read it back), or a usage that is no
+    `Usage` of numbers (a model of the user's own can answer anything; the reducer, or the
+    pricing, would refuse it)."""
     if not isinstance(reply, ModelReply):
         return ErrorInfo(
             "ModelError", f"the model answered with {type(reply).__name__}, not a ModelReply"
         )
-    if not isinstance(reply.output, action.outputs):
+    output = reply.output
+    declared = next((t for t in action.outputs if isinstance(output, t)), None)
+    if declared is None:
         expected = " | ".join(t.__name__ for t in action.outputs)
         return ErrorInfo(
             "ModelError",
-            f"the model's output is a {type(reply.output).__name__}: `{action.step}`"
-            f" outputs {expected}",
+            f"the model's output is a {type(output).__name__}: `{action.step}` outputs {expected}",
         )
+    try:
+        valid = declared.__pydantic_validator__.validate_python(output)
+    except ValidationError as exc:
+        problems = validation_problems(exc, model=declared)
+        return ErrorInfo(
+            "ModelError",
+            f"the model's output is not a valid {declared_name(declared)}: {problems}",
+        )
+    except Exception as exc:  # a property or a validator of the user's own that breaks
+        return ErrorInfo("ModelError", f"the model's output could not be checked: {exc!r}")
     usage: object = reply.usage  # typed a Usage, but a custom model's may be anything
     if not isinstance(usage, Usage):
         given = type(usage).__name__
@@ -1156,7 +1184,16 @@ def improper_reply(reply: object, action: CallModel) -> ErrorInfo | None:
                 "ModelError",
                 f"the model's usage gives {name} as {type(value).__name__}, not a number",
             )
-    return None
+    return reply if valid is output else replace(reply, output=valid)
+
+
+def _proper_or_raise(reply: object, action: CallModel, attempts: Attempts) -> ModelReply:
+    """`proper_reply`'s reply, or its error raised as the call's `ModelError` (what the
+    call's attempts were paid for goes with it)."""
+    checked = proper_reply(reply, action)
+    if isinstance(checked, ErrorInfo):
+        raise ModelError(checked, attempts.paid)
+    return checked
 
 
 _USAGE_NUMBERS = ("input_tokens", "output_tokens", "latency_ms", "cost_usd")
@@ -1358,6 +1395,28 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
     if latency == usage.latency_ms and cost == usage.cost_usd:
         return usage
     return build_usage(latency, usage.input_tokens, usage.output_tokens, cost)
+
+
+def uncounted(spec: AgentSpec, usage: Usage) -> ErrorInfo | None:
+    """Why a call that answered cannot be counted against the agent's budgets, or None:
+    under `max_tokens`, a reply that reported no token count; under `max_cost`, one whose
+    cost is unknown (no count, or no price for the model that answered). A budget cannot
+    bound what it cannot count: the step fails with `TokenCountError`, which the reducer
+    counts as spending what was left of each budget (`AgentSpec.spend`), so the budget
+    decides at once where the thread goes."""
+    if spec.max_tokens is None and spec.max_cost is None:
+        return None
+    if usage.input_tokens is None and usage.output_tokens is None:
+        why = "the endpoint sent no token counts"
+    elif spec.max_cost is not None and usage.cost_usd is None:
+        why = "the call's cost is unknown (no price for the model that answered)"
+    else:
+        return None
+    return ErrorInfo(
+        TOKENS_ERROR,
+        f"{why}: the agent's budget cannot count this call, so it counts as spending what "
+        "was left of it (docs/language.md, Budgets)",
+    )
 
 
 def budget_check(

@@ -283,9 +283,11 @@ def coerce(
             # generated models never override it (a deferred validator is built here).
             return output.__pydantic_validator__.validate_python(result)  # type: ignore[no-any-return]
         if isinstance(result, output):
-            return result
+            # Validated again (the generated types revalidate instances): one built by
+            # `model_construct`, or a subclass with fields of its own, is not trusted.
+            return output.__pydantic_validator__.validate_python(result)  # type: ignore[no-any-return]
         if isinstance(result, BaseModel):
-            result = result.model_dump(by_alias=True)
+            result = result.model_dump(by_alias=True, warnings=False)
         if isinstance(result, dict):
             return output.model_validate(result)
         raise TypeError(
@@ -297,10 +299,10 @@ def coerce(
 def _coerce_member(result: Any, members: tuple[type[BaseModel], ...]) -> BaseModel:
     shown = " | ".join(declared_name(m) for m in members)
     if isinstance(result, BaseModel) and type(result) in members:
-        return result
+        return type(result).model_validate(result)  # validated again, as in `coerce`
     if isinstance(result, BaseModel):
         named = [m for m in members if declared_name(m) == declared_name(type(result))]
-        data = result.model_dump(by_alias=True)
+        data = result.model_dump(by_alias=True, warnings=False)
         if named:
             return named[0].model_validate(data)
         result = data

@@ -318,6 +318,58 @@ def test_a_judges_re_asks_stop_once_the_step_has_spent_its_budget(
     assert view.error is not None and view.error.type == "TokenBudgetExhausted"
 
 
+def test_a_judge_is_not_asked_once_the_call_it_judges_spent_the_budget(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    # The checked call alone (600 tokens) crosses `max_tokens 500`. Its output is discarded
+    # by the budget whatever the judge says, and no model call starts once a budget is
+    # spent: the judge is not asked, the step fails, the budget decides (no refund paid).
+    agent = refunds_with(tmp_path)
+    agent.write_text(
+        agent.read_text()
+        .replace("max_steps 20", "max_steps 20 max_tokens 500")
+        .replace("on error -> gave_up", "")
+    )
+    model = ModelTurns(openai_server)
+    model.then(Reply(arguments={"amount": 5, "note": "ok"}, usage=(500, 100)))
+    with runtime_for(openai_server, tmp_path / "f", MODEL) as rt:
+        view = rt.launch(agent, CLAIM)
+        events = rt.events(view.id)
+    model.check()
+    assert len(openai_server.requests) == 1  # the judge was not asked
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "JudgeError"
+    assert "budget" in failed.error.message
+    assert failed.usage is not None
+    assert (failed.usage.input_tokens, failed.usage.output_tokens) == (500, 100)
+    assert view.status == "failed"
+    assert view.error is not None and view.error.type == "TokenBudgetExhausted"
+
+
+def test_under_a_budget_a_judge_whose_reply_has_no_token_count_spends_what_was_left(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    # The judge's call is a model call like the step's: one the budget cannot count
+    # fails the step as spending what was left (no refund is paid on that verdict).
+    agent = refunds_with(tmp_path)
+    agent.write_text(
+        agent.read_text()
+        .replace("max_steps 20", "max_steps 20 max_tokens 5000")
+        .replace("on error -> gave_up", "")
+    )
+    model = ModelTurns(openai_server)
+    model.then(Reply(arguments={"amount": 5, "note": "ok"}, usage=(400, 100)))
+    model.then(Reply(arguments={"accept": True, "reason": "fine"}, usage=None))
+    with runtime_for(openai_server, tmp_path / "f", MODEL) as rt:
+        view = rt.launch(agent, CLAIM)
+        events = rt.events(view.id)
+    model.check()
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "TokenCountError"
+    assert view.status == "failed"
+    assert view.error is not None and view.error.type == "TokenBudgetExhausted"
+
+
 @pytest.mark.parametrize("store", [SqliteStore, OrdinaryStore], ids=["fast path", "ordinary"])
 def test_a_failed_step_whose_cost_is_no_number_of_dollars_spends_the_cost_budget(
     openai_server: ScriptedOpenAI, looper: Path, store: type[SqliteStore]

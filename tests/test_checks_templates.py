@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import jinja2
@@ -10,6 +11,7 @@ import pytest
 from twelvefold.compiler import compile_text
 from twelvefold.compiler.prompts import PromptDirectory
 from twelvefold.compiler.template_vars import VariableUse, analyse
+from twelvefold.runtime.templates import sandboxed
 
 
 def paths(source: str) -> set[tuple[str, ...]]:
@@ -447,6 +449,111 @@ def test_a_name_set_on_some_branches_and_read_through_a_guard_is_known(template:
     assert paths(template) <= {("x",)}
     for x in (0, 1):
         jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(x=x)
+
+
+SETS_G_SOMETIMES = '{% if x %}{% set g = {"a": 1} %}{% endif %}'
+
+
+@pytest.mark.parametrize(
+    "guarded",
+    [
+        '{{ g if g is defined else "" }}',
+        "{% if g is defined and g.a %}yes{% endif %}",
+        "{{ g is not defined or g.a }}",
+        "{{ g is undefined or g.a }}",
+        "{{ not (g is undefined) and g.a }}",
+        "{{ (g.a if g is defined else 0) if x else (g if g is defined else 1) }}",
+        "{{ g.a if g is defined and g.a else 0 }}",
+        "{{ 0 if g is undefined else g.a }}",
+        "{{ g.a if g is defined }}",
+        "{% set y = g if g is defined else 0 %}{{ y }}",
+        "{% if x == 2 %}{% elif g is defined %}{{ g.a }}{% endif %}",
+        "{% if g is undefined %}{% elif g.a %}{{ g.a }}{% endif %}",
+        "{% if g is undefined %}none{% else %}{{ g.a }}{% endif %}",
+        "{% if not g is defined %}{% else %}{{ g.a }}{% endif %}",
+        "{% if g is defined %}{{ g.a if x else g }}{% endif %}",
+        "{% if ((g is defined) if x else false) %}{{ g.a }}{% endif %}",
+        "{% if x and g is defined %}{{ g.a }}{% endif %}",
+        "{% if g is undefined or not g.a %}{% else %}{{ g.a }}{% endif %}",
+        "{% for i in [1] %}{% if g is defined %}{{ g.a }}{% endif %}{% endfor %}",
+    ],
+)
+def test_a_read_behind_a_guard_in_any_condition_is_known(guarded: str) -> None:
+    # A red team: only `{% if g is defined %}` itself was understood, not a guard in an
+    # inline `if`, `and`, `or`, `not`, an `elif`, or a `{% set %}` (E703 wrongly).
+    template = SETS_G_SOMETIMES + guarded
+    assert paths(template) <= {("x",)}
+    for x in (0, 1, 2):  # the runtime agrees: it renders whether or not `g` is set
+        sandboxed().from_string(template).render(x=x)
+
+
+@pytest.mark.parametrize(
+    "unguarded",
+    [
+        "{{ g if y is defined else g }}",  # the else side reads it unguarded
+        "{{ g is defined or g.a }}",  # `or` reads the right side when `g` is not set
+        "{{ g.a if g is undefined else 0 }}",
+        "{% if g is defined or y %}{{ g.a }}{% endif %}",
+        "{% if not (g is defined) %}{{ g }}{% endif %}",
+        "{% if g is defined %}{% elif y %}{{ g.a }}{% endif %}",
+        "{% if g is defined %}{% else %}{{ g.a }}{% endif %}",
+        "{% if g is undefined and y %}{% else %}{{ g.a }}{% endif %}",
+        "{{ ((g is defined) if y else true) and g.a }}",
+        "{% if g is defined %}{% endif %}{{ g.a }}",
+    ],
+)
+def test_a_read_a_guard_does_not_cover_is_still_unknown(unguarded: str) -> None:
+    template = SETS_G_SOMETIMES + unguarded
+    assert ("g",) in paths(template)
+    with pytest.raises(jinja2.UndefinedError, match="'g' is undefined"):  # the runtime agrees
+        for x, y in itertools.product((0, 1), (0, 1)):
+            sandboxed().from_string(template).render(x=x, y=y)
+
+
+def test_a_guard_around_a_block_does_not_cover_the_block() -> None:
+    # A block renders on its own (a prompt's message blocks, a child's blocks in its
+    # parent), without the `{% if %}` written around it.
+    template = (
+        SETS_G_SOMETIMES + "{% if g is defined %}{% block b %}{{ g.a }}{% endblock %}{% endif %}"
+    )
+    assert ("g", "a") in paths(template) or ("g",) in paths(template)
+    rendered = sandboxed().from_string(template)
+    with pytest.raises(jinja2.UndefinedError, match="'g' is undefined"):
+        "".join(rendered.blocks["b"](rendered.new_context({"x": 0})))
+
+
+def test_e703_points_at_the_unguarded_read_not_the_guarded_ones() -> None:
+    template = SETS_G_SOMETIMES + "\n{{ g if g is defined else 0 }}\n{{ g }}"
+    assert [(u.path, u.line) for u in analyse(template).uses] == [(("x",), 1), (("g",), 3)]
+
+
+def test_a_guarded_name_the_template_never_sets_is_still_e703() -> None:
+    # A misspelt guard would hide its block on every run: a name set nowhere is read from
+    # the context, guarded or not.
+    assert ("contxt",) in paths("{% if contxt is defined %}{{ contxt }}{% endif %}")
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        '{{ tone if tone is defined else "plain" }}',
+        "{% if tone is defined and tone.a %}{{ tone.a }}{% endif %}",
+        "{{ tone | default('plain') }}",
+    ],
+)
+def test_a_loaded_file_may_read_a_name_its_loader_passes_behind_a_guard(
+    tmp_path: Path, part: str
+) -> None:
+    # A partial that takes an optional name from the file that includes it (`{% set %}`
+    # on some paths, then `{% include %}`) was E703, though it renders either way.
+    top = '{% if context %}{% set tone = {"a": 1} %}{% endif %}{% include "part.j2" %}'
+    assert prompt_codes(tmp_path, {"decide.j2": top, "part.j2": part}) == []
+    loader = jinja2.FileSystemLoader(tmp_path)
+    for context in ("", "x"):
+        sandboxed(loader).get_template("decide.j2").render(context=context)
+    # Read unguarded, or by the file `check` starts from, it is still E703.
+    assert prompt_codes(tmp_path, {"part.j2": "{{ tone.a }}"}) == ["E703"]
+    assert set(prompt_codes(tmp_path, {"decide.j2": "{{ context }}" + part})) == {"E703"}
 
 
 def test_e703_says_when_the_template_sets_the_name_on_some_paths_only(tmp_path: Path) -> None:

@@ -553,6 +553,12 @@ def test_a_prompt_and_a_render_template_refuse_a_value_that_prints_huge(tmp_path
         "{% for x in range(3) recursive %}{% if loop.depth < 30 %}{{ loop(range(3)) }}"
         "{% endif %}{% endfor %}",
         "{% set r = range(100000) %}{% for i in r %}{% set _ = r | select | list %}{% endfor %}",
+        # A list's `index` and `count` compare with each item: ten steps each, whatever
+        # the list's length (a survey of what operations cost; 10**10 comparisons passed).
+        "{% set big = range(100000) | list %}{% for i in range(100) %}{{ big.index(99999) }}"
+        "{% endfor %}",
+        "{% set big = range(100000) | list %}{% for i in range(100) %}{{ big.count(7) }}"
+        "{% endfor %}",
     ],
 )
 def test_a_template_that_works_without_end_stops_after_its_steps(template: str) -> None:
@@ -729,3 +735,80 @@ def test_a_number_out_of_range_says_so(template: str, tmp_path: Path) -> None:
         "is out of range (a float past about 1.8e308, or an integer too large to use as a "
         "count, a size or an index)\n"
     )
+
+
+def _rows(count: int, *, fields: bool = False) -> list[dict[str, object]]:
+    """Rows a prompt shows: a name, three hundred characters of text, tags, a score, and
+    (with `fields`) a mapping of fifty fields each."""
+    return [
+        {
+            "id": n,
+            "name": f"row {n}",
+            "text": ("lorem ipsum dolor sit amet " * 12)[:300],
+            "tags": ["a", "b", "c"],
+            "score": n % 7,
+            **({"fields": {f"k{k:02d}": f"v{k}" for k in range(50)}} if fields else {}),
+        }
+        for n in range(count)
+    ]
+
+
+EACH_ROW = [
+    "{{ loop.index }}/{{ loop.length }} {{ r.name }}{% if not loop.last %}, {% endif %}",
+    "{{ r.name }} of {{ rows | length }}",
+    "{{ rows | count }}",
+    "{{ (rows | first).name }} {{ (rows | last).name }} {{ rows[-1].name }}",
+    "{{ r | tojson }}",
+    "{% for k, v in r.items() %}{{ k }}={{ v }} {% endfor %}",
+    "{{ (rows | selectattr('score', 'eq', 3) | first).name }}",
+    "{{ (rows | rejectattr('score') | first).id }} {{ (rows | select | first).id }}",
+    "{{ (rows | map(attribute='name') | first) }}",
+    "{{ 'ipsum' in r.text }} {{ r.text | truncate(200) }} {{ r.text | wordcount }}",
+    "{{ r.tags | join(', ') }} {{ r.tags | first }} {{ r | length }} {{ r.text | length }}",
+    "{{ r.name | upper }} {{ r.text.split(' ') | length }} {{ r.text[:50] }}",
+    "{{ r.id == rows[0].id }} {{ r.tags | default([]) | length }}",
+    "{{ data.get('rows') | length }} {{ data.keys() | first }}",
+]
+"""Work of a bounded size on each row: a prompt over thousands of rows."""
+
+EACH_ROW_WITH_FIELDS = [
+    "{% for k, v in r.fields | dictsort %}{{ k }}{% endfor %}",
+    "{{ r.fields | length }} {{ 'k07' in r.fields }} {{ r.fields.get('k07') }}",
+    "{{ r.fields.keys() | list | length }} {{ r.fields.items() | list | length }}",
+    "{{ r.fields | first }} {{ r.fields | items | first }}",
+    "{{ r.get('fields') | length }} {{ r.get('tags') | first }} {{ r.fields.get('k07') }}",
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "rows"),
+    [
+        *((body, _rows(5000)) for body in EACH_ROW),
+        *((body, _rows(2000, fields=True)) for body in EACH_ROW_WITH_FIELDS),
+    ],
+)
+def test_a_loop_over_thousands_of_rows_doing_bounded_work_on_each_renders(
+    body: str, rows: list[dict[str, object]]
+) -> None:
+    """A red team: `{{ rows | length }}` in a loop over 2,000 rows met the step budget, each
+    `length` counting every item of the list. What a filter or method does in one step
+    (`length`, `first`, a mapping's `keys()`) costs one; a lazy one (`select`, `map`) one
+    per item it takes."""
+    given = {"rows": rows, "data": {"rows": rows}}
+    rendered = render_ask("{% for r in rows %}" + body + "\n{% endfor %}", given)
+    assert rendered.count("\n") == len(rows)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{{ rows | selectattr('score', 'eq', 9) | list }}",  # finds nothing: walks every row
+        "{{ rows | map(attribute='score') | sum }}",
+        "{{ rows | map(attribute='name') | join(', ') | length }}",
+        "{% for s in rows %}{% endfor %}",
+    ],
+)
+def test_work_that_grows_with_the_rows_on_each_row_still_stops(body: str) -> None:
+    # Each walks all 5,000 rows on each row: 25 million steps.
+    with pytest.raises(AskRenderError, match=r"took more than 2,000,000 steps"):
+        render_ask("{% for r in rows %}" + body + "{% endfor %}", {"rows": _rows(5000)})

@@ -148,8 +148,9 @@ def _template_loads(
     if analysis.problem is not None:
         yield _syntax_error(path, span, shown, analysis)
         return
+    loaded = len(loading) > 1  # by another template, which may pass it optional names
     for use in analysis.uses:
-        if use.path[0] in allowed:
+        if use.path[0] in allowed or (loaded and use.path[0] in analysis.optional):
             continue
         yield error(
             "E703",

@@ -296,8 +296,8 @@ BUGS: dict[str, Bug] = {
             "deploybot",
             (
                 (
-                    'model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)\n\n    url: str',
-                    'model_config = ConfigDict(extra="forbid", defer_build=True)\n\n    url: str',
+                    "allow_inf_nan=False, defer_build=True\n    )\n\n    url: str",
+                    "defer_build=True\n    )\n\n    url: str",
                 ),
             ),
             "agrees_with_source",

@@ -48,14 +48,16 @@ __all__ = [
 
 
 class Credentials(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     user: str
     api_key: Annotated[str, SECRET] = Field(description="the provider's key")
 
 
 class Claim(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", allow_inf_nan=False, defer_build=True
+    )
 
     order: str
     amount: float
@@ -64,20 +66,24 @@ class Claim(BaseModel):
 
 
 class Refund(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", allow_inf_nan=False, defer_build=True
+    )
 
     amount: float
     note: str
 
 
 class Escalate(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     reason: Literal["too large", "unclear"]
 
 
 class Receipt(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", populate_by_name=True, defer_build=True
+    )
 
     id_: str = Field(alias="id")
 

@@ -55,7 +55,9 @@ __all__ = [
 class Add(BaseModel):
     """Add two numbers."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", allow_inf_nan=False, defer_build=True
+    )
 
     a: float
     b: float
@@ -64,7 +66,9 @@ class Add(BaseModel):
 class Subtract(BaseModel):
     """Subtract b from a."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", allow_inf_nan=False, defer_build=True
+    )
 
     a: float
     b: float
@@ -73,7 +77,9 @@ class Subtract(BaseModel):
 class Multiply(BaseModel):
     """Multiply two numbers."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", allow_inf_nan=False, defer_build=True
+    )
 
     a: float
     b: float
@@ -82,7 +88,9 @@ class Multiply(BaseModel):
 class Divide(BaseModel):
     """Divide a by b."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", allow_inf_nan=False, defer_build=True
+    )
 
     a: float
     b: float
@@ -91,7 +99,7 @@ class Divide(BaseModel):
 class ClarificationRequest(BaseModel):
     """Ask the user for more information."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     message: str
 
@@ -99,13 +107,15 @@ class ClarificationRequest(BaseModel):
 class DoneForNow(BaseModel):
     """Tell the user what was worked out; the work is done."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     message: str = Field(description="the answer, with the result in it")
 
 
 class Number(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", allow_inf_nan=False, defer_build=True
+    )
 
     value: float
 

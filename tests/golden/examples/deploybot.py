@@ -55,13 +55,13 @@ __all__ = [
 class ListGitTags(BaseModel):
     """List the git tags that can be deployed."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
 
 class DeployBackend(BaseModel):
     """Deploy one tagged backend build."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     tag: str = Field(description="an existing git tag")
     env: Literal["staging", "production"]
@@ -70,7 +70,7 @@ class DeployBackend(BaseModel):
 class RequestMoreInformation(BaseModel):
     """Ask the user for something you need to go on."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     question: str
 
@@ -78,19 +78,21 @@ class RequestMoreInformation(BaseModel):
 class DoneForNow(BaseModel):
     """Tell the user the outcome; the work is finished."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     message: str
 
 
 class GitTags(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     tags: list[str]
 
 
 class DeployResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", allow_inf_nan=False, defer_build=True
+    )
 
     url: str
     took_seconds: float | None = None

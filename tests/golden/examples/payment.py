@@ -52,7 +52,7 @@ __all__ = [
 class Order(BaseModel):
     """An order to bill."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     order_id: str
     email: str
@@ -62,7 +62,7 @@ class Order(BaseModel):
 class Invoice(BaseModel):
     """An invoice the payment provider knows about."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     invoice_id: str
     order_id: str
@@ -72,7 +72,7 @@ class Invoice(BaseModel):
 class PaymentReceived(BaseModel):
     """The payment provider says the invoice was paid."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     invoice_id: str
     amount_cents: int
@@ -82,7 +82,7 @@ class PaymentReceived(BaseModel):
 class ThankYou(BaseModel):
     """A thank-you note to the customer."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     text: str = Field(description="the whole note, signed by the shop")
 
@@ -90,7 +90,7 @@ class ThankYou(BaseModel):
 class Sent(BaseModel):
     """A message that went out."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     message_id: str
 

@@ -54,7 +54,7 @@ __all__ = [
 class ReturnRequest(BaseModel):
     """A customer asks to return an order."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     order_id: str
     email: str
@@ -64,7 +64,7 @@ class ReturnRequest(BaseModel):
 class ParcelReceived(BaseModel):
     """The warehouse scanned the returned parcel."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     order_id: str
     condition: Literal["good", "damaged"]
@@ -73,7 +73,7 @@ class ParcelReceived(BaseModel):
 class RefundRequest(BaseModel):
     """A refund to make for an order."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     order_id: str
     amount_cents: int
@@ -85,7 +85,7 @@ class RefundRequest(BaseModel):
 class RefundOutcome(BaseModel):
     """What the refunds agent did."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     refunded: bool
     reference: str = Field(description="the payment provider's refund reference, or why not")

@@ -54,7 +54,7 @@ __all__ = [
 class Ticket(BaseModel):
     """A support ticket."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     customer_id: str = Field(description="the customer's account id")
     subject: str
@@ -64,7 +64,7 @@ class Ticket(BaseModel):
 class Customer(BaseModel):
     """A customer account, from the CRM."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     customer_id: str
     name: str
@@ -74,7 +74,7 @@ class Customer(BaseModel):
 class UnknownCustomer(BaseModel):
     """No account has this id."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     customer_id: str
 
@@ -82,7 +82,7 @@ class UnknownCustomer(BaseModel):
 class Reply(BaseModel):
     """A reply to send to the customer."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     text: str = Field(description="the whole reply, signed by the support team")
 
@@ -90,7 +90,7 @@ class Reply(BaseModel):
 class Sent(BaseModel):
     """A reply that went out."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     message_id: str
 

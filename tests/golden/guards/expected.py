@@ -48,14 +48,14 @@ __all__ = [
 
 
 class Customer(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     tier: Literal["free", "pro", "enterprise"]
     name: str | None = None
 
 
 class Ticket(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     severity: int
     customer: Customer | None = None
@@ -65,7 +65,7 @@ class Ticket(BaseModel):
 
 
 class Done(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     summary: str
 

@@ -43,14 +43,14 @@ __all__ = [
 
 
 class Claim(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     order: str
     cents: int
 
 
 class Settled(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     reference: str
     retry_at: str | None = None

@@ -47,20 +47,24 @@ __all__ = [
 
 
 class Query(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", populate_by_name=True, defer_build=True
+    )
 
     id_: str = Field(alias="id")
 
 
 class Owner(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     plan: Literal["free", "paid"]
     verified: bool
 
 
 class Found(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", populate_by_name=True, defer_build=True
+    )
 
     id_: str = Field(alias="id")
     owner: Owner | None = None
@@ -69,13 +73,15 @@ class Found(BaseModel):
 
 
 class Missing(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", populate_by_name=True, defer_build=True
+    )
 
     id_: str = Field(alias="id")
 
 
 class Checked(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     ok: bool
 

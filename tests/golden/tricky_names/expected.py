@@ -56,7 +56,9 @@ __all__ = [
 class Request(BaseModel):
     """ends with a quote\""""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", populate_by_name=True, defer_build=True
+    )
 
     from__: str = Field(alias="from", description="a Python keyword as a field")
     from_: str | None = Field(
@@ -77,7 +79,13 @@ class Request(BaseModel):
 class State_(BaseModel):
     """clashes with the runtime's State"""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="State", defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        revalidate_instances="always",
+        allow_inf_nan=False,
+        title="State",
+        defer_build=True,
+    )
 
     value: float
 
@@ -85,14 +93,20 @@ class State_(BaseModel):
 class dict_(BaseModel):
     """a builtin's name"""
 
-    model_config = ConfigDict(extra="forbid", title="dict", defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", title="dict", defer_build=True
+    )
 
     items: list[dict[str, State_ | None]]
 
 
 class Event_(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, title="Event", defer_build=True
+        extra="forbid",
+        revalidate_instances="always",
+        populate_by_name=True,
+        title="Event",
+        defer_build=True,
     )
 
     reduce__: int | None = Field(default=None, alias="reduce")
@@ -100,7 +114,11 @@ class Event_(BaseModel):
 
 class Out(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, allow_inf_nan=False, defer_build=True
+        extra="forbid",
+        revalidate_instances="always",
+        populate_by_name=True,
+        allow_inf_nan=False,
+        defer_build=True,
     )
 
     float_: float | None = Field(default=None, alias="float")
@@ -115,7 +133,11 @@ class Out(BaseModel):
 
 class reduce_(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, title="reduce", defer_build=True
+        extra="forbid",
+        revalidate_instances="always",
+        populate_by_name=True,
+        title="reduce",
+        defer_build=True,
     )
 
     ACTIONS: int | None = Field(default=None, alias="_ACTIONS")
@@ -123,27 +145,39 @@ class reduce_(BaseModel):
 
 class _ACTIONS_(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, title="_ACTIONS", defer_build=True
+        extra="forbid",
+        revalidate_instances="always",
+        populate_by_name=True,
+        title="_ACTIONS",
+        defer_build=True,
     )
 
     all__: int | None = Field(default=None, alias="__all__")
 
 
 class _d_action_(BaseModel):
-    model_config = ConfigDict(extra="forbid", title="_d_action", defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", title="_d_action", defer_build=True
+    )
 
     d: int | None = None
 
 
 class all_(BaseModel):
-    model_config = ConfigDict(extra="forbid", title="__all__", defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", title="__all__", defer_build=True
+    )
 
     x: int | None = None
 
 
 class pydantic_(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, title="pydantic", defer_build=True
+        extra="forbid",
+        revalidate_instances="always",
+        populate_by_name=True,
+        title="pydantic",
+        defer_build=True,
     )
 
     typing_: int | None = Field(default=None, alias="typing")

@@ -43,20 +43,24 @@ __all__ = [
 
 
 class Order(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", populate_by_name=True, defer_build=True
+    )
 
     id_: str = Field(alias="id")
     amount: int
 
 
 class Confirmed(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always", defer_build=True)
 
     by: str
 
 
 class Shipped(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", revalidate_instances="always", allow_inf_nan=False, defer_build=True
+    )
 
     tracking: str
     weight_kg: float | None = None
