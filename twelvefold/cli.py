@@ -31,10 +31,18 @@ try:  # Ctrl-C while the command starts: one line, as anywhere after
 
 except KeyboardInterrupt:
     _interrupted_outside()
+except RuntimeError as exc:  # Python 3.11 wraps a Ctrl-C in a class's `__set_name__`
+    if not isinstance(exc.__cause__, KeyboardInterrupt):
+        raise
+    _interrupted_outside()
 
 
 def main() -> None:
     try:
         cli.main(prog_name="twelvefold", standalone_mode=True)
     except KeyboardInterrupt:
+        _interrupted_outside()
+    except RuntimeError as exc:  # as above (report.py, `interrupt_within`)
+        if not isinstance(exc.__cause__, KeyboardInterrupt):
+            raise
         _interrupted_outside()

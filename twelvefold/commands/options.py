@@ -19,13 +19,99 @@ if TYPE_CHECKING:
     from twelvefold.runtime.newstore import Made
     from twelvefold.runtime.store import StoreLocation
 
+
+class PathProblem(click.ClickException):
+    """A path option or argument the command cannot take (an empty one; a folder option
+    naming no folder): a problem with the input, one line and exit 1 like the others
+    (twelvefold/commands/report.py), not click's usage error (exit 2); with `--json`,
+    stdout gets the `{"error": ...}` object too."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, as_json: bool) -> None:
+        super().__init__(message)
+        self.as_json = as_json
+
+    def show(self, file: Any = None) -> None:
+        from twelvefold.commands.report import say_problem
+
+        message = self.format_message()
+        say_problem(f"error: {message}", type(self).__name__, message, self.as_json)
+
+
+class FolderProblem(PathProblem):
+    """A folder option naming no folder."""
+
+
+class EmptyPath(PathProblem):
+    """A path given as the empty string, which `Path("")` would read as the current
+    folder: `--prompts ""` from a script whose variable was unset would otherwise take
+    prompts (or tools, or a store) from wherever it happens to run."""
+
+
+def _as_json(ctx: click.Context | None) -> bool:
+    return bool(ctx is not None and ctx.meta.get("twelvefold_json"))  # set by the group
+
+
+def _refuse_empty(
+    value: Any, param: click.Parameter | None, ctx: click.Context | None, named: str | None,
+    hint: str,
+) -> None:  # fmt: skip
+    if value != "":
+        return
+    if named is None and isinstance(param, click.Option):
+        named = max(param.opts, key=len)  # --output, not -o
+    elif named is None and param is not None:
+        named = (param.metavar or (param.name or "path").upper()).removesuffix("...")
+    raise EmptyPath(f"{named or 'a path'} is empty: {hint}", _as_json(ctx))
+
+
+class GivenPath(click.Path):
+    """`click.Path` that refuses an empty string (`EmptyPath`, one line and exit 1)
+    instead of reading it as the current folder. Every path option and argument of the
+    CLI has this type or `PathText` (tests/test_cli_db_paths.py walks them all).
+    `named` is how the error names the parameter (default: the option, or the
+    argument's metavar); `hint` says what to give instead."""
+
+    def __init__(
+        self, *, named: str | None = None, hint: str = "give a path", **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("path_type", Path)
+        super().__init__(**kwargs)
+        self.named = named
+        self.hint = hint
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _refuse_empty(value, param, ctx, self.named, self.hint)
+        return super().convert(value, param, ctx)
+
+
+class PathText(click.types.StringParamType):
+    """A path kept as text (an agent's place: a .agent file, a generated module, or a
+    folder of them), refusing an empty string as `GivenPath` does."""
+
+    name = "path"
+
+    def __init__(self, *, named: str | None = None, hint: str = "give a path") -> None:
+        self.named = named
+        self.hint = hint
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _refuse_empty(value, param, ctx, self.named, self.hint)
+        return super().convert(value, param, ctx)
+
+
+FOLDER_HINT = "give a folder (. for the current one)"
+PLACE_HINT = "give an agent or a folder of them (. for the current one)"
+
+
 DEFAULT_DB = Path(".twelvefold") / "threads.db"
 """Where threads are stored unless --db or TWELVEFOLD_DB says otherwise (relative to the
 current folder), so a thread launched by one command is found by the next."""
 
 _DB_FILE = click.option(
     "--db",
-    type=click.Path(path_type=Path),  # a folder: one line, exit 1 (`file_there`)
+    type=GivenPath(hint="give the path of a file"),  # a folder: one line, exit 1 (`file_there`)
     envvar="TWELVEFOLD_DB",
     help=f"The SQLite file threads are stored in (or TWELVEFOLD_DB; default: {DEFAULT_DB}, "
     "or the configuration's `store`).",
@@ -185,24 +271,6 @@ def DB(function: Callable[..., Any]) -> Callable[..., Any]:
     return _DB_FILE(_STORE_URL(with_store))
 
 
-class FolderProblem(click.ClickException):
-    """A folder option naming no folder: a problem with the input, one line and exit 1
-    like the others (twelvefold/commands/report.py), not click's usage error (exit 2);
-    with `--json`, stdout gets the `{"error": ...}` object too."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, as_json: bool) -> None:
-        super().__init__(message)
-        self.as_json = as_json
-
-    def show(self, file: Any = None) -> None:
-        from twelvefold.commands.report import say_problem
-
-        message = self.format_message()
-        say_problem(f"error: {message}", "FolderProblem", message, self.as_json)
-
-
 def existing_folders(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """`value` (a path, or a tuple of them for a repeated option) when each is a folder;
     `FolderProblem` naming the option and the path otherwise."""
@@ -213,14 +281,13 @@ def existing_folders(ctx: click.Context, param: click.Parameter, value: Any) -> 
             found = "not a folder" if os.path.lexists(path) else "no such folder"
         except OSError as exc:  # a name too long, a folder nobody may look into
             found = exc.strerror or str(exc)
-        as_json = bool(ctx.meta.get("twelvefold_json"))  # set by the command group
-        raise FolderProblem(f"{param.opts[0]} {path}: {found}", as_json)
+        raise FolderProblem(f"{param.opts[0]} {path}: {found}", _as_json(ctx))
     return value
 
 
 PROMPTS = click.option(
     "--prompts",
-    type=click.Path(path_type=Path),
+    type=GivenPath(hint=FOLDER_HINT),
     callback=existing_folders,
     metavar="DIRECTORY",
     help="Folder that prompt paths resolve under (default: the nearest prompts/).",
@@ -229,6 +296,7 @@ PROMPTS = click.option(
 AGENT = click.option(
     "--agent",
     "agent",
+    type=PathText(),
     metavar="PATH",
     help="Load the thread's agent from PATH (a .agent file or a generated module) instead of "
     "the place the thread recorded, e.g. after the agent was moved.",

@@ -27,7 +27,16 @@ from typing import Any
 
 import click
 
-from twelvefold.commands.options import AGENT, DB, PROMPTS, existing_folders, removed_if_refused
+from twelvefold.commands.options import (
+    AGENT,
+    DB,
+    FOLDER_HINT,
+    PROMPTS,
+    GivenPath,
+    PathText,
+    existing_folders,
+    removed_if_refused,
+)
 from twelvefold.commands.output import echo
 from twelvefold.commands.report import CommandError
 from twelvefold.runtime.api import (
@@ -385,19 +394,19 @@ MODEL_OPTIONS = [
     click.option(
         "--cassette",
         # A folder is refused in one line, exit 1, as any path it cannot read.
-        type=click.Path(path_type=Path),
+        type=GivenPath(),
         help="Replay model outputs from this cassette (no network).",
     ),
     click.option(
         "--record",
-        type=click.Path(path_type=Path),  # a folder: one line, exit 1
+        type=GivenPath(),  # a folder: one line, exit 1
         help="Record the model's outputs to this cassette.",
     ),
     click.option(
         "--path",
         "paths",
         multiple=True,
-        type=click.Path(path_type=Path),
+        type=GivenPath(hint=FOLDER_HINT),
         callback=existing_folders,
         metavar="DIRECTORY",
         help="Another folder to import tools from (repeatable).",
@@ -417,7 +426,7 @@ def _check_model_flags(cassette: Path | None, record: Path | None) -> None:
 
 
 @click.command()
-@click.argument("agent")
+@click.argument("agent", type=PathText())
 @click.option("--input", "input_text", required=True, help="The thread's input.")
 @PROMPTS
 @DB
@@ -673,6 +682,7 @@ def send(
             quiet=as_json,
             prompts=prompts,
         ) as rt,
+        stopped_at(rt, thread),
     ):
         view = rt.send(
             thread, type_name, value, request=request, idempotency_key=idempotency_key,
@@ -689,6 +699,7 @@ def send(
 @click.option(
     "--agent",
     "agents",
+    type=PathText(),
     metavar="PATH",
     multiple=True,
     help="Load the threads of this agent (matched by its name) from PATH instead of the "
