@@ -269,6 +269,9 @@ class ThreadView:
     """While running and a tool call waits out its `retry … backoff`: when the next attempt
     is due (ISO 8601, UTC; a time in the past means now). The attempt that failed is the
     log's last event (`failed_attempt`)."""
+    approvers: tuple[str, ...] = ()
+    """While waiting for an approval: the groups its step names as `approvers` (only their
+    members decide it, and a decision then names who decides: `--by`, `by=`)."""
 
     @property
     def failed_attempt(self) -> AttemptFailed | None:
@@ -372,6 +375,9 @@ def wrong_decision(thread: Thread, action: AwaitApproval | AwaitAnswer, given: s
     resume it (the reducer's "illegal `answered` event" is no answer for a person)."""
     resume = f"twelvefold resume {thread.id} --request {action.request}"
     if isinstance(action, AwaitApproval):
+        from .notify import by_option
+
+        resume += by_option(action.approvers)
         return (
             f"thread {thread.id} waits for an approval at `{action.step}`, not {given}: "
             f"resume it with `{resume} --approve` or `--reject --comment WHY`"
@@ -387,6 +393,7 @@ def view_of(thread: Thread) -> ThreadView:
     state = thread.state
     waiting_for: Literal["approval", "answer", "event", "timer", "agent"] | None = None
     asked = event_type = wake_at = child = None
+    approvers: tuple[str, ...] = ()
     if state.status == "waiting":
         action = thread.agent.module.next_action(state)
         if isinstance(action, CallAgent):
@@ -399,6 +406,8 @@ def view_of(thread: Thread) -> ThreadView:
             wake_at = timeouts.iso(due) if due is not None else None
         elif isinstance(action, AwaitApproval | AwaitAnswer):
             waiting_for = "approval" if isinstance(action, AwaitApproval) else "answer"
+            if isinstance(action, AwaitApproval):
+                approvers = tuple(action.approvers)
             due = timeouts.deadline(state, action, thread.events)  # its `timeout`, if any
             wake_at = timeouts.iso(due) if due is not None else None
             from .context import AskRenderError  # jinja2 loads only when a thread waits
@@ -433,6 +442,7 @@ def view_of(thread: Thread) -> ThreadView:
         child=child,
         parent=parent_named(thread.events),
         retry_at=retry_at,
+        approvers=approvers,
     )
 
 
@@ -832,6 +842,10 @@ class AsyncRuntime:
             view = view_of(current)
             if view.request == request and view.waiting_for in ("approval", "answer"):
                 command = f"twelvefold resume {current.id} --request {request}"
+                if view.waiting_for == "approval":
+                    from .notify import by_option
+
+                    command += by_option(view.approvers)
                 decide = (
                     f"`{command} --approve` (or `--reject --comment WHY`)"
                     if view.waiting_for == "approval"

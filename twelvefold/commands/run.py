@@ -191,6 +191,9 @@ def print_view(view: ThreadView, db: StoreLocation) -> None:
             echo(shown_value)
         echo(f"  request: {view.request}")
         echo(f"  resume: {resume_hint(view)}")
+        if view.approvers:
+            groups = ", ".join(shown(group) for group in view.approvers)
+            echo(f"  by: NAME, a member of {groups} (only they decide it)")
     elif view.status == "failed":
         echo(f"\n{where} failed at `{view.step}`: {view.error}")
         if view.parent is None:
@@ -234,10 +237,13 @@ def value_line(view: ThreadView) -> str | None:
 
 def resume_hint(view: ThreadView) -> str:
     """The command that decides a waiting thread's pending request."""
-    decide = (
-        "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer TEXT"
-    )
-    return f"twelvefold resume {view.id} --request {view.request} {decide}"
+    from twelvefold.runtime.notify import by_option
+
+    if view.waiting_for == "approval":  # with the decider's name when only some may decide
+        decide = f"{by_option(view.approvers)} --approve | --reject --comment C"
+    else:
+        decide = " --answer TEXT"
+    return f"twelvefold resume {view.id} --request {view.request}{decide}"
 
 
 def cli_via() -> str:
