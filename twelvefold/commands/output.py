@@ -3,6 +3,10 @@ a control sequence in one must not drive the user's terminal (runtime/terminal.p
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import NoReturn
+
 import click
 
 from twelvefold.runtime.terminal import for_terminal, one_line
@@ -23,3 +27,23 @@ def error(message: object) -> None:
     """`error: MESSAGE` on stderr as one line: a path, URL or name in the message (a `--db`
     with a line break in it) cannot start a line of its own and forge output below."""
     click.echo(f"error: {one_line(str(message))}", err=True)
+
+
+EXIT_READER_GONE = 141
+"""The exit status of a command whose reader went away (`twelvefold show T | head -1`):
+128 + SIGPIPE, what a shell reports for a program SIGPIPE ended, as `cat` or `grep` end
+there. `set -o pipefail` sees the output was cut short; nothing is printed."""
+
+
+def reader_gone() -> NoReturn:
+    """End quietly, as a command whose stdout lost its reader (EPIPE): no message, no
+    traceback, and exit `EXIT_READER_GONE`. stdout is pointed at the null device first,
+    so what is still buffered in it is dropped when Python flushes it on its way out
+    instead of failing once more at shutdown (Python's docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file behind stdout (a test's buffer)
+        pass
+    sys.exit(EXIT_READER_GONE)

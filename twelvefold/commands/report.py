@@ -119,6 +119,10 @@ def reported(as_json: bool = False) -> Iterator[None]:
         yield
     except KeyboardInterrupt as exc:  # Ctrl-C: one line (what `stopped_at` says), no traceback
         interrupted(exc, as_json)
+    except BrokenPipeError:  # stdout's reader went away (`| head -1`): end quietly
+        from twelvefold.commands.output import reader_gone
+
+        reader_gone()
     except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
         message = f"the thread store cannot be used: {exc}"
         _problem(f"error: {message}", "StoreError", message, as_json)
