@@ -128,12 +128,18 @@ def reported(as_json: bool = False) -> Iterator[None]:
         _problem(f"error: {message}", "StoreError", message, as_json)
     except Exception as exc:  # a cassette that cannot be read, a bad prompt, a bad path
         from twelvefold.runtime.loading import AgentLoadError
+        from twelvefold.runtime.store import StoreNotFound
 
         kind = type(exc).__name__
         if isinstance(exc, AgentLoadError):  # a compile error's diagnostics: many lines
             _problem(f"error: {exc}", kind, str(exc), as_json, lines=True)
         if isinstance(exc, _user_problems()):
-            _problem(f"error: {exc}", kind, str(exc), as_json)
+            message = str(exc)
+            if isinstance(exc, StoreNotFound):  # named as the user named the store
+                from twelvefold.commands.options import store_check
+
+                message = exc.checking(store_check())
+            _problem(f"error: {message}", kind, message, as_json)
         if isinstance(exc, OSError) and exc.filename is not None:  # a path the system refuses
             message = f"cannot use {cut(str(exc.filename))}: {exc.strerror or exc}"
             _problem(f"error: {message}", kind, message, as_json)
