@@ -115,8 +115,9 @@ def serve(
     if insecure_local:
         echo(
             "WARNING: --insecure-local: NO AUTHENTICATION. Anyone who can reach "
-            f"{address} on this machine acts as `local`, decides every approval "
-            "and reads every thread.",
+            f"{address} on this machine acts as the person `local`, under the same rules "
+            "as anyone: it reads, launches and decides what the configuration lets `local` "
+            "do (an approval only if its approvers groups list `local`; docs/server.md).",
             err=True,
         )
     service = app.state.service
