@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.store import ThreadInfo
 from twelvefold.runtime.usage import Totals
+from twelvefold.server.problems import described_pattern
 from twelvefold.server.replies import replies
 from twelvefold.server.service import (
     BadInput,
@@ -176,7 +177,12 @@ class LaunchIn(BaseModel):
     webhook: str | None = Field(
         None,
         max_length=2000,
-        pattern=WEBHOOK_PATTERN,
+        pattern=described_pattern(
+            WEBHOOK_PATTERN,
+            "webhook must be an absolute http:// or https:// URL in printable ASCII: a host "
+            "name (non-ASCII ones in their xn-- form), an IPv4 address or a bracketed IPv6 "
+            "one, then an optional :port and path, e.g. https://hooks.example.com/twelvefold",
+        ),
         description="An http(s) URL to POST the thread view to (Standard Webhooks, signed) "
         "each time it pauses or ends (docs/server.md, Webhooks).",
     )
