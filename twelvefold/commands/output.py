@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
+from collections.abc import Sequence
 from typing import NoReturn
 
 import click
@@ -47,3 +49,34 @@ def reader_gone() -> NoReturn:
     except (OSError, ValueError, AttributeError):  # no file behind stdout (a test's buffer)
         pass
     sys.exit(EXIT_READER_GONE)
+
+
+def width(text: str) -> int:
+    """How many terminal columns `text` takes: East Asian wide and full-width characters
+    two, combining marks none, the rest one."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def table(
+    headings: Sequence[str], rows: Sequence[Sequence[str]], *, least: Sequence[int],
+    right: Sequence[bool], gaps: Sequence[str],
+) -> list[str]:  # fmt: skip
+    """`headings` and `rows` as lines whose columns line up whatever their values: each
+    column as wide as its widest cell (at least `least`), left-aligned or (`right`)
+    right-aligned, `gaps[i]` after column i; the last column is not padded. The cells
+    are printed as given: escape what comes from the store first."""
+    lines = [headings, *rows]
+    widths = [
+        max([least[i], *(width(line[i]) for line in lines)]) for i in range(len(headings) - 1)
+    ]
+    out = []
+    for line in lines:
+        cells = []
+        for i, cell in enumerate(line[:-1]):
+            pad = " " * (widths[i] - width(cell))
+            cells.append((pad + cell if right[i] else cell + pad) + gaps[i])
+        out.append("".join(cells) + line[-1])
+    return out

@@ -28,7 +28,7 @@ from typing import Any
 import click
 
 from twelvefold.commands.options import AGENT, DB, PROMPTS, existing_folders, removed_if_refused
-from twelvefold.commands.output import echo
+from twelvefold.commands.output import echo, table
 from twelvefold.commands.report import CommandError
 from twelvefold.runtime.api import (
     Expiry,
@@ -810,21 +810,21 @@ def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
     if not found:
         echo(f"no threads in {one_line(str(db))}")
         return
-    echo(
-        f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6} "
-        f"{'TOKENS':>9} {'COST':>9}  {'UPDATED':<27} REQUEST"
-    )
+    rows = []
     for i in found:
         usage = spent.get(i.id, Totals())
         tokens = f"{usage.input_tokens + usage.output_tokens:,}" if usage.model_calls else "-"
         cost = usage.cost_text if usage.model_calls else "-"
         # Every field comes from the store: control characters (a newline would start a
         # row of its own) are printed escaped, as `stats` prints names.
-        echo(
-            f"{shown(i.id):<18} {shown(i.agent):<14} {shown(i.status):<9} {shown(i.step):<16} "
-            f"{i.seq:>6} {tokens:>9} {cost:>9}  {shown(i.updated_at):<27} "
-            f"{shown(i.request or '-')}"
-        )
+        rows.append([shown(i.id), shown(i.agent), shown(i.status), shown(i.step), str(i.seq),
+                     tokens, cost, shown(i.updated_at), shown(i.request or "-")])  # fmt: skip
+    headings = ["THREAD", "AGENT", "STATUS", "STEP", "EVENTS", "TOKENS", "COST", "UPDATED",
+                "REQUEST"]  # fmt: skip
+    for line in table(headings, rows, least=[18, 14, 9, 16, 6, 9, 9, 27],
+                      right=[False] * 4 + [True] * 3 + [False],
+                      gaps=[" "] * 6 + ["  ", " "]):  # fmt: skip
+        echo(line)
     for thread_id, why in parked.items():
         echo(f"{thread_id} needs a person: {shown(why)}")
 
