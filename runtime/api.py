@@ -226,6 +226,26 @@ class UnenforcedApprovers(UserWarning):
     it is not checked (the local CLI and library accept it; the server will refuse)."""
 
 
+WaitKind: TypeAlias = Literal["approval", "answer", "event", "timer", "agent"]
+"""What a waiting thread waits for (`ThreadView.waiting_for`)."""
+
+
+def wait_kind(action: object) -> WaitKind | None:
+    """What the action a thread waits at waits for; None when it does not wait."""
+    _load_engine()
+    if isinstance(action, AwaitApproval):
+        return "approval"
+    if isinstance(action, AwaitAnswer):
+        return "answer"
+    if isinstance(action, AwaitSignal):
+        return "event"
+    if isinstance(action, Sleep):
+        return "timer"
+    if isinstance(action, CallAgent):
+        return "agent"
+    return None
+
+
 @record
 class ThreadView:
     """Where a thread stands, as the CLI's --json and the HTTP API show it."""
@@ -336,6 +356,10 @@ class Expiry:
     problem: str | None = None
     """Why it could not be loaded, or could not run on after the timeout was recorded (it
     is then `running`: `resume` it once the cause is fixed)."""
+    wait: WaitKind | None = None
+    """What the thread waited for at `step` (a `ThreadView.waiting_for`): `timer` (a
+    sleep, which ends rather than times out), `event`, `approval`, `answer`, `agent`;
+    None when that is not known (the thread could not be loaded, or a stalled child)."""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"thread_id": self.thread_id}
@@ -1312,7 +1336,7 @@ class AsyncRuntime:
                 except LeaseHeld:
                     return None  # a process is running it now: it starts or delivers
                 later = thread.events[state.seq] if len(thread.events) > state.seq else None
-                return Expiry(thread.id, state.step, later, view_of(thread))
+                return Expiry(thread.id, state.step, later, view_of(thread), wait="agent")
             event = timeouts.overdue(state, action, thread.events, moment)
             if event is None:
                 due = timeouts.next_notice(state, action, thread.events)
@@ -1321,7 +1345,9 @@ class AsyncRuntime:
                     await self.engine.check_free(thread.id)  # nobody is advancing it
                     told = await self.engine.notify(thread, action, at=timeouts.iso(moment))
                     await self.engine.record(thread, told)
-                    return Expiry(thread.id, state.step, told, view_of(thread))
+                    return Expiry(
+                        thread.id, state.step, told, view_of(thread), wait=wait_kind(action)
+                    )
                 return None
             if isinstance(event, Rejected):  # a timeout ended the wait
                 event = replace(event, trace=self._trace_wait(thread, event))
@@ -1337,7 +1363,7 @@ class AsyncRuntime:
             await self._ran(thread, run)
         except Exception as exc:
             problem = _problem(exc)
-        return Expiry(thread.id, event.step, event, view_of(thread), problem)
+        return Expiry(thread.id, event.step, event, view_of(thread), problem, wait_kind(action))
 
     async def threads(
         self, status: Status | None = None, *, unleased: bool = False

@@ -759,6 +759,16 @@ def expire(
     sys.exit(1 if any(e.problem is not None for e in found) else EXIT_UNTOLD if untold else 0)
 
 
+ENDED = {
+    "timer": "the sleep ended",  # its end is the point of a sleep: nothing timed out
+    "event": "no event came before its timeout",
+    "approval": "no decision came before its timeout",
+    "answer": "no answer came before its timeout",
+    "agent": "its sub-agent's thread was started or its end delivered",
+}
+"""What `expire` ended, by what the thread waited for (`Expiry.wait`)."""
+
+
 def expiry_line(expiry: Expiry) -> str:
     """What became of one swept thread, in one line."""
     if isinstance(expiry.event, Notified):
@@ -769,7 +779,12 @@ def expiry_line(expiry: Expiry) -> str:
         return f"{head}, nobody was told: {'; '.join(told.failed)}"
     if expiry.event is None:  # nothing was recorded: the thread could not even be swept
         return f"thread {expiry.thread_id}: `{expiry.step}` could not be swept: {expiry.problem}"
-    head = f"thread {expiry.thread_id}: `{expiry.step}` timed out"
+    if expiry.wait is not None:
+        head = f"thread {expiry.thread_id}: `{expiry.step}`: {ENDED[expiry.wait]}"
+    elif isinstance(expiry.event, Rejected | StepFailed):  # made by hand: a timeout, as ever
+        head = f"thread {expiry.thread_id}: `{expiry.step}` timed out"
+    else:
+        head = f"thread {expiry.thread_id}: `{expiry.step}` ran on"
     if expiry.never_delivered:
         head = f"thread {expiry.thread_id}: `{expiry.step}` was never delivered"
     if isinstance(expiry.event, Rejected):
