@@ -78,7 +78,7 @@ def test_a_command_whose_reader_went_away_ends_quietly(
 ) -> None:
     db, thread = store
     arguments = [word.format(thread=thread) for word in command]
-    if arguments[0] != "--help" and arguments[0] != "graph" or "--thread" in arguments:
+    if arguments[0] not in ("--help", "graph") or "--thread" in arguments:
         arguments += ["--db", str(db)]
     done = to_a_closed_pipe(*arguments, cwd=db.parent)
     assert done.stderr.decode() == ""

@@ -53,14 +53,14 @@ def approve_as_printed(hint: str, name: str) -> str:
 
 
 def test_the_resume_line_of_run_runs_as_printed(workdir: Path) -> None:
-    thread, out = launched()
+    _, out = launched()
     (hint,) = re.findall(r"^  resume: (.*)$", out, flags=re.M)
     assert "--by NAME" in hint
     assert approve_as_printed(hint, "ana") == "finished"
 
 
 def test_the_log_notice_runs_as_printed(workdir: Path) -> None:
-    thread, out = launched()
+    _, out = launched()
     (hint,) = [line.strip() for line in out.splitlines() if line.startswith("  twelvefold resume")]
     assert "--by NAME" in hint
     assert approve_as_printed(hint, "carol") == "finished"

@@ -54,7 +54,9 @@ class UsageOut(BaseModel):
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
     cost_usd: float | None = Field(
-        ge=0, description="USD of the priced calls; null when no call was priced."
+        ge=0,
+        description="USD of the priced calls; null when model calls were made and none was "
+        "priced (unknown), 0 when none was made.",
     )
     unpriced_calls: int = Field(ge=0, description="Calls `cost_usd` leaves out (no price).")
     waited_seconds: float = Field(ge=0, description="Time spent waiting for people.")

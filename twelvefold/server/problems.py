@@ -57,7 +57,7 @@ def _in_words(error: Any) -> str:
     """A validation error's message, a refused pattern said in words (`PATTERN_MESSAGES`;
     a pattern with none is still not quoted)."""
     if error.get("type") == "string_pattern_mismatch":
-        pattern = (error.get("ctx") or {}).get("pattern")
+        pattern = str((error.get("ctx") or {}).get("pattern"))
         return PATTERN_MESSAGES.get(pattern, "the value does not have the form this field takes")
     return str(error.get("msg"))
 
