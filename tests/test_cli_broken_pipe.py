@@ -83,3 +83,19 @@ def test_a_command_whose_reader_went_away_ends_quietly(
     done = to_a_closed_pipe(*arguments, cwd=db.parent)
     assert done.stderr.decode() == ""
     assert done.returncode == EXIT_READER_GONE == 141
+
+
+def test_run_whose_reader_went_away_runs_its_thread_to_the_pause(tmp_path: Path) -> None:
+    """The events `run` prints as the thread goes have no reader: the thread still runs to
+    where it pauses (not left `running` mid-step, its lease held), then `run` ends quietly."""
+    cassette = write_cassette(tmp_path / "deploy.jsonl", DEPLOY_CASSETTE)
+    db = tmp_path / "t.db"
+    done = to_a_closed_pipe(
+        "run", DEPLOYBOT, "--input", "deploy v1.2.3", "--cassette", str(cassette),
+        "--db", str(db), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.stderr.decode() == ""
+    assert done.returncode == EXIT_READER_GONE
+    listed = CliRunner().invoke(cli, ["threads", "--json", "--db", str(db)])
+    ((thread,),) = [json.loads(listed.stdout)]
+    assert (thread["status"], thread["step"]) == ("waiting", "approve_deploy")

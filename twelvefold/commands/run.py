@@ -293,8 +293,19 @@ def runtime(
     corrupt that document. `prompts` (`--prompts DIR`) is the templates folder of the
     agent the command names or the thread recorded (not of its sub-agents)."""
 
+    reader_gone = False
+
     def print_event(thread: Thread, event: Event) -> None:
-        echo(event_line(len(thread.events), event))
+        nonlocal reader_gone
+        if reader_gone:
+            return
+        try:
+            echo(event_line(len(thread.events), event))
+        except BrokenPipeError:
+            # The reader went away (`run … | head -1`): the thread runs on to where it
+            # pauses or ends, as it would unwatched, rather than stop mid-step holding
+            # its lease; the command's next line then ends it quietly (report.py).
+            reader_gone = True
 
     shutdown = configure_from_env()  # OTEL_EXPORTER_OTLP_* (docs/observability.md)
     try:
