@@ -377,6 +377,15 @@ BODIES_KEPT = 256
 encoded around their messages; past that it starts over."""
 
 
+MISSING_KEY = (
+    "no OPENAI_API_KEY is set and no OPENAI_BASE_URL, so the call would go to the default "
+    "endpoint (api.openai.com) without a key: set OPENAI_API_KEY, or OPENAI_BASE_URL for "
+    "another OpenAI-compatible endpoint (a local one may need no key), or replay recorded "
+    "outputs with `--cassette FILE`; then retry the thread"
+)
+"""A model call's failure when it has no key for the default endpoint (nothing was sent)."""
+
+
 class OpenAIModel:
     """Any OpenAI-compatible chat-completions endpoint, validated by instructor.
 
@@ -498,6 +507,8 @@ class OpenAIModel:
         return {k: v for k, v in self.request_body(request).items() if _is_json(v)}
 
     async def complete(self, request: ModelRequest) -> ModelReply:
+        if self.missing_key():  # said at once: no connection is tried for a sure 401
+            raise ModelError(ErrorInfo("MissingAPIKey", MISSING_KEY))
         prepared = prepared_request(request.action.step, request.action.outputs, self.mode)
         started = time.perf_counter()
         parsed, completion, paid = await self._validated(request, prepared, started)
@@ -593,6 +604,13 @@ class OpenAIModel:
                 body = prepared.reask(body, completion, exc)
             except Exception as exc:  # instructor gives up at once on anything else
                 raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
+
+    def missing_key(self) -> bool:
+        """Whether a call would go to the default endpoint (api.openai.com) with no key:
+        neither a base URL nor a key given, here or in OPENAI_BASE_URL / OPENAI_API_KEY. A
+        base URL of its own (a local endpoint) may need no key."""
+        base_url = self.base_url or os.environ.get("OPENAI_BASE_URL")
+        return not base_url and not (self.api_key or os.environ.get("OPENAI_API_KEY"))
 
     def requested_model(self, action: CallModel) -> str:
         """The model this call asks for (`resolve_model_name`)."""

@@ -73,13 +73,18 @@ class StoreNotFound(StoreError):
         """No store at `path`: no file there, or (`empty`) a file with nothing in it yet,
         which a command that only reads leaves as it is."""
         where = one_line(str(path))
-        found = (
+        self.found = (
             f"{where} is an empty file, not a thread store yet"
             if empty
             else (f"no thread store at {where}")
         )
-        super().__init__(f"{found} (`twelvefold run` creates one; check --db or TWELVEFOLD_DB)")
+        super().__init__(f"{self.found} (`twelvefold run` creates one)")
         self.path = path
+
+    def checking(self, names: str) -> str:
+        """The message with what to check, as the command line named the store
+        (`check --store and TWELVEFOLD_STORE`: twelvefold/commands/options.py)."""
+        return f"{self.found} (`twelvefold run` creates one; {names})"
 
 
 class ThreadNotFound(LookupError):

@@ -163,7 +163,7 @@ def test_totals_of_an_old_log_without_usage_are_zero() -> None:
         '{"kind": "model_output", "step": "s", "usage": {"latency_ms": 3.5}, "output": "b"}',
     ]
     found = totals(records(codec.loads_event(line) for line in old))
-    assert found == Totals(steps=2, model_calls=2, unpriced_calls=2)
+    assert found == Totals(steps=2, model_calls=2, cost_usd=None, unpriced_calls=2)
     assert found.to_json()["cost_usd"] is None
     assert found.cost_text == "?"
 

@@ -327,7 +327,7 @@ def test_the_printed_hint_and_the_notice_name_the_request(
     model.then(refund("A1", 5))
     code, out, err = twelvefold("run", str(shop.agent), "--input", "refund")
     assert code == 0, err
-    assert "--request approve_refund-2 --approve" in out
+    assert "--request approve_refund-2 --by NAME --approve" in out
     assert "twelvefold resume" in err and "--request approve_refund-2" in err  # the log notice
 
 

@@ -259,6 +259,49 @@ def configured_store() -> StoreLocation | None:
     return config.path.parent / found
 
 
+_STORE_NAMED = "twelvefold.store_named"
+"""Where the click context keeps how the command's store was named (`_named`)."""
+
+
+def _named(db: Path | None, store_url: str | None) -> tuple[str, str | None]:
+    """What a refusal about the store tells the user to check, by how they named it: the
+    option and its variable they used, or the configuration file; and the `--store URL`
+    to paste back when they gave one (None: the location's own spelling does)."""
+    from twelvefold.runtime.schema import store_option
+    from twelvefold.runtime.store import shown_url
+
+    if store_url is not None:
+        return "check --store and TWELVEFOLD_STORE", store_option(shown_url(store_url))[0]
+    if db is not None:
+        return "check --db and TWELVEFOLD_DB", None
+    from twelvefold.runtime.config import ConfigError, find_config
+
+    try:
+        config = find_config(Path.cwd())
+    except ConfigError:
+        config = None
+    if config is not None and config.path is not None and "store" in config.settings:
+        return f"check `store` in {config.path}", None
+    return "the default store; name another with --db or --store", None
+
+
+def store_check() -> str:
+    """What to check when the command's store is not there, as the user named it
+    (`check --store and TWELVEFOLD_STORE`, `check --db and TWELVEFOLD_DB`, the
+    configuration's `store`)."""
+    context = click.get_current_context(silent=True)
+    named = context.meta.get(_STORE_NAMED) if context is not None else None
+    return named[0] if named is not None else "check --db and TWELVEFOLD_DB"
+
+
+def store_given(location: StoreLocation) -> str | None:
+    """`--store URL` as the user gave it (its password left out), to paste into a command
+    printed for them; None when they named the store otherwise."""
+    context = click.get_current_context(silent=True)
+    named = context.meta.get(_STORE_NAMED) if context is not None else None
+    return named[1] if named is not None else None
+
+
 def DB(function: Callable[..., Any]) -> Callable[..., Any]:
     """`--db FILE` and `--store URL` (one spelling of the store works everywhere); the
     command receives `db`, the location either names (`StoreLocation`: a SQLite file's
@@ -266,7 +309,11 @@ def DB(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)
     def with_store(*args: Any, db: Path | None, store_url: str | None, **kwargs: Any) -> Any:
-        return function(*args, db=store_path(db, store_url), **kwargs)
+        location = store_path(db, store_url)
+        context = click.get_current_context(silent=True)
+        if context is not None:
+            context.meta[_STORE_NAMED] = _named(db, store_url)
+        return function(*args, db=location, **kwargs)
 
     return _DB_FILE(_STORE_URL(with_store))
 

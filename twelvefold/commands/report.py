@@ -163,6 +163,10 @@ def reported(as_json: bool = False) -> Iterator[None]:
         yield
     except KeyboardInterrupt as exc:  # Ctrl-C: one line (what `stopped_at` says), no traceback
         interrupted(exc, as_json)
+    except BrokenPipeError:  # stdout's reader went away (`| head -1`): end quietly
+        from twelvefold.commands.output import reader_gone
+
+        reader_gone()
     except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
         message = f"the thread store cannot be used: {exc}"
         _problem(f"error: {message}", "StoreError", message, as_json)
@@ -170,12 +174,18 @@ def reported(as_json: bool = False) -> Iterator[None]:
         if (cause := interrupt_within(exc)) is not None:
             interrupted(cause, as_json)
         from twelvefold.runtime.loading import AgentLoadError
+        from twelvefold.runtime.store import StoreNotFound
 
         kind = type(exc).__name__
         if isinstance(exc, AgentLoadError):  # a compile error's diagnostics: many lines
             _problem(f"error: {exc}", kind, str(exc), as_json, lines=True)
         if isinstance(exc, _user_problems()):
-            _problem(f"error: {exc}", kind, str(exc), as_json)
+            message = str(exc)
+            if isinstance(exc, StoreNotFound):  # named as the user named the store
+                from twelvefold.commands.options import store_check
+
+                message = exc.checking(store_check())
+            _problem(f"error: {message}", kind, message, as_json)
         if isinstance(exc, OSError) and exc.filename is not None:  # a path the system refuses
             message = f"cannot use {cut(str(exc.filename))}: {exc.strerror or exc}"
             _problem(f"error: {message}", kind, message, as_json)

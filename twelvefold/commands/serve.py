@@ -23,6 +23,8 @@ from twelvefold.commands.options import (
     PathText,
     background_options,
     removed_if_refused,
+    store_check,
+    store_given,
 )
 from twelvefold.commands.output import echo, error, errors
 from twelvefold.commands.report import (
@@ -150,8 +152,9 @@ def _serve(
     if insecure_local:
         echo(
             "WARNING: --insecure-local: NO AUTHENTICATION. Anyone who can reach "
-            f"{address} on this machine acts as `local`, decides every approval "
-            "and reads every thread.",
+            f"{address} on this machine acts as the person `local`, under the same rules "
+            "as anyone: it reads, launches and decides what the configuration lets `local` "
+            "do (an approval only if its approvers groups list `local`; docs/server.md).",
             err=True,
         )
     service = app.state.service
@@ -408,7 +411,7 @@ def token_create(person: str, db: StoreLocation, make_store: bool) -> None:
     if not make_store and not store_exists(db):
         error(
             f"no store at {cut(str(db))}: give --create to make a new one there (for the "
-            "first token, before the first `twelvefold serve`), or check --db and TWELVEFOLD_DB"
+            f"first token, before the first `twelvefold serve`), or {store_check()}"
         )
         sys.exit(1)
     if not make_store:
@@ -484,8 +487,8 @@ def _tokens(db: StoreLocation) -> list[TokenInfo]:
 def _option(db: StoreLocation) -> tuple[str, str]:
     """The option that names this store again, to paste back (runtime/schema.py
     `store_option`: a server's URL without its password), and where the password goes."""
-    if isinstance(db, Path):
-        return f"--db {db}", ""
+    if isinstance(db, Path):  # a SQLite file, named again as the user named it
+        return store_given(db) or f"--db {db}", ""
     from twelvefold.runtime.schema import store_option
 
     return store_option(str(db))
@@ -497,7 +500,7 @@ def _check_store(db: StoreLocation) -> None:
     if not store_exists(db):
         option, _ = _option(db)
         error(
-            f"no store at {cut(str(db))} (check --db and TWELVEFOLD_DB; `twelvefold token "
+            f"no store at {cut(str(db))} ({store_check()}; `twelvefold token "
             f"create PERSON {cut(option)} --create` makes one)"
         )
         sys.exit(1)

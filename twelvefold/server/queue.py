@@ -115,7 +115,8 @@ SCHEMA_PRESENT = (
     " AND to_regclass('procrastinate_workers') IS NOT NULL"
 )
 """procrastinate 3's tables (`procrastinate_workers` came with 3.0: without it, an old schema)."""
-NO_SCHEMA = "the database has no job queue schema, or an old one: run `twelvefold db upgrade`"
+NO_SCHEMA = "the database has no job queue schema, or an old one: run `twelvefold db upgrade"
+"""The start of `check_schema_now`'s refusal; the `--store` of the database follows."""
 
 
 class QueueUnavailable(Exception):
@@ -170,6 +171,7 @@ def check_schema_now(conninfo: str) -> None:
     import psycopg
 
     from twelvefold.runtime.store import StoreError, check_userinfo, shown_url
+    from twelvefold.runtime.terminal import one_line
 
     try:  # the store's own rule: a URL libpq would misread is refused before it connects
         check_userinfo(conninfo)
@@ -183,7 +185,10 @@ def check_schema_now(conninfo: str) -> None:
         reason = shown_url(" ".join(str(exc).split()), secret_of=conninfo)
         raise QueueUnavailable(f"the job queue's database cannot be reached: {reason}") from None
     if not row or not row[0]:
-        raise QueueUnavailable(NO_SCHEMA)
+        from twelvefold.runtime.schema import store_option
+
+        option, note = store_option(shown_url(conninfo))  # the password left out
+        raise QueueUnavailable(f"{NO_SCHEMA} {one_line(option)}`{note}")
 
 
 def apply_schema(conninfo: str) -> bool:
