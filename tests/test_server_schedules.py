@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.server import DEPLOY_CONFIG, Served, deploy_project, served
+from twelvefold.runtime.config import toml_text
 from twelvefold.server.schedules import (
     Schedule,
     Scheduler,
@@ -101,7 +102,9 @@ async def test_a_schedule_waits_at_most_until_its_next_fire(s: Served) -> None:
 def test_bad_schedules_are_one_line_errors() -> None:
     served = {"deploybot": object()}
     cases = {
-        "not a cron expression": {"x": {"agent": "deploybot", "cron": "every monday"}},
+        "not a cron expression: it has 2 fields": {
+            "x": {"agent": "deploybot", "cron": "every monday"}
+        },
         "does not serve": {"x": {"agent": "nobody", "cron": "* * * * *"}},
         "must be a table": {"x": "deploybot"},
         "unknown key": {"x": {"agent": "deploybot", "cron": "* * * * *", "when": 1}},
@@ -113,8 +116,22 @@ def test_bad_schedules_are_one_line_errors() -> None:
     assert parse_schedules({"x": {"agent": "deploybot", "cron": "*/5 * * * *"}}, served)
 
 
-def test_serve_with_a_bad_cron_expression_exits_1_with_one_line(tmp_path: Path) -> None:
-    bad = HOURLY.replace('cron = "0 * * * *"', 'cron = "61 * * * *"')
+def test_serve_refuses_every_schedule_it_cannot_use_at_start_one_line_each(
+    tmp_path: Path,
+) -> None:
+    """Before: `0 0 30 2 *` (February 30) passed, then killed the scheduler at its first
+    tick, silently (a traceback only at shutdown); `* * * * * *` launched a thread every
+    second; an input deploybot cannot take (a datetime, nan) was refused at every fire."""
+    bad = HOURLY.replace('cron = "0 * * * *"', 'cron = "61 * * * *"') + "".join(
+        f'[schedules.{name}]\nagent = "deploybot"\ncron = {cron}\ninput = {value}\n'
+        for name, cron, value in (
+            ("feb30", '"0 0 30 2 *"', '"never"'),
+            ("every-second", '"* * * * * *"', '"flood"'),
+            ("dt", '"* * * * *"', "1979-05-27T07:32:00Z"),
+            ("nan", '"* * * * *"', "nan"),
+            ("table", '"@daily"', '{ env = "staging" }'),
+        )
+    )
     agent = deploy_project(tmp_path / "project", bad)
     result = subprocess.run(
         [sys.executable, "-m", "twelvefold", "serve", str(agent), "--db",
@@ -125,8 +142,20 @@ def test_serve_with_a_bad_cron_expression_exits_1_with_one_line(tmp_path: Path) 
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     config = (tmp_path / "project" / "twelvefold.toml").resolve()
     assert errors == [
-        f'error: {config}: schedules.hourly-deploy: cron = "61 * * * *" is not a cron'
-        " expression croniter understands"
+        f"error: {config}: schedules.{line}"
+        for line in (
+            'hourly-deploy: cron = "61 * * * *" is not a cron expression: minute `61` is not'
+            " from 0 to 59",
+            'feb30: cron = "0 0 30 2 *" never comes due: February has no day 30',
+            'every-second: cron = "* * * * * *" is not a cron expression: it has 6 fields, not'
+            " five (minute hour day-of-month month day-of-week, in UTC; no seconds, no year),"
+            " or is one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly",
+            "dt: input = 1979-05-27T07:32:00+00:00 cannot launch deploybot: deploybot takes a"
+            " string input, not datetime",
+            "nan: input = nan cannot launch deploybot: deploybot takes a string input, not float",
+            'table: input = { env = "staging" } cannot launch deploybot: deploybot takes a'
+            " string input, not dict",
+        )
     ], result.stderr
     assert "Traceback" not in result.stderr
 
@@ -280,8 +309,10 @@ def test_schedule_problems_of_every_file_are_named_with_their_file(tmp_path: Pat
             for i in range(18)
         ),
         f"{two}: 12 more schedules refused like these",
-        f'{three}: schedules.x: cron = "every monday" is not a cron expression croniter'
-        " understands",
+        f'{three}: schedules.x: cron = "every monday" is not a cron expression: it has 2'
+        " fields, not five (minute hour day-of-month month day-of-week, in UTC; no seconds,"
+        " no year), or is one of @yearly, @annually, @monthly, @weekly, @daily, @midnight,"
+        " @hourly",
     ]
     with pytest.raises(ServeError) as refused:
         schedules_of(SimpleNamespace(agents=agents))  # type: ignore[arg-type]
@@ -301,3 +332,59 @@ def test_one_schedule_name_in_two_files_names_both_files(tmp_path: Path) -> None
         schedules_of(SimpleNamespace(agents=agents))  # type: ignore[arg-type]
     one, two = (tmp_path / name / "twelvefold.toml" for name in ("one", "two"))
     assert refused.value.problems == (f"two schedules are named nightly ({one} and {two})",)
+
+
+def test_only_the_documented_five_field_cron_syntax_is_taken() -> None:
+    """Before: anything `croniter.is_valid` took was taken: six fields (seconds: a thread
+    every second), a seventh (a year, long past), croniter's own `R`, `L`, `W`, `#`, `?`,
+    and a range that runs backwards. docs/server.md describes five fields."""
+    served = {"deploybot": object()}
+    refused = {
+        "* * * * * *": "has 6 fields, not five",
+        "0 0 1 1 * 0 2020": "has 7 fields, not five",
+        "0 * * *": "has 4 fields, not five",
+        "R * * * *": "minute `R` is not",
+        "0 0 L * *": "day-of-month `L` is not",
+        "0 0 1W * *": "day-of-month `1W` is not",
+        "0 0 * * 5#5": "day-of-week `5#5` is not",
+        "0 0 ? * *": "day-of-month `?` is not",
+        "0 0 * * mon#1": "day-of-week `mon#1` is not",
+        "*/0 * * * *": "minute `*/0` is not",
+        "5-2 * * * *": "minute `5-2` runs backwards",
+        "0 24 * * *": "hour `24` is not from 0 to 23",
+        "0 0 0 * *": "day-of-month `0` is not from 1 to 31",
+        "0 0 * 13 *": "month `13` is not from 1 to 12",
+        "0 0 * * 8": "day-of-week `8` is not from 0 to 7",
+        "@reboot": "is not one of @yearly",
+    }
+    for cron, words in refused.items():
+        with pytest.raises(ServeError) as refusal:
+            parse_schedules({"x": {"agent": "deploybot", "cron": cron}}, served)
+        [line] = refusal.value.problems
+        assert line.startswith(f"schedules.x: cron = {toml_text(cron)} "), line
+        assert words in line, line
+    taken = [
+        "*/15 * * * *", "0 7 * * 1-5", "0 7 * * mon-fri", "0 0 1 jan,JUL *", "0 0 29 2 *",
+        "0 0 30 2 1", "0 0 * * 7", "0-30/10 9-17 * * *", "@daily", "@hourly", "@weekly",
+        "@monthly", "@yearly", "@annually", "@midnight", " 0\t7 * * * ",
+    ]  # fmt: skip
+    for cron in taken:
+        assert parse_schedules({"x": {"agent": "deploybot", "cron": cron}}, served), cron
+
+
+def test_a_cron_expression_that_never_comes_due_is_refused_saying_why() -> None:
+    """Before: `0 0 30 2 *` passed `croniter.is_valid`, then its first `next()` raised in
+    the scheduler's task, which died: no schedule fired again, silently."""
+    served = {"deploybot": object()}
+    cases = {
+        "0 0 30 2 *": "never comes due: February has no day 30",
+        "0 0 31 4 *": "never comes due: April has no day 31",
+        "0 0 30,31 2 *": "never comes due: February has no day 30 or 31",
+        "0 0 31 feb,apr *": "never comes due: neither February nor April has a day 31",
+        "0 0 31 2,4,6,9,11 *": "never comes due: none of February, April, June, September,"
+        " November has a day 31",
+    }
+    for cron, why in cases.items():
+        with pytest.raises(ServeError) as refusal:
+            parse_schedules({"feb30": {"agent": "deploybot", "cron": cron}}, served)
+        assert refusal.value.problems == (f"schedules.feb30: cron = {toml_text(cron)} {why}",)

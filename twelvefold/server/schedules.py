@@ -2,7 +2,7 @@
 
     [tool.twelvefold.schedules.morning-report]   # the schedule's name
     agent = "reporter"          # an agent this server serves (`agent NAME`)
-    cron = "0 7 * * 1-5"        # a cron expression (croniter), in UTC
+    cron = "0 7 * * 1-5"        # five cron fields (cron.py), in UTC
     input = "yesterday's sales" # the thread's input (any TOML value)
 
 Each schedule launches its agent as the person `schedule:NAME`. The last time each one
@@ -19,9 +19,10 @@ after the launch, with a conditional UPDATE that only moves `fired_at` forward. 
 process killed between the launch and the record leaves the due time unrecorded: the
 next tick, anywhere, finds the thread already launched and records it.
 
-A cron expression croniter does not take, an agent the server does not serve or an
-entry of the wrong shape stops the server from starting (`ServeError`, one line each,
-naming the configuration file).
+A cron expression that is not the documented five fields or never comes due (cron.py),
+an agent the server does not serve, an input that agent cannot take or an entry of the
+wrong shape stops the server from starting (`ServeError`, one line each, naming the
+configuration file). At run time, one schedule that fails never stops the others.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ from typing import Any
 
 from croniter import croniter
 
+from twelvefold.runtime.api import InputError, typed_input
 from twelvefold.runtime.config import toml_key, toml_text
+from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.store import ThreadNotFound
+from twelvefold.server.cron import cron_problem
 from twelvefold.server.replies import server_tables
 from twelvefold.server.service import Caller, ServeError, Service, ServiceError, Serving, capped
 from twelvefold.server.tables import Table
@@ -78,7 +82,8 @@ def parse_schedules(
     """The schedules of one `[tool.twelvefold.schedules]` table. `ServeError` (one line
     each, for every entry refused, not only the first, each after `where`: the file's
     name and `: `) for an entry that is not a table of agent, cron and input, a cron
-    expression croniter refuses, or an agent not in `served`."""
+    expression that is not the five documented fields or never comes due (cron.py), an
+    agent not in `served`, or an input that agent cannot take (`served`'s `Agent`s)."""
     schedules: list[Schedule] = []
     problems: list[str] = []
     for name, entry in table.items():
@@ -115,11 +120,19 @@ def _schedule(name: str, entry: Any, served: Mapping[str, object]) -> Schedule:
         raise ServeError(
             f"{where} names agent = {toml_text(agent)}, which this server does not serve"
         )
-    if not croniter.is_valid(cron):
-        raise ServeError(
-            f"{where}: cron = {toml_text(cron)} is not a cron expression croniter understands"
-        )
-    return Schedule(name, agent, cron, entry.get("input", ""))
+    problem = cron_problem(cron)
+    if problem is not None:
+        raise ServeError(f"{where}: cron = {toml_text(cron)} {problem}")
+    value = entry.get("input", "")
+    served_agent = served[agent]
+    if isinstance(served_agent, Agent):  # the input every fire launches with, as `launch` reads it
+        try:
+            typed_input(served_agent, value)
+        except InputError as exc:
+            raise ServeError(
+                f"{where}: input = {toml_text(value)} cannot launch {agent}: {exc}"
+            ) from None
+    return Schedule(name, agent, cron, value)
 
 
 def schedules_of(service: Serving) -> list[Schedule]:
