@@ -24,6 +24,7 @@ from twelvefold.server.schedules import (
     Schedule,
     Scheduler,
     ScheduleRuns,
+    fire_id,
     parse_schedules,
     schedules_of,
 )
@@ -61,6 +62,18 @@ def test_the_next_and_latest_fire_are_croniter_s() -> None:
     assert weekdays.latest(friday) == datetime(2026, 11, 6, 7, 0, tzinfo=UTC)
     on_the_dot = datetime(2026, 11, 6, 7, 0, tzinfo=UTC)
     assert weekdays.latest(on_the_dot) == on_the_dot
+
+
+def test_a_due_time_a_moment_ahead_is_not_the_latest() -> None:
+    """Before: `latest` asked croniter for the time before `now` plus one second, so at
+    06:59:59.9 a 07:00 schedule was due already: its fire launched early, recorded as
+    07:00."""
+    weekdays = Schedule("s", "a", "0 7 * * 1-5", "")
+    on_the_dot = datetime(2026, 11, 6, 7, 0, tzinfo=UTC)  # a Friday
+    assert weekdays.latest(on_the_dot - timedelta(milliseconds=100)) == on_the_dot - timedelta(
+        days=1
+    )
+    assert weekdays.latest(on_the_dot + timedelta(milliseconds=100)) == on_the_dot
 
 
 async def test_a_schedule_fires_once_when_due_and_once_for_any_number_of_misses(
@@ -169,7 +182,10 @@ async def test_the_app_runs_the_schedules_and_a_missed_one_fires_once_on_start(
     runs.close()
     async with s.app.router.lifespan_context(s.app):
         for _ in range(3000):  # not a timed assertion: only a broken build waits this long
-            if await s.service.threads(Caller("ana", "http")):
+            # The launch recorded, not only the thread stored (the launcher is recorded
+            # after it: leaving the lifespan in between cancelled that).
+            launched = await s.service.threads(Caller("ana", "http"))
+            if launched and s.service.launches.launcher(launched[0].id) is not None:
                 break
             await asyncio.sleep(0.02)
     [info] = await s.service.threads(Caller("ana", "http"))
@@ -388,3 +404,86 @@ def test_a_cron_expression_that_never_comes_due_is_refused_saying_why() -> None:
         with pytest.raises(ServeError) as refusal:
             parse_schedules({"feb30": {"agent": "deploybot", "cron": cron}}, served)
         assert refusal.value.problems == (f"schedules.feb30: cron = {toml_text(cron)} {why}",)
+
+
+async def test_one_schedule_failing_at_run_time_never_stops_the_others(
+    s: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a schedule croniter cannot answer for (`0 0 30 2 *`, made here directly:
+    the start-up checks refuse it) raised out of `tick` before the schedules after it
+    were looked at, and out of `wait_after`. Now it is said once and the others go on."""
+    [good] = schedules_of(s.service)
+    broken = Schedule("feb30", "deploybot", "0 0 30 2 *", "never")
+    scheduler = Scheduler(s.service, [broken, good])
+    assert await scheduler.tick(T0) == []  # both first seen
+    with caplog.at_level("INFO", logger="twelvefold.server"):
+        [(name, _)] = await scheduler.tick(T0 + timedelta(minutes=31))
+        assert name == "hourly-deploy"
+        assert scheduler.wait_after(T0.replace(minute=59, second=50)) == 10.0
+        assert [name for name, _ in await scheduler.tick(T0 + timedelta(minutes=91))] == [
+            "hourly-deploy"
+        ]
+        assert scheduler.wait_after(T0 + timedelta(minutes=91)) == 60.0
+    said = [record for record in caplog.records if "feb30" in record.getMessage()]
+    assert [(record.levelname, record.getMessage()) for record in said] == [
+        (
+            "ERROR",
+            "schedule feb30 failed (CroniterBadDateError: failed to find prev date); the"
+            " other schedules go on, and it is tried again at every tick without saying so"
+            " again",
+        )
+    ]
+    scheduler.runs.close()
+
+
+async def test_the_scheduler_s_loop_goes_on_past_a_failing_schedule(
+    s: Served, tmp_path: Path
+) -> None:
+    """Before: `wait_after` raised for the broken schedule outside `run`'s `try`, so the
+    task died after its first tick and `hourly-deploy` fired once, never again. The
+    clock is given: 09:59:59.9, then 10:00:01 (the loop sleeps half a second between)."""
+    [good] = schedules_of(s.service)
+    broken = Schedule("feb30", "deploybot", "0 0 30 2 *", "never")
+    runs = ScheduleRuns(tmp_path / "threads.db")
+    for name in ("hourly-deploy", "feb30"):
+        runs.fired(name, T0 - timedelta(hours=1))  # 08:30: the 09:00 fire is due
+    runs.close()
+    ten = T0.replace(hour=10, minute=0)
+    times = iter([ten - timedelta(milliseconds=100)])
+    scheduler = Scheduler(s.service, [good, broken], clock=lambda: next(times, ten))
+    recorded = ScheduleRuns(tmp_path / "threads.db")
+    scheduler.start()
+    try:
+        for _ in range(3000):  # not a timed assertion: only a broken build waits this long
+            if recorded.last("hourly-deploy") == ten:  # the 10:00 fire launched and recorded
+                break
+            await asyncio.sleep(0.02)
+        assert scheduler._task is not None and not scheduler._task.done()
+    finally:
+        await scheduler.stop()
+        recorded.close()
+    fired = {info.id for info in await s.service.threads(Caller("ana", "http"))}
+    assert fired == {fire_id("hourly-deploy", T0.replace(minute=0)), fire_id("hourly-deploy", ten)}
+
+
+async def test_a_clock_that_jumps_ahead_and_back_fires_what_is_due_once(s: Served) -> None:
+    """Before: a clock a day ahead for a moment recorded tomorrow's fire, and back on time
+    the schedule stayed silent until the clock caught up with that record. Now what is due
+    by the current clock fires, still once per due time across processes on one store."""
+    [schedule] = schedules_of(s.service)
+    one = Scheduler(s.service, [schedule])
+    assert await one.tick(T0) == []  # 09:30, first seen
+    assert len(await one.tick(T0 + timedelta(minutes=31))) == 1  # 10:00
+    assert len(await one.tick(T0 + timedelta(days=1))) == 1  # a day ahead: its 09:00
+    assert len(await one.tick(T0 + timedelta(minutes=91))) == 1  # back: 11:00
+    assert await one.tick(T0 + timedelta(minutes=95)) == []
+    other = Scheduler(s.service, [schedule])  # a second server on the store
+    assert await other.tick(T0 + timedelta(minutes=96)) == []
+    assert len(await other.tick(T0 + timedelta(minutes=151))) == 1  # 12:00
+    assert await one.tick(T0 + timedelta(minutes=152)) == []
+    for scheduler in (one, other):
+        scheduler.runs.close()
+    launched = {info.id for info in await s.service.threads(Caller("ana", "http"))}
+    assert launched == {
+        fire_id("hourly-deploy", T0 + timedelta(hours=hours)) for hours in (0.5, 1.5, 2.5, 23.5)
+    }

@@ -15,7 +15,7 @@ import re
 from datetime import UTC, datetime
 
 from croniter import croniter
-from croniter.croniter import CroniterError
+from croniter.croniter import CroniterBadDateError, CroniterError
 
 MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -79,9 +79,11 @@ def cron_problem(cron: str, now: datetime | None = None) -> str | None:
         expanded.append(values)
     try:
         croniter(cron, now or datetime.now(UTC)).get_next(datetime)
-    except CroniterError:
+    except CroniterBadDateError:
         days, months = sorted(expanded[2]), sorted(expanded[3])
         return f"never comes due: {_no_such_day(days, months)}"
+    except (CroniterError, ValueError) as exc:  # nothing known reaches here: croniter's word
+        return f"is not a cron expression croniter reads ({exc})"
     return None
 
 

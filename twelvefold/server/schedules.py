@@ -68,7 +68,9 @@ class Schedule:
 
     def latest(self, now: datetime) -> datetime:
         """The latest time at or before `now` the expression names (UTC)."""
-        after = now + timedelta(seconds=1)
+        # croniter answers the time before the one it is given, to the second: give it
+        # the next whole second (not `now` plus one: 06:59:59.9 would find 07:00).
+        after = now.replace(microsecond=0) + timedelta(seconds=1)
         return croniter(self.cron, after).get_prev(datetime).astimezone(UTC)
 
     def next(self, now: datetime) -> datetime:
@@ -234,36 +236,64 @@ class Scheduler:
         self.clock = clock
         self.runs = ScheduleRuns(service.database)
         self._task: asyncio.Task[None] | None = None
+        self._failing: dict[str, str] = {}  # schedule name -> how it failed, said once
 
     async def tick(self, now: datetime) -> list[tuple[str, str]]:
         """Launch each schedule that came due since it last fired (once, however many
         times it came due, and once across every process ticking on this store);
-        `(schedule name, thread id)` for each launch this call made."""
+        `(schedule name, thread id)` for each launch this call made. A schedule that
+        fails (its store, croniter) is said once and the others go on."""
         launched: list[tuple[str, str]] = []
         for schedule in self.schedules:
-            last = await asyncio.to_thread(self.runs.last, schedule.name)
-            if last is None:  # first seen: count from now
-                await asyncio.to_thread(self.runs.first_seen, schedule.name, now)
-                continue
-            due = schedule.latest(now)
-            if due <= last:
-                continue
-            thread_id = fire_id(schedule.name, due)
             try:
-                fresh = await self._launch(schedule, thread_id)
-            except ServiceError as exc:
-                if self.service.stopping:  # nothing launched: the next start fires it
-                    log.info("schedule %s is left to the next start", schedule.name)
-                    break
-                log.warning("schedule %s could not launch %s: %s", schedule.name,
-                            schedule.agent, exc.detail)  # fmt: skip
-                await asyncio.to_thread(self.runs.fired, schedule.name, due, None)
+                thread_id = await self._fire(schedule, now)
+            except _LeftToNextStart:
+                log.info("schedule %s is left to the next start", schedule.name)
+                break
+            except Exception as exc:  # one schedule's failure never stops the others
+                said = f"{type(exc).__name__}: {exc}"
+                if self._failing.get(schedule.name) != said:
+                    self._failing[schedule.name] = said
+                    log.error("schedule %s failed (%s); the other schedules go on, and it is"
+                              " tried again at every tick without saying so again",
+                              schedule.name, said)  # fmt: skip
+                    log.debug("schedule %s failed", schedule.name, exc_info=exc)
                 continue
-            await asyncio.to_thread(self.runs.fired, schedule.name, due, thread_id)
-            if fresh:
-                log.info("schedule %s launched thread %s", schedule.name, thread_id)
+            if self._failing.pop(schedule.name, None) is not None:
+                log.info("schedule %s works again", schedule.name)
+            if thread_id is not None:
                 launched.append((schedule.name, thread_id))
         return launched
+
+    async def _fire(self, schedule: Schedule, now: datetime) -> str | None:
+        """Launch `schedule` if it came due by `now` and has not fired for that due
+        time; the thread's id when this call launched it."""
+        last = await asyncio.to_thread(self.runs.last, schedule.name)
+        if last is None:  # first seen: count from now
+            await asyncio.to_thread(self.runs.first_seen, schedule.name, now)
+            return None
+        due = schedule.latest(now)
+        # A record later than the clock was written by a clock ahead of this one (this
+        # one before it was set back, or another process's): it does not say `due` fired,
+        # so its thread is looked for (`_launch`) rather than the schedule kept silent
+        # until the clock catches up with the record.
+        if due <= last <= now:
+            return None
+        thread_id = fire_id(schedule.name, due)
+        try:
+            fresh = await self._launch(schedule, thread_id)
+        except ServiceError as exc:
+            if self.service.stopping:  # nothing launched: the next start fires it
+                raise _LeftToNextStart from None
+            log.warning("schedule %s could not launch %s: %s", schedule.name,
+                        schedule.agent, exc.detail)  # fmt: skip
+            await asyncio.to_thread(self.runs.fired, schedule.name, due, None)
+            return None
+        await asyncio.to_thread(self.runs.fired, schedule.name, due, thread_id)
+        if not fresh:
+            return None
+        log.info("schedule %s launched thread %s", schedule.name, thread_id)
+        return thread_id
 
     async def _launch(self, schedule: Schedule, thread_id: str) -> bool:
         """Launch the fire's thread; False when it exists already (another process, or
@@ -289,10 +319,13 @@ class Scheduler:
     def wait_after(self, now: datetime) -> float:
         """Seconds to sleep after a tick at `now`: until the next schedule is due, at
         most LONGEST_SLEEP."""
-        if not self.schedules:
-            return LONGEST_SLEEP
-        soonest = min(schedule.next(now) for schedule in self.schedules)
-        return min(LONGEST_SLEEP, max(0.5, (soonest - now).total_seconds()))
+        soonest = LONGEST_SLEEP
+        for schedule in self.schedules:
+            try:
+                soonest = min(soonest, (schedule.next(now) - now).total_seconds())
+            except Exception:  # `tick` says it, once; LONGEST_SLEEP ticks it anyway
+                continue
+        return min(LONGEST_SLEEP, max(0.5, soonest))
 
     async def run(self) -> None:
         first = True
@@ -316,6 +349,10 @@ class Scheduler:
         await cancelled(self._task)
         self._task = None
         self.runs.close()
+
+
+class _LeftToNextStart(Exception):
+    """A fire the server's shutdown refused: nothing launched, nothing recorded."""
 
 
 async def cancelled(task: asyncio.Task[None] | None) -> None:
