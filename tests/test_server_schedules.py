@@ -487,3 +487,28 @@ async def test_a_clock_that_jumps_ahead_and_back_fires_what_is_due_once(s: Serve
     assert launched == {
         fire_id("hourly-deploy", T0 + timedelta(hours=hours)) for hours in (0.5, 1.5, 2.5, 23.5)
     }
+
+
+def test_a_schedule_its_agent_s_launchers_leave_out_is_refused_at_start(tmp_path: Path) -> None:
+    """Before: with `launchers` naming groups `schedule:NAME` is in none of, every fire
+    was refused (`Forbidden`), a warning each time, the schedule never launching."""
+    from twelvefold.runtime.api import AsyncRuntime
+    from twelvefold.runtime.store import MemoryStore
+    from twelvefold.server.service import served_agents
+
+    config = HOURLY.replace(
+        "[approvers]\n", '[server]\nlaunchers = ["release-managers", "bots"]\n[approvers]\n'
+    )
+    refused = deploy_project(tmp_path / "refused", config)
+    with pytest.raises(ServeError) as refusal:
+        served_agents(AsyncRuntime(MemoryStore()), [refused])
+    assert refusal.value.problems == (
+        f"{(tmp_path / 'refused' / 'twelvefold.toml').resolve()}: schedules.hourly-deploy:"
+        " deploybot may be launched only by members of release-managers, bots (launchers),"
+        " and schedule:hourly-deploy is in none of them; add it to one",
+    )
+    allowed = deploy_project(
+        tmp_path / "allowed",
+        config.replace("[approvers]\n", '[approvers]\nbots = ["schedule:hourly-deploy"]\n'),
+    )
+    assert served_agents(AsyncRuntime(MemoryStore()), [allowed])

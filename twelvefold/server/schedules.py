@@ -20,9 +20,10 @@ process killed between the launch and the record leaves the due time unrecorded:
 next tick, anywhere, finds the thread already launched and records it.
 
 A cron expression that is not the documented five fields or never comes due (cron.py),
-an agent the server does not serve, an input that agent cannot take or an entry of the
-wrong shape stops the server from starting (`ServeError`, one line each, naming the
-configuration file). At run time, one schedule that fails never stops the others.
+an agent the server does not serve, an input that agent cannot take, `launchers` that
+leave `schedule:NAME` out, or an entry of the wrong shape stops the server from starting
+(`ServeError`, one line each, naming the configuration file). At run time, one schedule
+that fails never stops the others.
 """
 
 from __future__ import annotations
@@ -40,12 +41,20 @@ from typing import Any
 from croniter import croniter
 
 from twelvefold.runtime.api import InputError, typed_input
-from twelvefold.runtime.config import toml_key, toml_text
+from twelvefold.runtime.config import ConfigError, find_config, toml_key, toml_text
 from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.store import ThreadNotFound
 from twelvefold.server.cron import cron_problem
 from twelvefold.server.replies import server_tables
-from twelvefold.server.service import Caller, ServeError, Service, ServiceError, Serving, capped
+from twelvefold.server.service import (
+    Caller,
+    ServeError,
+    Service,
+    ServiceError,
+    Serving,
+    capped,
+    server_settings,
+)
 from twelvefold.server.tables import Table
 
 log = logging.getLogger("twelvefold.server")
@@ -85,7 +94,8 @@ def parse_schedules(
     each, for every entry refused, not only the first, each after `where`: the file's
     name and `: `) for an entry that is not a table of agent, cron and input, a cron
     expression that is not the five documented fields or never comes due (cron.py), an
-    agent not in `served`, or an input that agent cannot take (`served`'s `Agent`s)."""
+    agent not in `served`, or (`served`'s `Agent`s) an input that agent cannot take or
+    its `launchers` leaving the schedule out."""
     schedules: list[Schedule] = []
     problems: list[str] = []
     for name, entry in table.items():
@@ -127,14 +137,33 @@ def _schedule(name: str, entry: Any, served: Mapping[str, object]) -> Schedule:
         raise ServeError(f"{where}: cron = {toml_text(cron)} {problem}")
     value = entry.get("input", "")
     served_agent = served[agent]
-    if isinstance(served_agent, Agent):  # the input every fire launches with, as `launch` reads it
+    if isinstance(served_agent, Agent):  # what every fire's `launch` would check: at start
         try:
             typed_input(served_agent, value)
         except InputError as exc:
             raise ServeError(
                 f"{where}: input = {toml_text(value)} cannot launch {agent}: {exc}"
             ) from None
+        _may_launch(served_agent, f"schedule:{name}", where)
     return Schedule(name, agent, cron, value)
+
+
+def _may_launch(agent: Agent, person: str, where: str) -> None:
+    """`ServeError` when the agent's `launchers` leave `person` out: every fire would be
+    refused. A configuration that cannot be read is said by its own reader (settings.py)."""
+    try:
+        config = find_config(agent.directory or Path.cwd())
+        launchers = server_settings(config)[2]
+        groups = config.approvers
+    except ConfigError:
+        return
+    if launchers is not None and not any(person in groups.get(g, ()) for g in launchers):
+        raise ServeError(
+            f"{where}: {agent.name} may be launched only by members of"
+            f" {', '.join(map(toml_key, launchers))} (launchers), and {person} is in none of"
+            " them; add it"
+            " to one"
+        )
 
 
 def schedules_of(service: Serving) -> list[Schedule]:
