@@ -8,6 +8,7 @@ openai client against the scripted model server).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -512,3 +513,25 @@ def test_a_schedule_its_agent_s_launchers_leave_out_is_refused_at_start(tmp_path
         config.replace("[approvers]\n", '[approvers]\nbots = ["schedule:hourly-deploy"]\n'),
     )
     assert served_agents(AsyncRuntime(MemoryStore()), [allowed])
+
+
+async def test_an_unreadable_record_counts_from_now_and_the_schedule_fires_again(
+    s: Served, tmp_path: Path
+) -> None:
+    """Before: a `fired_at` that is no time (an edited row) was read as "first seen", but
+    the first-seen write does nothing over an existing row: every tick read it again and
+    the schedule never fired."""
+    import sqlite3
+
+    [schedule] = schedules_of(s.service)
+    runs = ScheduleRuns(tmp_path / "threads.db")
+    runs.fired("hourly-deploy", T0)
+    runs.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "threads.db")) as db, db:
+        db.execute("UPDATE server_schedule_runs SET fired_at = 'yesterday'")
+    scheduler = Scheduler(s.service, [schedule])
+    assert await scheduler.tick(T0) == []  # counts from now: nothing for the past
+    assert [name for name, _ in await scheduler.tick(T0 + timedelta(minutes=31))] == [
+        "hourly-deploy"
+    ]
+    scheduler.runs.close()

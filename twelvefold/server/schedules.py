@@ -44,6 +44,7 @@ from twelvefold.runtime.api import InputError, typed_input
 from twelvefold.runtime.config import ConfigError, find_config, toml_key, toml_text
 from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.store import ThreadNotFound
+from twelvefold.runtime.terminal import one_line
 from twelvefold.server.cron import cron_problem
 from twelvefold.server.replies import server_tables
 from twelvefold.server.service import (
@@ -210,7 +211,13 @@ class ScheduleRuns(Table):
             return None
         try:
             return datetime.fromisoformat(str(rows[0][0])).astimezone(UTC)
-        except ValueError:  # an edited row: count from now rather than fire for the past
+        except ValueError:
+            # An edited row: count from now rather than fire for the past. Gone (unless
+            # another process rewrote it meanwhile), so `first_seen` writes the time.
+            self._db.change(
+                "DELETE FROM server_schedule_runs WHERE name = ? AND fired_at = ?",
+                (name, rows[0][0]),
+            )
             return None
 
     def claim(self, name: str, at: datetime) -> bool:
@@ -280,7 +287,7 @@ class Scheduler:
                 log.info("schedule %s is left to the next start", schedule.name)
                 break
             except Exception as exc:  # one schedule's failure never stops the others
-                said = f"{type(exc).__name__}: {exc}"
+                said = one_line(f"{type(exc).__name__}: {exc}")  # a store's text, say
                 if self._failing.get(schedule.name) != said:
                     self._failing[schedule.name] = said
                     log.error("schedule %s failed (%s); the other schedules go on, and it is"
