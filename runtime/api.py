@@ -216,6 +216,17 @@ class TimedOut(RequestNotPending):
         self.view = view
 
 
+class ThreadEnded(IllegalEvent):
+    """A cancellation of a thread that has already ended (finished, or cancelled before):
+    there is nothing to cancel. Nothing was recorded; over HTTP a 409, from the CLI one
+    line. (An `IllegalEvent`: the reducer refuses the same event.)"""
+
+    def __init__(self, state: State, event: Event, thread_id: str) -> None:
+        super().__init__(state, event)
+        ended = "finished" if state.status == "finished" else "been cancelled already"
+        self.args = (f"thread {shown(thread_id)} has {ended}: there is nothing to cancel",)
+
+
 class NotAnApprover(InputError):
     """The person deciding an approval is not in any of its `approvers` groups, as the
     configuration defines them now. Nothing was recorded."""
@@ -774,6 +785,8 @@ class AsyncRuntime:
         storable(by, "the name of who cancels")
         thread = await self._load(thread_id, agent)
         event = Cancelled(step=thread.state.step, at=_now(), by=by, reason=reason, via=via)
+        if thread.state.status in ("finished", "cancelled"):
+            raise ThreadEnded(thread.state, event, thread.id)
         waiting = thread.state.status == "waiting"
         child = self._awaited_child(thread)
         await self.engine.record(thread, event)

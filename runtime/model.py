@@ -739,7 +739,25 @@ def _counts(completion: Any) -> tuple[Any, Any]:
     above `MAX_CALL_TOKENS`) is kept as it came, to be refused (`token_count_error` fails
     the step): read as "no count", it would make the call's cost look smaller than it was."""
     usage = getattr(completion, "usage", None)
-    return getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+    counts = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+    total = getattr(usage, "total_tokens", None)
+    if None not in counts or total is None:
+        return counts
+    # Some endpoints send only the total, or the total and one side. What they counted
+    # was paid for: read as no count, a budget would never see it. With neither side the
+    # total counts as output tokens (the dearer kind at every provider in the price table:
+    # the cost is not under-counted; a total that is no count is refused as one would
+    # be); with one side, the other is the total less it.
+    prompt, completion_tokens = counts
+    if prompt is None and completion_tokens is None:
+        return None, total
+    if not valid_tokens(total):
+        return counts
+    if prompt is None:
+        missing = total - completion_tokens if valid_tokens(completion_tokens) else None
+        return (missing if valid_tokens(missing) else None), completion_tokens
+    missing = total - prompt if valid_tokens(prompt) else None
+    return prompt, (missing if valid_tokens(missing) else None)
 
 
 BUDGET_STOP = "not asked again: the agent's budget is spent"

@@ -597,8 +597,9 @@ def fork(thread: str, at_event: int, agent: str | None, db: StoreLocation, as_js
     A fork made between steps is held (failed, ForkHeld) until `resume FORK --retry`.
     A fork never re-uses a decision or repeats a side effect: a fork inside a call an
     approval let run (after the approval, before the call's result) asks for a new one,
-    a fork at a pause gets its own request and notice, and another tool call in flight at
-    the fork point is recorded as interrupted."""
+    a fork at a pause gets its own request and deadline (its notice is sent by the next
+    `twelvefold expire`, or by the server's sweep), and another tool call in flight at the
+    fork point is recorded as interrupted."""
     with runtime(db, quiet=True) as rt:
         view = rt.get(rt.fork(thread, at_event, agent=agent), agent=agent)
     if as_json:
