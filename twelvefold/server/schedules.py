@@ -162,8 +162,7 @@ def _may_launch(agent: Agent, person: str, where: str) -> None:
         raise ServeError(
             f"{where}: {agent.name} may be launched only by members of"
             f" {', '.join(map(toml_key, launchers))} (launchers), and {person} is in none of"
-            " them; add it"
-            " to one"
+            " them; add it to one"
         )
 
 
