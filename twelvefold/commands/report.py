@@ -14,11 +14,13 @@ import functools
 import json
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, Concatenate, NoReturn, ParamSpec
 
 import click
+
+P = ParamSpec("P")
 
 EXIT_PROBLEM = 1
 """A problem with the input (a store that cannot be used, a thread not found, a decision
@@ -137,6 +139,25 @@ def saying(stage: Stage) -> Iterator[None]:
         if interrupt_within(exc) is None:
             raise
         raise KeyboardInterrupt(stage.said) from None
+
+
+def staged(
+    first: str,
+) -> Callable[[Callable[Concatenate[Stage, P], None]], Callable[P, None]]:
+    """A long command that tells where it stands: it is given a `Stage` saying `first`
+    (until it says more), and a Ctrl-C at any moment inside it ends with that line
+    (`saying`)."""
+
+    def decorate(command: Callable[Concatenate[Stage, P], None]) -> Callable[P, None]:
+        @functools.wraps(command)
+        def run(*args: P.args, **kwargs: P.kwargs) -> None:
+            stage = Stage(first)
+            with saying(stage):
+                command(stage, *args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 def interrupt_within(exc: BaseException) -> KeyboardInterrupt | None:

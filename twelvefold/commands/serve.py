@@ -33,7 +33,7 @@ from twelvefold.commands.report import (
     Stage,
     cut,
     say_interrupted,
-    saying,
+    staged,
 )
 from twelvefold.commands.run import make_model, model_options
 from twelvefold.runtime.terminal import one_line
@@ -81,30 +81,8 @@ def is_loopback(host: str) -> bool:
 )
 @PROMPTS
 @model_options
+@staged("the server had not started: no store was opened, nothing was done")
 def serve(
-    places: tuple[str, ...],
-    db: StoreLocation,
-    host: str,
-    port: int,
-    concurrency: int,
-    insecure_local: bool,
-    grace: float,
-    sweep_seconds: float,
-    public_url: str | None,
-    prompts: Path | None,
-    model: str | None,
-    cassette: Path | None,
-    record: Path | None,
-    paths: tuple[Path, ...],
-) -> None:
-    """Serve AGENT_OR_DIR... over HTTP: the API, the inbox, background runs and timers."""
-    stage = Stage("the server had not started: no store was opened, nothing was done")
-    with saying(stage):  # Ctrl-C at any moment: one line saying what it left
-        _serve(stage, places, db, host, port, concurrency, insecure_local, grace,
-               sweep_seconds, public_url, prompts, model, cassette, record, paths)  # fmt: skip
-
-
-def _serve(
     stage: Stage,
     places: tuple[str, ...],
     db: StoreLocation,
@@ -121,6 +99,7 @@ def _serve(
     record: Path | None,
     paths: tuple[Path, ...],
 ) -> None:
+    """Serve AGENT_OR_DIR... over HTTP: the API, the inbox, background runs and timers."""
     where = one_line(str(db))  # (a URL without its password)
     if cassette is not None and record is not None:
         raise click.UsageError("give --cassette or --record, not both")

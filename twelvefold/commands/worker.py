@@ -21,7 +21,7 @@ from twelvefold.commands.report import (
     Stage,
     interrupt_within,
     say_interrupted,
-    saying,
+    staged,
 )
 from twelvefold.commands.run import make_model, model_options
 from twelvefold.runtime.tracing import configure_from_env
@@ -68,28 +68,8 @@ def is_postgres(url: str) -> bool:
 )
 @PROMPTS
 @model_options
+@staged("the worker had not started: nothing was done")
 def worker(
-    places: tuple[str, ...],
-    store_url: str,
-    queue_url: str | None,
-    metrics_address: str | None,
-    concurrency: int,
-    grace: float,
-    sweep_seconds: float,
-    prompts: Path | None,
-    model: str | None,
-    cassette: Path | None,
-    record: Path | None,
-    paths: tuple[Path, ...],
-) -> None:
-    """Run the threads of AGENT_OR_DIR... from the job queue (PostgreSQL) until SIGTERM."""
-    stage = Stage("the worker had not started: nothing was done")
-    with saying(stage):  # Ctrl-C at any moment: one line saying what it left
-        _worker(stage, places, store_url, queue_url, metrics_address, concurrency, grace,
-                sweep_seconds, prompts, model, cassette, record, paths)  # fmt: skip
-
-
-def _worker(
     stage: Stage,
     places: tuple[str, ...],
     store_url: str,
@@ -104,6 +84,7 @@ def _worker(
     record: Path | None,
     paths: tuple[Path, ...],
 ) -> None:
+    """Run the threads of AGENT_OR_DIR... from the job queue (PostgreSQL) until SIGTERM."""
     if cassette is not None and record is not None:
         raise click.UsageError("give --cassette or --record, not both")
     chosen_model = make_model(cassette, record, model)  # a path it cannot use: refused first
