@@ -140,3 +140,56 @@ def test_a_lone_surrogate_reaching_the_view_is_drawn_too() -> None:
     view = replace(graph_view(compilation.program), description="a \ud800 b")
     assert "a \\ud800 b" in to_dot(view)
     ET.fromstring(render_image(to_dot(view), "svg"))
+
+
+# ---- when `dot` itself fails -------------------------------------------------------------
+
+
+def fake_dot(folder: Path, script: str) -> dict[str, str]:
+    """An environment whose PATH finds `script` as `dot` first."""
+    bin_folder = folder / "fakebin"
+    bin_folder.mkdir()
+    dot = bin_folder / "dot"
+    dot.write_text("#!/bin/sh\n" + script)
+    dot.chmod(0o755)
+    return {"PATH": f"{bin_folder}:/usr/bin:/bin"}
+
+
+def graph_with(env: dict[str, str], *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["graph", *args], env=env, catch_exceptions=False)
+    return result.exit_code, result.stderr
+
+
+EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "calculator.agent")
+
+
+def test_a_broken_graphviz_is_not_called_a_bug_in_twelvefold(tmp_path: Path) -> None:
+    env = fake_dot(tmp_path, "printf '\\033]0;pwned\\007\\033[2JERR\\nsecond line\\n' >&2\nexit 3\n")
+    code, err = graph_with(env, EXAMPLE, "--format", "svg")
+    assert code == 1
+    (line,) = err.splitlines()
+    assert "bug in twelvefold" not in line
+    assert line.startswith("error: Graphviz's `dot` exited with 3: \\u001b]0;pwned\\u0007")
+    assert "ERR" in line and "second line" not in line  # its first line, escaped
+    assert "Graphviz install" in line and "--format mermaid" in line
+    assert not RAW.search(err)
+
+
+def test_a_dot_killed_by_a_signal_says_so(tmp_path: Path) -> None:
+    code, err = graph_with(fake_dot(tmp_path, "kill -9 $$\n"), EXAMPLE, "--format", "svg")
+    assert code == 1
+    assert err.startswith("error: Graphviz's `dot` was killed by signal 9 (it printed nothing)")
+    assert "bug in twelvefold" not in err
+
+
+@needs_dot
+def test_dot_refusing_only_our_graph_is_our_bug(tmp_path: Path) -> None:
+    """A `dot` that draws a one-node graph but refuses this one: then the DOT twelvefold
+    wrote is at fault, and the message says so."""
+    real = shutil.which("dot")
+    script = f'input=$(cat)\ncase "$input" in\n  *calculator*) echo "Error: syntax error in line 1" >&2; exit 1;;\nesac\nprintf "%s" "$input" | {real} "$@"\n'
+    code, err = graph_with(fake_dot(tmp_path, script), EXAMPLE, "--format", "svg")
+    assert code == 1
+    assert err.startswith("error: Graphviz's `dot` exited with 1: Error: syntax error in line 1")
+    assert "this is a bug in twelvefold" in err
+
