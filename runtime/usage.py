@@ -233,6 +233,11 @@ class Totals:
     waited_seconds: float = 0.0
     """Time spent waiting for people: from each notice to the decision (or to `now` for
     a wait still open when the totals were taken)."""
+    uncounted_input: int = 0
+    """Model calls whose input token count is unknown (none recorded, or one that is not
+    a `valid_tokens`: a store edited by hand): `input_tokens` leaves them out."""
+    uncounted_output: int = 0
+    """The same for output tokens."""
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(
@@ -243,6 +248,8 @@ class Totals:
             round(self.cost_usd + other.cost_usd, 9),
             self.unpriced_calls + other.unpriced_calls,
             self.waited_seconds + other.waited_seconds,
+            self.uncounted_input + other.uncounted_input,
+            self.uncounted_output + other.uncounted_output,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -263,6 +270,16 @@ class Totals:
         if self.unpriced_calls and not self.cost_usd:
             return "?"
         return f"${self.cost_usd:.4f}" + ("+?" if self.unpriced_calls else "")
+
+    @property
+    def input_tokens_text(self) -> str:
+        """`1,204`, or `1,204+?` when some calls' input counts are unknown (as `cost_text`)."""
+        return f"{self.input_tokens:,}" + ("+?" if self.uncounted_input else "")
+
+    @property
+    def output_tokens_text(self) -> str:
+        """`310`, or `310+?` when some calls' output counts are unknown."""
+        return f"{self.output_tokens:,}" + ("+?" if self.uncounted_output else "")
 
 
 def usage_text(usage: Totals) -> str | None:
@@ -314,7 +331,7 @@ def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
     """Add up one thread's log. A timestamp that does not parse (a hand-edited log) makes
     that wait count as zero rather than fail, and a cost that is not a `valid_cost` counts
     as unknown (`unpriced_calls`): these are reports, not the log's truth."""
-    steps = calls = tokens_in = tokens_out = unpriced = 0
+    steps = calls = tokens_in = tokens_out = unpriced = uncounted_in = uncounted_out = 0
     cost = waited = 0.0
     opened: datetime | None = None
     for kind, at, usage in rows:
@@ -325,6 +342,8 @@ def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
             if usage is not None:
                 tokens_in += _count(usage.input_tokens)
                 tokens_out += _count(usage.output_tokens)
+            uncounted_in += usage is None or not valid_tokens(usage.input_tokens)
+            uncounted_out += usage is None or not valid_tokens(usage.output_tokens)
             if usage is not None and valid_cost(usage.cost_usd):
                 cost += float(usage.cost_usd)
             else:
@@ -336,7 +355,17 @@ def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
             opened = None
     if opened is not None:
         waited += _seconds(opened, now or datetime.now(opened.tzinfo))
-    return Totals(steps, calls, tokens_in, tokens_out, round(cost, 9), unpriced, waited)
+    return Totals(
+        steps,
+        calls,
+        tokens_in,
+        tokens_out,
+        round(cost, 9),
+        unpriced,
+        waited,
+        uncounted_in,
+        uncounted_out,
+    )
 
 
 def by_thread(
