@@ -11,10 +11,10 @@ import click
 from twelvefold.commands.options import PROMPTS
 from twelvefold.commands.output import error
 from twelvefold.runtime.loading import AgentLoadError
-from twelvefold.testing import DEFAULT_EXAMPLES
+from twelvefold.testing import DEFAULT_EXAMPLES, MAX_EXAMPLES
 from twelvefold.testing.invariants import InvariantLoadError, find_invariants
 from twelvefold.testing.subject import load_subject
-from twelvefold.testing.suite import render, run_suite
+from twelvefold.testing.suite import header, render_results, run_suite
 
 
 @click.command("test")
@@ -26,7 +26,7 @@ from twelvefold.testing.suite import render, run_suite
 )
 @click.option(
     "--examples",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_EXAMPLES),
     default=DEFAULT_EXAMPLES,
     show_default=True,
     help="Random threads per property.",
@@ -74,10 +74,13 @@ def test(
             error(broken)
             unloadable = True
             continue
+        # The header first (click.echo flushes): the threads may take minutes, and a
+        # pipe would otherwise see nothing until they are done.
+        click.echo(header(subject, examples, chosen_seed))
         report = run_suite(
             subject, examples=examples, seed=chosen_seed, invariants=invariants, strict=strict
         )
-        click.echo(render(report, paths=paths))
+        click.echo(render_results(report, paths=paths))
         property_failed = property_failed or not report.ok
     if property_failed:  # the seed reproduces generated threads, not a file that won't load
         click.echo(f"\nfailed (reproduce with --seed {chosen_seed})", err=True)
