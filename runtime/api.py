@@ -216,6 +216,17 @@ class TimedOut(RequestNotPending):
         self.view = view
 
 
+class ThreadEnded(IllegalEvent):
+    """A cancellation of a thread that has already ended (finished, or cancelled before):
+    there is nothing to cancel. Nothing was recorded; over HTTP a 409, from the CLI one
+    line. (An `IllegalEvent`: the reducer refuses the same event.)"""
+
+    def __init__(self, state: State, event: Event, thread_id: str) -> None:
+        super().__init__(state, event)
+        ended = "finished" if state.status == "finished" else "been cancelled already"
+        self.args = (f"thread {shown(thread_id)} has {ended}: there is nothing to cancel",)
+
+
 class NotAnApprover(InputError):
     """The person deciding an approval is not in any of its `approvers` groups, as the
     configuration defines them now. Nothing was recorded."""
@@ -224,6 +235,26 @@ class NotAnApprover(InputError):
 class UnenforcedApprovers(UserWarning):
     """An approval's `approvers` groups are defined in no configuration, so who decides
     it is not checked (the local CLI and library accept it; the server will refuse)."""
+
+
+WaitKind: TypeAlias = Literal["approval", "answer", "event", "timer", "agent"]
+"""What a waiting thread waits for (`ThreadView.waiting_for`)."""
+
+
+def wait_kind(action: object) -> WaitKind | None:
+    """What the action a thread waits at waits for; None when it does not wait."""
+    _load_engine()
+    if isinstance(action, AwaitApproval):
+        return "approval"
+    if isinstance(action, AwaitAnswer):
+        return "answer"
+    if isinstance(action, AwaitSignal):
+        return "event"
+    if isinstance(action, Sleep):
+        return "timer"
+    if isinstance(action, CallAgent):
+        return "agent"
+    return None
 
 
 @record
@@ -269,6 +300,9 @@ class ThreadView:
     """While running and a tool call waits out its `retry … backoff`: when the next attempt
     is due (ISO 8601, UTC; a time in the past means now). The attempt that failed is the
     log's last event (`failed_attempt`)."""
+    approvers: tuple[str, ...] = ()
+    """While waiting for an approval: the groups its step names as `approvers` (only their
+    members decide it, and a decision then names who decides: `--by`, `by=`)."""
 
     @property
     def failed_attempt(self) -> AttemptFailed | None:
@@ -333,6 +367,10 @@ class Expiry:
     problem: str | None = None
     """Why it could not be loaded, or could not run on after the timeout was recorded (it
     is then `running`: `resume` it once the cause is fixed)."""
+    wait: WaitKind | None = None
+    """What the thread waited for at `step` (a `ThreadView.waiting_for`): `timer` (a
+    sleep, which ends rather than times out), `event`, `approval`, `answer`, `agent`;
+    None when that is not known (the thread could not be loaded, or a stalled child)."""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"thread_id": self.thread_id}
@@ -372,6 +410,9 @@ def wrong_decision(thread: Thread, action: AwaitApproval | AwaitAnswer, given: s
     resume it (the reducer's "illegal `answered` event" is no answer for a person)."""
     resume = f"twelvefold resume {thread.id} --request {action.request}"
     if isinstance(action, AwaitApproval):
+        from .notify import by_option
+
+        resume += by_option(action.approvers)
         return (
             f"thread {thread.id} waits for an approval at `{action.step}`, not {given}: "
             f"resume it with `{resume} --approve` or `--reject --comment WHY`"
@@ -387,6 +428,7 @@ def view_of(thread: Thread) -> ThreadView:
     state = thread.state
     waiting_for: Literal["approval", "answer", "event", "timer", "agent"] | None = None
     asked = event_type = wake_at = child = None
+    approvers: tuple[str, ...] = ()
     if state.status == "waiting":
         action = thread.agent.module.next_action(state)
         if isinstance(action, CallAgent):
@@ -399,6 +441,8 @@ def view_of(thread: Thread) -> ThreadView:
             wake_at = timeouts.iso(due) if due is not None else None
         elif isinstance(action, AwaitApproval | AwaitAnswer):
             waiting_for = "approval" if isinstance(action, AwaitApproval) else "answer"
+            if isinstance(action, AwaitApproval):
+                approvers = tuple(action.approvers)
             due = timeouts.deadline(state, action, thread.events)  # its `timeout`, if any
             wake_at = timeouts.iso(due) if due is not None else None
             from .context import AskRenderError  # jinja2 loads only when a thread waits
@@ -433,6 +477,7 @@ def view_of(thread: Thread) -> ThreadView:
         child=child,
         parent=parent_named(thread.events),
         retry_at=retry_at,
+        approvers=approvers,
     )
 
 
@@ -774,6 +819,8 @@ class AsyncRuntime:
         storable(by, "the name of who cancels")
         thread = await self._load(thread_id, agent)
         event = Cancelled(step=thread.state.step, at=_now(), by=by, reason=reason, via=via)
+        if thread.state.status in ("finished", "cancelled"):
+            raise ThreadEnded(thread.state, event, thread.id)
         waiting = thread.state.status == "waiting"
         child = self._awaited_child(thread)
         await self.engine.record(thread, event)
@@ -832,6 +879,10 @@ class AsyncRuntime:
             view = view_of(current)
             if view.request == request and view.waiting_for in ("approval", "answer"):
                 command = f"twelvefold resume {current.id} --request {request}"
+                if view.waiting_for == "approval":
+                    from .notify import by_option
+
+                    command += by_option(view.approvers)
                 decide = (
                     f"`{command} --approve` (or `--reject --comment WHY`)"
                     if view.waiting_for == "approval"
@@ -1298,7 +1349,7 @@ class AsyncRuntime:
                 except LeaseHeld:
                     return None  # a process is running it now: it starts or delivers
                 later = thread.events[state.seq] if len(thread.events) > state.seq else None
-                return Expiry(thread.id, state.step, later, view_of(thread))
+                return Expiry(thread.id, state.step, later, view_of(thread), wait="agent")
             event = timeouts.overdue(state, action, thread.events, moment)
             if event is None:
                 due = timeouts.next_notice(state, action, thread.events)
@@ -1307,7 +1358,9 @@ class AsyncRuntime:
                     await self.engine.check_free(thread.id)  # nobody is advancing it
                     told = await self.engine.notify(thread, action, at=timeouts.iso(moment))
                     await self.engine.record(thread, told)
-                    return Expiry(thread.id, state.step, told, view_of(thread))
+                    return Expiry(
+                        thread.id, state.step, told, view_of(thread), wait=wait_kind(action)
+                    )
                 return None
             if isinstance(event, Rejected):  # a timeout ended the wait
                 event = replace(event, trace=self._trace_wait(thread, event))
@@ -1323,7 +1376,7 @@ class AsyncRuntime:
             await self._ran(thread, run)
         except Exception as exc:
             problem = _problem(exc)
-        return Expiry(thread.id, event.step, event, view_of(thread), problem)
+        return Expiry(thread.id, event.step, event, view_of(thread), problem, wait_kind(action))
 
     async def threads(
         self, status: Status | None = None, *, unleased: bool = False

@@ -8,7 +8,11 @@ A cassette is a JSON-lines file, one model call per line, in the order the calls
 
 `type` names one of the step's output types and `output` is its value; a call that failed
 is recorded as `"error": {"type": ..., "message": ...}` instead and replays as that failure.
-`messages_sha256` is for information only (it shows when a prompt changed); replay ignores it.
+`usage` (`{"input_tokens": ..., "output_tokens": ...}`, when the endpoint reported them,
+for a failed call what its attempts were paid for) replays as the call's token counts, so
+a replay shows the recorded tokens, the runtime prices them, and budgets are spent as they
+were; an entry without it replays as a call of unknown tokens. `messages_sha256` is for
+information only (it shows when a prompt changed); replay ignores it.
 
 The matching rule. A call is answered by the entry with the same agent, step and `seq` (the
 thread's event count when the call was made), so a run and its later resumes, in separate
@@ -38,6 +42,7 @@ from .model import Model, ModelError, ModelReply, ModelRequest, StopsTheRun
 from .names import declared_name
 from .redact import validation_problems
 from .types import ErrorInfo, Usage
+from .usage import MAX_CALL_TOKENS, valid_tokens
 
 
 class CassetteError(Exception):
@@ -80,6 +85,8 @@ class Entry:
     output: Any
     error: ErrorInfo | None
     line: int
+    usage: Usage | None = None
+    """The recorded token counts (either may be None: not recorded)."""
 
 
 def messages_digest(messages: list[dict[str, str]]) -> str:
@@ -87,8 +94,13 @@ def messages_digest(messages: list[dict[str, str]]) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
-def entry_json(request: ModelRequest, reply: ModelReply | None, error: ErrorInfo | None) -> str:
-    """One cassette line for a call and its outcome."""
+def entry_json(
+    request: ModelRequest,
+    reply: ModelReply | None,
+    error: ErrorInfo | None,
+    paid: Usage | None = None,
+) -> str:
+    """One cassette line for a call and its outcome (`paid`: a failed call's usage)."""
     record: dict[str, Any] = {
         "agent": request.agent.name,
         "step": request.action.step,
@@ -99,6 +111,12 @@ def entry_json(request: ModelRequest, reply: ModelReply | None, error: ErrorInfo
         record["output"] = reply.output.model_dump(mode="json", by_alias=True)
     if error is not None:
         record["error"] = {"type": error.type, "message": error.message}
+    usage = reply.usage if reply is not None else paid
+    counts = {} if usage is None else {
+        "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens
+    }  # fmt: skip
+    if any(valid_tokens(count) for count in counts.values()):
+        record["usage"] = {name: n for name, n in counts.items() if valid_tokens(n)}
     record["messages_sha256"] = messages_digest(request.messages)
     return json.dumps(record, ensure_ascii=False)
 
@@ -128,6 +146,12 @@ def read_cassette(path: Path) -> list[Entry]:
         if problem is not None:
             raise CassetteError(f"{path}:{number}: not a cassette entry ({problem})")
         error = record.get("error")
+        usage = record.get("usage")
+        paid = (
+            Usage(input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens"))
+            if usage
+            else None
+        )
         entries.append(
             Entry(
                 agent=record["agent"],
@@ -137,6 +161,7 @@ def read_cassette(path: Path) -> list[Entry]:
                 output=record.get("output"),
                 error=ErrorInfo(error["type"], error.get("message", "")) if error else None,
                 line=number,
+                usage=paid,
             )
         )
     return entries
@@ -161,6 +186,9 @@ def _entry_problem(record: Any) -> str | None:
         value = record.get(field)
         if value is not None and not isinstance(value, str):
             return f"`{field}` is a JSON {json_kind(value)}, not a string"
+    problem = _usage_problem(record.get("usage"))
+    if problem is not None:
+        return problem
     error = record.get("error")
     if error is None:  # an answer: what the step output, never a default in its place
         for field in ("type", "output"):
@@ -173,6 +201,21 @@ def _entry_problem(record: Any) -> str | None:
             return "`error` has no string `type`"
         if not isinstance(error.get("message", ""), str):
             return f"`error.message` is a JSON {json_kind(error['message'])}, not a string"
+    return None
+
+
+def _usage_problem(usage: Any) -> str | None:
+    """What is wrong with an entry's `usage`, or None: absent, or an object with only
+    `input_tokens` and `output_tokens`, each a token count the runtime would record."""
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        return f"`usage` is a JSON {json_kind(usage)}, not an object"
+    for field in usage:
+        if field not in ("input_tokens", "output_tokens"):
+            return f"`usage` has `{field}`: it holds `input_tokens` and `output_tokens` only"
+        if not valid_tokens(usage[field]):
+            return f"`usage.{field}` is not a token count (a whole number, 0 to {MAX_CALL_TOKENS})"
     return None
 
 
@@ -194,8 +237,12 @@ class CassettePlayer:
     async def complete(self, request: ModelRequest) -> ModelReply:
         entry = self._find(request)
         if entry.error is not None:
-            raise ModelError(entry.error)
-        return ModelReply(self._output(request, entry), Usage(latency_ms=0.0))
+            raise ModelError(entry.error, entry.usage)
+        usage = entry.usage or Usage()
+        replayed = Usage(
+            latency_ms=0.0, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
+        )
+        return ModelReply(self._output(request, entry), replayed)
 
     def _find(self, request: ModelRequest) -> Entry:
         agent, step = request.agent.name, request.action.step
@@ -271,7 +318,7 @@ class CassetteRecorder:
         try:
             reply = await self.model.complete(request)
         except ModelError as exc:
-            self._append(entry_json(request, None, exc.error))
+            self._append(entry_json(request, None, exc.error, exc.usage))
             raise
         self._append(entry_json(request, reply, None))
         return reply

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from .lease import Held
     from .loop import Engine, Thread
     from .model import Model
+    from .spec import AgentSpec
     from .usage import Prices
 
 
@@ -348,24 +349,24 @@ class Routine:
                 # awaited as the ordinary path awaits it, and later calls take that path.
                 engine.suspends = model
                 return Suspended(
-                    self, _ModelCall(action, requested, prices, started, attempts), coroutine
+                    self, _ModelCall(spec, action, requested, prices, started, attempts), coroutine
                 )
             yielded = coroutine.send(None)
         except StopIteration as stop:  # it answered without waiting: the routine case
             in_flight.leave()
-            return _answered(action, stop.value, requested, prices, started)
+            return _answered(spec, action, stop.value, requested, prices, started)
         except BaseException as exc:
             failure = loop.model_failure(exc, attempts)
             if failure is None:  # what ends the process, or a stop of the runtime's own
                 in_flight.leave()
                 raise
-            call = _ModelCall(action, requested, prices, started, attempts)
+            call = _ModelCall(spec, action, requested, prices, started, attempts)
             if failure.retry_after is None or failure.usage is not None:
                 in_flight.leave()
                 return call.failed(failure)
             return Suspended(self, call, _raising(failure))  # a long 429: waited out there
         engine.suspends = model
-        call = _ModelCall(action, requested, prices, started, attempts)
+        call = _ModelCall(spec, action, requested, prices, started, attempts)
         return Suspended(self, call, _Resumed(coroutine, yielded))
 
     def _requested(self, action: CallModel) -> str | None:
@@ -433,21 +434,22 @@ class Routine:
 class _ModelCall:
     """What a model call's event is made of once the model has answered."""
 
-    __slots__ = ("action", "attempts", "prices", "requested", "started")
+    __slots__ = ("action", "attempts", "prices", "requested", "spec", "started")
 
     def __init__(
         self,
+        spec: AgentSpec,
         action: CallModel,
         requested: str | None,
         prices: Prices,
         started: float,
         attempts: Attempts,
     ) -> None:
-        self.action, self.requested, self.prices = action, requested, prices
+        self.spec, self.action, self.requested, self.prices = spec, action, requested, prices
         self.started, self.attempts = started, attempts
 
     def answered(self, reply: ModelReply) -> Event:
-        return _answered(self.action, reply, self.requested, self.prices, self.started)
+        return _answered(self.spec, self.action, reply, self.requested, self.prices, self.started)
 
     def failed(self, exc: ModelError) -> Event:
         paid = exc.usage
@@ -462,17 +464,25 @@ class _ModelCall:
 
 
 def _answered(
-    action: CallModel, reply: ModelReply, requested: str | None, prices: Prices, started: float
+    spec: AgentSpec,
+    action: CallModel,
+    reply: ModelReply,
+    requested: str | None,
+    prices: Prices,
+    started: float,
 ) -> Event:
     """The `ModelOutput` of a call that answered (`started`: its `perf_counter`): usage
     priced, timed and checked as the ordinary path does (`loop._priced`, `_valid_cost`:
-    a cost that is not a number fails the step), or its `StepFailed` when the model
-    answered with no proper reply (`loop.proper_reply`: its output validated again)."""
+    a cost that is not a number fails the step; `loop.uncounted`: under a budget, a call
+    it cannot count fails it too), or its `StepFailed` when the model answered with no
+    proper reply (`loop.proper_reply`: its output validated again)."""
     checked = loop.proper_reply(reply, action)
     if type(checked) is ErrorInfo:
         return StepFailed(step=action.step, at=now_iso(), usage=loop._since(started), error=checked)
     reply = checked  # type: ignore[assignment]  # (an ErrorInfo is handled above)
     usage, bad_cost = loop._valid_cost(loop._priced(reply, requested, prices, started))
+    if bad_cost is None and (spec.max_cost is not None or spec.max_tokens is not None):
+        bad_cost = loop.uncounted(spec, usage)
     if bad_cost is not None:
         return StepFailed(step=action.step, at=now_iso(), usage=usage, error=bad_cost)
     return loop.model_output_event(action.step, usage, reply.output)

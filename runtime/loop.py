@@ -60,7 +60,7 @@ from .redact import secret_values, shown_value, validation_problems, without_sec
 
 if TYPE_CHECKING:
     from .notify import Notice  # notify.py loads only when a thread waits
-from .spec import ASK_NOT_SHOWN, COST_ERROR, AgentSpec
+from .spec import ASK_NOT_SHOWN, COST_ERROR, TOKENS_ERROR, AgentSpec
 from .store import EventStore, StoreError, ThreadInfo, build_head, now_iso
 from .types import (
     Action,
@@ -627,6 +627,8 @@ class Engine:
             return await self._call_model(thread, action, waits + 1)
         usage, bad_cost = _valid_cost(_priced(reply, requested, prices, started))
         self._spent(requested, usage, estimated)
+        if bad_cost is None:
+            bad_cost = uncounted(spec, usage)
         if bad_cost is not None:
             # Never recorded: a cost that is not a number would break every report and
             # leave `max_cost` unenforced. The call was paid for: its tokens stay.
@@ -795,6 +797,8 @@ class Engine:
             verdict = Verdict.model_validate(verdict.model_dump())
         usage = _priced(reply, judged_by, prices, started)
         self._spent(judged_by, usage, estimated)
+        if (why := uncounted(spec, usage)) is not None:
+            raise checks.CheckFailed(why, usage)  # no verdict the budget could count
         return verdict, usage
 
     async def _rejected(
@@ -1391,6 +1395,28 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
     if latency == usage.latency_ms and cost == usage.cost_usd:
         return usage
     return build_usage(latency, usage.input_tokens, usage.output_tokens, cost)
+
+
+def uncounted(spec: AgentSpec, usage: Usage) -> ErrorInfo | None:
+    """Why a call that answered cannot be counted against the agent's budgets, or None:
+    under `max_tokens`, a reply that reported no token count; under `max_cost`, one whose
+    cost is unknown (no count, or no price for the model that answered). A budget cannot
+    bound what it cannot count: the step fails with `TokenCountError`, which the reducer
+    counts as spending what was left of each budget (`AgentSpec.spend`), so the budget
+    decides at once where the thread goes."""
+    if spec.max_tokens is None and spec.max_cost is None:
+        return None
+    if usage.input_tokens is None and usage.output_tokens is None:
+        why = "the model reported no token counts"
+    elif spec.max_cost is not None and usage.cost_usd is None:
+        why = "the call's cost is unknown (no price for the model that answered)"
+    else:
+        return None
+    return ErrorInfo(
+        TOKENS_ERROR,
+        f"{why}: the agent's budget cannot count this call, so it counts as spending what "
+        "was left of it (docs/language.md, Budgets)",
+    )
 
 
 def budget_check(

@@ -377,6 +377,15 @@ BODIES_KEPT = 256
 encoded around their messages; past that it starts over."""
 
 
+MISSING_KEY = (
+    "no OPENAI_API_KEY is set and no OPENAI_BASE_URL, so the call would go to the default "
+    "endpoint (api.openai.com) without a key: set OPENAI_API_KEY, or OPENAI_BASE_URL for "
+    "another OpenAI-compatible endpoint (a local one may need no key), or replay recorded "
+    "outputs with `--cassette FILE`; then retry the thread"
+)
+"""A model call's failure when it has no key for the default endpoint (nothing was sent)."""
+
+
 class OpenAIModel:
     """Any OpenAI-compatible chat-completions endpoint, validated by instructor.
 
@@ -498,6 +507,8 @@ class OpenAIModel:
         return {k: v for k, v in self.request_body(request).items() if _is_json(v)}
 
     async def complete(self, request: ModelRequest) -> ModelReply:
+        if self.missing_key():  # said at once: no connection is tried for a sure 401
+            raise ModelError(ErrorInfo("MissingAPIKey", MISSING_KEY))
         prepared = prepared_request(request.action.step, request.action.outputs, self.mode)
         started = time.perf_counter()
         parsed, completion, paid = await self._validated(request, prepared, started)
@@ -593,6 +604,13 @@ class OpenAIModel:
                 body = prepared.reask(body, completion, exc)
             except Exception as exc:  # instructor gives up at once on anything else
                 raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
+
+    def missing_key(self) -> bool:
+        """Whether a call would go to the default endpoint (api.openai.com) with no key:
+        neither a base URL nor a key given, here or in OPENAI_BASE_URL / OPENAI_API_KEY. A
+        base URL of its own (a local endpoint) may need no key."""
+        base_url = self.base_url or os.environ.get("OPENAI_BASE_URL")
+        return not base_url and not (self.api_key or os.environ.get("OPENAI_API_KEY"))
 
     def requested_model(self, action: CallModel) -> str:
         """The model this call asks for (`resolve_model_name`)."""
@@ -739,7 +757,25 @@ def _counts(completion: Any) -> tuple[Any, Any]:
     above `MAX_CALL_TOKENS`) is kept as it came, to be refused (`token_count_error` fails
     the step): read as "no count", it would make the call's cost look smaller than it was."""
     usage = getattr(completion, "usage", None)
-    return getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+    counts = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+    total = getattr(usage, "total_tokens", None)
+    if None not in counts or total is None:
+        return counts
+    # Some endpoints send only the total, or the total and one side. What they counted
+    # was paid for: read as no count, a budget would never see it. With neither side the
+    # total counts as output tokens (the dearer kind at every provider in the price table:
+    # the cost is not under-counted; a total that is no count is refused as one would
+    # be); with one side, the other is the total less it.
+    prompt, completion_tokens = counts
+    if prompt is None and completion_tokens is None:
+        return None, total
+    if not valid_tokens(total):
+        return counts
+    if prompt is None:
+        missing = total - completion_tokens if valid_tokens(completion_tokens) else None
+        return (missing if valid_tokens(missing) else None), completion_tokens
+    missing = total - prompt if valid_tokens(prompt) else None
+    return prompt, (missing if valid_tokens(missing) else None)
 
 
 BUDGET_STOP = "not asked again: the agent's budget is spent"

@@ -59,6 +59,17 @@ NoticeKind = Literal["approval", "human"]
 TIMEOUT_SECONDS = 10.0
 
 
+BY_NAME = " --by NAME"
+"""What a printed command to decide an approval carries when its step names `approvers`:
+only a member of them decides it, so the command needs the decider's name (NAME, for
+the person running it to fill in); without it the copied command is refused."""
+
+
+def by_option(approvers: Sequence[str]) -> str:
+    """`BY_NAME` for an approval whose step names approvers, else "" (anyone decides)."""
+    return BY_NAME if approvers else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Notice:
     thread_id: str
@@ -92,8 +103,10 @@ class Notice:
     def how_to_resume(self) -> str:
         named = f" --request {self.request}" if self.request else ""
         if self.kind == "approval":
+            by = by_option(self.approvers)
             return (
-                f"twelvefold resume {self.thread_id}{named} --approve  |  --reject --comment TEXT"
+                f"twelvefold resume {self.thread_id}{named}{by} --approve  |  "
+                "--reject --comment TEXT"
             )
         return f"twelvefold resume {self.thread_id}{named} --answer TEXT"
 

@@ -340,6 +340,15 @@ def _reply_lease_sqlite(db: sqlite3.Connection, chain: Chain) -> None:
     db.execute(_REPLY_LEASE_INDEX)
 
 
+# ---- 7: a thread's Slack messages by thread ---------------------------------------------
+
+# `prune --delete` deletes a thread's `slack_messages` by `thread_id`, which the key
+# (channel, ts) does not cover: without this, one scan of the whole table per thread.
+_SLACK_BY_THREAD = (
+    "CREATE INDEX IF NOT EXISTS slack_messages_by_thread ON slack_messages (thread_id);"
+)
+
+
 MIGRATIONS: Sequence[Migration] = (
     Migration(1, "threads and events", _SQLITE_THREADS, _PG_THREADS),
     Migration(2, "hash chain, seals and leases", _chain_sqlite, ""),
@@ -380,6 +389,7 @@ MIGRATIONS: Sequence[Migration] = (
         "ALTER TABLE server_replies ADD COLUMN sending_until double precision;"
         + _REPLY_LEASE_INDEX,
     ),
+    Migration(7, "Slack messages by thread", _SLACK_BY_THREAD, _SLACK_BY_THREAD),
 )
 
 CURRENT = MIGRATIONS[-1].version

@@ -81,13 +81,18 @@ class StoreNotFound(StoreError):
         """No store at `path`: no file there, or (`empty`) a file with nothing in it yet,
         which a command that only reads leaves as it is."""
         where = one_line(str(path))
-        found = (
+        self.found = (
             f"{where} is an empty file, not a thread store yet"
             if empty
             else (f"no thread store at {where}")
         )
-        super().__init__(f"{found} (`twelvefold run` creates one; check --db or TWELVEFOLD_DB)")
+        super().__init__(f"{self.found} (`twelvefold run` creates one)")
         self.path = path
+
+    def checking(self, names: str) -> str:
+        """The message with what to check, as the command line named the store
+        (`check --store and TWELVEFOLD_STORE`: twelvefold/commands/options.py)."""
+        return f"{self.found} (`twelvefold run` creates one; {names})"
 
 
 class ThreadNotFound(LookupError):
@@ -865,9 +870,7 @@ class ChainedStore:
         seq, format, reducer, head_seal, snapshot, snapshot_seal, version = row
         if not isinstance(seq, int) or len(bodies) != seq or not bodies:
             return False
-        if not all(isinstance(body, str) for body in bodies) or not isinstance(
-            reducer, str | None
-        ):
+        if not all(isinstance(body, str) for body in bodies) or not isinstance(reducer, str | None):
             return False  # a column of a type twelvefold never writes: not proven
         chain_head = self.chain.head(thread_id, bodies)
         if not isinstance(version, str | None) or not self._seal_holds(

@@ -225,8 +225,10 @@ class Totals:
     model_calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float = 0.0
-    """The sum of the priced calls' costs (USD); in JSON, null when no call was priced."""
+    cost_usd: float | None = 0.0
+    """The sum of the priced calls' costs (USD). None (JSON null, `?`) when model calls
+    were made and none of them was priced: unknown, not zero; 0.0 when no model call was
+    made (nothing was spent). `known_cost` is the rule, for every surface."""
     unpriced_calls: int = 0
     """Model calls whose cost is unknown (a model without a price, or no token counts):
     `cost_usd` leaves them out."""
@@ -240,13 +242,16 @@ class Totals:
     """The same for output tokens."""
 
     def __add__(self, other: Totals) -> Totals:
+        calls = self.model_calls + other.model_calls
+        unpriced = self.unpriced_calls + other.unpriced_calls
+        priced = (self.cost_usd or 0.0) + (other.cost_usd or 0.0)
         return Totals(
             self.steps + other.steps,
-            self.model_calls + other.model_calls,
+            calls,
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
-            round(self.cost_usd + other.cost_usd, 9),
-            self.unpriced_calls + other.unpriced_calls,
+            known_cost(priced, calls, unpriced),
+            unpriced,
             self.waited_seconds + other.waited_seconds,
             self.uncounted_input + other.uncounted_input,
             self.uncounted_output + other.uncounted_output,
@@ -259,7 +264,7 @@ class Totals:
             "model_calls": self.model_calls,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
-            "cost_usd": None if self.unpriced_calls == self.model_calls > 0 else self.cost_usd,
+            "cost_usd": self.cost_usd,
             "unpriced_calls": self.unpriced_calls,
             "waited_seconds": round(self.waited_seconds, 3),
         }
@@ -267,7 +272,7 @@ class Totals:
     @property
     def cost_text(self) -> str:
         """`$0.0123`, `$0.0123+?` when some calls are unpriced, `?` when none is priced."""
-        if self.unpriced_calls and not self.cost_usd:
+        if self.cost_usd is None:
             return "?"
         return f"${self.cost_usd:.4f}" + ("+?" if self.unpriced_calls else "")
 
@@ -280,6 +285,13 @@ class Totals:
     def output_tokens_text(self) -> str:
         """`310`, or `310+?` when some calls' output counts are unknown."""
         return f"{self.output_tokens:,}" + ("+?" if self.uncounted_output else "")
+
+
+def known_cost(priced: float, calls: int, unpriced: int) -> float | None:
+    """What `calls` model calls cost, `unpriced` of them without a price, the others
+    `priced` in all: unknown (None) when calls were made and none was priced; else the
+    priced sum (0.0 for no call at all: nothing was spent)."""
+    return None if calls and unpriced == calls else round(priced, 9)
 
 
 def usage_text(usage: Totals) -> str | None:
@@ -360,7 +372,7 @@ def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
         calls,
         tokens_in,
         tokens_out,
-        round(cost, 9),
+        known_cost(cost, calls, unpriced),
         unpriced,
         waited,
         uncounted_in,

@@ -17,7 +17,7 @@ from tests.support.openai_server import Reply, ScriptedOpenAI
 from twelvefold.runtime.api import Runtime, ThreadView
 from twelvefold.runtime.model import OpenAIModel
 from twelvefold.runtime.spec import AgentSpec
-from twelvefold.runtime.store import SqliteStore
+from twelvefold.runtime.store import MemoryStore, SqliteStore
 from twelvefold.runtime.types import ModelOutput, OutputRejected, StepFailed
 from twelvefold.testing.coverage import describe_edge
 from twelvefold.testing.properties import PROPERTIES
@@ -246,3 +246,76 @@ def test_a_negative_or_fractional_token_count_fails_the_step(
     assert failed.usage is None or failed.usage.input_tokens is None
     assert (view.status, view.step) == ("waiting", "stuck")  # the budget decided
     assert len(openai_server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("usage", "counted"),
+    [
+        ({"total_tokens": 500}, (None, 500)),
+        ({"prompt_tokens": 100, "total_tokens": 500}, (100, 400)),
+        ({"completion_tokens": 50, "total_tokens": 500}, (450, 50)),
+    ],
+    ids=["total only", "total and input", "total and output"],
+)
+def test_a_reply_giving_its_total_tokens_counts_them(
+    openai_server: ScriptedOpenAI,
+    thinker: Path,
+    usage: dict[str, int],
+    counted: tuple[int | None, int],
+) -> None:
+    # An endpoint may send only `total_tokens`, or the total and one side: the tokens it
+    # did count are spent. Read as no count, they counted as nothing, and a budget never
+    # stopped the thread (a red team's endpoint took 855 calls under `max_tokens 1000`).
+    # A missing side is the total less the other; with neither side, the total counts as
+    # output tokens (the dearer kind: the cost is not under-counted).
+    agent = with_budget(thinker, "max_tokens 1000 -> stuck")
+    openai_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Think", "thought": "hm"}}, usage=usage
+    )
+    with runtime_for(openai_server, thinker, "priced-model") as rt:
+        view = rt.launch(agent, "think")
+        assert (view.status, view.step) == ("waiting", "stuck")
+        assert len(openai_server.requests) == 2  # 500 + 500 reaches 1000
+        outputs = [e for e in rt.events(view.id) if isinstance(e, ModelOutput)]
+    tokens = [(e.usage.input_tokens, e.usage.output_tokens) for e in outputs]
+    assert tokens == [counted] * 2
+    assert all(e.usage.cost_usd == pytest.approx(0.5) for e in outputs)  # 500 at $1000/M
+
+
+@pytest.mark.parametrize("budget", ["max_tokens 1000 -> stuck", "max_cost 5 -> stuck"])
+@pytest.mark.parametrize("memory", [False, True], ids=["sqlite", "memory"])
+def test_under_a_budget_a_reply_with_no_token_count_spends_what_was_left(
+    openai_server: ScriptedOpenAI, thinker: Path, budget: str, memory: bool
+) -> None:
+    # A budget counts tokens the endpoint reports. One that reports none would make every
+    # call free and the budget never stop the thread (a red team's endpoint took 1,000
+    # calls under `max_cost 0.01`). Under a budget such a call counts as spending what was
+    # left of it, as a count gone wrong does: the budget decides at once.
+    agent = with_budget(thinker, budget)
+    openai_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Think", "thought": "hm"}}, usage=None
+    )
+    real = OpenAIModel(
+        model="priced-model", base_url=openai_server.base_url, api_key="t", transport_retries=0
+    )
+    store = MemoryStore() if memory else SqliteStore(thinker / "t.db")
+    with Runtime(store, model=real, notifier=RecordingNotifier()) as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    assert (view.status, view.step) == ("waiting", "stuck")
+    assert len(openai_server.requests) == 1
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "TokenCountError"
+    assert "no token counts" in failed.error.message
+
+
+def test_without_a_budget_a_reply_with_no_token_count_counts_as_nothing(
+    openai_server: ScriptedOpenAI, thinker: Path
+) -> None:
+    agent = with_budget(thinker, "")
+    replies = iter([{"type": "Think", "thought": "hm"}, {"type": "Done", "message": "ok"}])
+    openai_server.responder = lambda body: Reply(arguments={"choice": next(replies)}, usage=None)
+    with runtime_for(openai_server, thinker, "priced-model") as rt:
+        view = rt.launch(agent, "think")
+    assert view.status == "finished"
+    assert view.to_json()["usage"]["input_tokens"] == 0

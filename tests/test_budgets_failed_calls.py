@@ -346,6 +346,30 @@ def test_a_judge_is_not_asked_once_the_call_it_judges_spent_the_budget(
     assert view.error is not None and view.error.type == "TokenBudgetExhausted"
 
 
+def test_under_a_budget_a_judge_whose_reply_has_no_token_count_spends_what_was_left(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    # The judge's call is a model call like the step's: one the budget cannot count
+    # fails the step as spending what was left (no refund is paid on that verdict).
+    agent = refunds_with(tmp_path)
+    agent.write_text(
+        agent.read_text()
+        .replace("max_steps 20", "max_steps 20 max_tokens 5000")
+        .replace("on error -> gave_up", "")
+    )
+    model = ModelTurns(openai_server)
+    model.then(Reply(arguments={"amount": 5, "note": "ok"}, usage=(400, 100)))
+    model.then(Reply(arguments={"accept": True, "reason": "fine"}, usage=None))
+    with runtime_for(openai_server, tmp_path / "f", MODEL) as rt:
+        view = rt.launch(agent, CLAIM)
+        events = rt.events(view.id)
+    model.check()
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "TokenCountError"
+    assert view.status == "failed"
+    assert view.error is not None and view.error.type == "TokenBudgetExhausted"
+
+
 @pytest.mark.parametrize("store", [SqliteStore, OrdinaryStore], ids=["fast path", "ordinary"])
 def test_a_failed_step_whose_cost_is_no_number_of_dollars_spends_the_cost_budget(
     openai_server: ScriptedOpenAI, looper: Path, store: type[SqliteStore]

@@ -73,6 +73,7 @@ def test_record_then_replay_with_the_server_stopped(tmp_path: Path) -> None:
             "seq": 1,
             "type": "Multiply",
             "output": {"a": 3.0, "b": 4.0},
+            "usage": {"input_tokens": 11, "output_tokens": 7},
             "messages_sha256": messages_digest(request(1).messages),
         },
         {
@@ -81,6 +82,7 @@ def test_record_then_replay_with_the_server_stopped(tmp_path: Path) -> None:
             "seq": 4,
             "type": "DoneForNow",
             "output": {"message": "3 × 4 = 12"},
+            "usage": {"input_tokens": 11, "output_tokens": 7},
             "messages_sha256": messages_digest(request(4, "12").messages),
         },
     ]

@@ -24,6 +24,8 @@ AGENT = str(EXAMPLES / "deploybot.agent")
 
 ARGUMENTS: dict[str, list[str]] = {
     "agent": [AGENT],
+    "agents": [AGENT],
+    "files": [AGENT],
     "agent_ref": [AGENT],
     "places": [AGENT],
     "words": [AGENT],
@@ -103,8 +105,8 @@ def _refused(tmp_path: Path, case: str) -> tuple[str, str]:
         (tmp_path / "one").symlink_to(tmp_path / "two")
         (tmp_path / "two").symlink_to(tmp_path / "one")
         return str(tmp_path / "one"), "Too many levels of symbolic links"
-    if case == "empty":  # the current folder
-        return "", "Is a directory"
+    if case == "empty":  # was read as the current folder ("Is a directory")
+        return "", "--db is empty: give the path of a file"
     if case == "a folder":  # found by a red team: click's four-line usage error, exit 2
         (tmp_path / "folder").mkdir()
         return str(tmp_path / "folder"), "Is a directory"
@@ -286,3 +288,81 @@ def test_a_folder_option_naming_no_folder_gives_the_error_object_with_json(
     assert result.exit_code == 1, result.output
     error = json.loads(result.stdout)["error"]
     assert error["message"] == f"--prompts {tmp_path / 'gone'}: no such folder"
+
+
+def _names_a_path(param: click.Parameter) -> bool:
+    """Whether `param` takes a path: its type is click's, or what `--help` calls it
+    says so (a .agent file, a generated module or a folder, kept as text)."""
+    if isinstance(param.type, click.Path):
+        return True
+    shown = param.human_readable_name if isinstance(param, click.Argument) else param.metavar
+    return any(word in (shown or "").upper() for word in ("PATH", "FILE", "DIR", "AGENT"))
+
+
+def _path_parameters() -> Iterator[tuple[tuple[str, ...], click.Command, click.Parameter]]:
+    for words, command in _commands():
+        for param in command.params:
+            if _names_a_path(param):
+                yield words, command, param
+
+
+PATH_PARAMETERS = sorted(_path_parameters(), key=lambda found: (found[0], str(found[2].name)))
+
+
+def test_the_path_parameters_are_found() -> None:
+    found = {(words, param.name) for words, _, param in PATH_PARAMETERS}
+    assert {
+        (("run",), "agent"), (("run",), "prompts"), (("run",), "paths"), (("run",), "db"),
+        (("run",), "record"), (("run",), "cassette"), (("graph",), "events_file"),
+        (("graph",), "agent"), (("graph",), "output"), (("compile",), "output_dir"),
+        (("check",), "files"), (("serve",), "places"), (("worker",), "places"),
+        (("prompt",), "agent_ref"), (("migrate",), "words"), (("show",), "agent"),
+        (("expire",), "agents"), (("prune",), "archive"), (("test",), "source"),
+        (("test",), "agents"), (("token", "create"), "db"),
+    } <= found  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("words", "command", "param"),
+    PATH_PARAMETERS,
+    ids=[f"{' '.join(words)} {param.name}" for words, _, param in PATH_PARAMETERS],
+)
+def test_an_empty_path_is_refused_in_one_line_not_read_as_the_current_folder(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    words: tuple[str, ...],
+    command: click.Command,
+    param: click.Parameter,
+) -> None:
+    """Found by a red team: `--prompts ""` and `--path ""` were taken as the current
+    folder (`Path("")` is `.`), `run ""` was a traceback, `--db ""` was "Is a directory".
+    An empty path is refused, naming the parameter, wherever a command takes one: a
+    script whose variable was unset does not run on whatever folder it is in."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TWELVEFOLD_DB", raising=False)
+    monkeypatch.delenv("TWELVEFOLD_STORE", raising=False)
+    args = _args(words, command, str(tmp_path / "threads.db"), reach=False)
+    if param.name == "db":
+        args[args.index("--db") + 1] = ""
+    elif isinstance(param, click.Argument):  # its value, given by `_args`, made empty
+        start = len(words) + sum(
+            len((ARGUMENTS if isinstance(p, click.Argument) else OPTIONS)[p.name or ""])
+            for p in command.params[: command.params.index(param)]
+            if p.required
+        )
+        assert args[start] == ARGUMENTS[param.name or ""][0], args
+        args[start] = ""
+    else:
+        args += [max(param.opts, key=len), ""]
+    result = CliRunner().invoke(cli, args)
+    assert "Traceback" not in result.output, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.output)
+    assert " is empty: give " in lines[0], (args, lines)
+    assert result.exit_code == 1, (args, result.output)
+    assert list(tmp_path.iterdir()) == [], "nothing is made for a refused command"
+    if any(p.name == "as_json" for p in command.params):
+        result = CliRunner().invoke(cli, [*args, "--json"])
+        assert result.exit_code == 1, result.output
+        error = json.loads(result.stdout)["error"]
+        assert error == {"type": "EmptyPath", "message": lines[0].removeprefix("error: ")}

@@ -103,7 +103,7 @@ def test_a_store_that_does_not_exist_is_named_and_not_created(
 ) -> None:
     db = tmp_path / "nowhere" / "x.db"
     result = invoke(*args, "--db", str(db))
-    said = f"no thread store at {db} (`twelvefold run` creates one; check --db or TWELVEFOLD_DB)"
+    said = f"no thread store at {db} (`twelvefold run` creates one; check --db and TWELVEFOLD_DB)"
     assert result.exit_code == 1
     assert result.stderr.strip() == f"error: {said}"
     # --json: the same problem as one JSON object on stdout; otherwise stdout stays empty.

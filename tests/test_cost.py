@@ -164,7 +164,12 @@ def test_totals_of_an_old_log_without_usage_are_zero() -> None:
     ]
     found = totals(records(codec.loads_event(line) for line in old))
     assert found == Totals(
-        steps=2, model_calls=2, unpriced_calls=2, uncounted_input=2, uncounted_output=2
+        steps=2,
+        model_calls=2,
+        cost_usd=None,
+        unpriced_calls=2,
+        uncounted_input=2,
+        uncounted_output=2,
     )
     assert found.to_json()["cost_usd"] is None
     assert found.cost_text == "?"

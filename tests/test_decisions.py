@@ -327,7 +327,7 @@ def test_the_printed_hint_and_the_notice_name_the_request(
     model.then(refund("A1", 5))
     code, out, err = twelvefold("run", str(shop.agent), "--input", "refund")
     assert code == 0, err
-    assert "--request approve_refund-2 --approve" in out
+    assert "--request approve_refund-2 --by NAME --approve" in out
     assert "twelvefold resume" in err and "--request approve_refund-2" in err  # the log notice
 
 
@@ -643,8 +643,13 @@ def test_a_cancelled_thread_takes_no_more_decisions(
     module = rt.agent(shop.agent).module
     with pytest.raises(IllegalEvent, match="cancelled"):
         module.reduce(rt.get(view.id).state, Rejected(step="approve_refund", request=None))
-    with pytest.raises(IllegalEvent, match="cancelled"):
+    with pytest.raises(IllegalEvent, match="has been cancelled already: there is nothing"):
         rt.cancel(view.id, reason="again")
+    code, _, err = twelvefold("cancel", view.id, "--reason", "again")
+    assert code == 1
+    assert (
+        err == f"error: thread {view.id} has been cancelled already: there is nothing to cancel\n"
+    )
     assert shop.refunds() == []
     code, out, _ = twelvefold("threads", "--status", "cancelled", "--json")
     assert [t["thread_id"] for t in json.loads(out)] == [view.id]

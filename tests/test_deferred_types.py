@@ -20,7 +20,8 @@ SOURCES = [
     ROOT / "tests" / "golden" / "tricky_names" / "input.agent",
     *sorted((ROOT / "examples").glob("*.agent")),
 ]
-DEFERRED = ", defer_build=True"
+DEFERRED = "defer_build=True"  # (the last of a config, on its line or wrapped)
+BUILT = "defer_build=False"
 
 
 def _compiled(agent_file: Path) -> str:
@@ -49,7 +50,7 @@ def test_deferred_types_check_what_types_built_at_import_check(
     source = _compiled(agent_file)
     assert source.count(DEFERRED) == source.count("(BaseModel):") > 0
     deferred = _imported(source, tmp_path, "deferred")
-    built = _imported(source.replace(DEFERRED, ""), tmp_path, "built")
+    built = _imported(source.replace(DEFERRED, BUILT), tmp_path, "built")
     assert not any(t.__pydantic_complete__ for t in _types(deferred).values())
     assert all(t.__pydantic_complete__ for t in _types(built).values())
 

@@ -92,9 +92,7 @@ def test_text_formats_show_every_character_visibly(
 
 @needs_dot
 @pytest.mark.parametrize("escape", ESCAPES)
-def test_svg_through_dot_is_valid_xml_and_shows_the_character(
-    tmp_path: Path, escape: str
-) -> None:
+def test_svg_through_dot_is_valid_xml_and_shows_the_character(tmp_path: Path, escape: str) -> None:
     code, out, err = graph(str(write_agent(tmp_path, escape)), "--format", "svg")
     assert code == 0, err
     assert not RAW.search(err)
@@ -164,7 +162,9 @@ EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "calculator.
 
 
 def test_a_broken_graphviz_is_not_called_a_bug_in_twelvefold(tmp_path: Path) -> None:
-    env = fake_dot(tmp_path, "printf '\\033]0;pwned\\007\\033[2JERR\\nsecond line\\n' >&2\nexit 3\n")
+    env = fake_dot(
+        tmp_path, "printf '\\033]0;pwned\\007\\033[2JERR\\nsecond line\\n' >&2\nexit 3\n"
+    )
     code, err = graph_with(env, EXAMPLE, "--format", "svg")
     assert code == 1
     (line,) = err.splitlines()
@@ -187,9 +187,12 @@ def test_dot_refusing_only_our_graph_is_our_bug(tmp_path: Path) -> None:
     """A `dot` that draws a one-node graph but refuses this one: then the DOT twelvefold
     wrote is at fault, and the message says so."""
     real = shutil.which("dot")
-    script = f'input=$(cat)\ncase "$input" in\n  *calculator*) echo "Error: syntax error in line 1" >&2; exit 1;;\nesac\nprintf "%s" "$input" | {real} "$@"\n'
+    script = (
+        'input=$(cat)\ncase "$input" in\n'
+        '  *calculator*) echo "Error: syntax error in line 1" >&2; exit 1;;\nesac\n'
+        f'printf "%s" "$input" | {real} "$@"\n'
+    )
     code, err = graph_with(fake_dot(tmp_path, script), EXAMPLE, "--format", "svg")
     assert code == 1
     assert err.startswith("error: Graphviz's `dot` exited with 1: Error: syntax error in line 1")
     assert "this is a bug in twelvefold" in err
-

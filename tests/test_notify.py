@@ -125,7 +125,7 @@ def test_slack_posts_an_incoming_webhook_payload(http_receiver: HttpReceiver) ->
     context = json.dumps(payload["blocks"][2])
     assert (
         "release-managers" in context
-        and "twelvefold resume th-1 --request approve_deploy-4 --approve" in context
+        and "twelvefold resume th-1 --request approve_deploy-4 --by NAME --approve" in context
     )
 
 
@@ -154,7 +154,7 @@ def test_email_goes_through_a_real_smtp_server(smtp_server: tuple[Controller, In
     assert body.startswith("Deploy v1.2.3 to production?")
     assert (
         '"env": "production"' in body
-        and "twelvefold resume th-1 --request approve_deploy-4 --approve" in body
+        and "twelvefold resume th-1 --request approve_deploy-4 --by NAME --approve" in body
     )
 
 

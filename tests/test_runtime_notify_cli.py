@@ -97,7 +97,8 @@ def test_a_dead_channel_still_pauses_the_thread_and_run_says_who_was_not_told(
 
     assert result.exit_code == EXIT_UNTOLD, result.output
     (thread,) = re.findall(r"thread (\w+) \(deploybot\) waits at `approve_deploy`", result.output)
-    assert f"twelvefold resume {thread} --request approve_deploy-5 --approve" in result.output
+    hint = f"twelvefold resume {thread} --request approve_deploy-5 --by NAME --approve"
+    assert hint in result.output
     stored = json.loads(CliRunner().invoke(cli, ["threads", "--json"]).output)
     assert {t["thread_id"]: t["status"] for t in stored}[thread] == "waiting"
     refusal = f"slack: POST to http://127.0.0.1:{refusing.server.server_address[1]} answered 500"

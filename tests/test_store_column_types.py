@@ -50,7 +50,10 @@ def waiting_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 EDITS = {
     # name: (SQL, what the message says)
     "body as a blob": ("UPDATE events SET body = x'ffff00' WHERE seq = 2", "(event 2)"),
-    "body cast to a blob": ("UPDATE events SET body = CAST(body AS BLOB) WHERE seq = 3", "(event 3)"),
+    "body cast to a blob": (
+        "UPDATE events SET body = CAST(body AS BLOB) WHERE seq = 3",
+        "(event 3)",
+    ),
     "reducer as a blob": ("UPDATE threads SET reducer = CAST(reducer AS BLOB)", "damaged"),
     "reducer as a number": ("UPDATE threads SET reducer = x'00' || 5", "does not verify"),
     "body as a number": ("UPDATE events SET body = 5 WHERE seq = 2", "(event 2)"),  # held before

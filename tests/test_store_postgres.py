@@ -272,6 +272,40 @@ def test_a_store_at_schema_5_gets_reply_claim_leases_and_keeps_its_targets(
         targets.close()
 
 
+def _indexes(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
+        return {str(name) for (name,) in rows}
+
+
+def test_a_store_at_schema_6_gets_the_slack_index_and_keeps_its_messages(
+    postgres_url: str,
+) -> None:
+    """Migration 7 indexes `slack_messages` by thread (`prune --delete` deletes a
+    thread's messages by `thread_id`), keeping the rows schema 6 left."""
+    _make_old(postgres_url, 6)
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute(
+            "INSERT INTO slack_messages (channel, ts, thread_id, request, title, closed)"
+            " VALUES ('C1', '1.1', 't', 'r', 'Deploy?', 1)"
+        )
+    assert "slack_messages_by_thread" not in _indexes(postgres_url)
+    code, out, err = invoke("db", "upgrade", "--store", postgres_url)
+    assert code == 0 and "applied migration 7 (Slack messages by thread)" in out, err
+    assert f"6 -> {CURRENT}" in out
+    assert "slack_messages_by_thread" in _indexes(postgres_url)
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute(
+            "SELECT channel, ts, thread_id, request, title, closed FROM slack_messages"
+        ).fetchall()
+    assert rows == [("C1", "1.1", "t", "r", "Deploy?", 1)]
+
+
+def test_a_fresh_store_has_slack_messages_indexed_by_thread(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    assert "slack_messages_by_thread" in _indexes(postgres_url)
+
+
 def test_a_newer_schema_is_refused(postgres_url: str) -> None:
     PostgresStore(postgres_url).close()
     with psycopg.connect(postgres_url) as conn:

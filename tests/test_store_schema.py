@@ -16,13 +16,16 @@ from twelvefold.cli import cli
 from twelvefold.runtime.codec import Codec
 from twelvefold.runtime.schema import CURRENT
 from twelvefold.runtime.store import Head, SqliteStore, StoreError, ThreadInfo
-from twelvefold.runtime.types import Answer, Answered, Started
+from twelvefold.runtime.types import Answer, Answered, Started, State
 from twelvefold.server.tokens import TokenStore
 
 SERVER_TABLES = {
     "server_tokens", "inbox_sessions", "server_launches", "server_forks", "server_replies",
     "server_schedule_runs", "slack_messages",
 }  # fmt: skip
+
+SLACK_INDEX = "slack_messages_by_thread"
+"""Migration 7's index: a thread's Slack messages, found by its id."""
 
 
 def _as_left_by_schema_2(path: Path) -> None:
@@ -107,8 +110,9 @@ def test_a_file_at_schema_5_gets_reply_claim_leases_and_keeps_its_targets(
     SqliteStore(path).close()
     with sqlite3.connect(path) as db:
         db.execute("DROP INDEX server_replies_sending")
+        db.execute(f"DROP INDEX {SLACK_INDEX}")  # migration 7's
         db.execute("ALTER TABLE server_replies DROP COLUMN sending_until")
-        db.execute("DELETE FROM twelvefold_schema WHERE version = 6")
+        db.execute("DELETE FROM twelvefold_schema WHERE version >= 6")
         db.execute("PRAGMA user_version = 5")
         db.execute(
             "INSERT INTO server_replies (thread_id, kind, address, replied_seq)"
@@ -122,6 +126,71 @@ def test_a_file_at_schema_5_gets_reply_claim_leases_and_keeps_its_targets(
     finally:
         targets.close()
     assert _versions(path) == list(range(1, CURRENT + 1))
+
+
+def _indexes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {
+            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+
+
+def test_a_new_file_has_slack_messages_indexed_by_thread(tmp_path: Path) -> None:
+    path = tmp_path / "threads.db"
+    SqliteStore(path).close()
+    assert SLACK_INDEX in _indexes(path)
+
+
+def test_a_file_at_schema_6_gets_the_slack_index_and_keeps_its_messages(tmp_path: Path) -> None:
+    """Migration 7 indexes `slack_messages` by thread in a file schema 6 left (no index),
+    keeping its rows."""
+    path = tmp_path / "threads.db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"DROP INDEX IF EXISTS {SLACK_INDEX}")
+        db.execute("DELETE FROM twelvefold_schema WHERE version > 6")
+        db.execute("PRAGMA user_version = 6")
+        db.execute(
+            "INSERT INTO slack_messages (channel, ts, thread_id, request, title, closed)"
+            " VALUES ('C1', '1.1', 't', 'r', 'Deploy?', 1)"
+        )
+    assert SLACK_INDEX not in _indexes(path)
+    SqliteStore(path).close()
+    assert SLACK_INDEX in _indexes(path)
+    assert _versions(path) == list(range(1, CURRENT + 1))
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT channel, ts, thread_id, request, title, closed FROM slack_messages"
+        )
+        assert rows.fetchall() == [("C1", "1.1", "t", "r", "Deploy?", 1)]
+
+
+def test_deleting_a_thread_finds_its_slack_messages_by_the_index(tmp_path: Path) -> None:
+    """Found by a review: `prune --delete` deletes each thread's `slack_messages` by
+    `thread_id`, which no index covered (the key is channel and ts): a scan of the whole
+    table per pruned thread. Every statement the delete runs on the table is planned
+    through the index."""
+    path = tmp_path / "threads.db"
+    store = SqliteStore(path)
+    codec = Codec()
+    store.create(ThreadInfo("t", "a", "o", "running", "a", 1, "x", "x"),
+                 [Started(step="a", input="hi")], codec)  # fmt: skip
+    answer = Answered(step="end", at="2026-01-01T00:00:00Z", answer=Answer(text="one"))
+    ended = State(step="end", value=None, status="finished", input="hi", seq=2)
+    store.append("t", 1, [answer], codec, Head("finished", "end", ended, "r"))
+    ran: list[str] = []
+    store._db.set_trace_callback(ran.append)  # the statements as run, values filled in
+    try:
+        assert store.delete("t", 2, ["finished"]) is True
+    finally:
+        store._db.set_trace_callback(None)
+        store.close()
+    on_slack = [sql for sql in ran if "slack_messages" in sql]
+    assert on_slack, ran
+    with sqlite3.connect(path) as db:
+        for sql in on_slack:
+            plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert f"USING INDEX {SLACK_INDEX}" in plan, (sql, plan)
 
 
 def test_ctrl_c_just_after_the_schema_commits_stays_a_ctrl_c(tmp_path: Path) -> None:

@@ -170,7 +170,9 @@ def test_source_goes_with_one_module() -> None:
 @pytest.mark.parametrize("count", ["100000000000000000000", "100001"])
 def test_examples_past_the_bound_is_a_usage_error(project: Path, count: str) -> None:
     """10**20 threads per property would run for ever (printing nothing, on a pipe)."""
-    result = CliRunner().invoke(cli, ["test", str(project / "deploybot.agent"), "--examples", count])
+    result = CliRunner().invoke(
+        cli, ["test", str(project / "deploybot.agent"), "--examples", count]
+    )
     assert result.exit_code == 2
     assert "Invalid value for '--examples'" in result.output
     assert "1<=x<=100000" in result.output

@@ -859,7 +859,8 @@ def test_a_worker_on_a_database_without_the_queue_schema_names_db_upgrade(
     done = worker_cli("--store", postgres_url)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "error: the database has no job queue schema, or an old one: run `twelvefold db upgrade`"
+        "error: the database has no job queue schema, or an old one: run `twelvefold db upgrade"
+        f" --store {postgres_url}`"
     ]
 
 

@@ -31,10 +31,35 @@ try:  # Ctrl-C while the command starts: one line, as anywhere after
 
 except KeyboardInterrupt:
     _interrupted_outside()
+except RuntimeError as exc:  # Python 3.11 wraps a Ctrl-C in a class's `__set_name__`
+    if not isinstance(exc.__cause__, KeyboardInterrupt):
+        raise
+    _interrupted_outside()
 
 
 def main() -> None:
     try:
-        cli.main(prog_name="twelvefold", standalone_mode=True)
+        try:
+            cli.main(prog_name="twelvefold", standalone_mode=True)
+        finally:
+            sys.stdout.flush()  # here, not at shutdown: a reader gone is said nowhere
     except KeyboardInterrupt:
         _interrupted_outside()
+    except RuntimeError as exc:  # as above (report.py, `interrupt_within`)
+        if not isinstance(exc.__cause__, KeyboardInterrupt):
+            raise
+        _interrupted_outside()
+    except BrokenPipeError:
+        _reader_gone()
+    except SystemExit:
+        if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+            # click's own handling of EPIPE (in its help or usage output): exit 1 with its
+            # streams silenced; ended as every command whose reader went away is instead.
+            _reader_gone()
+        raise
+
+
+def _reader_gone() -> NoReturn:
+    from .commands.output import reader_gone
+
+    reader_gone()

@@ -265,8 +265,8 @@ GENERATED: tuple[Mutant, ...] = (
     _m(
         "d-nan-allowed",
         _D,
-        'model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)\n\n    url: str',
-        'model_config = ConfigDict(extra="forbid", defer_build=True)\n\n    url: str',
+        "allow_inf_nan=False, defer_build=True\n    )\n\n    url: str",
+        "defer_build=True\n    )\n\n    url: str",
     ),
     _m(
         "d-description",
@@ -340,8 +340,8 @@ GENERATED: tuple[Mutant, ...] = (
     _m(
         "c-nan-allowed",
         _C,
-        'model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)\n\n    value: float',
-        'model_config = ConfigDict(extra="forbid", defer_build=True)\n\n    value: float',
+        "allow_inf_nan=False, defer_build=True\n    )\n\n    value: float",
+        "defer_build=True\n    )\n\n    value: float",
     ),
     _m(
         "c-field-description",

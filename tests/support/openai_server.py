@@ -38,8 +38,9 @@ class Reply:
     """Defaults to the function the request forces with `tool_choice`."""
     status: int = 200
     error: str | None = None
-    usage: tuple[int, int] = (11, 7)
-    """(prompt_tokens, completion_tokens)."""
+    usage: tuple[int, int] | dict[str, Any] | None = (11, 7)
+    """(prompt_tokens, completion_tokens), with their total; or the `usage` object to send
+    as it is (a dict), or None to send none."""
     finish_reason: str | None = None
     """Overrides the natural one (`tool_calls` or `stop`): `length` is a reply cut off at the
     token limit."""
@@ -194,18 +195,21 @@ def completion(request: dict[str, Any], reply: Reply, n: int) -> dict[str, Any]:
         ]
         finish_reason = "tool_calls"
     finish_reason = reply.finish_reason or finish_reason
-    prompt_tokens, completion_tokens = reply.usage
+    usage = reply.usage
+    if isinstance(usage, tuple):
+        prompt_tokens, completion_tokens = usage
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
     return {
         "id": f"chatcmpl-{n}",
         "object": "chat.completion",
         "created": 1_700_000_000 + n,
         "model": request.get("model", "scripted"),
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        **({} if usage is None else {"usage": usage}),
     }
 
 

@@ -121,11 +121,19 @@ def _interrupt_reported(as_json: bool) -> Iterator[None]:
     would be a blank line, `Aborted!` and exit 1."""
     try:
         yield
+    except Exception as exc:  # a Ctrl-C CPython wrapped (report.py, `interrupt_within`)
+        from twelvefold.commands.report import interrupt_within, interrupted
+
+        if interrupt_within(exc) is None:
+            raise
+        interrupted(KeyboardInterrupt(_NOT_STARTED), as_json)
     except KeyboardInterrupt as exc:
         from twelvefold.commands.report import interrupted
 
-        interrupted(KeyboardInterrupt(str(exc) or "the command had not started: nothing"
-                                      " was done"), as_json)  # fmt: skip
+        interrupted(KeyboardInterrupt(str(exc) or _NOT_STARTED), as_json)
+
+
+_NOT_STARTED = "the command had not started: nothing was done"
 
 
 class LazyGroup(click.Group):

@@ -12,7 +12,7 @@ from typing import NoReturn
 
 import click
 
-from twelvefold.commands.options import PROMPTS
+from twelvefold.commands.options import FOLDER_HINT, PROMPTS, GivenPath
 from twelvefold.compiler import Compilation, compile_file
 from twelvefold.compiler.codegen import FormatterUnavailable
 from twelvefold.compiler.diagnostics import render_all, summary
@@ -126,7 +126,7 @@ def _report(
     return 0 if all(r.ok for r in results) else 1
 
 
-FILES = click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+FILES = click.argument("files", nargs=-1, required=True, type=GivenPath(named="FILE"))
 FORMAT = click.option(
     "--format",
     "output_format",
@@ -212,7 +212,7 @@ def _explanations_json(results: list[Compilation]) -> list[dict[str, object]]:
     "-o",
     "--output",
     "output_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=GivenPath(file_okay=False, hint=FOLDER_HINT),
     default=Path("."),
     show_default=True,
     help="Folder to write the generated modules to.",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from twelvefold.commands.options import DB, PROMPTS
+from twelvefold.commands.options import DB, PROMPTS, GivenPath
 from twelvefold.commands.output import echo, error
 from twelvefold.compiler import Compilation, compile_file
 from twelvefold.compiler.diagnostics import render_all, summary
@@ -51,7 +51,7 @@ def _a_number(value: float) -> float:
 
 
 @click.command()
-@click.argument("agent", type=click.Path(path_type=Path))
+@click.argument("agent", type=GivenPath())
 @click.option(
     "--format",
     "output_format",
@@ -61,7 +61,7 @@ def _a_number(value: float) -> float:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=GivenPath(),
     help="File to write; text formats print to stdout without it.",
 )
 @click.option("--thread", "thread_id", help="Overlay this thread's path (from the store).")
@@ -69,7 +69,7 @@ def _a_number(value: float) -> float:
 @click.option(
     "--events",
     "events_file",
-    type=click.Path(path_type=Path),  # a folder: one line, exit 1
+    type=GivenPath(),  # a folder: one line, exit 1
     help="Overlay the path of an event log: a JSON list of events in the store's format.",
 )
 @PROMPTS

@@ -19,13 +19,99 @@ if TYPE_CHECKING:
     from twelvefold.runtime.newstore import Made
     from twelvefold.runtime.store import StoreLocation
 
+
+class PathProblem(click.ClickException):
+    """A path option or argument the command cannot take (an empty one; a folder option
+    naming no folder): a problem with the input, one line and exit 1 like the others
+    (twelvefold/commands/report.py), not click's usage error (exit 2); with `--json`,
+    stdout gets the `{"error": ...}` object too."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, as_json: bool) -> None:
+        super().__init__(message)
+        self.as_json = as_json
+
+    def show(self, file: Any = None) -> None:
+        from twelvefold.commands.report import say_problem
+
+        message = self.format_message()
+        say_problem(f"error: {message}", type(self).__name__, message, self.as_json)
+
+
+class FolderProblem(PathProblem):
+    """A folder option naming no folder."""
+
+
+class EmptyPath(PathProblem):
+    """A path given as the empty string, which `Path("")` would read as the current
+    folder: `--prompts ""` from a script whose variable was unset would otherwise take
+    prompts (or tools, or a store) from wherever it happens to run."""
+
+
+def _as_json(ctx: click.Context | None) -> bool:
+    return bool(ctx is not None and ctx.meta.get("twelvefold_json"))  # set by the group
+
+
+def _refuse_empty(
+    value: Any, param: click.Parameter | None, ctx: click.Context | None, named: str | None,
+    hint: str,
+) -> None:  # fmt: skip
+    if value != "":
+        return
+    if named is None and isinstance(param, click.Option):
+        named = max(param.opts, key=len)  # --output, not -o
+    elif named is None and param is not None:
+        named = (param.metavar or (param.name or "path").upper()).removesuffix("...")
+    raise EmptyPath(f"{named or 'a path'} is empty: {hint}", _as_json(ctx))
+
+
+class GivenPath(click.Path):
+    """`click.Path` that refuses an empty string (`EmptyPath`, one line and exit 1)
+    instead of reading it as the current folder. Every path option and argument of the
+    CLI has this type or `PathText` (tests/test_cli_db_paths.py walks them all).
+    `named` is how the error names the parameter (default: the option, or the
+    argument's metavar); `hint` says what to give instead."""
+
+    def __init__(
+        self, *, named: str | None = None, hint: str = "give a path", **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("path_type", Path)
+        super().__init__(**kwargs)
+        self.named = named
+        self.hint = hint
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _refuse_empty(value, param, ctx, self.named, self.hint)
+        return super().convert(value, param, ctx)
+
+
+class PathText(click.types.StringParamType):
+    """A path kept as text (an agent's place: a .agent file, a generated module, or a
+    folder of them), refusing an empty string as `GivenPath` does."""
+
+    name = "path"
+
+    def __init__(self, *, named: str | None = None, hint: str = "give a path") -> None:
+        self.named = named
+        self.hint = hint
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _refuse_empty(value, param, ctx, self.named, self.hint)
+        return super().convert(value, param, ctx)
+
+
+FOLDER_HINT = "give a folder (. for the current one)"
+PLACE_HINT = "give an agent or a folder of them (. for the current one)"
+
+
 DEFAULT_DB = Path(".twelvefold") / "threads.db"
 """Where threads are stored unless --db or TWELVEFOLD_DB says otherwise (relative to the
 current folder), so a thread launched by one command is found by the next."""
 
 _DB_FILE = click.option(
     "--db",
-    type=click.Path(path_type=Path),  # a folder: one line, exit 1 (`file_there`)
+    type=GivenPath(hint="give the path of a file"),  # a folder: one line, exit 1 (`file_there`)
     envvar="TWELVEFOLD_DB",
     help=f"The SQLite file threads are stored in (or TWELVEFOLD_DB; default: {DEFAULT_DB}, "
     "or the configuration's `store`).",
@@ -173,6 +259,49 @@ def configured_store() -> StoreLocation | None:
     return config.path.parent / found
 
 
+_STORE_NAMED = "twelvefold.store_named"
+"""Where the click context keeps how the command's store was named (`_named`)."""
+
+
+def _named(db: Path | None, store_url: str | None) -> tuple[str, str | None]:
+    """What a refusal about the store tells the user to check, by how they named it: the
+    option and its variable they used, or the configuration file; and the `--store URL`
+    to paste back when they gave one (None: the location's own spelling does)."""
+    from twelvefold.runtime.schema import store_option
+    from twelvefold.runtime.store import shown_url
+
+    if store_url is not None:
+        return "check --store and TWELVEFOLD_STORE", store_option(shown_url(store_url))[0]
+    if db is not None:
+        return "check --db and TWELVEFOLD_DB", None
+    from twelvefold.runtime.config import ConfigError, find_config
+
+    try:
+        config = find_config(Path.cwd())
+    except ConfigError:
+        config = None
+    if config is not None and config.path is not None and "store" in config.settings:
+        return f"check `store` in {config.path}", None
+    return "the default store; name another with --db or --store", None
+
+
+def store_check() -> str:
+    """What to check when the command's store is not there, as the user named it
+    (`check --store and TWELVEFOLD_STORE`, `check --db and TWELVEFOLD_DB`, the
+    configuration's `store`)."""
+    context = click.get_current_context(silent=True)
+    named = context.meta.get(_STORE_NAMED) if context is not None else None
+    return named[0] if named is not None else "check --db and TWELVEFOLD_DB"
+
+
+def store_given(location: StoreLocation) -> str | None:
+    """`--store URL` as the user gave it (its password left out), to paste into a command
+    printed for them; None when they named the store otherwise."""
+    context = click.get_current_context(silent=True)
+    named = context.meta.get(_STORE_NAMED) if context is not None else None
+    return named[1] if named is not None else None
+
+
 def DB(function: Callable[..., Any]) -> Callable[..., Any]:
     """`--db FILE` and `--store URL` (one spelling of the store works everywhere); the
     command receives `db`, the location either names (`StoreLocation`: a SQLite file's
@@ -180,27 +309,13 @@ def DB(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)
     def with_store(*args: Any, db: Path | None, store_url: str | None, **kwargs: Any) -> Any:
-        return function(*args, db=store_path(db, store_url), **kwargs)
+        location = store_path(db, store_url)
+        context = click.get_current_context(silent=True)
+        if context is not None:
+            context.meta[_STORE_NAMED] = _named(db, store_url)
+        return function(*args, db=location, **kwargs)
 
     return _DB_FILE(_STORE_URL(with_store))
-
-
-class FolderProblem(click.ClickException):
-    """A folder option naming no folder: a problem with the input, one line and exit 1
-    like the others (twelvefold/commands/report.py), not click's usage error (exit 2);
-    with `--json`, stdout gets the `{"error": ...}` object too."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, as_json: bool) -> None:
-        super().__init__(message)
-        self.as_json = as_json
-
-    def show(self, file: Any = None) -> None:
-        from twelvefold.commands.report import say_problem
-
-        message = self.format_message()
-        say_problem(f"error: {message}", "FolderProblem", message, self.as_json)
 
 
 def existing_folders(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -213,14 +328,13 @@ def existing_folders(ctx: click.Context, param: click.Parameter, value: Any) -> 
             found = "not a folder" if os.path.lexists(path) else "no such folder"
         except OSError as exc:  # a name too long, a folder nobody may look into
             found = exc.strerror or str(exc)
-        as_json = bool(ctx.meta.get("twelvefold_json"))  # set by the command group
-        raise FolderProblem(f"{param.opts[0]} {path}: {found}", as_json)
+        raise FolderProblem(f"{param.opts[0]} {path}: {found}", _as_json(ctx))
     return value
 
 
 PROMPTS = click.option(
     "--prompts",
-    type=click.Path(path_type=Path),
+    type=GivenPath(hint=FOLDER_HINT),
     callback=existing_folders,
     metavar="DIRECTORY",
     help="Folder that prompt paths resolve under (default: the nearest prompts/).",
@@ -229,6 +343,7 @@ PROMPTS = click.option(
 AGENT = click.option(
     "--agent",
     "agent",
+    type=PathText(),
     metavar="PATH",
     help="Load the thread's agent from PATH (a .agent file or a generated module) instead of "
     "the place the thread recorded, e.g. after the agent was moved.",

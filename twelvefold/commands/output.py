@@ -3,6 +3,12 @@ a control sequence in one must not drive the user's terminal (runtime/terminal.p
 
 from __future__ import annotations
 
+import os
+import sys
+import unicodedata
+from collections.abc import Sequence
+from typing import NoReturn
+
 import click
 
 from twelvefold.runtime.terminal import for_terminal, one_line
@@ -23,3 +29,54 @@ def error(message: object) -> None:
     """`error: MESSAGE` on stderr as one line: a path, URL or name in the message (a `--db`
     with a line break in it) cannot start a line of its own and forge output below."""
     click.echo(f"error: {one_line(str(message))}", err=True)
+
+
+EXIT_READER_GONE = 141
+"""The exit status of a command whose reader went away (`twelvefold show T | head -1`):
+128 + SIGPIPE, what a shell reports for a program SIGPIPE ended, as `cat` or `grep` end
+there. `set -o pipefail` sees the output was cut short; nothing is printed."""
+
+
+def reader_gone() -> NoReturn:
+    """End quietly, as a command whose stdout lost its reader (EPIPE): no message, no
+    traceback, and exit `EXIT_READER_GONE`. stdout is pointed at the null device first,
+    so what is still buffered in it is dropped when Python flushes it on its way out
+    instead of failing once more at shutdown (Python's docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file behind stdout (a test's buffer)
+        pass
+    sys.exit(EXIT_READER_GONE)
+
+
+def width(text: str) -> int:
+    """How many terminal columns `text` takes: East Asian wide and full-width characters
+    two, combining marks none, the rest one."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def table(
+    headings: Sequence[str], rows: Sequence[Sequence[str]], *, least: Sequence[int],
+    right: Sequence[bool], gaps: Sequence[str],
+) -> list[str]:  # fmt: skip
+    """`headings` and `rows` as lines whose columns line up whatever their values: each
+    column as wide as its widest cell (at least `least`), left-aligned or (`right`)
+    right-aligned, `gaps[i]` after column i; the last column is not padded. The cells
+    are printed as given: escape what comes from the store first."""
+    lines = [headings, *rows]
+    widths = [
+        max([least[i], *(width(line[i]) for line in lines)]) for i in range(len(headings) - 1)
+    ]
+    out = []
+    for line in lines:
+        cells = []
+        for i, cell in enumerate(line[:-1]):
+            pad = " " * (widths[i] - width(cell))
+            cells.append((pad + cell if right[i] else cell + pad) + gaps[i])
+        out.append("".join(cells) + line[-1])
+    return out

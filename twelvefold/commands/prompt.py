@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from twelvefold.commands.options import DB, PROMPTS
+from twelvefold.commands.options import DB, PROMPTS, PathText
 from twelvefold.commands.output import echo, error
 from twelvefold.runtime.terminal import one_line
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("agent_ref", metavar="AGENT")
+@click.argument("agent_ref", type=PathText(), metavar="AGENT")
 @click.argument("step")
 @click.option("--thread", "thread_id", help="Use this stored thread's events.")
 @click.option("--input", "text", help="Show the step for a fresh thread launched with TEXT.")

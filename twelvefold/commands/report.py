@@ -96,6 +96,14 @@ def interrupted(exc: KeyboardInterrupt, as_json: bool = False) -> NoReturn:
     itself with SIGINT instead of exiting with the status it was given. Running a string
     the same way once more clears that mark: the interrupt was handled here."""
     exec("")  # clears CPython's "ended by an unhandled Ctrl-C" (see above)
+    say_interrupted(exc, as_json)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def say_interrupted(exc: KeyboardInterrupt, as_json: bool = False) -> None:
+    """What `interrupted` prints, without exiting: for a command that stops with
+    `os._exit` (`serve`, `worker`: a tool call still blocked in a thread must not keep
+    the process alive)."""
     message = str(exc) or "interrupted"
     line = f"interrupted: {exc}" if str(exc) else message
     # Said without importing anything more: a Ctrl-C can land while a module is being
@@ -106,7 +114,43 @@ def interrupted(exc: KeyboardInterrupt, as_json: bool = False) -> NoReturn:
     click.echo(shown, err=True)
     if as_json:
         click.echo(json.dumps({"error": {"type": "Interrupted", "message": message}}))
-    sys.exit(EXIT_INTERRUPTED)
+
+
+class Stage:
+    """Where a long command stands, as the line a Ctrl-C now would end it with (what was
+    done, what state the store is in, how to go on): set as it goes, read by `saying`.
+    Made of text ready beforehand, so the interrupt path imports and computes nothing."""
+
+    def __init__(self, said: str) -> None:
+        self.said = said
+
+
+@contextmanager
+def saying(stage: Stage) -> Iterator[None]:
+    """A Ctrl-C within becomes a `KeyboardInterrupt` saying `stage.said` (a message it
+    already carries, from deeper in, is kept), for `reported` to print in one line."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        raise KeyboardInterrupt(str(exc) or stage.said) from None
+    except Exception as exc:
+        if interrupt_within(exc) is None:
+            raise
+        raise KeyboardInterrupt(stage.said) from None
+
+
+def interrupt_within(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C `exc` is, or was raised from. CPython 3.11 wraps whatever a
+    descriptor's `__set_name__` raises while a class is made (`functools.cached_property`
+    has one, so any import can be where it lands) in a `RuntimeError` whose cause is the
+    `KeyboardInterrupt`: a Ctrl-C all the same, not a bug to show a traceback for."""
+    for _ in range(8):  # a chain of causes, never a cycle
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        if exc.__cause__ is None:
+            return None
+        exc = exc.__cause__
+    return None
 
 
 @contextmanager
@@ -119,17 +163,29 @@ def reported(as_json: bool = False) -> Iterator[None]:
         yield
     except KeyboardInterrupt as exc:  # Ctrl-C: one line (what `stopped_at` says), no traceback
         interrupted(exc, as_json)
+    except BrokenPipeError:  # stdout's reader went away (`| head -1`): end quietly
+        from twelvefold.commands.output import reader_gone
+
+        reader_gone()
     except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
         message = f"the thread store cannot be used: {exc}"
         _problem(f"error: {message}", "StoreError", message, as_json)
     except Exception as exc:  # a cassette that cannot be read, a bad prompt, a bad path
+        if (cause := interrupt_within(exc)) is not None:
+            interrupted(cause, as_json)
         from twelvefold.runtime.loading import AgentLoadError
+        from twelvefold.runtime.store import StoreNotFound
 
         kind = type(exc).__name__
         if isinstance(exc, AgentLoadError):  # a compile error's diagnostics: many lines
             _problem(f"error: {exc}", kind, str(exc), as_json, lines=True)
         if isinstance(exc, _user_problems()):
-            _problem(f"error: {exc}", kind, str(exc), as_json)
+            message = str(exc)
+            if isinstance(exc, StoreNotFound):  # named as the user named the store
+                from twelvefold.commands.options import store_check
+
+                message = exc.checking(store_check())
+            _problem(f"error: {message}", kind, message, as_json)
         if isinstance(exc, OSError) and exc.filename is not None:  # a path the system refuses
             message = f"cannot use {cut(str(exc.filename))}: {exc.strerror or exc}"
             _problem(f"error: {message}", kind, message, as_json)
@@ -160,9 +216,12 @@ def reporting(command: click.Command) -> click.Command:
     if callback is None or getattr(callback, _REPORTED, False):
         return command
 
+    # A command that does not say where a Ctrl-C stopped it still names itself.
+    stopped = Stage(f"`{command.name}` stopped before it finished")
+
     @functools.wraps(callback)
     def reported_callback(*args: Any, **kwargs: Any) -> Any:
-        with reported(kwargs.get("as_json") is True):
+        with reported(kwargs.get("as_json") is True), saying(stopped):
             return callback(*args, **kwargs)
 
     setattr(reported_callback, _REPORTED, True)
@@ -174,9 +233,13 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_PROBLEM",
     "CommandError",
+    "Stage",
     "cut",
+    "interrupt_within",
     "interrupted",
     "reported",
     "reporting",
+    "say_interrupted",
     "say_problem",
+    "saying",
 ]

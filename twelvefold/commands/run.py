@@ -27,8 +27,17 @@ from typing import Any
 
 import click
 
-from twelvefold.commands.options import AGENT, DB, PROMPTS, existing_folders, removed_if_refused
-from twelvefold.commands.output import echo
+from twelvefold.commands.options import (
+    AGENT,
+    DB,
+    FOLDER_HINT,
+    PROMPTS,
+    GivenPath,
+    PathText,
+    existing_folders,
+    removed_if_refused,
+)
+from twelvefold.commands.output import echo, table
 from twelvefold.commands.report import CommandError
 from twelvefold.runtime.api import (
     Expiry,
@@ -191,6 +200,9 @@ def print_view(view: ThreadView, db: StoreLocation) -> None:
             echo(shown_value)
         echo(f"  request: {view.request}")
         echo(f"  resume: {resume_hint(view)}")
+        if view.approvers:
+            groups = ", ".join(shown(group) for group in view.approvers)
+            echo(f"  by: NAME, a member of {groups} (only they decide it)")
     elif view.status == "failed":
         echo(f"\n{where} failed at `{view.step}`: {view.error}")
         if view.parent is None:
@@ -234,10 +246,13 @@ def value_line(view: ThreadView) -> str | None:
 
 def resume_hint(view: ThreadView) -> str:
     """The command that decides a waiting thread's pending request."""
-    decide = (
-        "--approve | --reject --comment C" if view.waiting_for == "approval" else "--answer TEXT"
-    )
-    return f"twelvefold resume {view.id} --request {view.request} {decide}"
+    from twelvefold.runtime.notify import by_option
+
+    if view.waiting_for == "approval":  # with the decider's name when only some may decide
+        decide = f"{by_option(view.approvers)} --approve | --reject --comment C"
+    else:
+        decide = " --answer TEXT"
+    return f"twelvefold resume {view.id} --request {view.request}{decide}"
 
 
 def cli_via() -> str:
@@ -287,8 +302,19 @@ def runtime(
     corrupt that document. `prompts` (`--prompts DIR`) is the templates folder of the
     agent the command names or the thread recorded (not of its sub-agents)."""
 
+    reader_gone = False
+
     def print_event(thread: Thread, event: Event) -> None:
-        echo(event_line(len(thread.events), event))
+        nonlocal reader_gone
+        if reader_gone:
+            return
+        try:
+            echo(event_line(len(thread.events), event))
+        except BrokenPipeError:
+            # The reader went away (`run … | head -1`): the thread runs on to where it
+            # pauses or ends, as it would unwatched, rather than stop mid-step holding
+            # its lease; the command's next line then ends it quietly (report.py).
+            reader_gone = True
 
     shutdown = configure_from_env()  # OTEL_EXPORTER_OTLP_* (docs/observability.md)
     try:
@@ -385,19 +411,19 @@ MODEL_OPTIONS = [
     click.option(
         "--cassette",
         # A folder is refused in one line, exit 1, as any path it cannot read.
-        type=click.Path(path_type=Path),
+        type=GivenPath(),
         help="Replay model outputs from this cassette (no network).",
     ),
     click.option(
         "--record",
-        type=click.Path(path_type=Path),  # a folder: one line, exit 1
+        type=GivenPath(),  # a folder: one line, exit 1
         help="Record the model's outputs to this cassette.",
     ),
     click.option(
         "--path",
         "paths",
         multiple=True,
-        type=click.Path(path_type=Path),
+        type=GivenPath(hint=FOLDER_HINT),
         callback=existing_folders,
         metavar="DIRECTORY",
         help="Another folder to import tools from (repeatable).",
@@ -417,7 +443,7 @@ def _check_model_flags(cassette: Path | None, record: Path | None) -> None:
 
 
 @click.command()
-@click.argument("agent")
+@click.argument("agent", type=PathText())
 @click.option("--input", "input_text", required=True, help="The thread's input.")
 @PROMPTS
 @DB
@@ -597,8 +623,9 @@ def fork(thread: str, at_event: int, agent: str | None, db: StoreLocation, as_js
     A fork made between steps is held (failed, ForkHeld) until `resume FORK --retry`.
     A fork never re-uses a decision or repeats a side effect: a fork inside a call an
     approval let run (after the approval, before the call's result) asks for a new one,
-    a fork at a pause gets its own request and notice, and another tool call in flight at
-    the fork point is recorded as interrupted."""
+    a fork at a pause gets its own request and deadline (its notice is sent by the next
+    `twelvefold expire`, or by the server's sweep), and another tool call in flight at the
+    fork point is recorded as interrupted."""
     with runtime(db, quiet=True) as rt:
         view = rt.get(rt.fork(thread, at_event, agent=agent), agent=agent)
     if as_json:
@@ -672,6 +699,7 @@ def send(
             quiet=as_json,
             prompts=prompts,
         ) as rt,
+        stopped_at(rt, thread),
     ):
         view = rt.send(
             thread, type_name, value, request=request, idempotency_key=idempotency_key,
@@ -688,6 +716,7 @@ def send(
 @click.option(
     "--agent",
     "agents",
+    type=PathText(),
     metavar="PATH",
     multiple=True,
     help="Load the threads of this agent (matched by its name) from PATH instead of the "
@@ -753,6 +782,16 @@ def expire(
     sys.exit(1 if any(e.problem is not None for e in found) else EXIT_UNTOLD if untold else 0)
 
 
+ENDED = {
+    "timer": "the sleep ended",  # its end is the point of a sleep: nothing timed out
+    "event": "no event came before its timeout",
+    "approval": "no decision came before its timeout",
+    "answer": "no answer came before its timeout",
+    "agent": "its sub-agent's thread was started or its end delivered",
+}
+"""What `expire` ended, by what the thread waited for (`Expiry.wait`)."""
+
+
 def expiry_line(expiry: Expiry) -> str:
     """What became of one swept thread, in one line."""
     if isinstance(expiry.event, Notified):
@@ -763,7 +802,12 @@ def expiry_line(expiry: Expiry) -> str:
         return f"{head}, nobody was told: {'; '.join(told.failed)}"
     if expiry.event is None:  # nothing was recorded: the thread could not even be swept
         return f"thread {expiry.thread_id}: `{expiry.step}` could not be swept: {expiry.problem}"
-    head = f"thread {expiry.thread_id}: `{expiry.step}` timed out"
+    if expiry.wait is not None:
+        head = f"thread {expiry.thread_id}: `{expiry.step}`: {ENDED[expiry.wait]}"
+    elif isinstance(expiry.event, Rejected | StepFailed):  # made by hand: a timeout, as ever
+        head = f"thread {expiry.thread_id}: `{expiry.step}` timed out"
+    else:
+        head = f"thread {expiry.thread_id}: `{expiry.step}` ran on"
     if expiry.never_delivered:
         head = f"thread {expiry.thread_id}: `{expiry.step}` was never delivered"
     if isinstance(expiry.event, Rejected):
@@ -804,21 +848,21 @@ def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
     if not found:
         echo(f"no threads in {one_line(str(db))}")
         return
-    echo(
-        f"{'THREAD':<18} {'AGENT':<14} {'STATUS':<9} {'STEP':<16} {'EVENTS':>6} "
-        f"{'TOKENS':>9} {'COST':>9}  {'UPDATED':<27} REQUEST"
-    )
+    rows = []
     for i in found:
         usage = spent.get(i.id, Totals())
         tokens = f"{usage.input_tokens + usage.output_tokens:,}" if usage.model_calls else "-"
         cost = usage.cost_text if usage.model_calls else "-"
         # Every field comes from the store: control characters (a newline would start a
         # row of its own) are printed escaped, as `stats` prints names.
-        echo(
-            f"{shown(i.id):<18} {shown(i.agent):<14} {shown(i.status):<9} {shown(i.step):<16} "
-            f"{i.seq:>6} {tokens:>9} {cost:>9}  {shown(i.updated_at):<27} "
-            f"{shown(i.request or '-')}"
-        )
+        rows.append([shown(i.id), shown(i.agent), shown(i.status), shown(i.step), str(i.seq),
+                     tokens, cost, shown(i.updated_at), shown(i.request or "-")])  # fmt: skip
+    headings = ["THREAD", "AGENT", "STATUS", "STEP", "EVENTS", "TOKENS", "COST", "UPDATED",
+                "REQUEST"]  # fmt: skip
+    for line in table(headings, rows, least=[18, 14, 9, 16, 6, 9, 9, 27],
+                      right=[False] * 4 + [True] * 3 + [False],
+                      gaps=[" "] * 6 + ["  ", " "]):  # fmt: skip
+        echo(line)
     for thread_id, why in parked.items():
         echo(f"{thread_id} needs a person: {shown(why)}")
 

@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -15,9 +16,25 @@ from urllib.parse import urlsplit
 
 import click
 
-from twelvefold.commands.options import DB, PROMPTS, background_options, removed_if_refused
+from twelvefold.commands.options import (
+    DB,
+    PLACE_HINT,
+    PROMPTS,
+    PathText,
+    background_options,
+    removed_if_refused,
+    store_check,
+    store_given,
+)
 from twelvefold.commands.output import echo, error, errors
-from twelvefold.commands.report import EXIT_INTERRUPTED, CommandError, cut
+from twelvefold.commands.report import (
+    EXIT_INTERRUPTED,
+    CommandError,
+    Stage,
+    cut,
+    say_interrupted,
+    saying,
+)
 from twelvefold.commands.run import make_model, model_options
 from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.tracing import configure_from_env
@@ -38,7 +55,9 @@ def is_loopback(host: str) -> bool:
 
 
 @click.command()
-@click.argument("places", nargs=-1, required=True, metavar="AGENT_OR_DIR...")
+@click.argument(
+    "places", nargs=-1, required=True, type=PathText(hint=PLACE_HINT), metavar="AGENT_OR_DIR..."
+)
 @DB
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -79,6 +98,30 @@ def serve(
     paths: tuple[Path, ...],
 ) -> None:
     """Serve AGENT_OR_DIR... over HTTP: the API, the inbox, background runs and timers."""
+    stage = Stage("the server had not started: no store was opened, nothing was done")
+    with saying(stage):  # Ctrl-C at any moment: one line saying what it left
+        _serve(stage, places, db, host, port, concurrency, insecure_local, grace,
+               sweep_seconds, public_url, prompts, model, cassette, record, paths)  # fmt: skip
+
+
+def _serve(
+    stage: Stage,
+    places: tuple[str, ...],
+    db: StoreLocation,
+    host: str,
+    port: int,
+    concurrency: int,
+    insecure_local: bool,
+    grace: float,
+    sweep_seconds: float,
+    public_url: str | None,
+    prompts: Path | None,
+    model: str | None,
+    cassette: Path | None,
+    record: Path | None,
+    paths: tuple[Path, ...],
+) -> None:
+    where = one_line(str(db))  # (a URL without its password)
     if cassette is not None and record is not None:
         raise click.UsageError("give --cassette or --record, not both")
     if insecure_local and not is_loopback(host):
@@ -94,6 +137,7 @@ def serve(
     # Before the store is opened: a port that is taken leaves no store behind.
     listeners = listening(host, port)
     address = _url(listeners[0])
+    stage.said = f"the server had not started: no thread ran; the store at {where} is as it was"
     with removed_if_refused(db):  # a refused start leaves no store behind
         # Spans go where OTEL_EXPORTER_OTLP_* say (docs/observability.md); flushed at exit.
         flush_spans = configure_from_env()
@@ -108,8 +152,9 @@ def serve(
     if insecure_local:
         echo(
             "WARNING: --insecure-local: NO AUTHENTICATION. Anyone who can reach "
-            f"{address} on this machine acts as `local`, decides every approval "
-            "and reads every thread.",
+            f"{address} on this machine acts as the person `local`, under the same rules "
+            "as anyone: it reads, launches and decides what the configuration lets `local` "
+            "do (an approval only if its approvers groups list `local`; docs/server.md).",
             err=True,
         )
     service = app.state.service
@@ -136,6 +181,21 @@ def serve(
     )
     echo(f"listening on {address} (Ctrl-C stops)", err=True)
     code = 0
+    stage.said = (
+        f"the server stopped: every thread is in {where} as it stood, no lease held "
+        "(a step under way had --grace to end); `twelvefold serve` runs them on"
+    )
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.append(signum)
+        server.should_exit = True
+
+    # Ctrl-C from here on stops the server as uvicorn's own handler does, whether it
+    # lands before uvicorn installs that handler (a `KeyboardInterrupt` there left its
+    # coroutine never awaited, and a warning), while it runs, or as uvicorn raises the
+    # signal again once it stopped (with this handler back in place).
+    signal.signal(signal.SIGINT, stop)
     try:
         server.run(sockets=listeners)
     except KeyboardInterrupt:  # Ctrl-C: uvicorn stopped gracefully, then raised it again
@@ -143,7 +203,11 @@ def serve(
     finally:
         if flush_spans is not None:
             flush_spans()
-    if not server.started:  # the lifespan failed: uvicorn said why
+    if signal.SIGINT in stopping:
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:
+        say_interrupted(KeyboardInterrupt(stage.said))
+    elif not server.started:  # the lifespan failed: uvicorn said why
         sys.exit(1)
     # Every thread's lease is let go and its log is on disk (Service.stop). A tool call
     # still blocked in a worker thread after the grace period would keep the interpreter
@@ -347,7 +411,7 @@ def token_create(person: str, db: StoreLocation, make_store: bool) -> None:
     if not make_store and not store_exists(db):
         error(
             f"no store at {cut(str(db))}: give --create to make a new one there (for the "
-            "first token, before the first `twelvefold serve`), or check --db and TWELVEFOLD_DB"
+            f"first token, before the first `twelvefold serve`), or {store_check()}"
         )
         sys.exit(1)
     if not make_store:
@@ -423,8 +487,8 @@ def _tokens(db: StoreLocation) -> list[TokenInfo]:
 def _option(db: StoreLocation) -> tuple[str, str]:
     """The option that names this store again, to paste back (runtime/schema.py
     `store_option`: a server's URL without its password), and where the password goes."""
-    if isinstance(db, Path):
-        return f"--db {db}", ""
+    if isinstance(db, Path):  # a SQLite file, named again as the user named it
+        return store_given(db) or f"--db {db}", ""
     from twelvefold.runtime.schema import store_option
 
     return store_option(str(db))
@@ -436,7 +500,7 @@ def _check_store(db: StoreLocation) -> None:
     if not store_exists(db):
         option, _ = _option(db)
         error(
-            f"no store at {cut(str(db))} (check --db and TWELVEFOLD_DB; `twelvefold token "
+            f"no store at {cut(str(db))} ({store_check()}; `twelvefold token "
             f"create PERSON {cut(option)} --create` makes one)"
         )
         sys.exit(1)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import click
 
-from twelvefold.commands.options import PROMPTS
+from twelvefold.commands.options import PROMPTS, GivenPath
 from twelvefold.commands.output import error
+from twelvefold.commands.report import Stage, saying
 from twelvefold.runtime.loading import AgentLoadError
+from twelvefold.runtime.terminal import one_line
 from twelvefold.testing import DEFAULT_EXAMPLES, MAX_EXAMPLES
 from twelvefold.testing.invariants import InvariantLoadError, find_invariants
 from twelvefold.testing.subject import load_subject
@@ -22,7 +24,7 @@ from twelvefold.testing.suite import header, render_results, run_suite
     "agents",
     nargs=-1,
     required=True,
-    type=click.Path(path_type=Path),
+    type=GivenPath(named="AGENT"),
 )
 @click.option(
     "--examples",
@@ -40,7 +42,7 @@ from twelvefold.testing.suite import header, render_results, run_suite
 )
 @click.option(
     "--source",
-    type=click.Path(path_type=Path),
+    type=GivenPath(),
     help="The .agent file a generated .py AGENT was compiled from (default: the file its "
     "header names, beside it); the module is judged against it.",
 )
@@ -64,25 +66,46 @@ def test(
         raise click.UsageError("--source goes with exactly one generated .py module")
     chosen_seed = seed if seed is not None else random.randrange(2**32)
     unloadable = property_failed = False
+    stage = Stage("")
     for index, agent in enumerate(agents):
-        if index:
-            click.echo()
-        try:
-            subject = load_subject(agent, prompts_dir=prompts, source=source)
-            invariants = find_invariants(agent)
-        except (AgentLoadError, InvariantLoadError) as broken:
-            error(broken)
-            unloadable = True
-            continue
-        # The header first (click.echo flushes): the threads may take minutes, and a
-        # pipe would otherwise see nothing until they are done.
-        click.echo(header(subject, examples, chosen_seed))
-        report = run_suite(
-            subject, examples=examples, seed=chosen_seed, invariants=invariants, strict=strict
+        stage.said = (
+            f"`twelvefold test` stopped while checking {one_line(str(agent))}: nothing was "
+            f"written; `--seed {chosen_seed}` generates the same threads again"
         )
-        click.echo(render_results(report, paths=paths))
-        property_failed = property_failed or not report.ok
+        with saying(stage):
+            unloadable, failed = _test_one(index, agent, chosen_seed, examples, paths, strict,
+                                           source, prompts, unloadable)  # fmt: skip
+            property_failed = property_failed or failed
     if property_failed:  # the seed reproduces generated threads, not a file that won't load
         click.echo(f"\nfailed (reproduce with --seed {chosen_seed})", err=True)
     if unloadable or property_failed:
         sys.exit(1)
+
+
+def _test_one(
+    index: int,
+    agent: Path,
+    seed: int,
+    examples: int,
+    paths: bool,
+    strict: bool,
+    source: Path | None,
+    prompts: Path | None,
+    unloadable: bool,
+) -> tuple[bool, bool]:
+    """Check one AGENT and print its report: (whether any AGENT so far would not load,
+    whether a property of this one failed)."""
+    if index:
+        click.echo()
+    try:
+        subject = load_subject(agent, prompts_dir=prompts, source=source)
+        invariants = find_invariants(agent)
+    except (AgentLoadError, InvariantLoadError) as broken:
+        error(broken)
+        return True, False
+    # The header first (click.echo flushes): the threads may take minutes, and a pipe
+    # would otherwise see nothing until they are done.
+    click.echo(header(subject, examples, seed))
+    report = run_suite(subject, examples=examples, seed=seed, invariants=invariants, strict=strict)
+    click.echo(render_results(report, paths=paths))
+    return unloadable, not report.ok

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from twelvefold.commands.options import DB
+from twelvefold.commands.options import DB, GivenPath, PathText
 from twelvefold.commands.output import echo
 from twelvefold.commands.report import CommandError
 from twelvefold.commands.run import JSON, cli_via, runtime
@@ -19,7 +19,9 @@ from twelvefold.runtime.terminal import one_line
 
 
 @click.command()
-@click.argument("words", nargs=-1, required=True, metavar="[check] AGENT")
+@click.argument(
+    "words", nargs=-1, required=True, type=PathText(named="AGENT"), metavar="[check] AGENT"
+)
 @click.option("--by", help="Who moves the threads (kept in each thread's version history).")
 @DB
 @JSON
@@ -77,7 +79,7 @@ def print_verdicts(name: str, digest: str, verdicts: list[Verdict], checking: bo
 )
 @click.option(
     "--archive",
-    type=click.Path(path_type=Path),  # a folder is refused with one line, exit 1 (prune)
+    type=GivenPath(),  # a folder is refused with one line, exit 1 (prune)
     help="Append the pruned threads to this JSON-lines file first (default: retention.archive).",
 )
 @click.option(

@@ -7,14 +7,22 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from twelvefold.commands.options import PROMPTS, background_options
+from twelvefold.commands.options import PLACE_HINT, PROMPTS, PathText, background_options
 from twelvefold.commands.output import echo, error, errors
+from twelvefold.commands.report import (
+    EXIT_INTERRUPTED,
+    Stage,
+    interrupt_within,
+    say_interrupted,
+    saying,
+)
 from twelvefold.commands.run import make_model, model_options
 from twelvefold.runtime.tracing import configure_from_env
 
@@ -29,7 +37,9 @@ def is_postgres(url: str) -> bool:
 
 
 @click.command()
-@click.argument("places", nargs=-1, required=True, metavar="AGENT_OR_DIR...")
+@click.argument(
+    "places", nargs=-1, required=True, type=PathText(hint=PLACE_HINT), metavar="AGENT_OR_DIR..."
+)
 @click.option(
     "--store",
     "store_url",
@@ -73,6 +83,27 @@ def worker(
     paths: tuple[Path, ...],
 ) -> None:
     """Run the threads of AGENT_OR_DIR... from the job queue (PostgreSQL) until SIGTERM."""
+    stage = Stage("the worker had not started: nothing was done")
+    with saying(stage):  # Ctrl-C at any moment: one line saying what it left
+        _worker(stage, places, store_url, queue_url, metrics_address, concurrency, grace,
+                sweep_seconds, prompts, model, cassette, record, paths)  # fmt: skip
+
+
+def _worker(
+    stage: Stage,
+    places: tuple[str, ...],
+    store_url: str,
+    queue_url: str | None,
+    metrics_address: str | None,
+    concurrency: int,
+    grace: float,
+    sweep_seconds: float,
+    prompts: Path | None,
+    model: str | None,
+    cassette: Path | None,
+    record: Path | None,
+    paths: tuple[Path, ...],
+) -> None:
     if cassette is not None and record is not None:
         raise click.UsageError("give --cassette or --record, not both")
     chosen_model = make_model(cassette, record, model)  # a path it cannot use: refused first
@@ -105,17 +136,41 @@ def worker(
 
     collect_less_often()  # many threads at once: fewer young collections per model call
     flush_spans = configure_from_env()
+    # Ctrl-C while the worker starts raises where it lands, not asyncio.Runner's way (a
+    # cancellation of the main task, which a connection pool being opened swallows: the
+    # worker then hung); while it takes jobs, `run_worker` handles it, gracefully.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:  # uvloop's if installed
-        code = runner.run(
-            _work(places, store_url, queue_url, concurrency, grace, sweep_seconds,
-                  chosen_model, paths, metrics_at, prompts)
-        )  # fmt: skip
+        try:
+            code = runner.run(
+                _work(places, store_url, queue_url, concurrency, grace, sweep_seconds,
+                      chosen_model, paths, metrics_at, prompts, stage)
+            )  # fmt: skip
+        except BaseException as exc:
+            if not isinstance(exc, KeyboardInterrupt) and interrupt_within(exc) is None:
+                raise
+            code = EXIT_INTERRUPTED  # nothing taken yet, or the jobs let go: exit at once
+        if code == EXIT_INTERRUPTED:
+            if flush_spans is not None:
+                flush_spans()
+            _exit(code, stage.said)  # not closing the loop: its tasks may wait on a pool
     if flush_spans is not None:
         flush_spans()
+    _exit(code)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _exit(code: int, interrupted: str | None = None) -> NoReturn:
+    """Say `interrupted` (the line of a Ctrl-C) if given, and end the process now: a tool
+    call still blocked in a worker thread after the grace period would keep the
+    interpreter from exiting; its lease is let go and the next worker takes over."""
+    if interrupted is not None:
+        say_interrupted(KeyboardInterrupt(interrupted))
     sys.stdout.flush()
     sys.stderr.flush()
-    # A tool call still blocked in a worker thread after the grace period would keep the
-    # interpreter from exiting; its lease is let go and the next worker takes over.
     os._exit(code)
 
 
@@ -130,9 +185,10 @@ async def _work(
     paths: tuple[Path, ...],
     metrics_at: tuple[str, int] | None = None,
     prompts: Path | None = None,
+    stage: Stage | None = None,
 ) -> int:
     from twelvefold.runtime.api import AsyncRuntime
-    from twelvefold.runtime.store import MemoryStore, open_store
+    from twelvefold.runtime.store import MemoryStore, open_store, shown_url
     from twelvefold.server.pruning import Pruner, timed_retention
     from twelvefold.server.queue import (
         Queue,
@@ -156,6 +212,9 @@ async def _work(
     except QueueUnavailable as exc:
         error(exc)
         return 1
+    stage = stage or Stage("")
+    where = shown_url(store_url)
+    stage.said = f"the worker had not started: no job was taken; the store at {where} is as it was"
     store = open_store(store_url, create=False)
     runtime = AsyncRuntime(store, model=model, tool_paths=paths, prompts_dir=prompts)  # type: ignore[arg-type]
     try:
@@ -192,10 +251,21 @@ async def _work(
             scheduler.start()
             if pruner is not None:
                 pruner.start()
+            stage.said = running = (
+                f"the worker stopped: every thread is in {where} as it stood, no lease held "
+                "(a step under way had --grace to end), its jobs still queued; `twelvefold "
+                "worker` runs them on"
+            )
+            at_once = (
+                f"the worker was stopped at once (a second Ctrl-C as it stopped): every "
+                f"thread is in {where} as it stood; a lease it still held lapses "
+                "(TWELVEFOLD_LEASE_SECONDS), then `twelvefold worker` runs it on"
+            )
             try:
-                await run_worker(
-                    work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds
-                )
+                stopped_by = await run_worker(
+                    work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds,
+                    stopping=lambda: setattr(stage, "said", at_once),
+                )  # fmt: skip
             finally:
                 await scheduler.stop()
                 if pruner is not None:
@@ -211,6 +281,9 @@ async def _work(
         if close is not None:
             with contextlib.suppress(Exception):
                 await close()
+    if stopped_by == signal.SIGINT:
+        stage.said = running  # it stopped gracefully after all
+        return EXIT_INTERRUPTED  # said by the command, once the loop is closed
     echo("worker: stopped", err=True)
     return 0
 

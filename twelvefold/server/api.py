@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.store import ThreadInfo
 from twelvefold.runtime.usage import Totals
+from twelvefold.server.problems import described_pattern
 from twelvefold.server.replies import replies
 from twelvefold.server.service import (
     BadInput,
@@ -53,7 +54,9 @@ class UsageOut(BaseModel):
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
     cost_usd: float | None = Field(
-        ge=0, description="USD of the priced calls; null when no call was priced."
+        ge=0,
+        description="USD of the priced calls; null when model calls were made and none was "
+        "priced (unknown), 0 when none was made.",
     )
     unpriced_calls: int = Field(ge=0, description="Calls `cost_usd` leaves out (no price).")
     waited_seconds: float = Field(ge=0, description="Time spent waiting for people.")
@@ -176,7 +179,12 @@ class LaunchIn(BaseModel):
     webhook: str | None = Field(
         None,
         max_length=2000,
-        pattern=WEBHOOK_PATTERN,
+        pattern=described_pattern(
+            WEBHOOK_PATTERN,
+            "webhook must be an absolute http:// or https:// URL in printable ASCII: a host "
+            "name (non-ASCII ones in their xn-- form), an IPv4 address or a bracketed IPv6 "
+            "one, then an optional :port and path, e.g. https://hooks.example.com/twelvefold",
+        ),
         description="An http(s) URL to POST the thread view to (Standard Webhooks, signed) "
         "each time it pauses or ends (docs/server.md, Webhooks).",
     )

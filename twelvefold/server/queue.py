@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -114,7 +115,8 @@ SCHEMA_PRESENT = (
     " AND to_regclass('procrastinate_workers') IS NOT NULL"
 )
 """procrastinate 3's tables (`procrastinate_workers` came with 3.0: without it, an old schema)."""
-NO_SCHEMA = "the database has no job queue schema, or an old one: run `twelvefold db upgrade`"
+NO_SCHEMA = "the database has no job queue schema, or an old one: run `twelvefold db upgrade"
+"""The start of `check_schema_now`'s refusal; the `--store` of the database follows."""
 
 
 class QueueUnavailable(Exception):
@@ -169,6 +171,7 @@ def check_schema_now(conninfo: str) -> None:
     import psycopg
 
     from twelvefold.runtime.store import StoreError, check_userinfo, shown_url
+    from twelvefold.runtime.terminal import one_line
 
     try:  # the store's own rule: a URL libpq would misread is refused before it connects
         check_userinfo(conninfo)
@@ -182,7 +185,10 @@ def check_schema_now(conninfo: str) -> None:
         reason = shown_url(" ".join(str(exc).split()), secret_of=conninfo)
         raise QueueUnavailable(f"the job queue's database cannot be reached: {reason}") from None
     if not row or not row[0]:
-        raise QueueUnavailable(NO_SCHEMA)
+        from twelvefold.runtime.schema import store_option
+
+        option, note = store_option(shown_url(conninfo))  # the password left out
+        raise QueueUnavailable(f"{NO_SCHEMA} {one_line(option)}`{note}")
 
 
 def apply_schema(conninfo: str) -> bool:
@@ -595,13 +601,26 @@ async def _settled_job(context: Any, thread_id: str, seq: int) -> None:
     await work.tell_settled(thread_id, seq)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""What stops a worker (gracefully)."""
+
+
 async def run_worker(
-    work: Work, *, concurrency: int, grace: float, sweep_seconds: float, name: str = "twelvefold"
-) -> None:
-    """Take jobs until SIGTERM or SIGINT (procrastinate's handlers: stop taking jobs, let
-    running ones finish for `grace` seconds, then cancel them; a cancelled run lets its
-    lease go). Sweeps every `sweep_seconds` meanwhile. A job loop that fails is started
-    again after `RESTART_SECONDS` (logged): only a signal stops the worker."""
+    work: Work,
+    *,
+    concurrency: int,
+    grace: float,
+    sweep_seconds: float,
+    name: str = "twelvefold",
+    stopping: Callable[[], None] | None = None,
+) -> int:
+    """Take jobs until SIGTERM or SIGINT (stop taking jobs, let running ones finish for
+    `grace` seconds, then cancel them; a cancelled run lets its lease go); the signal
+    that stopped it is returned, so that Ctrl-C ends the command as an interrupt and
+    SIGTERM as a deploy's stop; `stopping` is called as it begins to stop. A second
+    signal meanwhile is Python's own (Ctrl-C: `KeyboardInterrupt`). Sweeps every
+    `sweep_seconds` meanwhile. A job loop that fails is started again after
+    `RESTART_SECONDS` (logged): only a signal stops the worker."""
 
     async def sweeping() -> None:
         await work.schedule_waiting()
@@ -609,11 +628,11 @@ async def run_worker(
             await work.sweep()
             await asyncio.sleep(sweep_seconds)
 
-    sweeper = asyncio.create_task(sweeping(), name="twelvefold sweep")
-    pause = RESTART_SECONDS[0]
-    try:
+    async def taking_jobs() -> None:
+        pause = RESTART_SECONDS[0]
         while True:
             try:
+                # Cancelled by a signal, procrastinate stops gracefully (`grace`) first.
                 await work.queue.app.run_worker_async(
                     queues=[QUEUE],
                     concurrency=concurrency,
@@ -624,9 +643,9 @@ async def run_worker(
                     stalled_worker_timeout=STALLED_WORKER_SECONDS,
                     fetch_job_polling_interval=min(5.0, sweep_seconds),
                     delete_jobs="successful",
-                    install_signal_handlers=True,
+                    install_signal_handlers=False,  # ours, below: which signal it was
                 )
-                return  # stopped by a signal
+                return
             except Exception as exc:
                 # Its running jobs were let finish (or cancelled) before it raised.
                 # procrastinate says "Database error." and keeps the reason as the cause.
@@ -635,7 +654,34 @@ async def run_worker(
                           type(reason).__name__, " ".join(str(reason).split()), pause)  # fmt: skip
                 await asyncio.sleep(pause)
                 pause = min(RESTART_SECONDS[1], pause * 2)
+
+    loop = asyncio.get_running_loop()
+    stopped_by: list[int] = []
+    jobs = asyncio.create_task(taking_jobs(), name="twelvefold jobs")
+
+    def stop(signum: int) -> None:
+        stopped_by.append(signum)
+        for each in STOP_SIGNALS:  # the next one is Python's own
+            loop.remove_signal_handler(each)
+        if stopping is not None:
+            stopping()
+        jobs.cancel()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
+    sweeper = asyncio.create_task(sweeping(), name="twelvefold sweep")
+    try:
+        try:
+            await jobs
+        except asyncio.CancelledError:
+            if not stopped_by:  # this task was cancelled, not the jobs by a signal
+                raise
     finally:
+        if not stopped_by:
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+        jobs.cancel()
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+    return stopped_by[0] if stopped_by else 0

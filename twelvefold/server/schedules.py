@@ -2,7 +2,7 @@
 
     [tool.twelvefold.schedules.morning-report]   # the schedule's name
     agent = "reporter"          # an agent this server serves (`agent NAME`)
-    cron = "0 7 * * 1-5"        # a cron expression (croniter), in UTC
+    cron = "0 7 * * 1-5"        # five cron fields (cron.py), in UTC
     input = "yesterday's sales" # the thread's input (any TOML value)
 
 Each schedule launches its agent as the person `schedule:NAME`. The last time each one
@@ -19,9 +19,11 @@ after the launch, with a conditional UPDATE that only moves `fired_at` forward. 
 process killed between the launch and the record leaves the due time unrecorded: the
 next tick, anywhere, finds the thread already launched and records it.
 
-A cron expression croniter does not take, an agent the server does not serve or an
-entry of the wrong shape stops the server from starting (`ServeError`, one line each,
-naming the configuration file).
+A cron expression that is not the documented five fields or never comes due (cron.py),
+an agent the server does not serve, an input that agent cannot take, `launchers` that
+leave `schedule:NAME` out, or an entry of the wrong shape stops the server from starting
+(`ServeError`, one line each, naming the configuration file). At run time, one schedule
+that fails never stops the others.
 """
 
 from __future__ import annotations
@@ -38,10 +40,22 @@ from typing import Any
 
 from croniter import croniter
 
-from twelvefold.runtime.config import toml_key, toml_text
+from twelvefold.runtime.api import InputError, typed_input
+from twelvefold.runtime.config import ConfigError, find_config, toml_key, toml_text
+from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.store import ThreadNotFound
+from twelvefold.runtime.terminal import one_line
+from twelvefold.server.cron import cron_problem
 from twelvefold.server.replies import server_tables
-from twelvefold.server.service import Caller, ServeError, Service, ServiceError, Serving, capped
+from twelvefold.server.service import (
+    Caller,
+    ServeError,
+    Service,
+    ServiceError,
+    Serving,
+    capped,
+    server_settings,
+)
 from twelvefold.server.tables import Table
 
 log = logging.getLogger("twelvefold.server")
@@ -64,7 +78,9 @@ class Schedule:
 
     def latest(self, now: datetime) -> datetime:
         """The latest time at or before `now` the expression names (UTC)."""
-        after = now + timedelta(seconds=1)
+        # croniter answers the time before the one it is given, to the second: give it
+        # the next whole second (not `now` plus one: 06:59:59.9 would find 07:00).
+        after = now.replace(microsecond=0) + timedelta(seconds=1)
         return croniter(self.cron, after).get_prev(datetime).astimezone(UTC)
 
     def next(self, now: datetime) -> datetime:
@@ -78,7 +94,9 @@ def parse_schedules(
     """The schedules of one `[tool.twelvefold.schedules]` table. `ServeError` (one line
     each, for every entry refused, not only the first, each after `where`: the file's
     name and `: `) for an entry that is not a table of agent, cron and input, a cron
-    expression croniter refuses, or an agent not in `served`."""
+    expression that is not the five documented fields or never comes due (cron.py), an
+    agent not in `served`, or (`served`'s `Agent`s) an input that agent cannot take or
+    its `launchers` leaving the schedule out."""
     schedules: list[Schedule] = []
     problems: list[str] = []
     for name, entry in table.items():
@@ -115,11 +133,37 @@ def _schedule(name: str, entry: Any, served: Mapping[str, object]) -> Schedule:
         raise ServeError(
             f"{where} names agent = {toml_text(agent)}, which this server does not serve"
         )
-    if not croniter.is_valid(cron):
+    problem = cron_problem(cron)
+    if problem is not None:
+        raise ServeError(f"{where}: cron = {toml_text(cron)} {problem}")
+    value = entry.get("input", "")
+    served_agent = served[agent]
+    if isinstance(served_agent, Agent):  # what every fire's `launch` would check: at start
+        try:
+            typed_input(served_agent, value)
+        except InputError as exc:
+            raise ServeError(
+                f"{where}: input = {toml_text(value)} cannot launch {agent}: {exc}"
+            ) from None
+        _may_launch(served_agent, f"schedule:{name}", where)
+    return Schedule(name, agent, cron, value)
+
+
+def _may_launch(agent: Agent, person: str, where: str) -> None:
+    """`ServeError` when the agent's `launchers` leave `person` out: every fire would be
+    refused. A configuration that cannot be read is said by its own reader (settings.py)."""
+    try:
+        config = find_config(agent.directory or Path.cwd())
+        launchers = server_settings(config)[2]
+        groups = config.approvers
+    except ConfigError:
+        return
+    if launchers is not None and not any(person in groups.get(g, ()) for g in launchers):
         raise ServeError(
-            f"{where}: cron = {toml_text(cron)} is not a cron expression croniter understands"
+            f"{where}: {agent.name} may be launched only by members of"
+            f" {', '.join(map(toml_key, launchers))} (launchers), and {person} is in none of"
+            " them; add it to one"
         )
-    return Schedule(name, agent, cron, entry.get("input", ""))
 
 
 def schedules_of(service: Serving) -> list[Schedule]:
@@ -166,7 +210,13 @@ class ScheduleRuns(Table):
             return None
         try:
             return datetime.fromisoformat(str(rows[0][0])).astimezone(UTC)
-        except ValueError:  # an edited row: count from now rather than fire for the past
+        except ValueError:
+            # An edited row: count from now rather than fire for the past. Gone (unless
+            # another process rewrote it meanwhile), so `first_seen` writes the time.
+            self._db.change(
+                "DELETE FROM server_schedule_runs WHERE name = ? AND fired_at = ?",
+                (name, rows[0][0]),
+            )
             return None
 
     def claim(self, name: str, at: datetime) -> bool:
@@ -221,36 +271,64 @@ class Scheduler:
         self.clock = clock
         self.runs = ScheduleRuns(service.database)
         self._task: asyncio.Task[None] | None = None
+        self._failing: dict[str, str] = {}  # schedule name -> how it failed, said once
 
     async def tick(self, now: datetime) -> list[tuple[str, str]]:
         """Launch each schedule that came due since it last fired (once, however many
         times it came due, and once across every process ticking on this store);
-        `(schedule name, thread id)` for each launch this call made."""
+        `(schedule name, thread id)` for each launch this call made. A schedule that
+        fails (its store, croniter) is said once and the others go on."""
         launched: list[tuple[str, str]] = []
         for schedule in self.schedules:
-            last = await asyncio.to_thread(self.runs.last, schedule.name)
-            if last is None:  # first seen: count from now
-                await asyncio.to_thread(self.runs.first_seen, schedule.name, now)
-                continue
-            due = schedule.latest(now)
-            if due <= last:
-                continue
-            thread_id = fire_id(schedule.name, due)
             try:
-                fresh = await self._launch(schedule, thread_id)
-            except ServiceError as exc:
-                if self.service.stopping:  # nothing launched: the next start fires it
-                    log.info("schedule %s is left to the next start", schedule.name)
-                    break
-                log.warning("schedule %s could not launch %s: %s", schedule.name,
-                            schedule.agent, exc.detail)  # fmt: skip
-                await asyncio.to_thread(self.runs.fired, schedule.name, due, None)
+                thread_id = await self._fire(schedule, now)
+            except _LeftToNextStart:
+                log.info("schedule %s is left to the next start", schedule.name)
+                break
+            except Exception as exc:  # one schedule's failure never stops the others
+                said = one_line(f"{type(exc).__name__}: {exc}")  # a store's text, say
+                if self._failing.get(schedule.name) != said:
+                    self._failing[schedule.name] = said
+                    log.error("schedule %s failed (%s); the other schedules go on, and it is"
+                              " tried again at every tick without saying so again",
+                              schedule.name, said)  # fmt: skip
+                    log.debug("schedule %s failed", schedule.name, exc_info=exc)
                 continue
-            await asyncio.to_thread(self.runs.fired, schedule.name, due, thread_id)
-            if fresh:
-                log.info("schedule %s launched thread %s", schedule.name, thread_id)
+            if self._failing.pop(schedule.name, None) is not None:
+                log.info("schedule %s works again", schedule.name)
+            if thread_id is not None:
                 launched.append((schedule.name, thread_id))
         return launched
+
+    async def _fire(self, schedule: Schedule, now: datetime) -> str | None:
+        """Launch `schedule` if it came due by `now` and has not fired for that due
+        time; the thread's id when this call launched it."""
+        last = await asyncio.to_thread(self.runs.last, schedule.name)
+        if last is None:  # first seen: count from now
+            await asyncio.to_thread(self.runs.first_seen, schedule.name, now)
+            return None
+        due = schedule.latest(now)
+        # A record later than the clock was written by a clock ahead of this one (this
+        # one before it was set back, or another process's): it does not say `due` fired,
+        # so its thread is looked for (`_launch`) rather than the schedule kept silent
+        # until the clock catches up with the record.
+        if due <= last <= now:
+            return None
+        thread_id = fire_id(schedule.name, due)
+        try:
+            fresh = await self._launch(schedule, thread_id)
+        except ServiceError as exc:
+            if self.service.stopping:  # nothing launched: the next start fires it
+                raise _LeftToNextStart from None
+            log.warning("schedule %s could not launch %s: %s", schedule.name,
+                        schedule.agent, exc.detail)  # fmt: skip
+            await asyncio.to_thread(self.runs.fired, schedule.name, due, None)
+            return None
+        await asyncio.to_thread(self.runs.fired, schedule.name, due, thread_id)
+        if not fresh:
+            return None
+        log.info("schedule %s launched thread %s", schedule.name, thread_id)
+        return thread_id
 
     async def _launch(self, schedule: Schedule, thread_id: str) -> bool:
         """Launch the fire's thread; False when it exists already (another process, or
@@ -276,10 +354,13 @@ class Scheduler:
     def wait_after(self, now: datetime) -> float:
         """Seconds to sleep after a tick at `now`: until the next schedule is due, at
         most LONGEST_SLEEP."""
-        if not self.schedules:
-            return LONGEST_SLEEP
-        soonest = min(schedule.next(now) for schedule in self.schedules)
-        return min(LONGEST_SLEEP, max(0.5, (soonest - now).total_seconds()))
+        soonest = LONGEST_SLEEP
+        for schedule in self.schedules:
+            try:
+                soonest = min(soonest, (schedule.next(now) - now).total_seconds())
+            except Exception:  # `tick` says it, once; LONGEST_SLEEP ticks it anyway
+                continue
+        return min(LONGEST_SLEEP, max(0.5, soonest))
 
     async def run(self) -> None:
         first = True
@@ -303,6 +384,10 @@ class Scheduler:
         await cancelled(self._task)
         self._task = None
         self.runs.close()
+
+
+class _LeftToNextStart(Exception):
+    """A fire the server's shutdown refused: nothing launched, nothing recorded."""
 
 
 async def cancelled(task: asyncio.Task[None] | None) -> None:

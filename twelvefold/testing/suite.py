@@ -76,8 +76,10 @@ def run_suite(
 
 
 def render(report: SuiteReport, *, paths: bool = False) -> str:
-    return header(report.subject, report.examples, report.seed) + "\n" + render_results(
-        report, paths=paths
+    return (
+        header(report.subject, report.examples, report.seed)
+        + "\n"
+        + render_results(report, paths=paths)
     )
 
 

@@ -1,0 +1,265 @@
+"""Ctrl-C at any moment of `twelvefold serve` and `twelvefold worker`, from their first
+import on: exit 130, and one `interrupted: ` line, the last, saying what the command had
+done and what state the store is in (as `run` does, tests/test_cli_interrupt_early.py),
+never a traceback.
+
+Found by a red team: `serve` interrupted while it started said a bare `interrupted`;
+once listening it stopped with uvicorn's log and no word of the threads; a `worker`
+given Ctrl-C said `worker: stopped` and exited 0, as for SIGTERM.
+
+A real subprocess, signalled at a range of delays counted from `click`'s import (the
+readiness marker of tests/test_cli_interrupt_early.py), and at markers of its own: the
+store file made, the command's line saying it is running, a thread's tool entered.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.waiting import wait_for
+from tests.test_cli_interrupt_early import AGENT, CLICK_IMPORTED, TOOLS
+from twelvefold.runtime.store import SqliteStore, StoreNotFound
+
+DELAYS = [0.0, 0.05, 0.2, 0.5, 1.0, 1.5, 2.5]
+"""Seconds after `click` began to import: the command's modules loading, the agent
+compiling, the store opening, the server or worker starting."""
+
+STARTING_LINES = (
+    "serving ",
+    "WARNING: --insecure-local",
+    "listening on ",
+    "note: no API token yet",
+    "INFO:",
+    "worker: running ",
+    "threads run on `twelvefold worker`s",
+)
+"""What these commands print on their way: any other line but the last is a fault."""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "block.agent").write_text(AGENT)
+    (folder / "block_tools.py").write_text(TOOLS)
+    monkeypatch.setenv("BLOCK_DIR", str(folder))
+    monkeypatch.setenv("TWELVEFOLD_DB", "")
+    monkeypatch.delenv("TWELVEFOLD_STORE", raising=False)
+    yield folder
+
+
+class Running:
+    """`twelvefold ARGS` with its stderr read as it comes (`-X importtime` lines kept
+    apart from the command's own)."""
+
+    def __init__(self, folder: Path, args: list[str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "twelvefold", *args],
+            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.said: list[str] = []
+        self.click = threading.Event()
+        self.reader = threading.Thread(target=self._read)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            if CLICK_IMPORTED.match(line):
+                self.click.set()
+            elif not line.startswith("import time:"):
+                self.said.append(line.rstrip("\n"))
+        self.click.set()
+
+    def saying(self, start: str) -> str | None:
+        return next((line for line in self.said if line.startswith(start)), None)
+
+    def interrupt(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=120)
+        self.reader.join()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.reader.join()
+
+
+def interrupted_at(
+    folder: Path, args: list[str], when: Callable[[Running], None]
+) -> tuple[int, list[str]]:
+    running = Running(folder, args)
+    try:
+        when(running)
+        return running.interrupt(), running.said
+    finally:
+        (folder / "release").touch()  # a tool that went on ends (and is killed below)
+        running.kill()
+        (folder / "release").unlink()
+
+
+def after_click(delay: float) -> Callable[[Running], None]:
+    def wait(running: Running) -> None:
+        assert running.click.wait(120), "twelvefold never imported click"
+        time.sleep(delay)  # where it lands varies; each outcome is checked the same way
+
+    return wait
+
+
+def assert_one_interrupted_line(code: int, said: list[str]) -> str:
+    """The last line says what was interrupted; every line before it is progress."""
+    assert code == 130, (code, said)
+    assert said and said[-1].startswith("interrupted: "), said
+    assert [line for line in said[:-1] if not line.startswith(STARTING_LINES)] == [], said
+    assert said[-1].count("interrupted") == 1, said
+    return said[-1]
+
+
+# ---- serve ----------------------------------------------------------------------------
+
+SERVE = ["serve", "block.agent", "--port", "0", "--insecure-local", "--grace", "1"]
+
+
+def assert_store_opens(folder: Path) -> None:
+    db = folder / ".twelvefold" / "threads.db"
+    if not db.exists():
+        return
+    try:
+        SqliteStore(db, create=False).close()
+    except StoreNotFound:
+        pytest.fail("an interrupted server left a file that is no store")
+
+
+@pytest.mark.parametrize("delay", DELAYS)
+def test_ctrl_c_while_serve_starts_is_one_line_exit_130(project: Path, delay: float) -> None:
+    code, said = interrupted_at(project, SERVE, after_click(delay))
+    line = assert_one_interrupted_line(code, said)
+    assert "the server" in line or "had not started" in line, line
+    assert_store_opens(project)
+
+
+def test_ctrl_c_once_serve_listens_says_the_threads_stay_and_how_to_go_on(project: Path) -> None:
+    def listening(running: Running) -> None:
+        wait_for(lambda: running.saying("listening on ") is not None, "serve to listen")
+
+    code, said = interrupted_at(project, SERVE, listening)
+    line = assert_one_interrupted_line(code, said)
+    assert "the server stopped" in line and ".twelvefold/threads.db" in line, line
+    assert "`twelvefold serve`" in line, line
+
+
+def test_ctrl_c_while_a_served_thread_runs_its_tool_leaves_it_to_run_on(project: Path) -> None:
+    def tool_entered(running: Running) -> None:
+        wait_for(lambda: running.saying("listening on ") is not None, "serve to listen")
+        address = (running.saying("listening on ") or "").split()[2]
+        request = urllib.request.Request(
+            f"{address}/v1/agents/block/threads",
+            data=json.dumps({"input": "go"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status in (200, 201, 202), response.status
+        wait_for((project / "entered").exists, "the thread's tool to start")
+
+    code, said = interrupted_at(project, SERVE, tool_entered)
+    line = assert_one_interrupted_line(code, said)
+    assert "the server stopped" in line and "`twelvefold serve`" in line, line
+    store = SqliteStore(project / ".twelvefold" / "threads.db", create=False)
+    try:
+        ((thread, status),) = [(info.id, info.status) for info in store.threads()]
+        assert status == "running" and store.lease(thread) is None, (status, thread)
+    finally:
+        store.close()
+
+
+# ---- worker ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def worker_args(project: Path, postgres_url: str) -> list[str]:
+    """`twelvefold worker` on a database `db upgrade` set up (the store's and the job
+    queue's schemas), as a deploy runs it before its workers start."""
+    from click.testing import CliRunner
+
+    from twelvefold.cli import cli
+
+    done = CliRunner().invoke(cli, ["db", "upgrade", "--store", postgres_url])
+    assert done.exit_code == 0, done.output
+    return ["worker", "block.agent", "--store", postgres_url, "--grace", "1"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("delay", DELAYS)
+def test_ctrl_c_while_a_worker_starts_is_one_line_exit_130(
+    project: Path, worker_args: list[str], delay: float
+) -> None:
+    code, said = interrupted_at(project, worker_args, after_click(delay))
+    line = assert_one_interrupted_line(code, said)
+    assert "the worker" in line or "had not started" in line, line
+
+
+@pytest.mark.postgres
+def test_ctrl_c_once_a_worker_runs_is_an_interrupt_not_a_stop(
+    project: Path, worker_args: list[str], postgres_url: str
+) -> None:
+    """SIGTERM stops a worker with exit 0 (a deploy's stop, tests/test_worker.py);
+    Ctrl-C is an interrupt, said so, exit 130, its password never shown."""
+
+    def running(running: Running) -> None:
+        wait_for(lambda: running.saying("worker: running ") is not None, "the worker to run")
+
+    code, said = interrupted_at(project, worker_args, running)
+    line = assert_one_interrupted_line(code, said)
+    assert "the worker stopped" in line and "`twelvefold worker`" in line, line
+    assert "worker: stopped" not in said, said
+
+
+def test_a_ctrl_c_python_wrapped_while_making_a_class_is_a_ctrl_c() -> None:
+    """Found by this file's delays: on Python 3.11 a Ctrl-C landing in a descriptor's
+    `__set_name__` (`functools.cached_property` has one) comes out as a `RuntimeError`
+    caused by the `KeyboardInterrupt`, which was a traceback and exit 1."""
+    import click
+    from click.testing import CliRunner
+
+    from twelvefold.commands.report import reporting
+
+    class Interrupting:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    @click.command("making")
+    def making() -> None:
+        type("Made", (), {"field": Interrupting()})
+
+    result = CliRunner().invoke(reporting(making), [])
+    assert result.exit_code == 130, result.output
+    assert result.stderr == "interrupted: `making` stopped before it finished\n", result.stderr
+
+
+# ---- test ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.5, 3.0])
+def test_ctrl_c_in_twelvefold_test_names_the_agent_and_the_seed(
+    project: Path, delay: float
+) -> None:
+    """Found with serve's: `twelvefold test` interrupted said a bare `interrupted`."""
+    args = ["test", "block.agent", "--examples", "100000", "--seed", "7"]
+    code, said = interrupted_at(project, args, after_click(delay))
+    assert code == 130, (code, said)
+    assert len(said) == 1 and said[0].startswith("interrupted: "), said
+    assert said[0] == "interrupted: the command had not started: nothing was done" or (
+        "block.agent" in said[0] and "nothing was written" in said[0] and "--seed 7" in said[0]
+    ), said

@@ -1,0 +1,86 @@
+"""A hint to resume a waiting thread runs as printed once its placeholders are filled: an
+approval whose step names approvers is decided only with `--by`, so every hint for one
+carries `--by NAME` (a red team, rt9: `run`'s `resume:` line, the log notice and the
+refusals omitted it, and the copied command failed with "nobody (give by= / --by)")."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.runtime_helpers import DEPLOY_CASSETTE, EXAMPLES, write_cassette
+from twelvefold.cli import cli
+from twelvefold.runtime.notify import Notice
+
+DEPLOYBOT = str(EXAMPLES / "deploybot.agent")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for name in ("TWELVEFOLD_DB", "TWELVEFOLD_STORE", "TWELVEFOLD_NOTIFY_WEBHOOK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("TWELVEFOLD_NOTIFY_SLACK", raising=False)
+    monkeypatch.delenv("TWELVEFOLD_SMTP_HOST", raising=False)
+    monkeypatch.setenv("TWELVEFOLD_NOTIFY_LOG", "1")
+    write_cassette(tmp_path / "deploy.jsonl", DEPLOY_CASSETTE)
+    return tmp_path
+
+
+def launched() -> tuple[str, str]:
+    """`run` deploybot up to its approval: what it printed (the log notice included)."""
+    args = ["run", DEPLOYBOT, "--input", "deploy v1.2.3 to production"]
+    result = CliRunner().invoke(cli, [*args, "--cassette", "deploy.jsonl"])
+    assert result.exit_code == 0, result.output
+    (thread,) = re.findall(r"thread (\w+) \(deploybot\) waits at", result.output)
+    return thread, result.output
+
+
+def approve_as_printed(hint: str, name: str) -> str:
+    """Run the approving half of a printed hint, `NAME` filled in with `name`."""
+    approving = hint.split("|")[0].strip()
+    words = shlex.split(approving)
+    assert words[:2] == ["twelvefold", "resume"] and "NAME" in words, hint
+    words = [name if word == "NAME" else word for word in words]
+    result = CliRunner().invoke(cli, [*words[1:], "--cassette", "deploy.jsonl", "--json"])
+    assert result.exit_code == 0, result.output
+    return str(json.loads(result.output.splitlines()[-1])["status"])
+
+
+def test_the_resume_line_of_run_runs_as_printed(workdir: Path) -> None:
+    _, out = launched()
+    (hint,) = re.findall(r"^  resume: (.*)$", out, flags=re.M)
+    assert "--by NAME" in hint
+    assert approve_as_printed(hint, "ana") == "finished"
+
+
+def test_the_log_notice_runs_as_printed(workdir: Path) -> None:
+    _, out = launched()
+    (hint,) = [line.strip() for line in out.splitlines() if line.startswith("  twelvefold resume")]
+    assert "--by NAME" in hint
+    assert approve_as_printed(hint, "carol") == "finished"
+
+
+def test_a_decision_of_the_wrong_kind_is_told_the_command_with_by(workdir: Path) -> None:
+    thread, _ = launched()
+    result = CliRunner().invoke(
+        cli, ["resume", thread, "--request", "approve_deploy-5", "--answer", "yes"]
+    )
+    assert result.exit_code == 1
+    (hint,) = re.findall(r"resume it with `([^`]*)`", result.output)
+    assert "--by NAME" in hint
+    assert approve_as_printed(hint, "ana") == "finished"
+
+
+def test_a_request_without_approvers_needs_no_name() -> None:
+    open_to_all = Notice("t1", "bot", "ok", "approval", "Go?", None, (), "ok-2")
+    answer = Notice("t1", "bot", "ask", "answer", "Why?", None, ("leads",), "ask-2")
+    named = Notice("t1", "bot", "ok", "approval", "Go?", None, ("leads",), "ok-2")
+    assert "--by" not in open_to_all.how_to_resume
+    assert "--by" not in answer.how_to_resume  # answering a question needs no approver
+    assert named.how_to_resume.startswith("twelvefold resume t1 --request ok-2 --by NAME ")

@@ -1,0 +1,78 @@
+"""A refusal about the store names the option or variable the user named it with, and a
+command it tells the user to run carries that store (a red team, rt9: `token create carol
+--store sqlite:///threads.db` said `check --db and TWELVEFOLD_DB`; the worker said `run
+twelvefold db upgrade` with no `--store`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from twelvefold.cli import cli
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TWELVEFOLD_DB", raising=False)
+    monkeypatch.delenv("TWELVEFOLD_STORE", raising=False)
+    return tmp_path
+
+
+def refusal(args: list[str], env: dict[str, str] | None = None) -> str:
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    return line
+
+
+COMMANDS = [
+    ["token", "create", "carol"],
+    ["token", "list"],
+    ["token", "revoke", "abc"],
+    ["show", "th-1"],
+    ["threads", "--json"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_a_store_named_by_store_is_checked_by_that_name(workdir: Path, command: list[str]) -> None:
+    line = refusal([*command, "--store", "sqlite:///threads.db"])
+    assert "--store and TWELVEFOLD_STORE" in line and "TWELVEFOLD_DB" not in line, line
+    line = refusal(command, env={"TWELVEFOLD_STORE": "sqlite:///threads.db"})
+    assert "--store and TWELVEFOLD_STORE" in line and "TWELVEFOLD_DB" not in line, line
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_a_store_named_by_db_is_checked_by_that_name(workdir: Path, command: list[str]) -> None:
+    line = refusal([*command, "--db", "threads.db"])
+    assert "--db and TWELVEFOLD_DB" in line and "TWELVEFOLD_STORE" not in line, line
+
+
+def test_a_store_named_by_the_configuration_is_checked_there(workdir: Path) -> None:
+    (workdir / "twelvefold.toml").write_text('store = "sqlite:///data/threads.db"\n')
+    line = refusal(["token", "list"])
+    assert f"`store` in {workdir / 'twelvefold.toml'}" in line, line
+    assert "TWELVEFOLD_DB" not in line
+
+
+def test_the_json_error_says_the_same(workdir: Path) -> None:
+    result = CliRunner().invoke(cli, ["threads", "--json", "--store", "sqlite:///t.db"])
+    assert "--store and TWELVEFOLD_STORE" in json.loads(result.stdout)["error"]["message"]
+
+
+def test_a_worker_names_db_upgrade_with_its_store_and_no_password(postgres_url: str) -> None:
+    from tests.test_worker import worker_cli
+
+    with_password = postgres_url.replace("://", "://someone:s3cret@", 1)
+    if "@" in postgres_url:  # the cluster's URL names its user already: give it a password
+        user = postgres_url.split("://", 1)[1].split("@", 1)[0]
+        with_password = postgres_url.replace(f"{user}@", f"{user}:s3cret@", 1)
+    done = worker_cli("--store", with_password)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert "run `twelvefold db upgrade --store postgresql://" in line, line
+    assert "s3cret" not in done.stderr
