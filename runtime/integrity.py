@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -62,6 +62,32 @@ class UnreadableLog(LogError):
         self.problem = what
         self.reducer = reducer
         """The fingerprint of the reducer that wrote the log, when known."""
+
+
+def text_bodies(thread_id: str, bodies: Sequence[object]) -> list[str]:
+    """A thread's stored event bodies, as read, once each is text: `BrokenLog` naming the
+    first that is not (SQLite keeps a BLOB, or any other type, in a TEXT column: a hand
+    edit or a damaged page). Twelvefold only ever writes text there, so such a body was
+    changed outside twelvefold, as much as an edited one."""
+    for seq, body in enumerate(bodies, start=1):
+        if not isinstance(body, str):
+            raise BrokenLog(thread_id, seq, f"an event is stored as {stored_kind(body)}, not text")
+    return list(bodies)  # type: ignore[arg-type]  # each one checked above
+
+
+def stored_kind(value: object) -> str:
+    """What a value read from a database is, in SQL's words (`a BLOB`, `NULL`)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "a BLOB"
+    if isinstance(value, bool | int):
+        return "an INTEGER"
+    if isinstance(value, float):
+        return "a REAL"
+    if isinstance(value, str):
+        return "TEXT"
+    return f"a {type(value).__name__}"
 
 
 class Chain:
@@ -170,4 +196,6 @@ __all__ = [
     "LogError",
     "UnreadableLog",
     "runtime_version",
+    "stored_kind",
+    "text_bodies",
 ]

@@ -34,7 +34,15 @@ from pydantic_core import from_json, to_json
 
 from . import lease as leases
 from .codec import Codec
-from .integrity import EVENT_FORMAT, BrokenLog, Chain, UnreadableLog, framed, runtime_version
+from .integrity import (
+    EVENT_FORMAT,
+    BrokenLog,
+    Chain,
+    UnreadableLog,
+    framed,
+    runtime_version,
+    text_bodies,
+)
 from .lease import Lease, LeaseHeld, LeaseLost
 from .newstore import file_there, identity, make_store_file
 from .records import builder, record
@@ -793,15 +801,21 @@ class ChainedStore:
         raise NotImplementedError
 
     def _verified(
-        self, thread_id: str, num: int, row: Sequence[Any], bodies: list[str], codec: Codec
+        self, thread_id: str, num: int, row: Sequence[Any], stored: list[object], codec: Codec
     ) -> Restored:
         """The events of a thread's row `(seq, format, reducer, head_seal, snapshot,
         snapshot_seal, version)` and its stored bodies, once the chain proves them
-        (`BrokenLog` if not; `UnreadableLog` for a newer event format or an event that
-        does not decode), with the snapshot if it is proven for exactly them."""
+        (`BrokenLog` if not, or if a column holds a type twelvefold never writes there;
+        `UnreadableLog` for a newer event format or an event that does not decode), with
+        the snapshot if it is proven for exactly them."""
         seq, format, reducer, head_seal, snapshot, snapshot_seal, version = row
-        if not isinstance(format, int | None) or not isinstance(seq, int):
+        if (
+            not isinstance(format, int | None)
+            or not isinstance(seq, int)
+            or not isinstance(reducer, str | None)
+        ):
             raise BrokenLog(thread_id, 0, "the thread's row is damaged")
+        bodies = text_bodies(thread_id, stored)
         if format is not None and format > EVENT_FORMAT:
             raise UnreadableLog(
                 thread_id,
@@ -856,6 +870,8 @@ class ChainedStore:
         seq, format, reducer, head_seal, snapshot, snapshot_seal, version = row
         if not isinstance(seq, int) or len(bodies) != seq or not bodies:
             return False
+        if not all(isinstance(body, str) for body in bodies) or not isinstance(reducer, str | None):
+            return False  # a column of a type twelvefold never writes: not proven
         chain_head = self.chain.head(thread_id, bodies)
         if not isinstance(version, str | None) or not self._seal_holds(
             head_seal, _sealed_fields(thread_id, seq, chain_head, format, reducer, version)
@@ -1599,7 +1615,8 @@ class SqliteStore(ChainedStore):
                     "SELECT body FROM events WHERE thread = ? ORDER BY seq", (row[0],)
                 )
             ]
-        return Exported(_thread_info(row[1:], self.path), bodies, self.pins(thread_id))
+        info = _thread_info(row[1:], self.path)
+        return Exported(info, text_bodies(thread_id, bodies), self.pins(thread_id))
 
     def delete(self, thread_id: str, expected_seq: int, statuses: Sequence[Status]) -> bool:
         marks = ", ".join("?" for _ in statuses)

@@ -235,6 +235,11 @@ class Totals:
     waited_seconds: float = 0.0
     """Time spent waiting for people: from each notice to the decision (or to `now` for
     a wait still open when the totals were taken)."""
+    uncounted_input: int = 0
+    """Model calls whose input token count is unknown (none recorded, or one that is not
+    a `valid_tokens`: a store edited by hand): `input_tokens` leaves them out."""
+    uncounted_output: int = 0
+    """The same for output tokens."""
 
     def __add__(self, other: Totals) -> Totals:
         calls = self.model_calls + other.model_calls
@@ -248,6 +253,8 @@ class Totals:
             known_cost(priced, calls, unpriced),
             unpriced,
             self.waited_seconds + other.waited_seconds,
+            self.uncounted_input + other.uncounted_input,
+            self.uncounted_output + other.uncounted_output,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -268,6 +275,16 @@ class Totals:
         if self.cost_usd is None:
             return "?"
         return f"${self.cost_usd:.4f}" + ("+?" if self.unpriced_calls else "")
+
+    @property
+    def input_tokens_text(self) -> str:
+        """`1,204`, or `1,204+?` when some calls' input counts are unknown (as `cost_text`)."""
+        return f"{self.input_tokens:,}" + ("+?" if self.uncounted_input else "")
+
+    @property
+    def output_tokens_text(self) -> str:
+        """`310`, or `310+?` when some calls' output counts are unknown."""
+        return f"{self.output_tokens:,}" + ("+?" if self.uncounted_output else "")
 
 
 def known_cost(priced: float, calls: int, unpriced: int) -> float | None:
@@ -326,7 +343,7 @@ def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
     """Add up one thread's log. A timestamp that does not parse (a hand-edited log) makes
     that wait count as zero rather than fail, and a cost that is not a `valid_cost` counts
     as unknown (`unpriced_calls`): these are reports, not the log's truth."""
-    steps = calls = tokens_in = tokens_out = unpriced = 0
+    steps = calls = tokens_in = tokens_out = unpriced = uncounted_in = uncounted_out = 0
     cost = waited = 0.0
     opened: datetime | None = None
     for kind, at, usage in rows:
@@ -337,6 +354,8 @@ def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
             if usage is not None:
                 tokens_in += _count(usage.input_tokens)
                 tokens_out += _count(usage.output_tokens)
+            uncounted_in += usage is None or not valid_tokens(usage.input_tokens)
+            uncounted_out += usage is None or not valid_tokens(usage.output_tokens)
             if usage is not None and valid_cost(usage.cost_usd):
                 cost += float(usage.cost_usd)
             else:
@@ -349,7 +368,15 @@ def totals(rows: Iterable[Record], *, now: datetime | None = None) -> Totals:
     if opened is not None:
         waited += _seconds(opened, now or datetime.now(opened.tzinfo))
     return Totals(
-        steps, calls, tokens_in, tokens_out, known_cost(cost, calls, unpriced), unpriced, waited
+        steps,
+        calls,
+        tokens_in,
+        tokens_out,
+        known_cost(cost, calls, unpriced),
+        unpriced,
+        waited,
+        uncounted_in,
+        uncounted_out,
     )
 
 

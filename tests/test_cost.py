@@ -163,7 +163,14 @@ def test_totals_of_an_old_log_without_usage_are_zero() -> None:
         '{"kind": "model_output", "step": "s", "usage": {"latency_ms": 3.5}, "output": "b"}',
     ]
     found = totals(records(codec.loads_event(line) for line in old))
-    assert found == Totals(steps=2, model_calls=2, cost_usd=None, unpriced_calls=2)
+    assert found == Totals(
+        steps=2,
+        model_calls=2,
+        cost_usd=None,
+        unpriced_calls=2,
+        uncounted_input=2,
+        uncounted_output=2,
+    )
     assert found.to_json()["cost_usd"] is None
     assert found.cost_text == "?"
 
@@ -484,3 +491,51 @@ def test_reports_count_a_token_count_out_of_bounds_as_unknown(
     assert (usage["input_tokens"], usage["output_tokens"]) == (33 - 11, 21 - 7)
     code, out = invoke("threads", "--db", str(db))
     assert code == 0 and "e+" not in out and len(max(out.splitlines(), key=len)) < 200
+
+
+def test_stats_shows_every_status_it_counts(store_with_threads: tuple[Path, str, str]) -> None:
+    """A status twelvefold does not know (an edited row) is counted in the table, not only
+    in --json: an OTHER column, and a line naming it (escaped)."""
+    db, finished, _ = store_with_threads
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE threads SET status = 'exploded\x1b[2J' WHERE id = ?", (finished,))
+    code, out = invoke("stats", "--db", str(db), "--json")
+    assert json.loads(out)["calculator"]["threads"]["exploded\x1b[2J"] == 1
+    code, out = invoke("stats", "--db", str(db))
+    assert code == 0, out
+    header, row, note = out.splitlines()
+    assert header.split()[1:7] == ["RUN", "WAIT", "DONE", "FAIL", "CANC", "OTHER"]
+    assert row.split()[:9] == ["calculator", "0", "1", "0", "0", "0", "1", "4", "3"]
+    assert note == "OTHER: threads with a status twelvefold does not know: exploded\\u001b[2J (1)"
+
+
+def test_stats_without_unknown_statuses_has_no_other_column(
+    store_with_threads: tuple[Path, str, str],
+) -> None:
+    code, out = invoke("stats", "--db", str(store_with_threads[0]))
+    assert code == 0 and "OTHER" not in out
+
+
+@pytest.mark.parametrize("count", ["1e300", "'11'", "-1", "2.5", "json('[1]')"])
+def test_stats_marks_a_token_total_that_leaves_out_a_count_it_cannot_read(
+    store_with_threads: tuple[Path, str, str], count: str
+) -> None:
+    """A count above the bound, a string, a negative or a fraction (a store edited by
+    hand) is left out of TOKENS IN, and the total says so with `+?`, as COST does for a
+    cost it cannot read."""
+    db, _, _ = store_with_threads
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            f"UPDATE events SET body = json_set(body, '$.usage.input_tokens', {count}) WHERE"
+            " (thread, seq) = (SELECT thread, seq FROM events WHERE json_extract(body, '$.kind')"
+            " = 'model_output' ORDER BY thread, seq LIMIT 1)"
+        )
+    code, out = invoke("stats", "--db", str(db), "--json")
+    usage = json.loads(out)["calculator"]["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (22, 21)
+    assert (usage["calls_without_input_count"], usage["calls_without_output_count"]) == (1, 0)
+    code, out = invoke("stats", "--db", str(db))
+    assert code == 0, out
+    header, row = out.splitlines()
+    assert row.split()[8:10] == ["22+?", "21"], out
+    assert len(row) == len(header.rstrip()) or row.index("22+?") < header.index("TOKENS OUT")

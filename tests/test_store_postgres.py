@@ -568,3 +568,35 @@ def test_an_unreachable_or_malformed_store_is_one_line_and_exit_1() -> None:
             assert "hunter2" not in out + err and "Traceback" not in err
         with pytest.raises(StoreError):
             PostgresStore(url, connect_timeout=2)
+
+
+@pytest.mark.parametrize(
+    "count", ["'\"11\"'::jsonb", "'1e300'::jsonb", "'[1]'::jsonb", "'null'::jsonb", "'{}'::jsonb"]
+)
+def test_stats_on_postgresql_marks_what_it_cannot_count(
+    postgres_url: str, tmp_path: Path, count: str
+) -> None:
+    """Unexpected JSON types in a stored body (read through jsonb) and an unknown status
+    are shown as on SQLite: `+?` on the token total, an OTHER column."""
+    cassette = write_cassette(tmp_path / "deploy.jsonl")
+    code, out, err = invoke(
+        "run", str(EXAMPLES / "deploybot.agent"), "--input", "deploy v1.2.3 to production",
+        "--cassette", str(cassette), "--store", postgres_url, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("UPDATE threads SET status = 'exploded'")
+        conn.execute(
+            "UPDATE events SET body = jsonb_set(body::jsonb, '{usage,input_tokens}',"
+            f" {count})::text WHERE (thread, seq) = (SELECT thread, seq FROM events WHERE"
+            " body::jsonb ->> 'kind' = 'model_output' ORDER BY thread, seq LIMIT 1)"
+        )
+    code, out, err = invoke("stats", "--store", postgres_url, "--json")
+    assert code == 0, err
+    stats = json.loads(out)["deploybot"]
+    assert stats["threads"]["exploded"] == 1
+    assert stats["usage"]["calls_without_input_count"] >= 1
+    code, out, err = invoke("stats", "--store", postgres_url)
+    assert code == 0, err
+    header, row, note, *_ = out.splitlines()  # then the unpriced calls' line
+    assert "OTHER" in header and "+?" in row and "exploded (1)" in note

@@ -165,3 +165,31 @@ def test_source_goes_with_one_module() -> None:
     agent = str(EXAMPLES / "deploybot.agent")
     result = CliRunner().invoke(cli, ["test", agent, "--source", agent])
     assert result.exit_code == 2 and "--source goes with exactly one" in result.output
+
+
+@pytest.mark.parametrize("count", ["100000000000000000000", "100001"])
+def test_examples_past_the_bound_is_a_usage_error(project: Path, count: str) -> None:
+    """10**20 threads per property would run for ever (printing nothing, on a pipe)."""
+    result = CliRunner().invoke(
+        cli, ["test", str(project / "deploybot.agent"), "--examples", count]
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for '--examples'" in result.output
+    assert "1<=x<=100000" in result.output
+
+
+def test_the_header_is_printed_before_the_threads_are_generated(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What is being tested, how many threads and the seed show before the long work (a
+    pipe sees them at once: click.echo flushes), not only after it."""
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("twelvefold.commands.testcmd.run_suite", interrupted)
+    result = CliRunner().invoke(
+        cli, ["test", str(project / "deploybot.agent"), "--examples", "7", "--seed", "3"]
+    )
+    assert result.output.startswith("deploybot (")
+    assert "7 threads per property, seed 3" in result.output.splitlines()[0]

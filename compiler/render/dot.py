@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 
 from . import style
+from .text import drawable
 from .view import EdgeView, GraphView, NodeView
 
 NODE_SHAPES: dict[str, tuple[str, str]] = {
@@ -182,10 +183,20 @@ def _attrs(*pairs: tuple[str, str]) -> str:
 
 
 def _id(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A quoted DOT id: any text, drawn (`drawable`), a line break written as `\\n`."""
+    text = drawable(name).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
 
 
 def _html(text: str) -> str:
+    """Text inside an HTML-like label: entities for XML's specials, every character XML
+    forbids or a reader would not see drawn as its escape (`drawable`), a line break as
+    one (`<br/>`)."""
     return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+        drawable(text)
+        .replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("\n", "<br/>")
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from . import style
+from .text import drawable
 from .view import EdgeView, GraphView, NodeView
 
 NODE_SHAPES: dict[str, tuple[str, str]] = {
@@ -167,6 +168,9 @@ def _link_styles(view: GraphView) -> Iterator[str]:
 
 
 def _escape(text: str) -> str:
-    """User text inside a quoted Mermaid label: entity codes for what Mermaid would parse."""
+    """User text inside a quoted Mermaid label: entity codes for what Mermaid would parse,
+    every character a reader would not see drawn as its escape (`drawable`), a line break
+    as one (`<br/>`)."""
     replacements = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "|": "#124;", "`": "#96;"}
-    return "".join(replacements.get(char, char) for char in text)
+    replacements["\n"] = "<br/>"
+    return "".join(replacements.get(char, char) for char in drawable(text))

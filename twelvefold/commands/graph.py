@@ -137,11 +137,8 @@ def graph(
                 to_dot(view), "svg" if chosen == "svg" else "png", timeout=dot_timeout
             )
         )
-    except (GraphvizMissing, GraphvizTimedOut) as missing:
-        error(missing)
-        sys.exit(1)
-    except GraphvizFailed as failed:  # pragma: no cover - a bug in our DOT output
-        click.echo(f"error: this is a bug in twelvefold: {failed}", err=True)
+    except (GraphvizMissing, GraphvizTimedOut, GraphvizFailed) as failed:
+        error(failed)  # escaped: `dot`'s stderr may repeat the agent's text
         sys.exit(1)
     _write(picture, output)
 

@@ -32,7 +32,11 @@ class AgentStats:
     usage: Totals = field(default_factory=Totals)
 
     def to_json(self) -> dict[str, Any]:
-        return {"threads": dict(self.threads), "usage": self.usage.to_json()}
+        usage = self.usage.to_json() | {
+            "calls_without_input_count": self.usage.uncounted_input,
+            "calls_without_output_count": self.usage.uncounted_output,
+        }
+        return {"threads": dict(self.threads), "usage": usage}
 
 
 def gather(infos: list[ThreadInfo], spent: dict[str, Totals]) -> dict[str, AgentStats]:
@@ -61,18 +65,26 @@ def stats(db: StoreLocation, as_json: bool) -> None:
     if not per_agent:
         echo(f"no threads in {one_line(str(db))}")
         return
-    echo(
-        f"{'AGENT':<16} {'RUN':>4} {'WAIT':>4} {'DONE':>5} {'FAIL':>4} {'CANC':>4} "
-        f"{'STEPS':>6} {'CALLS':>6} {'TOKENS IN':>10} {'TOKENS OUT':>10} {'COST':>10}  WAITED"
-    )
     total = AgentStats()
-    for name, s in per_agent.items():
-        echo(_row(shown(name), s))
+    for s in per_agent.values():
         total.usage = total.usage + s.usage
         for status, count in s.threads.items():
             total.threads[status] = total.threads.get(status, 0) + count
+    # A status twelvefold does not know (a row edited by hand) is counted too: the table
+    # adds a column for such threads and a line naming their statuses.
+    others = {status: n for status, n in total.threads.items() if status not in STATUSES and n}
+    other = f" {'OTHER':>5}" if others else ""
+    echo(
+        f"{'AGENT':<16} {'RUN':>4} {'WAIT':>4} {'DONE':>5} {'FAIL':>4} {'CANC':>4}{other} "
+        f"{'STEPS':>6} {'CALLS':>6} {'TOKENS IN':>10} {'TOKENS OUT':>10} {'COST':>10}  WAITED"
+    )
+    for name, s in per_agent.items():
+        echo(_row(shown(name), s, others=bool(others)))
     if len(per_agent) > 1:
-        echo(_row("(all)", total))
+        echo(_row("(all)", total, others=bool(others)))
+    if others:
+        named = ", ".join(f"{one_line(status)} ({n})" for status, n in sorted(others.items()))
+        echo(f"OTHER: threads with a status twelvefold does not know: {named}")
     if total.usage.unpriced_calls:
         echo(
             f"{total.usage.unpriced_calls} model call(s) have no price: set one in "
@@ -80,13 +92,15 @@ def stats(db: StoreLocation, as_json: bool) -> None:
         )
 
 
-def _row(name: str, s: AgentStats) -> str:
+def _row(name: str, s: AgentStats, *, others: bool) -> str:
     t, u = s.threads, s.usage
     waited = duration_text(u.waited_seconds) if u.waited_seconds else "-"
     cost = u.cost_text if u.model_calls else "-"
+    other = sum(n for status, n in t.items() if status not in STATUSES)
     return (
         f"{name[:16]:<16} {t.get('running', 0):>4} {t.get('waiting', 0):>4} "
-        f"{t.get('finished', 0):>5} {t.get('failed', 0):>4} {t.get('cancelled', 0):>4} "
-        f"{u.steps:>6} {u.model_calls:>6} "
-        f"{u.input_tokens:>10,} {u.output_tokens:>10,} {cost:>10}  {waited}"
+        f"{t.get('finished', 0):>5} {t.get('failed', 0):>4} {t.get('cancelled', 0):>4}"
+        + (f" {other:>5}" if others else "")
+        + f" {u.steps:>6} {u.model_calls:>6} "
+        f"{u.input_tokens_text:>10} {u.output_tokens_text:>10} {cost:>10}  {waited}"
     )

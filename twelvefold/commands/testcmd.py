@@ -13,10 +13,10 @@ from twelvefold.commands.output import error
 from twelvefold.commands.report import Stage, saying
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.terminal import one_line
-from twelvefold.testing import DEFAULT_EXAMPLES
+from twelvefold.testing import DEFAULT_EXAMPLES, MAX_EXAMPLES
 from twelvefold.testing.invariants import InvariantLoadError, find_invariants
 from twelvefold.testing.subject import load_subject
-from twelvefold.testing.suite import render, run_suite
+from twelvefold.testing.suite import header, render_results, run_suite
 
 
 @click.command("test")
@@ -28,7 +28,7 @@ from twelvefold.testing.suite import render, run_suite
 )
 @click.option(
     "--examples",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_EXAMPLES),
     default=DEFAULT_EXAMPLES,
     show_default=True,
     help="Random threads per property.",
@@ -103,6 +103,9 @@ def _test_one(
     except (AgentLoadError, InvariantLoadError) as broken:
         error(broken)
         return True, False
+    # The header first (click.echo flushes): the threads may take minutes, and a pipe
+    # would otherwise see nothing until they are done.
+    click.echo(header(subject, examples, seed))
     report = run_suite(subject, examples=examples, seed=seed, invariants=invariants, strict=strict)
-    click.echo(render(report, paths=paths))
+    click.echo(render_results(report, paths=paths))
     return unloadable, not report.ok

@@ -76,9 +76,24 @@ def run_suite(
 
 
 def render(report: SuiteReport, *, paths: bool = False) -> str:
+    return (
+        header(report.subject, report.examples, report.seed)
+        + "\n"
+        + render_results(report, paths=paths)
+    )
+
+
+def header(subject: Subject, examples: int, seed: int | None) -> str:
+    """The report's first line: what is tested, with how many threads and which seed
+    (known before the threads are generated: `twelvefold test` prints it first)."""
+    seeded = f", seed {seed}" if seed is not None else ""
+    return f"{subject.name} ({subject.origin}): {examples} threads per property{seeded}"
+
+
+def render_results(report: SuiteReport, *, paths: bool = False) -> str:
+    """The report after its `header`."""
     subject = report.subject
-    seed = f", seed {report.seed}" if report.seed is not None else ""
-    lines = [f"{subject.name} ({subject.origin}): {report.examples} threads per property{seed}"]
+    lines: list[str] = []
     if subject.source is None:
         lines.append(
             f"  note: no .agent source found for it (its header names {subject.spec.source}); "
