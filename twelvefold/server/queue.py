@@ -628,6 +628,9 @@ async def run_worker(
             await work.sweep()
             await asyncio.sleep(sweep_seconds)
 
+    stopped_by: list[int] = []
+    """The signal that stopped the worker, once one did."""
+
     async def taking_jobs() -> None:
         pause = RESTART_SECONDS[0]
         while True:
@@ -647,6 +650,12 @@ async def run_worker(
                 )
                 return
             except Exception as exc:
+                if stopped_by:
+                    # Stopping: a signal's cancellation that landed as procrastinate opened
+                    # or closed its pool comes out as an error of that pool (`PoolClosed`),
+                    # the cancellation itself consumed. No failure, and no restart: that
+                    # would take jobs again and never stop.
+                    return
                 # Its running jobs were let finish (or cancelled) before it raised.
                 # procrastinate says "Database error." and keeps the reason as the cause.
                 reason = exc.__cause__ or exc
@@ -656,7 +665,6 @@ async def run_worker(
                 pause = min(RESTART_SECONDS[1], pause * 2)
 
     loop = asyncio.get_running_loop()
-    stopped_by: list[int] = []
     jobs = asyncio.create_task(taking_jobs(), name="twelvefold jobs")
 
     def stop(signum: int) -> None:
