@@ -475,17 +475,16 @@ def _answered(
     priced, timed and checked as the ordinary path does (`loop._priced`, `_valid_cost`:
     a cost that is not a number fails the step; `loop.uncounted`: under a budget, a call
     it cannot count fails it too), or its `StepFailed` when the model answered with no
-    proper reply (`loop.proper_reply`: its output validated again)."""
-    checked = loop.proper_reply(reply, action)
-    if type(checked) is ErrorInfo:
-        return StepFailed(step=action.step, at=now_iso(), usage=loop._since(started), error=checked)
-    reply = checked  # type: ignore[assignment]  # (an ErrorInfo is handled above)
+    proper reply (`loop.checked_output`: its output validated again)."""
+    output = loop.checked_output(reply, action)
+    if type(output) is ErrorInfo:
+        return StepFailed(step=action.step, at=now_iso(), usage=loop._since(started), error=output)
     usage, bad_cost = loop._valid_cost(loop._priced(reply, requested, prices, started))
     if bad_cost is None and (spec.max_cost is not None or spec.max_tokens is not None):
         bad_cost = loop.uncounted(spec, usage)
     if bad_cost is not None:
         return StepFailed(step=action.step, at=now_iso(), usage=usage, error=bad_cost)
-    return loop.model_output_event(action.step, usage, reply.output)
+    return loop.model_output_event(action.step, usage, output)
 
 
 async def _raising(error: BaseException) -> Any:
