@@ -177,3 +177,41 @@ def test_an_unchecked_input_instance_is_refused(folder: Path) -> None:
         with pytest.raises(InputError, match="not a valid Order"):
             rt.launch(agent, bad)
         assert rt.threads() == []
+
+
+@pytest.mark.parametrize(
+    "verdict",
+    [{"accept": [0], "reason": "r"}, {"reason": "no accept"}, {"accept": True, "reason": 12345}],
+    ids=["accept a list", "no accept", "reason a number"],
+)
+def test_a_custom_judges_unchecked_verdict_fails_the_step_and_pays_nothing(
+    tmp_path: Path, verdict: dict[str, Any]
+) -> None:
+    # A judge of the user's own that builds its verdict unchecked: truthy junk must not
+    # accept the output (the refund would be paid), and no crash may leave the thread
+    # running: the step fails with the judge's error and `on error` decides.
+    import shutil
+
+    from twelvefold.runtime.types import Verdict
+
+    folder = tmp_path / "f"
+    shutil.copytree(Path(__file__).parent / "checks_fixtures", folder)
+    paid = tmp_path / "paid"
+
+    class Judging:
+        async def complete(self, request: ModelRequest) -> ModelReply:
+            (shape,) = request.action.outputs
+            if shape is Verdict:
+                return ModelReply(Verdict.model_construct(**verdict), Usage(latency_ms=1.0))
+            return ModelReply(shape(amount=5, note="ok"), Usage(latency_ms=1.0))
+
+    claim = {"order": "o-1", "amount": 40.0, "api_key": "sk-x"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REFUNDS_PAID", str(paid))
+        with _runtime(folder, Judging()) as rt:
+            view = rt.launch(folder / "refunds.agent", claim)
+            events = rt.events(view.id)
+    assert not paid.exists()
+    assert view.status != "running"
+    failed = [e for e in events if isinstance(e, StepFailed)]
+    assert failed and failed[0].step == "decide", events
