@@ -215,3 +215,59 @@ def test_a_custom_judges_unchecked_verdict_fails_the_step_and_pays_nothing(
     assert view.status != "running"
     failed = [e for e in events if isinstance(e, StepFailed)]
     assert failed and failed[0].step == "decide", events
+
+
+DEEP = """\
+agent deep {
+  input Node
+  start nest
+}
+
+type Node { v: int, next: Node? }
+
+tool nest(Node) -> Node = "deep_tools:nest" { next done }
+
+final done(Node)
+"""
+
+DEEP_TOOLS = """\
+import os
+
+
+def nest(value):
+    depth, digits = int(os.environ["DEPTH"]), int(os.environ["DIGITS"])
+    node = {"v": 10**digits - 1, "next": None}
+    for _ in range(depth - 1):
+        node = {"v": 1, "next": node}
+    return node
+"""
+
+
+@pytest.mark.parametrize(
+    ("depth", "digits", "problem"),
+    [(1, 5000, "digits"), (200, 1, "deep")],
+    ids=["an int of 5,000 digits", "nested 200 deep"],
+)
+def test_a_value_the_store_could_not_read_back_is_refused_before_it_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, depth: int, digits: int, problem: str
+) -> None:
+    # Both validate, and both were written; neither could be read back (the JSON reader
+    # takes ints of at most 4,300 digits, the decoder recursion ~250 levels), so the thread
+    # was lost. Now a tool's result is a step failure and a launch input an InputError.
+    (tmp_path / "deep.agent").write_text(DEEP)
+    (tmp_path / "deep_tools.py").write_text(DEEP_TOOLS)
+    monkeypatch.setenv("DEPTH", str(depth))
+    monkeypatch.setenv("DIGITS", str(digits))
+    with _runtime(tmp_path, ScriptedModel([])) as rt:
+        view = rt.launch(tmp_path / "deep.agent", {"v": 1, "next": None})
+        events = rt.events(view.id)  # read back: it must fit the agent
+        (failed,) = [e for e in events if isinstance(e, StepFailed)]
+        assert (failed.step, failed.error.type) == ("nest", "Unstorable")
+        assert problem in failed.error.message
+        node: Any = rt.agent(tmp_path / "deep.agent").spec.types["Node"]
+        value = {"v": 10**digits - 1, "next": None}
+        for _ in range(depth - 1):
+            value = {"v": 1, "next": value}
+        with pytest.raises(InputError, match=problem):
+            rt.launch(tmp_path / "deep.agent", node.model_validate(value))
+        assert len(rt.threads()) == 1
