@@ -257,21 +257,21 @@ def unstorable(value: Any, where: str, depth: int = 0) -> str | None:
         return None if value.isascii() else _surrogate_in(value, where)
     if kind in _PLAIN:
         return None
-    if isinstance(value, int):
-        return None if -_INT_BOUND < value < _INT_BOUND else _too_long(where)
-    if isinstance(value, str):
-        return None if value.isascii() else _surrogate_in(value, where)
-    if not isinstance(value, BaseModel | Mapping | list | tuple):
-        return None
-    if depth >= MAX_NESTING:
-        return (
-            f"{where} is nested more than {MAX_NESTING} levels deep: a store could not read it back"
-        )
-    if isinstance(value, BaseModel):
+    if isinstance(value, BaseModel):  # a step's output or result: first, one test
+        if depth >= MAX_NESTING:
+            return _too_deep(where)
         fields = value.__dict__.items()
         extra = value.__pydantic_extra__
         items = fields if not extra else [*fields, *extra.items()]
         return _unstorable_items(items, where, depth + 1)
+    if isinstance(value, int):
+        return None if -_INT_BOUND < value < _INT_BOUND else _too_long(where)
+    if isinstance(value, str):
+        return None if value.isascii() else _surrogate_in(value, where)
+    if not isinstance(value, Mapping | list | tuple):
+        return None
+    if depth >= MAX_NESTING:
+        return _too_deep(where)
     if isinstance(value, Mapping):
         for key in value:
             if (type(key) is not str or not key.isascii()) and (
@@ -297,6 +297,10 @@ def _unstorable_items(
         if (found := unstorable(item, where + place.format(key), depth)) is not None:
             return found
     return None
+
+
+def _too_deep(where: str) -> str:
+    return f"{where} is nested more than {MAX_NESTING} levels deep: a store could not read it back"
 
 
 def _too_long(where: str) -> str:
