@@ -45,7 +45,7 @@ from twelvefold.runtime.config import ConfigError, find_config, toml_key, toml_t
 from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.store import ThreadNotFound
 from twelvefold.runtime.terminal import one_line
-from twelvefold.server.cron import cron_problem
+from twelvefold.server.cron import cron_problem, for_croniter
 from twelvefold.server.replies import server_tables
 from twelvefold.server.service import (
     Caller,
@@ -81,11 +81,11 @@ class Schedule:
         # croniter answers the time before the one it is given, to the second: give it
         # the next whole second (not `now` plus one: 06:59:59.9 would find 07:00).
         after = now.replace(microsecond=0) + timedelta(seconds=1)
-        return croniter(self.cron, after).get_prev(datetime).astimezone(UTC)
+        return croniter(for_croniter(self.cron), after).get_prev(datetime).astimezone(UTC)
 
     def next(self, now: datetime) -> datetime:
         """The first time after `now` the expression names (UTC)."""
-        return croniter(self.cron, now).get_next(datetime).astimezone(UTC)
+        return croniter(for_croniter(self.cron), now).get_next(datetime).astimezone(UTC)
 
 
 def parse_schedules(
