@@ -227,6 +227,24 @@ class ThreadEnded(IllegalEvent):
         self.args = (f"thread {shown(thread_id)} has {ended}: there is nothing to cancel",)
 
 
+class NotFailed(IllegalEvent):
+    """A retry of a thread that has not failed: it runs (`resume` runs it on), waits for
+    a person, or has ended. Nothing was recorded; over HTTP a 409, from the CLI one line.
+    (An `IllegalEvent`: the reducer refuses the same event.)"""
+
+    def __init__(self, state: State, event: Event, thread_id: str) -> None:
+        super().__init__(state, event)
+        shown_id = shown(thread_id)
+        status = state.status
+        if status == "running":
+            why = f"is running, not failed: `twelvefold resume {shown_id}` runs it on"
+        elif status == "waiting":
+            why = f"is waiting at `{state.step}`, not failed: decide or answer it instead"
+        else:
+            why = f"has {'finished' if status == 'finished' else 'been cancelled'}"
+        self.args = (f"thread {shown_id} {why}; only a failed thread can be retried",)
+
+
 class NotAnApprover(InputError):
     """The person deciding an approval is not in any of its `approvers` groups, as the
     configuration defines them now. Nothing was recorded."""
@@ -961,6 +979,9 @@ class AsyncRuntime:
         Raises `InputError` when `reuse_key` is given and the step made no tool call.
         """
         thread = await self._load(thread_id, agent)
+        if thread.state.status != "failed":
+            retried = Retried(step=thread.state.step, at=_now(), by=by)
+            raise NotFailed(thread.state, retried, thread.id)
         key = retry_key(thread, reuse_key=reuse_key)
         await self._check_parent_waits(thread)
         spec = thread.agent.spec

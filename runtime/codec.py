@@ -228,11 +228,22 @@ def _encode_usage(usage: Usage) -> dict[str, Any]:
     return {n: v for n in _USAGE_FIELDS if (v := getattr(usage, n)) is not None}
 
 
-_PLAIN = frozenset({int, float, bool, type(None)})
+_PLAIN = frozenset({float, bool, type(None)})
 """Types whose values every store can hold: nothing in them to look at."""
 
+MAX_INT_DIGITS = 4_300
+"""The longest integer a stored event may hold, in decimal digits: the most Python's
+`int` (`sys.get_int_max_str_digits`) and pydantic's JSON reader read back."""
 
-def unstorable(value: Any, where: str) -> str | None:
+_INT_BOUND = 10**MAX_INT_DIGITS
+
+MAX_NESTING = 100
+"""The deepest a stored value may nest (models, mappings, lists within one another): the
+JSON reader that reads an event back stops at about 200 levels, the event's own
+included."""
+
+
+def unstorable(value: Any, where: str, depth: int = 0) -> str | None:
     """Why `value` cannot be stored, naming the place (`where`, then `.field` or `[i]`):
     a string holding a lone UTF-16 surrogate (`"\\ud800"`: valid JSON text, and a Python
     string from a command line's undecodable bytes, but no UTF-8 has it). None when it
@@ -246,35 +257,57 @@ def unstorable(value: Any, where: str) -> str | None:
         return None if value.isascii() else _surrogate_in(value, where)
     if kind in _PLAIN:
         return None
-    if isinstance(value, BaseModel):
+    if isinstance(value, BaseModel):  # a step's output or result: first, one test
+        if depth >= MAX_NESTING:
+            return _too_deep(where)
         fields = value.__dict__.items()
         extra = value.__pydantic_extra__
-        return _unstorable_items(fields if not extra else [*fields, *extra.items()], where)
+        items = fields if not extra else [*fields, *extra.items()]
+        return _unstorable_items(items, where, depth + 1)
+    if isinstance(value, int):
+        return None if -_INT_BOUND < value < _INT_BOUND else _too_long(where)
     if isinstance(value, str):
         return None if value.isascii() else _surrogate_in(value, where)
+    if not isinstance(value, Mapping | list | tuple):
+        return None
+    if depth >= MAX_NESTING:
+        return _too_deep(where)
     if isinstance(value, Mapping):
         for key in value:
             if (type(key) is not str or not key.isascii()) and (
                 found := unstorable(key, f"{where} (a key)")
             ) is not None:
                 return found
-        return _unstorable_items(value.items(), where)
-    if isinstance(value, list | tuple):
-        return _unstorable_items(enumerate(value), where, "[{}]")
-    return None
+        return _unstorable_items(value.items(), where, depth + 1)
+    return _unstorable_items(enumerate(value), where, depth + 1, "[{}]")
 
 
 def _unstorable_items(
-    items: Iterable[tuple[Any, Any]], where: str, place: str = ".{}"
+    items: Iterable[tuple[Any, Any]], where: str, depth: int, place: str = ".{}"
 ) -> str | None:
     """`unstorable` of each item, named `where` then `place` with its key or index."""
     for key, item in items:
         kind = type(item)
-        if kind in _PLAIN or (kind is str and item.isascii()):
+        if (
+            kind in _PLAIN
+            or (kind is str and item.isascii())
+            or (kind is int and -_INT_BOUND < item < _INT_BOUND)
+        ):
             continue
-        if (found := unstorable(item, where + place.format(key))) is not None:
+        if (found := unstorable(item, where + place.format(key), depth)) is not None:
             return found
     return None
+
+
+def _too_deep(where: str) -> str:
+    return f"{where} is nested more than {MAX_NESTING} levels deep: a store could not read it back"
+
+
+def _too_long(where: str) -> str:
+    return (
+        f"{where} is an integer of more than {MAX_INT_DIGITS:,} digits: a store could not "
+        "read it back"
+    )
 
 
 def _surrogate_in(text: str, where: str) -> str | None:

@@ -1411,8 +1411,9 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
 
 def uncounted(spec: AgentSpec, usage: Usage) -> ErrorInfo | None:
     """Why a call that answered cannot be counted against the agent's budgets, or None:
-    under `max_tokens`, a reply that reported no token count; under `max_cost`, one whose
-    cost is unknown (no count, or no price for the model that answered). A budget cannot
+    under `max_tokens` or `max_cost`, a reply that reported no token count for its input
+    or its output (`total_tokens` fills in the side it can: runtime/model.py); under
+    `max_cost`, one whose cost is unknown (no price for the model that answered). A budget cannot
     bound what it cannot count: the step fails with `TokenCountError`, which the reducer
     counts as spending what was left of each budget (`AgentSpec.spend`), so the budget
     decides at once where the thread goes."""
@@ -1420,6 +1421,11 @@ def uncounted(spec: AgentSpec, usage: Usage) -> ErrorInfo | None:
         return None
     if usage.input_tokens is None and usage.output_tokens is None:
         why = "the model reported no token counts"
+    elif usage.input_tokens is None or usage.output_tokens is None:
+        # One side alone (with no total to tell the other) may be anything, 0 included:
+        # counted as the rest being 0, a budget would let such calls run for ever.
+        side = "input" if usage.input_tokens is None else "output"
+        why = f"the model reported no token counts for its {side}"
     elif spec.max_cost is not None and usage.cost_usd is None:
         why = "the call's cost is unknown (no price for the model that answered)"
     else:

@@ -759,16 +759,23 @@ def _counts(completion: Any) -> tuple[Any, Any]:
     usage = getattr(completion, "usage", None)
     counts = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
     total = getattr(usage, "total_tokens", None)
-    if None not in counts or total is None:
+    if total is None:
+        return counts
+    if None not in counts:
+        prompt, completion_tokens = counts
+        if valid_tokens(prompt) and valid_tokens(completion_tokens) and valid_tokens(total):
+            # A total above the two sides says more was paid for than they show: the
+            # rest counts as output (as a lone total does, below).
+            return prompt, max(completion_tokens, total - prompt)
         return counts
     # Some endpoints send only the total, or the total and one side. What they counted
     # was paid for: read as no count, a budget would never see it. With neither side the
-    # total counts as output tokens (the dearer kind at every provider in the price table:
-    # the cost is not under-counted; a total that is no count is refused as one would
-    # be); with one side, the other is the total less it.
+    # total counts as output tokens and the input as none (output is the dearer kind at
+    # every provider in the price table: the cost is not under-counted; a total that is
+    # no count is refused as one would be); with one side, the other is the total less it.
     prompt, completion_tokens = counts
     if prompt is None and completion_tokens is None:
-        return None, total
+        return (0 if valid_tokens(total) else None), total
     if not valid_tokens(total):
         return counts
     if prompt is None:

@@ -19,7 +19,9 @@ Status = Literal["running", "waiting", "finished", "failed", "cancelled"]
 class Answer(BaseModel):
     """What a person replies to a `human` step."""
 
-    model_config = ConfigDict(defer_build=True)  # built on first use: importing stays cheap
+    # Built on first use (importing stays cheap); an instance is validated again like a
+    # dict (a model of the user's own may build one with `model_construct`).
+    model_config = ConfigDict(defer_build=True, revalidate_instances="always")
 
     text: str
     by: str | None = None
@@ -155,7 +157,9 @@ class OutputRejected(Event):
 class Verdict(BaseModel):
     """What a `judge` answers about an llm step's output (runtime/checks.py)."""
 
-    model_config = ConfigDict(defer_build=True)  # built on first use: importing stays cheap
+    # Built on first use (importing stays cheap); an instance is validated again like a
+    # dict (a model of the user's own may build one with `model_construct`).
+    model_config = ConfigDict(defer_build=True, revalidate_instances="always")
 
     accept: bool
     reason: str

@@ -251,11 +251,12 @@ def test_a_negative_or_fractional_token_count_fails_the_step(
 @pytest.mark.parametrize(
     ("usage", "counted"),
     [
-        ({"total_tokens": 500}, (None, 500)),
+        ({"total_tokens": 500}, (0, 500)),
+        ({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 500}, (0, 500)),
         ({"prompt_tokens": 100, "total_tokens": 500}, (100, 400)),
         ({"completion_tokens": 50, "total_tokens": 500}, (450, 50)),
     ],
-    ids=["total only", "total and input", "total and output"],
+    ids=["total only", "a total above both sides", "total and input", "total and output"],
 )
 def test_a_reply_giving_its_total_tokens_counts_them(
     openai_server: ScriptedOpenAI,
@@ -283,17 +284,32 @@ def test_a_reply_giving_its_total_tokens_counts_them(
 
 
 @pytest.mark.parametrize("budget", ["max_tokens 1000 -> stuck", "max_cost 5 -> stuck"])
+@pytest.mark.parametrize(
+    "usage",
+    [
+        None,
+        {"prompt_tokens": 0},
+        {"completion_tokens": 0},
+        {"prompt_tokens": 500, "total_tokens": 2},
+    ],
+    ids=["none", "input only", "output only", "a total below a side"],
+)
 @pytest.mark.parametrize("memory", [False, True], ids=["sqlite", "memory"])
 def test_under_a_budget_a_reply_with_no_token_count_spends_what_was_left(
-    openai_server: ScriptedOpenAI, thinker: Path, budget: str, memory: bool
+    openai_server: ScriptedOpenAI,
+    thinker: Path,
+    budget: str,
+    usage: dict[str, int] | None,
+    memory: bool,
 ) -> None:
     # A budget counts tokens the endpoint reports. One that reports none would make every
     # call free and the budget never stop the thread (a red team's endpoint took 1,000
     # calls under `max_cost 0.01`). Under a budget such a call counts as spending what was
     # left of it, as a count gone wrong does: the budget decides at once.
+    # One side alone, or a total that cannot tell the other side, is no count of it.
     agent = with_budget(thinker, budget)
     openai_server.responder = lambda body: Reply(
-        arguments={"choice": {"type": "Think", "thought": "hm"}}, usage=None
+        arguments={"choice": {"type": "Think", "thought": "hm"}}, usage=usage
     )
     real = OpenAIModel(
         model="priced-model", base_url=openai_server.base_url, api_key="t", transport_retries=0

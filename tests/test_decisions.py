@@ -650,6 +650,11 @@ def test_a_cancelled_thread_takes_no_more_decisions(
     assert (
         err == f"error: thread {view.id} has been cancelled already: there is nothing to cancel\n"
     )
+    code, _, err = twelvefold("resume", view.id, "--retry")
+    assert code == 1
+    assert err == (
+        f"error: thread {view.id} has been cancelled; only a failed thread can be retried\n"
+    )
     assert shop.refunds() == []
     code, out, _ = twelvefold("threads", "--status", "cancelled", "--json")
     assert [t["thread_id"] for t in json.loads(out)] == [view.id]

@@ -177,3 +177,97 @@ def test_an_unchecked_input_instance_is_refused(folder: Path) -> None:
         with pytest.raises(InputError, match="not a valid Order"):
             rt.launch(agent, bad)
         assert rt.threads() == []
+
+
+@pytest.mark.parametrize(
+    "verdict",
+    [{"accept": [0], "reason": "r"}, {"reason": "no accept"}, {"accept": True, "reason": 12345}],
+    ids=["accept a list", "no accept", "reason a number"],
+)
+def test_a_custom_judges_unchecked_verdict_fails_the_step_and_pays_nothing(
+    tmp_path: Path, verdict: dict[str, Any]
+) -> None:
+    # A judge of the user's own that builds its verdict unchecked: truthy junk must not
+    # accept the output (the refund would be paid), and no crash may leave the thread
+    # running: the step fails with the judge's error and `on error` decides.
+    import shutil
+
+    from twelvefold.runtime.types import Verdict
+
+    folder = tmp_path / "f"
+    shutil.copytree(Path(__file__).parent / "checks_fixtures", folder)
+    paid = tmp_path / "paid"
+
+    class Judging:
+        async def complete(self, request: ModelRequest) -> ModelReply:
+            (shape,) = request.action.outputs
+            if shape is Verdict:
+                return ModelReply(Verdict.model_construct(**verdict), Usage(latency_ms=1.0))
+            return ModelReply(shape(amount=5, note="ok"), Usage(latency_ms=1.0))
+
+    claim = {"order": "o-1", "amount": 40.0, "api_key": "sk-x"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REFUNDS_PAID", str(paid))
+        with _runtime(folder, Judging()) as rt:
+            view = rt.launch(folder / "refunds.agent", claim)
+            events = rt.events(view.id)
+    assert not paid.exists()
+    assert view.status != "running"
+    failed = [e for e in events if isinstance(e, StepFailed)]
+    assert failed and failed[0].step == "decide", events
+
+
+DEEP = """\
+agent deep {
+  input Node
+  start nest
+}
+
+type Node { v: int, next: Node? }
+
+tool nest(Node) -> Node = "deep_tools:nest" { next done }
+
+final done(Node)
+"""
+
+DEEP_TOOLS = """\
+import os
+
+
+def nest(value):
+    depth, digits = int(os.environ["DEPTH"]), int(os.environ["DIGITS"])
+    node = {"v": 10**digits - 1, "next": None}
+    for _ in range(depth - 1):
+        node = {"v": 1, "next": node}
+    return node
+"""
+
+
+@pytest.mark.parametrize(
+    ("depth", "digits", "problem"),
+    [(1, 5000, "digits"), (200, 1, "deep")],
+    ids=["an int of 5,000 digits", "nested 200 deep"],
+)
+def test_a_value_the_store_could_not_read_back_is_refused_before_it_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, depth: int, digits: int, problem: str
+) -> None:
+    # Both validate, and both were written; neither could be read back (the JSON reader
+    # takes ints of at most 4,300 digits, the decoder recursion ~250 levels), so the thread
+    # was lost. Now a tool's result is a step failure and a launch input an InputError.
+    (tmp_path / "deep.agent").write_text(DEEP)
+    (tmp_path / "deep_tools.py").write_text(DEEP_TOOLS)
+    monkeypatch.setenv("DEPTH", str(depth))
+    monkeypatch.setenv("DIGITS", str(digits))
+    with _runtime(tmp_path, ScriptedModel([])) as rt:
+        view = rt.launch(tmp_path / "deep.agent", {"v": 1, "next": None})
+        events = rt.events(view.id)  # read back: it must fit the agent
+        (failed,) = [e for e in events if isinstance(e, StepFailed)]
+        assert (failed.step, failed.error.type) == ("nest", "Unstorable")
+        assert problem in failed.error.message
+        node: Any = rt.agent(tmp_path / "deep.agent").spec.types["Node"]
+        value = {"v": 10**digits - 1, "next": None}
+        for _ in range(depth - 1):
+            value = {"v": 1, "next": value}
+        with pytest.raises(InputError, match=problem):
+            rt.launch(tmp_path / "deep.agent", node.model_validate(value))
+        assert len(rt.threads()) == 1

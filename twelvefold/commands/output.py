@@ -53,11 +53,19 @@ def reader_gone() -> NoReturn:
 
 def width(text: str) -> int:
     """How many terminal columns `text` takes: East Asian wide and full-width characters
-    two, combining marks none, the rest one."""
+    two; marks drawn over the character before them (Unicode categories Mn and Me, which
+    include variation selectors) and format characters (Cf) none; the rest one."""
     return sum(
-        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        0
+        if unicodedata.category(c) in _NO_COLUMN
+        else 2
+        if unicodedata.east_asian_width(c) in "WF"
+        else 1
         for c in text
     )
+
+
+_NO_COLUMN = frozenset({"Mn", "Me", "Cf"})
 
 
 def table(
