@@ -44,6 +44,7 @@ from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import (
+    MAX_RANGE,
     ImmutableSandboxedEnvironment,
     SandboxedEscapeFormatter,
     SandboxedFormatter,
@@ -75,6 +76,7 @@ given and of the list it makes, each value weighed by the bounds above, and one 
 thousand characters built. An operation is charged the work it does: `length`, `count`,
 `first`, `last`, `random`, `default`, `attr` and `items` are one step whatever they are
 given, `select`, `reject`, `selectattr`, `rejectattr` and `map` one per item they take,
+`in` on text and comparing two strings one per thousand characters scanned (`_scanned`),
 a mapping's `get`, `keys()`, `values()` and `items()` only the call, a list's `index` and
 `count` one per item as well (`_guarded_filter`, `_BoundedSandbox.call`). A
 loop that prints nothing (`{% for i in range(100000) %}{% for j in range(100000) %}{%
@@ -458,6 +460,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                 _check_size(
                     _weight(right, MAX_RENDERED_CHARS), "comparing this", MAX_RENDERED_CHARS
                 )
+            _spend(_scanned(operator in ("in", "notin"), left, right))
             result = _COMPARISONS[operator](left, right)
             if not result:
                 return result
@@ -629,6 +632,34 @@ def _weight(value: Any, limit: int = MAX_RENDERED_ITEMS) -> int:
             total += 1
     _spend(looked_at // 10)  # a step of a loop takes ten times as long
     return total
+
+
+def _scanned(contains: bool, left: Any, right: Any) -> int:
+    """The steps comparing `left` with `right` takes beyond weighing them, one per thousand
+    characters scanned (as building text is charged): `left in right` (`contains`) on text
+    scans all of `right` (a million-character scan, a step a time, ran for an hour within
+    the bound), `==` or `<` of two strings as much as the shorter."""
+    if contains:
+        return len(right) // 1000 if isinstance(right, str) else 0
+    if isinstance(left, str) and isinstance(right, str):
+        return min(len(left), len(right)) // 1000
+    return 0
+
+
+def _bounded_range(*args: Any) -> range:
+    """`range()` in a template: at most MAX_RANGE numbers (Jinja2's sandbox bound), said
+    as such (Jinja2's OverflowError read as a number out of range)."""
+    numbers = range(*args)
+    try:
+        size = f"{len(numbers):,}" if len(numbers) > MAX_RANGE else ""
+    except OverflowError:  # `range(10**30)`: more than Python counts in one number
+        size = "more"
+    if size:
+        raise SecurityError(
+            f"`range()` makes at most {MAX_RANGE:,} numbers in a template; this one would"
+            f" make {size}"
+        )
+    return numbers
 
 
 def _check_size(size: int, what: str, limit: int = MAX_RENDERED_ITEMS) -> None:
@@ -926,6 +957,8 @@ def _guarded_test(name: str, function: Callable[..., Any]) -> Callable[..., Any]
     def guarded(value: Any, *args: Any, **kwargs: Any) -> Any:
         for side in (value, *args):
             _check_size(_weight(side, MAX_RENDERED_CHARS), f"`{name}`", MAX_RENDERED_CHARS)
+        if args:  # `"b" is in text` scans the text, `select("eq", s)` compares strings
+            _spend(_scanned(name == "in", value, args[0]))
         return function(value, *args, **kwargs)
 
     return guarded
@@ -978,6 +1011,7 @@ def sandboxed(
     # `range` is the sandbox's (100,000 numbers); `dict`, `namespace`, `cycler` and
     # `joiner` hold only what they are given.
     del environment.globals["lipsum"]
+    environment.globals["range"] = _bounded_range
     return environment
 
 

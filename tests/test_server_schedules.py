@@ -535,3 +535,31 @@ async def test_an_unreadable_record_counts_from_now_and_the_schedule_fires_again
         "hourly-deploy"
     ]
     scheduler.runs.close()
+
+
+async def test_a_schedule_s_name_is_logged_on_one_line(
+    s: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a name holding a line break (a quoted TOML key can) was logged as it is:
+    `schedules checked: tick` and a line of its own, `ERROR: ...`, forged by the name."""
+    [good] = schedules_of(s.service)
+    forged = "tick\nERROR: twelvefold.server: the store is corrupt"
+    named = Schedule(forged, good.agent, good.cron, good.input)
+    broken = Schedule(forged + "\r2", good.agent, "0 0 30 2 *", "never")
+    scheduler = Scheduler(s.service, [named, broken], clock=lambda: T0 + timedelta(minutes=31))
+    with caplog.at_level("INFO", logger="twelvefold.server"):
+        assert await scheduler.tick(T0) == []  # both first seen
+        scheduler.start()
+        try:
+            for _ in range(3000):  # not a timed assertion: only a broken build waits this long
+                if any("schedules checked" in record.getMessage() for record in caplog.records):
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await scheduler.stop()
+    said = [record.getMessage() for record in caplog.records if "tick" in record.getMessage()]
+    assert len(said) == 3, said  # launched, failed, checked
+    for message in said:
+        assert "\n" not in message and "\r" not in message, message
+        assert "tick\\nERROR: twelvefold.server: the store is corrupt" in message, message
+    scheduler.runs.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import cache
 
 from croniter import croniter
 from croniter.croniter import CroniterBadDateError, CroniterError
@@ -53,6 +54,9 @@ FIELDS = (
     Field("month", 1, 12, MONTHS),
     Field("day-of-week", 0, 7, DAYS),
 )
+LONGEST = 9
+"""The most digits a number in a field may have (`0005` is 5; nothing needs more, and
+Python refuses to read a number of more than 4,300 digits)."""
 ITEM = re.compile(r"(?P<range>\*|(?P<low>[^-/]+)(?:-(?P<high>[^-/]+))?)(?:/(?P<step>[^/]*))?")
 
 
@@ -78,13 +82,44 @@ def cron_problem(cron: str, now: datetime | None = None) -> str | None:
             return f"is not a cron expression: {values}"
         expanded.append(values)
     try:
-        croniter(cron, now or datetime.now(UTC)).get_next(datetime)
+        croniter(for_croniter(cron), now or datetime.now(UTC)).get_next(datetime)
     except CroniterBadDateError:
         days, months = sorted(expanded[2]), sorted(expanded[3])
         return f"never comes due: {_no_such_day(days, months)}"
     except (CroniterError, ValueError) as exc:  # nothing known reaches here: croniter's word
         return f"is not a cron expression croniter reads ({exc})"
     return None
+
+
+@cache
+def for_croniter(cron: str) -> str:
+    """The expression croniter is given for `cron`, one `cron_problem` took (the
+    schedule keeps and shows `cron` as written): each field `*` or the list of the
+    numbers it names. croniter's own reading differs: it reads a range of one number
+    (`30-30`) as `*`, takes a list holding `*` (`1,*`) or a whole week (`0-6`) as `*` in
+    the rule for days (either the day of month or of week fires when neither is `*`),
+    but not `1-31` or `*/1`."""
+    words = cron.split()
+    if len(words) != len(FIELDS):  # a macro
+        return cron
+    named: list[set[int]] = []
+    for word, field in zip(words, FIELDS, strict=True):
+        values = _expanded(word, field)
+        if isinstance(values, str):
+            raise ValueError(f"{cron!r}: {values}")
+        named.append(values)
+    named[4] = {day % 7 for day in named[4]}  # 7 is Sunday, as 0 is
+    highest = [field.high for field in FIELDS[:4]] + [6]
+    every = [
+        values == set(range(field.low, high + 1))
+        for values, field, high in zip(named, FIELDS, highest, strict=True)
+    ]
+    if words[2] != "*" and words[4] != "*" and (every[2] or every[4]):
+        every[2] = every[4] = True  # either fires, and one fires every day
+    return " ".join(
+        "*" if whole else ",".join(map(str, sorted(values)))
+        for values, whole in zip(named, every, strict=True)
+    )
 
 
 def _expanded(word: str, field: Field) -> set[int] | str:
@@ -95,6 +130,9 @@ def _expanded(word: str, field: Field) -> set[int] | str:
         if not item or match is None:
             return f"{field.name} `{word}` is not {field.takes()}"
         low, high = field.low, field.high
+        too_long = _too_long(field, item, match)
+        if too_long is not None:
+            return too_long
         if match["range"] != "*":
             bounds = [field.value(match["low"])]
             if match["high"] is not None:
@@ -115,6 +153,20 @@ def _expanded(word: str, field: Field) -> set[int] | str:
             step = int(match["step"])
         values.update(range(low, high + 1, step))
     return values
+
+
+def _too_long(field: Field, item: str, match: re.Match[str]) -> str | None:
+    """Why `item` is refused when a number in it has more than LONGEST digits (shown
+    cut short, with its count of digits), before anything reads it; None when none has."""
+    for part in ("low", "high", "step"):
+        digits = match[part]
+        if digits is None or len(digits) <= LONGEST or not (digits.isascii() and digits.isdigit()):
+            continue
+        cut = f"{digits[:10]}…` ({len(digits):,} digits)"
+        if part == "step":
+            return f"{field.name} `{match['range']}/{cut} is not a step of 1 or more"
+        return f"{field.name} `{cut} is not from {field.low} to {field.high}"
+    return None
 
 
 def _no_such_day(days: list[int], months: list[int]) -> str:

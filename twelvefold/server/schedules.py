@@ -45,7 +45,7 @@ from twelvefold.runtime.config import ConfigError, find_config, toml_key, toml_t
 from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.store import ThreadNotFound
 from twelvefold.runtime.terminal import one_line
-from twelvefold.server.cron import cron_problem
+from twelvefold.server.cron import cron_problem, for_croniter
 from twelvefold.server.replies import server_tables
 from twelvefold.server.service import (
     Caller,
@@ -81,11 +81,11 @@ class Schedule:
         # croniter answers the time before the one it is given, to the second: give it
         # the next whole second (not `now` plus one: 06:59:59.9 would find 07:00).
         after = now.replace(microsecond=0) + timedelta(seconds=1)
-        return croniter(self.cron, after).get_prev(datetime).astimezone(UTC)
+        return croniter(for_croniter(self.cron), after).get_prev(datetime).astimezone(UTC)
 
     def next(self, now: datetime) -> datetime:
         """The first time after `now` the expression names (UTC)."""
-        return croniter(self.cron, now).get_next(datetime).astimezone(UTC)
+        return croniter(for_croniter(self.cron), now).get_next(datetime).astimezone(UTC)
 
 
 def parse_schedules(
@@ -283,7 +283,7 @@ class Scheduler:
             try:
                 thread_id = await self._fire(schedule, now)
             except _LeftToNextStart:
-                log.info("schedule %s is left to the next start", schedule.name)
+                log.info("schedule %s is left to the next start", one_line(schedule.name))
                 break
             except Exception as exc:  # one schedule's failure never stops the others
                 said = one_line(f"{type(exc).__name__}: {exc}")  # a store's text, say
@@ -291,11 +291,11 @@ class Scheduler:
                     self._failing[schedule.name] = said
                     log.error("schedule %s failed (%s); the other schedules go on, and it is"
                               " tried again at every tick without saying so again",
-                              schedule.name, said)  # fmt: skip
-                    log.debug("schedule %s failed", schedule.name, exc_info=exc)
+                              one_line(schedule.name), said)  # fmt: skip
+                    log.debug("schedule %s failed", one_line(schedule.name), exc_info=exc)
                 continue
             if self._failing.pop(schedule.name, None) is not None:
-                log.info("schedule %s works again", schedule.name)
+                log.info("schedule %s works again", one_line(schedule.name))
             if thread_id is not None:
                 launched.append((schedule.name, thread_id))
         return launched
@@ -320,14 +320,14 @@ class Scheduler:
         except ServiceError as exc:
             if self.service.stopping:  # nothing launched: the next start fires it
                 raise _LeftToNextStart from None
-            log.warning("schedule %s could not launch %s: %s", schedule.name,
-                        schedule.agent, exc.detail)  # fmt: skip
+            log.warning("schedule %s could not launch %s: %s", one_line(schedule.name),
+                        one_line(schedule.agent), one_line(exc.detail))  # fmt: skip
             await asyncio.to_thread(self.runs.fired, schedule.name, due, None)
             return None
         await asyncio.to_thread(self.runs.fired, schedule.name, due, thread_id)
         if not fresh:
             return None
-        log.info("schedule %s launched thread %s", schedule.name, thread_id)
+        log.info("schedule %s launched thread %s", one_line(schedule.name), thread_id)
         return thread_id
 
     async def _launch(self, schedule: Schedule, thread_id: str) -> bool:
@@ -369,7 +369,7 @@ class Scheduler:
             try:
                 await self.tick(now)
                 if first:
-                    names = ", ".join(schedule.name for schedule in self.schedules)
+                    names = ", ".join(one_line(schedule.name) for schedule in self.schedules)
                     log.info("schedules checked: %s", names)
                     first = False
             except Exception:
