@@ -260,6 +260,11 @@ def _parse(path: Path, data: bytes, digest: str, *, tool_table: bool) -> Config 
         document = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:  # tomllib reads nested tables and arrays by recursion
+        raise ConfigError(
+            f"{path}: tables or arrays nested too deep for a configuration (hundreds of "
+            "levels): nothing in it nests more than a few"
+        ) from None
     table: Any = document
     if tool_table:
         table = document.get("tool", {})

@@ -1196,6 +1196,11 @@ def checked_output(reply: object, action: CallModel) -> BaseModel | ErrorInfo:
                 "ModelError",
                 f"the model's usage gives {name} as {type(value).__name__}, not a number",
             )
+        if isinstance(value, int) and not -_HUGE < value < _HUGE:
+            # No count, cost or latency is this large; a float could not hold it (a cost
+            # judged as one would overflow) nor a store read it back (an int of thousands
+            # of digits).
+            return ErrorInfo("ModelError", f"the model's usage gives {name} as a huge integer")
     return valid
 
 
@@ -1209,6 +1214,9 @@ def _proper_or_raise(reply: object, action: CallModel, attempts: Attempts) -> Mo
 
 
 _USAGE_NUMBERS = ("input_tokens", "output_tokens", "latency_ms", "cost_usd")
+
+_HUGE = 2**63
+"""Past any usage number a call could report (a 64-bit count, as the stores hold one)."""
 
 
 async def _within(

@@ -271,3 +271,38 @@ def test_a_value_the_store_could_not_read_back_is_refused_before_it_is_stored(
         with pytest.raises(InputError, match=problem):
             rt.launch(tmp_path / "deep.agent", node.model_validate(value))
         assert len(rt.threads()) == 1
+
+
+@pytest.mark.parametrize("field", ["latency_ms", "cost_usd", "input_tokens"])
+def test_a_custom_models_huge_usage_number_fails_the_step_and_the_thread_reads_back(
+    folder: Path, field: str
+) -> None:
+    # An int of 5,000 digits in a reply's usage: a latency was stored and could not be
+    # read back; a cost overflowed as it was judged and left the thread running (rt12).
+    class Huge:
+        async def complete(self, request: ModelRequest) -> ModelReply:
+            usage = Usage(**{"latency_ms": 1.0, field: 10**5000})
+            return ModelReply(_ship_output(request), usage)
+
+    with _runtime(folder, Huge()) as rt:
+        view = rt.launch(folder / "nested.agent", {"item": {"sku": "a", "qty": 1}, "note": "n"})
+        events = rt.events(view.id)
+    assert view.status == "failed"
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert (failed.step, failed.error.type) == ("decide", "ModelError")
+    assert f"{field} as a huge integer" in failed.error.message
+
+
+def test_a_configuration_nested_hundreds_deep_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from twelvefold.cli import cli
+
+    (tmp_path / "nested.agent").write_text(AGENT)
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "decide.j2").write_text("{{ last }}")
+    (tmp_path / "twelvefold.toml").write_text("x = " + "[" * 2000 + "]" * 2000 + "\n")
+    result = CliRunner().invoke(cli, ["check", str(tmp_path / "nested.agent")])
+    assert result.exit_code == 1, result.output
+    assert "nested too deep" in result.output
+    assert "Traceback" not in result.output
