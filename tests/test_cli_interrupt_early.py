@@ -63,6 +63,8 @@ def wait(idempotency_key: str) -> dict[str, str]:
     return {"text": "ok"}
 """
 
+RUN = ["run", "block.agent", "--input", "go"]
+
 CLICK_IMPORTED = re.compile(r"^import time:.*\|\s+click(\.|$)")
 
 DELAYS = [0.0, 0.01, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0]
@@ -83,13 +85,12 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 class Running:
-    """`twelvefold run block.agent` with its stderr read as it comes (`-X importtime`
-    lines kept apart from the command's own)."""
+    """`twelvefold ARGS` with its stderr read as it comes (`-X importtime` lines kept
+    apart from the command's own; test_cli_interrupt_servers.py uses it too)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, args: list[str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-X", "importtime", "-m", "twelvefold", "run", "block.agent",
-             "--input", "go"],
+            [sys.executable, "-X", "importtime", "-m", "twelvefold", *args],
             cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.said: list[str] = []
@@ -106,9 +107,12 @@ class Running:
                 self.said.append(line.rstrip("\n"))
         self.click.set()
 
+    def saying(self, start: str) -> str | None:
+        return next((line for line in self.said if line.startswith(start)), None)
+
     def interrupt(self) -> int:
         self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=120)  # stderr is the reader's alone
+        self.process.wait(timeout=120)
         self.reader.join()
         return self.process.returncode
 
@@ -119,13 +123,15 @@ class Running:
         self.reader.join()
 
 
-def interrupted_at(folder: Path, when: Callable[[Running], None]) -> tuple[int, list[str]]:
-    running = Running(folder)
+def interrupted_at(
+    folder: Path, args: list[str], when: Callable[[Running], None]
+) -> tuple[int, list[str]]:
+    running = Running(folder, args)
     try:
         when(running)
         return running.interrupt(), running.said
     finally:
-        (folder / "release").touch()  # a run that went on ends (and is killed below)
+        (folder / "release").touch()  # a tool that went on ends (and is killed below)
         running.kill()
         (folder / "release").unlink()
 
@@ -165,7 +171,7 @@ def test_ctrl_c_early_in_run_is_one_line_exit_130(project: Path, delay: float) -
         assert running.click.wait(120), "twelvefold never imported click"
         time.sleep(delay)  # where it lands varies; each outcome is checked the same way
 
-    code, said = interrupted_at(project, after_click)
+    code, said = interrupted_at(project, RUN, after_click)
     assert_one_interrupted_line(code, said)
     assert_consistent(project)
 
@@ -180,7 +186,7 @@ def test_ctrl_c_at_a_marker_is_one_line_exit_130(project: Path, marker: str) -> 
     def at_marker(running: Running) -> None:
         wait_for(made.exists, marker)
 
-    code, said = interrupted_at(project, at_marker)
+    code, said = interrupted_at(project, RUN, at_marker)
     assert_one_interrupted_line(code, said)
     if marker == "the tool entered":
         assert "nothing is lost" in said[0] and "twelvefold resume" in said[0], said

@@ -15,10 +15,6 @@ store file made, the command's line saying it is running, a thread's tool entere
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.waiting import wait_for
-from tests.test_cli_interrupt_early import AGENT, CLICK_IMPORTED, TOOLS
+from tests.test_cli_interrupt_early import AGENT, TOOLS, Running, interrupted_at
 from twelvefold.runtime.store import SqliteStore, StoreNotFound
 
 DELAYS = [0.0, 0.05, 0.2, 0.5, 1.0, 1.5, 2.5]
@@ -56,58 +52,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("TWELVEFOLD_DB", "")
     monkeypatch.delenv("TWELVEFOLD_STORE", raising=False)
     yield folder
-
-
-class Running:
-    """`twelvefold ARGS` with its stderr read as it comes (`-X importtime` lines kept
-    apart from the command's own)."""
-
-    def __init__(self, folder: Path, args: list[str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-X", "importtime", "-m", "twelvefold", *args],
-            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.said: list[str] = []
-        self.click = threading.Event()
-        self.reader = threading.Thread(target=self._read)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            if CLICK_IMPORTED.match(line):
-                self.click.set()
-            elif not line.startswith("import time:"):
-                self.said.append(line.rstrip("\n"))
-        self.click.set()
-
-    def saying(self, start: str) -> str | None:
-        return next((line for line in self.said if line.startswith(start)), None)
-
-    def interrupt(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=120)
-        self.reader.join()
-        return self.process.returncode
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.reader.join()
-
-
-def interrupted_at(
-    folder: Path, args: list[str], when: Callable[[Running], None]
-) -> tuple[int, list[str]]:
-    running = Running(folder, args)
-    try:
-        when(running)
-        return running.interrupt(), running.said
-    finally:
-        (folder / "release").touch()  # a tool that went on ends (and is killed below)
-        running.kill()
-        (folder / "release").unlink()
 
 
 def after_click(delay: float) -> Callable[[Running], None]:
