@@ -979,10 +979,10 @@ class AsyncRuntime:
         Raises `InputError` when `reuse_key` is given and the step made no tool call.
         """
         thread = await self._load(thread_id, agent)
-        if thread.state.status != "failed":
-            retried = Retried(step=thread.state.step, at=_now(), by=by)
-            raise NotFailed(thread.state, retried, thread.id)
         key = retry_key(thread, reuse_key=reuse_key)
+        if thread.state.status in ("waiting", "finished", "cancelled"):
+            # (A running one may be another process's: taking its lease says so.)
+            raise NotFailed(thread.state, Retried(step=thread.state.step, by=by), thread.id)
         await self._check_parent_waits(thread)
         spec = thread.agent.spec
         approved = approved_call(thread.events, thread.state, spec)
@@ -1004,7 +1004,12 @@ class AsyncRuntime:
         # A new call of a step an approval led into asks that approval again.
         approval = None if approved is None else thread.events[approved].step
         retried = Retried(step=thread.state.step, at=_now(), by=by, key=key, approval=approval)
-        await self.engine.record(thread, retried)
+        try:
+            await self.engine.record(thread, retried)
+        except IllegalEvent:
+            if thread.state.status == "failed":
+                raise
+            raise NotFailed(thread.state, retried, thread.id) from None  # left running
         return await self._view(await self._ran(thread, run))
 
     async def _ran(self, thread: Thread, run: bool) -> Thread:

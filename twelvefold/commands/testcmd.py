@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.terminal import one_line
 from twelvefold.testing import DEFAULT_EXAMPLES, MAX_EXAMPLES
 from twelvefold.testing.invariants import InvariantLoadError, find_invariants
+from twelvefold.testing.runner import interrupt
 from twelvefold.testing.subject import load_subject
 from twelvefold.testing.suite import header, render_results, run_suite
 
@@ -65,6 +67,9 @@ def test(
     if source is not None and (len(agents) != 1 or agents[0].suffix != ".py"):
         raise click.UsageError("--source goes with exactly one generated .py module")
     chosen_seed = seed if seed is not None else random.randrange(2**32)
+    # Ctrl-C is remembered as well as raised: hypothesis's garbage-collection callback
+    # can swallow the exception, and each generated thread then ends the run.
+    signal.signal(signal.SIGINT, interrupt)
     unloadable = property_failed = False
     stage = Stage("")
     for index, agent in enumerate(agents):

@@ -140,6 +140,32 @@ def worker(
     _exit(code)
 
 
+STOP_MARGIN_SECONDS = 30.0
+"""How long after its `--grace` a stopping worker may take to let its jobs and pool go
+before it ends at once: a stop must end the process whatever hangs on the way out (its
+leases lapse, and the next worker takes the threads over)."""
+
+
+def _stopping(stage: Stage, at_once: str, signum: int, grace: float) -> None:
+    """As the worker begins to stop: a second Ctrl-C now says `at_once`, and if the stop
+    itself hangs, the process ends anyway once `grace` and STOP_MARGIN_SECONDS are past
+    (with the Ctrl-C's line and 130, or 143 for SIGTERM, as a shell reports it)."""
+    import threading
+
+    stage.said = at_once
+    code = EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
+    waited = grace + STOP_MARGIN_SECONDS
+    hung = (
+        f"the worker stopped at once, its stop not done after {waited:.0f} s: "
+        + (
+            at_once.split(": ", 1)[1]  # (what the store holds, as for a second Ctrl-C)
+        )
+    )
+    timer = threading.Timer(waited, _exit, (code, hung if signum == signal.SIGINT else None))
+    timer.daemon = True
+    timer.start()
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -245,7 +271,7 @@ async def _work(
             try:
                 stopped_by = await run_worker(
                     work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds,
-                    stopping=lambda: setattr(stage, "said", at_once),
+                    stopping=lambda signum: _stopping(stage, at_once, signum, grace),
                 )  # fmt: skip
             finally:
                 await scheduler.stop()

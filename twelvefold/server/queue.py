@@ -612,12 +612,12 @@ async def run_worker(
     grace: float,
     sweep_seconds: float,
     name: str = "twelvefold",
-    stopping: Callable[[], None] | None = None,
+    stopping: Callable[[int], None] | None = None,
 ) -> int:
     """Take jobs until SIGTERM or SIGINT (stop taking jobs, let running ones finish for
     `grace` seconds, then cancel them; a cancelled run lets its lease go); the signal
     that stopped it is returned, so that Ctrl-C ends the command as an interrupt and
-    SIGTERM as a deploy's stop; `stopping` is called as it begins to stop. A second
+    SIGTERM as a deploy's stop; `stopping` is called with the signal as it begins to stop. A second
     signal meanwhile is Python's own (Ctrl-C: `KeyboardInterrupt`). Sweeps every
     `sweep_seconds` meanwhile. A job loop that fails is started again after
     `RESTART_SECONDS` (logged): only a signal stops the worker."""
@@ -672,7 +672,7 @@ async def run_worker(
         for each in STOP_SIGNALS:  # the next one is Python's own
             loop.remove_signal_handler(each)
         if stopping is not None:
-            stopping()
+            stopping(signum)
         jobs.cancel()
 
     for signum in STOP_SIGNALS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -91,6 +92,24 @@ def _run(test: Callable[[], None], seed: int | None) -> None:
     test()
 
 
+INTERRUPTED = threading.Event()
+"""Set by `twelvefold test`'s Ctrl-C handler (`interrupt`). A `KeyboardInterrupt` that
+lands in a garbage-collection callback (hypothesis registers one) is printed as ignored
+and lost, and the run went on to the end; each generated thread checks this first, so a
+Ctrl-C ends the run at the next one whatever became of the exception."""
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """A SIGINT handler: Python's own (raise `KeyboardInterrupt`), remembered too."""
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def _go_on() -> None:
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt
+
+
 def run_property(
     subject: Subject,
     prop: Property,
@@ -106,6 +125,7 @@ def run_property(
     then on each of `paths` (and their variants, `path_cases`) and `long_paths`."""
 
     def body(case: Case) -> None:
+        _go_on()
         if coverage is not None:
             coverage.record(case.events)
         check_case(subject, prop, case)
@@ -327,6 +347,7 @@ def run_properties(
     failing: dict[str, PropertyFailed] = {}
 
     def screen(case: Case) -> None:
+        _go_on()
         if coverage is not None:
             coverage.record(case.events)
         screen_with(case, props)

@@ -87,7 +87,8 @@ def header(subject: Subject, examples: int, seed: int | None) -> str:
     """The report's first line: what is tested, with how many threads and which seed
     (known before the threads are generated: `twelvefold test` prints it first)."""
     seeded = f", seed {seed}" if seed is not None else ""
-    return f"{subject.name} ({subject.origin}): {examples} threads per property{seeded}"
+    # One line, its control characters escaped, as every line of the results is.
+    return one_line(f"{subject.name} ({subject.origin}): {examples} threads per property{seeded}")
 
 
 def render_results(report: SuiteReport, *, paths: bool = False) -> str:

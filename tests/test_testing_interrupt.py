@@ -1,0 +1,48 @@
+"""`twelvefold test` ends on Ctrl-C even when the `KeyboardInterrupt` is lost.
+
+A red team (rt11) found 10-15% of interrupts of `twelvefold test` swallowed: the signal
+landed in hypothesis's garbage-collection callback, where Python prints an exception as
+ignored, and the run went on to the end and exited 0. The command's handler remembers
+the interrupt too (`runner.INTERRUPTED`), and each generated thread checks it first.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from twelvefold.testing import runner
+from twelvefold.testing.properties import PROPERTIES
+from twelvefold.testing.runner import run_properties, run_property
+from twelvefold.testing.subject import load_subject
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture
+def lost_interrupt() -> object:
+    """The state after a Ctrl-C whose exception the garbage collector swallowed."""
+    runner.INTERRUPTED.set()
+    yield
+    runner.INTERRUPTED.clear()
+
+
+def test_a_lost_ctrl_c_still_ends_a_property_at_its_next_thread(
+    tmp_path: Path, lost_interrupt: object
+) -> None:
+    subject = load_subject(EXAMPLES / "deploybot.agent", cache_dir=tmp_path / "cache")
+    with pytest.raises(KeyboardInterrupt):
+        run_property(subject, PROPERTIES[0], examples=300, seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_properties(subject, PROPERTIES, examples=300, seed=1)
+
+
+def test_the_handler_remembers_and_raises() -> None:
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.interrupt(signal.SIGINT, None)
+        assert runner.INTERRUPTED.is_set()
+    finally:
+        runner.INTERRUPTED.clear()
