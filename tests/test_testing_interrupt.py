@@ -46,3 +46,31 @@ def test_the_handler_remembers_and_raises() -> None:
         assert runner.INTERRUPTED.is_set()
     finally:
         runner.INTERRUPTED.clear()
+
+
+def test_a_ctrl_c_lost_in_a_callback_is_not_printed_and_is_remembered(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # CI met it: the run ended, but Python printed "Exception ignored in: <function
+    # gc_callback ...>" and a traceback above the command's one line.
+    import sys
+    import types
+
+    lost = types.SimpleNamespace(
+        exc_type=KeyboardInterrupt, exc_value=KeyboardInterrupt(), exc_traceback=None,
+        err_msg=None, object=None,
+    )  # fmt: skip
+    try:
+        runner.quiet_lost_interrupt(lost)
+        assert runner.INTERRUPTED.is_set()
+    finally:
+        runner.INTERRUPTED.clear()
+    assert capsys.readouterr().err == ""
+    other = types.SimpleNamespace(exc_type=ValueError, exc_value=ValueError("kept"))
+    passed_on: list[object] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "__unraisablehook__", passed_on.append)
+        runner.quiet_lost_interrupt(other)
+    assert passed_on == [other]  # Python's own hook prints anything else
+    assert not runner.INTERRUPTED.is_set()
+    assert sys.unraisablehook is not runner.quiet_lost_interrupt  # only the command sets it

@@ -16,7 +16,7 @@ from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.terminal import one_line
 from twelvefold.testing import DEFAULT_EXAMPLES, MAX_EXAMPLES
 from twelvefold.testing.invariants import InvariantLoadError, find_invariants
-from twelvefold.testing.runner import interrupt
+from twelvefold.testing.runner import interrupt, quiet_lost_interrupt
 from twelvefold.testing.subject import load_subject
 from twelvefold.testing.suite import header, render_results, run_suite
 
@@ -70,6 +70,7 @@ def test(
     # Ctrl-C is remembered as well as raised: hypothesis's garbage-collection callback
     # can swallow the exception, and each generated thread then ends the run.
     signal.signal(signal.SIGINT, interrupt)
+    sys.unraisablehook = quiet_lost_interrupt
     unloadable = property_failed = False
     stage = Stage("")
     for index, agent in enumerate(agents):

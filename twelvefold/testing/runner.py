@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import itertools
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import hypothesis
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
@@ -103,6 +105,16 @@ def interrupt(signum: int, frame: object) -> None:
     """A SIGINT handler: Python's own (raise `KeyboardInterrupt`), remembered too."""
     INTERRUPTED.set()
     raise KeyboardInterrupt
+
+
+def quiet_lost_interrupt(unraisable: Any) -> None:
+    """A `sys.unraisablehook` for `twelvefold test`: a Ctrl-C lost in a callback (see
+    INTERRUPTED) is not printed as an ignored exception with its traceback (the run ends
+    at its next thread, with the command's one line); anything else is, as Python does."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        INTERRUPTED.set()
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _go_on() -> None:
