@@ -222,9 +222,9 @@ class ThreadEnded(IllegalEvent):
     line. (An `IllegalEvent`: the reducer refuses the same event.)"""
 
     def __init__(self, state: State, event: Event, thread_id: str) -> None:
-        super().__init__(state, event)
         ended = "finished" if state.status == "finished" else "been cancelled already"
-        self.args = (f"thread {shown(thread_id)} has {ended}: there is nothing to cancel",)
+        said = f"thread {shown(thread_id)} has {ended}: there is nothing to cancel"
+        super().__init__(state, event, message=said)
 
 
 class NotFailed(IllegalEvent):
@@ -233,7 +233,6 @@ class NotFailed(IllegalEvent):
     (An `IllegalEvent`: the reducer refuses the same event.)"""
 
     def __init__(self, state: State, event: Event, thread_id: str) -> None:
-        super().__init__(state, event)
         shown_id = shown(thread_id)
         status = state.status
         if status == "running":
@@ -242,7 +241,8 @@ class NotFailed(IllegalEvent):
             why = f"is waiting at `{state.step}`, not failed: decide or answer it instead"
         else:
             why = f"has {'finished' if status == 'finished' else 'been cancelled'}"
-        self.args = (f"thread {shown_id} {why}; only a failed thread can be retried",)
+        said = f"thread {shown_id} {why}; only a failed thread can be retried"
+        super().__init__(state, event, message=said)
 
 
 class NotAnApprover(InputError):

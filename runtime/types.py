@@ -527,11 +527,15 @@ build_call_tool = builder(CallTool)
 
 
 class IllegalEvent(Exception):
-    """An event that cannot happen in the thread's current state. Nothing was changed."""
+    """An event that cannot happen in the thread's current state. Nothing was changed.
 
-    def __init__(self, state: State, event: Event, reason: str = "") -> None:
+    The message names the event and the REASON (by default, the thread's status and
+    step); a refusal that says it in its own words (`runtime/api.py`'s `ThreadEnded`,
+    `NotFailed`) gives the whole MESSAGE instead."""
+
+    def __init__(self, state: State, event: Event, reason: str = "", *, message: str = "") -> None:
         kind = KIND_OF_EVENT.get(type(event), type(event).__name__)
         why = reason or f"a {state.status} thread at `{state.step}` cannot take it"
-        super().__init__(f"illegal `{kind}` event for step `{event.step}`: {why}")
+        super().__init__(message or f"illegal `{kind}` event for step `{event.step}`: {why}")
         self.state = state
         self.event = event

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.e2e import model, notifier, rt  # noqa: F401  (fixtures of the e2e tests)
+from tests.support.interrupts import block_project  # noqa: F401  (a fixture)
 from tests.support.openai_server import openai_server  # noqa: F401  (a fixture)
 from tests.support.postgres import postgres_cluster, postgres_url  # noqa: F401  (fixtures)
 from tests.support.server import collected, deploy_agent  # noqa: F401  (server test fixtures)

@@ -8,22 +8,20 @@ once listening it stopped with uvicorn's log and no word of the threads; a `work
 given Ctrl-C said `worker: stopped` and exited 0, as for SIGTERM.
 
 A real subprocess, signalled at a range of delays counted from `click`'s import (the
-readiness marker of tests/test_cli_interrupt_early.py), and at markers of its own: the
+readiness marker of tests/support/interrupts.py), and at markers of its own: the
 store file made, the command's line saying it is running, a thread's tool entered.
 """
 
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.interrupts import Running, after_click, interrupted_at
 from tests.support.waiting import wait_for
-from tests.test_cli_interrupt_early import AGENT, TOOLS, Running, interrupted_at
 from twelvefold.runtime.store import SqliteStore, StoreNotFound
 
 DELAYS = [0.0, 0.05, 0.2, 0.5, 1.0, 1.5, 2.5]
@@ -40,26 +38,6 @@ STARTING_LINES = (
     "threads run on `twelvefold worker`s",
 )
 """What these commands print on their way: any other line but the last is a fault."""
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    folder = tmp_path / "project"
-    folder.mkdir()
-    (folder / "block.agent").write_text(AGENT)
-    (folder / "block_tools.py").write_text(TOOLS)
-    monkeypatch.setenv("BLOCK_DIR", str(folder))
-    monkeypatch.setenv("TWELVEFOLD_DB", "")
-    monkeypatch.delenv("TWELVEFOLD_STORE", raising=False)
-    yield folder
-
-
-def after_click(delay: float) -> Callable[[Running], None]:
-    def wait(running: Running) -> None:
-        assert running.click.wait(120), "twelvefold never imported click"
-        time.sleep(delay)  # where it lands varies; each outcome is checked the same way
-
-    return wait
 
 
 def assert_one_interrupted_line(code: int, said: list[str]) -> str:
@@ -87,24 +65,28 @@ def assert_store_opens(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("delay", DELAYS)
-def test_ctrl_c_while_serve_starts_is_one_line_exit_130(project: Path, delay: float) -> None:
-    code, said = interrupted_at(project, SERVE, after_click(delay))
+def test_ctrl_c_while_serve_starts_is_one_line_exit_130(block_project: Path, delay: float) -> None:
+    code, said = interrupted_at(block_project, SERVE, after_click(delay))
     line = assert_one_interrupted_line(code, said)
     assert "the server" in line or "had not started" in line, line
-    assert_store_opens(project)
+    assert_store_opens(block_project)
 
 
-def test_ctrl_c_once_serve_listens_says_the_threads_stay_and_how_to_go_on(project: Path) -> None:
+def test_ctrl_c_once_serve_listens_says_the_threads_stay_and_how_to_go_on(
+    block_project: Path,
+) -> None:
     def listening(running: Running) -> None:
         wait_for(lambda: running.saying("listening on ") is not None, "serve to listen")
 
-    code, said = interrupted_at(project, SERVE, listening)
+    code, said = interrupted_at(block_project, SERVE, listening)
     line = assert_one_interrupted_line(code, said)
     assert "the server stopped" in line and ".twelvefold/threads.db" in line, line
     assert "`twelvefold serve`" in line, line
 
 
-def test_ctrl_c_while_a_served_thread_runs_its_tool_leaves_it_to_run_on(project: Path) -> None:
+def test_ctrl_c_while_a_served_thread_runs_its_tool_leaves_it_to_run_on(
+    block_project: Path,
+) -> None:
     def tool_entered(running: Running) -> None:
         wait_for(lambda: running.saying("listening on ") is not None, "serve to listen")
         address = (running.saying("listening on ") or "").split()[2]
@@ -115,12 +97,12 @@ def test_ctrl_c_while_a_served_thread_runs_its_tool_leaves_it_to_run_on(project:
         )
         with urllib.request.urlopen(request, timeout=60) as response:
             assert response.status in (200, 201, 202), response.status
-        wait_for((project / "entered").exists, "the thread's tool to start")
+        wait_for((block_project / "entered").exists, "the thread's tool to start")
 
-    code, said = interrupted_at(project, SERVE, tool_entered)
+    code, said = interrupted_at(block_project, SERVE, tool_entered)
     line = assert_one_interrupted_line(code, said)
     assert "the server stopped" in line and "`twelvefold serve`" in line, line
-    store = SqliteStore(project / ".twelvefold" / "threads.db", create=False)
+    store = SqliteStore(block_project / ".twelvefold" / "threads.db", create=False)
     try:
         ((thread, status),) = [(info.id, info.status) for info in store.threads()]
         assert status == "running" and store.lease(thread) is None, (status, thread)
@@ -132,7 +114,7 @@ def test_ctrl_c_while_a_served_thread_runs_its_tool_leaves_it_to_run_on(project:
 
 
 @pytest.fixture
-def worker_args(project: Path, postgres_url: str) -> list[str]:
+def worker_args(block_project: Path, postgres_url: str) -> list[str]:
     """`twelvefold worker` on a database `db upgrade` set up (the store's and the job
     queue's schemas), as a deploy runs it before its workers start."""
     from click.testing import CliRunner
@@ -147,16 +129,16 @@ def worker_args(project: Path, postgres_url: str) -> list[str]:
 @pytest.mark.postgres
 @pytest.mark.parametrize("delay", DELAYS)
 def test_ctrl_c_while_a_worker_starts_is_one_line_exit_130(
-    project: Path, worker_args: list[str], delay: float
+    block_project: Path, worker_args: list[str], delay: float
 ) -> None:
-    code, said = interrupted_at(project, worker_args, after_click(delay))
+    code, said = interrupted_at(block_project, worker_args, after_click(delay))
     line = assert_one_interrupted_line(code, said)
     assert "the worker" in line or "had not started" in line, line
 
 
 @pytest.mark.postgres
 def test_ctrl_c_once_a_worker_runs_is_an_interrupt_not_a_stop(
-    project: Path, worker_args: list[str], postgres_url: str
+    block_project: Path, worker_args: list[str], postgres_url: str
 ) -> None:
     """SIGTERM stops a worker with exit 0 (a deploy's stop, tests/test_worker.py);
     Ctrl-C is an interrupt, said so, exit 130, its password never shown."""
@@ -164,7 +146,7 @@ def test_ctrl_c_once_a_worker_runs_is_an_interrupt_not_a_stop(
     def running(running: Running) -> None:
         wait_for(lambda: running.saying("worker: running ") is not None, "the worker to run")
 
-    code, said = interrupted_at(project, worker_args, running)
+    code, said = interrupted_at(block_project, worker_args, running)
     line = assert_one_interrupted_line(code, said)
     assert "the worker stopped" in line and "`twelvefold worker`" in line, line
     assert "worker: stopped" not in said, said
@@ -197,11 +179,11 @@ def test_a_ctrl_c_python_wrapped_while_making_a_class_is_a_ctrl_c() -> None:
 
 @pytest.mark.parametrize("delay", [0.5, 1.5, 3.0])
 def test_ctrl_c_in_twelvefold_test_names_the_agent_and_the_seed(
-    project: Path, delay: float
+    block_project: Path, delay: float
 ) -> None:
     """Found with serve's: `twelvefold test` interrupted said a bare `interrupted`."""
     args = ["test", "block.agent", "--examples", "100000", "--seed", "7"]
-    code, said = interrupted_at(project, args, after_click(delay))
+    code, said = interrupted_at(block_project, args, after_click(delay))
     assert code == 130, (code, said)
     assert len(said) == 1 and said[0].startswith("interrupted: "), said
     assert said[0] == "interrupted: the command had not started: nothing was done" or (
