@@ -3,7 +3,7 @@
 A red team (rt11) found 10-15% of interrupts of `twelvefold test` swallowed: the signal
 landed in hypothesis's garbage-collection callback, where Python prints an exception as
 ignored, and the run went on to the end and exited 0. The command's handler remembers
-the interrupt too (`runner.INTERRUPTED`), and each generated thread checks it first.
+the interrupt too (`interrupts.SEEN`), and each generated thread checks it first.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from twelvefold.testing import runner
+from twelvefold import interrupts
 from twelvefold.testing.properties import PROPERTIES
 from twelvefold.testing.runner import run_properties, run_property
 from twelvefold.testing.subject import load_subject
@@ -24,9 +24,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 @pytest.fixture
 def lost_interrupt() -> object:
     """The state after a Ctrl-C whose exception the garbage collector swallowed."""
-    runner.INTERRUPTED.set()
+    interrupts.SEEN.set()
     yield
-    runner.INTERRUPTED.clear()
+    interrupts.SEEN.clear()
 
 
 def test_a_lost_ctrl_c_still_ends_a_property_at_its_next_thread(
@@ -42,10 +42,10 @@ def test_a_lost_ctrl_c_still_ends_a_property_at_its_next_thread(
 def test_the_handler_remembers_and_raises() -> None:
     try:
         with pytest.raises(KeyboardInterrupt):
-            runner.interrupt(signal.SIGINT, None)
-        assert runner.INTERRUPTED.is_set()
+            interrupts.remember(signal.SIGINT, None)
+        assert interrupts.SEEN.is_set()
     finally:
-        runner.INTERRUPTED.clear()
+        interrupts.SEEN.clear()
 
 
 def test_a_ctrl_c_lost_in_a_callback_is_not_printed_and_is_remembered(
@@ -61,15 +61,15 @@ def test_a_ctrl_c_lost_in_a_callback_is_not_printed_and_is_remembered(
         err_msg=None, object=None,
     )  # fmt: skip
     try:
-        runner.quiet_lost_interrupt(lost)
-        assert runner.INTERRUPTED.is_set()
+        interrupts.quiet_lost(lost)
+        assert interrupts.SEEN.is_set()
     finally:
-        runner.INTERRUPTED.clear()
+        interrupts.SEEN.clear()
     assert capsys.readouterr().err == ""
     other = types.SimpleNamespace(exc_type=ValueError, exc_value=ValueError("kept"))
     passed_on: list[object] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "__unraisablehook__", passed_on.append)
-        runner.quiet_lost_interrupt(other)
+        interrupts.quiet_lost(other)
     assert passed_on == [other]  # Python's own hook prints anything else
-    assert not runner.INTERRUPTED.is_set()
+    assert not interrupts.SEEN.is_set()

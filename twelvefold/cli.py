@@ -23,6 +23,7 @@ try:  # Ctrl-C while the command starts: one line, as anywhere after
 
     from . import __version__
     from .commands import LazyGroup
+    from .interrupts import remembering
 
     @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="twelvefold")
@@ -38,6 +39,7 @@ except RuntimeError as exc:  # Python 3.11 wraps a Ctrl-C in a class's `__set_na
 
 
 def main() -> None:
+    remembering()  # a Ctrl-C Python loses in a callback is not lost to us (interrupts.py)
     try:
         try:
             cli.main(prog_name="twelvefold", standalone_mode=True)

@@ -20,6 +20,8 @@ from typing import Any, Concatenate, NoReturn, ParamSpec
 
 import click
 
+from twelvefold.interrupts import go_on
+
 P = ParamSpec("P")
 
 EXIT_PROBLEM = 1
@@ -242,6 +244,7 @@ def reporting(command: click.Command) -> click.Command:
 
     @functools.wraps(callback)
     def reported_callback(*args: Any, **kwargs: Any) -> Any:
+        go_on()  # a Ctrl-C Python lost while the command's modules loaded (interrupts.py)
         with reported(kwargs.get("as_json") is True), saying(stopped):
             return callback(*args, **kwargs)
 

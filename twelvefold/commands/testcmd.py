@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import signal
 import sys
 from pathlib import Path
 
@@ -12,11 +11,11 @@ import click
 from twelvefold.commands.options import PROMPTS, GivenPath
 from twelvefold.commands.output import error
 from twelvefold.commands.report import Stage, saying
+from twelvefold.interrupts import remembering
 from twelvefold.runtime.loading import AgentLoadError
 from twelvefold.runtime.terminal import one_line
 from twelvefold.testing import DEFAULT_EXAMPLES, MAX_EXAMPLES
 from twelvefold.testing.invariants import InvariantLoadError, find_invariants
-from twelvefold.testing.runner import interrupt, quiet_lost_interrupt
 from twelvefold.testing.subject import load_subject
 from twelvefold.testing.suite import header, render_results, run_suite
 
@@ -67,10 +66,10 @@ def test(
     if source is not None and (len(agents) != 1 or agents[0].suffix != ".py"):
         raise click.UsageError("--source goes with exactly one generated .py module")
     chosen_seed = seed if seed is not None else random.randrange(2**32)
-    # Ctrl-C is remembered as well as raised: hypothesis's garbage-collection callback
-    # can swallow the exception, and each generated thread then ends the run.
-    signal.signal(signal.SIGINT, interrupt)
-    sys.unraisablehook = quiet_lost_interrupt
+    # Ctrl-C is remembered as well as raised (`twelvefold` installed it already; here
+    # for a caller that did not): hypothesis's garbage-collection callback can swallow
+    # the exception, and each generated thread then ends the run.
+    remembering()
     unloadable = property_failed = False
     stage = Stage("")
     for index, agent in enumerate(agents):

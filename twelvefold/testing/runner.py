@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import copy
 import itertools
-import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import hypothesis
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis.errors import Flaky
 from pydantic import BaseModel
 
+from twelvefold.interrupts import go_on
 from twelvefold.runtime.spec import ASK_NOT_SHOWN
 from twelvefold.runtime.types import (
     Cancelled,
@@ -94,34 +92,6 @@ def _run(test: Callable[[], None], seed: int | None) -> None:
     test()
 
 
-INTERRUPTED = threading.Event()
-"""Set by `twelvefold test`'s Ctrl-C handler (`interrupt`). A `KeyboardInterrupt` that
-lands in a garbage-collection callback (hypothesis registers one) is printed as ignored
-and lost, and the run went on to the end; each generated thread checks this first, so a
-Ctrl-C ends the run at the next one whatever became of the exception."""
-
-
-def interrupt(signum: int, frame: object) -> None:
-    """A SIGINT handler: Python's own (raise `KeyboardInterrupt`), remembered too."""
-    INTERRUPTED.set()
-    raise KeyboardInterrupt
-
-
-def quiet_lost_interrupt(unraisable: Any) -> None:
-    """A `sys.unraisablehook` for `twelvefold test`: a Ctrl-C lost in a callback (see
-    INTERRUPTED) is not printed as an ignored exception with its traceback (the run ends
-    at its next thread, with the command's one line); anything else is, as Python does."""
-    if isinstance(unraisable.exc_value, KeyboardInterrupt):
-        INTERRUPTED.set()
-        return
-    sys.__unraisablehook__(unraisable)
-
-
-def _go_on() -> None:
-    if INTERRUPTED.is_set():
-        raise KeyboardInterrupt
-
-
 def run_property(
     subject: Subject,
     prop: Property,
@@ -137,7 +107,7 @@ def run_property(
     then on each of `paths` (and their variants, `path_cases`) and `long_paths`."""
 
     def body(case: Case) -> None:
-        _go_on()
+        go_on()
         if coverage is not None:
             coverage.record(case.events)
         check_case(subject, prop, case)
@@ -359,7 +329,7 @@ def run_properties(
     failing: dict[str, PropertyFailed] = {}
 
     def screen(case: Case) -> None:
-        _go_on()
+        go_on()
         if coverage is not None:
             coverage.record(case.events)
         screen_with(case, props)

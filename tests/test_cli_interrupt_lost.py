@@ -1,0 +1,75 @@
+"""A Ctrl-C that Python loses still stops the command (twelvefold/interrupts.py).
+
+CI met it: `twelvefold test --examples 100000` sent Ctrl-C half a second after it started
+ran on past the test's two minutes. The `KeyboardInterrupt` was raised in importlib's
+weakref callback for a module lock while the command's modules loaded; Python printed it
+as "Exception ignored" and went on. Here a real `twelvefold` process meets the same
+thing at the same moment, made certain: as the command's module is looked for, a weakref
+callback runs, a SIGINT is raised and handled inside it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli_interrupt_early import assert_consistent
+
+LOSING = """\
+import signal
+import sys
+import weakref
+
+COMMAND_MODULE = sys.argv.pop(1)
+
+
+def lose(_: object) -> None:
+    # Python calls a weakref callback itself: a KeyboardInterrupt raised in it is lost.
+    signal.raise_signal(signal.SIGINT)
+    for _ in range(100):  # the handler runs at a loop's back edge, inside this callback
+        pass
+
+
+class Losing:
+    def find_spec(self, name, path=None, target=None):
+        if name == COMMAND_MODULE:
+            sys.meta_path.remove(self)
+            referent = type("Referent", (), {})()
+            ref = weakref.ref(referent, lose)
+            del referent
+        return None
+
+
+sys.meta_path.insert(0, Losing())
+sys.argv[0] = "twelvefold"
+from twelvefold.cli import main
+
+main()
+"""
+
+COMMANDS = {  # the module of twelvefold/commands/ each loads, and its arguments
+    "testcmd": ["test", "block.agent", "--examples", "100000", "--seed", "7"],
+    "run": ["run", "block.agent", "--input", "go"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_ctrl_c_lost_as_the_command_loads_stops_it_before_it_starts(
+    block_project: Path, command: str
+) -> None:
+    (block_project / "losing.py").write_text(LOSING)
+    try:
+        done = subprocess.run(
+            [sys.executable, "losing.py", f"twelvefold.commands.{command}", *COMMANDS[command]],
+            cwd=block_project, capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+    finally:
+        (block_project / "release").touch()  # a `run` that went on reaches its end
+    said = done.stderr.splitlines()
+    assert done.returncode == 130, (done.returncode, said)
+    assert said == ["interrupted: the command had not started: nothing was done"], said
+    assert not (block_project / "entered").exists()
+    assert_consistent(block_project)
