@@ -74,7 +74,8 @@ def replace_file(target: Path, data: bytes, mode: int = 0o666) -> None:
     """Write `data` to a new file of its own (`mode`, before the umask) and move it over
     `target`: a reader never sees part of it, and a link or a FIFO found at the target's
     name (or at the temporary one: a fresh file is made, links are not followed) is
-    replaced, never written through. `OSError` when it cannot be written."""
+    replaced, never written through. `OSError` naming `target` when it cannot be written
+    (the temporary file is removed; `target` is as it was)."""
     # Named for this process and thread, and made fresh: two writers of one file (two
     # runtimes compiling one agent) never write into each other's.
     temporary = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -84,8 +85,10 @@ def replace_file(target: Path, data: bytes, mode: int = 0o666) -> None:
         with os.fdopen(os.open(temporary, flags, mode), "wb") as file:
             file.write(data)
         os.replace(temporary, target)
-    except OSError:
+    except OSError as exc:
         temporary.unlink(missing_ok=True)
+        if exc.filename in (None, str(temporary)):  # named as the user named it
+            exc.filename, exc.filename2 = str(target), None
         raise
 
 

@@ -210,3 +210,32 @@ def test_compile_replaces_a_module_it_generated(tmp_path: Path) -> None:
     )
     assert run("compile", "examples/deploybot.agent", "-o", str(tmp_path)).returncode == 0
     assert "Edited" not in (tmp_path / "deploybot.py").read_text()
+
+
+def _file_size_limit(most: int) -> None:
+    """In the child: files it writes stop at `most` bytes (a full disk, made certain)."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (most, most))
+
+
+def test_a_module_write_cut_short_leaves_the_module_before_it(tmp_path: Path) -> None:
+    """A review found `compile -o` wrote modules in place: a write that stopped halfway
+    (a full disk, a kill) left the first part of the new module where the old one was."""
+    agent = tmp_path / "deploybot.agent"
+    source = (ROOT / "examples" / "deploybot.agent").read_text()
+    agent.write_text(source)
+    out = tmp_path / "out"
+    assert run("compile", str(agent), "-o", str(out)).returncode == 0
+    before = (out / "deploybot.py").read_bytes()
+    agent.write_text(source.replace('"Deploys', '"' + "Deploys, at length. " * 200, 1))
+    result = subprocess.run(
+        [*TWELVEFOLD, "compile", str(agent), "-o", str(out)],
+        cwd=ROOT, capture_output=True, text=True, preexec_fn=lambda: _file_size_limit(len(before) + 100),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and "cannot write to" in result.stderr, result.stderr
+    assert (out / "deploybot.py").read_bytes() == before
+    assert sorted(path.name for path in out.iterdir()) == ["deploybot.py"]  # no temporary left

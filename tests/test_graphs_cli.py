@@ -239,3 +239,33 @@ def test_a_time_limit_that_is_not_finite_or_is_absurd_is_a_usage_error(seconds: 
     assert code == 2, err
     assert "Invalid value for '--dot-timeout'" in err
     assert "Traceback" not in err
+
+
+def test_a_picture_write_cut_short_leaves_the_picture_before_it(tmp_path: Path) -> None:
+    """A review found `graph -o` wrote in place: a write that stopped halfway (a full
+    disk, a kill) left part of the new picture where the old one was."""
+    import subprocess
+    import sys
+
+    from tests.test_cli_build import _file_size_limit
+
+    picture = tmp_path / "bot.mmd"
+    picture.write_text("the picture before\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "twelvefold", "graph", DEPLOYBOT, "-o", str(picture)],
+        capture_output=True, text=True, preexec_fn=lambda: _file_size_limit(100),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == f"error: cannot use {picture}: File too large\n", result.stderr
+    assert picture.read_text() == "the picture before\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["bot.mmd"]  # no temporary left
+
+
+def test_a_picture_named_through_a_link_is_written_where_it_points(tmp_path: Path) -> None:
+    target = tmp_path / "real.mmd"
+    target.write_text("old\n")
+    (tmp_path / "link.mmd").symlink_to(target)
+    code, _, err = run(DEPLOYBOT, "-o", str(tmp_path / "link.mmd"))
+    assert code == 0, err
+    assert (tmp_path / "link.mmd").is_symlink()
+    assert "flowchart TD" in target.read_text()

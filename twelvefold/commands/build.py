@@ -256,6 +256,7 @@ def compile_(
 
 def _write(results: list[Compilation], output_dir: Path) -> tuple[list[str], str | None]:
     """Write the generated modules; the paths written, and what stopped the writing."""
+    from twelvefold.runtime.localfiles import replace_file
     from twelvefold.runtime.tools import is_generated_module
 
     written: list[str] = []
@@ -274,7 +275,9 @@ def _write(results: list[Compilation], output_dir: Path) -> tuple[list[str], str
         for result in results:
             for name, content in result.files.items():
                 target = output_dir / name
-                target.write_text(content, encoding="utf-8")
+                # Whole or not at all: a write cut short (a full disk, a kill) leaves the
+                # module before it, never the start of a new one.
+                replace_file(target, content.encode("utf-8"))
                 written.append(str(target))
     except OSError as exc:
         return written, f"cannot write to {output_dir}: {exc.strerror or exc}"

@@ -246,10 +246,13 @@ def _decoded_events(path: Path, data: Any, codec: Any) -> list[Event]:
 
 def _write(picture: str | bytes, output: Path | None) -> None:
     if output is not None:
-        if isinstance(picture, str):
-            output.write_text(picture, encoding="utf-8")
-        else:
-            output.write_bytes(picture)
+        data = picture.encode("utf-8") if isinstance(picture, str) else picture
+        if output.is_symlink() or (output.exists() and not output.is_file()):
+            output.write_bytes(data)  # `-o /dev/stdout`, a FIFO, a link: written through
+        else:  # whole or not at all: a write cut short leaves the picture before it
+            from twelvefold.runtime.localfiles import replace_file
+
+            replace_file(output, data)
         click.echo(f"wrote {one_line(str(output))}", err=True)
     elif isinstance(picture, str):
         click.echo(picture, nl=False)
