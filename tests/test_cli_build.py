@@ -231,9 +231,10 @@ def test_a_module_write_cut_short_leaves_the_module_before_it(tmp_path: Path) ->
     assert run("compile", str(agent), "-o", str(out)).returncode == 0
     before = (out / "deploybot.py").read_bytes()
     agent.write_text(source.replace('"Deploys', '"' + "Deploys, at length. " * 200, 1))
+    most = len(before) + 100
     result = subprocess.run(
         [*TWELVEFOLD, "compile", str(agent), "-o", str(out)],
-        cwd=ROOT, capture_output=True, text=True, preexec_fn=lambda: _file_size_limit(len(before) + 100),
+        cwd=ROOT, capture_output=True, text=True, preexec_fn=lambda: _file_size_limit(most),
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert result.stderr.count("\n") == 1 and "cannot write to" in result.stderr, result.stderr
