@@ -491,6 +491,22 @@ class AgentSpec:
             return Spent("max_tokens", self.on_max_tokens, TOKENS_EXHAUSTED)
         return None
 
+    def moved_by_budget(self, before: State, event: Event, after: State) -> Spent | None:
+        """The budget that moved the thread when `reduce(before, event)` gave `after`: to
+        the budget's target, or (with no target) to `failed`; else None. For `show`, which
+        says so (the log has no event of its own for it: the move is the reducer's)."""
+        if self.max_cost is None and self.max_tokens is None:
+            return None
+        spent = self.over_budget(self.spend(before, event))
+        if spent is None:
+            return None
+        if spent.target is None:
+            failed = after.status == "failed" and before.status != "failed"
+            return spent if failed and after.error == spent.error else None
+        # The target starts afresh (`_arrive`): a move by the budget, not by an edge.
+        afresh = after.tokens == 0 and after.cost_usd == 0
+        return spent if after.step == spent.target and afresh else None
+
     # ---- helpers ------------------------------------------------------------------
 
     def _arrive(self, state: State, target: str, value: Any, *, steps: int, errors: int) -> State:

@@ -335,3 +335,53 @@ def test_without_a_budget_a_reply_with_no_token_count_counts_as_nothing(
         view = rt.launch(agent, "think")
     assert view.status == "finished"
     assert view.to_json()["usage"]["input_tokens"] == 0
+
+
+def _shown(folder: Path, thread_id: str) -> list[str]:
+    from click.testing import CliRunner
+
+    from twelvefold.cli import cli
+
+    result = CliRunner().invoke(cli, ["show", thread_id, "--db", str(folder / "t.db")])
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def test_show_says_where_a_budget_moved_the_thread(
+    openai_server: ScriptedOpenAI, thinker: Path
+) -> None:
+    """A red team (rt9) found `show` silent about it: the log went from `decide` to
+    `stuck` with no word of why (the move is the reducer's; no event records it)."""
+    agent = with_budget(thinker, "max_cost 0.05 -> stuck")
+    always_thinking(openai_server)
+    with runtime_for(openai_server, thinker, "priced-model") as rt:
+        view = rt.launch(agent, "think")
+    lines = _shown(thinker, view.id)
+    said = [(number, line) for number, line in enumerate(lines) if line.startswith("  --")]
+    assert [line for _, line in said] == ["  -- max_cost spent ($0.0540 of $0.05): on to `stuck`"]
+    ((number, _),) = said
+    assert lines[number - 1].startswith("   4  decide ")  # after the call that spent it
+
+
+def test_show_says_a_budget_without_a_target_failed_the_thread(
+    openai_server: ScriptedOpenAI, thinker: Path
+) -> None:
+    agent = with_budget(thinker, f"max_tokens {2 * PER_CALL}")
+    always_thinking(openai_server)
+    with runtime_for(openai_server, thinker, "scripted-model") as rt:
+        view = rt.launch(agent, "think")
+    said = [line for line in _shown(thinker, view.id) if line.startswith("  --")]
+    assert said == ["  -- max_tokens spent (36 of 36 tokens): the thread failed"]
+
+
+def test_show_says_nothing_of_a_budget_a_thread_did_not_spend(
+    openai_server: ScriptedOpenAI, thinker: Path
+) -> None:
+    agent = with_budget(thinker, "max_cost 5 -> stuck")
+    openai_server.responder = lambda body: Reply(
+        arguments={"choice": {"type": "Done", "message": "ok"}}
+    )
+    with runtime_for(openai_server, thinker, "priced-model") as rt:
+        view = rt.launch(agent, "think")
+    assert view.status == "finished"
+    assert [line for line in _shown(thinker, view.id) if line.startswith("  --")] == []

@@ -20,7 +20,7 @@ import getpass
 import json
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,9 @@ from twelvefold.runtime.api import (
     plain,
     shown,
 )
-from twelvefold.runtime.loop import INTERRUPTED, Thread
+from twelvefold.runtime.loop import INTERRUPTED, Agent, Thread
 from twelvefold.runtime.names import declared_name
+from twelvefold.runtime.spec import AgentSpec, Spent
 from twelvefold.runtime.store import (
     Pin,
     StoreLocation,
@@ -80,6 +81,7 @@ from twelvefold.runtime.types import (
     Retried,
     Signalled,
     Started,
+    State,
     StepFailed,
     ToolResult,
     ToolStarted,
@@ -915,17 +917,56 @@ def show(thread: str, agent: str | None, db: StoreLocation, as_json: bool) -> No
         data["version_history"] = [dataclasses.asdict(pin) for pin in pins]
         echo(json.dumps(data, ensure_ascii=False))
         return
+    moves = budget_moves(loaded, events)
     for seq, event in enumerate(events, start=1):
         for pin in pins:
             if pin.seq == seq - 1:
                 echo(pin_line(pin))
         echo(event_line(seq, event))
+        if seq in moves:
+            echo(moves[seq])
     for pin in pins:
         if pin.seq >= len(events):
             echo(pin_line(pin))
     print_view(view, db)
     if version is not None:
         echo(f"  agent version {version[:16]}")
+
+
+def budget_moves(agent: Agent, events: Sequence[Event]) -> dict[int, str]:
+    """The lines `show` prints after the events whose tokens or cost spent a budget (by
+    event number from 1): the reducer moved the thread then, and the log has no event
+    of its own to say so. Found by replaying the log with `agent`'s reducer; a log it
+    cannot replay (another version's, edited by hand) has none after that point."""
+    spec = agent.spec
+    if spec.max_cost is None and spec.max_tokens is None:
+        return {}
+    lines: dict[int, str] = {}
+    module = agent.module
+    state: State | None = None
+    for seq, event in enumerate(events, start=1):
+        try:
+            if state is None:
+                state = module.replay([event])
+                continue
+            after = module.reduce(state, event)
+        except Exception:  # not this reducer's log: say nothing rather than guess
+            return lines
+        spent = spec.moved_by_budget(state, event, after)
+        if spent is not None:
+            lines[seq] = _budget_line(spent, spec, state, event)
+        state = after
+    return lines
+
+
+def _budget_line(spent: Spent, spec: AgentSpec, before: State, event: Event) -> str:
+    total = spec.spend(before, event)
+    if spent.kind == "max_cost":
+        used = f"${total.cost_usd:.4f} of ${spec.max_cost:.2f}"
+    else:
+        used = f"{total.tokens:,} of {spec.max_tokens:,} tokens"
+    where = f"on to `{spent.target}`" if spent.target is not None else "the thread failed"
+    return f"  -- {spent.kind} spent ({used}): {where}"
 
 
 def pin_line(pin: Pin) -> str:
