@@ -337,14 +337,20 @@ def test_without_a_budget_a_reply_with_no_token_count_counts_as_nothing(
     assert view.to_json()["usage"]["input_tokens"] == 0
 
 
-def _shown(folder: Path, thread_id: str) -> list[str]:
+def _launched_and_shown(
+    server: ScriptedOpenAI, folder: Path, budget: str, model: str
+) -> tuple[ThreadView, list[str]]:
+    """A thinker thread launched under `budget`, and what `twelvefold show` prints of it."""
     from click.testing import CliRunner
 
     from twelvefold.cli import cli
 
-    result = CliRunner().invoke(cli, ["show", thread_id, "--db", str(folder / "t.db")])
+    agent = with_budget(folder, budget)
+    with runtime_for(server, folder, model) as rt:
+        view = rt.launch(agent, "think")
+    result = CliRunner().invoke(cli, ["show", view.id, "--db", str(folder / "t.db")])
     assert result.exit_code == 0, result.output
-    return result.stdout.splitlines()
+    return view, result.stdout.splitlines()
 
 
 def test_show_says_where_a_budget_moved_the_thread(
@@ -352,11 +358,8 @@ def test_show_says_where_a_budget_moved_the_thread(
 ) -> None:
     """A red team (rt9) found `show` silent about it: the log went from `decide` to
     `stuck` with no word of why (the move is the reducer's; no event records it)."""
-    agent = with_budget(thinker, "max_cost 0.05 -> stuck")
     always_thinking(openai_server)
-    with runtime_for(openai_server, thinker, "priced-model") as rt:
-        view = rt.launch(agent, "think")
-    lines = _shown(thinker, view.id)
+    _, lines = _launched_and_shown(openai_server, thinker, "max_cost 0.05 -> stuck", "priced-model")
     said = [(number, line) for number, line in enumerate(lines) if line.startswith("  --")]
     assert [line for _, line in said] == ["  -- max_cost spent ($0.0540 of $0.05): on to `stuck`"]
     ((number, _),) = said
@@ -366,22 +369,19 @@ def test_show_says_where_a_budget_moved_the_thread(
 def test_show_says_a_budget_without_a_target_failed_the_thread(
     openai_server: ScriptedOpenAI, thinker: Path
 ) -> None:
-    agent = with_budget(thinker, f"max_tokens {2 * PER_CALL}")
     always_thinking(openai_server)
-    with runtime_for(openai_server, thinker, "scripted-model") as rt:
-        view = rt.launch(agent, "think")
-    said = [line for line in _shown(thinker, view.id) if line.startswith("  --")]
+    budget = f"max_tokens {2 * PER_CALL}"
+    _, lines = _launched_and_shown(openai_server, thinker, budget, "scripted-model")
+    said = [line for line in lines if line.startswith("  --")]
     assert said == ["  -- max_tokens spent (36 of 36 tokens): the thread failed"]
 
 
 def test_show_says_nothing_of_a_budget_a_thread_did_not_spend(
     openai_server: ScriptedOpenAI, thinker: Path
 ) -> None:
-    agent = with_budget(thinker, "max_cost 5 -> stuck")
     openai_server.responder = lambda body: Reply(
         arguments={"choice": {"type": "Done", "message": "ok"}}
     )
-    with runtime_for(openai_server, thinker, "priced-model") as rt:
-        view = rt.launch(agent, "think")
+    view, lines = _launched_and_shown(openai_server, thinker, "max_cost 5 -> stuck", "priced-model")
     assert view.status == "finished"
-    assert [line for line in _shown(thinker, view.id) if line.startswith("  --")] == []
+    assert [line for line in lines if line.startswith("  --")] == []
