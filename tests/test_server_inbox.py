@@ -466,6 +466,23 @@ async def test_the_graph_is_an_svg_with_the_threads_path_and_its_own_sandbox(s: 
     assert missing.status_code == 404
 
 
+async def test_a_graph_dot_cannot_draw_in_time_is_a_503_saying_so(
+    s: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review found the inbox gave `dot` a minute per image (the CLI's default) and
+    answered a 500 past it; a page's image now has ten seconds, then a 503 in words."""
+    require_part(shutil.which("dot") is not None, "Graphviz's `dot`", "`make system-deps`")
+    from twelvefold.server import inbox
+
+    monkeypatch.setattr(inbox, "GRAPH_SECONDS", 0.001)  # the real `dot`, too little time
+    view = await waiting_thread(s)
+    async with inbox_client(s.app) as browser:
+        await sign_in(browser, s.token("dave"))
+        graph = await browser.get(f"/threads/{view.id}/graph.svg")
+    assert graph.status_code == 503, graph.text
+    assert graph.text == "the graph took more than 0.001 s to draw\n"
+
+
 async def test_a_request_with_a_timeout_shows_its_deadline_and_a_late_decision_is_refused(
     tmp_path: Path, openai_server: ScriptedOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:

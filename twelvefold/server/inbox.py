@@ -70,6 +70,14 @@ SIGNIN_COOKIE = "twelvefold_signin"
 """The sign-in form's CSRF nonce (a double-submit cookie: there is no session yet)."""
 MAX_FORM_BYTES = 64 * 1024
 RECENT_EVENTS = 8
+
+GRAPH_SECONDS = 10.0
+"""How long `dot` may take to draw a thread's graph for the inbox (the CLI allows
+`--dot-timeout`, 60 s by default): a page's image, not a job. Past it, a 503 saying so."""
+
+GRAPHS_AT_ONCE = 2
+"""How many `dot` processes the inbox runs at once: a burst of page loads waits its turn
+rather than fill the threads every `asyncio.to_thread` call shares."""
 """How many of a thread's last events a card in the inbox shows."""
 REFRESH_SECONDS = 2
 """How often a thread page reloads itself while the thread runs (a meta refresh, not
@@ -412,7 +420,10 @@ class _Pages:
             events = await self.service.events(visitor.caller, thread_id)
         except ServiceError as refused:
             return _plain(refused.status, refused.title)
-        svg = await self.graphs.svg(view.agent, events)
+        try:
+            svg = await self.graphs.svg(view.agent, events)
+        except GraphTooSlow:
+            return _plain(503, f"the graph took more than {GRAPH_SECONDS:g} s to draw")
         if svg is None:
             return _plain(404, "no graph for this agent")
         return Response(
@@ -638,6 +649,10 @@ class _Pages:
 # ---- the graph picture ---------------------------------------------------------------
 
 
+class GraphTooSlow(Exception):
+    """`dot` did not draw a thread's graph within GRAPH_SECONDS (it was stopped)."""
+
+
 class _Graphs:
     """Each served agent's checked program (compiled once, from its `.agent` file), and the
     SVG of a thread's path over it. An agent served from a Python module has no source to
@@ -646,6 +661,7 @@ class _Graphs:
     def __init__(self, agents: Mapping[str, Agent]) -> None:
         self.agents = agents
         self._programs: dict[str, Any] = {}
+        self._drawing = asyncio.Semaphore(GRAPHS_AT_ONCE)
 
     def _program(self, agent: Agent) -> Any:
         if agent.origin not in self._programs:
@@ -664,12 +680,14 @@ class _Graphs:
         agent = self.agents.get(agent_name)
         if agent is None:
             return None
-        return await asyncio.to_thread(self._draw, agent, events)
+        async with self._drawing:
+            return await asyncio.to_thread(self._draw, agent, events)
 
     def _draw(self, agent: Agent, events: Sequence[Event]) -> bytes | None:
         from twelvefold.compiler.render import (
             GraphvizFailed,
             GraphvizMissing,
+            GraphvizTimedOut,
             graph_view,
             overlay,
             render_image,
@@ -681,9 +699,11 @@ class _Graphs:
             return None
         trace = overlay(program, events, agent.module)
         try:
-            return render_image(to_dot(graph_view(program, trace)), "svg")
+            return render_image(to_dot(graph_view(program, trace)), "svg", timeout=GRAPH_SECONDS)
         except (GraphvizMissing, GraphvizFailed):
             return None
+        except GraphvizTimedOut:
+            raise GraphTooSlow from None
 
 
 # ---- small pure helpers ------------------------------------------------------------------
