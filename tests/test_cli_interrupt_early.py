@@ -15,6 +15,7 @@ tool entered.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,30 @@ def test_ctrl_c_at_a_marker_is_one_line_exit_130(block_project: Path, marker: st
     if marker == "the tool entered":
         assert "nothing is lost" in said[0] and "twelvefold resume" in said[0], said
     assert_consistent(block_project)
+
+
+def test_sigterm_while_the_tool_runs_stops_as_a_ctrl_c_does_and_lets_the_lease_go(
+    block_project: Path,
+) -> None:
+    """A red team (rt13): `kill` (SIGTERM) of a `run` in its tool ended it at once with no
+    word, and the thread's lease held `resume` off for its 30 s. It stops as on a Ctrl-C:
+    one line, the lease let go, status 143 (as a shell reports a SIGTERM)."""
+
+    def tool_entered(running: Running) -> None:
+        wait_for((block_project / "entered").exists, "the tool entered")
+
+    code, said = interrupted_at(block_project, RUN, tool_entered, how=signal.SIGTERM)
+    assert code == 143, (code, said)
+    assert len(said) == 1 and said[0].startswith("terminated: "), said
+    assert "nothing is lost" in said[0] and "twelvefold resume" in said[0], said
+    assert_consistent(block_project)  # `resume` runs it on at once: no lease held
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.3, 1.0])
+def test_sigterm_early_in_any_command_is_one_line_exit_143(
+    block_project: Path, delay: float
+) -> None:
+    args = ["test", "block.agent", "--examples", "100000", "--seed", "7"]
+    code, said = interrupted_at(block_project, args, after_click(delay), how=signal.SIGTERM)
+    assert code == 143, (code, said)
+    assert len(said) == 1 and said[0].startswith("terminated: "), said

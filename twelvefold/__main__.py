@@ -1,3 +1,3 @@
-from twelvefold.cli import main
+from twelvefold.command import main
 
 main()

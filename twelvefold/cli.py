@@ -8,14 +8,16 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
+from .interrupts import exit_status, remembering, stopped_word
+
 
 def _interrupted_outside() -> NoReturn:
-    """Ctrl-C outside every command's reporter (as this module imports click, or as click
-    starts or ends): the one line and exit 130 of twelvefold/commands/report.py, written
-    here since that module may not be imported yet."""
+    """Ctrl-C (or SIGTERM) outside every command's reporter (as this module imports click,
+    or as click starts or ends): the one line and exit 130 (143) of
+    twelvefold/commands/report.py, written here since that module may not be imported yet."""
     exec("")  # handled: exit 130, not by SIGINT (report.py, `interrupted`, says why)
-    sys.stderr.write("interrupted: the command had not started: nothing was done\n")
-    sys.exit(130)
+    sys.stderr.write(f"{stopped_word()}: the command had not started: nothing was done\n")
+    sys.exit(exit_status())
 
 
 try:  # Ctrl-C while the command starts: one line, as anywhere after
@@ -23,7 +25,6 @@ try:  # Ctrl-C while the command starts: one line, as anywhere after
 
     from . import __version__
     from .commands import LazyGroup
-    from .interrupts import remembering
 
     @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="twelvefold")

@@ -1,4 +1,4 @@
-"""Ctrl-C remembered as well as raised, for the moments Python loses it.
+"""Ctrl-C (and SIGTERM) remembered as well as raised, for the moments Python loses it.
 
 A `KeyboardInterrupt` raised inside a callback that Python itself calls cannot reach the
 code that was running: a weakref callback (importlib's per-module locks have one, so any
@@ -12,8 +12,13 @@ The `twelvefold` command installs `remembering()` before it loads a command: its
 records each Ctrl-C in `SEEN` (and raises, as Python's own does), and its hook records a
 lost one without printing. Where the command can stop cleanly it calls `go_on()`, which
 raises the interrupt again: as a command starts (twelvefold/commands/report.py) and at
-each thread `twelvefold test` generates. Imports only the standard library: it is
-installed before anything else is loaded.
+each thread `twelvefold test` generates.
+
+SIGTERM (`kill`, a container's stop) is handled the same way where nothing else handles
+it: it raises `KeyboardInterrupt` too, so a command stops on it as on a Ctrl-C (its one
+line, a thread's lease let go; by default Python ends at once, and the lease is held until
+it lapses), and ends with status 143 (`exit_status`). Imports only the standard library:
+it is installed before anything else is loaded.
 """
 
 from __future__ import annotations
@@ -24,14 +29,29 @@ import threading
 from types import FrameType
 
 SEEN = threading.Event()
-"""Set by every Ctrl-C while `remembering()` is installed, whatever became of its
-`KeyboardInterrupt`. Never cleared: the process is on its way out."""
+"""Set by every Ctrl-C (or SIGTERM) while `remembering()` is installed, whatever became of
+its `KeyboardInterrupt`. Never cleared: the process is on its way out."""
+
+_received: list[int] = []
 
 
 def remember(signum: int, frame: FrameType | None) -> None:
-    """A SIGINT handler: Python's own (raise `KeyboardInterrupt`), remembered in SEEN."""
+    """A SIGINT (or SIGTERM) handler: Python's own for SIGINT (raise `KeyboardInterrupt`),
+    remembered in SEEN, with the signal for `exit_status`."""
+    _received.append(signum)
     SEEN.set()
     raise KeyboardInterrupt
+
+
+def exit_status() -> int:
+    """The status a command stopped by a signal ends with, as a shell reports one: 130
+    after a Ctrl-C (or none seen), 143 after a SIGTERM."""
+    return 128 + (_received[0] if _received else signal.SIGINT)
+
+
+def stopped_word() -> str:
+    """How the command's last line begins: `interrupted` (Ctrl-C) or `terminated`."""
+    return "terminated" if exit_status() == 128 + signal.SIGTERM else "interrupted"
 
 
 def quiet_lost(unraisable: sys.UnraisableHookArgs) -> None:
@@ -44,13 +64,14 @@ def quiet_lost(unraisable: sys.UnraisableHookArgs) -> None:
 
 
 def remembering() -> None:
-    """Install `remember` as the SIGINT handler (only over Python's own, and only from the
-    main thread, where signal handlers live) and `quiet_lost` as the unraisable hook."""
-    if (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    ):
-        signal.signal(signal.SIGINT, remember)
+    """Install `remember` as the SIGINT and SIGTERM handler (each only over Python's own,
+    and only from the main thread, where signal handlers live) and `quiet_lost` as the
+    unraisable hook."""
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, remember)
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, remember)
     sys.unraisablehook = quiet_lost
 
 

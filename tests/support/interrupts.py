@@ -102,10 +102,10 @@ class Running:
     def saying(self, start: str) -> str | None:
         return next((line for line in self.said if line.startswith(start)), None)
 
-    def interrupt(self) -> int:
-        """Send SIGINT and wait for the exit status; a command still running after
-        EXIT_SECONDS fails the test with what it said and where each thread was."""
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, how: int = signal.SIGINT) -> int:
+        """Send SIGINT (or `how`) and wait for the exit status; a command still running
+        after EXIT_SECONDS fails the test with what it said and where each thread was."""
+        self.process.send_signal(how)
         try:
             self.process.wait(timeout=EXIT_SECONDS)
         except subprocess.TimeoutExpired:
@@ -125,14 +125,14 @@ class Running:
 
 
 def interrupted_at(
-    folder: Path, args: list[str], when: Callable[[Running], None]
+    folder: Path, args: list[str], when: Callable[[Running], None], how: int = signal.SIGINT
 ) -> tuple[int, list[str]]:
-    """(exit status, stderr lines) of `twelvefold ARGS` in FOLDER, sent Ctrl-C once
-    `when(running)` returns."""
+    """(exit status, stderr lines) of `twelvefold ARGS` in FOLDER, sent Ctrl-C (or the
+    signal `how`) once `when(running)` returns."""
     running = Running(folder, args)
     try:
         when(running)
-        return running.interrupt(), running.said
+        return running.interrupt(how), running.said
     finally:
         (folder / "release").touch()  # a tool that went on ends (and is killed below)
         running.kill()

@@ -20,7 +20,7 @@ from typing import Any, Concatenate, NoReturn, ParamSpec
 
 import click
 
-from twelvefold.interrupts import go_on
+from twelvefold.interrupts import exit_status, go_on, stopped_word
 
 P = ParamSpec("P")
 
@@ -101,15 +101,16 @@ def interrupted(exc: KeyboardInterrupt, as_json: bool = False) -> NoReturn:
     the same way once more clears that mark: the interrupt was handled here."""
     exec("")  # clears CPython's "ended by an unhandled Ctrl-C" (see above)
     say_interrupted(exc, as_json)
-    sys.exit(EXIT_INTERRUPTED)
+    sys.exit(exit_status())  # 130, or 143 after a SIGTERM (twelvefold/interrupts.py)
 
 
 def say_interrupted(exc: KeyboardInterrupt, as_json: bool = False) -> None:
     """What `interrupted` prints, without exiting: for a command that stops with
     `os._exit` (`serve`, `worker`: a tool call still blocked in a thread must not keep
     the process alive)."""
-    message = str(exc) or "interrupted"
-    line = f"interrupted: {exc}" if str(exc) else message
+    word = stopped_word()  # `interrupted`, or `terminated` after a SIGTERM
+    message = str(exc) or word
+    line = f"{word}: {exc}" if str(exc) else message
     # Said without importing anything more: a Ctrl-C can land while a module is being
     # imported (pydantic, and the `_decimal` extension under it), and importing it again
     # here would run that extension's set-up a second time, which writes a C warning to
