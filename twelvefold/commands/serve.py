@@ -175,6 +175,7 @@ def serve(
     # coroutine never awaited, and a warning), while it runs, or as uvicorn raises the
     # signal again once it stopped (with this handler back in place).
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)  # a deploy's stop: graceful, exit 0 (not interrupts.py's)
     try:
         server.run(sockets=listeners)
     except KeyboardInterrupt:  # Ctrl-C: uvicorn stopped gracefully, then raised it again
