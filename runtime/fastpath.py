@@ -452,13 +452,9 @@ class _ModelCall:
         return _answered(self.spec, self.action, reply, self.requested, self.prices, self.started)
 
     def failed(self, exc: ModelError) -> Event:
-        paid = exc.usage
-        usage = (
-            loop._since(self.started)
-            if paid is None
-            else loop._priced_usage(paid, self.requested, self.prices)
+        usage, bad_cost = loop.paid_failure(
+            self.spec, exc.usage, self.requested, self.prices, self.started
         )
-        usage, bad_cost = loop._valid_cost(usage)  # as a reply's (a budget counts it so)
         error = exc.error if bad_cost is None else bad_cost
         return StepFailed(step=self.action.step, at=now_iso(), usage=usage, error=error)
 

@@ -601,8 +601,7 @@ class Engine:
             # A failed call's replies were paid for: their tokens and cost go on its
             # StepFailed, where the budgets, totals, metrics and the span count them.
             paid = None if failure is None else failure.usage
-            failed = _since(started) if paid is None else _priced_usage(paid, requested, prices)
-            failed, bad_cost = _valid_cost(failed)  # as a reply's (a budget counts it so)
+            failed, bad_cost = paid_failure(spec, paid, requested, prices, started)
             if bad_cost is not None:
                 error = bad_cost
             if paid is not None:
@@ -659,6 +658,8 @@ class Engine:
             except checks.CheckFailed as exc:
                 # The checked call was paid for, and so was a judge's call that failed.
                 paid, bad = _valid_cost(_added(usage, exc.usage))
+                if bad is None and exc.usage is not None:  # a judge's uncountable replies
+                    bad = uncounted(spec, paid)
                 error = exc.error if bad is None else bad
                 return StepFailed(step=action.step, at=now_iso(), usage=paid, error=error)
             # The judge's call is part of the step's cost: its budgets count it too.
@@ -1445,6 +1446,22 @@ def uncounted(spec: AgentSpec, usage: Usage) -> ErrorInfo | None:
     )
 
 
+def paid_failure(
+    spec: AgentSpec, paid: Usage | None, requested: str | None, prices: Prices, started: float
+) -> tuple[Usage, ErrorInfo | None]:
+    """A failed call's usage as its `StepFailed` records it (`paid`: its attempts' tokens,
+    None when no reply came; `started`: its `perf_counter`), and the error that replaces
+    the call's own when the usage cannot be recorded or counted, as a reply's would be
+    (`_valid_cost`; `uncounted`: under a budget, attempts that reported no count spend
+    what was left of it)."""
+    if paid is None:
+        return _since(started), None
+    usage, bad = _valid_cost(_priced_usage(paid, requested, prices))
+    if bad is None:
+        bad = uncounted(spec, usage)
+    return usage, bad
+
+
 def budget_check(
     spec: AgentSpec,
     state: State,
@@ -1462,6 +1479,8 @@ def budget_check(
     def spent(paid: Usage) -> bool:
         priced = _priced_usage(paid, requested, prices)
         usage, bad = _valid_cost(priced if before is None else _added(before, priced))
+        if bad is None and uncounted(spec, usage) is not None:
+            return True  # an attempt the budget cannot count spends what was left of it
         failed = StepFailed(step=state.step, usage=usage, error=bad or _STOPPED)
         return spec.fails_over_budget(state, failed)
 

@@ -512,10 +512,7 @@ class OpenAIModel:
         prepared = prepared_request(request.action.step, request.action.outputs, self.mode)
         started = time.perf_counter()
         parsed, completion, paid = await self._validated(request, prepared, started)
-        latency_ms = (time.perf_counter() - started) * 1000
-        usage = (
-            _usage(completion, latency_ms) if paid is None else replace(paid, latency_ms=latency_ms)
-        )
+        usage = replace(paid, latency_ms=(time.perf_counter() - started) * 1000)
         calls = _tool_calls(completion)
         if calls > 1:  # asked for one; never drop the others without a trace
             raise ModelError(
@@ -540,9 +537,9 @@ class OpenAIModel:
 
     async def _validated(
         self, request: ModelRequest, prepared: PreparedRequest, started: float
-    ) -> tuple[BaseModel, Any, Usage | None]:
+    ) -> tuple[BaseModel, Any, Usage]:
         """The first reply that validates, its completion, and the usage of every attempt
-        added up (None when the endpoint sent no counts): instructor's retry loop. A
+        added up (`_paid`): instructor's retry loop. A
         failed call's `ModelError` carries that usage too: each reply was paid for.
 
         A reply that does not validate is re-asked with the error, `retries N` times after
@@ -571,7 +568,7 @@ class OpenAIModel:
             except Exception as exc:  # whatever else the client raises fails the call
                 raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
             paid = _paid(paid, completion, started)
-            if paid is not None and (bad_count := token_count_error(paid)) is not None:
+            if (bad_count := token_count_error(paid)) is not None:
                 raise ModelError(bad_count)  # refused as the loop refuses any model's
             if request.attempts is not None:  # paid, whatever ends the call from here
                 request.attempts.paid = paid
@@ -592,7 +589,7 @@ class OpenAIModel:
                 if attempt > retries:
                     raise ModelError(_invalid_output(action.step, attempt, exc), paid) from exc
                 spent = request.budget_spent
-                if spent is not None and paid is not None and spent(paid):
+                if spent is not None and spent(paid):
                     # The attempts so far spent a budget: a re-ask is a model call, and
                     # none starts once a budget is spent. The step fails with what was
                     # paid, and the reducer, counting it, sends the thread where the
@@ -722,27 +719,22 @@ def _tool_calls(completion: Any) -> int:
     return len(getattr(message, "tool_calls", None) or [])
 
 
-def _usage(completion: Any, latency_ms: float) -> Usage:
-    input_tokens, output_tokens = _counts(completion)
-    return Usage(latency_ms=latency_ms, input_tokens=input_tokens, output_tokens=output_tokens)
-
-
-def _paid(before: Usage | None, completion: Any, started: float) -> Usage | None:
-    """`before` (the earlier attempts' usage) with `completion`'s tokens added; None while
-    no attempt reported a count. A count the provider did not send adds nothing."""
+def _paid(before: Usage | None, completion: Any, started: float) -> Usage:
+    """The usage of a call's attempts so far: `before` (the earlier attempts', None for
+    the first) with `completion`'s tokens added. A side that any attempt sent no count
+    for is unknown (None) for the whole call: the attempts were all paid for, and a sum
+    that left one out would look smaller than what was spent (a budget counts an unknown
+    count as spending what is left of it: `loop.uncounted`)."""
     counts = _counts(completion)
-    if before is None and counts == (None, None):
-        return None
     if not all(n is None or valid_tokens(n) for n in counts):  # not added: refused as sent
         return Usage(
             latency_ms=(time.perf_counter() - started) * 1000,
             input_tokens=counts[0],
             output_tokens=counts[1],
         )
-    earlier = (None, None) if before is None else (before.input_tokens, before.output_tokens)
+    earlier = (0, 0) if before is None else (before.input_tokens, before.output_tokens)
     added = tuple(
-        None if a is None and b is None else (a or 0) + (b or 0)
-        for a, b in zip(earlier, counts, strict=True)
+        None if a is None or b is None else a + b for a, b in zip(earlier, counts, strict=True)
     )
     return Usage(
         latency_ms=(time.perf_counter() - started) * 1000,

@@ -476,6 +476,17 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     def getitem(self, obj: Any, argument: Any) -> Any:
         return super().getitem(obj, self.hashed(argument))
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`value.name`: a record's field first. A record reaches a template as a mapping
+        of its fields, and Jinja2 reads `.name` as the mapping's attribute before its
+        item: a field named `items`, `keys`, `get` or `copy` read the dict's method (a
+        red team's `{% for line in order.items %}` passed `check` and failed every run).
+        The fields are what `check` reads (E703); the mapping's methods stay reachable
+        under any name that is not a field."""
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def cut(self, value: Any) -> Any:
         """A slice (`s[1:]`, `xs[::2]`): a copy, as large as what it is cut from."""
         _spend(_cost(value))

@@ -385,3 +385,73 @@ def test_show_says_nothing_of_a_budget_a_thread_did_not_spend(
     view, lines = _launched_and_shown(openai_server, thinker, "max_cost 5 -> stuck", "priced-model")
     assert view.status == "finished"
     assert [line for line in lines if line.startswith("  --")] == []
+
+
+INVALID = {"choice": {"type": "Think"}}  # no `thought`: re-asked (`retries`)
+VALID = {"choice": {"type": "Think", "thought": "hm"}}
+
+
+def scripted(server: ScriptedOpenAI, *replies: Reply) -> None:
+    queue = iter(replies)
+    server.responder = lambda body: next(queue)
+
+
+def with_retries(folder: Path, budget: str) -> Path:
+    path = with_budget(folder, budget)
+    path.write_text(
+        path.read_text().replace('prompt "decide.j2"', 'prompt "decide.j2"\n  retries 3')
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "asked"),
+    [((300, 100), None, 2), ((300, 100), {"prompt_tokens": 6}, 2), (None, (5, 5), 1)],
+    ids=["a re-ask with no count", "a re-ask with one side", "a first try with no count"],
+)
+@pytest.mark.parametrize("memory", [False, True], ids=["sqlite", "memory"])
+def test_under_a_budget_an_attempt_with_no_token_count_spends_what_was_left(
+    openai_server: ScriptedOpenAI,
+    thinker: Path,
+    first: tuple[int, int] | None,
+    later: tuple[int, int] | dict[str, int] | None,
+    asked: int,
+    memory: bool,
+) -> None:
+    """A red team (rt13) found a missing count added nothing once another attempt of the
+    call had reported one: 300→100 tokens, then a valid re-ask with no count, was recorded
+    as 300→100 (the re-ask was free); no count, then 5→5, as 5→5. One uncountable attempt
+    makes the call uncountable, and no re-ask follows it."""
+    agent = with_retries(thinker, "max_tokens 1000 -> stuck")
+    scripted(
+        openai_server, Reply(arguments=INVALID, usage=first), Reply(arguments=VALID, usage=later)
+    )
+    real = OpenAIModel(
+        model="priced-model", base_url=openai_server.base_url, api_key="t", transport_retries=0
+    )
+    store = MemoryStore() if memory else SqliteStore(thinker / "t.db")
+    with Runtime(store, model=real, notifier=RecordingNotifier()) as rt:
+        view = rt.launch(agent, "think")
+        events = rt.events(view.id)
+    assert (view.status, view.step) == ("waiting", "stuck")
+    assert len(openai_server.requests) == asked
+    assert not [e for e in events if isinstance(e, ModelOutput)]
+    (failed,) = [e for e in events if isinstance(e, StepFailed)]
+    assert failed.error.type == "TokenCountError", failed.error
+
+
+def test_without_a_budget_a_call_with_an_uncounted_attempt_has_unknown_counts(
+    openai_server: ScriptedOpenAI, thinker: Path
+) -> None:
+    agent = with_retries(thinker, "")
+    scripted(
+        openai_server,
+        Reply(arguments=INVALID, usage=(300, 100)),
+        Reply(arguments={"choice": {"type": "Done", "message": "ok"}}, usage=None),
+    )
+    with runtime_for(openai_server, thinker, "priced-model") as rt:
+        view = rt.launch(agent, "think")
+        (output,) = [e for e in rt.events(view.id) if isinstance(e, ModelOutput)]
+    assert view.status == "finished"
+    assert output.usage is not None
+    assert (output.usage.input_tokens, output.usage.output_tokens) == (None, None)

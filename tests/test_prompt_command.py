@@ -108,3 +108,40 @@ def test_an_agent_that_does_not_compile_shows_its_diagnostics_on_lines_of_their_
     lines = result.output.splitlines()
     assert any("error[E704]" in line for line in lines)
     assert any(line.strip().startswith("= help:") for line in lines)
+
+
+FIELDS_NAMED_AS_METHODS = """\
+agent orders {
+  input Order
+  max_steps 4
+  start s
+}
+type Order { items: list[string], keys: string, get: string, pop: string, copy: string }
+type Done { ok: bool }
+llm s -> Done {
+  prompt "s.j2"
+  on Done -> done
+}
+final done(Done)
+"""
+
+
+def test_a_field_named_like_a_dict_method_is_read_as_the_field(tmp_path: Path) -> None:
+    """A red team (rt13): `{% for line in input.items %}` passed `check` (a field of the
+    record) and every run failed, the template reading the dict's `items` method (`pop`:
+    a `SecurityError`)."""
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "s.j2").write_text(
+        "{% for line in input.items %}- {{ line }}\n{% endfor %}"
+        "{{ input.keys }} {{ input.get }} {{ input.pop }} {{ input.copy }}\n"
+    )
+    agent = tmp_path / "orders.agent"
+    agent.write_text(FIELDS_NAMED_AS_METHODS)
+    assert CliRunner().invoke(cli, ["check", str(agent)]).exit_code == 0
+    order = {"items": ["book", "pen"], "keys": "K", "get": "G", "pop": "P", "copy": "C"}
+    result = CliRunner().invoke(
+        cli, ["prompt", str(agent), "s", "--input", json.dumps(order), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    (message,) = [m for m in json.loads(result.stdout)["messages"] if m["role"] == "user"]
+    assert "- book\n- pen\nK G P C" in message["content"], message
