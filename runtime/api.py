@@ -2008,6 +2008,21 @@ def parent_of(events: Sequence[Event]) -> str | None:
     return first.parent if isinstance(first, Started) else None
 
 
+def came_from(events: Sequence[Event]) -> list[str]:
+    """The threads the thread of `events` came from, as its own log says, nearest first:
+    the parent of each `Forked` from the last one back (a fork of a fork copies its
+    parent's `Forked` when it copies that far), then the thread whose `agent` step
+    started it (`parent_of`; a fork of a sub-agent's thread copies its `Started`). Every
+    fork writes its `Forked`, wherever it is made (the CLI, `Runtime.fork`, the server),
+    so this is the one answer to what a thread came from (the four-eyes rule follows it
+    back to whoever launched the first)."""
+    found = [e.parent for e in reversed(events) if isinstance(e, Forked)]
+    started = parent_of(events)
+    if started is not None:
+        found.append(started)
+    return list(dict.fromkeys(found))
+
+
 def unrun_fork_child(parent: Thread, child: Thread) -> bool:
     """Whether `child` is the child a fork of `parent` was given (`AsyncRuntime.fork`) and
     nobody has run either yet: the fork's log ends with its `Forked` and the link, and the

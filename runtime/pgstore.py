@@ -521,10 +521,18 @@ class PostgresStore(ChainedStore):
                 conn.execute(f"DELETE FROM {table} WHERE {column} = %s", (row[0],))
             # The server's rows of the thread: where its replies went (nothing is told of a
             # thread now gone) and its Slack messages (no button of it is updated again).
-            # Who launched it (`server_launches`) and what it was forked from
-            # (`server_forks`) stay: the four-eyes rule reads them for its forks.
+            # Who launched it (`server_launches`) stays, and what it was forked from is
+            # kept (`server_forks`) now that its log goes: the four-eyes rule reads them
+            # for the forks made of it.
             for table in ("server_replies", "slack_messages"):
                 conn.execute(f"DELETE FROM {table} WHERE thread_id = %s", (thread_id,))
+            parent = self._forked_from(bodies)
+            if parent is not None:
+                conn.execute(
+                    "INSERT INTO server_forks (thread_id, parent) VALUES (%s, %s)"
+                    " ON CONFLICT (thread_id) DO NOTHING",
+                    (thread_id, parent),
+                )
             return True
 
     def unused_versions(self, dropping: Sequence[str] = ()) -> list[str]:

@@ -47,7 +47,7 @@ from .lease import Lease, LeaseHeld, LeaseLost
 from .newstore import file_there, identity, make_store_file
 from .records import builder, record
 from .terminal import one_line
-from .types import KIND_OF_EVENT, ChildStarted, Event, Started, State, Status, Usage
+from .types import KIND_OF_EVENT, ChildStarted, Event, Forked, Started, State, Status, Usage
 
 if TYPE_CHECKING:
     import sqlite3
@@ -892,6 +892,25 @@ class ChainedStore:
         ended_by_cancel = isinstance(last, dict) and last.get("kind") == "cancelled"
         return "cancelled" in statuses and ended_by_cancel
 
+    @staticmethod
+    def _forked_from(bodies: Sequence[str]) -> str | None:
+        """The thread a thread's stored log says it was forked from (its last `forked`
+        event's parent), None for a thread that is no fork: `delete` keeps it in
+        `server_forks`, so that the four-eyes rule still finds, through a deleted fork,
+        whoever launched the threads before it (twelvefold/server/service.py)."""
+        kind = f'"{KIND_OF_EVENT[Forked]}"'
+        for body in reversed(bodies):
+            if kind not in body:  # most events: no need to decode them
+                continue
+            try:
+                data = from_json(body)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("kind") == KIND_OF_EVENT[Forked]:
+                parent = data.get("parent")
+                return parent if isinstance(parent, str) else None
+        return None
+
     def _unsealed_snapshot(self, thread_id: str, text: object, seal: object) -> Snapshot | None:
         """The snapshot column's content if its seal holds, else None."""
         if not isinstance(text, str) or not self.chain.sealed(seal, thread_id, text):
@@ -1642,10 +1661,18 @@ class SqliteStore(ChainedStore):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (row[0],))
             # The server's rows of the thread: where its replies went (nothing is told of a
             # thread now gone) and its Slack messages (no button of it is updated again).
-            # Who launched it (`server_launches`) and what it was forked from
-            # (`server_forks`) stay: the four-eyes rule reads them for its forks.
+            # Who launched it (`server_launches`) stays, and what it was forked from is
+            # kept (`server_forks`) now that its log goes: the four-eyes rule reads them
+            # for the forks made of it.
             for table in ("server_replies", "slack_messages"):
                 self._db.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
+            parent = self._forked_from(bodies)
+            if parent is not None:
+                self._db.execute(
+                    "INSERT INTO server_forks (thread_id, parent) VALUES (?, ?)"
+                    " ON CONFLICT (thread_id) DO NOTHING",
+                    (thread_id, parent),
+                )
             return True
 
     def unused_versions(self, dropping: Sequence[str] = ()) -> list[str]:

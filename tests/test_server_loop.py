@@ -122,7 +122,7 @@ async def test_the_four_eyes_lookup_does_not_stall_the_loop(
     assert view["status"] == "waiting", view
     gate = Gate()
     launches = s.service.launches
-    monkeypatch.setattr(launches, "launchers", gate.wrap(launches.launchers))
+    monkeypatch.setattr(launches, "launcher", gate.wrap(launches.launcher))
 
     async def approve() -> Any:
         async with s.client("ana") as client:

@@ -111,6 +111,13 @@ async def test_four_eyes_binds_a_childs_request_to_whoever_launched_the_root(
         fork = forked.json()
         assert fork["parent"] is None and fork["waiting_for"] == "approval", fork
         assert_problem(await decide(s, "ana", fork), 403, "four eyes")
+        # Nor a fork of that fork made with the Python API (red team rt13): bob launched
+        # the fork it came from, ana the root.
+        again_id = await s.service.runtime.fork(fork["thread_id"], fork["events"])
+        async with s.client("ana") as client:
+            again = (await client.get(f"/v1/threads/{again_id}")).json()
+        assert_problem(await decide(s, "ana", again), 403, "ana", "four eyes")
+        assert_problem(await decide(s, "bob", again), 403, "bob", "four eyes")
         decided = await decide(s, "bob", child)
         assert decided.status_code == 200, decided.text
         assert decided.json()["status"] == "finished", decided.json()

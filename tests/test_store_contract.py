@@ -27,7 +27,7 @@ from twelvefold.runtime.store import (
     ThreadNotFound,
     open_store,
 )
-from twelvefold.runtime.types import Answer, Answered, ChildStarted, Started, State
+from twelvefold.runtime.types import Answer, Answered, ChildStarted, Forked, Started, State
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -417,3 +417,29 @@ def test_a_deleted_thread_takes_its_slack_messages_and_keeps_its_launcher(
     assert _server_rows(store, "SELECT thread_id, ts FROM slack_messages") == [("live", "2.1")]
     assert _server_rows(store, "SELECT thread_id, person FROM server_launches") == [("done", "ana")]
     assert _server_rows(store, "SELECT thread_id, parent FROM server_forks") == [("fork", "done")]
+
+
+@pytest.mark.parametrize(
+    "store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_deleted_fork_leaves_what_it_was_forked_from(store: EventStore) -> None:
+    """Red team rt13: the four-eyes rule reads a fork's parent from its log, whoever made
+    the fork; once `prune --delete` takes a fork's log, the forks made of it still lead
+    back through it. The store keeps its parent (its last `forked` event's: a fork of a
+    fork copies its parent's) in `server_forks`; a thread that is no fork leaves none."""
+    codec = Codec()
+    log = [
+        Started(step="a", input="hi"),
+        Forked(step="a", parent="root", parent_seq=1),
+        Forked(step="a", parent="first", parent_seq=2),
+        _answer("end"),
+    ]
+    for thread_id, events in [("second", log), ("plain", [log[0], log[3]])]:
+        _thread(store, thread_id)
+        ended = State(step="end", value=None, status="finished", input="hi", seq=len(events))
+        store.append(thread_id, 1, events[1:], codec, Head("finished", "end", ended, "r"))
+    assert store.delete("second", 4, ["finished"]) is True
+    assert store.delete("plain", 2, ["finished"]) is True
+    assert _server_rows(store, "SELECT thread_id, parent FROM server_forks") == [
+        ("second", "first")
+    ]

@@ -13,7 +13,8 @@ agent's configuration (runtime/config.py) at each call, so a change applies at o
   `default_approvers` groups when that is set, else anyone;
 - four eyes: nobody approves a request on a thread they launched, unless
   `allow_self_approval = true` (who launched a thread is kept in `server_launches`; a
-  fork and a sub-agent's thread count as launched by whoever launched their origin);
+  fork, wherever it was made, and a sub-agent's thread count as launched by whoever
+  launched any thread they came from, as their logs say);
 - retry, fork and cancel: whoever may decide the thread's pending request, or a member
   of the `default_approvers` groups, or (without that setting) of any approvers group;
   anyone when the configuration defines no group at all.
@@ -48,8 +49,8 @@ from twelvefold.runtime.api import (
     ThreadView,
     TimedOut,
     UnenforcedApprovers,
+    came_from,
     not_reached,
-    parent_of,
     shown,
 )
 from twelvefold.runtime.config import CONFIG_FILE, Config, ConfigError, find_config, toml_text
@@ -316,17 +317,17 @@ def _group_names(config: Config, table: Mapping[str, Any], key: str) -> tuple[st
     return tuple(value)
 
 
-MAX_FORK_DEPTH = 1000
-"""How many generations of forks the four-eyes rule follows back (a bound, not a limit
-anyone should reach)."""
+MAX_LINEAGE = 1000
+"""How many threads the four-eyes rule follows back from one (forks of forks, sub-agents'
+parents): a bound, not a limit anyone should reach."""
 
 
 class Launches(Table):
     """Who launched each thread through the server (`server_launches`, in the store's
     database): the four-eyes rule needs it. Threads launched elsewhere (the CLI) have
-    no launcher here, so the rule does not apply to them. A fork holds its parent's events
-    (and so its pending request): whoever launched an ancestor is a launcher of the fork
-    too (`server_forks`)."""
+    no launcher here, so the rule does not apply to them. What a thread came from (a fork's
+    parent) is in its log (`came_from`), whoever made the fork; a deleted fork's parent
+    is kept by the store (`server_forks`, runtime/store.py `delete`)."""
 
     def record(self, thread_id: str, caller: Caller) -> None:
         self._db.change(
@@ -336,30 +337,14 @@ class Launches(Table):
             (thread_id, caller.person, caller.recorded_via, now_iso()),
         )
 
-    def forked(self, fork_id: str, parent: str) -> None:
-        self._db.change(
-            "INSERT INTO server_forks (thread_id, parent) VALUES (?, ?)"
-            " ON CONFLICT (thread_id) DO UPDATE SET parent = excluded.parent",
-            (fork_id, parent),
-        )
-
-    def launchers(self, thread_id: str) -> set[str]:
-        """Who launched the thread or any thread it was forked from (at most
-        MAX_FORK_DEPTH generations back)."""
-        people: set[str] = set()
-        current: str | None = thread_id
-        for _ in range(MAX_FORK_DEPTH):
-            if current is None:
-                break
-            person = self.launcher(current)
-            if person is not None:
-                people.add(person)
-            rows = self._db.rows("SELECT parent FROM server_forks WHERE thread_id = ?", (current,))
-            current = None if not rows else str(rows[0][0])
-        return people
-
     def launcher(self, thread_id: str) -> str | None:
         rows = self._db.rows("SELECT person FROM server_launches WHERE thread_id = ?", (thread_id,))
+        return None if not rows else str(rows[0][0])
+
+    def kept_parent(self, thread_id: str) -> str | None:
+        """The thread a fork was forked from, as kept for a fork since deleted (and as
+        the server recorded its own forks before the logs were read for it)."""
+        rows = self._db.rows("SELECT parent FROM server_forks WHERE thread_id = ?", (thread_id,))
         return None if not rows else str(rows[0][0])
 
 
@@ -723,8 +708,8 @@ class Service:
         agent = await self._operable(caller, thread_id)
         with _translated():
             fork_id = await self.runtime.fork(thread_id, at, agent=agent)
+            # Its parent is in its log (`Forked`), as for a fork made anywhere else.
             await off_the_loop(self.launches.record, fork_id, caller)
-            await off_the_loop(self.launches.forked, fork_id, thread_id)
             return await self.runtime.get(fork_id, agent=agent)
 
     async def cancel(self, caller: Caller, thread_id: str, *, reason: str) -> ThreadView:
@@ -817,21 +802,38 @@ class Service:
             )
 
     async def _launchers(self, view: ThreadView) -> set[str]:
-        """Who launched the thread, a thread it was forked from, or (for a sub-agent's
-        thread) its parent and the parent's own parents up to the root: a child's request
-        is part of its root's work, so whoever launched the root may not approve it
-        either (four eyes). At most MAX_FORK_DEPTH generations of parents are followed."""
-        people = await off_the_loop(self.launches.launchers, view.id)
-        parent = parent_of(view.log)  # a fork of a child included: still the root's work
-        for _ in range(MAX_FORK_DEPTH):
-            if parent is None:
-                break
-            people |= await off_the_loop(self.launches.launchers, parent)
-            try:
-                parent = parent_of((await self.runtime.get(parent)).log)
-            except Exception:  # the parent is gone: the launchers found so far bind
-                break
+        """Who launched the thread or any thread it came from: a fork holds its parent's
+        events (and the request they led to), a sub-agent's request is part of its
+        root's work, so whoever launched any of them may not approve it (four eyes).
+
+        What a thread came from is read from its log (`came_from`: each `Forked`, and a
+        sub-agent's `Started`), which every fork writes wherever it was made (the CLI,
+        the Python API, this server), and from the logs of those threads in turn; a
+        thread deleted since is followed through what the store kept of it
+        (`server_forks`). At most MAX_LINEAGE threads are followed back."""
+        people: set[str] = set()
+        seen: set[str] = set()
+        todo: list[tuple[str, Sequence[Event] | None]] = [(view.id, view.log or None)]
+        while todo and len(seen) < MAX_LINEAGE:
+            thread_id, log = todo.pop()
+            if thread_id in seen:
+                continue
+            seen.add(thread_id)
+            if log is None:
+                try:
+                    log = await self.runtime.events(thread_id)
+                except Exception:  # gone (pruned) or unreadable: what was kept of it binds
+                    log = ()
+            person, kept = await off_the_loop(self._launch_rows, thread_id)
+            if person is not None:
+                people.add(person)
+            before = came_from(log) + ([kept] if kept is not None else [])
+            todo.extend((parent, None) for parent in before if parent not in seen)
         return people
+
+    def _launch_rows(self, thread_id: str) -> tuple[str | None, str | None]:
+        """Who launched `thread_id` here, and the parent kept for it if it was a fork."""
+        return self.launches.launcher(thread_id), self.launches.kept_parent(thread_id)
 
     def may_read(self, caller: Caller, agent: str) -> bool:
         """Whether the caller may read the threads of the served agent named `agent`."""
