@@ -28,6 +28,7 @@ import contextvars
 import functools
 import hashlib
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -1368,13 +1369,30 @@ def default_notifier() -> Notifier:
     return notifier_from_env()
 
 
+_FINGERPRINTS: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+"""Each module's fingerprint, taken once: its file may be deleted or moved later (a
+cleaned cache, a moved project) while the module stays imported and keeps running."""
+
+
 def _fingerprint(module: AgentModule | ModuleType) -> str | None:
+    """The first 16 hex digits of the SHA-256 of the module's file, as it was the first
+    time an agent was made of the module (right after it was imported); None for a module
+    without a readable file."""
+    try:
+        return _FINGERPRINTS[module]
+    except KeyError:
+        pass
     file = getattr(module, "__file__", None)
     try:
         source = Path(file).read_bytes() if file else None
     except OSError:
-        return None
-    return hashlib.sha256(source).hexdigest()[:16] if source is not None else None
+        source = None
+    fingerprint = hashlib.sha256(source).hexdigest()[:16] if source is not None else None
+    try:
+        _FINGERPRINTS[module] = fingerprint
+    except TypeError:  # an object that takes no weak reference: computed each time
+        pass
+    return fingerprint
 
 
 def prompt_error(action: CallModel, exc: Exception) -> ErrorInfo:

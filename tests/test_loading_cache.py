@@ -361,3 +361,22 @@ def test_a_cache_folder_that_is_a_link_is_not_followed(
         _forget_modules()
     assert compiled == [agent, agent]  # nothing cached through the link
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_loaded_reducer_keeps_its_fingerprint_once_its_file_is_gone(tmp_path: Path) -> None:
+    """The fingerprint names the code that runs, taken when it was loaded: a cache folder
+    cleaned (or a project moved) while the module stays imported must not make it unknown
+    (it was None: the snapshots went unused, and a log written under it no longer said
+    which reducer wrote it, so a changed agent passed for a damaged log)."""
+    import uuid
+
+    source = (EXAMPLES / "deploybot.agent").read_text() + f"\n# {uuid.uuid4()}\n"
+    for project in ("first", "second"):
+        (tmp_path / project).mkdir()
+        (tmp_path / project / "deploybot.agent").write_text(source)
+    first = loading.load_agent(tmp_path / "first" / "deploybot.agent", cache_dir=tmp_path / "a")
+    assert first.reducer is not None
+    shutil.rmtree(tmp_path / "a")
+    again = loading.load_agent(tmp_path / "second" / "deploybot.agent", cache_dir=tmp_path / "b")
+    assert again.module is first.module  # one module per source, once per process
+    assert again.reducer == first.reducer

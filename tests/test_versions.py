@@ -683,7 +683,9 @@ def test_a_newer_compiler_regenerates_a_pinned_version_and_must_replay_its_log(
         "compile_text",
         lambda text, *a, **k: real(text.replace("approve_act", "confirm"), *a, **k),
     )
-    monkeypatch.setattr(loading, "compiler_version", lambda: "99.0+a-newer-compiler")
+    # Every name a module is cached or imported under carries the compiler's fingerprint:
+    # the renamed reducer must not be served to a later test loading the same sources.
+    monkeypatch.setattr(loading, "compiler_fingerprint", lambda: "a-newer-compiler")
     with runtime(openai_server, project) as rt:
         events = len(rt.store.load(thread, rt.agent(project / "pinbot.agent").codec))
         with pytest.raises(AgentChanged, match="illegal `notified` event"):
