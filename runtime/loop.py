@@ -1388,10 +1388,8 @@ def _fingerprint(module: AgentModule | ModuleType) -> str | None:
     except OSError:
         source = None
     fingerprint = hashlib.sha256(source).hexdigest()[:16] if source is not None else None
-    try:
+    with contextlib.suppress(TypeError):  # an object with no weak reference: each time
         _FINGERPRINTS[module] = fingerprint
-    except TypeError:  # an object that takes no weak reference: computed each time
-        pass
     return fingerprint
 
 
