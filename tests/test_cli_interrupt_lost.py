@@ -73,3 +73,37 @@ def test_a_ctrl_c_lost_as_the_command_loads_stops_it_before_it_starts(
     assert said == ["interrupted: the command had not started: nothing was done"], said
     assert not (block_project / "entered").exists()
     assert_consistent(block_project)
+
+
+def test_a_ctrl_c_once_the_report_is_out_leaves_the_commands_status() -> None:
+    """rt13: Ctrl-C just after `twelvefold test` printed its report ended the process by
+    the signal (status -2, no line): Python gives its handlers back to the system as it
+    shuts down. Ctrl-C is sent again and again from the last line on; the command either
+    ends with its own status or, if one landed before its result was out, says so."""
+    import signal
+    import time
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    args = ["test", str(examples / "deploybot.agent"), "--examples", "20", "--seed", "1"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "twelvefold", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        out = []
+        for line in process.stdout:
+            out.append(line)
+            if line.startswith("shortest paths"):  # the report's last line
+                break
+        while process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.002)
+        said = process.communicate(timeout=60)[1].splitlines()
+    finally:
+        process.kill()
+        process.wait()
+    assert out and out[-1].startswith("shortest paths"), out
+    assert (process.returncode, said) == (0, []) or (
+        process.returncode == 130 and len(said) == 1 and said[0].startswith("interrupted: ")
+    ), (process.returncode, said)

@@ -12,7 +12,8 @@ The `twelvefold` command installs `remembering()` before it loads a command: its
 records each Ctrl-C in `SEEN` (and raises, as Python's own does), and its hook records a
 lost one without printing. Where the command can stop cleanly it calls `go_on()`, which
 raises the interrupt again: as a command starts (twelvefold/commands/report.py) and at
-each thread `twelvefold test` generates.
+each thread `twelvefold test` generates. Once the command's result is out, `done()` makes
+a Ctrl-C change nothing.
 
 SIGTERM (`kill`, a container's stop) is handled the same way where nothing else handles
 it: it raises `KeyboardInterrupt` too, so a command stops on it as on a Ctrl-C (its one
@@ -80,3 +81,14 @@ def go_on() -> None:
     stop cleanly calls it."""
     if SEEN.is_set():
         raise KeyboardInterrupt
+
+
+def done() -> None:
+    """The command's result is out (its output written, its status decided): a Ctrl-C
+    from now on is ignored, and the process ends with the command's own status. Without
+    this, one during the tenths of a second Python takes to shut down ended the process by
+    the signal (status -2 to a parent, and no line), as Python gives every handler it
+    installed back to the system before it frees its modules."""
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGINT) is remember:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -20,7 +20,7 @@ from typing import Any, Concatenate, NoReturn, ParamSpec
 
 import click
 
-from twelvefold.interrupts import exit_status, go_on, stopped_word
+from twelvefold.interrupts import done, exit_status, go_on, stopped_word
 
 P = ParamSpec("P")
 
@@ -246,8 +246,14 @@ def reporting(command: click.Command) -> click.Command:
     @functools.wraps(callback)
     def reported_callback(*args: Any, **kwargs: Any) -> Any:
         go_on()  # a Ctrl-C Python lost while the command's modules loaded (interrupts.py)
-        with reported(kwargs.get("as_json") is True), saying(stopped):
-            return callback(*args, **kwargs)
+        try:
+            with reported(kwargs.get("as_json") is True), saying(stopped):
+                result = callback(*args, **kwargs)
+        except SystemExit:  # its status decided, its last line written
+            done()
+            raise
+        done()
+        return result
 
     setattr(reported_callback, _REPORTED, True)
     command.callback = reported_callback
