@@ -26,6 +26,7 @@ from slack_sdk.signature import SignatureVerifier
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.server import DEPLOY_CONFIG, Served, deploy_project, served
 from tests.support.slack_server import ScriptedSlack, block_problems
+from tests.test_server_api import assert_problem
 from twelvefold.runtime.notify import Notice
 from twelvefold.server.service import Caller
 from twelvefold.server.slack import (
@@ -463,6 +464,8 @@ async def test_launches_from_slack_are_refused_plainly(
     cases = [
         ("U0EVE", "deploybot hi", "not mapped"),
         ("U0BOB", "<!channel> *boom*", "no agent `&lt;!channel&gt;` here"),
+        # A key given twice: readers disagree on which value counts, so neither is launched.
+        ("U0BOB", 'deploybot {"tag": "v1", "tag": "v2"}', "key ˋtagˋ is given twice"),
     ]
     for user, text, words in cases:
         body = form(command="/twelvefold", text=text, user_id=user, channel_id="C0TEAM")
@@ -481,6 +484,10 @@ async def test_signed_but_malformed_requests_are_4xx_or_ignored_never_a_500(
 ) -> None:
     view = await paused(s)
     deep = "[" * 20_000 + "]" * 20_000  # deeper than Python's recursion limit
+    repeating = [  # a key given twice: readers disagree on which one counts
+        b'{"type": "event_callback", "type": "url_verification", "challenge": "c"}',
+        form(payload='{"type": "view_submission", "type": "block_actions"}'),
+    ]
     bodies = [
         (form(payload=deep), "form"),
         (form(payload="not json"), "form"),
@@ -497,6 +504,8 @@ async def test_signed_but_malformed_requests_are_4xx_or_ignored_never_a_500(
         (deep.encode(), "json"),
         (b"[]", "json"),
         (json.dumps({"type": "event_callback", "event": {"text": 5}}).encode(), "json"),
+        (repeating[0], "json"),
+        (repeating[1], "form"),
     ]  # fmt: skip
     for body, kind in bodies:
         content_type = "application/json" if kind == "json" else "application/x-www-form-urlencoded"
@@ -504,6 +513,8 @@ async def test_signed_but_malformed_requests_are_4xx_or_ignored_never_a_500(
         assert response.status_code in (200, 400), (body[:80], response.text)
         if response.status_code == 400:
             assert response.headers["content-type"] == "application/problem+json"
+        if body in repeating:
+            assert_problem(response, 400, "`type` is given twice")
     still = await s.service.view(Caller("ana", "http"), view["thread_id"])
     assert still.status == "waiting" and still.request == view["request"]
     # Nor did the work done in the background after answering Slack break on them.

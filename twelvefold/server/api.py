@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.store import ThreadInfo
 from twelvefold.runtime.usage import Totals
+from twelvefold.server.bodies import StrictJSONRoute
 from twelvefold.server.problems import described_pattern
 from twelvefold.server.replies import replies
 from twelvefold.server.service import (
@@ -271,7 +272,8 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         return Caller(found.person, "http", f"token {found.id}")
 
     Who = Annotated[Caller, Depends(caller)]
-    api = APIRouter(responses=ERRORS)
+    # Every JSON body is read by bodies.loads: a key given twice is a 422.
+    api = APIRouter(responses=ERRORS, route_class=StrictJSONRoute)
 
     @api.get("/healthz", tags=["server"])
     async def healthz() -> Health:
