@@ -3,6 +3,7 @@ a control sequence in one must not drive the user's terminal (runtime/terminal.p
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import unicodedata
@@ -11,11 +12,19 @@ from typing import NoReturn
 
 import click
 
-from twelvefold.runtime.terminal import for_terminal, one_line
+from twelvefold.runtime.terminal import EscapingFormatter, for_terminal, one_line
 
 
 def echo(text: str, *, err: bool = False) -> None:
     click.echo(for_terminal(text), err=err)
+
+
+def server_logging() -> None:
+    """The log of `serve` and `worker` on stderr, from INFO, each line escaped
+    (`EscapingFormatter`: a value in a record cannot drive the terminal or forge a line)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(levelname)s: %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def errors(problem: Exception) -> None:
