@@ -8,6 +8,7 @@ they are. A thread is shown as `ThreadOut`, the JSON of `twelvefold run --json`.
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations, and
 # `Who` is local to `router`.
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -28,6 +29,7 @@ from twelvefold.server.service import (
     Caller,
     Forbidden,
     Service,
+    ServiceError,
     TooManyAttempts,
     Unauthorized,
 )
@@ -358,6 +360,7 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
     )
     async def stream(
         who: Who,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         thread_id: ThreadId,
         request: Request,
         last_event_id: Annotated[str | None, Header(max_length=20)] = None,
@@ -365,7 +368,9 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
     ) -> StreamingResponse:
         """Server-sent events: each event (`id` = its seq, `event` = its kind, `data` =
         its JSON) as it is appended; resumes after `Last-Event-ID` (or `after`); ends,
-        with an `end` event carrying the thread view, once the thread pauses or ends."""
+        with an `end` event carrying the thread view, once the thread pauses or ends.
+        Ends early, with an `error` event carrying a problem document, once the caller
+        may no longer read the thread (the token revoked, `readers` changed)."""
         if last_event_id is not None:
             if not last_event_id.strip().isdigit():
                 raise BadInput("Last-Event-ID is the number of the last event received")
@@ -373,12 +378,30 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         view = await service.view(who, thread_id)  # 404/403 before the stream opens
         agent = service.agents[view.agent]
 
+        async def token_live() -> None:
+            """Unauthorized once the token the stream was opened with is revoked."""
+            if tokens is None or credentials is None:  # --insecure-local: no tokens
+                return
+            if await asyncio.to_thread(tokens.identify, credentials.credentials) is None:
+                raise Unauthorized("this token is not valid (unknown, or revoked)")
+
         async def sent() -> AsyncIterator[str]:
-            async for seq, event in service.follow(who, thread_id, after=after):
-                encoded = agent.codec.encode_event(event, redact=True)  # secrets hidden
-                data = json.dumps({"seq": seq, **encoded})
-                yield f"id: {seq}\nevent: {encoded['kind']}\ndata: {data}\n\n"
-            final = await service.view(who, thread_id)
+            try:
+                async for seq, event in service.follow(
+                    who, thread_id, after=after, still_allowed=token_live
+                ):
+                    encoded = agent.codec.encode_event(event, redact=True)  # secrets hidden
+                    data = json.dumps({"seq": seq, **encoded})
+                    yield f"id: {seq}\nevent: {encoded['kind']}\ndata: {data}\n\n"
+                await token_live()
+                final = await service.view(who, thread_id)
+            except ServiceError as refused:  # the answer has begun: said as an event
+                said = Problem(
+                    type="about:blank", title=refused.title, status=refused.status,
+                    detail=refused.detail,
+                )  # fmt: skip
+                yield f"event: error\ndata: {said.model_dump_json()}\n\n"
+                return
             yield f"event: end\ndata: {json.dumps(ThreadOut.of(final).model_dump())}\n\n"
 
         return StreamingResponse(

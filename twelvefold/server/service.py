@@ -591,11 +591,21 @@ class Service:
         return events[max(0, after) :]
 
     async def follow(
-        self, caller: Caller, thread_id: str, *, after: int = 0
+        self,
+        caller: Caller,
+        thread_id: str,
+        *,
+        after: int = 0,
+        still_allowed: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[tuple[int, Event]]:
         """Each event after the first `after` as `(seq, event)` (seq counts from 1), as it
         is appended; ends once the thread is not running and this server is not running
-        it. Raises the same errors as `events` before the first event."""
+        it. Raises the same errors as `events` before the first event.
+
+        Whether the caller may still read the thread is asked again each time it looks
+        (`readers` may have changed), and so is `still_allowed` (the API's: is the token
+        still live?): before any event is sent, the `ServiceError` that says why not ends
+        the iteration, so a revoked token or a reader taken out reads nothing more."""
         agent = await self._readable(caller, thread_id)
         seen = max(0, after)
         changed = self._changed.setdefault(thread_id, asyncio.Event())
@@ -606,6 +616,9 @@ class Service:
                 active = thread_id in self._tasks
                 with _translated():
                     thread = await self.runtime.engine.load(agent, thread_id)
+                await self._readable(caller, thread_id)
+                if still_allowed is not None:
+                    await still_allowed()
                 for seq, event in enumerate(thread.events[seen:], start=seen + 1):
                     yield seq, event
                 seen = max(seen, len(thread.events))
