@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from twelvefold.runtime.api import ThreadView
-from twelvefold.runtime.store import ThreadInfo
+from twelvefold.runtime.store import DAMAGED_ROWS_HELP, DamagedRow, ThreadInfo
 from twelvefold.runtime.usage import Totals
 from twelvefold.server.bodies import StrictJSONRoute
 from twelvefold.server.problems import described_pattern
@@ -115,7 +115,8 @@ class ThreadSummary(BaseModel):
     agent: str
     status: str = Field(
         description="One of running, waiting, finished, failed, cancelled; a row this version"
-        " does not know (written by a newer version, or damaged) shows its status as stored."
+        " does not know (written by a newer version, or damaged) shows its status as stored;"
+        ' "damaged" for a row that cannot be read at all (see `damaged`).'
     )
     step: str
     events: int
@@ -123,6 +124,13 @@ class ThreadSummary(BaseModel):
     created_at: str
     updated_at: str
     usage: UsageOut
+    damaged: str | None = Field(
+        default=None,
+        description="Set on a row of the store that cannot be read (a value of the wrong kind"
+        " in a column, written outside twelvefold): what is wrong, and where to read what to"
+        ' do. Such a row has status "damaged" and empty fields; it is listed only without'
+        " `status` and `agent`, to callers who may read every served agent.",
+    )
 
     @classmethod
     def of(cls, info: ThreadInfo, usage: Totals) -> "ThreadSummary":
@@ -137,6 +145,14 @@ class ThreadSummary(BaseModel):
             updated_at=info.updated_at,
             usage=UsageOut.of(usage),
         )
+
+    @classmethod
+    def of_damaged(cls, row: DamagedRow) -> "ThreadSummary":
+        return cls(
+            thread_id=row.id, agent="", status="damaged", step="", events=0, request=None,
+            created_at="", updated_at="", usage=UsageOut.of(Totals()),
+            damaged=f"{row.problem}: {DAMAGED_ROWS_HELP}",
+        )  # fmt: skip
 
 
 class EventOut(BaseModel):
@@ -327,10 +343,15 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         status: StatusName | None = None,
         agent: Annotated[str | None, Query(max_length=200)] = None,
     ) -> list[ThreadSummary]:
-        """The threads the caller may read, most recently updated first."""
+        """The threads the caller may read, most recently updated first; without
+        `status` and `agent`, then the store's damaged rows (`damaged`), to a caller who
+        may read every served agent."""
         found = await service.threads(who, status=status, agent=agent)
         spent = await service.usage() if found else {}
-        return [ThreadSummary.of(info, spent.get(info.id, Totals())) for info in found]
+        listed = [ThreadSummary.of(info, spent.get(info.id, Totals())) for info in found]
+        if status is None and agent is None:
+            listed += [ThreadSummary.of_damaged(row) for row in await service.damaged(who)]
+        return listed
 
     @api.get("/v1/threads/{thread_id}", tags=["threads"])
     async def view(who: Who, thread_id: ThreadId) -> ThreadOut:
