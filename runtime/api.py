@@ -98,7 +98,7 @@ if TYPE_CHECKING:
         started,
     )
     from .model import Model
-    from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo
+    from .store import Conflict, DamagedRow, EventStore, MemoryStore, SqliteStore, ThreadInfo
     from .store import now_iso as _now
     from .versions import AgentVersion, VersionError
 
@@ -144,7 +144,14 @@ def _load_engine() -> None:
         started,
     )
     from .model import Model  # noqa: F401
-    from .store import Conflict, EventStore, MemoryStore, SqliteStore, ThreadInfo  # noqa: F401
+    from .store import (  # noqa: F401
+        Conflict,
+        DamagedRow,
+        EventStore,
+        MemoryStore,
+        SqliteStore,
+        ThreadInfo,
+    )
     from .store import now_iso as _now  # noqa: F401
     from .versions import AgentVersion, VersionError  # noqa: F401
 
@@ -1412,6 +1419,16 @@ class AsyncRuntime:
         found: list[ThreadInfo] = await self.engine._io(
             self.store.threads, status, unleased=unleased
         )
+        return found
+
+    async def damaged_threads(self) -> list[DamagedRow]:
+        """The rows `threads` leaves out because they are damaged (`DamagedRow`); none
+        from a store that does not tell them apart (every store of the runtime's does:
+        the `EventStore` protocol does not ask it of other implementations)."""
+        told = getattr(self.store, "damaged_threads", None)
+        if told is None:
+            return []
+        found: list[DamagedRow] = await self.engine._io(told)
         return found
 
     async def migrate_check(self, agent: AgentRef) -> list[Verdict]:

@@ -51,7 +51,7 @@ from typing import Any, Literal, Protocol, TextIO
 from urllib.parse import urlsplit
 
 from .redact import shown_value
-from .terminal import for_terminal
+from .terminal import for_terminal, visible
 from .types import LOG_CHANNEL
 
 NoticeKind = Literal["approval", "human"]
@@ -306,8 +306,10 @@ def slack_payload(notice: Notice) -> dict[str, Any]:
 
 
 def _header(notice: Notice) -> str:
-    """A header's text: Slack refuses an empty one, or one past 150 characters."""
-    return (notice.text.strip() or notice.title)[:150]
+    """A header's text (plain_text, so no mrkdwn escaping; hidden characters shown as
+    `visible` writes them): Slack refuses an empty one, or one past 150 characters."""
+    shown = visible(notice.text.strip() or notice.title)
+    return shown if len(shown) <= 150 else _cut_escape(shown[:150])
 
 
 def _link_element(link: str | None) -> list[dict[str, str]]:
@@ -325,14 +327,22 @@ SLACK_TEXT_LIMIT = 3000
 
 def _fit(escaped: str, limit: int, cut: str) -> str:
     """`escaped` (mrkdwn from `slack_text`) in at most `limit` characters: cut, ending
-    with `cut`, when longer, never inside an `&amp;`-style entity."""
+    with `cut`, when longer, never inside an `&amp;`-style entity or a `\\uXXXX` escape."""
     if len(escaped) <= limit:
         return escaped
     kept = escaped[: max(0, limit - len(cut))]
     entity = kept.rfind("&")
     if entity != -1 and ";" not in kept[entity:]:
         kept = kept[:entity]
-    return kept + cut
+    return _cut_escape(kept) + cut
+
+
+_PART_OF_ESCAPE = re.compile(r"\\(u[0-9a-f]{0,3})?$")
+
+
+def _cut_escape(text: str) -> str:
+    """`text`, cut short, without the start of a `\\uXXXX` escape it may end with."""
+    return _PART_OF_ESCAPE.sub("", text)
 
 
 _MENTION = re.compile(r"@(?=\w)")
@@ -342,10 +352,12 @@ _WORD_JOINER = "\u2060"
 
 def slack_text(text: str) -> str:
     """`text` as Slack mrkdwn shows it literally (https://api.slack.com/reference/surfaces/
-    formatting#escaping): `&`, `<`, `>` as entities, so `<!channel>` and `<url|label>` links
-    are plain text; `@name` broken with a word joiner, so `@channel` mentions nobody; and
+    formatting#escaping): hidden and direction-changing characters written as `\\uXXXX`,
+    as the inbox shows them (`visible`), so `"\\u202e3.2.1v"` cannot read "v1.2.3"; `&`,
+    `<`, `>` as entities, so `<!channel>` and `<url|label>` links are plain text; `@name`
+    broken with a word joiner (ours, added after), so `@channel` mentions nobody; and
     backticks replaced, so no value opens or closes code."""
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    escaped = visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MENTION.sub("@" + _WORD_JOINER, escaped).replace("`", _GRAVE)
 
 

@@ -38,9 +38,12 @@ from .schema import (
 )
 from .store import (
     _INFO_COLUMNS,
+    _OPTIONAL_COLUMNS,
     _ROW_AFTER_APPEND,
+    _TEXT_COLUMNS,
     ChainedStore,
     Conflict,
+    DamagedRow,
     Exported,
     Head,
     Pin,
@@ -52,6 +55,7 @@ from .store import (
     UsageRecord,
     _check_lease_columns,
     _info_row,
+    _listed,
     _thread_info,
     check_lease,
     check_userinfo,
@@ -69,6 +73,14 @@ _NOW = "extract(epoch FROM clock_timestamp())::float8"
 """The database's clock in unix seconds: every lease decision is made with this one."""
 
 _INFO_PLACES = ", ".join("%s" for _ in _INFO_COLUMNS.split(", "))
+
+_DAMAGED = " OR ".join(
+    [f"{name} IS NULL OR pg_typeof({name}) <> 'text'::regtype" for name in _TEXT_COLUMNS]
+    + ["seq IS NULL OR pg_typeof(seq) <> 'integer'::regtype"]
+    + [f"pg_typeof({name}) <> 'text'::regtype" for name in _OPTIONAL_COLUMNS]
+)
+"""Every row `_damage` may find fault with (a NULL, or any row once a column's type was
+changed: `_listed` then says which hold a value Python does not read as the schema's)."""
 
 _USAGE_QUERY = """
 SELECT t.id, e.j -> 'kind', e.j -> 'at', e.j #> '{usage,latency_ms}',
@@ -332,7 +344,16 @@ class PostgresStore(ChainedStore):
             query += f" AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW})"
         with self._transaction() as conn:
             rows = conn.execute(query + " ORDER BY updated_at DESC", params).fetchall()
-        return [_thread_info(row, self.where) for row in rows]
+        return _listed(rows)[0]
+
+    def damaged_threads(self) -> list[DamagedRow]:
+        """The rows `threads` leaves out because they are damaged (`DamagedRow`: the
+        columns' types keep most damage out; a column altered by hand lets a NULL in)."""
+        with self._transaction() as conn:
+            rows = conn.execute(
+                f"SELECT {_INFO_COLUMNS} FROM threads WHERE {_DAMAGED} ORDER BY num"
+            ).fetchall()
+        return _listed(rows)[1]
 
     def usage_records(self) -> dict[str, list[UsageRecord]]:
         """Every thread's `(kind, at, usage)` per event, in order, read by PostgreSQL from

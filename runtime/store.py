@@ -124,6 +124,28 @@ class ThreadInfo:
     None for a thread of a generated module, or written before versions existed."""
 
 
+DAMAGED_ROWS_HELP = 'see "Damaged thread rows" in docs/stores.md'
+"""Where a person reads what to do about a damaged `threads` row (`DamagedRow`)."""
+
+
+@record(slots=True)
+class DamagedRow:
+    """A `threads` row that cannot be read: a column holds a value of a kind twelvefold
+    never writes there (a BLOB or a NULL in a text column, text in a count), left by an
+    edit outside twelvefold or a damaged page. Listings leave it out and name it
+    (`damaged_threads`); reading the thread itself is a `StoreError` saying the same."""
+
+    id: str
+    """The row's id (as Python writes it, quoted, when it is not text)."""
+    problem: str
+    """What is wrong, column by column: `agent is a BLOB, not text`."""
+
+    @property
+    def said(self) -> str:
+        """One line for a listing: which row, what is wrong, where to read what to do."""
+        return f"damaged thread row {self.id} ({self.problem}), not listed: {DAMAGED_ROWS_HELP}"
+
+
 @record(slots=True)
 class Pin:
     """A thread moved to another agent version by `twelvefold migrate` (its history)."""
@@ -259,7 +281,8 @@ class EventStore(Protocol):
 
     def threads(self, status: Status | None = None, *, unleased: bool = False) -> list[ThreadInfo]:
         """Threads, most recently updated first; with `unleased`, only those nobody
-        holds a live lease on (on the store's clock: a worker's sweep)."""
+        holds a live lease on (on the store's clock: a worker's sweep). A damaged row
+        (`DamagedRow`) is left out: it hides no other thread."""
 
     # ---- versions and retention (docs/versions.md) --------------------------------------
 
@@ -520,6 +543,9 @@ class MemoryStore:
             }
         found = [i for i in infos if (status is None or i.status == status) and i.id not in held]
         return sorted(found, key=lambda i: i.updated_at, reverse=True)
+
+    def damaged_threads(self) -> list[DamagedRow]:
+        return []  # its rows are Python objects only this store writes
 
     def save_version(self, digest: str, body: str) -> None:
         with self._lock:
@@ -1533,7 +1559,15 @@ class SqliteStore(ChainedStore):
             query += f" AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW})"
         with self._lock:
             rows = self._db.execute(query + " ORDER BY updated_at DESC", params).fetchall()
-        return [_thread_info(row, self.path) for row in rows]
+        return _listed(rows)[0]
+
+    def damaged_threads(self) -> list[DamagedRow]:
+        """The rows `threads` leaves out because they are damaged (`DamagedRow`)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_INFO_COLUMNS} FROM threads WHERE {_DAMAGED_SQLITE} ORDER BY num"
+            ).fetchall()
+        return _listed(rows)[1]
 
     def usage_records(self) -> dict[str, list[UsageRecord]]:
         """Every thread's `(kind, at, usage)` per event, in order, read by SQLite from the
@@ -1795,16 +1829,76 @@ def _thread_info(row: Sequence[Any], path: object) -> ThreadInfo:
     """A `threads` row as a `ThreadInfo`, or `StoreError` when a damaged file holds a value
     of the wrong kind (a NULL name, a text count) that would fail far from here."""
     info = ThreadInfo(*row)
-    texts = [info.id, info.agent, info.origin, info.status, info.step]
-    texts += [info.created_at, info.updated_at]
-    if (
-        not all(isinstance(v, str) for v in texts)
-        or not isinstance(info.seq, int)
-        or not isinstance(info.request, str | None)
-        or not isinstance(info.version, str | None)
-    ):
-        raise StoreError(f"{path} holds a damaged thread row ({info.id!r}); it cannot be listed")
+    problem = _damage(info)
+    if problem is not None:
+        raise StoreError(
+            f"{path} holds a damaged thread row {_row_id(info.id)} ({problem}); the thread"
+            f" cannot be read: {DAMAGED_ROWS_HELP}"
+        )
     return info
+
+
+def _listed(rows: Iterable[Sequence[Any]]) -> tuple[list[ThreadInfo], list[DamagedRow]]:
+    """`threads` rows as `ThreadInfo`s, in order, and the damaged ones apart: one damaged
+    row must not keep every other thread from being listed."""
+    found: list[ThreadInfo] = []
+    damaged: list[DamagedRow] = []
+    for row in rows:
+        info = ThreadInfo(*row)
+        problem = _damage(info)
+        if problem is None:
+            found.append(info)
+        else:
+            damaged.append(DamagedRow(_row_id(info.id), problem))
+    return found, damaged
+
+
+_TEXT_COLUMNS = ("id", "agent", "origin", "status", "step", "created_at", "updated_at")
+_OPTIONAL_COLUMNS = ("request", "version")  # text or NULL; `seq` is the one count
+
+
+def _damage(info: ThreadInfo) -> str | None:
+    """What is wrong with a row's values, column by column, or None when nothing is."""
+    wrong = [
+        f"{name} is {_kind(getattr(info, name))}, not text"
+        for name in _TEXT_COLUMNS
+        if not isinstance(getattr(info, name), str)
+    ]
+    if not isinstance(info.seq, int) or isinstance(info.seq, bool):
+        wrong.append(f"seq is {_kind(info.seq)}, not a whole number")
+    wrong += [
+        f"{name} is {_kind(getattr(info, name))}, not text or NULL"
+        for name in _OPTIONAL_COLUMNS
+        if not isinstance(getattr(info, name), str | None)
+    ]
+    return "; ".join(wrong) or None
+
+
+_DAMAGED_SQLITE = " OR ".join(
+    [f"typeof({name}) <> 'text'" for name in _TEXT_COLUMNS]
+    + ["typeof(seq) <> 'integer'"]
+    + [f"typeof({name}) NOT IN ('text', 'null')" for name in _OPTIONAL_COLUMNS]
+)
+"""The rows `_damage` finds fault with, picked by SQLite (whose `text` is Python's `str`,
+its `integer` an `int`): counting them at each scrape of /metrics reads no healthy row."""
+
+
+def _kind(value: object) -> str:
+    """A stored value's kind, as SQL names it."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "a BLOB"
+    if isinstance(value, float):
+        return "a real number"
+    if isinstance(value, int):
+        return "an integer"
+    return "text" if isinstance(value, str) else type(value).__name__
+
+
+def _row_id(value: object) -> str:
+    """A row's id as a listing names it: itself, or quoted when it is not text."""
+    return one_line(value) if isinstance(value, str) else repr(value)
 
 
 def _sealed_fields(

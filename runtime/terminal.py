@@ -5,10 +5,14 @@ Values in a thread (model output, tool results, a person's comment, an `ask`) re
 clears the screen, an OSC 8 sequence hides a link behind innocent text, `\\r` overwrites
 a line, and a bidi override reverses what the reader sees. `for_terminal` is the one
 place that neutralises them; every command's output and the log channel go through it.
+
+`visible` is its counterpart for text a person reads on another screen (the inbox's
+pages, Slack messages): it also shows the characters that hide text or take no space.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
@@ -38,3 +42,33 @@ def one_line(text: str) -> str:
     if "\n" in escaped or "\t" in escaped:
         escaped = escaped.replace("\n", "\\n").replace("\t", "\\t")
     return escaped
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines no value can drive or forge: a record's message (its arguments are values
+    from threads: an error's text, a receiver's answer) as `one_line`, so a line break in
+    a value cannot start a line that reads as a record of its own; a traceback keeps its
+    lines, each `for_terminal`."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return one_line(super().formatMessage(record))
+
+    def formatException(self, ei: logging._SysExcInfoType) -> str:
+        return for_terminal(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return for_terminal(super().formatStack(stack_info))
+
+
+_HIDDEN = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+    "\u2060-\u206f\ufeff\ufff9-\ufffb]"
+)
+"""Characters a reader would not see, or that reorder or hide the text after them
+(Unicode bidi controls: the "Trojan Source" trick). Tabs and line breaks stay."""
+
+
+def visible(text: str) -> str:
+    """`text` with every hidden or direction-changing character written as `\\uXXXX`
+    (what the inbox and Slack show: a tag `"\\u202e3.2.1v"` reads as "v1.2.3" raw)."""
+    return _HIDDEN.sub(lambda found: f"\\u{ord(found.group()):04x}", text)

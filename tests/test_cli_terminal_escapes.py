@@ -216,3 +216,33 @@ def test_run_prints_the_store_it_wrote_to_on_one_escaped_line(tmp_path: Path) ->
     assert_not_forged(ran.stdout)
     (line,) = [line for line in ran.stdout.splitlines() if line.startswith("  stored in ")]
     assert line.endswith(f"d\\u001b[2J\\n\\u000d{FORGED}/t.db")
+
+
+def test_the_server_s_log_lines_show_values_escaped_on_one_line() -> None:
+    # What `serve` and `worker` log may carry a value from a thread (an error's text, a
+    # receiver's answer): a bidi override in it reads "v1.2.3" for "\u202e3.2.1v", and a
+    # line break starts a line that reads as a record of its own.
+    import subprocess
+    import sys
+
+    script = (
+        "import logging\n"
+        "from twelvefold.commands.output import server_logging\n"
+        "server_logging()\n"
+        "log = logging.getLogger('twelvefold.server')\n"
+        "log.warning('tag %s', '\\u202e3.2.1v\\nERROR: twelvefold.server: forged\\x1b[2J')\n"
+        "try:\n"
+        "    raise ValueError('bad tag \\u202e3.2.1v')\n"
+        "except ValueError:\n"
+        "    log.exception('failed')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    lines = done.stderr.splitlines()
+    assert lines[0] == (
+        "WARNING: twelvefold.server: tag \\u202e3.2.1v\\nERROR: twelvefold.server: forged\\u001b[2J"
+    ), lines
+    assert lines[1] == "ERROR: twelvefold.server: failed"
+    assert lines[-1] == "ValueError: bad tag \\u202e3.2.1v", lines  # a traceback keeps its lines
+    assert "\u202e" not in done.stderr and ESC not in done.stderr

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,66 @@ def test_launch_pause_approve_finish_over_http(
         assert streamed == logged
         assert [e["event"] for e in first + rest if "id" in e] == [e["kind"] for e in logged]
     assert len(ledger(setup)) == 1
+
+
+def paused_at_the_deploy(
+    setup: dict[str, Any], server: ServeProcess, bob: httpx.Client, ana: httpx.Client
+) -> dict[str, Any]:
+    """A thread bob launched and ana approved, its deploy started and held at the gate:
+    its next events are appended once the gate opens."""
+    launched = json_of(bob.post("/v1/agents/deploybot/threads", json={"input": "deploy"}), 202)
+    thread = launched["thread_id"]
+    wait_for(lambda: bob.get(f"/v1/threads/{thread}").json()["status"] == "waiting", "the pause")
+    view = json_of(bob.get(f"/v1/threads/{thread}"))
+    decided = ana.post(
+        f"/v1/threads/{thread}/decisions", json={"request": view["request"], "decision": "approve"}
+    )
+    assert decided.status_code == 200, decided.text
+    wait_for(lambda: bool(started_deploys(setup["gate"])), "the deploy to start")
+    return json_of(bob.get(f"/v1/threads/{thread}"))
+
+
+@pytest.mark.parametrize("taken", ["token revoked", "no longer a reader"])
+def test_an_open_stream_ends_once_its_caller_may_no_longer_read(
+    setup: dict[str, Any], servers: list[ServeProcess], taken: str
+) -> None:
+    # The docs say a revoked token stops working at once: a stream opened before the
+    # revoke went on sending every event after it (rt13). So did one whose person was
+    # taken out of `readers`.
+    server = serve(setup, servers)
+    dave = make_token(setup["db"], "dave")
+    with server.client(setup["bob"]) as bob, server.client(setup["ana"]) as ana:
+        view = paused_at_the_deploy(setup, server, bob, ana)
+        thread, seen = view["thread_id"], view["events"]
+        with (
+            server.client(dave) as client,
+            client.stream(
+                "GET", f"/v1/threads/{thread}/stream", headers={"Last-Event-ID": str(seen)}
+            ) as response,
+        ):
+            assert response.status_code == 200  # open: dave may read it now
+            if taken == "token revoked":
+                subprocess.run(
+                    [sys.executable, "-m", "twelvefold", "token", "revoke", dave,
+                     "--db", str(setup["db"])],
+                    check=True, capture_output=True,
+                )  # fmt: skip
+            else:
+                config = setup["project"] / "twelvefold.toml"
+                edited = config.with_suffix(".new")  # saved in one rename, as the docs ask
+                readers = '\n[server]\nreaders = ["release-managers"]\n'
+                edited.write_text(config.read_text() + readers)
+                edited.replace(config)
+            setup["gate"].touch()  # the deploy ends: the thread appends its next events
+            received = sse_events(response)
+        wait_for(lambda: ana.get(f"/v1/threads/{thread}").json()["status"] == "finished", "the end")
+        done = json_of(ana.get(f"/v1/threads/{thread}"))
+    assert done["events"] > seen, done  # there were events to send
+    assert [e for e in received if "id" in e] == []  # not one event after it was taken
+    assert [e["event"] for e in received] == ["error"], received
+    said = json.loads(received[0]["data"])
+    status, words = (401, "revoked") if taken == "token revoked" else (404, "no thread")
+    assert said["status"] == status and words in said["detail"], said
 
 
 def test_a_new_server_finishes_every_thread_after_kill_9(

@@ -15,7 +15,9 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,7 +28,9 @@ from slack_sdk.signature import SignatureVerifier
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.server import DEPLOY_CONFIG, Served, deploy_project, served
 from tests.support.slack_server import ScriptedSlack, block_problems
+from tests.test_server_api import assert_problem
 from twelvefold.runtime.notify import Notice
+from twelvefold.runtime.types import Rejected
 from twelvefold.server.service import Caller
 from twelvefold.server.slack import (
     APPROVE,
@@ -34,7 +38,9 @@ from twelvefold.server.slack import (
     REJECT,
     BadSignature,
     SlackApp,
+    decided_line,
     request_message,
+    settled_text,
     verify,
 )
 
@@ -463,6 +469,8 @@ async def test_launches_from_slack_are_refused_plainly(
     cases = [
         ("U0EVE", "deploybot hi", "not mapped"),
         ("U0BOB", "<!channel> *boom*", "no agent `&lt;!channel&gt;` here"),
+        # A key given twice: readers disagree on which value counts, so neither is launched.
+        ("U0BOB", 'deploybot {"tag": "v1", "tag": "v2"}', "key ˋtagˋ is given twice"),
     ]
     for user, text, words in cases:
         body = form(command="/twelvefold", text=text, user_id=user, channel_id="C0TEAM")
@@ -481,6 +489,10 @@ async def test_signed_but_malformed_requests_are_4xx_or_ignored_never_a_500(
 ) -> None:
     view = await paused(s)
     deep = "[" * 20_000 + "]" * 20_000  # deeper than Python's recursion limit
+    repeating = [  # a key given twice: readers disagree on which one counts
+        b'{"type": "event_callback", "type": "url_verification", "challenge": "c"}',
+        form(payload='{"type": "view_submission", "type": "block_actions"}'),
+    ]
     bodies = [
         (form(payload=deep), "form"),
         (form(payload="not json"), "form"),
@@ -497,6 +509,8 @@ async def test_signed_but_malformed_requests_are_4xx_or_ignored_never_a_500(
         (deep.encode(), "json"),
         (b"[]", "json"),
         (json.dumps({"type": "event_callback", "event": {"text": 5}}).encode(), "json"),
+        (repeating[0], "json"),
+        (repeating[1], "form"),
     ]  # fmt: skip
     for body, kind in bodies:
         content_type = "application/json" if kind == "json" else "application/x-www-form-urlencoded"
@@ -504,6 +518,8 @@ async def test_signed_but_malformed_requests_are_4xx_or_ignored_never_a_500(
         assert response.status_code in (200, 400), (body[:80], response.text)
         if response.status_code == 400:
             assert response.headers["content-type"] == "application/problem+json"
+        if body in repeating:
+            assert_problem(response, 400, "`type` is given twice")
     still = await s.service.view(Caller("ana", "http"), view["thread_id"])
     assert still.status == "waiting" and still.request == view["request"]
     # Nor did the work done in the background after answering Slack break on them.
@@ -545,6 +561,56 @@ def test_hostile_values_are_escaped_and_kept_within_block_kit_limits() -> None:
     # An `ask` that renders empty still makes a message Slack takes.
     blank = request_message(Notice("t-2", "a", "s", "human", "  ", None, request="r-2"))
     assert block_problems(blank["blocks"]) == []
+
+
+def test_hidden_and_direction_changing_characters_are_shown_as_escapes_in_slack() -> None:
+    # A model's output `tag: "\u202e3.2.1v"` reads "v1.2.3" when shown raw; the inbox
+    # and the log show `\u202e`, and so must every text Slack is sent (rt13).
+    hidden = "\u202e\u2066\u2069\u200b\u00ad\ufeff\x1b"
+    notice = Notice(
+        thread_id="t-1",
+        agent="deploybot",
+        step="approve_deploy",
+        kind="approval",
+        text="Deploy \u202e3.2.1v to production? \u2066@channel\u2069",
+        value={"tag": "\u202e3.2.1v", "env": f"prod{hidden}"},
+        approvers=("ana\u200b",),
+        request="r-1",
+    )
+    message = request_message(notice)
+    assert block_problems(message["blocks"]) == []
+    texts = [message["text"], *_texts(message["blocks"])]
+    settled = SimpleNamespace(id="t-1", agent="deploybot", status="finished",
+                              output={"tag": "\u202e3.2.1v"}, error=None)  # fmt: skip
+    texts.append(settled_text(settled))  # type: ignore[arg-type]
+    texts.append(
+        decided_line(
+            Rejected(step="approve_deploy", request="r-1", comment="\u202enot this one", by="ana"),
+            "r-1",
+        )
+    )
+    for text in texts:
+        assert not set(hidden) & set(text), ascii(text)
+    header = message["blocks"][0]["text"]["text"]
+    assert header.startswith("Deploy \\u202e3.2.1v to production?"), header
+    assert "\\u202e3.2.1v" in message["blocks"][1]["text"]["text"]
+    assert "\\u202e3.2.1v" in texts[-2] and "\\u202enot this one" in texts[-1]
+    # A header cut to Slack's 150 characters never ends in part of an escape.
+    cut = request_message(replace(notice, text="x" * 147 + "\u202e"))["blocks"][0]["text"]
+    assert cut["text"] == "x" * 147
+    # Slack's own escaping is kept: `@channel` still mentions nobody (its word joiner
+    # is ours, after the escaping of the text's own).
+    assert "@\u2060channel" in message["blocks"][1]["text"]["text"]
+
+
+def _texts(value: Any) -> list[str]:
+    """Every `text` string inside Block Kit blocks."""
+    if isinstance(value, list):
+        return [t for item in value for t in _texts(item)]
+    if isinstance(value, dict):
+        own = [value["text"]] if isinstance(value.get("text"), str) else []
+        return own + [t for key, item in value.items() if key != "text" for t in _texts(item)]
+    return []
 
 
 async def test_a_replayed_signed_request_is_refused_and_launches_nothing(

@@ -3,19 +3,48 @@ a control sequence in one must not drive the user's terminal (runtime/terminal.p
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import unicodedata
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from twelvefold.runtime.terminal import for_terminal, one_line
+from twelvefold.runtime.terminal import EscapingFormatter, for_terminal, one_line
+
+if TYPE_CHECKING:
+    from twelvefold.runtime.pgstore import PostgresStore
+    from twelvefold.runtime.store import SqliteStore, StoreLocation
 
 
 def echo(text: str, *, err: bool = False) -> None:
     click.echo(for_terminal(text), err=err)
+
+
+def server_logging() -> None:
+    """The log of `serve` and `worker` on stderr, from INFO, each line escaped
+    (`EscapingFormatter`: a value in a record cannot drive the terminal or forge a line)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(levelname)s: %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def damaged_rows(store: SqliteStore | PostgresStore) -> list[str]:
+    """What a listing says of each damaged `threads` row of `store` (runtime/store.py,
+    `DamagedRow`), to be printed with `flag_damaged` once the listing is out."""
+    return [row.said for row in store.damaged_threads()]
+
+
+def flag_damaged(db: StoreLocation, said: list[str]) -> None:
+    """After a listing that left damaged rows out: an error line for each, exit 1 (the
+    listing is not whole)."""
+    if not said:
+        return
+    for line in said:
+        error(f"{db} holds a {line}")
+    sys.exit(1)
 
 
 def errors(problem: Exception) -> None:

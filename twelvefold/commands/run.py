@@ -37,7 +37,7 @@ from twelvefold.commands.options import (
     existing_folders,
     removed_if_refused,
 )
-from twelvefold.commands.output import echo, table
+from twelvefold.commands.output import damaged_rows, echo, flag_damaged, table
 from twelvefold.commands.report import CommandError
 from twelvefold.runtime.api import (
     Expiry,
@@ -838,8 +838,16 @@ def threads(status: str | None, db: StoreLocation, as_json: bool) -> None:
     try:
         found = store.threads(status)  # type: ignore[arg-type]
         spent = with_children(by_thread(store.usage_records()), store.child_links())
+        damaged = damaged_rows(store)  # left out of `found`; said last, exit 1
     finally:
         store.close()
+    _list_threads(db, found, spent, as_json)
+    flag_damaged(db, damaged)
+
+
+def _list_threads(
+    db: StoreLocation, found: list[ThreadInfo], spent: dict[str, Totals], as_json: bool
+) -> None:
     parked = _needing_a_person(db, found)
     if as_json:
         listed = [_info_json(i, spent.get(i.id, Totals())) for i in found]

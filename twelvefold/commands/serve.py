@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import signal
 import socket
@@ -26,7 +25,7 @@ from twelvefold.commands.options import (
     store_check,
     store_given,
 )
-from twelvefold.commands.output import echo, error, errors
+from twelvefold.commands.output import echo, error, errors, server_logging
 from twelvefold.commands.report import (
     EXIT_INTERRUPTED,
     CommandError,
@@ -111,7 +110,7 @@ def serve(
         sys.exit(1)
     if public_url is not None:
         os.environ["TWELVEFOLD_PUBLIC_URL"] = public_url  # read with the configuration
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    server_logging()
     _check_agents(places, prompts)
     # Before the store is opened: a port that is taken leaves no store behind.
     listeners = listening(host, port)

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from twelvefold.commands.options import DB
-from twelvefold.commands.output import echo
+from twelvefold.commands.output import damaged_rows, echo, flag_damaged
 from twelvefold.commands.run import JSON
 from twelvefold.runtime.api import shown
 from twelvefold.runtime.store import StoreLocation, ThreadInfo, open_store
@@ -57,8 +57,14 @@ def stats(db: StoreLocation, as_json: bool) -> None:
     store = open_store(db, create=False)
     try:
         per_agent = gather(store.threads(), by_thread(store.usage_records(), own=True))
+        damaged = damaged_rows(store)  # not counted; said last, exit 1
     finally:
         store.close()
+    _print_stats(db, per_agent, as_json)
+    flag_damaged(db, damaged)
+
+
+def _print_stats(db: StoreLocation, per_agent: dict[str, AgentStats], as_json: bool) -> None:
     if as_json:
         echo(json.dumps({name: s.to_json() for name, s in per_agent.items()}))
         return

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from twelvefold.commands.options import PLACE_HINT, PROMPTS, PathText, background_options
-from twelvefold.commands.output import echo, error, errors
+from twelvefold.commands.output import echo, error, errors, server_logging
 from twelvefold.commands.report import (
     EXIT_INTERRUPTED,
     Stage,
@@ -111,7 +111,7 @@ def worker(
     except ImportError as exc:  # pragma: no cover - both are core dependencies
         echo(f"error: `twelvefold worker` needs {exc.name}: pip install twelvefold", err=True)
         sys.exit(1)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    server_logging()
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
     from twelvefold.runtime.eventloop import collect_less_often, new_event_loop
 

@@ -8,6 +8,7 @@ they are. A thread is shown as `ThreadOut`, the JSON of `twelvefold run --json`.
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations, and
 # `Who` is local to `router`.
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -18,8 +19,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from twelvefold.runtime.api import ThreadView
-from twelvefold.runtime.store import ThreadInfo
+from twelvefold.runtime.store import DAMAGED_ROWS_HELP, DamagedRow, ThreadInfo
 from twelvefold.runtime.usage import Totals
+from twelvefold.server.bodies import StrictJSONRoute
 from twelvefold.server.problems import described_pattern
 from twelvefold.server.replies import replies
 from twelvefold.server.service import (
@@ -27,6 +29,7 @@ from twelvefold.server.service import (
     Caller,
     Forbidden,
     Service,
+    ServiceError,
     TooManyAttempts,
     Unauthorized,
 )
@@ -112,7 +115,8 @@ class ThreadSummary(BaseModel):
     agent: str
     status: str = Field(
         description="One of running, waiting, finished, failed, cancelled; a row this version"
-        " does not know (written by a newer version, or damaged) shows its status as stored."
+        " does not know (written by a newer version, or damaged) shows its status as stored;"
+        ' "damaged" for a row that cannot be read at all (see `damaged`).'
     )
     step: str
     events: int
@@ -120,6 +124,13 @@ class ThreadSummary(BaseModel):
     created_at: str
     updated_at: str
     usage: UsageOut
+    damaged: str | None = Field(
+        default=None,
+        description="Set on a row of the store that cannot be read (a value of the wrong kind"
+        " in a column, written outside twelvefold): what is wrong, and where to read what to"
+        ' do. Such a row has status "damaged" and empty fields; it is listed only without'
+        " `status` and `agent`, to callers who may read every served agent.",
+    )
 
     @classmethod
     def of(cls, info: ThreadInfo, usage: Totals) -> "ThreadSummary":
@@ -134,6 +145,14 @@ class ThreadSummary(BaseModel):
             updated_at=info.updated_at,
             usage=UsageOut.of(usage),
         )
+
+    @classmethod
+    def of_damaged(cls, row: DamagedRow) -> "ThreadSummary":
+        return cls(
+            thread_id=row.id, agent="", status="damaged", step="", events=0, request=None,
+            created_at="", updated_at="", usage=UsageOut.of(Totals()),
+            damaged=f"{row.problem}: {DAMAGED_ROWS_HELP}",
+        )  # fmt: skip
 
 
 class EventOut(BaseModel):
@@ -271,7 +290,8 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         return Caller(found.person, "http", f"token {found.id}")
 
     Who = Annotated[Caller, Depends(caller)]
-    api = APIRouter(responses=ERRORS)
+    # Every JSON body is read by bodies.loads: a key given twice is a 422.
+    api = APIRouter(responses=ERRORS, route_class=StrictJSONRoute)
 
     @api.get("/healthz", tags=["server"])
     async def healthz() -> Health:
@@ -323,10 +343,15 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         status: StatusName | None = None,
         agent: Annotated[str | None, Query(max_length=200)] = None,
     ) -> list[ThreadSummary]:
-        """The threads the caller may read, most recently updated first."""
+        """The threads the caller may read, most recently updated first; without
+        `status` and `agent`, then the store's damaged rows (`damaged`), to a caller who
+        may read every served agent."""
         found = await service.threads(who, status=status, agent=agent)
         spent = await service.usage() if found else {}
-        return [ThreadSummary.of(info, spent.get(info.id, Totals())) for info in found]
+        listed = [ThreadSummary.of(info, spent.get(info.id, Totals())) for info in found]
+        if status is None and agent is None:
+            listed += [ThreadSummary.of_damaged(row) for row in await service.damaged(who)]
+        return listed
 
     @api.get("/v1/threads/{thread_id}", tags=["threads"])
     async def view(who: Who, thread_id: ThreadId) -> ThreadOut:
@@ -356,6 +381,7 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
     )
     async def stream(
         who: Who,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         thread_id: ThreadId,
         request: Request,
         last_event_id: Annotated[str | None, Header(max_length=20)] = None,
@@ -363,7 +389,9 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
     ) -> StreamingResponse:
         """Server-sent events: each event (`id` = its seq, `event` = its kind, `data` =
         its JSON) as it is appended; resumes after `Last-Event-ID` (or `after`); ends,
-        with an `end` event carrying the thread view, once the thread pauses or ends."""
+        with an `end` event carrying the thread view, once the thread pauses or ends.
+        Ends early, with an `error` event carrying a problem document, once the caller
+        may no longer read the thread (the token revoked, `readers` changed)."""
         if last_event_id is not None:
             if not last_event_id.strip().isdigit():
                 raise BadInput("Last-Event-ID is the number of the last event received")
@@ -371,12 +399,30 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         view = await service.view(who, thread_id)  # 404/403 before the stream opens
         agent = service.agents[view.agent]
 
+        async def token_live() -> None:
+            """Unauthorized once the token the stream was opened with is revoked."""
+            if tokens is None or credentials is None:  # --insecure-local: no tokens
+                return
+            if await asyncio.to_thread(tokens.identify, credentials.credentials) is None:
+                raise Unauthorized("this token is not valid (unknown, or revoked)")
+
         async def sent() -> AsyncIterator[str]:
-            async for seq, event in service.follow(who, thread_id, after=after):
-                encoded = agent.codec.encode_event(event, redact=True)  # secrets hidden
-                data = json.dumps({"seq": seq, **encoded})
-                yield f"id: {seq}\nevent: {encoded['kind']}\ndata: {data}\n\n"
-            final = await service.view(who, thread_id)
+            try:
+                async for seq, event in service.follow(
+                    who, thread_id, after=after, still_allowed=token_live
+                ):
+                    encoded = agent.codec.encode_event(event, redact=True)  # secrets hidden
+                    data = json.dumps({"seq": seq, **encoded})
+                    yield f"id: {seq}\nevent: {encoded['kind']}\ndata: {data}\n\n"
+                await token_live()
+                final = await service.view(who, thread_id)
+            except ServiceError as refused:  # the answer has begun: said as an event
+                said = Problem(
+                    type="about:blank", title=refused.title, status=refused.status,
+                    detail=refused.detail,
+                )  # fmt: skip
+                yield f"event: error\ndata: {said.model_dump_json()}\n\n"
+                return
             yield f"event: end\ndata: {json.dumps(ThreadOut.of(final).model_dump())}\n\n"
 
         return StreamingResponse(

@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import re
 import secrets
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.loop import Agent
 from twelvefold.runtime.redact import shown_value
 from twelvefold.runtime.templates import sandboxed
+from twelvefold.runtime.terminal import visible
 from twelvefold.runtime.types import KIND_OF_EVENT, Event
 from twelvefold.runtime.usage import usage_text
 
@@ -105,19 +105,6 @@ DECIDED = {
 
 
 # ---- what the templates show (computed here; templates only lay it out) ---------------
-
-
-_HIDDEN = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
-    "\u2060-\u206f\ufeff\ufff9-\ufffb]"
-)
-"""Characters a reader would not see, or that reorder or hide the text after them
-(Unicode bidi controls: the "Trojan Source" trick). Tabs and line breaks stay."""
-
-
-def visible(text: str) -> str:
-    """`text` with every hidden or direction-changing character written as `\\uXXXX`."""
-    return _HIDDEN.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def pretty(value: Any) -> str:

@@ -38,7 +38,14 @@ from twelvefold.runtime.config import ConfigError, find_config, toml_text
 from twelvefold.runtime.store import ThreadInfo
 from twelvefold.runtime.types import Status
 from twelvefold.server.counters import ProcessMetrics
-from twelvefold.server.service import Caller, Forbidden, Service, Unauthorized, Unavailable
+from twelvefold.server.service import (
+    Caller,
+    Forbidden,
+    Service,
+    Unauthorized,
+    Unavailable,
+    translated,
+)
 from twelvefold.server.tokens import TokenStore
 
 log = logging.getLogger("twelvefold.server")
@@ -58,8 +65,11 @@ class Metrics(ProcessMetrics):
         self.registry.register(self.store)
 
     async def exposition(self) -> bytes:
-        """The text format, with the store's threads read now."""
-        self.store.infos = await self.service.runtime.threads()
+        """The text format, with the store's threads read now. `Unavailable` (a 503, one
+        line) when the store cannot be read; a damaged row is counted apart, never that."""
+        with translated():
+            self.store.infos = await self.service.runtime.threads()
+            self.store.damaged = len(await self.service.runtime.damaged_threads())
         return generate_latest(self.registry)
 
 
@@ -70,6 +80,7 @@ class _StoreCollector(Collector):
     def __init__(self, service: Service) -> None:
         self.service = service
         self.infos: list[ThreadInfo] = []
+        self.damaged = 0
 
     def describe(self) -> Iterable[Metric]:
         return []  # collected afresh each time; nothing to check at registration
@@ -92,6 +103,13 @@ class _StoreCollector(Collector):
         for agent, seconds in sorted(_oldest_waits(self.infos, datetime.now(UTC)).items()):
             oldest.add_metric([agent], seconds)
         yield oldest
+        yield GaugeMetricFamily(
+            "twelvefold_damaged_thread_rows",
+            "Rows of the store's threads table that cannot be read (a value of the wrong kind"
+            " in a column, written outside twelvefold): left out of the counts above;"
+            " `twelvefold threads` names them.",
+            value=self.damaged,
+        )
         runner = self.service.runner
         yield GaugeMetricFamily(
             "twelvefold_runs_in_flight",

@@ -1,9 +1,9 @@
 """Errors as RFC 9457 problem details: every error the server answers, whether the
 service refused a call, FastAPI rejected a body, or no route matched, is an
 `application/problem+json` document `{"type", "title", "status", "detail"}` (plus
-`errors` for a body that does not validate). Nothing of a traceback is ever sent: an
-unexpected exception is logged and answered as a bare 500 problem (the tests assert
-none occurs).
+`errors` for a body that does not validate, or that gives a key twice: bodies.py).
+Nothing of a traceback is ever sent: an unexpected exception is logged and answered as a
+bare 500 problem (the tests assert none occurs).
 
 `BodyLimit` refuses request bodies over `MAX_BODY_BYTES` (413) before they are read in
 full, whether or not they declare a Content-Length."""
@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from twelvefold.server.bodies import RepeatedKey
 from twelvefold.server.service import ServiceError, TooManyAttempts
 
 log = logging.getLogger("twelvefold.server")
@@ -99,6 +100,12 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             detail = "no such path (the API lives under /v1; see /openapi.json)"
         return problem(exc.status_code, detail, headers=dict(exc.headers or {}) or None)
+
+    @app.exception_handler(RepeatedKey)
+    async def repeated(request: Request, exc: RepeatedKey) -> JSONResponse:
+        loc = ["body", *exc.where, exc.key]
+        detail = f"{'.'.join(loc)}: {exc.message}"
+        return problem(422, detail, errors=[{"loc": loc, "msg": exc.message}])
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

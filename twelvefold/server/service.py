@@ -60,6 +60,7 @@ from twelvefold.runtime.loading import AgentLoadError, require_templates
 from twelvefold.runtime.loop import Agent, Thread, retry_due
 from twelvefold.runtime.store import (
     Conflict,
+    DamagedRow,
     SqliteStore,
     StoreError,
     ThreadInfo,
@@ -486,7 +487,7 @@ class Service:
             )
         if self.stopping:
             raise Unavailable("the server is shutting down; launch again in a moment")
-        with _translated():
+        with translated():
             view = await self.runtime.launch(served, input, thread_id=thread_id, run=False)
 
         def recorded(thread_id: str) -> None:
@@ -534,14 +535,14 @@ class Service:
 
     async def view(self, caller: Caller, thread_id: str) -> ThreadView:
         agent = await self._readable(caller, thread_id)
-        with _translated():
+        with translated():
             return await self.runtime.get(thread_id, agent=agent)
 
     async def threads(
         self, caller: Caller, *, status: Status | None = None, agent: str | None = None
     ) -> list[ThreadInfo]:
         """The threads of the served agents the caller may read, most recent first."""
-        with _translated():
+        with translated():
             found = await self.runtime.threads(status)
         readable = {name for name in self.agents if self._may_read(caller, self.agents[name])}
         return [
@@ -549,6 +550,15 @@ class Service:
             for info in found
             if info.agent in readable and (agent is None or info.agent == agent)
         ]
+
+    async def damaged(self, caller: Caller) -> list[DamagedRow]:
+        """The store's damaged thread rows (`DamagedRow`: `threads` leaves them out), for
+        a caller who may read every served agent's threads: what a damaged row holds
+        cannot say whose it is. Nothing for anyone else."""
+        if not all(self._may_read(caller, agent) for agent in self.agents.values()):
+            return []
+        with translated():
+            return await self.runtime.damaged_threads()
 
     async def usage(self) -> dict[str, Totals]:
         """Each thread's totals by id, its sub-agents' threads added (as `twelvefold
@@ -565,22 +575,32 @@ class Service:
         def read() -> dict[str, Totals]:
             return children_added(by_thread(records()), links())
 
-        with _translated():
+        with translated():
             return await off_the_loop(read)
 
     async def events(self, caller: Caller, thread_id: str, *, after: int = 0) -> list[Event]:
         """The thread's events after the first `after`."""
         agent = await self._readable(caller, thread_id)
-        with _translated():
+        with translated():
             events = await self.runtime.events(thread_id, agent=agent)
         return events[max(0, after) :]
 
     async def follow(
-        self, caller: Caller, thread_id: str, *, after: int = 0
+        self,
+        caller: Caller,
+        thread_id: str,
+        *,
+        after: int = 0,
+        still_allowed: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[tuple[int, Event]]:
         """Each event after the first `after` as `(seq, event)` (seq counts from 1), as it
         is appended; ends once the thread is not running and this server is not running
-        it. Raises the same errors as `events` before the first event."""
+        it. Raises the same errors as `events` before the first event.
+
+        Whether the caller may still read the thread is asked again each time it looks
+        (`readers` may have changed), and so is `still_allowed` (the API's: is the token
+        still live?): before any event is sent, the `ServiceError` that says why not ends
+        the iteration, so a revoked token or a reader taken out reads nothing more."""
         agent = await self._readable(caller, thread_id)
         seen = max(0, after)
         changed = self._changed.setdefault(thread_id, asyncio.Event())
@@ -589,8 +609,11 @@ class Service:
             while True:
                 changed.clear()
                 active = thread_id in self._tasks
-                with _translated():
+                with translated():
                     thread = await self.runtime.engine.load(agent, thread_id)
+                await self._readable(caller, thread_id)
+                if still_allowed is not None:
+                    await still_allowed()
                 for seq, event in enumerate(thread.events[seen:], start=seen + 1):
                     yield seq, event
                 seen = max(seen, len(thread.events))
@@ -619,7 +642,7 @@ class Service:
         is not the pending request, `Forbidden` when the caller may not decide it,
         `BadInput` for a decision of the wrong kind, `Busy` while a process advances it."""
         agent = await self._readable(caller, thread_id)
-        with _translated():
+        with translated():
             current = await self.runtime.get(thread_id, agent=agent)
         if current.request != request:
             place = not_reached(request, current.seq)
@@ -633,7 +656,7 @@ class Service:
         if decision != "answer" and answer is not None:
             raise BadInput("`answer` goes only with decision `answer`")
         await self._check_decider(caller, current, approving=decision != "reject")
-        with _translated(), self._run_on_timeout(thread_id), warnings.catch_warnings():
+        with translated(), self._run_on_timeout(thread_id), warnings.catch_warnings():
             warnings.simplefilter("ignore", UnenforcedApprovers)  # refused above
             view = await self.runtime.resume(
                 thread_id,
@@ -668,11 +691,11 @@ class Service:
         (409) for a `request` that is not pending, `Busy` while a process advances it. A
         duplicate `idempotency_key` is dropped: the view as it stands, nothing recorded."""
         agent = await self._readable(caller, thread_id)
-        with _translated():
+        with translated():
             current = await self.runtime.get(thread_id, agent=agent)
         if current.waiting_for == "event":
             await self._check_decider(caller, current, approving=False)
-        with _translated(), self._run_on_timeout(thread_id):
+        with translated(), self._run_on_timeout(thread_id):
             view = await self.runtime.send(
                 thread_id, type, value, request=request, idempotency_key=idempotency_key,
                 by=caller.person, via=caller.recorded_via, agent=agent, run=False,
@@ -694,7 +717,7 @@ class Service:
     async def retry(self, caller: Caller, thread_id: str, *, reuse_key: bool = False) -> ThreadView:
         """Record a retry of a failed thread and run it in the background."""
         agent = await self._operable(caller, thread_id)
-        with _translated():
+        with translated():
             view = await self.runtime.retry(
                 thread_id, by=caller.person, reuse_key=reuse_key, agent=agent, run=False
             )
@@ -706,7 +729,7 @@ class Service:
         four-eyes rule). It does not run, now or after a restart: it waits for its own
         request, or, made between steps, is held (`failed`, `ForkHeld`) until retried."""
         agent = await self._operable(caller, thread_id)
-        with _translated():
+        with translated():
             fork_id = await self.runtime.fork(thread_id, at, agent=agent)
             # Its parent is in its log (`Forked`), as for a fork made anywhere else.
             await off_the_loop(self.launches.record, fork_id, caller)
@@ -716,7 +739,7 @@ class Service:
         agent = await self._operable(caller, thread_id)
         stopped = await self._stop_turn_wait(thread_id)
         try:
-            with _translated():
+            with translated():
                 view = await self.runtime.cancel(
                     thread_id, reason=reason, by=caller.person, via=caller.recorded_via,
                     agent=agent,
@@ -847,7 +870,7 @@ class Service:
     async def _readable(self, caller: Caller, thread_id: str) -> Agent:
         """The served agent of a thread the caller may read; `NotFound` otherwise (a
         thread of another agent, or one the caller may not read, is not shown)."""
-        with _translated():
+        with translated():
             info = await self.runtime.info(thread_id)
         agent = self.agents.get(info.agent)
         if agent is None or not self._may_read(caller, agent):
@@ -859,7 +882,7 @@ class Service:
         policy = Policy.at(_folder(agent))
         if policy.may_operate(caller.person):
             return agent
-        with _translated():
+        with translated():
             view = await self.runtime.get(thread_id, agent=agent)
         if view.request is not None and await self.may_decide(caller, view):
             return agent
@@ -1136,8 +1159,9 @@ def _seconds_until(until: str) -> float:
 
 
 @contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """The runtime's errors as the service's (each one line for a person)."""
+def translated() -> Iterator[None]:
+    """The runtime's errors as the service's (each one line for a person); also for the
+    routes outside the service that read the store (/metrics)."""
     try:
         yield
     except ServiceError:

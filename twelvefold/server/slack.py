@@ -73,6 +73,7 @@ from twelvefold.runtime.types import (
     Event,
     Rejected,
 )
+from twelvefold.server.bodies import RepeatedKey, loads
 from twelvefold.server.problems import problem
 from twelvefold.server.replies import Replies, replies
 from twelvefold.server.service import Caller, ServeError, Service, ServiceError
@@ -571,9 +572,11 @@ class SlackApp:
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items() if v}
         if "payload" in form:
             try:
-                payload = json.loads(form["payload"])
+                payload = loads(form["payload"])
             except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
                 return problem(400, "the interaction payload is not JSON")
+            except RepeatedKey as exc:
+                return problem(400, f"the interaction payload: {exc.message}")
             if not isinstance(payload, dict):
                 return problem(400, "the interaction payload is not an object")
             return await self._interaction(payload)
@@ -639,8 +642,8 @@ class SlackApp:
             return problem(400, "the submission has no view")
         action = _text(view.get("callback_id"))
         try:
-            metadata = json.loads(_text(view.get("private_metadata")) or "{}")
-        except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
+            metadata = loads(_text(view.get("private_metadata")) or "{}")
+        except (ValueError, RecursionError, RepeatedKey):  # not JSON (as we wrote it)
             metadata = {}
         target = _request_of(_text(metadata.get("v")) if isinstance(metadata, dict) else "")
         if target is None or action not in (REJECT, ANSWER):
@@ -726,9 +729,11 @@ class SlackApp:
 
     async def _event(self, request: Request, body: bytes) -> Response:
         try:
-            data = json.loads(body)
+            data = loads(body)
         except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
             return problem(400, "the event is not JSON")
+        except RepeatedKey as exc:
+            return problem(400, f"the event: {exc.message}")
         if not isinstance(data, dict):
             return problem(400, "the event is not an object")
         if data.get("type") == "url_verification":
@@ -766,6 +771,9 @@ class SlackApp:
         caller = Caller(person, "slack", f"slack user {user}")
         try:
             view = await self.service.launch(caller, agent_name, _input(given))
+        except RepeatedKey as exc:
+            await self._tell(channel, user, f"Invalid input: {slack_text(exc.message)}")
+            return
         except ServiceError as exc:
             await self._tell(channel, user, f"{exc.title}: {slack_text(exc.detail)}")
             return
@@ -817,8 +825,8 @@ async def _logged(work: Any) -> None:
 
 def _request_of(value: str) -> tuple[str, str] | None:
     try:
-        data = json.loads(value)
-    except (ValueError, RecursionError):
+        data = loads(value)
+    except (ValueError, RecursionError, RepeatedKey):  # not a value we wrote
         return None
     if not isinstance(data, dict):
         return None
@@ -847,10 +855,11 @@ def _unescape(text: str) -> str:
 
 
 def _input(given: str) -> Any:
-    """A launch's input: a JSON object or array when the text is one, else the text."""
+    """A launch's input: a JSON object or array when the text is one, else the text.
+    RepeatedKey for an object that gives a key twice (bodies.py)."""
     if given.startswith(("{", "[")):
         try:
-            return json.loads(given)
+            return loads(given)
         except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
             pass
     return given
