@@ -217,9 +217,7 @@ def test_an_answer_is_text_and_nothing_else_becomes_text(
 
 
 @pytest.mark.parametrize("i", [1.0, "1", True], ids=["a float", "a string", "a boolean"])
-def test_a_schedules_input_of_another_type_stops_the_server_at_start(
-    project: Path, i: Any
-) -> None:
+def test_a_schedules_input_of_another_type_stops_the_server_at_start(project: Path, i: Any) -> None:
     from twelvefold.server.schedules import ServeError, parse_schedules
 
     with runtime(project) as rt:
