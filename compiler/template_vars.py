@@ -8,8 +8,9 @@ itself, as a path (`commit.sha`) with the line it is on. Names the template bind
 bound nowhere in the template, so a loop variable that shadows a field is never
 mistaken for it.
 
-It also lists what the sandbox would refuse at run time whatever the value
-(`unsafe`: an attribute starting with `_`, runtime/templates.py), and every template
+It also lists every step to a name that starts with `_` (`steps`), which the sandbox
+refuses at run time (runtime/templates.py) unless a record answers it with its field of
+that name (`first_refusals`, given the program's field names), and every template
 the file loads (`{% include %}`, `{% extends %}`, `{% import %}`), so the checker can
 follow them: a load whose name is not a literal string has `name` None.
 """
@@ -21,11 +22,13 @@ import string
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
+from typing import Literal
 
 from jinja2 import Environment, TemplateSyntaxError
 from jinja2 import nodes as j
 from jinja2.parser import Parser
 
+from twelvefold.runtime.context import record_attribute
 from twelvefold.runtime.templates import (
     NESTED_TOO_DEEPLY,
     sandboxed,
@@ -43,6 +46,26 @@ class VariableUse:
     """`("commit", "sha")` for `{{ commit.sha }}`; only literal attribute and key steps."""
     line: int
     """Line inside the template, starting at 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnsafeStep:
+    """A step to a name that starts with `_`, which the sandbox refuses on any value that
+    has an attribute of that name (runtime/templates.py `unsafe_attribute`)."""
+
+    use: VariableUse
+    """The path up to and including the step."""
+    keyed: bool = False
+    """Whether a record answers the step with its field of that name: a record has no
+    attribute `_f` (runtime/context.py `record_attribute`), so the sandbox looks `x._f`
+    up as an item, and it looks `x["_f"]`, `map(attribute="_f")` and `"{0[_f]}"` up as
+    an item first. Never for `x.__init__` (every record has one) or `attr("_f")` (an
+    attribute only)."""
+    instead: str | None = None
+    """For a step no record answers, how to write it so that one does (`x["__init__"]`,
+    `map(attribute="_f")`), where the template says what it is read from."""
+    written: str | None = None
+    """How the template names the step when not as a path (`x | attr("_f")`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +98,8 @@ class TemplateLoad:
 class Analysis:
     uses: tuple[VariableUse, ...] = ()
     problem: TemplateProblem | None = None
-    unsafe: tuple[VariableUse, ...] = ()
-    """Attribute steps the sandbox refuses on any value: the path up to the refused step."""
+    steps: tuple[UnsafeStep, ...] = ()
+    """Every step to a name that starts with `_` (`first_refusals` says which are refused)."""
     loads: tuple[TemplateLoad, ...] = ()
     endless: tuple[EndlessMacro, ...] = ()
     """Macros that call themselves on every path (template_macros.py)."""
@@ -86,6 +109,11 @@ class Analysis:
     optional: frozenset[str] = frozenset()
     """Names the template never sets and reads only behind a guard (`x if x is defined
     else ""`): a file that includes this one may pass them or not (both render)."""
+
+    @property
+    def unsafe(self) -> tuple[VariableUse, ...]:
+        """The steps the sandbox refuses when no record has a field of their name."""
+        return tuple(step.use for step in first_refusals(self.steps))
 
 
 @cache
@@ -141,7 +169,7 @@ def analyse(source: str) -> Analysis:
     trimmed = [VariableUse(u.path[:1], u.line) if u.path[0] in bound else u for u in uses]
     return Analysis(
         uses=tuple(dict.fromkeys(trimmed)),
-        unsafe=_unsafe(tree),
+        steps=_unsafe_steps(tree),
         loads=_loads(tree),
         endless=endless_macros(tree),
         assigned=frozenset(set_somewhere),
@@ -378,27 +406,62 @@ def _deepest_line(tree: j.Template) -> int:
     return line
 
 
-def _unsafe(tree: j.Template) -> tuple[VariableUse, ...]:
+def _unsafe_steps(tree: j.Template) -> tuple[UnsafeStep, ...]:
     found = []
     for node in tree.find_all((j.Getattr, j.Getitem)):
         assert isinstance(node, j.Getattr | j.Getitem)
         attr = node.attr if isinstance(node, j.Getattr) else _const_key(node)
         if attr is not None and unsafe_attribute(attr):
-            found.append(VariableUse((*(_path(node.node) or ("…",)), attr), node.lineno))
+            owner = _path(node.node)
+            use = VariableUse((*(owner or ("…",)), attr), node.lineno)
+            keyed = isinstance(node, j.Getitem) or not record_attribute(attr)
+            found.append(UnsafeStep(use, keyed, None if keyed else _keyed(owner, attr)))
     for named in tree.find_all((j.Filter, j.Getattr)):
         assert isinstance(named, j.Filter | j.Getattr)
-        for attr in _attributes_named(named):
-            if unsafe_attribute(attr):
-                owner = named.node if isinstance(named, j.Filter) else None
-                path = _path(owner) if owner is not None else None
-                found.append(VariableUse((*(path or ("…",)), attr), named.lineno))
-                break
+        # `{% filter attr("_f") %}` is a filter on no expression (its block's text).
+        on = named.node if isinstance(named, j.Filter) else None
+        owner = _path(on) if on is not None else None
+        for chain in _attributes_named(named):
+            # Each step of one chain (`map(attribute="a._f.__class__")`) is reported with
+            # the steps before it, so that only the first one refused is (`first_refusals`).
+            for index, (attr, keyed) in enumerate(chain.steps):
+                if not unsafe_attribute(attr):
+                    continue
+                steps = [name for name, _ in chain.steps[: index + 1]]
+                use = VariableUse((*(owner or ("…",)), *steps), named.lineno)
+                instead = written = None
+                if isinstance(named, j.Filter):
+                    filtered = f"{'.'.join(owner) if owner else '…'} | "
+                    if chain.by == "attr":
+                        instead, written = _keyed(owner, attr), f'{filtered}attr("{attr}")'
+                    elif chain.by == "map attr":
+                        instead = f'map(attribute="{attr}")'
+                        written = f'{filtered}map("attr", "{attr}")'
+                    else:
+                        written = f'{filtered}{named.name}(attribute="{".".join(steps)}")'
+                found.append(UnsafeStep(use, keyed, instead, written))
+    return tuple(dict.fromkeys(found))
+
+
+def _keyed(owner: tuple[str, ...] | None, name: str) -> str | None:
+    """`owner["name"]`, the step a record answers with its field `name`."""
+    return None if owner is None else f'{".".join(owner)}["{name}"]'
+
+
+def first_refusals(
+    steps: tuple[UnsafeStep, ...], fields: frozenset[str] = frozenset()
+) -> tuple[UnsafeStep, ...]:
+    """The steps the sandbox refuses, each chain's first only: all but those a record
+    answers (`UnsafeStep.keyed`) with a field of that name declared in `fields`, which a
+    template of this program may be given."""
+    found = [s for s in steps if not (s.keyed and s.use.path[-1] in fields)]
     # `a.__init__.__globals__` is one refusal: the first step the sandbox stops at.
-    first: list[VariableUse] = []
-    for use in sorted(set(found), key=lambda u: (u.line, len(u.path), u.path)):
+    first: dict[VariableUse, UnsafeStep] = {}
+    for step in sorted(found, key=lambda s: (s.use.line, len(s.use.path), s.use.path)):
+        use = step.use
         if not any(u.line == use.line and use.path[: len(u.path)] == u.path for u in first):
-            first.append(use)
-    return tuple(sorted(first, key=lambda u: (u.line, u.path)))
+            first[use] = step
+    return tuple(first[u] for u in sorted(first, key=lambda u: (u.line, u.path)))
 
 
 ATTRIBUTE_ARGUMENT = {
@@ -418,28 +481,51 @@ ATTRIBUTE_ARGUMENT = {
 the position of that argument when given without its keyword (`attribute=`)."""
 
 
-def _attributes_named(node: j.Filter | j.Getattr) -> Iterator[str]:
-    """The attribute steps a filter or a literal string's `format` reads by a literal
-    string: each part of `map(attribute="value.__class__")` and `join(attribute=…)`, the
-    name in `attr("__class__")` and `map("attr", "__class__")`, each field of
-    `"{0.__class__}".format`, called there or later (`{% set f = "…".format %}`). The
-    sandbox refuses them at render just as if they were written `x.__class__`."""
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """One chain of steps a string names."""
+
+    steps: tuple[tuple[str, bool], ...]
+    """Each name, and whether a record answers it with its field (`UnsafeStep.keyed`)."""
+    by: Literal["attr", "map attr", "attribute", "format"]
+    """What names it: "attr", "map attr", "attribute" (an `attribute=` argument) or
+    "format" (a format string's field)."""
+
+
+def _attributes_named(node: j.Filter | j.Getattr) -> Iterator[_Chain]:
+    """The chains of steps a filter or a literal string's `format` reads by a literal
+    string: `map(attribute="value.__class__")` and `join(attribute=…)` (each of the
+    comma-separated chains of `sort`'s), the name in `attr("__class__")` and
+    `map("attr", "__class__")`, each field of `"{0.__class__}".format`, called there or
+    later (`{% set f = "…".format %}`). The sandbox refuses them at render just as if
+    they were written `x.__class__`.
+
+    An `attribute=` step is looked up as an item first (Jinja2's `make_attrgetter` calls
+    `getitem`), as is a format field's `[key]`; a format field's `.name` as `x.name` is;
+    `attr` looks up attributes only."""
     if isinstance(node, j.Filter) and node.name in ATTRIBUTE_ARGUMENT:
         position = ATTRIBUTE_ARGUMENT[node.name]
         given = [k.value for k in node.kwargs if k.key == "attribute"]
         if position is not None and len(node.args) > position:
             given.append(node.args[position])
-        whole = node.name == "attr"
+        by: Literal["attr", "map attr", "attribute"] = (
+            "attr" if node.name == "attr" else "attribute"
+        )
         if (
             node.name == "map"
             and len(node.args) > 1
             and isinstance(node.args[0], j.Const)
             and node.args[0].value == "attr"
         ):  # `map("attr", "__class__")`: the `attr` filter on each item
-            given, whole = [node.args[1]], True
+            given, by = [node.args[1]], "map attr"
         for value in given:
-            if isinstance(value, j.Const) and isinstance(value.value, str):
-                yield from [value.value] if whole else value.value.split(".")
+            if not (isinstance(value, j.Const) and isinstance(value.value, str)):
+                continue
+            if by != "attribute":
+                yield _Chain(((value.value, False),), by)
+                continue
+            for chain in value.value.split(",") if node.name == "sort" else [value.value]:
+                yield _Chain(tuple((part, True) for part in chain.split(".")), by)
     elif (
         isinstance(node, j.Getattr)
         and node.attr in ("format", "format_map")
@@ -449,8 +535,8 @@ def _attributes_named(node: j.Filter | j.Getattr) -> Iterator[str]:
         yield from _format_fields(node.node.value)
 
 
-def _format_fields(text: str) -> Iterator[str]:
-    """The attribute and key names `str.format` reads through its fields' names."""
+def _format_fields(text: str) -> Iterator[_Chain]:
+    """The steps `str.format` reads through each of its fields' names."""
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError:  # not a valid format string: it fails at render, whatever it names
@@ -462,8 +548,13 @@ def _format_fields(text: str) -> Iterator[str]:
             continue
         # `0.a[b]`: after the argument, `.name` and `[key]` steps (str.format's own rule).
         rest = field[len(re.split(r"[.\[]", field, maxsplit=1)[0]) :]
-        for attribute, key in _FIELD_STEP.findall(rest):
-            yield attribute or key
+        yield _Chain(
+            tuple(
+                (attribute, not record_attribute(attribute)) if not key else (key, True)
+                for attribute, key in _FIELD_STEP.findall(rest)
+            ),
+            "format",
+        )
 
 
 _FIELD_STEP = re.compile(r"\.([^.\[]*)|\[([^\]]*)\]")

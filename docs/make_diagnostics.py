@@ -561,8 +561,13 @@ ENTRIES: dict[str, Entry] = {
         "(`__class__`, `__globals__`): they reach Python's internals, never the data a "
         "template is given, whether written `x.__class__` or named by a string "
         "(`x | attr('__class__')`, `map(attribute='__class__')`, `'{0.__class__}'.format(x)`). "
-        "`check` reports them before a run rather than failing it.",
-        "Read the value's fields; a template cannot run code.",
+        "`check` reports them before a run rather than failing it. A field the file declares "
+        'with a name that starts with `_` is data: a record answers `x._id`, `x["_id"]` '
+        "and `map(attribute='_id')` with it, but not `x | attr('_id')` (`attr` reads "
+        "attributes only), nor `x.__init__` for a field named `__init__` (every record has "
+        "that attribute).",
+        "Read the value's fields; a template cannot run code. Read a field whose name starts "
+        'with `_` with a key, `x["_id"]`, as the help says.',
     ),
     "E705": Entry(
         "a template load that cannot be checked",

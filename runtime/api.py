@@ -36,6 +36,7 @@ from .names import declared_name
 from .records import record
 from .redact import shown_value, validation_problems
 from .spec import AgentSpec, child_id
+from .strict import ParsedJson, strictly
 from .types import (
     Answer,
     Answered,
@@ -658,6 +659,9 @@ class AsyncRuntime:
         """
         if approve + reject + (answer is not None) > 1:
             raise InputError("give one of approve, reject or answer")
+        if answer is not None and not isinstance(answer, str | Answer):
+            # Text, as a model's output is its declared type: nothing else becomes text.
+            raise InputError(f"an answer is text, not {type(answer).__name__}")
         storable(comment, "the comment")
         storable(answer.model_dump() if isinstance(answer, Answer) else answer, "the answer")
         storable(by, "the name of who decides")
@@ -1775,10 +1779,7 @@ def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
         known = ", ".join(sorted(agent.spec.types)) or "none"
         raise InputError(f"{agent.name} declares no type `{shown(type)}` (its types: {known})")
     try:
-        if isinstance(value, str | bytes):
-            typed = declared.model_validate_json(value)
-        else:  # a dict, or an instance: validated again too (the types revalidate them)
-            typed = declared.model_validate(value)
+        typed: BaseModel = strictly(declared, value)
     except ValidationError as exc:
         problems = validation_problems(exc, limit=exc.error_count(), model=declared)
         raise InputError(f"the event is not a valid {type}: {shown(problems)}") from None
@@ -1944,38 +1945,35 @@ def storable(value: Any, where: str) -> None:
 
 
 def typed_input(agent: Agent, value: Any) -> Any:
-    """The launch input as the agent declares it: a string, or one of its types (given as
-    the model, a dict, or JSON text)."""
+    """The launch input as the agent declares it: a string, or a number, a boolean or one
+    of its types (given as JSON text, a `ParsedJson`, the model, a dict or the value),
+    validated as strictly as a model's output (`strictly`)."""
     declared = agent.spec.input_type
+    if isinstance(value, ParsedJson) and declared is str:
+        value = value.value  # a string agent's input is the text itself, not JSON
+    if declared is str:
+        if not isinstance(value, str):
+            raise InputError(f"{agent.name} takes a string input, not {type(value).__name__}")
+        storable(value, "the input")
+        return value
+    model = declared if issubclass(declared, BaseModel) else None
     try:
-        if isinstance(declared, type) and issubclass(declared, BaseModel):
-            if isinstance(value, str | bytes):
-                typed = declared.model_validate_json(value)
-            else:  # a dict, or an instance: validated again too (the types revalidate them)
-                typed = declared.model_validate(value)
-            storable(typed, "the input")
-            return typed
+        typed = strictly(declared, value)
     except ValidationError as exc:
-        model = declared if isinstance(declared, type) and issubclass(declared, BaseModel) else None
         problems = validation_problems(exc, model=model)
+        if model is None:  # one problem, of the value itself (its `value: ` prefix said nothing)
+            name, problem = declared.__name__, problems.removeprefix("value: ")
+            a = "an" if name[0] in "aeiou" else "a"
+            raise InputError(f"{agent.name} takes {a} {name} input: {shown(problem)}") from None
         raise InputError(
             f"the input is not a valid {declared_name(declared)}: {shown(problems)}"
         ) from None
-    if declared is str and not isinstance(value, str):
-        raise InputError(f"{agent.name} takes a string input, not {type(value).__name__}")
-    if declared in (int, float) and isinstance(value, str):
-        import json  # here, not at the top: importing the runtime needs no json module
-
-        try:
-            value = declared(json.loads(value))
-        except (ValueError, TypeError):
-            raise InputError(f"{agent.name} takes a {declared.__name__} input") from None
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(typed, float) and not math.isfinite(typed):
         # As for every float field (docs/language.md): NaN answers false to every
         # comparison and, like the infinities, has no JSON form to store or show.
-        raise InputError(f"the input {value} is not a finite number")
-    storable(value, "the input")
-    return value
+        raise InputError(f"the input {typed} is not a finite number")
+    storable(typed, "the input")
+    return typed
 
 
 def retry_key(thread: Thread, *, reuse_key: bool) -> str | None:

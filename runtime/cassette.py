@@ -41,6 +41,7 @@ from .localfiles import json_kind, parse_json, read_regular_file
 from .model import Model, ModelError, ModelReply, ModelRequest, StopsTheRun
 from .names import declared_name
 from .redact import validation_problems
+from .strict import ParsedJson, strictly
 from .types import ErrorInfo, Usage
 from .usage import MAX_CALL_TOKENS, valid_tokens
 
@@ -272,7 +273,9 @@ class CassettePlayer:
                 f"it outputs {' | '.join(outputs)}"
             )
         try:
-            return declared.model_validate(entry.output)
+            # Held to the model's own rule (runtime/strict.py): replayed, it is one.
+            validated: BaseModel = strictly(declared, ParsedJson(entry.output))
+            return validated
         except ValidationError as exc:
             raise CassetteEntryInvalid(
                 f"{where}: invalid `{entry.type}` output: {validation_problems(exc)}"

@@ -593,6 +593,11 @@ class _Fields:
         self._text = text
 
     def __getattr__(self, name: str) -> Any:
+        # A field named `_id` is no attribute: the sandbox refuses every attribute that
+        # starts with `_`, and looks a name a value has no attribute of up as an item,
+        # so `{{ inner._id }}` reads the field here as it does of a prompt's dict.
+        if name.startswith("_"):
+            raise AttributeError(name)
         try:
             return self._values[name]
         except KeyError:
@@ -603,6 +608,19 @@ class _Fields:
 
     def __str__(self) -> str:
         return self._text
+
+
+_RECORDS: tuple[object, ...] = ({}, ShownRecord({}, None), _Fields({}, ""))
+"""A record as each kind of template is given it: a prompt's or a render template's (a
+dict, a `ShownRecord` when it holds secrets) and an `ask`'s."""
+
+
+def record_attribute(name: str) -> bool:
+    """Whether a record, as a template is given it, has an attribute `name` of its own
+    (`__init__`, `items`): the sandbox reads `x.name` as that attribute (and refuses one
+    that starts with `_`); a name no record has is read as the field of that name.
+    `x["name"]` reads the field first, whatever the name."""
+    return any(hasattr(record, name) for record in _RECORDS)
 
 
 def _shown(value: Any) -> Any:

@@ -197,7 +197,8 @@ class WebhookNotifier:
     approvers, request), as Standard Webhooks (https://www.standardwebhooks.com) says:
     headers `webhook-id` (`Notice.id`, the same on every retry), `webhook-timestamp` (unix
     seconds) and, with a secret, `webhook-signature: v1,<base64 HMAC-SHA256 of
-    "{id}.{timestamp}.{body}">`. The secret is `whsec_` and base64 (or bare base64).
+    "{id}.{timestamp}.{body}">`. The secret is `whsec_` and the padded base64 of 24 to 64
+    bytes (or that base64 alone): `signing_key`.
 
     Raises `ValueError` at construction for a secret that is not base64."""
 
@@ -240,16 +241,27 @@ def standard_webhook_headers(
     return headers
 
 
+SECRET_FORM = (
+    "whsec_ followed by the standard base64, = padding included, of 24 to 64 random bytes, "
+    "as Standard Webhooks writes a secret: e.g. whsec_$(openssl rand -base64 32)"
+)
+
+
 def signing_key(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret (`whsec_` + base64). Raises
-    `ValueError` (without the secret in it) when it is not base64 or is empty."""
+    """The HMAC key of a Standard Webhooks secret: `whsec_` (or nothing) and the padded
+    standard base64 of 24 to 64 bytes (the spec's "Signing secret" and "Secret
+    serialization"). Anything else is a `ValueError` (one line, without the secret): a
+    secret the runtime would read by being lenient (unpadded, base64url, too short) is
+    one a receiver's library may not read, and every notice would then fail to verify."""
     encoded = secret.removeprefix("whsec_")
     try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        key = base64.b64decode(encoded, validate=True) if len(encoded) % 4 == 0 else None
     except (binascii.Error, ValueError):
-        raise ValueError("the webhook secret is not whsec_ followed by base64") from None
-    if not key:
-        raise ValueError("the webhook secret is empty")
+        key = None
+    if key is None:
+        raise ValueError(f"the webhook secret is not padded base64: it must be {SECRET_FORM}")
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"the webhook secret is {len(key)} bytes: it must be {SECRET_FORM}")
     return key
 
 

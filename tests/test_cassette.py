@@ -147,6 +147,21 @@ def test_an_edited_output_is_validated_against_the_step(tmp_path: Path) -> None:
         complete(player, request(2))
 
 
+@pytest.mark.parametrize("a", ["true", '"3"'])
+def test_an_edited_output_is_held_to_the_models_rule_nothing_is_converted(
+    tmp_path: Path, a: str
+) -> None:
+    # The model's own `{"a": true}` would be refused and asked again (strict JSON, rt13);
+    # a cassette replays model outputs, so it takes no more than a model would.
+    cassette = tmp_path / "c.jsonl"
+    cassette.write_text(
+        '{"agent": "calculator", "step": "decide", "seq": 1, "type": "Multiply",'
+        f' "output": {{"a": {a}, "b": 2}}}}\n'
+    )
+    with pytest.raises(CassetteError, match=r"c.jsonl:1: invalid `Multiply` output: a: "):
+        complete(CassettePlayer(cassette), request(1))
+
+
 def test_a_failed_call_is_recorded_and_replays_as_the_same_failure(tmp_path: Path) -> None:
     cassette = tmp_path / "c.jsonl"
     with ScriptedOpenAI() as server:

@@ -275,6 +275,8 @@ def test_analysing_a_template_computes_none_of_its_values(template: str) -> None
         ("{{ events | rejectattr('_secret', 'none') | list }}", "_secret"),
         ("{{ events | sort(attribute='__class__') }}", "__class__"),
         ("{{ events | sort(false, false, '__class__') }}", "__class__"),
+        ("{{ events | sort(attribute='kind,__class__') }}", "__class__"),
+        ("{{ events | map(attribute='value.__class__.__mro__') | list }}", "__class__"),
         ("{{ events | groupby('__class__') }}", "__class__"),
         ("{{ events | sum('__len__') }}", "__len__"),
         ("{{ events | unique(attribute='__class__') | list }}", "__class__"),

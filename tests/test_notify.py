@@ -286,6 +286,48 @@ def test_a_secret_that_is_not_base64_is_refused_without_showing_it() -> None:
     assert "hunter2" not in str(caught.value)
 
 
+def _b64(size: int) -> str:
+    return base64.b64encode(bytes(range(1, size + 1))).decode()
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "whsec_YWJ",  # base64 without its `=` padding: Go's and Java's decoders refuse it
+        "whsec_" + _b64(32).rstrip("="),
+        "whsec_" + _b64(16),  # the spec: 24 to 64 bytes
+        "whsec_" + _b64(65),
+        "whsec_" + _b64(32).replace("+", "-").replace("/", "_") + "-_",  # base64url
+        "whsec_",
+    ],
+    ids=["unpadded", "unpadded 32 bytes", "16 bytes", "65 bytes", "base64url", "empty"],
+)
+def test_a_secret_receivers_could_not_read_is_refused_saying_what_one_looks_like(
+    secret: str,
+) -> None:
+    # Standard Webhooks: "Random. Between 24 bytes (192 bits) and 64 bytes (512 bits)",
+    # "base64 encoded, prefixed with whsec_". The runtime padded a secret itself; a
+    # receiver's library that decodes plain base64 then failed on every notice (rt13).
+    with pytest.raises(ValueError) as caught:
+        notifier_from_env(
+            {"TWELVEFOLD_NOTIFY_WEBHOOK": "http://127.0.0.1:1/hook",
+             "TWELVEFOLD_WEBHOOK_SECRET": secret}
+        )  # fmt: skip
+    message = str(caught.value)
+    assert message.startswith("TWELVEFOLD_WEBHOOK_SECRET: ") and "\n" not in message
+    assert "whsec_ followed by" in message and "24 to 64" in message
+    assert secret == "whsec_" or secret.removeprefix("whsec_") not in message
+
+
+@pytest.mark.parametrize("size", [24, 32, 64])
+@pytest.mark.parametrize("prefix", ["whsec_", ""])
+def test_a_secret_of_24_to_64_bytes_in_padded_base64_is_taken(prefix: str, size: int) -> None:
+    notifier_from_env(
+        {"TWELVEFOLD_NOTIFY_WEBHOOK": "http://127.0.0.1:1/hook",
+         "TWELVEFOLD_WEBHOOK_SECRET": prefix + _b64(size)}
+    )  # fmt: skip
+
+
 def test_the_environment_signs_webhooks_with_its_secret(http_receiver: HttpReceiver) -> None:
     notifier = notifier_from_env(
         {

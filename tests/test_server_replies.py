@@ -181,6 +181,12 @@ async def test_a_reply_that_fails_is_sent_the_next_time_nothing_lost(s: Served) 
             "whsec_!!!",
             "error: TWELVEFOLD_WEBHOOK_SECRET: the webhook secret",
         ),
+        (  # unpadded: receivers that decode plain base64 could verify nothing (rt13)
+            "TWELVEFOLD_WEBHOOK_SECRET",
+            "whsec_YWJ",
+            "error: TWELVEFOLD_WEBHOOK_SECRET: the webhook secret is not padded base64: it"
+            " must be whsec_ followed by the standard base64",
+        ),
     ],
 )
 def test_serve_with_settings_that_cannot_work_exits_1_with_one_line(

@@ -16,11 +16,13 @@ from click.testing import CliRunner
 from jinja2.sandbox import SecurityError
 from pydantic import BaseModel
 
+from tests.support.generated import import_generated
 from tests.test_context import AGENT, LOG, action, context_of, with_context
 from twelvefold.cli import cli
 from twelvefold.compiler import compile_file, compile_text
+from twelvefold.compiler.diagnostics import Diagnostic
 from twelvefold.compiler.prompts import PromptDirectory
-from twelvefold.runtime import Started, ToolResult
+from twelvefold.runtime import CallModel, Started, ToolResult
 from twelvefold.runtime.context import (
     AskRenderError,
     ContextEvent,
@@ -869,3 +871,115 @@ def test_range_past_its_bound_names_the_bound() -> None:
     assert render_ask("{{ range(100000) | length }} {{ range(0, 200000, 2) | last }}", {}) == (
         "100000 199998"
     )
+
+
+# ---- fields whose names start with `_` (rt13) ---------------------------------------
+
+UNDERSCORED = """\
+agent a {
+  input Claim
+  start decide
+}
+type Inner { _id: string }
+type Claim { _private: string, __init__: string, inner: Inner, key: string? secret }
+llm decide -> Claim {
+  prompt "p.j2"
+  on Claim -> review
+}
+approval review(Claim) {
+  ask "ASK"
+  on approved -> done
+  on rejected -> done
+}
+final done
+"""
+"""`Claim` holds a secret, so a prompt reads it as a `ShownRecord`; `Inner` is a dict."""
+
+
+def underscored(tmp_path: Path, prompt: str, ask: str) -> list[Diagnostic]:
+    (tmp_path / "p.j2").write_text("{{ context }}" + prompt)
+    text = UNDERSCORED.replace('"ASK"', json.dumps(ask))
+    return compile_text(text, "a.agent", load_prompt=PromptDirectory(tmp_path)).diagnostics
+
+
+@pytest.mark.parametrize(
+    ("prompt", "shown", "ask", "asked"),
+    [
+        ("<{{ input._private }}>", "<P>", "ASK", "ASK"),
+        ('<{{ input["_private"] }} {{ input["__init__"] }}>', "<P I>", "ASK", "ASK"),
+        ("<{{ input.inner._id }}>", "<N>", "<{{ _private }} {{ inner._id }}>", "<P N>"),
+        ("", "", '<{{ inner["_id"] }} {{ __init__ }}>', "<N I>"),
+        ("<{{ [input.inner] | map(attribute='_id') | join }}>", "<N>", "ASK", "ASK"),
+        ("<{{ '{0._private} {0[__init__]}'.format(input) }}>", "<P I>", "ASK", "ASK"),
+    ],
+)
+def test_a_declared_field_starting_with_an_underscore_is_read_like_any_field(
+    tmp_path: Path, prompt: str, shown: str, ask: str, asked: str
+) -> None:
+    assert underscored(tmp_path, prompt, ask) == []
+    # ... and the runtime reads it so, from a value of the generated type.
+    (tmp_path / "a.agent").write_text(UNDERSCORED.replace('"ASK"', json.dumps(ask)))
+    module = import_generated(tmp_path / "a.agent", tmp_path / "out", tmp_path)
+    claim = module.Claim.model_validate(
+        {"_private": "P", "__init__": "I", "inner": {"_id": "N"}, "key": "K"}
+    )
+    call = CallModel(step="decide", value=claim, outputs=(module.Claim,), prompt="p.j2")
+    started = Started(step="decide", input=claim)
+    *_, message = build_messages(module.AGENT, call, [started], tmp_path)
+    assert shown in message["content"]
+    assert render_ask(ask, claim) == asked
+
+
+@pytest.mark.parametrize(
+    ("prompt", "ask", "message", "help"),
+    [
+        (
+            "{{ input.__init__ }}",
+            "ASK",
+            "reads `__init__` (in `input.__init__`) as an attribute, not as the field `__init__`",
+            'read it as `input["__init__"]`',
+        ),
+        (
+            '{{ input | attr("_private") }}',
+            "ASK",
+            'reads `_private` (in `input | attr("_private")`) as an attribute, not as the field',
+            'read it as `input["_private"]`',
+        ),
+        (
+            '{{ [input.inner] | map("attr", "_id") | list }}',
+            "ASK",
+            'reads `_id` (in `… | map("attr", "_id")`) as an attribute',
+            'read it as `map(attribute="_id")`',
+        ),
+        (
+            "{{ '{0.__init__}'.format(input) }}",
+            "ASK",
+            "reads `__init__` (in `….__init__`) as an attribute",
+            "`{0[__init__]}` in a format string",
+        ),
+        (
+            "",
+            "{{ inner.__init__ }}",
+            "reads `__init__` (in `inner.__init__`) as an attribute, not as the field",
+            'read it as `inner["__init__"]`',
+        ),
+        ("{{ input._nope }}", "ASK", "reads `_nope` (in `input._nope`)", "no declared field"),
+        ("", "{{ inner._privat }}", "reads `_privat`", "did you mean `_private`?"),
+        ("{{ input.inner._id.__class__ }}", "ASK", "reads `__class__`", "no declared field"),
+    ],
+)
+def test_a_name_starting_with_an_underscore_that_no_record_answers_is_e704_with_a_true_help(
+    tmp_path: Path, prompt: str, ask: str, message: str, help: str
+) -> None:
+    (found,) = underscored(tmp_path, prompt, ask)
+    assert found.code == "E704"
+    assert message in found.message, found.message
+    assert found.help is not None and help in found.help, found.help
+
+
+def test_an_ask_reading_a_field_through_a_wrong_path_is_e403_not_passed_over(
+    tmp_path: Path,
+) -> None:
+    # `_id` is declared (on Inner), so the step is no E704; the path is still checked.
+    (found,) = underscored(tmp_path, "", "{{ _private._id }}")
+    assert (found.code, found.message) == ("E403", "`_private` is a string and has no field `_id`")

@@ -9,11 +9,13 @@ A template's own names (`{% set %}`, loop variables) are always fine; jinja2's m
 analysis leaves them out (template_vars.py).
 
 Templates render in Jinja2's sandbox (runtime/templates.py); an attribute it refuses on
-any value (`__class__`, `_private`) is reported here (E704) rather than at run time, and
-so is a macro that calls itself on every path (E708), which never finishes. A
-file a template loads (`{% include %}`, `{% extends %}`, `{% import %}`) is checked like
-the template itself, under the same prompts folder rule; its name must be a literal
-string so that it can be (E705), and an `ask` string loads nothing.
+any value (`__class__`, `_private`) is reported here (E704) rather than at run time,
+unless a record answers the step with a field of that name declared in the file
+(`x._id`, `x["__init__"]`: template_vars.py `first_refusals`), and so is a macro that
+calls itself on every path (E708), which never finishes. A file a template loads
+(`{% include %}`, `{% extends %}`, `{% import %}`) is checked like the template itself,
+under the same prompts folder rule; its name must be a literal string so that it can be
+(E705), and an `ask` string loads nothing.
 """
 
 from __future__ import annotations
@@ -23,41 +25,65 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from twelvefold.runtime.context import JUDGE_VARIABLES, PROMPT_VARIABLES, RENDER_VARIABLES
-from twelvefold.runtime.templates import unsafe_attribute
+from twelvefold.runtime.context import (
+    JUDGE_VARIABLES,
+    PROMPT_VARIABLES,
+    RENDER_VARIABLES,
+    record_attribute,
+)
 
 from .. import nodes as n
 from .. import types as t
 from ..diagnostics import Diagnostic, Span, did_you_mean, error
 from ..program import Program, PromptFile
 from ..template_macros import EndlessMacro
-from ..template_vars import Analysis, TemplateLoad, VariableUse, analyse
+from ..template_vars import Analysis, TemplateLoad, UnsafeStep, VariableUse, analyse, first_refusals
 from .common import type_table
 
 Loader = Callable[[str], PromptFile | None]
 
 
 def prompt_templates(program: Program, load_prompt: Loader) -> Iterator[Diagnostic]:
+    fields = field_names(program)
     for step in program.steps.values():
         if isinstance(step, n.LlmStep) and step.prompt is not None:
             found = program.prompts.get(step.name.text) or load_prompt(step.prompt.value)
             yield from _template_file(
-                program, step.prompt, found, load_prompt, PROMPT_VARIABLES, "prompt"
+                program, step.prompt, found, load_prompt, PROMPT_VARIABLES, "prompt", fields
             )
         if isinstance(step, n.LlmStep) and step.judge is not None:
             found = load_prompt(step.judge.prompt.value)
             yield from _template_file(
-                program, step.judge.prompt, found, load_prompt, JUDGE_VARIABLES, "judge prompt"
+                program,
+                step.judge.prompt,
+                found,
+                load_prompt,
+                JUDGE_VARIABLES,
+                "judge prompt",
+                fields,
             )
 
 
 def render_templates(program: Program, load_prompt: Loader) -> Iterator[Diagnostic]:
     context = program.agent.context
+    fields = field_names(program)
     for render in context.renders if context else ():
         found = load_prompt(render.template.value)
         yield from _template_file(
-            program, render.template, found, load_prompt, RENDER_VARIABLES, "render template"
+            program,
+            render.template,
+            found,
+            load_prompt,
+            RENDER_VARIABLES,
+            "render template",
+            fields,
         )
+
+
+def field_names(program: Program) -> frozenset[str]:
+    """Every field name the file declares: a template may be given a record with any of
+    them, which answers a step to its name however it is spelt (`x._id`)."""
+    return frozenset(f.name.text for decl in program.types.values() for f in decl.fields)
 
 
 def _template_file(
@@ -67,6 +93,7 @@ def _template_file(
     load_prompt: Loader,
     allowed: tuple[str, ...],
     what: str,
+    fields: frozenset[str],
 ) -> Iterator[Diagnostic]:
     path = program.source.path
     if found is None:
@@ -83,7 +110,7 @@ def _template_file(
         )
         return
     yield from _template_tree(
-        path, name.span, f'{what} "{name.value}"', found, load_prompt, allowed, what
+        path, name.span, f'{what} "{name.value}"', found, load_prompt, allowed, what, fields
     )
 
 
@@ -95,6 +122,7 @@ def _template_tree(
     load_prompt: Loader,
     allowed: tuple[str, ...],
     what: str,
+    fields: frozenset[str],
 ) -> Iterator[Diagnostic]:
     """One template file and, once each, the files it loads: syntax, variables, safety,
     and no file that loads itself. Depth first, each file's problems before those of the
@@ -104,7 +132,7 @@ def _template_tree(
     seen = {found.name}
     loading: list[str] = [found.name]
     loads: list[TemplateLoad] = []  # how each file after the first in `loading` was loaded
-    walking = [_template_loads(path, span, shown, found, allowed, what, loading)]
+    walking = [_template_loads(path, span, shown, found, allowed, what, fields, loading)]
     while walking:
         step = next(walking[-1], None)
         if step is None:
@@ -128,7 +156,7 @@ def _template_tree(
             loads.append(load)
             walking.append(
                 _template_loads(
-                    path, span, _loaded_by(shown, loads), loaded, allowed, what, loading
+                    path, span, _loaded_by(shown, loads), loaded, allowed, what, fields, loading
                 )
             )
 
@@ -140,6 +168,7 @@ def _template_loads(
     found: PromptFile,
     allowed: tuple[str, ...],
     what: str,
+    fields: frozenset[str],
     loading: list[str],
 ) -> Iterator[Diagnostic | tuple[TemplateLoad, str]]:
     """One template file's own problems, and each load `_template_tree` is to follow
@@ -172,7 +201,8 @@ def _template_loads(
             + ", ".join(f"`{v}`" for v in allowed)
             + (" (the incoming value is `last`)" if what == "prompt" else ""),
         )
-    yield from (_unsafe(path, span, shown, use) for use in analysis.unsafe)
+    refused = first_refusals(analysis.steps, fields)
+    yield from (_unsafe(path, span, shown, step, fields) for step in refused)
     yield from (_endless(path, span, shown, macro) for macro in analysis.endless)
     for load in analysis.loads:
         if load.name is None:
@@ -202,17 +232,44 @@ def _missing_load(
 _PAST = {"include": "included", "extends": "extended", "import": "imported"}
 
 
-def _unsafe(path: str, span: Span, shown: str, use: VariableUse) -> Diagnostic:
-    written = ".".join(use.path)
+def _unsafe(
+    path: str, span: Span, shown: str, step: UnsafeStep, fields: frozenset[str]
+) -> Diagnostic:
+    use = step.use
+    name, written = use.path[-1], step.written or ".".join(use.path)
+    if name in fields:  # a declared field, read in a way that finds no record's field
+        instead = (
+            f"`{step.instead}`"
+            if step.instead is not None
+            else f'`value["{name}"]` (`{{0[{name}]}}` in a format string)'
+        )
+        why = (
+            f"every record also has an attribute `{name}`, which the sandbox refuses (as "
+            "every attribute that starts with `_`)"
+            if record_attribute(name)
+            else "`attr` reads attributes only, never a record's fields (and the sandbox "
+            "refuses every attribute that starts with `_`)"
+        )
+        return error(
+            "E704",
+            f"{shown} line {use.line} reads `{name}` (in `{written}`) as an attribute, not as "
+            f"the field `{name}`",
+            path,
+            span,
+            label=f"an attribute, not the field, at line {use.line} of the template",
+            help=f"{why}; a record answers a key with its field: read it as {instead}",
+        )
+    suggested = did_you_mean(name, fields)
     return error(
         "E704",
-        f"{shown} line {use.line} reads `{use.path[-1]}` (in `{written}`), which templates "
-        "may not read",
+        f"{shown} line {use.line} reads `{name}` (in `{written}`), which templates may not read",
         path,
         span,
         label=f"refused by the template sandbox at line {use.line} of the template",
-        help="templates render in Jinja2's sandbox: attributes that start with `_` are "
-        "Python internals, never data; read the value's fields instead",
+        help=(f"{suggested} " if suggested else "")
+        + f"no declared field is named `{name}`: templates render in Jinja2's sandbox, where "
+        "a name that starts with `_` is a Python internal, never data; read the value's "
+        "fields instead",
     )
 
 
@@ -326,20 +383,26 @@ def _files_beside(load_prompt: Loader) -> list[str]:
 
 def ask_templates(program: Program, _: object) -> Iterator[Diagnostic]:
     table = type_table(program)
+    fields = field_names(program)
     for step in program.steps.values():
         if isinstance(step, n.ApprovalStep | n.HumanStep) and step.ask is not None:
-            yield from _ask(program, table, step, step.ask)
+            yield from _ask(program, table, step, step.ask, fields)
 
 
 def _ask(
-    program: Program, table: t.TypeTable, step: n.ApprovalStep | n.HumanStep, ask: n.Text
+    program: Program,
+    table: t.TypeTable,
+    step: n.ApprovalStep | n.HumanStep,
+    ask: n.Text,
+    fields: frozenset[str],
 ) -> Iterator[Diagnostic]:
     path = program.source.path
     analysis = analyse(ask.value)
     if analysis.problem is not None:
         yield _syntax_error(path, ask.span, "this `ask`", analysis)
         return
-    yield from (_unsafe(path, ask.span, "this `ask`", use) for use in analysis.unsafe)
+    refused = first_refusals(analysis.steps, fields)
+    yield from (_unsafe(path, ask.span, "this `ask`", s, fields) for s in refused)
     yield from (_endless(path, ask.span, "this `ask`", macro) for macro in analysis.endless)
     for load in analysis.loads:
         yield error(
@@ -365,7 +428,7 @@ def _ask(
                 "or write the text without variables",
             )
             continue
-        if any(unsafe_attribute(part) for part in use.path):
+        if any(_through(use, s.use) for s in refused):
             continue  # E704 above
         found = table.lookup_path(root, use.path)
         if found.ok:
@@ -396,6 +459,11 @@ def _ask(
                 help=f"{'an' if step.kind[0] in 'aeiou' else 'a'} {step.kind} step's `ask` "
                 "reads the fields of its input type",
             )
+
+
+def _through(use: VariableUse, refused: VariableUse) -> bool:
+    """Whether `use` reads its path through the step `refused` (reported as E704)."""
+    return use.line == refused.line and use.path[: len(refused.path)] == refused.path
 
 
 @lru_cache(maxsize=2)

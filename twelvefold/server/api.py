@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from twelvefold.runtime.api import ThreadView
 from twelvefold.runtime.store import DAMAGED_ROWS_HELP, DamagedRow, ThreadInfo
+from twelvefold.runtime.strict import ParsedJson
 from twelvefold.runtime.usage import Totals
 from twelvefold.server.bodies import StrictJSONRoute
 from twelvefold.server.problems import described_pattern
@@ -192,8 +193,14 @@ xn-- form), an IPv4 literal or a bracketed IPv6 one (`[::1]`, a zone as `[fe80::
 RFC 6874)."""
 
 
+STRICT = ConfigDict(extra="forbid", strict=True)
+"""A request body's fields take no other type's value (`"at": true` is no number, `"1"` no
+`1`), as the runtime takes a model's output; unknown fields are refused. Query parameters
+are text by nature and keep their conversion (`?wait=true`)."""
+
+
 class LaunchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     input: Any = Field(description="The thread's input: a string, or the agent's input type.")
     webhook: str | None = Field(
         None,
@@ -210,7 +217,7 @@ class LaunchIn(BaseModel):
 
 
 class DecisionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     request: str = Field(min_length=1, max_length=200, description="The pending request.")
     decision: Literal["approve", "reject", "answer"]
     comment: str | None = Field(None, max_length=10_000)
@@ -218,7 +225,7 @@ class DecisionIn(BaseModel):
 
 
 class SignalIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     type: str = Field(min_length=1, max_length=200, description="The event's declared type.")
     value: Any = Field(description="The event, as a JSON object of that type.")
     request: str | None = Field(
@@ -230,17 +237,17 @@ class SignalIn(BaseModel):
 
 
 class RetryIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     reuse_key: bool = Field(False, description="Run the failed tool call with its key.")
 
 
 class ForkIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     at: int = Field(ge=1, le=1_000_000, description="Keep the first `at` events.")
 
 
 class CancelIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     reason: str = Field(min_length=1, max_length=10_000)
 
 
@@ -322,13 +329,13 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
             await replies(service).check_webhook(body.webhook)
         webhook = body.webhook
         if webhook is None:
-            view = await service.launch(who, agent, body.input)
+            view = await service.launch(who, agent, ParsedJson(body.input))
         else:  # recorded before the run can settle
             reply = replies(service)
             view = await service.launch(
                 who,
                 agent,
-                body.input,
+                ParsedJson(body.input),
                 before_run=lambda thread_id: reply.webhook(thread_id, webhook),
             )
         # A launcher outside `readers` may not see where the thread got to: the answer
@@ -464,7 +471,7 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         409 when the thread does not wait for it now; a repeated `idempotency_key` is
         dropped (the thread as it stands)."""
         view = await service.send(
-            who, thread_id, type=body.type, value=body.value,
+            who, thread_id, type=body.type, value=ParsedJson(body.value),
             request=body.request, idempotency_key=body.idempotency_key,
         )  # fmt: skip
         return await _maybe_waited(service, who, view, wait, response, accepted=200)
