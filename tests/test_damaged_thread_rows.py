@@ -114,6 +114,26 @@ def test_show_of_the_damaged_row_says_what_is_wrong_and_where_to_read_what_to_do
     assert "agent is a BLOB, not text" in line and WHAT_TO_DO in line, line
 
 
+def test_prune_and_migrate_pass_the_damaged_row_by_and_say_so(
+    two_threads: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """They left it out without a word: a store a person thinks pruned, or every thread
+    moved to the new version, still held it."""
+    db = copy(two_threads, tmp_path)
+    _, healthy, damaged = two_threads
+    for json_flag in ((), ("--json",)):
+        pruned = invoke("prune", "--older-than", "0s", "--delete", "--db", str(db), *json_flag)
+        assert pruned.exit_code == 1, pruned.output
+        assert_flags(pruned.stderr, damaged)
+        checked = invoke("migrate", "check", DEPLOYBOT, "--db", str(db), *json_flag)
+        assert checked.exit_code == 1, checked.output
+        assert healthy in checked.stdout and damaged not in checked.stdout, checked.stdout
+        assert_flags(checked.stderr, damaged)
+    assert invoke("prune", "--older-than", "0s", "--delete", "--db", str(db)).stdout == (
+        "pruned 0 thread(s) and 0 agent version(s)\n"
+    )
+
+
 def damage(s: Served, store: Path | str, thread_id: str) -> None:
     """`thread_id`'s `agent` made a value of a kind twelvefold never writes: a BLOB in
     SQLite; NULL in PostgreSQL, once its NOT NULL was dropped (an edit outside twelvefold)."""

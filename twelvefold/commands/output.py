@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import click
@@ -15,8 +15,7 @@ import click
 from twelvefold.runtime.terminal import EscapingFormatter, for_terminal, one_line
 
 if TYPE_CHECKING:
-    from twelvefold.runtime.pgstore import PostgresStore
-    from twelvefold.runtime.store import SqliteStore, StoreLocation
+    from twelvefold.runtime.store import DamagedRow, StoreLocation
 
 
 def echo(text: str, *, err: bool = False) -> None:
@@ -31,10 +30,12 @@ def server_logging() -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
-def damaged_rows(store: SqliteStore | PostgresStore) -> list[str]:
+def damaged_rows(store: object) -> list[str]:
     """What a listing says of each damaged `threads` row of `store` (runtime/store.py,
-    `DamagedRow`), to be printed with `flag_damaged` once the listing is out."""
-    return [row.said for row in store.damaged_threads()]
+    `DamagedRow`), to be printed with `flag_damaged` once the listing is out; none from a
+    store that cannot hold one (the memory store)."""
+    told: Callable[[], list[DamagedRow]] | None = getattr(store, "damaged_threads", None)
+    return [row.said for row in told()] if told is not None else []
 
 
 def flag_damaged(db: StoreLocation, said: list[str]) -> None:

@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from twelvefold.commands.options import DB, GivenPath, PathText
-from twelvefold.commands.output import echo
+from twelvefold.commands.output import damaged_rows, echo, flag_damaged
 from twelvefold.commands.report import CommandError
 from twelvefold.commands.run import JSON, cli_via, runtime
 from twelvefold.runtime.config import ConfigError
 from twelvefold.runtime.migrate import Verdict
 from twelvefold.runtime.store import StoreLocation
 from twelvefold.runtime.terminal import one_line
+
+if TYPE_CHECKING:
+    from twelvefold.runtime.retention import Pruned
 
 
 @click.command()
@@ -36,6 +40,7 @@ def migrate(words: tuple[str, ...], by: str | None, db: StoreLocation, as_json: 
         new = rt.agent(reference)
         verdicts = rt.migrate_check(new) if checking else rt.migrate(new, by=by or cli_via())
         assert new.version is not None  # migrate refused an agent without one
+        damaged = damaged_rows(rt.store)  # passed by (which agent's is unknown): said last
     if as_json:
         echo(
             json.dumps(
@@ -50,6 +55,7 @@ def migrate(words: tuple[str, ...], by: str | None, db: StoreLocation, as_json: 
         )
     else:
         print_verdicts(new.name, new.version.digest, verdicts, checking)
+    flag_damaged(db, damaged)
     stuck = [v for v in verdicts if not (v.moved or v.movable) and v.from_version != v.to_version]
     sys.exit(1 if stuck else 0)
 
@@ -125,9 +131,15 @@ def prune(
             done = prune_store(rt.store, older_than=age, archive=target, dry_run=dry_run)
         except RetentionError as exc:
             raise CommandError(str(exc)) from None
+        damaged = damaged_rows(rt.store)  # kept (whether they ended is unknown): said last
     if as_json:
         echo(json.dumps(done.to_json(), ensure_ascii=False))
-        return
+    else:
+        print_pruned(done, dry_run)
+    flag_damaged(db, damaged)
+
+
+def print_pruned(done: Pruned, dry_run: bool) -> None:
     verb = "would prune" if dry_run else "pruned"
     echo(f"{verb} {len(done.threads)} thread(s) and {len(done.versions)} agent version(s)")
     if done.archive is not None and done.threads and not dry_run:
