@@ -189,3 +189,64 @@ def test_ctrl_c_in_twelvefold_test_names_the_agent_and_the_seed(
     assert said[0] == "interrupted: the command had not started: nothing was done" or (
         "block.agent" in said[0] and "nothing was written" in said[0] and "--seed 7" in said[0]
     ), said
+
+
+SIGNALLING = """\
+import signal
+import sys
+
+
+class Signalling:
+    '''stderr that sends this process a Ctrl-C the moment a line starts as `starts`.'''
+
+    def __init__(self, stream, starts):
+        self.stream, self.starts = stream, starts
+
+    def write(self, text):
+        written = self.stream.write(text)
+        if text.startswith(self.starts):
+            self.stream.flush()
+            signal.raise_signal(signal.SIGINT)
+        return written
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+sys.stderr = Signalling(sys.stderr, sys.argv.pop(1))
+sys.argv[0] = "twelvefold"
+from twelvefold.command import main
+
+main()
+"""
+
+
+def interrupted_as_it_says(folder: Path, starts: str, args: list[str]) -> str:
+    """The last line of `twelvefold ARGS` sent Ctrl-C as it writes a line that starts
+    with STARTS (checked as every interrupted line is)."""
+    import subprocess
+    import sys
+
+    (folder / "signalling.py").write_text(SIGNALLING)
+    done = subprocess.run(
+        [sys.executable, "signalling.py", starts, *args],
+        cwd=folder, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    said = [line for line in done.stderr.splitlines() if not line.startswith("INFO:")]
+    return assert_one_interrupted_line(done.returncode, said)
+
+
+def test_a_ctrl_c_the_moment_serve_says_it_listens_stops_the_server(block_project: Path) -> None:
+    """CI: a Ctrl-C sent as soon as `listening on` was read got `the server had not
+    started`: the line was written before the server's stop took over Ctrl-C. Here the
+    Ctrl-C comes as the line is written, every time."""
+    line = interrupted_as_it_says(block_project, "listening on ", SERVE)
+    assert "the server stopped" in line, line
+
+
+@pytest.mark.postgres
+def test_a_ctrl_c_the_moment_a_worker_says_it_runs_stops_the_worker(
+    block_project: Path, worker_args: list[str]
+) -> None:
+    line = interrupted_as_it_says(block_project, "worker: running ", worker_args)
+    assert "the worker stopped" in line, line

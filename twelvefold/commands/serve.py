@@ -157,7 +157,6 @@ def serve(
             server_header=False,
         )
     )
-    echo(f"listening on {address} (Ctrl-C stops)", err=True)
     code = 0
     stage.said = (
         f"the server stopped: every thread is in {where} as it stood, no lease held "
@@ -175,6 +174,9 @@ def serve(
     # signal again once it stopped (with this handler back in place).
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)  # a deploy's stop: graceful, exit 0 (not interrupts.py's)
+    # Said once a Ctrl-C is this handler's: one sent as soon as this line is read stops
+    # the server (CI's caught one still taken for a stop before the start).
+    echo(f"listening on {address} (Ctrl-C stops)", err=True)
     try:
         server.run(sockets=listeners)
     except KeyboardInterrupt:  # Ctrl-C: uvicorn stopped gracefully, then raised it again

@@ -254,7 +254,6 @@ async def _work(
             told = replies(service)  # (made with the Slack app: `server_side`)
             work = Work(runtime, agents, queue, tell=service.tell_settled,
                         owed=told.due_threads)  # fmt: skip
-            echo(f"worker: running {', '.join(sorted(agents))} from the queue", err=True)
             scheduler.start()
             if pruner is not None:
                 pruner.start()
@@ -268,6 +267,8 @@ async def _work(
                 f"thread is in {where} as it stood; a lease it still held lapses "
                 "(TWELVEFOLD_LEASE_SECONDS), then `twelvefold worker` runs it on"
             )
+            # Said once a Ctrl-C says how the worker stopped (as serve's `listening on`).
+            echo(f"worker: running {', '.join(sorted(agents))} from the queue", err=True)
             try:
                 stopped_by = await run_worker(
                     work, concurrency=concurrency, grace=grace, sweep_seconds=sweep_seconds,
