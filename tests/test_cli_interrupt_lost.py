@@ -107,3 +107,59 @@ def test_a_ctrl_c_once_the_report_is_out_leaves_the_commands_status() -> None:
     assert (process.returncode, said) == (0, []) or (
         process.returncode == 130 and len(said) == 1 and said[0].startswith("interrupted: ")
     ), (process.returncode, said)
+
+
+LOSING_AT_AN_EVENT = """\
+import signal
+import sys
+import weakref
+
+
+def lose(_: object) -> None:
+    signal.raise_signal(signal.SIGINT)  # handled in this callback: lost (see LOSING)
+    for _ in range(100):
+        pass
+
+
+class Losing:
+    '''stdout that loses a Ctrl-C as it writes the run's first event.'''
+
+    def __init__(self, stream):
+        self.stream, self.lost = stream, False
+
+    def write(self, text):
+        if not self.lost and text.lstrip().startswith("1 "):
+            self.lost = True
+            referent = type("Referent", (), {})()
+            ref = weakref.ref(referent, lose)
+            del referent
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+sys.stdout = Losing(sys.stdout)
+sys.argv[0] = "twelvefold"
+from twelvefold.command import main
+
+main()
+"""
+
+
+def test_a_ctrl_c_lost_while_a_thread_runs_stops_it_at_its_next_event(
+    block_project: Path,
+) -> None:
+    """It was seen only as a command started: one lost once the thread ran let it run
+    on to its end (or its next pause), exit 0."""
+    (block_project / "losing.py").write_text(LOSING_AT_AN_EVENT)
+    (block_project / "release").touch()  # the tool returns at once, if it is reached
+    done = subprocess.run(
+        [sys.executable, "losing.py", *COMMANDS["run"]],
+        cwd=block_project, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    said = done.stderr.splitlines()
+    assert done.returncode == 130, (done.returncode, done.stdout, said)
+    assert len(said) == 1 and said[0].startswith("interrupted: "), said
+    assert "twelvefold resume" in said[0], said
+    assert_consistent(block_project)

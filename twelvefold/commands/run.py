@@ -39,6 +39,7 @@ from twelvefold.commands.options import (
 )
 from twelvefold.commands.output import damaged_rows, echo, flag_damaged, table
 from twelvefold.commands.report import CommandError
+from twelvefold.interrupts import go_on
 from twelvefold.runtime.api import (
     Expiry,
     Runtime,
@@ -308,6 +309,7 @@ def runtime(
 
     def print_event(thread: Thread, event: Event) -> None:
         nonlocal reader_gone
+        go_on()  # a Ctrl-C Python lost (interrupts.py) stops the run at its next event
         if reader_gone:
             return
         try:
@@ -321,7 +323,7 @@ def runtime(
     shutdown = configure_from_env()  # OTEL_EXPORTER_OTLP_* (docs/observability.md)
     try:
         store = open_store(db, create=create)
-        hook: Callable[[Thread, Event], None] | None = None if quiet else print_event
+        hook: Callable[[Thread, Event], None] = at_event if quiet else print_event
         keep_stdout = contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext()
         try:
             with (
@@ -338,6 +340,12 @@ def runtime(
     finally:
         if shutdown is not None:
             shutdown()  # exports the spans still queued before the process exits
+
+
+def at_event(thread: Thread, event: Event) -> None:
+    """The runtime's event hook when events are not printed (`--json`): a Ctrl-C Python
+    lost (interrupts.py) stops the run at its next event, as a printed one does."""
+    go_on()
 
 
 def finish(view: ThreadView, db: StoreLocation, as_json: bool) -> None:
