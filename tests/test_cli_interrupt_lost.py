@@ -10,6 +10,7 @@ callback runs, a SIGINT is raised and handled inside it.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -75,12 +76,13 @@ def test_a_ctrl_c_lost_as_the_command_loads_stops_it_before_it_starts(
     assert_consistent(block_project)
 
 
-def test_a_ctrl_c_once_the_report_is_out_leaves_the_commands_status() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+def test_a_ctrl_c_once_the_report_is_out_leaves_the_commands_status(signum: int) -> None:
     """rt13: Ctrl-C just after `twelvefold test` printed its report ended the process by
     the signal (status -2, no line): Python gives its handlers back to the system as it
-    shuts down. Ctrl-C is sent again and again from the last line on; the command either
-    ends with its own status or, if one landed before its result was out, says so."""
-    import signal
+    shuts down; rt14: SIGTERM the same (-15). The signal is sent again and again from the
+    last line on; the command either ends with its own status or, if one landed before
+    its result was out, says so."""
     import time
 
     examples = Path(__file__).resolve().parent.parent / "examples"
@@ -97,15 +99,16 @@ def test_a_ctrl_c_once_the_report_is_out_leaves_the_commands_status() -> None:
             if line.startswith("shortest paths"):  # the report's last line
                 break
         while process.poll() is None:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signum)
             time.sleep(0.002)
         said = process.communicate(timeout=60)[1].splitlines()
     finally:
         process.kill()
         process.wait()
     assert out and out[-1].startswith("shortest paths"), out
+    word, status = ("interrupted", 130) if signum == signal.SIGINT else ("terminated", 143)
     assert (process.returncode, said) == (0, []) or (
-        process.returncode == 130 and len(said) == 1 and said[0].startswith("interrupted: ")
+        process.returncode == status and len(said) == 1 and said[0].startswith(f"{word}: ")
     ), (process.returncode, said)
 
 
@@ -163,3 +166,46 @@ def test_a_ctrl_c_lost_while_a_thread_runs_stops_it_at_its_next_event(
     assert len(said) == 1 and said[0].startswith("interrupted: "), said
     assert "twelvefold resume" in said[0], said
     assert_consistent(block_project)
+
+
+SIGNALLED_AS_THE_COMMAND_LINE_LOADS = """\
+import os
+import signal
+import sys
+
+SIGNAL = int(sys.argv.pop(1))
+
+
+class Signalling:
+    # Sends this process SIGNAL as `twelvefold.cli` is looked for: the handler is in
+    # place (twelvefold/command.py), the command line module's own `try` not yet.
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "twelvefold.cli":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), SIGNAL)
+            for _ in range(100):  # the handler runs here, and raises
+                pass
+        return None
+
+
+sys.meta_path.insert(0, Signalling())
+sys.argv[0] = "twelvefold"
+from twelvefold.command import main
+
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+def test_a_signal_as_the_command_line_loads_is_one_line(tmp_path: Path, signum: int) -> None:
+    """rt14: one landing as twelvefold/command.py imported the command line printed a
+    traceback and ended the process by SIGINT, even for a SIGTERM."""
+    (tmp_path / "signalling.py").write_text(SIGNALLED_AS_THE_COMMAND_LINE_LOADS)
+    done = subprocess.run(
+        [sys.executable, "signalling.py", str(int(signum)), "threads", "--db", "x.db"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    word, status = ("interrupted", 130) if signum == signal.SIGINT else ("terminated", 143)
+    expected = [f"{word}: the command had not started: nothing was done"]
+    assert (done.returncode, done.stderr.splitlines()) == (status, expected), done.stderr

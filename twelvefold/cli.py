@@ -8,17 +8,8 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-from .interrupts import exit_status, remembering, stopped_word
-
-
-def _interrupted_outside() -> NoReturn:
-    """Ctrl-C (or SIGTERM) outside every command's reporter (as this module imports click,
-    or as click starts or ends): the one line and exit 130 (143) of
-    twelvefold/commands/report.py, written here since that module may not be imported yet."""
-    exec("")  # handled: exit 130, not by SIGINT (report.py, `interrupted`, says why)
-    sys.stderr.write(f"{stopped_word()}: the command had not started: nothing was done\n")
-    sys.exit(exit_status())
-
+from .command import not_started as _interrupted_outside
+from .interrupts import remembering
 
 try:  # Ctrl-C while the command starts: one line, as anywhere after
     import click

@@ -2,16 +2,41 @@
 
 Ctrl-C and SIGTERM are taken over first (twelvefold/interrupts.py), before the command
 line module imports anything: a SIGTERM while click loads would otherwise end the
-process with no word, and a Ctrl-C lost in an import would go unnoticed.
+process with no word, and a Ctrl-C lost in an import would go unnoticed. One that lands
+while the command line loads is said in one line here, never as a traceback.
 """
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 
 def main() -> None:
-    from twelvefold.interrupts import remembering
+    try:
+        from twelvefold.interrupts import remembering
 
-    remembering()
-    from twelvefold.cli import main as run_command_line
-
+        remembering()
+        from twelvefold.cli import main as run_command_line
+    except KeyboardInterrupt:
+        not_started()
+    except RuntimeError as exc:  # Python 3.11 wraps a Ctrl-C in a class's `__set_name__`
+        if not isinstance(exc.__cause__, KeyboardInterrupt):
+            raise
+        not_started()
     run_command_line()
+
+
+def not_started() -> NoReturn:
+    """Ctrl-C (or SIGTERM) before the command began (as the command line loads, or as
+    click starts): the one line and exit 130 (143) of twelvefold/commands/report.py,
+    written here since that module may not be imported yet."""
+    exec("")  # handled: exit 130, not by SIGINT (report.py, `interrupted`, says why)
+    try:
+        from twelvefold.interrupts import exit_status, stopped_word
+    except KeyboardInterrupt:  # a second one, as that module loads: a Ctrl-C's
+        word, status = "interrupted", 130
+    else:
+        word, status = stopped_word(), exit_status()
+    sys.stderr.write(f"{word}: the command had not started: nothing was done\n")
+    sys.exit(status)

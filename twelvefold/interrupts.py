@@ -85,10 +85,13 @@ def go_on() -> None:
 
 def done() -> None:
     """The command's result is out (its output written, its status decided): a Ctrl-C
-    from now on is ignored, and the process ends with the command's own status. Without
-    this, one during the tenths of a second Python takes to shut down ended the process by
-    the signal (status -2 to a parent, and no line), as Python gives every handler it
+    or SIGTERM from now on is ignored, and the process ends with the command's own
+    status. Without this, one during the tenths of a second Python takes to shut down
+    ended the process by the signal (status -2 or -15 to a parent, 130 or 143 to a shell,
+    and no line) after a result that was whole, as Python gives every handler it
     installed back to the system before it frees its modules."""
-    main = threading.current_thread() is threading.main_thread()
-    if main and signal.getsignal(signal.SIGINT) is remember:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is remember:
+            signal.signal(signum, signal.SIG_IGN)
