@@ -80,3 +80,30 @@ async def test_the_same_key_in_two_objects_is_no_repetition(
                 headers=JSON,
             )
         assert_problem(response, 422, "takes a string input")  # its type, not a repetition
+
+
+async def test_a_body_in_another_encoding_than_utf_8_is_refused(
+    deploy_agent: Path, tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    """rt14: a decision in UTF-16 (declared `charset=utf-8`) was an approval, while a
+    proxy or audit log reading UTF-8 sees NUL bytes between letters; UTF-32 and a byte
+    order mark were taken too. RFC 8259, section 8.1: JSON between systems is UTF-8."""
+    async with served(deploy_agent, tmp_path / "threads.db", openai_server) as s:
+        view = await launch(s, "bob")
+        thread, request = view["thread_id"], view["request"]
+        before = await events(s, thread)
+        decision = f'{{"request": "{request}", "decision": "approve", "comment": "ok"}}'
+        async with s.client("ana") as client:
+            path = f"/v1/threads/{thread}/decisions"
+            for encoding in ("utf-16-le", "utf-16", "utf-32", "utf-32-be"):
+                response = await client.post(
+                    path,
+                    content=decision.encode(encoding),
+                    headers={"Content-Type": "application/json; charset=utf-8"},
+                )
+                assert_problem(response, 400, "not UTF-8", "RFC 8259")
+            bom = await client.post(path, content=b"\xef\xbb\xbf" + decision.encode(), headers=JSON)
+            assert_problem(bom, 400, "byte order mark", "RFC 8259")
+            assert await events(s, thread) == before  # nothing was recorded
+            ok = await client.post(path, content=decision.encode(), headers=JSON)
+            assert ok.status_code == 200, ok.text

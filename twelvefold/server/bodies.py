@@ -12,6 +12,7 @@ whatever its model. The Slack routes read their JSON with `loads` too."""
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -90,7 +91,14 @@ def _first_repeated(value: Any) -> tuple[tuple[str, ...], str] | None:
 
 def loads(text: str | bytes) -> Any:
     """`json.loads(text)`, refusing an object that gives a key twice, at any depth
-    (`RepeatedKey`). Invalid JSON raises json's own errors, as `json.loads` does."""
+    (`RepeatedKey`). Invalid JSON raises json's own errors, as `json.loads` does.
+
+    Bytes are read as UTF-8 and nothing else (`UnicodeDecodeError`): JSON exchanged
+    between systems is UTF-8 (RFC 8259, section 8.1). `json.loads` would also take UTF-16
+    and UTF-32, which a proxy or audit log reading UTF-8 sees as something else, and a
+    byte order mark, which the RFC says not to send (the text is then refused by json)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
     try:
         return json.loads(text, object_pairs_hook=_refusing)
     except _Repeated as first:
@@ -105,7 +113,24 @@ class StrictJSONRequest(Request):
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = loads(await self.body())
+            body = await self.body()
+            if body.startswith(codecs.BOM_UTF8):
+                raise HTTPException(
+                    400, "the body starts with a byte order mark: send JSON without one "
+                    "(RFC 8259, section 8.1)",
+                )  # fmt: skip
+            try:
+                # A NUL byte is UTF-8, but never in JSON text: UTF-16 or UTF-32 of ASCII.
+                if (nul := body.find(b"\0")) >= 0:
+                    raise UnicodeDecodeError("utf-8", body, nul, nul + 1, "a NUL byte")
+                self._json = loads(body)
+            except UnicodeDecodeError as exc:
+                raise HTTPException(
+                    400,
+                    f"the body is not UTF-8 (byte {exc.start} of {len(body)}): JSON between "
+                    "systems is UTF-8, whatever the Content-Type's charset says (RFC 8259, "
+                    "section 8.1)",
+                ) from None
         return self._json
 
 
