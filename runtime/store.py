@@ -1897,8 +1897,16 @@ def _kind(value: object) -> str:
 
 
 def _row_id(value: object) -> str:
-    """A row's id as a listing names it: itself, or quoted when it is not text."""
-    return one_line(value) if isinstance(value, str) else repr(value)
+    """A row's id as a listing names it: itself; an id that is not text as the SQL
+    literal that finds the row (`X'6162'` for a BLOB, `NULL`, a number), so the repair in
+    docs/stores.md can be pasted as printed (`WHERE id = X'6162'`)."""
+    if isinstance(value, str):
+        return one_line(value)
+    if isinstance(value, bytes):
+        return f"X'{value.hex().upper()}'"
+    if value is None:
+        return "NULL"
+    return one_line(str(value))
 
 
 def _sealed_fields(

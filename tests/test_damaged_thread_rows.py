@@ -259,5 +259,31 @@ def test_each_kind_of_damage_is_named_and_hides_no_other_row(
         (row,) = store.damaged_threads()
     finally:
         store.close()
-    assert row.id == (repr(damaged.encode()) if change.startswith("id") else damaged)
+    assert row.id == (
+        f"X'{damaged.encode().hex().upper()}'" if change.startswith("id") else damaged
+    )
     assert row.problem == problem
+
+
+def test_a_damaged_id_is_named_as_the_sql_that_finds_it(
+    two_threads: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """rt14: a BLOB id was named `b'…'` (Python's spelling): the repair in docs/stores.md
+    pasted with it, or with the bare id, changed no row."""
+    db = copy(two_threads, tmp_path)
+    _, healthy, damaged = two_threads
+    with sqlite3.connect(db) as connection:
+        connection.execute(
+            "UPDATE threads SET agent = CAST(agent AS TEXT), id = CAST(id AS BLOB) WHERE id = ?",
+            (damaged,),
+        )
+    result = invoke("threads", "--db", str(db))
+    named = result.stderr.split("damaged thread row ", 1)[1].split(" ", 1)[0]
+    with sqlite3.connect(db) as connection:  # the repair as docs/stores.md gives it
+        changed = connection.execute(
+            f"UPDATE threads SET id = CAST(id AS TEXT) WHERE id = {named}"
+        ).rowcount
+    assert changed == 1, named
+    result = invoke("threads", "--json", "--db", str(db))
+    assert result.exit_code == 0 and not result.stderr, result.stderr
+    assert sorted(t["thread_id"] for t in json.loads(result.stdout)) == sorted([healthy, damaged])
