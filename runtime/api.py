@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from .jsonkeys import RepeatedKey
 from .names import declared_name
 from .records import record
 from .redact import shown_value, validation_problems
@@ -1773,13 +1774,16 @@ def nobody_decides(view: ThreadView) -> str:
 
 def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
     """`value` as the agent's declared type named `type`; `InputError` for a type the agent
-    does not declare or a value of the wrong shape (given as the model, a dict or JSON)."""
+    does not declare or a value of the wrong shape (given as the model, a dict or JSON),
+    or JSON text that gives a key twice (naming the key and where it is)."""
     declared = agent.spec.types.get(type)
     if declared is None:
         known = ", ".join(sorted(agent.spec.types)) or "none"
         raise InputError(f"{agent.name} declares no type `{shown(type)}` (its types: {known})")
     try:
         typed: BaseModel = strictly(declared, value)
+    except RepeatedKey as exc:  # the path to the key and why: a problem like any other
+        raise InputError(f"the event is not a valid {type}: {shown(str(exc))}") from None
     except ValidationError as exc:
         problems = validation_problems(exc, limit=exc.error_count(), model=declared)
         raise InputError(f"the event is not a valid {type}: {shown(problems)}") from None
@@ -1947,7 +1951,8 @@ def storable(value: Any, where: str) -> None:
 def typed_input(agent: Agent, value: Any) -> Any:
     """The launch input as the agent declares it: a string, or a number, a boolean or one
     of its types (given as JSON text, a `ParsedJson`, the model, a dict or the value),
-    validated as strictly as a model's output (`strictly`)."""
+    validated as strictly as a model's output (`strictly`). `InputError` for a value
+    that does not fit, or JSON text that gives a key twice (naming the key and where)."""
     declared = agent.spec.input_type
     if isinstance(value, ParsedJson) and declared is str:
         value = value.value  # a string agent's input is the text itself, not JSON
@@ -1959,8 +1964,10 @@ def typed_input(agent: Agent, value: Any) -> Any:
     model = declared if issubclass(declared, BaseModel) else None
     try:
         typed = strictly(declared, value)
-    except ValidationError as exc:
-        problems = validation_problems(exc, model=model)
+    except (ValidationError, RepeatedKey) as exc:
+        problems = (
+            str(exc) if isinstance(exc, RepeatedKey) else validation_problems(exc, model=model)
+        )
         if model is None:  # one problem, of the value itself (its `value: ` prefix said nothing)
             name, problem = declared.__name__, problems.removeprefix("value: ")
             a = "an" if name[0] in "aeiou" else "a"

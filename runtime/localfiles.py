@@ -1,6 +1,6 @@
 """Reading a local file a command is given (`graph --events`, `run --cassette`) or a file
 of the project's compile cache: a regular file only, no larger than MAX_FILE_BYTES, and
-JSON nested no deeper than reason.
+JSON nested no deeper than reason, whose objects give each key once.
 
 A FIFO (or a device) named where a file is expected would block the command until it is
 killed, a file of gigabytes (or `/dev/zero`) would end it with a MemoryError, and JSON
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_core import from_json
+
+from .jsonkeys import refuse_repeated_keys
 
 MAX_JSON_DEPTH = 200
 """How deep arrays and objects nest in a file's JSON at most (pydantic-core's parser stops
@@ -95,7 +97,10 @@ def replace_file(target: Path, data: bytes, mode: int = 0o666) -> None:
 def parse_json(text: str | bytes, path: Path, line: int | None = None) -> Any:
     """`text` (read from `path`, at `line` of it) as JSON; an `OSError` naming the file
     when its arrays and objects nest deeper than MAX_JSON_DEPTH, a `ValueError` when it
-    is not JSON."""
+    is not JSON, and `RepeatedKey` (a `ValueError` naming the key and where it is) when
+    an object in it gives a key twice: readers of one file must not disagree on it
+    (runtime/jsonkeys.py)."""
+    refuse_repeated_keys(text)
     try:
         return from_json(text)
     except ValueError as exc:

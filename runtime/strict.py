@@ -1,6 +1,7 @@
 """The one rule for a value handed to the runtime from outside: a model's output, a
 launch's input, an outside event, a cassette's recorded output. Nothing is converted from
-another type (docs/runtime.md, "Values from outside are taken as they are")."""
+another type, and JSON that gives a key twice is not read (docs/runtime.md, "Values from
+outside are taken as they are")."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .jsonkeys import refuse_repeated_keys
 from .records import record
 
 __all__ = ["ParsedJson", "strictly"]
@@ -28,16 +30,20 @@ def strictly(declared: type[Any], value: Any) -> Any:
     with `strict=True`): nothing is converted, so `true`, `"1"` and `1.0` are no `int`
     and `"1.5"` no `float` (an `int` is a `float`, as in JSON).
 
-    JSON text (`str`, `bytes`) is validated as JSON. Data (a `ParsedJson`'s, a dict, a
-    model instance, a number) is validated in pydantic's strict Python mode, which for
-    every field type a `.agent` file declares (strings, numbers, booleans, string enums,
-    lists, maps with string keys, records, optionals; no dates, bytes or enum classes,
-    where the two modes differ) takes exactly what strict JSON validation takes:
-    tests/test_strict_inputs.py holds JSON text, data and the model's output to one
-    table. Raises pydantic's `ValidationError`."""
+    JSON text (`str`, `bytes`) is validated as JSON, and refused (`RepeatedKey`, from
+    runtime/jsonkeys.py) when an object in it gives a key twice, at any depth: pydantic
+    would keep the last value, where other readers of the same text keep the first.
+    Data (a `ParsedJson`'s, a dict, a model instance, a number) is validated in
+    pydantic's strict Python mode, which for every field type a `.agent` file declares
+    (strings, numbers, booleans, string enums, lists, maps with string keys, records,
+    optionals; no dates, bytes or enum classes, where the two modes differ) takes
+    exactly what strict JSON validation takes: tests/test_strict_inputs.py holds JSON
+    text, data and the model's output to one table. Raises pydantic's
+    `ValidationError`, or `RepeatedKey`."""
     if isinstance(value, ParsedJson):
         value = value.value  # data: a string in it is never read as JSON text
     elif isinstance(value, str | bytes):
+        refuse_repeated_keys(value)
         if issubclass(declared, BaseModel):
             return declared.model_validate_json(value, strict=True)
         return _scalar_adapter(declared).validate_json(value, strict=True)
