@@ -31,7 +31,7 @@ from twelvefold.cli import cli
 from twelvefold.compiler.render.text import drawable
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.cassette import CassettePlayer
-from twelvefold.runtime.notify import LogNotifier, Notice
+from twelvefold.runtime.notify import EmailNotifier, LogNotifier, Notice
 from twelvefold.runtime.store import SqliteStore
 from twelvefold.runtime.terminal import EscapingFormatter, for_terminal, one_line, visible
 from twelvefold.runtime.types import Rejected
@@ -194,6 +194,16 @@ def test_every_text_slack_is_sent_shows_each_disguise_escaped() -> None:
         decided_line(decided, "r-1"),
     ):  # fmt: skip
         assert_shown_escaped(text)
+
+
+def test_a_notice_by_email_shows_each_disguise_escaped() -> None:
+    notice = Notice("t-1", "deploybot", "approve_deploy", "approval", f"Deploy {TAG}?",
+                    {"tag": TAG}, approvers=(f"ana{TAG}",), request="r-1")  # fmt: skip
+    email = EmailNotifier("127.0.0.1", 25, "twelvefold@example.com", ["ana@example.com"])
+    message = email.message(notice)
+    body = message.get_content()
+    assert_shown_escaped(body)
+    assert body.startswith("Deploy v1.2.3" + escape(TAG.removeprefix("v1.2.3")) + "?\n")
 
 
 @pytest.mark.anyio
