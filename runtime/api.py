@@ -38,6 +38,7 @@ from .records import record
 from .redact import shown_value, validation_problems
 from .spec import AgentSpec, child_id
 from .strict import ParsedJson, strictly
+from .terminal import for_terminal
 from .types import (
     Answer,
     Answered,
@@ -1863,9 +1864,10 @@ def allowed_config(thread: Thread, action: AwaitApproval | AwaitAnswer, by: str 
 
 
 def shown(text: str) -> str:
-    """A string someone typed, safe to print in an error: control characters (terminal
-    escapes, newlines) come out escaped."""
-    return text if text.isprintable() else ascii(text)[1:-1]
+    """A string someone typed, safe to print in an error or a listing's cell: control
+    characters (terminal escapes, newlines) come out escaped, and so does every other
+    character a person cannot see (`for_terminal`), so a cell is as wide as it reads."""
+    return for_terminal(text) if text.isprintable() else ascii(text)[1:-1]
 
 
 def fork_log(thread: Thread, at_event: int) -> list[Event]:

@@ -402,16 +402,21 @@ class EmailNotifier:
         self.secrets = tuple(s for s in (password,) if s)
 
     def message(self, notice: Notice) -> EmailMessage:
+        """The notice as a plain-text email, every character a person cannot see written
+        out as the inbox and Slack show it (`visible`), so a value cannot read in a mail
+        reader differently from what it is (`"\\u202e3.2.1v"` as "v1.2.3")."""
         message = EmailMessage()
-        message["Subject"] = f"[twelvefold] {notice.title}"
+        message["Subject"] = visible(f"[twelvefold] {notice.title}")
         message["From"] = self.sender
         message["To"] = ", ".join(self.to)
         value = json.dumps(_plain(notice.value), indent=2, ensure_ascii=False)
         approvers = ", ".join(notice.approvers) or "anyone allowed"
         request = f"request: {notice.request}\n" if notice.request else ""
         message.set_content(
-            f"{notice.text}\n\n{value}\n\napprovers: {approvers}\n{request}\n"
-            f"{notice.how_to_resume}\n" + (f"{notice.link}\n" if notice.link else "")
+            visible(
+                f"{notice.text}\n\n{value}\n\napprovers: {approvers}\n{request}\n"
+                f"{notice.how_to_resume}\n" + (f"{notice.link}\n" if notice.link else "")
+            )
         )
         return message
 

@@ -23,6 +23,7 @@ IDS = [
     "t\x1b[2J\nerror: forged",
     "スレッド",  # each character two columns wide on a terminal
     "a\ufe0f\u0e01\u0e31x\u0488y",  # marks that take no column (a red team, rt11)
+    "b\u3164\u2800\U000e0041z",  # hidden ones, each shown as its escape (rt14)
 ]
 
 

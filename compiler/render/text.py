@@ -6,24 +6,24 @@ A string in an `.agent` file may hold any character its escapes spell (`\\u0001`
 description, a model name or a guard. Graphviz reads HTML-like labels as XML, which
 forbids most C0 controls, U+FFFE/U+FFFF and surrogates (`dot` refuses the whole graph);
 a DOT or Mermaid file printed to a terminal would let an ESC drive it; a bidi override
-reverses what the reader sees. Shown as their escapes, they are visible in every format,
-and `to_dot`/`to_mermaid` need no special case for them.
+reverses what the reader sees, and a tag character or a Hangul filler hides text. Shown
+as their escapes, they are visible in every format, and `to_dot`/`to_mermaid` need no
+special case for them.
 """
 
 from __future__ import annotations
 
-import re
+from twelvefold.runtime.terminal import hidden_characters, written_out
 
-_UNSHOWABLE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
-    "\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff\ufffe\uffff]"
-)
-"""C0 controls but tab and line break, DEL, C1 controls, invisible and bidi characters
-(as the inbox shows them: server/inbox.py's `visible`), surrogates and the two
-characters XML 1.0 forbids above them."""
+_UNSHOWABLE = hidden_characters(keep="\t\n", more="\ufffe\uffff")
+"""Every character a person cannot see or that changes how the text around it reads
+(runtime/terminal.py's `HIDDEN`, as the inbox and the terminal show them) but tab and
+line feed, and the two characters XML 1.0 forbids besides the controls and surrogates
+already in it."""
 
 
 def drawable(text: str) -> str:
-    """`text` with every character in `_UNSHOWABLE` written as its `\\uXXXX` escape;
-    tabs and line breaks stay (each renderer lays a line break out its own way)."""
-    return _UNSHOWABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+    """`text` with every character in `_UNSHOWABLE` written as its `\\uXXXX` escape
+    (`written_out`); tabs and line feeds stay (each renderer lays a line break out its own
+    way)."""
+    return _UNSHOWABLE.sub(written_out, text)

@@ -21,8 +21,9 @@ What keeps it safe (each has a test in tests/test_server_inbox*.py):
   names another site is refused (OWASP CSRF cheat sheet: synchronizer token plus
   origin verification).
 - Escaping: the templates render in Jinja2's sandbox with autoescape on; every value is
-  printed with invisible and direction-changing characters shown as `\\uXXXX` first, so a
-  model cannot make a value read differently from what it is.
+  printed with the characters a person cannot see or that change how text reads
+  (runtime/terminal.py's `HIDDEN`) shown as `\\uXXXX` first, so a model cannot make a
+  value read differently from what it is.
 - Content-Security-Policy on every response: no script at all (the pages need none),
   styles and images from this origin only, no framing. The graph is an SVG holding names
   from the agent and counts from the log; it is served at its own URL and shown with
