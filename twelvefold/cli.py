@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
+from .command import is_interrupt
 from .command import not_started as _interrupted_outside
 from .interrupts import remembering
 
@@ -22,10 +23,8 @@ try:  # Ctrl-C while the command starts: one line, as anywhere after
     def cli() -> None:
         """Compile, check, test and run .agent files."""
 
-except KeyboardInterrupt:
-    _interrupted_outside()
-except RuntimeError as exc:  # Python 3.11 wraps a Ctrl-C in a class's `__set_name__`
-    if not isinstance(exc.__cause__, KeyboardInterrupt):
+except (KeyboardInterrupt, RuntimeError) as exc:
+    if not is_interrupt(exc):
         raise
     _interrupted_outside()
 
@@ -37,10 +36,8 @@ def main() -> None:
             cli.main(prog_name="twelvefold", standalone_mode=True)
         finally:
             sys.stdout.flush()  # here, not at shutdown: a reader gone is said nowhere
-    except KeyboardInterrupt:
-        _interrupted_outside()
-    except RuntimeError as exc:  # as above (report.py, `interrupt_within`)
-        if not isinstance(exc.__cause__, KeyboardInterrupt):
+    except (KeyboardInterrupt, RuntimeError) as exc:  # (report.py, `interrupt_within`)
+        if not is_interrupt(exc):
             raise
         _interrupted_outside()
     except BrokenPipeError:

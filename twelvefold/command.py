@@ -18,13 +18,19 @@ def main() -> None:
 
         remembering()
         from twelvefold.cli import main as run_command_line
-    except KeyboardInterrupt:
-        not_started()
-    except RuntimeError as exc:  # Python 3.11 wraps a Ctrl-C in a class's `__set_name__`
-        if not isinstance(exc.__cause__, KeyboardInterrupt):
+    except (KeyboardInterrupt, RuntimeError) as exc:
+        if not is_interrupt(exc):
             raise
         not_started()
     run_command_line()
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """A `KeyboardInterrupt`, or the `RuntimeError` Python 3.11 wraps one in when it lands
+    in a class's `__set_name__` (while a module defines a class)."""
+    return isinstance(exc, KeyboardInterrupt) or (
+        isinstance(exc, RuntimeError) and isinstance(exc.__cause__, KeyboardInterrupt)
+    )
 
 
 def not_started() -> NoReturn:
