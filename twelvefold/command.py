@@ -9,7 +9,10 @@ while the command line loads is said in one line here, never as a traceback.
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+
+TYPE_CHECKING = False  # not `typing`'s: importing it takes milliseconds before the handlers
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def main() -> None:
