@@ -667,3 +667,22 @@ def test_a_slack_user_mapped_to_a_reserved_or_malformed_name_is_nobody(
     agent = cast(Agent, SimpleNamespace(directory=tmp_path))
     assert slack_users(agent) == {"U0ANA": "ana"}
     assert "U0X" in caplog.text and "reserved" in caplog.text
+
+
+async def test_a_form_with_a_field_twice_or_not_utf_8_launches_nothing(
+    s: Served, slack_server: ScriptedSlack
+) -> None:
+    """rt15: the form was read leniently (the first of two `text` fields, bytes that are
+    not UTF-8 as U+FFFD, %00 kept), where every other body is refused for each."""
+    fields = "command=/twelvefold&user_id=U0BOB&channel_id=C0TEAM&trigger_id=T1"
+    refused = {
+        f"{fields}&text=deploybot+deploy+to+staging&text=deploybot+deploy+to+production": "twice",
+        f"{fields}&user_id=U0ANA&text=deploybot+go": "twice",
+        f"{fields}&text=deploybot+deploy+%FF": "not UTF-8",
+        f"{fields}&text=deploybot+deploy+%00": "NUL",
+    }
+    for body, said in refused.items():
+        response = await post(s, body.encode())
+        assert response.status_code == 400 and said in response.json()["detail"], response.text
+    assert await s.service.threads(Caller("ana", "http")) == []
+    assert slack_server.calls_to("chat.postMessage") == []

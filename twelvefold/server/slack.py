@@ -44,7 +44,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -569,7 +569,9 @@ class SlackApp:
             return problem(401, "this request was received already (a replay?)")
         if request.headers.get("content-type", "").startswith("application/json"):
             return await self._event(request, body)
-        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items() if v}
+        form = _form(body)
+        if isinstance(form, str):
+            return problem(400, form)
         if "payload" in form:
             try:
                 payload = loads(form["payload"])
@@ -928,3 +930,22 @@ def router(
         return await slack.handle(request)
 
     return routes
+
+
+def _form(body: bytes) -> dict[str, str] | str:
+    """A form Slack posts (`application/x-www-form-urlencoded`), or what is wrong with it:
+    read as strictly as a JSON body (server/bodies.py), since a form whose `text` comes
+    twice would be one command to this server and another to a log reading the other.
+    UTF-8 only, escapes included; no field twice; no NUL character."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), errors="strict")
+    except UnicodeDecodeError:
+        return "the form is not UTF-8"
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:
+            return f"the form gives the field `{key[:100]}` twice"
+        if "\0" in key or "\0" in value:
+            return "the form holds a NUL character"
+        form[key] = value
+    return form
