@@ -209,3 +209,43 @@ def test_a_signal_as_the_command_line_loads_is_one_line(tmp_path: Path, signum: 
     word, status = ("interrupted", 130) if signum == signal.SIGINT else ("terminated", 143)
     expected = [f"{word}: the command had not started: nothing was done"]
     assert (done.returncode, done.stderr.splitlines()) == (status, expected), done.stderr
+
+
+def test_a_burst_of_signals_ends_the_command_with_one_line() -> None:
+    """rt15: 40 Ctrl-Cs and SIGTERMs back to back hung about one `twelvefold threads`
+    in four for good (the handler set a `threading.Event`; a second signal, handled
+    inside the first one's `set`, waited on the lock that `set` held), and a second
+    signal after the first one's line ended the process by the signal or as click's
+    `Aborted!`. Eight processes, each sent a burst at another moment once twelvefold's
+    command line began to load (before, Python itself is starting)."""
+    import time
+
+    from tests.support.interrupts import CLICK_IMPORTED
+
+    for attempt in range(8):
+        process = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "twelvefold", "threads", "--db", "x.db"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stderr is not None
+        said = []
+        for line in process.stderr:
+            if CLICK_IMPORTED.match(line):
+                break
+            if not line.startswith("import time:"):
+                said.append(line)
+        time.sleep(0.01 * attempt)
+        for count in range(40):
+            if process.poll() is not None:
+                break
+            process.send_signal(signal.SIGINT if count % 2 == 0 else signal.SIGTERM)
+        try:
+            _, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail(f"still running 30 s after a burst of signals (attempt {attempt})")
+        said += [
+            line for line in err.splitlines(keepends=True) if not line.startswith("import time:")
+        ]
+        assert process.returncode in (130, 143, 1), (process.returncode, said)
+        assert len(said) == 1 and "Traceback" not in err and "Aborted" not in err, said

@@ -26,7 +26,7 @@ def lost_interrupt() -> object:
     """The state after a Ctrl-C whose exception the garbage collector swallowed."""
     interrupts.SEEN.set()
     yield
-    interrupts.SEEN.clear()
+    interrupts.forget()
 
 
 def test_a_lost_ctrl_c_still_ends_a_property_at_its_next_thread(
@@ -45,7 +45,7 @@ def test_the_handler_remembers_and_raises() -> None:
             interrupts.remember(signal.SIGINT, None)
         assert interrupts.SEEN.is_set()
     finally:
-        interrupts.SEEN.clear()
+        interrupts.forget()
 
 
 def test_a_ctrl_c_lost_in_a_callback_is_not_printed_and_is_remembered(
@@ -64,7 +64,7 @@ def test_a_ctrl_c_lost_in_a_callback_is_not_printed_and_is_remembered(
         interrupts.quiet_lost(lost)
         assert interrupts.SEEN.is_set()
     finally:
-        interrupts.SEEN.clear()
+        interrupts.forget()
     assert capsys.readouterr().err == ""
     other = types.SimpleNamespace(exc_type=ValueError, exc_value=ValueError("kept"))
     passed_on: list[object] = []

@@ -42,10 +42,11 @@ def not_started() -> NoReturn:
     written here since that module may not be imported yet."""
     exec("")  # handled: exit 130, not by SIGINT (report.py, `interrupted`, says why)
     try:
-        from twelvefold.interrupts import exit_status, stopped_word
+        from twelvefold.interrupts import done, exit_status, stopped_word
     except KeyboardInterrupt:  # a second one, as that module loads: a Ctrl-C's
         word, status = "interrupted", 130
     else:
+        done()  # a signal after this line changes nothing (as after any command's result)
         word, status = stopped_word(), exit_status()
     sys.stderr.write(f"{word}: the command had not started: nothing was done\n")
     sys.exit(status)

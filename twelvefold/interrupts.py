@@ -24,24 +24,85 @@ it is installed before anything else is loaded.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 
-SEEN = threading.Event()
+
+class _Flag:
+    """`threading.Event`'s `set` and `is_set` without its lock: a signal handler runs
+    between any two bytecodes of the main thread, also inside an `Event.set` a first
+    signal's handler began, which a second signal's then waited on for ever (rt15)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def clear(self) -> None:
+        self._set = False
+
+
+SEEN = _Flag()
 """Set by every Ctrl-C (or SIGTERM) while `remembering()` is installed, whatever became of
 its `KeyboardInterrupt`. Never cleared: the process is on its way out."""
 
+AGAIN_SECONDS = 2.0
+"""A second Ctrl-C (or SIGTERM) this long after the first, while the stop the first
+began is still under way, stops the process at once; sooner, it is taken for the same
+stop (a key pressed twice, a supervisor repeating its signal)."""
+
 _received: list[int] = []
+_raised_at: list[float] = []
+"""When the `KeyboardInterrupt` now on its way was raised (`time.monotonic`): one at a
+time, so that a second cannot cut the first one's stop (its line, its lease let go)
+short, or reach click as `Aborted!`."""
 
 
 def remember(signum: int, frame: FrameType | None) -> None:
     """A SIGINT (or SIGTERM) handler: Python's own for SIGINT (raise `KeyboardInterrupt`),
-    remembered in SEEN, with the signal for `exit_status`."""
+    remembered in SEEN, with the signal for `exit_status`. A second one while the first
+    one's stop is under way changes nothing for `AGAIN_SECONDS`, then ends the process at
+    once (`_at_once`). Takes no lock: it may run inside itself."""
     _received.append(signum)
     SEEN.set()
-    raise KeyboardInterrupt
+    if not _raised_at:
+        _raised_at.append(time.monotonic())
+        raise KeyboardInterrupt
+    if time.monotonic() - _raised_at[0] >= AGAIN_SECONDS:
+        _at_once()
+
+
+def _at_once() -> None:
+    """The stop a first signal began has not ended by a second: end now, as a kill would
+    (every event was on disk before the next step began; a lease held lapses)."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    with contextlib.suppress(Exception):
+        sys.stderr.write(
+            f"{stopped_word()}: stopped at once by a second signal: what was recorded is "
+            "kept; a thread this command ran keeps its lease until it lapses "
+            "(TWELVEFOLD_LEASE_SECONDS), then `twelvefold resume` runs it on\n"
+        )
+        sys.stderr.flush()
+    os._exit(exit_status())
+
+
+def forget() -> None:
+    """Forget every signal seen, for a process that goes on after one (a test's)."""
+    SEEN.clear()
+    _received.clear()
+    _raised_at.clear()
 
 
 def exit_status() -> int:
@@ -60,6 +121,7 @@ def quiet_lost(unraisable: sys.UnraisableHookArgs) -> None:
     in SEEN, not printed; anything else is printed as Python does."""
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
         SEEN.set()
+        _raised_at.clear()  # lost, not on its way: the next one raises (`go_on` may first)
         return
     sys.__unraisablehook__(unraisable)
 
