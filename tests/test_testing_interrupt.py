@@ -73,3 +73,23 @@ def test_a_ctrl_c_lost_in_a_callback_is_not_printed_and_is_remembered(
         interrupts.quiet_lost(other)
     assert passed_on == [other]  # Python's own hook prints anything else
     assert not interrupts.SEEN.is_set()
+
+
+def test_a_command_run_in_process_leaves_ctrl_c_to_its_caller() -> None:
+    """CI: `twelvefold test` run with `CliRunner` left this process ignoring Ctrl-C and
+    SIGTERM (what the program does once its result is out), and every process it started
+    after inherited that: the Ctrl-C tests' commands ran on for two minutes each."""
+    from click.testing import CliRunner
+
+    from twelvefold.cli import cli
+
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        agent = str(EXAMPLES / "deploybot.agent")
+        result = CliRunner().invoke(cli, ["test", agent, "--examples", "5", "--seed", "1"])
+        assert result.exit_code == 0, result.output
+        for signum in handlers:
+            assert signal.getsignal(signum) is not signal.SIG_IGN, signum
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)

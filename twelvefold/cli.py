@@ -30,7 +30,9 @@ except (KeyboardInterrupt, RuntimeError) as exc:
 
 
 def main() -> None:
-    remembering()  # a Ctrl-C Python loses in a callback is not lost to us (interrupts.py)
+    remembering(
+        program=True
+    )  # a Ctrl-C Python loses in a callback is not lost to us (interrupts.py)
     try:
         try:
             cli.main(prog_name="twelvefold", standalone_mode=True)

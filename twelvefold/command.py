@@ -19,7 +19,7 @@ def main() -> None:
     try:
         from twelvefold.interrupts import remembering
 
-        remembering()
+        remembering(program=True)
         from twelvefold.cli import main as run_command_line
     except (KeyboardInterrupt, RuntimeError) as exc:
         if not is_interrupt(exc):

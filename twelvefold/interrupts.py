@@ -126,10 +126,18 @@ def quiet_lost(unraisable: sys.UnraisableHookArgs) -> None:
     sys.__unraisablehook__(unraisable)
 
 
-def remembering() -> None:
+_PROGRAM: list[bool] = []
+"""Whether this process is the `twelvefold` program (`remembering(program=True)`), not a
+caller running a command in its own process (click's `CliRunner`, a test)."""
+
+
+def remembering(*, program: bool = False) -> None:
     """Install `remember` as the SIGINT and SIGTERM handler (each only over Python's own,
     and only from the main thread, where signal handlers live) and `quiet_lost` as the
-    unraisable hook."""
+    unraisable hook. `program`: for the `twelvefold` program itself, whose process ends
+    with its command (`done`)."""
+    if program:
+        _PROGRAM.append(True)
     if threading.current_thread() is threading.main_thread():
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, remember)
@@ -152,7 +160,10 @@ def done() -> None:
     ended the process by the signal (status -2 or -15 to a parent, 130 or 143 to a shell,
     and no line) after a result that was whole, as Python gives every handler it
     installed back to the system before it frees its modules."""
-    if threading.current_thread() is not threading.main_thread():
+    # Only in the program: a process that goes on after the command (a test running it
+    # with `CliRunner`) would ignore Ctrl-C from then on, and so would every process it
+    # starts (an ignored signal stays ignored across exec): CI's Ctrl-C tests then hung.
+    if not _PROGRAM or threading.current_thread() is not threading.main_thread():
         return
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) is remember:
