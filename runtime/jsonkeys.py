@@ -17,7 +17,6 @@ takes passes unchecked."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 __all__ = ["RepeatedKey", "loads", "refuse_repeated_keys"]
@@ -98,6 +97,8 @@ def _first_repeated(value: Any) -> tuple[tuple[str, ...], str] | None:
 
 
 def _read(text: str | bytes, hook: Any, keys_only: bool) -> Any:
+    import json  # here: importing the runtime loads no json (tests/test_runtime_imports.py)
+
     if keys_only:  # numbers are not converted: see `refuse_repeated_keys`
         return json.loads(
             text, object_pairs_hook=hook, parse_int=_nothing, parse_float=_nothing,

@@ -14,7 +14,6 @@ command's output and the log) and `visible` (the inbox and Slack) write each as 
 
 from __future__ import annotations
 
-import logging
 import re
 
 _C0_CONTROLS = "\x00-\x1f"
@@ -105,22 +104,6 @@ def one_line(text: str) -> str:
     if "\n" in escaped or "\t" in escaped:
         escaped = escaped.replace("\n", "\\n").replace("\t", "\\t")
     return escaped
-
-
-class EscapingFormatter(logging.Formatter):
-    """Log lines no value can drive or forge: a record's message (its arguments are values
-    from threads: an error's text, a receiver's answer) as `one_line`, so a line break in
-    a value cannot start a line that reads as a record of its own; a traceback keeps its
-    lines, each `for_terminal`."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return one_line(super().formatMessage(record))
-
-    def formatException(self, ei: logging._SysExcInfoType) -> str:
-        return for_terminal(super().formatException(ei))
-
-    def formatStack(self, stack_info: str) -> str:
-        return for_terminal(super().formatStack(stack_info))
 
 
 _ON_A_PAGE = hidden_characters(keep="\t\n\r")

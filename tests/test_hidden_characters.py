@@ -28,12 +28,13 @@ from tests.support.inbox import signed_in
 from tests.support.openai_server import Reply, ScriptedOpenAI
 from tests.support.server import deploy_choice, served
 from twelvefold.cli import cli
+from twelvefold.commands.output import EscapingFormatter
 from twelvefold.compiler.render.text import drawable
 from twelvefold.runtime.api import Runtime
 from twelvefold.runtime.cassette import CassettePlayer
 from twelvefold.runtime.notify import EmailNotifier, LogNotifier, Notice
 from twelvefold.runtime.store import SqliteStore
-from twelvefold.runtime.terminal import EscapingFormatter, for_terminal, one_line, visible
+from twelvefold.runtime.terminal import for_terminal, one_line, visible
 from twelvefold.runtime.types import Rejected
 from twelvefold.server.service import Caller
 from twelvefold.server.slack import decided_line, request_message, settled_text

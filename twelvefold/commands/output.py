@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from twelvefold.runtime.terminal import EscapingFormatter, for_terminal, one_line
+from twelvefold.runtime.terminal import for_terminal, one_line
 
 if TYPE_CHECKING:
     from twelvefold.runtime.store import DamagedRow, StoreLocation
@@ -20,6 +20,22 @@ if TYPE_CHECKING:
 
 def echo(text: str, *, err: bool = False) -> None:
     click.echo(for_terminal(text), err=err)
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines no value can drive or forge: a record's message (its arguments are values
+    from threads: an error's text, a receiver's answer) as `one_line`, so a line break in
+    a value cannot start a line that reads as a record of its own; a traceback keeps its
+    lines, each `for_terminal`."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return one_line(super().formatMessage(record))
+
+    def formatException(self, ei: logging._SysExcInfoType) -> str:
+        return for_terminal(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return for_terminal(super().formatStack(stack_info))
 
 
 def server_logging() -> None:
