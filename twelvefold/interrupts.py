@@ -55,7 +55,7 @@ class _Flag:
 
 SEEN = _Flag()
 """Set by every Ctrl-C (or SIGTERM) while `remembering()` is installed, whatever became of
-its `KeyboardInterrupt`. Never cleared: the process is on its way out."""
+its `KeyboardInterrupt`. Cleared only by `forget`: the process is on its way out."""
 
 AGAIN_SECONDS = 2.0
 """A second Ctrl-C (or SIGTERM) this long after the first, while the stop the first

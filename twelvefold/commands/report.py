@@ -248,12 +248,9 @@ def reporting(command: click.Command) -> click.Command:
         go_on()  # a Ctrl-C Python lost while the command's modules loaded (interrupts.py)
         try:
             with reported(kwargs.get("as_json") is True), saying(stopped):
-                result = callback(*args, **kwargs)
-        except SystemExit:  # its status decided, its last line written
+                return callback(*args, **kwargs)
+        finally:  # however it ended (`reported` makes every end a status): said and decided
             done()
-            raise
-        done()
-        return result
 
     setattr(reported_callback, _REPORTED, True)
     command.callback = reported_callback
