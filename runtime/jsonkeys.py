@@ -97,7 +97,14 @@ def _first_repeated(value: Any) -> tuple[tuple[str, ...], str] | None:
 
 
 def _read(text: str | bytes, hook: Any, keys_only: bool) -> Any:
+    """Bytes are read as UTF-8 and nothing else (`UnicodeDecodeError`): JSON exchanged
+    between systems is UTF-8 (RFC 8259, section 8.1). `json.loads` would also take UTF-16
+    and UTF-32, which a proxy or audit log reading UTF-8 sees as something else, and a
+    byte order mark, which the RFC says not to send (then refused by json as text)."""
     import json  # here: importing the runtime loads no json (tests/test_runtime_imports.py)
+
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
 
     if keys_only:  # numbers are not converted: see `refuse_repeated_keys`
         return json.loads(

@@ -41,14 +41,7 @@ def loads(text: str | bytes) -> Any:
     """`json.loads(text)`, refusing an object that gives a key twice, at any depth
     (`RepeatedKey`), by the runtime's one rule for JSON from outside
     (twelvefold/runtime/jsonkeys.py). Invalid JSON raises json's own errors, as
-    `json.loads` does.
-
-    Bytes are read as UTF-8 and nothing else (`UnicodeDecodeError`): JSON exchanged
-    between systems is UTF-8 (RFC 8259, section 8.1). `json.loads` would also take UTF-16
-    and UTF-32, which a proxy or audit log reading UTF-8 sees as something else, and a
-    byte order mark, which the RFC says not to send (the text is then refused by json)."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8")
+    `json.loads` does, and bytes that are not UTF-8 `UnicodeDecodeError` (jsonkeys.py)."""
     try:
         return jsonkeys.loads(text)
     except jsonkeys.RepeatedKey as repeated:
