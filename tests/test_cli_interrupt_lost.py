@@ -249,3 +249,31 @@ def test_a_burst_of_signals_ends_the_command_with_one_line() -> None:
         ]
         assert process.returncode in (130, 143, 1), (process.returncode, said)
         assert len(said) == 1 and "Traceback" not in err and "Aborted" not in err, said
+
+
+def test_signals_after_the_first_ones_line_leave_its_status() -> None:
+    """rt16: a Ctrl-C as the command loaded, then SIGTERMs while it said so and ended:
+    the process died by the later signal (status -15) after its line, in one run of
+    five: the interrupted line's exit did not make later signals change nothing."""
+    import time
+
+    from tests.support.interrupts import CLICK_IMPORTED
+
+    for attempt in range(5):
+        process = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "twelvefold", "threads", "--db", "x.db"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stderr is not None
+        for line in process.stderr:
+            if CLICK_IMPORTED.match(line):
+                break
+        time.sleep(0.02 * attempt)
+        process.send_signal(signal.SIGINT)
+        while process.poll() is None:
+            time.sleep(0.005)
+            process.send_signal(signal.SIGTERM)
+        err = process.communicate(timeout=30)[1]
+        said = [line for line in err.splitlines() if not line.startswith("import time:")]
+        assert process.returncode in (130, 1), (process.returncode, said)
+        assert len(said) == 1 and "Traceback" not in err, said

@@ -100,6 +100,7 @@ def interrupted(exc: KeyboardInterrupt, as_json: bool = False) -> NoReturn:
     itself with SIGINT instead of exiting with the status it was given. Running a string
     the same way once more clears that mark: the interrupt was handled here."""
     exec("")  # clears CPython's "ended by an unhandled Ctrl-C" (see above)
+    done()  # its status is decided: a signal from now on changes nothing (interrupts.py)
     say_interrupted(exc, as_json)
     sys.exit(exit_status())  # 130, or 143 after a SIGTERM (twelvefold/interrupts.py)
 
