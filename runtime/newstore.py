@@ -21,10 +21,14 @@ import contextlib
 import contextvars
 import errno
 import os
+import signal
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 ATTEMPTS = 5
 """How many times the folders are made again when they vanish before the file is made
@@ -88,8 +92,14 @@ def make_store_file(path: Path) -> None:
     SQLite to report when it opens it. A folder removed after it was found or made here
     and before the file was made in it (another command's refusal removing the folders
     it made, still empty) is made again (`ATTEMPTS` times at most). A path where no store
-    can be is the `OSError` that says why (`file_there`), before anything is made."""
+    can be is the `OSError` that says why (`file_there`), before anything is made.
+    A Ctrl-C meanwhile is held back until what was made is recorded (`signals_held`)."""
     file_there(path)
+    with signals_held():
+        _make(path)
+
+
+def _make(path: Path) -> None:
     for _ in range(ATTEMPTS):
         try:
             _make_folders(path.parent)
@@ -110,6 +120,40 @@ def make_store_file(path: Path) -> None:
         finally:
             os.close(descriptor)
         return
+
+
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Within, a SIGINT or SIGTERM is held back, then handed to the handler it was for
+    once the `with` ends: a folder or file made and its record as made here are one step
+    for a Ctrl-C (one between them left an empty store file no command could use, and
+    that `removed_if_refused` did not know it had made). Only in the main thread, where
+    Python runs signal handlers, and only over a handler of Python code (a signal whose
+    handler is the system's default ends the process anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        held.append(signum)
+
+    handlers: dict[int, Callable[[int, FrameType | None], Any]] = {}
+    for number in HELD_SIGNALS:
+        handler = signal.getsignal(number)
+        if callable(handler):
+            handlers[number] = handler
+            signal.signal(number, hold)
+    try:
+        yield
+    finally:
+        for signum, before in handlers.items():
+            signal.signal(signum, before)
+        for came in held:  # (a KeyboardInterrupt from here ends the `with`, as it would have)
+            handlers[came](came, None)
 
 
 def file_there(path: Path) -> bool:

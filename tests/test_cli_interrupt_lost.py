@@ -277,3 +277,65 @@ def test_signals_after_the_first_ones_line_leave_its_status() -> None:
         said = [line for line in err.splitlines() if not line.startswith("import time:")]
         assert process.returncode in (130, 1), (process.returncode, said)
         assert len(said) == 1 and "Traceback" not in err, said
+
+
+TURNED_INTO_A_LIBRARY_ERROR = """\
+import signal
+import sys
+
+MODULE = sys.argv.pop(1)
+
+
+class SchemaError(Exception):
+    '''What pydantic-core raises when a Ctrl-C lands in its Rust code as a model class is
+    built: its own error, naming the interrupt only in its message.'''
+
+
+class Turning:
+    def find_spec(self, name, path=None, target=None):
+        if name == MODULE:
+            sys.meta_path.remove(self)
+            try:
+                signal.raise_signal(signal.SIGINT)
+                for _ in range(100):  # the handler runs here, and raises
+                    pass
+            except KeyboardInterrupt:
+                message = "Error building `literal` serializer: KeyboardInterrupt: "
+                raise SchemaError(message) from None
+        return None
+
+
+sys.meta_path.insert(0, Turning())
+sys.argv[0] = "twelvefold"
+from twelvefold.command import main
+
+main()
+"""
+
+SERVE = ["serve", "block.agent", "--port", "0", "--insecure-local"]
+TURNED = {  # where the Ctrl-C lands: the command's own module, or one it loads as it runs
+    "as-serve-checks-its-agents": ("fastapi", SERVE, "the server had not started"),
+    "as-serve-loads": ("twelvefold.commands.serve", SERVE, "the command had not started"),
+    "as-the-command-line-loads": ("twelvefold.cli", SERVE, "the command had not started"),
+    "as-run-loads": ("twelvefold.commands.run", COMMANDS["run"], "the command had not started"),
+}
+
+
+@pytest.mark.parametrize("where", sorted(TURNED))
+def test_a_ctrl_c_a_library_turned_into_its_own_error_is_still_a_ctrl_c(
+    block_project: Path, where: str
+) -> None:
+    """CI met it (rt16): a Ctrl-C as `serve` imported fastapi landed in pydantic-core,
+    which raised a `SchemaError` whose message ends `KeyboardInterrupt: `; the command
+    showed that traceback and exited 1. Whatever a command raises once a Ctrl-C came is
+    that Ctrl-C: one line, status 130."""
+    module, args, line = TURNED[where]
+    (block_project / "turning.py").write_text(TURNED_INTO_A_LIBRARY_ERROR)
+    done = subprocess.run(
+        [sys.executable, "turning.py", module, *args],
+        cwd=block_project, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    said = done.stderr.splitlines()
+    assert done.returncode == 130, (done.returncode, said)
+    assert len(said) == 1 and said[0].startswith(f"interrupted: {line}"), said
+    assert_consistent(block_project)

@@ -23,7 +23,7 @@ try:  # Ctrl-C while the command starts: one line, as anywhere after
     def cli() -> None:
         """Compile, check, test and run .agent files."""
 
-except (KeyboardInterrupt, RuntimeError) as exc:
+except (KeyboardInterrupt, Exception) as exc:
     if not is_interrupt(exc):
         raise
     _interrupted_outside()
@@ -38,7 +38,7 @@ def main() -> None:
             cli.main(prog_name="twelvefold", standalone_mode=True)
         finally:
             sys.stdout.flush()  # here, not at shutdown: a reader gone is said nowhere
-    except (KeyboardInterrupt, RuntimeError) as exc:  # (report.py, `interrupt_within`)
+    except (KeyboardInterrupt, Exception) as exc:  # (command.py, `is_interrupt`)
         if not is_interrupt(exc):
             raise
         _interrupted_outside()

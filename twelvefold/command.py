@@ -21,7 +21,7 @@ def main() -> None:
 
         remembering(program=True)
         from twelvefold.cli import main as run_command_line
-    except (KeyboardInterrupt, RuntimeError) as exc:
+    except (KeyboardInterrupt, Exception) as exc:
         if not is_interrupt(exc):
             raise
         not_started()
@@ -29,11 +29,17 @@ def main() -> None:
 
 
 def is_interrupt(exc: BaseException) -> bool:
-    """A `KeyboardInterrupt`, or the `RuntimeError` Python 3.11 wraps one in when it lands
-    in a class's `__set_name__` (while a module defines a class)."""
-    return isinstance(exc, KeyboardInterrupt) or (
+    """A `KeyboardInterrupt`, the `RuntimeError` Python 3.11 wraps one in when it lands
+    in a class's `__set_name__` (while a module defines a class), or any exception raised
+    once a Ctrl-C came (`interrupts.SEEN`): a library's compiled code that a Ctrl-C
+    interrupted may raise an error of its own instead (pydantic-core's `SchemaError` as a
+    model class is built, naming the interrupt only in its message)."""
+    if isinstance(exc, KeyboardInterrupt) or (
         isinstance(exc, RuntimeError) and isinstance(exc.__cause__, KeyboardInterrupt)
-    )
+    ):
+        return True
+    interrupts = sys.modules.get("twelvefold.interrupts")  # (not imported: no Ctrl-C seen)
+    return interrupts is not None and bool(interrupts.SEEN.is_set())
 
 
 def not_started() -> NoReturn:

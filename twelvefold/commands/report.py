@@ -20,7 +20,7 @@ from typing import Any, Concatenate, NoReturn, ParamSpec
 
 import click
 
-from twelvefold.interrupts import done, exit_status, go_on, stopped_word
+from twelvefold.interrupts import SEEN, done, exit_status, go_on, stopped_word
 
 P = ParamSpec("P")
 
@@ -165,17 +165,21 @@ def staged(
 
 
 def interrupt_within(exc: BaseException) -> KeyboardInterrupt | None:
-    """The Ctrl-C `exc` is, or was raised from. CPython 3.11 wraps whatever a
+    """The Ctrl-C `exc` is, was raised from, or stands for. CPython 3.11 wraps whatever a
     descriptor's `__set_name__` raises while a class is made (`functools.cached_property`
     has one, so any import can be where it lands) in a `RuntimeError` whose cause is the
-    `KeyboardInterrupt`: a Ctrl-C all the same, not a bug to show a traceback for."""
+    `KeyboardInterrupt`; and a library's compiled code that a Ctrl-C interrupted may raise
+    an error of its own, the interrupt named only in its message (pydantic-core's
+    `SchemaError` as a model class is built: CI met it as `serve` imported fastapi). Once a
+    Ctrl-C came (`interrupts.SEEN`), whatever is raised is that Ctrl-C, not a bug to show a
+    traceback for."""
     for _ in range(8):  # a chain of causes, never a cycle
         if isinstance(exc, KeyboardInterrupt):
             return exc
         if exc.__cause__ is None:
-            return None
+            break
         exc = exc.__cause__
-    return None
+    return KeyboardInterrupt() if SEEN.is_set() else None
 
 
 @contextmanager
@@ -192,12 +196,12 @@ def reported(as_json: bool = False) -> Iterator[None]:
         from twelvefold.commands.output import reader_gone
 
         reader_gone()
-    except sqlite3.Error as exc:  # a damaged file, a full disk: SQLite's own words
-        message = f"the thread store cannot be used: {exc}"
-        _problem(f"error: {message}", "StoreError", message, as_json)
     except Exception as exc:  # a cassette that cannot be read, a bad prompt, a bad path
         if (cause := interrupt_within(exc)) is not None:
             interrupted(cause, as_json)
+        if isinstance(exc, sqlite3.Error):  # a damaged file, a full disk: SQLite's words
+            message = f"the thread store cannot be used: {exc}"
+            _problem(f"error: {message}", "StoreError", message, as_json)
         from twelvefold.runtime.loading import AgentLoadError
         from twelvefold.runtime.store import StoreNotFound
 
