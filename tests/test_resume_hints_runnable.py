@@ -84,3 +84,33 @@ def test_a_request_without_approvers_needs_no_name() -> None:
     assert "--by" not in open_to_all.how_to_resume
     assert "--by" not in answer.how_to_resume  # answering a question needs no approver
     assert named.how_to_resume.startswith("twelvefold resume t1 --request ok-2 --by NAME ")
+
+
+def test_a_hint_repeats_where_the_thread_is_and_its_model(workdir: Path) -> None:
+    """rt16: after `run --cassette F` (or `--db F`), `resume:` said `twelvefold resume T
+    …` alone, which then failed: no API key (the real model instead of the cassette), or
+    no such thread (the default store). The options the run was given on its command line
+    that the next command needs are repeated; the hint runs as printed."""
+    (workdir / "elsewhere").mkdir()
+    store = workdir / "elsewhere" / "my threads.db"  # (a space: the hint quotes it)
+    args = ["run", DEPLOYBOT, "--input", "deploy v1.2.3 to production", "--db", str(store)]
+    result = CliRunner().invoke(cli, [*args, "--cassette", "deploy.jsonl"])
+    assert result.exit_code == 0, result.output
+    (hint,) = re.findall(r"^  resume: (.*)$", result.output, flags=re.M)
+    words = shlex.split(hint.split("|")[0])
+    assert words[words.index("--db") + 1] == str(store), hint
+    assert words[words.index("--cassette") + 1] == "deploy.jsonl", hint
+    words = ["ana" if word == "NAME" else word for word in words]
+    resumed = CliRunner().invoke(cli, [*words[1:], "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.output.splitlines()[-1])["status"] == "finished"
+
+
+def test_options_from_the_environment_are_not_repeated(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TWELVEFOLD_DB is set for the next command too; a password is never printed."""
+    monkeypatch.setenv("TWELVEFOLD_DB", str(workdir / "env.db"))
+    _, out = launched()
+    (hint,) = re.findall(r"^  resume: (.*)$", out, flags=re.M)
+    assert "--db" not in hint and "--cassette deploy.jsonl" in hint, hint

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import getpass
 import json
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from twelvefold.commands.options import (
     AGENT,
@@ -60,6 +62,7 @@ from twelvefold.runtime.store import (
     ThreadNotFound,
     open_store,
     store_exists,
+    store_location,
 )
 from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.timeouts import as_moment
@@ -186,7 +189,7 @@ def print_view(view: ThreadView, db: StoreLocation) -> None:
         echo(f"\n{where} waits at `{view.step}` for its sub-agent")
         if view.child is not None:
             echo(f"  child: thread {view.child} (its requests are decided there)")
-            echo(f"  show: twelvefold show {view.child}")
+            echo(f"  show: twelvefold show {view.child}{given_again(STORE_OPTIONS)}")
     elif view.waiting_for in ("event", "timer"):
         what = f"an event {view.event_type}" if view.waiting_for == "event" else "its timer"
         echo(f"\n{where} waits at `{view.step}` for {what}")
@@ -195,7 +198,8 @@ def print_view(view: ThreadView, db: StoreLocation) -> None:
         echo(f"  request: {view.request}")
         if view.waiting_for == "event":
             echo(
-                f"  send: twelvefold send {view.id} {view.event_type} JSON --request {view.request}"
+                f"  send: twelvefold send {view.id} {view.event_type} JSON"
+                f" --request {view.request}{given_again()}"
             )
     elif view.status == "waiting":
         echo(f"\n{where} waits at `{view.step}` for {view.waiting_for}: {view.question}")
@@ -209,9 +213,12 @@ def print_view(view: ThreadView, db: StoreLocation) -> None:
     elif view.status == "failed":
         echo(f"\n{where} failed at `{view.step}`: {view.error}")
         if view.parent is None:
-            echo(f"  retry: twelvefold resume {view.id} --retry")
+            echo(f"  retry: twelvefold resume {view.id} --retry{given_again()}")
         else:  # its parent's `agent` step takes its end: a retry here would reach nobody
-            echo(f"  retry: a sub-agent's thread: see its parent, twelvefold show {view.parent}")
+            echo(
+                "  retry: a sub-agent's thread: see its parent, "
+                f"twelvefold show {view.parent}{given_again(STORE_OPTIONS)}"
+            )
         if view.error == INTERRUPTED:  # a keyless tool's call cut short by a crash
             echo(
                 "  (the call may have run, and its tool takes no idempotency key: a retry"
@@ -230,7 +237,10 @@ def print_view(view: ThreadView, db: StoreLocation) -> None:
     echo(f"  stored in {one_line(str(db))}")
     if view.untold:
         echo(f"  nobody was told: {'; '.join(view.notice_failed) or 'no attempt yet'}")
-        echo("  `twelvefold expire` tries the notice again (run it from cron)")
+        echo(
+            f"  `twelvefold expire{given_again(STORE_OPTIONS)}` tries the notice again"
+            " (run it from cron)"
+        )
 
 
 def usage_line(view: ThreadView) -> str | None:
@@ -248,14 +258,51 @@ def value_line(view: ThreadView) -> str | None:
 
 
 def resume_hint(view: ThreadView) -> str:
-    """The command that decides a waiting thread's pending request."""
+    """The command that decides a waiting thread's pending request (with the options this
+    command was given that it needs too, `given_again`)."""
     from twelvefold.runtime.notify import by_option
 
     if view.waiting_for == "approval":  # with the decider's name when only some may decide
         decide = f"{by_option(view.approvers)} --approve | --reject --comment C"
     else:
         decide = " --answer TEXT"
-    return f"twelvefold resume {view.id} --request {view.request}{decide}"
+    return f"twelvefold resume {view.id} --request {view.request}{given_again()}{decide}"
+
+
+STORE_OPTIONS = {"db": "--db", "store_url": "--store"}
+RUN_OPTIONS = {
+    **STORE_OPTIONS,
+    "prompts": "--prompts",
+    "paths": "--path",
+    "model": "--model",
+    "cassette": "--cassette",
+    "record": "--record",
+}
+"""What a command that suggests another repeats, by click parameter name: where the
+threads are, and for one that runs a thread on, its model, prompts and tools."""
+
+
+def given_again(options: dict[str, str] = RUN_OPTIONS) -> str:
+    """The `options` this command was given on its command line, as the command it
+    suggests needs them too: ` --db 'my threads.db' --cassette c.jsonl` (each value
+    quoted for a POSIX shell, `shlex.quote`), or `""`. Without them the suggestion ran on
+    the default store or the real model (no API key) instead. One taken from the
+    environment or the configuration is left out, as the next command reads it there
+    too; a store URL is shown without its password (`StoreUrl`)."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return ""
+    given = []
+    for name, flag in options.items():
+        if context.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        value = context.params.get(name)
+        for each in value if isinstance(value, tuple) else (value,):
+            if each is None:
+                continue
+            shown = str(store_location(each)) if name == "store_url" else str(each)
+            given.append(f" {flag} {shlex.quote(shown)}")
+    return "".join(given)
 
 
 def cli_via() -> str:
@@ -378,28 +425,33 @@ def where_it_stopped(rt: Runtime, thread_id: str) -> str:
     except ThreadNotFound:
         return "no thread was started"
     except Exception:  # the log cannot be read now: say what is known
-        return f"thread {thread_id} stopped; `twelvefold show {thread_id}` shows where"
+        return (
+            f"thread {thread_id} stopped; "
+            f"`twelvefold show {thread_id}{given_again(STORE_OPTIONS)}` shows where"
+        )
     if view.status != "running":
         return view_stopped(view)
+    again = given_again()
     if view.state.tool_key is not None and not _runs_it_again(rt, view):
         # Resume will not run a keyless call that may have run: say so, not "runs it on".
         return (
             f"thread {view.id} stopped during `{view.step}`'s tool call, which takes no "
-            f"idempotency key, so it may or may not have run: `twelvefold resume {view.id}` "
-            f"records the step as failed (Interrupted) without running it again; "
-            f"`twelvefold resume {view.id} --retry` then runs it again"
+            f"idempotency key, so it may or may not have run: `twelvefold resume {view.id}"
+            f"{again}` records the step as failed (Interrupted) without running it again; "
+            f"`twelvefold resume {view.id} --retry{again}` then runs it again"
         )
     due = "" if view.retry_at is None else f", its next try due at {view.retry_at}"
     return (
         f"thread {view.id} stopped at `{view.step}`{due}; nothing is lost: "
-        f"`twelvefold resume {view.id}` runs it on"
+        f"`twelvefold resume {view.id}{again}` runs it on"
     )
 
 
 def view_stopped(view: ThreadView) -> str:
     """`thread T is waiting at `approve` (`twelvefold show T`)`: a thread that is not
     running (it finished, waits or failed before Ctrl-C)."""
-    return f"thread {view.id} is {view.status} at `{view.step}` (`twelvefold show {view.id}`)"
+    shown = f"twelvefold show {view.id}{given_again(STORE_OPTIONS)}"
+    return f"thread {view.id} is {view.status} at `{view.step}` (`{shown}`)"
 
 
 def _runs_it_again(rt: Runtime, view: ThreadView) -> bool:
