@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli_interrupt_early import assert_consistent
+from tests.test_cli_interrupt_servers import worker_args  # noqa: F401  (a fixture)
 
 LOSING = """\
 import signal
@@ -339,3 +340,31 @@ def test_a_ctrl_c_a_library_turned_into_its_own_error_is_still_a_ctrl_c(
     assert done.returncode == 130, (done.returncode, said)
     assert len(said) == 1 and said[0].startswith(f"interrupted: {line}"), said
     assert_consistent(block_project)
+
+
+LONG_RUNNING = {  # a command that runs until stopped, a module it loads as it starts
+    "serve": ("fastapi", "the server had not started"),
+    "worker": ("procrastinate", "the worker had not started"),
+    "worker-later": ("instructor", "the worker had not started"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(LONG_RUNNING))
+def test_a_ctrl_c_lost_as_a_server_starts_stops_it_before_it_runs(
+    block_project: Path, command: str, request: pytest.FixtureRequest
+) -> None:
+    """A red team's run (rt17): a Ctrl-C lost while `serve` imported fastapi (pydantic-core
+    drops one raised in its Rust code; a weakref callback loses one) left the server
+    listening: it ran on until killed; `worker` the same. Each checks for one before it
+    says it runs."""
+    module, line = LONG_RUNNING[command]
+    # A worker's database is set up by `db upgrade` first, as a deploy's workers start.
+    args = SERVE if command == "serve" else request.getfixturevalue("worker_args")
+    (block_project / "losing.py").write_text(LOSING)
+    done = subprocess.run(
+        [sys.executable, "losing.py", module, *args],
+        cwd=block_project, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    said = done.stderr.splitlines()
+    assert done.returncode == 130, (done.returncode, said)
+    assert said and said[-1].startswith(f"interrupted: {line}"), said

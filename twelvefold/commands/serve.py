@@ -35,6 +35,7 @@ from twelvefold.commands.report import (
     staged,
 )
 from twelvefold.commands.run import make_model, model_options
+from twelvefold.interrupts import go_on
 from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.tracing import configure_from_env
 
@@ -157,6 +158,9 @@ def serve(
             server_header=False,
         )
     )
+    # A Ctrl-C Python lost as the server started (in a module's import: interrupts.py)
+    # stops it here, before it listens; once `stop` is in place below, it takes them.
+    go_on()
     code = 0
     stage.said = (
         f"the server stopped: every thread is in {where} as it stood, no lease held "

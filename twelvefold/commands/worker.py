@@ -24,6 +24,7 @@ from twelvefold.commands.report import (
     staged,
 )
 from twelvefold.commands.run import make_model, model_options
+from twelvefold.interrupts import SEEN, go_on
 from twelvefold.runtime.tracing import configure_from_env
 
 if TYPE_CHECKING:
@@ -167,6 +168,7 @@ def _stopping(stage: Stage, at_once: str, signum: int, grace: float) -> None:
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
+    SEEN.set()  # one lost as a module loads is still seen (`go_on` before the worker runs)
     raise KeyboardInterrupt
 
 
@@ -257,6 +259,9 @@ async def _work(
             scheduler.start()
             if pruner is not None:
                 pruner.start()
+            # A Ctrl-C Python lost as the worker started (in a module's import: interrupts.py)
+            # stops it here, before it takes a job; from now on `run_worker` handles them.
+            go_on()
             stage.said = running = (
                 f"the worker stopped: every thread is in {where} as it stood, no lease held "
                 "(a step under way had --grace to end), its jobs still queued; `twelvefold "
