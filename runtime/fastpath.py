@@ -36,6 +36,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from . import loop, tools
+from .codec import unstorable
 from .config import ConfigError, stdlib_module
 from .model import Attempts, ModelError, ModelReply, build_model_request
 from .ratelimit import rate_limits_for
@@ -50,6 +51,8 @@ from .types import (
     ModelOutput,
     State,
     StepFailed,
+    build_model_output,
+    build_tool_result,
     build_tool_started,
 )
 
@@ -427,6 +430,8 @@ class Routine:
         if outcome.error is None:  # `tool_event`'s result (no error: no secret to take out)
             usage, result = outcome.usage, outcome.result
             assert result is not None  # a call without an error returned its result
+            if unstorable(result, "") is None:  # `tool_result_event`'s usual case, inline
+                return build_tool_result(step=step, at=now_iso(), usage=usage, result=result)
             return loop.tool_result_event(step, key, usage, result)
         return loop.tool_event(step, key, loop._secrets_out(outcome, thread, action))
 
@@ -475,11 +480,13 @@ def _answered(
     output = loop.checked_output(reply, action)
     if type(output) is ErrorInfo:
         return StepFailed(step=action.step, at=now_iso(), usage=loop._since(started), error=output)
-    usage, bad_cost = loop._valid_cost(loop._priced(reply, requested, prices, started))
+    usage, bad_cost = loop.priced_reply(reply, requested, prices, started)
     if bad_cost is None and (spec.max_cost is not None or spec.max_tokens is not None):
         bad_cost = loop.uncounted(spec, usage)
     if bad_cost is not None:
         return StepFailed(step=action.step, at=now_iso(), usage=usage, error=bad_cost)
+    if unstorable(output, "") is None:  # `model_output_event`'s usual case, inline
+        return build_model_output(step=action.step, at=now_iso(), usage=usage, output=output)
     return loop.model_output_event(action.step, usage, output)
 
 

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ValidationError
 
 from .config import special_module, stdlib_module
 from .names import declared_name
-from .records import quick_init, record
+from .records import builder, quick_init, record
 from .redact import validation_problems
 from .types import CallTool, ErrorInfo, Usage, build_usage
 
@@ -96,6 +96,7 @@ class Outcome:
 
 
 quick_init(Outcome)  # every tool call makes one (runtime/records.py)
+_new_outcome = builder(Outcome)  # the same, without a class call's keyword dict
 
 
 class ToolBox:
@@ -494,6 +495,16 @@ def call_now(tool: Tool, action: CallTool, key: str, *, attempt: int = 1) -> Out
             if _IN_FLIGHT.get(key) is done:
                 del _IN_FLIGHT[key]
         if raised is None:
+            if type(raw) is dict and not action.outputs:
+                # `_returned_outcome` and `coerce` of a dict (what most tools return),
+                # written out: a result that does not validate takes their way below.
+                try:
+                    result = action.output.__pydantic_validator__.validate_python(raw)
+                except Exception:
+                    pass
+                else:
+                    ms = round((time.perf_counter() - started) * 1_000_000) / 1000  # `ms_since`
+                    return _new_outcome(result, None, build_usage(ms), False, number)
             return _returned_outcome(raw, action, started, number)
         error, raised = describe(raised), None  # (no cycle through the traceback)
         if number < last and action.backoff_seconds > 0:
