@@ -54,6 +54,7 @@ from .types import (
     build_model_output,
     build_tool_result,
     build_tool_started,
+    build_usage,
 )
 
 if TYPE_CHECKING:
@@ -426,14 +427,19 @@ class Routine:
         self.book(build_tool_started(step=step, at=now_iso(), key=key))
         # A new key has no failed attempts yet (a retry after a backoff is not taken here).
         attempt = 1 if retry_key is None else 1 + loop._failed_attempts(events, key)
-        outcome = tools.call_now(tool, action, key, attempt=attempt)
-        if outcome.error is None:  # `tool_event`'s result (no error: no secret to take out)
-            usage, result = outcome.usage, outcome.result
-            assert result is not None  # a call without an error returned its result
+        done = tools.call_here(tool, action, key, attempt)
+        if isinstance(done, tuple):  # the usual call: its result (valid), latency, attempt
+            result, ms, _ = done
             if unstorable(result, "") is None:  # `tool_result_event`'s usual case, inline
-                return build_tool_result(step=step, at=now_iso(), usage=usage, result=result)
-            return loop.tool_result_event(step, key, usage, result)
-        return loop.tool_event(step, key, loop._secrets_out(outcome, thread, action))
+                return build_tool_result(
+                    step=step, at=now_iso(), usage=build_usage(ms), result=result
+                )
+            return loop.tool_result_event(step, key, build_usage(ms), result)
+        if done.error is None:  # `tool_event`'s result (no error: no secret to take out)
+            returned = done.result
+            assert returned is not None  # a call without an error returned its result
+            return loop.tool_result_event(step, key, done.usage, returned)
+        return loop.tool_event(step, key, loop._secrets_out(done, thread, action))
 
 
 class _ModelCall:
@@ -478,7 +484,7 @@ def _answered(
     it cannot count fails it too), or its `StepFailed` when the model answered with no
     proper reply (`loop.checked_output`: its output validated again)."""
     output = loop.checked_output(reply, action)
-    if type(output) is ErrorInfo:
+    if isinstance(output, ErrorInfo):
         return StepFailed(step=action.step, at=now_iso(), usage=loop._since(started), error=output)
     usage, bad_cost = loop.priced_reply(reply, requested, prices, started)
     if bad_cost is None and (spec.max_cost is not None or spec.max_tokens is not None):
