@@ -131,7 +131,9 @@ class Routine:
         """`thread.state` before the pending output, put back if appending it fails."""
         self._reduce = agent.module.reduce
         self._codec, self._reducer = agent.codec, agent.reducer
-        self._spec = agent.spec  # (a property)
+        self._spec = spec = agent.spec  # (a property)
+        self._budgeted = spec.max_cost is not None or spec.max_tokens is not None
+        self._prompts = agent.prompts_dir or _PROMPTS
         self._tools: dict[str, tools.Tool] = {}
         """Tools resolved during this run, by `module:function` (the toolbox caches them
         too; this skips its cache key)."""
@@ -323,13 +325,12 @@ class Routine:
                 prices = self._prices = engine._price_table(thread.agent)
             except ConfigError:
                 return None  # the ordinary path records the step's failure
-        agent = thread.agent
         spec = self._spec
         if spec.max_cost is not None and requested and prices.price(requested) is None:
             return None  # refused before it costs, by the ordinary path
         events = thread.events
         try:
-            messages = self._messages(spec, action, events, agent.prompts_dir or _PROMPTS)
+            messages = self._messages(spec, action, events, self._prompts)
         except Exception:
             return None  # the ordinary path records the prompt's failure
         in_flight = engine.in_flight
@@ -337,7 +338,7 @@ class Routine:
             return None  # the cap is reached: the ordinary path waits for a place
         thread.model = requested
         budget = None
-        if spec.max_cost is not None or spec.max_tokens is not None:
+        if self._budgeted:
             # its re-asks stop at the budget, as on the ordinary path
             budget = loop.budget_check(spec, thread.state, requested, prices)
         attempts = Attempts()  # read if the call is cut at its deadline (`Suspended`)
@@ -424,7 +425,21 @@ class Routine:
         position = len(events) + (self._pending is not None) + 1
         step, retry_key = action.step, action.retry_key
         key = retry_key or f"{thread.id}:{step}:{position}"
-        self.book(build_tool_started(step=step, at=now_iso(), key=key))
+        begun = build_tool_started(step=step, at=now_iso(), key=key)
+        if self._pending is None:
+            # `book`, written out for the usual case (no output waiting to be appended
+            # with it: every call in memory): reduce, append under the lease, tell.
+            state = self._reduce(thread.state, begun)
+            lease = thread.lease
+            assert lease is not None  # held by `advance` while it runs
+            self._append(thread.id, len(events), begun, self._codec, state, self._reducer, lease)
+            events.append(begun)
+            thread.state = state
+            hook = self.engine.on_event
+            if hook is not None:
+                hook(thread, begun)
+        else:
+            self.book(begun)
         # A new key has no failed attempts yet (a retry after a backoff is not taken here).
         attempt = 1 if retry_key is None else 1 + loop._failed_attempts(events, key)
         done = tools.call_here(tool, action, key, attempt)
