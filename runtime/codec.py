@@ -260,8 +260,19 @@ def unstorable(value: Any, where: str, depth: int = 0) -> str | None:
     if isinstance(value, BaseModel):  # a step's output or result: first, one test
         if depth >= MAX_NESTING:
             return _too_deep(where)
-        fields = value.__dict__.items()
         extra = value.__pydantic_extra__
+        if not extra:
+            for item in value.__dict__.values():  # `_unstorable_items`' first test, inline
+                kind = type(item)
+                if not (
+                    kind in _PLAIN
+                    or (kind is str and item.isascii())
+                    or (kind is int and -_INT_BOUND < item < _INT_BOUND)
+                ):
+                    break  # one to look into: named by `_unstorable_items` below
+            else:
+                return None  # plain fields only (a step's usual output): no call made
+        fields = value.__dict__.items()
         items = fields if not extra else [*fields, *extra.items()]
         return _unstorable_items(items, where, depth + 1)
     if isinstance(value, int):

@@ -36,6 +36,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from . import loop, tools
+from .codec import unstorable
 from .config import ConfigError, stdlib_module
 from .model import Attempts, ModelError, ModelReply, build_model_request
 from .ratelimit import rate_limits_for
@@ -50,7 +51,10 @@ from .types import (
     ModelOutput,
     State,
     StepFailed,
+    build_model_output,
+    build_tool_result,
     build_tool_started,
+    build_usage,
 )
 
 if TYPE_CHECKING:
@@ -127,7 +131,9 @@ class Routine:
         """`thread.state` before the pending output, put back if appending it fails."""
         self._reduce = agent.module.reduce
         self._codec, self._reducer = agent.codec, agent.reducer
-        self._spec = agent.spec  # (a property)
+        self._spec = spec = agent.spec  # (a property)
+        self._budgeted = spec.max_cost is not None or spec.max_tokens is not None
+        self._prompts = agent.prompts_dir or _PROMPTS
         self._tools: dict[str, tools.Tool] = {}
         """Tools resolved during this run, by `module:function` (the toolbox caches them
         too; this skips its cache key)."""
@@ -319,13 +325,12 @@ class Routine:
                 prices = self._prices = engine._price_table(thread.agent)
             except ConfigError:
                 return None  # the ordinary path records the step's failure
-        agent = thread.agent
         spec = self._spec
         if spec.max_cost is not None and requested and prices.price(requested) is None:
             return None  # refused before it costs, by the ordinary path
         events = thread.events
         try:
-            messages = self._messages(spec, action, events, agent.prompts_dir or _PROMPTS)
+            messages = self._messages(spec, action, events, self._prompts)
         except Exception:
             return None  # the ordinary path records the prompt's failure
         in_flight = engine.in_flight
@@ -333,7 +338,7 @@ class Routine:
             return None  # the cap is reached: the ordinary path waits for a place
         thread.model = requested
         budget = None
-        if spec.max_cost is not None or spec.max_tokens is not None:
+        if self._budgeted:
             # its re-asks stop at the budget, as on the ordinary path
             budget = loop.budget_check(spec, thread.state, requested, prices)
         attempts = Attempts()  # read if the call is cut at its deadline (`Suspended`)
@@ -420,15 +425,36 @@ class Routine:
         position = len(events) + (self._pending is not None) + 1
         step, retry_key = action.step, action.retry_key
         key = retry_key or f"{thread.id}:{step}:{position}"
-        self.book(build_tool_started(step=step, at=now_iso(), key=key))
+        begun = build_tool_started(step=step, at=now_iso(), key=key)
+        if self._pending is None:
+            # `book`, written out for the usual case (no output waiting to be appended
+            # with it: every call in memory): reduce, append under the lease, tell.
+            state = self._reduce(thread.state, begun)
+            lease = thread.lease
+            assert lease is not None  # held by `advance` while it runs
+            self._append(thread.id, len(events), begun, self._codec, state, self._reducer, lease)
+            events.append(begun)
+            thread.state = state
+            hook = self.engine.on_event
+            if hook is not None:
+                hook(thread, begun)
+        else:
+            self.book(begun)
         # A new key has no failed attempts yet (a retry after a backoff is not taken here).
         attempt = 1 if retry_key is None else 1 + loop._failed_attempts(events, key)
-        outcome = tools.call_now(tool, action, key, attempt=attempt)
-        if outcome.error is None:  # `tool_event`'s result (no error: no secret to take out)
-            usage, result = outcome.usage, outcome.result
-            assert result is not None  # a call without an error returned its result
-            return loop.tool_result_event(step, key, usage, result)
-        return loop.tool_event(step, key, loop._secrets_out(outcome, thread, action))
+        done = tools.call_here(tool, action, key, attempt)
+        if isinstance(done, tuple):  # the usual call: its result (valid), latency, attempt
+            result, ms, _ = done
+            if unstorable(result, "") is None:  # `tool_result_event`'s usual case, inline
+                return build_tool_result(
+                    step=step, at=now_iso(), usage=build_usage(ms), result=result
+                )
+            return loop.tool_result_event(step, key, build_usage(ms), result)
+        if done.error is None:  # `tool_event`'s result (no error: no secret to take out)
+            returned = done.result
+            assert returned is not None  # a call without an error returned its result
+            return loop.tool_result_event(step, key, done.usage, returned)
+        return loop.tool_event(step, key, loop._secrets_out(done, thread, action))
 
 
 class _ModelCall:
@@ -473,13 +499,15 @@ def _answered(
     it cannot count fails it too), or its `StepFailed` when the model answered with no
     proper reply (`loop.checked_output`: its output validated again)."""
     output = loop.checked_output(reply, action)
-    if type(output) is ErrorInfo:
+    if isinstance(output, ErrorInfo):
         return StepFailed(step=action.step, at=now_iso(), usage=loop._since(started), error=output)
-    usage, bad_cost = loop._valid_cost(loop._priced(reply, requested, prices, started))
+    usage, bad_cost = loop.priced_reply(reply, requested, prices, started)
     if bad_cost is None and (spec.max_cost is not None or spec.max_tokens is not None):
         bad_cost = loop.uncounted(spec, usage)
     if bad_cost is not None:
         return StepFailed(step=action.step, at=now_iso(), usage=usage, error=bad_cost)
+    if unstorable(output, "") is None:  # `model_output_event`'s usual case, inline
+        return build_model_output(step=action.step, at=now_iso(), usage=usage, output=output)
     return loop.model_output_event(action.step, usage, output)
 
 

@@ -91,6 +91,7 @@ from .types import (
 )
 from .usage import (
     MAX_CALL_COST,
+    MAX_CALL_TOKENS,
     Prices,
     number_text,
     prices_for,
@@ -625,7 +626,7 @@ class Engine:
             # wait here, capped, holding no slot, and call again. Nothing was recorded.
             await self._wait_out_429(requested, min(long_wait, MAX_PAUSE_SECONDS))
             return await self._call_model(thread, action, waits + 1)
-        usage, bad_cost = _valid_cost(_priced(reply, requested, prices, started))
+        usage, bad_cost = priced_reply(reply, requested, prices, started)
         self._spent(requested, usage, estimated)
         if bad_cost is None:
             bad_cost = uncounted(spec, usage)
@@ -1191,6 +1192,19 @@ def checked_output(reply: object, action: CallModel) -> BaseModel | ErrorInfo:
     if not isinstance(usage, Usage):
         given = type(usage).__name__
         return ErrorInfo("ModelError", f"the model's reply gives {given} as its usage, not a Usage")
+    inputs, outputs, latency, cost = (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.latency_ms,
+        usage.cost_usd,
+    )
+    if (
+        (inputs is None or (type(inputs) is int and -_HUGE < inputs < _HUGE))
+        and (outputs is None or (type(outputs) is int and -_HUGE < outputs < _HUGE))
+        and (latency is None or type(latency) is float)
+        and (cost is None or type(cost) is float)
+    ):
+        return valid  # the usual usage, passed in one test (the loop below judges the rest)
     for name in _USAGE_NUMBERS:  # counts, ranges and costs are judged later (`_valid_cost`)
         value = getattr(usage, name)
         if value is not None and (type(value) is bool or not isinstance(value, int | float)):
@@ -1432,6 +1446,31 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
     if latency == usage.latency_ms and cost == usage.cost_usd:
         return usage
     return build_usage(latency, usage.input_tokens, usage.output_tokens, cost)
+
+
+def priced_reply(
+    reply: ModelReply, requested: str | None, prices: Prices, started: float
+) -> tuple[Usage, ErrorInfo | None]:
+    """`_valid_cost(_priced(reply, requested, prices, started))` in one call (every model
+    call that answered makes it): the usual reply, whose token counts are whole numbers
+    in range (or unknown) and whose cost, once priced, is a valid one, is priced and
+    passed here; any other takes those two functions' way."""
+    usage = reply.usage
+    inputs, outputs = usage.input_tokens, usage.output_tokens
+    if (inputs is None or (type(inputs) is int and 0 <= inputs <= MAX_CALL_TOKENS)) and (
+        outputs is None or (type(outputs) is int and 0 <= outputs <= MAX_CALL_TOKENS)
+    ):  # `token_count_error` finds nothing
+        given = usage.latency_ms
+        latency = given or round((time.perf_counter() - started) * 1_000_000) / 1000
+        cost = usage.cost_usd
+        if cost is None and (inputs is not None or outputs is not None):
+            known = requested if prices.price(requested) is not None else reply.model
+            cost = prices.cost(known, usage)
+        if cost is None or valid_cost(cost):
+            if latency == given and cost == usage.cost_usd:
+                return usage, None
+            return build_usage(latency, inputs, outputs, cost), None
+    return _valid_cost(_priced(reply, requested, prices, started))
 
 
 def uncounted(spec: AgentSpec, usage: Usage) -> ErrorInfo | None:

@@ -322,7 +322,9 @@ class InFlight:
     def take(self, limit: int | None = None) -> bool:
         """Take a place now if one is free, without waiting: whether it was taken (the
         loop's fast path: no coroutine when nobody waits)."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # (not `with`: half the cost, every model call takes and leaves)
+        try:
             if limit is not None:
                 self.limit = limit
             running = self.running
@@ -332,6 +334,8 @@ class InFlight:
                     self.most = running
                 return True
             return False
+        finally:
+            lock.release()
 
     async def enter(self, limit: int | None = None) -> None:
         """Take a place (waiting for one when `limit` calls are in flight)."""
@@ -361,7 +365,9 @@ class InFlight:
 
     def leave(self) -> None:
         """Give the place back: to the oldest waiting call, else free it."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # (as in `take`)
+        try:
             while self._waiting and self.running <= self.limit:
                 loop, future = self._waiting.popleft()
                 try:
@@ -370,6 +376,8 @@ class InFlight:
                     continue
                 return
             self.running -= 1
+        finally:
+            lock.release()
 
     def _took(self) -> None:
         self.running += 1

@@ -472,7 +472,9 @@ class MemoryStore:
         step (runtime/fastpath.py): the listing row is `state`, the state after it (it
         has the fields a `Head` would copy), and no `Head` is built. Refused exactly as
         `append` refuses (`ThreadNotFound`, `LeaseLost`, `Conflict`), nothing written."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # (not `with`: half the cost, and every step appends)
+        try:
             log = self._events.get(thread_id)
             if log is None:
                 raise ThreadNotFound(thread_id)
@@ -486,6 +488,8 @@ class MemoryStore:
             self._heads[thread_id] = (state, event.at or now_iso())
             self._reducers[thread_id] = reducer
             self._codecs[thread_id] = codec
+        finally:
+            lock.release()
 
     def load(self, thread_id: str, codec: Codec) -> list[Event]:
         with self._lock:

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ValidationError
 
 from .config import special_module, stdlib_module
 from .names import declared_name
-from .records import quick_init, record
+from .records import builder, quick_init, record
 from .redact import validation_problems
 from .types import CallTool, ErrorInfo, Usage, build_usage
 
@@ -96,6 +96,7 @@ class Outcome:
 
 
 quick_init(Outcome)  # every tool call makes one (runtime/records.py)
+_new_outcome = builder(Outcome)  # the same, without a class call's keyword dict
 
 
 class ToolBox:
@@ -466,18 +467,35 @@ async def call(
 def call_now(tool: Tool, action: CallTool, key: str, *, attempt: int = 1) -> Outcome:
     """`call` for a synchronous tool without a timeout, on this thread (no event loop is
     needed: nothing waits). The same attempts, key, in-flight marker and outcomes as
-    `call`; no attempt can time out. The loop's synchronous path (runtime/fastpath.py)
-    calls it directly, and `call` hands such calls to it."""
+    `call`; no attempt can time out. `call` hands such calls to it; the loop's
+    synchronous path (runtime/fastpath.py) calls `call_here`, which does its work."""
+    done = call_here(tool, action, key, attempt)
+    if isinstance(done, Outcome):
+        return done
+    result, ms, number = done
+    return _new_outcome(result, None, build_usage(ms), False, number)
+
+
+Returned = tuple[BaseModel, float, int]
+"""What `call_here` gives for the usual call: the result (valid for its declared type),
+the call's latency in ms (as `ms_since` gives it) and the number of the attempt."""
+
+
+def call_here(tool: Tool, action: CallTool, key: str, attempt: int = 1) -> Outcome | Returned:
+    """`call_now`'s work: its `Outcome`, or for the usual call, whose tool returned a dict
+    valid for the declared type (not a union), that call's `Returned` (no `Outcome` nor
+    `Usage` is built for it: the synchronous path builds its `ToolResult` from it)."""
     started = time.perf_counter()
     error: ErrorInfo | None = None
     last = action.retries + 1
     function, accepts_key = tool.function, tool.accepts_key
     value = action.value if tool.takes_input else None
-    for number in range(max(1, attempt), last + 1):
+    for number in range(attempt if attempt > 1 else 1, last + 1):
         # One attempt, written out here (every routine tool call makes one): marked in
         # flight by a `_RunningHere`, which never replaces another attempt's marker, and
         # taken out by this attempt alone once the tool returns or raises.
-        done = _RunningHere(key)
+        done = _new_marker(_RunningHere)
+        done.key = key
         if _IN_FLIGHT.setdefault(key, done) is not done:
             return Outcome(None, _still_running(tool, key), _usage(started), unknown=True)
         raised: BaseException | None = None
@@ -494,11 +512,25 @@ def call_now(tool: Tool, action: CallTool, key: str, *, attempt: int = 1) -> Out
             if _IN_FLIGHT.get(key) is done:
                 del _IN_FLIGHT[key]
         if raised is None:
+            if type(raw) is dict and not action.outputs:
+                # `_returned_outcome` and `coerce` of a dict (what most tools return),
+                # written out: a result that does not validate takes their way below.
+                try:
+                    result = action.output.__pydantic_validator__.validate_python(raw)
+                except Exception:
+                    pass
+                else:
+                    ms = round((time.perf_counter() - started) * 1_000_000) / 1000  # `ms_since`
+                    return result, ms, number
             return _returned_outcome(raw, action, started, number)
         error, raised = describe(raised), None  # (no cycle through the traceback)
         if number < last and action.backoff_seconds > 0:
             return _backoff(action, error, started, number, False)
     return Outcome(None, error, _usage(started))
+
+
+_new_marker = object.__new__
+"""A `_RunningHere` made without a call to its `__init__` (its key is set after)."""
 
 
 def _returned_outcome(raw: Any, action: CallTool, started: float, number: int) -> Outcome:

@@ -18,24 +18,38 @@ import itertools
 import sqlite3
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
+from pydantic import BaseModel, ConfigDict
 
-from twelvefold.runtime import fastpath, ratelimit, tools
+from twelvefold.runtime import fastpath, loop, ratelimit, tools
 from twelvefold.runtime.api import Runtime
+from twelvefold.runtime.codec import unstorable
 from twelvefold.runtime.lease import LeaseLost
 from twelvefold.runtime.loop import Engine, Thread
 from twelvefold.runtime.model import ModelError, ModelReply, ModelRequest
 from twelvefold.runtime.store import MemoryStore, SqliteStore, StoreError
-from twelvefold.runtime.types import ErrorInfo, Event, ModelOutput, ToolStarted, Usage
+from twelvefold.runtime.types import (
+    CallModel,
+    CallTool,
+    ErrorInfo,
+    Event,
+    ModelOutput,
+    ToolStarted,
+    Usage,
+)
+from twelvefold.runtime.usage import MAX_CALL_COST, MAX_CALL_TOKENS, Prices
 
 from .runtime_helpers import RecordingNotifier
 
@@ -814,3 +828,149 @@ def test_in_sqlite_a_tools_module_is_imported_only_once_the_output_that_calls_it
         module = tools.ToolBox().resolve("late_tools:poke", [project])
         seen.append((module.function.__globals__["STORED"], poke))
     assert seen[0] == seen[1] == (seen[0][1], seen[0][1])  # the output, not its start
+
+
+# ---- the usual cases written out (seventh pass): each the same as the helpers' way ----
+
+
+class Done(BaseModel):
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always")
+    n: int
+
+
+_DECIDE = CallModel(step="decide", value=None, outputs=(Done,), prompt=None)
+
+_COUNTS = st.one_of(
+    st.none(),
+    st.integers(-3, 2 * MAX_CALL_TOKENS),
+    st.sampled_from([0, -1, MAX_CALL_TOKENS, MAX_CALL_TOKENS + 1, True, 2.5, 10**400]),
+)
+_NUMBERS = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-5, 10**7),
+    st.sampled_from([0, 0.0, True, MAX_CALL_COST, MAX_CALL_COST * 2]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    inputs=_COUNTS,
+    outputs=_COUNTS,
+    latency=_NUMBERS,
+    cost=_NUMBERS,
+    requested=st.sampled_from([None, "", "priced", "priced-mini", "unpriced"]),
+    answered=st.sampled_from([None, "priced", "unpriced"]),
+)
+def test_a_reply_is_priced_and_checked_in_one_call_as_in_two(
+    inputs: Any, outputs: Any, latency: Any, cost: Any, requested: Any, answered: Any
+) -> None:
+    """`loop.priced_reply` (the usual reply priced and passed inline) gives what
+    `_valid_cost(_priced(...))` gives for every usage, valid or not: the same usage (a
+    measured latency where the reply gave none) and the same error. Fails when the
+    inline case passes a count, cost or latency the two helpers treat otherwise."""
+    usage = Usage(latency, inputs, outputs, cost)
+    reply = ModelReply(Done(n=1), usage, model=answered)
+    prices = Prices({"priced": (1.0, 4.0)})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(time, "perf_counter", lambda: 10.0)  # one latency for both ways
+        one = loop.priced_reply(reply, requested, prices, 9.9985)
+        two = loop._valid_cost(loop._priced(reply, requested, prices, 9.9985))
+    assert repr(one) == repr(two)  # (repr: a NaN equals no NaN)
+    assert [type(v) for v in dataclasses.astuple(one[0])] == [
+        type(v) for v in dataclasses.astuple(two[0])
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    inputs=_COUNTS,
+    outputs=_COUNTS,
+    latency=_NUMBERS,
+    cost=st.one_of(_NUMBERS, st.just("1.5")),
+)
+def test_a_replys_usage_is_passed_in_one_test_only_when_the_loop_over_it_would_pass_it(
+    inputs: Any, outputs: Any, latency: Any, cost: Any
+) -> None:
+    """`loop.checked_output` passes the usual usage in one test and judges the rest by
+    its loop over the four numbers: refused exactly when a number is no int or float (a
+    bool, a text) or an int past 2**63 either way. Fails when the one test passes one
+    the loop refuses."""
+    got = loop.checked_output(ModelReply(Done(n=1), Usage(latency, inputs, outputs, cost)), _DECIDE)
+    numbers = [v for v in (inputs, outputs, latency, cost) if v is not None]
+    refused = any(
+        type(v) is bool
+        or not isinstance(v, int | float)
+        or (isinstance(v, int) and not -(2**63) < v < 2**63)
+        for v in numbers
+    )
+    if refused:
+        assert isinstance(got, ErrorInfo) and got.type == "ModelError", got
+    else:
+        assert got == Done(n=1)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"n": 1, "s": "plain", "f": 1.5, "b": True, "z": None},
+        {"n": 10**5000},
+        {"n": 1, "s": "caf\u00e9"},
+        {"n": 1, "s": "x\ud800"},
+        {"n": 1, "s": ["a", "x\udfff"]},
+        {"n": 1, "s": {"k": "\ud800"}},
+    ],
+)
+def test_a_models_plain_fields_are_passed_inline_and_the_rest_judged_as_before(
+    value: dict[str, Any],
+) -> None:
+    """`codec.unstorable` passes a model whose fields are all plain in its own loop and
+    hands any other to `_unstorable_items`, which names the place: the same answer as
+    asking about the model's fields one by one."""
+
+    class Declared(BaseModel):  # its fields in `__dict__`: the inline loop
+        model_config = ConfigDict(extra="forbid")
+        n: Any = None
+        s: Any = None
+        f: Any = None
+        b: Any = None
+        z: Any = None
+
+    class Loose(BaseModel):  # its fields in `__pydantic_extra__`: the helper's way
+        model_config = ConfigDict(extra="allow")
+
+    expected = next(
+        (
+            found
+            for name, item in value.items()
+            if (found := unstorable(item, f"out.{name}", 1)) is not None
+        ),
+        None,
+    )
+    assert unstorable(Declared.model_construct(**value), "out") == expected
+    assert unstorable(Loose.model_construct(**value), "out") == expected
+
+
+def test_a_dict_result_that_does_not_validate_takes_the_helpers_way() -> None:
+    """`tools.call_here` coerces a dict result inline; one that does not validate, or a
+    result that is not a dict, goes to `_returned_outcome` as before (a failure whose
+    outcome is unknown, or the model coerced), and the usual call gives its tuple."""
+
+    def tool_of(returned: Any) -> tools.Tool:
+        def function(value: Any, idempotency_key: str) -> Any:
+            return returned
+
+        return tools.Tool(function, "t", accepts_key=True, takes_input=True, is_async=False)
+
+    def action(output: type[BaseModel]) -> CallTool:
+        return CallTool(step="s", function="m:f", value=Done(n=1), output=output)
+
+    got = tools.call_here(tool_of({"n": 2}), action(Done), "k1")
+    assert isinstance(got, tuple) and got[0] == Done(n=2) and got[2] == 1
+    assert tools.call_now(tool_of({"n": 2}), action(Done), "k1").result == Done(n=2)
+    wrong = tools.call_here(tool_of({"n": "x"}), action(Done), "k2")
+    assert isinstance(wrong, tools.Outcome) and wrong.unknown and wrong.error is not None
+    assert wrong.error.type == "ValidationError"
+    model = tools.call_here(tool_of(Done(n=3)), action(Done), "k3")
+    assert isinstance(model, tools.Outcome) and model.result == Done(n=3)
+    assert not tools.running("k1") and not tools.running("k2")
