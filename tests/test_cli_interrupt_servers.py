@@ -72,6 +72,51 @@ def test_ctrl_c_while_serve_starts_is_one_line_exit_130(block_project: Path, del
     assert_store_opens(block_project)
 
 
+WHILE_THE_STORE_IS_FOUND = """\
+import signal
+import sys
+
+from twelvefold.commands import options
+
+found = options.configured_store
+
+
+def finding():
+    signal.raise_signal(signal.SIGINT)  # the handler runs here, and raises
+    return found()
+
+
+options.configured_store = finding
+sys.argv[0] = "twelvefold"
+from twelvefold.command import main
+
+main()
+"""
+
+
+def test_ctrl_c_while_serve_finds_its_store_says_the_server_had_not_started(
+    block_project: Path,
+) -> None:
+    """CI met it (1 run in 60 under load): a Ctrl-C while `serve` read the configuration
+    for its store (`--db`'s wrapper, around the command's own body) ended with the generic
+    "`serve` stopped before it finished". A long command's first line holds from the
+    moment its callback is called."""
+    import subprocess
+    import sys
+
+    (block_project / "finding.py").write_text(WHILE_THE_STORE_IS_FOUND)
+    done = subprocess.run(
+        [sys.executable, "finding.py", *SERVE],
+        cwd=block_project, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    said = done.stderr.splitlines()
+    assert done.returncode == 130, (done.returncode, said)
+    assert said == [
+        "interrupted: the server had not started: no store was opened, nothing was done"
+    ], said
+    assert_store_opens(block_project)
+
+
 def test_ctrl_c_once_serve_listens_says_the_threads_stay_and_how_to_go_on(
     block_project: Path,
 ) -> None:

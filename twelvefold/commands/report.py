@@ -145,6 +145,10 @@ def saying(stage: Stage) -> Iterator[None]:
         raise KeyboardInterrupt(stage.said) from None
 
 
+_FIRST = "_twelvefold_first_stage"
+"""The attribute of a `staged` command's callback that holds its first line."""
+
+
 def staged(
     first: str,
 ) -> Callable[[Callable[Concatenate[Stage, P], None]], Callable[P, None]]:
@@ -159,6 +163,9 @@ def staged(
             with saying(stage):
                 command(stage, *args, **kwargs)
 
+        # Read by `reporting`: an option's wrapper around `run` (`--db`'s finds the store
+        # in the configuration) is the command too; `functools.wraps` carries it there.
+        setattr(run, _FIRST, first)
         return run
 
     return decorate
@@ -245,8 +252,9 @@ def reporting(command: click.Command) -> click.Command:
     if callback is None or getattr(callback, _REPORTED, False):
         return command
 
-    # A command that does not say where a Ctrl-C stopped it still names itself.
-    stopped = Stage(f"`{command.name}` stopped before it finished")
+    # A `staged` command's first line holds from its callback's first line on; a command
+    # that does not say where a Ctrl-C stopped it still names itself.
+    stopped = Stage(getattr(callback, _FIRST, f"`{command.name}` stopped before it finished"))
 
     @functools.wraps(callback)
     def reported_callback(*args: Any, **kwargs: Any) -> Any:
