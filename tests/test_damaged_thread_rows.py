@@ -11,6 +11,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -28,6 +29,13 @@ from twelvefold.runtime.store import open_store
 
 DEPLOYBOT = str(EXAMPLES / "deploybot.agent")
 WHAT_TO_DO = '"Damaged thread rows" in docs/stores.md'
+
+
+def assert_tells_a_caller_no_internals(detail: str, root: Path) -> None:
+    """rt15: a 503 showed a caller the exception's class and the server's store path."""
+    assert str(root) not in detail and "/tmp" not in detail, detail
+    assert not re.search(r"\b[A-Z]\w*(Error|Exception)\b", detail), detail
+    assert "reference " in detail, detail  # what the server's log line holds it under
 
 
 @pytest.fixture
@@ -187,6 +195,7 @@ async def test_the_api_and_metrics_list_the_healthy_rows_and_flag_the_damaged_on
             # The thread itself cannot be read: one line, where to read what to do.
             one = await ana.get(f"/v1/threads/{gone['thread_id']}")
             assert_problem(one, 503, f"agent is {kind}, not text", WHAT_TO_DO)
+            assert_tells_a_caller_no_internals(one.json()["detail"], tmp_path)
             # The inbox's data goes on too.
             requests = (await ana.get("/v1/requests")).json()
             assert [r["thread_id"] for r in requests] == [healthy["thread_id"]]
@@ -211,6 +220,7 @@ async def test_metrics_on_a_store_that_cannot_be_read_is_a_503_never_a_500(
         async with s.client("ana") as ana:
             scraped = await ana.get("/metrics")
     assert_problem(scraped, 503, "threads")
+    assert_tells_a_caller_no_internals(scraped.json()["detail"], tmp_path)
 
 
 def test_the_repair_stores_md_gives_for_a_blob_makes_the_row_whole_again(

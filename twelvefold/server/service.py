@@ -30,6 +30,8 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import re
+import secrets
 import sqlite3
 import time
 import warnings
@@ -1185,7 +1187,23 @@ def translated() -> Iterator[None]:
     except IllegalEvent as exc:
         raise WrongState(str(exc)) from None
     except (AgentLoadError, LogError, StoreError, sqlite3.Error) as exc:
-        raise Unavailable(f"{type(exc).__name__}: {exc}") from None
+        raise Unavailable(unavailable_detail(exc)) from None
+
+
+_PLACE = re.compile(r"(?<![\w.~:/])(?:[a-z][a-z0-9+.-]*://[^\s;,()]*|/[^\s;,()]+)")
+"""An absolute path, or a URL (a PostgreSQL store's), in an error's words."""
+
+
+def unavailable_detail(exc: BaseException) -> str:
+    """What a caller is told of a store or an agent the server cannot use now (a 503):
+    the error's words, without its class and with every absolute path or URL cut to its
+    last part (`…/threads.db`: where the server keeps its files and which database it
+    uses are the operator's to know, not every reader's), and a reference to the server's
+    log line, which holds the whole of it."""
+    reference = secrets.token_hex(4)
+    log.error("unavailable (reference %s): %s: %s", reference, type(exc).__name__, exc)
+    words = _PLACE.sub(lambda found: "…/" + found[0].rstrip("/").rpartition("/")[2], str(exc))
+    return f"{words} (the server's log has more, under reference {reference})"
 
 
 class Serving(Protocol):
