@@ -5,6 +5,8 @@ again, and the line says so and names `--retry`."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -90,7 +92,11 @@ def test_ctrl_c_in_a_tool_says_what_resume_will_do(
     monkeypatch.setenv("TWELVEFOLD_DB", "")
 
     line, thread_id = interrupted_run(tmp_path)
-    resumed = twelvefold(tmp_path, "resume", thread_id, "--db", "t.db")
+    # The commands the line gives run as printed: with the run's `--db` (the default store
+    # holds no such thread).
+    given = re.findall(r"`(twelvefold [^`]*)`", line)
+    assert given[0] == f"twelvefold resume {thread_id} --db t.db", line
+    resumed = twelvefold(tmp_path, *shlex.split(given[0])[1:])
 
     if function == "keyed":
         assert "nothing is lost" in line and line.endswith("runs it on"), line
@@ -98,7 +104,7 @@ def test_ctrl_c_in_a_tool_says_what_resume_will_do(
     else:
         assert "nothing is lost" not in line, line
         assert "takes no idempotency key" in line and "(Interrupted)" in line, line
-        assert f"`twelvefold resume {thread_id} --retry` then runs it again" in line
+        assert f"`twelvefold resume {thread_id} --retry --db t.db` then runs it again" in line
         assert resumed.returncode == 1 and "Interrupted" in resumed.stdout + resumed.stderr
-        retried = twelvefold(tmp_path, "resume", thread_id, "--retry", "--db", "t.db")
+        retried = twelvefold(tmp_path, *shlex.split(given[1])[1:])
         assert retried.returncode == 0, retried.stdout + retried.stderr
