@@ -165,7 +165,7 @@ def _load_thread(
     from twelvefold.runtime.api import shown
     from twelvefold.runtime.codec import CodecError
     from twelvefold.runtime.integrity import LogError
-    from twelvefold.runtime.jsonkeys import RepeatedKey
+    from twelvefold.runtime.jsonkeys import LoneSurrogateKey, RepeatedKey
     from twelvefold.runtime.loading import AgentLoadError, load_agent
     from twelvefold.runtime.localfiles import parse_json, read_regular_file
     from twelvefold.runtime.store import StoreError, ThreadNotFound, open_store, store_exists
@@ -202,7 +202,7 @@ def _load_thread(
                 events = store.load(str(thread_id), loaded.codec)
             finally:
                 store.close()
-    except RepeatedKey as bad:  # the file, then the path to the key
+    except (RepeatedKey, LoneSurrogateKey) as bad:  # the file, then the path to the key
         error(f"{events_file}: {bad}")
         sys.exit(1)
     except (CodecError, ValueError, KeyError, TypeError, AttributeError) as bad:
