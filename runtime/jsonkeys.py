@@ -23,7 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LoneSurrogateKey", "RepeatedKey", "loads", "refuse_repeated_keys"]
+__all__ = [
+    "LoneSurrogateKey",
+    "NotUtf8",
+    "RepeatedKey",
+    "loads",
+    "refuse_repeated_keys",
+    "utf8_text",
+]
 
 _SHOWN_KEY = 200
 """The longest key a refusal quotes in full (a key may be most of a 1 MiB body)."""
@@ -98,6 +105,46 @@ def _lone_surrogate(key: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+class NotUtf8(ValueError):
+    """JSON bytes that are not UTF-8 text, the one encoding of JSON between systems (RFC
+    8259, section 8.1): `start` is the first byte that is not UTF-8 (a NUL byte counts:
+    no JSON text holds one, and UTF-16 or UTF-32 of ASCII is full of them), of `size`;
+    with `bom`, the bytes are UTF-8 but start with a byte order mark, which the RFC says
+    not to send (and which Python's json refuses as text). `of(what)` says so of `what`
+    (`the body`, a file's name)."""
+
+    def __init__(self, start: int, size: int, *, bom: bool = False) -> None:
+        self.start = start
+        self.size = size
+        self.bom = bom
+        super().__init__(self.of("the text"))
+
+    def of(self, what: str) -> str:
+        if self.bom:
+            return f"{what} starts with a byte order mark"
+        return f"{what} is not UTF-8 (byte {self.start} of {self.size})"
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def utf8_text(data: bytes) -> str:
+    """`data` as text when it is UTF-8, without a byte order mark or a NUL byte;
+    `NotUtf8` otherwise. What every reader of JSON bytes from outside holds them to (the
+    HTTP server's bodies, a file given to a command): `json.loads` would also take
+    UTF-16 and UTF-32, which a proxy or audit log reading UTF-8 sees as something else."""
+    if data.startswith(_BOM):
+        raise NotUtf8(0, len(data), bom=True)
+    nul = data.find(b"\0")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotUtf8(exc.start if nul < 0 else min(nul, exc.start), len(data)) from None
+    if nul >= 0:
+        raise NotUtf8(nul, len(data))
+    return text
 
 
 class _Refused(Exception):

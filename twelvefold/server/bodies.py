@@ -17,7 +17,6 @@ whatever its model. The Slack routes read their JSON with `loads` too."""
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -77,24 +76,17 @@ class StrictJSONRequest(Request):
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            body = await self.body()
-            if body.startswith(codecs.BOM_UTF8):
-                raise HTTPException(
-                    400, "the body starts with a byte order mark: send JSON without one "
-                    "(RFC 8259, section 8.1)",
+            try:  # UTF-8 and nothing else, by the runtime's one rule (jsonkeys.py)
+                text = jsonkeys.utf8_text(await self.body())
+            except jsonkeys.NotUtf8 as exc:
+                why = (
+                    "send JSON without one" if exc.bom else "JSON between systems is UTF-8, "
+                    "whatever the Content-Type's charset says"
                 )  # fmt: skip
-            try:
-                # A NUL byte is UTF-8, but never in JSON text: UTF-16 or UTF-32 of ASCII.
-                if (nul := body.find(b"\0")) >= 0:
-                    raise UnicodeDecodeError("utf-8", body, nul, nul + 1, "a NUL byte")
-                self._json = loads(body)
-            except UnicodeDecodeError as exc:
                 raise HTTPException(
-                    400,
-                    f"the body is not UTF-8 (byte {exc.start} of {len(body)}): JSON between "
-                    "systems is UTF-8, whatever the Content-Type's charset says (RFC 8259, "
-                    "section 8.1)",
+                    400, f"{exc.of('the body')}: {why} (RFC 8259, section 8.1)"
                 ) from None
+            self._json = loads(text)
         return self._json
 
 
