@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from tests.runtime_helpers import EXAMPLES
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.server import deploy_project, served
-from tests.test_server_api import assert_problem, events
+from tests.test_server_api import assert_problem, events, launch
 from tests.test_server_signals import ORDER, PAID, payment_project
 from twelvefold.cli import cli
 from twelvefold.runtime.api import InputError, Runtime
@@ -143,3 +143,31 @@ async def test_the_api_says_which_key_of_the_body_holds_a_lone_surrogate(
         assert_problem(refused, 422)
         assert refused.json()["detail"] == f"body.value (a key) {WHY}"
         assert len(await events(s, view["thread_id"])) == view["events"], "nothing recorded"
+
+
+def test_graph_names_the_events_file_and_the_path_to_the_key(tmp_path: Path) -> None:
+    events = tmp_path / "events.json"
+    events.write_text('[{"kind": "started", "step": "bill", "input": {"\\ud800": 1}}]')
+    result = invoke("graph", str(PAYMENT), "--events", str(events))
+    assert result.exit_code == 1, result.output
+    assert result.stderr == f"error: {events}: 0.input (a key) {WHY}\n"
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("collected")
+async def test_a_decision_with_such_a_key_is_refused_and_nothing_recorded(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    async with served(deploy_project(tmp_path / "deploy"), tmp_path / "t.db", openai_server) as s:
+        view = await launch(s, "bob")
+        before = await events(s, view["thread_id"])
+        decision = json.dumps({"request": view["request"], "decision": "reject", "comment": "no"})
+        async with s.client("ana") as client:
+            refused = await client.post(
+                f"/v1/threads/{view['thread_id']}/decisions",
+                content=decision[:-1] + ', "\\udfff": "approve"}',
+                headers={"content-type": "application/json"},
+            )
+        assert_problem(refused, 422)
+        assert refused.json()["detail"] == f"body (a key) {WHY.replace('d800', 'dfff')}"
+        assert await events(s, view["thread_id"]) == before
