@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from . import jsonkeys
 from .jsonkeys import LoneSurrogateKey, RepeatedKey
 from .names import declared_name
 from .records import record
@@ -1789,6 +1790,7 @@ def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
     except LoneSurrogateKey as exc:  # as `storable` says it of data
         raise InputError(shown(exc.at("the event's value"))) from None
     except ValidationError as exc:
+        unstorable_text(exc, value, "the event's value")
         problems = validation_problems(exc, limit=exc.error_count(), model=declared)
         raise InputError(f"the event is not a valid {type}: {shown(problems)}") from None
     storable(typed, "the event's value")
@@ -1953,6 +1955,23 @@ def storable(value: Any, where: str) -> None:
         raise InputError(problem)
 
 
+def unstorable_text(refused: ValidationError, value: Any, where: str) -> None:
+    """`InputError` in `storable`'s words when pydantic refused JSON text (`value`) as
+    not JSON because a string in it holds a lone surrogate escape (`"\\ud800"`): JSON that
+    Python's json reads, and pydantic's reader calls `Invalid JSON` of a field named
+    `value`. Nothing for any other refusal, or text Python's json does not read either.
+    (A key holding one is refused before: `LoneSurrogateKey`.)"""
+    if not isinstance(value, str | bytes) or not any(
+        error["type"] == "json_invalid" for error in refused.errors(include_url=False)
+    ):
+        return
+    try:
+        data = jsonkeys.loads(value)
+    except (ValueError, RecursionError):
+        return
+    storable(data, where)
+
+
 def typed_input(agent: Agent, value: Any) -> Any:
     """The launch input as the agent declares it: a string, or a number, a boolean or one
     of its types (given as JSON text, a `ParsedJson`, the model, a dict or the value),
@@ -1973,6 +1992,8 @@ def typed_input(agent: Agent, value: Any) -> Any:
     except LoneSurrogateKey as exc:  # as `storable` says it of data
         raise InputError(shown(exc.at("the input"))) from None
     except (ValidationError, RepeatedKey) as exc:
+        if isinstance(exc, ValidationError):
+            unstorable_text(exc, value, "the input")
         problems = (
             str(exc) if isinstance(exc, RepeatedKey) else validation_problems(exc, model=model)
         )
