@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .jsonkeys import RepeatedKey
+from . import jsonkeys
+from .jsonkeys import LoneSurrogateKey, RepeatedKey
 from .names import declared_name
 from .records import record
 from .redact import shown_value, validation_problems
@@ -1776,7 +1777,8 @@ def nobody_decides(view: ThreadView) -> str:
 def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
     """`value` as the agent's declared type named `type`; `InputError` for a type the agent
     does not declare or a value of the wrong shape (given as the model, a dict or JSON),
-    or JSON text that gives a key twice (naming the key and where it is)."""
+    or JSON text that gives a key twice or has a key holding a lone surrogate (naming the
+    key and where it is)."""
     declared = agent.spec.types.get(type)
     if declared is None:
         known = ", ".join(sorted(agent.spec.types)) or "none"
@@ -1785,7 +1787,10 @@ def typed_event(agent: Agent, type: str, value: Any) -> BaseModel:
         typed: BaseModel = strictly(declared, value)
     except RepeatedKey as exc:  # the path to the key and why: a problem like any other
         raise InputError(f"the event is not a valid {type}: {shown(str(exc))}") from None
+    except LoneSurrogateKey as exc:  # as `storable` says it of data
+        raise InputError(shown(exc.at("the event's value"))) from None
     except ValidationError as exc:
+        unstorable_text(exc, value, "the event's value")
         problems = validation_problems(exc, limit=exc.error_count(), model=declared)
         raise InputError(f"the event is not a valid {type}: {shown(problems)}") from None
     storable(typed, "the event's value")
@@ -1950,11 +1955,29 @@ def storable(value: Any, where: str) -> None:
         raise InputError(problem)
 
 
+def unstorable_text(refused: ValidationError, value: Any, where: str) -> None:
+    """`InputError` in `storable`'s words when pydantic refused JSON text (`value`) as
+    not JSON because a string in it holds a lone surrogate escape (`"\\ud800"`): JSON that
+    Python's json reads, and pydantic's reader calls `Invalid JSON` of a field named
+    `value`. Nothing for any other refusal, or text Python's json does not read either.
+    (A key holding one is refused before: `LoneSurrogateKey`.)"""
+    if not isinstance(value, str | bytes) or not any(
+        error["type"] == "json_invalid" for error in refused.errors(include_url=False)
+    ):
+        return
+    try:
+        data = jsonkeys.loads(value)
+    except (ValueError, RecursionError):
+        return
+    storable(data, where)
+
+
 def typed_input(agent: Agent, value: Any) -> Any:
     """The launch input as the agent declares it: a string, or a number, a boolean or one
     of its types (given as JSON text, a `ParsedJson`, the model, a dict or the value),
     validated as strictly as a model's output (`strictly`). `InputError` for a value
-    that does not fit, or JSON text that gives a key twice (naming the key and where)."""
+    that does not fit, or JSON text that gives a key twice or has a key holding a lone
+    surrogate (naming the key and where)."""
     declared = agent.spec.input_type
     if isinstance(value, ParsedJson) and declared is str:
         value = value.value  # a string agent's input is the text itself, not JSON
@@ -1966,7 +1989,11 @@ def typed_input(agent: Agent, value: Any) -> Any:
     model = declared if issubclass(declared, BaseModel) else None
     try:
         typed = strictly(declared, value)
+    except LoneSurrogateKey as exc:  # as `storable` says it of data
+        raise InputError(shown(exc.at("the input"))) from None
     except (ValidationError, RepeatedKey) as exc:
+        if isinstance(exc, ValidationError):
+            unstorable_text(exc, value, "the input")
         problems = (
             str(exc) if isinstance(exc, RepeatedKey) else validation_problems(exc, model=model)
         )

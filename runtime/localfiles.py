@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from .jsonkeys import refuse_repeated_keys
+from .jsonkeys import refuse_repeated_keys, utf8_text
 
 MAX_JSON_DEPTH = 200
 """How deep arrays and objects nest in a file's JSON at most (pydantic-core's parser stops
@@ -99,7 +99,10 @@ def parse_json(text: str | bytes, path: Path, line: int | None = None) -> Any:
     when its arrays and objects nest deeper than MAX_JSON_DEPTH, a `ValueError` when it
     is not JSON, and `RepeatedKey` (a `ValueError` naming the key and where it is) when
     an object in it gives a key twice: readers of one file must not disagree on it
-    (runtime/jsonkeys.py)."""
+    (runtime/jsonkeys.py). Bytes are read as UTF-8 and nothing else (`NotUtf8`, a
+    `ValueError` the caller says of the file: JSON between systems is UTF-8)."""
+    if isinstance(text, bytes):
+        text = utf8_text(text)
     refuse_repeated_keys(text)
     try:
         return from_json(text)

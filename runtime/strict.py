@@ -1,7 +1,7 @@
 """The one rule for a value handed to the runtime from outside: a model's output, a
 launch's input, an outside event, a cassette's recorded output. Nothing is converted from
-another type, and JSON that gives a key twice is not read (docs/runtime.md, "Values from
-outside are taken as they are")."""
+another type, and JSON that gives a key twice, or has a key holding a lone surrogate, is
+not read (docs/runtime.md, "Values from outside are taken as they are")."""
 
 from __future__ import annotations
 
@@ -32,14 +32,16 @@ def strictly(declared: type[Any], value: Any) -> Any:
 
     JSON text (`str`, `bytes`) is validated as JSON, and refused (`RepeatedKey`, from
     runtime/jsonkeys.py) when an object in it gives a key twice, at any depth: pydantic
-    would keep the last value, where other readers of the same text keep the first.
+    would keep the last value, where other readers of the same text keep the first; and
+    (`LoneSurrogateKey`) when a key in it holds a lone surrogate (`{"\\ud800": 1}`),
+    which pydantic's reader refuses as a problem of the whole value.
     Data (a `ParsedJson`'s, a dict, a model instance, a number) is validated in
     pydantic's strict Python mode, which for every field type a `.agent` file declares
     (strings, numbers, booleans, string enums, lists, maps with string keys, records,
     optionals; no dates, bytes or enum classes, where the two modes differ) takes
     exactly what strict JSON validation takes: tests/test_strict_inputs.py holds JSON
     text, data and the model's output to one table. Raises pydantic's
-    `ValidationError`, or `RepeatedKey`."""
+    `ValidationError`, `RepeatedKey` or `LoneSurrogateKey`."""
     if isinstance(value, ParsedJson):
         value = value.value  # data: a string in it is never read as JSON text
     elif isinstance(value, str | bytes):

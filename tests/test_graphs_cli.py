@@ -269,3 +269,29 @@ def test_a_picture_named_through_a_link_is_written_where_it_points(tmp_path: Pat
     assert code == 0, err
     assert (tmp_path / "link.mmd").is_symlink()
     assert "flowchart TD" in target.read_text()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "said"),
+    [
+        ("utf-16", "is not UTF-8 (byte 0 of "),  # its byte order mark, 0xff
+        ("utf-16-le", "is not UTF-8 (byte 1 of "),  # the NUL after `[`
+        ("utf-32-be", "is not UTF-8 (byte 0 of "),
+        ("latin-1", "is not UTF-8 (byte 12 of "),  # the é of `dé`
+        ("utf-8-sig", "starts with a byte order mark"),
+    ],
+)
+def test_an_event_log_that_is_not_utf_8_is_said_to_be_so(
+    tmp_path: Path, encoding: str, said: str
+) -> None:
+    """rt15 #9: a log in UTF-16 was blamed on the agent (`the event log does not decode
+    for this agent: expected value at line 1 column 1`). An event log is JSON, UTF-8 and
+    nothing else (RFC 8259, section 8.1), as the server says of a body."""
+    log = tmp_path / "log.json"
+    text = json.dumps([{"kind": "dé"}], ensure_ascii=False)
+    log.write_bytes(text.encode(encoding))
+    result = CliRunner().invoke(cli, ["graph", DEPLOYBOT, "--events", str(log)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: {log} {said}"), result.stderr
+    assert result.stderr.count("\n") == 1 and "RFC 8259" in result.stderr
+    assert "agent" not in result.stderr and "Traceback" not in result.output

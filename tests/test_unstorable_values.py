@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tests.runtime_helpers import FIXTURES, RecordingNotifier, ScriptedModel
+from tests.runtime_helpers import EXAMPLES, FIXTURES, RecordingNotifier, ScriptedModel
 from tests.support.openai_server import ScriptedOpenAI
 from tests.support.server import Served, deploy_project, served
 from tests.test_server_api import assert_problem, events
@@ -25,6 +25,7 @@ from twelvefold.runtime.store import SqliteStore
 from twelvefold.runtime.types import ModelOutput, StepFailed, ToolResult
 
 PATIENCE = FIXTURES / "patience.agent"
+PAYMENT = EXAMPLES / "payment.agent"
 LONE = b'"\\ud800"'  # JSON text for a lone surrogate
 
 
@@ -107,6 +108,38 @@ def test_the_cli_refuses_an_undecodable_input_or_comment_in_one_line(
     typed.write_bytes(b'"tidy ' + LONE[1:])
     from_file = runner.invoke(cli, ["run", str(PATIENCE), "--input", f"@{typed}"])
     assert from_file.exit_code in (1, 2) and "Traceback" not in from_file.output
+
+
+def test_json_text_with_a_lone_surrogate_in_a_string_names_its_field_as_the_api_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rt15 #7: pydantic's reader refuses the escape as `value: Invalid JSON: unexpected
+    end of hex escape at line 1 column 20`, a field named `value` and JSON that is valid;
+    the CLI now says what the HTTP API says of the same value (the test above)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TWELVEFOLD_NOTIFY_LOG", "0")
+    db = str(tmp_path / "t.db")
+    runner = CliRunner()
+    order = json.dumps(ORDER).replace('"o-1"', LONE.decode())
+    run = runner.invoke(cli, ["run", str(PAYMENT), "--input", order, "--db", db])
+    assert run.exit_code == 1, run.output
+    assert run.stderr == (
+        "error: the input.order_id holds a lone surrogate (\\ud800) at character 0: text must"
+        " be valid Unicode\n"
+    )
+    launched = runner.invoke(cli, ["run", str(PAYMENT), "--input", json.dumps(ORDER),
+                                   "--db", db, "--json"])  # fmt: skip
+    view = json.loads(launched.stdout)
+    paid = json.dumps({**PAID, "reference": "x\ud800"}, ensure_ascii=True)
+    sent = runner.invoke(cli, ["send", view["thread_id"], "PaymentReceived", paid, "--db", db])
+    assert sent.exit_code == 1, sent.output
+    assert sent.stderr == (
+        "error: the event's value.reference holds a lone surrogate (\\ud800) at character 1:"
+        " text must be valid Unicode\n"
+    )
+    # Text that is not JSON at all keeps pydantic's words
+    broken = runner.invoke(cli, ["run", str(PAYMENT), "--input", order[:-1], "--db", db])
+    assert broken.exit_code == 1 and "Invalid JSON" in broken.stderr
 
 
 def test_a_comment_or_an_answer_that_cannot_be_stored_is_refused(

@@ -165,7 +165,7 @@ def _load_thread(
     from twelvefold.runtime.api import shown
     from twelvefold.runtime.codec import CodecError
     from twelvefold.runtime.integrity import LogError
-    from twelvefold.runtime.jsonkeys import RepeatedKey
+    from twelvefold.runtime.jsonkeys import LoneSurrogateKey, NotUtf8, RepeatedKey
     from twelvefold.runtime.loading import AgentLoadError, load_agent
     from twelvefold.runtime.localfiles import parse_json, read_regular_file
     from twelvefold.runtime.store import StoreError, ThreadNotFound, open_store, store_exists
@@ -202,8 +202,14 @@ def _load_thread(
                 events = store.load(str(thread_id), loaded.codec)
             finally:
                 store.close()
-    except RepeatedKey as bad:  # the file, then the path to the key
+    except (RepeatedKey, LoneSurrogateKey) as bad:  # the file, then the path to the key
         error(f"{events_file}: {bad}")
+        sys.exit(1)
+    except NotUtf8 as bad:  # said of the file, not of the agent
+        why = "JSON is written without one" if bad.bom else "JSON between systems is UTF-8"
+        error(
+            f"{bad.of(str(events_file))}: an event log is JSON, and {why} (RFC 8259, section 8.1)"
+        )
         sys.exit(1)
     except (CodecError, ValueError, KeyError, TypeError, AttributeError) as bad:
         echo(f"error: the event log does not decode for this agent: {bad}", err=True)

@@ -1,4 +1,5 @@
-"""JSON request bodies, read strictly: an object that gives a key twice is refused.
+"""JSON request bodies, read strictly: an object that gives a key twice, or has a key
+holding a lone surrogate, is refused.
 
 RFC 8259 leaves a repeated key's meaning open, and readers disagree: Python's json keeps
 the last value, many proxies, audit logs and other languages' parsers the first. A body
@@ -6,7 +7,9 @@ the last value, many proxies, audit logs and other languages' parsers the first.
 rejection in the log of whatever relayed it. So no reader here picks: `loads` refuses the
 body, naming the key and where it is (`RepeatedKey`, answered 422 by problems.py), by
 the rule the runtime holds all JSON from outside to (twelvefold/runtime/jsonkeys.py: the
-CLI's `--input` and `send` value, cassettes).
+CLI's `--input` and `send` value, cassettes). A key holding a lone surrogate
+(`{"\\ud800": 1}`) is refused with the path to its object (`LoneSurrogateKey`): no store
+can hold it, and FastAPI's validation would name a field the body does not have.
 
 `StrictJSONRoute` is the route class of the API's router: FastAPI parses each JSON body
 through `StrictJSONRequest.json`, so every route that takes JSON reads it this way,
@@ -14,7 +17,6 @@ whatever its model. The Slack routes read their JSON with `loads` too."""
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -25,27 +27,48 @@ from starlette.exceptions import HTTPException
 from twelvefold.runtime import jsonkeys
 
 
-class RepeatedKey(HTTPException):
-    """A JSON object gave `key` twice; `where` is the path to that object (keys and list
-    indexes, from the top). An HTTPException, so FastAPI's body reading lets it through
-    as it is (any other error there becomes its own 400); problems.py answers it 422."""
+class RefusedKey(HTTPException):
+    """A key JSON from outside may not have: `loc` is the path to it from the body's top
+    (keys and list indexes), `message` what is wrong with it and `said` the same after
+    the path (`body.…`, the 422's detail). An HTTPException, so FastAPI's body reading
+    lets it through as it is (any other error there becomes its own 400); problems.py
+    answers it 422."""
+
+    def __init__(self, loc: tuple[str, ...], message: str, said: str) -> None:
+        self.loc = loc
+        self.message = message
+        self.said = said
+        super().__init__(422, message)
+
+
+class RepeatedKey(RefusedKey):
+    """A JSON object gave `key` twice; `where` is the path to that object."""
 
     def __init__(self, key: str, where: tuple[str, ...], message: str) -> None:
         self.key = key
         self.where = where
-        self.message = message
-        super().__init__(422, message)
+        loc = (*where, key)
+        super().__init__(loc, message, f"{'.'.join(('body', *loc))}: {message}")
+
+
+class LoneSurrogateKey(RefusedKey):
+    """A key of a JSON object holds a lone surrogate; `loc` is the path to that object
+    (the key itself cannot be written as UTF-8)."""
 
 
 def loads(text: str | bytes) -> Any:
-    """`json.loads(text)`, refusing an object that gives a key twice, at any depth
-    (`RepeatedKey`), by the runtime's one rule for JSON from outside
-    (twelvefold/runtime/jsonkeys.py). Invalid JSON raises json's own errors, as
-    `json.loads` does, and bytes that are not UTF-8 `UnicodeDecodeError` (jsonkeys.py)."""
+    """`json.loads(text)`, refusing an object that gives a key twice (`RepeatedKey`) or
+    has a key holding a lone surrogate (`LoneSurrogateKey`), at any depth, by the
+    runtime's one rule for JSON from outside (twelvefold/runtime/jsonkeys.py). Invalid
+    JSON raises json's own errors, as `json.loads` does, and bytes that are not UTF-8
+    `UnicodeDecodeError` (jsonkeys.py)."""
     try:
         return jsonkeys.loads(text)
     except jsonkeys.RepeatedKey as repeated:
         raise RepeatedKey(repeated.key, repeated.where, repeated.message) from None
+    except jsonkeys.LoneSurrogateKey as lone:
+        loc = tuple(map(str, lone.where))
+        raise LoneSurrogateKey(loc, lone.message, lone.at("body")) from None
 
 
 class StrictJSONRequest(Request):
@@ -53,24 +76,17 @@ class StrictJSONRequest(Request):
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            body = await self.body()
-            if body.startswith(codecs.BOM_UTF8):
-                raise HTTPException(
-                    400, "the body starts with a byte order mark: send JSON without one "
-                    "(RFC 8259, section 8.1)",
+            try:  # UTF-8 and nothing else, by the runtime's one rule (jsonkeys.py)
+                text = jsonkeys.utf8_text(await self.body())
+            except jsonkeys.NotUtf8 as exc:
+                why = (
+                    "send JSON without one" if exc.bom else "JSON between systems is UTF-8, "
+                    "whatever the Content-Type's charset says"
                 )  # fmt: skip
-            try:
-                # A NUL byte is UTF-8, but never in JSON text: UTF-16 or UTF-32 of ASCII.
-                if (nul := body.find(b"\0")) >= 0:
-                    raise UnicodeDecodeError("utf-8", body, nul, nul + 1, "a NUL byte")
-                self._json = loads(body)
-            except UnicodeDecodeError as exc:
                 raise HTTPException(
-                    400,
-                    f"the body is not UTF-8 (byte {exc.start} of {len(body)}): JSON between "
-                    "systems is UTF-8, whatever the Content-Type's charset says (RFC 8259, "
-                    "section 8.1)",
+                    400, f"{exc.of('the body')}: {why} (RFC 8259, section 8.1)"
                 ) from None
+            self._json = loads(text)
         return self._json
 
 

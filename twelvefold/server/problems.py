@@ -1,7 +1,7 @@
 """Errors as RFC 9457 problem details: every error the server answers, whether the
 service refused a call, FastAPI rejected a body, or no route matched, is an
 `application/problem+json` document `{"type", "title", "status", "detail"}` (plus
-`errors` for a body that does not validate, or that gives a key twice: bodies.py).
+`errors` for a body that does not validate, or that has a key it may not: bodies.py).
 Nothing of a traceback is ever sent: an unexpected exception is logged and answered as a
 bare 500 problem (the tests assert none occurs).
 
@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from twelvefold.server.bodies import RepeatedKey
+from twelvefold.server.bodies import RefusedKey
 from twelvefold.server.service import ServiceError, TooManyAttempts
 
 log = logging.getLogger("twelvefold.server")
@@ -101,11 +101,10 @@ def install(app: FastAPI) -> None:
             detail = "no such path (the API lives under /v1; see /openapi.json)"
         return problem(exc.status_code, detail, headers=dict(exc.headers or {}) or None)
 
-    @app.exception_handler(RepeatedKey)
-    async def repeated(request: Request, exc: RepeatedKey) -> JSONResponse:
-        loc = ["body", *exc.where, exc.key]
-        detail = f"{'.'.join(loc)}: {exc.message}"
-        return problem(422, detail, errors=[{"loc": loc, "msg": exc.message}])
+    @app.exception_handler(RefusedKey)
+    async def refused_key(request: Request, exc: RefusedKey) -> JSONResponse:
+        loc = ["body", *exc.loc]  # a key given twice, or one that holds a lone surrogate
+        return problem(422, exc.said, errors=[{"loc": loc, "msg": exc.message}])
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -73,7 +73,7 @@ from twelvefold.runtime.types import (
     Event,
     Rejected,
 )
-from twelvefold.server.bodies import RepeatedKey, loads
+from twelvefold.server.bodies import RefusedKey, loads
 from twelvefold.server.problems import problem
 from twelvefold.server.replies import Replies, replies
 from twelvefold.server.service import Caller, ServeError, Service, ServiceError
@@ -577,7 +577,7 @@ class SlackApp:
                 payload = loads(form["payload"])
             except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
                 return problem(400, "the interaction payload is not JSON")
-            except RepeatedKey as exc:
+            except RefusedKey as exc:
                 return problem(400, f"the interaction payload: {exc.message}")
             if not isinstance(payload, dict):
                 return problem(400, "the interaction payload is not an object")
@@ -645,7 +645,7 @@ class SlackApp:
         action = _text(view.get("callback_id"))
         try:
             metadata = loads(_text(view.get("private_metadata")) or "{}")
-        except (ValueError, RecursionError, RepeatedKey):  # not JSON (as we wrote it)
+        except (ValueError, RecursionError, RefusedKey):  # not JSON (as we wrote it)
             metadata = {}
         target = _request_of(_text(metadata.get("v")) if isinstance(metadata, dict) else "")
         if target is None or action not in (REJECT, ANSWER):
@@ -734,7 +734,7 @@ class SlackApp:
             data = loads(body)
         except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
             return problem(400, "the event is not JSON")
-        except RepeatedKey as exc:
+        except RefusedKey as exc:
             return problem(400, f"the event: {exc.message}")
         if not isinstance(data, dict):
             return problem(400, "the event is not an object")
@@ -773,7 +773,7 @@ class SlackApp:
         caller = Caller(person, "slack", f"slack user {user}")
         try:
             view = await self.service.launch(caller, agent_name, _input(given))
-        except RepeatedKey as exc:
+        except RefusedKey as exc:
             await self._tell(channel, user, f"Invalid input: {slack_text(exc.message)}")
             return
         except ServiceError as exc:
@@ -828,7 +828,7 @@ async def _logged(work: Any) -> None:
 def _request_of(value: str) -> tuple[str, str] | None:
     try:
         data = loads(value)
-    except (ValueError, RecursionError, RepeatedKey):  # not a value we wrote
+    except (ValueError, RecursionError, RefusedKey):  # not a value we wrote
         return None
     if not isinstance(data, dict):
         return None
@@ -858,7 +858,8 @@ def _unescape(text: str) -> str:
 
 def _input(given: str) -> Any:
     """A launch's input: a JSON object or array when the text is one, else the text.
-    RepeatedKey for an object that gives a key twice (bodies.py)."""
+    RefusedKey for an object that gives a key twice or has a key holding a lone
+    surrogate (bodies.py)."""
     if given.startswith(("{", "[")):
         try:
             return loads(given)
