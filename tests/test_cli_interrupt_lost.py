@@ -331,15 +331,22 @@ def test_a_ctrl_c_a_library_turned_into_its_own_error_is_still_a_ctrl_c(
     showed that traceback and exited 1. Whatever a command raises once a Ctrl-C came is
     that Ctrl-C: one line, status 130."""
     module, args, line = TURNED[where]
-    (block_project / "turning.py").write_text(TURNED_INTO_A_LIBRARY_ERROR)
-    done = subprocess.run(
-        [sys.executable, "turning.py", module, *args],
-        cwd=block_project, capture_output=True, text=True, timeout=90,
-    )  # fmt: skip
-    said = done.stderr.splitlines()
-    assert done.returncode == 130, (done.returncode, said)
+    code, said = driven(block_project, TURNED_INTO_A_LIBRARY_ERROR, module, *args)
+    assert code == 130, (code, said)
     assert len(said) == 1 and said[0].startswith(f"interrupted: {line}"), said
     assert_consistent(block_project)
+
+
+def driven(folder: Path, driver: str, *args: str) -> tuple[int, list[str]]:
+    """(exit status, stderr lines) of the `twelvefold` program run by `driver` (a script
+    that sets the moment up, then calls the program's entry point) with `args`, in
+    `folder`; a minute at most (a command that does not stop fails the test)."""
+    (folder / "driver.py").write_text(driver)
+    done = subprocess.run(
+        [sys.executable, "driver.py", *args],
+        cwd=folder, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return done.returncode, done.stderr.splitlines()
 
 
 LONG_RUNNING = {  # a command that runs until stopped, a module it loads as it starts
@@ -360,11 +367,6 @@ def test_a_ctrl_c_lost_as_a_server_starts_stops_it_before_it_runs(
     module, line = LONG_RUNNING[command]
     # A worker's database is set up by `db upgrade` first, as a deploy's workers start.
     args = SERVE if command == "serve" else request.getfixturevalue("worker_args")
-    (block_project / "losing.py").write_text(LOSING)
-    done = subprocess.run(
-        [sys.executable, "losing.py", module, *args],
-        cwd=block_project, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    said = done.stderr.splitlines()
-    assert done.returncode == 130, (done.returncode, said)
+    code, said = driven(block_project, LOSING, module, *args)
+    assert code == 130, (code, said)
     assert said and said[-1].startswith(f"interrupted: {line}"), said
