@@ -58,7 +58,7 @@ from .store import (
     _listed,
     _thread_info,
     check_lease,
-    check_userinfo,
+    check_store_url,
     joined_links,
     now_iso,
     shown_url,
@@ -141,7 +141,7 @@ class PostgresStore(ChainedStore):
         """The URL as it may be shown: without its password."""
         self.chain = chain if chain is not None else Chain.from_env()
         self._timeout = connect_timeout
-        check_userinfo(url)
+        check_store_url(url)
         try:
             with psycopg.connect(url, connect_timeout=connect_timeout) as conn:
                 check_postgresql(conn, self.where, create=create)
@@ -651,7 +651,7 @@ def upgrade_database(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
     places at once and while other processes use the store. `StoreError` (one line,
     without the password) when it cannot be reached or refuses."""
     where = shown_url(url)
-    check_userinfo(url)
+    check_store_url(url)
     try:
         with psycopg.connect(url, connect_timeout=connect_timeout) as conn:
             before = postgresql_version(conn)

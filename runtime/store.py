@@ -2033,6 +2033,19 @@ _PASSWORD_IN_URL = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)(\S*)@")
 """A URL's user part: everything up to its last `@` (a password may hold `@` or `/`)."""
 
 
+def url_without_password(url: str) -> str:
+    """`url` with no password at all (not `***`): the user part's and any `password=`
+    parameter's taken out, for a command to run again (libpq then takes the password from
+    PGPASSWORD or ~/.pgpass; one shown as `***` would be sent as the password)."""
+    text = _PASSWORD_IN_URL.sub(
+        lambda found: f"{found.group(1)}{found.group(2).partition(':')[0]}@", url
+    )
+    address, mark, query = text.partition("?")
+    query, hash_mark, fragment = query.partition("#")
+    kept = [p for p in query.split("&") if p and p.partition("=")[0].lower() != "password"]
+    return address + (mark if kept else "") + "&".join(kept) + hash_mark + fragment
+
+
 def _hide_password(match: re.Match[str]) -> str:
     user, colon, _ = match.group(2).partition(":")
     return f"{match.group(1)}{user}{':***' if colon else ''}@"
@@ -2064,13 +2077,32 @@ def _secrets_of(url: str) -> list[str]:
     return sorted((piece for piece in found if len(piece) >= 3), key=len, reverse=True)
 
 
-def check_userinfo(url: str) -> None:
-    """`StoreError` (one line, never naming the password) when the user part of a
-    `postgresql://` URL, everything up to its last `@`, holds a raw `@`, `/`, `?` or `#`:
-    libpq reads such a URL differently from RFC 3986 (it ends the user part at the first
-    `@` or `/`), so it would connect elsewhere and put part of the password in a host
-    name (sent to DNS, and shown in its errors). Percent-encoding them means what was
-    meant."""
+def check_store_url(url: str) -> None:
+    """`StoreError` (one line, never naming the password) for a `postgresql://` URL that
+    libpq would read otherwise than its shown form says, or whose password the shown form
+    could not hide:
+
+    - its user part, everything up to its last `@`, holds a raw `@`, `/`, `?` or `#`:
+      libpq reads such a URL differently from RFC 3986 (it ends the user part at the first
+      `@` or `/`), so it would connect elsewhere and put part of the password in a host
+      name (sent to DNS, and shown in its errors). Percent-encoding them means what was
+      meant.
+    - it holds a blank (a space, a tab, a line break): RFC 3986 has none in a URL, and a
+      password with one was shown from the blank on (`password=se cret`);
+    - a parameter's name is percent-encoded (`?pass%77ord=…`): libpq decodes it to
+      `password`, which no shown form would then hide."""
+    if any(character.isspace() for character in url):
+        raise StoreError(
+            "the store URL holds a blank (a space, a tab or a line break): percent-encode "
+            "it (a space is %20)"
+        )
+    query = url.partition("?")[2].partition("#")[0]
+    for parameter in query.split("&"):
+        if "%" in parameter.partition("=")[0]:
+            raise StoreError(
+                "a parameter name in the store URL is percent-encoded: write names as they "
+                "are (password=…, sslmode=…)"
+            )
     match = _PASSWORD_IN_URL.search(url)
     if match is not None and re.search(r"[@/?#]", match.group(2)):
         raise StoreError(
@@ -2189,9 +2221,9 @@ StoreLocation = Path | StoreUrl
 
 def store_location(url: str) -> StoreLocation:
     """A store URL (or a bare file path) as a location; `StoreError` for one twelvefold
-    cannot use (never naming its password), such as one `check_userinfo` refuses."""
+    cannot use (never naming its password), such as one `check_store_url` refuses."""
     if is_postgres_url(url):
-        check_userinfo(url)
+        check_store_url(url)
         return StoreUrl(url)
     return store_file(url)
 

@@ -6,8 +6,10 @@ refusals omitted it, and the copied command failed with "nobody (give by= / --by
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,35 @@ def test_options_from_the_environment_are_not_repeated(
     _, out = launched()
     (hint,) = re.findall(r"^  resume: (.*)$", out, flags=re.M)
     assert "--db" not in hint and "--cassette deploy.jsonl" in hint, hint
+
+
+def words_as_bash_reads(command: str) -> list[str]:
+    """The words bash makes of `command` (its quoting, `$'…'` included)."""
+    done = subprocess.run(
+        ["bash", "-c", f"printf '%s\\0' {command}"], capture_output=True, check=True
+    )
+    return [os.fsdecode(word) for word in done.stdout.split(b"\0")[:-1]]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["zero\u200bwidth.db", "new\nline.db", "it's $(id) `x`.db", "rtl\u202eoops.db"],
+    ids=["zero-width", "line-break", "shell", "bidi"],
+)
+def test_a_hint_with_an_unseen_character_runs_as_printed_and_forges_no_line(
+    workdir: Path, name: str
+) -> None:
+    """rt17: `--db 'new<LF>line.db'` printed the line break raw (a value could forge a
+    `resume:` line of its own under the hint), and an invisible character was copied as
+    nothing; each is now written as bash's `$'…'` escape."""
+    args = ["run", DEPLOYBOT, "--input", "deploy v1.2.3 to production", "--db", name]
+    result = CliRunner().invoke(cli, [*args, "--cassette", "deploy.jsonl"])
+    assert result.exit_code == 0, result.output
+    (hint,) = re.findall(r"^  resume: (.*)$", result.output, flags=re.M)
+    assert not any(c in hint for c in "\n\u200b\u202e"), hint
+    words = words_as_bash_reads(hint.split("|")[0])
+    assert words[words.index("--db") + 1] == name, hint
+    words = ["ana" if word == "NAME" else word for word in words]
+    resumed = CliRunner().invoke(cli, [*words[1:], "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.output.splitlines()[-1])["status"] == "finished"

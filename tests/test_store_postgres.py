@@ -600,3 +600,27 @@ def test_stats_on_postgresql_marks_what_it_cannot_count(
     assert code == 0, err
     header, row, note, *_ = out.splitlines()  # then the unpriced calls' line
     assert "OTHER" in header and "+?" in row and "exploded (1)" in note
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://tf@127.0.0.1:1/db?pass%77ord=S3cretpw",  # libpq decodes the name
+        "postgresql://tf@127.0.0.1:1/db?%70assword=S3cretpw",
+        "postgresql://tf:pa S3cretpw@127.0.0.1:1/db",  # shown from the blank on
+        "postgresql://tf@127.0.0.1:1/db?password=se S3cretpw",
+        "postgresql://tf@127.0.0.1:1/db?password=x\nS3cretpw",
+    ],
+)
+def test_a_password_the_shown_form_cannot_hide_is_refused_unshown(url: str) -> None:
+    """rt17: a percent-encoded parameter name, or a blank in the URL, put the password in
+    `resume:` hints, `stored in` lines and libpq's errors. Refused before anything is
+    connected to or shown, naming neither."""
+    for args in [("threads",), ("db", "upgrade")]:
+        code, out, err = invoke(*args, "--store", url)
+        assert code == 1, (url, args, out)
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert "S3cretpw" not in out + err, err
+    with pytest.raises(StoreError) as refused:
+        PostgresStore(url, connect_timeout=2)
+    assert "S3cretpw" not in str(refused.value)

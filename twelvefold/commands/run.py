@@ -62,9 +62,9 @@ from twelvefold.runtime.store import (
     ThreadNotFound,
     open_store,
     store_exists,
-    store_location,
+    url_without_password,
 )
-from twelvefold.runtime.terminal import one_line
+from twelvefold.runtime.terminal import hidden_characters, one_line
 from twelvefold.runtime.timeouts import as_moment
 from twelvefold.runtime.tracing import configure_from_env
 from twelvefold.runtime.types import (
@@ -288,7 +288,8 @@ def given_again(options: dict[str, str] = RUN_OPTIONS) -> str:
     quoted for a POSIX shell, `shlex.quote`), or `""`. Without them the suggestion ran on
     the default store or the real model (no API key) instead. One taken from the
     environment or the configuration is left out, as the next command reads it there
-    too; a store URL is shown without its password (`StoreUrl`)."""
+    too; a store URL is given without its password (`url_without_password`: PGPASSWORD or
+    ~/.pgpass gives it; one shown as `***` would be sent as the password)."""
     context = click.get_current_context(silent=True)
     if context is None:
         return ""
@@ -300,9 +301,40 @@ def given_again(options: dict[str, str] = RUN_OPTIONS) -> str:
         for each in value if isinstance(value, tuple) else (value,):
             if each is None:
                 continue
-            shown = str(store_location(each)) if name == "store_url" else str(each)
-            given.append(f" {flag} {shlex.quote(shown)}")
+            shown = url_without_password(each) if name == "store_url" else str(each)
+            given.append(f" {flag} {shell_word(shown)}")
     return "".join(given)
+
+
+_UNSEEN = hidden_characters()
+"""A character a person cannot see, a line break or a tab (runtime/terminal.py)."""
+
+_C_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def shell_word(text: str) -> str:
+    """`text` as one word for a shell: `shlex.quote`'s POSIX quoting, or, when it holds a
+    character of `HIDDEN` (a line break, a zero-width space, a bidirectional control),
+    bash's and zsh's ANSI-C quoting `$'…'` with each such character escaped (`\\n`,
+    `\\u200b`; a byte a file name held that was not UTF-8, `\\xff`). Printed raw, a line
+    break would start a line of its own under the hint (a forged `resume:` line), and an
+    invisible character would be copied as nothing, or not at all."""
+    if not _UNSEEN.search(text):
+        return shlex.quote(text)
+    written = []
+    for character in text:
+        code = ord(character)
+        if character in _C_ESCAPES:
+            written.append(_C_ESCAPES[character])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte the command line could not decode
+            written.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F:
+            written.append(f"\\x{code:02x}")
+        elif _UNSEEN.match(character):
+            written.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            written.append(character)
+    return "$'" + "".join(written) + "'"
 
 
 def cli_via() -> str:

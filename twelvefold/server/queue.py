@@ -170,11 +170,11 @@ def check_schema_now(conninfo: str) -> None:
     schema is not applied (`twelvefold db upgrade` applies it)."""
     import psycopg
 
-    from twelvefold.runtime.store import StoreError, check_userinfo, shown_url
+    from twelvefold.runtime.store import StoreError, check_store_url, shown_url
     from twelvefold.runtime.terminal import one_line
 
     try:  # the store's own rule: a URL libpq would misread is refused before it connects
-        check_userinfo(conninfo)
+        check_store_url(conninfo)
     except StoreError as exc:
         raise QueueUnavailable(str(exc)) from None
     try:
