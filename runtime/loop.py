@@ -92,11 +92,13 @@ from .types import (
 from .usage import (
     MAX_CALL_COST,
     MAX_CALL_TOKENS,
+    MAX_LATENCY_MS,
     Prices,
     number_text,
     prices_for,
     token_count_error,
     valid_cost,
+    valid_latency,
 )
 from .versions import AgentVersion
 
@@ -1427,7 +1429,10 @@ def _requested_model(resolve: Callable[[CallModel], Any] | None, action: CallMod
 
 
 def _priced_usage(usage: Usage, requested: str | None, prices: Prices) -> Usage:
-    """A failed call's usage (`ModelError.usage`) with its cost, priced as a reply's is."""
+    """A failed call's usage (`ModelError.usage`) with its cost, priced as a reply's is,
+    and no latency unless a `valid_latency`."""
+    if usage.latency_ms is not None and not valid_latency(usage.latency_ms):
+        usage = replace(usage, latency_ms=None)
     if usage.cost_usd is not None:
         return usage
     cost = prices.cost(requested, usage)
@@ -1438,7 +1443,8 @@ def _priced(reply: ModelReply, requested: str | None, prices: Prices, started: f
     """The reply's usage with the latency the loop saw (when the model measured none) and
     its cost: priced by the model asked for, else by the one that answered."""
     usage = reply.usage
-    latency = usage.latency_ms or tools.ms_since(started)
+    given = usage.latency_ms
+    latency = given if valid_latency(given) else tools.ms_since(started)
     cost = usage.cost_usd
     if cost is None and (usage.input_tokens is not None or usage.output_tokens is not None):
         known = requested if prices.price(requested) is not None else reply.model
@@ -1461,6 +1467,8 @@ def priced_reply(
         outputs is None or (type(outputs) is int and 0 <= outputs <= MAX_CALL_TOKENS)
     ):  # `token_count_error` finds nothing
         given = usage.latency_ms
+        if not ((type(given) is float or type(given) is int) and 0 < given <= MAX_LATENCY_MS):
+            given = None  # not a `valid_latency` (NaN, ±inf, 0 or below): the loop measures
         latency = given or round((time.perf_counter() - started) * 1_000_000) / 1000
         cost = usage.cost_usd
         if cost is None and (inputs is not None or outputs is not None):

@@ -104,6 +104,23 @@ def number_text(value: object) -> str:
     return text if len(text) <= 20 else f"{text[:8]}…({len(text)} characters)"
 
 
+MAX_LATENCY_MS = 1e9
+"""The longest call latency a reply may report, in milliseconds (about 11.6 days)."""
+
+
+def valid_latency(value: object) -> TypeGuard[float]:
+    """Whether `value` is a latency a model's reply may report, in milliseconds: a number
+    (not a bool), finite, above 0 and at most `MAX_LATENCY_MS`. The loop measures the
+    call itself otherwise: a NaN or an infinity would be stored as `NaN`, which JSON does
+    not have (SQLite's JSON functions then skip the whole event: its tokens and cost went
+    missing from every total)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 < value <= MAX_LATENCY_MS  # (False for NaN)
+    )
+
+
 def valid_cost(value: object) -> TypeGuard[float]:
     """Whether `value` is a cost a call may record: a number (not a bool), finite, from 0
     to `MAX_CALL_COST` USD."""

@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import json
+import math
 import sqlite3
 import sys
 import textwrap
@@ -974,3 +976,37 @@ def test_a_dict_result_that_does_not_validate_takes_the_helpers_way() -> None:
     model = tools.call_here(tool_of(Done(n=3)), action(Done), "k3")
     assert isinstance(model, tools.Outcome) and model.result == Done(n=3)
     assert not tools.running("k1") and not tools.running("k2")
+
+
+class OddLatency(Scripted):
+    """Answers as `Scripted`, each reply reporting `latency` as its own."""
+
+    def __init__(self, latency: Any) -> None:
+        super().__init__()
+        self.latency = latency
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        reply = await super().complete(request)
+        return ModelReply(reply.output, dataclasses.replace(reply.usage, latency_ms=self.latency))
+
+
+@pytest.mark.parametrize("latency", [math.nan, math.inf, -math.inf, -5.0, 0.0, 1e12], ids=repr)
+@pytest.mark.parametrize("path", ["fast", "ordinary"])
+def test_a_latency_a_reply_cannot_have_is_measured_instead(
+    project: Path, latency: float, path: str
+) -> None:
+    """rt17: a reply's `latency_ms` of NaN or ±inf was stored as `NaN` (no JSON has it:
+    `show --json` wrote invalid JSON and SQLite's JSON functions skipped the event, its
+    tokens and cost missing from `threads` and `stats`), and -5 was shown as `(-5.0 ms)`.
+    Each path records the latency it measured instead; the stored bodies are JSON."""
+    db = project / f"{path}.db"
+    store = SqliteStore(db) if path == "fast" else OrdinarySqliteStore(db)
+    events = run(project, store, OddLatency(latency))
+    latencies = [e.usage.latency_ms for e in events if type(e) is ModelOutput]
+    assert latencies and all(0 < ms < 60_000 for ms in latencies), latencies
+    with sqlite3.connect(db) as connection:
+        bodies = [body for (body,) in connection.execute("SELECT body FROM events")]
+    constants: list[str] = []  # NaN, Infinity: not JSON
+    for body in bodies:
+        json.loads(body, parse_constant=constants.append)
+    assert constants == [], bodies
