@@ -68,6 +68,7 @@ from twelvefold.runtime.store import (
     ThreadInfo,
     ThreadNotFound,
     now_iso,
+    shown_url,
 )
 from twelvefold.runtime.terminal import one_line
 from twelvefold.runtime.types import Event, IllegalEvent, Notified, Status
@@ -377,6 +378,11 @@ class Service:
         """The longest `wait` (and `?wait=true`) waits, in seconds."""
         store = runtime.store
         self.store_path: Path | None = store.path if isinstance(store, SqliteStore) else None
+        if self.store_path is not None:  # named in store errors: cut from every 503
+            resolved = self.store_path.resolve()
+            SERVER_PLACES.update({str(self.store_path), str(resolved), str(resolved.parent)})
+        elif (url := getattr(store, "url", None)) is not None:
+            SERVER_PLACES.update({url, shown_url(url)})
         self.database = place_of(store)
         """Where the server's tables go (server/tables.py): the store's database."""
         self.launches = Launches(self.database)
@@ -1190,8 +1196,14 @@ def translated() -> Iterator[None]:
         raise Unavailable(unavailable_detail(exc)) from None
 
 
-_PLACE = re.compile(r"(?<![\w.~:/])(?:[a-z][a-z0-9+.-]*://[^\s;,()]*|/[^\s;,()]+)")
+_PLACE = re.compile(r"(?<![\w.~:/…])(?:[a-z][a-z0-9+.-]*://[^\s;,()]*|/[^\s;,()]+)")
 """An absolute path, or a URL (a PostgreSQL store's), in an error's words."""
+
+
+SERVER_PLACES: set[str] = set()
+"""The store's file, its folder and its URL (each as it may be written) of every
+`Service` made in this process: a 503 names none of them, whatever characters they hold
+(`_PLACE` ends a path at a blank)."""
 
 
 def unavailable_detail(exc: BaseException) -> str:
@@ -1202,8 +1214,15 @@ def unavailable_detail(exc: BaseException) -> str:
     log line, which holds the whole of it."""
     reference = secrets.token_hex(4)
     log.error("unavailable (reference %s): %s: %s", reference, type(exc).__name__, exc)
-    words = _PLACE.sub(lambda found: "…/" + found[0].rstrip("/").rpartition("/")[2], str(exc))
+    words = str(exc)
+    for place in sorted(SERVER_PLACES, key=len, reverse=True):
+        words = words.replace(place, "…" if place.endswith("/") else "…/" + _last(place))
+    words = _PLACE.sub(lambda found: "…/" + _last(found[0]), words)
     return f"{words} (the server's log has more, under reference {reference})"
+
+
+def _last(place: str) -> str:
+    return place.rstrip("/").rpartition("/")[2]
 
 
 class Serving(Protocol):
