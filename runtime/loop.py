@@ -317,8 +317,12 @@ class Engine:
         # A fork's copied events are not new (metrics would count them twice): announce
         # from its `Forked` event on, or a launch's whole log.
         new = next((i for i in range(len(events) - 1, -1, -1) if isinstance(events[i], Forked)), 0)
-        for event in events[new:]:
-            self._announce(thread, event)
+        try:
+            for event in events[new:]:
+                self._announce(thread, event)
+        except BaseException:  # a hook that raised (a Ctrl-C as it printed): no run holds it
+            await self.let_go(thread)
+            raise
         return thread
 
     async def _keep(self, version: AgentVersion) -> None:

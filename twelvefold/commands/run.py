@@ -388,16 +388,17 @@ def runtime(
 
     def print_event(thread: Thread, event: Event) -> None:
         nonlocal reader_gone
-        go_on()  # a Ctrl-C Python lost (interrupts.py) stops the run at its next event
-        if reader_gone:
-            return
-        try:
-            echo(event_line(len(thread.events), event))
-        except BrokenPipeError:
-            # The reader went away (`run … | head -1`): the thread runs on to where it
-            # pauses or ends, as it would unwatched, rather than stop mid-step holding
-            # its lease; the command's next line then ends it quietly (report.py).
-            reader_gone = True
+        if not reader_gone:
+            try:
+                echo(event_line(len(thread.events), event))
+            except BrokenPipeError:
+                # The reader went away (`run … | head -1`): the thread runs on to where it
+                # pauses or ends, as it would unwatched, rather than stop mid-step holding
+                # its lease; the command's next line then ends it quietly (report.py).
+                reader_gone = True
+        # A Ctrl-C Python lost (interrupts.py) stops the run here, once the event it
+        # stored is printed: what is shown is what the log holds.
+        go_on()
 
     shutdown = configure_from_env()  # OTEL_EXPORTER_OTLP_* (docs/observability.md)
     try:
