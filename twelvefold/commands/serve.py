@@ -117,12 +117,18 @@ def serve(
     listeners = listening(host, port)
     address = _url(listeners[0])
     stage.said = f"the server had not started: no thread ran; the store at {where} is as it was"
+    made_here = not _there(db)
     with removed_if_refused(db):  # a refused start leaves no store behind
         # Spans go where OTEL_EXPORTER_OTLP_* say (docs/observability.md); flushed at exit.
         flush_spans = configure_from_env()
         app = _app(places, db, concurrency, insecure_local, grace, sweep_seconds,
                    make_model(cassette, record, model), paths,
                    loopback=is_loopback(host), prompts=prompts)  # fmt: skip
+    if made_here:  # kept: the next `serve` finds it
+        stage.said = (
+            f"the server had not started: no thread ran; the store at {where} was made "
+            "for it and holds none"
+        )
     import uvicorn
 
     from twelvefold.runtime.eventloop import collect_less_often
@@ -201,6 +207,17 @@ def serve(
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _there(db: StoreLocation) -> bool:
+    """Whether a store is at `db` already (a URL's database always counts); a path the
+    system refuses counts too: opening it says why."""
+    from twelvefold.runtime.store import store_exists
+
+    try:
+        return store_exists(db)
+    except OSError:
+        return True
 
 
 def listening(host: str, port: int) -> list[socket.socket]:
