@@ -380,7 +380,9 @@ class Service:
         self.store_path: Path | None = store.path if isinstance(store, SqliteStore) else None
         if self.store_path is not None:  # named in store errors: cut from every 503
             resolved = self.store_path.resolve()
-            SERVER_PLACES.update({str(self.store_path), str(resolved), str(resolved.parent)})
+            SERVER_PLACES.update({str(self.store_path), str(resolved)})
+            if resolved.parent != resolved.parent.parent:  # (never `/` itself)
+                SERVER_PLACES.add(str(resolved.parent))
         elif (url := getattr(store, "url", None)) is not None:
             SERVER_PLACES.update({url, shown_url(url)})
         self.database = place_of(store)
@@ -1216,7 +1218,7 @@ def unavailable_detail(exc: BaseException) -> str:
     log.error("unavailable (reference %s): %s: %s", reference, type(exc).__name__, exc)
     words = str(exc)
     for place in sorted(SERVER_PLACES, key=len, reverse=True):
-        words = words.replace(place, "…" if place.endswith("/") else "…/" + _last(place))
+        words = words.replace(place, "…/" + _last(place))
     words = _PLACE.sub(lambda found: "…/" + _last(found[0]), words)
     return f"{words} (the server's log has more, under reference {reference})"
 
