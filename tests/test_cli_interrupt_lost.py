@@ -222,6 +222,25 @@ def test_a_signal_as_the_command_line_loads_is_one_line(tmp_path: Path, signum: 
     assert (done.returncode, done.stderr.splitlines()) == (status, expected), done.stderr
 
 
+def threads_once_click_loads() -> tuple[subprocess.Popen[str], list[str]]:
+    """`twelvefold threads` started, once its command line began to load `click` (before,
+    Python itself is starting): the process and what it said until then."""
+    from tests.support.interrupts import CLICK_IMPORTED
+
+    process = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "twelvefold", "threads", "--db", "x.db"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    said = []
+    for line in process.stderr:
+        if CLICK_IMPORTED.match(line):
+            break
+        if not line.startswith("import time:"):
+            said.append(line)
+    return process, said
+
+
 def test_a_burst_of_signals_ends_the_command_with_one_line() -> None:
     """rt15: 40 Ctrl-Cs and SIGTERMs back to back hung about one `twelvefold threads`
     in four for good (the handler set a `threading.Event`; a second signal, handled
@@ -231,20 +250,8 @@ def test_a_burst_of_signals_ends_the_command_with_one_line() -> None:
     command line began to load (before, Python itself is starting)."""
     import time
 
-    from tests.support.interrupts import CLICK_IMPORTED
-
     for attempt in range(8):
-        process = subprocess.Popen(
-            [sys.executable, "-X", "importtime", "-m", "twelvefold", "threads", "--db", "x.db"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert process.stderr is not None
-        said = []
-        for line in process.stderr:
-            if CLICK_IMPORTED.match(line):
-                break
-            if not line.startswith("import time:"):
-                said.append(line)
+        process, said = threads_once_click_loads()
         time.sleep(0.01 * attempt)
         for count in range(40):
             if process.poll() is not None:
@@ -268,17 +275,8 @@ def test_signals_after_the_first_ones_line_leave_its_status() -> None:
     five: the interrupted line's exit did not make later signals change nothing."""
     import time
 
-    from tests.support.interrupts import CLICK_IMPORTED
-
     for attempt in range(5):
-        process = subprocess.Popen(
-            [sys.executable, "-X", "importtime", "-m", "twelvefold", "threads", "--db", "x.db"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert process.stderr is not None
-        for line in process.stderr:
-            if CLICK_IMPORTED.match(line):
-                break
+        process, _ = threads_once_click_loads()
         time.sleep(0.02 * attempt)
         process.send_signal(signal.SIGINT)
         while process.poll() is None:
