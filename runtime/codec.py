@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -274,7 +275,7 @@ def unstorable(value: Any, where: str, depth: int = 0) -> str | None:
                 return None  # plain fields only (a step's usual output): no call made
         fields = value.__dict__.items()
         items = fields if not extra else [*fields, *extra.items()]
-        return _unstorable_items(items, where, depth + 1)
+        return _unstorable_items(items, where, depth + 1, ".{}", _field_names(type(value)))
     if isinstance(value, int):
         return None if -_INT_BOUND < value < _INT_BOUND else _too_long(where)
     if isinstance(value, str):
@@ -294,9 +295,14 @@ def unstorable(value: Any, where: str, depth: int = 0) -> str | None:
 
 
 def _unstorable_items(
-    items: Iterable[tuple[Any, Any]], where: str, depth: int, place: str = ".{}"
+    items: Iterable[tuple[Any, Any]],
+    where: str,
+    depth: int,
+    place: str = ".{}",
+    names: Mapping[str, str] | None = None,
 ) -> str | None:
-    """`unstorable` of each item, named `where` then `place` with its key or index."""
+    """`unstorable` of each item, named `where` then `place` with its key or index (a
+    model's field by its name in `names` when it has one there)."""
     for key, item in items:
         kind = type(item)
         if (
@@ -305,18 +311,50 @@ def _unstorable_items(
             or (kind is int and -_INT_BOUND < item < _INT_BOUND)
         ):
             continue
-        if (found := unstorable(item, where + place.format(key), depth)) is not None:
+        name = names.get(key, key) if names else key
+        if (found := unstorable(item, where + place.format(name), depth)) is not None:
             return found
     return None
 
 
+@lru_cache(maxsize=1024)  # (a server may load many agents' modules in its life)
+def _field_names(model: type[BaseModel]) -> Mapping[str, str]:
+    """A model's attributes whose field has another name in its JSON, the name its
+    .agent file gives it: a field `next` is the attribute `next_` of the generated class
+    (compiler/pynames.py), and a message names the field as its author wrote it."""
+    return {
+        attribute: field.alias
+        for attribute, field in model.model_fields.items()
+        if field.alias is not None and field.alias != attribute
+    }
+
+
+_LONGEST_PLACE = 80
+"""The most characters of a value's place a message shows (a value 101 levels deep is
+named by 101 steps): its start and its end, the middle cut out."""
+
+
+def _place(where: str) -> str:
+    """`where`, its middle cut out at a step's boundary when it runs long."""
+    if len(where) <= _LONGEST_PLACE:
+        return where
+    head, tail = where[: _LONGEST_PLACE // 2], where[-_LONGEST_PLACE // 4 :]
+    cut = max(head.rfind("."), head.rfind("["))
+    head = head[:cut] if cut > 0 else head
+    cut = min((i for i in (tail.find("."), tail.find("[")) if i >= 0), default=0)
+    return f"{head}…{tail[cut:]}"
+
+
 def _too_deep(where: str) -> str:
-    return f"{where} is nested more than {MAX_NESTING} levels deep: a store could not read it back"
+    return (
+        f"{_place(where)} is nested more than {MAX_NESTING} levels deep: a store could not"
+        " read it back"
+    )
 
 
 def _too_long(where: str) -> str:
     return (
-        f"{where} is an integer of more than {MAX_INT_DIGITS:,} digits: a store could not "
+        f"{_place(where)} is an integer of more than {MAX_INT_DIGITS:,} digits: a store could not "
         "read it back"
     )
 
@@ -327,7 +365,7 @@ def _surrogate_in(text: str, where: str) -> str | None:
     except UnicodeEncodeError as exc:
         character = f"\\u{ord(text[exc.start]):04x}"
         return (
-            f"{where} holds a lone surrogate ({character}) at character {exc.start}:"
+            f"{_place(where)} holds a lone surrogate ({character}) at character {exc.start}:"
             " text must be valid Unicode"
         )
     return None

@@ -142,6 +142,43 @@ def test_json_text_with_a_lone_surrogate_in_a_string_names_its_field_as_the_api_
     assert broken.exit_code == 1 and "Invalid JSON" in broken.stderr
 
 
+NODE_AGENT = """agent deep "Deep input." {
+  input Node
+  start done
+}
+
+type Node { value: int, next: Node? }
+
+final done(Node)
+"""
+
+
+def test_a_value_too_deep_is_named_by_its_fields_in_the_agent_and_in_one_short_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rt17: a field `next` is the attribute `next_` of its generated class; the message
+    named the input's place by the attribute, 101 times over (a line of 700 characters).
+    Now by the field's name, its middle cut out."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TWELVEFOLD_NOTIFY_LOG", "0")
+    (tmp_path / "deep.agent").write_text(NODE_AGENT)
+    node: Any = None
+    for value in range(120):
+        node = {"value": value, "next": node}
+    runner = CliRunner()
+    run = runner.invoke(cli, ["run", "deep.agent", "--input", json.dumps(node), "--db", "t.db"])
+    assert run.exit_code == 1, run.output
+    assert run.stderr == (
+        "error: the input.next.next.next.next.next.next….next.next.next.next is nested more"
+        " than 100 levels deep: a store could not read it back\n"
+    )
+    shallow = {"value": 1, "next": {"value": 2, "next": {"value": 3, "next": None}}}
+    shallow["next"]["next"]["next"] = {"value": 4, "next": {"value": "x\ud800", "next": None}}
+    refused = runner.invoke(cli, ["run", "deep.agent", "--input", json.dumps(shallow)])
+    assert refused.exit_code == 1, refused.output
+    assert "the input.next.next.next.next.value holds a lone surrogate" in refused.stderr
+
+
 def test_a_comment_or_an_answer_that_cannot_be_stored_is_refused(
     store: SqliteStore, tmp_path: Path
 ) -> None:
