@@ -309,13 +309,34 @@ def DB(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)
     def with_store(*args: Any, db: Path | None, store_url: str | None, **kwargs: Any) -> Any:
-        location = store_path(db, store_url)
         context = click.get_current_context(silent=True)
+        if context is not None and db is not None and store_url is not None:
+            db, store_url = _one_store(context, db, store_url)
+        location = store_path(db, store_url)
         if context is not None:
             context.meta[_STORE_NAMED] = _named(db, store_url)
         return function(*args, db=location, **kwargs)
 
     return _DB_FILE(_STORE_URL(with_store))
+
+
+def _one_store(
+    context: click.Context, db: Path, store_url: str
+) -> tuple[Path | None, str | None]:
+    """`(db, store_url)` with the one that names the store kept when both are set: one
+    given on the command line beats one from the environment (`--db` with
+    TWELVEFOLD_STORE set names the `--db` file, as the hints that repeat `--db` expect);
+    from the environment both, `--store`'s variable wins (docs/stores.md). Both on the
+    command line is a usage error: which one was meant cannot be told."""
+    from click.core import ParameterSource
+
+    given = {
+        name: context.get_parameter_source(name) is ParameterSource.COMMANDLINE
+        for name in ("db", "store_url")
+    }
+    if given["db"] and given["store_url"]:
+        raise click.UsageError("give --db or --store, not both")
+    return (db, None) if given["db"] else (None, store_url)
 
 
 def existing_folders(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
