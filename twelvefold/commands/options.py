@@ -320,9 +320,7 @@ def DB(function: Callable[..., Any]) -> Callable[..., Any]:
     return _DB_FILE(_STORE_URL(with_store))
 
 
-def _one_store(
-    context: click.Context, db: Path, store_url: str
-) -> tuple[Path | None, str | None]:
+def _one_store(context: click.Context, db: Path, store_url: str) -> tuple[Path | None, str | None]:
     """`(db, store_url)` with the one that names the store kept when both are set: one
     given on the command line beats one from the environment (`--db` with
     TWELVEFOLD_STORE set names the `--db` file, as the hints that repeat `--db` expect);
