@@ -84,19 +84,23 @@ changed: `_listed` then says which hold a value Python does not read as the sche
 
 _USAGE_QUERY = """
 SELECT t.id, e.j -> 'kind', e.j -> 'at', e.j #> '{usage,latency_ms}',
-       e.j #> '{usage,input_tokens}', e.j #> '{usage,output_tokens}', e.j #> '{usage,cost_usd}'
+       e.j #> '{usage,input_tokens}', e.j #> '{usage,output_tokens}', e.j #> '{usage,cost_usd}',
+       CASE WHEN e.j IS NULL THEN e.body END
 FROM threads t
-JOIN LATERAL (SELECT seq, twelvefold_jsonb(body) AS j FROM events WHERE thread = t.num) e
-  ON true
+JOIN LATERAL (
+    SELECT seq, body, twelvefold_jsonb(body) AS j FROM events WHERE thread = t.num
+) e ON true
 ORDER BY t.num, e.seq
 """
 
 _LINKS_QUERY = """
-SELECT t.id, e.j ->> 'kind', e.j ->> 'child', e.j ->> 'parent'
+SELECT t.id, e.j ->> 'kind', e.j ->> 'child', e.j ->> 'parent',
+       CASE WHEN e.j IS NULL THEN e.body END
 FROM threads t
-JOIN LATERAL (SELECT seq, twelvefold_jsonb(body) AS j FROM events WHERE thread = t.num) e
-  ON true
-WHERE e.j ->> 'kind' IN ('started', 'child_started')
+JOIN LATERAL (
+    SELECT seq, body, twelvefold_jsonb(body) AS j FROM events WHERE thread = t.num
+) e ON true
+WHERE e.j IS NULL OR e.j ->> 'kind' IN ('started', 'child_started')
 ORDER BY t.num, e.seq
 """
 

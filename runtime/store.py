@@ -20,6 +20,7 @@ every stored event to the one before it and seals the thread's row and its snaps
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -638,9 +639,9 @@ class MemoryStore:
         with self._lock:
             logs = {thread_id: list(log) for thread_id, log in self._events.items()}
         rows = [
-            (thread_id, "started", None, e.parent)
+            (thread_id, "started", None, e.parent, None)
             if isinstance(e, Started)
-            else (thread_id, "child_started", e.child, None)
+            else (thread_id, "child_started", e.child, None, None)
             for thread_id, log in logs.items()
             for e in log
             if isinstance(e, Started | ChildStarted)
@@ -716,7 +717,8 @@ SELECT t.id,
        CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.usage.latency_ms') END,
        CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.usage.input_tokens') END,
        CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.usage.output_tokens') END,
-       CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.usage.cost_usd') END
+       CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.usage.cost_usd') END,
+       CASE WHEN json_valid(e.body) THEN NULL ELSE e.body END
 FROM events e JOIN threads t ON t.num = e.thread
 ORDER BY e.thread, e.seq
 """
@@ -731,13 +733,18 @@ def _is_number(value: object) -> bool:
 
 def usage_by_thread(rows: Iterable[Sequence[Any]]) -> dict[str, list[UsageRecord]]:
     """`usage_records` from (thread id, kind, at, latency, input tokens, output tokens,
-    cost) rows as a store reads them out of the stored JSON, in order: a row whose kind
-    is not text is skipped, a field of the wrong type counts as absent, and so does a
-    token count that is not a `valid_tokens` (runtime/usage.py)."""
+    cost, body) rows as a store reads them out of the stored JSON, in order; `body` is
+    the event's text when the database's JSON functions could not read it (else None),
+    read here instead (`_usage_fields`). A row whose kind is not text is skipped, a
+    field of the wrong type counts as absent, and so does a token count that is not a
+    `valid_tokens` (runtime/usage.py)."""
     from .usage import valid_tokens  # here: only reports load the price tables' module
 
     found: dict[str, list[UsageRecord]] = {}
-    for thread_id, kind, at, latency, tokens_in, tokens_out, cost in rows:
+    for thread_id, *fields, body in rows:
+        kind, at, latency, tokens_in, tokens_out, cost = (
+            fields if body is None else _usage_fields(body)
+        )
         if not isinstance(kind, str):
             continue
         numbers = [v if _is_number(v) else None for v in (latency, tokens_in, tokens_out)]
@@ -752,24 +759,64 @@ def usage_by_thread(rows: Iterable[Sequence[Any]]) -> dict[str, list[UsageRecord
     return found
 
 
+_NO_USAGE = (None,) * 6
+
+
+def _read_body(body: str) -> dict[str, Any]:
+    """An event's stored text that a database's JSON functions refuse, read by Python's:
+    the codec writes a float NaN or infinity (in a tool's result, a model's output, an
+    input) as the constants `NaN` and `Infinity`, which JSON has not (SQLite's and
+    PostgreSQL's readers refuse the whole text), so that event still counts in the
+    reports. `{}` for anything else it cannot read (an edited row): no event."""
+    try:
+        event = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+def _usage_fields(body: str) -> Sequence[Any]:
+    """(kind, at, latency, input tokens, output tokens, cost) of an event's stored text
+    that the database could not read (`_read_body`)."""
+    event = _read_body(body)
+    if not event:
+        return _NO_USAGE
+    usage = event.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    return (
+        event.get("kind"),
+        event.get("at"),
+        *(usage.get(name) for name in ("latency_ms", "input_tokens", "output_tokens", "cost_usd")),
+    )
+
+
 _LINKS_QUERY = """
-SELECT t.id, json_extract(e.body, '$.kind'), json_extract(e.body, '$.child'),
-       json_extract(e.body, '$.parent')
+SELECT t.id,
+       CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.kind') END,
+       CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.child') END,
+       CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.parent') END,
+       CASE WHEN json_valid(e.body) THEN NULL ELSE e.body END
 FROM events e JOIN threads t ON t.num = e.thread
-WHERE json_valid(e.body) AND json_extract(e.body, '$.kind') IN ('started', 'child_started')
+WHERE CASE WHEN json_valid(e.body)
+           THEN json_extract(e.body, '$.kind') IN ('started', 'child_started')
+           ELSE 1 END
 ORDER BY e.thread, e.seq
 """
 
 
 def joined_links(rows: Iterable[Sequence[Any]]) -> dict[str, list[str]]:
     """Each parent's child threads, in the order it started them, from (thread id, kind,
-    child, parent) rows of its `started` and `child_started` events. A link counts only
+    child, parent, body) rows of its `started` and `child_started` events (`body`: the
+    text of one the database could not read, read here; `_read_body`). A link counts only
     when both logs make it: the parent's `child_started` names the child and the child's
     `started` names the parent (a fork's log also holds the links of the thread it came
     from; an id's shape proves nothing: anyone may launch a thread named `a~b`)."""
     named: dict[str, list[str]] = {}
     parent_of: dict[str, str] = {}
-    for thread_id, kind, child, parent in rows:
+    for thread_id, kind, child, parent, body in rows:
+        if body is not None:
+            event = _read_body(body)
+            kind, child, parent = event.get("kind"), event.get("child"), event.get("parent")
         if kind == "child_started" and isinstance(child, str):
             found = named.setdefault(str(thread_id), [])
             if child not in found:

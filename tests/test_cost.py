@@ -293,8 +293,8 @@ def test_reports_count_a_hand_edited_cost_that_is_not_valid_as_unknown(
     assert code == 0, out
     assert "Infinity" not in out and "NaN" not in out
     usage = json.loads(out)["calculator"]["usage"]
-    # (A body with `Infinity` is not JSON to SQLite: that row counts as nothing.)
-    assert (usage["model_calls"], usage["unpriced_calls"]) == (2, 2)
+    # (A body with `Infinity` is not JSON to SQLite; Python reads it: the call counts.)
+    assert (usage["model_calls"], usage["unpriced_calls"]) == (3, 3)
     assert usage["cost_usd"] is None  # none of the calls left has a valid cost
     code, out = invoke("stats", "--db", str(db))
     assert code == 0, out

@@ -7,10 +7,12 @@ renewal) under a lease that lapsed or was taken over refused with nothing writte
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from tests.support.waiting import wait_for
 from twelvefold.runtime.codec import Codec
@@ -27,7 +29,16 @@ from twelvefold.runtime.store import (
     ThreadNotFound,
     open_store,
 )
-from twelvefold.runtime.types import Answer, Answered, ChildStarted, Forked, Started, State
+from twelvefold.runtime.types import (
+    Answer,
+    Answered,
+    ChildStarted,
+    Forked,
+    Started,
+    State,
+    ToolResult,
+    Usage,
+)
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -101,6 +112,33 @@ def test_child_links_hold_only_the_links_both_logs_make(store: EventStore) -> No
     store.create(_info("p~a-1"), [Started(step="a", input="hi", parent="p")], codec)
     store.create(_info("p~x"), [Started(step="a", input="hi")], codec)  # a user's own id
     store.create(_info("f"), [Started(step="a", input="hi"), link], codec)  # a fork's copy
+    assert store.child_links() == {"p": ["p~a-1"]}  # type: ignore[attr-defined]
+
+
+class _Reading(BaseModel):
+    value: float
+
+
+@pytest.mark.parametrize("constant", [math.nan, math.inf, -math.inf], ids=repr)
+def test_an_event_holding_nan_still_counts_in_the_reports(
+    store: EventStore, constant: float
+) -> None:
+    """rt17: a float NaN (or infinity) in a tool's result or an input is stored as the
+    constant `NaN` (the codec's: JSON has none), which SQLite's and PostgreSQL's JSON
+    readers refuse, so the reports skipped the whole event: its step, latency and cost,
+    and a sub-agent's link to its parent, were not counted."""
+    codec = Codec()
+    usage = Usage(latency_ms=12.5, input_tokens=40, output_tokens=7, cost_usd=0.25)
+    odd = ToolResult(step="a", at="2026-01-01T00:00:01Z", usage=usage,
+                     result=_Reading(value=constant))  # fmt: skip
+    link = ChildStarted(step="a", child="p~a-1")
+    store.create(_info("p"), [Started(step="a", input={"v": constant})], codec)
+    store.append("p", 1, [link, odd], codec, Head("running", "a"))
+    child = Started(step="a", input={"v": constant}, parent="p")
+    store.create(_info("p~a-1"), [child], codec)
+    records = store.usage_records()["p"]  # type: ignore[attr-defined]
+    assert [kind for kind, _, _ in records] == ["started", "child_started", "tool_result"]
+    assert records[2] == ("tool_result", "2026-01-01T00:00:01Z", usage)
     assert store.child_links() == {"p": ["p~a-1"]}  # type: ignore[attr-defined]
 
 
