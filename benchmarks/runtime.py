@@ -118,8 +118,11 @@ def bare_python(steps: int) -> float:
     return (time.perf_counter() - began) / (steps + 1)
 
 
-def reducer_alone(agent: Agent, steps: int) -> float:
-    """The generated reducer and the same event objects, with no runtime around them."""
+def reducer_alone(
+    agent: Agent, steps: int, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Seconds per step of the generated reducer and the same event objects, with the
+    same model and tool and no runtime around them (by `clock`, as `run_thread`)."""
     from twelvefold.runtime.tools import ToolBox
 
     module, model = agent.module, InstantModel(agent, steps // 2)
@@ -127,7 +130,7 @@ def reducer_alone(agent: Agent, steps: int) -> float:
     output_type = agent.spec.types["Count"]
     events: list[Event] = [started(agent, "count")]
     state = module.replay(events)
-    began = time.perf_counter()
+    began = clock()
     while state.status == "running":
         action = module.next_action(state)
         if isinstance(action, CallModel):
@@ -143,7 +146,7 @@ def reducer_alone(agent: Agent, steps: int) -> float:
             event = ToolResult(step=action.step, at=now_iso(), result=result)
         state = module.reduce(state, event)
         events.append(event)
-    return (time.perf_counter() - began) / (steps + 1)
+    return (clock() - began) / (steps + 1)
 
 
 def bare_sqlite(path: Path, bodies: list[str]) -> float:
@@ -253,11 +256,14 @@ def main() -> None:
         agent = rt.agent(COUNTER)
 
         print("## Runtime\n")
-        print("Per step (one model call or one tool call), an instant model and tool:\n")
+        print("Per step (one model call or one tool call), an instant model and tool;")
+        print("the runtime's own share is its CPU time less the reducer alone's (the")
+        print("generated reducer, the model's and the tool's own work, the event objects):\n")
         columns = ["runtime, memory", "runtime, memory, CPU time", "reducer alone"]
+        columns += ["reducer alone, CPU time", "the runtime's own share, CPU time"]
         columns.append("bare Python loop")
         print("| thread | " + " | ".join(f"{c} (µs/step)" for c in columns) + " |")
-        print("|---:|---:|---:|---:|---:|")
+        print("|---:|" + "---:|" * len(columns))
         for steps in (100, 10_000):
             runs = 20 if steps == 100 else 3
             memory = min(run_thread(MemoryStore(), agent, steps) for _ in range(runs))
@@ -265,8 +271,10 @@ def main() -> None:
                 run_thread(MemoryStore(), agent, steps, time.process_time) for _ in range(runs)
             )
             reducer = min(reducer_alone(agent, steps) for _ in range(runs))
+            reducer_cpu = min(reducer_alone(agent, steps, time.process_time) for _ in range(runs))
             bare = min(bare_python(steps) for _ in range(runs))
-            figures = [memory * 1e6, cpu * 1e6, reducer * 1e6, bare * 1e6]
+            figures = [memory, cpu, reducer, reducer_cpu, cpu - reducer_cpu, bare]
+            figures = [f * 1e6 for f in figures]
             print(f"| {steps:,} steps | " + " | ".join(f"{f:.2f}" for f in figures) + " |")
 
         print("\nDurable (SQLite, WAL, synchronous=FULL), per appended event, best of")
