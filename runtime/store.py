@@ -2088,9 +2088,14 @@ def url_without_password(url: str) -> str:
         lambda found: f"{found.group(1)}{found.group(2).partition(':')[0]}@", url
     )
     address, mark, query = text.partition("?")
-    query, hash_mark, fragment = query.partition("#")
-    kept = [p for p in query.split("&") if p and p.partition("=")[0].lower() != "password"]
-    return address + (mark if kept else "") + "&".join(kept) + hash_mark + fragment
+    kept = [p for p in query.split("&") if p and not _is_secret_parameter(p)]
+    return address + (mark if kept else "") + "&".join(kept)
+
+
+def _is_secret_parameter(parameter: str) -> bool:
+    """Whether a URL's `name=value` parameter holds a secret: libpq's `password` and
+    `sslpassword` (the client key's passphrase), in any case."""
+    return parameter.partition("=")[0].lower().endswith("password")
 
 
 def _hide_password(match: re.Match[str]) -> str:
@@ -2117,9 +2122,17 @@ def _secrets_of(url: str) -> list[str]:
     """The password of `url` and each piece of it a parser that splits the user part
     differently could show (a host `PW@127.0.0.1` for `bob:S3cret@PW@127.0.0.1`):
     longest first, pieces under 3 characters left (they would cut ordinary words)."""
+    from urllib.parse import unquote
+
     password = _password_of(url)
     match = _PASSWORD_IN_URL.search(url)
     pieces = _USERINFO_BREAKS.split(match.group(2))[1:] if match is not None else []
+    # A parameter's value as written and as decoded: libpq's errors quote either
+    # (`invalid percent-encoded token: "sec%zz…"`).
+    for parameter in url.partition("?")[2].split("&"):
+        if _is_secret_parameter(parameter):
+            value = parameter.partition("=")[2]
+            pieces += [value, unquote(value)]
     found = {password, *pieces} - {""}
     return sorted((piece for piece in found if len(piece) >= 3), key=len, reverse=True)
 
@@ -2137,7 +2150,11 @@ def check_store_url(url: str) -> None:
     - it holds a blank (a space, a tab, a line break): RFC 3986 has none in a URL, and a
       password with one was shown from the blank on (`password=se cret`);
     - a parameter's name is percent-encoded (`?pass%77ord=…`): libpq decodes it to
-      `password`, which no shown form would then hide."""
+      `password`, which no shown form would then hide;
+    - it holds a raw `#`: libpq has no fragments (`?password=abc#def` is the password
+      `abc#def`), where every URL reader, ours included, ends the URL there;
+    - libpq cannot read it (a `%` not followed by two hex digits, a `%00`): its error
+      quotes the value, which may be the password."""
     if any(character.isspace() for character in url):
         raise StoreError(
             "the store URL holds a blank (a space, a tab or a line break): percent-encode "
@@ -2157,6 +2174,24 @@ def check_store_url(url: str) -> None:
             "password (everything before the last `@`): percent-encode them "
             "(`@` is %40, `/` is %2F, `?` is %3F, `#` is %23)"
         )
+    if "#" in url:
+        raise StoreError(
+            "the store URL holds a raw `#`: libpq reads it as part of a value (a URL has "
+            "no fragment for libpq), others as the URL's end; percent-encode it as %23"
+        )
+    try:
+        from psycopg import Error as DriverError
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:  # (`open_store` says psycopg is missing)
+        return
+    try:
+        conninfo_to_dict(url)
+    except DriverError:
+        # libpq's message quotes the value it could not read: never shown.
+        raise StoreError(
+            "the store URL is not one libpq can read: a `%` must start a percent-escape of "
+            "two hex digits (`%` itself is %25), and no value may hold %00"
+        ) from None
 
 
 _CONNINFO_KEYWORD = re.compile(r"([A-Za-z_]+)\s*=")
@@ -2180,6 +2215,32 @@ def check_not_conninfo(text: str) -> None:
     )
 
 
+_LOOKS_LIKE_A_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/")
+"""A scheme and the slash after it: `postgresql:/…` (a slash missed), `postgres://…`."""
+
+
+def check_not_url(text: str) -> None:
+    """`StoreError` when a file path looks like a URL (`postgresql:/host/db`, a
+    `postgres://…` URL given to `--db`): taken for a path it would be made as a SQLite
+    file in a folder named after the URL, the password in its name, and shown in every
+    message about it. The error names the scheme only; a file whose name starts so is
+    still `./NAME`."""
+    found = _LOOKS_LIKE_A_URL.match(text)
+    if found is None:
+        return
+    raise StoreError(
+        f"{found.group(1)}:/… looks like a URL, not a file path: name a database server "
+        "with --store postgresql://user@host/database (two slashes; the password in "
+        "PGPASSWORD or ~/.pgpass), a SQLite file with --db PATH (a file named so: ./PATH)"
+    )
+
+
+def check_file_name(text: str) -> None:
+    """`check_not_conninfo` and `check_not_url` of a store's file path as given."""
+    check_not_conninfo(text)
+    check_not_url(text)
+
+
 def store_file(url: str) -> Path:
     """The SQLite file a store URL names, as SQLAlchemy spells it: `sqlite:///rel/t.db`
     is relative to the current folder, `sqlite:////abs/t.db` (four slashes) absolute.
@@ -2192,7 +2253,7 @@ def store_file(url: str) -> Path:
     if not sep:
         if not url:
             raise StoreError("a store URL is sqlite:///PATH (relative) or sqlite:////PATH")
-        check_not_conninfo(url)
+        check_file_name(url)
         return Path(url)
     if is_postgres_url(url):
         raise StoreError(f"{shown_url(url)} names a database server, not a SQLite file")

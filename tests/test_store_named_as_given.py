@@ -103,3 +103,37 @@ def test_db_and_store_both_on_the_command_line_is_a_usage_error(workdir: Path) -
     assert result.exit_code == 2, result.output
     assert "give --db or --store, not both" in result.stderr
     assert not (workdir / "mine.db").exists() and not (workdir / "other.db").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--db", "postgresql://agents:S3cretpw@127.0.0.1:1/tf"],
+        ["--store", "postgresql:/agents:S3cretpw@127.0.0.1:1/tf"],  # a slash missed
+        ["--db", "host=127.0.0.1 password=S3cretpw"],
+    ],
+    ids=["url as --db", "one slash", "keywords as --db"],
+)
+def test_a_database_url_given_as_a_file_is_refused_unshown(workdir: Path, args: list[str]) -> None:
+    """rt18: a PostgreSQL URL given to `--db` (or `TWELVEFOLD_DB`), or with one slash,
+    was a SQLite path: `run` made the folder `postgresql:/agents:S3cretpw@…/` and stored
+    the thread there, the password printed in every line about it."""
+    for command in (["threads"], ["token", "list"]):
+        result = CliRunner().invoke(cli, [*command, *args])
+        assert result.exit_code == 1, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert "S3cretpw" not in result.output, result.output
+    named = {"TWELVEFOLD_DB": args[1]}
+    result = CliRunner().invoke(cli, ["threads"], env=named)
+    assert result.exit_code == 1 and "S3cretpw" not in result.output, result.output
+    assert list(workdir.iterdir()) == []
+
+
+def test_a_hint_carries_no_secret_parameter() -> None:
+    """rt18: `sslpassword=` (the client key's passphrase) was hidden in `stored in` but
+    printed whole in the `resume:` hint."""
+    from twelvefold.runtime.store import shown_url, url_without_password
+
+    url = "postgresql://ana:pw1@h/tf?sslpassword=KEYPASS&sslmode=disable&PassWord=pw2"
+    assert url_without_password(url) == "postgresql://ana@h/tf?sslmode=disable"
+    assert "KEYPASS" not in shown_url(url) and "pw2" not in shown_url(url)

@@ -610,6 +610,12 @@ def test_stats_on_postgresql_marks_what_it_cannot_count(
         "postgresql://tf:pa S3cretpw@127.0.0.1:1/db",  # shown from the blank on
         "postgresql://tf@127.0.0.1:1/db?password=se S3cretpw",
         "postgresql://tf@127.0.0.1:1/db?password=x\nS3cretpw",
+        # rt18: libpq's error quoted the value it could not decode
+        "postgresql://tf@127.0.0.1:1/db?password=sec%zzS3cretpw",
+        "postgresql://tf@127.0.0.1:1/db?password=%00S3cretpw",
+        "postgresql://tf@127.0.0.1:1/db?sslpassword=sec%zzS3cretpw",
+        # rt18: libpq reads `#` as part of the password; the hint cut the URL there
+        "postgresql://tf@127.0.0.1:1/db?password=abc#S3cretpw",
     ],
 )
 def test_a_password_the_shown_form_cannot_hide_is_refused_unshown(url: str) -> None:

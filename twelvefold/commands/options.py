@@ -132,12 +132,13 @@ def store_path(db: Path | None, store_url: str | None) -> StoreLocation:
     the configuration nearest the current folder (docs/stores.md), else DEFAULT_DB.
     A URL twelvefold cannot use is a one-line error and exit 1 (its password never
     shown)."""
-    from twelvefold.runtime.store import StoreError, store_location
+    from twelvefold.runtime.store import StoreError, check_file_name, store_location
 
     try:
         if store_url is not None:
             return store_location(store_url)
         if db is not None:
+            check_file_name(str(db))  # a URL or libpq's keywords given as a file
             return db
         return configured_store() or DEFAULT_DB
     except StoreError as exc:
