@@ -122,7 +122,7 @@ def test_a_database_url_given_as_a_file_is_refused_unshown(workdir: Path, args: 
         result = CliRunner().invoke(cli, [*command, *args])
         assert result.exit_code == 1, result.output
         (line,) = result.stderr.strip().splitlines()
-        assert "S3cretpw" not in result.output, result.output
+        assert line.startswith("error: ") and "S3cretpw" not in result.output, result.output
     named = {"TWELVEFOLD_DB": args[1]}
     result = CliRunner().invoke(cli, ["threads"], env=named)
     assert result.exit_code == 1 and "S3cretpw" not in result.output, result.output
