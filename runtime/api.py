@@ -1698,6 +1698,9 @@ class Runtime:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     self._loop.run_until_complete(task)
+            # A lease taken where nothing lets it go (a Ctrl-C between a launch's first
+            # write and its run): nothing in this process runs any thread any more.
+            self.aio.engine.release_leases()
             raise
 
 

@@ -233,6 +233,9 @@ class Engine:
         """How long a lease lasts unrenewed (TWELVEFOLD_LEASE_SECONDS, 30 s by default)."""
         self.owner = leases.new_owner()
         """This engine's name in leases: `host:pid:random`."""
+        self.leased: set[str] = set()
+        """The threads whose lease this engine took (or was taking) and has not let go
+        of: what `release_leases` gives up when a run was cut short."""
         self.renewals = leases.Renewals(store, self.lease_seconds)
         self.messages = messages
         self.model = model
@@ -309,15 +312,15 @@ class Engine:
             owner=owner,
             seconds=self.lease_seconds,
         )
-        if version is not None:
-            # Again, now that the thread names it: a `prune` that found the version unused
-            # between the first look and the thread's row may have deleted it.
-            await self._keep(version)
         thread = Thread(thread_id, agent, list(events), state, lease)
         # A fork's copied events are not new (metrics would count them twice): announce
         # from its `Forked` event on, or a launch's whole log.
         new = next((i for i in range(len(events) - 1, -1, -1) if isinstance(events[i], Forked)), 0)
         try:
+            if version is not None:
+                # Again, now that the thread names it: a `prune` that found the version
+                # unused between the first look and the thread's row may have deleted it.
+                await self._keep(version)
             for event in events[new:]:
                 self._announce(thread, event)
         except BaseException:  # a hook that raised (a Ctrl-C as it printed): no run holds it
@@ -417,9 +420,14 @@ class Engine:
             raise
         thread.events.append(event)
         thread.state = state
-        if took and state.status != "running":  # no `advance` needs it (a notice: at once)
-            await self.let_go(thread)
-        self._announce(thread, event)
+        try:
+            if took and state.status != "running":  # no `advance` needs it (a notice: at once)
+                await self.let_go(thread)
+            self._announce(thread, event)
+        except BaseException:  # a hook that raised (a Ctrl-C as it printed): no run holds it
+            if took:
+                await self.let_go(thread)
+            raise
 
     def book(self, thread: Thread, event: Event) -> None:
         """`record` for a thread whose lease this engine holds, when the store never
@@ -1050,9 +1058,25 @@ class Engine:
         `record`): with `offload`, its `{name}_async` when the store has one (SQLite's
         group commit: the event loop stays free and no worker thread waits for the
         commit), else `_io`."""
+        if name in _TAKING and (name == "acquire" or kwargs.get("owner") is not None):
+            self.leased.add(args[0] if name == "acquire" else args[0].id)
         if self.offload and (grouped := getattr(self.store, f"{name}_async", None)):
             return await grouped(*args, **kwargs)
         return await self._io(getattr(self.store, name), *args, **kwargs)
+
+    def release_leases(self) -> None:
+        """Give up every lease this engine may still hold, for a caller whose run was cut
+        short where no `finally` lets one go: a Ctrl-C landing just after a lease's write
+        committed and before the code that holds the lease (`create` returning to
+        `advance`). Each thread named in `leased` is asked for its live lease, released
+        when this engine holds it. Synchronous (the run's event loop may be stopping);
+        a failure only means the lease lapses on its own."""
+        while self.leased:
+            thread_id = self.leased.pop()
+            with contextlib.suppress(Exception):
+                lease = self.store.lease(thread_id)
+                if lease is not None and lease.owner == self.owner:
+                    self.store.release(lease)
 
     def _prove(self, thread: Thread) -> None:
         """Replay the log once when the state came from a snapshot sealed without a key,
@@ -1078,6 +1102,7 @@ class Engine:
         if lease is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._write("release", lease))
+            self.leased.discard(lease.thread_id)
 
     def _release(self, thread: Thread) -> None:
         """Give the thread's lease up (synchronously: this runs in `finally` blocks, even
@@ -1086,10 +1111,15 @@ class Engine:
         if lease is not None:
             with contextlib.suppress(Exception):  # the lease lapses by itself
                 self.store.release(lease)
+            self.leased.discard(lease.thread_id)
 
     def _announce(self, thread: Thread, event: Event) -> None:
         if self.on_event is not None:
             self.on_event(thread, event)
+
+
+_TAKING = ("create", "acquire")
+"""The store's writes that take a lease (`create` when given an `owner`)."""
 
 
 STORE_WORKERS = 64
