@@ -118,18 +118,27 @@ def test_options_from_the_environment_are_not_repeated(
     assert "--db" not in hint and "--cassette deploy.jsonl" in hint, hint
 
 
-def words_as_bash_reads(command: str) -> list[str]:
-    """The words bash makes of `command` (its quoting, `$'…'` included)."""
+def words_as_bash_reads(command: str, locale: str = "C.UTF-8") -> list[str]:
+    """The words bash makes of `command` (its quoting, `$'…'` included) in `locale`."""
     done = subprocess.run(
-        ["bash", "-c", f"printf '%s\\0' {command}"], capture_output=True, check=True
+        ["bash", "-c", f"printf '%s\\0' {command}"],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "LC_ALL": locale},
     )
     return [os.fsdecode(word) for word in done.stdout.split(b"\0")[:-1]]
 
 
 @pytest.mark.parametrize(
     "name",
-    ["zero\u200bwidth.db", "new\nline.db", "it's $(id) `x`.db", "rtl\u202eoops.db"],
-    ids=["zero-width", "line-break", "shell", "bidi"],
+    [
+        "zero\u200bwidth.db",
+        "new\nline.db",
+        "it's $(id) `x`.db",
+        "rtl\u202eoops.db",
+        "no-break\u00a0space.db",  # rt18: printed raw, copied as a plain space
+    ],
+    ids=["zero-width", "line-break", "shell", "bidi", "no-break-space"],
 )
 def test_a_hint_with_an_unseen_character_runs_as_printed_and_forges_no_line(
     workdir: Path, name: str
@@ -141,9 +150,13 @@ def test_a_hint_with_an_unseen_character_runs_as_printed_and_forges_no_line(
     result = CliRunner().invoke(cli, [*args, "--cassette", "deploy.jsonl"])
     assert result.exit_code == 0, result.output
     (hint,) = re.findall(r"^  resume: (.*)$", result.output, flags=re.M)
-    assert not any(c in hint for c in "\n\u200b\u202e"), hint
+    assert not any(c in hint for c in "\n\u200b\u202e\u00a0"), hint
     words = words_as_bash_reads(hint.split("|")[0])
     assert words[words.index("--db") + 1] == name, hint
+    # rt18: `\\u200b` is expanded by bash in a UTF-8 locale only; under LC_ALL=C the
+    # hint named another file. UTF-8 bytes (`\\xe2\\x80\\x8b`) read alike everywhere.
+    in_c = words_as_bash_reads(hint.split("|")[0], locale="C")
+    assert in_c[in_c.index("--db") + 1] == name, hint
     words = ["ana" if word == "NAME" else word for word in words]
     resumed = CliRunner().invoke(cli, [*words[1:], "--json"])
     assert resumed.exit_code == 0, resumed.output

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import getpass
 import json
+import re
 import shlex
 import sys
 import warnings
@@ -312,14 +313,20 @@ _UNSEEN = hidden_characters()
 _C_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+_ODD_SPACE = re.compile(r"[^\S ]")
+"""A blank other than the space: a no-break space, copied from a terminal as a space."""
+
+
 def shell_word(text: str) -> str:
     """`text` as one word for a shell: `shlex.quote`'s POSIX quoting, or, when it holds a
-    character of `HIDDEN` (a line break, a zero-width space, a bidirectional control),
-    bash's and zsh's ANSI-C quoting `$'…'` with each such character escaped (`\\n`,
-    `\\u200b`; a byte a file name held that was not UTF-8, `\\xff`). Printed raw, a line
-    break would start a line of its own under the hint (a forged `resume:` line), and an
-    invisible character would be copied as nothing, or not at all."""
-    if not _UNSEEN.search(text):
+    character of `HIDDEN` (a line break, a zero-width space, a bidirectional control) or
+    a blank other than the space (a no-break space), bash's and zsh's ANSI-C quoting
+    `$'…'` with each such character escaped (`\\n`; others as their UTF-8 bytes,
+    `\\xe2\\x80\\x8b`, which every locale reads alike, where `\\u200b` is expanded in a
+    UTF-8 locale only; a byte a file name held that was not UTF-8, `\\xff`). Printed raw,
+    a line break would start a line of its own under the hint (a forged `resume:` line),
+    and an invisible character would be copied as nothing, or not at all."""
+    if not _UNSEEN.search(text) and not _ODD_SPACE.search(text):
         return shlex.quote(text)
     written = []
     for character in text:
@@ -330,8 +337,8 @@ def shell_word(text: str) -> str:
             written.append(f"\\x{code - 0xDC00:02x}")
         elif code < 0x20 or code == 0x7F:
             written.append(f"\\x{code:02x}")
-        elif _UNSEEN.match(character):
-            written.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        elif _UNSEEN.match(character) or _ODD_SPACE.match(character):
+            written.extend(f"\\x{byte:02x}" for byte in character.encode("utf-8", "replace"))
         else:
             written.append(character)
     return "$'" + "".join(written) + "'"
