@@ -1682,22 +1682,30 @@ class Runtime:
                 from twelvefold.runtime.eventloop import new_event_loop
 
                 self._loop = new_event_loop()
-            task = self._loop.create_task(coroutine)
         except BaseException:  # the call never began (Ctrl-C, or inside a loop): it never will
             coroutine.close()  # (else "coroutine ... was never awaited" on stderr)
             raise
+        loop, task = self._loop, None
         try:
-            return self._loop.run_until_complete(task)
+            task = loop.create_task(coroutine)
+            return loop.run_until_complete(task)
         except BaseException:
-            if not task.done():
+            if task is None:  # a Ctrl-C as the task was made: the call never began
+                coroutine.close()
+            elif not task.done():
                 # Ctrl-C (KeyboardInterrupt) stopped the loop while the call awaited, e.g.
-                # a tool retry's backoff. The call is cancelled and unwound in its own task,
-                # so its `finally` blocks run in its context (the lease is let go); left
-                # pending, it would be closed by the garbage collector outside that context,
-                # with a traceback on stderr and the lease held until it expired.
+                # a tool retry's backoff, or before its first step. The call is cancelled
+                # and unwound in its own task, so its `finally` blocks run in its context
+                # (the lease is let go); left pending, it would be closed by the garbage
+                # collector outside that context, with a traceback on stderr ("Task was
+                # destroyed but it is pending!") and the lease held until it expired. A
+                # second stop while it unwinds is waited out a few times over.
                 task.cancel()
-                with contextlib.suppress(BaseException):
-                    self._loop.run_until_complete(task)
+                for _ in range(3):
+                    with contextlib.suppress(BaseException):
+                        loop.run_until_complete(task)
+                    if task.done():
+                        break
             # A lease taken where nothing lets it go (a Ctrl-C between a launch's first
             # write and its run): nothing in this process runs any thread any more.
             self.aio.engine.release_leases()
