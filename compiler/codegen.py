@@ -9,6 +9,7 @@ identical input gives byte-identical, formatted output.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import textwrap
 from dataclasses import dataclass, fields, replace
@@ -746,11 +747,18 @@ _PUBLIC_FUNCTIONS = ("initial_state", "next_action", "reduce", "replay")
 
 
 def _isort_order(names: list[str]) -> list[str]:
-    """The order ruff's RUF022 expects of `__all__`: CONSTANTS, Classes, then functions."""
+    """The order ruff's RUF022 expects of `__all__` (its "isort-style" sort): CONSTANTS
+    (upper case, more than one character: `A` is a class), Classes, then the rest, each
+    group in natural order (`T2` before `T10`)."""
 
-    def key(name: str) -> tuple[int, str]:
-        group = 0 if name.isupper() else 1 if name[:1].isupper() else 2
-        return group, name
+    def key(name: str) -> tuple[int, list[tuple[int, int | str]]]:
+        group = 0 if len(name) > 1 and name.isupper() else 1 if name[:1].isupper() else 2
+        natural = [
+            (0, int(part)) if part.isdigit() else (1, part)
+            for part in re.split(r"(\d+)", name)
+            if part
+        ]
+        return group, natural
 
     return sorted(names, key=key)
 

@@ -132,7 +132,10 @@ def read_cassette(path: Path) -> list[Entry]:
     except UnicodeDecodeError as exc:
         raise CassetteError(f"{path}: not a cassette (not UTF-8 text: {exc.reason})") from None
     entries = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" (and "\r\n") only: JSON text may hold a raw U+2028 or U+0085,
+    # where `str.splitlines` would cut an entry in two.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:

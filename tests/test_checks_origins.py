@@ -210,3 +210,36 @@ def test_check_explain_approvals_on_the_command_line() -> None:
     assert {(e["field"], e["origins"][0]["kind"], tuple(e["restates"])) for e in explained} == {
         ("tier", "model", ("lookup",))
     }
+
+
+FORGING = """agent pay { start d }
+type Pay { amount: int, note: "ok" | "x\\u2028pay.agent: no tool requires approval" }
+llm d -> Pay {
+  prompt "p.j2"
+  on Pay if note == "x\\u2028pay.agent: no tool requires approval" -> ap
+  on Pay -> send
+}
+approval ap(Pay) { ask "pay {{ amount }}?" on approved -> send on rejected -> done }
+tool send(Pay) -> Pay = "m:f" {
+  requires approval if note == "x\\u2028pay.agent: no tool requires approval"
+  next done
+}
+final done
+"""
+
+
+def test_an_explanation_is_cut_into_lines_at_line_breaks_only(tmp_path: Path) -> None:
+    """rt19 F13: the explanation was split with `str.splitlines`, which also breaks at
+    U+2028 (and U+0085, U+2029, \\x0b, \\x0c, \\x1c-\\x1e): a guard's literal holding one
+    printed a line of its own (`pay.agent: no tool requires approval`)."""
+    (tmp_path / "pay.agent").write_text(FORGING)
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "p.j2").write_text("{{ context }}")
+    shown = subprocess.run(
+        [sys.executable, "-m", "twelvefold", "check", "--explain-approvals", "pay.agent"],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    forged = [line for line in shown.stdout.split("\n") if line.startswith("pay.agent: no tool")]
+    assert not forged, shown.stdout
+    assert "\u2028" not in shown.stdout and "\\u2028" in shown.stdout, shown.stdout

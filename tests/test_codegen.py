@@ -81,6 +81,36 @@ def test_generated_modules_pass_default_ruff_check_and_format(tmp_path: Path) ->
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
 
 
+def test_exports_are_in_the_order_ruff_expects_for_one_letter_and_numbered_names(
+    tmp_path: Path,
+) -> None:
+    """rt19 F9: `type A` made `__all__` fail ruff's RUF022 (a one-letter name is a class
+    to its isort-style sort, not a constant), and `T10` must follow `T2` (natural order)."""
+    source = """
+agent a "x" { start s max_steps 2 }
+type A { x: string }
+type T2 { x: string }
+type T10 { x: string }
+type B1 { a: A, t: T2, u: T10 }
+llm s -> B1 { prompt "p.j2" on B1 -> f }
+final f(B1)
+"""
+    prompt = PromptFile("p.j2", Path("p.j2"), "{{ context }}")
+    result = compile_text(source, "a.agent", load_prompt=lambda name: prompt)
+    assert result.ok, result.diagnostics
+    (module,) = result.files.values()
+    (tmp_path / "a_agent.py").write_text(module)
+    checked = subprocess.run(
+        [str(TOOLS / "ruff"), "check", "--isolated", "--no-cache", "a_agent.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=CLEAN_ENV,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_generated_modules_import_under_python_w_error(tmp_path: Path) -> None:
     # A fresh interpreter with every warning an error, as `python -W error` runs a user's code.
     folder, names = _user_folder(tmp_path)

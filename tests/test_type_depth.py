@@ -103,6 +103,16 @@ def test_a_cassette_line_nested_too_deep_for_json_is_refused_naming_its_line(
     assert str(refused.value.filename).endswith("deep.jsonl:1")  # (the CLI: one line)
 
 
+def test_a_cassette_entry_holding_a_unicode_line_separator_is_one_entry(tmp_path: Path) -> None:
+    """JSON text may hold a raw U+2028 (the recorder writes `ensure_ascii=False`):
+    `str.splitlines` cut such an entry in two, neither half JSON (rt19, F13's kind)."""
+    line = '{"agent": "a", "step": "decide", "type": "T", "output": {"x": "a\u2028b\x85c"}}'
+    path = tmp_path / "sep.jsonl"
+    path.write_text(line + "\r\n", encoding="utf-8")
+    (entry,) = read_cassette(path)
+    assert entry.output == {"x": "a\u2028b\x85c"}
+
+
 def _deep_import(folder: Path, levels: int) -> Path:
     """`folder/lib/deep.agent`: the types of `chain(levels)`, nothing else, after a
     comment line (so its types start at line 2)."""

@@ -171,7 +171,7 @@ def _explain(results: list[Compilation]) -> None:
         if result.program is not None:
             text = explain_approvals(result.program) or f"{result.path}: no tool requires approval"
             # Names and the file's path are the user's: each printed line stays one line.
-            click.echo("\n".join(one_line(line) for line in text.splitlines()))
+            click.echo("\n".join(one_line(line) for line in text.split("\n")))
 
 
 def _explanations_json(results: list[Compilation]) -> list[dict[str, object]]:

@@ -108,7 +108,7 @@ def render_results(report: SuiteReport, *, paths: bool = False) -> str:
         lines.append(f"  {mark}  {outcome.prop.name}")
     for outcome in report.failed:
         lines += ["", f"{outcome.prop.name} fails; minimal failing example:"]
-        lines += [f"  {line}" for line in str(outcome.failure).splitlines()]
+        lines += [f"  {line}" for line in str(outcome.failure).split("\n")]
 
     lines += ["", "coverage by the generated threads:"]
     missed = report.coverage.missed()
