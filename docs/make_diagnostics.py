@@ -247,7 +247,8 @@ ENTRIES: dict[str, Entry] = {
         "a timer of no length",
         "A `sleep` lasts its duration and a wait's `timeout D -> STATE` fires after D; a "
         "duration of zero would fire at the first `twelvefold expire`, which is surely not "
-        "what was meant.",
+        "what was meant. So would an approval's or a human's `timeout` (an approval nobody "
+        "could ever give), and a tool's `timeout 0s` fails every call.",
         "Give a duration longer than zero (`10m`, `2h`, `3d`).",
     ),
     "E121": Entry(

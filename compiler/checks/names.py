@@ -452,14 +452,21 @@ def sleeps_until_a_time(program: Program, _: object) -> Iterator[Diagnostic]:
 
 
 def timers_take_time(program: Program, _: object) -> Iterator[Diagnostic]:
-    """A sleep's duration and a wait's timeout are longer than zero: a timer of no length
-    would fire at the first `expire` and is surely a typo."""
+    """A sleep's duration and every timeout are longer than zero: a timer of no length
+    would fire at the first `expire` (an approval nobody could ever give, a wait that
+    never waits) or fail every tool call, and is surely a typo."""
     for step in program.source.steps:
         match step:
             case n.SleepStep(duration=n.Duration() as duration):
                 what = f"sleep `{step.name.text}`"
             case n.WaitStep(timeout=n.WaitTimeout(duration=duration)):
                 what = f"the timeout of wait `{step.name.text}`"
+            case n.ToolStep(timeout=n.Duration() as duration):
+                what = f"the timeout of tool `{step.name.text}`"
+            case n.ApprovalStep(timeout=n.Duration() as duration):
+                what = f"the timeout of approval `{step.name.text}`"
+            case n.HumanStep(timeout=n.Duration() as duration):
+                what = f"the timeout of human `{step.name.text}`"
             case _:
                 continue
         if duration.seconds <= 0:
