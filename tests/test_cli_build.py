@@ -240,3 +240,25 @@ def test_a_module_write_cut_short_leaves_the_module_before_it(tmp_path: Path) ->
     assert result.stderr.count("\n") == 1 and "cannot write to" in result.stderr, result.stderr
     assert (out / "deploybot.py").read_bytes() == before
     assert sorted(path.name for path in out.iterdir()) == ["deploybot.py"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("json", "json_agent"), ("counter", "counter"), ("Tally", "tally")],
+    ids=["renamed-builtin", "same-name", "case-only"],
+)
+def test_two_agents_that_compile_to_one_module_are_refused(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    """rt19 F12: `agent json` and `agent json_agent` both compile to `json_agent.py`; the
+    second silently replaced the first ("wrote" twice), and `compile --check` then always
+    failed. Names are compared case-folded (one file on macOS and Windows)."""
+    (tmp_path / "one.agent").write_text(f"agent {first} {{ start done }}\nfinal done\n")
+    (tmp_path / "two.agent").write_text(f"agent {second} {{ start done }}\nfinal done\n")
+    for extra in ([], ["--check"]):
+        done = run("compile", "one.agent", "two.agent", "-o", "build", *extra, cwd=tmp_path)
+        assert done.returncode == 1, done.stderr
+        assert "both compile to" in done.stderr and "rename one of the agents" in done.stderr
+        assert not (tmp_path / "build").exists()
+    again = run("compile", "one.agent", "one.agent", "-o", "build", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # the same file given twice is one

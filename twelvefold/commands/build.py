@@ -238,10 +238,11 @@ def compile_(
     )
     if not all(r.ok for r in results):
         sys.exit(_report(results, output_format))
-    if check_only:
+    clash = _clash(results)
+    if check_only and clash is None:
         _report(results, output_format)
         sys.exit(_check_committed(results, output_dir))
-    written, problem = _write(results, output_dir)
+    written, problem = ([], clash) if clash is not None else _write(results, output_dir)
     if output_format == "json":
         extra = [_usage_diagnostic(problem, str(output_dir))] if problem else []
         _report(results, output_format, extra)
@@ -252,6 +253,26 @@ def compile_(
         for path in written:
             click.echo(f"wrote {one_line(path)}", err=True)
     sys.exit(1 if problem else 0)
+
+
+def _clash(results: list[Compilation]) -> str | None:
+    """What stops the modules from being written side by side: two `.agent` files (or
+    two agents) whose modules take one file name, the second of which would silently
+    replace the first (`agent json` is `json_agent.py`, as is `agent json_agent`).
+    Names are compared case-folded: `Json.py` and `json.py` are one file on macOS's and
+    Windows' file systems. The same file given twice is one."""
+    owners: dict[str, tuple[str, str]] = {}
+    for result in results:
+        for name in result.files:
+            here = (name, result.path)
+            first = owners.setdefault(name.casefold(), here)
+            if first != here and Path(first[1]).resolve() != Path(result.path).resolve():
+                return (
+                    f"{one_line(result.path)} and {one_line(first[1])} both compile to "
+                    f"{one_line(first[0])}: rename one of the agents (its module is named "
+                    "after it), or compile them into different -o folders"
+                )
+    return None
 
 
 def _write(results: list[Compilation], output_dir: Path) -> tuple[list[str], str | None]:
