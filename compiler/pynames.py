@@ -176,8 +176,20 @@ def class_name(name: str) -> str:
 def module_file_stem(agent_name: str) -> str:
     """The generated module's file stem: the agent's name, unless importing the module by
     that name would shadow the standard library or a module it imports (`agent json`)."""
-    shadowed = {*sys.stdlib_module_names, *imported_modules(), *_dependency_modules()}
+    shadowed = {
+        *sys.stdlib_module_names,
+        *imported_modules(),
+        *_dependency_modules(),
+        *PYDANTIC_NEEDS,
+    }
     return agent_name + "_agent" if agent_name.lower() in shadowed else agent_name
+
+
+PYDANTIC_NEEDS = ("pydantic_core", "typing_extensions", "annotated_types", "typing_inspection")
+"""What pydantic 2 imports as it loads (its own requirements): a generated module named
+like one would be imported in its place as the module imports pydantic (rt19 F5: `agent
+typing_extensions`). Written out, not read from the installed packages', so a module's
+file name is the same wherever it is compiled."""
 
 
 def _dependency_modules() -> set[str]:

@@ -262,3 +262,36 @@ def test_two_agents_that_compile_to_one_module_are_refused(
         assert not (tmp_path / "build").exists()
     again = run("compile", "one.agent", "one.agent", "-o", "build", cwd=tmp_path)
     assert again.returncode == 0, again.stderr  # the same file given twice is one
+
+
+@pytest.mark.parametrize("name", ["typing_extensions", "pydantic_core", "annotated_types"])
+def test_an_agent_named_like_what_pydantic_imports_gets_its_own_module_name(
+    tmp_path: Path, name: str
+) -> None:
+    """rt19 F5: `agent typing_extensions` was written to `typing_extensions.py`, which
+    pydantic then imported in place of its own dependency (`ImportError: cannot import
+    name 'Sentinel'`), and mypy refused outright."""
+    (tmp_path / "a.agent").write_text(f"agent {name} {{ start done }}\nfinal done\n")
+    done = run("compile", "a.agent", "-o", "build", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in (tmp_path / "build").iterdir()] == [f"{name}_agent.py"]
+    imported = subprocess.run(
+        [sys.executable, "-W", "error", "-c", f"import {name}_agent"],
+        cwd=tmp_path / "build", capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+
+
+def test_every_module_pydantic_requires_is_kept_free() -> None:
+    """`PYDANTIC_NEEDS` is written out (a module's name must not depend on what is
+    installed); this fails when a pydantic upgrade requires another module."""
+    import importlib.metadata
+
+    from twelvefold.compiler.pynames import PYDANTIC_NEEDS
+
+    required = {
+        re.match(r"[A-Za-z0-9_.\-]+", r).group().replace("-", "_").lower()  # type: ignore[union-attr]
+        for r in importlib.metadata.requires("pydantic") or []
+        if "extra" not in r.partition(";")[2]
+    }
+    assert required <= set(PYDANTIC_NEEDS)
