@@ -283,6 +283,17 @@ ENTRIES: dict[str, Entry] = {
         "Flatten the chain: move an inner type's fields into the type that holds it, or keep "
         "an inner value apart (an id, or a step of its own).",
     ),
+    "E124": Entry(
+        "a type without a finite value",
+        "A record whose required fields lead back to it (`type Node { next: Node }`, or two "
+        "types that each require the other) has no value that ends: no JSON the model "
+        "returns, no input and no tool result could ever be one, so every step producing it "
+        "fails at run time (and `twelvefold test` could generate none). An optional field, a "
+        "list or a map may end there (null, empty), so a recursive type with one is fine "
+        "(`type Tree { children: list[Tree], parent: Tree? }`).",
+        "Let the chain end: make the field that leads back optional (`next: Node?`) or a "
+        "list (`next: list[Node]`).",
+    ),
     "E130": Entry(
         "an imported file or a sub-agent's file cannot be read",
         '`import "FILE"` and `agent NAME(IN) -> OUT = "FILE"` name a .agent file relative '

@@ -53,6 +53,7 @@ CHECKS: list[Check] = [
     names.unknown_types,
     names.map_keys,
     names.types_nest_within_the_limit,
+    names.types_have_values,
     names.llm_outputs_are_records,
     names.waits_are_for_records,
     names.timers_take_time,

@@ -294,6 +294,53 @@ def types_nest_within_the_limit(program: Program, _: object) -> Iterator[Diagnos
     )
 
 
+def types_have_values(program: Program, _: object) -> Iterator[Diagnostic]:
+    """Every declared type has a value that ends: a record whose required fields lead
+    back to it (`type Inf { next: Inf }`, or `A { b: B }` with `B { a: A }`) has no
+    finite value, so no model output, input or tool result could ever be one (every
+    step producing it fails). A field that is optional, a list or a map may end there
+    (null, empty); an unknown type is reported as such (E105) and counts as one that
+    ends. Found by a fixed point over the types, without recursion."""
+    types = program.types
+    ending: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, decl in types.items():
+            if name not in ending and all(
+                _required_record(f.type, types) in (None, *ending) for f in decl.fields
+            ):
+                ending.add(name)
+                changed = True
+    for decl in program.source.types:
+        name = decl.name.text
+        if name in ending:
+            continue
+        field = next(
+            f for f in decl.fields if _required_record(f.type, types) not in (None, *ending)
+        )
+        needed = _required_record(field.type, types)
+        found = error(
+            "E124",
+            f"type `{name}` has no finite value: its field `{field.name.text}` needs a value "
+            f"of `{needed}`, and no value of `{needed}` ends (each holds another)",
+            program.source.path,
+            field.span,
+            label="required, and leads back",
+            help=f"let the chain end: make the field optional (`{field.name.text}: "
+            f"{needed}?`) or a list (`{field.name.text}: list[{needed}]`)",
+        )
+        yield in_its_file(program, name, found)
+
+
+def _required_record(expr: n.TypeExpr, types: dict[str, n.TypeDecl]) -> str | None:
+    """The declared type a field's value must hold one of (`next: Node`), or None when
+    it may end there: optional, a list, a map, a scalar, an enum, an unknown type."""
+    if isinstance(expr, n.NamedType) and expr.name in types:
+        return expr.name
+    return None
+
+
 _Depth = tuple[int, tuple[str, str | None] | None]
 """A type's depth in levels, and its deepest field with the record type it leads to."""
 
