@@ -21,6 +21,7 @@ every stored event to the one before it and seals the thread's row and its snaps
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -1178,6 +1179,15 @@ def _logger() -> Any:
     return logging.getLogger("twelvefold.store")
 
 
+def _file_id(name: str) -> tuple[int, int] | None:
+    """`identity` of a path given as a string (half the time of a `Path`'s)."""
+    try:
+        found = os.stat(name)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
+
+
 def _wal_of(path: Path) -> Path:
     return path.with_name(path.name + "-wal")
 
@@ -1231,6 +1241,9 @@ class SqliteStore(ChainedStore):
         self._moved: str | None = None
         """Why the path no longer names the file opened, once found (`_checked`)."""
         self._read_checked = time.monotonic()
+        self._names = (os.fspath(self.path), os.fspath(self.path) + "-wal")
+        """The path and its -wal's, as `os.stat` takes them fastest."""
+        self._connected = False
         self._open(create)
 
     def _open(self, create: bool) -> None:
@@ -1257,7 +1270,8 @@ class SqliteStore(ChainedStore):
                 raise
             if prepared:
                 # The -wal is there once the connection is in WAL mode and has read.
-                self._opened = (before, identity(_wal_of(self.path)))
+                self._opened = (before, _file_id(self._names[1]))
+                self._connected = True
                 return
         raise StoreError(
             f"{self.path} was removed or replaced each of the {OPEN_ATTEMPTS} times it was"
@@ -1269,37 +1283,29 @@ class SqliteStore(ChainedStore):
         (or its `-wal` is no longer the one it writes to); None when both still are. Two
         `os.stat`s: a microsecond or two against an fsync's hundreds."""
         db, wal = self._opened
-        now = identity(self.path)
+        now = _file_id(self._names[0])
         if now != db:
             if now is None:
                 return f"{self.path} was removed"
             kind = "a folder" if self.path.is_dir() else "another file"
             return f"{self.path} was replaced by {kind}"
-        if wal is not None and identity(_wal_of(self.path)) != wal:
+        if wal is not None and _file_id(self._names[1]) != wal:
             return f"the write-ahead log of {self.path} ({_wal_of(self.path).name}) was removed"
         return None
 
     def _checked(self) -> None:
         """Under the lock, before a transaction: go on with the file opened while the path
-        still names it. Otherwise open what the path names now, when it is a thread store
+        still names it (one `os.stat`; the -wal is looked at before each COMMIT,
+        `_still_there`). Otherwise open what the path names now, when it is a thread store
         (a backup restored in its place: the same checks as when the store was made,
         without making a new empty file), dropping what this process remembered of the
         old file (`_tails`); or raise `StoreMoved`, writing nothing, while it is none."""
         if self._moved is None:
-            moved = self._place_moved()
-            if moved is None:
+            if _file_id(self._names[0]) == self._opened[0]:
                 return
-            self._moved = moved
-            _logger().error(
-                "thread store: %s while this process had it open; nothing is written until"
-                " a thread store is there again",
-                moved,
-            )
-            if identity(self.path) == self._opened[0]:
-                self._keep_removed_wal()
-            # Closed before another is opened: SQLite leaves the path's files alone when
-            # it closes a connection to a database file removed or replaced.
-            self._db.close()
+            self._moved = self._place_moved() or f"{self.path} was replaced"
+        if self._connected:
+            self._let_go()
         self._tails.clear()
         try:
             self._open(create=False)
@@ -1307,6 +1313,20 @@ class SqliteStore(ChainedStore):
             raise StoreMoved(self._refusal(exc)) from None
         _logger().warning("thread store: %s; opened the thread store now there", self._moved)
         self._moved = None
+
+    def _let_go(self) -> None:
+        """Say what happened (`_moved`) and close the connection to the file no longer
+        at the path, before another is opened: SQLite leaves the path's files alone when
+        it closes a connection to a database file removed or replaced."""
+        _logger().error(
+            "thread store: %s while this process had it open; nothing is written until a"
+            " thread store is there again",
+            self._moved,
+        )
+        if _file_id(self._names[0]) == self._opened[0]:
+            self._keep_removed_wal()
+        self._db.close()
+        self._connected = False
 
     def _keep_removed_wal(self) -> None:
         """The database file is still the one opened, its -wal removed: what this
@@ -1341,9 +1361,11 @@ class SqliteStore(ChainedStore):
 
     def _still_there(self) -> None:
         """Before a COMMIT: `StoreMoved` (the transaction is then rolled back, nothing
-        acknowledged) when the path no longer names the file written to."""
+        acknowledged) when the path no longer names the file written to; the next
+        transaction lets that file go (`_checked`)."""
         moved = self._place_moved()
         if moved is not None:
+            self._moved = moved
             raise StoreMoved(
                 f"{moved} while this process had it open; nothing was written. Put the"
                 " thread store (a backup) back at that path: it is opened as soon as it is"
