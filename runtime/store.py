@@ -1307,12 +1307,32 @@ class SqliteStore(ChainedStore):
         if self._connected:
             self._let_go()
         self._tails.clear()
+        self._refuse_old_wal()
         try:
             self._open(create=False)
         except (StoreError, OSError) as exc:
             raise StoreMoved(self._refusal(exc)) from None
         _logger().warning("thread store: %s; opened the thread store now there", self._moved)
         self._moved = None
+
+    def _refuse_old_wal(self) -> None:
+        """`StoreMoved` while the -wal of the file removed is still beside the file now at
+        the path (a backup moved over the store, its -wal left): SQLite would read its
+        pages as the new file's, a mix of the two."""
+        old_db, old_wal = self._opened
+        if (
+            old_wal is not None
+            and _file_id(self._names[0]) != old_db
+            and _file_id(self._names[1]) == old_wal
+        ):
+            wal = _wal_of(self.path)
+            raise StoreMoved(
+                f"{self._moved} while this process had it open, and the write-ahead log"
+                f" of the file removed ({wal.name}) is still beside the file now there:"
+                f" SQLite would read it as that file's; nothing was written. Remove"
+                f" {wal} and {self._names[0]}-shm (the file removed holds nothing else"
+                " anyone can read) and the thread store there is opened"
+            )
 
     def _let_go(self) -> None:
         """Say what happened (`_moved`) and close the connection to the file no longer

@@ -34,7 +34,8 @@ def test_a_write_whose_file_is_replaced_before_it_commits_is_rolled_back(tmp_pat
             "INSERT INTO agent_versions (digest, body, created_at) VALUES (?, 'two', 'now')",
             (B,),
         )
-        db.unlink()
+        for name in ("threads.db", "threads.db-wal", "threads.db-shm"):
+            (tmp_path / name).unlink()
         shutil.copy(tmp_path / "backup.db", db)
 
     with pytest.raises(StoreMoved, match="was replaced by another file") as refused:
@@ -81,5 +82,29 @@ def test_a_store_removed_refuses_writes_until_a_thread_store_is_back(tmp_path: P
         store.save_version(B, "two")
     shutil.copy(tmp_path / "backup.db", db)
     store.save_version(C, "three")
+    assert digests_in(db) == {A, C}
+    store.close()
+
+
+def test_a_backup_moved_over_the_store_is_not_opened_with_the_old_files_wal(
+    tmp_path: Path,
+) -> None:
+    """`mv backup.db threads.db` leaves the old file's -wal at the path, which SQLite
+    would read as the backup's own: its pages over the backup's."""
+    db = tmp_path / "threads.db"
+    store = SqliteStore(db)
+    store.save_version(A, "one")
+    with sqlite3.connect(db) as source, sqlite3.connect(tmp_path / "backup.db") as target:
+        source.backup(target)
+    store.save_version(B, "two")  # in the -wal only
+    (tmp_path / "backup.db").replace(db)
+
+    with pytest.raises(StoreMoved, match=r"threads\.db-wal") as refused:
+        store.save_version(C, "three")
+    assert "Remove" in str(refused.value)
+    for name in ("threads.db-wal", "threads.db-shm"):
+        (tmp_path / name).unlink()
+    store.save_version(C, "three")
+    assert store.load_version(B) is None
     assert digests_in(db) == {A, C}
     store.close()

@@ -61,7 +61,8 @@ class Database:
         self._pg: PostgresStore | None = None
         self._sqlite: sqlite3.Connection | None = None
         self._path: Path | None = None
-        self._opened: tuple[int, int] | None = None
+        self._opened: tuple[tuple[int, int] | None, tuple[int, int] | None] = (None, None)
+        """The device and inode of the SQLite file opened and of its -wal."""
         if isinstance(place, str | StoreUrl):
             opened = open_store(place)
             if isinstance(opened, SqliteStore):
@@ -75,8 +76,9 @@ class Database:
             if place is not None:
                 make_store_file(place)  # so a refused command knows what it made
             self._path = place
-            self._opened = None if place is None else identity(place)
+            before = None if place is None else identity(place)
             self._sqlite = _open_sqlite(place)
+            self._opened = (before, None if place is None else identity(_wal(place)))
         else:
             self._pg = place
         self.dialect = "sqlite" if self._sqlite is not None else "postgresql"
@@ -114,10 +116,16 @@ class Database:
             return conn.execute(sql.replace("?", "%s"), params).rowcount
 
     def _moved(self) -> str | None:
-        """What the path names now when it is no longer the file opened, else None."""
-        if self._path is None or identity(self._path) == self._opened:
+        """What the path names now when it is no longer the file opened (or its -wal the
+        one written to), else None."""
+        if self._path is None:
             return None
-        return f"{self._path} was {'replaced' if _anything_at(self._path) else 'removed'}"
+        db, wal = self._opened
+        if identity(self._path) != db:
+            return f"{self._path} was {'replaced' if _anything_at(self._path) else 'removed'}"
+        if wal is not None and identity(_wal(self._path)) != wal:
+            return f"the write-ahead log of {self._path} was removed"
+        return None
 
     def _still_there(self) -> None:
         moved = self._moved()
@@ -127,16 +135,24 @@ class Database:
     def _connection(self) -> sqlite3.Connection:
         """The connection, to the file the path names now (see the class)."""
         assert self._sqlite is not None
-        if self._path is None or self._moved() is None:
-            return self._sqlite
         moved = self._moved()
+        if self._path is None or moved is None:
+            return self._sqlite
         self._sqlite.close()
+        db, wal = self._opened
         try:
+            if identity(self._path) != db and wal is not None and identity(_wal(self._path)) == wal:
+                # SQLite would read the removed file's -wal as the new file's own.
+                raise StoreError(
+                    f"the removed file's write-ahead log ({_wal(self._path).name}) is still"
+                    " beside it: remove it and its -shm"
+                )
             # Its checks (no file, an empty one, another application's, a schema too
             # new): a thread store is opened, never a new one made.
             SqliteStore(self._path, create=False).close()
-            self._opened = identity(self._path)
+            before = identity(self._path)
             self._sqlite = _open_sqlite(self._path)
+            self._opened = (before, identity(_wal(self._path)))
         except (StoreError, OSError) as exc:
             why = exc.found if isinstance(exc, StoreNotFound) else str(exc)
             raise StoreMoved(
@@ -158,6 +174,10 @@ def _storable(params: tuple[Any, ...]) -> bool:
     one (names are printable, ids generated), and a lookup by a hostile id (a token's, a
     thread's from a URL) finds nothing rather than failing."""
     return all(storable(p) for p in params)
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
 
 
 def _anything_at(path: Path) -> bool:
