@@ -1960,8 +1960,9 @@ class SqliteStore(ChainedStore):
     # ---- helpers -----------------------------------------------------------------------
 
     def _stored_hashes(self, num: int) -> list[bytes | None]:
+        # Not checked (`_checked_read`): part of a read that was, which a file opened
+        # meanwhile would make look edited.
         with self._lock:
-            self._checked_read()
             return [
                 digest
                 for (digest,) in self._db.execute(
