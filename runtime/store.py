@@ -1170,7 +1170,7 @@ OPEN_ATTEMPTS = 5
 
 READ_CHECK_SECONDS = 1.0
 """How often at most a `SqliteStore` that only reads checks that its path still names the
-file it opened (every write transaction checks, before it begins and before it commits)."""
+file it opened (every write transaction checks before it commits)."""
 
 
 def _logger() -> Any:
@@ -1296,10 +1296,11 @@ class SqliteStore(ChainedStore):
     def _checked(self) -> None:
         """Under the lock, before a transaction: go on with the file opened while the path
         still names it (one `os.stat`; the -wal is looked at before each COMMIT,
-        `_still_there`). Otherwise open what the path names now, when it is a thread store
-        (a backup restored in its place: the same checks as when the store was made,
-        without making a new empty file), dropping what this process remembered of the
-        old file (`_tails`); or raise `StoreMoved`, writing nothing, while it is none."""
+        `_still_there`, which alone looks before a group's appends commit). Otherwise
+        open what the path names now, when it is a thread store (a backup restored in
+        its place: the same checks as when the store was made, without making a new
+        empty file), dropping what this process remembered of the old file (`_tails`);
+        or raise `StoreMoved`, writing nothing, while it is none."""
         if self._moved is None:
             if _file_id(self._names[0]) == self._opened[0]:
                 return
@@ -1638,13 +1639,23 @@ class SqliteStore(ChainedStore):
         one fsync, for all of them."""
         with self._lock:
             try:
-                self._commit_members(group)
+                try:
+                    self._commit_members(group)
+                except StoreMoved:
+                    # The path named another file when the group came to commit: all of
+                    # it was rolled back. Once more, on the file there now (`_checked`),
+                    # or `StoreMoved` for each while there is none.
+                    for item in group:
+                        item.result, item.error = None, None
+                    self._commit_members(group)
             except BaseException:
                 self._tails.clear()  # a `_Tail` may tell what was rolled back
                 raise
 
     def _commit_members(self, group: Sequence[Pending]) -> None:
-        with self._transaction():
+        # The path is looked at before the COMMIT only (`_still_there`), not before the
+        # BEGIN as well: a stat less in every group (`_commit_group` tries again).
+        with self._transaction(look_first=False):
             if len(group) == 1:  # alone: its error rolls the transaction back (no savepoint)
                 group[0].result = group[0].work()
                 return
@@ -2013,10 +2024,12 @@ class SqliteStore(ChainedStore):
             ],
         )
 
-    def _transaction(self) -> _Transaction:
-        """A write transaction (under the lock) on the file the path names (`_checked`),
-        refused before it commits if the path names another meanwhile (`_still_there`)."""
-        self._checked()
+    def _transaction(self, *, look_first: bool = True) -> _Transaction:
+        """A write transaction (under the lock) on the file the path names (`_checked`;
+        without `look_first`, only once the path was found to name another), refused
+        before it commits if the path names another meanwhile (`_still_there`)."""
+        if look_first or self._moved is not None:
+            self._checked()
         return _Transaction(self._db, self._still_there)
 
     def _reading(self) -> _Reading:

@@ -22,26 +22,59 @@ def digests_in(db: Path) -> set[str]:
         return {row[0] for row in connection.execute("SELECT digest FROM agent_versions")}
 
 
-def test_a_write_whose_file_is_replaced_before_it_commits_is_rolled_back(tmp_path: Path) -> None:
+def test_appends_whose_file_is_replaced_before_they_commit_go_to_the_file_there_now(
+    tmp_path: Path,
+) -> None:
+    """A group of appends (`commits.submit`: what `create` and `append` submit) whose file
+    is replaced as it runs is rolled back before its COMMIT and made once more, on the
+    file the path names now: what is acknowledged is in the file every process reads."""
     db = tmp_path / "threads.db"
     store = SqliteStore(db)
     store.save_version(A, "one")
     with sqlite3.connect(db) as source, sqlite3.connect(tmp_path / "backup.db") as target:
         source.backup(target)
+    runs = []
 
     def replaced_meanwhile() -> None:
         store._db.execute(
             "INSERT INTO agent_versions (digest, body, created_at) VALUES (?, 'two', 'now')",
             (B,),
         )
+        if not runs:  # an operator restores the backup as the first try runs
+            for name in ("threads.db", "threads.db-wal", "threads.db-shm"):
+                (tmp_path / name).unlink()
+            shutil.copy(tmp_path / "backup.db", db)
+        runs.append(1)
+
+    store.commits.submit(replaced_meanwhile)
+    assert len(runs) == 2
+    assert digests_in(db) == {A, B}
+    store.save_version(C, "three")
+    assert digests_in(db) == {A, B, C}
+    store.close()
+
+
+def test_a_save_whose_file_is_replaced_before_it_commits_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "threads.db"
+    store = SqliteStore(db)
+    store.save_version(A, "one")
+    store.close()
+    shutil.copy(db, tmp_path / "backup.db")
+    store = SqliteStore(db)
+    original = store._still_there
+
+    def restored_first() -> None:  # the backup is put back between the INSERT and COMMIT
         for name in ("threads.db", "threads.db-wal", "threads.db-shm"):
             (tmp_path / name).unlink()
         shutil.copy(tmp_path / "backup.db", db)
+        store._still_there = original
+        original()
 
+    store._still_there = restored_first  # type: ignore[method-assign]
     with pytest.raises(StoreMoved, match="was replaced by another file") as refused:
-        store.commits.submit(replaced_meanwhile)
+        store.save_version(B, "two")
     assert isinstance(refused.value, StoreError)  # the server's 503
-    store.save_version(C, "three")  # on the file the path names now
+    store.save_version(C, "three")
     assert store.load_version(B) is None
     assert digests_in(db) == {A, C}
     store.close()
