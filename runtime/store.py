@@ -1655,7 +1655,7 @@ class SqliteStore(ChainedStore):
     def _commit_members(self, group: Sequence[Pending]) -> None:
         # The path is looked at before the COMMIT only (`_still_there`), not before the
         # BEGIN as well: a stat less in every group (`_commit_group` tries again).
-        with self._transaction(look_first=False):
+        with self._transaction():
             if len(group) == 1:  # alone: its error rolls the transaction back (no savepoint)
                 group[0].result = group[0].work()
                 return
@@ -1821,7 +1821,7 @@ class SqliteStore(ChainedStore):
     # ---- versions and retention (docs/versions.md) --------------------------------------
 
     def save_version(self, digest: str, body: str) -> None:
-        with self._lock, self._transaction():
+        with self._lock, self._writing():
             self._db.execute(
                 "INSERT OR IGNORE INTO agent_versions (digest, body, created_at) VALUES (?, ?, ?)",
                 (digest, body, now_iso()),
@@ -1848,7 +1848,7 @@ class SqliteStore(ChainedStore):
         at: str,
         by: str | None = None,
     ) -> None:
-        with self._lock, self._transaction():
+        with self._lock, self._writing():
             num, seq = self._position(thread_id)
             self._fence(num, thread_id, lease)
             if seq != expected_seq:
@@ -1908,7 +1908,7 @@ class SqliteStore(ChainedStore):
 
     def delete(self, thread_id: str, expected_seq: int, statuses: Sequence[Status]) -> bool:
         marks = ", ".join("?" for _ in statuses)
-        with self._lock, self._transaction():
+        with self._lock, self._writing():
             row = self._db.execute(
                 "SELECT num, seq, format, reducer, head_seal, snapshot, snapshot_seal, version"
                 f" FROM threads WHERE id = ? AND seq = ? AND status IN ({marks})"
@@ -1959,7 +1959,7 @@ class SqliteStore(ChainedStore):
 
     def delete_versions(self, digests: Sequence[str]) -> int:
         gone = 0
-        with self._lock, self._transaction():
+        with self._lock, self._writing():
             for digest in digests:
                 gone += self._db.execute(
                     "DELETE FROM agent_versions WHERE digest = ? AND NOT EXISTS"
@@ -2024,13 +2024,19 @@ class SqliteStore(ChainedStore):
             ],
         )
 
-    def _transaction(self, *, look_first: bool = True) -> _Transaction:
-        """A write transaction (under the lock) on the file the path names (`_checked`;
-        without `look_first`, only once the path was found to name another), refused
-        before it commits if the path names another meanwhile (`_still_there`)."""
-        if look_first or self._moved is not None:
+    def _transaction(self) -> _Transaction:
+        """A write transaction (under the lock), refused before it commits if the path
+        names another file than the one written to (`_still_there`); once it was found
+        to, on the file the path names now (`_checked`)."""
+        if self._moved is not None:
             self._checked()
         return _Transaction(self._db, self._still_there)
+
+    def _writing(self) -> _Transaction:
+        """`_transaction` on the file the path names now (`_checked`): for the writes
+        that are not a group's appends, which are not made again when refused."""
+        self._checked()
+        return self._transaction()
 
     def _reading(self) -> _Reading:
         """One read transaction: the thread's row and its events from the same moment."""
