@@ -21,6 +21,7 @@ every stored event to the one before it and seals the thread's row and its snaps
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -94,6 +95,14 @@ class StoreNotFound(StoreError):
         """The message with what to check, as the command line named the store
         (`check --store and TWELVEFOLD_STORE`: twelvefold/commands/options.py)."""
         return f"{self.found} (`twelvefold run` creates one; {names})"
+
+
+class StoreMoved(StoreError):
+    """The path of an open SQLite store no longer names the file it opened: the file (or
+    its `-wal`) was removed, or another file or a folder was put in its place, as when an
+    operator restores a backup under a running server. Nothing of the refused call was
+    written (its transaction was rolled back before it committed); once the path names a
+    thread store again, the store opens that one and goes on (`SqliteStore._checked`)."""
 
 
 class ThreadNotFound(LookupError):
@@ -1159,6 +1168,30 @@ OPEN_ATTEMPTS = 5
 """How many times `SqliteStore` opens a file that is removed or replaced as it opens it."""
 
 
+READ_CHECK_SECONDS = 1.0
+"""How often at most a `SqliteStore` that only reads checks that its path still names the
+file it opened (every write transaction checks before it commits)."""
+
+
+def _logger() -> Any:
+    import logging  # here: most commands never need it
+
+    return logging.getLogger("twelvefold.store")
+
+
+def _file_id(name: str) -> tuple[int, int] | None:
+    """`identity` of a path given as a string (half the time of a `Path`'s)."""
+    try:
+        found = os.stat(name)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
+
+
+def _wal_of(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
 def _same_file(before: tuple[int, int] | None, path: Path) -> bool:
     """Whether the file at `path` is still the one found there before it was opened."""
     return before is not None and identity(path) == before
@@ -1193,9 +1226,7 @@ class SqliteStore(ChainedStore):
         `Chain.from_env()` (TWELVEFOLD_LOG_KEY)."""
         self.path = Path(path)
         self.chain = chain if chain is not None else Chain.from_env()
-        # Here, not at the top: a memory or PostgreSQL store never needs them.
-        import sqlite3
-
+        # Here, not at the top: a memory or PostgreSQL store never needs it (nor sqlite3).
         from .commits import GroupCommit
 
         self._lock = threading.Lock()
@@ -1204,6 +1235,22 @@ class SqliteStore(ChainedStore):
         self._tails: dict[str, _Tail] = {}
         """Each thread's row as this process's last append left it (`_append`); only a
         shortcut, dropped whenever a transaction fails."""
+        self._busy_timeout_ms = busy_timeout_ms
+        self._opened: tuple[tuple[int, int] | None, tuple[int, int] | None] = (None, None)
+        """The device and inode of the file opened and of its `-wal` (`_place_moved`)."""
+        self._moved: str | None = None
+        """Why the path no longer names the file opened, once found (`_checked`)."""
+        self._read_checked = time.monotonic()
+        self._names = (os.fspath(self.path), os.fspath(self.path) + "-wal")
+        """The path and its -wal's, as `os.stat` takes them fastest."""
+        self._connected = False
+        self._open(create)
+
+    def _open(self, create: bool) -> None:
+        """Connect to the file at the path (`__init__`'s checks: the schema, WAL mode),
+        and note which file it is (`_opened`)."""
+        import sqlite3
+
         for _ in range(OPEN_ATTEMPTS):
             if not file_there(self.path) and not create:
                 raise StoreNotFound(self.path)
@@ -1215,18 +1262,136 @@ class SqliteStore(ChainedStore):
             # exactly what the code shows.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             try:
-                prepared = self._prepared(busy_timeout_ms, before, create)
+                prepared = self._prepared(self._busy_timeout_ms, before, create)
             except BaseException:
                 # Ctrl-C as it opens too: a connection left to the traceback would keep
                 # the file open, and a refused `run` keeps a file another holds open.
                 self._db.close()
                 raise
             if prepared:
+                # The -wal is there once the connection is in WAL mode and has read.
+                self._opened = (before, _file_id(self._names[1]))
+                self._connected = True
                 return
         raise StoreError(
             f"{self.path} was removed or replaced each of the {OPEN_ATTEMPTS} times it was"
             " opened; nothing was written to it"
         )
+
+    def _place_moved(self) -> str | None:
+        """What stands at the path now when it is no longer the file this store opened
+        (or its `-wal` is no longer the one it writes to); None when both still are. Two
+        `os.stat`s: a microsecond or two against an fsync's hundreds."""
+        db, wal = self._opened
+        now = _file_id(self._names[0])
+        if now != db:
+            if now is None:
+                return f"{self.path} was removed"
+            kind = "a folder" if self.path.is_dir() else "another file"
+            return f"{self.path} was replaced by {kind}"
+        if wal is not None and _file_id(self._names[1]) != wal:
+            return f"the write-ahead log of {self.path} ({_wal_of(self.path).name}) was removed"
+        return None
+
+    def _checked(self) -> None:
+        """Under the lock, before a transaction: go on with the file opened while the path
+        still names it (one `os.stat`; the -wal is looked at before each COMMIT,
+        `_still_there`, which alone looks before a group's appends commit). Otherwise
+        open what the path names now, when it is a thread store (a backup restored in
+        its place: the same checks as when the store was made, without making a new
+        empty file), dropping what this process remembered of the old file (`_tails`);
+        or raise `StoreMoved`, writing nothing, while it is none."""
+        if self._moved is None:
+            if _file_id(self._names[0]) == self._opened[0]:
+                return
+            self._moved = self._place_moved() or f"{self.path} was replaced"
+        if self._connected:
+            self._let_go()
+        self._tails.clear()
+        self._refuse_old_wal()
+        try:
+            self._open(create=False)
+        except (StoreError, OSError) as exc:
+            raise StoreMoved(self._refusal(exc)) from None
+        _logger().warning("thread store: %s; opened the thread store now there", self._moved)
+        self._moved = None
+
+    def _refuse_old_wal(self) -> None:
+        """`StoreMoved` while the -wal of the file removed is still beside the file now at
+        the path (a backup moved over the store, its -wal left): SQLite would read its
+        pages as the new file's, a mix of the two."""
+        old_db, old_wal = self._opened
+        if (
+            old_wal is not None
+            and _file_id(self._names[0]) != old_db
+            and _file_id(self._names[1]) == old_wal
+        ):
+            wal = _wal_of(self.path)
+            raise StoreMoved(
+                f"{self._moved} while this process had it open, and the write-ahead log"
+                f" of the file removed ({wal.name}) is still beside the file now there:"
+                f" SQLite would read it as that file's; nothing was written. Remove"
+                f" {wal} and {self._names[0]}-shm (the file removed holds nothing else"
+                " anyone can read) and the thread store there is opened"
+            )
+
+    def _let_go(self) -> None:
+        """Say what happened (`_moved`) and close the connection to the file no longer
+        at the path, before another is opened: SQLite leaves the path's files alone when
+        it closes a connection to a database file removed or replaced."""
+        _logger().error(
+            "thread store: %s while this process had it open; nothing is written until a"
+            " thread store is there again",
+            self._moved,
+        )
+        if _file_id(self._names[0]) == self._opened[0]:
+            self._keep_removed_wal()
+        self._db.close()
+        self._connected = False
+
+    def _keep_removed_wal(self) -> None:
+        """The database file is still the one opened, its -wal removed: what this
+        connection committed to that -wal (and only it can still read) is copied into the
+        database, and the shared index emptied, so that the next connection finds a
+        consistent file (a connection finding the index but not its -wal fails)."""
+        import sqlite3
+
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            _logger().error("thread store: copying the removed write-ahead log failed: %s", exc)
+
+    def _refusal(self, exc: BaseException) -> str:
+        if isinstance(exc, StoreNotFound):
+            why = exc.found  # not "`twelvefold run` creates one": a new one holds nothing
+        else:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        moved = self._place_moved() or self._moved
+        return (
+            f"{moved} while this process had it open, and what is there now cannot be"
+            f" used ({one_line(why)}); nothing was written. Put the thread store (a backup)"
+            " back at that path: it is opened as soon as it is there"
+        )
+
+    def _checked_read(self) -> None:
+        """`_checked` for a call that only reads, at most every `READ_CHECK_SECONDS`."""
+        now = time.monotonic()
+        if self._moved is not None or now - self._read_checked >= READ_CHECK_SECONDS:
+            self._read_checked = now
+            self._checked()
+
+    def _still_there(self) -> None:
+        """Before a COMMIT: `StoreMoved` (the transaction is then rolled back, nothing
+        acknowledged) when the path no longer names the file written to; the next
+        transaction lets that file go (`_checked`)."""
+        moved = self._place_moved()
+        if moved is not None:
+            self._moved = moved
+            raise StoreMoved(
+                f"{moved} while this process had it open; nothing was written. Put the"
+                " thread store (a backup) back at that path: it is opened as soon as it is"
+                " there"
+            )
 
     def _prepared(self, busy_timeout_ms: int, before: tuple[int, int] | None, create: bool) -> bool:
         """Set the connection up (WAL, the schema); False (closed) when the file at the
@@ -1474,12 +1639,22 @@ class SqliteStore(ChainedStore):
         one fsync, for all of them."""
         with self._lock:
             try:
-                self._commit_members(group)
+                try:
+                    self._commit_members(group)
+                except StoreMoved:
+                    # The path named another file when the group came to commit: all of
+                    # it was rolled back. Once more, on the file there now (`_checked`),
+                    # or `StoreMoved` for each while there is none.
+                    for item in group:
+                        item.result, item.error = None, None
+                    self._commit_members(group)
             except BaseException:
                 self._tails.clear()  # a `_Tail` may tell what was rolled back
                 raise
 
     def _commit_members(self, group: Sequence[Pending]) -> None:
+        # The path is looked at before the COMMIT only (`_still_there`), not before the
+        # BEGIN as well: a stat less in every group (`_commit_group` tries again).
         with self._transaction():
             if len(group) == 1:  # alone: its error rolls the transaction back (no savepoint)
                 group[0].result = group[0].work()
@@ -1517,6 +1692,7 @@ class SqliteStore(ChainedStore):
 
     def snapshot(self, thread_id: str) -> Snapshot | None:
         with self._lock:
+            self._checked_read()
             row = self._db.execute(
                 "SELECT snapshot, snapshot_seal FROM threads WHERE id = ?", (thread_id,)
             ).fetchone()
@@ -1580,6 +1756,7 @@ class SqliteStore(ChainedStore):
 
     def lease(self, thread_id: str) -> Lease | None:
         with self._lock:
+            self._checked_read()
             row = self._db.execute(
                 f"SELECT lease_owner, lease_token, lease_until, {_NOW} FROM threads WHERE id = ?",
                 (thread_id,),
@@ -1594,6 +1771,7 @@ class SqliteStore(ChainedStore):
 
     def info(self, thread_id: str) -> ThreadInfo:
         with self._lock:
+            self._checked_read()
             row = self._db.execute(
                 f"SELECT {_INFO_COLUMNS} FROM threads WHERE id = ?", (thread_id,)
             ).fetchone()
@@ -1609,12 +1787,14 @@ class SqliteStore(ChainedStore):
         if unleased:
             query += f" AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW})"
         with self._lock:
+            self._checked_read()
             rows = self._db.execute(query + " ORDER BY updated_at DESC", params).fetchall()
         return _listed(rows)[0]
 
     def damaged_threads(self) -> list[DamagedRow]:
         """The rows `threads` leaves out because they are damaged (`DamagedRow`)."""
         with self._lock:
+            self._checked_read()
             rows = self._db.execute(
                 f"SELECT {_INFO_COLUMNS} FROM threads WHERE {_DAMAGED_SQLITE} ORDER BY num"
             ).fetchall()
@@ -1626,6 +1806,7 @@ class SqliteStore(ChainedStore):
         (`twelvefold threads`, `stats`; runtime/usage.py). A row that is not JSON, or a
         usage field that is not a number, counts as absent; the log is not verified."""
         with self._lock:
+            self._checked_read()
             rows = self._db.execute(_USAGE_QUERY).fetchall()
         return usage_by_thread(rows)
 
@@ -1633,13 +1814,14 @@ class SqliteStore(ChainedStore):
         """Each parent's sub-agent threads, by the links both logs make (`joined_links`),
         read by SQLite from the stored JSON; the log is not verified."""
         with self._lock:
+            self._checked_read()
             rows = self._db.execute(_LINKS_QUERY).fetchall()
         return joined_links(rows)
 
     # ---- versions and retention (docs/versions.md) --------------------------------------
 
     def save_version(self, digest: str, body: str) -> None:
-        with self._lock, self._transaction():
+        with self._lock, self._writing():
             self._db.execute(
                 "INSERT OR IGNORE INTO agent_versions (digest, body, created_at) VALUES (?, ?, ?)",
                 (digest, body, now_iso()),
@@ -1647,6 +1829,7 @@ class SqliteStore(ChainedStore):
 
     def load_version(self, digest: str) -> str | None:
         with self._lock:
+            self._checked_read()
             row = self._db.execute(
                 "SELECT body FROM agent_versions WHERE digest = ?", (digest,)
             ).fetchone()
@@ -1665,7 +1848,7 @@ class SqliteStore(ChainedStore):
         at: str,
         by: str | None = None,
     ) -> None:
-        with self._lock, self._transaction():
+        with self._lock, self._writing():
             num, seq = self._position(thread_id)
             self._fence(num, thread_id, lease)
             if seq != expected_seq:
@@ -1698,6 +1881,7 @@ class SqliteStore(ChainedStore):
 
     def pins(self, thread_id: str) -> list[Pin]:
         with self._lock:
+            self._checked_read()
             num, _ = self._position(thread_id)
             rows = self._db.execute(
                 "SELECT seq, from_version, to_version, at, by FROM pins WHERE thread = ?"
@@ -1724,7 +1908,7 @@ class SqliteStore(ChainedStore):
 
     def delete(self, thread_id: str, expected_seq: int, statuses: Sequence[Status]) -> bool:
         marks = ", ".join("?" for _ in statuses)
-        with self._lock, self._transaction():
+        with self._lock, self._writing():
             row = self._db.execute(
                 "SELECT num, seq, format, reducer, head_seal, snapshot, snapshot_seal, version"
                 f" FROM threads WHERE id = ? AND seq = ? AND status IN ({marks})"
@@ -1764,6 +1948,7 @@ class SqliteStore(ChainedStore):
         marks = ", ".join("?" for _ in dropping)
         other = f" AND t.id NOT IN ({marks})" if dropping else ""
         with self._lock:
+            self._checked_read()
             rows = self._db.execute(
                 "SELECT v.digest FROM agent_versions v WHERE NOT EXISTS"
                 f" (SELECT 1 FROM threads t WHERE t.version = v.digest{other})"
@@ -1774,7 +1959,7 @@ class SqliteStore(ChainedStore):
 
     def delete_versions(self, digests: Sequence[str]) -> int:
         gone = 0
-        with self._lock, self._transaction():
+        with self._lock, self._writing():
             for digest in digests:
                 gone += self._db.execute(
                     "DELETE FROM agent_versions WHERE digest = ? AND NOT EXISTS"
@@ -1786,6 +1971,8 @@ class SqliteStore(ChainedStore):
     # ---- helpers -----------------------------------------------------------------------
 
     def _stored_hashes(self, num: int) -> list[bytes | None]:
+        # Not checked (`_checked_read`): part of a read that was, which a file opened
+        # meanwhile would make look edited.
         with self._lock:
             return [
                 digest
@@ -1838,10 +2025,22 @@ class SqliteStore(ChainedStore):
         )
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        """A write transaction (under the lock), refused before it commits if the path
+        names another file than the one written to (`_still_there`); once it was found
+        to, on the file the path names now (`_checked`)."""
+        if self._moved is not None:
+            self._checked()
+        return _Transaction(self._db, self._still_there)
+
+    def _writing(self) -> _Transaction:
+        """`_transaction` on the file the path names now (`_checked`): for the writes
+        that are not a group's appends, which are not made again when refused."""
+        self._checked()
+        return self._transaction()
 
     def _reading(self) -> _Reading:
         """One read transaction: the thread's row and its events from the same moment."""
+        self._checked_read()
         return _Reading(self._db)
 
 
@@ -2026,14 +2225,20 @@ class _Transaction:
     append between the check and the insert.
     """
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, before_commit: Callable[[], None]) -> None:
         self._db = db
+        self._before_commit = before_commit
 
     def __enter__(self) -> None:
         _begin(self._db, "BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if exc is None:
+            try:
+                self._before_commit()
+            except BaseException as refused:
+                self._db.execute("ROLLBACK")
+                raise refused from None
             self._db.execute("COMMIT")
             return
         import sqlite3  # loaded already: the connection is SQLite's
