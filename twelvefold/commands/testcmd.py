@@ -105,7 +105,12 @@ def _test_one(
     try:
         subject = load_subject(agent, prompts_dir=prompts, source=source)
         invariants = find_invariants(agent)
-    except (AgentLoadError, InvariantLoadError) as broken:
+    except AgentLoadError as broken:
+        # A compile error's diagnostics are many lines, each escaping its own values:
+        # printed as they are, as `run` prints them (commands/report.py).
+        click.echo(f"error: {broken}", err=True)
+        return True, False
+    except InvariantLoadError as broken:
         error(broken)
         return True, False
     # The header first (click.echo flushes): the threads may take minutes, and a pipe

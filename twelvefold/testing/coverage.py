@@ -51,6 +51,7 @@ from twelvefold.runtime.types import (
     Usage,
 )
 
+from .strategies import DEEPEST, MAX_DEPTH, fields_of
 from .subject import Subject
 
 __all__ = [
@@ -155,9 +156,62 @@ class Constants:
         return cls(tuple(strings), tuple(numbers))
 
 
-def representatives(annotation: Any, constants: Constants, depth: int = 0) -> list[Any]:
+_UNROLL_DEPTH = 2
+"""How deep a list or a map, and a record that can hold another of itself (`type Node {
+next: Node? }`), is built: past it lists and maps are empty, an optional such record is
+null and a required one has no representative (its container drops the value that needs
+it). Records that cannot hold themselves are built however deep they nest (E123 keeps a
+checked agent's under 16 levels), up to `DEEPEST` (for a module written by hand, not held to
+E123)."""
+
+
+@dataclass
+class _Memo:
+    """What one top-level call has built: each record's representatives per depth (a type
+    reached along many paths, as `type T0 { a: T1? b: T1? }`, `type T1 { ... }` reach T1,
+    is built once), and whether each record can hold itself."""
+
+    built: dict[tuple[type[BaseModel], int], list[BaseModel]] = field(default_factory=dict)
+    cyclic: dict[type[BaseModel], bool] = field(default_factory=dict)
+
+    def holds_itself(self, cls: type[BaseModel]) -> bool:
+        if cls not in self.cyclic:
+            self.cyclic[cls] = _holds_itself(cls)
+        return self.cyclic[cls]
+
+
+def _holds_itself(cls: type[BaseModel]) -> bool:
+    """Whether a value of `cls` can contain another `cls` (through any fields, lists,
+    maps, optionals and other records)."""
+    seen: set[type[BaseModel]] = set()
+    pending: list[Any] = [info.annotation for info in fields_of(cls).values()]
+    while pending:
+        annotation = pending.pop()
+        if annotation is cls:
+            return True
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation not in seen:
+                seen.add(annotation)
+                pending += [info.annotation for info in fields_of(annotation).values()]
+        else:
+            pending += typing.get_args(annotation)
+    return False
+
+
+def _is_record(annotation: Any) -> bool:
+    """Whether `annotation` is a declared type (a pydantic model)."""
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def representatives(
+    annotation: Any, constants: Constants, depth: int = 0, memo: _Memo | None = None
+) -> list[Any]:
     """A few values of a field type, the simplest first: every literal member, both
-    booleans, null and a value, numbers either side of the guards' constants."""
+    booleans, null and a value, numbers either side of the guards' constants. Lists, maps
+    and recursive records stop at `_UNROLL_DEPTH` (on the branch that ends there: an empty
+    list, null), and every type is built once per depth, so that any declared type (a
+    recursive one, a wide one) takes few steps."""
+    memo = memo if memo is not None else _Memo()
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is str:
@@ -179,30 +233,45 @@ def representatives(annotation: Any, constants: Constants, depth: int = 0) -> li
         return list(args)
     if origin in (typing.Union, types.UnionType):
         values: list[Any] = []
+        if type(None) in args and any(map(_is_record, args)):
+            # An optional record is null first: a record's first representative is made
+            # of its fields' first ones, and in a wide type (`type T0 { a: T1? b: T1? }`,
+            # `type T1 { a: T2? b: T2? }`, ...) a value at every first field would be
+            # exponentially large (and so would be checking it).
+            args = (type(None), *(a for a in args if a is not type(None)))
         for option in args:
-            values += representatives(option, constants, depth)
+            values += representatives(option, constants, depth, memo)
         return values[:16]
     if origin is list:
-        if depth >= 2:
+        if depth >= _UNROLL_DEPTH:
             return [[]]
-        return [[], *[[v] for v in representatives(args[0], constants, depth + 1)[:1]]]
+        item = representatives(args[0], constants, depth + 1, memo)[:1]
+        return [[], *[[v] for v in item]]
     if origin is dict:
-        if depth >= 2:
+        if depth >= _UNROLL_DEPTH:
             return [{}]
-        return [{}, *[{"k": v} for v in representatives(args[1], constants, depth + 1)[:1]]]
+        item = representatives(args[1], constants, depth + 1, memo)[:1]
+        return [{}, *[{"k": v} for v in item]]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return model_representatives(annotation, constants, depth + 1)
+        if depth >= DEEPEST or (depth >= _UNROLL_DEPTH and memo.holds_itself(annotation)):
+            return []
+        # A field's record is one of many values of its container: as many as a product
+        # of fields may hold (the container varies each on its own past that).
+        return model_representatives(annotation, constants, depth + 1, memo)[:_PRODUCT_LIMIT]
     return [None, "x"]
 
 
 def model_representatives(
-    cls: type[BaseModel], constants: Constants, depth: int = 0
+    cls: type[BaseModel], constants: Constants, depth: int = 0, memo: _Memo | None = None
 ) -> list[BaseModel]:
     """Every combination of the fields' representatives when there are few, else a base
     value and each field varied on its own."""
+    memo = memo if memo is not None else _Memo()
+    if (cls, depth) in memo.built:
+        return list(memo.built[cls, depth])
     domains = {
-        info.alias or name: representatives(info.annotation, constants, depth) or [None]
-        for name, info in cls.model_fields.items()
+        info.alias or name: representatives(info.annotation, constants, depth, memo) or [None]
+        for name, info in fields_of(cls).items()
     }
     keys = list(domains)
     size = 1
@@ -219,7 +288,8 @@ def model_representatives(
             built.append(cls.model_validate(combo))
         except ValueError:
             continue  # a recursive type cut short at the depth limit
-    return built
+    memo.built[cls, depth] = built
+    return list(built)
 
 
 # ---- shortest paths ----------------------------------------------------------------
@@ -358,16 +428,23 @@ def candidates(cls: type[BaseModel], constants: Constants, tries: int = 400) -> 
 
 
 def _random_value(annotation: Any, constants: Constants, rng: random.Random, depth: int) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    """A random value of `annotation` as JSON data, as deep as the property tests' values
+    (`MAX_DEPTH`: past it an optional record is null and a list empty), so that a recursive
+    or a wide type's random values stay small."""
+    if _is_record(annotation):
+        if depth >= DEEPEST:
+            return {}  # a record that must hold itself: no value (validation refuses it)
         return {
             info.alias or name: _random_value(info.annotation, constants, rng, depth + 1)
-            for name, info in annotation.model_fields.items()
+            for name, info in fields_of(annotation).items()
         }
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
+        if depth >= MAX_DEPTH and type(None) in args and any(map(_is_record, args)):
+            return None
         return _random_value(rng.choice(args), constants, rng, depth)
-    if origin is list and depth < 3:
+    if origin is list and depth < MAX_DEPTH:
         return [_random_value(args[0], constants, rng, depth + 1)] if rng.random() < 0.5 else []
     domain = representatives(annotation, constants, depth) or [None]
     value = rng.choice(domain)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from twelvefold.runtime.spec import ASK_NOT_SHOWN
 from twelvefold.runtime.types import (
@@ -68,8 +69,20 @@ if typing.TYPE_CHECKING:
 MAX_DEPTH = 3
 """How deep nested (possibly recursive) types are built before lists empty and optionals
 go null."""
+DEEPEST = 48
+"""A record this deep has no values: only a record that must hold itself gets there (E123
+keeps a checked agent's other types under 16 levels), and Python's stack would not."""
 
 # ---- values ------------------------------------------------------------------------
+
+
+def fields_of(cls: type[BaseModel]) -> dict[str, FieldInfo]:
+    """A model's fields, their types resolved: a generated module's models are built on
+    first use (`defer_build`), and until then a field of a type declared below its own
+    (`type Ping { pong: Pong? }`, `type Pong { ping: Ping? }`) is a forward reference."""
+    cls.model_rebuild(raise_errors=False)
+    return cls.model_fields
+
 
 AWKWARD_STRINGS: tuple[str, ...] = (
     "",
@@ -157,10 +170,12 @@ def values_of(
         return st.sampled_from(args)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
+        if len(options) < len(args) and depth >= MAX_DEPTH:
+            # Null, without building the other options: `type Node { next: Node? }`
+            # would build Nodes without end.
+            return st.none()
         inner = st.one_of([values_of(a, depth, near) for a in options])
-        if len(options) < len(args):
-            return st.none() if depth >= MAX_DEPTH else st.none() | inner
-        return inner
+        return st.none() | inner if len(options) < len(args) else inner
     if origin is list:
         if depth >= MAX_DEPTH:
             return st.just([])
@@ -170,6 +185,8 @@ def values_of(
             return st.just({})
         return st.dictionaries(_text, values_of(args[1], depth + 1, near), max_size=3)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if depth >= DEEPEST:
+            return st.nothing()
         return models(annotation, depth + 1, near)
     # `Any` (an untyped value): any JSON value.
     return st.recursive(
@@ -186,7 +203,7 @@ def models(
     `from` is the attribute `from_` with the alias "from"); `near` as in `values_of`."""
     fields = {
         info.alias or name: values_of(info.annotation, depth, near)
-        for name, info in cls.model_fields.items()
+        for name, info in fields_of(cls).items()
     }
     return st.fixed_dictionaries(fields).map(cls.model_validate)
 
