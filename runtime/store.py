@@ -20,7 +20,6 @@ every stored event to the one before it and seals the thread's row and its snaps
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -777,6 +776,8 @@ def _read_body(body: str) -> dict[str, Any]:
     input) as the constants `NaN` and `Infinity`, which JSON has not (SQLite's and
     PostgreSQL's readers refuse the whole text), so that event still counts in the
     reports. `{}` for anything else it cannot read (an edited row): no event."""
+    import json  # here: only reports read it, and the runtime's import stays lean
+
     try:
         event = json.loads(body)
     except (ValueError, RecursionError):
