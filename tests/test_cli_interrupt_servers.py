@@ -356,8 +356,10 @@ def signalled_as_serve_sets_up(
     return done.returncode, [line for line in done.stderr.splitlines() if line]
 
 
-@pytest.mark.parametrize(("signal_name", "code", "word"), [("SIGINT", 130, "interrupted"),
-                                                           ("SIGTERM", 143, "terminated")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("signal_name", "code", "word"),
+    [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")],
+)
 def test_a_signal_as_serve_sets_up_removes_the_store_it_made(
     block_project: Path, signal_name: str, code: int, word: str
 ) -> None:
