@@ -13,10 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.forwarder import Forwarder
 from tests.support.serve_process import ServeProcess, make_token
 from tests.support.server import deploy_project
 
@@ -70,3 +72,45 @@ def test_a_configuration_broken_mid_save_is_a_503_without_its_path(
         assert detail.startswith('…/twelvefold.toml: server.metrics must be "token" or'), detail
     with server.client(None) as anyone:  # without a token: not even that
         assert anyone.get("/metrics").status_code == 401
+
+
+def test_connect_timeout_is_the_urls_own() -> None:
+    from twelvefold.runtime.pgstore import DEFAULT_CONNECT_TIMEOUT, connect_timeout_of
+
+    base = "postgresql://agents@db.internal/tf"
+    assert connect_timeout_of(f"{base}?connect_timeout=3") == 3
+    assert connect_timeout_of(f"{base}?connect_timeout=1") == 2  # libpq's least
+    assert connect_timeout_of(base) == DEFAULT_CONNECT_TIMEOUT
+    for unusable in ("0", "-5", "abc", "2.5"):  # none, "no end", or not libpq's
+        assert connect_timeout_of(f"{base}?connect_timeout={unusable}") == DEFAULT_CONNECT_TIMEOUT
+
+
+def test_a_postgresql_store_lost_is_a_503_naming_its_host_alone_at_once(
+    tmp_path: Path, started: list[ServeProcess], postgres_url: str
+) -> None:
+    """The 503 of a store that cannot be reached names the server's host and port, never
+    its user, database or parameters; and it says why (the connection refused), which is
+    the call's own attempt after `connect_timeout`, not the pool's timeout after 30 s."""
+    project = tmp_path / "project"
+    deploy_project(project)
+    port, database = re.fullmatch(r"postgresql://postgres@127\.0\.0\.1:(\d+)/(\w+)",
+                                  postgres_url).groups()  # type: ignore[union-attr]  # fmt: skip
+    forwarder = Forwarder(int(port))
+    store = (
+        f"postgresql://postgres@127.0.0.1:{forwarder.port}/{database}"
+        "?application_name=internal-app-name&connect_timeout=2"
+    )
+    log = tmp_path / "serve.log"
+    server = ServeProcess([project], store, ENV, log, ("--insecure-local",))
+    started.append(server.start())
+    try:
+        with server.client(None) as client:
+            assert client.get("/v1/threads").status_code == 200
+            forwarder.close()  # the database is gone: its connections end, its port refuses
+            response = client.get("/v1/threads")
+    finally:
+        forwarder.close()
+    hidden: list[Any] = [database, "internal-app-name", "connect_timeout", "postgres@"]
+    detail = unavailable(response, log, hidden=hidden)
+    assert f"the store at postgresql://127.0.0.1:{forwarder.port}/… failed" in detail, detail
+    assert "Connection refused" in detail, detail
