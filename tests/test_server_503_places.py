@@ -85,12 +85,12 @@ def test_connect_timeout_is_the_urls_own() -> None:
         assert connect_timeout_of(f"{base}?connect_timeout={unusable}") == DEFAULT_CONNECT_TIMEOUT
 
 
-def test_a_postgresql_store_lost_is_a_503_naming_its_host_alone_at_once(
+def test_a_postgresql_store_lost_is_a_503_naming_none_of_its_url_at_once(
     tmp_path: Path, started: list[ServeProcess], postgres_url: str
 ) -> None:
-    """The 503 of a store that cannot be reached names the server's host and port, never
-    its user, database or parameters; and it says why (the connection refused), which is
-    the call's own attempt after `connect_timeout`, not the pool's timeout after 30 s."""
+    """The 503 of a store that cannot be reached names none of its URL (its user, database
+    or parameters); and it says why (the connection refused), which is the call's own
+    attempt after `connect_timeout`, not the pool's timeout after 30 s."""
     project = tmp_path / "project"
     deploy_project(project)
     port, database = re.fullmatch(r"postgresql://postgres@127\.0\.0\.1:(\d+)/(\w+)",
@@ -112,5 +112,5 @@ def test_a_postgresql_store_lost_is_a_503_naming_its_host_alone_at_once(
         forwarder.close()
     hidden: list[Any] = [database, "internal-app-name", "connect_timeout", "postgres@"]
     detail = unavailable(response, log, hidden=hidden)
-    assert f"the store at postgresql://127.0.0.1:{forwarder.port}/… failed" in detail, detail
+    assert detail.startswith("the store at postgresql://… failed: "), detail
     assert "Connection refused" in detail, detail

@@ -1236,10 +1236,9 @@ def unavailable_detail(exc: BaseException) -> str:
     """What a caller is told of a store, an agent or a configuration the server cannot
     use now (a 503; `Unavailable` is made only through here): the error's words, without
     its class, with every absolute path cut to its last part (`…/threads.db`) and every
-    URL to its scheme and host (`postgresql://db.internal:5432/…`: no user, password,
-    database or parameters), since where the server keeps its files and which database it
-    uses are the operator's to know, not every reader's; and a reference to the server's
-    log line, which holds the whole of it."""
+    URL to its scheme (`postgresql://…`), since where the server keeps its files and which
+    database it uses are the operator's to know, not every reader's; and a reference to
+    the server's log line, which holds the whole of it."""
     reference = secrets.token_hex(4)
     log.error("unavailable (reference %s): %s: %s", reference, type(exc).__name__, exc)
     words = str(exc)
@@ -1255,15 +1254,12 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
 def _cut(place: str) -> str:
-    """A path as `…/` and its last part; a URL as its scheme and host alone (the host
-    is what follows the last `@`, so no part of a password, which may hold `@` or `/`,
-    is ever taken for it). `_cut(_cut(p)) == _cut(p)`."""
-    scheme, separator, rest = place.partition("://")
+    """A path as `…/` and its last part; a URL as its scheme alone (`postgresql://…`:
+    its user, password, host, database and parameters are all the operator's).
+    `_cut(_cut(p)) == _cut(p)`."""
+    scheme, separator, _ = place.partition("://")
     if separator and _SCHEME.fullmatch(scheme):
-        host = re.split(r"[/?#]", rest.rpartition("@")[2], maxsplit=1)[0]
-        if host in ("", "…"):
-            return f"{scheme}://…"
-        return f"{scheme}://{host if host.isprintable() else ascii(host)[1:-1]}/…"
+        return f"{scheme}://…"
     return "…/" + place.rstrip("/").rpartition("/")[2]
 
 
