@@ -25,10 +25,10 @@ import signal
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 ATTEMPTS = 5
 """How many times the folders are made again when they vanish before the file is made
@@ -59,10 +59,16 @@ def identity(path: Path, *, follow_links: bool = True) -> tuple[int, int] | None
     return (found.st_dev, found.st_ino)
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
 @dataclass
 class _Record:
     made: list[Made]
     held: list[int]  # the folders' descriptors, so their inodes are not reused meanwhile
+    opened: list[Closable] = field(default_factory=list)
+    """The connections this command opened on a store file it made (`opened_here`)."""
 
 
 _RECORD: contextvars.ContextVar[_Record | None] = contextvars.ContextVar(
@@ -83,6 +89,32 @@ def recording_made() -> Iterator[list[Made]]:
         _RECORD.reset(token)
         for descriptor in record.held:
             os.close(descriptor)
+
+
+def opened_here(path: Path, connection: Closable) -> None:
+    """Note a SQLite connection this command opened on `path`: when that is a store file
+    it made (while `recording_made`), `close_opened` closes it. Every opener of a store
+    file calls this (the store, the server's tables)."""
+    record = _RECORD.get()
+    if record is None:
+        return
+    found = identity(path)
+    if any(not m.folder and (m.device, m.inode) == found for m in record.made):
+        record.opened.append(connection)
+
+
+def close_opened() -> None:
+    """Close every connection this command opened on a store file it made: before a
+    refused command checks whether the file is still unused, which a connection of its
+    own, left open by what the refusal cut short (a Ctrl-C while `serve` set up, after
+    the store and its tables were opened), made it keep (the check cannot tell this
+    process's connections from another's). The command is ending: nothing uses them."""
+    record = _RECORD.get()
+    if record is None:
+        return
+    while record.opened:
+        with contextlib.suppress(Exception):
+            record.opened.pop().close()
 
 
 def make_store_file(path: Path) -> None:
@@ -224,4 +256,12 @@ def _recorded(path: Path, descriptor: int, *, folder: bool) -> None:
         record.made.append(Made(path, found.st_dev, found.st_ino, folder))
 
 
-__all__ = ["Made", "file_there", "identity", "make_store_file", "recording_made"]
+__all__ = [
+    "Made",
+    "close_opened",
+    "file_there",
+    "identity",
+    "make_store_file",
+    "opened_here",
+    "recording_made",
+]

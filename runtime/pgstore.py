@@ -105,7 +105,12 @@ ORDER BY t.num, e.seq
 """
 
 DEFAULT_CONNECT_TIMEOUT = 10
-"""Seconds to wait for the database server before saying it cannot be reached."""
+"""Seconds to wait for the database server before saying it cannot be reached, unless
+the URL's `connect_timeout` says (`connect_timeout_of`)."""
+
+POOL_WAIT_SECONDS = 30.0
+"""How long a call waits for a pooled connection while every one is busy (the database
+answers, other calls hold them all): then `StoreError`."""
 
 DEFAULT_LOCK_TIMEOUT = 10
 """Seconds a statement of the store may wait for a lock (PostgreSQL's `lock_timeout`)
@@ -123,9 +128,11 @@ class PostgresStore(ChainedStore):
     no twelvefold tables is `StoreError` rather than set up; a schema older than this code
     is `StoreError` naming `twelvefold db upgrade` (runtime/schema.py). An unreachable
     server or a URL libpq cannot use is `StoreError` after at most `connect_timeout`
-    seconds. `chain` defaults to `Chain.from_env()` (TWELVEFOLD_LOG_KEY). A statement that
-    waits longer than `lock_timeout` seconds (default `DEFAULT_LOCK_TIMEOUT`; 0: no bound)
-    for a lock fails as `StoreError`, unless the URL's `options` set a `lock_timeout`."""
+    seconds (by default the URL's own, else `DEFAULT_CONNECT_TIMEOUT`), at the start and
+    at each call once it is open (`_lent`). `chain` defaults to `Chain.from_env()`
+    (TWELVEFOLD_LOG_KEY). A statement that waits longer than `lock_timeout` seconds
+    (default `DEFAULT_LOCK_TIMEOUT`; 0: no bound) for a lock fails as `StoreError`,
+    unless the URL's `options` set a `lock_timeout`."""
 
     blocking = True
 
@@ -136,7 +143,7 @@ class PostgresStore(ChainedStore):
         create: bool = True,
         chain: Chain | None = None,
         pool_size: int = 10,
-        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+        connect_timeout: int | None = None,
         lock_timeout: float | None = None,
     ) -> None:
         self.url = url
@@ -144,8 +151,10 @@ class PostgresStore(ChainedStore):
         self.where = shown_url(url)
         """The URL as it may be shown: without its password."""
         self.chain = chain if chain is not None else Chain.from_env()
-        self._timeout = connect_timeout
         check_store_url(url)
+        if connect_timeout is None:
+            connect_timeout = connect_timeout_of(url)
+        self._timeout = connect_timeout
         try:
             with psycopg.connect(url, connect_timeout=connect_timeout) as conn:
                 check_postgresql(conn, self.where, create=create)
@@ -160,7 +169,7 @@ class PostgresStore(ChainedStore):
             min_size=1,
             max_size=max(1, pool_size),
             kwargs={"connect_timeout": connect_timeout, **options},
-            timeout=max(30.0, connect_timeout),
+            timeout=max(POOL_WAIT_SECONDS, connect_timeout),
             # A connection is tried (an empty query) as it leaves the pool: one the server
             # closed (restarted, `pg_terminate_backend`, an idle timeout) is replaced there,
             # instead of failing the first call that borrows it.
@@ -628,10 +637,14 @@ class PostgresStore(ChainedStore):
         back on any exception. With `snapshot`, REPEATABLE READ (every statement sees the
         same moment). A database that cannot be reached is `StoreError`, one line."""
         try:
-            with self.pool.connection() as conn:
-                if snapshot:
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                yield conn
+            conn = self._lent()
+            try:
+                with conn:  # (a pooled connection's `with` commits or rolls back)
+                    if snapshot:
+                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    yield conn
+            finally:
+                self.pool.putconn(conn)
         except psycopg.errors.LockNotAvailable:
             raise StoreError(
                 f"the store at {self.where} is busy: a lock it needs was not granted within"
@@ -643,19 +656,37 @@ class PostgresStore(ChainedStore):
             # writes: PostgreSQL's words, one line, without the password.
             raise StoreError(f"the store at {self.where} failed: {self._reason(exc)}") from None
 
+    def _lent(self) -> psycopg.Connection[Any]:
+        """A connection of the pool. While the database cannot be reached the pool has
+        none to lend and tries again in the background for minutes, and a call would
+        wait for the pool's whole `timeout` (30 s) whatever `connect_timeout` said: so a
+        call waits `connect_timeout` seconds at first, then asks the server itself with a
+        new connection. One that fails is this call's error (the server's words:
+        `Connection refused`); one that succeeds means every pooled connection is busy,
+        and the call waits for one the rest of `POOL_WAIT_SECONDS`."""
+        try:
+            return self.pool.getconn(timeout=self._timeout)
+        except psycopg_pool.PoolTimeout:
+            pass
+        psycopg.connect(self.url, connect_timeout=self._timeout).close()
+        return self.pool.getconn(timeout=max(1.0, POOL_WAIT_SECONDS - self._timeout))
+
     def _reason(self, exc: BaseException) -> str:
         """An error's message on one line, with anything that could be the password cut."""
         text = " ".join(str(exc).split()) or type(exc).__name__
         return shown_url(text, secret_of=self.url)
 
 
-def upgrade_database(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> Upgrade:
+def upgrade_database(url: str, *, connect_timeout: int | None = None) -> Upgrade:
     """Bring the PostgreSQL database at `url` to this code's schema (`twelvefold db
     upgrade`): one transaction under an advisory lock, so it is safe to run from several
     places at once and while other processes use the store. `StoreError` (one line,
-    without the password) when it cannot be reached or refuses."""
+    without the password) when it cannot be reached (within `connect_timeout` seconds: by
+    default the URL's, `connect_timeout_of`) or refuses."""
     where = shown_url(url)
     check_store_url(url)
+    if connect_timeout is None:
+        connect_timeout = connect_timeout_of(url)
     try:
         with psycopg.connect(url, connect_timeout=connect_timeout) as conn:
             before = postgresql_version(conn)
@@ -666,6 +697,18 @@ def upgrade_database(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
     except psycopg.Error as exc:
         text = shown_url(" ".join(str(exc).split()), secret_of=url)
         raise StoreError(f"cannot use the store at {where}: {text}") from None
+
+
+def connect_timeout_of(url: str) -> int:
+    """Seconds to wait for the server at `url`: the URL's `connect_timeout` when it is a
+    positive whole number (2 at least, as libpq reads it), else `DEFAULT_CONNECT_TIMEOUT`
+    (libpq's 0 or none would wait without end: a command or a server's call never does)."""
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(url).get("connect_timeout")
+        seconds = int(str(given).strip()) if given is not None else 0
+    except (psycopg.Error, ValueError):
+        return DEFAULT_CONNECT_TIMEOUT  # the connection says what is wrong with the URL
+    return max(2, seconds) if seconds > 0 else DEFAULT_CONNECT_TIMEOUT
 
 
 def _with_lock_timeout(url: str, seconds: float) -> dict[str, str]:

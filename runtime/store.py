@@ -45,7 +45,7 @@ from .integrity import (
     text_bodies,
 )
 from .lease import Lease, LeaseHeld, LeaseLost
-from .newstore import file_there, identity, make_store_file
+from .newstore import file_there, identity, make_store_file, opened_here
 from .records import builder, record
 from .terminal import one_line
 from .types import KIND_OF_EVENT, ChildStarted, Event, Forked, Started, State, Status, Usage
@@ -1262,6 +1262,7 @@ class SqliteStore(ChainedStore):
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
             # exactly what the code shows.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            opened_here(self.path, self._db)  # closed by a refused command before its check
             try:
                 prepared = self._prepared(self._busy_timeout_ms, before, create)
             except BaseException:

@@ -295,3 +295,96 @@ def test_a_ctrl_c_the_moment_a_worker_says_it_runs_stops_the_worker(
 ) -> None:
     line = interrupted_as_it_says(block_project, "worker: running ", worker_args)
     assert "the worker stopped" in line, line
+
+
+SIGNALLED_AS_SERVE_SETS_UP = """\
+import os
+import signal
+import sqlite3
+import sys
+
+SIGNAL = getattr(signal, sys.argv.pop(1))
+
+
+class Signalling:
+    '''stderr that sends this process SIGNAL as `serve` says `serving …`: inside its set-up,
+    the new store and the server's tables open, the app not yet made. With HOLD_STORE,
+    a connection of no command's first holds the store open (another command's).'''
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.held = []
+
+    def write(self, text):
+        written = self.stream.write(text)
+        if text.startswith("serving "):
+            if os.environ.get("HOLD_STORE"):
+                held = sqlite3.connect(os.environ["HOLD_STORE"])
+                held.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                self.held.append(held)
+            self.stream.flush()
+            signal.raise_signal(SIGNAL)
+        return written
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+sys.stderr = Signalling(sys.stderr)
+sys.argv[0] = "twelvefold"
+from twelvefold.command import main
+
+main()
+"""
+
+
+def signalled_as_serve_sets_up(
+    folder: Path, signal_name: str, hold_store: bool = False
+) -> tuple[int, list[str]]:
+    import os
+    import subprocess
+    import sys
+
+    (folder / "signalled.py").write_text(SIGNALLED_AS_SERVE_SETS_UP)
+    env = dict(os.environ)
+    if hold_store:
+        env["HOLD_STORE"] = str(folder / ".twelvefold" / "threads.db")
+    done = subprocess.run(
+        [sys.executable, "signalled.py", signal_name, *SERVE],
+        cwd=folder, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    return done.returncode, [line for line in done.stderr.splitlines() if line]
+
+
+@pytest.mark.parametrize(
+    ("signal_name", "code", "word"),
+    [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")],
+)
+def test_a_signal_as_serve_sets_up_removes_the_store_it_made(
+    block_project: Path, signal_name: str, code: int, word: str
+) -> None:
+    """rt18: SIGINT or SIGTERM inside `serve`'s set-up, once it had made the store and
+    opened it (and its tables), left the new, empty store behind and said the store "is
+    as it was": the removal found the file open, by this very process, and kept it."""
+    returned, said = signalled_as_serve_sets_up(block_project, signal_name)
+    assert returned == code, (returned, said)
+    assert said[-1] == (
+        f"{word}: the server had not started: no thread ran; the store at"
+        " .twelvefold/threads.db is as it was"
+    ), said
+    assert [line for line in said[:-1] if not line.startswith(STARTING_LINES)] == [], said
+    left = sorted(p.name for p in (block_project / ".twelvefold").glob("threads.db*"))
+    assert left == [], left  # (its compile cache, made as the agent was checked, stays)
+
+
+def test_a_store_another_holds_open_is_kept_and_said_so(block_project: Path) -> None:
+    """The store is kept when another connection has it open (another command started
+    on the same new path): the last line says it was made and holds no thread."""
+    returned, said = signalled_as_serve_sets_up(block_project, "SIGINT", hold_store=True)
+    assert returned == 130, (returned, said)
+    assert said[-1] == (
+        "interrupted: the server had not started: no thread ran; the store at"
+        " .twelvefold/threads.db was made for it and holds none"
+    ), said
+    assert_store_opens(block_project)
+    assert (block_project / ".twelvefold" / "threads.db").exists()

@@ -579,10 +579,17 @@ def test_a_refused_run_keeps_the_new_store_another_process_has_open(tmp_path: Pa
     """Two commands started at once on one new --db path: the one refused does not remove
     the file the other opened meanwhile and has yet to store its thread in (removed, that
     thread went into a file no path names, and was lost)."""
+    import contextvars
+
+    from twelvefold.runtime.newstore import make_store_file
+
     (tmp_path / "typed.agent").write_text(TYPED)
     db = tmp_path / "new" / "threads.db"
     with pytest.raises(KeyboardInterrupt), removed_if_refused(db):
-        other = SqliteStore(db)  # the other command's, open before this one is refused
+        make_store_file(db)  # this command's new file
+        # The other command's, open before this one is refused: another process in life,
+        # here a context of its own (this command's connections it closes before looking).
+        other = contextvars.Context().run(SqliteStore, db)
         raise KeyboardInterrupt
     with Runtime(other) as rt:
         thread = rt.launch(str(tmp_path / "typed.agent"), '{"id": 1}')

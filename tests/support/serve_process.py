@@ -26,10 +26,11 @@ def free_port() -> int:
 
 @dataclass
 class ServeProcess:
-    """`twelvefold serve PLACES --db DB --port P` with `env` added to the environment."""
+    """`twelvefold serve PLACES --db DB --port P` with `env` added to the environment
+    (`--store DB` for a URL given as text)."""
 
     places: list[Path]
-    db: Path
+    db: Path | str
     env: Mapping[str, str]
     log: Path
     args: tuple[str, ...] = ()
@@ -44,7 +45,8 @@ class ServeProcess:
         for _ in range(5):  # another test process may take the free port before the server
             self.port = free_port()
             command = [sys.executable, "-m", "twelvefold", "serve", *map(str, self.places)]
-            command += ["--db", str(self.db), "--port", str(self.port), *self.args]
+            store = ["--db", str(self.db)] if isinstance(self.db, Path) else ["--store", self.db]
+            command += [*store, "--port", str(self.port), *self.args]
             logged = self.log.stat().st_size if self.log.exists() else 0
             with self.log.open("ab") as log:
                 self.process = subprocess.Popen(

@@ -155,9 +155,10 @@ def removed_if_refused(location: StoreLocation) -> Iterator[None]:
     again, with what SQLite keeps beside it and the folders this command made for it. A
     refused command leaves nothing that a later one takes for a store; what was there
     before, or another command made meanwhile, is never touched (runtime/newstore.py
-    records what this one made). Outside the store's own `with`, so the store is
-    closed by then."""
-    from twelvefold.runtime.newstore import recording_made
+    records what this one made). The connections this command opened on the file are
+    closed first, whether or not what opened them closed them (`serve` interrupted as
+    it set up, its store and tables open, had the file look in use, and kept it)."""
+    from twelvefold.runtime.newstore import close_opened, recording_made
     from twelvefold.runtime.store import StoreUrl
 
     if isinstance(location, StoreUrl):
@@ -167,6 +168,7 @@ def removed_if_refused(location: StoreLocation) -> Iterator[None]:
         try:
             yield
         except BaseException:
+            close_opened()
             _remove_unused(made)
             raise
 

@@ -116,19 +116,27 @@ def serve(
     # Before the store is opened: a port that is taken leaves no store behind.
     listeners = listening(host, port)
     address = _url(listeners[0])
-    stage.said = f"the server had not started: no thread ran; the store at {where} is as it was"
+    as_it_was = f"the server had not started: no thread ran; the store at {where} is as it was"
+    made_for_it = (
+        f"the server had not started: no thread ran; the store at {where} was made for it "
+        "and holds none"
+    )
+    stage.said = as_it_was
     made_here = not _there(db)
-    with removed_if_refused(db):  # a refused start leaves no store behind
-        # Spans go where OTEL_EXPORTER_OTLP_* say (docs/observability.md); flushed at exit.
-        flush_spans = configure_from_env()
-        app = _app(places, db, concurrency, insecure_local, grace, sweep_seconds,
-                   make_model(cassette, record, model), paths,
-                   loopback=is_loopback(host), prompts=prompts)  # fmt: skip
-    if made_here:  # kept: the next `serve` finds it
-        stage.said = (
-            f"the server had not started: no thread ran; the store at {where} was made "
-            "for it and holds none"
-        )
+    try:
+        with removed_if_refused(db):  # a refused start leaves no store behind
+            # Spans go where OTEL_EXPORTER_OTLP_* say (docs/observability.md); flushed at exit.
+            flush_spans = configure_from_env()
+            app = _app(places, db, concurrency, insecure_local, grace, sweep_seconds,
+                       make_model(cassette, record, model), paths,
+                       loopback=is_loopback(host), prompts=prompts)  # fmt: skip
+            if made_here:  # kept from here on: the next `serve` finds it
+                stage.said = made_for_it
+    except BaseException:
+        # The store this start made is removed again, unless it holds something now (a
+        # token made meanwhile) or another command has it open: say which.
+        stage.said = made_for_it if made_here and _there(db) else as_it_was
+        raise
     import uvicorn
 
     from twelvefold.runtime.eventloop import collect_less_often

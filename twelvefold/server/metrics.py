@@ -23,7 +23,6 @@ person) is shown.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,8 +46,6 @@ from twelvefold.server.service import (
     translated,
 )
 from twelvefold.server.tokens import TokenStore
-
-log = logging.getLogger("twelvefold.server")
 
 Access = Literal["token", "public"]
 STATUSES: tuple[Status, ...] = ("running", "waiting", "finished", "failed", "cancelled")
@@ -167,18 +164,18 @@ def _oldest_waits(infos: Iterable[ThreadInfo], now: datetime) -> dict[str, float
 
 def access(folders: Iterable[Path]) -> Access:
     """`[tool.twelvefold.server] metrics` in the configurations of the served agents'
-    folders: `public` when every one says so, else `token` (the default). `Unavailable`
-    when one cannot be read or says something else."""
+    folders: `public` when every one says so, else `token` (the default). `ConfigError`
+    (naming the file, for the operator) when one cannot be read or says something else."""
     found: set[str] = set()
     for folder in folders:
         try:
             config = find_config(folder)
         except ConfigError as exc:
-            raise Unavailable(f"the server's configuration cannot be used: {exc}") from None
+            raise ConfigError(f"the server's configuration cannot be used: {exc}") from None
         table = config.settings.get("server", {})
         value = table.get("metrics", "token") if isinstance(table, Mapping) else "token"
         if value not in ("token", "public"):
-            raise Unavailable(
+            raise ConfigError(
                 f'{config.path}: server.metrics must be "token" or "public", not {toml_text(value)}'
             )
         found.add(value)
@@ -197,13 +194,13 @@ def router(service: Service, tokens: TokenStore | None) -> APIRouter:
         folders = {agent.directory or Path.cwd() for agent in service.agents.values()}
         try:
             public = access(folders) == "public"
-        except Unavailable as broken:
-            # Why names the configuration's path: for the operator (the log) and for
-            # callers with a token, never for anyone who can reach the port.
-            log.error("GET /metrics: %s", broken.detail)
+        except ConfigError as exc:
+            # The whole error (the configuration's path) goes to the operator's log, with
+            # the reference the 503 gives; a caller without a valid token gets a 401.
+            unusable = Unavailable(exc)
             if tokens is not None:
                 _authenticate(tokens, request.headers.get("authorization"))
-            raise
+            raise unusable from None
         if tokens is not None and not public:
             found = _authenticate(tokens, request.headers.get("authorization"))
             caller = Caller(found.person, "http", found.id)

@@ -193,7 +193,22 @@ class BadInput(ServiceError):
 
 
 class Unavailable(ServiceError):
+    """A 503: the store, an agent or the configuration cannot be used now. Made only from
+    the error that says why, never from words: its detail is always `unavailable_detail`'s
+    (every path and URL cut, the whole error in the server's log under a reference), so
+    no 503 can name what only the operator may read."""
+
     status, title = 503, "Unavailable"
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(unavailable_detail(cause))
+
+
+class ShuttingDown(Exception):
+    """A launch while the server stops (a 503)."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; launch again in a moment")
 
 
 class TooManyAttempts(ServiceError):
@@ -221,14 +236,22 @@ class Policy:
     readers: tuple[str, ...] | None = None
 
     @classmethod
-    def at(cls, folder: Path) -> Policy:
-        """The policy for an agent in `folder`, read now. `Unavailable` when the
-        configuration cannot be read or has the wrong shape."""
+    def read(cls, folder: Path) -> Policy:
+        """The policy for an agent in `folder`, read now. `ConfigError` (naming the file,
+        for the operator) when the configuration cannot be read or has the wrong shape."""
         try:
             config = _governing(folder, find_config(folder))
             return cls(config, config.approvers, *server_settings(config))
         except ConfigError as exc:
-            raise Unavailable(f"the server's configuration cannot be used: {exc}") from None
+            raise ConfigError(f"the server's configuration cannot be used: {exc}") from None
+
+    @classmethod
+    def at(cls, folder: Path) -> Policy:
+        """`read`, for a call: `Unavailable` (a 503) when the configuration cannot be used."""
+        try:
+            return cls.read(folder)
+        except ConfigError as exc:
+            raise Unavailable(exc) from None
 
     def member(self, person: str, names: Sequence[str]) -> bool:
         """Whether `person` is in one of the groups `names` (an undefined group: nobody)."""
@@ -496,7 +519,7 @@ class Service:
                 f"only members of {', '.join(policy.launchers)} may launch `{served.name}`"
             )
         if self.stopping:
-            raise Unavailable("the server is shutting down; launch again in a moment")
+            raise Unavailable(ShuttingDown())
         with translated():
             view = await self.runtime.launch(served, input, thread_id=thread_id, run=False)
 
@@ -1195,7 +1218,7 @@ def translated() -> Iterator[None]:
     except IllegalEvent as exc:
         raise WrongState(str(exc)) from None
     except (AgentLoadError, LogError, StoreError, sqlite3.Error) as exc:
-        raise Unavailable(unavailable_detail(exc)) from None
+        raise Unavailable(exc) from None
 
 
 _PLACE = re.compile(r"(?<![\w.~:/…])(?:[a-z][a-z0-9+.-]*://[^\s;,()]*|/[^\s;,()]+)")
@@ -1204,27 +1227,40 @@ _PLACE = re.compile(r"(?<![\w.~:/…])(?:[a-z][a-z0-9+.-]*://[^\s;,()]*|/[^\s;,(
 
 SERVER_PLACES: set[str] = set()
 """The store's file, its folder and its URL (each as it may be written) of every
-`Service` made in this process: a 503 names none of them, whatever characters they hold
-(`_PLACE` ends a path at a blank)."""
+`Service` made in this process: a 503 names none of them, nor any path under the folder
+(the configuration's, beside the store), whatever characters they hold (`_PLACE` ends a
+path at a blank)."""
 
 
 def unavailable_detail(exc: BaseException) -> str:
-    """What a caller is told of a store or an agent the server cannot use now (a 503):
-    the error's words, without its class and with every absolute path or URL cut to its
-    last part (`…/threads.db`: where the server keeps its files and which database it
-    uses are the operator's to know, not every reader's), and a reference to the server's
-    log line, which holds the whole of it."""
+    """What a caller is told of a store, an agent or a configuration the server cannot
+    use now (a 503; `Unavailable` is made only through here): the error's words, without
+    its class, with every absolute path cut to its last part (`…/threads.db`) and every
+    URL to its scheme (`postgresql://…`), since where the server keeps its files and which
+    database it uses are the operator's to know, not every reader's; and a reference to
+    the server's log line, which holds the whole of it."""
     reference = secrets.token_hex(4)
     log.error("unavailable (reference %s): %s: %s", reference, type(exc).__name__, exc)
     words = str(exc)
-    for place in sorted(SERVER_PLACES, key=len, reverse=True):
-        words = words.replace(place, "…/" + _last(place))
-    words = _PLACE.sub(lambda found: "…/" + _last(found[0]), words)
+    if SERVER_PLACES:  # each with what follows it in a path (a file in the store's folder)
+        known = "|".join(map(re.escape, sorted(SERVER_PLACES, key=len, reverse=True)))
+        found_in = re.compile(rf"(?:{known})(?:/[^\s;,()]*)?")
+        words = found_in.sub(lambda found: _cut(found[0]), words)
+    words = _PLACE.sub(lambda found: _cut(found[0]), words)
     return f"{words} (the server's log has more, under reference {reference})"
 
 
-def _last(place: str) -> str:
-    return place.rstrip("/").rpartition("/")[2]
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def _cut(place: str) -> str:
+    """A path as `…/` and its last part; a URL as its scheme alone (`postgresql://…`:
+    its user, password, host, database and parameters are all the operator's).
+    `_cut(_cut(p)) == _cut(p)`."""
+    scheme, separator, _ = place.partition("://")
+    if separator and _SCHEME.fullmatch(scheme):
+        return f"{scheme}://…"
+    return "…/" + place.rstrip("/").rpartition("/")[2]
 
 
 class Serving(Protocol):
@@ -1296,8 +1332,8 @@ def served_agents(runtime: AsyncRuntime, places: Sequence[str | Path]) -> dict[s
         # Read now, the policy names the file that configures the agent's folder from
         # the start: gone or emptied later, it is missed (`_governing`).
         try:
-            Policy.at(_folder(agent))
-        except Unavailable as exc:
+            Policy.read(_folder(agent))
+        except ConfigError as exc:
             raise ServeError(str(exc)) from None
     return served
 

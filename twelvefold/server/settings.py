@@ -22,7 +22,6 @@ from twelvefold.runtime.usage import Prices
 from twelvefold.server.service import (
     MAX_PROBLEMS,
     ServeError,
-    ServiceError,
     Serving,
     capped,
     server_settings,
@@ -48,8 +47,8 @@ READERS: tuple[Callable[[Config], object], ...] = (
 setting (and stops there)."""
 
 BY_FOLDER: tuple[Callable[[Config], object], ...] = (_metrics,)
-"""Those that read the file again by its folder (`Unavailable` for the metrics): given
-the whole file only."""
+"""Those that read the file again by its folder (the metrics' access): given the whole
+file only."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def _problems_of(config: Config) -> list[str]:
     for read in BY_FOLDER if problems else READERS + BY_FOLDER:
         try:
             read(config)
-        except (ConfigError, ServiceError) as exc:
+        except ConfigError as exc:
             problems.append(str(exc))
     problems = list(dict.fromkeys(problems))
     if not problems or len(pieces) <= MAX_PIECES:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twelvefold.runtime.integrity import Chain
-from twelvefold.runtime.newstore import identity, make_store_file
+from twelvefold.runtime.newstore import identity, make_store_file, opened_here
 from twelvefold.runtime.schema import SchemaError, upgrade_sqlite
 from twelvefold.runtime.store import (
     SqliteStore,
@@ -194,6 +194,8 @@ def _open_sqlite(path: Path | None) -> sqlite3.Connection:
         )
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path} is not a store SQLite can open: {exc}") from None
+    if path is not None:
+        opened_here(path, db)  # closed by a refused command before its check
     try:
         db.execute("PRAGMA busy_timeout = 10000")
         upgrade_sqlite(db, Chain.from_env(), str(path or ":memory:"))
