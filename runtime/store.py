@@ -2432,14 +2432,22 @@ def check_not_url(text: str) -> None:
     file in a folder named after the URL, the password in its name, and shown in every
     message about it. The error names the scheme only; a file whose name starts so is
     still `./NAME`."""
-    found = _LOOKS_LIKE_A_URL.match(text)
+    # Also after blanks or quotes (an env file's `VAR= value`, Docker's literal quotes),
+    # and `://` anywhere: `Path` would make `//` one `/`, and no shown form would then
+    # hide the password.
+    found = _LOOKS_LIKE_A_URL.match(text.lstrip(" \t\"'")) or _ANY_URL.search(text)
     if found is None:
         return
     raise StoreError(
         f"{found.group(1)}:/… looks like a URL, not a file path: name a database server "
         "with --store postgresql://user@host/database (two slashes; the password in "
-        "PGPASSWORD or ~/.pgpass), a SQLite file with --db PATH (a file named so: ./PATH)"
+        "PGPASSWORD or ~/.pgpass), a SQLite file with --db PATH (a file named so: give "
+        "its absolute path)"
     )
+
+
+_ANY_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+"""A scheme and its `://` anywhere in a text."""
 
 
 def check_file_name(text: str) -> None:
@@ -2466,13 +2474,19 @@ def store_file(url: str) -> Path:
         raise StoreError(f"{shown_url(url)} names a database server, not a SQLite file")
     if scheme.lower() != "sqlite" or not rest.startswith("/"):
         raise StoreError(
-            f"not a store URL twelvefold knows: {shown_url(url)} (use sqlite:///relative/"
+            f"not a store URL twelvefold knows: {_scheme_only(scheme)}://… (use sqlite:///relative/"
             "threads.db, sqlite:////absolute/threads.db or postgresql://user@host/database)"
         )
     path = rest[1:].partition("?")[0]
     if not path:
         raise StoreError("a sqlite:/// store URL names a file: sqlite:///PATH")
     return Path(path)
+
+
+def _scheme_only(scheme: str) -> str:
+    """A URL's scheme as a message may show it: the rest may hold a password that no
+    shown form can find (`postgresql+psycopg://bob:sec ret@host`, a blank in it)."""
+    return scheme if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,30}", scheme) else "…"
 
 
 def upgrade_store(url: str | StoreLocation) -> Upgrade:

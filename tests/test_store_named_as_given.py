@@ -111,8 +111,22 @@ def test_db_and_store_both_on_the_command_line_is_a_usage_error(workdir: Path) -
         ["--db", "postgresql://agents:S3cretpw@127.0.0.1:1/tf"],
         ["--store", "postgresql:/agents:S3cretpw@127.0.0.1:1/tf"],  # a slash missed
         ["--db", "host=127.0.0.1 password=S3cretpw"],
+        # rt20: after a blank or a quote (an env file's `VAR= value`, Docker's quotes)
+        ["--db", " postgres://bob:S3cretpw@h/db"],
+        ["--db", '"postgres://bob:S3cretpw@h/db"'],
+        # rt20: a scheme twelvefold does not know, a blank in the password
+        ["--store", "postgresql+psycopg://bob:sec S3cretpw@host/db"],
+        ["--store", "postgresq://bob:x@host/db?password=top S3cretpw"],
     ],
-    ids=["url as --db", "one slash", "keywords as --db"],
+    ids=[
+        "url as --db",
+        "one slash",
+        "keywords as --db",
+        "blank first",
+        "quoted",
+        "unknown scheme",
+        "unknown scheme, query",
+    ],
 )
 def test_a_database_url_given_as_a_file_is_refused_unshown(workdir: Path, args: list[str]) -> None:
     """rt18: a PostgreSQL URL given to `--db` (or `TWELVEFOLD_DB`), or with one slash,
