@@ -383,3 +383,24 @@ def test_a_ctrl_c_lost_as_a_server_starts_stops_it_before_it_runs(
     code, said = driven(block_project, LOSING, module, *args)
     assert code == 130, (code, said)
     assert said and said[-1].startswith(f"interrupted: {line}"), said
+
+
+def test_a_stop_line_names_no_thread_that_was_never_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rt20: a Ctrl-C as asyncio loaded left it half-imported; reading the thread back
+    then raised `NameError`, and the stop line named a thread that was never stored
+    (`twelvefold show T` then said there is none). The store's row is asked instead."""
+    from twelvefold.commands.run import where_it_stopped
+    from twelvefold.runtime.api import Runtime
+
+    def half_loaded(self: Runtime, thread_id: str) -> None:
+        raise NameError("name 'base_events' is not defined")
+
+    monkeypatch.setattr(Runtime, "get", half_loaded)
+    store = SqliteStore(tmp_path / "t.db")
+    try:
+        line = where_it_stopped(Runtime(store), "5ad3b38c270e095b")
+    finally:
+        store.close()
+    assert line == "no thread was started"

@@ -464,7 +464,13 @@ def where_it_stopped(rt: Runtime, thread_id: str) -> str:
         view = rt.get(thread_id)
     except ThreadNotFound:
         return "no thread was started"
-    except Exception:  # the log cannot be read now: say what is known
+    except Exception:  # the log cannot be read now (a Ctrl-C as asyncio loaded: rt20)
+        try:
+            rt.store.info(thread_id)  # the thread's row alone, read without the loop
+        except ThreadNotFound:
+            return "no thread was started"
+        except Exception:
+            pass  # say what is known
         return (
             f"thread {thread_id} stopped; "
             f"`twelvefold show {thread_id}{given_again(STORE_OPTIONS)}` shows where"
