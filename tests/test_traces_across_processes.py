@@ -165,12 +165,14 @@ def test_the_run_after_a_retry_backoff_is_the_child_of_the_run_whose_attempt_fai
 
 def worked(runs: list[ReceivedSpan]) -> list[ReceivedSpan]:
     """The runs that held the thread's lease. One woken while another run held it (a
-    sweep's wake-up beside a job, a dead worker's lease not yet lapsed) ends at once with
-    `LeaseHeld`, before it reads the log that names the run before it: it links nowhere,
-    appends nothing, and must not be mistaken for the thread's first run."""
+    sweep's wake-up beside a job, a dead worker's lease not yet lapsed) ends with
+    `LeaseHeld` and appends nothing: it must not be mistaken for the thread's first run.
+    Mostly it ends before it reads the log and links nowhere; when the other run took the
+    lease between its read of the log and its own try (CI met it once under load), it
+    links to the run the log names, as any run does, and is left out all the same."""
     held = [r for r in runs if r.attributes.get("error.type") == "LeaseHeld"]
     for run in held:
-        assert run.links == (), run
+        assert len(run.links) <= 1, run
     return [r for r in runs if r not in held]
 
 
