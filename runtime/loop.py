@@ -303,6 +303,8 @@ class Engine:
             version=version.digest if version is not None else None,
         )
         owner = self.owner if hold else None
+        if owner is not None:
+            self.leased.add(thread_id)  # before the write: a Ctrl-C may cut it after
         lease = await self._write(
             "create",
             info,
@@ -403,6 +405,7 @@ class Engine:
         agent = thread.agent
         took = thread.lease is None
         if took:
+            self.leased.add(thread.id)  # before the write: a Ctrl-C may cut it after
             thread.lease = await self._write("acquire", thread.id, self.owner, self.lease_seconds)
         try:
             state = agent.module.reduce(thread.state, event)
@@ -493,6 +496,7 @@ class Engine:
 
     async def _advance(self, thread: Thread) -> Thread:
         if thread.lease is None:
+            self.leased.add(thread.id)  # before the write: a Ctrl-C may cut it after
             thread.lease = await self._write("acquire", thread.id, self.owner, self.lease_seconds)
         held = self.renewals.hold(thread.lease)
         next_action = thread.agent.module.next_action
@@ -1058,8 +1062,6 @@ class Engine:
         `record`): with `offload`, its `{name}_async` when the store has one (SQLite's
         group commit: the event loop stays free and no worker thread waits for the
         commit), else `_io`."""
-        if name in _TAKING and (name == "acquire" or kwargs.get("owner") is not None):
-            self.leased.add(args[0] if name == "acquire" else args[0].id)
         if self.offload and (grouped := getattr(self.store, f"{name}_async", None)):
             return await grouped(*args, **kwargs)
         return await self._io(getattr(self.store, name), *args, **kwargs)
@@ -1116,10 +1118,6 @@ class Engine:
     def _announce(self, thread: Thread, event: Event) -> None:
         if self.on_event is not None:
             self.on_event(thread, event)
-
-
-_TAKING = ("create", "acquire")
-"""The store's writes that take a lease (`create` when given an `owner`)."""
 
 
 STORE_WORKERS = 64
