@@ -2422,8 +2422,10 @@ def check_not_conninfo(text: str) -> None:
     )
 
 
-_LOOKS_LIKE_A_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/")
-"""A scheme and the slash after it: `postgresql:/…` (a slash missed), `postgres://…`."""
+_LOOKS_LIKE_A_URL = re.compile(r"(?:^|[\s\"'])([A-Za-z][A-Za-z0-9+.-]*):/")
+"""A scheme and the slash after it (`postgresql:/…`: a slash missed; `postgres://…`), at
+the start or after any blank or quote: a no-break space before it is a blank too (rt21),
+and `Path` has made a `//` one `/` by the time a `--db` is checked."""
 
 
 def check_not_url(text: str) -> None:
@@ -2431,11 +2433,9 @@ def check_not_url(text: str) -> None:
     `postgres://…` URL given to `--db`): taken for a path it would be made as a SQLite
     file in a folder named after the URL, the password in its name, and shown in every
     message about it. The error names the scheme only; a file whose name starts so is
-    still `./NAME`."""
-    # Also after blanks or quotes (an env file's `VAR= value`, Docker's literal quotes),
-    # and `://` anywhere: `Path` would make `//` one `/`, and no shown form would then
-    # hide the password.
-    found = _LOOKS_LIKE_A_URL.match(text.lstrip(" \t\"'")) or _ANY_URL.search(text)
+    given by its absolute path. Also after a blank or a quote (an env file's
+    `VAR= value`, Docker's literal quotes, a no-break space), and `://` anywhere."""
+    found = _LOOKS_LIKE_A_URL.search(text) or _ANY_URL.search(text)
     if found is None:
         return
     raise StoreError(

@@ -114,6 +114,9 @@ def test_db_and_store_both_on_the_command_line_is_a_usage_error(workdir: Path) -
         # rt20: after a blank or a quote (an env file's `VAR= value`, Docker's quotes)
         ["--db", " postgres://bob:S3cretpw@h/db"],
         ["--db", '"postgres://bob:S3cretpw@h/db"'],
+        # rt21: a no-break space or a figure space first
+        ["--db", "\u00a0postgres://bob:S3cretpw@h/db"],
+        ["--db", "\u2007postgres://bob:S3cretpw@h/db"],
         # rt20: a scheme twelvefold does not know, a blank in the password
         ["--store", "postgresql+psycopg://bob:sec S3cretpw@host/db"],
         ["--store", "postgresq://bob:x@host/db?password=top S3cretpw"],
@@ -124,6 +127,8 @@ def test_db_and_store_both_on_the_command_line_is_a_usage_error(workdir: Path) -
         "keywords as --db",
         "blank first",
         "quoted",
+        "no-break space first",
+        "figure space first",
         "unknown scheme",
         "unknown scheme, query",
     ],
@@ -151,3 +156,12 @@ def test_a_hint_carries_no_secret_parameter() -> None:
     url = "postgresql://ana:pw1@h/tf?sslpassword=KEYPASS&sslmode=disable&PassWord=pw2"
     assert url_without_password(url) == "postgresql://ana@h/tf?sslmode=disable"
     assert "KEYPASS" not in shown_url(url) and "pw2" not in shown_url(url)
+
+
+def test_a_path_with_a_colon_inside_is_still_a_file(workdir: Path) -> None:
+    """The URL check refuses `scheme:/` at the start or after a blank or quote, not a
+    colon inside a path (`runs/a:b.db`, a folder `x:` of an absolute path)."""
+    for path in ["runs/a:b.db", str(workdir / "x:" / "y" / "t.db")]:
+        result = CliRunner().invoke(cli, ["threads", "--db", path])
+        assert result.exit_code == 1, result.output
+        assert "no thread store at" in result.stderr and "looks like a URL" not in result.stderr
