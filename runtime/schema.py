@@ -21,6 +21,7 @@ What happens when a database's schema is older than the code (docs/stores.md):
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -70,15 +71,24 @@ class SchemaAhead(SchemaError):
 
 
 class ForeignDatabase(SchemaError):
-    """A SQLite file with tables, none of them twelvefold's: another application's
+    """A SQLite file with tables, none of them twelvefold's, or a PostgreSQL database
+    without twelvefold's schema holding tables of its names: another application's
     database, which twelvefold must not write its schema into."""
 
-    def __init__(self, where: str, tables: list[str]) -> None:
-        shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
-        super().__init__(
-            f"{one_line(where)} is an SQLite database of another application (tables: "
-            f"{one_line(shown)}): give --db a twelvefold store"
-        )
+    def __init__(self, where: str, tables: list[str], *, postgresql: bool = False) -> None:
+        shown = one_line(", ".join(tables[:5]) + (", …" if len(tables) > 5 else ""))
+        if postgresql:
+            said = (
+                f"the database at {one_line(where)} has no twelvefold store but tables of "
+                f"another application named like twelvefold's ({shown}): give --store a "
+                "database of its own"
+            )
+        else:
+            said = (
+                f"{one_line(where)} is an SQLite database of another application (tables: "
+                f"{shown}): give --db a twelvefold store"
+            )
+        super().__init__(said)
         self.tables = tables
 
 
@@ -413,9 +423,37 @@ def sqlite_version(db: sqlite3.Connection) -> int:
     if _has_table(db, "twelvefold_schema"):
         (found,) = db.execute("SELECT max(version) FROM twelvefold_schema").fetchone()
         return int(found or 0)
-    if db.execute("PRAGMA user_version").fetchone()[0] >= 2:
-        return 2
-    return 1 if _has_table(db, "threads") else 0
+    if not _has_first_tables(db):
+        # Tables named `threads`, a `user_version` set: another application's file may
+        # have either, and taking it for an old store would write WAL mode into it.
+        return 0
+    return 2 if db.execute("PRAGMA user_version").fetchone()[0] >= 2 else 1
+
+
+def _has_first_tables(db: sqlite3.Connection) -> bool:
+    """Whether `db` has the tables of the first twelvefold stores, with their columns."""
+    return all(
+        needed <= {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for table, needed in _first_columns().items()
+    )
+
+
+@functools.cache
+def _first_columns() -> dict[str, frozenset[str]]:
+    """Each table migration 1 makes, and the columns every store has had: migration 1's
+    own SQL, less the columns migration 2 adds to files from before it."""
+    import sqlite3
+
+    made = sqlite3.connect(":memory:")
+    try:
+        made.executescript(_SQLITE_THREADS)
+        return {
+            table: frozenset(row[1] for row in made.execute(f"PRAGMA table_info({table})"))
+            - {column for (owner, column, _) in _ADDED_COLUMNS if owner == table}
+            for table in ("threads", "events")
+        }
+    finally:
+        made.close()
 
 
 def sqlite_tables(db: sqlite3.Connection) -> list[str]:
@@ -537,6 +575,8 @@ def upgrade_postgresql(conn: Any, where: str) -> list[Migration]:
         found = postgresql_version(conn)
         if found > CURRENT:
             raise SchemaAhead(where, found)
+        if found == 0:
+            refuse_taken_names(conn, where)
         conn.execute(_VERSION_TABLE)
         applied = []
         for migration in MIGRATIONS:
@@ -548,11 +588,35 @@ def upgrade_postgresql(conn: Any, where: str) -> list[Migration]:
     return applied
 
 
+def refuse_taken_names(conn: Any, where: str) -> None:
+    """`ForeignDatabase` when a database without twelvefold's schema already has a table
+    or an index of a name twelvefold's migrations create (as its search path finds them):
+    another application's, which the upgrade would fail on, or use (`IF NOT EXISTS`)."""
+    found = conn.execute(
+        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL"
+        " ORDER BY name",
+        (list(_postgresql_relations()),),
+    ).fetchall()
+    if found:
+        raise ForeignDatabase(where, [name for (name,) in found], postgresql=True)
+
+
+@functools.cache
+def _postgresql_relations() -> frozenset[str]:
+    """The tables and indexes the PostgreSQL migrations create."""
+    made = re.compile(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX) (?:IF NOT EXISTS )?(\w+)", re.I)
+    return frozenset(name for m in MIGRATIONS for name in made.findall(m.postgresql))
+
+
 def check_postgresql(conn: Any, where: str, *, create: bool) -> None:
     """Before a PostgreSQL store is used: set up a database with no twelvefold tables
     (`create`), refuse one whose schema is older (`SchemaBehind`) or newer (`SchemaAhead`)."""
     found = postgresql_version(conn)
-    conn.commit()
+    try:
+        if found == 0:
+            refuse_taken_names(conn, where)
+    finally:
+        conn.commit()
     if found == CURRENT:
         return
     if found > CURRENT:

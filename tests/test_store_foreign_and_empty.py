@@ -121,3 +121,45 @@ def test_serve_refuses_another_applications_database_at_start(tmp_path: Path) ->
     ), done.stderr
     assert "Traceback" not in done.stderr
     assert hashlib.sha256(other.read_bytes()).hexdigest() == before
+
+
+# Found by a later red team: a file whose tables only share twelvefold's names (`threads`,
+# `events`), or whose `user_version` another application set, was taken for an old store:
+# switched to WAL mode (its header rewritten) and then failed on SQLite's own
+# `no such column`. The shape of twelvefold's first tables decides now.
+LOOK_ALIKES = {
+    "tables named threads and events": (
+        "CREATE TABLE threads (x)",
+        "CREATE TABLE events (y)",
+    ),
+    "a user_version of its own": (
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY)",
+        "PRAGMA user_version = 7",
+    ),
+    "threads with some of twelvefold's columns": (
+        "CREATE TABLE threads (num INTEGER PRIMARY KEY, id TEXT, agent TEXT)",
+        "CREATE TABLE events (thread INTEGER, seq INTEGER, body TEXT)",
+        "PRAGMA user_version = 2",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", [("threads",), ("db", "upgrade")], ids=" ".join)
+@pytest.mark.parametrize("statements", LOOK_ALIKES.values(), ids=LOOK_ALIKES.keys())
+def test_a_database_that_only_looks_like_a_store_is_refused_and_left_as_it_was(
+    tmp_path: Path, statements: tuple[str, ...], command: tuple[str, ...]
+) -> None:
+    other = tmp_path / "other.db"
+    db = sqlite3.connect(other)
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+    before = hashlib.sha256(other.read_bytes()).hexdigest()
+    done = twelvefold(*command, "--db", str(other), cwd=tmp_path)
+    assert done.returncode == 1, done
+    assert done.stderr.startswith(
+        f"error: {other} is an SQLite database of another application (tables: "
+    ), done.stderr
+    assert hashlib.sha256(other.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]

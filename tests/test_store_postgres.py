@@ -630,3 +630,32 @@ def test_a_password_the_shown_form_cannot_hide_is_refused_unshown(url: str) -> N
     with pytest.raises(StoreError) as refused:
         PostgresStore(url, connect_timeout=2)
     assert "S3cretpw" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "statements",
+    [
+        ("CREATE TABLE threads (x int)", "CREATE TABLE events (y int)"),
+        # Created with IF NOT EXISTS by a migration: it would have been used as it is.
+        ("CREATE TABLE server_tokens (token text)",),
+    ],
+    ids=["threads and events", "server_tokens"],
+)
+def test_tables_of_another_application_under_twelvefolds_names_are_refused(
+    postgres_url: str, statements: tuple[str, ...]
+) -> None:
+    """Found by a red team: `threads` told the user that `db upgrade` would set the store up,
+    which then failed on PostgreSQL's `relation "threads" already exists`."""
+    with psycopg.connect(postgres_url) as conn:
+        for statement in statements:
+            conn.execute(statement)
+    for command in (("threads",), ("db", "upgrade"), ("token", "create", "ana", "--create")):
+        code, _, err = invoke(*command, "--store", postgres_url)
+        assert code == 1, (command, err)
+        assert "has no twelvefold store but tables of another application named like " in (err), err
+        assert "Traceback" not in err
+    with psycopg.connect(postgres_url) as conn:
+        left = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        assert sorted(name for (name,) in left) == sorted(
+            statement.split()[2] for statement in statements
+        )
