@@ -16,6 +16,7 @@ written by `json.dumps` decodes here too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from functools import lru_cache
@@ -275,7 +276,7 @@ def unstorable(value: Any, where: str, depth: int = 0) -> str | None:
                 return None  # plain fields only (a step's usual output): no call made
         fields = value.__dict__.items()
         items = fields if not extra else [*fields, *extra.items()]
-        return _unstorable_items(items, where, depth + 1, ".{}", _field_names(type(value)))
+        return _unstorable_items(items, where, depth + 1, _FIELD_STEP, _field_names(type(value)))
     if isinstance(value, int):
         return None if -_INT_BOUND < value < _INT_BOUND else _too_long(where)
     if isinstance(value, str):
@@ -290,19 +291,20 @@ def unstorable(value: Any, where: str, depth: int = 0) -> str | None:
                 found := unstorable(key, f"{where} (a key)")
             ) is not None:
                 return found
-        return _unstorable_items(value.items(), where, depth + 1)
-    return _unstorable_items(enumerate(value), where, depth + 1, "[{}]")
+        return _unstorable_items(value.items(), where, depth + 1, None)
+    return _unstorable_items(enumerate(value), where, depth + 1, _INDEX_STEP)
 
 
 def _unstorable_items(
     items: Iterable[tuple[Any, Any]],
     where: str,
     depth: int,
-    place: str = ".{}",
+    place: str | None,
     names: Mapping[str, str] | None = None,
 ) -> str | None:
     """`unstorable` of each item, named `where` then `place` with its key or index (a
-    model's field by its name in `names` when it has one there)."""
+    model's field by its name in `names` when it has one there; a mapping's key, `place`
+    None, by `_key_step`)."""
     for key, item in items:
         kind = type(item)
         if (
@@ -311,8 +313,11 @@ def _unstorable_items(
             or (kind is int and -_INT_BOUND < item < _INT_BOUND)
         ):
             continue
-        name = names.get(key, key) if names else key
-        if (found := unstorable(item, where + place.format(name), depth)) is not None:
+        if place is None:
+            step = _key_step(key)
+        else:
+            step = place.format(names.get(key, key) if names else key)
+        if (found := unstorable(item, where + step, depth)) is not None:
             return found
     return None
 
@@ -333,16 +338,43 @@ _LONGEST_PLACE = 80
 """The most characters of a value's place a message shows (a value 101 levels deep is
 named by 101 steps): its start and its end, the middle cut out."""
 
+_STEP = "\x00"
+"""Starts each step of a place while it is built, so that `_place` cuts between steps:
+a key may hold `.`, `[` or `…` itself. No step holds it (a key is written by JSON, which
+escapes it; fields are identifiers)."""
+
+_FIELD_STEP = _STEP + ".{}"
+_INDEX_STEP = _STEP + "[{}]"
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _key_step(key: object) -> str:
+    """A mapping's key as a step of a place: `.name` for a name, else `["JSON"]` (ASCII,
+    quoted and escaped, so that no key reads as several steps or as the next words)."""
+    if type(key) is str and _PLAIN_KEY.fullmatch(key):
+        return f"{_STEP}.{key}"
+    import json  # (on the way to a message only: the runtime's import stays lean)
+
+    return f"{_STEP}[{json.dumps(key if isinstance(key, str) else repr(key))}]"
+
 
 def _place(where: str) -> str:
-    """`where`, its middle cut out at a step's boundary when it runs long."""
-    if len(where) <= _LONGEST_PLACE:
-        return where
-    head, tail = where[: _LONGEST_PLACE // 2], where[-_LONGEST_PLACE // 4 :]
-    cut = max(head.rfind("."), head.rfind("["))
-    head = head[:cut] if cut > 0 else head
-    cut = min((i for i in (tail.find("."), tail.find("[")) if i >= 0), default=0)
-    return f"{head}…{tail[cut:]}"
+    """`where` as shown: its steps joined, the middle ones left out (`…`) when it runs
+    long (the first steps up to half the length, the last up to a quarter)."""
+    root, *steps = where.split(_STEP)
+    if len(where) - len(steps) <= _LONGEST_PLACE:
+        return "".join((root, *steps))
+    kept = 0  # the first steps shown
+    size = len(root)
+    while kept < len(steps) and size + len(steps[kept]) <= _LONGEST_PLACE // 2:
+        size += len(steps[kept])
+        kept += 1
+    last = len(steps)  # the last steps shown start here (at least one)
+    size = 0
+    while last > kept and (size == 0 or size + len(steps[last - 1]) <= _LONGEST_PLACE // 4):
+        size += len(steps[last - 1])
+        last -= 1
+    return "".join((root, *steps[:kept], "…", *steps[last:]))
 
 
 def _too_deep(where: str) -> str:

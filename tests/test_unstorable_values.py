@@ -267,3 +267,29 @@ def test_a_custom_models_error_whose_message_cannot_be_stored_is_recorded_escape
     view = rt.launch(PATIENCE, "tidy")
     (failed, *_) = [e for e in rt.events(view.id) if isinstance(e, StepFailed)]
     assert (failed.error.type, failed.error.message) == ("ConnectionError", "\\udcfe reset")
+
+
+@pytest.mark.parametrize(
+    ("key", "step"),
+    [("k.y", '["k.y"]'), ("a[0]", '["a[0]"]'), ("…", '["\\u2026"]'), ('x"] y', '["x\\"] y"]')],
+)
+def test_a_key_is_one_step_of_a_place_however_it_is_spelt(key: str, step: str) -> None:
+    """rt20: a mapping's key was written as `.key`, so a key holding `.`, `[` or `…` read
+    as several steps, and the cut of a long place fell inside it."""
+    assert unstorable({"m": {key: "x\ud800"}}, "the input") == (
+        f"the input.m{step} holds a lone surrogate (\\ud800) at character 1: text must be "
+        "valid Unicode"
+    )
+    value: Any = "x\ud800"
+    for _ in range(40):
+        value = {key: value}
+    said = unstorable({"m": value}, "the input")
+    assert said is not None
+    place = said.removesuffix(
+        " holds a lone surrogate (\\ud800) at character 1: text must be valid Unicode"
+    )
+    assert len(place) < 100
+    head, tail = place.removeprefix("the input.m").split("…")  # (a key's own `…` is escaped)
+    assert head and tail
+    assert head == step * (len(head) // len(step)), head
+    assert tail == step * (len(tail) // len(step)), tail
