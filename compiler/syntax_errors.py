@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
@@ -91,14 +92,7 @@ def _unexpected_token(
     label = f"expected {expected_text}"
 
     if "DURATION" in expected and token.type == "NUMBER":
-        return error(
-            "E001",
-            f"`{found}` needs a unit",
-            path,
-            span,
-            label="a duration",
-            help=f"write `{found}s` for seconds (units: ms, s, m, h, d)",
-        )
+        return _not_a_duration(text, token.start_pos or 0, line, column, path)
     if "NAME" in expected and found in KEYWORDS:
         return error(
             "E001",
@@ -120,6 +114,67 @@ def _unexpected_token(
     )
 
 
+_WRITTEN_DURATION = re.compile(
+    r"(?P<sign>-?)(?=[0-9])(?P<number>[0-9]+(?:\.[0-9]*)?)(?P<exponent>[eE][-+]?[0-9]+)?(?P<unit>[A-Za-z_]*)"
+)
+_LANGUAGE_UNITS = ("ms", "s", "m", "h", "d")
+_LONGEST_SHOWN = 12
+"""The most digits before or after the point a fix writes out (`1e999999s` is not
+shown as a million of them)."""
+_UNITS = "units: ms, s, m, h, d"
+_UNIT_WORDS = {
+    **dict.fromkeys(("msec", "msecs", "millisecond", "milliseconds"), ("ms", 1)),
+    **dict.fromkeys(("sec", "secs", "second", "seconds"), ("s", 1)),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), ("m", 1)),
+    **dict.fromkeys(("hr", "hrs", "hour", "hours"), ("h", 1)),
+    **dict.fromkeys(("day", "days"), ("d", 1)),
+    **dict.fromkeys(("w", "wk", "week", "weeks"), ("d", 7)),
+}
+"""Units a person may write for a duration, as the language writes them (and how many)."""
+
+
+def _not_a_duration(text: str, start: int, line: int, column: int, path: str) -> Diagnostic:
+    """E001 for a number where a duration belongs, the fix read from the whole word
+    written there: `5` (no unit), `5min` (another unit's name), `-5s`, `1e3s`."""
+    written = _WRITTEN_DURATION.match(text, start)
+    assert written is not None  # (called where a number, or `-` and a number, starts)
+    word, sign, unit = written.group(0), written.group("sign"), written.group("unit")
+    number = Decimal(written.group("number") + (written.group("exponent") or ""))
+    span = Span(line, column, line, column + len(word))
+
+    def problem(message: str, help: str) -> Diagnostic:
+        return error("E001", message, path, span, label="a duration", help=help)
+
+    if sign:
+        fixed = word[1:] if unit in _LANGUAGE_UNITS and not written.group("exponent") else "5s"
+        return problem("a duration cannot be negative", f"write how long it is, such as `{fixed}`")
+    shown = _plain(number) if abs(number.adjusted()) <= _LONGEST_SHOWN else None
+    if unit and unit not in _LANGUAGE_UNITS:
+        if unit not in _UNIT_WORDS or shown is None:
+            return problem(
+                f"`{unit}` is not a unit of duration",
+                f"write the number with one of the {_UNITS}, such as `{shown or 5}s`",
+            )
+        meant, times = _UNIT_WORDS[unit]
+        return problem(
+            f"`{unit}` is not a unit of duration",
+            f"write `{_plain(number * times)}{meant}` ({_UNITS})",
+        )
+    if written.group("exponent"):
+        return problem(
+            f"`{word}` is not a duration",
+            f"write `{shown}{unit or 's'}` (a duration has no exponent)"
+            if shown is not None
+            else f"write the number in digits, with one of the {_UNITS}",
+        )
+    return problem(f"`{word}` needs a unit", f"write `{shown or word}s` for seconds ({_UNITS})")
+
+
+def _plain(number: Decimal) -> str:
+    """`number` as a duration writes it: digits and a point, no exponent (`1E+3` → 1000)."""
+    return format(number.normalize(), "f")
+
+
 def _unexpected_character(
     exc: UnexpectedCharacters, text: str, path: str, word: Callable[[str], str]
 ) -> Diagnostic:
@@ -139,17 +194,8 @@ def _unexpected_character(
             help='strings are one line long; close it with `"` (write a newline as \\n)',
         )
     allowed = getattr(exc, "allowed", None) or set()
-    if "DURATION" in allowed and re.match(r"[0-9]", char):
-        number = re.match(r"[0-9.]+", text[position:])
-        shown = number.group(0) if number else char
-        return error(
-            "E001",
-            f"`{shown}` needs a unit",
-            path,
-            Span(line, column, line, column + len(shown)),
-            label="a duration",
-            help=f"write `{shown}s` for seconds (units: ms, s, m, h, d)",
-        )
+    if "DURATION" in allowed and _WRITTEN_DURATION.match(text, position):
+        return _not_a_duration(text, position, line, column, path)
     help_ = f"write {expected_text} here" if expected_text else "remove this character"
     if char == "=" and text[position : position + 2] == "=>":
         help_ = "transitions are written with `->`"
