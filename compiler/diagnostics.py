@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from twelvefold.runtime.terminal import one_line
+from twelvefold.runtime.terminal import columns, one_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +181,10 @@ def render(diagnostic: Diagnostic, source: str | None) -> str:
             )
             column = column - start + (1 if start else 0)
             width = max(1, min(width, len(line) - column + 1))
-        underline = " " * (column - 1) + marker * width
+        # Under the span as a terminal draws the line: a wide character takes two
+        # columns, a combining mark none.
+        spanned = columns(line[column - 1 : column - 1 + width])
+        underline = " " * columns(line[: column - 1]) + marker * max(1, spanned)
         suffix = f" {one_line(text)}" if text else ""
         return [
             f"{span.line:>{gutter}} | {line}",

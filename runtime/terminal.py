@@ -15,6 +15,7 @@ command's output and the log) and `visible` (the inbox and Slack) write each as 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _C0_CONTROLS = "\x00-\x1f"
 
@@ -116,3 +117,21 @@ def visible(text: str) -> str:
     `\\uXXXX` escape (`written_out`): what the inbox and Slack show, where a tag
     `"\\u202e3.2.1v"` would read "v1.2.3" raw, and `"v1.2.3\\U000e0041"` would too."""
     return _ON_A_PAGE.sub(written_out, text)
+
+
+def columns(text: str) -> int:
+    """How many terminal columns `text` takes: East Asian wide and full-width characters
+    two; marks drawn over the character before them (Unicode categories Mn and Me, which
+    include variation selectors) and format characters (Cf) none; the rest one (UAX #11,
+    "East Asian Width"). Text that `for_terminal` has written is what it measures."""
+    return sum(
+        0
+        if unicodedata.category(c) in _NO_COLUMN
+        else 2
+        if unicodedata.east_asian_width(c) in "WF"
+        else 1
+        for c in text
+    )
+
+
+_NO_COLUMN = frozenset({"Mn", "Me", "Cf"})

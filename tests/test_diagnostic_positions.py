@@ -48,3 +48,36 @@ def test_other_separators_in_comments_and_strings_are_not_line_breaks(odd: str) 
 def test_a_line_with_a_separator_is_shown_whole_with_it_escaped() -> None:
     text = "\n".join(LINES).replace("-> dne", "-> dne  # a\u2028b") + "\n"
     assert "5 |   on Done -> dne  # a\\u2028b\n  |              ^^^" in report(text)
+
+
+@pytest.mark.parametrize(
+    "before",
+    ["注文", "🚀🚀", "e\u0301e\u0301", "ｆｕｌｌ", "x" * 130 + "注文"],
+    ids=["CJK", "emoji", "combining marks", "full-width", "a long line"],
+)
+def test_the_caret_stands_under_the_span_after_wide_and_combining_characters(
+    before: str,
+) -> None:
+    """rt19 F6: a line with CJK text or emoji before the span put the caret one column to
+    the left for each wide character. Columns are counted as a terminal draws them (rich's
+    reading of the Unicode tables is the oracle)."""
+    from rich.cells import cell_len
+
+    text = "\n".join(
+        [
+            "agent a { start decide }",
+            f'type T {{ x: "{before}" | "b" }}',
+            f'llm decide -> T {{ prompt "p.j2" on T if x == "{before}" and x == "zz" -> done'
+            " on T -> done }",
+            "final done",
+        ]
+    )
+    result = compile_text(text, "a.agent")
+    (found,) = [d for d in result.diagnostics if d.code == "E206"]
+    shown = render(found, result.source_text).splitlines()
+    line = next(s for s in shown if s.startswith("3 | "))[4:]
+    carets = next(s for s in shown if s.lstrip(" |").startswith("^"))[4:]
+    start = len(carets) - len(carets.lstrip())
+    # The line as a terminal lays it out: a wide character, then a column it also takes.
+    cells = "".join(c + " " * (cell_len(c) - 1) for c in line if cell_len(c) > 0)
+    assert cells[start : start + carets.count("^")] == '"zz"', (line, carets)

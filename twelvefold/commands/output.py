@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import unicodedata
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from twelvefold.runtime.terminal import for_terminal, one_line
+from twelvefold.runtime.terminal import columns, for_terminal, one_line
 
 if TYPE_CHECKING:
     from twelvefold.runtime.store import DamagedRow, StoreLocation
@@ -97,23 +96,6 @@ def reader_gone() -> NoReturn:
     sys.exit(EXIT_READER_GONE)
 
 
-def width(text: str) -> int:
-    """How many terminal columns `text` takes: East Asian wide and full-width characters
-    two; marks drawn over the character before them (Unicode categories Mn and Me, which
-    include variation selectors) and format characters (Cf) none; the rest one."""
-    return sum(
-        0
-        if unicodedata.category(c) in _NO_COLUMN
-        else 2
-        if unicodedata.east_asian_width(c) in "WF"
-        else 1
-        for c in text
-    )
-
-
-_NO_COLUMN = frozenset({"Mn", "Me", "Cf"})
-
-
 def table(
     headings: Sequence[str], rows: Sequence[Sequence[str]], *, least: Sequence[int],
     right: Sequence[bool], gaps: Sequence[str],
@@ -124,13 +106,13 @@ def table(
     are printed as given: escape what comes from the store first."""
     lines = [headings, *rows]
     widths = [
-        max([least[i], *(width(line[i]) for line in lines)]) for i in range(len(headings) - 1)
+        max([least[i], *(columns(line[i]) for line in lines)]) for i in range(len(headings) - 1)
     ]
     out = []
     for line in lines:
         cells = []
         for i, cell in enumerate(line[:-1]):
-            pad = " " * (widths[i] - width(cell))
+            pad = " " * (widths[i] - columns(cell))
             cells.append((pad + cell if right[i] else cell + pad) + gaps[i])
         out.append("".join(cells) + line[-1])
     return out
