@@ -535,8 +535,12 @@ ENTRIES: dict[str, Entry] = {
     "E701": Entry(
         "prompt template not found",
         "The template is looked up under the prompts directory (`--prompts DIR`, or the "
-        "nearest `prompts/` folder). Close file names are suggested.",
-        "Fix the path, or create the template.",
+        "nearest `prompts/` folder). Close file names are suggested. A name the runtime "
+        "would refuse is told why: an absolute path, a `..` part, a link to something "
+        'outside the prompts directory, a folder (`prompt "link.j2" is a link to '
+        "something outside the prompts directory`).",
+        "Fix the path, or create the template; put a template that lives elsewhere in the "
+        "prompts directory itself (a link that stays inside it is fine).",
     ),
     "E702": Entry(
         "template syntax error",

@@ -117,6 +117,26 @@ def confined_file(root: Path, name: str) -> Path | None:
     return path
 
 
+def why_refused(root: Path, name: str) -> str | None:
+    """Why `confined_file` refuses a `name` that is there (`"is a link to a file outside
+    the prompts directory"`), None when there is simply nothing of that name under
+    `root`: what a message tells its author, who can see the file."""
+    if name.startswith("/"):
+        return "is an absolute path"
+    if ".." in name.split("/"):
+        return "leads out of the prompts directory with `..`"
+    try:
+        base = root.resolve()
+        path = (base / name).resolve()
+        if not path.is_relative_to(base) and path.exists():
+            return "is a link to something outside the prompts directory"
+        if path.is_dir():
+            return "is a folder, not a file"
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return None
+
+
 class PromptsLoader(jinja2.BaseLoader):
     """Jinja2's loader for one prompts folder, confined by `confined_file`."""
 

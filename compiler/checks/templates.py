@@ -31,6 +31,7 @@ from twelvefold.runtime.context import (
     RENDER_VARIABLES,
     record_attribute,
 )
+from twelvefold.runtime.templates import confined_file, why_refused
 
 from .. import nodes as n
 from .. import types as t
@@ -96,6 +97,20 @@ def _template_file(
     fields: frozenset[str],
 ) -> Iterator[Diagnostic]:
     path = program.source.path
+    root = getattr(load_prompt, "root", None)
+    refused = why_refused(root, name.value) if found is None and isinstance(root, Path) else None
+    if refused is not None:
+        yield error(
+            "E701",
+            f'{what} "{name.value}" {refused}',
+            path,
+            name.span,
+            label="not a file inside the prompts directory",
+            help=f"put the template itself in the prompts directory{_root_text(load_prompt)} "
+            "and name it from there: templates are loaded from that folder only (`..`, "
+            "absolute paths and links that lead outside it are refused)",
+        )
+        return
     if found is None:
         nearby = _files_beside(load_prompt)
         yield error(
@@ -375,7 +390,8 @@ def _files_beside(load_prompt: Loader) -> list[str]:
     root = getattr(load_prompt, "root", None)
     if not isinstance(root, Path) or not root.is_dir():
         return []
-    return [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()][:500]
+    names = (p.relative_to(root).as_posix() for p in sorted(root.rglob("*")))
+    return [name for name in names if confined_file(root, name) is not None][:500]
 
 
 # ---- ask templates -------------------------------------------------------------
