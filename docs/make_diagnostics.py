@@ -225,7 +225,9 @@ ENTRIES: dict[str, Entry] = {
         "a standard-library module as a tool or a validator",
         "A tool (or a `validate` check) is your own function. One that names a "
         "standard-library module "
-        '(`"sys:exit"`, `"os:abort"`, `"code:interact"`) could end or take over the process, '
+        '(`"sys:exit"`, `"os:abort"`, `"code:interact"`; CPython\'s test modules too, '
+        '`"test.support.os_helper:rmtree"`, `"_testcapi:fatal_error"`, which '
+        "`sys.stdlib_module_names` leaves out) could end or take over the process, "
         "so the runtime refuses it and the check reports it, by the module's name alone "
         "(the compiler never imports a tool). So is a module Python or its tools treat "
         'specially, which no configuration allows: `"__main__:main"` is the program that is '

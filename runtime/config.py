@@ -168,9 +168,25 @@ class Config:
 @functools.lru_cache(maxsize=1024)
 def stdlib_module(reference: str) -> str | None:
     """The standard-library top-level module a tool's `module:function` names, or None
-    (`sys.stdlib_module_names`; such a tool needs `Config.allow_stdlib`)."""
+    (`sys.stdlib_module_names` and CPython's test modules, `TEST_MODULES`; such a tool
+    needs `Config.allow_stdlib`)."""
     top = reference.partition(":")[0].partition(".")[0]
-    return top if top in sys.stdlib_module_names else None
+    return top if top in sys.stdlib_module_names or top in TEST_MODULES else None
+
+
+TEST_MODULES = frozenset(
+    {
+        *("test", "_ctypes_test", "_testbuffer", "_testcapi", "_testclinic"),
+        *("_testimportmultiple", "_testinternalcapi", "_testmultiphase", "_testsinglephase"),
+        *("_testexternalinspection", "_testlimitedcapi", "_xxtestfuzz", "_xxsubinterpreters"),
+        *("_xxinterpchannels", "_xxinterpqueues", "xxlimited", "xxlimited_35", "xxsubtype"),
+    }
+)
+"""CPython's test modules (3.11 to 3.13), installed with its standard library but left
+out of `sys.stdlib_module_names` by design ("test modules are excluded", its docs):
+`test.support.os_helper:rmtree` or `_testcapi:fatal_error` is no more the user's own
+function than `os:abort`. tests/test_runtime_toolcalls.py checks every module in the
+running Python's own folders against this and the list above."""
 
 
 SPECIAL_MODULES = {

@@ -577,7 +577,18 @@ def test_path_folders_come_after_the_agents_folder_and_before_the_import_path(
 # ---- the standard library is refused ------------------------------------------------------
 
 
-@pytest.mark.parametrize("reference", ["sys:exit", "os:abort", "code:interact", "os.path:join"])
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "sys:exit",
+        "os:abort",
+        "code:interact",
+        "os.path:join",
+        # rt19 F14: CPython's test modules, which sys.stdlib_module_names leaves out.
+        "test.support:python_is_optimized",
+        "test.support.os_helper:rmtree",
+    ],
+)
 def test_a_standard_library_function_is_refused_unless_allowed(reference: str) -> None:
     box = tools.ToolBox()
     with pytest.raises(tools.ToolImportError, match="standard-library module"):
@@ -617,6 +628,46 @@ def test_check_reports_a_stdlib_tool_unless_the_configuration_allows_it(tmp_path
     (folder / "pyproject.toml").write_text('[tool.twelvefold.tools]\nallow_stdlib = ["code"]\n')
     result = CliRunner().invoke(cli, ["check", str(agent)])
     assert "E118" not in result.output, result.output
+
+
+@pytest.mark.parametrize("reference", ["_testcapi:fatal_error", "_testinternalcapi:get_configs"])
+def test_a_function_of_cpythons_test_extensions_is_refused(reference: str) -> None:
+    with pytest.raises(tools.ToolImportError, match="standard-library module `_test"):
+        tools.ToolBox().resolve(reference)
+
+
+def test_every_module_the_interpreters_own_folders_hold_counts_as_standard_library() -> None:
+    """The oracle for `stdlib_module`: every top-level module in the folders this Python's
+    standard library is installed in (its pure-Python folder and the folder of its
+    extension modules), whether or not `sys.stdlib_module_names` lists it."""
+    import importlib.util
+    import pkgutil
+    import sys
+    import sysconfig
+
+    from twelvefold.runtime.config import stdlib_module
+
+    folders = {sysconfig.get_path("stdlib", vars={"installed_base": sys.base_prefix})}
+    for name in sys.stdlib_module_names:
+        spec = importlib.util.find_spec(name) if "." not in name else None
+        if spec is not None and spec.origin and spec.origin.endswith(".so"):
+            folders.add(str(Path(spec.origin).parent))
+    found = {m.name for m in pkgutil.iter_modules(sorted(folders))}
+    assert "json" in found and len(folders) >= 2, folders
+    missed = sorted(
+        name
+        for name in found
+        if stdlib_module(f"{name}:f") is None
+        and not name.startswith("_sysconfigdata_")  # the build's settings, nothing to call
+        and tools_special(name) is None
+    )
+    assert missed == [], missed
+
+
+def tools_special(name: str) -> tuple[str, str] | None:
+    from twelvefold.runtime.config import special_module
+
+    return special_module(f"{name}:f")
 
 
 # ---- property: a keyed call never sees two keys -------------------------------------------
