@@ -2435,8 +2435,18 @@ def check_not_url(text: str) -> None:
     message about it. The error names the scheme only; a file whose name starts so is
     given by its absolute path. Also after a blank or a quote (an env file's
     `VAR= value`, Docker's literal quotes, a no-break space), and `://` anywhere."""
-    found = _LOOKS_LIKE_A_URL.search(text) or _ANY_URL.search(text)
-    if found is None:
+    for form in _read_forms(text):
+        if (found := _LOOKS_LIKE_A_URL.search(form) or _ANY_URL.search(form)) is not None:
+            break
+        if _USER_AND_PASSWORD.search(form):
+            raise StoreError(
+                "user:password@host… looks like a database URL without its scheme, not a "
+                "file path: name a database server with --store "
+                "postgresql://user@host/database (the password in PGPASSWORD or "
+                "~/.pgpass), a SQLite file with --db PATH (a file named so: give its "
+                "absolute path)"
+            )
+    else:
         return
     raise StoreError(
         f"{found.group(1)}:/… looks like a URL, not a file path: name a database server "
@@ -2448,6 +2458,21 @@ def check_not_url(text: str) -> None:
 
 _ANY_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 """A scheme and its `://` anywhere in a text."""
+
+_USER_AND_PASSWORD = re.compile(r"(?:^|[\s\"'])[^/\s\"']*:[^/\s]*@")
+"""`user:password@` as a path's first part (`bob:pw@db/agents`: a URL without its scheme),
+at the start or after a blank or quote."""
+
+
+def _read_forms(text: str) -> tuple[str, ...]:
+    """`text` as given, and as a person may have meant it: percent-escapes decoded
+    (`postgresql%3A%2F%2F…`) and compatibility forms folded (Unicode's NFKC: a
+    full-width `：` or `／` is a colon or a slash to the eye)."""
+    import unicodedata
+    from urllib.parse import unquote
+
+    decoded = unquote(text)
+    return (text, unicodedata.normalize("NFKC", decoded))
 
 
 def check_file_name(text: str) -> None:

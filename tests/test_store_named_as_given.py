@@ -120,6 +120,12 @@ def test_db_and_store_both_on_the_command_line_is_a_usage_error(workdir: Path) -
         # rt20: a scheme twelvefold does not know, a blank in the password
         ["--store", "postgresql+psycopg://bob:sec S3cretpw@host/db"],
         ["--store", "postgresq://bob:x@host/db?password=top S3cretpw"],
+        # rt21: look-alikes of a URL: no scheme, percent-encoded, full-width
+        ["--db", "bob:S3cretpw@h/db"],
+        ["--db", "bob:S3cretpw@h:5432/db"],
+        ["--db", "postgresql%3A%2F%2Fbob:S3cretpw@h/db"],
+        ["--db", "postgresql\uff1a//bob:S3cretpw@h/db"],
+        ["--db", "postgresql:\uff0f\uff0fbob:S3cretpw@h/db"],
     ],
     ids=[
         "url as --db",
@@ -131,6 +137,11 @@ def test_db_and_store_both_on_the_command_line_is_a_usage_error(workdir: Path) -
         "figure space first",
         "unknown scheme",
         "unknown scheme, query",
+        "no scheme",
+        "no scheme, a port",
+        "percent-encoded",
+        "full-width colon",
+        "full-width slashes",
     ],
 )
 def test_a_database_url_given_as_a_file_is_refused_unshown(workdir: Path, args: list[str]) -> None:
@@ -161,7 +172,13 @@ def test_a_hint_carries_no_secret_parameter() -> None:
 def test_a_path_with_a_colon_inside_is_still_a_file(workdir: Path) -> None:
     """The URL check refuses `scheme:/` at the start or after a blank or quote, not a
     colon inside a path (`runs/a:b.db`, a folder `x:` of an absolute path)."""
-    for path in ["runs/a:b.db", str(workdir / "x:" / "y" / "t.db")]:
+    for path in [
+        "runs/a:b.db",
+        str(workdir / "x:" / "y" / "t.db"),
+        "runs/a@b.db",
+        "me@host.db",  # an `@` without a `:` before it is no password
+        str(workdir / "a:b@c" / "t.db"),  # given by its absolute path
+    ]:
         result = CliRunner().invoke(cli, ["threads", "--db", path])
         assert result.exit_code == 1, result.output
         assert "no thread store at" in result.stderr and "looks like a URL" not in result.stderr
