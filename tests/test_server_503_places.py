@@ -110,7 +110,31 @@ def test_a_postgresql_store_lost_is_a_503_naming_none_of_its_url_at_once(
             response = client.get("/v1/threads")
     finally:
         forwarder.close()
-    hidden: list[Any] = [database, "internal-app-name", "connect_timeout", "postgres@"]
+    # rt18: and not libpq's own words for where the server is (`server at "127.0.0.1",
+    # port 5432`): the operator's, in the server's log.
+    hidden: list[Any] = [
+        *(database, "internal-app-name", "connect_timeout", "postgres@"),
+        *("127.0.0.1", f"port {forwarder.port}", str(forwarder.port)),
+    ]
     detail = unavailable(response, log, hidden=hidden)
     assert detail.startswith("the store at postgresql://… failed: "), detail
     assert "Connection refused" in detail, detail
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        'connection to server at "db.internal" (10.0.0.5), port 6543 failed: timeout expired',
+        'could not translate host name "db.internal" to address: Name or service not known',
+        'FATAL:  database "secret_tf" does not exist',
+        'FATAL:  password authentication failed for user "svc_agents"',
+        'FATAL:  role "svc_agents" does not exist',
+    ],
+)
+def test_libpqs_words_for_the_server_its_database_and_user_are_left_out(said: str) -> None:
+    from twelvefold.server.service import unavailable_detail
+
+    detail = unavailable_detail(RuntimeError(f"the store at postgresql://… failed: {said}"))
+    for hidden in ("db.internal", "10.0.0.5", "6543", "secret_tf", "svc_agents"):
+        assert hidden not in detail, detail
+    assert '"…"' in detail, detail

@@ -1247,7 +1247,17 @@ def unavailable_detail(exc: BaseException) -> str:
         found_in = re.compile(rf"(?:{known})(?:/[^\s;,()]*)?")
         words = found_in.sub(lambda found: _cut(found[0]), words)
     words = _PLACE.sub(lambda found: _cut(found[0]), words)
+    words = _SERVER_NAMED.sub(r'\1"…"', words)
     return f"{words} (the server's log has more, under reference {reference})"
+
+
+_SERVER_NAMED = re.compile(
+    r'(server at |host name |socket |database |role |user )"[^"]*"(?: \([^)]*\))?(?:, port \d+)?'
+)
+"""Where libpq's messages name the database server, its database and its user
+(`connection to server at "db.internal" (10.0.0.5), port 5432 failed`, `could not
+translate host name "db.internal"`, `database "tf" does not exist`): the quoted name, its
+address and port are written `"…"`."""
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
