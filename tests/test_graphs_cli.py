@@ -43,6 +43,17 @@ def test_mermaid_goes_to_stdout_by_default() -> None:
     assert 'approve_deploy ==>|"approved"| deploy' in out
 
 
+def test_dash_as_the_output_is_stdout(tmp_path: Path) -> None:
+    """rt19: `-o -` wrote a file named `-` (and said `wrote -`); `-` is stdout, as for curl,
+    tar and most tools that write a file."""
+    code, out, err = run(DEPLOYBOT, "-o", "-")
+    assert code == 0 and "wrote" not in err, err
+    assert out.splitlines()[1] == "flowchart TD"
+    code, out, _ = run(DEPLOYBOT, "--format", "dot", "-o", "-")
+    assert code == 0 and pydot.graph_from_dot_data(out)
+    assert not (tmp_path / "-").exists()
+
+
 def test_dot_parses_and_the_format_follows_the_output_suffix(tmp_path: Path) -> None:
     code, _, err = run(DEPLOYBOT, "-o", str(tmp_path / "bot.dot"))
     assert code == 0 and "wrote" in err

@@ -61,8 +61,8 @@ def _a_number(value: float) -> float:
 @click.option(
     "-o",
     "--output",
-    type=GivenPath(),
-    help="File to write; text formats print to stdout without it.",
+    type=GivenPath(allow_dash=True),
+    help="File to write (`-`: stdout); text formats print to stdout without it.",
 )
 @click.option("--thread", "thread_id", help="Overlay this thread's path (from the store).")
 @DB
@@ -99,6 +99,8 @@ def graph(
     """
     if thread_id is not None and events_file is not None:
         raise click.UsageError("give --thread or --events, not both")
+    if output == Path("-"):  # stdout, as for curl, tar and the like
+        output = None
     chosen = output_format or _format_from_suffix(output) or "mermaid"
     if chosen == "png" and output is None and sys.stdout.isatty():
         raise click.UsageError("a PNG cannot go to a terminal; give -o FILE.png")
