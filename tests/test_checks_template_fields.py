@@ -232,3 +232,25 @@ def test_a_loop_variable_in_a_block_is_not_the_loops() -> None:
     # a block renders on its own: `i` there is read from the context
     reads = analyse("{% for i in items %}{% block b %}{{ i.x }}{% endblock %}{% endfor %}").reads
     assert [r.path for r in reads] == [("items",), ("i", "x")]
+
+
+def test_a_prompt_of_an_agent_without_an_input_type_reads_a_string(tmp_path: Path) -> None:
+    (tmp_path / "d.j2").write_text("{{ context }}{{ input.who }}", encoding="utf-8")
+    text = 'agent a { start d }\ntype T { x: string }\nllm d -> T { prompt "d.j2" on T -> done }\nfinal done\n'
+    compiled = compile_text(
+        text, "a.agent", load_prompt=PromptDirectory(tmp_path), generate_code=False
+    )
+    [found] = [d for d in compiled.diagnostics if d.is_error]
+    assert "`input` is a string and has no field `who`" in found.message
+    assert "input TYPE" in found.help
+
+
+def test_a_loop_filter_and_a_dotted_index_are_checked(tmp_path: Path) -> None:
+    found = prompt_found(
+        tmp_path,
+        **{"d.j2": "{% for i in last.lines if i.nam %}{% endfor %}\n{{ input.lines.0.nam }}"},
+    )
+    assert [d.message.split(" reads ")[0] for d in found] == [
+        'prompt "d.j2" line 1, column 27',
+        'prompt "d.j2" line 2, column 4',
+    ]

@@ -338,7 +338,11 @@ def _missing_field(
         )
     else:
         problem = f"`{''.join(read.written[:at])}` is a {owner} and has no field `{missing}`"
-        help = f"a {owner} has no fields"
+        help = f"a {owner} has no fields" + (
+            ": give the agent an input type with fields, `agent NAME { input TYPE … }`"
+            if root == "input" and found.failed_at == 1
+            else ""
+        )
     if several:
         of = " or ".join(f"`{k}`" for k in given.types[root])
         problem += f" (`{root}` is {given.about[root]}: a {of})"
@@ -699,5 +703,6 @@ def _written_pattern(written: tuple[str, ...]) -> re.Pattern[str]:
         elif token.startswith('["'):
             parts.append(r"\[\s*\\?[\"']" + re.escape(token[2:-2]) + r"\\?[\"']\s*\]")
         else:
-            parts.append(r"\[\s*" + r"\s*".join(map(re.escape, token[1:-1])) + r"\s*\]")
+            index = r"\s*".join(map(re.escape, token[1:-1]))
+            parts.append(rf"(?:\[\s*{index}\s*\]|\.\s*{index})")  # `items[0]`, `items.0`
     return re.compile(r"(?<![\w.])" + r"\s*".join(parts) + r"(?!\w)")
