@@ -236,7 +236,12 @@ def test_a_loop_variable_in_a_block_is_not_the_loops() -> None:
 
 def test_a_prompt_of_an_agent_without_an_input_type_reads_a_string(tmp_path: Path) -> None:
     (tmp_path / "d.j2").write_text("{{ context }}{{ input.who }}", encoding="utf-8")
-    text = 'agent a { start d }\ntype T { x: string }\nllm d -> T { prompt "d.j2" on T -> done }\nfinal done\n'
+    text = (
+        "agent a { start d }\n"
+        "type T { x: string }\n"
+        'llm d -> T { prompt "d.j2" on T -> done }\n'
+        "final done\n"
+    )
     compiled = compile_text(
         text, "a.agent", load_prompt=PromptDirectory(tmp_path), generate_code=False
     )
