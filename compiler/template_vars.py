@@ -38,6 +38,7 @@ from twelvefold.runtime.templates import (
 )
 
 from .template_macros import EndlessMacro, endless_macros
+from .template_reads import TypedRead, typed_reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,9 @@ class Analysis:
     optional: frozenset[str] = frozenset()
     """Names the template never sets and reads only behind a guard (`x if x is defined
     else ""`): a file that includes this one may pass them or not (both render)."""
+    reads: tuple[TypedRead, ...] = ()
+    """What it reads through the names it is given, through loops and indexes too, as
+    far as that can be followed (template_reads.py): checked against their types."""
 
     @property
     def unsafe(self) -> tuple[VariableUse, ...]:
@@ -174,6 +178,7 @@ def analyse(source: str) -> Analysis:
         endless=endless_macros(tree),
         assigned=frozenset(set_somewhere),
         optional=optional,
+        reads=typed_reads(tree, free, guarded),
     )
 
 

@@ -78,6 +78,23 @@ class Unknown:
         return "<unknown>"
 
 
+@dataclass(frozen=True, slots=True)
+class Element:
+    """A step into a collection, where a template reaches one (compiler/template_reads.py)."""
+
+    kind: str
+    """`each`: what `for` iterates, a list's item or a map's key; `index`: a literal
+    whole-number index, a list's item; `value`: a map's value (`.values()`)."""
+
+    def __str__(self) -> str:
+        return f"<{self.kind}>"
+
+
+EACH, INDEX, VALUE = Element("each"), Element("index"), Element("value")
+
+PathStep = str | Element
+"""A field (or a key) by name, or an element."""
+
 Resolved = Scalar | Record | ListOf | MapOf | LiteralsOf | OptionalOf | Unknown
 UNKNOWN = Unknown()
 
@@ -131,8 +148,15 @@ class TypeTable:
             found.setdefault(field_decl.name.text, self.resolve(field_decl.type))
         return found
 
-    def lookup_path(self, root: Resolved, parts: tuple[str, ...]) -> PathLookup:
-        """Follow `a.b.c` from `root`. Optional records on the way make the result optional."""
+    def lookup_path(
+        self, root: Resolved, parts: tuple[PathStep, ...], *, keys: bool = False
+    ) -> PathLookup:
+        """Follow `a.b.c` from `root`. Optional records on the way make the result optional.
+
+        An element of a list is its item; iterating a map gives its keys (strings). What
+        cannot be known from the types ends the path, unchecked: an element of anything
+        else (a record's items, a string's characters), and with `keys` (a template reads
+        `by.alice` as the key "alice") a name on a map: which keys it holds is data."""
         current = root
         optional = False
         for index, part in enumerate(parts):
@@ -140,6 +164,11 @@ class TypeTable:
                 optional = True
                 current = current.inner
             if isinstance(current, Unknown):
+                return PathLookup(UNKNOWN)
+            if isinstance(part, Element):
+                current = _element(current, part)
+                continue
+            if keys and isinstance(current, MapOf):
                 return PathLookup(UNKNOWN)
             if not isinstance(current, Record):
                 return PathLookup(UNKNOWN, failed_at=index, parent=current)
@@ -150,6 +179,17 @@ class TypeTable:
         if optional and not isinstance(current, OptionalOf | Unknown):
             current = OptionalOf(current)
         return PathLookup(current)
+
+
+def _element(collection: Resolved, step: Element) -> Resolved:
+    if isinstance(collection, ListOf) and step in (EACH, INDEX):
+        return collection.item
+    if isinstance(collection, MapOf):
+        if step == VALUE:
+            return collection.value
+        if step == EACH:
+            return Scalar("string")
+    return UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)

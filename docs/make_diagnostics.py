@@ -449,7 +449,11 @@ ENTRIES: dict[str, Entry] = {
     "E403": Entry(
         "an `ask` reads an unknown field",
         "An approval's or human step's `ask` template reads the fields of its incoming "
-        "value, nested paths included; a step without a declared input has no fields.",
+        "value, nested paths included; a step without a declared input has no fields. "
+        "Reads through a loop over a list (`{% for i in items %}{{ i.name }}`) and a "
+        "literal index (`{{ items[0].name }}`) are fields of the list's item type; a loop "
+        "over a map gives its keys (strings), `.values()` and the second name of "
+        "`.items()` its values.",
         "Fix the field name, or declare the step's input type.",
     ),
     "E501": Entry(
@@ -620,6 +624,23 @@ ENTRIES: dict[str, Entry] = {
         "Call it again only where the recursion stops: under `{% if %}` for a value that "
         "has children, or in `{% for child in node.children %}` (an empty list ends it): "
         "`{% for child in section.children %}{{ outline(child) }}{% endfor %}`.",
+    ),
+    "E709": Entry(
+        "a prompt reads a field its value does not have",
+        "A prompt (and a judge prompt) reads `input`, the thread's input, of the agent's "
+        "`input` type; `last`, the value the step is entered with, of every type that can "
+        "arrive at the step; and, in a judge prompt, `output` of every output type of the "
+        "step it judges. Each field it reads of them, nested paths, loop variables over a "
+        "list and literal indexes included, must exist on every such type: a step entered "
+        "with a `Draft` or a `Reply` can only read what both have. A read the template "
+        'tests first (`last.tone is defined`, `last.tone | default("")`), a map\'s key '
+        "(`last.by.alice`), an attribute of the value itself (`last.items`), and a path "
+        "past a filter, a variable index or a `{% set %}` name are not checked. Here "
+        "`unknown_field.j2` reads `{{ input.subjet }}` and, in "
+        "`{% for line in input.lines %}`, `{{ line.txt }}`; `polish.j2` reads "
+        "`{{ last.tone }}`.",
+        "Fix the field name (the help suggests the closest), read a field every incoming "
+        "type has, or test it first: `{% if last.tone is defined %}…{% endif %}`.",
     ),
     "W801": Entry(
         "too many states",

@@ -21,7 +21,8 @@ under the same prompts folder rule; its name must be a literal string so that it
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,8 +39,10 @@ from .. import types as t
 from ..diagnostics import Diagnostic, Span, did_you_mean, error
 from ..program import Program, PromptFile
 from ..template_macros import EndlessMacro
+from ..template_reads import TypedRead
 from ..template_vars import Analysis, TemplateLoad, UnsafeStep, VariableUse, analyse, first_refusals
-from .common import type_table
+from .common import input_type, type_table
+from .typeflow import arriving_types
 
 Loader = Callable[[str], PromptFile | None]
 
@@ -49,8 +52,9 @@ def prompt_templates(program: Program, load_prompt: Loader) -> Iterator[Diagnost
     for step in program.steps.values():
         if isinstance(step, n.LlmStep) and step.prompt is not None:
             found = program.prompts.get(step.name.text) or load_prompt(step.prompt.value)
+            given = _given(program, step, judged=False)
             yield from _template_file(
-                program, step.prompt, found, load_prompt, PROMPT_VARIABLES, "prompt", fields
+                program, step.prompt, found, load_prompt, PROMPT_VARIABLES, "prompt", fields, given
             )
         if isinstance(step, n.LlmStep) and step.judge is not None:
             found = load_prompt(step.judge.prompt.value)
@@ -62,7 +66,40 @@ def prompt_templates(program: Program, load_prompt: Loader) -> Iterator[Diagnost
                 JUDGE_VARIABLES,
                 "judge prompt",
                 fields,
+                _given(program, step, judged=True),
             )
+
+
+@dataclass(frozen=True, slots=True)
+class Given:
+    """The types of the values a prompt is given, by name: the fields it may read."""
+
+    table: t.TypeTable
+    types: Mapping[str, tuple[str, ...]]
+    """Each name's possible types (`last` can be any of those that arrive at the step)."""
+    about: Mapping[str, str]
+    """What each name holds, as a diagnostic says it."""
+
+
+def _given(program: Program, step: n.LlmStep, *, judged: bool) -> Given:
+    """`input` is the thread's input, `last` the value the step was entered with (any
+    of the types that can arrive at it: typeflow.py), a judge's `output` the output it
+    judges (any of the step's output types): runtime/context.py `build_messages`."""
+    table = type_table(program)
+    name = step.name.text
+    types = {
+        "input": (input_type(program),),
+        "last": tuple(sorted(arriving_types(program).get(name, ()))),
+    }
+    about = {
+        "input": "the thread's input",
+        "last": f"the value `{name}` is entered with",
+    }
+    if judged:
+        types["output"] = tuple(dict.fromkeys(o.text for o in step.outputs))
+        about["output"] = f"the output of `{name}` the judge reads"
+    known = {root: tuple(k for k in names if table.known(k)) for root, names in types.items()}
+    return Given(table, known, about)
 
 
 def render_templates(program: Program, load_prompt: Loader) -> Iterator[Diagnostic]:
@@ -95,6 +132,7 @@ def _template_file(
     allowed: tuple[str, ...],
     what: str,
     fields: frozenset[str],
+    given: Given | None = None,
 ) -> Iterator[Diagnostic]:
     path = program.source.path
     root = getattr(load_prompt, "root", None)
@@ -125,7 +163,7 @@ def _template_file(
         )
         return
     yield from _template_tree(
-        path, name.span, f'{what} "{name.value}"', found, load_prompt, allowed, what, fields
+        path, name.span, f'{what} "{name.value}"', found, load_prompt, allowed, what, fields, given
     )
 
 
@@ -138,6 +176,7 @@ def _template_tree(
     allowed: tuple[str, ...],
     what: str,
     fields: frozenset[str],
+    given: Given | None,
 ) -> Iterator[Diagnostic]:
     """One template file and, once each, the files it loads: syntax, variables, safety,
     and no file that loads itself. Depth first, each file's problems before those of the
@@ -147,7 +186,7 @@ def _template_tree(
     seen = {found.name}
     loading: list[str] = [found.name]
     loads: list[TemplateLoad] = []  # how each file after the first in `loading` was loaded
-    walking = [_template_loads(path, span, shown, found, allowed, what, fields, loading)]
+    walking = [_template_loads(path, span, shown, found, allowed, what, fields, given, loading)]
     while walking:
         step = next(walking[-1], None)
         if step is None:
@@ -171,7 +210,15 @@ def _template_tree(
             loads.append(load)
             walking.append(
                 _template_loads(
-                    path, span, _loaded_by(shown, loads), loaded, allowed, what, fields, loading
+                    path,
+                    span,
+                    _loaded_by(shown, loads),
+                    loaded,
+                    allowed,
+                    what,
+                    fields,
+                    given,
+                    loading,
                 )
             )
 
@@ -184,6 +231,7 @@ def _template_loads(
     allowed: tuple[str, ...],
     what: str,
     fields: frozenset[str],
+    given: Given | None,
     loading: list[str],
 ) -> Iterator[Diagnostic | tuple[TemplateLoad, str]]:
     """One template file's own problems, and each load `_template_tree` is to follow
@@ -218,6 +266,8 @@ def _template_loads(
         )
     refused = first_refusals(analysis.steps, fields)
     yield from (_unsafe(path, span, shown, step, fields) for step in refused)
+    if given is not None:
+        yield from _given_fields(path, span, shown, found.text, analysis, given, refused)
     yield from (_endless(path, span, shown, macro) for macro in analysis.endless)
     for load in analysis.loads:
         if load.name is None:
@@ -226,6 +276,117 @@ def _template_loads(
             yield _cycle(path, span, shown, load, tuple(loading[loading.index(load.name) :]))
         else:
             yield load, shown
+
+
+def _given_fields(
+    path: str,
+    span: Span,
+    shown: str,
+    text: str,
+    analysis: Analysis,
+    given: Given,
+    refused: tuple[UnsafeStep, ...],
+) -> Iterator[Diagnostic]:
+    """E709: each field a prompt reads of `input`, `last` or `output` is one their types
+    have, on every type a name can hold (a prompt entered with several must read what
+    all of them have, or test it first: template_reads.py)."""
+    table = given.table
+    for whole in analysis.reads:
+        read = _fields_only(whole)
+        root = str(read.path[0])
+        if len(read.path) == 1 or not given.types.get(root):
+            continue
+        if any(_through(VariableUse(read.names, read.line), s.use) for s in refused):
+            continue  # E704
+        failing = [
+            (name, found)
+            for name in given.types[root]
+            if not (found := table.lookup_path(table.named(name), read.path[1:], keys=True)).ok
+        ]
+        if not failing:
+            continue
+        found = failing[0][1]
+        # `found` failed at a step after the root: one more in the whole path
+        found = t.PathLookup(found.type, (found.failed_at or 0) + 1, found.parent, found.choices)
+        if _inside_loop(read, found):
+            continue
+        yield _missing_field(path, span, shown, text, read, found, given, [n for n, _ in failing])
+
+
+def _fields_only(read: TypedRead) -> TypedRead:
+    """`read` up to its first step a prompt's record answers with an attribute of its
+    own rather than a field (`last.items` is the dict's method: runtime/context.py
+    `record_attribute`), which is not a field to look for; none of it when what a loop
+    variable stands for has such a step (how it was written is not kept)."""
+    written = len(read.path) - len(read.written)  # the steps a loop variable stands for
+    if any(isinstance(s, str) and record_attribute(s) for s in read.path[1 : written + 1]):
+        return replace(read, path=read.path[:1], written=read.written[:1])
+    for index, token in enumerate(read.written[1:], start=1):
+        if token.startswith(".") and record_attribute(token[1:]):
+            return replace(read, path=read.path[: written + index], written=read.written[:index])
+    return read
+
+
+def _missing_field(
+    path: str,
+    span: Span,
+    shown: str,
+    text: str,
+    read: TypedRead,
+    found: t.PathLookup,
+    given: Given,
+    lacking: list[str],
+) -> Diagnostic:
+    assert found.failed_at is not None
+    root = str(read.path[0])
+    at = _written_at(read, found)
+    written = "".join(read.written[: at + 1])
+    missing = read.path[found.failed_at]
+    owner = found.parent
+    where = f"line {read.line}" + _column_text(text, read)
+    several = len(given.types[root]) > 1
+    if isinstance(owner, t.Record):
+        problem = f"`{owner}` has no field `{missing}`"
+        help = did_you_mean(str(missing), found.choices) or (
+            f"the fields of `{owner}` are: "
+            + (", ".join(f"`{c}`" for c in found.choices) or "none")
+        )
+    else:
+        problem = f"`{''.join(read.written[:at])}` is a {owner} and has no field `{missing}`"
+        help = f"a {owner} has no fields" + (
+            ": give the agent an input type with fields, `agent NAME { input TYPE … }`"
+            if root == "input" and found.failed_at == 1
+            else ""
+        )
+    if several:
+        of = " or ".join(f"`{k}`" for k in given.types[root])
+        problem += f" (`{root}` is {given.about[root]}: a {of})"
+        if len(lacking) < len(given.types[root]):  # some have it: not a misspelling
+            help = (
+                f"`{root}` can be any of {of}, and "
+                + " and ".join(f"`{k}`" for k in lacking)
+                + " has no such field: read what every one has, or test it first: "
+                f"`{{% if {written} is defined %}}…{{% endif %}}`"
+            )
+    elif found.failed_at == 1:
+        problem += f" (`{root}` is {given.about[root]})"
+    return error(
+        "E709",
+        f"{shown} {where} reads `{written}`, but {problem}{_element_of(read)}",
+        path,
+        span,
+        label=f"`{written}` does not exist at {where} of the template",
+        help=help,
+    )
+
+
+def _column_text(text: str, read: TypedRead) -> str:
+    """`, column N` where `read` is written on its line of the template, if it is found."""
+    lines = text.splitlines()
+    if not 1 <= read.line <= len(lines):
+        return ""
+    match = _written_pattern(read.written).search(lines[read.line - 1])
+    return "" if match is None else f", column {match.start() + 1}"
 
 
 def _missing_load(
@@ -430,51 +591,96 @@ def _ask(
             help="write the whole text in the `ask` string; prompt files may include others",
         )
     root = table.named(step.input.text) if step.input else None
-    for use in analysis.uses:
-        span = _span_in_string(program.source_text, ask.span, use)
-        if root is None:
+    if root is None:
+        for use in analysis.uses:
             yield error(
                 "E403",
                 f"`{'.'.join(use.path)}` is not defined: {step.kind} `{step.name.text}` "
                 "takes no input",
                 path,
-                span,
+                _span_in_string(
+                    program.source_text, ask.span, (use.path[0], *(f".{p}" for p in use.path[1:]))
+                ),
                 label="nothing to read this from",
                 help=f"declare the input it reads, e.g. `{step.kind} {step.name.text}(TYPE)`, "
                 "or write the text without variables",
             )
-            continue
-        if any(_through(use, s.use) for s in refused):
+        return
+    for read in analysis.reads:
+        if any(_through(VariableUse(read.names, read.line), s.use) for s in refused):
             continue  # E704 above
-        found = table.lookup_path(root, use.path)
-        if found.ok:
+        found = table.lookup_path(root, read.path, keys=True)
+        if found.ok or _inside_loop(read, found):
             continue
         assert found.failed_at is not None
-        missing = use.path[found.failed_at]
+        span = _span_in_string(program.source_text, ask.span, read.written)
+        missing = read.path[found.failed_at]
         owner = found.parent
+        written = "".join(read.written[: _written_at(read, found) + 1])
         if isinstance(owner, t.Record):
             choices = ", ".join(f"`{c}`" for c in found.choices) or "none"
             yield error(
                 "E403",
-                f"`{owner}` has no field `{missing}`",
+                f"`{owner}` has no field `{missing}`{_element_of(read)}",
                 path,
                 span,
-                label=f"`{'.'.join(use.path[: found.failed_at + 1])}` does not exist",
-                help=did_you_mean(missing, found.choices)
+                label=f"`{written}` does not exist",
+                help=did_you_mean(str(missing), found.choices)
                 or f"the fields of `{owner}` are: {choices}",
             )
         else:
-            owner_path = ".".join(use.path[: found.failed_at])
+            owner_path = "".join(read.written[: _written_at(read, found)])
             shown = f"`{owner_path}`" if owner_path else "the input"
             yield error(
                 "E403",
-                f"{shown} is a {owner} and has no field `{missing}`",
+                f"{shown} is a {owner} and has no field `{missing}`{_element_of(read)}",
                 path,
                 span,
                 label="not a field",
-                help=f"{'an' if step.kind[0] in 'aeiou' else 'a'} {step.kind} step's `ask` "
+                help=_map_key_help(table, root, read, found)
+                or f"{'an' if step.kind[0] in 'aeiou' else 'a'} {step.kind} step's `ask` "
                 "reads the fields of its input type",
             )
+
+
+def _inside_loop(read: TypedRead, found: t.PathLookup) -> bool:
+    """Whether `found` failed inside what a loop variable stands for: the loop's own read
+    of what it iterates reports that."""
+    assert found.failed_at is not None
+    return read.unwritten > 1 and found.failed_at < read.unwritten
+
+
+def _written_at(read: TypedRead, found: t.PathLookup) -> int:
+    """The written token of `read` at which `found` failed."""
+    assert found.failed_at is not None
+    return found.failed_at - read.unwritten + 1
+
+
+def _element_of(read: TypedRead) -> str:
+    """How a loop variable's read says what the variable is."""
+    if read.unwritten == 1:
+        return ""
+    base = ".".join(str(step) for step in read.path[: read.unwritten - 1])
+    what = "a value" if read.path[read.unwritten - 1] == t.VALUE else "an element"
+    return f" (`{read.written[0]}` is {what} of `{base}`)"
+
+
+def _map_key_help(
+    table: t.TypeTable, root: t.Resolved, read: TypedRead, found: t.PathLookup
+) -> str | None:
+    """For a field read of a map's key (`{% for k in by %}{{ k.name }}`): how to loop over
+    its values."""
+    assert found.failed_at is not None
+    at = found.failed_at
+    if at < 2 or read.path[at - 1] != t.EACH:
+        return None
+    collection = table.lookup_path(root, read.path[: at - 1], keys=True)
+    if not isinstance(t.strip_optional(collection.type), t.MapOf):
+        return None
+    return (
+        f"`{read.written[0]}` is a key of a map (a string): loop over its values with "
+        f"`{{% for key, value in {read.path[at - 2]}.items() %}}`"
+    )
 
 
 def _through(use: VariableUse, refused: VariableUse) -> bool:
@@ -489,16 +695,30 @@ def _lines(source_text: str) -> list[str]:
     return source_text.splitlines()
 
 
-def _span_in_string(source_text: str, string: Span, use: VariableUse) -> Span:
-    """Where `use` is written inside a one-line string literal; the whole string otherwise."""
+def _span_in_string(source_text: str, string: Span, written: tuple[str, ...]) -> Span:
+    """Where a read `written` so is inside a one-line string literal; the whole string
+    otherwise."""
     lines = _lines(source_text)
     if string.line != string.end_line or not 1 <= string.line <= len(lines):
         return string
     line = lines[string.line - 1]
-    pattern = r"\s*\.\s*".join(re.escape(p) for p in use.path)
-    match = re.compile(rf"(?<![\w.]){pattern}(?!\w)").search(
-        line, string.column - 1, string.end_column - 1
-    )
+    match = _written_pattern(written).search(line, string.column - 1, string.end_column - 1)
     if match is None:
         return string
     return Span(string.line, match.start() + 1, string.line, match.end() + 1)
+
+
+@lru_cache(maxsize=256)
+def _written_pattern(written: tuple[str, ...]) -> re.Pattern[str]:
+    """`a.b[0]["c"]` as written in a template, blanks allowed between steps, a key in
+    either quotes, escaped or not (inside an `ask` string)."""
+    parts = [re.escape(written[0])]
+    for token in written[1:]:
+        if token.startswith("."):
+            parts.append(r"\.\s*" + re.escape(token[1:]))
+        elif token.startswith('["'):
+            parts.append(r"\[\s*\\?[\"']" + re.escape(token[2:-2]) + r"\\?[\"']\s*\]")
+        else:
+            index = r"\s*".join(map(re.escape, token[1:-1]))
+            parts.append(rf"(?:\[\s*{index}\s*\]|\.\s*{index})")  # `items[0]`, `items.0`
+    return re.compile(r"(?<![\w.])" + r"\s*".join(parts) + r"(?!\w)")
