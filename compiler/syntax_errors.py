@@ -139,7 +139,10 @@ def _not_a_duration(text: str, start: int, line: int, column: int, path: str) ->
     written = _WRITTEN_DURATION.match(text, start)
     assert written is not None  # (called where a number, or `-` and a number, starts)
     word, sign, unit = written.group(0), written.group("sign"), written.group("unit")
-    number = Decimal(written.group("number") + (written.group("exponent") or ""))
+    exponent = written.group("exponent") or ""
+    # A huge exponent (`1e99999999999999999999s`) is more than Decimal takes: shown as written.
+    number = Decimal(written.group("number") + (exponent if len(exponent) <= 8 else "e99"))
+    unit = unit if len(unit) <= 20 else unit[:20] + "…"
     span = Span(line, column, line, column + len(word))
 
     def problem(message: str, help: str) -> Diagnostic:

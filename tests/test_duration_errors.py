@@ -44,6 +44,11 @@ def one_error(duration: str) -> tuple[str, str, int, int]:
             "`1e999999s` is not a duration",
             "write the number in digits, with one of the units: ms, s, m, h, d",
         ),
+        (
+            "1e99999999999999999999999s",
+            "`1e99999999999999999999999s` is not a duration",
+            "write the number in digits, with one of the units: ms, s, m, h, d",
+        ),
         ("-1e3s", "a duration cannot be negative", "write how long it is, such as `5s`"),
         ("-5s", "a duration cannot be negative", "write how long it is, such as `5s`"),
         ("1e3s", "`1e3s` is not a duration", "write `1000s` (a duration has no exponent)"),
