@@ -186,13 +186,21 @@ def _bound_but_by_loops(tree: j.Template) -> set[str]:
     for node in found:
         if isinstance(node, j.Name) and node.ctx != "load" and id(node) not in by_loops:
             names.add(node.name)
-        elif isinstance(node, j.Import):
-            names.add(node.target)
-        elif isinstance(node, j.FromImport):
-            names.update(name if isinstance(name, str) else name[1] for name in node.names)
-        elif isinstance(node, j.Macro):
-            names.add(node.name)
+        else:
+            names.update(loaded_names(node))
     return names
+
+
+def loaded_names(node: j.Node) -> tuple[str, ...]:
+    """The names an `{% import %}`, a `{% from … import %}` or a macro binds (none for any
+    other node)."""
+    if isinstance(node, j.Import):
+        return (node.target,)
+    if isinstance(node, j.FromImport):
+        return tuple(name if isinstance(name, str) else name[1] for name in node.names)
+    if isinstance(node, j.Macro):
+        return (node.name,)
+    return ()
 
 
 Written = list[tuple[PathStep, str]]

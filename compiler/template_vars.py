@@ -38,7 +38,7 @@ from twelvefold.runtime.templates import (
 )
 
 from .template_macros import EndlessMacro, endless_macros
-from .template_reads import TypedRead, typed_reads
+from .template_reads import TypedRead, loaded_names, typed_reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,12 +372,8 @@ def _top_level_names(body: list[j.Node]) -> set[str]:
             names.update(n.name for n in node.target.find_all(j.Name))
             if isinstance(node.target, j.Name):
                 names.add(node.target.name)
-        elif isinstance(node, j.Import):
-            names.add(node.target)
-        elif isinstance(node, j.FromImport):
-            names.update(name if isinstance(name, str) else name[1] for name in node.names)
-        elif isinstance(node, j.Macro):
-            names.add(node.name)
+        else:
+            names.update(loaded_names(node))
     return names
 
 

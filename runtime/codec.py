@@ -374,7 +374,11 @@ def _place(where: str) -> str:
     while last > kept and (size == 0 or size + len(steps[last - 1]) <= _LONGEST_PLACE // 4):
         size += len(steps[last - 1])
         last -= 1
-    return "".join((root, *steps[:kept], "…", *steps[last:]))
+    # One step longer than the whole (a key of 100,000 characters) is cut itself.
+    tail = (
+        s if len(s) <= _LONGEST_PLACE // 2 else s[: _LONGEST_PLACE // 2] + "…" for s in steps[last:]
+    )
+    return "".join((root, *steps[:kept], "…", *tail))
 
 
 def _too_deep(where: str) -> str:

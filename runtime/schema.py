@@ -431,9 +431,11 @@ def sqlite_version(db: sqlite3.Connection) -> int:
 
 
 def _has_first_tables(db: sqlite3.Connection) -> bool:
-    """Whether `db` has the tables of the first twelvefold stores, with their columns."""
+    """Whether `db` has the tables of the first twelvefold stores, with their columns
+    (tables: `PRAGMA table_info` answers for a view of that name too)."""
     return all(
-        needed <= {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        _has_table(db, table)
+        and needed <= {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         for table, needed in _first_columns().items()
     )
 

@@ -136,6 +136,13 @@ LOOK_ALIKES = {
         "CREATE TABLE customers (id INTEGER PRIMARY KEY)",
         "PRAGMA user_version = 7",
     ),
+    # rt22: views carrying twelvefold's columns (`PRAGMA table_info` answers for views too)
+    "views named threads and events": (
+        "CREATE TABLE t (num, id, agent, origin, status, step, seq, created_at, updated_at)",
+        "CREATE VIEW threads AS SELECT * FROM t",
+        "CREATE TABLE e (thread, seq, body)",
+        "CREATE VIEW events AS SELECT * FROM e",
+    ),
     "threads with some of twelvefold's columns": (
         "CREATE TABLE threads (num INTEGER PRIMARY KEY, id TEXT, agent TEXT)",
         "CREATE TABLE events (thread INTEGER, seq INTEGER, body TEXT)",

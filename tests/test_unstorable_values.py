@@ -293,3 +293,11 @@ def test_a_key_is_one_step_of_a_place_however_it_is_spelt(key: str, step: str) -
     assert head and tail
     assert head == step * (len(head) // len(step)), head
     assert tail == step * (len(tail) // len(step)), tail
+
+
+def test_a_huge_key_is_cut_too() -> None:
+    """rt22: the last step was always shown whole: a key of 100,000 characters made a
+    message of 100,000."""
+    said = unstorable({"m": {"k" * 100_000: "x\ud800"}}, "the input")
+    assert said is not None and len(said) < 200, len(said or "")
+    assert said.startswith("the input.m….kkkk") and "k… holds a lone surrogate" in said, said
